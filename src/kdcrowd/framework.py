@@ -1,0 +1,247 @@
+"""The KD-Crowd framework (Li, Zheng, Shi, Huang, Chen; Front. Comput. Sci. 2025,
+DOI 10.1007/s11704-023-3578-7): a transition-matrix crowd model teaches a noise-model-free
+robust student, then the roles switch.
+
+* Stage 0 — teacher: a crowd model (CrowdLayer, Max-MIG, CoNAL, or any module with the
+  crowd-model contract) trained on the annotations; its true-label predictions q on the
+  training items (classifier output, or the annotation-aware posterior).
+* Stage 1 — student: a fresh network trained on argmax q as noisy labels with a robust
+  technique, plus ``lambda1 * L_KD(S(x), q)``; refined predictions r = S(x).
+* Stage 2 — roles switched: the crowd model retrained on the annotations with
+  ``lambda2 * L_KD(f(x), r)``; its matrices are the refined worker-expertise estimates.
+
+:class:`KDCrowd` composes the pieces; a new teacher or student needs no change here.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics as M
+from .losses import KLDistillation, MIGfDistillation
+from .methods import (
+    CrowdObjective,
+    MethodOutput,
+    RunConfig,
+    build_crowd_model,
+    crowd_outputs,
+    evaluate_output,
+    padded_annotations,
+    standard_callbacks,
+)
+from .models.backbones import build_backbone
+from .students import Student, StudentObjective, build_student
+from .training import DeviceData, fit, predict_proba
+
+__all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "run_kdcrowd", "KD_LOSSES"]
+
+KD_LOSSES = ("mig-kl", "mig-pearson", "mig-js", "mig-tv", "mig-rkl", "mig-hellinger", "kl", "none")
+
+
+def build_kd_loss(name: str, temperature: float = 1.0, prior: str = "uniform") -> nn.Module | None:
+    """``mig-<f>`` → :class:`MIGfDistillation`, ``kl`` → :class:`KLDistillation`, ``none`` → None."""
+    if name == "none":
+        return None
+    if name == "kl":
+        return KLDistillation(temperature=temperature)
+    if name.startswith("mig-"):
+        return MIGfDistillation(f=name[4:], prior=prior)
+    raise ValueError(f"unknown distillation loss '{name}'; choose one of {KD_LOSSES}")
+
+
+class KDStage2Objective(nn.Module):
+    """Stage 2: the crowd model's own loss plus ``lambda2 * kd(f(x), r)`` towards the student's predictions."""
+
+    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, refined: torch.Tensor, kd: nn.Module | None, lambda2: float) -> None:
+        super().__init__()
+        self.model, self.kd, self.lambda2 = model, kd, lambda2
+        self.register_buffer("ann_workers", workers, persistent=False)
+        self.register_buffer("ann_labels", labels, persistent=False)
+        self.register_buffer("refined", refined, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        loss, logits = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
+        if self.kd is not None and self.lambda2 > 0:
+            loss = loss + self.lambda2 * self.kd(logits.float(), self.refined[idx])
+        return loss
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_proba(x).float()
+
+
+@dataclass
+class KDCrowd:
+    """KD-Crowd over any teacher and any student.
+
+    Call :meth:`fit` with a data set on a device; it returns one :class:`MethodOutput` per
+    stage (``teacher``, ``student``, ``stage2``) and the name of the final predictor.
+    """
+
+    teacher: str | nn.Module = "crowdlayer-mw"
+    """Crowd-model name (``crowdlayer-mw``, ``maxmig``, ``conal``, ...) or a crowd-model module."""
+    student: str = "coteaching"
+    """Robust student name (``coteaching``, ``gce``, ``sce``, ``elr``, ``ce``)."""
+    kd: str = "mig-kl"
+    """Distillation loss: ``mig-<f>``, ``kl`` or ``none``."""
+    lambda1: float = 1.0
+    """Weight of the stage-1 distillation term."""
+    lambda2: float = 1.0
+    """Weight of the stage-2 distillation term."""
+    teacher_output: str = "classifier"
+    """Teacher predictions q: the ``classifier`` f(x) or the annotation-aware ``posterior``."""
+    stage2: str = "reinit"
+    """Stage-2 crowd model: ``reinit`` (fresh) or ``finetune`` (from the teacher)."""
+    stages: int = 2
+    """1: teacher → student; 2: and the role switch."""
+    teacher_trained: bool = False
+    """When ``teacher`` is a module that is already trained, skip stage 0's training."""
+    kd_temperature: float = 1.0
+    """Temperature of the KL distillation loss."""
+    student_params: dict[str, Any] = field(default_factory=dict)
+    """Hyper-parameters of the student (e.g. ``q`` for GCE, ``forget_rate`` for co-teaching)."""
+    final: str = "best-val"
+    """Final predictor: ``stage2``, ``student``, or ``best-val`` (higher validation accuracy of the two)."""
+
+    def _check(self) -> None:
+        if self.stages not in (1, 2):
+            raise ValueError(f"stages must be 1 or 2, got {self.stages}")
+        if self.teacher_output not in ("classifier", "posterior"):
+            raise ValueError(f"teacher_output must be 'classifier' or 'posterior', got '{self.teacher_output}'")
+        if self.stage2 not in ("reinit", "finetune"):
+            raise ValueError(f"stage2 must be 'reinit' or 'finetune', got '{self.stage2}'")
+        if self.final not in ("stage2", "student", "best-val"):
+            raise ValueError(f"final must be 'stage2', 'student' or 'best-val', got '{self.final}'")
+
+    def fit(self, ds: Any, data: DeviceData, cfg: RunConfig) -> tuple[dict[str, MethodOutput], str]:
+        """Run the stages on ``ds`` (already on ``data.device``); returns (outputs per stage, final stage name)."""
+        self._check()
+        ann = ds.annotations
+        if ann is None:
+            raise ValueError(f"KD-Crowd needs crowd annotations; data set '{ds.name}' has none (use --workers)")
+        w, l = padded_annotations(ann, data.device)
+        kd = build_kd_loss(self.kd, self.kd_temperature)
+        outs: dict[str, MethodOutput] = {}
+
+        # Stage 0: the teacher.
+        tname = self.teacher if isinstance(self.teacher, str) else type(self.teacher).__name__
+        teacher = build_crowd_model(self.teacher, ds, data, cfg) if isinstance(self.teacher, str) else self.teacher.to(data.device)
+        t_obj = CrowdObjective(teacher, w, l)
+        if self.teacher_trained and not isinstance(self.teacher, str):
+            t_fit = _untrained_fit(t_obj)
+        else:
+            t_fit = fit(t_obj, data, cfg.train, standard_callbacks(ds, data, cfg), desc=f"teacher {tname}")
+            t_obj.load_state_dict(t_fit.best_state, strict=False)
+        proba, post = crowd_outputs(teacher, data, w, l, cfg.train)
+        q = post if self.teacher_output == "posterior" else proba
+        outs["teacher"] = MethodOutput(t_obj, t_fit, train_proba=q, transitions=teacher.transition_matrices().detach().float().cpu().numpy())
+        teacher_val = _val_accuracy(t_obj, data, cfg)
+
+        # Stage 1: the robust student on the teacher's hard predictions, distilling q.
+        hard = q.argmax(1)
+        params = dict(self.student_params)
+        if self.student == "coteaching":
+            params.setdefault("forget_rate", float(np.clip(1.0 - teacher_val, 0.05, 0.5)) if teacher_val is not None else 0.2)
+            params.setdefault("t_k", max(1, cfg.train.epochs // 4))
+        make = lambda: build_backbone(cfg.backbone, data.input_shape, ds.n_classes)  # noqa: E731
+        torch.manual_seed(cfg.train.seed + 1)
+        student: Student = build_student(self.student, make, data.n_train, ds.n_classes, **params).to(data.device)
+        s_obj = StudentObjective(student, hard, q, kd, self.lambda1)
+        callbacks = standard_callbacks(ds, data, cfg)
+        if ds.y_train is not None:
+            callbacks.append(_pseudo_memorization_callback(hard.cpu().numpy(), ds.y_train, data, cfg))
+        s_fit = fit(s_obj, data, replace(cfg.train, seed=cfg.train.seed + 1), callbacks, desc=f"student {self.student}")
+        s_obj.load_state_dict(s_fit.best_state, strict=False)
+        refined = predict_proba(s_obj, data, data.x_train, cfg.train)
+        outs["student"] = MethodOutput(s_obj, s_fit, train_proba=refined, extra={"teacher_label_accuracy": None if ds.y_train is None else M.accuracy(q.cpu().numpy(), ds.y_train)})
+        if self.stages == 1:
+            return outs, "student"
+
+        # Stage 2: roles switched — the crowd model again, supervised by the student.
+        if self.stage2 == "finetune":
+            model = copy.deepcopy(teacher)
+        else:
+            torch.manual_seed(cfg.train.seed + 2)
+            model = build_crowd_model(self.teacher, ds, data, cfg) if isinstance(self.teacher, str) else _reinit_copy(teacher, ds, data, cfg, w, l)
+        c_obj = KDStage2Objective(model, w, l, refined, kd, self.lambda2)
+        c_fit = fit(c_obj, data, replace(cfg.train, seed=cfg.train.seed + 2), standard_callbacks(ds, data, cfg), desc=f"stage 2 {tname}")
+        c_obj.load_state_dict(c_fit.best_state, strict=False)
+        c_proba, c_post = crowd_outputs(model, data, w, l, cfg.train)
+        outs["stage2"] = MethodOutput(c_obj, c_fit, train_proba=c_proba, transitions=model.transition_matrices().detach().float().cpu().numpy())
+        if ds.y_train is not None:
+            outs["stage2"].extra["train_posterior_accuracy"] = M.accuracy(c_post.cpu().numpy(), ds.y_train)
+        final = self.final
+        if final == "best-val":
+            sv, cv = _val_accuracy(s_obj, data, cfg), _val_accuracy(c_obj, data, cfg)
+            final = "student" if (sv is not None and cv is not None and sv > cv) else "stage2"
+        return outs, final
+
+
+def _val_accuracy(module: nn.Module, data: DeviceData, cfg: RunConfig) -> float | None:
+    if data.x_val is None or data.y_val is None:
+        return None
+    return float((predict_proba(module, data, data.x_val, cfg.train).argmax(1) == data.y_val).float().mean())
+
+
+def _untrained_fit(obj: nn.Module) -> Any:
+    from .training import FitResult
+
+    state = {k: v.detach().clone() for k, v in obj.state_dict().items()}
+    return FitResult(history=[], best_epoch=0, best_state=state, final_state=state, seconds=0.0)
+
+
+def _reinit_copy(teacher: nn.Module, ds: Any, data: DeviceData, cfg: RunConfig, w: torch.Tensor, l: torch.Tensor) -> nn.Module:
+    """A fresh copy of a user-supplied teacher module: same class, parameters re-initialised."""
+    model = copy.deepcopy(teacher)
+    for mod in model.modules():
+        if hasattr(mod, "reset_parameters") and mod is not model:
+            mod.reset_parameters()
+    if hasattr(model, "reset_worker_parameters"):
+        model.reset_worker_parameters()
+    model.init_from_annotations(w, l)
+    return model
+
+
+def _pseudo_memorization_callback(pseudo: np.ndarray, y: np.ndarray, data: DeviceData, cfg: RunConfig) -> Any:
+    def cb(epoch: int, module: nn.Module, record: dict[str, Any]) -> None:
+        pred = predict_proba(module, data, data.x_train, cfg.train).argmax(1).cpu().numpy()
+        record["pseudo_memorization"] = float(M.pseudo_label_memorization(pred, pseudo, y))
+
+    return cb
+
+
+def run_kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
+    """The ``kdcrowd`` method of :mod:`kdcrowd.methods`: options from ``cfg.options``."""
+    o = cfg.options
+    fw = KDCrowd(
+        teacher=o.get("teacher", "crowdlayer-mw"),
+        student=o.get("student", "coteaching"),
+        kd=o.get("kd", "mig-kl"),
+        lambda1=float(o.get("lambda1", 1.0)),
+        lambda2=float(o.get("lambda2", 1.0)),
+        teacher_output=o.get("teacher_output", "classifier"),
+        stage2=o.get("stage2", "reinit"),
+        stages=int(o.get("stages", 2)),
+        kd_temperature=float(o.get("kd_temperature", 1.0)),
+        student_params=dict(o.get("student_params", {})),
+        final=o.get("final", "best-val"),
+    )
+    outs, final = fw.fit(ds, data, cfg)
+    stages: dict[str, Any] = {}
+    for name, out in outs.items():
+        rec = evaluate_output(out, ds, data, cfg.train)
+        rec.update(out.extra)
+        rec["history"] = out.fit.history
+        rec["seconds"] = out.fit.seconds
+        stages[name] = rec
+    chosen = outs[final]
+    transitions = outs["stage2"].transitions if "stage2" in outs else outs["teacher"].transitions
+    return MethodOutput(chosen.module, chosen.fit, train_proba=chosen.train_proba, transitions=transitions, extra={"stages": stages, "final_stage": final})

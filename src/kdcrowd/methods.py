@@ -1,0 +1,370 @@
+"""Methods: what ``kdcrowd run --method NAME`` trains, and the metrics every run reports.
+
+A method takes a :class:`~kdcrowd.data.datasets.CrowdDataset` already placed on a device
+(:class:`~kdcrowd.training.DeviceData`) and a :class:`RunConfig`, trains through the one
+loop in :mod:`kdcrowd.training`, and returns a :class:`MethodOutput`. :func:`run` then
+evaluates it into the ``metrics.json`` dictionary. Every door (CLI, estimator, benchmarks)
+goes through :func:`run`.
+
+Methods here:
+
+* ``clean`` — the backbone on the ground-truth labels (the ceiling; simulated or real
+  data with known training labels only);
+* ``mv`` / ``mv-soft`` — the backbone on majority-vote labels (hard or vote proportions);
+* ``ds`` / ``ds-soft`` — the backbone on Dawid–Skene labels (hard or posteriors);
+* crowd models ``crowdlayer-mw|vw|vb|vwb``, ``maxmig``, ``conal``;
+* ``kdcrowd`` — the KD-Crowd framework over a teacher and a student.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics as M
+from .aggregation import aggregate
+from .models.backbones import build_backbone
+from .training import DeviceData, FitResult, TrainConfig, fit, predict_proba, resolve_device
+
+__all__ = [
+    "RunConfig",
+    "MethodOutput",
+    "METHODS",
+    "SupervisedObjective",
+    "CrowdObjective",
+    "run",
+    "run_on_dataset",
+    "versions",
+]
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rerun one method on one data set."""
+
+    dataset: str = "digits"
+    """Registered data set name."""
+    method: str = "mv"
+    """Method name (see :data:`METHODS`)."""
+    workers: str | None = None
+    """Simulated-worker case replacing the data set's annotations (``None``: its own)."""
+    backbone: str = "auto"
+    """Backbone name or ``auto``."""
+    seed: int = 0
+    """Seed of the simulation, initialisation and batch order."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation settings."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Method-specific options (``mig_f``, ``teacher``, ``student``, ``kd``, ...)."""
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of :func:`~kdcrowd.data.datasets.load_dataset`."""
+    track_memorization: bool = True
+    """Record per-epoch memorization of the workers' wrong labels (needs training ground truth)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class MethodOutput:
+    """What a method returns to :func:`run`."""
+
+    module: nn.Module
+    """The true-label predictor (has ``predict_proba``), left in its validation-selected state."""
+    fit: FitResult
+    """Its training result (history, states)."""
+    train_proba: torch.Tensor | None = None
+    """The method's label distribution over the training items (N, K), if it differs from the predictor's."""
+    transitions: np.ndarray | None = None
+    """Estimated worker matrices (M, K, K), when the method estimates them."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Additional metrics fields."""
+
+
+class SupervisedObjective(nn.Module):
+    """A backbone trained with cross-entropy on fixed targets: hard ``(N,)`` or soft ``(N, K)``."""
+
+    def __init__(self, backbone: nn.Module, targets: torch.Tensor) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("targets", targets, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.backbone(x).float(), self.targets[idx])
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x).float().softmax(-1)
+
+
+class CrowdObjective(nn.Module):
+    """Adapts a crowd model (``crowd_loss(x, workers, labels)``) to the training loop.
+
+    Holds the item-major padded annotations of the training items on the device and
+    gathers the rows of each batch.
+    """
+
+    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("ann_workers", workers, persistent=False)
+        self.register_buffer("ann_labels", labels, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        loss, _ = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
+        return loss
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_proba(x).float()
+
+
+def padded_annotations(ann: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Item-major padded (worker, label) tensors of ``ann`` on ``device``."""
+    w, l = ann.padded()
+    return torch.as_tensor(w, dtype=torch.long, device=device), torch.as_tensor(l, dtype=torch.long, device=device)
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+def memorization_callback(ds: Any, data: DeviceData, config: TrainConfig, key: str = "memorization") -> Callable[[int, nn.Module, dict[str, Any]], None]:
+    """Per-epoch memorization of the workers' wrong labels by the true-label predictor (SPEC §5)."""
+    ann, y = ds.annotations, ds.y_train
+
+    def cb(epoch: int, module: nn.Module, record: dict[str, Any]) -> None:
+        pred = predict_proba(module, data, data.x_train, config).argmax(1).cpu().numpy()
+        _, mean, std = M.memorization(pred, ann.item, ann.worker, ann.label, y, ann.n_workers)
+        record[f"{key}_mean"], record[f"{key}_std"] = float(mean), float(std)
+        record["train_accuracy"] = float((pred == y).mean())
+
+    return cb
+
+
+def standard_callbacks(ds: Any, data: DeviceData, cfg: RunConfig) -> list[Callable[[int, nn.Module, dict[str, Any]], None]]:
+    """Callbacks every method gets: memorization when the training ground truth is known."""
+    if cfg.track_memorization and ds.y_train is not None and ds.annotations is not None:
+        return [memorization_callback(ds, data, cfg.train)]
+    return []
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def _backbone(ds: Any, data: DeviceData, cfg: RunConfig) -> nn.Module:
+    return build_backbone(cfg.backbone, data.input_shape, ds.n_classes).to(data.device)
+
+
+def _require_annotations(ds: Any, method: str) -> Any:
+    if ds.annotations is None:
+        raise ValueError(f"method '{method}' needs crowd annotations but data set '{ds.name}' has none; pick simulated workers with --workers (see `kdcrowd datasets`)")
+    return ds.annotations
+
+
+def _train_on_targets(ds: Any, data: DeviceData, cfg: RunConfig, targets: torch.Tensor, desc: str) -> tuple[nn.Module, FitResult]:
+    torch.manual_seed(cfg.train.seed)
+    module = SupervisedObjective(_backbone(ds, data, cfg), targets).to(data.device)
+    res = fit(module, data, cfg.train, standard_callbacks(ds, data, cfg), desc=desc)
+    module.load_state_dict(res.best_state, strict=False)
+    return module, res
+
+
+def _aggregation_method(agg: str, soft: bool) -> Callable[[Any, DeviceData, RunConfig], MethodOutput]:
+    def method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
+        ann = _require_annotations(ds, cfg.method)
+        kw: dict[str, Any] = {"device": str(data.device)} if agg == "ds" else {}
+        labels, post = aggregate(ann, method=agg, **kw)
+        post_t = torch.as_tensor(np.asarray(post, dtype=np.float32), device=data.device)
+        targets = post_t if soft else torch.as_tensor(np.asarray(labels), dtype=torch.long, device=data.device)
+        if not soft and (targets < 0).any():
+            # Items nobody labelled get the class of their vote-proportion argmax (uniform → 0);
+            # use the soft variant to give them a uniform target instead.
+            targets = post_t.argmax(1)
+        module, res = _train_on_targets(ds, data, cfg, targets, f"{cfg.method}+DNN")
+        extra: dict[str, Any] = {"aggregated_label_accuracy": M.accuracy(post_t.cpu().numpy(), ds.y_train) if ds.y_train is not None else None}
+        trans = None
+        if agg == "ds":
+            from .aggregation import dawid_skene
+
+            trans = dawid_skene(ann, **kw).transitions
+        return MethodOutput(module, res, transitions=trans, extra=extra)
+
+    return method
+
+
+def _clean(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
+    if ds.y_train is None:
+        raise ValueError(f"method 'clean' trains on ground-truth labels, which data set '{ds.name}' does not have for its training items")
+    targets = torch.as_tensor(ds.y_train, dtype=torch.long, device=data.device)
+    module, res = _train_on_targets(ds, data, cfg, targets, "clean")
+    return MethodOutput(module, res)
+
+
+def build_crowd_model(name: str, ds: Any, data: DeviceData, cfg: RunConfig) -> nn.Module:
+    """A fresh crowd model for ``name`` (``crowdlayer-*``, ``maxmig``, ``conal``) on ``ds``."""
+    from .models import crowd
+
+    ann = _require_annotations(ds, name)
+    backbone = _backbone(ds, data, cfg)
+    k, m = ds.n_classes, ann.n_workers
+    opts = cfg.options
+    if name.startswith("crowdlayer-"):
+        model: nn.Module = crowd.CrowdLayer(backbone, m, k, variant=name.split("-", 1)[1])
+    elif name == "maxmig":
+        model = crowd.MaxMIG(backbone, m, k, f=opts.get("mig_f", "kl"))
+    elif name == "conal":
+        model = crowd.CoNAL(backbone, m, k)
+    else:
+        raise ValueError(f"unknown crowd model '{name}'; choose one of {CROWD_MODELS}")
+    model = model.to(data.device)
+    w, l = padded_annotations(ann, data.device)
+    model.init_from_annotations(w, l)
+    return model
+
+
+def crowd_outputs(model: nn.Module, data: DeviceData, workers: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classifier probabilities and annotation-aware posteriors of a crowd model on the training items."""
+    proba = predict_proba(model, data, data.x_train, config)
+    with torch.no_grad():
+        post = model.posterior(proba.clamp_min(1e-12).log(), workers, labels).float()
+    return proba, post
+
+
+def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
+    model = build_crowd_model(cfg.method, ds, data, cfg)
+    w, l = padded_annotations(ds.annotations, data.device)
+    obj = CrowdObjective(model, w, l)
+    res = fit(obj, data, cfg.train, standard_callbacks(ds, data, cfg), desc=cfg.method)
+    obj.load_state_dict(res.best_state, strict=False)
+    proba, post = crowd_outputs(model, data, w, l, cfg.train)
+    extra: dict[str, Any] = {}
+    if ds.y_train is not None:
+        extra["train_posterior_accuracy"] = M.accuracy(post.cpu().numpy(), ds.y_train)
+    trans = model.transition_matrices().detach().float().cpu().numpy()
+    return MethodOutput(obj, res, train_proba=proba, transitions=trans, extra=extra)
+
+
+def _kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
+    from .framework import run_kdcrowd
+
+    return run_kdcrowd(ds, data, cfg)
+
+
+CROWD_MODELS = ("crowdlayer-mw", "crowdlayer-vw", "crowdlayer-vb", "crowdlayer-vwb", "maxmig", "conal")
+
+METHODS: dict[str, Callable[[Any, DeviceData, RunConfig], MethodOutput]] = {
+    "clean": _clean,
+    "mv": _aggregation_method("mv", soft=False),
+    "mv-soft": _aggregation_method("mv", soft=True),
+    "ds": _aggregation_method("ds", soft=False),
+    "ds-soft": _aggregation_method("ds", soft=True),
+    **{name: _crowd_method for name in CROWD_MODELS},
+    "kdcrowd": _kdcrowd,
+}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, kdcrowd and the libraries a result depends on."""
+    import numpy
+    import pandas
+
+    from . import __version__
+
+    out = {"python": platform.python_version(), "kdcrowd": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "pandas": pandas.__version__}
+    if torch.cuda.is_available():
+        out["cuda"] = str(torch.version.cuda)
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable device description."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainConfig) -> dict[str, Any]:
+    """Accuracy (final and validation-selected), label recovery, calibration and expertise error."""
+    res: dict[str, Any] = {}
+    module = out.module
+    module.load_state_dict(out.fit.final_state, strict=False)
+    if data.x_test is not None and ds.y_test is not None:
+        p = predict_proba(module, data, data.x_test, config).cpu().numpy()
+        res["test_accuracy"] = M.accuracy(p, ds.y_test)
+        res["test_ece"] = M.expected_calibration_error(p, ds.y_test)
+    module.load_state_dict(out.fit.best_state, strict=False)
+    if data.x_test is not None and ds.y_test is not None:
+        p = predict_proba(module, data, data.x_test, config).cpu().numpy()
+        res["test_accuracy_val_selected"] = M.accuracy(p, ds.y_test)
+        res["test_ece_val_selected"] = M.expected_calibration_error(p, ds.y_test)
+    res["best_epoch"] = out.fit.best_epoch
+    if ds.y_train is not None:
+        tp = out.train_proba if out.train_proba is not None else predict_proba(module, data, data.x_train, config)
+        res["train_label_accuracy"] = M.accuracy(tp.cpu().numpy(), ds.y_train)
+    if out.transitions is not None and ds.annotations is not None:
+        res["expertise_error"] = expertise_error_summary(out.transitions, ds)
+    return res
+
+
+def expertise_error_summary(t_hat: np.ndarray, ds: Any) -> dict[str, Any] | None:
+    """Expertise error of estimated worker matrices against the truth (SPEC §5).
+
+    The truth is the generating matrices for simulated workers, else the row-normalised
+    confusion counts of the workers' labels against the training ground truth.
+    """
+    ann = ds.annotations
+    if ds.true_transitions is not None:
+        t_true, mask = ds.true_transitions, None
+    elif ds.y_train is not None:
+        t_true, mask = M.true_transitions_from_labels(ann, ds.y_train)
+    else:
+        return None
+    e = M.expertise_error(t_true, t_hat, row_mask=mask)
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in e.items()}
+
+
+def run_on_dataset(ds: Any, cfg: RunConfig) -> tuple[dict[str, Any], MethodOutput]:
+    """Run ``cfg.method`` on an already loaded data set; returns (metrics, method output)."""
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method '{cfg.method}'; choose one of {sorted(METHODS)}")
+    device = resolve_device(cfg.train.device)
+    t0 = time.perf_counter()
+    data = DeviceData.from_dataset(ds, device)
+    out = METHODS[cfg.method](ds, data, cfg)
+    metrics: dict[str, Any] = {
+        "method": cfg.method,
+        "dataset": ds.name,
+        "workers": cfg.workers,
+        "seed": cfg.seed,
+        "config": cfg.to_dict(),
+        "versions": versions(),
+        "device": device_name(device),
+    }
+    metrics.update(evaluate_output(out, ds, data, cfg.train))
+    metrics.update(out.extra)
+    metrics["history"] = out.fit.history
+    metrics["seconds"] = time.perf_counter() - t0
+    metrics["train_seconds"] = out.fit.seconds
+    return metrics, out
+
+
+def run(cfg: RunConfig, root: str | None = None) -> tuple[dict[str, Any], MethodOutput]:
+    """Load ``cfg.dataset`` (with simulated workers if asked) and run ``cfg.method`` on it."""
+    from .data.datasets import load_dataset
+
+    ds = load_dataset(cfg.dataset, root=root, workers=cfg.workers, seed=cfg.seed, **cfg.dataset_options)
+    return run_on_dataset(ds, cfg)

@@ -1,0 +1,288 @@
+"""Backbones: networks mapping an input batch to true-label logits.
+
+Every backbone follows one contract so crowd models and students can use any of them:
+
+* ``forward(x) -> (B, K)`` logits, equal to ``head(features(x))``;
+* ``features(x) -> (B, F)`` the penultimate representation (CoNAL's gate reads it);
+* ``feature_dim`` (F) and ``head`` (the final :class:`torch.nn.Linear`).
+
+Images enter channels-first as float tensors ``(B, C, H, W)`` (the training loop converts
+and normalises the uint8 images kept on the device); feature vectors enter as ``(B, D)``.
+
+Which one to pick:
+
+* ``mlp`` — feature vectors (LabelMe bag-of-words, digits);
+* ``fastcnn`` — a small, fast CNN for 28–32 px images in the style of the CIFAR-10
+  speedrun networks (airbench / hlb-CIFAR10): three conv groups, batch norm, GELU;
+* ``resnet18`` — the CIFAR ResNet-18 (3×3 stem, no max-pool);
+* ``vgg16`` — VGG-16 with batch norm, the backbone of the paper-era baselines;
+* ``labelme-cnn`` — a CNN for LabelMe's 128 px scene images (strided stem, four groups).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "MLP",
+    "FastCNN",
+    "ResNet18",
+    "VGG16BN",
+    "LabelMeCNN",
+    "BACKBONES",
+    "build_backbone",
+    "default_backbone",
+]
+
+
+class _Backbone(nn.Module):
+    """Shared forward: ``head(features(x))``."""
+
+    feature_dim: int
+    head: nn.Linear
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class MLP(_Backbone):
+    """Multi-layer perceptron for feature vectors ``(B, D)``.
+
+    Args:
+        in_features: input dimension D.
+        n_classes: number of classes K.
+        hidden: widths of the hidden layers.
+        dropout: dropout probability after each hidden layer.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int,
+        hidden: Sequence[int] = (256, 128),
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = width
+        self.head = nn.Linear(width, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.flatten(1))
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.GELU(),
+    ]
+
+
+class _ConvGroup(nn.Sequential):
+    """conv → max-pool(2) → BN → GELU → conv → BN → GELU (the speedrun block)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(c_out),
+            nn.GELU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.GELU(),
+        )
+
+
+class FastCNN(_Backbone):
+    """Small fast CNN for 28–32 px images, after the CIFAR-10 speedrun networks.
+
+    A 3×3 stem then three conv groups (each halving the resolution), global max-pool and a
+    linear head scaled down by ``head_scale`` (a large-logit damping trick of those
+    networks). About 1.9 M parameters at the default widths.
+
+    Args:
+        in_channels: image channels (3 for CIFAR, 1 for Fashion-MNIST).
+        n_classes: number of classes K.
+        widths: channels of the stem and the three groups.
+        head_scale: multiplier of the head's output.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        widths: Sequence[int] = (32, 64, 256, 256),
+        head_scale: float = 1 / 9,
+    ) -> None:
+        super().__init__()
+        w0, w1, w2, w3 = widths
+        self.body = nn.Sequential(
+            *_conv_bn(in_channels, w0),
+            _ConvGroup(w0, w1),
+            _ConvGroup(w1, w2),
+            _ConvGroup(w2, w3),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+        )
+        self.feature_dim = w3
+        self.head = nn.Linear(w3, n_classes, bias=False)
+        self.head_scale = head_scale
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)) * self.head_scale
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(_Backbone):
+    """ResNet-18, CIFAR variant (He et al., CVPR 2016): 3×3 stem, no stem max-pool.
+
+    Args:
+        in_channels: image channels.
+        n_classes: number of classes K.
+    """
+
+    def __init__(self, in_channels: int, n_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
+        c = 64
+        for width, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [_BasicBlock(c, width, stride), _BasicBlock(width, width, 1)]
+            c = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = 512
+        self.head = nn.Linear(512, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class VGG16BN(_Backbone):
+    """VGG-16 with batch norm (Simonyan & Zisserman, ICLR 2015), adapted to small images.
+
+    Args:
+        in_channels: image channels.
+        n_classes: number of classes K.
+    """
+
+    _CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+    def __init__(self, in_channels: int, n_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for v in self._CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                assert isinstance(v, int)
+                layers += [nn.Conv2d(c, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                c = v
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = 512
+        self.head = nn.Linear(512, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class LabelMeCNN(_Backbone):
+    """CNN for 128 px scene images (LabelMe): strided stem then four conv groups.
+
+    128 → 64 (stem, stride 2) → 32 → 16 → 8 → 4, global average pool, dropout, linear.
+
+    Args:
+        in_channels: image channels.
+        n_classes: number of classes K.
+        widths: channels of the stem and the four groups.
+        dropout: dropout before the head.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        widths: Sequence[int] = (32, 64, 128, 192, 256),
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [*_conv_bn(in_channels, widths[0], stride=2)]
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers.append(_ConvGroup(c_in, c_out))
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = widths[-1]
+        self.head = nn.Linear(widths[-1], n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _image_channels(shape: Sequence[int], name: str) -> int:
+    if len(shape) != 3:
+        raise ValueError(f"backbone '{name}' needs images (C, H, W); got input shape {tuple(shape)}. Use 'mlp' for feature vectors.")
+    return int(shape[0])
+
+
+BACKBONES: dict[str, Callable[[Sequence[int], int], nn.Module]] = {
+    "mlp": lambda shape, k: MLP(int(torch.tensor(shape).prod()), k),
+    "fastcnn": lambda shape, k: FastCNN(_image_channels(shape, "fastcnn"), k),
+    "resnet18": lambda shape, k: ResNet18(_image_channels(shape, "resnet18"), k),
+    "vgg16": lambda shape, k: VGG16BN(_image_channels(shape, "vgg16"), k),
+    "labelme-cnn": lambda shape, k: LabelMeCNN(_image_channels(shape, "labelme-cnn"), k),
+}
+
+
+def build_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> nn.Module:
+    """Build a backbone by name.
+
+    Args:
+        name: one of :data:`BACKBONES` (``mlp``, ``fastcnn``, ``resnet18``, ``vgg16``,
+            ``labelme-cnn``), or ``auto`` for :func:`default_backbone`.
+        input_shape: ``(C, H, W)`` for images or ``(D,)`` for feature vectors.
+        n_classes: number of classes K.
+    """
+    if name == "auto":
+        name = default_backbone(input_shape)
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)} or 'auto'")
+    return BACKBONES[name](input_shape, n_classes)
+
+
+def default_backbone(input_shape: Sequence[int]) -> str:
+    """The backbone used when none is named: MLP for vectors, FastCNN up to 64 px, else LabelMeCNN."""
+    if len(input_shape) == 1:
+        return "mlp"
+    return "fastcnn" if max(input_shape[1:]) <= 64 else "labelme-cnn"

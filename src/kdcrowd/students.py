@@ -1,0 +1,187 @@
+"""Noise-model-free robust students (KD-Crowd stage 1).
+
+A student learns from hard noisy labels ``y`` (the teacher's predictions) with a robust
+technique, plus an optional distillation term towards soft teacher targets. One contract:
+
+* ``forward(x) -> (B, K)`` logits and ``predict_proba(x)``;
+* ``student_loss(x, y, idx, epoch, soft=None, kd=None, lambda1=0.0) -> Tensor`` — the
+  robust loss on the hard labels plus ``lambda1 * kd(logits, soft)``.
+
+Which one to pick: ``coteaching`` (two networks exchanging small-loss items; the strongest
+on heavy noise, twice the compute), ``gce`` and ``sce`` (one network, a bounded or
+symmetric loss; cheap), ``elr`` (one network, early-learning regularisation; needs the
+item index), ``ce`` (plain cross-entropy, the control). :data:`STUDENTS` maps names to
+classes; :func:`build_student` builds one from a backbone factory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .losses import ELRLoss, coteaching_select, forget_rate_schedule, gce_loss, sce_loss
+
+__all__ = ["Student", "CEStudent", "GCEStudent", "SCEStudent", "ELRStudent", "CoTeachingStudent", "STUDENTS", "build_student", "StudentObjective"]
+
+KDLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Student(nn.Module):
+    """Base class: one backbone, robust loss in :meth:`robust_loss`."""
+
+    def __init__(self, backbone: nn.Module, n_items: int, n_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.n_items, self.n_classes = n_items, n_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x).float().softmax(-1)
+
+    def robust_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def student_loss(
+        self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, soft: torch.Tensor | None = None, kd: KDLoss | None = None, lambda1: float = 0.0
+    ) -> torch.Tensor:
+        """Robust loss on hard labels ``y`` plus ``lambda1 * kd(logits, soft)``."""
+        logits = self(x).float()
+        loss = self.robust_loss(logits, y, idx, epoch)
+        if kd is not None and soft is not None and lambda1 > 0:
+            loss = loss + lambda1 * kd(logits, soft)
+        return loss
+
+
+class CEStudent(Student):
+    """Plain cross-entropy on the noisy labels: the control."""
+
+    def robust_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, y)
+
+
+class GCEStudent(Student):
+    """Generalized cross-entropy (Zhang & Sabuncu, NeurIPS 2018).
+
+    Args:
+        q: exponent in (0, 1]; q → 0 is CE, q = 1 is MAE.
+    """
+
+    def __init__(self, backbone: nn.Module, n_items: int, n_classes: int, q: float = 0.7) -> None:
+        super().__init__(backbone, n_items, n_classes)
+        self.q = q
+
+    def robust_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        return gce_loss(logits, y, q=self.q)
+
+
+class SCEStudent(Student):
+    """Symmetric cross-entropy (Wang et al., ICCV 2019).
+
+    Args:
+        alpha: weight of CE.
+        beta: weight of reverse CE.
+    """
+
+    def __init__(self, backbone: nn.Module, n_items: int, n_classes: int, alpha: float = 0.1, beta: float = 1.0) -> None:
+        super().__init__(backbone, n_items, n_classes)
+        self.alpha, self.beta = alpha, beta
+
+    def robust_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        return sce_loss(logits, y, alpha=self.alpha, beta=self.beta)
+
+
+class ELRStudent(Student):
+    """Early-learning regularisation (Liu et al., NeurIPS 2020).
+
+    Args:
+        beta: momentum of the per-item temporal ensemble of predictions.
+        lam: weight of the regulariser.
+    """
+
+    def __init__(self, backbone: nn.Module, n_items: int, n_classes: int, beta: float = 0.7, lam: float = 3.0) -> None:
+        super().__init__(backbone, n_items, n_classes)
+        self.elr = ELRLoss(n_items, n_classes, beta=beta, lam=lam)
+
+    def robust_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        return self.elr(logits, y, idx)
+
+
+class CoTeachingStudent(Student):
+    """Co-teaching (Han et al., NeurIPS 2018): two networks, each trained on the small-loss
+    items its peer selects; the kept fraction is 1 − R(t), R(t) = min(τ·t/T_k, τ).
+
+    Prediction averages the two networks' probabilities.
+
+    Args:
+        backbone_b: the peer network (same architecture, independent initialisation).
+        forget_rate: τ, the fraction of large-loss items dropped at full schedule; set it
+            to the estimated noise rate of the labels (the framework uses one minus the
+            teacher's validation accuracy).
+        t_k: epochs over which the forget rate ramps up.
+    """
+
+    def __init__(self, backbone: nn.Module, n_items: int, n_classes: int, backbone_b: nn.Module | None = None, forget_rate: float = 0.2, t_k: int = 5) -> None:
+        super().__init__(backbone, n_items, n_classes)
+        if backbone_b is None:
+            raise ValueError("co-teaching needs a second network: pass backbone_b (same architecture, fresh initialisation)")
+        self.backbone_b = backbone_b
+        self.forget_rate, self.t_k = forget_rate, t_k
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.backbone(x).float().softmax(-1) + self.backbone_b(x).float().softmax(-1))
+
+    def student_loss(
+        self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, soft: torch.Tensor | None = None, kd: KDLoss | None = None, lambda1: float = 0.0
+    ) -> torch.Tensor:
+        la, lb = self.backbone(x).float(), self.backbone_b(x).float()
+        ce_a = nn.functional.cross_entropy(la, y, reduction="none")
+        ce_b = nn.functional.cross_entropy(lb, y, reduction="none")
+        rate = forget_rate_schedule(epoch, self.forget_rate, self.t_k)
+        keep_a, keep_b = coteaching_select(ce_a.detach(), ce_b.detach(), rate)
+        loss = ce_a[keep_a].mean() + ce_b[keep_b].mean()
+        if kd is not None and soft is not None and lambda1 > 0:
+            loss = loss + lambda1 * (kd(la, soft) + kd(lb, soft))
+        return loss
+
+
+STUDENTS: dict[str, type[Student]] = {
+    "coteaching": CoTeachingStudent,
+    "gce": GCEStudent,
+    "sce": SCEStudent,
+    "elr": ELRStudent,
+    "ce": CEStudent,
+}
+
+
+def build_student(name: str, make_backbone: Callable[[], nn.Module], n_items: int, n_classes: int, **hparams: Any) -> Student:
+    """Build a student by name; ``make_backbone`` returns a fresh backbone each call."""
+    if name not in STUDENTS:
+        raise ValueError(f"unknown student '{name}'; choose one of {sorted(STUDENTS)}")
+    if name == "coteaching":
+        return CoTeachingStudent(make_backbone(), n_items, n_classes, backbone_b=make_backbone(), **hparams)
+    return STUDENTS[name](make_backbone(), n_items, n_classes, **hparams)
+
+
+class StudentObjective(nn.Module):
+    """Adapts a student to the training loop: gathers the hard labels and soft targets of each batch."""
+
+    def __init__(self, student: Student, labels: torch.Tensor, soft: torch.Tensor | None, kd: nn.Module | None, lambda1: float) -> None:
+        super().__init__()
+        self.student, self.kd, self.lambda1 = student, kd, lambda1
+        self.register_buffer("labels", labels, persistent=False)
+        self.register_buffer("soft", soft, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        soft = self.soft[idx] if self.soft is not None else None
+        return self.student.student_loss(x, self.labels[idx], idx, epoch, soft=soft, kd=self.kd, lambda1=self.lambda1)
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student.predict_proba(x)

@@ -1,0 +1,378 @@
+"""The one training loop every method runs through.
+
+Fast by design, after the CIFAR speedrun codebases: the whole data set lives on the
+device as tensors (images stay uint8 until a batch is drawn), a batch is an index slice of
+a per-epoch permutation, augmentation (random crop with padding, horizontal flip) runs on
+the device for the whole batch at once, bf16 autocast is on for CUDA, and the loop makes
+no host synchronisation inside an epoch (the loss accumulates on the device and is read
+once per epoch).
+
+Anything trainable is an ``nn.Module`` with
+
+* ``training_loss(x, idx, epoch) -> Tensor`` — ``x`` the augmented float batch on the
+  device, ``idx`` the long tensor of training-item indices in the batch;
+* ``predict_proba(x) -> (B, K)`` — true-label probabilities;
+* optionally ``param_groups(config) -> list[dict]`` for per-group learning rates, and
+  ``on_epoch_start(epoch)``.
+
+:func:`fit` trains one such module and returns its history and the validation-selected
+state; callbacks ``cb(epoch, module, record)`` add fields to each epoch's record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "TrainConfig",
+    "DeviceData",
+    "FitResult",
+    "Trainable",
+    "fit",
+    "predict_proba",
+    "resolve_device",
+    "seed_everything",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every method."""
+
+    epochs: int = 20
+    """Number of passes over the training items."""
+    batch_size: int = 256
+    """Training batch size (Max-MIG and MIG^f distillation use in-batch pairs, so it is a modelling choice there)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    weight_decay: float = 5e-4
+    """Decoupled weight decay (AdamW) or L2 (SGD)."""
+    optimizer: str = "adamw"
+    """``adamw`` or ``sgd`` (Nesterov momentum)."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    schedule: str = "cosine"
+    """``cosine`` (with linear warm-up), ``constant`` or ``linear`` (to zero)."""
+    warmup_epochs: float = 1.0
+    """Linear warm-up length in epochs (cosine schedule)."""
+    device: str = "auto"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available)."""
+    amp: bool | None = None
+    """bf16 autocast; ``None`` means on for CUDA, off for CPU."""
+    augment: bool = True
+    """Random crop (padding = 1/8 of the side) and horizontal flip for images."""
+    flip: bool = True
+    """Horizontal flips in augmentation (off for data where they change the class)."""
+    channels_last: bool = True
+    """Channels-last memory format for image backbones on CUDA."""
+    compile: bool = False
+    """Wrap the module's forward passes with ``torch.compile``."""
+    seed: int = 0
+    """Seed of initialisation, batch order and augmentation."""
+    progress: bool = True
+    """Show a progress bar (rich)."""
+    eval_batch_size: int = 2048
+    """Batch size of prediction passes."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Trainable(Protocol):
+    def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor: ...
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; anything else as given (with a clear error)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA) and numpy's legacy global generator."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+class DeviceData:
+    """A data set's splits held on one device, with batched on-device preprocessing.
+
+    Images are kept as uint8 ``(N, C, H, W)`` and converted to normalised float per batch;
+    feature vectors are standardised once with the training mean and standard deviation.
+
+    Args:
+        x_train, x_val, x_test: uint8 images ``(N, H, W, C)`` or float features ``(N, D)``.
+        y_val, y_test: ground truth of the evaluation splits (``None`` when unknown).
+        y_train: ground truth of the training items when known (for label-recovery
+            metrics only; never used for training).
+        device: where the tensors live.
+    """
+
+    def __init__(
+        self,
+        x_train: np.ndarray,
+        x_val: np.ndarray | None,
+        x_test: np.ndarray | None,
+        y_val: np.ndarray | None,
+        y_test: np.ndarray | None,
+        device: torch.device,
+        y_train: np.ndarray | None = None,
+    ) -> None:
+        self.device = device
+        self.is_image = x_train.ndim == 4
+        if self.is_image:
+            if x_train.dtype != np.uint8:
+                raise ValueError(f"images must be uint8 (N, H, W, C); got {x_train.dtype} {x_train.shape}")
+            to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device).permute(0, 3, 1, 2).contiguous()
+            self.x_train = to(x_train)
+            xf = self.x_train.float()
+            self.mean = xf.mean(dim=(0, 2, 3), keepdim=True) / 255.0
+            self.std = xf.std(dim=(0, 2, 3), keepdim=True).clamp_min(1.0) / 255.0
+            del xf
+        else:
+            to = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+            self.x_train = to(x_train)
+            self.mean = self.x_train.mean(0, keepdim=True)
+            self.std = self.x_train.std(0, keepdim=True).clamp_min(1e-6)
+        self.x_val = to(x_val) if x_val is not None and len(x_val) else None
+        self.x_test = to(x_test) if x_test is not None and len(x_test) else None
+        lab = lambda a: None if a is None else torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)
+        self.y_train, self.y_val, self.y_test = lab(y_train), lab(y_val), lab(y_test)
+
+    @classmethod
+    def from_dataset(cls, ds: Any, device: torch.device) -> DeviceData:
+        """Build from a :class:`kdcrowd.data.datasets.CrowdDataset`."""
+        return cls(ds.x_train, ds.x_val, ds.x_test, ds.y_val, ds.y_test, device, y_train=ds.y_train)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def prepare(self, x: torch.Tensor, augment: bool = False, flip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Convert a raw batch to the normalised float input of the backbones."""
+        if not self.is_image:
+            return (x - self.mean) / self.std
+        x = x.float().div_(255.0)
+        if augment:
+            x = random_crop_flip(x, pad=max(1, x.shape[-1] // 8), flip=flip, generator=generator)
+        return (x - self.mean) / self.std
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop with reflect padding and random horizontal flip, for a whole batch at once.
+
+    One gather with per-sample row/column index grids; no per-image Python.
+
+    Args:
+        x: float images ``(B, C, H, W)``.
+        pad: padding on each side; crops keep the input size.
+        flip: also flip half of the images horizontally.
+    """
+    b, _, h, w = x.shape
+    dev = x.device
+    xp = nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    oy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=generator)
+    rows = oy + torch.arange(h, device=dev)  # (B, H)
+    cols = ox + torch.arange(w, device=dev)  # (B, W)
+    if flip:
+        do_flip = torch.rand(b, 1, device=dev, generator=generator) < 0.5
+        cols = torch.where(do_flip, cols.flip(1), cols)
+    bi = torch.arange(b, device=dev)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns."""
+
+    history: list[dict[str, Any]]
+    """One record per epoch: ``epoch``, ``loss``, ``val_accuracy`` and callback fields."""
+    best_epoch: int
+    """1-based epoch with the highest validation accuracy (the last epoch without validation data)."""
+    best_state: dict[str, torch.Tensor]
+    """State dict at ``best_epoch``."""
+    final_state: dict[str, torch.Tensor]
+    """State dict after the last epoch."""
+    seconds: float
+    """Wall time of the training."""
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batch boundaries; a last batch of one item is merged into the one before.
+
+    Losses built on in-batch pairs (MIG^f) need at least two items, and dropping items
+    would silently skip data.
+    """
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:
+        bounds[-2] = (bounds[-2][0], n)
+        bounds.pop()
+    return bounds
+
+
+def _lr_lambda(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = max(1, config.epochs * steps_per_epoch)
+    warm = int(config.warmup_epochs * steps_per_epoch) if config.schedule == "cosine" else 0
+
+    def f(step: int) -> float:
+        if config.schedule == "constant":
+            return 1.0
+        if config.schedule == "linear":
+            return max(0.0, 1.0 - step / total)
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    if config.schedule not in ("cosine", "constant", "linear"):
+        raise ValueError(f"unknown schedule '{config.schedule}'; use cosine, constant or linear")
+    return f
+
+
+def _optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = module.param_groups(config) if hasattr(module, "param_groups") else [{"params": [p for p in module.parameters() if p.requires_grad]}]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer '{config.optimizer}'; use adamw or sgd")
+
+
+def autocast(device: torch.device, enabled: bool | None) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (when enabled or left to default), nothing on CPU."""
+    on = device.type == "cuda" if enabled is None else enabled
+    if not on:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def predict_proba(module: Any, data: DeviceData, x: torch.Tensor, config: TrainConfig | None = None) -> torch.Tensor:
+    """Class probabilities of ``module`` for raw items ``x`` (float32, on the device)."""
+    config = config or TrainConfig()
+    was_training = module.training
+    module.eval()
+    out = []
+    for s in range(0, x.shape[0], config.eval_batch_size):
+        xb = data.prepare(x[s : s + config.eval_batch_size])
+        if data.is_image and config.channels_last and data.device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(data.device, config.amp):
+            out.append(module.predict_proba(xb).float())
+    module.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def _accuracy(module: Any, data: DeviceData, x: torch.Tensor | None, y: torch.Tensor | None, config: TrainConfig) -> torch.Tensor | None:
+    if x is None or y is None:
+        return None
+    return (predict_proba(module, data, x, config).argmax(1) == y).float().mean()
+
+
+def _progress(config: TrainConfig, total: int, desc: str) -> Iterator[int]:
+    if not config.progress:
+        yield from range(total)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"), transient=True) as bar:
+        task = bar.add_task(desc, total=total, status="")
+        for i in range(total):
+            yield i
+            bar.update(task, advance=1, status=_progress.status)  # type: ignore[attr-defined]
+
+
+_progress.status = ""  # type: ignore[attr-defined]
+
+
+def fit(
+    module: nn.Module,
+    data: DeviceData,
+    config: TrainConfig,
+    callbacks: Sequence[Callable[[int, nn.Module, dict[str, Any]], None]] = (),
+    desc: str = "train",
+) -> FitResult:
+    """Train ``module`` on ``data`` and return its history and validation-selected state.
+
+    The module must already live on ``data.device``. Per epoch: one pass over a fresh
+    permutation of the training items, then validation accuracy, then the callbacks
+    (which may add fields to the epoch's record). The state with the best validation
+    accuracy is kept on the device.
+    """
+    device = data.device
+    seed_everything(config.seed)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(config.seed)
+    if data.is_image and config.channels_last and device.type == "cuda":
+        module.to(memory_format=torch.channels_last)
+    step_fn: Callable[..., torch.Tensor] = module.training_loss  # type: ignore[assignment]
+    if config.compile:
+        step_fn = torch.compile(step_fn)
+    opt = _optimizer(module, config)
+    bounds = _batches(data.n_train, config.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, len(bounds)))
+    history: list[dict[str, Any]] = []
+    best_acc, best_epoch = -1.0, 0
+    best_state: dict[str, torch.Tensor] = {}
+    t0 = time.perf_counter()
+    for epoch in _progress(config, config.epochs, desc):
+        module.train()
+        if hasattr(module, "on_epoch_start"):
+            module.on_epoch_start(epoch)
+        perm = torch.randperm(data.n_train, device=device, generator=gen)
+        loss_sum = torch.zeros((), device=device)
+        for s, e in bounds:
+            idx = perm[s:e]
+            xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=gen)
+            if data.is_image and config.channels_last and device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(device, config.amp):
+                loss = step_fn(xb, idx, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach().float()
+        val = _accuracy(module, data, data.x_val, data.y_val, config)
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / len(bounds), "val_accuracy": val}
+        for cb in callbacks:
+            cb(epoch, module, record)
+        record = {k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v) for k, v in record.items()}
+        if not math.isfinite(record["loss"]):
+            raise FloatingPointError(f"{desc}: the training loss became {record['loss']} at epoch {epoch + 1}; lower the learning rate (--lr) or check the inputs")
+        history.append(record)
+        score = record["val_accuracy"] if record["val_accuracy"] is not None else float(epoch)
+        if score > best_acc:
+            best_acc, best_epoch = score, epoch + 1
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        _progress.status = f"loss {record['loss']:.4f}" + (f"  val {record['val_accuracy']:.3f}" if record["val_accuracy"] is not None else "")  # type: ignore[attr-defined]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    if not best_state:
+        best_state = copy.deepcopy(final_state)
+    return FitResult(history, best_epoch, best_state, final_state, seconds, config.to_dict())
