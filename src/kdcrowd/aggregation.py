@@ -285,8 +285,8 @@ def dawid_skene(
         if q0.shape != (n, k):
             raise ValueError(f"init array must have shape ({n}, {k}), got {q0.shape}")
 
-    item = torch.as_tensor(item_np, device=dev)
-    wy = torch.as_tensor(worker_np * k + label_np, device=dev)  # row (worker, label)
+    item = torch.tensor(item_np, device=dev)  # copies: Annotations arrays are read-only
+    wy = torch.tensor(worker_np * k + label_np, device=dev)  # row index (worker, label)
     q = torch.as_tensor(q0, dtype=dtype, device=dev)
     has = torch.zeros(n, dtype=torch.bool, device=dev)
     has[item] = True

@@ -117,11 +117,12 @@ def run(
             options["lambda2"] = lambda2
     cfg = _run_config(dataset, method, workers, epochs, batch_size, lr, seed, device, backbone, options)
     try:
-        metrics, _ = run_method(cfg, root=str(data_root) if data_root else None)
+        metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
     write_json(out / "metrics.json", metrics)
+    save_transitions(out, output, ds=output.dataset)
     console.print(results_table([metrics], f"{dataset}" + (f" / workers={workers}" if workers else "")))
     console.print(f"wrote {out / 'metrics.json'}")
 
@@ -179,6 +180,54 @@ def aggregate(
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {method}; wrote {out}")
+
+
+def save_transitions(out: Path, output: Any, ds: Any = None) -> None:
+    """Write the estimated (and true) worker matrices of a run to OUT/transitions.npz."""
+    import numpy as np
+
+    from .methods import true_transitions
+
+    if output.transitions is None or ds is None or ds.annotations is None:
+        return
+    true, mask = true_transitions(ds)
+    arrays = {"estimated": output.transitions, "labels_per_worker": ds.annotations.labels_per_worker(), "worker_ids": np.asarray(ds.annotations.worker_ids).astype(str)}
+    if true is not None:
+        arrays["true"] = true
+        if mask is not None:
+            arrays["row_mask"] = mask
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "transitions.npz", **arrays)
+
+
+plot_app = typer.Typer(help="Figures from run directories.", no_args_is_help=True)
+app.add_typer(plot_app, name="plot")
+
+
+@plot_app.command("memorization")
+def plot_memorization_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by `kdcrowd run`."),
+    out: Path = typer.Option(Path("memorization"), help="Output stem; .png and .svg are written."),
+    title: Optional[str] = typer.Option(None, help="Axes title."),
+) -> None:
+    """Memorization of wrong annotations vs epochs, mean ± 1 std over workers, one curve per run."""
+    from .report.plots import plot_memorization
+
+    for p in plot_memorization(run_dirs, out, title=title):
+        console.print(f"wrote {p}")
+
+
+@plot_app.command("workers")
+def plot_workers_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `kdcrowd run`."),
+    out: Path = typer.Option(Path("workers"), help="Output stem; .png and .svg are written."),
+    n_workers: int = typer.Option(8, help="How many workers (those with the most labels)."),
+) -> None:
+    """True vs estimated worker matrices."""
+    from .report.plots import plot_workers
+
+    for p in plot_workers(run_dir, out, n_workers=n_workers):
+        console.print(f"wrote {p}")
 
 
 @app.command()

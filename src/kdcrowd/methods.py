@@ -21,7 +21,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,8 @@ class MethodOutput:
     """Estimated worker matrices (M, K, K), when the method estimates them."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Additional metrics fields."""
+    dataset: Any = None
+    """The data set it was trained on (set by :func:`run_on_dataset`)."""
 
 
 class SupervisedObjective(nn.Module):
@@ -320,18 +322,30 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
     return res
 
 
+def true_transitions(ds: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The workers' true matrices (M, K, K) and a row mask (M, K) of rows with data.
+
+    Simulated workers: the generating matrices (all rows valid). Real workers: the
+    row-normalised confusion counts of their labels against the training ground truth;
+    rows of classes a worker never saw are masked out. ``(None, None)`` when unknown.
+    """
+    if ds.annotations is None:
+        return None, None
+    if ds.true_transitions is not None:
+        return np.asarray(ds.true_transitions), None
+    if ds.y_train is not None:
+        return M.true_transitions_from_labels(ds.annotations, ds.y_train)
+    return None, None
+
+
 def expertise_error_summary(t_hat: np.ndarray, ds: Any) -> dict[str, Any] | None:
     """Expertise error of estimated worker matrices against the truth (SPEC §5).
 
     The truth is the generating matrices for simulated workers, else the row-normalised
     confusion counts of the workers' labels against the training ground truth.
     """
-    ann = ds.annotations
-    if ds.true_transitions is not None:
-        t_true, mask = ds.true_transitions, None
-    elif ds.y_train is not None:
-        t_true, mask = M.true_transitions_from_labels(ann, ds.y_train)
-    else:
+    t_true, mask = true_transitions(ds)
+    if t_true is None:
         return None
     e = M.expertise_error(t_true, t_hat, row_mask=mask)
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in e.items()}
@@ -341,6 +355,8 @@ def run_on_dataset(ds: Any, cfg: RunConfig) -> tuple[dict[str, Any], MethodOutpu
     """Run ``cfg.method`` on an already loaded data set; returns (metrics, method output)."""
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method '{cfg.method}'; choose one of {sorted(METHODS)}")
+    if cfg.train.seed != cfg.seed:
+        cfg = replace(cfg, train=replace(cfg.train, seed=cfg.seed))
     device = resolve_device(cfg.train.device)
     t0 = time.perf_counter()
     data = DeviceData.from_dataset(ds, device)
@@ -359,6 +375,7 @@ def run_on_dataset(ds: Any, cfg: RunConfig) -> tuple[dict[str, Any], MethodOutpu
     metrics["history"] = out.fit.history
     metrics["seconds"] = time.perf_counter() - t0
     metrics["train_seconds"] = out.fit.seconds
+    out.dataset = ds
     return metrics, out
 
 

@@ -214,12 +214,12 @@ def true_transitions_from_labels(
     (those rows of ``T`` are all zeros).
     """
     item, worker, label, y_true, M, K = _unpack(item, worker, label, y_true, n_workers, n_classes)
-    yt = y_true[item]
-    keep = yt >= 0
-    worker, label, yt = worker[keep], label[keep], yt[keep]
     if K is None:
         K = int(max(label.max(initial=-1), y_true.max(initial=-1))) + 1
     K = int(K)
+    yt = y_true[item]
+    keep = yt >= 0
+    worker, label, yt = worker[keep], label[keep], yt[keep]
     if label.size and (label.min() < 0 or label.max() >= K or yt.max() >= K):
         raise ValueError(f"labels and y_true must lie in 0..{K - 1}")
     if worker.size and (worker.min() < 0 or worker.max() >= M):

@@ -340,8 +340,11 @@ class Annotations:
         ):
             size_name = {"item": "n_items", "worker": "n_workers", "label": "n_classes"}[name]
             id_arr = None if id_values is None else _as_id_array(id_values, id_name)
+            origin = ""
             if n is None:
                 n = int(arr.max()) + 1 if id_arr is None else int(id_arr.size)
+                if id_arr is not None:
+                    origin = f", taken from len({id_name})"
             n = int(n)
             if id_arr is not None and id_arr.size != n:
                 raise AnnotationError(
@@ -351,7 +354,7 @@ class Annotations:
             bad = np.flatnonzero((arr < 0) | (arr >= n))
             if bad.size:
                 raise _fail_rows(
-                    f"`{name}` index out of range 0..{n - 1} ({size_name}={n})",
+                    f"`{name}` index out of range 0..{n - 1} ({size_name}={n}{origin})",
                     bad,
                     {"item": it, "worker": wk, "label": lb},
                     f"Dense indices must lie in 0..{size_name}-1; pass a larger "
@@ -710,6 +713,7 @@ class Annotations:
         cls,
         obj_or_path: Any,
         classes: Sequence[Any] | None = None,
+        duplicates: str = "error",
     ) -> "Annotations":
         """Build from peerannot's ``answers.json``: ``{item: {worker: label}}``.
 
@@ -717,6 +721,9 @@ class Annotations:
         that are all canonical integer strings (``"0"``, ``"17"``) become ints, at
         each level separately; so do such label strings. Item order follows the keys
         of the JSON (items with ``{}`` are kept, with no labels); workers are sorted.
+        ``duplicates`` is accepted for symmetry with :meth:`from_long` (a JSON object
+        cannot repeat a worker within an item, so it only matters if two worker keys
+        convert to the same id).
         """
         if isinstance(obj_or_path, (str, os.PathLike)):
             path = Path(obj_or_path)
@@ -761,7 +768,8 @@ class Annotations:
             "worker": pd.Series(wk, dtype=wk.dtype if wk.size else object),
             "label": lab_s,
         })
-        return cls.from_long(df, classes=classes, items=item_keys if keys else None)
+        return cls.from_long(df, classes=classes, items=item_keys if keys else None,
+                             duplicates=duplicates)
 
     @classmethod
     def read(cls, path: str | os.PathLike, **kw: Any) -> "Annotations":
@@ -770,7 +778,7 @@ class Annotations:
         ``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``, ``.parquet`` / ``.pq`` (long
         tables, read with :meth:`from_long`; ``kw`` is passed on) and ``.json`` /
         ``.json.gz`` (peerannot answers, :meth:`from_answers_json`; ``kw`` may hold
-        ``classes``).
+        ``classes`` and ``duplicates``).
         """
         path = Path(path)
         suffix = _suffix(path)

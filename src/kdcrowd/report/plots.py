@@ -1,0 +1,131 @@
+"""Figures from run directories (each holds the ``metrics.json`` of ``kdcrowd run``).
+
+* :func:`plot_memorization` — memorization of the workers' wrong labels against epochs,
+  mean ± 1 std over workers, one curve per run (and per KD-Crowd stage);
+* :func:`plot_workers` — true against estimated worker matrices, a grid of heat maps;
+* :func:`plot_expertise_gap` — per-worker expertise error of two runs (the E_m-gap figure).
+
+Each writes PNG and SVG next to the given output stem.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_memorization", "plot_workers", "plot_expertise_gap", "load_run", "memorization_curves"]
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """The ``metrics.json`` of a run directory (or the file itself)."""
+    p = Path(run_dir)
+    p = p / "metrics.json" if p.is_dir() else p
+    if not p.exists():
+        raise FileNotFoundError(f"no metrics.json in {run_dir}; pass directories written by `kdcrowd run --out DIR`")
+    return json.loads(p.read_text())
+
+
+def memorization_curves(metrics: dict[str, Any], label: str | None = None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(label, epochs, mean, std) of every history in a run that records memorization."""
+    base = label or metrics.get("method", "run")
+    out = []
+    histories = [(base, metrics.get("history", []))]
+    for stage, rec in (metrics.get("stages") or {}).items():
+        histories.append((f"{base}: {stage}", rec.get("history", [])))
+    if metrics.get("stages"):
+        histories = histories[1:]  # the top level repeats the final stage
+    for name, hist in histories:
+        rows = [h for h in hist if h.get("memorization_mean") is not None]
+        if rows:
+            ep = np.array([h["epoch"] for h in rows], dtype=float)
+            mu = np.array([h["memorization_mean"] for h in rows], dtype=float)
+            sd = np.array([h["memorization_std"] for h in rows], dtype=float)
+            out.append((name, ep, mu, sd))
+    return out
+
+
+def _save(fig: Any, out: str | Path) -> list[Path]:
+    stem = Path(out)
+    stem = stem.with_suffix("") if stem.suffix in (".png", ".svg") else stem
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=150, bbox_inches="tight")
+    return paths
+
+
+def plot_memorization(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None, title: str | None = None, ax: Any = None) -> list[Path]:
+    """Memorization vs epoch with ±1 std bands for several runs on one axes (the seed's figure)."""
+    plt = _plt()
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    n = 0
+    for i, d in enumerate(run_dirs):
+        m = load_run(d)
+        for name, ep, mu, sd in memorization_curves(m, labels[i] if labels else None):
+            (line,) = ax.plot(ep, mu, label=name)
+            ax.fill_between(ep, np.clip(mu - sd, 0, 1), np.clip(mu + sd, 0, 1), color=line.get_color(), alpha=0.2)
+            n += 1
+    if n == 0:
+        raise ValueError("none of the runs records memorization (it needs ground truth for the training items)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("fraction of wrong annotations memorized")
+    ax.set_ylim(0, None)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(ax.figure, out) if own else []
+
+
+def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> list[Path]:
+    """True (top row) vs estimated (bottom row) matrices of the workers with the most labels."""
+    plt = _plt()
+    p = Path(run_dir) / "transitions.npz"
+    if not p.exists():
+        raise FileNotFoundError(f"no transitions.npz in {run_dir}: the run's method estimates no worker matrices, or it was written by an older version")
+    z = np.load(p)
+    est, true = z["estimated"], z["true"]
+    order = np.argsort(-z["labels_per_worker"])[:n_workers] if "labels_per_worker" in z else np.arange(min(n_workers, len(est)))
+    fig, axes = plt.subplots(2, len(order), figsize=(1.8 * len(order), 3.8), squeeze=False)
+    for j, m in enumerate(order):
+        for r, (mat, name) in enumerate(((true[m], "true"), (est[m], "estimated"))):
+            a = axes[r, j]
+            a.imshow(mat, vmin=0, vmax=1, cmap="viridis")
+            a.set_xticks([])
+            a.set_yticks([])
+            if j == 0:
+                a.set_ylabel(name)
+            if r == 0:
+                a.set_title(f"worker {z['worker_ids'][m] if 'worker_ids' in z else m}", fontsize=8)
+    fig.suptitle(load_run(run_dir).get("method", ""))
+    return _save(fig, out)
+
+
+def plot_expertise_gap(run_a: str | Path, run_b: str | Path, out: str | Path, labels: tuple[str, str] | None = None) -> list[Path]:
+    """Per-worker relative expertise error E_m of two runs, workers sorted by the first run's error."""
+    plt = _plt()
+    ea = np.array(load_run(run_a)["expertise_error"]["relative_per_worker"], dtype=float)
+    eb = np.array(load_run(run_b)["expertise_error"]["relative_per_worker"], dtype=float)
+    la, lb = labels or ("A", "B")
+    order = np.argsort(np.nan_to_num(ea, nan=-1.0))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(ea[order], ".", label=f"{la} (mean {np.nanmean(ea):.3f})")
+    ax.plot(eb[order], ".", label=f"{lb} (mean {np.nanmean(eb):.3f})")
+    ax.set_xlabel("worker (sorted by first run's error)")
+    ax.set_ylabel("E_m")
+    ax.legend()
+    return _save(fig, out)

@@ -1,0 +1,117 @@
+"""The training loop, on-device augmentation and backbones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kdcrowd.methods import SupervisedObjective
+from kdcrowd.models.backbones import BACKBONES, FastCNN, build_backbone, default_backbone
+from kdcrowd.training import DeviceData, TrainConfig, _batches, fit, predict_proba, random_crop_flip
+
+
+def _blobs(n: int, k: int = 3, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (k, d))
+    y = rng.integers(0, k, n)
+    return (centres[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("name,shape", [("mlp", (20,)), ("fastcnn", (3, 32, 32)), ("fastcnn", (1, 28, 28)), ("resnet18", (3, 32, 32)), ("vgg16", (3, 32, 32)), ("labelme-cnn", (3, 128, 128))])
+def test_backbone_contract(name: str, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    net = build_backbone(name, shape, 7).eval()
+    x = torch.randn(2, *shape)
+    logits = net(x)
+    assert logits.shape == (2, 7)
+    feats = net.features(x)
+    assert feats.shape == (2, net.feature_dim)
+    scale = net.head_scale if isinstance(net, FastCNN) else 1.0
+    torch.testing.assert_close(net.head(feats) * scale, logits)
+
+
+def test_backbone_errors_and_defaults() -> None:
+    assert default_backbone((64,)) == "mlp"
+    assert default_backbone((3, 32, 32)) == "fastcnn"
+    assert default_backbone((3, 128, 128)) == "labelme-cnn"
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("nope", (3, 32, 32), 10)
+    with pytest.raises(ValueError, match="needs images"):
+        build_backbone("resnet18", (64,), 10)
+    assert set(BACKBONES) >= {"mlp", "fastcnn", "resnet18", "vgg16", "labelme-cnn"}
+
+
+def test_batches_never_leave_a_single_item() -> None:
+    assert _batches(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert _batches(9, 4) == [(0, 4), (4, 9)]
+    assert _batches(1, 4) == [(0, 1)]
+    sizes = [e - s for s, e in _batches(1025, 256)]
+    assert min(sizes) >= 2 and sum(sizes) == 1025
+
+
+def test_random_crop_flip_matches_a_per_image_reference() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 8, 8)
+    pad = 2
+    g = torch.Generator().manual_seed(5)
+    out = random_crop_flip(x, pad=pad, flip=True, generator=g)
+    # Replay the same random draws and crop each image by hand.
+    g = torch.Generator().manual_seed(5)
+    oy = torch.randint(0, 2 * pad + 1, (6, 1), generator=g)
+    ox = torch.randint(0, 2 * pad + 1, (6, 1), generator=g)
+    flips = torch.rand(6, 1, generator=g) < 0.5
+    xp = torch.nn.functional.pad(x, (pad,) * 4, mode="reflect")
+    for i in range(6):
+        ref = xp[i, :, oy[i, 0] : oy[i, 0] + 8, ox[i, 0] : ox[i, 0] + 8]
+        if flips[i, 0]:
+            ref = ref.flip(-1)
+        torch.testing.assert_close(out[i], ref)
+
+
+def test_device_data_normalises_images_and_features() -> None:
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (50, 8, 8, 3), dtype=np.uint8)
+    data = DeviceData(imgs, imgs[:5], imgs[:5], np.zeros(5, int), np.zeros(5, int), torch.device("cpu"))
+    assert data.x_train.dtype == torch.uint8 and data.x_train.shape == (50, 3, 8, 8)
+    xb = data.prepare(data.x_train)
+    assert abs(float(xb.mean())) < 0.05 and abs(float(xb.std()) - 1) < 0.05
+    feats = rng.normal(3, 2, (50, 4)).astype(np.float32)
+    d2 = DeviceData(feats, None, None, None, None, torch.device("cpu"))
+    torch.testing.assert_close(d2.prepare(d2.x_train).mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="uint8"):
+        DeviceData(imgs.astype(np.float32), None, None, None, None, torch.device("cpu"))
+
+
+def _fit_blobs(seed: int, epochs: int = 8):
+    x, y = _blobs(600, seed=1)
+    data = DeviceData(x[:400], x[400:500], x[500:], y[400:500], y[500:], torch.device("cpu"), y_train=y[:400])
+    torch.manual_seed(seed)
+    module = SupervisedObjective(build_backbone("mlp", (5,), 3), torch.as_tensor(y[:400]))
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed, progress=False)
+    return module, data, fit(module, data, cfg), cfg
+
+
+def test_fit_learns_selects_and_is_reproducible() -> None:
+    module, data, res, cfg = _fit_blobs(0)
+    assert len(res.history) == 8 and {"epoch", "loss", "val_accuracy"} <= set(res.history[0])
+    accs = [h["val_accuracy"] for h in res.history]
+    assert max(accs) > 0.95
+    assert res.best_epoch == int(np.argmax(accs)) + 1
+    module.load_state_dict(res.best_state, strict=False)
+    acc = float((predict_proba(module, data, data.x_val, cfg).argmax(1) == data.y_val).float().mean())
+    assert acc == pytest.approx(max(accs))
+    _, _, res2, _ = _fit_blobs(0)
+    assert [h["loss"] for h in res.history] == [h["loss"] for h in res2.history]
+
+
+def test_fit_reports_a_diverging_loss() -> None:
+    x, y = _blobs(100)
+    data = DeviceData(x, None, None, None, None, torch.device("cpu"))
+
+    class Bad(SupervisedObjective):
+        def training_loss(self, x, idx, epoch):  # type: ignore[override]
+            return super().training_loss(x, idx, epoch) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        fit(Bad(build_backbone("mlp", (5,), 3), torch.as_tensor(y)), data, TrainConfig(epochs=1, progress=False))
