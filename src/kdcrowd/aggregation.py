@@ -285,8 +285,12 @@ def dawid_skene(
         if q0.shape != (n, k):
             raise ValueError(f"init array must have shape ({n}, {k}), got {q0.shape}")
 
-    item = torch.tensor(item_np, device=dev)  # copies: Annotations arrays are read-only
-    wy = torch.tensor(worker_np * k + label_np, device=dev)  # row index (worker, label)
+    # Sort the annotations by item once: the per-iteration gathers q[item] and the
+    # scatter-adds into (N, K) then walk memory in order (several times faster on the
+    # CPU for large N); sums do not depend on the order.
+    order = np.argsort(item_np, kind="stable")
+    item = torch.from_numpy(item_np[order]).to(dev)
+    wy = torch.from_numpy((worker_np * k + label_np)[order]).to(dev)  # row (worker, label)
     q = torch.as_tensor(q0, dtype=dtype, device=dev)
     has = torch.zeros(n, dtype=torch.bool, device=dev)
     has[item] = True
@@ -298,7 +302,7 @@ def dawid_skene(
         priors = q[has].mean(0) if n_has else torch.full((k,), 1.0 / k, dtype=dtype, device=dev)
         # counts[m*K + y, c] = sum over annotations (i, m, y) of q[i, c]
         counts = torch.zeros(m * k, k, dtype=dtype, device=dev)
-        counts.index_add_(0, wy, q[item])
+        counts.index_add_(0, wy, q.index_select(0, item))
         counts = counts.view(m, k, k).transpose(1, 2)  # [worker, true c, observed y]
         if smoothing:
             counts = counts + smoothing
@@ -316,7 +320,7 @@ def dawid_skene(
         # row (m*K + y) of log_ty holds log T_m[:, y] over the true class
         log_ty = log_t.transpose(1, 2).reshape(m * k, k)
         log_post = torch.log(priors.clamp_min(eps)).expand(n, k).clone()
-        log_post.index_add_(0, item, log_ty[wy])
+        log_post.index_add_(0, item, log_ty.index_select(0, wy))
         log_norm = torch.logsumexp(log_post, dim=1, keepdim=True)
         post = torch.exp(log_post - log_norm)
         ll = float(log_norm[has].sum()) / a if a else 0.0
@@ -328,7 +332,7 @@ def dawid_skene(
         # the entropy of the (eps-floored) posteriors. Not monotone under EM.
         log_ty = torch.log(trans).transpose(1, 2).reshape(m * k, k)
         log_pi = torch.log(priors.clamp_min(eps))
-        joint = (q[item] * (log_ty[wy] + log_pi)).sum()
+        joint = (q.index_select(0, item) * (log_ty.index_select(0, wy) + log_pi)).sum()
         qc = q[has].clamp_min(eps)
         entropy = -(qc * torch.log(qc)).sum()
         return float(joint + entropy) / a
