@@ -303,7 +303,7 @@ def test_aggregation_frame_original_ids_and_classes():
     assert got.loc["a", "label"] == "dog" and got.loc["b", "label"] == "cat"
     assert got.loc["c", "label"] == "bird"
     assert got.loc["a", "p_dog"] == pytest.approx(2 / 3)
-    np.testing.assert_allclose(frame.filter(like="p_").sum(1), 1.0)
+    np.testing.assert_allclose(frame.filter(like="p_").sum(axis=1), 1.0)
     ds = aggregation_frame(ann, "ds")
     assert list(ds.columns) == list(frame.columns) and len(ds) == 3
 
@@ -340,7 +340,8 @@ def _truth_dir() -> Path | None:
 TRUTH_SETS = [
     "bird", "dog", "rte", "product", "sentiment_zheng", "cf_amt", "zencrowd_us",
     "zencrowd_in", "zencrowd_all", "cf", "sentiment_polarity", "sentiment_polarity_amt",
-    "trec", "relevance", "fact_eval",
+    # the three largest (88k-217k annotations): a few seconds each
+    *(pytest.param(name, marks=pytest.mark.slow) for name in ("trec", "relevance", "fact_eval")),
 ]
 
 

@@ -193,7 +193,8 @@ class DawidSkeneResult:
             annotation get uniform rows.
         priors: ``(K,)`` class prior (mean posterior over annotated items).
         n_iter: number of EM iterations (E-steps) run.
-        converged: whether the log-likelihood gain fell below ``tol``.
+        converged: whether the stopping objective gained less than ``tol`` before
+            ``n_iter`` iterations ran out.
         log_likelihood: per iteration, the marginal log-likelihood of the annotations
             under the parameters used in that E-step, divided by the number of
             annotations (non-decreasing: EM's own objective).
@@ -267,90 +268,109 @@ def dawid_skene(
         dtype = torch.float64 if dev.type == "cpu" else torch.float32
     a = len(item_np)
 
+    # Sort the annotations by item once (on the device): the per-iteration gathers
+    # q[item] and the scatter-adds into (N, K) then walk memory in order (several times
+    # faster on the CPU for large N); sums do not depend on the order (up to rounding).
+    item = torch.tensor(item_np, device=dev)  # a copy: Annotations arrays are read-only
+    wy = torch.from_numpy(worker_np * k + label_np).to(dev)  # row index (worker, label)
+    item, order = torch.sort(item, stable=True)
+    wy = wy[order]
+    del order
+
     # ---- initial posteriors
     if isinstance(init, str):
-        if init == "soft_mv":
-            q0 = majority_vote(ann, soft=True)
-        elif init == "mv":
-            hard = majority_vote(ann, soft=False)
-            q0 = np.full((n, k), 1.0 / k)
-            q0[hard >= 0] = np.eye(k)[hard[hard >= 0]]
-        else:
+        if init not in ("soft_mv", "mv"):
             raise ValueError(
                 f"unknown init {init!r}; expected 'soft_mv', 'mv' or an (n_items, "
                 "n_classes) array"
             )
+        votes = torch.bincount(item * k + wy % k, minlength=n * k).view(n, k).to(dtype)
+        if init == "mv":  # one-hot of the hard vote, lowest class on ties
+            votes = torch.where(votes.sum(1, keepdim=True) > 0,
+                                torch.nn.functional.one_hot(votes.argmax(1), k).to(dtype),
+                                votes)
+        total = votes.sum(1, keepdim=True)
+        q = torch.where(total > 0, votes / total.clamp_min(1), 1.0 / k)
+        del votes, total
     else:
         q0 = np.asarray(init, dtype=np.float64)
         if q0.shape != (n, k):
             raise ValueError(f"init array must have shape ({n}, {k}), got {q0.shape}")
-
-    # Sort the annotations by item once: the per-iteration gathers q[item] and the
-    # scatter-adds into (N, K) then walk memory in order (several times faster on the
-    # CPU for large N); sums do not depend on the order.
-    order = np.argsort(item_np, kind="stable")
-    item = torch.from_numpy(item_np[order]).to(dev)
-    wy = torch.from_numpy((worker_np * k + label_np)[order]).to(dev)  # row (worker, label)
-    q = torch.as_tensor(q0, dtype=dtype, device=dev)
-    has = torch.zeros(n, dtype=torch.bool, device=dev)
-    has[item] = True
+        q = torch.as_tensor(q0, dtype=dtype, device=dev)
+    n_labels = torch.bincount(item, minlength=n).to(dtype)  # annotations per item
+    has = n_labels > 0
     n_has = int(has.sum())
+    has_idx = None if n_has == n else torch.nonzero(has).squeeze(1)
+
+    def annotated(x: torch.Tensor) -> torch.Tensor:
+        return x if has_idx is None else x.index_select(0, has_idx)
+
     # used[m, y]: worker m gave label y at least once
     used = torch.bincount(wy, minlength=m * k).view(m, k) > 0
+    used_rows = used.reshape(m * k, 1)
+    # one (A, K) work buffer reused by every gather (large fresh allocations page-fault)
+    buf = torch.empty(a, k, dtype=dtype, device=dev)
 
-    def m_step(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        priors = q[has].mean(0) if n_has else torch.full((k,), 1.0 / k, dtype=dtype, device=dev)
-        # counts[m*K + y, c] = sum over annotations (i, m, y) of q[i, c]
-        counts = torch.zeros(m * k, k, dtype=dtype, device=dev)
-        counts.index_add_(0, wy, q.index_select(0, item))
-        counts = counts.view(m, k, k).transpose(1, 2)  # [worker, true c, observed y]
+    def m_step(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if n_has:
+            priors = annotated(q).mean(0)
+        else:
+            priors = torch.full((k,), 1.0 / k, dtype=dtype, device=dev)
+        # raw[m*K + y, c] = sum over annotations (i, m, y) of q[i, c]
+        raw = torch.zeros(m * k, k, dtype=dtype, device=dev)
+        raw.index_add_(0, wy, torch.index_select(q, 0, item, out=buf))
+        counts = raw.view(m, k, k).transpose(1, 2)  # [worker, true c, observed y]
         if smoothing:
             counts = counts + smoothing
         counts = torch.where(used[:, None, :], counts.clamp_min(eps), counts)
         rows = counts.sum(-1, keepdim=True)
         trans = torch.where(rows > 0, counts / rows.clamp_min(torch.finfo(dtype).tiny), 1.0 / k)
-        return priors, trans
+        return priors, trans, raw
+
+    def log_t_by_label(trans: torch.Tensor) -> torch.Tensor:
+        # row (m*K + y) holds log T_m[:, y] over the true class; -inf in cells of labels
+        # the worker never gave, which no annotation gathers
+        return torch.log(trans).transpose(1, 2).reshape(m * k, k)
 
     def e_step(priors: torch.Tensor, trans: torch.Tensor) -> tuple[torch.Tensor, float]:
         # Log-space trick: a posterior is prior * a product of many probabilities, which
         # underflows to 0 for items with many labels. We sum logs instead and normalise
         # with log-sum-exp (subtracting each row's max before exp), which is exact since
         # the per-row shift cancels in the normalisation.
-        log_t = torch.log(trans)  # -inf in unused cells, which are never gathered
-        # row (m*K + y) of log_ty holds log T_m[:, y] over the true class
-        log_ty = log_t.transpose(1, 2).reshape(m * k, k)
         log_post = torch.log(priors.clamp_min(eps)).expand(n, k).clone()
-        log_post.index_add_(0, item, log_ty.index_select(0, wy))
+        log_post.index_add_(0, item, torch.index_select(log_t_by_label(trans), 0, wy, out=buf))
         log_norm = torch.logsumexp(log_post, dim=1, keepdim=True)
         post = torch.exp(log_post - log_norm)
-        ll = float(log_norm[has].sum()) / a if a else 0.0
+        ll = float(annotated(log_norm).sum()) / a if a else 0.0
         return post, ll
 
-    def crowdkit_objective(q: torch.Tensor, priors: torch.Tensor, trans: torch.Tensor) -> float:
+    def crowdkit_objective(
+        q: torch.Tensor, priors: torch.Tensor, trans: torch.Tensor, raw: torch.Tensor
+    ) -> float:
         # crowd-kit's "evidence lower bound" per annotation: the expected complete-data
-        # log-likelihood with log prior added once per *annotation* (not per item), plus
-        # the entropy of the (eps-floored) posteriors. Not monotone under EM.
-        log_ty = torch.log(trans).transpose(1, 2).reshape(m * k, k)
-        log_pi = torch.log(priors.clamp_min(eps))
-        joint = (q.index_select(0, item) * (log_ty.index_select(0, wy) + log_pi)).sum()
-        qc = q[has].clamp_min(eps)
+        # log-likelihood with the log prior added once per *annotation* (not per item),
+        # plus the entropy of the eps-floored posteriors. Not monotone under EM.
+        # sum_a q[i_a] . log T[w_a, :, y_a] is sum(raw * log T) with the M-step's counts.
+        joint = torch.where(used_rows, raw * log_t_by_label(trans), 0.0).sum()
+        joint = joint + (n_labels * (q @ torch.log(priors.clamp_min(eps)))).sum()
+        qc = annotated(q).clamp_min(eps)
         entropy = -(qc * torch.log(qc)).sum()
         return float(joint + entropy) / a
 
-    priors, trans = m_step(q)
+    priors, trans, raw = m_step(q)
     loglik: list[float] = []
     objective: list[float] = []
     converged = False
     it = 0
     for it in range(1, n_iter + 1):
         q, ll = e_step(priors, trans)
-        priors, trans = m_step(q)
+        priors, trans, raw = m_step(q)
         loglik.append(ll)
         if a == 0:
             converged = True
             break
         if criterion == "crowdkit":
-            objective.append(crowdkit_objective(q, priors, trans))
+            objective.append(crowdkit_objective(q, priors, trans, raw))
         else:
             objective.append(ll)
         if len(objective) > 1 and objective[-1] - objective[-2] < tol:
@@ -358,6 +378,7 @@ def dawid_skene(
             break
     if a == 0:
         converged = True
+    del buf
 
     posteriors = q.cpu().numpy()
     labels = posteriors.argmax(axis=1).astype(np.int64)

@@ -72,6 +72,20 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def parse_key_values(pairs: list[str]) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}`` (values parsed as JSON when they can be)."""
+    out: dict[str, Any] = {}
+    for p in pairs:
+        if "=" not in p:
+            raise typer.BadParameter(f"'{p}' is not KEY=VALUE (e.g. features=bovw)")
+        k, v = p.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
 def _run_config(
     dataset: str, method: str, workers: Optional[str], epochs: int, batch_size: int, lr: float, seed: int, device: str, backbone: str, options: dict[str, Any], progress: bool = True
 ) -> Any:
@@ -95,6 +109,7 @@ def run(
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     backbone: str = typer.Option("auto", help="mlp, fastcnn, resnet18, vgg16, labelme-cnn or auto."),
     data_root: Optional[Path] = typer.Option(None, envvar="KDCROWD_DATA", help="Directory holding the data sets (env KDCROWD_DATA)."),
+    dataset_option: list[str] = typer.Option([], "--dataset-option", help="KEY=VALUE passed to load_dataset, e.g. features=bovw for labelme (repeatable)."),
     mig_f: str = typer.Option("kl", help="f-divergence of Max-MIG / MIG^f: kl, pearson, js, tv, rkl, hellinger."),
     teacher: str = typer.Option("crowdlayer-mw", help="kdcrowd: the crowd model used as teacher."),
     student: str = typer.Option("coteaching", help="kdcrowd: the robust student (coteaching, gce, sce, elr, ce)."),
@@ -116,6 +131,7 @@ def run(
         if lambda2 is not None:
             options["lambda2"] = lambda2
     cfg = _run_config(dataset, method, workers, epochs, batch_size, lr, seed, device, backbone, options)
+    cfg.dataset_options = parse_key_values(dataset_option)
     try:
         metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
     except (ValueError, FileNotFoundError, RuntimeError) as e:

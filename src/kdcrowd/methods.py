@@ -185,21 +185,22 @@ def _train_on_targets(ds: Any, data: DeviceData, cfg: RunConfig, targets: torch.
 def _aggregation_method(agg: str, soft: bool) -> Callable[[Any, DeviceData, RunConfig], MethodOutput]:
     def method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
         ann = _require_annotations(ds, cfg.method)
-        kw: dict[str, Any] = {"device": str(data.device)} if agg == "ds" else {}
-        labels, post = aggregate(ann, method=agg, **kw)
-        post_t = torch.as_tensor(np.asarray(post, dtype=np.float32), device=data.device)
-        targets = post_t if soft else torch.as_tensor(np.asarray(labels), dtype=torch.long, device=data.device)
-        if not soft and (targets < 0).any():
-            # Items nobody labelled get the class of their vote-proportion argmax (uniform → 0);
-            # use the soft variant to give them a uniform target instead.
-            targets = post_t.argmax(1)
-        module, res = _train_on_targets(ds, data, cfg, targets, f"{cfg.method}+DNN")
-        extra: dict[str, Any] = {"aggregated_label_accuracy": M.accuracy(post_t.cpu().numpy(), ds.y_train) if ds.y_train is not None else None}
         trans = None
         if agg == "ds":
             from .aggregation import dawid_skene
 
-            trans = dawid_skene(ann, **kw).transitions
+            dsr = dawid_skene(ann, device=str(data.device))
+            labels, post, trans = dsr.labels, dsr.posteriors, dsr.transitions
+        else:
+            labels, post = aggregate(ann, method="mv")
+        post_t = torch.as_tensor(np.asarray(post, dtype=np.float32), device=data.device)
+        targets = post_t if soft else torch.as_tensor(np.asarray(labels), dtype=torch.long, device=data.device)
+        if not soft and (targets < 0).any():
+            # Items nobody labelled get the argmax of their (uniform) posterior, class 0;
+            # the soft variant gives them a uniform target instead.
+            targets = post_t.argmax(1)
+        module, res = _train_on_targets(ds, data, cfg, targets, f"{cfg.method}+DNN")
+        extra: dict[str, Any] = {"aggregated_label_accuracy": M.accuracy(post_t.cpu().numpy(), ds.y_train) if ds.y_train is not None else None}
         return MethodOutput(module, res, transitions=trans, extra=extra)
 
     return method

@@ -219,14 +219,16 @@ class VGG16BN(_Backbone):
 
 
 class LabelMeCNN(_Backbone):
-    """CNN for 128 px scene images (LabelMe): strided stem then four conv groups.
+    """CNN for 128 px scene images (LabelMe): strided stem, max-pool, three conv groups.
 
-    128 → 64 (stem, stride 2) → 32 → 16 → 8 → 4, global average pool, dropout, linear.
+    128 → 64 (stem, stride 2) → 32 (max-pool) → 16 → 8 → 4 (groups), global average pool,
+    dropout, linear. About 0.17 GFLOP per image forward, so a CPU epoch over LabelMe's
+    1000 training images takes seconds, not minutes.
 
     Args:
         in_channels: image channels.
         n_classes: number of classes K.
-        widths: channels of the stem and the four groups.
+        widths: channels of the stem and the three groups.
         dropout: dropout before the head.
     """
 
@@ -234,11 +236,11 @@ class LabelMeCNN(_Backbone):
         self,
         in_channels: int,
         n_classes: int,
-        widths: Sequence[int] = (32, 64, 128, 192, 256),
+        widths: Sequence[int] = (24, 64, 128, 256),
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [*_conv_bn(in_channels, widths[0], stride=2)]
+        layers: list[nn.Module] = [*_conv_bn(in_channels, widths[0], stride=2), nn.MaxPool2d(2)]
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers.append(_ConvGroup(c_in, c_out))
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]

@@ -438,13 +438,14 @@ class MaxMIG(CrowdModel):
         with _no_autocast(logits):
             workers = workers.to(logits.device).long()
             labels = labels.to(logits.device).long()
-            if not bool(_observed(workers, labels).any()):
-                # exact, finite 0 that still reaches the graph (MIG^f with g == p is 0 too)
-                return logits.float().sum() * 0.0, logits
+            any_obs = _observed(workers, labels).any()
             log_h = F.log_softmax(logits.float(), dim=-1)
             log_p = self.log_prior()
             log_g = F.log_softmax(self._aggregate_scores(workers, labels) + log_p, dim=-1)
             loss = -mig_f(log_h, log_g, log_p, self.f)
+            # no observed annotation: an exact, finite 0 still connected to the graph (MIG^f
+            # with g == p is 0 up to the probability floor); torch.where avoids a host sync
+            loss = torch.where(any_obs, loss, logits.float().sum() * 0.0)
         return loss, logits
 
     def posterior(

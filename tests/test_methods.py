@@ -1,0 +1,105 @@
+"""End-to-end runs of every method, the KD-Crowd framework and the estimator on tiny data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdcrowd.data.datasets import CrowdDataset
+from kdcrowd.data.simulate import simulate_workers
+from kdcrowd.framework import KD_LOSSES
+from kdcrowd.methods import CROWD_MODELS, METHODS, RunConfig, run_on_dataset
+from kdcrowd.students import STUDENTS
+from kdcrowd.training import TrainConfig
+
+
+def tiny_dataset(n: int = 240, k: int = 3, d: int = 6, case: str = "symmetric", seed: int = 0, **params) -> CrowdDataset:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (k, d))
+    y = rng.integers(0, k, n)
+    x = (centres[y] + rng.normal(0, 1, (n, d))).astype(np.float32)
+    tr, va, te = np.split(np.arange(n), [n // 2, 3 * n // 4])
+    sim = simulate_workers(y[tr], case, n_classes=k, seed=seed, x=x[tr], **params)
+    return CrowdDataset(
+        name="tiny", x_train=x[tr], x_val=x[va], x_test=x[te], y_train=y[tr], y_val=y[va], y_test=y[te],
+        annotations=sim.annotations, class_names=[str(c) for c in range(k)], true_transitions=sim.transitions,
+    )
+
+
+def cfg(method: str, epochs: int = 2, **options) -> RunConfig:
+    return RunConfig(dataset="tiny", method=method, train=TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, progress=False), options=options)
+
+
+REQUIRED = {"method", "dataset", "seed", "config", "versions", "device", "seconds", "test_accuracy", "test_accuracy_val_selected", "train_label_accuracy", "history"}
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "kdcrowd"])
+def test_every_method_writes_the_required_metrics(method: str) -> None:
+    ds = tiny_dataset()
+    metrics, out = run_on_dataset(ds, cfg(method))
+    assert REQUIRED <= set(metrics)
+    assert 0 <= metrics["test_accuracy"] <= 1
+    assert len(metrics["history"]) == 2
+    h = metrics["history"][-1]
+    assert {"loss", "val_accuracy", "memorization_mean", "memorization_std"} <= set(h)
+    if method in CROWD_MODELS or method.startswith("ds"):
+        e = metrics["expertise_error"]
+        assert np.isfinite(e["relative_mean"]) and np.isfinite(e["mae_mean"])
+        assert out.transitions.shape == (ds.annotations.n_workers, 3, 3)
+        np.testing.assert_allclose(out.transitions.sum(-1), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("teacher", CROWD_MODELS)
+@pytest.mark.parametrize("student", sorted(STUDENTS))
+def test_kdcrowd_runs_for_every_teacher_and_student(teacher: str, student: str) -> None:
+    ds = tiny_dataset()
+    metrics, _ = run_on_dataset(ds, cfg("kdcrowd", teacher=teacher, student=student, kd="mig-kl"))
+    st = metrics["stages"]
+    assert set(st) == {"teacher", "student", "stage2"}
+    for rec in st.values():
+        assert {"test_accuracy", "test_accuracy_val_selected", "history"} <= set(rec)
+    assert "expertise_error" in st["teacher"] and "expertise_error" in st["stage2"]
+    assert "pseudo_memorization" in st["student"]["history"][-1]
+    assert metrics["final_stage"] in ("student", "stage2")
+    final = st[metrics["final_stage"]]
+    assert metrics["test_accuracy_val_selected"] == pytest.approx(final["test_accuracy_val_selected"])
+
+
+@pytest.mark.parametrize("kd", KD_LOSSES)
+def test_kdcrowd_every_distillation_loss_and_one_stage(kd: str) -> None:
+    ds = tiny_dataset()
+    metrics, _ = run_on_dataset(ds, cfg("kdcrowd", teacher="crowdlayer-mw", student="gce", kd=kd, stages=1, teacher_output="posterior"))
+    assert set(metrics["stages"]) == {"teacher", "student"} and metrics["final_stage"] == "student"
+
+
+def test_kdcrowd_options_are_validated() -> None:
+    ds = tiny_dataset()
+    with pytest.raises(ValueError, match="stages must be 1 or 2"):
+        run_on_dataset(ds, cfg("kdcrowd", stages=3))
+    with pytest.raises(ValueError, match="unknown distillation loss"):
+        run_on_dataset(ds, cfg("kdcrowd", kd="mmd"))
+    with pytest.raises(ValueError, match="unknown student"):
+        run_on_dataset(ds, cfg("kdcrowd", student="mixup"))
+    with pytest.raises(ValueError, match="unknown method"):
+        run_on_dataset(ds, cfg("nope"))
+
+
+def test_estimator_fits_a_long_table_with_string_ids() -> None:
+    from kdcrowd.estimator import CrowdClassifier
+
+    ds = tiny_dataset(case="hammer-spammer")
+    ann = ds.annotations
+    names = np.array(["cat", "dog", "eel"])
+    df = pd.DataFrame({"task": [f"img{i}" for i in ann.item], "worker": [f"w{w}" for w in ann.worker], "label": names[ann.label]})
+    item_ids = [f"img{i}" for i in range(len(ds.x_train))]
+    clf = CrowdClassifier(method="crowdlayer-mw", epochs=15, batch_size=32, lr=3e-3, device="cpu")
+    assert clf.get_params()["method"] == "crowdlayer-mw"
+    clf.fit(ds.x_train, df, X_val=ds.x_val, y_val=names[ds.y_val], item_ids=item_ids)
+    assert list(clf.classes_) == ["cat", "dog", "eel"]
+    assert clf.transition_matrices_.shape == (ann.n_workers, 3, 3)
+    assert clf.labels_.shape == (len(ds.x_train),)
+    assert clf.score(ds.x_test, names[ds.y_test]) > 0.8
+    assert set(clf.predict(ds.x_test[:5])) <= set(names)
+    with pytest.raises(ValueError, match="item shape"):
+        clf.predict(ds.x_test[:, :3])
