@@ -42,6 +42,28 @@ def _base_runs() -> list[dict[str, Any]]:
     return [{"method": m, "label": m} for m in ("clean", "mv", "ds")] + [{"method": t, "label": t} for t in TEACHERS]
 
 
+def _ablation_runs(teacher: str) -> list[dict[str, Any]]:
+    """Table-3 style ablations over one shared teacher (validation accuracy picks defaults)."""
+    runs: list[dict[str, Any]] = [{"method": "mv", "label": "mv"}, {"method": teacher, "label": teacher}]
+
+    def kd(label: str, **opts: Any) -> None:
+        base = {"teacher": teacher, "student": "coteaching", "kd": "mig-kl", "stages": 1}
+        base.update(opts)
+        runs.append({"method": "kdcrowd", "label": f"kdcrowd({teacher}) {label}", "options": base})
+
+    for student in ("coteaching", "gce", "sce", "elr", "ce"):
+        kd(f"student={student}", student=student)
+    for loss in ("mig-pearson", "mig-js", "mig-tv", "mig-rkl", "mig-hellinger", "kl", "none"):
+        kd(f"kd={loss}", kd=loss)
+    for lam in (0.3, 3.0):
+        kd(f"lambda1={lam}", lambda1=lam)
+    kd("teacher_output=posterior", teacher_output="posterior")
+    for lam in (0.3, 1.0, 3.0):
+        kd(f"stages=2 lambda2={lam}", stages=2, lambda2=lam)
+    kd("stages=2 stage2=finetune", stages=2, stage2="finetune")
+    return runs
+
+
 SUITES: dict[str, dict[str, Any]] = {
     # Issues 2–4 acceptance on the real CIFAR-10N crowd (20 k lossless images, 15k/1k/4k).
     "real-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": _base_runs() + _kd_runs(["crowdlayer-mw", "maxmig"])},
@@ -51,8 +73,13 @@ SUITES: dict[str, dict[str, Any]] = {
     "synthetic-cifar10-maxmig-low-2": {"dataset": "cifar10", "workers": "maxmig-low-2", "runs": _base_runs() + _kd_runs(["crowdlayer-mw", "maxmig"])},
     # LabelMe, 128 px images, official valid / test splits.
     "real-labelme": {"dataset": "labelme", "workers": None, "runs": _base_runs() + _kd_runs(["crowdlayer-mw", "maxmig"])},
-    # A seconds-long CPU check of the whole machinery.
-    "smoke": {"dataset": "digits", "workers": "maxmig-low-2", "runs": [{"method": "mv", "label": "mv"}] + _kd_runs(["maxmig"])[:1]},
+    # Ablations (stage-1 variants over one shared teacher, then stage-2 options).
+    "ablation-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": _ablation_runs("maxmig")},
+    "ablation-labelme-bovw": {"dataset": "labelme", "workers": None, "dataset_options": {"features": "bovw"}, "runs": _ablation_runs("maxmig") + _ablation_runs("crowdlayer-mw")[2:]},
+    "ablation-digits-maxmig-low-2": {"dataset": "digits", "workers": "maxmig-low-2", "runs": _ablation_runs("maxmig")},
+    "ablation-digits-symmetric": {"dataset": "digits", "workers": "symmetric", "runs": _ablation_runs("crowdlayer-mw")},
+    # A seconds-long CPU check of the whole machinery (the teacher run is shared by the KD run).
+    "smoke": {"dataset": "digits", "workers": "maxmig-low-2", "runs": [{"method": "mv", "label": "mv"}, {"method": "maxmig", "label": "maxmig"}] + _kd_runs(["maxmig"])[:1]},
 }
 
 
@@ -73,15 +100,21 @@ def main() -> None:
     t0 = time.perf_counter()
     out: dict[str, Any] = {"suite": args.suite, "command": " ".join(sys.argv), "versions": versions(), "runs": []}
     for seed in args.seeds:
-        ds = load_dataset(suite["dataset"], root=args.root, workers=suite["workers"], seed=seed)
+        ds = load_dataset(suite["dataset"], root=args.root, workers=suite["workers"], seed=seed, **suite.get("dataset_options", {}))
+        teachers: dict[str, Any] = {}  # crowd model runs of this seed, reused as KD-Crowd teachers
         for spec in suite["runs"]:
             if args.only and spec["label"] not in args.only:
                 continue
             train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, device=args.device, progress=False)
             cfg = RunConfig(dataset=suite["dataset"], method=spec["method"], workers=suite["workers"], seed=seed, train=train, options=dict(spec.get("options", {})))
             t = time.perf_counter()
-            metrics, _ = run_on_dataset(ds, cfg)
+            tname = cfg.options.get("teacher")
+            pre = teachers.get(tname) if cfg.method == "kdcrowd" else None
+            metrics, output = run_on_dataset(ds, cfg, pretrained_teacher=pre)
+            if cfg.method in TEACHERS:
+                teachers[cfg.method] = (output.module.model, output.fit)
             metrics["label"] = spec["label"]
+            metrics["shared_teacher"] = pre is not None
             out["runs"].append(metrics)
             out["device"] = metrics["device"]
             out["wall_seconds"] = time.perf_counter() - t0

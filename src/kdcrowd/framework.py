@@ -37,7 +37,7 @@ from .methods import (
 )
 from .models.backbones import build_backbone
 from .students import Student, StudentObjective, build_student
-from .training import DeviceData, fit, predict_proba
+from .training import DeviceData, FitResult, fit, predict_proba
 
 __all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "run_kdcrowd", "KD_LOSSES"]
 
@@ -121,8 +121,13 @@ class KDCrowd:
         if self.final not in ("stage2", "student", "best-val"):
             raise ValueError(f"final must be 'stage2', 'student' or 'best-val', got '{self.final}'")
 
-    def fit(self, ds: Any, data: DeviceData, cfg: RunConfig) -> tuple[dict[str, MethodOutput], str]:
-        """Run the stages on ``ds`` (already on ``data.device``); returns (outputs per stage, final stage name)."""
+    def fit(self, ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult] | None = None) -> tuple[dict[str, MethodOutput], str]:
+        """Run the stages on ``ds`` (already on ``data.device``); returns (outputs per stage, final stage name).
+
+        ``pretrained``: an already trained teacher (crowd model, its fit result) of the kind
+        named by ``teacher``; stage 0 then reuses it (a copy) instead of training one, so
+        several KD-Crowd variants can share one teacher.
+        """
         self._check()
         ann = ds.annotations
         if ann is None:
@@ -133,9 +138,16 @@ class KDCrowd:
 
         # Stage 0: the teacher.
         tname = self.teacher if isinstance(self.teacher, str) else type(self.teacher).__name__
-        teacher = build_crowd_model(self.teacher, ds, data, cfg) if isinstance(self.teacher, str) else self.teacher.to(data.device)
+        if pretrained is not None:
+            teacher = copy.deepcopy(pretrained[0]).to(data.device)
+        elif isinstance(self.teacher, str):
+            teacher = build_crowd_model(self.teacher, ds, data, cfg)
+        else:
+            teacher = self.teacher.to(data.device)
         t_obj = CrowdObjective(teacher, w, l)
-        if self.teacher_trained and not isinstance(self.teacher, str):
+        if pretrained is not None:
+            t_fit = pretrained[1]
+        elif self.teacher_trained and not isinstance(self.teacher, str):
             t_fit = _untrained_fit(t_obj)
         else:
             t_fit = fit(t_obj, data, cfg.train, standard_callbacks(ds, data, cfg), desc=f"teacher {tname}")
@@ -191,9 +203,7 @@ def _val_accuracy(module: nn.Module, data: DeviceData, cfg: RunConfig) -> float 
     return float((predict_proba(module, data, data.x_val, cfg.train).argmax(1) == data.y_val).float().mean())
 
 
-def _untrained_fit(obj: nn.Module) -> Any:
-    from .training import FitResult
-
+def _untrained_fit(obj: nn.Module) -> FitResult:
     state = {k: v.detach().clone() for k, v in obj.state_dict().items()}
     return FitResult(history=[], best_epoch=0, best_state=state, final_state=state, seconds=0.0)
 
@@ -218,8 +228,11 @@ def _pseudo_memorization_callback(pseudo: np.ndarray, y: np.ndarray, data: Devic
     return cb
 
 
-def run_kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
-    """The ``kdcrowd`` method of :mod:`kdcrowd.methods`: options from ``cfg.options``."""
+def run_kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult] | None = None) -> MethodOutput:
+    """The ``kdcrowd`` method of :mod:`kdcrowd.methods`: options from ``cfg.options``.
+
+    ``pretrained`` (crowd model, fit result) reuses an already trained teacher.
+    """
     o = cfg.options
     fw = KDCrowd(
         teacher=o.get("teacher", "crowdlayer-mw"),
@@ -234,7 +247,7 @@ def run_kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
         student_params=dict(o.get("student_params", {})),
         final=o.get("final", "best-val"),
     )
-    outs, final = fw.fit(ds, data, cfg)
+    outs, final = fw.fit(ds, data, cfg, pretrained=pretrained)
     stages: dict[str, Any] = {}
     for name, out in outs.items():
         rec = evaluate_output(out, ds, data, cfg.train)

@@ -258,10 +258,10 @@ def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
     return MethodOutput(obj, res, train_proba=proba, transitions=trans, extra=extra)
 
 
-def _kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
+def _kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult] | None = None) -> MethodOutput:
     from .framework import run_kdcrowd
 
-    return run_kdcrowd(ds, data, cfg)
+    return run_kdcrowd(ds, data, cfg, pretrained=pretrained)
 
 
 CROWD_MODELS = ("crowdlayer-mw", "crowdlayer-vw", "crowdlayer-vb", "crowdlayer-vwb", "maxmig", "conal")
@@ -352,8 +352,13 @@ def expertise_error_summary(t_hat: np.ndarray, ds: Any) -> dict[str, Any] | None
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in e.items()}
 
 
-def run_on_dataset(ds: Any, cfg: RunConfig) -> tuple[dict[str, Any], MethodOutput]:
-    """Run ``cfg.method`` on an already loaded data set; returns (metrics, method output)."""
+def run_on_dataset(ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module, FitResult] | None = None) -> tuple[dict[str, Any], MethodOutput]:
+    """Run ``cfg.method`` on an already loaded data set; returns (metrics, method output).
+
+    ``pretrained_teacher`` (crowd model, fit result), for ``kdcrowd`` only, reuses a teacher
+    trained earlier (e.g. by a ``maxmig`` run on the same data and seed) instead of
+    training a new one, so variants are compared over the same teacher.
+    """
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method '{cfg.method}'; choose one of {sorted(METHODS)}")
     if cfg.train.seed != cfg.seed:
@@ -361,7 +366,12 @@ def run_on_dataset(ds: Any, cfg: RunConfig) -> tuple[dict[str, Any], MethodOutpu
     device = resolve_device(cfg.train.device)
     t0 = time.perf_counter()
     data = DeviceData.from_dataset(ds, device)
-    out = METHODS[cfg.method](ds, data, cfg)
+    if pretrained_teacher is not None:
+        if cfg.method != "kdcrowd":
+            raise ValueError("pretrained_teacher is only used by the kdcrowd method")
+        out = _kdcrowd(ds, data, cfg, pretrained=pretrained_teacher)
+    else:
+        out = METHODS[cfg.method](ds, data, cfg)
     metrics: dict[str, Any] = {
         "method": cfg.method,
         "dataset": ds.name,

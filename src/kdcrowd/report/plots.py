@@ -29,8 +29,10 @@ def _plt() -> Any:
     return plt
 
 
-def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """The ``metrics.json`` of a run directory (or the file itself)."""
+def load_run(run_dir: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """The ``metrics.json`` of a run directory (or the file itself, or an already loaded dict)."""
+    if isinstance(run_dir, dict):
+        return run_dir
     p = Path(run_dir)
     p = p / "metrics.json" if p.is_dir() else p
     if not p.exists():
@@ -67,7 +69,7 @@ def _save(fig: Any, out: str | Path) -> list[Path]:
     return paths
 
 
-def plot_memorization(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None, title: str | None = None, ax: Any = None) -> list[Path]:
+def plot_memorization(run_dirs: Sequence[str | Path | dict[str, Any]], out: str | Path, labels: Sequence[str] | None = None, title: str | None = None, ax: Any = None) -> list[Path]:
     """Memorization vs epoch with ±1 std bands for several runs on one axes (the seed's figure)."""
     plt = _plt()
     own = ax is None
