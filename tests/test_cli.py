@@ -1,0 +1,85 @@
+"""The command line: run, demo, aggregate, datasets, plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from kdcrowd.cli import app
+
+runner = CliRunner()
+
+
+def test_run_writes_metrics_and_transitions_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "crowdlayer-mw", "--epochs", "3", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("method", "dataset", "seed", "config", "versions", "device", "seconds", "test_accuracy", "test_accuracy_val_selected", "train_label_accuracy", "history", "expertise_error", "test_ece"):
+        assert key in m, key
+    assert m["config"]["workers"] == "symmetric" and m["config"]["train"]["epochs"] == 3
+    assert len(m["history"]) == 3 and "memorization_mean" in m["history"][0]
+    z = np.load(out / "transitions.npz")
+    assert z["estimated"].shape == z["true"].shape == (20, 10, 10)
+
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "maxmig", "--mig-f", "js", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "mig")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "mig" / "metrics.json").read_text())["config"]["options"]["mig_f"] == "js"
+
+    fig = tmp_path / "fig" / "mem"
+    r = runner.invoke(app, ["plot", "memorization", str(out), str(tmp_path / "mig"), "--out", str(fig)])
+    assert r.exit_code == 0, r.output
+    assert fig.with_suffix(".png").stat().st_size > 1000 and fig.with_suffix(".svg").exists()
+    r = runner.invoke(app, ["plot", "workers", str(out), "--out", str(tmp_path / "w")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "w.png").exists()
+
+
+def test_run_kdcrowd_records_stages(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "hammer-spammer", "--method", "kdcrowd", "--teacher", "maxmig", "--student", "gce", "--kd", "kl", "--stages", "2", "--lambda1", "0.5", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(m["stages"]) == {"teacher", "student", "stage2"}
+    assert m["config"]["options"]["lambda1"] == 0.5
+
+
+def test_run_reports_bad_input_in_one_line(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["run", "--dataset", "nope", "--method", "mv", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "nope" in r.output
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--method", "mv", "--device", "cpu", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "--workers" in r.output  # digits has no crowd labels of its own
+
+
+def test_aggregate_writes_labels_and_posteriors(tmp_path: Path) -> None:
+    src = tmp_path / "answers.csv"
+    pd.DataFrame({"task": ["a", "a", "a", "b", "b", "c"], "worker": ["x", "y", "z", "x", "y", "z"], "label": ["cat", "cat", "dog", "dog", "dog", "cat"]}).to_csv(src, index=False)
+    out = tmp_path / "labels.csv"
+    for method in ("mv", "ds"):
+        r = runner.invoke(app, ["aggregate", "--annotations", str(src), "--method", method, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        df = pd.read_csv(out)
+        assert list(df.columns) == ["item", "label", "p_cat", "p_dog"]
+        assert df.set_index("item").loc["a", "label"] == "cat" and df.set_index("item").loc["b", "label"] == "dog"
+        np.testing.assert_allclose(df[["p_cat", "p_dog"]].sum(axis=1), 1, atol=1e-6)
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"item": [1, 1], "worker": [1, 1], "label": [0, 1]}).to_csv(bad, index=False)
+    r = runner.invoke(app, ["aggregate", "--annotations", str(bad), "--out", str(out)])
+    assert r.exit_code == 2 and "duplicate" in r.output.lower()
+
+
+def test_datasets_lists_sets_and_worker_cases() -> None:
+    r = runner.invoke(app, ["datasets"])
+    assert r.exit_code == 0
+    for name in ("labelme", "cifar10n", "cifar10", "digits", "maxmig-low-2", "hammer-spammer", "sparse", "instance"):
+        assert name in r.output
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["demo", "--epochs", "2", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    for method in ("mv", "ds", "crowdlayer-mw", "maxmig", "kdcrowd"):
+        assert (tmp_path / method / "metrics.json").exists()
