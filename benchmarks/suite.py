@@ -45,6 +45,7 @@ def _base_runs() -> list[dict[str, Any]]:
 def _ablation_runs(teacher: str) -> list[dict[str, Any]]:
     """Table-3 style ablations over one shared teacher (validation accuracy picks defaults)."""
     runs: list[dict[str, Any]] = [{"method": "mv", "label": "mv"}, {"method": teacher, "label": teacher}]
+    runs += [{"method": t, "label": f"{t} worker_lr_scale=10", "options": {"worker_lr_scale": 10.0}} for t in ("crowdlayer-mw", "maxmig", "conal")]
 
     def kd(label: str, **opts: Any) -> None:
         base = {"teacher": teacher, "student": "coteaching", "kd": "mig-kl", "stages": 1}
@@ -111,7 +112,7 @@ def main() -> None:
             tname = cfg.options.get("teacher")
             pre = teachers.get(tname) if cfg.method == "kdcrowd" else None
             metrics, output = run_on_dataset(ds, cfg, pretrained_teacher=pre)
-            if cfg.method in TEACHERS:
+            if cfg.method in TEACHERS and spec["label"] == cfg.method:  # the plain run is the shared teacher
                 teachers[cfg.method] = (output.module.model, output.fit)
             metrics["label"] = spec["label"]
             metrics["shared_teacher"] = pre is not None

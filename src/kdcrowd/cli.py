@@ -111,6 +111,7 @@ def run(
     data_root: Optional[Path] = typer.Option(None, envvar="KDCROWD_DATA", help="Directory holding the data sets (env KDCROWD_DATA)."),
     dataset_option: list[str] = typer.Option([], "--dataset-option", help="KEY=VALUE passed to load_dataset, e.g. features=bovw for labelme (repeatable)."),
     mig_f: str = typer.Option("kl", help="f-divergence of Max-MIG / MIG^f: kl, pearson, js, tv, rkl, hellinger."),
+    worker_lr_scale: float = typer.Option(1.0, help="Crowd models: learning-rate multiplier of the worker parameters (no weight decay on them)."),
     teacher: str = typer.Option("crowdlayer-mw", help="kdcrowd: the crowd model used as teacher."),
     student: str = typer.Option("coteaching", help="kdcrowd: the robust student (coteaching, gce, sce, elr, ce)."),
     kd: str = typer.Option("mig-kl", help="kdcrowd: distillation loss, mig-<f> or kl."),
@@ -123,7 +124,7 @@ def run(
     """Train and evaluate one method; writes OUT/metrics.json."""
     from .methods import run as run_method
 
-    options: dict[str, Any] = {"mig_f": mig_f}
+    options: dict[str, Any] = {"mig_f": mig_f, "worker_lr_scale": worker_lr_scale}
     if method == "kdcrowd":
         options.update(teacher=teacher, student=student, kd=kd, stages=stages, teacher_output=teacher_output, stage2=stage2)
         if lambda1 is not None:

@@ -31,6 +31,7 @@ from .methods import (
     RunConfig,
     build_crowd_model,
     crowd_outputs,
+    crowd_param_groups,
     evaluate_output,
     padded_annotations,
     standard_callbacks,
@@ -58,9 +59,9 @@ def build_kd_loss(name: str, temperature: float = 1.0, prior: str = "uniform") -
 class KDStage2Objective(nn.Module):
     """Stage 2: the crowd model's own loss plus ``lambda2 * kd(f(x), r)`` towards the student's predictions."""
 
-    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, refined: torch.Tensor, kd: nn.Module | None, lambda2: float) -> None:
+    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, refined: torch.Tensor, kd: nn.Module | None, lambda2: float, worker_lr_scale: float = 1.0) -> None:
         super().__init__()
-        self.model, self.kd, self.lambda2 = model, kd, lambda2
+        self.model, self.kd, self.lambda2, self.worker_lr_scale = model, kd, lambda2, worker_lr_scale
         self.register_buffer("ann_workers", workers, persistent=False)
         self.register_buffer("ann_labels", labels, persistent=False)
         self.register_buffer("refined", refined, persistent=False)
@@ -76,6 +77,9 @@ class KDStage2Objective(nn.Module):
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.predict_proba(x).float()
+
+    def param_groups(self, config: Any) -> list[dict[str, Any]]:
+        return crowd_param_groups(self.model, config, self.worker_lr_scale)
 
 
 @dataclass
@@ -144,7 +148,8 @@ class KDCrowd:
             teacher = build_crowd_model(self.teacher, ds, data, cfg)
         else:
             teacher = self.teacher.to(data.device)
-        t_obj = CrowdObjective(teacher, w, l)
+        wlr = float(cfg.options.get("worker_lr_scale", 1.0))
+        t_obj = CrowdObjective(teacher, w, l, worker_lr_scale=wlr)
         if pretrained is not None:
             t_fit = pretrained[1]
         elif self.teacher_trained and not isinstance(self.teacher, str):
@@ -183,7 +188,7 @@ class KDCrowd:
         else:
             torch.manual_seed(cfg.train.seed + 2)
             model = build_crowd_model(self.teacher, ds, data, cfg) if isinstance(self.teacher, str) else _reinit_copy(teacher, ds, data, cfg, w, l)
-        c_obj = KDStage2Objective(model, w, l, refined, kd, self.lambda2)
+        c_obj = KDStage2Objective(model, w, l, refined, kd, self.lambda2, worker_lr_scale=wlr)
         c_fit = fit(c_obj, data, replace(cfg.train, seed=cfg.train.seed + 2), standard_callbacks(ds, data, cfg), desc=f"stage 2 {tname}")
         c_obj.load_state_dict(c_fit.best_state, strict=False)
         c_proba, c_post = crowd_outputs(model, data, w, l, cfg.train)

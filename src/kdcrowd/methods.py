@@ -108,16 +108,34 @@ class SupervisedObjective(nn.Module):
         return self.backbone(x).float().softmax(-1)
 
 
+def crowd_param_groups(model: nn.Module, config: TrainConfig, worker_lr_scale: float) -> list[dict[str, Any]]:
+    """Backbone parameters at the base learning rate; worker parameters (everything outside
+    ``model.backbone``) at ``worker_lr_scale`` times it and without weight decay.
+
+    Worker matrices start far from their targets (CrowdLayer's identity gives a diagonal of
+    e/(e+K−1) ≈ 0.23 for K = 10) and each worker sees few items per epoch, so at the
+    backbone's learning rate they stay near their initialisation for a whole run.
+    """
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    workers = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
+    groups: list[dict[str, Any]] = [{"params": [p for p in model.backbone.parameters() if p.requires_grad]}]
+    if workers:
+        groups.append({"params": workers, "lr": config.lr * worker_lr_scale, "weight_decay": 0.0})
+    return groups
+
+
 class CrowdObjective(nn.Module):
     """Adapts a crowd model (``crowd_loss(x, workers, labels)``) to the training loop.
 
     Holds the item-major padded annotations of the training items on the device and
-    gathers the rows of each batch.
+    gathers the rows of each batch. Worker parameters train at ``worker_lr_scale`` times
+    the learning rate (see :func:`crowd_param_groups`).
     """
 
-    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, worker_lr_scale: float = 1.0) -> None:
         super().__init__()
         self.model = model
+        self.worker_lr_scale = worker_lr_scale
         self.register_buffer("ann_workers", workers, persistent=False)
         self.register_buffer("ann_labels", labels, persistent=False)
 
@@ -127,6 +145,9 @@ class CrowdObjective(nn.Module):
     def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
         loss, _ = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
         return loss
+
+    def param_groups(self, config: TrainConfig) -> list[dict[str, Any]]:
+        return crowd_param_groups(self.model, config, self.worker_lr_scale)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.predict_proba(x).float()
@@ -247,7 +268,7 @@ def crowd_outputs(model: nn.Module, data: DeviceData, workers: torch.Tensor, lab
 def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
     model = build_crowd_model(cfg.method, ds, data, cfg)
     w, l = padded_annotations(ds.annotations, data.device)
-    obj = CrowdObjective(model, w, l)
+    obj = CrowdObjective(model, w, l, worker_lr_scale=float(cfg.options.get("worker_lr_scale", 1.0)))
     res = fit(obj, data, cfg.train, standard_callbacks(ds, data, cfg), desc=cfg.method)
     obj.load_state_dict(res.best_state, strict=False)
     proba, post = crowd_outputs(model, data, w, l, cfg.train)

@@ -1,0 +1,745 @@
+"""The GPU fast path against the naive research-repository training loop, in one run.
+
+    python benchmarks/speed.py --device cuda --out benchmarks/results/speed.json [--profile]
+    python benchmarks/speed.py --quick --device cpu --out /tmp/speed.json      # smoke check
+
+What it measures, on the 15,000 CIFAR-10N training images (``load_dataset("cifar10n")``;
+random uint8 images of the same shape with simulated workers when the files are absent or
+with ``--synthetic``; the JSON says which):
+
+1. **Peak bf16 matmul** throughput of the device: an ``--peak-n``³ bf16 matrix product
+   (8192 on CUDA), 3 warm-ups then 10 timed products.
+2. **Same-model throughput** (images/second) of each backbone (``--backbones``, default
+   ResNet-18 and FastCNN) by two paths:
+
+   * *naive*: a ``torch.utils.data.DataLoader`` over a ``Dataset`` of uint8 HWC numpy
+     images; each ``__getitem__`` pads by 4 (zeros), crops 32×32 at random, flips at
+     random, converts to a float CHW tensor in [0, 1] and normalises (what
+     torchvision's ``RandomCrop(32, 4)``, ``RandomHorizontalFlip``, ``ToTensor``,
+     ``Normalize`` do); ``num_workers`` (4 on a 16-core machine, fewer on small ones),
+     ``pin_memory``, batch 128, fp32, channels-first, plain SGD (momentum 0.9), and a
+     ``loss.item()`` every step (the usual running-loss logging);
+   * *fast*: :func:`kdcrowd.training.fit` with :class:`~kdcrowd.training.DeviceData`
+     (the data on the device as uint8, batches as index slices, batched on-device
+     crop + flip, bf16 autocast, channels-last), batch 512, the same SGD.
+
+   Timing: ``--warmup-steps`` naive steps / one warm-up epoch of ``fit``, then a fixed
+   number of steps with ``torch.cuda.synchronize()`` before and after the timer. FLOPs of
+   one training step (forward + backward) are counted with
+   ``torch.utils.flop_counter.FlopCounterMode``; achieved TFLOP/s = FLOPs per image ×
+   images/s, and its fraction of the measured bf16 peak.
+3. **The complete KD-Crowd pipeline** (teacher Max-MIG, student GCE, MIG-KL distillation,
+   stage 2) with the FastCNN backbone, by each path:
+
+   * *fast*: ``kdcrowd.methods.run_on_dataset`` with ``TrainConfig(batch_size=512,
+     lr=2e-3)`` for each of ``--fast-epochs`` (5, 10, 20); ``seconds`` and
+     ``test_accuracy`` from its metrics;
+   * *naive*: the same ``run_on_dataset`` with every stage's training loop replaced by a
+     DataLoader-based loop (``naive_fit`` below: per-item CPU augmentation, fp32,
+     channels-first, batch 128, ``loss.item()`` every step, per-epoch validation through
+     a DataLoader) for ``--naive-epochs`` (20) epochs per stage; the objectives, models,
+     optimiser (AdamW, cosine schedule, lr ``--naive-lr``) and everything between the
+     stages are the library's own.
+
+   ``time_to_accuracy_speedup`` = naive pipeline seconds / seconds of the fastest
+   fast-path run (fewest epochs) whose test accuracy reaches the naive pipeline's.
+   ``pipeline_seconds["naive_estimate"]`` is the cross-check estimate
+   naive seconds per epoch (FastCNN throughput above) × epochs of the three stages.
+
+4. ``--profile``: ``torch.profiler`` over a few fast-path steps of ``--profile-backbone``;
+   the top-15 CUDA kernels (``key_averages``) go into the JSON.
+
+The JSON (``--out``) is rewritten atomically after every part, so an interrupted run keeps
+what it finished; a part that fails records its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from kdcrowd import training  # noqa: E402
+from kdcrowd.models.backbones import build_backbone  # noqa: E402
+from kdcrowd.training import DeviceData, FitResult, TrainConfig, fit, seed_everything  # noqa: E402
+
+PIPELINE_OPTIONS = {"teacher": "maxmig", "student": "gce", "kd": "mig-kl"}
+
+
+# ----------------------------------------------------------------------------- utilities
+
+
+def log(msg: str) -> None:
+    print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic write (temporary file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (Path, torch.device, torch.dtype)):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def versions() -> dict[str, str]:
+    import kdcrowd
+
+    out = {"python": platform.python_version(), "kdcrowd": getattr(kdcrowd, "__version__", "?"), "torch": torch.__version__, "numpy": np.__version__}
+    if torch.cuda.is_available():
+        out["cuda"] = str(torch.version.cuda)
+        out["cudnn"] = str(torch.backends.cudnn.version())
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def default_num_workers() -> int:
+    """4 DataLoader workers where there are cores for them, fewer on small machines (>= 1)."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _safe_div(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def find_data_root(explicit: str | None) -> Path | None:
+    """The first folder holding ``cifar10n/`` files: ``--root``, ``$KDCROWD_DATA``, then
+    ``shared/data`` or ``.data`` in the repository, ``../shared/data``, ``/work/shared/data``."""
+    cands: list[Path] = []
+    if explicit:
+        cands.append(Path(explicit).expanduser())
+    if os.environ.get("KDCROWD_DATA"):
+        cands.append(Path(os.environ["KDCROWD_DATA"]).expanduser())
+    cands += [ROOT / "shared" / "data", ROOT / ".data", ROOT.parent / "shared" / "data", Path("/work/shared/data"), Path("~/.cache/kdcrowd").expanduser()]
+    for c in cands:
+        if (c / "cifar10n" / "cifar10n_annotations.npz").is_file() and (c / "cifar10n" / "cifar10_train_images_first20000.npz").is_file():
+            return c
+    return None
+
+
+def synthetic_dataset(n_train: int, n_val: int, n_test: int, size: int = 32, seed: int = 0) -> Any:
+    """Random uint8 images of CIFAR's shape with simulated workers (3 labels per image)."""
+    from kdcrowd.data.datasets import CrowdDataset
+    from kdcrowd.data.simulate import simulate_workers
+
+    rng = np.random.default_rng(seed)
+    n = n_train + n_val + n_test
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, n).astype(np.int64)
+    sim = simulate_workers(y[:n_train], "sparse", n_classes=10, seed=seed)
+    tr, va = slice(0, n_train), slice(n_train, n_train + n_val)
+    te = slice(n_train + n_val, n)
+    return CrowdDataset("cifar10n-synthetic", x[tr], x[va], x[te], y[tr], y[va], y[te], sim.annotations, [f"class{k}" for k in range(10)], true_transitions=sim.transitions, info={"synthetic": True})
+
+
+def subset_dataset(ds: Any, n_train: int | None, n_eval: int | None) -> Any:
+    """The first ``n_train`` training items (with their annotations) and ``n_eval`` val/test items."""
+    if n_train is None and n_eval is None:
+        return ds
+    kw: dict[str, Any] = {}
+    if n_train is not None and n_train < len(ds.x_train):
+        idx = np.arange(n_train)
+        kw.update(x_train=ds.x_train[idx], y_train=None if ds.y_train is None else ds.y_train[idx], annotations=None if ds.annotations is None else ds.annotations.subset_items(idx))
+    if n_eval is not None:
+        kw.update(x_val=ds.x_val[:n_eval], y_val=ds.y_val[:n_eval], x_test=ds.x_test[:n_eval], y_test=ds.y_test[:n_eval])
+    return replace(ds, **kw)
+
+
+def load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    info: dict[str, Any] = {}
+    ds = None
+    if not args.synthetic:
+        root = find_data_root(args.root)
+        if root is None:
+            info["data_note"] = "cifar10n files not found (looked at --root, $KDCROWD_DATA, ./shared/data, ./.data, ../shared/data, /work/shared/data); used random uint8 images of the same shape with simulated workers"
+        else:
+            try:
+                from kdcrowd.data.datasets import load_dataset
+
+                ds = load_dataset("cifar10n", root=root)
+                info["data_root"] = str(root)
+            except Exception as exc:  # noqa: BLE001
+                info["data_note"] = f"loading cifar10n from {root} failed ({type(exc).__name__}: {exc}); used random uint8 images with simulated workers"
+    else:
+        info["data_note"] = "--synthetic: random uint8 images with simulated workers"
+    if ds is None:
+        ds = synthetic_dataset(args.n_train or 15000, args.n_eval or 1000, args.n_eval or 4000, size=args.image_size, seed=args.seed)
+        info["synthetic"] = True
+    else:
+        info["synthetic"] = False
+    ds = subset_dataset(ds, args.n_train, args.n_eval)
+    info.update({"dataset": ds.name, "n_train": int(len(ds.x_train)), "n_val": int(len(ds.x_val)), "n_test": int(len(ds.x_test)), "image_shape": list(ds.x_train.shape[1:])})
+    return ds, info
+
+
+def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std in [0, 1] units of uint8 HWC images (as DeviceData does)."""
+    xf = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    mean = xf.mean(0) / 255.0
+    std = np.maximum(xf.std(0), 1.0) / 255.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- the naive path
+
+
+class NaiveImageDataset(torch.utils.data.Dataset):
+    """uint8 HWC numpy images, augmented one at a time on the CPU (a research repo's loader).
+
+    ``__getitem__`` returns ``(image, target, index)``: zero-padding by ``pad`` and a random
+    crop, a random horizontal flip, ToTensor (CHW float in [0, 1]) and Normalize, as
+    torchvision's transforms do, per item.
+    """
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray | None, mean: np.ndarray, std: np.ndarray, augment: bool = True, flip: bool = True, pad: int = 4) -> None:
+        self.images = images
+        self.targets = np.zeros(len(images), dtype=np.int64) if targets is None else np.asarray(targets, dtype=np.int64)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.augment, self.flip, self.pad = augment, flip, pad
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        img = self.images[i]
+        if self.augment:
+            h, w = img.shape[:2]
+            p = self.pad
+            padded = np.pad(img, ((p, p), (p, p), (0, 0)), mode="constant")
+            top = int(torch.randint(0, 2 * p + 1, (1,)))
+            left = int(torch.randint(0, 2 * p + 1, (1,)))
+            img = padded[top : top + h, left : left + w]
+            if self.flip and float(torch.rand(1)) < 0.5:
+                img = img[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255.0)
+        x = (x - self.mean) / self.std
+        return x, int(self.targets[i]), i
+
+
+def naive_loader(images: np.ndarray, targets: np.ndarray | None, mean: np.ndarray, std: np.ndarray, batch_size: int, num_workers: int, device: torch.device, augment: bool = True, shuffle: bool = True, flip: bool = True) -> torch.utils.data.DataLoader:
+    ds = NaiveImageDataset(images, targets, mean, std, augment=augment, flip=flip)
+    # a trailing batch of one item would break in-batch-pair losses (Max-MIG); drop it then
+    drop_last = shuffle and len(ds) % batch_size == 1
+    kw: dict[str, Any] = {}
+    if num_workers > 0:
+        kw["persistent_workers"] = True
+        if "fork" in torch.multiprocessing.get_all_start_methods():
+            kw["multiprocessing_context"] = "fork"  # the Linux default before Python 3.14
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=drop_last, **kw)
+
+
+def _forever(loader: torch.utils.data.DataLoader) -> Any:
+    while True:
+        yield from loader
+
+
+def naive_throughput(backbone: str, images: np.ndarray, targets: np.ndarray, device: torch.device, batch_size: int, num_workers: int, steps: int, warmup: int, lr: float = 0.05, seed: int = 0) -> dict[str, Any]:
+    """Images/s of the naive loop: DataLoader + per-item CPU augmentation, fp32, SGD, loss.item() per step."""
+    torch.manual_seed(seed)
+    mean, std = channel_stats(images)
+    model = build_backbone(backbone, (images.shape[3], images.shape[1], images.shape[2]), 10).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    loader = naive_loader(images, targets, mean, std, batch_size, num_workers, device)
+    it = _forever(loader)
+    model.train()
+    running = 0.0
+
+    def step() -> int:
+        nonlocal running
+        x, y, _ = next(it)
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running += loss.item()
+        return int(x.shape[0])
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    n_img = sum(step() for _ in range(steps))
+    sync(device)
+    sec = time.perf_counter() - t0
+    del it, loader
+    gc.collect()
+    return {"images_per_second": n_img / sec, "seconds": sec, "steps": steps, "images": n_img, "batch_size": batch_size, "num_workers": num_workers, "precision": "fp32 (cuDNN TF32 convolutions at torch's default)" if device.type == "cuda" else "fp32"}
+
+
+def fast_throughput(backbone: str, images: np.ndarray, targets: np.ndarray, device: torch.device, batch_size: int, steps: int, lr: float = 0.05, seed: int = 0) -> dict[str, Any]:
+    """Images/s of :func:`kdcrowd.training.fit` on DeviceData (one warm-up epoch, then whole epochs ≈ ``steps``)."""
+    from kdcrowd.methods import SupervisedObjective
+
+    torch.manual_seed(seed)
+    data = DeviceData(images, None, None, None, None, device)
+    n = data.n_train
+    steps_per_epoch = len(training._batches(n, batch_size))
+    epochs = max(1, round(steps / steps_per_epoch))
+    model = build_backbone(backbone, data.input_shape, 10).to(device)
+    obj = SupervisedObjective(model, torch.as_tensor(targets, dtype=torch.long, device=device)).to(device)
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, optimizer="sgd", schedule="constant", device=str(device), progress=False, seed=seed)
+    fit(obj, data, cfg)  # warm-up (kernel selection, allocator)
+    res = fit(obj, data, replace(cfg, epochs=epochs))
+    out = {"images_per_second": epochs * n / res.seconds, "seconds": res.seconds, "steps": epochs * steps_per_epoch, "epochs": epochs, "images": epochs * n, "batch_size": batch_size, "precision": "bf16 autocast, channels_last" if device.type == "cuda" else "fp32 (no autocast on CPU)"}
+    del data, obj, model
+    gc.collect()
+    return out
+
+
+def step_flops(backbone: str, shape: tuple[int, ...], device: torch.device, batch: int = 32) -> float:
+    """FLOPs per image of one training step (forward + backward), by FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_backbone(backbone, shape, 10).to(device).train()
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    with FlopCounterMode(display=False) as fc:
+        loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+    return float(fc.get_total_flops()) / batch
+
+
+def peak_matmul_tflops(device: torch.device, n: int, warmup: int = 3, reps: int = 10) -> dict[str, Any]:
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(warmup):
+        c = a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        c = a @ b
+    sync(device)
+    sec = time.perf_counter() - t0
+    del a, b, c
+    return {"tflops": 2 * n**3 * reps / sec / 1e12, "n": n, "reps": reps, "warmup": warmup, "seconds": sec}
+
+
+# ----------------------------------------------------------------------------- pipelines
+
+
+def make_naive_fit(ds: Any, device: torch.device, batch_size: int, lr: float | None, num_workers: int) -> Any:
+    """A drop-in for :func:`kdcrowd.training.fit` that trains the way a research repo does.
+
+    Same contract (``module.training_loss(x, idx, epoch)``, callbacks, best-state
+    selection on validation accuracy, optimiser and schedule from the config), but the
+    batches come from a DataLoader with per-item CPU augmentation, in fp32 and
+    channels-first, with ``loss.item()`` every step and validation through a DataLoader.
+    """
+    mean, std = channel_stats(ds.x_train)
+    x_tr, x_val, y_val = ds.x_train, ds.x_val, ds.y_val
+
+    def naive_fit(module: nn.Module, data: DeviceData, config: TrainConfig, callbacks: Any = (), desc: str = "train") -> FitResult:
+        cfg = replace(config, batch_size=batch_size, lr=config.lr if lr is None else lr)
+        seed_everything(cfg.seed)
+        opt = training._optimizer(module, cfg)
+        train_loader = naive_loader(x_tr, None, mean, std, cfg.batch_size, num_workers, device, augment=cfg.augment, flip=cfg.flip)
+        val_loader = naive_loader(x_val, y_val, mean, std, 256, num_workers, device, augment=False, shuffle=False) if x_val is not None and len(x_val) and y_val is not None else None
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, training._lr_lambda(cfg, len(train_loader)))
+        history: list[dict[str, Any]] = []
+        best_acc, best_epoch, best_state = -1.0, 0, {}
+        t0 = time.perf_counter()
+        for epoch in range(cfg.epochs):
+            module.train()
+            if hasattr(module, "on_epoch_start"):
+                module.on_epoch_start(epoch)
+            running, n_steps = 0.0, 0
+            for x, _, idx in train_loader:
+                x = x.to(device, non_blocking=True)
+                idx = idx.to(device, non_blocking=True)
+                loss = module.training_loss(x, idx, epoch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                running += loss.item()
+                n_steps += 1
+            val = None
+            if val_loader is not None:
+                module.eval()
+                correct = total = 0
+                with torch.no_grad():
+                    for x, y, _ in val_loader:
+                        p = module.predict_proba(x.to(device, non_blocking=True))
+                        correct += int((p.argmax(1).cpu() == y).sum())
+                        total += int(y.numel())
+                val = correct / max(1, total)
+            record: dict[str, Any] = {"epoch": epoch + 1, "loss": running / max(1, n_steps), "val_accuracy": val}
+            for cb in callbacks:
+                cb(epoch, module, record)
+            record = {k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v) for k, v in record.items()}
+            if not math.isfinite(record["loss"]):
+                raise FloatingPointError(f"naive {desc}: loss became {record['loss']} at epoch {epoch + 1}")
+            history.append(record)
+            score = val if val is not None else float(epoch)
+            if score > best_acc:
+                best_acc, best_epoch = score, epoch + 1
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        sync(device)
+        seconds = time.perf_counter() - t0
+        del train_loader, val_loader
+        gc.collect()
+        final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        log(f"    naive {desc}: {cfg.epochs} epochs in {seconds:.1f}s (val {history[-1]['val_accuracy'] if history else None})")
+        return FitResult(history, best_epoch or cfg.epochs, best_state or final_state, final_state, seconds, cfg.to_dict())
+
+    return naive_fit
+
+
+def pipeline_config(ds: Any, epochs: int, device: torch.device, batch_size: int, lr: float, seed: int, backbone: str) -> Any:
+    from kdcrowd.methods import RunConfig
+
+    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=str(device), progress=False, seed=seed)
+    return RunConfig(dataset=ds.name, method="kdcrowd", backbone=backbone, seed=seed, train=train, options=dict(PIPELINE_OPTIONS), track_memorization=False)
+
+
+def _pipeline_summary(metrics: dict[str, Any], epochs: int) -> dict[str, Any]:
+    stages = metrics.get("stages", {}) or {}
+    return {
+        "epochs": epochs,
+        "seconds": metrics["seconds"],
+        "test_accuracy": metrics.get("test_accuracy"),
+        "test_accuracy_val_selected": metrics.get("test_accuracy_val_selected"),
+        "final_stage": metrics.get("final_stage"),
+        "stage_train_seconds": {k: v.get("seconds") for k, v in stages.items()},
+        "stage_test_accuracy": {k: v.get("test_accuracy") for k, v in stages.items()},
+    }
+
+
+def run_fast_pipeline(ds: Any, epochs: int, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    from kdcrowd.methods import run_on_dataset
+
+    cfg = pipeline_config(ds, epochs, device, args.pipeline_batch, args.pipeline_lr, args.seed, args.pipeline_backbone)
+    metrics, _ = run_on_dataset(ds, cfg)
+    return _pipeline_summary(metrics, epochs)
+
+
+def run_naive_pipeline(ds: Any, epochs: int, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """The same run_on_dataset call with every stage's fit replaced by :func:`make_naive_fit`."""
+    from kdcrowd import framework
+    from kdcrowd.methods import run_on_dataset
+
+    if not hasattr(framework, "fit"):
+        raise RuntimeError("kdcrowd.framework no longer imports `fit`; cannot swap in the naive loop")
+    cfg = pipeline_config(ds, epochs, device, args.pipeline_batch, args.pipeline_lr, args.seed, args.pipeline_backbone)
+    original = framework.fit
+    framework.fit = make_naive_fit(ds, device, args.naive_batch, args.naive_lr, args.num_workers)
+    try:
+        metrics, _ = run_on_dataset(ds, cfg)
+    finally:
+        framework.fit = original
+    out = _pipeline_summary(metrics, epochs)
+    out["batch_size"] = args.naive_batch
+    out["lr"] = args.naive_lr if args.naive_lr is not None else args.pipeline_lr
+    return out
+
+
+# ----------------------------------------------------------------------------- profile
+
+
+def _attr(evt: Any, *names: str) -> float:
+    for n in names:
+        v = getattr(evt, n, None)
+        if v is not None:
+            return float(v)
+    return 0.0
+
+
+def profile_fast(ds: Any, device: torch.device, backbone: str, batch_size: int, steps: int) -> dict[str, Any]:
+    """torch.profiler over ``steps`` fast-path steps (one fit epoch on steps × batch items)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from kdcrowd.methods import SupervisedObjective
+
+    n = min(len(ds.x_train), steps * batch_size)
+    x = ds.x_train[:n]
+    y = ds.y_train[:n] if ds.y_train is not None else np.zeros(n, dtype=np.int64)
+    data = DeviceData(x, None, None, None, None, device)
+    model = build_backbone(backbone, data.input_shape, 10).to(device)
+    obj = SupervisedObjective(model, torch.as_tensor(y, dtype=torch.long, device=device)).to(device)
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=0.05, optimizer="sgd", schedule="constant", device=str(device), progress=False)
+    fit(obj, data, cfg)  # warm-up
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fit(obj, data, cfg)
+    sync(device)
+    avgs = prof.key_averages()
+    if device.type == "cuda":
+        kernels = [e for e in avgs if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+        key = ("self_device_time_total", "self_cuda_time_total", "device_time_total", "cuda_time_total")
+    else:
+        kernels = list(avgs)
+        key = ("self_cpu_time_total", "cpu_time_total")
+    kernels.sort(key=lambda e: _attr(e, *key), reverse=True)
+    total = sum(_attr(e, *key) for e in kernels) or 1.0
+    top = [{"name": e.key, "count": int(e.count), "self_time_us": _attr(e, *key), "percent": 100.0 * _attr(e, *key) / total, "mean_us": _attr(e, *key) / max(1, e.count)} for e in kernels[:15]]
+    table = None
+    for sort_by in (("self_device_time_total", "self_cuda_time_total") if device.type == "cuda" else ("self_cpu_time_total",)):
+        try:
+            table = avgs.table(sort_by=sort_by, row_limit=15)
+            break
+        except Exception:  # noqa: BLE001
+            continue
+    return {"backbone": backbone, "batch_size": batch_size, "steps": len(training._batches(n, batch_size)), "what": "CUDA kernels" if device.type == "cuda" else "CPU ops (no CUDA here)", "total_self_time_us": total, "top15": top, "table": table}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--root", default=None, help="data root holding cifar10n/ (else searched, see find_data_root)")
+    ap.add_argument("--synthetic", action="store_true", help="random uint8 images with simulated workers instead of CIFAR-10N")
+    ap.add_argument("--image-size", type=int, default=32, help="side of the synthetic images")
+    ap.add_argument("--n-train", type=int, default=None, help="use only the first N training items")
+    ap.add_argument("--n-eval", type=int, default=None, help="use only the first N validation and test items")
+    ap.add_argument("--backbones", nargs="+", default=["resnet18", "fastcnn"])
+    ap.add_argument("--naive-batch", type=int, default=128)
+    ap.add_argument("--fast-batch", type=int, default=512)
+    ap.add_argument("--num-workers", type=int, default=None, help="DataLoader workers of the naive path (default min(4, cpus-1))")
+    ap.add_argument("--warmup-steps", type=int, default=10)
+    ap.add_argument("--naive-steps", type=int, default=100)
+    ap.add_argument("--fast-steps", type=int, default=150, help="about this many timed fast-path steps (whole epochs)")
+    ap.add_argument("--peak-n", type=int, default=None, help="matrix side of the bf16 peak (8192 on CUDA)")
+    ap.add_argument("--pipeline-backbone", default="fastcnn")
+    ap.add_argument("--pipeline-batch", type=int, default=512)
+    ap.add_argument("--pipeline-lr", type=float, default=2e-3)
+    ap.add_argument("--naive-lr", type=float, default=1e-3, help="AdamW learning rate of the naive pipeline at its batch size")
+    ap.add_argument("--fast-epochs", type=int, nargs="+", default=[5, 10, 20])
+    ap.add_argument("--naive-epochs", type=int, default=20)
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--skip-naive-pipeline", action="store_true", help="only estimate the naive pipeline (seconds per epoch × epochs)")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile-backbone", default="fastcnn")
+    ap.add_argument("--profile-steps", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--quick", action="store_true", help="a small version (subset of the data, few steps and epochs)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        q = {"n_train": 256, "n_eval": 128, "warmup_steps": 1, "naive_steps": 3, "fast_steps": 4, "fast_epochs": [1, 2], "naive_epochs": 1, "profile_steps": 2, "naive_batch": 32, "fast_batch": 64, "pipeline_batch": 64}
+        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
+        for k, v in q.items():
+            if k not in given:
+                setattr(args, k, v)
+    if args.num_workers is None:
+        args.num_workers = default_num_workers()
+    args.fast_epochs = sorted(set(args.fast_epochs))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise SystemExit(f"--device {args.device} asked for but CUDA is not available; use --device cpu")
+    if args.peak_n is None:
+        args.peak_n = (4096 if args.quick else 8192) if device.type == "cuda" else 512
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    t_all = time.perf_counter()
+    out: dict[str, Any] = {
+        "command": " ".join(["python", "benchmarks/speed.py", *(sys.argv[1:] if argv is None else argv)]),
+        "versions": versions(),
+        "device": dev_name,
+        "cpu_count": os.cpu_count(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "same_model_speedup": {},
+        "images_per_second": {},
+        "throughput_detail": {},
+        "flops_per_image": {},
+        "tflops": {},
+        "peak_bf16_tflops": None,
+        "fraction_of_peak": {},
+        "pipeline_seconds": {},
+        "pipeline_test_accuracy": {},
+        "time_to_accuracy_speedup": None,
+        "errors": {},
+        "notes": [],
+    }
+    notes = out["notes"]
+
+    def save() -> None:
+        out["wall_seconds"] = time.perf_counter() - t_all
+        write_json(args.out, out)
+
+    def section(name: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - record and go on
+            log(f"{name} FAILED: {type(exc).__name__}: {exc}")
+            out["errors"][name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            return None
+        finally:
+            save()
+
+    log(f"device {dev_name}; torch {torch.__version__}; {os.cpu_count()} CPUs; naive DataLoader workers {args.num_workers}")
+    ds, info = load_data(args)
+    out["data"] = info
+    if info.get("synthetic"):
+        notes.append("DATA: " + info.get("data_note", "synthetic data") + ". Throughput numbers are valid; accuracies are meaningless (random images).")
+    log(f"data: {ds!r}")
+    save()
+
+    # 1. the device's bf16 peak
+    pk = section("peak", lambda: peak_matmul_tflops(device, args.peak_n))
+    if pk:
+        out["peak_bf16_tflops"] = pk["tflops"]
+        out["peak_detail"] = pk
+        log(f"bf16 peak ({args.peak_n}^3 matmul): {pk['tflops']:.1f} TFLOP/s")
+
+    # 2. same-model throughput
+    y_tr = ds.y_train if ds.y_train is not None else np.zeros(len(ds.x_train), dtype=np.int64)
+    shape = (ds.x_train.shape[3], ds.x_train.shape[1], ds.x_train.shape[2])
+    if not args.skip_throughput:
+        for bb in args.backbones:
+            fl = section(f"flops_{bb}", lambda bb=bb: step_flops(bb, shape, device))
+            out["flops_per_image"][bb] = fl
+            nv = section(f"naive_{bb}", lambda bb=bb: naive_throughput(bb, ds.x_train, y_tr, device, args.naive_batch, args.num_workers, args.naive_steps, args.warmup_steps, seed=args.seed))
+            if nv:
+                log(f"{bb} naive: {nv['images_per_second']:,.0f} images/s ({nv['steps']} steps of {nv['batch_size']}, {nv['num_workers']} workers)")
+            fs = section(f"fast_{bb}", lambda bb=bb: fast_throughput(bb, ds.x_train, y_tr, device, args.fast_batch, args.fast_steps, seed=args.seed))
+            if fs:
+                log(f"{bb} fast:  {fs['images_per_second']:,.0f} images/s ({fs['steps']} steps of {fs['batch_size']})")
+            ips = {"naive": nv["images_per_second"] if nv else None, "fast": fs["images_per_second"] if fs else None}
+            out["images_per_second"][bb] = ips
+            out["throughput_detail"][bb] = {"naive": nv, "fast": fs}
+            out["same_model_speedup"][bb] = _safe_div(ips["fast"], ips["naive"])
+            tf = {k: (fl * v / 1e12 if (fl is not None and v is not None) else None) for k, v in ips.items()}
+            out["tflops"][bb] = tf
+            out["fraction_of_peak"][bb] = {k: _safe_div(v, out["peak_bf16_tflops"]) for k, v in tf.items()}
+            if out["same_model_speedup"][bb] is not None:
+                log(f"{bb}: fast/naive = {out['same_model_speedup'][bb]:.2f}x; TFLOP/s fast {tf['fast']:.2f}, naive {tf['naive']:.2f}")
+            save()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        notes.append(
+            f"Same-model throughput: naive = DataLoader over uint8 HWC numpy images, per-item zero-pad-4 random crop + flip + ToTensor + Normalize in __getitem__, "
+            f"num_workers={args.num_workers}, pin_memory on CUDA, batch {args.naive_batch}, fp32 channels-first (cuDNN may use TF32 for convolutions, torch's default), "
+            f"SGD momentum 0.9, loss.item() every step; {args.warmup_steps} warm-up + {args.naive_steps} timed steps. "
+            f"fast = kdcrowd.training.fit on DeviceData, batch {args.fast_batch}, bf16 autocast + channels_last on CUDA, the same SGD, one warm-up epoch then whole epochs (about {args.fast_steps} steps); its time includes fit's per-epoch bookkeeping (no validation data). "
+            "Both ends of every timed interval are synchronised with torch.cuda.synchronize()."
+        )
+        notes.append("TFLOP/s = FLOPs per image of one training step (forward + backward, FlopCounterMode: convolutions and matmuls only) × images/s; fraction_of_peak = that / peak_bf16_tflops (an 8192^3 bf16 matmul, 3 warm-ups, 10 timed). The naive path runs in fp32/TF32, so its fraction of the bf16 peak is an upper bound on what it could reach, not a like-for-like efficiency.")
+
+    # 3. pipelines
+    if not args.skip_pipeline:
+        fast_runs: dict[int, dict[str, Any]] = {}
+        if device.type == "cuda":
+            section("pipeline_warmup", lambda: run_fast_pipeline(subset_dataset(ds, min(len(ds.x_train), 2048), None), 1, device, args))
+        for e in args.fast_epochs:
+            r = section(f"fast_pipeline_{e}", lambda e=e: run_fast_pipeline(ds, e, device, args))
+            if r:
+                fast_runs[e] = r
+                log(f"fast pipeline, {e} epochs/stage: {r['seconds']:.1f}s, test accuracy {r['test_accuracy']:.4f} (final: {r['final_stage']})")
+            out["pipeline_fast_runs"] = {str(k): v for k, v in fast_runs.items()}
+            save()
+        naive = None
+        if not args.skip_naive_pipeline:
+            naive = section("naive_pipeline", lambda: run_naive_pipeline(ds, args.naive_epochs, device, args))
+            if naive:
+                log(f"naive pipeline, {args.naive_epochs} epochs/stage: {naive['seconds']:.1f}s, test accuracy {naive['test_accuracy']:.4f}")
+                out["pipeline_naive_run"] = naive
+        # estimate from the naive FastCNN throughput
+        est = None
+        pb = args.pipeline_backbone
+        nv_ips = (out["images_per_second"].get(pb) or {}).get("naive")
+        if nv_ips:
+            est = len(ds.x_train) / nv_ips * 3 * args.naive_epochs
+        same = fast_runs.get(args.naive_epochs)
+        out["pipeline_seconds"] = {
+            "fast": same["seconds"] if same else None,
+            "naive": naive["seconds"] if naive else None,
+            "naive_estimate": est,
+            "fast_by_epochs": {str(k): v["seconds"] for k, v in fast_runs.items()},
+        }
+        out["pipeline_test_accuracy"] = {
+            "fast": same["test_accuracy"] if same else None,
+            "naive": naive["test_accuracy"] if naive else None,
+            "fast_by_epochs": {str(k): v["test_accuracy"] for k, v in fast_runs.items()},
+        }
+        out["pipeline_same_epochs_speedup"] = _safe_div(naive["seconds"] if naive else est, same["seconds"] if same else None)
+        target_acc = naive["test_accuracy"] if naive else None
+        tta = None
+        if target_acc is not None:
+            for e in sorted(fast_runs):
+                if fast_runs[e]["test_accuracy"] is not None and fast_runs[e]["test_accuracy"] >= target_acc:
+                    tta = e
+                    break
+        out["time_to_accuracy"] = {"target_test_accuracy": target_acc, "fast_epochs_reaching_it": tta, "fast_seconds": fast_runs[tta]["seconds"] if tta else None, "naive_seconds": naive["seconds"] if naive else None}
+        out["time_to_accuracy_speedup"] = _safe_div(naive["seconds"], fast_runs[tta]["seconds"]) if (tta and naive) else None
+        notes.append(
+            f"Pipeline = KD-Crowd with options {PIPELINE_OPTIONS} (teacher Max-MIG, GCE student, MIG-KL distillation, stage 2), backbone {args.pipeline_backbone}, through kdcrowd.methods.run_on_dataset; "
+            f"pipeline_seconds are its metrics['seconds'] (placing the data on the device, the three stages, the predictions between them, and test evaluation). track_memorization=False in both paths (the student's pseudo-label memorization callback still runs in both). "
+            f"fast: TrainConfig(batch_size={args.pipeline_batch}, lr={args.pipeline_lr}, AdamW, cosine) for {args.fast_epochs} epochs per stage. "
+            f"naive: the same call with kdcrowd.framework.fit swapped for a DataLoader loop (naive_fit in this script: per-item CPU augmentation, fp32, channels-first, batch {args.naive_batch}, AdamW lr {args.naive_lr}, cosine, loss.item() each step, validation through a DataLoader each epoch) for {args.naive_epochs} epochs per stage; everything between the stages is the library's (GPU) code in both. "
+            "pipeline_seconds['naive_estimate'] = (training images / naive FastCNN images/s) × 3 stages × naive epochs, the simple estimate, for comparison with the measured naive run. "
+            "time_to_accuracy_speedup = naive seconds / seconds of the fewest-epoch fast run whose test accuracy (final state) reaches the naive run's; null if none does. Accuracies are from single runs (seed 0), so differences of a few tenths of a percent are noise."
+        )
+
+    # 4. profile
+    if args.profile:
+        pr = section("profile", lambda: profile_fast(ds, device, args.profile_backbone, args.fast_batch, args.profile_steps))
+        if pr:
+            out["profile"] = pr
+            log(f"profile ({pr['what']}), top 5: " + "; ".join(f"{t['name'][:50]} {t['percent']:.1f}%" for t in pr["top15"][:5]))
+
+    if not out["errors"]:
+        del out["errors"]
+    save()
+    log(f"done in {out['wall_seconds']:.1f}s -> {args.out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
