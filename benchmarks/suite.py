@@ -76,7 +76,7 @@ SUITES: dict[str, dict[str, Any]] = {
     "real-labelme": {"dataset": "labelme", "workers": None, "runs": _base_runs() + _kd_runs(["crowdlayer-mw", "maxmig"])},
     # Ablations (stage-1 variants over one shared teacher, then stage-2 options).
     "ablation-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": _ablation_runs("maxmig")},
-    "ablation-labelme-bovw": {"dataset": "labelme", "workers": None, "dataset_options": {"features": "bovw"}, "runs": _ablation_runs("maxmig") + _ablation_runs("crowdlayer-mw")[2:]},
+    "ablation-labelme-bovw": {"dataset": "labelme", "workers": None, "dataset_options": {"features": "bovw"}, "runs": _ablation_runs("maxmig") + _ablation_runs("crowdlayer-mw")[1:2] + _ablation_runs("crowdlayer-mw")[5:]},
     "ablation-digits-maxmig-low-2": {"dataset": "digits", "workers": "maxmig-low-2", "runs": _ablation_runs("maxmig")},
     "ablation-digits-symmetric": {"dataset": "digits", "workers": "symmetric", "runs": _ablation_runs("crowdlayer-mw")},
     # A seconds-long CPU check of the whole machinery (the teacher run is shared by the KD run).
