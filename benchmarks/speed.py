@@ -541,8 +541,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--fast-batch", type=int, default=512)
     ap.add_argument("--num-workers", type=int, default=None, help="DataLoader workers of the naive path (default min(4, cpus-1))")
     ap.add_argument("--warmup-steps", type=int, default=10)
-    ap.add_argument("--naive-steps", type=int, default=100)
-    ap.add_argument("--fast-steps", type=int, default=150, help="about this many timed fast-path steps (whole epochs)")
+    ap.add_argument("--naive-steps", type=int, default=200)
+    ap.add_argument("--fast-steps", type=int, default=200, help="about this many timed fast-path steps (whole epochs)")
     ap.add_argument("--peak-n", type=int, default=None, help="matrix side of the bf16 peak (8192 on CUDA)")
     ap.add_argument("--pipeline-backbone", default="fastcnn")
     ap.add_argument("--pipeline-batch", type=int, default=512)
@@ -560,16 +560,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--quick", action="store_true", help="a small version (subset of the data, few steps and epochs)")
     args = ap.parse_args(argv)
-    if args.quick:
-        q = {"n_train": 256, "n_eval": 128, "warmup_steps": 1, "naive_steps": 3, "fast_steps": 4, "fast_epochs": [1, 2], "naive_epochs": 1, "profile_steps": 2, "naive_batch": 32, "fast_batch": 64, "pipeline_batch": 64}
-        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
-        for k, v in q.items():
-            if k not in given:
-                setattr(args, k, v)
+    args._given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     if args.num_workers is None:
         args.num_workers = default_num_workers()
-    args.fast_epochs = sorted(set(args.fast_epochs))
     return args
+
+
+#: ``--quick`` settings (flags given explicitly win): a toy run on the CPU, a short one on CUDA.
+QUICK_CPU = {"n_train": 256, "n_eval": 128, "warmup_steps": 1, "naive_steps": 3, "fast_steps": 4, "fast_epochs": [1, 2], "naive_epochs": 1, "profile_steps": 2, "naive_batch": 32, "fast_batch": 64, "pipeline_batch": 64}
+QUICK_CUDA = {"warmup_steps": 5, "naive_steps": 50, "fast_steps": 60, "fast_epochs": [2, 5], "naive_epochs": 5, "peak_n": 4096}
+
+
+def apply_quick(args: argparse.Namespace, device: torch.device) -> None:
+    if args.quick:
+        for k, v in (QUICK_CUDA if device.type == "cuda" else QUICK_CPU).items():
+            if k not in args._given:
+                setattr(args, k, v)
+    args.fast_epochs = sorted(set(args.fast_epochs))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -582,8 +589,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise SystemExit(f"--device {args.device} asked for but CUDA is not available; use --device cpu")
+    apply_quick(args, device)
     if args.peak_n is None:
-        args.peak_n = (4096 if args.quick else 8192) if device.type == "cuda" else 512
+        args.peak_n = 8192 if device.type == "cuda" else 512
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     t_all = time.perf_counter()
     out: dict[str, Any] = {
@@ -591,7 +599,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "versions": versions(),
         "device": dev_name,
         "cpu_count": os.cpu_count(),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")},
         "same_model_speedup": {},
         "images_per_second": {},
         "throughput_detail": {},

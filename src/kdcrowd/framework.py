@@ -145,6 +145,7 @@ class KDCrowd:
         if pretrained is not None:
             teacher = copy.deepcopy(pretrained[0]).to(data.device)
         elif isinstance(self.teacher, str):
+            torch.manual_seed(cfg.train.seed)  # the same teacher as the plain crowd-model run of this seed
             teacher = build_crowd_model(self.teacher, ds, data, cfg)
         else:
             teacher = self.teacher.to(data.device)

@@ -266,6 +266,7 @@ def crowd_outputs(model: nn.Module, data: DeviceData, workers: torch.Tensor, lab
 
 
 def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
+    torch.manual_seed(cfg.train.seed)
     model = build_crowd_model(cfg.method, ds, data, cfg)
     w, l = padded_annotations(ds.annotations, data.device)
     obj = CrowdObjective(model, w, l, worker_lr_scale=float(cfg.options.get("worker_lr_scale", 1.0)))

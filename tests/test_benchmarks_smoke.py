@@ -1,0 +1,86 @@
+"""Smoke runs of benchmarks/scale.py and benchmarks/speed.py at toy sizes on the CPU.
+
+Only the structure of the result dictionaries is checked, never timings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"kdcrowd_bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def keep_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_simulate_distinct_workers():
+    scale = _load("scale")
+    sim = scale.simulate(2000, 30, 5, 10, seed=3)
+    w = sim["worker"].reshape(2000, 5)
+    assert (np.sort(w, axis=1)[:, 1:] != np.sort(w, axis=1)[:, :-1]).all()  # distinct per item
+    assert w.min() >= 0 and w.max() < 30
+    assert sim["label"].min() >= 0 and sim["label"].max() < 10
+    assert np.array_equal(sim["item"], np.repeat(np.arange(2000), 5))
+
+
+def test_scale_smoke(tmp_path, keep_threads):
+    scale = _load("scale")
+    out_path = tmp_path / "scale.json"
+    out = scale.main(["--device", "cpu", "--sizes", "300", "600", "--workers", "40", "--ds-iters", "2", "--epochs-on-cpu", "--batch-size", "128", "--threads", "1", "--out", str(out_path)])
+    assert json.loads(out_path.read_text())["results"] == json.loads(json.dumps(out["results"], default=str))
+    for key in ("command", "versions", "device", "cpu_count", "results", "notes", "linearity"):
+        assert key in out
+    assert [r["n_items"] for r in out["results"]] == [300, 600]
+    for r in out["results"]:
+        assert "error" not in r
+        assert r["n_annotations"] == 5 * r["n_items"]
+        for key in ("data_layer_s", "mv_s", "ds_cpu_s", "ds_gpu_s", "ds_iters", "peak_mem_mb_data_layer", "peak_mem_mb_mv", "peak_mem_mb_ds_cpu", "epoch_maxmig_s", "epoch_crowdlayer_s", "gpu_peak_mb", "seconds_per_million_annotations"):
+            assert key in r
+        assert r["ds_iters"] == 2 and r["ds_gpu_s"] is None
+        assert set(r["seconds_per_million_annotations"]) == {"data_layer", "mv", "ds_cpu", "ds_gpu"}
+    last = out["results"][-1]
+    assert last["epoch_maxmig_s"] is not None and last["epoch_crowdlayer_s"] is not None
+    assert out["results"][0]["epoch_maxmig_s"] is None
+
+
+def test_speed_smoke(tmp_path, keep_threads):
+    speed = _load("speed")
+    out_path = tmp_path / "speed.json"
+    out = speed.main([
+        "--device", "cpu", "--synthetic", "--image-size", "8", "--n-train", "64", "--n-eval", "32",
+        "--backbones", "fastcnn", "--warmup-steps", "1", "--naive-steps", "2", "--naive-batch", "16",
+        "--fast-batch", "32", "--fast-steps", "2", "--fast-epochs", "1", "--naive-epochs", "1",
+        "--pipeline-batch", "32", "--num-workers", "1", "--peak-n", "64", "--profile", "--profile-steps", "1",
+        "--threads", "1", "--out", str(out_path),
+    ])
+    assert out_path.is_file()
+    assert "errors" not in out, out.get("errors")
+    for key in ("same_model_speedup", "time_to_accuracy_speedup", "pipeline_seconds", "pipeline_test_accuracy", "device", "tflops", "peak_bf16_tflops", "fraction_of_peak", "images_per_second", "command", "versions", "notes", "profile"):
+        assert key in out
+    assert out["data"]["synthetic"] is True
+    assert set(out["images_per_second"]["fastcnn"]) == {"naive", "fast"}
+    assert out["same_model_speedup"]["fastcnn"] is not None
+    assert set(out["tflops"]["fastcnn"]) == {"naive", "fast"}
+    assert {"fast", "naive", "naive_estimate", "fast_by_epochs"} <= set(out["pipeline_seconds"])
+    assert out["pipeline_seconds"]["naive"] is not None and out["pipeline_seconds"]["fast"] is not None
+    assert {"fast", "naive"} <= set(out["pipeline_test_accuracy"])
+    assert len(out["profile"]["top15"]) > 0
