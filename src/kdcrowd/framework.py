@@ -174,7 +174,7 @@ class KDCrowd:
         student: Student = build_student(self.student, make, data.n_train, ds.n_classes, **params).to(data.device)
         s_obj = StudentObjective(student, hard, q, kd, self.lambda1)
         callbacks = standard_callbacks(ds, data, cfg)
-        if ds.y_train is not None:
+        if cfg.track_memorization and ds.y_train is not None:
             callbacks.append(_pseudo_memorization_callback(hard.cpu().numpy(), ds.y_train, data, cfg))
         s_fit = fit(s_obj, data, replace(cfg.train, seed=cfg.train.seed + 1), callbacks, desc=f"student {self.student}")
         s_obj.load_state_dict(s_fit.best_state, strict=False)

@@ -163,6 +163,18 @@ def _mig_terms(
     raise ValueError(f"unknown f-divergence {f!r}; choose one of {F_DIVERGENCES}")
 
 
+def _log_matmul_exp(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``log(exp(x) @ exp(y).T)`` for ``(B, K)`` inputs, as one (B, B) matrix product.
+
+    Each row is shifted by its maximum before exponentiating (the log-sum-exp trick applied
+    to a product), so nothing overflows and the (B, B, K) tensor of a direct
+    ``logsumexp`` over ``x_i + y_j`` is never built: memory O(B² + BK) instead of O(B²K).
+    """
+    mx = x.amax(dim=1, keepdim=True)
+    my = y.amax(dim=1, keepdim=True)
+    return torch.log((x - mx).exp() @ (y - my).exp().T) + mx + my.T
+
+
 def mig_f(
     log_a: torch.Tensor,
     log_b: torch.Tensor,
@@ -182,8 +194,8 @@ def mig_f(
         MIG^f = 1/B sum_i f'(R_ii) - 1/(B(B-1)) sum_{i != j} f*(f'(R_ij))
 
     Same-item pairs sample the joint distribution, cross-item pairs the product of the
-    marginals. ``log R_ij`` is computed with ``logsumexp`` over
-    ``log a_i[c] + log b_j[c] - log p[c]`` and every term is written in ``log R``:
+    marginals. ``log R_ij`` is computed as a stabilised log-matrix-product of
+    ``log a_i[c] - log p[c]`` and ``log b_j[c]`` and every term is written in ``log R``:
 
     - ``kl``:        f'(R) = 1 + log R;                      f*(f'(R)) = R
     - ``pearson``:   f'(R) = 2 (R - 1);                      f*(f'(R)) = R^2 - 1
@@ -258,8 +270,7 @@ def mig_f(
         floor = torch.tensor(log_eps, dtype=dtype, device=la.device)
         la = torch.logaddexp(la, floor)
         lb = torch.logaddexp(lb, floor)
-        # log R_ij = logsumexp_c (log a_i[c] + log b_j[c] - log p[c]), shape (B, B)
-        log_r = torch.logsumexp(la.unsqueeze(1) + lb.unsqueeze(0) - lp, dim=-1)
+        log_r = _log_matmul_exp(la - lp, lb)
         diag_term, off_term = _mig_terms(log_r, f, tv_temperature)
         eye = torch.eye(B, dtype=torch.bool, device=la.device)
         joint = torch.diagonal(diag_term).mean()
