@@ -56,7 +56,7 @@ def _fmt(v: Any) -> str:
 def results_table(rows: list[dict[str, Any]], title: str) -> Table:
     """A rich table of the headline numbers of several runs."""
     table = Table(title=title)
-    for col in ("method", "test acc (final)", "test acc (val-sel.)", "train label acc", "expertise err (rel.)", "expertise MAE", "seconds"):
+    for col in ("method", "test acc", "test acc (val-sel.)", "train-label acc", "E_m rel.", "E_m MAE", "s"):
         table.add_column(col, justify="right" if col != "method" else "left")
     for m in rows:
         e = m.get("expertise_error") or {}
@@ -113,7 +113,7 @@ def run(
     mig_f: str = typer.Option("kl", help="f-divergence of Max-MIG / MIG^f: kl, pearson, js, tv, rkl, hellinger."),
     worker_lr_scale: float = typer.Option(1.0, help="Crowd models: learning-rate multiplier of the worker parameters (no weight decay on them)."),
     teacher: str = typer.Option("crowdlayer-mw", help="kdcrowd: the crowd model used as teacher."),
-    student: str = typer.Option("coteaching", help="kdcrowd: the robust student (coteaching, gce, sce, elr, ce)."),
+    student: str = typer.Option("elr", help="kdcrowd: the robust student (elr, coteaching, gce, sce, ce); see docs/RESULTS.md for the choice of default."),
     kd: str = typer.Option("mig-kl", help="kdcrowd: distillation loss, mig-<f> or kl."),
     lambda1: Optional[float] = typer.Option(None, help="kdcrowd: weight of the stage-1 distillation term."),
     lambda2: Optional[float] = typer.Option(None, help="kdcrowd: weight of the stage-2 distillation term."),
@@ -167,7 +167,7 @@ def demo(
     ds = load_dataset("digits", workers=workers, seed=seed)
     rows = []
     for method in DEMO_METHODS:
-        options: dict[str, Any] = {"teacher": "maxmig", "student": "coteaching", "kd": "mig-kl"} if method == "kdcrowd" else {}
+        options: dict[str, Any] = {"teacher": "maxmig", "kd": "mig-kl"} if method == "kdcrowd" else {}
         cfg = _run_config("digits", method, workers, epochs, 128, 3e-3, seed, device, "auto", options, progress=False)
         console.print(f"[bold]{method}[/bold] …")
         metrics, _ = run_on_dataset(ds, cfg)

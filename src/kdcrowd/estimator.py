@@ -34,7 +34,7 @@ class CrowdClassifier:
         self,
         method: str = "kdcrowd",
         teacher: str = "crowdlayer-mw",
-        student: str = "coteaching",
+        student: str = "elr",
         kd: str = "mig-kl",
         lambda1: float = 1.0,
         lambda2: float = 1.0,
