@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,6 +49,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
+
+from kdcrowd.io import write_json  # noqa: E402
+from kdcrowd.methods import versions  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -68,32 +69,10 @@ def log(msg: str) -> None:
     print(f"[scale {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic write (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (Path, torch.device, torch.dtype)):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def versions() -> dict[str, str]:
-    import kdcrowd
-
-    out = {"python": platform.python_version(), "kdcrowd": getattr(kdcrowd, "__version__", "?"), "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__}
-    if torch.cuda.is_available():
-        out["cuda"] = str(torch.version.cuda)
-    return out
 
 
 def _page_size() -> int:

@@ -57,12 +57,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import os
 import platform
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import replace
@@ -74,6 +72,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
+
+from kdcrowd.io import write_json  # noqa: E402
+from kdcrowd.methods import versions  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -93,33 +94,10 @@ def log(msg: str) -> None:
     print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic write (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (Path, torch.device, torch.dtype)):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def versions() -> dict[str, str]:
-    import kdcrowd
-
-    out = {"python": platform.python_version(), "kdcrowd": getattr(kdcrowd, "__version__", "?"), "torch": torch.__version__, "numpy": np.__version__}
-    if torch.cuda.is_available():
-        out["cuda"] = str(torch.version.cuda)
-        out["cudnn"] = str(torch.backends.cudnn.version())
-    return out
 
 
 def sync(device: torch.device) -> None:

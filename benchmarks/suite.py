@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from kdcrowd.cli import write_json  # noqa: E402
+from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.data.datasets import load_dataset  # noqa: E402
 from kdcrowd.methods import RunConfig, run_on_dataset, versions  # noqa: E402
 from kdcrowd.training import TrainConfig  # noqa: E402

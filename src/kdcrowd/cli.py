@@ -10,9 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,29 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .io import write_json
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
 console = Console()
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file + rename), so an interrupted run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _fmt(v: Any) -> str:
