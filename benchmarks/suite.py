@@ -79,6 +79,9 @@ SUITES: dict[str, dict[str, Any]] = {
     "ablation-labelme-bovw": {"dataset": "labelme", "workers": None, "dataset_options": {"features": "bovw"}, "runs": _ablation_runs("maxmig") + _ablation_runs("crowdlayer-mw")[1:2] + _ablation_runs("crowdlayer-mw")[5:]},
     "ablation-digits-maxmig-low-2": {"dataset": "digits", "workers": "maxmig-low-2", "runs": _ablation_runs("maxmig")},
     "ablation-digits-symmetric": {"dataset": "digits", "workers": "symmetric", "runs": _ablation_runs("crowdlayer-mw")},
+    # The central claim with the library defaults (ELR student, MIG-KL, 2 stages), teachers shared; run with 5 seeds.
+    "claim-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": [{"method": m, "label": m} for m in ("clean", "mv", "ds", "crowdlayer-mw", "maxmig")] + [
+        {"method": "kdcrowd", "label": f"kdcrowd({t}) {k}", "options": {"teacher": t, "kd": k}} for t in ("crowdlayer-mw", "maxmig") for k in ("mig-kl", "kl")]},
     # A seconds-long CPU check of the whole machinery (the teacher run is shared by the KD run).
     "smoke": {"dataset": "digits", "workers": "maxmig-low-2", "runs": [{"method": "mv", "label": "mv"}, {"method": "maxmig", "label": "maxmig"}] + _kd_runs(["maxmig"])[:1]},
 }
