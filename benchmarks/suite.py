@@ -65,7 +65,20 @@ def _ablation_runs(teacher: str) -> list[dict[str, Any]]:
     return runs
 
 
+def _table_runs() -> list[dict[str, Any]]:
+    """The rows of the paper-style tables: baselines, three teachers, KD-Crowd (defaults) over two."""
+    runs = [{"method": m, "label": m} for m in ("clean", "mv", "ds", "crowdlayer-mw", "maxmig", "conal")]
+    return runs + [{"method": "kdcrowd", "label": f"kdcrowd({t})", "options": {"teacher": t}} for t in ("crowdlayer-mw", "maxmig")]
+
+
+TABLE1_CASES = ("maxmig-low-1", "maxmig-low-2", "maxmig-low-3", "maxmig-high-1", "maxmig-high-2", "maxmig-high-3", "sparse")
+
 SUITES: dict[str, dict[str, Any]] = {
+    # Table 1: synthetic workers on the lossless CIFAR-10 images (run with --seeds 0 1 2 3 4).
+    **{f"table1-{case}": {"dataset": "cifar10", "workers": case, "runs": _table_runs()} for case in TABLE1_CASES},
+    # Table 2: real crowds (LabelMe with --epochs 40 --batch-size 64 --lr 1e-3).
+    "table2-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": _table_runs()},
+    "table2-labelme": {"dataset": "labelme", "workers": None, "runs": _table_runs()},
     # Issues 2–4 acceptance on the real CIFAR-10N crowd (20 k lossless images, 15k/1k/4k).
     "real-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": _base_runs() + _kd_runs(["crowdlayer-mw", "maxmig"])},
     # One synthetic CIFAR-10 case: 50 workers of spread expertise, 3 labels per image.
