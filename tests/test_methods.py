@@ -103,3 +103,16 @@ def test_estimator_fits_a_long_table_with_string_ids() -> None:
     assert set(clf.predict(ds.x_test[:5])) <= set(names)
     with pytest.raises(ValueError, match="item shape"):
         clf.predict(ds.x_test[:, :3])
+
+
+def test_progress_file_keeps_every_finished_epoch(tmp_path) -> None:
+    import json
+
+    ds = tiny_dataset()
+    c = cfg("kdcrowd", teacher="maxmig", student="elr")
+    c.progress_file = str(tmp_path / "progress.jsonl")
+    run_on_dataset(ds, c)
+    rows = [json.loads(line) for line in open(c.progress_file)]
+    assert [r["stage"] for r in rows] == ["teacher"] * 2 + ["student"] * 2 + ["stage2"] * 2
+    assert all("loss" in r and "val_accuracy" in r and "memorization_mean" in r for r in rows)
+    assert "pseudo_memorization" in rows[2]

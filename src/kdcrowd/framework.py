@@ -158,7 +158,7 @@ class KDCrowd:
         elif self.teacher_trained and not isinstance(self.teacher, str):
             t_fit = _untrained_fit(t_obj)
         else:
-            t_fit = fit(t_obj, data, cfg.train, standard_callbacks(ds, data, cfg), desc=f"teacher {tname}")
+            t_fit = fit(t_obj, data, cfg.train, standard_callbacks(ds, data, cfg, "teacher"), desc=f"teacher {tname}")
             t_obj.load_state_dict(t_fit.best_state, strict=False)
         proba, post = crowd_outputs(teacher, data, w, l, cfg.train)
         q = post if self.teacher_output == "posterior" else proba
@@ -175,9 +175,9 @@ class KDCrowd:
         torch.manual_seed(cfg.train.seed + 1)
         student: Student = build_student(self.student, make, data.n_train, ds.n_classes, **params).to(data.device)
         s_obj = StudentObjective(student, hard, q, kd, self.lambda1)
-        callbacks = standard_callbacks(ds, data, cfg)
+        callbacks = standard_callbacks(ds, data, cfg, "student")
         if cfg.track_memorization and ds.y_train is not None:
-            callbacks.append(_pseudo_memorization_callback(hard.cpu().numpy(), ds.y_train, data, cfg))
+            callbacks.insert(0, _pseudo_memorization_callback(hard.cpu().numpy(), ds.y_train, data, cfg))
         s_fit = fit(s_obj, data, replace(cfg.train, seed=cfg.train.seed + 1), callbacks, desc=f"student {self.student}")
         s_obj.load_state_dict(s_fit.best_state, strict=False)
         refined = predict_proba(s_obj, data, data.x_train, cfg.train)
@@ -192,7 +192,7 @@ class KDCrowd:
             torch.manual_seed(cfg.train.seed + 2)
             model = build_crowd_model(self.teacher, ds, data, cfg) if isinstance(self.teacher, str) else _reinit_copy(teacher, ds, data, cfg, w, l)
         c_obj = KDStage2Objective(model, w, l, refined, kd, self.lambda2, worker_lr_scale=wlr)
-        c_fit = fit(c_obj, data, replace(cfg.train, seed=cfg.train.seed + 2), standard_callbacks(ds, data, cfg), desc=f"stage 2 {tname}")
+        c_fit = fit(c_obj, data, replace(cfg.train, seed=cfg.train.seed + 2), standard_callbacks(ds, data, cfg, "stage2"), desc=f"stage 2 {tname}")
         c_obj.load_state_dict(c_fit.best_state, strict=False)
         c_proba, c_post = crowd_outputs(model, data, w, l, cfg.train)
         outs["stage2"] = MethodOutput(c_obj, c_fit, train_proba=c_proba, transitions=model.transition_matrices().detach().float().cpu().numpy())

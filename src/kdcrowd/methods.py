@@ -67,6 +67,8 @@ class RunConfig:
     """Keyword arguments of :func:`~kdcrowd.data.datasets.load_dataset`."""
     track_memorization: bool = True
     """Record per-epoch memorization of the workers' wrong labels (needs training ground truth)."""
+    progress_file: str | None = None
+    """If set, every epoch's record is appended there as a JSON line (nothing is lost on interruption)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,11 +177,33 @@ def memorization_callback(ds: Any, data: DeviceData, config: TrainConfig, key: s
     return cb
 
 
-def standard_callbacks(ds: Any, data: DeviceData, cfg: RunConfig) -> list[Callable[[int, nn.Module, dict[str, Any]], None]]:
-    """Callbacks every method gets: memorization when the training ground truth is known."""
+def progress_callback(path: str, stage: str) -> Callable[[int, nn.Module, dict[str, Any]], None]:
+    """Append each epoch's record (with its stage) as one JSON line to ``path``.
+
+    Runs last among the callbacks, so the line holds everything the epoch recorded; an
+    interrupted run keeps the history of every finished epoch.
+    """
+    import json
+
+    from .io import json_default
+
+    def cb(epoch: int, module: nn.Module, record: dict[str, Any]) -> None:
+        row = {"stage": stage, **{k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v) for k, v in record.items()}}
+        with open(path, "a") as f:
+            f.write(json.dumps(row, default=json_default) + "\n")
+
+    return cb
+
+
+def standard_callbacks(ds: Any, data: DeviceData, cfg: RunConfig, stage: str | None = None) -> list[Callable[[int, nn.Module, dict[str, Any]], None]]:
+    """Callbacks every method gets: memorization when the training ground truth is known,
+    and the per-epoch progress file when ``cfg.progress_file`` is set."""
+    cbs: list[Callable[[int, nn.Module, dict[str, Any]], None]] = []
     if cfg.track_memorization and ds.y_train is not None and ds.annotations is not None:
-        return [memorization_callback(ds, data, cfg.train)]
-    return []
+        cbs.append(memorization_callback(ds, data, cfg.train))
+    if cfg.progress_file:
+        cbs.append(progress_callback(cfg.progress_file, stage or cfg.method))
+    return cbs
 
 
 # ----------------------------------------------------------------------------- methods
