@@ -98,6 +98,7 @@ def run(
     stages: int = typer.Option(2, help="kdcrowd: 1 (teacher → student) or 2 (and the role switch)."),
     teacher_output: str = typer.Option("classifier", help="kdcrowd: teacher predictions from the 'classifier' or the annotation-aware 'posterior'."),
     stage2: str = typer.Option("reinit", help="kdcrowd: stage-2 model 'reinit' or 'finetune' from the teacher."),
+    distributed: bool = typer.Option(False, "--distributed", help="Data-parallel over the processes torchrun starts (one per GPU): `torchrun --nproc_per_node N -m kdcrowd run --distributed ...`; --batch-size is per GPU; rank 0 writes the files."),
 ) -> None:
     """Train and evaluate one method; writes OUT/metrics.json."""
     from .methods import run as run_method
@@ -111,6 +112,9 @@ def run(
             options["lambda2"] = lambda2
     cfg = _run_config(dataset, method, workers, epochs, batch_size, lr, seed, device, backbone, options)
     cfg.dataset_options = parse_key_values(dataset_option)
+    if distributed:
+        _run_distributed(cfg, data_root, out)
+        return
     try:
         metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -120,6 +124,51 @@ def run(
     save_transitions(out, output, ds=output.dataset)
     console.print(results_table([metrics], f"{dataset}" + (f" / workers={workers}" if workers else "")))
     console.print(f"wrote {out / 'metrics.json'}")
+
+
+def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path) -> None:
+    """`kdcrowd run --distributed` under torchrun: every rank trains; rank 0 loads the data
+    first (so a download happens once), writes the files and prints; the process group is
+    destroyed at the end."""
+    from . import distributed as D
+    from .data.datasets import load_dataset
+    from .methods import run_on_dataset
+
+    try:
+        D.init_from_env(backend="gloo" if cfg.train.device == "cpu" else None)
+    except RuntimeError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    try:
+        cfg.train.distributed = True
+        load = lambda: load_dataset(cfg.dataset, root=str(data_root) if data_root else None, workers=cfg.workers, seed=cfg.seed, **cfg.dataset_options)  # noqa: E731
+        ds, error = None, None
+        if D.is_main():
+            try:
+                ds = load()
+            except (ValueError, FileNotFoundError, RuntimeError) as e:
+                error = str(e)
+        error = D.broadcast_object(error)  # also the barrier the other ranks wait at
+        if error is None:
+            try:
+                if ds is None:
+                    ds = load()
+                metrics, output = run_on_dataset(ds, cfg)
+            except (ValueError, FileNotFoundError, RuntimeError) as e:
+                error = str(e)
+        if error is not None:
+            if D.is_main():
+                console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2)
+        metrics["world_size"] = D.world_size()
+        if D.is_main():
+            write_json(out / "metrics.json", metrics)
+            save_transitions(out, output, ds=output.dataset)
+            console.print(results_table([metrics], f"{cfg.dataset}" + (f" / workers={cfg.workers}" if cfg.workers else "") + f" / {D.world_size()} processes"))
+            console.print(f"wrote {out / 'metrics.json'}")
+        D.barrier()
+    finally:
+        D.cleanup()
 
 
 DEMO_METHODS = ("mv", "ds", "crowdlayer-mw", "maxmig", "kdcrowd")

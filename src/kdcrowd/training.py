@@ -17,6 +17,10 @@ Anything trainable is an ``nn.Module`` with
 
 :func:`fit` trains one such module and returns its history and the validation-selected
 state; callbacks ``cb(epoch, module, record)`` add fields to each epoch's record.
+
+With ``TrainConfig(distributed=True)`` the same loop trains data-parallel over the
+processes ``torchrun`` starts (one per GPU); :mod:`kdcrowd.distributed` describes how
+(sharded batches, DDP, buffer synchronisation, sharded evaluation).
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
+
+from . import distributed as D
 
 __all__ = [
     "TrainConfig",
@@ -83,6 +89,15 @@ class TrainConfig:
     """Show a progress bar (rich)."""
     eval_batch_size: int = 2048
     """Batch size of prediction passes."""
+    distributed: bool = False
+    """Data-parallel training over the processes started by ``torchrun`` (one per GPU, see
+    :mod:`kdcrowd.distributed`). ``batch_size`` is then per process (a global batch is
+    ``batch_size × world_size`` items; Max-MIG's and MIG^f's in-batch pairs are formed
+    within each process's shard), the learning rate is not rescaled, evaluation is
+    sharded, and every rank ends with the same history and states."""
+    sync_bn: bool = False
+    """With ``distributed``: synchronised BatchNorm (statistics of the global batch; CUDA
+    only) instead of each GPU's own batch statistics."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,8 +109,26 @@ class Trainable(Protocol):
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; anything else as given (with a clear error)."""
+def resolve_device(device: str, distributed: bool | None = None) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; anything else as given (with a clear error).
+
+    ``distributed`` (``None``: whether a ``torch.distributed`` process group exists; ``True``
+    joins the one ``torchrun`` describes first): ``auto`` and ``cuda`` give this process's
+    own GPU, ``cuda:LOCAL_RANK`` (or the CPU when there is no CUDA); ``cpu`` stays the CPU.
+    """
+    if distributed is None:
+        distributed = D.is_initialized()
+    if distributed:
+        D.init_from_env()
+        local = D.local_device()
+        if device == "auto" or (device == "cuda" and local.type == "cuda"):
+            return local
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+        if dev.type == "cuda" and dev != local:
+            raise ValueError(f"distributed training: process {D.rank()} (LOCAL_RANK {D.local_rank()}) must use {local}, not '{device}'; use --device auto or cuda")
+        return dev
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -220,17 +253,38 @@ class FitResult:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """Batch boundaries; a last batch of one item is merged into the one before.
+def _batches(n: int, batch_size: int, min_last: int = 2) -> list[tuple[int, int]]:
+    """Batch boundaries; a last batch of fewer than ``min_last`` (2) items is merged into the one before.
 
     Losses built on in-batch pairs (MIG^f) need at least two items, and dropping items
     would silently skip data.
     """
     bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_last:
         bounds[-2] = (bounds[-2][0], n)
         bounds.pop()
     return bounds
+
+
+def _shard(s: int, e: int, world: int, rank: int) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous part of ``[s, e)`` split into ``world`` parts whose sizes differ by at most one."""
+    base, extra = divmod(e - s, world)
+    a = s + rank * base + min(rank, extra)
+    return a, a + base + (1 if rank < extra else 0)
+
+
+def _shard_batches(n: int, batch_size: int, world: int, rank: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Global batch boundaries (``batch_size × world`` items) and this rank's shard of each.
+
+    Every shard has at least 2 items: a last global batch of fewer than ``2 × world`` items
+    is merged into the one before. With ``world == 1`` both lists are :func:`_batches`.
+    """
+    if world > 1 and batch_size < 2:
+        raise ValueError(f"distributed training needs batch_size >= 2 per process (in-batch pairs); got {batch_size}")
+    if world > 1 and n < 2 * world:
+        raise ValueError(f"distributed training over {world} processes needs at least {2 * world} training items (2 per process); got {n}")
+    bounds = _batches(n, batch_size * world, min_last=2 * world if world > 1 else 2)
+    return bounds, [_shard(s, e, world, rank) for s, e in bounds]
 
 
 def _lr_lambda(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -271,8 +325,21 @@ def autocast(device: torch.device, enabled: bool | None) -> contextlib.AbstractC
 
 @torch.no_grad()
 def predict_proba(module: Any, data: DeviceData, x: torch.Tensor, config: TrainConfig | None = None) -> torch.Tensor:
-    """Class probabilities of ``module`` for raw items ``x`` (float32, on the device)."""
+    """Class probabilities of ``module`` for raw items ``x`` (float32, on the device).
+
+    With ``config.distributed`` under a process group of several ranks, every rank
+    predicts a contiguous slice of ``x`` and the slices are all-gathered: all ranks must
+    call it together, and all get the same result.
+    """
     config = config or TrainConfig()
+    world = D.world_size() if config.distributed else 1
+    if world > 1 and x.shape[0] >= world:
+        s, e = _shard(0, x.shape[0], world, D.rank())
+        return D.all_gather_rows(_predict_local(module, data, x[s:e], config))
+    return _predict_local(module, data, x, config)
+
+
+def _predict_local(module: Any, data: DeviceData, x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     was_training = module.training
     module.eval()
     out = []
@@ -321,6 +388,17 @@ def fit(
     permutation of the training items, then validation accuracy, then the callbacks
     (which may add fields to the epoch's record). The state with the best validation
     accuracy is kept on the device.
+
+    With ``config.distributed`` (run under ``torchrun``; see :mod:`kdcrowd.distributed`)
+    every rank draws the same permutation, trains on its shard of each global batch of
+    ``batch_size × world_size`` items through ``DistributedDataParallel``, synchronises
+    buffers at the end of each epoch (BatchNorm statistics averaged, per-item state such
+    as ELR's targets merged from the rank that owned each item), reports the loss averaged
+    over ranks and evaluates sharded; history, best epoch and states are identical on every
+    rank. ``data`` must be on this process's device (:func:`resolve_device`), and the
+    module must be built identically on every rank (seed before building it). A module
+    whose loss leaves some parameters without a gradient sets
+    ``ddp_find_unused_parameters = True``.
     """
     device = data.device
     seed_everything(config.seed)
@@ -328,25 +406,45 @@ def fit(
     gen.manual_seed(config.seed)
     if data.is_image and config.channels_last and device.type == "cuda":
         module.to(memory_format=torch.channels_last)
-    step_fn: Callable[..., torch.Tensor] = module.training_loss  # type: ignore[assignment]
+    aug_gen = gen
+    converted = False
+    ddp: nn.Module | None = None
+    if config.distributed:
+        device = _distributed_device(data, config)
+        world, rank = D.world_size(), D.rank()
+        bounds, local = _shard_batches(data.n_train, config.batch_size, world, rank)
+        _check_ranks_agree(module, data, len(bounds), desc)
+        D.broadcast_buffers(module)
+        converted = config.sync_bn and D.convert_sync_batchnorm(module)
+        ddp = D.wrap(module, device, find_unused_parameters=bool(getattr(module, "ddp_find_unused_parameters", False)))
+        step_fn: Callable[..., torch.Tensor] = ddp
+        # The permutation generator must stay identical on every rank, so augmentation
+        # (and dropout, through the global generator) draw from per-rank streams.
+        aug_gen = torch.Generator(device=device)
+        aug_gen.manual_seed(config.seed + 1_000_003 * (rank + 1))
+        torch.manual_seed(config.seed + 1_000_003 * rank)
+        show = config.progress and D.is_main()
+    else:
+        step_fn = module.training_loss  # type: ignore[assignment]
+        bounds = local = _batches(data.n_train, config.batch_size)
+        show = config.progress
     if config.compile:
         step_fn = torch.compile(step_fn)
     opt = _optimizer(module, config)
-    bounds = _batches(data.n_train, config.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, len(bounds)))
     history: list[dict[str, Any]] = []
     best_acc, best_epoch = -1.0, 0
     best_state: dict[str, torch.Tensor] = {}
     t0 = time.perf_counter()
-    for epoch in _progress(config, config.epochs, desc):
+    for epoch in _progress(replace(config, progress=show), config.epochs, desc):
         module.train()
         if hasattr(module, "on_epoch_start"):
             module.on_epoch_start(epoch)
         perm = torch.randperm(data.n_train, device=device, generator=gen)
         loss_sum = torch.zeros((), device=device)
-        for s, e in bounds:
+        for s, e in local:
             idx = perm[s:e]
-            xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=gen)
+            xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=aug_gen)
             if data.is_image and config.channels_last and device.type == "cuda":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(device, config.amp):
@@ -356,6 +454,11 @@ def fit(
             opt.step()
             sched.step()
             loss_sum += loss.detach().float()
+        if config.distributed:
+            owned = torch.zeros(data.n_train, dtype=torch.bool, device=device)
+            owned[torch.cat([perm[s:e] for s, e in local])] = True
+            D.sync_buffers(module, data.n_train, owned)
+            D.all_reduce_mean(loss_sum)
         val = _accuracy(module, data, data.x_val, data.y_val, config)
         record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / len(bounds), "val_accuracy": val}
         for cb in callbacks:
@@ -372,7 +475,53 @@ def fit(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
+    if ddp is not None:
+        del step_fn, ddp  # releases DDP's gradient hooks on the module's parameters
+        if converted:
+            D.revert_sync_batchnorm(module)
     final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     if not best_state:
         best_state = copy.deepcopy(final_state)
     return FitResult(history, best_epoch, best_state, final_state, seconds, config.to_dict())
+
+
+def _distributed_device(data: DeviceData, config: TrainConfig) -> torch.device:
+    """Join the process group and check that ``data`` is on this process's device."""
+    D.init_from_env()
+    device = data.device
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index != D.local_rank():
+            raise ValueError(
+                f"distributed training: process {D.rank()} (LOCAL_RANK {D.local_rank()}) has its data on cuda:{index}; "
+                "each process trains on its own GPU, so build the DeviceData on resolve_device(device, distributed=True)"
+            )
+        device = torch.device("cuda", index)
+    elif device.type != "cpu":
+        raise ValueError(f"distributed training supports CUDA and CPU devices, not {device}")
+    if config.sync_bn and device.type != "cuda":
+        raise ValueError("sync_bn (SyncBatchNorm) needs CUDA devices; leave it off on the CPU")
+    return device
+
+
+@torch.no_grad()
+def _check_ranks_agree(module: nn.Module, data: DeviceData, steps: int, desc: str) -> None:
+    """Fail early, instead of hanging or diverging, when ranks hold different data or
+    integer buffers (annotations, hard labels); floating-point buffers are broadcast from
+    rank 0 afterwards, and parameters by DDP."""
+    dev = data.device
+    ints = [b.sum(dtype=torch.int64) for b in module.buffers() if b is not None and b.numel() and not b.is_floating_point()]
+    int_sum = torch.stack(ints).sum() if ints else torch.zeros((), dtype=torch.int64, device=dev)
+    mine = torch.stack([
+        torch.tensor(data.n_train, dtype=torch.int64, device=dev),
+        torch.tensor(steps, dtype=torch.int64, device=dev),
+        int_sum.to(dev),
+        data.x_train.sum(dtype=torch.float64).view(torch.int64),  # the exact bits of the sum
+    ])
+    every = D.all_gather_rows(mine[None])
+    if not bool((every == every[0]).all()):
+        raise RuntimeError(
+            f"{desc}: the {D.world_size()} processes disagree on the training data or the module's integer buffers "
+            f"(rows: n_train, steps per epoch, buffer checksum, data checksum bits per rank: {every.tolist()}); "
+            "every rank must load the same data set, annotations and seed"
+        )
