@@ -23,6 +23,8 @@ def test_run_writes_metrics_and_transitions_and_plots(tmp_path: Path) -> None:
         assert key in m, key
     assert m["config"]["workers"] == "symmetric" and m["config"]["train"]["epochs"] == 3
     assert len(m["history"]) == 3 and "memorization_mean" in m["history"][0]
+    progress = (out / "progress.jsonl").read_text().splitlines()
+    assert len(progress) == 3 and json.loads(progress[-1])["epoch"] == 3
     z = np.load(out / "transitions.npz")
     assert z["estimated"].shape == z["true"].shape == (20, 10, 10)
 

@@ -272,7 +272,8 @@ def test_cli_run_distributed_writes_metrics_once(tmp_path: Path) -> None:
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == WORLD and m["config"]["train"]["distributed"] is True
     assert len(m["history"]) == 1 and m["test_accuracy"] is not None
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "transitions.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "progress.jsonl", "transitions.npz"]
+    assert len((out / "progress.jsonl").read_text().splitlines()) == 1  # rank 0 only
     assert proc.stdout.count("wrote ") == 1  # only rank 0 reports
 
 

@@ -100,7 +100,7 @@ def run(
     stage2: str = typer.Option("reinit", help="kdcrowd: stage-2 model 'reinit' or 'finetune' from the teacher."),
     distributed: bool = typer.Option(False, "--distributed", help="Data-parallel over the processes torchrun starts (one per GPU): `torchrun --nproc_per_node N -m kdcrowd run --distributed ...`; --batch-size is per GPU; rank 0 writes the files."),
 ) -> None:
-    """Train and evaluate one method; writes OUT/metrics.json."""
+    """Train and evaluate one method; writes OUT/metrics.json (and OUT/progress.jsonl, one line per finished epoch)."""
     from .methods import run as run_method
 
     options: dict[str, Any] = {"mig_f": mig_f, "worker_lr_scale": worker_lr_scale}
@@ -112,9 +112,13 @@ def run(
             options["lambda2"] = lambda2
     cfg = _run_config(dataset, method, workers, epochs, batch_size, lr, seed, device, backbone, options)
     cfg.dataset_options = parse_key_values(dataset_option)
+    # Every finished epoch is appended here, so an interrupted run keeps its history.
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.progress_file = str(out / "progress.jsonl")
     if distributed:
         _run_distributed(cfg, data_root, out)
         return
+    open(cfg.progress_file, "w").close()
     try:
         metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -139,6 +143,10 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path) -> None:
     except RuntimeError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
+    if D.is_main():
+        open(cfg.progress_file, "w").close()
+    else:
+        cfg.progress_file = None  # only rank 0 writes files
     try:
         cfg.train.distributed = True
         load = lambda: load_dataset(cfg.dataset, root=str(data_root) if data_root else None, workers=cfg.workers, seed=cfg.seed, **cfg.dataset_options)  # noqa: E731

@@ -409,7 +409,7 @@ def run_on_dataset(ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module,
         raise ValueError(f"unknown method '{cfg.method}'; choose one of {sorted(METHODS)}")
     if cfg.train.seed != cfg.seed:
         cfg = replace(cfg, train=replace(cfg.train, seed=cfg.seed))
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, distributed=cfg.train.distributed or None)
     t0 = time.perf_counter()
     data = DeviceData.from_dataset(ds, device)
     if pretrained_teacher is not None:
