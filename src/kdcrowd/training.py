@@ -29,8 +29,8 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -359,20 +359,30 @@ def _accuracy(module: Any, data: DeviceData, x: torch.Tensor | None, y: torch.Te
     return (predict_proba(module, data, x, config).argmax(1) == y).float().mean()
 
 
-def _progress(config: TrainConfig, total: int, desc: str) -> Iterator[int]:
-    if not config.progress:
-        yield from range(total)
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+class _EpochBar:
+    """A rich progress bar over epochs that shows the last epoch's loss and validation accuracy."""
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"), transient=True) as bar:
-        task = bar.add_task(desc, total=total, status="")
-        for i in range(total):
-            yield i
-            bar.update(task, advance=1, status=_progress.status)  # type: ignore[attr-defined]
+    def __init__(self, show: bool, total: int, desc: str) -> None:
+        self.bar: Any = None
+        if show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"), transient=True)
+            self.task = self.bar.add_task(desc, total=total, status="")
 
-_progress.status = ""  # type: ignore[attr-defined]
+    def __enter__(self) -> _EpochBar:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def advance(self, record: dict[str, Any]) -> None:
+        if self.bar is not None:
+            status = f"loss {record['loss']:.4f}" + (f"  val {record['val_accuracy']:.3f}" if record["val_accuracy"] is not None else "")
+            self.bar.update(self.task, advance=1, status=status)
 
 
 def fit(
@@ -436,42 +446,43 @@ def fit(
     best_acc, best_epoch = -1.0, 0
     best_state: dict[str, torch.Tensor] = {}
     t0 = time.perf_counter()
-    for epoch in _progress(replace(config, progress=show), config.epochs, desc):
-        module.train()
-        if hasattr(module, "on_epoch_start"):
-            module.on_epoch_start(epoch)
-        perm = torch.randperm(data.n_train, device=device, generator=gen)
-        loss_sum = torch.zeros((), device=device)
-        for s, e in local:
-            idx = perm[s:e]
-            xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=aug_gen)
-            if data.is_image and config.channels_last and device.type == "cuda":
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(device, config.amp):
-                loss = step_fn(xb, idx, epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach().float()
-        if config.distributed:
-            owned = torch.zeros(data.n_train, dtype=torch.bool, device=device)
-            owned[torch.cat([perm[s:e] for s, e in local])] = True
-            D.sync_buffers(module, data.n_train, owned)
-            D.all_reduce_mean(loss_sum)
-        val = _accuracy(module, data, data.x_val, data.y_val, config)
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / len(bounds), "val_accuracy": val}
-        for cb in callbacks:
-            cb(epoch, module, record)
-        record = {k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v) for k, v in record.items()}
-        if not math.isfinite(record["loss"]):
-            raise FloatingPointError(f"{desc}: the training loss became {record['loss']} at epoch {epoch + 1}; lower the learning rate (--lr) or check the inputs")
-        history.append(record)
-        score = record["val_accuracy"] if record["val_accuracy"] is not None else float(epoch)
-        if score > best_acc:
-            best_acc, best_epoch = score, epoch + 1
-            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        _progress.status = f"loss {record['loss']:.4f}" + (f"  val {record['val_accuracy']:.3f}" if record["val_accuracy"] is not None else "")  # type: ignore[attr-defined]
+    with _EpochBar(show, config.epochs, desc) as bar:
+        for epoch in range(config.epochs):
+            module.train()
+            if hasattr(module, "on_epoch_start"):
+                module.on_epoch_start(epoch)
+            perm = torch.randperm(data.n_train, device=device, generator=gen)
+            loss_sum = torch.zeros((), device=device)
+            for s, e in local:
+                idx = perm[s:e]
+                xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=aug_gen)
+                if data.is_image and config.channels_last and device.type == "cuda":
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with autocast(device, config.amp):
+                    loss = step_fn(xb, idx, epoch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += loss.detach().float()
+            if config.distributed:
+                owned = torch.zeros(data.n_train, dtype=torch.bool, device=device)
+                owned[torch.cat([perm[s:e] for s, e in local])] = True
+                D.sync_buffers(module, data.n_train, owned)
+                D.all_reduce_mean(loss_sum)
+            val = _accuracy(module, data, data.x_val, data.y_val, config)
+            record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / len(bounds), "val_accuracy": val}
+            for cb in callbacks:
+                cb(epoch, module, record)
+            record = {k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v) for k, v in record.items()}
+            if not math.isfinite(record["loss"]):
+                raise FloatingPointError(f"{desc}: the training loss became {record['loss']} at epoch {epoch + 1}; lower the learning rate (--lr) or check the inputs")
+            history.append(record)
+            score = record["val_accuracy"] if record["val_accuracy"] is not None else float(epoch)
+            if score > best_acc:
+                best_acc, best_epoch = score, epoch + 1
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            bar.advance(record)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
