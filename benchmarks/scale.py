@@ -52,6 +52,7 @@ if str(ROOT / "src") not in sys.path:
 
 from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.methods import versions  # noqa: E402
+from kdcrowd.training import resolve_device  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -456,12 +457,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise SystemExit(f"--device {args.device} asked for but CUDA is not available; use --device cpu")
+    device = resolve_device(args.device)
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
     out: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/scale.py", *(sys.argv[1:] if argv is None else argv)]),

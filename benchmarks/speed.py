@@ -75,6 +75,7 @@ if str(ROOT / "src") not in sys.path:
 
 from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.methods import versions  # noqa: E402
+from kdcrowd.training import resolve_device  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -563,12 +564,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise SystemExit(f"--device {args.device} asked for but CUDA is not available; use --device cpu")
+    device = resolve_device(args.device)
     apply_quick(args, device)
     if args.peak_n is None:
         args.peak_n = 8192 if device.type == "cuda" else 512

@@ -39,13 +39,14 @@ __all__ = [
 
 
 class _Backbone(nn.Module):
-    """Shared forward: ``head(features(x))``."""
+    """Shared parts: ``features(x) = body(x)`` and ``forward(x) = head(features(x))``."""
 
     feature_dim: int
+    body: nn.Module
     head: nn.Linear
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -140,9 +141,6 @@ class FastCNN(_Backbone):
         self.head = nn.Linear(w3, n_classes, bias=False)
         self.head_scale = head_scale
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)) * self.head_scale
 
@@ -184,9 +182,6 @@ class ResNet18(_Backbone):
         self.feature_dim = 512
         self.head = nn.Linear(512, n_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
 
 class VGG16BN(_Backbone):
     """VGG-16 with batch norm (Simonyan & Zisserman, ICLR 2015), adapted to small images.
@@ -213,9 +208,6 @@ class VGG16BN(_Backbone):
         self.body = nn.Sequential(*layers)
         self.feature_dim = 512
         self.head = nn.Linear(512, n_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 class LabelMeCNN(_Backbone):
@@ -247,9 +239,6 @@ class LabelMeCNN(_Backbone):
         self.body = nn.Sequential(*layers)
         self.feature_dim = widths[-1]
         self.head = nn.Linear(widths[-1], n_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 def _image_channels(shape: Sequence[int], name: str) -> int:
