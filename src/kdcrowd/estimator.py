@@ -116,11 +116,10 @@ class CrowdClassifier:
         if y_val is not None:
             if X_val is None:
                 raise ValueError("y_val given without X_val")
-            lookup = {c: i for i, c in enumerate(np.asarray(ann.classes).tolist())}
-            try:
-                y_val_idx = np.array([lookup[v] for v in np.asarray(y_val).tolist()], dtype=np.int64)
-            except KeyError as e:
-                raise ValueError(f"y_val holds {e.args[0]!r}, which is not one of the annotation classes {list(lookup)}") from None
+            y_val_idx = pd.Index(np.asarray(ann.classes)).get_indexer(np.asarray(y_val)).astype(np.int64)
+            if (y_val_idx < 0).any():
+                bad = np.asarray(y_val)[y_val_idx < 0][:5].tolist()
+                raise ValueError(f"y_val holds {bad}, which are not among the annotation classes {np.asarray(ann.classes).tolist()}")
         empty = X[:0]
         ds = CrowdDataset(
             name="user",
