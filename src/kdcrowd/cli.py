@@ -234,6 +234,120 @@ def aggregate(
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {method}; wrote {out}")
 
 
+@app.command()
+def fit(
+    annotations: Path = typer.Option(..., help="Crowd labels: CSV/TSV/Parquet with columns item (or task), worker, label, or peerannot answers.json. Item ids are matched as text."),
+    out: Path = typer.Option(..., help="Output folder: labels.csv, workers.csv, worker_summary.csv, model.pt, metrics.json, workers.png, report.md."),
+    features: Optional[Path] = typer.Option(None, help="Item features: .npy (row i is item i, or see --item-ids), or .csv/.parquet with an 'item' column and numeric feature columns."),
+    images: Optional[Path] = typer.Option(None, help="Folder of images (png, jpg, jpeg, bmp, webp; searched recursively); see --image-ids for the item ids."),
+    item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: a text file with one item id per line, in row order."),
+    image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
+    image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
+    method: str = typer.Option("kdcrowd", help="kdcrowd, maxmig, crowdlayer-mw|vw|vb|vwb, conal, ds, ds-soft, mv or mv-soft."),
+    teacher: str = typer.Option("maxmig", help="kdcrowd: the crowd model used as teacher."),
+    student: str = typer.Option("elr", help="kdcrowd: the robust student (elr, coteaching, gce, sce, ce)."),
+    backbone: str = typer.Option("auto", help="mlp, fastcnn, resnet18, vgg16, labelme-cnn or auto (MLP for features, FastCNN up to 64 px)."),
+    epochs: int = typer.Option(30, help="Training epochs (per stage for kdcrowd)."),
+    batch_size: int = typer.Option(128, help="Training batch size."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, cosine schedule)."),
+    seed: int = typer.Option(0, help="Seed of initialisation and batch order."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    val_labels: Optional[Path] = typer.Option(None, help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels."),
+    duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Train on your own crowd labels and items: a classifier, a clean label for every item,
+    each worker's confusion matrix and a readable report (OUT/report.md)."""
+    from typing import NoReturn
+
+    from rich.markup import escape
+
+    from .aggregation import majority_vote
+    from .data.annotations import AnnotationError, Annotations
+    from .data.items import (
+        image_item_ids,
+        list_image_files,
+        load_images,
+        match_image_ids,
+        read_annotation_frame,
+        read_features,
+        read_item_labels,
+    )
+    from .estimator import CrowdClassifier
+    from .methods import CROWD_MODELS, METHODS
+    from .report.practitioner import write_fit_outputs
+    from .students import STUDENTS
+
+    def fail(message: str) -> NoReturn:
+        console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+        raise typer.Exit(2)
+
+    if (features is None) == (images is None):
+        fail("give the items with exactly one of --features FILE (.npy, .csv, .parquet) or --images DIR")
+    if method not in METHODS or method == "clean":
+        fail(f"unknown method '{method}'; choose one of {sorted(set(METHODS) - {'clean'})}")
+    if method == "kdcrowd" and teacher not in CROWD_MODELS:
+        fail(f"unknown teacher '{teacher}'; choose one of {list(CROWD_MODELS)}")
+    if method == "kdcrowd" and student not in STUDENTS:
+        fail(f"unknown student '{student}'; choose one of {sorted(STUDENTS)}")
+    if image_ids not in ("auto", "stem", "name", "path"):
+        fail(f"--image-ids must be auto, stem, name or path, not '{image_ids}'")
+    if images is not None and image_size < 8:
+        fail(f"--image-size must be at least 8 pixels, got {image_size}")
+    if item_ids is not None and features is None:
+        fail("--item-ids goes with a .npy --features file (images are named by their files)")
+    if epochs < 1 or batch_size < 2:
+        fail(f"--epochs must be at least 1 and --batch-size at least 2 (got {epochs} and {batch_size})")
+    try:
+        frame = read_annotation_frame(annotations)
+        if features is not None:
+            ids, X = read_features(features, item_ids=item_ids)
+            described = f"features from `{features.name}`, {X.shape[1]} columns"
+        else:
+            files = list_image_files(images)
+            if image_ids == "auto":
+                col = "item" if "item" in frame.columns else "task"
+                style, ids = match_image_ids(files, images, frame[col].dropna().tolist() if col in frame.columns else [])
+            else:
+                style, ids = image_ids, image_item_ids(files, images, image_ids)
+            X = load_images(files, image_size)
+            described = f"images from `{images}`, resized to {image_size}×{image_size} px; item id = file {'name without extension' if style == 'stem' else 'name' if style == 'name' else 'relative path'}"
+        try:
+            ann = Annotations.from_long(frame, items=ids, duplicates=duplicates)
+        except AnnotationError as e:
+            if "duplicate (item, worker)" in str(e):
+                raise AnnotationError(f"{annotations}: {e} On the command line: --duplicates first|last|keep.") from e
+            if "no features" not in str(e):
+                raise
+            if images is not None:
+                source = f"the files in {images}"
+            elif features is not None and features.suffix.lower() != ".npy":
+                source = f"the 'item' column of {features}"
+            else:
+                source = f"the lines of {item_ids}" if item_ids is not None else f"the row numbers 0..{len(ids) - 1} of {features}"
+            raise AnnotationError(f"{annotations}: {e} The {len(ids)} known items are named by {source}, e.g. {', '.join(repr(v) for v in ids[:3])}.") from e
+        gold = read_item_labels(val_labels, ids, ann.classes) if val_labels is not None else None
+        clf = CrowdClassifier(
+            method=method, teacher=teacher, student=student, backbone=backbone, epochs=epochs, batch_size=batch_size,
+            lr=lr, device=device, random_state=seed, duplicates=duplicates, verbose=not quiet,
+        )
+        clf.fit(X, ann)
+    except (AnnotationError, ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+        fail(str(e))
+    settings: dict[str, Any] = {"annotations": f"`{annotations}`", "items": f"`{features if features is not None else images}`", "method": method}
+    if method == "kdcrowd":
+        settings.update(teacher=teacher, student=student)
+    settings.update({"backbone": backbone, "epochs": epochs, "batch size": batch_size, "learning rate": lr, "seed": seed, "device": device, "duplicates": duplicates})
+    paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold)
+    final = clf.label_proba_.argmax(1)
+    labelled = ann.labels_per_item() > 0
+    changed = int((labelled & (final != majority_vote(ann))).sum())
+    console.print(f"fitted {method} on {ann.n_items} items ({int(labelled.sum())} labelled), {ann.n_workers} workers, {len(ann)} annotations; {changed} final labels differ from majority vote", soft_wrap=True)
+    if gold is not None:
+        console.print(f"accuracy of the final labels on the {len(gold[0])} items of {escape(str(val_labels))}: {float((final[gold[0]] == gold[1]).mean()):.3f}", soft_wrap=True)
+    console.print(f"wrote {', '.join(p.name for p in paths.values())} to {escape(str(out))}; read {escape(str(paths['report']))}", soft_wrap=True)
+
+
 def save_transitions(out: Path, output: Any, ds: Any = None) -> None:
     """Write the estimated (and true) worker matrices of a run to OUT/transitions.npz."""
     import numpy as np

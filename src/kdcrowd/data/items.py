@@ -1,0 +1,379 @@
+"""The practitioner's items: a feature file or a folder of images, with their item ids.
+
+Which function for which input:
+
+* a feature matrix (``.npy``, or a ``.csv``/``.tsv``/``.parquet`` table with an ``item``
+  column) → :func:`read_features`;
+* a folder of images (png, jpg, jpeg, bmp, webp; searched recursively) →
+  :func:`read_image_folder` (or :func:`list_image_files` + :func:`image_item_ids` +
+  :func:`load_images` to choose the ids before decoding anything);
+* the crowd labels, read so that their item ids are text exactly as written in the
+  file → :func:`read_annotation_frame` (then ``Annotations.from_long(df, items=ids)``).
+
+Item ids are always **text** here (``"0017"`` stays ``"0017"``, never the number 17), on
+both sides: the features' or images' ids and the annotation table's ``item``/``task``
+column. Matching therefore never depends on how pandas guesses a column's type.
+
+Every bad input raises a ``ValueError`` (``FileNotFoundError`` for a missing path) whose
+message names the file, the offending rows or files, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ID_STYLES",
+    "IMAGE_SUFFIXES",
+    "image_item_ids",
+    "list_image_files",
+    "load_images",
+    "match_image_ids",
+    "read_annotation_frame",
+    "read_features",
+    "read_image_folder",
+    "read_item_ids",
+    "read_item_labels",
+]
+
+#: File suffixes (lower case) that :func:`list_image_files` treats as images.
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+#: Item-id schemes of :func:`image_item_ids`.
+ID_STYLES: tuple[str, ...] = ("stem", "name", "path")
+#: How many offending rows or files an error message shows.
+_SHOW = 5
+
+
+def _listing(values: Sequence[Any], total: int | None = None) -> str:
+    """``"'a', 'b', 'c'"`` for the first few values, ``"... and N more"`` for the rest."""
+    total = len(values) if total is None else total
+    text = ", ".join(repr(v) for v in list(values)[:_SHOW])
+    return text + (f", ... and {total - _SHOW} more" if total > _SHOW else "")
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path} (absolute: {path.absolute()})")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a file")
+
+
+def _check_ids(ids: np.ndarray, source: str) -> None:
+    """Ids must be non-empty text and unique."""
+    empty = np.flatnonzero(pd.Series(ids).str.strip().eq("").to_numpy())
+    if empty.size:
+        raise ValueError(f"{source}: empty item id at row(s) {_listing(empty.tolist())}; give every item an id")
+    dup = pd.Series(ids).duplicated(keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)
+        raise ValueError(f"{source}: item ids must be unique, but {_listing(sorted(set(ids[rows].tolist())))} appear more than once (rows {_listing(rows.tolist())}); remove the repeated rows")
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def read_item_ids(path: str | os.PathLike[str]) -> np.ndarray:
+    """Item ids from a text file, one per line (surrounding spaces and blank lines at the end ignored).
+
+    Returns an object array of ``str``.
+    """
+    path = Path(path)
+    _require_file(path, "item-id file")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    ids = np.array([s.strip() for s in lines], dtype=object)
+    _check_ids(ids, f"item-id file {path}")
+    return ids
+
+
+def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read a feature matrix and its item ids.
+
+    Args:
+        path: ``.npy`` (a 2-d numeric array, one row per item), or a table
+            (``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``, ``.parquet``, ``.pq``) with an
+            ``item`` column of ids and numeric feature columns (every other column).
+        item_ids: ``.npy`` only: the ids of the rows, as a sequence or the path of a text
+            file with one id per line. Default: row ``i`` has id ``"i"``.
+
+    Returns:
+        ``(ids, X)``: ``ids`` an object array of ``str`` (length N, unique) and ``X``
+        float32 ``(N, D)``, finite.
+    """
+    path = Path(path)
+    _require_file(path, "feature file")
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        try:
+            X = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"cannot read feature file {path} as a numpy .npy array: {e}") from e
+        if X.ndim != 2:
+            raise ValueError(f"feature file {path} holds an array of shape {X.shape}; features must be 2-d (items, features) — for images use --images DIR")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"feature file {path} holds {X.dtype} values; features must be numeric")
+        if item_ids is None:
+            ids = np.array([str(i) for i in range(len(X))], dtype=object)
+        else:
+            ids = read_item_ids(item_ids) if isinstance(item_ids, (str, os.PathLike)) else np.array([str(v) for v in item_ids], dtype=object)
+            _check_ids(ids, "item ids")
+            if len(ids) != len(X):
+                raise ValueError(f"{len(ids)} item ids for the {len(X)} rows of {path}; give exactly one id per row (in row order)")
+        columns = None
+    elif name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq")):
+        if item_ids is not None:
+            raise ValueError(f"item ids are given by the 'item' column of {path.name}; pass a separate id list only with a .npy feature file")
+        if name.endswith((".parquet", ".pq")):
+            df = pd.read_parquet(path)
+        else:
+            sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
+            df = pd.read_csv(path, sep=sep, dtype={"item": str})
+        if "item" not in df.columns:
+            raise ValueError(f"feature table {path} has no 'item' column (columns: {_listing(list(map(str, df.columns)), len(df.columns))}); name the column of item ids 'item'")
+        if df["item"].isna().any():
+            rows = np.flatnonzero(df["item"].isna().to_numpy())
+            raise ValueError(f"feature table {path}: missing item id in row(s) {_listing(rows.tolist(), rows.size)}; give every row an id")
+        ids = df["item"].astype(str).str.strip().to_numpy(dtype=object)
+        _check_ids(ids, f"feature table {path}")
+        feats = df.drop(columns=["item"])
+        if feats.shape[1] == 0:
+            raise ValueError(f"feature table {path} has only the 'item' column; add numeric feature columns")
+        bad = [str(c) for c in feats.columns if not pd.api.types.is_numeric_dtype(feats[c])]
+        if bad:
+            raise ValueError(f"feature table {path}: column(s) {_listing(bad)} are not numeric; every column other than 'item' must be a numeric feature (drop or encode the others)")
+        X = feats.to_numpy(dtype=np.float64)
+        columns = [str(c) for c in feats.columns]
+    else:
+        raise ValueError(f"cannot tell the format of feature file {path.name!r}; use .npy, .csv, .csv.gz, .tsv, .tsv.gz, .parquet or .pq")
+    if len(X) == 0:
+        raise ValueError(f"feature file {path} has no rows")
+    X = np.asarray(X, dtype=np.float64)
+    finite = np.isfinite(X)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        where = [f"{ids[r]} ({columns[int(np.flatnonzero(~finite[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(~finite[r])[0]))})" for r in rows[:_SHOW]]
+        more = f", ... and {rows.size - _SHOW} more" if rows.size > _SHOW else ""
+        raise ValueError(f"feature file {path}: missing or infinite values for {rows.size} item(s): {', '.join(where)}{more}; fill them in or drop those items")
+    return ids, X.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Every image file under ``directory`` (recursively), sorted by relative path.
+
+    Images are files whose suffix is one of :data:`IMAGE_SUFFIXES` (any case). Hidden
+    files and folders (names starting with ``.``, e.g. macOS ``._x.png``) are skipped.
+    Raises when the folder does not exist or holds no image.
+    """
+    root = Path(directory)
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root} (absolute: {root.absolute()})")
+    if not root.is_dir():
+        raise ValueError(f"--images must be a folder of image files; {root} is a file")
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    if not files:
+        raise ValueError(f"no image files in {root} (looked recursively for {', '.join(IMAGE_SUFFIXES)}); point --images at the folder that holds the images")
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def image_item_ids(files: Sequence[Path], directory: str | os.PathLike[str], style: str = "stem") -> np.ndarray:
+    """Item ids of image files (an object array of ``str``, unique).
+
+    Styles:
+
+    * ``"stem"`` (default): the file name without extension (``cats/img017.jpg`` →
+      ``img017``);
+    * ``"name"``: the file name with extension (``img017.jpg``);
+    * ``"path"``: the path relative to ``directory``, with extension, ``/``-separated
+      (``cats/img017.jpg``).
+
+    With ``stem`` and ``name``, files whose ids would clash (``a/x.png`` and ``b/x.png``,
+    or ``x.png`` and ``x.jpg`` under ``stem``) get their relative path instead — without
+    extension for ``stem`` (``a/x``, ``b/x``), with it for ``name``; the other files keep
+    the short id. Ids that still clash raise an error naming the files.
+    """
+    if style not in ID_STYLES:
+        raise ValueError(f"unknown image id style {style!r}; use one of {ID_STYLES}")
+    root = Path(directory)
+    rel = [Path(f).relative_to(root) for f in files]
+    if style == "path":
+        ids = [r.as_posix() for r in rel]
+    else:
+        short = [r.stem if style == "stem" else r.name for r in rel]
+        long = [r.with_suffix("").as_posix() if style == "stem" else r.as_posix() for r in rel]
+        counts = pd.Series(short).value_counts()
+        ids = [lg if counts[s] > 1 else s for s, lg in zip(short, long)]
+    out = np.array(ids, dtype=object)
+    dup = pd.Series(ids).duplicated(keep=False).to_numpy()
+    if dup.any():
+        clash = [rel[i].as_posix() for i in np.flatnonzero(dup)]
+        raise ValueError(f"image files {_listing(clash, len(clash))} in {root} would get the same item id; rename them (or use the 'path' id style)")
+    return out
+
+
+def load_images(files: Sequence[Path], size: int) -> np.ndarray:
+    """Decode images with Pillow, convert to RGB and resize to ``size × size`` (bilinear).
+
+    Returns uint8 ``(N, size, size, 3)``. Files that cannot be decoded are collected and
+    reported together in one error that names them.
+    """
+    from PIL import Image
+
+    if int(size) < 1:
+        raise ValueError(f"image size must be a positive number of pixels, got {size}")
+    size = int(size)
+    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
+    bad: list[str] = []
+    for i, f in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                out[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL raises all of these for broken files
+            bad.append(f"{f} ({type(e).__name__}: {str(e)[:80]})")
+    if bad:
+        shown = "; ".join(bad[:_SHOW]) + (f"; ... and {len(bad) - _SHOW} more" if len(bad) > _SHOW else "")
+        raise ValueError(f"{len(bad)} image file(s) could not be read: {shown}. Fix or remove them")
+    return out
+
+
+def read_image_folder(directory: str | os.PathLike[str], size: int = 32, style: str = "stem") -> tuple[np.ndarray, np.ndarray]:
+    """Every image under ``directory`` as uint8 ``(N, size, size, 3)`` with its item id.
+
+    Files as in :func:`list_image_files`, ids as in :func:`image_item_ids` (default: the
+    file name without extension, the relative path without extension when names clash),
+    pixels as in :func:`load_images`. Returns ``(ids, X)``, in sorted relative-path order.
+    """
+    files = list_image_files(directory)
+    ids = image_item_ids(files, directory, style)
+    return ids, load_images(files, size)
+
+
+def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wanted: Sequence[Any]) -> tuple[str, np.ndarray]:
+    """The id style of :func:`image_item_ids` under which the images cover the ids ``wanted``.
+
+    Tries ``stem``, ``name`` and ``path`` in turn and returns the first ``(style, ids)``
+    whose ids include every wanted id (compared as text); when none does, the style that
+    matches the most (``stem`` on a tie), so that the caller's error names the ids that
+    are still missing.
+    """
+    want = pd.Index(pd.unique(pd.Series([str(v) for v in wanted], dtype=object)))
+    best: tuple[int, str, np.ndarray] | None = None
+    for style in ID_STYLES:
+        try:
+            ids = image_item_ids(files, directory, style)
+        except ValueError:
+            continue
+        hits = int(want.isin(ids).sum())
+        if hits == len(want):
+            return style, ids
+        if best is None or hits > best[0]:
+            best = (hits, style, ids)
+    if best is None:  # every style clashes: let image_item_ids raise its error
+        image_item_ids(files, directory, "stem")
+    assert best is not None
+    return best[1], best[2]
+
+
+# ----------------------------------------------------------------------------- annotations
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    """Values as ``str`` (missing values stay missing)."""
+    return s.where(s.isna(), s.astype(str).str.strip())
+
+
+def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A crowd-label file as a long table whose item and worker ids are text.
+
+    Reads what :meth:`kdcrowd.data.Annotations.read` reads — ``.csv``, ``.csv.gz``,
+    ``.tsv``, ``.tsv.gz``, ``.parquet``/``.pq`` long tables (``item`` or crowd-kit's
+    ``task``, ``worker``, ``label``) and peerannot ``answers.json``/``.json.gz`` — but keeps
+    the ``item``/``task`` and ``worker`` columns as the text written in the file, so that
+    ``"0017"`` matches an image ``0017.png``. Labels keep their type (integer class indices
+    or class names). Pass the result to ``Annotations.from_long(df, items=ids)``, which
+    validates it.
+    """
+    from .annotations import Annotations
+
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq", ".json", ".json.gz")):
+        raise ValueError(f"cannot tell the format of annotation file {path.name!r}; use .csv, .csv.gz, .tsv, .tsv.gz, .parquet, .pq, .json or .json.gz")
+    _require_file(path, "annotation file")
+    if name.endswith((".json", ".json.gz")):
+        df = Annotations.read(path, duplicates="keep").to_long()
+    elif name.endswith((".parquet", ".pq")):
+        df = pd.read_parquet(path)
+    else:
+        sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
+        df = pd.read_csv(path, sep=sep, dtype={"item": str, "task": str, "worker": str})
+    for col in ("item", "task", "worker"):
+        if col in df.columns and not isinstance(df[col], pd.DataFrame):
+            df[col] = _as_text(df[col])
+    return df
+
+
+def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Known true labels of some items (e.g. a gold set checked by an expert).
+
+    Args:
+        path: ``.csv``/``.tsv``/``.parquet`` table with columns ``item`` and ``label``
+            (crowd-kit's ``task`` is accepted for ``item``; other columns are ignored).
+        item_ids: the ids of all items (text, as returned by :func:`read_features` /
+            :func:`read_image_folder`).
+        classes: the class values of the annotations; labels are matched by their text,
+            so ``1`` and ``"1"`` are the same class.
+
+    Returns:
+        ``(items, labels)``: int64 ``(G,)`` positions in ``item_ids`` and int64 ``(G,)``
+        class indices into ``classes``. An item listed twice with the same label counts
+        once; with different labels it is an error.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    _require_file(path, "label file")
+    if name.endswith((".parquet", ".pq")):
+        df = pd.read_parquet(path)
+    elif name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
+        df = pd.read_csv(path, sep="\t" if name.endswith((".tsv", ".tsv.gz")) else ",", dtype=str)
+    else:
+        raise ValueError(f"cannot tell the format of label file {path.name!r}; use .csv, .tsv or .parquet with columns item,label")
+    item_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
+    if item_col is None or "label" not in df.columns:
+        raise ValueError(f"label file {path} needs columns 'item' and 'label'; found {_listing(list(map(str, df.columns)), len(df.columns))}")
+    if len(df) == 0:
+        raise ValueError(f"label file {path} has no rows")
+    it, lb = _as_text(df[item_col]), _as_text(df["label"])
+    na = np.flatnonzero((it.isna() | lb.isna()).to_numpy())
+    if na.size:
+        raise ValueError(f"label file {path}: missing item or label in row(s) {_listing(na.tolist(), na.size)}; fill them in or drop those rows")
+    pos = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(it.to_numpy(dtype=object))
+    bad = np.flatnonzero(pos < 0)
+    if bad.size:
+        shown = [f"row {r} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
+        raise ValueError(f"label file {path}: {bad.size} row(s) name items that have no features/images: {'; '.join(shown)}{', ...' if bad.size > _SHOW else ''}; drop them or add the items")
+    class_text = pd.Index([str(c) for c in classes])
+    cls = class_text.get_indexer(lb.to_numpy(dtype=object))
+    bad = np.flatnonzero(cls < 0)
+    if bad.size:
+        shown = [f"row {r} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
+        raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {'; '.join(shown)}{', ...' if bad.size > _SHOW else ''}")
+    frame = pd.DataFrame({"pos": pos, "cls": cls}).drop_duplicates()
+    conflict = frame["pos"].duplicated(keep=False).to_numpy()
+    if conflict.any():
+        ids = sorted({str(np.asarray(item_ids, dtype=object)[p]) for p in frame["pos"].to_numpy()[conflict]})
+        raise ValueError(f"label file {path}: item(s) {_listing(ids)} have more than one different label; keep one label per item")
+    return frame["pos"].to_numpy(dtype=np.int64), frame["cls"].to_numpy(dtype=np.int64)

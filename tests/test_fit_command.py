@@ -1,0 +1,269 @@
+"""`kdcrowd fit`: the practitioner's one command, on generated features and images.
+
+The feature case is a hammer–spammer crowd where majority vote must fail: 3 hammers
+(85 % correct), 4 spammers who always answer 'bird' and 3 who answer at random, on
+Gaussian blobs that a small MLP separates. Ten items have no crowd label at all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from kdcrowd.cli import app
+from kdcrowd.data.items import read_features, read_image_folder, read_item_labels
+
+runner = CliRunner()
+
+CLASSES = np.array(["bird", "cat", "dog"])
+N_ITEMS, N_UNLABELLED, N_HAMMERS, N_CONSTANT, N_RANDOM = 200, 10, 3, 4, 3
+OUTPUTS = ("labels.csv", "workers.csv", "worker_summary.csv", "model.pt", "metrics.json", "workers.png", "report.md")
+
+
+def make_problem(root: Path, seed: int = 0) -> dict:
+    """Features (X.csv and X.npy + ids.txt), crowd labels (answers.csv, task/worker/label) and the truth."""
+    rng = np.random.default_rng(seed)
+    k, d = len(CLASSES), 8
+    y = rng.integers(0, k, N_ITEMS)
+    X = (3 * rng.normal(size=(k, d))[y] + rng.normal(size=(N_ITEMS, d))).astype(np.float32)
+    ids = np.array([f"img{i:03d}" for i in range(N_ITEMS)])
+    rows = []
+    for m in range(N_HAMMERS + N_CONSTANT + N_RANDOM):
+        worker = f"{'hammer' if m < N_HAMMERS else 'spammer'}{m:02d}"
+        for i in range(N_ITEMS - N_UNLABELLED):  # the last items get no label
+            if rng.random() > 0.6:
+                continue
+            if m < N_HAMMERS:
+                lab = y[i] if rng.random() < 0.85 else rng.integers(k)
+            elif m < N_HAMMERS + N_CONSTANT:
+                lab = 0
+            else:
+                lab = rng.integers(k)
+            rows.append((ids[i], worker, CLASSES[lab]))
+    answers = pd.DataFrame(rows, columns=["task", "worker", "label"])
+    root.mkdir(parents=True, exist_ok=True)
+    answers.to_csv(root / "answers.csv", index=False)
+    cols = [f"f{j}" for j in range(d)]
+    pd.concat([pd.DataFrame({"item": ids}), pd.DataFrame(X, columns=cols)], axis=1).to_csv(root / "X.csv", index=False)
+    np.save(root / "X.npy", X)
+    (root / "ids.txt").write_text("\n".join(ids) + "\n")
+    gold = pd.DataFrame({"item": ids[::4], "label": CLASSES[y[::4]]})
+    gold.to_csv(root / "gold.csv", index=False)
+    return {"root": root, "ids": ids, "y": y, "X": X, "answers": answers, "gold": gold}
+
+
+def majority_vote_accuracy(answers: pd.DataFrame, ids: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of majority vote (ties to the first class, unlabelled items wrong) over all items."""
+    votes = pd.crosstab(answers["task"], answers["label"]).reindex(index=ids, columns=CLASSES, fill_value=0).to_numpy()
+    mv = np.where(votes.sum(1) > 0, votes.argmax(1), -1)
+    return float((mv == y).mean())
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    prob = make_problem(tmp_path_factory.mktemp("fit"))
+    out = prob["root"] / "out"
+    r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(out), "--device", "cpu", "--epochs", "30", "--val-labels", str(prob["root"] / "gold.csv"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    return {**prob, "out": out, "output": r.output}
+
+
+def test_fit_writes_every_output(fitted: dict) -> None:
+    out, ids, answers = fitted["out"], fitted["ids"], fitted["answers"]
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    labels = pd.read_csv(out / "labels.csv")
+    assert list(labels.columns) == ["item", "label", "p_bird", "p_cat", "p_dog"]
+    assert labels["item"].tolist() == ids.tolist()  # one row per item, original ids, feature order
+    assert set(labels["label"]) <= set(CLASSES)
+    np.testing.assert_allclose(labels[["p_bird", "p_cat", "p_dog"]].sum(axis=1), 1.0, atol=1e-5)
+    assert labels["label"].tolist() == CLASSES[labels[["p_bird", "p_cat", "p_dog"]].to_numpy().argmax(1)].tolist()
+
+    workers = pd.read_csv(out / "workers.csv")
+    n_workers = answers["worker"].nunique()
+    assert list(workers.columns) == ["worker", "true_class", "given_class", "probability"]
+    assert len(workers) == n_workers * 3 * 3
+    np.testing.assert_allclose(workers.groupby(["worker", "true_class"])["probability"].sum(), 1.0, atol=1e-5)
+    summary = pd.read_csv(out / "worker_summary.csv")
+    assert list(summary.columns) == ["worker", "n_labels", "estimated_accuracy", "agreement"]
+    assert summary.set_index("worker")["n_labels"].to_dict() == answers["worker"].value_counts().to_dict()
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "kdcrowd" and metrics["config"]["options"]["teacher"] == "maxmig"
+    assert set(metrics["stages"]) == {"teacher", "student", "stage2"} and len(metrics["history"]) == 30
+
+    report = (out / "report.md").read_text()
+    for text in (f"**items**: {N_ITEMS}", f"{N_ITEMS - N_UNLABELLED} with at least one label", f"{N_UNLABELLED} without", f"**workers**: {n_workers}", f"**annotations**: {len(answers)}", "majority vote", "Model selection: none", "workers.png", "load_predictor", "spammer", "hammer"):
+        assert text in report, text
+    assert f"on {len(fitted['gold'])} items" in report  # the --val-labels accuracy
+    assert "differ from majority vote" in fitted["output"]
+
+
+def test_fit_model_file_reproduces_the_labels(fitted: dict) -> None:
+    import torch
+
+    from kdcrowd.report.practitioner import load_predictor
+
+    ck = torch.load(fitted["out"] / "model.pt")  # plain tensors and values: the safe default loader reads it
+    assert ck["classes"] == CLASSES.tolist() and ck["item_shape"] == (8,) and ck["config"]["method"] == "kdcrowd"
+    proba = load_predictor(fitted["out"] / "model.pt")(fitted["X"])
+    labels = pd.read_csv(fitted["out"] / "labels.csv")
+    np.testing.assert_allclose(proba, labels[["p_bird", "p_cat", "p_dog"]].to_numpy(), atol=1e-4)
+
+
+def test_fit_beats_majority_vote_and_ranks_hammers_above_spammers(fitted: dict) -> None:
+    ids, y = fitted["ids"], fitted["y"]
+    labels = pd.read_csv(fitted["out"] / "labels.csv")
+    acc = float((labels["label"].to_numpy() == CLASSES[y]).mean())
+    mv = majority_vote_accuracy(fitted["answers"], ids, y)
+    assert mv < 0.6  # the case is built so that majority vote fails ...
+    assert acc >= 0.9 and acc > mv + 0.3, (acc, mv)  # ... and learning from the crowd does not
+    summary = pd.read_csv(fitted["out"] / "worker_summary.csv")
+    hammer = summary["worker"].str.startswith("hammer")
+    assert summary.loc[hammer, "estimated_accuracy"].min() > summary.loc[~hammer, "estimated_accuracy"].max()
+    assert summary.loc[hammer, "agreement"].min() > summary.loc[~hammer, "agreement"].max()
+
+
+def test_fit_npy_features_with_item_id_file_and_mv(tmp_path: Path) -> None:
+    prob = make_problem(tmp_path / "data", seed=1)
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.npy"), "--item-ids", str(prob["root"] / "ids.txt"), "--method", "mv", "--epochs", "3", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    labels = pd.read_csv(out / "labels.csv")
+    assert labels["item"].tolist() == prob["ids"].tolist()
+    # mv has no worker matrices: they come from the labels against the final distribution
+    assert "estimates no worker matrices" in (out / "report.md").read_text()
+    assert len(pd.read_csv(out / "workers.csv")) == prob["answers"]["worker"].nunique() * 9
+
+
+def _image_folder(root: Path, n: int = 30, seed: int = 0) -> dict[str, str]:
+    """n random 8×8 images in sub-folders a/ and b/, red or blue by class; x03 exists in both."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for i in range(n):
+        cls = "blue" if i % 3 == 0 else "red"
+        arr = rng.integers(0, 60, (8, 8, 3), dtype=np.uint8)
+        arr[..., 0 if cls == "red" else 2] += 180
+        sub = "a" if i % 2 else "b"
+        name = "x03" if i == 4 else f"x{i:02d}"
+        path = root / sub / f"{name}.{'jpg' if i == 5 else 'png'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(path)
+        truth[path.relative_to(root).as_posix()] = cls
+    return truth
+
+
+def test_read_image_folder_ids_and_pixels(tmp_path: Path) -> None:
+    truth = _image_folder(tmp_path / "imgs")
+    ids, X = read_image_folder(tmp_path / "imgs", size=16)
+    assert X.shape == (30, 16, 16, 3) and X.dtype == np.uint8
+    assert "a/x03" in ids and "b/x03" in ids and "x05" in ids and "x00" in ids  # clashing names get their relative path
+    assert len(set(ids)) == 30
+    red = X[list(ids).index("x01")].mean((0, 1))
+    assert red[0] > red[2] + 100 and truth["a/x01.png"] == "red"
+
+
+def test_fit_on_image_folder(tmp_path: Path) -> None:
+    truth = _image_folder(tmp_path / "imgs")
+    rng = np.random.default_rng(0)
+    rows = []
+    for rel, cls in truth.items():
+        item = rel.rsplit(".", 1)[0] if Path(rel).stem == "x03" else Path(rel).stem  # the documented id rule
+        for w in ("ann", "bob", "cy"):
+            wrong = rng.random() < 0.2
+            rows.append((item, w, ("blue" if cls == "red" else "red") if wrong else cls))
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(tmp_path / "answers.csv", index=False)
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--image-size", "16", "--method", "maxmig", "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    for name in OUTPUTS:
+        assert (out / name).exists(), name
+    labels = pd.read_csv(out / "labels.csv")
+    assert len(labels) == 30 and {"a/x03", "b/x03", "x05"} <= set(labels["item"])
+    np.testing.assert_allclose(labels[["p_blue", "p_red"]].sum(axis=1), 1.0, atol=1e-5)
+    assert "16×16 px" in (out / "report.md").read_text()
+
+    # Annotations that name the files with their extension are matched too (--image-ids auto).
+    named = pd.DataFrame({"item": [Path(rel).name if "x03" not in rel else rel for rel in truth], "worker": "ann", "label": list(truth.values())})
+    named.to_csv(tmp_path / "named.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "named.csv"), "--images", str(tmp_path / "imgs"), "--image-size", "8", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "out2"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "x05.jpg" in set(pd.read_csv(tmp_path / "out2" / "labels.csv")["item"])
+
+
+def _fit(*args: str) -> tuple[int, str]:
+    r = runner.invoke(app, ["fit", "--device", "cpu", "--epochs", "1", "--quiet", *args])
+    return r.exit_code, " ".join(r.output.split())
+
+
+def test_fit_bad_inputs_exit_2_with_one_clear_message(tmp_path: Path) -> None:
+    prob = make_problem(tmp_path / "data", seed=2)
+    root, out = prob["root"], str(tmp_path / "out")
+    ann, feats = str(root / "answers.csv"), str(root / "X.csv")
+
+    code, msg = _fit("--annotations", str(root / "nope.csv"), "--features", feats, "--out", out)
+    assert code == 2 and "nope.csv" in msg and "not found" in msg
+    code, msg = _fit("--annotations", ann, "--features", str(root / "missing.npy"), "--out", out)
+    assert code == 2 and "missing.npy" in msg
+    code, msg = _fit("--annotations", ann, "--out", out)
+    assert code == 2 and "--features" in msg and "--images" in msg
+
+    # annotations naming items that have no features: the row and the id are named
+    pd.read_csv(feats).iloc[:150].to_csv(root / "X_part.csv", index=False)
+    code, msg = _fit("--annotations", ann, "--features", str(root / "X_part.csv"), "--out", out)
+    assert code == 2 and "no features" in msg and "img1" in msg
+
+    # features with a text column
+    pd.read_csv(feats).assign(note="x").to_csv(root / "X_text.csv", index=False)
+    code, msg = _fit("--annotations", ann, "--features", str(root / "X_text.csv"), "--out", out)
+    assert code == 2 and "'note'" in msg and "not numeric" in msg
+
+    # an empty image folder, and one with an unreadable file
+    (tmp_path / "empty").mkdir()
+    code, msg = _fit("--annotations", ann, "--images", str(tmp_path / "empty"), "--out", out)
+    assert code == 2 and "no image files" in msg
+    bad = tmp_path / "bad"
+    _image_folder(bad, n=4)
+    (bad / "a" / "broken.png").write_bytes(b"not a png")
+    code, msg = _fit("--annotations", ann, "--images", str(bad), "--out", out)
+    assert code == 2 and "broken.png" in msg and "could not be read" in msg
+
+    # gold labels for unknown items or classes; duplicates; unknown method
+    pd.DataFrame({"item": ["img000", "zzz"], "label": ["cat", "cat"]}).to_csv(root / "gold_bad.csv", index=False)
+    code, msg = _fit("--annotations", ann, "--features", feats, "--val-labels", str(root / "gold_bad.csv"), "--out", out)
+    assert code == 2 and "'zzz'" in msg
+    pd.DataFrame({"item": ["img000"], "label": ["cow"]}).to_csv(root / "gold_cow.csv", index=False)
+    code, msg = _fit("--annotations", ann, "--features", feats, "--val-labels", str(root / "gold_cow.csv"), "--out", out)
+    assert code == 2 and "'cow'" in msg
+    pd.concat([prob["answers"], prob["answers"].iloc[:1]]).to_csv(root / "dup.csv", index=False)
+    code, msg = _fit("--annotations", str(root / "dup.csv"), "--features", feats, "--out", out)
+    assert code == 2 and "duplicate" in msg and "img000" in msg
+    code, msg = _fit("--annotations", ann, "--features", feats, "--method", "magic", "--out", out)
+    assert code == 2 and "magic" in msg
+    assert not (tmp_path / "out").exists()  # nothing is written when the input is bad
+
+
+def test_read_features_and_labels_validate(tmp_path: Path) -> None:
+    np.save(tmp_path / "X.npy", np.arange(12, dtype=np.float64).reshape(4, 3))
+    ids, X = read_features(tmp_path / "X.npy")
+    assert ids.tolist() == ["0", "1", "2", "3"] and X.dtype == np.float32 and X.shape == (4, 3)
+    (tmp_path / "ids.txt").write_text("a\nb\nc\n")
+    with pytest.raises(ValueError, match="3 item ids for the 4 rows"):
+        read_features(tmp_path / "X.npy", item_ids=tmp_path / "ids.txt")
+    bad = np.ones((3, 2))
+    bad[1, 1] = np.nan
+    pd.DataFrame({"item": ["p", "q", "r"], "u": bad[:, 0], "v": bad[:, 1]}).to_csv(tmp_path / "nan.csv", index=False)
+    with pytest.raises(ValueError, match=r"q \(v\)"):
+        read_features(tmp_path / "nan.csv")
+    pd.DataFrame({"item": ["007", "007"], "u": [1.0, 2.0]}).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(ValueError, match="'007'"):  # ids stay text: '007', not 7
+        read_features(tmp_path / "dup.csv")
+    pd.DataFrame({"item": ["b", "a", "b"], "label": [1, 0, 1]}).to_csv(tmp_path / "gold.csv", index=False)
+    items, labels = read_item_labels(tmp_path / "gold.csv", ["a", "b", "c"], [0, 1])
+    assert items.tolist() == [1, 0] and labels.tolist() == [1, 0]
