@@ -1,6 +1,7 @@
 """The ``kdcrowd`` command line.
 
     kdcrowd demo                                   # a complete run on generated data, CPU, < 2 min
+    kdcrowd fit --annotations answers.csv --images imgs/ --out result/   # your own data: labels, workers, report
     kdcrowd run --dataset labelme --method mv --out runs/mv
     kdcrowd run --dataset digits --workers maxmig-low-2 --method maxmig --out runs/maxmig
     kdcrowd aggregate --annotations answers.csv --method ds --out labels.csv
@@ -254,6 +255,7 @@ def fit(
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     val_labels: Optional[Path] = typer.Option(None, help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
+    worker_lr_scale: float = typer.Option(1.0, help="Learning-rate multiplier of the worker parameters (10 sharpens CrowdLayer/CoNAL matrices; see docs/RESULTS.md)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train on your own crowd labels and items: a classifier, a clean label for every item,
@@ -329,7 +331,7 @@ def fit(
         gold = read_item_labels(val_labels, ids, ann.classes) if val_labels is not None else None
         clf = CrowdClassifier(
             method=method, teacher=teacher, student=student, backbone=backbone, epochs=epochs, batch_size=batch_size,
-            lr=lr, device=device, random_state=seed, duplicates=duplicates, verbose=not quiet,
+            lr=lr, device=device, random_state=seed, duplicates=duplicates, verbose=not quiet, worker_lr_scale=worker_lr_scale,
         )
         clf.fit(X, ann)
     except (AnnotationError, ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:

@@ -25,7 +25,9 @@ class CrowdClassifier:
     ``__init__`` stores parameters only; :meth:`fit` returns ``self``; fitted attributes
     end in ``_``: ``classes_``, ``n_workers_``, ``worker_ids_``, ``transition_matrices_``
     (M, K, K) or ``None``, ``labels_`` and ``label_proba_`` (the method's labels for the
-    training items), ``history_``, ``metrics_`` and ``module_`` (the trained torch module).
+    training items), ``history_``, ``metrics_``, ``module_`` (the trained torch module) and
+    ``preprocessor_`` (the :class:`~kdcrowd.training.DeviceData` holding the input
+    normalisation fitted on ``X``).
 
     Without ``X_val``/``y_val`` there is no model selection: the final epoch is kept.
     """
@@ -40,6 +42,7 @@ class CrowdClassifier:
         lambda2: float = 1.0,
         stages: int = 2,
         mig_f: str = "kl",
+        worker_lr_scale: float = 1.0,
         backbone: str = "auto",
         epochs: int = 20,
         batch_size: int = 256,
@@ -58,6 +61,7 @@ class CrowdClassifier:
         self.lambda2 = lambda2
         self.stages = stages
         self.mig_f = mig_f
+        self.worker_lr_scale = worker_lr_scale
         self.backbone = backbone
         self.epochs = epochs
         self.batch_size = batch_size
@@ -132,7 +136,7 @@ class CrowdClassifier:
             annotations=ann,
             class_names=[str(c) for c in ann.classes],
         )
-        options: dict[str, Any] = {"mig_f": self.mig_f}
+        options: dict[str, Any] = {"mig_f": self.mig_f, "worker_lr_scale": self.worker_lr_scale}
         if self.method == "kdcrowd":
             options.update(teacher=self.teacher, student=self.student, kd=self.kd, lambda1=self.lambda1, lambda2=self.lambda2, stages=self.stages)
         train = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device, seed=self.random_state, progress=self.verbose)
@@ -147,8 +151,8 @@ class CrowdClassifier:
         from .training import DeviceData, predict_proba, resolve_device
 
         self._device = resolve_device(self.device)
-        self._prep = DeviceData(X, None, None, None, None, self._device)
-        proba = out.train_proba if out.train_proba is not None else predict_proba(self.module_, self._prep, self._prep.x_train)
+        self.preprocessor_ = DeviceData(X, None, None, None, None, self._device)
+        proba = out.train_proba if out.train_proba is not None else predict_proba(self.module_, self.preprocessor_, self.preprocessor_.x_train)
         self.label_proba_ = proba.detach().float().cpu().numpy()
         self.labels_ = self.classes_[self.label_proba_.argmax(1)]
         self.history_ = metrics["history"]
@@ -168,9 +172,9 @@ class CrowdClassifier:
         if X.shape[1:] != self.item_shape_:
             raise ValueError(f"X has item shape {X.shape[1:]}, but the model was fitted on items of shape {self.item_shape_}")
         xt = torch.from_numpy(np.ascontiguousarray(X)).to(self._device)
-        if self._prep.is_image:
+        if self.preprocessor_.is_image:
             xt = xt.permute(0, 3, 1, 2).contiguous()
-        return predict_proba(self.module_, self._prep, xt).cpu().numpy()
+        return predict_proba(self.module_, self.preprocessor_, xt).cpu().numpy()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted class labels (original class values)."""

@@ -191,7 +191,7 @@ def save_model(path: str | Path, clf: Any) -> None:
     from ..models.backbones import default_backbone
 
     cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
-    prep = clf._prep
+    prep = clf.preprocessor_
     input_shape = tuple(int(s) for s in prep.input_shape)
     backbone = clf.backbone if clf.backbone != "auto" else default_backbone(input_shape)
     trans = clf.transition_matrices_
@@ -461,7 +461,7 @@ def fit_report(
 def _resolved_backbone(clf: Any) -> str:
     from ..models.backbones import default_backbone
 
-    return clf.backbone if clf.backbone != "auto" else default_backbone(tuple(clf._prep.input_shape))
+    return clf.backbone if clf.backbone != "auto" else default_backbone(tuple(clf.preprocessor_.input_shape))
 
 
 def write_fit_outputs(
