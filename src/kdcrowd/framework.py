@@ -59,6 +59,11 @@ def build_kd_loss(name: str, temperature: float = 1.0, prior: str = "uniform") -
 class KDStage2Objective(nn.Module):
     """Stage 2: the crowd model's own loss plus ``lambda2 * kd(f(x), r)`` towards the student's predictions."""
 
+    model: Any  # a crowd model (kdcrowd.models.crowd contract)
+    ann_workers: torch.Tensor
+    ann_labels: torch.Tensor
+    refined: torch.Tensor
+
     def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, refined: torch.Tensor, kd: nn.Module | None, lambda2: float, worker_lr_scale: float = 1.0) -> None:
         super().__init__()
         self.model, self.kd, self.lambda2, self.worker_lr_scale = model, kd, lambda2, worker_lr_scale

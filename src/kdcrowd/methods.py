@@ -95,6 +95,8 @@ class MethodOutput:
 class SupervisedObjective(nn.Module):
     """A backbone trained with cross-entropy on fixed targets: hard ``(N,)`` or soft ``(N, K)``."""
 
+    targets: torch.Tensor
+
     def __init__(self, backbone: nn.Module, targets: torch.Tensor) -> None:
         super().__init__()
         self.backbone = backbone
@@ -133,6 +135,10 @@ class CrowdObjective(nn.Module):
     gathers the rows of each batch. Worker parameters train at ``worker_lr_scale`` times
     the learning rate (see :func:`crowd_param_groups`).
     """
+
+    model: Any  # a crowd model (kdcrowd.models.crowd contract)
+    ann_workers: torch.Tensor
+    ann_labels: torch.Tensor
 
     def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, worker_lr_scale: float = 1.0) -> None:
         super().__init__()

@@ -170,6 +170,9 @@ def build_student(name: str, make_backbone: Callable[[], nn.Module], n_items: in
 class StudentObjective(nn.Module):
     """Adapts a student to the training loop: gathers the hard labels and soft targets of each batch."""
 
+    labels: torch.Tensor
+    soft: torch.Tensor | None
+
     def __init__(self, student: Student, labels: torch.Tensor, soft: torch.Tensor | None, kd: nn.Module | None, lambda1: float) -> None:
         super().__init__()
         self.student, self.kd, self.lambda1 = student, kd, lambda1

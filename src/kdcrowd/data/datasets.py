@@ -157,7 +157,7 @@ class CrowdDataset:
         x_train, x_val, x_test: float32 features ``(N, D)`` or uint8 images
             ``(N, H, W, C)`` (channels last).
         y_train: ``(N_train,)`` int64 ground truth of the training items, or ``None``.
-        y_val, y_test: int64 ground truth.
+        y_val, y_test: int64 ground truth (``None`` for a user's data set without gold labels).
         annotations: crowd labels of the training items (item index = row of
             ``x_train``), or ``None``.
         class_names: ``K`` names.
@@ -172,8 +172,8 @@ class CrowdDataset:
     x_val: np.ndarray
     x_test: np.ndarray
     y_train: np.ndarray | None
-    y_val: np.ndarray
-    y_test: np.ndarray
+    y_val: np.ndarray | None
+    y_test: np.ndarray | None
     annotations: Annotations | None
     class_names: list[str]
     true_transitions: np.ndarray | None = None
