@@ -37,7 +37,7 @@ from .methods import (
     standard_callbacks,
 )
 from .models.backbones import build_backbone
-from .students import Student, StudentObjective, build_student
+from .students import CoTeachingStudent, Student, StudentObjective, build_student
 from .training import DeviceData, FitResult, fit, predict_proba
 
 __all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "run_kdcrowd", "KD_LOSSES"]
@@ -97,8 +97,9 @@ class KDCrowd:
 
     teacher: str | nn.Module = "crowdlayer-mw"
     """Crowd-model name (``crowdlayer-mw``, ``maxmig``, ``conal``, ...) or a crowd-model module."""
-    student: str = "elr"
-    """Robust student name (``elr``, ``coteaching``, ``gce``, ``sce``, ``ce``). ELR is the default:
+    student: str | type[Student] = "elr"
+    """Robust student name (``elr``, ``coteaching``, ``gce``, ``sce``, ``ce``) or a
+    :class:`~kdcrowd.students.Student` subclass. ELR is the default:
     best or tied on validation accuracy on CIFAR-10N, LabelMe and synthetic digits, with one
     network where co-teaching trains two (docs/RESULTS.md, "Choosing the defaults")."""
     kd: str = "mig-kl"
@@ -173,17 +174,22 @@ class KDCrowd:
         # Stage 1: the robust student on the teacher's hard predictions, distilling q.
         hard = q.argmax(1)
         params = dict(self.student_params)
-        if self.student == "coteaching":
+        if self.student in ("coteaching", CoTeachingStudent):
             params.setdefault("forget_rate", float(np.clip(1.0 - teacher_val, 0.05, 0.5)) if teacher_val is not None else 0.2)
             params.setdefault("t_k", max(1, cfg.train.epochs // 4))
         make = lambda: build_backbone(cfg.backbone, data.input_shape, ds.n_classes)  # noqa: E731
         torch.manual_seed(cfg.train.seed + 1)
-        student: Student = build_student(self.student, make, data.n_train, ds.n_classes, **params).to(data.device)
+        if isinstance(self.student, str):
+            student: Student = build_student(self.student, make, data.n_train, ds.n_classes, **params)
+        else:  # a user's Student subclass: (backbone, n_items, n_classes, **params)
+            student = self.student(make(), data.n_train, ds.n_classes, **params)
+        student = student.to(data.device)
         s_obj = StudentObjective(student, hard, q, kd, self.lambda1)
         callbacks = standard_callbacks(ds, data, cfg, "student")
         if cfg.track_memorization and ds.y_train is not None:
             callbacks.insert(0, _pseudo_memorization_callback(hard.cpu().numpy(), ds.y_train, data, cfg))
-        s_fit = fit(s_obj, data, replace(cfg.train, seed=cfg.train.seed + 1), callbacks, desc=f"student {self.student}")
+        sname = self.student if isinstance(self.student, str) else self.student.__name__
+        s_fit = fit(s_obj, data, replace(cfg.train, seed=cfg.train.seed + 1), callbacks, desc=f"student {sname}")
         s_obj.load_state_dict(s_fit.best_state, strict=False)
         refined = predict_proba(s_obj, data, data.x_train, cfg.train)
         outs["student"] = MethodOutput(s_obj, s_fit, train_proba=refined, extra={"teacher_label_accuracy": None if ds.y_train is None else M.accuracy(q.cpu().numpy(), ds.y_train)})

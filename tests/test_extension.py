@@ -1,0 +1,81 @@
+"""A new crowd model or student is one class: KD-Crowd uses them without any change.
+
+The crowd model here is a noise-adaptation channel (Goldberger & Ben-Reuven, ICLR 2017,
+per worker): p(y^m = j | x) = Σ_k p(k | x) T_m[k, j] with T_m = row-softmax(W_m), trained
+by the marginal likelihood of the observed labels; the student is a bootstrapping loss
+(Reed et al., 2015). Neither is part of the library.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdcrowd.data.datasets import CrowdDataset
+from kdcrowd.data.simulate import simulate_workers
+from kdcrowd.framework import KDCrowd
+from kdcrowd.methods import RunConfig, evaluate_output
+from kdcrowd.models.backbones import MLP
+from kdcrowd.models.crowd import CrowdModel
+from kdcrowd.students import Student
+from kdcrowd.training import DeviceData, TrainConfig
+
+
+class ChannelModel(CrowdModel):
+    def __init__(self, backbone: nn.Module, n_workers: int, n_classes: int) -> None:
+        super().__init__(backbone, n_workers, n_classes)
+        self.w = nn.Parameter(2.0 * torch.eye(n_classes).repeat(n_workers, 1, 1))
+
+    def _worker_log_transitions(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.w[idx], dim=-1)
+
+    def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.backbone(x).float()
+        obs = (workers >= 0) & (labels >= 0)
+        log_t = self._worker_log_transitions(workers.clamp(min=0))  # (B, L, K, K)
+        cols = log_t.gather(-1, labels.clamp(min=0)[..., None, None].expand(*labels.shape, self.n_classes, 1)).squeeze(-1)
+        ll = torch.logsumexp(torch.log_softmax(logits, -1)[:, None, :] + cols, dim=-1)  # (B, L)
+        return -(ll * obs).sum() / obs.sum().clamp(min=1), logits
+
+
+class BootstrapStudent(Student):
+    def robust_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        p = logits.softmax(-1).detach()
+        target = 0.8 * nn.functional.one_hot(y, logits.shape[-1]).float() + 0.2 * p
+        return -(target * logits.log_softmax(-1)).sum(-1).mean()
+
+
+def _data(seed: int = 0) -> CrowdDataset:
+    rng = np.random.default_rng(seed)
+    k, n = 3, 600
+    centres = rng.normal(0, 3, (k, 5))
+    y = rng.integers(0, k, n)
+    x = (centres[y] + rng.normal(0, 1, (n, 5))).astype(np.float32)
+    tr, va, te = np.split(np.arange(n), [400, 500])
+    sim = simulate_workers(y[tr], "pairflip", n_classes=k, seed=seed, n_workers=8, redundancy=3)
+    return CrowdDataset("blobs", x[tr], x[va], x[te], y[tr], y[va], y[te], sim.annotations, ["a", "b", "c"], true_transitions=sim.transitions)
+
+
+def test_a_new_teacher_and_student_run_through_kdcrowd_unchanged() -> None:
+    ds = _data()
+    data = DeviceData.from_dataset(ds, torch.device("cpu"))
+    torch.manual_seed(0)
+    teacher = ChannelModel(MLP(5, 3), ds.annotations.n_workers, 3)
+    err_init = np.abs(teacher.transition_matrices().numpy() - ds.true_transitions).mean()  # 0.176
+    # worker matrices start at softmax(2I) and need a larger step than the backbone to move
+    cfg = RunConfig(method="kdcrowd", train=TrainConfig(epochs=15, batch_size=64, lr=3e-3, progress=False), options={"worker_lr_scale": 30.0})
+    outs, final = KDCrowd(teacher=teacher, student=BootstrapStudent, kd="mig-kl").fit(ds, data, cfg)
+    assert set(outs) == {"teacher", "student", "stage2"} and final in ("student", "stage2")
+    teacher_eval = evaluate_output(outs["teacher"], ds, data, cfg.train)
+    final_eval = evaluate_output(outs[final], ds, data, cfg.train)
+    # The channel model learns the pair-flip workers well enough to beat chance by far, and its
+    # matrices come out row-stochastic and closer to the generating ones than where they started
+    # (measured: 0.129 after stage 2 against 0.176 at initialisation).
+    assert teacher_eval["test_accuracy_val_selected"] > 0.85
+    assert final_eval["test_accuracy_val_selected"] > 0.85
+    t_hat = outs["stage2"].transitions
+    np.testing.assert_allclose(t_hat.sum(-1), 1, atol=1e-5)
+    assert np.abs(t_hat - ds.true_transitions).mean() < err_init - 0.02
+    # stage 2 re-initialised the user's module (a fresh copy), not the trained teacher
+    assert outs["stage2"].module.model is not teacher
