@@ -31,7 +31,6 @@ from .methods import (
     RunConfig,
     build_crowd_model,
     crowd_outputs,
-    crowd_param_groups,
     evaluate_output,
     padded_annotations,
     standard_callbacks,
@@ -56,35 +55,21 @@ def build_kd_loss(name: str, temperature: float = 1.0, prior: str = "uniform") -
     raise ValueError(f"unknown distillation loss '{name}'; choose one of {KD_LOSSES}")
 
 
-class KDStage2Objective(nn.Module):
-    """Stage 2: the crowd model's own loss plus ``lambda2 * kd(f(x), r)`` towards the student's predictions."""
+class KDStage2Objective(CrowdObjective):
+    """Stage 2: the crowd model's own loss plus ``lambda2 * kd(f(x), r)`` towards the student's predictions ``r``."""
 
-    model: Any  # a crowd model (kdcrowd.models.crowd contract)
-    ann_workers: torch.Tensor
-    ann_labels: torch.Tensor
     refined: torch.Tensor
 
     def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, refined: torch.Tensor, kd: nn.Module | None, lambda2: float, worker_lr_scale: float = 1.0) -> None:
-        super().__init__()
-        self.model, self.kd, self.lambda2, self.worker_lr_scale = model, kd, lambda2, worker_lr_scale
-        self.register_buffer("ann_workers", workers, persistent=False)
-        self.register_buffer("ann_labels", labels, persistent=False)
+        super().__init__(model, workers, labels, worker_lr_scale=worker_lr_scale)
+        self.kd, self.lambda2 = kd, lambda2
         self.register_buffer("refined", refined, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
     def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
         loss, logits = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
         if self.kd is not None and self.lambda2 > 0:
             loss = loss + self.lambda2 * self.kd(logits.float(), self.refined[idx])
         return loss
-
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_proba(x).float()
-
-    def param_groups(self, config: Any) -> list[dict[str, Any]]:
-        return crowd_param_groups(self.model, config, self.worker_lr_scale)
 
 
 @dataclass
