@@ -99,8 +99,6 @@ class KDCrowd:
     """Stage-2 crowd model: ``reinit`` (fresh) or ``finetune`` (from the teacher)."""
     stages: int = 2
     """1: teacher → student; 2: and the role switch."""
-    teacher_trained: bool = False
-    """When ``teacher`` is a module that is already trained, skip stage 0's training."""
     kd_temperature: float = 1.0
     """Temperature of the KL distillation loss."""
     student_params: dict[str, Any] = field(default_factory=dict)
@@ -118,14 +116,17 @@ class KDCrowd:
         if self.final not in ("stage2", "student", "best-val"):
             raise ValueError(f"final must be 'stage2', 'student' or 'best-val', got '{self.final}'")
 
-    def fit(self, ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult] | None = None) -> tuple[dict[str, MethodOutput], str]:
+    def fit(self, ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult | None] | None = None) -> tuple[dict[str, MethodOutput], str]:
         """Run the stages on ``ds`` (already on ``data.device``); returns (outputs per stage, final stage name).
 
-        ``pretrained``: an already trained teacher (crowd model, its fit result) of the kind
-        named by ``teacher``; stage 0 then reuses it (a copy) instead of training one, so
-        several KD-Crowd variants can share one teacher.
+        ``pretrained``: an already trained teacher (crowd model, its fit result or ``None``);
+        stage 0 then reuses a copy instead of training one, so several KD-Crowd variants can
+        share one teacher. A re-initialised stage 2 needs a fresh model, so with a pretrained
+        teacher ``teacher`` must be a name, or ``stage2`` must be ``finetune``.
         """
         self._check()
+        if pretrained is not None and not isinstance(self.teacher, str) and self.stage2 == "reinit":
+            raise ValueError("a pre-trained teacher module cannot be re-initialised for stage 2: give the teacher by name or use stage2='finetune'")
         ann = ds.annotations
         if ann is None:
             raise ValueError(f"KD-Crowd needs crowd annotations; data set '{ds.name}' has none (use --workers)")
@@ -142,12 +143,12 @@ class KDCrowd:
             teacher = build_crowd_model(self.teacher, ds, data, cfg)
         else:
             teacher = self.teacher.to(data.device)
+        # An untrained copy of a user-supplied module is what stage 2 re-initialises to.
+        fresh = copy.deepcopy(teacher) if pretrained is None and not isinstance(self.teacher, str) else None
         wlr = float(cfg.options.get("worker_lr_scale", 1.0))
         t_obj = CrowdObjective(teacher, w, l, worker_lr_scale=wlr)
         if pretrained is not None:
-            t_fit = pretrained[1]
-        elif self.teacher_trained and not isinstance(self.teacher, str):
-            t_fit = _untrained_fit(t_obj)
+            t_fit = pretrained[1] if pretrained[1] is not None else _no_training(t_obj)
         else:
             t_fit = fit(t_obj, data, cfg.train, standard_callbacks(ds, data, cfg, "teacher"), desc=f"teacher {tname}")
             t_obj.load_state_dict(t_fit.best_state, strict=False)
@@ -186,7 +187,7 @@ class KDCrowd:
             model = copy.deepcopy(teacher)
         else:
             torch.manual_seed(cfg.train.seed + 2)
-            model = build_crowd_model(self.teacher, ds, data, cfg) if isinstance(self.teacher, str) else _reinit_copy(teacher, ds, data, cfg, w, l)
+            model = build_crowd_model(self.teacher, ds, data, cfg) if isinstance(self.teacher, str) else copy.deepcopy(fresh)
         c_obj = KDStage2Objective(model, w, l, refined, kd, self.lambda2, worker_lr_scale=wlr)
         c_fit = fit(c_obj, data, replace(cfg.train, seed=cfg.train.seed + 2), standard_callbacks(ds, data, cfg, "stage2"), desc=f"stage 2 {tname}")
         c_obj.load_state_dict(c_fit.best_state, strict=False)
@@ -207,21 +208,10 @@ def _val_accuracy(module: nn.Module, data: DeviceData, cfg: RunConfig) -> float 
     return float((predict_proba(module, data, data.x_val, cfg.train).argmax(1) == data.y_val).float().mean())
 
 
-def _untrained_fit(obj: nn.Module) -> FitResult:
+def _no_training(obj: nn.Module) -> FitResult:
+    """The fit result of a module used as it is (no history; its current state is both best and final)."""
     state = {k: v.detach().clone() for k, v in obj.state_dict().items()}
     return FitResult(history=[], best_epoch=0, best_state=state, final_state=state, seconds=0.0)
-
-
-def _reinit_copy(teacher: nn.Module, ds: Any, data: DeviceData, cfg: RunConfig, w: torch.Tensor, l: torch.Tensor) -> nn.Module:
-    """A fresh copy of a user-supplied teacher module: same class, parameters re-initialised."""
-    model = copy.deepcopy(teacher)
-    for mod in model.modules():
-        if hasattr(mod, "reset_parameters") and mod is not model:
-            mod.reset_parameters()
-    if hasattr(model, "reset_worker_parameters"):
-        model.reset_worker_parameters()
-    model.init_from_annotations(w, l)
-    return model
 
 
 def _pseudo_memorization_callback(pseudo: np.ndarray, y: np.ndarray, data: DeviceData, cfg: RunConfig) -> Any:
