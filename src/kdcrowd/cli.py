@@ -404,18 +404,13 @@ def datasets() -> None:
     from .data.datasets import list_datasets
     from .data.simulate import list_worker_cases
 
-    t = Table(title="data sets (load_dataset / --dataset)")
-    t.add_column("name")
-    t.add_column("description")
-    for name, desc in list_datasets().items():
-        t.add_row(name, desc)
-    console.print(t)
-    w = Table(title="simulated-worker cases (--workers)")
-    w.add_column("name")
-    w.add_column("description")
-    for name, desc in list_worker_cases().items():
-        w.add_row(name, desc)
-    console.print(w)
+    for title, entries in (("data sets (load_dataset / --dataset)", list_datasets()), ("simulated-worker cases (--workers)", list_worker_cases())):
+        table = Table(title=title)
+        table.add_column("name")
+        table.add_column("description")
+        for name, desc in entries.items():
+            table.add_row(name, desc)
+        console.print(table)
 
 
 def main() -> None:  # pragma: no cover

@@ -140,7 +140,7 @@ class KDCrowd:
             teacher = copy.deepcopy(pretrained[0]).to(data.device)
         elif isinstance(self.teacher, str):
             torch.manual_seed(cfg.train.seed)  # the same teacher as the plain crowd-model run of this seed
-            teacher = build_crowd_model(self.teacher, ds, data, cfg)
+            teacher = build_crowd_model(self.teacher, ds, data, cfg, padded=(w, l))
         else:
             teacher = self.teacher.to(data.device)
         # An untrained copy of a user-supplied module is what stage 2 re-initialises to.
@@ -187,7 +187,7 @@ class KDCrowd:
             model = copy.deepcopy(teacher)
         else:
             torch.manual_seed(cfg.train.seed + 2)
-            model = build_crowd_model(self.teacher, ds, data, cfg) if isinstance(self.teacher, str) else copy.deepcopy(fresh)
+            model = build_crowd_model(self.teacher, ds, data, cfg, padded=(w, l)) if isinstance(self.teacher, str) else copy.deepcopy(fresh)
         c_obj = KDStage2Objective(model, w, l, refined, kd, self.lambda2, worker_lr_scale=wlr)
         c_fit = fit(c_obj, data, replace(cfg.train, seed=cfg.train.seed + 2), standard_callbacks(ds, data, cfg, "stage2"), desc=f"stage 2 {tname}")
         c_obj.load_state_dict(c_fit.best_state, strict=False)

@@ -265,8 +265,9 @@ def _clean(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
     return MethodOutput(module, res)
 
 
-def build_crowd_model(name: str, ds: Any, data: DeviceData, cfg: RunConfig) -> nn.Module:
-    """A fresh crowd model for ``name`` (``crowdlayer-*``, ``maxmig``, ``conal``) on ``ds``."""
+def build_crowd_model(name: str, ds: Any, data: DeviceData, cfg: RunConfig, padded: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
+    """A fresh crowd model for ``name`` (``crowdlayer-*``, ``maxmig``, ``conal``) on ``ds``,
+    initialised from the padded annotations (computed here unless ``padded`` is given)."""
     from .models import crowd
 
     ann = _require_annotations(ds, name)
@@ -282,8 +283,7 @@ def build_crowd_model(name: str, ds: Any, data: DeviceData, cfg: RunConfig) -> n
     else:
         raise ValueError(f"unknown crowd model '{name}'; choose one of {CROWD_MODELS}")
     model = model.to(data.device)
-    w, l = padded_annotations(ann, data.device)
-    model.init_from_annotations(w, l)
+    model.init_from_annotations(*(padded or padded_annotations(ann, data.device)))
     return model
 
 
@@ -296,9 +296,9 @@ def crowd_outputs(model: nn.Module, data: DeviceData, workers: torch.Tensor, lab
 
 
 def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
+    w, l = padded_annotations(_require_annotations(ds, cfg.method), data.device)
     torch.manual_seed(cfg.train.seed)
-    model = build_crowd_model(cfg.method, ds, data, cfg)
-    w, l = padded_annotations(ds.annotations, data.device)
+    model = build_crowd_model(cfg.method, ds, data, cfg, padded=(w, l))
     obj = CrowdObjective(model, w, l, worker_lr_scale=float(cfg.options.get("worker_lr_scale", 1.0)))
     res = fit(obj, data, cfg.train, standard_callbacks(ds, data, cfg), desc=cfg.method)
     obj.load_state_dict(res.best_state, strict=False)
