@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import os
 import platform
 import sys
@@ -356,8 +355,7 @@ def make_naive_fit(ds: Any, device: torch.device, batch_size: int, lr: float | N
         train_loader = naive_loader(x_tr, None, mean, std, cfg.batch_size, num_workers, device, augment=cfg.augment, flip=cfg.flip)
         val_loader = naive_loader(x_val, y_val, mean, std, 256, num_workers, device, augment=False, shuffle=False) if x_val is not None and len(x_val) and y_val is not None else None
         sched = torch.optim.lr_scheduler.LambdaLR(opt, training._lr_lambda(cfg, len(train_loader)))
-        history: list[dict[str, Any]] = []
-        best_acc, best_epoch, best_state = -1.0, 0, {}
+        log_ = training.EpochLog(module, callbacks, f"naive {desc}")
         t0 = time.perf_counter()
         for epoch in range(cfg.epochs):
             module.train()
@@ -384,24 +382,13 @@ def make_naive_fit(ds: Any, device: torch.device, batch_size: int, lr: float | N
                         correct += int((p.argmax(1).cpu() == y).sum())
                         total += int(y.numel())
                 val = correct / max(1, total)
-            record: dict[str, Any] = {"epoch": epoch + 1, "loss": running / max(1, n_steps), "val_accuracy": val}
-            for cb in callbacks:
-                cb(epoch, module, record)
-            record = {k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v) for k, v in record.items()}
-            if not math.isfinite(record["loss"]):
-                raise FloatingPointError(f"naive {desc}: loss became {record['loss']} at epoch {epoch + 1}")
-            history.append(record)
-            score = val if val is not None else float(epoch)
-            if score > best_acc:
-                best_acc, best_epoch = score, epoch + 1
-                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            log_.close(epoch, running / max(1, n_steps), val)
         sync(device)
         seconds = time.perf_counter() - t0
         del train_loader, val_loader
         gc.collect()
-        final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        log(f"    naive {desc}: {cfg.epochs} epochs in {seconds:.1f}s (val {history[-1]['val_accuracy'] if history else None})")
-        return FitResult(history, best_epoch or cfg.epochs, best_state or final_state, final_state, seconds, cfg.to_dict())
+        log(f"    naive {desc}: {cfg.epochs} epochs in {seconds:.1f}s (val {log_.history[-1]['val_accuracy'] if log_.history else None})")
+        return log_.result(seconds, cfg)
 
     return naive_fit
 

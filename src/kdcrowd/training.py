@@ -26,7 +26,6 @@ processes ``torchrun`` starts (one per GPU); :mod:`kdcrowd.distributed` describe
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -359,6 +358,43 @@ def _accuracy(module: Any, data: DeviceData, x: torch.Tensor | None, y: torch.Te
     return (predict_proba(module, data, x, config).argmax(1) == y).float().mean()
 
 
+def _state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class EpochLog:
+    """End-of-epoch bookkeeping shared by training loops: callbacks, the finite-loss check,
+    the history and the validation-selected state. :func:`fit` uses it, and so does any
+    other loop that must report the same :class:`FitResult` (e.g. the naive baseline loop
+    of ``benchmarks/speed.py``)."""
+
+    def __init__(self, module: nn.Module, callbacks: Sequence[Callable[[int, nn.Module, dict[str, Any]], None]], desc: str) -> None:
+        self.module, self.callbacks, self.desc = module, callbacks, desc
+        self.history: list[dict[str, Any]] = []
+        self.best_score, self.best_epoch = -math.inf, 0
+        self.best_state: dict[str, torch.Tensor] = {}
+
+    def close(self, epoch: int, loss: Any, val_accuracy: Any) -> dict[str, Any]:
+        """Record epoch ``epoch`` (0-based): run the callbacks, check the loss, keep the best state."""
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "val_accuracy": val_accuracy}
+        for cb in self.callbacks:
+            cb(epoch, self.module, record)
+        record = {k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v) for k, v in record.items()}
+        if not math.isfinite(record["loss"]):
+            raise FloatingPointError(f"{self.desc}: the training loss became {record['loss']} at epoch {epoch + 1}; lower the learning rate (--lr) or check the inputs")
+        self.history.append(record)
+        score = record["val_accuracy"] if record["val_accuracy"] is not None else float(epoch)
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch + 1
+            self.best_state = _state_copy(self.module)
+        return record
+
+    def result(self, seconds: float, config: TrainConfig) -> FitResult:
+        """The :class:`FitResult`; the final state stands in for the best when no epoch ran."""
+        final_state = _state_copy(self.module)
+        return FitResult(self.history, self.best_epoch, self.best_state or dict(final_state), final_state, seconds, config.to_dict())
+
+
 class _EpochBar:
     """A rich progress bar over epochs that shows the last epoch's loss and validation accuracy."""
 
@@ -442,9 +478,7 @@ def fit(
         step_fn = torch.compile(step_fn)
     opt = _optimizer(module, config)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, len(bounds)))
-    history: list[dict[str, Any]] = []
-    best_acc, best_epoch = -1.0, 0
-    best_state: dict[str, torch.Tensor] = {}
+    log = EpochLog(module, callbacks, desc)
     t0 = time.perf_counter()
     with _EpochBar(show, config.epochs, desc) as bar:
         for epoch in range(config.epochs):
@@ -471,17 +505,7 @@ def fit(
                 D.sync_buffers(module, data.n_train, owned)
                 D.all_reduce_mean(loss_sum)
             val = _accuracy(module, data, data.x_val, data.y_val, config)
-            record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / len(bounds), "val_accuracy": val}
-            for cb in callbacks:
-                cb(epoch, module, record)
-            record = {k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v) for k, v in record.items()}
-            if not math.isfinite(record["loss"]):
-                raise FloatingPointError(f"{desc}: the training loss became {record['loss']} at epoch {epoch + 1}; lower the learning rate (--lr) or check the inputs")
-            history.append(record)
-            score = record["val_accuracy"] if record["val_accuracy"] is not None else float(epoch)
-            if score > best_acc:
-                best_acc, best_epoch = score, epoch + 1
-                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            record = log.close(epoch, loss_sum / len(bounds), val)
             bar.advance(record)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -490,10 +514,7 @@ def fit(
         del step_fn, ddp  # releases DDP's gradient hooks on the module's parameters
         if converted:
             D.revert_sync_batchnorm(module)
-    final_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    if not best_state:
-        best_state = copy.deepcopy(final_state)
-    return FitResult(history, best_epoch, best_state, final_state, seconds, config.to_dict())
+    return log.result(seconds, config)
 
 
 def _distributed_device(data: DeviceData, config: TrainConfig) -> torch.device:
