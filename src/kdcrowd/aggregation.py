@@ -311,7 +311,7 @@ def dawid_skene(
     # one (A, K) work buffer reused by every gather (large fresh allocations page-fault)
     buf = torch.empty(a, k, dtype=dtype, device=dev)
     # The M-step scatters into (worker, label) rows: visiting the annotations in that order
-    # makes the writes sequential instead of random (measured 1.6x faster at 5 M labels).
+    # makes the writes sequential instead of random, which is what limits this step at scale.
     order_w = torch.argsort(wy, stable=True)
     wy_w, item_w = wy[order_w], item[order_w]
 
