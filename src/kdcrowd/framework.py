@@ -37,7 +37,7 @@ from .methods import (
 )
 from .models.backbones import build_backbone
 from .students import CoTeachingStudent, Student, StudentObjective, build_student
-from .training import DeviceData, FitResult, fit, predict_proba
+from .training import DeviceData, FitResult, fit, predict_proba, validation_accuracy
 
 __all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "run_kdcrowd", "KD_LOSSES"]
 
@@ -203,9 +203,8 @@ class KDCrowd:
 
 
 def _val_accuracy(module: nn.Module, data: DeviceData, cfg: RunConfig) -> float | None:
-    if data.x_val is None or data.y_val is None:
-        return None
-    return float((predict_proba(module, data, data.x_val, cfg.train).argmax(1) == data.y_val).float().mean())
+    acc = validation_accuracy(module, data, cfg.train)
+    return None if acc is None else float(acc)
 
 
 def _no_training(obj: nn.Module) -> FitResult:

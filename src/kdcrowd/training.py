@@ -45,6 +45,7 @@ __all__ = [
     "Trainable",
     "fit",
     "predict_proba",
+    "validation_accuracy",
     "resolve_device",
     "seed_everything",
 ]
@@ -352,10 +353,11 @@ def _predict_local(module: Any, data: DeviceData, x: torch.Tensor, config: Train
     return torch.cat(out) if out else torch.empty(0)
 
 
-def _accuracy(module: Any, data: DeviceData, x: torch.Tensor | None, y: torch.Tensor | None, config: TrainConfig) -> torch.Tensor | None:
-    if x is None or y is None:
+def validation_accuracy(module: Any, data: DeviceData, config: TrainConfig) -> torch.Tensor | None:
+    """Accuracy of ``module`` on the validation split (a 0-d tensor on the device), or ``None`` without one."""
+    if data.x_val is None or data.y_val is None:
         return None
-    return (predict_proba(module, data, x, config).argmax(1) == y).float().mean()
+    return (predict_proba(module, data, data.x_val, config).argmax(1) == data.y_val).float().mean()
 
 
 def _state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -504,7 +506,7 @@ def fit(
                 owned[torch.cat([perm[s:e] for s, e in local])] = True
                 D.sync_buffers(module, data.n_train, owned)
                 D.all_reduce_mean(loss_sum)
-            val = _accuracy(module, data, data.x_val, data.y_val, config)
+            val = validation_accuracy(module, data, config)
             record = log.close(epoch, loss_sum / len(bounds), val)
             bar.advance(record)
     if device.type == "cuda":
