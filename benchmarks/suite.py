@@ -71,6 +71,14 @@ def _table_runs() -> list[dict[str, Any]]:
     return runs + [{"method": "kdcrowd", "label": f"kdcrowd({t})", "options": {"teacher": t}} for t in ("crowdlayer-mw", "maxmig")]
 
 
+#: LabelMe's 1,000 training images need smaller batches, more epochs and a lower lr than CIFAR.
+LABELME_TRAIN = {"epochs": 40, "batch_size": 64, "lr": 1e-3}
+#: The CPU-sized ablations on feature vectors / 8×8 digits.
+LABELME_BOVW_TRAIN = {"epochs": 30, "batch_size": 64, "lr": 1e-3}
+DIGITS_TRAIN = {"epochs": 30, "batch_size": 128, "lr": 3e-3}
+#: Training settings of every suite that does not name its own (20 epochs of FastCNN on CIFAR).
+DEFAULT_TRAIN = {"epochs": 20, "batch_size": 512, "lr": 2e-3}
+
 TABLE1_CASES = ("maxmig-low-1", "maxmig-low-2", "maxmig-low-3", "maxmig-high-1", "maxmig-high-2", "maxmig-high-3", "sparse")
 
 SUITES: dict[str, dict[str, Any]] = {
@@ -78,7 +86,7 @@ SUITES: dict[str, dict[str, Any]] = {
     **{f"table1-{case}": {"dataset": "cifar10", "workers": case, "runs": _table_runs()} for case in TABLE1_CASES},
     # Table 2: real crowds (LabelMe with --epochs 40 --batch-size 64 --lr 1e-3).
     "table2-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": _table_runs()},
-    "table2-labelme": {"dataset": "labelme", "workers": None, "runs": _table_runs()},
+    "table2-labelme": {"dataset": "labelme", "workers": None, "runs": _table_runs(), "train": LABELME_TRAIN},
     # Issues 2–4 acceptance on the real CIFAR-10N crowd (20 k lossless images, 15k/1k/4k).
     "real-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": _base_runs() + _kd_runs(["crowdlayer-mw", "maxmig"])},
     # One synthetic CIFAR-10 case: 50 workers of spread expertise, 3 labels per image.
@@ -89,9 +97,9 @@ SUITES: dict[str, dict[str, Any]] = {
     "real-labelme": {"dataset": "labelme", "workers": None, "runs": _base_runs() + _kd_runs(["crowdlayer-mw", "maxmig"])},
     # Ablations (stage-1 variants over one shared teacher, then stage-2 options).
     "ablation-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": _ablation_runs("maxmig")},
-    "ablation-labelme-bovw": {"dataset": "labelme", "workers": None, "dataset_options": {"features": "bovw"}, "runs": _ablation_runs("maxmig") + _ablation_runs("crowdlayer-mw")[1:2] + _ablation_runs("crowdlayer-mw")[5:]},
-    "ablation-digits-maxmig-low-2": {"dataset": "digits", "workers": "maxmig-low-2", "runs": _ablation_runs("maxmig")},
-    "ablation-digits-symmetric": {"dataset": "digits", "workers": "symmetric", "runs": _ablation_runs("crowdlayer-mw")},
+    "ablation-labelme-bovw": {"dataset": "labelme", "workers": None, "dataset_options": {"features": "bovw"}, "train": LABELME_BOVW_TRAIN, "runs": _ablation_runs("maxmig") + _ablation_runs("crowdlayer-mw")[1:2] + _ablation_runs("crowdlayer-mw")[5:]},
+    "ablation-digits-maxmig-low-2": {"dataset": "digits", "workers": "maxmig-low-2", "train": DIGITS_TRAIN, "runs": _ablation_runs("maxmig")},
+    "ablation-digits-symmetric": {"dataset": "digits", "workers": "symmetric", "train": DIGITS_TRAIN, "runs": _ablation_runs("crowdlayer-mw")},
     # The central claim with the library defaults (ELR student, MIG-KL, 2 stages), teachers shared; run with 5 seeds.
     "claim-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": [{"method": m, "label": m} for m in ("clean", "mv", "ds", "crowdlayer-mw", "maxmig")] + [
         {"method": "kdcrowd", "label": f"kdcrowd({t}) {k}", "options": {"teacher": t, "kd": k}} for t in ("crowdlayer-mw", "maxmig") for k in ("mig-kl", "kl")]},
@@ -105,15 +113,17 @@ def main() -> None:
     ap.add_argument("--suite", required=True, choices=sorted(SUITES))
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--epochs", type=int, default=None, help="override the suite's epochs (default: the suite's, else 20)")
+    ap.add_argument("--batch-size", type=int, default=None, help="override the suite's batch size (else 512)")
+    ap.add_argument("--lr", type=float, default=None, help="override the suite's learning rate (else 2e-3)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
     ap.add_argument("--only", nargs="*", default=None, help="run only these labels")
     args = ap.parse_args()
 
     suite = SUITES[args.suite]
+    hp = {**DEFAULT_TRAIN, **suite.get("train", {})}
+    hp.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr)) if v is not None})
     t0 = time.perf_counter()
     out: dict[str, Any] = {"suite": args.suite, "command": " ".join(sys.argv), "versions": versions(), "runs": []}
     for seed in args.seeds:
@@ -122,7 +132,7 @@ def main() -> None:
         for spec in suite["runs"]:
             if args.only and spec["label"] not in args.only:
                 continue
-            train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, device=args.device, progress=False)
+            train = TrainConfig(epochs=hp["epochs"], batch_size=hp["batch_size"], lr=hp["lr"], seed=seed, device=args.device, progress=False)
             cfg = RunConfig(dataset=suite["dataset"], method=spec["method"], workers=suite["workers"], seed=seed, train=train, options=dict(spec.get("options", {})))
             t = time.perf_counter()
             tname = cfg.options.get("teacher")
