@@ -17,7 +17,11 @@ already holds all runs are skipped, so a second call continues where the first s
 
 ``merge`` groups runs by suite, drops repeated (label, seed) pairs (first wins) and writes
 ``<prefix><suite>_suite.json`` with every run, the commands, the device and the summed wall
-time of the parts.
+time of the parts. ``--rename-suite OLD=NEW`` and ``--relabel OLD=NEW`` let runs of another
+suite with identical settings fill a table (e.g. the five-seed ``claim-cifar10n`` rows,
+whose ``kd=mig-kl`` is the default, into ``table2-cifar10n``); ``--keep-suite-labels`` then
+drops runs whose label the target suite does not define. Every renaming is recorded in the
+output (``composed``).
 """
 
 from __future__ import annotations
@@ -149,16 +153,24 @@ def _read_inputs(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def merge(args: argparse.Namespace) -> None:
+    rename = dict(x.split("=", 1) for x in args.rename_suite)
+    relabel = dict(x.split("=", 1) for x in args.relabel)
     by_suite: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for d in _read_inputs(args.inputs):
+        if d["suite"] in rename:
+            d = {**d, "composed_from": d["suite"], "suite": rename[d["suite"]]}
+            d["runs"] = [{**r, "label": relabel.get(r["label"], r["label"]), "original_label": r["label"]} for r in d["runs"]]
         by_suite[d["suite"]].append(d)
     for suite, docs in sorted(by_suite.items()):
         if args.suites and suite not in args.suites:
             continue
         seen: set[tuple[str, int]] = set()
         runs = []
+        defined = {r["label"] for r in SUITES[suite]["runs"]} if suite in SUITES else None
         for d in docs:
             for r in d["runs"]:
+                if args.keep_suite_labels and defined is not None and r["label"] not in defined:
+                    continue
                 key = (r["label"], r["seed"])
                 if key not in seen:
                     seen.add(key)
@@ -168,7 +180,8 @@ def merge(args: argparse.Namespace) -> None:
         out = {
             "suite": suite,
             "command": " ; ".join(sorted({d.get("command", "") for d in docs})),
-            "merged_by": " ".join(["python benchmarks/batch.py merge", *map(str, args.inputs)]),
+            "merged_by": " ".join(sys.argv),
+            "composed": [{"from_suite": d["composed_from"], "relabel": relabel} for d in docs if "composed_from" in d],
             "versions": docs[0].get("versions"),
             "device": next((d.get("device") for d in docs if d.get("device")), None),
             "wall_seconds": sum(d.get("wall_seconds", 0.0) for d in docs),
@@ -197,6 +210,9 @@ def main() -> None:
     m.add_argument("--into", type=Path, default=ROOT / "benchmarks" / "results")
     m.add_argument("--prefix", default="gpu5_")
     m.add_argument("--suites", nargs="*", default=None, help="merge only these suites")
+    m.add_argument("--rename-suite", nargs="*", default=[], metavar="OLD=NEW", help="treat runs of suite OLD as runs of suite NEW")
+    m.add_argument("--relabel", nargs="*", default=[], metavar="OLD=NEW", help="rename run labels of renamed suites")
+    m.add_argument("--keep-suite-labels", action="store_true", help="drop runs whose label the suite does not define")
     args = ap.parse_args()
     run(args) if args.cmd == "run" else merge(args)
 

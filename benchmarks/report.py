@@ -75,53 +75,207 @@ def table(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Rows of the paper-style tables (labels of ``suite._table_runs``) and their display names.
+ROWS = {
+    "clean": "clean labels (ceiling)", "mv": "MV+DNN", "ds": "DS+DNN", "crowdlayer-mw": "CrowdLayer-MW",
+    "maxmig": "Max-MIG", "conal": "CoNAL", "kdcrowd(crowdlayer-mw)": "KD-Crowd(CrowdLayer-MW)", "kdcrowd(maxmig)": "KD-Crowd(Max-MIG)",
+}
+#: KD-Crowd row -> the teacher row it was distilled from (the same run, shared per seed).
+PAIRS = {"kdcrowd(crowdlayer-mw)": "crowdlayer-mw", "kdcrowd(maxmig)": "maxmig"}
+
+
+def _by_label(d: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in d["runs"]:
+        out[r["label"]][r["seed"]] = r
+    return out
+
+
+def _em(r: dict[str, Any]) -> float | None:
+    """Relative expertise error E_m (mean over workers); for KD-Crowd the stage-2 worker model's."""
+    e = r.get("expertise_error") or {}
+    return e.get("relative_mean")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def paper_table(columns: dict[str, Path], metric: str) -> str:
+    """Rows = methods, one column per suite file; ``metric``: val_selected | final | em."""
+    data = {name: _by_label(load(p)) for name, p in columns.items()}
+    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for label, name in ROWS.items():
+        cells = []
+        for col in columns:
+            runs = list(data[col].get(label, {}).values())
+            if metric == "em":
+                cells.append(_cell([_em(r) for r in runs], pct=False))
+            else:
+                key = "test_accuracy_val_selected" if metric == "val_selected" else "test_accuracy"
+                cells.append(_cell([r.get(key) for r in runs]))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired(d: dict[str, Any], a: str, b: str, key: str = "test_accuracy_val_selected") -> dict[str, Any]:
+    """Run ``a`` minus run ``b`` over the seeds both have: mean, std, wins, paired t-test p-value."""
+    from scipy import stats
+
+    rows = _by_label(d)
+    seeds = sorted(set(rows.get(a, {})) & set(rows.get(b, {})))
+    diff = np.array([rows[a][s][key] - rows[b][s][key] for s in seeds], dtype=float)
+    if len(diff) == 0:
+        return {"n": 0}
+    p = float(stats.ttest_rel([rows[a][s][key] for s in seeds], [rows[b][s][key] for s in seeds]).pvalue) if len(diff) > 1 and diff.std() > 0 else float("nan")
+    return {"n": len(diff), "mean": float(diff.mean()), "std": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0, "wins": int((diff > 0).sum()), "p": p}
+
+
+def _verdict(t: dict[str, Any]) -> str:
+    if t["n"] < 2 or not np.isfinite(t.get("p", float("nan"))):
+        return "n/a"
+    if t["p"] < 0.05:
+        return "gain" if t["mean"] > 0 else "loss"
+    return "within noise"
+
+
+def kd_vs_teacher_table(columns: dict[str, Path]) -> str:
+    """Paired differences KD-Crowd minus its own teacher run, per column (test acc, val-selected)."""
+    lines = ["| data | KD-Crowd over | Δ test acc (points, mean ± std) | seeds with a gain | paired t-test p | verdict |", "|---|---|---|---|---|---|"]
+    for col, path in columns.items():
+        d = load(path)
+        for kd, teacher in PAIRS.items():
+            t = paired(d, kd, teacher)
+            if t["n"]:
+                lines.append(f"| {col} | {ROWS[teacher]} | {100 * t['mean']:+.1f} ± {100 * t['std']:.1f} | {t['wins']}/{t['n']} | {t['p']:.3f} | {_verdict(t)} |")
+    return "\n".join(lines) + "\n"
+
+
+def gap_closed(path: Path) -> dict[str, Any]:
+    """Share of the MV → clean gap closed by the KD-Crowd row with the higher mean validation accuracy."""
+    rows = _by_label(load(path))
+    acc = {k: _mean_std([r.get("test_accuracy_val_selected") for r in v.values()])[0] for k, v in rows.items()}
+    val = {k: _mean_std([_val_acc(r["stages"][r["final_stage"]]) for r in rows[k].values()])[0] for k in PAIRS if k in rows}
+    best = max(val, key=lambda k: val[k])
+    return {"best": best, "kd": acc[best], "mv": acc["mv"], "clean": acc["clean"], "closed": (acc[best] - acc["mv"]) / (acc["clean"] - acc["mv"])}
+
+
+def ablation_table(path: Path, teacher: str, base: str) -> str:
+    """Ablation rows: validation and test accuracy (5 seeds), paired Δ vs the teacher and vs the base KD setting."""
+    d = load(path)
+    rows = _by_label(d)
+    lines = ["| variant | val acc | test acc (val-selected) | Δ vs teacher (points) | Δ vs base (points) |", "|---|---|---|---|---|"]
+    for label, runs in rows.items():
+        rs = list(runs.values())
+        val = [_val_acc(r["stages"][r["final_stage"]]) if r.get("stages") else _val_acc(r) for r in rs]
+        t = paired(d, label, teacher) if label.startswith("kdcrowd") else {"n": 0}
+        b = paired(d, label, base) if label.startswith("kdcrowd") and label != base else {"n": 0}
+        fmt = lambda x: f"{100 * x['mean']:+.1f} ± {100 * x['std']:.1f} ({x['wins']}/{x['n']}, {_verdict(x)})" if x["n"] else ""  # noqa: E731
+        lines.append(f"| {label} | {_cell(val)} | {_cell([r.get('test_accuracy_val_selected') for r in rs])} | {fmt(t)} | {fmt(b)} |")
+    return "\n".join(lines) + "\n"
+
+
 def memorization_figure(paths: dict[str, Path], labels: list[str], out: Path) -> list[Path]:
-    """One panel per suite: memorization mean ± 1 std over workers for the chosen runs (seed 0)."""
+    """One panel per suite: memorization (mean over workers, band ± 1 std over workers), each averaged over seeds.
+
+    KD-Crowd runs are drawn by their student stage (the stage that learns from the teacher's labels).
+    """
     plt = _plt()
     fig, axes = plt.subplots(1, len(paths), figsize=(5.2 * len(paths), 3.8), squeeze=False)
     for ax, (title, path) in zip(axes[0], paths.items()):
-        d = load(path)
-        for r in d["runs"]:
-            if r["label"] not in labels or r["seed"] != d["runs"][0]["seed"]:
+        rows = _by_label(load(path))
+        for label in labels:
+            curves = []
+            for r in rows.get(label, {}).values():
+                cs = memorization_curves(r, ROWS.get(label, label))
+                if r.get("stages"):
+                    cs = [c for c in cs if c[0].endswith("student")]
+                curves += cs[:1]
+            if not curves:
                 continue
-            curves = memorization_curves(r, r["label"])
-            if r.get("stages"):  # KD-Crowd: plot its final predictor's stage
-                curves = [c for c in curves if c[0].endswith(r["final_stage"])] or curves
-            for name, ep, mu, sd in curves:
-                (line,) = ax.plot(ep, mu, label=name)
-                ax.fill_between(ep, np.clip(mu - sd, 0, 1), np.clip(mu + sd, 0, 1), color=line.get_color(), alpha=0.15)
-        ax.set_title(title)
+            n = min(len(c[1]) for c in curves)
+            ep = curves[0][1][:n]
+            mu = np.mean([c[2][:n] for c in curves], axis=0)
+            sd = np.mean([c[3][:n] for c in curves], axis=0)
+            (line,) = ax.plot(ep, mu, label=f"{ROWS.get(label, label)}{' (student)' if label.startswith('kdcrowd') else ''}")
+            ax.fill_between(ep, np.clip(mu - sd, 0, 1), np.clip(mu + sd, 0, 1), color=line.get_color(), alpha=0.12)
+        ax.set_title(f"{title}, {len(next(iter(rows.values())))} seeds")
         ax.set_xlabel("epoch")
         ax.set_ylim(0, None)
         ax.legend(fontsize=7)
-    axes[0, 0].set_ylabel("wrong annotations memorized (mean ± 1 std over workers)")
+    axes[0, 0].set_ylabel("wrong annotations memorized\n(mean ± 1 std over workers)")
     return _save(fig, out)
+
+
+def expertise_gap_figure(path: Path, out: Path) -> list[Path]:
+    """Per-worker E_m of Max-MIG vs KD-Crowd(Max-MIG) stage 2, each worker's error averaged over the seeds."""
+    rows = _by_label(load(path))
+    seeds = sorted(set(rows["maxmig"]) & set(rows["kdcrowd(maxmig)"]))
+    a = np.nanmean([rows["maxmig"][s]["expertise_error"]["relative_per_worker"] for s in seeds], axis=0)
+    b = np.nanmean([rows["kdcrowd(maxmig)"][s]["stages"]["stage2"]["expertise_error"]["relative_per_worker"] for s in seeds], axis=0)
+    ra = {"expertise_error": {"relative_per_worker": a.tolist()}}
+    rb = {"expertise_error": {"relative_per_worker": b.tolist()}}
+    return plot_expertise_gap(ra, rb, out, labels=(f"Max-MIG ({len(seeds)} seeds)", "KD-Crowd(Max-MIG) stage 2"))
+
+
+TABLE1 = {"low-1": "table1-maxmig-low-1", "low-2": "table1-maxmig-low-2", "low-3": "table1-maxmig-low-3",
+          "high-1": "table1-maxmig-high-1", "high-2": "table1-maxmig-high-2", "high-3": "table1-maxmig-high-3", "sparse": "table1-sparse"}
+TABLE2 = {"LabelMe": "table2-labelme", "CIFAR-10N": "table2-cifar10n"}
+
+
+def paper_tables(suites: dict[str, Path]) -> str:
+    """Tables 1–3 in the paper's layout from the five-seed ``gpu5_*`` files."""
+    t1 = {k: suites[f"gpu5_{v}_suite"] for k, v in TABLE1.items() if f"gpu5_{v}_suite" in suites}
+    t2 = {k: suites[f"gpu5_{v}_suite"] for k, v in TABLE2.items() if f"gpu5_{v}_suite" in suites}
+    md = ["## Paper-style tables (five seeds, mean ± std; H200)", ""]
+    if t1:
+        md += ["### Table 1 — synthetic workers on CIFAR-10 (lossless 20 k images, 15k/1k/4k)", "",
+               "Test accuracy (%) at the validation-selected epoch:", "", paper_table(t1, "val_selected"),
+               "Test accuracy (%) at the final epoch:", "", paper_table(t1, "final"),
+               "Expertise error E_m (relative, mean over workers; KD-Crowd: its stage-2 crowd model):", "", paper_table(t1, "em"),
+               "KD-Crowd minus its own teacher run (same seed), test accuracy at the validation-selected epoch:", "", kd_vs_teacher_table(t1)]
+    if t2:
+        md += ["### Table 2 — real crowds", "", "Test accuracy (%) at the validation-selected epoch:", "", paper_table(t2, "val_selected"),
+               "Test accuracy (%) at the final epoch:", "", paper_table(t2, "final"), "Expertise error E_m:", "", paper_table(t2, "em"),
+               "KD-Crowd minus its own teacher run:", "", kd_vs_teacher_table(t2)]
+        if "CIFAR-10N" in t2:
+            g = gap_closed(t2["CIFAR-10N"])
+            md += [f"CIFAR-10N gap MV+DNN → clean closed by {ROWS[g['best']]} (the KD-Crowd row with the higher validation accuracy): "
+                   f"({100 * g['kd']:.1f} − {100 * g['mv']:.1f}) / ({100 * g['clean']:.1f} − {100 * g['mv']:.1f}) = **{100 * g['closed']:.0f} %** (target ≥ 67 %).", ""]
+    for name, title in (("gpu5_ablation-cifar10n_suite", "CIFAR-10N (real), teacher Max-MIG"), ("gpu5_ablation-digits-maxmig-low-2_suite", "digits, Max-MIG low-expertise case 2 (synthetic), teacher Max-MIG")):
+        if name in suites:
+            md += [f"### Table 3 — ablations on {title}", "",
+                   "Stage-1 variants share one teacher run per seed; the base is co-teaching + MIG-KL, one stage (`kdcrowd(maxmig) student=coteaching`). "
+                   "Δ: paired over seeds, mean ± std (seeds with a gain / seeds, paired t-test verdict at p < 0.05).", "",
+                   ablation_table(suites[name], "maxmig", "kdcrowd(maxmig) student=coteaching")]
+    return "\n".join(md)
 
 
 def main() -> None:
     FIGURES.mkdir(parents=True, exist_ok=True)
     files = sorted(RESULTS.glob("*suite*.json*")) + sorted(RESULTS.glob("*ablation*.json*"))
+    files = list(dict.fromkeys(files))
+    suites = {p.name.split(".")[0]: p for p in files}
     md = ["# Result tables (generated by `python benchmarks/report.py`; do not edit)", ""]
+    md += [paper_tables(suites), "## Every suite file, every row", ""]
     md += [table(p) for p in files]
     (ROOT / "docs" / "results_tables.md").write_text("\n".join(md))
-    suites = {p.name.split(".")[0]: p for p in files}
-    panels = {k: v for k, v in {
-        "LabelMe (real)": suites.get("gpu_labelme_suite"),
-        "CIFAR-10N (real)": suites.get("gpu_cifar10n_suite"),
-        "CIFAR-10, sparse synthetic workers": suites.get("gpu_cifar10_sparse_suite"),
-    }.items() if v is not None}
+    panels = {k: suites[v] for k, v in {
+        "CIFAR-10, sparse synthetic workers": "gpu5_table1-sparse_suite",
+        "CIFAR-10, Max-MIG low-expertise 1": "gpu5_table1-maxmig-low-1_suite",
+        "CIFAR-10N (real)": "gpu5_table2-cifar10n_suite",
+        "LabelMe (real)": "gpu5_table2-labelme_suite",
+    }.items() if v in suites}
     if panels:
-        wanted = ["mv", "crowdlayer-mw", "maxmig", "conal", "kdcrowd(crowdlayer-mw) mig-kl", "kdcrowd(maxmig) mig-kl"]
+        wanted = ["mv", "crowdlayer-mw", "maxmig", "kdcrowd(crowdlayer-mw)", "kdcrowd(maxmig)"]
         for p in memorization_figure(panels, wanted, FIGURES / "memorization"):
             print("wrote", p)
-    for name, path in (("labelme", suites.get("gpu_labelme_suite")), ("cifar10n", suites.get("gpu_cifar10n_suite"))):
-        if path is None:
-            continue
-        runs = {r["label"]: r for r in load(path)["runs"] if r["seed"] == 0}
-        if "maxmig" in runs and "kdcrowd(maxmig) mig-kl" in runs:
-            kd = dict(runs["kdcrowd(maxmig) mig-kl"])
-            kd["expertise_error"] = kd["stages"]["stage2"]["expertise_error"]
-            for p in plot_expertise_gap(runs["maxmig"], kd, FIGURES / f"expertise_gap_{name}", labels=("Max-MIG", "KD-Crowd(Max-MIG) stage 2")):
+    for name, key in (("labelme", "gpu5_table2-labelme_suite"), ("cifar10n", "gpu5_table2-cifar10n_suite")):
+        if key in suites:
+            for p in expertise_gap_figure(suites[key], FIGURES / f"expertise_gap_{name}"):
                 print("wrote", p)
     print("wrote docs/results_tables.md")
 

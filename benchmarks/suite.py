@@ -103,6 +103,16 @@ SUITES: dict[str, dict[str, Any]] = {
     # The central claim with the library defaults (ELR student, MIG-KL, 2 stages), teachers shared; run with 5 seeds.
     "claim-cifar10n": {"dataset": "cifar10n", "workers": None, "runs": [{"method": m, "label": m} for m in ("clean", "mv", "ds", "crowdlayer-mw", "maxmig")] + [
         {"method": "kdcrowd", "label": f"kdcrowd({t}) {k}", "options": {"teacher": t, "kd": k}} for t in ("crowdlayer-mw", "maxmig") for k in ("mig-kl", "kl")]},
+    # Stage 2's worker-matrix initialisation: majority vote (the model's rule) vs the student's predictions.
+    **{f"stage2-init-{name}": {"dataset": dset, "workers": workers, "train": train, "dataset_options": dopts, "runs": [
+        {"method": "maxmig", "label": "maxmig"},
+        {"method": "kdcrowd", "label": "kdcrowd(maxmig)", "options": {"teacher": "maxmig"}},
+        {"method": "kdcrowd", "label": "kdcrowd(maxmig) stage2_init=student", "options": {"teacher": "maxmig", "stage2_init": "student"}}]}
+       for name, dset, workers, train, dopts in (
+           ("labelme-bovw", "labelme", None, LABELME_BOVW_TRAIN, {"features": "bovw"}),
+           ("digits-maxmig-low-1", "digits", "maxmig-low-1", DIGITS_TRAIN, {}),
+           ("labelme", "labelme", None, LABELME_TRAIN, {}),
+           ("cifar10n", "cifar10n", None, DEFAULT_TRAIN, {}))},
     # A seconds-long CPU check of the whole machinery (the teacher run is shared by the KD run).
     "smoke": {"dataset": "digits", "workers": "maxmig-low-2", "runs": [{"method": "mv", "label": "mv"}, {"method": "maxmig", "label": "maxmig"}] + _kd_runs(["maxmig"])[:1]},
 }

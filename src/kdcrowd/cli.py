@@ -99,6 +99,7 @@ def run(
     stages: int = typer.Option(2, help="kdcrowd: 1 (teacher → student) or 2 (and the role switch)."),
     teacher_output: str = typer.Option("classifier", help="kdcrowd: teacher predictions from the 'classifier' or the annotation-aware 'posterior'."),
     stage2: str = typer.Option("reinit", help="kdcrowd: stage-2 model 'reinit' or 'finetune' from the teacher."),
+    stage2_init: str = typer.Option("annotations", help="kdcrowd: a re-initialised Max-MIG stage 2 starts its worker matrices from majority vote ('annotations') or from each worker's confusion against the student's predictions ('student')."),
     distributed: bool = typer.Option(False, "--distributed", help="Data-parallel over the processes torchrun starts (one per GPU): `torchrun --nproc_per_node N -m kdcrowd run --distributed ...`; --batch-size is per GPU; rank 0 writes the files."),
 ) -> None:
     """Train and evaluate one method; writes OUT/metrics.json (and OUT/progress.jsonl, one line per finished epoch)."""
@@ -106,7 +107,7 @@ def run(
 
     options: dict[str, Any] = {"mig_f": mig_f, "worker_lr_scale": worker_lr_scale}
     if method == "kdcrowd":
-        options.update(teacher=teacher, student=student, kd=kd, stages=stages, teacher_output=teacher_output, stage2=stage2)
+        options.update(teacher=teacher, student=student, kd=kd, stages=stages, teacher_output=teacher_output, stage2=stage2, stage2_init=stage2_init)
         if lambda1 is not None:
             options["lambda1"] = lambda1
         if lambda2 is not None:

@@ -97,6 +97,11 @@ class KDCrowd:
     """Teacher predictions q: the ``classifier`` f(x) or the annotation-aware ``posterior``."""
     stage2: str = "reinit"
     """Stage-2 crowd model: ``reinit`` (fresh) or ``finetune`` (from the teacher)."""
+    stage2_init: str = "annotations"
+    """How a re-initialised stage-2 model initialises its worker parameters (models with an
+    ``init_from_annotations`` hook, i.e. Max-MIG): ``annotations`` (the model's own rule,
+    majority vote) or ``student`` (each worker's confusion against the student's refined
+    predictions r, the labels stage 2 is "supervised by")."""
     stages: int = 2
     """1: teacher → student; 2: and the role switch."""
     kd_temperature: float = 1.0
@@ -115,6 +120,8 @@ class KDCrowd:
             raise ValueError(f"stage2 must be 'reinit' or 'finetune', got '{self.stage2}'")
         if self.final not in ("stage2", "student", "best-val"):
             raise ValueError(f"final must be 'stage2', 'student' or 'best-val', got '{self.final}'")
+        if self.stage2_init not in ("annotations", "student"):
+            raise ValueError(f"stage2_init must be 'annotations' or 'student', got '{self.stage2_init}'")
 
     def fit(self, ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult | None] | None = None) -> tuple[dict[str, MethodOutput], str]:
         """Run the stages on ``ds`` (already on ``data.device``); returns (outputs per stage, final stage name).
@@ -188,6 +195,8 @@ class KDCrowd:
         else:
             torch.manual_seed(cfg.train.seed + 2)
             model = build_crowd_model(self.teacher, ds, data, cfg, padded=(w, l)) if isinstance(self.teacher, str) else copy.deepcopy(fresh)
+            if self.stage2_init == "student":
+                model.init_from_annotations(w, l, soft=refined)
         c_obj = KDStage2Objective(model, w, l, refined, kd, self.lambda2, worker_lr_scale=wlr)
         c_fit = fit(c_obj, data, replace(cfg.train, seed=cfg.train.seed + 2), standard_callbacks(ds, data, cfg, "stage2"), desc=f"stage 2 {tname}")
         c_obj.load_state_dict(c_fit.best_state, strict=False)
@@ -235,6 +244,7 @@ def run_kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.
         lambda2=float(o.get("lambda2", 1.0)),
         teacher_output=o.get("teacher_output", "classifier"),
         stage2=o.get("stage2", "reinit"),
+        stage2_init=o.get("stage2_init", "annotations"),
         stages=int(o.get("stages", 2)),
         kd_temperature=float(o.get("kd_temperature", 1.0)),
         student_params=dict(o.get("student_params", {})),

@@ -185,9 +185,10 @@ class CrowdModel(nn.Module):
             log_q = log_q + self._log_annotation_likelihood(workers, labels)
             return torch.softmax(log_q, dim=-1)
 
-    def init_from_annotations(self, workers_padded: Any, labels_padded: Any) -> None:
+    def init_from_annotations(self, workers_padded: Any, labels_padded: Any, soft: Any = None) -> None:
         """Initialise worker parameters from the padded training annotations ``(N, L)``
-        (``-1`` = missing). No-op by default."""
+        (``-1`` = missing) and, optionally, ``soft`` ``(N, K)`` label distributions of the
+        items to measure the workers against (default: their majority vote). No-op by default."""
         return None
 
     def _batch_logits_and_features(
@@ -462,10 +463,14 @@ class MaxMIG(CrowdModel):
             return torch.softmax(log_q, dim=-1)
 
     @torch.no_grad()
-    def init_from_annotations(self, workers_padded: Any, labels_padded: Any) -> None:
+    def init_from_annotations(self, workers_padded: Any, labels_padded: Any, soft: Any = None) -> None:
         """``W_m ← log(T_init_m + eps)`` from each worker's confusion against the
         majority-vote soft labels, and (unless a ``prior`` was given) ``p ←`` the mean MV
-        soft label. ``workers_padded``/``labels_padded``: ``(N, L)``, ``-1`` = missing."""
+        soft label. ``workers_padded``/``labels_padded``: ``(N, L)``, ``-1`` = missing.
+
+        ``soft``: ``(N, K)`` label distributions to use instead of majority vote (KD-Crowd's
+        stage 2 passes the student's refined predictions, ``stage2_init="student"``); rows
+        must be non-negative with positive sums (they are normalised here)."""
         dev = self.weight.device
         w = _as_long(workers_padded, dev)
         y = _as_long(labels_padded, dev)
@@ -479,8 +484,14 @@ class MaxMIG(CrowdModel):
         counts = torch.zeros(N, K, device=dev)
         counts.scatter_add_(1, y.clamp(min=0), obs.float())
         n_lab = counts.sum(dim=1, keepdim=True)
-        soft = counts / n_lab.clamp(min=1.0)
         has = n_lab.squeeze(1) > 0
+        if soft is None:
+            soft = counts / n_lab.clamp(min=1.0)
+        else:
+            soft = torch.as_tensor(soft, device=dev).float()
+            if soft.shape != (N, K) or not bool(torch.isfinite(soft).all()) or bool((soft < 0).any()) or bool((soft.sum(1) <= 0).any()):
+                raise ValueError(f"soft must be ({N}, {K}) non-negative finite rows with positive sums, got shape {tuple(soft.shape)}")
+            soft = soft / soft.sum(dim=1, keepdim=True)
         # confusion C[m, k, j] = Σ_{i labelled j by m} soft_i[k]; accumulated as (M*K_j, K_k)
         item = torch.arange(N, device=dev).unsqueeze(1).expand_as(w)[obs]
         flat = w[obs] * K + y[obs]
