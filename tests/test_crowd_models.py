@@ -426,6 +426,124 @@ def test_maxmig_init_from_annotations_matches_loop_reference():
     assert not fixed.log_prior_param.requires_grad
 
 
+# ---- init_from_annotations(..., soft=...) -------------------------------------------
+def _soft_example():
+    """6 items, 2 workers, K = 3; truth (0, 0, 0, 1, 1, 2). Worker 0 labels every item,
+    worker 1 all but item 5 (so it never sees class 2). Items 1 and 4 are 1-1 ties and item 2
+    a disagreement, so majority vote differs from the truth."""
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    # columns are annotation slots, not workers: item 2 lists worker 1 first
+    wp = np.array([[0, 1], [0, 1], [1, 0], [0, 1], [0, 1], [0, -1]])
+    yp = np.array([[0, 0], [0, 2], [0, 1], [1, 1], [2, 1], [2, -1]])
+    # worker 0 answers (0, 0, 1, 1, 2, 2); worker 1 answers (0, 2, 0, 1, 1, -)
+    t_expected = np.array([
+        [[2 / 3, 1 / 3, 0], [0, 1 / 2, 1 / 2], [0, 0, 1]],  # worker 0: rows = true class
+        [[2 / 3, 0, 1 / 3], [0, 1, 0], [1 / 3, 1 / 3, 1 / 3]],  # worker 1: class-2 row unseen -> uniform
+    ])
+    return y_true, wp, yp, t_expected
+
+
+def test_maxmig_init_from_soft_true_labels_gives_confusion_against_truth():
+    y_true, wp, yp, t_expected = _soft_example()
+    M, K, eps = 2, 3, 1e-2
+    soft = np.eye(K)[y_true]
+    for as_tensor in (False, True):
+        model = MaxMIG(TinyNet(2, K), M, K, eps=eps)
+        model.init_from_annotations(wp, yp, soft=torch.tensor(soft) if as_tensor else soft)
+        t_hat = model.transition_matrices().numpy()
+        # W = log(T + eps) and T̂ = row-softmax(W) = (T + eps) / (1 + K eps): exact up to eps
+        np.testing.assert_allclose(t_hat, (t_expected + eps) / (1 + K * eps), atol=1e-6)
+        assert np.abs(t_hat - t_expected).max() <= K * eps
+        np.testing.assert_allclose(model.weight.detach().numpy(), np.log(t_expected + eps), atol=1e-5)
+        # the prior is the mean soft label: the true class frequencies
+        np.testing.assert_allclose(model.prior().numpy(), [3 / 6, 2 / 6, 1 / 6], atol=1e-5)
+    # majority vote gives another answer on this example (the soft labels are really used)
+    mv = MaxMIG(TinyNet(2, K), M, K, eps=eps)
+    mv.init_from_annotations(wp, yp)
+    assert np.abs(mv.transition_matrices().numpy() - t_hat).max() > 0.1
+
+
+def _random_annotations(seed, N=40, L=4, M=6, K=3):
+    rng = np.random.default_rng(seed)
+    wp = np.stack([rng.choice(M, size=L, replace=False) for _ in range(N)])
+    yp = rng.integers(K, size=(N, L))
+    miss = rng.random((N, L)) < 0.3
+    wp[miss], yp[miss] = -1, -1
+    wp[3], yp[3] = -1, -1  # an item without labels
+    return rng, wp, yp
+
+
+def test_maxmig_init_soft_none_is_majority_vote():
+    rng, wp, yp = _random_annotations(11)
+    N, M, K = len(wp), 6, 3
+    torch.manual_seed(0)
+    default = MaxMIG(TinyNet(2, K), M, K)
+    default.init_from_annotations(wp, yp)
+    torch.manual_seed(0)
+    explicit = MaxMIG(TinyNet(2, K), M, K)
+    explicit.init_from_annotations(wp, yp, soft=None)
+    assert torch.equal(default.weight, explicit.weight)
+    assert torch.equal(default.log_prior_param, explicit.log_prior_param)
+    # and passing the majority-vote soft labels themselves gives the same (rows of items
+    # without labels are never used: any valid distribution will do)
+    counts = np.zeros((N, K))
+    for i in range(N):
+        for lab in yp[i][yp[i] >= 0]:
+            counts[i, lab] += 1
+    mv_soft = np.where(counts.sum(1, keepdims=True) > 0, counts, 1.0)
+    given = MaxMIG(TinyNet(2, K), M, K)
+    given.init_from_annotations(wp, yp, soft=mv_soft)
+    torch.testing.assert_close(given.weight, default.weight, atol=1e-5, rtol=0)
+    torch.testing.assert_close(given.prior(), default.prior(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("bad", ["short", "wide", "flat", "negative", "nan", "inf", "zero-row"])
+def test_maxmig_init_rejects_invalid_soft(bad):
+    rng, wp, yp = _random_annotations(12)
+    N, M, K = len(wp), 6, 3
+    soft = rng.dirichlet(np.ones(K), size=N)
+    if bad == "short":
+        soft = soft[:-1]
+    elif bad == "wide":
+        soft = np.concatenate([soft, soft[:, :1]], axis=1)
+    elif bad == "flat":
+        soft = soft.reshape(-1)
+    elif bad == "negative":
+        soft[5, 1] = -0.1
+    elif bad == "nan":
+        soft[5, 1] = np.nan
+    elif bad == "inf":
+        soft[5, 1] = np.inf
+    elif bad == "zero-row":
+        soft[7] = 0.0
+    model = MaxMIG(TinyNet(2, K), M, K)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="soft"):
+        model.init_from_annotations(wp, yp, soft=soft)
+    for k, v in model.state_dict().items():  # nothing was half-written
+        assert torch.equal(v, before[k]), k
+
+
+def test_maxmig_init_normalises_soft_rows():
+    rng, wp, yp = _random_annotations(13)
+    N, M, K = len(wp), 6, 3
+    soft = rng.dirichlet(np.ones(K), size=N)
+    ref = MaxMIG(TinyNet(2, K), M, K)
+    ref.init_from_annotations(wp, yp, soft=soft)
+    # a constant factor and, the stronger case, a different factor per row (which would
+    # re-weight the items in the confusion counts and the prior if rows were not normalised)
+    for scaled in (2.0 * soft, soft * rng.uniform(0.1, 10.0, size=(N, 1))):
+        model = MaxMIG(TinyNet(2, K), M, K)
+        model.init_from_annotations(wp, yp, soft=scaled)
+        torch.testing.assert_close(model.weight, ref.weight, atol=1e-5, rtol=0)
+        torch.testing.assert_close(model.prior(), ref.prior(), atol=1e-6, rtol=0)
+    # an explicit prior is kept with soft labels as well
+    fixed = MaxMIG(TinyNet(2, K), M, K, prior=[0.2, 0.3, 0.5])
+    fixed.init_from_annotations(wp, yp, soft=soft)
+    np.testing.assert_allclose(fixed.prior().numpy(), [0.2, 0.3, 0.5], atol=1e-6)
+    torch.testing.assert_close(fixed.weight, ref.weight, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("f", F_DIVERGENCES)
 def test_maxmig_numerically_stable(f):
     """Finite loss and gradients with one-hot classifier outputs and with workers who are
