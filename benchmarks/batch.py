@@ -59,6 +59,8 @@ def parse_job(spec: str) -> list[tuple[str, int]]:
     out: list[int] = []
     for part in (seeds or "0").split(","):
         a, _, b = part.partition("-")
+        if not a.isdigit() or not (b or a).isdigit() or int(b or a) < int(a):
+            raise SystemExit(f"bad seeds {seeds!r} in job {spec!r}: use N, N-M (M >= N) or a comma-separated list of those")
         out += list(range(int(a), int(b or a) + 1))
     return [(name, s) for s in out]
 

@@ -116,3 +116,98 @@ def test_progress_file_keeps_every_finished_epoch(tmp_path) -> None:
     assert [r["stage"] for r in rows] == ["teacher"] * 2 + ["student"] * 2 + ["stage2"] * 2
     assert all("loss" in r and "val_accuracy" in r and "memorization_mean" in r for r in rows)
     assert "pseudo_memorization" in rows[2]
+
+
+def test_kdcrowd_stage2_init_is_validated() -> None:
+    import torch
+
+    from kdcrowd.framework import KDCrowd
+    from kdcrowd.training import DeviceData
+
+    ds = tiny_dataset()
+    with pytest.raises(ValueError, match="stage2_init"):
+        run_on_dataset(ds, cfg("kdcrowd", teacher="maxmig", stage2_init="majority"))
+    data = DeviceData.from_dataset(ds, torch.device("cpu"))
+    with pytest.raises(ValueError, match="stage2_init"):
+        KDCrowd(teacher="maxmig", stage2_init="Student").fit(ds, data, cfg("kdcrowd"))
+
+
+@pytest.fixture(scope="module")
+def digits_maxmig_teacher():
+    """digits with the maxmig-low-1 crowd and a 2-epoch Max-MIG run, shared as the teacher."""
+    from kdcrowd.data.datasets import load_dataset
+
+    ds = load_dataset("digits", workers="maxmig-low-1", seed=0)
+    _, out = run_on_dataset(ds, _digits_cfg("maxmig"))
+    return ds, (out.module.model, out.fit)
+
+
+def _digits_cfg(method: str, **options) -> RunConfig:
+    train = TrainConfig(epochs=2, batch_size=128, lr=3e-3, device="cpu", progress=False)
+    return RunConfig(dataset="digits", method=method, workers="maxmig-low-1", seed=0, train=train, options=options)
+
+
+def test_kdcrowd_stage2_init_from_the_student_changes_stage2(digits_maxmig_teacher, monkeypatch) -> None:
+    from kdcrowd.models.crowd import MaxMIG
+
+    ds, teacher = digits_maxmig_teacher
+    calls: list[np.ndarray | None] = []
+    original = MaxMIG.init_from_annotations
+
+    def spy(self, workers_padded, labels_padded, soft=None):
+        calls.append(None if soft is None else np.asarray(soft.detach().cpu() if hasattr(soft, "detach") else soft))
+        return original(self, workers_padded, labels_padded, soft=soft)
+
+    monkeypatch.setattr(MaxMIG, "init_from_annotations", spy)
+    runs = {}
+    for init in ("annotations", "student", "annotations"):
+        calls.clear()
+        metrics, out = run_on_dataset(ds, _digits_cfg("kdcrowd", teacher="maxmig", student="ce", stage2_init=init), pretrained_teacher=teacher)
+        assert metrics["config"]["options"]["stage2_init"] == init
+        assert set(metrics["stages"]) == {"teacher", "student", "stage2"}
+        for rec in [metrics, *metrics["stages"].values()]:
+            assert np.isfinite(rec["test_accuracy"]) and 0 <= rec["test_accuracy"] <= 1
+        M, K = ds.annotations.n_workers, ds.n_classes
+        assert out.transitions.shape == (M, K, K)
+        np.testing.assert_allclose(out.transitions.sum(-1), 1, atol=1e-5)
+        # the pre-trained teacher is reused: the only Max-MIG built is stage 2's, from
+        # majority vote; with "student" it is then re-initialised from the student's
+        # predictions on the training items (the student's train_proba)
+        if init == "annotations":
+            assert len(calls) == 1 and calls[0] is None
+        else:
+            assert len(calls) == 2 and calls[0] is None
+            soft = calls[1]
+            assert soft is not None and soft.shape == (len(ds.x_train), K)
+            np.testing.assert_allclose(soft.sum(1), 1, atol=1e-4)
+            assert (soft.argmax(1) == ds.y_train).mean() == pytest.approx(metrics["stages"]["student"]["train_label_accuracy"])
+        if init in runs:  # the same seed reproduces the run exactly...
+            assert np.array_equal(runs[init][1].transitions, out.transitions)
+        runs.setdefault(init, (metrics, out))
+    (m_a, o_a), (m_s, o_s) = runs["annotations"], runs["student"]
+    # ...so the teacher and the student of both runs are the same, and only stage 2 differs
+    for stage in ("teacher", "student"):
+        assert m_a["stages"][stage]["test_accuracy"] == m_s["stages"][stage]["test_accuracy"]
+        assert m_a["stages"][stage]["history"] == m_s["stages"][stage]["history"]
+    assert np.abs(o_a.transitions - o_s.transitions).max() > 1e-2
+    assert m_a["stages"]["stage2"]["history"] != m_s["stages"]["stage2"]["history"]
+
+
+def test_kdcrowd_stage2_init_student_refuses_where_it_would_do_nothing():
+    """stage2_init='student' with a fine-tuned stage 2, or with a crowd model whose workers do not
+    start from label statistics (CrowdLayer), is an error rather than a silent no-op."""
+    from kdcrowd.data.datasets import load_dataset
+    from kdcrowd.framework import KDCrowd
+    from kdcrowd.methods import RunConfig
+    import torch
+
+    from kdcrowd.training import DeviceData, TrainConfig
+
+    with pytest.raises(ValueError, match="finetune"):
+        KDCrowd(teacher="maxmig", stage2="finetune", stage2_init="student")._check()
+    ds = load_dataset("digits", workers="maxmig-low-1", seed=0)
+    train = TrainConfig(epochs=1, batch_size=256, device="cpu", progress=False)
+    cfg = RunConfig(dataset="digits", method="kdcrowd", workers="maxmig-low-1", train=train, track_memorization=False)
+    data = DeviceData.from_dataset(ds, torch.device("cpu"))
+    with pytest.raises(ValueError, match="stage2_init='student' needs"):
+        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student").fit(ds, data, cfg)

@@ -36,6 +36,7 @@ from .methods import (
     standard_callbacks,
 )
 from .models.backbones import build_backbone
+from .models.crowd import CrowdModel
 from .students import CoTeachingStudent, Student, StudentObjective, build_student
 from .training import DeviceData, FitResult, fit, predict_proba, validation_accuracy
 
@@ -122,6 +123,8 @@ class KDCrowd:
             raise ValueError(f"final must be 'stage2', 'student' or 'best-val', got '{self.final}'")
         if self.stage2_init not in ("annotations", "student"):
             raise ValueError(f"stage2_init must be 'annotations' or 'student', got '{self.stage2_init}'")
+        if self.stage2_init == "student" and self.stage2 != "reinit":
+            raise ValueError("stage2_init='student' initialises a re-initialised stage 2; it has no effect with stage2='finetune' (use stage2='reinit')")
 
     def fit(self, ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult | None] | None = None) -> tuple[dict[str, MethodOutput], str]:
         """Run the stages on ``ds`` (already on ``data.device``); returns (outputs per stage, final stage name).
@@ -196,6 +199,8 @@ class KDCrowd:
             torch.manual_seed(cfg.train.seed + 2)
             model = build_crowd_model(self.teacher, ds, data, cfg, padded=(w, l)) if isinstance(self.teacher, str) else copy.deepcopy(fresh)
             if self.stage2_init == "student":
+                if getattr(type(model), "init_from_annotations", None) in (None, CrowdModel.init_from_annotations):
+                    raise ValueError(f"stage2_init='student' needs a crowd model that initialises its workers from label statistics (Max-MIG); {type(model).__name__} does not (use stage2_init='annotations')")
                 model.init_from_annotations(w, l, soft=refined)
         c_obj = KDStage2Objective(model, w, l, refined, kd, self.lambda2, worker_lr_scale=wlr)
         c_fit = fit(c_obj, data, replace(cfg.train, seed=cfg.train.seed + 2), standard_callbacks(ds, data, cfg, "stage2"), desc=f"stage 2 {tname}")
