@@ -108,8 +108,8 @@ def run(args: argparse.Namespace) -> None:
             cmd = [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--suite", suite, "--seeds", str(seed),
                    "--device", args.device, "--out", str(_part(args.parts, suite, seed))] + (["--only", *args.only] if args.only else [])
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot[0])) if args.device == "cuda" else dict(os.environ)
-            log = open(args.parts / f"{suite}.seed{seed}.log", "wb")
-            running[subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)] = ((suite, seed), slot, time.perf_counter())
+            with open(args.parts / f"{suite}.seed{seed}.log", "wb") as log:  # the child keeps its own copy of the handle
+                running[subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)] = ((suite, seed), slot, time.perf_counter())
             print(f"[batch {time.perf_counter() - t0:6.0f}s] start {suite} seed {seed} on GPU {slot[0]}", flush=True)
         if not todo and not running:
             break
