@@ -36,8 +36,15 @@ from kdcrowd.methods import padded_annotations, true_transitions, versions  # no
 from kdcrowd.models.crowd import MaxMIG  # noqa: E402
 
 
-def one_seed(name: str, workers: str | None, seed: int, options: dict[str, Any]) -> dict[str, Any]:
+def one_seed(name: str, workers: str | None, seed: int, options: dict[str, Any], empirical_reference: bool = False) -> dict[str, Any]:
+    """E_m of majority-vote- and true-label-initialised worker matrices for one seed.
+
+    ``empirical_reference``: compare with the empirical confusion against the truth (what E_m
+    uses for real workers) even for simulated workers, instead of their generating matrices.
+    """
     ds = load_dataset(name, workers=workers, seed=seed, **options)
+    if empirical_reference:
+        ds.true_transitions = None
     w, l = padded_annotations(ds.annotations, torch.device("cpu"))
     T_ref, mask = true_transitions(ds)
     K = ds.n_classes

@@ -84,3 +84,16 @@ def test_speed_smoke(tmp_path, keep_threads):
     assert out["pipeline_seconds"]["naive"] is not None and out["pipeline_seconds"]["fast"] is not None
     assert {"fast", "naive"} <= set(out["pipeline_test_accuracy"])
     assert len(out["profile"]["top15"]) > 0
+
+
+def test_confusion_floor_on_simulated_workers():
+    """Measured against the true labels, each worker's matrix is its empirical confusion, so its
+    E_m against the empirical reference is only the eps smoothing, far below majority vote's;
+    against the generating matrices it is not (sampling noise, which E_m's per-entry relative
+    form magnifies)."""
+    floor = _load("confusion_floor")
+    emp = floor.one_seed("digits", "symmetric", 0, {}, empirical_reference=True)
+    gen = floor.one_seed("digits", "symmetric", 0, {})
+    assert emp["E_m_true_labels"] < emp["E_m_majority_vote"] / 3
+    assert gen["E_m_true_labels"] > emp["E_m_true_labels"] + 0.1
+    assert emp["labels_per_worker_median"] == gen["labels_per_worker_median"] > 0
