@@ -1,9 +1,35 @@
-"""Suite-wide settings: one torch thread.
+"""Suite-wide settings: one torch thread; a loader for the scripts in benchmarks/ and examples/.
 
 The models in the tests are tiny; on a 2-core CI machine several torch threads per
 process fight each other and the rest of the machine (measured: a 7 s test took 38 s).
 """
 
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], ModuleType]:
+    """``load_script("benchmarks/scale")``: import a script of the repository (not a package) as a module."""
+
+    def load(rel: str) -> ModuleType:
+        path = ROOT / f"{rel}.py"
+        name = "kdcrowd_script_" + rel.replace("/", "_")
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None, path
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # dataclasses and pickling look modules up by name
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

@@ -8,7 +8,6 @@ The script is loaded like the other benchmark scripts in test_benchmarks_smoke.p
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,20 +15,9 @@ from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"kdcrowd_bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def batch():
-    return _load("batch")
+def batch(load_script):
+    return load_script("benchmarks/batch")
 
 
 def _run(label: str, seed: int, acc: float, **extra: Any) -> dict[str, Any]:

@@ -5,25 +5,11 @@ Only the structure of the result dictionaries is checked, never timings.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"kdcrowd_bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture
 def keep_threads():
@@ -32,8 +18,8 @@ def keep_threads():
     torch.set_num_threads(n)
 
 
-def test_simulate_distinct_workers():
-    scale = _load("scale")
+def test_simulate_distinct_workers(load_script):
+    scale = load_script("benchmarks/scale")
     sim = scale.simulate(2000, 30, 5, 10, seed=3)
     w = sim["worker"].reshape(2000, 5)
     assert (np.sort(w, axis=1)[:, 1:] != np.sort(w, axis=1)[:, :-1]).all()  # distinct per item
@@ -42,8 +28,8 @@ def test_simulate_distinct_workers():
     assert np.array_equal(sim["item"], np.repeat(np.arange(2000), 5))
 
 
-def test_scale_smoke(tmp_path, keep_threads):
-    scale = _load("scale")
+def test_scale_smoke(load_script, tmp_path, keep_threads):
+    scale = load_script("benchmarks/scale")
     out_path = tmp_path / "scale.json"
     out = scale.main(["--device", "cpu", "--sizes", "300", "600", "--workers", "40", "--ds-iters", "2", "--epochs-on-cpu", "--batch-size", "128", "--threads", "1", "--out", str(out_path)])
     assert json.loads(out_path.read_text())["results"] == json.loads(json.dumps(out["results"], default=str))
@@ -62,8 +48,8 @@ def test_scale_smoke(tmp_path, keep_threads):
     assert out["results"][0]["epoch_maxmig_s"] is None
 
 
-def test_speed_smoke(tmp_path, keep_threads):
-    speed = _load("speed")
+def test_speed_smoke(load_script, tmp_path, keep_threads):
+    speed = load_script("benchmarks/speed")
     out_path = tmp_path / "speed.json"
     out = speed.main([
         "--device", "cpu", "--synthetic", "--image-size", "8", "--n-train", "64", "--n-eval", "32",
@@ -86,12 +72,12 @@ def test_speed_smoke(tmp_path, keep_threads):
     assert len(out["profile"]["top15"]) > 0
 
 
-def test_confusion_floor_on_simulated_workers():
+def test_confusion_floor_on_simulated_workers(load_script):
     """Measured against the true labels, each worker's matrix is its empirical confusion, so its
     E_m against the empirical reference is only the eps smoothing, far below majority vote's;
     against the generating matrices it is not (sampling noise, which E_m's per-entry relative
     form magnifies)."""
-    floor = _load("confusion_floor")
+    floor = load_script("benchmarks/confusion_floor")
     emp = floor.one_seed("digits", "symmetric", 0, {}, empirical_reference=True)
     gen = floor.one_seed("digits", "symmetric", 0, {})
     assert emp["E_m_true_labels"] < emp["E_m_majority_vote"] / 3
