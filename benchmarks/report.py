@@ -26,8 +26,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = ROOT / "docs" / "figures"
 
 
-def _cell(values: list[float], pct: bool = True) -> str:
-    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+def _finite(values: list[float | None]) -> np.ndarray:
+    return np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+
+
+def _cell(values: list[float | None], pct: bool = True) -> str:
+    v = _finite(values)
     if len(v) == 0:
         return "–"
     s = 100.0 if pct else 1.0
@@ -36,8 +40,19 @@ def _cell(values: list[float], pct: bool = True) -> str:
     return f"{s * v.mean():.1f} ± {s * v.std(ddof=1):.1f}" if pct else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
-def _val_acc(rec: dict[str, Any]) -> float | None:
-    vals = [h.get("val_accuracy") for h in rec.get("history", []) if h.get("val_accuracy") is not None]
+def _final(run: dict[str, Any]) -> dict[str, Any]:
+    """The record of a run's final predictor: KD-Crowd's final stage, else the run itself."""
+    return run["stages"][run["final_stage"]] if run.get("stages") else run
+
+
+def _worker_model(run: dict[str, Any]) -> dict[str, Any]:
+    """The record whose worker matrices a run reports: KD-Crowd's stage-2 crowd model, else the run itself."""
+    return run["stages"]["stage2"] if run.get("stages") else run
+
+
+def _val_acc(run: dict[str, Any]) -> float | None:
+    """Best validation accuracy of the run's final predictor (the selected epoch's)."""
+    vals = [h.get("val_accuracy") for h in _final(run).get("history", []) if h.get("val_accuracy") is not None]
     return max(vals) if vals else None
 
 
@@ -66,7 +81,7 @@ def table(path: Path) -> str:
     for label, rs in rows.items():
         e = [r.get("expertise_error") or {} for r in rs]
         final = {r.get("final_stage") for r in rs} - {None}
-        val = [_val_acc(r["stages"][r["final_stage"]]) if r.get("stages") else _val_acc(r) for r in rs]
+        val = [_val_acc(r) for r in rs]
         lines.append(
             f"| {label} | {_cell(val)} | {_cell([r.get('test_accuracy_val_selected') for r in rs])} | {_cell([r.get('test_accuracy') for r in rs])} "
             f"| {_cell([r.get('train_label_accuracy') for r in rs])} | {_cell([x.get('relative_mean') for x in e], pct=False)} "
@@ -95,13 +110,6 @@ def _em(r: dict[str, Any]) -> float | None:
     """Relative expertise error E_m (mean over workers); for KD-Crowd the stage-2 worker model's."""
     e = r.get("expertise_error") or {}
     return e.get("relative_mean")
-
-
-def _mean_std(values: list[float]) -> tuple[float, float, int]:
-    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
 
 
 def paper_table(columns: dict[str, Path], metric: str) -> str:
@@ -157,8 +165,8 @@ def kd_vs_teacher_table(columns: dict[str, Path]) -> str:
 def gap_closed(path: Path) -> dict[str, Any]:
     """Share of the MV → clean gap closed by the KD-Crowd row with the higher mean validation accuracy."""
     rows = _by_label(load(path))
-    acc = {k: _mean_std([r.get("test_accuracy_val_selected") for r in v.values()])[0] for k, v in rows.items()}
-    val = {k: _mean_std([_val_acc(r["stages"][r["final_stage"]]) for r in rows[k].values()])[0] for k in PAIRS if k in rows}
+    acc = {k: float(_finite([r.get("test_accuracy_val_selected") for r in v.values()]).mean()) for k, v in rows.items()}
+    val = {k: float(_finite([_val_acc(r) for r in rows[k].values()]).mean()) for k in PAIRS if k in rows}
     best = max(val, key=lambda k: val[k])
     return {"best": best, "kd": acc[best], "mv": acc["mv"], "clean": acc["clean"], "closed": (acc[best] - acc["mv"]) / (acc["clean"] - acc["mv"])}
 
@@ -170,7 +178,7 @@ def ablation_table(path: Path, teacher: str, base: str) -> str:
     lines = ["| variant | val acc | test acc (val-selected) | Δ vs teacher (points) | Δ vs base (points) |", "|---|---|---|---|---|"]
     for label, runs in rows.items():
         rs = list(runs.values())
-        val = [_val_acc(r["stages"][r["final_stage"]]) if r.get("stages") else _val_acc(r) for r in rs]
+        val = [_val_acc(r) for r in rs]
         t = paired(d, label, teacher) if label.startswith("kdcrowd") else {"n": 0}
         b = paired(d, label, base) if label.startswith("kdcrowd") and label != base else {"n": 0}
         fmt = lambda x: f"{100 * x['mean']:+.1f} ± {100 * x['std']:.1f} ({x['wins']}/{x['n']}, {_verdict(x)})" if x["n"] else ""  # noqa: E731
@@ -220,7 +228,7 @@ def expertise_gap_figure(path: Path, out: Path, title: str) -> list[Path]:
 
     def per_worker(label: str) -> np.ndarray:
         recs = [rows[label][s] for s in seeds]
-        return np.nanmean([(r["stages"]["stage2"] if r.get("stages") else r)["expertise_error"]["relative_per_worker"] for r in recs], axis=0)
+        return np.nanmean([_worker_model(r)["expertise_error"]["relative_per_worker"] for r in recs], axis=0)
 
     errs = {k: per_worker(k) for k, _ in series}
     order = np.argsort(np.nan_to_num(errs["maxmig"], nan=-1.0))
@@ -241,7 +249,7 @@ def stage2_init_table(paths: dict[str, Path]) -> str:
     for name, path in paths.items():
         for label, runs in _by_label(load(path)).items():
             rs = list(runs.values())
-            em = [((r["stages"]["stage2"] if r.get("stages") else r)["expertise_error"] or {}).get("relative_mean") for r in rs]
+            em = [(_worker_model(r)["expertise_error"] or {}).get("relative_mean") for r in rs]
             s2 = [r["stages"]["stage2"].get("test_accuracy_val_selected") for r in rs if r.get("stages")]
             fin = [r.get("final_stage") for r in rs if r.get("final_stage")]
             lines.append(f"| {name} | {label} | {_cell([r.get('test_accuracy_val_selected') for r in rs])} | {_cell(s2) if s2 else ''} "

@@ -24,6 +24,7 @@ def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "kdcrowd"  # stable element ids: a redrawn figure is the same file
     import matplotlib.pyplot as plt
 
     return plt
@@ -60,12 +61,14 @@ def memorization_curves(metrics: dict[str, Any], label: str | None = None) -> li
 
 
 def _save(fig: Any, out: str | Path) -> list[Path]:
+    """Write ``out``.png and ``out``.svg (no timestamp in the SVG) and close the figure."""
     stem = Path(out)
     stem = stem.with_suffix("") if stem.suffix in (".png", ".svg") else stem
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        fig.savefig(p, dpi=150, bbox_inches="tight", metadata={"Date": None} if p.suffix == ".svg" else None)
+    _plt().close(fig)
     return paths
 
 

@@ -144,9 +144,7 @@ def plot_worker_matrices(t: np.ndarray, worker_ids: Sequence[Any], classes: Sequ
         fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=9)
-    paths = _save(fig, out)
-    plt.close(fig)
-    return paths
+    return _save(fig, out)
 
 
 # ----------------------------------------------------------------------------- model file
