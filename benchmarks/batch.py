@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kdcrowd.io import write_json  # noqa: E402
+from report import load  # noqa: E402
 from suite import SUITES  # noqa: E402
 
 def _cost(suite: str) -> float:
@@ -97,8 +98,7 @@ def run(args: argparse.Namespace) -> None:
     args.parts.mkdir(parents=True, exist_ok=True)
     todo = [j for j in jobs if not _complete(_part(args.parts, *j), j[0], args.only)]
     todo.sort(key=lambda j: -_cost(j[0]))
-    slots = [(g, k) for g in range(args.gpus) for k in range(args.per_gpu)]
-    free = list(slots)
+    free = [(g, k) for g in range(args.gpus) for k in range(args.per_gpu)]
     running: dict[subprocess.Popen[bytes], tuple[tuple[str, int], tuple[int, int], float]] = {}
     t0 = time.perf_counter()
     print(f"[batch] {len(todo)} of {len(jobs)} jobs to run on {args.gpus} GPU(s) x {args.per_gpu}", flush=True)
@@ -111,9 +111,7 @@ def run(args: argparse.Namespace) -> None:
             with open(args.parts / f"{suite}.seed{seed}.log", "wb") as log:  # the child keeps its own copy of the handle
                 running[subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)] = ((suite, seed), slot, time.perf_counter())
             print(f"[batch {time.perf_counter() - t0:6.0f}s] start {suite} seed {seed} on GPU {slot[0]}", flush=True)
-        if not todo and not running:
-            break
-        if todo and time.perf_counter() - t0 >= args.deadline and not running:
+        if not running:  # all done, or past the start deadline with nothing left to wait for
             break
         time.sleep(1.0)
         for proc in [p for p in running if p.poll() is not None]:
@@ -147,9 +145,6 @@ def _read_inputs(paths: list[Path]) -> list[dict[str, Any]]:
                         assert f is not None
                         docs.append(json.loads(f.read()))
         else:
-            sys.path.insert(0, str(ROOT / "benchmarks"))
-            from report import load
-
             docs.append(load(p))
     return docs
 
