@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -42,9 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from kdcrowd.io import write_json  # noqa: E402
 from report import load  # noqa: E402
 from suite import SUITES  # noqa: E402
+
+from kdcrowd.io import atomic_file, write_json  # noqa: E402
+
 
 def _cost(suite: str) -> float:
     """Rough relative cost of one seed of a suite (a KD-Crowd run is about three plain runs)."""
@@ -83,14 +84,10 @@ def _complete(path: Path, suite: str, only: list[str] | None) -> bool:
 
 def pack(parts: Path, dest: Path) -> None:
     """All parts and logs into one tar.gz, replaced atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-    os.close(fd)
-    with tarfile.open(tmp, "w:gz") as tar:
+    with atomic_file(dest, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
         for p in sorted(parts.iterdir()):
             if p.suffix in (".json", ".log"):
                 tar.add(p, arcname=p.name)
-    os.replace(tmp, dest)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["write_json", "json_default"]
+__all__ = ["atomic_file", "write_json", "json_default"]
 
 
 def json_default(o: Any) -> Any:
@@ -24,11 +26,34 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON atomically (temporary file + rename), so an interrupted run never leaves half a file."""
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on a clean exit it is renamed onto ``path``.
+
+    An exception (or an interrupt) inside the block deletes the temporary file and leaves
+    ``path`` as it was, so readers never see half a file. The file gets the permissions a
+    plain ``open`` would give it (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write JSON atomically (see :func:`atomic_file`), so an interrupted run never leaves half a file."""
+    with atomic_file(path) as f:
         json.dump(obj, f, indent=2, default=json_default)
-    os.replace(tmp, path)

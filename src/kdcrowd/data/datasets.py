@@ -38,7 +38,6 @@ import hashlib
 import inspect
 import io
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io import atomic_file
 from .annotations import Annotations
 
 __all__ = [
@@ -257,22 +257,15 @@ def _fetch(url: str, dest: Path, sha256: str | None = None, md5: str | None = No
     / ``OSError``.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     h256, h5 = hashlib.sha256(), hashlib.md5()
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, _urlopen(url, timeout=timeout) as resp:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                out.write(chunk)
-                h256.update(chunk)
-                h5.update(chunk)
+    with atomic_file(dest, "wb") as out, _urlopen(url, timeout=timeout) as resp:
+        for chunk in iter(lambda: resp.read(1 << 20), b""):
+            out.write(chunk)
+            h256.update(chunk)
+            h5.update(chunk)
         for name, want, got in (("sha256", sha256, h256.hexdigest()), ("md5", md5, h5.hexdigest())):
             if want is not None and got != want:
                 raise ValueError(f"checksum mismatch for {url}: {name} {got}, expected {want}")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest
 
 

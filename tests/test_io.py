@@ -1,0 +1,34 @@
+"""kdcrowd.io: atomic writes keep old content on failure and get ordinary permissions."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from kdcrowd.io import atomic_file, write_json
+
+
+def test_write_json_gets_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
+
+
+def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
+    dest = tmp_path / "m.json"
+    write_json(dest, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(dest, {"a": object()})
+    assert json.loads(dest.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+    with pytest.raises(KeyboardInterrupt), atomic_file(tmp_path / "b.bin", "wb") as f:
+        f.write(b"half")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
