@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.data.datasets import load_dataset  # noqa: E402
-from kdcrowd.methods import RunConfig, run_on_dataset, versions  # noqa: E402
+from kdcrowd.methods import CROWD_MODELS, RunConfig, run_on_dataset, versions  # noqa: E402
 from kdcrowd.training import TrainConfig  # noqa: E402
 
-TEACHERS = ["crowdlayer-mw", "crowdlayer-vw", "crowdlayer-vb", "crowdlayer-vwb", "maxmig", "conal"]
+TEACHERS = list(CROWD_MODELS)
 
 
 def _kd_runs(teachers: list[str]) -> list[dict[str, Any]]:
@@ -137,13 +137,14 @@ def main() -> None:
     t0 = time.perf_counter()
     out: dict[str, Any] = {"suite": args.suite, "command": " ".join(sys.argv), "versions": versions(), "runs": []}
     for seed in args.seeds:
-        ds = load_dataset(suite["dataset"], root=args.root, workers=suite["workers"], seed=seed, **suite.get("dataset_options", {}))
+        dopts = dict(suite.get("dataset_options", {}))
+        ds = load_dataset(suite["dataset"], root=args.root, workers=suite["workers"], seed=seed, **dopts)
         teachers: dict[str, Any] = {}  # crowd model runs of this seed, reused as KD-Crowd teachers
         for spec in suite["runs"]:
             if args.only and spec["label"] not in args.only:
                 continue
             train = TrainConfig(epochs=hp["epochs"], batch_size=hp["batch_size"], lr=hp["lr"], seed=seed, device=args.device, progress=False)
-            cfg = RunConfig(dataset=suite["dataset"], method=spec["method"], workers=suite["workers"], seed=seed, train=train, options=dict(spec.get("options", {})))
+            cfg = RunConfig(dataset=suite["dataset"], method=spec["method"], workers=suite["workers"], seed=seed, train=train, options=dict(spec.get("options", {})), dataset_options=dopts)
             t = time.perf_counter()
             tname = cfg.options.get("teacher")
             pre = teachers.get(tname) if cfg.method == "kdcrowd" else None

@@ -93,3 +93,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     for method in ("mv", "ds", "crowdlayer-mw", "maxmig", "kdcrowd"):
         assert (tmp_path / method / "metrics.json").exists()
+
+
+def test_run_reports_a_diverging_loss_as_one_error_line(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--lr", "1e9", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2, r.output
+    assert "lower the learning rate" in r.output and "Traceback" not in r.output

@@ -22,6 +22,8 @@ from .io import write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
 console = Console()
+#: Errors that mean bad input or settings: printed as one line, no traceback (AnnotationError is a ValueError).
+USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, FloatingPointError)
 
 
 def _fmt(v: Any) -> str:
@@ -123,7 +125,7 @@ def run(
     open(cfg.progress_file, "w").close()
     try:
         metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except USER_ERRORS as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
     write_json(out / "metrics.json", metrics)
@@ -156,7 +158,7 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path) -> None:
         if D.is_main():
             try:
                 ds = load()
-            except (ValueError, FileNotFoundError, RuntimeError) as e:
+            except USER_ERRORS as e:
                 error = str(e)
         error = D.broadcast_object(error)  # also the barrier the other ranks wait at
         if error is None:
@@ -164,7 +166,7 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path) -> None:
                 if ds is None:
                     ds = load()
                 metrics, output = run_on_dataset(ds, cfg)
-            except (ValueError, FileNotFoundError, RuntimeError) as e:
+            except USER_ERRORS as e:
                 error = str(e)
         if error is not None:
             if D.is_main():
@@ -335,7 +337,7 @@ def fit(
             lr=lr, device=device, random_state=seed, duplicates=duplicates, verbose=not quiet, worker_lr_scale=worker_lr_scale,
         )
         clf.fit(X, ann)
-    except (AnnotationError, ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+    except USER_ERRORS as e:
         fail(str(e))
     settings: dict[str, Any] = {"annotations": f"`{annotations}`", "items": f"`{features if features is not None else images}`", "method": method}
     if method == "kdcrowd":
