@@ -40,19 +40,10 @@ def _cell(values: list[float | None], pct: bool = True) -> str:
     return f"{s * v.mean():.1f} ± {s * v.std(ddof=1):.1f}" if pct else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
-def _final(run: dict[str, Any]) -> dict[str, Any]:
-    """The record of a run's final predictor: KD-Crowd's final stage, else the run itself."""
-    return run["stages"][run["final_stage"]] if run.get("stages") else run
-
-
-def _worker_model(run: dict[str, Any]) -> dict[str, Any]:
-    """The record whose worker matrices a run reports: KD-Crowd's stage-2 crowd model, else the run itself."""
-    return run["stages"]["stage2"] if run.get("stages") else run
-
-
 def _val_acc(run: dict[str, Any]) -> float | None:
-    """Best validation accuracy of the run's final predictor (the selected epoch's)."""
-    vals = [h.get("val_accuracy") for h in _final(run).get("history", []) if h.get("val_accuracy") is not None]
+    """Best validation accuracy of the run's final predictor (the selected epoch's; a KD-Crowd
+    run's top-level history is its final stage's)."""
+    vals = [h.get("val_accuracy") for h in run.get("history", []) if h.get("val_accuracy") is not None]
     return max(vals) if vals else None
 
 
@@ -107,7 +98,8 @@ def _by_label(d: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
 
 
 def _em(r: dict[str, Any]) -> float | None:
-    """Relative expertise error E_m (mean over workers); for KD-Crowd the stage-2 worker model's."""
+    """Relative expertise error E_m (mean over workers); a KD-Crowd run's top level holds its
+    stage-2 crowd model's (the teacher's with one stage)."""
     e = r.get("expertise_error") or {}
     return e.get("relative_mean")
 
@@ -228,7 +220,7 @@ def expertise_gap_figure(path: Path, out: Path, title: str) -> list[Path]:
 
     def per_worker(label: str) -> np.ndarray:
         recs = [rows[label][s] for s in seeds]
-        return np.nanmean([_worker_model(r)["expertise_error"]["relative_per_worker"] for r in recs], axis=0)
+        return np.nanmean([r["expertise_error"]["relative_per_worker"] for r in recs], axis=0)
 
     errs = {k: per_worker(k) for k, _ in series}
     order = np.argsort(np.nan_to_num(errs["maxmig"], nan=-1.0))
@@ -249,7 +241,7 @@ def stage2_init_table(paths: dict[str, Path]) -> str:
     for name, path in paths.items():
         for label, runs in _by_label(load(path)).items():
             rs = list(runs.values())
-            em = [(_worker_model(r)["expertise_error"] or {}).get("relative_mean") for r in rs]
+            em = [_em(r) for r in rs]
             s2 = [r["stages"]["stage2"].get("test_accuracy_val_selected") for r in rs if r.get("stages")]
             fin = [r.get("final_stage") for r in rs if r.get("final_stage")]
             lines.append(f"| {name} | {label} | {_cell([r.get('test_accuracy_val_selected') for r in rs])} | {_cell(s2) if s2 else ''} "
