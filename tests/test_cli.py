@@ -99,3 +99,16 @@ def test_run_reports_a_diverging_loss_as_one_error_line(tmp_path: Path) -> None:
     r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--lr", "1e9", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "r")])
     assert r.exit_code == 2, r.output
     assert "lower the learning rate" in r.output and "Traceback" not in r.output
+
+
+def test_plot_workers_without_true_matrices(tmp_path: Path) -> None:
+    """A run on data without training truth saves no true matrices; the plot shows the estimates alone."""
+    from kdcrowd.report.plots import plot_workers
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"method": "ds"}))
+    est = np.full((3, 4, 4), 0.25)
+    np.savez(run / "transitions.npz", estimated=est, labels_per_worker=np.array([5, 9, 1]))
+    paths = plot_workers(run, tmp_path / "w", n_workers=2)
+    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in paths)

@@ -24,7 +24,6 @@ def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "kdcrowd"  # stable element ids: a redrawn figure is the same file
     import matplotlib.pyplot as plt
 
     return plt
@@ -66,9 +65,11 @@ def _save(fig: Any, out: str | Path) -> list[Path]:
     stem = stem.with_suffix("") if stem.suffix in (".png", ".svg") else stem
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight", metadata={"Date": None} if p.suffix == ".svg" else None)
-    _plt().close(fig)
+    plt = _plt()
+    with plt.rc_context({"svg.hashsalt": "kdcrowd"}):  # stable element ids: a redrawn figure is the same file
+        for p in paths:
+            fig.savefig(p, dpi=150, bbox_inches="tight", metadata={"Date": None} if p.suffix == ".svg" else None)
+    plt.close(fig)
     return paths
 
 
@@ -97,17 +98,20 @@ def plot_memorization(run_dirs: Sequence[str | Path | dict[str, Any]], out: str 
 
 
 def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> list[Path]:
-    """True (top row) vs estimated (bottom row) matrices of the workers with the most labels."""
+    """True (top row, when the run knew them) and estimated matrices of the workers with the most labels."""
     plt = _plt()
     p = Path(run_dir) / "transitions.npz"
     if not p.exists():
         raise FileNotFoundError(f"no transitions.npz in {run_dir}: the run's method estimates no worker matrices, or it was written by an older version")
     z = np.load(p)
-    est, true = z["estimated"], z["true"]
+    est = z["estimated"]
+    # The true matrices are saved only when the training labels are known.
+    rows = (("true", z["true"]), ("estimated", est)) if "true" in z else (("estimated", est),)
     order = np.argsort(-z["labels_per_worker"])[:n_workers] if "labels_per_worker" in z else np.arange(min(n_workers, len(est)))
-    fig, axes = plt.subplots(2, len(order), figsize=(1.8 * len(order), 3.8), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(order), figsize=(1.8 * len(order), 1.9 * len(rows)), squeeze=False)
     for j, m in enumerate(order):
-        for r, (mat, name) in enumerate(((true[m], "true"), (est[m], "estimated"))):
+        for r, (name, mats) in enumerate(rows):
+            mat = mats[m]
             a = axes[r, j]
             a.imshow(mat, vmin=0, vmax=1, cmap="viridis")
             a.set_xticks([])
