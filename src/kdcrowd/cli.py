@@ -205,11 +205,14 @@ def demo(
 
     ds = load_dataset("digits", workers=workers, seed=seed)
     rows = []
+    teacher = None  # the Max-MIG run, reused as KD-Crowd's teacher (same seed and settings)
     for method in DEMO_METHODS:
         options: dict[str, Any] = {"teacher": "maxmig", "kd": "mig-kl"} if method == "kdcrowd" else {}
         cfg = _run_config("digits", method, workers, epochs, 128, 3e-3, seed, device, "auto", options, progress=False)
         console.print(f"[bold]{method}[/bold] …")
-        metrics, _ = run_on_dataset(ds, cfg)
+        metrics, output = run_on_dataset(ds, cfg, pretrained_teacher=teacher if method == "kdcrowd" else None)
+        if method == "maxmig":
+            teacher = (output.module.model, output.fit)
         write_json(out / method / "metrics.json", metrics)
         rows.append(metrics)
     console.print(results_table(rows, f"digits, {ds.annotations.n_workers} simulated workers ({workers}), seed {seed}"))
