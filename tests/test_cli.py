@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,14 +86,17 @@ def test_datasets_lists_sets_and_worker_cases() -> None:
     r = runner.invoke(app, ["datasets"])
     assert r.exit_code == 0
     for name in ("labelme", "cifar10n", "cifar10", "digits", "maxmig-low-2", "hammer-spammer", "sparse", "instance"):
-        assert name in r.output
+        assert re.search(rf"^\W*{re.escape(name)}\s", r.output, re.M), name  # a row of its own, not a prefix of another name
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     r = runner.invoke(app, ["demo", "--epochs", "2", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    for method in ("mv", "ds", "crowdlayer-mw", "maxmig", "kdcrowd"):
-        assert (tmp_path / method / "metrics.json").exists()
+    acc = {m: json.loads((tmp_path / m / "metrics.json").read_text())["test_accuracy_val_selected"] for m in ("mv", "ds", "crowdlayer-mw", "maxmig", "kdcrowd")}
+    # the always-class-0 juniors sink majority vote; the crowd model and KD-Crowd recover (measured at 2 epochs: 0.11 / 0.76 / 0.69)
+    assert acc["mv"] < 0.2
+    assert acc["maxmig"] > acc["mv"] + 0.4 and acc["kdcrowd"] > acc["mv"] + 0.4
+    assert "maxmig" in r.output and "kdcrowd" in r.output  # the results table is printed
 
 
 def test_run_reports_a_diverging_loss_as_one_error_line(tmp_path: Path) -> None:
@@ -111,4 +115,6 @@ def test_plot_workers_without_true_matrices(tmp_path: Path) -> None:
     est = np.full((3, 4, 4), 0.25)
     np.savez(run / "transitions.npz", estimated=est, labels_per_worker=np.array([5, 9, 1]))
     paths = plot_workers(run, tmp_path / "w", n_workers=2)
-    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in paths)
+    assert [p.suffix for p in paths] == [".png", ".svg"]
+    svg = paths[1].read_text()
+    assert len(re.findall(r'<g id="axes_\d+"', svg)) == 2  # one row of two workers: estimates only
