@@ -322,6 +322,66 @@ def test_aggregation_frame_original_ids_and_classes():
         aggregation_frame(ann2, "median")
 
 
+def test_aggregation_frame_rejects_colliding_class_names():
+    # classes 1 and "1" both name a column "p_1": one used to overwrite the other
+    ann = Annotations(np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([0, 1, 1]),
+                      classes=np.array([1, "1"], dtype=object))
+    assert ann.n_classes == 2
+    with pytest.raises(ValueError, match="'p_1'"):
+        aggregation_frame(ann, "mv")
+    # from answers JSON the two spellings are one class, so the table is complete
+    ann2 = Annotations.from_answers_json({"0": {"a": 1, "b": "1"}, "1": {"a": 0}})
+    f = aggregation_frame(ann2, "mv")
+    assert list(f.columns) == ["item", "label", "p_0", "p_1"]
+    assert list(f["label"]) == [1, 0]
+
+
+def test_aggregate_mv_counts_votes_once(monkeypatch):
+    import kdcrowd.aggregation as agg
+
+    rng = np.random.default_rng(5)
+    a = 4000
+    ann = _ann(rng.integers(0, 600, a), rng.integers(0, 30, a), rng.integers(0, 4, a),
+               n_items=700, n_workers=30, n_classes=4)
+    weights = rng.uniform(0, 2, 30)
+    weights[3] = 0.0
+    cases = [{}, {"tie_break": "random", "seed": 11}, {"tie_break": "random", "seed": None},
+             {"weights": weights}, {"weights": weights, "tie_break": "random", "seed": 2}]
+    calls = []
+    real = agg._vote_counts
+    monkeypatch.setattr(agg, "_vote_counts", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    for kw in cases:
+        for method in ("mv", "mv-soft"):
+            calls.clear()
+            labels, post = aggregate(ann, method, **kw)
+            assert len(calls) == 1, (method, kw)
+            if kw.get("seed", 0) is None:
+                assert set(labels[labels >= 0]) <= set(range(4))
+                continue
+            # bit-identical to the separate hard and soft votes
+            hard = majority_vote(ann, **kw)
+            soft = majority_vote(ann, soft=True, weights=kw.get("weights"))
+            assert labels.dtype == hard.dtype and post.dtype == soft.dtype
+            np.testing.assert_array_equal(labels, hard)
+            np.testing.assert_array_equal(post, soft)
+    with pytest.raises(ValueError, match="tie_break"):
+        aggregate(ann, "mv", tie_break="highest")
+
+
+def test_dawid_skene_device_auto():
+    ann = _hand()
+    ref = dawid_skene(ann, n_iter=5)
+    res = dawid_skene(ann, n_iter=5, device="auto")
+    want = torch.float64 if not torch.cuda.is_available() else torch.float32
+    assert res.posteriors.dtype == (np.float64 if want == torch.float64 else np.float32)
+    np.testing.assert_allclose(res.posteriors, ref.posteriors, atol=1e-4)
+    labels, _ = aggregate(ann, "ds", n_iter=5, device="auto")
+    np.testing.assert_array_equal(labels, ref.labels)
+    assert aggregate(ann, "mv", device="auto")[0].tolist() == majority_vote(ann).tolist()
+    with pytest.raises((ValueError, RuntimeError)):
+        dawid_skene(ann, device="automatic")
+
+
 # ---------------------------------------------- truth-inference data sets vs crowd-kit
 
 

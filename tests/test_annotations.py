@@ -400,6 +400,35 @@ def test_answers_json_string_ids_and_labels():
     np.testing.assert_array_equal(b.classes, [0, 1, 2, 3])
 
 
+def test_answers_json_keys_beyond_int64_stay_strings():
+    # integer-looking keys that do not fit int64 used to raise OverflowError
+    big = "123456789012345678901"
+    a = Annotations.from_answers_json({big: {"1": 0}, "7": {"1": 1}})
+    assert list(a.item_ids) == [big, "7"] and a.item_ids.dtype == object
+    np.testing.assert_array_equal(a.worker_ids, [1])  # other levels still convert
+    b = Annotations.from_answers_json({"0": {"-9223372036854775809": 0, "3": 1}})
+    assert sorted(b.worker_ids.tolist()) == ["-9223372036854775809", "3"]
+    c = Annotations.from_answers_json({"0": {"1": "99999999999999999999", "2": "0"}})
+    assert sorted(c.classes.tolist()) == ["0", "99999999999999999999"]
+    # the int64 limits themselves still convert
+    d = Annotations.from_answers_json({"9223372036854775807": {"-9223372036854775808": 0}})
+    assert d.item_ids.tolist() == [2**63 - 1] and d.worker_ids.tolist() == [-(2**63)]
+
+
+def test_answers_json_mixed_int_and_string_labels_are_one_class():
+    # 1 and "1" used to become two classes (and aggregation_frame lost a column)
+    a = Annotations.from_answers_json({"0": {"a": 1, "b": "1", "c": 0}, "1": {"a": "0"}})
+    assert a.classes.tolist() == [0, 1] and a.classes.dtype.kind == "i"
+    assert a.to_answers_json() == {0: {"a": 1, "b": 1, "c": 0}, 1: {"a": 0}}
+    # not every label integer-like: kept as given
+    b = Annotations.from_answers_json({"0": {"a": 1, "b": "x"}})
+    assert sorted(map(str, b.classes.tolist())) == ["1", "x"]
+    c = Annotations.from_answers_json({"0": {"a": 1, "b": "01"}})
+    assert c.n_classes == 2
+    # a missing label is still reported, not silently converted
+    assert "missing values" in _err(Annotations.from_answers_json, {"0": {"a": 1, "b": "1", "c": None}})
+
+
 def test_answers_json_errors(tmp_path):
     assert "{item: {worker: label}}" in _err(Annotations.from_answers_json, [1, 2])
     msg = _err(Annotations.from_answers_json, {"a": {"w": 0}, "b": 3})

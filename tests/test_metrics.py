@@ -125,6 +125,43 @@ def test_true_transitions_from_annotations_object_and_torch():
     assert out["mae_mean"] == 0.0 and math.isnan(out["relative_per_worker"][2])
 
 
+def test_true_transitions_match_annotations_empirical_confusion():
+    from kdcrowd.data.annotations import Annotations, row_normalise
+
+    rng = np.random.default_rng(0)
+    n, m, k, a = 300, 12, 4, 2000
+    ann = Annotations(rng.integers(0, n, a), rng.integers(0, m, a), rng.integers(0, k, a),
+                      n_items=n, n_workers=m, n_classes=k)
+    y_true = rng.integers(0, k, n)
+    y_true[rng.random(n) < 0.2] = -1
+    T, mask = true_transitions_from_labels(ann, y_true)
+    ref, ref_mask = row_normalise(ann.empirical_confusion(y_true), fill=0.0)
+    assert T.dtype == np.float64 and T.shape == (m, k, k)
+    np.testing.assert_array_equal(T, ref)
+    np.testing.assert_array_equal(mask, ref_mask)
+    # the caller's arrays stay writeable (nothing is frozen behind their back)
+    item, worker, label = (np.array(x) for x in (ann.item, ann.worker, ann.label))
+    true_transitions_from_labels(item, worker, label, y_true, m, k)
+    assert worker.flags.writeable and label.flags.writeable and y_true.flags.writeable
+
+
+def test_unpack_does_not_copy_int64_arrays():
+    from kdcrowd.metrics import _unpack
+
+    item, worker, label = np.arange(6), np.array([0, 1, 0, 1, 2, 2]), np.array([0, 1, 1, 0, 1, 0])
+    y_true = np.array([0, 1, 1, 0, 1, 0])
+    out = _unpack(item, worker, label, y_true, None, None)
+    for got, given in zip(out[:4], (item, worker, label, y_true)):
+        assert np.shares_memory(got, given)
+    ann = SimpleNamespace(item=item, worker=worker, label=label)
+    assert all(np.shares_memory(g, x) for g, x in zip(_unpack(ann, y_true, None, None, None, None)[:3],
+                                                      (item, worker, label)))
+    # other dtypes and torch tensors are still converted
+    out = _unpack(item.astype(np.int32), torch.tensor(worker), label, y_true, None, None)
+    assert all(x.dtype == np.int64 for x in out[:4])
+    np.testing.assert_array_equal(out[1], worker)
+
+
 def _memo_case():
     y_true = np.array([0, 1, 2, 0])
     pred = np.array([1, 1, 2, 2])

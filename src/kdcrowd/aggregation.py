@@ -100,6 +100,9 @@ def _canonical_method(method: str) -> str:
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device; ``"auto"`` is CUDA when available, else the CPU."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
@@ -149,18 +152,34 @@ def majority_vote(
     Items without annotations (or whose votes all have weight 0) get label ``-1`` and a
     uniform soft row ``1/K``.
     """
+    _check_tie_break(tie_break)
+    counts = _vote_counts(ann, weights)
+    if soft:
+        return _soft_from_counts(counts)
+    return _hard_from_counts(counts, tie_break, seed, weighted=weights is not None)
+
+
+def _check_tie_break(tie_break: str) -> None:
     if tie_break not in ("lowest", "random"):
         raise ValueError(f"tie_break must be 'lowest' or 'random', got {tie_break!r}")
-    counts = _vote_counts(ann, weights)
+
+
+def _soft_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Vote proportions ``(N, K)`` from vote totals; uniform rows where there is no vote."""
     n, k = counts.shape
     total = counts.sum(axis=1)
     has = total > 0
-    if soft:
-        out = np.full((n, k), 1.0 / k, dtype=np.float64)
-        out[has] = counts[has] / total[has, None]
-        return out
-    cmax = counts.max(axis=1, keepdims=True) if k else np.zeros((n, 1))
-    if weights is None:
+    out = np.full((n, k), 1.0 / k, dtype=np.float64)
+    out[has] = counts[has] / total[has, None]
+    return out
+
+
+def _hard_from_counts(counts: np.ndarray, tie_break: str, seed: int | None, weighted: bool) -> np.ndarray:
+    """Hard majority labels ``(N,)`` from vote totals (``-1`` where there is no vote)."""
+    n, k = counts.shape
+    has = counts.sum(axis=1) > 0
+    cmax = counts.max(axis=1, keepdims=True)  # k >= 1 (checked in _arrays)
+    if not weighted:
         is_max = counts == cmax
     else:  # float sums: treat values within rounding of the max as tied
         is_max = counts >= cmax - 1e-9 * np.abs(cmax)
@@ -253,7 +272,8 @@ def dawid_skene(
             after a few iterations -- which is why crowd-kit's labels differ from a
             fully converged EM. ``"loglik"`` uses the marginal log-likelihood of the
             annotations, EM's actual objective, and runs EM to convergence.
-        device: torch device to run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+        device: torch device to run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``...;
+            ``"auto"``: CUDA when available, else the CPU).
         dtype: torch float dtype; default float64 on the CPU, float32 elsewhere.
     """
     item_np, worker_np, label_np, n, m, k = _arrays(ann)
@@ -371,8 +391,7 @@ def dawid_skene(
         priors, trans, raw = m_step(q)
         loglik.append(ll)
         if a == 0:
-            converged = True
-            break
+            break  # nothing to fit; converged is set below
         if criterion == "crowdkit":
             objective.append(crowdkit_objective(q, priors, trans, raw))
         else:
@@ -429,9 +448,11 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
                 f"unexpected option(s) {sorted(bad)} for method {meth!r}; "
                 "allowed: tie_break, seed, weights"
             )
-        labels = majority_vote(ann, soft=False, **kw)
-        post = majority_vote(ann, soft=True, weights=kw.get("weights"))
-        return labels, post
+        tie_break, seed = kw.get("tie_break", "lowest"), kw.get("seed", 0)
+        _check_tie_break(tie_break)
+        counts = _vote_counts(ann, kw.get("weights"))  # counted once for both outputs
+        labels = _hard_from_counts(counts, tie_break, seed, weighted=kw.get("weights") is not None)
+        return labels, _soft_from_counts(counts)
     allowed = {"n_iter", "tol", "init", "smoothing", "eps", "criterion", "device", "dtype"}
     bad = set(kw) - allowed
     if bad:
@@ -472,6 +493,14 @@ def aggregation_frame(ann: Any, method: str = "mv", **kw: Any) -> pd.DataFrame:
         else:
             lab = values.astype(object)
             lab[missing] = None
+    names = pd.Series([f"p_{c}" for c in classes])
+    if names.duplicated().any():
+        clash = sorted({repr(c) for c, d in zip(classes.tolist(), names.duplicated(keep=False)) if d})
+        raise ValueError(
+            f"classes {', '.join(clash)} give the same column name "
+            f"{names[names.duplicated()].iloc[0]!r}; give the classes distinct names "
+            "(e.g. all ints or all strings)"
+        )
     cols: dict[str, Any] = {"item": item_ids, "label": lab}
     for j, c in enumerate(classes):
         cols[f"p_{c}"] = post[:, j]

@@ -91,10 +91,12 @@ def _unpack(item, worker, label, y_true, n_workers, n_classes):
             n_classes = getattr(ann, "n_classes", None)
     if worker is None or label is None or y_true is None:
         raise TypeError("need item, worker, label and y_true (or an annotations object and y_true)")
-    item = _np(item).astype(np.int64).ravel()
-    worker = _np(worker).astype(np.int64).ravel()
-    label = _np(label).astype(np.int64).ravel()
-    y_true = _np(y_true).astype(np.int64).ravel()
+    # no copies when the arrays already are int64 (this runs every epoch); nothing below
+    # writes into them
+    item = np.asarray(_np(item), dtype=np.int64).ravel()
+    worker = np.asarray(_np(worker), dtype=np.int64).ravel()
+    label = np.asarray(_np(label), dtype=np.int64).ravel()
+    y_true = np.asarray(_np(y_true), dtype=np.int64).ravel()
     if not (item.shape == worker.shape == label.shape):
         raise ValueError(
             f"item, worker, label must be aligned; got lengths {item.size}, {worker.size}, "
@@ -224,12 +226,13 @@ def true_transitions_from_labels(
         raise ValueError(f"labels and y_true must lie in 0..{K - 1}")
     if worker.size and (worker.min() < 0 or worker.max() >= M):
         raise ValueError(f"worker indices must lie in 0..{M - 1}")
-    flat = (worker * K + yt) * K + label
-    counts = np.bincount(flat, minlength=M * K * K).reshape(M, K, K).astype(np.float64)
-    totals = counts.sum(axis=2)
-    mask = totals > 0
-    T = np.divide(counts, totals[:, :, None], out=np.zeros_like(counts), where=mask[:, :, None])
-    return T, mask
+    from kdcrowd.data.annotations import Annotations, row_normalise
+
+    # the annotations of items with known truth, one "item" each, counted and normalised
+    # by the annotation class's own code (rows without data: zeros, masked)
+    known = Annotations._new(np.arange(yt.size), worker, label, yt.size, M, K,
+                             np.arange(yt.size), np.arange(M), np.arange(K))
+    return row_normalise(known.empirical_confusion(yt), fill=0.0)
 
 
 # --------------------------------------------------------------------------------------

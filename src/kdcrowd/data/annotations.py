@@ -201,16 +201,26 @@ def _integer_values(series: pd.Series) -> np.ndarray | None:
 
 
 def _numeric_keys(keys: Sequence[Any]) -> np.ndarray:
-    """JSON keys: convert when every one is a canonical integer string (``"12"``)."""
+    """JSON keys: convert when every one is a canonical integer string (``"12"``) and
+    every one fits int64; otherwise they stay as they are (an id such as
+    ``"123456789012345678901"`` stays a string)."""
     s = pd.Series(list(keys), dtype=object)
     if s.empty:
         return np.array([], dtype=object)
     kind = pd.api.types.infer_dtype(s, skipna=False)
-    if kind == "integer":
-        return s.to_numpy().astype(np.int64)
-    if kind == "string" and bool(s.str.fullmatch(_CANONICAL_INT).all()):
-        return s.astype(np.int64).to_numpy()
+    if kind == "integer" or (kind == "string" and bool(s.str.fullmatch(_CANONICAL_INT).all())):
+        try:
+            return s.astype(np.int64).to_numpy()
+        except OverflowError:  # an integer beyond int64: keep every key as given
+            pass
     return s.to_numpy(dtype=object)
+
+
+def _is_int_label(v: Any) -> bool:
+    """An int (not a bool) or a canonical integer string: a label that may become an int."""
+    if isinstance(v, str):
+        return _CANONICAL_INT.fullmatch(v) is not None
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def _suffix(path: Path) -> str:
@@ -719,7 +729,8 @@ class Annotations:
 
         ``obj_or_path`` is the parsed dict or a path (``.json`` / ``.json.gz``). Keys
         that are all canonical integer strings (``"0"``, ``"17"``) become ints, at
-        each level separately; so do such label strings. Item order follows the keys
+        each level separately, unless one of them does not fit int64; so do such label
+        strings, also when mixed with int labels (``1`` and ``"1"`` are one class). Item order follows the keys
         of the JSON (items with ``{}`` are kept, with no labels); workers are sorted.
         ``duplicates`` is accepted for symmetry with :meth:`from_long` (a JSON object
         cannot repeat a worker within an item, so it only matters if two worker keys
@@ -757,10 +768,15 @@ class Annotations:
         wk = _numeric_keys(list(chain.from_iterable(d.keys() for d in inner)))
         labels = list(chain.from_iterable(d.values() for d in inner))
         lab_s = pd.Series(labels, dtype=object)
-        if labels and pd.api.types.infer_dtype(lab_s, skipna=True) == "string" and \
-                bool(lab_s.dropna().str.fullmatch(_CANONICAL_INT).all()):
+        lab_kind = pd.api.types.infer_dtype(lab_s, skipna=True) if labels else "empty"
+        if lab_kind == "string" and bool(lab_s.dropna().str.fullmatch(_CANONICAL_INT).all()):
             lab_s = pd.Series(_numeric_keys(lab_s.dropna().tolist()),
                               index=lab_s.dropna().index).reindex(lab_s.index)
+        elif lab_kind == "mixed-integer" and all(_is_int_label(v) for v in lab_s.dropna()):
+            # ints mixed with integer strings (1 and "1"): one class each, not two
+            given = lab_s.dropna()
+            lab_s = pd.Series(_numeric_keys([str(v) for v in given]),
+                              index=given.index).reindex(lab_s.index)
         elif labels and pd.api.types.infer_dtype(lab_s, skipna=False) == "integer":
             lab_s = lab_s.astype(np.int64)
         df = pd.DataFrame({

@@ -240,8 +240,9 @@ _urlopen = urllib.request.urlopen  # module attribute so tests can make the netw
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
-def _digest(path: Path, algo: str = "sha256") -> str:
-    h = hashlib.new(algo)
+def _digest(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

@@ -21,7 +21,7 @@ message names the file, the offending rows or files, and how to fix it.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +50,16 @@ ID_STYLES: tuple[str, ...] = ("stem", "name", "path")
 _SHOW = 5
 
 
-def _listing(values: Sequence[Any], total: int | None = None) -> str:
-    """``"'a', 'b', 'c'"`` for the first few values, ``"... and N more"`` for the rest."""
+def _listing(values: Sequence[Any], total: int | None = None, sep: str = ", ", fmt: Callable[[Any], str] = repr) -> str:
+    """``"'a', 'b', 'c'"`` for the first few values, ``"... and N more"`` for the rest.
+
+    ``total`` is the full count when ``values`` holds only the first few; ``sep`` joins
+    the entries and ``fmt`` writes each one (``repr`` by default, ``str`` for entries that
+    are already descriptions).
+    """
     total = len(values) if total is None else total
-    text = ", ".join(repr(v) for v in list(values)[:_SHOW])
-    return text + (f", ... and {total - _SHOW} more" if total > _SHOW else "")
+    text = sep.join(fmt(v) for v in list(values)[:_SHOW])
+    return text + (f"{sep}... and {total - _SHOW} more" if total > _SHOW else "")
 
 
 def _require_file(path: Path, what: str) -> None:
@@ -154,14 +159,15 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         raise ValueError(f"cannot tell the format of feature file {path.name!r}; use .npy, .csv, .csv.gz, .tsv, .tsv.gz, .parquet or .pq")
     if len(X) == 0:
         raise ValueError(f"feature file {path} has no rows")
-    X = np.asarray(X, dtype=np.float64)
+    # cast first, check after: values beyond float32's range become inf here and are caught
+    with np.errstate(over="ignore"):
+        X = np.asarray(X, dtype=np.float32)
     finite = np.isfinite(X)
     if not finite.all():
         rows = np.flatnonzero(~finite.all(axis=1))
         where = [f"{ids[r]} ({columns[int(np.flatnonzero(~finite[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(~finite[r])[0]))})" for r in rows[:_SHOW]]
-        more = f", ... and {rows.size - _SHOW} more" if rows.size > _SHOW else ""
-        raise ValueError(f"feature file {path}: missing or infinite values for {rows.size} item(s): {', '.join(where)}{more}; fill them in or drop those items")
-    return ids, X.astype(np.float32)
+        raise ValueError(f"feature file {path}: missing or infinite values for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}; fill them in or drop those items")
+    return ids, X
 
 
 # ----------------------------------------------------------------------------- images
@@ -244,8 +250,7 @@ def load_images(files: Sequence[Path], size: int) -> np.ndarray:
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL raises all of these for broken files
             bad.append(f"{f} ({type(e).__name__}: {str(e)[:80]})")
     if bad:
-        shown = "; ".join(bad[:_SHOW]) + (f"; ... and {len(bad) - _SHOW} more" if len(bad) > _SHOW else "")
-        raise ValueError(f"{len(bad)} image file(s) could not be read: {shown}. Fix or remove them")
+        raise ValueError(f"{len(bad)} image file(s) could not be read: {_listing(bad, sep='; ', fmt=str)}. Fix or remove them")
     return out
 
 
@@ -364,13 +369,13 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     bad = np.flatnonzero(pos < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
-        raise ValueError(f"label file {path}: {bad.size} row(s) name items that have no features/images: {'; '.join(shown)}{', ...' if bad.size > _SHOW else ''}; drop them or add the items")
+        raise ValueError(f"label file {path}: {bad.size} row(s) name items that have no features/images: {_listing(shown, bad.size, sep='; ', fmt=str)}; drop them or add the items")
     class_text = pd.Index([str(c) for c in classes])
     cls = class_text.get_indexer(lb.to_numpy(dtype=object))
     bad = np.flatnonzero(cls < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
-        raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {'; '.join(shown)}{', ...' if bad.size > _SHOW else ''}")
+        raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}")
     frame = pd.DataFrame({"pos": pos, "cls": cls}).drop_duplicates()
     conflict = frame["pos"].duplicated(keep=False).to_numpy()
     if conflict.any():

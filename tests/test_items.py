@@ -1,0 +1,73 @@
+"""Tests for kdcrowd.data.items (offline, fast)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdcrowd.data.items import load_images, read_features, read_item_labels
+
+
+def test_read_features_values_beyond_float32_are_not_finite(tmp_path):
+    # 1e39 is finite in float64 but inf in float32: it used to pass the check and come
+    # back as inf
+    X = np.zeros((3, 2))
+    X[1, 1] = 1e39
+    np.save(tmp_path / "x.npy", X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning from the cast either
+        with pytest.raises(ValueError, match=r"missing or infinite values for 1 item\(s\): 1 \(column 1\)"):
+            read_features(tmp_path / "x.npy")
+    pd.DataFrame({"item": ["a", "b"], "f": [1.0, -1e39]}).to_csv(tmp_path / "x.csv", index=False)
+    with pytest.raises(ValueError, match=r"infinite values for 1 item\(s\): b \(f\)"):
+        read_features(tmp_path / "x.csv")
+    # the float32 limit itself is fine, and the result is float32
+    X[1, 1] = float(np.finfo(np.float32).max)
+    np.save(tmp_path / "ok.npy", X)
+    ids, got = read_features(tmp_path / "ok.npy")
+    assert got.dtype == np.float32 and np.isfinite(got).all() and list(ids) == ["0", "1", "2"]
+
+
+def test_read_features_lists_first_rows_and_counts_the_rest(tmp_path):
+    X = np.full((8, 2), np.nan)
+    np.save(tmp_path / "x.npy", X)
+    with pytest.raises(ValueError) as info:
+        read_features(tmp_path / "x.npy")
+    msg = str(info.value)
+    assert "for 8 item(s): 0 (column 0), 1 (column 0), 2 (column 0), 3 (column 0), 4 (column 0), ... and 3 more;" in msg
+
+
+def test_load_images_lists_broken_files(tmp_path):
+    files = []
+    for i in range(7):
+        f = tmp_path / f"broken{i}.png"
+        f.write_bytes(b"not an image")
+        files.append(f)
+    with pytest.raises(ValueError) as info:
+        load_images(files, 8)
+    msg = str(info.value)
+    assert msg.startswith("7 image file(s) could not be read: ")
+    assert "broken4.png" in msg and "broken5.png" not in msg
+    assert "; ... and 2 more. Fix or remove them" in msg
+
+
+def test_read_item_labels_error_listings_count_the_rest(tmp_path):
+    ids = ["a", "b"]
+    pd.DataFrame({"item": [f"x{i}" for i in range(7)], "label": ["0"] * 7}).to_csv(tmp_path / "l.csv", index=False)
+    with pytest.raises(ValueError) as info:
+        read_item_labels(tmp_path / "l.csv", ids, [0, 1])
+    msg = str(info.value)
+    assert "7 row(s) name items that have no features/images: row 0 (item='x0'); " in msg
+    assert "row 4 (item='x4'); ... and 2 more; drop them" in msg
+    pd.DataFrame({"item": ["a", "b"] * 3, "label": ["5"] * 6}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(ValueError) as info:
+        read_item_labels(tmp_path / "m.csv", ids, [0, 1])
+    msg = str(info.value)
+    assert "6 label(s) are not among the annotation classes '0', '1': row 0 (item='a', label='5');" in msg
+    assert msg.endswith("; ... and 1 more")
+    pd.DataFrame({"item": ["a", "b"], "label": ["1", "0"]}).to_csv(tmp_path / "ok.csv", index=False)
+    pos, cls = read_item_labels(tmp_path / "ok.csv", ids, [0, 1])
+    assert pos.tolist() == [0, 1] and cls.tolist() == [1, 0]
