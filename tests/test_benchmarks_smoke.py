@@ -43,6 +43,7 @@ def test_scale_smoke(load_script, tmp_path, keep_threads):
             assert key in r
         assert r["ds_iters"] == 2 and r["ds_gpu_s"] is None
         assert set(r["seconds_per_million_annotations"]) == {"data_layer", "mv", "ds_cpu", "ds_gpu"}
+        assert r["seconds_per_million_annotations"]["data_layer"] == pytest.approx(r["data_layer_s"] / (r["n_annotations"] / 1e6))
     last = out["results"][-1]
     assert last["epoch_maxmig_s"] is not None and last["epoch_crowdlayer_s"] is not None
     assert out["results"][0]["epoch_maxmig_s"] is None
@@ -64,8 +65,12 @@ def test_speed_smoke(load_script, tmp_path, keep_threads):
         assert key in out
     assert out["data"]["synthetic"] is True
     assert set(out["images_per_second"]["fastcnn"]) == {"naive", "fast"}
-    assert out["same_model_speedup"]["fastcnn"] is not None
+    ips = out["images_per_second"]["fastcnn"]
+    assert out["same_model_speedup"]["fastcnn"] == pytest.approx(ips["fast"] / ips["naive"])
     assert set(out["tflops"]["fastcnn"]) == {"naive", "fast"}
+    for path in ("naive", "fast"):
+        assert out["fraction_of_peak"]["fastcnn"][path] == pytest.approx(out["tflops"]["fastcnn"][path] / out["peak_bf16_tflops"])
+        assert out["tflops"]["fastcnn"][path] == pytest.approx(ips[path] * out["flops_per_image"]["fastcnn"] / 1e12, rel=1e-6)
     assert {"fast", "naive", "naive_estimate", "fast_by_epochs"} <= set(out["pipeline_seconds"])
     assert out["pipeline_seconds"]["naive"] is not None and out["pipeline_seconds"]["fast"] is not None
     assert {"fast", "naive"} <= set(out["pipeline_test_accuracy"])
