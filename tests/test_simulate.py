@@ -227,3 +227,12 @@ def test_general_k_pairs_and_matrices():
     np.testing.assert_allclose(s, [[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1], [0.1, 0.1, 0.1, 0.7]])
     p = pairflip_matrix(np.array([0.25]), 3)
     np.testing.assert_allclose(p[0], [[0.75, 0.25, 0], [0, 0.75, 0.25], [0.25, 0, 0.75]])
+
+
+def test_copy_source_is_ignored_without_copiers():
+    """copy_source only has to index a senior when there are copiers (it raised IndexError)."""
+    y = np.random.default_rng(0).integers(0, 10, 200)
+    sim = simulate_workers(y, "maxmig-low-1", n_classes=10, seed=0, n_seniors=2, n_copiers=0, copy_source=5)
+    assert sim.transitions.shape[1:] == (10, 10)
+    with pytest.raises(ValueError, match="copy_source"):
+        simulate_workers(y, "maxmig-low-1", n_classes=10, seed=0, n_seniors=2, n_copiers=1, copy_source=5)

@@ -221,7 +221,7 @@ def _add_juniors_and_copiers(seniors: np.ndarray, k: int, n_juniors: int, junior
         raise ValueError(f"copy_source must index a senior worker in [0, {s}); got {copy_source}")
     junior = np.zeros((k, k))
     junior[:, junior_label] = 1.0
-    parts = [seniors, np.broadcast_to(junior, (n_juniors, k, k)), np.broadcast_to(seniors[copy_source], (n_copiers, k, k))]
+    parts = [seniors, np.broadcast_to(junior, (n_juniors, k, k)), np.broadcast_to(seniors[copy_source if n_copiers else 0], (n_copiers, k, k))]
     t = np.concatenate(parts, axis=0).copy()
     roles = ["senior"] * s + ["junior"] * n_juniors + ["copier"] * n_copiers
     copy_of = {s + n_juniors + c: int(copy_source) for c in range(n_copiers)}
