@@ -707,3 +707,58 @@ def test_beats_majority_vote_with_juniors(spec, seed):
     acc = accuracy(model, d["xt"], d["yt"])
     assert d["mv"] < 0.75  # majority vote fails on a quarter of the items or more
     assert acc > d["mv"] + 0.1, (spec, acc, d["mv"])
+
+
+# ---- init_from_annotations(..., soft=...) without label statistics, CoNAL's one gather -----
+@pytest.mark.parametrize("spec", [s for s in MODEL_SPECS if s != "maxmig"])
+def test_models_without_label_statistics_refuse_soft(spec):
+    """Only Max-MIG initialises its workers from label statistics; the others refuse a
+    ``soft`` they would silently ignore, and keep the no-op hook without it."""
+    rng = np.random.default_rng(0)
+    M, K = 4, 3
+    model = make_model(spec, 2, M, K)
+    assert not model.initialises_from_labels and MaxMIG.initialises_from_labels
+    w, y = random_batch(rng, 6, 2, M, K)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.init_from_annotations(w, y)
+    model.init_from_annotations(w, y, soft=None)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="has no label-statistics initialisation; use stage2_init='annotations'"):
+        model.init_from_annotations(w, y, soft=torch.full((6, K), 1.0 / K))
+
+
+def _conal_loss_two_gathers(model: CoNAL, x, workers, labels):
+    """CoNAL's loss as written before the worker matrices were gathered once (reference)."""
+    from kdcrowd.losses import masked_cross_entropy
+    from kdcrowd.models.crowd import _masked_labels, _observed
+
+    logits, feats = model._batch_logits_and_features(x)
+    obs = _observed(workers, labels)
+    wc = workers.clamp(min=0)
+    f = torch.softmax(logits.float(), dim=-1)
+    omega = model.gate(feats, workers).unsqueeze(-1)
+    common = (f @ model.common_weight.float()).unsqueeze(1)
+    indiv = torch.einsum("bk,blkj->blj", f, model.weight[wc].float())
+    o = omega * common + (1.0 - omega) * indiv
+    loss = masked_cross_entropy(o, _masked_labels(workers, labels))
+    diff = (model.weight[wc].float() - model.common_weight.float()).flatten(2)
+    norms = torch.where(obs, torch.linalg.vector_norm(diff, dim=-1), torch.zeros(obs.shape))
+    return loss - model.reg * norms.sum() / obs.sum().clamp(min=1).float()
+
+
+def test_conal_loss_and_gradients_match_the_two_gather_reference():
+    torch.manual_seed(3)
+    rng = np.random.default_rng(3)
+    M, K, D = 5, 3, 4
+    model = CoNAL(TinyNet(D, K), M, K, reg=0.1)
+    with torch.no_grad():
+        model.weight.add_(torch.randn_like(model.weight))
+    x = torch.randn(16, D)
+    w, y = random_batch(rng, 16, 4, M, K)  # repeated workers in the batch
+    loss, _ = model.crowd_loss(x, w, y)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    ref = _conal_loss_two_gathers(model, x, w, y)
+    ref_grads = torch.autograd.grad(ref, list(model.parameters()))
+    assert torch.equal(loss, ref)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-7)  # the same sums, up to float rounding

@@ -81,3 +81,23 @@ def test_a_new_teacher_and_student_run_through_kdcrowd_unchanged() -> None:
     # stage 2 started again from the untrained module (a fresh copy), not from the teacher
     assert outs["stage2"].module.model is not teacher
     assert not np.allclose(t_stage2, t_teacher, atol=1e-3)
+
+
+def test_a_teacher_module_is_not_trained_in_place() -> None:
+    """KD-Crowd trains copies of a user's teacher module: the module stays untrained, so a
+    second fit of the same KDCrowd starts from the same weights and gives the same result."""
+    ds = _data()
+    data = DeviceData.from_dataset(ds, torch.device("cpu"))
+    torch.manual_seed(0)
+    teacher = ChannelModel(MLP(5, 3), ds.annotations.n_workers, 3)
+    untrained = {k: v.clone() for k, v in teacher.state_dict().items()}
+    cfg = RunConfig(method="kdcrowd", train=TrainConfig(epochs=3, batch_size=64, lr=3e-3, progress=False), options={"worker_lr_scale": 30.0})
+    fw = KDCrowd(teacher=teacher, student=BootstrapStudent, kd="mig-kl")
+    first, _ = fw.fit(ds, data, cfg)
+    assert all(torch.equal(v, untrained[k]) for k, v in teacher.state_dict().items())
+    second, _ = fw.fit(ds, data, cfg)
+    for stage in ("teacher", "stage2"):
+        np.testing.assert_array_equal(first[stage].transitions, second[stage].transitions)
+        assert first[stage].fit.history == second[stage].fit.history
+    assert first["teacher"].module.model is not teacher and first["stage2"].module.model is not teacher
+    assert not np.allclose(first["teacher"].transitions, teacher.transition_matrices().numpy(), atol=1e-3)  # the copy trained

@@ -170,14 +170,14 @@ def test_kdcrowd_stage2_init_from_the_student_changes_stage2(digits_maxmig_teach
         M, K = ds.annotations.n_workers, ds.n_classes
         assert out.transitions.shape == (M, K, K)
         np.testing.assert_allclose(out.transitions.sum(-1), 1, atol=1e-5)
-        # the pre-trained teacher is reused: the only Max-MIG built is stage 2's, from
-        # majority vote; with "student" it is then re-initialised from the student's
-        # predictions on the training items (the student's train_proba)
+        # the pre-trained teacher is reused: the only Max-MIG built is stage 2's, initialised
+        # once: from majority vote, or with "student" from the student's predictions on the
+        # training items (the student's train_proba) — not from majority vote first
         if init == "annotations":
             assert len(calls) == 1 and calls[0] is None
         else:
-            assert len(calls) == 2 and calls[0] is None
-            soft = calls[1]
+            assert len(calls) == 1
+            soft = calls[0]
             assert soft is not None and soft.shape == (len(ds.x_train), K)
             np.testing.assert_allclose(soft.sum(1), 1, atol=1e-4)
             assert (soft.argmax(1) == ds.y_train).mean() == pytest.approx(metrics["stages"]["student"]["train_label_accuracy"])
@@ -211,3 +211,151 @@ def test_kdcrowd_stage2_init_student_refuses_where_it_would_do_nothing():
     data = DeviceData.from_dataset(ds, torch.device("cpu"))
     with pytest.raises(ValueError, match="stage2_init='student' needs"):
         KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student").fit(ds, data, cfg)
+
+
+class _NoTraining(Exception):
+    pass
+
+
+def _forbid_training(monkeypatch) -> None:
+    """Make any training loop of the framework raise, to show an error comes before training."""
+    import kdcrowd.framework
+
+    def no_fit(*args, **kwargs):
+        raise _NoTraining(kwargs.get("desc", ""))
+
+    monkeypatch.setattr(kdcrowd.framework, "fit", no_fit)
+
+
+def test_kdcrowd_bad_settings_fail_before_any_training(monkeypatch) -> None:
+    """An unknown student name, or stage2_init='student' with a stage-2 model that does not
+    initialise from label statistics (a named CrowdLayer, a user's module without
+    ``initialises_from_labels``), fail before the teacher is trained."""
+    import torch
+    from torch import nn
+
+    from kdcrowd.framework import KDCrowd
+    from kdcrowd.models.crowd import CrowdLayer
+    from kdcrowd.training import DeviceData
+
+    ds = tiny_dataset()
+    data = DeviceData.from_dataset(ds, torch.device("cpu"))
+    _forbid_training(monkeypatch)
+    with pytest.raises(ValueError, match="unknown student 'mixup'"):
+        KDCrowd(teacher="crowdlayer-mw", student="mixup").fit(ds, data, cfg("kdcrowd"))
+    with pytest.raises(ValueError, match="unknown student 'mixup'"):
+        KDCrowd(student="mixup")._check()
+    with pytest.raises(ValueError, match="stage2_init='student' needs.*CrowdLayer"):
+        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd"))
+    user_module = CrowdLayer(nn.Linear(6, 3), ds.annotations.n_workers, 3)
+    with pytest.raises(ValueError, match="stage2_init='student' needs.*CrowdLayer"):
+        KDCrowd(teacher=user_module, student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd"))
+    # what is allowed gets as far as training the teacher
+    with pytest.raises(_NoTraining, match="teacher maxmig"):
+        KDCrowd(teacher="maxmig", student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd"))
+    with pytest.raises(_NoTraining, match="teacher crowdlayer-mw"):  # one stage: no stage 2 to initialise
+        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student", stages=1).fit(ds, data, cfg("kdcrowd"))
+
+
+def test_crowd_models_without_label_statistics_refuse_soft_labels() -> None:
+    import torch
+
+    from kdcrowd.methods import build_crowd_model
+    from kdcrowd.training import DeviceData
+
+    ds = tiny_dataset()
+    data = DeviceData.from_dataset(ds, torch.device("cpu"))
+    soft = torch.full((len(ds.x_train), 3), 1 / 3)
+    for name in ("crowdlayer-mw", "conal"):
+        with pytest.raises(ValueError, match="no label-statistics initialisation; use stage2_init='annotations'"):
+            build_crowd_model(name, ds, data, cfg(name), soft=soft)
+        build_crowd_model(name, ds, data, cfg(name))  # without soft: the no-op hook
+    model = build_crowd_model("maxmig", ds, data, cfg("maxmig"), soft=soft)
+    np.testing.assert_allclose(model.prior().numpy(), 1 / 3, atol=1e-6)  # the prior is the soft labels' mean
+    with pytest.raises(ValueError, match="unknown crowd model"):
+        build_crowd_model("crowdlayer", ds, data, cfg("kdcrowd"))
+
+
+def test_kdcrowd_student_predicts_the_training_set_once_per_epoch(monkeypatch) -> None:
+    """Stage 1 records the memorization of the workers' labels and of the teacher's labels
+    from one prediction pass over the training items per epoch."""
+    import torch
+
+    import kdcrowd.framework
+    import kdcrowd.methods
+    from kdcrowd.framework import KDCrowd
+    from kdcrowd.metrics import pseudo_label_memorization
+    from kdcrowd.training import DeviceData, predict_proba
+
+    ds = tiny_dataset(case="pairflip")  # a teacher with wrong labels (0.975 accurate)
+    data = DeviceData.from_dataset(ds, torch.device("cpu"))
+    passes: list[str] = []
+
+    def counting(module, d, x, config=None):
+        if x is d.x_train:
+            passes.append(type(module).__name__)
+        return predict_proba(module, d, x, config)
+
+    monkeypatch.setattr(kdcrowd.methods, "predict_proba", counting)
+    monkeypatch.setattr(kdcrowd.framework, "predict_proba", counting)
+    epochs = 3
+    outs, _ = KDCrowd(teacher="crowdlayer-mw", student="gce", stages=1).fit(ds, data, cfg("kdcrowd", epochs=epochs))
+    # teacher: one pass per epoch (memorization) + its outputs; student: one per epoch + r
+    assert passes == ["CrowdObjective"] * epochs + ["CrowdLayer"] + ["StudentObjective"] * (epochs + 1)
+    hist = outs["student"].fit.history
+    assert [list(r) for r in hist] == [["epoch", "loss", "val_accuracy", "pseudo_memorization", "memorization_mean", "memorization_std", "train_accuracy"]] * epochs
+    # the recorded pseudo-label memorization is the one of the module's predictions at that epoch
+    s_obj = outs["student"].module
+    s_obj.load_state_dict(outs["student"].fit.final_state, strict=False)
+    pred = predict_proba(s_obj, data, data.x_train).argmax(1).numpy()
+    hard = outs["teacher"].train_proba.argmax(1).numpy()
+    assert (hard != ds.y_train).any()
+    assert hist[-1]["pseudo_memorization"] == pseudo_label_memorization(pred, hard, ds.y_train)
+    assert hist[-1]["train_accuracy"] == float((pred == ds.y_train).mean())
+
+
+def test_kdcrowd_reads_validation_accuracies_from_the_histories(monkeypatch) -> None:
+    """The teacher's validation accuracy (co-teaching's forget rate) and the best-val choice
+    come from what fit recorded; only a teacher used without training is evaluated again."""
+    import torch
+
+    import kdcrowd.framework
+    from kdcrowd.framework import KDCrowd
+    from kdcrowd.training import DeviceData, validation_accuracy
+
+    ds = tiny_dataset()
+    data = DeviceData.from_dataset(ds, torch.device("cpu"))
+    evaluated: list[str] = []
+
+    def spy(module, d, config):
+        evaluated.append(type(module).__name__)
+        return validation_accuracy(module, d, config)
+
+    monkeypatch.setattr(kdcrowd.framework, "validation_accuracy", spy)
+    c = cfg("kdcrowd", epochs=3)
+    outs, final = KDCrowd(teacher="crowdlayer-mw", student="coteaching").fit(ds, data, c)
+    assert evaluated == []
+    best = {k: next(r["val_accuracy"] for r in o.fit.history if r["epoch"] == o.fit.best_epoch) for k, o in outs.items()}
+    for k, o in outs.items():  # the recorded value is the validation accuracy of the selected state
+        assert best[k] == float(validation_accuracy(o.module, data, c.train))
+    assert outs["student"].module.student.forget_rate == pytest.approx(float(np.clip(1 - best["teacher"], 0.05, 0.5)))
+    assert final == ("student" if best["student"] > best["stage2"] else "stage2")
+    # a pre-trained teacher without a fit result has no history: evaluated once
+    outs2, _ = KDCrowd(teacher="crowdlayer-mw", student="coteaching", stage2="finetune").fit(ds, data, c, pretrained=(outs["teacher"].module.model, None))
+    assert evaluated == ["CrowdObjective"]
+    assert outs2["teacher"].fit.history == [] and outs2["teacher"].fit.best_epoch == 0
+    assert outs2["student"].module.student.forget_rate == pytest.approx(float(np.clip(1 - best["teacher"], 0.05, 0.5)))
+    st = outs2["teacher"].fit
+    assert st.best_state.keys() == st.final_state.keys() and all(torch.equal(st.best_state[k], st.final_state[k]) for k in st.best_state)
+
+
+def test_padded_annotations_are_the_padded_rows_as_long_tensors() -> None:
+    import torch
+
+    from kdcrowd.methods import padded_annotations
+
+    ann = tiny_dataset().annotations
+    w, l = padded_annotations(ann, torch.device("cpu"))
+    pw, pl = ann.padded()
+    assert w.dtype == l.dtype == torch.long
+    assert np.array_equal(w.numpy(), pw) and np.array_equal(l.numpy(), pl)

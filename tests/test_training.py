@@ -83,6 +83,18 @@ def test_device_data_normalises_images_and_features() -> None:
         DeviceData(imgs.astype(np.float32), None, None, None, None, torch.device("cpu"))
 
 
+def test_device_data_preprocessing_only_keeps_no_data() -> None:
+    rng = np.random.default_rng(0)
+    for x in (rng.integers(0, 256, (50, 8, 8, 3), dtype=np.uint8), rng.normal(3, 2, (50, 4)).astype(np.float32)):
+        data = DeviceData(x, x[:5], x[:5], np.zeros(5, int), np.zeros(5, int), torch.device("cpu"), y_train=np.zeros(50, int))
+        prep = data.preprocessing_only()
+        assert prep.n_train == 0 and prep.input_shape == data.input_shape and prep.is_image == data.is_image
+        assert prep.x_val is prep.x_test is prep.y_train is prep.y_val is prep.y_test is None
+        assert prep.x_train.untyped_storage().nbytes() == 0  # no view of the training data
+        torch.testing.assert_close(prep.prepare(data.x_train[:7]), data.prepare(data.x_train[:7]), rtol=0, atol=0)
+        assert data.n_train == 50 and data.x_val is not None  # the original is untouched
+
+
 def _fit_blobs(seed: int, epochs: int = 8):
     x, y = _blobs(600, seed=1)
     data = DeviceData(x[:400], x[400:500], x[500:], y[400:500], y[500:], torch.device("cpu"), y_train=y[:400])

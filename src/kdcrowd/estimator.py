@@ -26,8 +26,8 @@ class CrowdClassifier:
     end in ``_``: ``classes_``, ``n_workers_``, ``worker_ids_``, ``transition_matrices_``
     (M, K, K) or ``None``, ``labels_`` and ``label_proba_`` (the method's labels for the
     training items), ``history_``, ``metrics_``, ``module_`` (the trained torch module) and
-    ``preprocessor_`` (the :class:`~kdcrowd.training.DeviceData` holding the input
-    normalisation fitted on ``X``).
+    ``preprocessor_`` (a :class:`~kdcrowd.training.DeviceData` holding only the input
+    normalisation fitted on ``X``, see :meth:`~kdcrowd.training.DeviceData.preprocessing_only`).
 
     Without ``X_val``/``y_val`` there is no model selection: the final epoch is kept.
     """
@@ -148,11 +148,12 @@ class CrowdClassifier:
         self.n_workers_ = ann.n_workers
         self.worker_ids_ = np.asarray(ann.worker_ids)
         self.transition_matrices_ = out.transitions
-        from .training import DeviceData, predict_proba, resolve_device
+        from .training import predict_proba
 
-        self._device = resolve_device(self.device)
-        self.preprocessor_ = DeviceData(X, None, None, None, None, self._device)
-        proba = out.train_proba if out.train_proba is not None else predict_proba(self.module_, self.preprocessor_, self.preprocessor_.x_train)
+        data = out.data  # X on the device, as run_on_dataset trained on it
+        self._device = data.device
+        proba = out.train_proba if out.train_proba is not None else predict_proba(self.module_, data, data.x_train)
+        self.preprocessor_ = data.preprocessing_only()
         self.label_proba_ = proba.detach().float().cpu().numpy()
         self.labels_ = self.classes_[self.label_proba_.argmax(1)]
         self.history_ = metrics["history"]

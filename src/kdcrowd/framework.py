@@ -30,15 +30,28 @@ from .methods import (
     MethodOutput,
     RunConfig,
     build_crowd_model,
+    crowd_model_class,
     crowd_outputs,
     evaluate_output,
     padded_annotations,
     standard_callbacks,
 )
 from .models.backbones import build_backbone
-from .models.crowd import CrowdModel
-from .students import CoTeachingStudent, Student, StudentObjective, build_student
-from .training import DeviceData, FitResult, fit, predict_proba, validation_accuracy
+from .students import (
+    STUDENTS,
+    CoTeachingStudent,
+    Student,
+    StudentObjective,
+    build_student,
+)
+from .training import (
+    DeviceData,
+    EpochLog,
+    FitResult,
+    fit,
+    predict_proba,
+    validation_accuracy,
+)
 
 __all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "run_kdcrowd", "KD_LOSSES"]
 
@@ -99,10 +112,11 @@ class KDCrowd:
     stage2: str = "reinit"
     """Stage-2 crowd model: ``reinit`` (fresh) or ``finetune`` (from the teacher)."""
     stage2_init: str = "annotations"
-    """How a re-initialised stage-2 model initialises its worker parameters (models with an
-    ``init_from_annotations`` hook, i.e. Max-MIG): ``annotations`` (the model's own rule,
-    majority vote) or ``student`` (each worker's confusion against the student's refined
-    predictions r, the labels stage 2 is "supervised by")."""
+    """How a re-initialised stage-2 model initialises its worker parameters (models that
+    initialise them from label statistics, ``initialises_from_labels = True``, i.e. Max-MIG):
+    ``annotations`` (the model's own rule, majority vote) or ``student`` (each worker's
+    confusion against the student's refined predictions r, the labels stage 2 is
+    "supervised by"; checked before any training)."""
     stages: int = 2
     """1: teacher → student; 2: and the role switch."""
     kd_temperature: float = 1.0
@@ -125,6 +139,8 @@ class KDCrowd:
             raise ValueError(f"stage2_init must be 'annotations' or 'student', got '{self.stage2_init}'")
         if self.stage2_init == "student" and self.stage2 != "reinit":
             raise ValueError("stage2_init='student' initialises a re-initialised stage 2; it has no effect with stage2='finetune' (use stage2='reinit')")
+        if isinstance(self.student, str) and self.student not in STUDENTS:
+            raise ValueError(f"unknown student '{self.student}'; choose one of {sorted(STUDENTS)}")
 
     def fit(self, ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult | None] | None = None) -> tuple[dict[str, MethodOutput], str]:
         """Run the stages on ``ds`` (already on ``data.device``); returns (outputs per stage, final stage name).
@@ -144,7 +160,8 @@ class KDCrowd:
         kd = build_kd_loss(self.kd, self.kd_temperature)
         outs: dict[str, MethodOutput] = {}
 
-        # Stage 0: the teacher.
+        # Stage 0: the teacher. A user's module is copied, so that it stays untrained: a
+        # second fit starts from the same weights, and stage 2 re-initialises from it.
         tname = self.teacher if isinstance(self.teacher, str) else type(self.teacher).__name__
         if pretrained is not None:
             teacher = copy.deepcopy(pretrained[0]).to(data.device)
@@ -152,38 +169,36 @@ class KDCrowd:
             torch.manual_seed(cfg.train.seed)  # the same teacher as the plain crowd-model run of this seed
             teacher = build_crowd_model(self.teacher, ds, data, cfg, padded=(w, l))
         else:
-            teacher = self.teacher.to(data.device)
-        # An untrained copy of a user-supplied module is what stage 2 re-initialises to.
-        fresh = copy.deepcopy(teacher) if pretrained is None and not isinstance(self.teacher, str) else None
+            teacher = copy.deepcopy(self.teacher).to(data.device)
+        if self.stages == 2 and self.stage2 == "reinit" and self.stage2_init == "student":
+            stage2_cls = crowd_model_class(self.teacher) if isinstance(self.teacher, str) else type(self.teacher)
+            if not getattr(stage2_cls, "initialises_from_labels", False):
+                raise ValueError(f"stage2_init='student' needs a crowd model that initialises its workers from label statistics (Max-MIG); {stage2_cls.__name__} does not (use stage2_init='annotations')")
         wlr = float(cfg.options.get("worker_lr_scale", 1.0))
         t_obj = CrowdObjective(teacher, w, l, worker_lr_scale=wlr)
         if pretrained is not None:
-            t_fit = pretrained[1] if pretrained[1] is not None else _no_training(t_obj)
+            t_fit = pretrained[1] if pretrained[1] is not None else EpochLog(t_obj, (), f"teacher {tname}").result(0.0, cfg.train)
         else:
             t_fit = fit(t_obj, data, cfg.train, standard_callbacks(ds, data, cfg, "teacher"), desc=f"teacher {tname}")
             t_obj.load_state_dict(t_fit.best_state, strict=False)
         proba, post = crowd_outputs(teacher, data, w, l, cfg.train)
         q = post if self.teacher_output == "posterior" else proba
         outs["teacher"] = MethodOutput(t_obj, t_fit, train_proba=q, transitions=teacher.transition_matrices().detach().float().cpu().numpy())
-        teacher_val = _val_accuracy(t_obj, data, cfg)
+        teacher_val = _best_val_accuracy(t_fit, t_obj, data, cfg)
 
         # Stage 1: the robust student on the teacher's hard predictions, distilling q.
         hard = q.argmax(1)
         params = dict(self.student_params)
-        if self.student in ("coteaching", CoTeachingStudent):
+        student_cls = STUDENTS[self.student] if isinstance(self.student, str) else self.student
+        if isinstance(student_cls, type) and issubclass(student_cls, CoTeachingStudent):
             params.setdefault("forget_rate", float(np.clip(1.0 - teacher_val, 0.05, 0.5)) if teacher_val is not None else 0.2)
             params.setdefault("t_k", max(1, cfg.train.epochs // 4))
         make = lambda: build_backbone(cfg.backbone, data.input_shape, ds.n_classes)  # noqa: E731
         torch.manual_seed(cfg.train.seed + 1)
-        if isinstance(self.student, str):
-            student: Student = build_student(self.student, make, data.n_train, ds.n_classes, **params)
-        else:  # a user's Student subclass: (backbone, n_items, n_classes, **params)
-            student = self.student(make(), data.n_train, ds.n_classes, **params)
-        student = student.to(data.device)
+        student: Student = build_student(self.student, make, data.n_train, ds.n_classes, **params).to(data.device)
         s_obj = StudentObjective(student, hard, q, kd, self.lambda1)
-        callbacks = standard_callbacks(ds, data, cfg, "student")
-        if cfg.track_memorization and ds.y_train is not None:
-            callbacks.insert(0, _pseudo_memorization_callback(hard.cpu().numpy(), ds.y_train, data, cfg))
+        # one prediction pass per epoch records the memorization of the workers' labels and of the teacher's
+        callbacks = standard_callbacks(ds, data, cfg, "student", pseudo=hard.cpu().numpy())
         sname = self.student if isinstance(self.student, str) else self.student.__name__
         s_fit = fit(s_obj, data, replace(cfg.train, seed=cfg.train.seed + 1), callbacks, desc=f"student {sname}")
         s_obj.load_state_dict(s_fit.best_state, strict=False)
@@ -197,11 +212,13 @@ class KDCrowd:
             model = copy.deepcopy(teacher)
         else:
             torch.manual_seed(cfg.train.seed + 2)
-            model = build_crowd_model(self.teacher, ds, data, cfg, padded=(w, l)) if isinstance(self.teacher, str) else copy.deepcopy(fresh)
-            if self.stage2_init == "student":
-                if getattr(type(model), "init_from_annotations", None) in (None, CrowdModel.init_from_annotations):
-                    raise ValueError(f"stage2_init='student' needs a crowd model that initialises its workers from label statistics (Max-MIG); {type(model).__name__} does not (use stage2_init='annotations')")
-                model.init_from_annotations(w, l, soft=refined)
+            soft = refined if self.stage2_init == "student" else None
+            if isinstance(self.teacher, str):
+                model = build_crowd_model(self.teacher, ds, data, cfg, padded=(w, l), soft=soft)
+            else:
+                model = copy.deepcopy(self.teacher).to(data.device)
+                if soft is not None:
+                    model.init_from_annotations(w, l, soft=soft)
         c_obj = KDStage2Objective(model, w, l, refined, kd, self.lambda2, worker_lr_scale=wlr)
         c_fit = fit(c_obj, data, replace(cfg.train, seed=cfg.train.seed + 2), standard_callbacks(ds, data, cfg, "stage2"), desc=f"stage 2 {tname}")
         c_obj.load_state_dict(c_fit.best_state, strict=False)
@@ -211,28 +228,20 @@ class KDCrowd:
             outs["stage2"].extra["train_posterior_accuracy"] = M.accuracy(c_post.cpu().numpy(), ds.y_train)
         final = self.final
         if final == "best-val":
-            sv, cv = _val_accuracy(s_obj, data, cfg), _val_accuracy(c_obj, data, cfg)
+            sv, cv = _best_val_accuracy(s_fit, s_obj, data, cfg), _best_val_accuracy(c_fit, c_obj, data, cfg)
             final = "student" if (sv is not None and cv is not None and sv > cv) else "stage2"
         return outs, final
 
 
-def _val_accuracy(module: nn.Module, data: DeviceData, cfg: RunConfig) -> float | None:
+def _best_val_accuracy(res: FitResult, module: nn.Module, data: DeviceData, cfg: RunConfig) -> float | None:
+    """Validation accuracy of ``module`` in its validation-selected state: the one ``fit``
+    recorded at ``res.best_epoch``; computed again only when the history has none (a
+    module used without training)."""
+    for record in res.history:
+        if record.get("epoch") == res.best_epoch and record.get("val_accuracy") is not None:
+            return float(record["val_accuracy"])
     acc = validation_accuracy(module, data, cfg.train)
     return None if acc is None else float(acc)
-
-
-def _no_training(obj: nn.Module) -> FitResult:
-    """The fit result of a module used as it is (no history; its current state is both best and final)."""
-    state = {k: v.detach().clone() for k, v in obj.state_dict().items()}
-    return FitResult(history=[], best_epoch=0, best_state=state, final_state=state, seconds=0.0)
-
-
-def _pseudo_memorization_callback(pseudo: np.ndarray, y: np.ndarray, data: DeviceData, cfg: RunConfig) -> Any:
-    def cb(epoch: int, module: nn.Module, record: dict[str, Any]) -> None:
-        pred = predict_proba(module, data, data.x_train, cfg.train).argmax(1).cpu().numpy()
-        record["pseudo_memorization"] = float(M.pseudo_label_memorization(pred, pseudo, y))
-
-    return cb
 
 
 def run_kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult] | None = None) -> MethodOutput:

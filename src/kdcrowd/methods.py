@@ -90,6 +90,8 @@ class MethodOutput:
     """Additional metrics fields."""
     dataset: Any = None
     """The data set it was trained on (set by :func:`run_on_dataset`)."""
+    data: DeviceData | None = None
+    """That data set on the device, as it was trained and evaluated on (set by :func:`run_on_dataset`)."""
 
 
 class SupervisedObjective(nn.Module):
@@ -162,20 +164,28 @@ class CrowdObjective(nn.Module):
 
 
 def padded_annotations(ann: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Item-major padded (worker, label) tensors of ``ann`` on ``device``."""
-    w, l = ann.padded()
-    return torch.as_tensor(w, dtype=torch.long, device=device), torch.as_tensor(l, dtype=torch.long, device=device)
+    """Item-major padded (worker, label) long tensors of ``ann`` on ``device``."""
+    t = ann.to_torch(device, padded=True)
+    return t["workers"].long(), t["labels"].long()
 
 
 # ----------------------------------------------------------------------------- callbacks
 
 
-def memorization_callback(ds: Any, data: DeviceData, config: TrainConfig, key: str = "memorization") -> Callable[[int, nn.Module, dict[str, Any]], None]:
-    """Per-epoch memorization of the workers' wrong labels by the true-label predictor (SPEC §5)."""
+def memorization_callback(
+    ds: Any, data: DeviceData, config: TrainConfig, key: str = "memorization", pseudo: np.ndarray | None = None
+) -> Callable[[int, nn.Module, dict[str, Any]], None]:
+    """Per-epoch memorization of the workers' wrong labels by the true-label predictor (SPEC §5).
+
+    ``pseudo``: ``(N,)`` hard labels the module trains on (KD-Crowd's student: the teacher's
+    predictions); the same prediction pass then also records ``pseudo_memorization``, the
+    fraction of wrong pseudo-labels the module reproduces."""
     ann, y = ds.annotations, ds.y_train
 
     def cb(epoch: int, module: nn.Module, record: dict[str, Any]) -> None:
         pred = predict_proba(module, data, data.x_train, config).argmax(1).cpu().numpy()
+        if pseudo is not None:
+            record["pseudo_memorization"] = float(M.pseudo_label_memorization(pred, pseudo, y))
         _, mean, std = M.memorization(pred, ann.item, ann.worker, ann.label, y, ann.n_workers)
         record[f"{key}_mean"], record[f"{key}_std"] = float(mean), float(std)
         record["train_accuracy"] = float((pred == y).mean())
@@ -201,12 +211,16 @@ def progress_callback(path: str, stage: str) -> Callable[[int, nn.Module, dict[s
     return cb
 
 
-def standard_callbacks(ds: Any, data: DeviceData, cfg: RunConfig, stage: str | None = None) -> list[Callable[[int, nn.Module, dict[str, Any]], None]]:
-    """Callbacks every method gets: memorization when the training ground truth is known,
-    and the per-epoch progress file when ``cfg.progress_file`` is set."""
+def standard_callbacks(
+    ds: Any, data: DeviceData, cfg: RunConfig, stage: str | None = None, pseudo: np.ndarray | None = None
+) -> list[Callable[[int, nn.Module, dict[str, Any]], None]]:
+    """Callbacks every method gets: memorization when the training ground truth is known
+    (with ``pseudo`` hard training labels, also their memorization, see
+    :func:`memorization_callback`), and the per-epoch progress file when
+    ``cfg.progress_file`` is set."""
     cbs: list[Callable[[int, nn.Module, dict[str, Any]], None]] = []
     if cfg.track_memorization and ds.y_train is not None and ds.annotations is not None:
-        cbs.append(memorization_callback(ds, data, cfg.train))
+        cbs.append(memorization_callback(ds, data, cfg.train, pseudo=pseudo))
     if cfg.progress_file:
         cbs.append(progress_callback(cfg.progress_file, stage or cfg.method))
     return cbs
@@ -265,25 +279,43 @@ def _clean(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
     return MethodOutput(module, res)
 
 
-def build_crowd_model(name: str, ds: Any, data: DeviceData, cfg: RunConfig, padded: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
+def crowd_model_class(name: str) -> type[nn.Module]:
+    """The class :func:`build_crowd_model` builds for ``name``."""
+    from .models import crowd
+
+    if name.startswith("crowdlayer-"):
+        return crowd.CrowdLayer
+    if name == "maxmig":
+        return crowd.MaxMIG
+    if name == "conal":
+        return crowd.CoNAL
+    raise ValueError(f"unknown crowd model '{name}'; choose one of {CROWD_MODELS}")
+
+
+def build_crowd_model(
+    name: str, ds: Any, data: DeviceData, cfg: RunConfig, padded: tuple[torch.Tensor, torch.Tensor] | None = None, soft: torch.Tensor | None = None
+) -> nn.Module:
     """A fresh crowd model for ``name`` (``crowdlayer-*``, ``maxmig``, ``conal``) on ``ds``,
-    initialised from the padded annotations (computed here unless ``padded`` is given)."""
+    initialised from the padded annotations (computed here unless ``padded`` is given).
+
+    ``soft``: ``(N, K)`` label distributions of the training items for the models that
+    initialise their workers from label statistics (``init_from_annotations(..., soft=)``,
+    Max-MIG) instead of majority vote; the others raise ``ValueError``."""
     from .models import crowd
 
     ann = _require_annotations(ds, name)
+    cls = crowd_model_class(name)
     backbone = _backbone(ds, data, cfg)
     k, m = ds.n_classes, ann.n_workers
     opts = cfg.options
-    if name.startswith("crowdlayer-"):
+    if cls is crowd.CrowdLayer:
         model: nn.Module = crowd.CrowdLayer(backbone, m, k, variant=name.split("-", 1)[1])
-    elif name == "maxmig":
+    elif cls is crowd.MaxMIG:
         model = crowd.MaxMIG(backbone, m, k, f=opts.get("mig_f", "kl"))
-    elif name == "conal":
-        model = crowd.CoNAL(backbone, m, k)
     else:
-        raise ValueError(f"unknown crowd model '{name}'; choose one of {CROWD_MODELS}")
+        model = crowd.CoNAL(backbone, m, k)
     model = model.to(data.device)
-    model.init_from_annotations(*(padded or padded_annotations(ann, data.device)))
+    model.init_from_annotations(*(padded or padded_annotations(ann, data.device)), soft=soft)
     return model
 
 
@@ -438,7 +470,7 @@ def run_on_dataset(ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module,
     metrics["history"] = out.fit.history
     metrics["seconds"] = time.perf_counter() - t0
     metrics["train_seconds"] = out.fit.seconds
-    out.dataset = ds
+    out.dataset, out.data = ds, data
     return metrics, out
 
 

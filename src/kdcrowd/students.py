@@ -11,7 +11,7 @@ Which one to pick: ``coteaching`` (two networks exchanging small-loss items; the
 on heavy noise, twice the compute), ``gce`` and ``sce`` (one network, a bounded or
 symmetric loss; cheap), ``elr`` (one network, early-learning regularisation; needs the
 item index), ``ce`` (plain cross-entropy, the control). :data:`STUDENTS` maps names to
-classes; :func:`build_student` builds one from a backbone factory.
+classes; :func:`build_student` builds one (by name or class) from a backbone factory.
 """
 
 from __future__ import annotations
@@ -158,13 +158,22 @@ STUDENTS: dict[str, type[Student]] = {
 }
 
 
-def build_student(name: str, make_backbone: Callable[[], nn.Module], n_items: int, n_classes: int, **hparams: Any) -> Student:
-    """Build a student by name; ``make_backbone`` returns a fresh backbone each call."""
-    if name not in STUDENTS:
-        raise ValueError(f"unknown student '{name}'; choose one of {sorted(STUDENTS)}")
-    if name == "coteaching":
-        return CoTeachingStudent(make_backbone(), n_items, n_classes, backbone_b=make_backbone(), **hparams)
-    return STUDENTS[name](make_backbone(), n_items, n_classes, **hparams)
+def build_student(name: str | type[Student], make_backbone: Callable[[], nn.Module], n_items: int, n_classes: int, **hparams: Any) -> Student:
+    """Build a student by name (a key of :data:`STUDENTS`) or class (a :class:`Student`
+    subclass, called as ``cls(backbone, n_items, n_classes, **hparams)``); ``make_backbone``
+    returns a fresh backbone each call. Co-teaching students (:class:`CoTeachingStudent` and
+    its subclasses) get a second, independently initialised backbone as ``backbone_b``, built
+    after the first."""
+    if isinstance(name, str):
+        if name not in STUDENTS:
+            raise ValueError(f"unknown student '{name}'; choose one of {sorted(STUDENTS)}")
+        cls = STUDENTS[name]
+    else:
+        cls = name
+    backbone = make_backbone()
+    if isinstance(cls, type) and issubclass(cls, CoTeachingStudent) and "backbone_b" not in hparams:
+        hparams = {**hparams, "backbone_b": make_backbone()}
+    return cls(backbone, n_items, n_classes, **hparams)
 
 
 class StudentObjective(nn.Module):

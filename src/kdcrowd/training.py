@@ -26,6 +26,7 @@ processes ``torchrun`` starts (one per GPU); :mod:`kdcrowd.distributed` describe
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -192,6 +193,14 @@ class DeviceData:
     def from_dataset(cls, ds: Any, device: torch.device) -> DeviceData:
         """Build from a :class:`kdcrowd.data.datasets.CrowdDataset`."""
         return cls(ds.x_train, ds.x_val, ds.x_test, ds.y_val, ds.y_test, device, y_train=ds.y_train)
+
+    def preprocessing_only(self) -> DeviceData:
+        """A copy holding only the preprocessing (device, ``is_image``, ``mean``, ``std``,
+        ``input_shape``): no data splits, so keeping it keeps no data set alive."""
+        out = copy.copy(self)
+        out.x_train = self.x_train.new_empty((0, *self.x_train.shape[1:]))
+        out.x_val = out.x_test = out.y_train = out.y_val = out.y_test = None
+        return out
 
     @property
     def n_train(self) -> int:

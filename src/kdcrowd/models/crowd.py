@@ -15,8 +15,11 @@ The contract (:class:`CrowdModel`):
 - ``transition_matrices() -> (M, K, K)`` row-stochastic, ``T[m, k, j] = P(y^m=j | y=k)``;
 - ``posterior(logits, workers, labels) -> (B, K)``: the annotation-aware posterior
   ``∝ softmax(logits) ⊙ Π_m T_m[:, y^m]`` over the observed annotations (log space);
-- ``init_from_annotations(workers_padded, labels_padded)``: a hook, a no-op except for
-  models that initialise from majority-vote statistics (Max-MIG).
+- ``init_from_annotations(workers_padded, labels_padded, soft=None)``: a hook, a no-op
+  except for models that initialise their workers from label statistics (Max-MIG, whose
+  class attribute ``initialises_from_labels`` is ``True``): from the majority vote, or
+  from ``soft`` ``(N, K)`` label distributions of the items when given; models without
+  such an initialisation raise ``ValueError`` for a ``soft``.
 
 Implementation rules: everything is vectorised per batch -- the ``(B, L)`` worker
 parameters are gathered with ``param[workers.clamp(min=0)]`` and masked; there are no Python
@@ -32,7 +35,6 @@ worker's logit vector for true class ``k`` and ``T̂_m = row-softmax(W_m)``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
@@ -41,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcrowd.losses import F_DIVERGENCES, masked_cross_entropy, mig_f
+from kdcrowd.losses import F_DIVERGENCES, _no_autocast, masked_cross_entropy, mig_f
 
 __all__ = [
     "CrowdModel",
@@ -58,14 +60,6 @@ CROWD_LAYER_VARIANTS: tuple[str, ...] = ("mw", "vw", "vb", "vwb")
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
-def _no_autocast(t: torch.Tensor):
-    """Context manager that disables autocast for the device type of ``t``."""
-    try:
-        return torch.autocast(device_type=t.device.type, enabled=False)
-    except (RuntimeError, ValueError):  # pragma: no cover - exotic device types
-        return contextlib.nullcontext()
-
-
 def _as_long(a: Any, device: torch.device) -> torch.Tensor:
     """numpy array / tensor / nested list -> long tensor on ``device``."""
     if isinstance(a, torch.Tensor):
@@ -115,6 +109,10 @@ class CrowdModel(nn.Module):
     ``(..., K, K)`` log transition matrices of the given worker indices); the base class
     derives :meth:`transition_matrices` and :meth:`posterior` from the latter.
     """
+
+    initialises_from_labels: bool = False
+    """Whether :meth:`init_from_annotations` initialises the workers from label statistics
+    (and so accepts ``soft`` label distributions); ``True`` for Max-MIG."""
 
     def __init__(self, backbone: nn.Module, n_workers: int, n_classes: int) -> None:
         super().__init__()
@@ -188,18 +186,17 @@ class CrowdModel(nn.Module):
     def init_from_annotations(self, workers_padded: Any, labels_padded: Any, soft: Any = None) -> None:
         """Initialise worker parameters from the padded training annotations ``(N, L)``
         (``-1`` = missing) and, optionally, ``soft`` ``(N, K)`` label distributions of the
-        items to measure the workers against (default: their majority vote). No-op by default."""
-        return None
+        items to measure the workers against (default: their majority vote). No-op by default;
+        a model without such an initialisation (``initialises_from_labels`` false) raises
+        ``ValueError`` when given ``soft``, which it would otherwise silently ignore."""
+        if soft is not None:
+            raise ValueError(f"{type(self).__name__} has no label-statistics initialisation; use stage2_init='annotations'")
 
-    def _batch_logits_and_features(
-        self, x: torch.Tensor, need_features: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One backbone pass returning the logits and (optionally) the input of its
-        ``head`` -- the penultimate features -- captured with a forward pre-hook, so that
-        backbones whose ``forward`` post-processes ``head``'s output (e.g. a logit scale)
-        stay exact. Falls back to ``backbone.features(x)`` if the hook did not fire."""
-        if not need_features:
-            return self.backbone(x), None
+    def _batch_logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One backbone pass returning the logits and the input of its ``head`` -- the
+        penultimate features -- captured with a forward pre-hook, so that backbones whose
+        ``forward`` post-processes ``head``'s output (e.g. a logit scale) stay exact. Falls
+        back to ``backbone.features(x)`` if the hook did not fire."""
         head = getattr(self.backbone, "head", None)
         captured: list[torch.Tensor] = []
         handle = None
@@ -359,6 +356,8 @@ class MaxMIG(CrowdModel):
         eps: additive smoothing of ``T_init`` in ``W_m = log(T_init_m + eps)``
             (0.01 in the official code).
     """
+
+    initialises_from_labels = True
 
     def __init__(
         self,
@@ -602,8 +601,7 @@ class CoNAL(CrowdModel):
     def crowd_loss(
         self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, feats = self._batch_logits_and_features(x, need_features=True)
-        assert feats is not None
+        logits, feats = self._batch_logits_and_features(x)
         _check_annotations(workers, labels, logits.shape[0])
         with _no_autocast(logits):
             workers = workers.to(logits.device).long()
@@ -613,11 +611,12 @@ class CoNAL(CrowdModel):
             f = torch.softmax(logits.float(), dim=-1)
             omega = self.gate(feats, workers).unsqueeze(-1)  # (B, L, 1)
             common = (f @ self.common_weight.float()).unsqueeze(1)  # (B, 1, K)
-            indiv = torch.einsum("bk,blkj->blj", f, self.weight[wc].float())  # (B, L, K)
+            w_m = self.weight[wc].float()  # (B, L, K, K), gathered once for both terms
+            indiv = torch.einsum("bk,blkj->blj", f, w_m)  # (B, L, K)
             o = omega * common + (1.0 - omega) * indiv
             loss = masked_cross_entropy(o, _masked_labels(workers, labels))
             if self.reg != 0.0:
-                diff = (self.weight[wc].float() - self.common_weight.float()).flatten(2)
+                diff = (w_m - self.common_weight.float()).flatten(2)
                 norms = torch.linalg.vector_norm(diff, dim=-1)  # (B, L)
                 norms = torch.where(obs, norms, torch.zeros_like(norms))
                 loss = loss - self.reg * norms.sum() / obs.sum().clamp(min=1).float()
