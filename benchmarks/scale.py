@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import sys
 import threading
 import time
@@ -51,8 +50,8 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from kdcrowd.io import write_json  # noqa: E402
-from kdcrowd.methods import versions  # noqa: E402
-from kdcrowd.training import resolve_device  # noqa: E402
+from kdcrowd.methods import device_name, versions  # noqa: E402
+from kdcrowd.training import _batches, autocast, resolve_device  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -68,12 +67,6 @@ DEFAULT_SIZES = [125_000, 250_000, 500_000, 1_000_000]
 
 def log(msg: str) -> None:
     print(f"[scale {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-
-
-
-
 
 
 def _page_size() -> int:
@@ -308,11 +301,8 @@ def crowd_epoch(model_name: str, workers: torch.Tensor, labels: torch.Tensor, n_
     else:
         raise ValueError(f"unknown crowd model {model_name!r}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
-    use_amp = device.type == "cuda" if amp is None else amp
-    ctx = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if use_amp else (lambda: _Null())
-
     def step(idx: torch.Tensor) -> torch.Tensor:
-        with ctx():
+        with autocast(device, amp):
             loss, _ = model.crowd_loss(x[idx], workers[idx], labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -326,10 +316,7 @@ def crowd_epoch(model_name: str, workers: torch.Tensor, labels: torch.Tensor, n_
     mem = GPUPeak(device)
     with mem:
         perm = torch.randperm(n, device=device, generator=gen)
-        bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:  # Max-MIG needs B >= 2
-            bounds[-2] = (bounds[-2][0], n)
-            bounds.pop()
+        bounds = _batches(n, batch_size)  # a last batch of one item is merged (Max-MIG needs B >= 2)
         loss_sum = torch.zeros((), device=device)
         _sync(device)
         t0 = time.perf_counter()
@@ -340,14 +327,6 @@ def crowd_epoch(model_name: str, workers: torch.Tensor, labels: torch.Tensor, n_
     loss = float(loss_sum) / len(bounds)
     n_params_workers = int(sum(p.numel() for n_, p in model.named_parameters() if not n_.startswith("backbone")))
     return {"seconds": sec, "steps": len(bounds), "items_per_second": n / sec, "init_s": t_init, "mean_loss": loss, "gpu_peak_mb": mem.peak_mb, "worker_parameters": n_params_workers}
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 # ----------------------------------------------------------------------------- driver
@@ -458,7 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    dev_name = device_name(device)
     out: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/scale.py", *(sys.argv[1:] if argv is None else argv)]),
         "versions": versions(),

@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import sys
 import time
 import traceback
@@ -73,7 +72,7 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from kdcrowd.io import write_json  # noqa: E402
-from kdcrowd.methods import versions  # noqa: E402
+from kdcrowd.methods import device_name, versions  # noqa: E402
 from kdcrowd.training import resolve_device  # noqa: E402
 
 import torch  # noqa: E402
@@ -92,12 +91,6 @@ PIPELINE_OPTIONS = {"teacher": "maxmig", "student": "gce", "kd": "mig-kl"}
 
 def log(msg: str) -> None:
     print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-
-
-
-
 
 
 def sync(device: torch.device) -> None:
@@ -555,7 +548,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     apply_quick(args, device)
     if args.peak_n is None:
         args.peak_n = 8192 if device.type == "cuda" else 512
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    dev_name = device_name(device)
     t_all = time.perf_counter()
     out: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/speed.py", *(sys.argv[1:] if argv is None else argv)]),
