@@ -16,7 +16,7 @@ robust student, then the roles switch.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -249,21 +249,9 @@ def run_kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.
 
     ``pretrained`` (crowd model, fit result) reuses an already trained teacher.
     """
-    o = cfg.options
-    fw = KDCrowd(
-        teacher=o.get("teacher", "crowdlayer-mw"),
-        student=o.get("student", "elr"),
-        kd=o.get("kd", "mig-kl"),
-        lambda1=float(o.get("lambda1", 1.0)),
-        lambda2=float(o.get("lambda2", 1.0)),
-        teacher_output=o.get("teacher_output", "classifier"),
-        stage2=o.get("stage2", "reinit"),
-        stage2_init=o.get("stage2_init", "annotations"),
-        stages=int(o.get("stages", 2)),
-        kd_temperature=float(o.get("kd_temperature", 1.0)),
-        student_params=dict(o.get("student_params", {})),
-        final=o.get("final", "best-val"),
-    )
+    # every KDCrowd field present in the options; the defaults live in the dataclass alone
+    casts: dict[str, Any] = {"lambda1": float, "lambda2": float, "stages": int, "kd_temperature": float, "student_params": dict}
+    fw = KDCrowd(**{f.name: casts.get(f.name, lambda v: v)(cfg.options[f.name]) for f in fields(KDCrowd) if f.name in cfg.options})
     outs, final = fw.fit(ds, data, cfg, pretrained=pretrained)
     stages: dict[str, Any] = {}
     for name, out in outs.items():
