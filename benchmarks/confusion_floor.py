@@ -48,8 +48,9 @@ def one_seed(name: str, workers: str | None, seed: int, options: dict[str, Any],
     w, l = padded_annotations(ds.annotations, torch.device("cpu"))
     T_ref, mask = true_transitions(ds)
     K = ds.n_classes
+    # Max-MIG's own initialisation rule (with its eps smoothing): exactly what stage 2 starts from
     model = MaxMIG(torch.nn.Identity(), ds.annotations.n_workers, K)
-    out: dict[str, Any] = {"seed": seed, "labels_per_worker_median": float(np.median(np.bincount(ds.annotations.worker, minlength=ds.annotations.n_workers)))}
+    out: dict[str, Any] = {"seed": seed, "labels_per_worker_median": float(np.median(ds.annotations.labels_per_worker()))}
     onehot = torch.nn.functional.one_hot(torch.as_tensor(ds.y_train), K).float()
     for tag, soft in (("majority_vote", None), ("true_labels", onehot)):
         model.init_from_annotations(w, l, soft=soft)
@@ -64,11 +65,12 @@ def main() -> None:
     ap.add_argument("--workers", default=None)
     ap.add_argument("--features", default=None, help="labelme: 'bovw' for the bag-of-words features")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--empirical-reference", action="store_true", help="compare simulated workers with their empirical confusion, as for real workers")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     t0 = time.perf_counter()
     opts = {"features": args.features} if args.features else {}
-    rows = [one_seed(args.dataset, args.workers, s, opts) for s in args.seeds]
+    rows = [one_seed(args.dataset, args.workers, s, opts, args.empirical_reference) for s in args.seeds]
     summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k.startswith("E_m")}
     write_json(args.out, {"benchmark": "confusion_floor", "command": " ".join(sys.argv), "versions": versions(), "device": "cpu",
                           "dataset": args.dataset, "workers": args.workers, "per_seed": rows, "mean": summary, "wall_seconds": time.perf_counter() - t0})
