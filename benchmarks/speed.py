@@ -422,12 +422,20 @@ def run_naive_pipeline(ds: Any, epochs: int, device: torch.device, args: argpars
     if not hasattr(framework, "fit"):
         raise RuntimeError("kdcrowd.framework no longer imports `fit`; cannot swap in the naive loop")
     cfg = pipeline_config(ds, epochs, device, args.pipeline_batch, args.pipeline_lr, args.seed, args.pipeline_backbone)
-    original = framework.fit
-    framework.fit = make_naive_fit(ds, device, args.naive_batch, args.naive_lr, args.num_workers)
+    original, naive = framework.fit, make_naive_fit(ds, device, args.naive_batch, args.naive_lr, args.num_workers)
+    calls: list[str] = []
+
+    def counted(*a: Any, **k: Any) -> FitResult:
+        calls.append(k.get("desc", ""))
+        return naive(*a, **k)
+
+    framework.fit = counted
     try:
         metrics, _ = run_on_dataset(ds, cfg)
     finally:
         framework.fit = original
+    if len(calls) != len(metrics.get("stages", {})):  # a stage trained outside framework.fit would be timed on the fast path
+        raise RuntimeError(f"the naive loop trained {len(calls)} stage(s) ({calls}) of {sorted(metrics.get('stages', {}))}")
     out = _pipeline_summary(metrics, epochs)
     out["batch_size"] = args.naive_batch
     out["lr"] = args.naive_lr if args.naive_lr is not None else args.pipeline_lr
