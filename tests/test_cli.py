@@ -118,3 +118,13 @@ def test_plot_workers_without_true_matrices(tmp_path: Path) -> None:
     assert [p.suffix for p in paths] == [".png", ".svg"]
     svg = paths[1].read_text()
     assert len(re.findall(r'<g id="axes_\d+"', svg)) == 2  # one row of two workers: estimates only
+
+
+def test_aggregate_keeps_item_ids_as_written(tmp_path: Path) -> None:
+    """Ids are text, as `kdcrowd fit` reads them: "0017" must not come back as 17."""
+    src = tmp_path / "answers.csv"
+    src.write_text("item,worker,label\n0017,w1,cat\n0017,w2,cat\n0018,w1,dog\n")
+    out = tmp_path / "labels.csv"
+    r = runner.invoke(app, ["aggregate", "--annotations", str(src), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_text().splitlines()[1].startswith("0017,cat,")

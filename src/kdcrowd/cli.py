@@ -221,19 +221,20 @@ def demo(
 
 @app.command()
 def aggregate(
-    annotations: Path = typer.Option(..., help="Crowd labels: CSV/Parquet (item|task, worker, label) or answers.json."),
+    annotations: Path = typer.Option(..., help="Crowd labels: CSV/Parquet (item|task, worker, label) or answers.json. Item and worker ids are kept as the text in the file."),
     method: str = typer.Option("mv", help="mv, mv-soft or ds."),
     out: Path = typer.Option(..., help="Output CSV with columns item,label,p_<class>..."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
 ) -> None:
     """Aggregate crowd labels without features (majority vote or Dawid–Skene)."""
     from .aggregation import aggregation_frame
-    from .data.annotations import AnnotationError, Annotations
+    from .data.annotations import Annotations
+    from .data.items import read_annotation_frame
 
-    try:
-        ann = Annotations.read(annotations, duplicates=duplicates)
+    try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
+        ann = Annotations.from_long(read_annotation_frame(annotations), duplicates=duplicates)
         frame = aggregation_frame(ann, method)
-    except (AnnotationError, ValueError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
     out.parent.mkdir(parents=True, exist_ok=True)
