@@ -129,7 +129,7 @@ def run(
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
     write_json(out / "metrics.json", metrics)
-    save_transitions(out, output, ds=output.dataset)
+    save_transitions(out, output)
     console.print(results_table([metrics], f"{dataset}" + (f" / workers={workers}" if workers else "")))
     console.print(f"wrote {out / 'metrics.json'}")
 
@@ -175,7 +175,7 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path) -> None:
         metrics["world_size"] = D.world_size()
         if D.is_main():
             write_json(out / "metrics.json", metrics)
-            save_transitions(out, output, ds=output.dataset)
+            save_transitions(out, output)
             console.print(results_table([metrics], f"{cfg.dataset}" + (f" / workers={cfg.workers}" if cfg.workers else "") + f" / {D.world_size()} processes"))
             console.print(f"wrote {out / 'metrics.json'}")
         D.barrier()
@@ -357,12 +357,13 @@ def fit(
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {escape(str(out))}; read {escape(str(paths['report']))}", soft_wrap=True)
 
 
-def save_transitions(out: Path, output: Any, ds: Any = None) -> None:
+def save_transitions(out: Path, output: Any) -> None:
     """Write the estimated (and true) worker matrices of a run to OUT/transitions.npz."""
     import numpy as np
 
     from .methods import true_transitions
 
+    ds = output.dataset
     if output.transitions is None or ds is None or ds.annotations is None:
         return
     true, mask = true_transitions(ds)
