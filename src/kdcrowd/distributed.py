@@ -282,11 +282,14 @@ def sync_buffers(module: nn.Module, n_items: int, owned: torch.Tensor | None) ->
       change come out unchanged.
     * Other floating-point buffers: rank 0's value.
 
-    Integer and boolean buffers are left alone (they are constant or advance identically).
+    Integer and boolean buffers are left alone (they are constant or advance identically),
+    and so are non-persistent buffers: the objectives register their inputs (labels, soft
+    targets, the teacher's or the student's predictions) that way, they never change, and
+    :func:`broadcast_buffers` aligned them once at the start.
     """
     if world_size() == 1:
         return
-    done: set[int] = set()
+    done: set[int] = {id(b) for mod in module.modules() for name, b in mod.named_buffers(recurse=False) if name in mod._non_persistent_buffers_set}
     for mod in module.modules():
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             for b in (mod.running_mean, mod.running_var):
