@@ -80,7 +80,6 @@ def test_majority_vote_hard_and_soft_hand_case():
         [[2 / 3, 1 / 3, 0], [0, 3 / 4, 1 / 4], [0, 0, 1], [1 / 2, 0, 1 / 2], [1 / 3] * 3]
     )
     np.testing.assert_allclose(soft, expected)
-    np.testing.assert_allclose(soft.sum(1), 1.0)
 
 
 def test_majority_vote_items_without_labels():
@@ -441,11 +440,11 @@ def test_against_crowdkit_on_truth_inference_sets(name):
     top2 = np.sort(kd_soft, axis=1)[:, -2:]
     untied = top2[:, 1] > top2[:, 0]
     np.testing.assert_array_equal(classes[kd_mv[untied]], ck_mv[untied])
-    untied_gold = pd.Series(untied, index=item_ids).reindex(gold.index).to_numpy()
-    kd_mv_gold = on_gold(kd_mv).to_numpy()
-    ck_mv_gold = pd.Series(ck_mv, index=item_ids).reindex(gold.index).to_numpy()
-    assert ((kd_mv_gold == gold.to_numpy())[untied_gold]
-            == (ck_mv_gold == gold.to_numpy())[untied_gold]).all()
+    # tied items: the lowest tied class index wins (first maximum of the raw vote counts);
+    # most sets have ties (e.g. dog 50, rte 65, relevance 5168; bird and product none)
+    counts = np.zeros((ann.n_items, ann.n_classes), dtype=np.int64)
+    np.add.at(counts, (ann.item, ann.label), 1)
+    np.testing.assert_array_equal(kd_mv[~untied], counts[~untied].argmax(1))
 
     # Dawid–Skene: same labels, same gold accuracy, same number of iterations
     res = dawid_skene(ann, n_iter=100, device="cpu")

@@ -21,15 +21,6 @@ from kdcrowd.models.crowd import CROWD_LAYER_VARIANTS, CoNAL, CrowdLayer, CrowdM
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: one intra-op thread is faster and less noisy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class TinyNet(nn.Module):
     """Backbone with the library's contract: ``forward = head(features(x))``."""
 
@@ -453,7 +444,6 @@ def test_maxmig_init_from_soft_true_labels_gives_confusion_against_truth():
         t_hat = model.transition_matrices().numpy()
         # W = log(T + eps) and T̂ = row-softmax(W) = (T + eps) / (1 + K eps): exact up to eps
         np.testing.assert_allclose(t_hat, (t_expected + eps) / (1 + K * eps), atol=1e-6)
-        assert np.abs(t_hat - t_expected).max() <= K * eps
         np.testing.assert_allclose(model.weight.detach().numpy(), np.log(t_expected + eps), atol=1e-5)
         # the prior is the mean soft label: the true class frequencies
         np.testing.assert_allclose(model.prior().numpy(), [3 / 6, 2 / 6, 1 / 6], atol=1e-5)
@@ -608,26 +598,31 @@ def recovery_data():
 # workers). Sampling noise alone: ~420 labels per row give a standard error
 # sqrt(t(1-t)/420) <= 0.025 per entry, i.e. a mean absolute error ~0.01-0.02 for an
 # unbiased estimate; a ~5 % classifier error biases the estimates by a few hundredths more.
-# - crowdlayer-mw: a full K×K matrix, the ML estimate -> < 0.05 (measured ~0.016).
+# Measured with torch seeds 0-4 (the test uses 0), torch 2.13 CPU; the error right after
+# init_from_annotations is 0.123 for the crowd layers (identity init), 0.058 for Max-MIG
+# (majority-vote confusions) and 0.078 for CoNAL.
+# - crowdlayer-mw: a full K×K matrix, the ML estimate -> < 0.05 (measured 0.017-0.018).
 # - maxmig: T̂ = row-softmax(W) of the aggregator, not a likelihood estimate; it is sharpened
-#   or flattened a little along with the learned prior -> < 0.08 (measured ~0.039).
+#   or flattened a little along with the learned prior -> < 0.05 (measured 0.042-0.044).
 # - vw / vwb: a per-class scale (and bias) can only put equal logits on the off-diagonal
 #   entries of a row (vw) or shared per-column biases (vwb); the Dirichlet off-diagonals
-#   are not representable -> irreducible ~0.03-0.05 (measured 0.049 / 0.034) -> < 0.08.
+#   are not representable -> irreducible ~0.03-0.05 (measured 0.053 / 0.031-0.032) -> < 0.08.
 # - vb: T̂_m[k] = softmax(e_k + b_m) has a diagonal at most e/(e+K-1)-ish unless the bias
 #   of class k is large, which then pushes mass to class k in every other row: the 0.6-0.9
-#   diagonals cannot be represented (measured 0.126) -> < 0.2, a sanity bound only.
+#   diagonals cannot be represented (measured 0.116, vs 0.123 at init) -> < 0.2, a sanity
+#   bound only (the identity init already meets it), and vb is exempt from the
+#   improvement-over-init check below.
 # - conal: the individual matrices share the confusion with the common matrix through the
 #   instance-level gate (ω ∈ [0.27, 0.73]), so W_m only has to explain part of it and the
-#   split between W_c and W_m is not identified; measured ~0.03 at 300 steps and growing to
-#   ~0.06 with longer training -> < 0.12.
+#   split between W_c and W_m is not identified; measured 0.038-0.041 at 300 steps (growing
+#   to ~0.06 with longer training) -> < 0.06.
 RECOVERY_BOUNDS = {
     "crowdlayer-mw": 0.05,
     "crowdlayer-vw": 0.08,
     "crowdlayer-vb": 0.20,
     "crowdlayer-vwb": 0.08,
-    "maxmig": 0.08,
-    "conal": 0.12,
+    "maxmig": 0.05,
+    "conal": 0.06,
 }
 
 
@@ -637,10 +632,14 @@ def test_recovery_of_simulated_workers(spec, recovery_data):
     torch.manual_seed(0)
     model = make_model(spec, d["D"], d["M"], d["K"])
     model.init_from_annotations(d["w"], d["lab"])
+    err_init = expertise_error(model, d["T"])
     train(model, d["x"], d["w"], d["lab"], steps=300)
     err = expertise_error(model, d["T"])
     acc = accuracy(model, d["xt"], d["yt"])
-    assert err < RECOVERY_BOUNDS[spec], (spec, err)
+    assert err < RECOVERY_BOUNDS[spec], (spec, err, err_init)
+    if spec != "crowdlayer-vb":  # vb cannot represent T (see above): 0.123 -> 0.116 only
+        # training itself recovers the workers (smallest measured gain: 0.014, Max-MIG)
+        assert err < err_init - 0.01, (spec, err, err_init)
     assert acc > 0.92, (spec, acc)  # measured 0.95-0.96 for every model
 
 
@@ -667,7 +666,9 @@ def test_maxmig_beats_majority_vote_naive_majority(seed):
     """Max-MIG's 'naive majority' case: 4 seniors with 60 % accuracy and 6 juniors who
     always answer class 0 label every item, so majority vote is class 0 on (almost) every
     item (~1/K accuracy). Measured over seeds 0-7: MV 0.32-0.34, Max-MIG 0.89-0.97,
-    T̂ error 0.022-0.028.
+    T̂ error 0.022-0.028 (0.032-0.034 right after init_from_annotations); seniors' mean
+    diagonal 0.59-0.62 after training vs 0.50-0.51 at init (majority vote is class 0, so the
+    init confusions are against the wrong truth); juniors' T̂[:, 0] >= 0.98 from init on.
 
     CrowdLayer-MW and CoNAL collapse onto the juniors' class here (test accuracy ~1/K,
     T̂ error ~0.23 with 300-2000 Adam steps): from the identity initialisation the classifier
@@ -682,8 +683,12 @@ def test_maxmig_beats_majority_vote_naive_majority(seed):
     acc = accuracy(model, d["xt"], d["yt"])
     assert d["mv"] < 0.4
     assert acc > d["mv"] + 0.4, (acc, d["mv"])
-    # juniors are recognised: T̂[:, :, 0] ≈ 1 for them; seniors' diagonals ≈ 0.6
-    assert expertise_error(model, d["T"]) < 0.06
+    t_hat = model.transition_matrices().numpy()
+    # training finds the seniors' 60 % accuracy (the majority-vote init gives them ~0.50) ...
+    seniors_diag = np.diagonal(t_hat[:4], axis1=1, axis2=2).mean()
+    assert seniors_diag == pytest.approx(0.6, abs=0.05), seniors_diag
+    # ... while keeping the juniors as "always class 0" (already so at init: >= 0.98)
+    assert (t_hat[4:, :, 0] > 0.95).all(), t_hat[4:, :, 0]
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -68,15 +68,6 @@ TEST_MEAN_MARGIN = 0.015
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    """Small MLPs run fastest on one thread; several intra-op threads on a busy machine are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @lru_cache(maxsize=None)
 def _stages(seed: int) -> dict[str, Any]:
     ds = load_dataset("digits", workers="maxmig-low-1", seed=seed)

@@ -39,7 +39,9 @@ def test_every_method_writes_the_required_metrics(method: str) -> None:
     ds = tiny_dataset()
     metrics, out = run_on_dataset(ds, cfg(method))
     assert REQUIRED <= set(metrics)
-    assert 0 <= metrics["test_accuracy"] <= 1
+    # separable 3-class blobs: every method reaches 1.0 in 2 epochs (measured; >= 0.93 with data
+    # seeds 1-2); chance is 1/3
+    assert 0.8 < metrics["test_accuracy"] <= 1, metrics["test_accuracy"]
     assert len(metrics["history"]) == 2
     h = metrics["history"][-1]
     assert {"loss", "val_accuracy", "memorization_mean", "memorization_std"} <= set(h)
@@ -165,8 +167,10 @@ def test_kdcrowd_stage2_init_from_the_student_changes_stage2(digits_maxmig_teach
         metrics, out = run_on_dataset(ds, _digits_cfg("kdcrowd", teacher="maxmig", student="ce", stage2_init=init), pretrained_teacher=teacher)
         assert metrics["config"]["options"]["stage2_init"] == init
         assert set(metrics["stages"]) == {"teacher", "student", "stage2"}
+        # 10 classes (chance 0.1), 2 epochs per stage: measured 0.76-0.84 for every stage and
+        # both inits (0.74-0.84 with seeds 1-3)
         for rec in [metrics, *metrics["stages"].values()]:
-            assert np.isfinite(rec["test_accuracy"]) and 0 <= rec["test_accuracy"] <= 1
+            assert 0.6 < rec["test_accuracy"] <= 1, rec["test_accuracy"]
         M, K = ds.annotations.n_workers, ds.n_classes
         assert out.transitions.shape == (M, K, K)
         np.testing.assert_allclose(out.transitions.sum(-1), 1, atol=1e-5)
