@@ -69,6 +69,10 @@ class RunConfig:
     """Record per-epoch memorization of the workers' wrong labels (needs training ground truth)."""
     progress_file: str | None = None
     """If set, every epoch's record is appended there as a JSON line (nothing is lost on interruption)."""
+    checkpoint_dir: str | None = None
+    """If set, every training stage saves a checkpoint there after each epoch (module,
+    optimiser, schedule, RNG states, history) and a run started again with the same
+    settings and directory continues from the last finished epoch."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
