@@ -317,3 +317,14 @@ def expected_calibration_error(proba: Any, y: Any, n_bins: int = 15) -> float:
     sum_conf = np.bincount(b, weights=conf, minlength=n_bins)
     sum_acc = np.bincount(b, weights=correct, minlength=n_bins)
     return float(np.abs(sum_acc - sum_conf).sum() / n)
+
+
+def worker_accuracy_estimate(transitions: Any, prior: Any) -> np.ndarray:
+    """Each worker's estimated accuracy ``Σ_k prior_k · T_m[k, k]`` (M,): the chance that the
+    worker gives the true class when the true class follows ``prior`` (K,), from the
+    worker matrices ``transitions`` (M, K, K), rows true class, columns given class."""
+    t = _np(transitions).astype(np.float64)
+    prior = _np(prior).astype(np.float64)
+    if t.ndim != 3 or t.shape[1] != t.shape[2] or prior.shape != (t.shape[1],):
+        raise ValueError(f"transitions must be (M, K, K) and prior (K,); got {t.shape} and {prior.shape}")
+    return np.einsum("k,mkk->m", prior / prior.sum(), t)
