@@ -256,6 +256,46 @@ def test_error_huge_inferred_classes():
     assert "row 1" in msg and "classes=" in msg
 
 
+def test_labels_beyond_int64_are_reported_as_themselves():
+    # a python int beyond int64 raised OverflowError; a uint64 above 2**63 or a float 1e20
+    # wrapped around and was reported as a "negative label"
+    for values in (pd.Series([2**70, 1], dtype=object),
+                   np.array([2**63 + 5, 1], dtype=np.uint64), [1e20, 1.0]):
+        df = pd.DataFrame({"item": [0, 1], "worker": [0, 0], "label": values})
+        msg = _err(Annotations.from_long, df)
+        assert "negative" not in msg and "as large as" in msg and "row 0" in msg
+        assert "classes=" in msg
+    msg = _err(Annotations.from_answers_json, {"a": {"w": 2**70}})
+    assert "as large as 1180591620717411303424" in msg
+    # a huge *negative* python int is a negative label, not an OverflowError
+    df = pd.DataFrame({"item": [0, 1], "worker": [0, 0],
+                       "label": pd.Series([-(2**70), 1], dtype=object)})
+    assert "negative labels" in _err(Annotations.from_long, df)
+    # declared, they are ordinary class values
+    a = Annotations.from_long(pd.DataFrame({"item": [0], "worker": [0], "label": [2**70]}),
+                              classes=[2**70, 0])
+    assert a.label.tolist() == [0]
+
+
+def test_uint64_ids_beyond_int64_do_not_wrap():
+    # uint64 ids above 2**63 were cast to int64 and came back negative
+    ids = np.array([2**64 - 1, 1], dtype=np.uint64)
+    a = Annotations.from_long(pd.DataFrame({"item": ids, "worker": ids, "label": [0, 1]}))
+    assert sorted(a.item_ids.tolist()) == [1, 2**64 - 1]
+    assert sorted(a.worker_ids.tolist()) == [1, 2**64 - 1]
+    b = Annotations.from_long(pd.DataFrame({"item": [1], "worker": [0], "label": [0]}), items=ids)
+    assert b.item_ids.tolist() == [2**64 - 1, 1] and b.item.tolist() == [1]
+    assert "beyond int64" in _err(Annotations, ids, [0, 0], [0, 0])
+
+
+def test_from_wide_huge_entries_are_not_wrapped():
+    for m in (np.array([[1e300, 0.0]]), np.array([[2**64 - 1, 0]], dtype=np.uint64)):
+        msg = _err(Annotations.from_wide, m)
+        assert "negative" not in msg and "largest entry" in msg and "column=0" in msg
+    msg = _err(Annotations.from_wide, np.array([[2**64 - 1, 0]], dtype=np.uint64), classes=["a", "b"])
+    assert "len(classes)=2" in msg
+
+
 def test_error_labels_outside_declared_classes():
     msg = _err(Annotations.from_long, _long_str(), classes=["cat", "dog"])
     assert "outside the declared classes" in msg

@@ -123,6 +123,23 @@ def _fail_rows(
     return AnnotationError(f"{problem} in {_plural(int(rows.size), what)}: {shown}. {fix}")
 
 
+def _as_int64(arr: np.ndarray) -> np.ndarray:
+    """Integer ids as int64 when every value fits; uint64 values above ``2**63 - 1`` would
+    wrap around to negative numbers, so such an array stays uint64."""
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        return arr.astype(np.uint64, copy=False)
+    return arr.astype(np.int64, copy=False)
+
+
+def _fits_int64(values: Any) -> bool:
+    """Whether integer values (python ints allowed) all lie within int64."""
+    v = np.asarray(values)
+    if v.size == 0:
+        return True
+    info = np.iinfo(np.int64)
+    return bool(v.min() >= info.min and v.max() <= info.max)
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     a.flags.writeable = False
     return a
@@ -141,7 +158,7 @@ def _as_id_array(values: Any, name: str) -> np.ndarray:
     if arr.ndim != 1:
         raise AnnotationError(f"`{name}` must be a 1-d sequence, got shape {arr.shape}.")
     if arr.dtype.kind in "iu":
-        arr = arr.astype(np.int64, copy=False)
+        arr = _as_int64(arr)
     index = pd.Index(arr)
     if not index.is_unique:
         dup = np.flatnonzero(index.duplicated(keep=False))
@@ -160,7 +177,7 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     codes, uniques = pd.factorize(values, sort=True)
     uniq = uniques.to_numpy() if isinstance(uniques, pd.Index) else np.asarray(uniques)
     if uniq.dtype.kind in "iu":
-        uniq = uniq.astype(np.int64, copy=False)
+        uniq = _as_int64(uniq)
     elif uniq.dtype.kind in "US":
         uniq = uniq.astype(object)
     return codes.astype(np.int64, copy=False), uniq
@@ -174,30 +191,53 @@ def _type_names(values: Any) -> str:
     return "/".join(sorted({type(v).__name__ for v in sample})) or "object"
 
 
-def _integer_values(series: pd.Series) -> np.ndarray | None:
-    """The values as int64 if the column holds integers (or integral floats), else None.
+def _integer_values(series: pd.Series, show: Mapping[str, Any] | None = None) -> np.ndarray | None:
+    """The values as int64 class indices ``0..max`` if the column holds integers (or
+    integral floats), else None.
 
-    Raises for non-integral floats. Assumes no missing values.
+    Raises for non-integral floats, negative values and values too large to be inferred
+    class indices (checked before any cast, so an integer beyond int64 - ``2**70``, a
+    uint64 above ``2**63`` or ``1e20`` - is reported as itself, not wrapped around).
+    ``show`` names the columns for the error messages. Assumes no missing values.
     """
     dtype = series.dtype
+    if show is None:
+        show = {"label": series}
     if pd.api.types.is_bool_dtype(dtype):
         return None
     if pd.api.types.is_integer_dtype(dtype):
-        return series.to_numpy(dtype=np.int64)
-    if pd.api.types.is_float_dtype(dtype):
+        v = series.to_numpy()
+    elif pd.api.types.is_float_dtype(dtype):
         v = series.to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(v) | (v != np.round(v)))
         if bad.size:
             raise _fail_rows(
                 "non-integer numeric labels",
                 bad,
-                {"label": v},
+                show,
                 "Labels must be integer class indices or class names (strings).",
             )
-        return v.astype(np.int64)
-    if dtype == object and pd.api.types.infer_dtype(series, skipna=False) == "integer":
-        return series.to_numpy().astype(np.int64)
-    return None
+    elif dtype == object and pd.api.types.infer_dtype(series, skipna=False) == "integer":
+        v = series.to_numpy()  # python ints, possibly beyond int64
+    else:
+        return None
+    neg = np.flatnonzero(v < 0)
+    if neg.size:
+        raise _fail_rows(
+            "negative labels", neg, show,
+            "Integer labels must be class indices 0..K-1; drop rows that "
+            "encode 'no answer' with a negative value, or pass classes=[...].",
+        )
+    top = v.max()
+    if top >= _MAX_INFERRED_CLASSES:
+        raise _fail_rows(
+            f"integer labels as large as {_fmt(top)} would make more than "
+            f"{_MAX_INFERRED_CLASSES} classes (0..max), the most allowed without a "
+            "declared class list",
+            np.flatnonzero(v >= _MAX_INFERRED_CLASSES), show,
+            "Pass classes=[...] explicitly (or give class names as text).",
+        )
+    return v.astype(np.int64)
 
 
 def _numeric_keys(keys: Sequence[Any]) -> np.ndarray:
@@ -241,6 +281,12 @@ def _index_array(values: Any, name: str) -> np.ndarray:
         raise AnnotationError(f"`{name}` must be a 1-d array, got shape {arr.shape}.")
     kind = arr.dtype.kind
     if kind in "iu":
+        big = np.flatnonzero(arr > np.iinfo(np.int64).max) if kind == "u" else np.zeros(0)
+        if big.size:
+            raise _fail_rows(
+                f"values beyond int64 in `{name}`", big, {name: arr},
+                "Dense indices must lie in 0..n-1.", what="position",
+            )
         return np.array(arr, dtype=np.int64, copy=True)
     if kind == "f":
         nan = np.flatnonzero(~np.isfinite(arr))
@@ -505,24 +551,9 @@ class Annotations:
 
         # labels -> class indices
         if classes is None:
-            ints = _integer_values(lb_s)
+            ints = _integer_values(lb_s, show)
             if ints is not None:
-                neg = np.flatnonzero(ints < 0)
-                if neg.size:
-                    raise _fail_rows(
-                        "negative labels", neg, show,
-                        "Integer labels must be class indices 0..K-1; drop rows that "
-                        "encode 'no answer' with a negative value, or pass classes=[...].",
-                    )
                 k = int(ints.max()) + 1
-                if k > _MAX_INFERRED_CLASSES:
-                    raise _fail_rows(
-                        f"integer labels as large as {k - 1} would make {k} classes "
-                        f"(0..max); more than the {_MAX_INFERRED_CLASSES} allowed without "
-                        "a declared class list",
-                        np.flatnonzero(ints == k - 1), show,
-                        "Pass classes=[...] explicitly.",
-                    )
                 lab = ints
                 class_arr = np.arange(k, dtype=np.int64)
             else:
@@ -674,7 +705,8 @@ class Annotations:
                     f"Entries must be integer class indices, {missing!r} or NaN (missing).",
                     what="entry", number=False,
                 )
-        vals = vals.astype(np.int64)
+        # range checks on the values as given, before the int64 cast (1e300 or a uint64
+        # above 2**63 would wrap around)
         neg = np.flatnonzero(vals < 0)
         if neg.size:
             raise _fail_rows(
@@ -683,13 +715,17 @@ class Annotations:
                 "label>.", what="entry", number=False,
             )
         if classes is None:
-            k = int(vals.max()) + 1
-            if k > _MAX_INFERRED_CLASSES:
-                raise AnnotationError(
-                    f"the largest entry {k - 1} would make {k} classes; pass classes=[...] "
-                    "explicitly (or check `missing`)."
+            top = vals.max()
+            if top >= _MAX_INFERRED_CLASSES:
+                raise _fail_rows(
+                    f"the largest entry {_fmt(top)} would make more than "
+                    f"{_MAX_INFERRED_CLASSES} classes (0..max), the most allowed without a "
+                    "declared class list",
+                    np.flatnonzero(vals >= _MAX_INFERRED_CLASSES), where,
+                    "Pass classes=[...] explicitly (or check `missing`).",
+                    what="entry", number=False,
                 )
-            class_arr = np.arange(k, dtype=np.int64)
+            class_arr = np.arange(int(top) + 1, dtype=np.int64)
         else:
             class_arr = _as_id_array(classes, "classes")
             big = np.flatnonzero(vals >= class_arr.size)
@@ -699,6 +735,7 @@ class Annotations:
                     "In the wide format entries are class indices and `classes` names "
                     "them; declare all classes.", what="entry", number=False,
                 )
+        vals = vals.astype(np.int64)
 
         def ids(values, n, name):
             if values is None:
@@ -777,8 +814,9 @@ class Annotations:
             given = lab_s.dropna()
             lab_s = pd.Series(_numeric_keys([str(v) for v in given]),
                               index=given.index).reindex(lab_s.index)
-        elif labels and pd.api.types.infer_dtype(lab_s, skipna=False) == "integer":
-            lab_s = lab_s.astype(np.int64)
+        elif (labels and pd.api.types.infer_dtype(lab_s, skipna=False) == "integer"
+              and _fits_int64(lab_s)):
+            lab_s = lab_s.astype(np.int64)  # (ints beyond int64 stay python ints)
         df = pd.DataFrame({
             "item": pd.Series(np.repeat(item_keys, lens), dtype=item_keys.dtype),
             "worker": pd.Series(wk, dtype=wk.dtype if wk.size else object),
