@@ -296,6 +296,17 @@ def test_from_wide_huge_entries_are_not_wrapped():
     assert "len(classes)=2" in msg
 
 
+def test_container_values_are_reported_not_a_type_error():
+    # a list or dict as an id or label raised TypeError("unhashable type") inside pandas
+    df = pd.DataFrame({"item": [0, 1, 2], "worker": [0, 0, 0], "label": [1, [2, 3], "x"]})
+    msg = _err(Annotations.from_long, df)
+    assert "column 'label' holds list values in 1 row: row 1" in msg and "single value" in msg
+    df = pd.DataFrame({"item": [(0, 1), "b"], "worker": [0, 0], "label": [0, 1]})
+    assert "column 'item' holds tuple values" in _err(Annotations.from_long, df)
+    msg = _err(Annotations.from_answers_json, {"a": {"w": {"x": 1}, "v": 0}})
+    assert "dict values" in msg and "item='a', worker='w'" in msg
+
+
 def test_error_labels_outside_declared_classes():
     msg = _err(Annotations.from_long, _long_str(), classes=["cat", "dog"])
     assert "outside the declared classes" in msg

@@ -263,6 +263,25 @@ def _is_int_label(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
+def _scalar_values(series: pd.Series, name: str, show: Mapping[str, Any]) -> None:
+    """Raise when an id or label column holds lists, dicts, sets, tuples or arrays (they
+    cannot be ids or class values; pandas would fail on them with a bare TypeError)."""
+    if series.dtype != object:
+        return
+    if pd.api.types.infer_dtype(series, skipna=True) not in ("mixed", "mixed-integer"):
+        return  # only these kinds can hold containers: no per-row scan otherwise
+    values = series.to_numpy()
+    bad = np.flatnonzero(np.fromiter((not pd.api.types.is_scalar(v) for v in values),
+                                     dtype=bool, count=values.size))
+    if bad.size:
+        kinds = "/".join(sorted({type(v).__name__ for v in values[bad]}))
+        raise _fail_rows(
+            f"column '{name}' holds {kinds} values", bad, show,
+            f"Each {name} must be a single value (a number or a string); give one row per "
+            "annotation.",
+        )
+
+
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     for suf in (".csv.gz", ".tsv.gz", ".json.gz", ".csv", ".tsv", ".parquet", ".pq", ".json"):
@@ -536,6 +555,8 @@ class Annotations:
                 "Rename the columns so item, worker and label each appear once."
             )
         show = {"item": it_s, "worker": wk_s, "label": lb_s}
+        for name, s in (("item", it_s), ("worker", wk_s), ("label", lb_s)):
+            _scalar_values(s, name, show)
 
         na = it_s.isna().to_numpy() | wk_s.isna().to_numpy() | lb_s.isna().to_numpy()
         if na.any():
