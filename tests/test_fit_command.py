@@ -8,6 +8,8 @@ Gaussian blobs that a small MLP separates. Ten items have no crowd label at all.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ runner = CliRunner()
 
 CLASSES = np.array(["bird", "cat", "dog"])
 N_ITEMS, N_UNLABELLED, N_HAMMERS, N_CONSTANT, N_RANDOM = 200, 10, 3, 4, 3
-OUTPUTS = ("labels.csv", "workers.csv", "worker_summary.csv", "model.pt", "metrics.json", "workers.png", "report.md")
+OUTPUTS = ("labels.csv", "predictions.csv", "workers.csv", "transition_matrices.npz", "model.pt", "metrics.json", "report.html")
+P_COLS = ["p_bird", "p_cat", "p_dog"]
 
 
 def make_problem(root: Path, seed: int = 0) -> dict:
@@ -55,6 +58,8 @@ def make_problem(root: Path, seed: int = 0) -> dict:
     (root / "ids.txt").write_text("\n".join(ids) + "\n")
     gold = pd.DataFrame({"item": ids[::4], "label": CLASSES[y[::4]]})
     gold.to_csv(root / "gold.csv", index=False)
+    new = pd.DataFrame(X[:6], columns=cols).assign(item=[f"new{i}" for i in range(6)])  # new items: copies of the first six
+    new[["item", *cols]].to_csv(root / "X_new.csv", index=False)
     return {"root": root, "ids": ids, "y": y, "X": X, "answers": answers, "gold": gold}
 
 
@@ -69,43 +74,91 @@ def majority_vote_accuracy(answers: pd.DataFrame, ids: np.ndarray, y: np.ndarray
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     prob = make_problem(tmp_path_factory.mktemp("fit"))
     out = prob["root"] / "out"
-    r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(out), "--device", "cpu", "--epochs", "30", "--val-labels", str(prob["root"] / "gold.csv"), "--quiet"])
+    r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(out), "--device", "cpu", "--epochs", "30", "--truth", str(prob["root"] / "gold.csv"),
+                                "--predict-features", str(prob["root"] / "X_new.csv"), "--quiet"])
     assert r.exit_code == 0, r.output
     return {**prob, "out": out, "output": r.output}
+
+
+def all_labels(out: Path) -> pd.DataFrame:
+    """labels.csv (items with crowd labels) and predictions.csv (the others) as one table."""
+    return pd.concat([pd.read_csv(out / "labels.csv"), pd.read_csv(out / "predictions.csv")], ignore_index=True)
 
 
 def test_fit_writes_every_output(fitted: dict) -> None:
     out, ids, answers = fitted["out"], fitted["ids"], fitted["answers"]
     for name in OUTPUTS:
         assert (out / name).stat().st_size > 0, name
+    assert not (out / "checkpoints").exists() and not list(out.glob(".writing-*"))  # a finished run keeps only its outputs
     labels = pd.read_csv(out / "labels.csv")
-    assert list(labels.columns) == ["item", "label", "p_bird", "p_cat", "p_dog"]
-    assert labels["item"].tolist() == ids.tolist()  # one row per item, original ids, feature order
-    assert set(labels["label"]) <= set(CLASSES)
-    np.testing.assert_allclose(labels[["p_bird", "p_cat", "p_dog"]].sum(axis=1), 1.0, atol=1e-5)
-    assert labels["label"].tolist() == CLASSES[labels[["p_bird", "p_cat", "p_dog"]].to_numpy().argmax(1)].tolist()
+    assert list(labels.columns) == ["item", "label", "confidence", *P_COLS]
+    assert labels["item"].tolist() == ids[: N_ITEMS - N_UNLABELLED].tolist()  # every labelled item, in feature order
+    np.testing.assert_allclose(labels[P_COLS].sum(axis=1), 1.0, atol=1e-5)
+    assert labels["label"].tolist() == CLASSES[labels[P_COLS].to_numpy().argmax(1)].tolist()
+    np.testing.assert_allclose(labels["confidence"], labels[P_COLS].max(axis=1))
+    preds = pd.read_csv(out / "predictions.csv")  # the unlabelled rows, then the --predict-features items
+    assert preds["item"].tolist() == ids[N_ITEMS - N_UNLABELLED :].tolist() + [f"new{i}" for i in range(6)]
+    # the new items are copies of the first six: the classifier gives them the same distribution
+    np.testing.assert_allclose(preds[P_COLS].to_numpy()[-6:], labels[P_COLS].to_numpy()[:6], atol=1e-4)
 
     workers = pd.read_csv(out / "workers.csv")
-    n_workers = answers["worker"].nunique()
-    assert list(workers.columns) == ["worker", "true_class", "given_class", "probability"]
-    assert len(workers) == n_workers * 3 * 3
-    np.testing.assert_allclose(workers.groupby(["worker", "true_class"])["probability"].sum(), 1.0, atol=1e-5)
-    summary = pd.read_csv(out / "worker_summary.csv")
-    assert list(summary.columns) == ["worker", "n_labels", "estimated_accuracy", "agreement"]
-    assert summary.set_index("worker")["n_labels"].to_dict() == answers["worker"].value_counts().to_dict()
+    assert list(workers.columns) == ["worker", "n_labels", "accuracy_estimate", "agreement", "diag_bird", "diag_cat", "diag_dog"]
+    assert workers.set_index("worker")["n_labels"].to_dict() == answers["worker"].value_counts().to_dict()
+    npz = np.load(out / "transition_matrices.npz")
+    assert npz["matrices"].shape == (len(workers), 3, 3) and npz["workers"].tolist() == workers["worker"].tolist()
+    assert npz["classes"].tolist() == CLASSES.tolist()
+    np.testing.assert_allclose(npz["matrices"].sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.diagonal(npz["matrices"], axis1=1, axis2=2), workers[["diag_bird", "diag_cat", "diag_dog"]].to_numpy(), atol=1e-6)
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "kdcrowd" and metrics["config"]["options"]["teacher"] == "maxmig"
     assert set(metrics["stages"]) == {"teacher", "student", "stage2"} and len(metrics["history"]) == 30
-
-    report = (out / "report.md").read_text()
-    for text in (f"**items**: {N_ITEMS}", f"{N_ITEMS - N_UNLABELLED} with at least one label", f"{N_UNLABELLED} without", f"**workers**: {n_workers}", f"**annotations**: {len(answers)}", "majority vote", "Model selection: none", "workers.png", "load_predictor", "spammer", "hammer"):
-        assert text in report, text
-    assert f"on {len(fitted['gold'])} items" in report  # the --val-labels accuracy
-    assert "differ from majority vote" in fitted["output"]
+    assert "differ from majority vote" in fitted["output"] and "report.html" in fitted["output"]
 
 
-def test_fit_model_file_reproduces_the_labels(fitted: dict) -> None:
+def test_fit_report_is_one_self_contained_page(fitted: dict) -> None:
+    from html.parser import HTMLParser
+
+    text = (fitted["out"] / "report.html").read_text()
+
+    class Refs(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refs: list[str] = []
+            self.imgs = 0
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            for k, v in attrs:
+                if k in ("src", "href"):
+                    self.refs.append(v)
+            self.imgs += tag == "img"
+
+    refs = Refs()
+    refs.feed(text)
+    assert refs.imgs >= 4 and all(r.startswith("data:image/png;base64,") for r in refs.refs), refs.refs[:3]
+    for section in ("Training", "Labels", "Workers", "Most doubtful items", "Settings and files", "kept epoch", "memorization"):
+        assert section in text, section
+    n_workers = fitted["answers"]["worker"].nunique()
+    assert f"<b>{n_workers}</b><span>workers</span>" in text and f"<b>{len(fitted['answers'])}</b><span>crowd labels</span>" in text
+    assert f"accuracy on {len(fitted['gold'])} known labels" in text  # --truth adds accuracies
+    assert "hammer00" in text and "spammer" in text
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed (apt-get install chromium)")
+def test_fit_report_renders_in_headless_chromium(fitted: dict, tmp_path: Path) -> None:
+    shot = tmp_path / "report.png"
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400",
+           f"--screenshot={shot}", (fitted["out"] / "report.html").resolve().as_uri()]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert img.shape == (2400, 1200)
+    # rendered figures and text: many grey levels, and dark pixels in every band of the first screen
+    assert len(np.unique(img)) > 64
+    assert all((band < 100).mean() > 0.002 for band in np.array_split(img[:2000], 5))
+
+
+def test_fit_model_file_reproduces_the_labels(fitted: dict, tmp_path: Path) -> None:
     import torch
 
     from kdcrowd.report.practitioner import load_predictor
@@ -113,21 +166,34 @@ def test_fit_model_file_reproduces_the_labels(fitted: dict) -> None:
     ck = torch.load(fitted["out"] / "model.pt")  # plain tensors and values: the safe default loader reads it
     assert ck["classes"] == CLASSES.tolist() and ck["item_shape"] == (8,) and ck["config"]["method"] == "kdcrowd"
     proba = load_predictor(fitted["out"] / "model.pt")(fitted["X"])
-    labels = pd.read_csv(fitted["out"] / "labels.csv")
-    np.testing.assert_allclose(proba, labels[["p_bird", "p_cat", "p_dog"]].to_numpy(), atol=1e-4)
+    every = all_labels(fitted["out"]).iloc[:N_ITEMS]
+    np.testing.assert_allclose(proba, every[P_COLS].to_numpy(), atol=1e-4)
+    # `kdcrowd predict` gives the same file for the same items
+    r = runner.invoke(app, ["predict", "--model", str(fitted["out"] / "model.pt"), "--features", str(fitted["root"] / "X.csv"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert pred["item"].tolist() == fitted["ids"].tolist() and list(pred.columns) == ["item", "label", "confidence", *P_COLS]
+    np.testing.assert_allclose(pred[P_COLS].to_numpy(), proba, atol=1e-6)
+    # bad model or items: one clear message
+    r = runner.invoke(app, ["predict", "--model", str(fitted["root"] / "X.csv"), "--features", str(fitted["root"] / "X.csv"), "--out", str(tmp_path / "q.csv")])
+    assert r.exit_code == 2 and "not a model file" in r.output
+    np.save(tmp_path / "wide.npy", np.zeros((3, 5), dtype=np.float32))
+    r = runner.invoke(app, ["predict", "--model", str(fitted["out"] / "model.pt"), "--features", str(tmp_path / "wide.npy"), "--out", str(tmp_path / "q.csv")])
+    assert r.exit_code == 2 and "shape" in r.output and not (tmp_path / "q.csv").exists()
 
 
 def test_fit_beats_majority_vote_and_ranks_hammers_above_spammers(fitted: dict) -> None:
     ids, y = fitted["ids"], fitted["y"]
-    labels = pd.read_csv(fitted["out"] / "labels.csv")
+    labels = all_labels(fitted["out"]).iloc[:N_ITEMS]
+    assert labels["item"].tolist() == ids.tolist()
     acc = float((labels["label"].to_numpy() == CLASSES[y]).mean())
     mv = majority_vote_accuracy(fitted["answers"], ids, y)
     assert mv < 0.6  # the case is built so that majority vote fails ...
     assert acc >= 0.9 and acc > mv + 0.3, (acc, mv)  # ... and learning from the crowd does not
-    summary = pd.read_csv(fitted["out"] / "worker_summary.csv")
-    hammer = summary["worker"].str.startswith("hammer")
-    assert summary.loc[hammer, "estimated_accuracy"].min() > summary.loc[~hammer, "estimated_accuracy"].max()
-    assert summary.loc[hammer, "agreement"].min() > summary.loc[~hammer, "agreement"].max()
+    workers = pd.read_csv(fitted["out"] / "workers.csv")
+    hammer = workers["worker"].str.startswith("hammer")
+    assert workers.loc[hammer, "accuracy_estimate"].min() > workers.loc[~hammer, "accuracy_estimate"].max()
+    assert workers.loc[hammer, "agreement"].min() > workers.loc[~hammer, "agreement"].max()
 
 
 def test_fit_npy_features_with_item_id_file_and_mv(tmp_path: Path) -> None:
@@ -135,11 +201,10 @@ def test_fit_npy_features_with_item_id_file_and_mv(tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.npy"), "--item-ids", str(prob["root"] / "ids.txt"), "--method", "mv", "--epochs", "3", "--device", "cpu", "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
-    labels = pd.read_csv(out / "labels.csv")
-    assert labels["item"].tolist() == prob["ids"].tolist()
+    assert all_labels(out)["item"].tolist() == prob["ids"].tolist()
     # mv has no worker matrices: they come from the labels against the final distribution
-    assert "estimates no worker matrices" in (out / "report.md").read_text()
-    assert len(pd.read_csv(out / "workers.csv")) == prob["answers"]["worker"].nunique() * 9
+    assert "estimates no worker matrices" in (out / "report.html").read_text()
+    assert len(pd.read_csv(out / "workers.csv")) == prob["answers"]["worker"].nunique()
 
 
 def _image_folder(root: Path, n: int = 30, seed: int = 0) -> dict[str, str]:
@@ -187,7 +252,8 @@ def test_fit_on_image_folder(tmp_path: Path) -> None:
     labels = pd.read_csv(out / "labels.csv")
     assert len(labels) == 30 and {"a/x03", "b/x03", "x05"} <= set(labels["item"])
     np.testing.assert_allclose(labels[["p_blue", "p_red"]].sum(axis=1), 1.0, atol=1e-5)
-    assert "16×16 px" in (out / "report.md").read_text()
+    assert "16×16 px" in (out / "report.html").read_text()
+    assert (out / "report.html").read_text().count('<img src="data:image/png;base64,') >= 24 + 4  # thumbnails of the doubtful items
 
     # Annotations that name the files with their extension are matched too (--image-ids auto).
     named = pd.DataFrame({"item": [Path(rel).name if "x03" not in rel else rel for rel in truth], "worker": "ann", "label": list(truth.values())})
@@ -236,10 +302,10 @@ def test_fit_bad_inputs_exit_2_with_one_clear_message(tmp_path: Path) -> None:
 
     # gold labels for unknown items or classes; duplicates; unknown method
     pd.DataFrame({"item": ["img000", "zzz"], "label": ["cat", "cat"]}).to_csv(root / "gold_bad.csv", index=False)
-    code, msg = _fit("--annotations", ann, "--features", feats, "--val-labels", str(root / "gold_bad.csv"), "--out", out)
+    code, msg = _fit("--annotations", ann, "--features", feats, "--truth", str(root / "gold_bad.csv"), "--out", out)
     assert code == 2 and "'zzz'" in msg
     pd.DataFrame({"item": ["img000"], "label": ["cow"]}).to_csv(root / "gold_cow.csv", index=False)
-    code, msg = _fit("--annotations", ann, "--features", feats, "--val-labels", str(root / "gold_cow.csv"), "--out", out)
+    code, msg = _fit("--annotations", ann, "--features", feats, "--truth", str(root / "gold_cow.csv"), "--out", out)
     assert code == 2 and "'cow'" in msg
     pd.concat([prob["answers"], prob["answers"].iloc[:1]]).to_csv(root / "dup.csv", index=False)
     code, msg = _fit("--annotations", str(root / "dup.csv"), "--features", feats, "--out", out)

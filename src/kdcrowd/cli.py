@@ -242,13 +242,45 @@ def aggregate(
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {method}; wrote {out}")
 
 
+def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any], flag: str = "") -> tuple[Any, Any, str, Any]:
+    """``(ids, X, description, image files or None)`` of ``--{flag}features`` or ``--{flag}images``.
+
+    Image ids follow ``image_ids`` (``auto``: the style under which the files cover the ids
+    in ``wanted``, see :func:`kdcrowd.data.items.match_image_ids`)."""
+    from .data.items import image_item_ids, list_image_files, load_images, match_image_ids, read_features
+
+    if features is not None:
+        ids, X = read_features(features, item_ids=item_ids)
+        return ids, X, f"features from {features.name}, {X.shape[1]} columns", None
+    assert images is not None
+    files = list_image_files(images)
+    if image_ids == "auto":
+        style, ids = match_image_ids(files, images, wanted)
+    else:
+        style, ids = image_ids, image_item_ids(files, images, image_ids)
+    X = load_images(files, image_size)
+    kind = {"stem": "name without extension", "name": "name", "path": "relative path"}[style]
+    return ids, X, f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files
+
+
+#: `kdcrowd fit` writes its settings here; `--resume OUT` reads them back.
+RUN_FILE = "run.json"
+CHECKPOINTS = "checkpoints"
+
+
 @app.command()
 def fit(
-    annotations: Path = typer.Option(..., help="Crowd labels: CSV/TSV/Parquet with columns item (or task), worker, label, or peerannot answers.json. Item ids are matched as text."),
-    out: Path = typer.Option(..., help="Output folder: labels.csv, workers.csv, worker_summary.csv, model.pt, metrics.json, workers.png, report.md."),
+    ctx: typer.Context,
+    annotations: Optional[Path] = typer.Option(None, help="Crowd labels: CSV/TSV/Parquet with columns item (or task), worker, label, or peerannot answers.json. Item ids are matched as text."),
+    out: Optional[Path] = typer.Option(None, help="Output folder: labels.csv, predictions.csv, workers.csv, transition_matrices.npz, model.pt, metrics.json, report.html."),
     features: Optional[Path] = typer.Option(None, help="Item features: .npy (row i is item i, or see --item-ids), or .csv/.parquet with an 'item' column and numeric feature columns."),
     images: Optional[Path] = typer.Option(None, help="Folder of images (png, jpg, jpeg, bmp, webp; searched recursively); see --image-ids for the item ids."),
     item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: a text file with one item id per line, in row order."),
+    predict_features: Optional[Path] = typer.Option(None, help="Features of new items to label with the trained classifier (same columns as --features); written to predictions.csv."),
+    predict_images: Optional[Path] = typer.Option(None, help="Folder of new images to label with the trained classifier; written to predictions.csv."),
+    predict_item_ids: Optional[Path] = typer.Option(None, help="With a .npy --predict-features: one item id per line."),
+    classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels."),
+    truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
     method: str = typer.Option("kdcrowd", help="kdcrowd, maxmig, crowdlayer-mw|vw|vb|vwb, conal, ds, ds-soft, mv or mv-soft."),
@@ -258,103 +290,202 @@ def fit(
     epochs: int = typer.Option(30, help="Training epochs (per stage for kdcrowd)."),
     batch_size: int = typer.Option(128, help="Training batch size."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, cosine schedule)."),
-    seed: int = typer.Option(0, help="Seed of initialisation and batch order."),
+    seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
-    val_labels: Optional[Path] = typer.Option(None, help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels."),
+    validation_fraction: float = typer.Option(0.1, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels (0: none, keep the last epoch)."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
     worker_lr_scale: float = typer.Option(1.0, help="Learning-rate multiplier of the worker parameters (10 sharpens CrowdLayer/CoNAL matrices; see docs/RESULTS.md)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this output folder, with the settings it was started with (give no other option)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train on your own crowd labels and items: a classifier, a clean label for every item,
-    each worker's confusion matrix and a readable report (OUT/report.md)."""
+    each worker's confusion matrix and a report to look at (OUT/report.html).
+
+    Every epoch is checkpointed in OUT/checkpoints; after an interruption (Ctrl-C, a lost
+    machine) `kdcrowd fit --resume OUT` continues from the last finished epoch and ends
+    with the same results as an uninterrupted run."""
     from typing import NoReturn
 
+    import click
     from rich.markup import escape
-
-    from .aggregation import majority_vote
-    from .data.annotations import AnnotationError, Annotations
-    from .data.items import (
-        image_item_ids,
-        list_image_files,
-        load_images,
-        match_image_ids,
-        read_annotation_frame,
-        read_features,
-        read_item_labels,
-    )
-    from .estimator import CrowdClassifier
-    from .methods import CROWD_MODELS, METHODS
-    from .report.practitioner import write_fit_outputs
-    from .students import STUDENTS
 
     def fail(message: str) -> NoReturn:
         console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
         raise typer.Exit(2)
 
+    params = dict(ctx.params)
+    if resume is not None:
+        given = [f"--{k.replace('_', '-')}" for k in params if k not in ("resume", "quiet") and ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT]
+        if given:
+            fail(f"--resume continues a run with the settings it was started with; drop {', '.join(given)}")
+        run_file = resume / RUN_FILE
+        if not run_file.exists():
+            fail(f"{resume} holds no run to resume (no {RUN_FILE}); start one with `kdcrowd fit ... --out {resume}`")
+        if (resume / "report.html").exists() and not (resume / CHECKPOINTS).exists():
+            fail(f"the run in {resume} has finished (report.html is there); there is nothing to resume")
+        saved = json.loads(run_file.read_text())["settings"]
+        params.update({k: (Path(v) if k in FIT_PATH_PARAMS and v is not None else v) for k, v in saved.items()})
+        params["out"] = resume
+        console.print(f"resuming the run in {escape(str(resume))}", soft_wrap=True)
+        return _fit(params, resume=True, quiet=quiet, fail=fail)
+    if annotations is None or out is None:
+        fail("give --annotations FILE and --out DIR (or --resume OUT to continue an interrupted run)")
+    if (out / CHECKPOINTS).exists():
+        fail(f"{out} holds an interrupted run; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
+    return _fit(params, resume=False, quiet=quiet, fail=fail)
+
+
+#: The `kdcrowd fit` options that are paths.
+FIT_PATH_PARAMS = ("annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "truth")
+
+
+def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
+    """The body of `kdcrowd fit` on its settings ``p`` (fresh or read back by --resume)."""
+    import shutil
+
+    from rich.markup import escape
+
+    from .aggregation import majority_vote
+    from .data.annotations import AnnotationError, Annotations
+    from .data.items import read_annotation_frame, read_item_labels
+    from .estimator import KDCrowdClassifier
+    from .methods import CROWD_MODELS, METHODS
+    from .report.html import thumbnails_from_files
+    from .report.practitioner import FILES, write_fit_outputs
+    from .students import STUDENTS
+
+    out: Path = p["out"]
+    features, images, method = p["features"], p["images"], p["method"]
     if (features is None) == (images is None):
         fail("give the items with exactly one of --features FILE (.npy, .csv, .parquet) or --images DIR")
+    if p["predict_features"] is not None and p["predict_images"] is not None:
+        fail("give the items to predict with at most one of --predict-features or --predict-images")
+    if (p["predict_features"] is not None and images is not None) or (p["predict_images"] is not None and features is not None):
+        fail("the items to predict must be of the same kind as the training items: --predict-features with --features, --predict-images with --images")
     if method not in METHODS or method == "clean":
         fail(f"unknown method '{method}'; choose one of {sorted(set(METHODS) - {'clean'})}")
-    if method == "kdcrowd" and teacher not in CROWD_MODELS:
-        fail(f"unknown teacher '{teacher}'; choose one of {list(CROWD_MODELS)}")
-    if method == "kdcrowd" and student not in STUDENTS:
-        fail(f"unknown student '{student}'; choose one of {sorted(STUDENTS)}")
-    if image_ids not in ("auto", "stem", "name", "path"):
-        fail(f"--image-ids must be auto, stem, name or path, not '{image_ids}'")
-    if images is not None and image_size < 8:
-        fail(f"--image-size must be at least 8 pixels, got {image_size}")
-    if item_ids is not None and features is None:
+    if method == "kdcrowd" and p["teacher"] not in CROWD_MODELS:
+        fail(f"unknown teacher '{p['teacher']}'; choose one of {list(CROWD_MODELS)}")
+    if method == "kdcrowd" and p["student"] not in STUDENTS:
+        fail(f"unknown student '{p['student']}'; choose one of {sorted(STUDENTS)}")
+    if p["image_ids"] not in ("auto", "stem", "name", "path"):
+        fail(f"--image-ids must be auto, stem, name or path, not '{p['image_ids']}'")
+    if images is not None and p["image_size"] < 8:
+        fail(f"--image-size must be at least 8 pixels, got {p['image_size']}")
+    if p["item_ids"] is not None and features is None:
         fail("--item-ids goes with a .npy --features file (images are named by their files)")
-    if epochs < 1 or batch_size < 2:
-        fail(f"--epochs must be at least 1 and --batch-size at least 2 (got {epochs} and {batch_size})")
+    if p["predict_item_ids"] is not None and p["predict_features"] is None:
+        fail("--predict-item-ids goes with a .npy --predict-features file")
+    if p["epochs"] < 1 or p["batch_size"] < 2:
+        fail(f"--epochs must be at least 1 and --batch-size at least 2 (got {p['epochs']} and {p['batch_size']})")
+    if not 0.0 <= p["validation_fraction"] < 1.0:
+        fail(f"--validation-fraction must be in [0, 1), got {p['validation_fraction']}")
+    class_list = None
+    if p["classes"] is not None:
+        class_list = [c.strip() for c in str(p["classes"]).split(",")]
+        if any(not c for c in class_list) or len(set(class_list)) != len(class_list):
+            fail(f"--classes must be distinct, non-empty names separated by commas, got {p['classes']!r}")
     try:
-        frame = read_annotation_frame(annotations)
-        if features is not None:
-            ids, X = read_features(features, item_ids=item_ids)
-            described = f"features from `{features.name}`, {X.shape[1]} columns"
-        else:
-            files = list_image_files(images)
-            if image_ids == "auto":
-                col = "item" if "item" in frame.columns else "task"
-                style, ids = match_image_ids(files, images, frame[col].dropna().tolist() if col in frame.columns else [])
-            else:
-                style, ids = image_ids, image_item_ids(files, images, image_ids)
-            X = load_images(files, image_size)
-            described = f"images from `{images}`, resized to {image_size}×{image_size} px; item id = file {'name without extension' if style == 'stem' else 'name' if style == 'name' else 'relative path'}"
+        frame = read_annotation_frame(p["annotations"])
+        if class_list is not None and "label" in frame.columns:
+            frame["label"] = frame["label"].where(frame["label"].isna(), frame["label"].astype(str).str.strip())
+        col = "item" if "item" in frame.columns else "task"
+        wanted = frame[col].dropna().tolist() if col in frame.columns else []
+        ids, X, described, files = _load_items(features, images, p["item_ids"], p["image_size"], p["image_ids"], wanted)
         try:
-            ann = Annotations.from_long(frame, items=ids, duplicates=duplicates)
+            ann = Annotations.from_long(frame, items=ids, classes=class_list, duplicates=p["duplicates"])
         except AnnotationError as e:
             if "duplicate (item, worker)" in str(e):
-                raise AnnotationError(f"{annotations}: {e} On the command line: --duplicates first|last|keep.") from e
+                raise AnnotationError(f"{p['annotations']}: {e} On the command line: --duplicates first|last|keep.") from e
             if "no features" not in str(e):
                 raise
             if images is not None:
                 source = f"the files in {images}"
-            elif features is not None and features.suffix.lower() != ".npy":
+            elif features.suffix.lower() != ".npy":
                 source = f"the 'item' column of {features}"
             else:
-                source = f"the lines of {item_ids}" if item_ids is not None else f"the row numbers 0..{len(ids) - 1} of {features}"
-            raise AnnotationError(f"{annotations}: {e} The {len(ids)} known items are named by {source}, e.g. {', '.join(repr(v) for v in ids[:3])}.") from e
-        gold = read_item_labels(val_labels, ids, ann.classes) if val_labels is not None else None
-        clf = CrowdClassifier(
-            method=method, teacher=teacher, student=student, backbone=backbone, epochs=epochs, batch_size=batch_size,
-            lr=lr, device=device, random_state=seed, duplicates=duplicates, verbose=not quiet, worker_lr_scale=worker_lr_scale,
-        )
-        clf.fit(X, ann)
+                source = f"the lines of {p['item_ids']}" if p["item_ids"] is not None else f"the row numbers 0..{len(ids) - 1} of {features}"
+            raise AnnotationError(f"{p['annotations']}: {e} The {len(ids)} known items are named by {source}, e.g. {', '.join(repr(v) for v in ids[:3])}.") from e
+        if ann.n_classes < 2:
+            raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
+        gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
+        predict = None
+        if p["predict_features"] is not None or p["predict_images"] is not None:
+            pids, PX, _, _ = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], p["image_size"], p["image_ids"] if p["image_ids"] != "auto" else "stem", [], "predict-")
+            if PX.shape[1:] != X.shape[1:]:
+                raise ValueError(f"the items to predict have shape {PX.shape[1:]} but the training items {X.shape[1:]}; give features with the same columns")
+            predict = (pids, PX)
     except USER_ERRORS as e:
         fail(str(e))
-    settings: dict[str, Any] = {"annotations": f"`{annotations}`", "items": f"`{features if features is not None else images}`", "method": method}
+
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CHECKPOINTS
+    if not resume:
+        for name in (*FILES, RUN_FILE):  # an earlier finished run's outputs go first: nothing stale looks new
+            (out / name).unlink(missing_ok=True)
+        write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")}})
+    clf = KDCrowdClassifier(
+        method=method, teacher=p["teacher"], student=p["student"], backbone=p["backbone"], epochs=p["epochs"], batch_size=p["batch_size"],
+        lr=p["lr"], device=p["device"], random_state=p["seed"], duplicates=p["duplicates"], verbose=not quiet,
+        worker_lr_scale=p["worker_lr_scale"], validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt),
+    )
+    try:
+        clf.fit(X, ann)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
+        raise typer.Exit(130) from None
+    except USER_ERRORS as e:
+        fail(str(e))
+    settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images, "method": method}
     if method == "kdcrowd":
-        settings.update(teacher=teacher, student=student)
-    settings.update({"backbone": backbone, "epochs": epochs, "batch size": batch_size, "learning rate": lr, "seed": seed, "device": device, "duplicates": duplicates})
-    paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold)
+        settings.update(teacher=p["teacher"], student=p["student"])
+    settings.update({"backbone": p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": p["duplicates"]})
+    pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
+    paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete; its outputs replace the checkpoints
     final = clf.label_proba_.argmax(1)
     labelled = ann.labels_per_item() > 0
     changed = int((labelled & (final != majority_vote(ann))).sum())
     console.print(f"fitted {method} on {ann.n_items} items ({int(labelled.sum())} labelled), {ann.n_workers} workers, {len(ann)} annotations; {changed} final labels differ from majority vote", soft_wrap=True)
     if gold is not None:
-        console.print(f"accuracy of the final labels on the {len(gold[0])} items of {escape(str(val_labels))}: {float((final[gold[0]] == gold[1]).mean()):.3f}", soft_wrap=True)
-    console.print(f"wrote {', '.join(p.name for p in paths.values())} to {escape(str(out))}; read {escape(str(paths['report']))}", soft_wrap=True)
+        console.print(f"accuracy of the final labels on the {len(gold[0])} items of {escape(str(p['truth']))}: {float((final[gold[0]] == gold[1]).mean()):.3f}", soft_wrap=True)
+    console.print(f"wrote {', '.join(paths)} to {escape(str(out))}; open {escape(str(paths['report.html']))}", soft_wrap=True)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Option(..., help="A model.pt written by `kdcrowd fit`."),
+    out: Path = typer.Option(..., help="Output CSV: item,label,confidence,p_<class>..."),
+    features: Optional[Path] = typer.Option(None, help="Features of the items (.npy, .csv, .parquet; the columns the model was trained on)."),
+    images: Optional[Path] = typer.Option(None, help="Folder of images (resized as in training)."),
+    item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: one item id per line."),
+    image_ids: str = typer.Option("stem", help="Item id of an image: stem, name or path."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+) -> None:
+    """Label new items with a classifier trained by `kdcrowd fit`."""
+    from rich.markup import escape
+
+    from .report.practitioner import label_frame, load_predictor
+
+    try:
+        if (features is None) == (images is None):
+            raise ValueError("give the items with exactly one of --features FILE or --images DIR")
+        if image_ids not in ("stem", "name", "path"):
+            raise ValueError(f"--image-ids must be stem, name or path, not '{image_ids}'")
+        predictor = load_predictor(model, device=device)
+        if images is not None and len(predictor.item_shape) != 3:
+            raise ValueError(f"{model} was trained on features of {predictor.item_shape[0]} columns; give --features")
+        if features is not None and len(predictor.item_shape) != 1:
+            raise ValueError(f"{model} was trained on images; give --images")
+        size = predictor.item_shape[0] if images is not None else 0
+        ids, X, described, _ = _load_items(features, images, item_ids, size, image_ids, [])
+        proba = predictor(X)
+    except USER_ERRORS as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(2) from e
+    out.parent.mkdir(parents=True, exist_ok=True)
+    label_frame(ids, predictor.classes, proba).to_csv(out, index=False)
+    console.print(f"labelled {len(ids)} items ({escape(described)}); wrote {escape(str(out))}", soft_wrap=True)
 
 
 def save_transitions(out: Path, output: Any) -> None:

@@ -1,0 +1,102 @@
+"""Write a registered crowd data set the way a practitioner has it: a folder of image
+files and a CSV of crowd labels, so that ``kdcrowd fit`` can be tried end to end on real
+crowds (the acceptance run of the practitioner's door).
+
+    python benchmarks/practitioner_export.py export labelme --data-root ../shared/data --out /tmp/labelme-user
+    kdcrowd fit --annotations /tmp/labelme-user/answers.csv --images /tmp/labelme-user/images \\
+        --predict-images /tmp/labelme-user/new_images --truth /tmp/labelme-user/truth.csv \\
+        --image-size 128 --out /tmp/labelme-fit
+    python benchmarks/practitioner_export.py score /tmp/labelme-user /tmp/labelme-fit
+
+``OUT`` gets ``images/<id>.png`` (the crowd-labelled training items), ``answers.csv``
+(``item,worker,label`` with class names), ``truth.csv`` (their true labels, for
+``--truth``), ``new_images/`` (the data set's test items, no crowd labels) and
+``new_truth.csv``. ``score`` prints the accuracy of a fit's ``labels.csv`` and
+``predictions.csv`` against those truths, and writes it as JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def export(name: str, root: str | None, out: Path, limit_new: int | None = None) -> dict[str, int]:
+    """Write data set ``name`` into ``out`` (see the module docstring); returns counts."""
+    from PIL import Image
+
+    from kdcrowd.data.datasets import load_dataset
+
+    ds = load_dataset(name, root=root)
+    if ds.annotations is None or ds.x_train.ndim != 4:
+        raise SystemExit(f"{name}: needs crowd annotations and images")
+    classes = np.asarray(ds.class_names)
+    ann = ds.annotations  # its classes are the class names, in the order of ds.class_names
+    ids = np.array([f"{i:05d}" for i in range(len(ds.x_train))])
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for i, img in zip(ids, ds.x_train):
+        Image.fromarray(img).save(out / "images" / f"{i}.png")
+    pd.DataFrame({"item": ids[ann.item], "worker": np.asarray(ann.worker_ids)[ann.worker].astype(str), "label": np.asarray(ann.classes).astype(str)[ann.label]}).to_csv(out / "answers.csv", index=False)
+    pd.DataFrame({"item": ids, "label": classes[ds.y_train]}).to_csv(out / "truth.csv", index=False)
+    x_new, y_new = ds.x_test, ds.y_test
+    if limit_new is not None:
+        x_new, y_new = x_new[:limit_new], y_new[:limit_new]
+    new_ids = np.array([f"new{i:05d}" for i in range(len(x_new))])
+    (out / "new_images").mkdir(parents=True, exist_ok=True)
+    for i, img in zip(new_ids, x_new):
+        Image.fromarray(img).save(out / "new_images" / f"{i}.png")
+    pd.DataFrame({"item": new_ids, "label": classes[y_new]}).to_csv(out / "new_truth.csv", index=False)
+    return {"items": len(ids), "annotations": len(ann), "workers": ann.n_workers, "new_items": len(new_ids)}
+
+
+def score(export_dir: Path, fit_dir: Path) -> dict[str, float | int]:
+    """Accuracy of a ``kdcrowd fit`` output folder against the exported truths."""
+    labels = pd.read_csv(fit_dir / "labels.csv", dtype={"item": str})
+    preds = pd.read_csv(fit_dir / "predictions.csv", dtype={"item": str})
+    truth = pd.read_csv(export_dir / "truth.csv", dtype={"item": str}).set_index("item")["label"]
+    new_truth = pd.read_csv(export_dir / "new_truth.csv", dtype={"item": str}).set_index("item")["label"]
+    answers = pd.read_csv(export_dir / "answers.csv", dtype={"item": str})
+    votes = answers.groupby(["item", "label"]).size().unstack(fill_value=0)
+    votes = votes[sorted(votes.columns)]
+    mv = votes.idxmax(axis=1)  # ties: the first class in sorted order
+    new = preds[preds["item"].isin(new_truth.index)]
+    return {
+        "labelled_items": len(labels),
+        "label_accuracy": float((labels.set_index("item")["label"] == truth.reindex(labels["item"]).to_numpy()).mean()),
+        "majority_vote_accuracy": float((mv == truth.reindex(mv.index)).mean()),
+        "new_items": len(new),
+        "new_item_accuracy": float((new.set_index("item")["label"] == new_truth.reindex(new["item"]).to_numpy()).mean()) if len(new) else float("nan"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export", help="write a data set as image files + answers.csv")
+    e.add_argument("dataset", choices=["labelme", "cifar10n"])
+    e.add_argument("--data-root", default=None)
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--limit-new", type=int, default=None, help="write at most this many new (test) items")
+    s = sub.add_parser("score", help="accuracy of a kdcrowd fit output against the exported truths")
+    s.add_argument("export_dir", type=Path)
+    s.add_argument("fit_dir", type=Path)
+    s.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args(argv)
+    if a.cmd == "export":
+        print(json.dumps(export(a.dataset, a.data_root, a.out, a.limit_new)))
+    else:
+        res = score(a.export_dir, a.fit_dir)
+        print(json.dumps(res, indent=1))
+        if a.json:
+            from kdcrowd.io import write_json
+
+            write_json(a.json, res)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""``report.html`` of ``kdcrowd fit``: one self-contained page to look at, not to read.
+
+Every figure is a PNG embedded as a ``data:`` URI and the style sheet is inline, so the
+file can be mailed or opened offline. Sections: a row of headline numbers, training
+curves per stage (with the selected epoch marked), memorization of suspect labels,
+class balance, worker quality ranked, the grid of the most active workers' confusion
+matrices, the most doubtful items (with thumbnails for images), then settings and files.
+
+:func:`render_fit_html` builds the page from a :class:`FitPage`, which
+:func:`kdcrowd.report.practitioner.write_fit_outputs` fills in.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .plots import _plt
+
+__all__ = ["FitPage", "render_fit_html", "stage_histories", "doubtful_items", "png_data_uri"]
+
+#: The colour of each training stage in the curves.
+STAGE_COLOURS = {"teacher": "#1f77b4", "student": "#d62728", "stage2": "#2ca02c"}
+
+
+@dataclass
+class FitPage:
+    """Everything the page shows; see :func:`render_fit_html`."""
+
+    metrics: dict[str, Any]
+    """The run's ``metrics.json`` (config, history, stages, versions, device, seconds)."""
+    classes: np.ndarray
+    """Class values, in column order."""
+    proba: np.ndarray
+    """(N, K) final label distribution of every item (annotated or not)."""
+    annotations: Any
+    """The :class:`~kdcrowd.data.Annotations` (item index = row of ``proba``)."""
+    item_ids: np.ndarray
+    """Original ids of the N items."""
+    workers: pd.DataFrame
+    """``workers.csv``: ``worker, n_labels, accuracy_estimate, agreement, T_<class>...``."""
+    matrices: np.ndarray
+    """(M, K, K) worker matrices."""
+    matrices_source: str
+    """Where the matrices come from (a phrase)."""
+    items_description: str
+    """One line on the items."""
+    settings: dict[str, Any]
+    """The command's settings, shown as given."""
+    method_text: str = ""
+    """A sentence on the method."""
+    selection_text: str = ""
+    """A sentence on how the kept epoch was chosen."""
+    gold: tuple[np.ndarray, np.ndarray] | None = None
+    """``(item positions, class indices)`` of known labels (``--truth``), for reporting only."""
+    thumbnail: Callable[[int], bytes | None] | None = None
+    """PNG bytes of item ``i``'s picture, for image items."""
+    files: dict[str, str] = field(default_factory=dict)
+    """Output file name → what it holds."""
+    n_predicted: int = 0
+    """Rows of ``predictions.csv``."""
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def png_data_uri(fig: Any, dpi: int = 110) -> str:
+    """A matplotlib figure as a ``data:image/png;base64,...`` URI (the figure is closed)."""
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def stage_histories(metrics: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], int | None]]:
+    """``(stage, history, best epoch)`` of each trained stage: KD-Crowd's ``teacher``,
+    ``student`` and ``stage2``, or the one history of a single-stage method."""
+    stages = metrics.get("stages") or {}
+    if stages:
+        return [(name, rec.get("history") or [], rec.get("best_epoch")) for name, rec in stages.items() if rec.get("history")]
+    hist = metrics.get("history") or []
+    return [(str(metrics.get("method", "training")), hist, metrics.get("best_epoch"))] if hist else []
+
+
+def doubtful_items(proba: np.ndarray, ann: Any, n: int = 24) -> np.ndarray:
+    """Indices of the ``n`` annotated items whose final label is least certain (lowest
+    top-class probability; ties: more crowd labels first)."""
+    per_item = ann.labels_per_item()
+    annotated = np.flatnonzero(per_item > 0)
+    conf = np.asarray(proba)[annotated].max(1)
+    order = np.lexsort((-per_item[annotated], conf))
+    return annotated[order[:n]]
+
+
+def _crowd_votes(ann: Any, classes: np.ndarray, items: np.ndarray) -> list[str]:
+    """``"cat ×2, dog ×1"`` per item: the crowd labels it received."""
+    votes = ann.vote_counts()[items]
+    out = []
+    for row in votes:
+        nz = np.flatnonzero(row)
+        nz = nz[np.argsort(-row[nz], kind="stable")]
+        out.append(", ".join(f"{classes[j]} ×{int(row[j])}" for j in nz))
+    return out
+
+
+def _curves_figure(metrics: dict[str, Any]) -> Any | None:
+    stages = stage_histories(metrics)
+    if not stages:
+        return None
+    plt = _plt()
+    has_val = any(h.get("val_accuracy") is not None for _, hist, _ in stages for h in hist)
+    fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(10 if has_val else 5.5, 3.2), squeeze=False)
+    offset = 0
+    for name, hist, best in stages:
+        ep = np.array([h["epoch"] for h in hist]) + offset
+        colour = STAGE_COLOURS.get(name)
+        axes[0, 0].plot(ep, [h["loss"] for h in hist], color=colour, label=name)
+        if has_val:
+            val = [np.nan if h.get("val_accuracy") is None else h["val_accuracy"] for h in hist]
+            axes[0, 1].plot(ep, val, color=colour, label=name)
+            if best is not None and 1 <= best <= len(hist) and np.isfinite(val[best - 1]):
+                axes[0, 1].plot([best + offset], [val[best - 1]], marker="*", markersize=12, color=colour, markeredgecolor="black", linestyle="none")
+        offset += len(hist)
+    axes[0, 0].set(xlabel="epoch (stages one after another)", ylabel="training loss", title="training loss")
+    axes[0, 0].legend(fontsize=8)
+    if has_val:
+        axes[0, 1].set(xlabel="epoch (stages one after another)", ylabel="validation agreement", title="validation (★ = kept epoch)")
+    fig.tight_layout()
+    return fig
+
+
+def _memorization_figure(metrics: dict[str, Any]) -> Any | None:
+    from .plots import memorization_curves
+
+    curves = memorization_curves(metrics, label="")
+    if not curves:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for name, ep, mu, sd in curves:
+        stage = name.split(": ")[-1] if name else str(metrics.get("method"))
+        ax.plot(ep, mu, color=STAGE_COLOURS.get(stage), label=stage)
+        ax.fill_between(ep, mu - sd, mu + sd, color=STAGE_COLOURS.get(stage), alpha=0.15)
+    ax.set(xlabel="epoch", ylabel="share reproduced", title="memorization of suspect labels", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _balance_figure(classes: np.ndarray, series: dict[str, np.ndarray]) -> Any:
+    plt = _plt()
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.45 * k * len(series) + 1), 3.2))
+    width = 0.8 / len(series)
+    for j, (name, counts) in enumerate(series.items()):
+        share = counts / max(1, counts.sum())
+        ax.bar(np.arange(k) + (j - (len(series) - 1) / 2) * width, share, width=width, label=name)
+    ax.set_xticks(range(k), [str(c) for c in classes], rotation=90 if k > 8 else 0, fontsize=8 if k <= 30 else 5)
+    ax.set(ylabel="share of items", title="class balance")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _quality_figure(workers: pd.DataFrame) -> Any:
+    plt = _plt()
+    ranked = workers.sort_values("accuracy_estimate", kind="stable")
+    m = len(ranked)
+    if m <= 60:
+        fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.22 * m + 0.8)))
+        y = np.arange(m)
+        bars = ax.barh(y, ranked["accuracy_estimate"], color=plt.cm.viridis(np.clip(np.log1p(ranked["n_labels"]) / np.log1p(max(1, ranked["n_labels"].max())), 0, 1)))
+        ax.set_yticks(y, [f"{w} ({n})" for w, n in zip(ranked["worker"], ranked["n_labels"])], fontsize=7)
+        ax.set(xlabel="estimated accuracy", xlim=(0, 1), title="workers ranked (labels in brackets; colour: more labels = yellower)")
+        del bars
+    else:  # many workers: accuracy against how much each worker labelled
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        ax.scatter(ranked["n_labels"], ranked["accuracy_estimate"], s=10, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set(xlabel="labels given (log scale)", ylabel="estimated accuracy", ylim=(0, 1), title=f"{m} workers: estimated accuracy against labels given")
+    fig.tight_layout()
+    return fig
+
+
+def _matrix_grid_figure(t: np.ndarray, workers: pd.DataFrame, classes: np.ndarray, n: int = 24) -> tuple[Any, int]:
+    plt = _plt()
+    order = np.argsort(-workers["n_labels"].to_numpy(), kind="stable")[: min(n, len(workers))]
+    cols = min(6, len(order))
+    rows = int(np.ceil(len(order) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols + 1.0, 2.1 * rows + 0.6), squeeze=False, layout="constrained")
+    k = len(classes)
+    im = None
+    for a in axes.ravel():
+        a.axis("off")
+    for j, m in enumerate(order):
+        a = axes.ravel()[j]
+        a.axis("on")
+        im = a.imshow(t[m], vmin=0, vmax=1, cmap="viridis")
+        a.set_title(f"{workers['worker'].iloc[m]}\n{int(workers['n_labels'].iloc[m])} labels, acc {workers['accuracy_estimate'].iloc[m]:.2f}", fontsize=7)
+        if j == 0 and k <= 10:
+            a.set_yticks(range(k), [str(c) for c in classes], fontsize=6)
+            a.set_xticks(range(k), [str(c) for c in classes], fontsize=6, rotation=90)
+            a.set_ylabel("true class", fontsize=7)
+            a.set_xlabel("given class", fontsize=7)
+        else:
+            a.set_xticks([])
+            a.set_yticks([])
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6)
+    return fig, len(order)
+
+
+# ----------------------------------------------------------------------------- page
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+main{max-width:1100px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:26px;margin:0 0 4px} h2{font-size:19px;margin:34px 0 10px;border-bottom:1px solid #dde1e7;padding-bottom:4px}
+.sub{color:#5b6473;font-size:13px;margin-bottom:18px}
+.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:10px 16px;min-width:120px}
+.card b{display:block;font-size:22px} .card span{font-size:12px;color:#5b6473}
+.card.good b{color:#1a7f37} .card.warn b{color:#b35900}
+figure{background:#fff;border:1px solid #dde1e7;border-radius:8px;margin:10px 0;padding:10px;text-align:center}
+figure img{max-width:100%} figcaption{font-size:13px;color:#5b6473;text-align:left;margin-top:6px}
+table{border-collapse:collapse;background:#fff;font-size:13px;margin:8px 0}
+th,td{border:1px solid #dde1e7;padding:4px 8px;text-align:left} th{background:#eef1f5}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.items{display:grid;grid-template-columns:repeat(auto-fill,minmax(160px,1fr));gap:10px}
+.item{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:8px;font-size:12px}
+.item img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;display:block;margin:0 auto 6px;background:#eee}
+.item .id{font-weight:600;word-break:break-all} .bar{height:6px;background:#e3e6ea;border-radius:3px;margin:4px 0}
+.bar i{display:block;height:6px;border-radius:3px;background:#d62728}
+p{line-height:1.45} code{background:#eef1f5;padding:1px 4px;border-radius:3px}
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    rows = []
+    for row in df.itertuples(index=False):
+        cells = []
+        for v in row:
+            if isinstance(v, (float, np.floating)):
+                cells.append(f'<td class="num">{floats.format(v) if np.isfinite(v) else "–"}</td>')
+            elif isinstance(v, (int, np.integer)):
+                cells.append(f'<td class="num">{int(v)}</td>')
+            else:
+                cells.append(f"<td>{_e(v)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _figure(uri: str, caption: str, alt: str) -> str:
+    return f'<figure><img src="{uri}" alt="{_e(alt)}"><figcaption>{caption}</figcaption></figure>'
+
+
+def _card(value: str, label: str, cls: str = "") -> str:
+    return f'<div class="card {cls}"><b>{_e(value)}</b><span>{_e(label)}</span></div>'
+
+
+def render_fit_html(page: FitPage) -> str:
+    """The whole ``report.html`` as one string."""
+    from ..aggregation import majority_vote
+
+    m, ann, classes, proba = page.metrics, page.annotations, np.asarray(page.classes), np.asarray(page.proba)
+    n, k = proba.shape
+    final = proba.argmax(1)
+    per_item = ann.labels_per_item()
+    annotated = per_item > 0
+    mv = majority_vote(ann)
+    changed = int((annotated & (final != mv)).sum())
+    versions = m.get("versions", {})
+    parts: list[str] = []
+    add = parts.append
+
+    add(f"<h1>kdcrowd fit report</h1><div class='sub'>{_e(page.items_description)} · written {_dt.datetime.now().isoformat(timespec='seconds')} by kdcrowd {_e(versions.get('kdcrowd', '?'))} (torch {_e(versions.get('torch', '?'))}) on {_e(m.get('device', '?'))} in {m.get('seconds', float('nan')):.1f} s</div>")
+    cards = [
+        _card(f"{int(annotated.sum())}", f"items with crowd labels (of {n})"),
+        _card(f"{ann.n_workers}", "workers"),
+        _card(f"{len(ann)}", "crowd labels"),
+        _card(f"{k}", "classes"),
+        _card(f"{changed} ({100.0 * changed / max(1, int(annotated.sum())):.1f} %)", "labels changed vs majority vote"),
+        _card(f"{float(np.median(proba[annotated].max(1))) if annotated.any() else float('nan'):.2f}", "median confidence"),
+    ]
+    if page.gold is not None:
+        g_items, g_y = page.gold
+        acc = float((final[g_items] == g_y).mean())
+        lab = annotated[g_items]
+        mv_acc = float((mv[g_items[lab]] == g_y[lab]).mean()) if lab.any() else float("nan")
+        cards.append(_card(f"{acc:.3f}", f"accuracy on {len(g_items)} known labels", "good" if acc >= mv_acc else "warn"))
+        cards.append(_card(f"{mv_acc:.3f}", "majority vote on the same items"))
+    add("<div class='cards'>" + "".join(cards) + "</div>")
+    if page.method_text:
+        add(f"<p>{page.method_text}</p>")
+
+    add("<h2>Training</h2>")
+    fig = _curves_figure(m)
+    if fig is not None:
+        add(_figure(png_data_uri(fig), page.selection_text or "Training loss and validation agreement per epoch; stages are drawn one after another.", "training curves"))
+    else:
+        add("<p>This method trains no network on the crowd labels.</p>")
+    fig = _memorization_figure(m)
+    if fig is not None:
+        add(_figure(png_data_uri(fig), "Memorization: of the crowd labels that disagree with the reference labels (the Dawid–Skene labels of all crowd labels, or the known labels when given), the share the network reproduces, mean ± 1 std over workers. A curve that climbs late is the network learning the workers' mistakes; a robust method keeps it low.", "memorization"))
+
+    add("<h2>Labels</h2>")
+    series = {"final labels": np.bincount(final[annotated], minlength=k), "majority vote": np.bincount(mv[annotated], minlength=k)}
+    if page.gold is not None:
+        series["known labels"] = np.bincount(page.gold[1], minlength=k)
+    add(_figure(png_data_uri(_balance_figure(classes, series)), f"Share of each class among the {int(annotated.sum())} labelled items: the final labels against majority vote" + (" and the known labels" if page.gold is not None else "") + ". The final labels with every class's probability are in <code>labels.csv</code>.", "class balance"))
+
+    add("<h2>Workers</h2>")
+    add(f"<p>Each worker's confusion matrix (rows: true class, columns: the class the worker gives) is {_e(page.matrices_source)}. <b>Estimated accuracy</b> = Σ<sub>k</sub> prior<sub>k</sub> · T[k, k], the chance that the worker gives the true class under the predicted class balance; <b>agreement</b> is the share of the worker's labels equal to the final label. Workers with few labels have uncertain estimates.</p>")
+    add(_figure(png_data_uri(_quality_figure(page.workers)), "Workers ranked by estimated accuracy (all of them are in <code>workers.csv</code>).", "worker quality"))
+    fig, shown = _matrix_grid_figure(page.matrices, page.workers, classes)
+    add(_figure(png_data_uri(fig), f"The {shown} most active workers' matrices (true class down, given class across; all of them are in <code>transition_matrices.npz</code>).", "worker matrices"))
+    ranked = page.workers.sort_values(["accuracy_estimate", "n_labels"], ascending=[True, False], kind="stable")[["worker", "n_labels", "accuracy_estimate", "agreement"]]
+    if len(ranked) > 20:
+        add("<p>The 10 least and the 10 most reliable workers:</p>" + _table(pd.concat([ranked.head(10), ranked.tail(10).iloc[::-1]])))
+    else:
+        add("<p>All workers, least reliable first:</p>" + _table(ranked))
+
+    add("<h2>Most doubtful items</h2>")
+    idx = doubtful_items(proba, ann)
+    votes = _crowd_votes(ann, classes, idx)
+    tiles = []
+    for i, v in zip(idx, votes):
+        top = np.argsort(-proba[i])[:2]
+        img = ""
+        if page.thumbnail is not None:
+            data = page.thumbnail(int(i))
+            if data:
+                img = f'<img src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}" alt="item {_e(page.item_ids[i])}">'
+        conf = float(proba[i, top[0]])
+        runner_up = f"{_e(classes[top[1]])} {proba[i, top[1]]:.2f}" if k > 1 else ""
+        tiles.append(f'<div class="item">{img}<div class="id">{_e(page.item_ids[i])}</div><div><b>{_e(classes[top[0]])}</b> {conf:.2f} · {runner_up}</div><div class="bar"><i style="width:{100 * (1 - conf):.0f}%"></i></div><div>crowd: {_e(v)}</div></div>')
+    add(f"<p>The {len(idx)} labelled items whose final label is least certain — worth a second look by a person. The red bar is the doubt (1 − confidence).</p>")
+    add("<div class='items'>" + "".join(tiles) + "</div>")
+
+    add("<h2>Settings and files</h2>")
+    add(_table(pd.DataFrame({"setting": list(page.settings), "value": [str(v) for v in page.settings.values()]})))
+    if page.files:
+        add(_table(pd.DataFrame({"file": list(page.files), "holds": list(page.files.values())})))
+    add("<p>Predict new items with <code>kdcrowd predict --model OUT/model.pt --features X.npy --out predictions.csv</code> (or <code>--images DIR</code>).</p>")
+    body = "\n".join(parts)
+    return f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width,initial-scale=1'><title>kdcrowd fit report</title><style>{CSS}</style></head><body><main>\n{body}\n</main></body></html>\n"
+
+
+def thumbnails_from_files(files: Sequence[Any], size: int = 96) -> Callable[[int], bytes | None]:
+    """A :attr:`FitPage.thumbnail` reading item ``i``'s picture from ``files[i]`` (``None``
+    when the file cannot be read any more)."""
+    from PIL import Image
+
+    def thumb(i: int) -> bytes | None:
+        try:
+            with Image.open(files[i]) as im:
+                im = im.convert("RGB")
+                im.thumbnail((size, size))
+                buf = io.BytesIO()
+                im.save(buf, format="PNG")
+                return buf.getvalue()
+        except (OSError, ValueError):
+            return None
+
+    return thumb
