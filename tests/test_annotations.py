@@ -307,6 +307,36 @@ def test_container_values_are_reported_not_a_type_error():
     assert "dict values" in msg and "item='a', worker='w'" in msg
 
 
+def test_mixed_types_one_and_text_one_are_one_value():
+    # 1 and "1" in one column were two items / two classes (three classes [1, 2, '1'] here)
+    df = pd.DataFrame({"item": [0, 1, 2], "worker": [0, 0, 0], "label": [1, "1", 2]})
+    a = Annotations.from_long(df)
+    assert a.classes.tolist() == [0, 1, 2] and a.label.tolist() == [1, 1, 2]
+    df = pd.DataFrame({"item": [1, "1", 2], "worker": [0, 0, 0], "label": [1, 1, 2]})
+    msg = _err(Annotations.from_long, df)  # the same item twice by worker 0
+    assert "duplicate (item, worker) pairs" in msg and "row 1 (item='1'" in msg
+    assert Annotations.from_long(df, duplicates="first").item_ids.tolist() == [1, 2]
+    # ints mixed with names: every value as text
+    df = pd.DataFrame({"item": [0, 1], "worker": [0, 0], "label": [1, "cat"]})
+    assert Annotations.from_long(df).classes.tolist() == ["1", "cat"]
+    # numbers in an object column follow the numeric rules (answers.json {"w": 1.5})
+    assert "non-integer" in _err(Annotations.from_answers_json, {"a": {"w": 1.5}})
+    assert Annotations.from_answers_json({"a": {"w": 2.0, "v": 1}}).classes.tolist() == [0, 1, 2]
+
+
+def test_declared_ids_and_classes_match_by_text():
+    # a file gives "17" / "1"; the caller declares 17 / 1 (or the other way round)
+    df = pd.DataFrame({"item": ["17", "18"], "worker": ["0", "0"], "label": [1, 0]})
+    a = Annotations.from_long(df, items=[18, 17, 19], classes=["0", "1"])
+    assert a.item.tolist() == [1, 0] and a.label.tolist() == [1, 0] and a.n_items == 3
+    b = Annotations.from_long(_long_int(), items=["13", "12", "11", "10"])
+    assert b.item_ids.tolist() == ["13", "12", "11", "10"] and b.item.tolist()[:2] == [3, 2]
+    # text is exact: "1.0" is not 1, "01" is not 1
+    assert "outside the declared classes" in _err(
+        Annotations.from_long, pd.DataFrame({"item": [0], "worker": [0], "label": ["01"]}),
+        classes=[0, 1])
+
+
 def test_error_labels_outside_declared_classes():
     msg = _err(Annotations.from_long, _long_str(), classes=["cat", "dog"])
     assert "outside the declared classes" in msg
@@ -320,7 +350,7 @@ def test_error_items_without_features():
     msg = _err(Annotations.from_long, _long_str(), items=["img1", "img2"])
     assert "items that have no features" in msg
     assert "2 rows" in msg and "row 0" in msg and "row 4" in msg and "'img3'" in msg
-    msg = _err(Annotations.from_long, _long_int(), items=["10", "11", "12", "13"])
+    msg = _err(Annotations.from_long, _long_int(), items=["i10", "i11", "i12", "i13"])
     assert "No item matched" in msg and "7 rows" in msg and "... and 2 more" in msg
 
 

@@ -219,6 +219,11 @@ def _integer_values(series: pd.Series, show: Mapping[str, Any] | None = None) ->
             )
     elif dtype == object and pd.api.types.infer_dtype(series, skipna=False) == "integer":
         v = series.to_numpy()  # python ints, possibly beyond int64
+    elif dtype == object and pd.api.types.infer_dtype(
+            series, skipna=False) in ("floating", "mixed-integer-float"):
+        # numbers in an object column (answers.json {"w": 1.0}, {"w": 1.5}): the same
+        # rules as a float column, not class *names* 1.0 / 1.5
+        return _integer_values(series.astype(np.float64), show)
     else:
         return None
     neg = np.flatnonzero(v < 0)
@@ -280,6 +285,40 @@ def _scalar_values(series: pd.Series, name: str, show: Mapping[str, Any]) -> Non
             f"Each {name} must be a single value (a number or a string); give one row per "
             "annotation.",
         )
+
+
+def _one_type(series: pd.Series) -> pd.Series:
+    """Ids or labels of mixed python types made comparable, so that ``1`` and ``"1"`` are
+    one value, not two: when every value is an int or a canonical integer string (and all
+    fit int64) they become int64, otherwise every value becomes its text (``str(v)``).
+    Columns of one type are returned as they are (no per-row work)."""
+    if series.dtype != object:
+        return series
+    if pd.api.types.infer_dtype(series, skipna=False) not in ("mixed", "mixed-integer"):
+        return series
+    values = series.tolist()
+    if all(_is_int_label(v) for v in values):
+        ints = _numeric_keys([str(v) for v in values])
+        if ints.dtype.kind == "i":
+            return pd.Series(ints, index=series.index)
+    return pd.Series([str(v) for v in values], index=series.index, dtype=object)
+
+
+def _lookup(ids: np.ndarray, values: pd.Series) -> np.ndarray:
+    """int64 positions of ``values`` in the declared ``ids`` (``-1`` where absent).
+
+    A value that does not match by value and type is looked up by its text, so ``"17"``
+    read from a file finds the declared id ``17`` and the label ``1`` finds the class
+    ``"1"`` (only when the declared ids' texts are distinct; ``1.0`` is ``"1.0"``, not
+    ``"1"``). The text pass runs only for the values that did not match."""
+    codes = pd.Index(ids).get_indexer(values).astype(np.int64, copy=False)
+    miss = codes < 0
+    if miss.any():
+        text = pd.Index([str(v) for v in ids.tolist()])
+        if text.is_unique:
+            codes = codes.copy()
+            codes[miss] = text.get_indexer([str(v) for v in values[miss].tolist()])
+    return codes
 
 
 def _suffix(path: Path) -> str:
@@ -516,6 +555,11 @@ class Annotations:
             workers: known worker ids, like ``items`` (extension; default: sorted
                 unique worker ids of the table).
 
+        A column that mixes ints and strings is taken as ints when every value is an
+        integer (``1`` and ``"1"`` are one id or one class) and as text otherwise.
+        Declared ``items``, ``workers`` and ``classes`` match the table by value, then
+        by text (``"17"`` read from a file finds the declared id ``17``).
+
         Row numbers in error messages are 0-based positions in the table (header
         excluded).
         """
@@ -569,6 +613,8 @@ class Annotations:
                 "Drop those rows (df.dropna()) or fill them in; a missing label is "
                 "expressed by leaving the row out.",
             )
+        # 1 and "1" are one id / one class, not two
+        it_s, wk_s, lb_s = _one_type(it_s), _one_type(wk_s), _one_type(lb_s)
 
         # labels -> class indices
         if classes is None:
@@ -583,7 +629,7 @@ class Annotations:
             class_arr = _as_id_array(classes, "classes")
             if class_arr.size == 0:
                 raise AnnotationError("`classes` is empty; declare at least one class.")
-            lab = pd.Index(class_arr).get_indexer(lb_s).astype(np.int64, copy=False)
+            lab = _lookup(class_arr, lb_s)
             bad = np.flatnonzero(lab < 0)
             if bad.size:
                 hint = ""
@@ -603,7 +649,7 @@ class Annotations:
             if known is None:
                 return _factorize(series)
             ids = _as_id_array(known, plural)
-            codes = pd.Index(ids).get_indexer(series).astype(np.int64, copy=False)
+            codes = _lookup(ids, series)
             bad = np.flatnonzero(codes < 0)
             if bad.size:
                 hint = ""
