@@ -566,6 +566,45 @@ def test_read_errors(tmp_path):
     assert "suffix" in _err(_random().write, tmp_path / "out.txt")
 
 
+@pytest.mark.parametrize("name, data, needle", [
+    ("a.csv", b"", "is empty (0 bytes, no header line)"),
+    ("a.tsv", b"", "is empty"),
+    ("a.csv.gz", b"item,worker,label\n", "not a gzipped file"),
+    ("a.csv", "item,worker,label\n\xe9,a,1\n".encode("latin-1"), "is not UTF-8 text"),
+    ("a.csv", b"item,worker,label\na,b,1\nc,d,1,5,6\n", "Expected 3 fields in line 3, saw 5"),
+    ("a.csv", b"item,worker,label\na,b,1,5,6\nc,d,1\n", "first data line has 2 more field(s)"),
+    ("a.parquet", b"", "as a Parquet file"),
+    ("a.parquet", b"PAR1 not really", "as a Parquet file"),
+    ("a.json", b"\xff\xfe{}", "is not UTF-8 text"),
+    ("a.json.gz", b'{"a": {"w": 1}}', "must be a complete gzip-compressed JSON file"),
+])
+def test_unreadable_files_raise_one_annotation_error(tmp_path, name, data, needle):
+    # these raised pandas EmptyDataError / ParserError, UnicodeDecodeError, gzip.BadGzipFile
+    # (an OSError, not even a ValueError), EOFError or pyarrow's ArrowInvalid - or, for a
+    # first line with extra fields, silently shifted every column
+    import gzip as gz
+    if name == "a.csv.gz":
+        data = gz.compress(data)[:-6]  # truncated
+        needle = "A .gz file must be a complete gzip-compressed file"
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(AnnotationError) as info:
+        Annotations.read(path)
+    assert type(info.value) is AnnotationError
+    assert needle.lower() in str(info.value).lower() and str(path) in str(info.value)
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    assert "is a folder" in _err(Annotations.read, folder)
+
+
+def test_wrong_separator_is_named():
+    df = pd.DataFrame({"item;worker;label": ["a;b;1"]})
+    msg = _err(Annotations.from_long, df)
+    assert "looks semicolon-separated" in msg
+    df = pd.DataFrame({"item\tworker\tlabel": ["a\tb\t1"]})
+    assert "looks tab-separated" in _err(Annotations.from_long, df)
+
+
 # ----------------------------------------------------------------------------- round trips
 
 

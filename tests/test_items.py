@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdcrowd.data.items import load_images, read_features, read_item_labels
+from kdcrowd.data.items import load_images, read_annotation_frame, read_features, read_item_ids, read_item_labels
 
 
 def test_read_features_values_beyond_float32_are_not_finite(tmp_path):
@@ -71,3 +71,31 @@ def test_read_item_labels_error_listings_count_the_rest(tmp_path):
     pd.DataFrame({"item": ["a", "b"], "label": ["1", "0"]}).to_csv(tmp_path / "ok.csv", index=False)
     pos, cls = read_item_labels(tmp_path / "ok.csv", ids, [0, 1])
     assert pos.tolist() == [0, 1] and cls.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("data, needle", [
+    (b"", "is empty (0 bytes"),
+    ("item,f\n\xe9,1\n".encode("latin-1"), "is not UTF-8 text"),
+    (b"item,f\na,1,2,3\nb,2\n", "first data line has 2 more field(s)"),
+    (b"item,f\na,1\nb,2,3\n", "Expected 2 fields in line 3, saw 3"),
+])
+def test_unreadable_tables_raise_one_value_error(tmp_path, data, needle):
+    # pandas' EmptyDataError / ParserError and UnicodeDecodeError came through as they were;
+    # a first line with extra fields silently became the row index ("missing item id")
+    for reader, name in ((read_features, "x.csv"), (read_annotation_frame, "a.csv"), (lambda p: read_item_labels(p, ["a"], [1]), "l.csv")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ValueError) as info:
+            reader(path)
+        assert type(info.value) is ValueError and needle in str(info.value) and str(path) in str(info.value)
+    for name in ("x.csv.gz", "x.parquet"):
+        (tmp_path / name).write_bytes(b"junk")
+        with pytest.raises(ValueError, match="cannot read the feature table") as info:
+            read_features(tmp_path / name)
+        assert type(info.value) is ValueError
+    (tmp_path / "x.npy").write_bytes(b"")  # EOFError from numpy
+    with pytest.raises(ValueError, match="cannot read feature file .* as a numpy .npy array"):
+        read_features(tmp_path / "x.npy")
+    (tmp_path / "ids.txt").write_bytes("\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="item-id file .* is not UTF-8 text"):
+        read_item_ids(tmp_path / "ids.txt")

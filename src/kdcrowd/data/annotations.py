@@ -39,6 +39,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from itertools import chain
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -332,6 +333,95 @@ def _suffix(path: Path) -> str:
 _SUFFIXES = ".csv, .csv.gz, .tsv, .tsv.gz, .parquet (.pq), .json, .json.gz"
 
 
+def _separator_hint(columns: Sequence[Any]) -> str:
+    """" The file looks ';'-separated ..." when a table came out as one column whose name
+    holds another separator (a TSV or a semicolon CSV read as CSV), else ""."""
+    if len(columns) != 1:
+        return ""
+    name = str(columns[0])
+    for sep, word in (("\t", "tab"), (";", "semicolon"), ("|", "'|'"), (",", "comma")):
+        if sep in name:
+            return (f" The file was read as one column {name!r}: it looks {word}-separated; "
+                    "save it comma-separated with a .csv suffix or tab-separated with a .tsv "
+                    "suffix.")
+    return ""
+
+
+def _read_table(
+    path: Path,
+    what: str,
+    error: type[Exception] = AnnotationError,
+    text_columns: Sequence[str] | bool = (),
+) -> pd.DataFrame:
+    """Read a ``.csv``/``.tsv`` (optionally ``.gz``) or ``.parquet``/``.pq`` table.
+
+    Every way a file can be unreadable - a folder, 0 bytes, not UTF-8, not gzip, a
+    truncated gzip, a line with more fields than the header, not Parquet, no pyarrow -
+    raises one ``error`` that names ``what`` and ``path`` and says how to fix it (never a
+    pandas / pyarrow / gzip exception). ``text_columns`` (names, or True for all) are read
+    as ``str`` in CSV/TSV files.
+    """
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder, not a file; pass the path of the file")
+    name = path.name.lower()
+    parquet = name.endswith((".parquet", ".pq"))
+    tsv = name.endswith((".tsv", ".tsv.gz"))
+    kind = "Parquet" if parquet else "TSV (tab-separated)" if tsv else "CSV (comma-separated)"
+    try:
+        if parquet:
+            return pd.read_parquet(path)
+        sep = "\t" if tsv else ","
+        if text_columns is True:
+            dtype: Any = str
+        else:
+            dtype = {c: str for c in text_columns}
+        df = pd.read_csv(path, sep=sep, dtype=dtype)
+    except ImportError as exc:
+        raise error(
+            f"reading the {what} {path} needs pyarrow ({exc}); `pip install pyarrow`, or "
+            "save the table as .csv."
+        ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise error(
+            f"{what} {path} is empty ({path.stat().st_size} bytes, no header line); write a "
+            "header line of column names, then one line per row."
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{what} {path} is not UTF-8 text ({exc.reason}: {exc.object[exc.start:exc.end]!r}); "
+            "save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)."
+        ) from exc
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().replace("Error tokenizing data. C error: ", "")
+        raise error(
+            f"cannot read the {what} {path} as {kind}: {detail}. Every line needs as many "
+            f"{'tab' if tsv else 'comma'}-separated fields as the header; quote fields that "
+            "contain the separator."
+        ) from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        hint = (" A .gz file must be a complete gzip-compressed file."
+                if name.endswith(".gz") else "")
+        raise error(f"cannot read the {what} {path}: {exc}.{hint}") from exc
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types
+        if not parquet:
+            raise
+        raise error(
+            f"cannot read the {what} {path} as a Parquet file ({type(exc).__name__}: "
+            f"{exc}); is it a Parquet file? Otherwise give it the suffix of its format."
+        ) from exc
+    if not isinstance(df.index, pd.RangeIndex):
+        # the first data line had more fields than the header: pandas silently took the
+        # extra leading fields as the row index and shifted every column
+        extra = df.index.nlevels
+        raise error(
+            f"cannot read the {what} {path} as {kind}: the first data line has {extra} more "
+            f"field(s) than the header ({len(df.columns)} columns). Every line needs as many "
+            f"{'tab' if tsv else 'comma'}-separated fields as the header; quote fields that "
+            "contain the separator."
+        )
+    return df
+
+
 def _index_array(values: Any, name: str) -> np.ndarray:
     """A 1-d int64 array of dense indices from array-like input (for the constructor)."""
     arr = values.to_numpy() if isinstance(values, (pd.Series, pd.Index)) else np.asarray(values)
@@ -584,6 +674,7 @@ class Annotations:
                 f"missing column(s) {missing}; found columns {list(map(str, df.columns))}. "
                 "Accepted names: item (or crowd-kit's task), worker, label; name other "
                 "columns with from_long(df, item=..., worker=..., label=...)."
+                + _separator_hint(list(df.columns))
             )
         if len(df) == 0:
             raise AnnotationError(
@@ -844,12 +935,25 @@ class Annotations:
             path = Path(obj_or_path)
             if not path.exists():
                 raise _MissingFileError(f"annotation file not found: {path}")
-            opener = gzip.open if path.name.lower().endswith(".gz") else open
+            if path.is_dir():
+                raise AnnotationError(f"annotation file {path} is a folder, not a file; pass "
+                                      "the path of the answers JSON file")
+            gz = path.name.lower().endswith(".gz")
+            opener = gzip.open if gz else open
             try:
                 with opener(path, "rt", encoding="utf-8") as fh:
                     obj = json.load(fh)
             except json.JSONDecodeError as exc:
                 raise AnnotationError(f"{path} is not valid JSON: {exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise AnnotationError(
+                    f"annotation file {path} is not UTF-8 text ({exc.reason}: "
+                    f"{exc.object[exc.start:exc.end]!r}); JSON files must be UTF-8."
+                ) from exc
+            except (OSError, EOFError, zlib.error) as exc:
+                hint = (" A .json.gz file must be a complete gzip-compressed JSON file; name "
+                        "plain JSON .json." if gz else "")
+                raise AnnotationError(f"cannot read the annotation file {path}: {exc}.{hint}") from exc
         else:
             obj = obj_or_path
         if not isinstance(obj, Mapping):
@@ -915,11 +1019,7 @@ class Annotations:
             )
         if suffix in (".json", ".json.gz"):
             return cls.from_answers_json(path, **kw)
-        if suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path, sep="\t" if suffix.startswith(".tsv") else ",")
-        return cls.from_long(df, **kw)
+        return cls.from_long(_read_table(path, "annotation file"), **kw)
 
     # ------------------------------------------------------------------ writers
 

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .annotations import _read_table, _separator_hint
+
 __all__ = [
     "ID_STYLES",
     "IMAGE_SUFFIXES",
@@ -90,7 +92,10 @@ def read_item_ids(path: str | os.PathLike[str]) -> np.ndarray:
     """
     path = Path(path)
     _require_file(path, "item-id file")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"item-id file {path} is not UTF-8 text ({e.reason}: {e.object[e.start:e.end]!r}); save it as UTF-8, one id per line") from e
     while lines and not lines[-1].strip():
         lines.pop()
     ids = np.array([s.strip() for s in lines], dtype=object)
@@ -118,7 +123,7 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
     if name.endswith(".npy"):
         try:
             X = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, EOFError) as e:
             raise ValueError(f"cannot read feature file {path} as a numpy .npy array: {e}") from e
         if X.ndim != 2:
             raise ValueError(f"feature file {path} holds an array of shape {X.shape}; features must be 2-d (items, features) — for images use --images DIR")
@@ -135,13 +140,9 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
     elif name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq")):
         if item_ids is not None:
             raise ValueError(f"item ids are given by the 'item' column of {path.name}; pass a separate id list only with a .npy feature file")
-        if name.endswith((".parquet", ".pq")):
-            df = pd.read_parquet(path)
-        else:
-            sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-            df = pd.read_csv(path, sep=sep, dtype={"item": str})
+        df = _read_table(path, "feature table", error=ValueError, text_columns=("item",))
         if "item" not in df.columns:
-            raise ValueError(f"feature table {path} has no 'item' column (columns: {_listing(list(map(str, df.columns)), len(df.columns))}); name the column of item ids 'item'")
+            raise ValueError(f"feature table {path} has no 'item' column (columns: {_listing(list(map(str, df.columns)), len(df.columns))}); name the column of item ids 'item'" + _separator_hint(list(df.columns)))
         if df["item"].isna().any():
             rows = np.flatnonzero(df["item"].isna().to_numpy())
             raise ValueError(f"feature table {path}: missing item id in row(s) {_listing(rows.tolist(), rows.size)}; give every row an id")
@@ -320,11 +321,8 @@ def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
     _require_file(path, "annotation file")
     if name.endswith((".json", ".json.gz")):
         df = Annotations.read(path, duplicates="keep").to_long()
-    elif name.endswith((".parquet", ".pq")):
-        df = pd.read_parquet(path)
     else:
-        sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-        df = pd.read_csv(path, sep=sep, dtype={"item": str, "task": str, "worker": str})
+        df = _read_table(path, "annotation file", error=ValueError, text_columns=("item", "task", "worker"))
     for col in ("item", "task", "worker"):
         if col in df.columns and not isinstance(df[col], pd.DataFrame):
             df[col] = _as_text(df[col])
@@ -350,15 +348,13 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     path = Path(path)
     name = path.name.lower()
     _require_file(path, "label file")
-    if name.endswith((".parquet", ".pq")):
-        df = pd.read_parquet(path)
-    elif name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
-        df = pd.read_csv(path, sep="\t" if name.endswith((".tsv", ".tsv.gz")) else ",", dtype=str)
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq")):
+        df = _read_table(path, "label file", error=ValueError, text_columns=True)
     else:
         raise ValueError(f"cannot tell the format of label file {path.name!r}; use .csv, .tsv or .parquet with columns item,label")
     item_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
     if item_col is None or "label" not in df.columns:
-        raise ValueError(f"label file {path} needs columns 'item' and 'label'; found {_listing(list(map(str, df.columns)), len(df.columns))}")
+        raise ValueError(f"label file {path} needs columns 'item' and 'label'; found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
     if len(df) == 0:
         raise ValueError(f"label file {path} has no rows")
     it, lb = _as_text(df[item_col]), _as_text(df["label"])
