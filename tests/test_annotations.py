@@ -605,6 +605,30 @@ def test_wrong_separator_is_named():
     assert "looks tab-separated" in _err(Annotations.from_long, df)
 
 
+def test_read_keeps_ids_as_written(tmp_path):
+    # read() used pandas' guesses: "0017" became 17.0 (float!), "1e5" became 100000.0, and a
+    # worker called NA / null / None was read as a missing value
+    path = tmp_path / "a.csv"
+    path.write_text("item,worker,label\n0017,NA,1\n1e5,null,0\n18 ,None,1\n")
+    a = Annotations.read(path)
+    assert a.item_ids.tolist() == ["0017", "18", "1e5"]
+    assert a.worker_ids.tolist() == ["NA", "None", "null"]
+    # a column of canonical integers is int64, as in answers.json; beyond int64 it is text
+    path.write_text("item,worker,label\n17,3,1\n18,4,0\n")
+    b = Annotations.read(path)
+    assert b.item_ids.tolist() == [17, 18] and b.item_ids.dtype == np.int64
+    path.write_text(f"item,worker,label\n{2**70},3,1\n18,4,0\n")
+    assert Annotations.read(path).item_ids.tolist() == ["1180591620717411303424", "18"]
+    # an empty field is still missing; a label NA still is too
+    path.write_text("item,worker,label\na,,1\nb,w,NA\n")
+    msg = _err(Annotations.read, path)
+    assert "missing values" in msg and "row 0" in msg and "row 1" in msg
+    # custom column names get the same treatment
+    path.write_text("img,annot,y\n0017,007,1\n")
+    c = Annotations.read(path, item="img", worker="annot", label="y")
+    assert c.item_ids.tolist() == ["0017"] and c.worker_ids.tolist() == ["007"]
+
+
 # ----------------------------------------------------------------------------- round trips
 
 

@@ -99,3 +99,36 @@ def test_unreadable_tables_raise_one_value_error(tmp_path, data, needle):
     (tmp_path / "ids.txt").write_bytes("\xe9\n".encode("latin-1"))
     with pytest.raises(ValueError, match="item-id file .* is not UTF-8 text"):
         read_item_ids(tmp_path / "ids.txt")
+
+
+def test_ids_named_like_missing_values_are_text(tmp_path):
+    # item/worker ids NA, null, None were read as missing values ("missing item id")
+    (tmp_path / "x.csv").write_text("item,f\nNA,1\nnull,2\n0017,3\n")
+    ids, X = read_features(tmp_path / "x.csv")
+    assert ids.tolist() == ["NA", "null", "0017"]
+    (tmp_path / "y.csv").write_text("item,f\nNA,NA\n")  # a feature NA is still missing
+    with pytest.raises(ValueError, match="missing or infinite values for 1 item"):
+        read_features(tmp_path / "y.csv")
+    (tmp_path / "a.csv").write_text("item,worker,label\nNA,None,1\n")
+    frame = read_annotation_frame(tmp_path / "a.csv")
+    assert frame["item"].tolist() == ["NA"] and frame["worker"].tolist() == ["None"]
+    (tmp_path / "l.csv").write_text("item,label\nNA,1\n")
+    pos, cls = read_item_labels(tmp_path / "l.csv", ["x", "NA"], [0, 1])
+    assert pos.tolist() == [1] and cls.tolist() == [1]
+
+
+def test_whole_number_float_ids_are_written_without_point_zero(tmp_path):
+    # a Parquet id/label column stored as float (17.0) gave the id "17.0", which matched no
+    # image 17.png and no class 1
+    pd.DataFrame({"item": [17.0, 18.0], "worker": [1.0, 2.5], "label": [1, 0]}).to_parquet(tmp_path / "a.parquet")
+    frame = read_annotation_frame(tmp_path / "a.parquet")
+    assert frame["item"].tolist() == ["17", "18"] and frame["worker"].tolist() == ["1", "2.5"]
+    pd.DataFrame({"item": [17, 18], "label": [1.0, 0.0]}).to_parquet(tmp_path / "l.parquet")
+    pos, cls = read_item_labels(tmp_path / "l.parquet", ["17", "18"], [0, 1])
+    assert pos.tolist() == [0, 1] and cls.tolist() == [1, 0]
+
+
+def test_item_id_file_byte_order_mark_is_dropped(tmp_path):
+    # a UTF-8 byte-order mark (Notepad, Excel) stuck to the first id: "\ufeff0017"
+    (tmp_path / "ids.txt").write_bytes("0017\n0018\n".encode("utf-8-sig"))
+    assert read_item_ids(tmp_path / "ids.txt").tolist() == ["0017", "0018"]

@@ -333,6 +333,26 @@ def _suffix(path: Path) -> str:
 _SUFFIXES = ".csv, .csv.gz, .tsv, .tsv.gz, .parquet (.pq), .json, .json.gz"
 
 
+#: pandas' default missing-value words (kept for columns that are not ids).
+_NA_WORDS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+             "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
+
+def _ids_from_text(series: pd.Series) -> pd.Series:
+    """Ids read as text, surrounding spaces removed: int64 when every one is a canonical
+    integer (``"17"``, not ``"0017"``, ``"1e5"`` or ``"17.0"``) that fits int64, otherwise
+    the text itself - the same rule as answers.json keys."""
+    text = series.str.strip()
+    if text.isna().any() or text.empty:
+        return text  # from_long reports the missing ids
+    if bool(text.str.fullmatch(_CANONICAL_INT).all()):
+        try:
+            return pd.Series(text.to_numpy(dtype=object).astype(np.int64), index=text.index)
+        except (OverflowError, ValueError):
+            pass  # an integer beyond int64: every id stays text
+    return text.astype(object)
+
+
 def _separator_hint(columns: Sequence[Any]) -> str:
     """" The file looks ';'-separated ..." when a table came out as one column whose name
     holds another separator (a TSV or a semicolon CSV read as CSV), else ""."""
@@ -359,7 +379,8 @@ def _read_table(
     truncated gzip, a line with more fields than the header, not Parquet, no pyarrow -
     raises one ``error`` that names ``what`` and ``path`` and says how to fix it (never a
     pandas / pyarrow / gzip exception). ``text_columns`` (names, or True for all) are read
-    as ``str`` in CSV/TSV files.
+    as ``str`` in CSV/TSV files, where only an empty field is missing (an id ``NA``,
+    ``null`` or ``None`` is that text); other columns keep pandas' missing-value words.
     """
     if path.is_dir():
         raise error(f"{what} {path} is a folder, not a file; pass the path of the file")
@@ -371,11 +392,15 @@ def _read_table(
         if parquet:
             return pd.read_parquet(path)
         sep = "\t" if tsv else ","
+        kw: dict[str, Any] = {}
         if text_columns is True:
-            dtype: Any = str
-        else:
-            dtype = {c: str for c in text_columns}
-        df = pd.read_csv(path, sep=sep, dtype=dtype)
+            kw = {"dtype": str, "keep_default_na": False, "na_values": [""]}
+        elif text_columns:
+            header = pd.read_csv(path, sep=sep, nrows=0).columns
+            text = {c for c in header if c in text_columns}
+            kw = {"dtype": {c: str for c in text}, "keep_default_na": False,
+                  "na_values": {c: [""] if c in text else _NA_WORDS for c in header}}
+        df = pd.read_csv(path, sep=sep, **kw)
     except ImportError as exc:
         raise error(
             f"reading the {what} {path} needs pyarrow ({exc}); `pip install pyarrow`, or "
@@ -1004,6 +1029,12 @@ class Annotations:
         tables, read with :meth:`from_long`; ``kw`` is passed on) and ``.json`` /
         ``.json.gz`` (peerannot answers, :meth:`from_answers_json`; ``kw`` may hold
         ``classes`` and ``duplicates``).
+
+        In CSV/TSV files item and worker ids are read as text (spaces around them
+        removed; only an empty field is missing, so a worker ``NA`` is the text ``"NA"``)
+        and become int64 when every id of the column is a canonical integer, as in
+        answers.json: ``17`` is 17, but ``0017``, ``1e5`` and an integer beyond int64
+        keep every id of their column as text. Labels follow pandas' type inference.
         """
         path = Path(path)
         suffix = _suffix(path)
@@ -1019,7 +1050,14 @@ class Annotations:
             )
         if suffix in (".json", ".json.gz"):
             return cls.from_answers_json(path, **kw)
-        return cls.from_long(_read_table(path, "annotation file"), **kw)
+        item, worker = kw.get("item", "item"), kw.get("worker", "worker")
+        ids = (item, worker) + (("task",) if item == "item" else ())
+        df = _read_table(path, "annotation file", text_columns=ids)
+        if suffix not in (".parquet", ".pq"):
+            for col in ids:
+                if col in df.columns and not isinstance(df[col], pd.DataFrame):
+                    df[col] = _ids_from_text(df[col])
+        return cls.from_long(df, **kw)
 
     # ------------------------------------------------------------------ writers
 

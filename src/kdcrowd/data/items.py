@@ -93,7 +93,7 @@ def read_item_ids(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     _require_file(path, "item-id file")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: drop a byte-order mark
     except UnicodeDecodeError as e:
         raise ValueError(f"item-id file {path} is not UTF-8 text ({e.reason}: {e.object[e.start:e.end]!r}); save it as UTF-8, one id per line") from e
     while lines and not lines[-1].strip():
@@ -296,9 +296,23 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
 # ----------------------------------------------------------------------------- annotations
 
 
+def _text_of(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return v if isinstance(v, str) else str(v)
+
+
 def _as_text(s: pd.Series) -> pd.Series:
-    """Values as ``str`` (missing values stay missing)."""
-    return s.where(s.isna(), s.astype(str).str.strip())
+    """Values as ``str`` with surrounding spaces removed (missing values stay missing).
+
+    A whole-number float is written without its ``.0`` (a Parquet id or label column that
+    holds ``17.0`` because of a missing value elsewhere means ``"17"``, not ``"17.0"``).
+    """
+    if pd.api.types.is_float_dtype(s.dtype) or (s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("floating", "mixed-integer-float", "mixed")):
+        text = s.map(_text_of, na_action="ignore")
+    else:
+        text = s.astype(str)
+    return s.where(s.isna(), text.str.strip()).astype(object)
 
 
 def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
