@@ -519,6 +519,26 @@ def test_answers_json_errors(tmp_path):
     assert "not valid JSON" in _err(Annotations.from_answers_json, p)
 
 
+def test_answers_json_repeated_keys_are_not_dropped(tmp_path):
+    # json.load keeps only the last value of a repeated key: the first entry of item "a"
+    # (and worker w's first answer) vanished without a word
+    path = tmp_path / "a.json"
+    path.write_text('{"a": {"w": 1, "w": 2}, "b": {"w": 0}, "a": {"v": 0}}')
+    msg = _err(Annotations.read, path)
+    assert "duplicate (item, worker) pairs" in msg and "item='a', worker='w', label=1" in msg
+    first = Annotations.read(path, duplicates="first")
+    assert sorted(map(tuple, first.to_long().to_numpy().tolist())) == [("a", "v", 0), ("a", "w", 1), ("b", "w", 0)]
+    assert first.item_ids.tolist() == ["a", "b"]  # item order: first appearance
+    keep = Annotations.read(path, duplicates="keep")
+    assert len(keep) == 4 and keep.has_duplicates
+    # a repeated key inside a label is a dict label: reported as such
+    path.write_text('{"a": {"w": {"x": 1, "x": 2}}}')
+    assert "dict values" in _err(Annotations.read, path)
+    # in a dict, 1 and "1" are the same item
+    c = Annotations.from_answers_json({"1": {"w": 0}, 1: {"v": 1}})
+    assert c.item_ids.tolist() == [1] and len(c) == 2
+
+
 # ----------------------------------------------------------------------------- files
 
 

@@ -40,7 +40,6 @@ import json
 import os
 import re
 import zlib
-from itertools import chain
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -254,12 +253,29 @@ def _numeric_keys(keys: Sequence[Any]) -> np.ndarray:
     if s.empty:
         return np.array([], dtype=object)
     kind = pd.api.types.infer_dtype(s, skipna=False)
+    if kind == "mixed-integer" and all(_is_int_label(v) for v in s):
+        s, kind = s.astype(str), "string"  # {"1": ..., 1: ...} in a dict: one key
     if kind == "integer" or (kind == "string" and bool(s.str.fullmatch(_CANONICAL_INT).all())):
         try:
             return s.astype(np.int64).to_numpy()
         except OverflowError:  # an integer beyond int64: keep every key as given
             pass
     return s.to_numpy(dtype=object)
+
+
+class _Pairs(list):
+    """A JSON object that repeats a key, kept as its ``(key, value)`` pairs in file order
+    (``json.load`` would keep only the last value of each key)."""
+
+
+def _object_pairs(pairs: list) -> Any:
+    keys = [k for k, _ in pairs]
+    return dict(pairs) if len(set(keys)) == len(keys) else _Pairs(pairs)
+
+
+def _entries(obj: Any) -> list:
+    """``(key, value)`` pairs of a JSON object (a Mapping or a :class:`_Pairs`)."""
+    return list(obj) if isinstance(obj, _Pairs) else list(obj.items())
 
 
 def _is_int_label(v: Any) -> bool:
@@ -952,9 +968,10 @@ class Annotations:
         each level separately, unless one of them does not fit int64; so do such label
         strings, also when mixed with int labels (``1`` and ``"1"`` are one class). Item order follows the keys
         of the JSON (items with ``{}`` are kept, with no labels); workers are sorted.
-        ``duplicates`` is accepted for symmetry with :meth:`from_long` (a JSON object
-        cannot repeat a worker within an item, so it only matters if two worker keys
-        convert to the same id).
+        A key repeated in a file (which ``json.load`` would silently collapse to its
+        last value) keeps every annotation it lists: a repeated item gathers the
+        workers of all its entries, and a worker repeated within an item is a duplicate
+        (item, worker) pair, handled by ``duplicates`` as in :meth:`from_long`.
         """
         if isinstance(obj_or_path, (str, os.PathLike)):
             path = Path(obj_or_path)
@@ -967,7 +984,7 @@ class Annotations:
             opener = gzip.open if gz else open
             try:
                 with opener(path, "rt", encoding="utf-8") as fh:
-                    obj = json.load(fh)
+                    obj = json.load(fh, object_pairs_hook=_object_pairs)
             except json.JSONDecodeError as exc:
                 raise AnnotationError(f"{path} is not valid JSON: {exc}") from exc
             except UnicodeDecodeError as exc:
@@ -981,14 +998,15 @@ class Annotations:
                 raise AnnotationError(f"cannot read the annotation file {path}: {exc}.{hint}") from exc
         else:
             obj = obj_or_path
-        if not isinstance(obj, Mapping):
+        if not isinstance(obj, (Mapping, _Pairs)):
             raise AnnotationError(
                 "answers JSON must be an object {item: {worker: label}}, got "
                 f"{type(obj).__name__}."
             )
-        keys = list(obj.keys())
-        inner = list(obj.values())
-        bad = [i for i, d in enumerate(inner) if not isinstance(d, Mapping)]
+        top = _entries(obj)
+        keys = [k for k, _ in top]
+        inner = [v for _, v in top]
+        bad = [i for i, d in enumerate(inner) if not isinstance(d, (Mapping, _Pairs))]
         if bad:
             raise _fail_rows(
                 "answers JSON values must be objects {worker: label}; found other values",
@@ -996,10 +1014,11 @@ class Annotations:
                                   "value": np.asarray([repr(v)[:40] for v in inner], dtype=object)},
                 "Use the layout {item: {worker: label}}.", what="entry",
             )
-        lens = np.fromiter((len(d) for d in inner), dtype=np.int64, count=len(inner))
+        pairs = [_entries(d) for d in inner]
+        lens = np.fromiter((len(d) for d in pairs), dtype=np.int64, count=len(pairs))
         item_keys = _numeric_keys(keys)
-        wk = _numeric_keys(list(chain.from_iterable(d.keys() for d in inner)))
-        labels = list(chain.from_iterable(d.values() for d in inner))
+        wk = _numeric_keys([w for d in pairs for w, _ in d])
+        labels = [dict(v) if isinstance(v, _Pairs) else v for d in pairs for _, v in d]
         lab_s = pd.Series(labels, dtype=object)
         lab_kind = pd.api.types.infer_dtype(lab_s, skipna=True) if labels else "empty"
         if lab_kind == "string" and bool(lab_s.dropna().str.fullmatch(_CANONICAL_INT).all()):
@@ -1018,8 +1037,8 @@ class Annotations:
             "worker": pd.Series(wk, dtype=wk.dtype if wk.size else object),
             "label": lab_s,
         })
-        return cls.from_long(df, classes=classes, items=item_keys if keys else None,
-                             duplicates=duplicates)
+        items = pd.unique(pd.Series(item_keys, dtype=item_keys.dtype)) if keys else None
+        return cls.from_long(df, classes=classes, items=items, duplicates=duplicates)
 
     @classmethod
     def read(cls, path: str | os.PathLike, **kw: Any) -> "Annotations":
