@@ -649,6 +649,16 @@ def test_read_keeps_ids_as_written(tmp_path):
     assert c.item_ids.tolist() == ["0017"] and c.worker_ids.tolist() == ["007"]
 
 
+def test_write_parquet_ids_of_mixed_type_or_beyond_int64(tmp_path):
+    # pyarrow refused them: ArrowInvalid for ids [1, "a"], OverflowError for 2**70
+    pytest.importorskip("pyarrow")
+    a = Annotations([0, 1], [0, 1], [0, 1], item_ids=np.array([1, "a"], dtype=object),
+                    worker_ids=np.array([2**70, 3], dtype=object), classes=np.array([0, "x"], dtype=object))
+    a.write(tmp_path / "a.parquet")
+    b = Annotations.read(tmp_path / "a.parquet")
+    assert b.to_long().astype(str).equals(a.to_long().astype(str))
+
+
 # ----------------------------------------------------------------------------- round trips
 
 

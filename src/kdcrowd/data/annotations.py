@@ -263,6 +263,14 @@ def _numeric_keys(keys: Sequence[Any]) -> np.ndarray:
     return s.to_numpy(dtype=object)
 
 
+def _parquet_typed(col: pd.Series) -> bool:
+    """Whether Parquet can store an object column as it is (one type; ints within int64)."""
+    kind = pd.api.types.infer_dtype(col, skipna=False)
+    if kind == "integer":
+        return _fits_int64(col)
+    return kind in ("string", "floating", "boolean", "bytes")
+
+
 class _Pairs(list):
     """A JSON object that repeats a key, kept as its ``(key, value)`` pairs in file order
     (``json.load`` would keep only the last value of each key)."""
@@ -1143,7 +1151,8 @@ class Annotations:
         """Write by suffix: ``.csv[.gz]``, ``.tsv[.gz]``, ``.parquet``/``.pq`` (long table of
         original ids) or ``.json[.gz]`` (answers JSON). Items, workers and classes
         with no annotation are not stored by the long formats (pass ``items=`` /
-        ``classes=`` to :meth:`read` to restore them)."""
+        ``classes=`` to :meth:`read` to restore them). Parquet columns have one type:
+        ids or labels of mixed types, or integers beyond int64, are written as text."""
         path = Path(path)
         suffix = _suffix(path)
         if not suffix:
@@ -1155,7 +1164,11 @@ class Annotations:
         if suffix in (".json", ".json.gz"):
             self.to_answers_json(path)
         elif suffix in (".parquet", ".pq"):
-            self.to_long().to_parquet(path, index=False)
+            df = self.to_long()
+            for col in df.columns:
+                if df[col].dtype == object and not _parquet_typed(df[col]):
+                    df[col] = df[col].map(str)
+            df.to_parquet(path, index=False)
         else:
             self.to_long().to_csv(path, index=False,
                                   sep="\t" if suffix.startswith(".tsv") else ",")
