@@ -132,3 +132,29 @@ def test_item_id_file_byte_order_mark_is_dropped(tmp_path):
     # a UTF-8 byte-order mark (Notepad, Excel) stuck to the first id: "\ufeff0017"
     (tmp_path / "ids.txt").write_bytes("0017\n0018\n".encode("utf-8-sig"))
     assert read_item_ids(tmp_path / "ids.txt").tolist() == ["0017", "0018"]
+
+
+def test_features_without_columns_or_rows_and_missing_ids(tmp_path):
+    # an (N, 0) .npy was accepted as N items with no features; a header-only table was
+    # reported as "column(s) 'f1' are not numeric"; a None id in a list became "None"
+    np.save(tmp_path / "x.npy", np.zeros((3, 0)))
+    with pytest.raises(ValueError, match=r"has 3 rows but no feature columns \(shape \(3, 0\)\)"):
+        read_features(tmp_path / "x.npy")
+    (tmp_path / "h.csv").write_text("item,f1\n")
+    with pytest.raises(ValueError, match="has no rows"):
+        read_features(tmp_path / "h.csv")
+    np.save(tmp_path / "y.npy", np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"missing id \(None/NaN\) at position\(s\) 1"):
+        read_features(tmp_path / "y.npy", item_ids=["a", None])
+
+
+def test_read_item_labels_repeated_ids_or_classes_and_int_ids(tmp_path):
+    # repeated item ids or classes that share a text (1 and "1") raised pandas'
+    # InvalidIndexError; int item ids never matched the text read from the file
+    (tmp_path / "l.csv").write_text("item,label\n17,1\n")
+    with pytest.raises(ValueError, match="'17' appear more than once"):
+        read_item_labels(tmp_path / "l.csv", ["17", 17], [0, 1])
+    with pytest.raises(ValueError, match=r"classes '1' appear more than once when written as text"):
+        read_item_labels(tmp_path / "l.csv", ["17"], [1, "1"])
+    pos, cls = read_item_labels(tmp_path / "l.csv", np.array([18, 17]), [0, 1])
+    assert pos.tolist() == [1] and cls.tolist() == [1]

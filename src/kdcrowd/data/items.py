@@ -132,7 +132,13 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         if item_ids is None:
             ids = np.array([str(i) for i in range(len(X))], dtype=object)
         else:
-            ids = read_item_ids(item_ids) if isinstance(item_ids, (str, os.PathLike)) else np.array([str(v) for v in item_ids], dtype=object)
+            if isinstance(item_ids, (str, os.PathLike)):
+                ids = read_item_ids(item_ids)
+            else:
+                given = pd.Series(list(item_ids), dtype=object)
+                if given.isna().any():
+                    raise ValueError(f"item ids: missing id (None/NaN) at position(s) {_listing(np.flatnonzero(given.isna().to_numpy()).tolist())}; give every row of {path.name} an id")
+                ids = _as_text(given).to_numpy(dtype=object)
             _check_ids(ids, "item ids")
             if len(ids) != len(X):
                 raise ValueError(f"{len(ids)} item ids for the {len(X)} rows of {path}; give exactly one id per row (in row order)")
@@ -146,11 +152,13 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         if df["item"].isna().any():
             rows = np.flatnonzero(df["item"].isna().to_numpy())
             raise ValueError(f"feature table {path}: missing item id in row(s) {_listing(rows.tolist(), rows.size)}; give every row an id")
-        ids = df["item"].astype(str).str.strip().to_numpy(dtype=object)
+        ids = _as_text(df["item"]).to_numpy(dtype=object)
         _check_ids(ids, f"feature table {path}")
         feats = df.drop(columns=["item"])
         if feats.shape[1] == 0:
             raise ValueError(f"feature table {path} has only the 'item' column; add numeric feature columns")
+        if len(df) == 0:
+            raise ValueError(f"feature table {path} has no rows (only the header line); add one row per item")
         bad = [str(c) for c in feats.columns if not pd.api.types.is_numeric_dtype(feats[c])]
         if bad:
             raise ValueError(f"feature table {path}: column(s) {_listing(bad)} are not numeric; every column other than 'item' must be a numeric feature (drop or encode the others)")
@@ -160,6 +168,8 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         raise ValueError(f"cannot tell the format of feature file {path.name!r}; use .npy, .csv, .csv.gz, .tsv, .tsv.gz, .parquet or .pq")
     if len(X) == 0:
         raise ValueError(f"feature file {path} has no rows")
+    if X.shape[1] == 0:
+        raise ValueError(f"feature file {path} has {len(X)} rows but no feature columns (shape {X.shape}); give at least one feature per item")
     # cast first, check after: values beyond float32's range become inf here and are caught
     with np.errstate(over="ignore"):
         X = np.asarray(X, dtype=np.float32)
@@ -349,8 +359,8 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     Args:
         path: ``.csv``/``.tsv``/``.parquet`` table with columns ``item`` and ``label``
             (crowd-kit's ``task`` is accepted for ``item``; other columns are ignored).
-        item_ids: the ids of all items (text, as returned by :func:`read_features` /
-            :func:`read_image_folder`).
+        item_ids: the ids of all items (as returned by :func:`read_features` /
+            :func:`read_image_folder`; matched by their text, so ``17`` is ``"17"``).
         classes: the class values of the annotations; labels are matched by their text,
             so ``1`` and ``"1"`` are the same class.
 
@@ -375,12 +385,19 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     na = np.flatnonzero((it.isna() | lb.isna()).to_numpy())
     if na.size:
         raise ValueError(f"label file {path}: missing item or label in row(s) {_listing(na.tolist(), na.size)}; fill them in or drop those rows")
-    pos = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(it.to_numpy(dtype=object))
+    known = _as_text(pd.Series(list(item_ids), dtype=object))
+    repeated = known.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        raise ValueError(f"item ids must be unique, but {_listing(sorted(set(known[repeated].tolist())))} appear more than once (compared as text); pass each item once")
+    pos = pd.Index(known.to_numpy(dtype=object)).get_indexer(it.to_numpy(dtype=object))
     bad = np.flatnonzero(pos < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
         raise ValueError(f"label file {path}: {bad.size} row(s) name items that have no features/images: {_listing(shown, bad.size, sep='; ', fmt=str)}; drop them or add the items")
-    class_text = pd.Index([str(c) for c in classes])
+    class_text = pd.Index(_as_text(pd.Series(list(classes), dtype=object)).to_numpy(dtype=object))
+    if not class_text.is_unique:
+        same = sorted(set(class_text[class_text.duplicated(keep=False)].tolist()))
+        raise ValueError(f"classes {_listing(same)} appear more than once when written as text (e.g. 1 and '1'); labels in {path.name} are matched by their text, so give each class once")
     cls = class_text.get_indexer(lb.to_numpy(dtype=object))
     bad = np.flatnonzero(cls < 0)
     if bad.size:
@@ -389,6 +406,6 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     frame = pd.DataFrame({"pos": pos, "cls": cls}).drop_duplicates()
     conflict = frame["pos"].duplicated(keep=False).to_numpy()
     if conflict.any():
-        ids = sorted({str(np.asarray(item_ids, dtype=object)[p]) for p in frame["pos"].to_numpy()[conflict]})
+        ids = sorted({str(known.iloc[p]) for p in frame["pos"].to_numpy()[conflict]})
         raise ValueError(f"label file {path}: item(s) {_listing(ids)} have more than one different label; keep one label per item")
     return frame["pos"].to_numpy(dtype=np.int64), frame["cls"].to_numpy(dtype=np.int64)
