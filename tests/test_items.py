@@ -158,3 +158,18 @@ def test_read_item_labels_repeated_ids_or_classes_and_int_ids(tmp_path):
         read_item_labels(tmp_path / "l.csv", ["17"], [1, "1"])
     pos, cls = read_item_labels(tmp_path / "l.csv", np.array([18, 17]), [0, 1])
     assert pos.tolist() == [1] and cls.tolist() == [1]
+
+
+def test_load_images_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    # Pillow's convert("RGB") clips 16-bit values at 255: every pixel above 255 of 65535
+    # came out white
+    from PIL import Image
+
+    a = np.array([[0, 257 * 100], [257 * 200, 65535]], dtype=np.uint16)
+    Image.fromarray(a).save(tmp_path / "g16.png")
+    Image.fromarray((a // 257).astype(np.uint8)).save(tmp_path / "g8.png")
+    got = load_images([tmp_path / "g16.png", tmp_path / "g8.png"], 2)
+    assert got[0, :, :, 0].tolist() == [[0, 100], [200, 255]]
+    np.testing.assert_array_equal(got[0], got[1])
+    with pytest.raises(ValueError, match="whole number of pixels, got 'x'"):
+        load_images([tmp_path / "g8.png"], "x")

@@ -241,23 +241,41 @@ def image_item_ids(files: Sequence[Path], directory: str | os.PathLike[str], sty
     return out
 
 
+def _rgb(im: Any) -> Any:
+    """An opened Pillow image as RGB. 16-bit (``I;16``) and 32-bit integer (``I``) grayscale
+    are scaled from 0..65535 to 0..255 first: Pillow's own conversion clips them, so a
+    16-bit PNG came out almost all white."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im).astype(np.float64)
+        if im.mode.startswith("I;16") or a.max(initial=0) > 255:
+            a = a / 257.0
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
 def load_images(files: Sequence[Path], size: int) -> np.ndarray:
     """Decode images with Pillow, convert to RGB and resize to ``size × size`` (bilinear).
 
-    Returns uint8 ``(N, size, size, 3)``. Files that cannot be decoded are collected and
-    reported together in one error that names them.
+    Any mode converts (grayscale, 16-bit grayscale - scaled, not clipped -, RGBA, palette,
+    CMYK, 1-bit). Returns uint8 ``(N, size, size, 3)``. Files that cannot be decoded are
+    collected and reported together in one error that names them.
     """
     from PIL import Image
 
-    if int(size) < 1:
+    try:
+        size = int(size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image size must be a whole number of pixels, got {size!r}") from None
+    if size < 1:
         raise ValueError(f"image size must be a positive number of pixels, got {size}")
-    size = int(size)
     out = np.empty((len(files), size, size, 3), dtype=np.uint8)
     bad: list[str] = []
     for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
-                out[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+                out[i] = np.asarray(_rgb(im).resize((size, size), Image.BILINEAR), dtype=np.uint8)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL raises all of these for broken files
             bad.append(f"{f} ({type(e).__name__}: {str(e)[:80]})")
     if bad:
