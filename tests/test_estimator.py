@@ -1,29 +1,43 @@
-"""CrowdClassifier: the fitted preprocessor is the training run's normalisation, without the data."""
+"""KDCrowdClassifier: the input forms, the crowd-label validation split, determinism,
+worker quality, and the fitted preprocessor (the training run's normalisation, without
+the data). The scikit-learn API checks are in test_sklearn_checks.py."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
+import kdcrowd
+from kdcrowd.aggregation import dawid_skene, majority_vote
+from kdcrowd.data.annotations import Annotations
 from kdcrowd.data.simulate import simulate_workers
-from kdcrowd.estimator import CrowdClassifier
+from kdcrowd.estimator import MIN_ITEMS_FOR_VALIDATION, CrowdClassifier, KDCrowdClassifier
 from kdcrowd.training import DeviceData
 
+DS_SOURCE = "crowd (Dawid–Skene of held-out items)"
 
-def _blobs(n: int = 200, k: int = 3, d: int = 5, seed: int = 0):
+
+def _blobs(n: int = 200, k: int = 3, d: int = 5, seed: int = 0, case: str = "symmetric", **params):
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, (k, d))
     y = rng.integers(0, k, n)
     x = (centres[y] + rng.normal(0, 1, (n, d))).astype(np.float32)
-    sim = simulate_workers(y, "symmetric", n_classes=k, seed=seed)
-    return x, y, sim.annotations
+    sim = simulate_workers(y, case, n_classes=k, seed=seed, **params)
+    return x, y, sim
+
+
+def _fast(**kw) -> KDCrowdClassifier:
+    return KDCrowdClassifier(**{"method": "mv", "backbone": "mlp", "epochs": 4, "batch_size": 32, "lr": 3e-3, "device": "cpu", **kw})
 
 
 @pytest.mark.parametrize("method", ["mv", "crowdlayer-mw"])
 def test_estimator_keeps_the_normalisation_not_the_training_data(method: str) -> None:
-    x, y, ann = _blobs()
-    clf = CrowdClassifier(method=method, epochs=3, batch_size=32, lr=3e-3, device="cpu").fit(x, ann, X_val=x[:40], y_val=y[:40])
+    x, y, sim = _blobs()
+    clf = CrowdClassifier(method=method, epochs=3, batch_size=32, lr=3e-3, device="cpu").fit(x, sim.annotations, X_val=x[:40], y_val=y[:40])
+    assert clf.validation_["source"] == "given" and clf.validation_["n_items"] == 40 and len(clf.validation_["indices"]) == 0
     prep = clf.preprocessor_
     ref = DeviceData(x, None, None, None, None, torch.device("cpu"))
     torch.testing.assert_close(prep.mean, ref.mean, rtol=0, atol=0)
@@ -44,8 +58,202 @@ def test_estimator_image_preprocessor() -> None:
     x = (rng.integers(0, 100, (n, 8, 8, 3)) + 120 * y[:, None, None, None]).astype(np.uint8)
     ann = simulate_workers(y, "symmetric", n_classes=k, seed=1).annotations
     clf = CrowdClassifier(method="mv", backbone="mlp", epochs=1, batch_size=32, device="cpu").fit(x, ann)
+    held_out = clf.validation_["indices"]
+    assert clf.validation_["source"] == DS_SOURCE and len(held_out) == 10  # 64 items: the minimum of 10 is held out
     prep = clf.preprocessor_
-    ref = DeviceData(x, None, None, None, None, torch.device("cpu"))
+    ref = DeviceData(np.delete(x, held_out, axis=0), None, None, None, None, torch.device("cpu"))  # fitted on the training rows
     assert prep.is_image and prep.input_shape == (3, 8, 8) and prep.n_train == 0
     torch.testing.assert_close(prep.mean, ref.mean, rtol=0, atol=0)
     assert clf.predict_proba(x[:5]).shape == (5, k)
+    assert clf.n_features_in_ == 8 and clf.item_shape_ == (8, 8, 3)
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def test_names_defaults_and_the_old_keywords() -> None:
+    assert kdcrowd.KDCrowdClassifier is KDCrowdClassifier is CrowdClassifier
+    p = KDCrowdClassifier().get_params()
+    assert (p["method"], p["teacher"], p["student"], p["kd"], p["epochs"], p["batch_size"]) == ("kdcrowd", "maxmig", "elr", "mig-kl", 30, 128)
+    assert p["validation_fraction"] == 0.1 and p["checkpoint_dir"] is None and p["random_state"] == 0
+    # what `kdcrowd fit` passes
+    clf = CrowdClassifier(method="mv", teacher="maxmig", student="elr", backbone="mlp", epochs=2, batch_size=32, lr=1e-3, device="cpu",
+                          random_state=0, duplicates="error", verbose=False, worker_lr_scale=1.0)
+    x, _, sim = _blobs(n=40)
+    assert clf.fit(x, annotations=sim.annotations) is clf  # the former keyword name of y
+    assert clf.labels_.shape == (40,)
+    with pytest.raises(ValueError, match="not both"):
+        clf.fit(x, sim.annotations, annotations=sim.annotations)
+
+
+def test_unfitted_and_bad_input_errors() -> None:
+    x, y, sim = _blobs(n=40)
+    with pytest.raises(NotFittedError):
+        _fast().predict(x)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        _fast().fit(np.where(np.eye(40, 5) > 0, np.nan, x), y)
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        _fast().fit(x[:, 0], y)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        _fast().fit(x, y + 0.5)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        _fast().fit(x, y[:-1])
+    with pytest.raises(ValueError, match="method 'clean' trains on ground-truth labels"):
+        _fast(method="clean").fit(x, y)
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        _fast().fit(x, None)
+    with pytest.raises(ValueError, match=r"validation_fraction must be in \[0, 1\)"):
+        _fast(validation_fraction=1.0).fit(*_blobs(n=60)[:2])
+    with pytest.raises(ValueError, match="X has 3 features, but KDCrowdClassifier is expecting 5"):
+        _fast().fit(x, y, X_val=x[:10, :3], y_val=y[:10])
+    with pytest.raises(ValueError, match=r"y_val holds \[7\], which are not among the annotation classes \[0, 1, 2\]"):
+        _fast().fit(x, y, X_val=x[:2], y_val=[0, 7])
+    clf = _fast().fit(x, sim.annotations)
+    with pytest.raises(ValueError, match="X has 3 features, but KDCrowdClassifier is expecting 5 features.*item shape"):
+        clf.predict(x[:, :3])
+
+
+def test_one_class_needs_the_classes_parameter() -> None:
+    x, _, _ = _blobs(n=40)
+    with pytest.raises(ValueError, match="needs at least 2 classes.*only one class.*classes="):
+        _fast().fit(x, np.full(40, "cat"))
+    clf = _fast(classes=["cat", "dog"]).fit(x, np.full(40, "cat"))
+    assert clf.classes_.tolist() == ["cat", "dog"] and clf.label_proba_.shape == (40, 2)
+
+
+def test_every_annotation_form_gives_the_same_fit() -> None:
+    """1-D labels, a one-column wide matrix, a long table and an Annotations are one crowd."""
+    x, y, _ = _blobs(n=80)
+    names = np.array(["bird", "cat", "dog"])
+    fits = {
+        "1-D": _fast().fit(x, names[y]),
+        "wide": _fast(classes=list(names)).fit(x, y[:, None]),
+        "long": _fast().fit(x, pd.DataFrame({"item": np.arange(80), "worker": "w", "label": names[y]})),
+        "Annotations": _fast().fit(x, Annotations.from_long(pd.DataFrame({"item": np.arange(80), "worker": 0, "label": names[y]}))),
+    }
+    ref = fits.pop("1-D")
+    assert ref.classes_.tolist() == names.tolist() and ref.worker_ids_.tolist() == [0] and ref.n_workers_ == 1
+    for form, clf in fits.items():
+        assert clf.classes_.tolist() == names.tolist(), form
+        np.testing.assert_array_equal(clf.label_proba_, ref.label_proba_, err_msg=form)
+        np.testing.assert_array_equal(clf.validation_["indices"], ref.validation_["indices"], err_msg=form)
+
+
+# ----------------------------------------------------------------------------- model selection
+
+
+def test_crowd_label_validation_split_is_used_and_recorded() -> None:
+    x, _, sim = _blobs(n=300)
+    # items 0..199 keep one label, 200..299 keep their three: 100 items with >= 2 labels
+    long = sim.annotations.to_long()
+    long = long[(long["item"] >= 200) | ~long["item"].duplicated()]
+    ann = Annotations.from_long(long, items=np.arange(300))
+    clf = _fast(method="crowdlayer-mw", epochs=6).fit(x, ann)
+    v = clf.validation_
+    idx = v["indices"]
+    assert v["source"] == DS_SOURCE and v["n_items"] == len(idx) == 30  # round(0.1 × 300)
+    assert (np.diff(idx) > 0).all() and (idx >= 200).all()  # only items with >= 2 labels, sorted
+    # the kept epoch is the one that agrees best with the Dawid–Skene labels of ALL crowd labels
+    targets = dawid_skene(ann).labels[idx]
+    val_acc = [r["val_accuracy"] for r in clf.history_]
+    assert v["best_epoch"] == 1 + int(np.argmax(val_acc)) and v["agreement"] == max(val_acc)
+    assert v["agreement"] == pytest.approx(float(np.mean(clf.predict(x[idx]) == clf.classes_[targets])))
+    # held-out items: labels from the trained predictor; the network never trained on them
+    np.testing.assert_allclose(clf.label_proba_[idx], clf.predict_proba(x[idx]), atol=1e-6)
+    assert (clf.labels_ == clf.classes_[clf.label_proba_.argmax(1)]).all()
+    train_rows = np.setdiff1d(np.arange(300), idx)
+    torch.testing.assert_close(clf.preprocessor_.mean, torch.from_numpy(x[train_rows]).mean(0, keepdim=True))
+    # memorization of the crowd labels that disagree with the reference (Dawid–Skene of all labels)
+    assert all(0 <= r["memorization_mean"] <= 1 for r in clf.history_) and "Dawid–Skene" in clf.metrics_["reference_labels"]
+    # the same seed draws the same split, another seed another one
+    assert np.array_equal(_fast(epochs=1).fit(x, ann).validation_["indices"], idx)
+    assert not np.array_equal(_fast(epochs=1, random_state=1).fit(x, ann).validation_["indices"], idx)
+
+
+def test_validation_split_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, _, sim = _blobs(n=120)
+    ann = sim.annotations
+    # fewer items with >= 2 labels than the split needs: drawn from all annotated items
+    one_each = Annotations.from_long(ann.to_long().drop_duplicates("item"), items=np.arange(120))
+    v = _fast(epochs=1).fit(x, one_each).validation_
+    assert v["source"] == DS_SOURCE and v["n_items"] == 12 and "annotated items" in v["reason"]
+    # unlabelled items are never held out
+    some = Annotations.from_long(ann.to_long().query("item >= 60"), items=np.arange(120))
+    v = _fast(epochs=1).fit(x, some).validation_
+    assert v["n_items"] == 10 and (v["indices"] >= 60).all()  # 60 annotated: the minimum of 10
+    # switched off, or too few annotated items: nothing held out, the final epoch is kept
+    for clf, why in ((_fast(validation_fraction=0), "validation_fraction=0"),
+                     (_fast(), f"< {MIN_ITEMS_FOR_VALIDATION}")):
+        data = (x, ann) if why.startswith("validation") else (x[:49], ann.subset_items(np.arange(49)))
+        clf.fit(*data)
+        v = clf.validation_
+        assert v["source"] is None and v["n_items"] == 0 and len(v["indices"]) == 0 and why in v["reason"]
+        assert v["best_epoch"] == clf.epochs and all(r["val_accuracy"] is None for r in clf.history_)
+    # Dawid–Skene failing: majority vote of the held-out items
+    import kdcrowd.aggregation
+
+    def broken(*a, **k):
+        raise FloatingPointError("no convergence")
+
+    monkeypatch.setattr(kdcrowd.aggregation, "dawid_skene", broken)
+    clf = _fast(epochs=2).fit(x, ann)
+    assert clf.validation_["source"] == "crowd (majority vote of held-out items)" and "no convergence" in clf.validation_["reason"]
+    targets = majority_vote(ann)[clf.validation_["indices"]]
+    assert clf.validation_["agreement"] == pytest.approx(float(np.mean(clf.predict(x[clf.validation_["indices"]]) == targets)))
+
+
+# ----------------------------------------------------------------------------- determinism, workers
+
+
+def test_same_random_state_same_fit_on_cpu() -> None:
+    x, _, sim = _blobs(n=120, seed=3)
+    kw = {"method": "kdcrowd", "teacher": "maxmig", "epochs": 2, "batch_size": 32, "backbone": "mlp", "device": "cpu"}
+    a = KDCrowdClassifier(random_state=7, **kw).fit(x, sim.annotations)
+    b = KDCrowdClassifier(random_state=7, **kw).fit(x, sim.annotations)
+    assert a.validation_["source"] == DS_SOURCE
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.label_proba_, b.label_proba_)
+    np.testing.assert_array_equal(a.transition_matrices_, b.transition_matrices_)
+    np.testing.assert_array_equal(a.worker_quality_, b.worker_quality_)
+    np.testing.assert_array_equal(a.predict_proba(x), b.predict_proba(x))
+    np.testing.assert_array_equal(a.validation_["indices"], b.validation_["indices"])
+    sa, sb = a.module_.state_dict(), b.module_.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    # another seed: another initialisation, batch order and split (the final stage may differ too)
+    c = KDCrowdClassifier(random_state=8, **kw).fit(x, sim.annotations)
+    assert not np.array_equal(c.label_proba_, a.label_proba_)
+    assert not np.array_equal(c.validation_["indices"], a.validation_["indices"])
+    first_layer = lambda clf: next(p for n, p in clf.module_.named_parameters() if n.endswith("backbone.body.0.weight"))  # noqa: E731
+    assert first_layer(a).shape == first_layer(c).shape and not torch.equal(first_layer(a), first_layer(c))
+
+
+@pytest.mark.parametrize("method", ["maxmig", "mv"])
+def test_worker_quality_ranks_hammers_above_spammers(method: str) -> None:
+    x, _, sim = _blobs(n=300, k=3, d=5, seed=2, case="hammer-spammer", n_workers=10)
+    roles = np.array(sim.roles)
+    clf = _fast(method=method, epochs=10).fit(x, sim.annotations)
+    q = clf.worker_quality_
+    assert q.shape == (10,) and clf.worker_ids_.tolist() == list(range(10))  # aligned with worker_ids_
+    assert q[roles == "hammer"].min() > q[roles == "spammer"].max(), (q, roles)
+    if method == "maxmig":  # Σ_k prior_k T_m[k, k] of the method's matrices
+        prior = clf.label_proba_.mean(0)
+        np.testing.assert_allclose(q, np.einsum("k,mkk->m", prior / prior.sum(), clf.transition_matrices_), rtol=1e-6)
+    else:
+        assert clf.transition_matrices_ is None
+
+
+def test_checkpoint_dir_is_passed_to_the_run(tmp_path) -> None:
+    x, _, sim = _blobs(n=60)
+    clf = _fast(epochs=1, checkpoint_dir=tmp_path / "ck").fit(x, sim.annotations)
+    assert clf.metrics_["config"]["checkpoint_dir"] == str(tmp_path / "ck")
+    assert _fast(epochs=1).fit(x, sim.annotations).metrics_["config"]["checkpoint_dir"] is None
+
+
+def test_works_inside_sklearn_tools() -> None:
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y, _ = _blobs(n=150)
+    scores = cross_val_score(make_pipeline(StandardScaler(), _fast(epochs=6)), x, y, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.8

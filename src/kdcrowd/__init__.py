@@ -3,7 +3,7 @@
 Three doors into one engine:
 
 * the command line ``kdcrowd`` (:mod:`kdcrowd.cli`);
-* a scikit-learn style estimator, :class:`kdcrowd.estimator.CrowdClassifier`;
+* a scikit-learn estimator, :class:`kdcrowd.KDCrowdClassifier` (:mod:`kdcrowd.estimator`);
 * plain ``torch.nn.Module`` pieces: crowd models in :mod:`kdcrowd.models.crowd`, losses in
   :mod:`kdcrowd.losses`, robust students in :mod:`kdcrowd.students`.
 
@@ -12,3 +12,19 @@ Crowd labels enter through :class:`kdcrowd.data.Annotations`; data sets through
 """
 
 __version__ = "0.1.0"
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .estimator import CrowdClassifier, KDCrowdClassifier
+
+__all__ = ["KDCrowdClassifier", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so that `import kdcrowd` (and the CLI's start) stays light.
+    if name in ("KDCrowdClassifier", "CrowdClassifier"):
+        from . import estimator
+
+        return getattr(estimator, name)
+    raise AttributeError(f"module 'kdcrowd' has no attribute '{name}'")

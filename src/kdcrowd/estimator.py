@@ -1,41 +1,122 @@
-"""A scikit-learn style estimator over the same engine as the CLI.
+"""A scikit-learn estimator over the same engine as the CLI.
 
-    >>> clf = CrowdClassifier(method="kdcrowd", teacher="maxmig", epochs=20)
-    >>> clf.fit(X, annotations)              # X: (N, D) features or (N, H, W, C) uint8 images
-    >>> clf.predict(X_new); clf.transition_matrices_; clf.labels_
+    >>> from kdcrowd import KDCrowdClassifier
+    >>> clf = KDCrowdClassifier().fit(X, annotations)   # X: (N, D) features or (N, H, W, C) uint8 images
+    >>> clf.predict(X_new); clf.labels_; clf.transition_matrices_; clf.worker_quality_
 
 ``annotations`` may be an :class:`~kdcrowd.data.Annotations`, a long table (columns
 ``item, worker, label`` or crowd-kit's ``task, worker, label``; ``item`` is the row of ``X``
-unless ``item_ids`` is given) or a wide N×M matrix with -1/NaN for missing labels.
+unless ``item_ids`` is given), a wide N×M matrix of class indices with -1/NaN for missing
+labels, or a 1-D array of N labels (a crowd of one annotator, which is what makes
+``KDCrowdClassifier`` a drop-in scikit-learn classifier: ``fit(X, y)``).
+
+``CrowdClassifier`` is the same class under its former name.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-__all__ = ["CrowdClassifier"]
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+
+    def _validate_data(estimator: Any, X: Any, reset: bool = True, **kw: Any) -> Any:
+        return estimator._validate_data(X, reset=reset, **kw)
 
 
-class CrowdClassifier:
+__all__ = ["KDCrowdClassifier", "CrowdClassifier", "MIN_ITEMS_FOR_VALIDATION", "MIN_VALIDATION_ITEMS"]
+
+#: Below this many annotated items no validation split is held out (the final epoch is kept).
+MIN_ITEMS_FOR_VALIDATION = 50
+#: A held-out validation split has at least this many items.
+MIN_VALIDATION_ITEMS = 10
+
+_DS_SOURCE = "crowd (Dawid–Skene of held-out items)"
+_MV_SOURCE = "crowd (majority vote of held-out items)"
+
+
+class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
     """Learn a classifier and the workers' confusion matrices from crowd labels.
 
-    ``__init__`` stores parameters only; :meth:`fit` returns ``self``; fitted attributes
-    end in ``_``: ``classes_``, ``n_workers_``, ``worker_ids_``, ``transition_matrices_``
-    (M, K, K) or ``None``, ``labels_`` and ``label_proba_`` (the method's labels for the
-    training items), ``history_``, ``metrics_``, ``module_`` (the trained torch module) and
-    ``preprocessor_`` (a :class:`~kdcrowd.training.DeviceData` holding only the input
-    normalisation fitted on ``X``, see :meth:`~kdcrowd.training.DeviceData.preprocessing_only`).
+    A scikit-learn classifier: parameters are set in ``__init__`` only, :meth:`fit`
+    returns ``self``, then :meth:`predict`, :meth:`predict_proba` and :meth:`score`. The
+    defaults are the validated ones of ``kdcrowd fit`` (docs/RESULTS.md, "Defaults and
+    why"): KD-Crowd with a Max-MIG teacher and an ELR student, MIG-KL distillation, two
+    stages, 30 epochs per stage at batch size 128.
 
-    Without ``X_val``/``y_val`` there is no model selection: the final epoch is kept.
+    Parameters:
+        method: ``kdcrowd`` (default), a crowd model (``maxmig``, ``crowdlayer-mw|vw|vb|vwb``,
+            ``conal``) or an aggregation baseline (``mv``, ``mv-soft``, ``ds``, ``ds-soft``).
+        teacher, student, kd, lambda1, lambda2, stages: KD-Crowd's settings (``method="kdcrowd"`` only).
+        mig_f: f-divergence of Max-MIG's objective.
+        worker_lr_scale: learning-rate multiplier of the worker parameters.
+        backbone: ``mlp``, ``fastcnn``, ``resnet18``, ``vgg16``, ``labelme-cnn`` or ``auto``
+            (MLP for features, FastCNN for images).
+        epochs, batch_size, lr: optimisation (epochs per stage for ``kdcrowd``).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        random_state: seed of the validation split, the initialisation and the batch order
+            (an int, as ``kdcrowd fit --seed``; a ``RandomState`` or ``None`` draws one).
+            On the CPU the same seed gives identical results.
+        classes: the class values, when the labels do not show all of them (a class no
+            worker chose is still a class).
+        duplicates: repeated (item, worker) labels in a long table: ``error``, ``first``,
+            ``last`` or ``keep``.
+        validation_fraction: fraction of the annotated items held out for model selection
+            when no ``X_val``/``y_val`` is given (see below); ``0`` disables it.
+        checkpoint_dir: if set, every training stage checkpoints there after each epoch and
+            a fit started again with the same settings continues from the last finished
+            epoch (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`).
+        verbose: progress bars.
+
+    **Model selection without ground truth.** The epoch (and for ``kdcrowd`` the final
+    stage) kept is the one whose predictions agree best with a validation set. With
+    ``fit(..., X_val=, y_val=)`` that set is the given one (true labels). Without it, and
+    with ``validation_fraction > 0`` and at least ``MIN_ITEMS_FOR_VALIDATION`` (50)
+    annotated items, ``max(MIN_VALIDATION_ITEMS (10), round(validation_fraction × n
+    annotated))`` annotated items are drawn at random (seeded by ``random_state``) — from
+    the items with two or more labels when there are that many, else from all annotated
+    items — and held out of training. Their validation targets are the Dawid–Skene labels
+    computed from *all* the crowd labels (majority vote if Dawid–Skene fails), so the
+    selection needs no ground truth. With fewer annotated items, or
+    ``validation_fraction=0``, nothing is held out and the final epoch is kept. The labels
+    of held-out items (``labels_``, ``label_proba_``) come from the trained predictor;
+    ``validation_`` records what was done.
+
+    Fitted attributes: ``classes_``; ``n_features_in_`` (and ``feature_names_in_`` for a
+    DataFrame ``X``); ``worker_ids_`` and ``n_workers_``; ``transition_matrices_`` (M, K, K),
+    the method's estimated worker matrices (``None`` for ``mv``/``mv-soft``);
+    ``worker_quality_`` (M,), each worker's estimated accuracy ``Σ_k prior_k T_m[k, k]``
+    (:func:`kdcrowd.metrics.worker_accuracy_estimate`, the ``accuracy_estimate`` of
+    ``kdcrowd fit``'s workers.csv) aligned with ``worker_ids_`` (the prior is the mean of ``label_proba_``; for methods
+    without worker matrices ``T_m`` is the soft confusion of the worker's labels against
+    the final labels, see :func:`kdcrowd.report.practitioner.worker_matrices`);
+    ``labels_`` and ``label_proba_`` (N,) and (N, K), the final label of every item of
+    ``X``; ``validation_`` (dict: ``source`` — ``"given"``, ``"crowd (Dawid–Skene of
+    held-out items)"``, ``"crowd (majority vote of held-out items)"`` or ``None`` —,
+    ``n_items``, ``indices`` (rows of ``X`` held out), ``best_epoch``, ``agreement`` (the
+    kept epoch's validation agreement) and ``reason``); ``history_`` (per epoch: loss,
+    validation agreement, and the memorization of the crowd labels that disagree with the
+    reference labels — the Dawid–Skene labels of all the crowd labels, never used for
+    training); ``metrics_`` (``metrics_["reference_labels"]`` says what the training-item
+    accuracies in it are measured against: no ground truth);
+    ``module_`` (the trained torch module) and ``preprocessor_`` (a
+    :class:`~kdcrowd.training.DeviceData` holding only the input normalisation fitted on
+    the training rows of ``X``, see :meth:`~kdcrowd.training.DeviceData.preprocessing_only`).
     """
 
     def __init__(
         self,
         method: str = "kdcrowd",
-        teacher: str = "crowdlayer-mw",
+        teacher: str = "maxmig",
         student: str = "elr",
         kd: str = "mig-kl",
         lambda1: float = 1.0,
@@ -44,13 +125,15 @@ class CrowdClassifier:
         mig_f: str = "kl",
         worker_lr_scale: float = 1.0,
         backbone: str = "auto",
-        epochs: int = 20,
-        batch_size: int = 256,
+        epochs: int = 30,
+        batch_size: int = 128,
         lr: float = 1e-3,
         device: str = "auto",
-        random_state: int = 0,
+        random_state: Any = 0,
         classes: Any = None,
         duplicates: str = "error",
+        validation_fraction: float = 0.1,
+        checkpoint_dir: Any = None,
         verbose: bool = False,
     ) -> None:
         self.method = method
@@ -70,26 +153,43 @@ class CrowdClassifier:
         self.random_state = random_state
         self.classes = classes
         self.duplicates = duplicates
+        self.validation_fraction = validation_fraction
+        self.checkpoint_dir = checkpoint_dir
         self.verbose = verbose
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn protocol)."""
-        import inspect
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        # GPU kernels (scatter-adds, cuDNN) are not bitwise reproducible; the CPU is.
+        tags.non_deterministic = self._on_cuda()
+        return tags
 
-        return {k: getattr(self, k) for k in inspect.signature(type(self).__init__).parameters if k != "self"}
+    def _on_cuda(self) -> bool:
+        import torch
 
-    def set_params(self, **params: Any) -> CrowdClassifier:
-        """Set constructor parameters (scikit-learn protocol)."""
-        for k, v in params.items():
-            if k not in self.get_params():
-                raise ValueError(f"unknown parameter '{k}' for CrowdClassifier; valid: {sorted(self.get_params())}")
-            setattr(self, k, v)
-        return self
+        return str(self.device).startswith("cuda") or (self.device == "auto" and torch.cuda.is_available())
 
-    def _annotations(self, X: np.ndarray, annotations: Any, item_ids: Any) -> Any:
+    # ------------------------------------------------------------------ input
+
+    def _check_X(self, X: Any, item_shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """``X`` through scikit-learn's validation (NaN/inf, empty, complex, sparse, 1-D ...):
+        float32 features (N, D) or uint8 images (N, H, W, C). Without ``item_shape`` this is
+        the training ``X`` (``n_features_in_`` is set); with it, rows must have that shape."""
+        reset = item_shape is None
+        try:
+            X = _validate_data(self, X, reset=reset, allow_nd=True, dtype="numeric")
+        except ValueError as e:
+            if reset or "features, but" not in str(e):
+                raise
+            raise ValueError(f"{e} (X has item shape {np.shape(X)[1:]}, but the model was fitted on items of shape {item_shape})") from None
+        if not (X.ndim == 2 or (X.ndim == 4 and X.dtype == np.uint8)):
+            raise ValueError(f"X must be float features (N, D) or uint8 images (N, H, W, C); got {X.dtype} {X.shape}")
+        if item_shape is not None and X.shape[1:] != tuple(item_shape):
+            raise ValueError(f"X has item shape {X.shape[1:]}, but the model was fitted on items of shape {tuple(item_shape)}")
+        return X.astype(np.float32, copy=False) if X.ndim == 2 else X
+
+    def _annotations(self, n: int, annotations: Any, item_ids: Any) -> Any:
         from .data.annotations import Annotations
 
-        n = len(X)
         items = np.arange(n) if item_ids is None else np.asarray(item_ids)
         if len(items) != n:
             raise ValueError(f"item_ids has {len(items)} entries but X has {n} rows; give one id per row of X")
@@ -100,87 +200,200 @@ class CrowdClassifier:
         if isinstance(annotations, pd.DataFrame):
             return Annotations.from_long(annotations, classes=self.classes, items=items, duplicates=self.duplicates)
         arr = np.asarray(annotations)
+        if arr.ndim == 1:  # one annotator's labels: the degenerate single-worker crowd
+            check_consistent_length(items, arr)
+            check_classification_targets(arr)
+            classes = np.unique(arr) if self.classes is None else self.classes
+            frame = pd.DataFrame({"item": items, "worker": 0, "label": arr})
+            return Annotations.from_long(frame, classes=classes, items=items)
         if arr.ndim == 2 and arr.shape[0] == n:
             return Annotations.from_wide(arr, classes=self.classes, item_ids=items)
-        raise ValueError("annotations must be an Annotations, a long DataFrame (item, worker, label) or a wide (N, M) matrix with -1/NaN for missing labels")
+        raise ValueError(
+            f"annotations must be an Annotations, a long DataFrame (item, worker, label), a wide (N, M) matrix with -1/NaN for missing labels "
+            f"or a 1-D array of N labels, with N = {n} rows of X; got an array of shape {arr.shape}"
+        )
 
-    def fit(self, X: np.ndarray, annotations: Any, X_val: np.ndarray | None = None, y_val: Any = None, item_ids: Any = None) -> CrowdClassifier:
-        """Train on items ``X`` and their crowd labels; ``X_val``/``y_val`` enable model selection."""
+    def _seed(self) -> int:
+        rs = self.random_state
+        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
+            return int(rs)
+        return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+
+    # ------------------------------------------------------------------ validation split
+
+    def _reference_labels(self, ann: Any) -> tuple[np.ndarray, str, str]:
+        """(labels (N,), name, note): the Dawid–Skene labels of all the crowd labels, or
+        majority vote if Dawid–Skene fails; items without labels get the argmax of the
+        class prior (Dawid–Skene) or class 0 (majority vote)."""
+        from .aggregation import dawid_skene, majority_vote
+
+        try:
+            res = dawid_skene(ann, device=self.device)
+            if not np.isfinite(res.posteriors).all():
+                raise FloatingPointError("non-finite posteriors")
+            labels = np.where(res.labels >= 0, res.labels, np.asarray(res.posteriors).argmax(1))
+            return labels.astype(np.int64), "Dawid–Skene", ""
+        except (ValueError, RuntimeError, FloatingPointError) as e:
+            labels = np.asarray(majority_vote(ann, soft=True)).argmax(1)  # the hard vote's rule: lowest class on ties
+            return labels.astype(np.int64), "majority vote", f"Dawid–Skene failed ({e}); majority vote used"
+
+    def _crowd_validation(self, ann: Any, seed: int) -> tuple[np.ndarray, str]:
+        """(held-out rows, why) of the crowd-label validation split."""
+        none = np.zeros(0, dtype=np.int64)
+        frac = self.validation_fraction
+        if frac == 0:
+            return none, "validation_fraction=0: no validation split, the final epoch is kept"
+        per_item = ann.labels_per_item()
+        annotated = np.flatnonzero(per_item > 0)
+        if len(annotated) < MIN_ITEMS_FOR_VALIDATION:
+            return none, f"only {len(annotated)} annotated items (< {MIN_ITEMS_FOR_VALIDATION}): no validation split, the final epoch is kept"
+        n_val = min(max(MIN_VALIDATION_ITEMS, int(round(frac * len(annotated)))), len(annotated) - 1)
+        multi = np.flatnonzero(per_item >= 2)
+        pool, pool_desc = (multi, "items with ≥ 2 labels") if len(multi) >= n_val else (annotated, "annotated items")
+        rng = np.random.default_rng(seed)
+        val = np.sort(rng.choice(pool, n_val, replace=False)).astype(np.int64)
+        return val, f"{n_val} of {len(pool)} {pool_desc} held out"
+
+    # ------------------------------------------------------------------ fit / predict
+
+    def fit(self, X: Any, y: Any = None, X_val: Any = None, y_val: Any = None, item_ids: Any = None, *, annotations: Any = None) -> KDCrowdClassifier:
+        """Train on items ``X`` and their crowd labels ``y``.
+
+        ``y`` (also accepted as ``annotations=``): an :class:`~kdcrowd.data.Annotations`, a
+        long DataFrame, a wide (N, M) matrix or a 1-D array of N labels (see the module
+        docstring). ``X_val``/``y_val``: items with known true labels for model selection
+        (otherwise a crowd-label validation split, see the class docstring). ``item_ids``:
+        the item id of each row of ``X`` (as named in a long table).
+        """
         from .data.datasets import CrowdDataset
         from .methods import RunConfig, run_on_dataset
-        from .training import TrainConfig
+        from .metrics import worker_accuracy_estimate
+        from .report.practitioner import worker_matrices
+        from .training import TrainConfig, predict_proba
 
-        X = np.asarray(X)
-        if X.ndim == 2:
-            X = X.astype(np.float32)
-        elif not (X.ndim == 4 and X.dtype == np.uint8):
-            raise ValueError(f"X must be float features (N, D) or uint8 images (N, H, W, C); got {X.dtype} {X.shape}")
-        ann = self._annotations(X, annotations, item_ids)
-        y_val_idx = None
-        if y_val is not None:
-            if X_val is None:
-                raise ValueError("y_val given without X_val")
-            y_val_idx = pd.Index(np.asarray(ann.classes)).get_indexer(np.asarray(y_val)).astype(np.int64)
+        if annotations is not None:
+            if y is not None:
+                raise ValueError("give the crowd labels once: as y or as annotations=, not both")
+            y = annotations
+        frac = self.validation_fraction
+        if not isinstance(frac, numbers.Real) or not 0 <= frac < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1); got {frac!r}")
+        X = self._check_X(X)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")
+        ann = self._annotations(len(X), y, item_ids)
+        if ann.n_classes < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 classes, but the labels hold only one class ({np.asarray(ann.classes).tolist()}); "
+                "pass classes=[...] to declare the others"
+            )
+        if self.method == "clean":
+            raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")
+        seed = self._seed()
+        classes = np.asarray(ann.classes)
+        n = len(X)
+        val_idx = np.zeros(0, dtype=np.int64)
+        reference, ref_name, ref_note = self._reference_labels(ann)
+        if y_val is not None or X_val is not None:
+            if X_val is None or y_val is None:
+                raise ValueError("X_val and y_val go together; give both or neither")
+            X_val = self._check_X(X_val, item_shape=X.shape[1:])
+            y_val_idx = pd.Index(classes).get_indexer(np.asarray(y_val)).astype(np.int64)
             if (y_val_idx < 0).any():
                 bad = np.asarray(y_val)[y_val_idx < 0][:5].tolist()
-                raise ValueError(f"y_val holds {bad}, which are not among the annotation classes {np.asarray(ann.classes).tolist()}")
-        empty = X[:0]
+                raise ValueError(f"y_val holds {bad}, which are not among the annotation classes {classes.tolist()}")
+            check_consistent_length(X_val, y_val_idx)
+            source, reason = "given", f"{len(X_val)} items with given labels (X_val, y_val)"
+        else:
+            val_idx, reason = self._crowd_validation(ann, seed)
+            source, X_val, y_val_idx = None, None, None
+            if len(val_idx):
+                source = _DS_SOURCE if ref_name == "Dawid–Skene" else _MV_SOURCE
+                reason = f"{reason}; {ref_note}" if ref_note else reason
+                X_val, y_val_idx = X[val_idx], reference[val_idx]
+        train_idx = np.setdiff1d(np.arange(n), val_idx)
+        whole = len(train_idx) == n
+        x_train = X if whole else X[train_idx]
+        train_ann = ann if whole else ann.subset_items(train_idx)
         ds = CrowdDataset(
             name="user",
-            x_train=X,
-            x_val=np.asarray(X_val, dtype=X.dtype) if X_val is not None else empty,
-            x_test=empty,
-            y_train=None,
+            x_train=x_train,
+            x_val=X_val if X_val is not None else X[:0],
+            x_test=X[:0],
+            y_train=reference[train_idx],  # the reference of memorization (not used for training)
             y_val=y_val_idx,
             y_test=None,
-            annotations=ann,
-            class_names=[str(c) for c in ann.classes],
+            annotations=train_ann,
+            class_names=[str(c) for c in classes],
         )
         options: dict[str, Any] = {"mig_f": self.mig_f, "worker_lr_scale": self.worker_lr_scale}
         if self.method == "kdcrowd":
             options.update(teacher=self.teacher, student=self.student, kd=self.kd, lambda1=self.lambda1, lambda2=self.lambda2, stages=self.stages)
-        train = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device, seed=self.random_state, progress=self.verbose)
-        cfg = RunConfig(dataset="user", method=self.method, backbone=self.backbone, seed=self.random_state, train=train, options=options, track_memorization=False)
+        train = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device, seed=seed, progress=self.verbose)
+        cfg = RunConfig(
+            dataset="user", method=self.method, backbone=self.backbone, seed=seed, train=train, options=options,
+            track_memorization=True, checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
+        )
         metrics, out = run_on_dataset(ds, cfg)
-        self.module_ = out.module
+        metrics["reference_labels"] = (
+            f"{ref_name} labels of all the crowd labels (no ground truth): memorization, train_label_accuracy, expertise_error "
+            "and the other training-item accuracies in these metrics are measured against them" + (f"; {ref_note}" if ref_note else "")
+        )
+
+        data = out.data  # the training rows of X on the device, as run_on_dataset trained on them
+        module = out.module  # left in its validation-selected state
+        train_proba = out.train_proba if out.train_proba is not None else predict_proba(module, data, data.x_train)
+        proba = np.empty((n, len(classes)), dtype=np.float32)
+        if len(val_idx):
+            proba[train_idx] = train_proba.detach().float().cpu().numpy()
+            proba[val_idx] = predict_proba(module, data, data.x_val).detach().float().cpu().numpy()
+        else:
+            proba[:] = train_proba.detach().float().cpu().numpy()
+
+        self.module_ = module
+        self._device = data.device
+        self.preprocessor_ = data.preprocessing_only()
         self.item_shape_ = tuple(X.shape[1:])
-        self.classes_ = np.asarray(ann.classes)
+        self.classes_ = classes
         self.n_workers_ = ann.n_workers
         self.worker_ids_ = np.asarray(ann.worker_ids)
         self.transition_matrices_ = out.transitions
-        from .training import predict_proba
-
-        data = out.data  # X on the device, as run_on_dataset trained on it
-        self._device = data.device
-        proba = out.train_proba if out.train_proba is not None else predict_proba(self.module_, data, data.x_train)
-        self.preprocessor_ = data.preprocessing_only()
-        self.label_proba_ = proba.detach().float().cpu().numpy()
-        self.labels_ = self.classes_[self.label_proba_.argmax(1)]
+        self.label_proba_ = proba
+        self.labels_ = classes[proba.argmax(1)]
+        t, _ = worker_matrices(out.transitions, ann, proba)
+        self.worker_quality_ = worker_accuracy_estimate(t, proba.mean(0))
         self.history_ = metrics["history"]
         self.metrics_ = metrics
+        best = metrics.get("best_epoch")
+        agreement = next((r.get("val_accuracy") for r in metrics["history"] if r.get("epoch") == best), None)
+        self.validation_ = {
+            "source": source,
+            "n_items": 0 if X_val is None else len(X_val),
+            "indices": val_idx,
+            "best_epoch": best,
+            "agreement": agreement,
+            "reason": reason,
+        }
         return self
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, K), columns in the order of ``classes_``."""
         import torch
 
         from .training import predict_proba
 
-        if not hasattr(self, "module_"):
-            raise RuntimeError("this CrowdClassifier is not fitted yet; call fit(X, annotations) first")
-        X = np.asarray(X)
-        X = X.astype(np.float32) if X.ndim == 2 else X
-        if X.shape[1:] != self.item_shape_:
-            raise ValueError(f"X has item shape {X.shape[1:]}, but the model was fitted on items of shape {self.item_shape_}")
+        check_is_fitted(self, "module_")
+        X = self._check_X(X, item_shape=self.item_shape_)
         xt = torch.from_numpy(np.ascontiguousarray(X)).to(self._device)
         if self.preprocessor_.is_image:
             xt = xt.permute(0, 3, 1, 2).contiguous()
         return predict_proba(self.module_, self.preprocessor_, xt).cpu().numpy()
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted class labels (original class values)."""
-        return self.classes_[self.predict_proba(X).argmax(1)]
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class labels (values of ``classes_``)."""
+        proba = self.predict_proba(X)  # checks that the estimator is fitted
+        return self.classes_[proba.argmax(1)]
 
-    def score(self, X: np.ndarray, y: Any) -> float:
-        """Accuracy against true labels ``y``."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+CrowdClassifier = KDCrowdClassifier
+"""The former name of :class:`KDCrowdClassifier`."""
