@@ -14,7 +14,11 @@ import kdcrowd
 from kdcrowd.aggregation import dawid_skene, majority_vote
 from kdcrowd.data.annotations import Annotations
 from kdcrowd.data.simulate import simulate_workers
-from kdcrowd.estimator import MIN_ITEMS_FOR_VALIDATION, CrowdClassifier, KDCrowdClassifier
+from kdcrowd.estimator import (
+    MIN_ITEMS_FOR_VALIDATION,
+    CrowdClassifier,
+    KDCrowdClassifier,
+)
 from kdcrowd.training import DeviceData
 
 DS_SOURCE = "crowd (Dawid–Skene of held-out items)"
@@ -223,7 +227,7 @@ def test_same_random_state_same_fit_on_cpu() -> None:
     c = KDCrowdClassifier(random_state=8, **kw).fit(x, sim.annotations)
     assert not np.array_equal(c.label_proba_, a.label_proba_)
     assert not np.array_equal(c.validation_["indices"], a.validation_["indices"])
-    first_layer = lambda clf: next(p for n, p in clf.module_.named_parameters() if n.endswith("backbone.body.0.weight"))  # noqa: E731
+    first_layer = lambda clf: next(p for n, p in clf.module_.named_parameters() if n.endswith("backbone.body.0.weight"))
     assert first_layer(a).shape == first_layer(c).shape and not torch.equal(first_layer(a), first_layer(c))
 
 

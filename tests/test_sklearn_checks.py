@@ -22,7 +22,7 @@ from kdcrowd import KDCrowdClassifier
 if parse_version(sklearn.__version__) < parse_version("1.6"):
     pytest.skip("parametrize_with_checks(expected_failed_checks=...) needs scikit-learn >= 1.6", allow_module_level=True)
 
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 NOT_APPLICABLE = {
     "check_supervised_y_2d": (

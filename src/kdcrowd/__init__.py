@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .estimator import CrowdClassifier, KDCrowdClassifier
 
-__all__ = ["KDCrowdClassifier", "__version__"]
+__all__ = ["CrowdClassifier", "KDCrowdClassifier", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

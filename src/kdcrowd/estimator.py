@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return estimator._validate_data(X, reset=reset, **kw)
 
 
-__all__ = ["KDCrowdClassifier", "CrowdClassifier", "MIN_ITEMS_FOR_VALIDATION", "MIN_VALIDATION_ITEMS"]
+__all__ = ["MIN_ITEMS_FOR_VALIDATION", "MIN_VALIDATION_ITEMS", "CrowdClassifier", "KDCrowdClassifier"]
 
 #: Below this many annotated items no validation split is held out (the final epoch is kept).
 MIN_ITEMS_FOR_VALIDATION = 50
@@ -91,26 +91,32 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
     of held-out items (``labels_``, ``label_proba_``) come from the trained predictor;
     ``validation_`` records what was done.
 
-    Fitted attributes: ``classes_``; ``n_features_in_`` (and ``feature_names_in_`` for a
-    DataFrame ``X``); ``worker_ids_`` and ``n_workers_``; ``transition_matrices_`` (M, K, K),
-    the method's estimated worker matrices (``None`` for ``mv``/``mv-soft``);
-    ``worker_quality_`` (M,), each worker's estimated accuracy ``Σ_k prior_k T_m[k, k]``
-    (:func:`kdcrowd.metrics.worker_accuracy_estimate`, the ``accuracy_estimate`` of
-    ``kdcrowd fit``'s workers.csv) aligned with ``worker_ids_`` (the prior is the mean of ``label_proba_``; for methods
-    without worker matrices ``T_m`` is the soft confusion of the worker's labels against
-    the final labels, see :func:`kdcrowd.report.practitioner.worker_matrices`);
-    ``labels_`` and ``label_proba_`` (N,) and (N, K), the final label of every item of
-    ``X``; ``validation_`` (dict: ``source`` — ``"given"``, ``"crowd (Dawid–Skene of
-    held-out items)"``, ``"crowd (majority vote of held-out items)"`` or ``None`` —,
-    ``n_items``, ``indices`` (rows of ``X`` held out), ``best_epoch``, ``agreement`` (the
-    kept epoch's validation agreement) and ``reason``); ``history_`` (per epoch: loss,
-    validation agreement, and the memorization of the crowd labels that disagree with the
-    reference labels — the Dawid–Skene labels of all the crowd labels, never used for
-    training); ``metrics_`` (``metrics_["reference_labels"]`` says what the training-item
-    accuracies in it are measured against: no ground truth);
-    ``module_`` (the trained torch module) and ``preprocessor_`` (a
-    :class:`~kdcrowd.training.DeviceData` holding only the input normalisation fitted on
-    the training rows of ``X``, see :meth:`~kdcrowd.training.DeviceData.preprocessing_only`).
+    Fitted attributes:
+
+    * ``classes_``; ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame ``X``;
+      for images it is ``H``, scikit-learn's count of axis 1); ``item_shape_`` (``(D,)`` or
+      ``(H, W, C)``); ``worker_ids_`` and ``n_workers_``.
+    * ``labels_`` (N,) and ``label_proba_`` (N, K): the final label of every row of ``X``.
+    * ``transition_matrices_`` (M, K, K): the method's estimated worker matrices (``None``
+      for ``mv``/``mv-soft``).
+    * ``worker_quality_`` (M,), aligned with ``worker_ids_``: each worker's estimated
+      accuracy ``Σ_k prior_k T_m[k, k]`` (:func:`kdcrowd.metrics.worker_accuracy_estimate`,
+      the ``accuracy_estimate`` of ``kdcrowd fit``'s workers.csv), the prior being the mean
+      of ``label_proba_``; for methods without worker matrices ``T_m`` is the soft
+      confusion of the worker's labels against the final labels
+      (:func:`kdcrowd.report.practitioner.worker_matrices`).
+    * ``validation_`` (dict): ``source`` (``"given"``, ``"crowd (Dawid–Skene of held-out
+      items)"``, ``"crowd (majority vote of held-out items)"`` or ``None``), ``n_items``,
+      ``indices`` (rows of ``X`` held out), ``best_epoch``, ``agreement`` (the kept
+      epoch's validation agreement) and ``reason``.
+    * ``history_``: per epoch, the loss, the validation agreement and the memorization of
+      the crowd labels that disagree with the reference labels (the Dawid–Skene labels of
+      all the crowd labels; never used for training). ``metrics_``: the run's metrics;
+      ``metrics_["reference_labels"]`` says that its training-item accuracies are measured
+      against that reference, not ground truth.
+    * ``module_`` (the trained torch module) and ``preprocessor_`` (a
+      :class:`~kdcrowd.training.DeviceData` holding only the input normalisation fitted on
+      the training rows of ``X``, see :meth:`~kdcrowd.training.DeviceData.preprocessing_only`).
     """
 
     def __init__(
@@ -247,7 +253,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         annotated = np.flatnonzero(per_item > 0)
         if len(annotated) < MIN_ITEMS_FOR_VALIDATION:
             return none, f"only {len(annotated)} annotated items (< {MIN_ITEMS_FOR_VALIDATION}): no validation split, the final epoch is kept"
-        n_val = min(max(MIN_VALIDATION_ITEMS, int(round(frac * len(annotated)))), len(annotated) - 1)
+        n_val = min(max(MIN_VALIDATION_ITEMS, int(round(frac * len(annotated)))), len(annotated) - 1)  # noqa: RUF046 (frac may be a numpy float)
         multi = np.flatnonzero(per_item >= 2)
         pool, pool_desc = (multi, "items with ≥ 2 labels") if len(multi) >= n_val else (annotated, "annotated items")
         rng = np.random.default_rng(seed)
