@@ -659,6 +659,15 @@ def test_write_parquet_ids_of_mixed_type_or_beyond_int64(tmp_path):
     assert b.to_long().astype(str).equals(a.to_long().astype(str))
 
 
+def test_error_messages_say_how_to_fix(tmp_path):
+    # these said only what was wrong
+    (tmp_path / "a.json").write_text("")
+    assert "must be one JSON object {item: {worker: label}}" in _err(Annotations.read, tmp_path / "a.json")
+    assert "check the path" in _err(Annotations.read, tmp_path / "none.csv")
+    assert "check the path" in _err(Annotations.from_answers_json, tmp_path / "none.json")
+    assert "give one id per row" in _err(Annotations.from_wide, np.array([[0, 1]]), item_ids=["x", "y"])
+
+
 # ----------------------------------------------------------------------------- round trips
 
 

@@ -67,7 +67,7 @@ def test_read_item_labels_error_listings_count_the_rest(tmp_path):
         read_item_labels(tmp_path / "m.csv", ids, [0, 1])
     msg = str(info.value)
     assert "6 label(s) are not among the annotation classes '0', '1': row 0 (item='a', label='5');" in msg
-    assert msg.endswith("; ... and 1 more")
+    assert "; ... and 1 more; write each label as one of these classes" in msg
     pd.DataFrame({"item": ["a", "b"], "label": ["1", "0"]}).to_csv(tmp_path / "ok.csv", index=False)
     pos, cls = read_item_labels(tmp_path / "ok.csv", ids, [0, 1])
     assert pos.tolist() == [0, 1] and cls.tolist() == [1, 0]
@@ -173,3 +173,17 @@ def test_load_images_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
     np.testing.assert_array_equal(got[0], got[1])
     with pytest.raises(ValueError, match="whole number of pixels, got 'x'"):
         load_images([tmp_path / "g8.png"], "x")
+
+
+def test_item_error_messages_say_how_to_fix(tmp_path):
+    # these said only what was wrong
+    np.save(tmp_path / "e.npy", np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="has no rows .*; give one row per item"):
+        read_features(tmp_path / "e.npy")
+    with pytest.raises(FileNotFoundError, match="check the path"):
+        read_features(tmp_path / "none.npy")
+    with pytest.raises(ValueError, match="pass the path of the file"):
+        read_features(tmp_path)
+    (tmp_path / "h.csv").write_text("item,label\n")
+    with pytest.raises(ValueError, match="has no rows .*add one row"):
+        read_item_labels(tmp_path / "h.csv", ["a"], [0])

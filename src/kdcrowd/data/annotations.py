@@ -449,7 +449,7 @@ def _read_table(
         ) from exc
     except (OSError, EOFError, zlib.error) as exc:
         hint = (" A .gz file must be a complete gzip-compressed file."
-                if name.endswith(".gz") else "")
+                if name.endswith(".gz") else " Check that it is a readable file.")
         raise error(f"cannot read the {what} {path}: {exc}.{hint}") from exc
     except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types
         if not parquet:
@@ -951,7 +951,8 @@ class Annotations:
             if a.size != n:
                 raise AnnotationError(
                     f"`{name}` has {a.size} entries but the matrix has {n} "
-                    f"{'rows' if name == 'item_ids' else 'columns'}."
+                    f"{'rows' if name == 'item_ids' else 'columns'}; give one id per "
+                    f"{'row' if name == 'item_ids' else 'column'}."
                 )
             return a
 
@@ -984,7 +985,10 @@ class Annotations:
         if isinstance(obj_or_path, (str, os.PathLike)):
             path = Path(obj_or_path)
             if not path.exists():
-                raise _MissingFileError(f"annotation file not found: {path}")
+                raise _MissingFileError(
+                    f"annotation file not found: {path} (absolute: {path.absolute()}); check "
+                    "the path"
+                )
             if path.is_dir():
                 raise AnnotationError(f"annotation file {path} is a folder, not a file; pass "
                                       "the path of the answers JSON file")
@@ -994,7 +998,10 @@ class Annotations:
                 with opener(path, "rt", encoding="utf-8") as fh:
                     obj = json.load(fh, object_pairs_hook=_object_pairs)
             except json.JSONDecodeError as exc:
-                raise AnnotationError(f"{path} is not valid JSON: {exc}") from exc
+                raise AnnotationError(
+                    f"annotation file {path} is not valid JSON ({exc}); an answers file must "
+                    "be one JSON object {item: {worker: label}}"
+                ) from exc
             except UnicodeDecodeError as exc:
                 raise AnnotationError(
                     f"annotation file {path} is not UTF-8 text ({exc.reason}: "
@@ -1002,7 +1009,7 @@ class Annotations:
                 ) from exc
             except (OSError, EOFError, zlib.error) as exc:
                 hint = (" A .json.gz file must be a complete gzip-compressed JSON file; name "
-                        "plain JSON .json." if gz else "")
+                        "plain JSON .json." if gz else " Check that it is a readable file.")
                 raise AnnotationError(f"cannot read the annotation file {path}: {exc}.{hint}") from exc
         else:
             obj = obj_or_path
@@ -1073,7 +1080,8 @@ class Annotations:
             )
         if not path.exists():
             raise _MissingFileError(
-                f"annotation file not found: {path} (absolute: {path.absolute()})"
+                f"annotation file not found: {path} (absolute: {path.absolute()}); check the "
+                "path"
             )
         if suffix in (".json", ".json.gz"):
             return cls.from_answers_json(path, **kw)

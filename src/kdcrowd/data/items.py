@@ -66,9 +66,9 @@ def _listing(values: Sequence[Any], total: int | None = None, sep: str = ", ", f
 
 def _require_file(path: Path, what: str) -> None:
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path} (absolute: {path.absolute()})")
+        raise FileNotFoundError(f"{what} not found: {path} (absolute: {path.absolute()}); check the path")
     if not path.is_file():
-        raise ValueError(f"{what} {path} is not a file")
+        raise ValueError(f"{what} {path} is not a file (a folder?); pass the path of the file")
 
 
 def _check_ids(ids: np.ndarray, source: str) -> None:
@@ -124,7 +124,7 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         try:
             X = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
-            raise ValueError(f"cannot read feature file {path} as a numpy .npy array: {e}") from e
+            raise ValueError(f"cannot read feature file {path} as a numpy .npy array: {e}; write it with numpy.save(path, X), X a 2-d numeric array") from e
         if X.ndim != 2:
             raise ValueError(f"feature file {path} holds an array of shape {X.shape}; features must be 2-d (items, features) — for images use --images DIR")
         if X.dtype.kind not in "biuf":
@@ -167,7 +167,7 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
     else:
         raise ValueError(f"cannot tell the format of feature file {path.name!r}; use .npy, .csv, .csv.gz, .tsv, .tsv.gz, .parquet or .pq")
     if len(X) == 0:
-        raise ValueError(f"feature file {path} has no rows")
+        raise ValueError(f"feature file {path} has no rows (shape {X.shape}); give one row per item")
     if X.shape[1] == 0:
         raise ValueError(f"feature file {path} has {len(X)} rows but no feature columns (shape {X.shape}); give at least one feature per item")
     # cast first, check after: values beyond float32's range become inf here and are caught
@@ -193,7 +193,7 @@ def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
     """
     root = Path(directory)
     if not root.exists():
-        raise FileNotFoundError(f"image folder not found: {root} (absolute: {root.absolute()})")
+        raise FileNotFoundError(f"image folder not found: {root} (absolute: {root.absolute()}); check the path")
     if not root.is_dir():
         raise ValueError(f"--images must be a folder of image files; {root} is a file")
     files = [
@@ -398,7 +398,7 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     if item_col is None or "label" not in df.columns:
         raise ValueError(f"label file {path} needs columns 'item' and 'label'; found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
     if len(df) == 0:
-        raise ValueError(f"label file {path} has no rows")
+        raise ValueError(f"label file {path} has no rows (only the header line); add one row 'item,label' per known item")
     it, lb = _as_text(df[item_col]), _as_text(df["label"])
     na = np.flatnonzero((it.isna() | lb.isna()).to_numpy())
     if na.size:
@@ -420,7 +420,7 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     bad = np.flatnonzero(cls < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
-        raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}")
+        raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}; write each label as one of these classes (matched as text) or drop those rows")
     frame = pd.DataFrame({"pos": pos, "cls": cls}).drop_duplicates()
     conflict = frame["pos"].duplicated(keep=False).to_numpy()
     if conflict.any():
