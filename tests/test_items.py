@@ -187,3 +187,14 @@ def test_item_error_messages_say_how_to_fix(tmp_path):
     (tmp_path / "h.csv").write_text("item,label\n")
     with pytest.raises(ValueError, match="has no rows .*add one row"):
         read_item_labels(tmp_path / "h.csv", ["a"], [0])
+
+
+def test_empty_or_all_null_parquet_id_column(tmp_path):
+    # a Parquet column with no values (read back as float) raised pandas' AttributeError
+    # "Can only use .str accessor with string values"
+    pd.DataFrame({"item": pd.Series([], dtype=float), "f": pd.Series([], dtype=float)}).to_parquet(tmp_path / "x.parquet")
+    with pytest.raises(ValueError, match="has no rows"):
+        read_features(tmp_path / "x.parquet")
+    pd.DataFrame({"item": [None, None], "worker": ["a", "b"], "label": [0, 1]}).to_parquet(tmp_path / "a.parquet")
+    frame = read_annotation_frame(tmp_path / "a.parquet")
+    assert frame["item"].isna().all() and frame["worker"].tolist() == ["a", "b"]

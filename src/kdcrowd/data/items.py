@@ -336,11 +336,18 @@ def _as_text(s: pd.Series) -> pd.Series:
     A whole-number float is written without its ``.0`` (a Parquet id or label column that
     holds ``17.0`` because of a missing value elsewhere means ``"17"``, not ``"17.0"``).
     """
-    if pd.api.types.is_float_dtype(s.dtype) or (s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("floating", "mixed-integer-float", "mixed")):
-        text = s.map(_text_of, na_action="ignore")
+    out = s.astype(object)
+    given = s.notna().to_numpy()
+    if not given.any():
+        return out  # empty or all missing (a Parquet column of nulls is float): nothing to write
+    values = s[given]
+    if pd.api.types.is_float_dtype(s.dtype) or (s.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("floating", "mixed-integer-float", "mixed")):
+        text = [_text_of(v).strip() for v in values.tolist()]
     else:
-        text = s.astype(str)
-    return s.where(s.isna(), text.str.strip()).astype(object)
+        text = values.astype(str).str.strip().to_numpy(dtype=object)
+    out = out.copy()
+    out[given] = text
+    return out
 
 
 def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
