@@ -539,6 +539,17 @@ def test_answers_json_repeated_keys_are_not_dropped(tmp_path):
     assert c.item_ids.tolist() == [1] and len(c) == 2
 
 
+def test_minus_zero_is_not_an_integer_id(tmp_path):
+    # "-0" counted as a canonical integer: the id "-0" came back as 0 from answers.json and
+    # from a CSV, and merged with 0 in a mixed column
+    a = Annotations.from_answers_json({"-0": {"w": 0}, "1": {"w": 1}})
+    assert a.item_ids.tolist() == ["-0", "1"]
+    df = pd.DataFrame({"item": pd.Series([0, "-0"], dtype=object), "worker": [0, 0], "label": [0, 1]})
+    assert sorted(Annotations.from_long(df).item_ids.tolist()) == ["-0", "0"]
+    (tmp_path / "a.csv").write_text("item,worker,label\n-0,w,0\n1,w,1\n")
+    assert Annotations.read(tmp_path / "a.csv").item_ids.tolist() == ["-0", "1"]
+
+
 # ----------------------------------------------------------------------------- files
 
 

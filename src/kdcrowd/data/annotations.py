@@ -55,7 +55,7 @@ _MAX_INFERRED_CLASSES = 10_000
 #: How many offending rows an error message shows.
 _SHOW = 5
 _DUPLICATE_POLICIES = ("error", "first", "last", "keep")
-_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")  # exactly str(int(s)) == s: not "-0", "007", "+1"
 
 
 class AnnotationError(ValueError):
