@@ -74,6 +74,7 @@ __all__ = [
     "broadcast_",
     "broadcast_buffers",
     "broadcast_object",
+    "all_gather_object",
     "all_gather_rows",
     "TrainingLoss",
     "wrap",
@@ -209,6 +210,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     _dist().broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` without a process group)."""
+    if not (is_initialized() and world_size() > 1):
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    _dist().all_gather_object(out, obj)
+    return out
 
 
 def all_gather_rows(t: torch.Tensor) -> torch.Tensor:

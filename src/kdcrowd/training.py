@@ -21,6 +21,12 @@ state; callbacks ``cb(epoch, module, record)`` add fields to each epoch's record
 With ``TrainConfig(distributed=True)`` the same loop trains data-parallel over the
 processes ``torchrun`` starts (one per GPU); :mod:`kdcrowd.distributed` describes how
 (sharded batches, DDP, buffer synchronisation, sharded evaluation).
+
+With ``TrainConfig(checkpoint=PATH)`` :func:`fit` saves everything it needs to continue
+(module, optimiser, schedule, every random generator, the history and the best state)
+to ``PATH`` after each finished epoch, and a later call with the same settings continues
+from there: a run killed at any moment, resumed, ends bit-identical to one never
+interrupted (on the CPU; CUDA kernels may differ in the last bits from run to run anyway).
 """
 
 from __future__ import annotations
@@ -28,9 +34,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
+import pickle
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,6 +48,7 @@ import torch
 from torch import nn
 
 from . import distributed as D
+from .io import atomic_file
 
 __all__ = [
     "TrainConfig",
@@ -99,6 +110,13 @@ class TrainConfig:
     sync_bn: bool = False
     """With ``distributed``: synchronised BatchNorm (statistics of the global batch; CUDA
     only) instead of each GPU's own batch statistics."""
+    checkpoint: str | None = None
+    """This training's checkpoint file (``None``: none). After every finished epoch
+    :func:`fit` writes it atomically; when it exists at the start, :func:`fit` checks that
+    it was written with the same settings and continues after its last finished epoch (or,
+    when it holds a finished training, returns that training's result without training).
+    With ``distributed`` rank 0 writes it and every rank reads it, so it must be on a file
+    system every process sees."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -400,6 +418,17 @@ class EpochLog:
             self.best_state = _state_copy(self.module)
         return record
 
+    def state(self) -> dict[str, Any]:
+        """What :meth:`restore` needs to continue: history, best score, best epoch and best state."""
+        return {"history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch, "best_state": self.best_state}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state` (its best state is moved to the module's device)."""
+        device = next((t.device for t in self.module.state_dict().values()), None)
+        self.history = list(state["history"])
+        self.best_score, self.best_epoch = float(state["best_score"]), int(state["best_epoch"])
+        self.best_state = {k: v.to(device) if device is not None else v for k, v in state["best_state"].items()}
+
     def result(self, seconds: float, config: TrainConfig) -> FitResult:
         """The :class:`FitResult`; the final state stands in for the best when no epoch ran."""
         final_state = _state_copy(self.module)
@@ -409,13 +438,13 @@ class EpochLog:
 class _EpochBar:
     """A rich progress bar over epochs that shows the last epoch's loss and validation accuracy."""
 
-    def __init__(self, show: bool, total: int, desc: str) -> None:
+    def __init__(self, show: bool, total: int, desc: str, done: int = 0) -> None:
         self.bar: Any = None
         if show:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"), transient=True)
-            self.task = self.bar.add_task(desc, total=total, status="")
+            self.task = self.bar.add_task(desc, total=total, completed=done, status="resumed" if done else "")
 
     def __enter__(self) -> _EpochBar:
         if self.bar is not None:
@@ -456,6 +485,16 @@ def fit(
     module must be built identically on every rank (seed before building it). A module
     whose loss leaves some parameters without a gradient sets
     ``ddp_find_unused_parameters = True``.
+
+    With ``config.checkpoint`` the state after each finished epoch is saved there
+    (module state dict, optimiser, schedule, the random generators of every rank, the
+    history and best state, the elapsed time and a fingerprint of the settings), and an
+    existing checkpoint is resumed: its fingerprint (``config`` without ``progress`` and
+    ``checkpoint``, ``desc``, the number of training items, the device type, the number of
+    processes and the names and shapes of the module's state) must match, else
+    ``ValueError``. The module is rebuilt by the caller as for a fresh run; non-persistent
+    buffers (the objectives' inputs) are not saved. Callback fields must be plain values
+    (numbers, strings, lists, dicts, tensors) to be saved.
     """
     device = data.device
     seed_everything(config.seed)
@@ -463,11 +502,24 @@ def fit(
     gen.manual_seed(config.seed)
     if data.is_image and config.channels_last and device.type == "cuda":
         module.to(memory_format=torch.channels_last)
+    if config.distributed:
+        device = _distributed_device(data, config)
+    log = EpochLog(module, callbacks, desc)
+    saved: dict[str, Any] | None = None
+    fingerprint: dict[str, Any] = {}
+    if config.checkpoint:
+        fingerprint = _fingerprint(module, data, config, desc, device)
+        saved = _read_checkpoint(Path(config.checkpoint), fingerprint, device)
+        if saved is not None:
+            module.load_state_dict(saved["module"])
+            log.restore(saved["log"])
+            if saved["complete"]:  # a finished training: its result, without training again
+                _set_rng_states(saved["rng"][D.rank() if config.distributed else 0], device)
+                return log.result(float(saved["seconds"]), config)
     aug_gen = gen
     converted = False
     ddp: nn.Module | None = None
     if config.distributed:
-        device = _distributed_device(data, config)
         world, rank = D.world_size(), D.rank()
         bounds, local = _shard_batches(data.n_train, config.batch_size, world, rank)
         _check_ranks_agree(module, data, len(bounds), desc)
@@ -489,43 +541,219 @@ def fit(
         step_fn = torch.compile(step_fn)
     opt = _optimizer(module, config)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, len(bounds)))
-    log = EpochLog(module, callbacks, desc)
+    first, before = 0, 0.0
+    if saved is not None:
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        _set_rng_states(saved["rng"][D.rank() if config.distributed else 0], device, gen, aug_gen)
+        first, before = int(saved["epochs"]), float(saved["seconds"])
     t0 = time.perf_counter()
-    with _EpochBar(show, config.epochs, desc) as bar:
-        for epoch in range(config.epochs):
-            module.train()
-            if hasattr(module, "on_epoch_start"):
-                module.on_epoch_start(epoch)
-            perm = torch.randperm(data.n_train, device=device, generator=gen)
-            loss_sum = torch.zeros((), device=device)
-            for s, e in local:
-                idx = perm[s:e]
-                xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=aug_gen)
-                if data.is_image and config.channels_last and device.type == "cuda":
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                with autocast(device, config.amp):
-                    loss = step_fn(xb, idx, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                loss_sum += loss.detach().float()
-            if config.distributed:
-                owned = torch.zeros(data.n_train, dtype=torch.bool, device=device)
-                owned[torch.cat([perm[s:e] for s, e in local])] = True
-                D.sync_buffers(module, data.n_train, owned)
-                D.all_reduce_mean(loss_sum)
-            val = validation_accuracy(module, data, config)
-            record = log.close(epoch, loss_sum / len(bounds), val)
-            bar.advance(record)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    if ddp is not None:
-        del step_fn, ddp  # releases DDP's gradient hooks on the module's parameters
-        if converted:
-            D.revert_sync_batchnorm(module)
+    try:
+        with _EpochBar(show, config.epochs, desc, done=first) as bar:
+            for epoch in range(first, config.epochs):
+                module.train()
+                if hasattr(module, "on_epoch_start"):
+                    module.on_epoch_start(epoch)
+                perm = torch.randperm(data.n_train, device=device, generator=gen)
+                loss_sum = torch.zeros((), device=device)
+                for s, e in local:
+                    idx = perm[s:e]
+                    xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=aug_gen)
+                    if data.is_image and config.channels_last and device.type == "cuda":
+                        xb = xb.contiguous(memory_format=torch.channels_last)
+                    with autocast(device, config.amp):
+                        loss = step_fn(xb, idx, epoch)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    loss_sum += loss.detach().float()
+                if config.distributed:
+                    owned = torch.zeros(data.n_train, dtype=torch.bool, device=device)
+                    owned[torch.cat([perm[s:e] for s, e in local])] = True
+                    D.sync_buffers(module, data.n_train, owned)
+                    D.all_reduce_mean(loss_sum)
+                val = validation_accuracy(module, data, config)
+                record = log.close(epoch, loss_sum / len(bounds), val)
+                if config.checkpoint:
+                    _write_checkpoint(
+                        Path(config.checkpoint), module, opt, sched, log, epoch + 1, config, fingerprint,
+                        before + time.perf_counter() - t0, device, gen, aug_gen,
+                    )
+                bar.advance(record)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = before + time.perf_counter() - t0
+    finally:
+        if ddp is not None:
+            del step_fn, ddp  # releases DDP's gradient hooks on the module's parameters (also after an interrupt)
+            if converted:
+                D.revert_sync_batchnorm(module)
     return log.result(seconds, config)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_FORMAT = 1
+"""Version of the checkpoint layout written by :func:`fit`."""
+
+_NOT_FINGERPRINTED = ("progress", "checkpoint")
+
+
+def _fingerprint(module: nn.Module, data: DeviceData, config: TrainConfig, desc: str, device: torch.device) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed: the settings (without the progress
+    bar and the checkpoint path), ``desc``, the training items, the device type, the
+    number of processes, and the names and shapes of the module's state."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_FINGERPRINTED}
+    return {
+        "settings": settings,
+        "desc": desc,
+        "n_train": data.n_train,
+        "device_type": device.type,
+        "world_size": D.world_size() if config.distributed else 1,
+        "state": [[k, list(v.shape)] for k, v in module.state_dict().items()],
+    }
+
+
+def _fingerprint_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Readable differences between two fingerprints (``what: saved → now``)."""
+    out: list[str] = []
+    for key in sorted(saved.get("settings", {}).keys() | now["settings"].keys()):
+        a, b = saved.get("settings", {}).get(key, "(absent)"), now["settings"].get(key, "(absent)")
+        if a != b:
+            out.append(f"{key}: {a!r} → {b!r}")
+    for key in ("desc", "n_train", "device_type", "world_size"):
+        if saved.get(key) != now[key]:
+            out.append(f"{key}: {saved.get(key)!r} → {now[key]!r}")
+    a_state = {k: tuple(v) for k, v in saved.get("state", [])}
+    b_state = {k: tuple(v) for k, v in now["state"]}
+    if a_state != b_state:
+        changed = [k for k in a_state.keys() & b_state.keys() if a_state[k] != b_state[k]]
+        parts = [f"{len(a_state)} → {len(b_state)} entries"]
+        if a_state.keys() - b_state.keys():
+            parts.append(f"gone: {sorted(a_state.keys() - b_state.keys())[:3]}")
+        if b_state.keys() - a_state.keys():
+            parts.append(f"new: {sorted(b_state.keys() - a_state.keys())[:3]}")
+        parts += [f"{k} {a_state[k]} → {b_state[k]}" for k in sorted(changed)[:3]]
+        out.append("module state (names and shapes): " + ", ".join(parts))
+    return out
+
+
+def _rng_states(device: torch.device, gen: torch.Generator, aug_gen: torch.Generator) -> dict[str, Any]:
+    """This process's random generators: torch's global CPU (and CUDA) generator, the
+    permutation and augmentation generators, numpy's legacy global generator and Python's."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "gen": gen.get_state(),
+        "aug_gen": aug_gen.get_state() if aug_gen is not gen else None,
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _set_rng_states(state: dict[str, Any], device: torch.device, gen: torch.Generator | None = None, aug_gen: torch.Generator | None = None) -> None:
+    """Restore what :func:`_rng_states` saved (``gen``/``aug_gen`` when given)."""
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    if gen is not None:
+        gen.set_state(state["gen"])
+    if aug_gen is not None and aug_gen is not gen and state.get("aug_gen") is not None:
+        aug_gen.set_state(state["aug_gen"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    random.setstate(state["python"])
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers, so the checkpoint loads with ``weights_only``."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_plain(v) for v in obj)
+    return obj
+
+
+def _write_checkpoint(
+    path: Path, module: nn.Module, opt: torch.optim.Optimizer, sched: Any, log: EpochLog, epochs: int, config: TrainConfig,
+    fingerprint: dict[str, Any], seconds: float, device: torch.device, gen: torch.Generator, aug_gen: torch.Generator,
+) -> None:
+    """Save the state after ``epochs`` finished epochs to ``path``, atomically (a reader, or
+    a run killed while writing, sees the previous checkpoint or this one, never half a file).
+
+    Distributed: every rank's random generators are gathered, rank 0 writes, and all ranks
+    wait for the write (so the file is complete when :func:`fit` returns on any rank)."""
+    rng = _rng_states(device, gen, aug_gen)
+    every_rng = D.all_gather_object(rng) if config.distributed else [rng]
+    if not config.distributed or D.is_main():
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "epochs": epochs,
+            "complete": epochs >= config.epochs,
+            "seconds": seconds,
+            "module": module.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "log": _plain(log.state()),
+            "rng": every_rng,
+        }
+        with atomic_file(path, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+    if config.distributed:
+        D.barrier()
+
+
+def _read_checkpoint(path: Path, fingerprint: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (``None`` when there is none), checked against ``fingerprint``.
+
+    Raises ``ValueError`` naming the file and the fix when it cannot be read or was written
+    with other settings. Distributed: every rank reads it, and the ranks check that they all
+    found the same checkpoint (a folder not shared between nodes would split them)."""
+    distributed = fingerprint["world_size"] > 1
+    saved: dict[str, Any] | None = None
+    error: str | None = None
+    fresh = "delete it (or its folder) to start this training afresh"
+    if path.exists():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            error = f"checkpoint {path} cannot be read: it holds something other than tensors and plain values ({str(e).splitlines()[0]}); {fresh}"
+        except Exception as e:  # noqa: BLE001 - a truncated or damaged archive raises RuntimeError, EOFError, OSError, ...
+            error = f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'damaged file'}); it is damaged or not a kdcrowd checkpoint: {fresh}"
+        if saved is not None and not (isinstance(saved, dict) and saved.get("format") == CHECKPOINT_FORMAT and "fingerprint" in saved):
+            error = f"checkpoint {path} is not a kdcrowd training checkpoint (format {CHECKPOINT_FORMAT}); {fresh}"
+        elif saved is not None:
+            diffs = _fingerprint_differences(saved["fingerprint"], fingerprint)
+            if diffs:
+                error = (
+                    f"checkpoint {path} was written by a training with other settings ({'; '.join(diffs)}); "
+                    f"resume with the settings it was started with, or delete {path.parent} (or use a fresh output folder) to start afresh"
+                )
+    if distributed:
+        mine = -2 if error else (-1 if saved is None else int(saved["epochs"]))
+        every = D.all_gather_rows(torch.tensor([mine], dtype=torch.int64, device=device)).tolist()
+        if error is None and -2 in every:
+            error = f"checkpoint {path}: another process could not use it (finished epochs per rank, -2 = error: {every}); see its error"
+        elif error is None and len(set(every)) > 1:
+            error = (
+                f"checkpoint {path}: the {len(every)} processes found different checkpoints (finished epochs per rank, -1 = none: {every}); "
+                "put the checkpoint folder on a file system every process sees"
+            )
+    if error:
+        raise ValueError(error)
+    return saved
+
 
 
 def _distributed_device(data: DeviceData, config: TrainConfig) -> torch.device:
