@@ -29,6 +29,7 @@ from .methods import (
     CrowdObjective,
     MethodOutput,
     RunConfig,
+    StageCheckpoints,
     build_crowd_model,
     crowd_model_class,
     crowd_outputs,
@@ -149,6 +150,14 @@ class KDCrowd:
         stage 0 then reuses a copy instead of training one, so several KD-Crowd variants can
         share one teacher. A re-initialised stage 2 needs a fresh model, so with a pretrained
         teacher ``teacher`` must be a name, or ``stage2`` must be ``finetune``.
+
+        With ``cfg.checkpoint_dir`` each stage that trains checkpoints to its own file
+        (``teacher.pt``, ``student.pt``, ``stage2.pt``; none for a pre-trained teacher) and
+        ``state.json`` records the progress (:class:`~kdcrowd.methods.StageCheckpoints`); a
+        second call with the same settings reuses the finished stages and continues the
+        interrupted one. Every stage seeds the global generator before building its model
+        and :func:`~kdcrowd.training.fit` restores every generator from the checkpoint, so
+        the resumed result is the uninterrupted one.
         """
         self._check()
         if pretrained is not None and not isinstance(self.teacher, str) and self.stage2 == "reinit":
@@ -159,6 +168,8 @@ class KDCrowd:
         w, l = padded_annotations(ann, data.device)
         kd = build_kd_loss(self.kd, self.kd_temperature)
         outs: dict[str, MethodOutput] = {}
+        stage_names = (["teacher"] if pretrained is None else []) + ["student"] + (["stage2"] if self.stages == 2 else [])
+        ckpt = StageCheckpoints(cfg, ds, stage_names, identity=self._identity(pretrained) if cfg.checkpoint_dir else None)
 
         # Stage 0: the teacher. A user's module is copied, so that it stays untrained: a
         # second fit starts from the same weights, and stage 2 re-initialises from it.
@@ -179,7 +190,8 @@ class KDCrowd:
         if pretrained is not None:
             t_fit = pretrained[1] if pretrained[1] is not None else EpochLog(t_obj, (), f"teacher {tname}").result(0.0, cfg.train)
         else:
-            t_fit = fit(t_obj, data, cfg.train, standard_callbacks(ds, data, cfg, "teacher"), desc=f"teacher {tname}")
+            t_fit = fit(t_obj, data, ckpt.train_config("teacher", cfg.train), standard_callbacks(ds, data, cfg, "teacher"), desc=f"teacher {tname}")
+            ckpt.finish("teacher")
             t_obj.load_state_dict(t_fit.best_state, strict=False)
         proba, post = crowd_outputs(teacher, data, w, l, cfg.train)
         q = post if self.teacher_output == "posterior" else proba
@@ -200,7 +212,8 @@ class KDCrowd:
         # one prediction pass per epoch records the memorization of the workers' labels and of the teacher's
         callbacks = standard_callbacks(ds, data, cfg, "student", pseudo=hard.cpu().numpy())
         sname = self.student if isinstance(self.student, str) else self.student.__name__
-        s_fit = fit(s_obj, data, replace(cfg.train, seed=cfg.train.seed + 1), callbacks, desc=f"student {sname}")
+        s_fit = fit(s_obj, data, ckpt.train_config("student", replace(cfg.train, seed=cfg.train.seed + 1)), callbacks, desc=f"student {sname}")
+        ckpt.finish("student")
         s_obj.load_state_dict(s_fit.best_state, strict=False)
         refined = predict_proba(s_obj, data, data.x_train, cfg.train)
         outs["student"] = MethodOutput(s_obj, s_fit, train_proba=refined, extra={"teacher_label_accuracy": None if ds.y_train is None else M.accuracy(q.cpu().numpy(), ds.y_train)})
@@ -220,7 +233,8 @@ class KDCrowd:
                 if soft is not None:
                     model.init_from_annotations(w, l, soft=soft)
         c_obj = KDStage2Objective(model, w, l, refined, kd, self.lambda2, worker_lr_scale=wlr)
-        c_fit = fit(c_obj, data, replace(cfg.train, seed=cfg.train.seed + 2), standard_callbacks(ds, data, cfg, "stage2"), desc=f"stage 2 {tname}")
+        c_fit = fit(c_obj, data, ckpt.train_config("stage2", replace(cfg.train, seed=cfg.train.seed + 2)), standard_callbacks(ds, data, cfg, "stage2"), desc=f"stage 2 {tname}")
+        ckpt.finish("stage2")
         c_obj.load_state_dict(c_fit.best_state, strict=False)
         c_proba, c_post = crowd_outputs(model, data, w, l, cfg.train)
         outs["stage2"] = MethodOutput(c_obj, c_fit, train_proba=c_proba, transitions=model.transition_matrices().detach().float().cpu().numpy())
@@ -231,6 +245,22 @@ class KDCrowd:
             sv, cv = _best_val_accuracy(s_fit, s_obj, data, cfg), _best_val_accuracy(c_fit, c_obj, data, cfg)
             final = "student" if (sv is not None and cv is not None and sv > cv) else "stage2"
         return outs, final
+
+    def _identity(self, pretrained: tuple[nn.Module, FitResult | None] | None) -> dict[str, Any]:
+        """What the stages depend on beyond the run configuration: this framework's settings
+        (a module or class by its type name and, for a teacher module, its initial state) and
+        a pre-trained teacher's state, for :class:`~kdcrowd.methods.StageCheckpoints`."""
+        from .methods import module_digest
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, nn.Module):
+                return {"module": type(v).__qualname__, "digest": module_digest(v)}
+            if isinstance(v, type):
+                return f"{v.__module__}.{v.__qualname__}"
+            return v
+
+        framework = {f.name: plain(getattr(self, f.name)) for f in fields(self)}
+        return {"framework": framework, "pretrained_teacher": None if pretrained is None else module_digest(pretrained[0])}
 
 
 def _best_val_accuracy(res: FitResult, module: nn.Module, data: DeviceData, cfg: RunConfig) -> float | None:

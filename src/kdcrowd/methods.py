@@ -14,20 +14,27 @@ Methods here:
 * ``ds`` / ``ds-soft`` — the backbone on Dawid–Skene labels (hard or posteriors);
 * crowd models ``crowdlayer-mw|vw|vb|vwb``, ``maxmig``, ``conal``;
 * ``kdcrowd`` — the KD-Crowd framework over a teacher and a student.
+
+With :attr:`RunConfig.checkpoint_dir` every training stage checkpoints after each epoch
+(:class:`StageCheckpoints`), and the same run started again continues where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import distributed as D
 from . import metrics as M
 from .aggregation import aggregate
 from .models.backbones import build_backbone
@@ -36,6 +43,7 @@ from .training import DeviceData, FitResult, TrainConfig, fit, predict_proba, re
 __all__ = [
     "RunConfig",
     "MethodOutput",
+    "StageCheckpoints",
     "METHODS",
     "SupervisedObjective",
     "CrowdObjective",
@@ -72,7 +80,10 @@ class RunConfig:
     checkpoint_dir: str | None = None
     """If set, every training stage saves a checkpoint there after each epoch (module,
     optimiser, schedule, RNG states, history) and a run started again with the same
-    settings and directory continues from the last finished epoch."""
+    settings and directory continues from the last finished epoch. Layout: one file per
+    stage, ``<method>.pt`` (``teacher.pt``, ``student.pt``, ``stage2.pt`` for ``kdcrowd``),
+    and ``state.json`` (the stage training now, the finished stages, the settings); see
+    :class:`StageCheckpoints`."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,6 +184,172 @@ def padded_annotations(ann: Any, device: torch.device) -> tuple[torch.Tensor, to
     return t["workers"].long(), t["labels"].long()
 
 
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _digest(*arrays: Any) -> str:
+    """A BLAKE2 digest of arrays' dtypes, shapes and bytes (``None`` entries included as such)."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        if a.dtype == object:
+            h.update(repr(a.tolist()).encode())
+        elif a.size:
+            h.update(a.reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
+
+
+def data_digest(ds: Any) -> dict[str, Any]:
+    """What identifies a data set for resuming: its name, the number of training items, and
+    a digest of the training features, the annotations and the validation split."""
+    ann = ds.annotations
+    parts = [ds.x_train, ds.x_val, ds.y_val]
+    parts += [None] * 3 if ann is None else [ann.item, ann.worker, ann.label]
+    return {"name": ds.name, "n_train": len(ds.x_train), "digest": _digest(*parts)}
+
+
+def module_digest(module: nn.Module) -> str:
+    """A digest of ``module``'s state (names, dtypes, shapes and values)."""
+    h = hashlib.blake2b(digest_size=16)
+    for k, v in module.state_dict().items():
+        t = v.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{k}{v.dtype}{tuple(v.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class StageCheckpoints:
+    """The checkpoint folder of one run (:attr:`RunConfig.checkpoint_dir`).
+
+    Each training stage gets its own file ``<dir>/<stage>.pt`` (:attr:`TrainConfig.checkpoint`,
+    written by :func:`~kdcrowd.training.fit` after every epoch), and ``<dir>/state.json``
+    tells a person where the run is::
+
+        {"method": "kdcrowd", "stages": ["teacher", "student", "stage2"],
+         "stage": "student", "finished": ["teacher"], "complete": false,
+         "files": {"teacher": "teacher.pt", ...}, "settings": {...}}
+
+    ``settings`` is the run configuration (without the progress file, the checkpoint
+    folder and the progress bar) and a digest of the data (:func:`data_digest`) plus
+    ``identity`` (anything else the stages depend on, such as a pre-trained teacher's
+    digest). A folder whose ``state.json`` has other settings is refused with a
+    ``ValueError`` before anything trains; each stage's file also checks its own training
+    settings. Without ``checkpoint_dir`` nothing is written and :meth:`train_config`
+    returns the settings unchanged. With distributed training, rank 0 writes ``state.json``
+    and every rank checks it.
+
+    Args:
+        cfg: the run's configuration.
+        ds: the data set it trains on.
+        stages: the stages that train, in order (a reused pre-trained teacher is not one).
+        identity: further JSON-serialisable settings the stages depend on.
+    """
+
+    def __init__(self, cfg: RunConfig, ds: Any, stages: Sequence[str], identity: dict[str, Any] | None = None) -> None:
+        self.dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+        self.stages: list[str] = list(stages)
+        self.finished: list[str] = []
+        self.current: str | None = None
+        self.method = cfg.method
+        if self.dir is None:
+            return
+        run = cfg.to_dict()
+        for key in ("progress_file", "checkpoint_dir"):
+            run.pop(key, None)
+        for key in ("progress", "checkpoint"):
+            run["train"].pop(key, None)
+        self.settings = _json_plain({"run": run, "data": data_digest(ds), **(identity or {})})
+        error = self._check()
+        if cfg.train.distributed:
+            errors = D.all_gather_object(error)
+            error = error or next((f"another process refused {self.dir}: {e}" for e in errors if e), None)
+        if error:
+            raise ValueError(error)
+        self._write()
+
+    @property
+    def state_file(self) -> Path | None:
+        """``<dir>/state.json`` (``None`` without a checkpoint folder)."""
+        return None if self.dir is None else self.dir / "state.json"
+
+    def _check(self) -> str | None:
+        path = self.state_file
+        assert path is not None
+        if not path.exists():
+            return None
+        try:
+            old = json.loads(path.read_text())
+            settings = old["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"{path} cannot be read ({type(e).__name__}: {e}); delete {self.dir} (or use a fresh output folder) to start afresh"
+        diffs = _differences(settings, self.settings)
+        if diffs:
+            shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+            return (
+                f"checkpoint folder {self.dir} belongs to a run with other settings ({shown}); "
+                f"resume with the settings it was started with, or delete {self.dir} (or use a fresh output folder) to start afresh"
+            )
+        self.finished = [s for s in old.get("finished", []) if s in self.stages]
+        return None
+
+    def _write(self) -> None:
+        if self.dir is None or not D.is_main():
+            return
+        from .io import write_json
+
+        write_json(self.dir / "state.json", {
+            "method": self.method,
+            "stages": self.stages,
+            "stage": self.current,
+            "finished": self.finished,
+            "complete": all(s in self.finished for s in self.stages),
+            "files": {s: f"{s}.pt" for s in self.stages},
+            "settings": self.settings,
+        })
+
+    def train_config(self, stage: str, train: TrainConfig) -> TrainConfig:
+        """``train`` with stage ``stage``'s checkpoint file; records that ``stage`` is training now."""
+        if self.dir is None:
+            return train
+        self.current = stage
+        self._write()
+        return replace(train, checkpoint=str(self.dir / f"{stage}.pt"))
+
+    def finish(self, stage: str) -> None:
+        """Record that ``stage`` finished."""
+        if self.dir is None:
+            return
+        if stage not in self.finished:
+            self.finished.append(stage)
+        self.current = None
+        self._write()
+
+
+def _json_plain(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars numbers,
+    other objects their type's name)."""
+    from .io import json_default
+
+    def default(o: Any) -> Any:
+        try:
+            return json_default(o)
+        except TypeError:
+            return f"<{type(o).__module__}.{type(o).__qualname__}>"
+
+    return json.loads(json.dumps(obj, default=default))
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Readable differences between two JSON values (``path: old → new``)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(a.keys() | b.keys()) for d in _differences(a.get(k, "(absent)"), b.get(k, "(absent)"), f"{path}.{k}" if path else k)]
+    return [] if a == b else [f"{path}: {a!r} → {b!r}"]
+
+
 # ----------------------------------------------------------------------------- callbacks
 
 
@@ -201,7 +378,10 @@ def progress_callback(path: str, stage: str) -> Callable[[int, nn.Module, dict[s
     """Append each epoch's record (with its stage) as one JSON line to ``path``.
 
     Runs last among the callbacks, so the line holds everything the epoch recorded; an
-    interrupted run keeps the history of every finished epoch.
+    interrupted run keeps the history of every finished epoch. A run resumed from
+    :attr:`RunConfig.checkpoint_dir` appends to the same file; an epoch whose line was
+    written but whose checkpoint was not (the run died in between) is trained again and
+    appears twice, so a reader keeps the last line of each (stage, epoch).
     """
     import json
 
@@ -244,9 +424,11 @@ def _require_annotations(ds: Any, method: str) -> Any:
 
 
 def _train_on_targets(ds: Any, data: DeviceData, cfg: RunConfig, targets: torch.Tensor, desc: str) -> tuple[nn.Module, FitResult]:
+    ckpt = StageCheckpoints(cfg, ds, [cfg.method])
     torch.manual_seed(cfg.train.seed)
     module = SupervisedObjective(_backbone(ds, data, cfg), targets).to(data.device)
-    res = fit(module, data, cfg.train, standard_callbacks(ds, data, cfg), desc=desc)
+    res = fit(module, data, ckpt.train_config(cfg.method, cfg.train), standard_callbacks(ds, data, cfg), desc=desc)
+    ckpt.finish(cfg.method)
     module.load_state_dict(res.best_state, strict=False)
     return module, res
 
@@ -333,10 +515,12 @@ def crowd_outputs(model: nn.Module, data: DeviceData, workers: torch.Tensor, lab
 
 def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
     w, l = padded_annotations(_require_annotations(ds, cfg.method), data.device)
+    ckpt = StageCheckpoints(cfg, ds, [cfg.method])
     torch.manual_seed(cfg.train.seed)
     model = build_crowd_model(cfg.method, ds, data, cfg, padded=(w, l))
     obj = CrowdObjective(model, w, l, worker_lr_scale=float(cfg.options.get("worker_lr_scale", 1.0)))
-    res = fit(obj, data, cfg.train, standard_callbacks(ds, data, cfg), desc=cfg.method)
+    res = fit(obj, data, ckpt.train_config(cfg.method, cfg.train), standard_callbacks(ds, data, cfg), desc=cfg.method)
+    ckpt.finish(cfg.method)
     obj.load_state_dict(res.best_state, strict=False)
     proba, post = crowd_outputs(model, data, w, l, cfg.train)
     extra: dict[str, Any] = {}

@@ -1,0 +1,408 @@
+"""Checkpoints and resuming (``TrainConfig.checkpoint``, ``RunConfig.checkpoint_dir``).
+
+An interrupted training resumed from its checkpoint must end exactly where the
+uninterrupted one ends (on the CPU: identical histories, best epochs, states and
+metrics), whether it stopped on an exception between batches, on Ctrl-C while a
+checkpoint was being written, or on SIGKILL of the whole process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from kdcrowd import distributed as D
+from kdcrowd.data.datasets import load_dataset
+from kdcrowd.methods import RunConfig, SupervisedObjective, run_on_dataset
+from kdcrowd.models.backbones import build_backbone
+from kdcrowd.students import StudentObjective
+from kdcrowd.training import DeviceData, FitResult, TrainConfig, fit
+
+TIMING = {"seconds", "train_seconds"}
+WORLD = 2
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _blobs(n: int, k: int = 3, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (k, d))
+    y = rng.integers(0, k, n)
+    return (centres[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
+
+
+def _feature_task() -> tuple[DeviceData, Any]:
+    """Features and an MLP (BatchNorm and dropout: the global generator matters)."""
+    x, y = _blobs(96)
+    xv, yv = _blobs(32, seed=1)
+    data = DeviceData(x, xv, None, yv, None, torch.device("cpu"))
+
+    def make() -> SupervisedObjective:
+        torch.manual_seed(0)
+        return SupervisedObjective(build_backbone("mlp", (5,), 3), torch.as_tensor(y))
+
+    return data, make
+
+
+def _image_task() -> tuple[DeviceData, Any]:
+    """Tiny images and FastCNN with on-device augmentation (the augmentation generator matters)."""
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    y = rng.integers(0, 3, 64)
+    data = DeviceData(imgs, imgs[:16], None, y[:16], None, torch.device("cpu"))
+
+    def make() -> SupervisedObjective:
+        torch.manual_seed(0)
+        return SupervisedObjective(build_backbone("fastcnn", (3, 8, 8), 3), torch.as_tensor(y))
+
+    return data, make
+
+
+def _stop_at(epoch: int) -> Any:
+    """A callback that interrupts (like Ctrl-C) while closing ``epoch`` (0-based), before its checkpoint."""
+
+    def cb(e: int, module: Any, record: dict[str, Any]) -> None:
+        if e == epoch:
+            raise KeyboardInterrupt
+
+    return cb
+
+
+def _assert_same_fit(a: FitResult, b: FitResult) -> None:
+    assert a.history == b.history
+    assert a.best_epoch == b.best_epoch
+    for name, (sa, sb) in {"final": (a.final_state, b.final_state), "best": (a.best_state, b.best_state)}.items():
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), f"{name} state {k} differs"
+
+
+def _drop(obj: Any, keys: set[str]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop(v, keys) for k, v in obj.items() if k not in keys}
+    if isinstance(obj, list):
+        return [_drop(v, keys) for v in obj]
+    return obj
+
+
+def _comparable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics without wall times and without the paths that differ between the runs."""
+    out = _drop(metrics, TIMING)
+    out["config"] = {k: v for k, v in out["config"].items() if k not in ("checkpoint_dir", "progress_file")}
+    return out
+
+
+def _digits_cfg(checkpoint_dir: Path | None = None, progress_file: Path | None = None, epochs: int = 3, **options: Any) -> RunConfig:
+    train = TrainConfig(epochs=epochs, batch_size=128, lr=3e-3, device="cpu", progress=False)
+    return RunConfig(
+        dataset="digits", method="kdcrowd", workers="maxmig-low-2", seed=0, train=train, options=options,
+        checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
+        progress_file=None if progress_file is None else str(progress_file),
+    )
+
+
+@pytest.fixture(scope="module")
+def digits() -> Any:
+    return load_dataset("digits", workers="maxmig-low-2", seed=0)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+@pytest.mark.parametrize("task", [_feature_task, _image_task], ids=["mlp-dropout", "cnn-augment"])
+def test_fit_resumed_after_an_interrupt_equals_the_uninterrupted_fit(task: Any, tmp_path: Path) -> None:
+    data, make = task()
+    config = TrainConfig(epochs=4, batch_size=16, lr=3e-3, progress=False)
+    plain = fit(make(), data, config)
+    rng_after_plain = torch.get_rng_state()
+
+    ck = replace(config, checkpoint=str(tmp_path / "fit.pt"))
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), data, ck, [_stop_at(2)])
+    saved = torch.load(ck.checkpoint, weights_only=True)
+    assert saved["epochs"] == 2 and not saved["complete"]  # the interrupted epoch was not saved
+
+    resumed = fit(make(), data, ck)
+    _assert_same_fit(plain, resumed)
+    assert torch.equal(torch.get_rng_state(), rng_after_plain)
+    assert torch.load(ck.checkpoint, weights_only=True)["complete"]
+
+    # A finished checkpoint gives the same result again without training (no callback runs).
+    calls: list[int] = []
+    module = make()
+    again = fit(module, data, ck, [lambda e, m, r: calls.append(e)])
+    assert calls == []
+    _assert_same_fit(plain, again)
+    assert all(torch.equal(v, plain.final_state[k]) for k, v in module.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng_after_plain)
+
+
+def test_ctrl_c_while_writing_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, make = _feature_task()
+    config = TrainConfig(epochs=3, batch_size=16, progress=False, checkpoint=str(tmp_path / "fit.pt"))
+    real_save = torch.save
+    calls = [0]
+
+    def save_then_interrupt(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 2:  # the second epoch's checkpoint: half written, then Ctrl-C
+            f.write(b"PK\x03\x04 half a zip archive")
+            raise KeyboardInterrupt
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), data, config)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.pt"]  # no temporary file left behind
+    assert torch.load(config.checkpoint, weights_only=True)["epochs"] == 1
+    _assert_same_fit(fit(make(), data, replace(config, checkpoint=None)), fit(make(), data, config))
+
+
+def test_checkpoint_from_other_settings_is_refused(tmp_path: Path) -> None:
+    data, make = _feature_task()
+    config = TrainConfig(epochs=2, batch_size=16, lr=3e-3, progress=False, checkpoint=str(tmp_path / "fit.pt"))
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), data, config, [_stop_at(1)])
+    with pytest.raises(ValueError) as err:
+        fit(make(), data, replace(config, lr=1e-3, batch_size=32))
+    msg = str(err.value)
+    assert str(tmp_path / "fit.pt") in msg and "lr: 0.003 → 0.001" in msg and "batch_size: 16 → 32" in msg
+    assert "same settings" in msg or "settings it was started with" in msg
+    assert f"delete {tmp_path}" in msg
+    with pytest.raises(ValueError, match=r"desc: 'train' → 'other'"):
+        fit(make(), data, config, desc="other")
+    torch.manual_seed(0)
+    wider = SupervisedObjective(build_backbone("mlp", (5,), 4), torch.zeros(data.n_train, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"module state \(names and shapes\)"):
+        fit(wider, data, config)
+    # The progress bar is not a setting: switching it on resumes.
+    fit(make(), data, replace(config, progress=True))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign"])
+def test_damaged_checkpoint_is_refused_with_the_fix(damage: str, tmp_path: Path) -> None:
+    data, make = _feature_task()
+    path = tmp_path / "fit.pt"
+    config = TrainConfig(epochs=1, batch_size=16, progress=False, checkpoint=str(path))
+    fit(make(), data, config)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(ValueError) as err:
+        fit(make(), data, config)
+    msg = str(err.value)
+    assert str(path) in msg and "delete it" in msg
+
+
+# ----------------------------------------------------------------------------- methods and KD-Crowd
+
+
+def test_kdcrowd_interrupted_in_the_student_stage_resumes_to_the_same_metrics(digits: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain, plain_out = run_on_dataset(digits, _digits_cfg())
+
+    ckpt = tmp_path / "ckpt"
+    real_loss = StudentObjective.training_loss
+    steps = [0]
+
+    def interrupt_mid_epoch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        steps[0] += 1
+        if steps[0] == 13:  # the student's second epoch, between batches (9 batches per epoch)
+            raise KeyboardInterrupt
+        return real_loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(StudentObjective, "training_loss", interrupt_mid_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_on_dataset(digits, _digits_cfg(ckpt))
+    monkeypatch.setattr(StudentObjective, "training_loss", real_loss)
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["stages"] == ["teacher", "student", "stage2"]
+    assert state["stage"] == "student" and state["finished"] == ["teacher"] and not state["complete"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["state.json", "student.pt", "teacher.pt"]
+    assert torch.load(ckpt / "student.pt", weights_only=True)["epochs"] == 1
+
+    resumed, resumed_out = run_on_dataset(digits, _digits_cfg(ckpt))
+    assert _comparable(resumed) == _comparable(plain)
+    np.testing.assert_array_equal(resumed_out.transitions, plain_out.transitions)
+    for k, v in plain_out.module.state_dict().items():
+        assert torch.equal(resumed_out.module.state_dict()[k], v), k
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["complete"] and state["stage"] is None and state["finished"] == ["teacher", "student", "stage2"]
+
+    # Other method options with the same folder: refused before anything trains.
+    with pytest.raises(ValueError, match=r"options\.lambda1: '\(absent\)' → 0\.5") as err:
+        run_on_dataset(digits, _digits_cfg(ckpt, lambda1=0.5))
+    assert str(ckpt) in str(err.value) and f"delete {ckpt}" in str(err.value)
+
+
+def test_single_stage_methods_and_pretrained_teachers_lay_out_their_files(digits: Any, tmp_path: Path) -> None:
+    cfg = replace(_digits_cfg(tmp_path / "mv", epochs=1), method="mv")
+    run_on_dataset(digits, cfg)
+    assert sorted(p.name for p in (tmp_path / "mv").iterdir()) == ["mv.pt", "state.json"]
+    assert json.loads((tmp_path / "mv" / "state.json").read_text())["complete"]
+    with pytest.raises(ValueError, match=r"train\.lr: 0\.003 → 0\.001"):
+        run_on_dataset(digits, replace(cfg, train=replace(cfg.train, lr=1e-3)))
+
+    _, teacher_run = run_on_dataset(digits, replace(_digits_cfg(epochs=1), method="crowdlayer-mw"))
+    teacher = (teacher_run.module.model, teacher_run.fit)
+    kd = _digits_cfg(tmp_path / "kd", epochs=1, stages=1)
+    first, _ = run_on_dataset(digits, kd, pretrained_teacher=teacher)
+    assert sorted(p.name for p in (tmp_path / "kd").iterdir()) == ["state.json", "student.pt"]  # no teacher.pt
+    assert json.loads((tmp_path / "kd" / "state.json").read_text())["stages"] == ["student"]
+    again, _ = run_on_dataset(digits, kd, pretrained_teacher=teacher)
+    assert _comparable(again) == _comparable(first)
+    # Another teacher would make the student's checkpoint wrong: refused.
+    other = teacher_run.module.model
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="pretrained_teacher"):
+        run_on_dataset(digits, kd, pretrained_teacher=(other, teacher_run.fit))
+
+
+# ----------------------------------------------------------------------------- SIGKILL of a real process
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import torch
+    torch.set_num_threads(1)
+    from kdcrowd.data.datasets import load_dataset
+    from kdcrowd.io import write_json
+    from kdcrowd.methods import RunConfig, run_on_dataset
+    from kdcrowd.training import DeviceData, TrainConfig
+
+    out, ckpt, progress, pause = sys.argv[1], sys.argv[2] or None, sys.argv[3] or None, float(sys.argv[4])
+    if pause:  # slower batches (same results), so the test can kill the run in the middle
+        prepare = DeviceData.prepare
+        def slow(self, *args, **kwargs):
+            time.sleep(pause)
+            return prepare(self, *args, **kwargs)
+        DeviceData.prepare = slow
+    ds = load_dataset("digits", workers="maxmig-low-2", seed=0)
+    train = TrainConfig(epochs=2, batch_size=128, lr=3e-3, device="cpu", progress=False)
+    cfg = RunConfig(dataset="digits", method="kdcrowd", workers="maxmig-low-2", seed=0, train=train, checkpoint_dir=ckpt, progress_file=progress)
+    metrics, _ = run_on_dataset(ds, cfg)
+    write_json(out, metrics)
+    """
+)
+
+
+def _start(out: Path, ckpt: Path | None, progress: Path | None, pause: float) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    args = [sys.executable, "-c", SCRIPT, str(out), str(ckpt or ""), str(progress or ""), str(pause)]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> None:
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+@pytest.mark.slow  # three Python processes (about 3 s of start-up each)
+def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_metrics(tmp_path: Path) -> None:
+    ckpt, progress = tmp_path / "ckpt", tmp_path / "progress.jsonl"
+    plain = _start(tmp_path / "plain.json", None, None, 0.0)
+    killed = _start(tmp_path / "killed.json", ckpt, progress, 0.01)
+    try:
+        deadline = time.monotonic() + 90
+        # 2 teacher epochs and 1 student epoch written: the kill lands in the student stage
+        while not (progress.exists() and len(progress.read_text().splitlines()) >= 3):
+            assert killed.poll() is None, killed.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, "the run wrote no progress"
+            time.sleep(0.01)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+    assert killed.returncode == -signal.SIGKILL and not (tmp_path / "killed.json").exists()
+    state = json.loads((ckpt / "state.json").read_text())
+    assert "teacher" in state["finished"] and not state["complete"]
+
+    resumed = _start(tmp_path / "resumed.json", ckpt, progress, 0.0)
+    _finish(resumed)
+    _finish(plain)
+    a = json.loads((tmp_path / "plain.json").read_text())
+    b = json.loads((tmp_path / "resumed.json").read_text())
+    assert _comparable(b) == _comparable(a)
+    # Every finished epoch is in the progress file; an epoch cut short by the kill may
+    # appear twice (its callbacks ran, its checkpoint was not written yet): the last wins.
+    last: dict[tuple[str, int], dict[str, Any]] = {}
+    for line in progress.read_text().splitlines():
+        row = json.loads(line)
+        last[(row.pop("stage"), row["epoch"])] = row
+    for stage, rec in b["stages"].items():
+        assert [last[(stage, h["epoch"])] for h in rec["history"]] == rec["history"]
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _distributed_scenario(folder: Path) -> dict[str, Any]:
+    data, make = _feature_task()
+    config = TrainConfig(epochs=4, batch_size=8, lr=3e-3, progress=False, device="cpu", distributed=True)
+    plain = fit(make(), data, config)
+    ck = replace(config, checkpoint=str(folder / "fit.pt"))
+    try:
+        fit(make(), data, ck, [_stop_at(2)])
+        interrupted = False
+    except KeyboardInterrupt:
+        interrupted = True
+    D.barrier()
+    saved = torch.load(ck.checkpoint, weights_only=True)
+    resumed = fit(make(), data, ck)
+    again = fit(make(), data, ck)
+
+    def pack(r: FitResult) -> dict[str, Any]:
+        return {"history": r.history, "best_epoch": r.best_epoch, "final": r.final_state, "best": r.best_state}
+
+    return {"interrupted": interrupted, "saved_epochs": saved["epochs"], "ranks_saved": len(saved["rng"]), "plain": pack(plain), "resumed": pack(resumed), "again": pack(again)}
+
+
+def _worker(rank: int, world: int, port: int, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    D.init_from_env(backend="gloo", timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.save(_distributed_scenario(Path(folder)), Path(folder) / f"result-{rank}.pt")
+    finally:
+        D.cleanup()
+
+
+def test_distributed_resume_equals_the_uninterrupted_run_on_every_rank(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    results = [torch.load(tmp_path / f"result-{r}.pt", weights_only=False) for r in range(WORLD)]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt" and not p.name.startswith("result")) == ["fit.pt"]
+    for r in results:
+        assert r["interrupted"] and r["saved_epochs"] == 2 and r["ranks_saved"] == WORLD
+        for key in ("resumed", "again"):
+            a, b = r["plain"], r[key]
+            assert a["history"] == b["history"] and a["best_epoch"] == b["best_epoch"]
+            for state in ("final", "best"):
+                assert all(torch.equal(v, b[state][k]) for k, v in a[state].items()), (key, state)
+    assert results[0]["resumed"]["history"] == results[1]["resumed"]["history"]
