@@ -288,6 +288,18 @@ def test_uint64_ids_beyond_int64_do_not_wrap():
     assert "beyond int64" in _err(Annotations, ids, [0, 0], [0, 0])
 
 
+def test_declared_int_ids_beyond_int64_stay_exact():
+    # numpy turns the python ints of [-1, 2**63] or [2**63, 1] into float64: distinct ids
+    # merged ("repeated ids") or came back as floats
+    big = 2**63
+    df = pd.DataFrame({"item": pd.Series([-1, big, big - 512], dtype=object), "worker": [0, 0, 0], "label": [0, 1, 0]})
+    a = Annotations.from_long(df, items=[-1, big, big - 512, 5])
+    assert a.item_ids.tolist() == [-1, big, big - 512, 5] and a.item.tolist() == [0, 1, 2]
+    b = Annotations.from_wide(np.array([[0, 1]]), worker_ids=[big, 1])
+    assert b.worker_ids.tolist() == [big, 1] and b.worker_ids.dtype == np.uint64
+    assert "beyond int64" in _err(Annotations, [big, 1], [0, 0], [0, 0])
+
+
 def test_from_wide_huge_entries_are_not_wrapped():
     for m in (np.array([[1e300, 0.0]]), np.array([[2**64 - 1, 0]], dtype=np.uint64)):
         msg = _err(Annotations.from_wide, m)

@@ -155,6 +155,12 @@ def _as_id_array(values: Any, name: str) -> np.ndarray:
         arr = np.asarray(values)
         if arr.dtype.kind in "US":  # keep python strings, not fixed-width numpy ones
             arr = arr.astype(object)
+        elif arr.dtype.kind == "f" and arr.ndim == 1 and not isinstance(values, np.ndarray):
+            # numpy turns python ints of [2**63, 1] or [-1, 2**63] into float64, which
+            # merges distinct ids; pandas keeps them exact (uint64 or python ints)
+            given = list(values)
+            if any(isinstance(v, int) and not isinstance(v, bool) for v in given):
+                arr = pd.Series(given).to_numpy()
     if arr.ndim != 1:
         raise AnnotationError(f"`{name}` must be a 1-d sequence, got shape {arr.shape}.")
     if arr.dtype.kind in "iu":
@@ -491,6 +497,12 @@ def _index_array(values: Any, name: str) -> np.ndarray:
             raise _fail_rows(
                 f"NaN/inf in `{name}`", nan, {name: arr},
                 "Drop those annotations first.", what="position",
+            )
+        big = np.flatnonzero(np.abs(arr) >= 2.0**63)
+        if big.size:
+            raise _fail_rows(
+                f"values beyond int64 in `{name}`", big, {name: arr},
+                "Dense indices must lie in 0..n-1.", what="position",
             )
         bad = np.flatnonzero(arr != np.round(arr))
         if bad.size:
