@@ -333,3 +333,82 @@ def test_read_features_and_labels_validate(tmp_path: Path) -> None:
     pd.DataFrame({"item": ["b", "a", "b"], "label": [1, 0, 1]}).to_csv(tmp_path / "gold.csv", index=False)
     items, labels = read_item_labels(tmp_path / "gold.csv", ["a", "b", "c"], [0, 1])
     assert items.tolist() == [1, 0] and labels.tolist() == [1, 0]
+
+
+def _outputs_equal(a: Path, b: Path) -> None:
+    """Two `kdcrowd fit` folders hold the same results (timings and dates aside)."""
+    for name in ("labels.csv", "predictions.csv", "workers.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(a / name), pd.read_csv(b / name), check_exact=True, obj=name)
+    for key in ("matrices", "workers", "classes"):
+        np.testing.assert_array_equal(np.load(a / "transition_matrices.npz")[key], np.load(b / "transition_matrices.npz")[key])
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    for key in ("history", "best_epoch", "final_stage"):
+        assert ma.get(key) == mb.get(key), key
+    assert {s: r["history"] for s, r in ma.get("stages", {}).items()} == {s: r["history"] for s, r in mb.get("stages", {}).items()}
+
+
+@pytest.mark.slow
+def test_fit_interrupted_with_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    prob = make_problem(tmp_path / "data", seed=3)
+    args = ["--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--method", "kdcrowd",
+            "--epochs", "12", "--batch-size", "16", "--device", "cpu", "--quiet"]
+    plain = tmp_path / "plain"
+    r = runner.invoke(app, ["fit", *args, "--out", str(plain)])
+    assert r.exit_code == 0, r.output
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "kdcrowd", "fit", *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    state = out / "checkpoints" / "state.json"
+    try:
+        deadline = time.monotonic() + 120
+        while not (state.exists() and "teacher" in json.loads(state.read_text() or "{}").get("finished", [])):
+            assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
+            assert time.monotonic() < deadline, "the run checkpointed nothing"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C in the student stage
+        text = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, text
+    assert "interrupted" in text and f"kdcrowd fit --resume {out}" in " ".join(text.split())
+    assert not (out / "report.html").exists() and not (out / "labels.csv").exists()  # nothing looks finished
+
+    # a fresh run into the same folder would throw the work away: refused; --resume takes no other settings
+    code, msg = _fit(*args[:4], "--out", str(out))
+    assert code == 2 and "interrupted run" in msg and "--resume" in msg
+    r = runner.invoke(app, ["fit", "--resume", str(out), "--epochs", "3"])
+    assert r.exit_code == 2 and "--epochs" in r.output
+
+    r = runner.invoke(app, ["fit", "--resume", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "resuming" in r.output and not (out / "checkpoints").exists()
+    _outputs_equal(plain, out)
+    r = runner.invoke(app, ["fit", "--resume", str(out)])
+    assert r.exit_code == 2 and "finished" in r.output
+
+
+def test_fit_same_seed_same_outputs_and_declared_classes(tmp_path: Path) -> None:
+    prob = make_problem(tmp_path / "data", seed=4)
+    args = ["--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--method", "maxmig", "--epochs", "3"]
+    assert _fit(*args, "--out", str(tmp_path / "a"))[0] == 0
+    assert _fit(*args, "--out", str(tmp_path / "b"))[0] == 0
+    _outputs_equal(tmp_path / "a", tmp_path / "b")
+    # --classes: the order given, a class nobody used, labels matched as text
+    code, msg = _fit(*args, "--classes", "dog,cat,bird,fish", "--out", str(tmp_path / "c"))
+    assert code == 0, msg
+    labels = pd.read_csv(tmp_path / "c" / "labels.csv")
+    assert list(labels.columns) == ["item", "label", "confidence", "p_dog", "p_cat", "p_bird", "p_fish"]
+    assert np.load(tmp_path / "c" / "transition_matrices.npz")["matrices"].shape[1:] == (4, 4)
+    code, msg = _fit(*args, "--classes", "dog,cat", "--out", str(tmp_path / "d"))
+    assert code == 2 and "'bird'" in msg and not (tmp_path / "d" / "labels.csv").exists()
+    # one class only
+    pd.DataFrame({"item": ["img000", "img001"], "worker": ["w", "w"], "label": ["cat", "cat"]}).to_csv(tmp_path / "one.csv", index=False)
+    code, msg = _fit("--annotations", str(tmp_path / "one.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(tmp_path / "e"))
+    assert code == 2 and "at least 2 classes" in msg and "--classes" in msg

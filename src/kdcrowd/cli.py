@@ -26,6 +26,12 @@ console = Console()
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, FloatingPointError)
 
 
+#: `kdcrowd fit` writes its settings here; `--resume OUT` reads them back.
+RUN_FILE = "run.json"
+#: The folder of OUT where `fit` and `run --resume` keep their per-epoch checkpoints.
+CHECKPOINTS = "checkpoints"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "–"
@@ -103,6 +109,7 @@ def run(
     stage2: str = typer.Option("reinit", help="kdcrowd: stage-2 model 'reinit' or 'finetune' from the teacher."),
     stage2_init: str = typer.Option("annotations", help="kdcrowd: a re-initialised Max-MIG stage 2 starts its worker matrices from majority vote ('annotations') or from each worker's confusion against the student's predictions ('student')."),
     distributed: bool = typer.Option(False, "--distributed", help="Data-parallel over the processes torchrun starts (one per GPU): `torchrun --nproc_per_node N -m kdcrowd run --distributed ...`; --batch-size is per GPU; rank 0 writes the files."),
+    resume: bool = typer.Option(False, "--resume", help="Checkpoint every epoch into OUT/checkpoints, and continue from there when the same command runs again after an interruption (same results as an uninterrupted run)."),
 ) -> None:
     """Train and evaluate one method; writes OUT/metrics.json (and OUT/progress.jsonl, one line per finished epoch)."""
     from .methods import run as run_method
@@ -119,12 +126,19 @@ def run(
     # Every finished epoch is appended here, so an interrupted run keeps its history.
     out.mkdir(parents=True, exist_ok=True)
     cfg.progress_file = str(out / "progress.jsonl")
+    if resume:
+        cfg.checkpoint_dir = str(out / CHECKPOINTS)
     if distributed:
         _run_distributed(cfg, data_root, out)
         return
-    open(cfg.progress_file, "w").close()
+    if not (resume and (out / CHECKPOINTS).exists()):  # a resumed run appends (a repeated epoch: keep the last line per stage and epoch)
+        open(cfg.progress_file, "w").close()
     try:
         metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
+    except KeyboardInterrupt:
+        hint = "run the same command again to continue from the last finished epoch" if resume else "add --resume to checkpoint every epoch next time"
+        console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {out / 'progress.jsonl'}; {hint}", soft_wrap=True)
+        raise typer.Exit(130) from None
     except USER_ERRORS as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
@@ -147,7 +161,7 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path) -> None:
     except RuntimeError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
-    if D.is_main():
+    if D.is_main() and not (cfg.checkpoint_dir and Path(cfg.checkpoint_dir).exists()):
         open(cfg.progress_file, "w").close()
     else:
         cfg.progress_file = None  # only rank 0 writes files
@@ -263,11 +277,6 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     return ids, X, f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files
 
 
-#: `kdcrowd fit` writes its settings here; `--resume OUT` reads them back.
-RUN_FILE = "run.json"
-CHECKPOINTS = "checkpoints"
-
-
 @app.command()
 def fit(
     ctx: typer.Context,
@@ -306,7 +315,6 @@ def fit(
     with the same results as an uninterrupted run."""
     from typing import NoReturn
 
-    import click
     from rich.markup import escape
 
     def fail(message: str) -> NoReturn:
@@ -315,7 +323,7 @@ def fit(
 
     params = dict(ctx.params)
     if resume is not None:
-        given = [f"--{k.replace('_', '-')}" for k in params if k not in ("resume", "quiet") and ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT]
+        given = [f"--{k.replace('_', '-')}" for k in params if k not in ("resume", "quiet") and getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
         if given:
             fail(f"--resume continues a run with the settings it was started with; drop {', '.join(given)}")
         run_file = resume / RUN_FILE
