@@ -321,7 +321,8 @@ def fit(
         console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
         raise typer.Exit(2)
 
-    params = dict(ctx.params)
+    # ctx.params holds what the parser gave: paths arrive as text with some click versions
+    params = {k: (Path(v) if k in FIT_PATH_PARAMS and v is not None else v) for k, v in ctx.params.items()}
     if resume is not None:
         given = [f"--{k.replace('_', '-')}" for k in params if k not in ("resume", "quiet") and getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
         if given:
