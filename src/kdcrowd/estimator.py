@@ -111,9 +111,9 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
       epoch's validation agreement) and ``reason``.
     * ``history_``: per epoch, the loss, the validation agreement and the memorization of
       the crowd labels that disagree with the reference labels (the Dawid–Skene labels of
-      all the crowd labels; never used for training). ``metrics_``: the run's metrics;
-      ``metrics_["reference_labels"]`` says that its training-item accuracies are measured
-      against that reference, not ground truth.
+      all the crowd labels; used for nothing else). ``metrics_``: the run's metrics
+      (no training-item accuracies: there is no ground truth; ``metrics_["reference_labels"]``
+      names the reference of memorization).
     * ``module_`` (the trained torch module) and ``preprocessor_`` (a
       :class:`~kdcrowd.training.DeviceData` holding only the input normalisation fitted on
       the training rows of ``X``, see :meth:`~kdcrowd.training.DeviceData.preprocessing_only`).
@@ -326,11 +326,12 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             x_train=x_train,
             x_val=X_val if X_val is not None else X[:0],
             x_test=X[:0],
-            y_train=reference[train_idx],  # the reference of memorization (not used for training)
+            y_train=None,
             y_val=y_val_idx,
             y_test=None,
             annotations=train_ann,
             class_names=[str(c) for c in classes],
+            y_reference=reference[train_idx],  # the stand-in truth of memorization only
         )
         options: dict[str, Any] = {"mig_f": self.mig_f, "worker_lr_scale": self.worker_lr_scale}
         if self.method == "kdcrowd":
@@ -341,10 +342,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             track_memorization=True, checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
         )
         metrics, out = run_on_dataset(ds, cfg)
-        metrics["reference_labels"] = (
-            f"{ref_name} labels of all the crowd labels (no ground truth): memorization, train_label_accuracy, expertise_error "
-            "and the other training-item accuracies in these metrics are measured against them" + (f"; {ref_note}" if ref_note else "")
-        )
+        metrics["reference_labels"] = f"memorization is measured against the {ref_name} labels of all the crowd labels (no ground truth)" + (f"; {ref_note}" if ref_note else "")
 
         data = out.data  # the training rows of X on the device, as run_on_dataset trained on them
         module = out.module  # left in its validation-selected state

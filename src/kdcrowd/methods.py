@@ -360,8 +360,13 @@ def memorization_callback(
 
     ``pseudo``: ``(N,)`` hard labels the module trains on (KD-Crowd's student: the teacher's
     predictions); the same prediction pass then also records ``pseudo_memorization``, the
-    fraction of wrong pseudo-labels the module reproduces."""
-    ann, y = ds.annotations, ds.y_train
+    fraction of wrong pseudo-labels the module reproduces.
+
+    Without training ground truth, ``ds.y_reference`` (e.g. the Dawid–Skene labels of a
+    user's crowd) stands in for it, and ``train_accuracy`` is not recorded."""
+    ann = ds.annotations
+    truth = ds.y_train is not None
+    y = ds.y_train if truth else ds.y_reference
 
     def cb(epoch: int, module: nn.Module, record: dict[str, Any]) -> None:
         pred = predict_proba(module, data, data.x_train, config).argmax(1).cpu().numpy()
@@ -369,7 +374,8 @@ def memorization_callback(
             record["pseudo_memorization"] = float(M.pseudo_label_memorization(pred, pseudo, y))
         _, mean, std = M.memorization(pred, ann.item, ann.worker, ann.label, y, ann.n_workers)
         record[f"{key}_mean"], record[f"{key}_std"] = float(mean), float(std)
-        record["train_accuracy"] = float((pred == y).mean())
+        if truth:
+            record["train_accuracy"] = float((pred == y).mean())
 
     return cb
 
@@ -398,12 +404,13 @@ def progress_callback(path: str, stage: str) -> Callable[[int, nn.Module, dict[s
 def standard_callbacks(
     ds: Any, data: DeviceData, cfg: RunConfig, stage: str | None = None, pseudo: np.ndarray | None = None
 ) -> list[Callable[[int, nn.Module, dict[str, Any]], None]]:
-    """Callbacks every method gets: memorization when the training ground truth is known
-    (with ``pseudo`` hard training labels, also their memorization, see
-    :func:`memorization_callback`), and the per-epoch progress file when
-    ``cfg.progress_file`` is set."""
+    """Callbacks every method gets: memorization when the training ground truth (or its
+    stand-in ``ds.y_reference``) is known (with ``pseudo`` hard training labels, also
+    their memorization, see :func:`memorization_callback`), and the per-epoch progress
+    file when ``cfg.progress_file`` is set."""
     cbs: list[Callable[[int, nn.Module, dict[str, Any]], None]] = []
-    if cfg.track_memorization and ds.y_train is not None and ds.annotations is not None:
+    reference = ds.y_train if ds.y_train is not None else getattr(ds, "y_reference", None)
+    if cfg.track_memorization and reference is not None and ds.annotations is not None:
         cbs.append(memorization_callback(ds, data, cfg.train, pseudo=pseudo))
     if cfg.progress_file:
         cbs.append(progress_callback(cfg.progress_file, stage or cfg.method))

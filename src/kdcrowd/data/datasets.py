@@ -165,6 +165,9 @@ class CrowdDataset:
             ``None``.
         extra_test: named extra test sets ``{name: (x, y)}``.
         info: provenance, license, caveats, split seed and sizes.
+        y_reference: ``(N_train,)`` stand-in labels for memorization when there is no
+            ground truth (a user's data set: the Dawid–Skene labels of its crowd labels);
+            used for nothing else.
     """
 
     name: str
@@ -179,11 +182,12 @@ class CrowdDataset:
     true_transitions: np.ndarray | None = None
     extra_test: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    y_reference: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         k = len(self.class_names)
         n = len(self.x_train)
-        for split, x, y in (("train", self.x_train, self.y_train), ("val", self.x_val, self.y_val), ("test", self.x_test, self.y_test)):
+        for split, x, y in (("train", self.x_train, self.y_train), ("val", self.x_val, self.y_val), ("test", self.x_test, self.y_test), ("reference", self.x_train, self.y_reference)):
             if x.ndim not in (2, 4):
                 raise ValueError(f"{self.name}: x_{split} must be (N, D) features or (N, H, W, C) images; got shape {x.shape}")
             if x.shape[1:] != self.x_train.shape[1:]:

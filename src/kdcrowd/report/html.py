@@ -146,10 +146,9 @@ def _memorization_figure(metrics: dict[str, Any]) -> Any | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    for name, ep, mu, sd in curves:
+    for name, ep, mu, _sd in curves:
         stage = name.split(": ")[-1] if name else str(metrics.get("method"))
-        ax.plot(ep, mu, color=STAGE_COLOURS.get(stage), label=stage)
-        ax.fill_between(ep, mu - sd, mu + sd, color=STAGE_COLOURS.get(stage), alpha=0.15)
+        ax.plot(ep, mu, color=STAGE_COLOURS.get(stage), label=stage, marker=".")
     ax.set(xlabel="epoch", ylabel="share reproduced", title="memorization of suspect labels", ylim=(0, 1))
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -176,7 +175,7 @@ def _quality_figure(workers: pd.DataFrame) -> Any:
     ranked = workers.sort_values("accuracy_estimate", kind="stable")
     m = len(ranked)
     if m <= 60:
-        fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.22 * m + 0.8)))
+        fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.16 * m + 0.8)))
         y = np.arange(m)
         bars = ax.barh(y, ranked["accuracy_estimate"], color=plt.cm.viridis(np.clip(np.log1p(ranked["n_labels"]) / np.log1p(max(1, ranked["n_labels"].max())), 0, 1)))
         ax.set_yticks(y, [f"{w} ({n})" for w, n in zip(ranked["worker"], ranked["n_labels"])], fontsize=7)
@@ -206,14 +205,15 @@ def _matrix_grid_figure(t: np.ndarray, workers: pd.DataFrame, classes: np.ndarra
         a.axis("on")
         im = a.imshow(t[m], vmin=0, vmax=1, cmap="viridis")
         a.set_title(f"{workers['worker'].iloc[m]}\n{int(workers['n_labels'].iloc[m])} labels, acc {workers['accuracy_estimate'].iloc[m]:.2f}", fontsize=7)
-        if j == 0 and k <= 10:
-            a.set_yticks(range(k), [str(c) for c in classes], fontsize=6)
-            a.set_xticks(range(k), [str(c) for c in classes], fontsize=6, rotation=90)
+        # class names on the left column and the bottom panel of each column, so every row gets the same room
+        first_col, bottom = j % cols == 0, j + cols >= len(order)
+        names = [str(c) for c in classes] if k <= 10 else None
+        a.set_yticks(range(k) if names and first_col else [], names if names and first_col else [], fontsize=6)
+        a.set_xticks(range(k) if names and bottom else [], names if names and bottom else [], fontsize=6, rotation=90)
+        if first_col:
             a.set_ylabel("true class", fontsize=7)
+        if bottom:
             a.set_xlabel("given class", fontsize=7)
-        else:
-            a.set_xticks([])
-            a.set_yticks([])
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6)
     return fig, len(order)
@@ -315,7 +315,7 @@ def render_fit_html(page: FitPage) -> str:
         add("<p>This method trains no network on the crowd labels.</p>")
     fig = _memorization_figure(m)
     if fig is not None:
-        add(_figure(png_data_uri(fig), "Memorization: of the crowd labels that disagree with the reference labels (the Dawid–Skene labels of all crowd labels, or the known labels when given), the share the network reproduces, mean ± 1 std over workers. A curve that climbs late is the network learning the workers' mistakes; a robust method keeps it low.", "memorization"))
+        add(_figure(png_data_uri(fig), "Memorization: of the crowd labels that disagree with the Dawid–Skene labels of all crowd labels (the best label-only estimate of the truth), the share the network reproduces, mean over workers. A curve that climbs late is the network learning the workers' mistakes; a robust method keeps it low.", "memorization"))
 
     add("<h2>Labels</h2>")
     series = {"final labels": np.bincount(final[annotated], minlength=k), "majority vote": np.bincount(mv[annotated], minlength=k)}
