@@ -198,3 +198,14 @@ def test_empty_or_all_null_parquet_id_column(tmp_path):
     pd.DataFrame({"item": [None, None], "worker": ["a", "b"], "label": [0, 1]}).to_parquet(tmp_path / "a.parquet")
     frame = read_annotation_frame(tmp_path / "a.parquet")
     assert frame["item"].isna().all() and frame["worker"].tolist() == ["a", "b"]
+
+
+def test_feature_integers_beyond_int64_are_numbers(tmp_path):
+    # pandas reads -9223372036854775809 or 100000000000000000000 as text: the column was
+    # refused as "not numeric"
+    (tmp_path / "x.csv").write_text("item,f,g\na,-9223372036854775809,100000000000000000000\nb,1,2\n")
+    ids, X = read_features(tmp_path / "x.csv")
+    np.testing.assert_allclose(X, np.array([[-(2.0**63), 1e20], [1, 2]], dtype=np.float32))
+    (tmp_path / "y.csv").write_text("item,f\na,1\nb,abc\n")
+    with pytest.raises(ValueError, match="column\\(s\\) 'f' are not numeric"):
+        read_features(tmp_path / "y.csv")

@@ -159,6 +159,12 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
             raise ValueError(f"feature table {path} has only the 'item' column; add numeric feature columns")
         if len(df) == 0:
             raise ValueError(f"feature table {path} has no rows (only the header line); add one row per item")
+        for c in feats.columns:
+            if not pd.api.types.is_numeric_dtype(feats[c]) and not pd.api.types.is_bool_dtype(feats[c]):
+                # pandas leaves integers beyond int64/uint64 (e.g. 1e20 written out in full) as text
+                number = pd.to_numeric(feats[c], errors="coerce")
+                if int(number.notna().sum()) == int(feats[c].notna().sum()):
+                    feats[c] = number.astype(np.float64)
         bad = [str(c) for c in feats.columns if not pd.api.types.is_numeric_dtype(feats[c])]
         if bad:
             raise ValueError(f"feature table {path}: column(s) {_listing(bad)} are not numeric; every column other than 'item' must be a numeric feature (drop or encode the others)")
