@@ -112,6 +112,16 @@ def test_unfitted_and_bad_input_errors() -> None:
         _fast().fit(x, y, X_val=x[:10, :3], y_val=y[:10])
     with pytest.raises(ValueError, match=r"y_val holds \[7\], which are not among the annotation classes \[0, 1, 2\]"):
         _fast().fit(x, y, X_val=x[:2], y_val=[0, 7])
+    with pytest.raises(ValueError, match="at least 2 items"):
+        _fast(classes=[0, 1, 2]).fit(x[:1], y[:1])
+    with pytest.raises(ValueError, match=r"beyond float32's range.*rows \[3\]"):
+        _fast().fit(np.where(np.arange(40)[:, None] == 3, 1e39, x.astype(np.float64)), y)
+    with pytest.raises(ValueError, match="at least 8×8 pixels"):
+        _fast().fit(np.zeros((40, 4, 4, 3), dtype=np.uint8), y)
+    # python ints beyond int64 as item ids stay exact (a numpy array of them would be float64)
+    huge = [2**63 + i for i in range(40)]
+    frame = pd.DataFrame({"item": huge, "worker": 0, "label": y})
+    assert _fast(epochs=1).fit(x, frame, item_ids=huge).labels_.shape == (40,)
     clf = _fast().fit(x, sim.annotations)
     with pytest.raises(ValueError, match="X has 3 features, but KDCrowdClassifier is expecting 5 features.*item shape"):
         clf.predict(x[:, :3])

@@ -412,3 +412,33 @@ def test_fit_same_seed_same_outputs_and_declared_classes(tmp_path: Path) -> None
     pd.DataFrame({"item": ["img000", "img001"], "worker": ["w", "w"], "label": ["cat", "cat"]}).to_csv(tmp_path / "one.csv", index=False)
     code, msg = _fit("--annotations", str(tmp_path / "one.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(tmp_path / "e"))
     assert code == 2 and "at least 2 classes" in msg and "--classes" in msg
+
+
+def test_fit_reads_a_wide_table_and_parquet_float_labels(tmp_path: Path) -> None:
+    prob = make_problem(tmp_path / "data", seed=5)
+    long = prob["answers"]
+    wide = long.pivot(index="task", columns="worker", values="label").reset_index()  # one row per item, one column per worker, blanks missing
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    code, msg = _fit("--annotations", str(tmp_path / "wide.csv"), "--features", str(prob["root"] / "X.csv"), "--method", "mv", "--out", str(tmp_path / "w"))
+    assert code == 0, msg
+    code, msg = _fit("--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--method", "mv", "--out", str(tmp_path / "l"))
+    assert code == 0, msg
+    _outputs_equal(tmp_path / "w", tmp_path / "l")  # the same crowd, read from either layout
+    # class indices stored as floats in Parquet match --classes given as text
+    idx = {c: float(i) for i, c in enumerate(CLASSES)}
+    long.assign(label=long["label"].map(idx)).to_parquet(tmp_path / "float.parquet")
+    code, msg = _fit("--annotations", str(tmp_path / "float.parquet"), "--features", str(prob["root"] / "X.csv"), "--method", "mv", "--classes", "0,1,2", "--out", str(tmp_path / "f"))
+    assert code == 0, msg
+    assert list(pd.read_csv(tmp_path / "f" / "labels.csv").columns)[3:] == ["p_0", "p_1", "p_2"]
+
+
+def test_fit_checks_the_ids_before_decoding_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kdcrowd.data.items as items
+
+    _image_folder(tmp_path / "imgs", n=6)
+    pd.DataFrame({"item": ["x00", "nope"], "worker": ["a", "a"], "label": ["red", "blue"]}).to_csv(tmp_path / "a.csv", index=False)
+    decoded: list[int] = []
+    real = items.load_images
+    monkeypatch.setattr(items, "load_images", lambda files, size: decoded.append(len(files)) or real(files, size))
+    code, msg = _fit("--annotations", str(tmp_path / "a.csv"), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"))
+    assert code == 2 and "'nope'" in msg and decoded == []

@@ -22,8 +22,8 @@ from .io import write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
 console = Console()
-#: Errors that mean bad input or settings: printed as one line, no traceback (AnnotationError is a ValueError).
-USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, FloatingPointError)
+#: Errors that mean bad input, settings or files (missing, unreadable, not writable): printed as one line, no traceback (AnnotationError is a ValueError).
+USER_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
 
 
 #: `kdcrowd fit` writes its settings here; `--resume OUT` reads them back.
@@ -256,8 +256,10 @@ def aggregate(
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {method}; wrote {out}")
 
 
-def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any], flag: str = "") -> tuple[Any, Any, str, Any]:
-    """``(ids, X, description, image files or None)`` of ``--{flag}features`` or ``--{flag}images``.
+def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any]) -> tuple[Any, Any, str, Any]:
+    """``(ids, load, description, image files or None)`` of ``--features`` or ``--images``;
+    ``load()`` returns the item array. Images are decoded only when ``load`` is called, so
+    the ids can be checked against the crowd labels first.
 
     Image ids follow ``image_ids`` (``auto``: the style under which the files cover the ids
     in ``wanted``, see :func:`kdcrowd.data.items.match_image_ids`)."""
@@ -265,16 +267,15 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
 
     if features is not None:
         ids, X = read_features(features, item_ids=item_ids)
-        return ids, X, f"features from {features.name}, {X.shape[1]} columns", None
+        return ids, lambda: X, f"features from {features.name}, {X.shape[1]} columns", None
     assert images is not None
     files = list_image_files(images)
     if image_ids == "auto":
         style, ids = match_image_ids(files, images, wanted)
     else:
         style, ids = image_ids, image_item_ids(files, images, image_ids)
-    X = load_images(files, image_size)
     kind = {"stem": "name without extension", "name": "name", "path": "relative path"}[style]
-    return ids, X, f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files
+    return ids, lambda: load_images(files, image_size), f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files
 
 
 @app.command()
@@ -356,8 +357,8 @@ def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
 
     from .aggregation import majority_vote
     from .data.annotations import AnnotationError, Annotations
-    from .data.items import read_annotation_frame, read_item_labels
-    from .estimator import KDCrowdClassifier
+    from .data.items import _as_text, read_annotation_frame, read_item_labels
+    from .estimator import MIN_IMAGE_SIDE, KDCrowdClassifier
     from .methods import CROWD_MODELS, METHODS
     from .report.html import thumbnails_from_files
     from .report.practitioner import FILES, write_fit_outputs
@@ -379,8 +380,8 @@ def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
         fail(f"unknown student '{p['student']}'; choose one of {sorted(STUDENTS)}")
     if p["image_ids"] not in ("auto", "stem", "name", "path"):
         fail(f"--image-ids must be auto, stem, name or path, not '{p['image_ids']}'")
-    if images is not None and p["image_size"] < 8:
-        fail(f"--image-size must be at least 8 pixels, got {p['image_size']}")
+    if images is not None and p["image_size"] < MIN_IMAGE_SIDE:
+        fail(f"--image-size must be at least {MIN_IMAGE_SIDE} pixels, got {p['image_size']}")
     if p["item_ids"] is not None and features is None:
         fail("--item-ids goes with a .npy --features file (images are named by their files)")
     if p["predict_item_ids"] is not None and p["predict_features"] is None:
@@ -397,10 +398,10 @@ def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
     try:
         frame = read_annotation_frame(p["annotations"])
         if class_list is not None and "label" in frame.columns:
-            frame["label"] = frame["label"].where(frame["label"].isna(), frame["label"].astype(str).str.strip())
+            frame["label"] = _as_text(frame["label"])  # matched by text, as written (a Parquet 1.0 is "1")
         col = "item" if "item" in frame.columns else "task"
         wanted = frame[col].dropna().tolist() if col in frame.columns else []
-        ids, X, described, files = _load_items(features, images, p["item_ids"], p["image_size"], p["image_ids"], wanted)
+        ids, load, described, files = _load_items(features, images, p["item_ids"], p["image_size"], p["image_ids"], wanted)
         try:
             ann = Annotations.from_long(frame, items=ids, classes=class_list, duplicates=p["duplicates"])
         except AnnotationError as e:
@@ -418,9 +419,11 @@ def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
         gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
+        X = load()  # images are decoded once the labels, ids and truths are known to be right
         predict = None
         if p["predict_features"] is not None or p["predict_images"] is not None:
-            pids, PX, _, _ = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], p["image_size"], p["image_ids"] if p["image_ids"] != "auto" else "stem", [], "predict-")
+            pids, pload, _, _ = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], p["image_size"], p["image_ids"] if p["image_ids"] != "auto" else "stem", [])
+            PX = pload()
             if PX.shape[1:] != X.shape[1:]:
                 raise ValueError(f"the items to predict have shape {PX.shape[1:]} but the training items {X.shape[1:]}; give features with the same columns")
             predict = (pids, PX)
@@ -450,7 +453,10 @@ def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
         settings.update(teacher=p["teacher"], student=p["student"])
     settings.update({"backbone": p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": p["duplicates"]})
     pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
-    paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None)
+    try:
+        paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None)
+    except USER_ERRORS as e:  # e.g. a full disk or a folder without write permission; the checkpoints stay
+        fail(f"writing the outputs to {out} failed ({e}); fix that, then `kdcrowd fit --resume {out}` writes them without training again")
     shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete; its outputs replace the checkpoints
     final = clf.label_proba_.argmax(1)
     labelled = ann.labels_per_item() > 0
@@ -487,8 +493,8 @@ def predict(
         if features is not None and len(predictor.item_shape) != 1:
             raise ValueError(f"{model} was trained on images; give --images")
         size = predictor.item_shape[0] if images is not None else 0
-        ids, X, described, _ = _load_items(features, images, item_ids, size, image_ids, [])
-        proba = predictor(X)
+        ids, load, described, _ = _load_items(features, images, item_ids, size, image_ids, [])
+        proba = predictor(load())
     except USER_ERRORS as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from e

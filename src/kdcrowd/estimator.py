@@ -8,7 +8,9 @@
 ``item, worker, label`` or crowd-kit's ``task, worker, label``; ``item`` is the row of ``X``
 unless ``item_ids`` is given), a wide N×M matrix of class indices with -1/NaN for missing
 labels, or a 1-D array of N labels (a crowd of one annotator, which is what makes
-``KDCrowdClassifier`` a drop-in scikit-learn classifier: ``fit(X, y)``).
+``KDCrowdClassifier`` a drop-in scikit-learn classifier: ``fit(X, y)``). In a 1-D ``y``
+every value is a class, -1 included (binary ``{-1, 1}`` targets are common); only the wide
+matrix reads -1 as a missing label.
 
 ``CrowdClassifier`` is the same class under its former name.
 """
@@ -42,6 +44,10 @@ MIN_VALIDATION_ITEMS = 10
 
 _DS_SOURCE = "crowd (Dawid–Skene of held-out items)"
 _MV_SOURCE = "crowd (majority vote of held-out items)"
+
+
+#: The smallest image side the image backbones take (their augmentation pads by 1/8 of it).
+MIN_IMAGE_SIDE = 8
 
 
 class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
@@ -191,12 +197,21 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X must be float features (N, D) or uint8 images (N, H, W, C); got {X.dtype} {X.shape}")
         if item_shape is not None and X.shape[1:] != tuple(item_shape):
             raise ValueError(f"X has item shape {X.shape[1:]}, but the model was fitted on items of shape {tuple(item_shape)}")
-        return X.astype(np.float32, copy=False) if X.ndim == 2 else X
+        if X.ndim == 4 and min(X.shape[1:3]) < MIN_IMAGE_SIDE:
+            raise ValueError(f"images must be at least {MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE} pixels for the image backbones; got {X.shape[1]}×{X.shape[2]} (resize them, or flatten them into features)")
+        if X.ndim == 2:
+            big = np.abs(X) > np.finfo(np.float32).max
+            if big.any():  # float32 would turn them into inf
+                rows = np.flatnonzero(big.any(1))
+                raise ValueError(f"X has values beyond float32's range (±3.4e38) in rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}; rescale the features")
+            X = X.astype(np.float32, copy=False)
+        return X
 
     def _annotations(self, n: int, annotations: Any, item_ids: Any) -> Any:
         from .data.annotations import Annotations
 
-        items = np.arange(n) if item_ids is None else np.asarray(item_ids)
+        # a list stays a list: np.asarray would turn python ints beyond int64 into floats
+        items = np.arange(n) if item_ids is None else (item_ids if isinstance(item_ids, (list, tuple)) else np.asarray(item_ids))
         if len(items) != n:
             raise ValueError(f"item_ids has {len(items)} entries but X has {n} rows; give one id per row of X")
         if isinstance(annotations, Annotations):
@@ -287,6 +302,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         X = self._check_X(X)
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")
+        if len(X) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 items to train on; got 1 sample")
         ann = self._annotations(len(X), y, item_ids)
         if ann.n_classes < 2:
             raise ValueError(

@@ -361,7 +361,10 @@ def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Reads what :meth:`kdcrowd.data.Annotations.read` reads — ``.csv``, ``.csv.gz``,
     ``.tsv``, ``.tsv.gz``, ``.parquet``/``.pq`` long tables (``item`` or crowd-kit's
-    ``task``, ``worker``, ``label``) and peerannot ``answers.json``/``.json.gz`` — but keeps
+    ``task``, ``worker``, ``label``) and peerannot ``answers.json``/``.json.gz`` — and
+    wide tables (no ``worker`` and ``label`` columns: one row per item, named by an
+    ``item``/``task`` column or else by its row number, one column per worker; see
+    :func:`_wide_to_long`), but keeps
     the ``item``/``task`` and ``worker`` columns as the text written in the file, so that
     ``"0017"`` matches an image ``0017.png``. Labels keep their type (integer class indices
     or class names). Pass the result to ``Annotations.from_long(df, items=ids)``, which
@@ -378,10 +381,43 @@ def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
         df = Annotations.read(path, duplicates="keep").to_long()
     else:
         df = _read_table(path, "annotation file", error=ValueError, text_columns=("item", "task", "worker"))
+        if "worker" not in df.columns and "label" not in df.columns:
+            df = _wide_to_long(df, path)
     for col in ("item", "task", "worker"):
         if col in df.columns and not isinstance(df[col], pd.DataFrame):
             df[col] = _as_text(df[col])
     return df
+
+
+def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A wide crowd-label table (one row per item, one column per worker, cleanlab's layout)
+    as a long ``item, worker, label`` table, item-major in file order.
+
+    Items are named by the ``item`` (or ``task``) column, else by their row number
+    (``"0"``, ``"1"``, ...); every other column is a worker named by its header. Empty
+    cells are missing labels, and so is ``-1`` when every label is a number; whole-number
+    labels become integers (a column with gaps is read as float).
+    """
+    id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
+    workers = [c for c in df.columns if c != id_col]
+    if not workers:
+        raise ValueError(f"annotation file {path} has no 'worker' and 'label' columns (a long table) and no worker columns (a wide table); write it as item,worker,label rows")
+    ids = _as_text(df[id_col]).to_numpy(dtype=object) if id_col else np.arange(len(df)).astype(str).astype(object)
+    wide = df[workers].copy()
+    wide.columns = [str(c) for c in workers]
+    wide.insert(0, "item", ids)
+    wide["_row"] = np.arange(len(wide))
+    long = wide.melt(id_vars=["item", "_row"], var_name="worker", value_name="label")
+    long = long[long["label"].notna()]
+    num = pd.to_numeric(long["label"], errors="coerce")
+    if len(long) and num.notna().all():
+        keep = (num != -1).to_numpy()
+        long, num = long[keep], num[keep]
+        if (num == np.round(num)).all() and (num.abs() < 2**53).all():
+            long = long.assign(label=num.astype(np.int64))
+    order = pd.Series(long["worker"]).map({w: j for j, w in enumerate(wide.columns)}).to_numpy()
+    long = long.assign(_col=order).sort_values(["_row", "_col"], kind="stable")
+    return long[["item", "worker", "label"]].reset_index(drop=True)
 
 
 def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
