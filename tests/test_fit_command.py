@@ -297,7 +297,8 @@ def test_fit_bad_inputs_exit_2_with_one_clear_message(tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     _image_folder(bad, n=4)
     (bad / "a" / "broken.png").write_bytes(b"not a png")
-    code, msg = _fit("--annotations", ann, "--images", str(bad), "--out", out)
+    pd.DataFrame({"item": ["x00", "x01", "x02", "broken"], "worker": "w", "label": ["red", "blue", "red", "blue"]}).to_csv(root / "bad.csv", index=False)
+    code, msg = _fit("--annotations", str(root / "bad.csv"), "--images", str(bad), "--out", out)
     assert code == 2 and "broken.png" in msg and "could not be read" in msg
 
     # gold labels for unknown items or classes; duplicates; unknown method

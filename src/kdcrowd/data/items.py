@@ -362,9 +362,9 @@ def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
     Reads what :meth:`kdcrowd.data.Annotations.read` reads — ``.csv``, ``.csv.gz``,
     ``.tsv``, ``.tsv.gz``, ``.parquet``/``.pq`` long tables (``item`` or crowd-kit's
     ``task``, ``worker``, ``label``) and peerannot ``answers.json``/``.json.gz`` — and
-    wide tables (no ``worker`` and ``label`` columns: one row per item, named by an
-    ``item``/``task`` column or else by its row number, one column per worker; see
-    :func:`_wide_to_long`), but keeps
+    wide tables (no column name containing a word of :data:`LONG_TABLE_WORDS` such as
+    ``worker`` or ``label``: one row per item, named by an ``item``/``task`` column or else by its row
+    number, one column per worker; see :func:`_wide_to_long`), but keeps
     the ``item``/``task`` and ``worker`` columns as the text written in the file, so that
     ``"0017"`` matches an image ``0017.png``. Labels keep their type (integer class indices
     or class names). Pass the result to ``Annotations.from_long(df, items=ids)``, which
@@ -381,12 +381,18 @@ def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
         df = Annotations.read(path, duplicates="keep").to_long()
     else:
         df = _read_table(path, "annotation file", error=ValueError, text_columns=("item", "task", "worker"))
-        if "worker" not in df.columns and "label" not in df.columns:
+        if not any(w in str(c).lower() for c in df.columns for w in LONG_TABLE_WORDS):
             df = _wide_to_long(df, path)
     for col in ("item", "task", "worker"):
         if col in df.columns and not isinstance(df[col], pd.DataFrame):
             df[col] = _as_text(df[col])
     return df
+
+
+#: Words that mark a long table when a column name contains them (any case; however
+#: misspelt or mis-separated its other columns are): a file whose column names hold none
+#: of them is read as a wide table, one column per worker.
+LONG_TABLE_WORDS = frozenset({"worker", "label", "annotator", "annotation", "answer", "response", "rater", "user", "judgment", "judgement", "class", "vote"})
 
 
 def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
