@@ -34,7 +34,7 @@ def _blobs(n: int = 200, k: int = 3, d: int = 5, seed: int = 0, case: str = "sym
 
 
 def _fast(**kw) -> KDCrowdClassifier:
-    return KDCrowdClassifier(**{"method": "mv", "backbone": "mlp", "epochs": 4, "batch_size": 32, "lr": 3e-3, "device": "cpu", **kw})
+    return KDCrowdClassifier(**{"method": "mv", "backbone": "mlp", "epochs": 4, "batch_size": 32, "lr": 3e-3, "device": "cpu", "validation_fraction": 0.1, **kw})
 
 
 @pytest.mark.parametrize("method", ["mv", "crowdlayer-mw"])
@@ -61,7 +61,7 @@ def test_estimator_image_preprocessor() -> None:
     y = rng.integers(0, k, n)
     x = (rng.integers(0, 100, (n, 8, 8, 3)) + 120 * y[:, None, None, None]).astype(np.uint8)
     ann = simulate_workers(y, "symmetric", n_classes=k, seed=1).annotations
-    clf = CrowdClassifier(method="mv", backbone="mlp", epochs=1, batch_size=32, device="cpu").fit(x, ann)
+    clf = CrowdClassifier(method="mv", backbone="mlp", epochs=1, batch_size=32, device="cpu", validation_fraction=0.1).fit(x, ann)
     held_out = clf.validation_["indices"]
     assert clf.validation_["source"] == DS_SOURCE and len(held_out) == 10  # 64 items: the minimum of 10 is held out
     prep = clf.preprocessor_
@@ -79,7 +79,7 @@ def test_names_defaults_and_the_old_keywords() -> None:
     assert kdcrowd.KDCrowdClassifier is KDCrowdClassifier is CrowdClassifier
     p = KDCrowdClassifier().get_params()
     assert (p["method"], p["teacher"], p["student"], p["kd"], p["epochs"], p["batch_size"]) == ("kdcrowd", "maxmig", "elr", "mig-kl", 30, 128)
-    assert p["validation_fraction"] == 0.1 and p["checkpoint_dir"] is None and p["random_state"] == 0
+    assert p["validation_fraction"] == 0.0 and p["checkpoint_dir"] is None and p["random_state"] == 0
     # what `kdcrowd fit` passes
     clf = CrowdClassifier(method="mv", teacher="maxmig", student="elr", backbone="mlp", epochs=2, batch_size=32, lr=1e-3, device="cpu",
                           random_state=0, duplicates="error", verbose=False, worker_lr_scale=1.0)
@@ -221,7 +221,7 @@ def test_validation_split_rules(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_same_random_state_same_fit_on_cpu() -> None:
     x, _, sim = _blobs(n=120, seed=3)
-    kw = {"method": "kdcrowd", "teacher": "maxmig", "epochs": 2, "batch_size": 32, "backbone": "mlp", "device": "cpu"}
+    kw = {"method": "kdcrowd", "teacher": "maxmig", "epochs": 2, "batch_size": 32, "backbone": "mlp", "device": "cpu", "validation_fraction": 0.1}
     a = KDCrowdClassifier(random_state=7, **kw).fit(x, sim.annotations)
     b = KDCrowdClassifier(random_state=7, **kw).fit(x, sim.annotations)
     assert a.validation_["source"] == DS_SOURCE

@@ -74,7 +74,7 @@ def majority_vote_accuracy(answers: pd.DataFrame, ids: np.ndarray, y: np.ndarray
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     prob = make_problem(tmp_path_factory.mktemp("fit"))
     out = prob["root"] / "out"
-    r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(out), "--device", "cpu", "--epochs", "30", "--truth", str(prob["root"] / "gold.csv"),
+    r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(out), "--device", "cpu", "--epochs", "30", "--truth", str(prob["root"] / "gold.csv"), "--validation-fraction", "0.1",
                                 "--predict-features", str(prob["root"] / "X_new.csv"), "--quiet"])
     assert r.exit_code == 0, r.output
     return {**prob, "out": out, "output": r.output}

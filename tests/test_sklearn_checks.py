@@ -31,7 +31,7 @@ NOT_APPLICABLE = {
     ),
 }
 
-FAST = {"backbone": "mlp", "batch_size": 32, "lr": 1e-2, "device": "cpu"}
+FAST = {"backbone": "mlp", "batch_size": 32, "lr": 1e-2, "device": "cpu", "validation_fraction": 0.1}  # the held-out path, where the data are large enough
 ESTIMATORS = [
     KDCrowdClassifier(method="mv", epochs=10, **FAST),
     KDCrowdClassifier(method="maxmig", epochs=10, **FAST),

@@ -302,7 +302,7 @@ def fit(
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, cosine schedule)."),
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
-    validation_fraction: float = typer.Option(0.1, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels (0: none, keep the last epoch)."),
+    validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
     worker_lr_scale: float = typer.Option(1.0, help="Learning-rate multiplier of the worker parameters (10 sharpens CrowdLayer/CoNAL matrices; see docs/RESULTS.md)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this output folder, with the settings it was started with (give no other option)."),

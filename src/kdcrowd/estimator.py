@@ -77,7 +77,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         duplicates: repeated (item, worker) labels in a long table: ``error``, ``first``,
             ``last`` or ``keep``.
         validation_fraction: fraction of the annotated items held out for model selection
-            when no ``X_val``/``y_val`` is given (see below); ``0`` disables it.
+            when no ``X_val``/``y_val`` is given (see below); ``0`` (the default) trains on
+            every item and keeps the final epoch.
         checkpoint_dir: if set, every training stage checkpoints there after each epoch and
             a fit started again with the same settings continues from the last finished
             epoch (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`).
@@ -96,6 +97,14 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
     ``validation_fraction=0``, nothing is held out and the final epoch is kept. The labels
     of held-out items (``labels_``, ``label_proba_``) come from the trained predictor;
     ``validation_`` records what was done.
+
+    The default is ``validation_fraction=0``: on real crowds, training on every item and
+    keeping the final epoch of the cosine schedule gave better labels and a better
+    classifier than selecting on held-out items' Dawid–Skene labels (LabelMe, 3 seeds:
+    87.4 % against 80.1 % correct labels, 81.6 % against 76.3 % on unlabelled test
+    images; CIFAR-10N, 2 seeds: 93.4 % against 92.0 %, 85.2 % against 84.2 %;
+    ``docs/RESULTS.md`` §6). Selection helps when the schedule runs long past the best
+    epoch, or with ``X_val``/``y_val`` holding true labels.
 
     Fitted attributes:
 
@@ -144,7 +153,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         random_state: Any = 0,
         classes: Any = None,
         duplicates: str = "error",
-        validation_fraction: float = 0.1,
+        validation_fraction: float = 0.0,
         checkpoint_dir: Any = None,
         verbose: bool = False,
     ) -> None:
