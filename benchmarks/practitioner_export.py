@@ -12,7 +12,8 @@ crowds (the acceptance run of the practitioner's door).
 (``item,worker,label`` with class names), ``truth.csv`` (their true labels, for
 ``--truth``), ``new_images/`` (the data set's test items, no crowd labels) and
 ``new_truth.csv``. ``score`` prints the accuracy of a fit's ``labels.csv`` and
-``predictions.csv`` against those truths, and writes it as JSON with ``--json``.
+``predictions.csv`` against those truths, and writes it as JSON with ``--json``;
+``summary`` averages score files named ``<setting>_seed<N>.json`` over seeds.
 """
 
 from __future__ import annotations
@@ -74,6 +75,22 @@ def score(export_dir: Path, fit_dir: Path) -> dict[str, float | int]:
     }
 
 
+def summary(files: list[Path]) -> dict[str, dict[str, float | int]]:
+    """Mean and std over seeds of ``score`` files named ``<setting>_seed<N>.json``, per setting."""
+    groups: dict[str, list[dict[str, float]]] = {}
+    for f in sorted(files):
+        setting = f.stem.rsplit("_seed", 1)[0]
+        groups.setdefault(setting, []).append(json.loads(f.read_text()))
+    out: dict[str, dict[str, float | int]] = {}
+    for setting, runs in groups.items():
+        row: dict[str, float | int] = {"seeds": len(runs)}
+        for key in ("label_accuracy", "new_item_accuracy", "majority_vote_accuracy"):
+            v = np.array([r[key] for r in runs], dtype=float)
+            row[f"{key}_mean"], row[f"{key}_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        out[setting] = row
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -86,16 +103,19 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("export_dir", type=Path)
     s.add_argument("fit_dir", type=Path)
     s.add_argument("--json", type=Path, default=None)
+    m = sub.add_parser("summary", help="mean and std over seeds of score files named <setting>_seed<N>.json")
+    m.add_argument("files", type=Path, nargs="+")
+    m.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.cmd == "export":
         print(json.dumps(export(a.dataset, a.data_root, a.out, a.limit_new)))
-    else:
-        res = score(a.export_dir, a.fit_dir)
-        print(json.dumps(res, indent=1))
-        if a.json:
-            from kdcrowd.io import write_json
+        return
+    res = score(a.export_dir, a.fit_dir) if a.cmd == "score" else summary(a.files)
+    print(json.dumps(res, indent=1))
+    if a.json:
+        from kdcrowd.io import write_json
 
-            write_json(a.json, res)
+        write_json(a.json, res)
 
 
 if __name__ == "__main__":
