@@ -281,7 +281,7 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
 @app.command()
 def fit(
     ctx: typer.Context,
-    annotations: Optional[Path] = typer.Option(None, help="Crowd labels: CSV/TSV/Parquet with columns item (or task), worker, label, or peerannot answers.json. Item ids are matched as text."),
+    annotations: Optional[Path] = typer.Option(None, help="Crowd labels: CSV/TSV/Parquet with columns item (or task), worker, label; a wide table (one row per item, one column per worker, blank or -1 for no label); or peerannot answers.json. Item ids are matched as text."),
     out: Optional[Path] = typer.Option(None, help="Output folder: labels.csv, predictions.csv, workers.csv, transition_matrices.npz, model.pt, metrics.json, report.html."),
     features: Optional[Path] = typer.Option(None, help="Item features: .npy (row i is item i, or see --item-ids), or .csv/.parquet with an 'item' column and numeric feature columns."),
     images: Optional[Path] = typer.Option(None, help="Folder of images (png, jpg, jpeg, bmp, webp; searched recursively); see --image-ids for the item ids."),
