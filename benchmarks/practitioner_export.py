@@ -42,7 +42,8 @@ def export(name: str, root: str | None, out: Path, limit_new: int | None = None)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for i, img in zip(ids, ds.x_train):
         Image.fromarray(img).save(out / "images" / f"{i}.png")
-    pd.DataFrame({"item": ids[ann.item], "worker": np.asarray(ann.worker_ids)[ann.worker].astype(str), "label": np.asarray(ann.classes).astype(str)[ann.label]}).to_csv(out / "answers.csv", index=False)
+    long = ann.to_long()  # original worker ids and class names
+    long.assign(item=ids[ann.item]).to_csv(out / "answers.csv", index=False)
     pd.DataFrame({"item": ids, "label": classes[ds.y_train]}).to_csv(out / "truth.csv", index=False)
     x_new, y_new = ds.x_test, ds.y_test
     if limit_new is not None:
@@ -57,14 +58,15 @@ def export(name: str, root: str | None, out: Path, limit_new: int | None = None)
 
 def score(export_dir: Path, fit_dir: Path) -> dict[str, float | int]:
     """Accuracy of a ``kdcrowd fit`` output folder against the exported truths."""
+    from kdcrowd.aggregation import aggregation_frame
+    from kdcrowd.data.annotations import Annotations
+
     labels = pd.read_csv(fit_dir / "labels.csv", dtype={"item": str})
     preds = pd.read_csv(fit_dir / "predictions.csv", dtype={"item": str})
     truth = pd.read_csv(export_dir / "truth.csv", dtype={"item": str}).set_index("item")["label"]
     new_truth = pd.read_csv(export_dir / "new_truth.csv", dtype={"item": str}).set_index("item")["label"]
-    answers = pd.read_csv(export_dir / "answers.csv", dtype={"item": str})
-    votes = answers.groupby(["item", "label"]).size().unstack(fill_value=0)
-    votes = votes[sorted(votes.columns)]
-    mv = votes.idxmax(axis=1)  # ties: the first class in sorted order
+    answers = pd.read_csv(export_dir / "answers.csv", dtype={"item": str, "worker": str, "label": str})
+    mv = aggregation_frame(Annotations.from_long(answers), "mv").set_index("item")["label"]  # ties: the first class in sorted order
     new = preds[preds["item"].isin(new_truth.index)]
     return {
         "labelled_items": len(labels),

@@ -162,7 +162,7 @@ def test_crowd_label_validation_split_is_used_and_recorded() -> None:
     long = sim.annotations.to_long()
     long = long[(long["item"] >= 200) | ~long["item"].duplicated()]
     ann = Annotations.from_long(long, items=np.arange(300))
-    clf = _fast(method="crowdlayer-mw", epochs=6).fit(x, ann)
+    clf = _fast(method="crowdlayer-mw", epochs=6, track_memorization=True).fit(x, ann)
     v = clf.validation_
     idx = v["indices"]
     assert v["source"] == DS_SOURCE and v["n_items"] == len(idx) == 30  # round(0.1 × 300)
@@ -174,7 +174,6 @@ def test_crowd_label_validation_split_is_used_and_recorded() -> None:
     assert v["agreement"] == pytest.approx(float(np.mean(clf.predict(x[idx]) == clf.classes_[targets])))
     # held-out items: labels from the trained predictor; the network never trained on them
     np.testing.assert_allclose(clf.label_proba_[idx], clf.predict_proba(x[idx]), atol=1e-6)
-    assert (clf.labels_ == clf.classes_[clf.label_proba_.argmax(1)]).all()
     train_rows = np.setdiff1d(np.arange(300), idx)
     torch.testing.assert_close(clf.preprocessor_.mean, torch.from_numpy(x[train_rows]).mean(0, keepdim=True))
     # memorization of the crowd labels that disagree with the reference (Dawid–Skene of all labels)
@@ -258,9 +257,21 @@ def test_worker_quality_ranks_hammers_above_spammers(method: str) -> None:
 
 def test_checkpoint_dir_is_passed_to_the_run(tmp_path) -> None:
     x, _, sim = _blobs(n=60)
-    clf = _fast(epochs=1, checkpoint_dir=tmp_path / "ck").fit(x, sim.annotations)
+    clf = _fast(epochs=2, checkpoint_dir=tmp_path / "ck").fit(x, sim.annotations)
     assert clf.metrics_["config"]["checkpoint_dir"] == str(tmp_path / "ck")
+    assert (tmp_path / "ck" / "state.json").exists() and (tmp_path / "ck" / "mv.pt").exists()
+    again = _fast(epochs=2, checkpoint_dir=tmp_path / "ck").fit(x, sim.annotations)  # the finished checkpoint: the same fit
+    np.testing.assert_array_equal(again.label_proba_, clf.label_proba_)
     assert _fast(epochs=1).fit(x, sim.annotations).metrics_["config"]["checkpoint_dir"] is None
+
+
+def test_memorization_is_tracked_only_when_asked() -> None:
+    x, _, sim = _blobs(n=60)
+    plain = _fast(epochs=2, validation_fraction=0).fit(x, sim.annotations)
+    assert all("memorization_mean" not in r for r in plain.history_) and "reference_labels" not in plain.metrics_
+    tracked = _fast(epochs=2, validation_fraction=0, track_memorization=True).fit(x, sim.annotations)
+    assert all(0 <= r["memorization_mean"] <= 1 for r in tracked.history_) and "Dawid–Skene" in tracked.metrics_["reference_labels"]
+    np.testing.assert_array_equal(tracked.label_proba_, plain.label_proba_)  # a record only: training is the same
 
 
 def test_works_inside_sklearn_tools() -> None:

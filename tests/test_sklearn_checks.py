@@ -3,8 +3,8 @@
 A 1-D ``y`` is one annotator's labels (a crowd of one), so ``fit(X, y)`` is an ordinary
 classifier fit and the checks apply. Three fast configurations run them: majority vote,
 the Max-MIG crowd model and KD-Crowd itself (MLP backbone, CPU, a few epochs; the
-crowd-label validation split is on, as by default, and is used on the checks' larger
-data sets). The only check marked as not applicable is listed in ``NOT_APPLICABLE`` with
+crowd-label validation split is switched on (the default is off) and is used on the checks'
+larger data sets). The only check marked as not applicable is listed in ``NOT_APPLICABLE`` with
 its reason; the marks are strict, so a check that starts passing fails here and the list
 is updated.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -30,6 +30,14 @@ USER_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
 RUN_FILE = "run.json"
 #: The folder of OUT where `fit` and `run --resume` keep their per-epoch checkpoints.
 CHECKPOINTS = "checkpoints"
+
+
+def _fail(message: str) -> NoReturn:
+    """Print one ``error:`` line (markup-escaped, never wrapped) and exit with status 2."""
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def _fmt(v: Any) -> str:
@@ -128,10 +136,12 @@ def run(
     cfg.progress_file = str(out / "progress.jsonl")
     if resume:
         cfg.checkpoint_dir = str(out / CHECKPOINTS)
+    # a resumed run appends to progress.jsonl (a repeated epoch: keep the last line per stage and epoch)
+    resuming = resume and (out / CHECKPOINTS).exists()
     if distributed:
-        _run_distributed(cfg, data_root, out)
+        _run_distributed(cfg, data_root, out, resuming)
         return
-    if not (resume and (out / CHECKPOINTS).exists()):  # a resumed run appends (a repeated epoch: keep the last line per stage and epoch)
+    if not resuming:
         open(cfg.progress_file, "w").close()
     try:
         metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
@@ -140,15 +150,14 @@ def run(
         console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {out / 'progress.jsonl'}; {hint}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        _fail(str(e))
     write_json(out / "metrics.json", metrics)
     save_transitions(out, output)
     console.print(results_table([metrics], f"{dataset}" + (f" / workers={workers}" if workers else "")))
     console.print(f"wrote {out / 'metrics.json'}")
 
 
-def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path) -> None:
+def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path, resuming: bool) -> None:
     """`kdcrowd run --distributed` under torchrun: every rank trains; rank 0 loads the data
     first (so a download happens once), writes the files and prints; the process group is
     destroyed at the end."""
@@ -159,12 +168,11 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path) -> None:
     try:
         D.init_from_env(backend="gloo" if cfg.train.device == "cpu" else None)
     except RuntimeError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
-    if D.is_main() and not (cfg.checkpoint_dir and Path(cfg.checkpoint_dir).exists()):
-        open(cfg.progress_file, "w").close()
-    else:
+        _fail(str(e))
+    if not D.is_main():
         cfg.progress_file = None  # only rank 0 writes files
+    elif not resuming:
+        open(cfg.progress_file, "w").close()
     try:
         cfg.train.distributed = True
         load = lambda: load_dataset(cfg.dataset, root=str(data_root) if data_root else None, workers=cfg.workers, seed=cfg.seed, **cfg.dataset_options)  # noqa: E731
@@ -184,7 +192,7 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path) -> None:
                 error = str(e)
         if error is not None:
             if D.is_main():
-                console.print(f"[red]error:[/red] {error}")
+                _fail(error)
             raise typer.Exit(2)
         metrics["world_size"] = D.world_size()
         if D.is_main():
@@ -249,8 +257,7 @@ def aggregate(
         ann = Annotations.from_long(read_annotation_frame(annotations), duplicates=duplicates)
         frame = aggregation_frame(ann, method)
     except USER_ERRORS as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        _fail(str(e))
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {method}; wrote {out}")
@@ -314,42 +321,42 @@ def fit(
     Every epoch is checkpointed in OUT/checkpoints; after an interruption (Ctrl-C, a lost
     machine) `kdcrowd fit --resume OUT` continues from the last finished epoch and ends
     with the same results as an uninterrupted run."""
-    from typing import NoReturn
-
     from rich.markup import escape
 
-    def fail(message: str) -> NoReturn:
-        console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-        raise typer.Exit(2)
-
     # ctx.params holds what the parser gave: paths arrive as text with some click versions
-    params = {k: (Path(v) if k in FIT_PATH_PARAMS and v is not None else v) for k, v in ctx.params.items()}
+    params = _fit_paths(ctx.params)
     if resume is not None:
         given = [f"--{k.replace('_', '-')}" for k in params if k not in ("resume", "quiet") and getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
         if given:
-            fail(f"--resume continues a run with the settings it was started with; drop {', '.join(given)}")
+            _fail(f"--resume continues a run with the settings it was started with; drop {', '.join(given)}")
         run_file = resume / RUN_FILE
         if not run_file.exists():
-            fail(f"{resume} holds no run to resume (no {RUN_FILE}); start one with `kdcrowd fit ... --out {resume}`")
+            _fail(f"{resume} holds no run to resume (no {RUN_FILE}); start one with `kdcrowd fit ... --out {resume}`")
         if (resume / "report.html").exists() and not (resume / CHECKPOINTS).exists():
-            fail(f"the run in {resume} has finished (report.html is there); there is nothing to resume")
+            _fail(f"the run in {resume} has finished (report.html is there); there is nothing to resume")
         saved = json.loads(run_file.read_text())["settings"]
-        params.update({k: (Path(v) if k in FIT_PATH_PARAMS and v is not None else v) for k, v in saved.items()})
+        params.update(_fit_paths(saved))
         params["out"] = resume
         console.print(f"resuming the run in {escape(str(resume))}", soft_wrap=True)
-        return _fit(params, resume=True, quiet=quiet, fail=fail)
+        return _fit(params, resume=True)
     if annotations is None or out is None:
-        fail("give --annotations FILE and --out DIR (or --resume OUT to continue an interrupted run)")
+        _fail("give --annotations FILE and --out DIR (or --resume OUT to continue an interrupted run)")
     if (out / CHECKPOINTS).exists():
-        fail(f"{out} holds an interrupted run; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
-    return _fit(params, resume=False, quiet=quiet, fail=fail)
+        _fail(f"{out} holds an interrupted run; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
+    return _fit(params, resume=False)
 
 
 #: The `kdcrowd fit` options that are paths.
 FIT_PATH_PARAMS = ("annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "truth")
 
 
-def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
+def _fit_paths(settings: dict[str, Any]) -> dict[str, Any]:
+    """`kdcrowd fit` settings with the path options as ``Path`` (the parser, and run.json,
+    may give them as text)."""
+    return {k: (Path(v) if k in FIT_PATH_PARAMS and v is not None else v) for k, v in settings.items()}
+
+
+def _fit(p: dict[str, Any], resume: bool) -> None:
     """The body of `kdcrowd fit` on its settings ``p`` (fresh or read back by --resume)."""
     import shutil
 
@@ -367,34 +374,34 @@ def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
     out: Path = p["out"]
     features, images, method = p["features"], p["images"], p["method"]
     if (features is None) == (images is None):
-        fail("give the items with exactly one of --features FILE (.npy, .csv, .parquet) or --images DIR")
+        _fail("give the items with exactly one of --features FILE (.npy, .csv, .parquet) or --images DIR")
     if p["predict_features"] is not None and p["predict_images"] is not None:
-        fail("give the items to predict with at most one of --predict-features or --predict-images")
+        _fail("give the items to predict with at most one of --predict-features or --predict-images")
     if (p["predict_features"] is not None and images is not None) or (p["predict_images"] is not None and features is not None):
-        fail("the items to predict must be of the same kind as the training items: --predict-features with --features, --predict-images with --images")
+        _fail("the items to predict must be of the same kind as the training items: --predict-features with --features, --predict-images with --images")
     if method not in METHODS or method == "clean":
-        fail(f"unknown method '{method}'; choose one of {sorted(set(METHODS) - {'clean'})}")
+        _fail(f"unknown method '{method}'; choose one of {sorted(set(METHODS) - {'clean'})}")
     if method == "kdcrowd" and p["teacher"] not in CROWD_MODELS:
-        fail(f"unknown teacher '{p['teacher']}'; choose one of {list(CROWD_MODELS)}")
+        _fail(f"unknown teacher '{p['teacher']}'; choose one of {list(CROWD_MODELS)}")
     if method == "kdcrowd" and p["student"] not in STUDENTS:
-        fail(f"unknown student '{p['student']}'; choose one of {sorted(STUDENTS)}")
+        _fail(f"unknown student '{p['student']}'; choose one of {sorted(STUDENTS)}")
     if p["image_ids"] not in ("auto", "stem", "name", "path"):
-        fail(f"--image-ids must be auto, stem, name or path, not '{p['image_ids']}'")
+        _fail(f"--image-ids must be auto, stem, name or path, not '{p['image_ids']}'")
     if images is not None and p["image_size"] < MIN_IMAGE_SIDE:
-        fail(f"--image-size must be at least {MIN_IMAGE_SIDE} pixels, got {p['image_size']}")
+        _fail(f"--image-size must be at least {MIN_IMAGE_SIDE} pixels, got {p['image_size']}")
     if p["item_ids"] is not None and features is None:
-        fail("--item-ids goes with a .npy --features file (images are named by their files)")
+        _fail("--item-ids goes with a .npy --features file (images are named by their files)")
     if p["predict_item_ids"] is not None and p["predict_features"] is None:
-        fail("--predict-item-ids goes with a .npy --predict-features file")
+        _fail("--predict-item-ids goes with a .npy --predict-features file")
     if p["epochs"] < 1 or p["batch_size"] < 2:
-        fail(f"--epochs must be at least 1 and --batch-size at least 2 (got {p['epochs']} and {p['batch_size']})")
+        _fail(f"--epochs must be at least 1 and --batch-size at least 2 (got {p['epochs']} and {p['batch_size']})")
     if not 0.0 <= p["validation_fraction"] < 1.0:
-        fail(f"--validation-fraction must be in [0, 1), got {p['validation_fraction']}")
+        _fail(f"--validation-fraction must be in [0, 1), got {p['validation_fraction']}")
     class_list = None
     if p["classes"] is not None:
         class_list = [c.strip() for c in str(p["classes"]).split(",")]
         if any(not c for c in class_list) or len(set(class_list)) != len(class_list):
-            fail(f"--classes must be distinct, non-empty names separated by commas, got {p['classes']!r}")
+            _fail(f"--classes must be distinct, non-empty names separated by commas, got {p['classes']!r}")
     try:
         frame = read_annotation_frame(p["annotations"])
         if class_list is not None and "label" in frame.columns:
@@ -428,7 +435,7 @@ def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
                 raise ValueError(f"the items to predict have shape {PX.shape[1:]} but the training items {X.shape[1:]}; give features with the same columns")
             predict = (pids, PX)
     except USER_ERRORS as e:
-        fail(str(e))
+        _fail(str(e))
 
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINTS
@@ -438,8 +445,8 @@ def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")}})
     clf = KDCrowdClassifier(
         method=method, teacher=p["teacher"], student=p["student"], backbone=p["backbone"], epochs=p["epochs"], batch_size=p["batch_size"],
-        lr=p["lr"], device=p["device"], random_state=p["seed"], duplicates=p["duplicates"], verbose=not quiet,
-        worker_lr_scale=p["worker_lr_scale"], validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt),
+        lr=p["lr"], device=p["device"], random_state=p["seed"], duplicates=p["duplicates"], verbose=not p["quiet"],
+        worker_lr_scale=p["worker_lr_scale"], validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
     )
     try:
         clf.fit(X, ann)
@@ -447,7 +454,7 @@ def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
         console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
-        fail(str(e))
+        _fail(str(e))
     settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images, "method": method}
     if method == "kdcrowd":
         settings.update(teacher=p["teacher"], student=p["student"])
@@ -456,7 +463,7 @@ def _fit(p: dict[str, Any], resume: bool, quiet: bool, fail: Any) -> None:
     try:
         paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None)
     except USER_ERRORS as e:  # e.g. a full disk or a folder without write permission; the checkpoints stay
-        fail(f"writing the outputs to {out} failed ({e}); fix that, then `kdcrowd fit --resume {out}` writes them without training again")
+        _fail(f"writing the outputs to {out} failed ({e}); fix that, then `kdcrowd fit --resume {out}` writes them without training again")
     shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete; its outputs replace the checkpoints
     final = clf.label_proba_.argmax(1)
     labelled = ann.labels_per_item() > 0
@@ -496,8 +503,7 @@ def predict(
         ids, load, described, _ = _load_items(features, images, item_ids, size, image_ids, [])
         proba = predictor(load())
     except USER_ERRORS as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(2) from e
+        _fail(str(e))
     out.parent.mkdir(parents=True, exist_ok=True)
     label_frame(ids, predictor.classes, proba).to_csv(out, index=False)
     console.print(f"labelled {len(ids)} items ({escape(described)}); wrote {escape(str(out))}", soft_wrap=True)

@@ -82,6 +82,9 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         checkpoint_dir: if set, every training stage checkpoints there after each epoch and
             a fit started again with the same settings continues from the last finished
             epoch (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`).
+        track_memorization: record each epoch's memorization of the crowd labels that
+            disagree with the reference labels (one extra prediction pass over ``X`` per
+            epoch; ``kdcrowd fit`` turns it on for its report).
         verbose: progress bars.
 
     **Model selection without ground truth.** The epoch (and for ``kdcrowd`` the final
@@ -124,11 +127,12 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
       items)"``, ``"crowd (majority vote of held-out items)"`` or ``None``), ``n_items``,
       ``indices`` (rows of ``X`` held out), ``best_epoch``, ``agreement`` (the kept
       epoch's validation agreement) and ``reason``.
-    * ``history_``: per epoch, the loss, the validation agreement and the memorization of
-      the crowd labels that disagree with the reference labels (the Dawid–Skene labels of
-      all the crowd labels; used for nothing else). ``metrics_``: the run's metrics
-      (no training-item accuracies: there is no ground truth; ``metrics_["reference_labels"]``
-      names the reference of memorization).
+    * ``worker_matrices_`` (M, K, K): the matrices ``worker_quality_`` is computed from.
+    * ``history_``: per epoch, the loss, the validation agreement and, with
+      ``track_memorization``, the memorization of the crowd labels that disagree with the
+      reference labels (the Dawid–Skene labels of all the crowd labels; used for nothing
+      else). ``metrics_``: the run's metrics (no training-item accuracies: there is no
+      ground truth; ``metrics_["reference_labels"]`` names the reference of memorization).
     * ``module_`` (the trained torch module) and ``preprocessor_`` (a
       :class:`~kdcrowd.training.DeviceData` holding only the input normalisation fitted on
       the training rows of ``X``, see :meth:`~kdcrowd.training.DeviceData.preprocessing_only`).
@@ -155,6 +159,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         duplicates: str = "error",
         validation_fraction: float = 0.0,
         checkpoint_dir: Any = None,
+        track_memorization: bool = False,
         verbose: bool = False,
     ) -> None:
         self.method = method
@@ -176,6 +181,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         self.duplicates = duplicates
         self.validation_fraction = validation_fraction
         self.checkpoint_dir = checkpoint_dir
+        self.track_memorization = track_memorization
         self.verbose = verbose
 
     def __sklearn_tags__(self) -> Any:
@@ -325,7 +331,6 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         classes = np.asarray(ann.classes)
         n = len(X)
         val_idx = np.zeros(0, dtype=np.int64)
-        reference, ref_name, ref_note = self._reference_labels(ann)
         if y_val is not None or X_val is not None:
             if X_val is None or y_val is None:
                 raise ValueError("X_val and y_val go together; give both or neither")
@@ -339,6 +344,10 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         else:
             val_idx, reason = self._crowd_validation(ann, seed)
             source, X_val, y_val_idx = None, None, None
+        # the stand-in truth, computed only where it is used: crowd validation targets, memorization
+        reference = ref_name = ref_note = None
+        if len(val_idx) or self.track_memorization:
+            reference, ref_name, ref_note = self._reference_labels(ann)
             if len(val_idx):
                 source = _DS_SOURCE if ref_name == "Dawid–Skene" else _MV_SOURCE
                 reason = f"{reason}; {ref_note}" if ref_note else reason
@@ -357,7 +366,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             y_test=None,
             annotations=train_ann,
             class_names=[str(c) for c in classes],
-            y_reference=reference[train_idx],  # the stand-in truth of memorization only
+            y_reference=reference[train_idx] if self.track_memorization else None,  # the stand-in truth of memorization only
         )
         options: dict[str, Any] = {"mig_f": self.mig_f, "worker_lr_scale": self.worker_lr_scale}
         if self.method == "kdcrowd":
@@ -365,20 +374,19 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         train = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device, seed=seed, progress=self.verbose)
         cfg = RunConfig(
             dataset="user", method=self.method, backbone=self.backbone, seed=seed, train=train, options=options,
-            track_memorization=True, checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
+            track_memorization=self.track_memorization, checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
         )
         metrics, out = run_on_dataset(ds, cfg)
-        metrics["reference_labels"] = f"memorization is measured against the {ref_name} labels of all the crowd labels (no ground truth)" + (f"; {ref_note}" if ref_note else "")
+        if self.track_memorization:
+            metrics["reference_labels"] = f"memorization is measured against the {ref_name} labels of all the crowd labels (no ground truth)" + (f"; {ref_note}" if ref_note else "")
 
         data = out.data  # the training rows of X on the device, as run_on_dataset trained on them
         module = out.module  # left in its validation-selected state
         train_proba = out.train_proba if out.train_proba is not None else predict_proba(module, data, data.x_train)
         proba = np.empty((n, len(classes)), dtype=np.float32)
+        proba[train_idx] = train_proba.detach().float().cpu().numpy()  # every row when nothing is held out
         if len(val_idx):
-            proba[train_idx] = train_proba.detach().float().cpu().numpy()
             proba[val_idx] = predict_proba(module, data, data.x_val).detach().float().cpu().numpy()
-        else:
-            proba[:] = train_proba.detach().float().cpu().numpy()
 
         self.module_ = module
         self._device = data.device
@@ -390,8 +398,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         self.transition_matrices_ = out.transitions
         self.label_proba_ = proba
         self.labels_ = classes[proba.argmax(1)]
-        t, _ = worker_matrices(out.transitions, ann, proba)
-        self.worker_quality_ = worker_accuracy_estimate(t, proba.mean(0))
+        self.worker_matrices_, _ = worker_matrices(out.transitions, ann, proba)
+        self.worker_quality_ = worker_accuracy_estimate(self.worker_matrices_, proba.mean(0))
         self.history_ = metrics["history"]
         self.metrics_ = metrics
         best = metrics.get("best_epoch")

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .plots import _plt
+from .plots import _plt, memorization_curves, stage_histories
 
-__all__ = ["FitPage", "render_fit_html", "stage_histories", "doubtful_items", "png_data_uri"]
+__all__ = ["FitPage", "render_fit_html", "doubtful_items", "png_data_uri", "thumbnails_from_files"]
 
 #: The colour of each training stage in the curves.
 STAGE_COLOURS = {"teacher": "#1f77b4", "student": "#d62728", "stage2": "#2ca02c"}
@@ -46,7 +46,7 @@ class FitPage:
     item_ids: np.ndarray
     """Original ids of the N items."""
     workers: pd.DataFrame
-    """``workers.csv``: ``worker, n_labels, accuracy_estimate, agreement, T_<class>...``."""
+    """``workers.csv``: ``worker, n_labels, accuracy_estimate, agreement, diag_<class>...``."""
     matrices: np.ndarray
     """(M, K, K) worker matrices."""
     matrices_source: str
@@ -65,8 +65,6 @@ class FitPage:
     """PNG bytes of item ``i``'s picture, for image items."""
     files: dict[str, str] = field(default_factory=dict)
     """Output file name → what it holds."""
-    n_predicted: int = 0
-    """Rows of ``predictions.csv``."""
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -79,16 +77,6 @@ def png_data_uri(fig: Any, dpi: int = 110) -> str:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def stage_histories(metrics: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], int | None]]:
-    """``(stage, history, best epoch)`` of each trained stage: KD-Crowd's ``teacher``,
-    ``student`` and ``stage2``, or the one history of a single-stage method."""
-    stages = metrics.get("stages") or {}
-    if stages:
-        return [(name, rec.get("history") or [], rec.get("best_epoch")) for name, rec in stages.items() if rec.get("history")]
-    hist = metrics.get("history") or []
-    return [(str(metrics.get("method", "training")), hist, metrics.get("best_epoch"))] if hist else []
 
 
 def doubtful_items(proba: np.ndarray, ann: Any, n: int = 24) -> np.ndarray:
@@ -113,7 +101,7 @@ def _crowd_votes(ann: Any, classes: np.ndarray, items: np.ndarray) -> list[str]:
 
 
 def _curves_figure(metrics: dict[str, Any]) -> Any | None:
-    stages = stage_histories(metrics)
+    stages = [s for s in stage_histories(metrics) if s[1]]
     if not stages:
         return None
     plt = _plt()
@@ -139,15 +127,13 @@ def _curves_figure(metrics: dict[str, Any]) -> Any | None:
 
 
 def _memorization_figure(metrics: dict[str, Any]) -> Any | None:
-    from .plots import memorization_curves
-
-    curves = memorization_curves(metrics, label="")
+    curves = memorization_curves(metrics)
     if not curves:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     for name, ep, mu, _sd in curves:
-        stage = name.split(": ")[-1] if name else str(metrics.get("method"))
+        stage = name.split(": ")[-1]  # a KD-Crowd stage, or the method
         ax.plot(ep, mu, color=STAGE_COLOURS.get(stage), label=stage, marker=".")
     ax.set(xlabel="epoch", ylabel="share reproduced", title="memorization of suspect labels", ylim=(0, 1))
     ax.legend(fontsize=8)
@@ -177,10 +163,9 @@ def _quality_figure(workers: pd.DataFrame) -> Any:
     if m <= 60:
         fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.16 * m + 0.8)))
         y = np.arange(m)
-        bars = ax.barh(y, ranked["accuracy_estimate"], color=plt.cm.viridis(np.clip(np.log1p(ranked["n_labels"]) / np.log1p(max(1, ranked["n_labels"].max())), 0, 1)))
+        ax.barh(y, ranked["accuracy_estimate"], color=plt.cm.viridis(np.clip(np.log1p(ranked["n_labels"]) / np.log1p(max(1, ranked["n_labels"].max())), 0, 1)))
         ax.set_yticks(y, [f"{w} ({n})" for w, n in zip(ranked["worker"], ranked["n_labels"])], fontsize=7)
         ax.set(xlabel="estimated accuracy", xlim=(0, 1), title="workers ranked (labels in brackets; colour: more labels = yellower)")
-        del bars
     else:  # many workers: accuracy against how much each worker labelled
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
         ax.scatter(ranked["n_labels"], ranked["accuracy_estimate"], s=10, alpha=0.6)
@@ -310,12 +295,13 @@ def render_fit_html(page: FitPage) -> str:
     add("<h2>Training</h2>")
     fig = _curves_figure(m)
     if fig is not None:
-        add(_figure(png_data_uri(fig), page.selection_text or "Training loss and validation agreement per epoch; stages are drawn one after another.", "training curves"))
+        add(_figure(png_data_uri(fig), page.selection_text, "training curves"))
     else:
         add("<p>This method trains no network on the crowd labels.</p>")
     fig = _memorization_figure(m)
     if fig is not None:
-        add(_figure(png_data_uri(fig), "Memorization: of the crowd labels that disagree with the Dawid–Skene labels of all crowd labels (the best label-only estimate of the truth), the share the network reproduces, mean over workers. A curve that climbs late is the network learning the workers' mistakes; a robust method keeps it low.", "memorization"))
+        reference = _e(m.get("reference_labels", "memorization is measured against the true labels"))
+        add(_figure(png_data_uri(fig), f"Memorization: of the crowd labels that disagree with the reference labels, the share the network reproduces, mean over workers ({reference}). A curve that climbs late is the network learning the workers' mistakes; a robust method keeps it low.", "memorization"))
 
     add("<h2>Labels</h2>")
     series = {"final labels": np.bincount(final[annotated], minlength=k), "majority vote": np.bincount(mv[annotated], minlength=k)}
@@ -346,7 +332,7 @@ def render_fit_html(page: FitPage) -> str:
             if data:
                 img = f'<img src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}" alt="item {_e(page.item_ids[i])}">'
         conf = float(proba[i, top[0]])
-        runner_up = f"{_e(classes[top[1]])} {proba[i, top[1]]:.2f}" if k > 1 else ""
+        runner_up = f"{_e(classes[top[1]])} {proba[i, top[1]]:.2f}"  # K >= 2: fit refuses a single class
         tiles.append(f'<div class="item">{img}<div class="id">{_e(page.item_ids[i])}</div><div><b>{_e(classes[top[0]])}</b> {conf:.2f} · {runner_up}</div><div class="bar"><i style="width:{100 * (1 - conf):.0f}%"></i></div><div>crowd: {_e(v)}</div></div>')
     add(f"<p>The {len(idx)} labelled items whose final label is least certain — worth a second look by a person. The red bar is the doubt (1 − confidence).</p>")
     add("<div class='items'>" + "".join(tiles) + "</div>")
@@ -361,19 +347,23 @@ def render_fit_html(page: FitPage) -> str:
 
 
 def thumbnails_from_files(files: Sequence[Any], size: int = 96) -> Callable[[int], bytes | None]:
-    """A :attr:`FitPage.thumbnail` reading item ``i``'s picture from ``files[i]`` (``None``
-    when the file cannot be read any more)."""
+    """A :attr:`FitPage.thumbnail` reading item ``i``'s picture from ``files[i]``, converted
+    to RGB as for training (``kdcrowd.data.items._rgb``: 16-bit grayscale scaled, not
+    clipped); ``None`` when the file
+    cannot be read any more."""
     from PIL import Image
+
+    from ..data.items import _rgb
 
     def thumb(i: int) -> bytes | None:
         try:
             with Image.open(files[i]) as im:
-                im = im.convert("RGB")
+                im = _rgb(im)
                 im.thumbnail((size, size))
                 buf = io.BytesIO()
                 im.save(buf, format="PNG")
                 return buf.getvalue()
-        except (OSError, ValueError):
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # as load_images: PIL raises all of these for broken files
             return None
 
     return thumb

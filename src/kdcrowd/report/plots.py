@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_memorization", "plot_workers", "plot_expertise_gap", "load_run", "memorization_curves"]
+__all__ = ["plot_memorization", "plot_workers", "plot_expertise_gap", "load_run", "memorization_curves", "stage_histories"]
 
 
 def _plt() -> Any:
@@ -40,22 +40,29 @@ def load_run(run_dir: str | Path | dict[str, Any]) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
+def stage_histories(metrics: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], int | None]]:
+    """``(stage, history, best epoch)`` of each trained stage of a run: KD-Crowd's
+    ``teacher``, ``student`` and ``stage2`` (the top level then repeats the final stage),
+    or the one history of a single-stage method, named after the method."""
+    stages = metrics.get("stages") or {}
+    if stages:
+        return [(name, rec.get("history") or [], rec.get("best_epoch")) for name, rec in stages.items()]
+    return [(str(metrics.get("method", "run")), metrics.get("history") or [], metrics.get("best_epoch"))]
+
+
 def memorization_curves(metrics: dict[str, Any], label: str | None = None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(label, epochs, mean, std) of every history in a run that records memorization."""
+    """(label, epochs, mean, std) of every history in a run that records memorization;
+    stages are labelled ``"<label>: <stage>"``."""
     base = label or metrics.get("method", "run")
+    staged = bool(metrics.get("stages"))
     out = []
-    histories = [(base, metrics.get("history", []))]
-    for stage, rec in (metrics.get("stages") or {}).items():
-        histories.append((f"{base}: {stage}", rec.get("history", [])))
-    if metrics.get("stages"):
-        histories = histories[1:]  # the top level repeats the final stage
-    for name, hist in histories:
+    for stage, hist, _ in stage_histories(metrics):
         rows = [h for h in hist if h.get("memorization_mean") is not None]
         if rows:
             ep = np.array([h["epoch"] for h in rows], dtype=float)
             mu = np.array([h["memorization_mean"] for h in rows], dtype=float)
             sd = np.array([h["memorization_std"] for h in rows], dtype=float)
-            out.append((name, ep, mu, sd))
+            out.append((f"{base}: {stage}" if staged else base, ep, mu, sd))
     return out
 
 

@@ -70,33 +70,36 @@ def worker_matrices(transitions: np.ndarray | None, ann: Any, proba: np.ndarray)
     rows without any mass (a class the worker never met) are uniform.
     """
     if transitions is not None:
-        return np.asarray(transitions, dtype=np.float64), "estimated by the method"
+        return np.asarray(transitions, dtype=np.float64), MATRIX_SOURCES[True]
     k = ann.n_classes
     counts = np.zeros((ann.n_workers, k, k))
     np.add.at(counts, (ann.worker, slice(None), ann.label), np.asarray(proba, dtype=np.float64)[ann.item])
     total = counts.sum(-1, keepdims=True)
     t = np.where(total > 0, counts / np.where(total > 0, total, 1.0), 1.0 / k)
-    return t, "the workers' labels against the final label distribution (the method estimates no worker matrices)"
+    return t, MATRIX_SOURCES[False]
 
 
-def worker_table(t: np.ndarray, ann: Any, proba: np.ndarray) -> pd.DataFrame:
+#: Where :func:`worker_matrices` takes the matrices from: the method's estimate (``True``) or not.
+MATRIX_SOURCES = {True: "estimated by the method", False: "the workers' labels against the final label distribution (the method estimates no worker matrices)"}
+
+
+def worker_table(t: np.ndarray, ann: Any, proba: np.ndarray, accuracy: np.ndarray) -> pd.DataFrame:
     """``workers.csv``: ``worker,n_labels,accuracy_estimate,agreement,diag_<class>...`` in
     worker order.
 
-    ``accuracy_estimate`` is :func:`kdcrowd.metrics.worker_accuracy_estimate` with the
-    prior ``proba.mean(0)``; ``agreement`` is the fraction of the worker's labels equal to
-    ``proba.argmax(1)`` of the item (NaN for a worker without labels); ``diag_<class>`` is
-    ``T_m[k, k]``, the chance that the worker recognises class k.
+    ``accuracy`` (M,) is the estimated accuracy (the estimator's ``worker_quality_``,
+    :func:`kdcrowd.metrics.worker_accuracy_estimate` of ``t``); ``agreement`` is the
+    fraction of the worker's labels equal to ``proba.argmax(1)`` of the item (NaN for a
+    worker without labels); ``diag_<class>`` is ``T_m[k, k]``, the chance that the worker
+    recognises class k.
     """
-    from ..metrics import worker_accuracy_estimate
-
     m = t.shape[0]
     proba = np.asarray(proba, dtype=np.float64)
     n = ann.labels_per_worker()
     agree_counts = np.bincount(ann.worker, weights=(ann.label == proba.argmax(1)[ann.item]).astype(float), minlength=m)
     with np.errstate(invalid="ignore", divide="ignore"):
         agree = np.where(n > 0, agree_counts / np.maximum(n, 1), np.nan)
-    cols: dict[str, Any] = {"worker": np.asarray(ann.worker_ids), "n_labels": n, "accuracy_estimate": worker_accuracy_estimate(t, proba.mean(0)), "agreement": agree}
+    cols: dict[str, Any] = {"worker": np.asarray(ann.worker_ids), "n_labels": n, "accuracy_estimate": np.asarray(accuracy, dtype=np.float64), "agreement": agree}
     diag = np.diagonal(t, axis1=1, axis2=2)
     for j, c in enumerate(np.asarray(ann.classes)):
         cols[f"diag_{c}"] = diag[:, j]
@@ -309,8 +312,9 @@ def write_fit_outputs(
             pred_ids.append(np.asarray(predict[0]))
             pred_proba.append(np.asarray(predict[1]))
         label_frame(np.concatenate(pred_ids), clf.classes_, np.concatenate(pred_proba)).to_csv(tmp / "predictions.csv", index=False)
-        t, source = worker_matrices(clf.transition_matrices_, ann, proba)
-        workers = worker_table(t, ann, proba)
+        t = clf.worker_matrices_
+        source = MATRIX_SOURCES[clf.transition_matrices_ is not None]
+        workers = worker_table(t, ann, proba, clf.worker_quality_)
         workers.to_csv(tmp / "workers.csv", index=False)
         save_matrices(tmp / "transition_matrices.npz", t, ann)
         save_model(tmp / "model.pt", clf)
@@ -318,7 +322,7 @@ def write_fit_outputs(
         page = FitPage(
             metrics=clf.metrics_, classes=np.asarray(clf.classes_), proba=proba, annotations=ann, item_ids=ids, workers=workers, matrices=t,
             matrices_source=source, items_description=items_description, settings=settings, method_text=_method_text(clf),
-            selection_text=_selection_text(clf), gold=gold, thumbnail=thumbnail, files=FILES, n_predicted=int(sum(len(p) for p in pred_ids)),
+            selection_text=_selection_text(clf), gold=gold, thumbnail=thumbnail, files=FILES,
         )
         (tmp / "report.html").write_text(render_fit_html(page), encoding="utf-8")
         paths: dict[str, Path] = {}
