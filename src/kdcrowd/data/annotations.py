@@ -215,14 +215,6 @@ def _integer_values(series: pd.Series, show: Mapping[str, Any] | None = None) ->
         v = series.to_numpy()
     elif pd.api.types.is_float_dtype(dtype):
         v = series.to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(v) | (v != np.round(v)))
-        if bad.size:
-            raise _fail_rows(
-                "non-integer numeric labels",
-                bad,
-                show,
-                "Labels must be integer class indices or class names (strings).",
-            )
     elif dtype == object and pd.api.types.infer_dtype(series, skipna=False) == "integer":
         v = series.to_numpy()  # python ints, possibly beyond int64
     elif dtype == object and pd.api.types.infer_dtype(
@@ -232,23 +224,56 @@ def _integer_values(series: pd.Series, show: Mapping[str, Any] | None = None) ->
         return _integer_values(series.astype(np.float64), show)
     else:
         return None
+    _check_class_indices(
+        v, show,
+        non_integer=("non-integer numeric labels",
+                     "Labels must be integer class indices or class names (strings)."),
+        negative=("negative labels",
+                  "Integer labels must be class indices 0..K-1; drop rows that encode 'no "
+                  "answer' with a negative value, or pass classes=[...]."),
+        too_large=("integer labels as large as",
+                   "Pass classes=[...] explicitly (or give class names as text)."),
+    )
+    return v.astype(np.int64)
+
+
+def _check_class_indices(
+    v: np.ndarray,
+    where: Mapping[str, Any],
+    *,
+    non_integer: tuple[str, str],
+    negative: tuple[str, str],
+    too_large: tuple[str, str] | None,
+    what: str = "row",
+    number: bool = True,
+) -> None:
+    """Raise unless the values ``v`` can be inferred class indices: whole numbers (checked
+    for float arrays only), none negative and, unless ``too_large`` is None (a declared
+    class list), all below :data:`_MAX_INFERRED_CLASSES`.
+
+    Each check is made on the values as given, before any cast (``1e300``, a uint64 above
+    ``2**63`` or a python int beyond int64 would wrap around), and raises one
+    :func:`_fail_rows` error naming the offending positions of ``v`` with the columns
+    ``where``. ``non_integer`` and ``negative`` are ``(problem, fix)``; ``too_large`` is
+    ``(subject, fix)``, the problem reading "<subject> <max> would make more than ...".
+    ``what`` / ``number`` are passed on to :func:`_fail_rows`.
+    """
+    if v.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(v) | (v != np.round(v)))
+        if bad.size:
+            raise _fail_rows(non_integer[0], bad, where, non_integer[1], what=what, number=number)
     neg = np.flatnonzero(v < 0)
     if neg.size:
-        raise _fail_rows(
-            "negative labels", neg, show,
-            "Integer labels must be class indices 0..K-1; drop rows that "
-            "encode 'no answer' with a negative value, or pass classes=[...].",
-        )
-    top = v.max()
-    if top >= _MAX_INFERRED_CLASSES:
-        raise _fail_rows(
-            f"integer labels as large as {_fmt(top)} would make more than "
-            f"{_MAX_INFERRED_CLASSES} classes (0..max), the most allowed without a "
-            "declared class list",
-            np.flatnonzero(v >= _MAX_INFERRED_CLASSES), show,
-            "Pass classes=[...] explicitly (or give class names as text).",
-        )
-    return v.astype(np.int64)
+        raise _fail_rows(negative[0], neg, where, negative[1], what=what, number=number)
+    if too_large is not None:
+        top = v.max()
+        if top >= _MAX_INFERRED_CLASSES:
+            raise _fail_rows(
+                f"{too_large[0]} {_fmt(top)} would make more than {_MAX_INFERRED_CLASSES} "
+                "classes (0..max), the most allowed without a declared class list",
+                np.flatnonzero(v >= _MAX_INFERRED_CLASSES), where, too_large[1],
+                what=what, number=number,
+            )
 
 
 def _numeric_keys(keys: Sequence[Any]) -> np.ndarray:
@@ -916,35 +941,19 @@ class Annotations:
             )
         vals = arr[rows, cols]
         where = {"row": rows, "column": cols, "value": vals}
-        if kind == "f":
-            bad = np.flatnonzero(~np.isfinite(vals) | (vals != np.round(vals)))
-            if bad.size:
-                raise _fail_rows(
-                    "non-integer values in the wide matrix", bad, where,
-                    f"Entries must be integer class indices, {missing!r} or NaN (missing).",
-                    what="entry", number=False,
-                )
-        # range checks on the values as given, before the int64 cast (1e300 or a uint64
-        # above 2**63 would wrap around)
-        neg = np.flatnonzero(vals < 0)
-        if neg.size:
-            raise _fail_rows(
-                f"negative values other than missing={missing!r}", neg, where,
-                "Entries must be class indices 0..K-1; pass missing=<your code for no "
-                "label>.", what="entry", number=False,
-            )
+        _check_class_indices(
+            vals, where,
+            non_integer=("non-integer values in the wide matrix",
+                         f"Entries must be integer class indices, {missing!r} or NaN (missing)."),
+            negative=(f"negative values other than missing={missing!r}",
+                      "Entries must be class indices 0..K-1; pass missing=<your code for no "
+                      "label>."),
+            too_large=None if classes is not None else (
+                "the largest entry", "Pass classes=[...] explicitly (or check `missing`)."),
+            what="entry", number=False,
+        )
         if classes is None:
-            top = vals.max()
-            if top >= _MAX_INFERRED_CLASSES:
-                raise _fail_rows(
-                    f"the largest entry {_fmt(top)} would make more than "
-                    f"{_MAX_INFERRED_CLASSES} classes (0..max), the most allowed without a "
-                    "declared class list",
-                    np.flatnonzero(vals >= _MAX_INFERRED_CLASSES), where,
-                    "Pass classes=[...] explicitly (or check `missing`).",
-                    what="entry", number=False,
-                )
-            class_arr = np.arange(int(top) + 1, dtype=np.int64)
+            class_arr = np.arange(int(vals.max()) + 1, dtype=np.int64)
         else:
             class_arr = _as_id_array(classes, "classes")
             big = np.flatnonzero(vals >= class_arr.size)
