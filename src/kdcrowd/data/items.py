@@ -459,9 +459,7 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     if na.size:
         raise ValueError(f"label file {path}: missing item or label in row(s) {_listing(na.tolist(), na.size)}; fill them in or drop those rows")
     known = _as_text(pd.Series(list(item_ids), dtype=object))
-    repeated = known.duplicated(keep=False).to_numpy()
-    if repeated.any():
-        raise ValueError(f"item ids must be unique, but {_listing(sorted(set(known[repeated].tolist())))} appear more than once (compared as text); pass each item once")
+    _check_ids(known.to_numpy(dtype=object), "item ids (compared as text)")
     pos = pd.Index(known.to_numpy(dtype=object)).get_indexer(it.to_numpy(dtype=object))
     bad = np.flatnonzero(pos < 0)
     if bad.size:
