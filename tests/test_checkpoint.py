@@ -125,6 +125,20 @@ def digits() -> Any:
 # ----------------------------------------------------------------------------- fit
 
 
+def test_without_validation_the_best_state_is_not_saved_twice(tmp_path: Path) -> None:
+    """No validation data: the last epoch is the best, so the checkpoint holds the weights once."""
+    data, make = _feature_task()
+    data = DeviceData(data.x_train.cpu().numpy(), None, None, None, None, torch.device("cpu"))
+    config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, progress=False)
+    plain = fit(make(), data, config)
+    ck = replace(config, checkpoint=str(tmp_path / "fit.pt"))
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), data, ck, [_stop_at(2)])
+    saved = torch.load(ck.checkpoint, weights_only=True)
+    assert saved["log"]["best_epoch"] == 2 and "best_state" not in saved["log"]
+    _assert_same_fit(fit(make(), data, ck), plain)
+
+
 @pytest.mark.parametrize("task", [_feature_task, _image_task], ids=["mlp-dropout", "cnn-augment"])
 def test_fit_resumed_after_an_interrupt_equals_the_uninterrupted_fit(task: Any, tmp_path: Path) -> None:
     data, make = task()

@@ -34,6 +34,7 @@ from .methods import (
     crowd_model_class,
     crowd_outputs,
     evaluate_output,
+    module_digest,
     padded_annotations,
     standard_callbacks,
 )
@@ -250,8 +251,6 @@ class KDCrowd:
         """What the stages depend on beyond the run configuration: this framework's settings
         (a module or class by its type name and, for a teacher module, its initial state) and
         a pre-trained teacher's state, for :class:`~kdcrowd.methods.StageCheckpoints`."""
-        from .methods import module_digest
-
         def plain(v: Any) -> Any:
             if isinstance(v, nn.Module):
                 return {"module": type(v).__qualname__, "digest": module_digest(v)}

@@ -33,12 +33,14 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+def atomic_file(path: str | os.PathLike[str], mode: str = "w", durable: bool = False) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on a clean exit it is renamed onto ``path``.
 
     An exception (or an interrupt) inside the block deletes the temporary file and leaves
     ``path`` as it was, so readers never see half a file. The file gets the permissions a
     plain ``open`` would give it (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``.
+    ``durable``: the data reach the disk (fsync) before the rename, so a machine that goes
+    down right after still has the new file whole (checkpoints).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +48,9 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
@@ -53,7 +58,7 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
         raise
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON atomically (see :func:`atomic_file`), so an interrupted run never leaves half a file."""
-    with atomic_file(path) as f:
+def write_json(path: str | os.PathLike[str], obj: Any, durable: bool = False) -> None:
+    """Write JSON atomically (see :func:`atomic_file`, ``durable`` too), so an interrupted run never leaves half a file."""
+    with atomic_file(path, durable=durable) as f:
         json.dump(obj, f, indent=2, default=json_default)

@@ -301,7 +301,7 @@ class StageCheckpoints:
             return
         from .io import write_json
 
-        write_json(self.dir / "state.json", {
+        write_json(self.dir / "state.json", durable=True, obj={
             "method": self.method,
             "stages": self.stages,
             "stage": self.current,
@@ -354,7 +354,7 @@ def _differences(a: Any, b: Any, path: str = "") -> list[str]:
 
 
 def memorization_callback(
-    ds: Any, data: DeviceData, config: TrainConfig, key: str = "memorization", pseudo: np.ndarray | None = None
+    ds: Any, data: DeviceData, config: TrainConfig, key: str = "memorization", pseudo: np.ndarray | None = None, y: np.ndarray | None = None
 ) -> Callable[[int, nn.Module, dict[str, Any]], None]:
     """Per-epoch memorization of the workers' wrong labels by the true-label predictor (SPEC §5).
 
@@ -362,11 +362,12 @@ def memorization_callback(
     predictions); the same prediction pass then also records ``pseudo_memorization``, the
     fraction of wrong pseudo-labels the module reproduces.
 
-    Without training ground truth, ``ds.y_reference`` (e.g. the Dawid–Skene labels of a
-    user's crowd) stands in for it, and ``train_accuracy`` is not recorded."""
+    ``y``: the reference labels (default ``ds.y_train``). Without training ground truth,
+    ``ds.y_reference`` (e.g. the Dawid–Skene labels of a user's crowd) stands in for it
+    (:func:`standard_callbacks` passes it), and ``train_accuracy`` is not recorded."""
     ann = ds.annotations
     truth = ds.y_train is not None
-    y = ds.y_train if truth else ds.y_reference
+    y = ds.y_train if y is None else y
 
     def cb(epoch: int, module: nn.Module, record: dict[str, Any]) -> None:
         pred = predict_proba(module, data, data.x_train, config).argmax(1).cpu().numpy()
@@ -411,7 +412,7 @@ def standard_callbacks(
     cbs: list[Callable[[int, nn.Module, dict[str, Any]], None]] = []
     reference = ds.y_train if ds.y_train is not None else getattr(ds, "y_reference", None)
     if cfg.track_memorization and reference is not None and ds.annotations is not None:
-        cbs.append(memorization_callback(ds, data, cfg.train, pseudo=pseudo))
+        cbs.append(memorization_callback(ds, data, cfg.train, pseudo=pseudo, y=reference))
     if cfg.progress_file:
         cbs.append(progress_callback(cfg.progress_file, stage or cfg.method))
     return cbs

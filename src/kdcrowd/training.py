@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 import pickle
 import random
 import time
@@ -419,15 +418,25 @@ class EpochLog:
         return record
 
     def state(self) -> dict[str, Any]:
-        """What :meth:`restore` needs to continue: history, best score, best epoch and best state."""
-        return {"history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch, "best_state": self.best_state}
+        """What :meth:`restore` needs to continue: history, best score, best epoch and best
+        state. The best state is left out while the last epoch is the best (always so
+        without validation data): it is the module's own state, saved beside it."""
+        state = {"history": self.history, "best_score": self.best_score, "best_epoch": self.best_epoch}
+        if self.best_epoch != len(self.history):
+            state["best_state"] = self.best_state
+        return state
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a :meth:`state` (its best state is moved to the module's device)."""
+        """Continue from a :meth:`state`, with the module already in its saved state (the
+        best state is moved to the module's device, or copied from the module when the last
+        epoch was the best)."""
         device = next((t.device for t in self.module.state_dict().values()), None)
         self.history = list(state["history"])
         self.best_score, self.best_epoch = float(state["best_score"]), int(state["best_epoch"])
-        self.best_state = {k: v.to(device) if device is not None else v for k, v in state["best_state"].items()}
+        if "best_state" in state:
+            self.best_state = {k: v.to(device) if device is not None else v for k, v in state["best_state"].items()}
+        else:
+            self.best_state = _state_copy(self.module)
 
     def result(self, seconds: float, config: TrainConfig) -> FitResult:
         """The :class:`FitResult`; the final state stands in for the best when no epoch ran."""
@@ -706,12 +715,10 @@ def _write_checkpoint(
             "log": _plain(log.state()),
             "rng": every_rng,
         }
-        with atomic_file(path, "wb") as f:
+        with atomic_file(path, "wb", durable=True) as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-    if config.distributed:
-        D.barrier()
+    if config.distributed and epochs == config.epochs:  # the last write must be complete before fit returns;
+        D.barrier()  # earlier ones are waited for by the next epoch's gradient all-reduce
 
 
 def _read_checkpoint(path: Path, fingerprint: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
