@@ -400,12 +400,8 @@ def _ids_from_text(series: pd.Series) -> pd.Series:
     text = series.str.strip()
     if text.isna().any() or text.empty:
         return text  # from_long reports the missing ids
-    if bool(text.str.fullmatch(_CANONICAL_INT).all()):
-        try:
-            return pd.Series(text.to_numpy(dtype=object).astype(np.int64), index=text.index)
-        except (OverflowError, ValueError):
-            pass  # an integer beyond int64: every id stays text
-    return text.astype(object)
+    ids = _numeric_keys(text.tolist())
+    return pd.Series(ids, index=text.index, dtype=ids.dtype)  # object stays object, not str
 
 
 def _separator_hint(columns: Sequence[Any]) -> str:
