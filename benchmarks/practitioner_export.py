@@ -13,7 +13,8 @@ crowds (the acceptance run of the practitioner's door).
 ``--truth``), ``new_images/`` (the data set's test items, no crowd labels) and
 ``new_truth.csv``. ``score`` prints the accuracy of a fit's ``labels.csv`` and
 ``predictions.csv`` against those truths, and writes it as JSON with ``--json``;
-``summary`` averages score files named ``<setting>_seed<N>.json`` over seeds.
+``summary`` averages score files named ``<setting>_seed<N>.json`` over seeds; ``run``
+does fit, score and ``kdcrowd predict`` in one go and adds the commands' wall times.
 """
 
 from __future__ import annotations
@@ -77,6 +78,38 @@ def score(export_dir: Path, fit_dir: Path) -> dict[str, float | int]:
     }
 
 
+def run(export_dir: Path, fit_dir: Path, fit_args: list[str], device: str) -> dict[str, float | int]:
+    """``kdcrowd fit`` on an exported data set (its images, answers, new images and truths)
+    with ``fit_args``, then ``kdcrowd predict`` on the new images with the saved model:
+    the :func:`score` plus the wall time of each whole command (Python start, image
+    decoding and report included) and how far ``predict`` agrees with the fit's own
+    ``predictions.csv``."""
+    import subprocess
+    import time
+
+    cmd = [sys.executable, "-m", "kdcrowd"]
+    t0 = time.perf_counter()
+    subprocess.run([*cmd, "fit", "--annotations", str(export_dir / "answers.csv"), "--images", str(export_dir / "images"),
+                    "--predict-images", str(export_dir / "new_images"), "--truth", str(export_dir / "truth.csv"), "--device", device,
+                    "--quiet", "--out", str(fit_dir), *fit_args], check=True)
+    t1 = time.perf_counter()
+    size = str(json.loads((fit_dir / "run.json").read_text())["settings"]["image_size"])
+    pred_file = fit_dir / "predict_check.csv"
+    subprocess.run([*cmd, "predict", "--model", str(fit_dir / "model.pt"), "--images", str(export_dir / "new_images"), "--device", device, "--out", str(pred_file)], check=True)
+    t2 = time.perf_counter()
+    a, b = pd.read_csv(pred_file, dtype={"item": str}), pd.read_csv(fit_dir / "predictions.csv", dtype={"item": str})
+    b = b[b["item"].isin(a["item"])].set_index("item").loc[a["item"]]
+    p_cols = [c for c in a.columns if c.startswith("p_")]
+    return {
+        **score(export_dir, fit_dir),
+        "image_size": int(size),
+        "fit_wall_seconds": t1 - t0,
+        "predict_wall_seconds": t2 - t1,
+        "predict_same_label": float((a["label"].to_numpy() == b["label"].to_numpy()).mean()),
+        "predict_max_abs_probability_difference": float(np.abs(a[p_cols].to_numpy() - b[p_cols].to_numpy()).max()),
+    }
+
+
 def summary(files: list[Path]) -> dict[str, dict[str, float | int]]:
     """Mean and std over seeds of ``score`` files named ``<setting>_seed<N>.json``, per setting."""
     groups: dict[str, list[dict[str, float]]] = {}
@@ -105,6 +138,12 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("export_dir", type=Path)
     s.add_argument("fit_dir", type=Path)
     s.add_argument("--json", type=Path, default=None)
+    r = sub.add_parser("run", help="kdcrowd fit + score + kdcrowd predict on an exported data set, timed (extra fit options after --)")
+    r.add_argument("export_dir", type=Path)
+    r.add_argument("fit_dir", type=Path)
+    r.add_argument("--device", default="auto")
+    r.add_argument("--json", type=Path, default=None)
+    r.add_argument("fit_args", nargs=argparse.REMAINDER)
     m = sub.add_parser("summary", help="mean and std over seeds of score files named <setting>_seed<N>.json")
     m.add_argument("files", type=Path, nargs="+")
     m.add_argument("--json", type=Path, default=None)
@@ -112,7 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.cmd == "export":
         print(json.dumps(export(a.dataset, a.data_root, a.out, a.limit_new)))
         return
-    res = score(a.export_dir, a.fit_dir) if a.cmd == "score" else summary(a.files)
+    if a.cmd == "run":
+        res = run(a.export_dir, a.fit_dir, [x for x in a.fit_args if x != "--"], a.device)
+    else:
+        res = score(a.export_dir, a.fit_dir) if a.cmd == "score" else summary(a.files)
     print(json.dumps(res, indent=1))
     if a.json:
         from kdcrowd.io import write_json

@@ -170,7 +170,7 @@ def test_fit_model_file_reproduces_the_labels(fitted: dict, tmp_path: Path) -> N
     every = all_labels(fitted["out"]).iloc[:N_ITEMS]
     np.testing.assert_allclose(proba, every[P_COLS].to_numpy(), atol=1e-4)
     # `kdcrowd predict` gives the same file for the same items
-    r = runner.invoke(app, ["predict", "--model", str(fitted["out"] / "model.pt"), "--features", str(fitted["root"] / "X.csv"), "--out", str(tmp_path / "p.csv")])
+    r = runner.invoke(app, ["predict", "--model", str(fitted["out"] / "model.pt"), "--features", str(fitted["root"] / "X.csv"), "--device", "auto", "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
     pred = pd.read_csv(tmp_path / "p.csv")
     assert pred["item"].tolist() == fitted["ids"].tolist() and list(pred.columns) == ["item", "label", "confidence", *P_COLS]

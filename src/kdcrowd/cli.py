@@ -482,7 +482,7 @@ def predict(
     images: Optional[Path] = typer.Option(None, help="Folder of images (resized as in training)."),
     item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: one item id per line."),
     image_ids: str = typer.Option("stem", help="Item id of an image: stem, name or path."),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Label new items with a classifier trained by `kdcrowd fit`."""
     from rich.markup import escape

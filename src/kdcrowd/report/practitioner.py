@@ -186,15 +186,20 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     """Rebuild the classifier saved by :func:`save_model`.
 
     Returns ``predict_proba(X) -> (N, K)`` numpy probabilities (columns in the order of the
-    file's ``classes``, also its attribute ``classes``; ``item_shape`` is the shape of one item) for float features ``(N, D)`` or uint8 RGB images ``(N, H, W, 3)``
-    of the training size (:func:`kdcrowd.data.items.read_image_folder` with
-    ``size=item_shape[0]`` reads new ones).
+    file's ``classes``, also its attribute ``classes``; ``item_shape`` is the shape of one
+    item) for float features ``(N, D)`` or uint8 RGB images ``(N, H, W, 3)`` of the
+    training size (:func:`kdcrowd.data.items.read_image_folder` with
+    ``size=item_shape[0]`` reads new ones). ``device``: as everywhere
+    (:func:`kdcrowd.training.resolve_device`; ``auto`` is CUDA when there is one).
     """
+    import pickle
+
     import torch
 
     from ..models.backbones import build_backbone
+    from ..training import resolve_device
 
-    import pickle
+    device = resolve_device(device)
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"model file not found: {path}; give the model.pt that `kdcrowd fit --out DIR` wrote into DIR")
