@@ -1056,11 +1056,6 @@ class Annotations:
         if lab_kind == "string" and bool(lab_s.dropna().str.fullmatch(_CANONICAL_INT).all()):
             lab_s = pd.Series(_numeric_keys(lab_s.dropna().tolist()),
                               index=lab_s.dropna().index).reindex(lab_s.index)
-        elif lab_kind == "mixed-integer" and all(_is_int_label(v) for v in lab_s.dropna()):
-            # ints mixed with integer strings (1 and "1"): one class each, not two
-            given = lab_s.dropna()
-            lab_s = pd.Series(_numeric_keys([str(v) for v in given]),
-                              index=given.index).reindex(lab_s.index)
         elif (labels and pd.api.types.infer_dtype(lab_s, skipna=False) == "integer"
               and _fits_int64(lab_s)):
             lab_s = lab_s.astype(np.int64)  # (ints beyond int64 stay python ints)
