@@ -504,14 +504,6 @@ def _index_array(values: Any, name: str) -> np.ndarray:
     if arr.ndim != 1:
         raise AnnotationError(f"`{name}` must be a 1-d array, got shape {arr.shape}.")
     kind = arr.dtype.kind
-    if kind in "iu":
-        big = np.flatnonzero(arr > np.iinfo(np.int64).max) if kind == "u" else np.zeros(0)
-        if big.size:
-            raise _fail_rows(
-                f"values beyond int64 in `{name}`", big, {name: arr},
-                "Dense indices must lie in 0..n-1.", what="position",
-            )
-        return np.array(arr, dtype=np.int64, copy=True)
     if kind == "f":
         nan = np.flatnonzero(~np.isfinite(arr))
         if nan.size:
@@ -519,12 +511,17 @@ def _index_array(values: Any, name: str) -> np.ndarray:
                 f"NaN/inf in `{name}`", nan, {name: arr},
                 "Drop those annotations first.", what="position",
             )
-        big = np.flatnonzero(np.abs(arr) >= 2.0**63)
+    if kind in "uf":  # (int64 holds every int64 value; uint64 and floats may not fit)
+        beyond = arr > np.iinfo(np.int64).max if kind == "u" else np.abs(arr) >= 2.0**63
+        big = np.flatnonzero(beyond)
         if big.size:
             raise _fail_rows(
                 f"values beyond int64 in `{name}`", big, {name: arr},
                 "Dense indices must lie in 0..n-1.", what="position",
             )
+    if kind in "iu":
+        return np.array(arr, dtype=np.int64, copy=True)
+    if kind == "f":
         bad = np.flatnonzero(arr != np.round(arr))
         if bad.size:
             raise _fail_rows(
