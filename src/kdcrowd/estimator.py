@@ -66,7 +66,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         mig_f: f-divergence of Max-MIG's objective.
         worker_lr_scale: learning-rate multiplier of the worker parameters.
         backbone: ``mlp``, ``fastcnn``, ``resnet18``, ``vgg16``, ``labelme-cnn`` or ``auto``
-            (MLP for features, FastCNN for images).
+            (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above:
+            :func:`kdcrowd.models.backbones.default_backbone`).
         epochs, batch_size, lr: optimisation (epochs per stage for ``kdcrowd``).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         random_state: seed of the validation split, the initialisation and the batch order
