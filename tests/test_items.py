@@ -209,3 +209,14 @@ def test_feature_integers_beyond_int64_are_numbers(tmp_path):
     (tmp_path / "y.csv").write_text("item,f\na,1\nb,abc\n")
     with pytest.raises(ValueError, match="column\\(s\\) 'f' are not numeric"):
         read_features(tmp_path / "y.csv")
+
+
+def test_wide_table_keeps_a_worker_column_named_row(tmp_path):
+    # _wide_to_long put a helper column "_row" next to the worker columns before melting:
+    # a worker column named "_row" was overwritten and its labels lost (only worker a came back)
+    (tmp_path / "w.csv").write_text("item,a,_row\ni1,0,1\ni2,1,\ni3,-1,2\n")
+    frame = read_annotation_frame(tmp_path / "w.csv")
+    assert frame.to_numpy().tolist() == [["i1", "a", 0], ["i1", "_row", 1], ["i2", "a", 1], ["i3", "_row", 2]]
+    (tmp_path / "v.csv").write_text("_row,b\n2,\n,0\n")  # no item column: items are the row numbers
+    frame = read_annotation_frame(tmp_path / "v.csv")
+    assert frame.to_numpy().tolist() == [["0", "_row", 2], ["1", "b", 0]]

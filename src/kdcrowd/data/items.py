@@ -405,25 +405,21 @@ def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     labels become integers (a column with gaps is read as float).
     """
     id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
-    workers = [c for c in df.columns if c != id_col]
-    if not workers:
+    pos = [j for j, c in enumerate(df.columns) if c != id_col]
+    if not pos:
         raise ValueError(f"annotation file {path} has no 'worker' and 'label' columns (a long table) and no worker columns (a wide table); write it as item,worker,label rows")
     ids = _as_text(df[id_col]).to_numpy(dtype=object) if id_col else np.arange(len(df)).astype(str).astype(object)
-    wide = df[workers].copy()
-    wide.columns = [str(c) for c in workers]
-    wide.insert(0, "item", ids)
-    wide["_row"] = np.arange(len(wide))
-    long = wide.melt(id_vars=["item", "_row"], var_name="worker", value_name="label")
-    long = long[long["label"].notna()]
-    num = pd.to_numeric(long["label"], errors="coerce")
-    if len(long) and num.notna().all():
+    workers = np.array([str(df.columns[j]) for j in pos], dtype=object)
+    v = df.iloc[:, pos].to_numpy()  # the columns' common dtype: float64 for numbers, object for a mix
+    r, c = np.nonzero(pd.notna(v))  # row-major: item by item, workers in column order
+    label = pd.Series(v[r, c], dtype=v.dtype)
+    num = pd.to_numeric(label, errors="coerce")
+    if len(label) and num.notna().all():
         keep = (num != -1).to_numpy()
-        long, num = long[keep], num[keep]
+        r, c, label, num = r[keep], c[keep], label[keep], num[keep]
         if (num == np.round(num)).all() and (num.abs() < 2**53).all():
-            long = long.assign(label=num.astype(np.int64))
-    order = pd.Series(long["worker"]).map({w: j for j, w in enumerate(wide.columns)}).to_numpy()
-    long = long.assign(_col=order).sort_values(["_row", "_col"], kind="stable")
-    return long[["item", "worker", "label"]].reset_index(drop=True)
+            label = num.astype(np.int64)
+    return pd.DataFrame({"item": ids[r], "worker": workers[c], "label": label.to_numpy()})
 
 
 def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
