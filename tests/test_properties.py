@@ -670,8 +670,7 @@ def test_read_features_with_item_id_file(n_rows, n_ids, tail, blank_inside, dup,
         elif len(lines) != n_rows:
             assert exc is not None
             assert_clean_error(exc)
-            if not (blank_inside and len(lines) >= 2):
-                assert f"{len(ids)} item ids for the {n_rows} rows" in str(exc)
+            assert f"{len(ids)} item ids for the {n_rows} rows" in str(exc)
         else:
             assert exc is None, exc
             assert result[0].tolist() == [s.strip() for s in lines]
