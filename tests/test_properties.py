@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kdcrowd.data.annotations import AnnotationError, Annotations
@@ -487,6 +487,19 @@ def test_from_wide_any_matrix(n, m, dtype, data):
         arr = np.array(values, dtype=object).reshape(n, m)
     missing = data.draw(st.sampled_from([-1, np.nan, 9]))
     a, exc = outcome(Annotations.from_wide, arr, missing=missing)
+
+    def kind(x: Any) -> str:
+        """'missing', 'label' (a class index 0..12) or 'other' (anything else)."""
+        if isinstance(x, (bool, np.bool_, str, np.str_, complex, np.complexfloating)):
+            return "other"
+        f = float(x)
+        if np.isnan(f) or f == missing:
+            return "missing"
+        return "label" if f.is_integer() and 0 <= f <= 12 else "other"
+
+    kinds = {kind(x) for x in arr.ravel().tolist()}
+    if arr.dtype.kind in "iufO" and "label" in kinds and kinds <= {"label", "missing"}:
+        assert exc is None, f"a valid {arr.dtype} matrix failed: {exc}"  # numbers 0..12, missing or NaN
     if a is None:
         return
     assert_consistent(a)
@@ -552,7 +565,19 @@ def test_answers_json_repeated_keys_keep_every_annotation(entries):
 # ----------------------------------------------------------------------------- bad files
 
 
+#: files among the samples below that must load, by suffix (without .gz): one annotation a, b, 1
+VALID_FILES = {
+    ".csv": (b"task,worker,label\na,b,1\n", b"\xef\xbb\xbfitem,worker,label\na,b,1\n"),
+    ".tsv": (b"item\tworker\tlabel\na\tb\t1\n",),
+    ".json": (b'{"a": {"b": 1}}',),
+}
+
+
 @props(60)
+@example(".csv", b"task,worker,label\na,b,1\n")
+@example(".csv.gz", b"\xef\xbb\xbfitem,worker,label\na,b,1\n")
+@example(".tsv", b"item\tworker\tlabel\na\tb\t1\n")
+@example(".json.gz", b'{"a": {"b": 1}}')
 @given(st.sampled_from(SUFFIXES), st.one_of(
     st.binary(max_size=200),
     st.sampled_from([
@@ -561,19 +586,26 @@ def test_answers_json_repeated_keys_keep_every_annotation(entries):
         b"item,worker,label\na,b,1,2\n", b"item,worker,label\na,b,1\nc,d,1,2\n", b"item,worker,label\na,b\n",
         b"item,item,worker,label\na,b,c,1\n", b'item,worker,label\n"a,b,1\n', b"\xef\xbb\xbfitem,worker,label\na,b,1\n",
         "item,worker,label\n\xe9,b,1\n".encode("latin-1"), b"{}", b"[]", b'{"a": 1}', b'{"a": {"w": [1]}}', b"null",
-        b'{"a": {"w": 1}, "a": {"w": 2}}', b"PAR1\x00\x00PAR1",
+        b'{"a": {"w": 1}, "a": {"w": 2}}', b'{"a": {"b": 1}}', b"PAR1\x00\x00PAR1",
     ]),
 ))
 def test_any_file_fails_cleanly_or_loads(suffix, content):
+    valid = content in VALID_FILES.get(suffix.removesuffix(".gz"), ())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"ann{suffix}"
         path.write_bytes(gzip.compress(content) if suffix.endswith(".gz") and content[:1] != b"\x00" else content)
         a, exc = outcome(Annotations.read, path)
+        if valid:
+            assert exc is None, f"a valid {suffix} file failed: {exc}"
+            assert rows_as_text(a) == [("a", "b", "1")]
         if a is not None:
             assert_consistent(a)
         frame, exc2 = outcome(read_annotation_frame, path)
+        assert exc2 is None or not valid, f"a valid {suffix} file failed: {exc2}"
         if frame is not None:
-            b, _ = outcome(Annotations.from_long, frame)
+            b, exc3 = outcome(Annotations.from_long, frame)
+            if valid:
+                assert exc3 is None and rows_as_text(b) == [("a", "b", "1")], exc3
             if b is not None:
                 assert_consistent(b)
                 for v in b.item_ids.tolist() + b.worker_ids.tolist():
