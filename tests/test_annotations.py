@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pickle
@@ -612,7 +613,8 @@ def test_read_errors(tmp_path):
 @pytest.mark.parametrize("name, data, needle", [
     ("a.csv", b"", "is empty (0 bytes, no header line)"),
     ("a.tsv", b"", "is empty"),
-    ("a.csv.gz", b"item,worker,label\n", "not a gzipped file"),
+    ("a.csv.gz", b"item,worker,label\n", "not a gzipped file"),  # plain text named .gz
+    ("a.csv.gz", gzip.compress(b"item,worker,label\n", mtime=0)[:-6], "A .gz file must be a complete gzip-compressed file"),  # truncated
     ("a.csv", "item,worker,label\n\xe9,a,1\n".encode("latin-1"), "is not UTF-8 text"),
     ("a.csv", b"item,worker,label\na,b,1\nc,d,1,5,6\n", "Expected 3 fields in line 3, saw 5"),
     ("a.csv", b"item,worker,label\na,b,1,5,6\nc,d,1\n", "first data line has 2 more field(s)"),
@@ -625,17 +627,17 @@ def test_unreadable_files_raise_one_annotation_error(tmp_path, name, data, needl
     # these raised pandas EmptyDataError / ParserError, UnicodeDecodeError, gzip.BadGzipFile
     # (an OSError, not even a ValueError), EOFError or pyarrow's ArrowInvalid - or, for a
     # first line with extra fields, silently shifted every column
-    import gzip as gz
-    if name == "a.csv.gz":
-        data = gz.compress(data)[:-6]  # truncated
-        needle = "A .gz file must be a complete gzip-compressed file"
     path = tmp_path / name
     path.write_bytes(data)
     with pytest.raises(AnnotationError) as info:
         Annotations.read(path)
     assert type(info.value) is AnnotationError
     assert needle.lower() in str(info.value).lower() and str(path) in str(info.value)
-    folder = tmp_path / "folder.csv"
+
+
+@pytest.mark.parametrize("name", ["folder.csv", "folder.json"])
+def test_reading_a_folder_raises_one_annotation_error(tmp_path, name):
+    folder = tmp_path / name
     folder.mkdir()
     assert "is a folder" in _err(Annotations.read, folder)
 
