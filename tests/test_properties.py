@@ -36,7 +36,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kdcrowd.data.annotations import AnnotationError, Annotations
+from kdcrowd.data.annotations import _NA_WORDS, AnnotationError, Annotations
 from kdcrowd.data.items import (
     image_item_ids,
     list_image_files,
@@ -154,10 +154,9 @@ TRICKY_IDS = [
     "nan", "NaN", "inf", "-inf", "True", "false", "#1", "a,b", 'say "hi"', "tab\there", "new\nline",
     "ü", "猫", "кот", "😀", "١٢", "１２", "x" * 200, str(2**70), str(2**64 - 1), str(-(2**63) - 1),
 ]
-#: pandas' default missing-value words: a *label* written as one of these reads as missing
-NA_WORDS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-#: label names pandas will not turn into numbers, booleans or missing values
-_NOT_NAMES = {w.lower() for w in NA_WORDS} | {"true", "false"}
+#: label names pandas will not turn into numbers, booleans or missing values (a *label*
+#: written as one of pandas' missing-value words, _NA_WORDS, reads as missing)
+_NOT_NAMES = {w.lower() for w in _NA_WORDS} | {"true", "false"}
 
 
 def _is_name(s: str) -> bool:
