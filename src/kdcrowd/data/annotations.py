@@ -229,8 +229,8 @@ def _integer_values(series: pd.Series, show: Mapping[str, Any] | None = None) ->
         non_integer=("non-integer numeric labels",
                      "Labels must be integer class indices or class names (strings)."),
         negative=("negative labels",
-                  "Integer labels must be class indices 0..K-1; drop rows that encode 'no "
-                  "answer' with a negative value, or pass classes=[...]."),
+                  ("Integer labels must be class indices 0..K-1; drop rows that encode 'no "
+                   "answer' with a negative value, or pass classes=[...].")),
         too_large=("integer labels as large as",
                    "Pass classes=[...] explicitly (or give class names as text)."),
     )
@@ -939,8 +939,8 @@ class Annotations:
             non_integer=("non-integer values in the wide matrix",
                          f"Entries must be integer class indices, {missing!r} or NaN (missing)."),
             negative=(f"negative values other than missing={missing!r}",
-                      "Entries must be class indices 0..K-1; pass missing=<your code for no "
-                      "label>."),
+                      ("Entries must be class indices 0..K-1; pass missing=<your code for no "
+                       "label>.")),
             too_large=None if classes is not None else (
                 "the largest entry", "Pass classes=[...] explicitly (or check `missing`)."),
             what="entry", number=False,
