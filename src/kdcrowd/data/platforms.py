@@ -1,0 +1,971 @@
+"""Readers for the exports of annotation platforms, recognised from the file's content.
+
+Each reader turns one platform's export into a long table with one row per annotation:
+``item``, ``worker``, ``label`` (ids as text, exactly as the platform wrote them; labels as
+the platform wrote them, usually text) and ``ref`` (the item's original reference: an
+image URL or path, or ``None``), plus gold labels where the platform has them and a
+summary of what was read and skipped. :func:`read_export` picks the reader with
+:func:`detect_format` (or ``format=``, the ``--format`` option), and
+:class:`~kdcrowd.data.Annotations` ``.from_long(export.annotations)`` builds the crowd.
+
+**Item ids of images.** When the platform refers to an item by an image URL or path
+(``https://host/a/cat_1.jpg?x=1``, ``s3://bucket/cat_1.jpg``, ``/data/upload/3/9f1c2b7e-cat_1.jpg``),
+the item id is the image's file name without directory and extension (``cat_1``), the
+name an ``--images`` folder holds it under; ``ref`` keeps the original reference. Image
+extensions: ``IMAGE_EXTENSIONS``. Label Studio prefixes uploaded files with 8 hex digits
+and a dash (``9f1c2b7e-``); that prefix is removed for paths under ``/data/upload/``. Two
+different references with the same file name are an error (they would be one item).
+Items not referenced by an image (text, a task id) keep the platform's id.
+
+**Several choices in one answer** (multi-label questions) are an error unless
+``multi="first"`` (keep the first choice) or ``multi="explode"`` (one annotation per
+choice; the long table then holds repeated (item, worker) pairs: read it with
+``duplicates="keep"``) is given: the ``--multi-label`` option.
+
+**Several questions** (choice controls, classifications, output fields) in one export:
+name the one to read with ``field=`` (``--field``); with one question it is read without.
+
+The formats (``FORMATS``; the fields each reads are in the docstring of its reader):
+``labelstudio``, ``labelbox``, ``argilla``, ``doccano``, ``toloka``, ``mturk``,
+``sagemaker``, ``cvat``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import urllib.parse
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from xml.etree import ElementTree
+
+import pandas as pd
+
+from .annotations import AnnotationError, _MissingFileError
+
+__all__ = [
+    "FORMATS",
+    "IMAGE_EXTENSIONS",
+    "MULTI_POLICIES",
+    "PlatformExport",
+    "detect_format",
+    "item_id_from_reference",
+    "looks_like_platform_export",
+    "read_export",
+]
+
+#: File extensions that mark a reference as an image (the item id is then its file name).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp",
+                              ".ppm", ".pgm", ".pbm", ".jfif"})
+#: Policies for answers holding several choices (``--multi-label``).
+MULTI_POLICIES = ("first", "explode")
+_LS_UPLOAD_PREFIX = re.compile(r"[0-9a-f]{8}-(?=.)")
+_SHOW = 5
+
+
+@dataclass(frozen=True)
+class PlatformExport:
+    """What :func:`read_export` read.
+
+    Attributes:
+        annotations: long DataFrame, one row per annotation: ``item``, ``worker`` (text),
+            ``label`` (as written) and ``ref`` (the item's original reference or ``None``).
+        gold: DataFrame ``item, label`` of the platform's gold (control) questions, or
+            ``None`` when the export has none.
+        summary: ``format``, ``field`` (the question read, or ``None``), ``n_read`` (answers
+            met), ``n_annotations`` (rows of ``annotations``), ``n_items``, ``n_workers``,
+            ``skipped`` (reason → count: ``cancelled``, ``rejected``, ``empty`` ...) and
+            ``multi`` (the multi-label policy, or ``None``).
+    """
+
+    annotations: pd.DataFrame
+    gold: pd.DataFrame | None
+    summary: dict = dc_field(default_factory=dict)
+
+    @property
+    def format(self) -> str:
+        return self.summary["format"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def item_id_from_reference(ref: Any) -> str:
+    """The item id of a reference: the file name without directory and extension when
+    ``ref`` is an image URL or path (see the module docstring), else ``str(ref)``."""
+    text = str(ref).strip()
+    parsed = urllib.parse.urlsplit(text)
+    path = parsed.path if parsed.scheme and len(parsed.scheme) > 1 else text
+    # Label Studio's local-files URLs carry the path in the query: /data/local-files/?d=dir/a.jpg
+    if parsed.query and "d=" in parsed.query:
+        d = urllib.parse.parse_qs(parsed.query).get("d")
+        if d:
+            path = d[0]
+    path = urllib.parse.unquote(path).replace("\\", "/")
+    p = PurePosixPath(path)
+    if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.stem:
+        return text
+    stem = p.stem
+    if "/data/upload/" in path:
+        stem = _LS_UPLOAD_PREFIX.sub("", stem, count=1)
+    return stem
+
+
+def _is_image_ref(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != "" and item_id_from_reference(value) != value.strip()
+
+
+def _fail(message: str) -> AnnotationError:
+    return AnnotationError(message)
+
+
+def _names(values: Iterable[Any]) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+def _choose_field(found: Sequence[str], field: str | None, what: str, where: str) -> str:
+    """The question to read: the only one found, or the one ``field`` names."""
+    found = list(dict.fromkeys(found))
+    if field is not None:
+        if field not in found:
+            raise _fail(f"--field {field!r} is not a {what} of {where}; it has: "
+                        f"{_names(found) or 'none'}. Pass one of them with --field.")
+        return field
+    if not found:
+        raise _fail(f"{where} holds no {what} with class answers; kdcrowd reads single-choice "
+                    "classification answers.")
+    if len(found) > 1:
+        raise _fail(f"{where} has {len(found)} {what}s: {_names(found)}; name the one to read "
+                    "with --field.")
+    return found[0]
+
+
+class _Rows:
+    """Collects (item, worker, choices, ref) answers and the skip counts."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.items: list[str] = []
+        self.workers: list[str] = []
+        self.choices: list[list[Any]] = []
+        self.refs: list[Any] = []
+        self.skipped: dict[str, int] = {}
+        self.n_read = 0
+        self.gold: dict[str, Any] = {}
+        self.gold_refs: dict[str, Any] = {}
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    def add(self, item: Any, worker: Any, choices: Any, ref: Any = None) -> None:
+        self.n_read += 1
+        if not isinstance(choices, list):
+            choices = [choices]
+        choices = [c for c in choices if c is not None and not (isinstance(c, str) and c.strip() == "")]
+        if not choices:
+            self.skip("empty")
+            return
+        self.items.append(str(item))
+        self.workers.append(str(worker))
+        self.choices.append(choices)
+        self.refs.append(ref)
+
+    def add_gold(self, item: Any, label: Any, ref: Any = None) -> None:
+        self.gold[str(item)] = label
+        self.gold_refs[str(item)] = ref
+
+
+def _item_ids(refs: Sequence[Any], ids: Sequence[Any]) -> list[str]:
+    """Per entry: the image file name of ``refs[i]`` when it is an image reference, else
+    ``ids[i]``; an error when two different references share a file name."""
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for ref, fallback in zip(refs, ids):
+        if _is_image_ref(ref):
+            key = item_id_from_reference(ref)
+            other = seen.setdefault(key, str(ref).strip())
+            if other != str(ref).strip():
+                raise _fail(f"two different image references have the file name {key!r}: {other!r} "
+                            f"and {str(ref).strip()!r}; item ids are image file names (so that "
+                            "--images finds them), so rename one of the files.")
+            out.append(key)
+        else:
+            out.append(str(fallback))
+    return out
+
+
+def _finish(rows: _Rows, field: str | None, multi: str | None, where: str) -> PlatformExport:
+    if multi is not None and multi not in MULTI_POLICIES:
+        raise _fail(f"--multi-label must be one of {_names(MULTI_POLICIES)}; got {multi!r}.")
+    many = [i for i, c in enumerate(rows.choices) if len(c) > 1]
+    if many and multi is None:
+        show = "; ".join(f"item {rows.items[i]!r}, worker {rows.workers[i]!r}: {rows.choices[i]!r}"
+                         for i in many[:_SHOW])
+        raise _fail(f"{where}: {len(many)} answers hold several classes ({show}"
+                    f"{' ...' if len(many) > _SHOW else ''}); kdcrowd learns one class per "
+                    "annotation. Pass --multi-label first (keep the first choice) or "
+                    "--multi-label explode (one annotation per choice, read with --duplicates keep).")
+    if multi == "explode":
+        reps = [len(c) for c in rows.choices]
+        items = [x for x, r in zip(rows.items, reps) for _ in range(r)]
+        workers = [x for x, r in zip(rows.workers, reps) for _ in range(r)]
+        refs = [x for x, r in zip(rows.refs, reps) for _ in range(r)]
+        labels = [v for c in rows.choices for v in c]
+    else:
+        items, workers, refs = rows.items, rows.workers, rows.refs
+        labels = [c[0] for c in rows.choices]
+    df = pd.DataFrame({
+        "item": pd.Series(items, dtype=object),
+        "worker": pd.Series(workers, dtype=object),
+        "label": pd.Series(labels, dtype=object),
+        "ref": pd.Series(refs, dtype=object),
+    })
+    if not df.empty:
+        df["label"] = df["label"].map(_label_value)
+    gold = None
+    if rows.gold:
+        gold = pd.DataFrame({"item": pd.Series(list(rows.gold), dtype=object),
+                             "label": pd.Series([_label_value(v) for v in rows.gold.values()], dtype=object)})
+    summary = {
+        "format": rows.fmt,
+        "field": field,
+        "n_read": rows.n_read,
+        "n_annotations": len(df),
+        "n_items": int(df["item"].nunique()),
+        "n_workers": int(df["worker"].nunique()),
+        "n_gold": 0 if gold is None else len(gold),
+        "skipped": dict(rows.skipped),
+        "multi": multi if many else None,
+    }
+    if df.empty:
+        reasons = ", ".join(f"{n} {r}" for r, n in rows.skipped.items())
+        raise _fail(f"{where} holds no class answers to read ({rows.n_read} answers met"
+                    f"{'; skipped: ' + reasons if reasons else ''}).")
+    return PlatformExport(df, gold, summary)
+
+
+def _label_value(v: Any) -> Any:
+    """A label as written: text stays text, JSON numbers stay numbers, others become text."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (str, int, float)):
+        return v
+    return json.dumps(v, sort_keys=True)
+
+
+def _json_load(path: Path, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"{what} {path} is not valid JSON ({exc}).") from exc
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{what} {path} is not UTF-8 text ({exc.reason}).") from exc
+
+
+def _json_lines(text: str, where: str) -> Iterator[tuple[int, Any]]:
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _fail(f"{where}, line {n}: not valid JSON ({exc}); an NDJSON/JSONL file holds "
+                        "one JSON object per line.") from exc
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{what} {path} is not UTF-8 text ({exc.reason}).") from exc
+
+
+def _records(obj: Any, path: Path, what: str) -> list:
+    if isinstance(obj, Mapping):
+        obj = [obj]
+    if not isinstance(obj, list) or not all(isinstance(r, Mapping) for r in obj):
+        raise _fail(f"{path} is not a {what} export (expected a JSON list of objects); pass "
+                    "--format with the platform the file comes from.")
+    return obj
+
+
+class _Tree:
+    """The files of a folder or a ZIP archive: relative POSIX names → bytes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+        if path.is_dir():
+            self.names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+        else:
+            try:
+                self._zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise _fail(f"{path} is not a readable ZIP archive ({exc}).") from exc
+            self.names = sorted(n for n in self._zip.namelist() if not n.endswith("/"))
+        # macOS archive litter
+        self.names = [n for n in self.names if "__MACOSX/" not in n and not PurePosixPath(n).name.startswith("._")]
+
+    def read(self, name: str) -> bytes:
+        if self._zip is not None:
+            return self._zip.read(name)
+        return (self.path / name).read_bytes()
+
+    def text(self, name: str) -> str:
+        try:
+            return self.read(name).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise _fail(f"{self.path}: {name} is not UTF-8 text ({exc.reason}).") from exc
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def read_labelstudio(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
+    """Label Studio's JSON export (a list of tasks).
+
+    Reads per task ``id`` and ``data`` (an image URL/path in ``data`` makes the item id the
+    image's file name, else the item is the task ``id``); per entry of ``annotations``:
+    ``completed_by`` (the worker: the user id, or the ``email`` when it is an object),
+    ``was_cancelled`` (skipped annotations are left out, counted as ``cancelled``),
+    ``ground_truth`` (such annotations also give the task's gold label) and the
+    ``result`` entries of type ``choices`` (``from_name`` is the control,
+    ``value.choices`` the chosen classes). With several choice controls, ``field`` (``--field``)
+    names the ``from_name`` to read. Predictions are not read.
+    """
+    tasks = _records(_json_load(path, "Label Studio export"), path, "Label Studio")
+    controls: list[str] = []
+    for task in tasks:
+        for ann in task.get("annotations") or []:
+            for r in ann.get("result") or []:
+                if isinstance(r, Mapping) and isinstance(r.get("value"), Mapping) and "choices" in r["value"]:
+                    controls.append(str(r.get("from_name")))
+    control = _choose_field(controls, field, "choice control (from_name)", f"Label Studio export {path}")
+    rows = _Rows("labelstudio")
+    refs, ids, n_before = [], [], []
+    gold: list[tuple[int, list]] = []
+    for task in tasks:
+        data = task.get("data") if isinstance(task.get("data"), Mapping) else {}
+        images = [v for v in data.values() if _is_image_ref(v)]
+        ref = images[0] if len(images) == 1 else None
+        start = len(rows.items)
+        for ann in task.get("annotations") or []:
+            if ann.get("was_cancelled"):
+                rows.n_read += 1
+                rows.skip("cancelled")
+                continue
+            who = ann.get("completed_by")
+            if isinstance(who, Mapping):
+                who = who.get("email") or who.get("id")
+            choices: list = []
+            for r in ann.get("result") or []:
+                if isinstance(r, Mapping) and str(r.get("from_name")) == control and isinstance(r.get("value"), Mapping):
+                    choices.extend(r["value"].get("choices") or [])
+            rows.add(None, who, choices, ref)
+            if ann.get("ground_truth") and choices:
+                gold.append((len(refs), choices))
+        refs.append(ref)
+        ids.append(task.get("id"))
+        n_before.append((start, len(rows.items)))
+    keys = _item_ids(refs, ids)
+    for key, (a, b) in zip(keys, n_before):
+        rows.items[a:b] = [key] * (b - a)
+    for i, choices in gold:
+        rows.add_gold(keys[i], choices[0] if len(choices) == 1 else choices, refs[i])
+    return _finish(rows, control, multi, f"Label Studio export {path}")
+
+
+def read_labelbox(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
+    """Labelbox export v2 (NDJSON, one data row per line).
+
+    Reads ``data_row.global_key`` (the item id; ``data_row.id`` when there is no global
+    key; a key that is an image file name becomes the name without extension) and
+    ``data_row.row_data`` (``ref``); per label of every project in ``projects``:
+    ``label_details.created_by`` (the worker), ``performance_details.skipped`` (skipped
+    labels are left out, counted as ``skipped``) and ``annotations.classifications``
+    (``name`` is the question; ``radio_answer.name`` the class, ``checklist_answers[].name``
+    several classes). With several classification questions, ``field`` (``--field``) names
+    the one to read.
+    """
+    text = _read_text(path, "Labelbox export")
+    lines = list(_json_lines(text, f"Labelbox export {path}"))
+    bad = [n for n, obj in lines if not (isinstance(obj, Mapping) and isinstance(obj.get("data_row"), Mapping))]
+    if bad:
+        raise _fail(f"Labelbox export {path}: lines {bad[:_SHOW]} have no data_row object; an export "
+                    "v2 NDJSON file holds one data row per line.")
+
+    def labels(obj: Mapping) -> Iterator[Mapping]:
+        for proj in (obj.get("projects") or {}).values():
+            yield from (proj or {}).get("labels") or []
+
+    questions = [str(c.get("name")) for _, obj in lines for lab in labels(obj)
+                 for c in ((lab.get("annotations") or {}).get("classifications") or [])
+                 if "radio_answer" in c or "checklist_answers" in c]
+    question = _choose_field(questions, field, "classification question", f"Labelbox export {path}")
+    rows = _Rows("labelbox")
+    for _, obj in lines:
+        dr = obj["data_row"]
+        key = dr.get("global_key") or dr.get("id")
+        item = item_id_from_reference(key) if _is_image_ref(key) else str(key)
+        for lab in labels(obj):
+            if (lab.get("performance_details") or {}).get("skipped"):
+                rows.n_read += 1
+                rows.skip("skipped")
+                continue
+            who = (lab.get("label_details") or {}).get("created_by")
+            choices: list = []
+            for c in (lab.get("annotations") or {}).get("classifications") or []:
+                if str(c.get("name")) != question:
+                    continue
+                if isinstance(c.get("radio_answer"), Mapping):
+                    choices.append(c["radio_answer"].get("name") or c["radio_answer"].get("value"))
+                for a in c.get("checklist_answers") or []:
+                    choices.append(a.get("name") or a.get("value"))
+            rows.add(item, who, choices, dr.get("row_data"))
+    return _finish(rows, question, multi, f"Labelbox export {path}")
+
+
+def read_argilla(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
+    """Argilla 2.x exported records (``dataset.records.to_json``: a JSON list; or JSON lines).
+
+    Reads per record ``id`` (the item; ``_server_id`` when ``id`` is empty), ``fields`` (an
+    image URL/path field makes the item id the image's file name) and ``responses``: a
+    mapping question name → list of ``{"value", "user_id"[, "status"]}`` (the worker is
+    ``user_id``; responses with status ``draft`` or ``discarded`` are left out and counted).
+    With several questions, ``field`` (``--field``) names the one to read; a list value (a
+    multi-label question) holds several classes.
+    """
+    text = _read_text(path, "Argilla export")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            recs = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _fail(f"Argilla export {path} is not valid JSON ({exc}).") from exc
+    else:
+        recs = [obj for _, obj in _json_lines(text, f"Argilla export {path}")]
+    recs = _records(recs, path, "Argilla")
+    questions = [str(q) for r in recs for q, rs in (r.get("responses") or {}).items() if rs]
+    question = _choose_field(questions, field, "question", f"Argilla export {path}")
+    rows = _Rows("argilla")
+    refs, ids, spans = [], [], []
+    for r in recs:
+        fields = r.get("fields") if isinstance(r.get("fields"), Mapping) else {}
+        images = [v for v in fields.values() if _is_image_ref(v)]
+        ref = images[0] if len(images) == 1 else None
+        start = len(rows.items)
+        for resp in (r.get("responses") or {}).get(question) or []:
+            status = str(resp.get("status") or "submitted").lower()
+            if status in ("draft", "discarded"):
+                rows.n_read += 1
+                rows.skip(status)
+                continue
+            rows.add(None, resp.get("user_id"), resp.get("value"), ref)
+        rid = r.get("id") if r.get("id") not in (None, "") else r.get("_server_id")
+        refs.append(ref)
+        ids.append(rid)
+        spans.append((start, len(rows.items)))
+    for key, (a, b) in zip(_item_ids(refs, ids), spans):
+        rows.items[a:b] = [key] * (b - a)
+    return _finish(rows, question, multi, f"Argilla export {path}")
+
+
+def read_doccano(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
+    """doccano's ZIP export of a text-classification project: one JSONL file per user.
+
+    The worker is the file's name without ``.jsonl`` (``alice.jsonl`` → ``alice``). Per
+    line: ``id`` (the item) and ``label`` (a list of class names; doccano 1.x's ``cats``
+    too). Examples a user left without a label are skipped (counted as ``empty``); span
+    labels (``[start, end, label]``, sequence labelling) are an error. ``field``
+    (``--field``) names another key to read the classes from.
+    """
+    tree = _Tree(path)
+    try:
+        files = [n for n in tree.names if n.lower().endswith((".jsonl", ".json"))]
+        if not files:
+            raise _fail(f"doccano export {path} holds no .jsonl files; export the project as JSONL.")
+        rows = _Rows("doccano")
+        key = field
+        for name in files:
+            worker = PurePosixPath(name).name.rsplit(".", 1)[0]
+            for n, obj in _json_lines(tree.text(name), f"doccano export {path}: {name}"):
+                if not isinstance(obj, Mapping):
+                    raise _fail(f"doccano export {path}: {name}, line {n} is not a JSON object.")
+                k = key or ("label" if "label" in obj else "cats" if "cats" in obj else None)
+                if k is None or k not in obj:
+                    raise _fail(f"doccano export {path}: {name}, line {n} has no {'label' if key is None else key!r} "
+                                f"key (keys: {_names(obj)}); name the key holding the classes with --field.")
+                value = obj[k]
+                value = value if isinstance(value, list) else [value]
+                if any(isinstance(v, (list, Mapping)) for v in value):
+                    raise _fail(f"doccano export {path}: {name}, line {n} holds span labels ({value[:2]!r}); "
+                                "kdcrowd reads text-classification projects (one class per example).")
+                rows.add(obj.get("id"), worker, value)
+        return _finish(rows, field, multi, f"doccano export {path}")
+    finally:
+        tree.close()
+
+
+def _split_prefixed(columns: Sequence[str], prefix: str) -> dict[str, str]:
+    return {c[len(prefix):]: c for c in columns if c.startswith(prefix)}
+
+
+def _parse_cell(v: str) -> Any:
+    """A table cell: JSON lists (multi-choice answers) become lists; the rest stays text."""
+    s = v.strip()
+    if s.startswith("[") and s.endswith("]"):
+        try:
+            out = json.loads(s)
+            if isinstance(out, list):
+                return out
+        except json.JSONDecodeError:
+            pass
+    return v
+
+
+def _read_csv(path: Path, sep: str, what: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise _fail(f"cannot read the {what} {path}: {exc}.") from exc
+
+
+def _image_input(df: pd.DataFrame, inputs: dict[str, str]) -> str | None:
+    """The input column that holds image references (the first such one), if any."""
+    for col in inputs.values():
+        vals = df[col][df[col].str.strip() != ""]
+        if len(vals) and bool(vals.map(_is_image_ref).all()):
+            return col
+    return None
+
+
+def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
+                include_rejected: bool = False, **_: Any) -> PlatformExport:
+    """Toloka's results TSV (assignments downloaded from a pool).
+
+    Reads ``ASSIGNMENT:task_id`` (the item; when an ``INPUT:*`` column holds image URLs the
+    item id is the image's file name), ``ASSIGNMENT:worker_id`` (the worker),
+    ``OUTPUT:<name>`` (the answer; with several output fields ``field``/``--field`` names
+    one, without the prefix), ``ASSIGNMENT:status`` (``REJECTED`` assignments are left out
+    unless ``include_rejected``; counted as ``rejected``) and ``GOLDEN:<name>``: a row with a
+    golden answer is a control task, its golden answer the item's gold label (the worker's
+    answer is kept as an annotation). Rows without a worker (blank lines) are skipped.
+    """
+    df = _read_csv(path, "\t", "Toloka results file")
+    cols = [str(c) for c in df.columns]
+    for need in ("ASSIGNMENT:worker_id",):
+        if need not in cols:
+            raise _fail(f"Toloka results file {path} has no {need} column (columns: {_names(cols[:12])}); "
+                        "download the pool's results as TSV, or pass --format with the right platform.")
+    outputs = _split_prefixed(cols, "OUTPUT:")
+    name = _choose_field(list(outputs), field, "output field", f"Toloka results file {path}")
+    out_col, gold_col = outputs[name], f"GOLDEN:{name}"
+    inputs = _split_prefixed(cols, "INPUT:")
+    img = _image_input(df, inputs)
+    has_worker = df["ASSIGNMENT:worker_id"].str.strip() != ""
+    rows = _Rows("toloka")
+    rows.skip("no worker", int((~has_worker).sum()))
+    if not rows.skipped["no worker"]:
+        del rows.skipped["no worker"]
+    df = df[has_worker]
+    if "ASSIGNMENT:task_id" in cols:
+        ids = df["ASSIGNMENT:task_id"].tolist()
+    elif img is not None:
+        ids = df[img].tolist()
+    else:
+        raise _fail(f"Toloka results file {path} has no ASSIGNMENT:task_id column to name the items.")
+    refs = df[img].tolist() if img is not None else [None] * len(df)
+    items = _item_ids(refs, ids)
+    status = df["ASSIGNMENT:status"].str.upper().tolist() if "ASSIGNMENT:status" in cols else [""] * len(df)
+    golden = df[gold_col].tolist() if gold_col in cols else [""] * len(df)
+    for item, worker, ans, st, g, ref in zip(items, df["ASSIGNMENT:worker_id"], df[out_col], status, golden, refs):
+        if g.strip():
+            value = _parse_cell(g)
+            rows.add_gold(item, value[0] if isinstance(value, list) and len(value) == 1 else value, ref)
+        if st == "REJECTED" and not include_rejected:
+            rows.n_read += 1
+            rows.skip("rejected")
+            continue
+        rows.add(item, worker, _parse_cell(ans), ref)
+    return _finish(rows, name, multi, f"Toloka results file {path}")
+
+
+def _mturk_fields(row: Mapping[str, str], answers: dict[str, str]) -> dict[str, Any]:
+    """The answers of one assignment, by field: ``Answer.X`` → X; crowd-html's
+    ``Answer.X.label`` → X; ``Answer.X.on`` check marks → the field ``radio`` whose class is
+    X; ``Answer.taskAnswers`` (JSON) is unpacked the same way."""
+    flat: dict[str, Any] = {}
+    for name, col in answers.items():
+        if name == "taskAnswers":
+            v = row[col].strip()
+            if not v:
+                continue
+            try:
+                parsed = json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise _fail(f"Answer.taskAnswers is not valid JSON ({exc}).") from exc
+            for obj in parsed if isinstance(parsed, list) else [parsed]:
+                for k, val in (obj or {}).items():
+                    if isinstance(val, Mapping):
+                        for sub, x in val.items():
+                            flat[f"{k}.{sub}"] = x
+                    else:
+                        flat[k] = val
+        else:
+            flat[name] = row[col]
+    out: dict[str, Any] = {}
+    radio: list[str] = []
+    for k, v in flat.items():
+        if k.endswith(".on"):
+            if v is True or str(v).strip().lower() == "true":
+                radio.append(k[:-3])
+            out.setdefault("radio", [])
+        elif k.endswith(".label"):
+            out[k[:-6]] = v
+        elif k.endswith(".labels"):
+            out[k[:-7]] = v if isinstance(v, list) else _parse_cell(str(v))
+        else:
+            out[k] = v
+    if "radio" in out:
+        out["radio"] = radio
+    return out
+
+
+def read_mturk(path: Path, field: str | None = None, multi: str | None = None,
+               include_rejected: bool = False, **_: Any) -> PlatformExport:
+    """Amazon Mechanical Turk's batch results CSV (one row per assignment).
+
+    Reads ``HITId`` (the item; when an ``Input.*`` column holds image URLs the item id is
+    the image's file name), ``WorkerId`` (the worker), ``AssignmentStatus`` (``Rejected``
+    assignments are left out unless ``include_rejected``; counted as ``rejected``) and the
+    ``Answer.*`` columns: ``Answer.X`` (field ``X``), crowd-html's ``Answer.X.label``
+    (field ``X``) and ``Answer.X.on`` radio buttons (field ``radio``, class ``X``), also when
+    packed in ``Answer.taskAnswers``. With several fields, ``field`` (``--field``) names one.
+    """
+    df = _read_csv(path, ",", "Mechanical Turk batch results file")
+    cols = [str(c) for c in df.columns]
+    for need in ("HITId", "WorkerId"):
+        if need not in cols:
+            raise _fail(f"Mechanical Turk results file {path} has no {need} column; download the "
+                        "batch results CSV, or pass --format with the right platform.")
+    answers = _split_prefixed(cols, "Answer.")
+    records = df.to_dict("records")
+    where = f"Mechanical Turk results file {path}"
+    try:
+        per_row = [_mturk_fields(r, answers) for r in records]
+    except AnnotationError as exc:
+        raise _fail(f"{where}: {exc}") from None
+    name = _choose_field([k for f in per_row for k in f], field, "answer field", where)
+    img = _image_input(df, _split_prefixed(cols, "Input."))
+    refs = df[img].tolist() if img is not None else [None] * len(df)
+    items = _item_ids(refs, df["HITId"].tolist())
+    status = df["AssignmentStatus"].str.strip().str.lower().tolist() if "AssignmentStatus" in cols else [""] * len(df)
+    rows = _Rows("mturk")
+    for item, r, f, st, ref in zip(items, records, per_row, status, refs):
+        if st == "rejected" and not include_rejected:
+            rows.n_read += 1
+            rows.skip("rejected")
+            continue
+        v = f.get(name)
+        rows.add(item, r["WorkerId"], v if isinstance(v, list) else _parse_cell(str(v)) if v is not None else [], ref)
+    return _finish(rows, name, multi, where)
+
+
+def _sagemaker_value(v: Any) -> Any:
+    """The classes in one control's answer: ``{"label": x}``, ``{"labels": [...]}``, radio
+    ``{"x": {"on": true}, ...}``, or a plain value."""
+    if isinstance(v, Mapping):
+        if "label" in v:
+            return v["label"]
+        if "labels" in v:
+            return list(v["labels"])
+        on = [k for k, x in v.items() if isinstance(x, Mapping) and x.get("on") is True]
+        if on or all(isinstance(x, Mapping) and "on" in x for x in v.values()):
+            return on
+    return v
+
+
+def read_sagemaker(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
+    """SageMaker Ground Truth labeling-job output: a folder (or ZIP) holding the job's
+    ``annotations/worker-response/iteration-N/<dataObjectId>/*.json`` files and a manifest.
+
+    The manifest (``manifests/output/output.manifest`` when present, else the one
+    ``*.manifest`` file) is read line by line: line ``i`` (from 0) is data object ``i``, its
+    ``source-ref`` (an image gives the item id its file name) or its inline ``source``
+    (the item id is then the object's number). Each worker-response file holds
+    ``answers[]`` with ``workerId`` (the worker) and ``answerContent``: a mapping control →
+    answer (``{"label": x}`` of the built-in classifiers, ``{"labels": [...]}`` of the
+    multi-select ones, or a custom template's value). With several controls, ``field``
+    (``--field``) names one.
+    """
+    tree = _Tree(path)
+    try:
+        where = f"SageMaker Ground Truth output {path}"
+        responses = [n for n in tree.names if "worker-response/" in n and n.lower().endswith(".json")]
+        if not responses:
+            raise _fail(f"{where} holds no annotations/worker-response/**/*.json files; pass the "
+                        "labeling job's output folder (or a ZIP of it).")
+        manifests = [n for n in tree.names if n.endswith(".manifest")]
+        preferred = [n for n in manifests if n.endswith("manifests/output/output.manifest")]
+        if preferred:
+            manifests = preferred
+        if len(manifests) != 1:
+            raise _fail(f"{where} holds {len(manifests)} manifest files ({_names(manifests[:_SHOW])}); it "
+                        "needs the job's manifest (manifests/output/output.manifest or the input "
+                        ".manifest) to name the data objects.")
+        objects = [obj for _, obj in _json_lines(tree.text(manifests[0]), f"{where}: {manifests[0]}")]
+        refs = [o.get("source-ref", o.get("source")) if isinstance(o, Mapping) else None for o in objects]
+        keys = _item_ids([r if isinstance(o, Mapping) and "source-ref" in o else None for r, o in zip(refs, objects)],
+                         list(range(len(objects))))
+        parsed: list[tuple[int, Mapping]] = []
+        for name in responses:
+            parts = PurePosixPath(name).parts
+            try:
+                obj_id = int(parts[-2])
+            except (ValueError, IndexError):
+                raise _fail(f"{where}: {name} is not in a <dataObjectId>/ folder of worker-response/.") from None
+            if not 0 <= obj_id < len(objects):
+                raise _fail(f"{where}: {name} answers data object {obj_id}, but the manifest "
+                            f"{manifests[0]} has {len(objects)} lines (objects 0..{len(objects) - 1}).")
+            try:
+                doc = json.loads(tree.text(name))
+            except json.JSONDecodeError as exc:
+                raise _fail(f"{where}: {name} is not valid JSON ({exc}).") from exc
+            for ans in (doc.get("answers") or []) if isinstance(doc, Mapping) else []:
+                parsed.append((obj_id, ans))
+        controls = [str(k) for _, a in parsed for k in (a.get("answerContent") or {})]
+        control = _choose_field(controls, field, "answer control", where)
+        rows = _Rows("sagemaker")
+        for obj_id, a in parsed:
+            content = a.get("answerContent") or {}
+            value = _sagemaker_value(content.get(control)) if control in content else []
+            rows.add(keys[obj_id], a.get("workerId"), value, refs[obj_id])
+        return _finish(rows, control, multi, where)
+    finally:
+        tree.close()
+
+
+def _cvat_worker(root: ElementTree.Element, fallback: str) -> str:
+    for node in root.iterfind("./meta/*/assignee"):
+        name = (node.findtext("username") or node.text or "").strip()
+        if name:
+            return name
+    return fallback
+
+
+def read_cvat(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
+    """CVAT for images XML (``<annotations>``), one file per annotator's job: one ``.xml``
+    file, or a folder or ZIP of them.
+
+    The worker is the job's assignee (``meta/job/assignee/username`` or the ``assignee``
+    text) when the file names one, else the file's name without ``.xml`` (for a ZIP holding
+    one ``annotations.xml``, the ZIP's name). Per ``<image name=...>``: the item id is the
+    image's file name without extension; its ``<tag label=...>`` elements are the classes
+    (image-level tags; shapes are not read). Images without a tag are skipped (``empty``).
+    ``field`` (``--field``) reads the tags' attribute of that name instead of ``label``.
+    """
+    where = f"CVAT export {path}"
+    if path.is_dir() or zipfile.is_zipfile(path):
+        tree = _Tree(path)
+        try:
+            files = [(n, tree.read(n)) for n in tree.names if n.lower().endswith(".xml")]
+        finally:
+            tree.close()
+        single_name = path.name.rsplit(".", 1)[0] if not path.is_dir() else path.name
+    else:
+        files = [(path.name, path.read_bytes())]
+        single_name = path.stem
+    if not files:
+        raise _fail(f"{where} holds no .xml files; export the jobs as 'CVAT for images 1.1'.")
+    rows = _Rows("cvat")
+    n_tags = 0
+    for name, blob in files:
+        try:
+            root = ElementTree.fromstring(blob)
+        except ElementTree.ParseError as exc:
+            raise _fail(f"{where}: {name} is not valid XML ({exc}).") from exc
+        if root.tag != "annotations":
+            raise _fail(f"{where}: {name} has root <{root.tag}>, not <annotations>; export as 'CVAT for images 1.1'.")
+        stem = PurePosixPath(name).name.rsplit(".", 1)[0]
+        fallback = single_name if len(files) == 1 and stem == "annotations" else stem
+        worker = _cvat_worker(root, fallback)
+        for image in root.iter("image"):
+            tags = image.findall("tag")
+            n_tags += len(tags)
+            if field is None:
+                values = [t.get("label") for t in tags]
+            else:
+                values = [a.text for t in tags for a in t.findall("attribute") if a.get("name") == field]
+            ref = image.get("name")
+            rows.add(item_id_from_reference(ref) if _is_image_ref(ref) else ref, worker, values, ref)
+    if n_tags == 0:
+        raise _fail(f"{where} has no image-level <tag> elements; kdcrowd reads image classification "
+                    "tags (not boxes or polygons).")
+    _check_same_stems(rows)
+    return _finish(rows, field, multi, where)
+
+
+def _check_same_stems(rows: _Rows) -> None:
+    _item_ids(rows.refs, rows.items)
+
+
+#: Format name → reader ``(path, field=None, multi=None, include_rejected=False) -> PlatformExport``.
+FORMATS: dict[str, Callable[..., PlatformExport]] = {
+    "labelstudio": read_labelstudio,
+    "labelbox": read_labelbox,
+    "argilla": read_argilla,
+    "doccano": read_doccano,
+    "toloka": read_toloka,
+    "mturk": read_mturk,
+    "sagemaker": read_sagemaker,
+    "cvat": read_cvat,
+}
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def _json_kind(obj: Any) -> str | None:
+    if isinstance(obj, list):
+        obj = next((o for o in obj if isinstance(o, Mapping)), None)
+    if not isinstance(obj, Mapping):
+        return None
+    if "data_row" in obj:
+        return "labelbox"
+    if "annotations" in obj and "data" in obj:
+        return "labelstudio"
+    if "responses" in obj and ("fields" in obj or "_server_id" in obj):
+        return "argilla"
+    return None
+
+
+def _zip_or_dir_kind(names: list[str], read: Callable[[str], bytes]) -> str | None:
+    if any("worker-response/" in n and n.endswith(".json") for n in names):
+        return "sagemaker"
+    xml = [n for n in names if n.lower().endswith(".xml")]
+    if xml and _xml_root(read(xml[0])[:4096]) == "annotations":
+        return "cvat"
+    if names and any(n.lower().endswith(".jsonl") for n in names):
+        return "doccano"
+    return None
+
+
+def _xml_root(head: bytes) -> str | None:
+    m = re.search(rb"<([A-Za-z_][\w.-]*)[\s>/]", re.sub(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", b"", head, flags=re.S))
+    return m.group(1).decode() if m else None
+
+
+def detect_format(path: str | os.PathLike) -> str | None:
+    """The platform that wrote ``path``, from its content, or ``None``.
+
+    A folder or ZIP: ``worker-response/`` JSON files → ``sagemaker``; XML files with an
+    ``<annotations>`` root → ``cvat``; ``.jsonl`` files → ``doccano``. A file: an XML root
+    ``<annotations>`` → ``cvat``; JSON (a list, or NDJSON's first line) whose objects have
+    ``data_row`` → ``labelbox``, ``data`` and ``annotations`` → ``labelstudio``,
+    ``responses`` and ``fields`` → ``argilla``; a tab-separated header with ``INPUT:``,
+    ``OUTPUT:`` or ``ASSIGNMENT:`` columns → ``toloka``; a CSV header with ``HITId`` and
+    ``WorkerId`` → ``mturk``. Long tables (``item,worker,label``) and peerannot answers
+    files are ``None``.
+    """
+    p = Path(path)
+    if p.is_dir():
+        names = [q.relative_to(p).as_posix() for q in p.rglob("*") if q.is_file()]
+        return _zip_or_dir_kind(names, lambda n: (p / n).read_bytes()[:4096])
+    if not p.is_file():
+        return None
+    if zipfile.is_zipfile(p):
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = [n for n in z.namelist() if not n.endswith("/") and "__MACOSX/" not in n]
+                return _zip_or_dir_kind(names, lambda n: z.read(n)[:4096])
+        except (zipfile.BadZipFile, OSError):
+            return None
+    with open(p, "rb") as fh:
+        head = fh.read(65536)
+    if head.startswith(b"\x1f\x8b"):  # gzip: our long tables and answers files, not an export
+        return None
+    text = head.decode("utf-8-sig", errors="replace").lstrip()
+    if text.startswith("<"):
+        return "cvat" if _xml_root(head) == "annotations" else None
+    if text.startswith("["):
+        try:
+            obj = _json_load(p, "file")
+        except AnnotationError:
+            return None
+        return _json_kind(obj)
+    if text.startswith("{"):
+        first = text.splitlines()[0]
+        try:
+            return _json_kind(json.loads(first))
+        except json.JSONDecodeError:
+            pass
+        try:
+            return _json_kind(_json_load(p, "file"))
+        except AnnotationError:
+            return None
+    header = text.splitlines()[0] if text else ""
+    if "\t" in header:
+        cols = header.split("\t")
+        if any(c.startswith(("INPUT:", "OUTPUT:", "ASSIGNMENT:", "GOLDEN:")) for c in cols):
+            return "toloka"
+    cols = next(csv.reader(io.StringIO(header)), [])
+    if "HITId" in cols and "WorkerId" in cols:
+        return "mturk"
+    return None
+
+
+def looks_like_platform_export(path: str | os.PathLike) -> bool:
+    """Whether :func:`detect_format` recognises ``path`` (never raises)."""
+    try:
+        return detect_format(path) is not None
+    except (OSError, ValueError):
+        return False
+
+
+def read_export(
+    path: str | os.PathLike,
+    format: str | None = None,
+    field: str | None = None,
+    multi: str | None = None,
+    include_rejected: bool = False,
+) -> PlatformExport:
+    """Read a platform's export into a long table (see the module docstring).
+
+    Args:
+        path: the export file (or folder / ZIP for ``sagemaker``, ``cvat``, ``doccano``).
+        format: one of ``FORMATS`` (``--format``); default: :func:`detect_format`.
+        field: the question to read when the export has several (``--field``).
+        multi: ``None`` (several classes in one answer are an error), ``"first"`` or
+            ``"explode"`` (``--multi-label``).
+        include_rejected: keep the assignments the requester rejected (Toloka, MTurk).
+
+    Raises:
+        AnnotationError: an unrecognised or malformed export, with the option to fix it.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise _MissingFileError(f"annotation file not found: {p} (absolute: {p.absolute()}); check the path")
+    if format is None:
+        format = detect_format(p)
+        if format is None:
+            raise _fail(f"cannot tell which platform wrote {p}; pass --format with one of "
+                        f"{_names(FORMATS)} (or give a long table item,worker,label).")
+    elif format not in FORMATS:
+        raise _fail(f"--format {format!r} is not a known platform export; choose one of {_names(FORMATS)}.")
+    if multi is not None and multi not in MULTI_POLICIES:
+        raise _fail(f"--multi-label must be one of {_names(MULTI_POLICIES)}; got {multi!r}.")
+    if p.is_dir() and format not in ("sagemaker", "cvat", "doccano"):
+        raise _fail(f"{p} is a folder; a {format} export is one file. Pass the file's path (or the right --format).")
+    export = FORMATS[format](p, field=field, multi=multi, include_rejected=include_rejected)
+    return export
