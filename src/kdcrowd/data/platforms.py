@@ -92,8 +92,34 @@ class PlatformExport:
     def format(self) -> str:
         return self.summary["format"]
 
+    def to_annotations(self, **kw: Any) -> Any:
+        """:meth:`Annotations.from_long` of :attr:`annotations` (``kw``: ``classes``,
+        ``items``, ``duplicates`` ...), with the CSV reader's id rule: an id column (and the
+        label column) whose every value is a canonical integer (``"17"``, not ``"017"``)
+        becomes int64, so the crowd equals the one read from the equivalent long CSV."""
+        from .annotations import Annotations
+
+        df = self.annotations[["item", "worker", "label"]].copy()
+        for col in df.columns:
+            df[col] = _canonical_ints(df[col])
+        return Annotations.from_long(df, **kw)
+
 
 # ----------------------------------------------------------------------------- helpers
+
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]{0,18}")
+
+
+def _canonical_ints(col: pd.Series) -> pd.Series:
+    """int64 when every value is the text of an int64 (or an int), else unchanged."""
+    text = col.map(lambda v: v if isinstance(v, str) else str(v) if isinstance(v, int) and not isinstance(v, bool) else None)
+    if col.empty or text.isna().any() or not bool(text.str.fullmatch(_CANONICAL_INT).all()):
+        return col
+    as_int = [int(v) for v in text]
+    if not all(-(2**63) <= v < 2**63 for v in as_int):
+        return col
+    return pd.Series(as_int, index=col.index, dtype="int64")
+
 
 
 def item_id_from_reference(ref: Any) -> str:

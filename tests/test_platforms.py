@@ -1,0 +1,258 @@
+"""Platform export readers: each hand-written fixture (in the platform's documented
+format) yields the same annotations as its equivalent long CSV; detection from content;
+skipped answers counted; clear errors naming --format, --field and --multi-label."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kdcrowd.data.annotations import AnnotationError, Annotations
+from kdcrowd.data.platforms import (
+    FORMATS,
+    detect_format,
+    item_id_from_reference,
+    looks_like_platform_export,
+    read_export,
+)
+
+FIX = Path(__file__).parent / "fixtures" / "platforms"
+KEY = ["item", "worker", "label"]
+
+
+def _zip(folder: Path, dest: Path, prefix: str = "") -> Path:
+    with zipfile.ZipFile(dest, "w") as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, prefix + p.relative_to(folder).as_posix())
+    return dest
+
+
+# (fixture, options, skipped counts, gold)
+CASES = {
+    "labelstudio": ("labelstudio.json", {"field": "animal"}, {"cancelled": 1}, {"cat_1": "cat"}),
+    "labelbox": ("labelbox.ndjson", {}, {"skipped": 1}, None),
+    "argilla": ("argilla.json", {"field": "sentiment"}, {"draft": 1}, None),
+    "doccano": ("doccano.zip", {}, {"empty": 2}, None),
+    "toloka": ("toloka.tsv", {}, {"rejected": 1, "no worker": 1}, {"cat_1": "cat"}),
+    "mturk": ("mturk.csv", {}, {"rejected": 1}, None),
+    "sagemaker": ("sagemaker.zip", {}, {}, None),
+    "cvat": ("cvat", {}, {"empty": 2}, None),
+}
+
+
+@pytest.fixture
+def exports(tmp_path: Path) -> dict[str, Path]:
+    """Fixture paths; the ZIP exports are zipped from their hand-written folders."""
+    out = {name: FIX / f for name, (f, *_rest) in CASES.items()}
+    out["doccano"] = _zip(FIX / "doccano", tmp_path / "doccano.zip")
+    out["sagemaker"] = _zip(FIX / "sagemaker", tmp_path / "sagemaker.zip")
+    return out
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df[KEY].astype(str).sort_values(KEY).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_export_equals_its_long_table(name: str, exports: dict[str, Path]) -> None:
+    _, options, skipped, gold = CASES[name]
+    path = exports[name]
+    assert detect_format(path) == name and looks_like_platform_export(path)
+    export = read_export(path, **options)
+    expected = pd.read_csv(FIX / f"{name}.expected.csv", dtype=str)
+    pd.testing.assert_frame_equal(_sorted(export.annotations), _sorted(expected))
+    # the same crowd as Annotations.read of the equivalent long CSV
+    # (the same ids, classes and annotations; the row order may differ)
+    got, want = export.to_annotations(), Annotations.read(FIX / f"{name}.expected.csv")
+    for attr in ("item_ids", "worker_ids", "classes"):
+        assert getattr(got, attr).tolist() == getattr(want, attr).tolist()
+    pd.testing.assert_frame_equal(_sorted(got.to_long()), _sorted(want.to_long()))
+    assert (got.to_wide() == want.to_wide()).all()
+    s = export.summary
+    assert s["format"] == name == export.format
+    assert s["n_annotations"] == 10 and s["n_items"] == 4 and s["n_workers"] == 3
+    assert s["skipped"] == skipped and s["n_read"] == 10 + sum(skipped.values()) - skipped.get("no worker", 0)
+    if gold is None:
+        assert export.gold is None
+    else:
+        assert dict(zip(export.gold["item"], export.gold["label"])) == gold
+    # forcing the detected format gives the same result
+    forced = read_export(path, format=name, **options)
+    pd.testing.assert_frame_equal(forced.annotations, export.annotations)
+
+
+def test_the_folder_forms_read_like_the_zips(exports: dict[str, Path], tmp_path: Path) -> None:
+    for name in ("doccano", "sagemaker"):
+        a = read_export(exports[name]).annotations
+        b = read_export(FIX / ("sagemaker/pets-job" if name == "sagemaker" else name)).annotations
+        pd.testing.assert_frame_equal(_sorted(a), _sorted(b))
+    # CVAT as a ZIP of the jobs' XML files, and one job's file alone
+    z = _zip(FIX / "cvat", tmp_path / "jobs.zip")
+    pd.testing.assert_frame_equal(_sorted(read_export(z).annotations), _sorted(read_export(FIX / "cvat").annotations))
+    one = read_export(FIX / "cvat" / "job_13.xml")
+    assert set(one.annotations["worker"]) == {"job_13"} and len(one.annotations) == 3
+
+
+def test_original_references_are_kept(exports: dict[str, Path]) -> None:
+    ls = read_export(exports["labelstudio"], field="animal").annotations
+    refs = dict(zip(ls["item"], ls["ref"]))
+    assert refs == {"cat_1": "/data/upload/1/8c2f1a3b-cat_1.jpg", "dog_2": "https://example.org/images/dog_2.jpg",
+                    "cat_3": "s3://bucket/pets/cat_3.jpg", "dog_4": "/data/local-files/?d=pets/dog_4.jpg"}
+    argilla = read_export(exports["argilla"], field="sentiment").annotations
+    assert argilla["ref"].isna().all()  # text items: no image reference, the record id is the item
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("https://host.example/a/b/cat_1.jpg?X-Amz-Signature=abc", "cat_1"),
+    ("s3://bucket/dir/IMG 0001.JPEG", "IMG 0001"),
+    ("gs://bucket/dir/img%20two.png", "img two"),
+    ("/data/upload/3/9f1c2b7e-cat_1.jpg", "cat_1"),
+    ("/data/local-files/?d=photos/dog_9.webp", "dog_9"),
+    ("C:\\photos\\cat_7.png", "cat_7"),
+    ("photos/3f2a1b7c-cat.jpg", "3f2a1b7c-cat"),  # the upload prefix only under /data/upload/
+    ("r17", "r17"),
+    ("a sentence about cats.", "a sentence about cats."),
+    ("notes/readme.txt", "notes/readme.txt"),
+])
+def test_item_id_from_reference(ref: str, expected: str) -> None:
+    assert item_id_from_reference(ref) == expected
+
+
+def test_plain_tables_and_answers_files_are_not_exports(tmp_path: Path) -> None:
+    (tmp_path / "long.csv").write_text("item,worker,label\n1,a,0\n")
+    (tmp_path / "long.tsv").write_text("item\tworker\tlabel\n1\ta\t0\n")
+    (tmp_path / "answers.json").write_text(json.dumps({"0": {"1": 2}}))
+    (tmp_path / "list.json").write_text(json.dumps([{"item": 1, "worker": 2, "label": 0}]))
+    (tmp_path / "other.xml").write_text("<?xml version='1.0'?><root/>")
+    for f in tmp_path.iterdir():
+        assert detect_format(f) is None and not looks_like_platform_export(f), f
+    assert not looks_like_platform_export(tmp_path / "missing.csv")
+    with pytest.raises(AnnotationError, match="--format"):
+        read_export(tmp_path / "long.csv")
+
+
+def test_unknown_format_names_the_option() -> None:
+    with pytest.raises(AnnotationError, match=r"--format 'prodigy'.*labelstudio"):
+        read_export(FIX / "labelbox.ndjson", format="prodigy")
+
+
+def test_a_forced_wrong_format_is_a_clear_error() -> None:
+    with pytest.raises(AnnotationError, match="--format"):
+        read_export(FIX / "toloka.tsv", format="mturk")
+    with pytest.raises(AnnotationError, match="--format"):
+        read_export(FIX / "mturk.csv", format="toloka")
+
+
+def test_missing_file() -> None:
+    with pytest.raises(FileNotFoundError, match="not found"):
+        read_export(FIX / "nope.json")
+
+
+def test_several_controls_need_field() -> None:
+    with pytest.raises(AnnotationError, match=r"2 choice control.*'animal', 'quality'.*--field"):
+        read_export(FIX / "labelstudio.json")
+    with pytest.raises(AnnotationError, match=r"--field 'colour' is not.*'animal', 'quality'"):
+        read_export(FIX / "labelstudio.json", field="colour")
+    q = read_export(FIX / "labelstudio.json", field="quality")
+    assert q.annotations[KEY].values.tolist() == [["cat_1", "1", "sharp"]]
+    with pytest.raises(AnnotationError, match=r"2 questions.*'sentiment', 'topics'.*--field"):
+        read_export(FIX / "argilla.json")
+
+
+def test_multi_label_answers_need_a_policy() -> None:
+    with pytest.raises(AnnotationError, match=r"several classes.*'plot', 'acting'.*--multi-label first.*--multi-label explode"):
+        read_export(FIX / "argilla.json", field="topics")
+    first = read_export(FIX / "argilla.json", field="topics", multi="first")
+    assert first.annotations["label"].tolist() == ["plot"] and first.summary["multi"] == "first"
+    exploded = read_export(FIX / "argilla.json", field="topics", multi="explode")
+    assert exploded.annotations["label"].tolist() == ["plot", "acting"]
+    assert exploded.annotations["item"].tolist() == ["r1", "r1"]
+    with pytest.raises(AnnotationError, match="--multi-label must be one of"):
+        read_export(FIX / "argilla.json", field="topics", multi="all")
+
+
+def test_include_rejected() -> None:
+    for name, f in (("toloka", "toloka.tsv"), ("mturk", "mturk.csv")):
+        e = read_export(FIX / f, include_rejected=True)
+        assert len(e.annotations) == 11 and "rejected" not in e.summary["skipped"], name
+        assert e.summary["n_workers"] == 4
+
+
+def test_mturk_radio_buttons_and_task_answers(tmp_path: Path) -> None:
+    # crowd-html radio buttons as separate .on columns, and packed in Answer.taskAnswers
+    p = tmp_path / "radio.csv"
+    p.write_text(
+        "HITId,WorkerId,AssignmentStatus,Input.text,Answer.pos.on,Answer.neg.on\n"
+        "H1,W1,Approved,great,true,false\n"
+        "H1,W2,Submitted,great,false,true\n"
+    )
+    e = read_export(p)
+    assert e.summary["field"] == "radio" and e.annotations[KEY].values.tolist() == [["H1", "W1", "pos"], ["H1", "W2", "neg"]]
+    packed = json.dumps([{"pos": {"on": True}, "neg": {"on": False}}]).replace('"', '""')
+    q = tmp_path / "packed.csv"
+    q.write_text(f'HITId,WorkerId,AssignmentStatus,Answer.taskAnswers\nH1,W1,Approved,"{packed}"\n')
+    assert read_export(q).annotations[KEY].values.tolist() == [["H1", "W1", "pos"]]
+
+
+def test_sagemaker_multi_select_and_unknown_object(tmp_path: Path) -> None:
+    root = tmp_path / "job"
+    shutil.copytree(FIX / "sagemaker" / "pets-job", root)
+    extra = root / "annotations" / "worker-response" / "iteration-1" / "3" / "late.json"
+    extra.write_text(json.dumps({"answers": [{"workerId": "w9", "answerContent": {
+        "crowd-image-classifier": {"labels": ["dog", "cat"]}}}]}))
+    with pytest.raises(AnnotationError, match="--multi-label"):
+        read_export(root)
+    assert len(read_export(root, multi="explode").annotations) == 12
+    extra.unlink()
+    bad = root / "annotations" / "worker-response" / "iteration-1" / "7"
+    bad.mkdir()
+    (bad / "x.json").write_text(json.dumps({"answers": []}))
+    with pytest.raises(AnnotationError, match="data object 7.*4 lines"):
+        read_export(root)
+
+
+def test_same_file_name_from_two_places_is_an_error(tmp_path: Path) -> None:
+    tasks = [{"id": i, "data": {"image": f"s3://b/{d}/cat.jpg"}, "annotations": [
+        {"completed_by": 1, "result": [{"from_name": "c", "type": "choices", "value": {"choices": ["x"]}}]}]}
+        for i, d in enumerate(["a", "b"])]
+    p = tmp_path / "ls.json"
+    p.write_text(json.dumps(tasks))
+    with pytest.raises(AnnotationError, match="file name 'cat'.*rename"):
+        read_export(p)
+
+
+def test_text_tasks_keep_their_ids(tmp_path: Path) -> None:
+    tasks = [{"id": 7, "data": {"text": "great film"}, "annotations": [
+        {"completed_by": 1, "result": [{"from_name": "s", "type": "choices", "value": {"choices": ["pos"]}}]}]}]
+    p = tmp_path / "ls.json"
+    p.write_text(json.dumps(tasks))
+    e = read_export(p)
+    assert e.annotations[KEY].values.tolist() == [["7", "1", "pos"]] and e.annotations["ref"].isna().all()
+
+
+def test_doccano_span_labels_are_rejected(tmp_path: Path) -> None:
+    z = tmp_path / "ner.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("admin.jsonl", json.dumps({"id": 1, "text": "Ann met Bob", "label": [[0, 3, "PER"]]}) + "\n")
+    with pytest.raises(AnnotationError, match="span labels"):
+        read_export(z)
+
+
+def test_cvat_without_tags(tmp_path: Path) -> None:
+    p = tmp_path / "boxes.xml"
+    p.write_text('<annotations><version>1.1</version><image id="0" name="a.jpg">'
+                 '<box label="cat" xtl="1" ytl="1" xbr="5" ybr="5"/></image></annotations>')
+    assert detect_format(p) == "cvat"
+    with pytest.raises(AnnotationError, match="no image-level <tag>"):
+        read_export(p)
+
+
+def test_formats_table() -> None:
+    assert set(FORMATS) == {"labelstudio", "labelbox", "argilla", "doccano", "toloka", "mturk", "sagemaker", "cvat"}
+    assert all(reader.__doc__ for reader in FORMATS.values())
