@@ -1,0 +1,132 @@
+"""Text items: reading id/text tables, TF-IDF features (hand-computed values, agreement
+with scikit-learn, a weights_only checkpoint round trip) and a text crowd learned from
+its TF-IDF features."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from kdcrowd.data.annotations import AnnotationError
+from kdcrowd.data.simulate import simulate_workers
+from kdcrowd.data.texts import TextFeaturizer, read_texts, text_features
+from kdcrowd.estimator import KDCrowdClassifier
+
+IDS = ["a1", "007", "b 2"]
+TEXTS = ["a great film, really", "", "dull; far too long"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".jsonl", ".json"])
+def test_read_texts_formats(tmp_path, suffix: str) -> None:
+    df = pd.DataFrame({"id": IDS, "body": TEXTS, "other": [1, 2, 3]})
+    p = tmp_path / f"t{suffix}"
+    if suffix == ".csv":
+        df.to_csv(p, index=False)
+    elif suffix == ".tsv":
+        df.to_csv(p, sep="\t", index=False)
+    elif suffix == ".parquet":
+        df.to_parquet(p)
+    elif suffix == ".jsonl":
+        df.to_json(p, orient="records", lines=True)
+    else:
+        p.write_text(json.dumps(df.to_dict("records")))
+    ids, texts = read_texts(p, id_column="id", text_column="body")
+    assert ids == IDS and texts == TEXTS  # ids as written ("007" stays "007"), empty text kept
+    with pytest.raises(AnnotationError, match=r"no column 'text'.*'id', 'body'.*--text-column"):
+        read_texts(p, id_column="id")
+    with pytest.raises(AnnotationError, match=r"no column 'item'.*--item-column"):
+        read_texts(p, text_column="body")
+
+
+def test_read_texts_errors(tmp_path) -> None:
+    p = tmp_path / "dup.csv"
+    p.write_text("item,text\nx,one\ny,two\nx,three\n")
+    with pytest.raises(AnnotationError, match=r"repeats item ids \(rows 0, 2.*'x'"):
+        read_texts(p)
+    q = tmp_path / "missing.jsonl"
+    q.write_text('{"item": "x", "text": "one"}\n{"item": "y", "text": null}\n')
+    with pytest.raises(AnnotationError, match=r"missing texts.*rows 1.*--text-column"):
+        read_texts(q)
+    r = tmp_path / "numbers.jsonl"
+    r.write_text('{"item": "x", "text": 5}\n')
+    with pytest.raises(AnnotationError, match="non-text values.*--text-column"):
+        read_texts(r)
+    with pytest.raises(AnnotationError, match="suffix"):
+        (tmp_path / "t.txt").write_text("x")
+        read_texts(tmp_path / "t.txt")
+    with pytest.raises(FileNotFoundError):
+        read_texts(tmp_path / "nope.csv")
+
+
+def test_tfidf_hand_computed() -> None:
+    # n = 2 texts; idf(t) = ln((1 + n) / (1 + df)) + 1; tf weight 1 + ln(tf); unit rows
+    X, feat = text_features(["aa aa bb", "bb cc"], ngram_range=(1, 1))
+    assert feat.vocabulary_ == ["aa", "bb", "cc"] and X.dtype == np.float32 and X.shape == (2, 3)
+    idf_rare, idf_common = math.log(3 / 2) + 1, 1.0
+    row0 = np.array([(1 + math.log(2)) * idf_rare, idf_common, 0.0])
+    row1 = np.array([0.0, idf_common, idf_rare])
+    expected = np.stack([row0 / np.linalg.norm(row0), row1 / np.linalg.norm(row1)])
+    np.testing.assert_allclose(X, expected, rtol=1e-6)
+    # a new text: only the fitted words count, with the training idf; no words -> zeros
+    new = feat.transform(["cc cc zz", "zz"])
+    np.testing.assert_allclose(new, [[0, 0, 1], [0, 0, 0]], atol=1e-7)
+
+
+def test_matches_scikit_learn_and_survives_a_weights_only_checkpoint(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(60)] + ["Café", "cafe"]
+    train = [" ".join(rng.choice(words, rng.integers(0, 12))) for _ in range(80)]
+    new = [" ".join(rng.choice(words + ["unseen"], 6)) for _ in range(20)]
+    X, feat = text_features(train, max_features=50, min_df=2)
+    ref = TfidfVectorizer(sublinear_tf=True, max_features=50, min_df=2, ngram_range=(1, 2), strip_accents="unicode").fit(train)
+    assert feat.vocabulary_ == sorted(ref.vocabulary_, key=ref.vocabulary_.get)
+    np.testing.assert_allclose(X, ref.transform(train).toarray(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(feat.transform(new), ref.transform(new).toarray(), rtol=1e-5, atol=1e-7)
+    torch.save({"featurizer": feat.to_state()}, tmp_path / "ckpt.pt")
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["featurizer"]
+    again = TextFeaturizer.from_state(state)
+    np.testing.assert_array_equal(again.transform(new), feat.transform(new))
+    assert again.n_features == 50
+
+
+def test_unfitted_and_bad_input() -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        TextFeaturizer().transform(["x"])
+    with pytest.raises(AnnotationError, match="no words"):
+        text_features(["", "a"])
+    with pytest.raises(AnnotationError, match="strings"):
+        text_features(["good text", None])
+    with pytest.raises(TypeError):
+        text_features("one string")
+
+
+def _text_crowd(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Texts whose words carry the class: 3 class words (of 6 per class) among 5 shared
+    filler words."""
+    rng = np.random.default_rng(seed)
+    k = 3
+    cue = [[f"c{c}word{j}" for j in range(6)] for c in range(k)]
+    filler = [f"filler{j}" for j in range(40)]
+    y = rng.integers(0, k, n)
+    texts = [" ".join(rng.permutation(list(rng.choice(cue[c], 3)) + list(rng.choice(filler, 5)))) for c in y]
+    return texts, y
+
+
+def test_text_crowd_learns_from_tfidf() -> None:
+    texts, y = _text_crowd(300, seed=0)
+    test_texts, y_test = _text_crowd(200, seed=1)
+    crowd = simulate_workers(y, "symmetric", n_classes=3, seed=0, n_workers=10, redundancy=3,
+                             noise_min=0.2, noise_max=0.5)
+    X, feat = text_features(texts, max_features=200, ngram_range=(1, 1))
+    assert X.shape == (300, 58)  # 18 class words + 40 fillers
+    clf = KDCrowdClassifier(method="mv", backbone="mlp", epochs=8, batch_size=64, lr=1e-2, device="cpu")
+    clf.fit(X, crowd.annotations)
+    acc = float((clf.predict(feat.transform(test_texts)) == y_test).mean())
+    # chance: 1/3; the majority vote of the training crowd itself is right on 76 % of items
+    assert acc > 0.85, acc
