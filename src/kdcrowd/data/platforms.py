@@ -197,6 +197,9 @@ class _Rows:
         if not choices:
             self.skip("empty")
             return
+        if worker is None or str(worker).strip() == "":
+            self.skip("no worker")
+            return
         self.items.append(str(item))
         self.workers.append(str(worker))
         self.choices.append(choices)
@@ -361,8 +364,8 @@ class _Tree:
 def read_labelstudio(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
     """Label Studio's JSON export (a list of tasks).
 
-    Reads per task ``id`` and ``data`` (an image URL/path in ``data`` makes the item id the
-    image's file name, else the item is the task ``id``); per entry of ``annotations``:
+    Reads per task ``id`` and ``data`` (when exactly one value of ``data`` is an image
+    URL/path, the item id is the image's file name; else the item is the task ``id``); per entry of ``annotations``:
     ``completed_by`` (the worker: the user id, or the ``email`` when it is an object),
     ``was_cancelled`` (skipped annotations are left out, counted as ``cancelled``),
     ``ground_truth`` (such annotations also give the task's gold label) and the
