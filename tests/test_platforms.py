@@ -256,3 +256,27 @@ def test_cvat_without_tags(tmp_path: Path) -> None:
 def test_formats_table() -> None:
     assert set(FORMATS) == {"labelstudio", "labelbox", "argilla", "doccano", "toloka", "mturk", "sagemaker", "cvat"}
     assert all(reader.__doc__ for reader in FORMATS.values())
+
+
+def test_doccano_collaborative_export_names_no_annotator(tmp_path: Path) -> None:
+    z = tmp_path / "collab.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("all.jsonl", json.dumps({"id": 1, "text": "good", "label": ["pos"]}) + "\n")
+    with pytest.raises(AnnotationError, match="collaborative.*one file per user"):
+        read_export(z)
+
+
+def test_doccano_image_projects_name_items_by_file(tmp_path: Path) -> None:
+    z = tmp_path / "images.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("ann.jsonl", "\n".join(json.dumps(r) for r in [
+            {"id": 5, "filename": "cat.png", "label": ["cat"]}, {"id": 6, "filename": "dog.png", "label": ["dog"]}]))
+    e = read_export(z)
+    assert e.annotations[KEY + ["ref"]].values.tolist() == [["cat", "ann", "cat", "cat.png"], ["dog", "ann", "dog", "dog.png"]]
+
+
+def test_cvat_task_assignee_is_not_an_annotator(tmp_path: Path) -> None:
+    p = tmp_path / "task_3.xml"
+    p.write_text('<annotations><version>1.1</version><meta><task><id>3</id><assignee><username>lead</username>'
+                 '</assignee></task></meta><image id="0" name="a.jpg"><tag label="cat"/></image></annotations>')
+    assert read_export(p).annotations["worker"].tolist() == ["task_3"]

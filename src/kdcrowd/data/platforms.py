@@ -511,11 +511,14 @@ def read_argilla(path: Path, field: str | None = None, multi: str | None = None,
 
 
 def read_doccano(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
-    """doccano's ZIP export of a text-classification project: one JSONL file per user.
+    """doccano's ZIP export of a text- or image-classification project: one JSONL file per
+    user (the export of a project that does not share annotations between users).
 
     The worker is the file's name without ``.jsonl`` (``alice.jsonl`` → ``alice``). Per
-    line: ``id`` (the item) and ``label`` (a list of class names; doccano 1.x's ``cats``
-    too). Examples a user left without a label are skipped (counted as ``empty``); span
+    line: ``id`` (the item; for image projects ``filename``, whose file name without
+    extension is the item id) and ``label`` (a list of class names; doccano 1.x's ``cats``
+    too). A lone ``all.jsonl`` (a collaborative project's export) names no annotators and
+    is an error. Examples a user left without a label are skipped (counted as ``empty``); span
     labels (``[start, end, label]``, sequence labelling) are an error. ``field``
     (``--field``) names another key to read the classes from.
     """
@@ -524,6 +527,12 @@ def read_doccano(path: Path, field: str | None = None, multi: str | None = None,
         files = [n for n in tree.names if n.lower().endswith((".jsonl", ".json"))]
         if not files:
             raise _fail(f"doccano export {path} holds no .jsonl files; export the project as JSONL.")
+        stems = [PurePosixPath(n).name.rsplit(".", 1)[0] for n in files]
+        if stems == ["all"]:
+            raise _fail(f"doccano export {path} holds one all.jsonl: the project shares annotations "
+                        "between users (collaborative annotation), so the export does not say who "
+                        "labelled what. Turn off 'share annotations across all users' in the "
+                        "project settings and export again (one file per user).")
         rows = _Rows("doccano")
         key = field
         for name in files:
@@ -540,7 +549,10 @@ def read_doccano(path: Path, field: str | None = None, multi: str | None = None,
                 if any(isinstance(v, (list, Mapping)) for v in value):
                     raise _fail(f"doccano export {path}: {name}, line {n} holds span labels ({value[:2]!r}); "
                                 "kdcrowd reads text-classification projects (one class per example).")
-                rows.add(obj.get("id"), worker, value)
+                ref = obj.get("filename")
+                item = item_id_from_reference(ref) if _is_image_ref(ref) else obj.get("id", ref)
+                rows.add(item, worker, value, ref)
+        _item_ids(rows.refs, rows.items)  # two images with one file name are an error
         return _finish(rows, field, multi, f"doccano export {path}")
     finally:
         tree.close()
@@ -760,10 +772,12 @@ def read_sagemaker(path: Path, field: str | None = None, multi: str | None = Non
         parsed: list[tuple[int, Mapping]] = []
         for name in responses:
             parts = PurePosixPath(name).parts
+            at = next((i for i, part in enumerate(parts) if part.startswith("iteration-")), None)
             try:
-                obj_id = int(parts[-2])
-            except (ValueError, IndexError):
-                raise _fail(f"{where}: {name} is not in a <dataObjectId>/ folder of worker-response/.") from None
+                obj_id = int(parts[at + 1])
+            except (TypeError, ValueError, IndexError):
+                raise _fail(f"{where}: {name} is not in a worker-response/iteration-N/<dataObjectId>/ "
+                            "folder.") from None
             if not 0 <= obj_id < len(objects):
                 raise _fail(f"{where}: {name} answers data object {obj_id}, but the manifest "
                             f"{manifests[0]} has {len(objects)} lines (objects 0..{len(objects) - 1}).")
@@ -786,7 +800,7 @@ def read_sagemaker(path: Path, field: str | None = None, multi: str | None = Non
 
 
 def _cvat_worker(root: ElementTree.Element, fallback: str) -> str:
-    for node in root.iterfind("./meta/*/assignee"):
+    for node in root.iterfind("./meta/job/assignee"):
         name = (node.findtext("username") or node.text or "").strip()
         if name:
             return name
@@ -798,7 +812,8 @@ def read_cvat(path: Path, field: str | None = None, multi: str | None = None, **
     file, or a folder or ZIP of them.
 
     The worker is the job's assignee (``meta/job/assignee/username`` or the ``assignee``
-    text) when the file names one, else the file's name without ``.xml`` (for a ZIP holding
+    text) when the file is a job's export that names one (a task's export names the task's
+    assignee, not an annotator, and is not read for it), else the file's name without ``.xml`` (for a ZIP holding
     one ``annotations.xml``, the ZIP's name). Per ``<image name=...>``: the item id is the
     image's file name without extension; its ``<tag label=...>`` elements are the classes
     (image-level tags; shapes are not read). Images without a tag are skipped (``empty``).
