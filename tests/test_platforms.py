@@ -280,3 +280,16 @@ def test_cvat_task_assignee_is_not_an_annotator(tmp_path: Path) -> None:
     p.write_text('<annotations><version>1.1</version><meta><task><id>3</id><assignee><username>lead</username>'
                  '</assignee></task></meta><image id="0" name="a.jpg"><tag label="cat"/></image></annotations>')
     assert read_export(p).annotations["worker"].tolist() == ["task_3"]
+
+
+def test_toloka_without_task_ids(tmp_path: Path) -> None:
+    # the web interface's default download has no ASSIGNMENT:task_id; one INPUT column names the items
+    df = pd.read_csv(FIX / "toloka.tsv", sep="\t", dtype=str, keep_default_na=False).drop(columns="ASSIGNMENT:task_id")
+    p = tmp_path / "results.tsv"
+    df.to_csv(p, sep="\t", index=False)
+    pd.testing.assert_frame_equal(_sorted(read_export(p).annotations), _sorted(read_export(FIX / "toloka.tsv").annotations))
+    df.insert(1, "INPUT:caption", "a pet")
+    df["INPUT:image"] = df["INPUT:image"].str.replace(".jpg", "")  # no longer image references
+    df.to_csv(p, sep="\t", index=False)
+    with pytest.raises(AnnotationError, match="task_id"):
+        read_export(p)

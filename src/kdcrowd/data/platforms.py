@@ -596,10 +596,12 @@ def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
     """Toloka's results TSV (assignments downloaded from a pool).
 
     Reads ``ASSIGNMENT:task_id`` (the item; when an ``INPUT:*`` column holds image URLs the
-    item id is the image's file name), ``ASSIGNMENT:worker_id`` (the worker),
+    item id is the image's file name; without the task id column, a single ``INPUT:*``
+    column's value names the item), ``ASSIGNMENT:worker_id`` (the worker),
     ``OUTPUT:<name>`` (the answer; with several output fields ``field``/``--field`` names
     one, without the prefix), ``ASSIGNMENT:status`` (``REJECTED`` assignments are left out
-    unless ``include_rejected``; counted as ``rejected``) and ``GOLDEN:<name>``: a row with a
+    unless ``include_rejected``; counted as ``rejected``; ``SKIPPED`` and ``EXPIRED`` ones
+    hold no answer and are counted as such) and ``GOLDEN:<name>``: a row with a
     golden answer is a control task, its golden answer the item's gold label (the worker's
     answer is kept as an annotation). Rows without a worker (blank lines) are skipped.
     """
@@ -622,10 +624,12 @@ def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
     df = df[has_worker]
     if "ASSIGNMENT:task_id" in cols:
         ids = df["ASSIGNMENT:task_id"].tolist()
-    elif img is not None:
-        ids = df[img].tolist()
+    elif img is not None or len(inputs) == 1:
+        ids = df[img if img is not None else next(iter(inputs.values()))].tolist()
     else:
-        raise _fail(f"Toloka results file {path} has no ASSIGNMENT:task_id column to name the items.")
+        raise _fail(f"Toloka results file {path} has no ASSIGNMENT:task_id column and {len(inputs)} INPUT "
+                    "columns, so nothing names the items; download the results again with the task_id "
+                    "field ticked.")
     refs = df[img].tolist() if img is not None else [None] * len(df)
     items = _item_ids(refs, ids)
     status = df["ASSIGNMENT:status"].str.upper().tolist() if "ASSIGNMENT:status" in cols else [""] * len(df)
@@ -634,9 +638,9 @@ def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
         if g.strip():
             value = _parse_cell(g)
             rows.add_gold(item, value[0] if isinstance(value, list) and len(value) == 1 else value, ref)
-        if st == "REJECTED" and not include_rejected:
+        if (st == "REJECTED" and not include_rejected) or st in ("SKIPPED", "EXPIRED"):
             rows.n_read += 1
-            rows.skip("rejected")
+            rows.skip(st.lower())
             continue
         rows.add(item, worker, _parse_cell(ans), ref)
     return _finish(rows, name, multi, f"Toloka results file {path}")
