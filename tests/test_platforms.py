@@ -293,3 +293,8 @@ def test_toloka_without_task_ids(tmp_path: Path) -> None:
     df.to_csv(p, sep="\t", index=False)
     with pytest.raises(AnnotationError, match="task_id"):
         read_export(p)
+
+
+def test_percent_signs_are_kept_in_plain_paths() -> None:
+    assert item_id_from_reference("photos/100%20off.jpg") == "100%20off"
+    assert item_id_from_reference("https://h.example/photos/100%25.jpg") == "100%"

@@ -121,19 +121,21 @@ def _canonical_ints(col: pd.Series) -> pd.Series:
     return pd.Series(as_int, index=col.index, dtype="int64")
 
 
-
 def item_id_from_reference(ref: Any) -> str:
     """The item id of a reference: the file name without directory and extension when
     ``ref`` is an image URL or path (see the module docstring), else ``str(ref)``."""
     text = str(ref).strip()
     parsed = urllib.parse.urlsplit(text)
-    path = parsed.path if parsed.scheme and len(parsed.scheme) > 1 else text
+    is_url = bool(parsed.scheme) and len(parsed.scheme) > 1  # (not a Windows drive letter)
+    path = parsed.path if is_url else text
     # Label Studio's local-files URLs carry the path in the query: /data/local-files/?d=dir/a.jpg
-    if parsed.query and "d=" in parsed.query:
+    if parsed.query and "d=" in parsed.query and (is_url or text.startswith("/data/")):
         d = urllib.parse.parse_qs(parsed.query).get("d")
         if d:
-            path = d[0]
-    path = urllib.parse.unquote(path).replace("\\", "/")
+            path, is_url = d[0], False
+    if is_url:  # percent-escapes are part of URLs, not of file names
+        path = urllib.parse.unquote(path)
+    path = path.replace("\\", "/")
     p = PurePosixPath(path)
     if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.stem:
         return text
