@@ -294,3 +294,21 @@ def test_crowd_dataset_validates():
         CrowdDataset("t", x, x, x, y, y, y, ann, ["a", "b"])
     with pytest.raises(ValueError, match="y_test"):
         CrowdDataset("t", x, x, x, y, y, y + 5, None, ["a", "b"])
+
+
+@needs_cifar10n
+def test_cifar10n_worst_label(cifar10n):
+    """labels='worst': one label per image, CIFAR-10N's worse_label with the worker of a column that gave it."""
+    ds = load_dataset("cifar10n", root=ROOT, labels="worst")
+    ann, ann3 = ds.annotations, cifar10n.annotations
+    assert ann.n_items == 15000 and len(ann.label) == 15000 and ds.info["labels"] == "worst"
+    np.testing.assert_array_equal(ds.x_train, cifar10n.x_train)
+    np.testing.assert_array_equal(np.sort(ann.item), np.arange(15000))
+    # each (item, worker, label) of the worst set is one of the three annotations of that item
+    three = set(zip(ann3.item.tolist(), ann3.worker_ids[ann3.worker].tolist(), ann3.label.tolist()))
+    assert all(t in three for t in zip(ann.item.tolist(), ann.worker_ids[ann.worker].tolist(), ann.label.tolist()))
+    acc_worst = (ann.label == ds.y_train[ann.item]).mean()
+    acc_three = (ann3.label == cifar10n.y_train[ann3.item]).mean()
+    assert 0.55 < acc_worst < 0.65 < acc_three  # the README: worse_label 59.8 % correct over all 50 k images
+    with pytest.raises(ValueError, match="worst"):
+        load_dataset("cifar10n", root=ROOT, labels="best")

@@ -460,16 +460,29 @@ def _cifar_info(d: dict[str, np.ndarray], parts: list[np.ndarray], split_seed: i
     }
 
 
-def _load_cifar10n(root: Path, *, extra_test: bool = False, split_seed: int = 0, verify: bool = True) -> CrowdDataset:
-    """CIFAR-10N: 3 human labels per training image; ``extra_test=True`` adds CIFAR-10H's JPEG test set."""
+def _load_cifar10n(root: Path, *, extra_test: bool = False, split_seed: int = 0, verify: bool = True, labels: str = "random") -> CrowdDataset:
+    """CIFAR-10N: 3 human labels per training image; ``extra_test=True`` adds CIFAR-10H's JPEG test set.
+
+    ``labels="worst"``: one label per image, CIFAR-10N's ``worse_label`` (a wrong one of the
+    three whenever there is one), attributed to the worker of the first column that gave it
+    (the annot-mix benchmark's "CIFAR-10N worst" setting)."""
+    if labels not in ("random", "worst"):
+        raise ValueError(f"cifar10n: labels must be 'random' (the three labels) or 'worst' (worse_label); got {labels!r}")
     ann_rel = "cifar10n/cifar10n_annotations.npz"
     d, (tr, va, te), paths = _cifar20k(root, "cifar10n", split_seed, verify, [ann_rel])
     a = _load_npz(paths[ann_rel])
     src = d["index"][tr]
     if not np.array_equal(a["clean_label"][d["index"]], d["labels"]):
         raise ValueError("cifar10n: the image file's labels differ from CIFAR-10N's clean_label; the files do not belong together")
+    labels_kind = labels
     labels = a["random_labels"][src].astype(np.int64)  # (15000, 3)
     workers = a["batch_worker_ids"][src].astype(np.int64)
+    if labels_kind == "worst":
+        worst = a["worse_label"][src].astype(np.int64)
+        col = (labels == worst[:, None]).argmax(1)  # worse_label is always one of the three
+        if not (labels[np.arange(len(src)), col] == worst).all():
+            raise ValueError("cifar10n: worse_label is not one of an image's three labels; the annotation file is not CIFAR-10N's")
+        labels, workers = worst[:, None], workers[np.arange(len(src)), col][:, None]
     ids, dense = np.unique(workers.reshape(-1), return_inverse=True)
     class_names = [str(c) for c in d["class_names"]]
     ann = Annotations(
@@ -478,6 +491,7 @@ def _load_cifar10n(root: Path, *, extra_test: bool = False, split_seed: int = 0,
     )
     info = {
         **_cifar_info(d, (tr, va, te), split_seed),
+        "labels": labels_kind,
         "source": "Wei et al. (ICLR 2022), CIFAR-10N; UCSC-REAL/cifar-10-100n@49df7d8a69e355470c77c1c2f2424916325a394b",
         "license": "CIFAR-10N annotations: CC BY-NC 4.0 (non-commercial)",
         "caveats": [
