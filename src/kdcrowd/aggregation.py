@@ -34,11 +34,13 @@ __all__ = [
     "DS_PRIOR",
     "METHODS",
     "DawidSkeneResult",
+    "ItemShard",
     "SparseWorkersWarning",
     "aggregate",
     "aggregation_frame",
     "dawid_skene",
     "majority_vote",
+    "shard_by_item",
 ]
 
 #: Canonical method names accepted by :func:`aggregate` (aliases are listed in
@@ -552,6 +554,49 @@ def dawid_skene(
         log_likelihood=loglik,
         objective=objective,
     )
+
+
+@dataclass
+class ItemShard:
+    """One rank's share of an annotation set, split by item (see :func:`shard_by_item`).
+
+    ``item`` is indexed locally (``0..n_items-1``, in the order of ``items``); ``worker``
+    and ``label`` keep the whole crowd's indices, so every shard has the same
+    ``n_workers`` and ``n_classes``. ``items[j]`` is the global index of local item ``j``.
+    """
+
+    item: np.ndarray
+    worker: np.ndarray
+    label: np.ndarray
+    n_items: int
+    n_workers: int
+    n_classes: int
+    items: np.ndarray
+
+
+def shard_by_item(ann: Any, rank: int, world_size: int) -> ItemShard:
+    """Rank ``rank``'s share of ``ann`` for ``dawid_skene(..., distributed=True)``.
+
+    The items are cut into ``world_size`` contiguous ranges holding about the same number
+    of annotations each (one ``bincount`` and a ``cumsum``); every annotation of an item
+    goes to the rank that owns the item, so Dawid–Skene's E-step needs no communication.
+    Items without annotations are spread the same way (they only get the class prior).
+    """
+    item, worker, label, n, m, k = _arrays(ann)
+    if not (isinstance(world_size, (int, np.integer)) and world_size >= 1 and 0 <= rank < world_size):
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    per_item = np.bincount(item, minlength=n)
+    before = np.cumsum(per_item) - per_item  # annotations of the items before each item
+    a = max(1, len(item))
+    # owner by annotation mass; items with equal 'before' (unannotated runs) stay together
+    owner = np.minimum(world_size - 1, (before * world_size) // a)
+    if len(item) == 0:
+        owner = np.minimum(world_size - 1, np.arange(n) * world_size // max(1, n))
+    items = np.flatnonzero(owner == rank)
+    local = np.full(n, -1, dtype=np.int64)
+    local[items] = np.arange(len(items))
+    sel = owner[item] == rank
+    return ItemShard(local[item[sel]], worker[sel], label[sel], len(items), m, k, items)
 
 
 # ---------------------------------------------------------------------- entry points
