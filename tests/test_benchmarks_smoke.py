@@ -64,6 +64,16 @@ def test_scale_netease_preset_smoke(load_script, tmp_path, keep_threads, capsys)
     assert out["summary"] == {} and out["classes"] == [3, 10]
 
 
+def test_ds_distributed_one_rank_smoke(load_script, tmp_path, keep_threads):
+    # without torchrun: one rank, which must equal the one-process reference exactly
+    bench = load_script("benchmarks/ds_distributed")
+    out = bench.main(["--device", "cpu", "--items", "2000", "--workers", "60", "--iters", "3", "--out", str(tmp_path / "dd.json")])
+    assert json.loads((tmp_path / "dd.json").read_text()) == json.loads(json.dumps(out))
+    assert out["world_size"] == 1 and out["iters"] == 3 and out["n_annotations"] == 12000
+    assert out["labels_equal"] and out["same_iterations"] and out["transitions_max_abs_diff"] == 0.0
+    assert out["sharded_accuracy"] > 0.8
+
+
 def test_speed_smoke(load_script, tmp_path, keep_threads):
     speed = load_script("benchmarks/speed")
     out_path = tmp_path / "speed.json"

@@ -257,6 +257,33 @@ def _ds_counts(item_w: torch.Tensor, wy_w: torch.Tensor, q: torch.Tensor, mk: in
     return raw
 
 
+def _item_by_label_csr(item: torch.Tensor, wy: torch.Tensor, n: int, mk: int,
+                       dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(S, S^T)`` as sparse CSR tensors: ``S[i, m*K + y]`` is the number of times worker
+    ``m`` gave label ``y`` to item ``i`` (duplicates summed), ``(N, M*K)``.
+
+    With it the E-step's per-item sums of log-confusions are ``S @ log T`` and the M-step's
+    soft confusion counts are ``S^T @ q``: on the CPU two sparse-dense products (one pass
+    over the non-zeros, multi-threaded) instead of a gather into an ``(A, K)`` buffer and
+    a scatter-add, about twice as fast at millions of annotations and without the buffer.
+    """
+    def csr(row: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
+        key, count = torch.unique(row * n_cols + col, sorted=True, return_counts=True)
+        r = torch.div(key, n_cols, rounding_mode="floor")
+        crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=item.device)
+        crow[1:] = torch.cumsum(torch.bincount(r, minlength=n_rows), 0)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow, key - r * n_cols, count.to(dtype), size=(n_rows, n_cols))
+
+    return csr(item, wy, n, mk), csr(wy, item, mk, n)
+
+
+#: Dawid–Skene's sums on the CPU go through sparse CSR products (see
+#: :func:`_item_by_label_csr`); on accelerators through gather / ``index_add_``.
+_CPU_SPARSE = True
+
+
 def _ds_m_step(raw: torch.Tensor, q_sum: torch.Tensor, n_has: float, used: torch.Tensor,
                prior: float, smoothing: float, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Dawid–Skene M-step from the summed statistics: ``(class prior (K,), transitions
@@ -433,8 +460,9 @@ def dawid_skene(
         return x if has_idx is None else x.index_select(0, has_idx)
 
     # labels per (worker, label) over the whole crowd, and the global sizes
-    wy_counts = torch.bincount(wy, minlength=m * k).to(dtype)
-    sizes = torch.tensor([float(a), float(n_has_local)], dtype=dtype, device=dev)
+    # (float64 on every device: exact counts past float32's 2**24)
+    wy_counts = torch.bincount(wy, minlength=m * k).to(torch.float64)
+    sizes = torch.tensor([float(a), float(n_has_local)], dtype=torch.float64, device=dev)
     if sharded:
         packed = reduce_(torch.cat([wy_counts, sizes]))
         wy_counts, sizes = packed[: m * k], packed[m * k:]
@@ -459,18 +487,24 @@ def dawid_skene(
                 SparseWorkersWarning,
                 stacklevel=2,
             )
-    # one (A, K) work buffer reused by every gather (large fresh allocations page-fault)
-    buf = torch.empty(a, k, dtype=dtype, device=dev)
-    # The M-step scatters into (worker, label) rows: visiting the annotations in that order
-    # makes the writes sequential instead of random, which is what limits this step at scale.
-    order_w = torch.argsort(wy, stable=True)
-    wy_w, item_w = wy[order_w], item[order_w]
-    del order_w
+    sparse = dev.type == "cpu" and _CPU_SPARSE and a > 0
+    if sparse:
+        s_mat, s_t = _item_by_label_csr(item, wy, n, m * k, dtype)
+        buf = None
+    else:
+        # one (A, K) work buffer reused by every gather (large fresh allocations page-fault)
+        buf = torch.empty(a, k, dtype=dtype, device=dev)
+        # The M-step scatters into (worker, label) rows: visiting the annotations in that
+        # order makes the writes sequential instead of random, which is what limits this
+        # step at scale.
+        order_w = torch.argsort(wy, stable=True)
+        wy_w, item_w = wy[order_w], item[order_w]
+        del order_w
 
     def m_step(q: torch.Tensor, extra: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Counts of this rank, summed with ``extra`` local statistics over ranks; then
         the M-step. Returns ``(priors, trans, raw, *extra summed)``."""
-        raw = _ds_counts(item_w, wy_w, q, m * k, buf)
+        raw = s_t @ q if sparse else _ds_counts(item_w, wy_w, q, m * k, buf)
         q_sum = annotated(q).sum(0)
         if sharded:  # one all-reduce per iteration: counts, prior sums, stopping statistics
             parts = [raw.reshape(-1), q_sum, *(e.reshape(-1) for e in extra)]
@@ -492,8 +526,12 @@ def dawid_skene(
         # underflows to 0 for items with many labels. We sum logs instead and normalise
         # with log-sum-exp (subtracting each row's max before exp), which is exact since
         # the per-row shift cancels in the normalisation.
-        log_post = torch.log(priors.clamp_min(eps)).expand(n, k).clone()
-        log_post.index_add_(0, item, torch.index_select(log_t_by_label(trans), 0, wy, out=buf))
+        if sparse:  # rows of labels a worker never gave (-inf) have no non-zero in S
+            log_t = torch.where(used_rows, log_t_by_label(trans), 0.0)
+            log_post = (s_mat @ log_t).add_(torch.log(priors.clamp_min(eps)))
+        else:
+            log_post = torch.log(priors.clamp_min(eps)).expand(n, k).clone()
+            log_post.index_add_(0, item, torch.index_select(log_t_by_label(trans), 0, wy, out=buf))
         log_norm = torch.logsumexp(log_post, dim=1, keepdim=True)
         post = torch.exp(log_post.sub_(log_norm))
         return post, annotated(log_norm).sum()
