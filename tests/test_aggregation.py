@@ -558,3 +558,27 @@ def test_against_crowdkit_on_truth_inference_sets(name):
     assert warned == sparse, (name, warned, sparse)
     reg_acc = (on_gold(reg.labels) == gold).mean()
     assert reg_acc >= ck_acc - 0.005, (name, reg_acc, ck_acc)
+
+
+def test_dawid_skene_sparse_and_gather_paths_agree(monkeypatch):
+    # the CPU runs S @ log T and S^T @ q on sparse CSR matrices; accelerators gather and
+    # index_add_ -- both paths, on the CPU here, must give the same EM run
+    import kdcrowd.aggregation as agg
+
+    rng = np.random.default_rng(7)
+    n, m, k, a = 600, 25, 4, 4000
+    item = rng.integers(0, n - 5, a)  # 5 items without labels
+    worker = rng.integers(0, m, a)
+    label = np.where(rng.random(a) < 0.6, item % k, rng.integers(0, k, a))
+    item, worker, label = np.append(item, item[:50]), np.append(worker, worker[:50]), np.append(label, label[:50])  # duplicates
+    ann = _ann(item, worker, label, n_items=n, n_workers=m + 1, n_classes=k)  # one worker without labels
+    for kw in ({"prior": 0.0}, {}, {"criterion": "loglik", "smoothing": 0.5}):
+        monkeypatch.setattr(agg, "_CPU_SPARSE", True)
+        sparse = dawid_skene(ann, **kw)
+        monkeypatch.setattr(agg, "_CPU_SPARSE", False)
+        dense = dawid_skene(ann, **kw)
+        assert sparse.n_iter == dense.n_iter > 1, kw
+        np.testing.assert_array_equal(sparse.labels, dense.labels)
+        np.testing.assert_allclose(sparse.posteriors, dense.posteriors, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(sparse.transitions, dense.transitions, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(sparse.objective, dense.objective, rtol=1e-12)
