@@ -452,18 +452,24 @@ def netease_row(n_items: int, n_classes: int, device: torch.device, seed: int = 
     y = sim["y"]
     del sim
     rec["loadavg_before_data_layer"] = _load()
+    c0 = time.process_time()
     ann, d = time_data_layer(df)
+    rec["data_layer_cpu_s"] = time.process_time() - c0
     del df
     gc.collect()
     rec.update(d)
     rec["loadavg_before_mv"] = _load()
+    c0 = time.process_time()
     rec.update(time_mv(ann, y))
+    rec["mv_cpu_s"] = time.process_time() - c0
     rec["loadavg_before_ds"] = _load()
     with GPUPeak(device) as gmem, PeakRSS() as mem:
         _sync(device)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         res = dawid_skene(ann, device=str(device))  # numpy out: synchronised
         t1 = time.perf_counter()
+        rec["ds_cpu_s"] = time.process_time() - c0
     rec["loadavg_after_ds"] = _load()
     rec.update({
         "ds_s": t1 - t0, "ds_iters": int(res.n_iter), "ds_s_per_iter": (t1 - t0) / max(1, res.n_iter),
@@ -499,6 +505,7 @@ def main_netease(args: argparse.Namespace, device: torch.device) -> Path:
             "total_s = data_layer_s (Annotations.from_long with its duplicate check + .padded()) + mv_s (majority_vote, numpy) + ds_s (dawid_skene(ann, device=...) with the library's defaults: prior=1, crowd-kit's stopping rule, up to 100 iterations; float64 on the CPU, float32 on CUDA).",
             "peak_mem_mb_* = peak RSS above the level before the step (sampled every 2 ms); process_peak_rss_mb = ru_maxrss of the whole process so far (includes the simulation and the DataFrame); gpu_peak_mb_ds = torch.cuda.max_memory_allocated above the level before DS.",
             "loadavg_* = os.getloadavg() (1, 5, 15 min) at those points: the CPU may be shared with other processes, which slows every step (a load above the number of cores means they waited).",
+            "*_cpu_s = CPU seconds of this process in the step (time.process_time: user + system, all threads; includes the sampling thread of the RSS peak). Less sensitive than the wall times to other processes on a shared CPU; with T threads busy, wall ~ cpu / T on an idle machine.",
         ],
         "results": [],
     }
@@ -521,7 +528,7 @@ def main_netease(args: argparse.Namespace, device: torch.device) -> Path:
             out["wall_seconds"] = time.perf_counter() - t_all
             write_json(out_path, out)
     full = [r for r in out["results"] if "error" not in r and r["n_items"] == NETEASE["n_items"]]
-    out["summary"] = {f"K={r['n_classes']}": {key: r[key] for key in ("data_layer_s", "mv_s", "ds_s", "ds_iters", "total_s", "process_peak_rss_mb", "mv_accuracy", "ds_accuracy")} for r in full}
+    out["summary"] = {f"K={r['n_classes']}": {key: r[key] for key in ("data_layer_s", "mv_s", "ds_s", "ds_iters", "total_s", "data_layer_cpu_s", "mv_cpu_s", "ds_cpu_s", "process_peak_rss_mb", "mv_accuracy", "ds_accuracy", "loadavg_after_ds")} for r in full}
     out["loadavg_end"] = _load()
     out["wall_seconds"] = time.perf_counter() - t_all
     write_json(out_path, out)
