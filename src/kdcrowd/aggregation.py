@@ -4,8 +4,11 @@ Every function takes an annotation set ``ann`` -- an
 :class:`kdcrowd.data.annotations.Annotations` or any object with the aligned int64
 arrays ``item``, ``worker``, ``label`` (dense indices) and the sizes ``n_items``,
 ``n_workers``, ``n_classes``. Nothing is ever densified to an ``N x M`` matrix: all
-work is ``bincount`` / ``index_add`` over the ``A`` annotations, so memory is
-``O(A*K + N*K + M*K*K)`` and the code scales to millions of annotations.
+work is ``bincount`` / ``index_add`` over the ``A`` annotations or products with the sparse
+``(N, M*K)`` item-by-(worker, label) count matrix (Dawid–Skene on the CPU), so memory is
+``O(A*K + N*K + M*K*K)`` (``O(A + N*K + M*K*K)`` for Dawid–Skene on the CPU) and the code
+scales to millions of annotations; Dawid–Skene can also be sharded by item over the
+processes of a ``torch.distributed`` group (``distributed=True``, :func:`shard_by_item`).
 
 Conventions shared by all methods
 
