@@ -672,7 +672,9 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
         ``"mv-soft"``: the same result; the name exists so that the soft-target
             training variant and the CLI can say what they use.
         ``"ds"``: Dawid–Skene; labels and posteriors of :func:`dawid_skene`, whose
-            keywords it accepts.
+            keywords it accepts (among them ``prior``: the shrinkage toward the pooled
+            confusion matrix, default :data:`DS_PRIOR`, ``0`` for crowd-kit's exact
+            results -- the command line's ``--ds-prior``).
 
     Aliases: ``majority_vote``, ``soft_mv``, ``dawid_skene``, ... (see ``_ALIASES``).
 
