@@ -30,12 +30,27 @@ Cost linear in annotations: each step also reports seconds per million annotatio
 
 The JSON file is rewritten atomically after every size, so an interrupted run keeps what
 it finished. ``--quick`` runs toy sizes (seconds, for a smoke check).
+
+NetEaseCrowd shape (``--preset netease``)::
+
+    python benchmarks/scale.py --preset netease [--device cuda]
+
+A simulated crowd shaped like NetEaseCrowd, the largest public crowd (6.0 M annotations
+of 1.0 M items by 2,413 workers, 6 labels per item), for K = 3 and K = 10 classes (and,
+to show that time and memory grow linearly, at half the size), through the data layer,
+majority vote and Dawid–Skene **as a user calls it** (``dawid_skene(ann, device=...)``:
+the library's defaults, regularised, crowd-kit's stopping rule). Each step is timed
+separately, with its peak RSS, the process's peak RSS and ``os.getloadavg()`` before and
+after (the CPU may be shared). Dawid–Skene runs on ``--device`` only (``cuda``: on the
+GPU, with a warm-up run first). Writes ``benchmarks/results/scale_netease_<cpu|cuda>.json``
+(or ``--out``) and prints that path as the last line.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
 import threading
@@ -405,9 +420,127 @@ def linearity(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+NETEASE = {"n_items": 1_000_000, "n_workers": 2413, "labels_per_item": 6}
+
+
+def _max_rss_mb() -> float | None:
+    """The process's peak resident set size so far (``ru_maxrss``), in MB."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except (ImportError, OSError):  # pragma: no cover - non-POSIX
+        return None
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return None
+
+
+def netease_row(n_items: int, n_classes: int, device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """One NetEaseCrowd-shaped crowd (``n_items`` x 6 labels, 2,413 workers, K classes):
+    data layer, majority vote, Dawid–Skene with the library's defaults on ``device``."""
+    w, r = NETEASE["n_workers"], NETEASE["labels_per_item"]
+    rec: dict[str, Any] = {"n_items": n_items, "n_workers": w, "labels_per_item": r, "n_classes": n_classes, "device": str(device)}
+    sim = simulate(n_items, w, r, n_classes, seed=seed)
+    a = int(sim["item"].size)
+    rec["n_annotations"] = a
+    df = pd.DataFrame({"item": sim["item"], "worker": sim["worker"], "label": sim["label"]})
+    y = sim["y"]
+    del sim
+    rec["loadavg_before_data_layer"] = _load()
+    c0 = time.process_time()
+    ann, d = time_data_layer(df)
+    rec["data_layer_cpu_s"] = time.process_time() - c0
+    del df
+    gc.collect()
+    rec.update(d)
+    rec["loadavg_before_mv"] = _load()
+    c0 = time.process_time()
+    rec.update(time_mv(ann, y))
+    rec["mv_cpu_s"] = time.process_time() - c0
+    rec["loadavg_before_ds"] = _load()
+    with GPUPeak(device) as gmem, PeakRSS() as mem:
+        _sync(device)
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        res = dawid_skene(ann, device=str(device))  # numpy out: synchronised
+        t1 = time.perf_counter()
+        rec["ds_cpu_s"] = time.process_time() - c0
+    rec["loadavg_after_ds"] = _load()
+    rec.update({
+        "ds_s": t1 - t0, "ds_iters": int(res.n_iter), "ds_s_per_iter": (t1 - t0) / max(1, res.n_iter),
+        "peak_mem_mb_ds": mem.peak_mb, "gpu_peak_mb_ds": gmem.peak_mb,
+        "ds_accuracy": float((res.labels == y).mean()),
+    })
+    rec["total_s"] = rec["data_layer_s"] + rec["mv_s"] + rec["ds_s"]
+    rec["process_peak_rss_mb"] = _max_rss_mb()
+    rec["peak_step_rss_bytes_per_annotation"] = max(rec["peak_mem_mb_data_layer"] or 0, rec["peak_mem_mb_mv"] or 0, rec["peak_mem_mb_ds"] or 0) * 2**20 / a
+    log(f"N={n_items:,} K={n_classes} ({a:,} annotations) on {device}: data layer {rec['data_layer_s']:.2f}s, MV {rec['mv_s']:.2f}s, "
+        f"DS {rec['ds_s']:.2f}s ({rec['ds_iters']} it), total {rec['total_s']:.2f}s; RSS peaks +{rec['peak_mem_mb_data_layer']:.0f}/+{rec['peak_mem_mb_mv']:.0f}/+{rec['peak_mem_mb_ds']:.0f} MB; "
+        f"accuracy MV {rec['mv_accuracy']:.4f} DS {rec['ds_accuracy']:.4f}; load {rec['loadavg_after_ds']}")
+    del ann, res
+    gc.collect()
+    return rec
+
+
+def main_netease(args: argparse.Namespace, device: torch.device) -> Path:
+    out_path = args.out or ROOT / "benchmarks" / "results" / f"scale_netease_{device.type}.json"
+    out: dict[str, Any] = {
+        "command": " ".join(["python", "benchmarks/scale.py", *args.argv]),
+        "versions": versions(),
+        "device": device_name(device),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_start": _load(),
+        "shape": NETEASE,
+        "classes": args.netease_classes,
+        "fractions": args.netease_fractions,
+        "targets": {"total_s_gpu": 5.0, "total_s_cpu_2_cores": 120.0},
+        "notes": [
+            "Simulated crowd shaped like NetEaseCrowd (1.0 M items, 6 labels each from distinct random workers out of 2,413 = 6.0 M annotations); worker noise rates spread evenly over [0.1, 0.5], symmetric noise.",
+            "total_s = data_layer_s (Annotations.from_long with its duplicate check + .padded()) + mv_s (majority_vote, numpy) + ds_s (dawid_skene(ann, device=...) with the library's defaults: prior=1, crowd-kit's stopping rule, up to 100 iterations; float64 on the CPU, float32 on CUDA).",
+            "peak_mem_mb_* = peak RSS above the level before the step (sampled every 2 ms); process_peak_rss_mb = ru_maxrss of the whole process so far (includes the simulation and the DataFrame); gpu_peak_mb_ds = torch.cuda.max_memory_allocated above the level before DS.",
+            "loadavg_* = os.getloadavg() (1, 5, 15 min) at those points: the CPU may be shared with other processes, which slows every step (a load above the number of cores means they waited).",
+            "*_cpu_s = CPU seconds of this process in the step (time.process_time: user + system, all threads; includes the sampling thread of the RSS peak). Less sensitive than the wall times to other processes on a shared CPU; with T threads busy, wall ~ cpu / T on an idle machine.",
+        ],
+        "results": [],
+    }
+    log(f"NetEaseCrowd shape on {out['device']}; {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; load {out['loadavg_start']}")
+    warm = simulate(2000, 50, 6, 3, seed=1)  # first pandas/torch calls, CUDA context (not timed)
+    wann = Annotations.from_long(pd.DataFrame({k: warm[k] for k in ("item", "worker", "label")}))
+    majority_vote(wann)
+    dawid_skene(wann, device=str(device), n_iter=3)
+    _sync(device)
+    t_all = time.perf_counter()
+    for k in args.netease_classes:
+        for frac in sorted(args.netease_fractions):
+            n = int(round(NETEASE["n_items"] * frac))
+            try:
+                rec = netease_row(n, k, device, seed=args.seed)
+            except Exception as exc:  # keep what finished; record the failure
+                log(f"N={n:,} K={k}: FAILED: {type(exc).__name__}: {exc}")
+                rec = {"n_items": n, "n_classes": k, "error": f"{type(exc).__name__}: {exc}"}
+            out["results"].append(rec)
+            out["wall_seconds"] = time.perf_counter() - t_all
+            write_json(out_path, out)
+    full = [r for r in out["results"] if "error" not in r and r["n_items"] == NETEASE["n_items"]]
+    out["summary"] = {f"K={r['n_classes']}": {key: r[key] for key in ("data_layer_s", "mv_s", "ds_s", "ds_iters", "total_s", "data_layer_cpu_s", "mv_cpu_s", "ds_cpu_s", "process_peak_rss_mb", "mv_accuracy", "ds_accuracy", "loadavg_after_ds")} for r in full}
+    out["loadavg_end"] = _load()
+    out["wall_seconds"] = time.perf_counter() - t_all
+    write_json(out_path, out)
+    return Path(out_path)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
+    ap.add_argument("--out", type=Path, default=None, help="JSON to write (default benchmarks/results/scale.json, or scale_netease_<device>.json with --preset netease)")
+    ap.add_argument("--preset", choices=["sizes", "netease"], default="sizes", help="sizes: the size sweep (default); netease: the NetEaseCrowd-shaped crowd, K=3 and K=10 (see above)")
+    ap.add_argument("--netease-classes", type=int, nargs="+", default=[3, 10])
+    ap.add_argument("--netease-fractions", type=float, nargs="+", default=[0.5, 1.0], help="sizes as fractions of NetEaseCrowd's 1.0 M items (default 0.5 1.0: the half size shows linear growth)")
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when available); DS also always runs on the CPU")
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help=f"numbers of items (default {DEFAULT_SIZES})")
     ap.add_argument("--workers", type=int, default=50_000)
@@ -422,6 +555,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true", help="toy sizes (smoke check)")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.preset == "netease" and args.quick:
+        args.netease_fractions = [0.002, 0.004]
     if args.sizes is None:
         args.sizes = [2_000, 4_000] if args.quick else DEFAULT_SIZES
         if args.quick:
@@ -437,6 +573,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.preset == "netease":
+        path = main_netease(args, device)
+        print(path, flush=True)
+        return json.loads(Path(path).read_text())
+    if args.out is None:
+        args.out = ROOT / "benchmarks" / "results" / "scale.json"
     dev_name = device_name(device)
     out: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/scale.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -444,7 +586,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": dev_name,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "argv"},
         "results": [],
         "notes": [
             f"Simulated crowd: each item labelled by {args.labels_per_item} distinct random workers out of {args.workers:,}; worker noise rates spread evenly over [0.1, 0.5] (symmetric noise, K={args.classes}).",

@@ -49,6 +49,31 @@ def test_scale_smoke(load_script, tmp_path, keep_threads):
     assert out["results"][0]["epoch_maxmig_s"] is None
 
 
+def test_scale_netease_preset_smoke(load_script, tmp_path, keep_threads, capsys):
+    scale = load_script("benchmarks/scale")
+    out_path = tmp_path / "ne.json"
+    out = scale.main(["--preset", "netease", "--quick", "--device", "cpu", "--threads", "1", "--out", str(out_path)])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out_path)  # the path, last
+    assert json.loads(out_path.read_text()) == out
+    assert [(r["n_classes"], r["n_items"]) for r in out["results"]] == [(3, 2000), (3, 4000), (10, 2000), (10, 4000)]
+    for r in out["results"]:
+        assert "error" not in r and r["n_annotations"] == 6 * r["n_items"] and r["n_workers"] == 2413
+        assert r["total_s"] == pytest.approx(r["data_layer_s"] + r["mv_s"] + r["ds_s"])
+        assert 1 <= r["ds_iters"] <= 100 and r["ds_accuracy"] > 0.8 and r["mv_accuracy"] > 0.8
+        assert len(r["loadavg_before_ds"]) == 3 and r["process_peak_rss_mb"] > 0
+    assert out["summary"] == {} and out["classes"] == [3, 10]
+
+
+def test_ds_distributed_one_rank_smoke(load_script, tmp_path, keep_threads):
+    # without torchrun: one rank, which must equal the one-process reference exactly
+    bench = load_script("benchmarks/ds_distributed")
+    out = bench.main(["--device", "cpu", "--items", "2000", "--workers", "60", "--iters", "3", "--out", str(tmp_path / "dd.json")])
+    assert json.loads((tmp_path / "dd.json").read_text()) == json.loads(json.dumps(out))
+    assert out["world_size"] == 1 and out["iters"] == 3 and out["n_annotations"] == 12000
+    assert out["labels_equal"] and out["same_iterations"] and out["transitions_max_abs_diff"] == 0.0
+    assert out["sharded_accuracy"] > 0.8
+
+
 def test_speed_smoke(load_script, tmp_path, keep_threads):
     speed = load_script("benchmarks/speed")
     out_path = tmp_path / "speed.json"

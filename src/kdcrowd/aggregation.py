@@ -4,8 +4,11 @@ Every function takes an annotation set ``ann`` -- an
 :class:`kdcrowd.data.annotations.Annotations` or any object with the aligned int64
 arrays ``item``, ``worker``, ``label`` (dense indices) and the sizes ``n_items``,
 ``n_workers``, ``n_classes``. Nothing is ever densified to an ``N x M`` matrix: all
-work is ``bincount`` / ``index_add`` over the ``A`` annotations, so memory is
-``O(A*K + N*K + M*K*K)`` and the code scales to millions of annotations.
+work is ``bincount`` / ``index_add`` over the ``A`` annotations or products with the sparse
+``(N, M*K)`` item-by-(worker, label) count matrix (Dawid–Skene on the CPU), so memory is
+``O(A*K + N*K + M*K*K)`` (``O(A + N*K + M*K*K)`` for Dawid–Skene on the CPU) and the code
+scales to millions of annotations; Dawid–Skene can also be sharded by item over the
+processes of a ``torch.distributed`` group (``distributed=True``, :func:`shard_by_item`).
 
 Conventions shared by all methods
 
@@ -22,6 +25,7 @@ default) in float64 on the CPU, float32 on accelerators unless ``dtype`` is give
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +34,16 @@ import pandas as pd
 import torch
 
 __all__ = [
+    "DS_PRIOR",
     "METHODS",
     "DawidSkeneResult",
+    "ItemShard",
+    "SparseWorkersWarning",
     "aggregate",
     "aggregation_frame",
     "dawid_skene",
     "majority_vote",
+    "shard_by_item",
 ]
 
 #: Canonical method names accepted by :func:`aggregate` (aliases are listed in
@@ -208,8 +216,9 @@ class DawidSkeneResult:
             without annotations.
         transitions: ``(M, K, K)`` worker confusion matrices,
             ``transitions[m, true, observed]``, rows sum to 1. Cells of labels a worker
-            never gave are exactly 0 when ``smoothing == 0``; workers without any
-            annotation get uniform rows.
+            never gave are exactly 0 when ``prior == 0`` and ``smoothing == 0``;
+            workers without any annotation get uniform rows when ``prior == 0`` and
+            the pooled matrix (the prior's mean) otherwise.
         priors: ``(K,)`` class prior (mean posterior over annotated items).
         n_iter: number of EM iterations (E-steps) run.
         converged: whether the stopping objective gained less than ``tol`` before
@@ -231,28 +240,141 @@ class DawidSkeneResult:
     objective: list[float] = field(default_factory=list)
 
 
+#: Default strength of the Dawid–Skene prior (pseudo-counts per confusion-matrix row,
+#: spread like the pooled confusion matrix); see ``prior`` in :func:`dawid_skene`.
+DS_PRIOR = 1.0
+
+
+class SparseWorkersWarning(UserWarning):
+    """Most workers gave fewer labels than there are classes (Dawid–Skene's per-worker
+    confusion matrices are then barely identified by their own labels)."""
+
+
+def _ds_counts(item_w: torch.Tensor, wy_w: torch.Tensor, q: torch.Tensor, mk: int,
+               buf: torch.Tensor) -> torch.Tensor:
+    """Soft confusion counts ``(M*K, K)``: row ``m*K + y``, column ``c`` is the sum of
+    ``q[i, c]`` over the annotations ``(i, m, y)`` (given in ``(worker, label)`` order,
+    so that the scatter writes memory sequentially)."""
+    raw = torch.zeros(mk, q.shape[1], dtype=q.dtype, device=q.device)
+    raw.index_add_(0, wy_w, torch.index_select(q, 0, item_w, out=buf))
+    return raw
+
+
+def _item_by_label_csr(item: torch.Tensor, wy: torch.Tensor, n: int, mk: int,
+                       dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(S, S^T)`` as sparse CSR tensors: ``S[i, m*K + y]`` is the number of times worker
+    ``m`` gave label ``y`` to item ``i`` (duplicates summed), ``(N, M*K)``.
+
+    With it the E-step's per-item sums of log-confusions are ``S @ log T`` and the M-step's
+    soft confusion counts are ``S^T @ q``: on the CPU two sparse-dense products (one pass
+    over the non-zeros, multi-threaded) instead of a gather into an ``(A, K)`` buffer and
+    a scatter-add, about twice as fast at millions of annotations and without the buffer.
+    Built with two sorts: the annotations by ``(item, worker-label)``, then the distinct
+    cells by ``(worker-label, item)``.
+    """
+    dev = item.device
+
+    def compress(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+        crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=dev)
+        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
+        return crow
+
+    key = torch.sort(item * mk + wy).values
+    first = torch.ones(len(key), dtype=torch.bool, device=dev)
+    first[1:] = key[1:] != key[:-1]
+    starts = torch.nonzero(first).squeeze(1)
+    counts = torch.diff(starts, append=torch.tensor([len(key)], device=dev)).to(dtype)
+    key = key.index_select(0, starts)  # (index_select: much faster than key[starts] on the CPU)
+    del first, starts
+    rows = torch.div(key, mk, rounding_mode="floor")
+    cols = key - rows * mk
+    del key
+    perm = torch.sort(cols * n + rows).indices
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        s_mat = torch.sparse_csr_tensor(compress(rows, n), cols, counts, size=(n, mk))
+        s_t = torch.sparse_csr_tensor(compress(cols.index_select(0, perm), mk), rows.index_select(0, perm),
+                                      counts.index_select(0, perm), size=(mk, n))
+    return s_mat, s_t
+
+
+#: Dawid–Skene's sums on the CPU go through sparse CSR products (see
+#: :func:`_item_by_label_csr`); on accelerators through gather / ``index_add_``.
+_CPU_SPARSE = True
+
+
+def _ds_m_step(raw: torch.Tensor, q_sum: torch.Tensor, n_has: float, used: torch.Tensor,
+               prior: float, smoothing: float, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dawid–Skene M-step from the summed statistics: ``(class prior (K,), transitions
+    (M, K, K))``.
+
+    ``raw``: :func:`_ds_counts` (summed over ranks when sharded); ``q_sum``: the sum of
+    the posteriors of the annotated items; ``used[m, y]``: worker ``m`` gave label ``y``.
+    ``prior`` adds ``prior * P[c, :]`` to row ``c`` of every worker's counts, ``P`` the
+    pooled (all-worker) confusion matrix, row-normalised: the posterior mean under a
+    Dirichlet prior centred on the pooled matrix.
+    """
+    m, k = used.shape
+    dtype, dev = raw.dtype, raw.device
+    if n_has > 0:
+        priors = q_sum / n_has
+    else:
+        priors = torch.full((k,), 1.0 / k, dtype=dtype, device=dev)
+    counts = raw.view(m, k, k).transpose(1, 2)  # [worker, true c, observed y]
+    if prior:
+        pooled = counts.sum(0).clamp_min(eps)
+        pooled = pooled / pooled.sum(-1, keepdim=True)
+        counts = counts + prior * pooled
+    if smoothing:
+        counts = counts + smoothing
+    counts = torch.where(used[:, None, :], counts.clamp_min(eps), counts)
+    rows = counts.sum(-1, keepdim=True)
+    trans = torch.where(rows > 0, counts / rows.clamp_min(torch.finfo(dtype).tiny), 1.0 / k)
+    return priors, trans
+
+
 def dawid_skene(
     ann: Any,
     n_iter: int = 100,
     tol: float = 1e-5,
     init: str | np.ndarray = "soft_mv",
+    prior: float = DS_PRIOR,
     smoothing: float = 0.0,
     eps: float = _EPS,
     criterion: str = "crowdkit",
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    distributed: bool = False,
+    warn: bool = True,
 ) -> DawidSkeneResult:
     """Dawid & Skene (1979) EM with one confusion matrix per worker.
 
     Dawid, A. P. & Skene, A. M. Maximum likelihood estimation of observer error-rates
     using the EM algorithm. Applied Statistics 28(1), 20–28. doi:10.2307/2346806.
 
-    The conventions follow crowd-kit's ``DawidSkene`` so both agree on labels:
-    initialisation from majority-vote proportions, an M-step first, priors as the mean
-    posterior over annotated items floored at ``eps``, confusion counts floored at
-    ``eps`` in the cells of labels the worker actually gave, then row-normalised.
-    The loop stops when the per-annotation stopping objective (``criterion``) gains
-    less than ``tol`` (a decrease also stops it).
+    The conventions follow crowd-kit's ``DawidSkene``: initialisation from majority-vote
+    proportions, an M-step first, priors as the mean posterior over annotated items
+    floored at ``eps``, confusion counts floored at ``eps`` in the cells of labels the
+    worker actually gave, then row-normalised. The loop stops when the per-annotation
+    stopping objective (``criterion``) gains less than ``tol`` (a decrease also stops it).
+    With ``prior=0`` the labels, posteriors and iteration counts are crowd-kit's.
+
+    **Regularisation (``prior``).** Unregularised, a worker who labelled one item gets a
+    confusion matrix whose every row puts all mass on the label they gave, so that label
+    carries no information and, when most workers are like this, every item ends up with
+    the same label (2,000 items, 20,000 workers, one label each: 50 % accuracy against 98 %
+    for majority vote). The default adds ``prior`` pseudo-counts to every row of every
+    worker's counts, spread like the pooled confusion matrix of all workers (the mean of a
+    Dirichlet posterior centred on the pooled matrix): a worker with few labels looks like
+    the average worker (DS then weighs votes like majority vote), one with many labels
+    keeps their own matrix. The default ``prior=1`` (one pseudo-label per true class) was
+    chosen on two sets of crowds. On the 15 truth-inference sets it stays within 0.5
+    points of crowd-kit's gold accuracy (largest losses: trec -0.3, relevance -0.25) and
+    gains 6 points on ``cf``, where 76 % of the workers gave fewer labels than there are
+    classes; ``prior=2`` already loses 0.52 points on relevance. On simulated crowds whose
+    workers gave 1 to 12 labels each (K = 2, 3, 10) it stays within 2 points of majority
+    vote, where ``prior=0`` falls to 35-87 % of it and ``prior=0.5`` still trails by up to
+    3 points. Larger values pull experienced workers toward the average as well.
 
     Args:
         ann: annotations (see module docstring). Duplicate ``(item, worker)`` rows count
@@ -263,8 +385,11 @@ def dawid_skene(
         init: ``"soft_mv"`` (vote proportions, crowd-kit's choice), ``"mv"`` (one-hot
             hard majority vote, lowest class on ties) or an ``(N, K)`` array of initial
             posteriors.
+        prior: strength (pseudo-counts per row, >= 0) of the shrinkage of each worker's
+            confusion matrix toward the pooled confusion matrix. ``0`` turns it off and
+            reproduces crowd-kit's ``DawidSkene`` exactly (command line: ``--ds-prior 0``).
         smoothing: additive Dirichlet pseudo-count added to every cell of every
-            confusion matrix before normalising (0 = crowd-kit behaviour).
+            confusion matrix before normalising (a flat prior, on top of ``prior``).
         eps: floor for confusion counts (cells the worker used) and for the priors.
         criterion: stopping objective. ``"crowdkit"`` (default) reproduces crowd-kit's
             ``DawidSkene``: its "ELBO" counts the log prior once per annotation instead
@@ -275,12 +400,26 @@ def dawid_skene(
         device: torch device to run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``...;
             ``"auto"``: CUDA when available, else the CPU).
         dtype: torch float dtype; default float64 on the CPU, float32 elsewhere.
+        distributed: shard over the ranks of the default ``torch.distributed`` process
+            group. Each rank passes its own share of the annotations, split **by item**
+            (every annotation of an item on the same rank; items indexed locally, workers
+            and classes indexed the same way on every rank, with the same ``n_workers``
+            and ``n_classes``). The E-step stays local; the M-step's confusion counts,
+            the class-prior sums and the stopping statistics are all-reduced once per
+            iteration, so every rank runs the same iterations as one process on all the
+            annotations would. The result holds this rank's items (labels, posteriors)
+            and the global transitions and priors. Without an initialised process group
+            (or with one rank) it is the ordinary single-process run.
+        warn: emit :class:`SparseWorkersWarning` when most workers (with at least one
+            label) gave fewer labels than there are classes.
     """
     item_np, worker_np, label_np, n, m, k = _arrays(ann)
     if n_iter < 0:
         raise ValueError(f"n_iter must be >= 0, got {n_iter}")
     if smoothing < 0:
         raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    if not (prior >= 0 and np.isfinite(prior)):
+        raise ValueError(f"prior must be a finite number >= 0 (command line: --ds-prior), got {prior}")
     if criterion not in ("crowdkit", "loglik"):
         raise ValueError(f"criterion must be 'crowdkit' or 'loglik', got {criterion!r}")
     dev = _resolve_device(device)
@@ -288,14 +427,31 @@ def dawid_skene(
         dtype = torch.float64 if dev.type == "cpu" else torch.float32
     a = len(item_np)
 
+    from . import distributed as D
+
+    sharded = bool(distributed) and D.is_initialized() and D.world_size() > 1
+    if sharded:
+        shapes = D.all_gather_object((m, k))
+        if len(set(shapes)) != 1:
+            raise ValueError(
+                "distributed Dawid–Skene needs the same n_workers and n_classes on every rank "
+                f"(one worker and class index for the whole crowd); got (n_workers, n_classes) = {shapes}"
+            )
+
+    def reduce_(t: torch.Tensor) -> torch.Tensor:
+        return D.all_reduce_sum(t) if sharded else t
+
     # Sort the annotations by item once (on the device): the per-iteration gathers
     # q[item] and the scatter-adds into (N, K) then walk memory in order (several times
     # faster on the CPU for large N); sums do not depend on the order (up to rounding).
+    # (The CPU's sparse path builds its own sorted matrices and skips this sort.)
+    sparse = dev.type == "cpu" and _CPU_SPARSE and a > 0
     item = torch.tensor(item_np, device=dev)  # a copy: Annotations arrays are read-only
     wy = torch.from_numpy(worker_np * k + label_np).to(dev)  # row index (worker, label)
-    item, order = torch.sort(item, stable=True)
-    wy = wy[order]
-    del order
+    if not sparse:
+        item, order = torch.sort(item, stable=True)
+        wy = wy[order]
+        del order
 
     # ---- initial posteriors
     if isinstance(init, str):
@@ -319,87 +475,127 @@ def dawid_skene(
         q = torch.as_tensor(q0, dtype=dtype, device=dev)
     n_labels = torch.bincount(item, minlength=n).to(dtype)  # annotations per item
     has = n_labels > 0
-    n_has = int(has.sum())
-    has_idx = None if n_has == n else torch.nonzero(has).squeeze(1)
+    n_has_local = int(has.sum())
+    has_idx = None if n_has_local == n else torch.nonzero(has).squeeze(1)
 
     def annotated(x: torch.Tensor) -> torch.Tensor:
         return x if has_idx is None else x.index_select(0, has_idx)
 
-    # used[m, y]: worker m gave label y at least once
-    used = torch.bincount(wy, minlength=m * k).view(m, k) > 0
+    # labels per (worker, label) over the whole crowd, and the global sizes
+    # (float64 on every device: exact counts past float32's 2**24)
+    wy_counts = torch.bincount(wy, minlength=m * k).to(torch.float64)
+    sizes = torch.tensor([float(a), float(n_has_local)], dtype=torch.float64, device=dev)
+    if sharded:
+        packed = reduce_(torch.cat([wy_counts, sizes]))
+        wy_counts, sizes = packed[: m * k], packed[m * k:]
+    a_all, n_has = float(sizes[0]), float(sizes[1])
+    used = (wy_counts > 0).view(m, k)  # worker m gave label y at least once
     used_rows = used.reshape(m * k, 1)
-    # one (A, K) work buffer reused by every gather (large fresh allocations page-fault)
-    buf = torch.empty(a, k, dtype=dtype, device=dev)
-    # The M-step scatters into (worker, label) rows: visiting the annotations in that order
-    # makes the writes sequential instead of random, which is what limits this step at scale.
-    order_w = torch.argsort(wy, stable=True)
-    wy_w, item_w = wy[order_w], item[order_w]
+    if warn and k > 1 and (not sharded or D.is_main()):
+        per_worker = wy_counts.view(m, k).sum(1)
+        active = int((per_worker > 0).sum())
+        few = int(((per_worker > 0) & (per_worker < k)).sum())
+        if active and 2 * few > active:
+            advice = (
+                f"they are shrunk toward the pooled confusion matrix (prior={prior:g})"
+                if prior else
+                "unregularised (prior=0), Dawid–Skene can give every item the same label; "
+                "use prior > 0 (command line: --ds-prior) or majority vote"
+            )
+            warnings.warn(
+                f"Dawid–Skene: {few:,} of {active:,} workers ({few / active:.0%}) gave fewer "
+                f"labels than there are classes ({k}), too few to estimate their own "
+                f"confusion matrices; {advice}",
+                SparseWorkersWarning,
+                stacklevel=2,
+            )
+    if sparse:
+        s_mat, s_t = _item_by_label_csr(item, wy, n, m * k, dtype)
+        buf = None
+    else:
+        # one (A, K) work buffer reused by every gather (large fresh allocations page-fault)
+        buf = torch.empty(a, k, dtype=dtype, device=dev)
+        # The M-step scatters into (worker, label) rows: visiting the annotations in that
+        # order makes the writes sequential instead of random, which is what limits this
+        # step at scale.
+        order_w = torch.argsort(wy, stable=True)
+        wy_w, item_w = wy[order_w], item[order_w]
+        del order_w
 
-    def m_step(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if n_has:
-            priors = annotated(q).mean(0)
-        else:
-            priors = torch.full((k,), 1.0 / k, dtype=dtype, device=dev)
-        # raw[m*K + y, c] = sum over annotations (i, m, y) of q[i, c]
-        raw = torch.zeros(m * k, k, dtype=dtype, device=dev)
-        raw.index_add_(0, wy_w, torch.index_select(q, 0, item_w, out=buf))
-        counts = raw.view(m, k, k).transpose(1, 2)  # [worker, true c, observed y]
-        if smoothing:
-            counts = counts + smoothing
-        counts = torch.where(used[:, None, :], counts.clamp_min(eps), counts)
-        rows = counts.sum(-1, keepdim=True)
-        trans = torch.where(rows > 0, counts / rows.clamp_min(torch.finfo(dtype).tiny), 1.0 / k)
-        return priors, trans, raw
+    def m_step(q: torch.Tensor, extra: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Counts of this rank, summed with ``extra`` local statistics over ranks; then
+        the M-step. Returns ``(priors, trans, raw, *extra summed)``."""
+        raw = s_t @ q if sparse else _ds_counts(item_w, wy_w, q, m * k, buf)
+        q_sum = annotated(q).sum(0)
+        if sharded:  # one all-reduce per iteration: counts, prior sums, stopping statistics
+            parts = [raw.reshape(-1), q_sum, *(e.reshape(-1) for e in extra)]
+            flat = reduce_(torch.cat(parts))
+            pieces = list(torch.split(flat, [p.numel() for p in parts]))
+            raw = pieces[0].view(m * k, k)
+            q_sum = pieces[1]
+            extra = [p.view(e.shape) for p, e in zip(pieces[2:], extra)]
+        priors, trans = _ds_m_step(raw, q_sum, n_has, used, prior, smoothing, eps)
+        return (priors, trans, raw, *extra)
 
     def log_t_by_label(trans: torch.Tensor) -> torch.Tensor:
         # row (m*K + y) holds log T_m[:, y] over the true class; -inf in cells of labels
         # the worker never gave, which no annotation gathers
         return torch.log(trans).transpose(1, 2).reshape(m * k, k)
 
-    def e_step(priors: torch.Tensor, trans: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def e_step(priors: torch.Tensor, trans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Log-space trick: a posterior is prior * a product of many probabilities, which
         # underflows to 0 for items with many labels. We sum logs instead and normalise
         # with log-sum-exp (subtracting each row's max before exp), which is exact since
         # the per-row shift cancels in the normalisation.
-        log_post = torch.log(priors.clamp_min(eps)).expand(n, k).clone()
-        log_post.index_add_(0, item, torch.index_select(log_t_by_label(trans), 0, wy, out=buf))
+        if sparse:  # rows of labels a worker never gave (-inf) have no non-zero in S
+            log_t = torch.where(used_rows, log_t_by_label(trans), 0.0)
+            log_post = (s_mat @ log_t).add_(torch.log(priors.clamp_min(eps)))
+        else:
+            log_post = torch.log(priors.clamp_min(eps)).expand(n, k).clone()
+            log_post.index_add_(0, item, torch.index_select(log_t_by_label(trans), 0, wy, out=buf))
         log_norm = torch.logsumexp(log_post, dim=1, keepdim=True)
-        post = torch.exp(log_post - log_norm)
-        ll = float(annotated(log_norm).sum()) / a if a else 0.0
-        return post, ll
+        post = torch.exp(log_post.sub_(log_norm))
+        return post, annotated(log_norm).sum()
 
-    def crowdkit_objective(
-        q: torch.Tensor, priors: torch.Tensor, trans: torch.Tensor, raw: torch.Tensor
-    ) -> float:
+    def local_stats(q: torch.Tensor, ll_sum: torch.Tensor) -> list[torch.Tensor]:
+        # this rank's share of the stopping statistics: log-likelihood, label-weighted
+        # posterior sums (for crowd-kit's per-annotation prior term) and posterior entropy
+        stats = [ll_sum.reshape(1)]
+        if criterion == "crowdkit":
+            qc = annotated(q).clamp_min(eps)
+            stats += [n_labels @ q, torch.special.entr(qc).sum().reshape(1)]
+        return stats
+
+    def crowdkit_objective(priors: torch.Tensor, trans: torch.Tensor, raw: torch.Tensor,
+                           nq: torch.Tensor, entropy: torch.Tensor) -> float:
         # crowd-kit's "evidence lower bound" per annotation: the expected complete-data
         # log-likelihood with the log prior added once per *annotation* (not per item),
         # plus the entropy of the eps-floored posteriors. Not monotone under EM.
         # sum_a q[i_a] . log T[w_a, :, y_a] is sum(raw * log T) with the M-step's counts.
         joint = torch.where(used_rows, raw * log_t_by_label(trans), 0.0).sum()
-        joint = joint + (n_labels * (q @ torch.log(priors.clamp_min(eps)))).sum()
-        qc = annotated(q).clamp_min(eps)
-        entropy = -(qc * torch.log(qc)).sum()
-        return float(joint + entropy) / a
+        joint = joint + nq @ torch.log(priors.clamp_min(eps))
+        return float(joint + entropy.sum()) / a_all
 
-    priors, trans, raw = m_step(q)
+    priors, trans, raw = m_step(q, [])
     loglik: list[float] = []
     objective: list[float] = []
     converged = False
     it = 0
     for it in range(1, n_iter + 1):
-        q, ll = e_step(priors, trans)
-        priors, trans, raw = m_step(q)
+        q, ll_sum = e_step(priors, trans)
+        priors, trans, raw, *stats = m_step(q, local_stats(q, ll_sum))
+        ll = float(stats[0]) / a_all if a_all else 0.0
         loglik.append(ll)
-        if a == 0:
+        if a_all == 0:
             break  # nothing to fit; converged is set below
         if criterion == "crowdkit":
-            objective.append(crowdkit_objective(q, priors, trans, raw))
+            objective.append(crowdkit_objective(priors, trans, raw, stats[1], stats[2]))
         else:
             objective.append(ll)
         if len(objective) > 1 and objective[-1] - objective[-2] < tol:
             converged = True
             break
-    if a == 0:
+    if a_all == 0:
         converged = True
     del buf
 
@@ -419,6 +615,49 @@ def dawid_skene(
     )
 
 
+@dataclass
+class ItemShard:
+    """One rank's share of an annotation set, split by item (see :func:`shard_by_item`).
+
+    ``item`` is indexed locally (``0..n_items-1``, in the order of ``items``); ``worker``
+    and ``label`` keep the whole crowd's indices, so every shard has the same
+    ``n_workers`` and ``n_classes``. ``items[j]`` is the global index of local item ``j``.
+    """
+
+    item: np.ndarray
+    worker: np.ndarray
+    label: np.ndarray
+    n_items: int
+    n_workers: int
+    n_classes: int
+    items: np.ndarray
+
+
+def shard_by_item(ann: Any, rank: int, world_size: int) -> ItemShard:
+    """Rank ``rank``'s share of ``ann`` for ``dawid_skene(..., distributed=True)``.
+
+    The items are cut into ``world_size`` contiguous ranges holding about the same number
+    of annotations each (one ``bincount`` and a ``cumsum``); every annotation of an item
+    goes to the rank that owns the item, so Dawid–Skene's E-step needs no communication.
+    Items without annotations are spread the same way (they only get the class prior).
+    """
+    item, worker, label, n, m, k = _arrays(ann)
+    if not (isinstance(world_size, (int, np.integer)) and world_size >= 1 and 0 <= rank < world_size):
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    per_item = np.bincount(item, minlength=n)
+    before = np.cumsum(per_item) - per_item  # annotations of the items before each item
+    a = max(1, len(item))
+    # owner by annotation mass; items with equal 'before' (unannotated runs) stay together
+    owner = np.minimum(world_size - 1, (before * world_size) // a)
+    if len(item) == 0:
+        owner = np.minimum(world_size - 1, np.arange(n) * world_size // max(1, n))
+    items = np.flatnonzero(owner == rank)
+    local = np.full(n, -1, dtype=np.int64)
+    local[items] = np.arange(len(items))
+    sel = owner[item] == rank
+    return ItemShard(local[item[sel]], worker[sel], label[sel], len(items), m, k, items)
+
+
 # ---------------------------------------------------------------------- entry points
 
 
@@ -433,7 +672,9 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
         ``"mv-soft"``: the same result; the name exists so that the soft-target
             training variant and the CLI can say what they use.
         ``"ds"``: Dawid–Skene; labels and posteriors of :func:`dawid_skene`, whose
-            keywords it accepts.
+            keywords it accepts (among them ``prior``: the shrinkage toward the pooled
+            confusion matrix, default :data:`DS_PRIOR`, ``0`` for crowd-kit's exact
+            results -- the command line's ``--ds-prior``).
 
     Aliases: ``majority_vote``, ``soft_mv``, ``dawid_skene``, ... (see ``_ALIASES``).
 
@@ -453,7 +694,8 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
         counts = _vote_counts(ann, kw.get("weights"))  # counted once for both outputs
         labels = _hard_from_counts(counts, tie_break, seed, weighted=kw.get("weights") is not None)
         return labels, _soft_from_counts(counts)
-    allowed = {"n_iter", "tol", "init", "smoothing", "eps", "criterion", "device", "dtype"}
+    allowed = {"n_iter", "tol", "init", "prior", "smoothing", "eps", "criterion", "device", "dtype",
+               "distributed", "warn"}
     bad = set(kw) - allowed
     if bad:
         raise ValueError(
