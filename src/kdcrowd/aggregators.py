@@ -600,7 +600,7 @@ def _sign_vector(cov: np.ndarray) -> np.ndarray:
     eigenvalue of the random walk on a graph where workers with negative covariance are
     neighbours and workers with positive covariance share a middle node. The walk is
     similar to the symmetric ``D^-1/2 A D^-1/2``, whose eigenvector is found instead
-    (dense below 3000 nodes, else sparse Lanczos); ``D^-1/2`` keeps the signs."""
+    (dense up to 300 nodes, else sparse Lanczos); ``D^-1/2`` keeps the signs."""
     import scipy.sparse as sp
     import scipy.sparse.linalg as sla
 
@@ -618,11 +618,11 @@ def _sign_vector(cov: np.ndarray) -> np.ndarray:
     deg = np.asarray(adj.sum(1)).ravel()
     dinv = sp.diags(1.0 / np.sqrt(deg))
     sym = dinv @ adj @ dinv
-    if kk + p <= 3000:
+    if kk + p <= 300:
         _, vec = np.linalg.eigh(sym.toarray())
         v = vec[:, 0]
-    else:
-        _, vec = sla.eigsh(sym, k=1, which="SA")
+    else:  # Lanczos: O(iterations x nnz) instead of a dense O((kk + p)^3) decomposition
+        _, vec = sla.eigsh(sym, k=1, which="SA", v0=np.ones(kk + p))
         v = vec[:, 0]
     sign = np.sign(v[:kk])
     out = np.zeros(len(cov))
