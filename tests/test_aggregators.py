@@ -331,3 +331,26 @@ def test_mace_em_and_restarts():
     three = mace(ann, n_restarts=3)
     assert len(three.objective) == 3 and three.objective[0] == pytest.approx(vb.objective[0])
     assert (three.labels == truth).mean() >= (vb.labels == truth).mean() - 0.02
+
+
+@pytest.mark.parametrize("f", [-2, -1, 0, 1, 2, 3])
+def test_mmsr_trimmed_update_matches_crowdkit_column_by_column(f):
+    ck = pytest.importorskip("crowdkit.aggregation")
+    from kdcrowd.aggregators import _trimmed_update
+
+    rng = np.random.default_rng(f + 10)
+    z = rng.random((9, 40))
+    z[rng.random(z.shape) < 0.1] = 0.0
+    mask = rng.random(z.shape) < 0.6
+    mask[:, 0] = False  # nothing observed: keeps a
+    mask[:, 1] = False
+    mask[3, 1] = True  # one value
+    z[3, 2], mask[:, 2] = 0.0, False
+    mask[3, 2] = True  # a lone 0 becomes 1/sqrt(n_tasks)
+    a = rng.random(40)
+    a[5] = z[mask[:, 5], 5][0] if mask[:, 5].any() else a[5]  # a value equal to a
+    got = _trimmed_update(torch.tensor(z), torch.tensor(mask), torch.tensor(a), f, 25).numpy()
+    for j in range(40):
+        y = ck.MMSR._remove_largest_and_smallest_F_value(z[mask[:, j], j].reshape(-1, 1), f, a[j], 25)
+        want = a[j] if len(y) == 0 else y.mean()
+        assert got[j] == pytest.approx(want, rel=1e-12, abs=1e-15), (j, got[j], want)
