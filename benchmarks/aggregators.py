@@ -2,6 +2,7 @@
 
     python benchmarks/aggregators.py                      # defaults below, ~30-60 min on 2 cores
     python benchmarks/aggregators.py --sets bird --methods wawa,mmsr --out /tmp/a.json
+    python benchmarks/aggregators.py --append --sets product,sentiment_zheng,zencrowd_all  # add sets
 
 For each data set and method: seconds of ``kdcrowd.aggregators`` (torch, ``--device``)
 and of crowd-kit's class on the same annotations, the gold accuracy of both, and the
@@ -120,6 +121,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ck-timeout", type=int, default=600)
     ap.add_argument("--ck-mmsr-max-workers", type=int, default=500)
+    ap.add_argument("--append", action="store_true", help="add to the results already in --out (other sets)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "aggregators_cpu.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -134,6 +136,10 @@ def main() -> None:
         "loadavg_start": os.getloadavg(), "crowdkit_mace_restarts": 1, "ck_timeout_s": args.ck_timeout,
         "results": [],
     }
+    if args.append and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        report["results"] = old["results"]
+        report["loadavg_start"] = [old["loadavg_start"], report["loadavg_start"]]
     # warm-up: torch kernels and imports, untimed
     wdf, _ = simulate(n=50, m=8, k=3)
     from types import SimpleNamespace
