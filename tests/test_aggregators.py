@@ -336,7 +336,7 @@ def test_mace_em_and_restarts():
 @pytest.mark.parametrize("f", [-2, -1, 0, 1, 2, 3])
 def test_mmsr_trimmed_update_matches_crowdkit_column_by_column(f):
     ck = pytest.importorskip("crowdkit.aggregation")
-    from kdcrowd.aggregators import _trimmed_update
+    from kdcrowd.aggregators.mmsr import _trimmed_update
 
     rng = np.random.default_rng(f + 10)
     z = rng.random((9, 40))
