@@ -48,7 +48,7 @@ __all__ = [
 
 #: Canonical method names accepted by :func:`aggregate` (aliases are listed in
 #: ``_ALIASES``).
-METHODS: tuple[str, ...] = ("mv", "mv-soft", "ds")
+METHODS: tuple[str, ...] = ("mv", "mv-soft", "ds", "glad", "mace", "wawa", "zbs", "one-coin-ds", "mmsr")
 
 _ALIASES = {
     "mv": "mv",
@@ -679,7 +679,13 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
     Aliases: ``majority_vote``, ``soft_mv``, ``dawid_skene``, ... (see ``_ALIASES``).
 
     Unannotated items get label ``-1`` (see the module docstring).
+    GLAD, MACE, Wawa, ZBS, one-coin DS and M-MSR: see :mod:`kdcrowd.aggregators`.
     """
+    from .aggregators import canonical_aggregator, run_aggregator
+
+    if canonical_aggregator(method) is not None:
+        res = run_aggregator(ann, method, **kw)
+        return res.labels, res.posteriors
     meth = _canonical_method(method)
     if meth in ("mv", "mv-soft"):
         kw.pop("device", None)  # accepted for a uniform call; votes are counted in numpy

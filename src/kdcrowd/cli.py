@@ -94,7 +94,7 @@ def _run_config(
 @app.command()
 def run(
     dataset: str = typer.Option(..., help="Data set name (see `kdcrowd datasets`)."),
-    method: str = typer.Option("mv", help="mv, mv-soft, ds, ds-soft, clean, crowdlayer-mw|vw|vb|vwb, maxmig, conal, kdcrowd."),
+    method: str = typer.Option("mv", help="mv, mv-soft, ds, ds-soft, glad|mace|wawa|zbs|one-coin-ds|mmsr (each also -soft), clean, crowdlayer-mw|vw|vb|vwb, maxmig, conal, kdcrowd."),
     out: Path = typer.Option(..., help="Output directory; metrics.json is written there."),
     workers: Optional[str] = typer.Option(None, help="Simulated-worker case replacing the data set's own annotations."),
     epochs: int = typer.Option(20, help="Training epochs (per stage for kdcrowd)."),
@@ -244,11 +244,11 @@ def demo(
 @app.command()
 def aggregate(
     annotations: Path = typer.Option(..., help="Crowd labels: CSV/Parquet (item|task, worker, label) or answers.json. Item and worker ids are kept as the text in the file."),
-    method: str = typer.Option("mv", help="mv, mv-soft or ds."),
+    method: str = typer.Option("mv", help="mv, mv-soft, ds, glad, mace, wawa, zbs, one-coin-ds or mmsr."),
     out: Path = typer.Option(..., help="Output CSV with columns item,label,p_<class>..."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
 ) -> None:
-    """Aggregate crowd labels without features (majority vote or Dawid–Skene)."""
+    """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
     from .aggregation import aggregation_frame
     from .data.annotations import Annotations
     from .data.items import read_annotation_frame
@@ -300,7 +300,7 @@ def fit(
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
-    method: str = typer.Option("kdcrowd", help="kdcrowd, maxmig, crowdlayer-mw|vw|vb|vwb, conal, ds, ds-soft, mv or mv-soft."),
+    method: str = typer.Option("kdcrowd", help="kdcrowd, maxmig, crowdlayer-mw|vw|vb|vwb, conal, ds, ds-soft, mv, mv-soft, or glad|mace|wawa|zbs|one-coin-ds|mmsr (each also -soft)."),
     teacher: str = typer.Option("maxmig", help="kdcrowd: the crowd model used as teacher."),
     student: str = typer.Option("elr", help="kdcrowd: the robust student (elr, coteaching, gce, sce, ce)."),
     backbone: str = typer.Option("auto", help="mlp, fastcnn, resnet18, vgg16, labelme-cnn or auto (MLP for features, FastCNN up to 64 px)."),

@@ -451,7 +451,7 @@ def _aggregation_method(agg: str, soft: bool) -> Callable[[Any, DeviceData, RunC
             dsr = dawid_skene(ann, device=str(data.device))
             labels, post, trans = dsr.labels, dsr.posteriors, dsr.transitions
         else:
-            labels, post = aggregate(ann, method="mv")
+            labels, post = aggregate(ann, method=agg, **({} if agg == "mv" else {"device": str(data.device)}))
         post_t = torch.as_tensor(np.asarray(post, dtype=np.float32), device=data.device)
         targets = post_t if soft else torch.as_tensor(np.asarray(labels), dtype=torch.long, device=data.device)
         if not soft and (targets < 0).any():
@@ -552,6 +552,8 @@ METHODS: dict[str, Callable[[Any, DeviceData, RunConfig], MethodOutput]] = {
     "mv-soft": _aggregation_method("mv", soft=True),
     "ds": _aggregation_method("ds", soft=False),
     "ds-soft": _aggregation_method("ds", soft=True),
+    # GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR (kdcrowd.aggregators), hard and soft
+    **{f"{a}{s}": _aggregation_method(a, soft=bool(s)) for a in ("glad", "mace", "wawa", "zbs", "one-coin-ds", "mmsr") for s in ("", "-soft")},
     **{name: _crowd_method for name in CROWD_MODELS},
     "kdcrowd": _kdcrowd,
 }

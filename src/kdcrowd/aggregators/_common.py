@@ -1,0 +1,120 @@
+"""Shared pieces of the aggregators: the result type, the annotation arrays on the device, helpers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..aggregation import _arrays, _resolve_device
+
+_EPS = 1e-10  # crowd-kit's floor for probabilities
+
+
+@dataclass
+class AggregatorResult:
+    """Output of the aggregators of this module (numpy arrays, on the CPU).
+
+    Attributes:
+        labels: ``(N,)`` int64 hard labels, ``-1`` for items without annotations.
+        posteriors: ``(N, K)`` distribution over each item's true class (rows sum to 1);
+            the class prior (or uniform) for items without annotations.
+        skills: ``(M,)`` one number per worker, as the method defines it (see each
+            function); ``NaN`` for workers without annotations where the method has no
+            estimate for them.
+        transitions: ``(M, K, K)`` worker confusion matrices ``[worker, true, observed]``
+            implied by the model, or ``None`` when the model has none (GLAD's depend on
+            the item too; Wawa, ZBS and M-MSR only weight votes).
+        priors: ``(K,)`` class prior, or ``None`` when the method has none.
+        n_iter: iterations run.
+        converged: whether the stopping rule fired before ``n_iter`` ran out (always
+            ``True`` for methods that run a fixed number of iterations).
+        objective: per iteration, the value the stopping rule looks at.
+        extras: other fitted parameters (e.g. GLAD's item difficulties).
+    """
+
+    labels: np.ndarray
+    posteriors: np.ndarray
+    skills: np.ndarray | None = None
+    transitions: np.ndarray | None = None
+    priors: np.ndarray | None = None
+    n_iter: int = 0
+    converged: bool = True
+    objective: list[float] = field(default_factory=list)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Data:
+    """The annotation arrays on the device, and what every method needs from them."""
+
+    def __init__(self, ann: Any, device: str | torch.device, dtype: torch.dtype | None) -> None:
+        item, worker, label, n, m, k = _arrays(ann)
+        self.n, self.m, self.k, self.a = n, m, k, len(item)
+        self.dev = _resolve_device(device)
+        self.dtype = dtype or (torch.float64 if self.dev.type == "cpu" else torch.float32)
+        self.item_np, self.worker_np, self.label_np = item, worker, label
+        self.item = torch.tensor(item, device=self.dev)  # copies: Annotations arrays are read-only
+        self.worker = torch.tensor(worker, device=self.dev)
+        self.label = torch.tensor(label, device=self.dev)
+        self.cell = self.item * k + self.label  # flat (item, label) index
+        self.n_item = torch.bincount(self.item, minlength=n)
+        self.n_worker = torch.bincount(self.worker, minlength=m)
+        self.has = self.n_item > 0
+        self.has_np = np.bincount(item, minlength=n) > 0
+
+    def zeros(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(*shape, dtype=self.dtype, device=self.dev)
+
+    def votes(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, K)`` sums of ``weight`` (per annotation; 1 when ``None``) by item and label."""
+        w = torch.ones(self.a, dtype=self.dtype, device=self.dev) if weight is None else weight
+        return self.zeros(self.n * self.k).index_add_(0, self.cell, w).view(self.n, self.k)
+
+    def per_item(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` sums of a per-annotation quantity by item."""
+        return self.zeros(self.n).index_add_(0, self.item, x)
+
+    def per_worker(self, x: torch.Tensor) -> torch.Tensor:
+        """``(M,)`` sums of a per-annotation quantity by worker."""
+        return self.zeros(self.m).index_add_(0, self.worker, x)
+
+    def log_posterior(self, log_prior: torch.Tensor, log_other: torch.Tensor, log_same: torch.Tensor) -> torch.Tensor:
+        """``(N, K)`` unnormalised log posterior when an annotation adds ``log_same`` to the
+        class it names and ``log_other`` to every other class (one-coin models)."""
+        out = log_prior.expand(self.n, self.k) + self.per_item(log_other)[:, None]
+        return out.reshape(-1).index_add(0, self.cell, log_same - log_other).view(self.n, self.k)
+
+    def finish(self, post: torch.Tensor, labels: torch.Tensor | None = None, fill: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Numpy ``(labels, posteriors)``: argmax (lowest class on ties) unless ``labels``
+        is given; ``-1`` and ``fill`` (default uniform) for items without annotations."""
+        post = post.clone()
+        post[~self.has] = (torch.full((self.k,), 1.0 / self.k, dtype=post.dtype, device=self.dev) if fill is None else fill.to(post.dtype))
+        lab = (post.argmax(1) if labels is None else labels).cpu().numpy().astype(np.int64)
+        lab[~self.has_np] = -1
+        return lab, post.cpu().numpy().astype(np.float64)
+
+    def trivial(self) -> AggregatorResult | None:
+        """The result when there is nothing to estimate (no annotation or one class)."""
+        if self.a and self.k > 1:
+            return None
+        post = torch.ones(self.n, self.k, dtype=torch.float64) / self.k
+        labels = np.where(self.has_np, 0, -1).astype(np.int64)
+        return AggregatorResult(labels, post.numpy(), skills=np.full(self.m, np.nan))
+
+
+def _argmax_lowest(scores: torch.Tensor) -> torch.Tensor:
+    """Row argmax where values within float rounding of the maximum are ties (the lowest
+    class wins), so that sums of float weights taken in another order tie the same way."""
+    top = scores.max(1, keepdim=True).values
+    return (scores >= top - 1e-9 * top.abs()).to(torch.int8).argmax(1)
+
+
+def _check(name: str, value: float, low: float, strict: bool = False) -> None:
+    if not (value > low if strict else value >= low) or not math.isfinite(value):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value}")
