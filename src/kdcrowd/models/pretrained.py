@@ -144,8 +144,8 @@ class PretrainedBackbone(nn.Module):
             raise ValueError(f"pretrained backbones take RGB images (B, 3, H, W); got {tuple(x.shape)}. Load the images in colour (3 channels).")
         if x.dtype == torch.uint8:
             x = (x.float().div_(255.0) - self.mean) / self.std
-        elif not (torch.equal(self.input_mean, self.mean) and torch.equal(self.input_std, self.std)):
-            x = (x * self.input_std + self.input_mean - self.mean) / self.std
+        else:  # an identity map until set_input_normalisation (no data-dependent branch: no device sync)
+            x = x * (self.input_std / self.std) + (self.input_mean - self.mean) / self.std
         if x.shape[-2:] != (self.resolution, self.resolution):
             shrink = min(x.shape[-2:]) > self.resolution
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=shrink)
@@ -538,7 +538,7 @@ def _run_features(net: PretrainedBackbone, images: np.ndarray, device: torch.dev
             xb = xb.permute(0, 3, 1, 2)
             if on_cuda:
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                    f = net.trunk(net.normalise(xb).contiguous(memory_format=torch.channels_last))
+                    f = net.trunk(net.normalise(xb))
             else:
                 f = net.trunk(net.normalise(xb))
             out[s : s + xb.shape[0]] = f.flatten(1).float().cpu().numpy()
