@@ -322,3 +322,38 @@ def test_efficientnet_lite0_weights_recognise_scenes() -> None:
     with torch.no_grad():
         top = net(torch.from_numpy(imgs).permute(0, 3, 1, 2)).argmax(1).numpy()
     assert (top[y == 5] == 978).sum() >= 5 and (top[y == 6] == 970).sum() >= 5
+
+
+# ------------------------------------------------------------------------ the benchmark script
+
+
+def test_benchmark_linear_probe_picks_c_on_validation(load_script) -> None:
+    bench = load_script("benchmarks/pretrained_features")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 5, (3, 4))
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 3, n)
+        return centres[y] + rng.normal(0, 0.5, (n, 4)), y
+    (a, ya), (b, yb), (c, yc) = split(60), split(30), split(30)
+    out = bench.linear_probe(a, ya, b, yb, c, yc, [0.01, 1.0])
+    assert out["test_accuracy"] == 1.0 and [r["C"] for r in out["per_C"]] == [0.01, 1.0]
+    assert out["val_accuracy"] == max(r["val_accuracy"] for r in out["per_C"])
+    # labels that are pure noise cannot be learned: the probe reports it
+    noise = bench.linear_probe(a, rng.permutation(ya), b, yb, c, yc, [1.0])
+    assert noise["test_accuracy"] < 0.8
+
+
+@pytest.mark.slow
+@needs_extra
+def test_benchmark_smoke_on_labelme(load_script, tmp_path: Path) -> None:
+    if _labelme_images(1) is None:
+        pytest.skip("LabelMe's images are not in $KDCROWD_DATA")
+    bench = load_script("benchmarks/pretrained_features")
+    n = torch.get_num_threads()
+    try:
+        out = bench.main(["--limit", "8", "--threads", "1", "--cs", "1.0", "--out", str(tmp_path / "pf.json")])
+    finally:
+        torch.set_num_threads(n)
+    run = out["runs"]["efficientnet-lite (x-0.5)/0.5"]
+    assert out["images"] == {"train": [8, 128, 128, 3], "val": [8, 128, 128, 3], "test": [8, 128, 128, 3]}
+    assert run["extraction_seconds"] > 0 and 0 <= run["true_labels"]["test_accuracy"] <= 1
