@@ -168,8 +168,15 @@ def test_extract_features_is_cached_by_content(tmp_path: Path, monkeypatch: pyte
     assert P.feature_cache_key(changed, "b", "w") != P.feature_cache_key(imgs, "b", "w")
     assert P.feature_cache_key(imgs, "b", "w2") != P.feature_cache_key(imgs, "b", "w")
     assert P.feature_cache_key(imgs.reshape(7, 10, 5, 6)[..., :3].copy(), "b", "w") != P.feature_cache_key(imgs[..., :3].copy(), "b", "w")
+    # the same images through another normalisation: not the cached entry
+    net.std.mul_(2)
+    calls.clear()
+    P.extract_features(imgs, net, batch_size=7, cache_dir=cache)
+    assert calls == [7] and len(list(cache.glob("*.npy"))) == 2
+    net.std.div_(2)
+    calls.clear()
     f3 = P.extract_features(changed, net, batch_size=3, cache_dir=cache)
-    assert calls == [3, 3, 1] and len(list(cache.glob("*.npy"))) == 2
+    assert calls == [3, 3, 1] and len(list(cache.glob("*.npy"))) == 3
     np.testing.assert_array_equal(f3[:4], f1[:4])
     # KDCROWD_CACHE is the default location; use_cache=False writes nothing
     monkeypatch.setenv("KDCROWD_CACHE", str(tmp_path / "env"))

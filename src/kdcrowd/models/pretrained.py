@@ -482,8 +482,12 @@ def extract_features(
         if not is_pretrained_name(name):
             raise ValueError(f"'{name}' is not a pretrained backbone; use {EFFICIENTNET_LITE0}, torchvision:NAME or timm:NAME")
         identity = _weights_identity(name)
-    else:
-        name, identity = type(net).__name__, net.identity
+    else:  # the module's normalisation and resolution are part of what it computes
+        name = type(net).__name__
+        identity = f"{net.identity}|{net.mean.flatten().tolist()}|{net.std.flatten().tolist()}|{net.resolution}"
+    dev = torch.device(device)
+    # bf16 on CUDA and fp32 elsewhere give slightly different features: cached apart
+    identity += "|bf16" if dev.type == "cuda" else "|fp32"
     path = None
     if use_cache:
         key = feature_cache_key(images, name, identity)
@@ -495,7 +499,6 @@ def extract_features(
                     return cached
             except (OSError, ValueError):
                 pass  # a damaged entry is recomputed and overwritten
-    dev = torch.device(device)
     if net is None:
         net = build_pretrained_backbone(name, (3, *images.shape[1:3]), 1)
     out = _run_features(net, images, dev, batch_size)
