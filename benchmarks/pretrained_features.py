@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--cs", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0])
+    ap.add_argument("--cs", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
     ap.add_argument("--compare-normalisation", action="store_true")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images of each split (smoke check)")
     args = ap.parse_args(argv)
