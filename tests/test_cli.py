@@ -29,7 +29,7 @@ def test_run_writes_metrics_and_transitions_and_plots(tmp_path: Path) -> None:
     z = np.load(out / "transitions.npz")
     assert z["estimated"].shape == z["true"].shape == (20, 10, 10)
 
-    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "maxmig", "--mig-f", "js", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "mig")])
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "maxmig", "--model-option", "mig_f=js", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "mig")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "mig" / "metrics.json").read_text())["config"]["options"]["mig_f"] == "js"
 
