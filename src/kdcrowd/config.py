@@ -75,8 +75,13 @@ def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, l
 
 def closest(key: str, valid: Iterable[str]) -> str | None:
     """The valid key most like ``key`` (``None`` when none is close)."""
-    m = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    return m[0] if m else None
+    valid = list(valid)
+    m = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if m:
+        return m[0]
+    # a short key that is one word of a valid one (``f`` → ``mig_f``)
+    parts = [v for v in valid if key.lower() in v.lower().replace("-", "_").split("_")]
+    return parts[0] if len(parts) == 1 else None
 
 
 def unknown_key_error(key: str, valid: Iterable[str], what: str) -> ConfigError:

@@ -104,11 +104,12 @@ def _from_dataclass(cls: type, group: Any, skip: tuple[str, ...]) -> list[DoorOp
 
 def door_options() -> list[DoorOption]:
     """The method and training options of every door, in the order shown."""
-    from .methods import METHODS
+    from .methods import method_names
     from .models import crowd_model_names
 
+    methods = method_names()
     run = [
-        DoorOption("method", "kdcrowd", str, f"What to train: {', '.join(m for m in METHODS if m != 'clean')} (and clean, the ceiling, where ground truth exists).", "run", tuple(METHODS)),
+        DoorOption("method", "kdcrowd", str, f"What to train: {', '.join(m for m in methods if m != 'clean')} (and clean, the ceiling, where ground truth exists).", "run", methods),
         DoorOption("backbone", "auto", str, "mlp, fastcnn, resnet18, vgg16, labelme-cnn or auto (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above).", "run"),
         DoorOption("model_options", None, dict, f"Options of the crowd model (the method, or the kdcrowd teacher), e.g. mig_f=js for maxmig; models: {', '.join(crowd_model_names())}.", "run"),
     ]
@@ -150,6 +151,7 @@ def settings_from_options(values: dict[str, Any], seed: int, progress: bool, **t
     train = TrainConfig(**{o.name: v[o.name] for o in opts if o.group == "train"}, seed=seed, progress=progress, **train_extra)
     kd = {o.name: v[o.name] for o in opts if o.group == "kdcrowd"}
     if method == "kdcrowd":
+        KDCrowd(**kd, backbone=backbone)  # its values, named the door's way
         options: dict[str, Any] = dict(kd)
     else:
         changed = [o for o in opts if o.group == "kdcrowd" and v[o.name] != o.default]

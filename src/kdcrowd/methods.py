@@ -277,6 +277,24 @@ METHODS: dict[str, Callable[[Any, DeviceData, RunConfig], MethodOutput]] = {
 }
 
 
+
+
+def method_names() -> tuple[str, ...]:
+    """Every method: the fixed ones and every registered crowd model (also one registered
+    after this module was imported)."""
+    return tuple(dict.fromkeys([*METHODS, *_CROWD_MODEL_REGISTRY]))
+
+
+def method_function(name: str) -> Callable[[Any, DeviceData, RunConfig], MethodOutput]:
+    """The function training method ``name`` (a registered crowd model trains as one)."""
+    if name in METHODS:
+        return METHODS[name]
+    if name in _CROWD_MODEL_REGISTRY:
+        return _crowd_method
+    near = closest(name, method_names())
+    raise ConfigError(f"unknown method '{name}'; " + (f"did you mean '{near}'? " if near else "") + f"choose one of {sorted(method_names())}")
+
+
 # ----------------------------------------------------------------------------- provenance and the entry points
 
 
@@ -307,9 +325,7 @@ def run_on_dataset(ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module,
     trained earlier (e.g. by a ``maxmig`` run on the same data and seed) instead of
     training a new one, so variants are compared over the same teacher.
     """
-    if cfg.method not in METHODS:
-        near = closest(cfg.method, METHODS)
-        raise ConfigError(f"unknown method '{cfg.method}'; " + (f"did you mean '{near}'? " if near else "") + f"choose one of {sorted(METHODS)}")
+    method = method_function(cfg.method)
     method_options(cfg.method, cfg.options)  # refuse unknown options before any data is moved
     if cfg.train.seed != cfg.seed:
         cfg = replace(cfg, train=replace(cfg.train, seed=cfg.seed))
@@ -321,7 +337,7 @@ def run_on_dataset(ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module,
             raise ValueError("pretrained_teacher is only used by the kdcrowd method")
         out = _kdcrowd(ds, data, cfg, pretrained=pretrained_teacher)
     else:
-        out = METHODS[cfg.method](ds, data, cfg)
+        out = method(ds, data, cfg)
     metrics: dict[str, Any] = {
         "method": cfg.method,
         "dataset": ds.name,
