@@ -16,11 +16,11 @@ _LAYER_OF = [
     (0, ["kdcrowd.config", "kdcrowd.io", "kdcrowd.distributed"]),
     (1, ["kdcrowd.data", "kdcrowd.aggregation", "kdcrowd.metrics"]),
     (2, ["kdcrowd.models", "kdcrowd.losses", "kdcrowd.students"]),
-    (3, ["kdcrowd.training", "kdcrowd.checkpoint", "kdcrowd.objectives", "kdcrowd.evaluate"]),
+    (3, ["kdcrowd.training", "kdcrowd.checkpoint", "kdcrowd.objectives", "kdcrowd.evaluate", "kdcrowd.persist"]),
     (4, ["kdcrowd.framework"]),
     (5, ["kdcrowd.methods"]),
     # the package itself (its lazy KDCrowdClassifier) and `python -m kdcrowd` are doors
-    (6, ["kdcrowd", "kdcrowd.__main__", "kdcrowd.doors", "kdcrowd.persist", "kdcrowd.report", "kdcrowd.estimator", "kdcrowd.cli"]),
+    (6, ["kdcrowd", "kdcrowd.__main__", "kdcrowd.doors", "kdcrowd.report", "kdcrowd.estimator", "kdcrowd.cli"]),
 ]
 LAYER_NAMES = ["foundation", "data", "models", "engine", "framework", "runners", "doors"]
 

@@ -150,3 +150,44 @@ def test_config_values_are_checked_when_made() -> None:
     with pytest.raises(ConfigError, match="crowd model 'maxmig' option 'f'; did you mean 'mig_f'"):
         KDCrowd(teacher="maxmig", teacher_options={"f": "js"})
     assert np.isclose(TrainConfig().lr, 1e-3)
+
+
+# ----------------------------------------------------------------------------- safety
+
+
+class _Planted:
+    """An object whose unpickling would run code: it writes a marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path(self.marker).touch, ())
+
+
+def test_predict_refuses_a_file_holding_a_pickled_object(tmp_path: Path) -> None:
+    import torch
+
+    marker = tmp_path / "ran"
+    model = tmp_path / "model.pt"
+    torch.save({"format": "kdcrowd.fit/1", "predictor": _Planted(str(marker))}, model)
+    np.save(tmp_path / "x.npy", np.zeros((3, 4), dtype=np.float32))
+    r = runner.invoke(app, ["predict", "--model", str(model), "--features", str(tmp_path / "x.npy"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 2, r.output
+    assert "objects other than tensors and plain values" in " ".join(r.output.split())
+    assert not marker.exists()  # nothing in the file ran
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_only_user_errors_become_one_line_errors(tmp_path: Path, monkeypatch) -> None:
+    """A RuntimeError (e.g. CUDA out of memory, an internal error) keeps its traceback."""
+    import kdcrowd.methods
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(kdcrowd.methods, "run", boom)
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--out", str(tmp_path / "o"), "--method", "mv", "--device", "cpu"])
+    assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--out", str(tmp_path / "o"), "--method", "mv", "--device", "gpu0"])
+    assert r.exit_code == 2 and "--device must be cpu, cuda, cuda:N or auto; got 'gpu0'" in r.output

@@ -22,8 +22,10 @@ from .io import write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
 console = Console()
-#: Errors that mean bad input, settings or files (missing, unreadable, not writable): printed as one line, no traceback (AnnotationError is a ValueError).
-USER_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
+#: Errors that mean bad input, settings or files (missing, unreadable, not writable): printed as
+#: one line, no traceback (AnnotationError and ConfigError are ValueErrors). Anything else --
+#: a RuntimeError such as CUDA running out of memory, an internal error -- keeps its traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
 #: `kdcrowd fit` writes its settings here; `--resume OUT` reads them back.
@@ -514,7 +516,8 @@ def predict(
     """Label new items with a classifier trained by `kdcrowd fit`."""
     from rich.markup import escape
 
-    from .report.practitioner import label_frame, load_predictor
+    from .persist import load_predictor
+    from .report.practitioner import label_frame
 
     try:
         if (features is None) == (images is None):

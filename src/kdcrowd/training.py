@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from . import distributed as D
-from .config import bounded, check_fields
+from .config import ConfigError, bounded, check_fields
+from .config import _name as option_name
 from .checkpoint import read_training_checkpoint, set_rng_states, training_fingerprint, write_training_checkpoint
 
 __all__ = [
@@ -124,6 +125,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.device != "auto":
+            _device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,18 +152,25 @@ def resolve_device(device: str, distributed: bool | None = None) -> torch.device
         local = D.local_device()
         if device == "auto" or (device == "cuda" and local.type == "cuda"):
             return local
-        dev = torch.device(device)
+        dev = _device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+            raise ConfigError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
         if dev.type == "cuda" and dev != local:
             raise ValueError(f"distributed training: process {D.rank()} (LOCAL_RANK {D.local_rank()}) must use {local}, not '{device}'; use --device auto or cuda")
         return dev
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    dev = _device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+        raise ConfigError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
     return dev
+
+
+def _device(device: str) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"{option_name('device')} must be cpu, cuda, cuda:N or auto; got {device!r}") from e
 
 
 def seed_everything(seed: int) -> None:
@@ -213,6 +223,16 @@ class DeviceData:
         self.x_test = to(x_test) if x_test is not None and len(x_test) else None
         lab = lambda a: None if a is None else torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)
         self.y_train, self.y_val, self.y_test = lab(y_train), lab(y_val), lab(y_test)
+
+    @classmethod
+    def preprocessing(cls, mean: torch.Tensor, std: torch.Tensor, is_image: bool, input_shape: tuple[int, ...], device: torch.device) -> DeviceData:
+        """A preprocessing-only instance (as :meth:`preprocessing_only` returns) from saved
+        normalisation statistics: what a reloaded model predicts through."""
+        out = cls.__new__(cls)
+        out.device, out.is_image, out.mean, out.std = device, bool(is_image), mean.to(device), std.to(device)
+        out.x_train = torch.empty((0, *input_shape), dtype=torch.uint8 if is_image else torch.float32, device=device)
+        out.x_val = out.x_test = out.y_train = out.y_val = out.y_test = None
+        return out
 
     @classmethod
     def from_dataset(cls, ds: Any, device: torch.device) -> DeviceData:
