@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcrowd.config import bounded, check_fields
+from kdcrowd.data.confusion import confusion
 from kdcrowd.losses import F_DIVERGENCES, _no_autocast, mig_f
 
 from .base import CrowdModel, _as_long, _check_annotations, _observed, register_crowd_model
@@ -213,13 +214,9 @@ class MaxMIG(CrowdModel):
             if soft.shape != (N, K) or not bool(torch.isfinite(soft).all()) or bool((soft < 0).any()) or bool((soft.sum(1) <= 0).any()):
                 raise ValueError(f"soft must be ({N}, {K}) non-negative finite rows with positive sums, got shape {tuple(soft.shape)}")
             soft = soft / soft.sum(dim=1, keepdim=True)
-        # confusion C[m, k, j] = Σ_{i labelled j by m} soft_i[k]; accumulated as (M*K_j, K_k)
+        # each worker's confusion against the soft labels, rows normalised (uniform without data)
         item = torch.arange(N, device=dev).unsqueeze(1).expand_as(w)[obs]
-        flat = w[obs] * K + y[obs]
-        conf_t = torch.zeros(M * K, K, device=dev).index_add_(0, flat, soft[item])
-        conf = conf_t.view(M, K, K).transpose(1, 2)  # (M, K_true, K_label)
-        row = conf.sum(dim=-1, keepdim=True)
-        t_init = torch.where(row > 0, conf / row.clamp(min=1e-12), torch.full_like(conf, 1.0 / K))
+        t_init = confusion((item, w[obs], y[obs]), soft, normalize=True, n_workers=M, n_classes=K)
         self.weight.copy_(torch.log(t_init + self.eps))
         if not self._prior_given and bool(has.any()):
             p = soft[has].mean(dim=0).clamp(min=1e-6)

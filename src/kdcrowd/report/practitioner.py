@@ -72,12 +72,9 @@ def worker_matrices(transitions: np.ndarray | None, ann: Any, proba: np.ndarray)
     """
     if transitions is not None:
         return np.asarray(transitions, dtype=np.float64), MATRIX_SOURCES[True]
-    k = ann.n_classes
-    counts = np.zeros((ann.n_workers, k, k))
-    np.add.at(counts, (ann.worker, slice(None), ann.label), np.asarray(proba, dtype=np.float64)[ann.item])
-    total = counts.sum(-1, keepdims=True)
-    t = np.where(total > 0, counts / np.where(total > 0, total, 1.0), 1.0 / k)
-    return t, MATRIX_SOURCES[False]
+    from ..data.confusion import confusion
+
+    return confusion(ann, np.asarray(proba, dtype=np.float64), normalize=True), MATRIX_SOURCES[False]
 
 
 #: Where :func:`worker_matrices` takes the matrices from: the method's estimate (``True``) or not.
