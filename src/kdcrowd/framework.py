@@ -42,7 +42,7 @@ from .objectives import (
     padded_annotations,
 )
 from .students import STUDENTS, Student, StudentObjective, build_student
-from .training import DeviceData, EpochLog, FitResult, TrainConfig, fit, predict_proba
+from .training import DeviceData, EpochLog, FitResult, TrainConfig, fit, predict_proba, seeded
 
 __all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "KD_LOSSES", "StageRecorder", "NO_CHECKPOINTS"]
 
@@ -194,8 +194,8 @@ class KDCrowd:
         if pretrained is not None:
             teacher = copy.deepcopy(pretrained[0]).to(data.device)
         elif isinstance(self.teacher, str):
-            torch.manual_seed(train.seed)  # the same teacher as the plain crowd-model run of this seed
-            teacher = make_crowd_model(self.teacher, ds, data, self.backbone, self.teacher_options, padded=(w, l))
+            with seeded(train.seed):  # the same teacher as the plain crowd-model run of this seed
+                teacher = make_crowd_model(self.teacher, ds, data, self.backbone, self.teacher_options, padded=(w, l))
         else:
             teacher = copy.deepcopy(self.teacher).to(data.device)
         if self.stages == 2 and self.stage2 == "reinit" and self.stage2_init == "student":
@@ -220,8 +220,8 @@ class KDCrowd:
         # a student may derive defaults from the teacher (co-teaching: its noise rate)
         params = {**student_cls.suggested_params(teacher_val, train.epochs), **self.student_params}
         make = lambda: build_backbone(self.backbone, data.input_shape, ds.n_classes)  # noqa: E731
-        torch.manual_seed(train.seed + 1)
-        student: Student = build_student(self.student, make, data.n_train, ds.n_classes, **params).to(data.device)
+        with seeded(train.seed + 1):
+            student: Student = build_student(self.student, make, data.n_train, ds.n_classes, **params).to(data.device)
         s_obj = StudentObjective(student, hard, q, self._kd_loss(q), self.lambda1)
         sname = self.student if isinstance(self.student, str) else self.student.__name__
         s_fit = fit(s_obj, data, checkpoints.train_config("student", replace(train, seed=train.seed + 1)), stage_callbacks("student", hard.cpu().numpy()), desc=f"student {sname}")
@@ -236,10 +236,10 @@ class KDCrowd:
         if self.stage2 == "finetune":
             model = copy.deepcopy(teacher)
         else:
-            torch.manual_seed(train.seed + 2)
             soft = refined if self.stage2_init == "student" else None
             if isinstance(self.teacher, str):
-                model = make_crowd_model(self.teacher, ds, data, self.backbone, self.teacher_options, padded=(w, l), soft=soft)
+                with seeded(train.seed + 2):
+                    model = make_crowd_model(self.teacher, ds, data, self.backbone, self.teacher_options, padded=(w, l), soft=soft)
             else:
                 model = copy.deepcopy(self.teacher).to(data.device)
                 if soft is not None:

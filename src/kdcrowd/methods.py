@@ -60,7 +60,7 @@ from .objectives import (
     padded_annotations,
     require_annotations,
 )
-from .training import DeviceData, FitResult, TrainConfig, fit, resolve_device
+from .training import DeviceData, FitResult, TrainConfig, fit, resolve_device, seeded
 
 __all__ = [
     "RunConfig",
@@ -173,8 +173,8 @@ def _backbone(ds: Any, data: DeviceData, cfg: RunConfig) -> nn.Module:
 
 def _train_on_targets(ds: Any, data: DeviceData, cfg: RunConfig, targets: torch.Tensor, desc: str) -> tuple[nn.Module, FitResult]:
     ckpt = _stage_checkpoints(cfg, ds, [cfg.method])
-    torch.manual_seed(cfg.train.seed)
-    module = SupervisedObjective(_backbone(ds, data, cfg), targets).to(data.device)
+    with seeded(cfg.train.seed):
+        module = SupervisedObjective(_backbone(ds, data, cfg), targets).to(data.device)
     res = fit(module, data, ckpt.train_config(cfg.method, cfg.train), _callbacks(ds, data, cfg, cfg.method), desc=desc)
     ckpt.finish(cfg.method)
     module.load_state_dict(res.best_state, strict=False)
@@ -230,8 +230,8 @@ def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
     options = method_options(cfg.method, cfg.options)
     w, l = padded_annotations(require_annotations(ds, cfg.method), data.device)
     ckpt = _stage_checkpoints(cfg, ds, [cfg.method])
-    torch.manual_seed(cfg.train.seed)
-    model = make_crowd_model(cfg.method, ds, data, cfg.backbone, options, padded=(w, l))
+    with seeded(cfg.train.seed):
+        model = make_crowd_model(cfg.method, ds, data, cfg.backbone, options, padded=(w, l))
     obj = CrowdObjective(model, w, l, worker_lr_scale=cfg.train.worker_lr_scale)
     res = fit(obj, data, ckpt.train_config(cfg.method, cfg.train), _callbacks(ds, data, cfg, cfg.method), desc=cfg.method)
     ckpt.finish(cfg.method)

@@ -59,6 +59,7 @@ __all__ = [
     "validation_accuracy",
     "resolve_device",
     "seed_everything",
+    "seeded",
 ]
 
 
@@ -171,6 +172,16 @@ def _device(device: str) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ConfigError(f"{option_name('device')} must be cpu, cuda, cuda:N or auto; got {device!r}") from e
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Any:
+    """Build modules with parameters drawn from ``seed``: inside, torch's CPU generator
+    starts from ``seed``; on exit it is restored, so building a model leaves no trace in
+    the caller's random state (modules are initialised on the CPU, then moved)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(seed))
+        yield
 
 
 def seed_everything(seed: int) -> None:
