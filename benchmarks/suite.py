@@ -45,7 +45,7 @@ def _base_runs() -> list[dict[str, Any]]:
 def _ablation_runs(teacher: str) -> list[dict[str, Any]]:
     """Table-3 style ablations over one shared teacher (validation accuracy picks defaults)."""
     runs: list[dict[str, Any]] = [{"method": "mv", "label": "mv"}, {"method": teacher, "label": teacher}]
-    runs += [{"method": t, "label": f"{t} worker_lr_scale=10", "options": {"worker_lr_scale": 10.0}} for t in ("crowdlayer-mw", "maxmig", "conal")]
+    runs += [{"method": t, "label": f"{t} worker_lr_scale=10", "train": {"worker_lr_scale": 10.0}} for t in ("crowdlayer-mw", "maxmig", "conal")]
 
     def kd(label: str, **opts: Any) -> None:
         base = {"teacher": teacher, "student": "coteaching", "kd": "mig-kl", "stages": 1}
@@ -143,7 +143,7 @@ def main() -> None:
         for spec in suite["runs"]:
             if args.only and spec["label"] not in args.only:
                 continue
-            train = TrainConfig(epochs=hp["epochs"], batch_size=hp["batch_size"], lr=hp["lr"], seed=seed, device=args.device, progress=False)
+            train = TrainConfig(epochs=hp["epochs"], batch_size=hp["batch_size"], lr=hp["lr"], seed=seed, device=args.device, progress=False, **spec.get("train", {}))
             cfg = RunConfig(dataset=suite["dataset"], method=spec["method"], workers=suite["workers"], seed=seed, train=train, options=dict(spec.get("options", {})), dataset_options=dopts)
             t = time.perf_counter()
             tname = cfg.options.get("teacher")

@@ -29,7 +29,7 @@ def test_run_writes_metrics_and_transitions_and_plots(tmp_path: Path) -> None:
     z = np.load(out / "transitions.npz")
     assert z["estimated"].shape == z["true"].shape == (20, 10, 10)
 
-    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "maxmig", "--mig-f", "js", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "mig")])
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "maxmig", "--model-option", "mig_f=js", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "mig")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "mig" / "metrics.json").read_text())["config"]["options"]["mig_f"] == "js"
 
@@ -52,10 +52,11 @@ def test_run_kdcrowd_records_stages(tmp_path: Path) -> None:
 
 def test_run_passes_stage2_init_to_kdcrowd(tmp_path: Path) -> None:
     # an invalid value reaches KD-Crowd's validation (which fails before any training), so
-    # the flag is passed through rather than dropped in favour of the default
+    # the flag is passed through rather than dropped in favour of the default; the error
+    # names the command-line option
     r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "kdcrowd", "--teacher", "maxmig", "--stage2-init", "bogus", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path)])
     assert r.exit_code == 2, r.output
-    assert "stage2_init" in r.output and "bogus" in r.output
+    assert "--stage2-init" in r.output and "bogus" in r.output
 
 
 def test_run_reports_bad_input_in_one_line(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from torch import nn
 from kdcrowd.data.datasets import CrowdDataset
 from kdcrowd.data.simulate import simulate_workers
 from kdcrowd.framework import KDCrowd
-from kdcrowd.methods import RunConfig, evaluate_output
+from kdcrowd.evaluate import evaluate_output
+from kdcrowd.methods import RunConfig
 from kdcrowd.models.backbones import MLP
 from kdcrowd.models.crowd import CrowdModel
 from kdcrowd.students import Student
@@ -64,8 +65,8 @@ def test_a_new_teacher_and_student_run_through_kdcrowd_unchanged() -> None:
     teacher = ChannelModel(MLP(5, 3), ds.annotations.n_workers, 3)
     err_init = np.abs(teacher.transition_matrices().numpy() - ds.true_transitions).mean()  # 0.176 (measured: teacher 0.140, stage 2 0.168)
     # worker matrices start at softmax(2I) and need a larger step than the backbone to move
-    cfg = RunConfig(method="kdcrowd", train=TrainConfig(epochs=15, batch_size=64, lr=3e-3, progress=False), options={"worker_lr_scale": 30.0})
-    outs, final = KDCrowd(teacher=teacher, student=BootstrapStudent, kd="mig-kl").fit(ds, data, cfg)
+    cfg = RunConfig(method="kdcrowd", train=TrainConfig(epochs=15, batch_size=64, lr=3e-3, progress=False, worker_lr_scale=30.0))
+    outs, final = KDCrowd(teacher=teacher, student=BootstrapStudent, kd="mig-kl").fit(ds, data, cfg.train)
     assert set(outs) == {"teacher", "student", "stage2"} and final in ("student", "stage2")
     teacher_eval = evaluate_output(outs["teacher"], ds, data, cfg.train)
     final_eval = evaluate_output(outs[final], ds, data, cfg.train)
@@ -91,11 +92,11 @@ def test_a_teacher_module_is_not_trained_in_place() -> None:
     torch.manual_seed(0)
     teacher = ChannelModel(MLP(5, 3), ds.annotations.n_workers, 3)
     untrained = {k: v.clone() for k, v in teacher.state_dict().items()}
-    cfg = RunConfig(method="kdcrowd", train=TrainConfig(epochs=3, batch_size=64, lr=3e-3, progress=False), options={"worker_lr_scale": 30.0})
+    cfg = RunConfig(method="kdcrowd", train=TrainConfig(epochs=3, batch_size=64, lr=3e-3, progress=False, worker_lr_scale=30.0))
     fw = KDCrowd(teacher=teacher, student=BootstrapStudent, kd="mig-kl")
-    first, _ = fw.fit(ds, data, cfg)
+    first, _ = fw.fit(ds, data, cfg.train)
     assert all(torch.equal(v, untrained[k]) for k, v in teacher.state_dict().items())
-    second, _ = fw.fit(ds, data, cfg)
+    second, _ = fw.fit(ds, data, cfg.train)
     for stage in ("teacher", "stage2"):
         np.testing.assert_array_equal(first[stage].transitions, second[stage].transitions)
         assert first[stage].fit.history == second[stage].fit.history

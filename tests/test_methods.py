@@ -131,7 +131,7 @@ def test_kdcrowd_stage2_init_is_validated() -> None:
         run_on_dataset(ds, cfg("kdcrowd", teacher="maxmig", stage2_init="majority"))
     data = DeviceData.from_dataset(ds, torch.device("cpu"))
     with pytest.raises(ValueError, match="stage2_init"):
-        KDCrowd(teacher="maxmig", stage2_init="Student").fit(ds, data, cfg("kdcrowd"))
+        KDCrowd(teacher="maxmig", stage2_init="Student").fit(ds, data, cfg("kdcrowd").train)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_kdcrowd_stage2_init_student_refuses_where_it_would_do_nothing():
     cfg = RunConfig(dataset="digits", method="kdcrowd", workers="maxmig-low-1", train=train, track_memorization=False)
     data = DeviceData.from_dataset(ds, torch.device("cpu"))
     with pytest.raises(ValueError, match="stage2_init='student' needs"):
-        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student").fit(ds, data, cfg)
+        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student").fit(ds, data, cfg.train)
 
 
 class _NoTraining(Exception):
@@ -246,19 +246,19 @@ def test_kdcrowd_bad_settings_fail_before_any_training(monkeypatch) -> None:
     data = DeviceData.from_dataset(ds, torch.device("cpu"))
     _forbid_training(monkeypatch)
     with pytest.raises(ValueError, match="unknown student 'mixup'"):
-        KDCrowd(teacher="crowdlayer-mw", student="mixup").fit(ds, data, cfg("kdcrowd"))
+        KDCrowd(teacher="crowdlayer-mw", student="mixup").fit(ds, data, cfg("kdcrowd").train)
     with pytest.raises(ValueError, match="unknown student 'mixup'"):
         KDCrowd(student="mixup")._check()
     with pytest.raises(ValueError, match="stage2_init='student' needs.*CrowdLayer"):
-        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd"))
+        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd").train)
     user_module = CrowdLayer(nn.Linear(6, 3), ds.annotations.n_workers, 3)
     with pytest.raises(ValueError, match="stage2_init='student' needs.*CrowdLayer"):
-        KDCrowd(teacher=user_module, student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd"))
+        KDCrowd(teacher=user_module, student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd").train)
     # what is allowed gets as far as training the teacher
     with pytest.raises(_NoTraining, match="teacher maxmig"):
-        KDCrowd(teacher="maxmig", student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd"))
+        KDCrowd(teacher="maxmig", student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd").train)
     with pytest.raises(_NoTraining, match="teacher crowdlayer-mw"):  # one stage: no stage 2 to initialise
-        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student", stages=1).fit(ds, data, cfg("kdcrowd"))
+        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student", stages=1).fit(ds, data, cfg("kdcrowd").train)
 
 
 def test_crowd_models_without_label_statistics_refuse_soft_labels() -> None:
@@ -286,7 +286,6 @@ def test_kdcrowd_student_predicts_the_training_set_once_per_epoch(monkeypatch) -
     import torch
 
     import kdcrowd.framework
-    import kdcrowd.methods
     from kdcrowd.framework import KDCrowd
     from kdcrowd.metrics import pseudo_label_memorization
     from kdcrowd.training import DeviceData, predict_proba
@@ -300,10 +299,16 @@ def test_kdcrowd_student_predicts_the_training_set_once_per_epoch(monkeypatch) -
             passes.append(type(module).__name__)
         return predict_proba(module, d, x, config)
 
-    monkeypatch.setattr(kdcrowd.methods, "predict_proba", counting)
+    import kdcrowd.evaluate
+    import kdcrowd.objectives
+    from kdcrowd.evaluate import standard_callbacks
+
+    monkeypatch.setattr(kdcrowd.evaluate, "predict_proba", counting)
+    monkeypatch.setattr(kdcrowd.objectives, "predict_proba", counting)
     monkeypatch.setattr(kdcrowd.framework, "predict_proba", counting)
     epochs = 3
-    outs, _ = KDCrowd(teacher="crowdlayer-mw", student="gce", stages=1).fit(ds, data, cfg("kdcrowd", epochs=epochs))
+    train = cfg("kdcrowd", epochs=epochs).train
+    outs, _ = KDCrowd(teacher="crowdlayer-mw", student="gce", stages=1).fit(ds, data, train, callbacks=lambda stage, pseudo: standard_callbacks(ds, data, train, stage, pseudo))
     # teacher: one pass per epoch (memorization) + its outputs; student: one per epoch + r
     assert passes == ["CrowdObjective"] * epochs + ["CrowdLayer"] + ["StudentObjective"] * (epochs + 1)
     hist = outs["student"].fit.history
@@ -323,7 +328,6 @@ def test_kdcrowd_reads_validation_accuracies_from_the_histories(monkeypatch) -> 
     come from what fit recorded; only a teacher used without training is evaluated again."""
     import torch
 
-    import kdcrowd.framework
     from kdcrowd.framework import KDCrowd
     from kdcrowd.training import DeviceData, validation_accuracy
 
@@ -335,9 +339,11 @@ def test_kdcrowd_reads_validation_accuracies_from_the_histories(monkeypatch) -> 
         evaluated.append(type(module).__name__)
         return validation_accuracy(module, d, config)
 
-    monkeypatch.setattr(kdcrowd.framework, "validation_accuracy", spy)
+    import kdcrowd.evaluate
+
+    monkeypatch.setattr(kdcrowd.evaluate, "validation_accuracy", spy)
     c = cfg("kdcrowd", epochs=3)
-    outs, final = KDCrowd(teacher="crowdlayer-mw", student="coteaching").fit(ds, data, c)
+    outs, final = KDCrowd(teacher="crowdlayer-mw", student="coteaching").fit(ds, data, c.train)
     assert evaluated == []
     best = {k: next(r["val_accuracy"] for r in o.fit.history if r["epoch"] == o.fit.best_epoch) for k, o in outs.items()}
     for k, o in outs.items():  # the recorded value is the validation accuracy of the selected state
@@ -345,7 +351,7 @@ def test_kdcrowd_reads_validation_accuracies_from_the_histories(monkeypatch) -> 
     assert outs["student"].module.student.forget_rate == pytest.approx(float(np.clip(1 - best["teacher"], 0.05, 0.5)))
     assert final == ("student" if best["student"] > best["stage2"] else "stage2")
     # a pre-trained teacher without a fit result has no history: evaluated once
-    outs2, _ = KDCrowd(teacher="crowdlayer-mw", student="coteaching", stage2="finetune").fit(ds, data, c, pretrained=(outs["teacher"].module.model, None))
+    outs2, _ = KDCrowd(teacher="crowdlayer-mw", student="coteaching", stage2="finetune").fit(ds, data, c.train, pretrained=(outs["teacher"].module.model, None))
     assert evaluated == ["CrowdObjective"]
     assert outs2["teacher"].fit.history == [] and outs2["teacher"].fit.best_epoch == 0
     assert outs2["student"].module.student.forget_rate == pytest.approx(float(np.clip(1 - best["teacher"], 0.05, 0.5)))

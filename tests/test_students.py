@@ -68,8 +68,8 @@ def test_kdcrowd_takes_the_co_teaching_class(digits) -> None:
     from kdcrowd.framework import KDCrowd
 
     ds, data, cfg = digits
-    by_class, _ = KDCrowd(teacher="crowdlayer-mw", student=CoTeachingStudent, stages=1).fit(ds, data, cfg)
-    by_name, _ = KDCrowd(teacher="crowdlayer-mw", student="coteaching", stages=1).fit(ds, data, cfg)
+    by_class, _ = KDCrowd(teacher="crowdlayer-mw", student=CoTeachingStudent, stages=1).fit(ds, data, cfg.train)
+    by_name, _ = KDCrowd(teacher="crowdlayer-mw", student="coteaching", stages=1).fit(ds, data, cfg.train)
     s = by_class["student"].module.student
     assert type(s) is CoTeachingStudent and s.backbone_b is not s.backbone
     # the co-teaching defaults: forget rate from the teacher's validation accuracy, t_k = epochs // 4
@@ -85,7 +85,7 @@ def test_kdcrowd_takes_a_co_teaching_subclass(digits) -> None:
     from kdcrowd.framework import KDCrowd
 
     ds, data, cfg = digits
-    outs, final = KDCrowd(teacher="crowdlayer-mw", student=HalfCoTeaching, stages=1, student_params={"forget_rate": 0.1}).fit(ds, data, cfg)
+    outs, final = KDCrowd(teacher="crowdlayer-mw", student=HalfCoTeaching, stages=1, student_params={"forget_rate": 0.1}).fit(ds, data, cfg.train)
     s = outs["student"].module.student
     assert type(s) is HalfCoTeaching and s.forget_rate == 0.1 and s.t_k == 1 and final == "student"
     assert "pseudo_memorization" in outs["student"].fit.history[-1]

@@ -22,8 +22,10 @@ from .io import write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
 console = Console()
-#: Errors that mean bad input, settings or files (missing, unreadable, not writable): printed as one line, no traceback (AnnotationError is a ValueError).
-USER_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
+#: Errors that mean bad input, settings or files (missing, unreadable, not writable): printed as
+#: one line, no traceback (AnnotationError and ConfigError are ValueErrors). Anything else --
+#: a RuntimeError such as CUDA running out of memory, an internal error -- keeps its traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
 #: `kdcrowd fit` writes its settings here; `--resume OUT` reads them back.
@@ -67,12 +69,12 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-def parse_key_values(pairs: list[str]) -> dict[str, Any]:
+def parse_key_values(pairs: list[str], flag: str = "--dataset-option") -> dict[str, Any]:
     """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}`` (values parsed as JSON when they can be)."""
     out: dict[str, Any] = {}
     for p in pairs:
         if "=" not in p:
-            raise typer.BadParameter(f"'{p}' is not KEY=VALUE (e.g. features=bovw)")
+            raise typer.BadParameter(f"{flag}: '{p}' is not KEY=VALUE (e.g. {'features=bovw' if flag == '--dataset-option' else 'mig_f=js'})")
         k, v = p.split("=", 1)
         try:
             out[k] = json.loads(v)
@@ -91,46 +93,79 @@ def _run_config(
     return RunConfig(dataset=dataset, method=method, workers=workers, backbone=backbone, seed=seed, train=train, options=options)
 
 
+def with_door_options(func: Any) -> Any:
+    """Add every option of :func:`kdcrowd.doors.door_options` to a command: ``--NAME`` with
+    the configuration's default and field docstring as help (``model_options`` becomes the
+    repeatable ``--model-option KEY=VALUE``; a boolean ``--NAME/--no-NAME``). The command
+    receives them in ``**options``; :func:`_door_settings` turns them into configurations."""
+    import inspect
+
+    from .doors import door_options
+
+    import typing
+
+    sig = inspect.signature(func)
+    hints = typing.get_type_hints(func)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    added, annotations = [], dict(getattr(func, "__annotations__", {}))
+    for o in door_options():
+        if o.name == "model_options":
+            name, tp, default = "model_option", list[str], typer.Option([], "--model-option", help=f"KEY=VALUE (repeatable). {o.help}")
+        else:
+            name, tp = o.name, o.type
+            flag = "--" + o.name.replace("_", "-")
+            decls = [f"{flag}/--no-{o.name.replace('_', '-')}"] if o.type in (bool, Optional[bool]) else [flag]
+            default = typer.Option(o.default, *decls, help=o.help)
+        added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=tp))
+        annotations[name] = tp
+    # typer reads the parameters from the signature and their types from __annotations__
+    annotations.update({p.name: p.annotation for p in own})
+    func.__signature__ = sig.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD else p for p in own] + added)
+    func.__annotations__ = annotations
+    return func
+
+
+def _door_settings(options: dict[str, Any], seed: int, progress: bool, **train_extra: Any) -> tuple[str, str, Any, dict[str, Any]]:
+    """The generated options of a command as (method, backbone, TrainConfig, run options);
+    a bad value fails with one line naming the command-line option."""
+    from .config import ConfigError, cli_style, option_style
+    from .doors import settings_from_options
+
+    values = {k: v for k, v in options.items() if k != "model_option"}
+    try:
+        values["model_options"] = parse_key_values(options.get("model_option") or [], flag="--model-option")
+        with option_style(cli_style):
+            return settings_from_options(values, seed=seed, progress=progress, **train_extra)
+    except (ConfigError, typer.BadParameter) as e:
+        _fail(str(e))
+
+
 @app.command()
+@with_door_options
 def run(
     dataset: str = typer.Option(..., help="Data set name (see `kdcrowd datasets`)."),
-    method: str = typer.Option("mv", help="mv, mv-soft, ds, ds-soft, glad|mace|wawa|zbs|one-coin-ds|mmsr (each also -soft), clean, crowdlayer-mw|vw|vb|vwb, maxmig, conal, kdcrowd."),
     out: Path = typer.Option(..., help="Output directory; metrics.json is written there."),
     workers: Optional[str] = typer.Option(None, help="Simulated-worker case replacing the data set's own annotations."),
-    epochs: int = typer.Option(20, help="Training epochs (per stage for kdcrowd)."),
-    batch_size: int = typer.Option(256, help="Training batch size."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, cosine schedule)."),
     seed: int = typer.Option(0, help="Seed of simulation, initialisation and batch order."),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
-    backbone: str = typer.Option("auto", help="mlp, fastcnn, resnet18, vgg16, labelme-cnn or auto."),
     data_root: Optional[Path] = typer.Option(None, envvar="KDCROWD_DATA", help="Directory holding the data sets (env KDCROWD_DATA)."),
     dataset_option: list[str] = typer.Option([], "--dataset-option", help="KEY=VALUE passed to load_dataset, e.g. features=bovw for labelme (repeatable)."),
-    mig_f: str = typer.Option("kl", help="f-divergence of Max-MIG / MIG^f: kl, pearson, js, tv, rkl, hellinger."),
-    worker_lr_scale: float = typer.Option(1.0, help="Crowd models: learning-rate multiplier of the worker parameters (no weight decay on them)."),
-    teacher: str = typer.Option("crowdlayer-mw", help="kdcrowd: the crowd model used as teacher."),
-    student: str = typer.Option("elr", help="kdcrowd: the robust student (elr, coteaching, gce, sce, ce); see docs/RESULTS.md for the choice of default."),
-    kd: str = typer.Option("mig-kl", help="kdcrowd: distillation loss, mig-<f> or kl."),
-    lambda1: Optional[float] = typer.Option(None, help="kdcrowd: weight of the stage-1 distillation term."),
-    lambda2: Optional[float] = typer.Option(None, help="kdcrowd: weight of the stage-2 distillation term."),
-    stages: int = typer.Option(2, help="kdcrowd: 1 (teacher → student) or 2 (and the role switch)."),
-    teacher_output: str = typer.Option("classifier", help="kdcrowd: teacher predictions from the 'classifier' or the annotation-aware 'posterior'."),
-    stage2: str = typer.Option("reinit", help="kdcrowd: stage-2 model 'reinit' or 'finetune' from the teacher."),
-    stage2_init: str = typer.Option("annotations", help="kdcrowd: a re-initialised Max-MIG stage 2 starts its worker matrices from majority vote ('annotations') or from each worker's confusion against the student's predictions ('student')."),
     distributed: bool = typer.Option(False, "--distributed", help="Data-parallel over the processes torchrun starts (one per GPU): `torchrun --nproc_per_node N -m kdcrowd run --distributed ...`; --batch-size is per GPU; rank 0 writes the files."),
     resume: bool = typer.Option(False, "--resume", help="Checkpoint every epoch into OUT/checkpoints, and continue from there when the same command runs again after an interruption (same results as an uninterrupted run)."),
+    **options: Any,
 ) -> None:
-    """Train and evaluate one method; writes OUT/metrics.json (and OUT/progress.jsonl, one line per finished epoch)."""
+    """Train and evaluate one method; writes OUT/metrics.json (and OUT/progress.jsonl, one line per finished epoch).
+
+    The method and training options are those of `kdcrowd fit` and of KDCrowdClassifier,
+    with the same names and defaults."""
+    from .methods import RunConfig
     from .methods import run as run_method
 
-    options: dict[str, Any] = {"mig_f": mig_f, "worker_lr_scale": worker_lr_scale}
-    if method == "kdcrowd":
-        options.update(teacher=teacher, student=student, kd=kd, stages=stages, teacher_output=teacher_output, stage2=stage2, stage2_init=stage2_init)
-        if lambda1 is not None:
-            options["lambda1"] = lambda1
-        if lambda2 is not None:
-            options["lambda2"] = lambda2
-    cfg = _run_config(dataset, method, workers, epochs, batch_size, lr, seed, device, backbone, options)
-    cfg.dataset_options = parse_key_values(dataset_option)
+    method, backbone, train, run_options = _door_settings(options, seed=seed, progress=True)
+    try:
+        dataset_options = parse_key_values(dataset_option)
+    except typer.BadParameter as e:
+        _fail(str(e))
+    cfg = RunConfig(dataset=dataset, method=method, workers=workers, backbone=backbone, seed=seed, train=train, options=run_options, dataset_options=dataset_options)
     # Every finished epoch is appended here, so an interrupted run keeps its history.
     out.mkdir(parents=True, exist_ok=True)
     cfg.progress_file = str(out / "progress.jsonl")
@@ -286,6 +321,7 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
 
 
 @app.command()
+@with_door_options
 def fit(
     ctx: typer.Context,
     annotations: Optional[Path] = typer.Option(None, help="Crowd labels: CSV/TSV/Parquet with columns item (or task), worker, label; a wide table (one row per item, one column per worker, blank or -1 for no label); or peerannot answers.json. Item ids are matched as text."),
@@ -300,27 +336,22 @@ def fit(
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
-    method: str = typer.Option("kdcrowd", help="kdcrowd, maxmig, crowdlayer-mw|vw|vb|vwb, conal, ds, ds-soft, mv, mv-soft, or glad|mace|wawa|zbs|one-coin-ds|mmsr (each also -soft)."),
-    teacher: str = typer.Option("maxmig", help="kdcrowd: the crowd model used as teacher."),
-    student: str = typer.Option("elr", help="kdcrowd: the robust student (elr, coteaching, gce, sce, ce)."),
-    backbone: str = typer.Option("auto", help="mlp, fastcnn, resnet18, vgg16, labelme-cnn or auto (MLP for features, FastCNN up to 64 px)."),
-    epochs: int = typer.Option(30, help="Training epochs (per stage for kdcrowd)."),
-    batch_size: int = typer.Option(128, help="Training batch size."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, cosine schedule)."),
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
-    worker_lr_scale: float = typer.Option(1.0, help="Learning-rate multiplier of the worker parameters (10 sharpens CrowdLayer/CoNAL matrices; see docs/RESULTS.md)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this output folder, with the settings it was started with (give no other option)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    **options: Any,
 ) -> None:
     """Train on your own crowd labels and items: a classifier, a clean label for every item,
     each worker's confusion matrix and a report to look at (OUT/report.html).
 
     Every epoch is checkpointed in OUT/checkpoints; after an interruption (Ctrl-C, a lost
     machine) `kdcrowd fit --resume OUT` continues from the last finished epoch and ends
-    with the same results as an uninterrupted run."""
+    with the same results as an uninterrupted run.
+
+    The method and training options are those of `kdcrowd run` and of KDCrowdClassifier,
+    with the same names and defaults."""
     from rich.markup import escape
 
     # ctx.params holds what the parser gave: paths arrive as text with some click versions
@@ -366,10 +397,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .data.annotations import AnnotationError, Annotations
     from .data.items import _as_text, read_annotation_frame, read_item_labels
     from .estimator import MIN_IMAGE_SIDE, KDCrowdClassifier
-    from .methods import CROWD_MODELS, METHODS
     from .report.html import thumbnails_from_files
     from .report.practitioner import FILES, write_fit_outputs
-    from .students import STUDENTS
 
     out: Path = p["out"]
     features, images, method = p["features"], p["images"], p["method"]
@@ -379,12 +408,15 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         _fail("give the items to predict with at most one of --predict-features or --predict-images")
     if (p["predict_features"] is not None and images is not None) or (p["predict_images"] is not None and features is not None):
         _fail("the items to predict must be of the same kind as the training items: --predict-features with --features, --predict-images with --images")
-    if method not in METHODS or method == "clean":
-        _fail(f"unknown method '{method}'; choose one of {sorted(set(METHODS) - {'clean'})}")
-    if method == "kdcrowd" and p["teacher"] not in CROWD_MODELS:
-        _fail(f"unknown teacher '{p['teacher']}'; choose one of {list(CROWD_MODELS)}")
-    if method == "kdcrowd" and p["student"] not in STUDENTS:
-        _fail(f"unknown student '{p['student']}'; choose one of {sorted(STUDENTS)}")
+    if method == "clean":
+        _fail("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another --method (kdcrowd, maxmig, mv, ...)")
+    from .doors import door_options
+
+    door = {o.name: p[o.name] for o in door_options() if o.name in p}
+    door["model_option"] = p.get("model_option") or []
+    _door_settings(door, seed=p["seed"], progress=not p["quiet"])  # every option checked before any file is read
+    door_values = {k: v for k, v in door.items() if k != "model_option"}
+    door_values["model_options"] = parse_key_values(door["model_option"], flag="--model-option")
     if p["image_ids"] not in ("auto", "stem", "name", "path"):
         _fail(f"--image-ids must be auto, stem, name or path, not '{p['image_ids']}'")
     if images is not None and p["image_size"] < MIN_IMAGE_SIDE:
@@ -393,8 +425,6 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         _fail("--item-ids goes with a .npy --features file (images are named by their files)")
     if p["predict_item_ids"] is not None and p["predict_features"] is None:
         _fail("--predict-item-ids goes with a .npy --predict-features file")
-    if p["epochs"] < 1 or p["batch_size"] < 2:
-        _fail(f"--epochs must be at least 1 and --batch-size at least 2 (got {p['epochs']} and {p['batch_size']})")
     if not 0.0 <= p["validation_fraction"] < 1.0:
         _fail(f"--validation-fraction must be in [0, 1), got {p['validation_fraction']}")
     class_list = None
@@ -444,9 +474,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             (out / name).unlink(missing_ok=True)
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")}})
     clf = KDCrowdClassifier(
-        method=method, teacher=p["teacher"], student=p["student"], backbone=p["backbone"], epochs=p["epochs"], batch_size=p["batch_size"],
-        lr=p["lr"], device=p["device"], random_state=p["seed"], duplicates=p["duplicates"], verbose=not p["quiet"],
-        worker_lr_scale=p["worker_lr_scale"], validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
+        **door_values, random_state=p["seed"], duplicates=p["duplicates"], verbose=not p["quiet"],
+        validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
     )
     try:
         clf.fit(X, ann)
@@ -487,7 +516,8 @@ def predict(
     """Label new items with a classifier trained by `kdcrowd fit`."""
     from rich.markup import escape
 
-    from .report.practitioner import label_frame, load_predictor
+    from .persist import load_predictor
+    from .report.practitioner import label_frame
 
     try:
         if (features is None) == (images is None):

@@ -18,6 +18,7 @@ matrix reads -1 as a missing label.
 from __future__ import annotations
 
 import numbers
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
+
+from .doors import door_options, settings_from_options
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -62,9 +65,14 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
     Parameters:
         method: ``kdcrowd`` (default), a crowd model (``maxmig``, ``crowdlayer-mw|vw|vb|vwb``,
             ``conal``) or an aggregation baseline (``mv``, ``mv-soft``, ``ds``, ``ds-soft``).
-        teacher, student, kd, lambda1, lambda2, stages: KD-Crowd's settings (``method="kdcrowd"`` only).
-        mig_f: f-divergence of Max-MIG's objective.
-        worker_lr_scale: learning-rate multiplier of the worker parameters.
+        teacher, student, kd, kd_prior, kd_temperature, tv_temperature, lambda1, lambda2,
+            teacher_output, stage2, stage2_init, stages, final: KD-Crowd's settings
+            (:class:`~kdcrowd.framework.KDCrowd`; ``method="kdcrowd"`` only).
+        model_options: the crowd model's options (a dict, e.g. ``{"mig_f": "js"}`` for
+            Max-MIG; for ``kdcrowd`` the teacher's).
+        weight_decay, optimizer, momentum, schedule, warmup_epochs, amp, augment, flip,
+            channels_last, compile, eval_batch_size, worker_lr_scale: the other fields of
+            :class:`~kdcrowd.training.TrainConfig`.
         backbone: ``mlp``, ``fastcnn``, ``resnet18``, ``vgg16``, ``labelme-cnn`` or ``auto``
             (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above:
             :func:`kdcrowd.models.backbones.default_backbone`).
@@ -87,6 +95,11 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             disagree with the reference labels (one extra prediction pass over ``X`` per
             epoch; ``kdcrowd fit`` turns it on for its report).
         verbose: progress bars.
+
+    Every option of ``kdcrowd run`` and ``kdcrowd fit`` is a parameter here with the same
+    name and default (:mod:`kdcrowd.doors`); values are checked when :meth:`fit` starts
+    (one :class:`~kdcrowd.config.ConfigError` naming the parameter), as scikit-learn asks
+    of ``__init__`` and ``set_params`` not to check.
 
     **Model selection without ground truth.** The epoch (and for ``kdcrowd`` the final
     stage) kept is the one whose predictions agree best with a validation set. With
@@ -139,51 +152,9 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
       the training rows of ``X``, see :meth:`~kdcrowd.training.DeviceData.preprocessing_only`).
     """
 
-    def __init__(
-        self,
-        method: str = "kdcrowd",
-        teacher: str = "maxmig",
-        student: str = "elr",
-        kd: str = "mig-kl",
-        lambda1: float = 1.0,
-        lambda2: float = 1.0,
-        stages: int = 2,
-        mig_f: str = "kl",
-        worker_lr_scale: float = 1.0,
-        backbone: str = "auto",
-        epochs: int = 30,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        device: str = "auto",
-        random_state: Any = 0,
-        classes: Any = None,
-        duplicates: str = "error",
-        validation_fraction: float = 0.0,
-        checkpoint_dir: Any = None,
-        track_memorization: bool = False,
-        verbose: bool = False,
-    ) -> None:
-        self.method = method
-        self.teacher = teacher
-        self.student = student
-        self.kd = kd
-        self.lambda1 = lambda1
-        self.lambda2 = lambda2
-        self.stages = stages
-        self.mig_f = mig_f
-        self.worker_lr_scale = worker_lr_scale
-        self.backbone = backbone
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.device = device
-        self.random_state = random_state
-        self.classes = classes
-        self.duplicates = duplicates
-        self.validation_fraction = validation_fraction
-        self.checkpoint_dir = checkpoint_dir
-        self.track_memorization = track_memorization
-        self.verbose = verbose
+    # __init__ is generated below the class from kdcrowd.doors.door_options() and
+    # ESTIMATOR_ONLY: every option of `kdcrowd run` / `kdcrowd fit` with the same name and
+    # default, plus the estimator's own parameters.
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -306,7 +277,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         from .methods import RunConfig, run_on_dataset
         from .metrics import worker_accuracy_estimate
         from .report.practitioner import worker_matrices
-        from .training import TrainConfig, predict_proba
+        from .training import predict_proba
 
         if annotations is not None:
             if y is not None:
@@ -315,6 +286,12 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         frac = self.validation_fraction
         if not isinstance(frac, numbers.Real) or not 0 <= frac < 1:
             raise ValueError(f"validation_fraction must be in [0, 1); got {frac!r}")
+        if self.method == "clean":
+            raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")
+        # every option checked (one ConfigError naming it) before any data is read
+        method, backbone, train, options = settings_from_options(
+            {o.name: getattr(self, o.name) for o in door_options()}, seed=0, progress=bool(self.verbose)
+        )
         X = self._check_X(X)
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")
@@ -326,9 +303,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
                 f"{type(self).__name__} needs at least 2 classes, but the labels hold only one class ({np.asarray(ann.classes).tolist()}); "
                 "pass classes=[...] to declare the others"
             )
-        if self.method == "clean":
-            raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")
         seed = self._seed()
+        train = replace(train, seed=seed)
         classes = np.asarray(ann.classes)
         n = len(X)
         val_idx = np.zeros(0, dtype=np.int64)
@@ -369,12 +345,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             class_names=[str(c) for c in classes],
             y_reference=reference[train_idx] if self.track_memorization else None,  # the stand-in truth of memorization only
         )
-        options: dict[str, Any] = {"mig_f": self.mig_f, "worker_lr_scale": self.worker_lr_scale}
-        if self.method == "kdcrowd":
-            options.update(teacher=self.teacher, student=self.student, kd=self.kd, lambda1=self.lambda1, lambda2=self.lambda2, stages=self.stages)
-        train = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device, seed=seed, progress=self.verbose)
         cfg = RunConfig(
-            dataset="user", method=self.method, backbone=self.backbone, seed=seed, train=train, options=options,
+            dataset="user", method=method, backbone=backbone, seed=seed, train=train, options=options,
             track_memorization=self.track_memorization, checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
         )
         metrics, out = run_on_dataset(ds, cfg)
@@ -433,6 +405,34 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)  # checks that the estimator is fitted
         return self.classes_[proba.argmax(1)]
 
+
+#: The estimator's own parameters (after the options every door shares) and their defaults.
+ESTIMATOR_ONLY: dict[str, Any] = {
+    "random_state": 0,
+    "classes": None,
+    "duplicates": "error",
+    "validation_fraction": 0.0,
+    "checkpoint_dir": None,
+    "track_memorization": False,
+    "verbose": False,
+}
+
+
+def _generated_init(defaults: dict[str, Any]) -> Any:
+    """``__init__(self, <name>=<default>, ...)`` storing each parameter as an attribute,
+    as scikit-learn requires (explicit parameters, no ``**kwargs``, nothing else done)."""
+    names = list(defaults)
+    src = "def __init__(self, " + ", ".join(f"{n}=_defaults[{n!r}]" for n in names) + ") -> None:\n"
+    src += "".join(f"    self.{n} = {n}\n" for n in names)
+    namespace: dict[str, Any] = {"_defaults": dict(defaults)}
+    exec(src, namespace)  # noqa: S102 - code built from the option names above, no input
+    init = namespace["__init__"]
+    init.__qualname__ = "KDCrowdClassifier.__init__"
+    init.__doc__ = "Parameters: see the class docstring (generated from kdcrowd.doors.door_options and ESTIMATOR_ONLY)."
+    return init
+
+
+KDCrowdClassifier.__init__ = _generated_init({**{o.name: o.default for o in door_options()}, **ESTIMATOR_ONLY})  # type: ignore[method-assign]
 
 CrowdClassifier = KDCrowdClassifier
 """The former name of :class:`KDCrowdClassifier`."""

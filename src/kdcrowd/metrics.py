@@ -226,13 +226,12 @@ def true_transitions_from_labels(
         raise ValueError(f"labels and y_true must lie in 0..{K - 1}")
     if worker.size and (worker.min() < 0 or worker.max() >= M):
         raise ValueError(f"worker indices must lie in 0..{M - 1}")
-    from kdcrowd.data.annotations import Annotations, row_normalise
+    from kdcrowd.data.annotations import row_normalise
+    from kdcrowd.data.confusion import confusion
 
-    # the annotations of items with known truth, one "item" each, counted and normalised
-    # by the annotation class's own code (rows without data: zeros, masked)
-    known = Annotations._new(np.arange(yt.size), worker, label, yt.size, M, K,
-                             np.arange(yt.size), np.arange(M), np.arange(K))
-    return row_normalise(known.empirical_confusion(yt), fill=0.0)
+    # the annotations of items with known truth, one "item" each (rows without data: zeros, masked)
+    counts = confusion((np.arange(yt.size), worker, label), yt, n_workers=M, n_classes=K)
+    return row_normalise(counts, fill=0.0)
 
 
 # --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,6 +32,16 @@ KDLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 class Student(nn.Module):
     """Base class: one backbone, robust loss in :meth:`robust_loss`."""
+
+    networks: int = 1
+    """How many backbones the student trains; :func:`build_student` passes the second one
+    as ``backbone_b`` (co-teaching)."""
+
+    @classmethod
+    def suggested_params(cls, teacher_val_accuracy: float | None, epochs: int) -> dict[str, Any]:
+        """Hyper-parameters derived from the teacher's validation accuracy and the number
+        of epochs, used unless the user sets them (none by default)."""
+        return {}
 
     def __init__(self, backbone: nn.Module, n_items: int, n_classes: int) -> None:
         super().__init__()
@@ -125,6 +136,16 @@ class CoTeachingStudent(Student):
         t_k: epochs over which the forget rate ramps up.
     """
 
+    networks = 2
+
+    @classmethod
+    def suggested_params(cls, teacher_val_accuracy: float | None, epochs: int) -> dict[str, Any]:
+        """The forget rate is the teacher's estimated noise rate, one minus its validation
+        accuracy clipped to [0.05, 0.5] (0.2 without validation); it ramps up over the
+        first quarter of the epochs."""
+        rate = float(np.clip(1.0 - teacher_val_accuracy, 0.05, 0.5)) if teacher_val_accuracy is not None else 0.2
+        return {"forget_rate": rate, "t_k": max(1, epochs // 4)}
+
     def __init__(self, backbone: nn.Module, n_items: int, n_classes: int, backbone_b: nn.Module | None = None, forget_rate: float = 0.2, t_k: int = 5) -> None:
         super().__init__(backbone, n_items, n_classes)
         if backbone_b is None:
@@ -161,8 +182,8 @@ STUDENTS: dict[str, type[Student]] = {
 def build_student(name: str | type[Student], make_backbone: Callable[[], nn.Module], n_items: int, n_classes: int, **hparams: Any) -> Student:
     """Build a student by name (a key of :data:`STUDENTS`) or class (a :class:`Student`
     subclass, called as ``cls(backbone, n_items, n_classes, **hparams)``); ``make_backbone``
-    returns a fresh backbone each call. Co-teaching students (:class:`CoTeachingStudent` and
-    its subclasses) get a second, independently initialised backbone as ``backbone_b``, built
+    returns a fresh backbone each call. Students of two networks (``networks = 2``,
+    co-teaching) get a second, independently initialised backbone as ``backbone_b``, built
     after the first."""
     if isinstance(name, str):
         if name not in STUDENTS:
@@ -171,7 +192,7 @@ def build_student(name: str | type[Student], make_backbone: Callable[[], nn.Modu
     else:
         cls = name
     backbone = make_backbone()
-    if isinstance(cls, type) and issubclass(cls, CoTeachingStudent) and "backbone_b" not in hparams:
+    if getattr(cls, "networks", 1) == 2 and "backbone_b" not in hparams:
         hparams = {**hparams, "backbone_b": make_backbone()}
     return cls(backbone, n_items, n_classes, **hparams)
 

@@ -34,20 +34,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import pickle
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import distributed as D
-from .io import atomic_file
+from .config import ConfigError, bounded, check_fields
+from .config import _name as option_name
+from .checkpoint import read_training_checkpoint, set_rng_states, training_fingerprint, write_training_checkpoint
 
 __all__ = [
     "TrainConfig",
@@ -59,28 +59,32 @@ __all__ = [
     "validation_accuracy",
     "resolve_device",
     "seed_everything",
+    "seeded",
 ]
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by every method."""
+    """Optimisation settings shared by every method (checked when made: one
+    :class:`~kdcrowd.config.ConfigError` naming the setting). Defaults: 30 epochs of
+    batch 128 (docs/RESULTS.md, "Choosing the defaults": 30 epochs on digits, 20-40 per
+    stage on the real crowds; the practitioner runs of §6 use 30 / 128)."""
 
-    epochs: int = 20
+    epochs: int = bounded(30, ge=1)
     """Number of passes over the training items."""
-    batch_size: int = 256
+    batch_size: int = bounded(128, ge=2)
     """Training batch size (Max-MIG and MIG^f distillation use in-batch pairs, so it is a modelling choice there)."""
-    lr: float = 1e-3
+    lr: float = bounded(1e-3, gt=0.0)
     """Peak learning rate."""
-    weight_decay: float = 5e-4
+    weight_decay: float = bounded(5e-4, ge=0.0)
     """Decoupled weight decay (AdamW) or L2 (SGD)."""
-    optimizer: str = "adamw"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     """``adamw`` or ``sgd`` (Nesterov momentum)."""
-    momentum: float = 0.9
+    momentum: float = bounded(0.9, ge=0.0, lt=1.0)
     """SGD momentum."""
-    schedule: str = "cosine"
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
     """``cosine`` (with linear warm-up), ``constant`` or ``linear`` (to zero)."""
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = bounded(1.0, ge=0.0)
     """Linear warm-up length in epochs (cosine schedule)."""
     device: str = "auto"
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available)."""
@@ -94,11 +98,14 @@ class TrainConfig:
     """Channels-last memory format for image backbones on CUDA."""
     compile: bool = False
     """Wrap the module's forward passes with ``torch.compile``."""
+    worker_lr_scale: float = bounded(1.0, gt=0.0)
+    """Crowd models: learning-rate multiplier of the worker parameters (no weight decay on
+    them; see :func:`kdcrowd.objectives.crowd_param_groups`)."""
     seed: int = 0
     """Seed of initialisation, batch order and augmentation."""
     progress: bool = True
     """Show a progress bar (rich)."""
-    eval_batch_size: int = 2048
+    eval_batch_size: int = bounded(2048, ge=1)
     """Batch size of prediction passes."""
     distributed: bool = False
     """Data-parallel training over the processes started by ``torchrun`` (one per GPU, see
@@ -116,6 +123,11 @@ class TrainConfig:
     when it holds a finished training, returns that training's result without training).
     With ``distributed`` rank 0 writes it and every rank reads it, so it must be on a file
     system every process sees."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.device != "auto":
+            _device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,18 +153,35 @@ def resolve_device(device: str, distributed: bool | None = None) -> torch.device
         local = D.local_device()
         if device == "auto" or (device == "cuda" and local.type == "cuda"):
             return local
-        dev = torch.device(device)
+        dev = _device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+            raise ConfigError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
         if dev.type == "cuda" and dev != local:
             raise ValueError(f"distributed training: process {D.rank()} (LOCAL_RANK {D.local_rank()}) must use {local}, not '{device}'; use --device auto or cuda")
         return dev
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    dev = _device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+        raise ConfigError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
     return dev
+
+
+def _device(device: str) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"{option_name('device')} must be cpu, cuda, cuda:N or auto; got {device!r}") from e
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Any:
+    """Build modules with parameters drawn from ``seed``: inside, torch's CPU generator
+    starts from ``seed``; on exit it is restored, so building a model leaves no trace in
+    the caller's random state (modules are initialised on the CPU, then moved)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(seed))
+        yield
 
 
 def seed_everything(seed: int) -> None:
@@ -205,6 +234,16 @@ class DeviceData:
         self.x_test = to(x_test) if x_test is not None and len(x_test) else None
         lab = lambda a: None if a is None else torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)
         self.y_train, self.y_val, self.y_test = lab(y_train), lab(y_val), lab(y_test)
+
+    @classmethod
+    def preprocessing(cls, mean: torch.Tensor, std: torch.Tensor, is_image: bool, input_shape: tuple[int, ...], device: torch.device) -> DeviceData:
+        """A preprocessing-only instance (as :meth:`preprocessing_only` returns) from saved
+        normalisation statistics: what a reloaded model predicts through."""
+        out = cls.__new__(cls)
+        out.device, out.is_image, out.mean, out.std = device, bool(is_image), mean.to(device), std.to(device)
+        out.x_train = torch.empty((0, *input_shape), dtype=torch.uint8 if is_image else torch.float32, device=device)
+        out.x_val = out.x_test = out.y_train = out.y_val = out.y_test = None
+        return out
 
     @classmethod
     def from_dataset(cls, ds: Any, device: torch.device) -> DeviceData:
@@ -517,13 +556,13 @@ def fit(
     saved: dict[str, Any] | None = None
     fingerprint: dict[str, Any] = {}
     if config.checkpoint:
-        fingerprint = _fingerprint(module, data, config, desc, device)
-        saved = _read_checkpoint(Path(config.checkpoint), fingerprint, device)
+        fingerprint = training_fingerprint(module, data, config, desc, device)
+        saved = read_training_checkpoint(Path(config.checkpoint), fingerprint, device)
         if saved is not None:
             module.load_state_dict(saved["module"])
             log.restore(saved["log"])
             if saved["complete"]:  # a finished training: its result, without training again
-                _set_rng_states(saved["rng"][D.rank() if config.distributed else 0], device)
+                set_rng_states(saved["rng"][D.rank() if config.distributed else 0], device)
                 return log.result(float(saved["seconds"]), config)
     aug_gen = gen
     converted = False
@@ -554,7 +593,7 @@ def fit(
     if saved is not None:
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        _set_rng_states(saved["rng"][D.rank() if config.distributed else 0], device, gen, aug_gen)
+        set_rng_states(saved["rng"][D.rank() if config.distributed else 0], device, gen, aug_gen)
         first, before = int(saved["epochs"]), float(saved["seconds"])
     t0 = time.perf_counter()
     try:
@@ -585,7 +624,7 @@ def fit(
                 val = validation_accuracy(module, data, config)
                 record = log.close(epoch, loss_sum / len(bounds), val)
                 if config.checkpoint:
-                    _write_checkpoint(
+                    write_training_checkpoint(
                         Path(config.checkpoint), module, opt, sched, log, epoch + 1, config, fingerprint,
                         before + time.perf_counter() - t0, device, gen, aug_gen,
                     )
@@ -602,166 +641,6 @@ def fit(
 
 
 # ----------------------------------------------------------------------------- checkpoints
-
-CHECKPOINT_FORMAT = 1
-"""Version of the checkpoint layout written by :func:`fit`."""
-
-_NOT_FINGERPRINTED = ("progress", "checkpoint")
-
-
-def _fingerprint(module: nn.Module, data: DeviceData, config: TrainConfig, desc: str, device: torch.device) -> dict[str, Any]:
-    """What a checkpoint must agree on to be resumed: the settings (without the progress
-    bar and the checkpoint path), ``desc``, the training items, the device type, the
-    number of processes, and the names and shapes of the module's state."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_FINGERPRINTED}
-    return {
-        "settings": settings,
-        "desc": desc,
-        "n_train": data.n_train,
-        "device_type": device.type,
-        "world_size": D.world_size() if config.distributed else 1,
-        "state": [[k, list(v.shape)] for k, v in module.state_dict().items()],
-    }
-
-
-def _fingerprint_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """Readable differences between two fingerprints (``what: saved → now``)."""
-    out: list[str] = []
-    for key in sorted(saved.get("settings", {}).keys() | now["settings"].keys()):
-        a, b = saved.get("settings", {}).get(key, "(absent)"), now["settings"].get(key, "(absent)")
-        if a != b:
-            out.append(f"{key}: {a!r} → {b!r}")
-    for key in ("desc", "n_train", "device_type", "world_size"):
-        if saved.get(key) != now[key]:
-            out.append(f"{key}: {saved.get(key)!r} → {now[key]!r}")
-    a_state = {k: tuple(v) for k, v in saved.get("state", [])}
-    b_state = {k: tuple(v) for k, v in now["state"]}
-    if a_state != b_state:
-        changed = [k for k in a_state.keys() & b_state.keys() if a_state[k] != b_state[k]]
-        parts = [f"{len(a_state)} → {len(b_state)} entries"]
-        if a_state.keys() - b_state.keys():
-            parts.append(f"gone: {sorted(a_state.keys() - b_state.keys())[:3]}")
-        if b_state.keys() - a_state.keys():
-            parts.append(f"new: {sorted(b_state.keys() - a_state.keys())[:3]}")
-        parts += [f"{k} {a_state[k]} → {b_state[k]}" for k in sorted(changed)[:3]]
-        out.append("module state (names and shapes): " + ", ".join(parts))
-    return out
-
-
-def _rng_states(device: torch.device, gen: torch.Generator, aug_gen: torch.Generator) -> dict[str, Any]:
-    """This process's random generators: torch's global CPU (and CUDA) generator, the
-    permutation and augmentation generators, numpy's legacy global generator and Python's."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    out: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "gen": gen.get_state(),
-        "aug_gen": aug_gen.get_state() if aug_gen is not gen else None,
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": random.getstate(),
-    }
-    if device.type == "cuda":
-        out["cuda"] = torch.cuda.get_rng_state(device)
-    return out
-
-
-def _set_rng_states(state: dict[str, Any], device: torch.device, gen: torch.Generator | None = None, aug_gen: torch.Generator | None = None) -> None:
-    """Restore what :func:`_rng_states` saved (``gen``/``aug_gen`` when given)."""
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-    if gen is not None:
-        gen.set_state(state["gen"])
-    if aug_gen is not None and aug_gen is not gen and state.get("aug_gen") is not None:
-        aug_gen.set_state(state["aug_gen"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    random.setstate(state["python"])
-
-
-def _plain(obj: Any) -> Any:
-    """``obj`` with numpy scalars as Python numbers, so the checkpoint loads with ``weights_only``."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_plain(v) for v in obj)
-    return obj
-
-
-def _write_checkpoint(
-    path: Path, module: nn.Module, opt: torch.optim.Optimizer, sched: Any, log: EpochLog, epochs: int, config: TrainConfig,
-    fingerprint: dict[str, Any], seconds: float, device: torch.device, gen: torch.Generator, aug_gen: torch.Generator,
-) -> None:
-    """Save the state after ``epochs`` finished epochs to ``path``, atomically (a reader, or
-    a run killed while writing, sees the previous checkpoint or this one, never half a file).
-
-    Distributed: every rank's random generators are gathered, rank 0 writes, and all ranks
-    wait for the write (so the file is complete when :func:`fit` returns on any rank)."""
-    rng = _rng_states(device, gen, aug_gen)
-    every_rng = D.all_gather_object(rng) if config.distributed else [rng]
-    if not config.distributed or D.is_main():
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": fingerprint,
-            "epochs": epochs,
-            "complete": epochs >= config.epochs,
-            "seconds": seconds,
-            "module": module.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "log": _plain(log.state()),
-            "rng": every_rng,
-        }
-        with atomic_file(path, "wb", durable=True) as f:
-            torch.save(payload, f)
-    if config.distributed and epochs == config.epochs:  # the last write must be complete before fit returns;
-        D.barrier()  # earlier ones are waited for by the next epoch's gradient all-reduce
-
-
-def _read_checkpoint(path: Path, fingerprint: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` (``None`` when there is none), checked against ``fingerprint``.
-
-    Raises ``ValueError`` naming the file and the fix when it cannot be read or was written
-    with other settings. Distributed: every rank reads it, and the ranks check that they all
-    found the same checkpoint (a folder not shared between nodes would split them)."""
-    distributed = fingerprint["world_size"] > 1
-    saved: dict[str, Any] | None = None
-    error: str | None = None
-    fresh = "delete it (or its folder) to start this training afresh"
-    if path.exists():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            error = f"checkpoint {path} cannot be read: it holds something other than tensors and plain values ({str(e).splitlines()[0]}); {fresh}"
-        except Exception as e:  # noqa: BLE001 - a truncated or damaged archive raises RuntimeError, EOFError, OSError, ...
-            error = f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'damaged file'}); it is damaged or not a kdcrowd checkpoint: {fresh}"
-        if saved is not None and not (isinstance(saved, dict) and saved.get("format") == CHECKPOINT_FORMAT and "fingerprint" in saved):
-            error = f"checkpoint {path} is not a kdcrowd training checkpoint (format {CHECKPOINT_FORMAT}); {fresh}"
-        elif saved is not None:
-            diffs = _fingerprint_differences(saved["fingerprint"], fingerprint)
-            if diffs:
-                error = (
-                    f"checkpoint {path} was written by a training with other settings ({'; '.join(diffs)}); "
-                    f"resume with the settings it was started with, or delete {path.parent} (or use a fresh output folder) to start afresh"
-                )
-    if distributed:
-        mine = -2 if error else (-1 if saved is None else int(saved["epochs"]))
-        every = D.all_gather_rows(torch.tensor([mine], dtype=torch.int64, device=device)).tolist()
-        if error is None and -2 in every:
-            error = f"checkpoint {path}: another process could not use it (finished epochs per rank, -2 = error: {every}); see its error"
-        elif error is None and len(set(every)) > 1:
-            error = (
-                f"checkpoint {path}: the {len(every)} processes found different checkpoints (finished epochs per rank, -1 = none: {every}); "
-                "put the checkpoint folder on a file system every process sees"
-            )
-    if error:
-        raise ValueError(error)
-    return saved
-
-
 
 def _distributed_device(data: DeviceData, config: TrainConfig) -> torch.device:
     """Join the process group and check that ``data`` is on this process's device."""

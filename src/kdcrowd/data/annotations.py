@@ -1349,12 +1349,9 @@ class Annotations:
                 f"y_true outside 0..{self._n_classes - 1} (or -1 for unknown)", bad,
                 {"y_true": y}, "Pass true class indices.", what="item",
             )
-        k = self._n_classes
-        yt = y[self._item]
-        known = yt >= 0
-        flat = (self._worker[known] * k + yt[known]) * k + self._label[known]
-        counts = np.bincount(flat, minlength=self._n_workers * k * k)
-        return counts.reshape(self._n_workers, k, k).astype(np.int64)
+        from .confusion import confusion
+
+        return confusion((self._item, self._worker, self._label), y, n_workers=self._n_workers, n_classes=self._n_classes)
 
     @staticmethod
     def row_normalise(counts: Any, fill: float = np.nan) -> tuple[np.ndarray, np.ndarray]:

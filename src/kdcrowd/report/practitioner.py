@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..persist import MODEL_FORMAT, load_predictor, save_model  # noqa: F401  (re-exported)
+
 __all__ = [
     "FILES",
     "label_frame",
@@ -44,7 +46,6 @@ __all__ = [
     "write_fit_outputs",
 ]
 
-MODEL_FORMAT = "kdcrowd.fit/1"
 
 
 # ----------------------------------------------------------------------------- tables
@@ -71,12 +72,9 @@ def worker_matrices(transitions: np.ndarray | None, ann: Any, proba: np.ndarray)
     """
     if transitions is not None:
         return np.asarray(transitions, dtype=np.float64), MATRIX_SOURCES[True]
-    k = ann.n_classes
-    counts = np.zeros((ann.n_workers, k, k))
-    np.add.at(counts, (ann.worker, slice(None), ann.label), np.asarray(proba, dtype=np.float64)[ann.item])
-    total = counts.sum(-1, keepdims=True)
-    t = np.where(total > 0, counts / np.where(total > 0, total, 1.0), 1.0 / k)
-    return t, MATRIX_SOURCES[False]
+    from ..data.confusion import confusion
+
+    return confusion(ann, np.asarray(proba, dtype=np.float64), normalize=True), MATRIX_SOURCES[False]
 
 
 #: Where :func:`worker_matrices` takes the matrices from: the method's estimate (``True``) or not.
@@ -113,124 +111,7 @@ def save_matrices(path: str | Path, t: np.ndarray, ann: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- model file
-
-
-def _predictor_backbones(module: Any) -> list[Any]:
-    """The backbone(s) whose averaged softmax is the fitted module's ``predict_proba``.
-
-    Objectives wrap a crowd model (``.model``), a student (``.student``) or a backbone
-    directly; co-teaching students average two backbones (``backbone``, ``backbone_b``).
-    """
-    from torch import nn
-
-    inner = module
-    for attr in ("model", "student"):
-        if isinstance(getattr(inner, attr, None), nn.Module):
-            inner = getattr(inner, attr)
-            break
-    nets = [inner.backbone]
-    if isinstance(getattr(inner, "backbone_b", None), nn.Module):
-        nets.append(inner.backbone_b)
-    return nets
-
-
-def _py(values: Any) -> list[Any]:
-    return np.asarray(values).tolist()
-
-
-def save_model(path: str | Path, clf: Any) -> None:
-    """Write ``clf`` (fitted) to ``path`` with :func:`torch.save`.
-
-    The file holds only tensors and plain Python values, so ``torch.load(path)`` reads it
-    with its default ``weights_only=True``: ``state_dict`` (the whole trained module,
-    worker parameters included), ``module_class``, ``predictor`` (``backbone`` name,
-    ``input_shape``, ``state_dicts`` of the backbone(s) whose averaged softmax predicts,
-    and the input normalisation ``mean``/``std``; images are scaled to [0, 1] first),
-    ``classes``, ``worker_ids``, ``item_shape``, ``config`` (the estimator's parameters),
-    ``transition_matrices`` and ``versions``.
-    """
-    import torch
-
-    from ..models.backbones import default_backbone
-
-    cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
-    prep = clf.preprocessor_
-    input_shape = tuple(int(s) for s in prep.input_shape)
-    backbone = clf.backbone if clf.backbone != "auto" else default_backbone(input_shape)
-    trans = clf.transition_matrices_
-    params = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in clf.get_params().items()}
-    payload = {
-        "format": MODEL_FORMAT,
-        "state_dict": cpu(clf.module_.state_dict()),
-        "module_class": type(clf.module_).__name__,
-        "predictor": {
-            "backbone": backbone,
-            "input_shape": input_shape,
-            "state_dicts": [cpu(net.state_dict()) for net in _predictor_backbones(clf.module_)],
-            "mean": prep.mean.detach().float().cpu(),
-            "std": prep.std.detach().float().cpu(),
-            "is_image": bool(prep.is_image),
-        },
-        "classes": _py(clf.classes_),
-        "worker_ids": _py(clf.worker_ids_),
-        "item_shape": tuple(int(s) for s in clf.item_shape_),
-        "config": params,
-        "transition_matrices": None if trans is None else torch.as_tensor(np.asarray(trans, dtype=np.float32)),
-        "versions": {str(k): str(v) for k, v in clf.metrics_.get("versions", {}).items()},
-    }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
-
-
-def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """Rebuild the classifier saved by :func:`save_model`.
-
-    Returns ``predict_proba(X) -> (N, K)`` numpy probabilities (columns in the order of the
-    file's ``classes``, also its attribute ``classes``; ``item_shape`` is the shape of one
-    item) for float features ``(N, D)`` or uint8 RGB images ``(N, H, W, 3)`` of the
-    training size (:func:`kdcrowd.data.items.read_image_folder` with
-    ``size=item_shape[0]`` reads new ones). ``device``: as everywhere
-    (:func:`kdcrowd.training.resolve_device`; ``auto`` is CUDA when there is one).
-    """
-    import pickle
-
-    import torch
-
-    from ..models.backbones import build_backbone
-    from ..training import resolve_device
-
-    device = resolve_device(device)
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"model file not found: {path}; give the model.pt that `kdcrowd fit --out DIR` wrote into DIR")
-    try:
-        ck = torch.load(path, map_location=device)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        raise ValueError(f"{path} is not a model file written by `kdcrowd fit` (torch.load: {str(e)[:100]})") from e
-    if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`")
-    p = ck["predictor"]
-    nets = []
-    for sd in p["state_dicts"]:
-        net = build_backbone(p["backbone"], p["input_shape"], len(ck["classes"])).to(device)
-        net.load_state_dict(sd)
-        nets.append(net.eval())
-    mean, std = p["mean"].to(device), p["std"].to(device)
-    item_shape = tuple(ck["item_shape"])
-
-    @torch.no_grad()
-    def predict_proba(X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X)
-        if tuple(X.shape[1:]) != item_shape:
-            raise ValueError(f"X has item shape {X.shape[1:]}, but the model was trained on items of shape {item_shape}")
-        x = torch.as_tensor(np.ascontiguousarray(X), device=device)
-        x = x.permute(0, 3, 1, 2).float() / 255.0 if p["is_image"] else x.float()
-        x = (x - mean) / std
-        return (sum(net(x).float().softmax(-1) for net in nets) / len(nets)).cpu().numpy()
-
-    predict_proba.classes = np.asarray(ck["classes"])  # type: ignore[attr-defined]
-    predict_proba.item_shape = item_shape  # type: ignore[attr-defined]
-    return predict_proba
+# save_model / load_predictor: kdcrowd.persist (imported above for the outputs below)
 
 
 # ----------------------------------------------------------------------------- outputs

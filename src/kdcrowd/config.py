@@ -1,0 +1,160 @@
+"""Typed configurations: one dataclass per component, checked the same way by every door.
+
+Every component's settings are a dataclass whose fields carry their type (``Literal``
+for a closed set of choices) and default. :func:`check_fields` validates an instance in
+its ``__post_init__`` (choices, numeric bounds declared in the field's metadata) and
+:func:`from_mapping` builds one from a plain mapping, refusing an unknown key with one
+error naming the closest valid key. The doors (the command line, the estimator) take
+their options, names and defaults from these dataclasses (:func:`option_defaults`).
+
+Errors are :class:`ConfigError` (a ``ValueError``); a door that shows options under
+other names (``--epochs``) passes ``style`` so the message names the option to fix.
+This module imports nothing from the rest of the package.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+__all__ = [
+    "ConfigError",
+    "bounded",
+    "check_fields",
+    "closest",
+    "from_mapping",
+    "literal_choices",
+    "option_defaults",
+    "unknown_key_error",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A setting with a value or name no component accepts (one line, names the setting)."""
+
+
+def cli_style(name: str) -> str:
+    """``batch_size`` → ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def plain_style(name: str) -> str:
+    return name
+
+
+#: How settings are named in error messages; the command line swaps in :func:`cli_style`.
+_STYLE: list[Callable[[str], str]] = [plain_style]
+
+
+class option_style:
+    """Context manager naming settings the door's way in every error raised inside it."""
+
+    def __init__(self, style: Callable[[str], str]) -> None:
+        self.style = style
+
+    def __enter__(self) -> None:
+        _STYLE.append(self.style)
+
+    def __exit__(self, *exc: Any) -> None:
+        _STYLE.pop()
+
+
+def _name(key: str) -> str:
+    return _STYLE[-1](key)
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None, **kw: Any) -> Any:
+    """A dataclass field with numeric bounds that :func:`check_fields` enforces."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt}, **kw)
+
+
+def closest(key: str, valid: Iterable[str]) -> str | None:
+    """The valid key most like ``key`` (``None`` when none is close)."""
+    valid = list(valid)
+    m = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if m:
+        return m[0]
+    # a short key that is one word of a valid one (``f`` → ``mig_f``)
+    parts = [v for v in valid if key.lower() in v.lower().replace("-", "_").split("_")]
+    return parts[0] if len(parts) == 1 else None
+
+
+def unknown_key_error(key: str, valid: Iterable[str], what: str) -> ConfigError:
+    valid = sorted(valid)
+    near = closest(key, valid)
+    hint = f"did you mean {_name(near)!r}?" if near else f"valid: {', '.join(_name(v) for v in valid)}"
+    return ConfigError(f"unknown {what} option {_name(key)!r}; {hint}")
+
+
+def literal_choices(tp: Any) -> tuple[Any, ...] | None:
+    """The choices of a ``Literal`` type (also inside ``Optional`` / a union), else ``None``."""
+    if get_origin(tp) is Literal:
+        return get_args(tp)
+    if get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        out: list[Any] = []
+        for a in get_args(tp):
+            c = literal_choices(a)
+            if c:
+                out += c
+        return tuple(out) or None
+    return None
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    import sys
+
+    return typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
+
+
+def check_fields(obj: Any) -> None:
+    """Validate a config instance: ``Literal`` choices (strings only, other values such as
+    modules pass) and the bounds of :func:`bounded` fields."""
+    hints = _hints(type(obj))
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        choices = literal_choices(hints.get(f.name))
+        if choices and isinstance(v, str) and v not in choices:
+            near = closest(v, [c for c in choices if isinstance(c, str)])
+            label = f.metadata.get("label") if f.metadata else None
+            head = f"{_name(f.name)}: unknown {label} {v!r}; choose one of" if label else f"{_name(f.name)} must be one of"
+            raise ConfigError(f"{head} {', '.join(map(str, choices))}" + ("" if label else f"; got {v!r}") + (f" (did you mean {near!r}?)" if near else ""))
+        md = f.metadata
+        if md and isinstance(v, (int, float)) and not isinstance(v, bool):
+            for key, ok, word in (("ge", lambda a, b: a >= b, "at least"), ("gt", lambda a, b: a > b, "greater than"), ("le", lambda a, b: a <= b, "at most"), ("lt", lambda a, b: a < b, "less than")):
+                bound = md.get(key)  # type: ignore[assignment]
+                if bound is not None and not ok(v, bound):
+                    raise ConfigError(f"{_name(f.name)} must be {word} {bound}; got {v}")
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any], what: str | None = None) -> T:
+    """``cls(**values)`` after refusing any key that is not a field of ``cls``."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    for k in values:
+        if k not in names:
+            raise unknown_key_error(k, names, what or cls.__name__)
+    return cls(**values)
+
+
+def option_defaults(cls: type) -> dict[str, Any]:
+    """``{field: default}`` of a config dataclass (factories called)."""
+    assert is_dataclass(cls)
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+@dataclass
+class NoOptions:
+    """The options of a component that has none."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)

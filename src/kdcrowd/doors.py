@@ -1,0 +1,165 @@
+"""The options every door shares, generated from the components' configurations.
+
+``kdcrowd run``, ``kdcrowd fit`` and :class:`~kdcrowd.estimator.KDCrowdClassifier` take the
+same method and training options, with the same names and defaults, because all three
+are generated from one list (:func:`door_options`) built from the dataclasses:
+
+* the run: ``method``, ``backbone`` and ``model_options`` (the crowd model's own options,
+  e.g. ``mig_f`` of ``maxmig``; on the command line ``--model-option KEY=VALUE``);
+* every field of :class:`~kdcrowd.training.TrainConfig` but the door-specific ones
+  (:data:`TRAIN_NOT_OPTIONS`: the seed, the progress bar, checkpointing, distribution);
+* every field of :class:`~kdcrowd.framework.KDCrowd` with a plain value (the modules,
+  classes and dictionaries are for the Python API).
+
+:func:`settings_from_options` turns the values a door received into the typed
+configurations, checking them the same way for every door: a KD-Crowd option set to
+anything but its default for another method, an unknown key of ``model_options``, or a
+value out of range is one :class:`~kdcrowd.config.ConfigError` naming the option.
+A new field in one of those dataclasses is a new option of every door.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import textwrap
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Optional
+
+from .config import ConfigError, _name, literal_choices, option_defaults, option_style  # noqa: F401
+from .framework import KDCrowd
+from .training import TrainConfig
+
+__all__ = ["DoorOption", "door_options", "door_defaults", "settings_from_options", "field_docs", "TRAIN_NOT_OPTIONS", "KDCROWD_NOT_OPTIONS", "option_style"]
+
+#: TrainConfig fields that are not door options: each door sets them its own way.
+TRAIN_NOT_OPTIONS = ("seed", "progress", "checkpoint", "distributed", "sync_bn")
+#: KDCrowd fields that are not door options (objects, and the run's backbone).
+KDCROWD_NOT_OPTIONS = ("backbone", "teacher_options", "student_params")
+
+
+@dataclass(frozen=True)
+class DoorOption:
+    """One option of every door."""
+
+    name: str
+    default: Any
+    type: Any
+    """The plain type a command line parses (``str`` for a choice, ``Optional[bool]`` ...)."""
+    help: str
+    group: Literal["run", "train", "kdcrowd"]
+    choices: tuple[Any, ...] | None = None
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (``name: type = default`` then ``\"\"\"...\"\"\"``)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):  # pragma: no cover - no source (frozen application)
+        return {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    out: dict[str, str] = {}
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) and isinstance(getattr(b, "value", None), ast.Constant) and isinstance(b.value.value, str):
+            text = " ".join(b.value.value.split())
+            text = re.sub(r":[a-z]+:`~?([^`]*?)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+            out[a.target.id] = text.replace("``", "")
+    return out
+
+
+def _plain_type(tp: Any, default: Any) -> tuple[Any, tuple[Any, ...] | None]:
+    choices = literal_choices(tp)
+    if choices:
+        kinds = {type(c) for c in choices}
+        return (kinds.pop() if len(kinds) == 1 else str), choices
+    args = typing.get_args(tp)
+    if type(None) in args:  # Optional[X]
+        inner = [a for a in args if a is not type(None)]
+        return Optional[inner[0]], None  # noqa: UP045 - typer needs the Optional form
+    if tp in (bool, int, float, str):
+        return tp, None
+    if isinstance(default, (bool, int, float, str)):
+        return type(default), None
+    return str, None
+
+
+def _from_dataclass(cls: type, group: Any, skip: tuple[str, ...]) -> list[DoorOption]:
+    import sys
+
+    hints = typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
+    docs, defaults = field_docs(cls), option_defaults(cls)
+    out = []
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        tp, choices = _plain_type(hints[f.name], defaults[f.name])
+        help_ = docs.get(f.name, "")
+        if choices and not any(str(c) in help_ for c in choices):
+            help_ = f"{help_} One of: {', '.join(map(str, choices))}."
+        out.append(DoorOption(f.name, defaults[f.name], tp, help_, group, choices))
+    return out
+
+
+def door_options() -> list[DoorOption]:
+    """The method and training options of every door, in the order shown."""
+    from .methods import method_names
+    from .models import crowd_model_names
+
+    methods = method_names()
+    run = [
+        DoorOption("method", "kdcrowd", str, f"What to train: {', '.join(m for m in methods if m != 'clean')} (and clean, the ceiling, where ground truth exists).", "run", methods),
+        DoorOption("backbone", "auto", str, "mlp, fastcnn, resnet18, vgg16, labelme-cnn or auto (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above).", "run"),
+        DoorOption("model_options", None, dict, f"Options of the crowd model (the method, or the kdcrowd teacher), e.g. mig_f=js for maxmig; models: {', '.join(crowd_model_names())}.", "run"),
+    ]
+    return run + _from_dataclass(TrainConfig, "train", TRAIN_NOT_OPTIONS) + _from_dataclass(KDCrowd, "kdcrowd", KDCROWD_NOT_OPTIONS)
+
+
+def door_defaults() -> dict[str, Any]:
+    """``{option: default}`` of :func:`door_options`."""
+    return {o.name: o.default for o in door_options()}
+
+
+def settings_from_options(values: dict[str, Any], seed: int, progress: bool, **train_extra: Any) -> tuple[str, str, TrainConfig, dict[str, Any]]:
+    """``(method, backbone, TrainConfig, run options)`` from a door's option values
+    (names of :func:`door_options`; missing ones take their defaults), checked:
+
+    * every value by its component's configuration (:class:`TrainConfig`,
+      :class:`KDCrowd`, the crowd model's options dataclass);
+    * a KD-Crowd option away from its default with another method is refused;
+    * ``model_options`` keys by the crowd model of the method (or the kdcrowd teacher).
+
+    ``train_extra``: door-specific :class:`TrainConfig` fields (e.g. ``distributed``)."""
+    from .methods import method_options
+
+    opts = door_options()
+    known = {o.name for o in opts}
+    for k in values:
+        if k not in known:
+            from .config import unknown_key_error
+
+            raise unknown_key_error(k, known, "kdcrowd")
+    v = {**{o.name: o.default for o in opts}, **values}
+    method, backbone = v["method"], v["backbone"]
+    methods = next(o.choices for o in opts if o.name == "method") or ()
+    if method not in methods:
+        from .config import closest
+
+        near = closest(str(method), methods)
+        raise ConfigError(f"{_name('method')}: unknown method {method!r}; " + (f"did you mean {near!r}? " if near else "") + f"choose one of {', '.join(methods)}")
+    train = TrainConfig(**{o.name: v[o.name] for o in opts if o.group == "train"}, seed=seed, progress=progress, **train_extra)
+    kd = {o.name: v[o.name] for o in opts if o.group == "kdcrowd"}
+    if method == "kdcrowd":
+        KDCrowd(**kd, backbone=backbone)  # its values, named the door's way
+        options: dict[str, Any] = dict(kd)
+    else:
+        changed = [o for o in opts if o.group == "kdcrowd" and v[o.name] != o.default]
+        if changed:
+            raise ConfigError(f"{_name(changed[0].name)} is an option of method kdcrowd; the method is {method!r} (drop {_name(changed[0].name)}, or use method kdcrowd)")
+        options = {}
+    model = dict(v["model_options"] or {})
+    with option_style(lambda k: k):  # model options are named as keys, on every door
+        options.update(model)
+        method_options(method, options, backbone=backbone)
+    return method, backbone, train, options

@@ -1,0 +1,199 @@
+"""Objectives: what the training loop (:func:`kdcrowd.training.fit`) trains.
+
+Each wraps a model into the loop's contract (``training_loss(x, idx, epoch)``,
+``predict_proba(x)``) and holds the per-item targets it needs on the device:
+
+* :class:`SupervisedObjective` — a backbone on fixed hard or soft targets;
+* :class:`CrowdObjective` — a crowd model on the padded annotations, its worker
+  parameters (:meth:`~kdcrowd.models.base.CrowdModel.worker_parameters`) in their own
+  parameter group (:func:`crowd_param_groups`);
+* :class:`KDStage2Objective` — KD-Crowd's stage 2: the crowd loss plus distillation
+  towards the student.
+
+Plus the builders the runners and the framework share: :func:`make_crowd_model` (a
+registered crowd model on a data set, initialised from its annotations),
+:func:`build_kd_loss`, :func:`padded_annotations`, :func:`crowd_outputs`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .losses import DEFAULT_TV_TEMPERATURE, KLDistillation, MIGfDistillation
+from .models import build_crowd_model
+from .models.backbones import build_backbone
+from .training import DeviceData, TrainConfig, predict_proba
+
+__all__ = [
+    "SupervisedObjective",
+    "CrowdObjective",
+    "KDStage2Objective",
+    "crowd_param_groups",
+    "make_crowd_model",
+    "padded_annotations",
+    "crowd_outputs",
+    "build_kd_loss",
+    "KD_LOSSES",
+    "require_annotations",
+]
+
+KD_LOSSES = ("mig-kl", "mig-pearson", "mig-js", "mig-tv", "mig-rkl", "mig-hellinger", "kl", "none")
+
+
+def build_kd_loss(name: str, temperature: float = 1.0, prior: Any = "uniform", tv_temperature: float = DEFAULT_TV_TEMPERATURE) -> nn.Module | None:
+    """``mig-<f>`` → :class:`MIGfDistillation` (with ``prior``: ``uniform``, ``teacher``
+    or a fixed probability vector, and ``tv_temperature``), ``kl`` →
+    :class:`KLDistillation` (at ``temperature``), ``none`` → None."""
+    if name == "none":
+        return None
+    if name == "kl":
+        return KLDistillation(temperature=temperature)
+    if name.startswith("mig-"):
+        return MIGfDistillation(f=name[4:], prior=prior, tv_temperature=tv_temperature)
+    raise ValueError(f"unknown distillation loss '{name}'; choose one of {KD_LOSSES}")
+
+
+class SupervisedObjective(nn.Module):
+    """A backbone trained with cross-entropy on fixed targets: hard ``(N,)`` or soft ``(N, K)``."""
+
+    targets: torch.Tensor
+
+    def __init__(self, backbone: nn.Module, targets: torch.Tensor) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("targets", targets, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.backbone(x).float(), self.targets[idx])
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x).float().softmax(-1)
+
+
+def crowd_param_groups(model: nn.Module, config: TrainConfig, worker_lr_scale: float | None = None) -> list[dict[str, Any]]:
+    """The model's worker parameters (``model.worker_parameters()``) at ``worker_lr_scale``
+    times the learning rate (default: ``config.worker_lr_scale``) and without weight decay; every other parameter (the
+    backbone, and e.g. CoNAL's gate network) at the base learning rate.
+
+    Worker matrices start far from their targets (CrowdLayer's identity gives a diagonal of
+    e/(e+K−1) ≈ 0.23 for K = 10) and each worker sees few items per epoch, so at the
+    backbone's learning rate they stay near their initialisation for a whole run.
+    """
+    if worker_lr_scale is None:
+        worker_lr_scale = config.worker_lr_scale
+    worker_params = getattr(model, "worker_parameters", None)
+    if worker_params is None:  # a module with the contract but not a CrowdModel subclass
+        backbone_ids = {id(p) for p in model.backbone.parameters()}
+        workers = [p for p in model.parameters() if id(p) not in backbone_ids]
+    else:
+        workers = list(worker_params())
+    worker_ids = {id(p) for p in workers}
+    workers = [p for p in workers if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": [p for p in model.backbone.parameters() if p.requires_grad]}]
+    if workers:
+        groups.append({"params": workers, "lr": config.lr * worker_lr_scale, "weight_decay": 0.0})
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in worker_ids and id(p) not in backbone_ids]
+    if rest:
+        groups.append({"params": rest})
+    return groups
+
+
+class CrowdObjective(nn.Module):
+    """Adapts a crowd model (``crowd_loss(x, workers, labels)``) to the training loop.
+
+    Holds the item-major padded annotations of the training items on the device and
+    gathers the rows of each batch. Worker parameters train at ``worker_lr_scale`` times
+    the learning rate (see :func:`crowd_param_groups`).
+    """
+
+    model: Any  # a crowd model (kdcrowd.models.base contract)
+    ann_workers: torch.Tensor
+    ann_labels: torch.Tensor
+
+    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, worker_lr_scale: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.worker_lr_scale = worker_lr_scale
+        self.register_buffer("ann_workers", workers, persistent=False)
+        self.register_buffer("ann_labels", labels, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        loss, _ = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
+        return loss
+
+    def param_groups(self, config: TrainConfig) -> list[dict[str, Any]]:
+        return crowd_param_groups(self.model, config, self.worker_lr_scale)
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_proba(x).float()
+
+
+class KDStage2Objective(CrowdObjective):
+    """Stage 2: the crowd model's own loss plus ``lambda2 * kd(f(x), r)`` towards the student's predictions ``r``."""
+
+    refined: torch.Tensor
+
+    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, refined: torch.Tensor, kd: nn.Module | None, lambda2: float, worker_lr_scale: float = 1.0) -> None:
+        super().__init__(model, workers, labels, worker_lr_scale=worker_lr_scale)
+        self.kd, self.lambda2 = kd, lambda2
+        self.register_buffer("refined", refined, persistent=False)
+
+    def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        loss, logits = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
+        if self.kd is not None and self.lambda2 > 0:
+            loss = loss + self.lambda2 * self.kd(logits.float(), self.refined[idx])
+        return loss
+
+
+def padded_annotations(ann: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Item-major padded (worker, label) long tensors of ``ann`` on ``device``."""
+    t = ann.to_torch(device, padded=True)
+    return t["workers"].long(), t["labels"].long()
+
+
+def require_annotations(ds: Any, method: str) -> Any:
+    """``ds.annotations``, or a ``ValueError`` saying ``method`` needs them."""
+    if ds.annotations is None:
+        raise ValueError(f"method '{method}' needs crowd annotations but data set '{ds.name}' has none; pick simulated workers with --workers (see `kdcrowd datasets`)")
+    return ds.annotations
+
+
+def make_crowd_model(
+    name: str,
+    ds: Any,
+    data: DeviceData,
+    backbone: str = "auto",
+    options: Any = None,
+    padded: tuple[torch.Tensor, torch.Tensor] | None = None,
+    soft: torch.Tensor | None = None,
+) -> nn.Module:
+    """A fresh registered crowd model ``name`` on ``ds`` (``options``: its options
+    dataclass or mapping), on ``data.device``, initialised from the padded annotations
+    (computed here unless ``padded`` is given).
+
+    ``soft``: ``(N, K)`` label distributions of the training items for the models that
+    initialise their workers from label statistics (``initialises_from_labels``, Max-MIG)
+    instead of majority vote; the others raise ``ValueError``."""
+    ann = require_annotations(ds, name)
+    net = build_backbone(backbone, data.input_shape, ds.n_classes).to(data.device)
+    model = build_crowd_model(name, net, ann.n_workers, ds.n_classes, options).to(data.device)
+    model.init_from_annotations(*(padded or padded_annotations(ann, data.device)), soft=soft)
+    return model
+
+
+def crowd_outputs(model: nn.Module, data: DeviceData, workers: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classifier probabilities and annotation-aware posteriors of a crowd model on the training items."""
+    proba = predict_proba(model, data, data.x_train, config)
+    with torch.no_grad():
+        post = model.posterior(proba.clamp_min(1e-12).log(), workers, labels).float()
+    return proba, post

@@ -1,0 +1,162 @@
+"""Saving a fitted model and predicting with it again (``kdcrowd fit`` → ``model.pt`` →
+``kdcrowd predict``).
+
+:func:`save_model` writes only tensors and plain values; :func:`load_predictor` reads
+the file with ``torch.load(..., weights_only=True)`` (a file holding any other pickled
+object is refused) and predicts through the training code's own preprocessing and
+batching (:class:`~kdcrowd.training.DeviceData`, :func:`~kdcrowd.training.predict_proba`),
+exactly as the fitted estimator does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MODEL_FORMAT", "save_model", "load_predictor"]
+
+#: Version of the model file layout.
+MODEL_FORMAT = "kdcrowd.fit/1"
+
+
+def _predictor_backbones(module: Any) -> list[Any]:
+    """The backbone(s) whose averaged softmax is the fitted module's ``predict_proba``.
+
+    Objectives wrap a crowd model (``.model``), a student (``.student``) or a backbone
+    directly; co-teaching students average two backbones (``backbone``, ``backbone_b``).
+    """
+    from torch import nn
+
+    inner = module
+    for attr in ("model", "student"):
+        if isinstance(getattr(inner, attr, None), nn.Module):
+            inner = getattr(inner, attr)
+            break
+    nets = [inner.backbone]
+    if isinstance(getattr(inner, "backbone_b", None), nn.Module):
+        nets.append(inner.backbone_b)
+    return nets
+
+
+def _py(values: Any) -> list[Any]:
+    return np.asarray(values).tolist()
+
+
+def save_model(path: str | Path, clf: Any) -> None:
+    """Write ``clf`` (fitted) to ``path`` with :func:`torch.save`.
+
+    The file holds only tensors and plain Python values, so ``torch.load(path)`` reads it
+    with its default ``weights_only=True``: ``state_dict`` (the whole trained module,
+    worker parameters included), ``module_class``, ``predictor`` (``backbone`` name,
+    ``input_shape``, ``state_dicts`` of the backbone(s) whose averaged softmax predicts,
+    and the input normalisation ``mean``/``std``; images are scaled to [0, 1] first),
+    ``classes``, ``worker_ids``, ``item_shape``, ``config`` (the estimator's parameters),
+    ``transition_matrices`` and ``versions``.
+    """
+    import torch
+
+    from .models.backbones import default_backbone
+
+    cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
+    prep = clf.preprocessor_
+    input_shape = tuple(int(s) for s in prep.input_shape)
+    backbone = clf.backbone if clf.backbone != "auto" else default_backbone(input_shape)
+    trans = clf.transition_matrices_
+    params = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in clf.get_params().items()}
+    payload = {
+        "format": MODEL_FORMAT,
+        "state_dict": cpu(clf.module_.state_dict()),
+        "module_class": type(clf.module_).__name__,
+        "predictor": {
+            "backbone": backbone,
+            "input_shape": input_shape,
+            "state_dicts": [cpu(net.state_dict()) for net in _predictor_backbones(clf.module_)],
+            "mean": prep.mean.detach().float().cpu(),
+            "std": prep.std.detach().float().cpu(),
+            "is_image": bool(prep.is_image),
+        },
+        "classes": _py(clf.classes_),
+        "worker_ids": _py(clf.worker_ids_),
+        "item_shape": tuple(int(s) for s in clf.item_shape_),
+        "config": params,
+        "transition_matrices": None if trans is None else torch.as_tensor(np.asarray(trans, dtype=np.float32)),
+        "versions": {str(k): str(v) for k, v in clf.metrics_.get("versions", {}).items()},
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+
+
+class _Averaged:
+    """``predict_proba`` = the averaged softmax of one or two backbones (co-teaching)."""
+
+    def __init__(self, nets: list[Any]) -> None:
+        self.nets = nets
+        self.training = False
+
+    def eval(self) -> _Averaged:
+        return self
+
+    def train(self, mode: bool = True) -> _Averaged:
+        return self
+
+    def predict_proba(self, x: Any) -> Any:
+        return sum(net(x).float().softmax(-1) for net in self.nets) / len(self.nets)
+
+
+def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """Rebuild the classifier saved by :func:`save_model`.
+
+    Returns ``predict_proba(X) -> (N, K)`` numpy probabilities (columns in the order of the
+    file's ``classes``, also its attribute ``classes``; ``item_shape`` is the shape of one
+    item) for float features ``(N, D)`` or uint8 RGB images ``(N, H, W, 3)`` of the
+    training size (:func:`kdcrowd.data.items.read_image_folder` with
+    ``size=item_shape[0]`` reads new ones). ``device``: as everywhere
+    (:func:`kdcrowd.training.resolve_device`; ``auto`` is CUDA when there is one).
+    Prediction is batched (``eval_batch_size`` items at a time) and preprocessed by
+    :meth:`kdcrowd.training.DeviceData.prepare`, as in training.
+    """
+    import pickle
+
+    import torch
+
+    from .models.backbones import build_backbone
+    from .training import DeviceData, TrainConfig, predict_proba, resolve_device
+
+    device = resolve_device(device)
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model file not found: {path}; give the model.pt that `kdcrowd fit --out DIR` wrote into DIR")
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} holds objects other than tensors and plain values, which kdcrowd does not load (it is not a model file written by `kdcrowd fit`): {str(e).splitlines()[0][:200]}") from e
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise ValueError(f"{path} is not a model file written by `kdcrowd fit` (torch.load: {str(e)[:100]})") from e
+    if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`")
+    p = ck["predictor"]
+    nets = []
+    for sd in p["state_dicts"]:
+        net = build_backbone(p["backbone"], p["input_shape"], len(ck["classes"])).to(device)
+        net.load_state_dict(sd)
+        nets.append(net.eval())
+    prep = DeviceData.preprocessing(p["mean"].to(device), p["std"].to(device), bool(p["is_image"]), tuple(p["input_shape"]), device)
+    item_shape = tuple(ck["item_shape"])
+    config = TrainConfig(device=str(device), progress=False)
+
+    @torch.no_grad()
+    def predictor(X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        if tuple(X.shape[1:]) != item_shape:
+            raise ValueError(f"X has item shape {X.shape[1:]}, but the model was trained on items of shape {item_shape}")
+        x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.uint8 if prep.is_image else np.float32)).to(device)
+        if prep.is_image:
+            x = x.permute(0, 3, 1, 2).contiguous()
+        return predict_proba(_Averaged(nets), prep, x, config).cpu().numpy()
+
+    predictor.classes = np.asarray(ck["classes"])  # type: ignore[attr-defined]
+    predictor.item_shape = item_shape  # type: ignore[attr-defined]
+    return predictor

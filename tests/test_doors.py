@@ -1,0 +1,193 @@
+"""The three doors (``kdcrowd run``, ``kdcrowd fit``, KDCrowdClassifier) take the same
+method and training options, with the same names and defaults, generated from the
+components' configurations; a misspelt option or a bad value is one clear error in each."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from kdcrowd.cli import app
+from kdcrowd.config import ConfigError
+from kdcrowd.doors import KDCROWD_NOT_OPTIONS, TRAIN_NOT_OPTIONS, door_defaults, door_options
+from kdcrowd.estimator import ESTIMATOR_ONLY, KDCrowdClassifier
+from kdcrowd.framework import KDCrowd
+from kdcrowd.methods import RunConfig, run_on_dataset
+from kdcrowd.training import TrainConfig
+
+from test_methods import tiny_dataset
+
+runner = CliRunner()
+
+#: Options one door has and the others do not (their inputs, outputs and ways of running).
+RUN_ONLY = {"dataset", "out", "workers", "seed", "data_root", "dataset_option", "distributed", "resume", "help"}
+FIT_ONLY = {"annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "classes",
+            "truth", "image_size", "image_ids", "seed", "validation_fraction", "duplicates", "resume", "quiet", "help"}
+
+
+def _cli_options(name: str) -> dict[str, object]:
+    command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    out = {}
+    for p in command.params:
+        key = "model_options" if p.name == "model_option" else p.name
+        default = p.default
+        out[key] = None if key == "model_options" and default in ([], ()) else default
+    return out
+
+
+def _shared(options: dict[str, object], only: set[str]) -> dict[str, object]:
+    return {k: v for k, v in options.items() if k not in only}
+
+
+def test_run_fit_and_the_estimator_have_the_same_options_and_defaults() -> None:
+    expected = door_defaults()
+    run = _shared(_cli_options("run"), RUN_ONLY)
+    fit = _shared(_cli_options("fit"), FIT_ONLY)
+    est = _shared(KDCrowdClassifier().get_params(), set(ESTIMATOR_ONLY))
+    assert run == expected
+    assert fit == expected
+    assert est == expected
+    # one set of defaults, from docs/RESULTS.md ("Choosing the defaults", §6)
+    assert (expected["method"], expected["teacher"], expected["student"], expected["kd"], expected["epochs"], expected["batch_size"]) == ("kdcrowd", "maxmig", "elr", "mig-kl", 30, 128)
+
+
+def test_every_configuration_field_is_an_option_of_every_door() -> None:
+    names = {o.name for o in door_options()}
+    assert {f.name for f in fields(TrainConfig)} - set(TRAIN_NOT_OPTIONS) <= names
+    assert {f.name for f in fields(KDCrowd)} - set(KDCROWD_NOT_OPTIONS) <= names
+    for f in fields(TrainConfig):  # the defaults are the dataclasses' own
+        if f.name in names:
+            assert door_defaults()[f.name] == getattr(TrainConfig(), f.name), f.name
+    for f in fields(KDCrowd):
+        if f.name in names:
+            assert door_defaults()[f.name] == getattr(KDCrowd(), f.name), f.name
+
+
+def test_the_old_unreachable_settings_are_reachable() -> None:
+    names = {o.name for o in door_options()}
+    assert {"flip", "amp", "compile", "augment", "channels_last", "kd_prior", "tv_temperature", "kd_temperature", "final", "teacher_output", "stage2", "stage2_init"} <= names
+
+
+# ----------------------------------------------------------------------------- misspelt options
+
+
+def test_a_misspelt_option_of_the_command_line_names_the_right_one(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["run", "--dataset", "tiny", "--out", str(tmp_path), "--epoch", "3"])
+    assert r.exit_code == 2 and "--epochs" in r.output
+    r = runner.invoke(app, ["run", "--dataset", "tiny", "--out", str(tmp_path), "--method", "maxmig", "--model-option", "mgi_f=js"])
+    assert r.exit_code == 2 and "did you mean 'mig_f'" in r.output and "Traceback" not in r.output
+
+
+def test_a_misspelt_run_option_names_the_closest_key() -> None:
+    ds = tiny_dataset()
+    cfg = RunConfig(dataset="tiny", method="kdcrowd", train=TrainConfig(epochs=1, progress=False), options={"techer": "maxmig"})
+    with pytest.raises(ConfigError, match="'techer'.*did you mean 'teacher'"):
+        run_on_dataset(ds, cfg)
+    cfg = RunConfig(dataset="tiny", method="maxmig", train=TrainConfig(epochs=1, progress=False), options={"mig-f": "js"})
+    with pytest.raises(ConfigError, match="did you mean 'mig_f'"):
+        run_on_dataset(ds, cfg)
+    cfg = RunConfig(dataset="tiny", method="mv", train=TrainConfig(epochs=1, progress=False), options={"teacher": "maxmig"})
+    with pytest.raises(ConfigError, match="method 'mv' takes no options"):
+        run_on_dataset(ds, cfg)
+    with pytest.raises(ConfigError, match="unknown method 'maxmg'; did you mean 'maxmig'"):
+        run_on_dataset(ds, RunConfig(dataset="tiny", method="maxmg"))
+
+
+def test_a_misspelt_estimator_option_names_the_closest_key() -> None:
+    ds = tiny_dataset()
+    clf = KDCrowdClassifier(method="maxmig", model_options={"mgi_f": "js"}, epochs=1, device="cpu")
+    with pytest.raises(ConfigError, match="did you mean 'mig_f'"):
+        clf.fit(ds.x_train, ds.annotations)
+    with pytest.raises(ValueError, match="Invalid parameter 'epoch'"):  # scikit-learn's own check of set_params
+        KDCrowdClassifier().set_params(epoch=3)
+
+
+# ----------------------------------------------------------------------------- bad values
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"epochs": -1}, "epochs must be at least 1; got -1"),
+    ({"lr": -5.0}, "lr must be greater than 0.0; got -5.0"),
+    ({"batch_size": 0}, "batch_size must be at least 2"),
+    ({"optimizer": "adam"}, "optimizer must be one of adamw, sgd; got 'adam' \\(did you mean 'adamw'\\?\\)"),
+    ({"kd": "mmd"}, "kd: unknown distillation loss 'mmd'"),
+    ({"student": "gce", "method": "mv"}, "student is an option of method kdcrowd"),
+])
+def test_the_estimator_refuses_bad_values_before_training(params: dict, message: str) -> None:
+    ds = tiny_dataset()
+    with pytest.raises(ConfigError, match=message):
+        KDCrowdClassifier(device="cpu", **params).fit(ds.x_train, ds.annotations)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "--epochs must be at least 1; got 0"),
+    (["--lr", "-5"], "--lr must be greater than 0.0; got -5.0"),
+    (["--method", "mv", "--student", "gce"], "--student is an option of method kdcrowd"),
+    (["--kd", "mmd"], "--kd: unknown distillation loss 'mmd'"),
+    (["--method", "maxmg"], "--method: unknown method 'maxmg'; did you mean 'maxmig'"),
+])
+def test_the_command_line_names_the_option_to_fix(tmp_path: Path, args: list[str], message: str) -> None:
+    for command in (["run", "--dataset", "tiny", "--out", str(tmp_path / "run")], ["fit", "--annotations", str(tmp_path / "a.csv"), "--features", str(tmp_path / "x.npy"), "--out", str(tmp_path / "fit")]):
+        r = runner.invoke(app, command + args)
+        assert r.exit_code == 2, r.output
+        assert message in " ".join(r.output.split()), r.output
+        assert "Traceback" not in r.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "fit").exists()  # checked before anything is written
+
+
+def test_config_values_are_checked_when_made() -> None:
+    with pytest.raises(ConfigError, match="epochs must be at least 1"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="stage2 must be one of reinit, finetune"):
+        KDCrowd(stage2="fine-tune")
+    with pytest.raises(ConfigError, match="unknown crowd model 'maxmg'; did you mean 'maxmig'"):
+        KDCrowd(teacher="maxmg")
+    with pytest.raises(ConfigError, match="crowd model 'maxmig' option 'f'; did you mean 'mig_f'"):
+        KDCrowd(teacher="maxmig", teacher_options={"f": "js"})
+    assert np.isclose(TrainConfig().lr, 1e-3)
+
+
+# ----------------------------------------------------------------------------- safety
+
+
+class _Planted:
+    """An object whose unpickling would run code: it writes a marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path(self.marker).touch, ())
+
+
+def test_predict_refuses_a_file_holding_a_pickled_object(tmp_path: Path) -> None:
+    import torch
+
+    marker = tmp_path / "ran"
+    model = tmp_path / "model.pt"
+    torch.save({"format": "kdcrowd.fit/1", "predictor": _Planted(str(marker))}, model)
+    np.save(tmp_path / "x.npy", np.zeros((3, 4), dtype=np.float32))
+    r = runner.invoke(app, ["predict", "--model", str(model), "--features", str(tmp_path / "x.npy"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 2, r.output
+    assert "objects other than tensors and plain values" in " ".join(r.output.split())
+    assert not marker.exists()  # nothing in the file ran
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_only_user_errors_become_one_line_errors(tmp_path: Path, monkeypatch) -> None:
+    """A RuntimeError (e.g. CUDA out of memory, an internal error) keeps its traceback."""
+    import kdcrowd.methods
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(kdcrowd.methods, "run", boom)
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--out", str(tmp_path / "o"), "--method", "mv", "--device", "cpu"])
+    assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--out", str(tmp_path / "o"), "--method", "mv", "--device", "gpu0"])
+    assert r.exit_code == 2 and "--device must be cpu, cuda, cuda:N or auto; got 'gpu0'" in r.output
