@@ -22,6 +22,7 @@ With :attr:`RunConfig.checkpoint_dir` every training stage checkpoints after eac
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import platform
 import time
@@ -483,6 +484,9 @@ def crowd_model_class(name: str) -> type[nn.Module]:
         return crowd.MaxMIG
     if name == "conal":
         return crowd.CoNAL
+    if name in _NEW_CROWD_MODELS:
+        module, cls, _ = _NEW_CROWD_MODELS[name]
+        return getattr(importlib.import_module(f"kdcrowd.models.{module}"), cls)
     raise ValueError(f"unknown crowd model '{name}'; choose one of {CROWD_MODELS}")
 
 
@@ -506,6 +510,8 @@ def build_crowd_model(
         model: nn.Module = crowd.CrowdLayer(backbone, m, k, variant=name.split("-", 1)[1])
     elif cls is crowd.MaxMIG:
         model = crowd.MaxMIG(backbone, m, k, f=opts.get("mig_f", "kl"))
+    elif name in _NEW_CROWD_MODELS:
+        model = cls(backbone, m, k, **_NEW_CROWD_MODELS[name][2])
     else:
         model = crowd.CoNAL(backbone, m, k)
     model = model.to(data.device)
@@ -544,7 +550,17 @@ def _kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Mod
     return run_kdcrowd(ds, data, cfg, pretrained=pretrained)
 
 
-CROWD_MODELS = ("crowdlayer-mw", "crowdlayer-vw", "crowdlayer-vb", "crowdlayer-vwb", "maxmig", "conal")
+#: Crowd models in their own modules: name -> (module in kdcrowd.models, class, options).
+_NEW_CROWD_MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "tracereg": ("tracereg", "TraceReg", {}),
+    "geocrowdnet-f": ("geocrowdnet", "GeoCrowdNet", {"variant": "f"}),
+    "geocrowdnet-w": ("geocrowdnet", "GeoCrowdNet", {"variant": "w"}),
+    "unionnet": ("unionnet", "UnionNet", {}),
+    "madl": ("madl", "MaDL", {}),
+    "crowdar": ("crowdar", "CrowdAR", {}),
+    "annot-mix": ("annotmix", "AnnotMix", {}),
+}
+CROWD_MODELS = ("crowdlayer-mw", "crowdlayer-vw", "crowdlayer-vb", "crowdlayer-vwb", "maxmig", "conal", *_NEW_CROWD_MODELS)
 
 METHODS: dict[str, Callable[[Any, DeviceData, RunConfig], MethodOutput]] = {
     "clean": _clean,
