@@ -95,13 +95,18 @@ class MaskedBatchNorm1d(nn.Module):
 
 
 class RunningConfusion(nn.Module):
-    """Per-worker running average ``(M, K, K)`` of item-dependent confusion matrices.
+    """Per-worker running class-conditional average ``(M, K, K)`` of item-dependent
+    confusion matrices.
 
     For models whose confusion depends on the item (MaDL, annot-mix), each training step
-    passes the detached matrices of its observed (item, worker) pairs; worker m's average
-    moves towards the batch mean of its matrices with weight ``1 - (1 - rate)^c_m`` (``c_m``
-    its annotations in the batch), i.e. an exponential average over the worker's last
-    ~``1/rate`` annotated training items. A persistent buffer: saved with the model."""
+    passes the detached matrices ``T_{i,m}`` of its observed (item, worker) pairs and the
+    class probabilities ``p(k | x_i)``. Row k of worker m's average estimates
+    ``P(y^m = · | y = k) = E[T_{i,m}[k, ·] | y_i = k]``: it moves towards the batch's
+    ``Σ_i p(k|x_i) T_{i,m}[k, ·] / Σ_i p(k|x_i)`` with weight ``1 − (1 − rate)^{c_{m,k}}``,
+    ``c_{m,k} = Σ_i p(k|x_i)`` over the worker's pairs in the batch -- an exponential average
+    over its last ~``1/rate`` annotated training items of class k. (Row k of ``T_{i,m}`` for
+    an item that is clearly not of class k gets no training signal, hence the weighting.)
+    A persistent buffer: saved with the model."""
 
     def __init__(self, n_workers: int, init: torch.Tensor, rate: float) -> None:
         super().__init__()
@@ -111,17 +116,18 @@ class RunningConfusion(nn.Module):
         self.register_buffer("average", init.float().expand(n_workers, *init.shape[-2:]).clone())
 
     @torch.no_grad()
-    def update(self, workers: torch.Tensor, probs: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """``workers (...)`` worker indices, ``probs (..., K, K)`` their matrices, ``mask (...)``
-        the entries to use (default: all); no host synchronisation."""
+    def update(self, workers: torch.Tensor, probs: torch.Tensor, class_weights: torch.Tensor) -> None:
+        """``workers (...)`` worker indices, ``probs (..., K, K)`` their matrices,
+        ``class_weights (..., K)`` each pair's ``p(k | x_i)``, zero for entries to ignore
+        (padding); no host synchronisation."""
         M, K = self.average.shape[0], self.average.shape[-1]
         w = workers.reshape(-1).clamp(min=0)
-        m = torch.ones_like(w, dtype=torch.float32) if mask is None else mask.reshape(-1).float()
-        p = probs.float().reshape(-1, K * K) * m.unsqueeze(-1)
-        sums = torch.zeros(M, K * K, device=p.device).index_add_(0, w, p)
-        counts = torch.zeros(M, device=p.device).index_add_(0, w, m)
-        mean = sums.view(M, K, K) / counts.clamp(min=1).view(M, 1, 1)
-        rate = (1.0 - (1.0 - self.rate) ** counts).view(M, 1, 1)  # 0 for absent workers
+        cw = class_weights.float().reshape(-1, K)
+        p = probs.float().reshape(-1, K, K) * cw.unsqueeze(-1)
+        sums = torch.zeros(M, K * K, device=p.device).index_add_(0, w, p.flatten(1))
+        counts = torch.zeros(M, K, device=p.device).index_add_(0, w, cw)
+        mean = sums.view(M, K, K) / counts.clamp(min=1e-12).unsqueeze(-1)
+        rate = (1.0 - (1.0 - self.rate) ** counts).unsqueeze(-1)  # 0 where a row saw nothing
         self.average.add_(rate * (mean - self.average))
 
     def log_transitions(self, idx: torch.Tensor) -> torch.Tensor:

@@ -186,5 +186,6 @@ class AnnotMix(CrowdModel):
             with torch.no_grad():  # running per-worker confusion from the unmixed pairs
                 f = feats_all[:B].float().unsqueeze(1).expand(*workers.shape, feats_all.shape[-1])
                 clean = self._log_confusions(f, self.annotator_embeddings(workers.clamp(min=0)), obs, train_pass=False)
-                self.confusion.update(workers, clean.exp(), obs)
+                p_clean = torch.softmax(logits.float().detach(), -1).unsqueeze(1)
+                self.confusion.update(workers, clean.exp(), p_clean * obs.unsqueeze(-1))
         return loss, logits

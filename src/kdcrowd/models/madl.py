@@ -170,9 +170,10 @@ class MaDL(CrowdModel):
             labels = labels.to(logits.device).long()
             obs = _observed(workers, labels)
             log_t = self._log_confusions(feats, workers, obs)
+            log_p = F.log_softmax(logits.float(), dim=-1)
             if self.training:
-                self.confusion.update(workers, log_t.detach().exp(), obs)
-            nll = -annotation_log_likelihood(F.log_softmax(logits.float(), dim=-1), log_t, labels)  # (B, L)
+                self.confusion.update(workers, log_t.detach().exp(), log_p.detach().exp().unsqueeze(1) * obs.unsqueeze(-1))
+            nll = -annotation_log_likelihood(log_p, log_t, labels)  # (B, L)
             if self.gamma is not None:
                 nll = nll * self.annotator_weights()[workers.clamp(min=0)]
             nll = torch.where(obs, nll, torch.zeros_like(nll))
