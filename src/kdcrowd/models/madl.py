@@ -30,6 +30,9 @@ class MaDLConfig:
     annotator_weights: weight each annotator's loss by the inverse of its summed RBF
         similarity to all annotators (Eqs. 21-23); ``False`` drops the kernel and γ.
     use_residual: add the annotator embedding after the hidden layers (``ap_use_residual``).
+    instance_dependent: feed the sample embedding to the annotator model (the reference);
+        ``False`` zeroes it, so each worker gets one class-dependent confusion matrix
+        (a reduced variant for cases where instance dependence is not identifiable).
     confusion_rate: rate of the running per-worker confusion behind
         ``transition_matrices()`` (~1/rate last annotations per worker).
     """
@@ -41,6 +44,7 @@ class MaDLConfig:
     beta: float = 0.25
     annotator_weights: bool = True
     use_residual: bool = True
+    instance_dependent: bool = True
     confusion_rate: float = 0.02
 
 
@@ -131,6 +135,8 @@ class MaDL(CrowdModel):
         K = self.n_classes
         a = self.annotator_embeddings(workers.clamp(min=0))  # (B, L, E)
         s = self.sample_embed(features.float()).unsqueeze(1).expand_as(a)
+        if not self.config.instance_dependent:
+            s = torch.zeros_like(a)
         u = a + s
         op = torch.einsum("ble,blf,pef->blp", u, u, self.outer.float())
         h = torch.relu(self.bn1(self.hidden1(torch.cat([a, s, op], dim=-1)), obs))
