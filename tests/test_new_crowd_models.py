@@ -17,7 +17,7 @@ from torch import nn
 from test_crowd_models import TinyNet, accuracy, expertise_error, junior_case, random_batch, train
 from test_methods import cfg, tiny_dataset
 
-from kdcrowd.methods import CROWD_MODELS, build_crowd_model, crowd_model_class, run_on_dataset
+from kdcrowd.methods import CROWD_MODELS, crowd_model_class, run_on_dataset
 from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, make_config
 from kdcrowd.models.annotmix import AnnotMix
 from kdcrowd.models.crowd import CrowdModel

@@ -12,7 +12,6 @@ from dataclasses import fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kdcrowd.models.crowd import _gather_columns, _observed
@@ -23,6 +22,8 @@ __all__ = [
     "MaskedBatchNorm1d",
     "RunningConfusion",
     "make_config",
+    "observed_pairs",
+    "eta_prior_bias",
 ]
 
 
@@ -150,7 +151,3 @@ def eta_prior_bias(n_classes: int, eta: float) -> torch.Tensor:
         raise ValueError(f"eta must be in (0, 1); got {eta}")
     K = n_classes
     return (torch.log(torch.tensor(eta * (K - 1) / (1 - eta))) * torch.eye(K)).flatten()
-
-
-def log_softmax_f32(logits: torch.Tensor) -> torch.Tensor:
-    return F.log_softmax(logits.float(), dim=-1)
