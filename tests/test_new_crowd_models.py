@@ -164,6 +164,25 @@ def test_posterior_is_the_explicit_product(name):
     assert torch.allclose(model.posterior(logits, w, y).double(), expect, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", NEW)
+def test_bf16_autocast_losses_in_float32(name):
+    torch.manual_seed(5)
+    rng = np.random.default_rng(5)
+    B, L, M, K, D = 8, 3, 6, 4, 5
+    x = torch.randn(B, D)
+    w, y = random_batch(rng, B, L, M, K)
+    model = make(name, D, M, K)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logits = model.crowd_loss(x, w, y)
+        post = model.posterior(logits, w, y)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert post.dtype == torch.float32
+    loss.backward()
+    assert all(torch.isfinite(q.grad).all() for q in model.parameters() if q.grad is not None)
+    assert model.transition_matrices().dtype == torch.float32
+
+
 def test_options_are_validated():
     with pytest.raises(ValueError, match="variant"):
         GeoCrowdNet(TinyNet(3, 3), 2, 3, variant="x")
