@@ -1,0 +1,153 @@
+"""Pieces shared by the crowd models in their own modules (TraceReg, GeoCrowdNet, UnionNet,
+MaDL, CrowdAR, annot-mix): the marginal annotation likelihood over padded ``(B, L)``
+annotations, a batch normalisation over the observed entries only, and the running
+per-worker confusion of models whose confusion depends on the item.
+
+Everything is vectorised over the padded annotations and computed in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdcrowd.models.base import _gather_columns, _observed
+
+__all__ = [
+    "annotation_log_likelihood",
+    "masked_mean",
+    "MaskedBatchNorm1d",
+    "RunningConfusion",
+    "make_config",
+    "observed_pairs",
+    "eta_prior_bias",
+]
+
+
+def make_config(cls: type, config: Any, overrides: dict[str, Any]) -> Any:
+    """``config`` (an instance of dataclass ``cls`` or ``None`` for its defaults) with the
+    keyword ``overrides`` applied; unknown names raise ``ValueError`` listing the valid ones."""
+    cfg = cls() if config is None else config
+    if not isinstance(cfg, cls):
+        raise TypeError(f"config must be a {cls.__name__}; got {type(cfg).__name__}")
+    names = {f.name for f in fields(cls)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise ValueError(f"unknown {cls.__name__} option(s) {bad}; choose from {sorted(names)}")
+    if overrides:
+        cfg = type(cfg)(**{**{n: getattr(cfg, n) for n in names}, **overrides})
+    return cfg
+
+
+def annotation_log_likelihood(log_p: torch.Tensor, log_t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(B, L)``: ``log Σ_k p(k|x_b) T_{b,l}[k, y_{b,l}]`` for true-label log probabilities
+    ``log_p (B, K)``, log transition matrices ``log_t (B, L, K, K)`` (rows = true class) and
+    labels ``(B, L)`` (negative entries give meaningless values; mask them)."""
+    cols = _gather_columns(log_t, labels)  # (B, L, K)
+    return torch.logsumexp(log_p.unsqueeze(1) + cols, dim=-1)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over ``mask``; an exact ``0`` still connected to the graph when
+    nothing is masked in (no host synchronisation)."""
+    v = torch.where(mask, values, torch.zeros_like(values))
+    return v.sum() / mask.sum().clamp(min=1).to(v.dtype)
+
+
+class MaskedBatchNorm1d(nn.Module):
+    """Batch normalisation over the last dimension of ``x (..., C)`` whose statistics use only
+    the entries where ``mask (...)`` is true (the observed (item, annotator) pairs of a padded
+    batch), with running statistics like :class:`torch.nn.BatchNorm1d` (momentum 0.1,
+    unbiased running variance, biased variance to normalise). A batch with one observed
+    entry normalises to the bias; with none, the running statistics are left unchanged."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, update: bool = True) -> torch.Tensor:
+        x = x.float()
+        if mask is None:
+            mask = torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
+        if self.training:
+            m = mask.unsqueeze(-1).float()
+            n = m.sum(dim=tuple(range(x.dim() - 1)))  # (C,) all equal
+            mean = (x * m).sum(dim=tuple(range(x.dim() - 1))) / n.clamp(min=1)
+            var = (((x - mean) ** 2) * m).sum(dim=tuple(range(x.dim() - 1))) / n.clamp(min=1)
+            if update:
+                with torch.no_grad():
+                    has = n > 0
+                    unbiased = var * n / (n - 1).clamp(min=1)
+                    new_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
+                    new_var = (1 - self.momentum) * self.running_var + self.momentum * unbiased
+                    self.running_mean.copy_(torch.where(has, new_mean, self.running_mean))
+                    self.running_var.copy_(torch.where(has, new_var, self.running_var))
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+class RunningConfusion(nn.Module):
+    """Per-worker running class-conditional average ``(M, K, K)`` of item-dependent
+    confusion matrices.
+
+    For models whose confusion depends on the item (MaDL, annot-mix), each training step
+    passes the detached matrices ``T_{i,m}`` of its observed (item, worker) pairs and the
+    class probabilities ``p(k | x_i)``. Row k of worker m's average estimates
+    ``P(y^m = · | y = k) = E[T_{i,m}[k, ·] | y_i = k]``: it moves towards the batch's
+    ``Σ_i p(k|x_i) T_{i,m}[k, ·] / Σ_i p(k|x_i)`` with weight ``1 − (1 − rate)^{c_{m,k}}``,
+    ``c_{m,k} = Σ_i p(k|x_i)`` over the worker's pairs in the batch -- an exponential average
+    over its last ~``1/rate`` annotated training items of class k. (Row k of ``T_{i,m}`` for
+    an item that is clearly not of class k gets no training signal, hence the weighting.)
+    A persistent buffer: saved with the model."""
+
+    def __init__(self, n_workers: int, init: torch.Tensor, rate: float) -> None:
+        super().__init__()
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"the running-confusion rate must be in (0, 1]; got {rate}")
+        self.rate = float(rate)
+        self.register_buffer("average", init.float().expand(n_workers, *init.shape[-2:]).clone())
+
+    @torch.no_grad()
+    def update(self, workers: torch.Tensor, probs: torch.Tensor, class_weights: torch.Tensor) -> None:
+        """``workers (...)`` worker indices, ``probs (..., K, K)`` their matrices,
+        ``class_weights (..., K)`` each pair's ``p(k | x_i)``, zero for entries to ignore
+        (padding); no host synchronisation."""
+        M, K = self.average.shape[0], self.average.shape[-1]
+        w = workers.reshape(-1).clamp(min=0)
+        cw = class_weights.float().reshape(-1, K)
+        p = probs.float().reshape(-1, K, K) * cw.unsqueeze(-1)
+        sums = torch.zeros(M, K * K, device=p.device).index_add_(0, w, p.flatten(1))
+        counts = torch.zeros(M, K, device=p.device).index_add_(0, w, cw)
+        mean = sums.view(M, K, K) / counts.clamp(min=1e-12).unsqueeze(-1)
+        rate = (1.0 - (1.0 - self.rate) ** counts).unsqueeze(-1)  # 0 where a row saw nothing
+        self.average.add_(rate * (mean - self.average))
+
+    def log_transitions(self, idx: torch.Tensor) -> torch.Tensor:
+        t = self.average[idx].float().clamp(min=1e-12)
+        return torch.log(t / t.sum(-1, keepdim=True))
+
+
+def observed_pairs(workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(item, worker, label)`` long tensors ``(P,)`` of the observed entries of a padded
+    batch, item-major (one host synchronisation: P is data dependent)."""
+    obs = _observed(workers, labels)
+    item, col = obs.nonzero(as_tuple=True)
+    return item, workers[item, col], labels[item, col]
+
+
+def eta_prior_bias(n_classes: int, eta: float) -> torch.Tensor:
+    """``(K*K,)`` output bias ``log(η(K−1)/(1−η)) · I`` flattened, whose row-softmax has
+    diagonal ``η`` (MaDL's and annot-mix's prior on the annotators' accuracy)."""
+    if not 0.0 < eta < 1.0:
+        raise ValueError(f"eta must be in (0, 1); got {eta}")
+    K = n_classes
+    return (torch.log(torch.tensor(eta * (K - 1) / (1 - eta))) * torch.eye(K)).flatten()
