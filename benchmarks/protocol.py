@@ -128,6 +128,8 @@ def main() -> None:
     ap.add_argument("--n-teachers", type=int, default=3)
     ap.add_argument("--no-clean", action="store_true", help="skip the true-label ceiling")
     ap.add_argument("--epochs", type=int, default=None, help="override the suite's epochs (smoke runs only)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: TrainConfig's)")
+    ap.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: TrainConfig's)")
     ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
     args = ap.parse_args()
 
@@ -135,6 +137,10 @@ def main() -> None:
     train_hp = dict(suite["train"])
     if args.epochs:
         train_hp["epochs"] = args.epochs
+    if args.lr is not None:
+        train_hp["lr"] = args.lr
+    if args.weight_decay is not None:
+        train_hp["weight_decay"] = args.weight_decay
     methods = args.methods if args.methods is not None else available_methods()
     if not args.no_clean:
         methods = ["clean", *methods]

@@ -261,7 +261,9 @@ def test_timm_local_checkpoint_file(tmp_path: Path) -> None:
 
 
 def test_default_image_backbone() -> None:
-    name, reason = P.default_image_backbone()
+    from kdcrowd.models.backbones import default_image_backbone
+
+    name, reason = default_image_backbone()
     if HAS_EXTRA:
         assert name == "efficientnet-lite0" and "frozen" in reason
     else:

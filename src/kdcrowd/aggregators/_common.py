@@ -9,7 +9,45 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..aggregation import _arrays, _resolve_device
+
+def _arrays(ann: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+    """Validated ``(item, worker, label, N, M, K)`` from an annotation object."""
+    try:
+        item = np.asarray(ann.item, dtype=np.int64).reshape(-1)
+        worker = np.asarray(ann.worker, dtype=np.int64).reshape(-1)
+        label = np.asarray(ann.label, dtype=np.int64).reshape(-1)
+        n, m, k = int(ann.n_items), int(ann.n_workers), int(ann.n_classes)
+    except AttributeError as exc:
+        raise TypeError(
+            "ann must provide .item, .worker, .label arrays and .n_items, .n_workers, "
+            f".n_classes (e.g. kdcrowd.data.annotations.Annotations): {exc}"
+        ) from None
+    if not (len(item) == len(worker) == len(label)):
+        raise ValueError(
+            f"item, worker and label must be aligned; got lengths {len(item)}, "
+            f"{len(worker)}, {len(label)}"
+        )
+    if k < 1:
+        raise ValueError(f"n_classes must be >= 1, got {k}")
+    for name, arr, size in (("item", item, n), ("worker", worker, m), ("label", label, k)):
+        if len(arr) and (arr.min() < 0 or arr.max() >= size):
+            raise ValueError(
+                f"{name} indices must lie in [0, {size}); got range "
+                f"[{arr.min()}, {arr.max()}]"
+            )
+    return item, worker, label, n, m, k
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device; ``"auto"`` is CUDA when available, else the CPU."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
 
 _EPS = 1e-10  # crowd-kit's floor for probabilities
 

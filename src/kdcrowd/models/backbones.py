@@ -285,3 +285,22 @@ def default_backbone(input_shape: Sequence[int]) -> str:
     if len(input_shape) == 1:
         return "mlp"
     return "fastcnn" if max(input_shape[1:]) <= 64 else "labelme-cnn"
+
+
+def default_image_backbone(input_shape: Sequence[int] | None = None) -> tuple[str, str]:
+    """``(backbone name, reason)`` for ``kdcrowd fit --images``.
+
+    ``efficientnet-lite0`` (frozen ImageNet features, computed once with
+    :func:`extract_features`, an MLP head trained on them) when ``kdcrowd[pretrained]`` is
+    installed; otherwise the network trained from scratch that
+    :func:`kdcrowd.models.backbones.default_backbone` picks (``auto`` without
+    ``input_shape``) and the hint to install the extra.
+    """
+    from .pretrained import EFFICIENTNET_LITE0, PRETRAINED_EXTRA, pretrained_extra_available
+
+    if pretrained_extra_available():
+        return EFFICIENTNET_LITE0, "frozen ImageNet features of EfficientNet-Lite0 (kdcrowd[pretrained]), computed once and cached; an MLP head is trained on them"
+    name = "auto"
+    if input_shape is not None:
+        name = default_backbone(input_shape)
+    return name, f"{PRETRAINED_EXTRA} for ImageNet features"

@@ -71,7 +71,6 @@ __all__ = [
     "extract_features",
     "feature_cache_dir",
     "feature_cache_key",
-    "default_image_backbone",
 ]
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
@@ -550,22 +549,3 @@ def _run_features(net: PretrainedBackbone, images: np.ndarray, device: torch.dev
     finally:
         net.to(orig).train(was_training)
     return out
-
-
-def default_image_backbone(input_shape: Sequence[int] | None = None) -> tuple[str, str]:
-    """``(backbone name, reason)`` for ``kdcrowd fit --images``.
-
-    ``efficientnet-lite0`` (frozen ImageNet features, computed once with
-    :func:`extract_features`, an MLP head trained on them) when ``kdcrowd[pretrained]`` is
-    installed; otherwise the network trained from scratch that
-    :func:`kdcrowd.models.backbones.default_backbone` picks (``auto`` without
-    ``input_shape``) and the hint to install the extra.
-    """
-    if pretrained_extra_available():
-        return EFFICIENTNET_LITE0, "frozen ImageNet features of EfficientNet-Lite0 (kdcrowd[pretrained]), computed once and cached; an MLP head is trained on them"
-    name = "auto"
-    if input_shape is not None:
-        from .backbones import default_backbone
-
-        name = default_backbone(input_shape)
-    return name, f"{PRETRAINED_EXTRA} for ImageNet features"
