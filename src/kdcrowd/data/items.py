@@ -21,14 +21,23 @@ message names the file, the offending rows or files, and how to fix it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .annotations import _read_table, _separator_hint
+from .readers import (  # noqa: F401 - read_annotation_frame, LONG_TABLE_WORDS and _as_text are re-exported
+    LONG_TABLE_WORDS,
+    _as_text,
+    _listing,
+    _read_table,
+    _require_file,
+    _separator_hint,
+    _wide_to_long,
+    read_annotation_frame,
+)
 
 __all__ = [
     "ID_STYLES",
@@ -50,25 +59,6 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 ID_STYLES: tuple[str, ...] = ("stem", "name", "path")
 #: How many offending rows or files an error message shows.
 _SHOW = 5
-
-
-def _listing(values: Sequence[Any], total: int | None = None, sep: str = ", ", fmt: Callable[[Any], str] = repr) -> str:
-    """``"'a', 'b', 'c'"`` for the first few values, ``"... and N more"`` for the rest.
-
-    ``total`` is the full count when ``values`` holds only the first few; ``sep`` joins
-    the entries and ``fmt`` writes each one (``repr`` by default, ``str`` for entries that
-    are already descriptions).
-    """
-    total = len(values) if total is None else total
-    text = sep.join(fmt(v) for v in list(values)[:_SHOW])
-    return text + (f"{sep}... and {total - _SHOW} more" if total > _SHOW else "")
-
-
-def _require_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path} (absolute: {path.absolute()}); check the path")
-    if not path.is_file():
-        raise ValueError(f"{what} {path} is not a file (a folder?); pass the path of the file")
 
 
 def _check_ids(ids: np.ndarray, source: str) -> None:
@@ -328,98 +318,6 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
 
 
 # ----------------------------------------------------------------------------- annotations
-
-
-def _text_of(v: Any) -> Any:
-    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer() and abs(v) < 2**53:
-        return str(int(v))
-    return v if isinstance(v, str) else str(v)
-
-
-def _as_text(s: pd.Series) -> pd.Series:
-    """Values as ``str`` with surrounding spaces removed (missing values stay missing).
-
-    A whole-number float is written without its ``.0`` (a Parquet id or label column that
-    holds ``17.0`` because of a missing value elsewhere means ``"17"``, not ``"17.0"``).
-    """
-    out = s.astype(object)
-    given = s.notna().to_numpy()
-    if not given.any():
-        return out  # empty or all missing (a Parquet column of nulls is float): nothing to write
-    values = s[given]
-    if pd.api.types.is_float_dtype(s.dtype) or (s.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("floating", "mixed-integer-float", "mixed")):
-        text = [_text_of(v).strip() for v in values.tolist()]
-    else:
-        text = values.astype(str).str.strip().to_numpy(dtype=object)
-    out = out.copy()
-    out[given] = text
-    return out
-
-
-def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """A crowd-label file as a long table whose item and worker ids are text.
-
-    Reads what :meth:`kdcrowd.data.Annotations.read` reads — ``.csv``, ``.csv.gz``,
-    ``.tsv``, ``.tsv.gz``, ``.parquet``/``.pq`` long tables (``item`` or crowd-kit's
-    ``task``, ``worker``, ``label``) and peerannot ``answers.json``/``.json.gz`` — and
-    wide tables (no column name containing a word of :data:`LONG_TABLE_WORDS` such as
-    ``worker`` or ``label``: one row per item, named by an ``item``/``task`` column or else by its row
-    number, one column per worker; see :func:`_wide_to_long`), but keeps
-    the ``item``/``task`` and ``worker`` columns as the text written in the file, so that
-    ``"0017"`` matches an image ``0017.png``. Labels keep their type (integer class indices
-    or class names). Pass the result to ``Annotations.from_long(df, items=ids)``, which
-    validates it.
-    """
-    from .annotations import Annotations
-
-    path = Path(path)
-    name = path.name.lower()
-    if not name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq", ".json", ".json.gz")):
-        raise ValueError(f"cannot tell the format of annotation file {path.name!r}; use .csv, .csv.gz, .tsv, .tsv.gz, .parquet, .pq, .json or .json.gz")
-    _require_file(path, "annotation file")
-    if name.endswith((".json", ".json.gz")):
-        df = Annotations.read(path, duplicates="keep").to_long()
-    else:
-        df = _read_table(path, "annotation file", error=ValueError, text_columns=("item", "task", "worker"))
-        if not any(w in str(c).lower() for c in df.columns for w in LONG_TABLE_WORDS):
-            df = _wide_to_long(df, path)
-    for col in ("item", "task", "worker"):
-        if col in df.columns and not isinstance(df[col], pd.DataFrame):
-            df[col] = _as_text(df[col])
-    return df
-
-
-#: Words that mark a long table when a column name contains them (any case; however
-#: misspelt or mis-separated its other columns are): a file whose column names hold none
-#: of them is read as a wide table, one column per worker.
-LONG_TABLE_WORDS = frozenset({"worker", "label", "annotator", "annotation", "answer", "response", "rater", "user", "judgment", "judgement", "class", "vote"})
-
-
-def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """A wide crowd-label table (one row per item, one column per worker, cleanlab's layout)
-    as a long ``item, worker, label`` table, item-major in file order.
-
-    Items are named by the ``item`` (or ``task``) column, else by their row number
-    (``"0"``, ``"1"``, ...); every other column is a worker named by its header. Empty
-    cells are missing labels, and so is ``-1`` when every label is a number; whole-number
-    labels become integers (a column with gaps is read as float).
-    """
-    id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
-    pos = [j for j, c in enumerate(df.columns) if c != id_col]
-    if not pos:
-        raise ValueError(f"annotation file {path} has no 'worker' and 'label' columns (a long table) and no worker columns (a wide table); write it as item,worker,label rows")
-    ids = _as_text(df[id_col]).to_numpy(dtype=object) if id_col else np.arange(len(df)).astype(str).astype(object)
-    workers = np.array([str(df.columns[j]) for j in pos], dtype=object)
-    v = df.iloc[:, pos].to_numpy()  # the columns' common dtype: float64 for numbers, object for a mix
-    r, c = np.nonzero(pd.notna(v))  # row-major: item by item, workers in column order
-    label = pd.Series(v[r, c], dtype=v.dtype)
-    num = pd.to_numeric(label, errors="coerce")
-    if len(label) and num.notna().all():
-        keep = (num != -1).to_numpy()
-        r, c, label, num = r[keep], c[keep], label[keep], num[keep]
-        if (num == np.round(num)).all() and (num.abs() < 2**53).all():
-            label = num.astype(np.int64)
-    return pd.DataFrame({"item": ids[r], "worker": workers[c], "label": label.to_numpy()})
 
 
 def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
