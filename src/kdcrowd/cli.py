@@ -20,8 +20,38 @@ from rich.table import Table
 
 from .io import write_json
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
+
+
+class _App(typer.Typer):
+    """The ``kdcrowd`` application; run as a program, Ctrl-C exits with status 130 (click
+    would exit with 1, the status of an internal error). Exit statuses:
+    :data:`kdcrowd.cli_checks.EXIT_CODES`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import sys
+
+        import click
+
+        if kwargs.get("standalone_mode", True) is False:
+            return super().__call__(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().__call__(*args, **kwargs)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            err_console.print("[yellow]interrupted.[/yellow]")
+            sys.exit(130)
+        except click.exceptions.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = _App(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
+#: Results and summaries go to stdout; errors, warnings and notes to stderr. Both honour NO_COLOR.
 console = Console()
+err_console = Console(stderr=True)
 #: Errors that mean bad input, settings or files (missing, unreadable, not writable): printed as one line, no traceback (AnnotationError is a ValueError).
 USER_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
 
@@ -36,8 +66,51 @@ def _fail(message: str) -> NoReturn:
     """Print one ``error:`` line (markup-escaped, never wrapped) and exit with status 2."""
     from rich.markup import escape
 
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    from .cli_checks import cli_message
+
+    err_console.print(f"[red]error:[/red] {escape(cli_message(message))}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _warn(message: str) -> None:
+    """Print one ``warning:`` line on stderr."""
+    from rich.markup import escape
+
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+
+
+def _read_crowd_labels(path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None) -> Any:
+    """:func:`kdcrowd.data.readers.read_annotation_frame`, its warnings (rows skipped, an id
+    column recognised, labels differing by case) printed as ``warning:`` lines on stderr."""
+    import warnings
+
+    from .data.readers import InputWarning, read_annotation_frame
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        frame = read_annotation_frame(path, label_case=label_case, item_column=item_column)
+    for w in caught:
+        if issubclass(w.category, InputWarning):
+            _warn(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return frame
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(f"kdcrowd {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+    """Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.
+
+    Exit status: 0 success, 1 internal error (with a traceback), 2 bad input or usage (one
+    'error:' line on stderr), 130 interrupted."""
 
 
 def _fmt(v: Any) -> str:
@@ -132,7 +205,12 @@ def run(
     cfg = _run_config(dataset, method, workers, epochs, batch_size, lr, seed, device, backbone, options)
     cfg.dataset_options = parse_key_values(dataset_option)
     # Every finished epoch is appended here, so an interrupted run keeps its history.
-    out.mkdir(parents=True, exist_ok=True)
+    from .outdir import prepare_out_dir
+
+    try:
+        prepare_out_dir(out, lock=not distributed)  # ranks of one torchrun share OUT
+    except USER_ERRORS as e:
+        _fail(str(e))
     cfg.progress_file = str(out / "progress.jsonl")
     if resume:
         cfg.checkpoint_dir = str(out / CHECKPOINTS)
@@ -147,7 +225,7 @@ def run(
         metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
     except KeyboardInterrupt:
         hint = "run the same command again to continue from the last finished epoch" if resume else "add --resume to checkpoint every epoch next time"
-        console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {out / 'progress.jsonl'}; {hint}", soft_wrap=True)
+        err_console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {out / 'progress.jsonl'}; {hint}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
         _fail(str(e))
@@ -247,19 +325,22 @@ def aggregate(
     method: str = typer.Option("mv", help="mv, mv-soft or ds."),
     out: Path = typer.Option(..., help="Output CSV with columns item,label,p_<class>..."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
+    label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
+    item_column: Optional[str] = typer.Option(None, help="The column of item ids, when it is not called item or task."),
 ) -> None:
     """Aggregate crowd labels without features (majority vote or Dawid–Skene)."""
     from .aggregation import aggregation_frame
     from .data.annotations import Annotations
-    from .data.items import read_annotation_frame
+    from .outdir import check_out_file
 
     try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
-        ann = Annotations.from_long(read_annotation_frame(annotations), duplicates=duplicates)
+        check_out_file(out)
+        ann = Annotations.from_long(_read_crowd_labels(annotations, label_case, item_column), duplicates=duplicates)
         frame = aggregation_frame(ann, method)
+        check_out_file(out, create=True)
+        frame.to_csv(out, index=False)
     except USER_ERRORS as e:
         _fail(str(e))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {method}; wrote {out}")
 
 
@@ -311,6 +392,8 @@ def fit(
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
+    label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
+    item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file, when it is not called item or task."),
     worker_lr_scale: float = typer.Option(1.0, help="Learning-rate multiplier of the worker parameters (10 sharpens CrowdLayer/CoNAL matrices; see docs/RESULTS.md)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this output folder, with the settings it was started with (give no other option)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -341,6 +424,8 @@ def fit(
         return _fit(params, resume=True)
     if annotations is None or out is None:
         _fail("give --annotations FILE and --out DIR (or --resume OUT to continue an interrupted run)")
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder; give a folder (it is created if missing)")
     if (out / CHECKPOINTS).exists():
         _fail(f"{out} holds an interrupted run; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
     return _fit(params, resume=False)
@@ -364,7 +449,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
 
     from .aggregation import majority_vote
     from .data.annotations import AnnotationError, Annotations
-    from .data.items import _as_text, read_annotation_frame, read_item_labels
+    from .cli_checks import check_training_settings
+    from .data.items import _as_text, read_item_labels
+    from .outdir import check_out_dir, prepare_out_dir
     from .estimator import MIN_IMAGE_SIDE, KDCrowdClassifier
     from .methods import CROWD_MODELS, METHODS
     from .report.html import thumbnails_from_files
@@ -402,8 +489,15 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         class_list = [c.strip() for c in str(p["classes"]).split(",")]
         if any(not c for c in class_list) or len(set(class_list)) != len(class_list):
             _fail(f"--classes must be distinct, non-empty names separated by commas, got {p['classes']!r}")
+    if p.get("label_case") not in (None, "fold", "keep"):
+        _fail(f"--label-case must be fold or keep, not '{p['label_case']}'")
     try:
-        frame = read_annotation_frame(p["annotations"])
+        check_training_settings(p)
+        check_out_dir(out)
+    except USER_ERRORS as e:
+        _fail(str(e))
+    try:
+        frame = _read_crowd_labels(p["annotations"], p.get("label_case"), p.get("item_column"))
         if class_list is not None and "label" in frame.columns:
             frame["label"] = _as_text(frame["label"])  # matched by text, as written (a Parquet 1.0 is "1")
         col = "item" if "item" in frame.columns else "task"
@@ -437,7 +531,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     except USER_ERRORS as e:
         _fail(str(e))
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # every setting and input is checked: now OUT is created and locked for this run
+        prepare_out_dir(out)
+    except USER_ERRORS as e:
+        _fail(str(e))
     ckpt = out / CHECKPOINTS
     if not resume:
         for name in (*FILES, RUN_FILE):  # an earlier finished run's outputs go first: nothing stale looks new
@@ -451,7 +548,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     try:
         clf.fit(X, ann)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
+        err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
         _fail(str(e))
@@ -471,7 +568,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     console.print(f"fitted {method} on {ann.n_items} items ({int(labelled.sum())} labelled), {ann.n_workers} workers, {len(ann)} annotations; {changed} final labels differ from majority vote", soft_wrap=True)
     if gold is not None:
         console.print(f"accuracy of the final labels on the {len(gold[0])} items of {escape(str(p['truth']))}: {float((final[gold[0]] == gold[1]).mean()):.3f}", soft_wrap=True)
-    console.print(f"wrote {', '.join(paths)} to {escape(str(out))}; open {escape(str(paths['report.html']))}", soft_wrap=True)
+    console.print(f"wrote {len(paths)} files to {escape(str(out))}:", soft_wrap=True)
+    for path in paths.values():
+        console.print(f"  {escape(str(path))}", soft_wrap=True, highlight=False)
+    console.print(f"open {escape(str(paths['report.html']))}", soft_wrap=True)
 
 
 @app.command()
@@ -489,7 +589,10 @@ def predict(
 
     from .report.practitioner import label_frame, load_predictor
 
+    from .outdir import check_out_file
+
     try:
+        check_out_file(out, example="predictions.csv")
         if (features is None) == (images is None):
             raise ValueError("give the items with exactly one of --features FILE or --images DIR")
         if image_ids not in ("stem", "name", "path"):
@@ -502,10 +605,10 @@ def predict(
         size = predictor.item_shape[0] if images is not None else 0
         ids, load, described, _ = _load_items(features, images, item_ids, size, image_ids, [])
         proba = predictor(load())
+        check_out_file(out, create=True)
+        label_frame(ids, predictor.classes, proba).to_csv(out, index=False)
     except USER_ERRORS as e:
         _fail(str(e))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    label_frame(ids, predictor.classes, proba).to_csv(out, index=False)
     console.print(f"labelled {len(ids)} items ({escape(described)}); wrote {escape(str(out))}", soft_wrap=True)
 
 

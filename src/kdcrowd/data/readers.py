@@ -249,7 +249,104 @@ def _as_text(s: pd.Series) -> pd.Series:
     return out
 
 
-def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
+class InputWarning(UserWarning):
+    """Something in an input file was read in a way worth knowing (rows skipped, an id
+    column recognised, labels that differ only by case); the message says what and how
+    to make it explicit."""
+
+
+#: ``label_case`` policies of :func:`read_annotation_frame`.
+LABEL_CASES = ("fold", "keep")
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, InputWarning, stacklevel=3)
+
+
+def _rows_text(rows: np.ndarray) -> str:
+    """File line numbers of 0-based data rows (the header is line 1)."""
+    return _listing([int(r) + 2 for r in rows], rows.size, fmt=str)
+
+
+def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``df`` without rows whose every field is empty (trailing ``,,`` rows of a spreadsheet)
+    and without copies of the header line inside the file (concatenated exports), each with
+    an :class:`InputWarning` naming the file's line numbers."""
+    if df.empty or not len(df.columns):
+        return df
+    blank = df.isna().all(axis=1).to_numpy()
+    names = np.array([str(c).strip() for c in df.columns], dtype=object)
+    text = df.astype(object).where(df.notna(), None).to_numpy()
+    header = np.array([all(v is not None and str(v).strip() == n for v, n in zip(row, names)) for row in text], dtype=bool) if df.shape[1] else np.zeros(len(df), bool)
+    if blank.any():
+        _warn(f"annotation file {path}: skipped {int(blank.sum())} blank row(s) (every field empty) at line(s) {_rows_text(np.flatnonzero(blank))}")
+    if header.any():
+        _warn(f"annotation file {path}: skipped {int(header.sum())} row(s) that repeat the header line ({', '.join(names)}) at line(s) {_rows_text(np.flatnonzero(header))}; files joined together each kept their header")
+    drop = blank | header
+    return df.loc[~drop].reset_index(drop=True) if drop.any() else df
+
+
+def _labels_from_text(labels: pd.Series, na_words_missing: bool = False) -> pd.Series:
+    """Labels read as text (only an empty field missing): surrounding spaces removed; numbers
+    when every label is a number (as pandas would have typed the column), where pandas'
+    missing-value words (``NA``, ``null``, ...) are missing; otherwise class names, where
+    ``NA``, ``None`` or ``null`` is a class like any other (missing with
+    ``na_words_missing``, as in the cells of a wide table)."""
+    text = labels.astype(object).where(labels.notna(), None)
+    given = text.notna().to_numpy()
+    stripped = text.copy()
+    stripped[given] = [str(v).strip() for v in text[given].tolist()]
+    stripped = stripped.where(stripped.ne(""), None)  # a field of spaces is empty
+    na_words = set(_NA_WORDS)
+    present = stripped.dropna()
+    numeric = present[~present.isin(na_words)]
+    if len(numeric):
+        try:
+            num = pd.to_numeric(numeric)
+        except (ValueError, TypeError):
+            num = None
+        if num is not None and num.dtype.kind in "iuf":
+            return pd.to_numeric(stripped.where(~stripped.isin(na_words), None))
+    return stripped.where(~stripped.isin(na_words), None) if na_words_missing else stripped
+
+
+def fold_label_case(labels: pd.Series, label_case: str | None, source: str) -> pd.Series:
+    """Text labels that differ only by letter case (``cat``, ``Cat``): with ``"fold"`` each
+    becomes the most frequent spelling of its group (the first in sorted order on a tie);
+    with ``"keep"`` they stay separate classes; with ``None`` they stay separate and an
+    :class:`InputWarning` names them and both options."""
+    if label_case is not None and label_case not in LABEL_CASES:
+        raise ValueError(f"label case must be fold or keep (--label-case fold|keep), not {label_case!r}")
+    if label_case == "keep" or labels.dtype != object:
+        return labels
+    present = labels.dropna()
+    is_text = np.fromiter((isinstance(v, str) for v in present.tolist()), dtype=bool, count=len(present))
+    if not is_text.any():
+        return labels
+    text = present[is_text]
+    counts = text.value_counts()
+    spellings = pd.DataFrame({"label": counts.index.to_numpy(dtype=object), "n": counts.to_numpy()})
+    spellings["key"] = spellings["label"].str.casefold()
+    groups = spellings.groupby("key")["label"].nunique()
+    clash = groups[groups > 1].index
+    if not len(clash):
+        return labels
+    if label_case is None:
+        shown = [" / ".join(repr(v) for v in sorted(spellings.loc[spellings["key"] == k, "label"])) for k in clash[:5]]
+        _warn(f"{source}: labels that differ only by letter case are separate classes: {'; '.join(shown)}"
+              + (f"; ... and {len(clash) - 5} more groups" if len(clash) > 5 else "")
+              + "; pass --label-case fold (label_case='fold') to merge them, or --label-case keep to keep them apart without this warning")
+        return labels
+    best = spellings.sort_values(["key", "n", "label"], ascending=[True, False, True]).drop_duplicates("key").set_index("key")["label"]
+    out = labels.copy()
+    idx = text.index
+    out.loc[idx] = best.reindex(text.str.casefold().to_numpy()).to_numpy()
+    return out
+
+
+def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None = None, item_column: str | None = None) -> pd.DataFrame:
     """A crowd-label file as a long table whose item and worker ids are text.
 
     Reads what :meth:`kdcrowd.data.Annotations.read` reads — ``.csv``, ``.csv.gz``,
@@ -259,24 +356,52 @@ def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
     ``worker`` or ``label``: one row per item, named by an ``item``/``task`` column or else by its row
     number, one column per worker; see :func:`_wide_to_long`), but keeps
     the ``item``/``task`` and ``worker`` columns as the text written in the file, so that
-    ``"0017"`` matches an image ``0017.png``. Labels keep their type (integer class indices
-    or class names). Pass the result to ``Annotations.from_long(df, items=ids)``, which
-    validates it.
+    ``"0017"`` matches an image ``0017.png``. Pass the result to
+    ``Annotations.from_long(df, items=ids)``, which validates it.
+
+    Messy files are mended where the intent is clear, each with an :class:`InputWarning`:
+    blank rows (every field empty) and copies of the header line inside the file are
+    skipped; labels lose surrounding spaces. In CSV/TSV long tables labels are numbers
+    when every label is a number (then ``NA``, ``null`` ... are missing) and class names
+    otherwise (then a class ``NA`` or ``None`` is that text). Text labels that differ only
+    by case follow ``label_case`` (:func:`fold_label_case`). ``item_column`` names the
+    column of item ids when it is not called ``item`` or ``task``.
     """
     path = Path(path)
     name = path.name.lower()
     if not name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq", ".json", ".json.gz")):
         raise ValueError(f"cannot tell the format of annotation file {path.name!r}; use .csv, .csv.gz, .tsv, .tsv.gz, .parquet, .pq, .json or .json.gz")
+    if label_case is not None and label_case not in LABEL_CASES:
+        raise ValueError(f"--label-case must be fold or keep, not {label_case!r}")
     _require_file(path, "annotation file")
     if name.endswith((".json", ".json.gz")):
         df = Annotations.read(path, duplicates="keep").to_long()
     else:
-        df = _read_table(path, "annotation file", error=ValueError, text_columns=("item", "task", "worker"))
+        text = not name.endswith((".parquet", ".pq"))
+        df = _read_table(path, "annotation file", error=ValueError, text_columns=True if text else ("item", "task", "worker"))
+        if item_column is not None:
+            if item_column not in df.columns:
+                raise ValueError(f"--item-column {item_column!r} is not a column of {path} (columns: {_listing(list(map(str, df.columns)), len(df.columns))})")
+            if item_column != "item":
+                df = df.drop(columns=[c for c in ("item", "task") if c in df.columns and c != item_column]).rename(columns={item_column: "item"})
+        if text:
+            df = _drop_blank_and_header_rows(df, path)
         if not any(w in str(c).lower() for c in df.columns for w in LONG_TABLE_WORDS):
+            if text:  # a wide table's labels: numbers as pandas types them, as before
+                df = df.apply(lambda col: _labels_from_text(col, na_words_missing=True) if col.name not in ("item", "task") else col)
             df = _wide_to_long(df, path)
+        elif text and "label" in df.columns and not isinstance(df["label"], pd.DataFrame):
+            df["label"] = _labels_from_text(df["label"])
     for col in ("item", "task", "worker"):
         if col in df.columns and not isinstance(df[col], pd.DataFrame):
             df[col] = _as_text(df[col])
+    if "label" in df.columns and not isinstance(df["label"], pd.DataFrame) and df["label"].dtype == object:
+        lab = df["label"]
+        strip = np.fromiter((isinstance(v, str) for v in lab.tolist()), dtype=bool, count=len(lab))
+        if strip.any():
+            lab = lab.copy()
+            lab[strip] = [v.strip() for v in lab[strip].tolist()]
+        df["label"] = fold_label_case(lab, label_case, f"annotation file {path}")
     return df
 
 
@@ -284,6 +409,35 @@ def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
 #: misspelt or mis-separated its other columns are): a file whose column names hold none
 #: of them is read as a wide table, one column per worker.
 LONG_TABLE_WORDS = frozenset({"worker", "label", "annotator", "annotation", "answer", "response", "rater", "user", "judgment", "judgement", "class", "vote"})
+
+
+def _id_column(df: pd.DataFrame, path: Path) -> Any:
+    """The column of a wide table (one without an ``item``/``task`` column) that names the
+    items, recognised by its values: given on every row, distinct on every row and not
+    labels (more distinct values than the other columns' labels, at most half of them
+    among those labels). None when no column is such;
+    an error naming ``--item-column`` when several are."""
+    if len(df) < 3 or df.shape[1] < 2:
+        return None
+    text = {c: _as_text(df[c]) for c in df.columns}
+    found = []
+    for c in df.columns:
+        col = text[c]
+        if col.isna().any() or not col.is_unique:
+            continue
+        others = set()
+        for o in df.columns:
+            if o != c:
+                others.update(text[o].dropna().tolist())
+        values = set(col.tolist())
+        if len(values) > len(others) and len(values & others) <= len(values) / 2:
+            found.append(c)
+    if len(found) > 1:
+        raise ValueError(f"annotation file {path} looks like a wide table (one column per worker) whose columns {_listing([str(c) for c in found])} each hold a distinct value per row; name the column of item ids with --item-column NAME (or call it 'item')")
+    if found:
+        _warn(f"annotation file {path}: read column {str(found[0])!r} as the item ids of a wide table (its values differ on every row and are not labels); name it 'item' or pass --item-column {found[0]} to say so")
+        return found[0]
+    return None
 
 
 def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -296,6 +450,8 @@ def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     labels become integers (a column with gaps is read as float).
     """
     id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
+    if id_col is None:
+        id_col = _id_column(df, path)
     pos = [j for j, c in enumerate(df.columns) if c != id_col]
     if not pos:
         raise ValueError(f"annotation file {path} has no 'worker' and 'label' columns (a long table) and no worker columns (a wide table); write it as item,worker,label rows")
