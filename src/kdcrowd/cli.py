@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
@@ -68,7 +70,7 @@ def _fail(message: str) -> NoReturn:
 
     from .cli_checks import cli_message
 
-    err_console.print(f"[red]error:[/red] {escape(cli_message(message))}", soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(cli_message(message))}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 
@@ -76,25 +78,36 @@ def _warn(message: str) -> None:
     """Print one ``warning:`` line on stderr."""
     from rich.markup import escape
 
-    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
 
 
-def _read_crowd_labels(path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None) -> Any:
-    """:func:`kdcrowd.data.readers.read_annotation_frame`, its warnings (rows skipped, an id
-    column recognised, labels differing by case) printed as ``warning:`` lines on stderr."""
+@contextlib.contextmanager
+def _input_warnings() -> Iterator[None]:
+    """Print the :class:`kdcrowd.data.readers.InputWarning` s raised inside (rows skipped, an
+    id column recognised, labels differing by case, image files skipped) as ``warning:``
+    lines on stderr; other warnings pass on."""
     import warnings
 
-    from .data.readers import InputWarning, read_annotation_frame
+    from .data.readers import InputWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
-        frame = read_annotation_frame(path, label_case=label_case, item_column=item_column)
-    for w in caught:
-        if issubclass(w.category, InputWarning):
-            _warn(str(w.message))
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return frame
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, InputWarning):
+                    _warn(str(w.message))
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _read_crowd_labels(path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None) -> Any:
+    """:func:`kdcrowd.data.readers.read_annotation_frame`, its warnings printed on stderr."""
+    from .data.readers import read_annotation_frame
+
+    with _input_warnings():
+        return read_annotation_frame(path, label_case=label_case, item_column=item_column)
 
 
 def _version(value: bool) -> None:
@@ -344,8 +357,8 @@ def aggregate(
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {method}; wrote {out}")
 
 
-def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any]) -> tuple[Any, Any, str, Any]:
-    """``(ids, load, description, image files or None)`` of ``--features`` or ``--images``;
+def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any]) -> tuple[Any, Any, str, Any, Any]:
+    """``(ids, load, description, image files or None, feature column names or None)`` of ``--features`` or ``--images``;
     ``load()`` returns the item array. Images are decoded only when ``load`` is called, so
     the ids can be checked against the crowd labels first.
 
@@ -354,16 +367,17 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     from .data.items import image_item_ids, list_image_files, load_images, match_image_ids, read_features
 
     if features is not None:
-        ids, X = read_features(features, item_ids=item_ids)
-        return ids, lambda: X, f"features from {features.name}, {X.shape[1]} columns", None
+        ids, X, columns = read_features(features, item_ids=item_ids, with_columns=True)
+        return ids, lambda: X, f"features from {features.name}, {X.shape[1]} columns", None, columns
     assert images is not None
-    files = list_image_files(images)
+    with _input_warnings():
+        files = list_image_files(images)
     if image_ids == "auto":
         style, ids = match_image_ids(files, images, wanted)
     else:
         style, ids = image_ids, image_item_ids(files, images, image_ids)
     kind = {"stem": "name without extension", "name": "name", "path": "relative path"}[style]
-    return ids, lambda: load_images(files, image_size), f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files
+    return ids, lambda: load_images(files, image_size), f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files, None
 
 
 @app.command()
@@ -450,7 +464,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .aggregation import majority_vote
     from .data.annotations import AnnotationError, Annotations
     from .cli_checks import check_training_settings
-    from .data.items import _as_text, read_item_labels
+    import pandas as pd
+
+    from .data.items import _as_text, align_feature_columns, read_item_labels
     from .outdir import check_out_dir, prepare_out_dir
     from .estimator import MIN_IMAGE_SIDE, KDCrowdClassifier
     from .methods import CROWD_MODELS, METHODS
@@ -502,7 +518,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             frame["label"] = _as_text(frame["label"])  # matched by text, as written (a Parquet 1.0 is "1")
         col = "item" if "item" in frame.columns else "task"
         wanted = frame[col].dropna().tolist() if col in frame.columns else []
-        ids, load, described, files = _load_items(features, images, p["item_ids"], p["image_size"], p["image_ids"], wanted)
+        ids, load, described, files, columns = _load_items(features, images, p["item_ids"], p["image_size"], p["image_ids"], wanted)
         try:
             ann = Annotations.from_long(frame, items=ids, classes=class_list, duplicates=p["duplicates"])
         except AnnotationError as e:
@@ -515,16 +531,21 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             elif features.suffix.lower() != ".npy":
                 source = f"the 'item' column of {features}"
             else:
-                source = f"the lines of {p['item_ids']}" if p["item_ids"] is not None else f"the row numbers 0..{len(ids) - 1} of {features}"
+                source = f"the lines of {p['item_ids']}" if p["item_ids"] is not None else f"the row numbers 0..{len(ids) - 1} of {features} (a .npy file has no ids: give them with --item-ids FILE, one id per row)"
             raise AnnotationError(f"{p['annotations']}: {e} The {len(ids)} known items are named by {source}, e.g. {', '.join(repr(v) for v in ids[:3])}.") from e
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
         gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
         X = load()  # images are decoded once the labels, ids and truths are known to be right
+        if columns is not None:  # the model keeps the column names (feature_names_in_) for `kdcrowd predict`
+            X = pd.DataFrame(X, columns=columns)
         predict = None
         if p["predict_features"] is not None or p["predict_images"] is not None:
-            pids, pload, _, _ = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], p["image_size"], p["image_ids"] if p["image_ids"] != "auto" else "stem", [])
+            pids, pload, _, _, pcolumns = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], p["image_size"], p["image_ids"] if p["image_ids"] != "auto" else "stem", [])
             PX = pload()
+            if features is not None:  # matched to the training columns by name
+                PX = align_feature_columns(PX, pcolumns, columns, f"--predict-features {p['predict_features']}", "--predict-features")
+                PX = PX if columns is None else pd.DataFrame(PX, columns=columns)
             if PX.shape[1:] != X.shape[1:]:
                 raise ValueError(f"the items to predict have shape {PX.shape[1:]} but the training items {X.shape[1:]}; give features with the same columns")
             predict = (pids, PX)
@@ -589,6 +610,7 @@ def predict(
 
     from .report.practitioner import label_frame, load_predictor
 
+    from .data.items import align_feature_columns
     from .outdir import check_out_file
 
     try:
@@ -603,8 +625,11 @@ def predict(
         if features is not None and len(predictor.item_shape) != 1:
             raise ValueError(f"{model} was trained on images; give --images")
         size = predictor.item_shape[0] if images is not None else 0
-        ids, load, described, _ = _load_items(features, images, item_ids, size, image_ids, [])
-        proba = predictor(load())
+        ids, load, described, _, columns = _load_items(features, images, item_ids, size, image_ids, [])
+        X = load()
+        if features is not None:  # matched to the training columns by name
+            X = align_feature_columns(X, columns, predictor.feature_names, f"--features {features}")
+        proba = predictor(X)
         check_out_file(out, create=True)
         label_frame(ids, predictor.classes, proba).to_csv(out, index=False)
     except USER_ERRORS as e:

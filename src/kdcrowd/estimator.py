@@ -300,7 +300,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         long DataFrame, a wide (N, M) matrix or a 1-D array of N labels (see the module
         docstring). ``X_val``/``y_val``: items with known true labels for model selection
         (otherwise a crowd-label validation split, see the class docstring). ``item_ids``:
-        the item id of each row of ``X`` (as named in a long table).
+        the item id of each row of ``X`` (as named in a long table); by default the index
+        of a DataFrame ``X`` that is not a plain ``0..N-1`` range, else the row number.
         """
         from .data.datasets import CrowdDataset
         from .methods import RunConfig, run_on_dataset
@@ -315,6 +316,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         frac = self.validation_fraction
         if not isinstance(frac, numbers.Real) or not 0 <= frac < 1:
             raise ValueError(f"validation_fraction must be in [0, 1); got {frac!r}")
+        if item_ids is None and isinstance(X, pd.DataFrame) and not isinstance(X.index, pd.RangeIndex):
+            item_ids = X.index.tolist()  # a DataFrame indexed by item id names its rows
         X = self._check_X(X)
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")

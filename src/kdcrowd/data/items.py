@@ -54,7 +54,9 @@ __all__ = [
 ]
 
 #: File suffixes (lower case) that :func:`list_image_files` treats as images.
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: Suffixes of images that Pillow does not decode reliably here: skipped with a warning.
+_UNSUPPORTED_IMAGE_SUFFIXES: tuple[str, ...] = (".gif", ".heic", ".heif", ".avif", ".svg", ".ico", ".jp2", ".raw", ".cr2", ".nef", ".dng", ".psd")
 #: Item-id schemes of :func:`image_item_ids`.
 ID_STYLES: tuple[str, ...] = ("stem", "name", "path")
 #: How many offending rows or files an error message shows.
@@ -93,7 +95,7 @@ def read_item_ids(path: str | os.PathLike[str]) -> np.ndarray:
     return ids
 
 
-def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | os.PathLike[str] | None = None, *, with_columns: bool = False) -> tuple[Any, ...]:
     """Read a feature matrix and its item ids.
 
     Args:
@@ -105,7 +107,9 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
 
     Returns:
         ``(ids, X)``: ``ids`` an object array of ``str`` (length N, unique) and ``X``
-        float32 ``(N, D)``, finite.
+        float32 ``(N, D)``, finite; with ``with_columns=True`` ``(ids, X, columns)``, the
+        names of the feature columns in file order (``None`` for a ``.npy`` file), which
+        :func:`align_feature_columns` matches against the training columns.
     """
     path = Path(path)
     _require_file(path, "feature file")
@@ -166,7 +170,14 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         raise ValueError(f"feature file {path} has no rows (shape {X.shape}); give one row per item")
     if X.shape[1] == 0:
         raise ValueError(f"feature file {path} has {len(X)} rows but no feature columns (shape {X.shape}); give at least one feature per item")
-    # cast first, check after: values beyond float32's range become inf here and are caught
+    # values beyond float32's range would become inf in the cast: named as such first
+    if X.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            big = np.isfinite(X) & (np.abs(X) > np.finfo(np.float32).max)
+        if big.any():
+            rows = np.flatnonzero(big.any(axis=1))
+            where = [f"{ids[r]} ({columns[int(np.flatnonzero(big[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(big[r])[0]))}: {X[r, np.flatnonzero(big[r])[0]]:.3g})" for r in rows[:_SHOW]]
+            raise ValueError(f"feature file {path}: values beyond the float32 range (±3.4e38) for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}; rescale those features (e.g. take the logarithm or standardise)")
     with np.errstate(over="ignore"):
         X = np.asarray(X, dtype=np.float32)
     finite = np.isfinite(X)
@@ -174,7 +185,28 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         rows = np.flatnonzero(~finite.all(axis=1))
         where = [f"{ids[r]} ({columns[int(np.flatnonzero(~finite[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(~finite[r])[0]))})" for r in rows[:_SHOW]]
         raise ValueError(f"feature file {path}: missing or infinite values for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}; fill them in or drop those items")
-    return ids, X
+    return (ids, X, columns) if with_columns else (ids, X)
+
+
+def align_feature_columns(X: np.ndarray, columns: Sequence[str] | None, expected: Sequence[str] | None, source: str, option: str = "--features") -> np.ndarray:
+    """The columns of ``X`` (named ``columns``) in the order of the training columns
+    ``expected``, matched by name: the same names in another order are reordered; a
+    missing, extra or renamed column raises one ``ValueError`` that names them. When
+    either side has no names (a ``.npy`` file) only the count is checked."""
+    if columns is None or expected is None:
+        if expected is not None and X.shape[1] != len(expected):
+            raise ValueError(f"{source} has {X.shape[1]} feature columns but the model was trained on {len(expected)} ({_listing(list(expected))}); give {option} with the training columns")
+        return X
+    columns, expected = [str(c) for c in columns], [str(c) for c in expected]
+    if columns == expected:
+        return X
+    missing = [c for c in expected if c not in columns]
+    extra = [c for c in columns if c not in expected]
+    if missing or extra:
+        parts = ([f"missing {_listing(missing)}"] if missing else []) + ([f"not in the training features {_listing(extra)}"] if extra else [])
+        raise ValueError(f"{source}: the feature columns differ from those the model was trained on ({'; '.join(parts)}); give {option} with the training columns (matched by name: {_listing(expected, len(expected))})")
+    order = [columns.index(c) for c in expected]
+    return X[:, order]
 
 
 # ----------------------------------------------------------------------------- images
@@ -192,13 +224,17 @@ def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
         raise FileNotFoundError(f"image folder not found: {root} (absolute: {root.absolute()}); check the path")
     if not root.is_dir():
         raise ValueError(f"--images must be a folder of image files; {root} is a file")
-    files = [
-        p
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
+    visible = [p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    files = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
+    other = [p for p in visible if p.suffix.lower() in _UNSUPPORTED_IMAGE_SUFFIXES]
+    if other:
+        import warnings
+
+        from .readers import InputWarning
+
+        warnings.warn(f"image folder {root}: skipped {len(other)} image file(s) of an unsupported type: {_listing(sorted(p.relative_to(root).as_posix() for p in other), len(other))}; convert them to {', '.join(IMAGE_SUFFIXES)}", InputWarning, stacklevel=2)
     if not files:
-        raise ValueError(f"no image files in {root} (looked recursively for {', '.join(IMAGE_SUFFIXES)}); point --images at the folder that holds the images")
+        raise ValueError(f"no image files in {root} (looked recursively for {', '.join(IMAGE_SUFFIXES)}){f'; {len(other)} file(s) of an unsupported type, e.g. {other[0].name}: convert them' if other else ''}; point --images at the folder that holds the images")
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -301,10 +337,12 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     """
     want = pd.Index(pd.unique(pd.Series([str(v) for v in wanted], dtype=object)))
     best: tuple[int, str, np.ndarray] | None = None
+    clash: dict[str, str] = {}
     for style in ID_STYLES:
         try:
             ids = image_item_ids(files, directory, style)
-        except ValueError:
+        except ValueError as e:
+            clash[style] = str(e)
             continue
         hits = int(want.isin(ids).sum())
         if hits == len(want):
@@ -314,6 +352,8 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     if best is None:  # every style clashes: let image_item_ids raise its error
         image_item_ids(files, directory, "stem")
     assert best is not None
+    if "stem" in clash:  # the labels may name images by a stem that several files share (a.png, a.jpg)
+        raise ValueError(f"{clash['stem']}: the crowd labels name images by a name that several files share without their extension, so no id style matches them all; keep one file per image (e.g. remove the duplicate a.png beside a.jpg), or write the file names with their extension (a.png) in the crowd labels")
     return best[1], best[2]
 
 

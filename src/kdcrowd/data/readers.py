@@ -420,16 +420,14 @@ def _id_column(df: pd.DataFrame, path: Path) -> Any:
     if len(df) < 3 or df.shape[1] < 2:
         return None
     text = {c: _as_text(df[c]) for c in df.columns}
+    unique = [c for c in df.columns if not text[c].isna().any() and text[c].is_unique]
+    labels = [c for c in df.columns if c not in unique]
     found = []
-    for c in df.columns:
-        col = text[c]
-        if col.isna().any() or not col.is_unique:
-            continue
-        others = set()
-        for o in df.columns:
-            if o != c:
-                others.update(text[o].dropna().tolist())
-        values = set(col.tolist())
+    for c in unique:
+        others: set = set()
+        for o in (labels or [o for o in df.columns if o != c]):
+            others.update(text[o].dropna().tolist())
+        values = set(text[c].tolist())
         if len(values) > len(others) and len(values & others) <= len(values) / 2:
             found.append(c)
     if len(found) > 1:

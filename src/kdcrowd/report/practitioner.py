@@ -146,7 +146,8 @@ def save_model(path: str | Path, clf: Any) -> None:
     worker parameters included), ``module_class``, ``predictor`` (``backbone`` name,
     ``input_shape``, ``state_dicts`` of the backbone(s) whose averaged softmax predicts,
     and the input normalisation ``mean``/``std``; images are scaled to [0, 1] first),
-    ``classes``, ``worker_ids``, ``item_shape``, ``config`` (the estimator's parameters),
+    ``classes``, ``worker_ids``, ``item_shape``, ``feature_names`` (the training
+    features' column names, or None), ``config`` (the estimator's parameters),
     ``transition_matrices`` and ``versions``.
     """
     import torch
@@ -174,6 +175,8 @@ def save_model(path: str | Path, clf: Any) -> None:
         "classes": _py(clf.classes_),
         "worker_ids": _py(clf.worker_ids_),
         "item_shape": tuple(int(s) for s in clf.item_shape_),
+        # the training features' column names (a DataFrame X): `kdcrowd predict` matches new features by name
+        "feature_names": [str(c) for c in clf.feature_names_in_] if hasattr(clf, "feature_names_in_") else None,
         "config": params,
         "transition_matrices": None if trans is None else torch.as_tensor(np.asarray(trans, dtype=np.float32)),
         "versions": {str(k): str(v) for k, v in clf.metrics_.get("versions", {}).items()},
@@ -206,7 +209,10 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     try:
         ck = torch.load(path, map_location=device)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        raise ValueError(f"{path} is not a model file written by `kdcrowd fit` (torch.load: {str(e)[:100]})") from e
+        detail = " ".join(str(e).split())
+        if len(detail) > 160:  # cut at a word, not inside one
+            detail = detail[:160].rsplit(" ", 1)[0] + " ..."
+        raise ValueError(f"{path} cannot be read as a model file written by `kdcrowd fit`: it is truncated, damaged or of another kind (torch.load: {detail}); give the model.pt that `kdcrowd fit --out DIR` wrote, copied whole") from e
     if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a model file written by `kdcrowd fit`")
     p = ck["predictor"]
@@ -230,6 +236,7 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
 
     predict_proba.classes = np.asarray(ck["classes"])  # type: ignore[attr-defined]
     predict_proba.item_shape = item_shape  # type: ignore[attr-defined]
+    predict_proba.feature_names = ck.get("feature_names")  # type: ignore[attr-defined]
     return predict_proba
 
 
