@@ -96,7 +96,7 @@ def test_align_feature_columns_reorders_or_names_the_difference() -> None:
     for cols, needle in ((["a", "b"], "missing 'c'"), (["a", "b", "c", "d"], "not in the training features 'd'"), (["a", "b", "z"], "missing 'c'")):
         with pytest.raises(ValueError, match=needle):
             align_feature_columns(np.zeros((2, len(cols)), np.float32), cols, ["a", "b", "c"], "x")
-    with pytest.raises(ValueError, match="3 feature columns but the model was trained on 2"):
+    with pytest.raises(ValueError, match=r"3 feature columns \(item shape \(3,\)\) but the model was trained on 2"):
         align_feature_columns(X, None, ["a", "b"], "x")
 
 

@@ -172,8 +172,8 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         raise ValueError(f"feature file {path} has {len(X)} rows but no feature columns (shape {X.shape}); give at least one feature per item")
     # values beyond float32's range would become inf in the cast: named as such first
     if X.dtype.kind == "f":
-        with np.errstate(invalid="ignore"):
-            big = np.isfinite(X) & (np.abs(X) > np.finfo(np.float32).max)
+        with np.errstate(over="ignore", invalid="ignore"):
+            big = np.isfinite(X) & ~np.isfinite(X.astype(np.float32))  # (values that round to the float32 maximum are fine)
         if big.any():
             rows = np.flatnonzero(big.any(axis=1))
             where = [f"{ids[r]} ({columns[int(np.flatnonzero(big[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(big[r])[0]))}: {X[r, np.flatnonzero(big[r])[0]]:.3g})" for r in rows[:_SHOW]]
@@ -195,7 +195,7 @@ def align_feature_columns(X: np.ndarray, columns: Sequence[str] | None, expected
     either side has no names (a ``.npy`` file) only the count is checked."""
     if columns is None or expected is None:
         if expected is not None and X.shape[1] != len(expected):
-            raise ValueError(f"{source} has {X.shape[1]} feature columns but the model was trained on {len(expected)} ({_listing(list(expected))}); give {option} with the training columns")
+            raise ValueError(f"{source} has {X.shape[1]} feature columns (item shape {X.shape[1:]}) but the model was trained on {len(expected)} ({_listing(list(expected))}); give {option} with the training columns")
         return X
     columns, expected = [str(c) for c in columns], [str(c) for c in expected]
     if columns == expected:

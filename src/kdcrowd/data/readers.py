@@ -387,8 +387,16 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
         if text:
             df = _drop_blank_and_header_rows(df, path)
         if not any(w in str(c).lower() for c in df.columns for w in LONG_TABLE_WORDS):
-            if text:  # a wide table's labels: numbers as pandas types them, as before
-                df = df.apply(lambda col: _labels_from_text(col, na_words_missing=True) if col.name not in ("item", "task") else col)
+            id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else _id_column(df, path)
+            if id_col is not None and id_col not in ("item", "task"):
+                df = df.rename(columns={id_col: "item"})
+                id_col = "item"
+            if text:  # every worker column's cells together: numbers, or class names (where NA is a class)
+                cells = [c for c in df.columns if c != id_col]
+                n = len(df)
+                joint = _labels_from_text(pd.concat([df[c] for c in cells], ignore_index=True)) if cells else None
+                for k, c in enumerate(cells):
+                    df[c] = joint.iloc[k * n:(k + 1) * n].to_numpy()
             df = _wide_to_long(df, path)
         elif text and "label" in df.columns and not isinstance(df["label"], pd.DataFrame):
             df["label"] = _labels_from_text(df["label"])

@@ -212,7 +212,7 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
         detail = " ".join(str(e).split())
         if len(detail) > 160:  # cut at a word, not inside one
             detail = detail[:160].rsplit(" ", 1)[0] + " ..."
-        raise ValueError(f"{path} cannot be read as a model file written by `kdcrowd fit`: it is truncated, damaged or of another kind (torch.load: {detail}); give the model.pt that `kdcrowd fit --out DIR` wrote, copied whole") from e
+        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`, or it is truncated or damaged (torch.load: {detail}); give the model.pt that `kdcrowd fit --out DIR` wrote, copied whole") from e
     if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a model file written by `kdcrowd fit`")
     p = ck["predictor"]
