@@ -254,6 +254,19 @@ def test_cli_version_and_no_color(tmp_path: Path) -> None:
     assert r.returncode == 2 and "\x1b[" not in r.stderr and r.stderr.startswith("error:")  # ... and none under NO_COLOR
 
 
+def test_cli_exit_status_130_on_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kdcrowd.data.datasets as datasets
+    from kdcrowd.cli import app
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets, "list_datasets", interrupted)
+    with pytest.raises(SystemExit) as e:
+        app(["datasets"], prog_name="kdcrowd")
+    assert e.value.code == 130
+
+
 # ----------------------------------------------------------------------------- weak messages
 
 

@@ -22,35 +22,8 @@ from rich.table import Table
 
 from .io import write_json
 
-
-
-class _App(typer.Typer):
-    """The ``kdcrowd`` application; run as a program, Ctrl-C exits with status 130 (click
-    would exit with 1, the status of an internal error). Exit statuses:
-    :data:`kdcrowd.cli_checks.EXIT_CODES`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        import sys
-
-        import click
-
-        if kwargs.get("standalone_mode", True) is False:
-            return super().__call__(*args, **kwargs)
-        kwargs["standalone_mode"] = False
-        try:
-            rv = super().__call__(*args, **kwargs)
-        except (KeyboardInterrupt, click.exceptions.Abort):
-            err_console.print("[yellow]interrupted.[/yellow]")
-            sys.exit(130)
-        except click.exceptions.ClickException as e:
-            e.show()
-            sys.exit(e.exit_code)
-        except click.exceptions.Exit as e:
-            sys.exit(e.exit_code)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-app = _App(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
+#: Ctrl-C anywhere exits with status 130 (typer); the statuses are listed in kdcrowd.cli_checks.EXIT_CODES.
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
 #: Results and summaries go to stdout; errors, warnings and notes to stderr. Both honour NO_COLOR.
 console = Console()
 err_console = Console(stderr=True)
