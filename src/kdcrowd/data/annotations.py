@@ -441,6 +441,19 @@ def _index_array(values: Any, name: str) -> np.ndarray:
     )
 
 
+def _check_range(
+    arr: np.ndarray, low: int, high: int, problem: str, where: Mapping[str, Any], fix: str,
+    what: str = "row",
+) -> None:
+    """The one range check of dense index arrays (the constructor's item / worker / label,
+    ``subset_items``' indices, ``empirical_confusion``'s ``y_true``): raise one
+    :func:`_fail_rows` error naming every position of the int64 array ``arr`` (already
+    through :func:`_index_array`) outside ``low..high-1``."""
+    bad = np.flatnonzero((arr < low) | (arr >= high))
+    if bad.size:
+        raise _fail_rows(problem, bad, where, fix, what=what)
+
+
 # -------------------------------------------------------------------------- the class
 
 
@@ -537,16 +550,14 @@ class Annotations:
                     f"`{id_name}` has {id_arr.size} entries but {size_name}={n}; "
                     f"give exactly one id per {name if name != 'label' else 'class'}."
                 )
-            bad = np.flatnonzero((arr < 0) | (arr >= n))
-            if bad.size:
-                raise _fail_rows(
-                    f"`{name}` index out of range 0..{n - 1} ({size_name}={n}{origin})",
-                    bad,
-                    {"item": it, "worker": wk, "label": lb},
-                    f"Dense indices must lie in 0..{size_name}-1; pass a larger "
-                    f"{size_name} or use Annotations.from_long for arbitrary ids.",
-                    what="annotation",
-                )
+            _check_range(
+                arr, 0, n,
+                f"`{name}` index out of range 0..{n - 1} ({size_name}={n}{origin})",
+                {"item": it, "worker": wk, "label": lb},
+                f"Dense indices must lie in 0..{size_name}-1; pass a larger "
+                f"{size_name} or use Annotations.from_long for arbitrary ids.",
+                what="annotation",
+            )
             sizes[name] = n
             ids[name] = id_arr if id_arr is not None else np.arange(n, dtype=np.int64)
         self._init(
@@ -1201,12 +1212,9 @@ class Annotations:
                 f"y_true must have shape (n_items,) = ({self._n_items},), got {y.shape}."
             )
         y = _index_array(y, "y_true")
-        bad = np.flatnonzero((y < -1) | (y >= self._n_classes))
-        if bad.size:
-            raise _fail_rows(
-                f"y_true outside 0..{self._n_classes - 1} (or -1 for unknown)", bad,
-                {"y_true": y}, "Pass true class indices.", what="item",
-            )
+        _check_range(y, -1, self._n_classes,
+                     f"y_true outside 0..{self._n_classes - 1} (or -1 for unknown)",
+                     {"y_true": y}, "Pass true class indices.", what="item")
         k = self._n_classes
         yt = y[self._item]
         known = yt >= 0
@@ -1238,12 +1246,8 @@ class Annotations:
             sel = np.flatnonzero(sel)
         sel = _index_array(sel.reshape(-1) if sel.ndim == 0 else sel, "idx") \
             if sel.size else np.zeros(0, dtype=np.int64)
-        bad = np.flatnonzero((sel < 0) | (sel >= self._n_items))
-        if bad.size:
-            raise _fail_rows(
-                f"item indices outside 0..{self._n_items - 1}", bad, {"idx": sel},
-                "Pass dense item indices.", what="position",
-            )
+        _check_range(sel, 0, self._n_items, f"item indices outside 0..{self._n_items - 1}",
+                     {"idx": sel}, "Pass dense item indices.", what="position")
         new = np.full(self._n_items, -1, dtype=np.int64)
         new[sel] = np.arange(sel.size, dtype=np.int64)
         if np.count_nonzero(new >= 0) != sel.size:
