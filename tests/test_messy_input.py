@@ -207,10 +207,13 @@ def test_cli_fit_into_a_locked_out_fails_at_once_and_writes_nothing(tmp_path: Pa
     out = tmp_path / "out"
     prepare_out_dir(out)  # this process stands for a first run in progress
     (out / "run.json").write_text('{"first": true}')
+    (out / "checkpoints").mkdir()  # the first run's epochs: a running run, not an interrupted one
     try:
         line = refused(cli(*fit_args(tmp_path, "out"), cwd=tmp_path))
         assert "in use by another kdcrowd run" in line and "--out" in line
-        assert (out / "run.json").read_text() == '{"first": true}' and sorted(p.name for p in out.iterdir()) == ["run.json"]
+        line = refused(cli("fit", "--resume", "out", cwd=tmp_path))
+        assert "in use by another kdcrowd run" in line and "--resume" in line
+        assert (out / "run.json").read_text() == '{"first": true}' and sorted(p.name for p in out.iterdir()) == ["checkpoints", "run.json"]
     finally:
         release(out)
 

@@ -399,6 +399,7 @@ def fit(
         given = [f"--{k.replace('_', '-')}" for k in params if k not in ("resume", "quiet") and getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
         if given:
             _fail(f"--resume continues a run with the settings it was started with; drop {', '.join(given)}")
+        _fail_if_in_use(resume, "--resume")
         run_file = resume / RUN_FILE
         if not run_file.exists():
             _fail(f"{resume} holds no run to resume (no {RUN_FILE}); start one with `kdcrowd fit ... --out {resume}`")
@@ -408,14 +409,35 @@ def fit(
         params.update(_fit_paths(saved))
         params["out"] = resume
         console.print(f"resuming the run in {escape(str(resume))}", soft_wrap=True)
-        return _fit(params, resume=True)
+        return _fit_and_release(params, resume=True)
     if annotations is None or out is None:
         _fail("give --annotations FILE and --out DIR (or --resume OUT to continue an interrupted run)")
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a folder; give a folder (it is created if missing)")
+    _fail_if_in_use(out, "--out")
     if (out / CHECKPOINTS).exists():
         _fail(f"{out} holds an interrupted run; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
-    return _fit(params, resume=False)
+    return _fit_and_release(params, resume=False)
+
+
+def _fail_if_in_use(path: Path, option: str) -> None:
+    """Stop at once when another kdcrowd run holds the lock on the folder ``path``."""
+    from .outdir import check_not_in_use
+
+    try:
+        check_not_in_use(path, option)
+    except USER_ERRORS as e:
+        _fail(str(e))
+
+
+def _fit_and_release(p: dict[str, Any], resume: bool) -> None:
+    """:func:`_fit`, then the lock on OUT (taken by :func:`_fit`) is released."""
+    from .outdir import release
+
+    try:
+        _fit(p, resume=resume)
+    finally:
+        release(p["out"])
 
 
 #: The `kdcrowd fit` options that are paths.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["OutPathError", "acquire", "check_out_dir", "check_out_file", "prepare_out_dir", "release"]
+__all__ = ["OutPathError", "acquire", "check_not_in_use", "check_out_dir", "check_out_file", "prepare_out_dir", "release"]
 
 #: Folders this process holds locked: path -> open descriptor.
 _LOCKS: dict[str, int] = {}
@@ -102,6 +102,16 @@ def acquire(path: str | os.PathLike[str], option: str = "--out") -> None:
         os.close(fd)
         raise OutPathError(f"{option} {path} is in use by another kdcrowd run (it holds the folder's lock); wait for that run to finish, or choose another {option}") from None
     _LOCKS[key] = fd
+
+
+def check_not_in_use(path: str | os.PathLike[str], option: str = "--out") -> None:
+    """Raise :class:`OutPathError` when another process holds the lock on the existing
+    folder ``path`` (a run writing there now); takes no lock itself."""
+    key = str(Path(path).resolve())
+    if key in _LOCKS or not Path(path).is_dir():
+        return
+    acquire(path, option)
+    release(path)
 
 
 def release(path: str | os.PathLike[str]) -> None:
