@@ -277,9 +277,11 @@ def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if df.empty or not len(df.columns):
         return df
     blank = df.isna().all(axis=1).to_numpy()
-    names = np.array([str(c).strip() for c in df.columns], dtype=object)
-    text = df.astype(object).where(df.notna(), None).to_numpy()
-    header = np.array([all(v is not None and str(v).strip() == n for v, n in zip(row, names)) for row in text], dtype=bool) if df.shape[1] else np.zeros(len(df), bool)
+    names = [str(c).strip() for c in df.columns]
+    header = np.ones(len(df), dtype=bool)
+    for j, n in enumerate(names):  # vectorised per column: no loop over rows
+        col = df.iloc[:, j]
+        header &= (col.notna() & col.astype(str).str.strip().eq(n)).to_numpy()
     if blank.any():
         _warn(f"annotation file {path}: skipped {int(blank.sum())} blank row(s) (every field empty) at line(s) {_rows_text(np.flatnonzero(blank))}")
     if header.any():
@@ -288,17 +290,15 @@ def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return df.loc[~drop].reset_index(drop=True) if drop.any() else df
 
 
-def _labels_from_text(labels: pd.Series, na_words_missing: bool = False) -> pd.Series:
+def _labels_from_text(labels: pd.Series) -> pd.Series:
     """Labels read as text (only an empty field missing): surrounding spaces removed; numbers
     when every label is a number (as pandas would have typed the column), where pandas'
     missing-value words (``NA``, ``null``, ...) are missing; otherwise class names, where
-    ``NA``, ``None`` or ``null`` is a class like any other (missing with
-    ``na_words_missing``, as in the cells of a wide table)."""
-    text = labels.astype(object).where(labels.notna(), None)
-    given = text.notna().to_numpy()
-    stripped = text.copy()
-    stripped[given] = [str(v).strip() for v in text[given].tolist()]
-    stripped = stripped.where(stripped.ne(""), None)  # a field of spaces is empty
+    ``NA``, ``None`` or ``null`` is a class like any other."""
+    stripped = labels.astype(object).where(labels.notna(), None)
+    if stripped.notna().any():
+        stripped = stripped.str.strip()
+    stripped = stripped.where(stripped.notna() & stripped.ne(""), None)  # a field of spaces is empty
     na_words = set(_NA_WORDS)
     present = stripped.dropna()
     numeric = present[~present.isin(na_words)]
@@ -309,7 +309,7 @@ def _labels_from_text(labels: pd.Series, na_words_missing: bool = False) -> pd.S
             num = None
         if num is not None and num.dtype.kind in "iuf":
             return pd.to_numeric(stripped.where(~stripped.isin(na_words), None))
-    return stripped.where(~stripped.isin(na_words), None) if na_words_missing else stripped
+    return stripped
 
 
 def fold_label_case(labels: pd.Series, label_case: str | None, source: str) -> pd.Series:
@@ -405,10 +405,10 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
             df[col] = _as_text(df[col])
     if "label" in df.columns and not isinstance(df["label"], pd.DataFrame) and df["label"].dtype == object:
         lab = df["label"]
-        strip = np.fromiter((isinstance(v, str) for v in lab.tolist()), dtype=bool, count=len(lab))
+        stripped = lab.str.strip()  # NaN for values that are not text: those stay as they are
+        strip = stripped.notna().to_numpy()
         if strip.any():
-            lab = lab.copy()
-            lab[strip] = [v.strip() for v in lab[strip].tolist()]
+            lab = lab.where(~strip, stripped)
         df["label"] = fold_label_case(lab, label_case, f"annotation file {path}")
     return df
 
