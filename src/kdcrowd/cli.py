@@ -454,17 +454,16 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     """The body of `kdcrowd fit` on its settings ``p`` (fresh or read back by --resume)."""
     import shutil
 
+    import pandas as pd
     from rich.markup import escape
 
     from .aggregation import majority_vote
-    from .data.annotations import AnnotationError, Annotations
     from .cli_checks import check_training_settings
-    import pandas as pd
-
+    from .data.annotations import AnnotationError, Annotations
     from .data.items import _as_text, align_feature_columns, read_item_labels
-    from .outdir import check_out_dir, prepare_out_dir
     from .estimator import MIN_IMAGE_SIDE, KDCrowdClassifier
     from .methods import CROWD_MODELS, METHODS
+    from .outdir import check_out_dir, prepare_out_dir
     from .report.html import thumbnails_from_files
     from .report.practitioner import FILES, write_fit_outputs
     from .students import STUDENTS
