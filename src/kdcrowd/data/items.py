@@ -176,8 +176,8 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
             big = np.isfinite(X) & ~np.isfinite(X.astype(np.float32))  # (values that round to the float32 maximum are fine)
         if big.any():
             rows = np.flatnonzero(big.any(axis=1))
-            where = [f"{ids[r]} ({columns[int(np.flatnonzero(big[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(big[r])[0]))}: {X[r, np.flatnonzero(big[r])[0]]:.3g})" for r in rows[:_SHOW]]
-            raise ValueError(f"feature file {path}: values beyond the float32 range (±3.4e38) for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}; rescale those features (e.g. take the logarithm or standardise)")
+            where = [f"{ids[r]} ({columns[int(np.flatnonzero(big[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(big[r])[0]))}: {X[r, np.flatnonzero(big[r])[0]]:.8g})" for r in rows[:_SHOW]]
+            raise ValueError(f"feature file {path}: values beyond the float32 range (±3.4028235e38) for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}; rescale those features (e.g. take the logarithm or standardise) or drop those items")
     with np.errstate(over="ignore"):
         X = np.asarray(X, dtype=np.float32)
     finite = np.isfinite(X)
