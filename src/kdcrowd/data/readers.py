@@ -405,10 +405,11 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
             df[col] = _as_text(df[col])
     if "label" in df.columns and not isinstance(df["label"], pd.DataFrame) and df["label"].dtype == object:
         lab = df["label"]
-        stripped = lab.str.strip()  # NaN for values that are not text: those stay as they are
-        strip = stripped.notna().to_numpy()
-        if strip.any():
-            lab = lab.where(~strip, stripped)
+        if pd.api.types.infer_dtype(lab, skipna=True) in ("string", "mixed", "mixed-integer"):  # (kinds .str takes)
+            stripped = lab.str.strip()  # NaN for values that are not text: those stay as they are
+            strip = stripped.notna().to_numpy()
+            if strip.any():
+                lab = lab.where(~strip, stripped)
         df["label"] = fold_label_case(lab, label_case, f"annotation file {path}")
     return df
 
