@@ -19,10 +19,10 @@ def test_read_features_values_beyond_float32_are_not_finite(tmp_path):
     np.save(tmp_path / "x.npy", X)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow warning from the cast either
-        with pytest.raises(ValueError, match=r"missing or infinite values for 1 item\(s\): 1 \(column 1\)"):
+        with pytest.raises(ValueError, match=r"beyond the float32 range \(±3.4028235e38\) for 1 item\(s\): 1 \(column 1: 1e\+39\)"):
             read_features(tmp_path / "x.npy")
     pd.DataFrame({"item": ["a", "b"], "f": [1.0, -1e39]}).to_csv(tmp_path / "x.csv", index=False)
-    with pytest.raises(ValueError, match=r"infinite values for 1 item\(s\): b \(f\)"):
+    with pytest.raises(ValueError, match=r"beyond the float32 range \(±3.4028235e38\) for 1 item\(s\): b \(f: -1e\+39\)"):
         read_features(tmp_path / "x.csv")
     # the float32 limit itself is fine, and the result is float32
     X[1, 1] = float(np.finfo(np.float32).max)

@@ -36,7 +36,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kdcrowd.data.annotations import _NA_WORDS, AnnotationError, Annotations
+from kdcrowd.data.annotations import AnnotationError, Annotations
+from kdcrowd.data.readers import _NA_WORDS
 from kdcrowd.data.items import (
     image_item_ids,
     list_image_files,

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
@@ -20,12 +22,15 @@ from rich.table import Table
 
 from .io import write_json
 
+#: Ctrl-C anywhere exits with status 130 (typer); the statuses are listed in kdcrowd.cli_checks.EXIT_CODES.
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
+#: Results and summaries go to stdout; errors, warnings and notes to stderr. Both honour NO_COLOR.
 console = Console()
 #: Errors that mean bad input, settings or files (missing, unreadable, not writable): printed as
 #: one line, no traceback (AnnotationError and ConfigError are ValueErrors). Anything else --
 #: a RuntimeError such as CUDA running out of memory, an internal error -- keeps its traceback.
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
+err_console = Console(stderr=True)
 
 
 #: `kdcrowd fit` writes its settings here; `--resume OUT` reads them back.
@@ -38,8 +43,62 @@ def _fail(message: str) -> NoReturn:
     """Print one ``error:`` line (markup-escaped, never wrapped) and exit with status 2."""
     from rich.markup import escape
 
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    from .cli_checks import cli_message
+
+    err_console.print(f"[red]error:[/red] {escape(cli_message(message))}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
+
+
+def _warn(message: str) -> None:
+    """Print one ``warning:`` line on stderr."""
+    from rich.markup import escape
+
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+@contextlib.contextmanager
+def _input_warnings() -> Iterator[None]:
+    """Print the :class:`kdcrowd.data.readers.InputWarning` s raised inside (rows skipped, an
+    id column recognised, labels differing by case, image files skipped) as ``warning:``
+    lines on stderr; other warnings pass on."""
+    import warnings
+
+    from .data.readers import InputWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, InputWarning):
+                    _warn(str(w.message))
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _read_crowd_labels(path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None) -> Any:
+    """:func:`kdcrowd.data.readers.read_annotation_frame`, its warnings printed on stderr."""
+    from .data.readers import read_annotation_frame
+
+    with _input_warnings():
+        return read_annotation_frame(path, label_case=label_case, item_column=item_column)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(f"kdcrowd {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+    """Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.
+
+    Exit status: 0 success, 1 internal error (with a traceback), 2 bad input or usage (one
+    'error:' line on stderr), 130 interrupted."""
 
 
 def _fmt(v: Any) -> str:
@@ -167,7 +226,12 @@ def run(
         _fail(str(e))
     cfg = RunConfig(dataset=dataset, method=method, workers=workers, backbone=backbone, seed=seed, train=train, options=run_options, dataset_options=dataset_options)
     # Every finished epoch is appended here, so an interrupted run keeps its history.
-    out.mkdir(parents=True, exist_ok=True)
+    from .outdir import prepare_out_dir
+
+    try:
+        prepare_out_dir(out, lock=not distributed)  # ranks of one torchrun share OUT
+    except USER_ERRORS as e:
+        _fail(str(e))
     cfg.progress_file = str(out / "progress.jsonl")
     if resume:
         cfg.checkpoint_dir = str(out / CHECKPOINTS)
@@ -182,7 +246,7 @@ def run(
         metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
     except KeyboardInterrupt:
         hint = "run the same command again to continue from the last finished epoch" if resume else "add --resume to checkpoint every epoch next time"
-        console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {out / 'progress.jsonl'}; {hint}", soft_wrap=True)
+        err_console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {out / 'progress.jsonl'}; {hint}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
         _fail(str(e))
@@ -282,24 +346,27 @@ def aggregate(
     method: str = typer.Option("mv", help="mv, mv-soft, ds, glad, mace, wawa, zbs, one-coin-ds or mmsr."),
     out: Path = typer.Option(..., help="Output CSV with columns item,label,p_<class>..."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
+    label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
+    item_column: Optional[str] = typer.Option(None, help="The column of item ids, when it is not called item or task."),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
     from .aggregation import aggregation_frame
     from .data.annotations import Annotations
-    from .data.items import read_annotation_frame
+    from .outdir import check_out_file
 
     try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
-        ann = Annotations.from_long(read_annotation_frame(annotations), duplicates=duplicates)
+        check_out_file(out)
+        ann = Annotations.from_long(_read_crowd_labels(annotations, label_case, item_column), duplicates=duplicates)
         frame = aggregation_frame(ann, method)
+        check_out_file(out, create=True)
+        frame.to_csv(out, index=False)
     except USER_ERRORS as e:
         _fail(str(e))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {method}; wrote {out}")
 
 
-def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any]) -> tuple[Any, Any, str, Any]:
-    """``(ids, load, description, image files or None)`` of ``--features`` or ``--images``;
+def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any]) -> tuple[Any, Any, str, Any, Any]:
+    """``(ids, load, description, image files or None, feature column names or None)`` of ``--features`` or ``--images``;
     ``load()`` returns the item array. Images are decoded only when ``load`` is called, so
     the ids can be checked against the crowd labels first.
 
@@ -308,16 +375,17 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     from .data.items import image_item_ids, list_image_files, load_images, match_image_ids, read_features
 
     if features is not None:
-        ids, X = read_features(features, item_ids=item_ids)
-        return ids, lambda: X, f"features from {features.name}, {X.shape[1]} columns", None
+        ids, X, columns = read_features(features, item_ids=item_ids, with_columns=True)
+        return ids, lambda: X, f"features from {features.name}, {X.shape[1]} columns", None, columns
     assert images is not None
-    files = list_image_files(images)
+    with _input_warnings():
+        files = list_image_files(images)
     if image_ids == "auto":
         style, ids = match_image_ids(files, images, wanted)
     else:
         style, ids = image_ids, image_item_ids(files, images, image_ids)
     kind = {"stem": "name without extension", "name": "name", "path": "relative path"}[style]
-    return ids, lambda: load_images(files, image_size), f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files
+    return ids, lambda: load_images(files, image_size), f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files, None
 
 
 @app.command()
@@ -339,6 +407,8 @@ def fit(
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
     validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
+    label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
+    item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file, when it is not called item or task."),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this output folder, with the settings it was started with (give no other option)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     **options: Any,
@@ -360,6 +430,7 @@ def fit(
         given = [f"--{k.replace('_', '-')}" for k in params if k not in ("resume", "quiet") and getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
         if given:
             _fail(f"--resume continues a run with the settings it was started with; drop {', '.join(given)}")
+        _fail_if_in_use(resume, "--resume")
         run_file = resume / RUN_FILE
         if not run_file.exists():
             _fail(f"{resume} holds no run to resume (no {RUN_FILE}); start one with `kdcrowd fit ... --out {resume}`")
@@ -369,12 +440,35 @@ def fit(
         params.update(_fit_paths(saved))
         params["out"] = resume
         console.print(f"resuming the run in {escape(str(resume))}", soft_wrap=True)
-        return _fit(params, resume=True)
+        return _fit_and_release(params, resume=True)
     if annotations is None or out is None:
         _fail("give --annotations FILE and --out DIR (or --resume OUT to continue an interrupted run)")
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder; give a folder (it is created if missing)")
+    _fail_if_in_use(out, "--out")
     if (out / CHECKPOINTS).exists():
         _fail(f"{out} holds an interrupted run; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
-    return _fit(params, resume=False)
+    return _fit_and_release(params, resume=False)
+
+
+def _fail_if_in_use(path: Path, option: str) -> None:
+    """Stop at once when another kdcrowd run holds the lock on the folder ``path``."""
+    from .outdir import check_not_in_use
+
+    try:
+        check_not_in_use(path, option)
+    except USER_ERRORS as e:
+        _fail(str(e))
+
+
+def _fit_and_release(p: dict[str, Any], resume: bool) -> None:
+    """:func:`_fit`, then the lock on OUT (taken by :func:`_fit`) is released."""
+    from .outdir import release
+
+    try:
+        _fit(p, resume=resume)
+    finally:
+        release(p["out"])
 
 
 #: The `kdcrowd fit` options that are paths.
@@ -391,12 +485,15 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     """The body of `kdcrowd fit` on its settings ``p`` (fresh or read back by --resume)."""
     import shutil
 
+    import pandas as pd
     from rich.markup import escape
 
     from .aggregation import majority_vote
+    from .cli_checks import check_training_settings
     from .data.annotations import AnnotationError, Annotations
-    from .data.items import _as_text, read_annotation_frame, read_item_labels
+    from .data.items import _as_text, align_feature_columns, read_item_labels
     from .estimator import MIN_IMAGE_SIDE, KDCrowdClassifier
+    from .outdir import check_out_dir, prepare_out_dir
     from .report.html import thumbnails_from_files
     from .report.practitioner import FILES, write_fit_outputs
 
@@ -432,13 +529,20 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         class_list = [c.strip() for c in str(p["classes"]).split(",")]
         if any(not c for c in class_list) or len(set(class_list)) != len(class_list):
             _fail(f"--classes must be distinct, non-empty names separated by commas, got {p['classes']!r}")
+    if p.get("label_case") not in (None, "fold", "keep"):
+        _fail(f"--label-case must be fold or keep, not '{p['label_case']}'")
     try:
-        frame = read_annotation_frame(p["annotations"])
+        check_training_settings(p)
+        check_out_dir(out)
+    except USER_ERRORS as e:
+        _fail(str(e))
+    try:
+        frame = _read_crowd_labels(p["annotations"], p.get("label_case"), p.get("item_column"))
         if class_list is not None and "label" in frame.columns:
             frame["label"] = _as_text(frame["label"])  # matched by text, as written (a Parquet 1.0 is "1")
         col = "item" if "item" in frame.columns else "task"
         wanted = frame[col].dropna().tolist() if col in frame.columns else []
-        ids, load, described, files = _load_items(features, images, p["item_ids"], p["image_size"], p["image_ids"], wanted)
+        ids, load, described, files, columns = _load_items(features, images, p["item_ids"], p["image_size"], p["image_ids"], wanted)
         try:
             ann = Annotations.from_long(frame, items=ids, classes=class_list, duplicates=p["duplicates"])
         except AnnotationError as e:
@@ -451,23 +555,31 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             elif features.suffix.lower() != ".npy":
                 source = f"the 'item' column of {features}"
             else:
-                source = f"the lines of {p['item_ids']}" if p["item_ids"] is not None else f"the row numbers 0..{len(ids) - 1} of {features}"
+                source = f"the lines of {p['item_ids']}" if p["item_ids"] is not None else f"the row numbers 0..{len(ids) - 1} of {features} (a .npy file has no ids: give them with --item-ids FILE, one id per row)"
             raise AnnotationError(f"{p['annotations']}: {e} The {len(ids)} known items are named by {source}, e.g. {', '.join(repr(v) for v in ids[:3])}.") from e
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
         gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
         X = load()  # images are decoded once the labels, ids and truths are known to be right
+        if columns is not None:  # the model keeps the column names (feature_names_in_) for `kdcrowd predict`
+            X = pd.DataFrame(X, columns=columns)
         predict = None
         if p["predict_features"] is not None or p["predict_images"] is not None:
-            pids, pload, _, _ = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], p["image_size"], p["image_ids"] if p["image_ids"] != "auto" else "stem", [])
+            pids, pload, _, _, pcolumns = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], p["image_size"], p["image_ids"] if p["image_ids"] != "auto" else "stem", [])
             PX = pload()
+            if features is not None:  # matched to the training columns by name
+                PX = align_feature_columns(PX, pcolumns, columns, f"--predict-features {p['predict_features']}", "--predict-features")
+                PX = PX if columns is None else pd.DataFrame(PX, columns=columns)
             if PX.shape[1:] != X.shape[1:]:
                 raise ValueError(f"the items to predict have shape {PX.shape[1:]} but the training items {X.shape[1:]}; give features with the same columns")
             predict = (pids, PX)
     except USER_ERRORS as e:
         _fail(str(e))
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # every setting and input is checked: now OUT is created and locked for this run
+        prepare_out_dir(out)
+    except USER_ERRORS as e:
+        _fail(str(e))
     ckpt = out / CHECKPOINTS
     if not resume:
         for name in (*FILES, RUN_FILE):  # an earlier finished run's outputs go first: nothing stale looks new
@@ -480,7 +592,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     try:
         clf.fit(X, ann)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
+        err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
         _fail(str(e))
@@ -500,7 +612,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     console.print(f"fitted {method} on {ann.n_items} items ({int(labelled.sum())} labelled), {ann.n_workers} workers, {len(ann)} annotations; {changed} final labels differ from majority vote", soft_wrap=True)
     if gold is not None:
         console.print(f"accuracy of the final labels on the {len(gold[0])} items of {escape(str(p['truth']))}: {float((final[gold[0]] == gold[1]).mean()):.3f}", soft_wrap=True)
-    console.print(f"wrote {', '.join(paths)} to {escape(str(out))}; open {escape(str(paths['report.html']))}", soft_wrap=True)
+    console.print(f"wrote {len(paths)} files to {escape(str(out))}:", soft_wrap=True)
+    for path in paths.values():
+        console.print(f"  {escape(str(path))}", soft_wrap=True, highlight=False)
+    console.print(f"open {escape(str(paths['report.html']))}", soft_wrap=True)
 
 
 @app.command()
@@ -519,7 +634,11 @@ def predict(
     from .persist import load_predictor
     from .report.practitioner import label_frame
 
+    from .data.items import align_feature_columns
+    from .outdir import check_out_file
+
     try:
+        check_out_file(out, example="predictions.csv")
         if (features is None) == (images is None):
             raise ValueError("give the items with exactly one of --features FILE or --images DIR")
         if image_ids not in ("stem", "name", "path"):
@@ -530,12 +649,15 @@ def predict(
         if features is not None and len(predictor.item_shape) != 1:
             raise ValueError(f"{model} was trained on images; give --images")
         size = predictor.item_shape[0] if images is not None else 0
-        ids, load, described, _ = _load_items(features, images, item_ids, size, image_ids, [])
-        proba = predictor(load())
+        ids, load, described, _, columns = _load_items(features, images, item_ids, size, image_ids, [])
+        X = load()
+        if features is not None:  # matched to the training columns by name
+            X = align_feature_columns(X, columns, predictor.feature_names, f"--features {features}")
+        proba = predictor(X)
+        check_out_file(out, create=True)
+        label_frame(ids, predictor.classes, proba).to_csv(out, index=False)
     except USER_ERRORS as e:
         _fail(str(e))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    label_frame(ids, predictor.classes, proba).to_csv(out, index=False)
     console.print(f"labelled {len(ids)} items ({escape(described)}); wrote {escape(str(out))}", soft_wrap=True)
 
 

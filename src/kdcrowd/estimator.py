@@ -271,7 +271,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         long DataFrame, a wide (N, M) matrix or a 1-D array of N labels (see the module
         docstring). ``X_val``/``y_val``: items with known true labels for model selection
         (otherwise a crowd-label validation split, see the class docstring). ``item_ids``:
-        the item id of each row of ``X`` (as named in a long table).
+        the item id of each row of ``X`` (as named in a long table); by default the index
+        of a DataFrame ``X`` that is not a plain ``0..N-1`` range, else the row number.
         """
         from .data.datasets import CrowdDataset
         from .methods import RunConfig, run_on_dataset
@@ -292,6 +293,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         method, backbone, train, options = settings_from_options(
             {o.name: getattr(self, o.name) for o in door_options()}, seed=0, progress=bool(self.verbose)
         )
+        if item_ids is None and isinstance(X, pd.DataFrame) and not isinstance(X.index, pd.RangeIndex):
+            item_ids = X.index.tolist()  # a DataFrame indexed by item id names its rows
         X = self._check_X(X)
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")

@@ -81,6 +81,8 @@ def save_model(path: str | Path, clf: Any) -> None:
         "classes": _py(clf.classes_),
         "worker_ids": _py(clf.worker_ids_),
         "item_shape": tuple(int(s) for s in clf.item_shape_),
+        # the training features' column names (a DataFrame X): `kdcrowd predict` matches new features by name
+        "feature_names": [str(c) for c in clf.feature_names_in_] if hasattr(clf, "feature_names_in_") else None,
         "config": params,
         "transition_matrices": None if trans is None else torch.as_tensor(np.asarray(trans, dtype=np.float32)),
         "versions": {str(k): str(v) for k, v in clf.metrics_.get("versions", {}).items()},
@@ -134,7 +136,10 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     except pickle.UnpicklingError as e:
         raise ValueError(f"{path} holds objects other than tensors and plain values, which kdcrowd does not load (it is not a model file written by `kdcrowd fit`): {str(e).splitlines()[0][:200]}") from e
     except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise ValueError(f"{path} is not a model file written by `kdcrowd fit` (torch.load: {str(e)[:100]})") from e
+        detail = " ".join(str(e).split())
+        if len(detail) > 160:  # cut at a word, not inside one
+            detail = detail[:160].rsplit(" ", 1)[0] + " ..."
+        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`, or it is truncated or damaged (torch.load: {detail}); give the model.pt that `kdcrowd fit --out DIR` wrote, copied whole") from e
     if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a model file written by `kdcrowd fit`")
     p = ck["predictor"]
@@ -159,4 +164,5 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
 
     predictor.classes = np.asarray(ck["classes"])  # type: ignore[attr-defined]
     predictor.item_shape = item_shape  # type: ignore[attr-defined]
+    predictor.feature_names = ck.get("feature_names")  # type: ignore[attr-defined]
     return predictor

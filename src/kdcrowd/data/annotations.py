@@ -39,7 +39,6 @@ import gzip
 import json
 import os
 import re
-import zlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -388,22 +387,6 @@ def _suffix(path: Path) -> str:
 _SUFFIXES = ".csv, .csv.gz, .tsv, .tsv.gz, .parquet (.pq), .json, .json.gz"
 
 
-#: pandas' default missing-value words (kept for columns that are not ids).
-_NA_WORDS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-             "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-
-
-def _ids_from_text(series: pd.Series) -> pd.Series:
-    """Ids read as text, surrounding spaces removed: int64 when every one is a canonical
-    integer (``"17"``, not ``"0017"``, ``"1e5"`` or ``"17.0"``) that fits int64, otherwise
-    the text itself - the same rule as answers.json keys."""
-    text = series.str.strip()
-    if text.isna().any() or text.empty:
-        return text  # from_long reports the missing ids
-    ids = _numeric_keys(text.tolist())
-    return pd.Series(ids, index=text.index, dtype=ids.dtype)  # object stays object, not str
-
-
 def _separator_hint(columns: Sequence[Any]) -> str:
     """" The file looks ';'-separated ..." when a table came out as one column whose name
     holds another separator (a TSV or a semicolon CSV read as CSV), else ""."""
@@ -416,86 +399,6 @@ def _separator_hint(columns: Sequence[Any]) -> str:
                     "save it comma-separated with a .csv suffix or tab-separated with a .tsv "
                     "suffix.")
     return ""
-
-
-def _read_table(
-    path: Path,
-    what: str,
-    error: type[Exception] = AnnotationError,
-    text_columns: Sequence[str] | bool = (),
-) -> pd.DataFrame:
-    """Read a ``.csv``/``.tsv`` (optionally ``.gz``) or ``.parquet``/``.pq`` table.
-
-    Every way a file can be unreadable - a folder, 0 bytes, not UTF-8, not gzip, a
-    truncated gzip, a line with more fields than the header, not Parquet, no pyarrow -
-    raises one ``error`` that names ``what`` and ``path`` and says how to fix it (never a
-    pandas / pyarrow / gzip exception). ``text_columns`` (names, or True for all) are read
-    as ``str`` in CSV/TSV files, where only an empty field is missing (an id ``NA``,
-    ``null`` or ``None`` is that text); other columns keep pandas' missing-value words.
-    """
-    if path.is_dir():
-        raise error(f"{what} {path} is a folder, not a file; pass the path of the file")
-    name = path.name.lower()
-    parquet = name.endswith((".parquet", ".pq"))
-    tsv = name.endswith((".tsv", ".tsv.gz"))
-    kind = "Parquet" if parquet else "TSV (tab-separated)" if tsv else "CSV (comma-separated)"
-    try:
-        if parquet:
-            return pd.read_parquet(path)
-        sep = "\t" if tsv else ","
-        kw: dict[str, Any] = {}
-        if text_columns is True:
-            kw = {"dtype": str, "keep_default_na": False, "na_values": [""]}
-        elif text_columns:
-            header = pd.read_csv(path, sep=sep, nrows=0).columns
-            text = {c for c in header if c in text_columns}
-            kw = {"dtype": {c: str for c in text}, "keep_default_na": False,
-                  "na_values": {c: [""] if c in text else _NA_WORDS for c in header}}
-        df = pd.read_csv(path, sep=sep, **kw)
-    except ImportError as exc:
-        raise error(
-            f"reading the {what} {path} needs pyarrow ({exc}); `pip install pyarrow`, or "
-            "save the table as .csv."
-        ) from exc
-    except pd.errors.EmptyDataError as exc:
-        raise error(
-            f"{what} {path} is empty ({path.stat().st_size} bytes, no header line); write a "
-            "header line of column names, then one line per row."
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise error(
-            f"{what} {path} is not UTF-8 text ({exc.reason}: {exc.object[exc.start:exc.end]!r}); "
-            "save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)."
-        ) from exc
-    except pd.errors.ParserError as exc:
-        detail = str(exc).strip().replace("Error tokenizing data. C error: ", "")
-        raise error(
-            f"cannot read the {what} {path} as {kind}: {detail}. Every line needs as many "
-            f"{'tab' if tsv else 'comma'}-separated fields as the header; quote fields that "
-            "contain the separator."
-        ) from exc
-    except (OSError, EOFError, zlib.error) as exc:
-        hint = (" A .gz file must be a complete gzip-compressed file."
-                if name.endswith(".gz") else " Check that it is a readable file.")
-        raise error(f"cannot read the {what} {path}: {exc}.{hint}") from exc
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types
-        if not parquet:
-            raise
-        raise error(
-            f"cannot read the {what} {path} as a Parquet file ({type(exc).__name__}: "
-            f"{exc}); is it a Parquet file? Otherwise give it the suffix of its format."
-        ) from exc
-    if not isinstance(df.index, pd.RangeIndex):
-        # the first data line had more fields than the header: pandas silently took the
-        # extra leading fields as the row index and shifted every column
-        extra = df.index.nlevels
-        raise error(
-            f"cannot read the {what} {path} as {kind}: the first data line has {extra} more "
-            f"field(s) than the header ({len(df.columns)} columns). Every line needs as many "
-            f"{'tab' if tsv else 'comma'}-separated fields as the header; quote fields that "
-            "contain the separator."
-        )
-    return df
 
 
 def _index_array(values: Any, name: str) -> np.ndarray:
@@ -536,6 +439,19 @@ def _index_array(values: Any, name: str) -> np.ndarray:
         f"`{name}` must hold integer dense indices, got dtype {arr.dtype}. "
         "Use Annotations.from_long(df) to map arbitrary ids/labels to dense indices."
     )
+
+
+def _check_range(
+    arr: np.ndarray, low: int, high: int, problem: str, where: Mapping[str, Any], fix: str,
+    what: str = "row",
+) -> None:
+    """The one range check of dense index arrays (the constructor's item / worker / label,
+    ``subset_items``' indices, ``empirical_confusion``'s ``y_true``): raise one
+    :func:`_fail_rows` error naming every position of the int64 array ``arr`` (already
+    through :func:`_index_array`) outside ``low..high-1``."""
+    bad = np.flatnonzero((arr < low) | (arr >= high))
+    if bad.size:
+        raise _fail_rows(problem, bad, where, fix, what=what)
 
 
 # -------------------------------------------------------------------------- the class
@@ -634,16 +550,14 @@ class Annotations:
                     f"`{id_name}` has {id_arr.size} entries but {size_name}={n}; "
                     f"give exactly one id per {name if name != 'label' else 'class'}."
                 )
-            bad = np.flatnonzero((arr < 0) | (arr >= n))
-            if bad.size:
-                raise _fail_rows(
-                    f"`{name}` index out of range 0..{n - 1} ({size_name}={n}{origin})",
-                    bad,
-                    {"item": it, "worker": wk, "label": lb},
-                    f"Dense indices must lie in 0..{size_name}-1; pass a larger "
-                    f"{size_name} or use Annotations.from_long for arbitrary ids.",
-                    what="annotation",
-                )
+            _check_range(
+                arr, 0, n,
+                f"`{name}` index out of range 0..{n - 1} ({size_name}={n}{origin})",
+                {"item": it, "worker": wk, "label": lb},
+                f"Dense indices must lie in 0..{size_name}-1; pass a larger "
+                f"{size_name} or use Annotations.from_long for arbitrary ids.",
+                what="annotation",
+            )
             sizes[name] = n
             ids[name] = id_arr if id_arr is not None else np.arange(n, dtype=np.int64)
         self._init(
@@ -997,34 +911,9 @@ class Annotations:
         (item, worker) pair, handled by ``duplicates`` as in :meth:`from_long`.
         """
         if isinstance(obj_or_path, (str, os.PathLike)):
-            path = Path(obj_or_path)
-            if not path.exists():
-                raise _MissingFileError(
-                    f"annotation file not found: {path} (absolute: {path.absolute()}); check "
-                    "the path"
-                )
-            if path.is_dir():
-                raise AnnotationError(f"annotation file {path} is a folder, not a file; pass "
-                                      "the path of the answers JSON file")
-            gz = path.name.lower().endswith(".gz")
-            opener = gzip.open if gz else open
-            try:
-                with opener(path, "rt", encoding="utf-8") as fh:
-                    obj = json.load(fh, object_pairs_hook=_object_pairs)
-            except json.JSONDecodeError as exc:
-                raise AnnotationError(
-                    f"annotation file {path} is not valid JSON ({exc}); an answers file must "
-                    "be one JSON object {item: {worker: label}}"
-                ) from exc
-            except UnicodeDecodeError as exc:
-                raise AnnotationError(
-                    f"annotation file {path} is not UTF-8 text ({exc.reason}: "
-                    f"{exc.object[exc.start:exc.end]!r}); JSON files must be UTF-8."
-                ) from exc
-            except (OSError, EOFError, zlib.error) as exc:
-                hint = (" A .json.gz file must be a complete gzip-compressed JSON file; name "
-                        "plain JSON .json." if gz else " Check that it is a readable file.")
-                raise AnnotationError(f"cannot read the annotation file {path}: {exc}.{hint}") from exc
+            from .readers import load_answers_json
+
+            obj = load_answers_json(obj_or_path)
         else:
             obj = obj_or_path
         if not isinstance(obj, (Mapping, _Pairs)):
@@ -1079,29 +968,9 @@ class Annotations:
         answers.json: ``17`` is 17, but ``0017``, ``1e5`` and an integer beyond int64
         keep every id of their column as text. Labels follow pandas' type inference.
         """
-        path = Path(path)
-        suffix = _suffix(path)
-        if not suffix:
-            raise AnnotationError(
-                f"cannot tell the format of {path.name!r} from its suffix; supported: "
-                f"{_SUFFIXES}. Or load it yourself and call Annotations.from_long / "
-                "from_wide / from_answers_json."
-            )
-        if not path.exists():
-            raise _MissingFileError(
-                f"annotation file not found: {path} (absolute: {path.absolute()}); check the "
-                "path"
-            )
-        if suffix in (".json", ".json.gz"):
-            return cls.from_answers_json(path, **kw)
-        item, worker = kw.get("item", "item"), kw.get("worker", "worker")
-        ids = (item, worker) + (("task",) if item == "item" else ())
-        df = _read_table(path, "annotation file", text_columns=ids)
-        if suffix not in (".parquet", ".pq"):
-            for col in ids:
-                if col in df.columns and not isinstance(df[col], pd.DataFrame):
-                    df[col] = _ids_from_text(df[col])
-        return cls.from_long(df, **kw)
+        from .readers import read_annotations
+
+        return read_annotations(path, **kw)
 
     # ------------------------------------------------------------------ writers
 
@@ -1343,12 +1212,9 @@ class Annotations:
                 f"y_true must have shape (n_items,) = ({self._n_items},), got {y.shape}."
             )
         y = _index_array(y, "y_true")
-        bad = np.flatnonzero((y < -1) | (y >= self._n_classes))
-        if bad.size:
-            raise _fail_rows(
-                f"y_true outside 0..{self._n_classes - 1} (or -1 for unknown)", bad,
-                {"y_true": y}, "Pass true class indices.", what="item",
-            )
+        _check_range(y, -1, self._n_classes,
+                     f"y_true outside 0..{self._n_classes - 1} (or -1 for unknown)",
+                     {"y_true": y}, "Pass true class indices.", what="item")
         from .confusion import confusion
 
         return confusion((self._item, self._worker, self._label), y, n_workers=self._n_workers, n_classes=self._n_classes)
@@ -1377,12 +1243,8 @@ class Annotations:
             sel = np.flatnonzero(sel)
         sel = _index_array(sel.reshape(-1) if sel.ndim == 0 else sel, "idx") \
             if sel.size else np.zeros(0, dtype=np.int64)
-        bad = np.flatnonzero((sel < 0) | (sel >= self._n_items))
-        if bad.size:
-            raise _fail_rows(
-                f"item indices outside 0..{self._n_items - 1}", bad, {"idx": sel},
-                "Pass dense item indices.", what="position",
-            )
+        _check_range(sel, 0, self._n_items, f"item indices outside 0..{self._n_items - 1}",
+                     {"idx": sel}, "Pass dense item indices.", what="position")
         new = np.full(self._n_items, -1, dtype=np.int64)
         new[sel] = np.arange(sel.size, dtype=np.int64)
         if np.count_nonzero(new >= 0) != sel.size:

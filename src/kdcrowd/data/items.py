@@ -21,14 +21,23 @@ message names the file, the offending rows or files, and how to fix it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .annotations import _read_table, _separator_hint
+from .readers import (  # noqa: F401 - read_annotation_frame, LONG_TABLE_WORDS and _as_text are re-exported
+    LONG_TABLE_WORDS,
+    _as_text,
+    _listing,
+    _read_table,
+    _require_file,
+    _separator_hint,
+    _wide_to_long,
+    read_annotation_frame,
+)
 
 __all__ = [
     "ID_STYLES",
@@ -45,30 +54,13 @@ __all__ = [
 ]
 
 #: File suffixes (lower case) that :func:`list_image_files` treats as images.
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: Suffixes of images that Pillow does not decode reliably here: skipped with a warning.
+_UNSUPPORTED_IMAGE_SUFFIXES: tuple[str, ...] = (".gif", ".heic", ".heif", ".avif", ".svg", ".ico", ".jp2", ".raw", ".cr2", ".nef", ".dng", ".psd")
 #: Item-id schemes of :func:`image_item_ids`.
 ID_STYLES: tuple[str, ...] = ("stem", "name", "path")
 #: How many offending rows or files an error message shows.
 _SHOW = 5
-
-
-def _listing(values: Sequence[Any], total: int | None = None, sep: str = ", ", fmt: Callable[[Any], str] = repr) -> str:
-    """``"'a', 'b', 'c'"`` for the first few values, ``"... and N more"`` for the rest.
-
-    ``total`` is the full count when ``values`` holds only the first few; ``sep`` joins
-    the entries and ``fmt`` writes each one (``repr`` by default, ``str`` for entries that
-    are already descriptions).
-    """
-    total = len(values) if total is None else total
-    text = sep.join(fmt(v) for v in list(values)[:_SHOW])
-    return text + (f"{sep}... and {total - _SHOW} more" if total > _SHOW else "")
-
-
-def _require_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path} (absolute: {path.absolute()}); check the path")
-    if not path.is_file():
-        raise ValueError(f"{what} {path} is not a file (a folder?); pass the path of the file")
 
 
 def _check_ids(ids: np.ndarray, source: str) -> None:
@@ -103,7 +95,7 @@ def read_item_ids(path: str | os.PathLike[str]) -> np.ndarray:
     return ids
 
 
-def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | os.PathLike[str] | None = None, *, with_columns: bool = False) -> tuple[Any, ...]:
     """Read a feature matrix and its item ids.
 
     Args:
@@ -115,7 +107,9 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
 
     Returns:
         ``(ids, X)``: ``ids`` an object array of ``str`` (length N, unique) and ``X``
-        float32 ``(N, D)``, finite.
+        float32 ``(N, D)``, finite; with ``with_columns=True`` ``(ids, X, columns)``, the
+        names of the feature columns in file order (``None`` for a ``.npy`` file), which
+        :func:`align_feature_columns` matches against the training columns.
     """
     path = Path(path)
     _require_file(path, "feature file")
@@ -176,7 +170,14 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         raise ValueError(f"feature file {path} has no rows (shape {X.shape}); give one row per item")
     if X.shape[1] == 0:
         raise ValueError(f"feature file {path} has {len(X)} rows but no feature columns (shape {X.shape}); give at least one feature per item")
-    # cast first, check after: values beyond float32's range become inf here and are caught
+    # values beyond float32's range would become inf in the cast: named as such first
+    if X.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            big = np.isfinite(X) & ~np.isfinite(X.astype(np.float32))  # (values that round to the float32 maximum are fine)
+        if big.any():
+            rows = np.flatnonzero(big.any(axis=1))
+            where = [f"{ids[r]} ({columns[int(np.flatnonzero(big[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(big[r])[0]))}: {X[r, np.flatnonzero(big[r])[0]]:.8g})" for r in rows[:_SHOW]]
+            raise ValueError(f"feature file {path}: values beyond the float32 range (±3.4028235e38) for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}; rescale those features (e.g. take the logarithm or standardise) or drop those items")
     with np.errstate(over="ignore"):
         X = np.asarray(X, dtype=np.float32)
     finite = np.isfinite(X)
@@ -184,7 +185,28 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         rows = np.flatnonzero(~finite.all(axis=1))
         where = [f"{ids[r]} ({columns[int(np.flatnonzero(~finite[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(~finite[r])[0]))})" for r in rows[:_SHOW]]
         raise ValueError(f"feature file {path}: missing or infinite values for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}; fill them in or drop those items")
-    return ids, X
+    return (ids, X, columns) if with_columns else (ids, X)
+
+
+def align_feature_columns(X: np.ndarray, columns: Sequence[str] | None, expected: Sequence[str] | None, source: str, option: str = "--features") -> np.ndarray:
+    """The columns of ``X`` (named ``columns``) in the order of the training columns
+    ``expected``, matched by name: the same names in another order are reordered; a
+    missing, extra or renamed column raises one ``ValueError`` that names them. When
+    either side has no names (a ``.npy`` file) only the count is checked."""
+    if columns is None or expected is None:
+        if expected is not None and X.shape[1] != len(expected):
+            raise ValueError(f"{source} has {X.shape[1]} feature columns (item shape {X.shape[1:]}) but the model was trained on {len(expected)} ({_listing(list(expected))}); give {option} with the training columns")
+        return X
+    columns, expected = [str(c) for c in columns], [str(c) for c in expected]
+    if columns == expected:
+        return X
+    missing = [c for c in expected if c not in columns]
+    extra = [c for c in columns if c not in expected]
+    if missing or extra:
+        parts = ([f"missing {_listing(missing)}"] if missing else []) + ([f"not in the training features {_listing(extra)}"] if extra else [])
+        raise ValueError(f"{source}: the feature columns differ from those the model was trained on ({'; '.join(parts)}); give {option} with the training columns (matched by name: {_listing(expected, len(expected))})")
+    order = [columns.index(c) for c in expected]
+    return X[:, order]
 
 
 # ----------------------------------------------------------------------------- images
@@ -202,13 +224,17 @@ def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
         raise FileNotFoundError(f"image folder not found: {root} (absolute: {root.absolute()}); check the path")
     if not root.is_dir():
         raise ValueError(f"--images must be a folder of image files; {root} is a file")
-    files = [
-        p
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
+    visible = [p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    files = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
+    other = [p for p in visible if p.suffix.lower() in _UNSUPPORTED_IMAGE_SUFFIXES]
+    if other:
+        import warnings
+
+        from .readers import InputWarning
+
+        warnings.warn(f"image folder {root}: skipped {len(other)} image file(s) of an unsupported type: {_listing(sorted(p.relative_to(root).as_posix() for p in other), len(other))}; convert them to {', '.join(IMAGE_SUFFIXES)}", InputWarning, stacklevel=2)
     if not files:
-        raise ValueError(f"no image files in {root} (looked recursively for {', '.join(IMAGE_SUFFIXES)}); point --images at the folder that holds the images")
+        raise ValueError(f"no image files in {root} (looked recursively for {', '.join(IMAGE_SUFFIXES)}){f'; {len(other)} file(s) of an unsupported type, e.g. {other[0].name}: convert them' if other else ''}; point --images at the folder that holds the images")
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -311,10 +337,12 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     """
     want = pd.Index(pd.unique(pd.Series([str(v) for v in wanted], dtype=object)))
     best: tuple[int, str, np.ndarray] | None = None
+    clash: dict[str, str] = {}
     for style in ID_STYLES:
         try:
             ids = image_item_ids(files, directory, style)
-        except ValueError:
+        except ValueError as e:
+            clash[style] = str(e)
             continue
         hits = int(want.isin(ids).sum())
         if hits == len(want):
@@ -324,102 +352,12 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     if best is None:  # every style clashes: let image_item_ids raise its error
         image_item_ids(files, directory, "stem")
     assert best is not None
+    if "stem" in clash:  # the labels may name images by a stem that several files share (a.png, a.jpg)
+        raise ValueError(f"{clash['stem']}: the crowd labels name images by a name that several files share without their extension, so no id style matches them all; keep one file per image (e.g. remove the duplicate a.png beside a.jpg), or write the file names with their extension (a.png) in the crowd labels")
     return best[1], best[2]
 
 
 # ----------------------------------------------------------------------------- annotations
-
-
-def _text_of(v: Any) -> Any:
-    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer() and abs(v) < 2**53:
-        return str(int(v))
-    return v if isinstance(v, str) else str(v)
-
-
-def _as_text(s: pd.Series) -> pd.Series:
-    """Values as ``str`` with surrounding spaces removed (missing values stay missing).
-
-    A whole-number float is written without its ``.0`` (a Parquet id or label column that
-    holds ``17.0`` because of a missing value elsewhere means ``"17"``, not ``"17.0"``).
-    """
-    out = s.astype(object)
-    given = s.notna().to_numpy()
-    if not given.any():
-        return out  # empty or all missing (a Parquet column of nulls is float): nothing to write
-    values = s[given]
-    if pd.api.types.is_float_dtype(s.dtype) or (s.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("floating", "mixed-integer-float", "mixed")):
-        text = [_text_of(v).strip() for v in values.tolist()]
-    else:
-        text = values.astype(str).str.strip().to_numpy(dtype=object)
-    out = out.copy()
-    out[given] = text
-    return out
-
-
-def read_annotation_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """A crowd-label file as a long table whose item and worker ids are text.
-
-    Reads what :meth:`kdcrowd.data.Annotations.read` reads — ``.csv``, ``.csv.gz``,
-    ``.tsv``, ``.tsv.gz``, ``.parquet``/``.pq`` long tables (``item`` or crowd-kit's
-    ``task``, ``worker``, ``label``) and peerannot ``answers.json``/``.json.gz`` — and
-    wide tables (no column name containing a word of :data:`LONG_TABLE_WORDS` such as
-    ``worker`` or ``label``: one row per item, named by an ``item``/``task`` column or else by its row
-    number, one column per worker; see :func:`_wide_to_long`), but keeps
-    the ``item``/``task`` and ``worker`` columns as the text written in the file, so that
-    ``"0017"`` matches an image ``0017.png``. Labels keep their type (integer class indices
-    or class names). Pass the result to ``Annotations.from_long(df, items=ids)``, which
-    validates it.
-    """
-    from .annotations import Annotations
-
-    path = Path(path)
-    name = path.name.lower()
-    if not name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq", ".json", ".json.gz")):
-        raise ValueError(f"cannot tell the format of annotation file {path.name!r}; use .csv, .csv.gz, .tsv, .tsv.gz, .parquet, .pq, .json or .json.gz")
-    _require_file(path, "annotation file")
-    if name.endswith((".json", ".json.gz")):
-        df = Annotations.read(path, duplicates="keep").to_long()
-    else:
-        df = _read_table(path, "annotation file", error=ValueError, text_columns=("item", "task", "worker"))
-        if not any(w in str(c).lower() for c in df.columns for w in LONG_TABLE_WORDS):
-            df = _wide_to_long(df, path)
-    for col in ("item", "task", "worker"):
-        if col in df.columns and not isinstance(df[col], pd.DataFrame):
-            df[col] = _as_text(df[col])
-    return df
-
-
-#: Words that mark a long table when a column name contains them (any case; however
-#: misspelt or mis-separated its other columns are): a file whose column names hold none
-#: of them is read as a wide table, one column per worker.
-LONG_TABLE_WORDS = frozenset({"worker", "label", "annotator", "annotation", "answer", "response", "rater", "user", "judgment", "judgement", "class", "vote"})
-
-
-def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """A wide crowd-label table (one row per item, one column per worker, cleanlab's layout)
-    as a long ``item, worker, label`` table, item-major in file order.
-
-    Items are named by the ``item`` (or ``task``) column, else by their row number
-    (``"0"``, ``"1"``, ...); every other column is a worker named by its header. Empty
-    cells are missing labels, and so is ``-1`` when every label is a number; whole-number
-    labels become integers (a column with gaps is read as float).
-    """
-    id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
-    pos = [j for j, c in enumerate(df.columns) if c != id_col]
-    if not pos:
-        raise ValueError(f"annotation file {path} has no 'worker' and 'label' columns (a long table) and no worker columns (a wide table); write it as item,worker,label rows")
-    ids = _as_text(df[id_col]).to_numpy(dtype=object) if id_col else np.arange(len(df)).astype(str).astype(object)
-    workers = np.array([str(df.columns[j]) for j in pos], dtype=object)
-    v = df.iloc[:, pos].to_numpy()  # the columns' common dtype: float64 for numbers, object for a mix
-    r, c = np.nonzero(pd.notna(v))  # row-major: item by item, workers in column order
-    label = pd.Series(v[r, c], dtype=v.dtype)
-    num = pd.to_numeric(label, errors="coerce")
-    if len(label) and num.notna().all():
-        keep = (num != -1).to_numpy()
-        r, c, label, num = r[keep], c[keep], label[keep], num[keep]
-        if (num == np.round(num)).all() and (num.abs() < 2**53).all():
-            label = num.astype(np.int64)
-    return pd.DataFrame({"item": ids[r], "worker": workers[c], "label": label.to_numpy()})
 
 
 def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,83 @@
+"""Checks and wording of the command line, kept out of :mod:`kdcrowd.cli`.
+
+* :func:`check_training_settings` - the training options of ``kdcrowd fit`` checked before
+  anything is created in ``OUT`` (a bad ``--lr`` or an absent GPU used to leave
+  ``OUT/checkpoints`` or ``OUT/run.json`` behind);
+* :func:`cli_message` - a library message with its Python keywords
+  (``duplicates='first'``, ``classes=[...]``) replaced by the command-line options that
+  do the same (``--duplicates first``, ``--classes``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+__all__ = ["EXIT_CODES", "check_training_settings", "cli_message"]
+
+#: The exit statuses of every ``kdcrowd`` command (also in the README).
+EXIT_CODES = {0: "success", 1: "internal error (a bug: a traceback is printed)", 2: "bad input or usage (one 'error:' line on stderr)", 130: "interrupted (Ctrl-C)"}
+
+
+def _number(value: Any, option: str, low: float, low_open: bool, what: str) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > low if low_open else value >= low)
+    if not ok:
+        raise ValueError(f"{option} must be a finite number {'>' if low_open else '>='} {low:g} ({what}), got {value}")
+
+
+def check_training_settings(p: dict[str, Any]) -> None:
+    """Raise one ``ValueError`` naming the option for a training setting of ``kdcrowd fit``
+    (the dictionary of its options) that cannot work: ``--lr`` (> 0), ``--worker-lr-scale``
+    (>= 0), ``--seed`` (0..2**32-1), ``--backbone`` (a known name or auto), ``--device`` (a
+    torch device that exists here)."""
+    _number(p.get("lr"), "--lr", 0.0, True, "the peak learning rate")
+    if "worker_lr_scale" in p:
+        _number(p["worker_lr_scale"], "--worker-lr-scale", 0.0, False, "a multiplier of the learning rate")
+    seed = p.get("seed", 0)
+    if not 0 <= int(seed) < 2**32:
+        raise ValueError(f"--seed must be in 0..{2**32 - 1}, got {seed}")
+    backbone = p.get("backbone", "auto")
+    if backbone != "auto":
+        from .models.backbones import BACKBONES
+        from .models.pretrained import is_pretrained_name
+
+        if backbone not in BACKBONES and not is_pretrained_name(backbone):
+            raise ValueError(f"--backbone must be one of {', '.join(sorted(BACKBONES))} or auto, not '{backbone}'")
+    check_device(p.get("device", "auto"))
+
+
+def check_device(device: str, option: str = "--device") -> None:
+    """Raise a ``ValueError`` naming ``option`` unless ``device`` is auto or a torch device
+    that exists on this machine."""
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{option} must be cpu, cuda, cuda:N or auto, not '{device}'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{option} {device}: CUDA is not available on this machine; use {option} cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{option} {device}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type not in ("cpu", "mps"):
+        raise ValueError(f"{option} must be cpu, cuda, cuda:N or auto, not '{device}'")
+
+
+_KEYWORDS = (
+    (re.compile(r"duplicates='(\w+)' or '(\w+)'"), r"--duplicates \1 or \2"),
+    (re.compile(r"duplicates='(\w+)'"), r"--duplicates \1"),
+    (re.compile(r"\bpass classes=\[\.\.\.\]", re.IGNORECASE), "list the classes with --classes a,b,c"),
+    (re.compile(r"classes=\[\.\.\.\]"), "--classes a,b,c"),
+    (re.compile(r"Add the missing classes to `classes`"), "Add the missing classes to --classes"),
+)
+
+
+def cli_message(message: str) -> str:
+    """``message`` with the Python keywords of the library replaced by command-line options."""
+    for pattern, repl in _KEYWORDS:
+        message = pattern.sub(repl, message)
+    return message

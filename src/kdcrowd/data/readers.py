@@ -1,0 +1,478 @@
+"""Reading crowd-label and item files: file parsing and the translation of pandas /
+pyarrow / gzip / json errors into one clear message.
+
+:class:`~kdcrowd.data.annotations.Annotations` validates labels that are already in
+memory; this module turns files into the tables it takes. Imports go one way: this
+module imports :mod:`kdcrowd.data.annotations`, never the reverse at module level
+(``Annotations.read`` and ``Annotations.from_answers_json`` call in here lazily).
+
+* :func:`read_annotations` - :meth:`Annotations.read` (long tables and answers JSON);
+* :func:`read_annotation_frame` - a crowd-label file (long, wide or answers JSON) as a
+  long table whose item and worker ids are the text written in the file, as the
+  command line reads it;
+* :func:`_read_table` - one CSV/TSV/Parquet table, every read error translated.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .annotations import (
+    _SUFFIXES,
+    AnnotationError,
+    Annotations,
+    _MissingFileError,
+    _numeric_keys,
+    _object_pairs,
+    _separator_hint,
+    _suffix,
+)
+
+__all__ = ["LONG_TABLE_WORDS", "load_answers_json", "read_annotation_frame", "read_annotations"]
+
+#: How many offending rows or files an error message shows.
+_SHOW = 5
+
+
+def _listing(values: Sequence[Any], total: int | None = None, sep: str = ", ", fmt: Callable[[Any], str] = repr) -> str:
+    """``"'a', 'b', 'c'"`` for the first few values, ``"... and N more"`` for the rest.
+
+    ``total`` is the full count when ``values`` holds only the first few; ``sep`` joins
+    the entries and ``fmt`` writes each one (``repr`` by default, ``str`` for entries that
+    are already descriptions).
+    """
+    total = len(values) if total is None else total
+    text = sep.join(fmt(v) for v in list(values)[:_SHOW])
+    return text + (f"{sep}... and {total - _SHOW} more" if total > _SHOW else "")
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path} (absolute: {path.absolute()}); check the path")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a file (a folder?); pass the path of the file")
+
+
+#: pandas' default missing-value words (kept for columns that are not ids).
+_NA_WORDS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+             "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
+
+def _ids_from_text(series: pd.Series) -> pd.Series:
+    """Ids read as text, surrounding spaces removed: int64 when every one is a canonical
+    integer (``"17"``, not ``"0017"``, ``"1e5"`` or ``"17.0"``) that fits int64, otherwise
+    the text itself - the same rule as answers.json keys."""
+    text = series.str.strip()
+    if text.isna().any() or text.empty:
+        return text  # from_long reports the missing ids
+    ids = _numeric_keys(text.tolist())
+    return pd.Series(ids, index=text.index, dtype=ids.dtype)  # object stays object, not str
+
+
+def _read_table(
+    path: Path,
+    what: str,
+    error: type[Exception] = AnnotationError,
+    text_columns: Sequence[str] | bool = (),
+) -> pd.DataFrame:
+    """Read a ``.csv``/``.tsv`` (optionally ``.gz``) or ``.parquet``/``.pq`` table.
+
+    Every way a file can be unreadable - a folder, 0 bytes, not UTF-8, not gzip, a
+    truncated gzip, a line with more fields than the header, not Parquet, no pyarrow -
+    raises one ``error`` that names ``what`` and ``path`` and says how to fix it (never a
+    pandas / pyarrow / gzip exception). ``text_columns`` (names, or True for all) are read
+    as ``str`` in CSV/TSV files, where only an empty field is missing (an id ``NA``,
+    ``null`` or ``None`` is that text); other columns keep pandas' missing-value words.
+    """
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder, not a file; pass the path of the file")
+    name = path.name.lower()
+    parquet = name.endswith((".parquet", ".pq"))
+    tsv = name.endswith((".tsv", ".tsv.gz"))
+    kind = "Parquet" if parquet else "TSV (tab-separated)" if tsv else "CSV (comma-separated)"
+    try:
+        if parquet:
+            return pd.read_parquet(path)
+        sep = "\t" if tsv else ","
+        kw: dict[str, Any] = {}
+        if text_columns is True:
+            kw = {"dtype": str, "keep_default_na": False, "na_values": [""]}
+        elif text_columns:
+            header = pd.read_csv(path, sep=sep, nrows=0).columns
+            text = {c for c in header if c in text_columns}
+            kw = {"dtype": {c: str for c in text}, "keep_default_na": False,
+                  "na_values": {c: [""] if c in text else _NA_WORDS for c in header}}
+        df = pd.read_csv(path, sep=sep, **kw)
+    except ImportError as exc:
+        raise error(
+            f"reading the {what} {path} needs pyarrow ({exc}); `pip install pyarrow`, or "
+            "save the table as .csv."
+        ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise error(
+            f"{what} {path} is empty ({path.stat().st_size} bytes, no header line); write a "
+            "header line of column names, then one line per row."
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{what} {path} is not UTF-8 text ({exc.reason}: {exc.object[exc.start:exc.end]!r}); "
+            "save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)."
+        ) from exc
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().replace("Error tokenizing data. C error: ", "")
+        raise error(
+            f"cannot read the {what} {path} as {kind}: {detail}. Every line needs as many "
+            f"{'tab' if tsv else 'comma'}-separated fields as the header; quote fields that "
+            "contain the separator."
+        ) from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        hint = (" A .gz file must be a complete gzip-compressed file."
+                if name.endswith(".gz") else " Check that it is a readable file.")
+        raise error(f"cannot read the {what} {path}: {exc}.{hint}") from exc
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types
+        if not parquet:
+            raise
+        raise error(
+            f"cannot read the {what} {path} as a Parquet file ({type(exc).__name__}: "
+            f"{exc}); is it a Parquet file? Otherwise give it the suffix of its format."
+        ) from exc
+    if not isinstance(df.index, pd.RangeIndex):
+        # the first data line had more fields than the header: pandas silently took the
+        # extra leading fields as the row index and shifted every column
+        extra = df.index.nlevels
+        raise error(
+            f"cannot read the {what} {path} as {kind}: the first data line has {extra} more "
+            f"field(s) than the header ({len(df.columns)} columns). Every line needs as many "
+            f"{'tab' if tsv else 'comma'}-separated fields as the header; quote fields that "
+            "contain the separator."
+        )
+    return df
+
+
+def load_answers_json(path: str | os.PathLike) -> Any:
+    """The parsed content of an answers JSON file (``.json`` / ``.json.gz``): objects that
+    repeat a key are kept as their pairs (:class:`~kdcrowd.data.annotations._Pairs`).
+    A missing, unreadable or invalid file raises one :class:`AnnotationError`."""
+    path = Path(path)
+    if not path.exists():
+        raise _MissingFileError(
+            f"annotation file not found: {path} (absolute: {path.absolute()}); check "
+            "the path"
+        )
+    if path.is_dir():
+        raise AnnotationError(f"annotation file {path} is a folder, not a file; pass "
+                              "the path of the answers JSON file")
+    gz = path.name.lower().endswith(".gz")
+    opener = gzip.open if gz else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            obj = json.load(fh, object_pairs_hook=_object_pairs)
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(
+            f"annotation file {path} is not valid JSON ({exc}); an answers file must "
+            "be one JSON object {item: {worker: label}}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(
+            f"annotation file {path} is not UTF-8 text ({exc.reason}: "
+            f"{exc.object[exc.start:exc.end]!r}); JSON files must be UTF-8."
+        ) from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        hint = (" A .json.gz file must be a complete gzip-compressed JSON file; name "
+                "plain JSON .json." if gz else " Check that it is a readable file.")
+        raise AnnotationError(f"cannot read the annotation file {path}: {exc}.{hint}") from exc
+    return obj
+
+
+def read_annotations(path: str | os.PathLike, **kw: Any) -> Annotations:
+    """:meth:`Annotations.read`: a file of crowd labels, dispatching on its suffix."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if not suffix:
+        raise AnnotationError(
+            f"cannot tell the format of {path.name!r} from its suffix; supported: "
+            f"{_SUFFIXES}. Or load it yourself and call Annotations.from_long / "
+            "from_wide / from_answers_json."
+        )
+    if not path.exists():
+        raise _MissingFileError(
+            f"annotation file not found: {path} (absolute: {path.absolute()}); check the "
+            "path"
+        )
+    if suffix in (".json", ".json.gz"):
+        return Annotations.from_answers_json(path, **kw)
+    item, worker = kw.get("item", "item"), kw.get("worker", "worker")
+    ids = (item, worker) + (("task",) if item == "item" else ())
+    df = _read_table(path, "annotation file", text_columns=ids)
+    if suffix not in (".parquet", ".pq"):
+        for col in ids:
+            if col in df.columns and not isinstance(df[col], pd.DataFrame):
+                df[col] = _ids_from_text(df[col])
+    return Annotations.from_long(df, **kw)
+
+
+# ----------------------------------------------------------------------------- the command line's reading
+
+
+def _text_of(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return v if isinstance(v, str) else str(v)
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    """Values as ``str`` with surrounding spaces removed (missing values stay missing).
+
+    A whole-number float is written without its ``.0`` (a Parquet id or label column that
+    holds ``17.0`` because of a missing value elsewhere means ``"17"``, not ``"17.0"``).
+    """
+    out = s.astype(object)
+    given = s.notna().to_numpy()
+    if not given.any():
+        return out  # empty or all missing (a Parquet column of nulls is float): nothing to write
+    values = s[given]
+    if pd.api.types.is_float_dtype(s.dtype) or (s.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("floating", "mixed-integer-float", "mixed")):
+        text = [_text_of(v).strip() for v in values.tolist()]
+    else:
+        text = values.astype(str).str.strip().to_numpy(dtype=object)
+    out = out.copy()
+    out[given] = text
+    return out
+
+
+class InputWarning(UserWarning):
+    """Something in an input file was read in a way worth knowing (rows skipped, an id
+    column recognised, labels that differ only by case); the message says what and how
+    to make it explicit."""
+
+
+#: ``label_case`` policies of :func:`read_annotation_frame`.
+LABEL_CASES = ("fold", "keep")
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, InputWarning, stacklevel=3)
+
+
+def _rows_text(rows: np.ndarray) -> str:
+    """File line numbers of 0-based data rows (the header is line 1)."""
+    return _listing([int(r) + 2 for r in rows], rows.size, fmt=str)
+
+
+def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``df`` without rows whose every field is empty (trailing ``,,`` rows of a spreadsheet)
+    and without copies of the header line inside the file (concatenated exports), each with
+    an :class:`InputWarning` naming the file's line numbers."""
+    if df.empty or not len(df.columns):
+        return df
+    blank = df.isna().all(axis=1).to_numpy()
+    names = [str(c).strip() for c in df.columns]
+    header = np.ones(len(df), dtype=bool)
+    for j, n in enumerate(names):  # vectorised per column: no loop over rows
+        col = df.iloc[:, j]
+        header &= (col.notna() & col.astype(str).str.strip().eq(n)).to_numpy()
+    if blank.any():
+        _warn(f"annotation file {path}: skipped {int(blank.sum())} blank row(s) (every field empty) at line(s) {_rows_text(np.flatnonzero(blank))}")
+    if header.any():
+        _warn(f"annotation file {path}: skipped {int(header.sum())} row(s) that repeat the header line ({', '.join(names)}) at line(s) {_rows_text(np.flatnonzero(header))}; files joined together each kept their header")
+    drop = blank | header
+    return df.loc[~drop].reset_index(drop=True) if drop.any() else df
+
+
+def _labels_from_text(labels: pd.Series) -> pd.Series:
+    """Labels read as text (only an empty field missing): surrounding spaces removed; numbers
+    when every label is a number (as pandas would have typed the column), where pandas'
+    missing-value words (``NA``, ``null``, ...) are missing; otherwise class names, where
+    ``NA``, ``None`` or ``null`` is a class like any other."""
+    stripped = labels.astype(object).where(labels.notna(), None)
+    if stripped.notna().any():
+        stripped = stripped.str.strip()
+    stripped = stripped.where(stripped.notna() & stripped.ne(""), None)  # a field of spaces is empty
+    na_words = set(_NA_WORDS)
+    present = stripped.dropna()
+    numeric = present[~present.isin(na_words)]
+    if len(numeric):
+        try:
+            num = pd.to_numeric(numeric)
+        except (ValueError, TypeError):
+            num = None
+        if num is not None and num.dtype.kind in "iuf":
+            return pd.to_numeric(stripped.where(~stripped.isin(na_words), None))
+    return stripped
+
+
+def fold_label_case(labels: pd.Series, label_case: str | None, source: str) -> pd.Series:
+    """Text labels that differ only by letter case (``cat``, ``Cat``): with ``"fold"`` each
+    becomes the most frequent spelling of its group (the first in sorted order on a tie);
+    with ``"keep"`` they stay separate classes; with ``None`` they stay separate and an
+    :class:`InputWarning` names them and both options."""
+    if label_case is not None and label_case not in LABEL_CASES:
+        raise ValueError(f"label case must be fold or keep (--label-case fold|keep), not {label_case!r}")
+    if label_case == "keep" or labels.dtype != object:
+        return labels
+    present = labels.dropna()
+    is_text = np.fromiter((isinstance(v, str) for v in present.tolist()), dtype=bool, count=len(present))
+    if not is_text.any():
+        return labels
+    text = present[is_text]
+    counts = text.value_counts()
+    spellings = pd.DataFrame({"label": counts.index.to_numpy(dtype=object), "n": counts.to_numpy()})
+    spellings["key"] = spellings["label"].str.casefold()
+    groups = spellings.groupby("key")["label"].nunique()
+    clash = groups[groups > 1].index
+    if not len(clash):
+        return labels
+    if label_case is None:
+        shown = [" / ".join(repr(v) for v in sorted(spellings.loc[spellings["key"] == k, "label"])) for k in clash[:5]]
+        _warn(f"{source}: labels that differ only by letter case are separate classes: {'; '.join(shown)}"
+              + (f"; ... and {len(clash) - 5} more groups" if len(clash) > 5 else "")
+              + "; pass --label-case fold (label_case='fold') to merge them, or --label-case keep to keep them apart without this warning")
+        return labels
+    best = spellings.sort_values(["key", "n", "label"], ascending=[True, False, True]).drop_duplicates("key").set_index("key")["label"]
+    out = labels.copy()
+    idx = text.index
+    out.loc[idx] = best.reindex(text.str.casefold().to_numpy()).to_numpy()
+    return out
+
+
+def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None = None, item_column: str | None = None) -> pd.DataFrame:
+    """A crowd-label file as a long table whose item and worker ids are text.
+
+    Reads what :meth:`kdcrowd.data.Annotations.read` reads — ``.csv``, ``.csv.gz``,
+    ``.tsv``, ``.tsv.gz``, ``.parquet``/``.pq`` long tables (``item`` or crowd-kit's
+    ``task``, ``worker``, ``label``) and peerannot ``answers.json``/``.json.gz`` — and
+    wide tables (no column name containing a word of :data:`LONG_TABLE_WORDS` such as
+    ``worker`` or ``label``: one row per item, named by an ``item``/``task`` column or else by its row
+    number, one column per worker; see :func:`_wide_to_long`), but keeps
+    the ``item``/``task`` and ``worker`` columns as the text written in the file, so that
+    ``"0017"`` matches an image ``0017.png``. Pass the result to
+    ``Annotations.from_long(df, items=ids)``, which validates it.
+
+    Messy files are mended where the intent is clear, each with an :class:`InputWarning`:
+    blank rows (every field empty) and copies of the header line inside the file are
+    skipped; labels lose surrounding spaces. In CSV/TSV long tables labels are numbers
+    when every label is a number (then ``NA``, ``null`` ... are missing) and class names
+    otherwise (then a class ``NA`` or ``None`` is that text). Text labels that differ only
+    by case follow ``label_case`` (:func:`fold_label_case`). ``item_column`` names the
+    column of item ids when it is not called ``item`` or ``task``.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq", ".json", ".json.gz")):
+        raise ValueError(f"cannot tell the format of annotation file {path.name!r}; use .csv, .csv.gz, .tsv, .tsv.gz, .parquet, .pq, .json or .json.gz")
+    if label_case is not None and label_case not in LABEL_CASES:
+        raise ValueError(f"--label-case must be fold or keep, not {label_case!r}")
+    _require_file(path, "annotation file")
+    if name.endswith((".json", ".json.gz")):
+        df = Annotations.read(path, duplicates="keep").to_long()
+    else:
+        text = not name.endswith((".parquet", ".pq"))
+        df = _read_table(path, "annotation file", error=ValueError, text_columns=True if text else ("item", "task", "worker"))
+        if item_column is not None:
+            if item_column not in df.columns:
+                raise ValueError(f"--item-column {item_column!r} is not a column of {path} (columns: {_listing(list(map(str, df.columns)), len(df.columns))})")
+            if item_column != "item":
+                df = df.drop(columns=[c for c in ("item", "task") if c in df.columns and c != item_column]).rename(columns={item_column: "item"})
+        if text:
+            df = _drop_blank_and_header_rows(df, path)
+        if not any(w in str(c).lower() for c in df.columns for w in LONG_TABLE_WORDS):
+            id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else _id_column(df, path)
+            if id_col is not None and id_col not in ("item", "task"):
+                df = df.rename(columns={id_col: "item"})
+                id_col = "item"
+            if text:  # every worker column's cells together: numbers, or class names (where NA is a class)
+                cells = [c for c in df.columns if c != id_col]
+                n = len(df)
+                joint = _labels_from_text(pd.concat([df[c] for c in cells], ignore_index=True)) if cells else None
+                for k, c in enumerate(cells):
+                    df[c] = joint.iloc[k * n:(k + 1) * n].to_numpy()
+            df = _wide_to_long(df, path)
+        elif text and "label" in df.columns and not isinstance(df["label"], pd.DataFrame):
+            df["label"] = _labels_from_text(df["label"])
+    for col in ("item", "task", "worker"):
+        if col in df.columns and not isinstance(df[col], pd.DataFrame):
+            df[col] = _as_text(df[col])
+    if "label" in df.columns and not isinstance(df["label"], pd.DataFrame) and df["label"].dtype == object:
+        lab = df["label"]
+        if pd.api.types.infer_dtype(lab, skipna=True) in ("string", "mixed", "mixed-integer"):  # (kinds .str takes)
+            stripped = lab.str.strip()  # NaN for values that are not text: those stay as they are
+            strip = stripped.notna().to_numpy()
+            if strip.any():
+                lab = lab.where(~strip, stripped)
+        df["label"] = fold_label_case(lab, label_case, f"annotation file {path}")
+    return df
+
+
+#: Words that mark a long table when a column name contains them (any case; however
+#: misspelt or mis-separated its other columns are): a file whose column names hold none
+#: of them is read as a wide table, one column per worker.
+LONG_TABLE_WORDS = frozenset({"worker", "label", "annotator", "annotation", "answer", "response", "rater", "user", "judgment", "judgement", "class", "vote"})
+
+
+def _id_column(df: pd.DataFrame, path: Path) -> Any:
+    """The column of a wide table (one without an ``item``/``task`` column) that names the
+    items, recognised by its values: given on every row, distinct on every row and not
+    labels (more distinct values than the other columns' labels, at most half of them
+    among those labels). None when no column is such;
+    an error naming ``--item-column`` when several are."""
+    if len(df) < 3 or df.shape[1] < 2:
+        return None
+    text = {c: _as_text(df[c]) for c in df.columns}
+    unique = [c for c in df.columns if not text[c].isna().any() and text[c].is_unique]
+    labels = [c for c in df.columns if c not in unique]
+    found = []
+    for c in unique:
+        others: set = set()
+        for o in (labels or [o for o in df.columns if o != c]):
+            others.update(text[o].dropna().tolist())
+        values = set(text[c].tolist())
+        if len(values) > len(others) and len(values & others) <= len(values) / 2:
+            found.append(c)
+    if len(found) > 1:
+        raise ValueError(f"annotation file {path} looks like a wide table (one column per worker) whose columns {_listing([str(c) for c in found])} each hold a distinct value per row; name the column of item ids with --item-column NAME (or call it 'item')")
+    if found:
+        _warn(f"annotation file {path}: read column {str(found[0])!r} as the item ids of a wide table (its values differ on every row and are not labels); name it 'item' or pass --item-column {found[0]} to say so")
+        return found[0]
+    return None
+
+
+def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A wide crowd-label table (one row per item, one column per worker, cleanlab's layout)
+    as a long ``item, worker, label`` table, item-major in file order.
+
+    Items are named by the ``item`` (or ``task``) column, else by their row number
+    (``"0"``, ``"1"``, ...); every other column is a worker named by its header. Empty
+    cells are missing labels, and so is ``-1`` when every label is a number; whole-number
+    labels become integers (a column with gaps is read as float).
+    """
+    id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
+    if id_col is None:
+        id_col = _id_column(df, path)
+    pos = [j for j, c in enumerate(df.columns) if c != id_col]
+    if not pos:
+        raise ValueError(f"annotation file {path} has no 'worker' and 'label' columns (a long table) and no worker columns (a wide table); write it as item,worker,label rows")
+    ids = _as_text(df[id_col]).to_numpy(dtype=object) if id_col else np.arange(len(df)).astype(str).astype(object)
+    workers = np.array([str(df.columns[j]) for j in pos], dtype=object)
+    v = df.iloc[:, pos].to_numpy()  # the columns' common dtype: float64 for numbers, object for a mix
+    r, c = np.nonzero(pd.notna(v))  # row-major: item by item, workers in column order
+    label = pd.Series(v[r, c], dtype=v.dtype)
+    num = pd.to_numeric(label, errors="coerce")
+    if len(label) and num.notna().all():
+        keep = (num != -1).to_numpy()
+        r, c, label, num = r[keep], c[keep], label[keep], num[keep]
+        if (num == np.round(num)).all() and (num.abs() < 2**53).all():
+            label = num.astype(np.int64)
+    return pd.DataFrame({"item": ids[r], "worker": workers[c], "label": label.to_numpy()})
+
+
