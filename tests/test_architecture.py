@@ -13,14 +13,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "kdcrowd"
 #: Every module's layer; a module may import its own layer and the layers below it only.
 LAYERS: dict[str, int] = {}
 _LAYER_OF = [
-    (0, ["kdcrowd.config", "kdcrowd.io", "kdcrowd.distributed"]),
+    (0, ["kdcrowd.config", "kdcrowd.io", "kdcrowd.distributed", "kdcrowd.outdir"]),
     (1, ["kdcrowd.data", "kdcrowd.aggregation", "kdcrowd.aggregators", "kdcrowd.metrics"]),
     (2, ["kdcrowd.models", "kdcrowd.losses", "kdcrowd.students"]),
     (3, ["kdcrowd.training", "kdcrowd.checkpoint", "kdcrowd.objectives", "kdcrowd.evaluate", "kdcrowd.persist"]),
     (4, ["kdcrowd.framework"]),
     (5, ["kdcrowd.methods"]),
     # the package itself (its lazy KDCrowdClassifier) and `python -m kdcrowd` are doors
-    (6, ["kdcrowd", "kdcrowd.__main__", "kdcrowd.doors", "kdcrowd.report", "kdcrowd.estimator", "kdcrowd.cli"]),
+    (6, ["kdcrowd", "kdcrowd.__main__", "kdcrowd.doors", "kdcrowd.report", "kdcrowd.estimator", "kdcrowd.cli", "kdcrowd.cli_checks"]),
 ]
 LAYER_NAMES = ["foundation", "data", "models", "engine", "framework", "runners", "doors"]
 
