@@ -126,12 +126,26 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=None, help="methods to run (default: every aggregate-then-train method and crowd model)")
     ap.add_argument("--kd-teachers", nargs="*", default=None, help="KD-Crowd teachers (default: the 3 best crowd models by mean last-epoch validation accuracy)")
     ap.add_argument("--n-teachers", type=int, default=3)
+    ap.add_argument("--kd-variants", nargs="*", default=[], help='extra KD-Crowd variants over the first KD teacher, each KEY=VALUE[,KEY=VALUE] of KDCrowd options (e.g. kd=kl kd_prior=teacher)')
     ap.add_argument("--no-clean", action="store_true", help="skip the true-label ceiling")
     ap.add_argument("--epochs", type=int, default=None, help="override the suite's epochs (smoke runs only)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: TrainConfig's)")
     ap.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: TrainConfig's)")
     ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, help="combine these result files (parts run in parallel) into --out, and stop")
+    ap.add_argument("--best-teachers", action="store_true", help="with --merge: print the --n-teachers best crowd models by mean last-epoch validation accuracy")
     args = ap.parse_args()
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        merged = {**parts[0], "command": " ".join(sys.argv), "parts": [p.get("command") for p in parts], "runs": [r for p in parts for r in p["runs"]]}
+        merged["summary"] = summarise(merged["runs"])
+        merged["wall_seconds"] = max(p.get("wall_seconds", 0.0) for p in parts)
+        write_json(args.out, merged)
+        if args.best_teachers:
+            ms = merged["summary"]["methods"]
+            ranked = sorted((m for m in ms if m in CROWD_MODELS), key=lambda m: -(ms[m]["val_last"]["mean"] or 0.0))
+            print(" ".join(ranked[: args.n_teachers]))
+        return
 
     suite = SUITES[args.suite]
     train_hp = dict(suite["train"])
@@ -179,9 +193,13 @@ def main() -> None:
         ranked = sorted((m for m in methods if m in CROWD_MODELS), key=lambda m: -(out["summary"]["methods"][m]["val_last"]["mean"] or 0.0))
         kd_teachers = ranked[: args.n_teachers]
     out["kd_teachers"] = kd_teachers
+    variants = [dict(kv.split("=", 1) for kv in v.split(",")) for v in args.kd_variants]
     for seed in args.seeds:
         for t in kd_teachers:
             one(data[seed], seed, "kdcrowd", f"kdcrowd({t})", {"teacher": t}, pre=teachers.get((seed, t)))
+        for v in variants if kd_teachers else []:
+            label = f"kdcrowd({kd_teachers[0]}) " + " ".join(f"{k}={x}" for k, x in v.items())
+            one(data[seed], seed, "kdcrowd", label, {"teacher": kd_teachers[0], **v}, pre=teachers.get((seed, kd_teachers[0])))
     print(json.dumps({"out": str(args.out), "wall_seconds": out["wall_seconds"], "runs": len(out["runs"]), "kd_teachers": kd_teachers}))
 
 
