@@ -38,12 +38,34 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from ._common import (  # noqa: F401 - AnnotationError and the helpers below are re-exported
+    _CANONICAL_INT,
+    _SHOW,
+    _SUFFIXES,
+    AnnotationError,
+    _describe,
+    _entries,
+    _fail_rows,
+    _fits_int64,
+    _fmt,
+    _is_int_label,
+    _MissingFileError,
+    _numeric_keys,
+    _object_pairs,
+    _one_type,
+    _Pairs,
+    _plural,
+    _scalar_values,
+    _separator_hint,
+    _suffix,
+)
+from .readers import _answers_long, _ids_from_text, _read_table, load_answers_json
 
 __all__ = ["Annotations", "AnnotationError", "row_normalise", "WIDE_LIMIT"]
 
@@ -51,75 +73,10 @@ __all__ = ["Annotations", "AnnotationError", "row_normalise", "WIDE_LIMIT"]
 WIDE_LIMIT: int = 200_000_000
 #: Inferred integer classes ``0..max`` are refused above this many (pass ``classes=``).
 _MAX_INFERRED_CLASSES = 10_000
-#: How many offending rows an error message shows.
-_SHOW = 5
 _DUPLICATE_POLICIES = ("error", "first", "last", "keep")
-_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")  # exactly str(int(s)) == s: not "-0", "007", "+1"
-
-
-class AnnotationError(ValueError):
-    """Invalid crowd annotations: the message says what, where, and how to fix it."""
-
-
-class _MissingFileError(AnnotationError, FileNotFoundError):
-    """A file to read does not exist (both an AnnotationError and a FileNotFoundError)."""
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, np.generic):
-        value = value.item()
-    return repr(value)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _describe(
-    rows: np.ndarray,
-    columns: Mapping[str, Any],
-    what: str | None = "row",
-) -> str:
-    """``"row 3 (item='a', worker=2, label=9); row 8 (...); ... and 7 more"``.
-
-    ``columns`` maps a name to something indexable by position (numpy array or pandas
-    Series); only the shown rows are materialised. ``what=None`` omits the row number.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    shown = rows[:_SHOW]
-    values = {}
-    for name, col in columns.items():
-        if isinstance(col, pd.Series):
-            values[name] = col.iloc[shown].to_numpy(dtype=object)
-        else:
-            values[name] = np.asarray(col)[shown]
-    parts = []
-    for k, r in enumerate(shown):
-        desc = ", ".join(f"{name}={_fmt(v[k])}" for name, v in values.items())
-        if what is None:
-            parts.append(f"({desc})")
-        else:
-            parts.append(f"{what} {int(r)} ({desc})" if desc else f"{what} {int(r)}")
-    text = "; ".join(parts)
-    if rows.size > shown.size:
-        text += f"; ... and {rows.size - shown.size} more"
-    return text
-
-
-def _fail_rows(
-    problem: str,
-    rows: np.ndarray,
-    columns: Mapping[str, Any],
-    fix: str,
-    what: str = "row",
-    number: bool = True,
-) -> AnnotationError:
-    rows = np.asarray(rows, dtype=np.int64)
-    shown = _describe(rows, columns, what if number else None)
-    return AnnotationError(f"{problem} in {_plural(int(rows.size), what)}: {shown}. {fix}")
 
 
 def _as_int64(arr: np.ndarray) -> np.ndarray:
@@ -128,15 +85,6 @@ def _as_int64(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
         return arr.astype(np.uint64, copy=False)
     return arr.astype(np.int64, copy=False)
-
-
-def _fits_int64(values: Any) -> bool:
-    """Whether integer values (python ints allowed) all lie within int64."""
-    v = np.asarray(values)
-    if v.size == 0:
-        return True
-    info = np.iinfo(np.int64)
-    return bool(v.min() >= info.min and v.max() <= info.max)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -275,88 +223,12 @@ def _check_class_indices(
             )
 
 
-def _numeric_keys(keys: Sequence[Any]) -> np.ndarray:
-    """JSON keys: convert when every one is a canonical integer string (``"12"``) and
-    every one fits int64; otherwise they stay as they are (an id such as
-    ``"123456789012345678901"`` stays a string)."""
-    s = pd.Series(list(keys), dtype=object)
-    if s.empty:
-        return np.array([], dtype=object)
-    kind = pd.api.types.infer_dtype(s, skipna=False)
-    if kind == "mixed-integer" and all(_is_int_label(v) for v in s):
-        s, kind = s.astype(str), "string"  # {"1": ..., 1: ...} in a dict: one key
-    if kind == "integer" or (kind == "string" and bool(s.str.fullmatch(_CANONICAL_INT).all())):
-        try:
-            return s.astype(np.int64).to_numpy()
-        except OverflowError:  # an integer beyond int64: keep every key as given
-            pass
-    return s.to_numpy(dtype=object)
-
-
 def _parquet_typed(col: pd.Series) -> bool:
     """Whether Parquet can store an object column as it is (one type; ints within int64)."""
     kind = pd.api.types.infer_dtype(col, skipna=False)
     if kind == "integer":
         return _fits_int64(col)
     return kind in ("string", "floating", "boolean", "bytes")
-
-
-class _Pairs(list):
-    """A JSON object that repeats a key, kept as its ``(key, value)`` pairs in file order
-    (``json.load`` would keep only the last value of each key)."""
-
-
-def _object_pairs(pairs: list) -> Any:
-    keys = [k for k, _ in pairs]
-    return dict(pairs) if len(set(keys)) == len(keys) else _Pairs(pairs)
-
-
-def _entries(obj: Any) -> list:
-    """``(key, value)`` pairs of a JSON object (a Mapping or a :class:`_Pairs`)."""
-    return list(obj) if isinstance(obj, _Pairs) else list(obj.items())
-
-
-def _is_int_label(v: Any) -> bool:
-    """An int (not a bool) or a canonical integer string: a label that may become an int."""
-    if isinstance(v, str):
-        return _CANONICAL_INT.fullmatch(v) is not None
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _scalar_values(series: pd.Series, name: str, show: Mapping[str, Any]) -> None:
-    """Raise when an id or label column holds lists, dicts, sets, tuples or arrays (they
-    cannot be ids or class values; pandas would fail on them with a bare TypeError)."""
-    if series.dtype != object:
-        return
-    if pd.api.types.infer_dtype(series, skipna=True) not in ("mixed", "mixed-integer"):
-        return  # only these kinds can hold containers: no per-row scan otherwise
-    values = series.to_numpy()
-    bad = np.flatnonzero(np.fromiter((not pd.api.types.is_scalar(v) for v in values),
-                                     dtype=bool, count=values.size))
-    if bad.size:
-        kinds = "/".join(sorted({type(v).__name__ for v in values[bad]}))
-        raise _fail_rows(
-            f"column '{name}' holds {kinds} values", bad, show,
-            f"Each {name} must be a single value (a number or a string); give one row per "
-            "annotation.",
-        )
-
-
-def _one_type(series: pd.Series) -> pd.Series:
-    """Ids or labels of mixed python types made comparable, so that ``1`` and ``"1"`` are
-    one value, not two: when every value is an int or a canonical integer string (and all
-    fit int64) they become int64, otherwise every value becomes its text (``str(v)``).
-    Columns of one type are returned as they are (no per-row work)."""
-    if series.dtype != object:
-        return series
-    if pd.api.types.infer_dtype(series, skipna=False) not in ("mixed", "mixed-integer"):
-        return series
-    values = series.tolist()
-    if all(_is_int_label(v) for v in values):
-        ints = _numeric_keys([str(v) for v in values])
-        if ints.dtype.kind == "i":
-            return pd.Series(ints, index=series.index)
-    return pd.Series([str(v) for v in values], index=series.index, dtype=object)
 
 
 def _lookup(ids: np.ndarray, values: pd.Series) -> np.ndarray:
@@ -374,31 +246,6 @@ def _lookup(ids: np.ndarray, values: pd.Series) -> np.ndarray:
             codes = codes.copy()
             codes[miss] = text.get_indexer([str(v) for v in values[miss].tolist()])
     return codes
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suf in (".csv.gz", ".tsv.gz", ".json.gz", ".csv", ".tsv", ".parquet", ".pq", ".json"):
-        if name.endswith(suf):
-            return suf
-    return ""
-
-
-_SUFFIXES = ".csv, .csv.gz, .tsv, .tsv.gz, .parquet (.pq), .json, .json.gz"
-
-
-def _separator_hint(columns: Sequence[Any]) -> str:
-    """" The file looks ';'-separated ..." when a table came out as one column whose name
-    holds another separator (a TSV or a semicolon CSV read as CSV), else ""."""
-    if len(columns) != 1:
-        return ""
-    name = str(columns[0])
-    for sep, word in (("\t", "tab"), (";", "semicolon"), ("|", "'|'"), (",", "comma")):
-        if sep in name:
-            return (f" The file was read as one column {name!r}: it looks {word}-separated; "
-                    "save it comma-separated with a .csv suffix or tab-separated with a .tsv "
-                    "suffix.")
-    return ""
 
 
 def _index_array(values: Any, name: str) -> np.ndarray:
@@ -910,47 +757,8 @@ class Annotations:
         workers of all its entries, and a worker repeated within an item is a duplicate
         (item, worker) pair, handled by ``duplicates`` as in :meth:`from_long`.
         """
-        if isinstance(obj_or_path, (str, os.PathLike)):
-            from .readers import load_answers_json
-
-            obj = load_answers_json(obj_or_path)
-        else:
-            obj = obj_or_path
-        if not isinstance(obj, (Mapping, _Pairs)):
-            raise AnnotationError(
-                "answers JSON must be an object {item: {worker: label}}, got "
-                f"{type(obj).__name__}."
-            )
-        top = _entries(obj)
-        keys = [k for k, _ in top]
-        inner = [v for _, v in top]
-        bad = [i for i, d in enumerate(inner) if not isinstance(d, (Mapping, _Pairs))]
-        if bad:
-            raise _fail_rows(
-                "answers JSON values must be objects {worker: label}; found other values",
-                np.asarray(bad), {"item": np.asarray(keys, dtype=object),
-                                  "value": np.asarray([repr(v)[:40] for v in inner], dtype=object)},
-                "Use the layout {item: {worker: label}}.", what="entry",
-            )
-        pairs = [_entries(d) for d in inner]
-        lens = np.fromiter((len(d) for d in pairs), dtype=np.int64, count=len(pairs))
-        item_keys = _numeric_keys(keys)
-        wk = _numeric_keys([w for d in pairs for w, _ in d])
-        labels = [dict(v) if isinstance(v, _Pairs) else v for d in pairs for _, v in d]
-        lab_s = pd.Series(labels, dtype=object)
-        lab_kind = pd.api.types.infer_dtype(lab_s, skipna=True) if labels else "empty"
-        if lab_kind == "string" and bool(lab_s.dropna().str.fullmatch(_CANONICAL_INT).all()):
-            lab_s = pd.Series(_numeric_keys(lab_s.dropna().tolist()),
-                              index=lab_s.dropna().index).reindex(lab_s.index)
-        elif (labels and pd.api.types.infer_dtype(lab_s, skipna=False) == "integer"
-              and _fits_int64(lab_s)):
-            lab_s = lab_s.astype(np.int64)  # (ints beyond int64 stay python ints)
-        df = pd.DataFrame({
-            "item": pd.Series(np.repeat(item_keys, lens), dtype=item_keys.dtype),
-            "worker": pd.Series(wk, dtype=wk.dtype if wk.size else object),
-            "label": lab_s,
-        })
-        items = pd.unique(pd.Series(item_keys, dtype=item_keys.dtype)) if keys else None
+        obj = load_answers_json(obj_or_path) if isinstance(obj_or_path, (str, os.PathLike)) else obj_or_path
+        df, items = _answers_long(obj)
         return cls.from_long(df, classes=classes, items=items, duplicates=duplicates)
 
     @classmethod
@@ -968,9 +776,29 @@ class Annotations:
         answers.json: ``17`` is 17, but ``0017``, ``1e5`` and an integer beyond int64
         keep every id of their column as text. Labels follow pandas' type inference.
         """
-        from .readers import read_annotations
-
-        return read_annotations(path, **kw)
+        path = Path(path)
+        suffix = _suffix(path)
+        if not suffix:
+            raise AnnotationError(
+                f"cannot tell the format of {path.name!r} from its suffix; supported: "
+                f"{_SUFFIXES}. Or load it yourself and call Annotations.from_long / "
+                "from_wide / from_answers_json."
+            )
+        if not path.exists():
+            raise _MissingFileError(
+                f"annotation file not found: {path} (absolute: {path.absolute()}); check the "
+                "path"
+            )
+        if suffix in (".json", ".json.gz"):
+            return cls.from_answers_json(path, **kw)
+        item, worker = kw.get("item", "item"), kw.get("worker", "worker")
+        ids = (item, worker) + (("task",) if item == "item" else ())
+        df = _read_table(path, "annotation file", text_columns=ids)
+        if suffix not in (".parquet", ".pq"):
+            for col in ids:
+                if col in df.columns and not isinstance(df[col], pd.DataFrame):
+                    df[col] = _ids_from_text(df[col])
+        return cls.from_long(df, **kw)
 
     # ------------------------------------------------------------------ writers
 

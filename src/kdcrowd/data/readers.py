@@ -2,15 +2,17 @@
 pyarrow / gzip / json errors into one clear message.
 
 :class:`~kdcrowd.data.annotations.Annotations` validates labels that are already in
-memory; this module turns files into the tables it takes. Imports go one way: this
-module imports :mod:`kdcrowd.data.annotations`, never the reverse at module level
-(``Annotations.read`` and ``Annotations.from_answers_json`` call in here lazily).
+memory; this module turns files into the tables it takes. Imports go one way:
+:mod:`kdcrowd.data.annotations` imports this module, which imports only
+:mod:`kdcrowd.data._common` (never ``annotations``, not even lazily).
 
-* :func:`read_annotations` - :meth:`Annotations.read` (long tables and answers JSON);
 * :func:`read_annotation_frame` - a crowd-label file (long, wide or answers JSON) as a
   long table whose item and worker ids are the text written in the file, as the
   command line reads it;
-* :func:`_read_table` - one CSV/TSV/Parquet table, every read error translated.
+* :func:`load_answers_json` and :func:`_answers_long` - an answers JSON file parsed, and
+  its content as a long table (:meth:`Annotations.from_answers_json` uses both);
+* :func:`_read_table` - one CSV/TSV/Parquet table, every read error translated
+  (:meth:`Annotations.read` uses it).
 """
 
 from __future__ import annotations
@@ -19,25 +21,29 @@ import gzip
 import json
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .annotations import (
-    _SUFFIXES,
+from ._common import (  # noqa: F401 - _separator_hint is re-exported (kdcrowd.data.items)
+    _CANONICAL_INT,
     AnnotationError,
-    Annotations,
+    _entries,
+    _fail_rows,
+    _fits_int64,
     _MissingFileError,
     _numeric_keys,
     _object_pairs,
+    _one_type,
+    _Pairs,
+    _scalar_values,
     _separator_hint,
-    _suffix,
 )
 
-__all__ = ["LONG_TABLE_WORDS", "load_answers_json", "read_annotation_frame", "read_annotations"]
+__all__ = ["LONG_TABLE_WORDS", "load_answers_json", "read_annotation_frame"]
 
 #: How many offending rows or files an error message shows.
 _SHOW = 5
@@ -193,31 +199,69 @@ def load_answers_json(path: str | os.PathLike) -> Any:
     return obj
 
 
-def read_annotations(path: str | os.PathLike, **kw: Any) -> Annotations:
-    """:meth:`Annotations.read`: a file of crowd labels, dispatching on its suffix."""
-    path = Path(path)
-    suffix = _suffix(path)
-    if not suffix:
+def _answers_long(obj: Any) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The content of an answers JSON (``{item: {worker: label}}``, a Mapping or, for an
+    object that repeats a key, its :class:`~kdcrowd.data._common._Pairs`) as a long
+    ``item, worker, label`` table in file order, with the item ids in key order (items
+    with ``{}`` included; None when there are none).
+
+    Keys that are all canonical integer strings become int64, at each level separately,
+    unless one of them does not fit int64; so do such label strings; int labels become
+    int64 when all fit. A value that is not an object raises one :class:`AnnotationError`.
+    Labels are not validated here (:meth:`Annotations.from_long` does that).
+    """
+    if not isinstance(obj, (Mapping, _Pairs)):
         raise AnnotationError(
-            f"cannot tell the format of {path.name!r} from its suffix; supported: "
-            f"{_SUFFIXES}. Or load it yourself and call Annotations.from_long / "
-            "from_wide / from_answers_json."
+            "answers JSON must be an object {item: {worker: label}}, got "
+            f"{type(obj).__name__}."
         )
-    if not path.exists():
-        raise _MissingFileError(
-            f"annotation file not found: {path} (absolute: {path.absolute()}); check the "
-            "path"
+    top = _entries(obj)
+    keys = [k for k, _ in top]
+    inner = [v for _, v in top]
+    bad = [i for i, d in enumerate(inner) if not isinstance(d, (Mapping, _Pairs))]
+    if bad:
+        raise _fail_rows(
+            "answers JSON values must be objects {worker: label}; found other values",
+            np.asarray(bad), {"item": np.asarray(keys, dtype=object),
+                              "value": np.asarray([repr(v)[:40] for v in inner], dtype=object)},
+            "Use the layout {item: {worker: label}}.", what="entry",
         )
-    if suffix in (".json", ".json.gz"):
-        return Annotations.from_answers_json(path, **kw)
-    item, worker = kw.get("item", "item"), kw.get("worker", "worker")
-    ids = (item, worker) + (("task",) if item == "item" else ())
-    df = _read_table(path, "annotation file", text_columns=ids)
-    if suffix not in (".parquet", ".pq"):
-        for col in ids:
-            if col in df.columns and not isinstance(df[col], pd.DataFrame):
-                df[col] = _ids_from_text(df[col])
-    return Annotations.from_long(df, **kw)
+    pairs = [_entries(d) for d in inner]
+    lens = np.fromiter((len(d) for d in pairs), dtype=np.int64, count=len(pairs))
+    item_keys = _numeric_keys(keys)
+    wk = _numeric_keys([w for d in pairs for w, _ in d])
+    labels = [dict(v) if isinstance(v, _Pairs) else v for d in pairs for _, v in d]
+    lab_s = pd.Series(labels, dtype=object)
+    lab_kind = pd.api.types.infer_dtype(lab_s, skipna=True) if labels else "empty"
+    if lab_kind == "string" and bool(lab_s.dropna().str.fullmatch(_CANONICAL_INT).all()):
+        lab_s = pd.Series(_numeric_keys(lab_s.dropna().tolist()),
+                          index=lab_s.dropna().index).reindex(lab_s.index)
+    elif (labels and pd.api.types.infer_dtype(lab_s, skipna=False) == "integer"
+          and _fits_int64(lab_s)):
+        lab_s = lab_s.astype(np.int64)  # (ints beyond int64 stay python ints)
+    df = pd.DataFrame({
+        "item": pd.Series(np.repeat(item_keys, lens), dtype=item_keys.dtype),
+        "worker": pd.Series(wk, dtype=wk.dtype if wk.size else object),
+        "label": lab_s,
+    })
+    items = pd.unique(pd.Series(item_keys, dtype=item_keys.dtype)) if keys else None
+    return df, items
+
+
+def _answer_labels(labels: pd.Series) -> pd.Series:
+    """answers.json labels typed as :meth:`Annotations.from_long` types them: ``1`` and
+    ``"1"`` one int, ints and other text all text, whole-number floats ints. Labels that
+    ``from_long`` refuses (missing ones) are left for it to name."""
+    if labels.dtype != object or labels.empty or labels.isna().any():
+        return labels
+    kind = pd.api.types.infer_dtype(labels, skipna=False)
+    if kind in ("mixed", "mixed-integer"):
+        return _one_type(labels)  # (every label is a scalar: read_annotation_frame checked)
+    if kind in ("floating", "mixed-integer-float"):
+        num = labels.astype(np.float64)
+        if bool((np.isfinite(num) & (num == np.round(num)) & (num.abs() < 2**53)).all()):
+            return num.astype(np.int64)
+    return labels
 
 
 # ----------------------------------------------------------------------------- the command line's reading
@@ -375,7 +419,9 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
         raise ValueError(f"--label-case must be fold or keep, not {label_case!r}")
     _require_file(path, "annotation file")
     if name.endswith((".json", ".json.gz")):
-        df = Annotations.read(path, duplicates="keep").to_long()
+        df, _ = _answers_long(load_answers_json(path))
+        _scalar_values(df["label"], "label", {c: df[c] for c in df.columns})  # a list or object as a label
+        df["label"] = _answer_labels(df["label"])
     else:
         text = not name.endswith((".parquet", ".pq"))
         df = _read_table(path, "annotation file", error=ValueError, text_columns=True if text else ("item", "task", "worker"))
