@@ -33,3 +33,17 @@ def test_the_same_seed_gives_the_same_run_on_the_cpu() -> None:
         runs.append([r["loss"] for r in metrics["history"]] + [metrics["test_accuracy"]])
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
+
+
+def test_fit_leaves_the_callers_random_state_alone() -> None:
+    """Training draws from generators seeded by its config inside a fork of the global
+    ones: the caller's torch and numpy states are the same afterwards."""
+    import numpy as np
+
+    torch.manual_seed(5)
+    np.random.seed(5)
+    before_t, before_n = torch.get_rng_state(), np.random.get_state()[1].copy()
+    cfg = RunConfig(dataset="tiny", method="mv", seed=1, train=TrainConfig(epochs=2, batch_size=32, lr=3e-3, progress=False, device="cpu"))
+    run_on_dataset(tiny_dataset(), cfg)
+    assert torch.equal(torch.get_rng_state(), before_t)
+    assert np.array_equal(np.random.get_state()[1], before_n)

@@ -518,6 +518,30 @@ def fit(
 ) -> FitResult:
     """Train ``module`` on ``data`` and return its history and validation-selected state.
 
+    Every random draw of the training (batch order, augmentation, dropout, a loss's own
+    draws such as annot-mix's mixup) comes from generators seeded with ``config.seed``
+    inside a fork of torch's and numpy's global generators: the caller's random state is
+    the same after ``fit`` as before, and the same seed gives the same run whatever that
+    state was. :func:`_fit` has the details.
+    """
+    devices = [data.device.index or 0] if data.device.type == "cuda" else []
+    np_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            return _fit(module, data, config, callbacks, desc)
+    finally:
+        np.random.set_state(np_state)
+
+
+def _fit(
+    module: nn.Module,
+    data: DeviceData,
+    config: TrainConfig,
+    callbacks: Sequence[Callable[[int, nn.Module, dict[str, Any]], None]] = (),
+    desc: str = "train",
+) -> FitResult:
+    """The training of :func:`fit` (inside its fork of the global generators).
+
     The module must already live on ``data.device``. Per epoch: one pass over a fresh
     permutation of the training items, then validation accuracy, then the callbacks
     (which may add fields to the epoch's record). The state with the best validation
