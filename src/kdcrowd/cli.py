@@ -77,12 +77,74 @@ def _input_warnings() -> Iterator[None]:
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def _read_crowd_labels(path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None) -> Any:
-    """:func:`kdcrowd.data.readers.read_annotation_frame`, its warnings printed on stderr."""
+#: ``--format`` values: the platform exports of :mod:`kdcrowd.data.platforms`, and ``table``
+#: (a long or wide table, or a peerannot answers.json: :func:`kdcrowd.data.readers.read_annotation_frame`).
+TABLE_FORMAT = "table"
+
+
+def _export_summary(path: Path, summary: dict[str, Any]) -> str:
+    """One line: what a platform export held, and what was skipped and why."""
+    field = f", field {summary['field']!r}" if summary.get("field") else ""
+    skipped = summary.get("skipped") or {}
+    skip = f"; skipped {sum(skipped.values())} ({', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
+    multi = f"; several choices per answer: {summary['multi']}" if summary.get("multi") else ""
+    return (f"read {summary['format']} export {path}{field}: {summary['n_read']} answers, {summary['n_annotations']} annotations "
+            f"of {summary['n_items']} items by {summary['n_workers']} workers{skip}{multi}")
+
+
+def _read_crowd_input(
+    path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None, fmt: Optional[str] = None,
+    field: Optional[str] = None, multi_label: Optional[str] = None, include_rejected: bool = False, gold_given: bool = False,
+) -> tuple[Any, Any]:
+    """The crowd labels of ``--annotations`` as ``(long frame item, worker, label, gold)``.
+
+    A platform export (recognised from its content, or ``fmt``: ``--format``) is read by
+    :func:`kdcrowd.data.platforms.read_export` (``--field``, ``--multi-label``,
+    ``--include-rejected``); its summary is printed on stdout, and ``gold`` is its gold
+    answers (DataFrame ``item, label``) or None -- with a note on stderr when the export
+    holds gold and ``gold_given`` is False. Anything else (or ``--format table``) is
+    :func:`kdcrowd.data.readers.read_annotation_frame` (gold None). Warnings go to stderr."""
+    from .data.platforms import FORMATS, looks_like_platform_export, read_export
     from .data.readers import read_annotation_frame
 
+    if fmt is not None and fmt != TABLE_FORMAT and fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)} or {TABLE_FORMAT} (a long/wide table or answers.json), not {fmt!r}")
+    export = fmt in FORMATS if fmt is not None else looks_like_platform_export(path)
+    if not export:
+        given = [o for o, v in (("--field", field), ("--multi-label", multi_label), ("--include-rejected", include_rejected or None)) if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} applies to annotation-platform exports, and {path} is read as a table (item, worker, label); drop {given[0]}, or pass --format with the platform that wrote the file")
+        with _input_warnings():
+            return read_annotation_frame(path, label_case=label_case, item_column=item_column), None
+    from .data.readers import fold_label_case
+
     with _input_warnings():
-        return read_annotation_frame(path, label_case=label_case, item_column=item_column)
+        ex = read_export(path, format=fmt, field=field, multi=multi_label, include_rejected=include_rejected)
+        frame = ex.annotations[["item", "worker", "label"]].copy()
+        frame["label"] = fold_label_case(frame["label"], label_case, f"annotation file {path}")
+    console.print(_export_summary(path, ex.summary), soft_wrap=True, highlight=False)
+    gold = ex.gold
+    if gold is not None and len(gold) and not gold_given:
+        from rich.markup import escape
+
+        err_console.print(f"note: {escape(str(path))} holds {len(gold)} gold answers (the platform's control questions); they are not used for training", soft_wrap=True, highlight=False)
+    return frame, gold
+
+
+def _read_crowd_labels(path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None, **platform: Any) -> Any:
+    """The long frame of :func:`_read_crowd_input` (platform options in ``platform``)."""
+    return _read_crowd_input(path, label_case, item_column, **platform)[0]
+
+
+def _platform_options(fmt: Optional[str], field: Optional[str], multi_label: Optional[str], include_rejected: bool) -> dict[str, Any]:
+    return {"fmt": fmt, "field": field, "multi_label": multi_label, "include_rejected": include_rejected}
+
+
+_FORMAT_HELP = ("The platform that wrote --annotations: labelstudio, labelbox, argilla, doccano, toloka, mturk, sagemaker, cvat, "
+                "or table (a long/wide table or answers.json). Default: recognised from the file's content.")
+_FIELD_HELP = "The question of a platform export to read, when it has several (Label Studio control from_name, Labelbox/Argilla question, Toloka OUTPUT name ...)."
+_MULTI_HELP = "Answers of a platform export holding several classes: first (keep the first) or explode (one annotation per class, read with --duplicates keep). Default: an error."
+_REJECTED_HELP = "Keep the assignments the requester rejected (MTurk, Toloka exports)."
 
 
 def _version(value: bool) -> None:
@@ -342,12 +404,16 @@ def demo(
 
 @app.command()
 def aggregate(
-    annotations: Path = typer.Option(..., help="Crowd labels: CSV/Parquet (item|task, worker, label) or answers.json. Item and worker ids are kept as the text in the file."),
+    annotations: Path = typer.Option(..., help="Crowd labels: CSV/Parquet (item|task, worker, label), answers.json, or an annotation platform's export (Label Studio, Labelbox, Argilla, doccano, Toloka, MTurk, SageMaker Ground Truth, CVAT; see --format). Item and worker ids are kept as the text in the file."),
     method: str = typer.Option("mv", help="mv, mv-soft, ds, glad, mace, wawa, zbs, one-coin-ds or mmsr."),
     out: Path = typer.Option(..., help="Output CSV with columns item,label,p_<class>..."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
     label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
     item_column: Optional[str] = typer.Option(None, help="The column of item ids, when it is not called item or task."),
+    format: Optional[str] = typer.Option(None, "--format", help=_FORMAT_HELP),
+    field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
+    multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
+    include_rejected: bool = typer.Option(False, "--include-rejected", help=_REJECTED_HELP),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
     from .aggregation import aggregation_frame
@@ -356,7 +422,10 @@ def aggregate(
 
     try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
         check_out_file(out)
-        ann = Annotations.from_long(_read_crowd_labels(annotations, label_case, item_column), duplicates=duplicates)
+        frame, _gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected))
+        if multi_label == "explode" and duplicates == "error":
+            duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
+        ann = Annotations.from_long(frame, duplicates=duplicates)
         frame = aggregation_frame(ann, method)
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
@@ -392,7 +461,7 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
 @with_door_options
 def fit(
     ctx: typer.Context,
-    annotations: Optional[Path] = typer.Option(None, help="Crowd labels: CSV/TSV/Parquet with columns item (or task), worker, label; a wide table (one row per item, one column per worker, blank or -1 for no label); or peerannot answers.json. Item ids are matched as text."),
+    annotations: Optional[Path] = typer.Option(None, help="Crowd labels: CSV/TSV/Parquet with columns item (or task), worker, label; a wide table (one row per item, one column per worker, blank or -1 for no label); peerannot answers.json; or an annotation platform's export (Label Studio, Labelbox, Argilla, doccano, Toloka, MTurk, SageMaker Ground Truth, CVAT; recognised from the content, see --format). Item ids are matched as text."),
     out: Optional[Path] = typer.Option(None, help="Output folder: labels.csv, predictions.csv, workers.csv, transition_matrices.npz, model.pt, metrics.json, report.html."),
     features: Optional[Path] = typer.Option(None, help="Item features: .npy (row i is item i, or see --item-ids), or .csv/.parquet with an 'item' column and numeric feature columns."),
     images: Optional[Path] = typer.Option(None, help="Folder of images (png, jpg, jpeg, bmp, webp; searched recursively); see --image-ids for the item ids."),
@@ -408,7 +477,11 @@ def fit(
     validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
     label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
-    item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file, when it is not called item or task."),
+    item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file (and in --texts), when it is not called item or task."),
+    format: Optional[str] = typer.Option(None, "--format", help=_FORMAT_HELP),
+    field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
+    multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
+    include_rejected: bool = typer.Option(False, "--include-rejected", help=_REJECTED_HELP),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this output folder, with the settings it was started with (give no other option)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     **options: Any,
@@ -499,6 +572,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
 
     out: Path = p["out"]
     features, images, method = p["features"], p["images"], p["method"]
+    duplicates = p["duplicates"]
     if (features is None) == (images is None):
         _fail("give the items with exactly one of --features FILE (.npy, .csv, .parquet) or --images DIR")
     if p["predict_features"] is not None and p["predict_images"] is not None:
@@ -537,14 +611,16 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     except USER_ERRORS as e:
         _fail(str(e))
     try:
-        frame = _read_crowd_labels(p["annotations"], p.get("label_case"), p.get("item_column"))
+        frame, export_gold = _read_crowd_input(p["annotations"], p.get("label_case"), p.get("item_column"), **_platform_options(p.get("format"), p.get("field"), p.get("multi_label"), bool(p.get("include_rejected"))))
+        if p.get("multi_label") == "explode" and duplicates == "error":
+            duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
         if class_list is not None and "label" in frame.columns:
             frame["label"] = _as_text(frame["label"])  # matched by text, as written (a Parquet 1.0 is "1")
         col = "item" if "item" in frame.columns else "task"
         wanted = frame[col].dropna().tolist() if col in frame.columns else []
         ids, load, described, files, columns = _load_items(features, images, p["item_ids"], p["image_size"], p["image_ids"], wanted)
         try:
-            ann = Annotations.from_long(frame, items=ids, classes=class_list, duplicates=p["duplicates"])
+            ann = Annotations.from_long(frame, items=ids, classes=class_list, duplicates=duplicates)
         except AnnotationError as e:
             if "duplicate (item, worker)" in str(e):
                 raise AnnotationError(f"{p['annotations']}: {e} On the command line: --duplicates first|last|keep.") from e
@@ -586,7 +662,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             (out / name).unlink(missing_ok=True)
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")}})
     clf = KDCrowdClassifier(
-        **door_values, random_state=p["seed"], duplicates=p["duplicates"], verbose=not p["quiet"],
+        **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
     )
     try:
@@ -599,7 +675,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images, "method": method}
     if method == "kdcrowd":
         settings.update(teacher=p["teacher"], student=p["student"])
-    settings.update({"backbone": p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": p["duplicates"]})
+    settings.update({"backbone": p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
     pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
     try:
         paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None)

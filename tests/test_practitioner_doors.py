@@ -1,0 +1,121 @@
+"""The practitioner doors: platform exports in every command that reads --annotations,
+frozen pretrained image features by default in `kdcrowd fit --images`, and text items
+(`kdcrowd fit --texts`, `kdcrowd predict --texts`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from kdcrowd.cli import app
+
+runner = CliRunner()
+FIXTURES = Path(__file__).parent / "fixtures" / "platforms"
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _labelstudio_export(path: Path, n_items: int = 40, seed: int = 0, with_gold: bool = True) -> dict[str, str]:
+    """A one-control Label Studio export of image tasks: 4 good workers and one who always
+    answers 'cat'; returns the true class of each item id (the image's file stem)."""
+    rng = np.random.default_rng(seed)
+    tasks, truth = [], {}
+    for i in range(n_items):
+        cls = "cat" if i % 2 else "dog"
+        stem = f"img_{i:03d}"
+        truth[stem] = cls
+        anns = []
+        for w in range(4):
+            lab = cls if rng.random() < 0.85 else ("dog" if cls == "cat" else "cat")
+            anns.append({"id": 10 * i + w, "completed_by": w + 1, "was_cancelled": False, "ground_truth": with_gold and i == 0 and w == 0,
+                         "result": [{"from_name": "animal", "to_name": "img", "type": "choices", "value": {"choices": [lab]}}]})
+        anns.append({"id": 10 * i + 5, "completed_by": {"id": 9, "email": "spam@example.org"}, "was_cancelled": False,
+                     "result": [{"from_name": "animal", "to_name": "img", "type": "choices", "value": {"choices": ["cat"]}}]})
+        if i == 3:
+            anns.append({"id": 10 * i + 6, "completed_by": 7, "was_cancelled": True, "result": []})
+        tasks.append({"id": 1000 + i, "data": {"image": f"/data/upload/1/8c2f1a3b-{stem}.jpg"}, "annotations": anns})
+    path.write_text(json.dumps(tasks))
+    return truth
+
+
+def _kdcrowd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "kdcrowd", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120)
+
+
+# ----------------------------------------------------------------------------- platform exports
+
+
+def test_aggregate_reads_a_labelstudio_export_with_no_other_flag(tmp_path: Path) -> None:
+    truth = _labelstudio_export(tmp_path / "export.json")
+    r = _kdcrowd("aggregate", "--annotations", "export.json", "--method", "ds", "--out", "labels.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # the summary on stdout (1 cancelled answer skipped), the gold note on stderr
+    assert "read labelstudio export export.json, field 'animal': 201 answers, 200 annotations of 40 items by 5 workers; skipped 1 (1 cancelled)" in " ".join(r.stdout.split())
+    assert "holds 1 gold answers" in r.stderr and "error" not in r.stderr
+    labels = pd.read_csv(tmp_path / "labels.csv", dtype={"item": str})
+    assert set(labels["item"]) == set(truth)  # ids are the image file stems, as --images names them
+    acc = float((labels.set_index("item")["label"] == pd.Series(truth)).mean())
+    assert acc >= 0.85
+
+
+def test_every_fixture_export_aggregates_as_its_expected_long_table(tmp_path: Path) -> None:
+    for name, extra in [("labelstudio.json", ["--field", "animal"]), ("labelbox.ndjson", []), ("argilla.json", ["--field", "sentiment"]),
+                        ("doccano", []), ("toloka.tsv", []), ("mturk.csv", []), ("sagemaker", []), ("cvat", [])]:
+        out = tmp_path / f"{name}.csv"
+        r = runner.invoke(app, ["aggregate", "--annotations", str(FIXTURES / name), *extra, "--method", "mv", "--out", str(out)])
+        assert r.exit_code == 0, (name, r.output)
+        expected = pd.read_csv(FIXTURES / f"{name.split('.')[0]}.expected.csv", dtype=str)
+        got = pd.read_csv(out, dtype=str)
+        assert set(got["item"]) == set(expected["item"]), name
+        assert f"export {FIXTURES / name}" in " ".join(r.stdout.split()), name
+
+
+def test_format_and_platform_options_fail_with_one_clear_line(tmp_path: Path) -> None:
+    out = str(tmp_path / "l.csv")
+    r = runner.invoke(app, ["aggregate", "--annotations", str(FIXTURES / "labelstudio.json"), "--out", out])
+    assert r.exit_code == 2 and "--field" in r.output
+    r = runner.invoke(app, ["aggregate", "--annotations", str(FIXTURES / "mturk.csv"), "--format", "nope", "--out", out])
+    assert r.exit_code == 2 and "--format must be one of" in r.output
+    pd.DataFrame({"item": [1, 2], "worker": ["a", "b"], "label": ["x", "y"]}).to_csv(tmp_path / "long.csv", index=False)
+    r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / "long.csv"), "--field", "animal", "--out", out])
+    assert r.exit_code == 2 and "--field applies to annotation-platform exports" in r.output
+    # rejected MTurk assignments come back with --include-rejected
+    r = runner.invoke(app, ["aggregate", "--annotations", str(FIXTURES / "mturk.csv"), "--include-rejected", "--out", out])
+    assert r.exit_code == 0 and "11 annotations" in " ".join(r.stdout.split())
+
+
+def test_multi_label_explode_builds_with_duplicates_kept(tmp_path: Path) -> None:
+    tasks = [{"id": i, "data": {"text": f"t{i}"}, "annotations": [
+        {"completed_by": w, "result": [{"from_name": "tags", "type": "choices", "value": {"choices": ["a", "b"] if (i + w) % 3 == 0 else ["a"]}}]} for w in range(3)]}
+        for i in range(6)]
+    (tmp_path / "multi.json").write_text(json.dumps(tasks))
+    r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / "multi.json"), "--out", str(tmp_path / "x.csv")])
+    assert r.exit_code == 2 and "--multi-label" in r.output
+    r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / "multi.json"), "--multi-label", "explode", "--out", str(tmp_path / "x.csv")])
+    assert r.exit_code == 0, r.output
+    assert "24 annotations" in " ".join(r.stdout.split())  # 18 answers, 6 with two classes
+    r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / "multi.json"), "--multi-label", "first", "--out", str(tmp_path / "x.csv")])
+    assert r.exit_code == 0 and "18 annotations" in " ".join(r.stdout.split())
+
+
+def test_fit_on_a_platform_export_and_features(tmp_path: Path) -> None:
+    truth = _labelstudio_export(tmp_path / "export.json", n_items=60)
+    rng = np.random.default_rng(1)
+    ids = sorted(truth)
+    y = np.array([truth[i] == "cat" for i in ids], dtype=float)
+    X = rng.normal(size=(len(ids), 4)) + 2.0 * y[:, None]
+    pd.DataFrame({"item": ids, **{f"f{j}": X[:, j] for j in range(4)}}).to_csv(tmp_path / "X.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "export.json"), "--features", str(tmp_path / "X.csv"), "--method", "maxmig",
+                            "--epochs", "5", "--device", "cpu", "--quiet", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "read labelstudio export" in r.stdout and "holds 1 gold answers" in r.stderr
+    labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"item": str})
+    assert float((labels.set_index("item")["label"] == pd.Series(truth)).mean()) >= 0.9
