@@ -195,3 +195,95 @@ def test_texts_are_exclusive_with_features_and_images(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--predict-texts with --texts" in r.output
     r = runner.invoke(app, base + ["--texts", str(tmp_path / "texts.csv"), "--item-column", "id", "--text-column", "nope"])
     assert r.exit_code == 2 and "--text-column" in r.output
+
+
+# ----------------------------------------------------------------------------- pretrained image features
+
+from kdcrowd.models.pretrained import pretrained_extra_available  # noqa: E402
+
+needs_pretrained = pytest.mark.skipif(not pretrained_extra_available(), reason="kdcrowd[pretrained] (EfficientNet-Lite0 weights) is not installed")
+
+
+def _colour_images(root: Path, n: int, seed: int, side: int = 32) -> dict[str, str]:
+    """n small images, red or blue by class (with noise); returns file stem -> class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for i in range(n):
+        cls = "blue" if i % 2 else "red"
+        arr = rng.integers(0, 90, (side, side, 3), dtype=np.uint8)
+        arr[..., 0 if cls == "red" else 2] += 160
+        Image.fromarray(arr).save(root / f"im{i:03d}.png")
+        truth[f"im{i:03d}"] = cls
+    return truth
+
+
+def _image_answers(path: Path, truth: dict[str, str], seed: int = 0, right: float = 0.8) -> None:
+    rng = np.random.default_rng(seed)
+    rows = [(item, w, c if rng.random() < right else ("blue" if c == "red" else "red")) for item, c in truth.items() for w in ("ann", "bob", "cy")]
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(path, index=False)
+
+
+@needs_pretrained
+def test_fit_images_uses_frozen_pretrained_features_by_default_and_predict_reuses_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setenv("KDCROWD_CACHE", str(tmp_path / "cache"))
+    truth = _colour_images(tmp_path / "imgs", 16, seed=0)
+    new = _colour_images(tmp_path / "new", 4, seed=1)
+    _image_answers(tmp_path / "answers.csv", truth, right=0.9)
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--predict-images", str(tmp_path / "new"),
+                            "--method", "mv", "--epochs", "20", "--device", "cpu", "--quiet", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "image backbone: efficientnet-lite0: frozen ImageNet features" in " ".join(r.stderr.split())
+    assert list((tmp_path / "cache" / "features").glob("efficientnet-lite0-*.npy"))  # computed once, cached on disk
+    ck = torch.load(out / "model.pt", weights_only=True)
+    assert ck["inputs"] == {"kind": "image-features", "backbone": "efficientnet-lite0", "image_size": 128}
+    assert ck["item_shape"] == (1280,) and ck["predictor"]["backbone"] == "mlp"
+    labels = pd.read_csv(out / "labels.csv").set_index("item")["label"]
+    assert float((labels == pd.Series(truth)).mean()) >= 0.85
+    pred = pd.read_csv(out / "predictions.csv")
+    assert float((pred.set_index("item")["label"] == pd.Series(new)).mean()) >= 0.75  # the head learned colour from the features
+    # kdcrowd predict --images computes the same features before the head
+    r = runner.invoke(app, ["predict", "--model", str(out / "model.pt"), "--images", str(tmp_path / "new"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    again = pd.read_csv(tmp_path / "p.csv")
+    assert again["item"].tolist() == pred["item"].tolist() and set(again["item"]) == set(new)
+    np.testing.assert_allclose(again.filter(like="p_").to_numpy(), pred.filter(like="p_").to_numpy(), atol=1e-4)
+    r = runner.invoke(app, ["predict", "--model", str(out / "model.pt"), "--features", str(tmp_path / "answers.csv"), "--out", str(tmp_path / "q.csv")])
+    assert r.exit_code == 2 and "trained on images; give --images" in r.output
+
+
+def test_image_features_none_trains_from_scratch_and_bad_settings_fail(tmp_path: Path) -> None:
+    import torch
+
+    truth = _colour_images(tmp_path / "imgs", 12, seed=0, side=16)
+    _image_answers(tmp_path / "answers.csv", truth)
+    base = ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--image-size", "16", "--method", "mv", "--epochs", "1", "--device", "cpu", "--quiet"]
+    r = runner.invoke(app, [*base, "--image-features", "none", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "image backbone: auto, trained on the images (--image-features none)" in r.stderr
+    ck = torch.load(tmp_path / "o" / "model.pt", weights_only=True)
+    assert ck["inputs"] is None and ck["item_shape"] == (16, 16, 3) and ck["predictor"]["backbone"] == "fastcnn"
+    r = runner.invoke(app, [*base, "--image-features", "maybe", "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "--image-features must be auto, frozen or none" in r.output
+    r = runner.invoke(app, [*base, "--image-features", "frozen", "--backbone", "fastcnn", "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "--image-features frozen computes the features of a pretrained network" in r.output
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "answers.csv"), "--features", str(tmp_path / "answers.csv"), "--image-features", "frozen", "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "--image-features goes with --images" in r.output
+
+
+def test_without_the_pretrained_extra_fit_says_how_to_get_it_and_trains_from_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kdcrowd.models.pretrained as P
+
+    monkeypatch.setattr(P, "pretrained_extra_available", lambda: False)
+    truth = _colour_images(tmp_path / "imgs", 12, seed=0, side=16)
+    _image_answers(tmp_path / "answers.csv", truth)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--image-size", "16", "--method", "mv", "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "trained from scratch; pip install 'kdcrowd[pretrained]' for ImageNet features" in " ".join(r.stderr.split())
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--image-features", "frozen", "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "pip install 'kdcrowd[pretrained]'" in r.output
