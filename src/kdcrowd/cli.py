@@ -681,8 +681,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     except USER_ERRORS as e:
         _fail(str(e))
     try:
-        platform = _platform_options(p.get("format"), p.get("field"), p.get("multi_label"), bool(p.get("include_rejected")))
+        platform = {**_platform_options(p.get("format"), p.get("field"), p.get("multi_label"), bool(p.get("include_rejected"))), "gold_given": p.get("gold") is not None}
         try:
+            # export_gold: the export's own gold answers (Toloka GOLDEN, Label Studio ground_truth), kept for --gold
             frame, export_gold = _read_crowd_input(p["annotations"], p.get("label_case"), p.get("item_column"), **platform)
         except ValueError as e:  # with --texts, --item-column may name the id column of the texts only
             if texts is None or p.get("item_column") is None or not str(e).startswith("--item-column"):
