@@ -246,7 +246,7 @@ def test_fit_on_image_folder(tmp_path: Path) -> None:
             rows.append((item, w, ("blue" if cls == "red" else "red") if wrong else cls))
     pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(tmp_path / "answers.csv", index=False)
     out = tmp_path / "out"
-    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--image-size", "16", "--method", "maxmig", "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--out", str(out), "--quiet"])
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--image-size", "16", "--image-features", "none", "--method", "maxmig", "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     for name in OUTPUTS:
         assert (out / name).exists(), name
@@ -259,7 +259,7 @@ def test_fit_on_image_folder(tmp_path: Path) -> None:
     # Annotations that name the files with their extension are matched too (--image-ids auto).
     named = pd.DataFrame({"item": [Path(rel).name if "x03" not in rel else rel for rel in truth], "worker": "ann", "label": list(truth.values())})
     named.to_csv(tmp_path / "named.csv", index=False)
-    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "named.csv"), "--images", str(tmp_path / "imgs"), "--image-size", "8", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "out2"), "--quiet"])
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "named.csv"), "--images", str(tmp_path / "imgs"), "--image-size", "8", "--image-features", "none", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "out2"), "--quiet"])
     assert r.exit_code == 0, r.output
     assert "x05.jpg" in set(pd.read_csv(tmp_path / "out2" / "labels.csv")["item"])
 

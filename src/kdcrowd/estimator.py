@@ -75,7 +75,12 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             :class:`~kdcrowd.training.TrainConfig`.
         backbone: ``mlp``, ``fastcnn``, ``resnet18``, ``vgg16``, ``labelme-cnn`` or ``auto``
             (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above:
-            :func:`kdcrowd.models.backbones.default_backbone`).
+            :func:`kdcrowd.models.backbones.default_backbone`); a pretrained network
+            (``efficientnet-lite0``, ``torchvision:NAME``, ``timm:NAME``) is fine-tuned as a
+            whole, as by ``kdcrowd fit --backbone NAME``. ``kdcrowd fit --images`` trains by
+            default on frozen features instead (``--image-features``); the same here is
+            ``fit(extract_features(images), crowd)`` with
+            :func:`kdcrowd.models.pretrained.extract_features` (an MLP head on the features).
         epochs, batch_size, lr: optimisation (epochs per stage for ``kdcrowd``).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         random_state: seed of the validation split, the initialisation and the batch order

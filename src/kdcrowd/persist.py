@@ -54,7 +54,13 @@ def save_model(path: str | Path, clf: Any) -> None:
     ``input_shape``, ``state_dicts`` of the backbone(s) whose averaged softmax predicts,
     and the input normalisation ``mean``/``std``; images are scaled to [0, 1] first),
     ``classes``, ``worker_ids``, ``item_shape``, ``config`` (the estimator's parameters),
-    ``transition_matrices`` and ``versions``.
+    ``transition_matrices``, ``versions`` and ``inputs``: how the items given to
+    ``kdcrowd predict`` become the classifier's features, or ``None`` when they are its
+    inputs as they are. ``inputs`` is the ``input_transform_`` attribute a door sets on
+    ``clf``: ``{"kind": "image-features", "backbone": NAME, "image_size": SIDE}`` (frozen
+    features of the pretrained backbone NAME, images read at SIDE px:
+    :func:`kdcrowd.models.pretrained.extract_features`) or ``{"kind": "text",
+    "text_column": NAME, "featurizer": STATE}`` (:meth:`kdcrowd.data.texts.TextFeaturizer.to_state`).
     """
     import torch
 
@@ -86,9 +92,22 @@ def save_model(path: str | Path, clf: Any) -> None:
         "config": params,
         "transition_matrices": None if trans is None else torch.as_tensor(np.asarray(trans, dtype=np.float32)),
         "versions": {str(k): str(v) for k, v in clf.metrics_.get("versions", {}).items()},
+        "inputs": _check_inputs(getattr(clf, "input_transform_", None)),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)
+
+
+#: The kinds of ``inputs`` a model file may record (see :func:`save_model`).
+INPUT_KINDS = ("image-features", "text")
+
+
+def _check_inputs(inputs: Any) -> Any:
+    if inputs is None:
+        return None
+    if not isinstance(inputs, dict) or inputs.get("kind") not in INPUT_KINDS:
+        raise ValueError(f"input_transform_ must be None or a dict whose 'kind' is one of {INPUT_KINDS}, got {inputs!r}")
+    return inputs
 
 
 class _Averaged:
@@ -115,7 +134,9 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     file's ``classes``, also its attribute ``classes``; ``item_shape`` is the shape of one
     item) for float features ``(N, D)`` or uint8 RGB images ``(N, H, W, 3)`` of the
     training size (:func:`kdcrowd.data.items.read_image_folder` with
-    ``size=item_shape[0]`` reads new ones). ``device``: as everywhere
+    ``size=item_shape[0]`` reads new ones); a model trained on frozen image features or on
+    texts takes those features (its attribute ``inputs`` says how they are computed, see
+    :func:`save_model`; ``kdcrowd predict`` computes them). ``device``: as everywhere
     (:func:`kdcrowd.training.resolve_device`; ``auto`` is CUDA when there is one).
     Prediction is batched (``eval_batch_size`` items at a time) and preprocessed by
     :meth:`kdcrowd.training.DeviceData.prepare`, as in training.
@@ -165,4 +186,5 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     predictor.classes = np.asarray(ck["classes"])  # type: ignore[attr-defined]
     predictor.item_shape = item_shape  # type: ignore[attr-defined]
     predictor.feature_names = ck.get("feature_names")  # type: ignore[attr-defined]
+    predictor.inputs = ck.get("inputs")  # type: ignore[attr-defined]  # see save_model
     return predictor
