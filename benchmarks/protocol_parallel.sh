@@ -13,7 +13,7 @@ set -euo pipefail
 suite=$1; out=$2; seeds=$3; shift 3
 here=$(cd "$(dirname "$0")" && pwd)
 py=${PYTHON:-python3}
-tmp=$(mktemp -d)
+tmp=${PARTS:-$(mktemp -d)}; mkdir -p "$tmp"
 # features (LabelMe) computed once, before the parallel processes read the cache
 $py "$here/protocol.py" --suite "$suite" --seeds ${seeds%% *} --methods --no-clean --kd-teachers --out "$tmp/warm.json" "$@" >/dev/null
 for s in $seeds; do
