@@ -348,6 +348,7 @@ def aggregate(
     duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
     label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
     item_column: Optional[str] = typer.Option(None, help="The column of item ids, when it is not called item or task."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they keep their known labels, and Dawid–Skene anchors the worker matrices on them."),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
     from .aggregation import aggregation_frame
@@ -357,7 +358,11 @@ def aggregate(
     try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
         check_out_file(out)
         ann = Annotations.from_long(_read_crowd_labels(annotations, label_case, item_column), duplicates=duplicates)
-        frame = aggregation_frame(ann, method)
+        from .data.gold import gold_vector
+        from .data.items import read_item_labels
+
+        known = None if gold is None else gold_vector(ann.n_items, *read_item_labels(gold, ann.item_ids, ann.classes))
+        frame = aggregation_frame(ann, method, gold=known)
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
     except USER_ERRORS as e:
@@ -402,6 +407,7 @@ def fit(
     predict_item_ids: Optional[Path] = typer.Option(None, help="With a .npy --predict-features: one item id per line."),
     classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels."),
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they anchor the worker matrices and the training targets, keep their known labels, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
@@ -472,7 +478,7 @@ def _fit_and_release(p: dict[str, Any], resume: bool) -> None:
 
 
 #: The `kdcrowd fit` options that are paths.
-FIT_PATH_PARAMS = ("annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "truth")
+FIT_PATH_PARAMS = ("annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "truth", "gold")
 
 
 def _fit_paths(settings: dict[str, Any]) -> dict[str, Any]:
@@ -491,6 +497,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .aggregation import majority_vote
     from .cli_checks import check_training_settings
     from .data.annotations import AnnotationError, Annotations
+    from .data.gold import gold_values, gold_vector
     from .data.items import _as_text, align_feature_columns, read_item_labels
     from .estimator import MIN_IMAGE_SIDE, KDCrowdClassifier
     from .outdir import check_out_dir, prepare_out_dir
@@ -560,6 +567,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
         gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
+        gold_questions = None if p.get("gold") is None else gold_values(gold_vector(len(ids), *read_item_labels(p["gold"], ids, ann.classes)), ann.classes)
         X = load()  # images are decoded once the labels, ids and truths are known to be right
         if columns is not None:  # the model keeps the column names (feature_names_in_) for `kdcrowd predict`
             X = pd.DataFrame(X, columns=columns)
@@ -590,7 +598,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
     )
     try:
-        clf.fit(X, ann)
+        clf.fit(X, ann, gold=gold_questions)
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
         raise typer.Exit(130) from None
@@ -600,6 +608,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     if method == "kdcrowd":
         settings.update(teacher=p["teacher"], student=p["student"])
     settings.update({"backbone": p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": p["duplicates"]})
+    if p.get("gold") is not None:
+        settings["gold questions"] = p["gold"]
     pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
     try:
         paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["apply_gold", "check_gold", "gold_from_values", "gold_vector", "worker_gold_accuracy"]
+__all__ = ["apply_gold", "check_gold", "gold_from_values", "gold_values", "gold_vector", "worker_gold_accuracy"]
 
 
 def check_gold(gold: Any, n_items: int, n_classes: int, option: str = "gold") -> np.ndarray | None:
@@ -52,6 +52,16 @@ def gold_vector(n_items: int, items: Any, labels: Any) -> np.ndarray:
     g = np.full(n_items, -1, dtype=np.int64)
     g[np.asarray(items, dtype=np.int64)] = np.asarray(labels, dtype=np.int64)
     return g
+
+
+def gold_values(gold: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
+    """The inverse of :func:`gold_from_values`: an ``(N,)`` object array with the class
+    value of each gold item and ``None`` elsewhere."""
+    g = np.asarray(gold, dtype=np.int64)
+    out = np.full(len(g), None, dtype=object)
+    known = g >= 0
+    out[known] = np.asarray(list(classes), dtype=object)[g[known]]
+    return out
 
 
 def gold_from_values(values: Any, classes: Sequence[Any], n_items: int, option: str = "gold") -> np.ndarray | None:
