@@ -361,7 +361,7 @@ def aggregate(
         from .data.gold import gold_vector
         from .data.items import read_item_labels
 
-        known = None if gold is None else gold_vector(ann.n_items, *read_item_labels(gold, ann.item_ids, ann.classes))
+        known = None if gold is None else gold_vector(ann.n_items, *read_item_labels(gold, ann.item_ids, ann.classes, items_are="crowd labels in --annotations"))
         frame = aggregation_frame(ann, method, gold=known)
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
