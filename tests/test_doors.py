@@ -27,7 +27,7 @@ runner = CliRunner()
 #: Options one door has and the others do not (their inputs, outputs and ways of running).
 RUN_ONLY = {"dataset", "out", "workers", "seed", "data_root", "dataset_option", "distributed", "resume", "help"}
 FIT_ONLY = {"annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "classes",
-            "truth", "image_size", "image_ids", "seed", "validation_fraction", "duplicates", "resume", "quiet", "help"}
+            "truth", "gold", "image_size", "image_ids", "seed", "validation_fraction", "duplicates", "label_case", "item_column", "resume", "quiet", "help"}
 
 
 def _cli_options(name: str) -> dict[str, object]:
