@@ -217,10 +217,19 @@ def make_crowd_model(
 
     ``soft``: ``(N, K)`` label distributions of the training items for the models that
     initialise their workers from label statistics (``initialises_from_labels``, Max-MIG)
-    instead of majority vote; the others raise ``ValueError``."""
+    instead of majority vote; the others raise ``ValueError``. Without ``soft``, when ``ds``
+    has gold questions (``ds.gold``), those models start from the posteriors of Dawid–Skene
+    anchored on the gold items (:func:`kdcrowd.aggregation.dawid_skene` with ``gold``)."""
     ann = require_annotations(ds, name)
     net = build_backbone(backbone, data.input_shape, ds.n_classes).to(data.device)
     model = build_crowd_model(name, net, ann.n_workers, ds.n_classes, options).to(data.device)
+    gold = getattr(ds, "gold", None)
+    if soft is None and gold is not None and getattr(model, "initialises_from_labels", False):
+        # gold questions: the workers start from their confusion against the labels of
+        # Dawid–Skene anchored on the gold items, instead of majority vote
+        from .aggregation import dawid_skene
+
+        soft = torch.as_tensor(dawid_skene(ann, gold=gold, warn=False).posteriors, dtype=torch.float32, device=data.device)
     model.init_from_annotations(*(padded or padded_annotations(ann, data.device)), soft=soft)
     return model
 
