@@ -10,6 +10,10 @@ robust student, then the roles switch.
 * Stage 2 — roles switched: the crowd model retrained on the annotations with
   ``lambda2 * L_KD(f(x), r)``; its matrices are the refined worker-expertise estimates.
 
+With gold questions (``ds.gold``, :mod:`kdcrowd.data.gold`) the teacher and stage 2 add
+the classifier's cross-entropy on the gold items (``TrainConfig.gold_weight``) and the
+student's targets q of the gold items are their known one-hot labels.
+
 :class:`KDCrowd` composes the pieces; a new teacher or student needs no change here.
 """
 
