@@ -28,7 +28,7 @@ runner = CliRunner()
 RUN_ONLY = {"dataset", "out", "workers", "seed", "data_root", "dataset_option", "distributed", "resume", "help"}
 FIT_ONLY = {"annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "classes",
             "truth", "image_size", "image_ids", "seed", "validation_fraction", "duplicates", "resume", "quiet", "help",
-            "label_case", "item_column", "texts", "text_column", "predict_texts", "image_features", "format", "field", "multi_label", "include_rejected"}
+            "label_case", "item_column", "texts", "text_column", "predict_texts", "image_features", "format", "field", "multi_label", "include_rejected", "gold"}
 
 
 def _cli_options(name: str) -> dict[str, object]:

@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from .aggregators._common import _arrays, _resolve_device
+from .data.gold import apply_gold, check_gold
 
 __all__ = [
     "DS_PRIOR",
@@ -312,6 +313,7 @@ def dawid_skene(
     dtype: torch.dtype | None = None,
     distributed: bool = False,
     warn: bool = True,
+    gold: Any = None,
 ) -> DawidSkeneResult:
     """Dawid & Skene (1979) EM with one confusion matrix per worker.
 
@@ -378,8 +380,17 @@ def dawid_skene(
             (or with one rank) it is the ordinary single-process run.
         warn: emit :class:`SparseWorkersWarning` when most workers (with at least one
             label) gave fewer labels than there are classes.
+        gold: gold questions, ``(N,)`` int class indices with ``-1`` for the items whose
+            class is unknown (indexed like ``ann``'s items: this rank's items when
+            sharded), or ``None``. Semi-supervised Dawid–Skene: the posterior of a gold
+            item is clamped to its known one-hot label at initialisation and in every
+            E-step, so the M-step's confusion counts of the workers who answered gold
+            items are anchored to the truth; its log-likelihood term is the joint
+            probability of its annotations and its known class. Gold items get their known
+            label and one-hot posterior in the result, annotated or not.
     """
     item_np, worker_np, label_np, n, m, k = _arrays(ann)
+    gold_np = check_gold(gold, n, k)
     if n_iter < 0:
         raise ValueError(f"n_iter must be >= 0, got {n_iter}")
     if smoothing < 0:
@@ -439,6 +450,11 @@ def dawid_skene(
         if q0.shape != (n, k):
             raise ValueError(f"init array must have shape ({n}, {k}), got {q0.shape}")
         q = torch.as_tensor(q0, dtype=dtype, device=dev)
+    gold_t = None if gold_np is None else torch.from_numpy(gold_np).to(dev)
+    if gold_t is not None:
+        gold_rows = torch.nonzero(gold_t >= 0).squeeze(1)
+        gold_cls = gold_t.index_select(0, gold_rows).unsqueeze(1)
+        q = apply_gold(q, gold_t)
     n_labels = torch.bincount(item, minlength=n).to(dtype)  # annotations per item
     has = n_labels > 0
     n_has_local = int(has.sum())
@@ -520,7 +536,11 @@ def dawid_skene(
             log_post = torch.log(priors.clamp_min(eps)).expand(n, k).clone()
             log_post.index_add_(0, item, torch.index_select(log_t_by_label(trans), 0, wy, out=buf))
         log_norm = torch.logsumexp(log_post, dim=1, keepdim=True)
+        if gold_t is not None:  # a gold item's evidence: its annotations joint with its known class
+            log_norm.index_copy_(0, gold_rows, log_post.index_select(0, gold_rows).gather(1, gold_cls))
         post = torch.exp(log_post.sub_(log_norm))
+        if gold_t is not None:  # clamped E-step (semi-supervised Dawid–Skene)
+            post = apply_gold(post, gold_t)
         return post, annotated(log_norm).sum()
 
     def local_stats(q: torch.Tensor, ll_sum: torch.Tensor) -> list[torch.Tensor]:
@@ -569,6 +589,7 @@ def dawid_skene(
     labels = posteriors.argmax(axis=1).astype(np.int64)
     labels[~has.cpu().numpy()] = -1
     posteriors[~has.cpu().numpy()] = priors.cpu().numpy()
+    labels, posteriors = apply_gold(labels, gold_np), apply_gold(posteriors, gold_np)
     return DawidSkeneResult(
         labels=labels,
         posteriors=posteriors,
@@ -642,6 +663,12 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
             confusion matrix, default :data:`DS_PRIOR`, ``0`` for crowd-kit's exact
             results -- the command line's ``--ds-prior``).
 
+    ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown (command
+    line: ``--gold``). Every method returns the known label and a one-hot posterior for the
+    gold items; Dawid–Skene also anchors its E-step on them (``gold`` of
+    :func:`dawid_skene`), so the worker matrices, and through them every other item's
+    posterior, use them.
+
     Aliases: ``majority_vote``, ``soft_mv``, ``dawid_skene``, ... (see ``_ALIASES``).
 
     Unannotated items get label ``-1`` (see the module docstring).
@@ -649,9 +676,13 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
     """
     from .aggregators import canonical_aggregator, run_aggregator
 
+    gold = kw.pop("gold", None)
+    if gold is not None:
+        _, _, _, n, _, k = _arrays(ann)
+        gold = check_gold(gold, n, k)
     if canonical_aggregator(method) is not None:
         res = run_aggregator(ann, method, **kw)
-        return res.labels, res.posteriors
+        return apply_gold(res.labels, gold), apply_gold(res.posteriors, gold)
     meth = _canonical_method(method)
     if meth in ("mv", "mv-soft"):
         kw.pop("device", None)  # accepted for a uniform call; votes are counted in numpy
@@ -665,7 +696,7 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
         _check_tie_break(tie_break)
         counts = _vote_counts(ann, kw.get("weights"))  # counted once for both outputs
         labels = _hard_from_counts(counts, tie_break, seed, weighted=kw.get("weights") is not None)
-        return labels, _soft_from_counts(counts)
+        return apply_gold(labels, gold), apply_gold(_soft_from_counts(counts), gold)
     allowed = {"n_iter", "tol", "init", "prior", "smoothing", "eps", "criterion", "device", "dtype",
                "distributed", "warn"}
     bad = set(kw) - allowed
@@ -674,7 +705,7 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
             f"unexpected option(s) {sorted(bad)} for method 'ds'; allowed: "
             f"{', '.join(sorted(allowed))}"
         )
-    res = dawid_skene(ann, **kw)
+    res = dawid_skene(ann, gold=gold, **kw)
     return res.labels, res.posteriors
 
 

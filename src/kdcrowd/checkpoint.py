@@ -89,6 +89,8 @@ def data_digest(ds: Any) -> dict[str, Any]:
     ann = ds.annotations
     parts = [ds.x_train, ds.x_val, ds.y_val]
     parts += [None] * 3 if ann is None else [ann.item, ann.worker, ann.label]
+    if getattr(ds, "gold", None) is not None:  # gold questions change every stage's targets
+        parts.append(ds.gold)
     return {"name": ds.name, "n_train": len(ds.x_train), "digest": digest(*parts)}
 
 

@@ -414,6 +414,7 @@ def aggregate(
     field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
     multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
     include_rejected: bool = typer.Option(False, "--include-rejected", help=_REJECTED_HELP),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they keep their known labels, and Dawid–Skene anchors the worker matrices on them."),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
     from .aggregation import aggregation_frame
@@ -426,7 +427,11 @@ def aggregate(
         if multi_label == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
         ann = Annotations.from_long(frame, duplicates=duplicates)
-        frame = aggregation_frame(ann, method)
+        from .data.gold import gold_vector
+        from .data.items import read_item_labels
+
+        known = None if gold is None else gold_vector(ann.n_items, *read_item_labels(gold, ann.item_ids, ann.classes, items_are="crowd labels in --annotations"))
+        frame = aggregation_frame(ann, method, gold=known)
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
     except USER_ERRORS as e:
@@ -498,6 +503,7 @@ def fit(
     predict_item_ids: Optional[Path] = typer.Option(None, help="With a .npy --predict-features: one item id per line."),
     classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels."),
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they anchor the worker matrices and the training targets, keep their known labels, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
     image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0 with an MLP head trained on them when kdcrowd[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
@@ -573,7 +579,7 @@ def _fit_and_release(p: dict[str, Any], resume: bool) -> None:
 
 
 #: The `kdcrowd fit` options that are paths.
-FIT_PATH_PARAMS = ("annotations", "out", "features", "images", "texts", "item_ids", "predict_features", "predict_images", "predict_texts", "predict_item_ids", "truth")
+FIT_PATH_PARAMS = ("annotations", "out", "features", "images", "texts", "item_ids", "predict_features", "predict_images", "predict_texts", "predict_item_ids", "truth", "gold")
 #: `kdcrowd fit --image-features`: frozen pretrained features of the images, an MLP head trained on them.
 IMAGE_FEATURE_MODES = ("auto", "frozen", "none")
 #: The side (px) images are read at for frozen pretrained features: --image-size within these bounds
@@ -626,6 +632,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .aggregation import majority_vote
     from .cli_checks import check_training_settings
     from .data.annotations import AnnotationError, Annotations
+    from .data.gold import gold_values, gold_vector
     from .data.items import _as_text, align_feature_columns, read_item_labels
     from .estimator import MIN_IMAGE_SIDE, KDCrowdClassifier
     from .outdir import check_out_dir, prepare_out_dir
@@ -722,6 +729,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
         gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
+        gold_questions = None if p.get("gold") is None else gold_values(gold_vector(len(ids), *read_item_labels(p["gold"], ids, ann.classes)), ann.classes)
         X = load()  # images are decoded once the labels, ids and truths are known to be right
         input_transform = None
         if images is not None:
@@ -770,7 +778,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
     )
     try:
-        clf.fit(X, ann)
+        clf.fit(X, ann, gold=gold_questions)
         clf.input_transform_ = input_transform  # written into model.pt: `kdcrowd predict` computes the same inputs
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
@@ -781,6 +789,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     if method == "kdcrowd":
         settings.update(teacher=p["teacher"], student=p["student"])
     settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
+    if p.get("gold") is not None:
+        settings["gold questions"] = p["gold"]
     pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
     try:
         paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None)

@@ -234,20 +234,21 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation split
 
-    def _reference_labels(self, ann: Any) -> tuple[np.ndarray, str, str]:
+    def _reference_labels(self, ann: Any, gold: Any = None) -> tuple[np.ndarray, str, str]:
         """(labels (N,), name, note): the Dawid–Skene labels of all the crowd labels, or
         majority vote if Dawid–Skene fails; items without labels get the argmax of the
         class prior (Dawid–Skene) or class 0 (majority vote)."""
         from .aggregation import dawid_skene, majority_vote
+        from .data.gold import apply_gold
 
         try:
-            res = dawid_skene(ann, device=self.device)
+            res = dawid_skene(ann, device=self.device, gold=gold)
             if not np.isfinite(res.posteriors).all():
                 raise FloatingPointError("non-finite posteriors")
             labels = np.where(res.labels >= 0, res.labels, np.asarray(res.posteriors).argmax(1))
             return labels.astype(np.int64), "Dawid–Skene", ""
         except (ValueError, RuntimeError, FloatingPointError) as e:
-            labels = np.asarray(majority_vote(ann, soft=True)).argmax(1)  # the hard vote's rule: lowest class on ties
+            labels = apply_gold(np.asarray(majority_vote(ann, soft=True)).argmax(1), gold)  # the hard vote's rule: lowest class on ties
             return labels.astype(np.int64), "majority vote", f"Dawid–Skene failed ({e}); majority vote used"
 
     def _crowd_validation(self, ann: Any, seed: int) -> tuple[np.ndarray, str]:
@@ -269,7 +270,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit / predict
 
-    def fit(self, X: Any, y: Any = None, X_val: Any = None, y_val: Any = None, item_ids: Any = None, *, annotations: Any = None) -> KDCrowdClassifier:
+    def fit(self, X: Any, y: Any = None, X_val: Any = None, y_val: Any = None, item_ids: Any = None, *, annotations: Any = None, gold: Any = None) -> KDCrowdClassifier:
         """Train on items ``X`` and their crowd labels ``y``.
 
         ``y`` (also accepted as ``annotations=``): an :class:`~kdcrowd.data.Annotations`, a
@@ -278,8 +279,13 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         (otherwise a crowd-label validation split, see the class docstring). ``item_ids``:
         the item id of each row of ``X`` (as named in a long table); by default the index
         of a DataFrame ``X`` that is not a plain ``0..N-1`` range, else the row number.
+        ``gold``: gold questions, one known class value per row of ``X`` (``None``/NaN
+        where unknown): they anchor the worker matrices and the training targets
+        (:mod:`kdcrowd.data.gold`), and their rows get their known labels in ``labels_``
+        (``gold_``: the class indices, -1 unknown; ``None`` without gold).
         """
         from .data.datasets import CrowdDataset
+        from .data.gold import apply_gold, gold_from_values
         from .methods import RunConfig, run_on_dataset
         from .metrics import worker_accuracy_estimate
         from .report.practitioner import worker_matrices
@@ -311,6 +317,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
                 f"{type(self).__name__} needs at least 2 classes, but the labels hold only one class ({np.asarray(ann.classes).tolist()}); "
                 "pass classes=[...] to declare the others"
             )
+        gold_idx = gold_from_values(gold, ann.classes, len(X), option="gold")
         seed = self._seed()
         train = replace(train, seed=seed)
         classes = np.asarray(ann.classes)
@@ -332,7 +339,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         # the stand-in truth, computed only where it is used: crowd validation targets, memorization
         reference = ref_name = ref_note = None
         if len(val_idx) or self.track_memorization:
-            reference, ref_name, ref_note = self._reference_labels(ann)
+            reference, ref_name, ref_note = self._reference_labels(ann, gold_idx)
             if len(val_idx):
                 source = _DS_SOURCE if ref_name == "Dawid–Skene" else _MV_SOURCE
                 reason = f"{reason}; {ref_note}" if ref_note else reason
@@ -352,6 +359,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             annotations=train_ann,
             class_names=[str(c) for c in classes],
             y_reference=reference[train_idx] if self.track_memorization else None,  # the stand-in truth of memorization only
+            gold=None if gold_idx is None else gold_idx[train_idx],
         )
         cfg = RunConfig(
             dataset="user", method=method, backbone=backbone, seed=seed, train=train, options=options,
@@ -368,6 +376,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         proba[train_idx] = train_proba.detach().float().cpu().numpy()  # every row when nothing is held out
         if len(val_idx):
             proba[val_idx] = predict_proba(module, data, data.x_val).detach().float().cpu().numpy()
+        proba = apply_gold(proba, gold_idx)  # gold questions keep their known labels
+        self.gold_ = gold_idx
 
         self.module_ = module
         self._device = data.device

@@ -10,6 +10,10 @@ robust student, then the roles switch.
 * Stage 2 — roles switched: the crowd model retrained on the annotations with
   ``lambda2 * L_KD(f(x), r)``; its matrices are the refined worker-expertise estimates.
 
+With gold questions (``ds.gold``, :mod:`kdcrowd.data.gold`) the teacher and stage 2 add
+the classifier's cross-entropy on the gold items (``TrainConfig.gold_weight``) and the
+student's targets q of the gold items are their known one-hot labels.
+
 :class:`KDCrowd` composes the pieces; a new teacher or student needs no change here.
 """
 
@@ -27,6 +31,7 @@ from torch import nn
 from . import metrics as M
 from .checkpoint import module_digest
 from .config import ConfigError, bounded, check_fields
+from .data.gold import apply_gold
 from .evaluate import Callback, MethodOutput, best_val_accuracy, standard_callbacks
 from .losses import DEFAULT_TV_TEMPERATURE
 from .models import CROWD_MODELS
@@ -38,6 +43,7 @@ from .objectives import (
     KDStage2Objective,
     build_kd_loss,
     crowd_outputs,
+    gold_targets,
     make_crowd_model,
     padded_annotations,
 )
@@ -186,6 +192,8 @@ class KDCrowd:
             raise ValueError(f"KD-Crowd needs crowd annotations; data set '{ds.name}' has none (use --workers)")
         stage_callbacks = callbacks or (lambda stage, pseudo: standard_callbacks(ds, data, train, stage, pseudo))
         w, l = padded_annotations(ann, data.device)
+        gold = gold_targets(ds, data.device)  # gold questions: (N,) known classes, -1 unknown; or None
+        anchored = {"gold": gold, "gold_weight": train.gold_weight}
         outs: dict[str, MethodOutput] = {}
 
         # Stage 0: the teacher. A user's module is copied, so that it stays untrained: a
@@ -202,7 +210,7 @@ class KDCrowd:
             stage2_cls = CROWD_MODELS[self.teacher].cls if isinstance(self.teacher, str) else type(self.teacher)
             if not getattr(stage2_cls, "initialises_from_labels", False):
                 raise ValueError(f"stage2_init='student' needs a crowd model that initialises its workers from label statistics (Max-MIG); {stage2_cls.__name__} does not (use stage2_init='annotations')")
-        t_obj = CrowdObjective(teacher, w, l, worker_lr_scale=train.worker_lr_scale)
+        t_obj = CrowdObjective(teacher, w, l, worker_lr_scale=train.worker_lr_scale, **anchored)
         if pretrained is not None:
             t_fit = pretrained[1] if pretrained[1] is not None else EpochLog(t_obj, (), f"teacher {tname}").result(0.0, train)
         else:
@@ -214,7 +222,9 @@ class KDCrowd:
         outs["teacher"] = MethodOutput(t_obj, t_fit, train_proba=q, transitions=teacher.transition_matrices().detach().float().cpu().numpy())
         teacher_val = best_val_accuracy(t_fit, t_obj, data, train)
 
-        # Stage 1: the robust student on the teacher's hard predictions, distilling q.
+        # Stage 1: the robust student on the teacher's hard predictions, distilling q
+        # (the known one-hot labels of the gold items).
+        q = apply_gold(q, gold)
         hard = q.argmax(1)
         student_cls = STUDENTS[self.student] if isinstance(self.student, str) else self.student
         # a student may derive defaults from the teacher (co-teaching: its noise rate)
@@ -244,7 +254,7 @@ class KDCrowd:
                 model = copy.deepcopy(self.teacher).to(data.device)
                 if soft is not None:
                     model.init_from_annotations(w, l, soft=soft)
-        c_obj = KDStage2Objective(model, w, l, refined, self._kd_loss(refined), self.lambda2, worker_lr_scale=train.worker_lr_scale)
+        c_obj = KDStage2Objective(model, w, l, refined, self._kd_loss(refined), self.lambda2, worker_lr_scale=train.worker_lr_scale, **anchored)
         c_fit = fit(c_obj, data, checkpoints.train_config("stage2", replace(train, seed=train.seed + 2)), stage_callbacks("stage2", None), desc=f"stage 2 {tname}")
         checkpoints.finish("stage2")
         c_obj.load_state_dict(c_fit.best_state, strict=False)

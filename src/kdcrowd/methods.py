@@ -56,6 +56,7 @@ from .objectives import (
     CrowdObjective,
     SupervisedObjective,
     crowd_outputs,
+    gold_targets,
     make_crowd_model,
     padded_annotations,
     require_annotations,
@@ -188,10 +189,10 @@ def _aggregation_method(agg: str, soft: bool) -> Callable[[Any, DeviceData, RunC
         if agg == "ds":
             from .aggregation import dawid_skene
 
-            dsr = dawid_skene(ann, device=str(data.device))
+            dsr = dawid_skene(ann, device=str(data.device), gold=getattr(ds, "gold", None))
             labels, post, trans = dsr.labels, dsr.posteriors, dsr.transitions
-        else:
-            labels, post = aggregate(ann, method=agg, **({} if agg == "mv" else {"device": str(data.device)}))
+        else:  # gold items get their known labels as targets
+            labels, post = aggregate(ann, method=agg, gold=getattr(ds, "gold", None), **({} if agg == "mv" else {"device": str(data.device)}))
         post_t = torch.as_tensor(np.asarray(post, dtype=np.float32), device=data.device)
         targets = post_t if soft else torch.as_tensor(np.asarray(labels), dtype=torch.long, device=data.device)
         if not soft and (targets < 0).any():
@@ -232,7 +233,7 @@ def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
     ckpt = _stage_checkpoints(cfg, ds, [cfg.method])
     with seeded(cfg.train.seed):
         model = make_crowd_model(cfg.method, ds, data, cfg.backbone, options, padded=(w, l))
-    obj = CrowdObjective(model, w, l, worker_lr_scale=cfg.train.worker_lr_scale)
+    obj = CrowdObjective(model, w, l, worker_lr_scale=cfg.train.worker_lr_scale, gold=gold_targets(ds, data.device), gold_weight=cfg.train.gold_weight)
     res = fit(obj, data, ckpt.train_config(cfg.method, cfg.train), _callbacks(ds, data, cfg, cfg.method), desc=cfg.method)
     ckpt.finish(cfg.method)
     obj.load_state_dict(res.best_state, strict=False)

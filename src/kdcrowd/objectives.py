@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data.gold import check_gold
 from .losses import DEFAULT_TV_TEMPERATURE, KLDistillation, MIGfDistillation
 from .models import build_crowd_model
 from .models.backbones import build_backbone
@@ -38,6 +39,8 @@ __all__ = [
     "build_kd_loss",
     "KD_LOSSES",
     "require_annotations",
+    "gold_targets",
+    "gold_cross_entropy",
 ]
 
 KD_LOSSES = ("mig-kl", "mig-pearson", "mig-js", "mig-tv", "mig-rkl", "mig-hellinger", "kl", "none")
@@ -105,31 +108,62 @@ def crowd_param_groups(model: nn.Module, config: TrainConfig, worker_lr_scale: f
     return groups
 
 
+def gold_targets(ds: Any, device: torch.device) -> torch.Tensor | None:
+    """The data set's gold questions (``ds.gold``: ``(N,)`` class indices, ``-1`` for
+    unknown) as a long tensor on ``device``, or ``None`` when it has none."""
+    g = check_gold(getattr(ds, "gold", None), len(ds.x_train), ds.n_classes)
+    return None if g is None else torch.as_tensor(g, dtype=torch.long, device=device)
+
+
+def gold_cross_entropy(logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Supervised term of the gold items of a batch: the sum of the cross-entropies of
+    ``logits`` (B, K) against the known classes ``gold`` (B,) over the rows with
+    ``gold >= 0``, divided by the batch size ``B`` (each gold item weighs as one item of
+    the crowd loss's batch mean; 0 for a batch without gold items)."""
+    known = gold >= 0
+    ce = nn.functional.cross_entropy(logits.float(), gold.clamp_min(0), reduction="none")
+    return torch.where(known, ce, torch.zeros_like(ce)).sum() / max(1, len(gold))
+
+
 class CrowdObjective(nn.Module):
     """Adapts a crowd model (``crowd_loss(x, workers, labels)``) to the training loop.
 
     Holds the item-major padded annotations of the training items on the device and
     gathers the rows of each batch. Worker parameters train at ``worker_lr_scale`` times
     the learning rate (see :func:`crowd_param_groups`).
+
+    ``gold``: ``(N,)`` known classes of the gold questions (``-1`` for unknown) or
+    ``None``. The loss then adds ``gold_weight`` times :func:`gold_cross_entropy` of the
+    classifier's logits on the batch's gold items: the classifier is anchored to the known
+    labels, and through it the worker matrices (which explain the annotations given the
+    classifier's true-label distribution).
     """
 
     model: Any  # a crowd model (kdcrowd.models.base contract)
     ann_workers: torch.Tensor
     ann_labels: torch.Tensor
+    gold: torch.Tensor | None
 
-    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, worker_lr_scale: float = 1.0) -> None:
+    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, worker_lr_scale: float = 1.0, gold: torch.Tensor | None = None, gold_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.worker_lr_scale = worker_lr_scale
+        self.gold_weight = float(gold_weight)
         self.register_buffer("ann_workers", workers, persistent=False)
         self.register_buffer("ann_labels", labels, persistent=False)
+        self.register_buffer("gold", None if gold is None else gold.long(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def _with_gold(self, loss: torch.Tensor, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if self.gold is None or self.gold_weight == 0:
+            return loss
+        return loss + self.gold_weight * gold_cross_entropy(logits, self.gold[idx])
+
     def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
-        loss, _ = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
-        return loss
+        loss, logits = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
+        return self._with_gold(loss, logits, idx)
 
     def param_groups(self, config: TrainConfig) -> list[dict[str, Any]]:
         return crowd_param_groups(self.model, config, self.worker_lr_scale)
@@ -143,8 +177,8 @@ class KDStage2Objective(CrowdObjective):
 
     refined: torch.Tensor
 
-    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, refined: torch.Tensor, kd: nn.Module | None, lambda2: float, worker_lr_scale: float = 1.0) -> None:
-        super().__init__(model, workers, labels, worker_lr_scale=worker_lr_scale)
+    def __init__(self, model: nn.Module, workers: torch.Tensor, labels: torch.Tensor, refined: torch.Tensor, kd: nn.Module | None, lambda2: float, worker_lr_scale: float = 1.0, gold: torch.Tensor | None = None, gold_weight: float = 1.0) -> None:
+        super().__init__(model, workers, labels, worker_lr_scale=worker_lr_scale, gold=gold, gold_weight=gold_weight)
         self.kd, self.lambda2 = kd, lambda2
         self.register_buffer("refined", refined, persistent=False)
 
@@ -152,7 +186,7 @@ class KDStage2Objective(CrowdObjective):
         loss, logits = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
         if self.kd is not None and self.lambda2 > 0:
             loss = loss + self.lambda2 * self.kd(logits.float(), self.refined[idx])
-        return loss
+        return self._with_gold(loss, logits, idx)
 
 
 def padded_annotations(ann: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,10 +217,19 @@ def make_crowd_model(
 
     ``soft``: ``(N, K)`` label distributions of the training items for the models that
     initialise their workers from label statistics (``initialises_from_labels``, Max-MIG)
-    instead of majority vote; the others raise ``ValueError``."""
+    instead of majority vote; the others raise ``ValueError``. Without ``soft``, when ``ds``
+    has gold questions (``ds.gold``), those models start from the posteriors of Dawid–Skene
+    anchored on the gold items (:func:`kdcrowd.aggregation.dawid_skene` with ``gold``)."""
     ann = require_annotations(ds, name)
     net = build_backbone(backbone, data.input_shape, ds.n_classes).to(data.device)
     model = build_crowd_model(name, net, ann.n_workers, ds.n_classes, options).to(data.device)
+    gold = getattr(ds, "gold", None)
+    if soft is None and gold is not None and getattr(model, "initialises_from_labels", False):
+        # gold questions: the workers start from their confusion against the labels of
+        # Dawid–Skene anchored on the gold items, instead of majority vote
+        from .aggregation import dawid_skene
+
+        soft = torch.as_tensor(dawid_skene(ann, gold=gold, warn=False).posteriors, dtype=torch.float32, device=data.device)
     model.init_from_annotations(*(padded or padded_annotations(ann, data.device)), soft=soft)
     return model
 

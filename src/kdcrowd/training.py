@@ -101,6 +101,10 @@ class TrainConfig:
     worker_lr_scale: float = bounded(1.0, gt=0.0)
     """Crowd models: learning-rate multiplier of the worker parameters (no weight decay on
     them; see :func:`kdcrowd.objectives.crowd_param_groups`)."""
+    gold_weight: float = bounded(1.0, ge=0.0)
+    """Crowd models and KD-Crowd's crowd-model stages, with gold questions (``--gold``):
+    weight of the classifier's cross-entropy on the gold items' known labels, added to the
+    crowd loss (see :func:`kdcrowd.objectives.gold_cross_entropy`); 0 leaves it out."""
     seed: int = 0
     """Seed of initialisation, batch order and augmentation."""
     progress: bool = True

@@ -168,6 +168,10 @@ class CrowdDataset:
         y_reference: ``(N_train,)`` stand-in labels for memorization when there is no
             ground truth (a user's data set: the Dawid–Skene labels of its crowd labels);
             used for nothing else.
+        gold: ``(N_train,)`` int64 gold questions: the known class of a training item
+            whose answer is given as gold (it anchors the worker matrices and the
+            training targets, see :mod:`kdcrowd.data.gold`), ``-1`` for the others; or
+            ``None``. Unlike ``y_train`` (evaluation only) every method trains with it.
     """
 
     name: str
@@ -183,6 +187,7 @@ class CrowdDataset:
     extra_test: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     y_reference: np.ndarray | None = None
+    gold: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         k = len(self.class_names)
@@ -198,6 +203,10 @@ class CrowdDataset:
             a = self.annotations
             if a.n_items != n or a.n_classes != k:
                 raise ValueError(f"{self.name}: annotations cover {a.n_items} items / {a.n_classes} classes, but x_train has {n} rows and there are {k} classes")
+        if self.gold is not None:
+            from .gold import check_gold
+
+            self.gold = check_gold(self.gold, n, k, option=f"{self.name}: gold")
         if self.true_transitions is not None:
             m = self.annotations.n_workers if self.annotations is not None else self.true_transitions.shape[0]
             if self.true_transitions.shape != (m, k, k):

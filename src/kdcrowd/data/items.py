@@ -360,7 +360,7 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
 # ----------------------------------------------------------------------------- annotations
 
 
-def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images") -> tuple[np.ndarray, np.ndarray]:
     """Known true labels of some items (e.g. a gold set checked by an expert).
 
     Args:
@@ -370,6 +370,8 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
             :func:`read_image_folder`; matched by their text, so ``17`` is ``"17"``).
         classes: the class values of the annotations; labels are matched by their text,
             so ``1`` and ``"1"`` are the same class.
+        items_are: what makes an item known, for the error on unknown items (``kdcrowd
+            aggregate``: its crowd labels).
 
     Returns:
         ``(items, labels)``: int64 ``(G,)`` positions in ``item_ids`` and int64 ``(G,)``
@@ -398,7 +400,7 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     bad = np.flatnonzero(pos < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
-        raise ValueError(f"label file {path}: {bad.size} row(s) name items that have no features/images: {_listing(shown, bad.size, sep='; ', fmt=str)}; drop them or add the items")
+        raise ValueError(f"label file {path}: {bad.size} row(s) name items that have no {items_are}: {_listing(shown, bad.size, sep='; ', fmt=str)}; drop them or add the items")
     class_text = pd.Index(_as_text(pd.Series(list(classes), dtype=object)).to_numpy(dtype=object))
     if not class_text.is_unique:
         same = sorted(set(class_text[class_text.duplicated(keep=False)].tolist()))

@@ -257,6 +257,22 @@ def _card(value: str, label: str, cls: str = "") -> str:
     return f'<div class="card {cls}"><b>{_e(value)}</b><span>{_e(label)}</span></div>'
 
 
+def _gold_text(workers: pd.DataFrame) -> str:
+    """The paragraph on gold questions: who answered them and how well."""
+    g = workers["gold_n"].to_numpy()
+    answered = g > 0
+    if not answered.any():
+        return "<p><b>Gold questions</b> were given, but no worker answered any of them: they set the labels of their items only.</p>"
+    acc = workers["gold_accuracy"].to_numpy()[answered]
+    pooled = float(np.sum(acc * g[answered]) / g[answered].sum())
+    return (
+        f"<p><b>Gold questions</b> (items with known answers) anchor the worker matrices and the training targets. "
+        f"{int(answered.sum())} of {len(workers)} workers answered {int(g.sum())} of them, {100.0 * pooled:.1f} % correctly "
+        f"(per worker: median {100.0 * float(np.median(acc)):.1f} %, lowest {100.0 * float(acc.min()):.1f} %); "
+        "<b>gold_n</b> and <b>gold_accuracy</b> in the table and in <code>workers.csv</code> are each worker's count and accuracy on them.</p>"
+    )
+
+
 def render_fit_html(page: FitPage) -> str:
     """The whole ``report.html`` as one string."""
     from ..aggregation import majority_vote
@@ -314,7 +330,11 @@ def render_fit_html(page: FitPage) -> str:
     add(_figure(png_data_uri(_quality_figure(page.workers)), "Workers ranked by estimated accuracy (all of them are in <code>workers.csv</code>).", "worker quality"))
     fig, shown = _matrix_grid_figure(page.matrices, page.workers, classes)
     add(_figure(png_data_uri(fig), f"The {shown} most active workers' matrices (true class down, given class across; all of them are in <code>transition_matrices.npz</code>).", "worker matrices"))
-    ranked = page.workers.sort_values(["accuracy_estimate", "n_labels"], ascending=[True, False], kind="stable")[["worker", "n_labels", "accuracy_estimate", "agreement"]]
+    shown_cols = ["worker", "n_labels", "accuracy_estimate", "agreement"]
+    if "gold_n" in page.workers.columns:  # gold questions (kdcrowd fit --gold)
+        shown_cols += ["gold_n", "gold_accuracy"]
+        add(_gold_text(page.workers))
+    ranked = page.workers.sort_values(["accuracy_estimate", "n_labels"], ascending=[True, False], kind="stable")[shown_cols]
     if len(ranked) > 20:
         add("<p>The 10 least and the 10 most reliable workers:</p>" + _table(pd.concat([ranked.head(10), ranked.tail(10).iloc[::-1]])))
     else:

@@ -81,9 +81,11 @@ def worker_matrices(transitions: np.ndarray | None, ann: Any, proba: np.ndarray)
 MATRIX_SOURCES = {True: "estimated by the method", False: "the workers' labels against the final label distribution (the method estimates no worker matrices)"}
 
 
-def worker_table(t: np.ndarray, ann: Any, proba: np.ndarray, accuracy: np.ndarray) -> pd.DataFrame:
+def worker_table(t: np.ndarray, ann: Any, proba: np.ndarray, accuracy: np.ndarray, gold: np.ndarray | None = None) -> pd.DataFrame:
     """``workers.csv``: ``worker,n_labels,accuracy_estimate,agreement,diag_<class>...`` in
-    worker order.
+    worker order; with gold questions ``gold`` ((N,) class indices, -1 unknown) also
+    ``gold_n`` (the worker's labels on gold items) and ``gold_accuracy`` (the fraction of
+    them equal to the known label, NaN without any) after ``agreement``.
 
     ``accuracy`` (M,) is the estimated accuracy (the estimator's ``worker_quality_``,
     :func:`kdcrowd.metrics.worker_accuracy_estimate` of ``t``); ``agreement`` is the
@@ -98,6 +100,10 @@ def worker_table(t: np.ndarray, ann: Any, proba: np.ndarray, accuracy: np.ndarra
     with np.errstate(invalid="ignore", divide="ignore"):
         agree = np.where(n > 0, agree_counts / np.maximum(n, 1), np.nan)
     cols: dict[str, Any] = {"worker": np.asarray(ann.worker_ids), "n_labels": n, "accuracy_estimate": np.asarray(accuracy, dtype=np.float64), "agreement": agree}
+    if gold is not None:
+        from ..data.gold import worker_gold_accuracy
+
+        cols["gold_n"], cols["gold_accuracy"] = worker_gold_accuracy(ann, gold)
     diag = np.diagonal(t, axis1=1, axis2=2)
     for j, c in enumerate(np.asarray(ann.classes)):
         cols[f"diag_{c}"] = diag[:, j]
@@ -126,7 +132,7 @@ def _resolved_backbone(clf: Any) -> str:
 FILES = {
     "labels.csv": "item,label,confidence,p_<class>... for every item with crowd labels",
     "predictions.csv": "the same for items without crowd labels (the --predict set, and unlabelled rows of the training items)",
-    "workers.csv": "worker,n_labels,accuracy_estimate,agreement,diag_<class>...",
+    "workers.csv": "worker,n_labels,accuracy_estimate,agreement,diag_<class>... (with --gold also gold_n, gold_accuracy: each worker's gold answers and accuracy on them)",
     "transition_matrices.npz": "matrices (M, K, K), workers, classes",
     "model.pt": "the trained classifier; kdcrowd predict --model reads it",
     "metrics.json": "configuration, versions, device, timings, per-epoch history",
@@ -200,7 +206,7 @@ def write_fit_outputs(
         label_frame(np.concatenate(pred_ids), clf.classes_, np.concatenate(pred_proba)).to_csv(tmp / "predictions.csv", index=False)
         t = clf.worker_matrices_
         source = MATRIX_SOURCES[clf.transition_matrices_ is not None]
-        workers = worker_table(t, ann, proba, clf.worker_quality_)
+        workers = worker_table(t, ann, proba, clf.worker_quality_, gold=getattr(clf, "gold_", None))
         workers.to_csv(tmp / "workers.csv", index=False)
         save_matrices(tmp / "transition_matrices.npz", t, ann)
         save_model(tmp / "model.pt", clf)
