@@ -423,7 +423,7 @@ def aggregate(
 
     try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
         check_out_file(out)
-        frame, _gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected))
+        frame, _gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected), gold_given=gold is not None)
         if multi_label == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
         ann = Annotations.from_long(frame, duplicates=duplicates)
