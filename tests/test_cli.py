@@ -129,3 +129,28 @@ def test_aggregate_keeps_item_ids_as_written(tmp_path: Path) -> None:
     r = runner.invoke(app, ["aggregate", "--annotations", str(src), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert out.read_text().splitlines()[1].startswith("0017,cat,")
+
+
+def test_aggregate_ds_prior_option(tmp_path):
+    """--ds-prior reaches Dawid–Skene: 0 gives aggregate(prior=0) (crowd-kit's algorithm); a negative value is one error."""
+    import numpy as np
+    import pandas as pd
+
+    from kdcrowd.aggregation import aggregate
+    from kdcrowd.data.annotations import Annotations
+
+    rng = np.random.default_rng(0)
+    rows = [(i, f"w{w}", int(rng.integers(3)) if w % 3 else i % 3) for i in range(60) for w in rng.choice(12, 3, replace=False)]
+    src = tmp_path / "a.csv"
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(src, index=False)
+    ann = Annotations.read(src)
+    for prior in (0.0, 1.0):
+        out = tmp_path / f"ds{prior}.csv"
+        res = CliRunner().invoke(app, ["aggregate", "--annotations", str(src), "--method", "ds", "--ds-prior", str(prior), "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        _, post = aggregate(ann, "ds", prior=prior)
+        got = pd.read_csv(out, dtype={"item": str}).set_index("item")
+        want = pd.DataFrame(post, index=[str(i) for i in ann.item_ids], columns=[f"p_{c}" for c in ann.classes])
+        np.testing.assert_allclose(got.loc[want.index, want.columns].to_numpy(), want.to_numpy(), atol=1e-5)
+    res = CliRunner().invoke(app, ["aggregate", "--annotations", str(src), "--method", "ds", "--ds-prior", "-1", "--out", str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and "--ds-prior" in res.output

@@ -415,6 +415,7 @@ def aggregate(
     multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
     include_rejected: bool = typer.Option(False, "--include-rejected", help=_REJECTED_HELP),
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they keep their known labels, and Dawid–Skene anchors the worker matrices on them."),
+    ds_prior: float = typer.Option(1.0, "--ds-prior", help="Dawid–Skene: pseudo-counts per row shrinking each worker's matrix toward the pooled one (keeps workers with few labels from collapsing every item to one class); 0 gives crowd-kit's exact results."),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
     from .aggregation import aggregation_frame
@@ -431,7 +432,9 @@ def aggregate(
         from .data.items import read_item_labels
 
         known = None if gold is None else gold_vector(ann.n_items, *read_item_labels(gold, ann.item_ids, ann.classes, items_are="crowd labels in --annotations"))
-        frame = aggregation_frame(ann, method, gold=known)
+        if not ds_prior >= 0:
+            raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
+        frame = aggregation_frame(ann, method, gold=known, **({"prior": ds_prior} if method in ("ds", "dawid_skene", "dawid-skene") else {}))
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
     except USER_ERRORS as e:
