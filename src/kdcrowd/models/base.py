@@ -223,6 +223,15 @@ class CrowdModel(nn.Module):
 
 
 
+    def _annotations_on(self, logits: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's ``(B, L)`` worker and label indices checked against ``logits`` and
+        moved to its device as long tensors, and the mask of observed entries: the common
+        start of every ``crowd_loss``."""
+        _check_annotations(workers, labels, logits.shape[0])
+        workers = workers.to(logits.device).long()
+        labels = labels.to(logits.device).long()
+        return workers, labels, _observed(workers, labels)
+
     # ---- what the engine needs to know ------------------------------------------------
     def worker_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters of the per-worker noise model: they train at the worker

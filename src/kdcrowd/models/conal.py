@@ -12,7 +12,7 @@ from torch import nn
 from kdcrowd.config import bounded, check_fields
 from kdcrowd.losses import _no_autocast, masked_cross_entropy
 
-from .base import CrowdModel, _check_annotations, _masked_labels, _observed, register_crowd_model
+from .base import CrowdModel, _masked_labels, register_crowd_model
 
 __all__ = ["CoNAL", "CoNALConfig"]
 
@@ -133,11 +133,8 @@ class CoNAL(CrowdModel):
         self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         logits, feats = self._batch_logits_and_features(x)
-        _check_annotations(workers, labels, logits.shape[0])
+        workers, labels, obs = self._annotations_on(logits, workers, labels)
         with _no_autocast(logits):
-            workers = workers.to(logits.device).long()
-            labels = labels.to(logits.device).long()
-            obs = _observed(workers, labels)
             wc = workers.clamp(min=0)
             f = torch.softmax(logits.float(), dim=-1)
             omega = self.gate(feats, workers).unsqueeze(-1)  # (B, L, 1)

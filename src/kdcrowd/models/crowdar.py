@@ -12,7 +12,7 @@ from torch import nn
 
 from kdcrowd.losses import _no_autocast
 from kdcrowd.models._common import make_config, masked_mean
-from kdcrowd.models.base import CrowdModel, _check_annotations, _observed, register_crowd_model
+from kdcrowd.models.base import CrowdModel, register_crowd_model
 
 __all__ = ["CrowdAR", "CrowdARConfig"]
 
@@ -110,11 +110,8 @@ class CrowdAR(CrowdModel):
     def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._clip()
         logits, feats = self._batch_logits_and_features(x)
-        _check_annotations(workers, labels, logits.shape[0])
+        workers, labels, obs = self._annotations_on(logits, workers, labels)
         with _no_autocast(logits):
-            workers = workers.to(logits.device).long()
-            labels = labels.to(logits.device).long()
-            obs = _observed(workers, labels)
             K = self.n_classes
             f = torch.softmax(logits.float(), dim=-1)
             o = torch.einsum("bk,blkj->blj", f, self.weight[workers.clamp(min=0)].float())

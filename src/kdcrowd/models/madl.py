@@ -13,7 +13,7 @@ from torch import nn
 
 from kdcrowd.losses import _no_autocast
 from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, make_config
-from kdcrowd.models.base import CrowdModel, _check_annotations, _observed, register_crowd_model
+from kdcrowd.models.base import CrowdModel, register_crowd_model
 
 __all__ = ["MaDL", "MaDLConfig"]
 
@@ -171,11 +171,8 @@ class MaDL(CrowdModel):
 
     def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, feats = self._batch_logits_and_features(x)
-        _check_annotations(workers, labels, logits.shape[0])
+        workers, labels, obs = self._annotations_on(logits, workers, labels)
         with _no_autocast(logits):
-            workers = workers.to(logits.device).long()
-            labels = labels.to(logits.device).long()
-            obs = _observed(workers, labels)
             log_t = self._log_confusions(feats, workers, obs)
             log_p = F.log_softmax(logits.float(), dim=-1)
             if self.training:

@@ -12,7 +12,7 @@ from torch import nn
 
 from kdcrowd.losses import _no_autocast
 from kdcrowd.models._common import annotation_log_likelihood, make_config, masked_mean
-from kdcrowd.models.base import CrowdModel, _check_annotations, _observed, register_crowd_model
+from kdcrowd.models.base import CrowdModel, register_crowd_model
 
 __all__ = ["TraceReg", "TraceRegConfig"]
 
@@ -82,11 +82,8 @@ class TraceReg(CrowdModel):
 
     def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.backbone(x)
-        _check_annotations(workers, labels, logits.shape[0])
+        workers, labels, obs = self._annotations_on(logits, workers, labels)
         with _no_autocast(logits):
-            workers = workers.to(logits.device).long()
-            labels = labels.to(logits.device).long()
-            obs = _observed(workers, labels)
             log_p = F.log_softmax(logits.float(), dim=-1)
             ll = annotation_log_likelihood(log_p, self._worker_log_transitions(workers.clamp(min=0)), labels)
             loss = -masked_mean(ll, obs)

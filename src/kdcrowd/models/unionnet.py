@@ -12,7 +12,7 @@ from torch import nn
 
 from kdcrowd.losses import _no_autocast
 from kdcrowd.models._common import make_config
-from kdcrowd.models.base import CrowdModel, _check_annotations, _observed, register_crowd_model
+from kdcrowd.models.base import CrowdModel, register_crowd_model
 
 __all__ = ["UnionNet", "UnionNetConfig"]
 
@@ -82,11 +82,8 @@ class UnionNet(CrowdModel):
 
     def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.backbone(x)
-        _check_annotations(workers, labels, logits.shape[0])
+        workers, labels, obs = self._annotations_on(logits, workers, labels)
         with _no_autocast(logits):
-            workers = workers.to(logits.device).long()
-            labels = labels.to(logits.device).long()
-            obs = _observed(workers, labels)
             log_p = F.log_softmax(logits.float(), dim=-1)
             log_z = torch.logsumexp(self.weight.float().flatten(0, 1), dim=0)  # (K,)
             rows = self.weight[workers.clamp(min=0), labels.clamp(min=0)].float() - log_z  # (B, L, K)
