@@ -200,7 +200,7 @@ def main() -> None:
         for v in variants if kd_teachers else []:
             label = f"kdcrowd({kd_teachers[0]}) " + " ".join(f"{k}={x}" for k, x in v.items())
             one(data[seed], seed, "kdcrowd", label, {"teacher": kd_teachers[0], **v}, pre=teachers.get((seed, kd_teachers[0])))
-    print(json.dumps({"out": str(args.out), "wall_seconds": out["wall_seconds"], "runs": len(out["runs"]), "kd_teachers": kd_teachers}))
+    print(json.dumps({"out": str(args.out), "wall_seconds": time.perf_counter() - t0, "runs": len(out["runs"]), "kd_teachers": kd_teachers}))
 
 
 if __name__ == "__main__":
