@@ -365,7 +365,10 @@ def test_fit_interrupted_with_ctrl_c_resumes_to_the_uninterrupted_result(tmp_pat
 
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "kdcrowd", "fit", *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    # the child starts with Ctrl-C's default action whatever this process inherited or set (an ignored
+    # SIGINT would be inherited across exec, and Python then never raises KeyboardInterrupt)
+    proc = subprocess.Popen([sys.executable, "-m", "kdcrowd", "fit", *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = out / "checkpoints" / "state.json"
     try:
         deadline = time.monotonic() + 120
