@@ -12,8 +12,10 @@ from dataclasses import fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from kdcrowd.losses import _no_autocast
 from kdcrowd.models.base import _gather_columns, _observed
 
 __all__ = [
@@ -151,3 +153,30 @@ def eta_prior_bias(n_classes: int, eta: float) -> torch.Tensor:
         raise ValueError(f"eta must be in (0, 1); got {eta}")
     K = n_classes
     return (torch.log(torch.tensor(eta * (K - 1) / (1 - eta))) * torch.eye(K)).flatten()
+
+
+def feature_dim_of(backbone: nn.Module, feature_dim: int | None, model: str) -> int:
+    """``feature_dim`` if given, else ``backbone.feature_dim``: the width of the penultimate
+    features a model with an annotator network reads (MaDL, annot-mix)."""
+    if feature_dim is None:
+        feature_dim = getattr(backbone, "feature_dim", None)
+    if feature_dim is None:
+        raise ValueError(f"{model} needs backbone.feature_dim (or pass feature_dim=)")
+    return int(feature_dim)
+
+
+def marginal_nll_loss(model: Any, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor, regulariser: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``crowd_loss`` of the models trained by the coupled cross-entropy (TraceReg,
+    GeoCrowdNet): the negative log marginal likelihood ``-log Σ_k p(k|x) T_m[k, y]``
+    averaged over the observed annotations, plus ``regulariser(log_p)`` (a weighted scalar,
+    or ``None``) on batches with at least one observed annotation. Returns (loss, logits)."""
+    logits = model.backbone(x)
+    workers, labels, obs = model._annotations_on(logits, workers, labels)
+    with _no_autocast(logits):
+        log_p = F.log_softmax(logits.float(), dim=-1)
+        ll = annotation_log_likelihood(log_p, model._worker_log_transitions(workers.clamp(min=0)), labels)
+        loss = -masked_mean(ll, obs)
+        reg = None if regulariser is None else regulariser(log_p)
+        if reg is not None:
+            loss = loss + torch.where(obs.any(), reg, torch.zeros_like(reg))
+    return loss, logits

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcrowd.losses import _no_autocast
-from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, make_config, observed_pairs
+from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, feature_dim_of, make_config, observed_pairs
 from kdcrowd.models.base import CrowdModel, _check_annotations, _observed, register_crowd_model
 
 __all__ = ["AnnotMix", "AnnotMixConfig"]
@@ -94,10 +94,7 @@ class AnnotMix(CrowdModel):
     def __init__(self, backbone: nn.Module, n_workers: int, n_classes: int, config: AnnotMixConfig | None = None, feature_dim: int | None = None, **overrides: Any) -> None:
         super().__init__(backbone, n_workers, n_classes)
         self.config = c = make_config(AnnotMixConfig, config, overrides)
-        if feature_dim is None:
-            feature_dim = getattr(backbone, "feature_dim", None)
-        if feature_dim is None:
-            raise ValueError("annot-mix needs backbone.feature_dim (or pass feature_dim=)")
+        feature_dim = feature_dim_of(backbone, feature_dim, "annot-mix")
         if c.alpha < 0:
             raise ValueError(f"alpha must be >= 0; got {c.alpha}")
         M, K, E = self.n_workers, self.n_classes, int(c.embed_dim)

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcrowd.losses import _no_autocast
-from kdcrowd.models._common import annotation_log_likelihood, make_config, masked_mean
+from kdcrowd.models._common import make_config, marginal_nll_loss
 from kdcrowd.models.base import CrowdModel, register_crowd_model
 
 __all__ = ["GeoCrowdNet", "GeoCrowdNetConfig", "GEOCROWDNET_VARIANTS"]
@@ -110,13 +109,5 @@ class GeoCrowdNet(CrowdModel):
         return self._neg_logdet(torch.einsum("mkj,mlj->kl", a, a))
 
     def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.backbone(x)
-        workers, labels, obs = self._annotations_on(logits, workers, labels)
-        with _no_autocast(logits):
-            log_p = F.log_softmax(logits.float(), dim=-1)
-            ll = annotation_log_likelihood(log_p, self._worker_log_transitions(workers.clamp(min=0)), labels)
-            loss = -masked_mean(ll, obs)
-            if self.config.reg_weight > 0:
-                reg = self.config.reg_weight * self.volume_term(log_p.exp())
-                loss = loss + torch.where(obs.any(), reg, torch.zeros_like(reg))
-        return loss, logits
+        w = self.config.reg_weight
+        return marginal_nll_loss(self, x, workers, labels, (lambda log_p: w * self.volume_term(log_p.exp())) if w > 0 else None)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcrowd.losses import _no_autocast
-from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, make_config
+from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, feature_dim_of, make_config
 from kdcrowd.models.base import CrowdModel, register_crowd_model
 
 __all__ = ["MaDL", "MaDLConfig"]
@@ -98,10 +98,7 @@ class MaDL(CrowdModel):
     def __init__(self, backbone: nn.Module, n_workers: int, n_classes: int, config: MaDLConfig | None = None, feature_dim: int | None = None, **overrides: Any) -> None:
         super().__init__(backbone, n_workers, n_classes)
         self.config = c = make_config(MaDLConfig, config, overrides)
-        if feature_dim is None:
-            feature_dim = getattr(backbone, "feature_dim", None)
-        if feature_dim is None:
-            raise ValueError("MaDL needs backbone.feature_dim (or pass feature_dim=)")
+        feature_dim = feature_dim_of(backbone, feature_dim, "MaDL")
         if c.alpha <= 0 or c.beta <= 0:
             raise ValueError(f"alpha and beta must be > 0; got {c.alpha}, {c.beta}")
         M, K, E, H = self.n_workers, self.n_classes, int(c.embed_dim), int(c.hidden_dim)

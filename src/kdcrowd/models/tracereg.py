@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcrowd.losses import _no_autocast
-from kdcrowd.models._common import annotation_log_likelihood, make_config, masked_mean
+from kdcrowd.models._common import make_config, marginal_nll_loss
 from kdcrowd.models.base import CrowdModel, register_crowd_model
 
 __all__ = ["TraceReg", "TraceRegConfig"]
@@ -81,13 +80,5 @@ class TraceReg(CrowdModel):
         return torch.softmax(self.weight.float(), dim=-1).diagonal(dim1=-2, dim2=-1).sum(-1).mean()
 
     def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.backbone(x)
-        workers, labels, obs = self._annotations_on(logits, workers, labels)
-        with _no_autocast(logits):
-            log_p = F.log_softmax(logits.float(), dim=-1)
-            ll = annotation_log_likelihood(log_p, self._worker_log_transitions(workers.clamp(min=0)), labels)
-            loss = -masked_mean(ll, obs)
-            if self.config.trace_weight > 0:
-                reg = self.config.trace_weight * self.trace_term()
-                loss = loss + torch.where(obs.any(), reg, torch.zeros_like(reg))
-        return loss, logits
+        w = self.config.trace_weight
+        return marginal_nll_loss(self, x, workers, labels, (lambda log_p: w * self.trace_term()) if w > 0 else None)
