@@ -27,9 +27,7 @@ both sides) for GLAD, MACE and ZBS.
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -49,6 +47,7 @@ from kdcrowd.aggregators import (
     wawa,
     zero_based_skill,
 )
+from test_aggregation import _truth_dir  # the truth-inference folder, found as the DS tests find it
 
 METHOD_NAMES = ("glad", "mace", "wawa", "zbs", "one-coin-ds", "mmsr")
 
@@ -108,14 +107,6 @@ def _compare(method, df, truth=None, fast=True):
     return agreement, float((ours[idx] == t.to_numpy()).mean()), float((theirs[idx] == t.to_numpy()).mean())
 
 
-def _truth_dir():
-    roots = [Path(os.environ["KDCROWD_DATA"])] if os.environ.get("KDCROWD_DATA") else []
-    roots.append(Path(__file__).resolve().parents[1].parent / "shared" / "data")
-    for root in roots:
-        for d in (root / "truth_inference", root):
-            if (d / "bird_labels.csv.gz").is_file():
-                return d
-    return None
 
 
 def _simulate(seed=0, n=300, m=30, k=3, per_item=5, spam=0.0, diag=(0.55, 0.9)):
