@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# A protocol suite as a queue of small jobs, run a few at a time on one GPU until a deadline,
+# most important first, then one merged file. Made for device calls shorter than a suite:
+# the jobs that finish are complete units (a teacher and KD-Crowd over it, in one process, so
+# the gain is paired), and a job cut by the deadline keeps the runs it finished.
+#
+#   SUITE=protocol-cifar10n-worst P=4 DEADLINE=540 benchmarks/protocol_queue.sh OUT_DIR JOBS_FILE [protocol.py options...]
+#
+# JOBS_FILE: one job per line, protocol.py options (e.g. "--seeds 0 --methods maxmig
+# --kd-teachers maxmig"); "#" lines are skipped. Every job also gets --suite, --no-clean,
+# --out OUT_DIR/part_<line>.json and the extra options. OUT_DIR/merged.json combines the parts
+# (protocol.py --merge). With MPS=1 the CUDA multi-process service is started first, so the
+# jobs' kernels share the GPU instead of taking turns; it is left off when it fails to start.
+set -uo pipefail
+out=$1; jobs=$2; shift 2
+here=$(cd "$(dirname "$0")" && pwd)
+py=${PYTHON:-python3}
+P=${P:-4}; DEADLINE=${DEADLINE:-540}; SUITE=${SUITE:?set SUITE}
+mkdir -p "$out"
+start=$(date +%s)
+if [ "${MPS:-0}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d && $py -c "import torch; torch.ones(1, device='cuda').sum().item()" 2>/dev/null; then
+    echo "MPS on"
+  else
+    echo quit | nvidia-cuda-mps-control 2>/dev/null; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; echo "MPS off (failed to start)"
+  fi
+fi
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+run_job() {  # $1 = line number, $2 = the job's options
+  local left=$(( DEADLINE - ($(date +%s) - start) ))
+  [ "$left" -gt 30 ] || { echo "job $1 skipped (deadline)"; return 0; }
+  # shellcheck disable=SC2086
+  timeout "$left" $py "$here/protocol.py" --suite "$SUITE" --no-clean --out "$out/part_$1.json" $2 "${@:3}" > "$out/part_$1.log" 2>&1
+  echo "job $1 rc=$? ($(( $(date +%s) - start ))s): $2"
+}
+export -f run_job; export here py out start DEADLINE SUITE
+grep -n -v '^\s*#' "$jobs" | grep -v ':\s*$' | tr '\n' '\0' \
+  | xargs -0 -P "$P" -I{} bash -c 'l="{}"; run_job "${l%%:*}" "${l#*:}" "$@"' _ "$@"
+parts=("$out"/part_*.json)
+[ -e "${parts[0]}" ] && $py "$here/protocol.py" --suite "$SUITE" --out "$out/merged.json" --merge "${parts[@]}" >/dev/null && echo "$out/merged.json"
