@@ -46,7 +46,26 @@ with ``--synthetic``; the JSON says which):
    ``pipeline_seconds["naive_estimate"]`` is the cross-check estimate
    naive seconds per epoch (FastCNN throughput above) × epochs of the three stages.
 
-4. ``--profile``: ``torch.profiler`` over a few fast-path steps of ``--profile-backbone``;
+4. **The clean-label ceiling** of ``--ceiling-backbone`` (e.g. ``airbench``): method
+   ``clean`` (the backbone on the true training labels) with the airbench recipe
+   (:func:`kdcrowd.training.airbench_config`: Nesterov SGD, triangular schedule, 64× BN-bias
+   learning rate, label smoothing 0.2, alternating flips, translate-by-2, flip-and-translate
+   TTA) at batch ``--ceiling-batch`` for every ``--ceiling-epochs`` × ``--ceiling-lr-scales``.
+   Hyper-parameters are chosen on the validation split only: per epoch budget the learning
+   rate with the best validation accuracy (final state), and overall ``selected``, the
+   run with the best validation accuracy. ``time_to_target``: the training seconds of the
+   fewest-epoch budget whose (validation-chosen) run reaches ``--ceiling-target`` (0.89)
+   test accuracy, a reading of the test split, not a choice made with it.
+
+   With ``--pipeline-recipes`` the pipeline of 3. runs once per recipe and epoch count:
+   ``default`` (AdamW at ``--pipeline-lr``, cosine, the library's augmentation), ``airbench``
+   (:func:`~kdcrowd.training.airbench_config` at ``--pipeline-batch``, learning rate times
+   ``--pipeline-lr-scale``, no label smoothing: the crowd losses keep theirs) or
+   ``airbench-adamw`` (the default optimiser with airbench's alternating flips,
+   translate-by-2 and TTA). ``pipeline_selected`` is the run with the best validation
+   accuracy of the final stage.
+
+5. ``--profile``: ``torch.profiler`` over a few fast-path steps of ``--profile-backbone``;
    the top-15 CUDA kernels (``key_averages``) go into the JSON.
 
 The JSON (``--out``) is rewritten atomically after every part, so an interrupted run keeps
@@ -81,7 +100,7 @@ from torch import nn  # noqa: E402
 
 from kdcrowd import training  # noqa: E402
 from kdcrowd.models.backbones import build_backbone  # noqa: E402
-from kdcrowd.training import DeviceData, FitResult, TrainConfig, fit, seed_everything  # noqa: E402
+from kdcrowd.training import DeviceData, FitResult, TrainConfig, airbench_config, fit, seed_everything  # noqa: E402
 
 PIPELINE_OPTIONS = {"teacher": "maxmig", "student": "gce", "kd": "mig-kl"}
 
@@ -386,11 +405,33 @@ def make_naive_fit(ds: Any, device: torch.device, batch_size: int, lr: float | N
     return naive_fit
 
 
-def pipeline_config(ds: Any, epochs: int, device: torch.device, batch_size: int, lr: float, seed: int, backbone: str) -> Any:
+#: the training recipes of the pipeline (``--pipeline-recipes``)
+PIPELINE_RECIPES = ("default", "airbench", "airbench-adamw")
+
+
+def recipe_config(recipe: str, epochs: int, device: torch.device, batch_size: int, lr: float, seed: int, lr_scale: float = 1.0) -> TrainConfig:
+    """The pipeline's TrainConfig under ``recipe`` (see :data:`PIPELINE_RECIPES`)."""
+    common = dict(device=str(device), progress=False, seed=seed)
+    if recipe == "default":
+        return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, **common)
+    if recipe == "airbench":  # no label smoothing: the crowd losses keep their own targets
+        return airbench_config(epochs, batch_size, lr_scale=lr_scale, label_smoothing=0.0, **common)
+    if recipe == "airbench-adamw":
+        return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, flip_schedule="alternating", crop_padding=2, tta="flip-translate", **common)
+    raise ValueError(f"unknown recipe {recipe!r}; use one of {PIPELINE_RECIPES}")
+
+
+def pipeline_config(ds: Any, epochs: int, device: torch.device, batch_size: int, lr: float, seed: int, backbone: str, recipe: str = "default", lr_scale: float = 1.0) -> Any:
     from kdcrowd.methods import RunConfig
 
-    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=str(device), progress=False, seed=seed)
+    train = recipe_config(recipe, epochs, device, batch_size, lr, seed, lr_scale)
     return RunConfig(dataset=ds.name, method="kdcrowd", backbone=backbone, seed=seed, train=train, options=dict(PIPELINE_OPTIONS), track_memorization=False)
+
+
+def best_val(metrics: dict[str, Any]) -> float | None:
+    """The best validation accuracy of the (final stage's) training history."""
+    vals = [r.get("val_accuracy") for r in metrics.get("history", []) or [] if r.get("val_accuracy") is not None]
+    return max(vals) if vals else None
 
 
 def _pipeline_summary(metrics: dict[str, Any], epochs: int) -> dict[str, Any]:
@@ -400,18 +441,77 @@ def _pipeline_summary(metrics: dict[str, Any], epochs: int) -> dict[str, Any]:
         "seconds": metrics["seconds"],
         "test_accuracy": metrics.get("test_accuracy"),
         "test_accuracy_val_selected": metrics.get("test_accuracy_val_selected"),
+        "best_val_accuracy": best_val(metrics),
         "final_stage": metrics.get("final_stage"),
         "stage_train_seconds": {k: v.get("seconds") for k, v in stages.items()},
         "stage_test_accuracy": {k: v.get("test_accuracy") for k, v in stages.items()},
     }
 
 
-def run_fast_pipeline(ds: Any, epochs: int, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+def run_fast_pipeline(ds: Any, epochs: int, device: torch.device, args: argparse.Namespace, recipe: str = "default") -> dict[str, Any]:
     from kdcrowd.methods import run_on_dataset
 
-    cfg = pipeline_config(ds, epochs, device, args.pipeline_batch, args.pipeline_lr, args.seed, args.pipeline_backbone)
+    cfg = pipeline_config(ds, epochs, device, args.pipeline_batch, args.pipeline_lr, args.seed, args.pipeline_backbone, recipe, args.pipeline_lr_scale)
     metrics, _ = run_on_dataset(ds, cfg)
-    return _pipeline_summary(metrics, epochs)
+    out = _pipeline_summary(metrics, epochs)
+    out["recipe"] = recipe
+    return out
+
+
+def run_ceiling(ds: Any, epochs: int, lr_scale: float, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """Method ``clean`` (true training labels) with the airbench recipe: one run."""
+    from kdcrowd.methods import RunConfig, run_on_dataset
+
+    train = airbench_config(epochs, args.ceiling_batch, lr_scale=lr_scale, device=str(device), progress=False, seed=args.seed)
+    cfg = RunConfig(dataset=ds.name, method="clean", backbone=args.ceiling_backbone, seed=args.seed, train=train, track_memorization=False)
+    metrics, _ = run_on_dataset(ds, cfg)
+    hist = metrics.get("history") or []
+    return {
+        "epochs": epochs,
+        "lr_scale": lr_scale,
+        "lr": train.lr,
+        "batch_size": train.batch_size,
+        "train_seconds": _train_seconds(metrics),
+        "seconds": metrics["seconds"],
+        "final_val_accuracy": hist[-1]["val_accuracy"] if hist else None,
+        "best_val_accuracy": best_val(metrics),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "test_accuracy_val_selected": metrics.get("test_accuracy_val_selected"),
+    }
+
+
+def _train_seconds(metrics: dict[str, Any]) -> float | None:
+    """The training time (FitResult.seconds) of a single-stage method run."""
+    v = metrics.get("train_seconds")
+    return float(v) if v is not None else None
+
+
+def ceiling_section(ds: Any, device: torch.device, args: argparse.Namespace, out: dict[str, Any], save: Any, section: Any) -> None:
+    """Section 4: the clean-label ceiling grid, chosen on validation accuracy only."""
+    if ds.y_train is None:
+        raise ValueError("the clean-label ceiling needs the training ground truth")
+    runs: list[dict[str, Any]] = []
+    out["ceiling"] = {"backbone": args.ceiling_backbone, "target": args.ceiling_target, "runs": runs}
+    if device.type == "cuda":  # kernel selection and allocator warm-up, not timed
+        section("ceiling_warmup", lambda: run_ceiling(subset_dataset(ds, min(len(ds.x_train), 2048), None), 1, 1.0, device, args))
+    for e in sorted(set(args.ceiling_epochs)):
+        for s in args.ceiling_lr_scales:
+            r = section(f"ceiling_{e}_{s}", lambda e=e, s=s: run_ceiling(ds, e, s, device, args))
+            if r:
+                runs.append(r)
+                log(f"ceiling {args.ceiling_backbone}, {e} epochs, lr x{s}: train {r['train_seconds']:.2f}s, val {r['final_val_accuracy']:.4f}, test {r['test_accuracy']:.4f}")
+            save()
+    # per budget, the lr with the best final validation accuracy; overall the best one
+    per_budget: dict[str, Any] = {}
+    for e in sorted({r["epochs"] for r in runs}):
+        cands = [r for r in runs if r["epochs"] == e and r["final_val_accuracy"] is not None]
+        if cands:
+            per_budget[str(e)] = max(cands, key=lambda r: r["final_val_accuracy"])
+    out["ceiling"]["per_budget_val_chosen"] = per_budget
+    chosen = [r for r in per_budget.values()]
+    out["ceiling"]["selected"] = max(chosen, key=lambda r: (r["final_val_accuracy"], -r["epochs"])) if chosen else None
+    hit = next((per_budget[k] for k in sorted(per_budget, key=int) if (per_budget[k]["test_accuracy"] or 0) >= args.ceiling_target), None)
+    out["ceiling"]["time_to_target"] = None if hit is None else {"epochs": hit["epochs"], "lr_scale": hit["lr_scale"], "train_seconds": hit["train_seconds"], "seconds": hit["seconds"], "test_accuracy": hit["test_accuracy"]}
 
 
 def run_naive_pipeline(ds: Any, epochs: int, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
@@ -518,6 +618,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pipeline-lr", type=float, default=2e-3)
     ap.add_argument("--naive-lr", type=float, default=1e-3, help="AdamW learning rate of the naive pipeline at its batch size")
     ap.add_argument("--fast-epochs", type=int, nargs="+", default=[5, 10, 20])
+    ap.add_argument("--pipeline-recipes", nargs="+", default=["default"], choices=PIPELINE_RECIPES, help="training recipes of the fast pipeline (each with every --fast-epochs)")
+    ap.add_argument("--pipeline-lr-scale", type=float, default=1.0, help="airbench recipe: multiplier of its learning rate")
+    ap.add_argument("--ceiling-backbone", default=None, help="run the clean-label ceiling grid with this backbone and the airbench recipe (section 4)")
+    ap.add_argument("--ceiling-epochs", type=int, nargs="+", default=[8, 12, 16])
+    ap.add_argument("--ceiling-lr-scales", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--ceiling-batch", type=int, default=512)
+    ap.add_argument("--ceiling-target", type=float, default=0.89)
     ap.add_argument("--naive-epochs", type=int, default=20)
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-pipeline", action="store_true")
@@ -536,7 +643,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 #: ``--quick`` settings (flags given explicitly win): a toy run on the CPU, a short one on CUDA.
-QUICK_CPU = {"n_train": 256, "n_eval": 128, "warmup_steps": 1, "naive_steps": 3, "fast_steps": 4, "fast_epochs": [1, 2], "naive_epochs": 1, "profile_steps": 2, "naive_batch": 32, "fast_batch": 64, "pipeline_batch": 64}
+QUICK_CPU = {"n_train": 256, "n_eval": 128, "warmup_steps": 1, "naive_steps": 3, "fast_steps": 4, "fast_epochs": [1, 2], "naive_epochs": 1, "profile_steps": 2, "naive_batch": 32, "fast_batch": 64, "pipeline_batch": 64, "ceiling_epochs": [1, 2], "ceiling_batch": 64}
 QUICK_CUDA = {"warmup_steps": 5, "naive_steps": 50, "fast_steps": 60, "fast_epochs": [2, 5], "naive_epochs": 5, "peak_n": 4096}
 
 
@@ -644,18 +751,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         notes.append("TFLOP/s = FLOPs per image of one training step (forward + backward, FlopCounterMode: convolutions and matmuls only) × images/s; fraction_of_peak = that / peak_bf16_tflops (an 8192^3 bf16 matmul, 3 warm-ups, 10 timed). The naive path runs in fp32/TF32, so its fraction of the bf16 peak is an upper bound on what it could reach, not a like-for-like efficiency.")
 
+    # 4. the clean-label ceiling (before the pipelines: the shorter rows first)
+    if args.ceiling_backbone:
+        section("ceiling", lambda: ceiling_section(ds, device, args, out, save, section))
+        sel = (out.get("ceiling") or {}).get("selected")
+        if sel:
+            log(f"ceiling selected on validation: {sel['epochs']} epochs, lr x{sel['lr_scale']}: val {sel['final_val_accuracy']:.4f}, test {sel['test_accuracy']:.4f}, train {sel['train_seconds']:.2f}s; time to {args.ceiling_target}: {out['ceiling']['time_to_target']}")
+        notes.append(
+            f"Clean-label ceiling: method clean (true training labels) with backbone {args.ceiling_backbone} and kdcrowd.training.airbench_config (Nesterov SGD momentum 0.85, lr 1.5 x batch/1024 x lr_scale, "
+            f"L2 0.0153/11.5, BN biases at 64x lr, triangular schedule with 1/5 warm-up, label smoothing 0.2, alternating flips, translate 2, flip+translate TTA), batch {args.ceiling_batch}, "
+            f"epochs {args.ceiling_epochs} x lr scales {args.ceiling_lr_scales}. Per epoch budget the lr scale is chosen on the final validation accuracy; 'selected' is the best validation run. "
+            "train_seconds = FitResult.seconds (the epochs with their per-epoch validation); seconds = the whole run_on_dataset (data placement and test evaluation too). "
+            f"time_to_target = the fewest-epoch validation-chosen run with test accuracy >= {args.ceiling_target} (a reading of the test split)."
+        )
+        save()
+
     # 3. pipelines
     if not args.skip_pipeline:
         fast_runs: dict[int, dict[str, Any]] = {}
+        recipe_runs: list[dict[str, Any]] = []
         if device.type == "cuda":
-            section("pipeline_warmup", lambda: run_fast_pipeline(subset_dataset(ds, min(len(ds.x_train), 2048), None), 1, device, args))
-        for e in args.fast_epochs:
-            r = section(f"fast_pipeline_{e}", lambda e=e: run_fast_pipeline(ds, e, device, args))
-            if r:
-                fast_runs[e] = r
-                log(f"fast pipeline, {e} epochs/stage: {r['seconds']:.1f}s, test accuracy {r['test_accuracy']:.4f} (final: {r['final_stage']})")
-            out["pipeline_fast_runs"] = {str(k): v for k, v in fast_runs.items()}
-            save()
+            for rc in args.pipeline_recipes:
+                section(f"pipeline_warmup_{rc}", lambda rc=rc: run_fast_pipeline(subset_dataset(ds, min(len(ds.x_train), 2048), None), 1, device, args, rc))
+        for rc in args.pipeline_recipes:
+            for e in args.fast_epochs:
+                r = section(f"fast_pipeline_{rc}_{e}" if len(args.pipeline_recipes) > 1 else f"fast_pipeline_{e}", lambda e=e, rc=rc: run_fast_pipeline(ds, e, device, args, rc))
+                if r:
+                    recipe_runs.append(r)
+                    if rc == args.pipeline_recipes[0]:
+                        fast_runs[e] = r
+                    log(f"fast pipeline ({rc}), {e} epochs/stage: {r['seconds']:.1f}s (stages {sum(v or 0 for v in r['stage_train_seconds'].values()):.1f}s), test accuracy {r['test_accuracy']:.4f}, val-selected {r['test_accuracy_val_selected']}, best val {r['best_val_accuracy']} (final: {r['final_stage']})")
+                out["pipeline_fast_runs"] = {str(k): v for k, v in fast_runs.items()}
+                out["pipeline_recipe_runs"] = recipe_runs
+                save()
+        valued = [r for r in recipe_runs if r.get("best_val_accuracy") is not None]
+        out["pipeline_selected"] = max(valued, key=lambda r: (r["best_val_accuracy"], -r["epochs"])) if valued else None
+        if out["pipeline_selected"]:
+            ps = out["pipeline_selected"]
+            log(f"pipeline selected on validation: {ps['recipe']}, {ps['epochs']} epochs/stage: {ps['seconds']:.1f}s, test {ps['test_accuracy']:.4f} (val-selected {ps['test_accuracy_val_selected']})")
         naive = None
         if not args.skip_naive_pipeline:
             naive = section("naive_pipeline", lambda: run_naive_pipeline(ds, args.naive_epochs, device, args))
@@ -693,7 +826,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes.append(
             f"Pipeline = KD-Crowd with options {PIPELINE_OPTIONS} (teacher Max-MIG, GCE student, MIG-KL distillation, stage 2), backbone {args.pipeline_backbone}, through kdcrowd.methods.run_on_dataset; "
             f"pipeline_seconds are its metrics['seconds'] (placing the data on the device, the three stages, the predictions between them, and test evaluation). track_memorization=False in both paths (the student's pseudo-label memorization callback still runs in both). "
-            f"fast: TrainConfig(batch_size={args.pipeline_batch}, lr={args.pipeline_lr}, AdamW, cosine) for {args.fast_epochs} epochs per stage. "
+            f"fast: recipes {args.pipeline_recipes} (default = TrainConfig(batch_size={args.pipeline_batch}, lr={args.pipeline_lr}, AdamW, cosine); airbench = airbench_config at batch {args.pipeline_batch}, lr x{args.pipeline_lr_scale}, no label smoothing; airbench-adamw = default + alternating flips, translate 2, flip+translate TTA) for {args.fast_epochs} epochs per stage; pipeline_selected = best final-stage validation accuracy over recipes and epochs. "
             f"naive: the same call with kdcrowd.framework.fit swapped for a DataLoader loop (naive_fit in this script: per-item CPU augmentation, fp32, channels-first, batch {args.naive_batch}, AdamW lr {args.naive_lr}, cosine, loss.item() each step, validation through a DataLoader each epoch) for {args.naive_epochs} epochs per stage; everything between the stages is the library's (GPU) code in both. "
             "pipeline_seconds['naive_estimate'] = (training images / naive FastCNN images/s) × 3 stages × naive epochs, the simple estimate, for comparison with the measured naive run. "
             "time_to_accuracy_speedup = naive seconds / seconds of the fewest-epoch fast run whose test accuracy (final state) reaches the naive run's; null if none does. Accuracies are from single runs (seed 0), so differences of a few tenths of a percent are noise."

@@ -110,7 +110,7 @@ def door_options() -> list[DoorOption]:
     methods = method_names()
     run = [
         DoorOption("method", "kdcrowd", str, f"What to train: {', '.join(m for m in methods if m != 'clean')} (and clean, the ceiling, where ground truth exists).", "run", methods),
-        DoorOption("backbone", "auto", str, "mlp, fastcnn, resnet18, vgg16, labelme-cnn, auto (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above), or a pretrained network fine-tuned as a whole: efficientnet-lite0, torchvision:NAME, timm:NAME.", "run"),
+        DoorOption("backbone", "auto", str, "mlp, fastcnn, airbench (the CIFAR speedrun network with a whitening first layer; pair it with the airbench recipe: --optimizer sgd --lr 1.5 --momentum 0.85 --weight-decay 0.00133 --bias-lr-scale 64 --schedule triangular --warmup-epochs 2 --epochs 10 --batch-size 1024 --flip-schedule alternating --crop-padding 2 --tta flip-translate), resnet18, vgg16, labelme-cnn, auto (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above), or a pretrained network fine-tuned as a whole: efficientnet-lite0, torchvision:NAME, timm:NAME.", "run"),
         DoorOption("model_options", None, dict, f"Options of the crowd model (the method, or the kdcrowd teacher), e.g. mig_f=js for maxmig; models: {', '.join(crowd_model_names())}.", "run"),
     ]
     return run + _from_dataclass(TrainConfig, "train", TRAIN_NOT_OPTIONS) + _from_dataclass(KDCrowd, "kdcrowd", KDCROWD_NOT_OPTIONS)

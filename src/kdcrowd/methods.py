@@ -175,7 +175,7 @@ def _backbone(ds: Any, data: DeviceData, cfg: RunConfig) -> nn.Module:
 def _train_on_targets(ds: Any, data: DeviceData, cfg: RunConfig, targets: torch.Tensor, desc: str) -> tuple[nn.Module, FitResult]:
     ckpt = _stage_checkpoints(cfg, ds, [cfg.method])
     with seeded(cfg.train.seed):
-        module = SupervisedObjective(_backbone(ds, data, cfg), targets).to(data.device)
+        module = SupervisedObjective(_backbone(ds, data, cfg), targets, label_smoothing=cfg.train.label_smoothing).to(data.device)
     res = fit(module, data, ckpt.train_config(cfg.method, cfg.train), _callbacks(ds, data, cfg, cfg.method), desc=desc)
     ckpt.finish(cfg.method)
     module.load_state_dict(res.best_state, strict=False)

@@ -60,20 +60,24 @@ def build_kd_loss(name: str, temperature: float = 1.0, prior: Any = "uniform", t
 
 
 class SupervisedObjective(nn.Module):
-    """A backbone trained with cross-entropy on fixed targets: hard ``(N,)`` or soft ``(N, K)``."""
+    """A backbone trained with cross-entropy on fixed targets: hard ``(N,)`` or soft ``(N, K)``.
+
+    ``label_smoothing`` (:class:`~kdcrowd.training.TrainConfig`'s) applies to hard targets
+    only; soft targets are already distributions."""
 
     targets: torch.Tensor
 
-    def __init__(self, backbone: nn.Module, targets: torch.Tensor) -> None:
+    def __init__(self, backbone: nn.Module, targets: torch.Tensor, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.register_buffer("targets", targets, persistent=False)
+        self.label_smoothing = float(label_smoothing) if targets.dim() == 1 else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
     def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
-        return nn.functional.cross_entropy(self.backbone(x).float(), self.targets[idx])
+        return nn.functional.cross_entropy(self.backbone(x).float(), self.targets[idx], label_smoothing=self.label_smoothing)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x).float().softmax(-1)

@@ -48,9 +48,12 @@ from . import distributed as D
 from .config import ConfigError, bounded, check_fields
 from .config import _name as option_name
 from .checkpoint import read_training_checkpoint, set_rng_states, training_fingerprint, write_training_checkpoint
+from .models.backbones import init_from_training_inputs
 
 __all__ = [
     "TrainConfig",
+    "AIRBENCH_RECIPE",
+    "airbench_config",
     "DeviceData",
     "FitResult",
     "Trainable",
@@ -82,10 +85,19 @@ class TrainConfig:
     """``adamw`` or ``sgd`` (Nesterov momentum)."""
     momentum: float = bounded(0.9, ge=0.0, lt=1.0)
     """SGD momentum."""
-    schedule: Literal["cosine", "constant", "linear"] = "cosine"
-    """``cosine`` (with linear warm-up), ``constant`` or ``linear`` (to zero)."""
+    schedule: Literal["cosine", "constant", "linear", "triangular"] = "cosine"
+    """``cosine`` (with linear warm-up), ``constant``, ``linear`` (to zero) or
+    ``triangular`` (airbench's: from 0.2 × lr up to lr over the warm-up, then linearly to zero)."""
     warmup_epochs: float = bounded(1.0, ge=0.0)
-    """Linear warm-up length in epochs (cosine schedule)."""
+    """Linear warm-up length in epochs (cosine and triangular schedules)."""
+    bias_lr_scale: float = bounded(1.0, gt=0.0)
+    """Learning-rate multiplier of the normalisation biases (batch-norm shifts, and the
+    whitening bias of the airbench backbone); their weight decay is divided by it, so the
+    decay per step stays the same. airbench's SGD recipe uses 64; keep 1 with AdamW."""
+    label_smoothing: float = bounded(0.0, ge=0.0, lt=1.0)
+    """Label smoothing of the cross-entropy on fixed hard targets (``clean`` and the
+    aggregate-then-train methods such as ``mv``); the crowd models, soft targets and
+    KD-Crowd's stages keep their own losses (smoothing would fight their noise models)."""
     device: str = "auto"
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available)."""
     amp: bool | None = None
@@ -94,6 +106,19 @@ class TrainConfig:
     """Random crop (padding = 1/8 of the side) and horizontal flip for images."""
     flip: bool = True
     """Horizontal flips in augmentation (off for data where they change the class)."""
+    flip_schedule: Literal["random", "alternating"] = "random"
+    """``random``: each image is flipped with probability 1/2 every epoch; ``alternating``
+    (airbench's derandomised flips): a random half in the first epoch, then every image
+    the other way round from its previous epoch, so two consecutive epochs show each
+    image both ways."""
+    crop_padding: int | None = bounded(None, ge=0)
+    """Padding (reflect) of the random-crop translation in pixels; ``None``: 1/8 of the
+    image side (4 on CIFAR); airbench uses 2; 0 turns translation off."""
+    tta: Literal["none", "flip", "flip-translate"] = "none"
+    """Test-time augmentation of every prediction (validation, the training-item predictions
+    between stages, test): ``flip`` averages the probabilities of each image and its mirror
+    image; ``flip-translate`` adds those of the image shifted by one pixel up-left and of its
+    mirror shifted down-right, at half the weight (airbench's). Mirror views only with ``flip``."""
     channels_last: bool = True
     """Channels-last memory format for image backbones on CUDA."""
     compile: bool = False
@@ -135,6 +160,41 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: airbench's recipe (Jordan 2024) as :class:`TrainConfig` settings, for the ``airbench``
+#: backbone: Nesterov SGD at momentum 0.85 with airbench's learning rate (11.5 per 1024
+#: examples with its summed loss, i.e. 1.5 × batch/1024 for a mean loss; here at batch
+#: 1024) and weight decay (its decay per step; 0.0153 / 11.5 as an L2 coefficient), batch-
+#: norm biases at 64× the learning rate, the triangular schedule (warm-up over 1/5 of
+#: :data:`AIRBENCH_EPOCHS`), label smoothing 0.2 (fixed hard targets only), alternating
+#: flips, translation by 2 pixels and flip-and-translate test-time averaging. Use
+#: ``replace(TrainConfig(**AIRBENCH_RECIPE), ...)``; :func:`airbench_config` scales the
+#: learning rate to another batch size and the warm-up to another number of epochs.
+AIRBENCH_EPOCHS = 10
+AIRBENCH_RECIPE: dict[str, Any] = {
+    "epochs": AIRBENCH_EPOCHS,
+    "batch_size": 1024,
+    "optimizer": "sgd",
+    "lr": 1.5,
+    "momentum": 0.85,
+    "weight_decay": 0.0153 / 11.5,
+    "bias_lr_scale": 64.0,
+    "schedule": "triangular",
+    "warmup_epochs": 0.2 * AIRBENCH_EPOCHS,
+    "label_smoothing": 0.2,
+    "flip_schedule": "alternating",
+    "crop_padding": 2,
+    "tta": "flip-translate",
+}
+
+
+def airbench_config(epochs: int = AIRBENCH_EPOCHS, batch_size: int = 1024, lr_scale: float = 1.0, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` with :data:`AIRBENCH_RECIPE` for ``epochs`` epochs (warm-up
+    1/5 of them) at ``batch_size`` (the learning rate scaled linearly from airbench's 1.5
+    at 1024, times ``lr_scale``); ``overrides`` set any other field."""
+    rec = {**AIRBENCH_RECIPE, "epochs": epochs, "batch_size": batch_size, "warmup_epochs": 0.2 * epochs, "lr": AIRBENCH_RECIPE["lr"] * batch_size / 1024 * lr_scale}
+    return TrainConfig(**{**rec, **overrides})
 
 
 class Trainable(Protocol):
@@ -270,35 +330,53 @@ class DeviceData:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    def prepare(self, x: torch.Tensor, augment: bool = False, flip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Convert a raw batch to the normalised float input of the backbones."""
+    def prepare(
+        self,
+        x: torch.Tensor,
+        augment: bool = False,
+        flip: bool = True,
+        generator: torch.Generator | None = None,
+        pad: int | None = None,
+        flip_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Convert a raw batch to the normalised float input of the backbones.
+
+        With ``augment``: a random translation by up to ``pad`` pixels (``None``: 1/8 of
+        the side) and, with ``flip``, horizontal flips, at random or where ``flip_mask``
+        (``(B,)`` bool) says."""
         if not self.is_image:
             return (x - self.mean) / self.std
         x = x.float().div_(255.0)
         if augment:
-            x = random_crop_flip(x, pad=max(1, x.shape[-1] // 8), flip=flip, generator=generator)
+            x = random_crop_flip(x, pad=default_crop_padding(x.shape[-1]) if pad is None else pad, flip=flip, generator=generator, flip_mask=flip_mask)
         return (x - self.mean) / self.std
 
 
-def random_crop_flip(x: torch.Tensor, pad: int, flip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+def default_crop_padding(side: int) -> int:
+    """The crop padding used when none is set: 1/8 of the image side, at least 1."""
+    return max(1, side // 8)
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool = True, generator: torch.Generator | None = None, flip_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Random crop with reflect padding and random horizontal flip, for a whole batch at once.
 
     One gather with per-sample row/column index grids; no per-image Python.
 
     Args:
         x: float images ``(B, C, H, W)``.
-        pad: padding on each side; crops keep the input size.
+        pad: padding on each side; crops keep the input size (0: no translation).
         flip: also flip half of the images horizontally.
+        flip_mask: ``(B,)`` bool, which images to flip (with ``flip``), instead of a random half.
     """
     b, _, h, w = x.shape
     dev = x.device
-    xp = nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    xp = nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
     oy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=generator)
     rows = oy + torch.arange(h, device=dev)  # (B, H)
     cols = ox + torch.arange(w, device=dev)  # (B, W)
     if flip:
-        do_flip = torch.rand(b, 1, device=dev, generator=generator) < 0.5
+        do_flip = (torch.rand(b, 1, device=dev, generator=generator) < 0.5) if flip_mask is None else flip_mask.view(b, 1)
         cols = torch.where(do_flip, cols.flip(1), cols)
     bi = torch.arange(b, device=dev)[:, None, None]
     out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
@@ -358,25 +436,54 @@ def _shard_batches(n: int, batch_size: int, world: int, rank: int) -> tuple[list
 
 def _lr_lambda(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     total = max(1, config.epochs * steps_per_epoch)
-    warm = int(config.warmup_epochs * steps_per_epoch) if config.schedule == "cosine" else 0
+    warm = int(config.warmup_epochs * steps_per_epoch) if config.schedule in ("cosine", "triangular") else 0
 
     def f(step: int) -> float:
         if config.schedule == "constant":
             return 1.0
         if config.schedule == "linear":
             return max(0.0, 1.0 - step / total)
+        if config.schedule == "triangular":
+            if step < warm:
+                return 0.2 + 0.8 * step / warm
+            return max(0.0, 1.0 - (step - warm) / max(1, total - warm))
         if step < warm:
             return (step + 1) / warm
         t = (step - warm) / max(1, total - warm)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
-    if config.schedule not in ("cosine", "constant", "linear"):
-        raise ValueError(f"unknown schedule '{config.schedule}'; use cosine, constant or linear")
+    if config.schedule not in ("cosine", "constant", "linear", "triangular"):
+        raise ValueError(f"unknown schedule '{config.schedule}'; use cosine, constant, linear or triangular")
     return f
+
+
+def _is_norm_bias(module: nn.Module) -> Callable[[nn.Parameter], bool]:
+    ids = {id(m.bias) for m in module.modules() if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)) and getattr(m, "bias", None) is not None}
+    return lambda p: id(p) in ids or bool(getattr(p, "kdcrowd_norm_bias", False))
+
+
+def _split_norm_biases(module: nn.Module, groups: list[dict[str, Any]], config: TrainConfig) -> list[dict[str, Any]]:
+    """Each group's normalisation biases in a group of their own at ``bias_lr_scale`` times
+    the group's learning rate and its weight decay divided by that (the decay per step unchanged)."""
+    is_bias = _is_norm_bias(module)
+    out: list[dict[str, Any]] = []
+    for g in groups:
+        params = list(g["params"])
+        biases = [p for p in params if is_bias(p)]
+        rest = [p for p in params if not is_bias(p)]
+        if rest:
+            out.append({**g, "params": rest})
+        if biases:
+            lr = g.get("lr", config.lr) * config.bias_lr_scale
+            wd = g.get("weight_decay", config.weight_decay) / config.bias_lr_scale
+            out.append({**g, "params": biases, "lr": lr, "weight_decay": wd})
+    return out
 
 
 def _optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     groups = module.param_groups(config) if hasattr(module, "param_groups") else [{"params": [p for p in module.parameters() if p.requires_grad]}]
+    if config.bias_lr_scale != 1.0:
+        groups = _split_norm_biases(module, groups, config)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
@@ -412,14 +519,47 @@ def _predict_local(module: Any, data: DeviceData, x: torch.Tensor, config: Train
     was_training = module.training
     module.eval()
     out = []
+    tta = config.tta if data.is_image else "none"
     for s in range(0, x.shape[0], config.eval_batch_size):
         xb = data.prepare(x[s : s + config.eval_batch_size])
         if data.is_image and config.channels_last and data.device.type == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(data.device, config.amp):
-            out.append(module.predict_proba(xb).float())
+            out.append(_predict_views(module, xb, tta, config.flip))
     module.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
+
+
+def tta_views(x: torch.Tensor, tta: str, flip: bool = True) -> list[tuple[torch.Tensor, float]]:
+    """The test-time views of a normalised image batch and their weights (summing to 1):
+    ``none``: the batch; ``flip``: it and its mirror image, 1/2 each; ``flip-translate``:
+    those at 1/4 each, plus the batch shifted by one pixel towards the top left and its
+    mirror image shifted towards the bottom right (reflect padding), 1/4 each. Without
+    ``flip`` the mirror views are left out (``flip``: the batch alone; ``flip-translate``:
+    it at 1/2 and its top-left shift at 1/2)."""
+    if tta == "none" or (tta == "flip" and not flip):
+        return [(x, 1.0)]
+    if tta not in ("flip", "flip-translate"):
+        raise ValueError(f"unknown tta '{tta}'; use none, flip or flip-translate")
+    views = [x, x.flip(-1)] if flip else [x]
+    if tta == "flip-translate":
+        h, w = x.shape[-2:]
+        xp = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [xp[..., : h, : w]]
+        if flip:
+            shifted.append(xp.flip(-1)[..., 2 : h + 2, 2 : w + 2])
+        return [(v, 0.5 / len(views)) for v in views] + [(v, 0.5 / len(shifted)) for v in shifted]
+    return [(v, 1.0 / len(views)) for v in views]
+
+
+def _predict_views(module: Any, xb: torch.Tensor, tta: str, flip: bool) -> torch.Tensor:
+    """``module.predict_proba`` averaged over :func:`tta_views` (one pass over all views)."""
+    views = tta_views(xb, tta, flip)
+    if len(views) == 1:
+        return module.predict_proba(xb).float()
+    p = module.predict_proba(torch.cat([v for v, _ in views])).float().view(len(views), xb.shape[0], -1)
+    weights = torch.tensor([wt for _, wt in views], device=p.device, dtype=p.dtype).view(-1, 1, 1)
+    return (p * weights).sum(0)
 
 
 def validation_accuracy(module: Any, data: DeviceData, config: TrainConfig) -> torch.Tensor | None:
@@ -592,6 +732,9 @@ def _fit(
             if saved["complete"]:  # a finished training: its result, without training again
                 set_rng_states(saved["rng"][D.rank() if config.distributed else 0], device)
                 return log.result(float(saved["seconds"]), config)
+    # data-dependent initialisation (airbench's whitening layer) from the normalised training
+    # images, before the optimiser exists; a resumed or pre-trained module already has it
+    init_from_training_inputs(module, lambda: _init_inputs(data))
     aug_gen = gen
     converted = False
     ddp: nn.Module | None = None
@@ -623,6 +766,8 @@ def _fit(
         sched.load_state_dict(saved["scheduler"])
         set_rng_states(saved["rng"][D.rank() if config.distributed else 0], device, gen, aug_gen)
         first, before = int(saved["epochs"]), float(saved["seconds"])
+    base_flips = _alternating_flip_base(data, config, device)
+    pad = config.crop_padding
     t0 = time.perf_counter()
     try:
         with _EpochBar(show, config.epochs, desc, done=first) as bar:
@@ -634,7 +779,8 @@ def _fit(
                 loss_sum = torch.zeros((), device=device)
                 for s, e in local:
                     idx = perm[s:e]
-                    xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=aug_gen)
+                    flips = None if base_flips is None else base_flips[idx] ^ bool(epoch % 2)
+                    xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=aug_gen, pad=pad, flip_mask=flips)
                     if data.is_image and config.channels_last and device.type == "cuda":
                         xb = xb.contiguous(memory_format=torch.channels_last)
                     with autocast(device, config.amp):
@@ -666,6 +812,22 @@ def _fit(
             if converted:
                 D.revert_sync_batchnorm(module)
     return log.result(seconds, config)
+
+
+def _init_inputs(data: DeviceData, n: int = 5000) -> torch.Tensor:
+    """The first ``n`` training items, normalised (no augmentation), in float32."""
+    return data.prepare(data.x_train[:n]).float()
+
+
+def _alternating_flip_base(data: DeviceData, config: TrainConfig, device: torch.device) -> torch.Tensor | None:
+    """With ``flip_schedule="alternating"``: which training items are flipped in even
+    epochs (a random half, from a generator of its own seeded with ``config.seed``, so the
+    same on every rank and after a resume); odd epochs flip the others. ``None`` otherwise."""
+    if config.flip_schedule != "alternating" or not (config.augment and config.flip and data.is_image):
+        return None
+    g = torch.Generator(device=device)
+    g.manual_seed(config.seed + 7_919)
+    return torch.rand(data.n_train, device=device, generator=g) < 0.5
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -14,6 +14,11 @@ Which one to pick:
 * ``mlp`` — feature vectors (LabelMe bag-of-words, digits);
 * ``fastcnn`` — a small, fast CNN for 28–32 px images in the style of the CIFAR-10
   speedrun networks (airbench / hlb-CIFAR10): three conv groups, batch norm, GELU;
+* ``airbench`` — the airbench-class CIFAR network (:class:`AirbenchNet`): a frozen 2×2
+  patch-whitening first layer initialised from the training images (by
+  :func:`kdcrowd.training.fit`, through :meth:`AirbenchNet.init_from_inputs`), identity
+  (dirac) initialised convolutions, fast-momentum batch norm without learned scales; best
+  with its recipe, :data:`kdcrowd.training.AIRBENCH_RECIPE`;
 * ``resnet18`` — the CIFAR ResNet-18 (3×3 stem, no max-pool);
 * ``vgg16`` — VGG-16 with batch norm, the backbone of the paper-era baselines;
 * ``labelme-cnn`` — a CNN for LabelMe's 128 px scene images (strided stem, four groups);
@@ -31,6 +36,8 @@ from torch import nn
 __all__ = [
     "MLP",
     "FastCNN",
+    "AirbenchNet",
+    "init_from_training_inputs",
     "ResNet18",
     "VGG16BN",
     "LabelMeCNN",
@@ -147,6 +154,127 @@ class FastCNN(_Backbone):
         return self.head(self.features(x)) * self.head_scale
 
 
+class _FixedScaleBN(nn.BatchNorm2d):
+    """Batch norm with the scale fixed at 1 (only the shift is learned) and fast running
+    statistics, as in airbench; its bias is a *norm bias* (``kdcrowd_norm_bias``), which
+    :class:`~kdcrowd.training.TrainConfig`'s ``bias_lr_scale`` speeds up."""
+
+    def __init__(self, c: int, momentum: float) -> None:
+        super().__init__(c, momentum=momentum, eps=1e-12)
+        self.weight.requires_grad_(False)
+
+
+class _AirbenchGroup(nn.Sequential):
+    """conv → max-pool(2) → BN → GELU → conv → BN → GELU, the convolutions dirac-initialised."""
+
+    def __init__(self, c_in: int, c_out: int, bn_momentum: float) -> None:
+        convs = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)]
+        for conv in convs:  # the first c_in filters start as the identity on their input channel
+            w = conv.weight.data
+            nn.init.dirac_(w[: w.shape[1]])
+        super().__init__(
+            convs[0], nn.MaxPool2d(2), _FixedScaleBN(c_out, bn_momentum), nn.GELU(),
+            convs[1], _FixedScaleBN(c_out, bn_momentum), nn.GELU(),
+        )
+
+
+class AirbenchNet(_Backbone):
+    """The airbench-class CIFAR network (after Jordan, *94% on CIFAR-10 in 3.29 seconds on a
+    single GPU*, 2024): a 2×2 patch-whitening convolution, then three conv groups (each
+    halving the resolution), global max-pool and a bias-free linear head scaled by
+    ``head_scale``. About 1.97 M parameters at the default widths.
+
+    The whitening layer's weights are buffers (never trained): the eigenvectors of the
+    covariance of the 2×2 patches of the training images, scaled by the inverse square
+    root of their eigenvalues, and their negatives (so ``2 · C · 4`` output channels, then
+    GELU). :meth:`init_from_inputs` computes them; :func:`kdcrowd.training.fit` calls it on
+    the normalised training images before the first epoch (once: ``whitened`` records it,
+    and is saved with the state). Its bias is learned.
+
+    Args:
+        in_channels: image channels.
+        n_classes: number of classes K.
+        widths: channels of the three conv groups.
+        bn_momentum: batch-norm running-statistics momentum (torch's convention: the
+            weight of the new batch; airbench uses 0.6).
+        head_scale: multiplier of the head's output.
+        whiten_eps: added to the patch-covariance eigenvalues before the inverse square root.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        widths: Sequence[int] = (64, 256, 256),
+        bn_momentum: float = 0.6,
+        head_scale: float = 1 / 9,
+        whiten_eps: float = 5e-4,
+    ) -> None:
+        super().__init__()
+        w1, w2, w3 = widths
+        self.patch = 2
+        self.whiten_eps = whiten_eps
+        c_white = 2 * in_channels * self.patch * self.patch
+        self.register_buffer("whiten_weight", torch.zeros(c_white, in_channels, self.patch, self.patch))
+        self.whiten_bias = nn.Parameter(torch.zeros(c_white))
+        self.whiten_bias.kdcrowd_norm_bias = True  # type: ignore[attr-defined]
+        self.register_buffer("whitened", torch.zeros((), dtype=torch.bool))
+        self.body = nn.Sequential(
+            _AirbenchGroup(c_white, w1, bn_momentum),
+            _AirbenchGroup(w1, w2, bn_momentum),
+            _AirbenchGroup(w2, w3, bn_momentum),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+        )
+        for m in self.body.modules():
+            if isinstance(m, _FixedScaleBN):
+                m.bias.kdcrowd_norm_bias = True  # type: ignore[attr-defined]
+        self.feature_dim = w3
+        self.head = nn.Linear(w3, n_classes, bias=False)
+        self.head_scale = head_scale
+
+    def whiten(self, x: torch.Tensor) -> torch.Tensor:
+        """The whitening layer's pre-activation output ``(B, 2·C·4, H-1, W-1)``."""
+        return nn.functional.conv2d(x, self.whiten_weight.to(x.dtype), self.whiten_bias.to(x.dtype))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(nn.functional.gelu(self.whiten(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)) * self.head_scale
+
+    @torch.no_grad()
+    def init_from_inputs(self, x: torch.Tensor) -> None:
+        """Set the whitening weights from normalised training images ``x`` ``(N, C, H, W)``
+        (a few thousand are plenty): the covariance of all their 2×2 patches (the patch mean
+        removed) is eigendecomposed in float64, and each eigenvector ``v`` with eigenvalue
+        ``λ`` gives the filters ``± v / sqrt(λ + whiten_eps)``; the bias is reset to 0."""
+        c, p = x.shape[1], self.patch
+        patches = nn.functional.unfold(x.double(), p).transpose(1, 2).reshape(-1, c * p * p)  # (N·L, C·p·p)
+        patches = patches - patches.mean(0, keepdim=True)
+        cov = patches.T @ patches / max(1, patches.shape[0] - 1)
+        evals, evecs = torch.linalg.eigh(cov)  # ascending
+        evals, evecs = evals.flip(0), evecs.flip(1)
+        w = (evecs / torch.sqrt(evals.clamp_min(0) + self.whiten_eps)).T.reshape(c * p * p, c, p, p)
+        self.whiten_weight.copy_(torch.cat([w, -w]).to(self.whiten_weight))
+        self.whiten_bias.zero_()
+        self.whitened.fill_(True)
+
+
+def init_from_training_inputs(module: nn.Module, inputs: Callable[[], torch.Tensor]) -> int:
+    """Initialise every not-yet-initialised data-dependent layer of ``module`` (a submodule
+    with ``init_from_inputs`` and a false ``whitened`` buffer, e.g. :class:`AirbenchNet`)
+    from ``inputs()`` (normalised training images, computed only when some layer needs
+    them); returns how many were initialised."""
+    todo = [m for m in module.modules() if hasattr(m, "init_from_inputs") and not bool(getattr(m, "whitened", True))]
+    if not todo:
+        return 0
+    x = inputs()
+    for m in todo:
+        m.init_from_inputs(x)
+    return len(todo)
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
@@ -252,6 +380,7 @@ def _image_channels(shape: Sequence[int], name: str) -> int:
 BACKBONES: dict[str, Callable[[Sequence[int], int], nn.Module]] = {
     "mlp": lambda shape, k: MLP(int(torch.tensor(shape).prod()), k),
     "fastcnn": lambda shape, k: FastCNN(_image_channels(shape, "fastcnn"), k),
+    "airbench": lambda shape, k: AirbenchNet(_image_channels(shape, "airbench"), k),
     "resnet18": lambda shape, k: ResNet18(_image_channels(shape, "resnet18"), k),
     "vgg16": lambda shape, k: VGG16BN(_image_channels(shape, "vgg16"), k),
     "labelme-cnn": lambda shape, k: LabelMeCNN(_image_channels(shape, "labelme-cnn"), k),
@@ -262,7 +391,7 @@ def build_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> nn.
     """Build a backbone by name.
 
     Args:
-        name: one of :data:`BACKBONES` (``mlp``, ``fastcnn``, ``resnet18``, ``vgg16``,
+        name: one of :data:`BACKBONES` (``mlp``, ``fastcnn``, ``airbench``, ``resnet18``, ``vgg16``,
             ``labelme-cnn``), ``auto`` for :func:`default_backbone`, or an ImageNet-pretrained
             network to fine-tune (:mod:`kdcrowd.models.pretrained`): ``efficientnet-lite0``
             (``kdcrowd[pretrained]``), ``torchvision:NAME[@WEIGHTS]``, ``timm:NAME[@FILE]``.
