@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, Optional
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .io import write_json
+from .io import process_start, write_json
 
 #: Ctrl-C anywhere exits with status 130 (typer); the statuses are listed in kdcrowd.cli_checks.EXIT_CODES.
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
@@ -281,6 +282,7 @@ def run(
     from .methods import RunConfig
     from .methods import run as run_method
 
+    started = time.perf_counter()  # the imports are done: what came before is startup
     method, backbone, train, run_options = _door_settings(options, seed=seed, progress=True)
     try:
         dataset_options = parse_key_values(dataset_option)
@@ -312,8 +314,12 @@ def run(
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
         _fail(str(e))
-    write_json(out / "metrics.json", metrics)
+    t_write = time.perf_counter()
     save_transitions(out, output)
+    from .methods import close_timings
+
+    metrics["timings"] = close_timings({**metrics["timings"], "startup": started - process_start(), "writing": time.perf_counter() - t_write})
+    write_json(out / "metrics.json", metrics)
     console.print(results_table([metrics], f"{dataset}" + (f" / workers={workers}" if workers else "")))
     console.print(f"wrote {out / 'metrics.json'}")
 
@@ -642,6 +648,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .report.html import thumbnails_from_files
     from .report.practitioner import FILES, write_fit_outputs
 
+    started = time.perf_counter()  # the imports are done: what came before is startup
     out: Path = p["out"]
     features, images, method = p["features"], p["images"], p["method"]
     duplicates = p["duplicates"]
@@ -780,6 +787,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
     )
+    t_fit = time.perf_counter()
     try:
         clf.fit(X, ann, gold=gold_questions)
         clf.input_transform_ = input_transform  # written into model.pt: `kdcrowd predict` computes the same inputs
@@ -794,9 +802,17 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
     if p.get("gold") is not None:
         settings["gold questions"] = p["gold"]
+    t_pred = time.perf_counter()
     pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
+    timings = dict(clf.metrics_["timings"])
+    timings["startup"] = started - process_start()
+    timings["data_preparation"] += t_fit - started  # the inputs read and checked
+    timings["evaluation"] += time.perf_counter() - t_pred  # the items of --predict-*
     try:
-        paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None)
+        paths = write_fit_outputs(
+            out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None,
+            timings=timings,
+        )
     except USER_ERRORS as e:  # e.g. a full disk or a folder without write permission; the checkpoints stay
         _fail(f"writing the outputs to {out} failed ({e}); fix that, then `kdcrowd fit --resume {out}` writes them without training again")
     shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete; its outputs replace the checkpoints
