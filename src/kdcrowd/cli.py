@@ -318,7 +318,8 @@ def run(
     save_transitions(out, output)
     from .methods import close_timings
 
-    metrics["timings"] = close_timings({**metrics["timings"], "startup": started - process_start(), "writing": time.perf_counter() - t_write})
+    since = _command_start(started)
+    metrics["timings"] = close_timings({**metrics["timings"], "startup": started - since, "writing": time.perf_counter() - t_write}, since)
     write_json(out / "metrics.json", metrics)
     console.print(results_table([metrics], f"{dataset}" + (f" / workers={workers}" if workers else "")))
     console.print(f"wrote {out / 'metrics.json'}")
@@ -567,6 +568,18 @@ def fit(
     return _fit_and_release(params, resume=False)
 
 
+def _command_start(started: float) -> float:
+    """When the command started, for its ``timings`` (a :func:`time.perf_counter` time):
+    the process's start when the process is the command (``kdcrowd ...``, ``python -m
+    kdcrowd ...``: its imports are then its startup), else ``started`` (the command called
+    inside a longer-lived process, e.g. a test: no startup of its own)."""
+    import sys
+
+    entry = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    own = entry.stem == "kdcrowd" or (entry.name == "__main__.py" and entry.parent.name == "kdcrowd")
+    return process_start() if own else started
+
+
 def _fail_if_in_use(path: Path, option: str) -> None:
     """Stop at once when another kdcrowd run holds the lock on the folder ``path``."""
     from .outdir import check_not_in_use
@@ -805,13 +818,14 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     t_pred = time.perf_counter()
     pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
     timings = dict(clf.metrics_["timings"])
-    timings["startup"] = started - process_start()
+    since = _command_start(started)
+    timings["startup"] = started - since
     timings["data_preparation"] += t_fit - started  # the inputs read and checked
     timings["evaluation"] += time.perf_counter() - t_pred  # the items of --predict-*
     try:
         paths = write_fit_outputs(
             out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None,
-            timings=timings,
+            timings=timings, since=since,
         )
     except USER_ERRORS as e:  # e.g. a full disk or a folder without write permission; the checkpoints stay
         _fail(f"writing the outputs to {out} failed ({e}); fix that, then `kdcrowd fit --resume {out}` writes them without training again")

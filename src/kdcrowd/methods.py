@@ -397,14 +397,13 @@ def run_timings(metrics: dict[str, Any], fit_result: FitResult, data_seconds: fl
     return out
 
 
-def close_timings(timings: dict[str, float]) -> dict[str, float]:
+def close_timings(timings: dict[str, float], since: float) -> dict[str, float]:
     """A command's ``timings`` for ``metrics.json``, in the order of :data:`TIMING_PARTS`,
-    with ``wall`` (process start to now, :func:`kdcrowd.io.process_start`) and ``other``
-    grown by what no part counted (option parsing, printing, ...), so that the parts add
-    up to ``wall``. ``metrics.json`` itself is written after ``wall``."""
-    from .io import process_start
-
-    wall = time.perf_counter() - process_start()
+    with ``wall`` (``since``, a :func:`time.perf_counter` time: the process's start for a
+    command run as a process, to now) and ``other`` grown by what no part counted (option
+    parsing, printing, ...), so that the parts add up to ``wall``. ``metrics.json`` itself
+    is written after ``wall``."""
+    wall = time.perf_counter() - since
     out = {k: float(timings.get(k, 0.0)) for k in TIMING_PARTS}
     out.update({k: float(v) for k, v in timings.items() if k not in out})
     out["other"] = max(0.0, out["other"] + wall - sum(out.values()))

@@ -176,6 +176,7 @@ def write_fit_outputs(
     predict: tuple[Sequence[Any], np.ndarray] | None = None,
     thumbnail: Callable[[int], bytes | None] | None = None,
     timings: dict[str, float] | None = None,
+    since: float | None = None,
 ) -> dict[str, Path]:
     """Write every output file of ``kdcrowd fit`` into ``out``; returns ``{name: path}``.
 
@@ -189,7 +190,7 @@ def write_fit_outputs(
 
     ``timings``: the seconds of each part so far (``kdcrowd fit``); the seconds of
     ``report`` (``report.html``) and ``writing`` (the other files) are added, and
-    ``wall`` (:func:`kdcrowd.methods.close_timings`); the result is written into
+    ``wall`` from ``since`` (:func:`kdcrowd.methods.close_timings`); the result is written into
     ``metrics.json`` (written last) and ``clf.metrics_["timings"]``.
     """
     import shutil
@@ -229,7 +230,7 @@ def write_fit_outputs(
         if timings is not None:
             t_end = time.perf_counter()
             timings = {**timings, "report": t_end - t_report, "writing": float(timings.get("writing", 0.0)) + t_report - t_write}
-            clf.metrics_["timings"] = close_timings(timings)
+            clf.metrics_["timings"] = close_timings(timings, t_write if since is None else since)
         write_json(tmp / "metrics.json", clf.metrics_)
         paths: dict[str, Path] = {}
         for name in FILES:  # report.html last: its presence means the outputs are complete
