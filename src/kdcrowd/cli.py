@@ -273,6 +273,7 @@ def run(
     dataset_option: list[str] = typer.Option([], "--dataset-option", help="KEY=VALUE passed to load_dataset, e.g. features=bovw for labelme (repeatable)."),
     distributed: bool = typer.Option(False, "--distributed", help="Data-parallel over the processes torchrun starts (one per GPU): `torchrun --nproc_per_node N -m kdcrowd run --distributed ...`; --batch-size is per GPU; rank 0 writes the files."),
     resume: bool = typer.Option(False, "--resume", help="Checkpoint every epoch into OUT/checkpoints, and continue from there when the same command runs again after an interruption (same results as an uninterrupted run)."),
+    track_memorization: bool = typer.Option(True, "--track-memorization/--no-track-memorization", help="Record each epoch's memorization of the workers' wrong labels (one prediction pass over the training items per epoch; needs their ground truth); --no-track-memorization leaves it out."),
     **options: Any,
 ) -> None:
     """Train and evaluate one method; writes OUT/metrics.json (and OUT/progress.jsonl, one line per finished epoch).
@@ -288,7 +289,7 @@ def run(
         dataset_options = parse_key_values(dataset_option)
     except typer.BadParameter as e:
         _fail(str(e))
-    cfg = RunConfig(dataset=dataset, method=method, workers=workers, backbone=backbone, seed=seed, train=train, options=run_options, dataset_options=dataset_options)
+    cfg = RunConfig(dataset=dataset, method=method, workers=workers, backbone=backbone, seed=seed, train=train, options=run_options, dataset_options=dataset_options, track_memorization=track_memorization)
     # Every finished epoch is appended here, so an interrupted run keeps its history.
     from .outdir import prepare_out_dir
 
