@@ -68,6 +68,29 @@ with ``--synthetic``; the JSON says which):
 5. ``--profile``: ``torch.profiler`` over a few fast-path steps of ``--profile-backbone``;
    the top-15 CUDA kernels (``key_averages``) go into the JSON.
 
+5. ``--commands ROW [ROW ...]``: the overhead around the training loop of whole commands
+   (issue 15, "No overhead around the loop"), each run as a user runs it, in a fresh
+   process, instead of parts 1-4:
+
+   * ``fit-labelme-cpu``: ``kdcrowd fit`` with its defaults on LabelMe's 1,000 crowd-labelled
+     items as bag-of-words features (the command of docs/RESULTS.md §6), ``--device cpu``;
+     target wall <= 2 x training + 3 s;
+   * ``run-cifar10n-resnet18-mv``: ``kdcrowd run --dataset cifar10n --method mv --backbone
+     resnet18 --epochs 11`` on ``--device`` (the H200 row); target wall <= 1.3 x training.
+
+   Per row: the wall time of the process (``--repeats`` runs, the fastest kept, all
+   listed), the ``timings`` of its ``metrics.json`` (startup, data preparation, training,
+   evaluation, report, writing, ...), the load average around each run, and whether the
+   target is met. "training" is ``timings.training`` (the optimisation steps alone); for
+   code without ``timings`` (``--src`` an older tree) it is the stages' training seconds,
+   per-epoch evaluation and checkpoints included. ``--src DIR`` runs the commands from
+   another source tree (e.g. the main branch, for a before/after pair); ``--label`` names
+   the entry, and the entries of earlier labels in ``--out`` are kept::
+
+       python benchmarks/speed.py --commands fit-labelme-cpu --src ../main/src --label before --repeats 3 --out benchmarks/results/overhead_cpu.json
+       python benchmarks/speed.py --commands fit-labelme-cpu --label after --repeats 3 --out benchmarks/results/overhead_cpu.json
+       python benchmarks/speed.py --commands run-cifar10n-resnet18-mv --device cuda --label after --out benchmarks/results/overhead_gpu.json
+
 The JSON (``--out``) is rewritten atomically after every part, so an interrupted run keeps
 what it finished; a part that fails records its error and the run goes on.
 """
@@ -596,6 +619,125 @@ def profile_fast(ds: Any, device: torch.device, backbone: str, batch_size: int, 
 # ----------------------------------------------------------------------------- driver
 
 
+# ----------------------------------------------------------------------------- 5. command overhead
+
+#: The rows of issue 15's table measured by ``--commands``: (target factor, target seconds added, what it is).
+COMMAND_ROWS: dict[str, tuple[float, float, str]] = {
+    "fit-labelme-cpu": (2.0, 3.0, "kdcrowd fit, defaults, LabelMe's 1,000 crowd-labelled items as bag-of-words features, CPU"),
+    "run-cifar10n-resnet18-mv": (1.3, 0.0, "kdcrowd run, CIFAR-10N, ResNet-18, majority vote, 11 epochs"),
+}
+
+
+def _labelme_feature_files(data_root: Path, folder: Path) -> tuple[Path, Path, Path]:
+    """LabelMe's bag-of-words training features and truths as the files of docs/RESULTS.md §6
+    (``lm_X.csv`` with an item column, ``lm_gold.csv``), and the crowd labels' file."""
+    import pandas as pd
+
+    src = data_root / "labelme"
+    d = np.load(src / "labelme_bovw_features.npz")
+    X = d["X_train"]
+    f = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    f.insert(0, "item", range(len(X)))
+    f.to_csv(folder / "lm_X.csv", index=False)
+    pd.DataFrame({"item": range(len(X)), "label": d["y_train"]}).to_csv(folder / "lm_gold.csv", index=False)
+    return src / "labelme_answers_long.csv.gz", folder / "lm_X.csv", folder / "lm_gold.csv"
+
+
+def _command_training_seconds(metrics: dict[str, Any]) -> tuple[float | None, str]:
+    """(training seconds, where they come from) of a command's ``metrics.json``."""
+    t = metrics.get("timings")
+    if t and t.get("training") is not None:
+        return float(t["training"]), "timings.training (optimisation steps only)"
+    stages = metrics.get("stages") or {}
+    if stages:
+        return float(sum(float(v.get("seconds") or 0.0) for v in stages.values())), "sum of the stages' seconds (per-epoch evaluation and checkpoints included)"
+    if metrics.get("train_seconds") is not None:
+        return float(metrics["train_seconds"]), "train_seconds (per-epoch evaluation included)"
+    return None, "none"
+
+
+def command_rows(args: argparse.Namespace) -> dict[str, Any]:
+    """Part 5: the rows of ``args.commands``, each run ``args.repeats`` times as a fresh process."""
+    import subprocess
+    import tempfile
+
+    src = Path(args.src).resolve() if args.src else ROOT / "src"
+    root = find_labelme_root(args.root)
+    rows = list(COMMAND_ROWS) if "all" in args.commands else args.commands
+    prev: dict[str, Any] = {}
+    if args.out.exists():
+        try:
+            import json
+
+            prev = json.loads(args.out.read_text())
+        except ValueError:
+            prev = {}
+    entry: dict[str, Any] = {"src": str(src), "versions": versions(), "cpu_count": os.cpu_count(), "python": sys.executable, "rows": {}}
+    env = {**os.environ, "PYTHONPATH": str(src) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
+    with tempfile.TemporaryDirectory(prefix="kdcrowd-overhead-") as tmp:
+        work = Path(tmp)
+        for row in rows:
+            factor, plus, what = COMMAND_ROWS[row]
+            if row == "fit-labelme-cpu":
+                if root is None:
+                    raise SystemExit("--commands fit-labelme-cpu needs the labelme data (labelme/labelme_bovw_features.npz): give --root")
+                answers, feats, gold = _labelme_feature_files(root, work)
+                argv = ["fit", "--annotations", str(answers), "--features", str(feats), "--truth", str(gold), "--device", "cpu"]
+            else:
+                argv = ["run", "--dataset", "cifar10n", "--method", "mv", "--backbone", "resnet18", "--epochs", "11", "--device", args.device]
+                if args.root:
+                    argv += ["--data-root", str(args.root)]
+            runs = []
+            for i in range(args.repeats):
+                out_dir = work / f"{row}-{i}"
+                cmd = [sys.executable, "-m", "kdcrowd", *argv, "--out", str(out_dir)]
+                load0 = os.getloadavg()
+                t = time.perf_counter()
+                proc = subprocess.run(cmd, env=env, cwd=work, capture_output=True, text=True)
+                wall = time.perf_counter() - t
+                rec: dict[str, Any] = {"wall": wall, "returncode": proc.returncode, "loadavg_before": load0, "loadavg_after": os.getloadavg()}
+                if proc.returncode != 0:
+                    rec["stderr_tail"] = proc.stderr[-3000:]
+                else:
+                    import json
+
+                    m = json.loads((out_dir / "metrics.json").read_text())
+                    training, source = _command_training_seconds(m)
+                    rec.update(training=training, training_source=source, timings=m.get("timings"), seconds=m.get("seconds"), device=m.get("device"))
+                    if training is not None:
+                        rec["target_wall"] = factor * training + plus
+                        rec["target_met"] = wall <= rec["target_wall"]
+                log(f"{row} #{i + 1}: wall {wall:.2f}s" + (f", training {rec['training']:.2f}s, target {rec['target_wall']:.2f}s" if rec.get("target_wall") is not None else f" (exit {proc.returncode})"))
+                runs.append(rec)
+            done = [r for r in runs if r["returncode"] == 0]
+            best = min(done, key=lambda r: r["wall"]) if done else None
+            entry["rows"][row] = {
+                "what": what,
+                "command": "PYTHONPATH=" + str(src) + " python -m kdcrowd " + " ".join(argv) + " --out OUT",
+                "target": f"wall <= {factor:g} x training" + (f" + {plus:g} s" if plus else ""),
+                "fastest": best,
+                "runs": runs,
+            }
+    prev.setdefault("rows_measured", {})
+    prev["command"] = " ".join(["python", "benchmarks/speed.py", *sys.argv[1:]])
+    prev["rows_measured"][args.label] = entry
+    prev["notes"] = [
+        "wall: the process measured from outside (fresh Python, imports included), the fastest of the repeats; timings: that run's metrics.json "
+        "(parts add up to timings.wall, process start to metrics.json written). Load average: the machine may be shared; compare runs at a similar load.",
+    ]
+    write_json(args.out, prev)
+    return prev
+
+
+def find_labelme_root(explicit: str | None) -> Path | None:
+    """The first folder holding ``labelme/labelme_bovw_features.npz`` (as :func:`find_data_root`)."""
+    cands = [Path(explicit).expanduser()] if explicit else []
+    if os.environ.get("KDCROWD_DATA"):
+        cands.append(Path(os.environ["KDCROWD_DATA"]).expanduser())
+    cands += [ROOT / "shared" / "data", ROOT / ".data", ROOT.parent / "shared" / "data", Path("/work/shared/data")]
+    return next((c for c in cands if (c / "labelme" / "labelme_bovw_features.npz").is_file()), None)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
@@ -635,6 +777,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--quick", action="store_true", help="a small version (subset of the data, few steps and epochs)")
+    ap.add_argument("--commands", nargs="+", choices=[*COMMAND_ROWS, "all"], default=None, help="part 5 only: time these commands as fresh processes (see the module docstring)")
+    ap.add_argument("--src", default=None, help="with --commands: the source tree the commands run from (default: this repository's src)")
+    ap.add_argument("--label", default="current", help="with --commands: the name of this measurement in --out (other labels there are kept)")
+    ap.add_argument("--repeats", type=int, default=1, help="with --commands: runs per row (the fastest is kept)")
     args = ap.parse_args(argv)
     args._given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     if args.num_workers is None:
@@ -657,6 +803,8 @@ def apply_quick(args: argparse.Namespace, device: torch.device) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.commands:
+        return command_rows(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

@@ -25,7 +25,7 @@ from test_methods import tiny_dataset
 runner = CliRunner()
 
 #: Options one door has and the others do not (their inputs, outputs and ways of running).
-RUN_ONLY = {"dataset", "out", "workers", "seed", "data_root", "dataset_option", "distributed", "resume", "help"}
+RUN_ONLY = {"dataset", "out", "workers", "seed", "data_root", "dataset_option", "distributed", "resume", "track_memorization", "help"}
 FIT_ONLY = {"annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "classes",
             "truth", "image_size", "image_ids", "seed", "validation_fraction", "duplicates", "resume", "quiet", "help",
             "label_case", "item_column", "texts", "text_column", "predict_texts", "image_features", "format", "field", "multi_label", "include_rejected", "gold"}

@@ -117,6 +117,27 @@ def test_fit_writes_every_output(fitted: dict) -> None:
     assert "differ from majority vote" in fitted["output"] and "report.html" in fitted["output"]
 
 
+def test_fit_metrics_say_where_the_time_went(fitted: dict) -> None:
+    """metrics.json's timings: every part, in order, adding up to the wall time; the
+    training loop's own split (steps, per-epoch evaluation, checkpoints) per stage."""
+    from kdcrowd.methods import TIMING_PARTS
+
+    m = json.loads((fitted["out"] / "metrics.json").read_text())
+    t = m["timings"]
+    assert list(t) == [*TIMING_PARTS, "wall"]
+    assert all(v >= 0 for v in t.values()), t
+    assert sum(t[k] for k in TIMING_PARTS) == pytest.approx(t["wall"], rel=1e-9)
+    # memorization (against Dawid–Skene labels) and checkpoints are on in `kdcrowd fit`; the report is written
+    for k in ("data_preparation", "reference_labels", "training", "evaluation", "checkpointing", "report", "writing"):
+        assert t[k] > 0, k
+    assert t["startup"] == 0  # called inside this test process: no startup of its own
+    assert t["wall"] >= t["training"] + t["report"]
+    for name, stage in m["stages"].items():
+        st = stage["timings"]
+        assert st["training"] + st["evaluation"] + st["checkpointing"] == pytest.approx(stage["seconds"], abs=0.05), name
+    assert t["training"] == pytest.approx(sum(s["timings"]["training"] for s in m["stages"].values()))
+
+
 def test_fit_report_is_one_self_contained_page(fitted: dict) -> None:
     from html.parser import HTMLParser
 

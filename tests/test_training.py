@@ -117,6 +117,30 @@ def test_fit_learns_selects_and_is_reproducible() -> None:
     assert [h["loss"] for h in res.history] == [h["loss"] for h in res2.history]
 
 
+def test_fit_times_its_steps_evaluation_and_checkpoints_apart(tmp_path) -> None:
+    """FitResult.timings: the optimisation steps, the per-epoch evaluation (validation and
+    callbacks) and the checkpoints add up to ``seconds``; a resumed fit continues them."""
+    import time
+
+    module, data, res, cfg = _fit_blobs(0)
+    t = res.timings
+    assert set(t) == {"training", "evaluation", "checkpointing", "setup"} and t["training"] > 0 and t["evaluation"] > 0
+    assert t["checkpointing"] == 0.0
+    assert t["training"] + t["evaluation"] + t["checkpointing"] == pytest.approx(res.seconds, abs=0.02)
+
+    def slow(epoch, module, record):  # a callback's time is evaluation, not training
+        time.sleep(0.05)
+
+    ck = tmp_path / "fit.pt"
+    torch.manual_seed(0)
+    module = type(module)(build_backbone("mlp", (5,), 3), module.targets)
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=3e-3, seed=0, progress=False, checkpoint=str(ck))
+    res = fit(module, data, cfg, callbacks=[slow])
+    assert res.timings["evaluation"] >= 0.15 and res.timings["checkpointing"] > 0
+    again = fit(module, data, cfg, callbacks=[slow])  # complete checkpoint: the same timings back
+    assert again.timings["training"] == pytest.approx(res.timings["training"]) and again.timings["evaluation"] == pytest.approx(res.timings["evaluation"])
+
+
 def test_fit_reports_a_diverging_loss() -> None:
     x, y = _blobs(100)
     data = DeviceData(x, None, None, None, None, torch.device("cpu"))

@@ -297,6 +297,7 @@ def _plain(obj: Any) -> Any:
 def write_training_checkpoint(
     path: Path, module: nn.Module, opt: torch.optim.Optimizer, sched: Any, log: Any, epochs: int, config: Any,
     fingerprint: dict[str, Any], seconds: float, device: torch.device, gen: torch.Generator, aug_gen: torch.Generator,
+    timings: dict[str, float] | None = None,
 ) -> None:
     """Save the state after ``epochs`` finished epochs to ``path``, atomically (a reader, or
     a run killed while writing, sees the previous checkpoint or this one, never half a file).
@@ -312,6 +313,7 @@ def write_training_checkpoint(
             "epochs": epochs,
             "complete": epochs >= config.epochs,
             "seconds": seconds,
+            "timings": dict(timings or {}),  # seconds per part of the loop (FitResult.timings)
             "module": module.state_dict(),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn, Optional
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .io import write_json
+from .io import process_start, write_json
 
 #: Ctrl-C anywhere exits with status 130 (typer); the statuses are listed in kdcrowd.cli_checks.EXIT_CODES.
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
@@ -272,6 +273,7 @@ def run(
     dataset_option: list[str] = typer.Option([], "--dataset-option", help="KEY=VALUE passed to load_dataset, e.g. features=bovw for labelme (repeatable)."),
     distributed: bool = typer.Option(False, "--distributed", help="Data-parallel over the processes torchrun starts (one per GPU): `torchrun --nproc_per_node N -m kdcrowd run --distributed ...`; --batch-size is per GPU; rank 0 writes the files."),
     resume: bool = typer.Option(False, "--resume", help="Checkpoint every epoch into OUT/checkpoints, and continue from there when the same command runs again after an interruption (same results as an uninterrupted run)."),
+    track_memorization: bool = typer.Option(True, "--track-memorization/--no-track-memorization", help="Record each epoch's memorization of the workers' wrong labels (one prediction pass over the training items per epoch; needs their ground truth); --no-track-memorization leaves it out."),
     **options: Any,
 ) -> None:
     """Train and evaluate one method; writes OUT/metrics.json (and OUT/progress.jsonl, one line per finished epoch).
@@ -281,12 +283,13 @@ def run(
     from .methods import RunConfig
     from .methods import run as run_method
 
+    started = time.perf_counter()  # the imports are done: what came before is startup
     method, backbone, train, run_options = _door_settings(options, seed=seed, progress=True)
     try:
         dataset_options = parse_key_values(dataset_option)
     except typer.BadParameter as e:
         _fail(str(e))
-    cfg = RunConfig(dataset=dataset, method=method, workers=workers, backbone=backbone, seed=seed, train=train, options=run_options, dataset_options=dataset_options)
+    cfg = RunConfig(dataset=dataset, method=method, workers=workers, backbone=backbone, seed=seed, train=train, options=run_options, dataset_options=dataset_options, track_memorization=track_memorization)
     # Every finished epoch is appended here, so an interrupted run keeps its history.
     from .outdir import prepare_out_dir
 
@@ -312,8 +315,13 @@ def run(
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
         _fail(str(e))
-    write_json(out / "metrics.json", metrics)
+    t_write = time.perf_counter()
     save_transitions(out, output)
+    from .methods import close_timings
+
+    since = _command_start(started)
+    metrics["timings"] = close_timings({**metrics["timings"], "startup": started - since, "writing": time.perf_counter() - t_write}, since)
+    write_json(out / "metrics.json", metrics)
     console.print(results_table([metrics], f"{dataset}" + (f" / workers={workers}" if workers else "")))
     console.print(f"wrote {out / 'metrics.json'}")
 
@@ -561,6 +569,18 @@ def fit(
     return _fit_and_release(params, resume=False)
 
 
+def _command_start(started: float) -> float:
+    """When the command started, for its ``timings`` (a :func:`time.perf_counter` time):
+    the process's start when the process is the command (``kdcrowd ...``, ``python -m
+    kdcrowd ...``: its imports are then its startup), else ``started`` (the command called
+    inside a longer-lived process, e.g. a test: no startup of its own)."""
+    import sys
+
+    entry = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    own = entry.stem == "kdcrowd" or (entry.name == "__main__.py" and entry.parent.name == "kdcrowd")
+    return process_start() if own else started
+
+
 def _fail_if_in_use(path: Path, option: str) -> None:
     """Stop at once when another kdcrowd run holds the lock on the folder ``path``."""
     from .outdir import check_not_in_use
@@ -642,6 +662,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .report.html import thumbnails_from_files
     from .report.practitioner import FILES, write_fit_outputs
 
+    started = time.perf_counter()  # the imports are done: what came before is startup
     out: Path = p["out"]
     features, images, method = p["features"], p["images"], p["method"]
     duplicates = p["duplicates"]
@@ -780,6 +801,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
     )
+    t_fit = time.perf_counter()
     try:
         clf.fit(X, ann, gold=gold_questions)
         clf.input_transform_ = input_transform  # written into model.pt: `kdcrowd predict` computes the same inputs
@@ -794,9 +816,18 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
     if p.get("gold") is not None:
         settings["gold questions"] = p["gold"]
+    t_pred = time.perf_counter()
     pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
+    timings = dict(clf.metrics_["timings"])
+    since = _command_start(started)
+    timings["startup"] = started - since
+    timings["data_preparation"] += t_fit - started  # the inputs read and checked
+    timings["evaluation"] += time.perf_counter() - t_pred  # the items of --predict-*
     try:
-        paths = write_fit_outputs(out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None)
+        paths = write_fit_outputs(
+            out, clf, ann, ids, described, settings, gold=gold, predict=pred, thumbnail=thumbnails_from_files(files) if files is not None else None,
+            timings=timings, since=since,
+        )
     except USER_ERRORS as e:  # e.g. a full disk or a folder without write permission; the checkpoints stay
         _fail(f"writing the outputs to {out} failed ({e}); fix that, then `kdcrowd fit --resume {out}` writes them without training again")
     shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete; its outputs replace the checkpoints

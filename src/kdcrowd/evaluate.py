@@ -58,6 +58,10 @@ class MethodOutput:
     """The data set it was trained on (set by :func:`run_on_dataset`)."""
     data: DeviceData | None = None
     """That data set on the device, as it was trained and evaluated on (set by :func:`run_on_dataset`)."""
+    evaluation: dict[str, Any] | None = None
+    """Its :func:`evaluate_output`, when the method has already computed it (KD-Crowd
+    evaluates every stage; the runner then reuses the final stage's instead of evaluating
+    it again)."""
 
 
 
@@ -76,15 +80,44 @@ def memorization_callback(
     ann = ds.annotations
     truth = ds.y_train is not None
     y = ds.y_train if y is None else y
+    dev = data.device
+    # Everything constant over the epochs is computed once, here: the annotations that
+    # disagree with the reference (item, worker, label) on the device and the count per
+    # worker. Each epoch then does one prediction pass and a few reductions on the device,
+    # and reads back one small vector (the per-worker hit counts and two totals). The
+    # divisions are done on the host as metrics.memorization does them: the same numbers.
+    y_np = np.asarray(y, dtype=np.int64)
+    item, worker, label = (np.asarray(a, dtype=np.int64) for a in (ann.item, ann.worker, ann.label))
+    n_workers = int(ann.n_workers)
+    yt = y_np[item]
+    wrong = (label != yt) & (yt >= 0)
+    denom = np.bincount(worker[wrong], minlength=n_workers).astype(np.float64)
+    w_item, w_worker, w_label = (torch.as_tensor(a[wrong], device=dev) for a in (item, worker, label))
+    y_dev = torch.as_tensor(y_np, device=dev) if truth else None
+    if pseudo is not None:
+        s_np = np.asarray(pseudo, dtype=np.int64).ravel()
+        if s_np.shape != y_np.shape:
+            raise ValueError(f"lengths differ: pseudo {s_np.shape}, y_true {y_np.shape}")
+        p_wrong = (s_np != y_np) & (y_np >= 0)
+        n_p_wrong = int(p_wrong.sum())
+        p_idx = torch.as_tensor(np.flatnonzero(p_wrong), device=dev)
+        p_lab = torch.as_tensor(s_np[p_wrong], device=dev)
+    n = len(y_np)
 
     def cb(epoch: int, module: nn.Module, record: dict[str, Any]) -> None:
-        pred = predict_proba(module, data, data.x_train, config).argmax(1).cpu().numpy()
+        pred = predict_proba(module, data, data.x_train, config).argmax(1)
+        hit = pred[w_item] == w_label
+        # hits per worker: a miss goes to bin worker + M, so the counts stay integers without a mask
+        counts = torch.bincount(w_worker + n_workers * (~hit).long(), minlength=2 * n_workers)[:n_workers]
+        extra = [(pred[p_idx] == p_lab).sum() if pseudo is not None else counts.new_zeros(()), (pred == y_dev).sum() if truth else counts.new_zeros(())]
+        got = torch.cat([counts, torch.stack(extra)]).cpu().numpy()  # the epoch's one read-back
         if pseudo is not None:
-            record["pseudo_memorization"] = float(M.pseudo_label_memorization(pred, pseudo, y))
-        _, mean, std = M.memorization(pred, ann.item, ann.worker, ann.label, y, ann.n_workers)
+            record["pseudo_memorization"] = float(got[n_workers] / n_p_wrong) if n_p_wrong else float("nan")
+        rate = np.divide(got[:n_workers].astype(np.float64), denom, out=np.full(n_workers, np.nan), where=denom > 0)
+        mean, std = M._nan_mean_std(rate)
         record[f"{key}_mean"], record[f"{key}_std"] = float(mean), float(std)
         if truth:
-            record["train_accuracy"] = float((pred == y).mean())
+            record["train_accuracy"] = float(got[n_workers + 1] / n)
 
     return cb
 
@@ -127,16 +160,21 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
     """Accuracy (final and validation-selected), label recovery, calibration and expertise error."""
     res: dict[str, Any] = {}
     module = out.module
-    module.load_state_dict(out.fit.final_state, strict=False)
-    if data.x_test is not None and ds.y_test is not None:
+    test = data.x_test is not None and ds.y_test is not None
+    # the last epoch is the kept one (always so without validation data): one state, predicted once
+    same = bool(out.fit.history) and out.fit.best_epoch == len(out.fit.history)
+    if test and not same:
+        module.load_state_dict(out.fit.final_state, strict=False)
         p = predict_proba(module, data, data.x_test, config).cpu().numpy()
         res["test_accuracy"] = M.accuracy(p, ds.y_test)
         res["test_ece"] = M.expected_calibration_error(p, ds.y_test)
     module.load_state_dict(out.fit.best_state, strict=False)
-    if data.x_test is not None and ds.y_test is not None:
+    if test:
         p = predict_proba(module, data, data.x_test, config).cpu().numpy()
         res["test_accuracy_val_selected"] = M.accuracy(p, ds.y_test)
         res["test_ece_val_selected"] = M.expected_calibration_error(p, ds.y_test)
+        if same:
+            res = {"test_accuracy": res["test_accuracy_val_selected"], "test_ece": res["test_ece_val_selected"], **res}
     res["best_epoch"] = out.fit.best_epoch
     if ds.y_train is not None:
         tp = out.train_proba if out.train_proba is not None else predict_proba(module, data, data.x_train, config)

@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_file", "write_json", "json_default"]
+__all__ = ["atomic_file", "write_json", "json_default", "process_start"]
 
 
 def json_default(o: Any) -> Any:
@@ -24,6 +24,33 @@ def json_default(o: Any) -> Any:
     if isinstance(o, Path) or type(o).__module__.startswith("torch"):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def process_start() -> float:
+    """When this process started, on the :func:`time.perf_counter` clock: from
+    ``/proc/self/stat`` on Linux (to 1/100 s), else the moment this module was first
+    imported. ``perf_counter() - process_start()`` is the process's age, startup included."""
+    return _PROCESS_START
+
+
+def _process_start() -> float:
+    import time
+
+    now = time.perf_counter()
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks after boot
+        if 0.0 <= age < 86400.0 * 365:
+            return now - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    return now
+
+
+_PROCESS_START = _process_start()
 
 
 def _umask() -> int:

@@ -253,15 +253,20 @@ def _kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Mod
     ckpt = _stage_checkpoints(cfg, ds, fw.stage_names(pretrained), identity=fw.identity(pretrained) if cfg.checkpoint_dir else None)
     outs, final = fw.fit(ds, data, cfg.train, callbacks=lambda stage, pseudo: _callbacks(ds, data, cfg, stage, pseudo), checkpoints=ckpt, pretrained=pretrained)
     stages: dict[str, Any] = {}
+    evaluation = None
     for name, out in outs.items():
+        t = time.perf_counter()
         rec = evaluate_output(out, ds, data, cfg.train)
+        if name == final and out.transitions is (outs["stage2"].transitions if "stage2" in outs else outs["teacher"].transitions):
+            evaluation = dict(rec)  # the runner's evaluation of the chosen output: the same, not computed again
         rec.update(out.extra)
         rec["history"] = out.fit.history
         rec["seconds"] = out.fit.seconds
+        rec["timings"] = {**out.fit.timings, "final_evaluation": time.perf_counter() - t}
         stages[name] = rec
     chosen = outs[final]
     transitions = outs["stage2"].transitions if "stage2" in outs else outs["teacher"].transitions
-    return MethodOutput(chosen.module, chosen.fit, train_proba=chosen.train_proba, transitions=transitions, extra={"stages": stages, "final_stage": final})
+    return MethodOutput(chosen.module, chosen.fit, train_proba=chosen.train_proba, transitions=transitions, extra={"stages": stages, "final_stage": final}, evaluation=evaluation)
 
 
 #: The registered crowd models' names (each is a method).
@@ -335,12 +340,14 @@ def run_on_dataset(ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module,
     device = resolve_device(cfg.train.device, distributed=cfg.train.distributed or None)
     t0 = time.perf_counter()
     data = DeviceData.from_dataset(ds, device)
+    t_data = time.perf_counter() - t0
     if pretrained_teacher is not None:
         if cfg.method != "kdcrowd":
             raise ValueError("pretrained_teacher is only used by the kdcrowd method")
         out = _kdcrowd(ds, data, cfg, pretrained=pretrained_teacher)
     else:
         out = method(ds, data, cfg)
+    t_eval = time.perf_counter()
     metrics: dict[str, Any] = {
         "method": cfg.method,
         "dataset": ds.name,
@@ -350,18 +357,67 @@ def run_on_dataset(ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module,
         "versions": versions(),
         "device": device_name(device),
     }
-    metrics.update(evaluate_output(out, ds, data, cfg.train))
+    metrics.update(out.evaluation if out.evaluation is not None else evaluate_output(out, ds, data, cfg.train))
     metrics.update(out.extra)
     metrics["history"] = out.fit.history
-    metrics["seconds"] = time.perf_counter() - t0
+    end = time.perf_counter()
+    metrics["seconds"] = end - t0
     metrics["train_seconds"] = out.fit.seconds
+    metrics["timings"] = run_timings(metrics, out.fit, t_data, end - t_eval)
     out.dataset, out.data = ds, data
     return metrics, out
+
+
+#: The parts of a run's ``timings`` (``metrics.json``), in order; see :func:`run_timings`.
+TIMING_PARTS = ("startup", "data_preparation", "reference_labels", "setup", "training", "evaluation", "checkpointing", "other", "report", "writing")
+
+
+def run_timings(metrics: dict[str, Any], fit_result: FitResult, data_seconds: float, final_eval_seconds: float) -> dict[str, float]:
+    """Where the ``seconds`` of :func:`run_on_dataset` went, summed over the trained stages:
+
+    * ``data_preparation``: the data set placed on the device (:class:`DeviceData`);
+    * ``setup``: each stage's optimiser and schedule (the first imports ``torch._dynamo``);
+    * ``training``: the optimisation steps (:attr:`FitResult.timings`);
+    * ``evaluation``: the per-epoch validation and callbacks (memorization), and the
+      evaluation of every trained predictor after its training;
+    * ``checkpointing``: the per-epoch checkpoints (``checkpoint_dir``);
+    * ``other``: the rest (models built, aggregated targets, a teacher's labels for the
+      student, ...).
+
+    The doors add ``startup`` (process start to the command's start: the imports),
+    more ``data_preparation`` (reading files), ``reference_labels`` (the estimator's
+    Dawid–Skene stand-in truth), ``report``, ``writing`` and ``wall`` (process start to
+    ``metrics.json`` written); the parts then add up to ``wall``."""
+    stages = metrics.get("stages") or {}
+    parts = [rec.get("timings") or {} for rec in stages.values()] if stages else [dict(fit_result.timings)]
+    total = {k: sum(float(p.get(k, 0.0)) for p in parts) for k in ("setup", "training", "evaluation", "checkpointing")}
+    total["evaluation"] += sum(float(p.get("final_evaluation", 0.0)) for p in parts) + final_eval_seconds
+    out = {"data_preparation": data_seconds, **total}
+    out["other"] = max(0.0, float(metrics["seconds"]) - sum(out.values()))
+    return out
+
+
+def close_timings(timings: dict[str, float], since: float) -> dict[str, float]:
+    """A command's ``timings`` for ``metrics.json``, in the order of :data:`TIMING_PARTS`,
+    with ``wall`` (``since``, a :func:`time.perf_counter` time: the process's start for a
+    command run as a process, to now) and ``other`` grown by what no part counted (option
+    parsing, printing, ...), so that the parts add up to ``wall``. ``metrics.json`` itself
+    is written after ``wall``."""
+    wall = time.perf_counter() - since
+    out = {k: float(timings.get(k, 0.0)) for k in TIMING_PARTS}
+    out.update({k: float(v) for k, v in timings.items() if k not in out})
+    out["other"] = max(0.0, out["other"] + wall - sum(out.values()))
+    out["wall"] = wall
+    return out
 
 
 def run(cfg: RunConfig, root: str | None = None) -> tuple[dict[str, Any], MethodOutput]:
     """Load ``cfg.dataset`` (with simulated workers if asked) and run ``cfg.method`` on it."""
     from .data.datasets import load_dataset
 
+    t = time.perf_counter()
     ds = load_dataset(cfg.dataset, root=root, workers=cfg.workers, seed=cfg.seed, **cfg.dataset_options)
-    return run_on_dataset(ds, cfg)
+    t = time.perf_counter() - t
+    metrics, out = run_on_dataset(ds, cfg)
+    metrics["timings"]["data_preparation"] += t  # the files read (and workers simulated)
+    return metrics, out

@@ -398,6 +398,13 @@ class FitResult:
     seconds: float
     """Wall time of the training."""
     config: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    """Where ``seconds`` went: ``training`` (the optimisation steps), ``evaluation`` (the
+    per-epoch validation and callbacks, e.g. memorization) and ``checkpointing`` (the
+    per-epoch checkpoint writes); they add up to ``seconds``. On CUDA the device is
+    synchronised once at the end of each epoch's steps so that its queued work counts as
+    training. ``setup`` (building the optimiser and schedule, which imports
+    ``torch._dynamo`` the first time) is outside ``seconds``."""
 
 
 def _batches(n: int, batch_size: int, min_last: int = 2) -> list[tuple[int, int]]:
@@ -621,10 +628,10 @@ class EpochLog:
         else:
             self.best_state = _state_copy(self.module)
 
-    def result(self, seconds: float, config: TrainConfig) -> FitResult:
+    def result(self, seconds: float, config: TrainConfig, timings: dict[str, float] | None = None) -> FitResult:
         """The :class:`FitResult`; the final state stands in for the best when no epoch ran."""
         final_state = _state_copy(self.module)
-        return FitResult(self.history, self.best_epoch, self.best_state or dict(final_state), final_state, seconds, config.to_dict())
+        return FitResult(self.history, self.best_epoch, self.best_state or dict(final_state), final_state, seconds, config.to_dict(), dict(timings or {}))
 
 
 class _EpochBar:
@@ -731,7 +738,7 @@ def _fit(
             log.restore(saved["log"])
             if saved["complete"]:  # a finished training: its result, without training again
                 set_rng_states(saved["rng"][D.rank() if config.distributed else 0], device)
-                return log.result(float(saved["seconds"]), config)
+                return log.result(float(saved["seconds"]), config, _saved_timings(saved))
     # data-dependent initialisation (airbench's whitening layer) from the normalised training
     # images, before the optimiser exists; a resumed or pre-trained module already has it
     init_from_training_inputs(module, lambda: _init_inputs(data))
@@ -758,6 +765,7 @@ def _fit(
         show = config.progress
     if config.compile:
         step_fn = torch.compile(step_fn)
+    t_setup = time.perf_counter()
     opt = _optimizer(module, config)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, len(bounds)))
     first, before = 0, 0.0
@@ -768,10 +776,14 @@ def _fit(
         first, before = int(saved["epochs"]), float(saved["seconds"])
     base_flips = _alternating_flip_base(data, config, device)
     pad = config.crop_padding
+    # the seconds of each part of the loop, continued from a resumed checkpoint
+    timings = {**_saved_timings(saved), "setup": 0.0} if saved is not None else {"training": 0.0, "evaluation": 0.0, "checkpointing": 0.0, "setup": 0.0}
     t0 = time.perf_counter()
+    timings["setup"] = t0 - t_setup
     try:
         with _EpochBar(show, config.epochs, desc, done=first) as bar:
             for epoch in range(first, config.epochs):
+                t_epoch = time.perf_counter()
                 module.train()
                 if hasattr(module, "on_epoch_start"):
                     module.on_epoch_start(epoch)
@@ -795,13 +807,20 @@ def _fit(
                     owned[torch.cat([perm[s:e] for s, e in local])] = True
                     D.sync_buffers(module, data.n_train, owned)
                     D.all_reduce_mean(loss_sum)
+                if device.type == "cuda":  # the epoch's queued steps count as training, not evaluation
+                    torch.cuda.synchronize(device)
+                t_eval = time.perf_counter()
+                timings["training"] += t_eval - t_epoch
                 val = validation_accuracy(module, data, config)
                 record = log.close(epoch, loss_sum / len(bounds), val)
+                t_ckpt = time.perf_counter()
+                timings["evaluation"] += t_ckpt - t_eval
                 if config.checkpoint:
                     write_training_checkpoint(
                         Path(config.checkpoint), module, opt, sched, log, epoch + 1, config, fingerprint,
-                        before + time.perf_counter() - t0, device, gen, aug_gen,
+                        before + t_ckpt - t0, device, gen, aug_gen, timings=timings,
                     )
+                    timings["checkpointing"] += time.perf_counter() - t_ckpt
                 bar.advance(record)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -811,7 +830,16 @@ def _fit(
             del step_fn, ddp  # releases DDP's gradient hooks on the module's parameters (also after an interrupt)
             if converted:
                 D.revert_sync_batchnorm(module)
-    return log.result(seconds, config)
+    return log.result(seconds, config, timings)
+
+
+def _saved_timings(saved: dict[str, Any]) -> dict[str, float]:
+    """The per-part seconds (:attr:`FitResult.timings`) a checkpoint recorded; a checkpoint
+    written without them counts its seconds as training."""
+    t = saved.get("timings")
+    if isinstance(t, dict):
+        return {k: float(t.get(k, 0.0)) for k in ("training", "evaluation", "checkpointing", "setup")}
+    return {"training": float(saved["seconds"]), "evaluation": 0.0, "checkpointing": 0.0, "setup": 0.0}
 
 
 def _init_inputs(data: DeviceData, n: int = 5000) -> torch.Tensor:

@@ -71,10 +71,13 @@ class FitPage:
 
 
 def png_data_uri(fig: Any, dpi: int = 110) -> str:
-    """A matplotlib figure as a ``data:image/png;base64,...`` URI (the figure is closed)."""
+    """A matplotlib figure as a ``data:image/png;base64,...`` URI (the figure is closed).
+
+    Drawn once: the page's figures are laid out by ``tight_layout`` when built, so the
+    second drawing that ``bbox_inches="tight"`` makes to trim the margins is left out."""
     plt = _plt()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -157,51 +160,89 @@ def _balance_figure(classes: np.ndarray, series: dict[str, np.ndarray]) -> Any:
 
 
 def _quality_figure(workers: pd.DataFrame) -> Any:
+    """Many workers (more than :data:`QUALITY_BARS_MAX`): estimated accuracy against labels given."""
     plt = _plt()
     ranked = workers.sort_values("accuracy_estimate", kind="stable")
-    m = len(ranked)
-    if m <= 60:
-        fig, ax = plt.subplots(figsize=(6.5, max(2.5, 0.16 * m + 0.8)))
-        y = np.arange(m)
-        ax.barh(y, ranked["accuracy_estimate"], color=plt.cm.viridis(np.clip(np.log1p(ranked["n_labels"]) / np.log1p(max(1, ranked["n_labels"].max())), 0, 1)))
-        ax.set_yticks(y, [f"{w} ({n})" for w, n in zip(ranked["worker"], ranked["n_labels"])], fontsize=7)
-        ax.set(xlabel="estimated accuracy", xlim=(0, 1), title="workers ranked (labels in brackets; colour: more labels = yellower)")
-    else:  # many workers: accuracy against how much each worker labelled
-        fig, ax = plt.subplots(figsize=(6.5, 3.6))
-        ax.scatter(ranked["n_labels"], ranked["accuracy_estimate"], s=10, alpha=0.6)
-        ax.set_xscale("log")
-        ax.set(xlabel="labels given (log scale)", ylabel="estimated accuracy", ylim=(0, 1), title=f"{m} workers: estimated accuracy against labels given")
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.scatter(ranked["n_labels"], ranked["accuracy_estimate"], s=10, alpha=0.6)
+    ax.set_xscale("log")
+    ax.set(xlabel="labels given (log scale)", ylabel="estimated accuracy", ylim=(0, 1), title=f"{len(ranked)} workers: estimated accuracy against labels given")
     fig.tight_layout()
     return fig
 
 
-def _matrix_grid_figure(t: np.ndarray, workers: pd.DataFrame, classes: np.ndarray, n: int = 24) -> tuple[Any, int]:
-    plt = _plt()
+#: Up to this many workers, the ranking is drawn as bars in HTML (one row per worker); above, a scatter plot.
+QUALITY_BARS_MAX = 60
+
+#: The viridis colour map at 17 evenly spaced points (matplotlib's), interpolated linearly in between.
+_VIRIDIS = np.array([[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in (
+    "440154", "48186a", "472d7b", "424086", "3b528b", "33638d", "2c728e", "26828e", "21918c",
+    "1fa088", "28ae80", "3fbc73", "5ec962", "84d44b", "addc30", "d8e219", "fde725",
+)], dtype=np.float64)
+
+
+def viridis(v: np.ndarray) -> np.ndarray:
+    """RGB ``uint8`` (..., 3) of values in [0, 1] (clipped; NaN as 0) under the viridis map."""
+    x = np.clip(np.nan_to_num(np.asarray(v, dtype=np.float64)), 0.0, 1.0) * (len(_VIRIDIS) - 1)
+    lo = np.minimum(np.floor(x).astype(np.int64), len(_VIRIDIS) - 2)
+    f = (x - lo)[..., None]
+    return np.rint(_VIRIDIS[lo] * (1 - f) + _VIRIDIS[lo + 1] * f).astype(np.uint8)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """A PNG file of an RGB ``uint8`` image (H, W, 3), written directly (zlib), without matplotlib."""
+    import struct
+    import zlib
+
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w, _ = rgb.shape
+    raw = np.concatenate([np.zeros((h, 1), dtype=np.uint8), rgb.reshape(h, w * 3)], axis=1).tobytes()  # filter byte 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def _png_uri(rgb: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(rgb)).decode("ascii")
+
+
+def _quality_bars(workers: pd.DataFrame) -> str:
+    """Workers ranked by estimated accuracy as HTML bars (least reliable first), coloured by
+    how many labels each gave (more labels = yellower, as the matrices' colour map)."""
+    ranked = workers.sort_values("accuracy_estimate", kind="stable")
+    n = ranked["n_labels"].to_numpy(dtype=np.float64)
+    shade = viridis(np.log1p(n) / np.log1p(max(1.0, float(n.max()) if len(n) else 1.0)))
+    rows = []
+    for (w, k, acc), c in zip(ranked[["worker", "n_labels", "accuracy_estimate"]].itertuples(index=False), shade):
+        a = float(acc)
+        width = 100.0 * min(1.0, max(0.0, a)) if np.isfinite(a) else 0.0
+        rows.append(
+            f'<div class="q"><span class="w">{_e(w)} ({int(k)})</span><span class="qb"><i style="width:{width:.1f}%;background:#{int(c[0]):02x}{int(c[1]):02x}{int(c[2]):02x}"></i></span>'
+            f'<span class="v">{a:.2f}</span></div>'
+        )
+    return '<div class="quality">' + "".join(rows) + "</div>"
+
+
+def _matrix_grid(t: np.ndarray, workers: pd.DataFrame, classes: np.ndarray, n: int = 24) -> tuple[str, int]:
+    """The ``n`` most active workers' matrices as small heat maps (one K×K PNG each, the
+    browser enlarges it without smoothing) with a colour bar: HTML, and how many are shown."""
     order = np.argsort(-workers["n_labels"].to_numpy(), kind="stable")[: min(n, len(workers))]
-    cols = min(6, len(order))
-    rows = int(np.ceil(len(order) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols + 1.0, 2.1 * rows + 0.6), squeeze=False, layout="constrained")
     k = len(classes)
-    im = None
-    for a in axes.ravel():
-        a.axis("off")
-    for j, m in enumerate(order):
-        a = axes.ravel()[j]
-        a.axis("on")
-        im = a.imshow(t[m], vmin=0, vmax=1, cmap="viridis")
-        a.set_title(f"{workers['worker'].iloc[m]}\n{int(workers['n_labels'].iloc[m])} labels, acc {workers['accuracy_estimate'].iloc[m]:.2f}", fontsize=7)
-        # class names on the left column and the bottom panel of each column, so every row gets the same room
-        first_col, bottom = j % cols == 0, j + cols >= len(order)
-        names = [str(c) for c in classes] if k <= 10 else None
-        a.set_yticks(range(k) if names and first_col else [], names if names and first_col else [], fontsize=6)
-        a.set_xticks(range(k) if names and bottom else [], names if names and bottom else [], fontsize=6, rotation=90)
-        if first_col:
-            a.set_ylabel("true class", fontsize=7)
-        if bottom:
-            a.set_xlabel("given class", fontsize=7)
-    if im is not None:
-        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6)
-    return fig, len(order)
+    tiles = []
+    for m in order:
+        title = f"{_e(workers['worker'].iloc[m])}<br>{int(workers['n_labels'].iloc[m])} labels, acc {workers['accuracy_estimate'].iloc[m]:.2f}"
+        mat = np.asarray(t[m], dtype=np.float64)
+        cells = "; ".join(f"{classes[i]}: " + " ".join(f"{v:.2f}" for v in mat[i]) for i in range(k)) if k <= 10 else ""
+        tiles.append(f'<div class="mat"><div>{title}</div><img src="{_png_uri(viridis(mat))}" alt="matrix of worker {_e(workers["worker"].iloc[m])}" title="{_e(cells)}"></div>')
+    bar = _png_uri(viridis(np.linspace(1.0, 0.0, 64))[:, None, :].repeat(8, axis=1))
+    axes = (
+        "true class down (" + ", ".join(_e(c) for c in classes) + " from the top), given class across in the same order"
+        if k <= 10 else f"true class down, given class across, {k} classes in the order of <code>labels.csv</code>"
+    )
+    legend = f'<div class="scale"><img src="{bar}" alt="colour scale"><span>1</span><span>0</span></div>'
+    return f'<div class="mats">{"".join(tiles)}{legend}</div><p class="axes">Each square: {axes}; colour = probability (scale on the right; hover a square for its values).</p>', len(order)
 
 
 # ----------------------------------------------------------------------------- page
@@ -226,6 +267,14 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .item .id{font-weight:600;word-break:break-all} .bar{height:6px;background:#e3e6ea;border-radius:3px;margin:4px 0}
 .bar i{display:block;height:6px;border-radius:3px;background:#d62728}
 p{line-height:1.45} code{background:#eef1f5;padding:1px 4px;border-radius:3px}
+.quality{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:10px 16px;font-size:12px;max-width:640px}
+.q{display:flex;align-items:center;gap:8px;margin:2px 0} .q .w{width:170px;text-align:right;word-break:break-all} .q .v{width:36px;font-variant-numeric:tabular-nums}
+.qb{flex:1;height:10px;background:#eef1f5} .qb i{display:block;height:10px}
+.mats{display:flex;flex-wrap:wrap;gap:10px;background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:10px;align-items:flex-end}
+.mat{font-size:11px;text-align:center;width:130px} .mat img{width:112px;height:112px;image-rendering:pixelated;display:block;margin:4px auto 0;border:1px solid #dde1e7}
+.scale{display:grid;grid-template-columns:14px auto;grid-template-rows:56px 56px;font-size:11px;column-gap:4px}
+.scale img{grid-row:1/3;width:14px;height:112px;image-rendering:pixelated} .scale span:last-child{align-self:end}
+p.axes{font-size:13px;color:#5b6473}
 """
 
 
@@ -327,9 +376,12 @@ def render_fit_html(page: FitPage) -> str:
 
     add("<h2>Workers</h2>")
     add(f"<p>Each worker's confusion matrix (rows: true class, columns: the class the worker gives) is {_e(page.matrices_source)}. <b>Estimated accuracy</b> = Σ<sub>k</sub> prior<sub>k</sub> · T[k, k], the chance that the worker gives the true class under the predicted class balance; <b>agreement</b> is the share of the worker's labels equal to the final label. Workers with few labels have uncertain estimates.</p>")
-    add(_figure(png_data_uri(_quality_figure(page.workers)), "Workers ranked by estimated accuracy (all of them are in <code>workers.csv</code>).", "worker quality"))
-    fig, shown = _matrix_grid_figure(page.matrices, page.workers, classes)
-    add(_figure(png_data_uri(fig), f"The {shown} most active workers' matrices (true class down, given class across; all of them are in <code>transition_matrices.npz</code>).", "worker matrices"))
+    if len(page.workers) <= QUALITY_BARS_MAX:
+        add(f"<figure>{_quality_bars(page.workers)}<figcaption>Workers ranked by estimated accuracy (labels in brackets; colour: more labels = yellower; all of them are in <code>workers.csv</code>).</figcaption></figure>")
+    else:
+        add(_figure(png_data_uri(_quality_figure(page.workers)), "Workers ranked by estimated accuracy (all of them are in <code>workers.csv</code>).", "worker quality"))
+    grid, shown = _matrix_grid(page.matrices, page.workers, classes)
+    add(f"<figure>{grid}<figcaption>The {shown} most active workers' matrices (all of them are in <code>transition_matrices.npz</code>).</figcaption></figure>")
     shown_cols = ["worker", "n_labels", "accuracy_estimate", "agreement"]
     if "gold_n" in page.workers.columns:  # gold questions (kdcrowd fit --gold)
         shown_cols += ["gold_n", "gold_accuracy"]

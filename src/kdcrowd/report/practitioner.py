@@ -26,6 +26,7 @@ Agreement is the fraction of the worker's labels equal to the final label.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,8 @@ def write_fit_outputs(
     gold: tuple[np.ndarray, np.ndarray] | None = None,
     predict: tuple[Sequence[Any], np.ndarray] | None = None,
     thumbnail: Callable[[int], bytes | None] | None = None,
+    timings: dict[str, float] | None = None,
+    since: float | None = None,
 ) -> dict[str, Path]:
     """Write every output file of ``kdcrowd fit`` into ``out``; returns ``{name: path}``.
 
@@ -184,11 +187,17 @@ def write_fit_outputs(
     report. The files are written into a hidden folder next to them and moved into
     ``out`` only when all of them are complete, so a failure leaves no output that looks
     finished. See :data:`FILES`.
+
+    ``timings``: the seconds of each part so far (``kdcrowd fit``); the seconds of
+    ``report`` (``report.html``) and ``writing`` (the other files) are added, and
+    ``wall`` from ``since`` (:func:`kdcrowd.methods.close_timings`); the result is written into
+    ``metrics.json`` (written last) and ``clf.metrics_["timings"]``.
     """
     import shutil
     import tempfile
 
     from ..io import write_json
+    from ..methods import close_timings
     from .html import FitPage, render_fit_html
 
     out = Path(out)
@@ -197,6 +206,7 @@ def write_fit_outputs(
     ids = np.asarray(item_ids)
     annotated = ann.labels_per_item() > 0
     tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=out))
+    t_write = time.perf_counter()
     try:
         label_frame(ids[annotated], clf.classes_, proba[annotated]).to_csv(tmp / "labels.csv", index=False)
         pred_ids, pred_proba = [ids[~annotated]], [proba[~annotated]]
@@ -210,13 +220,18 @@ def write_fit_outputs(
         workers.to_csv(tmp / "workers.csv", index=False)
         save_matrices(tmp / "transition_matrices.npz", t, ann)
         save_model(tmp / "model.pt", clf)
-        write_json(tmp / "metrics.json", clf.metrics_)
+        t_report = time.perf_counter()
         page = FitPage(
             metrics=clf.metrics_, classes=np.asarray(clf.classes_), proba=proba, annotations=ann, item_ids=ids, workers=workers, matrices=t,
             matrices_source=source, items_description=items_description, settings=settings, method_text=_method_text(clf),
             selection_text=_selection_text(clf), gold=gold, thumbnail=thumbnail, files=FILES,
         )
         (tmp / "report.html").write_text(render_fit_html(page), encoding="utf-8")
+        if timings is not None:
+            t_end = time.perf_counter()
+            timings = {**timings, "report": t_end - t_report, "writing": float(timings.get("writing", 0.0)) + t_report - t_write}
+            clf.metrics_["timings"] = close_timings(timings, t_write if since is None else since)
+        write_json(tmp / "metrics.json", clf.metrics_)
         paths: dict[str, Path] = {}
         for name in FILES:  # report.html last: its presence means the outputs are complete
             (tmp / name).replace(out / name)
