@@ -686,7 +686,7 @@ def command_rows(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 argv = ["run", "--dataset", "cifar10n", "--method", "mv", "--backbone", "resnet18", "--epochs", "11", "--device", args.device]
                 if args.root:
-                    argv += ["--data-root", str(args.root)]
+                    argv += ["--data-root", str(Path(args.root).resolve())]  # the commands run in a temporary folder
             runs = []
             for i in range(args.repeats):
                 out_dir = work / f"{row}-{i}"
