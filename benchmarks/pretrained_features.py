@@ -101,7 +101,7 @@ def head_sweep(f_train: np.ndarray, ann: Any, y_train: np.ndarray, f_val: np.nda
             clf = KDCrowdClassifier(**setting, head_recipe="shared", device=device, random_state=seed).fit(f_train, ann)
             per_seed.append({
                 "seed": seed,
-                "val_accuracy": float((clf.predict(f_val) == y_val).mean()),
+                "val_accuracy": float((clf.predict_proba(f_val).argmax(1) == y_val).mean()),  # columns: the classes in order
                 "label_accuracy_posterior": float((clf.label_proba_.argmax(1) == y_train).mean()),
                 "label_accuracy_classifier": float((clf.classifier_proba_.argmax(1) == y_train).mean()),
                 "seconds": round(time.perf_counter() - t, 2),
@@ -119,14 +119,25 @@ def head_sweep(f_train: np.ndarray, ann: Any, y_train: np.ndarray, f_val: np.nda
 def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
     import itertools
 
-    from kdcrowd.doors import FROZEN_FEATURE_HEAD
-
     ds = load_dataset("labelme")
     n = args.limit
     feats = {s: extract_features(getattr(ds, f"x_{s}")[:n], device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
     ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
+    assert [str(c) for c in ann.classes] == [str(c) for c in ds.class_names]  # class index i of the crowd is true label i
     grid = [{"epochs": e, "batch_size": b, "lr": lr, "weight_decay": wd} for e, b, lr, wd in itertools.product(args.epochs_grid, args.batch_sizes, args.lrs, args.weight_decays)]
+    earlier: list[dict[str, Any]] = []
+    if args.append and args.out.exists():  # a sweep continued: the settings already measured are not run again
+        old = json.loads(args.out.read_text())
+        if old.get("seeds") != args.seeds or old.get("limit") != args.limit:
+            raise SystemExit(f"--append: {args.out} was measured with seeds {old.get('seeds')} and limit {old.get('limit')}")
+        earlier = old["rows"]
+        done = [{k: r[k] for k in grid[0]} for r in earlier] if grid else []
+        grid = [g for g in grid if g not in done]
     res = head_sweep(feats["train"], ann, np.asarray(ds.y_train)[:n], feats["val"], np.asarray(ds.y_val)[:n], grid, args.seeds, args.device)
+    if earlier:
+        rows = earlier + res["rows"]
+        best = max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy_mean"], -i))
+        res = {**res, "rows": rows, "chosen": {k: rows[best][k] for k in ("epochs", "batch_size", "lr", "weight_decay")}, "chosen_val_accuracy_mean": rows[best]["val_accuracy_mean"]}
     result = {
         "benchmark": "pretrained_features --head-sweep",
         "dataset": "labelme",
@@ -139,7 +150,6 @@ def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
         "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
-        "recipe_in_the_code": dict(FROZEN_FEATURE_HEAD),
         **res,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-4, 1e-4])
     ap.add_argument("--weight-decays", type=float, nargs="+", default=[5e-4])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--append", action="store_true", help="with --head-sweep: add the grid's settings not yet in --out to it (same seeds) and choose again over all")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.head_sweep:

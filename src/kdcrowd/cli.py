@@ -509,6 +509,7 @@ def fit(
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they anchor the worker matrices and the training targets, keep their known labels, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
     image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0 with an MLP head trained on them when kdcrowd[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
+    final_labels: str = typer.Option("classifier", help="Where labels.csv comes from: classifier (default: the trained classifier's prediction for each item) or posterior (the classifier's p(y|x) times the worker matrices' probability of each crowd label the item got, normalised: Dawid–Skene's posterior with the classifier as prior; better when workers err independently, 1-3 points worse on LabelMe, docs/RESULTS.md §7g)."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
     validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
@@ -639,6 +640,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     image_mode = p.get("image_features") or "auto"
     if image_mode not in IMAGE_FEATURE_MODES:
         _fail(f"--image-features must be auto, frozen or none, not {image_mode!r}")
+    from .estimator import FINAL_LABELS
+
+    if (p.get("final_labels") or "classifier") not in FINAL_LABELS:
+        _fail(f"--final-labels must be one of {', '.join(FINAL_LABELS)}, not {p.get('final_labels')!r}")
     if image_mode != "auto" and images is None:
         _fail("--image-features goes with --images")
     if method == "clean":
@@ -762,7 +767,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")}})
     clf = KDCrowdClassifier(
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
-        validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
+        validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",
     )
     try:
         clf.fit(X, ann, gold=gold_questions)

@@ -51,7 +51,7 @@ HEAD_RECIPES = ("auto", "shared", "frozen-features")
 #: ``benchmarks/results/practitioner_pretrained/cpu_head_recipe_validation.json``,
 #: docs/RESULTS.md §7g). At the shared defaults (30 epochs, lr 1e-3) the crowd model
 #: memorises the wrong labels on these features by the last epoch.
-FROZEN_FEATURE_HEAD: dict[str, Any] = {"epochs": 50, "batch_size": 64, "lr": 1e-4, "weight_decay": 5e-4}
+FROZEN_FEATURE_HEAD: dict[str, Any] = {"epochs": 30, "batch_size": 64, "lr": 1e-4, "weight_decay": 5e-4}
 
 _HEAD_RECIPE_HELP = (
     "Which values the optimisation options left at their defaults take: auto (default: the frozen-features recipe when the items are frozen "

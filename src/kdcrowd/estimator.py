@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return estimator._validate_data(X, reset=reset, **kw)
 
 
-__all__ = ["MIN_ITEMS_FOR_VALIDATION", "MIN_VALIDATION_ITEMS", "CrowdClassifier", "KDCrowdClassifier"]
+__all__ = ["FINAL_LABELS", "MIN_ITEMS_FOR_VALIDATION", "MIN_VALIDATION_ITEMS", "CrowdClassifier", "KDCrowdClassifier"]
 
 #: Below this many annotated items no validation split is held out (the final epoch is kept).
 MIN_ITEMS_FOR_VALIDATION = 50
@@ -50,6 +50,9 @@ MIN_VALIDATION_ITEMS = 10
 _DS_SOURCE = "crowd (Dawid–Skene of held-out items)"
 _MV_SOURCE = "crowd (majority vote of held-out items)"
 
+
+#: ``final_labels``: the classifier's p(y|x), or its posterior with the item's crowd labels.
+FINAL_LABELS = ("classifier", "posterior")
 
 #: The smallest image side the image backbones take (their augmentation pads by 1/8 of it).
 MIN_IMAGE_SIDE = 8
@@ -79,10 +82,31 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above:
             :func:`kdcrowd.models.backbones.default_backbone`); a pretrained network
             (``efficientnet-lite0``, ``torchvision:NAME``, ``timm:NAME``) is fine-tuned as a
-            whole, as by ``kdcrowd fit --backbone NAME``. ``kdcrowd fit --images`` trains by
-            default on frozen features instead (``--image-features``); the same here is
-            ``fit(extract_features(images), crowd)`` with
-            :func:`kdcrowd.models.pretrained.extract_features` (an MLP head on the features).
+            whole, as by ``kdcrowd fit --backbone NAME``, unless ``image_features`` is
+            ``frozen``.
+        image_features: for uint8 images ``X``, as ``kdcrowd fit --image-features``:
+            ``auto`` (default: with ``backbone="auto"`` and ``kdcrowd[pretrained]``
+            installed, the frozen ImageNet features of EfficientNet-Lite0, computed once and
+            cached by :func:`kdcrowd.models.pretrained.extract_features`, with an MLP head
+            trained on them; else ``backbone`` trains on the pixels), ``frozen`` (the frozen
+            features of ``backbone`` ``auto``/``efficientnet-lite0``/``torchvision:NAME``/
+            ``timm:NAME``; an error for feature matrices) or ``none`` (``backbone`` on the
+            pixels). With frozen features, :meth:`predict` takes images (their features are
+            computed the same way) or the features, ``n_features_in_`` and ``item_shape_``
+            describe the features, and ``input_transform_`` names the network.
+        final_labels: ``classifier`` (default) or ``posterior``: where ``labels_`` come
+            from (see the fitted attributes). The posterior wins when the workers err
+            independently given the true class (Dawid–Skene's assumption;
+            ``tests/test_estimator.py``); on LabelMe, whose workers err together on the
+            ambiguous images, it was 1–3 points below the classifier (docs/RESULTS.md §7g),
+            hence the default.
+        head_recipe: ``auto`` (default), ``shared`` or ``frozen-features``: which values
+            ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` take when left at their
+            defaults. ``auto`` applies the frozen-features recipe
+            (:data:`kdcrowd.doors.FROZEN_FEATURE_HEAD`, chosen on LabelMe's validation
+            images) when this fit computes frozen image features (``image_features``), and
+            the shared defaults otherwise; give ``frozen-features`` for features you
+            computed yourself with ``extract_features``.
         epochs, batch_size, lr: optimisation (epochs per stage for ``kdcrowd``).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         random_state: seed of the validation split, the initialisation and the batch order
@@ -135,13 +159,13 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
     * ``classes_``; ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame ``X``;
       for images it is ``H``, scikit-learn's count of axis 1); ``item_shape_`` (``(D,)`` or
       ``(H, W, C)``); ``worker_ids_`` and ``n_workers_``.
-    * ``labels_`` (N,) and ``label_proba_`` (N, K): the final label of every row of ``X``.
-      For a method with worker matrices (crowd models, KD-Crowd, ``ds``) this is the
-      posterior that combines the trained classifier with the item's crowd labels,
-      ``p(y | x, labels) ∝ p(y | x) · Π_m T_m[y, label_m]``
+    * ``labels_`` (N,) and ``label_proba_`` (N, K): the final label of every row of ``X``:
+      with ``final_labels="classifier"`` (the default) the trained classifier's
+      ``p(y | x)``; with ``final_labels="posterior"``, for a method with worker matrices
+      (crowd models, KD-Crowd, ``ds``), the posterior that combines it with the item's
+      crowd labels, ``p(y | x, labels) ∝ p(y | x) · Π_m T_m[y, label_m]``
       (:func:`kdcrowd.aggregation.crowd_posterior`, the Dawid–Skene E-step with the
-      classifier as each item's prior); rows without crowd labels, and methods without
-      worker matrices (``mv``, ``mv-soft``), keep the classifier's prediction. Gold
+      classifier as each item's prior; rows without crowd labels keep ``p(y | x)``). Gold
       questions keep their known labels. ``classifier_proba_`` (N, K): the classifier's
       own ``p(y | x)`` of every row (what :meth:`predict_proba` gives);
       ``label_source_`` says which of the two ``label_proba_`` is.
@@ -346,6 +370,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         # every option checked (one ConfigError naming it) before any data is read
         values = {o.name: getattr(self, o.name) for o in door_options()}
         method, backbone, train, options = settings_from_options(values, seed=0, progress=bool(self.verbose))
+        if self.final_labels not in FINAL_LABELS:
+            raise ConfigError(f"final_labels must be one of {', '.join(FINAL_LABELS)}; got {self.final_labels!r}")
         if self.image_features not in IMAGE_FEATURE_MODES:
             raise ConfigError(f"image_features must be one of {', '.join(IMAGE_FEATURE_MODES)}; got {self.image_features!r}")
         if item_ids is None and isinstance(X, pd.DataFrame) and not isinstance(X.index, pd.RangeIndex):
@@ -425,11 +451,13 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         if len(val_idx):
             proba[val_idx] = predict_proba(module, data, data.x_val).detach().float().cpu().numpy()
         self.classifier_proba_ = apply_gold(proba.copy(), gold_idx)
-        if out.transitions is not None:  # the crowd's labels weighed by the worker matrices, with the model as prior
+        if self.final_labels == "posterior" and out.transitions is not None:  # the crowd's labels weighed by the worker matrices, the model as prior
             proba = crowd_posterior(proba, ann, out.transitions)
             self.label_source_ = "posterior: the classifier's p(y|x) times each of the item's crowd labels' T_m[y, label], normalised"
+        elif self.final_labels == "posterior":
+            self.label_source_ = "classifier: the method estimates no worker matrices to weigh the crowd's labels with"
         else:
-            self.label_source_ = "classifier: the method estimates no worker matrices"
+            self.label_source_ = "classifier: its p(y|x) of each item (final_labels='classifier')"
         proba = apply_gold(proba, gold_idx)  # gold questions keep their known labels
         self.gold_ = gold_idx
 
@@ -485,6 +513,7 @@ ESTIMATOR_ONLY: dict[str, Any] = {
     "duplicates": "error",
     "validation_fraction": 0.0,
     "image_features": "auto",
+    "final_labels": "classifier",
     "checkpoint_dir": None,
     "track_memorization": False,
     "verbose": False,
