@@ -31,8 +31,16 @@ the recipe (ties: the earlier in grid order). The test images are not read. The
 accuracy of the final labels of the training items (the posterior, and the classifier
 alone) against their true labels is recorded beside it, for information only::
 
-    python benchmarks/pretrained_features.py --head-sweep --seeds 0 1 \
-        --out benchmarks/results/practitioner_pretrained/cpu_head_recipe_validation.json
+    F=benchmarks/results/practitioner_pretrained/cpu_head_recipe_validation.json
+    python benchmarks/pretrained_features.py --head-sweep --threads 1 --seeds 0 --epochs-grid 50 30 \\
+        --batch-sizes 64 --lrs 1e-4 3e-4 1e-3 --out $F
+    python benchmarks/pretrained_features.py --head-sweep --append --threads 1 --seeds 0 \\
+        --epochs-grid 20 30 50 --batch-sizes 64 --lrs 1e-4 3e-5 --out $F
+    python benchmarks/pretrained_features.py --head-sweep --append --seeds 0 --epochs-grid 30 \\
+        --batch-sizes 128 --lrs 1e-4 --out $F
+
+``--append`` adds the settings of the grid given that ``--out`` does not hold yet (same
+seeds) and chooses again over all its rows, so that a sweep can be widened in steps.
 """
 
 from __future__ import annotations

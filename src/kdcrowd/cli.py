@@ -768,6 +768,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     clf = KDCrowdClassifier(
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",
+        image_features="none",  # --image-features is resolved above: X holds the frozen features, or the pixels to train on
     )
     try:
         clf.fit(X, ann, gold=gold_questions)
