@@ -38,6 +38,8 @@ alone) against their true labels is recorded beside it, for information only::
         --epochs-grid 20 30 50 --batch-sizes 64 --lrs 1e-4 3e-5 --out $F
     python benchmarks/pretrained_features.py --head-sweep --append --seeds 0 --epochs-grid 30 \\
         --batch-sizes 128 --lrs 1e-4 --out $F
+    python benchmarks/pretrained_features.py --head-sweep --append --threads 1 --seeds 0 --epochs-grid 30 \\
+        --batch-sizes 128 --lrs 1e-3 --out $F     # the shared defaults, for reference
 
 ``--append`` adds the settings of the grid given that ``--out`` does not hold yet (same
 seeds) and chooses again over all its rows, so that a sweep can be widened in steps.
