@@ -28,8 +28,9 @@ label), for every combination of ``--epochs-grid``, ``--batch-sizes``, ``--lrs``
 ``--weight-decays`` over ``--seeds``. Each setting is scored by the accuracy of the
 trained classifier on the 500 **validation** images; the one with the highest mean is
 the recipe (ties: the earlier in grid order). The test images are not read. The
-accuracy of the final labels of the training items (the posterior, and the classifier
-alone) against their true labels is recorded beside it, for information only::
+accuracy of the labels of the training items against their true labels, the
+classifier's and the posterior's (``final_labels="posterior"``,
+:func:`kdcrowd.aggregation.crowd_posterior`), is recorded beside it, for information only::
 
     F=benchmarks/results/practitioner_pretrained/cpu_head_recipe_validation.json
     python benchmarks/pretrained_features.py --head-sweep --threads 1 --seeds 0 --epochs-grid 50 30 \\
@@ -101,6 +102,7 @@ def head_sweep(f_train: np.ndarray, ann: Any, y_train: np.ndarray, f_val: np.nda
     :class:`~kdcrowd.estimator.KDCrowdClassifier` (otherwise at its defaults, the shared
     recipe: ``head_recipe="shared"``), scored by validation accuracy; returns the rows
     and the chosen setting (highest mean validation accuracy, the first on ties)."""
+    from kdcrowd.aggregation import crowd_posterior
     from kdcrowd.estimator import KDCrowdClassifier
 
     rows = []
@@ -112,7 +114,7 @@ def head_sweep(f_train: np.ndarray, ann: Any, y_train: np.ndarray, f_val: np.nda
             per_seed.append({
                 "seed": seed,
                 "val_accuracy": float((clf.predict_proba(f_val).argmax(1) == y_val).mean()),  # columns: the classes in order
-                "label_accuracy_posterior": float((clf.label_proba_.argmax(1) == y_train).mean()),
+                "label_accuracy_posterior": float((crowd_posterior(clf.classifier_proba_, ann, clf.transition_matrices_).argmax(1) == y_train).mean()),
                 "label_accuracy_classifier": float((clf.classifier_proba_.argmax(1) == y_train).mean()),
                 "seconds": round(time.perf_counter() - t, 2),
             })

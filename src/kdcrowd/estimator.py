@@ -98,7 +98,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             from (see the fitted attributes). The posterior wins when the workers err
             independently given the true class (Dawid–Skene's assumption;
             ``tests/test_estimator.py``); on LabelMe, whose workers err together on the
-            ambiguous images, it was 1–3 points below the classifier (docs/RESULTS.md §7g),
+            ambiguous images, it was up to 3 points below the classifier (docs/RESULTS.md §7g),
             hence the default.
         head_recipe: ``auto`` (default), ``shared`` or ``frozen-features``: which values
             ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` take when left at their
