@@ -19,6 +19,31 @@ What it measures (needs ``kdcrowd[pretrained]`` and LabelMe's files under ``$KDC
 3. With ``--compare-normalisation``: the same for the other input normalisation (ImageNet's
    mean/std instead of EfficientNet-Lite's (x − 0.5) / 0.5), to show which one the
    weights want.
+
+With ``--head-sweep`` it measures instead the recipe of the heads that ``kdcrowd fit
+--images`` trains on these frozen features (the ``head_recipe`` option): the
+KD-Crowd estimator with its defaults but for the epochs, batch size, learning rate and
+weight decay, on the 1,000 training items' features and their crowd labels (no true
+label), for every combination of ``--epochs-grid``, ``--batch-sizes``, ``--lrs`` and
+``--weight-decays`` over ``--seeds``. Each setting is scored by the accuracy of the
+trained classifier on the 500 **validation** images; the one with the highest mean is
+the recipe (ties: the earlier in grid order). The test images are not read. The
+accuracy of the labels of the training items against their true labels, the
+classifier's and the posterior's (``final_labels="posterior"``,
+:func:`kdcrowd.aggregation.crowd_posterior`), is recorded beside it, for information only::
+
+    F=benchmarks/results/practitioner_pretrained/cpu_head_recipe_validation.json
+    python benchmarks/pretrained_features.py --head-sweep --threads 1 --seeds 0 --epochs-grid 50 30 \\
+        --batch-sizes 64 --lrs 1e-4 3e-4 1e-3 --out $F
+    python benchmarks/pretrained_features.py --head-sweep --append --threads 1 --seeds 0 \\
+        --epochs-grid 20 30 50 --batch-sizes 64 --lrs 1e-4 3e-5 --out $F
+    python benchmarks/pretrained_features.py --head-sweep --append --seeds 0 --epochs-grid 30 \\
+        --batch-sizes 128 --lrs 1e-4 --out $F
+    python benchmarks/pretrained_features.py --head-sweep --append --threads 1 --seeds 0 --epochs-grid 30 \\
+        --batch-sizes 128 --lrs 1e-3 --out $F     # the shared defaults, for reference
+
+``--append`` adds the settings of the grid given that ``--out`` does not hold yet (same
+seeds) and chooses again over all its rows, so that a sweep can be widened in steps.
 """
 
 from __future__ import annotations
@@ -71,6 +96,79 @@ def features_of(splits: dict[str, np.ndarray], mean: tuple[float, ...], std: tup
     return out, time.perf_counter() - t, time.process_time() - c
 
 
+def head_sweep(f_train: np.ndarray, ann: Any, y_train: np.ndarray, f_val: np.ndarray, y_val: np.ndarray, grid: list[dict[str, Any]], seeds: list[int], device: str = "cpu") -> dict[str, Any]:
+    """The ``--head-sweep`` measurement: every setting of ``grid`` (``epochs``,
+    ``batch_size``, ``lr``, ``weight_decay``) × ``seeds`` through
+    :class:`~kdcrowd.estimator.KDCrowdClassifier` (otherwise at its defaults, the shared
+    recipe: ``head_recipe="shared"``), scored by validation accuracy; returns the rows
+    and the chosen setting (highest mean validation accuracy, the first on ties)."""
+    from kdcrowd.aggregation import crowd_posterior
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    rows = []
+    for setting in grid:
+        per_seed = []
+        for seed in seeds:
+            t = time.perf_counter()
+            clf = KDCrowdClassifier(**setting, head_recipe="shared", device=device, random_state=seed).fit(f_train, ann)
+            per_seed.append({
+                "seed": seed,
+                "val_accuracy": float((clf.predict_proba(f_val).argmax(1) == y_val).mean()),  # columns: the classes in order
+                "label_accuracy_posterior": float((crowd_posterior(clf.classifier_proba_, ann, clf.transition_matrices_).argmax(1) == y_train).mean()),
+                "label_accuracy_classifier": float((clf.classifier_proba_.argmax(1) == y_train).mean()),
+                "seconds": round(time.perf_counter() - t, 2),
+            })
+        row = {**setting, "val_accuracy_mean": float(np.mean([r["val_accuracy"] for r in per_seed])),
+               "label_accuracy_posterior_mean": float(np.mean([r["label_accuracy_posterior"] for r in per_seed])),
+               "label_accuracy_classifier_mean": float(np.mean([r["label_accuracy_classifier"] for r in per_seed])), "per_seed": per_seed}
+        rows.append(row)
+        print(f"{setting}: val {row['val_accuracy_mean']:.4f}  labels {row['label_accuracy_posterior_mean']:.4f} (classifier {row['label_accuracy_classifier_mean']:.4f})", flush=True)
+    best = max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy_mean"], -i))
+    chosen = {k: rows[best][k] for k in grid[best]}
+    return {"chosen_on": "mean validation accuracy of the classifier (500 LabelMe validation images, true labels)", "chosen": chosen, "chosen_val_accuracy_mean": rows[best]["val_accuracy_mean"], "rows": rows}
+
+
+def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    import itertools
+
+    ds = load_dataset("labelme")
+    n = args.limit
+    feats = {s: extract_features(getattr(ds, f"x_{s}")[:n], device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
+    ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
+    assert [str(c) for c in ann.classes] == [str(c) for c in ds.class_names]  # class index i of the crowd is true label i
+    grid = [{"epochs": e, "batch_size": b, "lr": lr, "weight_decay": wd} for e, b, lr, wd in itertools.product(args.epochs_grid, args.batch_sizes, args.lrs, args.weight_decays)]
+    earlier: list[dict[str, Any]] = []
+    if args.append and args.out.exists():  # a sweep continued: the settings already measured are not run again
+        old = json.loads(args.out.read_text())
+        if old.get("seeds") != args.seeds or old.get("limit") != args.limit:
+            raise SystemExit(f"--append: {args.out} was measured with seeds {old.get('seeds')} and limit {old.get('limit')}")
+        earlier = old["rows"]
+        done = [{k: r[k] for k in grid[0]} for r in earlier] if grid else []
+        grid = [g for g in grid if g not in done]
+    res = head_sweep(feats["train"], ann, np.asarray(ds.y_train)[:n], feats["val"], np.asarray(ds.y_val)[:n], grid, args.seeds, args.device)
+    if earlier:
+        rows = earlier + res["rows"]
+        best = max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy_mean"], -i))
+        res = {**res, "rows": rows, "chosen": {k: rows[best][k] for k in ("epochs", "batch_size", "lr", "weight_decay")}, "chosen_val_accuracy_mean": rows[best]["val_accuracy_mean"]}
+    result = {
+        "benchmark": "pretrained_features --head-sweep",
+        "dataset": "labelme",
+        "limit": args.limit,
+        "features": "efficientnet-lite0 frozen features (extract_features, as kdcrowd fit --images computes them)",
+        "estimator": "KDCrowdClassifier at its defaults (kdcrowd, Max-MIG teacher, ELR student, 2 stages, validation_fraction 0: the last epoch) but the swept options",
+        "seeds": args.seeds,
+        "device": args.device,
+        "torch_threads": args.threads,
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
+        **res,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -80,8 +178,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--cs", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
     ap.add_argument("--compare-normalisation", action="store_true")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images of each split (smoke check)")
+    ap.add_argument("--head-sweep", action="store_true", help="sweep the recipe of the heads trained on the frozen features (see the module docstring)")
+    ap.add_argument("--epochs-grid", type=int, nargs="+", default=[30, 50])
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-4, 1e-4])
+    ap.add_argument("--weight-decays", type=float, nargs="+", default=[5e-4])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--append", action="store_true", help="with --head-sweep: add the grid's settings not yet in --out to it (same seeds) and choose again over all")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.head_sweep:
+        return main_head_sweep(args)
 
     ds = load_dataset("labelme")
     n = args.limit

@@ -28,7 +28,7 @@ runner = CliRunner()
 RUN_ONLY = {"dataset", "out", "workers", "seed", "data_root", "dataset_option", "distributed", "resume", "track_memorization", "help"}
 FIT_ONLY = {"annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "classes",
             "truth", "image_size", "image_ids", "seed", "validation_fraction", "duplicates", "resume", "quiet", "help",
-            "label_case", "item_column", "texts", "text_column", "predict_texts", "image_features", "format", "field", "multi_label", "include_rejected", "gold"}
+            "label_case", "item_column", "texts", "text_column", "predict_texts", "image_features", "format", "field", "multi_label", "include_rejected", "gold", "final_labels"}
 
 
 def _cli_options(name: str) -> dict[str, object]:
@@ -192,3 +192,29 @@ def test_only_user_errors_become_one_line_errors(tmp_path: Path, monkeypatch) ->
     assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
     r = runner.invoke(app, ["run", "--dataset", "digits", "--out", str(tmp_path / "o"), "--method", "mv", "--device", "gpu0"])
     assert r.exit_code == 2 and "--device must be cpu, cuda, cuda:N or auto; got 'gpu0'" in r.output
+
+
+def test_the_options_fit_and_the_estimator_share_have_one_default() -> None:
+    fit = _cli_options("fit")
+    for name in set(FIT_ONLY) & set(ESTIMATOR_ONLY):
+        assert fit[name] == ESTIMATOR_ONLY[name], name
+    assert {"image_features", "validation_fraction", "final_labels"} <= set(FIT_ONLY) & set(ESTIMATOR_ONLY)
+
+
+def test_the_head_recipe_sets_only_the_options_left_at_their_defaults(tmp_path: Path) -> None:
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD, apply_head_recipe, settings_from_options
+
+    shared = {k: getattr(TrainConfig(), k) for k in FROZEN_FEATURE_HEAD}
+    assert door_defaults()["head_recipe"] == "auto"
+    assert {k: apply_head_recipe({"head_recipe": "auto"}, frozen_features=True)[k] for k in FROZEN_FEATURE_HEAD} == FROZEN_FEATURE_HEAD
+    assert apply_head_recipe({"head_recipe": "auto"}, frozen_features=False) == {"head_recipe": "auto"}
+    assert apply_head_recipe({"head_recipe": "shared", **shared}, frozen_features=True) == {"head_recipe": "shared", **shared}
+    given = apply_head_recipe({"head_recipe": "frozen-features", **shared, "lr": 3e-3}, frozen_features=False)
+    assert given["lr"] == 3e-3 and given["epochs"] == FROZEN_FEATURE_HEAD["epochs"]  # a value given is kept
+    _, _, train, _ = settings_from_options({"head_recipe": "frozen-features"}, seed=0, progress=False)
+    assert (train.epochs, train.batch_size, train.lr, train.weight_decay) == tuple(FROZEN_FEATURE_HEAD[k] for k in ("epochs", "batch_size", "lr", "weight_decay"))
+    assert FROZEN_FEATURE_HEAD != shared  # the recipe differs from the shared defaults
+    with pytest.raises(ConfigError, match="head_recipe must be one of auto, shared, frozen-features; got 'frozen-feature' \\(did you mean 'frozen-features'\\?\\)"):
+        settings_from_options({"head_recipe": "frozen-feature"}, seed=0, progress=False)
+    r = runner.invoke(app, ["run", "--dataset", "tiny", "--out", str(tmp_path / "run"), "--head-recipe", "sometimes"])
+    assert r.exit_code == 2 and "--head-recipe must be one of auto, shared, frozen-features" in " ".join(r.output.split()), r.output

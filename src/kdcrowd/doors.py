@@ -4,8 +4,10 @@
 same method and training options, with the same names and defaults, because all three
 are generated from one list (:func:`door_options`) built from the dataclasses:
 
-* the run: ``method``, ``backbone`` and ``model_options`` (the crowd model's own options,
-  e.g. ``mig_f`` of ``maxmig``; on the command line ``--model-option KEY=VALUE``);
+* the run: ``method``, ``backbone``, ``model_options`` (the crowd model's own options,
+  e.g. ``mig_f`` of ``maxmig``; on the command line ``--model-option KEY=VALUE``) and
+  ``head_recipe`` (which values the optimisation options left at their defaults take for
+  a head on frozen pretrained features, :func:`apply_head_recipe`);
 * every field of :class:`~kdcrowd.training.TrainConfig` but the door-specific ones
   (:data:`TRAIN_NOT_OPTIONS`: the seed, the progress bar, checkpointing, distribution);
 * every field of :class:`~kdcrowd.framework.KDCrowd` with a plain value (the modules,
@@ -32,12 +34,51 @@ from .config import ConfigError, _name, literal_choices, option_defaults, option
 from .framework import KDCrowd
 from .training import TrainConfig
 
-__all__ = ["DoorOption", "door_options", "door_defaults", "settings_from_options", "field_docs", "TRAIN_NOT_OPTIONS", "KDCROWD_NOT_OPTIONS", "option_style"]
+__all__ = ["DoorOption", "door_options", "door_defaults", "settings_from_options", "apply_head_recipe", "HEAD_RECIPES", "FROZEN_FEATURE_HEAD", "field_docs", "TRAIN_NOT_OPTIONS", "KDCROWD_NOT_OPTIONS", "option_style"]
 
 #: TrainConfig fields that are not door options: each door sets them its own way.
 TRAIN_NOT_OPTIONS = ("seed", "progress", "checkpoint", "distributed", "sync_bn")
 #: KDCrowd fields that are not door options (objects, and the run's backbone).
 KDCROWD_NOT_OPTIONS = ("backbone", "teacher_options", "student_params")
+
+
+#: ``head_recipe``'s values: ``auto`` (the frozen-feature recipe when the door computes frozen
+#: pretrained image features itself, else the shared defaults), ``shared`` or ``frozen-features``.
+HEAD_RECIPES = ("auto", "shared", "frozen-features")
+#: The recipe of a head trained on frozen pretrained image features (1,280 EfficientNet-Lite0
+#: features of LabelMe): chosen by the classifier's accuracy on LabelMe's 500 validation
+#: images, never the test images (``benchmarks/pretrained_features.py --head-sweep``,
+#: ``benchmarks/results/practitioner_pretrained/cpu_head_recipe_validation.json``,
+#: docs/RESULTS.md §7h). At the shared defaults (30 epochs, lr 1e-3) the crowd model
+#: memorises the wrong labels on these features by the last epoch.
+FROZEN_FEATURE_HEAD: dict[str, Any] = {"epochs": 30, "batch_size": 64, "lr": 1e-4, "weight_decay": 5e-4}
+
+_HEAD_RECIPE_HELP = (
+    "Which values the optimisation options left at their defaults take: auto (default: the frozen-features recipe when the items are frozen "
+    "pretrained image features computed by this fit, i.e. kdcrowd fit --images with --image-features auto|frozen or the estimator's "
+    "image_features, else the shared defaults), shared (the defaults shown for --epochs, --batch-size, --lr, --weight-decay) or "
+    "frozen-features ("
+    + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in FROZEN_FEATURE_HEAD.items())
+    + ", chosen on LabelMe's validation images; also for features you computed yourself). An option given a value other than its default keeps it."
+)
+
+
+def apply_head_recipe(values: dict[str, Any], frozen_features: bool) -> dict[str, Any]:
+    """``values`` (door option values, ``head_recipe`` among them) with each option of
+    :data:`FROZEN_FEATURE_HEAD` that is at its shared default replaced by the recipe's value,
+    when ``head_recipe`` is ``frozen-features``, or ``auto`` and ``frozen_features`` (the
+    door computed frozen pretrained image features itself). An option set to anything but
+    its default is kept; ``shared`` changes nothing."""
+    recipe = values.get("head_recipe", "auto")
+    if recipe not in HEAD_RECIPES:
+        from .config import closest
+
+        near = closest(str(recipe), HEAD_RECIPES)
+        raise ConfigError(f"{_name('head_recipe')} must be one of {', '.join(HEAD_RECIPES)}; got {recipe!r}" + (f" (did you mean {near!r}?)" if near else ""))
+    if recipe == "shared" or (recipe == "auto" and not frozen_features):
+        return dict(values)
+    shared = option_defaults(TrainConfig)
+    return {**values, **{k: v for k, v in FROZEN_FEATURE_HEAD.items() if values.get(k, shared[k]) == shared[k]}}
 
 
 @dataclass(frozen=True)
@@ -112,6 +153,7 @@ def door_options() -> list[DoorOption]:
         DoorOption("method", "kdcrowd", str, f"What to train: {', '.join(m for m in methods if m != 'clean')} (and clean, the ceiling, where ground truth exists).", "run", methods),
         DoorOption("backbone", "auto", str, "mlp, fastcnn, airbench (the CIFAR speedrun network with a whitening first layer; pair it with the airbench recipe: --optimizer sgd --lr 1.5 --momentum 0.85 --weight-decay 0.00133 --bias-lr-scale 64 --schedule triangular --warmup-epochs 2 --epochs 10 --batch-size 1024 --flip-schedule alternating --crop-padding 2 --tta flip-translate), resnet18, vgg16, labelme-cnn, auto (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above), or a pretrained network fine-tuned as a whole: efficientnet-lite0, torchvision:NAME, timm:NAME.", "run"),
         DoorOption("model_options", None, dict, f"Options of the crowd model (the method, or the kdcrowd teacher), e.g. mig_f=js for maxmig; models: {', '.join(crowd_model_names())}.", "run"),
+        DoorOption("head_recipe", "auto", str, _HEAD_RECIPE_HELP, "run", HEAD_RECIPES),
     ]
     return run + _from_dataclass(TrainConfig, "train", TRAIN_NOT_OPTIONS) + _from_dataclass(KDCrowd, "kdcrowd", KDCROWD_NOT_OPTIONS)
 
@@ -121,9 +163,10 @@ def door_defaults() -> dict[str, Any]:
     return {o.name: o.default for o in door_options()}
 
 
-def settings_from_options(values: dict[str, Any], seed: int, progress: bool, **train_extra: Any) -> tuple[str, str, TrainConfig, dict[str, Any]]:
+def settings_from_options(values: dict[str, Any], seed: int, progress: bool, frozen_features: bool = False, **train_extra: Any) -> tuple[str, str, TrainConfig, dict[str, Any]]:
     """``(method, backbone, TrainConfig, run options)`` from a door's option values
-    (names of :func:`door_options`; missing ones take their defaults), checked:
+    (names of :func:`door_options`; missing ones take their defaults; ``head_recipe``
+    applied by :func:`apply_head_recipe` with ``frozen_features``), checked:
 
     * every value by its component's configuration (:class:`TrainConfig`,
       :class:`KDCrowd`, the crowd model's options dataclass);
@@ -140,7 +183,7 @@ def settings_from_options(values: dict[str, Any], seed: int, progress: bool, **t
             from .config import unknown_key_error
 
             raise unknown_key_error(k, known, "kdcrowd")
-    v = {**{o.name: o.default for o in opts}, **values}
+    v = apply_head_recipe({**{o.name: o.default for o in opts}, **values}, frozen_features)
     method, backbone = v["method"], v["backbone"]
     methods = next(o.choices for o in opts if o.name == "method") or ()
     if method not in methods:

@@ -29,7 +29,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
+from .config import ConfigError
 from .doors import door_options, settings_from_options
+from .models.backbones import IMAGE_FEATURE_MODES
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -39,7 +41,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return estimator._validate_data(X, reset=reset, **kw)
 
 
-__all__ = ["MIN_ITEMS_FOR_VALIDATION", "MIN_VALIDATION_ITEMS", "CrowdClassifier", "KDCrowdClassifier"]
+__all__ = ["FINAL_LABELS", "MIN_ITEMS_FOR_VALIDATION", "MIN_VALIDATION_ITEMS", "CrowdClassifier", "KDCrowdClassifier"]
 
 #: Below this many annotated items no validation split is held out (the final epoch is kept).
 MIN_ITEMS_FOR_VALIDATION = 50
@@ -49,6 +51,9 @@ MIN_VALIDATION_ITEMS = 10
 _DS_SOURCE = "crowd (Dawid–Skene of held-out items)"
 _MV_SOURCE = "crowd (majority vote of held-out items)"
 
+
+#: ``final_labels``: the classifier's p(y|x), or its posterior with the item's crowd labels.
+FINAL_LABELS = ("classifier", "posterior")
 
 #: The smallest image side the image backbones take (their augmentation pads by 1/8 of it).
 MIN_IMAGE_SIDE = 8
@@ -78,10 +83,31 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
             (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above:
             :func:`kdcrowd.models.backbones.default_backbone`); a pretrained network
             (``efficientnet-lite0``, ``torchvision:NAME``, ``timm:NAME``) is fine-tuned as a
-            whole, as by ``kdcrowd fit --backbone NAME``. ``kdcrowd fit --images`` trains by
-            default on frozen features instead (``--image-features``); the same here is
-            ``fit(extract_features(images), crowd)`` with
-            :func:`kdcrowd.models.pretrained.extract_features` (an MLP head on the features).
+            whole, as by ``kdcrowd fit --backbone NAME``, unless ``image_features`` is
+            ``frozen``.
+        image_features: for uint8 images ``X``, as ``kdcrowd fit --image-features``:
+            ``auto`` (default: with ``backbone="auto"`` and ``kdcrowd[pretrained]``
+            installed, the frozen ImageNet features of EfficientNet-Lite0, computed once and
+            cached by :func:`kdcrowd.models.pretrained.extract_features`, with an MLP head
+            trained on them; else ``backbone`` trains on the pixels), ``frozen`` (the frozen
+            features of ``backbone`` ``auto``/``efficientnet-lite0``/``torchvision:NAME``/
+            ``timm:NAME``; an error for feature matrices) or ``none`` (``backbone`` on the
+            pixels). With frozen features, :meth:`predict` takes images (their features are
+            computed the same way) or the features, ``n_features_in_`` and ``item_shape_``
+            describe the features, and ``input_transform_`` names the network.
+        final_labels: ``classifier`` (default) or ``posterior``: where ``labels_`` come
+            from (see the fitted attributes). The posterior wins when the workers err
+            independently given the true class (Dawid–Skene's assumption;
+            ``tests/test_estimator.py``); on LabelMe, whose workers err together on the
+            ambiguous images, it was up to 3 points below the classifier (docs/RESULTS.md §7h),
+            hence the default.
+        head_recipe: ``auto`` (default), ``shared`` or ``frozen-features``: which values
+            ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` take when left at their
+            defaults. ``auto`` applies the frozen-features recipe
+            (:data:`kdcrowd.doors.FROZEN_FEATURE_HEAD`, chosen on LabelMe's validation
+            images) when this fit computes frozen image features (``image_features``), and
+            the shared defaults otherwise; give ``frozen-features`` for features you
+            computed yourself with ``extract_features``.
         epochs, batch_size, lr: optimisation (epochs per stage for ``kdcrowd``).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         random_state: seed of the validation split, the initialisation and the batch order
@@ -134,7 +160,16 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
     * ``classes_``; ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame ``X``;
       for images it is ``H``, scikit-learn's count of axis 1); ``item_shape_`` (``(D,)`` or
       ``(H, W, C)``); ``worker_ids_`` and ``n_workers_``.
-    * ``labels_`` (N,) and ``label_proba_`` (N, K): the final label of every row of ``X``.
+    * ``labels_`` (N,) and ``label_proba_`` (N, K): the final label of every row of ``X``:
+      with ``final_labels="classifier"`` (the default) the trained classifier's
+      ``p(y | x)``; with ``final_labels="posterior"``, for a method with worker matrices
+      (crowd models, KD-Crowd, ``ds``), the posterior that combines it with the item's
+      crowd labels, ``p(y | x, labels) ∝ p(y | x) · Π_m T_m[y, label_m]``
+      (:func:`kdcrowd.aggregation.crowd_posterior`, the Dawid–Skene E-step with the
+      classifier as each item's prior; rows without crowd labels keep ``p(y | x)``). Gold
+      questions keep their known labels. ``classifier_proba_`` (N, K): the classifier's
+      own ``p(y | x)`` of every row (what :meth:`predict_proba` gives);
+      ``label_source_`` says which of the two ``label_proba_`` is.
     * ``transition_matrices_`` (M, K, K): the method's estimated worker matrices (``None``
       for ``mv``/``mv-soft``).
     * ``worker_quality_`` (M,), aligned with ``worker_ids_``: each worker's estimated
@@ -198,6 +233,37 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
                 rows = np.flatnonzero(big.any(1))
                 raise ValueError(f"X has values beyond float32's range (±3.4e38) in rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}; rescale the features")
             X = X.astype(np.float32, copy=False)
+        return X
+
+    def _frozen_features(self, X: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """``(X, None)``, or for uint8 images with ``image_features`` auto|frozen and a
+        pretrained network to take them from (:func:`~kdcrowd.models.backbones.image_feature_backbone`):
+        ``(their frozen features, the network's name)``, computed once and cached on disk
+        (:func:`~kdcrowd.models.pretrained.extract_features`); ``input_transform_`` then
+        records the network, so that :meth:`predict` takes images too."""
+        from .models.backbones import image_feature_backbone
+        from .models.pretrained import extract_features
+        from .training import resolve_device
+
+        self.input_transform_ = None
+        if X.ndim != 4:
+            if self.image_features == "frozen":
+                raise ConfigError(f"image_features='frozen' computes the features of images; X holds features {X.shape} (give uint8 images (N, H, W, C), or image_features='auto')")
+            return X, None
+        name, _ = image_feature_backbone(self.image_features, self.backbone)
+        if name is None:
+            return X, None
+        self.input_transform_ = {"kind": "image-features", "backbone": name, "image_size": int(X.shape[1])}
+        return extract_features(X, name, device=resolve_device(self.device)), name
+
+    def _image_inputs(self, X: Any) -> Any:
+        """``X``, or its frozen features when the model was trained on those and ``X`` holds images."""
+        inputs = getattr(self, "input_transform_", None) or {}
+        if inputs.get("kind") == "image-features" and np.ndim(X) == 4:
+            from .models.pretrained import extract_features
+            from .training import resolve_device
+
+            return extract_features(np.asarray(X), inputs["backbone"], device=resolve_device(self.device))
         return X
 
     def _annotations(self, n: int, annotations: Any, item_ids: Any) -> Any:
@@ -285,6 +351,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         (:mod:`kdcrowd.data.gold`), and their rows get their known labels in ``labels_``
         (``gold_``: the class indices, -1 unknown; ``None`` without gold).
         """
+        from .aggregation import crowd_posterior
         from .data.datasets import CrowdDataset
         from .data.gold import apply_gold, gold_from_values
         from .methods import RunConfig, run_on_dataset
@@ -302,12 +369,19 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         if self.method == "clean":
             raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")
         # every option checked (one ConfigError naming it) before any data is read
-        method, backbone, train, options = settings_from_options(
-            {o.name: getattr(self, o.name) for o in door_options()}, seed=0, progress=bool(self.verbose)
-        )
+        values = {o.name: getattr(self, o.name) for o in door_options()}
+        method, backbone, train, options = settings_from_options(values, seed=0, progress=bool(self.verbose))
+        if self.final_labels not in FINAL_LABELS:
+            raise ConfigError(f"final_labels must be one of {', '.join(FINAL_LABELS)}; got {self.final_labels!r}")
+        if self.image_features not in IMAGE_FEATURE_MODES:
+            raise ConfigError(f"image_features must be one of {', '.join(IMAGE_FEATURE_MODES)}; got {self.image_features!r}")
         if item_ids is None and isinstance(X, pd.DataFrame) and not isinstance(X.index, pd.RangeIndex):
             item_ids = X.index.tolist()  # a DataFrame indexed by item id names its rows
         X = self._check_X(X)
+        X, frozen = self._frozen_features(X)
+        if frozen is not None:  # an MLP head on the features, with the head recipe of frozen features (head_recipe auto)
+            method, backbone, train, options = settings_from_options({**values, "backbone": "auto"}, seed=0, progress=bool(self.verbose), frozen_features=True)
+            X = self._check_X(X)  # the features are what the model takes: n_features_in_ is their width
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")
         if len(X) < 2:
@@ -327,7 +401,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         if y_val is not None or X_val is not None:
             if X_val is None or y_val is None:
                 raise ValueError("X_val and y_val go together; give both or neither")
-            X_val = self._check_X(X_val, item_shape=X.shape[1:])
+            X_val = self._check_X(self._image_inputs(X_val), item_shape=X.shape[1:])
             y_val_idx = pd.Index(classes).get_indexer(np.asarray(y_val)).astype(np.int64)
             if (y_val_idx < 0).any():
                 bad = np.asarray(y_val)[y_val_idx < 0][:5].tolist()
@@ -380,6 +454,14 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         proba[train_idx] = train_proba.detach().float().cpu().numpy()  # every row when nothing is held out
         if len(val_idx):
             proba[val_idx] = predict_proba(module, data, data.x_val).detach().float().cpu().numpy()
+        self.classifier_proba_ = apply_gold(proba.copy(), gold_idx)
+        if self.final_labels == "posterior" and out.transitions is not None:  # the crowd's labels weighed by the worker matrices, the model as prior
+            proba = crowd_posterior(proba, ann, out.transitions)
+            self.label_source_ = "posterior: the classifier's p(y|x) times each of the item's crowd labels' T_m[y, label], normalised"
+        elif self.final_labels == "posterior":
+            self.label_source_ = "classifier: the method estimates no worker matrices to weigh the crowd's labels with"
+        else:
+            self.label_source_ = "classifier: its p(y|x) of each item (final_labels='classifier')"
         proba = apply_gold(proba, gold_idx)  # gold questions keep their known labels
         self.gold_ = gold_idx
 
@@ -416,7 +498,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         from .training import predict_proba
 
         check_is_fitted(self, "module_")
-        X = self._check_X(X, item_shape=self.item_shape_)
+        X = self._check_X(self._image_inputs(X), item_shape=self.item_shape_)
         xt = torch.from_numpy(np.ascontiguousarray(X)).to(self._device)
         if self.preprocessor_.is_image:
             xt = xt.permute(0, 3, 1, 2).contiguous()
@@ -434,6 +516,8 @@ ESTIMATOR_ONLY: dict[str, Any] = {
     "classes": None,
     "duplicates": "error",
     "validation_fraction": 0.0,
+    "image_features": "auto",
+    "final_labels": "classifier",
     "checkpoint_dir": None,
     "track_memorization": False,
     "verbose": False,

