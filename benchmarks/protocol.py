@@ -131,6 +131,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override the suite's epochs (smoke runs only)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: TrainConfig's)")
     ap.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: TrainConfig's)")
+    ap.add_argument("--optimizer", default=None, help="adamw, sgd or radam (default: TrainConfig's)")
     ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="combine these result files (parts run in parallel) into --out, and stop")
     ap.add_argument("--best-teachers", action="store_true", help="with --merge: print the --n-teachers best crowd models by mean last-epoch validation accuracy")
@@ -155,6 +156,8 @@ def main() -> None:
         train_hp["lr"] = args.lr
     if args.weight_decay is not None:
         train_hp["weight_decay"] = args.weight_decay
+    if args.optimizer is not None:
+        train_hp["optimizer"] = args.optimizer
     methods = args.methods if args.methods is not None else available_methods()
     if not args.no_clean:
         methods = ["clean", *methods]

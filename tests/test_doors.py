@@ -115,7 +115,7 @@ def test_a_misspelt_estimator_option_names_the_closest_key() -> None:
     ({"epochs": -1}, "epochs must be at least 1; got -1"),
     ({"lr": -5.0}, "lr must be greater than 0.0; got -5.0"),
     ({"batch_size": 0}, "batch_size must be at least 2"),
-    ({"optimizer": "adam"}, "optimizer must be one of adamw, sgd; got 'adam' \\(did you mean 'adamw'\\?\\)"),
+    ({"optimizer": "adam"}, "optimizer must be one of adamw, sgd, radam; got 'adam' \\(did you mean 'radam'\\?\\)"),
     ({"kd": "mmd"}, "kd: unknown distillation loss 'mmd'"),
     ({"student": "gce", "method": "mv"}, "student is an option of method kdcrowd"),
 ])

@@ -117,6 +117,20 @@ def test_fit_learns_selects_and_is_reproducible() -> None:
     assert [h["loss"] for h in res.history] == [h["loss"] for h in res2.history]
 
 
+@pytest.mark.parametrize("name, cls", [("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD), ("radam", torch.optim.RAdam)])
+def test_each_optimizer_is_the_one_named_and_learns(name: str, cls: type) -> None:
+    from kdcrowd.training import _optimizer
+
+    module, data, _, _ = _fit_blobs(0, epochs=1)
+    cfg = TrainConfig(epochs=8, batch_size=64, lr=3e-3 if name != "sgd" else 0.05, optimizer=name, weight_decay=1e-4, seed=0, progress=False)
+    assert type(_optimizer(module, cfg)) is cls
+    torch.manual_seed(0)
+    fresh = SupervisedObjective(build_backbone("mlp", (5,), 3), module.targets)
+    res = fit(fresh, data, cfg)
+    assert max(h["val_accuracy"] for h in res.history) > 0.95
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+
+
 def test_fit_times_its_steps_evaluation_and_checkpoints_apart(tmp_path) -> None:
     """FitResult.timings: the optimisation steps, the per-epoch evaluation (validation and
     callbacks) and the checkpoints add up to ``seconds``; a resumed fit continues them."""

@@ -80,9 +80,10 @@ class TrainConfig:
     lr: float = bounded(1e-3, gt=0.0)
     """Peak learning rate."""
     weight_decay: float = bounded(5e-4, ge=0.0)
-    """Decoupled weight decay (AdamW) or L2 (SGD)."""
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    """``adamw`` or ``sgd`` (Nesterov momentum)."""
+    """Decoupled weight decay (AdamW) or L2 (SGD, RAdam)."""
+    optimizer: Literal["adamw", "sgd", "radam"] = "adamw"
+    """``adamw``, ``sgd`` (Nesterov momentum) or ``radam`` (rectified Adam with L2 weight
+    decay, the optimiser of the annot-mix benchmark's protocol)."""
     momentum: float = bounded(0.9, ge=0.0, lt=1.0)
     """SGD momentum."""
     schedule: Literal["cosine", "constant", "linear", "triangular"] = "cosine"
@@ -495,7 +496,9 @@ def _optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer '{config.optimizer}'; use adamw or sgd")
+    if config.optimizer == "radam":
+        return torch.optim.RAdam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer '{config.optimizer}'; use adamw, sgd or radam")
 
 
 def autocast(device: torch.device, enabled: bool | None) -> contextlib.AbstractContextManager[Any]:
