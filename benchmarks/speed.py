@@ -663,6 +663,7 @@ def command_rows(args: argparse.Namespace) -> dict[str, Any]:
 
     src = Path(args.src).resolve() if args.src else ROOT / "src"
     root = find_labelme_root(args.root)
+    root = None if root is None else Path(root).resolve()  # the commands run in a temporary folder
     rows = list(COMMAND_ROWS) if "all" in args.commands else args.commands
     prev: dict[str, Any] = {}
     if args.out.exists():
