@@ -59,7 +59,7 @@ def test_aggregate_reads_a_labelstudio_export_with_no_other_flag(tmp_path: Path)
     assert r.returncode == 0, r.stderr
     # the summary on stdout (1 cancelled answer skipped), the gold note on stderr
     assert "read labelstudio export export.json, field 'animal': 201 answers, 200 annotations of 40 items by 5 workers; skipped 1 (1 cancelled)" in " ".join(r.stdout.split())
-    assert "holds 1 gold answers" in r.stderr and "error" not in r.stderr
+    assert "using the 1 gold answers of export.json" in r.stderr and "error" not in r.stderr
     labels = pd.read_csv(tmp_path / "labels.csv", dtype={"item": str})
     assert set(labels["item"]) == set(truth)  # ids are the image file stems, as --images names them
     acc = float((labels.set_index("item")["label"] == pd.Series(truth)).mean())
@@ -106,6 +106,57 @@ def test_multi_label_explode_builds_with_duplicates_kept(tmp_path: Path) -> None
     assert r.exit_code == 0 and "18 annotations" in " ".join(r.stdout.split())
 
 
+def _toloka_with_gold(path: Path, n: int = 40, n_gold: int = 10) -> dict[str, str]:
+    """A Toloka results TSV where two of three workers always give the other class and the
+    first ``n_gold`` tasks are control tasks (``GOLDEN:result``): majority vote is always
+    wrong, and only the gold answers tell which workers to trust."""
+    rng = np.random.default_rng(0)
+    truth = {f"t{i:02d}": ("cat" if rng.random() < 0.5 else "dog") for i in range(n)}
+    flip = {"cat": "dog", "dog": "cat"}
+    rows = []
+    for i, (task, y) in enumerate(truth.items()):
+        for w, ans in (("w_flip1", flip[y]), ("w_flip2", flip[y]), ("w_true", y)):
+            rows.append({"INPUT:text": f"text {task}", "OUTPUT:result": ans, "GOLDEN:result": y if i < n_gold else "",
+                         "ASSIGNMENT:task_id": task, "ASSIGNMENT:worker_id": w, "ASSIGNMENT:status": "APPROVED"})
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    return truth
+
+
+def test_an_exports_gold_answers_are_the_gold_questions(tmp_path: Path) -> None:
+    truth = _toloka_with_gold(tmp_path / "results.tsv")
+    acc = lambda f: float((pd.read_csv(f, dtype={"item": str}).set_index("item")["label"] == pd.Series(truth)).mean())  # noqa: E731
+    r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / "results.tsv"), "--method", "ds", "--out", str(tmp_path / "ds.csv")])
+    assert r.exit_code == 0, r.output
+    assert "using the 10 gold answers" in r.stderr and "--gold FILE replaces them" in r.stderr
+    assert acc(tmp_path / "ds.csv") == 1.0
+    # the same answers without the control tasks: Dawid-Skene follows the majority, always wrong
+    plain = pd.read_csv(tmp_path / "results.tsv", sep="\t").rename(columns={"ASSIGNMENT:task_id": "item", "ASSIGNMENT:worker_id": "worker", "OUTPUT:result": "label"})
+    plain[["item", "worker", "label"]].to_csv(tmp_path / "plain.csv", index=False)
+    r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / "plain.csv"), "--method", "ds", "--out", str(tmp_path / "plain_ds.csv")])
+    assert r.exit_code == 0, r.output
+    assert acc(tmp_path / "plain_ds.csv") == 0.0
+    # --gold replaces them (here: a gold file that names one item only)
+    pd.DataFrame({"item": ["t00"], "label": [truth["t00"]]}).to_csv(tmp_path / "g.csv", index=False)
+    r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / "results.tsv"), "--gold", str(tmp_path / "g.csv"), "--method", "ds", "--out", str(tmp_path / "g_ds.csv")])
+    assert r.exit_code == 0, r.output
+    assert "holds 10 gold answers" in r.stderr and "--gold replaces them" in r.stderr
+
+
+def test_fit_uses_an_exports_gold_answers(tmp_path: Path) -> None:
+    truth = _toloka_with_gold(tmp_path / "results.tsv")
+    ids = sorted(truth)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(len(ids), 4))
+    pd.DataFrame({"item": ids, **{f"f{j}": X[:, j] for j in range(4)}}).to_csv(tmp_path / "X.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "results.tsv"), "--features", str(tmp_path / "X.csv"), "--method", "ds",
+                            "--epochs", "2", "--device", "cpu", "--quiet", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "using the 10 gold answers" in r.stderr
+    workers = pd.read_csv(tmp_path / "out" / "workers.csv").set_index("worker")
+    assert workers.loc["w_true", "gold_accuracy"] == 1.0 and workers.loc["w_flip1", "gold_accuracy"] == 0.0
+    assert "the export&#x27;s gold answers" in (tmp_path / "out" / "report.html").read_text() or "the export's gold answers" in (tmp_path / "out" / "report.html").read_text()
+
+
 def test_fit_on_a_platform_export_and_features(tmp_path: Path) -> None:
     truth = _labelstudio_export(tmp_path / "export.json", n_items=60)
     rng = np.random.default_rng(1)
@@ -116,7 +167,7 @@ def test_fit_on_a_platform_export_and_features(tmp_path: Path) -> None:
     r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "export.json"), "--features", str(tmp_path / "X.csv"), "--method", "maxmig",
                             "--epochs", "5", "--device", "cpu", "--quiet", "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
-    assert "read labelstudio export" in r.stdout and "holds 1 gold answers" in r.stderr
+    assert "read labelstudio export" in r.stdout and "using the 1 gold answers" in r.stderr
     labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"item": str})
     assert float((labels.set_index("item")["label"] == pd.Series(truth)).mean()) >= 0.9
 

@@ -103,7 +103,8 @@ def _read_crowd_input(
     :func:`kdcrowd.data.platforms.read_export` (``--field``, ``--multi-label``,
     ``--include-rejected``); its summary is printed on stdout, and ``gold`` is its gold
     answers (DataFrame ``item, label``) or None -- with a note on stderr when the export
-    holds gold and ``gold_given`` is False. Anything else (or ``--format table``) is
+    holds gold and ``gold_given`` (``--gold``, which replaces them) is True; otherwise
+    :func:`_export_gold_questions` makes them the gold questions. Anything else (or ``--format table``) is
     :func:`kdcrowd.data.readers.read_annotation_frame` (gold None). Warnings go to stderr."""
     from .data.platforms import FORMATS, looks_like_platform_export, read_export
     from .data.readers import read_annotation_frame
@@ -125,11 +126,41 @@ def _read_crowd_input(
         frame["label"] = fold_label_case(frame["label"], label_case, f"annotation file {path}")
     console.print(_export_summary(path, ex.summary), soft_wrap=True, highlight=False)
     gold = ex.gold
-    if gold is not None and len(gold) and not gold_given:
+    if gold is not None and len(gold) and gold_given:
         from rich.markup import escape
 
-        err_console.print(f"note: {escape(str(path))} holds {len(gold)} gold answers (the platform's control questions); they are not used for training", soft_wrap=True, highlight=False)
+        err_console.print(f"note: {escape(str(path))} holds {len(gold)} gold answers (the platform's control questions); --gold replaces them", soft_wrap=True, highlight=False)
     return frame, gold
+
+
+def _export_gold_questions(path: Path, export_gold: Any, item_ids: Any, classes: Any, label_case: Optional[str] = None) -> Optional[tuple[Any, Any]]:
+    """A platform export's own gold answers (Toloka ``GOLDEN:``, Label Studio
+    ``ground_truth``) as gold questions ``(positions in item_ids, class indices)``, or None
+    when it has none; a note on stderr says how many are used. Answers that are not one
+    class (multi-choice) or whose item has no features/images are left out, and counted."""
+    if export_gold is None or not len(export_gold):
+        return None
+    import numpy as np
+
+    from rich.markup import escape
+
+    from .data.items import item_labels_from_frame
+    from .data.readers import fold_label_case
+
+    g = export_gold[export_gold["label"].map(lambda v: not isinstance(v, (list, tuple, set)))].copy()
+    multi = len(export_gold) - len(g)
+    g["label"] = fold_label_case(g["label"].astype(object), label_case, f"the gold answers of {path}")
+    known = set(map(str, item_ids))
+    on_items = g["item"].astype(str).isin(known)
+    missing = int((~on_items).sum())
+    g = g[on_items]
+    left = (f"; left out {multi} with several classes" if multi else "") + (f"; left out {missing} whose items are not among the training items" if missing else "")
+    if not len(g):
+        err_console.print(f"note: {escape(str(path))} holds {len(export_gold)} gold answers, none usable as gold questions{left}", soft_wrap=True, highlight=False)
+        return None
+    items, labels = item_labels_from_frame(g, path, item_ids, classes, items_are="crowd labels or features/images")
+    err_console.print(f"note: using the {len(items)} gold answers of {escape(str(path))} (the platform's control questions) as gold questions{left}; --gold FILE replaces them", soft_wrap=True, highlight=False)
+    return np.asarray(items), np.asarray(labels)
 
 
 def _read_crowd_labels(path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None, **platform: Any) -> Any:
@@ -432,14 +463,18 @@ def aggregate(
 
     try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
         check_out_file(out)
-        frame, _gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected), gold_given=gold is not None)
+        frame, export_gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected), gold_given=gold is not None)
         if multi_label == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
         ann = Annotations.from_long(frame, duplicates=duplicates)
         from .data.gold import gold_vector
         from .data.items import read_item_labels
 
-        known = None if gold is None else gold_vector(ann.n_items, *read_item_labels(gold, ann.item_ids, ann.classes, items_are="crowd labels in --annotations"))
+        if gold is not None:
+            known = gold_vector(ann.n_items, *read_item_labels(gold, ann.item_ids, ann.classes, items_are="crowd labels in --annotations"))
+        else:
+            from_export = _export_gold_questions(annotations, export_gold, ann.item_ids, ann.classes, label_case)
+            known = None if from_export is None else gold_vector(ann.n_items, *from_export)
         if not ds_prior >= 0:
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
         frame = aggregation_frame(ann, method, gold=known, **({"prior": ds_prior} if method in ("ds", "dawid_skene", "dawid-skene") else {}))
@@ -701,7 +736,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     try:
         platform = {**_platform_options(p.get("format"), p.get("field"), p.get("multi_label"), bool(p.get("include_rejected"))), "gold_given": p.get("gold") is not None}
         try:
-            # export_gold: the export's own gold answers (Toloka GOLDEN, Label Studio ground_truth), kept for --gold
+            # export_gold: the export's own gold answers (Toloka GOLDEN, Label Studio ground_truth): the gold questions unless --gold
             frame, export_gold = _read_crowd_input(p["annotations"], p.get("label_case"), p.get("item_column"), **platform)
         except ValueError as e:  # with --texts, --item-column may name the id column of the texts only
             if texts is None or p.get("item_column") is None or not str(e).startswith("--item-column"):
@@ -740,7 +775,11 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
         gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
-        gold_questions = None if p.get("gold") is None else gold_values(gold_vector(len(ids), *read_item_labels(p["gold"], ids, ann.classes)), ann.classes)
+        if p.get("gold") is not None:
+            gold_questions = gold_values(gold_vector(len(ids), *read_item_labels(p["gold"], ids, ann.classes)), ann.classes)
+        else:
+            from_export = _export_gold_questions(p["annotations"], export_gold, ids, ann.classes, p.get("label_case"))
+            gold_questions = None if from_export is None else gold_values(gold_vector(len(ids), *from_export), ann.classes)
         X = load()  # images are decoded once the labels, ids and truths are known to be right
         input_transform = None
         if images is not None:
@@ -809,6 +848,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "head recipe": door_values.get("head_recipe", "auto"), "epochs": head["epochs"], "batch size": head["batch_size"], "learning rate": head["lr"], "weight decay": head["weight_decay"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
     if p.get("gold") is not None:
         settings["gold questions"] = p["gold"]
+    elif gold_questions is not None:
+        settings["gold questions"] = f"{p['annotations']} (the export's gold answers)"
     t_pred = time.perf_counter()
     pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
     timings = dict(clf.metrics_["timings"])

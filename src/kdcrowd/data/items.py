@@ -50,6 +50,7 @@ __all__ = [
     "read_features",
     "read_image_folder",
     "read_item_ids",
+    "item_labels_from_frame",
     "read_item_labels",
 ]
 
@@ -385,6 +386,13 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
         df = _read_table(path, "label file", error=ValueError, text_columns=True)
     else:
         raise ValueError(f"cannot tell the format of label file {path.name!r}; use .csv, .tsv or .parquet with columns item,label")
+    return item_labels_from_frame(df, path, item_ids, classes, items_are)
+
+
+def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_item_labels` of a table already read (e.g. a platform export's gold
+    answers); ``path`` names its source in the errors."""
+    path = Path(path)
     item_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
     if item_col is None or "label" not in df.columns:
         raise ValueError(f"label file {path} needs columns 'item' and 'label'; found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
