@@ -14,29 +14,22 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from test_crowd_models import TinyNet, accuracy, expertise_error, junior_case, random_batch, train
+from test_crowd_models import NEW_MODELS, TinyNet, accuracy, expertise_error, junior_case, make_model, random_batch, train, worker_params
 from test_methods import cfg, tiny_dataset
 
 from kdcrowd.methods import CROWD_MODELS, crowd_model_class, run_on_dataset
 from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, make_config
 from kdcrowd.models.annotmix import AnnotMix
-from kdcrowd.models.crowd import CrowdModel
 from kdcrowd.models.crowdar import CrowdAR
 from kdcrowd.models.geocrowdnet import GeoCrowdNet, GeoCrowdNetConfig
 from kdcrowd.models.madl import MaDL
 from kdcrowd.models.tracereg import TraceReg
 from kdcrowd.models.unionnet import UnionNet
 
-NEW = ["tracereg", "geocrowdnet-f", "geocrowdnet-w", "unionnet", "madl", "crowdar", "annot-mix"]
-OPTIONS = {"geocrowdnet-f": {"variant": "f"}, "geocrowdnet-w": {"variant": "w"}}
-
-
-def make(name: str, d_in: int, n_workers: int, n_classes: int, **kw) -> CrowdModel:
-    return crowd_model_class(name)(TinyNet(d_in, n_classes), n_workers, n_classes, **{**OPTIONS.get(name, {}), **kw})
-
-
-def worker_side(model: CrowdModel) -> list[torch.Tensor]:
-    return [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+# Their zero-observed, masking, explicit-posterior and bf16 contract tests run in
+# tests/test_crowd_models.py, parametrised over every crowd model.
+NEW = NEW_MODELS
+make, worker_side = make_model, worker_params
 
 
 class FixedLogits(nn.Module):
@@ -92,95 +85,6 @@ def test_contract(name):
     assert torch.allclose(T2.sum(-1), torch.ones(M, K), atol=1e-5)
     if name in ("madl", "annot-mix"):
         assert not torch.allclose(T, T2)
-
-
-@pytest.mark.parametrize("name", NEW)
-def test_nothing_observed_gives_exact_zero(name):
-    torch.manual_seed(0)
-    model = make(name, 4, 5, 3)
-    model.train()
-    x = torch.randn(6, 4)
-    w = torch.full((6, 3), -1)
-    y = torch.full((6, 3), -1)
-    w[1, 1] = 3  # a worker without a label is still missing
-    before = model.transition_matrices()
-    loss, logits = model.crowd_loss(x, w, y)
-    assert torch.isfinite(loss) and float(loss.detach()) == 0.0
-    loss.backward()
-    assert all(torch.isfinite(q.grad).all() for q in model.parameters() if q.grad is not None)
-    assert torch.equal(model.transition_matrices(), before)  # nothing observed, nothing learned
-    post = model.posterior(logits.detach(), w, y)
-    assert torch.allclose(post, torch.softmax(logits.detach(), 1), atol=1e-6)
-    empty = torch.zeros(6, 0, dtype=torch.long)
-    loss0, _ = model.crowd_loss(x, empty, empty)
-    assert float(loss0.detach()) == 0.0
-
-
-@pytest.mark.parametrize("name", NEW)
-def test_missing_entries_contribute_nothing(name):
-    """Extra missing entries and shuffled positions within rows change neither the loss nor
-    the posterior (annot-mix in eval mode: its training loss is a random mixup)."""
-    torch.manual_seed(1)
-    rng = np.random.default_rng(1)
-    B, L, M, K, D = 10, 3, 9, 4, 6
-    model = make(name, D, M, K)
-    with torch.no_grad():
-        for q in worker_side(model):
-            q.add_(0.3 * torch.randn_like(q))
-    model.train(name != "annot-mix")
-    x = torch.randn(B, D)
-    w, y = random_batch(rng, B, L, M, K, p_missing=0.25)
-    loss_a, logits = model.crowd_loss(x, w, y)
-    extra = 5
-    w2 = torch.cat([w, torch.full((B, extra), -1)], 1)
-    y2 = torch.cat([y, torch.full((B, extra), -1)], 1)
-    w2[:, L] = torch.tensor(rng.integers(M, size=B))  # worker present, label missing
-    y2[:, L + 1] = torch.tensor(rng.integers(K, size=B))  # label present, worker missing
-    perm = torch.tensor(np.argsort(rng.random((B, L + extra)), axis=1))
-    w2, y2 = w2.gather(1, perm), y2.gather(1, perm)
-    loss_b, _ = model.crowd_loss(x, w2, y2)
-    assert torch.allclose(loss_a, loss_b, atol=1e-5, rtol=1e-5)
-    model.eval()
-    assert torch.allclose(model.posterior(logits.detach(), w, y), model.posterior(logits.detach(), w2, y2), atol=1e-6)
-
-
-@pytest.mark.parametrize("name", NEW)
-def test_posterior_is_the_explicit_product(name):
-    torch.manual_seed(2)
-    rng = np.random.default_rng(2)
-    B, L, M, K = 5, 4, 6, 3
-    model = make(name, 3, M, K)
-    with torch.no_grad():
-        for q in worker_side(model):
-            q.add_(0.5 * torch.randn_like(q))
-    logits = torch.randn(B, K) * 2
-    w, y = random_batch(rng, B, L, M, K)
-    T = model.transition_matrices().double()
-    expect = torch.softmax(logits.double(), 1)
-    for b, l in itertools.product(range(B), range(L)):
-        if y[b, l] >= 0:
-            expect[b] *= T[w[b, l], :, y[b, l]]
-    expect /= expect.sum(1, keepdim=True)
-    assert torch.allclose(model.posterior(logits, w, y).double(), expect, atol=1e-5)
-
-
-@pytest.mark.parametrize("name", NEW)
-def test_bf16_autocast_losses_in_float32(name):
-    torch.manual_seed(5)
-    rng = np.random.default_rng(5)
-    B, L, M, K, D = 8, 3, 6, 4, 5
-    x = torch.randn(B, D)
-    w, y = random_batch(rng, B, L, M, K)
-    model = make(name, D, M, K)
-    model.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, logits = model.crowd_loss(x, w, y)
-        post = model.posterior(logits, w, y)
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    assert post.dtype == torch.float32
-    loss.backward()
-    assert all(torch.isfinite(q.grad).all() for q in model.parameters() if q.grad is not None)
-    assert model.transition_matrices().dtype == torch.float32
 
 
 def test_options_are_validated():
