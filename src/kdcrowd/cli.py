@@ -104,7 +104,7 @@ def _read_crowd_input(
     ``--include-rejected``); its summary is printed on stdout, and ``gold`` is its gold
     answers (DataFrame ``item, label``) or None -- with a note on stderr when the export
     holds gold and ``gold_given`` (``--gold``, which replaces them) is True; otherwise
-    :func:`_export_gold_questions` makes them the gold questions. Anything else (or ``--format table``) is
+    :func:`_gold_questions` makes them the gold questions. Anything else (or ``--format table``) is
     :func:`kdcrowd.data.readers.read_annotation_frame` (gold None). Warnings go to stderr."""
     from .data.platforms import FORMATS, looks_like_platform_export, read_export
     from .data.readers import read_annotation_frame
@@ -133,15 +133,21 @@ def _read_crowd_input(
     return frame, gold
 
 
-def _export_gold_questions(path: Path, export_gold: Any, item_ids: Any, classes: Any, label_case: Optional[str] = None) -> Optional[tuple[Any, Any]]:
-    """A platform export's own gold answers (Toloka ``GOLDEN:``, Label Studio
-    ``ground_truth``) as gold questions ``(positions in item_ids, class indices)``, or None
-    when it has none; a note on stderr says how many are used. Answers that are not one
-    class (multi-choice) or whose item has no features/images are left out, and counted."""
+def _gold_questions(gold: Optional[Path], path: Path, export_gold: Any, item_ids: Any, classes: Any, label_case: Optional[str] = None,
+                    items_are: str = "features/images") -> Any:
+    """The gold questions as a :func:`~kdcrowd.data.gold.gold_vector` over ``item_ids``
+    (class index, -1 elsewhere), or None: the file ``--gold`` when given, else the gold
+    answers of the platform export ``path`` (Toloka ``GOLDEN:``, Label Studio
+    ``ground_truth``), with a note on stderr saying how many are used. Export answers that
+    are not one class (multi-choice) or whose item is not among ``item_ids`` are left out,
+    and counted."""
+    from .data.gold import gold_vector
+    from .data.items import read_item_labels
+
+    if gold is not None:
+        return gold_vector(len(item_ids), *read_item_labels(gold, item_ids, classes, items_are=items_are))
     if export_gold is None or not len(export_gold):
         return None
-    import numpy as np
-
     from rich.markup import escape
 
     from .data.items import item_labels_from_frame
@@ -160,12 +166,7 @@ def _export_gold_questions(path: Path, export_gold: Any, item_ids: Any, classes:
         return None
     items, labels = item_labels_from_frame(g, path, item_ids, classes, items_are="crowd labels or features/images")
     err_console.print(f"note: using the {len(items)} gold answers of {escape(str(path))} (the platform's control questions) as gold questions{left}; --gold FILE replaces them", soft_wrap=True, highlight=False)
-    return np.asarray(items), np.asarray(labels)
-
-
-def _read_crowd_labels(path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None, **platform: Any) -> Any:
-    """The long frame of :func:`_read_crowd_input` (platform options in ``platform``)."""
-    return _read_crowd_input(path, label_case, item_column, **platform)[0]
+    return gold_vector(len(item_ids), items, labels)
 
 
 def _platform_options(fmt: Optional[str], field: Optional[str], multi_label: Optional[str], include_rejected: bool) -> dict[str, Any]:
@@ -467,14 +468,7 @@ def aggregate(
         if multi_label == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
         ann = Annotations.from_long(frame, duplicates=duplicates)
-        from .data.gold import gold_vector
-        from .data.items import read_item_labels
-
-        if gold is not None:
-            known = gold_vector(ann.n_items, *read_item_labels(gold, ann.item_ids, ann.classes, items_are="crowd labels in --annotations"))
-        else:
-            from_export = _export_gold_questions(annotations, export_gold, ann.item_ids, ann.classes, label_case)
-            known = None if from_export is None else gold_vector(ann.n_items, *from_export)
+        known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
         if not ds_prior >= 0:
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
         frame = aggregation_frame(ann, method, gold=known, **({"prior": ds_prior} if method in ("ds", "dawid_skene", "dawid-skene") else {}))
@@ -671,7 +665,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .aggregation import majority_vote
     from .cli_checks import check_training_settings
     from .data.annotations import AnnotationError, Annotations
-    from .data.gold import gold_values, gold_vector
+    from .data.gold import gold_values
     from .data.items import _as_text, align_feature_columns, read_item_labels
     from .estimator import MIN_IMAGE_SIDE, KDCrowdClassifier
     from .outdir import check_out_dir, prepare_out_dir
@@ -775,11 +769,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
         gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
-        if p.get("gold") is not None:
-            gold_questions = gold_values(gold_vector(len(ids), *read_item_labels(p["gold"], ids, ann.classes)), ann.classes)
-        else:
-            from_export = _export_gold_questions(p["annotations"], export_gold, ids, ann.classes, p.get("label_case"))
-            gold_questions = None if from_export is None else gold_values(gold_vector(len(ids), *from_export), ann.classes)
+        gold_vec = _gold_questions(p.get("gold"), p["annotations"], export_gold, ids, ann.classes, p.get("label_case"))
+        gold_questions = None if gold_vec is None else gold_values(gold_vec, ann.classes)
         X = load()  # images are decoded once the labels, ids and truths are known to be right
         input_transform = None
         if images is not None:
