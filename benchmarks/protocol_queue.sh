@@ -21,7 +21,9 @@ start=$(date +%s)
 if [ "${MPS:-0}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-  if nvidia-cuda-mps-control -d && $py -c "import torch; torch.ones(1, device='cuda').sum().item()" 2>/dev/null; then
+  # a daemon left running by an earlier call on the same (warm) machine is reused, not restarted
+  if { echo get_server_list | nvidia-cuda-mps-control >/dev/null 2>&1 || nvidia-cuda-mps-control -d; } \
+      && $py -c "import torch; torch.ones(1, device='cuda').sum().item()" 2>/dev/null; then
     echo "MPS on"
   else
     echo quit | nvidia-cuda-mps-control 2>/dev/null; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; echo "MPS off (failed to start)"
