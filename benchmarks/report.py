@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from kdcrowd.report.plots import _plt, _save, memorization_curves  # noqa: E402
+from kdcrowd.report.plots import _save, subplots, memorization_curves  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = ROOT / "docs" / "figures"
@@ -184,8 +184,7 @@ def memorization_figure(paths: dict[str, Path], labels: list[str], out: Path) ->
 
     KD-Crowd runs are drawn by their student stage (the stage that learns from the teacher's labels).
     """
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(paths), figsize=(5.2 * len(paths), 3.8), squeeze=False)
+    fig, axes = subplots(1, len(paths), figsize=(5.2 * len(paths), 3.8), squeeze=False)
     for ax, (title, path) in zip(axes[0], paths.items()):
         rows = _by_label(load(path))
         for label in labels:
@@ -225,8 +224,7 @@ def expertise_gap_figure(path: Path, out: Path, title: str) -> list[Path]:
 
     errs = {k: per_worker(k) for k, _ in series}
     order = np.argsort(np.nan_to_num(errs["maxmig"], nan=-1.0))
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = subplots(figsize=(7, 3.6))
     for (k, name), marker in zip(series, ".xo"):
         ax.plot(errs[k][order], marker, ms=4, mfc="none" if marker == "o" else None, label=f"{name}: mean {np.nanmean(errs[k]):.3f}")
     ax.set_title(f"{title}: per-worker expertise error, mean over {len(seeds)} seeds")

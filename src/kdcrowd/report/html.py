@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .plots import _plt, memorization_curves, stage_histories
+from .plots import memorization_curves, stage_histories, subplots
 
 __all__ = ["FitPage", "render_fit_html", "doubtful_items", "png_data_uri", "thumbnails_from_files"]
 
@@ -71,14 +71,12 @@ class FitPage:
 
 
 def png_data_uri(fig: Any, dpi: int = 110) -> str:
-    """A matplotlib figure as a ``data:image/png;base64,...`` URI (the figure is closed).
+    """A matplotlib figure as a ``data:image/png;base64,...`` URI.
 
     Drawn once: the page's figures are laid out by ``tight_layout`` when built, so the
     second drawing that ``bbox_inches="tight"`` makes to trim the margins is left out."""
-    plt = _plt()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -107,9 +105,8 @@ def _curves_figure(metrics: dict[str, Any]) -> Any | None:
     stages = [s for s in stage_histories(metrics) if s[1]]
     if not stages:
         return None
-    plt = _plt()
     has_val = any(h.get("val_accuracy") is not None for _, hist, _ in stages for h in hist)
-    fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(10 if has_val else 5.5, 3.2), squeeze=False)
+    fig, axes = subplots(1, 2 if has_val else 1, figsize=(10 if has_val else 5.5, 3.2), squeeze=False)
     offset = 0
     for name, hist, best in stages:
         ep = np.array([h["epoch"] for h in hist]) + offset
@@ -133,8 +130,7 @@ def _memorization_figure(metrics: dict[str, Any]) -> Any | None:
     curves = memorization_curves(metrics)
     if not curves:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig, ax = subplots(figsize=(5.5, 3.2))
     for name, ep, mu, _sd in curves:
         stage = name.split(": ")[-1]  # a KD-Crowd stage, or the method
         ax.plot(ep, mu, color=STAGE_COLOURS.get(stage), label=stage, marker=".")
@@ -145,9 +141,8 @@ def _memorization_figure(metrics: dict[str, Any]) -> Any | None:
 
 
 def _balance_figure(classes: np.ndarray, series: dict[str, np.ndarray]) -> Any:
-    plt = _plt()
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.45 * k * len(series) + 1), 3.2))
+    fig, ax = subplots(figsize=(max(5.5, 0.45 * k * len(series) + 1), 3.2))
     width = 0.8 / len(series)
     for j, (name, counts) in enumerate(series.items()):
         share = counts / max(1, counts.sum())
@@ -161,9 +156,8 @@ def _balance_figure(classes: np.ndarray, series: dict[str, np.ndarray]) -> Any:
 
 def _quality_figure(workers: pd.DataFrame) -> Any:
     """Many workers (more than :data:`QUALITY_BARS_MAX`): estimated accuracy against labels given."""
-    plt = _plt()
     ranked = workers.sort_values("accuracy_estimate", kind="stable")
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = subplots(figsize=(6.5, 3.6))
     ax.scatter(ranked["n_labels"], ranked["accuracy_estimate"], s=10, alpha=0.6)
     ax.set_xscale("log")
     ax.set(xlabel="labels given (log scale)", ylabel="estimated accuracy", ylim=(0, 1), title=f"{len(ranked)} workers: estimated accuracy against labels given")

@@ -17,16 +17,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_memorization", "plot_workers", "plot_expertise_gap", "load_run", "memorization_curves", "stage_histories"]
+__all__ = ["plot_memorization", "plot_workers", "plot_expertise_gap", "load_run", "memorization_curves", "stage_histories", "subplots"]
 
 
-def _plt() -> Any:
-    import matplotlib
+def subplots(nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Any, Any]:
+    """``(figure, axes)`` like ``pyplot.subplots``, on a bare ``matplotlib.figure.Figure``:
+    no pyplot, so no backend is chosen for the caller's process and nothing is kept in
+    pyplot's figure list (``savefig`` picks the PNG/SVG writer itself)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figsize = kw.pop("figsize", None)
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def load_run(run_dir: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -72,20 +74,19 @@ def _save(fig: Any, out: str | Path) -> list[Path]:
     stem = stem.with_suffix("") if stem.suffix in (".png", ".svg") else stem
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    plt = _plt()
-    with plt.rc_context({"svg.hashsalt": "kdcrowd"}):  # stable element ids: a redrawn figure is the same file
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": "kdcrowd"}):  # stable element ids: a redrawn figure is the same file
         for p in paths:
             fig.savefig(p, dpi=150, bbox_inches="tight", metadata={"Date": None} if p.suffix == ".svg" else None)
-    plt.close(fig)
     return paths
 
 
 def plot_memorization(run_dirs: Sequence[str | Path | dict[str, Any]], out: str | Path, labels: Sequence[str] | None = None, title: str | None = None, ax: Any = None) -> list[Path]:
     """Memorization vs epoch with ±1 std bands for several runs on one axes (the seed's figure)."""
-    plt = _plt()
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = subplots(figsize=(6, 4))
     n = 0
     for i, d in enumerate(run_dirs):
         m = load_run(d)
@@ -106,7 +107,6 @@ def plot_memorization(run_dirs: Sequence[str | Path | dict[str, Any]], out: str 
 
 def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> list[Path]:
     """True (top row, when the run knew them) and estimated matrices of the workers with the most labels."""
-    plt = _plt()
     p = Path(run_dir) / "transitions.npz"
     if not p.exists():
         raise FileNotFoundError(f"no transitions.npz in {run_dir}: the run's method estimates no worker matrices, or it was written by an older version")
@@ -115,7 +115,7 @@ def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> li
     # The true matrices are saved only when the training labels are known.
     rows = (("true", z["true"]), ("estimated", est)) if "true" in z else (("estimated", est),)
     order = np.argsort(-z["labels_per_worker"])[:n_workers] if "labels_per_worker" in z else np.arange(min(n_workers, len(est)))
-    fig, axes = plt.subplots(len(rows), len(order), figsize=(1.8 * len(order), 1.9 * len(rows)), squeeze=False)
+    fig, axes = subplots(len(rows), len(order), figsize=(1.8 * len(order), 1.9 * len(rows)), squeeze=False)
     for j, m in enumerate(order):
         for r, (name, mats) in enumerate(rows):
             mat = mats[m]
@@ -133,12 +133,11 @@ def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> li
 
 def plot_expertise_gap(run_a: str | Path, run_b: str | Path, out: str | Path, labels: tuple[str, str] | None = None) -> list[Path]:
     """Per-worker relative expertise error E_m of two runs, workers sorted by the first run's error."""
-    plt = _plt()
     ea = np.array(load_run(run_a)["expertise_error"]["relative_per_worker"], dtype=float)
     eb = np.array(load_run(run_b)["expertise_error"]["relative_per_worker"], dtype=float)
     la, lb = labels or ("A", "B")
     order = np.argsort(np.nan_to_num(ea, nan=-1.0))
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = subplots(figsize=(7, 3.5))
     ax.plot(ea[order], ".", label=f"{la} (mean {np.nanmean(ea):.3f})")
     ax.plot(eb[order], ".", label=f"{lb} (mean {np.nanmean(eb):.3f})")
     ax.set_xlabel("worker (sorted by first run's error)")
