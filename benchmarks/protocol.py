@@ -95,6 +95,13 @@ def _last_val(metrics: dict[str, Any]) -> float | None:
     return None
 
 
+def _stage_val(stage: dict[str, Any]) -> dict[str, float | None]:
+    """A KD-Crowd stage's last-epoch and best validation accuracy (what its final-predictor
+    rule, ``final``, can be compared on without reading test labels)."""
+    vals = [float(h["val_accuracy"]) for h in stage.get("history") or [] if h.get("val_accuracy") is not None]
+    return {"val_last": vals[-1] if vals else None, "val_best": max(vals) if vals else None}
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per label: last-epoch / validation-selected test accuracy and last-epoch validation
     accuracy over seeds; per KD-Crowd label: the paired gain over its teacher's run."""
@@ -177,7 +184,8 @@ def main() -> None:
         row = {k: metrics.get(k) for k in ("method", "seed", "test_accuracy", "test_accuracy_val_selected", "best_epoch", "train_label_accuracy",
                                            "aggregated_label_accuracy", "final_stage", "seconds", "train_seconds", "device")}
         row.update(label=label, val_last=_last_val(metrics), teacher=options.get("teacher"), options=options,
-                   stages={k: {kk: v.get(kk) for kk in ("test_accuracy", "test_accuracy_val_selected", "best_epoch")} for k, v in (metrics.get("stages") or {}).items()})
+                   stages={k: {**{kk: v.get(kk) for kk in ("test_accuracy", "test_accuracy_val_selected", "best_epoch")}, **_stage_val(v)}
+                           for k, v in (metrics.get("stages") or {}).items()})
         out["runs"].append(row)
         out["summary"] = summarise(out["runs"])
         out["wall_seconds"] = time.perf_counter() - t0
