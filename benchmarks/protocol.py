@@ -139,6 +139,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: TrainConfig's)")
     ap.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: TrainConfig's)")
     ap.add_argument("--optimizer", default=None, help="adamw, sgd or radam (default: TrainConfig's)")
+    ap.add_argument("--options", nargs="*", default=[], metavar="METHOD:KEY=VALUE[,KEY=VALUE]",
+                    help="options of a method's runs (values read as JSON where they parse, e.g. annot-mix:joint_pass=true); "
+                         "the runs are labelled 'METHOD KEY=VALUE ...'")
+    ap.add_argument("--backbone", default=None, help="override the suite's backbone (e.g. mlp-128 on protocol-labelme)")
     ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="combine these result files (parts run in parallel) into --out, and stop")
     ap.add_argument("--best-teachers", action="store_true", help="with --merge: print the --n-teachers best crowd models by mean last-epoch validation accuracy")
@@ -155,7 +159,18 @@ def main() -> None:
             print(" ".join(ranked[: args.n_teachers]))
         return
 
-    suite = SUITES[args.suite]
+    suite = dict(SUITES[args.suite])
+    if args.backbone:
+        suite["backbone"] = args.backbone
+    method_opts: dict[str, dict[str, Any]] = {}
+    for spec in args.options:
+        name, _, kvs = spec.partition(":")
+        for kv in kvs.split(","):
+            k, _, v = kv.partition("=")
+            try:
+                method_opts.setdefault(name, {})[k] = json.loads(v)
+            except json.JSONDecodeError:
+                method_opts.setdefault(name, {})[k] = v
     train_hp = dict(suite["train"])
     if args.epochs:
         train_hp["epochs"] = args.epochs
@@ -197,7 +212,8 @@ def main() -> None:
     for seed in args.seeds:
         data[seed] = ds = load_suite_data(suite, args.root, args.device, seed)
         for m in methods:
-            one(ds, seed, m, m, {})
+            opts = method_opts.get(m, {})
+            one(ds, seed, m, " ".join([m, *(f"{k}={json.dumps(v)}" for k, v in opts.items())]), opts)
     if args.kd_teachers is not None:
         kd_teachers = args.kd_teachers
     else:

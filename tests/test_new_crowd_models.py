@@ -337,6 +337,69 @@ def test_annot_mix_mixes_item_annotator_label_triples():
     assert loss_e.item() == pytest.approx(np.mean(nll), rel=1e-5)
 
 
+class BNNet(nn.Module):
+    """TinyNet with batch norm in its body (as the protocol's MLP head), without dropout."""
+
+    def __init__(self, d_in: int, n_classes: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, n_classes)
+        self.feature_dim = hidden
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@pytest.mark.parametrize("joint_pass", [False, True])
+def test_annot_mix_batch_norm_sees_only_the_mixed_rows(joint_pass):
+    """As in the reference (its training step runs the network on the mixed pairs alone):
+    the backbone's batch statistics and running statistics in the loss's pass come from
+    the P mixed rows, and the clean logits the contract returns leave the running
+    statistics alone. ``joint_pass=True`` keeps the single pass over [x; x̃]."""
+    import copy
+
+    torch.manual_seed(3)
+    M, K, D = 4, 3, 5
+    model = AnnotMix(BNNet(D, K), M, K, embed_dim=8, dropout=0.0, joint_pass=joint_pass)
+    model.train()
+    x = torch.randn(6, D) * 3 + 1
+    w = torch.tensor([[0, 3], [2, -1], [1, 0], [3, 2], [1, -1], [0, 2]])
+    y = torch.tensor([[1, 2], [0, -1], [2, 2], [0, 1], [1, -1], [2, 0]])
+    ref = copy.deepcopy(model)
+    torch.manual_seed(5)
+    loss, logits = model.crowd_loss(x, w, y)
+    item, wk, lab = torch.nonzero(w >= 0, as_tuple=True)[0], w[w >= 0], y[y >= 0]
+    P = item.shape[0]
+    torch.manual_seed(5)
+    lam = torch.distributions.Beta(1.0, 1.0).sample((P,))
+    perm = torch.randperm(P)
+    lx = lam.view(-1, 1)
+    xm = lx * x[item] + (1 - lx) * x[item][perm]
+    a = ref.annotator_embeddings(wk)
+    a_mix = lx * a + (1 - lx) * a[perm]
+    z = torch.eye(K)[lab]
+    z_mix = lx * z + (1 - lx) * z[perm]
+    with torch.no_grad():
+        h = ref.backbone.features(xm if not joint_pass else torch.cat([x, xm]))[-P:]
+        log_p = torch.log_softmax(ref.backbone.head(h), -1)
+        log_t = ref._log_confusions(h, a_mix, None, train_pass=False)
+        expect = -(z_mix * torch.logsumexp(log_p.unsqueeze(-1) + log_t, dim=1)).sum() / P
+    assert loss.item() == pytest.approx(expect.item(), rel=1e-5)
+    bn, bn_ref = model.backbone.body[1], ref.backbone.body[1]  # ref's stats: one pass as above
+    assert torch.allclose(bn.running_mean, bn_ref.running_mean, atol=1e-6)
+    assert torch.allclose(bn.running_var, bn_ref.running_var, atol=1e-6)
+    assert int(bn.num_batches_tracked) == 1
+    if not joint_pass:  # the clean logits: x's own batch statistics
+        with torch.no_grad():
+            assert torch.allclose(logits, copy.deepcopy(ref).backbone(x), atol=1e-5)
+    # both passes backpropagate (the clean logits feed KD-Crowd's and gold terms)
+    (loss + logits.square().mean()).backward()
+    assert torch.isfinite(model.backbone.body[0].weight.grad).all() and float(model.backbone.body[1].weight.grad.abs().sum()) > 0
+
+
 def test_annot_mix_can_mix_only_annotators_of_the_same_item():
     model = AnnotMix(TinyNet(3, 3), 5, 3, mix_only_annotators=True)
     item = torch.tensor([0, 0, 0, 1, 2, 2, 4, 4, 4, 4])

@@ -381,6 +381,9 @@ def _image_channels(shape: Sequence[int], name: str) -> int:
 
 BACKBONES: dict[str, Callable[[Sequence[int], int], nn.Module]] = {
     "mlp": lambda shape, k: MLP(int(torch.tensor(shape).prod()), k),
+    # the annot-mix benchmark's head on frozen features (conf/architecture/dino.yaml):
+    # one hidden layer of 128, dropout 0.5
+    "mlp-128": lambda shape, k: MLP(int(torch.tensor(shape).prod()), k, hidden=(128,), dropout=0.5),
     "fastcnn": lambda shape, k: FastCNN(_image_channels(shape, "fastcnn"), k),
     "airbench": lambda shape, k: AirbenchNet(_image_channels(shape, "airbench"), k),
     "resnet18": lambda shape, k: ResNet18(_image_channels(shape, "resnet18"), k),
@@ -393,7 +396,7 @@ def build_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> nn.
     """Build a backbone by name.
 
     Args:
-        name: one of :data:`BACKBONES` (``mlp``, ``fastcnn``, ``airbench``, ``resnet18``, ``vgg16``,
+        name: one of :data:`BACKBONES` (``mlp``, ``mlp-128``, ``fastcnn``, ``airbench``, ``resnet18``, ``vgg16``,
             ``labelme-cnn``), ``auto`` for :func:`default_backbone`, or an ImageNet-pretrained
             network to fine-tune (:mod:`kdcrowd.models.pretrained`): ``efficientnet-lite0``
             (``kdcrowd[pretrained]``), ``torchvision:NAME[@WEIGHTS]``, ``timm:NAME[@FILE]``.
