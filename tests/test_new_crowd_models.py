@@ -337,20 +337,12 @@ def test_annot_mix_mixes_item_annotator_label_triples():
     assert loss_e.item() == pytest.approx(np.mean(nll), rel=1e-5)
 
 
-class BNNet(nn.Module):
+class BNNet(TinyNet):
     """TinyNet with batch norm in its body (as the protocol's MLP head), without dropout."""
 
     def __init__(self, d_in: int, n_classes: int, hidden: int = 16) -> None:
-        super().__init__()
+        super().__init__(d_in, n_classes, hidden)
         self.body = nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
-        self.head = nn.Linear(hidden, n_classes)
-        self.feature_dim = hidden
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 @pytest.mark.parametrize("joint_pass", [False, True])
