@@ -179,6 +179,8 @@ _FORMAT_HELP = ("The platform that wrote --annotations: labelstudio, labelbox, a
 _FIELD_HELP = "The question of a platform export to read, when it has several (Label Studio control from_name, Labelbox/Argilla question, Toloka OUTPUT name ...)."
 _MULTI_HELP = "Answers of a platform export holding several classes: first (keep the first) or explode (one annotation per class, read with --duplicates keep). Default: an error."
 _REJECTED_HELP = "Keep the assignments the requester rejected (MTurk, Toloka exports)."
+_DUPLICATES_HELP = "Repeated (item, worker) pairs: error, first, last or keep."
+_LABEL_CASE_HELP = "Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."
 
 
 def _version(value: bool) -> None:
@@ -448,8 +450,8 @@ def aggregate(
     annotations: Path = typer.Option(..., help="Crowd labels: CSV/Parquet (item|task, worker, label), answers.json, or an annotation platform's export (Label Studio, Labelbox, Argilla, doccano, Toloka, MTurk, SageMaker Ground Truth, CVAT; see --format). Item and worker ids are kept as the text in the file."),
     method: str = typer.Option("mv", help="mv, mv-soft, ds, glad, mace, wawa, zbs, one-coin-ds or mmsr."),
     out: Path = typer.Option(..., help="Output CSV with columns item,label,p_<class>..."),
-    duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
-    label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
+    duplicates: str = typer.Option("error", help=_DUPLICATES_HELP),
+    label_case: Optional[str] = typer.Option(None, help=_LABEL_CASE_HELP),
     item_column: Optional[str] = typer.Option(None, help="The column of item ids, when it is not called item or task."),
     format: Optional[str] = typer.Option(None, "--format", help=_FORMAT_HELP),
     field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
@@ -551,8 +553,8 @@ def fit(
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
     validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
-    duplicates: str = typer.Option("error", help="Repeated (item, worker) pairs: error, first, last or keep."),
-    label_case: Optional[str] = typer.Option(None, help="Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."),
+    duplicates: str = typer.Option("error", help=_DUPLICATES_HELP),
+    label_case: Optional[str] = typer.Option(None, help=_LABEL_CASE_HELP),
     item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file and/or in --texts, when it is not called item (or task)."),
     format: Optional[str] = typer.Option(None, "--format", help=_FORMAT_HELP),
     field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
