@@ -61,7 +61,7 @@ from .objectives import (
     padded_annotations,
     require_annotations,
 )
-from .training import DeviceData, FitResult, TrainConfig, fit, resolve_device, seeded
+from .training import DeviceData, FitResult, LOOP_TIMINGS, TrainConfig, fit, resolve_device, seeded
 
 __all__ = [
     "RunConfig",
@@ -252,12 +252,13 @@ def _kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Mod
     fw = method_options("kdcrowd", cfg.options, backbone=cfg.backbone)
     ckpt = _stage_checkpoints(cfg, ds, fw.stage_names(pretrained), identity=fw.identity(pretrained) if cfg.checkpoint_dir else None)
     outs, final = fw.fit(ds, data, cfg.train, callbacks=lambda stage, pseudo: _callbacks(ds, data, cfg, stage, pseudo), checkpoints=ckpt, pretrained=pretrained)
+    transitions = outs["stage2"].transitions if "stage2" in outs else outs["teacher"].transitions
     stages: dict[str, Any] = {}
     evaluation = None
     for name, out in outs.items():
         t = time.perf_counter()
         rec = evaluate_output(out, ds, data, cfg.train)
-        if name == final and out.transitions is (outs["stage2"].transitions if "stage2" in outs else outs["teacher"].transitions):
+        if name == final and out.transitions is transitions:
             evaluation = dict(rec)  # the runner's evaluation of the chosen output: the same, not computed again
         rec.update(out.extra)
         rec["history"] = out.fit.history
@@ -265,7 +266,6 @@ def _kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Mod
         rec["timings"] = {**out.fit.timings, "final_evaluation": time.perf_counter() - t}
         stages[name] = rec
     chosen = outs[final]
-    transitions = outs["stage2"].transitions if "stage2" in outs else outs["teacher"].transitions
     return MethodOutput(chosen.module, chosen.fit, train_proba=chosen.train_proba, transitions=transitions, extra={"stages": stages, "final_stage": final}, evaluation=evaluation)
 
 
@@ -390,7 +390,7 @@ def run_timings(metrics: dict[str, Any], fit_result: FitResult, data_seconds: fl
     ``metrics.json`` written); the parts then add up to ``wall``."""
     stages = metrics.get("stages") or {}
     parts = [rec.get("timings") or {} for rec in stages.values()] if stages else [dict(fit_result.timings)]
-    total = {k: sum(float(p.get(k, 0.0)) for p in parts) for k in ("setup", "training", "evaluation", "checkpointing")}
+    total = {k: sum(float(p.get(k, 0.0)) for p in parts) for k in LOOP_TIMINGS}
     total["evaluation"] += sum(float(p.get("final_evaluation", 0.0)) for p in parts) + final_eval_seconds
     out = {"data_preparation": data_seconds, **total}
     out["other"] = max(0.0, float(metrics["seconds"]) - sum(out.values()))

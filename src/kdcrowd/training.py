@@ -408,6 +408,10 @@ class FitResult:
     ``torch._dynamo`` the first time) is outside ``seconds``."""
 
 
+#: The parts of :attr:`FitResult.timings`.
+LOOP_TIMINGS = ("setup", "training", "evaluation", "checkpointing")
+
+
 def _batches(n: int, batch_size: int, min_last: int = 2) -> list[tuple[int, int]]:
     """Batch boundaries; a last batch of fewer than ``min_last`` (2) items is merged into the one before.
 
@@ -780,7 +784,7 @@ def _fit(
     base_flips = _alternating_flip_base(data, config, device)
     pad = config.crop_padding
     # the seconds of each part of the loop, continued from a resumed checkpoint
-    timings = {**_saved_timings(saved), "setup": 0.0} if saved is not None else {"training": 0.0, "evaluation": 0.0, "checkpointing": 0.0, "setup": 0.0}
+    timings = {**_saved_timings(saved), "setup": 0.0} if saved is not None else dict.fromkeys(LOOP_TIMINGS, 0.0)
     t0 = time.perf_counter()
     timings["setup"] = t0 - t_setup
     try:
@@ -841,8 +845,8 @@ def _saved_timings(saved: dict[str, Any]) -> dict[str, float]:
     written without them counts its seconds as training."""
     t = saved.get("timings")
     if isinstance(t, dict):
-        return {k: float(t.get(k, 0.0)) for k in ("training", "evaluation", "checkpointing", "setup")}
-    return {"training": float(saved["seconds"]), "evaluation": 0.0, "checkpointing": 0.0, "setup": 0.0}
+        return {k: float(t.get(k, 0.0)) for k in LOOP_TIMINGS}
+    return {**dict.fromkeys(LOOP_TIMINGS, 0.0), "training": float(saved["seconds"])}
 
 
 def _init_inputs(data: DeviceData, n: int = 5000) -> torch.Tensor:
