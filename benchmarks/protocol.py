@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kdcrowd.data.datasets import CrowdDataset, load_dataset  # noqa: E402
+from kdcrowd.cli import parse_key_values  # noqa: E402
 from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.methods import CROWD_MODELS, RunConfig, run_on_dataset, versions  # noqa: E402
 from kdcrowd.training import TrainConfig  # noqa: E402
@@ -88,17 +89,11 @@ def _stats(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
 
 
-def _last_val(metrics: dict[str, Any]) -> float | None:
-    for rec in reversed(metrics.get("history", [])):
-        if rec.get("val_accuracy") is not None:
-            return float(rec["val_accuracy"])
-    return None
-
-
-def _stage_val(stage: dict[str, Any]) -> dict[str, float | None]:
-    """A KD-Crowd stage's last-epoch and best validation accuracy (what its final-predictor
-    rule, ``final``, can be compared on without reading test labels)."""
-    vals = [float(h["val_accuracy"]) for h in stage.get("history") or [] if h.get("val_accuracy") is not None]
+def _val_accuracies(run: dict[str, Any]) -> dict[str, float | None]:
+    """The last and the best validation accuracy in a run's (or a KD-Crowd stage's)
+    ``history`` (what a stage's final-predictor rule, ``final``, can be compared on without
+    reading test labels)."""
+    vals = [float(h["val_accuracy"]) for h in run.get("history") or [] if h.get("val_accuracy") is not None]
     return {"val_last": vals[-1] if vals else None, "val_best": max(vals) if vals else None}
 
 
@@ -165,12 +160,7 @@ def main() -> None:
     method_opts: dict[str, dict[str, Any]] = {}
     for spec in args.options:
         name, _, kvs = spec.partition(":")
-        for kv in kvs.split(","):
-            k, _, v = kv.partition("=")
-            try:
-                method_opts.setdefault(name, {})[k] = json.loads(v)
-            except json.JSONDecodeError:
-                method_opts.setdefault(name, {})[k] = v
+        method_opts.setdefault(name, {}).update(parse_key_values(kvs.split(","), "--options"))
     train_hp = dict(suite["train"])
     if args.epochs:
         train_hp["epochs"] = args.epochs
@@ -198,8 +188,8 @@ def main() -> None:
             teachers[(seed, method)] = (output.module.model, output.fit)
         row = {k: metrics.get(k) for k in ("method", "seed", "test_accuracy", "test_accuracy_val_selected", "best_epoch", "train_label_accuracy",
                                            "aggregated_label_accuracy", "final_stage", "seconds", "train_seconds", "device")}
-        row.update(label=label, val_last=_last_val(metrics), teacher=options.get("teacher"), options=options,
-                   stages={k: {**{kk: v.get(kk) for kk in ("test_accuracy", "test_accuracy_val_selected", "best_epoch")}, **_stage_val(v)}
+        row.update(label=label, val_last=_val_accuracies(metrics)["val_last"], teacher=options.get("teacher"), options=options,
+                   stages={k: {**{kk: v.get(kk) for kk in ("test_accuracy", "test_accuracy_val_selected", "best_epoch")}, **_val_accuracies(v)}
                            for k, v in (metrics.get("stages") or {}).items()})
         out["runs"].append(row)
         out["summary"] = summarise(out["runs"])

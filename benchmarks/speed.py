@@ -123,7 +123,7 @@ from torch import nn  # noqa: E402
 
 from kdcrowd import training  # noqa: E402
 from kdcrowd.models.backbones import build_backbone  # noqa: E402
-from kdcrowd.training import DeviceData, FitResult, TrainConfig, airbench_config, fit, seed_everything  # noqa: E402
+from kdcrowd.training import AIRBENCH_RECIPE, DeviceData, FitResult, TrainConfig, airbench_config, fit, seed_everything  # noqa: E402
 
 PIPELINE_OPTIONS = {"teacher": "maxmig", "student": "gce", "kd": "mig-kl"}
 
@@ -440,7 +440,7 @@ def recipe_config(recipe: str, epochs: int, device: torch.device, batch_size: in
     if recipe == "airbench":  # no label smoothing: the crowd losses keep their own targets
         return airbench_config(epochs, batch_size, lr_scale=lr_scale, label_smoothing=0.0, **common)
     if recipe == "airbench-adamw":
-        return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, flip_schedule="alternating", crop_padding=2, tta="flip-translate", **common)
+        return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, **{k: AIRBENCH_RECIPE[k] for k in ("flip_schedule", "crop_padding", "tta")}, **common)
     raise ValueError(f"unknown recipe {recipe!r}; use one of {PIPELINE_RECIPES}")
 
 

@@ -126,7 +126,9 @@ def test_fit_metrics_say_where_the_time_went(fitted: dict) -> None:
     t = m["timings"]
     assert list(t) == [*TIMING_PARTS, "wall"]
     assert all(v >= 0 for v in t.values()), t
-    assert sum(t[k] for k in TIMING_PARTS) == pytest.approx(t["wall"], rel=1e-9)
+    # `other` takes up what no part counted, so the parts add up to the wall time by construction;
+    # what can go wrong is a part counted twice: the counted parts alone must fit in the wall time
+    assert sum(t[k] for k in TIMING_PARTS if k != "other") <= t["wall"] + 1e-9, t
     # memorization (against Dawid–Skene labels) and checkpoints are on in `kdcrowd fit`; the report is written
     for k in ("data_preparation", "reference_labels", "training", "evaluation", "checkpointing", "report", "writing"):
         assert t[k] > 0, k

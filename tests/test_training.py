@@ -136,7 +136,7 @@ def test_fit_times_its_steps_evaluation_and_checkpoints_apart(tmp_path) -> None:
     callbacks) and the checkpoints add up to ``seconds``; a resumed fit continues them."""
     import time
 
-    module, data, res, cfg = _fit_blobs(0)
+    module, data, res, _ = _fit_blobs(0)
     t = res.timings
     assert set(t) == {"training", "evaluation", "checkpointing", "setup"} and t["training"] > 0 and t["evaluation"] > 0
     assert t["checkpointing"] == 0.0
