@@ -101,31 +101,41 @@ def head_sweep(f_train: np.ndarray, ann: Any, y_train: np.ndarray, f_val: np.nda
     ``batch_size``, ``lr``, ``weight_decay``) × ``seeds`` through
     :class:`~kdcrowd.estimator.KDCrowdClassifier` (otherwise at its defaults, the shared
     recipe: ``head_recipe="shared"``), scored by validation accuracy; returns the rows
-    and the chosen setting (highest mean validation accuracy, the first on ties)."""
-    from kdcrowd.aggregation import crowd_posterior
+    and the chosen setting (:func:`_chosen`)."""
+    return _chosen(_sweep_rows(f_train, ann, y_train, f_val, y_val, grid, seeds, device))
+
+
+def _sweep_rows(f_train: np.ndarray, ann: Any, y_train: np.ndarray, f_val: np.ndarray, y_val: np.ndarray, grid: list[dict[str, Any]], seeds: list[int], device: str) -> list[dict[str, Any]]:
+    """One row per setting of ``grid`` (see :func:`head_sweep`)."""
     from kdcrowd.estimator import KDCrowdClassifier
+    from kdcrowd.metrics import accuracy
 
     rows = []
     for setting in grid:
         per_seed = []
         for seed in seeds:
             t = time.perf_counter()
-            clf = KDCrowdClassifier(**setting, head_recipe="shared", device=device, random_state=seed).fit(f_train, ann)
+            # final_labels="posterior": label_proba_ is the posterior, classifier_proba_ the classifier's own
+            clf = KDCrowdClassifier(**setting, head_recipe="shared", final_labels="posterior", device=device, random_state=seed).fit(f_train, ann)
             per_seed.append({
                 "seed": seed,
-                "val_accuracy": float((clf.predict_proba(f_val).argmax(1) == y_val).mean()),  # columns: the classes in order
-                "label_accuracy_posterior": float((crowd_posterior(clf.classifier_proba_, ann, clf.transition_matrices_).argmax(1) == y_train).mean()),
-                "label_accuracy_classifier": float((clf.classifier_proba_.argmax(1) == y_train).mean()),
+                "val_accuracy": accuracy(clf.predict_proba(f_val), y_val),  # columns: the classes in order
+                "label_accuracy_posterior": accuracy(clf.label_proba_, y_train),
+                "label_accuracy_classifier": accuracy(clf.classifier_proba_, y_train),
                 "seconds": round(time.perf_counter() - t, 2),
             })
-        row = {**setting, "val_accuracy_mean": float(np.mean([r["val_accuracy"] for r in per_seed])),
-               "label_accuracy_posterior_mean": float(np.mean([r["label_accuracy_posterior"] for r in per_seed])),
-               "label_accuracy_classifier_mean": float(np.mean([r["label_accuracy_classifier"] for r in per_seed])), "per_seed": per_seed}
+        means = {f"{k}_mean": float(np.mean([r[k] for r in per_seed])) for k in ("val_accuracy", "label_accuracy_posterior", "label_accuracy_classifier")}
+        row = {**setting, **means, "per_seed": per_seed}
         rows.append(row)
         print(f"{setting}: val {row['val_accuracy_mean']:.4f}  labels {row['label_accuracy_posterior_mean']:.4f} (classifier {row['label_accuracy_classifier_mean']:.4f})", flush=True)
+    return rows
+
+
+def _chosen(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The setting with the highest mean validation accuracy (the first on ties)."""
     best = max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy_mean"], -i))
-    chosen = {k: rows[best][k] for k in grid[best]}
-    return {"chosen_on": "mean validation accuracy of the classifier (500 LabelMe validation images, true labels)", "chosen": chosen, "chosen_val_accuracy_mean": rows[best]["val_accuracy_mean"], "rows": rows}
+    return {"chosen_on": "mean validation accuracy of the classifier (500 LabelMe validation images, true labels)",
+            "chosen": {k: rows[best][k] for k in ("epochs", "batch_size", "lr", "weight_decay")}, "chosen_val_accuracy_mean": rows[best]["val_accuracy_mean"], "rows": rows}
 
 
 def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
@@ -145,11 +155,8 @@ def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
         earlier = old["rows"]
         done = [{k: r[k] for k in grid[0]} for r in earlier] if grid else []
         grid = [g for g in grid if g not in done]
-    res = head_sweep(feats["train"], ann, np.asarray(ds.y_train)[:n], feats["val"], np.asarray(ds.y_val)[:n], grid, args.seeds, args.device)
-    if earlier:
-        rows = earlier + res["rows"]
-        best = max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy_mean"], -i))
-        res = {**res, "rows": rows, "chosen": {k: rows[best][k] for k in ("epochs", "batch_size", "lr", "weight_decay")}, "chosen_val_accuracy_mean": rows[best]["val_accuracy_mean"]}
+    # one choice over the rows of an earlier sweep (--append) and the new ones
+    res = _chosen(earlier + _sweep_rows(feats["train"], ann, np.asarray(ds.y_train)[:n], feats["val"], np.asarray(ds.y_val)[:n], grid, args.seeds, args.device))
     result = {
         "benchmark": "pretrained_features --head-sweep",
         "dataset": "labelme",

@@ -99,6 +99,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
 import time
@@ -531,7 +532,7 @@ def ceiling_section(ds: Any, device: torch.device, args: argparse.Namespace, out
         if cands:
             per_budget[str(e)] = max(cands, key=lambda r: r["final_val_accuracy"])
     out["ceiling"]["per_budget_val_chosen"] = per_budget
-    chosen = [r for r in per_budget.values()]
+    chosen = list(per_budget.values())
     out["ceiling"]["selected"] = max(chosen, key=lambda r: (r["final_val_accuracy"], -r["epochs"])) if chosen else None
     hit = next((per_budget[k] for k in sorted(per_budget, key=int) if (per_budget[k]["test_accuracy"] or 0) >= args.ceiling_target), None)
     out["ceiling"]["time_to_target"] = None if hit is None else {"epochs": hit["epochs"], "lr_scale": hit["lr_scale"], "train_seconds": hit["train_seconds"], "seconds": hit["seconds"], "test_accuracy": hit["test_accuracy"]}
@@ -668,7 +669,6 @@ def command_rows(args: argparse.Namespace) -> dict[str, Any]:
     prev: dict[str, Any] = {}
     if args.out.exists():
         try:
-            import json
 
             prev = json.loads(args.out.read_text())
         except ValueError:
@@ -700,7 +700,6 @@ def command_rows(args: argparse.Namespace) -> dict[str, Any]:
                 if proc.returncode != 0:
                     rec["stderr_tail"] = proc.stderr[-3000:]
                 else:
-                    import json
 
                     m = json.loads((out_dir / "metrics.json").read_text())
                     training, source = _command_training_seconds(m)
