@@ -176,6 +176,7 @@ def main() -> None:
     t0 = time.perf_counter()
     out: dict[str, Any] = {"suite": args.suite, "settings": {**suite, "train": train_hp}, "command": " ".join(sys.argv), "versions": versions(), "runs": []}
     teachers: dict[tuple[int, str], Any] = {}
+    teacher_labels: dict[str, str] = {}  # a crowd model's row label (with its --options), for the KD-Crowd rows over it
     data: dict[int, CrowdDataset] = {}
 
     def one(ds: CrowdDataset, seed: int, method: str, label: str, options: dict[str, Any], pre: Any = None) -> dict[str, Any]:
@@ -186,9 +187,10 @@ def main() -> None:
         metrics, output = run_on_dataset(ds, cfg, pretrained_teacher=pre)
         if method in CROWD_MODELS:
             teachers[(seed, method)] = (output.module.model, output.fit)
+            teacher_labels[method] = label
         row = {k: metrics.get(k) for k in ("method", "seed", "test_accuracy", "test_accuracy_val_selected", "best_epoch", "train_label_accuracy",
                                            "aggregated_label_accuracy", "final_stage", "seconds", "train_seconds", "device")}
-        row.update(label=label, val_last=_val_accuracies(metrics)["val_last"], teacher=options.get("teacher"), options=options,
+        row.update(label=label, val_last=_val_accuracies(metrics)["val_last"], teacher=teacher_labels.get(options.get("teacher"), options.get("teacher")), options=options,
                    stages={k: {**{kk: v.get(kk) for kk in ("test_accuracy", "test_accuracy_val_selected", "best_epoch")}, **_val_accuracies(v)}
                            for k, v in (metrics.get("stages") or {}).items()})
         out["runs"].append(row)
