@@ -47,6 +47,9 @@ def problems(draw) -> dict:
     ids = [f"i{j:03d}" for j in range(n)]
     y = rng.integers(0, k, n)
     rows = [(ids[i], f"w{w}", int(y[i] if rng.random() < 0.8 else rng.integers(k))) for i in range(n) for w in range(m) if rng.random() < 0.7 or w == 0]
+    first = [j for j, r in enumerate(rows) if r[1] == "w0"]  # every item has a label of w0
+    if all(rows[j][2] == 0 for j in first):  # integer labels 0 alone are one class: not a crowd problem (the single_class case)
+        rows[first[-1]] = (*rows[first[-1]][:2], 1)
     return {"ids": ids, "X": (rng.normal(size=(n, 3)) + y[:, None]).astype(np.float32), "rows": rows, "k": k}
 
 
