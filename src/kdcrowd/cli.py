@@ -37,7 +37,7 @@ err_console = Console(stderr=True)
 
 #: `kdcrowd fit` writes its settings here; `--resume OUT` reads them back.
 RUN_FILE = "run.json"
-#: The folder of OUT where `fit` and `run --resume` keep their per-epoch checkpoints.
+#: The folder of OUT where `fit` and `run --resume` keep their checkpoints (--checkpoint-interval).
 CHECKPOINTS = "checkpoints"
 
 

@@ -120,9 +120,10 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction: fraction of the annotated items held out for model selection
             when no ``X_val``/``y_val`` is given (see below); ``0`` (the default) trains on
             every item and keeps the final epoch.
-        checkpoint_dir: if set, every training stage checkpoints there after each epoch and
-            a fit started again with the same settings continues from the last finished
-            epoch (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`).
+        checkpoint_dir: if set, every training stage checkpoints there (after finished
+            epochs, at most every ``checkpoint_interval`` seconds, and when stopped by an
+            interrupt or error) and a fit started again with the same settings continues
+            from the last saved epoch (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`).
         track_memorization: record each epoch's memorization of the crowd labels that
             disagree with the reference labels (one extra prediction pass over ``X`` per
             epoch; ``kdcrowd fit`` turns it on for its report).
