@@ -20,7 +20,7 @@ _LAYER_OF = [
     (4, ["kdcrowd.framework"]),
     (5, ["kdcrowd.methods"]),
     # the package itself (its lazy KDCrowdClassifier) and `python -m kdcrowd` are doors
-    (6, ["kdcrowd", "kdcrowd.__main__", "kdcrowd.doors", "kdcrowd.report", "kdcrowd.estimator", "kdcrowd.cli", "kdcrowd.cli_checks"]),
+    (6, ["kdcrowd", "kdcrowd.__main__", "kdcrowd.doors", "kdcrowd.report", "kdcrowd.crowdfit", "kdcrowd.estimator", "kdcrowd.cli", "kdcrowd.cli_checks"]),
 ]
 LAYER_NAMES = ["foundation", "data", "models", "engine", "framework", "runners", "doors"]
 

@@ -27,6 +27,7 @@ import torch
 import torch.multiprocessing as mp
 
 from kdcrowd import distributed as D
+from kdcrowd import training
 from kdcrowd.data.datasets import load_dataset
 from kdcrowd.methods import RunConfig, SupervisedObjective, run_on_dataset
 from kdcrowd.models.backbones import build_backbone
@@ -169,7 +170,7 @@ def test_fit_resumed_after_an_interrupt_equals_the_uninterrupted_fit(task: Any, 
 
 def test_ctrl_c_while_writing_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data, make = _feature_task()
-    config = TrainConfig(epochs=3, batch_size=16, progress=False, checkpoint=str(tmp_path / "fit.pt"))
+    config = TrainConfig(epochs=3, batch_size=16, progress=False, checkpoint=str(tmp_path / "fit.pt"), checkpoint_interval=0.0)
     real_save = torch.save
     calls = [0]
 
@@ -187,6 +188,77 @@ def test_ctrl_c_while_writing_keeps_the_previous_checkpoint(tmp_path: Path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.pt"]  # no temporary file left behind
     assert torch.load(config.checkpoint, weights_only=True)["epochs"] == 1
     _assert_same_fit(fit(make(), data, replace(config, checkpoint=None)), fit(make(), data, config))
+
+
+class _Clock:
+    """A stand-in for the training loop's ``time`` module whose clock moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _saved_epochs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ``epochs`` of every training checkpoint written from now on, in order."""
+    real_save = torch.save
+    written: list[int] = []
+
+    def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        written.append(obj["epochs"])
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    return written
+
+
+def test_checkpoints_are_written_once_the_interval_has_passed_and_after_the_last_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, make = _feature_task()
+    clock = _Clock()
+    monkeypatch.setattr(training, "time", clock)
+
+    def ten_seconds(e: int, module: Any, record: dict[str, Any]) -> None:  # each epoch lasts 10 s on the clock
+        clock.now += 10.0
+
+    config = TrainConfig(epochs=5, batch_size=16, lr=3e-3, progress=False, checkpoint=str(tmp_path / "fit.pt"), checkpoint_interval=15.0)
+    written = _saved_epochs(monkeypatch)
+    fit(make(), data, config, [ten_seconds])
+    assert written == [2, 4, 5]  # 20 s after the start, 20 s after that write, and the last epoch
+    written.clear()
+    fit(make(), data, replace(config, checkpoint=str(tmp_path / "every.pt"), checkpoint_interval=0.0), [ten_seconds])
+    assert written == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError], ids=["interrupt", "error"])
+def test_a_stopped_training_writes_its_last_finished_epoch_and_resumes_from_it(stop: type[BaseException], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Epochs not written yet (the interval has not passed) are written when the training stops."""
+    data, make = _feature_task()
+    config = TrainConfig(epochs=4, batch_size=16, lr=3e-3, progress=False)
+    plain = fit(make(), data, config)
+    ck = replace(config, checkpoint=str(tmp_path / "fit.pt"), checkpoint_interval=1e9)
+
+    def stop_at_2(e: int, module: Any, record: dict[str, Any]) -> None:
+        if e == 2:
+            raise stop("stopped")
+
+    written = _saved_epochs(monkeypatch)
+    with pytest.raises(stop):
+        fit(make(), data, ck, [stop_at_2])
+    assert written == [2]  # nothing while training; the last finished epoch when it stopped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.pt"]
+    resumed = fit(make(), data, ck)
+    assert written == [2, 4]
+    _assert_same_fit(plain, resumed)
+
+
+def test_the_checkpoint_interval_may_change_when_resuming(tmp_path: Path) -> None:
+    data, make = _feature_task()
+    config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, progress=False, checkpoint=str(tmp_path / "fit.pt"), checkpoint_interval=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), data, config, [_stop_at(1)])
+    resumed = fit(make(), data, replace(config, checkpoint_interval=60.0))
+    _assert_same_fit(fit(make(), data, replace(config, checkpoint=None)), resumed)
 
 
 def test_checkpoint_from_other_settings_is_refused(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 Two levels, one module:
 
 * a training's file (:attr:`kdcrowd.training.TrainConfig.checkpoint`), written by
-  :func:`kdcrowd.training.fit` after every epoch with :func:`write_training_checkpoint`
+  :func:`kdcrowd.training.fit` after finished epochs (at most every
+  :attr:`~kdcrowd.training.TrainConfig.checkpoint_interval` seconds, the last epoch and an
+  interrupted training's last finished epoch always) with :func:`write_training_checkpoint`
   (module, optimiser, schedule, every random generator, the history) and read back with
   :func:`read_training_checkpoint`, which refuses a file written with other settings
   (:func:`training_fingerprint`);
@@ -17,6 +19,7 @@ is read with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import pickle
@@ -42,6 +45,8 @@ __all__ = [
     "json_plain",
     "module_digest",
     "read_training_checkpoint",
+    "save_training_checkpoint",
+    "training_checkpoint",
     "training_fingerprint",
     "write_training_checkpoint",
 ]
@@ -108,7 +113,7 @@ class StageCheckpoints:
     """The checkpoint folder of one run (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`).
 
     Each training stage gets its own file ``<dir>/<stage>.pt`` (:attr:`TrainConfig.checkpoint`,
-    written by :func:`~kdcrowd.training.fit` after every epoch), and ``<dir>/state.json``
+    written by :func:`~kdcrowd.training.fit` after finished epochs), and ``<dir>/state.json``
     tells a person where the run is::
 
         {"method": "kdcrowd", "stages": ["teacher", "student", "stage2"],
@@ -214,14 +219,15 @@ class StageCheckpoints:
 CHECKPOINT_FORMAT = 1
 """Version of the checkpoint layout written by :func:`fit`."""
 
-_NOT_FINGERPRINTED = ("progress", "checkpoint")
+#: TrainConfig fields a resumed training may change: how it shows and saves its progress.
+NOT_FINGERPRINTED = ("progress", "checkpoint", "checkpoint_interval")
 
 
 def training_fingerprint(module: nn.Module, data: Any, config: Any, desc: str, device: torch.device) -> dict[str, Any]:
-    """What a checkpoint must agree on to be resumed: the settings (without the progress
-    bar and the checkpoint path), ``desc``, the training items, the device type, the
+    """What a checkpoint must agree on to be resumed: the settings (without
+    :data:`NOT_FINGERPRINTED`: the progress bar, the checkpoint path and interval), ``desc``, the training items, the device type, the
     number of processes, and the names and shapes of the module's state."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_FINGERPRINTED}
+    settings = {k: v for k, v in config.to_dict().items() if k not in NOT_FINGERPRINTED}
     return {
         "settings": settings,
         "desc": desc,
@@ -294,34 +300,71 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def training_checkpoint(
+    module: nn.Module, opt: torch.optim.Optimizer, sched: Any, log: Any, epochs: int, config: Any,
+    fingerprint: dict[str, Any], seconds: float, device: torch.device, gen: torch.Generator, aug_gen: torch.Generator,
+    timings: dict[str, float] | None = None, keep: bool = False,
+) -> dict[str, Any] | None:
+    """The checkpoint of the state after ``epochs`` finished epochs, as :func:`save_training_checkpoint`
+    writes it (``None`` on the ranks other than 0, which do not write).
+
+    ``keep``: the tensors are copies (on their device), so the payload keeps this state
+    while training goes on, to be written later (:attr:`kdcrowd.training.TrainConfig.checkpoint_interval`);
+    otherwise it refers to the live state and must be written at once.
+    Distributed: every rank's random generators are gathered (a collective call)."""
+    rng = rng_states(device, gen, aug_gen)
+    every_rng = D.all_gather_object(rng) if config.distributed else [rng]
+    if config.distributed and not D.is_main():
+        return None
+    live = (lambda obj: _copied(obj)) if keep else (lambda obj: obj)
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": fingerprint,
+        "epochs": epochs,
+        "complete": epochs >= config.epochs,
+        "seconds": seconds,
+        "timings": dict(timings or {}),  # seconds per part of the loop (FitResult.timings)
+        "module": live(module.state_dict()),
+        "optimizer": live(opt.state_dict()),  # its per-parameter state dicts are the optimiser's own
+        "scheduler": copy.deepcopy(sched.state_dict()) if keep else sched.state_dict(),
+        "log": _plain(log.state()),  # new containers; the best state is replaced, never changed in place
+        "rng": every_rng,  # new tensors
+    }
+
+
+def _copied(obj: Any) -> Any:
+    """``obj`` with new dicts, lists and tuples and its tensors cloned (on their device)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return type(obj)((k, _copied(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copied(v) for v in obj)
+    return obj
+
+
+def save_training_checkpoint(path: Path, payload: dict[str, Any] | None) -> None:
+    """Write a :func:`training_checkpoint` to ``path`` atomically and durably (a reader, or a
+    run killed while writing, sees the previous checkpoint or this one, never half a file);
+    ``None`` (a rank that does not write) writes nothing."""
+    if payload is None:
+        return
+    with atomic_file(path, "wb", durable=True) as f:
+        torch.save(payload, f)
+
+
 def write_training_checkpoint(
     path: Path, module: nn.Module, opt: torch.optim.Optimizer, sched: Any, log: Any, epochs: int, config: Any,
     fingerprint: dict[str, Any], seconds: float, device: torch.device, gen: torch.Generator, aug_gen: torch.Generator,
     timings: dict[str, float] | None = None,
 ) -> None:
-    """Save the state after ``epochs`` finished epochs to ``path``, atomically (a reader, or
-    a run killed while writing, sees the previous checkpoint or this one, never half a file).
+    """Save the state after ``epochs`` finished epochs to ``path`` (:func:`training_checkpoint`,
+    then :func:`save_training_checkpoint`).
 
     Distributed: every rank's random generators are gathered, rank 0 writes, and all ranks
     wait for the write (so the file is complete when :func:`fit` returns on any rank)."""
-    rng = rng_states(device, gen, aug_gen)
-    every_rng = D.all_gather_object(rng) if config.distributed else [rng]
-    if not config.distributed or D.is_main():
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": fingerprint,
-            "epochs": epochs,
-            "complete": epochs >= config.epochs,
-            "seconds": seconds,
-            "timings": dict(timings or {}),  # seconds per part of the loop (FitResult.timings)
-            "module": module.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "log": _plain(log.state()),
-            "rng": every_rng,
-        }
-        with atomic_file(path, "wb", durable=True) as f:
-            torch.save(payload, f)
+    payload = training_checkpoint(module, opt, sched, log, epochs, config, fingerprint, seconds, device, gen, aug_gen, timings=timings)
+    save_training_checkpoint(path, payload)
     if config.distributed and epochs == config.epochs:  # the last write must be complete before fit returns;
         D.barrier()  # earlier ones are waited for by the next epoch's gradient all-reduce
 

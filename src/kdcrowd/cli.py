@@ -37,7 +37,7 @@ err_console = Console(stderr=True)
 
 #: `kdcrowd fit` writes its settings here; `--resume OUT` reads them back.
 RUN_FILE = "run.json"
-#: The folder of OUT where `fit` and `run --resume` keep their per-epoch checkpoints.
+#: The folder of OUT where `fit` and `run --resume` keep their checkpoints (--checkpoint-interval).
 CHECKPOINTS = "checkpoints"
 
 
@@ -670,7 +670,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .data.annotations import AnnotationError, Annotations
     from .data.gold import gold_values
     from .data.items import _as_text, align_feature_columns, read_item_labels
-    from .estimator import MIN_IMAGE_SIDE, KDCrowdClassifier
+    from .crowdfit import MIN_IMAGE_SIDE, CrowdFit
     from .outdir import check_out_dir, prepare_out_dir
     from .report.html import thumbnails_from_files
     from .report.practitioner import FILES, write_fit_outputs
@@ -693,7 +693,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     image_mode = p.get("image_features") or "auto"
     if image_mode not in IMAGE_FEATURE_MODES:
         _fail(f"--image-features must be auto, frozen or none, not {image_mode!r}")
-    from .estimator import FINAL_LABELS
+    from .crowdfit import FINAL_LABELS
 
     if (p.get("final_labels") or "classifier") not in FINAL_LABELS:
         _fail(f"--final-labels must be one of {', '.join(FINAL_LABELS)}, not {p.get('final_labels')!r}")
@@ -819,7 +819,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         for name in (*FILES, RUN_FILE):  # an earlier finished run's outputs go first: nothing stale looks new
             (out / name).unlink(missing_ok=True)
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")}})
-    clf = KDCrowdClassifier(
+    clf = CrowdFit(  # the estimator's engine without scikit-learn: the inputs are checked above
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",
         image_features="none",  # --image-features is resolved above: X holds the frozen features, or the pixels to train on

@@ -1,5 +1,8 @@
 """A scikit-learn estimator over the same engine as the CLI.
 
+:class:`KDCrowdClassifier` is :class:`kdcrowd.crowdfit.CrowdFit` (the engine ``kdcrowd fit``
+trains through) with scikit-learn's base classes and input validation.
+
     >>> from kdcrowd import KDCrowdClassifier
     >>> clf = KDCrowdClassifier().fit(X, annotations)   # X: (N, D) features or (N, H, W, C) uint8 images
     >>> clf.predict(X_new); clf.labels_; clf.transition_matrices_; clf.worker_quality_
@@ -17,21 +20,13 @@ matrix reads -1 as a missing label.
 
 from __future__ import annotations
 
-import numbers
-import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_consistent_length, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
-from .config import ConfigError
-from .doors import door_options, settings_from_options
-from .models.backbones import IMAGE_FEATURE_MODES
+from .crowdfit import ESTIMATOR_ONLY, FINAL_LABELS, MIN_IMAGE_SIDE, MIN_ITEMS_FOR_VALIDATION, MIN_VALIDATION_ITEMS, CrowdFit
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -41,25 +36,10 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return estimator._validate_data(X, reset=reset, **kw)
 
 
-__all__ = ["FINAL_LABELS", "MIN_ITEMS_FOR_VALIDATION", "MIN_VALIDATION_ITEMS", "CrowdClassifier", "KDCrowdClassifier"]
-
-#: Below this many annotated items no validation split is held out (the final epoch is kept).
-MIN_ITEMS_FOR_VALIDATION = 50
-#: A held-out validation split has at least this many items.
-MIN_VALIDATION_ITEMS = 10
-
-_DS_SOURCE = "crowd (Dawid–Skene of held-out items)"
-_MV_SOURCE = "crowd (majority vote of held-out items)"
+__all__ = ["ESTIMATOR_ONLY", "FINAL_LABELS", "MIN_IMAGE_SIDE", "MIN_ITEMS_FOR_VALIDATION", "MIN_VALIDATION_ITEMS", "CrowdClassifier", "KDCrowdClassifier"]
 
 
-#: ``final_labels``: the classifier's p(y|x), or its posterior with the item's crowd labels.
-FINAL_LABELS = ("classifier", "posterior")
-
-#: The smallest image side the image backbones take (their augmentation pads by 1/8 of it).
-MIN_IMAGE_SIDE = 8
-
-
-class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
+class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
     """Learn a classifier and the workers' confusion matrices from crowd labels.
 
     A scikit-learn classifier: parameters are set in ``__init__`` only, :meth:`fit`
@@ -120,9 +100,10 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction: fraction of the annotated items held out for model selection
             when no ``X_val``/``y_val`` is given (see below); ``0`` (the default) trains on
             every item and keeps the final epoch.
-        checkpoint_dir: if set, every training stage checkpoints there after each epoch and
-            a fit started again with the same settings continues from the last finished
-            epoch (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`).
+        checkpoint_dir: if set, every training stage checkpoints there (after finished
+            epochs, at most every ``checkpoint_interval`` seconds, and when stopped by an
+            interrupt or error) and a fit started again with the same settings continues
+            from the last saved epoch (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`).
         track_memorization: record each epoch's memorization of the crowd labels that
             disagree with the reference labels (one extra prediction pass over ``X`` per
             epoch; ``kdcrowd fit`` turns it on for its report).
@@ -193,9 +174,9 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
       the training rows of ``X``, see :meth:`~kdcrowd.training.DeviceData.preprocessing_only`).
     """
 
-    # __init__ is generated below the class from kdcrowd.doors.door_options() and
-    # ESTIMATOR_ONLY: every option of `kdcrowd run` / `kdcrowd fit` with the same name and
-    # default, plus the estimator's own parameters.
+    # The parameters (__init__, generated from kdcrowd.doors.door_options() and ESTIMATOR_ONLY),
+    # fit, predict_proba and predict are CrowdFit's; scikit-learn's base classes come first, so
+    # get_params, set_params, score and the repr are scikit-learn's.
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -203,342 +184,14 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator):
         tags.non_deterministic = self._on_cuda()
         return tags
 
-    def _on_cuda(self) -> bool:
-        import torch
-
-        return str(self.device).startswith("cuda") or (self.device == "auto" and torch.cuda.is_available())
-
-    # ------------------------------------------------------------------ input
-
-    def _check_X(self, X: Any, item_shape: tuple[int, ...] | None = None) -> np.ndarray:
-        """``X`` through scikit-learn's validation (NaN/inf, empty, complex, sparse, 1-D ...):
-        float32 features (N, D) or uint8 images (N, H, W, C). Without ``item_shape`` this is
-        the training ``X`` (``n_features_in_`` is set); with it, rows must have that shape."""
-        reset = item_shape is None
-        try:
-            X = _validate_data(self, X, reset=reset, allow_nd=True, dtype="numeric")
-        except ValueError as e:
-            if reset or "features, but" not in str(e):
-                raise
-            raise ValueError(f"{e} (X has item shape {np.shape(X)[1:]}, but the model was fitted on items of shape {item_shape})") from None
-        if not (X.ndim == 2 or (X.ndim == 4 and X.dtype == np.uint8)):
-            raise ValueError(f"X must be float features (N, D) or uint8 images (N, H, W, C); got {X.dtype} {X.shape}")
-        if item_shape is not None and X.shape[1:] != tuple(item_shape):
-            raise ValueError(f"X has item shape {X.shape[1:]}, but the model was fitted on items of shape {tuple(item_shape)}")
-        if X.ndim == 4 and min(X.shape[1:3]) < MIN_IMAGE_SIDE:
-            raise ValueError(f"images must be at least {MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE} pixels for the image backbones; got {X.shape[1]}×{X.shape[2]} (resize them, or flatten them into features)")
-        if X.ndim == 2:
-            big = np.abs(X) > np.finfo(np.float32).max
-            if big.any():  # float32 would turn them into inf
-                rows = np.flatnonzero(big.any(1))
-                raise ValueError(f"X has values beyond float32's range (±3.4e38) in rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}; rescale the features")
-            X = X.astype(np.float32, copy=False)
-        return X
-
-    def _frozen_features(self, X: np.ndarray) -> tuple[np.ndarray, str | None]:
-        """``(X, None)``, or for uint8 images with ``image_features`` auto|frozen and a
-        pretrained network to take them from (:func:`~kdcrowd.models.backbones.image_feature_backbone`):
-        ``(their frozen features, the network's name)``, computed once and cached on disk
-        (:func:`~kdcrowd.models.pretrained.extract_features`); ``input_transform_`` then
-        records the network, so that :meth:`predict` takes images too."""
-        from .models.backbones import image_feature_backbone
-        from .models.pretrained import extract_features
-        from .training import resolve_device
-
-        self.input_transform_ = None
-        if X.ndim != 4:
-            if self.image_features == "frozen":
-                raise ConfigError(f"image_features='frozen' computes the features of images; X holds features {X.shape} (give uint8 images (N, H, W, C), or image_features='auto')")
-            return X, None
-        name, _ = image_feature_backbone(self.image_features, self.backbone)
-        if name is None:
-            return X, None
-        self.input_transform_ = {"kind": "image-features", "backbone": name, "image_size": int(X.shape[1])}
-        return extract_features(X, name, device=resolve_device(self.device)), name
-
-    def _image_inputs(self, X: Any) -> Any:
-        """``X``, or its frozen features when the model was trained on those and ``X`` holds images."""
-        inputs = getattr(self, "input_transform_", None) or {}
-        if inputs.get("kind") == "image-features" and np.ndim(X) == 4:
-            from .models.pretrained import extract_features
-            from .training import resolve_device
-
-            return extract_features(np.asarray(X), inputs["backbone"], device=resolve_device(self.device))
-        return X
-
-    def _annotations(self, n: int, annotations: Any, item_ids: Any) -> Any:
-        from .data.annotations import Annotations
-
-        # a list stays a list: np.asarray would turn python ints beyond int64 into floats
-        items = np.arange(n) if item_ids is None else (item_ids if isinstance(item_ids, (list, tuple)) else np.asarray(item_ids))
-        if len(items) != n:
-            raise ValueError(f"item_ids has {len(items)} entries but X has {n} rows; give one id per row of X")
-        if isinstance(annotations, Annotations):
-            if annotations.n_items != n:
-                raise ValueError(f"the annotations cover {annotations.n_items} items but X has {n} rows; their item index must be the row of X")
-            return annotations
-        if isinstance(annotations, pd.DataFrame):
-            return Annotations.from_long(annotations, classes=self.classes, items=items, duplicates=self.duplicates)
-        arr = np.asarray(annotations)
-        if arr.ndim == 1:  # one annotator's labels: the degenerate single-worker crowd
-            check_consistent_length(items, arr)
-            check_classification_targets(arr)
-            classes = np.unique(arr) if self.classes is None else self.classes
-            frame = pd.DataFrame({"item": items, "worker": 0, "label": arr})
-            return Annotations.from_long(frame, classes=classes, items=items)
-        if arr.ndim == 2 and arr.shape[0] == n:
-            return Annotations.from_wide(arr, classes=self.classes, item_ids=items)
-        raise ValueError(
-            f"annotations must be an Annotations, a long DataFrame (item, worker, label), a wide (N, M) matrix with -1/NaN for missing labels "
-            f"or a 1-D array of N labels, with N = {n} rows of X; got an array of shape {arr.shape}"
-        )
-
-    def _seed(self) -> int:
-        rs = self.random_state
-        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
-            return int(rs)
-        return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
-
-    # ------------------------------------------------------------------ validation split
-
-    def _reference_labels(self, ann: Any, gold: Any = None) -> tuple[np.ndarray, str, str]:
-        """(labels (N,), name, note): the Dawid–Skene labels of all the crowd labels, or
-        majority vote if Dawid–Skene fails; items without labels get the argmax of the
-        class prior (Dawid–Skene) or class 0 (majority vote)."""
-        from .aggregation import dawid_skene, majority_vote
-        from .data.gold import apply_gold
-
-        try:
-            res = dawid_skene(ann, device=self.device, gold=gold)
-            if not np.isfinite(res.posteriors).all():
-                raise FloatingPointError("non-finite posteriors")
-            labels = np.where(res.labels >= 0, res.labels, np.asarray(res.posteriors).argmax(1))
-            return labels.astype(np.int64), "Dawid–Skene", ""
-        except (ValueError, RuntimeError, FloatingPointError) as e:
-            labels = apply_gold(np.asarray(majority_vote(ann, soft=True)).argmax(1), gold)  # the hard vote's rule: lowest class on ties
-            return labels.astype(np.int64), "majority vote", f"Dawid–Skene failed ({e}); majority vote used"
-
-    def _crowd_validation(self, ann: Any, seed: int) -> tuple[np.ndarray, str]:
-        """(held-out rows, why) of the crowd-label validation split."""
-        none = np.zeros(0, dtype=np.int64)
-        frac = self.validation_fraction
-        if frac == 0:
-            return none, "validation_fraction=0: no validation split, the final epoch is kept"
-        per_item = ann.labels_per_item()
-        annotated = np.flatnonzero(per_item > 0)
-        if len(annotated) < MIN_ITEMS_FOR_VALIDATION:
-            return none, f"only {len(annotated)} annotated items (< {MIN_ITEMS_FOR_VALIDATION}): no validation split, the final epoch is kept"
-        n_val = min(max(MIN_VALIDATION_ITEMS, int(round(frac * len(annotated)))), len(annotated) - 1)  # noqa: RUF046 (frac may be a numpy float)
-        multi = np.flatnonzero(per_item >= 2)
-        pool, pool_desc = (multi, "items with ≥ 2 labels") if len(multi) >= n_val else (annotated, "annotated items")
-        rng = np.random.default_rng(seed)
-        val = np.sort(rng.choice(pool, n_val, replace=False)).astype(np.int64)
-        return val, f"{n_val} of {len(pool)} {pool_desc} held out"
-
-    # ------------------------------------------------------------------ fit / predict
-
-    def fit(self, X: Any, y: Any = None, X_val: Any = None, y_val: Any = None, item_ids: Any = None, *, annotations: Any = None, gold: Any = None) -> KDCrowdClassifier:
-        """Train on items ``X`` and their crowd labels ``y``.
-
-        ``y`` (also accepted as ``annotations=``): an :class:`~kdcrowd.data.Annotations`, a
-        long DataFrame, a wide (N, M) matrix or a 1-D array of N labels (see the module
-        docstring). ``X_val``/``y_val``: items with known true labels for model selection
-        (otherwise a crowd-label validation split, see the class docstring). ``item_ids``:
-        the item id of each row of ``X`` (as named in a long table); by default the index
-        of a DataFrame ``X`` that is not a plain ``0..N-1`` range, else the row number.
-        ``gold``: gold questions, one known class value per row of ``X`` (``None``/NaN
-        where unknown): they anchor the worker matrices and the training targets
-        (:mod:`kdcrowd.data.gold`), and their rows get their known labels in ``labels_``
-        (``gold_``: the class indices, -1 unknown; ``None`` without gold).
-        """
-        from .aggregation import crowd_posterior
-        from .data.datasets import CrowdDataset
-        from .data.gold import apply_gold, gold_from_values
-        from .methods import RunConfig, run_on_dataset
-        from .metrics import worker_accuracy_estimate
-        from .report.practitioner import worker_matrices
-        from .training import predict_proba
-
-        if annotations is not None:
-            if y is not None:
-                raise ValueError("give the crowd labels once: as y or as annotations=, not both")
-            y = annotations
-        frac = self.validation_fraction
-        if not isinstance(frac, numbers.Real) or not 0 <= frac < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1); got {frac!r}")
-        if self.method == "clean":
-            raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")
-        # every option checked (one ConfigError naming it) before any data is read
-        values = {o.name: getattr(self, o.name) for o in door_options()}
-        method, backbone, train, options = settings_from_options(values, seed=0, progress=bool(self.verbose))
-        if self.final_labels not in FINAL_LABELS:
-            raise ConfigError(f"final_labels must be one of {', '.join(FINAL_LABELS)}; got {self.final_labels!r}")
-        if self.image_features not in IMAGE_FEATURE_MODES:
-            raise ConfigError(f"image_features must be one of {', '.join(IMAGE_FEATURE_MODES)}; got {self.image_features!r}")
-        if item_ids is None and isinstance(X, pd.DataFrame) and not isinstance(X.index, pd.RangeIndex):
-            item_ids = X.index.tolist()  # a DataFrame indexed by item id names its rows
-        X = self._check_X(X)
-        X, frozen = self._frozen_features(X)
-        if frozen is not None:  # an MLP head on the features, with the head recipe of frozen features (head_recipe auto)
-            method, backbone, train, options = settings_from_options({**values, "backbone": "auto"}, seed=0, progress=bool(self.verbose), frozen_features=True)
-            X = self._check_X(X)  # the features are what the model takes: n_features_in_ is their width
-        if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")
-        if len(X) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 items to train on; got 1 sample")
-        ann = self._annotations(len(X), y, item_ids)
-        if ann.n_classes < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs at least 2 classes, but the labels hold only one class ({np.asarray(ann.classes).tolist()}); "
-                "pass classes=[...] to declare the others"
-            )
-        gold_idx = gold_from_values(gold, ann.classes, len(X), option="gold")
-        seed = self._seed()
-        train = replace(train, seed=seed)
-        classes = np.asarray(ann.classes)
-        n = len(X)
-        val_idx = np.zeros(0, dtype=np.int64)
-        if y_val is not None or X_val is not None:
-            if X_val is None or y_val is None:
-                raise ValueError("X_val and y_val go together; give both or neither")
-            X_val = self._check_X(self._image_inputs(X_val), item_shape=X.shape[1:])
-            y_val_idx = pd.Index(classes).get_indexer(np.asarray(y_val)).astype(np.int64)
-            if (y_val_idx < 0).any():
-                bad = np.asarray(y_val)[y_val_idx < 0][:5].tolist()
-                raise ValueError(f"y_val holds {bad}, which are not among the annotation classes {classes.tolist()}")
-            check_consistent_length(X_val, y_val_idx)
-            source, reason = "given", f"{len(X_val)} items with given labels (X_val, y_val)"
-        else:
-            val_idx, reason = self._crowd_validation(ann, seed)
-            source, X_val, y_val_idx = None, None, None
-        # the stand-in truth, computed only where it is used: crowd validation targets, memorization
-        reference = ref_name = ref_note = None
-        t_ref = time.perf_counter()
-        if len(val_idx) or self.track_memorization:
-            reference, ref_name, ref_note = self._reference_labels(ann, gold_idx)
-            if len(val_idx):
-                source = _DS_SOURCE if ref_name == "Dawid–Skene" else _MV_SOURCE
-                reason = f"{reason}; {ref_note}" if ref_note else reason
-                X_val, y_val_idx = X[val_idx], reference[val_idx]
-        t_ref = time.perf_counter() - t_ref
-        train_idx = np.setdiff1d(np.arange(n), val_idx)
-        whole = len(train_idx) == n
-        x_train = X if whole else X[train_idx]
-        train_ann = ann if whole else ann.subset_items(train_idx)
-        ds = CrowdDataset(
-            name="user",
-            x_train=x_train,
-            x_val=X_val if X_val is not None else X[:0],
-            x_test=X[:0],
-            y_train=None,
-            y_val=y_val_idx,
-            y_test=None,
-            annotations=train_ann,
-            class_names=[str(c) for c in classes],
-            y_reference=reference[train_idx] if self.track_memorization else None,  # the stand-in truth of memorization only
-            gold=None if gold_idx is None else gold_idx[train_idx],
-        )
-        cfg = RunConfig(
-            dataset="user", method=method, backbone=backbone, seed=seed, train=train, options=options,
-            track_memorization=self.track_memorization, checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
-        )
-        metrics, out = run_on_dataset(ds, cfg)
-        metrics["timings"]["reference_labels"] = t_ref  # the stand-in truth (Dawid–Skene), computed before the run
-        if self.track_memorization:
-            metrics["reference_labels"] = f"memorization is measured against the {ref_name} labels of all the crowd labels (no ground truth)" + (f"; {ref_note}" if ref_note else "")
-
-        data = out.data  # the training rows of X on the device, as run_on_dataset trained on them
-        module = out.module  # left in its validation-selected state
-        train_proba = out.train_proba if out.train_proba is not None else predict_proba(module, data, data.x_train)
-        proba = np.empty((n, len(classes)), dtype=np.float32)
-        proba[train_idx] = train_proba.detach().float().cpu().numpy()  # every row when nothing is held out
-        if len(val_idx):
-            proba[val_idx] = predict_proba(module, data, data.x_val).detach().float().cpu().numpy()
-        self.classifier_proba_ = apply_gold(proba.copy(), gold_idx)
-        if self.final_labels == "posterior" and out.transitions is not None:  # the crowd's labels weighed by the worker matrices, the model as prior
-            proba = crowd_posterior(proba, ann, out.transitions)
-            self.label_source_ = "posterior: the classifier's p(y|x) times each of the item's crowd labels' T_m[y, label], normalised"
-        elif self.final_labels == "posterior":
-            self.label_source_ = "classifier: the method estimates no worker matrices to weigh the crowd's labels with"
-        else:
-            self.label_source_ = "classifier: its p(y|x) of each item (final_labels='classifier')"
-        proba = apply_gold(proba, gold_idx)  # gold questions keep their known labels
-        self.gold_ = gold_idx
-
-        self.module_ = module
-        self._device = data.device
-        self.preprocessor_ = data.preprocessing_only()
-        self.item_shape_ = tuple(X.shape[1:])
-        self.classes_ = classes
-        self.n_workers_ = ann.n_workers
-        self.worker_ids_ = np.asarray(ann.worker_ids)
-        self.transition_matrices_ = out.transitions
-        self.label_proba_ = proba
-        self.labels_ = classes[proba.argmax(1)]
-        self.worker_matrices_, _ = worker_matrices(out.transitions, ann, proba)
-        self.worker_quality_ = worker_accuracy_estimate(self.worker_matrices_, proba.mean(0))
-        self.history_ = metrics["history"]
-        self.metrics_ = metrics
-        best = metrics.get("best_epoch")
-        agreement = next((r.get("val_accuracy") for r in metrics["history"] if r.get("epoch") == best), None)
-        self.validation_ = {
-            "source": source,
-            "n_items": 0 if X_val is None else len(X_val),
-            "indices": val_idx,
-            "best_epoch": best,
-            "agreement": agreement,
-            "reason": reason,
-        }
-        return self
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (N, K), columns in the order of ``classes_``."""
-        import torch
-
-        from .training import predict_proba
-
+    def _check_fitted(self) -> None:
         check_is_fitted(self, "module_")
-        X = self._check_X(self._image_inputs(X), item_shape=self.item_shape_)
-        xt = torch.from_numpy(np.ascontiguousarray(X)).to(self._device)
-        if self.preprocessor_.is_image:
-            xt = xt.permute(0, 3, 1, 2).contiguous()
-        return predict_proba(self.module_, self.preprocessor_, xt).cpu().numpy()
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted class labels (values of ``classes_``)."""
-        proba = self.predict_proba(X)  # checks that the estimator is fitted
-        return self.classes_[proba.argmax(1)]
+    def _validated(self, X: Any, reset: bool) -> np.ndarray:
+        """``X`` through scikit-learn's validation (NaN/inf, empty, complex, sparse, 1-D,
+        the fitted width and feature names ...)."""
+        return _validate_data(self, X, reset=reset, allow_nd=True, dtype="numeric")
 
-
-#: The estimator's own parameters (after the options every door shares) and their defaults.
-ESTIMATOR_ONLY: dict[str, Any] = {
-    "random_state": 0,
-    "classes": None,
-    "duplicates": "error",
-    "validation_fraction": 0.0,
-    "image_features": "auto",
-    "final_labels": "classifier",
-    "checkpoint_dir": None,
-    "track_memorization": False,
-    "verbose": False,
-}
-
-
-def _generated_init(defaults: dict[str, Any]) -> Any:
-    """``__init__(self, <name>=<default>, ...)`` storing each parameter as an attribute,
-    as scikit-learn requires (explicit parameters, no ``**kwargs``, nothing else done)."""
-    names = list(defaults)
-    src = "def __init__(self, " + ", ".join(f"{n}=_defaults[{n!r}]" for n in names) + ") -> None:\n"
-    src += "".join(f"    self.{n} = {n}\n" for n in names)
-    namespace: dict[str, Any] = {"_defaults": dict(defaults)}
-    exec(src, namespace)  # noqa: S102 - code built from the option names above, no input
-    init = namespace["__init__"]
-    init.__qualname__ = "KDCrowdClassifier.__init__"
-    init.__doc__ = "Parameters: see the class docstring (generated from kdcrowd.doors.door_options and ESTIMATOR_ONLY)."
-    return init
-
-
-KDCrowdClassifier.__init__ = _generated_init({**{o.name: o.default for o in door_options()}, **ESTIMATOR_ONLY})  # type: ignore[method-assign]
 
 CrowdClassifier = KDCrowdClassifier
 """The former name of :class:`KDCrowdClassifier`."""

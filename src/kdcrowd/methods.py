@@ -15,9 +15,10 @@ Methods here:
 * crowd models ``crowdlayer-mw|vw|vb|vwb``, ``maxmig``, ``conal``;
 * ``kdcrowd`` — the KD-Crowd framework over a teacher and a student.
 
-With :attr:`RunConfig.checkpoint_dir` every training stage checkpoints after each epoch
-(:class:`~kdcrowd.checkpoint.StageCheckpoints`), and the same run started again continues
-where it stopped.
+With :attr:`RunConfig.checkpoint_dir` every training stage checkpoints its finished epochs
+(:class:`~kdcrowd.checkpoint.StageCheckpoints`, at most every
+:attr:`~kdcrowd.training.TrainConfig.checkpoint_interval` seconds), and the same run
+started again continues where it stopped.
 
 This is the runner layer: it turns a :class:`RunConfig` into the components' typed
 configurations (:class:`~kdcrowd.training.TrainConfig`, a crowd model's options,
@@ -39,7 +40,7 @@ from torch import nn
 
 from . import metrics as M
 from .aggregation import aggregate
-from .checkpoint import StageCheckpoints
+from .checkpoint import NOT_FINGERPRINTED, StageCheckpoints
 from .config import ConfigError, closest, unknown_key_error
 from .evaluate import (
     MethodOutput,
@@ -105,9 +106,10 @@ class RunConfig:
     progress_file: str | None = None
     """If set, every epoch's record is appended there as a JSON line (nothing is lost on interruption)."""
     checkpoint_dir: str | None = None
-    """If set, every training stage saves a checkpoint there after each epoch (module,
-    optimiser, schedule, RNG states, history) and a run started again with the same
-    settings and directory continues from the last finished epoch. Layout: one file per
+    """If set, every training stage saves a checkpoint there after finished epochs (module,
+    optimiser, schedule, RNG states, history; when, :attr:`~kdcrowd.training.TrainConfig.checkpoint_interval`
+    says) and a run started again with the same settings and directory continues from the
+    last saved epoch. Layout: one file per
     stage, ``<method>.pt`` (``teacher.pt``, ``student.pt``, ``stage2.pt`` for ``kdcrowd``),
     and ``state.json`` (the stage training now, the finished stages, the settings); see
     :class:`~kdcrowd.checkpoint.StageCheckpoints`."""
@@ -119,11 +121,11 @@ class RunConfig:
 
 def _stage_checkpoints(cfg: RunConfig, ds: Any, stages: Sequence[str], identity: dict[str, Any] | None = None) -> StageCheckpoints:
     """The run's checkpoint folder; its settings are the run configuration without the
-    progress file, the checkpoint folder and the progress bar."""
+    progress file, the checkpoint folder, the progress bar and the checkpoint interval."""
     settings = cfg.to_dict()
     for key in ("progress_file", "checkpoint_dir"):
         settings.pop(key, None)
-    for key in ("progress", "checkpoint"):
+    for key in NOT_FINGERPRINTED:
         settings["train"].pop(key, None)
     return StageCheckpoints(cfg.checkpoint_dir, cfg.method, settings, ds, stages, identity=identity, distributed=cfg.train.distributed)
 
@@ -380,7 +382,7 @@ def run_timings(metrics: dict[str, Any], fit_result: FitResult, data_seconds: fl
     * ``training``: the optimisation steps (:attr:`FitResult.timings`);
     * ``evaluation``: the per-epoch validation and callbacks (memorization), and the
       evaluation of every trained predictor after its training;
-    * ``checkpointing``: the per-epoch checkpoints (``checkpoint_dir``);
+    * ``checkpointing``: the checkpoints (``checkpoint_dir``; ``checkpoint_interval``);
     * ``other``: the rest (models built, aggregated targets, a teacher's labels for the
       student, ...).
 

@@ -24,9 +24,11 @@ processes ``torchrun`` starts (one per GPU); :mod:`kdcrowd.distributed` describe
 
 With ``TrainConfig(checkpoint=PATH)`` :func:`fit` saves everything it needs to continue
 (module, optimiser, schedule, every random generator, the history and the best state)
-to ``PATH`` after each finished epoch, and a later call with the same settings continues
-from there: a run killed at any moment, resumed, ends bit-identical to one never
-interrupted (on the CPU; CUDA kernels may differ in the last bits from run to run anyway).
+to ``PATH`` after finished epochs (at most every ``checkpoint_interval`` seconds, the last
+epoch and, on an interrupt or error, the last finished epoch always), and a later call
+with the same settings continues from there: a run killed at any moment, resumed, ends
+bit-identical to one never interrupted (on the CPU; CUDA kernels may differ in the last
+bits from run to run anyway).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from torch import nn
 from . import distributed as D
 from .config import ConfigError, bounded, check_fields
 from .config import _name as option_name
-from .checkpoint import read_training_checkpoint, set_rng_states, training_fingerprint, write_training_checkpoint
+from .checkpoint import read_training_checkpoint, save_training_checkpoint, set_rng_states, training_checkpoint, training_fingerprint, write_training_checkpoint
 from .models.backbones import init_from_training_inputs
 
 __all__ = [
@@ -147,12 +149,19 @@ class TrainConfig:
     """With ``distributed``: synchronised BatchNorm (statistics of the global batch; CUDA
     only) instead of each GPU's own batch statistics."""
     checkpoint: str | None = None
-    """This training's checkpoint file (``None``: none). After every finished epoch
-    :func:`fit` writes it atomically; when it exists at the start, :func:`fit` checks that
-    it was written with the same settings and continues after its last finished epoch (or,
-    when it holds a finished training, returns that training's result without training).
-    With ``distributed`` rank 0 writes it and every rank reads it, so it must be on a file
-    system every process sees."""
+    """This training's checkpoint file (``None``: none). After finished epochs (see
+    ``checkpoint_interval``) :func:`fit` writes it atomically; when it exists at the start,
+    :func:`fit` checks that it was written with the same settings and continues after its
+    last saved epoch (or, when it holds a finished training, returns that training's result
+    without training). With ``distributed`` rank 0 writes it and every rank reads it, so it
+    must be on a file system every process sees."""
+    checkpoint_interval: float = bounded(30.0, ge=0.0)
+    """Seconds between checkpoint writes, when the run checkpoints (kdcrowd fit, kdcrowd run
+    --resume): an epoch's state is written once this many seconds have passed since the
+    last write; the last epoch is always written, and an interrupt (Ctrl-C) or an error
+    writes the last finished epoch, kept in memory meanwhile, before it stops the run, so
+    only a process killed outright (SIGKILL, power loss) loses up to this many seconds of
+    training. 0: after every epoch (as always with distributed training)."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -402,7 +411,7 @@ class FitResult:
     timings: dict[str, float] = field(default_factory=dict)
     """Where ``seconds`` went: ``training`` (the optimisation steps), ``evaluation`` (the
     per-epoch validation and callbacks, e.g. memorization) and ``checkpointing`` (the
-    per-epoch checkpoint writes); they add up to ``seconds``. On CUDA the device is
+    checkpoint writes, and the copies of the state kept between them); they add up to ``seconds``. On CUDA the device is
     synchronised once at the end of each epoch's steps so that its queued work counts as
     training. ``setup`` (building the optimiser and schedule, which imports
     ``torch._dynamo`` the first time) is outside ``seconds``."""
@@ -716,11 +725,14 @@ def _fit(
     whose loss leaves some parameters without a gradient sets
     ``ddp_find_unused_parameters = True``.
 
-    With ``config.checkpoint`` the state after each finished epoch is saved there
+    With ``config.checkpoint`` the state after a finished epoch is saved there
     (module state dict, optimiser, schedule, the random generators of every rank, the
-    history and best state, the elapsed time and a fingerprint of the settings), and an
-    existing checkpoint is resumed: its fingerprint (``config`` without ``progress`` and
-    ``checkpoint``, ``desc``, the number of training items, the device type, the number of
+    history and best state, the elapsed time and a fingerprint of the settings): once
+    ``config.checkpoint_interval`` seconds have passed since the last write, after the last
+    epoch, and, when an exception (an interrupt) stops the training, the last finished
+    epoch not written yet (a copy of its state is kept until then). An existing checkpoint
+    is resumed: its fingerprint (``config`` without ``progress``, ``checkpoint`` and
+    ``checkpoint_interval``, ``desc``, the number of training items, the device type, the number of
     processes and the names and shapes of the module's state) must match, else
     ``ValueError``. The module is rebuilt by the caller as for a fresh run; non-persistent
     buffers (the objectives' inputs) are not saved. Callback fields must be plain values
@@ -787,6 +799,9 @@ def _fit(
     timings = {**_saved_timings(saved), "setup": 0.0} if saved is not None else dict.fromkeys(LOOP_TIMINGS, 0.0)
     t0 = time.perf_counter()
     timings["setup"] = t0 - t_setup
+    interval = 0.0 if config.distributed else config.checkpoint_interval  # the ranks' clocks would disagree
+    last_write = t0  # the first write comes `interval` seconds into the training
+    pending: dict[str, Any] | None = None  # the last finished epoch's checkpoint, not written yet
     try:
         with _EpochBar(show, config.epochs, desc, done=first) as bar:
             for epoch in range(first, config.epochs):
@@ -823,15 +838,21 @@ def _fit(
                 t_ckpt = time.perf_counter()
                 timings["evaluation"] += t_ckpt - t_eval
                 if config.checkpoint:
-                    write_training_checkpoint(
-                        Path(config.checkpoint), module, opt, sched, log, epoch + 1, config, fingerprint,
-                        before + t_ckpt - t0, device, gen, aug_gen, timings=timings,
-                    )
+                    state = (module, opt, sched, log, epoch + 1, config, fingerprint, before + t_ckpt - t0, device, gen, aug_gen)
+                    if epoch + 1 == config.epochs or t_ckpt - last_write >= interval:
+                        write_training_checkpoint(Path(config.checkpoint), *state, timings=timings)
+                        pending, last_write = None, time.perf_counter()
+                    else:  # a copy, written by the next write's turn or by an interrupt
+                        pending = training_checkpoint(*state, timings=timings, keep=True)
                     timings["checkpointing"] += time.perf_counter() - t_ckpt
                 bar.advance(record)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = before + time.perf_counter() - t0
+    except BaseException:  # an interrupt or an error: the last finished epoch is saved before it goes on
+        if pending is not None:
+            save_training_checkpoint(Path(config.checkpoint), pending)
+        raise
     finally:
         if ddp is not None:
             del step_fn, ddp  # releases DDP's gradient hooks on the module's parameters (also after an interrupt)

@@ -1,6 +1,7 @@
 """``report.html`` of ``kdcrowd fit``: one self-contained page to look at, not to read.
 
-Every figure is a PNG embedded as a ``data:`` URI and the style sheet is inline, so the
+Every chart is inline SVG written directly (:mod:`kdcrowd.report.svg`, no matplotlib),
+every picture a PNG embedded as a ``data:`` URI, and the style sheet is inline, so the
 file can be mailed or opened offline. Sections: a row of headline numbers, training
 curves per stage (with the selected epoch marked), memorization of suspect labels,
 class balance, worker quality ranked, the grid of the most active workers' confusion
@@ -23,9 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .plots import memorization_curves, stage_histories, subplots
+from .plots import memorization_curves, stage_histories
+from .svg import Line, bar_chart, line_chart, scatter_chart
 
-__all__ = ["FitPage", "render_fit_html", "doubtful_items", "png_data_uri", "thumbnails_from_files"]
+__all__ = ["FitPage", "render_fit_html", "doubtful_items", "thumbnails_from_files"]
 
 #: The colour of each training stage in the curves.
 STAGE_COLOURS = {"teacher": "#1f77b4", "student": "#d62728", "stage2": "#2ca02c"}
@@ -70,16 +72,6 @@ class FitPage:
 # ----------------------------------------------------------------------------- pieces
 
 
-def png_data_uri(fig: Any, dpi: int = 110) -> str:
-    """A matplotlib figure as a ``data:image/png;base64,...`` URI.
-
-    Drawn once: the page's figures are laid out by ``tight_layout`` when built, so the
-    second drawing that ``bbox_inches="tight"`` makes to trim the margins is left out."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def doubtful_items(proba: np.ndarray, ann: Any, n: int = 24) -> np.ndarray:
     """Indices of the ``n`` annotated items whose final label is least certain (lowest
     top-class probability; ties: more crowd labels first)."""
@@ -101,68 +93,53 @@ def _crowd_votes(ann: Any, classes: np.ndarray, items: np.ndarray) -> list[str]:
     return out
 
 
-def _curves_figure(metrics: dict[str, Any]) -> Any | None:
+def _curves_figure(metrics: dict[str, Any]) -> str | None:
+    """The training loss (and, with validation, the validation agreement with the kept
+    epoch starred) of every stage, one after another: SVG, or ``None`` without training."""
     stages = [s for s in stage_histories(metrics) if s[1]]
     if not stages:
         return None
     has_val = any(h.get("val_accuracy") is not None for _, hist, _ in stages for h in hist)
-    fig, axes = subplots(1, 2 if has_val else 1, figsize=(10 if has_val else 5.5, 3.2), squeeze=False)
+    losses, vals = [], []
     offset = 0
     for name, hist, best in stages:
-        ep = np.array([h["epoch"] for h in hist]) + offset
+        ep = np.array([h["epoch"] for h in hist], dtype=float) + offset
         colour = STAGE_COLOURS.get(name)
-        axes[0, 0].plot(ep, [h["loss"] for h in hist], color=colour, label=name)
+        losses.append(Line(name, ep, [h["loss"] for h in hist], colour))
         if has_val:
             val = [np.nan if h.get("val_accuracy") is None else h["val_accuracy"] for h in hist]
-            axes[0, 1].plot(ep, val, color=colour, label=name)
-            if best is not None and 1 <= best <= len(hist) and np.isfinite(val[best - 1]):
-                axes[0, 1].plot([best + offset], [val[best - 1]], marker="*", markersize=12, color=colour, markeredgecolor="black", linestyle="none")
+            stars = [(float(best + offset), float(val[best - 1]))] if best is not None and 1 <= best <= len(hist) and np.isfinite(val[best - 1]) else []
+            vals.append(Line(name, ep, val, colour, stars=stars))
         offset += len(hist)
-    axes[0, 0].set(xlabel="epoch (stages one after another)", ylabel="training loss", title="training loss")
-    axes[0, 0].legend(fontsize=8)
+    xlabel = "epoch (stages one after another)"
+    svg = line_chart(losses, title="training loss", xlabel=xlabel, ylabel="training loss")
     if has_val:
-        axes[0, 1].set(xlabel="epoch (stages one after another)", ylabel="validation agreement", title="validation (★ = kept epoch)")
-    fig.tight_layout()
-    return fig
+        svg += line_chart(vals, title="validation (★ = kept epoch)", xlabel=xlabel, ylabel="validation agreement", legend=False)
+    return svg
 
 
-def _memorization_figure(metrics: dict[str, Any]) -> Any | None:
+def _memorization_figure(metrics: dict[str, Any]) -> str | None:
     curves = memorization_curves(metrics)
     if not curves:
         return None
-    fig, ax = subplots(figsize=(5.5, 3.2))
+    lines = []
     for name, ep, mu, _sd in curves:
         stage = name.split(": ")[-1]  # a KD-Crowd stage, or the method
-        ax.plot(ep, mu, color=STAGE_COLOURS.get(stage), label=stage, marker=".")
-    ax.set(xlabel="epoch", ylabel="share reproduced", title="memorization of suspect labels", ylim=(0, 1))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+        lines.append(Line(stage, ep, mu, STAGE_COLOURS.get(stage), dots=True))
+    return line_chart(lines, title="memorization of suspect labels", xlabel="epoch", ylabel="share reproduced", ylim=(0.0, 1.0))
 
 
-def _balance_figure(classes: np.ndarray, series: dict[str, np.ndarray]) -> Any:
-    k = len(classes)
-    fig, ax = subplots(figsize=(max(5.5, 0.45 * k * len(series) + 1), 3.2))
-    width = 0.8 / len(series)
-    for j, (name, counts) in enumerate(series.items()):
-        share = counts / max(1, counts.sum())
-        ax.bar(np.arange(k) + (j - (len(series) - 1) / 2) * width, share, width=width, label=name)
-    ax.set_xticks(range(k), [str(c) for c in classes], rotation=90 if k > 8 else 0, fontsize=8 if k <= 30 else 5)
-    ax.set(ylabel="share of items", title="class balance")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+def _balance_figure(classes: np.ndarray, series: dict[str, np.ndarray]) -> str:
+    shares = {name: counts / max(1, counts.sum()) for name, counts in series.items()}
+    return bar_chart([str(c) for c in classes], shares, title="class balance", ylabel="share of items")
 
 
-def _quality_figure(workers: pd.DataFrame) -> Any:
+def _quality_figure(workers: pd.DataFrame) -> str:
     """Many workers (more than :data:`QUALITY_BARS_MAX`): estimated accuracy against labels given."""
-    ranked = workers.sort_values("accuracy_estimate", kind="stable")
-    fig, ax = subplots(figsize=(6.5, 3.6))
-    ax.scatter(ranked["n_labels"], ranked["accuracy_estimate"], s=10, alpha=0.6)
-    ax.set_xscale("log")
-    ax.set(xlabel="labels given (log scale)", ylabel="estimated accuracy", ylim=(0, 1), title=f"{len(ranked)} workers: estimated accuracy against labels given")
-    fig.tight_layout()
-    return fig
+    return scatter_chart(
+        workers["n_labels"], workers["accuracy_estimate"], log_x=True, ylim=(0.0, 1.0),
+        xlabel="labels given (log scale)", ylabel="estimated accuracy", title=f"{len(workers)} workers: estimated accuracy against labels given",
+    )
 
 
 #: Up to this many workers, the ranking is drawn as bars in HTML (one row per worker); above, a scatter plot.
@@ -251,7 +228,7 @@ h1{font-size:26px;margin:0 0 4px} h2{font-size:19px;margin:34px 0 10px;border-bo
 .card b{display:block;font-size:22px} .card span{font-size:12px;color:#5b6473}
 .card.good b{color:#1a7f37} .card.warn b{color:#b35900}
 figure{background:#fff;border:1px solid #dde1e7;border-radius:8px;margin:10px 0;padding:10px;text-align:center}
-figure img{max-width:100%} figcaption{font-size:13px;color:#5b6473;text-align:left;margin-top:6px}
+figure img,figure svg{max-width:100%;height:auto} figcaption{font-size:13px;color:#5b6473;text-align:left;margin-top:6px}
 table{border-collapse:collapse;background:#fff;font-size:13px;margin:8px 0}
 th,td{border:1px solid #dde1e7;padding:4px 8px;text-align:left} th{background:#eef1f5}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -292,8 +269,9 @@ def _table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _figure(uri: str, caption: str, alt: str) -> str:
-    return f'<figure><img src="{uri}" alt="{_e(alt)}"><figcaption>{caption}</figcaption></figure>'
+def _figure(svg: str, caption: str) -> str:
+    """A chart (inline SVG, :mod:`kdcrowd.report.svg`) and its caption."""
+    return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
 
 
 def _card(value: str, label: str, cls: str = "") -> str:
@@ -354,26 +332,26 @@ def render_fit_html(page: FitPage) -> str:
     add("<h2>Training</h2>")
     fig = _curves_figure(m)
     if fig is not None:
-        add(_figure(png_data_uri(fig), page.selection_text, "training curves"))
+        add(_figure(fig, page.selection_text))
     else:
         add("<p>This method trains no network on the crowd labels.</p>")
     fig = _memorization_figure(m)
     if fig is not None:
         reference = _e(m.get("reference_labels", "memorization is measured against the true labels"))
-        add(_figure(png_data_uri(fig), f"Memorization: of the crowd labels that disagree with the reference labels, the share the network reproduces, mean over workers ({reference}). A curve that climbs late is the network learning the workers' mistakes; a robust method keeps it low.", "memorization"))
+        add(_figure(fig, f"Memorization: of the crowd labels that disagree with the reference labels, the share the network reproduces, mean over workers ({reference}). A curve that climbs late is the network learning the workers' mistakes; a robust method keeps it low."))
 
     add("<h2>Labels</h2>")
     series = {"final labels": np.bincount(final[annotated], minlength=k), "majority vote": np.bincount(mv[annotated], minlength=k)}
     if page.gold is not None:
         series["known labels"] = np.bincount(page.gold[1], minlength=k)
-    add(_figure(png_data_uri(_balance_figure(classes, series)), f"Share of each class among the {int(annotated.sum())} labelled items: the final labels against majority vote" + (" and the known labels" if page.gold is not None else "") + ". The final labels with every class's probability are in <code>labels.csv</code>.", "class balance"))
+    add(_figure(_balance_figure(classes, series), f"Share of each class among the {int(annotated.sum())} labelled items: the final labels against majority vote" + (" and the known labels" if page.gold is not None else "") + ". The final labels with every class's probability are in <code>labels.csv</code>."))
 
     add("<h2>Workers</h2>")
     add(f"<p>Each worker's confusion matrix (rows: true class, columns: the class the worker gives) is {_e(page.matrices_source)}. <b>Estimated accuracy</b> = Σ<sub>k</sub> prior<sub>k</sub> · T[k, k], the chance that the worker gives the true class under the predicted class balance; <b>agreement</b> is the share of the worker's labels equal to the final label. Workers with few labels have uncertain estimates.</p>")
     if len(page.workers) <= QUALITY_BARS_MAX:
         add(f"<figure>{_quality_bars(page.workers)}<figcaption>Workers ranked by estimated accuracy (labels in brackets; colour: more labels = yellower; all of them are in <code>workers.csv</code>).</figcaption></figure>")
     else:
-        add(_figure(png_data_uri(_quality_figure(page.workers)), "Workers ranked by estimated accuracy (all of them are in <code>workers.csv</code>).", "worker quality"))
+        add(_figure(_quality_figure(page.workers), "Workers' estimated accuracy against the number of labels they gave (all of them are in <code>workers.csv</code>)."))
     grid, shown = _matrix_grid(page.matrices, page.workers, classes)
     add(f"<figure>{grid}<figcaption>The {shown} most active workers' matrices (all of them are in <code>transition_matrices.npz</code>).</figcaption></figure>")
     shown_cols = ["worker", "n_labels", "accuracy_estimate", "agreement"]

@@ -1,4 +1,4 @@
-"""What ``kdcrowd fit`` writes next to a fitted :class:`~kdcrowd.estimator.KDCrowdClassifier`.
+"""What ``kdcrowd fit`` writes next to a fitted :class:`~kdcrowd.crowdfit.CrowdFit` (the engine of :class:`~kdcrowd.estimator.KDCrowdClassifier`).
 
 Call :func:`write_fit_outputs` once after ``clf.fit(X, ann)``; it writes into one folder
 
@@ -180,7 +180,7 @@ def write_fit_outputs(
 ) -> dict[str, Path]:
     """Write every output file of ``kdcrowd fit`` into ``out``; returns ``{name: path}``.
 
-    ``clf`` is a fitted :class:`~kdcrowd.estimator.KDCrowdClassifier`, ``ann`` the
+    ``clf`` is a fitted :class:`~kdcrowd.crowdfit.CrowdFit` (or estimator), ``ann`` the
     :class:`~kdcrowd.data.Annotations` it was fitted on (item index = row of X),
     ``item_ids`` the original ids of those rows; ``predict`` the ids and (R, K)
     probabilities of the predict set; ``thumbnail(i)`` PNG bytes of item ``i`` for the
