@@ -32,9 +32,10 @@ validation pass through a timed wrapper of fit's ``validation_accuracy``. Epoch 
   protocol run;
 * the last epoch runs under ``torch.profiler`` (CPU and CUDA activities): the top
   ``--top`` CUDA kernels and CPU operators by self time, the kernel time per step and
-  the GPU busy fraction (the union of the kernel intervals over the epoch's wall time,
-  and the kernel time per step over the timed epochs' step time, the profiler's own
-  overhead left out). On CUDA it also runs under
+  the GPU busy fraction (``gpu_busy_fraction``: the union of the kernel intervals over
+  the epoch's wall time; ``kernel_time_fraction``: the sum of the kernel times over it;
+  ``gpu_busy_fraction_unprofiled``: the kernel time per step over the timed epochs'
+  step time, the profiler's own overhead left out). On CUDA it also runs under
   ``torch.cuda.set_sync_debug_mode("warn")``, whose warnings are counted by the
   innermost source line of this repository that made them (``syncs``). On the CPU, which
   has nothing to synchronise with, a stand-in (:class:`HostReads`) counts the calls that
@@ -187,12 +188,14 @@ class SyncCounter:
         self.sites: Counter[str] = Counter()
         self._warnings: contextlib.AbstractContextManager[Any] | None = None
         self._mode: HostReads | None = None
+        self._show_other: Callable[..., None] = warnings.showwarning
 
     def start(self) -> None:
         if self.cuda:
             self._warnings = warnings.catch_warnings()
             self._warnings.__enter__()
             warnings.simplefilter("always")
+            self._show_other = warnings.showwarning
             warnings.showwarning = self._show
             torch.cuda.set_sync_debug_mode("warn")
         else:
@@ -203,7 +206,7 @@ class SyncCounter:
         if SYNC_WARNING in str(message):
             self.sites[_project_frame(traceback.extract_stack()[:-1])] += 1
         else:  # anything else is shown as usual
-            warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
+            self._show_other(message, category, filename, lineno, file, line)
 
     def stop(self) -> None:
         if self.cuda:
@@ -253,8 +256,12 @@ def profile_summary(prof: Any, steps: int, wall_s: float, top: int) -> dict[str,
     cuda_t = torch.autograd.DeviceType.CUDA
     avgs = prof.key_averages()
     dev_keys = ("self_device_time_total", "self_cuda_time_total")
-    kernels = sorted((e for e in avgs if getattr(e, "device_type", None) == cuda_t), key=lambda e: _attr(e, *dev_keys), reverse=True)
-    cpu_ops = sorted((e for e in avgs if getattr(e, "device_type", None) != cuda_t), key=lambda e: _attr(e, "self_cpu_time_total"), reverse=True)
+    kernels = [e for e in avgs if getattr(e, "device_type", None) == cuda_t]
+    if not kernels:  # a profiler build that does not tag kernels: anything with self device time
+        kernels = [e for e in avgs if _attr(e, *dev_keys) > 0]
+    kernel_ids = {id(e) for e in kernels}
+    kernels.sort(key=lambda e: _attr(e, *dev_keys), reverse=True)
+    cpu_ops = sorted((e for e in avgs if id(e) not in kernel_ids), key=lambda e: _attr(e, "self_cpu_time_total"), reverse=True)
     row = lambda e, t: {"name": e.key, "calls": int(e.count), "self_ms": t / 1e3, "self_ms_per_step": t / 1e3 / max(1, steps)}  # noqa: E731
     kernel_us = sum(_attr(e, *dev_keys) for e in kernels)
     spans = [(ev.time_range.start, ev.time_range.end) for ev in prof.events() if getattr(ev, "device_type", None) == cuda_t]
@@ -265,6 +272,7 @@ def profile_summary(prof: Any, steps: int, wall_s: float, top: int) -> dict[str,
         "step_ms": wall_s * 1e3 / max(1, steps),
         "kernel_ms_per_step": kernel_us / 1e3 / max(1, steps) if kernels else None,
         "gpu_busy_fraction": busy_us / 1e6 / wall_s if spans and wall_s > 0 else None,
+        "kernel_time_fraction": kernel_us / 1e6 / wall_s if kernels and wall_s > 0 else None,
         "top_cuda_kernels": [row(e, _attr(e, *dev_keys)) for e in kernels[:top]],
         "top_cpu_ops": [row(e, _attr(e, "self_cpu_time_total")) for e in cpu_ops[:top]],
     }
@@ -393,9 +401,9 @@ class LoopProbe:
                 st = self.stages[-1]
                 if st.epochs:
                     st.epochs[-1]["eval_ms"] = (t1 - t0) * 1e3
-                st.epoch_start = t1
-                if len(st.epochs) == self.epochs - 1 and self.epochs > self.warmup:  # the next epoch is profiled
+                if len(st.epochs) == self.epochs - 1:  # the next epoch is profiled
                     self._open_window(st)
+                st.epoch_start = time.perf_counter()
             return out
 
         return timed

@@ -42,7 +42,7 @@ def test_profile_protocol_writes_timings_and_synchronisations(load_script: Any, 
             assert p["eval_ms"]["mean"] > 0 and p["eval_ms"]["items"] == 64
             prof = p["profiled_epoch"]
             assert prof["steps"] == 3 and prof["step_ms"] > 0 and prof["top_cpu_ops"] and prof["top_cuda_kernels"] == []
-            assert prof["gpu_busy_fraction"] is None  # no CUDA here
+            assert prof["gpu_busy_fraction"] is None and prof["kernel_time_fraction"] is None  # no CUDA here
             syncs = p["syncs"]
             assert syncs["detector"].startswith("cpu") and syncs["steps"] == 3
             # annotations without padding: no step reads anything back; what is left is the
@@ -56,3 +56,27 @@ def test_kdcrowd_needs_a_teacher(load_script: Any, tmp_path: Path) -> None:
         mod.parse_methods(["kdcrowd"], None)
     assert mod.parse_methods(["kdcrowd(maxmig)", "mv"], None) == [("maxmig", "maxmig", None), ("kdcrowd(maxmig)", "kdcrowd", "maxmig"), ("mv", "mv", None)]
     assert mod.parse_methods(["maxmig", "kdcrowd"], "maxmig") == [("maxmig", "maxmig", None), ("kdcrowd(maxmig)", "kdcrowd", "maxmig")]
+
+
+def test_cuda_sync_warnings_are_counted_by_the_line_that_made_them(load_script: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA counter's bookkeeping, with the debug mode's switch replaced (no CUDA here)."""
+    import warnings
+
+    import torch
+
+    mod = load_script("benchmarks/profile_protocol")
+    modes: list[str] = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    counter = mod.SyncCounter(torch.device("cpu"))
+    counter.cuda = True
+    counter.start()
+    for _ in range(3):
+        warnings.warn("called a synchronizing CUDA operation (Triggered internally at Copy.cu:1.)")  # the line counted
+    with pytest.warns(UserWarning, match="unrelated"):
+        warnings.warn("unrelated")
+    counter.stop()
+    assert modes == ["warn", "default"]
+    summary = counter.summary(steps=2)
+    (row,) = summary["by_line"]
+    assert row["where"].startswith("tests/test_profile_protocol.py:") and "the line counted" in row["code"]
+    assert (row["count"], row["per_step"], summary["total"]) == (3, 1.5, 3)
