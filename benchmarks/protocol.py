@@ -82,6 +82,15 @@ def load_suite_data(suite: dict[str, Any], root: str | None, device: str, seed: 
     return ds
 
 
+def run_config(suite: dict[str, Any], train_hp: dict[str, Any], seed: int, method: str, options: dict[str, Any], device: str) -> RunConfig:
+    """One run of a suite: ``method`` with ``options`` on seed ``seed`` with the suite's
+    backbone and data set options and the training settings ``train_hp`` (the suite's
+    ``train`` with the command line's overrides), without memorization tracking."""
+    train = TrainConfig(seed=seed, device=device, progress=False, **train_hp)
+    return RunConfig(dataset=suite["dataset"], method=method, backbone=suite["backbone"], seed=seed, train=train, options=options,
+                     dataset_options=suite.get("dataset_options", {}), track_memorization=False)
+
+
 def _stats(values: list[float]) -> dict[str, Any]:
     vals = [v for v in values if v is not None]
     if not vals:
@@ -180,9 +189,7 @@ def main() -> None:
     data: dict[int, CrowdDataset] = {}
 
     def one(ds: CrowdDataset, seed: int, method: str, label: str, options: dict[str, Any], pre: Any = None) -> dict[str, Any]:
-        train = TrainConfig(seed=seed, device=args.device, progress=False, **train_hp)
-        cfg = RunConfig(dataset=suite["dataset"], method=method, backbone=suite["backbone"], seed=seed, train=train, options=options,
-                        dataset_options=suite.get("dataset_options", {}), track_memorization=False)
+        cfg = run_config(suite, train_hp, seed, method, options, args.device)
         t = time.perf_counter()
         metrics, output = run_on_dataset(ds, cfg, pretrained_teacher=pre)
         if method in CROWD_MODELS:

@@ -266,8 +266,10 @@ def mig_f(
             lp = _as_float(torch.as_tensor(log_prior, device=la.device)).to(dtype)
             if lp.shape != (K,):
                 raise ValueError(f"log_prior must have shape ({K},); got {tuple(lp.shape)}")
-            lp = torch.logaddexp(lp, torch.tensor(log_eps, dtype=dtype, device=la.device))
-        floor = torch.tensor(log_eps, dtype=dtype, device=la.device)
+        # a device-side fill, not torch.tensor (a host-to-device copy, synchronising on CUDA)
+        floor = torch.full((), log_eps, dtype=dtype, device=la.device)
+        if log_prior is not None:
+            lp = torch.logaddexp(lp, floor)
         la = torch.logaddexp(la, floor)
         lb = torch.logaddexp(lb, floor)
         log_r = _log_matmul_exp(la - lp, lb)

@@ -134,7 +134,10 @@ class CrowdObjective(nn.Module):
 
     Holds the item-major padded annotations of the training items on the device and
     gathers the rows of each batch. Worker parameters train at ``worker_lr_scale`` times
-    the learning rate (see :func:`crowd_param_groups`).
+    the learning rate (see :func:`crowd_param_groups`). When every padded entry is
+    observed (no item has fewer annotations than another) and the model takes it
+    (:attr:`~kdcrowd.models.base.CrowdModel.takes_all_observed`), each batch's loss is
+    told so (``all_observed=True``): checked once here instead of in every step.
 
     ``gold``: ``(N,)`` known classes of the gold questions (``-1`` for unknown) or
     ``None``. The loss then adds ``gold_weight`` times :func:`gold_cross_entropy` of the
@@ -156,9 +159,15 @@ class CrowdObjective(nn.Module):
         self.register_buffer("ann_workers", workers, persistent=False)
         self.register_buffer("ann_labels", labels, persistent=False)
         self.register_buffer("gold", None if gold is None else gold.long(), persistent=False)
+        dense = getattr(model, "takes_all_observed", False) and bool(((workers >= 0) & (labels >= 0)).all())
+        self._loss_options: dict[str, Any] = {"all_observed": True} if dense else {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def _crowd_loss(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's ``crowd_loss`` on the annotations of the batch's items ``idx``."""
+        return self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx], **self._loss_options)
 
     def _with_gold(self, loss: torch.Tensor, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if self.gold is None or self.gold_weight == 0:
@@ -166,7 +175,7 @@ class CrowdObjective(nn.Module):
         return loss + self.gold_weight * gold_cross_entropy(logits, self.gold[idx])
 
     def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
-        loss, logits = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
+        loss, logits = self._crowd_loss(x, idx)
         return self._with_gold(loss, logits, idx)
 
     def param_groups(self, config: TrainConfig) -> list[dict[str, Any]]:
@@ -187,7 +196,7 @@ class KDStage2Objective(CrowdObjective):
         self.register_buffer("refined", refined, persistent=False)
 
     def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
-        loss, logits = self.model.crowd_loss(x, self.ann_workers[idx], self.ann_labels[idx])
+        loss, logits = self._crowd_loss(x, idx)
         if self.kd is not None and self.lambda2 > 0:
             loss = loss + self.lambda2 * self.kd(logits.float(), self.refined[idx])
         return self._with_gold(loss, logits, idx)

@@ -25,6 +25,7 @@ __all__ = [
     "RunningConfusion",
     "make_config",
     "observed_pairs",
+    "to_device",
     "eta_prior_bias",
 ]
 
@@ -138,12 +139,29 @@ class RunningConfusion(nn.Module):
         return torch.log(t / t.sum(-1, keepdim=True))
 
 
-def observed_pairs(workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def observed_pairs(workers: torch.Tensor, labels: torch.Tensor, all_observed: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(item, worker, label)`` long tensors ``(P,)`` of the observed entries of a padded
-    batch, item-major (one host synchronisation: P is data dependent)."""
+    batch, item-major (one host synchronisation: P is data dependent).
+
+    ``all_observed``: the caller's guarantee that every entry is observed (annotations
+    without padding, e.g. CIFAR-10N's); the pairs are then every entry in row-major order,
+    the same tensors, without the synchronisation."""
+    if all_observed:
+        B, L = workers.shape
+        item = torch.arange(B, device=workers.device).repeat_interleave(L)
+        return item, workers.reshape(-1), labels.reshape(-1)
     obs = _observed(workers, labels)
     item, col = obs.nonzero(as_tuple=True)
     return item, workers[item, col], labels[item, col]
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t.to(device)`` of a host tensor; to a CUDA device through pinned memory without
+    waiting for the device (a pageable copy synchronises the host with the stream). The
+    same values either way."""
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def eta_prior_bias(n_classes: int, eta: float) -> torch.Tensor:

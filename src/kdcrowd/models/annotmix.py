@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcrowd.losses import _no_autocast
-from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, feature_dim_of, make_config, observed_pairs
+from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, feature_dim_of, make_config, observed_pairs, to_device
 from kdcrowd.models.base import CrowdModel, _check_annotations, _observed, register_crowd_model
 
 __all__ = ["AnnotMix", "AnnotMixConfig"]
@@ -130,6 +130,8 @@ class AnnotMix(CrowdModel):
     averages; :meth:`item_transitions` gives ``T_{i,m}``.
     """
 
+    takes_all_observed = True
+
     def __init__(self, backbone: nn.Module, n_workers: int, n_classes: int, config: AnnotMixConfig | None = None, feature_dim: int | None = None, **overrides: Any) -> None:
         super().__init__(backbone, n_workers, n_classes)
         self.config = c = make_config(AnnotMixConfig, config, overrides)
@@ -188,13 +190,16 @@ class AnnotMix(CrowdModel):
         key = item.double() + 0.5 * torch.rand(P, device=item.device, dtype=torch.float64)
         return torch.argsort(key)
 
-    def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor, all_observed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``all_observed``: every entry of ``workers`` / ``labels`` is observed (see
+        :attr:`~kdcrowd.models.base.CrowdModel.takes_all_observed`); the pairs are then
+        gathered without a host synchronisation."""
         _check_annotations(workers, labels, x.shape[0])
         workers = workers.to(x.device).long()
         labels = labels.to(x.device).long()
         obs = _observed(workers, labels)
         mix = self.training and self.config.alpha > 0
-        item, wk, lab = observed_pairs(workers, labels) if mix else (None, None, None)
+        item, wk, lab = observed_pairs(workers, labels, all_observed) if mix else (None, None, None)
         if not mix or item.numel() == 0:
             logits, feats = self._batch_logits_and_features(x)
             with _no_autocast(logits):
@@ -204,7 +209,8 @@ class AnnotMix(CrowdModel):
                 loss = -torch.where(obs, ll, torch.zeros_like(ll)).sum() / obs.sum().clamp(min=1).float()
             return loss, logits
         B, P, K = x.shape[0], item.shape[0], self.n_classes
-        lam = torch.distributions.Beta(float(self.config.alpha), float(self.config.alpha)).sample((P,)).to(x.device)
+        # drawn on the host from the global CPU generator; copied without waiting for the device
+        lam = to_device(torch.distributions.Beta(float(self.config.alpha), float(self.config.alpha)).sample((P,)), x.device)
         perm = self._permutation(item)
         xp = x[item]
         lx = lam.to(xp.dtype).view(-1, *[1] * (x.dim() - 1))

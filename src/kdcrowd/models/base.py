@@ -11,7 +11,9 @@ The contract (:class:`CrowdModel`):
 - ``forward(x) -> (B, K)`` true-label logits; ``predict_proba(x) -> (B, K)``;
 - ``crowd_loss(x, workers, labels) -> (loss, logits)``: the model's own loss on the
   observed annotations of the batch (missing entries contribute nothing; a batch without
-  any observed annotation gives an exact, finite ``0``) and the true-label logits;
+  any observed annotation gives an exact, finite ``0``) and the true-label logits; a
+  model whose class attribute ``takes_all_observed`` is ``True`` (annot-mix) also takes
+  ``all_observed=True``, the caller's guarantee that no entry is missing;
 - ``transition_matrices() -> (M, K, K)`` row-stochastic, ``T[m, k, j] = P(y^m=j | y=k)``;
 - ``posterior(logits, workers, labels) -> (B, K)``: the annotation-aware posterior
   ``∝ softmax(logits) ⊙ Π_m T_m[:, y^m]`` over the observed annotations (log space);
@@ -116,6 +118,12 @@ class CrowdModel(nn.Module):
     initialises_from_labels: bool = False
     """Whether :meth:`init_from_annotations` initialises the workers from label statistics
     (and so accepts ``soft`` label distributions); ``True`` for Max-MIG."""
+
+    takes_all_observed: bool = False
+    """Whether :meth:`crowd_loss` takes the keyword ``all_observed=True``, the caller's
+    guarantee that every entry of the batch's annotations is observed (no padding), which
+    spares a model that gathers the observed pairs a host synchronisation (annot-mix);
+    :class:`~kdcrowd.objectives.CrowdObjective` gives it when it holds for all its items."""
 
     def __init__(self, backbone: nn.Module, n_workers: int, n_classes: int) -> None:
         super().__init__()
