@@ -90,6 +90,29 @@ def test_run_imports_neither_scikit_learn_nor_scipy_nor_matplotlib(tmp_path: Pat
         assert m["dataset"] == "labelme" and m["train_label_accuracy"] is not None
 
 
+def test_the_command_imports_with_the_collector_off_and_runs_with_it_on(monkeypatch) -> None:
+    """`python -m kdcrowd` and the console script (both kdcrowd.__main__.run) import the
+    libraries with the cyclic garbage collector off; main() freezes them and turns it on."""
+    import gc
+    import tomllib
+
+    import kdcrowd.__main__ as entry
+    import kdcrowd.cli
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["kdcrowd"] == "kdcrowd.__main__:run"
+    seen: list[str] = []
+    disable = gc.disable
+    monkeypatch.setattr(gc, "disable", lambda: (seen.append("collector off"), disable()))
+    monkeypatch.setattr(kdcrowd.cli, "app", lambda prog_name: seen.append(f"app, collector on: {gc.isenabled()}"))
+    try:
+        entry.run()
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert seen == ["collector off", "app, collector on: True"]
+
+
 def test_run_kdcrowd_records_stages(tmp_path: Path) -> None:
     r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "hammer-spammer", "--method", "kdcrowd", "--teacher", "maxmig", "--student", "gce", "--kd", "kl", "--stages", "2", "--lambda1", "0.5", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
