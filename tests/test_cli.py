@@ -47,6 +47,72 @@ def test_run_writes_metrics_and_transitions_and_plots(tmp_path: Path) -> None:
     assert (tmp_path / "w.png").exists()
 
 
+def _labelme_like_root(root: Path, n: int = 60, k: int = 3, d: int = 5, seed: int = 0) -> Path:
+    """A data root holding small files in the layout of the ``labelme`` data set (bag-of-words
+    features): a registered data set that loads without scikit-learn (``digits`` needs it)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (k, d))
+    ys = {s: rng.integers(0, k, m) for s, m in (("train", n), ("valid", n // 2), ("test", n // 2))}
+    answers = np.where(rng.random((n, 6)) < 0.8, ys["train"][:, None], rng.integers(0, k, (n, 6)))
+    answers[rng.random((n, 6)) < 0.3] = -1
+    answers[:, 0] = ys["train"]  # every item labelled at least once
+    folder = root / "labelme"
+    folder.mkdir(parents=True)
+    np.savez(folder / "labelme_annotations.npz", answers=answers, worker_columns_nonempty=np.arange(6), labels_train=ys["train"], class_names=np.array(["a", "b", "c"]))
+    np.savez(folder / "labelme_bovw_features.npz", **{f"X_{s}": (centres[y] + rng.normal(0, 1, (len(y), d))).astype(np.float32) for s, y in ys.items()}, **{f"y_{s}": y for s, y in ys.items()})
+    return root
+
+
+def test_run_imports_neither_scikit_learn_nor_scipy_nor_matplotlib(tmp_path: Path) -> None:
+    """`kdcrowd run`, as a process of its own, trains and evaluates a majority-vote network, a
+    crowd model and KD-Crowd without importing scikit-learn, scipy or matplotlib."""
+    import subprocess
+    import sys
+
+    root = _labelme_like_root(tmp_path / "data")
+    code = (
+        "import sys\n"
+        "from kdcrowd.cli import main\n"
+        "for method in ('mv', 'maxmig', 'kdcrowd'):\n"
+        f"    sys.argv = ['kdcrowd', 'run', '--dataset', 'labelme', '--dataset-option', 'features=bovw', '--dataset-option', 'verify=false', '--data-root', {str(root)!r},\n"
+        f"                '--method', method, '--epochs', '1', '--device', 'cpu', '--out', {str(tmp_path)!r} + '/' + method]\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as e:\n"
+        "        assert not e.code, e.code\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'matplotlib'}))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+    for method in ("mv", "maxmig", "kdcrowd"):
+        m = json.loads((tmp_path / method / "metrics.json").read_text())
+        assert m["dataset"] == "labelme" and m["train_label_accuracy"] is not None
+
+
+def test_the_command_imports_with_the_collector_off_and_runs_with_it_on(monkeypatch) -> None:
+    """`python -m kdcrowd` and the console script (both kdcrowd.__main__.run) import the
+    libraries with the cyclic garbage collector off; main() freezes them and turns it on."""
+    import gc
+    import tomllib
+
+    import kdcrowd.__main__ as entry
+    import kdcrowd.cli
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["kdcrowd"] == "kdcrowd.__main__:run"
+    seen: list[str] = []
+    disable = gc.disable
+    monkeypatch.setattr(gc, "disable", lambda: (seen.append("collector off"), disable()))
+    monkeypatch.setattr(kdcrowd.cli, "app", lambda prog_name: seen.append(f"app, collector on: {gc.isenabled()}"))
+    try:
+        entry.run()
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert seen == ["collector off", "app, collector on: True"]
+
+
 def test_run_kdcrowd_records_stages(tmp_path: Path) -> None:
     r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "hammer-spammer", "--method", "kdcrowd", "--teacher", "maxmig", "--student", "gce", "--kd", "kl", "--stages", "2", "--lambda1", "0.5", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output

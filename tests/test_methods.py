@@ -359,6 +359,38 @@ def test_kdcrowd_reads_validation_accuracies_from_the_histories(monkeypatch) -> 
     assert st.best_state.keys() == st.final_state.keys() and all(torch.equal(st.best_state[k], st.final_state[k]) for k in st.best_state)
 
 
+@pytest.mark.parametrize("method", ["mv", "clean"])
+def test_train_label_accuracy_is_read_from_the_memorization_record(method: str, monkeypatch) -> None:
+    """A method trained on fixed targets has no training-label distribution of its own: its
+    training-label accuracy is the one the memorization callback recorded at the selected
+    epoch, with no prediction pass over the training items after training, and the same
+    number as predicting them again (what a run without memorization tracking does)."""
+    from dataclasses import replace
+
+    import kdcrowd.evaluate
+    from kdcrowd.training import predict_proba
+
+    ds = tiny_dataset()
+    passes: list[int] = []
+
+    def counting(module, d, x, config=None):
+        if x is d.x_train:
+            passes.append(len(passes))
+        return predict_proba(module, d, x, config)
+
+    monkeypatch.setattr(kdcrowd.evaluate, "predict_proba", counting)
+    c = cfg(method, epochs=4)
+    tracked, _ = run_on_dataset(ds, c)
+    assert len(passes) == 4  # one per epoch (memorization), none after training
+    assert 1 <= tracked["best_epoch"] < 4  # the selected epoch is not the last: its record is the one read
+    passes.clear()
+    untracked, _ = run_on_dataset(ds, replace(c, track_memorization=False))
+    assert len(passes) == 1  # predicted once, after training
+    assert tracked["train_label_accuracy"] == untracked["train_label_accuracy"]
+    for key in ("test_accuracy", "test_accuracy_val_selected", "best_epoch"):
+        assert tracked[key] == untracked[key]
+
+
 def test_padded_annotations_are_the_padded_rows_as_long_tensors() -> None:
     import torch
 

@@ -23,6 +23,7 @@ A new field in one of those dataclasses is a new option of every door.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import re
 import textwrap
@@ -94,8 +95,14 @@ class DoorOption:
     choices: tuple[Any, ...] | None = None
 
 
+@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (``name: type = default`` then ``\"\"\"...\"\"\"``)."""
+    """The docstring under each field of a dataclass (``name: type = default`` then ``\"\"\"...\"\"\"``).
+
+    Parsed from the class's source once per process: :func:`door_options` needs it for
+    the decorators of ``kdcrowd run`` and ``kdcrowd fit`` at import and again for the
+    command's option checks, and parsing was most of its time. The dictionary is shared:
+    read it, do not change it."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):  # pragma: no cover - no source (frozen application)

@@ -76,7 +76,10 @@ def memorization_callback(
 
     ``y``: the reference labels (default ``ds.y_train``). Without training ground truth,
     ``ds.y_reference`` (e.g. the Dawid–Skene labels of a user's crowd) stands in for it
-    (:func:`standard_callbacks` passes it), and ``train_accuracy`` is not recorded."""
+    (:func:`standard_callbacks` passes it), and ``train_accuracy`` is not recorded. With
+    it, ``train_accuracy`` is the accuracy of the epoch's predictions on the training
+    items against ``ds.y_train`` (whatever ``y`` is): :func:`evaluate_output` reuses the
+    selected epoch's as ``train_label_accuracy`` instead of predicting them again."""
     ann = ds.annotations
     truth = ds.y_train is not None
     y = ds.y_train if y is None else y
@@ -93,7 +96,7 @@ def memorization_callback(
     wrong = (label != yt) & (yt >= 0)
     denom = np.bincount(worker[wrong], minlength=n_workers).astype(np.float64)
     w_item, w_worker, w_label = (torch.as_tensor(a[wrong], device=dev) for a in (item, worker, label))
-    y_dev = torch.as_tensor(y_np, device=dev) if truth else None
+    y_dev = torch.as_tensor(np.asarray(ds.y_train, dtype=np.int64), device=dev) if truth else None
     if pseudo is not None:
         s_np = np.asarray(pseudo, dtype=np.int64).ravel()
         if s_np.shape != y_np.shape:
@@ -177,11 +180,26 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
             res = {"test_accuracy": res["test_accuracy_val_selected"], "test_ece": res["test_ece_val_selected"], **res}
     res["best_epoch"] = out.fit.best_epoch
     if ds.y_train is not None:
-        tp = out.train_proba if out.train_proba is not None else predict_proba(module, data, data.x_train, config)
-        res["train_label_accuracy"] = M.accuracy(tp.cpu().numpy(), ds.y_train)
+        if out.train_proba is not None:
+            res["train_label_accuracy"] = M.accuracy(out.train_proba.cpu().numpy(), ds.y_train)
+        else:
+            recorded = _recorded_train_accuracy(out.fit)
+            res["train_label_accuracy"] = recorded if recorded is not None else M.accuracy(predict_proba(module, data, data.x_train, config).cpu().numpy(), ds.y_train)
     if out.transitions is not None and ds.annotations is not None:
         res["expertise_error"] = expertise_error_summary(out.transitions, ds)
     return res
+
+
+def _recorded_train_accuracy(res: FitResult) -> float | None:
+    """The ``train_accuracy`` that :func:`memorization_callback` recorded at the selected
+    epoch: the accuracy against ``ds.y_train`` of the predictions on the training items by
+    the module in the state it is evaluated in, the same number as predicting them again
+    (the same pass, and ``count / n`` is what :func:`kdcrowd.metrics.accuracy` computes).
+    ``None`` when no epoch recorded it (memorization not tracked, no training)."""
+    for record in res.history:
+        if record.get("epoch") == res.best_epoch and record.get("train_accuracy") is not None:
+            return float(record["train_accuracy"])
+    return None
 
 
 def true_transitions(ds: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
