@@ -17,7 +17,7 @@ _LAYER_OF = [
     (1, ["kdcrowd.data", "kdcrowd.aggregation", "kdcrowd.aggregators", "kdcrowd.metrics"]),
     (2, ["kdcrowd.models", "kdcrowd.losses", "kdcrowd.students"]),
     (3, ["kdcrowd.training", "kdcrowd.checkpoint", "kdcrowd.objectives", "kdcrowd.evaluate", "kdcrowd.persist"]),
-    (4, ["kdcrowd.framework"]),
+    (4, ["kdcrowd.framework", "kdcrowd.teacher_outputs"]),
     (5, ["kdcrowd.methods"]),
     # the package itself (its lazy KDCrowdClassifier) and `python -m kdcrowd` are doors
     (6, ["kdcrowd", "kdcrowd.__main__", "kdcrowd.doors", "kdcrowd.report", "kdcrowd.crowdfit", "kdcrowd.estimator", "kdcrowd.cli", "kdcrowd.cli_checks"]),

@@ -10,6 +10,11 @@ robust student, then the roles switch.
 * Stage 2 — roles switched: the crowd model retrained on the annotations with
   ``lambda2 * L_KD(f(x), r)``; its matrices are the refined worker-expertise estimates.
 
+Stage 0 may be skipped: ``fit(..., pretrained=)`` reuses a trained teacher module, and
+``fit(..., teacher_outputs=)`` takes a teacher's saved outputs
+(:class:`~kdcrowd.teacher_outputs.TeacherOutputs`: its predictions on the training items,
+its matrices, its best validation accuracy), so the teacher may be trained in another process.
+
 With gold questions (``ds.gold``, :mod:`kdcrowd.data.gold`) the teacher and stage 2 add
 the classifier's cross-entropy on the gold items (``TrainConfig.gold_weight``) and the
 student's targets q of the gold items are their known one-hot labels.
@@ -48,6 +53,7 @@ from .objectives import (
     padded_annotations,
 )
 from .students import STUDENTS, Student, StudentObjective, build_student
+from .teacher_outputs import TeacherOutputs, teacher_predictions
 from .training import DeviceData, EpochLog, FitResult, TrainConfig, fit, predict_proba, seeded
 
 __all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "KD_LOSSES", "StageRecorder", "NO_CHECKPOINTS"]
@@ -150,9 +156,11 @@ class KDCrowd:
         """Check again (the fields may have been changed since the object was made)."""
         self.__post_init__()
 
-    def stage_names(self, pretrained: Any = None) -> list[str]:
-        """The stages that train, in order (a reused pre-trained teacher is not one)."""
-        return (["teacher"] if pretrained is None else []) + ["student"] + (["stage2"] if self.stages == 2 else [])
+    def stage_names(self, pretrained: Any = None, teacher_outputs: TeacherOutputs | None = None) -> list[str]:
+        """The stages that train, in order (a reused pre-trained teacher, or a teacher's
+        saved outputs, is not one)."""
+        reused = pretrained is not None or teacher_outputs is not None
+        return ([] if reused else ["teacher"]) + ["student"] + (["stage2"] if self.stages == 2 else [])
 
     def _kd_loss(self, target: torch.Tensor) -> nn.Module | None:
         """The distillation loss towards ``target`` (N, K) (its mean is the ``teacher`` prior)."""
@@ -167,6 +175,7 @@ class KDCrowd:
         callbacks: Callable[[str, np.ndarray | None], list[Callback]] | None = None,
         checkpoints: StageRecorder = NO_CHECKPOINTS,
         pretrained: tuple[nn.Module, FitResult | None] | None = None,
+        teacher_outputs: TeacherOutputs | None = None,
     ) -> tuple[dict[str, MethodOutput], str]:
         """Run the stages on ``ds`` (already on ``data.device``); returns (outputs per stage,
         final stage name). Nothing is evaluated here: the runner evaluates each output.
@@ -183,13 +192,30 @@ class KDCrowd:
         stage 0 then reuses a copy instead of training one, so several KD-Crowd variants can
         share one teacher. A re-initialised stage 2 needs a fresh model, so with a pretrained
         teacher ``teacher`` must be a name, or ``stage2`` must be ``finetune``.
+
+        ``teacher_outputs``: a teacher's saved outputs
+        (:class:`~kdcrowd.teacher_outputs.TeacherOutputs`) instead of a teacher: stage 0
+        neither trains nor predicts, and the student and stage 2 give the numbers they give
+        over the teacher module those outputs came from. There is then no ``"teacher"``
+        output (no module to evaluate: the run that trained the teacher evaluated it), and
+        stage 2 cannot fine-tune the teacher (``stage2="finetune"`` is refused).
         """
         self._check()
         if pretrained is not None and not isinstance(self.teacher, str) and self.stage2 == "reinit":
             raise ValueError("a pre-trained teacher module cannot be re-initialised for stage 2: give the teacher by name or use stage2='finetune'")
+        if teacher_outputs is not None:
+            if pretrained is not None:
+                raise ValueError("give the teacher as a module (pretrained=) or as its saved outputs (teacher_outputs=), not both")
+            if self.stages == 2 and self.stage2 == "finetune":
+                raise ValueError("stage2='finetune' fine-tunes the teacher module, and saved teacher outputs hold its predictions, not the module: "
+                                 "use stage2='reinit' (a fresh crowd model, the default), or train the teacher in this run")
         ann = ds.annotations
         if ann is None:
             raise ValueError(f"KD-Crowd needs crowd annotations; data set '{ds.name}' has none (use --workers)")
+        if teacher_outputs is not None:
+            got, want = (teacher_outputs.n_train, teacher_outputs.n_classes, teacher_outputs.n_workers), (data.n_train, ds.n_classes, ann.n_workers)
+            if got != want:
+                raise ValueError(f"the teacher outputs are of {got[0]} training items, {got[1]} classes and {got[2]} workers; data set '{ds.name}' has {want[0]}, {want[1]} and {want[2]}")
         stage_callbacks = callbacks or (lambda stage, pseudo: standard_callbacks(ds, data, train, stage, pseudo))
         w, l = padded_annotations(ann, data.device)
         gold = gold_targets(ds, data.device)  # gold questions: (N,) known classes, -1 unknown; or None
@@ -199,28 +225,33 @@ class KDCrowd:
         # Stage 0: the teacher. A user's module is copied, so that it stays untrained: a
         # second fit starts from the same weights, and stage 2 re-initialises from it.
         tname = self.teacher if isinstance(self.teacher, str) else type(self.teacher).__name__
-        if pretrained is not None:
-            teacher = copy.deepcopy(pretrained[0]).to(data.device)
-        elif isinstance(self.teacher, str):
-            with seeded(train.seed):  # the same teacher as the plain crowd-model run of this seed
-                teacher = make_crowd_model(self.teacher, ds, data, self.backbone, self.teacher_options, padded=(w, l))
-        else:
-            teacher = copy.deepcopy(self.teacher).to(data.device)
         if self.stages == 2 and self.stage2 == "reinit" and self.stage2_init == "student":
             stage2_cls = CROWD_MODELS[self.teacher].cls if isinstance(self.teacher, str) else type(self.teacher)
             if not getattr(stage2_cls, "initialises_from_labels", False):
                 raise ValueError(f"stage2_init='student' needs a crowd model that initialises its workers from label statistics (Max-MIG); {stage2_cls.__name__} does not (use stage2_init='annotations')")
-        t_obj = CrowdObjective(teacher, w, l, worker_lr_scale=train.worker_lr_scale, **anchored)
-        if pretrained is not None:
-            t_fit = pretrained[1] if pretrained[1] is not None else EpochLog(t_obj, (), f"teacher {tname}").result(0.0, train)
+        teacher: nn.Module | None = None
+        if teacher_outputs is not None:  # what the teacher gave, as it gave it (float32, exact)
+            proba, post = (torch.as_tensor(a, device=data.device) for a in (teacher_outputs.proba, teacher_outputs.posterior))
+            teacher_val = teacher_outputs.best_val_accuracy
         else:
-            t_fit = fit(t_obj, data, checkpoints.train_config("teacher", train), stage_callbacks("teacher", None), desc=f"teacher {tname}")
-            checkpoints.finish("teacher")
-            t_obj.load_state_dict(t_fit.best_state, strict=False)
-        proba, post = crowd_outputs(teacher, data, w, l, train)
+            if pretrained is not None:
+                teacher = copy.deepcopy(pretrained[0]).to(data.device)
+            elif isinstance(self.teacher, str):
+                with seeded(train.seed):  # the same teacher as the plain crowd-model run of this seed
+                    teacher = make_crowd_model(self.teacher, ds, data, self.backbone, self.teacher_options, padded=(w, l))
+            else:
+                teacher = copy.deepcopy(self.teacher).to(data.device)
+            t_obj = CrowdObjective(teacher, w, l, worker_lr_scale=train.worker_lr_scale, **anchored)
+            if pretrained is not None:
+                t_fit = pretrained[1] if pretrained[1] is not None else EpochLog(t_obj, (), f"teacher {tname}").result(0.0, train)
+            else:
+                t_fit = fit(t_obj, data, checkpoints.train_config("teacher", train), stage_callbacks("teacher", None), desc=f"teacher {tname}")
+                checkpoints.finish("teacher")
+                t_obj.load_state_dict(t_fit.best_state, strict=False)
+            proba, post, transitions, teacher_val = teacher_predictions(teacher, t_obj, t_fit, data, w, l, train)
         q = post if self.teacher_output == "posterior" else proba
-        outs["teacher"] = MethodOutput(t_obj, t_fit, train_proba=q, transitions=teacher.transition_matrices().detach().float().cpu().numpy())
-        teacher_val = best_val_accuracy(t_fit, t_obj, data, train)
+        if teacher is not None:
+            outs["teacher"] = MethodOutput(t_obj, t_fit, train_proba=q, transitions=transitions)
 
         # Stage 1: the robust student on the teacher's hard predictions, distilling q
         # (the known one-hot labels of the gold items).
@@ -244,6 +275,7 @@ class KDCrowd:
 
         # Stage 2: roles switched — the crowd model again, supervised by the student.
         if self.stage2 == "finetune":
+            assert teacher is not None  # refused above with teacher outputs
             model = copy.deepcopy(teacher)
         else:
             soft = refined if self.stage2_init == "student" else None
@@ -268,10 +300,11 @@ class KDCrowd:
             final = "student" if (sv is not None and cv is not None and sv > cv) else "stage2"
         return outs, final
 
-    def identity(self, pretrained: tuple[nn.Module, FitResult | None] | None = None) -> dict[str, Any]:
+    def identity(self, pretrained: tuple[nn.Module, FitResult | None] | None = None, teacher_outputs: TeacherOutputs | None = None) -> dict[str, Any]:
         """What the stages depend on beyond the training settings: this framework's settings
         (a module or class by its type name and, for a teacher module, its initial state) and
-        a pre-trained teacher's state, for :class:`~kdcrowd.checkpoint.StageCheckpoints`."""
+        a pre-trained teacher's state, or a teacher's saved outputs, for
+        :class:`~kdcrowd.checkpoint.StageCheckpoints`."""
         def plain(v: Any) -> Any:
             if isinstance(v, nn.Module):
                 return {"module": type(v).__qualname__, "digest": module_digest(v)}
@@ -280,4 +313,7 @@ class KDCrowd:
             return v
 
         framework = {f.name: plain(getattr(self, f.name)) for f in fields(self)}
-        return {"framework": framework, "pretrained_teacher": None if pretrained is None else module_digest(pretrained[0])}
+        out = {"framework": framework, "pretrained_teacher": None if pretrained is None else module_digest(pretrained[0])}
+        if teacher_outputs is not None:  # a key only then: the folders of other runs keep their identity
+            out["teacher_outputs"] = teacher_outputs.digest()
+        return out

@@ -20,6 +20,12 @@ With :attr:`RunConfig.checkpoint_dir` every training stage checkpoints its finis
 :attr:`~kdcrowd.training.TrainConfig.checkpoint_interval` seconds), and the same run
 started again continues where it stopped.
 
+A crowd-model run's outputs can be saved as a KD-Crowd teacher's
+(:func:`teacher_outputs_of`, :class:`~kdcrowd.teacher_outputs.TeacherOutputs`), and a
+``kdcrowd`` run can take them instead of training its teacher
+(``run_on_dataset(..., teacher_outputs=)``): the teacher in one process, the student and
+stage 2 in another, with the numbers of one process.
+
 This is the runner layer: it turns a :class:`RunConfig` into the components' typed
 configurations (:class:`~kdcrowd.training.TrainConfig`, a crowd model's options,
 :class:`~kdcrowd.framework.KDCrowd`), trains through the engine, and evaluates every
@@ -62,6 +68,7 @@ from .objectives import (
     padded_annotations,
     require_annotations,
 )
+from .teacher_outputs import TeacherOutputs, teacher_fingerprint, teacher_predictions
 from .training import DeviceData, FitResult, LOOP_TIMINGS, TrainConfig, fit, resolve_device, seeded
 
 __all__ = [
@@ -74,6 +81,7 @@ __all__ = [
     "method_options",
     "run",
     "run_on_dataset",
+    "teacher_outputs_of",
     "versions",
 ]
 
@@ -247,15 +255,41 @@ def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
     return MethodOutput(obj, res, train_proba=proba, transitions=trans, extra=extra)
 
 
-def _kdcrowd(ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult | None] | None = None) -> MethodOutput:
+#: The fields of a crowd-model run's metrics that :func:`evaluate_output` gave: what a
+#: KD-Crowd run over its saved outputs reports as its teacher stage.
+TEACHER_STAGE_FIELDS = ("test_accuracy", "test_ece", "test_accuracy_val_selected", "test_ece_val_selected", "best_epoch", "train_label_accuracy", "expertise_error")
+
+
+def _teacher_stage(saved: TeacherOutputs, fw: KDCrowd, ds: Any) -> dict[str, Any]:
+    """The teacher stage of a KD-Crowd run over saved outputs: the teacher run's own
+    evaluation, history and seconds (``timings`` empty: it trained elsewhere), with
+    ``train_label_accuracy`` of the predictions the student distils (``teacher_output``), as a
+    teacher trained in the run reports it, and ``source: "teacher outputs"``."""
+    rec = {k: saved.metrics[k] for k in TEACHER_STAGE_FIELDS if k in saved.metrics}
+    if ds.y_train is not None:
+        rec["train_label_accuracy"] = M.accuracy(saved.posterior if fw.teacher_output == "posterior" else saved.proba, ds.y_train)
+    rec.update(history=saved.metrics.get("history", []), seconds=saved.metrics.get("train_seconds"), timings={}, source="teacher outputs")
+    return rec
+
+
+def _kdcrowd(
+    ds: Any, data: DeviceData, cfg: RunConfig, pretrained: tuple[nn.Module, FitResult | None] | None = None, teacher_outputs: TeacherOutputs | None = None
+) -> MethodOutput:
     """The ``kdcrowd`` method: :class:`KDCrowd` from ``cfg.options``, every stage evaluated here.
 
-    ``pretrained`` (crowd model, fit result) reuses an already trained teacher."""
+    ``pretrained`` (crowd model, fit result) reuses an already trained teacher;
+    ``teacher_outputs`` takes a teacher's saved outputs instead (its stage is then the
+    teacher run's own evaluation, :func:`_teacher_stage`)."""
     fw = method_options("kdcrowd", cfg.options, backbone=cfg.backbone)
-    ckpt = _stage_checkpoints(cfg, ds, fw.stage_names(pretrained), identity=fw.identity(pretrained) if cfg.checkpoint_dir else None)
-    outs, final = fw.fit(ds, data, cfg.train, callbacks=lambda stage, pseudo: _callbacks(ds, data, cfg, stage, pseudo), checkpoints=ckpt, pretrained=pretrained)
-    transitions = outs["stage2"].transitions if "stage2" in outs else outs["teacher"].transitions
-    stages: dict[str, Any] = {}
+    identity = fw.identity(pretrained, teacher_outputs) if cfg.checkpoint_dir else None
+    ckpt = _stage_checkpoints(cfg, ds, fw.stage_names(pretrained, teacher_outputs), identity=identity)
+    outs, final = fw.fit(ds, data, cfg.train, callbacks=lambda stage, pseudo: _callbacks(ds, data, cfg, stage, pseudo), checkpoints=ckpt,
+                         pretrained=pretrained, teacher_outputs=teacher_outputs)
+    if "stage2" in outs:
+        transitions = outs["stage2"].transitions
+    else:
+        transitions = outs["teacher"].transitions if teacher_outputs is None else teacher_outputs.transitions
+    stages: dict[str, Any] = {} if teacher_outputs is None else {"teacher": _teacher_stage(teacher_outputs, fw, ds)}
     evaluation = None
     for name, out in outs.items():
         t = time.perf_counter()
@@ -328,17 +362,62 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def run_on_dataset(ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module, FitResult] | None = None) -> tuple[dict[str, Any], MethodOutput]:
+def teacher_fingerprint_of(ds: Any, cfg: RunConfig) -> dict[str, Any]:
+    """The :func:`~kdcrowd.teacher_outputs.teacher_fingerprint` of run ``cfg``'s teacher:
+    the crowd model a crowd-model run trains, or the one a ``kdcrowd`` run trains first
+    (its ``teacher`` and teacher options). A run's seed is its training's."""
+    if cfg.method == "kdcrowd":
+        fw = method_options("kdcrowd", cfg.options, backbone=cfg.backbone)
+        if not isinstance(fw.teacher, str):
+            raise ValueError("teacher outputs are matched to a teacher given by name; this KD-Crowd teacher is a module")
+        teacher, options = fw.teacher, fw.teacher_options
+    elif cfg.method in _CROWD_MODEL_REGISTRY:
+        teacher, options = cfg.method, cfg.options
+    else:
+        raise ValueError(f"method '{cfg.method}' has no teacher: teacher outputs are a crowd model's (as a KD-Crowd teacher)")
+    return teacher_fingerprint(ds, replace(cfg.train, seed=cfg.seed), teacher, options, cfg.backbone, dataset_options=cfg.dataset_options, workers=cfg.workers)
+
+
+def teacher_outputs_of(metrics: dict[str, Any], out: MethodOutput, cfg: RunConfig) -> TeacherOutputs:
+    """A crowd-model run's outputs as a KD-Crowd teacher's (``metrics, out`` from
+    :func:`run_on_dataset` with ``cfg``): what a ``kdcrowd`` run over this crowd model,
+    trained with the same data, seed and settings, takes from its teacher, computed as it
+    computes them, with the run's metrics and its :func:`teacher_fingerprint_of`."""
+    if cfg.method not in _CROWD_MODEL_REGISTRY:
+        raise ValueError(f"teacher outputs are a crowd model's; method '{cfg.method}' is not one")
+    if out.data is None or out.dataset is None:
+        raise ValueError("teacher_outputs_of takes the output of run_on_dataset (it records the data it trained on)")
+    ds, data = out.dataset, out.data
+    train = replace(cfg.train, seed=cfg.seed)
+    w, l = padded_annotations(require_annotations(ds, cfg.method), data.device)
+    proba, post, transitions, val = teacher_predictions(out.module.model, out.module, out.fit, data, w, l, train)
+    return TeacherOutputs(proba.cpu().numpy(), post.cpu().numpy(), transitions, val, teacher_fingerprint_of(ds, cfg), metrics)
+
+
+def run_on_dataset(
+    ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module, FitResult] | None = None, teacher_outputs: TeacherOutputs | None = None
+) -> tuple[dict[str, Any], MethodOutput]:
     """Run ``cfg.method`` on an already loaded data set; returns (metrics, method output).
 
     ``pretrained_teacher`` (crowd model, fit result), for ``kdcrowd`` only, reuses a teacher
     trained earlier (e.g. by a ``maxmig`` run on the same data and seed) instead of
     training a new one, so variants are compared over the same teacher.
+
+    ``teacher_outputs``, for ``kdcrowd`` only, takes a teacher's saved outputs instead
+    (:func:`teacher_outputs_of`, in another process): refused, naming what differs, unless
+    they are of the teacher this run would train (:func:`teacher_fingerprint_of`). The
+    ``teacher`` stage of the metrics is then the teacher run's evaluation.
     """
     method = method_function(cfg.method)
     method_options(cfg.method, cfg.options)  # refuse unknown options before any data is moved
     if cfg.train.seed != cfg.seed:
         cfg = replace(cfg, train=replace(cfg.train, seed=cfg.seed))
+    if teacher_outputs is not None:
+        if cfg.method != "kdcrowd":
+            raise ValueError("teacher_outputs are only used by the kdcrowd method")
+        if pretrained_teacher is not None:
+            raise ValueError("give a pretrained_teacher or teacher_outputs, not both")
+        teacher_outputs.check(teacher_fingerprint_of(ds, cfg))
     device = resolve_device(cfg.train.device, distributed=cfg.train.distributed or None)
     t0 = time.perf_counter()
     data = DeviceData.from_dataset(ds, device)
@@ -347,6 +426,8 @@ def run_on_dataset(ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module,
         if cfg.method != "kdcrowd":
             raise ValueError("pretrained_teacher is only used by the kdcrowd method")
         out = _kdcrowd(ds, data, cfg, pretrained=pretrained_teacher)
+    elif teacher_outputs is not None:
+        out = _kdcrowd(ds, data, cfg, teacher_outputs=teacher_outputs)
     else:
         out = method(ds, data, cfg)
     t_eval = time.perf_counter()
