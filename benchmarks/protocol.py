@@ -24,6 +24,32 @@ test). The output JSON holds every run's metrics and a ``summary`` per method (m
 sample std over seeds of the last-epoch and validation-selected test accuracy, the
 last-epoch validation accuracy) and per KD-Crowd teacher (paired gain). Written after
 every run, so an interrupted suite keeps what it finished.
+
+A teacher and KD-Crowd over it in two processes (two device calls: three 100-epoch
+ResNet-18 runs do not fit one 600-s call), through the teacher's outputs
+(:class:`kdcrowd.teacher_outputs.TeacherOutputs`: its predictions on the training items, its
+matrices, its best validation accuracy; about 1 MB for CIFAR-10N's 15 k items):
+
+* ``--save-teacher-outputs DIR``: every crowd-model run of the invocation (each may be a
+  teacher) writes ``DIR/<method>_seed<S>.npz`` and its row, ``DIR/<method>_seed<S>.json``;
+* ``--teacher-outputs DIR`` (with ``--kd-teachers T ...``): the KD-Crowd rows over ``T`` read
+  ``DIR/T_seed<S>.npz`` instead of training a teacher, and ``T``'s own row of the seed is
+  its saved row (``from_file`` names the file; ``T`` is not trained again even if
+  ``--methods`` names it), so the paired gain is still computed. The file must be of the
+  teacher this run would train (data, seed, options, training settings; a difference is
+  refused, naming it). The student and stage 2 give the numbers they give over the teacher
+  in one process, to the bit; ``stage2=finetune`` needs the teacher module and is refused.
+
+    # call 1: the teachers
+    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-cifar10n-worst --seeds 0 --methods annot-mix \
+        --kd-teachers --no-clean --device cuda --root .data --out $OUT/teachers_0.json --save-teacher-outputs $OUT/teachers
+    # call 2, with $OUT/teachers carried back as benchmarks/results/protocol/teachers/cifar10n-worst
+    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-cifar10n-worst --seeds 0 --methods \
+        --kd-teachers annot-mix --no-clean --device cuda --root .data --out $OUT/kd_0.json \
+        --teacher-outputs benchmarks/results/protocol/teachers/cifar10n-worst
+
+``--merge`` keeps the rows of both calls; a saved teacher row is dropped where the run it
+was saved from is among the merged rows, and ``teacher_rows_from_files`` lists those kept.
 """
 
 from __future__ import annotations
@@ -44,7 +70,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from kdcrowd.data.datasets import CrowdDataset, load_dataset  # noqa: E402
 from kdcrowd.cli import parse_key_values  # noqa: E402
 from kdcrowd.io import write_json  # noqa: E402
-from kdcrowd.methods import CROWD_MODELS, RunConfig, run_on_dataset, versions  # noqa: E402
+from kdcrowd.methods import CROWD_MODELS, RunConfig, run_on_dataset, teacher_fingerprint_of, teacher_outputs_of, versions  # noqa: E402
+from kdcrowd.teacher_outputs import TeacherOutputs  # noqa: E402
 from kdcrowd.training import TrainConfig  # noqa: E402
 
 #: Aggregate-then-train methods (those present in this build).
@@ -128,7 +155,31 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
+def teacher_files(folder: Path, method: str, seed: int) -> tuple[Path, Path]:
+    """A teacher's saved outputs and its row: ``<folder>/<method>_seed<seed>.npz`` and ``.json``."""
+    stem = folder / f"{method}_seed{seed}"
+    return stem.with_suffix(".npz"), stem.with_suffix(".json")
+
+
+def merge_runs(parts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of ``parts``, without a teacher row read from a file (``from_file``) where
+    the run it was saved from is among them (the same row); and the teacher rows from files
+    that were kept (``"<label> seed <S>: <file>"``)."""
+    runs = [r for p in parts for r in p["runs"]]
+    trained = {(r["label"], r["seed"]) for r in runs if not r.get("from_file")}
+    kept = [r for r in runs if not (r.get("from_file") and (r["label"], r["seed"]) in trained)]
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for r in kept:  # the same saved row read by several parts: once
+        key = (r["label"], r["seed"])
+        if r.get("from_file") and key in seen:
+            continue
+        seen.add(key)
+        out.append(r)
+    return out, [f"{r['label']} seed {r['seed']}: {r['from_file']}" for r in out if r.get("from_file")]
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", required=True, choices=sorted(SUITES))
     ap.add_argument("--out", required=True, type=Path)
@@ -150,10 +201,19 @@ def main() -> None:
     ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="combine these result files (parts run in parallel) into --out, and stop")
     ap.add_argument("--best-teachers", action="store_true", help="with --merge: print the --n-teachers best crowd models by mean last-epoch validation accuracy")
-    args = ap.parse_args()
+    ap.add_argument("--save-teacher-outputs", type=Path, default=None, metavar="DIR",
+                    help="every crowd-model run writes its outputs as a KD-Crowd teacher's, DIR/<method>_seed<S>.npz, and its row, DIR/<method>_seed<S>.json")
+    ap.add_argument("--teacher-outputs", type=Path, default=None, metavar="DIR",
+                    help="KD-Crowd over each --kd-teachers T reads DIR/T_seed<S>.npz instead of training T, and T's row of the seed is DIR/T_seed<S>.json")
+    args = ap.parse_args(argv)
+    command = " ".join(sys.argv if argv is None else ["protocol.py", *argv])
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
-        merged = {**parts[0], "command": " ".join(sys.argv), "parts": [p.get("command") for p in parts], "runs": [r for p in parts for r in p["runs"]]}
+        runs, from_files = merge_runs(parts)
+        merged = {**parts[0], "command": command, "parts": [p.get("command") for p in parts], "runs": runs}
+        merged.pop("teacher_outputs", None)
+        if from_files:
+            merged["teacher_rows_from_files"] = from_files
         merged["summary"] = summarise(merged["runs"])
         merged["wall_seconds"] = max(p.get("wall_seconds", 0.0) for p in parts)
         write_json(args.out, merged)
@@ -180,18 +240,39 @@ def main() -> None:
     if args.optimizer is not None:
         train_hp["optimizer"] = args.optimizer
     methods = args.methods if args.methods is not None else available_methods()
+    if args.teacher_outputs is not None:
+        if args.kd_teachers is None:
+            ap.error("--teacher-outputs reads the outputs of the --kd-teachers: name them")
+        missing = [str(f) for seed in args.seeds for t in args.kd_teachers for f in teacher_files(args.teacher_outputs, t, seed) if not f.exists()]
+        if missing:
+            ap.error(f"--teacher-outputs {args.teacher_outputs}: no {', '.join(missing)} (written by a run with --save-teacher-outputs)")
+        methods = [m for m in methods if m not in args.kd_teachers]  # their rows are the saved ones
     if not args.no_clean:
         methods = ["clean", *methods]
     t0 = time.perf_counter()
-    out: dict[str, Any] = {"suite": args.suite, "settings": {**suite, "train": train_hp}, "command": " ".join(sys.argv), "versions": versions(), "runs": []}
+    out: dict[str, Any] = {"suite": args.suite, "settings": {**suite, "train": train_hp}, "command": command, "versions": versions(), "runs": []}
+    if args.teacher_outputs is not None:
+        out["teacher_outputs"] = str(args.teacher_outputs)
     teachers: dict[tuple[int, str], Any] = {}
     teacher_labels: dict[str, str] = {}  # a crowd model's row label (with its --options), for the KD-Crowd rows over it
     data: dict[int, CrowdDataset] = {}
 
-    def one(ds: CrowdDataset, seed: int, method: str, label: str, options: dict[str, Any], pre: Any = None) -> dict[str, Any]:
+    def add(row: dict[str, Any]) -> None:
+        out["runs"].append(row)
+        out["summary"] = summarise(out["runs"])
+        out["wall_seconds"] = time.perf_counter() - t0
+        write_json(args.out, out)
+
+    def kd_options(teacher: str, variant: dict[str, Any] | None = None) -> dict[str, Any]:
+        """KD-Crowd's options over ``teacher``: its teacher options are the teacher run's
+        (``--options``), so that stage 2 rebuilds the crowd model the teacher is."""
+        return {"teacher": teacher, **method_opts.get(teacher, {}), **(variant or {})}
+
+    def one(ds: CrowdDataset, seed: int, method: str, label: str, options: dict[str, Any], pre: Any = None,
+            saved: tuple[Path, TeacherOutputs] | None = None) -> dict[str, Any]:
         cfg = run_config(suite, train_hp, seed, method, options, args.device)
         t = time.perf_counter()
-        metrics, output = run_on_dataset(ds, cfg, pretrained_teacher=pre)
+        metrics, output = run_on_dataset(ds, cfg, pretrained_teacher=pre, teacher_outputs=None if saved is None else saved[1])
         if method in CROWD_MODELS:
             teachers[(seed, method)] = (output.module.model, output.fit)
             teacher_labels[method] = label
@@ -200,16 +281,24 @@ def main() -> None:
         row.update(label=label, val_last=_val_accuracies(metrics)["val_last"], teacher=teacher_labels.get(options.get("teacher"), options.get("teacher")), options=options,
                    stages={k: {**{kk: v.get(kk) for kk in ("test_accuracy", "test_accuracy_val_selected", "best_epoch")}, **_val_accuracies(v)}
                            for k, v in (metrics.get("stages") or {}).items()})
-        out["runs"].append(row)
-        out["summary"] = summarise(out["runs"])
-        out["wall_seconds"] = time.perf_counter() - t0
-        write_json(args.out, out)
+        if saved is not None:
+            row["teacher_outputs"] = str(saved[0])
+        add(row)
+        if args.save_teacher_outputs is not None and method in CROWD_MODELS:
+            npz, rec = teacher_files(args.save_teacher_outputs, method, seed)
+            teacher_outputs_of(metrics, output, cfg).save(npz)
+            write_json(rec, row)
         print(f"[{time.perf_counter() - t0:7.1f}s] seed {seed} {label:<28} test last {row['test_accuracy']:.4f} "
               f"val-sel {row['test_accuracy_val_selected']:.4f} val last {row['val_last'] or float('nan'):.4f} ({time.perf_counter() - t:.1f}s)", flush=True)
         return row
 
+    saved: dict[tuple[int, str], tuple[Path, TeacherOutputs]] = {}
     for seed in args.seeds:
         data[seed] = ds = load_suite_data(suite, args.root, args.device, seed)
+        for t in args.kd_teachers if args.teacher_outputs is not None else []:  # a file of another teacher: refused before anything trains
+            npz = teacher_files(args.teacher_outputs, t, seed)[0]
+            expected = teacher_fingerprint_of(ds, run_config(suite, train_hp, seed, "kdcrowd", kd_options(t), args.device))
+            saved[(seed, t)] = (npz, TeacherOutputs.load(npz, expected=expected))
         for m in methods:
             opts = method_opts.get(m, {})
             one(ds, seed, m, " ".join([m, *(f"{k}={json.dumps(v)}" for k, v in opts.items())]), opts)
@@ -221,11 +310,18 @@ def main() -> None:
     out["kd_teachers"] = kd_teachers
     variants = [dict(kv.split("=", 1) for kv in v.split(",")) for v in args.kd_variants]
     for seed in args.seeds:
+        for t in kd_teachers if args.teacher_outputs is not None else []:  # the teachers' rows, as they were saved
+            rec = teacher_files(args.teacher_outputs, t, seed)[1]
+            row = {**json.loads(rec.read_text()), "from_file": str(rec)}
+            teacher_labels[t] = row["label"]
+            add(row)
+            print(f"[{time.perf_counter() - t0:7.1f}s] seed {seed} {row['label']:<28} test last {row['test_accuracy']:.4f} (from {rec})", flush=True)
         for t in kd_teachers:
-            one(data[seed], seed, "kdcrowd", f"kdcrowd({t})", {"teacher": t}, pre=teachers.get((seed, t)))
+            one(data[seed], seed, "kdcrowd", f"kdcrowd({t})", kd_options(t), pre=teachers.get((seed, t)), saved=saved.get((seed, t)))
         for v in variants if kd_teachers else []:
-            label = f"kdcrowd({kd_teachers[0]}) " + " ".join(f"{k}={x}" for k, x in v.items())
-            one(data[seed], seed, "kdcrowd", label, {"teacher": kd_teachers[0], **v}, pre=teachers.get((seed, kd_teachers[0])))
+            t = kd_teachers[0]
+            label = f"kdcrowd({t}) " + " ".join(f"{k}={x}" for k, x in v.items())
+            one(data[seed], seed, "kdcrowd", label, kd_options(t, v), pre=teachers.get((seed, t)), saved=saved.get((seed, t)))
     print(json.dumps({"out": str(args.out), "wall_seconds": time.perf_counter() - t0, "runs": len(out["runs"]), "kd_teachers": kd_teachers}))
 
 

@@ -11,6 +11,26 @@
 # --out OUT_DIR/part_<line>.json and the extra options. OUT_DIR/merged.json combines the parts
 # (protocol.py --merge). With MPS=1 the CUDA multi-process service is started first, so the
 # jobs' kernels share the GPU instead of taking turns; it is left off when it fails to start.
+#
+# KD-Crowd in two calls, when a teacher and KD-Crowd's two stages after it (three 100-epoch
+# ResNet-18 runs) do not fit one call: call 1 trains the teachers and saves their outputs
+# (protocol.py --save-teacher-outputs: every crowd-model run writes <method>_seed<S>.npz, about
+# 1.2 MB for CIFAR-10N, and its row <method>_seed<S>.json); the folder comes back with the
+# call's files and is carried into call 2 under benchmarks/results/protocol/teachers/, where
+# the KD-Crowd jobs read them (protocol.py --teacher-outputs: the teacher's row is the saved
+# one, so the gain is still paired, and the student and stage 2 give the numbers of one call):
+#
+#   # call 1, jobs like "--seeds 3 --methods annot-mix --kd-teachers"
+#   SUITE=protocol-cifar10n-worst P=3 MPS=1 DEADLINE=570 benchmarks/protocol_queue.sh $OUT/call1 \
+#       benchmarks/jobs/protocol-cifar10n-worst-teachers.txt --device cuda --root ./.data \
+#       --save-teacher-outputs $OUT/call1/teachers
+#   # carry back: cp -r <files_at>/call1/teachers benchmarks/results/protocol/teachers/cifar10n-worst
+#   # call 2, jobs like "--seeds 3 --methods --kd-teachers annot-mix"
+#   SUITE=protocol-cifar10n-worst P=3 MPS=1 DEADLINE=570 benchmarks/protocol_queue.sh $OUT/call2 \
+#       benchmarks/jobs/protocol-cifar10n-worst-kd.txt --device cuda --root ./.data \
+#       --teacher-outputs benchmarks/results/protocol/teachers/cifar10n-worst
+#   # both calls' parts in one file
+#   python3 benchmarks/protocol.py --suite protocol-cifar10n-worst --out merged.json --merge call1/part_*.json call2/part_*.json
 set -uo pipefail
 out=$1; jobs=$2; shift 2
 here=$(cd "$(dirname "$0")" && pwd)

@@ -1,0 +1,71 @@
+"""benchmarks/protocol.py in two calls: the teachers with --save-teacher-outputs, then
+KD-Crowd over their files with --teacher-outputs, merged: the rows and the paired gain of
+one call over the teacher in the same process (digits, a suite added for the test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SUITE = {"dataset": "digits", "dataset_options": {"workers": "maxmig-low-1"}, "backbone": "mlp", "train": {"epochs": 2, "batch_size": 128}}
+COMMON = ["--suite", "protocol-digits-test", "--seeds", "0", "--no-clean", "--device", "cpu"]
+#: What differs between two runs giving the same numbers: wall times, devices, and where the teacher came from.
+VARYING = {"seconds", "train_seconds", "device", "from_file", "teacher_outputs"}
+
+
+@pytest.fixture
+def protocol(load_script: Any, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    mod = load_script("benchmarks/protocol")
+    monkeypatch.setitem(mod.SUITES, "protocol-digits-test", SUITE)
+    return mod
+
+
+def _rows(path: Path) -> dict[str, dict[str, Any]]:
+    return {r["label"]: {k: v for k, v in r.items() if k not in VARYING} for r in json.loads(path.read_text())["runs"]}
+
+
+def test_teachers_then_kdcrowd_over_their_files_gives_the_one_call_rows(protocol: ModuleType, tmp_path: Path) -> None:
+    one_call, call1, call2, merged = (tmp_path / f"{n}.json" for n in ("one_call", "call1", "call2", "merged"))
+    protocol.main([*COMMON, "--methods", "annot-mix", "--kd-teachers", "annot-mix", "--out", str(one_call)])
+    teachers = tmp_path / "teachers"
+    protocol.main([*COMMON, "--methods", "annot-mix", "--kd-teachers", "--out", str(call1), "--save-teacher-outputs", str(teachers)])
+    assert sorted(p.name for p in teachers.iterdir()) == ["annot-mix_seed0.json", "annot-mix_seed0.npz"]
+    protocol.main([*COMMON, "--methods", "annot-mix", "--kd-teachers", "annot-mix", "--out", str(call2), "--teacher-outputs", str(teachers)])
+
+    second = json.loads(call2.read_text())
+    teacher_row = next(r for r in second["runs"] if r["label"] == "annot-mix")
+    assert teacher_row["from_file"] == str(teachers / "annot-mix_seed0.json")  # not trained again
+    kd_row = next(r for r in second["runs"] if r["label"] == "kdcrowd(annot-mix)")
+    assert kd_row["teacher_outputs"] == str(teachers / "annot-mix_seed0.npz") and list(kd_row["stages"]) == ["teacher", "student", "stage2"]
+    assert _rows(call2) == _rows(one_call)  # the teacher's row and KD-Crowd's, every stage, to the bit
+    assert second["summary"] == json.loads(one_call.read_text())["summary"]  # the paired gain included
+    assert second["summary"]["kd_gain"]["kdcrowd(annot-mix)"]["n"] == 1
+
+    # merged: the teacher's row once, the trained one; the file's where only it is there
+    protocol.main(["--suite", "protocol-digits-test", "--out", str(merged), "--merge", str(call1), str(call2)])
+    both = json.loads(merged.read_text())
+    assert [r["label"] for r in both["runs"]] == ["annot-mix", "kdcrowd(annot-mix)"] and "from_file" not in both["runs"][0]
+    assert both["summary"] == second["summary"] and "teacher_rows_from_files" not in both
+    protocol.main(["--suite", "protocol-digits-test", "--out", str(merged), "--merge", str(call2)])
+    alone = json.loads(merged.read_text())
+    assert alone["teacher_rows_from_files"] == [f"annot-mix seed 0: {teachers / 'annot-mix_seed0.json'}"]
+    assert alone["summary"] == second["summary"]
+
+
+def test_files_of_other_settings_or_missing_files_are_refused(protocol: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    teachers, out = tmp_path / "teachers", tmp_path / "call2.json"
+    protocol.main([*COMMON, "--methods", "annot-mix", "--kd-teachers", "--out", str(tmp_path / "call1.json"), "--save-teacher-outputs", str(teachers)])
+    # other training settings: refused naming them, before any run (mv would run first)
+    with pytest.raises(ValueError, match=r"another teacher than this run's \(train\.epochs: 2 → 3"):
+        protocol.main([*COMMON, "--epochs", "3", "--methods", "mv", "--kd-teachers", "annot-mix", "--out", str(out), "--teacher-outputs", str(teachers)])
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        protocol.main([*COMMON, "--methods", "--kd-teachers", "maxmig", "--out", str(out), "--teacher-outputs", str(teachers)])
+    assert f"no {teachers / 'maxmig_seed0.npz'}, {teachers / 'maxmig_seed0.json'}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        protocol.main([*COMMON, "--methods", "--out", str(out), "--teacher-outputs", str(teachers)])
+    assert "name them" in capsys.readouterr().err
