@@ -4,7 +4,9 @@ The models in the tests are tiny; on a 2-core CI machine several torch threads p
 process fight each other and the rest of the machine (measured: a 7 s test took 38 s).
 """
 
+import ast
 import importlib.util
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,3 +35,20 @@ def load_script() -> Callable[[str], ModuleType]:
         return mod
 
     return load
+
+
+HEAVY = ("sklearn", "scipy", "matplotlib")
+
+
+@pytest.fixture(scope="session")
+def heavy_imports() -> Callable[..., list[str]]:
+    """``heavy_imports(code, timeout=...)``: run ``code`` in a fresh interpreter (it must succeed)
+    and return which of scikit-learn, scipy and matplotlib it imported, sorted."""
+
+    def run(code: str, timeout: float = 300) -> list[str]:
+        probe = code + f"\nimport sys\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))\n"
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return sorted(ast.literal_eval(r.stdout.strip().splitlines()[-1]))
+
+    return run
