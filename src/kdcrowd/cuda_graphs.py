@@ -181,9 +181,16 @@ class _Graph:
     """One captured signature of a backbone."""
 
     run: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+    outputs: nn.Module
     watch: _Watch
     has_features: bool
     last_step: int = -1
+
+    def release(self) -> None:
+        """Break the cycle :func:`torch.cuda.make_graphed_callables` leaves (the captured
+        module's ``forward`` closes over the module), so that the graphs and their memory
+        pool go when the last reference does, without waiting for the garbage collector."""
+        vars(self.outputs).pop("forward", None)
 
 
 @dataclass
@@ -277,7 +284,7 @@ class GraphedForward:
             torch.set_rng_state(cpu_state)
             if cuda_gen is not None:
                 cuda_gen.set_state(cuda_state)
-        return _Graph(run, watch, has_features=outputs.n_outputs == 2)
+        return _Graph(run, outputs, watch, has_features=outputs.n_outputs == 2)
 
 
 def _indexed(device: torch.device) -> torch.device:
@@ -333,5 +340,7 @@ class CudaGraphs:
                 bb.forward = fwd.eager  # type: ignore[method-assign]
             else:
                 del bb.forward
+            for graph in fwd.graphs.values():
+                graph.release()
             fwd.graphs.clear()
         self.forwards = []
