@@ -16,7 +16,7 @@ _LAYER_OF = [
     (0, ["kdcrowd.config", "kdcrowd.io", "kdcrowd.distributed", "kdcrowd.outdir"]),
     (1, ["kdcrowd.data", "kdcrowd.aggregation", "kdcrowd.aggregators", "kdcrowd.metrics"]),
     (2, ["kdcrowd.models", "kdcrowd.losses", "kdcrowd.students"]),
-    (3, ["kdcrowd.training", "kdcrowd.checkpoint", "kdcrowd.objectives", "kdcrowd.evaluate", "kdcrowd.persist"]),
+    (3, ["kdcrowd.training", "kdcrowd.cuda_graphs", "kdcrowd.checkpoint", "kdcrowd.objectives", "kdcrowd.evaluate", "kdcrowd.persist"]),
     (4, ["kdcrowd.framework", "kdcrowd.teacher_outputs"]),
     (5, ["kdcrowd.methods"]),
     # the package itself (its lazy KDCrowdClassifier) and `python -m kdcrowd` are doors

@@ -219,13 +219,14 @@ class StageCheckpoints:
 CHECKPOINT_FORMAT = 1
 """Version of the checkpoint layout written by :func:`fit`."""
 
-#: TrainConfig fields a resumed training may change: how it shows and saves its progress.
-NOT_FINGERPRINTED = ("progress", "checkpoint", "checkpoint_interval")
+#: TrainConfig fields a resumed training may change: how it shows and saves its progress,
+#: and whether its steps are launched as CUDA graphs (the same computation either way).
+NOT_FINGERPRINTED = ("progress", "checkpoint", "checkpoint_interval", "cuda_graph")
 
 
 def training_fingerprint(module: nn.Module, data: Any, config: Any, desc: str, device: torch.device) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed: the settings (without
-    :data:`NOT_FINGERPRINTED`: the progress bar, the checkpoint path and interval), ``desc``, the training items, the device type, the
+    :data:`NOT_FINGERPRINTED`: the progress bar, the checkpoint path and interval, CUDA graphs), ``desc``, the training items, the device type, the
     number of processes, and the names and shapes of the module's state."""
     settings = {k: v for k, v in config.to_dict().items() if k not in NOT_FINGERPRINTED}
     return {

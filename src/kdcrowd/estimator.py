@@ -57,7 +57,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
         model_options: the crowd model's options (a dict, e.g. ``{"mig_f": "js"}`` for
             Max-MIG; for ``kdcrowd`` the teacher's).
         weight_decay, optimizer, momentum, schedule, warmup_epochs, amp, augment, flip,
-            channels_last, compile, eval_batch_size, worker_lr_scale: the other fields of
+            channels_last, compile, cuda_graph, eval_batch_size, worker_lr_scale: the other fields of
             :class:`~kdcrowd.training.TrainConfig`.
         backbone: ``mlp``, ``fastcnn``, ``resnet18``, ``vgg16``, ``labelme-cnn`` or ``auto``
             (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above:

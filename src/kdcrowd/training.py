@@ -22,6 +22,9 @@ With ``TrainConfig(distributed=True)`` the same loop trains data-parallel over t
 processes ``torchrun`` starts (one per GPU); :mod:`kdcrowd.distributed` describes how
 (sharded batches, DDP, buffer synchronisation, sharded evaluation).
 
+With ``TrainConfig(cuda_graph=True)`` on CUDA each backbone's training-mode forward and
+backward are replayed as CUDA graphs captured in the first step (:mod:`kdcrowd.cuda_graphs`).
+
 With ``TrainConfig(checkpoint=PATH)`` :func:`fit` saves everything it needs to continue
 (module, optimiser, schedule, every random generator, the history and the best state)
 to ``PATH`` after finished epochs (at most every ``checkpoint_interval`` seconds, the last
@@ -50,6 +53,7 @@ from . import distributed as D
 from .config import ConfigError, bounded, check_fields
 from .config import _name as option_name
 from .checkpoint import read_training_checkpoint, save_training_checkpoint, set_rng_states, training_checkpoint, training_fingerprint, write_training_checkpoint
+from .cuda_graphs import CudaGraphs, note_without_cuda
 from .models.backbones import init_from_training_inputs
 
 __all__ = [
@@ -126,6 +130,14 @@ class TrainConfig:
     """Channels-last memory format for image backbones on CUDA."""
     compile: bool = False
     """Wrap the module's forward passes with ``torch.compile``."""
+    cuda_graph: bool = False
+    """On CUDA, run each backbone's training-mode forward and backward as CUDA graphs
+    (:mod:`kdcrowd.cuda_graphs`): captured in the first step for the shapes a full batch
+    gives, replayed as one launch each afterwards; everything else (the last, smaller batch,
+    validation, prediction) runs the module as usual. For host-bound steps (small images,
+    ~500 kernel launches a step: docs/RESULTS.md §7g). The same computation as without it
+    (``benchmarks/check_cuda_graph.py`` compares the two); ignored on the CPU (one note on
+    stderr); not with ``distributed`` or ``compile``."""
     worker_lr_scale: float = bounded(1.0, gt=0.0)
     """Crowd models: learning-rate multiplier of the worker parameters (no weight decay on
     them; see :func:`kdcrowd.objectives.crowd_param_groups`)."""
@@ -167,6 +179,13 @@ class TrainConfig:
         check_fields(self)
         if self.device != "auto":
             _device(self.device)
+        if self.cuda_graph and (self.distributed or self.compile):
+            why = {"distributed": "DistributedDataParallel's gradient hooks and buffer broadcasts run outside CUDA graphs", "compile": "torch.compile makes graphs of its own"}
+            clash = [k for k in why if getattr(self, k)]
+            raise ConfigError(
+                f"{option_name('cuda_graph')} cannot be combined with {' and '.join(option_name(k) for k in clash)} "
+                f"({'; '.join(why[k] for k in clash)}); turn one of them off"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -415,6 +434,10 @@ class FitResult:
     synchronised once at the end of each epoch's steps so that its queued work counts as
     training. ``setup`` (building the optimiser and schedule, which imports
     ``torch._dynamo`` the first time) is outside ``seconds``."""
+    cuda_graphs: dict[str, Any] = field(default_factory=dict)
+    """With ``TrainConfig.cuda_graph`` on CUDA: how the backbones' training passes ran
+    (:class:`kdcrowd.cuda_graphs.GraphStats`: ``graphs`` captured, their ``signatures``,
+    ``replays``, and ``module_calls`` that ran the module); empty otherwise."""
 
 
 #: The parts of :attr:`FitResult.timings`.
@@ -797,6 +820,7 @@ def _fit(
     pad = config.crop_padding
     # the seconds of each part of the loop, continued from a resumed checkpoint
     timings = {**_saved_timings(saved), "setup": 0.0} if saved is not None else dict.fromkeys(LOOP_TIMINGS, 0.0)
+    graphs = _cuda_graphs(module, device, config)
     t0 = time.perf_counter()
     timings["setup"] = t0 - t_setup
     interval = 0.0 if config.distributed else config.checkpoint_interval  # the ranks' clocks would disagree
@@ -817,6 +841,8 @@ def _fit(
                     xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=aug_gen, pad=pad, flip_mask=flips)
                     if data.is_image and config.channels_last and device.type == "cuda":
                         xb = xb.contiguous(memory_format=torch.channels_last)
+                    if graphs is not None:
+                        graphs.next_step()
                     with autocast(device, config.amp):
                         loss = step_fn(xb, idx, epoch)
                     opt.zero_grad(set_to_none=True)
@@ -858,7 +884,23 @@ def _fit(
             del step_fn, ddp  # releases DDP's gradient hooks on the module's parameters (also after an interrupt)
             if converted:
                 D.revert_sync_batchnorm(module)
-    return log.result(seconds, config, timings)
+        if graphs is not None:
+            graphs.remove()  # the backbones' own forward back, the graphs freed (also after an interrupt)
+    result = log.result(seconds, config, timings)
+    if graphs is not None:
+        result.cuda_graphs = graphs.stats.to_dict()
+    return result
+
+
+def _cuda_graphs(module: nn.Module, device: torch.device, config: TrainConfig) -> CudaGraphs | None:
+    """With ``config.cuda_graph``: the graphed backbones of ``module`` on a CUDA ``device``;
+    on any other device ``None``, after a note on stderr (once per process)."""
+    if not config.cuda_graph:
+        return None
+    if device.type != "cuda":
+        note_without_cuda(device)
+        return None
+    return CudaGraphs(module, device)
 
 
 def _saved_timings(saved: dict[str, Any]) -> dict[str, float]:

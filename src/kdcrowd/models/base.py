@@ -207,7 +207,15 @@ class CrowdModel(nn.Module):
         """One backbone pass returning the logits and the input of its ``head`` -- the
         penultimate features -- captured with a forward pre-hook, so that backbones whose
         ``forward`` post-processes ``head``'s output (e.g. a logit scale) stay exact. Falls
-        back to ``backbone.features(x)`` if the hook did not fire."""
+        back to ``backbone.features(x)`` if the hook did not fire. While a fit with
+        ``cuda_graph`` runs, the backbone carries ``graphed_logits_and_features(x)``
+        (:mod:`kdcrowd.cuda_graphs`), whose graph gives both at once, or ``None`` when this
+        call runs the module."""
+        graphed = getattr(self.backbone, "graphed_logits_and_features", None)
+        if graphed is not None:
+            pair = graphed(x)
+            if pair is not None:
+                return pair
         head = getattr(self.backbone, "head", None)
         captured: list[torch.Tensor] = []
         handle = None
