@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: TrainConfig's)")
     ap.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: TrainConfig's)")
     ap.add_argument("--optimizer", default=None, help="adamw, sgd or radam (default: TrainConfig's)")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="TrainConfig.cuda_graph: the backbone's training passes as CUDA graphs (about 2x faster steps on the H200, "
+                         "benchmarks/results/check_cuda_graph.json); part of the settings, so a teacher file must match it")
     ap.add_argument("--options", nargs="*", default=[], metavar="METHOD:KEY=VALUE[,KEY=VALUE]",
                     help="options of a method's runs (values read as JSON where they parse, e.g. annot-mix:joint_pass=true); "
                          "the runs are labelled 'METHOD KEY=VALUE ...'")
@@ -239,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         train_hp["weight_decay"] = args.weight_decay
     if args.optimizer is not None:
         train_hp["optimizer"] = args.optimizer
+    if args.cuda_graph:
+        train_hp["cuda_graph"] = True
     methods = args.methods if args.methods is not None else available_methods()
     if args.teacher_outputs is not None:
         if args.kd_teachers is None:
