@@ -392,3 +392,32 @@ def test_the_frozen_feature_head_recipe_is_the_one_chosen_on_validation() -> Non
     sweep = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/practitioner_pretrained/cpu_head_recipe_validation.json").read_text())
     assert sweep["chosen"] == FROZEN_FEATURE_HEAD
     assert "test" not in json.dumps(sweep["rows"])  # chosen without reading the test images
+
+
+def test_benchmark_flip_views_draw_one_view_per_item_in_training_batches(load_script) -> None:
+    from kdcrowd.data.simulate import simulate_workers
+
+    bench = load_script("benchmarks/pretrained_features")
+    orig, flip = torch.zeros(6, 3), torch.ones(6, 3)
+    views = bench._TrainViews(orig, flip, torch.Generator().manual_seed(0))
+    batch = views[torch.arange(6).repeat(20)]  # the training loop's batches: a view per item
+    assert set(batch[:, 0].tolist()) == {0.0, 1.0} and (batch == batch[:, :1]).all()
+    assert torch.equal(views[2:4], torch.full((2, 3), 0.5)) and views.shape == (6, 3)  # predictions: the average
+    assert views.batches == 1
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    x = (rng.normal(0, 3, (3, 5))[y] + rng.normal(0, 1, (60, 5))).astype(np.float32)
+    ann = simulate_workers(y, "symmetric", n_classes=3, seed=0).annotations
+    clf = bench._fit_with_views(x, x + rng.normal(0, 0.1, x.shape).astype(np.float32), ann, seed=0, device="cpu")  # raises if the batches missed the views
+    assert clf.label_proba_.shape == (60, 3)
+
+
+def test_the_frozen_features_take_no_flip_views_as_chosen_on_validation() -> None:
+    """``--flip-views`` chose the features of the images as they are (docs/RESULTS.md §7h):
+    the library computes no mirrored views."""
+    import json
+
+    res = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/practitioner_pretrained/cpu_flip_views_validation.json").read_text())
+    assert res["chosen"] == "none" and "validation" in res["chosen_on"] and res["seeds"] == [0, 1, 2]
+    best = max(r["val_accuracy_mean"] for r in res["rows"])
+    assert next(r for r in res["rows"] if r["variant"] == "none")["val_accuracy_mean"] == best
