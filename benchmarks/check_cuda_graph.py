@@ -51,14 +51,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import protocol  # noqa: E402
-from profile_protocol import limit_dataset  # noqa: E402
+from profile_protocol import limit_dataset, loop_hooks, suite_settings  # noqa: E402
 from kdcrowd import training  # noqa: E402
 from kdcrowd.checkpoint import digest  # noqa: E402
 from kdcrowd.data.datasets import CrowdDataset  # noqa: E402
@@ -83,14 +82,8 @@ class StepClock:
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[StepClock]:
-        handle = register_optimizer_step_post_hook(self._on_step)
-        original = training.validation_accuracy
-        training.validation_accuracy = self._validation(original)
-        try:
+        with loop_hooks(self._on_step, self._validation):
             yield self
-        finally:
-            training.validation_accuracy = original
-            handle.remove()
 
     def _sync(self) -> None:
         if self.cuda:
@@ -231,12 +224,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     device = training.resolve_device(args.device)
     cuda = device.type == "cuda"
-    suite = dict(protocol.SUITES[args.suite])
-    if args.backbone:
-        suite["backbone"] = args.backbone
-    train_hp = {**suite["train"], "epochs": args.epochs}
-    if args.batch_size:
-        train_hp["batch_size"] = args.batch_size
+    suite, train_hp = suite_settings(args.suite, args.epochs, args.backbone, args.batch_size)
     ds = limit_dataset(protocol.load_suite_data(suite, args.root, str(device), args.seed), args.limit_train or None, args.limit_eval)
     deterministic = cuda if args.deterministic is None else args.deterministic
     out: dict[str, Any] = {

@@ -93,6 +93,32 @@ _KD_LABEL = re.compile(r"^kdcrowd\((?P<teacher>[^()]+)\)$")
 # ----------------------------------------------------------------------------- data
 
 
+@contextlib.contextmanager
+def loop_hooks(on_step: Callable[..., None], wrap_validation: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """For the duration: ``on_step`` after every optimiser step (torch's global hook) and
+    :func:`kdcrowd.training.fit`'s validation pass through ``wrap_validation(original)``."""
+    handle = register_optimizer_step_post_hook(on_step)
+    original = training.validation_accuracy
+    training.validation_accuracy = wrap_validation(original)
+    try:
+        yield
+    finally:
+        training.validation_accuracy = original
+        handle.remove()
+
+
+def suite_settings(name: str, epochs: int, backbone: str | None = None, batch_size: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A protocol suite's settings and training settings with ``epochs`` (and, for smoke runs,
+    another backbone or batch size)."""
+    suite = dict(protocol.SUITES[name])
+    if backbone:
+        suite["backbone"] = backbone
+    train_hp = {**suite["train"], "epochs": epochs}
+    if batch_size:
+        train_hp["batch_size"] = batch_size
+    return suite, train_hp
+
+
 def limit_dataset(ds: CrowdDataset, n_train: int | None, n_eval: int | None) -> CrowdDataset:
     """The first ``n_train`` training items (with their annotations, reference labels and
     gold questions) and the first ``n_eval`` validation and test items; ``None`` keeps a
@@ -344,14 +370,10 @@ class LoopProbe:
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[LoopProbe]:
-        handle = register_optimizer_step_post_hook(self._on_step)
-        original = training.validation_accuracy
-        training.validation_accuracy = self._validation(original)
         try:
-            yield self
+            with loop_hooks(self._on_step, self._validation):
+                yield self
         finally:
-            training.validation_accuracy = original
-            handle.remove()
             self._close_window()
 
     def _on_step(self, opt: Any, args: Any, kwargs: Any) -> None:
@@ -477,12 +499,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.epochs < args.warmup_epochs + 2:
         raise SystemExit(f"--epochs must leave a timed and a profiled epoch after the {args.warmup_epochs} warm-up epoch(s); got {args.epochs}")
     t0 = time.perf_counter()
-    suite = dict(protocol.SUITES[args.suite])
-    if args.backbone:
-        suite["backbone"] = args.backbone
-    train_hp = {**suite["train"], "epochs": args.epochs}
-    if args.batch_size:
-        train_hp["batch_size"] = args.batch_size
+    suite, train_hp = suite_settings(args.suite, args.epochs, args.backbone, args.batch_size)
     runs = parse_methods(args.method, args.kd_teacher)
     device = training.resolve_device(args.device)
     ds = limit_dataset(protocol.load_suite_data(suite, args.root, args.device, args.seed), args.limit_train, args.limit_eval)
