@@ -5,8 +5,8 @@ import gc
 
 def run() -> None:
     """The command line, with the cyclic garbage collector off while the libraries are
-    imported: they make hundreds of thousands of objects and no garbage, and collecting
-    through them took about 0.35 s of a 2-core CPU's start (torch, pandas, typer, rich).
+    imported: they make hundreds of thousands of objects and no garbage, and a collection
+    walks all of them (torch, pandas, typer, rich).
     :func:`kdcrowd.cli.main` freezes what they made and turns the collector back on."""
     gc.disable()
     from .cli import main

@@ -1002,8 +1002,7 @@ def main() -> None:
     typer, ...) live as long as the process, so they are frozen first (:func:`gc.freeze`)
     and the cyclic collector, off while :func:`kdcrowd.__main__.run` imported them, is
     turned on: its collections during the command (the first optimiser imports
-    ``torch._dynamo``) no longer go through them (a 2-core CPU, ``kdcrowd run ... --epochs
-    1``: 0.34 s of collections after the imports became 0.13 s).
+    ``torch._dynamo``) no longer go through them.
     Every result is written when the app returns (or exits). Freezing the heap again then
     spares the interpreter's final full collection, about 1 s of a 2-core CPU
     (docs/RESULTS.md §5a); the process ends anyway."""
