@@ -26,6 +26,7 @@ from .data.gold import check_gold
 from .losses import DEFAULT_TV_TEMPERATURE, KLDistillation, MIGfDistillation
 from .models import build_crowd_model
 from .models.backbones import build_backbone
+from .models.base import _observed
 from .training import DeviceData, TrainConfig, predict_proba
 
 __all__ = [
@@ -159,7 +160,7 @@ class CrowdObjective(nn.Module):
         self.register_buffer("ann_workers", workers, persistent=False)
         self.register_buffer("ann_labels", labels, persistent=False)
         self.register_buffer("gold", None if gold is None else gold.long(), persistent=False)
-        dense = getattr(model, "takes_all_observed", False) and bool(((workers >= 0) & (labels >= 0)).all())
+        dense = getattr(model, "takes_all_observed", False) and bool(_observed(workers, labels).all())
         self._loss_options: dict[str, Any] = {"all_observed": True} if dense else {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
