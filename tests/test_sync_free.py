@@ -12,7 +12,7 @@ import torch
 from test_crowd_models import TinyNet
 from test_methods import cfg, tiny_dataset
 
-from kdcrowd.losses import DEFAULT_PROB_EPS
+from kdcrowd.losses import DEFAULT_PROB_EPS, DEFAULT_TV_TEMPERATURE, F_DIVERGENCES, _log_matmul_exp, _mig_terms, mig_f
 from kdcrowd.methods import run_on_dataset
 from kdcrowd.models._common import observed_pairs, to_device
 from kdcrowd.models.annotmix import AnnotMix
@@ -77,10 +77,24 @@ def test_runs_are_bit_identical_with_and_without_the_all_observed_path(method: s
     assert s_fast.keys() == s_slow.keys() and all(torch.equal(s_fast[k], s_slow[k]) for k in s_fast)
 
 
+@pytest.mark.parametrize("f", F_DIVERGENCES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_mig_f_floor_made_on_the_device_is_the_same_number(dtype: torch.dtype) -> None:
-    log_eps = math.log(DEFAULT_PROB_EPS)
-    assert torch.equal(torch.full((), log_eps, dtype=dtype), torch.tensor(log_eps, dtype=dtype))
+def test_mig_f_floor_made_on_the_device_is_the_same_number(f: str, dtype: torch.dtype) -> None:
+    """mig_f equals, to the bit, the formula floored with a host ``torch.tensor`` (as it
+    was before the floor moved to the device), with and without a prior, with zero
+    probabilities (which only the floor keeps finite)."""
+    g = torch.Generator().manual_seed(0)
+    la = torch.log_softmax(torch.randn(6, 3, generator=g, dtype=dtype), -1)
+    lb = torch.log_softmax(torch.randn(6, 3, generator=g, dtype=dtype), -1)
+    la[0, 1] = lb[2, 0] = -math.inf
+    floor = torch.tensor(math.log(DEFAULT_PROB_EPS), dtype=dtype)
+    for prior in (None, torch.log(torch.tensor([0.5, 0.5, 0.0], dtype=dtype))):
+        lp = torch.full((3,), -math.log(3), dtype=dtype) if prior is None else torch.logaddexp(prior, floor)
+        log_r = _log_matmul_exp(torch.logaddexp(la, floor) - lp, torch.logaddexp(lb, floor))
+        diag, off = _mig_terms(log_r, f, DEFAULT_TV_TEMPERATURE)
+        ref = torch.diagonal(diag).mean() - off.masked_fill(torch.eye(6, dtype=torch.bool), 0.0).sum() / 30
+        got = mig_f(la, lb, prior, f)
+        assert got.dtype == dtype and torch.isfinite(got) and torch.equal(got, ref), (prior, got, ref)
 
 
 def test_to_device_keeps_the_values() -> None:
