@@ -97,6 +97,11 @@ def test_mig_f_floor_made_on_the_device_is_the_same_number(f: str, dtype: torch.
         assert got.dtype == dtype and torch.isfinite(got) and torch.equal(got, ref), (prior, got, ref)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned, non-blocking copy is taken to a CUDA device only")
 def test_to_device_keeps_the_values() -> None:
+    """The copy through pinned memory without waiting gives the host tensor's values (on the
+    CPU to_device is ``t.to("cpu")``, ``t`` itself: nothing to test there)."""
     t = torch.distributions.Beta(1.0, 1.0).sample((7,))
-    assert torch.equal(to_device(t, torch.device("cpu")), t)
+    got = to_device(t, torch.device("cuda"))
+    assert got.device.type == "cuda" and got.dtype == t.dtype
+    assert torch.equal(got.cpu(), t)  # .cpu() waits for the copy
