@@ -11,20 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_methods import _digits_cfg as _cfg  # digits, maxmig-low-1, seed 0, 2 epochs on the CPU
 
 from kdcrowd.data.datasets import CrowdDataset, load_dataset
 from kdcrowd.framework import KDCrowd
-from kdcrowd.methods import RunConfig, run_on_dataset, teacher_fingerprint_of, teacher_outputs_of
+from kdcrowd.methods import run_on_dataset, teacher_fingerprint_of, teacher_outputs_of
 from kdcrowd.teacher_outputs import TeacherOutputs
-from kdcrowd.training import DeviceData, TrainConfig
+from kdcrowd.training import DeviceData
 
 #: What differs between two runs giving the same numbers: wall times, and where the teacher came from.
 VARYING = {"seconds", "train_seconds", "timings", "source"}
-
-
-def _cfg(method: str, **options: Any) -> RunConfig:
-    train = TrainConfig(epochs=2, batch_size=128, lr=3e-3, device="cpu", progress=False)
-    return RunConfig(dataset="digits", method=method, workers="maxmig-low-1", seed=0, train=train, options=options)
 
 
 def _drop(obj: Any) -> Any:
