@@ -31,13 +31,12 @@ def digits() -> CrowdDataset:
 
 @pytest.fixture(scope="module")
 def teacher(digits: CrowdDataset) -> tuple[dict[str, Any], Any]:
-    """annot-mix trained as a crowd-model run (the protocol suites' best teacher)."""
-    torch.set_num_threads(1)  # KD-Crowd's numbers are bit-stable on one thread only
+    """annot-mix trained as a crowd-model run (the protocol suites' best teacher); on the one
+    torch thread conftest.py sets (KD-Crowd's numbers are bit-stable on one thread only)."""
     return run_on_dataset(digits, _cfg("annot-mix"))
 
 
 def test_kdcrowd_over_saved_teacher_outputs_gives_the_numbers_of_the_teacher_in_process(digits: CrowdDataset, teacher: Any, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     t_metrics, t_out = teacher
     path = teacher_outputs_of(t_metrics, t_out, _cfg("annot-mix")).save(tmp_path / "annot-mix_seed0.npz")
     kd = _cfg("kdcrowd", teacher="annot-mix")
