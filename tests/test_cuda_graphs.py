@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,7 @@ def test_on_the_cpu_it_is_a_note_and_changes_nothing(capsys: pytest.CaptureFixtu
     runs = []
     for _ in range(2):
         c = cfg("maxmig")
-        c.train = TrainConfig(**{**c.train.to_dict(), "cuda_graph": True})
+        c.train = replace(c.train, cuda_graph=True)
         runs.append(run_on_dataset(ds, c))
     err = capsys.readouterr().err
     assert err.count("note: cuda_graph needs a CUDA device; training on cpu without CUDA graphs") == 1, err  # once per process
@@ -258,7 +259,7 @@ def test_runs_with_injected_graphs_equal_the_eager_runs_bit_for_bit(method: str,
     eager, eager_out = run_on_dataset(ds, cfg(method, **options))
     fake = _inject(monkeypatch)
     c = cfg(method, **options)
-    c.train = TrainConfig(**{**c.train.to_dict(), "cuda_graph": True})
+    c.train = replace(c.train, cuda_graph=True)
     graphed, out = run_on_dataset(ds, c)
     assert_same_numbers(graphed, out.module.state_dict(), eager, eager_out.module.state_dict())
     stats = out.fit.cuda_graphs
