@@ -58,7 +58,7 @@ def _labelme_like_root(root: Path, n: int = 60, k: int = 3, d: int = 5, seed: in
     answers[:, 0] = ys["train"]  # every item labelled at least once
     folder = root / "labelme"
     folder.mkdir(parents=True)
-    np.savez(folder / "labelme_annotations.npz", answers=answers, worker_columns_nonempty=np.arange(6), labels_train=ys["train"], class_names=np.array(["a", "b", "c"]))
+    np.savez(folder / "labelme_annotations.npz", answers=answers, worker_columns_nonempty=np.arange(6), labels_train=ys["train"], class_names=np.array([f"c{c}" for c in range(k)]))
     np.savez(folder / "labelme_bovw_features.npz", **{f"X_{s}": (centres[y] + rng.normal(0, 1, (len(y), d))).astype(np.float32) for s, y in ys.items()}, **{f"y_{s}": y for s, y in ys.items()})
     return root
 

@@ -68,7 +68,6 @@ def test_kdcrowd_fit_imports_neither_scikit_learn_nor_matplotlib(tmp_path: Path,
     frame.to_csv(tmp_path / "answers.csv", index=False)
     code = textwrap.dedent(
         f"""
-        import sys
         from typer.testing import CliRunner
         from kdcrowd.cli import app
         r = CliRunner().invoke(app, ["fit", "--annotations", {str(tmp_path / "answers.csv")!r}, "--features", {str(tmp_path / "X.csv")!r},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from kdcrowd.data.datasets import CrowdDataset
 from kdcrowd.data.simulate import simulate_workers
@@ -29,6 +30,17 @@ def tiny_dataset(n: int = 240, k: int = 3, d: int = 6, case: str = "symmetric", 
 
 def cfg(method: str, epochs: int = 2, **options) -> RunConfig:
     return RunConfig(dataset="tiny", method=method, train=TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, progress=False), options=options)
+
+
+def assert_same_numbers(a: dict, a_state: dict, b: dict, b_state: dict) -> None:
+    """Two runs of ``run_on_dataset`` gave the same numbers: each stage's (or the run's)
+    losses, validation and test accuracies, and the final module's state, to the bit."""
+    stages = lambda m: m.get("stages") or {"run": m}  # noqa: E731
+    for name, rec in stages(a).items():
+        ref = stages(b)[name]
+        assert [(h["loss"], h["val_accuracy"]) for h in rec["history"]] == [(h["loss"], h["val_accuracy"]) for h in ref["history"]], name
+        assert (rec["test_accuracy"], rec["test_accuracy_val_selected"]) == (ref["test_accuracy"], ref["test_accuracy_val_selected"]), name
+    assert a_state.keys() == b_state.keys() and all(torch.equal(a_state[k], b_state[k]) for k in a_state)
 
 
 REQUIRED = {"method", "dataset", "seed", "config", "versions", "device", "seconds", "test_accuracy", "test_accuracy_val_selected", "train_label_accuracy", "history"}

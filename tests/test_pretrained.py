@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_methods import tiny_dataset
 from torch import nn
 
 from kdcrowd.methods import SupervisedObjective
@@ -395,8 +396,6 @@ def test_the_frozen_feature_head_recipe_is_the_one_chosen_on_validation() -> Non
 
 
 def test_benchmark_flip_views_draw_one_view_per_item_in_training_batches(load_script) -> None:
-    from kdcrowd.data.simulate import simulate_workers
-
     bench = load_script("benchmarks/pretrained_features")
     orig, flip = torch.zeros(6, 3), torch.ones(6, 3)
     views = bench._TrainViews(orig, flip, torch.Generator().manual_seed(0))
@@ -404,11 +403,10 @@ def test_benchmark_flip_views_draw_one_view_per_item_in_training_batches(load_sc
     assert set(batch[:, 0].tolist()) == {0.0, 1.0} and (batch == batch[:, :1]).all()
     assert torch.equal(views[2:4], torch.full((2, 3), 0.5)) and views.shape == (6, 3)  # predictions: the average
     assert views.batches == 1
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 60)
-    x = (rng.normal(0, 3, (3, 5))[y] + rng.normal(0, 1, (60, 5))).astype(np.float32)
-    ann = simulate_workers(y, "symmetric", n_classes=3, seed=0).annotations
-    clf = bench._fit_with_views(x, x + rng.normal(0, 0.1, x.shape).astype(np.float32), ann, seed=0, device="cpu")  # raises if the batches missed the views
+    ds = tiny_dataset(n=120, k=3, d=5)  # 60 training items
+    x = ds.x_train
+    flipped = x + np.random.default_rng(0).normal(0, 0.1, x.shape).astype(np.float32)
+    clf = bench._fit_with_views(x, flipped, ds.annotations, seed=0, device="cpu")  # raises if the batches missed the views
     assert clf.label_proba_.shape == (60, 3)
 
 

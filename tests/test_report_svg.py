@@ -73,7 +73,7 @@ def test_a_log_scatter_leaves_out_what_it_cannot_place() -> None:
 
 def test_the_report_is_written_without_importing_matplotlib(heavy_imports) -> None:
     code = (
-        "import sys, numpy as np, pandas as pd\n"
+        "import numpy as np, pandas as pd\n"
         "from kdcrowd.data.annotations import Annotations\n"
         "from kdcrowd.report.html import FitPage, render_fit_html\n"
         "ann = Annotations.from_long(pd.DataFrame({'item': [0, 0, 1, 2, 2], 'worker': ['a', 'b', 'a', 'a', 'b'], 'label': [0, 1, 1, 0, 0]}))\n"

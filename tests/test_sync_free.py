@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 from test_crowd_models import TinyNet
-from test_methods import cfg, tiny_dataset
+from test_methods import assert_same_numbers, cfg, tiny_dataset
 
-from kdcrowd.losses import DEFAULT_PROB_EPS
+from kdcrowd.losses import DEFAULT_PROB_EPS, DEFAULT_TV_TEMPERATURE, F_DIVERGENCES, _log_matmul_exp, _mig_terms, mig_f
 from kdcrowd.methods import run_on_dataset
 from kdcrowd.models._common import observed_pairs, to_device
 from kdcrowd.models.annotmix import AnnotMix
@@ -68,21 +68,34 @@ def test_runs_are_bit_identical_with_and_without_the_all_observed_path(method: s
         monkeypatch.setattr(AnnotMix, "takes_all_observed", fast)
         metrics, out = run_on_dataset(ds, cfg(method, epochs=2, **options))
         runs.append((metrics, out.module.state_dict()))
-    (m_fast, s_fast), (m_slow, s_slow) = runs
-    stages = lambda m: m.get("stages") or {"run": m}  # noqa: E731
-    for name, rec in stages(m_fast).items():
-        ref = stages(m_slow)[name]
-        assert [(h["loss"], h["val_accuracy"]) for h in rec["history"]] == [(h["loss"], h["val_accuracy"]) for h in ref["history"]]
-        assert (rec["test_accuracy"], rec["test_accuracy_val_selected"]) == (ref["test_accuracy"], ref["test_accuracy_val_selected"])
-    assert s_fast.keys() == s_slow.keys() and all(torch.equal(s_fast[k], s_slow[k]) for k in s_fast)
+    assert_same_numbers(*runs[0], *runs[1])
 
 
+@pytest.mark.parametrize("f", F_DIVERGENCES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_mig_f_floor_made_on_the_device_is_the_same_number(dtype: torch.dtype) -> None:
-    log_eps = math.log(DEFAULT_PROB_EPS)
-    assert torch.equal(torch.full((), log_eps, dtype=dtype), torch.tensor(log_eps, dtype=dtype))
+def test_mig_f_floor_made_on_the_device_is_the_same_number(f: str, dtype: torch.dtype) -> None:
+    """mig_f equals, to the bit, the formula floored with a host ``torch.tensor`` (as it
+    was before the floor moved to the device), with and without a prior, with zero
+    probabilities (which only the floor keeps finite)."""
+    g = torch.Generator().manual_seed(0)
+    la = torch.log_softmax(torch.randn(6, 3, generator=g, dtype=dtype), -1)
+    lb = torch.log_softmax(torch.randn(6, 3, generator=g, dtype=dtype), -1)
+    la[0, 1] = lb[2, 0] = -math.inf
+    floor = torch.tensor(math.log(DEFAULT_PROB_EPS), dtype=dtype)
+    for prior in (None, torch.log(torch.tensor([0.5, 0.5, 0.0], dtype=dtype))):
+        lp = torch.full((3,), -math.log(3), dtype=dtype) if prior is None else torch.logaddexp(prior, floor)
+        log_r = _log_matmul_exp(torch.logaddexp(la, floor) - lp, torch.logaddexp(lb, floor))
+        diag, off = _mig_terms(log_r, f, DEFAULT_TV_TEMPERATURE)
+        ref = torch.diagonal(diag).mean() - off.masked_fill(torch.eye(6, dtype=torch.bool), 0.0).sum() / 30
+        got = mig_f(la, lb, prior, f)
+        assert got.dtype == dtype and torch.isfinite(got) and torch.equal(got, ref), (prior, got, ref)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned, non-blocking copy is taken to a CUDA device only")
 def test_to_device_keeps_the_values() -> None:
+    """The copy through pinned memory without waiting gives the host tensor's values (on the
+    CPU to_device is ``t.to("cpu")``, ``t`` itself: nothing to test there)."""
     t = torch.distributions.Beta(1.0, 1.0).sample((7,))
-    assert torch.equal(to_device(t, torch.device("cpu")), t)
+    got = to_device(t, torch.device("cuda"))
+    assert got.device.type == "cuda" and got.dtype == t.dtype
+    assert torch.equal(got.cpu(), t)  # .cpu() waits for the copy

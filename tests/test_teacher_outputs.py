@@ -11,28 +11,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_checkpoint import _drop  # _drop(metrics, keys): without those keys, at every depth
+from test_methods import _digits_cfg as _cfg  # digits, maxmig-low-1, seed 0, 2 epochs on the CPU
 
 from kdcrowd.data.datasets import CrowdDataset, load_dataset
 from kdcrowd.framework import KDCrowd
-from kdcrowd.methods import RunConfig, run_on_dataset, teacher_fingerprint_of, teacher_outputs_of
+from kdcrowd.methods import run_on_dataset, teacher_fingerprint_of, teacher_outputs_of
 from kdcrowd.teacher_outputs import TeacherOutputs
-from kdcrowd.training import DeviceData, TrainConfig
+from kdcrowd.training import DeviceData
 
 #: What differs between two runs giving the same numbers: wall times, and where the teacher came from.
 VARYING = {"seconds", "train_seconds", "timings", "source"}
-
-
-def _cfg(method: str, **options: Any) -> RunConfig:
-    train = TrainConfig(epochs=2, batch_size=128, lr=3e-3, device="cpu", progress=False)
-    return RunConfig(dataset="digits", method=method, workers="maxmig-low-1", seed=0, train=train, options=options)
-
-
-def _drop(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _drop(v) for k, v in obj.items() if k not in VARYING}
-    if isinstance(obj, list):
-        return [_drop(v) for v in obj]
-    return obj
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +31,12 @@ def digits() -> CrowdDataset:
 
 @pytest.fixture(scope="module")
 def teacher(digits: CrowdDataset) -> tuple[dict[str, Any], Any]:
-    """annot-mix trained as a crowd-model run (the protocol suites' best teacher)."""
-    torch.set_num_threads(1)  # KD-Crowd's numbers are bit-stable on one thread only
+    """annot-mix trained as a crowd-model run (the protocol suites' best teacher); on the one
+    torch thread conftest.py sets (KD-Crowd's numbers are bit-stable on one thread only)."""
     return run_on_dataset(digits, _cfg("annot-mix"))
 
 
 def test_kdcrowd_over_saved_teacher_outputs_gives_the_numbers_of_the_teacher_in_process(digits: CrowdDataset, teacher: Any, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     t_metrics, t_out = teacher
     path = teacher_outputs_of(t_metrics, t_out, _cfg("annot-mix")).save(tmp_path / "annot-mix_seed0.npz")
     kd = _cfg("kdcrowd", teacher="annot-mix")
@@ -62,21 +50,21 @@ def test_kdcrowd_over_saved_teacher_outputs_gives_the_numbers_of_the_teacher_in_
 
     # the student and stage 2: the same histories, accuracies, matrices and final stage, to the bit
     for stage in ("student", "stage2"):
-        assert _drop(from_file["stages"][stage]) == _drop(in_process["stages"][stage]) == _drop(trained["stages"][stage]), stage
-    assert _drop({k: v for k, v in from_file.items() if k != "stages"}) == _drop({k: v for k, v in in_process.items() if k != "stages"})
+        assert _drop(from_file["stages"][stage], VARYING) == _drop(in_process["stages"][stage], VARYING) == _drop(trained["stages"][stage], VARYING), stage
+    assert _drop({k: v for k, v in from_file.items() if k != "stages"}, VARYING) == _drop({k: v for k, v in in_process.items() if k != "stages"}, VARYING)
     np.testing.assert_array_equal(file_out.transitions, in_out.transitions)
     for k, v in in_out.module.state_dict().items():
         assert torch.equal(file_out.module.state_dict()[k], v), k
     # the teacher stage: the teacher run's own evaluation and history, as the run over the module reports it
     assert from_file["stages"]["teacher"]["source"] == "teacher outputs"
-    assert _drop(from_file["stages"]["teacher"]) == _drop(in_process["stages"]["teacher"])
+    assert _drop(from_file["stages"]["teacher"], VARYING) == _drop(in_process["stages"]["teacher"], VARYING)
     np.testing.assert_array_equal(saved.transitions, t_out.transitions)
 
     # one stage, distilling the posterior: the student over the file is the student over the module
     kd1 = _cfg("kdcrowd", teacher="annot-mix", stages=1, teacher_output="posterior")
     one_in, one_in_out = run_on_dataset(digits, kd1, pretrained_teacher=(t_out.module.model, t_out.fit))
     one_file, one_file_out = run_on_dataset(digits, kd1, teacher_outputs=saved)
-    assert _drop(one_file) == _drop(one_in)
+    assert _drop(one_file, VARYING) == _drop(one_in, VARYING)
     np.testing.assert_array_equal(one_file_out.transitions, saved.transitions)  # one stage: the teacher's matrices
 
 
