@@ -57,7 +57,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import protocol  # noqa: E402
-from profile_protocol import limit_dataset, loop_hooks, suite_settings  # noqa: E402
+from speed import subset_dataset  # noqa: E402
+from profile_protocol import loop_hooks, suite_settings  # noqa: E402
 from kdcrowd import training  # noqa: E402
 from kdcrowd.checkpoint import digest  # noqa: E402
 from kdcrowd.data.datasets import CrowdDataset  # noqa: E402
@@ -225,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = training.resolve_device(args.device)
     cuda = device.type == "cuda"
     suite, train_hp = suite_settings(args.suite, args.epochs, args.backbone, args.batch_size)
-    ds = limit_dataset(protocol.load_suite_data(suite, args.root, str(device), args.seed), args.limit_train or None, args.limit_eval)
+    ds = subset_dataset(protocol.load_suite_data(suite, args.root, str(device), args.seed), args.limit_train or None, args.limit_eval)
     deterministic = cuda if args.deterministic is None else args.deterministic
     out: dict[str, Any] = {
         "suite": args.suite, "settings": {**suite, "train": train_hp}, "command": " ".join(sys.argv if argv is None else ["check_cuda_graph.py", *argv]),

@@ -77,8 +77,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import protocol  # noqa: E402
+from speed import subset_dataset  # noqa: E402
 from kdcrowd import training  # noqa: E402
-from kdcrowd.data.datasets import CrowdDataset  # noqa: E402
 from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.methods import CROWD_MODELS, device_name, method_options, run_on_dataset, versions  # noqa: E402
 
@@ -117,23 +117,6 @@ def suite_settings(name: str, epochs: int, backbone: str | None = None, batch_si
     if batch_size:
         train_hp["batch_size"] = batch_size
     return suite, train_hp
-
-
-def limit_dataset(ds: CrowdDataset, n_train: int | None, n_eval: int | None) -> CrowdDataset:
-    """The first ``n_train`` training items (with their annotations, reference labels and
-    gold questions) and the first ``n_eval`` validation and test items; ``None`` keeps a
-    split whole. Extra test sets are dropped."""
-    if n_train is None and n_eval is None:
-        return ds
-    tr = slice(None, n_train)
-    ev = slice(None, n_eval)
-    cut = lambda a, s: None if a is None else a[s]  # noqa: E731
-    ann = ds.annotations.subset_items(np.arange(len(ds.x_train[tr]))) if ds.annotations is not None else None
-    return dataclasses.replace(
-        ds, x_train=ds.x_train[tr], y_train=cut(ds.y_train, tr), annotations=ann, y_reference=cut(ds.y_reference, tr), gold=cut(ds.gold, tr),
-        x_val=ds.x_val[ev], y_val=cut(ds.y_val, ev), x_test=ds.x_test[ev], y_test=cut(ds.y_test, ev), extra_test={},
-        info={**ds.info, "limited": {"train": len(ds.x_train[tr]), "val": len(ds.x_val[ev]), "test": len(ds.x_test[ev])}},
-    )
 
 
 # ----------------------------------------------------------------------------- synchronisations
@@ -502,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     suite, train_hp = suite_settings(args.suite, args.epochs, args.backbone, args.batch_size)
     runs = parse_methods(args.method, args.kd_teacher)
     device = training.resolve_device(args.device)
-    ds = limit_dataset(protocol.load_suite_data(suite, args.root, args.device, args.seed), args.limit_train, args.limit_eval)
+    ds = subset_dataset(protocol.load_suite_data(suite, args.root, args.device, args.seed), args.limit_train, args.limit_eval)
     probe = LoopProbe(device, args.epochs, args.warmup_epochs, train_hp["batch_size"], len(ds.x_train), args.top)
     out: dict[str, Any] = {
         "suite": args.suite, "settings": {**suite, "train": train_hp}, "command": " ".join(sys.argv if argv is None else ["profile_protocol.py", *argv]),
