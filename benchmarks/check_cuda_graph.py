@@ -46,7 +46,7 @@ import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import protocol  # noqa: E402
 from speed import subset_dataset  # noqa: E402
-from profile_protocol import loop_hooks, suite_settings  # noqa: E402
+from profile_protocol import loop_hooks, suite_settings, sync  # noqa: E402
 from kdcrowd import training  # noqa: E402
 from kdcrowd.checkpoint import digest  # noqa: E402
 from kdcrowd.data.datasets import CrowdDataset  # noqa: E402
@@ -83,12 +83,8 @@ class StepClock:
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[StepClock]:
-        with loop_hooks(self._on_step, self._validation):
+        with loop_hooks(self.device, self._on_step, self._on_validation):
             yield self
-
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
 
     def _on_step(self, opt: Any, args: Any, kwargs: Any) -> None:
         if self.cuda:
@@ -98,19 +94,13 @@ class StepClock:
         else:
             self.marks.append(time.perf_counter())
 
-    def _validation(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(module: Any, data: Any, config: Any) -> Any:
-            self.val_entries.append(time.perf_counter())  # fit synchronised the device: the epoch's steps are done
-            out = original(module, data, config)
-            self._sync()
-            self.val_exits.append(time.perf_counter())
-            return out
-
-        return timed
+    def _on_validation(self, start: float, end: float) -> None:
+        self.val_entries.append(start)
+        self.val_exits.append(end)
 
     def step_ms(self, steps_per_epoch: int) -> list[list[float]]:
         """Per epoch, the milliseconds between consecutive step ends."""
-        self._sync()
+        sync(self.device)
         out: list[list[float]] = []
         for s in range(0, len(self.marks), steps_per_epoch):
             ms = self.marks[s : s + steps_per_epoch]

@@ -93,13 +93,29 @@ _KD_LABEL = re.compile(r"^kdcrowd\((?P<teacher>[^()]+)\)$")
 # ----------------------------------------------------------------------------- data
 
 
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA; nothing elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @contextlib.contextmanager
-def loop_hooks(on_step: Callable[..., None], wrap_validation: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
-    """For the duration: ``on_step`` after every optimiser step (torch's global hook) and
-    :func:`kdcrowd.training.fit`'s validation pass through ``wrap_validation(original)``."""
+def loop_hooks(device: torch.device, on_step: Callable[..., None], on_validation: Callable[[float, float], None]) -> Iterator[None]:
+    """For the duration: ``on_step(optimizer, args, kwargs)`` after every optimiser step
+    (torch's global hook) and ``on_validation(start, end)`` after each of
+    :func:`kdcrowd.training.fit`'s validation passes: the host clock before it (fit has
+    synchronised the device: the epoch's steps are done) and after it, ``device`` synchronised."""
     handle = register_optimizer_step_post_hook(on_step)
     original = training.validation_accuracy
-    training.validation_accuracy = wrap_validation(original)
+
+    def timed(module: Any, data: Any, config: Any) -> Any:
+        start = time.perf_counter()
+        out = original(module, data, config)
+        sync(device)
+        on_validation(start, time.perf_counter())
+        return out
+
+    training.validation_accuracy = timed
     try:
         yield
     finally:
@@ -344,17 +360,13 @@ class LoopProbe:
         """The names of the next stages, in order."""
         self._names = list(names)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def _kind(self, epoch: int) -> str:
         return "warmup" if epoch < self.warmup else "profiled" if epoch == self.epochs - 1 else "timed"
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[LoopProbe]:
         try:
-            with loop_hooks(self._on_step, self._validation):
+            with loop_hooks(self.device, self._on_step, self._on_validation):
                 yield self
         finally:
             self._close_window()
@@ -377,7 +389,7 @@ class LoopProbe:
             profiled = self._kind(epoch) == "profiled" and self._prof is not None
             if profiled:
                 self._syncs.stop()  # before this synchronisation, which is the probe's own
-            self._sync()
+            sync(self.device)
             end = time.perf_counter()
             st.epochs.append({"epoch": epoch + 1, "kind": self._kind(epoch), "steps": self.steps_per_epoch, "train_ms": (end - st.epoch_start) * 1e3})
             if profiled:
@@ -389,29 +401,21 @@ class LoopProbe:
         st = self.stages[-1]
         if self._syncs is not None:
             self._syncs.stop()
-        self._sync()
+        sync(self.device)
         end = time.perf_counter() if end is None else end
         self._prof.stop()
         st.profiled = profile_summary(self._prof, self.steps_per_epoch, end - st.window_start, self.top)
         st.syncs = self._syncs.summary(self.steps_per_epoch) if self._syncs is not None else None
         self._prof, self._syncs = None, None
 
-    def _validation(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(module: Any, data: Any, config: Any) -> Any:
-            t0 = time.perf_counter()
-            out = original(module, data, config)
-            self._sync()
-            t1 = time.perf_counter()
-            if self.stages:
-                st = self.stages[-1]
-                if st.epochs:
-                    st.epochs[-1]["eval_ms"] = (t1 - t0) * 1e3
-                if len(st.epochs) == self.epochs - 1:  # the next epoch is profiled
-                    self._open_window(st)
-                st.epoch_start = time.perf_counter()
-            return out
-
-        return timed
+    def _on_validation(self, start: float, end: float) -> None:
+        if self.stages:
+            st = self.stages[-1]
+            if st.epochs:
+                st.epochs[-1]["eval_ms"] = (end - start) * 1e3
+            if len(st.epochs) == self.epochs - 1:  # the next epoch is profiled
+                self._open_window(st)
+            st.epoch_start = time.perf_counter()
 
     def _open_window(self, st: StageTrace) -> None:
         from torch.profiler import ProfilerActivity, profile
