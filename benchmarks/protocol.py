@@ -166,15 +166,14 @@ def merge_runs(parts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
     the run it was saved from is among them (the same row); and the teacher rows from files
     that were kept (``"<label> seed <S>: <file>"``)."""
     runs = [r for p in parts for r in p["runs"]]
-    trained = {(r["label"], r["seed"]) for r in runs if not r.get("from_file")}
-    kept = [r for r in runs if not (r.get("from_file") and (r["label"], r["seed"]) in trained)]
-    seen: set[tuple[str, int]] = set()
+    seen = {(r["label"], r["seed"]) for r in runs if not r.get("from_file")}
     out = []
-    for r in kept:  # the same saved row read by several parts: once
+    for r in runs:
         key = (r["label"], r["seed"])
-        if r.get("from_file") and key in seen:
-            continue
-        seen.add(key)
+        if r.get("from_file"):
+            if key in seen:  # the trained row is there, or the same saved row read by another part
+                continue
+            seen.add(key)
         out.append(r)
     return out, [f"{r['label']} seed {r['seed']}: {r['from_file']}" for r in out if r.get("from_file")]
 
