@@ -329,14 +329,14 @@ class StageTrace:
         timed = [e for e in self.epochs if e["kind"] == "timed"]
         steps = sum(e["steps"] for e in timed)
         evals = [e["eval_ms"] for e in self.epochs if e["kind"] != "warmup" and e.get("eval_ms") is not None]
-        busy = None
-        if self.profiled and self.profiled.get("kernel_ms_per_step") is not None and steps:
-            busy = self.profiled["kernel_ms_per_step"] / (sum(e["train_ms"] for e in timed) / steps)
+        epoch_mean = sum(e["train_ms"] for e in timed) / steps if steps else None
+        kernel_ms = (self.profiled or {}).get("kernel_ms_per_step")
+        busy = kernel_ms / epoch_mean if kernel_ms is not None and epoch_mean else None
         return {
             "steps_per_epoch": self.steps_per_epoch,
             "warmup_epochs": warmup,
             "epochs": self.epochs,
-            "step_ms": {**_quantiles(self.step_ms), "epoch_mean": sum(e["train_ms"] for e in timed) / steps if steps else None},
+            "step_ms": {**_quantiles(self.step_ms), "epoch_mean": epoch_mean},
             "eval_ms": {**_quantiles(evals), "items": eval_items, "per_epoch": "the validation pass"},
             "profiled_epoch": None if self.profiled is None else {**self.profiled, "gpu_busy_fraction_unprofiled": busy},
             "syncs": self.syncs,
