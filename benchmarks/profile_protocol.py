@@ -79,6 +79,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import protocol  # noqa: E402
 from speed import subset_dataset  # noqa: E402
 from kdcrowd import training  # noqa: E402
+from kdcrowd.data.datasets import CrowdDataset  # noqa: E402
 from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.methods import CROWD_MODELS, device_name, method_options, run_on_dataset, versions  # noqa: E402
 
@@ -123,16 +124,37 @@ def loop_hooks(device: torch.device, on_step: Callable[..., None], on_validation
         handle.remove()
 
 
-def suite_settings(name: str, epochs: int, backbone: str | None = None, batch_size: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A protocol suite's settings and training settings with ``epochs`` (and, for smoke runs,
-    another backbone or batch size)."""
-    suite = dict(protocol.SUITES[name])
-    if backbone:
-        suite["backbone"] = backbone
-    train_hp = {**suite["train"], "epochs": epochs}
-    if batch_size:
-        train_hp["batch_size"] = batch_size
-    return suite, train_hp
+def add_suite_arguments(ap: argparse.ArgumentParser, epochs: int, epochs_help: str | None = None, limit_train: int | None = None, limit_train_help: str = "keep the first N training items") -> None:
+    """The options of a shortened run of a protocol suite (this script's and check_cuda_graph.py's)."""
+    ap.add_argument("--suite", default="protocol-cifar10n-worst", choices=sorted(protocol.SUITES))
+    ap.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
+    ap.add_argument("--limit-train", type=int, default=limit_train, help=limit_train_help)
+    ap.add_argument("--limit-eval", type=int, default=None, help="keep the first N validation and test items")
+    ap.add_argument("--backbone", default=None, help="override the suite's backbone (smoke runs)")
+    ap.add_argument("--batch-size", type=int, default=None, help="override the suite's batch size (smoke runs)")
+    ap.add_argument("--out", required=True, type=Path)
+
+
+def suite_run(args: argparse.Namespace, script: str, argv: Sequence[str] | None) -> tuple[dict[str, Any], dict[str, Any], torch.device, CrowdDataset, dict[str, Any]]:
+    """From :func:`add_suite_arguments`' options: the suite's settings and training settings
+    with ``--epochs`` (and, for smoke runs, another backbone or batch size), the device, the
+    suite's data (its first ``--limit-train`` training items, 0 or none: all, and
+    ``--limit-eval`` validation and test items) and the head of the JSON (suite, settings,
+    command, versions, device, seed, epochs)."""
+    suite = dict(protocol.SUITES[args.suite])
+    if args.backbone:
+        suite["backbone"] = args.backbone
+    train_hp = {**suite["train"], "epochs": args.epochs}
+    if args.batch_size:
+        train_hp["batch_size"] = args.batch_size
+    device = training.resolve_device(args.device)
+    ds = subset_dataset(protocol.load_suite_data(suite, args.root, str(device), args.seed), args.limit_train or None, args.limit_eval)
+    head = {"suite": args.suite, "settings": {**suite, "train": train_hp}, "command": " ".join(sys.argv if argv is None else [script, *argv]),
+            "versions": versions(), "device": device_name(device), "seed": args.seed, "epochs": args.epochs}
+    return suite, train_hp, device, ds, head
 
 
 # ----------------------------------------------------------------------------- synchronisations
@@ -468,34 +490,19 @@ def _run_record(label: str, metrics: dict[str, Any], probe_stages: list[StageTra
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", default="protocol-cifar10n-worst", choices=sorted(protocol.SUITES))
     ap.add_argument("--method", nargs="+", default=["annot-mix"], help="methods, in order; kdcrowd(TEACHER) for KD-Crowd over a crowd model")
     ap.add_argument("--kd-teacher", default=None, help="the teacher of a plain 'kdcrowd' in --method")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs per stage (the last one profiled)")
     ap.add_argument("--warmup-epochs", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
-    ap.add_argument("--limit-train", type=int, default=None, help="keep the first N training items")
-    ap.add_argument("--limit-eval", type=int, default=None, help="keep the first N validation and test items")
-    ap.add_argument("--backbone", default=None, help="override the suite's backbone (smoke runs)")
-    ap.add_argument("--batch-size", type=int, default=None, help="override the suite's batch size (smoke runs)")
     ap.add_argument("--top", type=int, default=20, help="kernels and CPU operators listed")
-    ap.add_argument("--out", required=True, type=Path)
+    add_suite_arguments(ap, epochs=3, epochs_help="epochs per stage (the last one profiled)")
     args = ap.parse_args(argv)
     if args.epochs < args.warmup_epochs + 2:
         raise SystemExit(f"--epochs must leave a timed and a profiled epoch after the {args.warmup_epochs} warm-up epoch(s); got {args.epochs}")
     t0 = time.perf_counter()
-    suite, train_hp = suite_settings(args.suite, args.epochs, args.backbone, args.batch_size)
     runs = parse_methods(args.method, args.kd_teacher)
-    device = training.resolve_device(args.device)
-    ds = subset_dataset(protocol.load_suite_data(suite, args.root, args.device, args.seed), args.limit_train, args.limit_eval)
+    suite, train_hp, device, ds, head = suite_run(args, "profile_protocol.py", argv)
     probe = LoopProbe(device, args.epochs, args.warmup_epochs, train_hp["batch_size"], len(ds.x_train), args.top)
-    out: dict[str, Any] = {
-        "suite": args.suite, "settings": {**suite, "train": train_hp}, "command": " ".join(sys.argv if argv is None else ["profile_protocol.py", *argv]),
-        "versions": versions(), "device": device_name(device), "seed": args.seed, "epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
-        "items": {"train": len(ds.x_train), "val": len(ds.x_val), "test": len(ds.x_test)}, "runs": [],
-    }
+    out: dict[str, Any] = {**head, "warmup_epochs": args.warmup_epochs, "items": {"train": len(ds.x_train), "val": len(ds.x_val), "test": len(ds.x_test)}, "runs": []}
     teachers: dict[str, Any] = {}
     for label, method, teacher in runs:
         options = {"teacher": teacher} if teacher else {}
