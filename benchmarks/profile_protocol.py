@@ -140,16 +140,11 @@ def add_suite_arguments(ap: argparse.ArgumentParser, epochs: int, epochs_help: s
 
 def suite_run(args: argparse.Namespace, script: str, argv: Sequence[str] | None) -> tuple[dict[str, Any], dict[str, Any], torch.device, CrowdDataset, dict[str, Any]]:
     """From :func:`add_suite_arguments`' options: the suite's settings and training settings
-    with ``--epochs`` (and, for smoke runs, another backbone or batch size), the device, the
-    suite's data (its first ``--limit-train`` training items, 0 or none: all, and
-    ``--limit-eval`` validation and test items) and the head of the JSON (suite, settings,
-    command, versions, device, seed, epochs)."""
-    suite = dict(protocol.SUITES[args.suite])
-    if args.backbone:
-        suite["backbone"] = args.backbone
-    train_hp = {**suite["train"], "epochs": args.epochs}
-    if args.batch_size:
-        train_hp["batch_size"] = args.batch_size
+    (:func:`protocol.suite_settings`) with ``--epochs`` (and, for smoke runs, another backbone
+    or batch size), the device, the suite's data (its first ``--limit-train`` training items,
+    0 or none: all, and ``--limit-eval`` validation and test items) and the head of the JSON
+    (suite, settings, command, versions, device, seed, epochs)."""
+    suite, train_hp = protocol.suite_settings(args.suite, args.backbone, epochs=args.epochs, batch_size=args.batch_size or None)
     device = training.resolve_device(args.device)
     ds = subset_dataset(protocol.load_suite_data(suite, args.root, str(device), args.seed), args.limit_train or None, args.limit_eval)
     head = {"suite": args.suite, "settings": {**suite, "train": train_hp}, "command": " ".join(sys.argv if argv is None else [script, *argv]),

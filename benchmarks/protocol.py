@@ -109,6 +109,15 @@ def load_suite_data(suite: dict[str, Any], root: str | None, device: str, seed: 
     return ds
 
 
+def suite_settings(name: str, backbone: str | None = None, **train: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Suite ``name``'s settings, with another ``backbone`` if given, and its training settings
+    with the overrides in ``train`` that are not ``None``."""
+    suite = dict(SUITES[name])
+    if backbone:
+        suite["backbone"] = backbone
+    return suite, {**suite["train"], **{k: v for k, v in train.items() if v is not None}}
+
+
 def run_config(suite: dict[str, Any], train_hp: dict[str, Any], seed: int, method: str, options: dict[str, Any], device: str) -> RunConfig:
     """One run of a suite: ``method`` with ``options`` on seed ``seed`` with the suite's
     backbone and data set options and the training settings ``train_hp`` (the suite's
@@ -225,24 +234,12 @@ def main(argv: list[str] | None = None) -> None:
             print(" ".join(ranked[: args.n_teachers]))
         return
 
-    suite = dict(SUITES[args.suite])
-    if args.backbone:
-        suite["backbone"] = args.backbone
+    suite, train_hp = suite_settings(args.suite, args.backbone, epochs=args.epochs or None, lr=args.lr, weight_decay=args.weight_decay,
+                                     optimizer=args.optimizer, cuda_graph=args.cuda_graph or None)
     method_opts: dict[str, dict[str, Any]] = {}
     for spec in args.options:
         name, _, kvs = spec.partition(":")
         method_opts.setdefault(name, {}).update(parse_key_values(kvs.split(","), "--options"))
-    train_hp = dict(suite["train"])
-    if args.epochs:
-        train_hp["epochs"] = args.epochs
-    if args.lr is not None:
-        train_hp["lr"] = args.lr
-    if args.weight_decay is not None:
-        train_hp["weight_decay"] = args.weight_decay
-    if args.optimizer is not None:
-        train_hp["optimizer"] = args.optimizer
-    if args.cuda_graph:
-        train_hp["cuda_graph"] = True
     methods = args.methods if args.methods is not None else available_methods()
     if args.teacher_outputs is not None:
         if args.kd_teachers is None:
