@@ -1,7 +1,7 @@
 """The annot-mix benchmark's protocol on the crowds we have: every method, several seeds,
 last-epoch and best-validation-epoch test accuracy side by side.
 
-    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-labelme --seeds 0 1 2 3 4 \
+    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-labelme --seeds 0 1 2 3 4 \\
         --device cpu --out benchmarks/results/protocol/protocol-labelme.json
 
 Suites (the anchor: Herde et al., ECAI 2024, `ies-research/multi-annotator-machine-learning`,
@@ -41,11 +41,11 @@ matrices, its best validation accuracy; about 1 MB for CIFAR-10N's 15 k items):
   in one process, to the bit; ``stage2=finetune`` needs the teacher module and is refused.
 
     # call 1: the teachers
-    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-cifar10n-worst --seeds 0 --methods annot-mix \
+    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-cifar10n-worst --seeds 0 --methods annot-mix \\
         --kd-teachers --no-clean --device cuda --root .data --out $OUT/teachers_0.json --save-teacher-outputs $OUT/teachers
     # call 2, with $OUT/teachers carried back as benchmarks/results/protocol/teachers/cifar10n-worst
-    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-cifar10n-worst --seeds 0 --methods \
-        --kd-teachers annot-mix --no-clean --device cuda --root .data --out $OUT/kd_0.json \
+    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-cifar10n-worst --seeds 0 --methods \\
+        --kd-teachers annot-mix --no-clean --device cuda --root .data --out $OUT/kd_0.json \\
         --teacher-outputs benchmarks/results/protocol/teachers/cifar10n-worst
 
 ``--merge`` keeps the rows of both calls; a saved teacher row is dropped where the run it
