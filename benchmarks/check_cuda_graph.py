@@ -46,7 +46,7 @@ import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +57,12 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import protocol  # noqa: E402
-from profile_protocol import limit_dataset, loop_hooks, suite_settings  # noqa: E402
+from profile_protocol import add_suite_arguments, loop_hooks, suite_run, sync  # noqa: E402
 from kdcrowd import training  # noqa: E402
 from kdcrowd.checkpoint import digest  # noqa: E402
 from kdcrowd.data.datasets import CrowdDataset  # noqa: E402
 from kdcrowd.io import write_json  # noqa: E402
-from kdcrowd.methods import device_name, run_on_dataset, versions  # noqa: E402
+from kdcrowd.methods import run_on_dataset  # noqa: E402
 
 METHODS = ("annot-mix", "maxmig", "mv")
 NO_CUDA = "cuda_graph needs CUDA: not run on {device} (the option is a no-op there)"
@@ -82,12 +82,8 @@ class StepClock:
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[StepClock]:
-        with loop_hooks(self._on_step, self._validation):
+        with loop_hooks(self.device, self._on_step, self._on_validation):
             yield self
-
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
 
     def _on_step(self, opt: Any, args: Any, kwargs: Any) -> None:
         if self.cuda:
@@ -97,19 +93,13 @@ class StepClock:
         else:
             self.marks.append(time.perf_counter())
 
-    def _validation(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(module: Any, data: Any, config: Any) -> Any:
-            self.val_entries.append(time.perf_counter())  # fit synchronised the device: the epoch's steps are done
-            out = original(module, data, config)
-            self._sync()
-            self.val_exits.append(time.perf_counter())
-            return out
-
-        return timed
+    def _on_validation(self, start: float, end: float) -> None:
+        self.val_entries.append(start)
+        self.val_exits.append(end)
 
     def step_ms(self, steps_per_epoch: int) -> list[list[float]]:
         """Per epoch, the milliseconds between consecutive step ends."""
-        self._sync()
+        sync(self.device)
         out: list[list[float]] = []
         for s in range(0, len(self.marks), steps_per_epoch):
             ms = self.marks[s : s + steps_per_epoch]
@@ -207,30 +197,17 @@ def deterministic_kernels() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", default="protocol-cifar10n-worst", choices=sorted(protocol.SUITES))
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
-    ap.add_argument("--limit-train", type=int, default=7680, help="keep the first N training items (0: all)")
-    ap.add_argument("--limit-eval", type=int, default=None, help="keep the first N validation and test items")
-    ap.add_argument("--backbone", default=None, help="override the suite's backbone (smoke runs)")
-    ap.add_argument("--batch-size", type=int, default=None, help="override the suite's batch size (smoke runs)")
     ap.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                     help="also compare eager and graph runs with deterministic kernels (default: on CUDA)")
-    ap.add_argument("--out", required=True, type=Path)
+    add_suite_arguments(ap, epochs=2, limit_train=7680, limit_train_help="keep the first N training items (0: all)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    device = training.resolve_device(args.device)
+    suite, train_hp, device, ds, head = suite_run(args, "check_cuda_graph.py", argv)
     cuda = device.type == "cuda"
-    suite, train_hp = suite_settings(args.suite, args.epochs, args.backbone, args.batch_size)
-    ds = limit_dataset(protocol.load_suite_data(suite, args.root, str(device), args.seed), args.limit_train or None, args.limit_eval)
     deterministic = cuda if args.deterministic is None else args.deterministic
     out: dict[str, Any] = {
-        "suite": args.suite, "settings": {**suite, "train": train_hp}, "command": " ".join(sys.argv if argv is None else ["check_cuda_graph.py", *argv]),
-        "versions": versions(), "device": device_name(device), "seed": args.seed, "epochs": args.epochs,
-        "items": {"train": len(ds.x_train), "val": len(ds.x_val), "test": len(ds.x_test)},
+        **head, "items": {"train": len(ds.x_train), "val": len(ds.x_val), "test": len(ds.x_test)},
         "graphs": "run" if cuda else NO_CUDA.format(device=device.type), "methods": {},
     }
 

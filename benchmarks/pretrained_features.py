@@ -148,11 +148,16 @@ def _sweep_rows(f_train: np.ndarray, ann: Any, y_train: np.ndarray, f_val: np.nd
     return rows
 
 
+def _best(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row with the highest mean validation accuracy (the first on ties)."""
+    return rows[max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy_mean"], -i))]
+
+
 def _chosen(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The setting with the highest mean validation accuracy (the first on ties)."""
-    best = max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy_mean"], -i))
+    best = _best(rows)
     return {"chosen_on": "mean validation accuracy of the classifier (500 LabelMe validation images, true labels)",
-            "chosen": {k: rows[best][k] for k in ("epochs", "batch_size", "lr", "weight_decay")}, "chosen_val_accuracy_mean": rows[best]["val_accuracy_mean"], "rows": rows}
+            "chosen": {k: best[k] for k in ("epochs", "batch_size", "lr", "weight_decay")}, "chosen_val_accuracy_mean": best["val_accuracy_mean"], "rows": rows}
 
 
 def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
@@ -278,7 +283,6 @@ def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{variant} seed {seed}: {per_seed[-1]}", flush=True)
         means = {f"{k}_mean": float(np.mean([r[k] for r in per_seed])) for k in ("val_accuracy", "test_accuracy", "label_accuracy")}
         rows.append({"variant": variant, **means, "per_seed": per_seed})
-    best = max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy_mean"], -i))
     result = {
         "benchmark": "pretrained_features --flip-views",
         "dataset": "labelme",
@@ -289,7 +293,7 @@ def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
                      "tta": "trained on the features of the images as they are, the average of the two views at prediction (final labels too)",
                      "augment": "one view per item at random in every training batch, the average at prediction and for the standardisation"},
         "chosen_on": "mean validation accuracy (500 LabelMe validation images, true labels); test and label accuracy for information only",
-        "chosen": rows[best]["variant"],
+        "chosen": _best(rows)["variant"],
         "seeds": args.seeds,
         "device": args.device,
         "torch_threads": args.threads,

@@ -77,6 +77,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import protocol  # noqa: E402
+from speed import subset_dataset  # noqa: E402
 from kdcrowd import training  # noqa: E402
 from kdcrowd.data.datasets import CrowdDataset  # noqa: E402
 from kdcrowd.io import write_json  # noqa: E402
@@ -93,13 +94,29 @@ _KD_LABEL = re.compile(r"^kdcrowd\((?P<teacher>[^()]+)\)$")
 # ----------------------------------------------------------------------------- data
 
 
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA; nothing elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @contextlib.contextmanager
-def loop_hooks(on_step: Callable[..., None], wrap_validation: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
-    """For the duration: ``on_step`` after every optimiser step (torch's global hook) and
-    :func:`kdcrowd.training.fit`'s validation pass through ``wrap_validation(original)``."""
+def loop_hooks(device: torch.device, on_step: Callable[..., None], on_validation: Callable[[float, float], None]) -> Iterator[None]:
+    """For the duration: ``on_step(optimizer, args, kwargs)`` after every optimiser step
+    (torch's global hook) and ``on_validation(start, end)`` after each of
+    :func:`kdcrowd.training.fit`'s validation passes: the host clock before it (fit has
+    synchronised the device: the epoch's steps are done) and after it, ``device`` synchronised."""
     handle = register_optimizer_step_post_hook(on_step)
     original = training.validation_accuracy
-    training.validation_accuracy = wrap_validation(original)
+
+    def timed(module: Any, data: Any, config: Any) -> Any:
+        start = time.perf_counter()
+        out = original(module, data, config)
+        sync(device)
+        on_validation(start, time.perf_counter())
+        return out
+
+    training.validation_accuracy = timed
     try:
         yield
     finally:
@@ -107,33 +124,32 @@ def loop_hooks(on_step: Callable[..., None], wrap_validation: Callable[[Callable
         handle.remove()
 
 
-def suite_settings(name: str, epochs: int, backbone: str | None = None, batch_size: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A protocol suite's settings and training settings with ``epochs`` (and, for smoke runs,
-    another backbone or batch size)."""
-    suite = dict(protocol.SUITES[name])
-    if backbone:
-        suite["backbone"] = backbone
-    train_hp = {**suite["train"], "epochs": epochs}
-    if batch_size:
-        train_hp["batch_size"] = batch_size
-    return suite, train_hp
+def add_suite_arguments(ap: argparse.ArgumentParser, epochs: int, epochs_help: str | None = None, limit_train: int | None = None, limit_train_help: str = "keep the first N training items") -> None:
+    """The options of a shortened run of a protocol suite (this script's and check_cuda_graph.py's)."""
+    ap.add_argument("--suite", default="protocol-cifar10n-worst", choices=sorted(protocol.SUITES))
+    ap.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
+    ap.add_argument("--limit-train", type=int, default=limit_train, help=limit_train_help)
+    ap.add_argument("--limit-eval", type=int, default=None, help="keep the first N validation and test items")
+    ap.add_argument("--backbone", default=None, help="override the suite's backbone (smoke runs)")
+    ap.add_argument("--batch-size", type=int, default=None, help="override the suite's batch size (smoke runs)")
+    ap.add_argument("--out", required=True, type=Path)
 
 
-def limit_dataset(ds: CrowdDataset, n_train: int | None, n_eval: int | None) -> CrowdDataset:
-    """The first ``n_train`` training items (with their annotations, reference labels and
-    gold questions) and the first ``n_eval`` validation and test items; ``None`` keeps a
-    split whole. Extra test sets are dropped."""
-    if n_train is None and n_eval is None:
-        return ds
-    tr = slice(None, n_train)
-    ev = slice(None, n_eval)
-    cut = lambda a, s: None if a is None else a[s]  # noqa: E731
-    ann = ds.annotations.subset_items(np.arange(len(ds.x_train[tr]))) if ds.annotations is not None else None
-    return dataclasses.replace(
-        ds, x_train=ds.x_train[tr], y_train=cut(ds.y_train, tr), annotations=ann, y_reference=cut(ds.y_reference, tr), gold=cut(ds.gold, tr),
-        x_val=ds.x_val[ev], y_val=cut(ds.y_val, ev), x_test=ds.x_test[ev], y_test=cut(ds.y_test, ev), extra_test={},
-        info={**ds.info, "limited": {"train": len(ds.x_train[tr]), "val": len(ds.x_val[ev]), "test": len(ds.x_test[ev])}},
-    )
+def suite_run(args: argparse.Namespace, script: str, argv: Sequence[str] | None) -> tuple[dict[str, Any], dict[str, Any], torch.device, CrowdDataset, dict[str, Any]]:
+    """From :func:`add_suite_arguments`' options: the suite's settings and training settings
+    (:func:`protocol.suite_settings`) with ``--epochs`` (and, for smoke runs, another backbone
+    or batch size), the device, the suite's data (its first ``--limit-train`` training items,
+    0 or none: all, and ``--limit-eval`` validation and test items) and the head of the JSON
+    (suite, settings, command, versions, device, seed, epochs)."""
+    suite, train_hp = protocol.suite_settings(args.suite, args.backbone, epochs=args.epochs, batch_size=args.batch_size or None)
+    device = training.resolve_device(args.device)
+    ds = subset_dataset(protocol.load_suite_data(suite, args.root, str(device), args.seed), args.limit_train or None, args.limit_eval)
+    head = {"suite": args.suite, "settings": {**suite, "train": train_hp}, "command": " ".join(sys.argv if argv is None else [script, *argv]),
+            "versions": versions(), "device": device_name(device), "seed": args.seed, "epochs": args.epochs}
+    return suite, train_hp, device, ds, head
 
 
 # ----------------------------------------------------------------------------- synchronisations
@@ -330,14 +346,14 @@ class StageTrace:
         timed = [e for e in self.epochs if e["kind"] == "timed"]
         steps = sum(e["steps"] for e in timed)
         evals = [e["eval_ms"] for e in self.epochs if e["kind"] != "warmup" and e.get("eval_ms") is not None]
-        busy = None
-        if self.profiled and self.profiled.get("kernel_ms_per_step") is not None and steps:
-            busy = self.profiled["kernel_ms_per_step"] / (sum(e["train_ms"] for e in timed) / steps)
+        epoch_mean = sum(e["train_ms"] for e in timed) / steps if steps else None
+        kernel_ms = (self.profiled or {}).get("kernel_ms_per_step")
+        busy = kernel_ms / epoch_mean if kernel_ms is not None and epoch_mean else None
         return {
             "steps_per_epoch": self.steps_per_epoch,
             "warmup_epochs": warmup,
             "epochs": self.epochs,
-            "step_ms": {**_quantiles(self.step_ms), "epoch_mean": sum(e["train_ms"] for e in timed) / steps if steps else None},
+            "step_ms": {**_quantiles(self.step_ms), "epoch_mean": epoch_mean},
             "eval_ms": {**_quantiles(evals), "items": eval_items, "per_epoch": "the validation pass"},
             "profiled_epoch": None if self.profiled is None else {**self.profiled, "gpu_busy_fraction_unprofiled": busy},
             "syncs": self.syncs,
@@ -361,17 +377,13 @@ class LoopProbe:
         """The names of the next stages, in order."""
         self._names = list(names)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def _kind(self, epoch: int) -> str:
         return "warmup" if epoch < self.warmup else "profiled" if epoch == self.epochs - 1 else "timed"
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[LoopProbe]:
         try:
-            with loop_hooks(self._on_step, self._validation):
+            with loop_hooks(self.device, self._on_step, self._on_validation):
                 yield self
         finally:
             self._close_window()
@@ -394,7 +406,7 @@ class LoopProbe:
             profiled = self._kind(epoch) == "profiled" and self._prof is not None
             if profiled:
                 self._syncs.stop()  # before this synchronisation, which is the probe's own
-            self._sync()
+            sync(self.device)
             end = time.perf_counter()
             st.epochs.append({"epoch": epoch + 1, "kind": self._kind(epoch), "steps": self.steps_per_epoch, "train_ms": (end - st.epoch_start) * 1e3})
             if profiled:
@@ -406,29 +418,21 @@ class LoopProbe:
         st = self.stages[-1]
         if self._syncs is not None:
             self._syncs.stop()
-        self._sync()
+        sync(self.device)
         end = time.perf_counter() if end is None else end
         self._prof.stop()
         st.profiled = profile_summary(self._prof, self.steps_per_epoch, end - st.window_start, self.top)
         st.syncs = self._syncs.summary(self.steps_per_epoch) if self._syncs is not None else None
         self._prof, self._syncs = None, None
 
-    def _validation(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(module: Any, data: Any, config: Any) -> Any:
-            t0 = time.perf_counter()
-            out = original(module, data, config)
-            self._sync()
-            t1 = time.perf_counter()
-            if self.stages:
-                st = self.stages[-1]
-                if st.epochs:
-                    st.epochs[-1]["eval_ms"] = (t1 - t0) * 1e3
-                if len(st.epochs) == self.epochs - 1:  # the next epoch is profiled
-                    self._open_window(st)
-                st.epoch_start = time.perf_counter()
-            return out
-
-        return timed
+    def _on_validation(self, start: float, end: float) -> None:
+        if self.stages:
+            st = self.stages[-1]
+            if st.epochs:
+                st.epochs[-1]["eval_ms"] = (end - start) * 1e3
+            if len(st.epochs) == self.epochs - 1:  # the next epoch is profiled
+                self._open_window(st)
+            st.epoch_start = time.perf_counter()
 
     def _open_window(self, st: StageTrace) -> None:
         from torch.profiler import ProfilerActivity, profile
@@ -481,34 +485,19 @@ def _run_record(label: str, metrics: dict[str, Any], probe_stages: list[StageTra
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", default="protocol-cifar10n-worst", choices=sorted(protocol.SUITES))
     ap.add_argument("--method", nargs="+", default=["annot-mix"], help="methods, in order; kdcrowd(TEACHER) for KD-Crowd over a crowd model")
     ap.add_argument("--kd-teacher", default=None, help="the teacher of a plain 'kdcrowd' in --method")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs per stage (the last one profiled)")
     ap.add_argument("--warmup-epochs", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--root", default=None, help="data root (else $KDCROWD_DATA)")
-    ap.add_argument("--limit-train", type=int, default=None, help="keep the first N training items")
-    ap.add_argument("--limit-eval", type=int, default=None, help="keep the first N validation and test items")
-    ap.add_argument("--backbone", default=None, help="override the suite's backbone (smoke runs)")
-    ap.add_argument("--batch-size", type=int, default=None, help="override the suite's batch size (smoke runs)")
     ap.add_argument("--top", type=int, default=20, help="kernels and CPU operators listed")
-    ap.add_argument("--out", required=True, type=Path)
+    add_suite_arguments(ap, epochs=3, epochs_help="epochs per stage (the last one profiled)")
     args = ap.parse_args(argv)
     if args.epochs < args.warmup_epochs + 2:
         raise SystemExit(f"--epochs must leave a timed and a profiled epoch after the {args.warmup_epochs} warm-up epoch(s); got {args.epochs}")
     t0 = time.perf_counter()
-    suite, train_hp = suite_settings(args.suite, args.epochs, args.backbone, args.batch_size)
     runs = parse_methods(args.method, args.kd_teacher)
-    device = training.resolve_device(args.device)
-    ds = limit_dataset(protocol.load_suite_data(suite, args.root, args.device, args.seed), args.limit_train, args.limit_eval)
+    suite, train_hp, device, ds, head = suite_run(args, "profile_protocol.py", argv)
     probe = LoopProbe(device, args.epochs, args.warmup_epochs, train_hp["batch_size"], len(ds.x_train), args.top)
-    out: dict[str, Any] = {
-        "suite": args.suite, "settings": {**suite, "train": train_hp}, "command": " ".join(sys.argv if argv is None else ["profile_protocol.py", *argv]),
-        "versions": versions(), "device": device_name(device), "seed": args.seed, "epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
-        "items": {"train": len(ds.x_train), "val": len(ds.x_val), "test": len(ds.x_test)}, "runs": [],
-    }
+    out: dict[str, Any] = {**head, "warmup_epochs": args.warmup_epochs, "items": {"train": len(ds.x_train), "val": len(ds.x_val), "test": len(ds.x_test)}, "runs": []}
     teachers: dict[str, Any] = {}
     for label, method, teacher in runs:
         options = {"teacher": teacher} if teacher else {}

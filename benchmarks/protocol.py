@@ -1,7 +1,7 @@
 """The annot-mix benchmark's protocol on the crowds we have: every method, several seeds,
 last-epoch and best-validation-epoch test accuracy side by side.
 
-    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-labelme --seeds 0 1 2 3 4 \
+    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-labelme --seeds 0 1 2 3 4 \\
         --device cpu --out benchmarks/results/protocol/protocol-labelme.json
 
 Suites (the anchor: Herde et al., ECAI 2024, `ies-research/multi-annotator-machine-learning`,
@@ -41,11 +41,11 @@ matrices, its best validation accuracy; about 1 MB for CIFAR-10N's 15 k items):
   in one process, to the bit; ``stage2=finetune`` needs the teacher module and is refused.
 
     # call 1: the teachers
-    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-cifar10n-worst --seeds 0 --methods annot-mix \
+    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-cifar10n-worst --seeds 0 --methods annot-mix \\
         --kd-teachers --no-clean --device cuda --root .data --out $OUT/teachers_0.json --save-teacher-outputs $OUT/teachers
     # call 2, with $OUT/teachers carried back as benchmarks/results/protocol/teachers/cifar10n-worst
-    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-cifar10n-worst --seeds 0 --methods \
-        --kd-teachers annot-mix --no-clean --device cuda --root .data --out $OUT/kd_0.json \
+    PYTHONPATH=src python benchmarks/protocol.py --suite protocol-cifar10n-worst --seeds 0 --methods \\
+        --kd-teachers annot-mix --no-clean --device cuda --root .data --out $OUT/kd_0.json \\
         --teacher-outputs benchmarks/results/protocol/teachers/cifar10n-worst
 
 ``--merge`` keeps the rows of both calls; a saved teacher row is dropped where the run it
@@ -109,6 +109,15 @@ def load_suite_data(suite: dict[str, Any], root: str | None, device: str, seed: 
     return ds
 
 
+def suite_settings(name: str, backbone: str | None = None, **train: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Suite ``name``'s settings, with another ``backbone`` if given, and its training settings
+    with the overrides in ``train`` that are not ``None``."""
+    suite = dict(SUITES[name])
+    if backbone:
+        suite["backbone"] = backbone
+    return suite, {**suite["train"], **{k: v for k, v in train.items() if v is not None}}
+
+
 def run_config(suite: dict[str, Any], train_hp: dict[str, Any], seed: int, method: str, options: dict[str, Any], device: str) -> RunConfig:
     """One run of a suite: ``method`` with ``options`` on seed ``seed`` with the suite's
     backbone and data set options and the training settings ``train_hp`` (the suite's
@@ -166,15 +175,14 @@ def merge_runs(parts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
     the run it was saved from is among them (the same row); and the teacher rows from files
     that were kept (``"<label> seed <S>: <file>"``)."""
     runs = [r for p in parts for r in p["runs"]]
-    trained = {(r["label"], r["seed"]) for r in runs if not r.get("from_file")}
-    kept = [r for r in runs if not (r.get("from_file") and (r["label"], r["seed"]) in trained)]
-    seen: set[tuple[str, int]] = set()
+    seen = {(r["label"], r["seed"]) for r in runs if not r.get("from_file")}
     out = []
-    for r in kept:  # the same saved row read by several parts: once
+    for r in runs:
         key = (r["label"], r["seed"])
-        if r.get("from_file") and key in seen:
-            continue
-        seen.add(key)
+        if r.get("from_file"):
+            if key in seen:  # the trained row is there, or the same saved row read by another part
+                continue
+            seen.add(key)
         out.append(r)
     return out, [f"{r['label']} seed {r['seed']}: {r['from_file']}" for r in out if r.get("from_file")]
 
@@ -226,24 +234,12 @@ def main(argv: list[str] | None = None) -> None:
             print(" ".join(ranked[: args.n_teachers]))
         return
 
-    suite = dict(SUITES[args.suite])
-    if args.backbone:
-        suite["backbone"] = args.backbone
+    suite, train_hp = suite_settings(args.suite, args.backbone, epochs=args.epochs or None, lr=args.lr, weight_decay=args.weight_decay,
+                                     optimizer=args.optimizer, cuda_graph=args.cuda_graph or None)
     method_opts: dict[str, dict[str, Any]] = {}
     for spec in args.options:
         name, _, kvs = spec.partition(":")
         method_opts.setdefault(name, {}).update(parse_key_values(kvs.split(","), "--options"))
-    train_hp = dict(suite["train"])
-    if args.epochs:
-        train_hp["epochs"] = args.epochs
-    if args.lr is not None:
-        train_hp["lr"] = args.lr
-    if args.weight_decay is not None:
-        train_hp["weight_decay"] = args.weight_decay
-    if args.optimizer is not None:
-        train_hp["optimizer"] = args.optimizer
-    if args.cuda_graph:
-        train_hp["cuda_graph"] = True
     methods = args.methods if args.methods is not None else available_methods()
     if args.teacher_outputs is not None:
         if args.kd_teachers is None:

@@ -186,15 +186,19 @@ def synthetic_dataset(n_train: int, n_val: int, n_test: int, size: int = 32, see
 
 
 def subset_dataset(ds: Any, n_train: int | None, n_eval: int | None) -> Any:
-    """The first ``n_train`` training items (with their annotations) and ``n_eval`` val/test items."""
+    """The first ``n_train`` training items (with their annotations, reference labels and gold
+    questions) and the first ``n_eval`` validation and test items; ``None`` keeps a split whole."""
     if n_train is None and n_eval is None:
         return ds
+    cut = lambda a, s: None if a is None else a[s]  # noqa: E731
     kw: dict[str, Any] = {}
     if n_train is not None and n_train < len(ds.x_train):
         idx = np.arange(n_train)
-        kw.update(x_train=ds.x_train[idx], y_train=None if ds.y_train is None else ds.y_train[idx], annotations=None if ds.annotations is None else ds.annotations.subset_items(idx))
+        kw.update(x_train=ds.x_train[idx], y_train=cut(ds.y_train, idx), y_reference=cut(ds.y_reference, idx), gold=cut(ds.gold, idx),
+                  annotations=None if ds.annotations is None else ds.annotations.subset_items(idx))
     if n_eval is not None:
-        kw.update(x_val=ds.x_val[:n_eval], y_val=ds.y_val[:n_eval], x_test=ds.x_test[:n_eval], y_test=ds.y_test[:n_eval])
+        ev = slice(None, n_eval)
+        kw.update(x_val=ds.x_val[ev], y_val=cut(ds.y_val, ev), x_test=ds.x_test[ev], y_test=cut(ds.y_test, ev))
     return replace(ds, **kw)
 
 
