@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
+from test_checkpoint import _drop  # _drop(metrics, keys): without those keys, at every depth
 
 from kdcrowd import distributed as D
 from kdcrowd.data.datasets import CrowdDataset
@@ -94,15 +95,7 @@ def _run(method: str, epochs: int = 2, **options: Any) -> dict[str, Any]:
     """``run_on_dataset`` with ``distributed=True`` (the MLP backbone has BatchNorm and dropout)."""
     cfg = RunConfig(dataset="tiny", method=method, train=TrainConfig(epochs=epochs, batch_size=16, lr=3e-3, progress=False, device="cpu", distributed=True), options=options)
     metrics, out = run_on_dataset(tiny_crowd(), cfg)
-    return {"metrics": _drop_timing(metrics), "state": {k: v.clone() for k, v in out.module.state_dict().items()}, "best": out.fit.best_state}
-
-
-def _drop_timing(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _drop_timing(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_drop_timing(v) for v in obj]
-    return obj
+    return {"metrics": _drop(metrics, TIMING), "state": {k: v.clone() for k, v in out.module.state_dict().items()}, "best": out.fit.best_state}
 
 
 def _scenario_equivalence() -> dict[str, Any]:
