@@ -187,6 +187,18 @@ def merge_runs(parts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
     return out, [f"{r['label']} seed {r['seed']}: {r['from_file']}" for r in out if r.get("from_file")]
 
 
+def repeated_runs(runs: list[dict[str, Any]]) -> list[str]:
+    """The (label, seed) runs trained in more than one part, with their test accuracies in
+    order (``summarise`` keeps the last, so a KD-Crowd row pairs with the teacher run of its
+    own process when that part comes last): ``"<label> seed <S>: a, b (same)"``."""
+    acc: dict[tuple[str, int], list[Any]] = {}
+    for r in runs:
+        if not r.get("from_file"):
+            acc.setdefault((r["label"], r["seed"]), []).append(r.get("test_accuracy"))
+    return [f"{label} seed {seed}: {', '.join(map(str, a))} ({'same' if len(set(a)) == 1 else 'differ'})"
+            for (label, seed), a in acc.items() if len(a) > 1]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", required=True, choices=sorted(SUITES))
@@ -220,11 +232,16 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(sys.argv if argv is None else ["protocol.py", *argv])
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
+        other = [f"{p} ({part.get('suite')})" for p, part in zip(args.merge, parts) if part.get("suite") != args.suite]
+        if other:  # a job of a queue may name its own --suite; its rows are not this suite's
+            ap.error(f"--merge: not --suite {args.suite}: {', '.join(map(str, other))}")
         runs, from_files = merge_runs(parts)
         merged = {**parts[0], "command": command, "parts": [p.get("command") for p in parts], "runs": runs}
         merged.pop("teacher_outputs", None)
         if from_files:
             merged["teacher_rows_from_files"] = from_files
+        if repeated := repeated_runs(runs):
+            merged["repeated_runs"] = repeated
         merged["summary"] = summarise(merged["runs"])
         merged["wall_seconds"] = max(p.get("wall_seconds", 0.0) for p in parts)
         write_json(args.out, merged)

@@ -69,3 +69,17 @@ def test_files_of_other_settings_or_missing_files_are_refused(protocol: ModuleTy
     with pytest.raises(SystemExit):
         protocol.main([*COMMON, "--methods", "--out", str(out), "--teacher-outputs", str(teachers)])
     assert "name them" in capsys.readouterr().err
+
+
+def test_merge_refuses_a_part_of_another_suite(protocol: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    part, other, merged = tmp_path / "part.json", tmp_path / "other.json", tmp_path / "merged.json"
+    protocol.main([*COMMON, "--methods", "mv", "--kd-teachers", "--out", str(part)])
+    other.write_text(json.dumps({**json.loads(part.read_text()), "suite": "protocol-cifar10n"}))
+    with pytest.raises(SystemExit):
+        protocol.main(["--suite", "protocol-digits-test", "--out", str(merged), "--merge", str(part), str(other)])
+    assert f"not --suite protocol-digits-test: {other} (protocol-cifar10n)" in capsys.readouterr().err and not merged.exists()
+    # the same run in two parts: counted once (the last part's), and listed with both accuracies
+    protocol.main(["--suite", "protocol-digits-test", "--out", str(merged), "--merge", str(part), str(part)])
+    out = json.loads(merged.read_text())
+    acc = out["runs"][0]["test_accuracy"]
+    assert out["repeated_runs"] == [f"mv seed 0: {acc}, {acc} (same)"] and out["summary"]["methods"]["mv"]["test_last"]["n"] == 1
