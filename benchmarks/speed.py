@@ -326,9 +326,12 @@ def naive_throughput(backbone: str, images: np.ndarray, targets: np.ndarray, dev
     return {"images_per_second": n_img / sec, "seconds": sec, "steps": steps, "images": n_img, "batch_size": batch_size, "num_workers": num_workers, "precision": "fp32 (cuDNN TF32 convolutions at torch's default)" if device.type == "cuda" else "fp32"}
 
 
-def fast_throughput(backbone: str, images: np.ndarray, targets: np.ndarray, device: torch.device, batch_size: int, steps: int, lr: float = 0.05, seed: int = 0, cuda_graph: bool = False) -> dict[str, Any]:
+def fast_throughput(backbone: str, images: np.ndarray, targets: np.ndarray, device: torch.device, batch_size: int, steps: int, lr: float = 0.05, seed: int = 0, cuda_graph: bool = False,
+                    compile: bool = False) -> dict[str, Any]:
     """Images/s of :func:`kdcrowd.training.fit` on DeviceData (one warm-up epoch, then whole epochs ≈ ``steps``);
-    ``cuda_graph``: the backbone's passes as CUDA graphs (``TrainConfig.cuda_graph``; each fit captures its own)."""
+    ``cuda_graph``: the backbone's passes as CUDA graphs (``TrainConfig.cuda_graph``; each fit captures its own);
+    ``compile``: the step under torch.compile (``TrainConfig.compile``; compiled in the warm-up epoch, whose
+    seconds are kept as ``warmup_seconds``)."""
     from kdcrowd.methods import SupervisedObjective
 
     torch.manual_seed(seed)
@@ -338,11 +341,13 @@ def fast_throughput(backbone: str, images: np.ndarray, targets: np.ndarray, devi
     epochs = max(1, round(steps / steps_per_epoch))
     model = build_backbone(backbone, data.input_shape, 10).to(device)
     obj = SupervisedObjective(model, torch.as_tensor(targets, dtype=torch.long, device=device)).to(device)
-    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, optimizer="sgd", schedule="constant", device=str(device), progress=False, seed=seed, cuda_graph=cuda_graph)
-    fit(obj, data, cfg)  # warm-up (kernel selection, allocator)
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, optimizer="sgd", schedule="constant", device=str(device), progress=False, seed=seed, cuda_graph=cuda_graph, compile=compile)
+    t0 = time.perf_counter()
+    fit(obj, data, cfg)  # warm-up (kernel selection, allocator, compilation)
+    warmup = time.perf_counter() - t0
     res = fit(obj, data, replace(cfg, epochs=epochs))
     out = {"images_per_second": epochs * n / res.seconds, "seconds": res.seconds, "steps": epochs * steps_per_epoch, "epochs": epochs, "images": epochs * n, "batch_size": batch_size,
-           "precision": "bf16 autocast, channels_last" if device.type == "cuda" else "fp32 (no autocast on CPU)", "cuda_graph": cuda_graph and device.type == "cuda"}
+           "precision": "bf16 autocast, channels_last" if device.type == "cuda" else "fp32 (no autocast on CPU)", "cuda_graph": cuda_graph and device.type == "cuda", "compile": compile, "warmup_seconds": warmup}
     del data, obj, model
     gc.collect()
     return out
@@ -778,6 +783,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--skip-naive-pipeline", action="store_true", help="only estimate the naive pipeline (seconds per epoch × epochs)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="the fast path's throughput with TrainConfig.compile (torch.compile of the step, compiled in the warm-up epoch)")
     ap.add_argument("--cuda-graph", action="store_true", help="the fast path's throughput with TrainConfig.cuda_graph (the backbone's training passes as CUDA graphs; the capture happens in each fit's first step, inside its time)")
     ap.add_argument("--profile-backbone", default="fastcnn")
     ap.add_argument("--profile-steps", type=int, default=8)
@@ -882,7 +888,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             nv = section(f"naive_{bb}", lambda bb=bb: naive_throughput(bb, ds.x_train, y_tr, device, args.naive_batch, args.num_workers, args.naive_steps, args.warmup_steps, seed=args.seed))
             if nv:
                 log(f"{bb} naive: {nv['images_per_second']:,.0f} images/s ({nv['steps']} steps of {nv['batch_size']}, {nv['num_workers']} workers)")
-            fs = section(f"fast_{bb}", lambda bb=bb: fast_throughput(bb, ds.x_train, y_tr, device, args.fast_batch, args.fast_steps, seed=args.seed, cuda_graph=args.cuda_graph))
+            fs = section(f"fast_{bb}", lambda bb=bb: fast_throughput(bb, ds.x_train, y_tr, device, args.fast_batch, args.fast_steps, seed=args.seed, cuda_graph=args.cuda_graph, compile=args.compile))
             if fs:
                 log(f"{bb} fast:  {fs['images_per_second']:,.0f} images/s ({fs['steps']} steps of {fs['batch_size']})")
             ips = {"naive": nv["images_per_second"] if nv else None, "fast": fs["images_per_second"] if fs else None}
