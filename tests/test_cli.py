@@ -219,3 +219,17 @@ def test_aggregate_ds_prior_option(tmp_path):
         np.testing.assert_allclose(got.loc[want.index, want.columns].to_numpy(), want.to_numpy(), atol=1e-5)
     res = CliRunner().invoke(app, ["aggregate", "--annotations", str(src), "--method", "ds", "--ds-prior", "-1", "--out", str(tmp_path / "x.csv")])
     assert res.exit_code == 2 and "--ds-prior" in res.output
+
+
+def test_version_answers_before_the_heavy_imports_and_as_the_app_does() -> None:
+    """`kdcrowd --version` prints the same line as the app's own --version option, from a
+    process that never imports torch (the app's options are built from torch-importing configurations)."""
+    import subprocess
+    import sys
+
+    from kdcrowd import __version__
+
+    code = "import sys\nfrom kdcrowd.__main__ import run\nsys.argv = ['kdcrowd', '--version']\nrun()\nprint('torch' in sys.modules)\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.splitlines() == [f"kdcrowd {__version__}", "False"], (r.stdout, r.stderr)
+    assert runner.invoke(app, ["--version"]).output.strip() == f"kdcrowd {__version__}"
