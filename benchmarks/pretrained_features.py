@@ -61,6 +61,17 @@ on the 1,000 training items (``labels_``, the classifier's) are recorded for inf
 
     python benchmarks/pretrained_features.py --flip-views --threads 2 --seeds 0 1 2 \\
         --out benchmarks/results/practitioner_pretrained/cpu_flip_views_validation.json
+
+With ``--cross-fit`` it asks whether the final labels of the training items fall short of
+the test accuracy because the classifier has seen those items' crowd labels: the default
+pipeline (``head_recipe="frozen-features"``) on all 1,000 items (its ``labels_``: the
+in-sample labels), and ``--folds`` pipelines each trained without one fold of the items,
+which labels that fold (out-of-fold labels); also the average of the two. The validation
+accuracy of the full classifier and of the fold classifiers' average is recorded; the
+test images are not read::
+
+    python benchmarks/pretrained_features.py --cross-fit --threads 2 --seeds 0 1 \\
+        --out benchmarks/results/practitioner_pretrained/cpu_cross_fit_labels.json
 """
 
 from __future__ import annotations
@@ -248,6 +259,57 @@ def _fit_with_views(f_orig: np.ndarray, f_flip: np.ndarray, ann: Any, seed: int,
     return clf
 
 
+def main_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
+    from kdcrowd.estimator import KDCrowdClassifier
+    from kdcrowd.metrics import accuracy
+
+    ds = load_dataset("labelme")
+    n = args.limit
+    f = {s: extract_features(getattr(ds, f"x_{s}")[:n], device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
+    ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
+    y, y_val = np.asarray(ds.y_train)[:n], np.asarray(ds.y_val)[:n]
+    fit = lambda x, a, seed: KDCrowdClassifier(head_recipe="frozen-features", device=args.device, random_state=seed).fit(x, a)
+    rows = []
+    for seed in args.seeds:
+        t = time.perf_counter()
+        full = fit(f["train"], ann, seed)
+        oof = np.zeros_like(full.classifier_proba_)
+        val_sum = np.zeros((len(y_val), oof.shape[1]))
+        for held in np.array_split(np.random.default_rng(seed).permutation(len(y)), args.folds):
+            keep = np.setdiff1d(np.arange(len(y)), held)
+            part = fit(f["train"][keep], ann.subset_items(keep), seed)
+            oof[held] = part.predict_proba(f["train"][held])
+            val_sum += part.predict_proba(f["val"])
+        rows.append({
+            "seed": seed,
+            "labels_in_sample": accuracy(full.classifier_proba_, y),
+            "labels_out_of_fold": accuracy(oof, y),
+            "labels_average": accuracy(oof + full.classifier_proba_, y),
+            "val_full": accuracy(full.predict_proba(f["val"]), y_val),
+            "val_fold_average": accuracy(val_sum, y_val),
+            "seconds": round(time.perf_counter() - t, 1),
+        })
+        print(rows[-1], flush=True)
+    keys = [k for k in rows[0] if k not in ("seed", "seconds")]
+    result = {
+        "benchmark": "pretrained_features --cross-fit",
+        "dataset": "labelme",
+        "limit": args.limit,
+        "folds": args.folds,
+        "estimator": "KDCrowdClassifier(head_recipe='frozen-features') at its defaults, on frozen efficientnet-lite0 features",
+        "seeds": args.seeds,
+        "device": args.device,
+        "torch_threads": args.threads,
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "means": {k: float(np.mean([r[k] for r in rows])) for k in keys},
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
     from kdcrowd.estimator import KDCrowdClassifier
     from kdcrowd.metrics import accuracy
@@ -326,8 +388,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--append", action="store_true", help="with --head-sweep: add the grid's settings not yet in --out to it (same seeds) and choose again over all")
     ap.add_argument("--flip-views", action="store_true", help="measure horizontal-flip views of the frozen features (see the module docstring)")
     ap.add_argument("--flip-variants", nargs="+", choices=["none", "mean", "tta", "augment"], default=["none", "mean", "tta", "augment"])
+    ap.add_argument("--cross-fit", action="store_true", help="in-sample against out-of-fold final labels (see the module docstring)")
+    ap.add_argument("--folds", type=int, default=5, help="with --cross-fit: the number of folds")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.cross_fit:
+        return main_cross_fit(args)
     if args.flip_views:
         return main_flip_views(args)
     if args.head_sweep:

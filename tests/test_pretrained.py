@@ -419,3 +419,25 @@ def test_the_frozen_features_take_no_flip_views_as_chosen_on_validation() -> Non
     assert res["chosen"] == "none" and "validation" in res["chosen_on"] and res["seeds"] == [0, 1, 2]
     best = max(r["val_accuracy_mean"] for r in res["rows"])
     assert next(r for r in res["rows"] if r["variant"] == "none")["val_accuracy_mean"] == best
+
+
+def test_benchmark_cross_fit_labels_each_fold_with_a_model_that_never_saw_it(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--cross-fit``: the in-sample labels are the full classifier's, and every fold is
+    labelled by a classifier fitted without that fold's items and crowd labels."""
+    import json
+
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    bench = load_script("benchmarks/pretrained_features")
+    ds = tiny_dataset(n=160, k=3, d=5)  # 80 training items
+    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
+    monkeypatch.setattr(bench, "extract_features", lambda x, device: x)
+    fitted: list[tuple[int, int]] = []
+    fit = KDCrowdClassifier.fit
+    monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, x, ann, *a, **k: (fitted.append((len(x), ann.n_items)), fit(self, x, ann, *a, **k))[1])
+    out = bench.main(["--cross-fit", "--folds", "4", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "cf.json")])
+    assert fitted == [(80, 80)] + [(60, 60)] * 4  # the full classifier, then one per fold without its 20 items
+    full = KDCrowdClassifier(head_recipe="frozen-features", device="cpu", random_state=0).fit(ds.x_train, ds.annotations)
+    row = out["rows"][0]
+    assert row["labels_in_sample"] == float(np.mean(full.classifier_proba_.argmax(1) == ds.y_train))
+    assert json.loads((tmp_path / "cf.json").read_text())["means"]["labels_out_of_fold"] == row["labels_out_of_fold"]
