@@ -9,8 +9,9 @@
 # JOBS_FILE: one job per line, protocol.py options (e.g. "--seeds 0 --methods maxmig
 # --kd-teachers maxmig"); "#" lines are skipped. Every job also gets --suite, --no-clean,
 # --out OUT_DIR/part_<line>.json and the extra options. OUT_DIR/merged.json combines the parts
-# (protocol.py --merge). With MPS=1 the CUDA multi-process service is started first, so the
-# jobs' kernels share the GPU instead of taking turns; it is left off when it fails to start.
+# (protocol.py --merge); a job naming its own --suite is merged into OUT_DIR/merged_<suite>.json.
+# With MPS=1 the CUDA multi-process service is started first, so the jobs' kernels share the
+# GPU instead of taking turns; it is left off when it fails to start.
 #
 # KD-Crowd in two calls, when a teacher and KD-Crowd's two stages after it (three 100-epoch
 # ResNet-18 runs) do not fit one call: call 1 trains the teachers and saves their outputs
@@ -61,4 +62,11 @@ export -f run_job; export here py out start DEADLINE SUITE
 grep -n -v '^\s*#' "$jobs" | grep -v ':\s*$' | tr '\n' '\0' \
   | xargs -0 -P "$P" -I{} bash -c 'l="{}"; run_job "${l%%:*}" "${l#*:}" "$@"' _ "$@"
 parts=("$out"/part_*.json)
-[ -e "${parts[0]}" ] && $py "$here/protocol.py" --suite "$SUITE" --out "$out/merged.json" --merge "${parts[@]}" >/dev/null && echo "$out/merged.json"
+[ -e "${parts[0]}" ] || exit 0
+# A job may name its own --suite (its options come after the queue's): one merged file per
+# suite, merged.json for $SUITE and merged_<suite>.json for another.
+for s in $($py -c 'import json, sys; print(*sorted({json.load(open(p))["suite"] for p in sys.argv[1:]}))' "${parts[@]}"); do
+  mapfile -t these < <($py -c 'import json, sys; print(*(p for p in sys.argv[2:] if json.load(open(p))["suite"] == sys.argv[1]), sep="\n")' "$s" "${parts[@]}")
+  name=merged.json; [ "$s" = "$SUITE" ] || name="merged_$s.json"
+  $py "$here/protocol.py" --suite "$s" --out "$out/$name" --merge "${these[@]}" >/dev/null && echo "$out/$name"
+done

@@ -83,3 +83,32 @@ def test_merge_refuses_a_part_of_another_suite(protocol: ModuleType, tmp_path: P
     out = json.loads(merged.read_text())
     acc = out["runs"][0]["test_accuracy"]
     assert out["repeated_runs"] == [f"mv seed 0: {acc}, {acc} (same)"] and out["summary"]["methods"]["mv"]["test_last"]["n"] == 1
+
+
+def test_queue_merges_each_suite_apart(tmp_path: Path) -> None:
+    """benchmarks/protocol_queue.sh, two jobs at a time on the CPU, one of them naming its own
+    --suite: merged.json holds the queue's suite, merged_<suite>.json the other's."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    # the queue runs "$PYTHON protocol.py ..." (and "$PYTHON -c CODE ..."): this wrapper adds the two test suites first
+    wrapper = tmp_path / "py.py"
+    wrapper.write_text(
+        "import importlib.util, sys\n"
+        "if sys.argv[1] == '-c':\n    sys.argv = sys.argv[2:]; exec(sys.argv[0]); sys.exit()\n"
+        "spec = importlib.util.spec_from_file_location('protocol', sys.argv[1]); mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        f"mod.SUITES['protocol-digits-test'] = mod.SUITES['protocol-digits-test2'] = {SUITE!r}\n"
+        "mod.main(sys.argv[2:])\n"
+    )
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("# a comment\n--seeds 0 --methods mv --kd-teachers\n--suite protocol-digits-test2 --seeds 1 --methods mv --kd-teachers\n")
+    env = {**os.environ, "SUITE": "protocol-digits-test", "P": "2", "DEADLINE": "500", "PYTHON": f"{sys.executable} {wrapper}",
+           "PYTHONPATH": str(root / "src")}
+    r = subprocess.run(["bash", str(root / "benchmarks/protocol_queue.sh"), str(tmp_path / "out"), str(jobs), "--device", "cpu"],
+                       capture_output=True, text=True, timeout=500, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    mine, other = (json.loads((tmp_path / "out" / n).read_text()) for n in ("merged.json", "merged_protocol-digits-test2.json"))
+    assert (mine["suite"], [(x["label"], x["seed"]) for x in mine["runs"]]) == ("protocol-digits-test", [("mv", 0)])
+    assert (other["suite"], [(x["label"], x["seed"]) for x in other["runs"]]) == ("protocol-digits-test2", [("mv", 1)])
