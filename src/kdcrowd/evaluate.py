@@ -117,7 +117,7 @@ def memorization_callback(
         if pseudo is not None:
             record["pseudo_memorization"] = float(got[n_workers] / n_p_wrong) if n_p_wrong else float("nan")
         rate = np.divide(got[:n_workers].astype(np.float64), denom, out=np.full(n_workers, np.nan), where=denom > 0)
-        mean, std = M._nan_mean_std(rate)
+        mean, std = M.nan_mean_std(rate)
         record[f"{key}_mean"], record[f"{key}_std"] = float(mean), float(std)
         if truth:
             record["train_accuracy"] = float(got[n_workers + 1] / n)

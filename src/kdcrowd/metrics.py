@@ -57,7 +57,9 @@ def _hard(pred_or_proba: Any) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _nan_mean_std(v: np.ndarray) -> tuple[float, float]:
+def nan_mean_std(v: np.ndarray) -> tuple[float, float]:
+    """Mean and population standard deviation of the values that are not NaN (NaN, NaN when
+    none is): per-worker rates where some workers have no item to rate."""
     v = np.asarray(v, dtype=np.float64)
     ok = ~np.isnan(v)
     if not ok.any():
@@ -181,8 +183,8 @@ def expertise_error(T_true: Any, T_hat: Any, row_mask: Any = None) -> dict[str, 
             n_all > 0, np.where(row_ok, abs_err, 0.0).sum(axis=(1, 2)) / np.maximum(n_all, 1),
             np.nan,
         )
-    rel_mean, rel_std = _nan_mean_std(rel_w)
-    mae_mean, mae_std = _nan_mean_std(mae_w)
+    rel_mean, rel_std = nan_mean_std(rel_w)
+    mae_mean, mae_std = nan_mean_std(mae_w)
     return {
         "relative_per_worker": rel_w,
         "mae_per_worker": mae_w,
@@ -272,7 +274,7 @@ def memorization(
     denom = np.bincount(w, minlength=M).astype(np.float64)
     num = np.bincount(w, weights=hit, minlength=M)
     rate = np.divide(num, denom, out=np.full(M, np.nan), where=denom > 0)
-    mean, std = _nan_mean_std(rate)
+    mean, std = nan_mean_std(rate)
     return rate, mean, std
 
 
