@@ -140,8 +140,6 @@ class CrowdFit:
         (:func:`~kdcrowd.models.pretrained.extract_features`); ``input_transform_`` then
         records the network, so that :meth:`predict` takes images too."""
         from .models.backbones import image_feature_backbone
-        from .models.pretrained import extract_features
-        from .training import resolve_device
 
         self.input_transform_ = None
         if X.ndim != 4:
@@ -152,16 +150,20 @@ class CrowdFit:
         if name is None:
             return X, None
         self.input_transform_ = {"kind": "image-features", "backbone": name, "image_size": int(X.shape[1])}
-        return extract_features(X, name, device=resolve_device(self.device)), name
+        return self._features_of(X, name), name
+
+    def _features_of(self, images: np.ndarray, name: str) -> np.ndarray:
+        """The frozen features of ``images`` from the pretrained network ``name``, on this model's device (cached on disk)."""
+        from .models.pretrained import extract_features
+        from .training import resolve_device
+
+        return extract_features(np.asarray(images), name, device=resolve_device(self.device))
 
     def _image_inputs(self, X: Any) -> Any:
         """``X``, or its frozen features when the model was trained on those and ``X`` holds images."""
         inputs = getattr(self, "input_transform_", None) or {}
         if inputs.get("kind") == "image-features" and np.ndim(X) == 4:
-            from .models.pretrained import extract_features
-            from .training import resolve_device
-
-            return extract_features(np.asarray(X), inputs["backbone"], device=resolve_device(self.device))
+            return self._features_of(X, inputs["backbone"])
         return X
 
     def _annotations(self, n: int, annotations: Any, item_ids: Any) -> Any:
