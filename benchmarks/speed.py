@@ -155,19 +155,20 @@ def _safe_div(a: float | None, b: float | None) -> float | None:
 # ----------------------------------------------------------------------------- data
 
 
-def find_data_root(explicit: str | None) -> Path | None:
-    """The first folder holding ``cifar10n/`` files: ``--root``, ``$KDCROWD_DATA``, then
-    ``shared/data`` or ``.data`` in the repository, ``../shared/data``, ``/work/shared/data``."""
-    cands: list[Path] = []
-    if explicit:
-        cands.append(Path(explicit).expanduser())
+def _first_root(explicit: str | None, files: tuple[str, ...]) -> Path | None:
+    """The first folder holding every one of ``files``: ``--root``, ``$KDCROWD_DATA``, then
+    ``shared/data`` or ``.data`` in the repository, ``../shared/data``, ``/work/shared/data``,
+    ``~/.cache/kdcrowd``."""
+    cands = [Path(explicit).expanduser()] if explicit else []
     if os.environ.get("KDCROWD_DATA"):
         cands.append(Path(os.environ["KDCROWD_DATA"]).expanduser())
     cands += [ROOT / "shared" / "data", ROOT / ".data", ROOT.parent / "shared" / "data", Path("/work/shared/data"), Path("~/.cache/kdcrowd").expanduser()]
-    for c in cands:
-        if (c / "cifar10n" / "cifar10n_annotations.npz").is_file() and (c / "cifar10n" / "cifar10_train_images_first20000.npz").is_file():
-            return c
-    return None
+    return next((c for c in cands if all((c / f).is_file() for f in files)), None)
+
+
+def find_data_root(explicit: str | None) -> Path | None:
+    """The first folder holding CIFAR-10N's files (see :func:`_first_root`)."""
+    return _first_root(explicit, ("cifar10n/cifar10n_annotations.npz", "cifar10n/cifar10_train_images_first20000.npz"))
 
 
 def synthetic_dataset(n_train: int, n_val: int, n_test: int, size: int = 32, seed: int = 0) -> Any:
@@ -200,6 +201,11 @@ def subset_dataset(ds: Any, n_train: int | None, n_eval: int | None) -> Any:
         ev = slice(None, n_eval)
         kw.update(x_val=ds.x_val[ev], y_val=cut(ds.y_val, ev), x_test=ds.x_test[ev], y_test=cut(ds.y_test, ev))
     return replace(ds, **kw)
+
+
+def warmup_subset(ds: Any) -> Any:
+    """The first 2,048 training items (all validation and test items): a warm-up run's data."""
+    return subset_dataset(ds, min(len(ds.x_train), 2048), None)
 
 
 def load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
@@ -528,7 +534,7 @@ def ceiling_section(ds: Any, device: torch.device, args: argparse.Namespace, out
     runs: list[dict[str, Any]] = []
     out["ceiling"] = {"backbone": args.ceiling_backbone, "target": args.ceiling_target, "runs": runs}
     if device.type == "cuda":  # kernel selection and allocator warm-up, not timed
-        section("ceiling_warmup", lambda: run_ceiling(subset_dataset(ds, min(len(ds.x_train), 2048), None), 1, 1.0, device, args))
+        section("ceiling_warmup", lambda: run_ceiling(warmup_subset(ds), 1, 1.0, device, args))
     for e in sorted(set(args.ceiling_epochs)):
         for s in args.ceiling_lr_scales:
             r = section(f"ceiling_{e}_{s}", lambda e=e, s=s: run_ceiling(ds, e, s, device, args))
@@ -741,12 +747,8 @@ def command_rows(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def find_labelme_root(explicit: str | None) -> Path | None:
-    """The first folder holding ``labelme/labelme_bovw_features.npz`` (as :func:`find_data_root`)."""
-    cands = [Path(explicit).expanduser()] if explicit else []
-    if os.environ.get("KDCROWD_DATA"):
-        cands.append(Path(os.environ["KDCROWD_DATA"]).expanduser())
-    cands += [ROOT / "shared" / "data", ROOT / ".data", ROOT.parent / "shared" / "data", Path("/work/shared/data")]
-    return next((c for c in cands if (c / "labelme" / "labelme_bovw_features.npz").is_file()), None)
+    """The first folder holding ``labelme/labelme_bovw_features.npz`` (see :func:`_first_root`)."""
+    return _first_root(explicit, ("labelme/labelme_bovw_features.npz",))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -933,7 +935,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         recipe_runs: list[dict[str, Any]] = []
         if device.type == "cuda":
             for rc in args.pipeline_recipes:
-                section(f"pipeline_warmup_{rc}", lambda rc=rc: run_fast_pipeline(subset_dataset(ds, min(len(ds.x_train), 2048), None), 1, device, args, rc))
+                section(f"pipeline_warmup_{rc}", lambda rc=rc: run_fast_pipeline(warmup_subset(ds), 1, device, args, rc))
         for rc in args.pipeline_recipes:
             for e in args.fast_epochs:
                 r = section(f"fast_pipeline_{rc}_{e}" if len(args.pipeline_recipes) > 1 else f"fast_pipeline_{e}", lambda e=e, rc=rc: run_fast_pipeline(ds, e, device, args, rc))
