@@ -72,6 +72,14 @@ test images are not read::
 
     python benchmarks/pretrained_features.py --cross-fit --threads 2 --seeds 0 1 \\
         --out benchmarks/results/practitioner_pretrained/cpu_cross_fit_labels.json
+
+With ``--ensemble`` it asks whether averaging pipelines of several seeds raises the labels:
+for each ``--teachers`` T, the default pipeline with KD-Crowd's teacher T over ``--seeds``,
+each seed's labels and validation accuracy, and those of the average of the first 1, 2, ...
+seeds' probabilities (the test images are not read)::
+
+    python benchmarks/pretrained_features.py --ensemble --threads 2 --seeds 0 1 2 3 4 \\
+        --teachers maxmig crowdlayer-vwb --out benchmarks/results/practitioner_pretrained/cpu_ensemble_labels.json
 """
 
 from __future__ import annotations
@@ -310,6 +318,43 @@ def main_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
+    from kdcrowd.estimator import KDCrowdClassifier
+    from kdcrowd.metrics import accuracy
+
+    ds = load_dataset("labelme")
+    n = args.limit
+    f = {s: extract_features(getattr(ds, f"x_{s}")[:n], device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
+    ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
+    y, y_val = np.asarray(ds.y_train)[:n], np.asarray(ds.y_val)[:n]
+    rows = []
+    for teacher in args.teachers:
+        labels_sum, val_sum = 0.0, 0.0
+        for i, seed in enumerate(args.seeds):
+            clf = KDCrowdClassifier(head_recipe="frozen-features", teacher=teacher, device=args.device, random_state=seed).fit(f["train"], ann)
+            labels, val = clf.classifier_proba_, clf.predict_proba(f["val"])
+            labels_sum, val_sum = labels_sum + labels, val_sum + val
+            rows.append({"teacher": teacher, "seed": seed, "labels": accuracy(labels, y), "val": accuracy(val, y_val),
+                         "ensemble_size": i + 1, "ensemble_labels": accuracy(labels_sum, y), "ensemble_val": accuracy(val_sum, y_val)})
+            print(rows[-1], flush=True)
+    result = {
+        "benchmark": "pretrained_features --ensemble",
+        "dataset": "labelme",
+        "limit": args.limit,
+        "estimator": "KDCrowdClassifier(head_recipe='frozen-features', teacher=T) at its defaults, on frozen efficientnet-lite0 features",
+        "seeds": args.seeds,
+        "teachers": args.teachers,
+        "device": args.device,
+        "torch_threads": args.threads,
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
     from kdcrowd.estimator import KDCrowdClassifier
     from kdcrowd.metrics import accuracy
@@ -390,8 +435,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--flip-variants", nargs="+", choices=["none", "mean", "tta", "augment"], default=["none", "mean", "tta", "augment"])
     ap.add_argument("--cross-fit", action="store_true", help="in-sample against out-of-fold final labels (see the module docstring)")
     ap.add_argument("--folds", type=int, default=5, help="with --cross-fit: the number of folds")
+    ap.add_argument("--ensemble", action="store_true", help="labels of pipelines averaged over seeds (see the module docstring)")
+    ap.add_argument("--teachers", nargs="+", default=["maxmig"], help="with --ensemble: KD-Crowd's teachers")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.ensemble:
+        return main_ensemble(args)
     if args.cross_fit:
         return main_cross_fit(args)
     if args.flip_views:

@@ -441,3 +441,21 @@ def test_benchmark_cross_fit_labels_each_fold_with_a_model_that_never_saw_it(loa
     row = out["rows"][0]
     assert row["labels_in_sample"] == float(np.mean(full.classifier_proba_.argmax(1) == ds.y_train))
     assert json.loads((tmp_path / "cf.json").read_text())["means"]["labels_out_of_fold"] == row["labels_out_of_fold"]
+
+
+def test_benchmark_ensemble_averages_the_seeds_in_order(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--ensemble``: one pipeline per teacher and seed; the ensemble of the first k seeds
+    averages their probabilities (its accuracy at k = 1 is the first seed's own)."""
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    bench = load_script("benchmarks/pretrained_features")
+    ds = tiny_dataset(n=160, k=3, d=5)
+    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
+    monkeypatch.setattr(bench, "extract_features", lambda x, device: x)
+    out = bench.main(["--ensemble", "--seeds", "0", "1", "--teachers", "maxmig", "crowdlayer-vw", "--threads", "1", "--out", str(tmp_path / "e.json")])
+    rows = out["rows"]
+    assert [(r["teacher"], r["seed"], r["ensemble_size"]) for r in rows] == [("maxmig", 0, 1), ("maxmig", 1, 2), ("crowdlayer-vw", 0, 1), ("crowdlayer-vw", 1, 2)]
+    assert all(r["ensemble_labels"] == r["labels"] and r["ensemble_val"] == r["val"] for r in rows if r["ensemble_size"] == 1)
+    fits = [KDCrowdClassifier(head_recipe="frozen-features", teacher="crowdlayer-vw", device="cpu", random_state=s).fit(ds.x_train, ds.annotations) for s in (0, 1)]
+    both = (fits[0].classifier_proba_ + fits[1].classifier_proba_).argmax(1)
+    assert rows[3]["ensemble_labels"] == float(np.mean(both == ds.y_train))
