@@ -24,6 +24,12 @@ def test_read_features_values_beyond_float32_are_not_finite(tmp_path):
     pd.DataFrame({"item": ["a", "b"], "f": [1.0, -1e39]}).to_csv(tmp_path / "x.csv", index=False)
     with pytest.raises(ValueError, match=r"beyond the float32 range \(±3.4028235e38\) for 1 item\(s\): b \(f: -1e\+39\)"):
         read_features(tmp_path / "x.csv")
+    # with missing values too: one error names both, each with its fix
+    X[2, 0] = np.nan
+    np.save(tmp_path / "both.npy", X)
+    with pytest.raises(ValueError, match=r"for 1 item\(s\): 1 \(column 1: 1e\+39\); rescale .*; and missing or infinite values for 1 item\(s\): 2 \(column 0\); fill them in"):
+        read_features(tmp_path / "both.npy")
+    X[2, 0] = 0.0
     # the float32 limit itself is fine, and the result is float32
     X[1, 1] = float(np.finfo(np.float32).max)
     np.save(tmp_path / "ok.npy", X)

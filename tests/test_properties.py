@@ -671,9 +671,13 @@ def test_read_features_npy(shape, dtype, holes):
         if not ok:
             msg = assert_clean_error(exc, str(path)) if exc else pytest.fail(f"{shape} {dtype}: loaded {result}")
             if X.ndim == 2 and X.dtype.kind == "f" and X.size:
-                bad = np.flatnonzero(~np.isfinite(X.astype(np.float64)).all(axis=1) | (np.abs(X.astype(np.float64)) > np.finfo(np.float32).max).any(axis=1))
-                if bad.size:
-                    assert f"for {bad.size} item(s): {bad[0]} (column" in msg
+                x64 = X.astype(np.float64)  # one error names both kinds of bad rows, each with its count and first row
+                big = np.flatnonzero((np.isfinite(x64) & (np.abs(x64) > np.finfo(np.float32).max)).any(axis=1))
+                missing = np.flatnonzero(~np.isfinite(x64).all(axis=1))
+                if big.size:
+                    assert f"float32 range (±3.4028235e38) for {big.size} item(s): {big[0]} (column" in msg
+                if missing.size:
+                    assert f"missing or infinite values for {missing.size} item(s): {missing[0]} (column" in msg
             return
         assert exc is None
         ids, got = result

@@ -171,22 +171,31 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         raise ValueError(f"feature file {path} has no rows (shape {X.shape}); give one row per item")
     if X.shape[1] == 0:
         raise ValueError(f"feature file {path} has {len(X)} rows but no feature columns (shape {X.shape}); give at least one feature per item")
-    # values beyond float32's range would become inf in the cast: named as such first
+    # values beyond float32's range would become inf in the cast: named as such, beside the
+    # missing or infinite ones, in one error
+    problems: list[tuple[str, str]] = []
     if X.dtype.kind == "f":
         with np.errstate(over="ignore", invalid="ignore"):
             big = np.isfinite(X) & ~np.isfinite(X.astype(np.float32))  # (values that round to the float32 maximum are fine)
         if big.any():
             rows = np.flatnonzero(big.any(axis=1))
-            where = [f"{ids[r]} ({columns[int(np.flatnonzero(big[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(big[r])[0]))}: {X[r, np.flatnonzero(big[r])[0]]:.8g})" for r in rows[:_SHOW]]
-            raise ValueError(f"feature file {path}: values beyond the float32 range (±3.4028235e38) for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}; rescale those features (e.g. take the logarithm or standardise) or drop those items")
-    with np.errstate(over="ignore"):
+            where = [f"{ids[r]} ({_column_name(columns, int(np.flatnonzero(big[r])[0]))}: {X[r, np.flatnonzero(big[r])[0]]:.8g})" for r in rows[:_SHOW]]
+            problems.append((f"values beyond the float32 range (±3.4028235e38) for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}",
+                             "rescale those features (e.g. take the logarithm or standardise) or drop those items"))
+        missing = ~np.isfinite(X)
+        if missing.any():
+            rows = np.flatnonzero(missing.any(axis=1))
+            where = [f"{ids[r]} ({_column_name(columns, int(np.flatnonzero(missing[r])[0]))})" for r in rows[:_SHOW]]
+            problems.append((f"missing or infinite values for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}", "fill them in or drop those items"))
+    if problems:
+        raise ValueError(f"feature file {path}: {'; and '.join(f'{what}; {fix}' for what, fix in problems)}")
+    with np.errstate(over="ignore"):  # values that round to the float32 maximum
         X = np.asarray(X, dtype=np.float32)
-    finite = np.isfinite(X)
-    if not finite.all():
-        rows = np.flatnonzero(~finite.all(axis=1))
-        where = [f"{ids[r]} ({columns[int(np.flatnonzero(~finite[r])[0])] if columns else 'column ' + str(int(np.flatnonzero(~finite[r])[0]))})" for r in rows[:_SHOW]]
-        raise ValueError(f"feature file {path}: missing or infinite values for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}; fill them in or drop those items")
     return (ids, X, columns) if with_columns else (ids, X)
+
+
+def _column_name(columns: Sequence[str] | None, j: int) -> str:
+    return columns[j] if columns else f"column {j}"
 
 
 def align_feature_columns(X: np.ndarray, columns: Sequence[str] | None, expected: Sequence[str] | None, source: str, option: str = "--features") -> np.ndarray:
