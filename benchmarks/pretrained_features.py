@@ -271,11 +271,7 @@ def main_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
     from kdcrowd.estimator import KDCrowdClassifier
     from kdcrowd.metrics import accuracy
 
-    ds = load_dataset("labelme")
-    n = args.limit
-    f = {s: extract_features(getattr(ds, f"x_{s}")[:n], device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
-    ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
-    y, y_val = np.asarray(ds.y_train)[:n], np.asarray(ds.y_val)[:n]
+    f, ann, y, y_val = _train_val(args)
     fit = lambda x, a, seed: KDCrowdClassifier(head_recipe="frozen-features", device=args.device, random_state=seed).fit(x, a)
     rows = []
     for seed in args.seeds:
@@ -299,20 +295,24 @@ def main_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
         })
         print(rows[-1], flush=True)
     keys = [k for k in rows[0] if k not in ("seed", "seconds")]
-    result = {
-        "benchmark": "pretrained_features --cross-fit",
-        "dataset": "labelme",
-        "limit": args.limit,
-        "folds": args.folds,
-        "estimator": "KDCrowdClassifier(head_recipe='frozen-features') at its defaults, on frozen efficientnet-lite0 features",
-        "seeds": args.seeds,
-        "device": args.device,
-        "torch_threads": args.threads,
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "means": {k: float(np.mean([r[k] for r in rows])) for k in keys},
-        "rows": rows,
-    }
+    return _write(args, {"benchmark": "pretrained_features --cross-fit", "folds": args.folds,
+                         "estimator": "KDCrowdClassifier(head_recipe='frozen-features') at its defaults, on frozen efficientnet-lite0 features",
+                         "means": {k: float(np.mean([r[k] for r in rows])) for k in keys}, "rows": rows})
+
+
+def _train_val(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], Any, np.ndarray, np.ndarray]:
+    """LabelMe's training and validation features (cached), the crowd labels and the true labels of both."""
+    ds = load_dataset("labelme")
+    n = args.limit
+    f = {s: extract_features(getattr(ds, f"x_{s}")[:n], device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
+    ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
+    return f, ann, np.asarray(ds.y_train)[:n], np.asarray(ds.y_val)[:n]
+
+
+def _write(args: argparse.Namespace, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with the run's settings and versions, written to ``--out``."""
+    result = {**fields, "dataset": "labelme", "limit": args.limit, "seeds": args.seeds, "device": args.device,
+              "torch_threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -322,11 +322,7 @@ def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
     from kdcrowd.estimator import KDCrowdClassifier
     from kdcrowd.metrics import accuracy
 
-    ds = load_dataset("labelme")
-    n = args.limit
-    f = {s: extract_features(getattr(ds, f"x_{s}")[:n], device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
-    ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
-    y, y_val = np.asarray(ds.y_train)[:n], np.asarray(ds.y_val)[:n]
+    f, ann, y, y_val = _train_val(args)
     rows = []
     for teacher in args.teachers:
         labels_sum, val_sum = 0.0, 0.0
@@ -337,22 +333,9 @@ def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
             rows.append({"teacher": teacher, "seed": seed, "labels": accuracy(labels, y), "val": accuracy(val, y_val),
                          "ensemble_size": i + 1, "ensemble_labels": accuracy(labels_sum, y), "ensemble_val": accuracy(val_sum, y_val)})
             print(rows[-1], flush=True)
-    result = {
-        "benchmark": "pretrained_features --ensemble",
-        "dataset": "labelme",
-        "limit": args.limit,
-        "estimator": "KDCrowdClassifier(head_recipe='frozen-features', teacher=T) at its defaults, on frozen efficientnet-lite0 features",
-        "seeds": args.seeds,
-        "teachers": args.teachers,
-        "device": args.device,
-        "torch_threads": args.threads,
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return _write(args, {"benchmark": "pretrained_features --ensemble", "teachers": args.teachers,
+                         "estimator": "KDCrowdClassifier(head_recipe='frozen-features', teacher=T) at its defaults, on frozen efficientnet-lite0 features",
+                         "rows": rows})
 
 
 def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
