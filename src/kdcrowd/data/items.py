@@ -173,25 +173,21 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         raise ValueError(f"feature file {path} has {len(X)} rows but no feature columns (shape {X.shape}); give at least one feature per item")
     # values beyond float32's range would become inf in the cast: named as such, beside the
     # missing or infinite ones, in one error
-    problems: list[tuple[str, str]] = []
+    with np.errstate(over="ignore", invalid="ignore"):  # (values that round to the float32 maximum are fine)
+        X32 = np.asarray(X, dtype=np.float32)
+    problems: list[str] = []
     if X.dtype.kind == "f":
-        with np.errstate(over="ignore", invalid="ignore"):
-            big = np.isfinite(X) & ~np.isfinite(X.astype(np.float32))  # (values that round to the float32 maximum are fine)
-        if big.any():
-            rows = np.flatnonzero(big.any(axis=1))
-            where = [f"{ids[r]} ({_column_name(columns, int(np.flatnonzero(big[r])[0]))}: {X[r, np.flatnonzero(big[r])[0]]:.8g})" for r in rows[:_SHOW]]
-            problems.append((f"values beyond the float32 range (±3.4028235e38) for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}",
-                             "rescale those features (e.g. take the logarithm or standardise) or drop those items"))
-        missing = ~np.isfinite(X)
-        if missing.any():
-            rows = np.flatnonzero(missing.any(axis=1))
-            where = [f"{ids[r]} ({_column_name(columns, int(np.flatnonzero(missing[r])[0]))})" for r in rows[:_SHOW]]
-            problems.append((f"missing or infinite values for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}", "fill them in or drop those items"))
+        finite = np.isfinite(X)
+        for bad, what, fix in ((finite & ~np.isfinite(X32), "values beyond the float32 range (±3.4028235e38)", "rescale those features (e.g. take the logarithm or standardise) or drop those items"),
+                               (~finite, "missing or infinite values", "fill them in or drop those items")):
+            rows = np.flatnonzero(bad.any(axis=1))
+            if rows.size:
+                first = bad[rows[:_SHOW]].argmax(axis=1)  # each listed row's first bad column
+                where = [f"{ids[r]} ({_column_name(columns, int(j))}{'' if not finite[r, j] else f': {X[r, j]:.8g}'})" for r, j in zip(rows[:_SHOW], first)]
+                problems.append(f"{what} for {rows.size} item(s): {_listing(where, rows.size, fmt=str)}; {fix}")
     if problems:
-        raise ValueError(f"feature file {path}: {'; and '.join(f'{what}; {fix}' for what, fix in problems)}")
-    with np.errstate(over="ignore"):  # values that round to the float32 maximum
-        X = np.asarray(X, dtype=np.float32)
-    return (ids, X, columns) if with_columns else (ids, X)
+        raise ValueError(f"feature file {path}: {'; and '.join(problems)}")
+    return (ids, X32, columns) if with_columns else (ids, X32)
 
 
 def _column_name(columns: Sequence[str] | None, j: int) -> str:
