@@ -64,9 +64,14 @@ grep -n -v '^\s*#' "$jobs" | grep -v ':\s*$' | tr '\n' '\0' \
 parts=("$out"/part_*.json)
 [ -e "${parts[0]}" ] || exit 0
 # A job may name its own --suite (its options come after the queue's): one merged file per
-# suite, merged.json for $SUITE and merged_<suite>.json for another.
-for s in $($py -c 'import json, sys; print(*sorted({json.load(open(p))["suite"] for p in sys.argv[1:]}))' "${parts[@]}"); do
-  mapfile -t these < <($py -c 'import json, sys; print(*(p for p in sys.argv[2:] if json.load(open(p))["suite"] == sys.argv[1]), sep="\n")' "$s" "${parts[@]}")
-  name=merged.json; [ "$s" = "$SUITE" ] || name="merged_$s.json"
-  $py "$here/protocol.py" --suite "$s" --out "$out/$name" --merge "${these[@]}" >/dev/null && echo "$out/$name"
+# suite, merged.json for $SUITE and merged_<suite>.json for another. One pass over the parts
+# prints a line per suite: the suite, then its parts, separated by tabs.
+$py -c 'import collections, json, sys
+by = collections.defaultdict(list)
+for p in sys.argv[1:]:
+    by[json.load(open(p))["suite"]].append(p)
+print(*("\t".join([s, *ps]) for s, ps in sorted(by.items())), sep="\n")' "${parts[@]}" |
+while IFS=$'\t' read -ra group; do
+  s=${group[0]}; name=merged.json; [ "$s" = "$SUITE" ] || name="merged_$s.json"
+  $py "$here/protocol.py" --suite "$s" --out "$out/$name" --merge "${group[@]:1}" >/dev/null && echo "$out/$name"
 done
