@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "kdcrowd"
 LAYERS: dict[str, int] = {}
 _LAYER_OF = [
     (0, ["kdcrowd.config", "kdcrowd.io", "kdcrowd.distributed", "kdcrowd.outdir"]),
-    (1, ["kdcrowd.data", "kdcrowd.aggregation", "kdcrowd.aggregators", "kdcrowd.metrics"]),
+    (1, ["kdcrowd.data", "kdcrowd.aggregation", "kdcrowd.aggregators", "kdcrowd.metrics", "kdcrowd.spreading"]),
     (2, ["kdcrowd.models", "kdcrowd.losses", "kdcrowd.students"]),
     (3, ["kdcrowd.training", "kdcrowd.cuda_graphs", "kdcrowd.checkpoint", "kdcrowd.objectives", "kdcrowd.evaluate", "kdcrowd.persist"]),
     (4, ["kdcrowd.framework", "kdcrowd.teacher_outputs"]),

@@ -28,7 +28,8 @@ runner = CliRunner()
 RUN_ONLY = {"dataset", "out", "workers", "seed", "data_root", "dataset_option", "distributed", "resume", "track_memorization", "help"}
 FIT_ONLY = {"annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "classes",
             "truth", "image_size", "image_ids", "seed", "validation_fraction", "duplicates", "resume", "quiet", "help",
-            "label_case", "item_column", "texts", "text_column", "predict_texts", "image_features", "format", "field", "multi_label", "include_rejected", "gold", "final_labels"}
+            "label_case", "item_column", "texts", "text_column", "predict_texts", "image_features", "format", "field", "multi_label", "include_rejected", "gold", "final_labels",
+            "label_spreading", "spreading_neighbours", "spreading_alpha"}
 
 
 def _cli_options(name: str) -> dict[str, object]:
@@ -198,7 +199,7 @@ def test_the_options_fit_and_the_estimator_share_have_one_default() -> None:
     fit = _cli_options("fit")
     for name in set(FIT_ONLY) & set(ESTIMATOR_ONLY):
         assert fit[name] == ESTIMATOR_ONLY[name], name
-    assert {"image_features", "validation_fraction", "final_labels"} <= set(FIT_ONLY) & set(ESTIMATOR_ONLY)
+    assert {"image_features", "validation_fraction", "final_labels", "label_spreading", "spreading_neighbours", "spreading_alpha"} <= set(FIT_ONLY) & set(ESTIMATOR_ONLY)
 
 
 def test_the_head_recipe_sets_only_the_options_left_at_their_defaults(tmp_path: Path) -> None:

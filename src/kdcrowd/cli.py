@@ -255,17 +255,27 @@ def with_door_options(func: Any) -> Any:
     the configuration's default and field docstring as help (``model_options`` becomes the
     repeatable ``--model-option KEY=VALUE``; a boolean ``--NAME/--no-NAME``). The command
     receives them in ``**options``; :func:`_door_settings` turns them into configurations."""
-    import inspect
-
     from .doors import door_options
 
+    return _with_options(func, door_options())
+
+
+def with_spreading_options(func: Any) -> Any:
+    """Add the label-spreading options (:func:`kdcrowd.doors.spreading_options`) to a command, as :func:`with_door_options` does."""
+    from .doors import spreading_options
+
+    return _with_options(func, spreading_options())
+
+
+def _with_options(func: Any, options: list[Any]) -> Any:
+    import inspect
     import typing
 
     sig = inspect.signature(func)
     hints = typing.get_type_hints(func)
     own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     added, annotations = [], dict(getattr(func, "__annotations__", {}))
-    for o in door_options():
+    for o in options:
         if o.name == "model_options":
             name, tp, default = "model_option", list[str], typer.Option([], "--model-option", help=f"KEY=VALUE (repeatable). {o.help}")
         else:
@@ -530,6 +540,7 @@ def _frozen_features(images: Any, backbone: str, device: str) -> Any:
 
 
 @app.command()
+@with_spreading_options
 @with_door_options
 def fit(
     ctx: typer.Context,
@@ -697,6 +708,15 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
 
     if (p.get("final_labels") or "classifier") not in FINAL_LABELS:
         _fail(f"--final-labels must be one of {', '.join(FINAL_LABELS)}, not {p.get('final_labels')!r}")
+    from .config import ConfigError, cli_style, option_style
+    from .doors import spreading_options
+    from .spreading import LabelSpreading
+
+    try:
+        with option_style(cli_style):
+            spreading = LabelSpreading(**{o.name: p[o.name] for o in spreading_options() if o.name in p})
+    except ConfigError as e:
+        _fail(str(e))
     if image_mode != "auto" and images is None:
         _fail("--image-features goes with --images")
     if method == "clean":
@@ -778,6 +798,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         input_transform = None
         if images is not None:
             err_console.print(escape(backbone_note), soft_wrap=True, highlight=False)
+        if spreading.label_spreading == "on" and images is not None and frozen is None:
+            raise ValueError("--label-spreading on needs feature rows (--features, --texts, or --images with frozen features: --image-features auto|frozen); these images are trained on as pixels")
         if frozen is not None:
             X = _frozen_features(X, frozen, p["device"])
             described += f"; frozen {frozen} features ({X.shape[1]} per image)"
@@ -823,10 +845,13 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",
         image_features="none",  # --image-features is resolved above: X holds the frozen features, or the pixels to train on
+        # --label-spreading auto is resolved here: on for the frozen features computed above
+        label_spreading="on" if spreading.active(frozen is not None) else "off",
+        spreading_neighbours=spreading.spreading_neighbours, spreading_alpha=spreading.spreading_alpha,
     )
     t_fit = time.perf_counter()
     try:
-        clf.fit(X, ann, gold=gold_questions)
+        clf.fit(X, ann, gold=gold_questions, unlabelled=None if predict is None else predict[1])
         clf.input_transform_ = input_transform  # written into model.pt: `kdcrowd predict` computes the same inputs
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
@@ -840,6 +865,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
 
     head = apply_head_recipe({k: p[k] for k in ("head_recipe", "epochs", "batch_size", "lr", "weight_decay") if k in p}, frozen_features=frozen is not None)
     settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "head recipe": door_values.get("head_recipe", "auto"), "epochs": head["epochs"], "batch size": head["batch_size"], "learning rate": head["lr"], "weight decay": head["weight_decay"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
+    sp = clf.spreading_
+    settings["label spreading"] = "off" if sp is None else f"on: {sp['config'].spreading_neighbours} neighbours, alpha {sp['config'].spreading_alpha:g}"
     if p.get("gold") is not None:
         settings["gold questions"] = p["gold"]
     elif gold_questions is not None:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .config import ConfigError
-from .doors import door_options, settings_from_options
+from .doors import door_options, settings_from_options, spreading_options
 from .models.backbones import IMAGE_FEATURE_MODES
 
 __all__ = ["ESTIMATOR_ONLY", "FINAL_LABELS", "MIN_IMAGE_SIDE", "MIN_ITEMS_FOR_VALIDATION", "MIN_VALIDATION_ITEMS", "CrowdFit", "NotFitted"]
@@ -242,7 +242,7 @@ class CrowdFit:
 
     # ------------------------------------------------------------------ fit / predict
 
-    def fit(self, X: Any, y: Any = None, X_val: Any = None, y_val: Any = None, item_ids: Any = None, *, annotations: Any = None, gold: Any = None) -> CrowdFit:
+    def fit(self, X: Any, y: Any = None, X_val: Any = None, y_val: Any = None, item_ids: Any = None, *, annotations: Any = None, gold: Any = None, unlabelled: Any = None) -> CrowdFit:
         """Train on items ``X`` and their crowd labels ``y``.
 
         ``y`` (also accepted as ``annotations=``): an :class:`~kdcrowd.data.Annotations`, a
@@ -255,6 +255,9 @@ class CrowdFit:
         where unknown): they anchor the worker matrices and the training targets
         (:mod:`kdcrowd.data.gold`), and their rows get their known labels in ``labels_``
         (``gold_``: the class indices, -1 unknown; ``None`` without gold).
+        ``unlabelled``: items without crowd labels that will be predicted (same kind as
+        ``X``); used only by label spreading (``label_spreading``), whose graph then holds
+        them beside ``X``, as :meth:`predict_proba` of the same items will.
         """
         from .aggregation import crowd_posterior
         from .data.datasets import CrowdDataset
@@ -262,6 +265,7 @@ class CrowdFit:
         from .methods import RunConfig, run_on_dataset
         from .metrics import worker_accuracy_estimate
         from .report.practitioner import worker_matrices
+        from .spreading import LabelSpreading
         from .training import predict_proba
 
         if annotations is not None:
@@ -278,6 +282,7 @@ class CrowdFit:
         method, backbone, train, options = settings_from_options(values, seed=0, progress=bool(self.verbose))
         if self.final_labels not in FINAL_LABELS:
             raise ConfigError(f"final_labels must be one of {', '.join(FINAL_LABELS)}; got {self.final_labels!r}")
+        spreading = LabelSpreading(**{o.name: getattr(self, o.name) for o in spreading_options()})
         if self.image_features not in IMAGE_FEATURE_MODES:
             raise ConfigError(f"image_features must be one of {', '.join(IMAGE_FEATURE_MODES)}; got {self.image_features!r}")
         if item_ids is None and isinstance(X, pd.DataFrame) and not isinstance(X.index, pd.RangeIndex):
@@ -287,6 +292,8 @@ class CrowdFit:
         if frozen is not None:  # an MLP head on the features, with the head recipe of frozen features (head_recipe auto)
             method, backbone, train, options = settings_from_options({**values, "backbone": "auto"}, seed=0, progress=bool(self.verbose), frozen_features=True)
             X = self._check_X(X)  # the features are what the model takes: n_features_in_ is their width
+        if spreading.label_spreading == "on" and X.ndim != 2:
+            raise ConfigError(f"label_spreading='on' needs feature rows (features, texts or frozen image features); X holds images {X.shape} trained on as pixels (use image_features='auto'|'frozen', or label_spreading='auto'|'off')")
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")
         if len(X) < 2:
@@ -362,6 +369,13 @@ class CrowdFit:
         if len(val_idx):
             proba[val_idx] = predict_proba(module, data, data.x_val).detach().float().cpu().numpy()
         self.classifier_proba_ = apply_gold(proba.copy(), gold_idx)
+        self.module_ = module
+        self._device = data.device
+        self.preprocessor_ = data.preprocessing_only()
+        self.item_shape_ = tuple(X.shape[1:])
+        self.spreading_ = None
+        if spreading.active(frozen is not None):
+            proba = self._spread_fitted(X, unlabelled, spreading)
         if self.final_labels == "posterior" and out.transitions is not None:  # the crowd's labels weighed by the worker matrices, the model as prior
             proba = crowd_posterior(proba, ann, out.transitions)
             self.label_source_ = "posterior: the classifier's p(y|x) times each of the item's crowd labels' T_m[y, label], normalised"
@@ -369,13 +383,12 @@ class CrowdFit:
             self.label_source_ = "classifier: the method estimates no worker matrices to weigh the crowd's labels with"
         else:
             self.label_source_ = "classifier: its p(y|x) of each item (final_labels='classifier')"
+        if self.spreading_ is not None:
+            c = self.spreading_["config"]
+            self.label_source_ += f", spread over the {c.spreading_neighbours}-nearest-neighbour graph of the items' features (label_spreading, alpha {c.spreading_alpha:g})"
         proba = apply_gold(proba, gold_idx)  # gold questions keep their known labels
         self.gold_ = gold_idx
 
-        self.module_ = module
-        self._device = data.device
-        self.preprocessor_ = data.preprocessing_only()
-        self.item_shape_ = tuple(X.shape[1:])
         self.classes_ = classes
         self.n_workers_ = ann.n_workers
         self.worker_ids_ = np.asarray(ann.worker_ids)
@@ -398,18 +411,43 @@ class CrowdFit:
         }
         return self
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (N, K), columns in the order of ``classes_``."""
+    def _spread_fitted(self, X: np.ndarray, unlabelled: Any, config: Any) -> np.ndarray:
+        """The fitted items' probabilities spread over the graph of ``X`` and ``unlabelled``
+        (:mod:`kdcrowd.spreading`); keeps ``spreading_``, what :meth:`predict_proba` spreads new items with."""
+        from .spreading import spread_probabilities
+
+        feats, anchors = [X], [self.classifier_proba_]
+        if unlabelled is not None:
+            U = self._check_X(self._image_inputs(unlabelled), item_shape=self.item_shape_)
+            feats.append(U)
+            anchors.append(self._classifier(U))
+        self.spreading_ = {"features": np.asarray(X, dtype=np.float32), "anchors": self.classifier_proba_.astype(np.float32), "config": config}
+        return spread_probabilities(np.concatenate(feats), np.concatenate(anchors), config, self._device)[: len(X)]
+
+    def _classifier(self, X: np.ndarray) -> np.ndarray:
+        """The trained classifier's p(y|x) of checked items ``X``."""
         import torch
 
         from .training import predict_proba
 
-        self._check_fitted()
-        X = self._check_X(self._image_inputs(X), item_shape=self.item_shape_)
         xt = torch.from_numpy(np.ascontiguousarray(X)).to(self._device)
         if self.preprocessor_.is_image:
             xt = xt.permute(0, 3, 1, 2).contiguous()
         return predict_proba(self.module_, self.preprocessor_, xt).cpu().numpy()
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (N, K), columns in the order of ``classes_``: the classifier's,
+        or with label spreading (``spreading_`` set) its probabilities spread over the graph
+        of the fitted items and ``X`` together (:func:`kdcrowd.spreading.spread_new`)."""
+        from .spreading import spread_new
+
+        self._check_fitted()
+        X = self._check_X(self._image_inputs(X), item_shape=self.item_shape_)
+        proba = self._classifier(X)
+        s = getattr(self, "spreading_", None)
+        if s is not None:
+            proba = spread_new(s["features"], s["anchors"], X, proba, s["config"], self._device)
+        return proba
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class labels (values of ``classes_``)."""
@@ -425,6 +463,7 @@ ESTIMATOR_ONLY: dict[str, Any] = {
     "validation_fraction": 0.0,
     "image_features": "auto",
     "final_labels": "classifier",
+    **{o.name: o.default for o in spreading_options()},
     "checkpoint_dir": None,
     "track_memorization": False,
     "verbose": False,

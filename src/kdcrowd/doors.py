@@ -35,7 +35,7 @@ from .config import ConfigError, _name, literal_choices, option_defaults, option
 from .framework import KDCrowd
 from .training import TrainConfig
 
-__all__ = ["DoorOption", "door_options", "door_defaults", "settings_from_options", "apply_head_recipe", "HEAD_RECIPES", "FROZEN_FEATURE_HEAD", "field_docs", "TRAIN_NOT_OPTIONS", "KDCROWD_NOT_OPTIONS", "option_style"]
+__all__ = ["DoorOption", "door_options", "spreading_options", "door_defaults", "settings_from_options", "apply_head_recipe", "HEAD_RECIPES", "FROZEN_FEATURE_HEAD", "field_docs", "TRAIN_NOT_OPTIONS", "KDCROWD_NOT_OPTIONS", "option_style"]
 
 #: TrainConfig fields that are not door options: each door sets them its own way.
 TRAIN_NOT_OPTIONS = ("seed", "progress", "checkpoint", "distributed", "sync_bn")
@@ -91,7 +91,7 @@ class DoorOption:
     type: Any
     """The plain type a command line parses (``str`` for a choice, ``Optional[bool]`` ...)."""
     help: str
-    group: Literal["run", "train", "kdcrowd"]
+    group: Literal["run", "train", "kdcrowd", "spreading"]
     choices: tuple[Any, ...] | None = None
 
 
@@ -163,6 +163,14 @@ def door_options() -> list[DoorOption]:
         DoorOption("head_recipe", "auto", str, _HEAD_RECIPE_HELP, "run", HEAD_RECIPES),
     ]
     return run + _from_dataclass(TrainConfig, "train", TRAIN_NOT_OPTIONS) + _from_dataclass(KDCrowd, "kdcrowd", KDCROWD_NOT_OPTIONS)
+
+
+def spreading_options() -> list[DoorOption]:
+    """The label-spreading options of ``kdcrowd fit`` and the estimator (the doors that
+    label items they were given; :class:`~kdcrowd.spreading.LabelSpreading`)."""
+    from .spreading import LabelSpreading
+
+    return _from_dataclass(LabelSpreading, "spreading", ())
 
 
 def door_defaults() -> dict[str, Any]:

@@ -61,6 +61,10 @@ def save_model(path: str | Path, clf: Any) -> None:
     features of the pretrained backbone NAME, images read at SIDE px:
     :func:`kdcrowd.models.pretrained.extract_features`) or ``{"kind": "text",
     "text_column": NAME, "featurizer": STATE}`` (:meth:`kdcrowd.data.texts.TextFeaturizer.to_state`).
+    ``spreading``: ``None``, or with label spreading (``clf.spreading_``) the fitted items'
+    ``features`` and classifier probabilities (``anchors``) and the graph's ``neighbours``
+    and ``alpha``, so that new items are spread over the graph of the fitted items and
+    themselves as the fitted model does (:func:`kdcrowd.spreading.spread_new`).
     """
     import torch
 
@@ -93,9 +97,21 @@ def save_model(path: str | Path, clf: Any) -> None:
         "transition_matrices": None if trans is None else torch.as_tensor(np.asarray(trans, dtype=np.float32)),
         "versions": {str(k): str(v) for k, v in clf.metrics_.get("versions", {}).items()},
         "inputs": _check_inputs(getattr(clf, "input_transform_", None)),
+        "spreading": _spreading_state(getattr(clf, "spreading_", None)),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)
+
+
+def _spreading_state(spreading: Any) -> Any:
+    import torch
+
+    if spreading is None:
+        return None
+    c = spreading["config"]
+    return {"features": torch.from_numpy(np.ascontiguousarray(spreading["features"], dtype=np.float32)),
+            "anchors": torch.from_numpy(np.ascontiguousarray(spreading["anchors"], dtype=np.float32)),
+            "neighbours": int(c.spreading_neighbours), "alpha": float(c.spreading_alpha)}
 
 
 #: The kinds of ``inputs`` a model file may record (see :func:`save_model`).
@@ -139,13 +155,16 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     :func:`save_model`; ``kdcrowd predict`` computes them). ``device``: as everywhere
     (:func:`kdcrowd.training.resolve_device`; ``auto`` is CUDA when there is one).
     Prediction is batched (``eval_batch_size`` items at a time) and preprocessed by
-    :meth:`kdcrowd.training.DeviceData.prepare`, as in training.
+    :meth:`kdcrowd.training.DeviceData.prepare`, as in training; a model fitted with
+    label spreading spreads the classifier's probabilities of ``X`` over the graph of its
+    fitted items and ``X`` (:func:`kdcrowd.spreading.spread_new`), as the fitted estimator does.
     """
     import pickle
 
     import torch
 
     from .models.backbones import build_backbone
+    from .spreading import LabelSpreading, spread_new
     from .training import DeviceData, TrainConfig, predict_proba, resolve_device
 
     device = resolve_device(device)
@@ -172,6 +191,10 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     prep = DeviceData.preprocessing(p["mean"].to(device), p["std"].to(device), bool(p["is_image"]), tuple(p["input_shape"]), device)
     item_shape = tuple(ck["item_shape"])
     config = TrainConfig(device=str(device), progress=False)
+    spreading = ck.get("spreading")
+    if spreading is not None:
+        spread_config = LabelSpreading("on", int(spreading["neighbours"]), float(spreading["alpha"]))
+        fitted, anchors = spreading["features"].cpu().numpy(), spreading["anchors"].cpu().numpy()
 
     @torch.no_grad()
     def predictor(X: np.ndarray) -> np.ndarray:
@@ -181,7 +204,10 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
         x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.uint8 if prep.is_image else np.float32)).to(device)
         if prep.is_image:
             x = x.permute(0, 3, 1, 2).contiguous()
-        return predict_proba(_Averaged(nets), prep, x, config).cpu().numpy()
+        proba = predict_proba(_Averaged(nets), prep, x, config).cpu().numpy()
+        if spreading is not None:
+            proba = spread_new(fitted, anchors, X.astype(np.float32, copy=False), proba, spread_config, device)
+        return proba
 
     predictor.classes = np.asarray(ck["classes"])  # type: ignore[attr-defined]
     predictor.item_shape = item_shape  # type: ignore[attr-defined]

@@ -1,0 +1,142 @@
+"""Label spreading over the items' features: the classifier's probabilities smoothed over
+a nearest-neighbour graph of every item a fit sees (Zhou et al., "Learning with local and
+global consistency", NIPS 2004).
+
+A classifier on frozen pretrained features labels each item from its own features alone;
+items whose features lie close together mostly share their class. Spreading lets each
+item's label lean on its neighbours': with ``P`` the classifier's probabilities of the
+``n`` items (the anchors) and ``S = D^-1/2 W D^-1/2`` the symmetrically normalised graph
+(``W``: each item joined to its ``k`` nearest neighbours by cosine similarity of the
+standardised features, made symmetric), the spread probabilities are the fixed point of
+
+    Q = (1 − α) · P + α · S · Q
+
+row-normalised, reached by iterating from ``Q = P`` (the iteration contracts by ``α``
+each step, since S's eigenvalues lie in [−1, 1]). It is transductive: the graph holds the
+fitted items and the items being predicted, so the items to label (``kdcrowd fit
+--predict-images``) help each other and the training items. The same rule predicts new
+items later: the graph of the fitted items and the new ones (:func:`spread_new`).
+
+Why by hand: scikit-learn's ``LabelSpreading`` spreads from hard labels with unlabelled
+items marked ``-1``; here every item has a soft prior (the classifier's) and the graph is
+built in chunks on the device, never as a dense ``n × n`` matrix.
+
+The defaults (5 neighbours, α = 0.8) were chosen on LabelMe's frozen EfficientNet-Lite0
+features by the accuracy of the 500 validation images, never the test images
+(``benchmarks/pretrained_features.py --spreading-sweep`` →
+``benchmarks/results/practitioner_pretrained/cpu_spreading_validation.json``,
+docs/RESULTS.md §7h): 90.9 % against the classifier's 88.1 % (seeds 0–2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .config import ConfigError, _name, bounded, check_fields
+
+__all__ = ["LabelSpreading", "SPREADING_MODES", "knn_graph", "spread", "spread_probabilities", "spread_new"]
+
+#: ``label_spreading``'s values.
+SPREADING_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class LabelSpreading:
+    """Label spreading of the final labels and predictions (:mod:`kdcrowd.spreading`)."""
+
+    label_spreading: Literal["auto", "on", "off"] = "auto"
+    """Smooth the classifier's probabilities over a nearest-neighbour graph of the items'
+    features (the fitted items and the items to predict together): auto (default: on
+    when the items are frozen pretrained image features computed by this fit, where it
+    was chosen on LabelMe's validation images, docs/RESULTS.md §7h; off otherwise), on
+    (any feature rows: --features, --texts, frozen image features; not pixels) or off."""
+    spreading_neighbours: int = bounded(5, ge=1)
+    """Label spreading: each item's number of nearest neighbours in the graph (cosine
+    similarity of the standardised features)."""
+    spreading_alpha: float = bounded(0.8, ge=0.0, lt=1.0)
+    """Label spreading: the weight of the neighbours against the item's own classifier
+    probabilities (0: no spreading)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    def active(self, frozen_features: bool) -> bool:
+        """Whether to spread: ``on``, or ``auto`` with frozen pretrained image features."""
+        return self.label_spreading == "on" or (self.label_spreading == "auto" and frozen_features)
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Standardised (per column, over these items), then scaled to unit length."""
+    x = x.float()
+    x = (x - x.mean(0)) / (x.std(0, unbiased=False) + 1e-6)
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+@torch.no_grad()
+def knn_graph(features: torch.Tensor, neighbours: int, chunk: int = 4096) -> torch.Tensor:
+    """``S = D^-1/2 W D^-1/2`` as a sparse ``(n, n)`` tensor: ``W[i, j] = 1`` when ``j`` is
+    among the ``neighbours`` nearest items of ``i`` or ``i`` among those of ``j`` (cosine
+    similarity of the standardised features; an item is not its own neighbour).
+
+    The similarities are computed ``chunk`` rows at a time: memory ``chunk × n``, not
+    ``n × n``. Needs at least 2 items; ``neighbours`` is capped at ``n − 1``."""
+    n = features.shape[0]
+    if n < 2:
+        raise ValueError(f"label spreading needs at least 2 items; got {n}")
+    k = min(int(neighbours), n - 1)
+    z = _unit_rows(features)
+    cols = torch.empty((n, k), dtype=torch.long, device=z.device)
+    for s in range(0, n, chunk):
+        sim = z[s : s + chunk] @ z.T
+        rows = torch.arange(s, min(s + chunk, n), device=z.device)
+        sim[torch.arange(len(rows), device=z.device), rows] = -float("inf")  # not its own neighbour
+        cols[s : s + chunk] = sim.topk(k, dim=1).indices
+    rows = torch.arange(n, device=z.device).repeat_interleave(k)
+    idx = torch.stack([torch.cat([rows, cols.reshape(-1)]), torch.cat([cols.reshape(-1), rows])])
+    w = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1], device=z.device), (n, n), check_invariants=False).coalesce()
+    w = torch.sparse_coo_tensor(w.indices(), torch.ones_like(w.values()), (n, n), check_invariants=False).coalesce()  # symmetric 0/1: max(A, Aᵀ)
+    deg = torch.sparse.sum(w, 1).to_dense()
+    i, j = w.indices()
+    return torch.sparse_coo_tensor(w.indices(), deg[i].rsqrt() * deg[j].rsqrt(), (n, n), check_invariants=False).coalesce()
+
+
+@torch.no_grad()
+def spread(anchors: torch.Tensor, graph: torch.Tensor, alpha: float, tol: float = 1e-6, max_iter: int = 200) -> torch.Tensor:
+    """The fixed point of ``Q = (1 − α) P + α S Q`` from ``Q = P``, rows normalised to sum to 1.
+
+    Iterates until no entry moves by more than ``tol`` (the error shrinks by a factor
+    ``α`` per step: about 60 steps at α = 0.8) or ``max_iter`` steps."""
+    p = anchors.float()
+    q = p
+    for _ in range(max_iter):
+        nxt = (1 - alpha) * p + alpha * torch.sparse.mm(graph, q)
+        done = bool((nxt - q).abs().max() <= tol)
+        q = nxt
+        if done:
+            break
+    return q / q.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+def _check(config: LabelSpreading, features: np.ndarray) -> None:
+    if features.ndim != 2:
+        raise ConfigError(f"{_name('label_spreading')} on needs feature rows (features, texts or frozen image features), not items of shape {features.shape[1:]}; set it to auto or off")
+
+
+def spread_probabilities(features: np.ndarray, anchors: np.ndarray, config: LabelSpreading, device: torch.device | str = "cpu") -> np.ndarray:
+    """The spread probabilities (n, K) of ``n`` items with ``features`` (n, D) and classifier
+    probabilities ``anchors`` (n, K), on ``device``."""
+    _check(config, features)
+    x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=device)
+    p = torch.as_tensor(np.ascontiguousarray(anchors, dtype=np.float32), device=device)
+    return spread(p, knn_graph(x, config.spreading_neighbours), config.spreading_alpha).cpu().numpy()
+
+
+def spread_new(fitted: np.ndarray, fitted_anchors: np.ndarray, new: np.ndarray, new_anchors: np.ndarray, config: LabelSpreading, device: torch.device | str = "cpu") -> np.ndarray:
+    """The spread probabilities of ``new`` items: over the graph of the fitted items and
+    the new ones together (their rows of :func:`spread_probabilities`)."""
+    both = spread_probabilities(np.concatenate([fitted, new]), np.concatenate([fitted_anchors, new_anchors]), config, device)
+    return both[len(fitted) :]

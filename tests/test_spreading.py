@@ -1,0 +1,146 @@
+"""Label spreading (:mod:`kdcrowd.spreading`): the graph, the fixed point by hand, a case
+built so that spreading must correct the classifier, and its doors (the estimator, the
+model file, ``kdcrowd fit``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kdcrowd.cli import app
+from kdcrowd.config import ConfigError
+from kdcrowd.data.simulate import simulate_workers
+from kdcrowd.estimator import KDCrowdClassifier
+from kdcrowd.spreading import LabelSpreading, knn_graph, spread, spread_new, spread_probabilities
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _dense_graph(x: np.ndarray, k: int) -> np.ndarray:
+    """The same graph the slow way: every similarity at once, loops over items."""
+    z = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    s = z @ z.T
+    np.fill_diagonal(s, -np.inf)
+    w = np.zeros_like(s)
+    for i in range(len(x)):
+        for j in np.argsort(-s[i], kind="stable")[:k]:
+            w[i, j] = w[j, i] = 1.0
+    d = w.sum(1)
+    return w / np.sqrt(d[:, None] * d[None, :])
+
+
+def test_the_chunked_graph_is_the_dense_one() -> None:
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    for chunk in (7, 4096):
+        g = knn_graph(torch.from_numpy(x), 4, chunk=chunk).to_dense().numpy()
+        np.testing.assert_allclose(g, _dense_graph(x.astype(np.float64), 4), atol=1e-6)
+        np.testing.assert_allclose(g, g.T)
+    assert knn_graph(torch.from_numpy(x[:3]), 10).to_dense().count_nonzero() == 6  # k capped at n - 1: every other item
+
+
+def test_the_fixed_point_by_hand() -> None:
+    # two pairs far apart, one neighbour each: S joins 0-1 and 2-3 with weight 1, and
+    # q0 = (1 - a) p0 + a q1, q1 = (1 - a) p1 + a q0  =>  q0 = (p0 + a p1) / (1 + a)
+    x = torch.tensor([[0.0, 0.0], [0.1, 0.0], [10.0, 10.0], [10.0, 10.1]])
+    p = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    a = 0.8
+    g = knn_graph(x, 1)
+    assert torch.equal(g.to_dense(), torch.tensor([[0.0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]))
+    q = spread(p, g, a, tol=1e-9, max_iter=1000)
+    pair = lambda i, j: (p[i] + a * p[j]) / (1 + a)
+    np.testing.assert_allclose(q.numpy(), torch.stack([pair(0, 1), pair(1, 0), pair(2, 3), pair(3, 2)]).numpy(), atol=1e-6)
+    # alpha 0: the classifier as it is
+    np.testing.assert_allclose(spread(p, g, 0.0).numpy(), p.numpy(), atol=1e-7)
+
+
+def test_spreading_corrects_a_classifier_that_errs_on_a_few_items_of_clean_clusters() -> None:
+    rng = np.random.default_rng(1)
+    k, n = 3, 300
+    y = rng.integers(0, k, n)
+    x = (rng.normal(0, 6, (k, 10))[y] + rng.normal(0, 1, (n, 10))).astype(np.float32)
+    p = np.full((n, k), 0.1, dtype=np.float32)
+    p[np.arange(n), y] = 0.8
+    wrong = rng.choice(n, 45, replace=False)  # 15 % confidently wrong
+    p[wrong] = 0.1
+    p[wrong, (y[wrong] + 1) % k] = 0.8
+    q = spread_probabilities(x, p, LabelSpreading("on"))
+    assert (p.argmax(1) == y).mean() == pytest.approx(0.85)
+    assert (q.argmax(1) == y).mean() >= 0.98  # 85 % → all but an item or two whose neighbours are mostly wrong too
+    np.testing.assert_allclose(q.sum(1), 1.0, atol=1e-5)
+    # a new item is spread over the graph of the fitted items and itself
+    new = x[wrong[:5]] + 0.01
+    q_new = spread_new(x, p, new, p[wrong[:5]], LabelSpreading("on"))
+    assert (q_new.argmax(1) == y[wrong[:5]]).all()
+
+
+def test_options_are_checked_and_named() -> None:
+    with pytest.raises(ConfigError, match="spreading_alpha must be less than 1"):
+        LabelSpreading(spreading_alpha=1.0)
+    with pytest.raises(ConfigError, match="spreading_neighbours must be at least 1"):
+        LabelSpreading(spreading_neighbours=0)
+    with pytest.raises(ConfigError, match="label_spreading must be one of auto, on, off"):
+        LabelSpreading("yes")  # type: ignore[arg-type]
+    assert LabelSpreading().active(frozen_features=True) and not LabelSpreading().active(frozen_features=False)
+    assert LabelSpreading("on").active(False) and not LabelSpreading("off").active(True)
+
+
+def test_the_defaults_are_the_validation_choice_of_the_committed_sweep() -> None:
+    path = ROOT / "benchmarks/results/practitioner_pretrained/cpu_spreading_validation.json"
+    chosen = json.loads(path.read_text())["chosen"]
+    assert (LabelSpreading().spreading_neighbours, LabelSpreading().spreading_alpha) == (chosen["neighbours"], chosen["alpha"])
+
+
+def _crowd(n: int = 160, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, object]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    x = (rng.normal(0, 3, (k, 6))[y] + rng.normal(0, 1, (n, 6))).astype(np.float32)
+    return x, y, simulate_workers(y, "symmetric", n_classes=k, seed=seed).annotations
+
+
+def test_the_estimator_spreads_its_labels_and_predictions_over_one_graph(tmp_path: Path) -> None:
+    from kdcrowd.persist import load_predictor, save_model
+
+    x, y, ann = _crowd()
+    new = x[:20] + np.float32(0.05)
+    kw = {"method": "mv", "backbone": "mlp", "epochs": 3, "batch_size": 32, "device": "cpu"}
+    off = KDCrowdClassifier(**kw).fit(x, ann, unlabelled=new)
+    assert off.spreading_ is None and "spread" not in off.label_source_
+    np.testing.assert_allclose(off.label_proba_, off.classifier_proba_, atol=1e-6)
+    on = KDCrowdClassifier(**kw, label_spreading="on").fit(x, ann, unlabelled=new)
+    np.testing.assert_allclose(on.classifier_proba_, off.classifier_proba_, atol=1e-6)  # the same training
+    both = spread_probabilities(np.concatenate([x, new]), np.concatenate([on.classifier_proba_, on._classifier(new)]), LabelSpreading("on"))
+    np.testing.assert_allclose(on.label_proba_, both[: len(x)], atol=1e-5)
+    np.testing.assert_allclose(on.predict_proba(new), both[len(x) :], atol=1e-5)  # the graph the labels were spread over
+    assert "spread over the 5-nearest-neighbour graph" in on.label_source_
+    save_model(tmp_path / "m.pt", on)
+    np.testing.assert_allclose(load_predictor(tmp_path / "m.pt")(new), on.predict_proba(new), atol=1e-5)
+    with pytest.raises(ConfigError, match="label_spreading='on' needs feature rows"):
+        KDCrowdClassifier(**kw, label_spreading="on").fit(np.zeros((20, 8, 8, 3), np.uint8), np.arange(20) % 2)
+
+
+def test_fit_command_spreads_over_the_items_to_predict_and_names_its_options(tmp_path: Path) -> None:
+    x, y, ann = _crowd()
+    ids = [f"i{i}" for i in range(len(x))]
+    pd.DataFrame({"item": [ids[i] for i in ann.item], "worker": ann.worker, "label": ann.label}).to_csv(tmp_path / "a.csv", index=False)
+    cols = [f"f{j}" for j in range(x.shape[1])]
+    pd.concat([pd.DataFrame({"item": ids}), pd.DataFrame(x, columns=cols)], axis=1).to_csv(tmp_path / "x.csv", index=False)
+    pd.concat([pd.DataFrame({"item": [f"n{i}" for i in range(20)]}), pd.DataFrame(x[:20] + 0.05, columns=cols)], axis=1).to_csv(tmp_path / "new.csv", index=False)
+    base = ["fit", "--annotations", str(tmp_path / "a.csv"), "--features", str(tmp_path / "x.csv"), "--predict-features", str(tmp_path / "new.csv"),
+            "--method", "mv", "--epochs", "2", "--device", "cpu", "--quiet"]
+    r = runner.invoke(app, [*base, "--label-spreading", "on", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "on: 5 neighbours, alpha 0.8" in (tmp_path / "o" / "report.html").read_text()  # the report's settings
+    r = runner.invoke(app, ["predict", "--model", str(tmp_path / "o" / "model.pt"), "--features", str(tmp_path / "new.csv"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    p_cols = [c for c in pd.read_csv(tmp_path / "p.csv").columns if c.startswith("p_")]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv")[p_cols].to_numpy(), pd.read_csv(tmp_path / "o" / "predictions.csv")[p_cols].to_numpy(), atol=1e-4)
+    r = runner.invoke(app, [*base, "--spreading-alpha", "1", "--out", str(tmp_path / "q")])
+    assert r.exit_code == 2 and "--spreading-alpha must be less than 1" in r.output
