@@ -81,6 +81,16 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
             ``tests/test_estimator.py``); on LabelMe, whose workers err together on the
             ambiguous images, it was up to 3 points below the classifier (docs/RESULTS.md §7h),
             hence the default.
+        label_spreading: ``auto`` (default), ``on`` or ``off``: smooth the classifier's
+            probabilities over a nearest-neighbour graph of the items' features
+            (:mod:`kdcrowd.spreading`), the rows of ``X`` and the ``unlabelled`` items given
+            to :meth:`fit` together, before the final labels are taken; :meth:`predict_proba`
+            then spreads new items over the graph of the fitted rows and themselves.
+            ``auto`` spreads when this fit computes frozen image features
+            (``image_features``), where it was chosen on LabelMe's validation images
+            (+2.8 points there, docs/RESULTS.md §7h); ``on`` for any feature rows.
+        spreading_neighbours, spreading_alpha: the graph's neighbours per item (5) and the
+            neighbours' weight against the item's own probabilities (0.8).
         head_recipe: ``auto`` (default), ``shared`` or ``frozen-features``: which values
             ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` take when left at their
             defaults. ``auto`` applies the frozen-features recipe
@@ -149,8 +159,12 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
       (:func:`kdcrowd.aggregation.crowd_posterior`, the Dawid–Skene E-step with the
       classifier as each item's prior; rows without crowd labels keep ``p(y | x)``). Gold
       questions keep their known labels. ``classifier_proba_`` (N, K): the classifier's
-      own ``p(y | x)`` of every row (what :meth:`predict_proba` gives);
-      ``label_source_`` says which of the two ``label_proba_`` is.
+      own ``p(y | x)`` of every row (what :meth:`predict_proba` gives without label spreading);
+      ``label_source_`` says which of the two ``label_proba_`` is, and whether it was spread.
+    * ``spreading_``: ``None``, or with label spreading the fitted rows' ``features``, their
+      classifier probabilities (``anchors``) and the ``config``
+      (:class:`~kdcrowd.spreading.LabelSpreading`) that :meth:`predict_proba` spreads new
+      items with.
     * ``transition_matrices_`` (M, K, K): the method's estimated worker matrices (``None``
       for ``mv``/``mv-soft``).
     * ``worker_quality_`` (M,), aligned with ``worker_ids_``: each worker's estimated
