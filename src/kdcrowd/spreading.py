@@ -77,18 +77,20 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def knn_graph(features: torch.Tensor, neighbours: int, chunk: int = 4096) -> torch.Tensor:
+def knn_graph(features: torch.Tensor, neighbours: int, chunk: int | None = None) -> torch.Tensor:
     """``S = D^-1/2 W D^-1/2`` as a sparse ``(n, n)`` tensor: ``W[i, j] = 1`` when ``j`` is
     among the ``neighbours`` nearest items of ``i`` or ``i`` among those of ``j`` (cosine
     similarity of the standardised features; an item is not its own neighbour).
 
     The similarities are computed ``chunk`` rows at a time: memory ``chunk × n``, not
-    ``n × n``. Needs at least 2 items; ``neighbours`` is capped at ``n − 1``."""
+    ``n × n`` (by default as many rows as keep it under 2²⁶ values, 256 MB, and at most
+    4,096). Needs at least 2 items; ``neighbours`` is capped at ``n − 1``."""
     n = features.shape[0]
     if n < 2:
         raise ValueError(f"label spreading needs at least 2 items; got {n}")
     k = min(int(neighbours), n - 1)
     z = _unit_rows(features)
+    chunk = chunk or max(1, min(4096, 2**26 // n))
     cols = torch.empty((n, k), dtype=torch.long, device=z.device)
     for s in range(0, n, chunk):
         sim = z[s : s + chunk] @ z.T
