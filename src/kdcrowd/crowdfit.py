@@ -421,7 +421,7 @@ class CrowdFit:
             U = self._check_X(self._image_inputs(unlabelled), item_shape=self.item_shape_)
             feats.append(U)
             anchors.append(self._classifier(U))
-        self.spreading_ = {"features": np.asarray(X, dtype=np.float32), "anchors": self.classifier_proba_.astype(np.float32), "config": config}
+        self.spreading_ = {"features": X, "config": config}  # the anchors are classifier_proba_
         return spread_probabilities(np.concatenate(feats), np.concatenate(anchors), config, self._device)[: len(X)]
 
     def _classifier(self, X: np.ndarray) -> np.ndarray:
@@ -446,7 +446,7 @@ class CrowdFit:
         proba = self._classifier(X)
         s = getattr(self, "spreading_", None)
         if s is not None:
-            proba = spread_new(s["features"], s["anchors"], X, proba, s["config"], self._device)
+            proba = spread_new(s["features"], self.classifier_proba_, X, proba, s["config"], self._device)
         return proba
 
     def predict(self, X: Any) -> np.ndarray:

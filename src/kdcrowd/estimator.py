@@ -161,10 +161,9 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
       questions keep their known labels. ``classifier_proba_`` (N, K): the classifier's
       own ``p(y | x)`` of every row (what :meth:`predict_proba` gives without label spreading);
       ``label_source_`` says which of the two ``label_proba_`` is, and whether it was spread.
-    * ``spreading_``: ``None``, or with label spreading the fitted rows' ``features``, their
-      classifier probabilities (``anchors``) and the ``config``
-      (:class:`~kdcrowd.spreading.LabelSpreading`) that :meth:`predict_proba` spreads new
-      items with.
+    * ``spreading_``: ``None``, or with label spreading the fitted rows' ``features`` and
+      the ``config`` (:class:`~kdcrowd.spreading.LabelSpreading`) that :meth:`predict_proba`
+      spreads new items with, ``classifier_proba_`` being the fitted rows' anchors.
     * ``transition_matrices_`` (M, K, K): the method's estimated worker matrices (``None``
       for ``mv``/``mv-soft``).
     * ``worker_quality_`` (M,), aligned with ``worker_ids_``: each worker's estimated

@@ -62,7 +62,7 @@ def save_model(path: str | Path, clf: Any) -> None:
     :func:`kdcrowd.models.pretrained.extract_features`) or ``{"kind": "text",
     "text_column": NAME, "featurizer": STATE}`` (:meth:`kdcrowd.data.texts.TextFeaturizer.to_state`).
     ``spreading``: ``None``, or with label spreading (``clf.spreading_``) the fitted items'
-    ``features`` and classifier probabilities (``anchors``) and the graph's ``neighbours``
+    ``features`` and classifier probabilities (``anchors``: ``clf.classifier_proba_``) and the graph's ``neighbours``
     and ``alpha``, so that new items are spread over the graph of the fitted items and
     themselves as the fitted model does (:func:`kdcrowd.spreading.spread_new`).
     """
@@ -97,20 +97,21 @@ def save_model(path: str | Path, clf: Any) -> None:
         "transition_matrices": None if trans is None else torch.as_tensor(np.asarray(trans, dtype=np.float32)),
         "versions": {str(k): str(v) for k, v in clf.metrics_.get("versions", {}).items()},
         "inputs": _check_inputs(getattr(clf, "input_transform_", None)),
-        "spreading": _spreading_state(getattr(clf, "spreading_", None)),
+        "spreading": _spreading_state(clf),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)
 
 
-def _spreading_state(spreading: Any) -> Any:
+def _spreading_state(clf: Any) -> Any:
     import torch
 
+    spreading = getattr(clf, "spreading_", None)
     if spreading is None:
         return None
     c = spreading["config"]
-    return {"features": torch.from_numpy(np.ascontiguousarray(spreading["features"], dtype=np.float32)),
-            "anchors": torch.from_numpy(np.ascontiguousarray(spreading["anchors"], dtype=np.float32)),
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return {"features": as_tensor(spreading["features"]), "anchors": as_tensor(clf.classifier_proba_),
             "neighbours": int(c.spreading_neighbours), "alpha": float(c.spreading_alpha)}
 
 
@@ -206,7 +207,7 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
             x = x.permute(0, 3, 1, 2).contiguous()
         proba = predict_proba(_Averaged(nets), prep, x, config).cpu().numpy()
         if spreading is not None:
-            proba = spread_new(fitted, anchors, X.astype(np.float32, copy=False), proba, spread_config, device)
+            proba = spread_new(fitted, anchors, X, proba, spread_config, device)
         return proba
 
     predictor.classes = np.asarray(ck["classes"])  # type: ignore[attr-defined]

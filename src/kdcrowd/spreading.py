@@ -36,12 +36,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .config import ConfigError, _name, bounded, check_fields
+from .config import bounded, check_fields
 
-__all__ = ["LabelSpreading", "SPREADING_MODES", "knn_graph", "spread", "spread_probabilities", "spread_new"]
-
-#: ``label_spreading``'s values.
-SPREADING_MODES = ("auto", "on", "off")
+__all__ = ["LabelSpreading", "knn_graph", "spread", "spread_probabilities", "spread_new"]
 
 
 @dataclass(frozen=True)
@@ -98,12 +95,11 @@ def knn_graph(features: torch.Tensor, neighbours: int, chunk: int | None = None)
         sim[torch.arange(len(rows), device=z.device), rows] = -float("inf")  # not its own neighbour
         cols[s : s + chunk] = sim.topk(k, dim=1).indices
     rows = torch.arange(n, device=z.device).repeat_interleave(k)
-    idx = torch.stack([torch.cat([rows, cols.reshape(-1)]), torch.cat([cols.reshape(-1), rows])])
-    w = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1], device=z.device), (n, n), check_invariants=False).coalesce()
-    w = torch.sparse_coo_tensor(w.indices(), torch.ones_like(w.values()), (n, n), check_invariants=False).coalesce()  # symmetric 0/1: max(A, Aᵀ)
-    deg = torch.sparse.sum(w, 1).to_dense()
-    i, j = w.indices()
-    return torch.sparse_coo_tensor(w.indices(), deg[i].rsqrt() * deg[j].rsqrt(), (n, n), check_invariants=False).coalesce()
+    cols = cols.reshape(-1)
+    edges = torch.unique(torch.cat([rows * n + cols, cols * n + rows]))  # both directions, once each (sorted): max(A, Aᵀ)
+    i, j = edges // n, edges % n
+    deg = torch.bincount(i, minlength=n).float()
+    return torch.sparse_coo_tensor(torch.stack([i, j]), deg[i].rsqrt() * deg[j].rsqrt(), (n, n), is_coalesced=True, check_invariants=False)
 
 
 @torch.no_grad()
@@ -123,15 +119,11 @@ def spread(anchors: torch.Tensor, graph: torch.Tensor, alpha: float, tol: float 
     return q / q.sum(1, keepdim=True).clamp_min(1e-12)
 
 
-def _check(config: LabelSpreading, features: np.ndarray) -> None:
-    if features.ndim != 2:
-        raise ConfigError(f"{_name('label_spreading')} on needs feature rows (features, texts or frozen image features), not items of shape {features.shape[1:]}; set it to auto or off")
-
-
 def spread_probabilities(features: np.ndarray, anchors: np.ndarray, config: LabelSpreading, device: torch.device | str = "cpu") -> np.ndarray:
     """The spread probabilities (n, K) of ``n`` items with ``features`` (n, D) and classifier
     probabilities ``anchors`` (n, K), on ``device``."""
-    _check(config, features)
+    if np.ndim(features) != 2:
+        raise ValueError(f"label spreading needs feature rows (n, D), not items of shape {np.shape(features)[1:]}")
     x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32), device=device)
     p = torch.as_tensor(np.ascontiguousarray(anchors, dtype=np.float32), device=device)
     return spread(p, knn_graph(x, config.spreading_neighbours), config.spreading_alpha).cpu().numpy()
