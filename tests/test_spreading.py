@@ -122,7 +122,7 @@ def test_the_estimator_spreads_its_labels_and_predictions_over_one_graph(tmp_pat
     assert "spread over the 5-nearest-neighbour graph" in on.label_source_
     save_model(tmp_path / "m.pt", on)
     np.testing.assert_allclose(load_predictor(tmp_path / "m.pt")(new), on.predict_proba(new), atol=1e-5)
-    with pytest.raises(ConfigError, match="label_spreading='on' needs feature rows"):
+    with pytest.raises(ConfigError, match="label_spreading on needs feature rows.*set image_features auto or frozen"):
         KDCrowdClassifier(**kw, label_spreading="on").fit(np.zeros((20, 8, 8, 3), np.uint8), np.arange(20) % 2)
 
 
@@ -144,3 +144,14 @@ def test_fit_command_spreads_over_the_items_to_predict_and_names_its_options(tmp
     np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv")[p_cols].to_numpy(), pd.read_csv(tmp_path / "o" / "predictions.csv")[p_cols].to_numpy(), atol=1e-4)
     r = runner.invoke(app, [*base, "--spreading-alpha", "1", "--out", str(tmp_path / "q")])
     assert r.exit_code == 2 and "--spreading-alpha must be less than 1" in r.output
+    # images trained on as pixels: refused before training, naming the options to change
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    for i in ids[:40]:
+        Image.fromarray(np.full((8, 8, 3), 40 * (int(i[1:]) % 3), np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    answers = pd.read_csv(tmp_path / "a.csv")
+    answers[answers["item"].isin(ids[:40])].to_csv(tmp_path / "a40.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "a40.csv"), "--images", str(tmp_path / "img"), "--image-features", "none",
+                            "--label-spreading", "on", "--method", "mv", "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "px")])
+    assert r.exit_code == 2 and "--label-spreading on needs feature rows" in r.output and "set --image-features auto or frozen" in r.output, r.output

@@ -798,8 +798,6 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         input_transform = None
         if images is not None:
             err_console.print(escape(backbone_note), soft_wrap=True, highlight=False)
-        if spreading.label_spreading == "on" and images is not None and frozen is None:
-            raise ValueError("--label-spreading on needs feature rows (--features, --texts, or --images with frozen features: --image-features auto|frozen); these images are trained on as pixels")
         if frozen is not None:
             X = _frozen_features(X, frozen, p["device"])
             described += f"; frozen {frozen} features ({X.shape[1]} per image)"
@@ -851,7 +849,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     )
     t_fit = time.perf_counter()
     try:
-        clf.fit(X, ann, gold=gold_questions, unlabelled=None if predict is None else predict[1])
+        with option_style(cli_style):  # an error about an option names it as --option
+            clf.fit(X, ann, gold=gold_questions, unlabelled=None if predict is None else predict[1])
         clf.input_transform_ = input_transform  # written into model.pt: `kdcrowd predict` computes the same inputs
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)

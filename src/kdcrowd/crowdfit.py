@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError
+from .config import ConfigError, _name
 from .doors import door_options, settings_from_options, spreading_options
 from .models.backbones import IMAGE_FEATURE_MODES
 
@@ -293,7 +293,10 @@ class CrowdFit:
             method, backbone, train, options = settings_from_options({**values, "backbone": "auto"}, seed=0, progress=bool(self.verbose), frozen_features=True)
             X = self._check_X(X)  # the features are what the model takes: n_features_in_ is their width
         if spreading.label_spreading == "on" and X.ndim != 2:
-            raise ConfigError(f"label_spreading='on' needs feature rows (features, texts or frozen image features); X holds images {X.shape} trained on as pixels (use image_features='auto'|'frozen', or label_spreading='auto'|'off')")
+            raise ConfigError(
+                f"{_name('label_spreading')} on needs feature rows (features, texts or frozen image features); the images {X.shape} are trained on as pixels "
+                f"(set {_name('image_features')} auto or frozen, or {_name('label_spreading')} auto or off)"
+            )
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")
         if len(X) < 2:
