@@ -91,7 +91,7 @@ every ``--neighbours`` × ``--alphas`` setting spreads them. Scored by the accur
 the training items' labels' accuracy is recorded for information. The test images are
 not read. Alpha 0 is the classifier itself::
 
-    python benchmarks/pretrained_features.py --spreading-sweep --threads 2 --seeds 0 1 2 \
+    python benchmarks/pretrained_features.py --spreading-sweep --threads 2 --seeds 0 1 2 \\
         --out benchmarks/results/practitioner_pretrained/cpu_spreading_validation.json
 """
 
@@ -256,7 +256,6 @@ def _fit_with_views(f_orig: np.ndarray, f_flip: np.ndarray, ann: Any, seed: int,
     """``KDCrowdClassifier`` (frozen-features recipe) fitted on the average of the views,
     with every training batch drawing one view per item (see :class:`_TrainViews`)."""
     from kdcrowd import training
-    from kdcrowd.estimator import KDCrowdClassifier
 
     f_mean = (f_orig + f_flip) / 2
     init = training.DeviceData.__init__
@@ -272,7 +271,7 @@ def _fit_with_views(f_orig: np.ndarray, f_flip: np.ndarray, ann: Any, seed: int,
     views: list[_TrainViews] = []
     training.DeviceData.__init__ = patched
     try:
-        clf = KDCrowdClassifier(head_recipe="frozen-features", device=device, random_state=seed).fit(f_mean, ann)
+        clf = frozen_pipeline(f_mean, ann, seed, device)
     finally:
         training.DeviceData.__init__ = init
     if not views or not all(v.batches for v in views):
@@ -280,12 +279,19 @@ def _fit_with_views(f_orig: np.ndarray, f_flip: np.ndarray, ann: Any, seed: int,
     return clf
 
 
-def main_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
+def frozen_pipeline(x: np.ndarray, ann: Any, seed: int, device: str, **params: Any) -> Any:
+    """The default pipeline on frozen features (``KDCrowdClassifier`` with the frozen-features
+    head recipe, otherwise at its defaults but for ``params``), fitted on ``x`` and ``ann``."""
     from kdcrowd.estimator import KDCrowdClassifier
+
+    return KDCrowdClassifier(head_recipe="frozen-features", device=device, random_state=seed, **params).fit(x, ann)
+
+
+def main_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
     from kdcrowd.metrics import accuracy
 
     f, ann, y, y_val = _train_val(args)
-    fit = lambda x, a, seed: KDCrowdClassifier(head_recipe="frozen-features", device=args.device, random_state=seed).fit(x, a)
+    fit = lambda x, a, seed: frozen_pipeline(x, a, seed, args.device)
     rows = []
     for seed in args.seeds:
         t = time.perf_counter()
@@ -332,7 +338,6 @@ def _write(args: argparse.Namespace, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
-    from kdcrowd.estimator import KDCrowdClassifier
     from kdcrowd.metrics import accuracy
 
     f, ann, y, y_val = _train_val(args)
@@ -340,7 +345,7 @@ def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
     for teacher in args.teachers:
         labels_sum, val_sum = 0.0, 0.0
         for i, seed in enumerate(args.seeds):
-            clf = KDCrowdClassifier(head_recipe="frozen-features", teacher=teacher, device=args.device, random_state=seed).fit(f["train"], ann)
+            clf = frozen_pipeline(f["train"], ann, seed, args.device, teacher=teacher)
             labels, val = clf.classifier_proba_, clf.predict_proba(f["val"])
             labels_sum, val_sum = labels_sum + labels, val_sum + val
             rows.append({"teacher": teacher, "seed": seed, "labels": accuracy(labels, y), "val": accuracy(val, y_val),
@@ -352,7 +357,6 @@ def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main_spreading_sweep(args: argparse.Namespace) -> dict[str, Any]:
-    from kdcrowd.estimator import KDCrowdClassifier
     from kdcrowd.metrics import accuracy
     from kdcrowd.spreading import LabelSpreading, spread_probabilities
 
@@ -361,7 +365,7 @@ def main_spreading_sweep(args: argparse.Namespace) -> dict[str, Any]:
     n = len(y)
     per_seed = []
     for seed in args.seeds:
-        clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="off", device=args.device, random_state=seed).fit(f["train"], ann)
+        clf = frozen_pipeline(f["train"], ann, seed, args.device, label_spreading="off")
         per_seed.append(np.concatenate([clf.classifier_proba_, clf.predict_proba(f["val"])]))
     rows = []
     for k in args.neighbours:
@@ -383,7 +387,6 @@ def main_spreading_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
-    from kdcrowd.estimator import KDCrowdClassifier
     from kdcrowd.metrics import accuracy
 
     ds = load_dataset("labelme")
@@ -404,7 +407,7 @@ def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
             if variant == "augment":
                 clf = _fit_with_views(orig["train"], flip["train"], ann, seed, args.device)
             else:
-                clf = KDCrowdClassifier(head_recipe="frozen-features", device=args.device, random_state=seed).fit((mean if variant == "mean" else orig)["train"], ann)
+                clf = frozen_pipeline((mean if variant == "mean" else orig)["train"], ann, seed, args.device)
             xs = orig if variant == "none" else mean
             label_proba = clf.predict_proba(mean["train"]) if variant == "tta" else clf.label_proba_  # final_labels="classifier": the classifier's
             per_seed.append({

@@ -459,3 +459,26 @@ def test_benchmark_ensemble_averages_the_seeds_in_order(load_script, monkeypatch
     fits = [KDCrowdClassifier(head_recipe="frozen-features", teacher="crowdlayer-vw", device="cpu", random_state=s).fit(ds.x_train, ds.annotations) for s in (0, 1)]
     both = (fits[0].classifier_proba_ + fits[1].classifier_proba_).argmax(1)
     assert rows[3]["ensemble_labels"] == float(np.mean(both == ds.y_train))
+
+
+def test_benchmark_spreading_sweep_scores_each_setting_on_validation(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--spreading-sweep``: alpha 0 is the classifier itself, each row spreads over the
+    graph of the training and validation items, and the chosen setting has the highest mean
+    validation accuracy (the first in grid order on ties)."""
+    from kdcrowd.estimator import KDCrowdClassifier
+    from kdcrowd.spreading import LabelSpreading, spread_probabilities
+
+    bench = load_script("benchmarks/pretrained_features")
+    ds = tiny_dataset(n=160, k=3, d=5)
+    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
+    monkeypatch.setattr(bench, "extract_features", lambda x, device: x)
+    out = bench.main(["--spreading-sweep", "--seeds", "0", "--neighbours", "3", "6", "--alphas", "0", "0.8", "--threads", "1", "--out", str(tmp_path / "s.json")])
+    rows = out["rows"]
+    assert [(r["neighbours"], r["alpha"]) for r in rows] == [(3, 0.0), (3, 0.8), (6, 0.8)]  # alpha 0 once
+    clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="off", device="cpu", random_state=0).fit(ds.x_train, ds.annotations)
+    p = np.concatenate([clf.classifier_proba_, clf.predict_proba(ds.x_val)])
+    assert rows[0]["val"] == [float(np.mean(clf.predict_proba(ds.x_val).argmax(1) == ds.y_val))]
+    q = spread_probabilities(np.concatenate([ds.x_train, ds.x_val]), p, LabelSpreading("on", 6, 0.8))
+    assert rows[2]["labels"] == [float(np.mean(q[: len(ds.y_train)].argmax(1) == ds.y_train))]
+    best = max(rows, key=lambda r: r["val_mean"])
+    assert (out["chosen"]["neighbours"], out["chosen"]["alpha"]) == (best["neighbours"], best["alpha"])
