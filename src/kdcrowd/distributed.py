@@ -151,10 +151,9 @@ def cleanup() -> None:
     ``finally``): a rank that failed alone must not wait for ranks that will not come.
     Without the wait one rank could tear its connections down while another still used
     them; without the collection, gloo objects kept alive by Python references were freed
-    at interpreter exit, where a joinable backend thread aborted the process
-    (``terminate called without an active exception``, SIGABRT after a run that had
-    succeeded: 2 of 30 two-rank CPU runs of ``tests/test_distributed.py``'s scenario
-    before this change, 0 of 80 after).
+    at interpreter exit, where a joinable backend thread could abort the process
+    (``terminate called without an active exception``: SIGABRT after a run that had
+    succeeded, now and then in the two-rank CPU runs of ``tests/test_distributed.py``).
     """
     if is_initialized():
         import gc
