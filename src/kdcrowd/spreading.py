@@ -99,7 +99,10 @@ def knn_graph(features: torch.Tensor, neighbours: int, chunk: int | None = None)
     edges = torch.unique(torch.cat([rows * n + cols, cols * n + rows]))  # both directions, once each (sorted): max(A, Aᵀ)
     i, j = edges // n, edges % n
     deg = torch.bincount(i, minlength=n).float()
-    return torch.sparse_coo_tensor(torch.stack([i, j]), deg[i].rsqrt() * deg[j].rsqrt(), (n, n), is_coalesced=True, check_invariants=False)
+    # The indices are unique and sorted by construction, so the invariant check is skipped; in a scope,
+    # because torch 2.11 warns of "implicitly disabled" checks even with check_invariants=False.
+    with torch.sparse.check_sparse_tensor_invariants(enable=False):
+        return torch.sparse_coo_tensor(torch.stack([i, j]), deg[i].rsqrt() * deg[j].rsqrt(), (n, n), is_coalesced=True, check_invariants=False)
 
 
 @torch.no_grad()
