@@ -114,6 +114,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from kdcrowd.aggregation import majority_vote  # noqa: E402
 from kdcrowd.data.datasets import load_dataset  # noqa: E402
+from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, EfficientNetLite0Backbone, extract_features  # noqa: E402
 
 
@@ -225,8 +226,7 @@ def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
         **res,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     return result
 
 
@@ -332,8 +332,7 @@ def _write(args: argparse.Namespace, fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` with the run's settings and versions, written to ``--out``."""
     result = {**fields, "dataset": "labelme", "limit": args.limit, "seeds": args.seeds, "device": args.device,
               "torch_threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     return result
 
 
@@ -440,8 +439,7 @@ def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     return result
 
 
@@ -523,8 +521,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_average_1_5_15_min_at_end": [round(v, 2) for v in os.getloadavg()],
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     return result
 
 

@@ -5,6 +5,7 @@ model file, ``kdcrowd fit``)."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,16 @@ def test_the_chunked_graph_is_the_dense_one() -> None:
         np.testing.assert_allclose(g, _dense_graph(x.astype(np.float64), 4), atol=1e-6)
         np.testing.assert_allclose(g, g.T)
     assert knn_graph(torch.from_numpy(x[:3]), 10).to_dense().count_nonzero() == 6  # k capped at n - 1: every other item
+
+
+def test_the_graph_is_built_without_warnings_and_leaves_the_invariant_checks_as_they_were() -> None:
+    # torch 2.11 warned "implicitly disabled" on every graph, check_invariants=False or not
+    before = torch.sparse.check_sparse_tensor_invariants.is_enabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = knn_graph(torch.randn(30, 4, generator=torch.Generator().manual_seed(0)), 3)
+    assert torch.sparse.check_sparse_tensor_invariants.is_enabled() == before
+    assert g.is_coalesced() and g.shape == (30, 30)
 
 
 def test_the_fixed_point_by_hand() -> None:
