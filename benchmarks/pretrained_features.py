@@ -73,6 +73,21 @@ test images are not read::
     python benchmarks/pretrained_features.py --cross-fit --threads 2 --seeds 0 1 \\
         --out benchmarks/results/practitioner_pretrained/cpu_cross_fit_labels.json
 
+With ``--backbones NAME...`` it compares pretrained backbones for frozen features (the
+choice of ``kdcrowd fit --images``' default): for each name, the features of the 1,000
+training and 500 validation images (:func:`extract_features`, cached), a logistic regression
+on the **true** training labels (C chosen on validation; the ceiling of those features), and
+the default pipeline as ``kdcrowd fit --images`` runs it (``KDCrowdClassifier`` with
+``head_recipe="frozen-features"`` and label spreading over the training items and the images
+to label, here the validation images) over ``--seeds``: its accuracy on the validation images
+(the selection criterion) and that of its final labels of the training items
+(``label_proba_``, what ``fit`` writes; ``classifier_proba_``, before spreading, beside it).
+The test images are not read::
+
+    python benchmarks/pretrained_features.py --backbones efficientnet-lite0 efficientnet-lite1 \
+        efficientnet-lite2 --threads 2 --seeds 0 1 2 \
+        --out benchmarks/results/practitioner_pretrained/cpu_backbone_validation.json
+
 With ``--ensemble`` it asks whether averaging pipelines of several seeds raises the labels:
 for each ``--teachers`` T, the default pipeline with KD-Crowd's teacher T over ``--seeds``,
 each seed's labels and validation accuracy, and those of the average of the first 1, 2, ...
@@ -319,11 +334,11 @@ def main_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
                          "means": {k: float(np.mean([r[k] for r in rows])) for k in keys}, "rows": rows})
 
 
-def _train_val(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], Any, np.ndarray, np.ndarray]:
-    """LabelMe's training and validation features (cached), the crowd labels and the true labels of both."""
+def _train_val(args: argparse.Namespace, backbone: str = "efficientnet-lite0") -> tuple[dict[str, np.ndarray], Any, np.ndarray, np.ndarray]:
+    """LabelMe's training and validation features of ``backbone`` (cached), the crowd labels and the true labels of both."""
     ds = load_dataset("labelme")
     n = args.limit
-    f = {s: extract_features(getattr(ds, f"x_{s}")[:n], device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
+    f = {s: extract_features(getattr(ds, f"x_{s}")[:n], backbone, device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
     ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
     return f, ann, np.asarray(ds.y_train)[:n], np.asarray(ds.y_val)[:n]
 
@@ -334,6 +349,40 @@ def _write(args: argparse.Namespace, fields: dict[str, Any]) -> dict[str, Any]:
               "torch_threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count()}
     write_json(args.out, result)
     return result
+
+
+def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from kdcrowd.estimator import KDCrowdClassifier
+    from kdcrowd.metrics import accuracy
+
+    summary, rows = [], []
+    for name in args.backbones:
+        t = time.perf_counter()
+        f, ann, y, y_val = _train_val(args, name)
+        seconds = time.perf_counter() - t
+        sc = StandardScaler().fit(f["train"])
+        probe = max(({"C": C, "val": float((LogisticRegression(C=C, max_iter=3000).fit(sc.transform(f["train"]), y).predict(sc.transform(f["val"])) == y_val).mean())}
+                     for C in args.cs), key=lambda r: r["val"])
+        mine = []
+        for seed in args.seeds:
+            # as kdcrowd fit --images: spreading over the training rows and the images to label (here the validation images)
+            clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="on", device=args.device, random_state=seed).fit(f["train"], ann, unlabelled=f["val"])
+            mine.append({"backbone": name, "seed": seed, "val": accuracy(clf.predict_proba(f["val"]), y_val), "labels": accuracy(clf.label_proba_, y),
+                         "labels_classifier": accuracy(clf.classifier_proba_, y)})
+            print(mine[-1], flush=True)
+        rows += mine
+        summary.append({"backbone": name, "feature_dim": int(f["train"].shape[1]), "features_seconds": round(seconds, 1),
+                        "true_label_probe_val": probe["val"], "true_label_probe_C": probe["C"],
+                        **{f"{k}_mean": float(np.mean([r[k] for r in mine])) for k in ("val", "labels", "labels_classifier")}})
+        print(summary[-1], flush=True)
+    best = max(range(len(summary)), key=lambda i: (summary[i]["val_mean"], -i))
+    return _write(args, {"benchmark": "pretrained_features --backbones", "backbones": args.backbones,
+                         "estimator": "KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on each backbone's frozen features",
+                         "chosen_on": "mean validation accuracy of the default pipeline (500 LabelMe validation images, true labels); test not read",
+                         "chosen": summary[best]["backbone"], "summary": summary, "rows": rows})
 
 
 def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
@@ -463,6 +512,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--flip-variants", nargs="+", choices=["none", "mean", "tta", "augment"], default=["none", "mean", "tta", "augment"])
     ap.add_argument("--cross-fit", action="store_true", help="in-sample against out-of-fold final labels (see the module docstring)")
     ap.add_argument("--folds", type=int, default=5, help="with --cross-fit: the number of folds")
+    ap.add_argument("--backbones", nargs="+", default=None, help="compare these pretrained backbones' frozen features on validation (see the module docstring)")
     ap.add_argument("--ensemble", action="store_true", help="labels of pipelines averaged over seeds (see the module docstring)")
     ap.add_argument("--teachers", nargs="+", default=["maxmig"], help="with --ensemble: KD-Crowd's teachers")
     ap.add_argument("--spreading-sweep", action="store_true", help="choose label spreading's neighbours and alpha on validation (see the module docstring)")
@@ -470,6 +520,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.8, 0.9, 0.95])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.backbones:
+        return main_backbones(args)
     if args.spreading_sweep:
         return main_spreading_sweep(args)
     if args.ensemble:

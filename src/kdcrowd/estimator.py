@@ -62,7 +62,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
         backbone: ``mlp``, ``fastcnn``, ``resnet18``, ``vgg16``, ``labelme-cnn`` or ``auto``
             (MLP for features, FastCNN for images up to 64 px, LabelMe-CNN above:
             :func:`kdcrowd.models.backbones.default_backbone`); a pretrained network
-            (``efficientnet-lite0``, ``torchvision:NAME``, ``timm:NAME``) is fine-tuned as a
+            (``efficientnet-lite0``/``-lite1``/``-lite2``, ``torchvision:NAME``, ``timm:NAME``) is fine-tuned as a
             whole, as by ``kdcrowd fit --backbone NAME``, unless ``image_features`` is
             ``frozen``.
         image_features: for uint8 images ``X``, as ``kdcrowd fit --image-features``:
@@ -70,7 +70,7 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
             installed, the frozen ImageNet features of EfficientNet-Lite0, computed once and
             cached by :func:`kdcrowd.models.pretrained.extract_features`, with an MLP head
             trained on them; else ``backbone`` trains on the pixels), ``frozen`` (the frozen
-            features of ``backbone`` ``auto``/``efficientnet-lite0``/``torchvision:NAME``/
+            features of ``backbone`` ``auto``/``efficientnet-lite0``/``-lite1``/``-lite2``/``torchvision:NAME``/
             ``timm:NAME``; an error for feature matrices) or ``none`` (``backbone`` on the
             pixels). With frozen features, :meth:`predict` takes images (their features are
             computed the same way) or the features, ``n_features_in_`` and ``item_shape_``

