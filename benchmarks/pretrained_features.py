@@ -108,6 +108,10 @@ not read. Alpha 0 is the classifier itself::
 
     python benchmarks/pretrained_features.py --spreading-sweep --threads 2 --seeds 0 1 2 \\
         --out benchmarks/results/practitioner_pretrained/cpu_spreading_validation.json
+
+``--backbone NAME`` (default ``efficientnet-lite0``) gives the sweeps and checks above
+another backbone's frozen features (``--spreading-sweep --backbone efficientnet-lite2``:
+``cpu_spreading_validation_lite2.json``).
 """
 
 from __future__ import annotations
@@ -213,7 +217,7 @@ def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
     ds = load_dataset("labelme")
     n = args.limit
-    feats = {s: extract_features(getattr(ds, f"x_{s}")[:n], device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
+    feats = {s: extract_features(getattr(ds, f"x_{s}")[:n], args.backbone, device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
     ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
     assert [str(c) for c in ann.classes] == [str(c) for c in ds.class_names]  # class index i of the crowd is true label i
     grid = [{"epochs": e, "batch_size": b, "lr": lr, "weight_decay": wd} for e, b, lr, wd in itertools.product(args.epochs_grid, args.batch_sizes, args.lrs, args.weight_decays)]
@@ -231,7 +235,7 @@ def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "pretrained_features --head-sweep",
         "dataset": "labelme",
         "limit": args.limit,
-        "features": "efficientnet-lite0 frozen features (extract_features, as kdcrowd fit --images computes them)",
+        "features": f"{args.backbone} frozen features (extract_features, as kdcrowd fit --images computes them)",
         "estimator": "KDCrowdClassifier at its defaults (kdcrowd, Max-MIG teacher, ELR student, 2 stages, validation_fraction 0: the last epoch) but the swept options",
         "seeds": args.seeds,
         "device": args.device,
@@ -330,22 +334,22 @@ def main_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
         print(rows[-1], flush=True)
     keys = [k for k in rows[0] if k not in ("seed", "seconds")]
     return _write(args, {"benchmark": "pretrained_features --cross-fit", "folds": args.folds,
-                         "estimator": "KDCrowdClassifier(head_recipe='frozen-features') at its defaults, on frozen efficientnet-lite0 features",
+                         "estimator": f"KDCrowdClassifier(head_recipe='frozen-features') at its defaults, on frozen {args.backbone} features",
                          "means": {k: float(np.mean([r[k] for r in rows])) for k in keys}, "rows": rows})
 
 
-def _train_val(args: argparse.Namespace, backbone: str = "efficientnet-lite0") -> tuple[dict[str, np.ndarray], Any, np.ndarray, np.ndarray]:
-    """LabelMe's training and validation features of ``backbone`` (cached), the crowd labels and the true labels of both."""
+def _train_val(args: argparse.Namespace, backbone: str | None = None) -> tuple[dict[str, np.ndarray], Any, np.ndarray, np.ndarray]:
+    """LabelMe's training and validation features of ``backbone`` (default ``--backbone``; cached), the crowd labels and the true labels of both."""
     ds = load_dataset("labelme")
     n = args.limit
-    f = {s: extract_features(getattr(ds, f"x_{s}")[:n], backbone, device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
+    f = {s: extract_features(getattr(ds, f"x_{s}")[:n], backbone or args.backbone, device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
     ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
     return f, ann, np.asarray(ds.y_train)[:n], np.asarray(ds.y_val)[:n]
 
 
 def _write(args: argparse.Namespace, fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` with the run's settings and versions, written to ``--out``."""
-    result = {**fields, "dataset": "labelme", "limit": args.limit, "seeds": args.seeds, "device": args.device,
+    result = {**fields, "dataset": "labelme", "backbone": args.backbone if not args.backbones else None, "limit": args.limit, "seeds": args.seeds, "device": args.device,
               "torch_threads": args.threads, "torch": torch.__version__, "cpu_count": os.cpu_count()}
     write_json(args.out, result)
     return result
@@ -400,7 +404,7 @@ def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
                          "ensemble_size": i + 1, "ensemble_labels": accuracy(labels_sum, y), "ensemble_val": accuracy(val_sum, y_val)})
             print(rows[-1], flush=True)
     return _write(args, {"benchmark": "pretrained_features --ensemble", "teachers": args.teachers,
-                         "estimator": "KDCrowdClassifier(head_recipe='frozen-features', teacher=T) at its defaults, on frozen efficientnet-lite0 features",
+                         "estimator": f"KDCrowdClassifier(head_recipe='frozen-features', teacher=T) at its defaults, on frozen {args.backbone} features",
                          "rows": rows})
 
 
@@ -429,7 +433,7 @@ def main_spreading_sweep(args: argparse.Namespace) -> dict[str, Any]:
             print(rows[-1], flush=True)
     best = max(rows, key=lambda r: r["val_mean"])  # the first of the grid on ties
     return _write(args, {"benchmark": "pretrained_features --spreading-sweep",
-                         "estimator": "KDCrowdClassifier(head_recipe='frozen-features', label_spreading='off') at its defaults, on frozen efficientnet-lite0 features; then kdcrowd.spreading.spread_probabilities over the training items and the validation images",
+                         "estimator": f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='off') at its defaults, on frozen {args.backbone} features; then kdcrowd.spreading.spread_probabilities over the training items and the validation images",
                          "graph_items": {"train": n, "val": len(y_val)}, "chosen": {"neighbours": best["neighbours"], "alpha": best["alpha"], "val_mean": best["val_mean"], "labels_mean": best["labels_mean"]},
                          "rows": rows})
 
@@ -441,8 +445,8 @@ def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
     n = args.limit
     splits = ("train", "val", "test")
     t = time.perf_counter()
-    orig = {s: extract_features(getattr(ds, f"x_{s}")[:n], device=args.device) for s in splits}  # cached ($KDCROWD_CACHE)
-    flip = {s: extract_features(np.ascontiguousarray(getattr(ds, f"x_{s}")[:n][:, :, ::-1]), device=args.device) for s in splits}
+    orig = {s: extract_features(getattr(ds, f"x_{s}")[:n], args.backbone, device=args.device) for s in splits}  # cached ($KDCROWD_CACHE)
+    flip = {s: extract_features(np.ascontiguousarray(getattr(ds, f"x_{s}")[:n][:, :, ::-1]), args.backbone, device=args.device) for s in splits}
     feature_seconds = time.perf_counter() - t
     ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
     ys = {s: np.asarray(getattr(ds, f"y_{s}"))[:n] for s in splits}
@@ -472,7 +476,7 @@ def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "pretrained_features --flip-views",
         "dataset": "labelme",
         "limit": args.limit,
-        "features": "efficientnet-lite0 frozen features (extract_features, as kdcrowd fit --images computes them) of each image and of its horizontal mirror",
+        "features": f"{args.backbone} frozen features (extract_features, as kdcrowd fit --images computes them) of each image and of its horizontal mirror",
         "estimator": "KDCrowdClassifier(head_recipe='frozen-features') at its defaults (final_labels classifier, validation_fraction 0)",
         "variants": {"none": "features of the images as they are (the default)", "mean": "average of the two views' features, for training and prediction",
                      "tta": "trained on the features of the images as they are, the average of the two views at prediction (final labels too)",
@@ -512,6 +516,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--flip-variants", nargs="+", choices=["none", "mean", "tta", "augment"], default=["none", "mean", "tta", "augment"])
     ap.add_argument("--cross-fit", action="store_true", help="in-sample against out-of-fold final labels (see the module docstring)")
     ap.add_argument("--folds", type=int, default=5, help="with --cross-fit: the number of folds")
+    ap.add_argument("--backbone", default="efficientnet-lite0", help="the pretrained backbone whose cached frozen features --head-sweep, --flip-views, --cross-fit, --ensemble and --spreading-sweep use")
     ap.add_argument("--backbones", nargs="+", default=None, help="compare these pretrained backbones' frozen features on validation (see the module docstring)")
     ap.add_argument("--ensemble", action="store_true", help="labels of pipelines averaged over seeds (see the module docstring)")
     ap.add_argument("--teachers", nargs="+", default=["maxmig"], help="with --ensemble: KD-Crowd's teachers")

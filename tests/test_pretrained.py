@@ -532,8 +532,10 @@ def test_benchmark_spreading_sweep_scores_each_setting_on_validation(load_script
     bench = load_script("benchmarks/pretrained_features")
     ds = tiny_dataset(n=160, k=3, d=5)
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
-    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
-    out = bench.main(["--spreading-sweep", "--seeds", "0", "--neighbours", "3", "6", "--alphas", "0", "0.8", "--threads", "1", "--out", str(tmp_path / "s.json")])
+    names: list[str] = []
+    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": (names.append(name), x)[1])
+    out = bench.main(["--spreading-sweep", "--backbone", "efficientnet-lite2", "--seeds", "0", "--neighbours", "3", "6", "--alphas", "0", "0.8", "--threads", "1", "--out", str(tmp_path / "s.json")])
+    assert names == ["efficientnet-lite2"] * 2 and out["backbone"] == "efficientnet-lite2"  # --backbone's features, training and validation
     rows = out["rows"]
     assert [(r["neighbours"], r["alpha"]) for r in rows] == [(3, 0.0), (3, 0.8), (6, 0.8)]  # alpha 0 once
     clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="off", device="cpu", random_state=0).fit(ds.x_train, ds.annotations)
