@@ -345,3 +345,29 @@ def test_mmsr_trimmed_update_matches_crowdkit_column_by_column(f):
         y = ck.MMSR._remove_largest_and_smallest_F_value(z[mask[:, j], j].reshape(-1, 1), f, a[j], 25)
         want = a[j] if len(y) == 0 else y.mean()
         assert got[j] == pytest.approx(want, rel=1e-12, abs=1e-15), (j, got[j], want)
+
+
+def test_aggregator_skills_benchmark_counts_overlap_and_skill_signs(load_script, monkeypatch, tmp_path) -> None:
+    """``benchmarks/aggregator_skills.py``: the label accuracies are the aggregators' own,
+    the pair overlap is the brute-force count, and the skill counts cover the active workers."""
+    import itertools
+
+    from test_methods import tiny_dataset
+
+    from kdcrowd.aggregation import aggregate
+
+    bench = load_script("benchmarks/aggregator_skills")
+    ds = tiny_dataset(n=160, k=3, d=5)
+    monkeypatch.setattr(bench, "load_dataset", lambda name, root=None, **kw: ds)
+    out = bench.main(["--dataset", "tiny", "--methods", "mv", "mmsr", "--out", str(tmp_path / "s.json")])
+    ann, y = ds.annotations, np.asarray(ds.y_train)
+    mv, mm = out["rows"]
+    assert mv["label_accuracy"] == float(np.mean(aggregate(ann, method="mv")[0] == y))
+    res = mmsr(ann)
+    assert mm["label_accuracy"] == float(np.mean(res.labels == y)) and mm["posterior_argmax_accuracy"] == float(np.mean(res.posteriors.argmax(1) == y))
+    active = np.isfinite(res.skills)
+    assert mm["workers_with_skill"] == int(active.sum()) and mm["workers_below_zero"] == int((res.skills[active] < 0).sum())
+    items = {w: set(np.asarray(ann.item)[np.asarray(ann.worker) == w]) for w in np.unique(np.asarray(ann.worker))}
+    shared = [len(items[a] & items[b]) for a, b in itertools.combinations(sorted(items), 2)]
+    assert out["overlap"]["pairs_sharing_items"] == sum(s > 0 for s in shared)
+    assert out["overlap"]["median_shared_items"] == float(np.median([s for s in shared if s > 0]))
