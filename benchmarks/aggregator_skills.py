@@ -8,8 +8,8 @@ For the training items of ``--dataset`` (``kdcrowd.data.datasets.load_dataset``;
 one of protocol-cifar10n-worst), each of ``--methods`` runs on the crowd's annotations
 (``kdcrowd.aggregators``, defaults): the accuracy of its labels and of the argmax of its
 posteriors against the true labels, and, for methods with one skill per worker, how many
-workers get a skill below zero (judged worse than chance) and the accuracy of the
-``label_rule="posterior"`` labels where the method has that option (M-MSR). Also how many
+workers get a skill below zero (judged worse than chance; for M-MSR the argmax of its
+posteriors is its ``label_rule="posterior"`` labels). Also how many
 items each pair of workers shares (the overlap M-MSR's covariance is estimated from).
 Nothing here trains a network; the test images are not read.
 """
@@ -75,8 +75,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sk = np.asarray(res.skills, dtype=float)
             sk = sk[np.isfinite(sk)]
             row.update({"workers_with_skill": int(len(sk)), "workers_below_zero": int((sk < 0).sum())})
-        if m == "mmsr":
-            row["label_accuracy_posterior_rule"] = float(np.mean(A.mmsr(ann, label_rule="posterior").labels == y))
         rows.append(row)
         print(row, flush=True)
     result = {"benchmark": "aggregator_skills", "dataset": args.dataset, "dataset_options": opts, "items": int(len(y)),

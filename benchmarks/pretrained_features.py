@@ -137,17 +137,19 @@ from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, EfficientNetLiteBackbone, extract_features  # noqa: E402
 
 
-def linear_probe(f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray, y_val: np.ndarray, f_test: np.ndarray, y_test: np.ndarray, cs: list[float]) -> dict[str, Any]:
-    """Standardise with the training statistics, fit one logistic regression per C, keep the best on validation."""
+def linear_probe(f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray, y_val: np.ndarray, f_test: np.ndarray | None, y_test: np.ndarray | None, cs: list[float]) -> dict[str, Any]:
+    """Standardise with the training statistics, fit one logistic regression per C, keep the
+    best on validation; ``f_test=None``: no test accuracy (the test split is not read)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     sc = StandardScaler().fit(f_train)
-    a, b, c = sc.transform(f_train), sc.transform(f_val), sc.transform(f_test)
+    a, b = sc.transform(f_train), sc.transform(f_val)
+    c = None if f_test is None else sc.transform(f_test)
     per_c = []
     for C in cs:
         clf = LogisticRegression(C=C, max_iter=3000).fit(a, y_train)
-        per_c.append({"C": C, "val_accuracy": float((clf.predict(b) == y_val).mean()), "test_accuracy": float((clf.predict(c) == y_test).mean())})
+        per_c.append({"C": C, "val_accuracy": float((clf.predict(b) == y_val).mean()), "test_accuracy": None if c is None else float((clf.predict(c) == y_test).mean())})
     best = max(per_c, key=lambda r: r["val_accuracy"])
     return {"best_C": best["C"], "val_accuracy": best["val_accuracy"], "test_accuracy": best["test_accuracy"], "per_C": per_c}
 
@@ -298,12 +300,13 @@ def _fit_with_views(f_orig: np.ndarray, f_flip: np.ndarray, ann: Any, seed: int,
     return clf
 
 
-def frozen_pipeline(x: np.ndarray, ann: Any, seed: int, device: str, **params: Any) -> Any:
+def frozen_pipeline(x: np.ndarray, ann: Any, seed: int, device: str, unlabelled: np.ndarray | None = None, **params: Any) -> Any:
     """The default pipeline on frozen features (``KDCrowdClassifier`` with the frozen-features
-    head recipe, otherwise at its defaults but for ``params``), fitted on ``x`` and ``ann``."""
+    head recipe, otherwise at its defaults but for ``params``), fitted on ``x`` and ``ann``
+    (and the ``unlabelled`` items to label, which label spreading's graph holds too)."""
     from kdcrowd.estimator import KDCrowdClassifier
 
-    return KDCrowdClassifier(head_recipe="frozen-features", device=device, random_state=seed, **params).fit(x, ann)
+    return KDCrowdClassifier(head_recipe="frozen-features", device=device, random_state=seed, **params).fit(x, ann, unlabelled=unlabelled)
 
 
 def main_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
@@ -356,10 +359,6 @@ def _write(args: argparse.Namespace, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    from kdcrowd.estimator import KDCrowdClassifier
     from kdcrowd.metrics import accuracy
 
     summary, rows = [], []
@@ -367,19 +366,17 @@ def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         f, ann, y, y_val = _train_val(args, name)
         seconds = time.perf_counter() - t
-        sc = StandardScaler().fit(f["train"])
-        probe = max(({"C": C, "val": float((LogisticRegression(C=C, max_iter=3000).fit(sc.transform(f["train"]), y).predict(sc.transform(f["val"])) == y_val).mean())}
-                     for C in args.cs), key=lambda r: r["val"])
+        probe = linear_probe(f["train"], y, f["val"], y_val, None, None, args.cs)
         mine = []
         for seed in args.seeds:
             # as kdcrowd fit --images: spreading over the training rows and the images to label (here the validation images)
-            clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="on", device=args.device, random_state=seed).fit(f["train"], ann, unlabelled=f["val"])
+            clf = frozen_pipeline(f["train"], ann, seed, args.device, unlabelled=f["val"], label_spreading="on")
             mine.append({"backbone": name, "seed": seed, "val": accuracy(clf.predict_proba(f["val"]), y_val), "labels": accuracy(clf.label_proba_, y),
                          "labels_classifier": accuracy(clf.classifier_proba_, y)})
             print(mine[-1], flush=True)
         rows += mine
         summary.append({"backbone": name, "feature_dim": int(f["train"].shape[1]), "features_seconds": round(seconds, 1),
-                        "true_label_probe_val": probe["val"], "true_label_probe_C": probe["C"],
+                        "true_label_probe_val": probe["val_accuracy"], "true_label_probe_C": probe["best_C"],
                         **{f"{k}_mean": float(np.mean([r[k] for r in mine])) for k in ("val", "labels", "labels_classifier")}})
         print(summary[-1], flush=True)
     best = max(range(len(summary)), key=lambda i: (summary[i]["val_mean"], -i))

@@ -81,7 +81,7 @@ SUITES: dict[str, dict[str, Any]] = {
     "protocol-cifar10n": {"dataset": "cifar10n", "dataset_options": {"labels": "random"}, "backbone": "resnet18", "train": {"epochs": 100, "batch_size": 128}},
     # Not the anchor's protocol: protocol-cifar10n-worst's labels on frozen EfficientNet-Lite0
     # features of the 32 px images (an MLP head, CPU-sized), to study a method's behaviour on
-    # this crowd (747 workers, one label per image) without the device.
+    # this crowd (338 workers on the 15 k training images, one label per image) without the device.
     "diag-cifar10n-worst-features": {"dataset": "cifar10n", "dataset_options": {"labels": "worst"}, "features": "efficientnet-lite0", "backbone": "mlp",
                                      "train": {"epochs": 100, "batch_size": 128}},
 }

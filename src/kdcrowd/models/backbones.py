@@ -406,12 +406,12 @@ def build_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> nn.
     """
     if name == "auto":
         name = default_backbone(input_shape)
-    from .pretrained import build_pretrained_backbone, is_pretrained_name  # torchvision / timm stay unimported
+    from .pretrained import EFFICIENTNET_LITES, build_pretrained_backbone, is_pretrained_name  # torchvision / timm stay unimported
 
     if is_pretrained_name(name):
         return build_pretrained_backbone(name, input_shape, n_classes)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)}, 'auto', 'efficientnet-lite0', 'efficientnet-lite1', 'efficientnet-lite2', 'torchvision:NAME' or 'timm:NAME'")
+        raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)}, 'auto', {', '.join(map(repr, EFFICIENTNET_LITES))}, 'torchvision:NAME' or 'timm:NAME'")
     return BACKBONES[name](input_shape, n_classes)
 
 
@@ -463,7 +463,7 @@ def image_feature_backbone(mode: str, backbone: str) -> tuple[str | None, str]:
         return None, f"image backbone: {backbone}, trained on the images ({opt} none)"
     if backbone != "auto" and not is_pretrained_name(backbone):
         if mode == "frozen":
-            raise ValueError(f"{opt} frozen computes the features of a pretrained network; {bb} {backbone} is trained from scratch (give {bb} auto, efficientnet-lite0, efficientnet-lite1, efficientnet-lite2, torchvision:NAME or timm:NAME)")
+            raise ValueError(f"{opt} frozen computes the features of a pretrained network; {bb} {backbone} is trained from scratch (give {bb} auto, {', '.join(EFFICIENTNET_LITES)}, torchvision:NAME or timm:NAME)")
         return None, f"image backbone: {backbone}, trained from scratch ({bb})"
     if mode == "auto" and backbone != "auto":  # a pretrained name given: fine-tune the whole network
         return None, f"image backbone: {backbone}, fine-tuned as a whole ({bb}; {opt} frozen trains only a head on its frozen features)"
