@@ -88,6 +88,16 @@ The test images are not read::
         efficientnet-lite2 --threads 2 --seeds 0 1 2 \
         --out benchmarks/results/practitioner_pretrained/cpu_backbone_validation.json
 
+With ``--teacher-sweep`` it compares KD-Crowd's teachers (``--teachers``; the default
+pipeline's is Max-MIG) in the same pipeline as ``--backbones`` (frozen ``--backbone``
+features, label spreading over the training items and the validation images), chosen on the
+mean validation accuracy over ``--seeds``; the final labels' accuracy beside it, for
+information. The test images are not read::
+
+    python benchmarks/pretrained_features.py --teacher-sweep --threads 2 --seeds 0 1 2 \
+        --teachers maxmig annot-mix crowdar geocrowdnet-f crowdlayer-vb crowdlayer-mw \
+        --out benchmarks/results/practitioner_pretrained/cpu_teacher_validation.json
+
 With ``--ensemble`` it asks whether averaging pipelines of several seeds raises the labels:
 for each ``--teachers`` T, the default pipeline with KD-Crowd's teacher T over ``--seeds``,
 each seed's labels and validation accuracy, and those of the average of the first 1, 2, ...
@@ -358,32 +368,55 @@ def _write(args: argparse.Namespace, fields: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
+def _fit_like_rows(f: dict[str, np.ndarray], ann: Any, y: np.ndarray, y_val: np.ndarray, seeds: list[int], device: str, key: dict[str, Any],
+                   **params: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The pipeline as ``kdcrowd fit --images`` runs it (label spreading over the training rows
+    and the images to label, here the validation images), with ``params``, over ``seeds``:
+    one row per seed (``key``'s fields first) and the means of its scores."""
     from kdcrowd.metrics import accuracy
 
+    rows = []
+    for seed in seeds:
+        t = time.perf_counter()
+        clf = frozen_pipeline(f["train"], ann, seed, device, unlabelled=f["val"], label_spreading="on", **params)
+        rows.append({**key, "seed": seed, "val": accuracy(clf.predict_proba(f["val"]), y_val), "labels": accuracy(clf.label_proba_, y),
+                     "labels_classifier": accuracy(clf.classifier_proba_, y), "seconds": round(time.perf_counter() - t, 1)})
+        print(rows[-1], flush=True)
+    return rows, {f"{k}_mean": float(np.mean([r[k] for r in rows])) for k in ("val", "labels", "labels_classifier")}
+
+
+def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
     summary, rows = [], []
     for name in args.backbones:
         t = time.perf_counter()
         f, ann, y, y_val = _train_val(args, name)
         seconds = time.perf_counter() - t
         probe = linear_probe(f["train"], y, f["val"], y_val, None, None, args.cs)
-        mine = []
-        for seed in args.seeds:
-            # as kdcrowd fit --images: spreading over the training rows and the images to label (here the validation images)
-            clf = frozen_pipeline(f["train"], ann, seed, args.device, unlabelled=f["val"], label_spreading="on")
-            mine.append({"backbone": name, "seed": seed, "val": accuracy(clf.predict_proba(f["val"]), y_val), "labels": accuracy(clf.label_proba_, y),
-                         "labels_classifier": accuracy(clf.classifier_proba_, y)})
-            print(mine[-1], flush=True)
+        mine, means = _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"backbone": name})
         rows += mine
         summary.append({"backbone": name, "feature_dim": int(f["train"].shape[1]), "features_seconds": round(seconds, 1),
-                        "true_label_probe_val": probe["val_accuracy"], "true_label_probe_C": probe["best_C"],
-                        **{f"{k}_mean": float(np.mean([r[k] for r in mine])) for k in ("val", "labels", "labels_classifier")}})
+                        "true_label_probe_val": probe["val_accuracy"], "true_label_probe_C": probe["best_C"], **means})
         print(summary[-1], flush=True)
     best = max(range(len(summary)), key=lambda i: (summary[i]["val_mean"], -i))
     return _write(args, {"benchmark": "pretrained_features --backbones", "backbones": args.backbones,
                          "estimator": "KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on each backbone's frozen features",
                          "chosen_on": "mean validation accuracy of the default pipeline (500 LabelMe validation images, true labels); test not read",
                          "chosen": summary[best]["backbone"], "summary": summary, "rows": rows})
+
+
+def main_teacher_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    f, ann, y, y_val = _train_val(args)
+    summary, rows = [], []
+    for teacher in args.teachers:
+        mine, means = _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"teacher": teacher}, teacher=teacher)
+        rows += mine
+        summary.append({"teacher": teacher, **means})
+        print(summary[-1], flush=True)
+    best = max(range(len(summary)), key=lambda i: (summary[i]["val_mean"], -i))  # the earlier teacher on ties
+    return _write(args, {"benchmark": "pretrained_features --teacher-sweep", "teachers": args.teachers,
+                         "estimator": f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on', teacher=T) at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features",
+                         "chosen_on": "mean validation accuracy of the pipeline (500 LabelMe validation images, true labels); test not read",
+                         "chosen": summary[best]["teacher"], "summary": summary, "rows": rows})
 
 
 def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
@@ -516,7 +549,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--backbone", default="efficientnet-lite0", help="the pretrained backbone whose cached frozen features --head-sweep, --flip-views, --cross-fit, --ensemble and --spreading-sweep use")
     ap.add_argument("--backbones", nargs="+", default=None, help="compare these pretrained backbones' frozen features on validation (see the module docstring)")
     ap.add_argument("--ensemble", action="store_true", help="labels of pipelines averaged over seeds (see the module docstring)")
-    ap.add_argument("--teachers", nargs="+", default=["maxmig"], help="with --ensemble: KD-Crowd's teachers")
+    ap.add_argument("--teachers", nargs="+", default=["maxmig"], help="with --ensemble or --teacher-sweep: KD-Crowd's teachers")
+    ap.add_argument("--teacher-sweep", action="store_true", help="compare KD-Crowd's teachers in the pipeline of kdcrowd fit on validation (see the module docstring)")
     ap.add_argument("--spreading-sweep", action="store_true", help="choose label spreading's neighbours and alpha on validation (see the module docstring)")
     ap.add_argument("--neighbours", type=int, nargs="+", default=[5, 10, 20, 40])
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.8, 0.9, 0.95])
@@ -526,6 +560,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return main_backbones(args)
     if args.spreading_sweep:
         return main_spreading_sweep(args)
+    if args.teacher_sweep:
+        return main_teacher_sweep(args)
     if args.ensemble:
         return main_ensemble(args)
     if args.cross_fit:

@@ -573,3 +573,26 @@ def test_benchmark_backbones_chooses_on_validation_and_reads_no_test(load_script
     good = [r for r in out["rows"] if r["backbone"] == "good"][0]
     assert good["val"] == float(np.mean(clf.predict_proba(ds.x_val).argmax(1) == ds.y_val))
     assert good["labels"] == float(np.mean(clf.label_proba_.argmax(1) == ds.y_train))
+
+
+def test_benchmark_teacher_sweep_runs_the_fit_pipeline_per_teacher_and_chooses_on_validation(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--teacher-sweep``: each teacher's row is the pipeline as ``fit`` runs it (spreading over
+    the training and validation items) with that teacher, scored on validation; the chosen
+    teacher has the highest mean validation accuracy; the test images are never read."""
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    bench = load_script("benchmarks/pretrained_features")
+    ds = tiny_dataset(n=160, k=3, d=5)
+    seen: list[int] = []
+    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
+    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": (seen.append(len(x)), x)[1])
+    out = bench.main(["--teacher-sweep", "--teachers", "maxmig", "crowdlayer-vw", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "t.json")])
+    assert seen == [len(ds.x_train), len(ds.x_val)]  # features of the training and validation items only, once
+    assert [s["teacher"] for s in out["summary"]] == ["maxmig", "crowdlayer-vw"]
+    clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="on", teacher="crowdlayer-vw", device="cpu", random_state=0).fit(
+        ds.x_train, ds.annotations, unlabelled=ds.x_val)
+    row = [r for r in out["rows"] if r["teacher"] == "crowdlayer-vw"][0]
+    assert row["val"] == float(np.mean(clf.predict_proba(ds.x_val).argmax(1) == ds.y_val))
+    assert row["labels"] == float(np.mean(clf.label_proba_.argmax(1) == ds.y_train))
+    best = max(out["summary"], key=lambda s: s["val_mean"])
+    assert out["chosen"] == best["teacher"] and out["summary"][1]["val_mean"] == row["val"]
