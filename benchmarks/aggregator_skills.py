@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kdcrowd import aggregators as A  # noqa: E402
+from kdcrowd.aggregation import aggregate  # noqa: E402
 from kdcrowd.data.datasets import load_dataset  # noqa: E402
 from kdcrowd.io import write_json  # noqa: E402
+
 
 def overlap(ann: Any) -> dict[str, float]:
     """Shared items per pair of workers (a sparse worker x item product; pairs sharing none left out)."""
@@ -60,14 +62,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for m in args.methods:
         t = time.perf_counter()
-        if m == "mv":
-            from kdcrowd.aggregation import aggregate
-
-            labels, post = aggregate(ann, method="mv")
-            res = None
-        else:
-            res = A.run_aggregator(ann, m)
-            labels, post = res.labels, res.posteriors
+        # the aggregators of kdcrowd.aggregators report their skills; mv and ds only labels and posteriors
+        res = A.run_aggregator(ann, m) if A.canonical_aggregator(m) is not None else None
+        labels, post = (res.labels, res.posteriors) if res is not None else aggregate(ann, method=m)
         row: dict[str, Any] = {"method": m, "seconds": round(time.perf_counter() - t, 2),
                                "label_accuracy": float(np.mean(np.asarray(labels) == y)),
                                "posterior_argmax_accuracy": float(np.mean(np.asarray(post).argmax(1) == y))}

