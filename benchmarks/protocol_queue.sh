@@ -10,6 +10,9 @@
 # --kd-teachers maxmig"); "#" lines are skipped. Every job also gets --suite, --no-clean,
 # --out OUT_DIR/part_<line>.json and the extra options. OUT_DIR/merged.json combines the parts
 # (protocol.py --merge); a job naming its own --suite is merged into OUT_DIR/merged_<suite>.json.
+# A job starts only while more than MIN_LEFT seconds (default 30) remain before DEADLINE: set
+# it near a job's run time when the file ends in short jobs, so that none starts only to be cut
+# (graphs20: two one-run jobs started with 60 s left and were killed at the deadline).
 # With MPS=1 the CUDA multi-process service is started first, so the jobs' kernels share the
 # GPU instead of taking turns; it is left off when it fails to start.
 #
@@ -36,7 +39,7 @@ set -uo pipefail
 out=$1; jobs=$2; shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 py=${PYTHON:-python3}
-P=${P:-4}; DEADLINE=${DEADLINE:-540}; SUITE=${SUITE:?set SUITE}
+P=${P:-4}; DEADLINE=${DEADLINE:-540}; MIN_LEFT=${MIN_LEFT:-30}; SUITE=${SUITE:?set SUITE}
 mkdir -p "$out"
 start=$(date +%s)
 if [ "${MPS:-0}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
@@ -53,12 +56,12 @@ fi
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 run_job() {  # $1 = line number, $2 = the job's options
   local left=$(( DEADLINE - ($(date +%s) - start) ))
-  [ "$left" -gt 30 ] || { echo "job $1 skipped (deadline)"; return 0; }
+  [ "$left" -gt "$MIN_LEFT" ] || { echo "job $1 skipped (deadline: ${left}s left, MIN_LEFT=${MIN_LEFT})"; return 0; }
   # shellcheck disable=SC2086
   timeout "$left" $py "$here/protocol.py" --suite "$SUITE" --no-clean --out "$out/part_$1.json" $2 "${@:3}" > "$out/part_$1.log" 2>&1
   echo "job $1 rc=$? ($(( $(date +%s) - start ))s): $2"
 }
-export -f run_job; export here py out start DEADLINE SUITE
+export -f run_job; export here py out start DEADLINE MIN_LEFT SUITE
 grep -n -v '^\s*#' "$jobs" | grep -v ':\s*$' | tr '\n' '\0' \
   | xargs -0 -P "$P" -I{} bash -c 'l="{}"; run_job "${l%%:*}" "${l#*:}" "$@"' _ "$@"
 parts=("$out"/part_*.json)

@@ -112,3 +112,20 @@ def test_queue_merges_each_suite_apart(tmp_path: Path) -> None:
     mine, other = (json.loads((tmp_path / "out" / n).read_text()) for n in ("merged.json", "merged_protocol-digits-test2.json"))
     assert (mine["suite"], [(x["label"], x["seed"]) for x in mine["runs"]]) == ("protocol-digits-test", [("mv", 0)])
     assert (other["suite"], [(x["label"], x["seed"]) for x in other["runs"]]) == ("protocol-digits-test2", [("mv", 1)])
+
+
+def test_queue_starts_no_job_with_less_than_min_left(tmp_path: Path) -> None:
+    """benchmarks/protocol_queue.sh: with MIN_LEFT above DEADLINE no job starts (each is
+    reported skipped), no part is written and the queue still exits 0."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("--seeds 0 --methods mv --kd-teachers\n--seeds 1 --methods mv --kd-teachers\n")
+    env = {**os.environ, "SUITE": "protocol-digits-test", "P": "2", "DEADLINE": "100", "MIN_LEFT": "200", "PYTHON": "false"}
+    r = subprocess.run(["bash", str(root / "benchmarks/protocol_queue.sh"), str(tmp_path / "out"), str(jobs)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(line.split(" skipped")[0] for line in r.stdout.splitlines() if "skipped" in line) == ["job 1", "job 2"], r.stdout
+    assert "MIN_LEFT=200" in r.stdout and not list((tmp_path / "out").glob("part_*"))
