@@ -1,0 +1,115 @@
+"""The tables of docs/RESULTS.md §7e/§7g from a merged ``protocol.py`` file.
+
+    python benchmarks/protocol_table.py benchmarks/results/protocol/cifar10n-worst-all.json
+    python benchmarks/protocol_table.py benchmarks/results/protocol/cifar10n-worst-radam-all.json
+
+Prints, for every run label, one markdown row: the seeds, the test accuracy (%) at the last
+epoch and at the best validation epoch as mean ± standard deviation over the seeds, the range
+of best epochs, and the mean paired gain over majority vote (``--baseline``: its run of the same
+seed); rows by mean last-epoch accuracy, highest first. Then, for every KD-Crowd label, its gain
+over its teacher's run of the same seed, per seed, and over the teacher's best-validation epoch.
+
+Rounding: one decimal, half up, of the exact decimal value. Test accuracies are counts over the
+test set (multiples of 1/4000 on the CIFAR-10N split), so a gain such as 5.25 points is exact and
+reads +5.3; the mean and the differences are taken in ``Decimal`` for that reason (binary floats
+would give 5.2499… → 5.2). Standard deviations are rounded the same way from the float value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+
+def pct(x: float) -> Decimal:
+    """An accuracy (a fraction) in percent, exactly as the file writes it."""
+    return Decimal(str(x)) * 100
+
+
+def r1(x: Decimal | float, sign: bool = False) -> str:
+    """One decimal, half up (``sign``: with + before a positive value, − before a negative one)."""
+    v = Decimal(str(x)).quantize(Decimal("0.1"), ROUND_HALF_UP)
+    s = f"{abs(v)}" if sign else f"{v}"
+    return (("+" if v >= 0 else "−") + s) if sign else s.replace("-", "−")
+
+
+def mean_std(xs: list[Decimal]) -> str:
+    """``mean ± std`` (sample standard deviation) of percentages, or the value of one."""
+    if len(xs) == 1:
+        return r1(xs[0])
+    return f"{r1(sum(xs) / len(xs))} ± {r1(statistics.stdev(float(x) for x in xs))}"
+
+
+def seed_range(seeds: list[int]) -> str:
+    """``0–4`` for consecutive seeds, else ``0,2,5``."""
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def by_label(runs: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    """The runs by label and seed (the last row of a label and seed wins, as ``protocol.py --merge`` keeps)."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in runs:
+        out.setdefault(r["label"], {})[r["seed"]] = r
+    return out
+
+
+def rows(merged: dict[str, Any], baseline: str = "mv") -> list[str]:
+    """One markdown row per label, highest mean last-epoch test accuracy first."""
+    by = by_label(merged["runs"])
+    base = by.get(baseline, {})
+    out = []
+    for label, runs in by.items():
+        seeds = sorted(runs)
+        last = [pct(runs[s]["test_accuracy"]) for s in seeds]
+        sel = [pct(runs[s]["test_accuracy_val_selected"]) for s in seeds]
+        epochs = [runs[s]["best_epoch"] for s in seeds]
+        gains = [pct(runs[s]["test_accuracy"]) - pct(base[s]["test_accuracy"]) for s in seeds if s in base]
+        gain = r1(sum(gains) / len(gains), sign=True) if gains and label != baseline else "–"
+        span = f"{min(epochs)}–{max(epochs)}" if min(epochs) != max(epochs) else f"{epochs[0]}"
+        out.append((sum(last) / len(last), f"| {label} | {seed_range(seeds)} | {mean_std(last)} | {mean_std(sel)} | {span} | {gain} |"))
+    return [row for _, row in sorted(out, key=lambda t: -t[0])]
+
+
+def kd_lines(merged: dict[str, Any]) -> list[str]:
+    """Per KD-Crowd label: its paired gain over its teacher's run, per seed, and over the
+    teacher's best-validation epoch (the teacher KD-Crowd reloads)."""
+    by = by_label(merged["runs"])
+    out = []
+    for label, runs in by.items():
+        teacher = next(iter(runs.values())).get("teacher")
+        if not teacher or teacher not in by:
+            continue
+        seeds = [s for s in sorted(runs) if s in by[teacher]]
+        if not seeds:
+            continue
+        g = [pct(runs[s]["test_accuracy"]) - pct(by[teacher][s]["test_accuracy"]) for s in seeds]
+        gv = [pct(runs[s]["test_accuracy"]) - pct(by[teacher][s]["test_accuracy_val_selected"]) for s in seeds]
+        spread = f" ± {r1(statistics.stdev(float(x) for x in g))}" if len(g) > 1 else ""
+        out.append(f"{label} over {teacher}, seeds {seed_range(seeds)}: {r1(sum(g) / len(g), sign=True)}{spread} "
+                   f"({', '.join(r1(x, sign=True) for x in g)}: {sum(x > 0 for x in g)} of {len(g)}); "
+                   f"over the teacher's best-validation epoch {', '.join(r1(x, sign=True) for x in gv)}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("merged", type=Path, help="a file written by protocol.py --merge (or a protocol.py --out file)")
+    ap.add_argument("--baseline", default="mv", help="the label each row's paired gain is over (default: mv)")
+    args = ap.parse_args(argv)
+    merged = json.loads(args.merged.read_text())
+    print("| method | seeds | test, last epoch | test, best validation epoch | best epoch | gain over " + args.baseline + ", last epoch (same seeds) |")
+    print("|---|---|---|---|---|---|")
+    print(*rows(merged, args.baseline), sep="\n")
+    if kd := kd_lines(merged):
+        print()
+        print(*kd, sep="\n")
+
+
+if __name__ == "__main__":
+    main()
