@@ -93,7 +93,11 @@ def run(export_dir: Path, fit_dir: Path, fit_args: list[str], device: str) -> di
                     "--predict-images", str(export_dir / "new_images"), "--truth", str(export_dir / "truth.csv"), "--device", device,
                     "--quiet", "--out", str(fit_dir), *fit_args], check=True)
     t1 = time.perf_counter()
-    size = str(json.loads((fit_dir / "run.json").read_text())["settings"]["image_size"])
+    import torch
+
+    # the side the images were read at: the model's (frozen features read at least 128 px), else the option's
+    inputs = torch.load(fit_dir / "model.pt", weights_only=True).get("inputs") or {}
+    size = inputs.get("image_size", json.loads((fit_dir / "run.json").read_text())["settings"]["image_size"])
     pred_file = fit_dir / "predict_check.csv"
     subprocess.run([*cmd, "predict", "--model", str(fit_dir / "model.pt"), "--images", str(export_dir / "new_images"), "--device", device, "--out", str(pred_file)], check=True)
     t2 = time.perf_counter()

@@ -4,6 +4,8 @@ frozen pretrained image features by default in `kdcrowd fit --images`, and text 
 
 from __future__ import annotations
 
+import copy
+
 import json
 import os
 import subprocess
@@ -292,7 +294,7 @@ def test_fit_images_uses_frozen_pretrained_features_by_default_and_predict_reuse
     assert "image backbone: efficientnet-lite0: frozen ImageNet features" in " ".join(r.stderr.split())
     assert list((tmp_path / "cache" / "features").glob("efficientnet-lite0-*.npy"))  # computed once, cached on disk
     ck = torch.load(out / "model.pt", weights_only=True)
-    assert ck["inputs"] == {"kind": "image-features", "backbone": "efficientnet-lite0", "image_size": 128}
+    assert ck["inputs"] == {"kind": "image-features", "backbone": "efficientnet-lite0", "image_size": 128, "norm": "l2"}
     assert ck["item_shape"] == (1280,) and ck["predictor"]["backbone"] == "mlp"
     labels = pd.read_csv(out / "labels.csv").set_index("item")["label"]
     assert float((labels == pd.Series(truth)).mean()) >= 0.85
@@ -353,7 +355,7 @@ def test_the_estimator_takes_images_through_frozen_features_as_fit_does(tmp_path
     x[y == 0, :, :, 0] += 160
     x[y == 1, :, :, 2] += 160
     clf = KDCrowdClassifier(method="mv", epochs=40, device="cpu").fit(x, y)  # image_features="auto", the default of every door
-    assert clf.input_transform_ == {"kind": "image-features", "backbone": "efficientnet-lite0", "image_size": 32}
+    assert clf.input_transform_ == {"kind": "image-features", "backbone": "efficientnet-lite0", "image_size": 32, "norm": "l2"}
     assert clf.item_shape_ == (1280,) and clf.n_features_in_ == 1280 and clf.preprocessor_.input_shape == (1280,)
     train = clf.metrics_["config"]["train"]  # head_recipe auto on frozen features: the recipe, but the epochs given
     assert (train["epochs"], train["batch_size"], train["lr"], train["weight_decay"]) == (40, FROZEN_FEATURE_HEAD["batch_size"], FROZEN_FEATURE_HEAD["lr"], FROZEN_FEATURE_HEAD["weight_decay"])
@@ -361,6 +363,13 @@ def test_the_estimator_takes_images_through_frozen_features_as_fit_does(tmp_path
     from kdcrowd.models.pretrained import extract_features
 
     np.testing.assert_allclose(clf.predict_proba(x[:4]), clf.predict_proba(extract_features(x[:4])), atol=1e-6)  # images or their features
+    # the head saw each image's features divided by their length (FROZEN_FEATURE_NORM), and so does predict
+    np.testing.assert_allclose(np.linalg.norm(clf._image_inputs(x[:4]), axis=1), 1.0, rtol=1e-5)
+    raw = extract_features(x[:4])
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    older = copy.deepcopy(clf)  # a model saved before the scaling was recorded reads its features as they come
+    older.input_transform_ = {k: v for k, v in clf.input_transform_.items() if k != "norm"}
+    np.testing.assert_array_equal(older._image_inputs(x[:4]), raw)
     shared = KDCrowdClassifier(method="mv", epochs=1, head_recipe="shared", device="cpu").fit(x, y)
     assert shared.metrics_["config"]["train"]["lr"] == 1e-3
     pixels = KDCrowdClassifier(method="mv", epochs=1, image_features="none", backbone="mlp", device="cpu").fit(x, y)

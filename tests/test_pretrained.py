@@ -496,7 +496,7 @@ def test_benchmark_cross_fit_labels_each_fold_with_a_model_that_never_saw_it(loa
     fitted: list[tuple[int, int]] = []
     fit = KDCrowdClassifier.fit
     monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, x, ann, *a, **k: (fitted.append((len(x), ann.n_items)), fit(self, x, ann, *a, **k))[1])
-    out = bench.main(["--cross-fit", "--folds", "4", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "cf.json")])
+    out = bench.main(["--cross-fit", "--feature-norm", "none", "--folds", "4", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "cf.json")])
     assert fitted == [(80, 80)] + [(60, 60)] * 4  # the full classifier, then one per fold without its 20 items
     full = KDCrowdClassifier(head_recipe="frozen-features", device="cpu", random_state=0).fit(ds.x_train, ds.annotations)
     row = out["rows"][0]
@@ -513,7 +513,7 @@ def test_benchmark_ensemble_averages_the_seeds_in_order(load_script, monkeypatch
     ds = tiny_dataset(n=160, k=3, d=5)
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
     monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
-    out = bench.main(["--ensemble", "--seeds", "0", "1", "--teachers", "maxmig", "crowdlayer-vw", "--threads", "1", "--out", str(tmp_path / "e.json")])
+    out = bench.main(["--ensemble", "--feature-norm", "none", "--seeds", "0", "1", "--teachers", "maxmig", "crowdlayer-vw", "--threads", "1", "--out", str(tmp_path / "e.json")])
     rows = out["rows"]
     assert [(r["teacher"], r["seed"], r["ensemble_size"]) for r in rows] == [("maxmig", 0, 1), ("maxmig", 1, 2), ("crowdlayer-vw", 0, 1), ("crowdlayer-vw", 1, 2)]
     assert all(r["ensemble_labels"] == r["labels"] and r["ensemble_val"] == r["val"] for r in rows if r["ensemble_size"] == 1)
@@ -534,7 +534,7 @@ def test_benchmark_spreading_sweep_scores_each_setting_on_validation(load_script
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
     names: list[str] = []
     monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": (names.append(name), x)[1])
-    out = bench.main(["--spreading-sweep", "--backbone", "efficientnet-lite2", "--seeds", "0", "--neighbours", "3", "6", "--alphas", "0", "0.8", "--threads", "1", "--out", str(tmp_path / "s.json")])
+    out = bench.main(["--spreading-sweep", "--feature-norm", "none", "--backbone", "efficientnet-lite2", "--seeds", "0", "--neighbours", "3", "6", "--alphas", "0", "0.8", "--threads", "1", "--out", str(tmp_path / "s.json")])
     assert names == ["efficientnet-lite2"] * 2 and out["backbone"] == "efficientnet-lite2"  # --backbone's features, training and validation
     rows = out["rows"]
     assert [(r["neighbours"], r["alpha"]) for r in rows] == [(3, 0.0), (3, 0.8), (6, 0.8)]  # alpha 0 once
@@ -566,7 +566,7 @@ def test_benchmark_backbones_chooses_on_validation_and_reads_no_test(load_script
 
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
     monkeypatch.setattr(bench, "extract_features", features)
-    out = bench.main(["--backbones", "bad", "good", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "b.json")])
+    out = bench.main(["--backbones", "bad", "good", "--feature-norm", "none", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "b.json")])
     assert seen == [(b, n) for b in ("bad", "good") for n in (len(ds.x_train), len(ds.x_val))]  # the training and validation items, no third split
     assert [s["backbone"] for s in out["summary"]] == ["bad", "good"] and out["chosen"] == "good"
     clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="on", device="cpu", random_state=0).fit(ds.x_train, ds.annotations, unlabelled=ds.x_val)
@@ -586,7 +586,7 @@ def test_benchmark_teacher_sweep_runs_the_fit_pipeline_per_teacher_and_chooses_o
     seen: list[int] = []
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
     monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": (seen.append(len(x)), x)[1])
-    out = bench.main(["--teacher-sweep", "--teachers", "maxmig", "crowdlayer-vw", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "t.json")])
+    out = bench.main(["--teacher-sweep", "--feature-norm", "none", "--teachers", "maxmig", "crowdlayer-vw", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "t.json")])
     assert seen == [len(ds.x_train), len(ds.x_val)]  # features of the training and validation items only, once
     assert [s["teacher"] for s in out["summary"]] == ["maxmig", "crowdlayer-vw"]
     clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="on", teacher="crowdlayer-vw", device="cpu", random_state=0).fit(
@@ -596,3 +596,38 @@ def test_benchmark_teacher_sweep_runs_the_fit_pipeline_per_teacher_and_chooses_o
     assert row["labels"] == float(np.mean(clf.label_proba_.argmax(1) == ds.y_train))
     best = max(out["summary"], key=lambda s: s["val_mean"])
     assert out["chosen"] == best["teacher"] and out["summary"][1]["val_mean"] == row["val"]
+
+
+def test_normalise_features_l2_rows_idempotent_and_none() -> None:
+    from kdcrowd.models.pretrained import FEATURE_NORMS, FROZEN_FEATURE_NORM, normalise_features
+
+    f = np.array([[3.0, 4.0], [0.0, 0.0], [-1.0, 0.0]], dtype=np.float32)
+    g = normalise_features(f, "l2")
+    np.testing.assert_allclose(g, [[0.6, 0.8], [0.0, 0.0], [-1.0, 0.0]])  # a row of zeros stays zeros
+    np.testing.assert_array_equal(normalise_features(g, "l2"), g)  # rows already scaled pass unchanged
+    assert normalise_features(f, "none") is f and FROZEN_FEATURE_NORM in FEATURE_NORMS
+    with pytest.raises(ValueError, match="unknown feature normalisation 'l1'"):
+        normalise_features(f, "l1")
+
+
+def test_benchmark_feature_norm_sweep_scores_each_scaling_through_the_fit_pipeline(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--feature-norm-sweep``: a row per scaling, each the pipeline as ``fit`` runs it on the
+    features so scaled (``l2``: each row divided by its length); the chosen scaling has the
+    highest mean validation accuracy. ``--feature-norm`` (default ``l2``) scales the other modes."""
+    from kdcrowd.estimator import KDCrowdClassifier
+    from kdcrowd.models.pretrained import normalise_features
+
+    bench = load_script("benchmarks/pretrained_features")
+    ds = tiny_dataset(n=160, k=3, d=5)
+    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
+    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
+    out = bench.main(["--feature-norm-sweep", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "n.json")])
+    assert [s["feature_norm"] for s in out["summary"]] == ["none", "l2"] and out["feature_norm"] is None
+    for norm in ("none", "l2"):
+        x, v = normalise_features(ds.x_train, norm), normalise_features(ds.x_val, norm)
+        clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="on", device="cpu", random_state=0).fit(x, ds.annotations, unlabelled=v)
+        row = [r for r in out["rows"] if r["feature_norm"] == norm][0]
+        assert row["val"] == float(np.mean(clf.predict_proba(v).argmax(1) == ds.y_val))
+    assert out["chosen"] == max(out["summary"], key=lambda s: s["val_mean"])["feature_norm"]  # the earlier (none) on ties
+    teach = bench.main(["--teacher-sweep", "--teachers", "maxmig", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "t.json")])
+    assert teach["feature_norm"] == "l2" and teach["rows"][0]["val"] == [r for r in out["rows"] if r["feature_norm"] == "l2"][0]["val"]

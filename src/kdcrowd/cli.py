@@ -527,14 +527,15 @@ def _load_texts(path: Path, text_column: str, item_column: Optional[str]) -> tup
     return np.asarray(ids, dtype=object), lambda: text_features(texts), described, None, None, None
 
 
-def _frozen_features(images: Any, backbone: str, device: str) -> Any:
+def _frozen_features(images: Any, backbone: str, device: str, norm: str) -> Any:
     """Frozen features ``(N, F)`` of uint8 images by the pretrained ``backbone``
-    (:func:`kdcrowd.models.pretrained.extract_features`, cached on disk)."""
-    from .models.pretrained import PRETRAINED_EXTRA, extract_features
+    (:func:`kdcrowd.models.pretrained.extract_features`, cached on disk), scaled by ``norm``
+    (:func:`kdcrowd.models.pretrained.normalise_features`)."""
+    from .models.pretrained import PRETRAINED_EXTRA, extract_features, normalise_features
     from .training import resolve_device
 
     try:
-        return extract_features(images, backbone, device=resolve_device(device))
+        return normalise_features(extract_features(images, backbone, device=resolve_device(device)), norm)
     except ImportError as e:
         raise ValueError(f"the frozen {backbone} features need the pretrained networks ({e}): {PRETRAINED_EXTRA}") from e
 
@@ -559,7 +560,7 @@ def fit(
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they anchor the worker matrices and the training targets, keep their known labels, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
-    image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0 with an MLP head trained on them when kdcrowd[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|efficientnet-lite1|efficientnet-lite2|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
+    image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0, each image's scaled to unit length, with an MLP head trained on them when kdcrowd[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|efficientnet-lite1|efficientnet-lite2|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
     final_labels: str = typer.Option("classifier", help="Where labels.csv comes from: classifier (default: the trained classifier's prediction for each item) or posterior (the classifier's p(y|x) times the worker matrices' probability of each crowd label the item got, normalised: Dawid–Skene's posterior with the classifier as prior; better when workers err independently, up to 3 points worse on LabelMe, docs/RESULTS.md §7h)."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
@@ -799,9 +800,11 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if images is not None:
             err_console.print(escape(backbone_note), soft_wrap=True, highlight=False)
         if frozen is not None:
-            X = _frozen_features(X, frozen, p["device"])
-            described += f"; frozen {frozen} features ({X.shape[1]} per image)"
-            input_transform = {"kind": "image-features", "backbone": frozen, "image_size": int(side)}
+            from .models.pretrained import FROZEN_FEATURE_NORM
+
+            X = _frozen_features(X, frozen, p["device"], FROZEN_FEATURE_NORM)
+            described += f"; frozen {frozen} features ({X.shape[1]} per image, {FROZEN_FEATURE_NORM}-normalised)"
+            input_transform = {"kind": "image-features", "backbone": frozen, "image_size": int(side), "norm": FROZEN_FEATURE_NORM}
             door_values["backbone"] = "auto"  # an MLP head on the features
             if door_values.get("head_recipe", "auto") == "auto":  # auto: the input is frozen pretrained features
                 door_values["head_recipe"] = "frozen-features"
@@ -820,7 +823,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             pids, pload, _, _, pcolumns = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], side, p["image_ids"] if p["image_ids"] != "auto" else "stem", [])
             PX = pload()
             if frozen is not None:
-                PX = _frozen_features(PX, frozen, p["device"])
+                PX = _frozen_features(PX, frozen, p["device"], input_transform["norm"])
             if features is not None:  # matched to the training columns by name
                 PX = align_feature_columns(PX, pcolumns, columns, f"--predict-features {p['predict_features']}", "--predict-features")
                 PX = PX if columns is None else pd.DataFrame(PX, columns=columns)
@@ -943,8 +946,8 @@ def predict(
             size = int(inputs["image_size"]) if frozen else predictor.item_shape[0] if images is not None else 0
             ids, load, described, _, columns = _load_items(features, images, item_ids, size, image_ids, [])
             X = load()
-            if frozen:
-                X = _frozen_features(X, frozen, device)
+            if frozen:  # scaled as at fit ("none": a model saved before the scaling was recorded)
+                X = _frozen_features(X, frozen, device, inputs.get("norm", "none"))
                 described += f"; frozen {frozen} features"
         if features is not None:  # matched to the training columns by name
             X = align_feature_columns(X, columns, predictor.feature_names, f"--features {features}")

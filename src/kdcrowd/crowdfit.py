@@ -149,21 +149,34 @@ class CrowdFit:
         name, _ = image_feature_backbone(self.image_features, self.backbone)
         if name is None:
             return X, None
-        self.input_transform_ = {"kind": "image-features", "backbone": name, "image_size": int(X.shape[1])}
-        return self._features_of(X, name), name
+        from .models.pretrained import FROZEN_FEATURE_NORM
 
-    def _features_of(self, images: np.ndarray, name: str) -> np.ndarray:
-        """The frozen features of ``images`` from the pretrained network ``name``, on this model's device (cached on disk)."""
-        from .models.pretrained import extract_features
+        self.input_transform_ = {"kind": "image-features", "backbone": name, "image_size": int(X.shape[1]), "norm": FROZEN_FEATURE_NORM}
+        return self._features_of(X, name, FROZEN_FEATURE_NORM), name
+
+    def _features_of(self, images: np.ndarray, name: str, norm: str) -> np.ndarray:
+        """The frozen features of ``images`` from the pretrained network ``name``, on this
+        model's device (cached on disk), scaled by ``norm``
+        (:func:`~kdcrowd.models.pretrained.normalise_features`)."""
+        from .models.pretrained import extract_features, normalise_features
         from .training import resolve_device
 
-        return extract_features(np.asarray(images), name, device=resolve_device(self.device))
+        return normalise_features(extract_features(np.asarray(images), name, device=resolve_device(self.device)), norm)
 
     def _image_inputs(self, X: Any) -> Any:
-        """``X``, or its frozen features when the model was trained on those and ``X`` holds images."""
+        """``X``, or, when the model was trained on frozen image features, the features of
+        images ``X`` or the feature rows ``X`` (``extract_features``' output), scaled as at fit
+        (``none`` for a model saved before the scaling was recorded; ``l2`` is idempotent, so
+        rows already scaled pass unchanged)."""
         inputs = getattr(self, "input_transform_", None) or {}
-        if inputs.get("kind") == "image-features" and np.ndim(X) == 4:
-            return self._features_of(X, inputs["backbone"])
+        if inputs.get("kind") != "image-features":
+            return X
+        if np.ndim(X) == 4:
+            return self._features_of(X, inputs["backbone"], inputs.get("norm", "none"))
+        if np.ndim(X) == 2 and not isinstance(X, pd.DataFrame):
+            from .models.pretrained import normalise_features
+
+            return normalise_features(np.asarray(X), inputs.get("norm", "none"))
         return X
 
     def _annotations(self, n: int, annotations: Any, item_ids: Any) -> Any:

@@ -68,13 +68,15 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
         image_features: for uint8 images ``X``, as ``kdcrowd fit --image-features``:
             ``auto`` (default: with ``backbone="auto"`` and ``kdcrowd[pretrained]``
             installed, the frozen ImageNet features of EfficientNet-Lite0, computed once and
-            cached by :func:`kdcrowd.models.pretrained.extract_features`, with an MLP head
-            trained on them; else ``backbone`` trains on the pixels), ``frozen`` (the frozen
+            cached by :func:`kdcrowd.models.pretrained.extract_features` and each image's
+            scaled to unit length (:data:`~kdcrowd.models.pretrained.FROZEN_FEATURE_NORM`), with
+            an MLP head trained on them; else ``backbone`` trains on the pixels), ``frozen`` (the frozen
             features of ``backbone`` ``auto``/``efficientnet-lite0``/``-lite1``/``-lite2``/``torchvision:NAME``/
             ``timm:NAME``; an error for feature matrices) or ``none`` (``backbone`` on the
             pixels). With frozen features, :meth:`predict` takes images (their features are
-            computed the same way) or the features, ``n_features_in_`` and ``item_shape_``
-            describe the features, and ``input_transform_`` names the network.
+            computed and scaled the same way) or the features (scaled the same way),
+            ``n_features_in_`` and ``item_shape_`` describe the features, and
+            ``input_transform_`` names the network and the scaling.
         final_labels: ``classifier`` (default) or ``posterior``: where ``labels_`` come
             from (see the fitted attributes). The posterior wins when the workers err
             independently given the true class (Dawid–Skene's assumption;

@@ -57,9 +57,10 @@ def save_model(path: str | Path, clf: Any) -> None:
     ``transition_matrices``, ``versions`` and ``inputs``: how the items given to
     ``kdcrowd predict`` become the classifier's features, or ``None`` when they are its
     inputs as they are. ``inputs`` is the ``input_transform_`` attribute a door sets on
-    ``clf``: ``{"kind": "image-features", "backbone": NAME, "image_size": SIDE}`` (frozen
-    features of the pretrained backbone NAME, images read at SIDE px:
-    :func:`kdcrowd.models.pretrained.extract_features`) or ``{"kind": "text",
+    ``clf``: ``{"kind": "image-features", "backbone": NAME, "image_size": SIDE, "norm": NORM}``
+    (frozen features of the pretrained backbone NAME, images read at SIDE px:
+    :func:`kdcrowd.models.pretrained.extract_features`, scaled by NORM:
+    :func:`kdcrowd.models.pretrained.normalise_features`; without ``norm``, as they come) or ``{"kind": "text",
     "text_column": NAME, "featurizer": STATE}`` (:meth:`kdcrowd.data.texts.TextFeaturizer.to_state`).
     ``spreading``: ``None``, or with label spreading (``clf.spreading_``) the fitted items'
     ``features`` and classifier probabilities (``anchors``: ``clf.classifier_proba_``) and the graph's ``neighbours``
