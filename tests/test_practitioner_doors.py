@@ -308,6 +308,22 @@ def test_fit_images_uses_frozen_pretrained_features_by_default_and_predict_reuse
     np.testing.assert_allclose(again.filter(like="p_").to_numpy(), pred.filter(like="p_").to_numpy(), atol=1e-4)
     r = runner.invoke(app, ["predict", "--model", str(out / "model.pt"), "--features", str(tmp_path / "answers.csv"), "--out", str(tmp_path / "q.csv")])
     assert r.exit_code == 2 and "trained on images; give --images" in r.output
+    # the features were scaled to unit length (run.json and model.pt say so); the loaded predictor scales
+    # raw feature rows the same way, and a model file saved before the scaling was recorded does not
+    from kdcrowd.data.items import read_image_folder
+    from kdcrowd.models.pretrained import extract_features
+    from kdcrowd.persist import load_predictor
+
+    assert json.loads((out / "run.json").read_text())["frozen_feature_norm"] == "l2"
+    new_ids, new_images = read_image_folder(tmp_path / "new", size=128)
+    raw = extract_features(new_images)
+    scaled = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    predictor = load_predictor(out / "model.pt", device="cpu")
+    np.testing.assert_allclose(predictor(raw), predictor(scaled), atol=1e-5)
+    np.testing.assert_allclose(predictor(raw), pred.set_index("item").loc[[str(i) for i in new_ids]].filter(like="p_").to_numpy(), atol=1e-4)
+    ck["inputs"] = {k: v for k, v in ck["inputs"].items() if k != "norm"}
+    torch.save(ck, tmp_path / "older.pt")
+    assert not np.allclose(load_predictor(tmp_path / "older.pt", device="cpu")(raw), predictor(raw), atol=1e-3)
 
 
 def test_image_features_none_trains_from_scratch_and_bad_settings_fail(tmp_path: Path) -> None:
@@ -364,7 +380,9 @@ def test_the_estimator_takes_images_through_frozen_features_as_fit_does(tmp_path
 
     np.testing.assert_allclose(clf.predict_proba(x[:4]), clf.predict_proba(extract_features(x[:4])), atol=1e-6)  # images or their features
     # the head saw each image's features divided by their length (FROZEN_FEATURE_NORM), and so does predict
+    np.testing.assert_allclose(np.linalg.norm(clf.spreading_["features"], axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(clf._image_inputs(x[:4]), axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(clf.predict_proba(pd.DataFrame(extract_features(x[:4]))), clf.predict_proba(x[:4]), atol=1e-6)  # a DataFrame of rows too
     raw = extract_features(x[:4])
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
     older = copy.deepcopy(clf)  # a model saved before the scaling was recorded reads its features as they come

@@ -689,6 +689,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
 
     started = time.perf_counter()  # the imports are done: what came before is startup
     out: Path = p["out"]
+    from .models.pretrained import FROZEN_FEATURE_NORM
+
+    # how frozen image features are scaled: a resumed run keeps its own (none: started before the scaling was recorded)
+    feature_norm = json.loads((out / RUN_FILE).read_text()).get("frozen_feature_norm", "none") if resume else FROZEN_FEATURE_NORM
     features, images, method = p["features"], p["images"], p["method"]
     duplicates = p["duplicates"]
     texts, predict_texts = p.get("texts"), p.get("predict_texts")
@@ -800,11 +804,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if images is not None:
             err_console.print(escape(backbone_note), soft_wrap=True, highlight=False)
         if frozen is not None:
-            from .models.pretrained import FROZEN_FEATURE_NORM
-
-            X = _frozen_features(X, frozen, p["device"], FROZEN_FEATURE_NORM)
-            described += f"; frozen {frozen} features ({X.shape[1]} per image, {FROZEN_FEATURE_NORM}-normalised)"
-            input_transform = {"kind": "image-features", "backbone": frozen, "image_size": int(side), "norm": FROZEN_FEATURE_NORM}
+            X = _frozen_features(X, frozen, p["device"], feature_norm)
+            described += f"; frozen {frozen} features ({X.shape[1]} per image, scaled: {feature_norm})"
+            input_transform = {"kind": "image-features", "backbone": frozen, "image_size": int(side), "norm": feature_norm}
             door_values["backbone"] = "auto"  # an MLP head on the features
             if door_values.get("head_recipe", "auto") == "auto":  # auto: the input is frozen pretrained features
                 door_values["head_recipe"] = "frozen-features"
@@ -841,7 +843,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     if not resume:
         for name in (*FILES, RUN_FILE):  # an earlier finished run's outputs go first: nothing stale looks new
             (out / name).unlink(missing_ok=True)
-        write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")}})
+        write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")},
+                                    "frozen_feature_norm": feature_norm})
     clf = CrowdFit(  # the estimator's engine without scikit-learn: the inputs are checked above
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",

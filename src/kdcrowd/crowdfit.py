@@ -167,17 +167,22 @@ class CrowdFit:
         """``X``, or, when the model was trained on frozen image features, the features of
         images ``X`` or the feature rows ``X`` (``extract_features``' output), scaled as at fit
         (``none`` for a model saved before the scaling was recorded; ``l2`` is idempotent, so
-        rows already scaled pass unchanged)."""
+        rows already scaled pass unchanged, to float32 rounding)."""
         inputs = getattr(self, "input_transform_", None) or {}
         if inputs.get("kind") != "image-features":
             return X
+        norm = inputs.get("norm", "none")
         if np.ndim(X) == 4:
-            return self._features_of(X, inputs["backbone"], inputs.get("norm", "none"))
-        if np.ndim(X) == 2 and not isinstance(X, pd.DataFrame):
-            from .models.pretrained import normalise_features
+            return self._features_of(X, inputs["backbone"], norm)
+        arr = X.to_numpy() if isinstance(X, pd.DataFrame) else X
+        # finite real numbers only: anything else goes on as it is, for _check_X to name what is wrong
+        if norm == "none" or np.ndim(arr) != 2 or not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu" or not np.isfinite(arr).all() \
+                or np.abs(arr).max(initial=0) > np.finfo(np.float32).max:
+            return X
+        from .models.pretrained import normalise_features
 
-            return normalise_features(np.asarray(X), inputs.get("norm", "none"))
-        return X
+        scaled = normalise_features(arr.astype(np.float32), norm)
+        return pd.DataFrame(scaled, index=X.index, columns=X.columns) if isinstance(X, pd.DataFrame) else scaled
 
     def _annotations(self, n: int, annotations: Any, item_ids: Any) -> Any:
         from .data.annotations import Annotations

@@ -154,7 +154,8 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     training size (:func:`kdcrowd.data.items.read_image_folder` with
     ``size=item_shape[0]`` reads new ones); a model trained on frozen image features or on
     texts takes those features (its attribute ``inputs`` says how they are computed, see
-    :func:`save_model`; ``kdcrowd predict`` computes them). ``device``: as everywhere
+    :func:`save_model`; ``kdcrowd predict`` computes them), frozen image features scaled
+    here as at fit (``inputs["norm"]``). ``device``: as everywhere
     (:func:`kdcrowd.training.resolve_device`; ``auto`` is CUDA when there is one).
     Prediction is batched (``eval_batch_size`` items at a time) and preprocessed by
     :meth:`kdcrowd.training.DeviceData.prepare`, as in training; a model fitted with
@@ -198,11 +199,18 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
         spread_config = LabelSpreading("on", int(spreading["neighbours"]), float(spreading["alpha"]))
         fitted, anchors = spreading["features"].cpu().numpy(), spreading["anchors"].cpu().numpy()
 
+    inputs = ck.get("inputs") or {}
+    norm = inputs.get("norm", "none") if inputs.get("kind") == "image-features" else "none"
+
     @torch.no_grad()
     def predictor(X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
         if tuple(X.shape[1:]) != item_shape:
             raise ValueError(f"X has item shape {X.shape[1:]}, but the model was trained on items of shape {item_shape}")
+        if norm != "none":  # frozen image features, scaled as at fit (idempotent: scaled rows pass unchanged)
+            from .models.pretrained import normalise_features
+
+            X = normalise_features(X.astype(np.float32), norm)
         x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.uint8 if prep.is_image else np.float32)).to(device)
         if prep.is_image:
             x = x.permute(0, 3, 1, 2).contiguous()
