@@ -398,3 +398,16 @@ def test_the_estimator_takes_images_through_frozen_features_as_fit_does(tmp_path
         KDCrowdClassifier(image_features="yes", device="cpu").fit(x, y)
     with pytest.raises(ConfigError, match="head_recipe must be one of auto, shared, frozen-features; got 'frozen'"):
         KDCrowdClassifier(head_recipe="frozen", device="cpu").fit(x, y)
+
+
+def test_a_resumed_fit_keeps_the_feature_scaling_its_run_started_with(tmp_path: Path) -> None:
+    """``kdcrowd fit --resume``: the frozen image features are scaled as ``run.json`` records,
+    ``none`` for a run started before the scaling was recorded; a new run takes the library's."""
+    from kdcrowd.cli import RUN_FILE, _feature_norm
+    from kdcrowd.models.pretrained import FROZEN_FEATURE_NORM
+
+    (tmp_path / RUN_FILE).write_text(json.dumps({"command": "kdcrowd fit", "settings": {}}))
+    assert _feature_norm(tmp_path, resume=True) == "none"
+    assert _feature_norm(tmp_path, resume=False) == FROZEN_FEATURE_NORM == "l2"
+    (tmp_path / RUN_FILE).write_text(json.dumps({"command": "kdcrowd fit", "settings": {}, "frozen_feature_norm": "l2"}))
+    assert _feature_norm(tmp_path, resume=True) == "l2"

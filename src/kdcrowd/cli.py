@@ -669,6 +669,17 @@ def _fit_paths(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: (Path(v) if k in FIT_PATH_PARAMS and v is not None else v) for k, v in settings.items()}
 
 
+def _feature_norm(out: Path, resume: bool) -> str:
+    """How a fit scales the frozen image features it computes: the library's
+    (:data:`kdcrowd.models.pretrained.FROZEN_FEATURE_NORM`), or for a resumed run the one its
+    ``run.json`` records (``none`` for a run started before the scaling was recorded)."""
+    from .models.pretrained import FROZEN_FEATURE_NORM
+
+    if not resume:
+        return FROZEN_FEATURE_NORM
+    return json.loads((out / RUN_FILE).read_text()).get("frozen_feature_norm", "none")
+
+
 def _fit(p: dict[str, Any], resume: bool) -> None:
     """The body of `kdcrowd fit` on its settings ``p`` (fresh or read back by --resume)."""
     import shutil
@@ -689,10 +700,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
 
     started = time.perf_counter()  # the imports are done: what came before is startup
     out: Path = p["out"]
-    from .models.pretrained import FROZEN_FEATURE_NORM
-
-    # how frozen image features are scaled: a resumed run keeps its own (none: started before the scaling was recorded)
-    feature_norm = json.loads((out / RUN_FILE).read_text()).get("frozen_feature_norm", "none") if resume else FROZEN_FEATURE_NORM
+    feature_norm = _feature_norm(out, resume)
     features, images, method = p["features"], p["images"], p["method"]
     duplicates = p["duplicates"]
     texts, predict_texts = p.get("texts"), p.get("predict_texts")
