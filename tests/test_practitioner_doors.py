@@ -381,13 +381,13 @@ def test_the_estimator_takes_images_through_frozen_features_as_fit_does(tmp_path
     np.testing.assert_allclose(clf.predict_proba(x[:4]), clf.predict_proba(extract_features(x[:4])), atol=1e-6)  # images or their features
     # the head saw each image's features divided by their length (FROZEN_FEATURE_NORM), and so does predict
     np.testing.assert_allclose(np.linalg.norm(clf.spreading_["features"], axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(clf._image_inputs(x[:4]), axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(clf._inputs(x[:4], clf.item_shape_), axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(clf.predict_proba(pd.DataFrame(extract_features(x[:4]))), clf.predict_proba(x[:4]), atol=1e-6)  # a DataFrame of rows too
     raw = extract_features(x[:4])
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
     older = copy.deepcopy(clf)  # a model saved before the scaling was recorded reads its features as they come
     older.input_transform_ = {k: v for k, v in clf.input_transform_.items() if k != "norm"}
-    np.testing.assert_array_equal(older._image_inputs(x[:4]), raw)
+    np.testing.assert_array_equal(older._inputs(x[:4], older.item_shape_), raw)
     shared = KDCrowdClassifier(method="mv", epochs=1, head_recipe="shared", device="cpu").fit(x, y)
     assert shared.metrics_["config"]["train"]["lr"] == 1e-3
     pixels = KDCrowdClassifier(method="mv", epochs=1, image_features="none", backbone="mlp", device="cpu").fit(x, y)

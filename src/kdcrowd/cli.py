@@ -527,7 +527,7 @@ def _load_texts(path: Path, text_column: str, item_column: Optional[str]) -> tup
     return np.asarray(ids, dtype=object), lambda: text_features(texts), described, None, None, None
 
 
-def _frozen_features(images: Any, backbone: str, device: str, norm: str) -> Any:
+def _frozen_features(images: Any, backbone: str, device: str, norm: str = "none") -> Any:
     """Frozen features ``(N, F)`` of uint8 images by the pretrained ``backbone``
     (:func:`kdcrowd.models.pretrained.extract_features`, cached on disk), scaled by ``norm``
     (:func:`kdcrowd.models.pretrained.normalise_features`)."""
@@ -833,7 +833,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             pids, pload, _, _, pcolumns = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], side, p["image_ids"] if p["image_ids"] != "auto" else "stem", [])
             PX = pload()
             if frozen is not None:
-                PX = _frozen_features(PX, frozen, p["device"], input_transform["norm"])
+                PX = _frozen_features(PX, frozen, p["device"], feature_norm)
             if features is not None:  # matched to the training columns by name
                 PX = align_feature_columns(PX, pcolumns, columns, f"--predict-features {p['predict_features']}", "--predict-features")
                 PX = PX if columns is None else pd.DataFrame(PX, columns=columns)
@@ -957,8 +957,8 @@ def predict(
             size = int(inputs["image_size"]) if frozen else predictor.item_shape[0] if images is not None else 0
             ids, load, described, _, columns = _load_items(features, images, item_ids, size, image_ids, [])
             X = load()
-            if frozen:  # scaled as at fit ("none": a model saved before the scaling was recorded)
-                X = _frozen_features(X, frozen, device, inputs.get("norm", "none"))
+            if frozen:  # the predictor scales them as at fit (load_predictor)
+                X = _frozen_features(X, frozen, device)
                 described += f"; frozen {frozen} features"
         if features is not None:  # matched to the training columns by name
             X = align_feature_columns(X, columns, predictor.feature_names, f"--features {features}")

@@ -152,37 +152,34 @@ class CrowdFit:
         from .models.pretrained import FROZEN_FEATURE_NORM
 
         self.input_transform_ = {"kind": "image-features", "backbone": name, "image_size": int(X.shape[1]), "norm": FROZEN_FEATURE_NORM}
-        return self._features_of(X, name, FROZEN_FEATURE_NORM), name
+        return self._features_of(X, name), name
 
-    def _features_of(self, images: np.ndarray, name: str, norm: str) -> np.ndarray:
-        """The frozen features of ``images`` from the pretrained network ``name``, on this
-        model's device (cached on disk), scaled by ``norm``
-        (:func:`~kdcrowd.models.pretrained.normalise_features`)."""
-        from .models.pretrained import extract_features, normalise_features
+    def _features_of(self, images: np.ndarray, name: str) -> np.ndarray:
+        """The frozen features of ``images`` from the pretrained network ``name``, on this model's device (cached on disk)."""
+        from .models.pretrained import extract_features
         from .training import resolve_device
 
-        return normalise_features(extract_features(np.asarray(images), name, device=resolve_device(self.device)), norm)
+        return extract_features(np.asarray(images), name, device=resolve_device(self.device))
 
     def _image_inputs(self, X: Any) -> Any:
-        """``X``, or, when the model was trained on frozen image features, the features of
-        images ``X`` or the feature rows ``X`` (``extract_features``' output), scaled as at fit
-        (``none`` for a model saved before the scaling was recorded; ``l2`` is idempotent, so
-        rows already scaled pass unchanged, to float32 rounding)."""
+        """``X``, or its frozen features when the model was trained on those and ``X`` holds images."""
         inputs = getattr(self, "input_transform_", None) or {}
-        if inputs.get("kind") != "image-features":
-            return X
-        norm = inputs.get("norm", "none")
-        if np.ndim(X) == 4:
-            return self._features_of(X, inputs["backbone"], norm)
-        arr = X.to_numpy() if isinstance(X, pd.DataFrame) else X
-        # finite real numbers only: anything else goes on as it is, for _check_X to name what is wrong
-        if norm == "none" or np.ndim(arr) != 2 or not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu" or not np.isfinite(arr).all() \
-                or np.abs(arr).max(initial=0) > np.finfo(np.float32).max:
-            return X
+        if inputs.get("kind") == "image-features" and np.ndim(X) == 4:
+            return self._features_of(X, inputs["backbone"])
+        return X
+
+    def _inputs(self, X: Any, item_shape: tuple[int, ...] | None) -> np.ndarray:
+        """Items as the classifier takes them: images turned into their frozen features when
+        the model was trained on those (:meth:`_image_inputs`), checked (:meth:`_check_X`,
+        ``item_shape`` as there), and frozen image features, given as images or as
+        ``extract_features``' rows, scaled as at fit (``input_transform_["norm"]``; ``none``
+        for a model saved before the scaling was recorded; ``l2`` is idempotent, so rows
+        already scaled pass unchanged, to float32 rounding)."""
         from .models.pretrained import normalise_features
 
-        scaled = normalise_features(arr.astype(np.float32), norm)
-        return pd.DataFrame(scaled, index=X.index, columns=X.columns) if isinstance(X, pd.DataFrame) else scaled
+        X = self._check_X(self._image_inputs(X), item_shape=item_shape)
+        inputs = getattr(self, "input_transform_", None) or {}
+        return normalise_features(X, inputs.get("norm", "none")) if inputs.get("kind") == "image-features" else X
 
     def _annotations(self, n: int, annotations: Any, item_ids: Any) -> Any:
         from .data.annotations import Annotations
@@ -309,7 +306,7 @@ class CrowdFit:
         X, frozen = self._frozen_features(X)
         if frozen is not None:  # an MLP head on the features, with the head recipe of frozen features (head_recipe auto)
             method, backbone, train, options = settings_from_options({**values, "backbone": "auto"}, seed=0, progress=bool(self.verbose), frozen_features=True)
-            X = self._check_X(X)  # the features are what the model takes: n_features_in_ is their width
+            X = self._inputs(X, None)  # the features, scaled, are what the model takes: n_features_in_ is their width
         if spreading.label_spreading == "on" and X.ndim != 2:
             raise ConfigError(
                 f"{_name('label_spreading')} on needs feature rows (features, texts or frozen image features); the images {X.shape} are trained on as pixels "
@@ -334,7 +331,7 @@ class CrowdFit:
         if y_val is not None or X_val is not None:
             if X_val is None or y_val is None:
                 raise ValueError("X_val and y_val go together; give both or neither")
-            X_val = self._check_X(self._image_inputs(X_val), item_shape=X.shape[1:])
+            X_val = self._inputs(X_val, X.shape[1:])
             y_val_idx = pd.Index(classes).get_indexer(np.asarray(y_val)).astype(np.int64)
             if (y_val_idx < 0).any():
                 bad = np.asarray(y_val)[y_val_idx < 0][:5].tolist()
@@ -439,7 +436,7 @@ class CrowdFit:
 
         feats, anchors = [X], [self.classifier_proba_]
         if unlabelled is not None:
-            U = self._check_X(self._image_inputs(unlabelled), item_shape=self.item_shape_)
+            U = self._inputs(unlabelled, self.item_shape_)
             feats.append(U)
             anchors.append(self._classifier(U))
         self.spreading_ = {"features": X, "config": config}  # the anchors are classifier_proba_
@@ -463,7 +460,7 @@ class CrowdFit:
         from .spreading import spread_new
 
         self._check_fitted()
-        X = self._check_X(self._image_inputs(X), item_shape=self.item_shape_)
+        X = self._inputs(X, self.item_shape_)
         proba = self._classifier(X)
         s = getattr(self, "spreading_", None)
         if s is not None:

@@ -210,7 +210,7 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
         if norm != "none":  # frozen image features, scaled as at fit (idempotent: scaled rows pass unchanged)
             from .models.pretrained import normalise_features
 
-            X = normalise_features(X.astype(np.float32), norm)
+            X = normalise_features(X, norm)
         x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.uint8 if prep.is_image else np.float32)).to(device)
         if prep.is_image:
             x = x.permute(0, 3, 1, 2).contiguous()
