@@ -400,6 +400,14 @@ def _fit_like_rows(f: dict[str, np.ndarray], ann: Any, y: np.ndarray, y_val: np.
     return rows, {f"{k}_mean": float(np.mean([r[k] for r in rows])) for k in ("val", "labels", "labels_classifier")}
 
 
+def _write_choice(args: argparse.Namespace, mode: str, field: str, estimator: str, summary: list[dict[str, Any]], rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A comparison's file (:func:`_write`): its ``summary`` (one entry per ``field`` value),
+    ``rows`` and the value chosen on the mean validation accuracy of the pipeline (:func:`_best`)."""
+    return _write(args, {"benchmark": f"pretrained_features --{mode}", **extra, "estimator": estimator,
+                         "chosen_on": "mean validation accuracy of the pipeline (500 LabelMe validation images, true labels); test not read",
+                         "chosen": _best(summary, "val_mean")[field], "summary": summary, "rows": rows})
+
+
 def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
     summary, rows = [], []
     for name in args.backbones:
@@ -412,10 +420,8 @@ def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
         summary.append({"backbone": name, "feature_dim": int(f["train"].shape[1]), "features_seconds": round(seconds, 1),
                         "true_label_probe_val": probe["val_accuracy"], "true_label_probe_C": probe["best_C"], **means})
         print(summary[-1], flush=True)
-    return _write(args, {"benchmark": "pretrained_features --backbones", "backbones": args.backbones,
-                         "estimator": "KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on each backbone's frozen features",
-                         "chosen_on": "mean validation accuracy of the default pipeline (500 LabelMe validation images, true labels); test not read",
-                         "chosen": _best(summary, "val_mean")["backbone"], "summary": summary, "rows": rows})
+    return _write_choice(args, "backbones", "backbone", "KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on each backbone's frozen features",
+                         summary, rows, backbones=args.backbones)
 
 
 def main_teacher_sweep(args: argparse.Namespace) -> dict[str, Any]:
@@ -426,10 +432,8 @@ def main_teacher_sweep(args: argparse.Namespace) -> dict[str, Any]:
         rows += mine
         summary.append({"teacher": teacher, **means})
         print(summary[-1], flush=True)
-    return _write(args, {"benchmark": "pretrained_features --teacher-sweep", "teachers": args.teachers,
-                         "estimator": f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on', teacher=T) at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features",
-                         "chosen_on": "mean validation accuracy of the pipeline (500 LabelMe validation images, true labels); test not read",
-                         "chosen": _best(summary, "val_mean")["teacher"], "summary": summary, "rows": rows})
+    return _write_choice(args, "teacher-sweep", "teacher", f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on', teacher=T) at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features",
+                         summary, rows, teachers=args.teachers)
 
 
 def main_feature_norm_sweep(args: argparse.Namespace) -> dict[str, Any]:
@@ -440,10 +444,8 @@ def main_feature_norm_sweep(args: argparse.Namespace) -> dict[str, Any]:
         rows += mine
         summary.append({"feature_norm": norm, **means})
         print(summary[-1], flush=True)
-    return _write(args, {"benchmark": "pretrained_features --feature-norm-sweep", "feature_norm": None,
-                         "estimator": f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features scaled each way",
-                         "chosen_on": "mean validation accuracy of the pipeline (500 LabelMe validation images, true labels); test not read",
-                         "chosen": _best(summary, "val_mean")["feature_norm"], "summary": summary, "rows": rows})
+    return _write_choice(args, "feature-norm-sweep", "feature_norm", f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features scaled each way",
+                         summary, rows, feature_norm=None)
 
 
 def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
