@@ -133,6 +133,14 @@ labels for information, the test images not read::
     python benchmarks/pretrained_features.py --feature-norm-sweep --threads 2 --seeds 0 1 2 3 4 5 6 \\
         --out benchmarks/results/practitioner_pretrained/cpu_feature_norm_validation.json
 
+With ``--lambda2-sweep`` it chooses KD-Crowd's ``lambda2`` (the weight of the distillation
+term that trains stage 2's crowd model on the student's predictions) for the pipeline of
+``--backbones``, over ``--lambda2s``, on the mean validation accuracy over ``--seeds``; the final
+labels for information, the test images not read::
+
+    python benchmarks/pretrained_features.py --lambda2-sweep --threads 2 --seeds 0 1 2 3 4 5 6 \\
+        --out benchmarks/results/practitioner_pretrained/cpu_lambda2_validation.json
+
 ``--feature-norm`` (default ``l2``, as ``kdcrowd fit --images`` scales them since the eighth
 session) scales the features of every other sweep and check; the files written before that
 were measured on the features as they come: ``--feature-norm none`` reproduces them.
@@ -327,7 +335,7 @@ def frozen_pipeline(x: np.ndarray, ann: Any, seed: int, device: str, unlabelled:
     (and the ``unlabelled`` items to label, which label spreading's graph holds too)."""
     from kdcrowd.estimator import KDCrowdClassifier
 
-    return KDCrowdClassifier(head_recipe="frozen-features", device=device, random_state=seed, **params).fit(x, ann, unlabelled=unlabelled)
+    return KDCrowdClassifier(**{"head_recipe": "frozen-features", **params}, device=device, random_state=seed).fit(x, ann, unlabelled=unlabelled)
 
 
 def main_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
@@ -424,16 +432,33 @@ def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
                          summary, rows, backbones=args.backbones)
 
 
-def main_teacher_sweep(args: argparse.Namespace) -> dict[str, Any]:
+def _option_sweep(args: argparse.Namespace, mode: str, field: str, values: list[Any], plural: str) -> dict[str, Any]:
+    """The pipeline of ``kdcrowd fit`` with the estimator option ``field`` set to each of
+    ``values`` over ``--seeds``, chosen on the mean validation accuracy (:func:`_write_choice`).
+    An option of the frozen-features head recipe is given with the rest of the recipe and
+    ``head_recipe="shared"``: under the recipe a value equal to the shared default would be
+    taken for "left at its default" and replaced by the recipe's."""
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD
+
     f, ann, y, y_val = _train_val(args)
+    rest = {"head_recipe": "shared", **{k: v for k, v in FROZEN_FEATURE_HEAD.items() if k != field}} if field in FROZEN_FEATURE_HEAD else {}
     summary, rows = [], []
-    for teacher in args.teachers:
-        mine, means = _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"teacher": teacher}, teacher=teacher)
+    for value in values:
+        mine, means = _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {field: value}, **rest, **{field: value})
         rows += mine
-        summary.append({"teacher": teacher, **means})
+        summary.append({field: value, **means})
         print(summary[-1], flush=True)
-    return _write_choice(args, "teacher-sweep", "teacher", f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on', teacher=T) at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features",
-                         summary, rows, teachers=args.teachers)
+    short = field.upper()[0]
+    return _write_choice(args, mode, field, f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on', {field}={short}) at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features",
+                         summary, rows, **{plural: values})
+
+
+def main_teacher_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    return _option_sweep(args, "teacher-sweep", "teacher", args.teachers, "teachers")
+
+
+def main_lambda2_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    return _option_sweep(args, "lambda2-sweep", "lambda2", args.lambda2s, "lambda2s")
 
 
 def main_feature_norm_sweep(args: argparse.Namespace) -> dict[str, Any]:
@@ -586,6 +611,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--feature-norm", choices=FEATURE_NORMS, default=FROZEN_FEATURE_NORM, help="how the frozen features of every sweep and check are scaled (see the module docstring)")
     ap.add_argument("--feature-norm-sweep", action="store_true", help="choose the scaling of the frozen features on validation (see the module docstring)")
     ap.add_argument("--norms", nargs="+", choices=FEATURE_NORMS, default=["none", "l2"], help="with --feature-norm-sweep: the scalings compared")
+    ap.add_argument("--lambda2-sweep", action="store_true", help="choose KD-Crowd's lambda2 for frozen features on validation (see the module docstring)")
+    ap.add_argument("--lambda2s", type=float, nargs="+", default=[1.0, 3.0, 10.0, 30.0, 100.0], help="with --lambda2-sweep: the values compared")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.feature_norm_sweep:
@@ -596,6 +623,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return main_spreading_sweep(args)
     if args.teacher_sweep:
         return main_teacher_sweep(args)
+    if args.lambda2_sweep:
+        return main_lambda2_sweep(args)
     if args.ensemble:
         return main_ensemble(args)
     if args.cross_fit:

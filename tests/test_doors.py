@@ -203,7 +203,8 @@ def test_the_options_fit_and_the_estimator_share_have_one_default() -> None:
 
 
 def test_the_head_recipe_sets_only_the_options_left_at_their_defaults(tmp_path: Path) -> None:
-    from kdcrowd.doors import FROZEN_FEATURE_HEAD, apply_head_recipe, settings_from_options
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD, apply_head_recipe, settings_from_options
+    from kdcrowd.framework import KDCrowd
 
     shared = {k: getattr(TrainConfig(), k) for k in FROZEN_FEATURE_HEAD}
     assert door_defaults()["head_recipe"] == "auto"
@@ -215,6 +216,12 @@ def test_the_head_recipe_sets_only_the_options_left_at_their_defaults(tmp_path: 
     _, _, train, _ = settings_from_options({"head_recipe": "frozen-features"}, seed=0, progress=False)
     assert (train.epochs, train.batch_size, train.lr, train.weight_decay) == tuple(FROZEN_FEATURE_HEAD[k] for k in ("epochs", "batch_size", "lr", "weight_decay"))
     assert FROZEN_FEATURE_HEAD != shared  # the recipe differs from the shared defaults
+    # KD-Crowd's part of the recipe goes to method kdcrowd only: another method would refuse a KD-Crowd option
+    assert apply_head_recipe({"head_recipe": "auto"}, frozen_features=True)["lambda2"] == FROZEN_FEATURE_KD["lambda2"] != KDCrowd().lambda2
+    assert "lambda2" not in apply_head_recipe({"head_recipe": "auto", "method": "maxmig"}, frozen_features=True)
+    assert settings_from_options({"head_recipe": "frozen-features"}, seed=0, progress=False)[3]["lambda2"] == FROZEN_FEATURE_KD["lambda2"]
+    assert settings_from_options({"head_recipe": "frozen-features", "lambda2": 3.0}, seed=0, progress=False)[3]["lambda2"] == 3.0  # given: kept
+    assert settings_from_options({"head_recipe": "frozen-features", "method": "maxmig"}, seed=0, progress=False)[0] == "maxmig"
     with pytest.raises(ConfigError, match="head_recipe must be one of auto, shared, frozen-features; got 'frozen-feature' \\(did you mean 'frozen-features'\\?\\)"):
         settings_from_options({"head_recipe": "frozen-feature"}, seed=0, progress=False)
     r = runner.invoke(app, ["run", "--dataset", "tiny", "--out", str(tmp_path / "run"), "--head-recipe", "sometimes"])

@@ -456,6 +456,16 @@ def test_the_frozen_feature_head_recipe_is_the_one_chosen_on_validation() -> Non
     assert "test" not in json.dumps(sweep["rows"])  # chosen without reading the test images
 
 
+def test_the_frozen_feature_lambda2_is_the_one_chosen_on_validation() -> None:
+    import json
+
+    from kdcrowd.doors import FROZEN_FEATURE_KD
+
+    sweep = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/practitioner_pretrained/cpu_lambda2_validation.json").read_text())
+    assert sweep["chosen"] == FROZEN_FEATURE_KD["lambda2"] == max(sweep["summary"], key=lambda s: s["val_mean"])["lambda2"]
+    assert "test" not in json.dumps(sweep["rows"]) and sweep["feature_norm"] == "l2"
+
+
 def test_benchmark_flip_views_draw_one_view_per_item_in_training_batches(load_script) -> None:
     bench = load_script("benchmarks/pretrained_features")
     orig, flip = torch.zeros(6, 3), torch.ones(6, 3)
@@ -633,3 +643,26 @@ def test_benchmark_feature_norm_sweep_scores_each_scaling_through_the_fit_pipeli
     scores = {r["feature_norm"]: (r["val"], r["labels"]) for r in out["rows"]}
     assert scores["l2"] != scores["none"]  # the two scalings score apart here, so the next line tells them apart
     assert teach["feature_norm"] == "l2" and (teach["rows"][0]["val"], teach["rows"][0]["labels"]) == scores["l2"]
+
+
+def test_benchmark_lambda2_sweep_runs_each_value_as_given_even_the_shared_default(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--lambda2-sweep``: a row per value, each the pipeline as ``fit`` runs it with that
+    lambda2. The recipe sets lambda2 when it is left at its shared default (1), so the sweep's
+    row for 1 must still run 1: the rest of the recipe given, ``head_recipe="shared"``."""
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    bench = load_script("benchmarks/pretrained_features")
+    ds = tiny_dataset(n=160, k=3, d=5)
+    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
+    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
+    out = bench.main(["--lambda2-sweep", "--lambda2s", "1", str(FROZEN_FEATURE_KD["lambda2"]), "--feature-norm", "none", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "l.json")])
+    assert [s["lambda2"] for s in out["summary"]] == [1.0, FROZEN_FEATURE_KD["lambda2"]]
+    fit = lambda **kw: KDCrowdClassifier(label_spreading="on", device="cpu", random_state=0, **kw).fit(ds.x_train, ds.annotations, unlabelled=ds.x_val)
+    shared_one = fit(head_recipe="shared", **FROZEN_FEATURE_HEAD, lambda2=1.0)
+    recipe = fit(head_recipe="frozen-features")  # lambda2 left at its default: the recipe's
+    rows = {r["lambda2"]: (r["val"], r["labels"]) for r in out["rows"]}
+    score = lambda clf: (float(np.mean(clf.predict_proba(ds.x_val).argmax(1) == ds.y_val)), float(np.mean(clf.label_proba_.argmax(1) == ds.y_train)))
+    assert rows[1.0] == score(shared_one) and rows[FROZEN_FEATURE_KD["lambda2"]] == score(recipe)
+    assert not np.allclose(shared_one.label_proba_, recipe.label_proba_)  # the two lambda2 train apart here
+    assert out["chosen"] == max(out["summary"], key=lambda s: s["val_mean"])["lambda2"]

@@ -876,7 +876,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         settings.update(teacher=p["teacher"], student=p["student"])
     from .doors import apply_head_recipe
 
-    head = apply_head_recipe({k: p[k] for k in ("head_recipe", "epochs", "batch_size", "lr", "weight_decay") if k in p}, frozen_features=frozen is not None)
+    head = apply_head_recipe({k: p[k] for k in ("head_recipe", "method", "epochs", "batch_size", "lr", "weight_decay", "lambda2") if k in p}, frozen_features=frozen is not None)
+    if method == "kdcrowd":
+        settings["lambda2"] = head.get("lambda2", p.get("lambda2"))  # a run.json from before the option has neither
     settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "head recipe": door_values.get("head_recipe", "auto"), "epochs": head["epochs"], "batch size": head["batch_size"], "learning rate": head["lr"], "weight decay": head["weight_decay"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
     sp = clf.spreading_
     settings["label spreading"] = "off" if sp is None else f"on: {sp['config'].spreading_neighbours} neighbours, alpha {sp['config'].spreading_alpha:g}"

@@ -35,7 +35,7 @@ from .config import ConfigError, _name, literal_choices, option_defaults, option
 from .framework import KDCrowd
 from .training import TrainConfig
 
-__all__ = ["DoorOption", "door_options", "spreading_options", "door_defaults", "settings_from_options", "apply_head_recipe", "HEAD_RECIPES", "FROZEN_FEATURE_HEAD", "field_docs", "TRAIN_NOT_OPTIONS", "KDCROWD_NOT_OPTIONS", "option_style"]
+__all__ = ["DoorOption", "door_options", "spreading_options", "door_defaults", "settings_from_options", "apply_head_recipe", "HEAD_RECIPES", "FROZEN_FEATURE_HEAD", "FROZEN_FEATURE_KD", "field_docs", "TRAIN_NOT_OPTIONS", "KDCROWD_NOT_OPTIONS", "option_style"]
 
 #: TrainConfig fields that are not door options: each door sets them its own way.
 TRAIN_NOT_OPTIONS = ("seed", "progress", "checkpoint", "distributed", "sync_bn")
@@ -53,23 +53,32 @@ HEAD_RECIPES = ("auto", "shared", "frozen-features")
 #: docs/RESULTS.md §7h). At the shared defaults (30 epochs, lr 1e-3) the crowd model
 #: memorises the wrong labels on these features by the last epoch.
 FROZEN_FEATURE_HEAD: dict[str, Any] = {"epochs": 30, "batch_size": 64, "lr": 1e-4, "weight_decay": 5e-4}
+#: KD-Crowd's options in the same recipe (method kdcrowd only): ``lambda2``, the weight of the
+#: term that distils the student's predictions into stage 2's crowd model, chosen the same way
+#: with the head above and label spreading (``benchmarks/pretrained_features.py
+#: --lambda2-sweep``, ``benchmarks/results/practitioner_pretrained/cpu_lambda2_validation.json``,
+#: docs/RESULTS.md §7h).
+FROZEN_FEATURE_KD: dict[str, Any] = {"lambda2": 10.0}
 
 _HEAD_RECIPE_HELP = (
     "Which values the optimisation options left at their defaults take: auto (default: the frozen-features recipe when the items are frozen "
     "pretrained image features computed by this fit, i.e. kdcrowd fit --images with --image-features auto|frozen or the estimator's "
-    "image_features, else the shared defaults), shared (the defaults shown for --epochs, --batch-size, --lr, --weight-decay) or "
+    "image_features, else the shared defaults), shared (the defaults shown for --epochs, --batch-size, --lr, --weight-decay, --lambda2) or "
     "frozen-features ("
     + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in FROZEN_FEATURE_HEAD.items())
+    + ", and with method kdcrowd "
+    + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in FROZEN_FEATURE_KD.items())
     + ", chosen on LabelMe's validation images; also for features you computed yourself). An option given a value other than its default keeps it."
 )
 
 
 def apply_head_recipe(values: dict[str, Any], frozen_features: bool) -> dict[str, Any]:
     """``values`` (door option values, ``head_recipe`` among them) with each option of
-    :data:`FROZEN_FEATURE_HEAD` that is at its shared default replaced by the recipe's value,
-    when ``head_recipe`` is ``frozen-features``, or ``auto`` and ``frozen_features`` (the
-    door computed frozen pretrained image features itself). An option set to anything but
-    its default is kept; ``shared`` changes nothing."""
+    :data:`FROZEN_FEATURE_HEAD` (and of :data:`FROZEN_FEATURE_KD` when ``method`` is kdcrowd,
+    the default) that is at its shared default replaced by the recipe's value, when
+    ``head_recipe`` is ``frozen-features``, or ``auto`` and ``frozen_features`` (the door
+    computed frozen pretrained image features itself). An option set to anything but its
+    default is kept; ``shared`` changes nothing."""
     recipe = values.get("head_recipe", "auto")
     if recipe not in HEAD_RECIPES:
         from .config import closest
@@ -78,8 +87,9 @@ def apply_head_recipe(values: dict[str, Any], frozen_features: bool) -> dict[str
         raise ConfigError(f"{_name('head_recipe')} must be one of {', '.join(HEAD_RECIPES)}; got {recipe!r}" + (f" (did you mean {near!r}?)" if near else ""))
     if recipe == "shared" or (recipe == "auto" and not frozen_features):
         return dict(values)
-    shared = option_defaults(TrainConfig)
-    return {**values, **{k: v for k, v in FROZEN_FEATURE_HEAD.items() if values.get(k, shared[k]) == shared[k]}}
+    shared = {**option_defaults(TrainConfig), **option_defaults(KDCrowd)}
+    recipe = {**FROZEN_FEATURE_HEAD, **(FROZEN_FEATURE_KD if values.get("method", "kdcrowd") == "kdcrowd" else {})}
+    return {**values, **{k: v for k, v in recipe.items() if values.get(k, shared[k]) == shared[k]}}
 
 
 @dataclass(frozen=True)

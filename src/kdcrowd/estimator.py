@@ -94,9 +94,10 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
         spreading_neighbours, spreading_alpha: the graph's neighbours per item (5) and the
             neighbours' weight against the item's own probabilities (0.8).
         head_recipe: ``auto`` (default), ``shared`` or ``frozen-features``: which values
-            ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` take when left at their
-            defaults. ``auto`` applies the frozen-features recipe
-            (:data:`kdcrowd.doors.FROZEN_FEATURE_HEAD`, chosen on LabelMe's validation
+            ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` (and ``lambda2`` with
+            method ``kdcrowd``) take when left at their defaults. ``auto`` applies the
+            frozen-features recipe (:data:`kdcrowd.doors.FROZEN_FEATURE_HEAD` and
+            :data:`~kdcrowd.doors.FROZEN_FEATURE_KD`, chosen on LabelMe's validation
             images) when this fit computes frozen image features (``image_features``), and
             the shared defaults otherwise; give ``frozen-features`` for features you
             computed yourself with ``extract_features``.
