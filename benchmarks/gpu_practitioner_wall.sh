@@ -8,8 +8,11 @@ export KDCROWD_DATA=$PWD/.data PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps .whl/*.whl 2>&1 | tail -1
 python3 benchmarks/practitioner_export.py export labelme --data-root .data --out /tmp/lm > /dev/null
 export KDCROWD_CACHE=/tmp/kc_prac
+# the files' names: NAME_seed<N>.json (default: the setting of the ninth session's defaults,
+# unit-length features and KD-Crowd's lambda2 10; the earlier runs' files keep their names)
+NAME=${NAME:-gpu_practitioner_lambda2_labelme}
 for s in 0 1 2; do
-  timeout 150 python3 benchmarks/practitioner_export.py run --device cuda --json "$OUT/gpu_practitioner_labelme_seed$s.json" /tmp/lm /tmp/lmfit$s -- --seed $s 2> "$OUT/stderr_seed$s.txt" | tail -3
+  timeout 150 python3 benchmarks/practitioner_export.py run --device cuda --json "$OUT/${NAME}_seed$s.json" /tmp/lm /tmp/lmfit$s -- --seed $s 2> "$OUT/${NAME}_stderr_seed$s.txt" | tail -3
 done
-cp /tmp/lmfit0/metrics.json "$OUT/gpu_practitioner_labelme_seed0_metrics.json" 2>/dev/null
-python3 benchmarks/practitioner_export.py summary "$OUT"/gpu_practitioner_labelme_seed?.json --json "$OUT/gpu_practitioner_labelme_summary.json" | tail -5
+cp /tmp/lmfit0/metrics.json "$OUT/${NAME}_seed0_metrics.json" 2>/dev/null
+python3 benchmarks/practitioner_export.py summary "$OUT"/${NAME}_seed?.json --json "$OUT/${NAME}_summary.json" | tail -5
