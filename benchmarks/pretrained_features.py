@@ -438,10 +438,11 @@ def _option_sweep(args: argparse.Namespace, mode: str, field: str, values: list[
     An option of the frozen-features head recipe is given with the rest of the recipe and
     ``head_recipe="shared"``: under the recipe a value equal to the shared default would be
     taken for "left at its default" and replaced by the recipe's."""
-    from kdcrowd.doors import FROZEN_FEATURE_HEAD
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD
 
     f, ann, y, y_val = _train_val(args)
-    rest = {"head_recipe": "shared", **{k: v for k, v in FROZEN_FEATURE_HEAD.items() if k != field}} if field in FROZEN_FEATURE_HEAD else {}
+    recipe = {**FROZEN_FEATURE_HEAD, **FROZEN_FEATURE_KD}
+    rest = {"head_recipe": "shared", **{k: v for k, v in recipe.items() if k != field}} if field in recipe else {}
     summary, rows = [], []
     for value in values:
         mine, means = _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {field: value}, **rest, **{field: value})

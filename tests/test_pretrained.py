@@ -648,21 +648,23 @@ def test_benchmark_feature_norm_sweep_scores_each_scaling_through_the_fit_pipeli
 def test_benchmark_lambda2_sweep_runs_each_value_as_given_even_the_shared_default(load_script, monkeypatch, tmp_path: Path) -> None:
     """``--lambda2-sweep``: a row per value, each the pipeline as ``fit`` runs it with that
     lambda2. The recipe sets lambda2 when it is left at its shared default (1), so the sweep's
-    row for 1 must still run 1: the rest of the recipe given, ``head_recipe="shared"``."""
-    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD
-    from kdcrowd.estimator import KDCrowdClassifier
+    row for 1 must still run 1: the rest of the recipe given, ``head_recipe="shared"``. Checked
+    on the options each fit resolves to (the tiny data score 1.0 whatever lambda2)."""
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD, door_defaults, settings_from_options
 
     bench = load_script("benchmarks/pretrained_features")
     ds = tiny_dataset(n=160, k=3, d=5)
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
     monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
+    seen: list[dict] = []
+    real = bench.frozen_pipeline
+    monkeypatch.setattr(bench, "frozen_pipeline", lambda *a, **params: (seen.append(params), real(*a, **params))[1])
     out = bench.main(["--lambda2-sweep", "--lambda2s", "1", str(FROZEN_FEATURE_KD["lambda2"]), "--feature-norm", "none", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "l.json")])
     assert [s["lambda2"] for s in out["summary"]] == [1.0, FROZEN_FEATURE_KD["lambda2"]]
-    fit = lambda **kw: KDCrowdClassifier(label_spreading="on", device="cpu", random_state=0, **kw).fit(ds.x_train, ds.annotations, unlabelled=ds.x_val)
-    shared_one = fit(head_recipe="shared", **FROZEN_FEATURE_HEAD, lambda2=1.0)
-    recipe = fit(head_recipe="frozen-features")  # lambda2 left at its default: the recipe's
-    rows = {r["lambda2"]: (r["val"], r["labels"]) for r in out["rows"]}
-    score = lambda clf: (float(np.mean(clf.predict_proba(ds.x_val).argmax(1) == ds.y_val)), float(np.mean(clf.label_proba_.argmax(1) == ds.y_train)))
-    assert rows[1.0] == score(shared_one) and rows[FROZEN_FEATURE_KD["lambda2"]] == score(recipe)
-    assert not np.allclose(shared_one.label_proba_, recipe.label_proba_)  # the two lambda2 train apart here
+    options = door_defaults().keys()
+    given = [{"head_recipe": "frozen-features", **p} for p in seen]  # as frozen_pipeline builds the estimator
+    resolved = [settings_from_options({k: v for k, v in p.items() if k in options}, seed=0, progress=False) for p in given]
+    assert [r[3]["lambda2"] for r in resolved] == [1.0, FROZEN_FEATURE_KD["lambda2"]]  # each row ran the lambda2 it names
+    for _, _, train, _ in resolved:  # and the rest of the recipe
+        assert {k: getattr(train, k) for k in FROZEN_FEATURE_HEAD} == FROZEN_FEATURE_HEAD
     assert out["chosen"] == max(out["summary"], key=lambda s: s["val_mean"])["lambda2"]
