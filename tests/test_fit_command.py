@@ -498,3 +498,42 @@ def test_a_failed_write_leaves_no_outputs_and_resume_writes_them_without_trainin
     r = runner.invoke(app, ["fit", "--resume", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     _outputs_equal(tmp_path / "plain", out)
+
+
+def test_a_resumed_fit_keeps_kd_crowds_part_of_the_recipe_its_run_started_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frozen-features recipe's KD-Crowd part (lambda2) is recorded in run.json; ``--resume``
+    trains with the recorded one, none for a run started before it was part of the recipe, so a
+    run checkpointed by an older kdcrowd resumes instead of meeting other settings."""
+    import kdcrowd.framework as framework
+    from kdcrowd.cli import RUN_FILE, _recipe_kd
+    from kdcrowd.doors import FROZEN_FEATURE_KD
+
+    prob = make_problem(tmp_path / "data")
+    out = tmp_path / "out"
+    real, calls = framework.fit, []
+
+    def stop_in_the_second_stage(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(framework, "fit", stop_in_the_second_stage)
+    r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(out),
+                            "--device", "cpu", "--epochs", "2", "--head-recipe", "frozen-features", "--quiet"])
+    assert r.exit_code == 130, r.output
+    monkeypatch.setattr(framework, "fit", real)
+    run = json.loads((out / RUN_FILE).read_text())
+    assert run["frozen_feature_kd"] == FROZEN_FEATURE_KD == _recipe_kd(out, resume=True) == _recipe_kd(out, resume=False)
+    state_file = out / "checkpoints" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["settings"]["framework"]["lambda2"] == FROZEN_FEATURE_KD["lambda2"] != 1.0  # the recipe's, not the shared default
+    # the same run as an older kdcrowd made it: lambda2 was not in the recipe, and run.json did not record it
+    del run["frozen_feature_kd"]
+    (out / RUN_FILE).write_text(json.dumps(run))
+    state["settings"]["framework"]["lambda2"] = state["settings"]["run"]["options"]["lambda2"] = 1.0
+    state_file.write_text(json.dumps(state))
+    assert _recipe_kd(out, resume=True) == {}
+    r = runner.invoke(app, ["fit", "--resume", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "metrics.json").read_text())["config"]["options"]["lambda2"] == 1.0

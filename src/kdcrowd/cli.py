@@ -669,6 +669,18 @@ def _fit_paths(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: (Path(v) if k in FIT_PATH_PARAMS and v is not None else v) for k, v in settings.items()}
 
 
+def _recipe_kd(out: Path, resume: bool) -> dict[str, Any]:
+    """KD-Crowd's part of the frozen-features recipe for a fit: the library's
+    (:data:`kdcrowd.doors.FROZEN_FEATURE_KD`), or for a resumed run the one its ``run.json``
+    records (none for a run started before it was part of the recipe), so that a resumed run
+    trains with the settings its checkpoints were made with."""
+    from .doors import FROZEN_FEATURE_KD
+
+    if not resume:
+        return dict(FROZEN_FEATURE_KD)
+    return json.loads((out / RUN_FILE).read_text()).get("frozen_feature_kd", {})
+
+
 def _feature_norm(out: Path, resume: bool) -> str:
     """How a fit scales the frozen image features it computes: the library's
     (:data:`kdcrowd.models.pretrained.FROZEN_FEATURE_NORM`), or for a resumed run the one its
@@ -694,6 +706,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .data.gold import gold_values
     from .data.items import _as_text, align_feature_columns, read_item_labels
     from .crowdfit import MIN_IMAGE_SIDE, CrowdFit
+    from .doors import apply_head_recipe, door_defaults
     from .outdir import check_out_dir, prepare_out_dir
     from .report.html import thumbnails_from_files
     from .report.practitioner import FILES, write_fit_outputs
@@ -701,6 +714,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     started = time.perf_counter()  # the imports are done: what came before is startup
     out: Path = p["out"]
     feature_norm = _feature_norm(out, resume)
+    recipe_kd = _recipe_kd(out, resume)
     features, images, method = p["features"], p["images"], p["method"]
     duplicates = p["duplicates"]
     texts, predict_texts = p.get("texts"), p.get("predict_texts")
@@ -821,6 +835,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         elif texts is not None:
             X, featurizer = X
             input_transform = {"kind": "text", "text_column": p.get("text_column") or "text", "featurizer": featurizer.to_state()}
+        head_recipe = door_values.get("head_recipe", "auto")  # as the report shows it
+        if head_recipe == "frozen-features":  # resolved here with the run's own KD-Crowd part, then given as is
+            door_values = {**apply_head_recipe(door_values, frozen_features=True, kd=recipe_kd), "head_recipe": "shared"}
         if columns is not None:  # the model keeps the column names (feature_names_in_) for `kdcrowd predict`
             X = pd.DataFrame(X, columns=columns)
         predict = None
@@ -852,7 +869,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         for name in (*FILES, RUN_FILE):  # an earlier finished run's outputs go first: nothing stale looks new
             (out / name).unlink(missing_ok=True)
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")},
-                                    "frozen_feature_norm": feature_norm})
+                                    "frozen_feature_norm": feature_norm, "frozen_feature_kd": recipe_kd})
     clf = CrowdFit(  # the estimator's engine without scikit-learn: the inputs are checked above
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",
@@ -874,12 +891,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images if images is not None else texts, "method": method}
     if method == "kdcrowd":
         settings.update(teacher=p["teacher"], student=p["student"])
-    from .doors import apply_head_recipe
-
-    head = apply_head_recipe({k: p[k] for k in ("head_recipe", "method", "epochs", "batch_size", "lr", "weight_decay", "lambda2") if k in p}, frozen_features=frozen is not None)
+    head = door_values  # the recipe resolved above
     if method == "kdcrowd":
-        settings["lambda2"] = head.get("lambda2", p.get("lambda2"))  # a run.json from before the option has neither
-    settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "head recipe": door_values.get("head_recipe", "auto"), "epochs": head["epochs"], "batch size": head["batch_size"], "learning rate": head["lr"], "weight decay": head["weight_decay"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
+        settings["lambda2"] = head.get("lambda2", door_defaults()["lambda2"])  # a run.json from before the option lacks it
+    settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "head recipe": head_recipe, "epochs": head["epochs"], "batch size": head["batch_size"], "learning rate": head["lr"], "weight decay": head["weight_decay"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
     sp = clf.spreading_
     settings["label spreading"] = "off" if sp is None else f"on: {sp['config'].spreading_neighbours} neighbours, alpha {sp['config'].spreading_alpha:g}"
     if p.get("gold") is not None:

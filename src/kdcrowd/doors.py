@@ -72,13 +72,14 @@ _HEAD_RECIPE_HELP = (
 )
 
 
-def apply_head_recipe(values: dict[str, Any], frozen_features: bool) -> dict[str, Any]:
+def apply_head_recipe(values: dict[str, Any], frozen_features: bool, kd: dict[str, Any] | None = None) -> dict[str, Any]:
     """``values`` (door option values, ``head_recipe`` among them) with each option of
     :data:`FROZEN_FEATURE_HEAD` (and of :data:`FROZEN_FEATURE_KD` when ``method`` is kdcrowd,
     the default) that is at its shared default replaced by the recipe's value, when
     ``head_recipe`` is ``frozen-features``, or ``auto`` and ``frozen_features`` (the door
     computed frozen pretrained image features itself). An option set to anything but its
-    default is kept; ``shared`` changes nothing."""
+    default is kept; ``shared`` changes nothing. ``kd``: KD-Crowd's part of the recipe instead
+    of :data:`FROZEN_FEATURE_KD` (a resumed run's, as its run started with)."""
     recipe = values.get("head_recipe", "auto")
     if recipe not in HEAD_RECIPES:
         from .config import closest
@@ -88,7 +89,8 @@ def apply_head_recipe(values: dict[str, Any], frozen_features: bool) -> dict[str
     if recipe == "shared" or (recipe == "auto" and not frozen_features):
         return dict(values)
     shared = {**option_defaults(TrainConfig), **option_defaults(KDCrowd)}
-    recipe = {**FROZEN_FEATURE_HEAD, **(FROZEN_FEATURE_KD if values.get("method", "kdcrowd") == "kdcrowd" else {})}
+    kd = FROZEN_FEATURE_KD if kd is None else kd
+    recipe = {**FROZEN_FEATURE_HEAD, **(kd if values.get("method", "kdcrowd") == "kdcrowd" else {})}
     return {**values, **{k: v for k, v in recipe.items() if values.get(k, shared[k]) == shared[k]}}
 
 
