@@ -90,8 +90,8 @@ def apply_head_recipe(values: dict[str, Any], frozen_features: bool, kd: dict[st
         return dict(values)
     shared = {**option_defaults(TrainConfig), **option_defaults(KDCrowd)}
     kd = FROZEN_FEATURE_KD if kd is None else kd
-    recipe = {**FROZEN_FEATURE_HEAD, **(kd if values.get("method", "kdcrowd") == "kdcrowd" else {})}
-    return {**values, **{k: v for k, v in recipe.items() if values.get(k, shared[k]) == shared[k]}}
+    settings = {**FROZEN_FEATURE_HEAD, **(kd if values.get("method", "kdcrowd") == "kdcrowd" else {})}
+    return {**values, **{k: v for k, v in settings.items() if values.get(k, shared[k]) == shared[k]}}
 
 
 @dataclass(frozen=True)
