@@ -505,7 +505,7 @@ def test_a_resumed_fit_keeps_kd_crowds_part_of_the_recipe_its_run_started_with(t
     trains with the recorded one, none for a run started before it was part of the recipe, so a
     run checkpointed by an older kdcrowd resumes instead of meeting other settings."""
     import kdcrowd.framework as framework
-    from kdcrowd.cli import RUN_FILE, _recipe_kd
+    from kdcrowd.cli import RUN_FILE, _recorded_choices
     from kdcrowd.doors import FROZEN_FEATURE_KD
 
     prob = make_problem(tmp_path / "data")
@@ -524,7 +524,8 @@ def test_a_resumed_fit_keeps_kd_crowds_part_of_the_recipe_its_run_started_with(t
     assert r.exit_code == 130, r.output
     monkeypatch.setattr(framework, "fit", real)
     run = json.loads((out / RUN_FILE).read_text())
-    assert run["frozen_feature_kd"] == FROZEN_FEATURE_KD == _recipe_kd(out, resume=True) == _recipe_kd(out, resume=False)
+    kd = lambda resume: _recorded_choices(out, resume)["frozen_feature_kd"]
+    assert run["frozen_feature_kd"] == FROZEN_FEATURE_KD == kd(True) == kd(False)
     state_file = out / "checkpoints" / "state.json"
     state = json.loads(state_file.read_text())
     assert state["settings"]["framework"]["lambda2"] == FROZEN_FEATURE_KD["lambda2"] != 1.0  # the recipe's, not the shared default
@@ -533,7 +534,7 @@ def test_a_resumed_fit_keeps_kd_crowds_part_of_the_recipe_its_run_started_with(t
     (out / RUN_FILE).write_text(json.dumps(run))
     state["settings"]["framework"]["lambda2"] = state["settings"]["run"]["options"]["lambda2"] = 1.0
     state_file.write_text(json.dumps(state))
-    assert _recipe_kd(out, resume=True) == {}
+    assert kd(True) == {}
     r = runner.invoke(app, ["fit", "--resume", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "metrics.json").read_text())["config"]["options"]["lambda2"] == 1.0

@@ -5,7 +5,6 @@ frozen pretrained image features by default in `kdcrowd fit --images`, and text 
 from __future__ import annotations
 
 import copy
-
 import json
 import os
 import subprocess
@@ -403,9 +402,10 @@ def test_the_estimator_takes_images_through_frozen_features_as_fit_does(tmp_path
 def test_a_resumed_fit_keeps_the_feature_scaling_its_run_started_with(tmp_path: Path) -> None:
     """``kdcrowd fit --resume``: the frozen image features are scaled as ``run.json`` records,
     ``none`` for a run started before the scaling was recorded; a new run takes the library's."""
-    from kdcrowd.cli import RUN_FILE, _feature_norm
+    from kdcrowd.cli import RUN_FILE, _recorded_choices
     from kdcrowd.models.pretrained import FROZEN_FEATURE_NORM
 
+    _feature_norm = lambda out, resume: _recorded_choices(out, resume)["frozen_feature_norm"]
     (tmp_path / RUN_FILE).write_text(json.dumps({"command": "kdcrowd fit", "settings": {}}))
     assert _feature_norm(tmp_path, resume=True) == "none"
     assert _feature_norm(tmp_path, resume=False) == FROZEN_FEATURE_NORM == "l2"

@@ -669,27 +669,24 @@ def _fit_paths(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: (Path(v) if k in FIT_PATH_PARAMS and v is not None else v) for k, v in settings.items()}
 
 
-def _recipe_kd(out: Path, resume: bool) -> dict[str, Any]:
-    """KD-Crowd's part of the frozen-features recipe for a fit: the library's
-    (:data:`kdcrowd.doors.FROZEN_FEATURE_KD`), or for a resumed run the one its ``run.json``
-    records (none for a run started before it was part of the recipe), so that a resumed run
-    trains with the settings its checkpoints were made with."""
+#: The library's choices for frozen features that ``run.json`` records beside the settings, each
+#: with what a run started before it was recorded used: how the features are scaled
+#: (:data:`kdcrowd.models.pretrained.FROZEN_FEATURE_NORM`) and KD-Crowd's part of the head
+#: recipe (:data:`kdcrowd.doors.FROZEN_FEATURE_KD`).
+_RECORDED_BEFORE = {"frozen_feature_norm": "none", "frozen_feature_kd": {}}
+
+
+def _recorded_choices(out: Path, resume: bool) -> dict[str, Any]:
+    """The library's choices of :data:`_RECORDED_BEFORE` for a new fit; for a resumed run the
+    ones its ``run.json`` records (those of :data:`_RECORDED_BEFORE` where it has none), so that
+    it trains as its checkpoints were made."""
     from .doors import FROZEN_FEATURE_KD
-
-    if not resume:
-        return dict(FROZEN_FEATURE_KD)
-    return json.loads((out / RUN_FILE).read_text()).get("frozen_feature_kd", {})
-
-
-def _feature_norm(out: Path, resume: bool) -> str:
-    """How a fit scales the frozen image features it computes: the library's
-    (:data:`kdcrowd.models.pretrained.FROZEN_FEATURE_NORM`), or for a resumed run the one its
-    ``run.json`` records (``none`` for a run started before the scaling was recorded)."""
     from .models.pretrained import FROZEN_FEATURE_NORM
 
     if not resume:
-        return FROZEN_FEATURE_NORM
-    return json.loads((out / RUN_FILE).read_text()).get("frozen_feature_norm", "none")
+        return {"frozen_feature_norm": FROZEN_FEATURE_NORM, "frozen_feature_kd": dict(FROZEN_FEATURE_KD)}
+    run = json.loads((out / RUN_FILE).read_text())
+    return {k: run.get(k, before) for k, before in _RECORDED_BEFORE.items()}
 
 
 def _fit(p: dict[str, Any], resume: bool) -> None:
@@ -706,15 +703,15 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .data.gold import gold_values
     from .data.items import _as_text, align_feature_columns, read_item_labels
     from .crowdfit import MIN_IMAGE_SIDE, CrowdFit
-    from .doors import apply_head_recipe, door_defaults
+    from .doors import apply_head_recipe
     from .outdir import check_out_dir, prepare_out_dir
     from .report.html import thumbnails_from_files
     from .report.practitioner import FILES, write_fit_outputs
 
     started = time.perf_counter()  # the imports are done: what came before is startup
     out: Path = p["out"]
-    feature_norm = _feature_norm(out, resume)
-    recipe_kd = _recipe_kd(out, resume)
+    recorded = _recorded_choices(out, resume)
+    feature_norm = recorded["frozen_feature_norm"]
     features, images, method = p["features"], p["images"], p["method"]
     duplicates = p["duplicates"]
     texts, predict_texts = p.get("texts"), p.get("predict_texts")
@@ -837,7 +834,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             input_transform = {"kind": "text", "text_column": p.get("text_column") or "text", "featurizer": featurizer.to_state()}
         head_recipe = door_values.get("head_recipe", "auto")  # as the report shows it
         if head_recipe == "frozen-features":  # resolved here with the run's own KD-Crowd part, then given as is
-            door_values = {**apply_head_recipe(door_values, frozen_features=True, kd=recipe_kd), "head_recipe": "shared"}
+            door_values = {**apply_head_recipe(door_values, frozen_features=True, kd=recorded["frozen_feature_kd"]), "head_recipe": "shared"}
         if columns is not None:  # the model keeps the column names (feature_names_in_) for `kdcrowd predict`
             X = pd.DataFrame(X, columns=columns)
         predict = None
@@ -869,7 +866,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         for name in (*FILES, RUN_FILE):  # an earlier finished run's outputs go first: nothing stale looks new
             (out / name).unlink(missing_ok=True)
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")},
-                                    "frozen_feature_norm": feature_norm, "frozen_feature_kd": recipe_kd})
+                                    **recorded})
     clf = CrowdFit(  # the estimator's engine without scikit-learn: the inputs are checked above
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",
@@ -891,10 +888,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images if images is not None else texts, "method": method}
     if method == "kdcrowd":
         settings.update(teacher=p["teacher"], student=p["student"])
-    head = door_values  # the recipe resolved above
     if method == "kdcrowd":
-        settings["lambda2"] = head.get("lambda2", door_defaults()["lambda2"])  # a run.json from before the option lacks it
-    settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "head recipe": head_recipe, "epochs": head["epochs"], "batch size": head["batch_size"], "learning rate": head["lr"], "weight decay": head["weight_decay"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
+        settings["lambda2"] = door_values["lambda2"]  # the recipe resolved above
+    settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "head recipe": head_recipe, "epochs": door_values["epochs"], "batch size": door_values["batch_size"], "learning rate": door_values["lr"], "weight decay": door_values["weight_decay"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
     sp = clf.spreading_
     settings["label spreading"] = "off" if sp is None else f"on: {sp['config'].spreading_neighbours} neighbours, alpha {sp['config'].spreading_alpha:g}"
     if p.get("gold") is not None:
