@@ -155,7 +155,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -408,33 +408,40 @@ def _fit_like_rows(f: dict[str, np.ndarray], ann: Any, y: np.ndarray, y_val: np.
     return rows, {f"{k}_mean": float(np.mean([r[k] for r in rows])) for k in ("val", "labels", "labels_classifier")}
 
 
-def _write_choice(args: argparse.Namespace, mode: str, field: str, estimator: str, summary: list[dict[str, Any]], rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    """A comparison's file (:func:`_write`): its ``summary`` (one entry per ``field`` value),
-    ``rows`` and the value chosen on the mean validation accuracy of the pipeline (:func:`_best`)."""
+def _compare(args: argparse.Namespace, mode: str, field: str, values: list[Any], estimator: str,
+             run: Callable[[Any], tuple[list[dict[str, Any]], dict[str, Any]]], **extra: Any) -> dict[str, Any]:
+    """A comparison's file (:func:`_write`): for each of ``values`` of ``field``, ``run(value)``
+    gives its rows and the fields of its summary entry (the means of :func:`_fit_like_rows`
+    among them); the value chosen is the one with the highest mean validation accuracy of the
+    pipeline (:func:`_best`)."""
+    summary, rows = [], []
+    for value in values:
+        mine, fields = run(value)
+        rows += mine
+        summary.append({field: value, **fields})
+        print(summary[-1], flush=True)
     return _write(args, {"benchmark": f"pretrained_features --{mode}", **extra, "estimator": estimator,
                          "chosen_on": "mean validation accuracy of the pipeline (500 LabelMe validation images, true labels); test not read",
                          "chosen": _best(summary, "val_mean")[field], "summary": summary, "rows": rows})
 
 
 def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
-    summary, rows = [], []
-    for name in args.backbones:
+    def run(name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         t = time.perf_counter()
         f, ann, y, y_val = _train_val(args, name)
         seconds = time.perf_counter() - t
         probe = linear_probe(f["train"], y, f["val"], y_val, None, None, args.cs)
         mine, means = _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"backbone": name})
-        rows += mine
-        summary.append({"backbone": name, "feature_dim": int(f["train"].shape[1]), "features_seconds": round(seconds, 1),
-                        "true_label_probe_val": probe["val_accuracy"], "true_label_probe_C": probe["best_C"], **means})
-        print(summary[-1], flush=True)
-    return _write_choice(args, "backbones", "backbone", "KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on each backbone's frozen features",
-                         summary, rows, backbones=args.backbones)
+        return mine, {"feature_dim": int(f["train"].shape[1]), "features_seconds": round(seconds, 1),
+                      "true_label_probe_val": probe["val_accuracy"], "true_label_probe_C": probe["best_C"], **means}
+
+    return _compare(args, "backbones", "backbone", args.backbones, "KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on each backbone's frozen features",
+                    run, backbones=args.backbones)
 
 
 def _option_sweep(args: argparse.Namespace, mode: str, field: str, values: list[Any], plural: str) -> dict[str, Any]:
     """The pipeline of ``kdcrowd fit`` with the estimator option ``field`` set to each of
-    ``values`` over ``--seeds``, chosen on the mean validation accuracy (:func:`_write_choice`).
+    ``values`` over ``--seeds``, chosen on the mean validation accuracy (:func:`_compare`).
     An option of the frozen-features head recipe is given with the rest of the recipe and
     ``head_recipe="shared"``: under the recipe a value equal to the shared default would be
     taken for "left at its default" and replaced by the recipe's."""
@@ -443,15 +450,9 @@ def _option_sweep(args: argparse.Namespace, mode: str, field: str, values: list[
     f, ann, y, y_val = _train_val(args)
     recipe = {**FROZEN_FEATURE_HEAD, **FROZEN_FEATURE_KD}
     rest = {"head_recipe": "shared", **{k: v for k, v in recipe.items() if k != field}} if field in recipe else {}
-    summary, rows = [], []
-    for value in values:
-        mine, means = _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {field: value}, **rest, **{field: value})
-        rows += mine
-        summary.append({field: value, **means})
-        print(summary[-1], flush=True)
     short = field.upper()[0]
-    return _write_choice(args, mode, field, f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on', {field}={short}) at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features",
-                         summary, rows, **{plural: values})
+    return _compare(args, mode, field, values, f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on', {field}={short}) at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features",
+                    lambda value: _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {field: value}, **rest, **{field: value}), **{plural: values})
 
 
 def main_teacher_sweep(args: argparse.Namespace) -> dict[str, Any]:
@@ -463,15 +464,8 @@ def main_lambda2_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main_feature_norm_sweep(args: argparse.Namespace) -> dict[str, Any]:
-    summary, rows = [], []
-    for norm in args.norms:
-        f, ann, y, y_val = _train_val(args, norm=norm)
-        mine, means = _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"feature_norm": norm})
-        rows += mine
-        summary.append({"feature_norm": norm, **means})
-        print(summary[-1], flush=True)
-    return _write_choice(args, "feature-norm-sweep", "feature_norm", f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features scaled each way",
-                         summary, rows, feature_norm=None)
+    return _compare(args, "feature-norm-sweep", "feature_norm", args.norms, f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features scaled each way",
+                    lambda norm: _fit_like_rows(*_train_val(args, norm=norm), args.seeds, args.device, {"feature_norm": norm}), feature_norm=None)
 
 
 def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
