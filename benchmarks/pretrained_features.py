@@ -143,7 +143,9 @@ labels for information, the test images not read::
 
 ``--feature-norm`` (default ``l2``, as ``kdcrowd fit --images`` scales them since the eighth
 session) scales the features of every other sweep and check; the files written before that
-were measured on the features as they come: ``--feature-norm none`` reproduces them.
+were measured on the features as they come, and every file written before the ninth session
+with lambda2 1, before it joined the recipe: ``--lambda2-sweep --lambda2s 1 --feature-norm none``
+runs that pipeline (it reproduces the Max-MIG rows of ``cpu_teacher_validation.json``).
 """
 
 from __future__ import annotations

@@ -651,19 +651,19 @@ def test_benchmark_lambda2_sweep_runs_each_value_as_given_even_the_shared_defaul
     row for 1 must still run 1: the rest of the recipe given, ``head_recipe="shared"``. Checked
     on the options each fit resolves to (the tiny data score 1.0 whatever lambda2)."""
     from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD, door_defaults, settings_from_options
+    from kdcrowd.estimator import KDCrowdClassifier
 
     bench = load_script("benchmarks/pretrained_features")
     ds = tiny_dataset(n=160, k=3, d=5)
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
     monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
-    seen: list[dict] = []
-    real = bench.frozen_pipeline
-    monkeypatch.setattr(bench, "frozen_pipeline", lambda *a, **params: (seen.append(params), real(*a, **params))[1])
+    seen: list[dict] = []  # the parameters of every estimator the sweep fits
+    fit = KDCrowdClassifier.fit
+    monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, *a, **k: (seen.append(self.get_params()), fit(self, *a, **k))[1])
     out = bench.main(["--lambda2-sweep", "--lambda2s", "1", str(FROZEN_FEATURE_KD["lambda2"]), "--feature-norm", "none", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "l.json")])
     assert [s["lambda2"] for s in out["summary"]] == [1.0, FROZEN_FEATURE_KD["lambda2"]]
     options = door_defaults().keys()
-    given = [{"head_recipe": "frozen-features", **p} for p in seen]  # as frozen_pipeline builds the estimator
-    resolved = [settings_from_options({k: v for k, v in p.items() if k in options}, seed=0, progress=False) for p in given]
+    resolved = [settings_from_options({k: v for k, v in p.items() if k in options}, seed=0, progress=False) for p in seen]
     assert [r[3]["lambda2"] for r in resolved] == [1.0, FROZEN_FEATURE_KD["lambda2"]]  # each row ran the lambda2 it names
     for _, _, train, _ in resolved:  # and the rest of the recipe
         assert {k: getattr(train, k) for k in FROZEN_FEATURE_HEAD} == FROZEN_FEATURE_HEAD
