@@ -141,6 +141,15 @@ labels for information, the test images not read::
     python benchmarks/pretrained_features.py --lambda2-sweep --threads 2 --seeds 0 1 2 3 4 5 6 \\
         --out benchmarks/results/practitioner_pretrained/cpu_lambda2_validation.json
 
+With ``--option-sweep FIELD --values V...`` it does the same for any other option of the
+estimator (``KDCrowdClassifier``'s parameter ``FIELD``; each value read as JSON when it parses,
+as text otherwise), e.g. the KD-Crowd options no earlier sweep compared on frozen features::
+
+    for o in "final stage2 student" "teacher_output classifier posterior" "kd_prior uniform teacher" \
+             "stage2_init annotations student" "student elr gce sce coteaching"; do set -- $o; f=$1; shift
+      python benchmarks/pretrained_features.py --option-sweep $f --values "$@" --threads 2 --seeds 0 1 2 3 4 5 6 \
+          --out benchmarks/results/practitioner_pretrained/cpu_${f}_validation.json; done
+
 ``--feature-norm`` (default ``l2``, as ``kdcrowd fit --images`` scales them since the eighth
 session) scales the features of every other sweep and check; the files written before that
 were measured on the features as they come, and every file written before the ninth session
@@ -465,6 +474,24 @@ def main_lambda2_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return _option_sweep(args, "lambda2-sweep", "lambda2", args.lambda2s, "lambda2s")
 
 
+def _option_value(text: str) -> Any:
+    """A value of ``--values``: JSON when it parses (``10``, ``1e-4``, ``true``), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main_option_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    if args.option_sweep not in KDCrowdClassifier().get_params():
+        raise SystemExit(f"--option-sweep: {args.option_sweep!r} is not a parameter of KDCrowdClassifier")
+    if not args.values:
+        raise SystemExit("--option-sweep needs --values")
+    return _option_sweep(args, "option-sweep", args.option_sweep, [_option_value(v) for v in args.values], "option_values")
+
+
 def main_feature_norm_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return _compare(args, "feature-norm-sweep", "feature_norm", args.norms, f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features scaled each way",
                     lambda norm: _fit_like_rows(*_train_val(args, norm=norm), args.seeds, args.device, {"feature_norm": norm}), feature_norm=None)
@@ -610,6 +637,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--norms", nargs="+", choices=FEATURE_NORMS, default=["none", "l2"], help="with --feature-norm-sweep: the scalings compared")
     ap.add_argument("--lambda2-sweep", action="store_true", help="choose KD-Crowd's lambda2 for frozen features on validation (see the module docstring)")
     ap.add_argument("--lambda2s", type=float, nargs="+", default=[1.0, 3.0, 10.0, 30.0, 100.0], help="with --lambda2-sweep: the values compared")
+    ap.add_argument("--option-sweep", metavar="FIELD", default=None, help="choose the estimator option FIELD on validation among --values (see the module docstring)")
+    ap.add_argument("--values", nargs="+", default=None, help="with --option-sweep: the values compared (JSON when they parse, text otherwise)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.feature_norm_sweep:
@@ -622,6 +651,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return main_teacher_sweep(args)
     if args.lambda2_sweep:
         return main_lambda2_sweep(args)
+    if args.option_sweep:
+        return main_option_sweep(args)
     if args.ensemble:
         return main_ensemble(args)
     if args.cross_fit:

@@ -668,3 +668,26 @@ def test_benchmark_lambda2_sweep_runs_each_value_as_given_even_the_shared_defaul
     for _, _, train, _ in resolved:  # and the rest of the recipe
         assert {k: getattr(train, k) for k in FROZEN_FEATURE_HEAD} == FROZEN_FEATURE_HEAD
     assert out["chosen"] == max(out["summary"], key=lambda s: s["val_mean"])["lambda2"]
+
+
+def test_benchmark_option_sweep_fits_each_value_of_any_estimator_option_and_refuses_unknown_ones(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--option-sweep FIELD --values ...``: a row per value, each fit with the estimator
+    option FIELD set to it (values read as JSON when they parse, text otherwise); an option
+    the estimator lacks is one clear error."""
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    bench = load_script("benchmarks/pretrained_features")
+    ds = tiny_dataset(n=160, k=3, d=5)
+    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
+    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
+    seen: list[dict] = []
+    fit = KDCrowdClassifier.fit
+    monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, *a, **k: (seen.append(self.get_params()), fit(self, *a, **k))[1])
+    out = bench.main(["--option-sweep", "final", "--values", "stage2", "student", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "f.json")])
+    assert [p["final"] for p in seen] == ["stage2", "student"] and out["option_values"] == ["stage2", "student"]
+    assert [s["final"] for s in out["summary"]] == ["stage2", "student"] and all(p["head_recipe"] == "frozen-features" for p in seen)
+    seen.clear()
+    bench.main(["--option-sweep", "spreading_alpha", "--values", "0.5", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "a.json")])
+    assert seen[0]["spreading_alpha"] == 0.5 and isinstance(seen[0]["spreading_alpha"], float)
+    with pytest.raises(SystemExit, match="'finall' is not a parameter"):
+        bench.main(["--option-sweep", "finall", "--values", "x", "--out", str(tmp_path / "x.json")])
