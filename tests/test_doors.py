@@ -219,7 +219,11 @@ def test_the_head_recipe_sets_only_the_options_left_at_their_defaults(tmp_path: 
     # KD-Crowd's part of the recipe goes to method kdcrowd only: another method would refuse a KD-Crowd option
     assert apply_head_recipe({"head_recipe": "auto"}, frozen_features=True)["lambda2"] == FROZEN_FEATURE_KD["lambda2"] != KDCrowd().lambda2
     assert "lambda2" not in apply_head_recipe({"head_recipe": "auto", "method": "maxmig"}, frozen_features=True)
+    assert apply_head_recipe({"head_recipe": "auto"}, frozen_features=True)["student"] == FROZEN_FEATURE_KD["student"] != KDCrowd().student
     assert "lambda2" not in apply_head_recipe({"head_recipe": "auto"}, frozen_features=True, kd={})  # a resumed run's own KD part: none
+    older = apply_head_recipe({"head_recipe": "auto"}, frozen_features=True, kd={"lambda2": 10.0})  # a run of the ninth session's recipe
+    assert older["lambda2"] == 10.0 and "student" not in older
+    assert apply_head_recipe({"head_recipe": "auto", "student": "gce"}, frozen_features=True)["student"] == "gce"  # given: kept
     assert settings_from_options({"head_recipe": "frozen-features"}, seed=0, progress=False)[3]["lambda2"] == FROZEN_FEATURE_KD["lambda2"]
     assert settings_from_options({"head_recipe": "frozen-features", "lambda2": 3.0}, seed=0, progress=False)[3]["lambda2"] == 3.0  # given: kept
     assert settings_from_options({"head_recipe": "frozen-features", "method": "maxmig"}, seed=0, progress=False)[0] == "maxmig"

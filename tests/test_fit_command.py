@@ -501,9 +501,9 @@ def test_a_failed_write_leaves_no_outputs_and_resume_writes_them_without_trainin
 
 
 def test_a_resumed_fit_keeps_kd_crowds_part_of_the_recipe_its_run_started_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The frozen-features recipe's KD-Crowd part (lambda2) is recorded in run.json; ``--resume``
-    trains with the recorded one, none for a run started before it was part of the recipe, so a
-    run checkpointed by an older kdcrowd resumes instead of meeting other settings."""
+    """The frozen-features recipe's KD-Crowd part (lambda2, the student) is recorded in run.json;
+    ``--resume`` trains with the recorded one, none for a run started before it was part of the
+    recipe, so a run checkpointed by an older kdcrowd resumes instead of meeting other settings."""
     import kdcrowd.framework as framework
     from kdcrowd.cli import RUN_FILE, _recorded_choices
     from kdcrowd.doors import FROZEN_FEATURE_KD
@@ -528,13 +528,18 @@ def test_a_resumed_fit_keeps_kd_crowds_part_of_the_recipe_its_run_started_with(t
     assert run["frozen_feature_kd"] == FROZEN_FEATURE_KD == kd(True) == kd(False)
     state_file = out / "checkpoints" / "state.json"
     state = json.loads(state_file.read_text())
-    assert state["settings"]["framework"]["lambda2"] == FROZEN_FEATURE_KD["lambda2"] != 1.0  # the recipe's, not the shared default
-    # the same run as an older kdcrowd made it: lambda2 was not in the recipe, and run.json did not record it
+    shared = {"lambda2": 1.0, "student": "elr"}
+    assert set(FROZEN_FEATURE_KD) == set(shared)
+    for k, v in FROZEN_FEATURE_KD.items():
+        assert state["settings"]["framework"][k] == v != shared[k]  # the recipe's, not the shared default
+    # the same run as an older kdcrowd made it: KD-Crowd had no part in the recipe, and run.json did not record it
     del run["frozen_feature_kd"]
     (out / RUN_FILE).write_text(json.dumps(run))
-    state["settings"]["framework"]["lambda2"] = state["settings"]["run"]["options"]["lambda2"] = 1.0
+    for k, v in shared.items():
+        state["settings"]["framework"][k] = state["settings"]["run"]["options"][k] = v
     state_file.write_text(json.dumps(state))
     assert kd(True) == {}
     r = runner.invoke(app, ["fit", "--resume", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
-    assert json.loads((out / "metrics.json").read_text())["config"]["options"]["lambda2"] == 1.0
+    options = json.loads((out / "metrics.json").read_text())["config"]["options"]
+    assert {k: options[k] for k in shared} == shared

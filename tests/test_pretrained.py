@@ -466,6 +466,27 @@ def test_the_frozen_feature_lambda2_is_the_one_chosen_on_validation() -> None:
     assert "test" not in json.dumps(sweep["rows"]) and sweep["feature_norm"] == "l2"
 
 
+def test_the_frozen_feature_student_is_the_one_chosen_on_validation_and_confirmed_on_other_seeds() -> None:
+    """Co-teaching has the highest mean validation accuracy of the students screened (seeds
+    0-6), and on the fresh seeds of the confirmation (7-13) it is again higher than the student
+    it replaced (ELR) and higher on more seeds than lower: the rule set before the confirmation ran."""
+    import json
+
+    from kdcrowd.doors import FROZEN_FEATURE_KD
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks/results/practitioner_pretrained"
+    screen = json.loads((folder / "cpu_student_validation.json").read_text())
+    confirm = json.loads((folder / "cpu_student_validation_confirm.json").read_text())
+    assert screen["chosen"] == FROZEN_FEATURE_KD["student"] == max(screen["summary"], key=lambda s: s["val_mean"])["student"]
+    assert not set(screen["seeds"]) & set(confirm["seeds"]) and len(confirm["seeds"]) == len(screen["seeds"])
+    mean = {s["student"]: s["val_mean"] for s in confirm["summary"]}
+    assert mean[FROZEN_FEATURE_KD["student"]] > mean["elr"]
+    val = {(r["student"], r["seed"]): r["val"] for r in confirm["rows"]}
+    diffs = [val[FROZEN_FEATURE_KD["student"], seed] - val["elr", seed] for seed in confirm["seeds"]]
+    assert sum(d > 0 for d in diffs) > sum(d < 0 for d in diffs)
+    assert "test" not in json.dumps(screen["rows"] + confirm["rows"]) and screen["feature_norm"] == confirm["feature_norm"] == "l2"
+
+
 def test_benchmark_flip_views_draw_one_view_per_item_in_training_batches(load_script) -> None:
     bench = load_script("benchmarks/pretrained_features")
     orig, flip = torch.zeros(6, 3), torch.ones(6, 3)

@@ -886,10 +886,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     except USER_ERRORS as e:
         _fail(str(e))
     settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images if images is not None else texts, "method": method}
-    if method == "kdcrowd":
-        settings.update(teacher=p["teacher"], student=p["student"])
-    if method == "kdcrowd":
-        settings["lambda2"] = door_values["lambda2"]  # the recipe resolved above
+    if method == "kdcrowd":  # the student and lambda2 as the recipe resolved them above
+        settings.update(teacher=p["teacher"], student=door_values["student"], lambda2=door_values["lambda2"])
     settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "head recipe": head_recipe, "epochs": door_values["epochs"], "batch size": door_values["batch_size"], "learning rate": door_values["lr"], "weight decay": door_values["weight_decay"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
     sp = clf.spreading_
     settings["label spreading"] = "off" if sp is None else f"on: {sp['config'].spreading_neighbours} neighbours, alpha {sp['config'].spreading_alpha:g}"

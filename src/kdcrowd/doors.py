@@ -53,21 +53,29 @@ HEAD_RECIPES = ("auto", "shared", "frozen-features")
 #: docs/RESULTS.md §7h). At the shared defaults (30 epochs, lr 1e-3) the crowd model
 #: memorises the wrong labels on these features by the last epoch.
 FROZEN_FEATURE_HEAD: dict[str, Any] = {"epochs": 30, "batch_size": 64, "lr": 1e-4, "weight_decay": 5e-4}
-#: KD-Crowd's options in the same recipe (method kdcrowd only): ``lambda2``, the weight of the
-#: term that distils the student's predictions into stage 2's crowd model, chosen the same way
-#: with the head above and label spreading (``benchmarks/pretrained_features.py
-#: --lambda2-sweep``, ``benchmarks/results/practitioner_pretrained/cpu_lambda2_validation.json``,
-#: docs/RESULTS.md §7h).
-FROZEN_FEATURE_KD: dict[str, Any] = {"lambda2": 10.0}
+#: KD-Crowd's options in the same recipe (method kdcrowd only), chosen the same way with the
+#: head above and label spreading (docs/RESULTS.md §7h): ``lambda2``, the weight of the term
+#: that distils the student's predictions into stage 2's crowd model
+#: (``benchmarks/pretrained_features.py --lambda2-sweep``,
+#: ``benchmarks/results/practitioner_pretrained/cpu_lambda2_validation.json``), and the
+#: ``student``, co-teaching (``--option-sweep student``, ``cpu_student_validation.json``,
+#: confirmed on other seeds in ``cpu_student_validation_confirm.json``).
+FROZEN_FEATURE_KD: dict[str, Any] = {"lambda2": 10.0, "student": "coteaching"}
+
+
+def _recipe_text(settings: dict[str, Any]) -> str:
+    """``epochs 30, lr 0.0001, ...``: a recipe's settings for a help text."""
+    return ", ".join(f"{k.replace('_', ' ')} {v:g}" if isinstance(v, (int, float)) else f"{k.replace('_', ' ')} {v}" for k, v in settings.items())
+
 
 _HEAD_RECIPE_HELP = (
     "Which values the optimisation options left at their defaults take: auto (default: the frozen-features recipe when the items are frozen "
     "pretrained image features computed by this fit, i.e. kdcrowd fit --images with --image-features auto|frozen or the estimator's "
-    "image_features, else the shared defaults), shared (the defaults shown for --epochs, --batch-size, --lr, --weight-decay, --lambda2) or "
+    "image_features, else the shared defaults), shared (the defaults shown for --epochs, --batch-size, --lr, --weight-decay, --lambda2, --student) or "
     "frozen-features ("
-    + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in FROZEN_FEATURE_HEAD.items())
+    + _recipe_text(FROZEN_FEATURE_HEAD)
     + ", and with method kdcrowd "
-    + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in FROZEN_FEATURE_KD.items())
+    + _recipe_text(FROZEN_FEATURE_KD)
     + ", chosen on LabelMe's validation images; also for features you computed yourself). An option given a value other than its default keeps it."
 )
 

@@ -46,7 +46,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
     returns ``self``, then :meth:`predict`, :meth:`predict_proba` and :meth:`score`. The
     defaults are the validated ones of ``kdcrowd fit`` (docs/RESULTS.md, "Defaults and
     why"): KD-Crowd with a Max-MIG teacher and an ELR student, MIG-KL distillation, two
-    stages, 30 epochs per stage at batch size 128.
+    stages, 30 epochs per stage at batch size 128; on frozen image features the recipe of
+    ``head_recipe`` (a co-teaching student among its settings).
 
     Parameters:
         method: ``kdcrowd`` (default), a crowd model (``maxmig``, ``crowdlayer-mw|vw|vb|vwb``,
@@ -94,8 +95,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
         spreading_neighbours, spreading_alpha: the graph's neighbours per item (5) and the
             neighbours' weight against the item's own probabilities (0.8).
         head_recipe: ``auto`` (default), ``shared`` or ``frozen-features``: which values
-            ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` (and ``lambda2`` with
-            method ``kdcrowd``) take when left at their defaults. ``auto`` applies the
+            ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` (and ``lambda2`` and
+            ``student`` with method ``kdcrowd``) take when left at their defaults. ``auto`` applies the
             frozen-features recipe (:data:`kdcrowd.doors.FROZEN_FEATURE_HEAD` and
             :data:`~kdcrowd.doors.FROZEN_FEATURE_KD`, chosen on LabelMe's validation
             images) when this fit computes frozen image features (``image_features``), and
