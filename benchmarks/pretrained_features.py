@@ -154,7 +154,9 @@ as text otherwise), e.g. the KD-Crowd options no earlier sweep compared on froze
 session) scales the features of every other sweep and check; the files written before that
 were measured on the features as they come, and every file written before the ninth session
 with lambda2 1, before it joined the recipe: ``--lambda2-sweep --lambda2s 1 --feature-norm none``
-runs that pipeline (it reproduces the Max-MIG rows of ``cpu_teacher_validation.json``).
+runs that pipeline (it reproduces the Max-MIG rows of ``cpu_teacher_validation.json``). Every
+file written before the tenth session ran with the ELR student, before co-teaching joined the
+recipe: ``--option-sweep student --values elr`` runs that pipeline.
 """
 
 from __future__ import annotations
