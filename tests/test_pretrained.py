@@ -711,4 +711,4 @@ def test_benchmark_option_sweep_fits_each_value_of_any_estimator_option_and_refu
     bench.main(["--option-sweep", "spreading_alpha", "--values", "0.5", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "a.json")])
     assert seen[0]["spreading_alpha"] == 0.5 and isinstance(seen[0]["spreading_alpha"], float)
     with pytest.raises(SystemExit, match="'finall' is not a parameter"):
-        bench.main(["--option-sweep", "finall", "--values", "x", "--out", str(tmp_path / "x.json")])
+        bench.main(["--option-sweep", "finall", "--values", "x", "--threads", "1", "--out", str(tmp_path / "x.json")])  # the suite's one thread (conftest)
