@@ -20,6 +20,15 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> object:
+    """Every test starts with the suite's one torch thread, whatever an earlier test set (the
+    benchmark scripts set their own ``--threads``; a test comparing an in-process run with a
+    one-thread subprocess needs the same count in both)."""
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(scope="session")
 def load_script() -> Callable[[str], ModuleType]:
     """``load_script("benchmarks/scale")``: import a script of the repository (not a package) as a module."""
