@@ -150,6 +150,17 @@ as text otherwise), e.g. the KD-Crowd options no earlier sweep compared on froze
       python benchmarks/pretrained_features.py --option-sweep $f --values "$@" --threads 2 --seeds 0 1 2 3 4 5 6 \
           --out benchmarks/results/practitioner_pretrained/cpu_${f}_validation.json; done
 
+With ``--transductive`` it asks whether the items to label help as training items without crowd
+labels (self-training: the teacher's predictions of them teach the student; their graph for
+label spreading is the same): for each seed the pipeline as ``fit`` runs it (the validation
+images given as ``unlabelled``), and the same estimator fitted on the training and validation
+rows together, the validation rows with no crowd label (``Annotations`` with ``n_items`` of
+both). Scored by the validation images' accuracy, as the other comparisons; the final labels
+of the training items beside it; the test images not read::
+
+    python benchmarks/pretrained_features.py --transductive --threads 2 --seeds 0 1 2 3 4 5 6 \
+        --out benchmarks/results/practitioner_pretrained/cpu_transductive_validation.json
+
 ``--feature-norm`` (default ``l2``, as ``kdcrowd fit --images`` scales them since the eighth
 session) scales the features of every other sweep and check; the files written before that
 were measured on the features as they come, and every file written before the ninth session
@@ -494,6 +505,32 @@ def main_option_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return _option_sweep(args, "option-sweep", args.option_sweep, [_option_value(v) for v in args.values], "option_values")
 
 
+def main_transductive(args: argparse.Namespace) -> dict[str, Any]:
+    from kdcrowd.data.annotations import Annotations
+    from kdcrowd.metrics import accuracy
+
+    f, ann, y, y_val = _train_val(args)
+    n = len(y)
+    x_both = np.concatenate([f["train"], f["val"]])
+    ann_both = Annotations(ann.item, ann.worker, ann.label, n_items=len(x_both), n_workers=ann.n_workers, n_classes=ann.n_classes, classes=ann.classes)
+
+    def run(items: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        if items == "crowd-labelled":
+            return _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"training_items": items})
+        rows = []
+        for seed in args.seeds:
+            t = time.perf_counter()
+            clf = frozen_pipeline(x_both, ann_both, seed, args.device, label_spreading="on")
+            rows.append({"training_items": items, "seed": seed, "val": accuracy(clf.label_proba_[n:], y_val), "labels": accuracy(clf.label_proba_[:n], y),
+                         "labels_classifier": accuracy(clf.classifier_proba_[:n], y), "seconds": round(time.perf_counter() - t, 1)})
+            print(rows[-1], flush=True)
+        return rows, {f"{k}_mean": float(np.mean([r[k] for r in rows])) for k in ("val", "labels", "labels_classifier")}
+
+    return _compare(args, "transductive", "training_items", ["crowd-labelled", "with-items-to-label"],
+                    f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults on frozen {args.backbone} features: fitted on the training rows with unlabelled=the validation rows, "
+                    "or on the training and validation rows together, the validation rows without crowd labels", run)
+
+
 def main_feature_norm_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return _compare(args, "feature-norm-sweep", "feature_norm", args.norms, f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features scaled each way",
                     lambda norm: _fit_like_rows(*_train_val(args, norm=norm), args.seeds, args.device, {"feature_norm": norm}), feature_norm=None)
@@ -641,6 +678,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--lambda2s", type=float, nargs="+", default=[1.0, 3.0, 10.0, 30.0, 100.0], help="with --lambda2-sweep: the values compared")
     ap.add_argument("--option-sweep", metavar="FIELD", default=None, help="choose the estimator option FIELD on validation among --values (see the module docstring)")
     ap.add_argument("--values", nargs="+", default=None, help="with --option-sweep: the values compared (JSON when they parse, text otherwise)")
+    ap.add_argument("--transductive", action="store_true", help="the items to label as training items without crowd labels, against the pipeline of kdcrowd fit (see the module docstring)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.feature_norm_sweep:
@@ -655,6 +693,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return main_lambda2_sweep(args)
     if args.option_sweep:
         return main_option_sweep(args)
+    if args.transductive:
+        return main_transductive(args)
     if args.ensemble:
         return main_ensemble(args)
     if args.cross_fit:

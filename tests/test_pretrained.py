@@ -712,3 +712,30 @@ def test_benchmark_option_sweep_fits_each_value_of_any_estimator_option_and_refu
     assert seen[0]["spreading_alpha"] == 0.5 and isinstance(seen[0]["spreading_alpha"], float)
     with pytest.raises(SystemExit, match="'finall' is not a parameter"):
         bench.main(["--option-sweep", "finall", "--values", "x", "--threads", "1", "--out", str(tmp_path / "x.json")])  # the suite's one thread (conftest)
+
+
+def test_benchmark_transductive_fits_the_items_to_label_as_items_without_crowd_labels(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--transductive``: the first rows are the pipeline as ``fit`` runs it; the second are one
+    estimator on the training and validation rows together, whose annotations are the training
+    items' only (the validation rows have none), scored on the validation rows' final labels."""
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    bench = load_script("benchmarks/pretrained_features")
+    ds = tiny_dataset(n=160, k=3, d=5)
+    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
+    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
+    fitted: list[tuple[int, int, int]] = []  # rows of X, items and labelled items of each fit
+    fit = KDCrowdClassifier.fit
+    monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, X, ann, **k: (fitted.append((len(X), ann.n_items, len(np.unique(ann.item)))), fit(self, X, ann, **k))[1])
+    out = bench.main(["--transductive", "--feature-norm", "none", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "t.json")])
+    n, v = len(ds.x_train), len(ds.x_val)
+    assert [s["training_items"] for s in out["summary"]] == ["crowd-labelled", "with-items-to-label"]
+    assert fitted == [(n, n, n), (n + v, n + v, n)]
+    row = out["rows"][1]
+    clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="on", device="cpu", random_state=0)
+    from kdcrowd.data.annotations import Annotations
+
+    a = ds.annotations
+    clf.fit(np.concatenate([ds.x_train, ds.x_val]), Annotations(a.item, a.worker, a.label, n_items=n + v, n_workers=a.n_workers, n_classes=a.n_classes, classes=a.classes))
+    assert row["val"] == float(np.mean(clf.label_proba_[n:].argmax(1) == ds.y_val)) and row["labels"] == float(np.mean(clf.label_proba_[:n].argmax(1) == ds.y_train))
+    assert out["chosen"] == max(out["summary"], key=lambda s: s["val_mean"])["training_items"]
