@@ -170,3 +170,13 @@ def test_fit_command_spreads_over_the_items_to_predict_and_names_its_options(tmp
     r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "a40.csv"), "--images", str(tmp_path / "img"), "--image-features", "none",
                             "--label-spreading", "on", "--method", "mv", "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "px")])
     assert r.exit_code == 2 and "--label-spreading on needs feature rows" in r.output and "set --image-features auto or frozen" in r.output, r.output
+
+
+def test_the_graph_raises_no_implicitly_disabled_sparse_warning(load_script, tmp_path) -> None:
+    """``benchmarks/sparse_warning_check.py``: the library's graph raises no "implicitly disabled"
+    warning in a fresh process (torch 2.11 raised it for a tensor built outside the scope; torch
+    2.13 raises it for neither, so here the check runs the script and the library's way)."""
+    bench = load_script("benchmarks/sparse_warning_check")
+    out = bench.main(["--out", str(tmp_path / "w.json")])
+    assert not out["ways"]["library"]["warns_implicitly_disabled"] and set(out["ways"]) == {"library", "without-scope"}
+    assert out["torch"] == torch.__version__
