@@ -231,3 +231,26 @@ def test_the_head_recipe_sets_only_the_options_left_at_their_defaults(tmp_path: 
         settings_from_options({"head_recipe": "frozen-feature"}, seed=0, progress=False)
     r = runner.invoke(app, ["run", "--dataset", "tiny", "--out", str(tmp_path / "run"), "--head-recipe", "sometimes"])
     assert r.exit_code == 2 and "--head-recipe must be one of auto, shared, frozen-features" in " ".join(r.output.split()), r.output
+
+
+def test_an_estimator_under_the_recipe_records_the_settings_it_trained_with(tmp_path: Path) -> None:
+    """``head_recipe`` resolves options the estimator's parameters leave at their defaults: the
+    model file (``trained_with``) and the report's method line name what trained (co-teaching,
+    lr 1e-4), not the parameters (ELR, lr 1e-3); a recorded recipe naming an unknown setting is
+    one clear error."""
+    import torch
+
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD, apply_head_recipe
+    from kdcrowd.persist import save_model
+    from kdcrowd.report.practitioner import _method_text
+
+    ds = tiny_dataset(n=120, k=3, d=5)
+    clf = KDCrowdClassifier(head_recipe="frozen-features", device="cpu", epochs=2).fit(ds.x_train, ds.annotations)
+    save_model(tmp_path / "m.pt", clf)
+    saved = torch.load(tmp_path / "m.pt")
+    assert saved["config"]["student"] == KDCrowd().student != FROZEN_FEATURE_KD["student"]  # the parameter as given
+    assert saved["trained_with"]["options"]["student"] == FROZEN_FEATURE_KD["student"] and saved["trained_with"]["options"]["lambda2"] == FROZEN_FEATURE_KD["lambda2"]
+    assert saved["trained_with"]["train"]["lr"] == FROZEN_FEATURE_HEAD["lr"] and saved["trained_with"]["train"]["epochs"] == 2  # given: kept
+    assert f"<code>{FROZEN_FEATURE_KD['student']}</code> student" in _method_text(clf) and "2 epochs per stage" in _method_text(clf)
+    with pytest.raises(ConfigError, match="names settings this kdcrowd does not have: stduent"):
+        apply_head_recipe({"head_recipe": "auto"}, frozen_features=True, kd={"stduent": "elr"})

@@ -180,7 +180,8 @@ class StageCheckpoints:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
             return (
                 f"checkpoint folder {self.dir} belongs to a run with other settings ({shown}); "
-                f"resume with the settings it was started with, or delete {self.dir} (or use a fresh output folder) to start afresh"
+                f"resume with the settings it was started with (if a head recipe chose them and this kdcrowd's recipe differs: head recipe 'shared' "
+                f"and each value as the run had it), or delete {self.dir} (or use a fresh output folder) to start afresh"
             )
         self.finished = [s for s in old.get("finished", []) if s in self.stages]
         return None

@@ -98,6 +98,9 @@ def apply_head_recipe(values: dict[str, Any], frozen_features: bool, kd: dict[st
         return dict(values)
     shared = {**option_defaults(TrainConfig), **option_defaults(KDCrowd)}
     kd = FROZEN_FEATURE_KD if kd is None else kd
+    unknown = sorted(set(kd) - set(shared))
+    if unknown:
+        raise ConfigError(f"the head recipe names settings this kdcrowd does not have: {', '.join(unknown)} (a run.json written by another version?)")
     settings = {**FROZEN_FEATURE_HEAD, **(kd if values.get("method", "kdcrowd") == "kdcrowd" else {})}
     return {**values, **{k: v for k, v in settings.items() if values.get(k, shared[k]) == shared[k]}}
 

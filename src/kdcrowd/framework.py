@@ -102,7 +102,9 @@ class KDCrowd:
     """Robust student name (``elr``, ``coteaching``, ``gce``, ``sce``, ``ce``) or a
     :class:`~kdcrowd.students.Student` subclass. ELR is the default:
     best or tied on validation accuracy on CIFAR-10N, LabelMe and synthetic digits, with one
-    network where co-teaching trains two (docs/RESULTS.md, "Choosing the defaults")."""
+    network where co-teaching trains two (docs/RESULTS.md, "Choosing the defaults"); the head
+    recipe for frozen image features (head_recipe) uses co-teaching, chosen there on LabelMe's
+    validation images (docs/RESULTS.md §7h)."""
     student_params: dict[str, Any] = field(default_factory=dict)
     """Hyper-parameters of the student (e.g. ``q`` for GCE, ``forget_rate`` for co-teaching)."""
     kd: KDLossName = field(default="mig-kl", metadata={"label": "distillation loss"})

@@ -45,6 +45,11 @@ def _py(values: Any) -> list[Any]:
     return np.asarray(values).tolist()
 
 
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every value that is not a plain scalar as its text (``torch.load``'s ``weights_only`` reads the file)."""
+    return {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in values.items()}
+
+
 def save_model(path: str | Path, clf: Any) -> None:
     """Write ``clf`` (fitted) to ``path`` with :func:`torch.save`.
 
@@ -54,6 +59,7 @@ def save_model(path: str | Path, clf: Any) -> None:
     ``input_shape``, ``state_dicts`` of the backbone(s) whose averaged softmax predicts,
     and the input normalisation ``mean``/``std``; images are scaled to [0, 1] first),
     ``classes``, ``worker_ids``, ``item_shape``, ``config`` (the estimator's parameters),
+    ``trained_with`` (the training settings and method options they resolved to),
     ``transition_matrices``, ``versions`` and ``inputs``: how the items given to
     ``kdcrowd predict`` become the classifier's features, or ``None`` when they are its
     inputs as they are. ``inputs`` is the ``input_transform_`` attribute a door sets on
@@ -76,7 +82,7 @@ def save_model(path: str | Path, clf: Any) -> None:
     input_shape = tuple(int(s) for s in prep.input_shape)
     backbone = clf.backbone if clf.backbone != "auto" else default_backbone(input_shape)
     trans = clf.transition_matrices_
-    params = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in clf.get_params().items()}
+    params = _plain(clf.get_params())
     payload = {
         "format": MODEL_FORMAT,
         "state_dict": cpu(clf.module_.state_dict()),
@@ -95,6 +101,8 @@ def save_model(path: str | Path, clf: Any) -> None:
         # the training features' column names (a DataFrame X): `kdcrowd predict` matches new features by name
         "feature_names": [str(c) for c in clf.feature_names_in_] if hasattr(clf, "feature_names_in_") else None,
         "config": params,
+        # what the fit resolved those parameters to (a head recipe sets some): the training settings and the method's options
+        "trained_with": {k: _plain(v) for k, v in clf.metrics_.get("config", {}).items() if k in ("train", "options")},
         "transition_matrices": None if trans is None else torch.as_tensor(np.asarray(trans, dtype=np.float32)),
         "versions": {str(k): str(v) for k, v in clf.metrics_.get("versions", {}).items()},
         "inputs": _check_inputs(getattr(clf, "input_transform_", None)),

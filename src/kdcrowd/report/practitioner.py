@@ -143,14 +143,16 @@ FILES = {
 
 def _method_text(clf: Any) -> str:
     m = clf.metrics_
+    # the settings the fit trained with (a head recipe may have set some), else the estimator's
+    trained = {**clf.get_params(), **m.get("config", {}).get("options", {}), **m.get("config", {}).get("train", {})}
     if clf.method == "kdcrowd":
         return (
-            f"<b>KD-Crowd</b>: the crowd model <code>{clf.teacher}</code> is trained as teacher, a robust <code>{clf.student}</code> student learns from its predictions "
-            f"with the <code>{clf.kd}</code> distillation loss"
-            + (", then the roles switch and the crowd model is retrained towards the student" if clf.stages == 2 else "")
-            + f"; labels and worker matrices come from the final stage (<code>{m.get('final_stage', '?')}</code>), {clf.epochs} epochs per stage, backbone <code>{_resolved_backbone(clf)}</code>."
+            f"<b>KD-Crowd</b>: the crowd model <code>{trained['teacher']}</code> is trained as teacher, a robust <code>{trained['student']}</code> student learns from its predictions "
+            f"with the <code>{trained['kd']}</code> distillation loss"
+            + (", then the roles switch and the crowd model is retrained towards the student" if trained["stages"] == 2 else "")
+            + f"; labels and worker matrices come from the final stage (<code>{m.get('final_stage', '?')}</code>), {trained['epochs']} epochs per stage, backbone <code>{_resolved_backbone(clf)}</code>."
         )
-    return f"Method <code>{clf.method}</code>, {clf.epochs} epochs, backbone <code>{_resolved_backbone(clf)}</code>."
+    return f"Method <code>{clf.method}</code>, {trained['epochs']} epochs, backbone <code>{_resolved_backbone(clf)}</code>."
 
 
 def _selection_text(clf: Any) -> str:
