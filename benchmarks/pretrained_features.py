@@ -165,9 +165,14 @@ of the training items beside it; the test images not read::
 session) scales the features of every other sweep and check; the files written before that
 were measured on the features as they come, and every file written before the ninth session
 with lambda2 1, before it joined the recipe: ``--lambda2-sweep --lambda2s 1 --feature-norm none``
-runs that pipeline (it reproduces the Max-MIG rows of ``cpu_teacher_validation.json``). Every
-file written before the tenth session ran with the ELR student, before co-teaching joined the
-recipe: ``--option-sweep student --values elr`` runs that pipeline.
+ran that pipeline until co-teaching joined the recipe. Every file written before the tenth
+session ran with the ELR student: ``--set student=elr`` runs the other modes' pipeline with it, and
+``--lambda2-sweep --lambda2s 1 --feature-norm none --set student=elr`` the pipeline before all three
+(it reproduces the Max-MIG rows of ``cpu_teacher_validation.json``, seeds 0-2; checked). ``--set OPTION=VALUE ...`` fixes
+estimator options in every fit of ``--teacher-sweep``, ``--lambda2-sweep``, ``--option-sweep``,
+``--backbones``, ``--feature-norm-sweep`` and ``--transductive``: the rest of the frozen-features
+recipe is then given explicitly (``head_recipe="shared"``), so a value equal to a shared default
+is kept rather than taken for "left at its default". The modes exclude each other.
 """
 
 from __future__ import annotations
@@ -455,7 +460,7 @@ def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
         f, ann, y, y_val = _train_val(args, name)
         seconds = time.perf_counter() - t
         probe = linear_probe(f["train"], y, f["val"], y_val, None, None, args.cs)
-        mine, means = _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"backbone": name})
+        mine, means = _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"backbone": name}, **_fixed(args))
         return mine, {"feature_dim": int(f["train"].shape[1]), "features_seconds": round(seconds, 1),
                       "true_label_probe_val": probe["val_accuracy"], "true_label_probe_C": probe["best_C"], **means}
 
@@ -463,17 +468,48 @@ def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
                     run, backbones=args.backbones)
 
 
+def _parse_set(ap: argparse.ArgumentParser, pairs: list[str]) -> dict[str, Any]:
+    """``--set OPTION=VALUE ...`` as a dict (values as :func:`_option_value` reads them); an option
+    the estimator lacks, or one the script sets itself, is an error."""
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or key not in KDCrowdClassifier().get_params() or key in _SCRIPT_SETS:
+            ap.error(f"--set {pair}: give OPTION=VALUE with OPTION a KDCrowdClassifier parameter other than {', '.join(_SCRIPT_SETS)}")
+        out[key] = _option_value(value)
+    return out
+
+
+#: The estimator options this script sets in every fit (the device, the seed, label spreading as ``fit`` has it).
+_SCRIPT_SETS = ("device", "random_state", "label_spreading")
+
+
+def _fixed(args: argparse.Namespace, field: str | None = None) -> dict[str, Any]:
+    """The settings every fit of a comparison takes besides the one compared (``field``): none
+    (the frozen-features recipe as ``fit`` applies it), or, when ``field`` belongs to the recipe or
+    ``--set`` fixes options, the whole recipe given explicitly with ``head_recipe="shared"`` and
+    ``--set``'s values over it. Under the recipe a value equal to a shared default would be taken
+    for "left at its default" and replaced by the recipe's (``--set student=elr``, λ2 1)."""
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD
+
+    recipe = {**FROZEN_FEATURE_HEAD, **FROZEN_FEATURE_KD}
+    if field is not None and field in args.set:
+        raise SystemExit(f"--set {field}=... fixes the option this run compares")
+    if not args.set and field not in recipe:
+        return {}
+    out = {"head_recipe": "shared", **recipe, **args.set}
+    out.pop(field, None)
+    return out
+
+
 def _option_sweep(args: argparse.Namespace, mode: str, field: str, values: list[Any], plural: str) -> dict[str, Any]:
     """The pipeline of ``kdcrowd fit`` with the estimator option ``field`` set to each of
     ``values`` over ``--seeds``, chosen on the mean validation accuracy (:func:`_compare`).
-    An option of the frozen-features head recipe is given with the rest of the recipe and
-    ``head_recipe="shared"``: under the recipe a value equal to the shared default would be
-    taken for "left at its default" and replaced by the recipe's."""
-    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD
-
+    The other settings are :func:`_fixed`'s."""
     f, ann, y, y_val = _train_val(args)
-    recipe = {**FROZEN_FEATURE_HEAD, **FROZEN_FEATURE_KD}
-    rest = {"head_recipe": "shared", **{k: v for k, v in recipe.items() if k != field}} if field in recipe else {}
+    rest = _fixed(args, field)
     short = field.upper()[0]
     return _compare(args, mode, field, values, f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on', {field}={short}) at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features",
                     lambda value: _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {field: value}, **rest, **{field: value}), **{plural: values})
@@ -495,14 +531,31 @@ def _option_value(text: str) -> Any:
         return text
 
 
+def _check_options(clf: Any) -> None:
+    """The estimator's door and label-spreading options checked as its ``fit`` checks them first
+    (one ``ConfigError`` naming the option)."""
+    from kdcrowd.doors import door_options, settings_from_options, spreading_options
+    from kdcrowd.spreading import LabelSpreading
+
+    settings_from_options({o.name: getattr(clf, o.name) for o in door_options()}, seed=0, progress=False)
+    LabelSpreading(**{o.name: getattr(clf, o.name) for o in spreading_options()})
+
+
 def main_option_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from kdcrowd.estimator import KDCrowdClassifier
 
-    if args.option_sweep not in KDCrowdClassifier().get_params():
-        raise SystemExit(f"--option-sweep: {args.option_sweep!r} is not a parameter of KDCrowdClassifier")
+    field = args.option_sweep
+    if field not in KDCrowdClassifier().get_params() or field in _SCRIPT_SETS:
+        raise SystemExit(f"--option-sweep: {field!r} is not a parameter of KDCrowdClassifier that this script can compare (it sets {', '.join(_SCRIPT_SETS)} itself)")
     if not args.values:
         raise SystemExit("--option-sweep needs --values")
-    return _option_sweep(args, "option-sweep", args.option_sweep, [_option_value(v) for v in args.values], "option_values")
+    values = [_option_value(v) for v in args.values]
+    for value in values:  # every value checked before any fit (a typo found after hours of fits writes nothing)
+        try:
+            _check_options(KDCrowdClassifier(**{**_fixed(args, field), field: value}))
+        except (ValueError, TypeError) as e:
+            raise SystemExit(f"--option-sweep {field} --values {value!r}: {e}") from None
+    return _option_sweep(args, "option-sweep", field, values, "option_values")
 
 
 def main_transductive(args: argparse.Namespace) -> dict[str, Any]:
@@ -516,11 +569,11 @@ def main_transductive(args: argparse.Namespace) -> dict[str, Any]:
 
     def run(items: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         if items == "crowd-labelled":
-            return _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"training_items": items})
+            return _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"training_items": items}, **_fixed(args))
         rows = []
         for seed in args.seeds:
             t = time.perf_counter()
-            clf = frozen_pipeline(x_both, ann_both, seed, args.device, label_spreading="on")
+            clf = frozen_pipeline(x_both, ann_both, seed, args.device, label_spreading="on", **_fixed(args))
             rows.append({"training_items": items, "seed": seed, "val": accuracy(clf.label_proba_[n:], y_val), "labels": accuracy(clf.label_proba_[:n], y),
                          "labels_classifier": accuracy(clf.classifier_proba_[:n], y), "seconds": round(time.perf_counter() - t, 1)})
             print(rows[-1], flush=True)
@@ -533,7 +586,7 @@ def main_transductive(args: argparse.Namespace) -> dict[str, Any]:
 
 def main_feature_norm_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return _compare(args, "feature-norm-sweep", "feature_norm", args.norms, f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults, fitted with unlabelled=the validation features, on frozen {args.backbone} features scaled each way",
-                    lambda norm: _fit_like_rows(*_train_val(args, norm=norm), args.seeds, args.device, {"feature_norm": norm}), feature_norm=None)
+                    lambda norm: _fit_like_rows(*_train_val(args, norm=norm), args.seeds, args.device, {"feature_norm": norm}, **_fixed(args)), feature_norm=None)
 
 
 def main_ensemble(args: argparse.Namespace) -> dict[str, Any]:
@@ -646,40 +699,48 @@ def main_flip_views(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
+    modes = ap.add_mutually_exclusive_group()  # what the script measures: one mode a run (none: the linear probes)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--cs", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
     ap.add_argument("--compare-normalisation", action="store_true")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images of each split (smoke check)")
-    ap.add_argument("--head-sweep", action="store_true", help="sweep the recipe of the heads trained on the frozen features (see the module docstring)")
+    modes.add_argument("--head-sweep", action="store_true", help="sweep the recipe of the heads trained on the frozen features (see the module docstring)")
     ap.add_argument("--epochs-grid", type=int, nargs="+", default=[30, 50])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-4, 1e-4])
     ap.add_argument("--weight-decays", type=float, nargs="+", default=[5e-4])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--append", action="store_true", help="with --head-sweep: add the grid's settings not yet in --out to it (same seeds) and choose again over all")
-    ap.add_argument("--flip-views", action="store_true", help="measure horizontal-flip views of the frozen features (see the module docstring)")
+    modes.add_argument("--flip-views", action="store_true", help="measure horizontal-flip views of the frozen features (see the module docstring)")
     ap.add_argument("--flip-variants", nargs="+", choices=["none", "mean", "tta", "augment"], default=["none", "mean", "tta", "augment"])
-    ap.add_argument("--cross-fit", action="store_true", help="in-sample against out-of-fold final labels (see the module docstring)")
+    modes.add_argument("--cross-fit", action="store_true", help="in-sample against out-of-fold final labels (see the module docstring)")
     ap.add_argument("--folds", type=int, default=5, help="with --cross-fit: the number of folds")
     ap.add_argument("--backbone", default="efficientnet-lite0", help="the pretrained backbone whose cached frozen features --head-sweep, --flip-views, --cross-fit, --ensemble and --spreading-sweep use")
-    ap.add_argument("--backbones", nargs="+", default=None, help="compare these pretrained backbones' frozen features on validation (see the module docstring)")
-    ap.add_argument("--ensemble", action="store_true", help="labels of pipelines averaged over seeds (see the module docstring)")
+    modes.add_argument("--backbones", nargs="+", default=None, help="compare these pretrained backbones' frozen features on validation (see the module docstring)")
+    modes.add_argument("--ensemble", action="store_true", help="labels of pipelines averaged over seeds (see the module docstring)")
     ap.add_argument("--teachers", nargs="+", default=["maxmig"], help="with --ensemble or --teacher-sweep: KD-Crowd's teachers")
-    ap.add_argument("--teacher-sweep", action="store_true", help="compare KD-Crowd's teachers in the pipeline of kdcrowd fit on validation (see the module docstring)")
-    ap.add_argument("--spreading-sweep", action="store_true", help="choose label spreading's neighbours and alpha on validation (see the module docstring)")
+    modes.add_argument("--teacher-sweep", action="store_true", help="compare KD-Crowd's teachers in the pipeline of kdcrowd fit on validation (see the module docstring)")
+    modes.add_argument("--spreading-sweep", action="store_true", help="choose label spreading's neighbours and alpha on validation (see the module docstring)")
     ap.add_argument("--neighbours", type=int, nargs="+", default=[5, 10, 20, 40])
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.8, 0.9, 0.95])
     ap.add_argument("--feature-norm", choices=FEATURE_NORMS, default=FROZEN_FEATURE_NORM, help="how the frozen features of every sweep and check are scaled (see the module docstring)")
-    ap.add_argument("--feature-norm-sweep", action="store_true", help="choose the scaling of the frozen features on validation (see the module docstring)")
+    modes.add_argument("--feature-norm-sweep", action="store_true", help="choose the scaling of the frozen features on validation (see the module docstring)")
     ap.add_argument("--norms", nargs="+", choices=FEATURE_NORMS, default=["none", "l2"], help="with --feature-norm-sweep: the scalings compared")
-    ap.add_argument("--lambda2-sweep", action="store_true", help="choose KD-Crowd's lambda2 for frozen features on validation (see the module docstring)")
+    modes.add_argument("--lambda2-sweep", action="store_true", help="choose KD-Crowd's lambda2 for frozen features on validation (see the module docstring)")
     ap.add_argument("--lambda2s", type=float, nargs="+", default=[1.0, 3.0, 10.0, 30.0, 100.0], help="with --lambda2-sweep: the values compared")
-    ap.add_argument("--option-sweep", metavar="FIELD", default=None, help="choose the estimator option FIELD on validation among --values (see the module docstring)")
+    modes.add_argument("--option-sweep", metavar="FIELD", default=None, help="choose the estimator option FIELD on validation among --values (see the module docstring)")
     ap.add_argument("--values", nargs="+", default=None, help="with --option-sweep: the values compared (JSON when they parse, text otherwise)")
-    ap.add_argument("--transductive", action="store_true", help="the items to label as training items without crowd labels, against the pipeline of kdcrowd fit (see the module docstring)")
+    modes.add_argument("--transductive", action="store_true", help="the items to label as training items without crowd labels, against the pipeline of kdcrowd fit (see the module docstring)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="OPTION=VALUE", help="with --teacher-sweep, --lambda2-sweep, --option-sweep, --backbones, --feature-norm-sweep or --transductive: "
+                    "fix these estimator options in every fit (values read as --values are), the rest of the frozen-features recipe given explicitly (see the module docstring)")
     args = ap.parse_args(argv)
+    if args.values is not None and args.option_sweep is None:
+        ap.error("--values goes with --option-sweep FIELD")
+    args.set = _parse_set(ap, args.set)
+    if args.set and not (args.teacher_sweep or args.lambda2_sweep or args.option_sweep is not None or args.backbones or args.feature_norm_sweep or args.transductive):
+        ap.error("--set goes with --teacher-sweep, --lambda2-sweep, --option-sweep, --backbones, --feature-norm-sweep or --transductive")
     torch.set_num_threads(args.threads)
     if args.feature_norm_sweep:
         return main_feature_norm_sweep(args)
@@ -691,7 +752,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return main_teacher_sweep(args)
     if args.lambda2_sweep:
         return main_lambda2_sweep(args)
-    if args.option_sweep:
+    if args.option_sweep is not None:
         return main_option_sweep(args)
     if args.transductive:
         return main_transductive(args)

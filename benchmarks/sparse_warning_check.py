@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     ways = {}
     for way in ("library", "without-scope"):
-        out = subprocess.run([sys.executable, "-c", CHILD, way, str(ROOT / "src")], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", CHILD, way, str(ROOT / "src")], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"the {way} check failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
         ways[way] = json.loads(out.stdout.strip().splitlines()[-1])
     torch_version = ways["library"]["torch"]
     result = {"benchmark": "sparse_warning_check", "torch": torch_version, "python": sys.version.split()[0],

@@ -500,10 +500,12 @@ def test_a_failed_write_leaves_no_outputs_and_resume_writes_them_without_trainin
     _outputs_equal(tmp_path / "plain", out)
 
 
-def test_a_resumed_fit_keeps_kd_crowds_part_of_the_recipe_its_run_started_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("older", [{}, {"lambda2": 10.0}], ids=["before-lambda2", "lambda2-only"])
+def test_a_resumed_fit_keeps_kd_crowds_part_of_the_recipe_its_run_started_with(older: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The frozen-features recipe's KD-Crowd part (lambda2, the student) is recorded in run.json;
-    ``--resume`` trains with the recorded one, none for a run started before it was part of the
-    recipe, so a run checkpointed by an older kdcrowd resumes instead of meeting other settings."""
+    ``--resume`` trains with the recorded one: none for a run started before it was part of the
+    recipe, lambda2 alone (and ELR) for one of the ninth session's recipe, so a run checkpointed
+    by an older kdcrowd resumes instead of meeting other settings."""
     import kdcrowd.framework as framework
     from kdcrowd.cli import RUN_FILE, _recorded_choices
     from kdcrowd.doors import FROZEN_FEATURE_KD
@@ -532,14 +534,18 @@ def test_a_resumed_fit_keeps_kd_crowds_part_of_the_recipe_its_run_started_with(t
     assert set(FROZEN_FEATURE_KD) == set(shared)
     for k, v in FROZEN_FEATURE_KD.items():
         assert state["settings"]["framework"][k] == v != shared[k]  # the recipe's, not the shared default
-    # the same run as an older kdcrowd made it: KD-Crowd had no part in the recipe, and run.json did not record it
-    del run["frozen_feature_kd"]
+    # the same run as an older kdcrowd made it: its recipe's KD-Crowd part was `older` (none: run.json did not record it)
+    if older:
+        run["frozen_feature_kd"] = older
+    else:
+        del run["frozen_feature_kd"]
     (out / RUN_FILE).write_text(json.dumps(run))
-    for k, v in shared.items():
+    trained = {**shared, **older}
+    for k, v in trained.items():
         state["settings"]["framework"][k] = state["settings"]["run"]["options"][k] = v
     state_file.write_text(json.dumps(state))
-    assert kd(True) == {}
+    assert kd(True) == older
     r = runner.invoke(app, ["fit", "--resume", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     options = json.loads((out / "metrics.json").read_text())["config"]["options"]
-    assert {k: options[k] for k in shared} == shared
+    assert {k: options[k] for k in shared} == trained

@@ -717,25 +717,49 @@ def test_benchmark_option_sweep_fits_each_value_of_any_estimator_option_and_refu
 def test_benchmark_transductive_fits_the_items_to_label_as_items_without_crowd_labels(load_script, monkeypatch, tmp_path: Path) -> None:
     """``--transductive``: the first rows are the pipeline as ``fit`` runs it; the second are one
     estimator on the training and validation rows together, whose annotations are the training
-    items' only (the validation rows have none), scored on the validation rows' final labels."""
+    items' only (the validation rows have none), scored on that estimator's final labels of the
+    validation rows (``[n:]``) and of the training rows (``[:n]``)."""
     from kdcrowd.estimator import KDCrowdClassifier
 
     bench = load_script("benchmarks/pretrained_features")
     ds = tiny_dataset(n=160, k=3, d=5)
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
     monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
-    fitted: list[tuple[int, int, int]] = []  # rows of X, items and labelled items of each fit
+    fitted: list[tuple[KDCrowdClassifier, np.ndarray, object]] = []  # each estimator the benchmark fits, with its X and annotations
     fit = KDCrowdClassifier.fit
-    monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, X, ann, **k: (fitted.append((len(X), ann.n_items, len(np.unique(ann.item)))), fit(self, X, ann, **k))[1])
+    monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, X, ann, **k: (fitted.append((self, X, ann)), fit(self, X, ann, **k))[1])
     out = bench.main(["--transductive", "--feature-norm", "none", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "t.json")])
     n, v = len(ds.x_train), len(ds.x_val)
     assert [s["training_items"] for s in out["summary"]] == ["crowd-labelled", "with-items-to-label"]
-    assert fitted == [(n, n, n), (n + v, n + v, n)]
+    (_, x0, a0), (clf, x1, a1) = fitted
+    assert (len(x0), a0.n_items, len(x1), a1.n_items) == (n, n, n + v, n + v)
+    np.testing.assert_array_equal(x1[n:], ds.x_val)
+    assert np.all(np.asarray(a1.item) < n) and len(np.asarray(a1.item)) == len(np.asarray(ds.annotations.item))  # no crowd label on a validation row
     row = out["rows"][1]
-    clf = KDCrowdClassifier(head_recipe="frozen-features", label_spreading="on", device="cpu", random_state=0)
-    from kdcrowd.data.annotations import Annotations
-
-    a = ds.annotations
-    clf.fit(np.concatenate([ds.x_train, ds.x_val]), Annotations(a.item, a.worker, a.label, n_items=n + v, n_workers=a.n_workers, n_classes=a.n_classes, classes=a.classes))
     assert row["val"] == float(np.mean(clf.label_proba_[n:].argmax(1) == ds.y_val)) and row["labels"] == float(np.mean(clf.label_proba_[:n].argmax(1) == ds.y_train))
     assert out["chosen"] == max(out["summary"], key=lambda s: s["val_mean"])["training_items"]
+
+
+def test_benchmark_set_fixes_options_in_every_fit_even_a_shared_default(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--set student=elr``: every fit gets the whole frozen-features recipe explicitly (head
+    recipe shared) with ELR over it, which the recipe would otherwise replace as "left at its
+    default"; without ``--set`` the teacher sweep leaves the recipe to the estimator."""
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD, door_defaults, settings_from_options
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    bench = load_script("benchmarks/pretrained_features")
+    ds = tiny_dataset(n=160, k=3, d=5)
+    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
+    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
+    seen: list[dict] = []
+    fit = KDCrowdClassifier.fit
+    monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, *a, **k: (seen.append(self.get_params()), fit(self, *a, **k))[1])
+    options = door_defaults().keys()
+    resolved = lambda p: settings_from_options({k: v for k, v in p.items() if k in options}, seed=0, progress=False)
+    for extra, student in (([], FROZEN_FEATURE_KD["student"]), (["--set", "student=elr"], "elr")):
+        seen.clear()
+        bench.main(["--teacher-sweep", "--teachers", "maxmig", *extra, "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "t.json")])
+        _, _, train, kd = resolved(seen[0])
+        assert kd["student"] == student and kd["lambda2"] == FROZEN_FEATURE_KD["lambda2"] and train.lr == FROZEN_FEATURE_HEAD["lr"]
+    with pytest.raises(SystemExit):
+        bench.main(["--teacher-sweep", "--set", "device=cuda", "--out", str(tmp_path / "x.json")])

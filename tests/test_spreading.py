@@ -180,3 +180,5 @@ def test_the_graph_raises_no_implicitly_disabled_sparse_warning(load_script, tmp
     out = bench.main(["--out", str(tmp_path / "w.json")])
     assert not out["ways"]["library"]["warns_implicitly_disabled"] and set(out["ways"]) == {"library", "without-scope"}
     assert out["torch"] == torch.__version__
+    if not out["ways"]["without-scope"]["warns_implicitly_disabled"]:
+        pytest.skip(f"torch {torch.__version__} raises the warning for neither way: the library's silence shows nothing here (torch 2.11 raises it)")
