@@ -666,21 +666,29 @@ def test_benchmark_feature_norm_sweep_scores_each_scaling_through_the_fit_pipeli
     assert teach["feature_norm"] == "l2" and (teach["rows"][0]["val"], teach["rows"][0]["labels"]) == scores["l2"]
 
 
-def test_benchmark_lambda2_sweep_runs_each_value_as_given_even_the_shared_default(load_script, monkeypatch, tmp_path: Path) -> None:
-    """``--lambda2-sweep``: a row per value, each the pipeline as ``fit`` runs it with that
-    lambda2. The recipe sets lambda2 when it is left at its shared default (1), so the sweep's
-    row for 1 must still run 1: the rest of the recipe given, ``head_recipe="shared"``. Checked
-    on the options each fit resolves to (the tiny data score 1.0 whatever lambda2)."""
-    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD, door_defaults, settings_from_options
+def _spied_benchmark(load_script, monkeypatch) -> tuple:
+    """``benchmarks/pretrained_features`` on a tiny data set whose "features" are its rows, and
+    the parameters of every ``KDCrowdClassifier`` it fits, in order."""
     from kdcrowd.estimator import KDCrowdClassifier
 
     bench = load_script("benchmarks/pretrained_features")
     ds = tiny_dataset(n=160, k=3, d=5)
     monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
     monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
-    seen: list[dict] = []  # the parameters of every estimator the sweep fits
+    seen: list[dict] = []
     fit = KDCrowdClassifier.fit
     monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, *a, **k: (seen.append(self.get_params()), fit(self, *a, **k))[1])
+    return bench, ds, seen
+
+
+def test_benchmark_lambda2_sweep_runs_each_value_as_given_even_the_shared_default(load_script, monkeypatch, tmp_path: Path) -> None:
+    """``--lambda2-sweep``: a row per value, each the pipeline as ``fit`` runs it with that
+    lambda2. The recipe sets lambda2 when it is left at its shared default (1), so the sweep's
+    row for 1 must still run 1: the rest of the recipe given, ``head_recipe="shared"``. Checked
+    on the options each fit resolves to (the tiny data score 1.0 whatever lambda2)."""
+    from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD, door_defaults, settings_from_options
+
+    bench, ds, seen = _spied_benchmark(load_script, monkeypatch)
     out = bench.main(["--lambda2-sweep", "--lambda2s", "1", str(FROZEN_FEATURE_KD["lambda2"]), "--feature-norm", "none", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "l.json")])
     assert [s["lambda2"] for s in out["summary"]] == [1.0, FROZEN_FEATURE_KD["lambda2"]]
     options = door_defaults().keys()
@@ -695,15 +703,7 @@ def test_benchmark_option_sweep_fits_each_value_of_any_estimator_option_and_refu
     """``--option-sweep FIELD --values ...``: a row per value, each fit with the estimator
     option FIELD set to it (values read as JSON when they parse, text otherwise); an option
     the estimator lacks is one clear error."""
-    from kdcrowd.estimator import KDCrowdClassifier
-
-    bench = load_script("benchmarks/pretrained_features")
-    ds = tiny_dataset(n=160, k=3, d=5)
-    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
-    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
-    seen: list[dict] = []
-    fit = KDCrowdClassifier.fit
-    monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, *a, **k: (seen.append(self.get_params()), fit(self, *a, **k))[1])
+    bench, ds, seen = _spied_benchmark(load_script, monkeypatch)
     out = bench.main(["--option-sweep", "final", "--values", "stage2", "student", "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "f.json")])
     assert [p["final"] for p in seen] == ["stage2", "student"] and out["option_values"] == ["stage2", "student"]
     assert [s["final"] for s in out["summary"]] == ["stage2", "student"] and all(p["head_recipe"] == "frozen-features" for p in seen)
@@ -745,15 +745,8 @@ def test_benchmark_set_fixes_options_in_every_fit_even_a_shared_default(load_scr
     recipe shared) with ELR over it, which the recipe would otherwise replace as "left at its
     default"; without ``--set`` the teacher sweep leaves the recipe to the estimator."""
     from kdcrowd.doors import FROZEN_FEATURE_HEAD, FROZEN_FEATURE_KD, door_defaults, settings_from_options
-    from kdcrowd.estimator import KDCrowdClassifier
 
-    bench = load_script("benchmarks/pretrained_features")
-    ds = tiny_dataset(n=160, k=3, d=5)
-    monkeypatch.setattr(bench, "load_dataset", lambda name: ds)
-    monkeypatch.setattr(bench, "extract_features", lambda x, name="efficientnet-lite0", device="cpu": x)
-    seen: list[dict] = []
-    fit = KDCrowdClassifier.fit
-    monkeypatch.setattr(KDCrowdClassifier, "fit", lambda self, *a, **k: (seen.append(self.get_params()), fit(self, *a, **k))[1])
+    bench, ds, seen = _spied_benchmark(load_script, monkeypatch)
     options = door_defaults().keys()
     resolved = lambda p: settings_from_options({k: v for k, v in p.items() if k in options}, seed=0, progress=False)
     for extra, student in (([], FROZEN_FEATURE_KD["student"]), (["--set", "student=elr"], "elr")):
