@@ -420,21 +420,33 @@ def _write(args: argparse.Namespace, fields: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _fit_like_rows(f: dict[str, np.ndarray], ann: Any, y: np.ndarray, y_val: np.ndarray, seeds: list[int], device: str, key: dict[str, Any],
-                   **params: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """The pipeline as ``kdcrowd fit --images`` runs it (label spreading over the training rows
-    and the images to label, here the validation images), with ``params``, over ``seeds``:
-    one row per seed (``key``'s fields first) and the means of its scores."""
+def _scored_rows(seeds: list[int], key: dict[str, Any], y: np.ndarray, y_val: np.ndarray,
+                 fit: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """One row per seed (``key``'s fields first) of ``fit(seed)``'s probabilities of the
+    validation images, the training items' final labels and their classifier's labels, scored
+    against ``y_val`` and ``y``, and the means of those scores."""
     from kdcrowd.metrics import accuracy
 
     rows = []
     for seed in seeds:
         t = time.perf_counter()
-        clf = frozen_pipeline(f["train"], ann, seed, device, unlabelled=f["val"], label_spreading="on", **params)
-        rows.append({**key, "seed": seed, "val": accuracy(clf.predict_proba(f["val"]), y_val), "labels": accuracy(clf.label_proba_, y),
-                     "labels_classifier": accuracy(clf.classifier_proba_, y), "seconds": round(time.perf_counter() - t, 1)})
+        val, labels, labels_classifier = fit(seed)
+        rows.append({**key, "seed": seed, "val": accuracy(val, y_val), "labels": accuracy(labels, y),
+                     "labels_classifier": accuracy(labels_classifier, y), "seconds": round(time.perf_counter() - t, 1)})
         print(rows[-1], flush=True)
     return rows, {f"{k}_mean": float(np.mean([r[k] for r in rows])) for k in ("val", "labels", "labels_classifier")}
+
+
+def _fit_like_rows(f: dict[str, np.ndarray], ann: Any, y: np.ndarray, y_val: np.ndarray, seeds: list[int], device: str, key: dict[str, Any],
+                   **params: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The pipeline as ``kdcrowd fit --images`` runs it (label spreading over the training rows
+    and the images to label, here the validation images), with ``params``, over ``seeds``
+    (:func:`_scored_rows`)."""
+    def fit(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        clf = frozen_pipeline(f["train"], ann, seed, device, unlabelled=f["val"], label_spreading="on", **params)
+        return clf.predict_proba(f["val"]), clf.label_proba_, clf.classifier_proba_
+
+    return _scored_rows(seeds, key, y, y_val, fit)
 
 
 def _compare(args: argparse.Namespace, mode: str, field: str, values: list[Any], estimator: str,
@@ -471,12 +483,10 @@ def main_backbones(args: argparse.Namespace) -> dict[str, Any]:
 def _parse_set(ap: argparse.ArgumentParser, pairs: list[str]) -> dict[str, Any]:
     """``--set OPTION=VALUE ...`` as a dict (values as :func:`_option_value` reads them); an option
     the estimator lacks, or one the script sets itself, is an error."""
-    from kdcrowd.estimator import KDCrowdClassifier
-
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
-        if not eq or key not in KDCrowdClassifier().get_params() or key in _SCRIPT_SETS:
+        if not eq or not _settable(key):
             ap.error(f"--set {pair}: give OPTION=VALUE with OPTION a KDCrowdClassifier parameter other than {', '.join(_SCRIPT_SETS)}")
         out[key] = _option_value(value)
     return out
@@ -484,6 +494,13 @@ def _parse_set(ap: argparse.ArgumentParser, pairs: list[str]) -> dict[str, Any]:
 
 #: The estimator options this script sets in every fit (the device, the seed, label spreading as ``fit`` has it).
 _SCRIPT_SETS = ("device", "random_state", "label_spreading")
+
+
+def _settable(name: str) -> bool:
+    """Whether ``--set`` and ``--option-sweep`` may give the estimator option ``name``."""
+    from kdcrowd.estimator import KDCrowdClassifier
+
+    return name in KDCrowdClassifier().get_params() and name not in _SCRIPT_SETS
 
 
 def _fixed(args: argparse.Namespace, field: str | None = None) -> dict[str, Any]:
@@ -531,28 +548,18 @@ def _option_value(text: str) -> Any:
         return text
 
 
-def _check_options(clf: Any) -> None:
-    """The estimator's door and label-spreading options checked as its ``fit`` checks them first
-    (one ``ConfigError`` naming the option)."""
-    from kdcrowd.doors import door_options, settings_from_options, spreading_options
-    from kdcrowd.spreading import LabelSpreading
-
-    settings_from_options({o.name: getattr(clf, o.name) for o in door_options()}, seed=0, progress=False)
-    LabelSpreading(**{o.name: getattr(clf, o.name) for o in spreading_options()})
-
-
 def main_option_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from kdcrowd.estimator import KDCrowdClassifier
 
     field = args.option_sweep
-    if field not in KDCrowdClassifier().get_params() or field in _SCRIPT_SETS:
+    if not _settable(field):
         raise SystemExit(f"--option-sweep: {field!r} is not a parameter of KDCrowdClassifier that this script can compare (it sets {', '.join(_SCRIPT_SETS)} itself)")
     if not args.values:
         raise SystemExit("--option-sweep needs --values")
     values = [_option_value(v) for v in args.values]
     for value in values:  # every value checked before any fit (a typo found after hours of fits writes nothing)
         try:
-            _check_options(KDCrowdClassifier(**{**_fixed(args, field), field: value}))
+            KDCrowdClassifier(**{**_fixed(args, field), field: value})._checked_options()  # as its fit checks them first
         except (ValueError, TypeError) as e:
             raise SystemExit(f"--option-sweep {field} --values {value!r}: {e}") from None
     return _option_sweep(args, "option-sweep", field, values, "option_values")
@@ -560,24 +567,20 @@ def main_option_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 def main_transductive(args: argparse.Namespace) -> dict[str, Any]:
     from kdcrowd.data.annotations import Annotations
-    from kdcrowd.metrics import accuracy
 
     f, ann, y, y_val = _train_val(args)
     n = len(y)
     x_both = np.concatenate([f["train"], f["val"]])
     ann_both = Annotations(ann.item, ann.worker, ann.label, n_items=len(x_both), n_workers=ann.n_workers, n_classes=ann.n_classes, classes=ann.classes)
 
+    def both(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # one fit on both sets of rows
+        clf = frozen_pipeline(x_both, ann_both, seed, args.device, label_spreading="on", **_fixed(args))
+        return clf.label_proba_[n:], clf.label_proba_[:n], clf.classifier_proba_[:n]
+
     def run(items: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         if items == "crowd-labelled":
             return _fit_like_rows(f, ann, y, y_val, args.seeds, args.device, {"training_items": items}, **_fixed(args))
-        rows = []
-        for seed in args.seeds:
-            t = time.perf_counter()
-            clf = frozen_pipeline(x_both, ann_both, seed, args.device, label_spreading="on", **_fixed(args))
-            rows.append({"training_items": items, "seed": seed, "val": accuracy(clf.label_proba_[n:], y_val), "labels": accuracy(clf.label_proba_[:n], y),
-                         "labels_classifier": accuracy(clf.classifier_proba_[:n], y), "seconds": round(time.perf_counter() - t, 1)})
-            print(rows[-1], flush=True)
-        return rows, {f"{k}_mean": float(np.mean([r[k] for r in rows])) for k in ("val", "labels", "labels_classifier")}
+        return _scored_rows(args.seeds, {"training_items": items}, y, y_val, both)
 
     return _compare(args, "transductive", "training_items", ["crowd-labelled", "with-items-to-label"],
                     f"KDCrowdClassifier(head_recipe='frozen-features', label_spreading='on') at its defaults on frozen {args.backbone} features: fitted on the training rows with unlabelled=the validation rows, "

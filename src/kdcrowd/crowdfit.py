@@ -257,6 +257,27 @@ class CrowdFit:
 
     # ------------------------------------------------------------------ fit / predict
 
+    def _checked_options(self) -> tuple[dict[str, Any], tuple[Any, Any, Any, Any], Any]:
+        """Every option checked (one error naming it) before any data is read, as :meth:`fit`
+        does first: the door options' values, what they resolve to
+        (:func:`~kdcrowd.doors.settings_from_options`: method, backbone, training settings,
+        method options) and the label spreading settings."""
+        from .spreading import LabelSpreading
+
+        frac = self.validation_fraction
+        if not isinstance(frac, numbers.Real) or not 0 <= frac < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1); got {frac!r}")
+        if self.method == "clean":
+            raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")
+        values = {o.name: getattr(self, o.name) for o in door_options()}
+        resolved = settings_from_options(values, seed=0, progress=bool(self.verbose))
+        if self.final_labels not in FINAL_LABELS:
+            raise ConfigError(f"final_labels must be one of {', '.join(FINAL_LABELS)}; got {self.final_labels!r}")
+        spreading = LabelSpreading(**{o.name: getattr(self, o.name) for o in spreading_options()})
+        if self.image_features not in IMAGE_FEATURE_MODES:
+            raise ConfigError(f"image_features must be one of {', '.join(IMAGE_FEATURE_MODES)}; got {self.image_features!r}")
+        return values, resolved, spreading
+
     def fit(self, X: Any, y: Any = None, X_val: Any = None, y_val: Any = None, item_ids: Any = None, *, annotations: Any = None, gold: Any = None, unlabelled: Any = None) -> CrowdFit:
         """Train on items ``X`` and their crowd labels ``y``.
 
@@ -280,26 +301,13 @@ class CrowdFit:
         from .methods import RunConfig, run_on_dataset
         from .metrics import worker_accuracy_estimate
         from .report.practitioner import worker_matrices
-        from .spreading import LabelSpreading
         from .training import predict_proba
 
         if annotations is not None:
             if y is not None:
                 raise ValueError("give the crowd labels once: as y or as annotations=, not both")
             y = annotations
-        frac = self.validation_fraction
-        if not isinstance(frac, numbers.Real) or not 0 <= frac < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1); got {frac!r}")
-        if self.method == "clean":
-            raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")
-        # every option checked (one ConfigError naming it) before any data is read
-        values = {o.name: getattr(self, o.name) for o in door_options()}
-        method, backbone, train, options = settings_from_options(values, seed=0, progress=bool(self.verbose))
-        if self.final_labels not in FINAL_LABELS:
-            raise ConfigError(f"final_labels must be one of {', '.join(FINAL_LABELS)}; got {self.final_labels!r}")
-        spreading = LabelSpreading(**{o.name: getattr(self, o.name) for o in spreading_options()})
-        if self.image_features not in IMAGE_FEATURE_MODES:
-            raise ConfigError(f"image_features must be one of {', '.join(IMAGE_FEATURE_MODES)}; got {self.image_features!r}")
+        values, (method, backbone, train, options), spreading = self._checked_options()
         if item_ids is None and isinstance(X, pd.DataFrame) and not isinstance(X.index, pd.RangeIndex):
             item_ids = X.index.tolist()  # a DataFrame indexed by item id names its rows
         X = self._check_X(X)
