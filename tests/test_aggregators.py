@@ -245,6 +245,46 @@ def test_mmsr_turns_adversaries_around():
     np.testing.assert_array_equal(ck_rule.skills, post.skills)
 
 
+def test_mmsr_when_every_covariance_row_sums_to_zero():
+    # Two workers who agree on every item (K=2): each covariance row is +1 off the
+    # diagonal and -1/(K-1) on it, so every row sums to 0 and the sign step has no worker
+    # to work with; it used to index an empty eigenvector. Both count as reliable now.
+    ann = _ann([0, 0, 1, 1, 2, 2, 3, 3], [0, 1] * 4, [0, 0, 1, 1, 1, 1, 0, 0], 4, 2, 2)
+    res = mmsr(ann)
+    np.testing.assert_array_equal(res.labels, [0, 1, 1, 0])
+    assert np.isfinite(res.skills).all() and (res.skills > 0).all(), res.skills
+    # three binary workers who agree pairwise on 6 of 8 items: rows sum to 0 too
+    answers = ["00000000", "11000000", "10100000"]
+    item, worker, label = zip(*[(i, w, int(c)) for w, a in enumerate(answers) for i, c in enumerate(a)])
+    res = mmsr(_ann(item, worker, label, 8, 3, 2))
+    np.testing.assert_array_equal(res.labels, [1, 0, 0, 0, 0, 0, 0, 0])  # the majority of each item
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_weighted_vote_ties_break_to_the_lowest_class_in_float32_too(dtype):
+    # Item 0: ten workers of skill 1/2 say 0, seven of skill 5/7 say 1, an exact tie
+    # (10 x 1/2 = 7 x 5/7) that float32 sums (a GPU's default) round unequal.
+    rows = []  # (item, worker, label)
+    fill_a, fill_b = 17, 18  # two workers who make a lone 1 disagree with the majority
+
+    def disagree(w):
+        i = 1 + len({r[0] for r in rows})
+        rows.extend([(i, fill_a, 0), (i, fill_b, 0), (i, w, 1)])
+
+    for w in range(10):  # agree on item 0, disagree once: skill 1/2
+        rows.append((0, w, 0))
+        disagree(w)
+    for w in range(10, 17):  # disagree on item 0 and once more, agree 5 times alone: 5/7
+        rows.append((0, w, 1))
+        disagree(w)
+        for _ in range(5):
+            rows.append((1 + len({r[0] for r in rows}), w, 0))
+    item, worker, label = map(list, zip(*rows))
+    res = wawa(_ann(item, worker, label, max(item) + 1, 19, 2), dtype=dtype)
+    np.testing.assert_allclose(res.skills[[0, 10]], [1 / 2, 5 / 7], rtol=1e-6)
+    assert res.labels[0] == 0, res.posteriors[0]
+
+
 # ----------------------------------------------------------------------- edge cases
 
 

@@ -674,6 +674,25 @@ def test_read_keeps_ids_as_written(tmp_path):
     assert c.item_ids.tolist() == ["0017"] and c.worker_ids.tolist() == ["007"]
 
 
+def test_read_keeps_zero_padded_label_codes_as_classes(tmp_path):
+    # labels 01 / 02 were read as the integers 1 / 2, class indices beside an unused
+    # class 0 (K = 3); declaring classes=["01", "02"] then failed, so write() -> read()
+    # lost the classes
+    path = tmp_path / "codes.csv"
+    path.write_text("item,worker,label\n0017,u,01\n0017,v,02\n0018,u,02\n0018,v,02\n")
+    a = Annotations.read(path)
+    assert a.classes.tolist() == ["01", "02"] and a.n_classes == 2
+    assert Annotations.read(path, classes=["01", "02"]).classes.tolist() == ["01", "02"]
+    b = Annotations.from_long(pd.DataFrame({"item": [1, 1, 2], "worker": ["u", "v", "u"], "label": ["01", "02", "+3"]}))
+    b.write(tmp_path / "rt.csv")
+    assert Annotations.read(tmp_path / "rt.csv") == b
+    # canonical integers stay class indices 0..max; a missing label is still an error
+    path.write_text("item,worker,label\n1,u,1\n2,u,2\n3,u,NA\n")
+    assert "missing values" in _err(Annotations.read, path)
+    path.write_text("item,worker,label\n1,u,1\n2,u,2\n")
+    assert Annotations.read(path).classes.tolist() == [0, 1, 2]
+
+
 def test_write_parquet_ids_of_mixed_type_or_beyond_int64(tmp_path):
     # pyarrow refused them: ArrowInvalid for ids [1, "a"], OverflowError for 2**70
     pytest.importorskip("pyarrow")

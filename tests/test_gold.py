@@ -60,6 +60,8 @@ def test_check_gold_and_conversions() -> None:
     np.testing.assert_array_equal(gold_from_values(vals, ["a", "b", "c"], 5), g)
     np.testing.assert_array_equal(gold_from_values([None, 1, np.nan], [0, 1], 3), [-1, 1, -1])
     np.testing.assert_array_equal(gold_from_values([None, "1", None], [0, 1], 3), [-1, 1, -1])  # matched by text
+    # a float column with NaN for unknown (pandas' type for it) matches digit-text classes
+    np.testing.assert_array_equal(gold_from_values([2.0, np.nan, 1.0], ["1", "2"], 3), [1, -1, 0])
     with pytest.raises(ValueError, match="not among the classes"):
         gold_from_values(["x", None], ["a", "b"], 2)
 

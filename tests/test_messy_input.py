@@ -167,6 +167,16 @@ def test_cli_aggregate_messy_file_warns_on_stderr_and_reads_it(tmp_path: Path) -
     assert out["item"].tolist() == ["a", "b"]
 
 
+def test_cli_aggregate_keeps_zero_padded_label_codes(tmp_path: Path) -> None:
+    # labels 01 / 02 came out as 1 / 2 with a phantom class 0 (p_0, p_1, p_2)
+    (tmp_path / "a.csv").write_text("item,worker,label\n0017,u,01\n0017,v,02\n0018,u,02\n0018,v,02\n")
+    r = cli("aggregate", "--annotations", "a.csv", "--method", "mv", "--out", "l.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = pd.read_csv(tmp_path / "l.csv", dtype=str)
+    assert list(out.columns) == ["item", "label", "p_01", "p_02"]
+    assert out["item"].tolist() == ["0017", "0018"] and out["label"].tolist() == ["01", "02"]
+
+
 # ----------------------------------------------------------------------------- 7: output paths
 
 

@@ -57,6 +57,10 @@ def test_read_texts_errors(tmp_path) -> None:
     r.write_text('{"item": "x", "text": 5}\n')
     with pytest.raises(AnnotationError, match="non-text values.*--text-column"):
         read_texts(r)
+    e = tmp_path / "empty_id.csv"
+    e.write_text("item,text\n,hello there\n2,world wide\n")
+    with pytest.raises(AnnotationError, match=r"without an item id.*rows 0"):
+        read_texts(e)
     with pytest.raises(AnnotationError, match="suffix"):
         (tmp_path / "t.txt").write_text("x")
         read_texts(tmp_path / "t.txt")
@@ -100,6 +104,10 @@ def test_unfitted_and_bad_input() -> None:
         TextFeaturizer().transform(["x"])
     with pytest.raises(AnnotationError, match="no words"):
         text_features(["", "a"])
+    # a bad setting of the featurizer is scikit-learn's error naming it, not the texts'
+    with pytest.raises(ValueError, match="ngram_range") as info:
+        text_features(["a cat sat", "the dog ran"], ngram_range=(2, 1))
+    assert not isinstance(info.value, AnnotationError)
     with pytest.raises(AnnotationError, match="strings"):
         text_features(["good text", None])
     with pytest.raises(TypeError):

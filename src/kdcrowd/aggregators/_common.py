@@ -148,9 +148,11 @@ class _Data:
 
 def _argmax_lowest(scores: torch.Tensor) -> torch.Tensor:
     """Row argmax where values within float rounding of the maximum are ties (the lowest
-    class wins), so that sums of float weights taken in another order tie the same way."""
+    class wins), so that sums of float weights taken in another order tie the same way:
+    a relative 64 ulp of the scores' dtype (float32 on a GPU rounds ~1e-7 of a sum)."""
     top = scores.max(1, keepdim=True).values
-    return (scores >= top - 1e-9 * top.abs()).to(torch.int8).argmax(1)
+    tol = max(1e-9, 64 * torch.finfo(scores.dtype).eps) if scores.is_floating_point() else 0.0
+    return (scores >= top - tol * top.abs()).to(torch.int8).argmax(1)
 
 
 def _check(name: str, value: float, low: float, strict: bool = False) -> None:

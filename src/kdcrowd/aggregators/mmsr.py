@@ -53,6 +53,8 @@ def _sign_vector(cov: np.ndarray) -> np.ndarray:
     valid = np.nonzero(cov.sum(1) != 0)[0]
     sv = s[np.ix_(valid, valid)]
     kk = len(valid)
+    if kk == 0:  # every row sums to 0 (e.g. two workers who always agree): no sign
+        return np.ones(len(cov))  # conflict to resolve, so every worker counts as reliable
     pi, pj = np.nonzero(np.triu(sv == 1))
     neg_i, neg_j = np.nonzero(sv == -1)
     p = len(pi)

@@ -65,7 +65,7 @@ from ._common import (  # noqa: F401 - AnnotationError and the helpers below are
     _separator_hint,
     _suffix,
 )
-from .readers import _answers_long, _ids_from_text, _read_table, load_answers_json
+from .readers import _answers_long, _ids_from_text, _labels_from_text, _read_table, load_answers_json
 
 __all__ = ["Annotations", "AnnotationError", "row_normalise", "WIDE_LIMIT"]
 
@@ -774,7 +774,9 @@ class Annotations:
         removed; only an empty field is missing, so a worker ``NA`` is the text ``"NA"``)
         and become int64 when every id of the column is a canonical integer, as in
         answers.json: ``17`` is 17, but ``0017``, ``1e5`` and an integer beyond int64
-        keep every id of their column as text. Labels follow pandas' type inference.
+        keep every id of their column as text. Labels are numbers when every label is a
+        number written canonically (``NA``, ``null`` ... then missing), otherwise class
+        names: ``01`` and ``02`` are two classes, as the command line reads them.
         """
         path = Path(path)
         suffix = _suffix(path)
@@ -792,12 +794,15 @@ class Annotations:
         if suffix in (".json", ".json.gz"):
             return cls.from_answers_json(path, **kw)
         item, worker = kw.get("item", "item"), kw.get("worker", "worker")
+        label = kw.get("label", "label")
         ids = (item, worker) + (("task",) if item == "item" else ())
-        df = _read_table(path, "annotation file", text_columns=ids)
+        df = _read_table(path, "annotation file", text_columns=ids + (label,))
         if suffix not in (".parquet", ".pq"):
             for col in ids:
                 if col in df.columns and not isinstance(df[col], pd.DataFrame):
                     df[col] = _ids_from_text(df[col])
+            if label in df.columns and not isinstance(df[label], pd.DataFrame):
+                df[label] = _labels_from_text(df[label])
         return cls.from_long(df, **kw)
 
     # ------------------------------------------------------------------ writers

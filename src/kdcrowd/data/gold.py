@@ -64,10 +64,18 @@ def gold_values(gold: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
     return out
 
 
+def _text(value: Any) -> str:
+    """A gold value's text; an integral float reads as its integer (a pandas column with
+    NaN for unknown holds ``2.0`` for the class ``"2"``)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def gold_from_values(values: Any, classes: Sequence[Any], n_items: int, option: str = "gold") -> np.ndarray | None:
     """A gold vector from class values aligned with the ``n_items`` items (``None``, NaN or
     ``pd.NA`` = unknown); values are matched to ``classes`` as they are, then by their text
-    (``1`` and ``"1"`` are the same class). ``None`` stays ``None``."""
+    (``1``, ``1.0`` and ``"1"`` are the same class). ``None`` stays ``None``."""
     if values is None:
         return None
     vals = pd.Series(list(values) if not isinstance(values, pd.Series) else values.tolist(), dtype=object)
@@ -81,7 +89,7 @@ def gold_from_values(values: Any, classes: Sequence[Any], n_items: int, option: 
         miss = pos < 0
         if miss.any():  # by text
             text = pd.Index([str(c) for c in classes])
-            pos[miss] = text.get_indexer([str(v) for v in vals[known].to_numpy()[miss]])
+            pos[miss] = text.get_indexer([_text(v) for v in vals[known].to_numpy()[miss]])
         if (pos < 0).any():
             bad = vals[known].to_numpy()[pos < 0][:5].tolist()
             raise ValueError(f"{option} holds {bad}, which are not among the classes {list(classes)}")

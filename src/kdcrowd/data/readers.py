@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -334,11 +335,22 @@ def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return df.loc[~drop].reset_index(drop=True) if drop.any() else df
 
 
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _has_integer_codes(text: pd.Series) -> bool:
+    """Whether some value is an integer written in a non-canonical way (``01``, ``+2``,
+    ``-0``): a code whose text is its identity."""
+    return any(isinstance(v, str) and _INTEGER_TEXT.fullmatch(v) and str(int(v)) != v for v in text.unique())
+
+
 def _labels_from_text(labels: pd.Series) -> pd.Series:
     """Labels read as text (only an empty field missing): surrounding spaces removed; numbers
     when every label is a number (as pandas would have typed the column), where pandas'
     missing-value words (``NA``, ``null``, ...) are missing; otherwise class names, where
-    ``NA``, ``None`` or ``null`` is a class like any other."""
+    ``NA``, ``None`` or ``null`` is a class like any other. Codes written as integers that
+    are not canonical (``01``, ``+2``) keep every label as text, as ids do: ``01`` and
+    ``02`` are two classes, not the class indices 1 and 2 beside an unused class 0."""
     stripped = labels.astype(object).where(labels.notna(), None)
     if stripped.notna().any():
         stripped = stripped.str.strip()
@@ -346,7 +358,7 @@ def _labels_from_text(labels: pd.Series) -> pd.Series:
     na_words = set(_NA_WORDS)
     present = stripped.dropna()
     numeric = present[~present.isin(na_words)]
-    if len(numeric):
+    if len(numeric) and not _has_integer_codes(numeric):
         try:
             num = pd.to_numeric(numeric)
         except (ValueError, TypeError):

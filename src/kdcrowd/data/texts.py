@@ -99,7 +99,7 @@ def read_texts(path: str | os.PathLike, id_column: str = "item",
     if df.empty:
         raise AnnotationError(f"the text file {p} has no rows.")
     ids, texts = df[id_column], df[text_column]
-    missing = np.flatnonzero(ids.isna().to_numpy())
+    missing = np.flatnonzero(ids.isna().to_numpy() | ids.astype(str).str.strip().eq("").to_numpy())
     if missing.size:
         raise AnnotationError(f"the text file {p} has rows without an item id in column {id_column!r} "
                               f"(rows {_rows(missing)}, 0-based); give every text an id (--item-column).")
@@ -161,7 +161,9 @@ class TextFeaturizer:
         )
         try:
             vec.fit(texts)
-        except ValueError as exc:  # "empty vocabulary; perhaps the documents only contain stop words"
+        except ValueError as exc:
+            if "empty vocabulary" not in str(exc) and "no terms remain" not in str(exc):
+                raise  # a setting of the featurizer (ngram_range, min_df ...), named by scikit-learn
             raise AnnotationError(f"the training texts give no words to learn from ({exc}); check the "
                                   "text column (--text-column).") from exc
         vocab = vec.vocabulary_
