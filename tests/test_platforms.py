@@ -298,3 +298,169 @@ def test_toloka_without_task_ids(tmp_path: Path) -> None:
 def test_percent_signs_are_kept_in_plain_paths() -> None:
     assert item_id_from_reference("photos/100%20off.jpg") == "100%20off"
     assert item_id_from_reference("https://h.example/photos/100%25.jpg") == "100%"
+
+
+# ----------------------------------------------------------------------------- documented shapes the readers missed
+
+
+def _json_min(tasks: list[dict]) -> list[dict]:
+    """Label Studio's JSON-MIN export of a JSON export (export.md, "JSON_MIN"; the converter's
+    convert_to_json_min): one record per annotation that was not cancelled, the task's data keys
+    and ``id`` at the top, each control's answer under its from_name (one choice as text,
+    several as ``{"choices": [...]}``), ``annotator`` (the email of an expanded user, else the
+    user id), ``annotation_id``, ``created_at``, ``updated_at``, ``lead_time``."""
+    out = []
+    for task in tasks:
+        for ann in task.get("annotations") or []:
+            if ann.get("was_cancelled"):
+                continue
+            rec = dict(task["data"], id=task["id"])
+            for r in ann["result"]:
+                choices = r["value"]["choices"]
+                rec[r["from_name"]] = choices[0] if len(choices) == 1 else {"choices": choices}
+            who = ann["completed_by"]
+            rec.update(annotator=who["email"] if isinstance(who, dict) else who, annotation_id=ann["id"],
+                       created_at="2024-05-01T10:00:00Z", updated_at="2024-05-01T10:00:00Z", lead_time=3.5)
+            out.append(rec)
+    return out
+
+
+def test_labelstudio_json_min_export(tmp_path: Path) -> None:
+    p = tmp_path / "project-1-at-2024-05-01-min.json"
+    p.write_text(json.dumps(_json_min(json.loads((FIX / "labelstudio.json").read_text())), indent=2))
+    assert detect_format(p) == "labelstudio"
+    with pytest.raises(AnnotationError, match=r"JSON-MIN.*'animal', 'quality'.*--field"):
+        read_export(p)
+    got = read_export(p, field="animal")
+    want = read_export(FIX / "labelstudio.json", field="animal")
+    pd.testing.assert_frame_equal(_sorted(got.annotations), _sorted(want.annotations))
+    refs = [dict(zip(e.annotations["item"], e.annotations["ref"])) for e in (got, want)]
+    assert refs[0] == refs[1]
+    assert got.summary["n_annotations"] == 10 and got.gold is None  # JSON-MIN keeps no ground_truth flag
+    # a text project: the data key and the answer key look alike, so --field names the control;
+    # a task without annotations (annotator and annotation_id null) is no answer
+    recs = [{"text": "great film", "id": 7, "sentiment": "pos", "annotator": 1, "annotation_id": 1},
+            {"text": "great film", "id": 7, "sentiment": {"choices": ["pos", "neg"]}, "annotator": 2, "annotation_id": 2},
+            {"text": "dull", "id": 8, "annotator": None, "annotation_id": None}]
+    q = tmp_path / "text-min.json"
+    q.write_text(json.dumps(recs))
+    with pytest.raises(AnnotationError, match=r"'sentiment', 'text'.*--field"):
+        read_export(q)
+    with pytest.raises(AnnotationError, match="--multi-label"):
+        read_export(q, field="sentiment")
+    e = read_export(q, field="sentiment", multi="first")
+    assert e.annotations[KEY].values.tolist() == [["7", "1", "pos"], ["7", "2", "pos"]] and e.summary["n_read"] == 2
+
+
+def test_labelbox_json_list_and_pretty_printed_row(tmp_path: Path) -> None:
+    # the SDK's export_task.result / [data_row.json for data_row in export_task.get_buffered_stream()]
+    # saved with json.dump: a JSON list of the same data rows (Labelbox "Export image annotations")
+    rows = [json.loads(line) for line in (FIX / "labelbox.ndjson").read_text().splitlines()]
+    p = tmp_path / "export.json"
+    p.write_text(json.dumps(rows, indent=2))
+    assert detect_format(p) == "labelbox"
+    want = read_export(FIX / "labelbox.ndjson")
+    got = read_export(p)
+    pd.testing.assert_frame_equal(_sorted(got.annotations), _sorted(want.annotations))
+    assert got.summary["skipped"] == {"skipped": 1}
+    one = tmp_path / "one.json"  # one data row, pretty-printed like the docs' sample export
+    one.write_text(json.dumps(rows[0], indent=2))
+    assert detect_format(one) == "labelbox" and len(read_export(one).annotations) == 3
+
+
+def _argilla_flat(records: list[dict]) -> list[dict]:
+    """Argilla 2.x records flattened (``records.to_list(flatten=True)``, the rows of
+    ``records.to_datasets()``): fields and metadata at the top, and per question
+    ``<q>.responses``, ``<q>.responses.users``, ``<q>.responses.status`` (lists in the same
+    order) and ``<q>.suggestion``; keys a record lacks are null."""
+    out = []
+    for r in records:
+        flat = {"id": r["id"], "_server_id": r["_server_id"], **r["fields"], **r["metadata"]}
+        for q, rs in r["responses"].items():
+            flat[f"{q}.responses"] = [x["value"] for x in rs]
+            flat[f"{q}.responses.users"] = [x["user_id"] for x in rs]
+            flat[f"{q}.responses.status"] = [x.get("status", "submitted") for x in rs]
+        for q, s in r["suggestions"].items():
+            flat.update({f"{q}.suggestion": s["value"], f"{q}.suggestion.score": s["score"],
+                         f"{q}.suggestion.agent": s["agent"]})
+        out.append(flat)
+    keys = {k for f in out for k in f}
+    return [{k: f.get(k) for k in sorted(keys)} for f in out]
+
+
+def test_argilla_flattened_records(tmp_path: Path) -> None:
+    flat = _argilla_flat(json.loads((FIX / "argilla.json").read_text()))
+    assert flat[1]["topics.responses"] is None  # r2 has no topics answer
+    want = read_export(FIX / "argilla.json", field="sentiment")
+    as_list, as_lines = tmp_path / "records.json", tmp_path / "records.jsonl"
+    as_list.write_text(json.dumps(flat))
+    as_lines.write_text("".join(json.dumps(f) + "\n" for f in flat))  # datasets.Dataset.to_json writes JSON lines
+    for p in (as_list, as_lines):
+        assert detect_format(p) == "argilla", p
+        with pytest.raises(AnnotationError, match=r"2 questions.*'sentiment', 'topics'.*--field"):
+            read_export(p)
+        got = read_export(p, field="sentiment")
+        pd.testing.assert_frame_equal(_sorted(got.annotations), _sorted(want.annotations))
+        assert got.summary["skipped"] == {"draft": 1} and got.summary["n_read"] == 11
+
+
+def test_doccano_json_export(tmp_path: Path) -> None:
+    # doccano's "JSON" export option: one <username>.json per user, a JSON list of the examples
+    z = tmp_path / "export.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        for user in ("alice", "bob", "carol"):
+            rows = [json.loads(line) for line in (FIX / "doccano" / f"{user}.jsonl").read_text().splitlines()]
+            f.writestr(f"{user}.json", json.dumps(rows))
+    assert detect_format(z) == "doccano"
+    got = read_export(z)
+    pd.testing.assert_frame_equal(_sorted(got.annotations), _sorted(pd.read_csv(FIX / "doccano.expected.csv", dtype=str)))
+    assert got.summary["skipped"] == {"empty": 2}
+
+
+def test_crowd_html_radio_groups(tmp_path: Path) -> None:
+    # crowd-radio-group's documented output: [{"btn1": {"yes": true}, "btn2": {"no": false}}]
+    # (each crowd-radio-button: name -> {value: checked}); native radio inputs sharing a name:
+    # {"q1": {"Pro": true, "Con": false}}; both in Answer.taskAnswers and, with
+    # answer-format="flatten-objects", as Answer.<name>.<value> columns
+    def task_answers(obj: dict) -> str:
+        return '"' + json.dumps([obj]).replace('"', '""') + '"'
+    p = tmp_path / "radio.csv"
+    p.write_text("HITId,WorkerId,AssignmentStatus,Answer.taskAnswers\n"
+                 f"H1,W1,Approved,{task_answers({'btn1': {'yes': True}, 'btn2': {'no': False}})}\n"
+                 f"H1,W2,Approved,{task_answers({'btn1': {'yes': False}, 'btn2': {'no': True}})}\n")
+    e = read_export(p)
+    assert e.summary["field"] == "radio" and e.annotations[KEY].values.tolist() == [["H1", "W1", "yes"], ["H1", "W2", "no"]]
+    q = tmp_path / "native.csv"
+    q.write_text("HITId,WorkerId,AssignmentStatus,Answer.taskAnswers\n"
+                 f"H1,W1,Approved,{task_answers({'q1': {'Pro': True, 'Con': False, 'Tie': False}})}\n"
+                 f"H1,W2,Approved,{task_answers({'q1': {'Pro': False, 'Con': False, 'Tie': True}})}\n")
+    e = read_export(q)
+    assert e.summary["field"] == "q1" and e.annotations["label"].tolist() == ["Pro", "Tie"]
+    flat = tmp_path / "flat.csv"
+    flat.write_text("HITId,WorkerId,AssignmentStatus,Answer.q1.Pro,Answer.q1.Con,Answer.q1.Tie\n"
+                    "H1,W1,Approved,true,false,false\nH1,W2,Approved,false,false,true\nH1,W3,Submitted,,,\n")
+    e = read_export(flat)  # the blank row (no answer) is skipped, not another field
+    assert e.summary["field"] == "q1" and e.annotations["label"].tolist() == ["Pro", "Tie"]
+    assert e.summary["skipped"] == {"empty": 1}
+    # a SageMaker custom template holds the same crowd-form object in answerContent
+    root = tmp_path / "job"
+    shutil.copytree(FIX / "sagemaker" / "pets-job", root)
+    for f in (root / "annotations" / "worker-response").rglob("*.json"):
+        doc = json.loads(f.read_text())
+        for a in doc["answers"]:
+            label = a["answerContent"].pop("crowd-image-classifier")["label"]
+            a["answerContent"] = {"cat": {"on": label == "cat"}, "dog": {"on": label == "dog"}}
+        f.write_text(json.dumps(doc))
+    got = read_export(root)
+    assert got.summary["field"] == "radio"
+    pd.testing.assert_frame_equal(_sorted(got.annotations), _sorted(pd.read_csv(FIX / "sagemaker.expected.csv", dtype=str)))
+
+
+def test_cvat_for_video_names_the_images_format(tmp_path: Path) -> None:
+    # "CVAT for video 1.1" writes tracks only (tags are not part of it)
+    p = tmp_path / "annotations.xml"
+    p.write_text('<annotations><version>1.1</version><meta><job><id>1</id></job></meta>'
+                 '<track id="0" label="cat" source="manual"><box frame="0" keyframe="1" outside="0" occluded="0" '
+                 'xtl="1" ytl="1" xbr="5" ybr="5" z_order="0"/></track></annotations>')
+    with pytest.raises(AnnotationError, match=r"CVAT for video.*CVAT for images 1\.1"):
+        read_export(p)

@@ -311,6 +311,29 @@ def _json_lines(text: str, where: str) -> Iterator[tuple[int, Any]]:
                         "one JSON object per line.") from exc
 
 
+def _json_documents(text: str, where: str) -> list[tuple[int, Any]]:
+    """The objects of a JSON export, numbered from 1: a JSON list (its entries), one JSON
+    object (pretty-printed or not), or JSON lines (numbered by line)."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _fail(f"{where} is not valid JSON ({exc}).") from exc
+        if isinstance(obj, list):
+            return list(enumerate(obj, 1))
+    try:
+        return list(_json_lines(text, where))
+    except AnnotationError:
+        if not stripped.startswith("{"):
+            raise
+        try:  # one object over several lines
+            return [(1, json.loads(text))]
+        except json.JSONDecodeError:
+            raise _fail(f"{where} is not valid JSON: neither one JSON object, a JSON list, nor one JSON "
+                        "object per line.") from None
+
+
 def _read_text(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
@@ -374,8 +397,14 @@ def read_labelstudio(path: Path, field: str | None = None, multi: str | None = N
     ``result`` entries of type ``choices`` (``from_name`` is the control,
     ``value.choices`` the chosen classes). With several choice controls, ``field`` (``--field``)
     names the ``from_name`` to read. Predictions are not read.
+
+    The JSON-MIN export (one record per annotation that was not cancelled: the task's data
+    keys and ``id``, each control's answer under its ``from_name``, ``annotator``,
+    ``annotation_id`` ...) is read too; see :func:`_read_labelstudio_min`.
     """
     tasks = _records(_json_load(path, "Label Studio export"), path, "Label Studio")
+    if _is_labelstudio_min(tasks):
+        return _read_labelstudio_min(tasks, path, field, multi)
     controls: list[str] = []
     for task in tasks:
         for ann in task.get("annotations") or []:
@@ -417,8 +446,85 @@ def read_labelstudio(path: Path, field: str | None = None, multi: str | None = N
     return _finish(rows, control, multi, f"Label Studio export {path}")
 
 
+#: The keys JSON-MIN adds to a task's data keys and answers (label-studio-sdk's converter).
+_LS_MIN_KEYS = frozenset({"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement"})
+
+
+def _is_labelstudio_min(records: Sequence[Mapping]) -> bool:
+    return (not any("annotations" in r or "completions" in r for r in records)
+            and any("annotation_id" in r and "annotator" in r for r in records))
+
+
+def _ls_min_choices(v: Any) -> list | None:
+    """The classes of one JSON-MIN answer: one choice as a value, several as
+    ``{"choices": [...]}`` (a list of those for per-region controls); ``None`` when ``v`` holds
+    no choices (a box, a text area, a rating ...)."""
+    if isinstance(v, Mapping):
+        c = v.get("choices")
+        return list(c) if isinstance(c, list) else None
+    if isinstance(v, list):
+        out: list = []
+        for x in v:
+            y = _ls_min_choices(x)
+            if y is None:
+                return None
+            out.extend(y)
+        return out
+    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+        return [v]
+    return None
+
+
+def _read_labelstudio_min(records: list, path: Path, field: str | None, multi: str | None) -> PlatformExport:
+    """Label Studio's JSON-MIN export: per record ``id`` (the task: the item, or the image
+    file name when one data value is an image), ``annotator`` (the worker: the user id, or
+    the email) and the answer under the control's ``from_name``. JSON-MIN puts the task's data
+    keys and the answers side by side without saying which is which, so with more than one
+    key that may hold choices, ``field`` (``--field``) names the control. Records of tasks
+    without annotations (no ``annotation_id``, no ``annotator``) are no answers. JSON-MIN
+    leaves out cancelled annotations and the ``ground_truth`` flag (no gold)."""
+    where = f"Label Studio JSON-MIN export {path}"
+    answered = [r for r in records if not (r.get("annotation_id") is None and r.get("annotator") in (None, "", {}))]
+    keys = list(dict.fromkeys(k for r in answered for k in r if k not in _LS_MIN_KEYS))
+    bad = {k for r in answered for k, v in r.items()
+           if k not in _LS_MIN_KEYS and v is not None and (_ls_min_choices(v) is None or _is_image_ref(v))}
+    candidates = sorted(k for k in keys if k not in bad)
+    if field is not None:
+        if field not in keys:
+            raise _fail(f"--field {field!r} is not a key of {where}; its keys that may hold the choices: "
+                        f"{_names(candidates) or 'none'}. Pass the choice control's from_name with --field.")
+        control = field
+    elif len(candidates) == 1:
+        control = candidates[0]
+    elif not candidates:
+        raise _fail(f"{where} holds no key with choice answers; kdcrowd reads single-choice classification "
+                    "answers (Choices controls).")
+    else:
+        raise _fail(f"{where} does not say which keys are answers and which are task data; the keys that may "
+                    f"hold the choices: {_names(candidates)}. Name the choice control (its from_name) with "
+                    "--field, or export the project as JSON, which says.")
+    rows = _Rows("labelstudio")
+    refs, ids, spans = [], [], []
+    for r in answered:
+        images = [v for k, v in r.items() if k not in _LS_MIN_KEYS and k != control and _is_image_ref(v)]
+        ref = images[0] if len(images) == 1 else None
+        who = r.get("annotator")
+        if isinstance(who, Mapping):
+            who = who.get("email") or who.get("id")
+        start = len(rows.items)
+        rows.add(None, who, _ls_min_choices(r.get(control)) or [], ref)
+        refs.append(ref)
+        ids.append(r.get("id"))
+        spans.append((start, len(rows.items)))
+    for key, (a, b) in zip(_item_ids(refs, ids), spans):
+        rows.items[a:b] = [key] * (b - a)
+    return _finish(rows, control, multi, where)
+
+
 def read_labelbox(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
-    """Labelbox export v2 (NDJSON, one data row per line).
+    """Labelbox export v2: NDJSON, one data row per line (the download), or the same data
+    rows as a JSON list (the SDK's ``export_task.result`` saved with ``json.dump``) or one
+    JSON object.
 
     Reads ``data_row.global_key`` (the item id; ``data_row.id`` when there is no global
     key; a key that is an image file name becomes the name without extension) and
@@ -430,11 +536,12 @@ def read_labelbox(path: Path, field: str | None = None, multi: str | None = None
     the one to read.
     """
     text = _read_text(path, "Labelbox export")
-    lines = list(_json_lines(text, f"Labelbox export {path}"))
+    lines = _json_documents(text, f"Labelbox export {path}")
     bad = [n for n, obj in lines if not (isinstance(obj, Mapping) and isinstance(obj.get("data_row"), Mapping))]
     if bad:
-        raise _fail(f"Labelbox export {path}: lines {bad[:_SHOW]} have no data_row object; an export "
-                    "v2 NDJSON file holds one data row per line.")
+        raise _fail(f"Labelbox export {path}: entries {bad[:_SHOW]} (lines, or places in the JSON list) have no "
+                    "data_row object; an export v2 file holds one data row per NDJSON line (or a JSON list "
+                    "of them). Pass --format with the platform the file comes from.")
 
     def labels(obj: Mapping) -> Iterator[Mapping]:
         for proj in (obj.get("projects") or {}).values():
@@ -467,6 +574,28 @@ def read_labelbox(path: Path, field: str | None = None, multi: str | None = None
     return _finish(rows, question, multi, f"Labelbox export {path}")
 
 
+def _argilla_nested(r: Mapping) -> Mapping:
+    """A flattened Argilla record (``q.responses``, ``q.responses.users``,
+    ``q.responses.status`` lists) in the nested ``to_json`` shape; nested records unchanged."""
+    if isinstance(r.get("responses"), Mapping):
+        return r
+    suffix = ".responses"
+    questions = [k[: -len(suffix)] for k in r if isinstance(k, str) and k.endswith(suffix)]
+    if not questions:
+        return r
+    responses = {}
+    for q in questions:
+        values, users, status = (r.get(f"{q}{suffix}{tail}") for tail in ("", ".users", ".status"))
+        values = values if isinstance(values, list) else []
+        users = users if isinstance(users, list) else []
+        status = status if isinstance(status, list) else []
+        responses[q] = [{"value": v, "user_id": users[i] if i < len(users) else None,
+                         "status": status[i] if i < len(status) else None} for i, v in enumerate(values)]
+    fields = {k: v for k, v in r.items()
+              if isinstance(k, str) and "." not in k and k not in ("id", "_server_id", "status", "score")}
+    return {"id": r.get("id"), "_server_id": r.get("_server_id"), "fields": fields, "responses": responses}
+
+
 def read_argilla(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
     """Argilla 2.x exported records (``dataset.records.to_json``: a JSON list; or JSON lines).
 
@@ -476,17 +605,15 @@ def read_argilla(path: Path, field: str | None = None, multi: str | None = None,
     ``user_id``; responses with status ``draft`` or ``discarded`` are left out and counted).
     With several questions, ``field`` (``--field``) names the one to read; a list value (a
     multi-label question) holds several classes.
+
+    Flattened records (``dataset.records.to_list(flatten=True)``, the rows of
+    ``records.to_datasets()`` saved with ``to_json``) are read too: the fields at the top and,
+    per question ``q``, the lists ``q.responses`` (values), ``q.responses.users`` and
+    ``q.responses.status``.
     """
     text = _read_text(path, "Argilla export")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            recs = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _fail(f"Argilla export {path} is not valid JSON ({exc}).") from exc
-    else:
-        recs = [obj for _, obj in _json_lines(text, f"Argilla export {path}")]
-    recs = _records(recs, path, "Argilla")
+    recs = _records([obj for _, obj in _json_documents(text, f"Argilla export {path}")], path, "Argilla")
+    recs = [_argilla_nested(r) for r in recs]
     questions = [str(q) for r in recs for q, rs in (r.get("responses") or {}).items() if rs]
     question = _choose_field(questions, field, "question", f"Argilla export {path}")
     rows = _Rows("argilla")
@@ -514,12 +641,13 @@ def read_argilla(path: Path, field: str | None = None, multi: str | None = None,
 
 def read_doccano(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
     """doccano's ZIP export of a text- or image-classification project: one JSONL file per
-    user (the export of a project that does not share annotations between users).
+    user (the export of a project that does not share annotations between users), or one
+    JSON file per user (the "JSON" export option: a JSON list of the same records).
 
-    The worker is the file's name without ``.jsonl`` (``alice.jsonl`` → ``alice``). Per
-    line: ``id`` (the item; for image projects ``filename``, whose file name without
+    The worker is the file's name without ``.jsonl``/``.json`` (``alice.jsonl`` → ``alice``).
+    Per record: ``id`` (the item; for image projects ``filename``, whose file name without
     extension is the item id) and ``label`` (a list of class names; doccano 1.x's ``cats``
-    too). A lone ``all.jsonl`` (a collaborative project's export) names no annotators and
+    too). A lone ``all.jsonl``/``all.json`` (a collaborative project's export) names no annotators and
     is an error. Examples a user left without a label are skipped (counted as ``empty``); span
     labels (``[start, end, label]``, sequence labelling) are an error. ``field``
     (``--field``) names another key to read the classes from.
@@ -528,10 +656,10 @@ def read_doccano(path: Path, field: str | None = None, multi: str | None = None,
     try:
         files = [n for n in tree.names if n.lower().endswith((".jsonl", ".json"))]
         if not files:
-            raise _fail(f"doccano export {path} holds no .jsonl files; export the project as JSONL.")
+            raise _fail(f"doccano export {path} holds no .jsonl or .json files; export the project as JSONL.")
         stems = [PurePosixPath(n).name.rsplit(".", 1)[0] for n in files]
         if stems == ["all"]:
-            raise _fail(f"doccano export {path} holds one all.jsonl: the project shares annotations "
+            raise _fail(f"doccano export {path} holds one {PurePosixPath(files[0]).name}: the project shares annotations "
                         "between users (collaborative annotation), so the export does not say who "
                         "labelled what. Turn off 'share annotations across all users' in the "
                         "project settings and export again (one file per user).")
@@ -539,7 +667,7 @@ def read_doccano(path: Path, field: str | None = None, multi: str | None = None,
         key = field
         for name in files:
             worker = PurePosixPath(name).name.rsplit(".", 1)[0]
-            for n, obj in _json_lines(tree.text(name), f"doccano export {path}: {name}"):
+            for n, obj in _json_documents(tree.text(name), f"doccano export {path}: {name}"):
                 if not isinstance(obj, Mapping):
                     raise _fail(f"doccano export {path}: {name}, line {n} is not a JSON object.")
                 k = key or ("label" if "label" in obj else "cats" if "cats" in obj else None)
@@ -648,11 +776,77 @@ def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
     return _finish(rows, name, multi, f"Toloka results file {path}")
 
 
-def _mturk_fields(row: Mapping[str, str], answers: dict[str, str]) -> dict[str, Any]:
-    """The answers of one assignment, by field: ``Answer.X`` → X; crowd-html's
-    ``Answer.X.label`` → X; ``Answer.X.on`` check marks → the field ``radio`` whose class is
-    X; ``Answer.taskAnswers`` (JSON) is unpacked the same way."""
-    flat: dict[str, Any] = {}
+def _check(v: Any) -> bool | None:
+    """A check mark's state (``true``/``false``, as JSON or as a CSV cell), else ``None``."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return v.strip().lower() == "true"
+    return None
+
+
+def _crowd_form_fields(answers: Mapping[str, Any]) -> dict[str, Any]:
+    """The answers of one crowd-form submission (Crowd HTML Elements, used by MTurk and by
+    SageMaker Ground Truth templates), by field:
+
+    * ``{name: {"label": x}}`` (crowd-classifier, crowd-image-classifier) → field ``name``,
+      class ``x``; ``{name: {"labels": [...]}}`` (the multi-select ones) → several classes;
+    * ``{name: {value: true|false}}`` with one value per name: a crowd-radio-button (the
+      documented crowd-radio-group output is ``[{"btn1": {"yes": true}, "btn2": {"no":
+      false}}]``) → field ``radio``, class ``value`` of the checked button (its ``name``
+      when the button has no value, which HTML calls ``on``);
+    * ``{name: {value1: true, value2: false, ...}}``: radio inputs (or check boxes) sharing a
+      name → field ``name``, the checked values;
+    * anything else → field ``name``, the value as it is.
+    """
+    out: dict[str, Any] = {}
+    radio: list | None = None
+    for name, v in answers.items():
+        if isinstance(v, Mapping) and v:
+            if "label" in v:
+                out[name] = v["label"]
+                continue
+            if "labels" in v:
+                labels = v["labels"]
+                out[name] = list(labels) if isinstance(labels, list) else _parse_cell(str(labels))
+                continue
+            checks = {k: _check(x) for k, x in v.items()}
+            if all(c is not None for c in checks.values()):
+                checked = [k for k, c in checks.items() if c]
+                if len(checks) == 1:
+                    radio = radio if radio is not None else []
+                    radio.extend(name if k == "on" else k for k in checked)
+                else:
+                    out[name] = checked
+                continue
+            if all(isinstance(x, Mapping) and "on" in x for x in v.values()):  # {name: {value: {"on": bool}}}
+                out[name] = [k for k, x in v.items() if _check(x.get("on"))]
+                continue
+        out[name] = v
+    if radio is not None:
+        out.setdefault("radio", radio)
+    return out
+
+
+def _check_columns(df: pd.DataFrame, columns: Iterable[str]) -> set[str]:
+    """The columns holding check marks: every filled cell ``true`` or ``false``, one at least."""
+    out = set()
+    for col in columns:
+        filled = df[col][df[col].str.strip() != ""]
+        if len(filled) and bool(filled.map(lambda v: _check(v) is not None).all()):
+            out.add(col)
+    return out
+
+
+def _mturk_fields(row: Mapping[str, str], answers: dict[str, str],
+                  checks: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The answers of one assignment, by field (:func:`_crowd_form_fields`): the
+    ``Answer.taskAnswers`` JSON (crowd-form's default) unpacked, and the ``Answer.X.Y``
+    columns (``answer-format="flatten-objects"``, and older templates) read as ``{X: {Y: cell}}``
+    (a blank cell of a check-mark column, ``checks``, is unchecked); ``Answer.X`` is field
+    ``X``, and an object that is no classifier or check-mark group gives one field ``X.Y`` per
+    member."""
+    nested: dict[str, Any] = {}
     for name, col in answers.items():
         if name == "taskAnswers":
             v = row[col].strip()
@@ -663,29 +857,16 @@ def _mturk_fields(row: Mapping[str, str], answers: dict[str, str]) -> dict[str, 
             except json.JSONDecodeError as exc:
                 raise _fail(f"Answer.taskAnswers is not valid JSON ({exc}).") from exc
             for obj in parsed if isinstance(parsed, list) else [parsed]:
-                for k, val in (obj or {}).items():
-                    if isinstance(val, Mapping):
-                        for sub, x in val.items():
-                            flat[f"{k}.{sub}"] = x
-                    else:
-                        flat[k] = val
+                nested.update(obj if isinstance(obj, Mapping) else {})
+        elif "." in name and isinstance(nested.get(name.rsplit(".", 1)[0], {}), dict):
+            head, sub = name.rsplit(".", 1)
+            nested.setdefault(head, {})[sub] = row[col] if row[col].strip() or col not in checks else "false"
         else:
-            flat[name] = row[col]
-    out: dict[str, Any] = {}
-    radio: list[str] = []
-    for k, v in flat.items():
-        if k.endswith(".on"):
-            if v is True or str(v).strip().lower() == "true":
-                radio.append(k[:-3])
-            out.setdefault("radio", [])
-        elif k.endswith(".label"):
-            out[k[:-6]] = v
-        elif k.endswith(".labels"):
-            out[k[:-7]] = v if isinstance(v, list) else _parse_cell(str(v))
-        else:
-            out[k] = v
-    if "radio" in out:
-        out["radio"] = radio
+            nested.setdefault(name, row[col])
+    out = _crowd_form_fields(nested)
+    for head in [k for k, v in out.items() if isinstance(v, Mapping)]:  # other objects: field X.Y per member
+        for sub, v in out.pop(head).items():
+            out.setdefault(f"{head}.{sub}", v)
     return out
 
 
@@ -697,8 +878,11 @@ def read_mturk(path: Path, field: str | None = None, multi: str | None = None,
     the image's file name), ``WorkerId`` (the worker), ``AssignmentStatus`` (``Rejected``
     assignments are left out unless ``include_rejected``; counted as ``rejected``) and the
     ``Answer.*`` columns: ``Answer.X`` (field ``X``), crowd-html's ``Answer.X.label``
-    (field ``X``) and ``Answer.X.on`` radio buttons (field ``radio``, class ``X``), also when
-    packed in ``Answer.taskAnswers``. With several fields, ``field`` (``--field``) names one.
+    (field ``X``), crowd-radio-buttons ``Answer.X.V`` = true/false (field ``radio``, class
+    ``V``, or ``X`` when ``V`` is ``on``), radio inputs sharing a name ``Answer.X.V1``,
+    ``Answer.X.V2`` ... (field ``X``, the checked ``V``), also when packed in
+    ``Answer.taskAnswers`` (see :func:`_crowd_form_fields`). With several fields, ``field``
+    (``--field``) names one.
     """
     df = _read_csv(path, ",", "Mechanical Turk batch results file")
     cols = [str(c) for c in df.columns]
@@ -709,8 +893,9 @@ def read_mturk(path: Path, field: str | None = None, multi: str | None = None,
     answers = _split_prefixed(cols, "Answer.")
     records = df.to_dict("records")
     where = f"Mechanical Turk results file {path}"
+    checks = _check_columns(df, answers.values())
     try:
-        per_row = [_mturk_fields(r, answers) for r in records]
+        per_row = [_mturk_fields(r, answers, checks) for r in records]
     except AnnotationError as exc:
         raise _fail(f"{where}: {exc}") from None
     name = _choose_field([k for f in per_row for k in f], field, "answer field", where)
@@ -725,22 +910,8 @@ def read_mturk(path: Path, field: str | None = None, multi: str | None = None,
             rows.skip("rejected")
             continue
         v = f.get(name)
-        rows.add(item, r["WorkerId"], v if isinstance(v, list) else _parse_cell(str(v)) if v is not None else [], ref)
+        rows.add(item, r["WorkerId"], [] if v is None else _parse_cell(v) if isinstance(v, str) else v, ref)
     return _finish(rows, name, multi, where)
-
-
-def _sagemaker_value(v: Any) -> Any:
-    """The classes in one control's answer: ``{"label": x}``, ``{"labels": [...]}``, radio
-    ``{"x": {"on": true}, ...}``, or a plain value."""
-    if isinstance(v, Mapping):
-        if "label" in v:
-            return v["label"]
-        if "labels" in v:
-            return list(v["labels"])
-        on = [k for k, x in v.items() if isinstance(x, Mapping) and x.get("on") is True]
-        if on or all(isinstance(x, Mapping) and "on" in x for x in v.values()):
-            return on
-    return v
 
 
 def read_sagemaker(path: Path, field: str | None = None, multi: str | None = None, **_: Any) -> PlatformExport:
@@ -751,9 +922,10 @@ def read_sagemaker(path: Path, field: str | None = None, multi: str | None = Non
     ``*.manifest`` file) is read line by line: line ``i`` (from 0) is data object ``i``, its
     ``source-ref`` (an image gives the item id its file name) or its inline ``source``
     (the item id is then the object's number). Each worker-response file holds
-    ``answers[]`` with ``workerId`` (the worker) and ``answerContent``: a mapping control →
-    answer (``{"label": x}`` of the built-in classifiers, ``{"labels": [...]}`` of the
-    multi-select ones, or a custom template's value). With several controls, ``field``
+    ``answers[]`` with ``workerId`` (the worker) and ``answerContent``: the crowd-form
+    object, control → answer (``{"label": x}`` of the built-in classifiers, ``{"labels":
+    [...]}`` of the multi-select ones, a custom template's radio buttons ``{"btn": {"value":
+    true}}``, or its value; see :func:`_crowd_form_fields`). With several controls, ``field``
     (``--field``) names one.
     """
     tree = _Tree(path)
@@ -793,13 +965,12 @@ def read_sagemaker(path: Path, field: str | None = None, multi: str | None = Non
                 raise _fail(f"{where}: {name} is not valid JSON ({exc}).") from exc
             for ans in (doc.get("answers") or []) if isinstance(doc, Mapping) else []:
                 parsed.append((obj_id, ans))
-        controls = [str(k) for _, a in parsed for k in (a.get("answerContent") or {})]
-        control = _choose_field(controls, field, "answer control", where)
+        contents = [_crowd_form_fields(a.get("answerContent") if isinstance(a.get("answerContent"), Mapping) else {})
+                    for _, a in parsed]
+        control = _choose_field([str(k) for c in contents for k in c], field, "answer control", where)
         rows = _Rows("sagemaker")
-        for obj_id, a in parsed:
-            content = a.get("answerContent") or {}
-            value = _sagemaker_value(content.get(control)) if control in content else []
-            rows.add(keys[obj_id], a.get("workerId"), value, refs[obj_id])
+        for (obj_id, a), content in zip(parsed, contents):
+            rows.add(keys[obj_id], a.get("workerId"), content.get(control, []), refs[obj_id])
         return _finish(rows, control, multi, where)
     finally:
         tree.close()
@@ -823,6 +994,7 @@ def read_cvat(path: Path, field: str | None = None, multi: str | None = None, **
     one ``annotations.xml``, the ZIP's name). Per ``<image name=...>``: the item id is the
     image's file name without extension; its ``<tag label=...>`` elements are the classes
     (image-level tags; shapes are not read). Images without a tag are skipped (``empty``).
+    "CVAT for video 1.1" exports (``<track>`` elements) hold no tags and are an error.
     ``field`` (``--field``) reads the tags' attribute of that name instead of ``label``.
     """
     where = f"CVAT export {path}"
@@ -839,7 +1011,7 @@ def read_cvat(path: Path, field: str | None = None, multi: str | None = None, **
     if not files:
         raise _fail(f"{where} holds no .xml files; export the jobs as 'CVAT for images 1.1'.")
     rows = _Rows("cvat")
-    n_tags = 0
+    n_tags = n_images = n_tracks = 0
     for name, blob in files:
         try:
             root = ElementTree.fromstring(blob)
@@ -850,7 +1022,9 @@ def read_cvat(path: Path, field: str | None = None, multi: str | None = None, **
         stem = PurePosixPath(name).name.rsplit(".", 1)[0]
         fallback = single_name if len(files) == 1 and stem == "annotations" else stem
         worker = _cvat_worker(root, fallback)
+        n_tracks += len(root.findall("track"))
         for image in root.iter("image"):
+            n_images += 1
             tags = image.findall("tag")
             n_tags += len(tags)
             if field is None:
@@ -859,6 +1033,9 @@ def read_cvat(path: Path, field: str | None = None, multi: str | None = None, **
                 values = [a.text for t in tags for a in t.findall("attribute") if a.get("name") == field]
             ref = image.get("name")
             rows.add(item_id_from_reference(ref) if _is_image_ref(ref) else ref, worker, values, ref)
+    if n_tags == 0 and n_tracks and not n_images:
+        raise _fail(f"{where} is a 'CVAT for video 1.1' export (<track> elements, no <image>): that format "
+                    "does not hold tags. Export the jobs as 'CVAT for images 1.1'.")
     if n_tags == 0:
         raise _fail(f"{where} has no image-level <tag> elements; kdcrowd reads image classification "
                     "tags (not boxes or polygons).")
@@ -895,8 +1072,12 @@ def _json_kind(obj: Any) -> str | None:
         return "labelbox"
     if "annotations" in obj and "data" in obj:
         return "labelstudio"
+    if "annotation_id" in obj and "annotator" in obj and "annotations" not in obj:
+        return "labelstudio"  # JSON-MIN
     if "responses" in obj and ("fields" in obj or "_server_id" in obj):
         return "argilla"
+    if any(isinstance(k, str) and k.endswith(".responses.users") for k in obj):
+        return "argilla"  # flattened records (to_list(flatten=True), to_datasets())
     return None
 
 
@@ -907,6 +1088,11 @@ def _zip_or_dir_kind(names: list[str], read: Callable[[str], bytes]) -> str | No
     if xml and _xml_root(read(xml[0])[:4096]) == "annotations":
         return "cvat"
     if names and any(n.lower().endswith(".jsonl") for n in names):
+        return "doccano"
+    # doccano's "JSON" option: <username>.json files, each a JSON list of {"id", ..., "label": [...]}
+    jsons = [n for n in names if n.lower().endswith(".json") and not PurePosixPath(n).name.startswith("._")][:_SHOW]
+    heads = [read(n)[:4096].decode("utf-8-sig", errors="replace").lstrip() for n in jsons]
+    if any(h.startswith("[") and re.search(r'"(label|cats)"\s*:', h) for h in heads):
         return "doccano"
     return None
 
@@ -920,10 +1106,12 @@ def detect_format(path: str | os.PathLike) -> str | None:
     """The platform that wrote ``path``, from its content, or ``None``.
 
     A folder or ZIP: ``worker-response/`` JSON files → ``sagemaker``; XML files with an
-    ``<annotations>`` root → ``cvat``; ``.jsonl`` files → ``doccano``. A file: an XML root
+    ``<annotations>`` root → ``cvat``; ``.jsonl`` files, or ``.json`` files holding a JSON list
+    of records with ``label`` (or ``cats``) → ``doccano``. A file: an XML root
     ``<annotations>`` → ``cvat``; JSON (a list, or NDJSON's first line) whose objects have
-    ``data_row`` → ``labelbox``, ``data`` and ``annotations`` → ``labelstudio``,
-    ``responses`` and ``fields`` → ``argilla``; a tab-separated header with ``INPUT:``,
+    ``data_row`` → ``labelbox``, ``data`` and ``annotations`` (or JSON-MIN's ``annotation_id``
+    and ``annotator``) → ``labelstudio``, ``responses`` and ``fields`` (or flattened
+    ``<question>.responses.users``) → ``argilla``; a tab-separated header with ``INPUT:``,
     ``OUTPUT:`` or ``ASSIGNMENT:`` columns → ``toloka``; a CSV header with ``HITId`` and
     ``WorkerId`` → ``mturk``. Long tables (``item,worker,label``) and peerannot answers
     files are ``None``.
