@@ -346,3 +346,100 @@ def test_the_estimators_final_labels_are_the_posterior_of_its_classifier_and_the
     np.testing.assert_array_equal(mv_clf.label_proba_, mv_clf.classifier_proba_)
     with pytest.raises(ValueError, match="final_labels must be one of classifier, posterior"):
         KDCrowdClassifier(final_labels="crowd", device="cpu").fit(x, ann)
+
+
+# ----------------------------------------------------------------------------- item ids, saved models, test-time augmentation
+
+
+def test_a_dataframe_index_other_than_0_to_n_minus_1_names_the_items() -> None:
+    """A DataFrame's index names its rows' items unless it is the plain range 0..N-1: a
+    range that starts elsewhere (``X.iloc[20:]``) or steps otherwise is the items' ids too,
+    as given as ``item_ids``, not the rows' numbers."""
+    x, y, _ = _blobs(n=120)
+    names = np.array(["bird", "cat", "dog"])
+    X = pd.DataFrame(x, columns=[f"f{j}" for j in range(x.shape[1])])  # RangeIndex 0..119: row i is item i
+    long = pd.DataFrame({"item": np.arange(120), "worker": "w", "label": names[y]})
+    for part in (X.iloc[20:], X.iloc[::2], X.iloc[::-1]):  # ranges 20..119, 0, 2, .., 118 and 119..0
+        assert isinstance(part.index, pd.RangeIndex)
+        ann = long[long["item"].isin(part.index)].sample(frac=1, random_state=0)  # named by id, in no row order
+        by_index = _fast(validation_fraction=0).fit(part, ann)
+        given = _fast(validation_fraction=0).fit(part.to_numpy(), ann, item_ids=part.index.to_numpy())
+        np.testing.assert_array_equal(by_index.label_proba_, given.label_proba_, err_msg=str(part.index))
+        assert (by_index.labels_ == names[y[part.index]]).mean() > 0.9, part.index
+    plain = X.iloc[20:].reset_index(drop=True)  # 0..99: the rows' numbers
+    by_row = _fast(validation_fraction=0).fit(plain, long[long["item"] >= 20].assign(item=lambda d: d["item"] - 20))
+    np.testing.assert_array_equal(by_row.label_proba_, _fast(validation_fraction=0).fit(X.iloc[20:], long[long["item"] >= 20]).label_proba_)
+
+
+def _stand_in_features(self, images: np.ndarray, name: str) -> np.ndarray:
+    """A stand-in for the pretrained network's frozen features (no weights read): each
+    image quadrant's mean colour, 12 numbers."""
+    assert name == "efficientnet-lite0"
+    x = np.asarray(images, dtype=np.float32) / 255
+    h, w = x.shape[1] // 2, x.shape[2] // 2
+    return np.concatenate([x[:, i : i + h, j : j + w].mean((1, 2)) for i in (0, h) for j in (0, w)], axis=1)
+
+
+def test_a_saved_model_on_frozen_features_of_a_named_network_loads_and_predicts_as_the_fit(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``image_features="frozen", backbone="efficientnet-lite0"`` trains an MLP head on the
+    network's features: model.pt records that head (``predictor["backbone"]``), not the
+    network (``inputs["backbone"]``), and loads to predict as the fitted estimator. A file
+    saved before, which recorded the network, loads its head too; one whose weights do not
+    fit that head is one clear error."""
+    import kdcrowd.models.pretrained as P
+    from kdcrowd.crowdfit import CrowdFit
+    from kdcrowd.persist import load_predictor, save_model
+
+    monkeypatch.setattr(P, "pretrained_extra_available", lambda name="efficientnet-lite0": True)
+    monkeypatch.setattr(CrowdFit, "_features_of", _stand_in_features)
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    img = rng.integers(0, 90, (40, 16, 16, 3), dtype=np.uint8)
+    img[y == 0, ..., 0] += 160
+    img[y == 1, ..., 2] += 160
+    clf = KDCrowdClassifier(method="mv", epochs=3, device="cpu", image_features="frozen", backbone="efficientnet-lite0").fit(img, y)
+    assert clf.input_transform_["backbone"] == "efficientnet-lite0" and clf.item_shape_ == (12,)
+    save_model(tmp_path / "m.pt", clf)
+    ck = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert ck["predictor"]["backbone"] == "mlp" and ck["inputs"]["backbone"] == "efficientnet-lite0"
+    new = rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
+    expected = clf.predict_proba(new)
+    feats = _stand_in_features(None, new, "efficientnet-lite0")
+    np.testing.assert_allclose(load_predictor(tmp_path / "m.pt")(feats), expected, atol=1e-5)
+    ck["predictor"]["backbone"] = "efficientnet-lite0"  # as save_model wrote it before
+    torch.save(ck, tmp_path / "older.pt")
+    np.testing.assert_allclose(load_predictor(tmp_path / "older.pt")(feats), expected, atol=1e-5)
+    ck["predictor"]["state_dicts"] = [{k: v for k, v in sd.items() if not k.startswith("head")} for sd in ck["predictor"]["state_dicts"]]
+    torch.save(ck, tmp_path / "misfit.pt")
+    with pytest.raises(ValueError, match="saved by an older kdcrowd that recorded the pretrained network 'efficientnet-lite0'.*fit the model again"):
+        load_predictor(tmp_path / "misfit.pt")
+
+
+@pytest.mark.parametrize("method", ["mv", "crowdlayer-mw"])
+def test_test_time_augmentation_applies_to_every_prediction_after_the_fit(method: str, tmp_path) -> None:
+    """``tta`` (with ``flip`` and ``eval_batch_size``) is how the fitted model predicts
+    everywhere: ``labels_`` of the training and held-out rows, :meth:`predict_proba` and a
+    saved model (its ``trained_with``; a file without them predicts as before, without)."""
+    from kdcrowd.persist import load_predictor, save_model
+    from kdcrowd.training import predict_proba
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    img = rng.integers(0, 120, (60, 16, 16, 3), dtype=np.uint8)
+    img[y == 0, :, :6, 0] += 40  # a faint, one-sided pattern: the mirror and shifted views change the predictions
+    img[y == 1, :, 10:, 2] += 40
+    labels = np.stack([np.where(rng.random(60) < 0.8, y, 1 - y) for _ in range(3)], 1)
+    clf = KDCrowdClassifier(method=method, backbone="fastcnn", epochs=4, batch_size=16, lr=1e-2, device="cpu", image_features="none",
+                            tta="flip-translate", eval_batch_size=7, validation_fraction=0.2).fit(img, labels)
+    assert len(clf.validation_["indices"]) == 12  # held-out rows are labelled by a prediction after the training too
+    np.testing.assert_allclose(clf.predict_proba(img), clf.label_proba_, atol=1e-5)
+    xt = torch.from_numpy(img).permute(0, 3, 1, 2).contiguous()
+    plain = predict_proba(clf.module_, clf.preprocessor_, xt).numpy()  # the same network without test-time views
+    assert np.abs(plain - clf.label_proba_).max() > 0.01, np.abs(plain - clf.label_proba_).max()
+    save_model(tmp_path / "m.pt", clf)
+    np.testing.assert_allclose(load_predictor(tmp_path / "m.pt")(img), clf.label_proba_, atol=1e-5)
+    ck = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert ck["trained_with"]["train"]["tta"] == "flip-translate"
+    del ck["trained_with"]
+    torch.save(ck, tmp_path / "older.pt")
+    np.testing.assert_allclose(load_predictor(tmp_path / "older.pt")(img), plain, atol=1e-5)

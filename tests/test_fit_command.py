@@ -373,7 +373,10 @@ def _outputs_equal(a: Path, b: Path) -> None:
 
 
 @pytest.mark.slow
-def test_fit_interrupted_with_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_fit_interrupted_with_ctrl_c_resumes_to_the_uninterrupted_result(sig: str, tmp_path: Path) -> None:
+    # SIGTERM (kill, timeout, a scheduler's preemption) is handled as Ctrl-C: it lost every
+    # epoch since the last periodic checkpoint write
     import os
     import signal
     import sys
@@ -399,7 +402,7 @@ def test_fit_interrupted_with_ctrl_c_resumes_to_the_uninterrupted_result(tmp_pat
             assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
             assert time.monotonic() < deadline, "the run checkpointed nothing"
             time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)  # Ctrl-C in the student stage
+        proc.send_signal(getattr(signal, sig))  # Ctrl-C (or SIGTERM) in the student stage
         text = proc.communicate(timeout=60)[0].decode()
     finally:
         if proc.poll() is None:
@@ -420,6 +423,60 @@ def test_fit_interrupted_with_ctrl_c_resumes_to_the_uninterrupted_result(tmp_pat
     _outputs_equal(plain, out)
     r = runner.invoke(app, ["fit", "--resume", str(out)])
     assert r.exit_code == 2 and "finished" in r.output
+
+
+def test_fit_refuses_before_it_touches_out_and_keeps_the_user_s_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prob = make_problem(tmp_path / "data", seed=6)
+    root = prob["root"]
+    feats = str(root / "X.csv")
+    # an input named as one of fit's outputs, inside --out, was deleted before training
+    shutil.copy(root / "answers.csv", root / "labels.csv")
+    before = (root / "labels.csv").read_bytes()
+    code, msg = _fit("--annotations", str(root / "labels.csv"), "--features", feats, "--out", str(root))
+    assert code == 2 and "--annotations" in msg and "another --out" in msg
+    assert (root / "labels.csv").read_bytes() == before and not (root / "run.json").exists()
+    # settings the fit found only when building its networks wiped the previous outputs and left
+    # OUT holding an "interrupted run"; now refused first, the finished run untouched
+    out = tmp_path / "out"
+    ann = str(root / "answers.csv")
+    assert _fit("--annotations", ann, "--features", feats, "--out", str(out))[0] == 0
+    finished = {f.name: f.read_bytes() for f in out.iterdir()}
+    for extra, needle in ((["--backbone", "fastcnn"], "--backbone mlp"),
+                          (["--teacher", "crowdlayer-mw", "--stage2-init", "student"], "--stage2-init annotations"),
+                          (["--stages", "3"], "--stages must be 1 or 2")):
+        code, msg = _fit("--annotations", ann, "--features", feats, "--out", str(out), *extra)
+        assert code == 2 and needle in msg, msg
+        assert {f.name: f.read_bytes() for f in out.iterdir()} == finished
+    # run.json records absolute paths: --resume works from any folder
+    monkeypatch.chdir(root)
+    r = runner.invoke(app, ["fit", "--annotations", "answers.csv", "--features", "X.csv", "--out", "rel", "--device", "cpu", "--epochs", "1", "--quiet"])
+    assert r.exit_code == 0, r.output
+    settings = json.loads((root / "rel" / "run.json").read_text())["settings"]
+    assert settings["annotations"] == str(root / "answers.csv") and settings["out"] == str(root / "rel")
+    # labels coded from 1 are class indices with an unused class 0: a warning names --classes
+    coded = prob["answers"].assign(label=lambda d: d["label"].map({c: i + 1 for i, c in enumerate(CLASSES)}))
+    coded.to_csv(root / "coded.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", "coded.csv", "--features", "X.csv", "--out", "coded", "--device", "cpu", "--epochs", "1", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "class 0 is a class nobody chose" in " ".join(r.output.split()) and f"--classes {','.join(str(i + 1) for i in range(len(CLASSES)))}" in r.output
+    # messages name the command line's options
+    code, msg = _fit("--annotations", ann, "--features", feats, "--out", str(tmp_path / "m"), "--model-option", "foo=1")
+    assert code == 2 and "the teacher 'maxmig' takes eps, learn_prior, mig_f" in msg
+    r = runner.invoke(app, ["predict", "--model", str(out / "model.pt"), "--features", feats, "--out", str(tmp_path / "p.csv"), "--device", "foo"])
+    assert r.exit_code == 2 and "--device must be" in r.output
+
+
+def test_run_refuses_an_unknown_data_set_before_it_touches_out(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "progress.jsonl").write_text('{"epoch": 1}\n')
+    for extra, needle in ((["--dataset", "digitz"], "unknown data set"), (["--dataset", "digits", "--workers", "nobody"], "unknown worker case"),
+                          (["--dataset", "digits", "--dataset-option", "foo=1"], "--dataset-option")):
+        r = runner.invoke(app, ["run", *extra, "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(out)])
+        assert r.exit_code == 2 and needle in r.output, r.output
+        assert (out / "progress.jsonl").read_text() == '{"epoch": 1}\n'
+    r = runner.invoke(app, ["run", "--dataset", "digitz", "--method", "mv", "--out", str(tmp_path / "new")])
+    assert r.exit_code == 2 and not (tmp_path / "new").exists()
 
 
 def test_fit_same_seed_same_outputs_and_declared_classes(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,19 @@ def _fail(message: str) -> NoReturn:
 
     err_console.print(f"[red]error:[/red] {escape(cli_message(message))}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
+
+
+def _warn_unused_first_classes(ann: Any) -> None:
+    """Warn where integer labels read as class indices leave class 0 unused: labels coded
+    from 1 (1..K) then carry a class nobody can choose."""
+    import numpy as np
+
+    if ann.classes.dtype.kind not in "iu" or not len(ann.label) or ann.label.min() == 0:
+        return
+    used = ann.classes[np.unique(ann.label)].tolist()
+    _warn(f"the labels are integers from {used[0]} to {used[-1]}, read as class indices 0..{ann.n_classes - 1}: "
+          f"{'class 0 is' if used[0] == 1 else f'classes 0..{used[0] - 1} are'} a class nobody chose. If the labels are "
+          f"names, not indices, give the classes with --classes {','.join(map(str, used))}")
 
 
 def _warn(message: str) -> None:
@@ -336,8 +350,15 @@ def run(
         _fail(str(e))
     cfg = RunConfig(dataset=dataset, method=method, workers=workers, backbone=backbone, seed=seed, train=train, options=run_options, dataset_options=dataset_options, track_memorization=track_memorization)
     # Every finished epoch is appended here, so an interrupted run keeps its history.
+    from .data.datasets import check_dataset_request
     from .outdir import prepare_out_dir
 
+    try:
+        check_dataset_request(dataset, workers, **dataset_options)  # before OUT is touched
+    except TypeError as e:  # an option the data set's loader does not take
+        _fail(f"--dataset-option: {e}")
+    except USER_ERRORS as e:
+        _fail(str(e))
     try:
         prepare_out_dir(out, lock=not distributed)  # ranks of one torchrun share OUT
     except USER_ERRORS as e:
@@ -481,6 +502,7 @@ def aggregate(
         if multi_label == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
         ann = Annotations.from_long(frame, duplicates=duplicates)
+        _warn_unused_first_classes(ann)
         known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
         if not ds_prior >= 0:
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
@@ -556,7 +578,7 @@ def fit(
     predict_images: Optional[Path] = typer.Option(None, help="Folder of new images to label with the trained classifier; written to predictions.csv."),
     predict_texts: Optional[Path] = typer.Option(None, help="Texts of new items to label with the trained classifier (same columns as --texts); written to predictions.csv."),
     predict_item_ids: Optional[Path] = typer.Option(None, help="With a .npy --predict-features: one item id per line."),
-    classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels."),
+    classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning says when class 0 is never chosen)."),
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they anchor the worker matrices and the training targets, keep their known labels, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
@@ -774,6 +796,11 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         check_out_dir(out)
     except USER_ERRORS as e:
         _fail(str(e))
+    written = {(out / name).resolve() for name in (*FILES, RUN_FILE)}
+    for key in FIT_PATH_PARAMS:  # an input where fit writes its results would be deleted first
+        if key != "out" and p.get(key) is not None and Path(p[key]).resolve() in written:
+            _fail(f"--{key.replace('_', '-')} {p[key]} is a file that kdcrowd fit writes in --out {out} (its "
+                  f"outputs: {', '.join((*FILES, RUN_FILE))}); move or rename the input, or give another --out")
     try:
         platform = {**_platform_options(p.get("format"), p.get("field"), p.get("multi_label"), bool(p.get("include_rejected"))), "gold_given": p.get("gold") is not None}
         try:
@@ -813,6 +840,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             else:
                 source = f"the lines of {p['item_ids']}" if p["item_ids"] is not None else f"the row numbers 0..{len(ids) - 1} of {features} (a .npy file has no ids: give them with --item-ids FILE, one id per row)"
             raise AnnotationError(f"{p['annotations']}: {e} The {len(ids)} known items are named by {source}, e.g. {', '.join(repr(v) for v in ids[:3])}.") from e
+        if class_list is None:
+            _warn_unused_first_classes(ann)
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
         gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
@@ -854,6 +883,11 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             if PX.shape[1:] != X.shape[1:]:
                 raise ValueError(f"the items to predict have shape {PX.shape[1:]} but the training items {X.shape[1:]}; give features with the same columns")
             predict = (pids, PX)
+        from .models.backbones import check_backbone_input
+
+        with option_style(cli_style):  # what the fit would find only once it builds its networks
+            check_backbone_input(door_values["backbone"], tuple(X.shape[1:]))
+            spreading.check_items(tuple(X.shape))
     except USER_ERRORS as e:
         _fail(str(e))
 
@@ -865,7 +899,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     if not resume:
         for name in (*FILES, RUN_FILE):  # an earlier finished run's outputs go first: nothing stale looks new
             (out / name).unlink(missing_ok=True)
-        write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")},
+        write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v.absolute()) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")},  # absolute: --resume from any folder
                                     **recorded})
     clf = CrowdFit(  # the estimator's engine without scikit-learn: the inputs are checked above
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
@@ -884,6 +918,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
+        if not resume and not any(ckpt.glob("*.pt")):  # refused before any epoch was saved: no run to resume
+            shutil.rmtree(ckpt, ignore_errors=True)
+            (out / RUN_FILE).unlink(missing_ok=True)
         _fail(str(e))
     settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images if images is not None else texts, "method": method}
     if method == "kdcrowd":  # the student and lambda2 as the recipe resolved them above
@@ -941,6 +978,7 @@ def predict(
     from .persist import load_predictor
     from .report.practitioner import label_frame
 
+    from .config import cli_style, option_style
     from .data.items import align_feature_columns
     from .outdir import check_out_file
 
@@ -950,7 +988,8 @@ def predict(
             raise ValueError("give the items with exactly one of --features FILE, --images DIR or --texts FILE")
         if image_ids not in ("stem", "name", "path"):
             raise ValueError(f"--image-ids must be stem, name or path, not '{image_ids}'")
-        predictor = load_predictor(model, device=device)
+        with option_style(cli_style):  # an error about a setting names it as --option
+            predictor = load_predictor(model, device=device)
         inputs = predictor.inputs or {}
         trained_on = {"image-features": "--images", "text": "--texts"}.get(inputs.get("kind"), "--images" if len(predictor.item_shape) == 3 else "--features")
         given = "--features" if features is not None else "--images" if images is not None else "--texts"
@@ -1045,6 +1084,13 @@ def datasets() -> None:
         console.print(table)
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``, a batch scheduler's preemption) as
+    Ctrl-C: `fit` saves its checkpoint and says how to resume, instead of losing the epochs
+    since the last periodic save."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """The ``kdcrowd`` command: the app, on a frozen heap, then an exit without the last
     garbage collection.
@@ -1059,6 +1105,7 @@ def main() -> None:
     (docs/RESULTS.md §5a); the process ends anyway."""
     gc.freeze()
     gc.enable()
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app(prog_name="kdcrowd")
     finally:

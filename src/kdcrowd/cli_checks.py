@@ -17,7 +17,7 @@ from typing import Any
 __all__ = ["EXIT_CODES", "check_training_settings", "cli_message"]
 
 #: The exit statuses of every ``kdcrowd`` command (also in the README).
-EXIT_CODES = {0: "success", 1: "internal error (a bug: a traceback is printed)", 2: "bad input or usage (one 'error:' line on stderr)", 130: "interrupted (Ctrl-C)"}
+EXIT_CODES = {0: "success", 1: "internal error (a bug: a traceback is printed)", 2: "bad input or usage (one 'error:' line on stderr)", 130: "interrupted (Ctrl-C or SIGTERM)"}
 
 
 def _number(value: Any, option: str, low: float, low_open: bool, what: str) -> None:

@@ -68,6 +68,12 @@ def _name(key: str) -> str:
     return _STYLE[-1](key)
 
 
+def _setting(key: str, value: Any) -> str:
+    """``key`` set to ``value`` as the door writes it: ``stage2='reinit'``, or ``--stage2
+    reinit`` on the command line."""
+    return f"{cli_style(key)} {value}" if _STYLE[-1] is cli_style else f"{key}={value!r}"
+
+
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None, **kw: Any) -> Any:
     """A dataclass field with numeric bounds that :func:`check_fields` enforces."""
     return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt}, **kw)

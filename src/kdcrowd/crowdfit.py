@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, _name
+from .config import ConfigError
 from .doors import door_options, settings_from_options, spreading_options
 from .models.backbones import IMAGE_FEATURE_MODES
 
@@ -46,6 +46,13 @@ FINAL_LABELS = ("classifier", "posterior")
 
 #: The smallest image side the image backbones take (their augmentation pads by 1/8 of it).
 MIN_IMAGE_SIDE = 8
+
+
+def _row_numbers(index: pd.Index) -> bool:
+    """Whether a DataFrame's ``index`` is the plain ``0..N-1`` range (pandas' default), which
+    names no items; any other index, a range that starts elsewhere or steps otherwise
+    included (``X.iloc[20:]``: ``20..N+19``), holds the items' ids."""
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
 
 
 class NotFitted(ValueError, AttributeError):
@@ -300,6 +307,7 @@ class CrowdFit:
         from .data.gold import apply_gold, gold_from_values
         from .methods import RunConfig, run_on_dataset
         from .metrics import worker_accuracy_estimate
+        from .persist import prediction_config
         from .report.practitioner import worker_matrices
         from .training import predict_proba
 
@@ -308,18 +316,14 @@ class CrowdFit:
                 raise ValueError("give the crowd labels once: as y or as annotations=, not both")
             y = annotations
         values, (method, backbone, train, options), spreading = self._checked_options()
-        if item_ids is None and isinstance(X, pd.DataFrame) and not isinstance(X.index, pd.RangeIndex):
-            item_ids = X.index.tolist()  # a DataFrame indexed by item id names its rows
+        if item_ids is None and isinstance(X, pd.DataFrame) and not _row_numbers(X.index):
+            item_ids = X.index.tolist()  # a DataFrame indexed by item id names its rows (X.iloc[20:]'s range 20.. too)
         X = self._check_X(X)
         X, frozen = self._frozen_features(X)
         if frozen is not None:  # an MLP head on the features, with the head recipe of frozen features (head_recipe auto)
             method, backbone, train, options = settings_from_options({**values, "backbone": "auto"}, seed=0, progress=bool(self.verbose), frozen_features=True)
             X = self._inputs(X, None)  # the features, scaled, are what the model takes: n_features_in_ is their width
-        if spreading.label_spreading == "on" and X.ndim != 2:
-            raise ConfigError(
-                f"{_name('label_spreading')} on needs feature rows (features, texts or frozen image features); the images {X.shape} are trained on as pixels "
-                f"(set {_name('image_features')} auto or frozen, or {_name('label_spreading')} auto or off)"
-            )
+        spreading.check_items(tuple(X.shape))
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")
         if len(X) < 2:
@@ -389,11 +393,14 @@ class CrowdFit:
 
         data = out.data  # the training rows of X on the device, as run_on_dataset trained on them
         module = out.module  # left in its validation-selected state
-        train_proba = out.train_proba if out.train_proba is not None else predict_proba(module, data, data.x_train)
+        # every prediction of the fitted items as the run's own (tta, flip, eval_batch_size ...: prediction_config)
+        self.metrics_ = metrics  # predict_proba and _classifier read the training settings from it
+        predicting = prediction_config(metrics["config"]["train"], data.device)
+        train_proba = out.train_proba if out.train_proba is not None else predict_proba(module, data, data.x_train, predicting)
         proba = np.empty((n, len(classes)), dtype=np.float32)
         proba[train_idx] = train_proba.detach().float().cpu().numpy()  # every row when nothing is held out
         if len(val_idx):
-            proba[val_idx] = predict_proba(module, data, data.x_val).detach().float().cpu().numpy()
+            proba[val_idx] = predict_proba(module, data, data.x_val, predicting).detach().float().cpu().numpy()
         self.classifier_proba_ = apply_gold(proba.copy(), gold_idx)
         self.module_ = module
         self._device = data.device
@@ -451,15 +458,20 @@ class CrowdFit:
         return spread_probabilities(np.concatenate(feats), np.concatenate(anchors), config, self._device)[: len(X)]
 
     def _classifier(self, X: np.ndarray) -> np.ndarray:
-        """The trained classifier's p(y|x) of checked items ``X``."""
+        """The trained classifier's p(y|x) of checked items ``X``, predicted with the fit's
+        prediction settings (test-time augmentation ``tta``, ``flip``, ``eval_batch_size``
+        ...: :func:`kdcrowd.persist.prediction_config` of ``metrics_["config"]["train"]``),
+        as ``labels_`` were and as a saved model predicts."""
         import torch
 
+        from .persist import prediction_config
         from .training import predict_proba
 
         xt = torch.from_numpy(np.ascontiguousarray(X)).to(self._device)
         if self.preprocessor_.is_image:
             xt = xt.permute(0, 3, 1, 2).contiguous()
-        return predict_proba(self.module_, self.preprocessor_, xt).cpu().numpy()
+        train = (getattr(self, "metrics_", None) or {}).get("config", {}).get("train")
+        return predict_proba(self.module_, self.preprocessor_, xt, prediction_config(train, self._device)).cpu().numpy()
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, K), columns in the order of ``classes_``: the classifier's,

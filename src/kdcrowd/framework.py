@@ -35,7 +35,7 @@ from torch import nn
 
 from . import metrics as M
 from .checkpoint import module_digest
-from .config import ConfigError, bounded, check_fields
+from .config import ConfigError, _name, _setting, bounded, check_fields
 from .data.gold import apply_gold
 from .evaluate import Callback, MethodOutput, best_val_accuracy, standard_callbacks
 from .losses import DEFAULT_TV_TEMPERATURE
@@ -141,9 +141,9 @@ class KDCrowd:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.stages not in (1, 2):
-            raise ConfigError(f"stages must be 1 or 2; got {self.stages!r}")
+            raise ConfigError(f"{_name('stages')} must be 1 or 2; got {self.stages!r}")
         if self.stage2_init == "student" and self.stage2 != "reinit":
-            raise ConfigError("stage2_init='student' initialises a re-initialised stage 2; it has no effect with stage2='finetune' (use stage2='reinit')")
+            raise ConfigError(f"{_setting('stage2_init', 'student')} initialises a re-initialised stage 2; it has no effect with {_setting('stage2', 'finetune')} (use {_setting('stage2', 'reinit')})")
         if isinstance(self.student, str) and self.student not in STUDENTS:
             from .config import closest
 
@@ -151,8 +151,16 @@ class KDCrowd:
             raise ConfigError(f"unknown student '{self.student}'; " + (f"did you mean '{near}'? " if near else "") + f"choose one of {', '.join(sorted(STUDENTS))}")
         if isinstance(self.teacher, str):
             crowd_model_spec(self.teacher).options(self.teacher_options)  # checks the name and the options
+            if self.stages == 2:
+                self._check_stage2_init(CROWD_MODELS[self.teacher].cls)
         elif self.teacher_options:
             raise ConfigError("teacher_options configure a teacher given by name; a teacher module is used as it is")
+
+    def _check_stage2_init(self, stage2_cls: type) -> None:
+        """Stage 2 initialised from the student needs a crowd model that initialises its
+        workers from label statistics."""
+        if self.stage2 == "reinit" and self.stage2_init == "student" and not getattr(stage2_cls, "initialises_from_labels", False):
+            raise ConfigError(f"{_setting('stage2_init', 'student')} needs a crowd model that initialises its workers from label statistics (Max-MIG); {stage2_cls.__name__} does not (use {_setting('stage2_init', 'annotations')})")
 
     def _check(self) -> None:
         """Check again (the fields may have been changed since the object was made)."""
@@ -227,10 +235,8 @@ class KDCrowd:
         # Stage 0: the teacher. A user's module is copied, so that it stays untrained: a
         # second fit starts from the same weights, and stage 2 re-initialises from it.
         tname = self.teacher if isinstance(self.teacher, str) else type(self.teacher).__name__
-        if self.stages == 2 and self.stage2 == "reinit" and self.stage2_init == "student":
-            stage2_cls = CROWD_MODELS[self.teacher].cls if isinstance(self.teacher, str) else type(self.teacher)
-            if not getattr(stage2_cls, "initialises_from_labels", False):
-                raise ValueError(f"stage2_init='student' needs a crowd model that initialises its workers from label statistics (Max-MIG); {stage2_cls.__name__} does not (use stage2_init='annotations')")
+        if self.stages == 2:
+            self._check_stage2_init(CROWD_MODELS[self.teacher].cls if isinstance(self.teacher, str) else type(self.teacher))
         teacher: nn.Module | None = None
         if teacher_outputs is not None:  # what the teacher gave, as it gave it (float32, exact)
             proba, post = (torch.as_tensor(a, device=data.device) for a in (teacher_outputs.proba, teacher_outputs.posterior))

@@ -47,7 +47,7 @@ from torch import nn
 from . import metrics as M
 from .aggregation import aggregate
 from .checkpoint import NOT_FINGERPRINTED, StageCheckpoints
-from .config import ConfigError, closest, unknown_key_error
+from .config import ConfigError, closest
 from .evaluate import (
     MethodOutput,
     evaluate_output,
@@ -165,7 +165,10 @@ def method_options(method: str, options: dict[str, Any], backbone: str = "auto")
         model = {k: v for k, v in options.items() if k not in fw_names}
         for k in model:
             if k not in model_names:
-                raise unknown_key_error(k, fw_names | model_names, "kdcrowd")
+                near = closest(k, fw_names | model_names)
+                raise ConfigError(f"unknown kdcrowd option {k!r}; " + (f"did you mean {near!r}? " if near else "")
+                                  + f"the teacher {teacher!r} takes {', '.join(sorted(model_names)) or 'no options'}; "
+                                  + f"KD-Crowd itself takes {', '.join(sorted(fw_names))}")
         if model:
             fw["teacher_options"] = {**fw.get("teacher_options", {}), **model}
         return KDCrowd(**fw, backbone=backbone)

@@ -16,10 +16,28 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MODEL_FORMAT", "save_model", "load_predictor"]
+__all__ = ["MODEL_FORMAT", "PREDICTION_SETTINGS", "save_model", "load_predictor", "prediction_config"]
 
 #: Version of the model file layout.
 MODEL_FORMAT = "kdcrowd.fit/1"
+
+#: The training settings (:class:`~kdcrowd.training.TrainConfig` fields) that every
+#: prediction of a fitted model takes from its fit: test-time augmentation and its mirror
+#: views, the batch size of prediction passes and how they run on the device.
+PREDICTION_SETTINGS = ("tta", "flip", "eval_batch_size", "amp", "channels_last")
+
+
+def prediction_config(train: Any, device: Any) -> Any:
+    """The :class:`~kdcrowd.training.TrainConfig` a fitted model predicts with on ``device``:
+    the :data:`PREDICTION_SETTINGS` of ``train`` (the fit's training settings as a dict:
+    ``metrics_["config"]["train"]`` of the estimator, ``trained_with["train"]`` of a model
+    file), each one ``train`` lacks (``None``: all, a file saved before they were
+    recorded) at its default, so that ``labels_``, :meth:`predict_proba` and a saved model
+    predict the same items alike (``tta`` included)."""
+    from .training import TrainConfig
+
+    train = train if isinstance(train, dict) else {}
+    return TrainConfig(device=str(device), progress=False, **{k: train[k] for k in PREDICTION_SETTINGS if k in train})
 
 
 def _predictor_backbones(module: Any) -> list[Any]:
@@ -55,11 +73,14 @@ def save_model(path: str | Path, clf: Any) -> None:
 
     The file holds only tensors and plain Python values, so ``torch.load(path)`` reads it
     with its default ``weights_only=True``: ``state_dict`` (the whole trained module,
-    worker parameters included), ``module_class``, ``predictor`` (``backbone`` name,
+    worker parameters included), ``module_class``, ``predictor`` (``backbone``: the name of
+    the network the fit built, ``auto`` resolved, the MLP head for frozen image features;
     ``input_shape``, ``state_dicts`` of the backbone(s) whose averaged softmax predicts,
     and the input normalisation ``mean``/``std``; images are scaled to [0, 1] first),
     ``classes``, ``worker_ids``, ``item_shape``, ``config`` (the estimator's parameters),
-    ``trained_with`` (the training settings and method options they resolved to),
+    ``trained_with`` (the training settings and method options they resolved to; its
+    :data:`PREDICTION_SETTINGS`, test-time augmentation among them, are how
+    :func:`load_predictor` predicts),
     ``transition_matrices``, ``versions`` and ``inputs``: how the items given to
     ``kdcrowd predict`` become the classifier's features, or ``None`` when they are its
     inputs as they are. ``inputs`` is the ``input_transform_`` attribute a door sets on
@@ -75,12 +96,10 @@ def save_model(path: str | Path, clf: Any) -> None:
     """
     import torch
 
-    from .models.backbones import default_backbone
-
     cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
     prep = clf.preprocessor_
     input_shape = tuple(int(s) for s in prep.input_shape)
-    backbone = clf.backbone if clf.backbone != "auto" else default_backbone(input_shape)
+    backbone = _trained_backbone(clf, input_shape)
     trans = clf.transition_matrices_
     params = _plain(clf.get_params())
     payload = {
@@ -110,6 +129,18 @@ def save_model(path: str | Path, clf: Any) -> None:
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)
+
+
+def _trained_backbone(clf: Any, input_shape: tuple[int, ...]) -> str:
+    """The name of the backbone the fit built for ``input_shape``: the run's (``metrics_``'s
+    ``config``; the estimator's ``backbone`` for a fit that recorded none), ``auto``
+    resolved (:func:`~kdcrowd.models.backbones.default_backbone`). With frozen image
+    features the run's backbone is ``auto``, an MLP head on the features, whatever
+    pretrained network ``backbone`` named for computing them (``inputs`` records that one)."""
+    from .models.backbones import default_backbone
+
+    name = (getattr(clf, "metrics_", None) or {}).get("config", {}).get("backbone") or clf.backbone
+    return default_backbone(input_shape) if name == "auto" else str(name)
 
 
 def _spreading_state(clf: Any) -> Any:
@@ -153,6 +184,23 @@ class _Averaged:
         return sum(net(x).float().softmax(-1) for net in self.nets) / len(self.nets)
 
 
+def _saved_backbone(predictor: dict[str, Any], inputs: dict[str, Any]) -> tuple[str, bool]:
+    """``(backbone to build, whether the file is an older one's misrecord)``: the file's
+    ``predictor["backbone"]``, except in a file saved before :func:`save_model` recorded the
+    backbone the fit built: a model on frozen image features with a pretrained network
+    named (``image_features="frozen", backbone="efficientnet-lite0"``) recorded that
+    network, which computed the features, for the head trained on them; the head is the
+    backbone ``auto`` resolved to for the features (an MLP), whose weights must then fit
+    it exactly (``load_state_dict`` is strict)."""
+    from .models.backbones import default_backbone
+    from .models.pretrained import is_pretrained_name
+
+    name, shape = str(predictor["backbone"]), tuple(predictor["input_shape"])
+    if inputs.get("kind") == "image-features" and len(shape) == 1 and is_pretrained_name(name):
+        return default_backbone(shape), True
+    return name, False
+
+
 def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
     """Rebuild the classifier saved by :func:`save_model`.
 
@@ -165,8 +213,10 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     :func:`save_model`; ``kdcrowd predict`` computes them), frozen image features scaled
     here as at fit (``inputs["norm"]``). ``device``: as everywhere
     (:func:`kdcrowd.training.resolve_device`; ``auto`` is CUDA when there is one).
-    Prediction is batched (``eval_batch_size`` items at a time) and preprocessed by
-    :meth:`kdcrowd.training.DeviceData.prepare`, as in training; a model fitted with
+    Prediction is batched (``eval_batch_size`` items at a time), preprocessed by
+    :meth:`kdcrowd.training.DeviceData.prepare` and test-time augmented (``tta``) as in
+    training, with the fit's settings (:func:`prediction_config` of ``trained_with["train"]``;
+    the defaults for a file without them); a model fitted with
     label spreading spreads the classifier's probabilities of ``X`` over the graph of its
     fitted items and ``X`` (:func:`kdcrowd.spreading.spread_new`), as the fitted estimator does.
     """
@@ -176,7 +226,7 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
 
     from .models.backbones import build_backbone
     from .spreading import LabelSpreading, spread_new
-    from .training import DeviceData, TrainConfig, predict_proba, resolve_device
+    from .training import DeviceData, predict_proba, resolve_device
 
     device = resolve_device(device)
 
@@ -194,20 +244,30 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a model file written by `kdcrowd fit`")
     p = ck["predictor"]
+    inputs = ck.get("inputs") or {}
+    backbone, older = _saved_backbone(p, inputs)
     nets = []
     for sd in p["state_dicts"]:
-        net = build_backbone(p["backbone"], p["input_shape"], len(ck["classes"])).to(device)
-        net.load_state_dict(sd)
+        net = build_backbone(backbone, p["input_shape"], len(ck["classes"])).to(device)
+        try:
+            net.load_state_dict(sd)
+        except RuntimeError as e:
+            if not older:
+                raise
+            raise ValueError(
+                f"{path} was saved by an older kdcrowd that recorded the pretrained network {p['backbone']!r} that computed the frozen image features "
+                f"instead of the head trained on them, and the head's weights do not fit a {backbone!r} head on {tuple(p['input_shape'])} features; "
+                "fit the model again to save a file that loads"
+            ) from e
         nets.append(net.eval())
     prep = DeviceData.preprocessing(p["mean"].to(device), p["std"].to(device), bool(p["is_image"]), tuple(p["input_shape"]), device)
     item_shape = tuple(ck["item_shape"])
-    config = TrainConfig(device=str(device), progress=False)
+    config = prediction_config((ck.get("trained_with") or {}).get("train"), device)  # tta, eval_batch_size ... as the fit predicted
     spreading = ck.get("spreading")
     if spreading is not None:
         spread_config = LabelSpreading("on", int(spreading["neighbours"]), float(spreading["alpha"]))
         fitted, anchors = spreading["features"].cpu().numpy(), spreading["anchors"].cpu().numpy()
 
-    inputs = ck.get("inputs") or {}
     norm = inputs.get("norm", "none") if inputs.get("kind") == "image-features" else "none"
 
     @torch.no_grad()

@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .config import bounded, check_fields
+from .config import ConfigError, _name, bounded, check_fields
 
 __all__ = ["LabelSpreading", "knn_graph", "spread", "spread_probabilities", "spread_new"]
 
@@ -64,6 +64,14 @@ class LabelSpreading:
     def active(self, frozen_features: bool) -> bool:
         """Whether to spread: ``on``, or ``auto`` with frozen pretrained image features."""
         return self.label_spreading == "on" or (self.label_spreading == "auto" and frozen_features)
+
+    def check_items(self, shape: tuple[int, ...]) -> None:
+        """Refuse ``on`` for items ``shape`` (N, ...) that are not feature rows (pixels)."""
+        if self.label_spreading == "on" and len(shape) != 2:
+            raise ConfigError(
+                f"{_name('label_spreading')} on needs feature rows (features, texts or frozen image features); the images {tuple(shape)} are trained on as pixels "
+                f"(set {_name('image_features')} auto or frozen, or {_name('label_spreading')} auto or off)"
+            )
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:

@@ -170,8 +170,9 @@ class TrainConfig:
     checkpoint_interval: float = bounded(30.0, ge=0.0)
     """Seconds between checkpoint writes, when the run checkpoints (kdcrowd fit, kdcrowd run
     --resume): an epoch's state is written once this many seconds have passed since the
-    last write; the last epoch is always written, and an interrupt (Ctrl-C) or an error
-    writes the last finished epoch, kept in memory meanwhile, before it stops the run, so
+    last write; the last epoch is always written, and an interrupt (Ctrl-C, or SIGTERM on
+    the command line) or an error writes the last finished epoch, kept in memory meanwhile,
+    before it stops the run, so
     only a process killed outright (SIGKILL, power loss) loses up to this many seconds of
     training. 0: after every epoch (as always with distributed training)."""
 

@@ -620,6 +620,28 @@ def list_datasets() -> dict[str, str]:
     return {name: desc for name, (desc, _) in _REGISTRY.items()}
 
 
+def check_dataset_request(name: str, workers: str | None = None, worker_params: dict[str, Any] | None = None, **kw: Any) -> str:
+    """The registry key of ``name`` once the request of :func:`load_dataset` is known to be
+    well formed (a registered name, options its loader takes, a known worker case), checked
+    without reading any file, so that a command can refuse it before writing anything."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in _REGISTRY:
+        avail = "\n".join(f"  {n}: {d}" for n, d in list_datasets().items())
+        raise ValueError(f"unknown data set '{name}'. Available data sets:\n{avail}")
+    _, loader = _REGISTRY[key]
+    accepted = [p for p, v in inspect.signature(loader).parameters.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(kw) - set(accepted))
+    if unknown:
+        raise TypeError(f"data set '{key}' got unknown option(s) {unknown}; it accepts {accepted}")
+    if worker_params and workers is None:
+        raise ValueError("worker_params given without workers=; name a worker case to simulate")
+    if workers is not None:
+        from .simulate import check_worker_case
+
+        check_worker_case(workers)
+    return key
+
+
 def load_dataset(
     name: str,
     root: str | os.PathLike | None = None,
@@ -648,17 +670,8 @@ def load_dataset(
         TypeError: an option the loader does not take.
         DatasetNotFoundError: a file is missing and cannot be downloaded.
     """
-    key = name.strip().lower().replace("-", "_")
-    if key not in _REGISTRY:
-        avail = "\n".join(f"  {n}: {d}" for n, d in list_datasets().items())
-        raise ValueError(f"unknown data set '{name}'. Available data sets:\n{avail}")
+    key = check_dataset_request(name, workers, worker_params, **kw)
     _, loader = _REGISTRY[key]
-    accepted = [p for p, v in inspect.signature(loader).parameters.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = sorted(set(kw) - set(accepted))
-    if unknown:
-        raise TypeError(f"data set '{key}' got unknown option(s) {unknown}; it accepts {accepted}")
-    if worker_params and workers is None:
-        raise ValueError("worker_params given without workers=; name a worker case to simulate")
     ds = loader(data_root(root), **kw)
     if workers is None:
         return ds

@@ -398,6 +398,12 @@ def _case_params(builder: Builder) -> dict[str, Any]:
     return {n: p.default for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
+def check_worker_case(case: str) -> None:
+    """Raise a ``ValueError`` listing the cases unless ``case`` is one of :data:`WORKER_CASES`."""
+    if case not in WORKER_CASES:
+        raise ValueError(f"unknown worker case '{case}'; choose one of: {', '.join(WORKER_CASES)}")
+
+
 def simulate_workers(y_true: np.ndarray, case: str, n_classes: int | None = None, seed: int = 0, x: np.ndarray | None = None, **params: Any) -> SimulatedCrowd:
     """Sample crowd labels for items with known true labels.
 
@@ -416,8 +422,7 @@ def simulate_workers(y_true: np.ndarray, case: str, n_classes: int | None = None
         item-major order), ``transitions`` ``(M, K, K)``, ``case``, the merged ``params``,
         ``seed`` and per-worker ``roles``.
     """
-    if case not in WORKER_CASES:
-        raise ValueError(f"unknown worker case '{case}'; choose one of: {', '.join(WORKER_CASES)}")
+    check_worker_case(case)
     y = np.asarray(y_true)
     if y.ndim != 1 or y.size == 0 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"y_true must be a non-empty 1-D integer array; got dtype {y.dtype}, shape {y.shape}")

@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..config import _setting
+
 __all__ = [
     "IMAGE_FEATURE_MODES",
     "image_feature_backbone",
@@ -375,9 +377,12 @@ class LabelMeCNN(_Backbone):
 
 def _image_channels(shape: Sequence[int], name: str) -> int:
     if len(shape) != 3:
-        raise ValueError(f"backbone '{name}' needs images (C, H, W); got input shape {tuple(shape)}. Use 'mlp' for feature vectors.")
+        raise ValueError(f"backbone '{name}' needs images (C, H, W); got input shape {tuple(shape)}. Use {_setting('backbone', 'mlp')} for feature vectors.")
     return int(shape[0])
 
+
+#: The backbones that take images (C, H, W), not feature rows.
+_IMAGE_BACKBONES = ("fastcnn", "airbench", "resnet18", "vgg16", "labelme-cnn")
 
 BACKBONES: dict[str, Callable[[Sequence[int], int], nn.Module]] = {
     "mlp": lambda shape, k: MLP(int(torch.tensor(shape).prod()), k),
@@ -413,6 +418,18 @@ def build_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> nn.
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)}, 'auto', {', '.join(map(repr, EFFICIENTNET_LITES))}, 'torchvision:NAME' or 'timm:NAME'")
     return BACKBONES[name](input_shape, n_classes)
+
+
+def check_backbone_input(name: str, input_shape: Sequence[int]) -> None:
+    """The error :func:`build_backbone` would raise because ``input_shape`` is not the kind
+    of item the backbone takes (feature rows for an image network, grey images for a
+    pretrained one), raised without building it: a command checks it before writing."""
+    from .pretrained import check_rgb_input, is_pretrained_name
+
+    if is_pretrained_name(name):
+        check_rgb_input(name, input_shape)
+    elif name in _IMAGE_BACKBONES:
+        _image_channels(input_shape, name)
 
 
 def default_backbone(input_shape: Sequence[int]) -> str:

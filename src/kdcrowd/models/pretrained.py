@@ -470,10 +470,15 @@ def load_pretrained_trunk(name: str) -> tuple[nn.Module, int, tuple[float, ...],
     raise ValueError(f"unknown pretrained backbone '{name}'; use {', '.join(EFFICIENTNET_LITES)}, torchvision:NAME[@WEIGHTS] or timm:NAME[@FILE]")
 
 
-def build_pretrained_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> PretrainedBackbone:
-    """A pretrained backbone for fine-tuning on images ``input_shape = (3, H, W)``."""
+def check_rgb_input(name: str, input_shape: Sequence[int]) -> None:
+    """A pretrained network fine-tunes on RGB images ``(3, H, W)``."""
     if len(input_shape) != 3 or int(input_shape[0]) != 3:
         raise ValueError(f"backbone '{name}' needs RGB images (3, H, W); got input shape {tuple(input_shape)}")
+
+
+def build_pretrained_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> PretrainedBackbone:
+    """A pretrained backbone for fine-tuning on images ``input_shape = (3, H, W)``."""
+    check_rgb_input(name, input_shape)
     if name in EFFICIENTNET_LITES:
         return EfficientNetLiteBackbone(n_classes, name)
     trunk, dim, mean, std, res, identity = load_pretrained_trunk(name)
