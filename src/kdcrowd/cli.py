@@ -502,7 +502,6 @@ def aggregate(
         if multi_label == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
         ann = Annotations.from_long(frame, duplicates=duplicates)
-        _warn_unused_first_classes(ann)
         known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
         if not ds_prior >= 0:
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
@@ -511,6 +510,7 @@ def aggregate(
         frame.to_csv(out, index=False)
     except USER_ERRORS as e:
         _fail(str(e))
+    _warn_unused_first_classes(ann)
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {method}; wrote {out}")
 
 
@@ -840,8 +840,6 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             else:
                 source = f"the lines of {p['item_ids']}" if p["item_ids"] is not None else f"the row numbers 0..{len(ids) - 1} of {features} (a .npy file has no ids: give them with --item-ids FILE, one id per row)"
             raise AnnotationError(f"{p['annotations']}: {e} The {len(ids)} known items are named by {source}, e.g. {', '.join(repr(v) for v in ids[:3])}.") from e
-        if class_list is None:
-            _warn_unused_first_classes(ann)
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
         gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
@@ -922,6 +920,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             shutil.rmtree(ckpt, ignore_errors=True)
             (out / RUN_FILE).unlink(missing_ok=True)
         _fail(str(e))
+    if class_list is None:  # once the fit has succeeded: a failing command prints its error alone
+        _warn_unused_first_classes(ann)
     settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images if images is not None else texts, "method": method}
     if method == "kdcrowd":  # the student and lambda2 as the recipe resolved them above
         settings.update(teacher=p["teacher"], student=door_values["student"], lambda2=door_values["lambda2"])
