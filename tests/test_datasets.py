@@ -284,6 +284,12 @@ def test_read_idx_rejects_bad_files(tmp_path):
     q.write_bytes(struct.pack(">BBBBI", 0, 0, 0x08, 1, 10) + b"\x00" * 3)
     with pytest.raises(ValueError, match="bytes"):
         read_idx(q)
+    # a cut download: gzip's EOFError ended the command with a bare "Aborted."
+    z = tmp_path / "cut.idx.gz"
+    _write_idx(z, np.arange(4000, dtype=np.uint8).reshape(40, 100), 0x08, True)
+    z.write_bytes(z.read_bytes()[: z.stat().st_size // 2])
+    with pytest.raises(ValueError, match="damaged or incomplete"):
+        read_idx(z)
 
 
 def test_crowd_dataset_validates():

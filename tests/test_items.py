@@ -181,6 +181,62 @@ def test_load_images_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
         load_images([tmp_path / "g8.png"], "x")
 
 
+def test_images_are_read_upright_and_float_tiffs_are_not_black(tmp_path):
+    # the EXIF orientation tag was ignored (a phone photo trained on sideways), and a float
+    # TIFF with values in 0..1 was truncated to black
+    from PIL import Image
+
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, :20, 0] = 255  # red left half, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": the red half is on top when shown
+    Image.fromarray(a).save(tmp_path / "sideways.jpg", exif=exif, quality=95)
+    Image.fromarray(np.rot90(a, -1).copy()).save(tmp_path / "upright.png")
+    got = load_images([tmp_path / "sideways.jpg", tmp_path / "upright.png"], 8).astype(int)
+    assert got[0, 0, :, 0].min() > 200 and got[0, -1, :, 0].max() < 50  # red on top, not on the left
+    assert np.abs(got[0] - got[1]).max() < 40  # as the upright copy, within JPEG's rounding
+    Image.fromarray(np.full((4, 4), 0.6, np.float32), mode="F").save(tmp_path / "f.tif")
+    Image.fromarray(np.full((4, 4), 180.0, np.float32), mode="F").save(tmp_path / "f255.tif")
+    got = load_images([tmp_path / "f.tif", tmp_path / "f255.tif"], 4)
+    assert got[0].min() == got[0].max() == 153 and got[1].min() == got[1].max() == 180
+
+
+def test_image_folders_follow_links_and_ids_match_as_typed(tmp_path):
+    from PIL import Image
+
+    from kdcrowd.data.items import list_image_files, match_image_ids
+
+    def png(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
+
+    root, other = tmp_path / "imgs", tmp_path / "elsewhere"
+    png(root / "a.png")
+    png(other / "batch2" / "b.png")
+    (root / "batch2").symlink_to(other / "batch2")  # a linked folder was skipped without a word
+    (root / "loop").symlink_to(root)  # a link back up is read once, not forever
+    (root / "broken.png").symlink_to(tmp_path / "nothing.png")
+    assert [p.relative_to(root).as_posix() for p in list_image_files(root)] == ["a.png", "batch2/b.png"]
+    # a decomposed (NFD) file name, as macOS stores it, matches the id as typed (NFC); so does
+    # a name with a space before its extension
+    import unicodedata
+
+    names = tmp_path / "names"
+    png(names / (unicodedata.normalize("NFD", "café") + ".png"))
+    png(names / "photo .png")
+    style, ids = match_image_ids(list_image_files(names), names, ["café", "photo"])
+    assert style == "stem" and sorted(ids) == ["café", "photo"]
+    # files sharing a stem (a.png, a.jpg) with labels that name files in full: the error is
+    # the missing file's, not the clash's
+    clash = tmp_path / "clash"
+    for n in ("a.png", "a.jpg", "b.png"):
+        png(clash / n)
+    style, ids = match_image_ids(list_image_files(clash), clash, ["a.png", "a.jpg", "b.png", "c.png"])
+    assert style == "name"
+    with pytest.raises(ValueError, match="same item id"):
+        match_image_ids(list_image_files(clash), clash, ["a", "b"])
+
+
 def test_item_error_messages_say_how_to_fix(tmp_path):
     # these said only what was wrong
     np.save(tmp_path / "e.npy", np.zeros((0, 3)))

@@ -40,6 +40,7 @@ import io
 import os
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -350,8 +351,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     big-endian uint32; the data follow in C order, big-endian.
     """
     path = Path(path)
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-        raw = f.read()
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # a cut or damaged download
+        raise ValueError(f"{path} is damaged or incomplete ({type(e).__name__}: {e}); replace it (a file under the data root is downloaded again once deleted)") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     types = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

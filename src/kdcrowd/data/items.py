@@ -21,6 +21,7 @@ message names the file, the offending rows or files, and how to fix it.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -218,11 +219,28 @@ def align_feature_columns(X: np.ndarray, columns: Sequence[str] | None, expected
 # ----------------------------------------------------------------------------- images
 
 
+def _visible_files(root: Path) -> list[Path]:
+    """The files under ``root``, linked folders followed (each real folder once, so a link
+    to a folder above cannot loop), hidden files and folders (``.name``) left out."""
+    seen: set[str] = set()
+    out: list[Path] = []
+    for top, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        out += [Path(top) / n for n in names if not n.startswith(".") and os.path.isfile(os.path.join(top, n))]
+    return out
+
+
 def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
     """Every image file under ``directory`` (recursively), sorted by relative path.
 
     Images are files whose suffix is one of :data:`IMAGE_SUFFIXES` (any case). Hidden
-    files and folders (names starting with ``.``, e.g. macOS ``._x.png``) are skipped.
+    files and folders (names starting with ``.``, e.g. macOS ``._x.png``) are skipped;
+    linked folders are followed.
     Raises when the folder does not exist or holds no image.
     """
     root = Path(directory)
@@ -230,7 +248,7 @@ def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
         raise FileNotFoundError(f"image folder not found: {root} (absolute: {root.absolute()}); check the path")
     if not root.is_dir():
         raise ValueError(f"--images must be a folder of image files; {root} is a file")
-    visible = [p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    visible = _visible_files(root)
     files = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
     other = [p for p in visible if p.suffix.lower() in _UNSUPPORTED_IMAGE_SUFFIXES]
     if other:
@@ -242,6 +260,12 @@ def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
     if not files:
         raise ValueError(f"no image files in {root} (looked recursively for {', '.join(IMAGE_SUFFIXES)}){f'; {len(other)} file(s) of an unsupported type, e.g. {other[0].name}: convert them' if other else ''}; point --images at the folder that holds the images")
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _text_id(name: str) -> str:
+    """A file name as an item id: in Unicode's composed form (NFC), as typed text is, where
+    macOS and many zip files store ``café`` decomposed (NFD)."""
+    return unicodedata.normalize("NFC", name)
 
 
 def image_item_ids(files: Sequence[Path], directory: str | os.PathLike[str], style: str = "stem") -> np.ndarray:
@@ -258,17 +282,19 @@ def image_item_ids(files: Sequence[Path], directory: str | os.PathLike[str], sty
     With ``stem`` and ``name``, files whose ids would clash (``a/x.png`` and ``b/x.png``,
     or ``x.png`` and ``x.jpg`` under ``stem``) get their relative path instead — without
     extension for ``stem`` (``a/x``, ``b/x``), with it for ``name``; the other files keep
-    the short id. Ids that still clash raise an error naming the files.
+    the short id. Ids that still clash raise an error naming the files. Ids are in Unicode's
+    composed form (NFC), and short ones lose surrounding spaces (``photo .png`` →
+    ``photo``), as crowd-label ids do.
     """
     if style not in ID_STYLES:
         raise ValueError(f"unknown image id style {style!r}; use one of {ID_STYLES}")
     root = Path(directory)
     rel = [Path(f).relative_to(root) for f in files]
     if style == "path":
-        ids = [r.as_posix() for r in rel]
+        ids = [_text_id(r.as_posix()) for r in rel]
     else:
-        short = [r.stem if style == "stem" else r.name for r in rel]
-        long = [r.with_suffix("").as_posix() if style == "stem" else r.as_posix() for r in rel]
+        short = [_text_id(r.stem if style == "stem" else r.name).strip() for r in rel]
+        long = [_text_id(r.with_suffix("").as_posix() if style == "stem" else r.as_posix()) for r in rel]
         counts = pd.Series(short).value_counts()
         ids = [lg if counts[s] > 1 else s for s, lg in zip(short, long)]
     out = np.array(ids, dtype=object)
@@ -280,14 +306,21 @@ def image_item_ids(files: Sequence[Path], directory: str | os.PathLike[str], sty
 
 
 def _rgb(im: Any) -> Any:
-    """An opened Pillow image as RGB. 16-bit (``I;16``) and 32-bit integer (``I``) grayscale
-    are scaled from 0..65535 to 0..255 first: Pillow's own conversion clips them, so a
-    16-bit PNG came out almost all white."""
-    from PIL import Image
+    """An opened Pillow image as RGB, the way an image viewer shows it: turned upright by its
+    EXIF orientation tag (a phone's photo is stored sideways with that tag). 16-bit
+    (``I;16``) and 32-bit integer (``I``) grayscale are scaled from 0..65535 to 0..255 first
+    (Pillow's own conversion clips them, so a 16-bit PNG came out almost all white); 32-bit
+    float (``F``, e.g. a float TIFF) from 0..1 when its values lie there, else clipped to
+    0..255 (Pillow's conversion truncates 0.6 to 0: black)."""
+    from PIL import Image, ImageOps
 
-    if im.mode.startswith("I;16") or im.mode == "I":
-        a = np.asarray(im).astype(np.float64)
-        if im.mode.startswith("I;16") or a.max(initial=0) > 255:
+    im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.nan_to_num(np.asarray(im).astype(np.float64))
+        if im.mode == "F":
+            if a.size and a.min() >= 0 and a.max() <= 1:
+                a = a * 255.0
+        elif im.mode.startswith("I;16") or a.max(initial=0) > 255:
             a = a / 257.0
         return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).convert("RGB")
     return im.convert("RGB")
@@ -358,7 +391,8 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     if best is None:  # every style clashes: let image_item_ids raise its error
         image_item_ids(files, directory, "stem")
     assert best is not None
-    if "stem" in clash:  # the labels may name images by a stem that several files share (a.png, a.jpg)
+    shared = pd.Series([_text_id(Path(f).stem).strip() for f in files]).value_counts()
+    if "stem" in clash and want.isin(shared.index[shared > 1]).any():  # the labels name images by a stem several files share (a.png, a.jpg)
         raise ValueError(f"{clash['stem']}: the crowd labels name images by a name that several files share without their extension, so no id style matches them all; keep one file per image (e.g. remove the duplicate a.png beside a.jpg), or write the file names with their extension (a.png) in the crowd labels")
     return best[1], best[2]
 
