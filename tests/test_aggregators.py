@@ -243,6 +243,12 @@ def test_mmsr_turns_adversaries_around():
     ck_rule = mmsr(ann)
     assert mv_acc < (ck_rule.labels == truth).mean() < (post.labels == truth).mean()
     np.testing.assert_array_equal(ck_rule.skills, post.skills)
+    # aggregate() (the command line, fit's mmsr) labels by the posteriors it returns beside them
+    labels, posteriors = aggregate(ann, "mmsr")
+    np.testing.assert_array_equal(labels, post.labels)
+    np.testing.assert_array_equal(labels, posteriors.argmax(1))
+    assert (ck_rule.labels != ck_rule.posteriors.argmax(1)).any()  # crowd-kit's rule is kept, as an option
+    np.testing.assert_array_equal(aggregate(ann, "mmsr", label_rule="crowdkit")[0], ck_rule.labels)
 
 
 def test_mmsr_when_every_covariance_row_sums_to_zero():

@@ -103,8 +103,10 @@ def test_fit_writes_every_output(fitted: dict) -> None:
     np.testing.assert_allclose(preds[P_COLS].to_numpy()[-6:], labels[P_COLS].to_numpy()[:6], atol=1e-4)
 
     workers = pd.read_csv(out / "workers.csv")
-    assert list(workers.columns) == ["worker", "n_labels", "accuracy_estimate", "agreement", "diag_bird", "diag_cat", "diag_dog"]
+    # --validation-fraction 0.1: n_labels_fitted counts each worker's labels outside the held-out items
+    assert list(workers.columns) == ["worker", "n_labels", "n_labels_fitted", "accuracy_estimate", "agreement", "diag_bird", "diag_cat", "diag_dog"]
     assert workers.set_index("worker")["n_labels"].to_dict() == answers["worker"].value_counts().to_dict()
+    assert (workers["n_labels_fitted"] <= workers["n_labels"]).all() and workers["n_labels_fitted"].sum() < workers["n_labels"].sum()
     npz = np.load(out / "transition_matrices.npz")
     assert npz["matrices"].shape == (len(workers), 3, 3) and npz["workers"].tolist() == workers["worker"].tolist()
     assert npz["classes"].tolist() == CLASSES.tolist()
@@ -423,6 +425,29 @@ def test_fit_interrupted_with_ctrl_c_resumes_to_the_uninterrupted_result(sig: st
     _outputs_equal(plain, out)
     r = runner.invoke(app, ["fit", "--resume", str(out)])
     assert r.exit_code == 2 and "finished" in r.output
+
+
+def test_worker_matrices_without_a_method_estimate_count_against_the_final_labels() -> None:
+    # the soft confusion against the classifier's probabilities shrank every estimate by its
+    # confidence: a worker right on every item came out at the mean confidence (0.62)
+    from kdcrowd.data.annotations import Annotations
+    from kdcrowd.metrics import worker_accuracy_estimate
+    from kdcrowd.report.practitioner import worker_matrices, worker_table
+
+    # worker 0 gives the final label on all 3 items; worker 1 says 1 on item 0 (final 0)
+    ann = Annotations([0, 1, 2, 0], [0, 0, 0, 1], [0, 1, 1, 1], n_items=3, n_classes=2)
+    proba = np.array([[0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
+    t, source = worker_matrices(None, ann, proba)
+    np.testing.assert_array_equal(t[0], np.eye(2))
+    np.testing.assert_array_equal(t[1], [[0, 1], [0.5, 0.5]])  # no item of class 1: uniform
+    assert "final labels" in source
+    acc = worker_accuracy_estimate(t, proba.mean(0))
+    table = worker_table(t, ann, proba, acc)
+    assert table["accuracy_estimate"].iloc[0] == 1.0 and table["agreement"].tolist() == [1.0, 0.0]
+    # a validation split: the labels on held-out items are not the ones the matrices were fitted on
+    held = worker_table(t, ann, proba, acc, held_out=np.array([0]))
+    assert held["n_labels"].tolist() == [3, 1] and held["n_labels_fitted"].tolist() == [2, 0]
+    assert "n_labels_fitted" not in worker_table(t, ann, proba, acc, held_out=np.array([], dtype=np.int64)).columns
 
 
 def test_fit_refuses_before_it_touches_out_and_keeps_the_user_s_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

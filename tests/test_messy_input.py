@@ -167,6 +167,17 @@ def test_cli_aggregate_messy_file_warns_on_stderr_and_reads_it(tmp_path: Path) -
     assert out["item"].tolist() == ["a", "b"]
 
 
+def test_cli_aggregate_ds_prior_whatever_the_spelling_of_the_method(tmp_path: Path) -> None:
+    # --method DS (or Dawid-Skene) silently dropped --ds-prior
+    write_problem(tmp_path, n=40)
+    outs = {}
+    for method, prior in (("ds", "0"), ("DS", "0"), ("Dawid-Skene", "0"), ("ds", "1")):
+        r = cli("aggregate", "--annotations", "answers.csv", "--method", method, "--ds-prior", prior, "--out", f"{method}{prior}.csv", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        outs[method + prior] = (tmp_path / f"{method}{prior}.csv").read_bytes()
+    assert outs["DS0"] == outs["ds0"] == outs["Dawid-Skene0"] != outs["ds1"]
+
+
 def test_cli_aggregate_keeps_zero_padded_label_codes(tmp_path: Path) -> None:
     # labels 01 / 02 came out as 1 / 2 with a phantom class 0 (p_0, p_1, p_2)
     (tmp_path / "a.csv").write_text("item,worker,label\n0017,u,01\n0017,v,02\n0018,u,02\n0018,v,02\n")

@@ -105,10 +105,12 @@ def mmsr(
     Posteriors are the one-coin posterior ``softmax`` of the skill-weighted votes (what
     the skills mean: with a uniform class prior, each vote adds its worker's log-odds
     skill to the class it names). Labels (``label_rule``): ``"crowdkit"`` (default)
-    reproduces crowd-kit: the argmax of the votes divided by their sum, which picks the
-    *least* voted class where the skills of an item's voters sum to a negative number
-    (workers judged adversarial); ``"posterior"``: the argmax of the posteriors. Ties go
-    to the lowest class.
+    reproduces crowd-kit: the argmax of the votes divided by their sum, which, where the
+    skills of an item's voters sum to a negative number (workers judged adversarial),
+    picks the class with the lowest skill-weighted vote: the class those adversaries chose,
+    which the posterior rates least likely; ``"posterior"``: the argmax of the posteriors
+    (what :func:`kdcrowd.aggregation.aggregate`, the command line and ``fit`` use). Ties
+    go to the lowest class.
 
     ``skills``: the log-odds skills (``NaN`` for workers without annotations);
     ``extras["accuracy"]``: ``p``.

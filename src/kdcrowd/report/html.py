@@ -288,7 +288,7 @@ def _gold_text(workers: pd.DataFrame) -> str:
     pooled = float(np.sum(acc * g[answered]) / g[answered].sum())
     return (
         f"<p><b>Gold questions</b> (items with known answers) anchor the worker matrices and the training targets. "
-        f"{int(answered.sum())} of {len(workers)} workers answered {int(g.sum())} of them, {100.0 * pooled:.1f} % correctly "
+        f"{int(answered.sum())} of {len(workers)} workers gave {int(g.sum())} answers to them, {100.0 * pooled:.1f} % correct "
         f"(per worker: median {100.0 * float(np.median(acc)):.1f} %, lowest {100.0 * float(acc.min()):.1f} %); "
         "<b>gold_n</b> and <b>gold_accuracy</b> in the table and in <code>workers.csv</code> are each worker's count and accuracy on them.</p>"
     )
@@ -323,8 +323,9 @@ def render_fit_html(page: FitPage) -> str:
         acc = float((final[g_items] == g_y).mean())
         lab = annotated[g_items]
         mv_acc = float((mv[g_items[lab]] == g_y[lab]).mean()) if lab.any() else float("nan")
-        cards.append(_card(f"{acc:.3f}", f"accuracy on {len(g_items)} known labels", "good" if acc >= mv_acc else "warn"))
-        cards.append(_card(f"{mv_acc:.3f}", "majority vote on the same items"))
+        acc_lab = float((final[g_items[lab]] == g_y[lab]).mean()) if lab.any() else float("nan")
+        cards.append(_card(f"{acc:.3f}", f"accuracy on {len(g_items)} known labels", "good" if acc_lab >= mv_acc else "warn"))
+        cards.append(_card(f"{acc_lab:.3f} / {mv_acc:.3f}", f"final labels / majority vote on the {int(lab.sum())} of them with crowd labels"))
     add("<div class='cards'>" + "".join(cards) + "</div>")
     if page.method_text:
         add(f"<p>{page.method_text}</p>")
@@ -343,7 +344,7 @@ def render_fit_html(page: FitPage) -> str:
     add("<h2>Labels</h2>")
     series = {"final labels": np.bincount(final[annotated], minlength=k), "majority vote": np.bincount(mv[annotated], minlength=k)}
     if page.gold is not None:
-        series["known labels"] = np.bincount(page.gold[1], minlength=k)
+        series["known labels"] = np.bincount(page.gold[1][annotated[page.gold[0]]], minlength=k)
     add(_figure(_balance_figure(classes, series), f"Share of each class among the {int(annotated.sum())} labelled items: the final labels against majority vote" + (" and the known labels" if page.gold is not None else "") + ". The final labels with every class's probability are in <code>labels.csv</code>."))
 
     add("<h2>Workers</h2>")

@@ -67,26 +67,34 @@ def worker_matrices(transitions: np.ndarray | None, ann: Any, proba: np.ndarray)
     """Each worker's ``(M, K, K)`` row-stochastic confusion matrix and where it comes from.
 
     The method's own estimate when it has one (crowd models, KD-Crowd, Dawid–Skene).
-    Otherwise (majority-vote training) the soft confusion of the worker's labels against
-    the final label distribution: ``T_m[k, j] ∝ Σ_{items i labelled j by m} proba[i, k]``;
-    rows without any mass (a class the worker never met) are uniform.
+    Otherwise (majority-vote training) the confusion of the worker's labels against the
+    final labels ``proba.argmax(1)``: ``T_m[k, j]`` = the share of the worker's labels on
+    items labelled ``k`` that are ``j``; rows without any (a class the worker never met)
+    are uniform. (The soft confusion against ``proba`` shrank every estimate by the
+    classifier's confidence: a worker right on every item came out at the mean confidence.)
     """
     if transitions is not None:
         return np.asarray(transitions, dtype=np.float64), MATRIX_SOURCES[True]
     from ..data.confusion import confusion
 
-    return confusion(ann, np.asarray(proba, dtype=np.float64), normalize=True), MATRIX_SOURCES[False]
+    proba = np.asarray(proba, dtype=np.float64)
+    return confusion(ann, proba.argmax(1), normalize=True, n_classes=proba.shape[1]), MATRIX_SOURCES[False]
 
 
 #: Where :func:`worker_matrices` takes the matrices from: the method's estimate (``True``) or not.
-MATRIX_SOURCES = {True: "estimated by the method", False: "the workers' labels against the final label distribution (the method estimates no worker matrices)"}
+MATRIX_SOURCES = {True: "estimated by the method", False: "the workers' labels against the final labels (the method estimates no worker matrices)"}
 
 
-def worker_table(t: np.ndarray, ann: Any, proba: np.ndarray, accuracy: np.ndarray, gold: np.ndarray | None = None) -> pd.DataFrame:
+def worker_table(t: np.ndarray, ann: Any, proba: np.ndarray, accuracy: np.ndarray, gold: np.ndarray | None = None, held_out: np.ndarray | None = None) -> pd.DataFrame:
     """``workers.csv``: ``worker,n_labels,accuracy_estimate,agreement,diag_<class>...`` in
     worker order; with gold questions ``gold`` ((N,) class indices, -1 unknown) also
     ``gold_n`` (the worker's labels on gold items) and ``gold_accuracy`` (the fraction of
     them equal to the known label, NaN without any) after ``agreement``.
+
+    With ``held_out`` (the item indices of a validation split, which the method does not
+    fit) also ``n_labels_fitted`` after ``n_labels``: the worker's labels on the other
+    items, those its matrix was estimated from (0: the matrix is the method's starting
+    one).
 
     ``accuracy`` (M,) is the estimated accuracy (the estimator's ``worker_quality_``,
     :func:`kdcrowd.metrics.worker_accuracy_estimate` of ``t``); ``agreement`` is the
@@ -100,7 +108,12 @@ def worker_table(t: np.ndarray, ann: Any, proba: np.ndarray, accuracy: np.ndarra
     agree_counts = np.bincount(ann.worker, weights=(ann.label == proba.argmax(1)[ann.item]).astype(float), minlength=m)
     with np.errstate(invalid="ignore", divide="ignore"):
         agree = np.where(n > 0, agree_counts / np.maximum(n, 1), np.nan)
-    cols: dict[str, Any] = {"worker": np.asarray(ann.worker_ids), "n_labels": n, "accuracy_estimate": np.asarray(accuracy, dtype=np.float64), "agreement": agree}
+    cols: dict[str, Any] = {"worker": np.asarray(ann.worker_ids), "n_labels": n}
+    if held_out is not None and len(held_out):  # a validation split: the method saw only the other items' labels
+        out = np.zeros(ann.n_items, dtype=bool)
+        out[np.asarray(held_out, dtype=np.int64)] = True
+        cols["n_labels_fitted"] = np.bincount(ann.worker[~out[ann.item]], minlength=m)
+    cols.update({"accuracy_estimate": np.asarray(accuracy, dtype=np.float64), "agreement": agree})
     if gold is not None:
         from ..data.gold import worker_gold_accuracy
 
@@ -133,7 +146,7 @@ def _resolved_backbone(clf: Any) -> str:
 FILES = {
     "labels.csv": "item,label,confidence,p_<class>... for every item with crowd labels",
     "predictions.csv": "the same for items without crowd labels (the --predict set, and unlabelled rows of the training items)",
-    "workers.csv": "worker,n_labels,accuracy_estimate,agreement,diag_<class>... (with --gold also gold_n, gold_accuracy: each worker's gold answers and accuracy on them)",
+    "workers.csv": "worker,n_labels,accuracy_estimate,agreement,diag_<class>... (with --gold also gold_n, gold_accuracy: each worker's gold answers and accuracy on them; with --validation-fraction also n_labels_fitted: the labels outside the held-out items, which the matrices are estimated from)",
     "transition_matrices.npz": "matrices (M, K, K), workers, classes",
     "model.pt": "the trained classifier; kdcrowd predict --model reads it",
     "metrics.json": "configuration, versions, device, timings, per-epoch history",
@@ -150,7 +163,8 @@ def _method_text(clf: Any) -> str:
             f"<b>KD-Crowd</b>: the crowd model <code>{trained['teacher']}</code> is trained as teacher, a robust <code>{trained['student']}</code> student learns from its predictions "
             f"with the <code>{trained['kd']}</code> distillation loss"
             + (", then the roles switch and the crowd model is retrained towards the student" if trained["stages"] == 2 else "")
-            + f"; labels and worker matrices come from the final stage (<code>{m.get('final_stage', '?')}</code>), {trained['epochs']} epochs per stage, backbone <code>{_resolved_backbone(clf)}</code>."
+            + f"; labels come from the final stage (<code>{m.get('final_stage', '?')}</code>), worker matrices from the last crowd model trained "
+            + f"(<code>{'stage2' if trained['stages'] == 2 else 'teacher'}</code>; the student has none), {trained['epochs']} epochs per stage, backbone <code>{_resolved_backbone(clf)}</code>."
         )
     return f"Method <code>{clf.method}</code>, {trained['epochs']} epochs, backbone <code>{_resolved_backbone(clf)}</code>."
 
@@ -218,7 +232,8 @@ def write_fit_outputs(
         label_frame(np.concatenate(pred_ids), clf.classes_, np.concatenate(pred_proba)).to_csv(tmp / "predictions.csv", index=False)
         t = clf.worker_matrices_
         source = MATRIX_SOURCES[clf.transition_matrices_ is not None]
-        workers = worker_table(t, ann, proba, clf.worker_quality_, gold=getattr(clf, "gold_", None))
+        held_out = (getattr(clf, "validation_", None) or {}).get("indices")  # the crowd-labelled items of a validation split (none: empty)
+        workers = worker_table(t, ann, proba, clf.worker_quality_, gold=getattr(clf, "gold_", None), held_out=held_out)
         workers.to_csv(tmp / "workers.csv", index=False)
         save_matrices(tmp / "transition_matrices.npz", t, ann)
         save_model(tmp / "model.pt", clf)
