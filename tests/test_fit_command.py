@@ -472,6 +472,11 @@ def test_fit_refuses_before_it_touches_out_and_keeps_the_user_s_files(tmp_path: 
         code, msg = _fit("--annotations", ann, "--features", feats, "--out", str(out), *extra)
         assert code == 2 and needle in msg, msg
         assert {f.name: f.read_bytes() for f in out.iterdir()} == finished
+    # items to predict that are training items too would be two rows with one id
+    new = pd.read_csv(root / "X_new.csv")
+    new.assign(item=["img000"] + new["item"].tolist()[1:]).to_csv(root / "X_overlap.csv", index=False)
+    code, msg = _fit("--annotations", ann, "--features", feats, "--predict-features", str(root / "X_overlap.csv"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "training items too ('img000')" in msg and not (tmp_path / "o").exists()
     # run.json records absolute paths: --resume works from any folder
     monkeypatch.chdir(root)
     r = runner.invoke(app, ["fit", "--annotations", "answers.csv", "--features", "X.csv", "--out", "rel", "--device", "cpu", "--epochs", "1", "--quiet"])

@@ -881,6 +881,12 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             if PX.shape[1:] != X.shape[1:]:
                 raise ValueError(f"the items to predict have shape {PX.shape[1:]} but the training items {X.shape[1:]}; give features with the same columns")
             predict = (pids, PX)
+        if predict is not None:  # a training item again would be two rows of the outputs with one id (each file's ids are unique)
+            option = given_predict[0]
+            both = pd.Index([str(v) for v in ids]).intersection(pd.Index([str(v) for v in predict[0]]))
+            if len(both):
+                raise ValueError(f"{option} names {len(both)} item(s) that are training items too ({', '.join(map(repr, both[:5]))}{' ...' if len(both) > 5 else ''}); "
+                                 f"they are labelled in labels.csv / predictions.csv already: leave them out of {option}")
         from .models.backbones import check_backbone_input
 
         with option_style(cli_style):  # what the fit would find only once it builds its networks
