@@ -472,6 +472,12 @@ def test_fit_refuses_before_it_touches_out_and_keeps_the_user_s_files(tmp_path: 
         code, msg = _fit("--annotations", ann, "--features", feats, "--out", str(out), *extra)
         assert code == 2 and needle in msg, msg
         assert {f.name: f.read_bytes() for f in out.iterdir()} == finished
+    # a fit refused only once training starts (one crowd-labelled item) puts them back as they were
+    pd.DataFrame({"item": ["img000"], "worker": ["w"], "label": ["cat"]}).to_csv(tmp_path / "one_item.csv", index=False)
+    pd.read_csv(feats).head(1).to_csv(tmp_path / "X1.csv", index=False)
+    code, msg = _fit("--annotations", str(tmp_path / "one_item.csv"), "--classes", "bird,cat,dog", "--features", str(tmp_path / "X1.csv"), "--out", str(out))
+    assert code == 2 and "at least 2 items" in msg, msg
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == finished
     # items to predict that are training items too would be two rows with one id
     new = pd.read_csv(root / "X_new.csv")
     new.assign(item=["img000"] + new["item"].tolist()[1:]).to_csv(root / "X_overlap.csv", index=False)

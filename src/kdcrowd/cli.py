@@ -38,6 +38,8 @@ err_console = Console(stderr=True)
 
 #: `kdcrowd fit` writes its settings here; `--resume OUT` reads them back.
 RUN_FILE = "run.json"
+#: The folder of OUT where `fit` keeps an earlier finished run's outputs until its own are written.
+PREVIOUS_RUN = ".previous-run"
 #: The folder of OUT where `fit` and `run --resume` keep their checkpoints (--checkpoint-interval).
 CHECKPOINTS = "checkpoints"
 
@@ -900,9 +902,13 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     except USER_ERRORS as e:
         _fail(str(e))
     ckpt = out / CHECKPOINTS
-    if not resume:
-        for name in (*FILES, RUN_FILE):  # an earlier finished run's outputs go first: nothing stale looks new
-            (out / name).unlink(missing_ok=True)
+    previous = out / PREVIOUS_RUN
+    if not resume:  # an earlier finished run's outputs go aside (nothing stale looks new), back if this fit is refused
+        shutil.rmtree(previous, ignore_errors=True)
+        for name in (*FILES, RUN_FILE):
+            if (out / name).exists():
+                previous.mkdir(exist_ok=True)
+                (out / name).replace(previous / name)
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v.absolute()) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")},  # absolute: --resume from any folder
                                     **recorded})
     clf = CrowdFit(  # the estimator's engine without scikit-learn: the inputs are checked above
@@ -925,6 +931,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if not resume and not any(ckpt.glob("*.pt")):  # refused before any epoch was saved: no run to resume
             shutil.rmtree(ckpt, ignore_errors=True)
             (out / RUN_FILE).unlink(missing_ok=True)
+            if previous.is_dir():  # the earlier run's outputs come back as they were
+                for f in previous.iterdir():
+                    f.replace(out / f.name)
+                previous.rmdir()
         _fail(str(e))
     if class_list is None:  # once the fit has succeeded: a failing command prints its error alone
         _warn_unused_first_classes(ann)
@@ -953,6 +963,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     except USER_ERRORS as e:  # e.g. a full disk or a folder without write permission; the checkpoints stay
         _fail(f"writing the outputs to {out} failed ({e}); fix that, then `kdcrowd fit --resume {out}` writes them without training again")
     shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete; its outputs replace the checkpoints
+    shutil.rmtree(previous, ignore_errors=True)  # and the earlier run's
     final = clf.label_proba_.argmax(1)
     labelled = ann.labels_per_item() > 0
     changed = int((labelled & (final != majority_vote(ann))).sum())
