@@ -167,6 +167,18 @@ def test_cli_aggregate_messy_file_warns_on_stderr_and_reads_it(tmp_path: Path) -
     assert out["item"].tolist() == ["a", "b"]
 
 
+def test_cli_aggregate_writes_a_row_for_items_nobody_labelled(tmp_path: Path) -> None:
+    # an answers.json item {} (or a wide row without a label) was left out of the output
+    (tmp_path / "answers.json").write_text('{"0": {"0": 1, "1": 1}, "1": {}, "2": {"0": 0, "1": 1}}')
+    (tmp_path / "wide.csv").write_text("item,ann_a,ann_b\nx,1,1\ny,,\nz,0,1\n")
+    for name, items in (("answers.json", ["0", "1", "2"]), ("wide.csv", ["x", "y", "z"])):
+        r = cli("aggregate", "--annotations", name, "--method", "glad", "--out", "l.csv", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        out = pd.read_csv(tmp_path / "l.csv", dtype={"item": str})
+        assert out["item"].tolist() == items and out["label"].isna().tolist() == [False, True, False]
+        np.testing.assert_allclose(out.iloc[1, 2:].to_numpy(dtype=float), [0.5, 0.5])
+
+
 def test_cli_aggregate_ds_prior_whatever_the_spelling_of_the_method(tmp_path: Path) -> None:
     # --method DS (or Dawid-Skene) silently dropped --ds-prior
     write_problem(tmp_path, n=40)

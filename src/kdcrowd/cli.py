@@ -503,7 +503,7 @@ def aggregate(
         frame, export_gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected), gold_given=gold is not None)
         if multi_label == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
-        ann = Annotations.from_long(frame, duplicates=duplicates)
+        ann = Annotations.from_long(frame, items=frame.attrs.get("items"), duplicates=duplicates)  # items nobody labelled get a row too
         known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
         if not ds_prior >= 0:
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
@@ -883,12 +883,12 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             if PX.shape[1:] != X.shape[1:]:
                 raise ValueError(f"the items to predict have shape {PX.shape[1:]} but the training items {X.shape[1:]}; give features with the same columns")
             predict = (pids, PX)
-        if predict is not None:  # a training item again would be two rows of the outputs with one id (each file's ids are unique)
-            option = given_predict[0]
+        again = None  # training items among the items to predict: two rows with one id in the outputs (each file's ids are unique)
+        if predict is not None:
             both = pd.Index([str(v) for v in ids]).intersection(pd.Index([str(v) for v in predict[0]]))
             if len(both):
-                raise ValueError(f"{option} names {len(both)} item(s) that are training items too ({', '.join(map(repr, both[:5]))}{' ...' if len(both) > 5 else ''}); "
-                                 f"they are labelled in labels.csv / predictions.csv already: leave them out of {option}")
+                again = (f"{given_predict[0]} names {len(both)} item(s) that are training items too ({', '.join(map(repr, both[:5]))}{' ...' if len(both) > 5 else ''}); "
+                         "predictions.csv lists them again beside their row in labels.csv (or predictions.csv, without crowd labels)")
         from .models.backbones import check_backbone_input
 
         with option_style(cli_style):  # what the fit would find only once it builds its networks
@@ -938,6 +938,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         _fail(str(e))
     if class_list is None:  # once the fit has succeeded: a failing command prints its error alone
         _warn_unused_first_classes(ann)
+    if again is not None:
+        _warn(again)
     settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images if images is not None else texts, "method": method}
     if method == "kdcrowd":  # the student and lambda2 as the recipe resolved them above
         settings.update(teacher=p["teacher"], student=door_values["student"], lambda2=door_values["lambda2"])

@@ -413,7 +413,8 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
     number, one column per worker; see :func:`_wide_to_long`), but keeps
     the ``item``/``task`` and ``worker`` columns as the text written in the file, so that
     ``"0017"`` matches an image ``0017.png``. Pass the result to
-    ``Annotations.from_long(df, items=ids)``, which validates it.
+    ``Annotations.from_long(df, items=ids)``, which validates it. For answers.json and wide
+    tables ``df.attrs["items"]`` lists every item of the file, those nobody labelled too.
 
     Messy files are mended where the intent is clear, each with an :class:`InputWarning`:
     blank rows (every field empty) and copies of the header line inside the file are
@@ -431,7 +432,8 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
         raise ValueError(f"--label-case must be fold or keep, not {label_case!r}")
     _require_file(path, "annotation file")
     if name.endswith((".json", ".json.gz")):
-        df, _ = _answers_long(load_answers_json(path))
+        df, items = _answers_long(load_answers_json(path))
+        df.attrs["items"] = _as_text(pd.Series(list(items), dtype=object)).tolist()  # with those labelled by nobody ({})
         _scalar_values(df["label"], "label", {c: df[c] for c in df.columns})  # a list or object as a label
         df["label"] = _answer_labels(df["label"])
     else:
@@ -531,6 +533,8 @@ def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         r, c, label, num = r[keep], c[keep], label[keep], num[keep]
         if (num == np.round(num)).all() and (num.abs() < 2**53).all():
             label = num.astype(np.int64)
-    return pd.DataFrame({"item": ids[r], "worker": workers[c], "label": label.to_numpy()})
+    out = pd.DataFrame({"item": ids[r], "worker": workers[c], "label": label.to_numpy()})
+    out.attrs["items"] = list(ids)  # every row's item, those without a label too
+    return out
 
 
