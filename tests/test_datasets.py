@@ -228,6 +228,39 @@ def test_fetch_verifies_and_renames_atomically(tmp_path):
     assert not bad.exists() and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.bin"]
 
 
+def test_a_data_root_that_cannot_be_written_is_named_as_such(tmp_path, monkeypatch):
+    # the error blamed the download: "download from URL failed: [Errno 13] Permission denied"
+    def refused(path, mode="w"):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(D, "atomic_file", refused)
+    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIRS", [])
+    with pytest.raises(DatasetNotFoundError) as exc:
+        load_dataset("fashion_mnist", root=tmp_path)
+    msg = str(exc.value)
+    assert "cannot write it to download it: Permission denied" in msg and "download from" not in msg and "KDCROWD_DATA" in msg
+
+
+def test_fetch_names_a_download_cut_short(tmp_path, monkeypatch):
+    # a server that closed the connection halfway was reported as a checksum mismatch
+    import io
+
+    class Cut(io.BytesIO):
+        headers = {"Content-Length": "1000"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(D, "_urlopen", lambda url, timeout: Cut(b"x" * 400))
+    dest = tmp_path / "cut.bin"
+    with pytest.raises(ValueError, match="incomplete download of http://example/f: 400 of 1000 bytes"):
+        D._fetch("http://example/f", dest, sha256="0" * 64)
+    assert not dest.exists() and not list(tmp_path.iterdir())
+
+
 def test_local_checksum_mismatch(tmp_path):
     for rel in ("labelme/labelme_annotations.npz", "labelme/labelme_bovw_features.npz"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

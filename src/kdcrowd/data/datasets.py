@@ -274,10 +274,15 @@ def _fetch(url: str, dest: Path, sha256: str | None = None, md5: str | None = No
     dest = Path(dest)
     h256, h5 = hashlib.sha256(), hashlib.md5()
     with atomic_file(dest, "wb") as out, _urlopen(url, timeout=timeout) as resp:
+        size = 0
         for chunk in iter(lambda: resp.read(1 << 20), b""):
             out.write(chunk)
             h256.update(chunk)
             h5.update(chunk)
+            size += len(chunk)
+        expected = (getattr(resp, "headers", None) or {}).get("Content-Length")
+        if expected is not None and str(expected).isdigit() and size != int(expected):  # the server closed the connection early
+            raise ValueError(f"incomplete download of {url}: {size} of {int(expected)} bytes; try again")
         for name, want, got in (("sha256", sha256, h256.hexdigest()), ("md5", md5, h5.hexdigest())):
             if want is not None and got != want:
                 raise ValueError(f"checksum mismatch for {url}: {name} {got}, expected {want}")
@@ -322,8 +327,10 @@ def _need(dataset: str, root: Path, rels: list[str], verify: bool = True, search
             try:
                 _fetch(spec.url, path, spec.sha256, spec.md5)
             except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", exc)
-                missing.append(f"  {path}\n    (download from {spec.url} failed: {reason})")
+                if isinstance(exc, OSError) and not isinstance(exc, urllib.error.URLError) and exc.filename is not None:  # the folder, not the network
+                    missing.append(f"  {path}\n    (cannot write it to download it: {exc.strerror or exc}: {exc.filename}; make the folder writable, or point {ENV_VAR} at one that is)")
+                else:
+                    missing.append(f"  {path}\n    (download from {spec.url} failed: {getattr(exc, 'reason', exc)})")
                 continue
         if verify:
             _verify(path, rel)
