@@ -702,10 +702,7 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
     Aliases: ``majority_vote``, ``soft_mv``, ``dawid_skene``, ... (see ``_ALIASES``).
 
     Unannotated items get label ``-1`` (see the module docstring).
-    GLAD, MACE, Wawa, ZBS, one-coin DS and M-MSR: see :mod:`kdcrowd.aggregators`; M-MSR's
-    labels here are the argmax of its posteriors (``label_rule="posterior"``), not
-    crowd-kit's rule, which labels an item whose voters are judged adversarial with the
-    class they chose, against the posterior written beside it.
+    GLAD, MACE, Wawa, ZBS, one-coin DS and M-MSR: see :mod:`kdcrowd.aggregators`.
     """
     from .aggregators import canonical_aggregator, run_aggregator
 
@@ -714,8 +711,6 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
         _, _, _, n, _, k = _arrays(ann)
         gold = check_gold(gold, n, k)
     if canonical_aggregator(method) is not None:
-        if canonical_aggregator(method) == "mmsr":  # labels that agree with the posteriors returned beside them
-            kw.setdefault("label_rule", "posterior")
         res = run_aggregator(ann, method, **kw)
         return apply_gold(res.labels, gold), apply_gold(res.posteriors, gold)
     meth = _canonical_method(method)

@@ -104,13 +104,14 @@ def mmsr(
 
     Posteriors are the one-coin posterior ``softmax`` of the skill-weighted votes (what
     the skills mean: with a uniform class prior, each vote adds its worker's log-odds
-    skill to the class it names). Labels (``label_rule``): ``"crowdkit"`` (default)
+    skill to the class it names), with the label rule's votes (below). Labels (``label_rule``): ``"crowdkit"`` (default)
     reproduces crowd-kit: the argmax of the votes divided by their sum, which, where the
     skills of an item's voters sum to a negative number (workers judged adversarial),
-    picks the class with the lowest skill-weighted vote: the class those adversaries chose,
-    which the posterior rates least likely; ``"posterior"``: the argmax of the posteriors
-    (what :func:`kdcrowd.aggregation.aggregate`, the command line and ``fit`` use). Ties
-    go to the lowest class.
+    picks the class with the lowest skill-weighted vote: the class those adversaries chose.
+    It trusts the crowd over M-MSR's signs, which small crowds often get wrong; the
+    posteriors are then those of the votes turned around on such items, so that their
+    argmax is the label. ``"posterior"``: the argmax of the one-coin posterior of the
+    votes as they are (better where the adversaries are real). Ties go to the lowest class.
 
     ``skills``: the log-odds skills (``NaN`` for workers without annotations);
     ``extras["accuracy"]``: ``p``.
@@ -180,7 +181,9 @@ def mmsr(
     sk = torch.as_tensor(np.nan_to_num(skills), dtype=d.dtype, device=d.dev)
     scores = d.votes(sk[d.worker])
     total = scores.sum(1, keepdim=True)
-    labels = _argmax_lowest(torch.where(total < 0, -scores, scores) if label_rule == "crowdkit" else scores)
-    post = torch.softmax(scores, 1)
+    if label_rule == "crowdkit":
+        scores = torch.where(total < 0, -scores, scores)  # the rule's votes: turned around where the voters' skills sum below 0
+    labels = _argmax_lowest(scores)
+    post = torch.softmax(scores, 1)  # the one-coin posterior of the votes the labels are taken from: its argmax is the label
     lab, post_np = d.finish(post, labels)
     return AggregatorResult(lab, post_np, skills=skills, n_iter=it, converged=converged, objective=history, extras={"accuracy": acc})
