@@ -153,9 +153,14 @@ def test_fit_resumed_after_an_interrupt_equals_the_uninterrupted_fit(task: Any, 
     saved = torch.load(ck.checkpoint, weights_only=True)
     assert saved["epochs"] == 2 and not saved["complete"]  # the interrupted epoch was not saved
 
+    import random
+
+    random.seed(7)
+    py_before = random.getstate()
     resumed = fit(make(), data, ck)
     _assert_same_fit(plain, resumed)
     assert torch.equal(torch.get_rng_state(), rng_after_plain)
+    assert random.getstate() == py_before  # resuming restored Python's generator too, and left it changed
     assert torch.load(ck.checkpoint, weights_only=True)["complete"]
 
     # A finished checkpoint gives the same result again without training (no callback runs).

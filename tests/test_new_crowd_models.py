@@ -153,6 +153,22 @@ def test_geocrowdnet_f_logdet_closed_form():
     assert all(torch.isfinite(q.grad).all() for q in same.parameters())
 
 
+def test_geocrowdnet_f_term_is_finite_for_batches_smaller_than_k():
+    # PᵀP of fewer than K rows is singular: float64 saw rounding noise (finite, under reg_max)
+    # while the float32 term was inf or NaN, and training stopped ("the loss became nan")
+    torch.manual_seed(0)
+    model = GeoCrowdNet(nn.Linear(4, 10), 3, 10, config=GeoCrowdNetConfig(variant="f", reg_weight=0.1))
+    for rows in (2, 7, 9):
+        for _ in range(50):
+            p = torch.softmax(3 * torch.randn(rows, 10), 1).requires_grad_(True)
+            term = model.volume_term(p)
+            term.backward()
+            assert term.item() == 0.0 and torch.isfinite(p.grad).all()
+    p = torch.softmax(torch.randn(30, 10), 1)  # enough rows: the term is there, in float32
+    term = model.volume_term(p)
+    assert term.dtype == torch.float32 and term.item() == pytest.approx(-torch.logdet((p.T @ p).double()).item(), rel=1e-5)
+
+
 def test_geocrowdnet_w_logdet_closed_form():
     """One worker, K = 2: Σ_m A_m A_mᵀ = T Tᵀ and det T = t00 + t11 − 1 for a stochastic T."""
     model = _fixed(GeoCrowdNet, [[0.5, -0.5]], 1, 2, variant="w", reg_weight=0.3)

@@ -83,6 +83,28 @@ def test_device_data_normalises_images_and_features() -> None:
         DeviceData(imgs.astype(np.float32), None, None, None, None, torch.device("cpu"))
 
 
+def test_a_column_constant_in_training_keeps_its_scale() -> None:
+    # its std was floored at 1e-6, so a value of 1 at prediction entered the network as 1e6
+    rng = np.random.default_rng(0)
+    feats = np.c_[rng.normal(3, 2, (50, 3)), np.zeros(50)].astype(np.float32)
+    data = DeviceData(feats, None, None, None, None, torch.device("cpu"))
+    assert float(data.std[0, 3]) == 1.0 and float(data.std[0, 0]) > 1.0
+    new = torch.tensor([[3.0, 3.0, 3.0, 1.0]])
+    assert float(data.prepare(new).abs().max()) < 2.0
+    one = DeviceData(feats[:1], None, None, None, None, torch.device("cpu"))  # one item: no std at all
+    assert torch.isfinite(one.prepare(one.x_train)).all()
+
+
+def test_sgd_without_momentum_trains() -> None:
+    # nesterov=True was always passed, which torch refuses without a momentum
+    from kdcrowd.training import _optimizer
+
+    net = torch.nn.Linear(3, 2)
+    for momentum in (0.0, 0.9):
+        opt = _optimizer(net, TrainConfig(optimizer="sgd", momentum=momentum, device="cpu", progress=False))
+        assert opt.param_groups[0]["nesterov"] == (momentum > 0)
+
+
 def test_device_data_preprocessing_only_keeps_no_data() -> None:
     rng = np.random.default_rng(0)
     for x in (rng.integers(0, 256, (50, 8, 8, 3), dtype=np.uint8), rng.normal(3, 2, (50, 4)).astype(np.float32)):

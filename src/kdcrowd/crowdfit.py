@@ -255,7 +255,8 @@ class CrowdFit:
         annotated = np.flatnonzero(per_item > 0)
         if len(annotated) < MIN_ITEMS_FOR_VALIDATION:
             return none, f"only {len(annotated)} annotated items (< {MIN_ITEMS_FOR_VALIDATION}): no validation split, the final epoch is kept"
-        n_val = min(max(MIN_VALIDATION_ITEMS, int(round(frac * len(annotated)))), len(annotated) - 1)  # noqa: RUF046 (frac may be a numpy float)
+        # at least 2 items stay for training (a batch of 1 cannot train batch norm or Max-MIG)
+        n_val = min(max(MIN_VALIDATION_ITEMS, int(round(frac * len(annotated)))), len(annotated) - 2)  # noqa: RUF046 (frac may be a numpy float)
         multi = np.flatnonzero(per_item >= 2)
         pool, pool_desc = (multi, "items with ≥ 2 labels") if len(multi) >= n_val else (annotated, "annotated items")
         rng = np.random.default_rng(seed)

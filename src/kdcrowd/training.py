@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -323,7 +324,10 @@ class DeviceData:
             to = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
             self.x_train = to(x_train)
             self.mean = self.x_train.mean(0, keepdim=True)
-            self.std = self.x_train.std(0, keepdim=True).clamp_min(1e-6)
+            s = self.x_train.std(0, keepdim=True)
+            # a column (nearly) constant in training keeps its scale, as scikit-learn's scaler does: dividing by a
+            # floor of 1e-6 made any other value of it at prediction a million (one training item: std NaN, also 1)
+            self.std = torch.where(s > 1e-6, s, torch.ones_like(s))
         self.x_val = to(x_val) if x_val is not None and len(x_val) else None
         self.x_test = to(x_test) if x_test is not None and len(x_test) else None
         lab = lambda a: None if a is None else torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)
@@ -532,7 +536,7 @@ def _optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0, weight_decay=config.weight_decay)  # Nesterov needs a momentum
     if config.optimizer == "radam":
         return torch.optim.RAdam(groups, lr=config.lr, weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer '{config.optimizer}'; use adamw, sgd or radam")
@@ -711,17 +715,18 @@ def fit(
 
     Every random draw of the training (batch order, augmentation, dropout, a loss's own
     draws such as annot-mix's mixup) comes from generators seeded with ``config.seed``
-    inside a fork of torch's and numpy's global generators: the caller's random state is
+    inside a fork of torch's, numpy's and Python's global generators: the caller's random state is
     the same after ``fit`` as before, and the same seed gives the same run whatever that
     state was. :func:`_fit` has the details.
     """
     devices = [data.device.index or 0] if data.device.type == "cuda" else []
-    np_state = np.random.get_state()
+    np_state, py_state = np.random.get_state(), random.getstate()  # a resumed run sets Python's too
     try:
         with torch.random.fork_rng(devices=devices):
             return _fit(module, data, config, callbacks, desc)
     finally:
         np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def _fit(

@@ -433,7 +433,8 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
     _require_file(path, "annotation file")
     if name.endswith((".json", ".json.gz")):
         df, items = _answers_long(load_answers_json(path))
-        df.attrs["items"] = _as_text(pd.Series(list(items), dtype=object)).tolist()  # with those labelled by nobody ({})
+        if items is not None:  # every item of the file, with those labelled by nobody ({})
+            df.attrs["items"] = _as_text(pd.Series(list(items), dtype=object)).tolist()
         _scalar_values(df["label"], "label", {c: df[c] for c in df.columns})  # a list or object as a label
         df["label"] = _answer_labels(df["label"])
     else:

@@ -89,14 +89,22 @@ class GeoCrowdNet(CrowdModel):
     def _worker_log_transitions(self, idx: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.weight[idx].float(), dim=-1)
 
-    def _neg_logdet(self, gram: torch.Tensor) -> torch.Tensor:
-        """``−log det(gram)``, or 0 where that is not finite or above ``reg_max``."""
+    def _neg_logdet(self, gram: torch.Tensor, n_rows: int | None = None) -> torch.Tensor:
+        """``−log det(gram)``, or 0 where that is not finite or above ``reg_max``, or where
+        ``gram`` (K, K) is ``PᵀP`` of fewer than K rows (``n_rows``): singular, so its value is
+        rounding noise with huge gradients. The term is computed in float64, the precision
+        the check uses (float32 made a finite float64 value inf or NaN: a batch of 7 items
+        and 10 classes stopped training)."""
+        k = gram.shape[-1]
+        g64 = gram.double()
         with torch.no_grad():
-            val = -torch.logdet(gram.detach().double())
+            val = -torch.logdet(g64.detach())
             ok = torch.isfinite(val) & (val <= self.config.reg_max)
-        eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
-        safe = torch.where(ok, gram, eye)
-        return torch.where(ok, -torch.logdet(safe), torch.zeros((), device=gram.device, dtype=gram.dtype))
+            if n_rows is not None and n_rows < k:
+                ok = torch.zeros_like(ok)
+        eye = torch.eye(k, device=gram.device, dtype=torch.float64)
+        safe = torch.where(ok, g64, eye)
+        return torch.where(ok, -torch.logdet(safe), torch.zeros((), device=gram.device, dtype=torch.float64)).to(gram.dtype)
 
     def volume_term(self, probs: torch.Tensor | None = None) -> torch.Tensor:
         """The regulariser ``R``: for ``"f"`` of the batch probabilities ``probs (B, K)``."""
@@ -104,7 +112,7 @@ class GeoCrowdNet(CrowdModel):
             if probs is None:
                 raise ValueError("GeoCrowdNet(F)'s term needs the batch's class probabilities")
             p = probs.float()
-            return self._neg_logdet(p.T @ p)
+            return self._neg_logdet(p.T @ p, n_rows=p.shape[0])
         a = torch.softmax(self.weight.float(), dim=-1)  # (M, K, K)
         return self._neg_logdet(torch.einsum("mkj,mlj->kl", a, a))
 
