@@ -686,6 +686,10 @@ def test_read_keeps_zero_padded_label_codes_as_classes(tmp_path):
     b = Annotations.from_long(pd.DataFrame({"item": [1, 1, 2], "worker": ["u", "v", "u"], "label": ["01", "02", "+3"]}))
     b.write(tmp_path / "rt.csv")
     assert Annotations.read(tmp_path / "rt.csv") == b
+    # bool labels come back as bool (write() writes True / False)
+    t = Annotations.from_long(pd.DataFrame({"item": [1, 2, 3], "worker": ["u"] * 3, "label": [True, False, True]}))
+    t.write(tmp_path / "bool.csv")
+    assert Annotations.read(tmp_path / "bool.csv") == t
     # canonical integers stay class indices 0..max; a missing label is still an error
     path.write_text("item,worker,label\n1,u,1\n2,u,2\n3,u,NA\n")
     assert "missing values" in _err(Annotations.read, path)

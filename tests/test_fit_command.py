@@ -502,6 +502,25 @@ def test_fit_refuses_before_it_touches_out_and_keeps_the_user_s_files(tmp_path: 
     assert r.exit_code == 2 and "--device must be" in r.output
 
 
+def test_a_fit_stopped_before_its_first_saved_epoch_leaves_out_as_it_was(tmp_path: Path) -> None:
+    from kdcrowd.cli import PREVIOUS_RUN, RUN_FILE, _undo_unstarted_fit
+
+    out = tmp_path / "out"
+    (out / PREVIOUS_RUN).mkdir(parents=True)
+    (out / PREVIOUS_RUN / "labels.csv").write_text("the earlier run")
+    (out / RUN_FILE).write_text("{}")
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "state.json").write_text("{}")
+    assert _undo_unstarted_fit(out, out / "checkpoints", out / PREVIOUS_RUN)
+    assert sorted(p.name for p in out.iterdir()) == ["labels.csv"] and (out / "labels.csv").read_text() == "the earlier run"
+    # with a saved epoch there is a run to resume: nothing moves
+    (out / RUN_FILE).write_text("{}")
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "teacher.pt").write_text("x")
+    assert not _undo_unstarted_fit(out, out / "checkpoints", out / PREVIOUS_RUN)
+    assert (out / RUN_FILE).exists() and (out / "checkpoints" / "teacher.pt").exists()
+
+
 def test_run_refuses_an_unknown_data_set_before_it_touches_out(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

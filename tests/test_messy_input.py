@@ -177,6 +177,12 @@ def test_cli_aggregate_writes_a_row_for_items_nobody_labelled(tmp_path: Path) ->
         out = pd.read_csv(tmp_path / "l.csv", dtype={"item": str})
         assert out["item"].tolist() == items and out["label"].isna().tolist() == [False, True, False]
         np.testing.assert_allclose(out.iloc[1, 2:].to_numpy(dtype=float), [0.5, 0.5])
+    # a wide table that lists an item on two rows (two batches pasted together), with zero-padded codes
+    (tmp_path / "wide2.csv").write_text("item,w1,w2\na,01,\nb,02,02\na,,01\n")
+    r = cli("aggregate", "--annotations", "wide2.csv", "--out", "l2.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = pd.read_csv(tmp_path / "l2.csv", dtype=str)
+    assert list(out.columns) == ["item", "label", "p_01", "p_02"] and out["label"].tolist() == ["01", "02"]
 
 
 def test_cli_aggregate_ds_prior_whatever_the_spelling_of_the_method(tmp_path: Path) -> None:

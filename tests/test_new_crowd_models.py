@@ -164,9 +164,19 @@ def test_geocrowdnet_f_term_is_finite_for_batches_smaller_than_k():
             term = model.volume_term(p)
             term.backward()
             assert term.item() == 0.0 and torch.isfinite(p.grad).all()
-    p = torch.softmax(torch.randn(30, 10), 1)  # enough rows: the term is there, in float32
-    term = model.volume_term(p)
-    assert term.dtype == torch.float32 and term.item() == pytest.approx(-torch.logdet((p.T @ p).double()).item(), rel=1e-5)
+    p = torch.softmax(torch.randn(30, 10), 1)  # enough rows: the term is there, computed in float64
+    exact = -torch.logdet((p.double().T @ p.double())).item()
+    for autocast in (False, True):  # bf16 autocast (a GPU's default) rounded the Gram matrix
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            term = model.volume_term(p)
+        assert term.dtype == torch.float32 and term.item() == pytest.approx(exact, rel=1e-6)
+    wmodel = GeoCrowdNet(nn.Linear(4, 10), 3, 10, config=GeoCrowdNetConfig(variant="w", reg_weight=0.1))
+    with torch.no_grad():
+        wmodel.weight.add_(0.3 * torch.randn_like(wmodel.weight))
+    a = torch.softmax(wmodel.weight.double(), -1)
+    exact_w = -torch.logdet(torch.einsum("mkj,mlj->kl", a, a)).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert wmodel.volume_term().item() == pytest.approx(exact_w, rel=1e-6)
 
 
 def test_geocrowdnet_w_logdet_closed_form():

@@ -756,3 +756,28 @@ def test_benchmark_set_fixes_options_in_every_fit_even_a_shared_default(load_scr
         assert kd["student"] == student and kd["lambda2"] == FROZEN_FEATURE_KD["lambda2"] and train.lr == FROZEN_FEATURE_HEAD["lr"]
     with pytest.raises(SystemExit):
         bench.main(["--teacher-sweep", "--set", "device=cuda", "--out", str(tmp_path / "x.json")])
+
+
+@pytest.mark.skipif(not HAS_EXTRA, reason="the pretrained extra (efficientnet-lite0 weights) is not installed")
+def test_fit_fine_tunes_a_pretrained_network_on_the_images(tmp_path: Path) -> None:
+    # the check made before OUT is touched read the images (H, W, 3) as (C, H, W) and
+    # refused every pretrained network with --image-features none
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    rows = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"im{i}.png")
+        rows += [(f"im{i}", w, ["cat", "dog"][(i + w) % 2 if w else i % 2]) for w in range(2)]
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(tmp_path / "a.csv", index=False)
+    r = CliRunner().invoke(app, ["fit", "--annotations", str(tmp_path / "a.csv"), "--images", str(tmp_path / "imgs"), "--image-features", "none",
+                                 "--backbone", "efficientnet-lite0", "--method", "mv", "--epochs", "1", "--batch-size", "6", "--device", "cpu", "--quiet",
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "model.pt").exists()

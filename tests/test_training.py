@@ -93,6 +93,9 @@ def test_a_column_constant_in_training_keeps_its_scale() -> None:
     assert float(data.prepare(new).abs().max()) < 2.0
     one = DeviceData(feats[:1], None, None, None, None, torch.device("cpu"))  # one item: no std at all
     assert torch.isfinite(one.prepare(one.x_train)).all()
+    tiny = np.c_[feats, rng.normal(0, 5e-7, 50)].astype(np.float32)  # a column that varies, however little, is standardised
+    d3 = DeviceData(tiny, None, None, None, None, torch.device("cpu"))
+    assert abs(float(d3.prepare(d3.x_train)[:, 4].std()) - 1) < 0.05
 
 
 def test_sgd_without_momentum_trains() -> None:

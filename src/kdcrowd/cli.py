@@ -713,6 +713,23 @@ def _recorded_choices(out: Path, resume: bool) -> dict[str, Any]:
     return {k: run.get(k, before) for k, before in _RECORDED_BEFORE.items()}
 
 
+def _undo_unstarted_fit(out: Path, ckpt: Path, previous: Path) -> bool:
+    """Where a fit stopped before saving any epoch, put OUT back as it was (no run.json, no
+    checkpoints, an earlier run's outputs back from ``previous``) and return True; otherwise
+    (epochs saved: a run to resume) change nothing and return False."""
+    import shutil
+
+    if any(ckpt.glob("*.pt")):
+        return False
+    shutil.rmtree(ckpt, ignore_errors=True)
+    (out / RUN_FILE).unlink(missing_ok=True)
+    if previous.is_dir():
+        for f in previous.iterdir():
+            f.replace(out / f.name)
+        previous.rmdir()
+    return True
+
+
 def _fit(p: dict[str, Any], resume: bool) -> None:
     """The body of `kdcrowd fit` on its settings ``p`` (fresh or read back by --resume)."""
     import shutil
@@ -892,7 +909,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         from .models.backbones import check_backbone_input
 
         with option_style(cli_style):  # what the fit would find only once it builds its networks
-            check_backbone_input(door_values["backbone"], tuple(X.shape[1:]))
+            shape = tuple(X.shape[1:])
+            check_backbone_input(door_values["backbone"], (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape)  # images load as (H, W, C)
             spreading.check_items(tuple(X.shape))
     except USER_ERRORS as e:
         _fail(str(e))
@@ -925,16 +943,15 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             clf.fit(X, ann, gold=gold_questions, unlabelled=None if predict is None else predict[1])
         clf.input_transform_ = input_transform  # written into model.pt: `kdcrowd predict` computes the same inputs
     except KeyboardInterrupt:
-        err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}", soft_wrap=True)
+        if not resume and _undo_unstarted_fit(out, ckpt, previous):
+            err_console.print(f"[yellow]interrupted[/yellow] before any epoch was saved; {escape(str(out))} is as it was", soft_wrap=True)
+            raise typer.Exit(130) from None
+        kept = f" (the earlier run's outputs wait in {escape(str(previous))} until it finishes)" if previous.is_dir() else ""
+        err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}{kept}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
-        if not resume and not any(ckpt.glob("*.pt")):  # refused before any epoch was saved: no run to resume
-            shutil.rmtree(ckpt, ignore_errors=True)
-            (out / RUN_FILE).unlink(missing_ok=True)
-            if previous.is_dir():  # the earlier run's outputs come back as they were
-                for f in previous.iterdir():
-                    f.replace(out / f.name)
-                previous.rmdir()
+        if not resume and not _undo_unstarted_fit(out, ckpt, previous) and previous.is_dir():
+            _fail(f"{e} (the earlier run's outputs are kept in {previous})")
         _fail(str(e))
     if class_list is None:  # once the fit has succeeded: a failing command prints its error alone
         _warn_unused_first_classes(ann)

@@ -803,6 +803,8 @@ class Annotations:
                     df[col] = _ids_from_text(df[col])
             if label in df.columns and not isinstance(df[label], pd.DataFrame):
                 df[label] = _labels_from_text(df[label])
+                if df[label].dtype == object and df[label].dropna().isin(("True", "False")).all() and df[label].notna().any():
+                    df[label] = df[label].map({"True": True, "False": False})  # what write() makes of bool labels
         return cls.from_long(df, **kw)
 
     # ------------------------------------------------------------------ writers

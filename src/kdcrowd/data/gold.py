@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .readers import _text_of
+
 __all__ = ["apply_gold", "check_gold", "gold_from_values", "gold_values", "gold_vector", "worker_gold_accuracy"]
 
 
@@ -64,14 +66,6 @@ def gold_values(gold: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
     return out
 
 
-def _text(value: Any) -> str:
-    """A gold value's text; an integral float reads as its integer (a pandas column with
-    NaN for unknown holds ``2.0`` for the class ``"2"``)."""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def gold_from_values(values: Any, classes: Sequence[Any], n_items: int, option: str = "gold") -> np.ndarray | None:
     """A gold vector from class values aligned with the ``n_items`` items (``None``, NaN or
     ``pd.NA`` = unknown); values are matched to ``classes`` as they are, then by their text
@@ -89,7 +83,7 @@ def gold_from_values(values: Any, classes: Sequence[Any], n_items: int, option: 
         miss = pos < 0
         if miss.any():  # by text
             text = pd.Index([str(c) for c in classes])
-            pos[miss] = text.get_indexer([_text(v) for v in vals[known].to_numpy()[miss]])
+            pos[miss] = text.get_indexer([_text_of(v) for v in vals[known].to_numpy()[miss]])  # 2.0 (a float column with NaN) is "2"
         if (pos < 0).any():
             bad = vals[known].to_numpy()[pos < 0][:5].tolist()
             raise ValueError(f"{option} holds {bad}, which are not among the classes {list(classes)}")

@@ -374,7 +374,7 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     matches the most (``stem`` on a tie), so that the caller's error names the ids that
     are still missing.
     """
-    want = pd.Index(pd.unique(pd.Series([str(v) for v in wanted], dtype=object)))
+    want = pd.Index(pd.unique(pd.Series([_text_id(str(v)) for v in wanted], dtype=object)))  # NFC, as the image ids
     best: tuple[int, str, np.ndarray] | None = None
     clash: dict[str, str] = {}
     for style in ID_STYLES:

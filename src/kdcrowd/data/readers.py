@@ -81,6 +81,7 @@ def _ids_from_text(series: pd.Series) -> pd.Series:
     text = series.str.strip()
     if text.isna().any() or text.empty:
         return text  # from_long reports the missing ids
+    text = pd.Series(_nfc(text.to_numpy(dtype=object)), index=text.index, dtype=object)
     ids = _numeric_keys(text.tolist())
     return pd.Series(ids, index=text.index, dtype=ids.dtype)  # object stays object, not str
 
@@ -290,8 +291,21 @@ def _as_text(s: pd.Series) -> pd.Series:
     else:
         text = values.astype(str).str.strip().to_numpy(dtype=object)
     out = out.copy()
-    out[given] = text
+    out[given] = _nfc(np.asarray(text, dtype=object))
     return out
+
+
+def _nfc(text: np.ndarray) -> np.ndarray:
+    """Text values in Unicode's composed form (NFC), as image ids are: ``café`` typed, and
+    ``café`` from a macOS file name (decomposed, NFD), are one id. Each distinct value is
+    normalised once."""
+    import unicodedata
+
+    codes, uniques = pd.factorize(text)
+    if all(not isinstance(u, str) or u.isascii() for u in uniques):
+        return text
+    fixed = np.array([unicodedata.normalize("NFC", u) if isinstance(u, str) else u for u in uniques] + [None], dtype=object)
+    return fixed[codes]  # code -1 (a missing value) takes the trailing None
 
 
 class InputWarning(UserWarning):
@@ -529,13 +543,13 @@ def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     r, c = np.nonzero(pd.notna(v))  # row-major: item by item, workers in column order
     label = pd.Series(v[r, c], dtype=v.dtype)
     num = pd.to_numeric(label, errors="coerce")
-    if len(label) and num.notna().all():
+    if len(label) and num.notna().all() and not (label.dtype == object and _has_integer_codes(label)):  # 01, 02 stay names
         keep = (num != -1).to_numpy()
         r, c, label, num = r[keep], c[keep], label[keep], num[keep]
         if (num == np.round(num)).all() and (num.abs() < 2**53).all():
             label = num.astype(np.int64)
     out = pd.DataFrame({"item": ids[r], "worker": workers[c], "label": label.to_numpy()})
-    out.attrs["items"] = list(ids)  # every row's item, those without a label too
+    out.attrs["items"] = list(pd.unique(ids))  # every row's item, those without a label too (an item on two rows once)
     return out
 
 

@@ -92,9 +92,10 @@ class GeoCrowdNet(CrowdModel):
     def _neg_logdet(self, gram: torch.Tensor, n_rows: int | None = None) -> torch.Tensor:
         """``−log det(gram)``, or 0 where that is not finite or above ``reg_max``, or where
         ``gram`` (K, K) is ``PᵀP`` of fewer than K rows (``n_rows``): singular, so its value is
-        rounding noise with huge gradients. The term is computed in float64, the precision
-        the check uses (float32 made a finite float64 value inf or NaN: a batch of 7 items
-        and 10 classes stopped training)."""
+        rounding noise with huge gradients. The term is computed in float64 (from a float64
+        ``gram``, :meth:`volume_term`), the precision the check uses (float32 made a finite
+        float64 value inf or NaN: a batch of 7 items and 10 classes stopped training), and
+        returned in float32."""
         k = gram.shape[-1]
         g64 = gram.double()
         with torch.no_grad():
@@ -104,17 +105,19 @@ class GeoCrowdNet(CrowdModel):
                 ok = torch.zeros_like(ok)
         eye = torch.eye(k, device=gram.device, dtype=torch.float64)
         safe = torch.where(ok, g64, eye)
-        return torch.where(ok, -torch.logdet(safe), torch.zeros((), device=gram.device, dtype=torch.float64)).to(gram.dtype)
+        return torch.where(ok, -torch.logdet(safe), torch.zeros((), device=gram.device, dtype=torch.float64)).float()
 
     def volume_term(self, probs: torch.Tensor | None = None) -> torch.Tensor:
         """The regulariser ``R``: for ``"f"`` of the batch probabilities ``probs (B, K)``."""
         if self.variant == "f":
             if probs is None:
                 raise ValueError("GeoCrowdNet(F)'s term needs the batch's class probabilities")
-            p = probs.float()
-            return self._neg_logdet(p.T @ p, n_rows=p.shape[0])
-        a = torch.softmax(self.weight.float(), dim=-1)  # (M, K, K)
-        return self._neg_logdet(torch.einsum("mkj,mlj->kl", a, a))
+            with torch.autocast(probs.device.type, enabled=False):  # bf16 autocast would round the Gram matrix: float64 throughout
+                p = probs.double()
+                return self._neg_logdet(p.T @ p, n_rows=p.shape[0])
+        with torch.autocast(self.weight.device.type, enabled=False):
+            a = torch.softmax(self.weight.double(), dim=-1)  # (M, K, K)
+            return self._neg_logdet(torch.einsum("mkj,mlj->kl", a, a))
 
     def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.config.reg_weight

@@ -146,7 +146,7 @@ def _resolved_backbone(clf: Any) -> str:
 FILES = {
     "labels.csv": "item,label,confidence,p_<class>... for every item with crowd labels",
     "predictions.csv": "the same for items without crowd labels (the --predict set, and unlabelled rows of the training items)",
-    "workers.csv": "worker,n_labels,accuracy_estimate,agreement,diag_<class>... (with --gold also gold_n, gold_accuracy: each worker's gold answers and accuracy on them; with --validation-fraction also n_labels_fitted: the labels outside the held-out items, which the matrices are estimated from)",
+    "workers.csv": "worker,n_labels,accuracy_estimate,agreement,diag_<class>... (with --gold also gold_n, gold_accuracy: each worker's gold answers and accuracy on them; with --validation-fraction and a method with its own matrices also n_labels_fitted: the labels outside the held-out items, which the matrices are estimated from)",
     "transition_matrices.npz": "matrices (M, K, K), workers, classes",
     "model.pt": "the trained classifier; kdcrowd predict --model reads it",
     "metrics.json": "configuration, versions, device, timings, per-epoch history",
@@ -232,7 +232,9 @@ def write_fit_outputs(
         label_frame(np.concatenate(pred_ids), clf.classes_, np.concatenate(pred_proba)).to_csv(tmp / "predictions.csv", index=False)
         t = clf.worker_matrices_
         source = MATRIX_SOURCES[clf.transition_matrices_ is not None]
-        held_out = (getattr(clf, "validation_", None) or {}).get("indices")  # the crowd-labelled items of a validation split (none: empty)
+        # the crowd-labelled items of a validation split, which the method's own matrices were not fitted on (the
+        # matrices of a method without them count every label against the final labels)
+        held_out = (getattr(clf, "validation_", None) or {}).get("indices") if clf.transition_matrices_ is not None else None
         workers = worker_table(t, ann, proba, clf.worker_quality_, gold=getattr(clf, "gold_", None), held_out=held_out)
         workers.to_csv(tmp / "workers.csv", index=False)
         save_matrices(tmp / "transition_matrices.npz", t, ann)
