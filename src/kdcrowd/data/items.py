@@ -263,8 +263,9 @@ def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
 
 
 def _text_id(name: str) -> str:
-    """A file name as an item id: in Unicode's composed form (NFC), as typed text is, where
-    macOS and many zip files store ``café`` decomposed (NFD)."""
+    """An id's form for matching file names with crowd labels: Unicode's composed form
+    (NFC), where macOS and many zip files store ``café`` decomposed (NFD) and typed text is
+    composed. Only compared: the ids keep their spelling."""
     return unicodedata.normalize("NFC", name)
 
 
@@ -282,19 +283,18 @@ def image_item_ids(files: Sequence[Path], directory: str | os.PathLike[str], sty
     With ``stem`` and ``name``, files whose ids would clash (``a/x.png`` and ``b/x.png``,
     or ``x.png`` and ``x.jpg`` under ``stem``) get their relative path instead — without
     extension for ``stem`` (``a/x``, ``b/x``), with it for ``name``; the other files keep
-    the short id. Ids that still clash raise an error naming the files. Ids are in Unicode's
-    composed form (NFC), and short ones lose surrounding spaces (``photo .png`` →
-    ``photo``), as crowd-label ids do.
+    the short id. Ids that still clash raise an error naming the files. Short ids lose
+    surrounding spaces (``photo .png`` → ``photo``), as crowd-label ids do.
     """
     if style not in ID_STYLES:
         raise ValueError(f"unknown image id style {style!r}; use one of {ID_STYLES}")
     root = Path(directory)
     rel = [Path(f).relative_to(root) for f in files]
     if style == "path":
-        ids = [_text_id(r.as_posix()) for r in rel]
+        ids = [r.as_posix() for r in rel]
     else:
-        short = [_text_id(r.stem if style == "stem" else r.name).strip() for r in rel]
-        long = [_text_id(r.with_suffix("").as_posix() if style == "stem" else r.as_posix()) for r in rel]
+        short = [(r.stem if style == "stem" else r.name).strip() for r in rel]
+        long = [r.with_suffix("").as_posix() if style == "stem" else r.as_posix() for r in rel]
         counts = pd.Series(short).value_counts()
         ids = [lg if counts[s] > 1 else s for s, lg in zip(short, long)]
     out = np.array(ids, dtype=object)
@@ -370,16 +370,21 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     """The id style of :func:`image_item_ids` under which the images cover the ids ``wanted``.
 
     Tries ``stem``, ``name`` and ``path`` in turn and returns the first ``(style, ids)``
-    whose ids include every wanted id (compared as text); when none does, the style that
+    whose ids include every wanted id (compared as text, and in Unicode's composed form:
+    a file ``café`` stored decomposed, as macOS does, takes the id as the labels spell it);
+    when none does, the style that
     matches the most (``stem`` on a tie), so that the caller's error names the ids that
     are still missing.
     """
-    want = pd.Index(pd.unique(pd.Series([_text_id(str(v)) for v in wanted], dtype=object)))  # NFC, as the image ids
+    wanted_text = pd.unique(pd.Series([str(v) for v in wanted], dtype=object))
+    spelled = {_text_id(w): w for w in wanted_text}  # a file whose name matches a wanted id but for its Unicode form takes the id's spelling
+    want = pd.Index(wanted_text)
     best: tuple[int, str, np.ndarray] | None = None
     clash: dict[str, str] = {}
     for style in ID_STYLES:
         try:
             ids = image_item_ids(files, directory, style)
+            ids = np.array([spelled.get(_text_id(i), i) for i in ids], dtype=object)
         except ValueError as e:
             clash[style] = str(e)
             continue
@@ -391,7 +396,7 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     if best is None:  # every style clashes: let image_item_ids raise its error
         image_item_ids(files, directory, "stem")
     assert best is not None
-    shared = pd.Series([_text_id(Path(f).stem).strip() for f in files]).value_counts()
+    shared = pd.Series([spelled.get(_text_id(Path(f).stem.strip()), Path(f).stem.strip()) for f in files]).value_counts()
     if "stem" in clash and want.isin(shared.index[shared > 1]).any():  # the labels name images by a stem several files share (a.png, a.jpg)
         raise ValueError(f"{clash['stem']}: the crowd labels name images by a name that several files share without their extension, so no id style matches them all; keep one file per image (e.g. remove the duplicate a.png beside a.jpg), or write the file names with their extension (a.png) in the crowd labels")
     return best[1], best[2]

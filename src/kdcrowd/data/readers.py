@@ -81,7 +81,6 @@ def _ids_from_text(series: pd.Series) -> pd.Series:
     text = series.str.strip()
     if text.isna().any() or text.empty:
         return text  # from_long reports the missing ids
-    text = pd.Series(_nfc(text.to_numpy(dtype=object)), index=text.index, dtype=object)
     ids = _numeric_keys(text.tolist())
     return pd.Series(ids, index=text.index, dtype=ids.dtype)  # object stays object, not str
 
@@ -291,21 +290,8 @@ def _as_text(s: pd.Series) -> pd.Series:
     else:
         text = values.astype(str).str.strip().to_numpy(dtype=object)
     out = out.copy()
-    out[given] = _nfc(np.asarray(text, dtype=object))
+    out[given] = text
     return out
-
-
-def _nfc(text: np.ndarray) -> np.ndarray:
-    """Text values in Unicode's composed form (NFC), as image ids are: ``café`` typed, and
-    ``café`` from a macOS file name (decomposed, NFD), are one id. Each distinct value is
-    normalised once."""
-    import unicodedata
-
-    codes, uniques = pd.factorize(text)
-    if all(not isinstance(u, str) or u.isascii() for u in uniques):
-        return text
-    fixed = np.array([unicodedata.normalize("NFC", u) if isinstance(u, str) else u for u in uniques] + [None], dtype=object)
-    return fixed[codes]  # code -1 (a missing value) takes the trailing None
 
 
 class InputWarning(UserWarning):
