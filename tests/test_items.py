@@ -230,6 +230,10 @@ def test_image_folders_follow_links_and_ids_match_as_typed(tmp_path):
     nfd = unicodedata.normalize("NFD", "café")
     style, ids = match_image_ids(list_image_files(names), names, [nfd])
     assert nfd in ids.tolist() and "café" not in ids.tolist()
+    # two files whose names differ only by their Unicode form keep one id each
+    png(names / "café.png")  # composed, beside the decomposed one
+    style, ids = match_image_ids(list_image_files(names), names, ["café", "photo"])
+    assert len(set(ids.tolist())) == len(ids) == 3 and "café" in ids.tolist()
     # files sharing a stem (a.png, a.jpg) with labels that name files in full: the error is
     # the missing file's, not the clash's
     clash = tmp_path / "clash"

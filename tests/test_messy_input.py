@@ -40,6 +40,11 @@ def refused(r: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
 def write_problem(root: Path, n: int = 60, seed: int = 0) -> dict:
     """Two-class features (4 named columns, the class in f0 and f2) and three fair workers."""
     rng = np.random.default_rng(seed)
@@ -183,6 +188,8 @@ def test_cli_aggregate_writes_a_row_for_items_nobody_labelled(tmp_path: Path) ->
     assert r.returncode == 0, r.stderr
     out = pd.read_csv(tmp_path / "l2.csv", dtype=str)
     assert list(out.columns) == ["item", "label", "p_01", "p_02"] and out["label"].tolist() == ["01", "02"]
+    frame = read_annotation_frame(_write(tmp_path / "wide3.csv", "item,w1,w2\n007,01,02\n008,-1,01\n"))
+    assert frame["label"].tolist() == ["01", "02", "01"]  # -1 is still a missing label beside zero-padded codes
 
 
 def test_cli_aggregate_ds_prior_whatever_the_spelling_of_the_method(tmp_path: Path) -> None:

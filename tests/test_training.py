@@ -96,6 +96,9 @@ def test_a_column_constant_in_training_keeps_its_scale() -> None:
     tiny = np.c_[feats, rng.normal(0, 5e-7, 50)].astype(np.float32)  # a column that varies, however little, is standardised
     d3 = DeviceData(tiny, None, None, None, None, torch.device("cpu"))
     assert abs(float(d3.prepare(d3.x_train)[:, 4].std()) - 1) < 0.05
+    stamps = np.c_[feats, 1.7e9 + rng.choice([-512.0, -256.0, 256.0, 512.0], 50)].astype(np.float32)  # a real spread around a large mean
+    d4 = DeviceData(stamps, None, None, None, None, torch.device("cpu"))
+    assert abs(float(d4.prepare(d4.x_train)[:, 4].std()) - 1) < 0.05
 
 
 def test_sgd_without_momentum_trains() -> None:

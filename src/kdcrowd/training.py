@@ -325,10 +325,11 @@ class DeviceData:
             self.x_train = to(x_train)
             self.mean = self.x_train.mean(0, keepdim=True)
             s = self.x_train.std(0, keepdim=True, correction=1 if len(self.x_train) > 1 else 0)
-            # a column constant in training (its std 0, or rounding noise: at most 10 ulp of its mean) keeps
-            # scale 1, as in scikit-learn's scaler; a floor of 1e-6 made any other value of it at prediction a
-            # million (one training item: std 0, also 1). Columns that vary, however little, are standardised.
-            const = ~(s > 10 * torch.finfo(s.dtype).eps * self.mean.abs())
+            # a column constant in training (std 0: torch computes exactly 0 for equal values) keeps scale 1, as
+            # in scikit-learn's scaler; a floor of 1e-6 made any other value of it at prediction a million (one
+            # training item: std 0, also 1). Columns that vary, however little or around however large a mean,
+            # are standardised.
+            const = ~(s > 0)
             self.std = torch.where(const, torch.ones_like(s), s)
         self.x_val = to(x_val) if x_val is not None and len(x_val) else None
         self.x_test = to(x_test) if x_test is not None and len(x_test) else None

@@ -384,7 +384,9 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     for style in ID_STYLES:
         try:
             ids = image_item_ids(files, directory, style)
-            ids = np.array([spelled.get(_text_id(i), i) for i in ids], dtype=object)
+            respelled = np.array([spelled.get(_text_id(i), i) for i in ids], dtype=object)
+            # two files whose names differ only by their Unicode form keep their own spellings (unique)
+            ids = np.where(pd.Series(respelled).duplicated(keep=False).to_numpy(), ids, respelled)
         except ValueError as e:
             clash[style] = str(e)
             continue

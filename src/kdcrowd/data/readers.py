@@ -529,10 +529,11 @@ def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     r, c = np.nonzero(pd.notna(v))  # row-major: item by item, workers in column order
     label = pd.Series(v[r, c], dtype=v.dtype)
     num = pd.to_numeric(label, errors="coerce")
-    if len(label) and num.notna().all() and not (label.dtype == object and _has_integer_codes(label)):  # 01, 02 stay names
+    if len(label) and num.notna().all():
         keep = (num != -1).to_numpy()
         r, c, label, num = r[keep], c[keep], label[keep], num[keep]
-        if (num == np.round(num)).all() and (num.abs() < 2**53).all():
+        codes = label.dtype == object and _has_integer_codes(label)  # 01, 02 stay names
+        if not codes and (num == np.round(num)).all() and (num.abs() < 2**53).all():
             label = num.astype(np.int64)
     out = pd.DataFrame({"item": ids[r], "worker": workers[c], "label": label.to_numpy()})
     out.attrs["items"] = list(pd.unique(ids))  # every row's item, those without a label too (an item on two rows once)
