@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -335,13 +334,11 @@ def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return df.loc[~drop].reset_index(drop=True) if drop.any() else df
 
 
-_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
-
-
 def _has_integer_codes(text: pd.Series) -> bool:
     """Whether some value is an integer written in a non-canonical way (``01``, ``+2``,
-    ``-0``): a code whose text is its identity."""
-    return any(isinstance(v, str) and _INTEGER_TEXT.fullmatch(v) and str(int(v)) != v for v in text.unique())
+    ``-0``; the ids' rule, ``_CANONICAL_INT``): a code whose text is its identity."""
+    u = pd.Series(text.unique(), dtype=object).astype(str)
+    return bool((u.str.fullmatch(r"[+-]?[0-9]+") & ~u.str.fullmatch(_CANONICAL_INT)).any())
 
 
 def _labels_from_text(labels: pd.Series) -> pd.Series:
