@@ -394,9 +394,8 @@ class CrowdFit:
 
         data = out.data  # the training rows of X on the device, as run_on_dataset trained on them
         module = out.module  # left in its validation-selected state
-        # every prediction of the fitted items as the run's own (tta, flip, eval_batch_size ...: prediction_config)
-        self.metrics_ = metrics  # predict_proba and _classifier read the training settings from it
-        predicting = prediction_config(metrics["config"]["train"], data.device)
+        # every prediction of the fitted items as the run's own (tta, flip, eval_batch_size ...: prediction_config), here and in _classifier
+        self._predicting = predicting = prediction_config(metrics["config"]["train"], data.device)
         train_proba = out.train_proba if out.train_proba is not None else predict_proba(module, data, data.x_train, predicting)
         proba = np.empty((n, len(classes)), dtype=np.float32)
         proba[train_idx] = train_proba.detach().float().cpu().numpy()  # every row when nothing is held out
@@ -461,18 +460,16 @@ class CrowdFit:
     def _classifier(self, X: np.ndarray) -> np.ndarray:
         """The trained classifier's p(y|x) of checked items ``X``, predicted with the fit's
         prediction settings (test-time augmentation ``tta``, ``flip``, ``eval_batch_size``
-        ...: :func:`kdcrowd.persist.prediction_config` of ``metrics_["config"]["train"]``),
-        as ``labels_`` were and as a saved model predicts."""
+        ...: :func:`kdcrowd.persist.prediction_config`, kept by :meth:`fit`), as ``labels_``
+        were and as a saved model predicts."""
         import torch
 
-        from .persist import prediction_config
         from .training import predict_proba
 
         xt = torch.from_numpy(np.ascontiguousarray(X)).to(self._device)
         if self.preprocessor_.is_image:
             xt = xt.permute(0, 3, 1, 2).contiguous()
-        train = (getattr(self, "metrics_", None) or {}).get("config", {}).get("train")
-        return predict_proba(self.module_, self.preprocessor_, xt, prediction_config(train, self._device)).cpu().numpy()
+        return predict_proba(self.module_, self.preprocessor_, xt, self._predicting).cpu().numpy()
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, K), columns in the order of ``classes_``: the classifier's,

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..persist import MODEL_FORMAT, load_predictor, save_model  # noqa: F401  (re-exported)
+from ..persist import MODEL_FORMAT, _trained_backbone, load_predictor, save_model  # noqa: F401  (re-exported)
 
 __all__ = [
     "FILES",
@@ -138,9 +138,8 @@ def save_matrices(path: str | Path, t: np.ndarray, ann: Any) -> None:
 
 
 def _resolved_backbone(clf: Any) -> str:
-    from ..models.backbones import default_backbone
-
-    return clf.backbone if clf.backbone != "auto" else default_backbone(tuple(clf.preprocessor_.input_shape))
+    """The network the fit trained (``model.pt``'s, :func:`kdcrowd.persist._trained_backbone`)."""
+    return _trained_backbone(clf, tuple(clf.preprocessor_.input_shape))
 
 
 FILES = {
