@@ -155,12 +155,12 @@ def test_fit_resumed_after_an_interrupt_equals_the_uninterrupted_fit(task: Any, 
 
     import random
 
-    random.seed(7)
+    random.seed(7)  # another state than the one the checkpoint saved: resuming sets that one inside fit
     py_before = random.getstate()
     resumed = fit(make(), data, ck)
     _assert_same_fit(plain, resumed)
     assert torch.equal(torch.get_rng_state(), rng_after_plain)
-    assert random.getstate() == py_before  # resuming restored Python's generator too, and left it changed
+    assert random.getstate() == py_before  # and fit gives the caller's back (it was left at the checkpoint's)
     assert torch.load(ck.checkpoint, weights_only=True)["complete"]
 
     # A finished checkpoint gives the same result again without training (no callback runs).

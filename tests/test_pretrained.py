@@ -740,7 +740,7 @@ def test_benchmark_transductive_fits_the_items_to_label_as_items_without_crowd_l
     assert out["chosen"] == max(out["summary"], key=lambda s: s["val_mean"])["training_items"]
 
 
-def test_benchmark_set_fixes_options_in_every_fit_even_a_shared_default(load_script, monkeypatch, tmp_path: Path) -> None:
+def test_benchmark_set_fixes_options_in_every_fit_even_a_shared_default(load_script, monkeypatch, capsys, tmp_path: Path) -> None:
     """``--set student=elr``: every fit gets the whole frozen-features recipe explicitly (head
     recipe shared) with ELR over it, which the recipe would otherwise replace as "left at its
     default"; without ``--set`` the teacher sweep leaves the recipe to the estimator."""
@@ -754,8 +754,9 @@ def test_benchmark_set_fixes_options_in_every_fit_even_a_shared_default(load_scr
         bench.main(["--teacher-sweep", "--teachers", "maxmig", *extra, "--seeds", "0", "--threads", "1", "--out", str(tmp_path / "t.json")])
         _, _, train, kd = resolved(seen[0])
         assert kd["student"] == student and kd["lambda2"] == FROZEN_FEATURE_KD["lambda2"] and train.lr == FROZEN_FEATURE_HEAD["lr"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as refused:
         bench.main(["--teacher-sweep", "--set", "device=cuda", "--out", str(tmp_path / "x.json")])
+    assert refused.value.code == 2 and "--set device=cuda: give OPTION=VALUE" in capsys.readouterr().err  # device is the script's own
 
 
 @pytest.mark.skipif(not HAS_EXTRA, reason="the pretrained extra (efficientnet-lite0 weights) is not installed")
@@ -780,4 +781,5 @@ def test_fit_fine_tunes_a_pretrained_network_on_the_images(tmp_path: Path) -> No
                                  "--backbone", "efficientnet-lite0", "--method", "mv", "--epochs", "1", "--batch-size", "6", "--device", "cpu", "--quiet",
                                  "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "out" / "model.pt").exists()
+    saved = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    assert saved["predictor"]["backbone"] == "efficientnet-lite0" and saved["inputs"] is None  # the network fine-tuned on the pixels

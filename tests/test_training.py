@@ -109,6 +109,11 @@ def test_sgd_without_momentum_trains() -> None:
     for momentum in (0.0, 0.9):
         opt = _optimizer(net, TrainConfig(optimizer="sgd", momentum=momentum, device="cpu", progress=False))
         assert opt.param_groups[0]["nesterov"] == (momentum > 0)
+        before = net.weight.detach().clone()
+        net(torch.ones(4, 3)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        assert not torch.equal(net.weight, before)  # a step was taken
 
 
 def test_device_data_preprocessing_only_keeps_no_data() -> None:

@@ -944,13 +944,13 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         clf.input_transform_ = input_transform  # written into model.pt: `kdcrowd predict` computes the same inputs
     except (KeyboardInterrupt, *USER_ERRORS) as e:
         undone = not resume and _undo_unstarted_fit(out, ckpt, previous)  # stopped before any saved epoch: OUT as it was
-        kept = f" (the earlier run's outputs wait in {escape(str(previous))})" if previous.is_dir() else ""
+        kept = f" (the earlier run's outputs wait in {previous})" if previous.is_dir() else ""
         if not isinstance(e, KeyboardInterrupt):
             _fail(f"{e}{kept}")
         if undone:
             err_console.print(f"[yellow]interrupted[/yellow] before any epoch was saved; {escape(str(out))} is as it was", soft_wrap=True)
         else:
-            err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}{kept}", soft_wrap=True)
+            err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}{escape(kept)}", soft_wrap=True)
         raise typer.Exit(130) from None
     if class_list is None:  # once the fit has succeeded: a failing command prints its error alone
         _warn_unused_first_classes(ann)
