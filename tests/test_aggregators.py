@@ -386,7 +386,11 @@ def test_mmsr_trimmed_update_matches_crowdkit_column_by_column(f):
     mask[3, 2] = True  # a lone 0 becomes 1/sqrt(n_tasks)
     a = rng.random(40)
     a[5] = z[mask[:, 5], 5][0] if mask[:, 5].any() else a[5]  # a value equal to a
-    got = _trimmed_update(torch.tensor(z), torch.tensor(mask), torch.tensor(a), f, 25).numpy()
+    rows, cols = np.nonzero(mask)  # the observed values, grouped by column, in no particular order
+    shuffle = rng.permutation(len(rows))
+    rows, cols = rows[shuffle], cols[shuffle]
+    count = torch.tensor(np.bincount(cols, minlength=40))
+    got = _trimmed_update(torch.tensor(z[rows, cols]), torch.tensor(cols), count, torch.tensor(a), f, 25).numpy()
     for j in range(40):
         y = ck.MMSR._remove_largest_and_smallest_F_value(z[mask[:, j], j].reshape(-1, 1), f, a[j], 25)
         want = a[j] if len(y) == 0 else y.mean()
@@ -417,3 +421,95 @@ def test_aggregator_skills_benchmark_counts_overlap_and_skill_signs(load_script,
     shared = [len(items[a] & items[b]) for a, b in itertools.combinations(sorted(items), 2)]
     assert out["overlap"]["pairs_sharing_items"] == sum(s > 0 for s in shared)
     assert out["overlap"]["median_shared_items"] == float(np.median([s for s in shared if s > 0]))
+
+
+def test_mmsr_sign_graph_operator_matches_the_dense_graph():
+    # M-MSR's sign step as crowd-kit builds it, densely: sign(C) over the workers whose
+    # covariance row does not sum to 0, where unobserved pairs and the diagonal hold
+    # -1/(K-1); negative entries are edges, each positive pair gets a middle node. The
+    # library never builds this M x M matrix (a sum plus the observed pairs instead); with
+    # more than 300 nodes it runs Lanczos on that operator.
+    from kdcrowd.aggregators.mmsr import _sign_vector
+
+    rng = np.random.default_rng(3)
+    ma, k = 60, 3
+    cov = np.full((ma, ma), -1.0 / (k - 1))
+    obs = np.triu(rng.random((ma, ma)) < 0.3, 1)
+    vals = np.round(rng.uniform(-0.5, 1.0, (ma, ma)), 1)  # some exact zeros: no edge
+    cov[obs] = vals[obs]
+    cov.T[obs] = vals[obs]
+    r, c = np.nonzero(obs | obs.T)
+    valid = np.nonzero(cov.sum(1) != 0)[0]
+    s = np.sign(cov)[np.ix_(valid, valid)]
+    kk = len(valid)
+    pi, pj = np.nonzero(np.triu(s == 1))
+    p = len(pi)
+    assert kk + p > 300  # the Lanczos path
+    adj = np.zeros((kk + p, kk + p))
+    adj[:kk, :kk] = s == -1
+    adj[pi, kk + np.arange(p)] = adj[pj, kk + np.arange(p)] = 1
+    adj[kk + np.arange(p), pi] = adj[kk + np.arange(p), pj] = 1
+    dinv = 1 / np.sqrt(adj.sum(1))
+    vec = np.linalg.eigh(dinv[:, None] * adj * dinv[None, :])[1][:, 0]
+    sign = np.sign(vec[:kk])
+    want = np.zeros(ma)
+    want[valid] = np.sign(sign.sum()) * sign
+    got = _sign_vector(ma, r, c, cov[r, c], k)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_rank_one_distance_keeps_its_digits():
+    from kdcrowd.aggregators.mmsr import _rank_one_distance
+
+    rng = np.random.default_rng(0)
+    u, v, u2, v2 = (torch.tensor(rng.random(50) * 700, dtype=torch.float64) for _ in range(4))
+    dense = float(torch.linalg.norm(torch.outer(u, v) - torch.outer(u2, v2)))
+    assert _rank_one_distance(u, v, u2, v2) == pytest.approx(dense, rel=1e-12)
+    # the same product rescaled (M-MSR's iterates drift along u -> a u, v -> v / a): the
+    # distance is rounding noise, ~eps |u| |v|, where expanding the square cancels to
+    # ~sqrt(eps) |u| |v| (it stopped M-MSR 6 iterations late on the relevance set)
+    a = 1 + 1e-6
+    scale = float(torch.linalg.norm(u) * torch.linalg.norm(v))
+    assert _rank_one_distance(u, v, u * a, v / a) < 1e-14 * scale
+    assert _rank_one_distance(u, v, u, v) == 0.0
+
+
+def test_mmsr_never_builds_worker_by_worker_matrices(tmp_path):
+    # 6,000 workers who each label a few of 20,000 items: a dense M x M float64 matrix is
+    # 288 MB and the method used about 14 of them (4 GB); over the pairs that share an item
+    # it stays near the size of the annotations. A subprocess, so its peak memory is its own.
+    import subprocess
+    import sys
+
+    code = """
+import resource, numpy as np
+from types import SimpleNamespace
+from kdcrowd.aggregators import mmsr
+rng = np.random.default_rng(0)
+n, m = 20000, 6000
+item = np.repeat(np.arange(n), 3)
+worker = rng.integers(0, m, len(item))
+label = rng.integers(0, 2, len(item))
+ann = SimpleNamespace(item=item, worker=worker, label=label, n_items=n, n_workers=m, n_classes=2)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+res = mmsr(ann, n_iter=3)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert res.n_iter == 3 and res.labels.shape == (n,)
+print((after - before) / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    grown_mb = float(out.stdout.split()[-1])
+    assert grown_mb < 500, f"M-MSR's peak memory grew by {grown_mb:.0f} MB"
+
+
+@pytest.mark.parametrize("f, want", [(-2, 0.15), (-1, 1 / 5), (0, 0.15)])
+def test_mmsr_trimmed_update_counts_a_kept_infinite_value_as_zero(f, want):
+    # |C_ij| / u_i is infinite where an iterate reached 0; every path (the sum for f = 0,
+    # the maximum for f = -1, the sort otherwise) counts such a kept value as 0, and a
+    # lone kept 0 becomes 1/sqrt(n_tasks) (n_tasks = 25 here)
+    from kdcrowd.aggregators.mmsr import _trimmed_update
+
+    z = torch.tensor([0.3, float("inf")], dtype=torch.float64)
+    got = _trimmed_update(z, torch.tensor([0, 0]), torch.tensor([2]), torch.tensor([0.5], dtype=torch.float64), f, 25)
+    assert float(got[0]) == pytest.approx(want)

@@ -1,4 +1,7 @@
-"""M-MSR: worker reliabilities by robust rank-one matrix completion (Ma & Olshevsky, 2020)."""
+"""M-MSR: worker reliabilities by robust rank-one matrix completion (Ma & Olshevsky, 2020).
+
+Everything runs over the worker pairs that share an item (``nnz``), never a dense
+``M x M`` matrix: large crowds have millions of workers and few pairs among them."""
 
 from __future__ import annotations
 
@@ -11,68 +14,122 @@ import torch
 
 from ._common import AggregatorResult, _argmax_lowest, _Data
 
-def _trimmed_update(z: torch.Tensor, mask: torch.Tensor, a: torch.Tensor, f: int, n_tasks: int) -> torch.Tensor:
-    """One M-MSR half-step for every column at once: the mean of column ``j``'s observed
-    values ``z[mask[:, j], j]`` after dropping the ``f`` smallest (or, when fewer than
-    ``f`` lie below ``a[j]``, all those below) and then the ``f`` largest (or all above
-    ``a[j]``), as crowd-kit's ``_remove_largest_and_smallest_F_value``; for ``f < 0``
-    (crowd-kit's ``y[F:]``) only the ``-f`` largest stay. A lone kept 0 becomes
-    ``1/sqrt(n_tasks)``; a column with nothing kept keeps ``a[j]``."""
-    inf = torch.tensor(float("inf"), dtype=z.dtype, device=z.device)
-    vals = torch.where(mask, z, inf)
-    srt = torch.sort(vals, 0).values
-    c = mask.sum(0)
-    below = (mask & (z < a)).sum(0)
-    above = (mask & (z > a)).sum(0)
-    if f >= 0:
-        lo = torch.where(below < f, below, torch.full_like(below, f))
-        rem = c - lo
-        above_rem = torch.minimum(above, rem)
-        hi = torch.where(above_rem < f, lo + rem - above_rem, c - f)
+
+def _trimmed_update(z: torch.Tensor, group: torch.Tensor, count: torch.Tensor, a: torch.Tensor, f: int, n_tasks: int) -> torch.Tensor:
+    """One M-MSR half-step for every group (a column of the covariance matrix) at once:
+    the mean of group ``j``'s values ``z[group == j]`` after dropping the ``f`` smallest
+    (or, when fewer than ``f`` lie below ``a[j]``, all those below) and then the ``f``
+    largest (or all above ``a[j]``), as crowd-kit's ``_remove_largest_and_smallest_F_value``;
+    for ``f < 0`` (crowd-kit's ``y[F:]``) only the ``-f`` largest stay. A lone kept 0
+    becomes ``1/sqrt(n_tasks)``; a group with nothing kept keeps ``a[j]``; a kept value
+    that is not finite counts as 0. ``count``: the values per group (``bincount(group)``).
+    ``f = 0`` keeps every value and ``f = -1`` the largest (sparse crowds, where some worker
+    shares items with at most one other): a sum or a maximum per group. Otherwise the
+    values are sorted within their groups with two sorts (by value, then a stable sort by
+    group): O(nnz log nnz), no dense column."""
+    finite_z = torch.where(torch.isfinite(z), z, 0.0)
+    if f == 0:
+        total = torch.zeros_like(a).index_add_(0, group, finite_z)
+        length = count
+    elif f == -1:
+        top = torch.full_like(a, -math.inf).scatter_reduce_(0, group, z, "amax")  # NaN wins, as in a sort
+        total = torch.where(torch.isfinite(top), top, 0.0)
+        length = count.clamp_max(1)
     else:
-        lo = (c + f).clamp_min(0)
-        hi = c
-    csum = torch.cat([torch.zeros_like(srt[:1]), torch.where(torch.isinf(srt), 0.0, srt).cumsum(0)])
-    total = csum.gather(0, hi[None]).squeeze(0) - csum.gather(0, lo[None]).squeeze(0)
-    length = hi - lo
+        by_value = torch.argsort(z)
+        by_group = by_value[torch.argsort(group[by_value], stable=True)]
+        start = torch.cumsum(count, 0) - count
+        c = count
+        if f > 0:
+            below = torch.zeros_like(count).index_add_(0, group, (z < a[group]).to(count.dtype))
+            above = torch.zeros_like(count).index_add_(0, group, (z > a[group]).to(count.dtype))
+            lo = torch.where(below < f, below, torch.full_like(below, f))
+            rem = c - lo
+            above_rem = torch.minimum(above, rem)
+            hi = torch.where(above_rem < f, lo + rem - above_rem, c - f)
+        else:
+            lo = (c + f).clamp_min(0)
+            hi = c
+        grp = group[by_group]
+        rank = torch.arange(len(z), device=z.device) - start[grp]  # place within its group
+        kept = (rank >= lo[grp]) & (rank < hi[grp])
+        # summed per group (a cumulative sum over all groups would lose the digits of small groups)
+        total = torch.zeros_like(a).index_add_(0, grp, torch.where(kept, finite_z[by_group], 0.0))
+        length = hi - lo
     mean = total / length.clamp_min(1)
     mean = torch.where((length == 1) & (mean == 0), 1.0 / math.sqrt(n_tasks), mean)
     return torch.where(length > 0, mean, a)
 
 
-def _sign_vector(cov: np.ndarray) -> np.ndarray:
+def _rank_one_distance(u: torch.Tensor, v: torch.Tensor, u2: torch.Tensor, v2: torch.Tensor) -> float:
+    """``||u v^T - u2 v2^T||_F`` in O(M), never the ``M x M`` matrices. The difference is
+    ``du v^T + u2 dv^T`` (``du = u - u2``, ``dv = v - v2``); with ``u2 = b du/|du| + r``
+    (``r`` orthogonal to ``du``) it is ``du/|du| (|du| v + b dv)^T + r dv^T``, two
+    orthogonal parts, so its square is ``||du| v + b dv|^2 + |r|^2 |dv|^2``: sums of
+    squares of small quantities, exactly 0 at a fixed point, where expanding the square
+    would cancel large terms (M-MSR's iterates drift along ``u -> a u, v -> v / a``)."""
+    du, dv = u - u2, v - v2
+    ndu = torch.linalg.norm(du)
+    if float(ndu) == 0.0:
+        return float(torch.linalg.norm(u2) * torch.linalg.norm(dv))
+    dh = du / ndu
+    b = dh.dot(u2)
+    e = ndu * v + b * dv
+    r = u2 - b * dh
+    return math.sqrt(float(e.dot(e) + r.dot(r) * dv.dot(dv)))
+
+
+def _sign_vector(ma: int, r: np.ndarray, c: np.ndarray, cov: np.ndarray, k: int) -> np.ndarray:
     """crowd-kit's ``_sign_determination_valid`` signs: the eigenvector of the smallest
     eigenvalue of the random walk on a graph where workers with negative covariance are
-    neighbours and workers with positive covariance share a middle node. The walk is
-    similar to the symmetric ``D^-1/2 A D^-1/2``, whose eigenvector is found instead
-    (dense up to 300 nodes, else sparse Lanczos); ``D^-1/2`` keeps the signs."""
-    import scipy.sparse as sp
+    neighbours and workers with positive covariance share a middle node. ``cov`` holds the
+    covariance of the observed pairs ``(r, c)`` (both orders, no diagonal); every other
+    entry, the diagonal included, is ``-1/(K-1)``, so those pairs are neighbours too: the
+    worker block of the graph is all ones less the observed pairs of covariance >= 0, and
+    its products take a sum plus the pairs, never an ``M x M`` matrix. The walk is similar
+    to the symmetric ``D^-1/2 A D^-1/2``, whose eigenvector is found instead (dense up to
+    300 nodes, else Lanczos on that operator); ``D^-1/2`` keeps the signs."""
     import scipy.sparse.linalg as sla
 
-    s = np.sign(cov)
-    valid = np.nonzero(cov.sum(1) != 0)[0]
-    sv = s[np.ix_(valid, valid)]
+    n_obs = np.bincount(r, minlength=ma)
+    rowsum = np.bincount(r, weights=cov, minlength=ma) - (ma - n_obs) / (k - 1)
+    valid = np.nonzero(rowsum != 0)[0]
     kk = len(valid)
     if kk == 0:  # every row sums to 0 (e.g. two workers who always agree): no sign
-        return np.ones(len(cov))  # conflict to resolve, so every worker counts as reliable
-    pi, pj = np.nonzero(np.triu(sv == 1))
-    neg_i, neg_j = np.nonzero(sv == -1)
+        return np.ones(ma)  # conflict to resolve, so every worker counts as reliable
+    vidx = np.full(ma, -1)
+    vidx[valid] = np.arange(kk)
+    both = (vidx[r] >= 0) & (vidx[c] >= 0)
+    vr, vc, vcov = vidx[r[both]], vidx[c[both]], cov[both]
+    nonneg = vcov >= 0  # not neighbours: observed with covariance 0 or above
+    nr, nc = vr[nonneg], vc[nonneg]
+    upper = (vcov > 0) & (vr < vc)  # a middle node per positive pair, in row-major order
+    order = np.lexsort((vc[upper], vr[upper]))
+    pi, pj = vr[upper][order], vc[upper][order]
     p = len(pi)
-    mid = kk + np.arange(p)
-    rows = np.concatenate([neg_i, pi, pj, mid, mid])
-    cols = np.concatenate([neg_j, mid, mid, pi, pj])
-    adj = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(kk + p, kk + p))
-    deg = np.asarray(adj.sum(1)).ravel()
-    dinv = sp.diags(1.0 / np.sqrt(deg))
-    sym = dinv @ adj @ dinv
-    if kk + p <= 300:
-        _, vec = np.linalg.eigh(sym.toarray())
+    deg = np.concatenate([kk - np.bincount(nr, minlength=kk) + np.bincount(pi, minlength=kk) + np.bincount(pj, minlength=kk), np.full(p, 2)])
+    dinv = 1.0 / np.sqrt(deg.astype(np.float64))
+
+    def adjacency_times(w: np.ndarray) -> np.ndarray:
+        ww, wm = w[:kk], w[kk:]
+        out_w = ww.sum() - np.bincount(nr, weights=ww[nc], minlength=kk)
+        out_w = out_w + np.bincount(pi, weights=wm, minlength=kk) + np.bincount(pj, weights=wm, minlength=kk)
+        return np.concatenate([out_w, ww[pi] + ww[pj]])
+
+    def sym_times(x: np.ndarray) -> np.ndarray:
+        return dinv * adjacency_times(dinv * x)
+
+    size = kk + p
+    if size <= 300:
+        sym = np.stack([sym_times(e) for e in np.eye(size)], 1)  # the dense matrix, column by column
+        _, vec = np.linalg.eigh(sym)
         v = vec[:, 0]
-    else:  # Lanczos: O(iterations x nnz) instead of a dense O((kk + p)^3) decomposition
-        _, vec = sla.eigsh(sym, k=1, which="SA", v0=np.ones(kk + p))
+    else:  # Lanczos: O(iterations x (nnz + M)) instead of a dense O((kk + p)^3) decomposition
+        op = sla.LinearOperator((size, size), matvec=sym_times, dtype=np.float64)
+        _, vec = sla.eigsh(op, k=1, which="SA", v0=np.ones(size))
         v = vec[:, 0]
     sign = np.sign(v[:kk])
-    out = np.zeros(len(cov))
+    out = np.zeros(ma)
     out[valid] = np.sign(sign.sum()) * sign
     return out
 
@@ -143,15 +200,22 @@ def mmsr(
     with warnings.catch_warnings():  # torch's notes that its sparse support is in beta
         warnings.simplefilter("ignore", UserWarning)
         # items both workers labelled, and those they gave the same label: B B^T over
-        # the sparse (worker x item) and (worker x item*K + label) indicator matrices
+        # the sparse (worker x item) and (worker x item*K + label) indicator matrices,
+        # kept sparse: only the pairs that share an item
         b = torch.sparse_coo_tensor(torch.stack([wi, it_]), ones, (ma, d.n), check_invariants=False).coalesce()
         bl = torch.sparse_coo_tensor(torch.stack([wi, it_ * k + lb]), ones, (ma, d.n * k), check_invariants=False).coalesce()
-        common = torch.sparse.mm(b, b.t()).to_dense()
-        agree = torch.sparse.mm(bl, bl.t()).to_dense()
-    common.fill_diagonal_(0)
-    obs = common != 0
-    cov = torch.where(obs, agree / common.clamp_min(1), 0.0) * (k / (k - 1)) - 1.0 / (k - 1)
-    sparsity = int(obs.sum(0).min())
+        common = torch.sparse.mm(b, b.t()).coalesce()
+        agree = torch.sparse.mm(bl, bl.t()).coalesce()
+    (r, c), n_common = common.indices(), common.values()
+    key = r * ma + c  # sorted: coalesced indices are in row-major order
+    n_agree = torch.zeros_like(n_common)
+    n_agree[torch.searchsorted(key, agree.indices()[0] * ma + agree.indices()[1])] = agree.values()  # agreeing pairs share an item
+    off = r != c
+    r, c, n_common, n_agree = r[off], c[off], n_common[off], n_agree[off]
+    cov = (n_agree / n_common) * (k / (k - 1)) - 1.0 / (k - 1)  # observed pairs; -1/(K-1) elsewhere
+    count_c = torch.bincount(c, minlength=ma)
+    count_r = torch.bincount(r, minlength=ma)
+    sparsity = int(count_c.min())
     f = sparsity // 2 - 1
     x = cov.abs()
     u = torch.as_tensor(np.random.RandomState(seed).uniform(size=ma), dtype=dt, device=d.dev)
@@ -160,16 +224,16 @@ def mmsr(
     converged, it = n_iter == 0, 0
     for it in range(1, n_iter + 1):
         u_prev, v_prev = u, v
-        v = _trimmed_update(x / u[:, None], obs, v, f, n_tasks)
-        u = _trimmed_update(x.t() / v[:, None], obs.t(), u, f, n_tasks)
-        loss = float(torch.linalg.norm(torch.outer(u, v) - torch.outer(u_prev, v_prev)))
+        v = _trimmed_update(x / u[r], c, count_c, v, f, n_tasks)  # column j: |C_ij| / u_i
+        u = _trimmed_update(x / v[c], r, count_r, u, f, n_tasks)  # row i: |C_ij| / v_j
+        loss = _rank_one_distance(u, v, u_prev, v_prev)
         history.append(loss)
         if loss < tol:
             converged = True
             break
     scale = math.sqrt(float(torch.linalg.norm(u)) / float(torch.linalg.norm(v)))
     x1 = (u / scale).cpu().numpy()
-    rel = _sign_vector(cov.cpu().numpy()) * x1
+    rel = _sign_vector(ma, r.cpu().numpy(), c.cpu().numpy(), cov.cpu().numpy(), k) * x1
     rel = np.minimum(rel, 1 - 1.0 / math.sqrt(n_tasks))
     rel = np.maximum(rel, -1.0 / (k - 1) + 1.0 / math.sqrt(n_tasks))
     p = rel * (k - 1) / k + 1.0 / k
