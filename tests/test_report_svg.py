@@ -86,3 +86,19 @@ def test_the_report_is_written_without_importing_matplotlib(heavy_imports) -> No
         "assert text.count('<svg') == 4, text.count('<svg')  # loss, validation, memorization, class balance\n"
     )
     assert "matplotlib" not in heavy_imports(code, timeout=120)
+
+
+def test_a_scatter_of_many_points_draws_a_circle_per_pixel() -> None:
+    # 200,000 workers with 1-10 labels each: the chart held a circle per worker (15 MB of
+    # SVG); points on the same pixel are one circle now, as opaque as the stack was
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 11, 200_000)
+    y = np.round(rng.random(200_000), 2)
+    svg = scatter_chart(x, y, log_x=True, ylim=(0.0, 1.0))
+    root = _parse(svg)
+    circles = list(root.iter(NS + "circle"))
+    assert len(circles) <= 10 * 101 and len(svg) < 200_000
+    assert {c.get("fill-opacity") for c in circles} == {"1"}  # ~200 points each: opaque
+    # a lone point keeps the opacity of one circle, two on one spot that of two stacked
+    svg = scatter_chart([1, 1, 5], [0.5, 0.5, 0.9], ylim=(0.0, 1.0))
+    assert sorted(c.get("fill-opacity") for c in _parse(svg).iter(NS + "circle")) == ["0.6", "0.84"]

@@ -221,7 +221,9 @@ def bar_chart(categories: Sequence[Any], series: dict[str, np.ndarray], title: s
 
 
 def scatter_chart(x: Sequence[float], y: Sequence[float], title: str = "", xlabel: str = "", ylabel: str = "", log_x: bool = False, ylim: tuple[float | None, float | None] = (None, None), width: float = 620, height: float = 340) -> str:
-    """Points ``(x, y)`` (half transparent); ``log_x`` for a logarithmic x axis (positive ``x`` only)."""
+    """Points ``(x, y)`` (half transparent); ``log_x`` for a logarithmic x axis (positive ``x`` only).
+    Points that fall on the same pixel are drawn as one circle as opaque as the stacked
+    circles would be, so a crowd of 200,000 workers stays a chart of at most a circle per pixel."""
     xv, yv = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(xv) & np.isfinite(yv) & ((xv > 0) if log_x else True)
     xv, yv = xv[keep], yv[keep]
@@ -232,5 +234,9 @@ def scatter_chart(x: Sequence[float], y: Sequence[float], title: str = "", xlabe
         xlim = _limits(xv, None, None)
     ax = _Axes(width, height, xlim, _limits(yv, *ylim), log_x=log_x)
     parts = ax.frame(title, xlabel, ylabel)
-    parts += [f'<circle cx="{_num(ax.px(a))}" cy="{_num(ax.py(b))}" r="2.6" fill="{COLOURS[0]}" fill-opacity="0.6"/>' for a, b in zip(xv, yv)]
+    px = ax.x0 + ((np.log10(xv) if log_x else xv) - ax.xlim[0]) / (ax.xlim[1] - ax.xlim[0]) * (ax.x1 - ax.x0)
+    py = ax.y0 - (yv - ax.ylim[0]) / (ax.ylim[1] - ax.ylim[0]) * (ax.y0 - ax.y1)
+    _, first, count = np.unique(np.round(np.stack([px, py], 1)), axis=0, return_index=True, return_counts=True)
+    opacity = 1 - 0.4 ** count  # n circles of opacity 0.6 on one spot
+    parts += [f'<circle cx="{_num(px[i])}" cy="{_num(py[i])}" r="2.6" fill="{COLOURS[0]}" fill-opacity="{_num(o)}"/>' for i, o in zip(first, opacity)]
     return _svg(width, height, title or ylabel, parts)
