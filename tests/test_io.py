@@ -32,3 +32,17 @@ def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
         f.write(b"half")
         raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_id_text_is_written_once_per_distinct_value() -> None:
+    # a column of millions of ids read as text holds few distinct ids: each is one str
+    # object shared by its rows (a str per row took ~15x the column's memory)
+    import numpy as np
+    import pandas as pd
+
+    from kdcrowd.data.readers import _as_text
+
+    for col in (pd.Series([" w1", "w2 ", " w1", None, "w2 "], dtype="str"), pd.Series([7.0, 8.0, 7.0, np.nan, 8.0])):
+        out = _as_text(col)
+        assert out.tolist()[:3] == (["w1", "w2", "w1"] if col.dtype != float else ["7", "8", "7"])
+        assert pd.isna(out[3]) and out[0] is out[2] and out[1] is out[4]
