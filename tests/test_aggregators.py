@@ -513,3 +513,36 @@ def test_mmsr_trimmed_update_counts_a_kept_infinite_value_as_zero(f, want):
     z = torch.tensor([0.3, float("inf")], dtype=torch.float64)
     got = _trimmed_update(z, torch.tensor([0, 0]), torch.tensor([2]), torch.tensor([0.5], dtype=torch.float64), f, 25)
     assert float(got[0]) == pytest.approx(want)
+
+
+def test_mmsr_zero_row_sums_are_those_crowdkit_computes():
+    # Whether a worker's covariance row "sums to 0" (and is left out of the sign step)
+    # decides M-MSR's signs; summed over the observed pairs in another order, a row that
+    # crowd-kit sums to 7.1e-15 came out exactly 0 on this crowd, flipping 3 workers' signs
+    # and 55 of 3,000 labels. Rows near 0 are now summed whole, as crowd-kit sums them.
+    rng = np.random.default_rng(104)
+    n, m, per, k = 3000, 300, 6, 4
+    item = np.repeat(np.arange(n), per)
+    worker = np.concatenate([rng.choice(m, per, replace=False) for _ in range(n)])
+    truth, acc = rng.integers(0, k, n), rng.uniform(0.1, 1.0, m)
+    label = np.where(rng.random(len(item)) < acc[worker], truth[item], rng.integers(0, k, len(item)))
+    df = pd.DataFrame({"item": item, "worker": worker, "label": label})
+    # each worker's first row on top, in worker order: crowd-kit numbers the workers (and
+    # so orders each row's sum) as this crowd does, and _compare renumbers nothing
+    first = df.drop_duplicates("worker").sort_values("worker")
+    df = pd.concat([first, df.drop(first.index)])
+    assert (pd.factorize(df["worker"])[0] == df["worker"].to_numpy()).all()
+    agreement, _, _ = _compare("mmsr", df)
+    assert agreement == 1.0
+
+
+def test_mmsr_with_every_covariance_zero_gives_nan_skills_and_the_majority_vote():
+    # three binary workers who each agree with each other on exactly half the items: the
+    # completion is 0, v is 0 and the scale divided by it (ZeroDivisionError); crowd-kit's
+    # skills are NaN here, and with no skill to weigh by the labels are the majority vote
+    answers = ["00001111", "00110011", "01010101"]
+    item, worker, label = zip(*[(i, w, int(c)) for w, a in enumerate(answers) for i, c in enumerate(a)])
+    ann = _ann(item, worker, label, 8, 3, 2)
+    res = mmsr(ann)
+    assert np.isnan(res.skills).all()
+    np.testing.assert_array_equal(res.labels, majority_vote(ann))

@@ -46,3 +46,15 @@ def test_id_text_is_written_once_per_distinct_value() -> None:
         out = _as_text(col)
         assert out.tolist()[:3] == (["w1", "w2", "w1"] if col.dtype != float else ["7", "8", "7"])
         assert pd.isna(out[3]) and out[0] is out[2] and out[1] is out[4]
+
+
+def test_date_ids_read_as_the_column_writes_them() -> None:
+    # a Parquet item column of dates reads as "2024-03-01", as the same ids typed in a CSV
+    # (written value by value, a date became "2024-03-01 00:00:00" and matched nothing)
+    import pandas as pd
+
+    from kdcrowd.data.readers import _as_text
+
+    dates = pd.Series(pd.to_datetime(["2024-03-01", "2024-03-01", "2024-03-02"]))
+    assert _as_text(dates).tolist() == ["2024-03-01", "2024-03-01", "2024-03-02"]
+    assert _as_text(pd.Series(pd.to_timedelta(["1D", "2D"]))).tolist() == ["1 days", "2 days"]

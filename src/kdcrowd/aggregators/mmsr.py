@@ -93,6 +93,14 @@ def _sign_vector(ma: int, r: np.ndarray, c: np.ndarray, cov: np.ndarray, k: int)
 
     n_obs = np.bincount(r, minlength=ma)
     rowsum = np.bincount(r, weights=cov, minlength=ma) - (ma - n_obs) / (k - 1)
+    # "sums to 0" is a test of exact equality, which the order of the sum decides: the rows
+    # near 0 are summed again as crowd-kit sums them, the whole row with numpy (O(M) each;
+    # only rows whose worker shares items with nearly every other worker come near 0)
+    bounds = np.searchsorted(r, np.arange(ma + 1))  # the pairs come sorted by r
+    for i in np.nonzero(np.abs(rowsum) <= 1e-9 * ma)[0]:
+        row = np.full(ma, -1.0 / (k - 1))
+        row[c[bounds[i] : bounds[i + 1]]] = cov[bounds[i] : bounds[i + 1]]
+        rowsum[i] = row.sum()
     valid = np.nonzero(rowsum != 0)[0]
     kk = len(valid)
     if kk == 0:  # every row sums to 0 (e.g. two workers who always agree): no sign
@@ -170,6 +178,9 @@ def mmsr(
     argmax is the label. ``"posterior"``: the argmax of the one-coin posterior of the
     votes as they are (better where the adversaries are real). Ties go to the lowest class.
 
+    Where every observed covariance is 0 the completion is 0 and says nothing of the
+    workers: the skills are ``NaN``, as crowd-kit's, and the labels the majority vote.
+
     ``skills``: the log-odds skills (``NaN`` for workers without annotations);
     ``extras["accuracy"]``: ``p``.
     """
@@ -231,8 +242,11 @@ def mmsr(
         if loss < tol:
             converged = True
             break
-    scale = math.sqrt(float(torch.linalg.norm(u)) / float(torch.linalg.norm(v)))
-    x1 = (u / scale).cpu().numpy()
+    nu, nv = float(torch.linalg.norm(u)), float(torch.linalg.norm(v))
+    # every observed covariance 0 (e.g. K = 2 workers who agree on half their shared items):
+    # the completion is 0 and says nothing of the workers; crowd-kit's skills are NaN then
+    degenerate = not (nv > 0 and math.isfinite(nu / nv))
+    x1 = np.full(ma, np.nan) if degenerate else (u / math.sqrt(nu / nv)).cpu().numpy()
     rel = _sign_vector(ma, r.cpu().numpy(), c.cpu().numpy(), cov.cpu().numpy(), k) * x1
     rel = np.minimum(rel, 1 - 1.0 / math.sqrt(n_tasks))
     rel = np.maximum(rel, -1.0 / (k - 1) + 1.0 / math.sqrt(n_tasks))
@@ -243,6 +257,8 @@ def mmsr(
     acc = np.full(d.m, np.nan)
     acc[act.cpu().numpy()] = p
     sk = torch.as_tensor(np.nan_to_num(skills), dtype=d.dtype, device=d.dev)
+    if degenerate:
+        sk = torch.ones_like(sk)  # no skill to weigh by: every vote counts the same (majority vote)
     scores = d.votes(sk[d.worker])
     total = scores.sum(1, keepdim=True)
     if label_rule == "crowdkit":

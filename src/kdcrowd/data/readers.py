@@ -289,7 +289,7 @@ def _as_text(s: pd.Series) -> pd.Series:
         codes, values = np.arange(len(s)), s
     else:
         codes, values = pd.factorize(s, use_na_sentinel=True)
-    values = pd.Series(values, dtype=s.dtype if pd.api.types.is_float_dtype(s.dtype) else object)
+    values = pd.Series(values, dtype=s.dtype)  # formatted as the column's type formats (dates as dates)
     if pd.api.types.is_float_dtype(s.dtype) or (s.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("floating", "mixed-integer-float", "mixed")):
         text = np.array([_text_of(v).strip() for v in values.tolist()], dtype=object)
     else:
