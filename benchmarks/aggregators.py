@@ -19,7 +19,7 @@ appearance, the order in which crowd-kit draws MACE's and M-MSR's random starts,
 libraries start from the same numbers. crowd-kit's ``Wawa`` / ``ZeroBasedSkill``
 ``predict`` fail under scikit-learn >= 1.6 (``check_is_fitted`` asks for
 ``__sklearn_tags__``); they get a subclass with a minimal one. A crowd-kit run longer than
-``--ck-timeout`` seconds is stopped and recorded as ``"timeout"``; crowd-kit's M-MSR is
+``--ck-timeout`` seconds is stopped and recorded as ``"timeout"``, one that fails as ``"error: ..."``; crowd-kit's M-MSR is
 skipped (``"skipped"``) above ``--ck-mmsr-max-workers`` workers (its covariance is a
 Python loop over worker pairs, its sign step a dense eigenproblem over worker pairs).
 
@@ -185,6 +185,8 @@ def main() -> None:
                     })
                 except Timeout:
                     row["crowdkit"] = "timeout"
+                except Exception as e:  # crowd-kit's own failure on this set: recorded, not ours
+                    row["crowdkit"] = f"error: {type(e).__name__}: {e}"
                 finally:
                     signal.alarm(0)
             report["results"].append(row)
