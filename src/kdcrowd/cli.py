@@ -494,7 +494,7 @@ def aggregate(
     ds_prior: float = typer.Option(1.0, "--ds-prior", help="Dawid–Skene: pseudo-counts per row shrinking each worker's matrix toward the pooled one (keeps workers with few labels from collapsing every item to one class); 0 gives crowd-kit's exact results."),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
-    from .aggregation import _ALIASES, aggregation_frame
+    from .aggregation import _canonical_method, aggregation_frame
     from .data.annotations import Annotations
     from .outdir import check_out_file
 
@@ -507,7 +507,7 @@ def aggregate(
         known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
         if not ds_prior >= 0:
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
-        frame = aggregation_frame(ann, method, gold=known, **({"prior": ds_prior} if _ALIASES.get(method.strip().lower()) == "ds" else {}))
+        frame = aggregation_frame(ann, method, gold=known, **({"prior": ds_prior} if _canonical_method(method) == "ds" else {}))
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
     except USER_ERRORS as e:

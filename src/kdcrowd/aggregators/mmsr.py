@@ -224,9 +224,8 @@ def mmsr(
     off = r != c
     r, c, n_common, n_agree = r[off], c[off], n_common[off], n_agree[off]
     cov = (n_agree / n_common) * (k / (k - 1)) - 1.0 / (k - 1)  # observed pairs; -1/(K-1) elsewhere
-    count_c = torch.bincount(c, minlength=ma)
-    count_r = torch.bincount(r, minlength=ma)
-    sparsity = int(count_c.min())
+    count = torch.bincount(c, minlength=ma)  # co-workers per worker: the pairs come in both orders, so per row too
+    sparsity = int(count.min())
     f = sparsity // 2 - 1
     x = cov.abs()
     u = torch.as_tensor(np.random.RandomState(seed).uniform(size=ma), dtype=dt, device=d.dev)
@@ -235,8 +234,8 @@ def mmsr(
     converged, it = n_iter == 0, 0
     for it in range(1, n_iter + 1):
         u_prev, v_prev = u, v
-        v = _trimmed_update(x / u[r], c, count_c, v, f, n_tasks)  # column j: |C_ij| / u_i
-        u = _trimmed_update(x / v[c], r, count_r, u, f, n_tasks)  # row i: |C_ij| / v_j
+        v = _trimmed_update(x / u[r], c, count, v, f, n_tasks)  # column j: |C_ij| / u_i
+        u = _trimmed_update(x / v[c], r, count, u, f, n_tasks)  # row i: |C_ij| / v_j
         loss = _rank_one_distance(u, v, u_prev, v_prev)
         history.append(loss)
         if loss < tol:
