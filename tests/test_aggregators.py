@@ -249,6 +249,7 @@ def test_mmsr_turns_adversaries_around():
         np.testing.assert_array_equal(res.labels, res.posteriors.argmax(1))
     labels, posteriors = aggregate(ann, "mmsr", label_rule="posterior")
     np.testing.assert_array_equal(labels, post.labels)
+    np.testing.assert_array_equal(posteriors.argmax(1), labels)
 
 
 def test_mmsr_when_every_covariance_row_sums_to_zero():

@@ -902,7 +902,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             predict = (pids, PX)
         again = None  # training items among the items to predict: two rows with one id in the outputs (each file's ids are unique)
         if predict is not None:
-            both = pd.Index([str(v) for v in ids]).intersection(pd.Index([str(v) for v in predict[0]]))
+            both = pd.Index(ids).astype(str).intersection(pd.Index(predict[0]).astype(str))
             if len(both):
                 again = (f"{given_predict[0]} names {len(both)} item(s) that are training items too ({', '.join(map(repr, both[:5]))}{' ...' if len(both) > 5 else ''}); "
                          "predictions.csv lists them again beside their row in labels.csv (or predictions.csv, without crowd labels)")

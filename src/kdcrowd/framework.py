@@ -151,10 +151,10 @@ class KDCrowd:
             raise ConfigError(f"unknown student '{self.student}'; " + (f"did you mean '{near}'? " if near else "") + f"choose one of {', '.join(sorted(STUDENTS))}")
         if isinstance(self.teacher, str):
             crowd_model_spec(self.teacher).options(self.teacher_options)  # checks the name and the options
-            if self.stages == 2:
-                self._check_stage2_init(CROWD_MODELS[self.teacher].cls)
         elif self.teacher_options:
             raise ConfigError("teacher_options configure a teacher given by name; a teacher module is used as it is")
+        if self.stages == 2:  # fit checks again (_check): a teacher module is checked as soon as it is given
+            self._check_stage2_init(CROWD_MODELS[self.teacher].cls if isinstance(self.teacher, str) else type(self.teacher))
 
     def _check_stage2_init(self, stage2_cls: type) -> None:
         """Stage 2 initialised from the student needs a crowd model that initialises its
@@ -235,8 +235,6 @@ class KDCrowd:
         # Stage 0: the teacher. A user's module is copied, so that it stays untrained: a
         # second fit starts from the same weights, and stage 2 re-initialises from it.
         tname = self.teacher if isinstance(self.teacher, str) else type(self.teacher).__name__
-        if self.stages == 2:
-            self._check_stage2_init(CROWD_MODELS[self.teacher].cls if isinstance(self.teacher, str) else type(self.teacher))
         teacher: nn.Module | None = None
         if teacher_outputs is not None:  # what the teacher gave, as it gave it (float32, exact)
             proba, post = (torch.as_tensor(a, device=data.device) for a in (teacher_outputs.proba, teacher_outputs.posterior))

@@ -39,17 +39,16 @@ def _trimmed_update(z: torch.Tensor, group: torch.Tensor, count: torch.Tensor, a
         by_value = torch.argsort(z)
         by_group = by_value[torch.argsort(group[by_value], stable=True)]
         start = torch.cumsum(count, 0) - count
-        c = count
         if f > 0:
             below = torch.zeros_like(count).index_add_(0, group, (z < a[group]).to(count.dtype))
             above = torch.zeros_like(count).index_add_(0, group, (z > a[group]).to(count.dtype))
             lo = torch.where(below < f, below, torch.full_like(below, f))
-            rem = c - lo
+            rem = count - lo
             above_rem = torch.minimum(above, rem)
-            hi = torch.where(above_rem < f, lo + rem - above_rem, c - f)
+            hi = torch.where(above_rem < f, lo + rem - above_rem, count - f)
         else:
-            lo = (c + f).clamp_min(0)
-            hi = c
+            lo = (count + f).clamp_min(0)
+            hi = count
         grp = group[by_group]
         rank = torch.arange(len(z), device=z.device) - start[grp]  # place within its group
         kept = (rank >= lo[grp]) & (rank < hi[grp])
@@ -246,7 +245,7 @@ def mmsr(
     # the completion is 0 and says nothing of the workers; crowd-kit's skills are NaN then
     degenerate = not (nv > 0 and math.isfinite(nu / nv))
     x1 = np.full(ma, np.nan) if degenerate else (u / math.sqrt(nu / nv)).cpu().numpy()
-    rel = _sign_vector(ma, r.cpu().numpy(), c.cpu().numpy(), cov.cpu().numpy(), k) * x1
+    rel = x1 if degenerate else _sign_vector(ma, r.cpu().numpy(), c.cpu().numpy(), cov.cpu().numpy(), k) * x1  # NaN either way when degenerate
     rel = np.minimum(rel, 1 - 1.0 / math.sqrt(n_tasks))
     rel = np.maximum(rel, -1.0 / (k - 1) + 1.0 / math.sqrt(n_tasks))
     p = rel * (k - 1) / k + 1.0 / k

@@ -95,11 +95,13 @@ class _Axes:
         if self.xlim[1] <= self.xlim[0]:
             self.xlim = (self.xlim[0] - 0.5, self.xlim[0] + 0.5)
 
-    def px(self, x: float) -> float:
-        v = math.log10(x) if self.log_x else x
+    def px(self, x: Any) -> Any:
+        """A value's (or an array of values') x pixel."""
+        v = np.log10(x) if self.log_x else x
         return self.x0 + (v - self.xlim[0]) / (self.xlim[1] - self.xlim[0]) * (self.x1 - self.x0)
 
-    def py(self, y: float) -> float:
+    def py(self, y: Any) -> Any:
+        """A value's (or an array of values') y pixel."""
         return self.y0 - (y - self.ylim[0]) / (self.ylim[1] - self.ylim[0]) * (self.y0 - self.y1)
 
     def frame(self, title: str, xlabel: str, ylabel: str, xticks: Sequence[tuple[float, str]] | None = None, xrotate: bool = False, xfont: int = 11) -> list[str]:
@@ -234,8 +236,7 @@ def scatter_chart(x: Sequence[float], y: Sequence[float], title: str = "", xlabe
         xlim = _limits(xv, None, None)
     ax = _Axes(width, height, xlim, _limits(yv, *ylim), log_x=log_x)
     parts = ax.frame(title, xlabel, ylabel)
-    px = ax.x0 + ((np.log10(xv) if log_x else xv) - ax.xlim[0]) / (ax.xlim[1] - ax.xlim[0]) * (ax.x1 - ax.x0)
-    py = ax.y0 - (yv - ax.ylim[0]) / (ax.ylim[1] - ax.ylim[0]) * (ax.y0 - ax.y1)
+    px, py = ax.px(xv), ax.py(yv)
     _, first, count = np.unique(np.round(np.stack([px, py], 1)), axis=0, return_index=True, return_counts=True)
     opacity = 1 - 0.4 ** count  # n circles of opacity 0.6 on one spot
     parts += [f'<circle cx="{_num(px[i])}" cy="{_num(py[i])}" r="2.6" fill="{COLOURS[0]}" fill-opacity="{_num(o)}"/>' for i, o in zip(first, opacity)]
