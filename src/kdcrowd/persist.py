@@ -99,7 +99,7 @@ def save_model(path: str | Path, clf: Any) -> None:
     cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
     prep = clf.preprocessor_
     input_shape = tuple(int(s) for s in prep.input_shape)
-    backbone = _trained_backbone(clf, input_shape)
+    backbone = _trained_backbone(clf)
     trans = clf.transition_matrices_
     params = _plain(clf.get_params())
     payload = {
@@ -131,8 +131,8 @@ def save_model(path: str | Path, clf: Any) -> None:
     torch.save(payload, path)
 
 
-def _trained_backbone(clf: Any, input_shape: tuple[int, ...]) -> str:
-    """The name of the backbone the fit built for ``input_shape``: the run's (``metrics_``'s
+def _trained_backbone(clf: Any) -> str:
+    """The name of the backbone the fit built for its inputs: the run's (``metrics_``'s
     ``config``; the estimator's ``backbone`` for a fit that recorded none), ``auto``
     resolved (:func:`~kdcrowd.models.backbones.default_backbone`). With frozen image
     features the run's backbone is ``auto``, an MLP head on the features, whatever
@@ -140,7 +140,7 @@ def _trained_backbone(clf: Any, input_shape: tuple[int, ...]) -> str:
     from .models.backbones import default_backbone
 
     name = (getattr(clf, "metrics_", None) or {}).get("config", {}).get("backbone") or clf.backbone
-    return default_backbone(input_shape) if name == "auto" else str(name)
+    return default_backbone(tuple(int(d) for d in clf.preprocessor_.input_shape)) if name == "auto" else str(name)
 
 
 def _spreading_state(clf: Any) -> Any:

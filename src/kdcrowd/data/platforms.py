@@ -776,11 +776,15 @@ def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
     return _finish(rows, name, multi, f"Toloka results file {path}")
 
 
+#: The words of a check mark's state, as JSON or as a CSV cell writes them (lower-cased).
+_CHECK_WORDS = ("true", "false")
+
+
 def _check(v: Any) -> bool | None:
     """A check mark's state (``true``/``false``, as JSON or as a CSV cell), else ``None``."""
     if isinstance(v, bool):
         return v
-    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+    if isinstance(v, str) and v.strip().lower() in _CHECK_WORDS:
         return v.strip().lower() == "true"
     return None
 
@@ -833,7 +837,7 @@ def _check_columns(df: pd.DataFrame, columns: Iterable[str]) -> set[str]:
     out = set()
     for col in columns:
         filled = df[col][df[col].str.strip() != ""]
-        if len(filled) and bool(filled.str.strip().str.lower().isin(("true", "false")).all()):  # _check's words
+        if len(filled) and bool(filled.str.strip().str.lower().isin(_CHECK_WORDS).all()):
             out.add(col)
     return out
 

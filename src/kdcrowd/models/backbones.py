@@ -381,19 +381,18 @@ def _image_channels(shape: Sequence[int], name: str) -> int:
     return int(shape[0])
 
 
-#: The backbones that take images (C, H, W), not feature rows.
-_IMAGE_BACKBONES = ("fastcnn", "airbench", "resnet18", "vgg16", "labelme-cnn")
+#: The backbones that take images (C, H, W), not feature rows: the network of each name,
+#: built on the images' channels.
+_IMAGE_BACKBONES: dict[str, Callable[[int, int], nn.Module]] = {
+    "fastcnn": FastCNN, "airbench": AirbenchNet, "resnet18": ResNet18, "vgg16": VGG16BN, "labelme-cnn": LabelMeCNN,
+}
 
 BACKBONES: dict[str, Callable[[Sequence[int], int], nn.Module]] = {
     "mlp": lambda shape, k: MLP(int(torch.tensor(shape).prod()), k),
     # the annot-mix benchmark's head on frozen features (conf/architecture/dino.yaml):
     # one hidden layer of 128, dropout 0.5
     "mlp-128": lambda shape, k: MLP(int(torch.tensor(shape).prod()), k, hidden=(128,), dropout=0.5),
-    "fastcnn": lambda shape, k: FastCNN(_image_channels(shape, "fastcnn"), k),
-    "airbench": lambda shape, k: AirbenchNet(_image_channels(shape, "airbench"), k),
-    "resnet18": lambda shape, k: ResNet18(_image_channels(shape, "resnet18"), k),
-    "vgg16": lambda shape, k: VGG16BN(_image_channels(shape, "vgg16"), k),
-    "labelme-cnn": lambda shape, k: LabelMeCNN(_image_channels(shape, "labelme-cnn"), k),
+    **{name: (lambda shape, k, net=net, name=name: net(_image_channels(shape, name), k)) for name, net in _IMAGE_BACKBONES.items()},
 }
 
 

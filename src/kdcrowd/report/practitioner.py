@@ -137,11 +137,6 @@ def save_matrices(path: str | Path, t: np.ndarray, ann: Any) -> None:
 # ----------------------------------------------------------------------------- outputs
 
 
-def _resolved_backbone(clf: Any) -> str:
-    """The network the fit trained (``model.pt``'s, :func:`kdcrowd.persist._trained_backbone`)."""
-    return _trained_backbone(clf, tuple(clf.preprocessor_.input_shape))
-
-
 FILES = {
     "labels.csv": "item,label,confidence,p_<class>... for every item with crowd labels",
     "predictions.csv": "the same for items without crowd labels (the --predict set, and unlabelled rows of the training items)",
@@ -163,9 +158,9 @@ def _method_text(clf: Any) -> str:
             f"with the <code>{trained['kd']}</code> distillation loss"
             + (", then the roles switch and the crowd model is retrained towards the student" if trained["stages"] == 2 else "")
             + f"; labels come from the final stage (<code>{m.get('final_stage', '?')}</code>), worker matrices from the last crowd model trained "
-            + f"(<code>{'stage2' if trained['stages'] == 2 else 'teacher'}</code>; the student has none), {trained['epochs']} epochs per stage, backbone <code>{_resolved_backbone(clf)}</code>."
+            + f"(<code>{'stage2' if trained['stages'] == 2 else 'teacher'}</code>; the student has none), {trained['epochs']} epochs per stage, backbone <code>{_trained_backbone(clf)}</code>."
         )
-    return f"Method <code>{clf.method}</code>, {trained['epochs']} epochs, backbone <code>{_resolved_backbone(clf)}</code>."
+    return f"Method <code>{clf.method}</code>, {trained['epochs']} epochs, backbone <code>{_trained_backbone(clf)}</code>."
 
 
 def _selection_text(clf: Any) -> str:
