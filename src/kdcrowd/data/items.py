@@ -378,18 +378,22 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     """
     wanted_text = pd.unique(pd.Series([str(v) for v in wanted], dtype=object))
     spelled = {_text_id(w): w for w in wanted_text}  # a file whose name matches a wanted id but for its Unicode form takes the id's spelling
+
+    def respell(i: str) -> str:
+        return spelled.get(_text_id(i), i)
+
     want = pd.Index(wanted_text)
     best: tuple[int, str, np.ndarray] | None = None
     clash: dict[str, str] = {}
     for style in ID_STYLES:
         try:
             ids = image_item_ids(files, directory, style)
-            respelled = np.array([spelled.get(_text_id(i), i) for i in ids], dtype=object)
-            # two files whose names differ only by their Unicode form keep their own spellings (unique)
-            ids = np.where(pd.Series(respelled).duplicated(keep=False).to_numpy(), ids, respelled)
         except ValueError as e:
             clash[style] = str(e)
             continue
+        respelled = np.array([respell(i) for i in ids], dtype=object)
+        # two files whose names differ only by their Unicode form keep their own spellings (unique)
+        ids = np.where(pd.Series(respelled).duplicated(keep=False).to_numpy(), ids, respelled)
         hits = int(want.isin(ids).sum())
         if hits == len(want):
             return style, ids
@@ -398,7 +402,7 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     if best is None:  # every style clashes: let image_item_ids raise its error
         image_item_ids(files, directory, "stem")
     assert best is not None
-    shared = pd.Series([spelled.get(_text_id(Path(f).stem.strip()), Path(f).stem.strip()) for f in files]).value_counts()
+    shared = pd.Series([respell(Path(f).stem.strip()) for f in files]).value_counts()  # the stem style's ids, which may repeat
     if "stem" in clash and want.isin(shared.index[shared > 1]).any():  # the labels name images by a stem several files share (a.png, a.jpg)
         raise ValueError(f"{clash['stem']}: the crowd labels name images by a name that several files share without their extension, so no id style matches them all; keep one file per image (e.g. remove the duplicate a.png beside a.jpg), or write the file names with their extension (a.png) in the crowd labels")
     return best[1], best[2]
