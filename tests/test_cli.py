@@ -142,6 +142,12 @@ def test_aggregate_writes_labels_and_posteriors(tmp_path: Path) -> None:
         assert list(df.columns) == ["item", "label", "p_cat", "p_dog"]
         assert df.set_index("item").loc["a", "label"] == "cat" and df.set_index("item").loc["b", "label"] == "dog"
         np.testing.assert_allclose(df[["p_cat", "p_dog"]].sum(axis=1), 1, atol=1e-6)
+    from kdcrowd.aggregation import METHODS
+
+    for method in (*METHODS, "Dawid_Skene"):  # every method and an alias spelling: the command takes each (--ds-prior only DS's)
+        r = runner.invoke(app, ["aggregate", "--annotations", str(src), "--method", method, "--out", str(out)])
+        assert r.exit_code == 0, (method, r.output)
+        assert list(pd.read_csv(out).columns) == ["item", "label", "p_cat", "p_dog"]
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"item": [1, 1], "worker": [1, 1], "label": [0, 1]}).to_csv(bad, index=False)
     r = runner.invoke(app, ["aggregate", "--annotations", str(bad), "--out", str(out)])

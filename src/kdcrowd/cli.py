@@ -495,6 +495,7 @@ def aggregate(
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
     from .aggregation import _canonical_method, aggregation_frame
+    from .aggregators import canonical_aggregator
     from .data.annotations import Annotations
     from .outdir import check_out_file
 
@@ -507,7 +508,7 @@ def aggregate(
         known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
         if not ds_prior >= 0:
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
-        frame = aggregation_frame(ann, method, gold=known, **({"prior": ds_prior} if _canonical_method(method) == "ds" else {}))
+        frame = aggregation_frame(ann, method, gold=known, **({"prior": ds_prior} if canonical_aggregator(method) is None and _canonical_method(method) == "ds" else {}))
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
     except USER_ERRORS as e:
