@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kd-teachers", nargs="*", default=None, help="KD-Crowd teachers (default: the 3 best crowd models by mean last-epoch validation accuracy)")
     ap.add_argument("--n-teachers", type=int, default=3)
     ap.add_argument("--kd-variants", nargs="*", default=[], help='extra KD-Crowd variants over the first KD teacher, each KEY=VALUE[,KEY=VALUE] of KDCrowd options (e.g. kd=kl kd_prior=teacher)')
+    ap.add_argument("--kd-options", default="", metavar="KEY=VALUE[,KEY=VALUE]",
+                    help="KDCrowd options of every KD-Crowd row over the --kd-teachers (values read as JSON where they parse, e.g. student=mixup); "
+                         "the rows are labelled 'kdcrowd(T) KEY=VALUE ...'")
     ap.add_argument("--no-clean", action="store_true", help="skip the true-label ceiling")
     ap.add_argument("--epochs", type=int, default=None, help="override the suite's epochs (smoke runs only)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: TrainConfig's)")
@@ -330,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
         kd_teachers = ranked[: args.n_teachers]
     out["kd_teachers"] = kd_teachers
     variants = [dict(kv.split("=", 1) for kv in v.split(",")) for v in args.kd_variants]
+    kd_main = parse_key_values(args.kd_options.split(","), "--kd-options") if args.kd_options else {}
+    kd_suffix = "".join(f" {k}={x}" for k, x in kd_main.items())
     for seed in args.seeds:
         for t in kd_teachers if args.teacher_outputs is not None else []:  # the teachers' rows, as they were saved
             rec = teacher_files(args.teacher_outputs, t, seed)[1]
@@ -338,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
             add(row)
             print(f"[{time.perf_counter() - t0:7.1f}s] seed {seed} {row['label']:<28} test last {row['test_accuracy']:.4f} (from {rec})", flush=True)
         for t in kd_teachers:
-            one(data[seed], seed, "kdcrowd", f"kdcrowd({t})", kd_options(t), pre=teachers.get((seed, t)), saved=saved.get((seed, t)))
+            one(data[seed], seed, "kdcrowd", f"kdcrowd({t}){kd_suffix}", kd_options(t, kd_main), pre=teachers.get((seed, t)), saved=saved.get((seed, t)))
         for v in variants if kd_teachers else []:
             t = kd_teachers[0]
             label = f"kdcrowd({t}) " + " ".join(f"{k}={x}" for k, x in v.items())

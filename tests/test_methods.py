@@ -94,7 +94,7 @@ def test_kdcrowd_options_are_validated() -> None:
     with pytest.raises(ValueError, match="unknown distillation loss"):
         run_on_dataset(ds, cfg("kdcrowd", kd="mmd"))
     with pytest.raises(ValueError, match="unknown student"):
-        run_on_dataset(ds, cfg("kdcrowd", student="mixup"))
+        run_on_dataset(ds, cfg("kdcrowd", student="mixupp"))
     with pytest.raises(ValueError, match="unknown method"):
         run_on_dataset(ds, cfg("nope"))
 
@@ -257,10 +257,10 @@ def test_kdcrowd_bad_settings_fail_before_any_training(monkeypatch) -> None:
     ds = tiny_dataset()
     data = DeviceData.from_dataset(ds, torch.device("cpu"))
     _forbid_training(monkeypatch)
-    with pytest.raises(ValueError, match="unknown student 'mixup'"):
-        KDCrowd(teacher="crowdlayer-mw", student="mixup").fit(ds, data, cfg("kdcrowd").train)
-    with pytest.raises(ValueError, match="unknown student 'mixup'"):
-        KDCrowd(student="mixup")._check()
+    with pytest.raises(ValueError, match="unknown student 'mixupp'"):
+        KDCrowd(teacher="crowdlayer-mw", student="mixupp").fit(ds, data, cfg("kdcrowd").train)
+    with pytest.raises(ValueError, match="unknown student 'mixupp'"):
+        KDCrowd(student="mixupp")._check()
     with pytest.raises(ValueError, match="stage2_init='student' needs.*CrowdLayer"):
         KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd").train)
     user_module = CrowdLayer(nn.Linear(6, 3), ds.annotations.n_workers, 3)

@@ -129,3 +129,16 @@ def test_queue_starts_no_job_with_less_than_min_left(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(line.split(" skipped")[0] for line in r.stdout.splitlines() if "skipped" in line) == ["job 1", "job 2"], r.stdout
     assert "MIN_LEFT=200" in r.stdout and not list((tmp_path / "out").glob("part_*"))
+
+
+def test_kd_options_set_and_name_every_kdcrowd_row(protocol: ModuleType, tmp_path: Path) -> None:
+    """--kd-options: the KD-Crowd rows over the teacher's saved outputs run with those
+    KDCrowd options (here the mixup student) and are labelled by them, paired with the
+    teacher's row; the teacher file of the default options is accepted."""
+    teachers, out = tmp_path / "teachers", tmp_path / "kd.json"
+    protocol.main([*COMMON, "--methods", "annot-mix", "--kd-teachers", "--out", str(tmp_path / "t.json"), "--save-teacher-outputs", str(teachers)])
+    protocol.main([*COMMON, "--methods", "--kd-teachers", "annot-mix", "--kd-options", "student=mixup,lambda1=0.5", "--out", str(out), "--teacher-outputs", str(teachers)])
+    res = json.loads(out.read_text())
+    assert [r["label"] for r in res["runs"]] == ["annot-mix", "kdcrowd(annot-mix) student=mixup lambda1=0.5"]
+    assert res["runs"][1]["options"] == {"teacher": "annot-mix", "student": "mixup", "lambda1": 0.5}
+    assert res["summary"]["kd_gain"]["kdcrowd(annot-mix) student=mixup lambda1=0.5"]["teacher"] == "annot-mix"

@@ -99,7 +99,7 @@ class KDCrowd:
     """Options of a named teacher's crowd model (its options dataclass, e.g. ``mig_f`` for
     ``maxmig``); stage 2 builds its model with the same options."""
     student: str | type[Student] = "elr"
-    """Robust student name (``elr``, ``coteaching``, ``gce``, ``sce``, ``ce``) or a
+    """Robust student name (``elr``, ``coteaching``, ``gce``, ``sce``, ``mixup``, ``ce``) or a
     :class:`~kdcrowd.students.Student` subclass. ELR is the default:
     best or tied on validation accuracy on CIFAR-10N, LabelMe and synthetic digits, with one
     network where co-teaching trains two (docs/RESULTS.md, "Choosing the defaults"); the head

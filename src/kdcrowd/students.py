@@ -10,7 +10,9 @@ technique, plus an optional distillation term towards soft teacher targets. One 
 Which one to pick: ``coteaching`` (two networks exchanging small-loss items; the strongest
 on heavy noise, twice the compute), ``gce`` and ``sce`` (one network, a bounded or
 symmetric loss; cheap), ``elr`` (one network, early-learning regularisation; needs the
-item index), ``ce`` (plain cross-entropy, the control). :data:`STUDENTS` maps names to
+item index), ``mixup`` (one network on convex combinations of item pairs and of their
+labels and soft targets: the regularisation annot-mix gives a teacher), ``ce`` (plain
+cross-entropy, the control). :data:`STUDENTS` maps names to
 classes; :func:`build_student` builds one (by name or class) from a backbone factory.
 """
 
@@ -24,8 +26,9 @@ import torch
 from torch import nn
 
 from .losses import ELRLoss, coteaching_select, forget_rate_schedule, gce_loss, sce_loss
+from .models._common import to_device
 
-__all__ = ["Student", "CEStudent", "GCEStudent", "SCEStudent", "ELRStudent", "CoTeachingStudent", "STUDENTS", "build_student", "StudentObjective"]
+__all__ = ["Student", "CEStudent", "GCEStudent", "SCEStudent", "ELRStudent", "MixupStudent", "CoTeachingStudent", "STUDENTS", "build_student", "StudentObjective"]
 
 KDLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -122,6 +125,44 @@ class ELRStudent(Student):
         return self.elr(logits, y, idx)
 
 
+class MixupStudent(Student):
+    """mixup (Zhang, Cisse, Dauphin, Lopez-Paz; ICLR 2018): the network trains on convex
+    combinations of pairs of items, ``x̃ = λ x_i + (1 − λ) x_j`` (``j`` a random permutation
+    of the batch), against the same combination of their targets; robust to corrupted labels
+    (their §3.4: CIFAR-10 with 20–80 % of the labels replaced).
+
+    The hard labels enter as ``λ CE(f(x̃), y_i) + (1 − λ) CE(f(x̃), y_j)``, and the
+    distillation term distils the mixed soft targets ``λ q_i + (1 − λ) q_j``. One ``λ ~
+    Beta(α, α)`` per item, as annot-mix draws one per pair (the reference mixup draws one per
+    batch), from torch's global CPU generator and copied to the device without waiting for it,
+    so that a seed gives the same draws on every device. Predictions are of the unmixed items.
+
+    Args:
+        alpha: α of the Beta(α, α) mixing coefficients (1.0: uniform, annot-mix's default).
+    """
+
+    def __init__(self, backbone: nn.Module, n_items: int, n_classes: int, alpha: float = 1.0) -> None:
+        super().__init__(backbone, n_items, n_classes)
+        if not alpha > 0:
+            raise ValueError(f"mixup's alpha must be > 0; got {alpha}")
+        self.alpha = float(alpha)
+
+    def student_loss(
+        self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, soft: torch.Tensor | None = None, kd: KDLoss | None = None, lambda1: float = 0.0
+    ) -> torch.Tensor:
+        lam = to_device(torch.distributions.Beta(self.alpha, self.alpha).sample((x.shape[0],)), x.device)
+        perm = torch.randperm(x.shape[0], device=x.device)
+        lx = lam.to(x.dtype).view(-1, *[1] * (x.dim() - 1))
+        logits = self(lx * x + (1 - lx) * x[perm]).float()
+        logp = nn.functional.log_softmax(logits, -1)
+        own, other = logp.gather(1, y.view(-1, 1)).squeeze(1), logp.gather(1, y[perm].view(-1, 1)).squeeze(1)
+        loss = -(lam * own + (1 - lam) * other).mean()
+        if kd is not None and soft is not None and lambda1 > 0:
+            ls = lam.view(-1, 1).to(soft.dtype)
+            loss = loss + lambda1 * kd(logits, ls * soft + (1 - ls) * soft[perm])
+        return loss
+
+
 class CoTeachingStudent(Student):
     """Co-teaching (Han et al., NeurIPS 2018): two networks, each trained on the small-loss
     items its peer selects; the kept fraction is 1 − R(t), R(t) = min(τ·t/T_k, τ).
@@ -175,6 +216,7 @@ STUDENTS: dict[str, type[Student]] = {
     "gce": GCEStudent,
     "sce": SCEStudent,
     "elr": ELRStudent,
+    "mixup": MixupStudent,
     "ce": CEStudent,
 }
 
