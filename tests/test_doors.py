@@ -25,7 +25,7 @@ from test_methods import tiny_dataset
 runner = CliRunner()
 
 #: Options one door has and the others do not (their inputs, outputs and ways of running).
-RUN_ONLY = {"dataset", "out", "workers", "seed", "data_root", "dataset_option", "distributed", "resume", "track_memorization", "help"}
+RUN_ONLY = {"dataset", "out", "workers", "seed", "data_root", "dataset_option", "distributed", "sync_bn", "resume", "track_memorization", "help"}
 FIT_ONLY = {"annotations", "out", "features", "images", "item_ids", "predict_features", "predict_images", "predict_item_ids", "classes",
             "truth", "image_size", "image_ids", "seed", "validation_fraction", "duplicates", "resume", "quiet", "help",
             "label_case", "item_column", "texts", "text_column", "predict_texts", "image_features", "format", "field", "multi_label", "include_rejected", "gold", "final_labels",
@@ -119,6 +119,12 @@ def test_a_misspelt_estimator_option_names_the_closest_key() -> None:
     ({"optimizer": "adam"}, "optimizer must be one of adamw, sgd, radam; got 'adam' \\(did you mean 'radam'\\?\\)"),
     ({"kd": "mmd"}, "kd: unknown distillation loss 'mmd'"),
     ({"student": "gce", "method": "mv"}, "student is an option of method kdcrowd"),
+    ({"lr": float("inf")}, "lr must be a finite number; got inf"),
+    ({"random_state": -1}, "random_state must be in 0..4294967295"),
+    ({"student": "mixup", "model_options": {"student": "gce"}}, "model option 'student' is the option student"),
+    ({"model_options": {"student_params": {"q": 0.5}}}, "student_params of student 'elr'.*'q'"),
+    ({"student": "mixup", "model_options": {"student_params": {"alpha": 0}}}, "student_params of student 'mixup'.*alpha must be > 0"),
+    ({"stages": 1, "final": "stage2"}, "final='stage2' needs stages=2"),
 ])
 def test_the_estimator_refuses_bad_values_before_training(params: dict, message: str) -> None:
     ds = tiny_dataset()
@@ -132,6 +138,13 @@ def test_the_estimator_refuses_bad_values_before_training(params: dict, message:
     (["--method", "mv", "--student", "gce"], "--student is an option of method kdcrowd"),
     (["--kd", "mmd"], "--kd: unknown distillation loss 'mmd'"),
     (["--method", "maxmg"], "--method: unknown method 'maxmg'; did you mean 'maxmig'"),
+    (["--lr", "inf"], "--lr must be a finite number; got inf"),
+    (["--seed", "-1"], "--seed must be at least 0; got -1"),
+    (["--seed", str(2**32)], "--seed must be less than 4294967296"),
+    (["--backbone", "resnet-18"], "--backbone: unknown backbone 'resnet-18'"),
+    (["--student", "mixup", "--model-option", "student=gce"], "model option 'student' is the option --student"),
+    (["--model-option", 'student_params={"q": 0.5}'], "student_params of student 'elr'"),
+    (["--stages", "1", "--final", "stage2"], "--final stage2 needs --stages 2"),
 ])
 def test_the_command_line_names_the_option_to_fix(tmp_path: Path, args: list[str], message: str) -> None:
     for command in (["run", "--dataset", "tiny", "--out", str(tmp_path / "run")], ["fit", "--annotations", str(tmp_path / "a.csv"), "--features", str(tmp_path / "x.npy"), "--out", str(tmp_path / "fit")]):
@@ -254,3 +267,39 @@ def test_an_estimator_under_the_recipe_records_the_settings_it_trained_with(tmp_
     assert f"<code>{FROZEN_FEATURE_KD['student']}</code> student" in _method_text(clf) and "2 epochs per stage" in _method_text(clf)
     with pytest.raises(ConfigError, match="names settings this kdcrowd does not have: stduent"):
         apply_head_recipe({"head_recipe": "auto"}, frozen_features=True, kd={"stduent": "elr"})
+
+
+def test_run_checks_its_distributed_settings_with_the_training_configuration(tmp_path: Path) -> None:
+    """`kdcrowd run --distributed` builds its TrainConfig with distributed=True, so the pairs
+    that configuration refuses are refused on the command line too (it used to set the flag
+    after the check: --distributed --cuda-graph ran); --sync-bn is the door of sync_bn and
+    goes with --distributed."""
+    for extra, message in ((["--distributed", "--cuda-graph"], "--cuda-graph cannot be combined with --distributed"),
+                           (["--sync-bn"], "--sync-bn synchronises BatchNorm across the processes of --distributed training")):
+        r = runner.invoke(app, ["run", "--dataset", "tiny", "--out", str(tmp_path / "run"), *extra])
+        assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "run").exists()
+    assert TrainConfig(distributed=True, sync_bn=True).sync_bn
+    with pytest.raises(ConfigError, match="sync_bn synchronises BatchNorm"):
+        TrainConfig(sync_bn=True)
+
+
+def test_student_params_are_checked_against_the_students_parameters() -> None:
+    """student_params are refused when KDCrowd is made, before any teacher trains: a
+    parameter the student does not take (named or a class), or a value its class refuses."""
+    from kdcrowd.students import CEStudent, GCEStudent
+
+    class Tempered(CEStudent):
+        def __init__(self, backbone, n_items, n_classes, temperature: float = 1.0) -> None:
+            super().__init__(backbone, n_items, n_classes)
+            self.temperature = temperature
+
+    assert KDCrowd(student="gce", student_params={"q": 0.5}).student_params == {"q": 0.5}
+    assert KDCrowd(student=Tempered, student_params={"temperature": 2.0}).student is Tempered
+    with pytest.raises(ConfigError, match="student_params of student 'Tempered': unknown parameter 'q'; it takes temperature"):
+        KDCrowd(student=Tempered, student_params={"q": 0.5})
+    with pytest.raises(ConfigError, match="student_params of student 'coteaching': unknown parameter 'lam'; it takes forget_rate, t_k"):
+        KDCrowd(student="coteaching", student_params={"lam": 1.0})
+    with pytest.raises(ConfigError, match="student_params of student 'ce': unknown parameter 'q'; it takes none"):
+        KDCrowd(student="ce", student_params={"q": 0.5})
+    assert GCEStudent is not None

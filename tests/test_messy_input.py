@@ -237,7 +237,7 @@ def test_cli_output_path_mistakes_are_one_line_each(tmp_path: Path) -> None:
 
 def test_cli_fit_refuses_bad_settings_before_creating_out(tmp_path: Path) -> None:
     write_problem(tmp_path, n=12)
-    for extra, needle in ((["--lr", "-1"], "--lr must be"), (["--device", "cuda"], "--device cuda: CUDA is not available"), (["--backbone", "nope"], "--backbone must be one of"),
+    for extra, needle in ((["--lr", "-1"], "--lr must be"), (["--device", "cuda"], "--device cuda: CUDA is not available"), (["--backbone", "nope"], "--backbone: unknown backbone"),
                           (["--worker-lr-scale", "nan"], "--worker-lr-scale"), (["--label-case", "up"], "--label-case")):
         args = fit_args(tmp_path, "out", *extra)
         args[args.index("--device") + 1:args.index("--device") + 2] = [] if "--device" in extra else ["cpu"]

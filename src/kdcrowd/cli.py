@@ -333,6 +333,7 @@ def run(
     data_root: Optional[Path] = typer.Option(None, envvar="KDCROWD_DATA", help="Directory holding the data sets (env KDCROWD_DATA)."),
     dataset_option: list[str] = typer.Option([], "--dataset-option", help="KEY=VALUE passed to load_dataset, e.g. features=bovw for labelme (repeatable)."),
     distributed: bool = typer.Option(False, "--distributed", help="Data-parallel over the processes torchrun starts (one per GPU): `torchrun --nproc_per_node N -m kdcrowd run --distributed ...`; --batch-size is per GPU; rank 0 writes the files."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="With --distributed: synchronised BatchNorm (statistics of the global batch; CUDA only) instead of each GPU's own batch statistics."),
     resume: bool = typer.Option(False, "--resume", help="Checkpoint every epoch into OUT/checkpoints, and continue from there when the same command runs again after an interruption (same results as an uninterrupted run)."),
     track_memorization: bool = typer.Option(True, "--track-memorization/--no-track-memorization", help="Record each epoch's memorization of the workers' wrong labels (one prediction pass over the training items per epoch; needs their ground truth); --no-track-memorization leaves it out."),
     **options: Any,
@@ -345,7 +346,7 @@ def run(
     from .methods import run as run_method
 
     started = time.perf_counter()  # the imports are done: what came before is startup
-    method, backbone, train, run_options = _door_settings(options, seed=seed, progress=True)
+    method, backbone, train, run_options = _door_settings(options, seed=seed, progress=True, distributed=distributed, sync_bn=sync_bn)
     try:
         dataset_options = parse_key_values(dataset_option)
     except typer.BadParameter as e:
@@ -411,7 +412,6 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path, resuming: b
     elif not resuming:
         open(cfg.progress_file, "w").close()
     try:
-        cfg.train.distributed = True
         load = lambda: load_dataset(cfg.dataset, root=str(data_root) if data_root else None, workers=cfg.workers, seed=cfg.seed, **cfg.dataset_options)  # noqa: E731
         ds, error = None, None
         if D.is_main():

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -20,30 +19,12 @@ __all__ = ["EXIT_CODES", "check_training_settings", "cli_message"]
 EXIT_CODES = {0: "success", 1: "internal error (a bug: a traceback is printed)", 2: "bad input or usage (one 'error:' line on stderr)", 130: "interrupted (Ctrl-C or SIGTERM)"}
 
 
-def _number(value: Any, option: str, low: float, low_open: bool, what: str) -> None:
-    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > low if low_open else value >= low)
-    if not ok:
-        raise ValueError(f"{option} must be a finite number {'>' if low_open else '>='} {low:g} ({what}), got {value}")
-
-
 def check_training_settings(p: dict[str, Any]) -> None:
     """Raise one ``ValueError`` naming the option for a training setting of ``kdcrowd fit``
-    (the dictionary of its options) that cannot work: ``--lr`` (> 0), ``--worker-lr-scale``
-    (>= 0), ``--seed`` (0..2**32-1), ``--backbone`` (a known name or auto), ``--device`` (a
-    torch device that exists here)."""
-    _number(p.get("lr"), "--lr", 0.0, True, "the peak learning rate")
-    if "worker_lr_scale" in p:
-        _number(p["worker_lr_scale"], "--worker-lr-scale", 0.0, False, "a multiplier of the learning rate")
-    seed = p.get("seed", 0)
-    if not 0 <= int(seed) < 2**32:
-        raise ValueError(f"--seed must be in 0..{2**32 - 1}, got {seed}")
-    backbone = p.get("backbone", "auto")
-    if backbone != "auto":
-        from .models.backbones import BACKBONES
-        from .models.pretrained import is_pretrained_name
-
-        if backbone not in BACKBONES and not is_pretrained_name(backbone):
-            raise ValueError(f"--backbone must be one of {', '.join(sorted(BACKBONES))} or auto, not '{backbone}'")
+    (the dictionary of its options) that cannot work: ``--device`` (a torch device that
+    exists here). The other training settings are checked by their configurations
+    (:class:`~kdcrowd.training.TrainConfig`, :func:`kdcrowd.doors.settings_from_options`)
+    for every door."""
     check_device(p.get("device", "auto"))
 
 

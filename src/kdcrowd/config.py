@@ -15,6 +15,7 @@ This module imports nothing from the rest of the package.
 from __future__ import annotations
 
 import difflib
+import math
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -131,6 +132,8 @@ def check_fields(obj: Any) -> None:
             raise ConfigError(f"{head} {', '.join(map(str, choices))}" + ("" if label else f"; got {v!r}") + (f" (did you mean {near!r}?)" if near else ""))
         md = f.metadata
         if md and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if any(md.get(k) is not None for k in ("ge", "gt", "le", "lt")) and not math.isfinite(v):
+                raise ConfigError(f"{_name(f.name)} must be a finite number; got {v}")
             for key, ok, word in (("ge", lambda a, b: a >= b, "at least"), ("gt", lambda a, b: a > b, "greater than"), ("le", lambda a, b: a <= b, "at most"), ("lt", lambda a, b: a < b, "less than")):
                 bound = md.get(key)  # type: ignore[assignment]
                 if bound is not None and not ok(v, bound):

@@ -221,6 +221,8 @@ class CrowdFit:
     def _seed(self) -> int:
         rs = self.random_state
         if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
+            if not 0 <= rs < 2**32:
+                raise ConfigError(f"random_state must be in 0..{2**32 - 1} (a seed), or None or a numpy RandomState; got {rs}")
             return int(rs)
         from sklearn.utils import check_random_state
 

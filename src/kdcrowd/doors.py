@@ -201,6 +201,22 @@ def door_defaults() -> dict[str, Any]:
     return {o.name: o.default for o in door_options()}
 
 
+def _check_backbone_name(backbone: str) -> None:
+    """A ``backbone`` the run can build: ``auto``, a name of
+    :data:`~kdcrowd.models.backbones.BACKBONES` or a pretrained network's."""
+    from .models.backbones import BACKBONES
+    from .models.pretrained import EFFICIENTNET_LITES, is_pretrained_name
+
+    if backbone == "auto" or backbone in BACKBONES or is_pretrained_name(backbone):
+        return
+    from .config import closest
+
+    names = sorted(BACKBONES) + ["auto", *EFFICIENTNET_LITES]
+    near = closest(str(backbone), names)
+    raise ConfigError(f"{_name('backbone')}: unknown backbone {backbone!r}; " + (f"did you mean {near!r}? " if near else "")
+                      + f"choose one of {', '.join(names)}, torchvision:NAME or timm:NAME")
+
+
 def settings_from_options(values: dict[str, Any], seed: int, progress: bool, frozen_features: bool = False, **train_extra: Any) -> tuple[str, str, TrainConfig, dict[str, Any]]:
     """``(method, backbone, TrainConfig, run options)`` from a door's option values
     (names of :func:`door_options`; missing ones take their defaults; ``head_recipe``
@@ -229,6 +245,7 @@ def settings_from_options(values: dict[str, Any], seed: int, progress: bool, fro
 
         near = closest(str(method), methods)
         raise ConfigError(f"{_name('method')}: unknown method {method!r}; " + (f"did you mean {near!r}? " if near else "") + f"choose one of {', '.join(methods)}")
+    _check_backbone_name(backbone)
     train = TrainConfig(**{o.name: v[o.name] for o in opts if o.group == "train"}, seed=seed, progress=progress, **train_extra)
     kd = {o.name: v[o.name] for o in opts if o.group == "kdcrowd"}
     if method == "kdcrowd":
@@ -240,6 +257,9 @@ def settings_from_options(values: dict[str, Any], seed: int, progress: bool, fro
             raise ConfigError(f"{_name(changed[0].name)} is an option of method kdcrowd; the method is {method!r} (drop {_name(changed[0].name)}, or use method kdcrowd)")
         options = {}
     model = dict(v["model_options"] or {})
+    for k in model:  # one value a setting: a door option is not also a model option
+        if k in known:
+            raise ConfigError(f"model option {k!r} is the option {_name(k)}: set it there, not among the model options")
     with option_style(lambda k: k):  # model options are named as keys, on every door
         options.update(model)
         method_options(method, options, backbone=backbone)

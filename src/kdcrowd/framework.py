@@ -25,6 +25,7 @@ student's targets q of the gold items are their known one-hot labels.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Protocol
@@ -142,6 +143,8 @@ class KDCrowd:
         check_fields(self)
         if self.stages not in (1, 2):
             raise ConfigError(f"{_name('stages')} must be 1 or 2; got {self.stages!r}")
+        if self.stages == 1 and self.final == "stage2":
+            raise ConfigError(f"{_setting('final', 'stage2')} needs {_setting('stages', 2)}: with {_setting('stages', 1)} the student is the final predictor")
         if self.stage2_init == "student" and self.stage2 != "reinit":
             raise ConfigError(f"{_setting('stage2_init', 'student')} initialises a re-initialised stage 2; it has no effect with {_setting('stage2', 'finetune')} (use {_setting('stage2', 'reinit')})")
         if isinstance(self.student, str) and self.student not in STUDENTS:
@@ -149,12 +152,31 @@ class KDCrowd:
 
             near = closest(self.student, STUDENTS)
             raise ConfigError(f"unknown student '{self.student}'; " + (f"did you mean '{near}'? " if near else "") + f"choose one of {', '.join(sorted(STUDENTS))}")
+        self._check_student_params()
         if isinstance(self.teacher, str):
             crowd_model_spec(self.teacher).options(self.teacher_options)  # checks the name and the options
         elif self.teacher_options:
             raise ConfigError("teacher_options configure a teacher given by name; a teacher module is used as it is")
         if self.stages == 2:  # fit checks again (_check): a teacher module is checked as soon as it is given
             self._check_stage2_init(CROWD_MODELS[self.teacher].cls if isinstance(self.teacher, str) else type(self.teacher))
+
+    def _check_student_params(self) -> None:
+        """``student_params`` by the student's parameters (the arguments of its class after
+        the backbones and sizes) and, for a named student, by building it on a stand-in
+        network, so that a bad value is refused before the teacher trains."""
+        cls = STUDENTS[self.student] if isinstance(self.student, str) else self.student
+        name = self.student if isinstance(self.student, str) else cls.__name__
+        params = inspect.signature(cls.__init__).parameters
+        taken = [k for k, p in params.items() if k not in ("self", "backbone", "n_items", "n_classes", "backbone_b") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        open_ended = any(p.kind == p.VAR_KEYWORD for p in params.values())
+        for k in self.student_params:
+            if k not in taken and not open_ended:
+                raise ConfigError(f"student_params of student {name!r}: unknown parameter {k!r}; it takes {', '.join(taken) or 'none'}")
+        if isinstance(self.student, str):
+            try:
+                build_student(self.student, nn.Identity, 1, 2, **self.student_params)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"student_params of student {name!r}: {e}") from None
 
     def _check_stage2_init(self, stage2_cls: type) -> None:
         """Stage 2 initialised from the student needs a crowd model that initialises its

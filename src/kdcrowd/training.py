@@ -146,7 +146,7 @@ class TrainConfig:
     """Crowd models and KD-Crowd's crowd-model stages, with gold questions (``--gold``):
     weight of the classifier's cross-entropy on the gold items' known labels, added to the
     crowd loss (see :func:`kdcrowd.objectives.gold_cross_entropy`); 0 leaves it out."""
-    seed: int = 0
+    seed: int = bounded(0, ge=0, lt=2**32)
     """Seed of initialisation, batch order and augmentation."""
     progress: bool = True
     """Show a progress bar (rich)."""
@@ -181,6 +181,8 @@ class TrainConfig:
         check_fields(self)
         if self.device != "auto":
             _device(self.device)
+        if self.sync_bn and not self.distributed:
+            raise ConfigError(f"{option_name('sync_bn')} synchronises BatchNorm across the processes of {option_name('distributed')} training; it goes with it")
         if self.cuda_graph and (self.distributed or self.compile):
             why = {"distributed": "DistributedDataParallel's gradient hooks and buffer broadcasts run outside CUDA graphs", "compile": "torch.compile makes graphs of its own"}
             clash = [k for k in why if getattr(self, k)]
