@@ -464,3 +464,63 @@ def test_cvat_for_video_names_the_images_format(tmp_path: Path) -> None:
                  'xtl="1" ytl="1" xbr="5" ybr="5" z_order="0"/></track></annotations>')
     with pytest.raises(AnnotationError, match=r"CVAT for video.*CVAT for images 1\.1"):
         read_export(p)
+
+
+def test_cvat_jobs_of_the_same_file_name_in_two_folders_are_two_workers(tmp_path: Path) -> None:
+    """job1/annotations.xml and job2/annotations.xml without assignees: the workers are the
+    files' paths (the file name alone merged the two annotators into one)."""
+    for j, lab in ((1, "cat"), (2, "dog")):
+        (tmp_path / "cvat" / f"job{j}").mkdir(parents=True)
+        (tmp_path / "cvat" / f"job{j}" / "annotations.xml").write_text(
+            f'<?xml version="1.0" encoding="utf-8"?><annotations><version>1.1</version><meta><job><id>{j}</id></job></meta>'
+            f'<image id="0" name="img_a.jpg"><tag label="{lab}" source="manual"/></image>'
+            f'<image id="1" name="img_b.jpg"><tag label="cat" source="manual"/></image></annotations>')
+    df = read_export(tmp_path / "cvat").annotations
+    assert sorted(set(df["worker"])) == ["job1/annotations", "job2/annotations"]
+    assert sorted(df.loc[df["item"] == "img_a", "label"]) == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("lb.json", '{"data_row":{"id":"x"},"projects":[{"labels":[]}]}', "Labelbox export .*: projects is not an object"),
+    ("lb2.json", '{"data_row":{"id":"x"},"projects":{"p":{"labels":[{"annotations":{"classifications":[{"name":"q","checklist_answers":["yes"]}]},'
+                 '"label_details":{"created_by":"a"}}]}}}', "checklist_answers is not a list of objects"),
+    ("ls.json", '[{"id":1,"data":{},"annotations":["x"]}]', "Label Studio export .*: a task's annotations is not a list of objects"),
+    ("ls2.json", '[{"id":1,"data":{"t":"a"},"annotations":[{"completed_by":1,"result":[{"from_name":"c","type":"choices","value":{"choices":"cat"}}]}]}]',
+     "value.choices is not a list \\(got str 'cat'\\)"),
+    ("ar.json", '[{"id":"1","fields":{"t":"x"},"responses":{"q":["a"]}}]', "Argilla export .*: the responses to 'q' is not a list of objects"),
+])
+def test_a_malformed_export_is_one_error_naming_format(tmp_path: Path, name: str, text: str, message: str) -> None:
+    """Entries of the wrong JSON type in a recognised export are one AnnotationError naming
+    --format (they ended in AttributeError tracebacks; a string of choices became its letters)."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(AnnotationError, match=message) as e:
+        read_export(tmp_path / name)
+    assert "--format" in str(e.value)
+
+
+def test_integer_labels_of_an_export_are_read_as_the_table_reads_them(tmp_path: Path) -> None:
+    """kdcrowd aggregate on a Toloka export with numeric answers gives the classes (and the
+    tie-break) of the same answers as a long CSV, class indices 0..max, as the library's
+    PlatformExport.to_annotations does (the command kept them as text: '10' < '2' < '9');
+    --classes names them in the user's order, on aggregate as on fit."""
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+
+    (tmp_path / "t.tsv").write_text("INPUT:text\tOUTPUT:result\tASSIGNMENT:task_id\tASSIGNMENT:worker_id\tASSIGNMENT:status\n"
+                                    "hello\t2\tt1\tw1\tAPPROVED\nhello\t10\tt1\tw2\tAPPROVED\nbye\t9\tt2\tw1\tAPPROVED\nbye\t9\tt2\tw2\tAPPROVED\n")
+    (tmp_path / "t.csv").write_text("item,worker,label\nt1,w1,2\nt1,w2,10\nt2,w1,9\nt2,w2,9\n")
+    runner = CliRunner()
+    outs = {}
+    for src in ("t.tsv", "t.csv"):
+        r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / src), "--out", str(tmp_path / f"{src}.out.csv")])
+        assert r.exit_code == 0, r.output
+        outs[src] = pd.read_csv(tmp_path / f"{src}.out.csv")
+    pd.testing.assert_frame_equal(outs["t.tsv"], outs["t.csv"])
+    assert list(outs["t.tsv"].columns) == ["item", "label", *(f"p_{k}" for k in range(11))] and outs["t.tsv"]["label"].tolist() == [2, 9]
+    assert read_export(tmp_path / "t.tsv").to_annotations().classes.tolist() == list(range(11))
+    r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / "t.tsv"), "--classes", "2,9,10", "--out", str(tmp_path / "named.csv")])
+    assert r.exit_code == 0, r.output
+    assert list(pd.read_csv(tmp_path / "named.csv").columns) == ["item", "label", "p_2", "p_9", "p_10"]
+    r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / "t.tsv"), "--classes", "2,2", "--out", str(tmp_path / "bad.csv")])
+    assert r.exit_code == 2 and "--classes must be distinct" in r.output

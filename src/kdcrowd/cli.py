@@ -67,6 +67,16 @@ def _warn_unused_first_classes(ann: Any) -> None:
           f"names, not indices, give the classes with --classes {','.join(map(str, used))}")
 
 
+def _class_list(classes: Optional[str]) -> Optional[list[str]]:
+    """The names of ``--classes`` (comma-separated, distinct, non-empty), or ``None``."""
+    if classes is None:
+        return None
+    names = [c.strip() for c in str(classes).split(",")]
+    if any(not c for c in names) or len(set(names)) != len(names):
+        _fail(f"--classes must be distinct, non-empty names separated by commas, got {classes!r}")
+    return names
+
+
 def _warn(message: str) -> None:
     """Print one ``warning:`` line on stderr."""
     from rich.markup import escape
@@ -139,10 +149,10 @@ def _read_crowd_input(
 
     with _input_warnings():
         ex = read_export(path, format=fmt, field=field, multi=multi_label, include_rejected=include_rejected)
-        frame = ex.annotations[["item", "worker", "label"]].copy()
+        frame = ex.long_frame()  # integer ids and labels as the table reader reads them
         frame["label"] = fold_label_case(frame["label"], label_case, f"annotation file {path}")
     console.print(_export_summary(path, ex.summary), soft_wrap=True, highlight=False)
-    gold = ex.gold
+    gold = ex.gold_frame()
     if gold is not None and len(gold) and gold_given:
         from rich.markup import escape
 
@@ -492,19 +502,24 @@ def aggregate(
     include_rejected: bool = typer.Option(False, "--include-rejected", help=_REJECTED_HELP),
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they keep their known labels, and Dawid–Skene anchors the worker matrices on them."),
     ds_prior: float = typer.Option(1.0, "--ds-prior", help="Dawid–Skene: pseudo-counts per row shrinking each worker's matrix toward the pooled one (keeps workers with few labels from collapsing every item to one class); 0 gives crowd-kit's exact results."),
+    classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning says when class 0 is never chosen)."),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
     from .aggregation import _canonical_method, aggregation_frame
     from .aggregators import canonical_aggregator
     from .data.annotations import Annotations
+    from .data.items import _as_text
     from .outdir import check_out_file
 
+    class_list = _class_list(classes)
     try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
         check_out_file(out)
         frame, export_gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected), gold_given=gold is not None)
         if multi_label == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
-        ann = Annotations.from_long(frame, items=frame.attrs.get("items"), duplicates=duplicates)  # items nobody labelled get a row too
+        if class_list is not None:
+            frame["label"] = _as_text(frame["label"])  # matched by text, as `kdcrowd fit --classes` matches them
+        ann = Annotations.from_long(frame, items=frame.attrs.get("items"), classes=class_list, duplicates=duplicates)  # items nobody labelled get a row too
         known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
         if not ds_prior >= 0:
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
@@ -804,11 +819,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         _fail("--predict-item-ids goes with a .npy --predict-features file")
     if not 0.0 <= p["validation_fraction"] < 1.0:
         _fail(f"--validation-fraction must be in [0, 1), got {p['validation_fraction']}")
-    class_list = None
-    if p["classes"] is not None:
-        class_list = [c.strip() for c in str(p["classes"]).split(",")]
-        if any(not c for c in class_list) or len(set(class_list)) != len(class_list):
-            _fail(f"--classes must be distinct, non-empty names separated by commas, got {p['classes']!r}")
+    class_list = _class_list(p["classes"])
     if p.get("label_case") not in (None, "fold", "keep"):
         _fail(f"--label-case must be fold or keep, not '{p['label_case']}'")
     try:

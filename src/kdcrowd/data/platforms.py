@@ -92,22 +92,36 @@ class PlatformExport:
     def format(self) -> str:
         return self.summary["format"]
 
+    def long_frame(self) -> pd.DataFrame:
+        """``item, worker, label`` of :attr:`annotations` with the CSV reader's id rule: an
+        id column (and the label column) whose every value is a canonical integer (``"17"``,
+        not ``"017"``) becomes int64, so the crowd equals the one read from the equivalent
+        long CSV (integer labels are class indices there too)."""
+        return _canonical_columns(self.annotations[["item", "worker", "label"]])
+
+    def gold_frame(self) -> pd.DataFrame | None:
+        """``item, label`` of :attr:`gold` by the same rule (``None`` without gold answers)."""
+        return None if self.gold is None else _canonical_columns(self.gold)
+
     def to_annotations(self, **kw: Any) -> Any:
-        """:meth:`Annotations.from_long` of :attr:`annotations` (``kw``: ``classes``,
-        ``items``, ``duplicates`` ...), with the CSV reader's id rule: an id column (and the
-        label column) whose every value is a canonical integer (``"17"``, not ``"017"``)
-        becomes int64, so the crowd equals the one read from the equivalent long CSV."""
+        """:meth:`Annotations.from_long` of :meth:`long_frame` (``kw``: ``classes``,
+        ``items``, ``duplicates`` ...)."""
         from .annotations import Annotations
 
-        df = self.annotations[["item", "worker", "label"]].copy()
-        for col in df.columns:
-            df[col] = _canonical_ints(df[col])
-        return Annotations.from_long(df, **kw)
+        return Annotations.from_long(self.long_frame(), **kw)
 
 
 # ----------------------------------------------------------------------------- helpers
 
 _CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]{0,18}")
+
+
+def _canonical_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with :func:`_canonical_ints` applied to each column."""
+    out = df.copy()
+    for col in out.columns:
+        out[col] = _canonical_ints(out[col])
+    return out
 
 
 def _canonical_ints(col: pd.Series) -> pd.Series:
@@ -151,6 +165,42 @@ def _is_image_ref(value: Any) -> bool:
 
 def _fail(message: str) -> AnnotationError:
     return AnnotationError(message)
+
+
+def _objects(value: Any, what: str, where: str) -> list[Mapping]:
+    """``value`` as a list of JSON objects (``None``: none); anything else is one error
+    naming ``what`` and ``--format`` (a malformed export used to end in a traceback)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise _fail(f"{where}: {what} is not a list of objects (got {_shape(value)}); the file is not laid out as this platform "
+                    "exports it. Check the file, or pass --format with the platform that wrote it.")
+    return value
+
+
+def _object(value: Any, what: str, where: str) -> Mapping:
+    """``value`` as a JSON object (``None``: an empty one); else one error like :func:`_objects`'."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(f"{where}: {what} is not an object (got {_shape(value)}); the file is not laid out as this platform "
+                    "exports it. Check the file, or pass --format with the platform that wrote it.")
+    return value
+
+
+def _values(value: Any, what: str, where: str) -> list:
+    """``value`` as a list of answers (``None``: none); a string is one error, not its letters."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _fail(f"{where}: {what} is not a list (got {_shape(value)}); the file is not laid out as this platform "
+                    "exports it. Check the file, or pass --format with the platform that wrote it.")
+    return value
+
+
+def _shape(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
 
 
 def _names(values: Iterable[Any]) -> str:
@@ -405,10 +455,11 @@ def read_labelstudio(path: Path, field: str | None = None, multi: str | None = N
     tasks = _records(_json_load(path, "Label Studio export"), path, "Label Studio")
     if _is_labelstudio_min(tasks):
         return _read_labelstudio_min(tasks, path, field, multi)
+    where = f"Label Studio export {path}"
     controls: list[str] = []
     for task in tasks:
-        for ann in task.get("annotations") or []:
-            for r in ann.get("result") or []:
+        for ann in _objects(task.get("annotations"), "a task's annotations", where):
+            for r in _values(ann.get("result"), "an annotation's result", where):
                 if isinstance(r, Mapping) and isinstance(r.get("value"), Mapping) and "choices" in r["value"]:
                     controls.append(str(r.get("from_name")))
     control = _choose_field(controls, field, "choice control (from_name)", f"Label Studio export {path}")
@@ -420,7 +471,7 @@ def read_labelstudio(path: Path, field: str | None = None, multi: str | None = N
         images = [v for v in data.values() if _is_image_ref(v)]
         ref = images[0] if len(images) == 1 else None
         start = len(rows.items)
-        for ann in task.get("annotations") or []:
+        for ann in _objects(task.get("annotations"), "a task's annotations", where):
             if ann.get("was_cancelled"):
                 rows.n_read += 1
                 rows.skip("cancelled")
@@ -429,9 +480,9 @@ def read_labelstudio(path: Path, field: str | None = None, multi: str | None = N
             if isinstance(who, Mapping):
                 who = who.get("email") or who.get("id")
             choices: list = []
-            for r in ann.get("result") or []:
+            for r in _values(ann.get("result"), "an annotation's result", where):
                 if isinstance(r, Mapping) and str(r.get("from_name")) == control and isinstance(r.get("value"), Mapping):
-                    choices.extend(r["value"].get("choices") or [])
+                    choices.extend(_values(r["value"].get("choices"), "value.choices", where))
             rows.add(None, who, choices, ref)
             if ann.get("ground_truth") and choices:
                 gold.append((len(refs), choices))
@@ -543,13 +594,17 @@ def read_labelbox(path: Path, field: str | None = None, multi: str | None = None
                     "data_row object; an export v2 file holds one data row per NDJSON line (or a JSON list "
                     "of them). Pass --format with the platform the file comes from.")
 
+    where = f"Labelbox export {path}"
+
     def labels(obj: Mapping) -> Iterator[Mapping]:
-        for proj in (obj.get("projects") or {}).values():
-            yield from (proj or {}).get("labels") or []
+        for proj in _object(obj.get("projects"), "projects", where).values():
+            yield from _objects(_object(proj, "a project", where).get("labels"), "a project's labels", where)
+
+    def classifications(lab: Mapping) -> list[Mapping]:
+        return _objects(_object(lab.get("annotations"), "a label's annotations", where).get("classifications"), "annotations.classifications", where)
 
     questions = [str(c.get("name")) for _, obj in lines for lab in labels(obj)
-                 for c in ((lab.get("annotations") or {}).get("classifications") or [])
-                 if "radio_answer" in c or "checklist_answers" in c]
+                 for c in classifications(lab) if "radio_answer" in c or "checklist_answers" in c]
     question = _choose_field(questions, field, "classification question", f"Labelbox export {path}")
     rows = _Rows("labelbox")
     for _, obj in lines:
@@ -563,12 +618,12 @@ def read_labelbox(path: Path, field: str | None = None, multi: str | None = None
                 continue
             who = (lab.get("label_details") or {}).get("created_by")
             choices: list = []
-            for c in (lab.get("annotations") or {}).get("classifications") or []:
+            for c in classifications(lab):
                 if str(c.get("name")) != question:
                     continue
                 if isinstance(c.get("radio_answer"), Mapping):
                     choices.append(c["radio_answer"].get("name") or c["radio_answer"].get("value"))
-                for a in c.get("checklist_answers") or []:
+                for a in _objects(c.get("checklist_answers"), "checklist_answers", where):
                     choices.append(a.get("name") or a.get("value"))
             rows.add(item, who, choices, dr.get("row_data"))
     return _finish(rows, question, multi, f"Labelbox export {path}")
@@ -614,8 +669,9 @@ def read_argilla(path: Path, field: str | None = None, multi: str | None = None,
     text = _read_text(path, "Argilla export")
     recs = _records([obj for _, obj in _json_documents(text, f"Argilla export {path}")], path, "Argilla")
     recs = [_argilla_nested(r) for r in recs]
-    questions = [str(q) for r in recs for q, rs in (r.get("responses") or {}).items() if rs]
-    question = _choose_field(questions, field, "question", f"Argilla export {path}")
+    where = f"Argilla export {path}"
+    questions = [str(q) for r in recs for q, rs in _object(r.get("responses"), "a record's responses", where).items() if rs]
+    question = _choose_field(questions, field, "question", where)
     rows = _Rows("argilla")
     refs, ids, spans = [], [], []
     for r in recs:
@@ -623,7 +679,7 @@ def read_argilla(path: Path, field: str | None = None, multi: str | None = None,
         images = [v for v in fields.values() if _is_image_ref(v)]
         ref = images[0] if len(images) == 1 else None
         start = len(rows.items)
-        for resp in (r.get("responses") or {}).get(question) or []:
+        for resp in _objects(_object(r.get("responses"), "a record's responses", where).get(question), f"the responses to {question!r}", where):
             status = str(resp.get("status") or "submitted").lower()
             if status in ("draft", "discarded"):
                 rows.n_read += 1
@@ -995,7 +1051,8 @@ def read_cvat(path: Path, field: str | None = None, multi: str | None = None, **
     The worker is the job's assignee (``meta/job/assignee/username`` or the ``assignee``
     text) when the file is a job's export that names one (a task's export names the task's
     assignee, not an annotator, and is not read for it), else the file's name without ``.xml`` (for a ZIP holding
-    one ``annotations.xml``, the ZIP's name). Per ``<image name=...>``: the item id is the
+    one ``annotations.xml``, the ZIP's name; where several files share a name, as
+    ``job1/annotations.xml`` and ``job2/annotations.xml`` do, its path without ``.xml``). Per ``<image name=...>``: the item id is the
     image's file name without extension; its ``<tag label=...>`` elements are the classes
     (image-level tags; shapes are not read). Images without a tag are skipped (``empty``).
     "CVAT for video 1.1" exports (``<track>`` elements) hold no tags and are an error.
@@ -1016,6 +1073,8 @@ def read_cvat(path: Path, field: str | None = None, multi: str | None = None, **
         raise _fail(f"{where} holds no .xml files; export the jobs as 'CVAT for images 1.1'.")
     rows = _Rows("cvat")
     n_tags = n_images = n_tracks = 0
+    stem_of = {name: PurePosixPath(name).name.rsplit(".", 1)[0] for name, _ in files}
+    shared = {s for s in stem_of.values() if list(stem_of.values()).count(s) > 1}
     for name, blob in files:
         try:
             root = ElementTree.fromstring(blob)
@@ -1023,7 +1082,9 @@ def read_cvat(path: Path, field: str | None = None, multi: str | None = None, **
             raise _fail(f"{where}: {name} is not valid XML ({exc}).") from exc
         if root.tag != "annotations":
             raise _fail(f"{where}: {name} has root <{root.tag}>, not <annotations>; export as 'CVAT for images 1.1'.")
-        stem = PurePosixPath(name).name.rsplit(".", 1)[0]
+        stem = stem_of[name]
+        if stem in shared:  # the same file name in several folders: their paths tell the jobs apart
+            stem = name.rsplit(".", 1)[0]
         fallback = single_name if len(files) == 1 and stem == "annotations" else stem
         worker = _cvat_worker(root, fallback)
         n_tracks += len(root.findall("track"))
