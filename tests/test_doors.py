@@ -125,6 +125,7 @@ def test_a_misspelt_estimator_option_names_the_closest_key() -> None:
     ({"model_options": {"student_params": {"q": 0.5}}}, "student_params of student 'elr'.*'q'"),
     ({"student": "mixup", "model_options": {"student_params": {"alpha": 0}}}, "student_params of student 'mixup'.*alpha must be > 0"),
     ({"stages": 1, "final": "stage2"}, "final='stage2' needs stages=2"),
+    ({"duplicates": "bogus"}, "duplicates='bogus' is not a policy"),
 ])
 def test_the_estimator_refuses_bad_values_before_training(params: dict, message: str) -> None:
     ds = tiny_dataset()

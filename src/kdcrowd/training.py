@@ -143,7 +143,8 @@ class TrainConfig:
     """Crowd models: learning-rate multiplier of the worker parameters (no weight decay on
     them; see :func:`kdcrowd.objectives.crowd_param_groups`)."""
     gold_weight: float = bounded(1.0, ge=0.0)
-    """Crowd models and KD-Crowd's crowd-model stages, with gold questions (``--gold``):
+    """Crowd models and KD-Crowd's crowd-model stages, with gold questions (``kdcrowd fit
+    --gold``, the estimator's ``gold``):
     weight of the classifier's cross-entropy on the gold items' known labels, added to the
     crowd loss (see :func:`kdcrowd.objectives.gold_cross_entropy`); 0 leaves it out."""
     seed: int = bounded(0, ge=0, lt=2**32)
