@@ -54,6 +54,14 @@ _KEYWORDS = (
     (re.compile(r"\bpass classes=\[\.\.\.\]", re.IGNORECASE), "list the classes with --classes a,b,c"),
     (re.compile(r"classes=\[\.\.\.\]"), "--classes a,b,c"),
     (re.compile(r"Add the missing classes to `classes`"), "Add the missing classes to --classes"),
+    # Annotations.from_long's advice, said for a file: its header line, its rows, the item files
+    (re.compile(r"name other columns with from_long\(df, item=\.\.\., worker=\.\.\., label=\.\.\.\)"),
+     "rename those columns in the header line of --annotations, or name the column of item ids with --item-column NAME"),
+    (re.compile(r"Drop those rows \(df\.dropna\(\)\) or fill them in"),
+     "Fill them in or remove those rows from --annotations"),
+    (re.compile(r"\(item ids not in `items`\)"), "(item ids not among the items of --features, --images or --texts)"),
+    (re.compile(r"Add those ids to `items` or drop the rows"), "Add those items to --features, --images or --texts, or remove those rows from --annotations"),
+    (re.compile(r"`items` holds"), "the known items are"),
 )
 
 

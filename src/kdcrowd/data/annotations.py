@@ -38,6 +38,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -65,7 +66,7 @@ from ._common import (  # noqa: F401 - AnnotationError and the helpers below are
     _separator_hint,
     _suffix,
 )
-from .readers import _answers_long, _ids_from_text, _labels_from_text, _read_table, load_answers_json
+from .readers import FileLines, _answers_long, _ids_from_text, _labels_from_text, _read_table, load_answers_json
 
 __all__ = ["Annotations", "AnnotationError", "row_normalise", "WIDE_LIMIT"]
 
@@ -74,6 +75,8 @@ WIDE_LIMIT: int = 200_000_000
 #: Inferred integer classes ``0..max`` are refused above this many (pass ``classes=``).
 _MAX_INFERRED_CLASSES = 10_000
 _DUPLICATE_POLICIES = ("error", "first", "last", "keep")
+#: A row named in an error message ("row 3 (item='a', ...)"), 0-based.
+_ROW = re.compile(r"\brow ([0-9]+) \(")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -491,8 +494,22 @@ class Annotations:
         by text (``"17"`` read from a file finds the declared id ``17``).
 
         Row numbers in error messages are 0-based positions in the table (header
-        excluded).
+        excluded); for a table as :func:`~kdcrowd.data.readers.read_annotation_frame`
+        read it from a CSV/TSV file they are the file's line numbers.
         """
+        try:
+            return cls._from_long_table(df, item, worker, label, classes, items, duplicates, workers)
+        except AnnotationError as exc:
+            lines = df.attrs.get("lines") if isinstance(df, pd.DataFrame) else None
+            at = lines.of(df) if isinstance(lines, FileLines) else None
+            if at is not None:  # "row 3 (item=...)" -> "line 5 (item=...)"
+                exc.args = (_ROW.sub(lambda m: f"line {at[int(m[1])]} (", str(exc)),)
+            raise
+
+    @classmethod
+    def _from_long_table(cls, df: Any, item: str, worker: str, label: str, classes: Sequence[Any] | None,
+                         items: Sequence[Any] | None, duplicates: str, workers: Sequence[Any] | None) -> "Annotations":
+        """:meth:`from_long`, its errors naming rows by their 0-based positions."""
         if duplicates not in _DUPLICATE_POLICIES:
             raise AnnotationError(
                 f"duplicates={duplicates!r} is not a policy; use one of {_DUPLICATE_POLICIES}."

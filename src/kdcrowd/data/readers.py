@@ -20,6 +20,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
+import unicodedata
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +41,7 @@ from ._common import (  # noqa: F401 - _separator_hint is re-exported (kdcrowd.d
     _object_pairs,
     _one_type,
     _Pairs,
+    _plural,
     _scalar_values,
     _separator_hint,
 )
@@ -74,10 +77,11 @@ _NA_WORDS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan
 
 
 def _ids_from_text(series: pd.Series) -> pd.Series:
-    """Ids read as text, surrounding spaces removed: int64 when every one is a canonical
-    integer (``"17"``, not ``"0017"``, ``"1e5"`` or ``"17.0"``) that fits int64, otherwise
-    the text itself - the same rule as answers.json keys."""
-    text = series.str.strip()
+    """Ids read as text, surrounding spaces removed and in Unicode NFC (an id of only
+    spaces is missing): int64 when every one is a canonical integer (``"17"``, not
+    ``"0017"``, ``"1e5"`` or ``"17.0"``) that fits int64, otherwise the text itself - the
+    same rule as answers.json keys."""
+    text = _blank_missing(series.str.strip().str.normalize("NFC"))
     if text.isna().any() or text.empty:
         return text  # from_long reports the missing ids
     ids = _numeric_keys(text.tolist())
@@ -151,6 +155,8 @@ def _read_table(
             f"cannot read the {what} {path} as a Parquet file ({type(exc).__name__}: "
             f"{exc}); is it a Parquet file? Otherwise give it the suffix of its format."
         ) from exc
+    if not parquet:
+        _refuse_repeated_names(path, sep, df.columns, what, error)
     if not isinstance(df.index, pd.RangeIndex):
         # the first data line had more fields than the header: pandas silently took the
         # extra leading fields as the row index and shifted every column
@@ -162,6 +168,26 @@ def _read_table(
             "contain the separator."
         )
     return df
+
+
+#: How pandas renames the second ``name`` of a header line that repeats it: ``name.1``.
+_MANGLED = re.compile(r".+\.[0-9]+")
+
+
+def _refuse_repeated_names(path: Path, sep: str, columns: pd.Index, what: str, error: type[Exception]) -> None:
+    """Raise ``error`` when the header line of a CSV/TSV file names a column twice: pandas
+    silently renames the second ``alice`` to ``alice.1`` (a phantom worker, an ignored
+    second ``label`` column)."""
+    if not any(_MANGLED.fullmatch(str(c)) for c in columns):
+        return  # pandas renamed nothing: no second read of the header line
+    header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+    named = header[header.str.strip() != ""]  # empty names are pandas' "Unnamed: N", never renamed
+    repeated = named[named.duplicated(keep=False)]
+    if repeated.empty:
+        return
+    where = ", ".join(f"{name!r} (columns {', '.join(str(j + 1) for j in spots)})"
+                      for name, spots in repeated.groupby(repeated, sort=False).groups.items())
+    raise error(f"the header line of the {what} {path} names {where} more than once; give every column its own name")
 
 
 def load_answers_json(path: str | os.PathLike) -> Any:
@@ -180,7 +206,7 @@ def load_answers_json(path: str | os.PathLike) -> Any:
     gz = path.name.lower().endswith(".gz")
     opener = gzip.open if gz else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with opener(path, "rt", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark (Windows editors) is not JSON
             obj = json.load(fh, object_pairs_hook=_object_pairs)
     except json.JSONDecodeError as exc:
         raise AnnotationError(
@@ -274,7 +300,9 @@ def _text_of(v: Any) -> Any:
 
 
 def _as_text(s: pd.Series) -> pd.Series:
-    """Values as ``str`` with surrounding spaces removed (missing values stay missing).
+    """Values as ``str`` with surrounding spaces removed, in Unicode NFC (missing values
+    stay missing): ``café`` typed with one accented letter or with ``e`` and a combining
+    accent is one text.
 
     A whole-number float is written without its ``.0`` (a Parquet id or label column that
     holds ``17.0`` because of a missing value elsewhere means ``"17"``, not ``"17.0"``).
@@ -294,11 +322,17 @@ def _as_text(s: pd.Series) -> pd.Series:
         text = np.array([_text_of(v).strip() for v in values.tolist()], dtype=object)
     else:
         text = values.astype(str).str.strip().to_numpy(dtype=object)
+    text = np.array([unicodedata.normalize("NFC", t) for t in text], dtype=object)  # once per distinct value
     out = np.empty(len(s), dtype=object)
     out[given] = text[codes[given]]
     if not given.all():
         out[~given] = s[~given].astype(object).to_numpy()  # missing values stay as they were
     return pd.Series(out, index=s.index, name=s.name, dtype=object)
+
+
+def _blank_missing(ids: pd.Series) -> pd.Series:
+    """Ids (already stripped) with the empty ones missing: an id of only spaces is no id."""
+    return ids.mask(ids.eq(""))
 
 
 class InputWarning(UserWarning):
@@ -322,24 +356,28 @@ def _rows_text(rows: np.ndarray) -> str:
     return _listing([int(r) + 2 for r in rows], rows.size, fmt=str)
 
 
-def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """``df`` without rows whose every field is empty (trailing ``,,`` rows of a spreadsheet)
-    and without copies of the header line inside the file (concatenated exports), each with
-    an :class:`InputWarning` naming the file's line numbers."""
+def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """``df`` without rows whose every field is empty or only spaces (trailing ``,,`` rows
+    of a spreadsheet) and without copies of the header line inside the file (concatenated
+    exports), each with an :class:`InputWarning` naming the file's line numbers; and the
+    file line number of each row kept."""
+    lines = np.arange(len(df)) + 2  # the header is line 1
     if df.empty or not len(df.columns):
-        return df
-    blank = df.isna().all(axis=1).to_numpy()
+        return df, lines
     names = [str(c).strip() for c in df.columns]
+    blank = np.ones(len(df), dtype=bool)
     header = np.ones(len(df), dtype=bool)
     for j, n in enumerate(names):  # vectorised per column: no loop over rows
         col = df.iloc[:, j]
-        header &= (col.notna() & col.astype(str).str.strip().eq(n)).to_numpy()
+        text = col.astype(str).str.strip()
+        blank &= (col.isna() | text.eq("")).to_numpy()
+        header &= (col.notna() & text.eq(n)).to_numpy()
     if blank.any():
-        _warn(f"annotation file {path}: skipped {int(blank.sum())} blank row(s) (every field empty) at line(s) {_rows_text(np.flatnonzero(blank))}")
+        _warn(f"annotation file {path}: skipped {int(blank.sum())} blank row(s) (every field empty or spaces) at line(s) {_rows_text(np.flatnonzero(blank))}")
     if header.any():
         _warn(f"annotation file {path}: skipped {int(header.sum())} row(s) that repeat the header line ({', '.join(names)}) at line(s) {_rows_text(np.flatnonzero(header))}; files joined together each kept their header")
     drop = blank | header
-    return df.loc[~drop].reset_index(drop=True) if drop.any() else df
+    return (df.loc[~drop].reset_index(drop=True), lines[~drop]) if drop.any() else (df, lines)
 
 
 def _has_integer_codes(text: pd.Series) -> bool:
@@ -350,7 +388,8 @@ def _has_integer_codes(text: pd.Series) -> bool:
 
 
 def _labels_from_text(labels: pd.Series) -> pd.Series:
-    """Labels read as text (only an empty field missing): surrounding spaces removed; numbers
+    """Labels read as text (only an empty field missing): surrounding spaces removed, in
+    Unicode NFC; numbers
     when every label is a number (as pandas would have typed the column), where pandas'
     missing-value words (``NA``, ``null``, ...) are missing; otherwise class names, where
     ``NA``, ``None`` or ``null`` is a class like any other. Codes written as integers that
@@ -358,7 +397,7 @@ def _labels_from_text(labels: pd.Series) -> pd.Series:
     ``02`` are two classes, not the class indices 1 and 2 beside an unused class 0."""
     stripped = labels.astype(object).where(labels.notna(), None)
     if stripped.notna().any():
-        stripped = stripped.str.strip()
+        stripped = stripped.str.strip().str.normalize("NFC")
     stripped = stripped.where(stripped.notna() & stripped.ne(""), None)  # a field of spaces is empty
     na_words = set(_NA_WORDS)
     present = stripped.dropna()
@@ -414,16 +453,21 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
     ``.tsv``, ``.tsv.gz``, ``.parquet``/``.pq`` long tables (``item`` or crowd-kit's
     ``task``, ``worker``, ``label``) and peerannot ``answers.json``/``.json.gz`` — and
     wide tables (no column name containing a word of :data:`LONG_TABLE_WORDS` such as
-    ``worker`` or ``label``: one row per item, named by an ``item``/``task`` column or else by its row
+    ``worker`` or ``label``: one row per item, named by an ``item``/``task`` column, a
+    column named like ids or without a header (:func:`_wide_id_column`), or else by its row
     number, one column per worker; see :func:`_wide_to_long`), but keeps
-    the ``item``/``task`` and ``worker`` columns as the text written in the file, so that
+    the ``item``/``task`` and ``worker`` columns as the text written in the file (in
+    Unicode NFC; an id of only spaces is missing), so that
     ``"0017"`` matches an image ``0017.png``. Pass the result to
     ``Annotations.from_long(df, items=ids)``, which validates it. For answers.json and wide
-    tables ``df.attrs["items"]`` lists every item of the file, those nobody labelled too.
+    tables ``df.attrs["items"]`` lists every item of the file, those nobody labelled too;
+    for CSV/TSV files ``df.attrs["lines"]`` (:class:`FileLines`) lets ``from_long`` name
+    file lines in its errors. A header line that names a column twice, or a file read as
+    one column that holds another separator, is refused.
 
     Messy files are mended where the intent is clear, each with an :class:`InputWarning`:
-    blank rows (every field empty) and copies of the header line inside the file are
-    skipped; labels lose surrounding spaces. In CSV/TSV long tables labels are numbers
+    blank rows (every field empty or spaces) and copies of the header line inside the file
+    are skipped; labels lose surrounding spaces. In CSV/TSV long tables labels are numbers
     when every label is a number (then ``NA``, ``null`` ... are missing) and class names
     otherwise (then a class ``NA`` or ``None`` is that text). Text labels that differ only
     by case follow ``label_case`` (:func:`fold_label_case`). ``item_column`` names the
@@ -436,48 +480,99 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
     if label_case is not None and label_case not in LABEL_CASES:
         raise ValueError(f"--label-case must be fold or keep, not {label_case!r}")
     _require_file(path, "annotation file")
+    text, long, lines = False, True, None  # a CSV/TSV file, a long table, the file line of each row
     if name.endswith((".json", ".json.gz")):
         df, items = _answers_long(load_answers_json(path))
-        if items is not None:  # every item of the file, with those labelled by nobody ({})
-            df.attrs["items"] = _as_text(pd.Series(list(items), dtype=object)).tolist()
+        if items is not None:  # every item of the file, with those labelled by nobody ({}); a key of spaces is no item
+            df.attrs["items"] = _id_text(pd.Series(list(items), dtype=object)).dropna().tolist()
         _scalar_values(df["label"], "label", {c: df[c] for c in df.columns})  # a list or object as a label
         df["label"] = _answer_labels(df["label"])
     else:
         text = not name.endswith((".parquet", ".pq"))
         df = _read_table(path, "annotation file", error=ValueError, text_columns=True if text else ("item", "task", "worker"))
+        if len(df.columns) == 1 and _separator_hint(list(df.columns)):  # else a wide table of one worker whose labels are whole lines
+            raise ValueError(f"cannot read the annotation file {path} as a table of crowd labels." + _separator_hint(list(df.columns)))
         if item_column is not None:
             if item_column not in df.columns:
                 raise ValueError(f"--item-column {item_column!r} is not a column of {path} (columns: {_listing(list(map(str, df.columns)), len(df.columns))})")
             if item_column != "item":
                 df = df.drop(columns=[c for c in ("item", "task") if c in df.columns and c != item_column]).rename(columns={item_column: "item"})
         if text:
-            df = _drop_blank_and_header_rows(df, path)
-        if not any(w in str(c).lower() for c in df.columns for w in LONG_TABLE_WORDS):
-            id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else _id_column(df, path)
+            df, lines = _drop_blank_and_header_rows(df, path)
+        long = any(w in str(c).lower() for c in df.columns for w in LONG_TABLE_WORDS)
+        if not long:
+            id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else _wide_id_column(df, path)
             if id_col is not None and id_col not in ("item", "task"):
                 df = df.rename(columns={id_col: "item"})
                 id_col = "item"
+            if id_col is not None and len(df.columns) > 1 and _UNNAMED.fullmatch(str(df.columns[0])) and df.columns[0] != id_col:
+                _warn(f"annotation file {path}: skipped its first column, which has no header (the row numbers that pandas' to_csv() writes), beside the item ids of column {id_col!r}")
+                df = df.drop(columns=[df.columns[0]])
+            if id_col is not None:
+                df[id_col] = _id_text(df[id_col])
+                _refuse_missing_ids(df, id_col, path, lines)
             if text:  # every worker column's cells together: numbers, or class names (where NA is a class)
                 cells = [c for c in df.columns if c != id_col]
                 n = len(df)
                 joint = _labels_from_text(pd.concat([df[c] for c in cells], ignore_index=True)) if cells else None
                 for k, c in enumerate(cells):
                     df[c] = joint.iloc[k * n:(k + 1) * n].to_numpy()
-            df = _wide_to_long(df, path)
+            df = _wide_to_long(df, path, lines)
         elif text and "label" in df.columns and not isinstance(df["label"], pd.DataFrame):
             df["label"] = _labels_from_text(df["label"])
     for col in ("item", "task", "worker"):
         if col in df.columns and not isinstance(df[col], pd.DataFrame):
-            df[col] = _as_text(df[col])
+            df[col] = _id_text(df[col])
     if "label" in df.columns and not isinstance(df["label"], pd.DataFrame) and df["label"].dtype == object:
         lab = df["label"]
         if pd.api.types.infer_dtype(lab, skipna=True) in ("string", "mixed", "mixed-integer"):  # (kinds .str takes)
-            stripped = lab.str.strip()  # NaN for values that are not text: those stay as they are
+            stripped = lab.str.strip().str.normalize("NFC")  # NaN for values that are not text: those stay as they are
             strip = stripped.notna().to_numpy()
             if strip.any():
                 lab = lab.where(~strip, stripped)
         df["label"] = fold_label_case(lab, label_case, f"annotation file {path}")
+    if text and long:  # from_long then names the file's lines, as the warnings above do
+        df.attrs["lines"] = FileLines(lines)
     return df
+
+
+class FileLines:
+    """The file line number of each row of a table read from a CSV/TSV file (header line 1),
+    kept in ``df.attrs["lines"]`` by :func:`read_annotation_frame` so that
+    :meth:`Annotations.from_long` names the lines to mend. Read-only and shared, never
+    copied: pandas deep-copies a frame's attrs on every operation."""
+
+    def __init__(self, lines: Any) -> None:
+        self.lines = np.array(lines, dtype=np.int64)
+        self.lines.flags.writeable = False
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __deepcopy__(self, memo: dict) -> "FileLines":
+        return self
+
+    def of(self, df: pd.DataFrame) -> np.ndarray | None:
+        """The lines of ``df``'s rows, or None when ``df`` is no longer the table read (rows
+        dropped, added or reordered: its index is no longer 0..n-1 of the same length)."""
+        fresh = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1
+        return self.lines if fresh and len(df) == len(self.lines) else None
+
+
+def _id_text(ids: pd.Series) -> pd.Series:
+    """Item or worker ids as the command line reads them: text without surrounding spaces,
+    in Unicode NFC (:func:`_as_text`); an id of only spaces is missing."""
+    return _blank_missing(_as_text(ids))
+
+
+def _refuse_missing_ids(df: pd.DataFrame, column: str, path: Path, lines: np.ndarray | None) -> None:
+    """Raise one ``ValueError`` naming the file lines (for a Parquet file, None: the rows
+    counted from 0) of the rows of a wide table without an item id in ``column``."""
+    rows = np.flatnonzero(df[column].isna().to_numpy())
+    if rows.size:
+        where = [f"line {lines[r]}" if lines is not None else f"row {r}" for r in rows[:_SHOW]]
+        raise ValueError(f"annotation file {path}: no item id in column {str(column)!r} on {_plural(rows.size, 'row')}: {_listing(where, rows.size, fmt=str)}; "
+                         f"write the item's id there or delete the {'line' if lines is not None else 'row'}")
 
 
 #: Words that mark a long table when a column name contains them (any case; however
@@ -486,14 +581,27 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
 LONG_TABLE_WORDS = frozenset({"worker", "label", "annotator", "annotation", "answer", "response", "rater", "user", "judgment", "judgement", "class", "vote"})
 
 
-def _id_column(df: pd.DataFrame, path: Path) -> Any:
-    """The column of a wide table (one without an ``item``/``task`` column) that names the
-    items, recognised by its values: given on every row, distinct on every row and not
-    labels (more distinct values than the other columns' labels, at most half of them
-    among those labels). None when no column is such;
-    an error naming ``--item-column`` when several are."""
+#: Header names of a wide table's column of item ids (letter case, spaces, ``_`` and ``-``
+#: aside): a first column ``image`` or ``file_name`` names the items, it is no worker.
+_ID_COLUMN_NAMES = frozenset({
+    "item", "itemid", "task", "taskid", "id", "uid", "key", "index", "idx", "image", "imageid", "imagename", "img",
+    "file", "fileid", "filename", "filepath", "path", "url", "imageurl", "sample", "sampleid", "example", "exampleid",
+    "question", "questionid", "doc", "docid", "document", "documentid", "record", "recordid",
+})
+#: The name pandas gives a column with an empty header, e.g. the index column of ``df.to_csv()``.
+_UNNAMED = re.compile(r"Unnamed: [0-9]+")
+
+
+def _named_like_id(name: Any) -> bool:
+    return re.sub(r"[\s_\-]", "", str(name)).lower() in _ID_COLUMN_NAMES
+
+
+def _ids_by_values(df: pd.DataFrame) -> list[Any]:
+    """The columns of a wide table that look like item ids by their values: given on every
+    row, distinct on every row and not labels (more distinct values than the other columns'
+    labels, at most half of them among those labels). None with fewer than 3 rows."""
     if len(df) < 3 or df.shape[1] < 2:
-        return None
+        return []
     text = {c: _as_text(df[c]) for c in df.columns}
     unique = [c for c in df.columns if not text[c].isna().any() and text[c].is_unique]
     labels = [c for c in df.columns if c not in unique]
@@ -505,26 +613,45 @@ def _id_column(df: pd.DataFrame, path: Path) -> Any:
         values = set(text[c].tolist())
         if len(values) > len(others) and len(values & others) <= len(values) / 2:
             found.append(c)
-    if len(found) > 1:
-        raise ValueError(f"annotation file {path} looks like a wide table (one column per worker) whose columns {_listing([str(c) for c in found])} each hold a distinct value per row; name the column of item ids with --item-column NAME (or call it 'item')")
-    if found:
-        _warn(f"annotation file {path}: read column {str(found[0])!r} as the item ids of a wide table (its values differ on every row and are not labels); name it 'item' or pass --item-column {found[0]} to say so")
-        return found[0]
-    return None
+    return found
 
 
-def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _wide_id_column(df: pd.DataFrame, path: Path) -> Any:
+    """The column of item ids of a wide table without an ``item``/``task`` column, with an
+    :class:`InputWarning` saying which: the one named like an id (:data:`_ID_COLUMN_NAMES`),
+    or a first column without a header (the index that ``df.to_csv()`` writes), or else the
+    one whose values look like ids (:func:`_ids_by_values`). None when no column is such; an
+    error naming ``--item-column`` when the names and values point at several columns."""
+    named = [c for j, c in enumerate(df.columns) if _named_like_id(c) or (j == 0 and _UNNAMED.fullmatch(str(c)) and df.shape[1] > 1)]
+    by_values = _ids_by_values(df)
+    found = named + [c for c in by_values if c not in named]
+    if len(found) > 1:  # a wrong guess makes a column of ids a worker, or a worker the ids: ask
+        raise ValueError(f"annotation file {path} looks like a wide table (one column per worker) whose columns {_listing([str(c) for c in found])} each could be the item ids (named like ids or holding a distinct value per row); name the column of item ids with --item-column NAME (or call it 'item')")
+    if not found:
+        return None
+    c = found[0]
+    if _UNNAMED.fullmatch(str(c)):
+        _warn(f"annotation file {path}: read its first column, which has no header (the row numbers that pandas' to_csv() writes), as the item ids of a wide table; write 'item' as its header to say so")
+    else:
+        why = "its name says so" if named else "its values differ on every row and are not labels"
+        _warn(f"annotation file {path}: read column {str(c)!r} as the item ids of a wide table ({why}); name it 'item' or pass --item-column {c} to say so")
+    return c
+
+
+def _wide_to_long(df: pd.DataFrame, path: Path, lines: np.ndarray | None = None) -> pd.DataFrame:
     """A wide crowd-label table (one row per item, one column per worker, cleanlab's layout)
     as a long ``item, worker, label`` table, item-major in file order.
 
     Items are named by the ``item`` (or ``task``) column, else by their row number
     (``"0"``, ``"1"``, ...); every other column is a worker named by its header. Empty
     cells are missing labels, and so is ``-1`` when every label is a number; whole-number
-    labels become integers (a column with gaps is read as float).
+    labels become integers (a column with gaps is read as float). ``lines`` (the file line
+    of each row of ``df``) gives each annotation the line of its item, in
+    ``attrs["lines"]``.
     """
     id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
     if id_col is None:
-        id_col = _id_column(df, path)
+        id_col = _wide_id_column(df, path)
     pos = [j for j, c in enumerate(df.columns) if c != id_col]
     if not pos:
         raise ValueError(f"annotation file {path} has no 'worker' and 'label' columns (a long table) and no worker columns (a wide table); write it as item,worker,label rows")
@@ -542,6 +669,8 @@ def _wide_to_long(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             label = num.astype(np.int64)
     out = pd.DataFrame({"item": ids[r], "worker": workers[c], "label": label.to_numpy()})
     out.attrs["items"] = list(pd.unique(ids))  # every row's item, those without a label too (an item on two rows once)
+    if lines is not None:
+        out.attrs["lines"] = FileLines(lines[r])
     return out
 
 

@@ -1,0 +1,174 @@
+"""Edge cases of reading crowd-label files: each file is read as meant or refused with one
+clear error (on the command line: one ``error:`` line naming what to change, exit 2)."""
+
+from __future__ import annotations
+
+import gzip
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kdcrowd.cli_checks import cli_message
+from kdcrowd.data.annotations import Annotations, AnnotationError
+from kdcrowd.data.readers import load_answers_json, read_annotation_frame
+from test_messy_input import cli, frame_of, refused
+
+
+# ----------------------------------------------------------------------------- separators
+
+
+@pytest.mark.parametrize("sep, word", [(";", "semicolon"), ("\t", "tab")])
+def test_wide_table_with_another_separator_is_refused_with_the_separator_hint(tmp_path: Path, sep: str, word: str) -> None:
+    # a semicolon CSV was read as one worker whose labels were whole lines
+    text = sep.join(["image", "w1", "w2"]) + "\n" + "".join(sep.join([f"img{i}", "cat", "dog"]) + "\n" for i in range(3))
+    with pytest.raises(ValueError, match=f"looks {word}-separated"):
+        frame_of(tmp_path, text)
+    (tmp_path / "semi.csv").write_text(text)
+    line = refused(cli("aggregate", "--annotations", "semi.csv", "--out", "l.csv", cwd=tmp_path))
+    assert f"{word}-separated" in line and not (tmp_path / "l.csv").exists()
+
+
+def test_single_column_wide_table_without_a_separator_is_still_read(tmp_path: Path) -> None:
+    df, _ = frame_of(tmp_path, "w1\ncat\ndog\n")
+    assert df["worker"].tolist() == ["w1", "w1"] and df["label"].tolist() == ["cat", "dog"]
+
+
+# ----------------------------------------------------------------------------- the item-id column of a wide table
+
+
+def test_wide_table_written_by_pandas_to_csv_takes_its_index_as_item_ids(tmp_path: Path) -> None:
+    pd.DataFrame({"w1": [0, 1, 2, 0, 1], "w2": [0, 1, 2, 2, 1]}).to_csv(tmp_path / "a.csv")  # first header empty
+    df, warned = frame_of(tmp_path, (tmp_path / "a.csv").read_text())
+    assert set(df["worker"]) == {"w1", "w2"} and df["item"].tolist()[:4] == ["0", "0", "1", "1"]
+    assert len(warned) == 1 and "no header" in warned[0]
+    # to_csv() of a table that has an item column: the index column is no worker either
+    pd.DataFrame({"item": ["a", "b", "c"], "w1": [0, 1, 1], "w2": [0, 1, 0]}).to_csv(tmp_path / "b.csv")
+    df, warned = frame_of(tmp_path, (tmp_path / "b.csv").read_text())
+    assert set(df["worker"]) == {"w1", "w2"} and set(df["item"]) == {"a", "b", "c"}
+    assert len(warned) == 1 and "no header" in warned[0]
+
+
+@pytest.mark.parametrize("name", ["image", "Item", "filename", "file", "id", "task_id"])
+def test_wide_table_column_named_like_an_id_is_the_item_ids(tmp_path: Path, name: str) -> None:
+    df, warned = frame_of(tmp_path, f"{name},alice,bob\nimg1,cat,dog\nimg2,cat,cat\n")  # 2 rows: too few to tell by the values
+    assert set(df["worker"]) == {"alice", "bob"} and df["item"].tolist() == ["img1", "img1", "img2", "img2"]
+    assert len(warned) == 1 and f"--item-column {name}" in warned[0]
+    if name != "image":
+        return
+    (tmp_path / "w.csv").write_text(f"{name},alice,bob\nimg1,cat,dog\nimg2,cat,cat\n")
+    r = cli("aggregate", "--annotations", "w.csv", "--out", "l.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "l.csv")["item"].tolist() == ["img1", "img2"]
+
+
+def test_wide_table_whose_id_column_is_ambiguous_is_refused(tmp_path: Path) -> None:
+    # named like an id, while another column holds a distinct value per row too
+    rows = "".join(f"img{i},f{i}.png,{i % 2}\n" for i in range(6))
+    with pytest.raises(ValueError, match="--item-column NAME"):
+        frame_of(tmp_path, "image,path,w1\n" + rows)
+    with pytest.raises(ValueError, match="--item-column NAME"):
+        frame_of(tmp_path, "image,w0,w1\n" + "".join(f"img{i},x{i},{i % 2}\n" for i in range(6)))
+    df, _ = frame_of(tmp_path, "image,path,w1\n" + rows, item_column="image")
+    assert set(df["worker"]) == {"path", "w1"}  # the user's choice
+
+
+# ----------------------------------------------------------------------------- repeated header names
+
+
+def test_repeated_header_names_are_refused(tmp_path: Path) -> None:
+    # pandas renamed the second 'alice' to 'alice.1' (a phantom worker) and ignored a second 'label'
+    with pytest.raises(ValueError, match=r"'alice'.*more than once"):
+        frame_of(tmp_path, "item,alice,alice,bob\ni1,cat,dog,cat\ni2,dog,dog,dog\n")
+    with pytest.raises(ValueError, match=r"'label'.*more than once"):
+        frame_of(tmp_path, "item,worker,label,label\ni1,a,cat,dog\ni2,a,dog,dog\n")
+    (tmp_path / "a.csv").write_text("item,worker,label,label\ni1,a,cat,dog\n")
+    with pytest.raises(AnnotationError, match=r"'label'.*more than once"):
+        Annotations.read(tmp_path / "a.csv")
+    line = refused(cli("aggregate", "--annotations", "a.csv", "--out", "l.csv", cwd=tmp_path))
+    assert "'label'" in line and "more than once" in line
+    df, _ = frame_of(tmp_path, "item,alice,alice.1\ni1,cat,dog\n")  # a name that only looks mangled is a name
+    assert set(df["worker"]) == {"alice", "alice.1"}
+
+
+# ----------------------------------------------------------------------------- ids of spaces
+
+
+def test_ids_of_only_spaces_are_missing_and_rows_of_spaces_are_blank(tmp_path: Path) -> None:
+    df, warned = frame_of(tmp_path, "item,worker,label\n1,a,cat\n2,a,dog\n , , \n")
+    assert df["item"].tolist() == ["1", "2"] and any("blank row" in w and "line(s) 4" in w for w in warned)
+    df, _ = frame_of(tmp_path, "item,worker,label\n1,a,cat\n,,\n ,b,dog\n3, ,cat\n")
+    assert df["item"].isna().tolist() == [False, True, False] and df["worker"].isna().tolist() == [False, False, True]
+    with pytest.raises(AnnotationError, match=r"in 2 rows: line 4 \(item=nan.*; line 5 \(item='3'"):  # file lines, the blank line 3 counted
+        Annotations.from_long(df)
+    with pytest.raises(AnnotationError, match=r"in 2 rows: row 0 \(item=nan.*; row 1 \(item='3'"):  # no longer the table read: its rows
+        Annotations.from_long(df.iloc[1:].reset_index(drop=True))
+    (tmp_path / "a.csv").write_text("item,worker,label\n1,a,cat\n2,a,dog\n ,b,dog\n")
+    with pytest.raises(AnnotationError, match="missing values"):
+        Annotations.read(tmp_path / "a.csv")
+    with pytest.raises(ValueError, match="line 3"):  # a wide row without its item id
+        frame_of(tmp_path, "item,w1,w2\na,cat,dog\n  ,cat,cat\n")
+
+
+# ----------------------------------------------------------------------------- answers.json with a BOM
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_answers_json_with_a_byte_order_mark_is_read(tmp_path: Path, gz: bool) -> None:
+    data = b'\xef\xbb\xbf{"1": {"a": "cat"}, "2": {"a": "dog"}}'
+    path = tmp_path / ("ans.json.gz" if gz else "ans.json")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    assert load_answers_json(path) == {"1": {"a": "cat"}, "2": {"a": "dog"}}
+    df = read_annotation_frame(path)
+    assert df["item"].tolist() == ["1", "2"] and df["label"].tolist() == ["cat", "dog"]
+
+
+# ----------------------------------------------------------------------------- CLI wording
+
+
+def test_cli_errors_name_the_header_and_options_not_the_python_api(tmp_path: Path) -> None:
+    (tmp_path / "caps.csv").write_text("Item,Worker,Label\n1,a,cat\n")
+    line = refused(cli("aggregate", "--annotations", "caps.csv", "--out", "l.csv", cwd=tmp_path))
+    assert "from_long" not in line and "header" in line and "--item-column" in line
+    (tmp_path / "na.csv").write_text("item,worker,label\n1,a,cat\n2,,dog\n")
+    line = refused(cli("aggregate", "--annotations", "na.csv", "--out", "l.csv", cwd=tmp_path))
+    assert "dropna" not in line and "line 3" in line and "row 1" not in line
+    (tmp_path / "feat.csv").write_text("item,f1\n1,0.1\n2,0.2\n")
+    (tmp_path / "extra.csv").write_text("item,worker,label\n1,a,cat\n3,a,dog\n")
+    line = refused(cli("fit", "--annotations", "extra.csv", "--features", "feat.csv", "--out", "o", "--epochs", "1", "--quiet", "--device", "cpu", cwd=tmp_path))
+    assert "`items`" not in line and "--features" in line and "'3'" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_library_messages_keep_naming_the_python_api() -> None:
+    with pytest.raises(AnnotationError, match=r"from_long\(df, item="):
+        Annotations.from_long(pd.DataFrame({"Item": [1], "Worker": ["a"], "Label": ["cat"]}))
+    with pytest.raises(AnnotationError, match=r"df\.dropna\(\)"):
+        Annotations.from_long(pd.DataFrame({"item": [1, 2], "worker": ["a", None], "label": ["cat", "dog"]}))
+    with pytest.raises(AnnotationError, match="Add those ids to `items`"):
+        Annotations.from_long(pd.DataFrame({"item": [1, 3], "worker": ["a", "a"], "label": ["cat", "dog"]}), items=[1, 2])
+    for message in ("missing column(s) ['item']; found columns ['Item']. Accepted names: item (or crowd-kit's task), worker, label; "
+                    "name other columns with from_long(df, item=..., worker=..., label=...).",
+                    "missing values (NaN/None) in column(s) ['worker'] in 1 row: row 1 (item='2', worker=nan, label='dog'). Drop those "
+                    "rows (df.dropna()) or fill them in; a missing label is expressed by leaving the row out.",
+                    "annotations for items that have no features (item ids not in `items`) in 1 row: row 1 (item='3'). Add those ids to "
+                    "`items` or drop the rows."):
+        out = cli_message(message)
+        assert "from_long" not in out and "dropna" not in out and "`items`" not in out, out
+
+
+# ----------------------------------------------------------------------------- Unicode spellings
+
+
+def test_nfc_and_nfd_spellings_of_an_id_are_one_id(tmp_path: Path) -> None:
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    assert nfc != nfd
+    df, _ = frame_of(tmp_path, f"item,worker,label\n{nfc},a,{nfd}\n{nfd},{nfd},{nfc}\n")
+    assert set(df["item"]) == {nfc} and set(df["worker"]) == {"a", nfc} and set(df["label"]) == {nfc}
+    a = Annotations.from_long(df)
+    assert a.n_items == 1 and a.n_classes == 1
+    df, _ = frame_of(tmp_path, f"item,{nfc},{nfd}\nx,cat,dog\n")  # worker names of a wide table are ids too
+    assert set(df["worker"]) == {nfc}
+    (tmp_path / "a.csv").write_text(f"item,worker,label\n{nfc},a,cat\n{nfd},b,dog\n")
+    assert Annotations.read(tmp_path / "a.csv").n_items == 1
