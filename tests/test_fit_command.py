@@ -661,3 +661,20 @@ def test_a_resumed_fit_keeps_kd_crowds_part_of_the_recipe_its_run_started_with(o
     assert r.exit_code == 0, r.output
     options = json.loads((out / "metrics.json").read_text())["config"]["options"]
     assert {k: options[k] for k in shared} == trained
+
+
+def test_resume_of_a_folder_without_a_fit_record_is_one_clear_error(tmp_path: Path) -> None:
+    """--resume OUT whose run.json is damaged or not a fit's, and a new fit into the
+    checkpoints of `kdcrowd run --resume`, are one error (exit 2) that says what to do: they
+    were a traceback, and advice to resume a folder that --resume then refused."""
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    for text in ("{not json", '{"command": "kdcrowd fit"}', "[1, 2]"):
+        (out / "run.json").write_text(text)
+        r = runner.invoke(app, ["fit", "--resume", str(out)])
+        msg = " ".join(r.output.split())
+        assert r.exit_code == 2 and "run.json is not the record of a kdcrowd fit" in msg and "Traceback" not in r.output, r.output
+    (out / "run.json").unlink()
+    prob = make_problem(tmp_path / "data", seed=1)
+    code, msg = _fit("--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(out))
+    assert code == 2 and "holds checkpoints of another command" in msg and "--resume" not in msg.split("(no run.json")[0], msg

@@ -639,7 +639,7 @@ def fit(
             _fail(f"{resume} holds no run to resume (no {RUN_FILE}); start one with `kdcrowd fit ... --out {resume}`")
         if (resume / "report.html").exists() and not (resume / CHECKPOINTS).exists():
             _fail(f"the run in {resume} has finished (report.html is there); there is nothing to resume")
-        saved = json.loads(run_file.read_text())["settings"]
+        saved = _read_run_file(resume)["settings"]
         params.update(_fit_paths(saved))
         params["out"] = resume
         console.print(f"resuming the run in {escape(str(resume))}", soft_wrap=True)
@@ -650,8 +650,22 @@ def fit(
         _fail(f"--out {out} is a file, not a folder; give a folder (it is created if missing)")
     _fail_if_in_use(out, "--out")
     if (out / CHECKPOINTS).exists():
-        _fail(f"{out} holds an interrupted run; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
+        if (out / RUN_FILE).exists():
+            _fail(f"{out} holds an interrupted run; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
+        _fail(f"{out} holds checkpoints of another command (no {RUN_FILE}: e.g. `kdcrowd run --resume`); choose another --out (or delete {out / CHECKPOINTS})")
     return _fit_and_release(params, resume=False)
+
+
+def _read_run_file(out: Path) -> dict[str, Any]:
+    """``OUT/run.json`` of an interrupted fit (its ``settings`` and recorded choices); a
+    file that is not one is one error naming ``--resume``."""
+    try:
+        run = json.loads((out / RUN_FILE).read_text())
+        if not isinstance(run, dict) or not isinstance(run.get("settings"), dict):
+            raise ValueError("it has no 'settings' object")
+    except (OSError, ValueError) as e:  # (json's decode error is a ValueError)
+        _fail(f"--resume {out}: {out / RUN_FILE} is not the record of a kdcrowd fit ({e}); start afresh with another --out")
+    return run
 
 
 def _command_start(started: float) -> float:
@@ -725,7 +739,7 @@ def _recorded_choices(out: Path, resume: bool) -> dict[str, Any]:
 
     if not resume:
         return {"frozen_feature_norm": FROZEN_FEATURE_NORM, "frozen_feature_kd": dict(FROZEN_FEATURE_KD)}
-    run = json.loads((out / RUN_FILE).read_text())
+    run = _read_run_file(out)
     return {k: run.get(k, before) for k, before in _RECORDED_BEFORE.items()}
 
 
@@ -940,7 +954,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
                 previous.mkdir(exist_ok=True)
                 (out / name).replace(previous / name)
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v.absolute()) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")},  # absolute: --resume from any folder
-                                    **recorded})
+                                    **recorded}, durable=True)  # as durable as the checkpoints it lets --resume continue
     clf = CrowdFit(  # the estimator's engine without scikit-learn: the inputs are checked above
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",
