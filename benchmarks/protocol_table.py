@@ -8,6 +8,9 @@ epoch and at the best validation epoch as mean ± standard deviation over the se
 of best epochs, and the mean paired gain over majority vote (``--baseline``: its run of the same
 seed); rows by mean last-epoch accuracy, highest first. Then, for every KD-Crowd label, its gain
 over its teacher's run of the same seed, per seed, and over the teacher's best-validation epoch.
+With ``--validation``, per label also its last-epoch validation accuracy and the paired
+difference from the baseline's, on validation and on test: what a choice between two variants
+is made on (validation) beside what it gives (test).
 
 Rounding: one decimal, half up, of the exact decimal value. Test accuracies are counts over the
 test set (multiples of 1/4000 on the CIFAR-10N split), so a gain such as 5.25 points is exact and
@@ -97,10 +100,34 @@ def kd_lines(merged: dict[str, Any]) -> list[str]:
     return out
 
 
+def validation_lines(merged: dict[str, Any], baseline: str) -> list[str]:
+    """Per label other than ``baseline``: its mean last-epoch validation accuracy, and its
+    paired differences from ``baseline``'s run of the same seed on validation and on test
+    (mean ± std, and on how many seeds it is higher, equal)."""
+    by = by_label(merged["runs"])
+    base = by.get(baseline, {})
+    out = []
+
+    def diffs(xs: list[Decimal]) -> str:
+        spread = f" ± {r1(statistics.stdev(float(x) for x in xs))}" if len(xs) > 1 else ""
+        return f"{r1(sum(xs) / len(xs), sign=True)}{spread} (higher on {sum(x > 0 for x in xs)}, equal on {sum(x == 0 for x in xs)} of {len(xs)})"
+
+    for label, runs in by.items():
+        seeds = [s for s in sorted(runs) if s in base and label != baseline and runs[s].get("val_last") is not None and base[s].get("val_last") is not None]
+        if not seeds:
+            continue
+        val = [pct(runs[s]["val_last"]) for s in seeds]
+        dv = [pct(runs[s]["val_last"]) - pct(base[s]["val_last"]) for s in seeds]
+        dt = [pct(runs[s]["test_accuracy"]) - pct(base[s]["test_accuracy"]) for s in seeds]
+        out.append(f"{label}, seeds {seed_range(seeds)}: validation {mean_std(val)}; minus {baseline}: validation {diffs(dv)}, test {diffs(dt)}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("merged", type=Path, help="a file written by protocol.py --merge (or a protocol.py --out file)")
     ap.add_argument("--baseline", default="mv", help="the label each row's paired gain is over (default: mv)")
+    ap.add_argument("--validation", action="store_true", help="also each label's last-epoch validation accuracy and its paired differences from --baseline")
     args = ap.parse_args(argv)
     merged = json.loads(args.merged.read_text())
     print("| method | seeds | test, last epoch | test, best validation epoch | best epoch | gain over " + args.baseline + ", last epoch (same seeds) |")
@@ -109,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     if kd := kd_lines(merged):
         print()
         print(*kd, sep="\n")
+    if args.validation and (val := validation_lines(merged, args.baseline)):
+        print()
+        print(*val, sep="\n")
 
 
 if __name__ == "__main__":

@@ -49,3 +49,16 @@ def test_main_prints_the_table(tmp_path: Path, capsys) -> None:
     protocol_table.main([str(f)])
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("| method | seeds |") and "| crowdlayer-vw | 0–1 |" in out and "1 of 2" in out
+
+
+def test_validation_lines_pair_each_label_with_the_baseline() -> None:
+    """--validation: a variant's last-epoch validation accuracy and its paired differences
+    from the baseline on validation and on test, exact half-up (0.8505 − 0.8480 = +0.25 → +0.3)."""
+    merged = {"runs": [
+        {**run("kd", 0, 0.8800, 0.88, 10), "val_last": 0.8480}, {**run("kd", 1, 0.8900, 0.89, 10), "val_last": 0.8600},
+        {**run("kd mixup", 0, 0.8790, 0.88, 10), "val_last": 0.8505}, {**run("kd mixup", 1, 0.8900, 0.89, 10), "val_last": 0.8640},
+        {**run("other", 3, 0.5, 0.5, 1), "val_last": 0.5},  # no seed in common with the baseline: no line
+    ]}
+    (line,) = protocol_table.validation_lines(merged, "kd")
+    assert line == ("kd mixup, seeds 0–1: validation 85.7 ± 1.0; minus kd: validation +0.3 ± 0.1 (higher on 2, equal on 0 of 2), "
+                    "test −0.1 ± 0.1 (higher on 0, equal on 1 of 2)")
