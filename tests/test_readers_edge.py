@@ -4,7 +4,6 @@ clear error (on the command line: one ``error:`` line naming what to change, exi
 from __future__ import annotations
 
 import gzip
-import unicodedata
 from pathlib import Path
 
 import pandas as pd
@@ -159,16 +158,3 @@ def test_library_messages_keep_naming_the_python_api() -> None:
 
 
 # ----------------------------------------------------------------------------- Unicode spellings
-
-
-def test_nfc_and_nfd_spellings_of_an_id_are_one_id(tmp_path: Path) -> None:
-    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
-    assert nfc != nfd
-    df, _ = frame_of(tmp_path, f"item,worker,label\n{nfc},a,{nfd}\n{nfd},{nfd},{nfc}\n")
-    assert set(df["item"]) == {nfc} and set(df["worker"]) == {"a", nfc} and set(df["label"]) == {nfc}
-    a = Annotations.from_long(df)
-    assert a.n_items == 1 and a.n_classes == 1
-    df, _ = frame_of(tmp_path, f"item,{nfc},{nfd}\nx,cat,dog\n")  # worker names of a wide table are ids too
-    assert set(df["worker"]) == {nfc}
-    (tmp_path / "a.csv").write_text(f"item,worker,label\n{nfc},a,cat\n{nfd},b,dog\n")
-    assert Annotations.read(tmp_path / "a.csv").n_items == 1

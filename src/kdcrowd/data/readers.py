@@ -21,7 +21,6 @@ import gzip
 import json
 import os
 import re
-import unicodedata
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -77,11 +76,10 @@ _NA_WORDS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan
 
 
 def _ids_from_text(series: pd.Series) -> pd.Series:
-    """Ids read as text, surrounding spaces removed and in Unicode NFC (an id of only
-    spaces is missing): int64 when every one is a canonical integer (``"17"``, not
+    """Ids read as text, surrounding spaces removed (an id of only spaces is missing): int64 when every one is a canonical integer (``"17"``, not
     ``"0017"``, ``"1e5"`` or ``"17.0"``) that fits int64, otherwise the text itself - the
     same rule as answers.json keys."""
-    text = _blank_missing(series.str.strip().str.normalize("NFC"))
+    text = _blank_missing(series.str.strip())
     if text.isna().any() or text.empty:
         return text  # from_long reports the missing ids
     ids = _numeric_keys(text.tolist())
@@ -300,9 +298,9 @@ def _text_of(v: Any) -> Any:
 
 
 def _as_text(s: pd.Series) -> pd.Series:
-    """Values as ``str`` with surrounding spaces removed, in Unicode NFC (missing values
-    stay missing): ``café`` typed with one accented letter or with ``e`` and a combining
-    accent is one text.
+    """Values as ``str`` with surrounding spaces removed (missing values stay missing). The
+    spelling is kept, Unicode form included: files are matched with crowd labels in NFC
+    (:func:`kdcrowd.data.items._text_id`), and what is written reads back the same.
 
     A whole-number float is written without its ``.0`` (a Parquet id or label column that
     holds ``17.0`` because of a missing value elsewhere means ``"17"``, not ``"17.0"``).
@@ -322,7 +320,6 @@ def _as_text(s: pd.Series) -> pd.Series:
         text = np.array([_text_of(v).strip() for v in values.tolist()], dtype=object)
     else:
         text = values.astype(str).str.strip().to_numpy(dtype=object)
-    text = np.array([unicodedata.normalize("NFC", t) for t in text], dtype=object)  # once per distinct value
     out = np.empty(len(s), dtype=object)
     out[given] = text[codes[given]]
     if not given.all():
@@ -388,8 +385,7 @@ def _has_integer_codes(text: pd.Series) -> bool:
 
 
 def _labels_from_text(labels: pd.Series) -> pd.Series:
-    """Labels read as text (only an empty field missing): surrounding spaces removed, in
-    Unicode NFC; numbers
+    """Labels read as text (only an empty field missing): surrounding spaces removed; numbers
     when every label is a number (as pandas would have typed the column), where pandas'
     missing-value words (``NA``, ``null``, ...) are missing; otherwise class names, where
     ``NA``, ``None`` or ``null`` is a class like any other. Codes written as integers that
@@ -397,7 +393,7 @@ def _labels_from_text(labels: pd.Series) -> pd.Series:
     ``02`` are two classes, not the class indices 1 and 2 beside an unused class 0."""
     stripped = labels.astype(object).where(labels.notna(), None)
     if stripped.notna().any():
-        stripped = stripped.str.strip().str.normalize("NFC")
+        stripped = stripped.str.strip()
     stripped = stripped.where(stripped.notna() & stripped.ne(""), None)  # a field of spaces is empty
     na_words = set(_NA_WORDS)
     present = stripped.dropna()
@@ -456,8 +452,8 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
     ``worker`` or ``label``: one row per item, named by an ``item``/``task`` column, a
     column named like ids or without a header (:func:`_wide_id_column`), or else by its row
     number, one column per worker; see :func:`_wide_to_long`), but keeps
-    the ``item``/``task`` and ``worker`` columns as the text written in the file (in
-    Unicode NFC; an id of only spaces is missing), so that
+    the ``item``/``task`` and ``worker`` columns as the text written in the file (an id of
+    only spaces is missing), so that
     ``"0017"`` matches an image ``0017.png``. Pass the result to
     ``Annotations.from_long(df, items=ids)``, which validates it. For answers.json and wide
     tables ``df.attrs["items"]`` lists every item of the file, those nobody labelled too;
@@ -526,7 +522,7 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
     if "label" in df.columns and not isinstance(df["label"], pd.DataFrame) and df["label"].dtype == object:
         lab = df["label"]
         if pd.api.types.infer_dtype(lab, skipna=True) in ("string", "mixed", "mixed-integer"):  # (kinds .str takes)
-            stripped = lab.str.strip().str.normalize("NFC")  # NaN for values that are not text: those stay as they are
+            stripped = lab.str.strip()  # NaN for values that are not text: those stay as they are
             strip = stripped.notna().to_numpy()
             if strip.any():
                 lab = lab.where(~strip, stripped)
@@ -560,8 +556,8 @@ class FileLines:
 
 
 def _id_text(ids: pd.Series) -> pd.Series:
-    """Item or worker ids as the command line reads them: text without surrounding spaces,
-    in Unicode NFC (:func:`_as_text`); an id of only spaces is missing."""
+    """Item or worker ids as the command line reads them: text without surrounding spaces
+    (:func:`_as_text`); an id of only spaces is missing."""
     return _blank_missing(_as_text(ids))
 
 
