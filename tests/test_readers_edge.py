@@ -158,3 +158,26 @@ def test_library_messages_keep_naming_the_python_api() -> None:
 
 
 # ----------------------------------------------------------------------------- Unicode spellings
+
+
+def test_ids_written_in_two_unicode_forms_are_kept_apart_with_a_warning(tmp_path: Path) -> None:
+    """café composed and decomposed are two ids (an id keeps its spelling, so a file reads
+    back as it was written), and the reader says so: they look alike."""
+    import unicodedata
+    import warnings
+
+    from kdcrowd.data.readers import InputWarning, read_annotation_frame
+
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    (tmp_path / "a.csv").write_text(f"item,worker,label\n{nfc},a,cat\n{nfd},b,dog\nplain,a,cat\n", encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = read_annotation_frame(tmp_path / "a.csv")
+    assert set(df["item"]) == {nfc, nfd, "plain"}
+    msgs = [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
+    assert any("1 id of column 'item' written in two Unicode forms" in m and ascii(nfd) in m for m in msgs), msgs
+    (tmp_path / "b.csv").write_text(f"item,worker,label\n{nfc},a,cat\nx,b,dog\n", encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read_annotation_frame(tmp_path / "b.csv")
+    assert not [w for w in caught if "Unicode forms" in str(w.message)]

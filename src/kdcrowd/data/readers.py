@@ -519,6 +519,7 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
     for col in ("item", "task", "worker"):
         if col in df.columns and not isinstance(df[col], pd.DataFrame):
             df[col] = _id_text(df[col])
+            _note_unicode_twins(df[col], col, path)
     if "label" in df.columns and not isinstance(df["label"], pd.DataFrame) and df["label"].dtype == object:
         lab = df["label"]
         if pd.api.types.infer_dtype(lab, skipna=True) in ("string", "mixed", "mixed-integer"):  # (kinds .str takes)
@@ -553,6 +554,23 @@ class FileLines:
         dropped, added or reordered: its index is no longer 0..n-1 of the same length)."""
         fresh = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1
         return self.lines if fresh and len(df) == len(self.lines) else None
+
+
+def _note_unicode_twins(ids: pd.Series, column: str, path: Path) -> None:
+    """An :class:`InputWarning` where two ids of ``column`` differ only by their Unicode form
+    (``café`` composed and decomposed): they look alike but stay two ids, since an id keeps
+    its spelling (what is written reads back the same)."""
+    import unicodedata
+
+    distinct = [v for v in pd.unique(ids.dropna()) if isinstance(v, str) and not v.isascii()]  # ASCII has one form
+    groups: dict[str, list[str]] = {}
+    for v in distinct:
+        groups.setdefault(unicodedata.normalize("NFC", v), []).append(v)
+    twins = [g for g in groups.values() if len(g) > 1]
+    if twins:
+        shown = "; ".join(" and ".join(ascii(v) for v in g) for g in twins[:_SHOW])
+        _warn(f"annotation file {path}: {_plural(len(twins), 'id')} of column {column!r} written in two Unicode forms (composed and decomposed), "
+              f"which look alike but are kept apart: {shown}; write each id one way")
 
 
 def _id_text(ids: pd.Series) -> pd.Series:
