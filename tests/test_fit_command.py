@@ -679,3 +679,24 @@ def test_resume_of_a_folder_without_a_fit_record_is_one_clear_error(tmp_path: Pa
     prob = make_problem(tmp_path / "data", seed=1)
     code, msg = _fit("--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(out))
     assert code == 2 and "holds checkpoints of another command" in msg and "--resume" not in msg.split("(no run.json")[0], msg
+
+
+def test_feature_ids_in_another_unicode_form_find_their_crowd_labels(tmp_path: Path) -> None:
+    """A features file naming an item café decomposed (as macOS stores names) and crowd
+    labels typing it composed: fit matches them, as it matches image files, and writes the
+    labels' spelling (the ids were 'not among the known items' before)."""
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    rng = np.random.default_rng(0)
+    ids = [nfd] + [f"i{k}" for k in range(39)]
+    y = rng.integers(0, 2, 40)
+    X = rng.normal(size=(40, 3)) + y[:, None]
+    pd.DataFrame({"item": ids, **{f"f{j}": X[:, j] for j in range(3)}}).to_csv(tmp_path / "X.csv", index=False)
+    label_ids = [nfc] + ids[1:]
+    rows = [(i, f"w{w}", int(y[k]) if rng.random() < 0.8 else int(1 - y[k])) for k, i in enumerate(label_ids) for w in range(3)]
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(tmp_path / "a.csv", index=False)
+    code, msg = _fit("--annotations", str(tmp_path / "a.csv"), "--features", str(tmp_path / "X.csv"), "--out", str(tmp_path / "out"), "--method", "mv")
+    assert code == 0, msg
+    labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"item": str})
+    assert nfc in set(labels["item"]) and nfd not in set(labels["item"])

@@ -772,7 +772,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     from .cli_checks import check_training_settings
     from .data.annotations import AnnotationError, Annotations
     from .data.gold import gold_values
-    from .data.items import _as_text, align_feature_columns, read_item_labels
+    from .data.items import _as_text, align_feature_columns, read_item_labels, respell_ids
     from .crowdfit import MIN_IMAGE_SIDE, CrowdFit
     from .doors import apply_head_recipe
     from .outdir import check_out_dir, prepare_out_dir
@@ -869,6 +869,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             ids, load, described, files, columns, featurizer = _load_texts(texts, p.get("text_column") or "text", p.get("item_column"))
         else:
             ids, load, described, files, columns = _load_items(features, images, p["item_ids"], side, p["image_ids"], wanted)
+        ids = respell_ids(ids, wanted)  # an id stored in another Unicode form finds its crowd labels (images: done by their matching)
         try:
             ann = Annotations.from_long(frame, items=ids, classes=class_list, duplicates=duplicates)
         except AnnotationError as e:

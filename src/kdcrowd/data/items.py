@@ -366,6 +366,20 @@ def read_image_folder(directory: str | os.PathLike[str], size: int = 32, style: 
     return ids, load_images(files, size)
 
 
+def respell_ids(ids: Sequence[Any], wanted: Sequence[Any]) -> np.ndarray:
+    """``ids`` (of files, feature rows or texts) with each text id that matches a ``wanted``
+    id (the crowd labels') but for its Unicode form spelled as the wanted one: a name stored
+    decomposed, as macOS does, finds the labels typed composed. Two ids that would then be
+    the same keep their own spellings. ``ids`` itself when no id changes (ASCII ids have
+    one form)."""
+    spelled = {_text_id(w): w for w in pd.unique(pd.Series([str(v) for v in wanted], dtype=object)) if not w.isascii()}
+    if not spelled:
+        return ids  # type: ignore[return-value]
+    ids = np.asarray(ids, dtype=object)
+    respelled = np.array([spelled.get(_text_id(i), i) if isinstance(i, str) else i for i in ids.tolist()], dtype=object)
+    return np.where(pd.Series(respelled).duplicated(keep=False).to_numpy(), ids, respelled)
+
+
 def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wanted: Sequence[Any]) -> tuple[str, np.ndarray]:
     """The id style of :func:`image_item_ids` under which the images cover the ids ``wanted``.
 
@@ -376,13 +390,7 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     matches the most (``stem`` on a tie), so that the caller's error names the ids that
     are still missing.
     """
-    wanted_text = pd.unique(pd.Series([str(v) for v in wanted], dtype=object))
-    spelled = {_text_id(w): w for w in wanted_text}  # a file whose name matches a wanted id but for its Unicode form takes the id's spelling
-
-    def respell(i: str) -> str:
-        return spelled.get(_text_id(i), i)
-
-    want = pd.Index(wanted_text)
+    want = pd.Index(pd.unique(pd.Series([str(v) for v in wanted], dtype=object)))
     best: tuple[int, str, np.ndarray] | None = None
     clash: dict[str, str] = {}
     for style in ID_STYLES:
@@ -391,9 +399,7 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
         except ValueError as e:
             clash[style] = str(e)
             continue
-        respelled = np.array([respell(i) for i in ids], dtype=object)
-        # two files whose names differ only by their Unicode form keep their own spellings (unique)
-        ids = np.where(pd.Series(respelled).duplicated(keep=False).to_numpy(), ids, respelled)
+        ids = respell_ids(ids, wanted)
         hits = int(want.isin(ids).sum())
         if hits == len(want):
             return style, ids
@@ -402,7 +408,8 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     if best is None:  # every style clashes: let image_item_ids raise its error
         image_item_ids(files, directory, "stem")
     assert best is not None
-    shared = pd.Series([respell(Path(f).stem.strip()) for f in files]).value_counts()  # the stem style's ids, which may repeat
+    spelled = {_text_id(w): w for w in want}  # the stem style's ids as the labels spell them, which may repeat
+    shared = pd.Series([spelled.get(_text_id(s), s) for s in (Path(f).stem.strip() for f in files)]).value_counts()
     if "stem" in clash and want.isin(shared.index[shared > 1]).any():  # the labels name images by a stem several files share (a.png, a.jpg)
         raise ValueError(f"{clash['stem']}: the crowd labels name images by a name that several files share without their extension, so no id style matches them all; keep one file per image (e.g. remove the duplicate a.png beside a.jpg), or write the file names with their extension (a.png) in the crowd labels")
     return best[1], best[2]
