@@ -189,10 +189,12 @@ class CrowdFit:
         return normalise_features(X, inputs.get("norm", "none")) if inputs.get("kind") == "image-features" else X
 
     def _annotations(self, n: int, annotations: Any, item_ids: Any) -> Any:
-        from .data.annotations import _DUPLICATE_POLICIES, Annotations
+        from .data.annotations import AnnotationError, Annotations, check_duplicates_policy
 
-        if self.duplicates not in _DUPLICATE_POLICIES:  # checked whatever form the annotations take (a wide matrix has no repeats to apply it to)
-            raise ConfigError(f"duplicates={self.duplicates!r} is not a policy; use one of {', '.join(_DUPLICATE_POLICIES)}")
+        try:  # whatever form the annotations take (a wide matrix has no repeats to apply it to)
+            check_duplicates_policy(self.duplicates)
+        except AnnotationError as e:
+            raise ConfigError(str(e)) from None
 
         # a list stays a list: np.asarray would turn python ints beyond int64 into floats
         items = np.arange(n) if item_ids is None else (item_ids if isinstance(item_ids, (list, tuple)) else np.asarray(item_ids))

@@ -201,22 +201,6 @@ def door_defaults() -> dict[str, Any]:
     return {o.name: o.default for o in door_options()}
 
 
-def _check_backbone_name(backbone: str) -> None:
-    """A ``backbone`` the run can build: ``auto``, a name of
-    :data:`~kdcrowd.models.backbones.BACKBONES` or a pretrained network's."""
-    from .models.backbones import BACKBONES
-    from .models.pretrained import EFFICIENTNET_LITES, is_pretrained_name
-
-    if backbone == "auto" or backbone in BACKBONES or is_pretrained_name(backbone):
-        return
-    from .config import closest
-
-    names = sorted(BACKBONES) + ["auto", *EFFICIENTNET_LITES]
-    near = closest(str(backbone), names)
-    raise ConfigError(f"{_name('backbone')}: unknown backbone {backbone!r}; " + (f"did you mean {near!r}? " if near else "")
-                      + f"choose one of {', '.join(names)}, torchvision:NAME or timm:NAME")
-
-
 def settings_from_options(values: dict[str, Any], seed: int, progress: bool, frozen_features: bool = False, **train_extra: Any) -> tuple[str, str, TrainConfig, dict[str, Any]]:
     """``(method, backbone, TrainConfig, run options)`` from a door's option values
     (names of :func:`door_options`; missing ones take their defaults; ``head_recipe``
@@ -245,7 +229,12 @@ def settings_from_options(values: dict[str, Any], seed: int, progress: bool, fro
 
         near = closest(str(method), methods)
         raise ConfigError(f"{_name('method')}: unknown method {method!r}; " + (f"did you mean {near!r}? " if near else "") + f"choose one of {', '.join(methods)}")
-    _check_backbone_name(backbone)
+    from .models.backbones import check_backbone_name
+
+    try:
+        check_backbone_name(backbone)
+    except ValueError as e:
+        raise ConfigError(f"{_name('backbone')}: {e}") from None
     train = TrainConfig(**{o.name: v[o.name] for o in opts if o.group == "train"}, seed=seed, progress=progress, **train_extra)
     kd = {o.name: v[o.name] for o in opts if o.group == "kdcrowd"}
     if method == "kdcrowd":

@@ -82,6 +82,13 @@ _ROW = re.compile(r"\brow ([0-9]+) \(")
 # ----------------------------------------------------------------------------- helpers
 
 
+def check_duplicates_policy(duplicates: str) -> None:
+    """Raise :class:`AnnotationError` unless ``duplicates`` is one of the policies for
+    repeated (item, worker) pairs: error, first, last or keep."""
+    if duplicates not in _DUPLICATE_POLICIES:
+        raise AnnotationError(f"duplicates={duplicates!r} is not a policy; use one of {_DUPLICATE_POLICIES}.")
+
+
 def _as_int64(arr: np.ndarray) -> np.ndarray:
     """Integer ids as int64 when every value fits; uint64 values above ``2**63 - 1`` would
     wrap around to negative numbers, so such an array stays uint64."""
@@ -510,10 +517,7 @@ class Annotations:
     def _from_long_table(cls, df: Any, item: str, worker: str, label: str, classes: Sequence[Any] | None,
                          items: Sequence[Any] | None, duplicates: str, workers: Sequence[Any] | None) -> "Annotations":
         """:meth:`from_long`, its errors naming rows by their 0-based positions."""
-        if duplicates not in _DUPLICATE_POLICIES:
-            raise AnnotationError(
-                f"duplicates={duplicates!r} is not a policy; use one of {_DUPLICATE_POLICIES}."
-            )
+        check_duplicates_policy(duplicates)
         if not isinstance(df, pd.DataFrame):
             try:
                 df = pd.DataFrame(df)

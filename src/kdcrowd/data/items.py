@@ -366,13 +366,18 @@ def read_image_folder(directory: str | os.PathLike[str], size: int = 32, style: 
     return ids, load_images(files, size)
 
 
+def _spellings(wanted: Sequence[Any]) -> dict[str, str]:
+    """``{composed form: spelling}`` of the non-ASCII ``wanted`` ids as text (ASCII has one form)."""
+    return {_text_id(w): w for w in pd.unique(pd.Series([str(v) for v in wanted], dtype=object)) if not w.isascii()}
+
+
 def respell_ids(ids: Sequence[Any], wanted: Sequence[Any]) -> np.ndarray:
     """``ids`` (of files, feature rows or texts) with each text id that matches a ``wanted``
     id (the crowd labels') but for its Unicode form spelled as the wanted one: a name stored
     decomposed, as macOS does, finds the labels typed composed. Two ids that would then be
     the same keep their own spellings. ``ids`` itself when no id changes (ASCII ids have
     one form)."""
-    spelled = {_text_id(w): w for w in pd.unique(pd.Series([str(v) for v in wanted], dtype=object)) if not w.isascii()}
+    spelled = _spellings(wanted)
     if not spelled:
         return ids  # type: ignore[return-value]
     ids = np.asarray(ids, dtype=object)
@@ -408,7 +413,7 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
     if best is None:  # every style clashes: let image_item_ids raise its error
         image_item_ids(files, directory, "stem")
     assert best is not None
-    spelled = {_text_id(w): w for w in want}  # the stem style's ids as the labels spell them, which may repeat
+    spelled = _spellings(want)  # the stem style's ids as the labels spell them, which may repeat
     shared = pd.Series([spelled.get(_text_id(s), s) for s in (Path(f).stem.strip() for f in files)]).value_counts()
     if "stem" in clash and want.isin(shared.index[shared > 1]).any():  # the labels name images by a stem several files share (a.png, a.jpg)
         raise ValueError(f"{clash['stem']}: the crowd labels name images by a name that several files share without their extension, so no id style matches them all; keep one file per image (e.g. remove the duplicate a.png beside a.jpg), or write the file names with their extension (a.png) in the crowd labels")

@@ -173,8 +173,7 @@ def _objects(value: Any, what: str, where: str) -> list[Mapping]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
-        raise _fail(f"{where}: {what} is not a list of objects (got {_shape(value)}); the file is not laid out as this platform "
-                    "exports it. Check the file, or pass --format with the platform that wrote it.")
+        raise _malformed(where, what, "a list of objects", value)
     return value
 
 
@@ -183,8 +182,7 @@ def _object(value: Any, what: str, where: str) -> Mapping:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise _fail(f"{where}: {what} is not an object (got {_shape(value)}); the file is not laid out as this platform "
-                    "exports it. Check the file, or pass --format with the platform that wrote it.")
+        raise _malformed(where, what, "an object", value)
     return value
 
 
@@ -193,14 +191,17 @@ def _values(value: Any, what: str, where: str) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _fail(f"{where}: {what} is not a list (got {_shape(value)}); the file is not laid out as this platform "
-                    "exports it. Check the file, or pass --format with the platform that wrote it.")
+        raise _malformed(where, what, "a list", value)
     return value
 
 
-def _shape(value: Any) -> str:
+def _malformed(where: str, what: str, wanted: str, value: Any) -> AnnotationError:
+    """The error of :func:`_objects`, :func:`_object` and :func:`_values`: ``what`` is not
+    ``wanted``, shown with the start of what it is."""
     text = repr(value)
-    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+    got = f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+    return _fail(f"{where}: {what} is not {wanted} (got {got}); the file is not laid out as this platform "
+                 "exports it. Check the file, or pass --format with the platform that wrote it.")
 
 
 def _names(values: Iterable[Any]) -> str:

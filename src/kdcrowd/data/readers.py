@@ -76,9 +76,10 @@ _NA_WORDS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan
 
 
 def _ids_from_text(series: pd.Series) -> pd.Series:
-    """Ids read as text, surrounding spaces removed (an id of only spaces is missing): int64 when every one is a canonical integer (``"17"``, not
-    ``"0017"``, ``"1e5"`` or ``"17.0"``) that fits int64, otherwise the text itself - the
-    same rule as answers.json keys."""
+    """Ids read as text, surrounding spaces removed (an id of only spaces is missing): int64
+    when every one is a canonical integer (``"17"``, not ``"0017"``, ``"1e5"`` or
+    ``"17.0"``) that fits int64, otherwise the text itself - the same rule as answers.json
+    keys."""
     text = _blank_missing(series.str.strip())
     if text.isna().any() or text.empty:
         return text  # from_long reports the missing ids

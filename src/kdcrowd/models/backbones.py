@@ -33,10 +33,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ..config import _setting
+from ..config import _setting, closest
 
 __all__ = [
     "IMAGE_FEATURE_MODES",
+    "check_backbone_name",
     "image_feature_backbone",
     "MLP",
     "FastCNN",
@@ -410,13 +411,24 @@ def build_backbone(name: str, input_shape: Sequence[int], n_classes: int) -> nn.
     """
     if name == "auto":
         name = default_backbone(input_shape)
-    from .pretrained import EFFICIENTNET_LITES, build_pretrained_backbone, is_pretrained_name  # torchvision / timm stay unimported
+    from .pretrained import build_pretrained_backbone, is_pretrained_name  # torchvision / timm stay unimported
 
     if is_pretrained_name(name):
         return build_pretrained_backbone(name, input_shape, n_classes)
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)}, 'auto', {', '.join(map(repr, EFFICIENTNET_LITES))}, 'torchvision:NAME' or 'timm:NAME'")
+    check_backbone_name(name)
     return BACKBONES[name](input_shape, n_classes)
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a backbone :func:`build_backbone` builds:
+    ``auto``, a name of :data:`BACKBONES` or a pretrained network's (naming the closest)."""
+    from .pretrained import EFFICIENTNET_LITES, is_pretrained_name
+
+    if name == "auto" or name in BACKBONES or is_pretrained_name(name):
+        return
+    names = sorted(BACKBONES) + ["auto", *EFFICIENTNET_LITES]
+    near = closest(str(name), names)
+    raise ValueError(f"unknown backbone {name!r}; " + (f"did you mean {near!r}? " if near else "") + f"choose one of {', '.join(names)}, torchvision:NAME or timm:NAME")
 
 
 def check_backbone_input(name: str, input_shape: Sequence[int]) -> None:
