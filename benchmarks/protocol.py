@@ -140,9 +140,12 @@ def _stats(values: list[float]) -> dict[str, Any]:
 def _val_accuracies(run: dict[str, Any]) -> dict[str, float | None]:
     """The last and the best validation accuracy in a run's (or a KD-Crowd stage's)
     ``history`` (what a stage's final-predictor rule, ``final``, can be compared on without
-    reading test labels)."""
+    reading test labels). A stage without a history (KD-Crowd's ``ensemble``, which trains
+    nothing) records both itself."""
     vals = [float(h["val_accuracy"]) for h in run.get("history") or [] if h.get("val_accuracy") is not None]
-    return {"val_last": vals[-1] if vals else None, "val_best": max(vals) if vals else None}
+    if not vals:
+        return {"val_last": run.get("val_last"), "val_best": run.get("val_best")}
+    return {"val_last": vals[-1], "val_best": max(vals)}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -575,8 +575,9 @@ def run_naive_pipeline(ds: Any, epochs: int, device: torch.device, args: argpars
         metrics, _ = run_on_dataset(ds, cfg)
     finally:
         framework.fit = original
-    if len(calls) != len(metrics.get("stages", {})):  # a stage trained outside framework.fit would be timed on the fast path
-        raise RuntimeError(f"the naive loop trained {len(calls)} stage(s) ({calls}) of {sorted(metrics.get('stages', {}))}")
+    trained = sorted(k for k, v in (metrics.get("stages") or {}).items() if v.get("history"))  # not the ensemble, which trains nothing
+    if len(calls) != len(trained):  # a stage trained outside framework.fit would be timed on the fast path
+        raise RuntimeError(f"the naive loop trained {len(calls)} stage(s) ({calls}) of {trained}")
     out = _pipeline_summary(metrics, epochs)
     out["batch_size"] = args.naive_batch
     out["lr"] = args.naive_lr if args.naive_lr is not None else args.pipeline_lr

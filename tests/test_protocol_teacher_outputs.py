@@ -40,7 +40,7 @@ def test_teachers_then_kdcrowd_over_their_files_gives_the_one_call_rows(protocol
     teacher_row = next(r for r in second["runs"] if r["label"] == "annot-mix")
     assert teacher_row["from_file"] == str(teachers / "annot-mix_seed0.json")  # not trained again
     kd_row = next(r for r in second["runs"] if r["label"] == "kdcrowd(annot-mix)")
-    assert kd_row["teacher_outputs"] == str(teachers / "annot-mix_seed0.npz") and list(kd_row["stages"]) == ["teacher", "student", "stage2"]
+    assert kd_row["teacher_outputs"] == str(teachers / "annot-mix_seed0.npz") and list(kd_row["stages"]) == ["teacher", "student", "stage2", "ensemble"]
     assert _rows(call2) == _rows(one_call)  # the teacher's row and KD-Crowd's, every stage, to the bit
     assert second["summary"] == json.loads(one_call.read_text())["summary"]  # the paired gain included
     assert second["summary"]["kd_gain"]["kdcrowd(annot-mix)"]["n"] == 1

@@ -440,7 +440,8 @@ class CrowdFit:
         self.history_ = metrics["history"]
         self.metrics_ = metrics
         best = metrics.get("best_epoch")
-        agreement = next((r.get("val_accuracy") for r in metrics["history"] if r.get("epoch") == best), None)
+        # a predictor that trained no epochs of its own (KD-Crowd's ensemble) records its own
+        agreement = next((r.get("val_accuracy") for r in metrics["history"] if r.get("epoch") == best), metrics.get("val_best"))
         self.validation_ = {
             "source": source,
             "n_items": 0 if X_val is None else len(X_val),

@@ -160,18 +160,29 @@ def standard_callbacks(
 
 
 def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainConfig) -> dict[str, Any]:
-    """Accuracy (final and validation-selected), label recovery, calibration and expertise error."""
+    """Accuracy (final and validation-selected), label recovery, calibration and expertise error.
+
+    A predictor without epochs of its own (empty history: KD-Crowd's ensemble of trained
+    stages) also gets the validation accuracy of its two states, ``val_last`` (its final
+    state) and ``val_best`` (its validation-selected state), which a trained one's history
+    holds."""
     res: dict[str, Any] = {}
     module = out.module
     test = data.x_test is not None and ds.y_test is not None
+    untrained = not out.fit.history
     # the last epoch is the kept one (always so without validation data): one state, predicted once
-    same = bool(out.fit.history) and out.fit.best_epoch == len(out.fit.history)
-    if test and not same:
+    same = not untrained and out.fit.best_epoch == len(out.fit.history)
+    if (test or untrained) and not same:
         module.load_state_dict(out.fit.final_state, strict=False)
-        p = predict_proba(module, data, data.x_test, config).cpu().numpy()
-        res["test_accuracy"] = M.accuracy(p, ds.y_test)
-        res["test_ece"] = M.expected_calibration_error(p, ds.y_test)
+        if test:
+            p = predict_proba(module, data, data.x_test, config).cpu().numpy()
+            res["test_accuracy"] = M.accuracy(p, ds.y_test)
+            res["test_ece"] = M.expected_calibration_error(p, ds.y_test)
+        if untrained:
+            res["val_last"] = _float_or_none(validation_accuracy(module, data, config))
     module.load_state_dict(out.fit.best_state, strict=False)
+    if untrained:
+        res["val_best"] = _float_or_none(validation_accuracy(module, data, config))
     if test:
         p = predict_proba(module, data, data.x_test, config).cpu().numpy()
         res["test_accuracy_val_selected"] = M.accuracy(p, ds.y_test)
@@ -188,6 +199,10 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
     if out.transitions is not None and ds.annotations is not None:
         res["expertise_error"] = expertise_error_summary(out.transitions, ds)
     return res
+
+
+def _float_or_none(value: torch.Tensor | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _recorded_train_accuracy(res: FitResult) -> float | None:

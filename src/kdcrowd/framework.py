@@ -44,6 +44,7 @@ from .models import CROWD_MODELS
 from .models.backbones import build_backbone
 from .models.base import crowd_model_spec
 from .objectives import (
+    Ensemble,
     KD_LOSSES,
     CrowdObjective,
     KDStage2Objective,
@@ -134,8 +135,11 @@ class KDCrowd:
     "supervised by"; checked before any training)."""
     stages: Literal[1, 2] = 2
     """1: teacher → student; 2: and the role switch."""
-    final: Literal["best-val", "stage2", "student"] = "best-val"
-    """Final predictor: ``stage2``, ``student``, or ``best-val`` (higher validation accuracy of the two)."""
+    final: Literal["best-val", "stage2", "student", "ensemble"] = "best-val"
+    """Final predictor: ``stage2``, ``student``, ``best-val`` (higher validation accuracy of
+    the two), or ``ensemble``: the student and stage 2 averaged (the mean softmax of their
+    networks, :class:`~kdcrowd.objectives.Ensemble`; two networks predict, where the others
+    use one)."""
     backbone: str = "auto"
     """Backbone of the teacher, the student and stage 2 (:func:`~kdcrowd.models.backbones.build_backbone`)."""
 
@@ -143,8 +147,8 @@ class KDCrowd:
         check_fields(self)
         if self.stages not in (1, 2):
             raise ConfigError(f"{_name('stages')} must be 1 or 2; got {self.stages!r}")
-        if self.stages == 1 and self.final == "stage2":
-            raise ConfigError(f"{_setting('final', 'stage2')} needs {_setting('stages', 2)}: with {_setting('stages', 1)} the student is the final predictor")
+        if self.stages == 1 and self.final in ("stage2", "ensemble"):
+            raise ConfigError(f"{_setting('final', self.final)} needs {_setting('stages', 2)}: with {_setting('stages', 1)} the student is the final predictor")
         if self.stage2_init == "student" and self.stage2 != "reinit":
             raise ConfigError(f"{_setting('stage2_init', 'student')} initialises a re-initialised stage 2; it has no effect with {_setting('stage2', 'finetune')} (use {_setting('stage2', 'reinit')})")
         if isinstance(self.student, str) and self.student not in STUDENTS:
@@ -322,6 +326,12 @@ class KDCrowd:
         outs["stage2"] = MethodOutput(c_obj, c_fit, train_proba=c_proba, transitions=model.transition_matrices().detach().float().cpu().numpy())
         if ds.y_train is not None:
             outs["stage2"].extra["train_posterior_accuracy"] = M.accuracy(c_post.cpu().numpy(), ds.y_train)
+        # The student and stage 2 averaged: trains nothing; evaluated like the stages (its
+        # members' last-epoch states, then their validation-selected ones), whatever ``final``.
+        ens = Ensemble([s_obj, c_obj])
+        e_fit = FitResult(history=[], best_epoch=0, best_state=Ensemble.state([s_fit.best_state, c_fit.best_state]),
+                          final_state=Ensemble.state([s_fit.final_state, c_fit.final_state]), seconds=0.0)
+        outs["ensemble"] = MethodOutput(ens, e_fit, train_proba=predict_proba(ens, data, data.x_train, train), transitions=outs["stage2"].transitions)
         final = self.final
         if final == "best-val":
             sv, cv = best_val_accuracy(s_fit, s_obj, data, train), best_val_accuracy(c_fit, c_obj, data, train)

@@ -10,6 +10,10 @@ Each wraps a model into the loop's contract (``training_loss(x, idx, epoch)``,
 * :class:`KDStage2Objective` — KD-Crowd's stage 2: the crowd loss plus distillation
   towards the student.
 
+And :class:`Ensemble`, which trains nothing: the averaged predictions of trained ones
+(KD-Crowd's ``final="ensemble"``); :func:`predictor_networks` lists the networks whose
+averaged softmax is a trained predictor's ``predict_proba`` (what a model file keeps).
+
 Plus the builders the runners and the framework share: :func:`make_crowd_model` (a
 registered crowd model on a data set, initialised from its annotations),
 :func:`build_kd_loss`, :func:`padded_annotations`, :func:`crowd_outputs`.
@@ -42,6 +46,8 @@ __all__ = [
     "require_annotations",
     "gold_targets",
     "gold_cross_entropy",
+    "Ensemble",
+    "predictor_networks",
 ]
 
 KD_LOSSES = ("mig-kl", "mig-pearson", "mig-js", "mig-tv", "mig-rkl", "mig-hellinger", "kl", "none")
@@ -201,6 +207,47 @@ class KDStage2Objective(CrowdObjective):
         if self.kd is not None and self.lambda2 > 0:
             loss = loss + self.lambda2 * self.kd(logits.float(), self.refined[idx])
         return self._with_gold(loss, logits, idx)
+
+
+def predictor_networks(module: nn.Module) -> list[nn.Module]:
+    """The networks whose averaged softmax is ``module``'s ``predict_proba``.
+
+    An objective wraps a crowd model (``.model``), a student (``.student``) or a backbone
+    directly; a co-teaching student averages two backbones (``backbone``, ``backbone_b``);
+    an :class:`Ensemble` the networks of its members, each network once."""
+    if isinstance(module, Ensemble):
+        return [net for m in module.members for net in predictor_networks(m)]
+    inner = module
+    for attr in ("model", "student"):
+        if isinstance(getattr(inner, attr, None), nn.Module):
+            inner = getattr(inner, attr)
+            break
+    nets = [inner.backbone]
+    if isinstance(getattr(inner, "backbone_b", None), nn.Module):
+        nets.append(inner.backbone_b)
+    return nets
+
+
+class Ensemble(nn.Module):
+    """Trained predictors as one: ``predict_proba`` is the mean softmax of every network of
+    its members (:func:`predictor_networks`; a co-teaching student brings two), so that a
+    model file of it (the networks, averaged) predicts exactly the same. It trains nothing;
+    its state is its members', under ``members.<i>.``."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two predictors, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        nets = predictor_networks(self)
+        return sum(net(x).float().softmax(-1) for net in nets) / len(nets)
+
+    @staticmethod
+    def state(member_states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The ensemble's state dict from its members' (in order)."""
+        return {f"members.{i}.{k}": v for i, sd in enumerate(member_states) for k, v in sd.items()}
 
 
 def padded_annotations(ann: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,25 +40,6 @@ def prediction_config(train: Any, device: Any) -> Any:
     return TrainConfig(device=str(device), progress=False, **{k: train[k] for k in PREDICTION_SETTINGS if k in train})
 
 
-def _predictor_backbones(module: Any) -> list[Any]:
-    """The backbone(s) whose averaged softmax is the fitted module's ``predict_proba``.
-
-    Objectives wrap a crowd model (``.model``), a student (``.student``) or a backbone
-    directly; co-teaching students average two backbones (``backbone``, ``backbone_b``).
-    """
-    from torch import nn
-
-    inner = module
-    for attr in ("model", "student"):
-        if isinstance(getattr(inner, attr, None), nn.Module):
-            inner = getattr(inner, attr)
-            break
-    nets = [inner.backbone]
-    if isinstance(getattr(inner, "backbone_b", None), nn.Module):
-        nets.append(inner.backbone_b)
-    return nets
-
-
 def _py(values: Any) -> list[Any]:
     return np.asarray(values).tolist()
 
@@ -96,6 +77,8 @@ def save_model(path: str | Path, clf: Any) -> None:
     """
     import torch
 
+    from .objectives import predictor_networks
+
     cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
     prep = clf.preprocessor_
     input_shape = tuple(int(s) for s in prep.input_shape)
@@ -109,7 +92,7 @@ def save_model(path: str | Path, clf: Any) -> None:
         "predictor": {
             "backbone": backbone,
             "input_shape": input_shape,
-            "state_dicts": [cpu(net.state_dict()) for net in _predictor_backbones(clf.module_)],
+            "state_dicts": [cpu(net.state_dict()) for net in predictor_networks(clf.module_)],
             "mean": prep.mean.detach().float().cpu(),
             "std": prep.std.detach().float().cpu(),
             "is_image": bool(prep.is_image),
@@ -168,7 +151,7 @@ def _check_inputs(inputs: Any) -> Any:
 
 
 class _Averaged:
-    """``predict_proba`` = the averaged softmax of one or two backbones (co-teaching)."""
+    """``predict_proba`` = the averaged softmax of the saved networks (:func:`~kdcrowd.objectives.predictor_networks`: one, two for co-teaching, more for an ensemble)."""
 
     def __init__(self, nets: list[Any]) -> None:
         self.nets = nets
