@@ -32,6 +32,10 @@ def test_the_ensemble_averages_the_softmax_of_every_network() -> None:
     by_hand = sum(torch.softmax(n(x), -1) for n in nets) / 3  # each network once: the co-teaching student brings two
     torch.testing.assert_close(ens.predict_proba(x), by_hand)
     assert not torch.allclose(ens.predict_proba(x), (plain.predict_proba(x) + coteach.predict_proba(x)) / 2)
+    # each member predicts as it predicts (a student with its own predict_proba keeps it)
+    sharpened = SupervisedObjective(make(), torch.zeros(5, dtype=torch.long))
+    sharpened.predict_proba = lambda x: torch.softmax(3 * sharpened.backbone(x), -1)  # type: ignore[method-assign]
+    torch.testing.assert_close(Ensemble([sharpened, plain]).predict_proba(x), (sharpened.predict_proba(x) + plain.predict_proba(x)) / 2)
     # its state is its members', under members.<i>.
     state = Ensemble.state([plain.state_dict(), coteach.state_dict()])
     assert set(state) == set(ens.state_dict())

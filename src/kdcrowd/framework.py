@@ -138,8 +138,8 @@ class KDCrowd:
     final: Literal["best-val", "stage2", "student", "ensemble"] = "best-val"
     """Final predictor: ``stage2``, ``student``, ``best-val`` (higher validation accuracy of
     the two), or ``ensemble``: the student and stage 2 averaged (the mean softmax of their
-    networks, :class:`~kdcrowd.objectives.Ensemble`; two networks predict, where the others
-    use one)."""
+    networks, each network once, :class:`~kdcrowd.objectives.Ensemble`: two networks predict
+    where the others use one, three with a co-teaching student)."""
     backbone: str = "auto"
     """Backbone of the teacher, the student and stage 2 (:func:`~kdcrowd.models.backbones.build_backbone`)."""
 

@@ -230,9 +230,10 @@ def predictor_networks(module: nn.Module) -> list[nn.Module]:
 
 class Ensemble(nn.Module):
     """Trained predictors as one: ``predict_proba`` is the mean softmax of every network of
-    its members (:func:`predictor_networks`; a co-teaching student brings two), so that a
-    model file of it (the networks, averaged) predicts exactly the same. It trains nothing;
-    its state is its members', under ``members.<i>.``."""
+    its members (:func:`predictor_networks`): each member's ``predict_proba`` weighted by its
+    number of networks, so a co-teaching student (two) and a crowd model (one) weigh 2/3 and
+    1/3, and a model file of it (the networks, averaged) predicts exactly the same. It trains
+    nothing; its state is its members', under ``members.<i>.``."""
 
     def __init__(self, members: list[nn.Module]) -> None:
         super().__init__()
@@ -241,8 +242,8 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        nets = predictor_networks(self)
-        return sum(net(x).float().softmax(-1) for net in nets) / len(nets)
+        weights = [len(predictor_networks(m)) for m in self.members]
+        return sum(w * m.predict_proba(x).float() for w, m in zip(weights, self.members)) / sum(weights)
 
     @staticmethod
     def state(member_states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

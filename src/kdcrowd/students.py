@@ -134,8 +134,8 @@ class MixupStudent(Student):
     The hard labels enter as ``λ CE(f(x̃), y_i) + (1 − λ) CE(f(x̃), y_j)``, and the
     distillation term distils the mixed soft targets ``λ q_i + (1 − λ) q_j``. One ``λ ~
     Beta(α, α)`` per item, as annot-mix draws one per pair (the reference mixup draws one per
-    batch), from torch's global CPU generator and copied to the device without waiting for it,
-    so that a seed gives the same draws on every device. Predictions are of the unmixed items.
+    batch); the λ and the pairing come from torch's global CPU generator and are copied to the
+    device without waiting for it, so that a seed gives the same draws on every device. Predictions are of the unmixed items.
 
     Args:
         alpha: α of the Beta(α, α) mixing coefficients (1.0: uniform, annot-mix's default).
@@ -151,7 +151,7 @@ class MixupStudent(Student):
         self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, soft: torch.Tensor | None = None, kd: KDLoss | None = None, lambda1: float = 0.0
     ) -> torch.Tensor:
         lam = to_device(torch.distributions.Beta(self.alpha, self.alpha).sample((x.shape[0],)), x.device)
-        perm = torch.randperm(x.shape[0], device=x.device)
+        perm = to_device(torch.randperm(x.shape[0]), x.device)  # the pairs too: host draws, the same on every device
         lx = lam.to(x.dtype).view(-1, *[1] * (x.dim() - 1))
         logits = self(lx * x + (1 - lx) * x[perm]).float()
         logp = nn.functional.log_softmax(logits, -1)
