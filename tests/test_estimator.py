@@ -443,3 +443,17 @@ def test_test_time_augmentation_applies_to_every_prediction_after_the_fit(method
     del ck["trained_with"]
     torch.save(ck, tmp_path / "older.pt")
     np.testing.assert_allclose(load_predictor(tmp_path / "older.pt")(img), plain, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["mv", "ds", "mv-soft", "glad"])
+def test_rows_nobody_labelled_are_not_trained_on_as_a_class(method: str) -> None:
+    """Aggregate-then-train methods train on the labelled rows only: the aggregate of a row
+    without crowd labels is a uniform row or the class prior, not a label (trained on as
+    one, it taught the network class 0 and mislabelled the items the crowd agreed on)."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.tile([0, 1], 20), np.ones(160, int)]  # 40 labelled rows; 160 unlabelled rows, all of class 1
+    x = (rng.normal(size=(200, 2)) * 0.3 + 3.0 * y[:, None]).astype(np.float32)
+    long = pd.DataFrame([(i, w, "ab"[y[i]]) for i in range(40) for w in range(3)], columns=["item", "worker", "label"])  # three perfect workers
+    clf = KDCrowdClassifier(method=method, backbone="mlp", epochs=20, batch_size=32, lr=3e-3, device="cpu").fit(x, long)
+    assert clf.labels_[:40].tolist() == ["ab"[c] for c in y[:40]]
+    assert (clf.predict(x[40:]) == "b").mean() > 0.9

@@ -185,10 +185,10 @@ def _backbone(ds: Any, data: DeviceData, cfg: RunConfig) -> nn.Module:
     return build_backbone(cfg.backbone, data.input_shape, ds.n_classes).to(data.device)
 
 
-def _train_on_targets(ds: Any, data: DeviceData, cfg: RunConfig, targets: torch.Tensor, desc: str) -> tuple[nn.Module, FitResult]:
+def _train_on_targets(ds: Any, data: DeviceData, cfg: RunConfig, targets: torch.Tensor, desc: str, labelled: torch.Tensor | None = None) -> tuple[nn.Module, FitResult]:
     ckpt = _stage_checkpoints(cfg, ds, [cfg.method])
     with seeded(cfg.train.seed):
-        module = SupervisedObjective(_backbone(ds, data, cfg), targets, label_smoothing=cfg.train.label_smoothing).to(data.device)
+        module = SupervisedObjective(_backbone(ds, data, cfg), targets, label_smoothing=cfg.train.label_smoothing, labelled=labelled).to(data.device)
     res = fit(module, data, ckpt.train_config(cfg.method, cfg.train), _callbacks(ds, data, cfg, cfg.method), desc=desc)
     ckpt.finish(cfg.method)
     module.load_state_dict(res.best_state, strict=False)
@@ -208,11 +208,15 @@ def _aggregation_method(agg: str, soft: bool) -> Callable[[Any, DeviceData, RunC
             labels, post = aggregate(ann, method=agg, gold=getattr(ds, "gold", None), **({} if agg == "mv" else {"device": str(data.device)}))
         post_t = torch.as_tensor(np.asarray(post, dtype=np.float32), device=data.device)
         targets = post_t if soft else torch.as_tensor(np.asarray(labels), dtype=torch.long, device=data.device)
-        if not soft and (targets < 0).any():
-            # Items nobody labelled get the argmax of their (uniform) posterior, class 0;
-            # the soft variant gives them a uniform target instead.
-            targets = post_t.argmax(1)
-        module, res = _train_on_targets(ds, data, cfg, targets, f"{cfg.method}+DNN")
+        # Items nobody labelled (and no gold label names) have no target: their aggregate is
+        # a uniform row or the class prior, which would teach the network one class. They
+        # add nothing to the loss (the network still predicts them).
+        gold = getattr(ds, "gold", None)
+        has = ann.labels_per_item() > 0
+        if gold is not None:
+            has |= np.asarray(gold) >= 0
+        labelled = None if has.all() else torch.as_tensor(has, device=data.device)
+        module, res = _train_on_targets(ds, data, cfg, targets, f"{cfg.method}+DNN", labelled=labelled)
         extra: dict[str, Any] = {"aggregated_label_accuracy": M.accuracy(post_t.cpu().numpy(), ds.y_train) if ds.y_train is not None else None}
         return MethodOutput(module, res, transitions=trans, extra=extra)
 

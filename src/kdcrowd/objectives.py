@@ -70,21 +70,33 @@ class SupervisedObjective(nn.Module):
     """A backbone trained with cross-entropy on fixed targets: hard ``(N,)`` or soft ``(N, K)``.
 
     ``label_smoothing`` (:class:`~kdcrowd.training.TrainConfig`'s) applies to hard targets
-    only; soft targets are already distributions."""
+    only; soft targets are already distributions.
+
+    ``labelled``: ``(N,)`` bool, the items that have a target (crowd labels or a gold
+    label); the others add nothing to the loss, which is then the mean over the batch's
+    labelled items (0 for a batch without any). ``None``: every item has one."""
 
     targets: torch.Tensor
+    labelled: torch.Tensor | None
 
-    def __init__(self, backbone: nn.Module, targets: torch.Tensor, label_smoothing: float = 0.0) -> None:
+    def __init__(self, backbone: nn.Module, targets: torch.Tensor, label_smoothing: float = 0.0, labelled: torch.Tensor | None = None) -> None:
         super().__init__()
         self.backbone = backbone
+        if labelled is not None and targets.dim() == 1:
+            targets = torch.where(labelled, targets, torch.zeros_like(targets))  # any class: masked out
         self.register_buffer("targets", targets, persistent=False)
+        self.register_buffer("labelled", labelled, persistent=False)
         self.label_smoothing = float(label_smoothing) if targets.dim() == 1 else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
     def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
-        return nn.functional.cross_entropy(self.backbone(x).float(), self.targets[idx], label_smoothing=self.label_smoothing)
+        if self.labelled is None:
+            return nn.functional.cross_entropy(self.backbone(x).float(), self.targets[idx], label_smoothing=self.label_smoothing)
+        per_item = nn.functional.cross_entropy(self.backbone(x).float(), self.targets[idx], label_smoothing=self.label_smoothing, reduction="none")
+        w = self.labelled[idx].float()
+        return (per_item * w).sum() / w.sum().clamp_min(1.0)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x).float().softmax(-1)
