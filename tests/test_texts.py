@@ -44,6 +44,28 @@ def test_read_texts_formats(tmp_path, suffix: str) -> None:
         read_texts(p, text_column="body")
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_tsv_file_keeps_its_quotes_as_characters_unless_it_is_quoted_like_csv(tmp_path, gz: bool) -> None:
+    """Plain TSV has no quoting: a text opening a quote it never closes keeps the rows after
+    it (read as CSV quoting, it swallowed them), and ``"Great" movie`` keeps its quotes; a
+    file written with CSV quoting (pandas' to_csv with a tab) reads back as written."""
+    import gzip
+
+    write = (lambda p, t: p.write_bytes(gzip.compress(t.encode()))) if gz else (lambda p, t: p.write_text(t))
+    suffix = ".tsv.gz" if gz else ".tsv"
+    plain = tmp_path / f"plain{suffix}"
+    write(plain, 'item\ttext\nt1\t"oops\nt2\tsecond\nt3\tthird x"\nt4\t"Great" movie, loved it\n')
+    assert read_texts(plain) == (["t1", "t2", "t3", "t4"], ['"oops', "second", 'third x"', '"Great" movie, loved it'])
+    quoted = tmp_path / f"quoted{suffix}"
+    texts = ['he said "hi"', "two\tcolumns", "two\nlines", "plain"]
+    frame = pd.DataFrame({"item": ["a", "b", "c", "d"], "text": texts})
+    if gz:
+        frame.to_csv(quoted, sep="\t", index=False, compression="gzip")
+    else:
+        frame.to_csv(quoted, sep="\t", index=False)
+    assert read_texts(quoted) == (["a", "b", "c", "d"], texts)
+
+
 def test_read_texts_errors(tmp_path) -> None:
     p = tmp_path / "dup.csv"
     p.write_text("item,text\nx,one\ny,two\nx,three\n")

@@ -19,6 +19,8 @@ words: 400 MB); lower ``max_features`` for large corpora.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import os
 from collections.abc import Sequence
@@ -35,6 +37,27 @@ __all__ = ["TextFeaturizer", "read_texts", "text_features"]
 _SHOW = 5
 _TEXT_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq", ".jsonl", ".jsonl.gz",
                   ".ndjson", ".json")
+
+
+def _tsv_quoting(path: Path) -> int:
+    """How to read a TSV file's quotes: as CSV quoting (``QUOTE_MINIMAL``) when the file is
+    quoted that way (pandas' ``to_csv(sep="\t")`` quotes the texts with a quote, a tab or a
+    line break in them), else as characters of the texts (``QUOTE_NONE``: plain TSV has no
+    quoting, and a text such as ``"Great" movie`` or one opening a quote it never closes is
+    its own characters; read as CSV quoting, the second swallows the rows after it).
+
+    The file is quoted when Python's strict CSV reader reads it and no field holds both a
+    line break and a tab (a field spanning rows holds the tabs of the rows it swallowed). Python's reader because
+    pandas has no strict mode: it reads ``"Great" movie`` as ``Great movie``."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            for row in csv.reader(fh, delimiter="\t", strict=True):
+                if any("\n" in field and "\t" in field for field in row):
+                    return csv.QUOTE_NONE
+    except csv.Error:
+        return csv.QUOTE_NONE
+    return csv.QUOTE_MINIMAL
 
 
 def _suffix(path: Path) -> str:
@@ -82,9 +105,9 @@ def read_texts(path: str | os.PathLike, id_column: str = "item",
                                       f"({{{id_column!r}: ..., {text_column!r}: ...}}), or be JSON lines (.jsonl).")
             df = pd.DataFrame(obj)
         else:
-            sep = "\t" if suffix.startswith(".tsv") else ","
-            df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[],
-                             encoding="utf-8-sig")
+            tsv = suffix.startswith(".tsv")
+            df = pd.read_csv(p, sep="\t" if tsv else ",", dtype=str, keep_default_na=False, na_values=[],
+                             encoding="utf-8-sig", quoting=_tsv_quoting(p) if tsv else csv.QUOTE_MINIMAL)
     except AnnotationError:
         raise
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
