@@ -190,6 +190,10 @@ def test_plot_workers_without_true_matrices(tmp_path: Path) -> None:
     assert [p.suffix for p in paths] == [".png", ".svg"]
     svg = paths[1].read_text()
     assert len(re.findall(r'<g id="axes_\d+"', svg)) == 2  # one row of two workers: estimates only
+    # a dot in the name is part of it: two figures of lr 0.01 and 0.05 do not overwrite each other
+    names = [p.name for lr in ("0.01", "0.05") for p in plot_workers(run, tmp_path / f"w_lr{lr}", n_workers=2)]
+    assert names == ["w_lr0.01.png", "w_lr0.01.svg", "w_lr0.05.png", "w_lr0.05.svg"]
+    assert [p.name for p in plot_workers(run, tmp_path / "x.svg", n_workers=2)] == ["x.png", "x.svg"]
 
 
 def test_aggregate_keeps_item_ids_as_written(tmp_path: Path) -> None:

@@ -700,3 +700,19 @@ def test_feature_ids_in_another_unicode_form_find_their_crowd_labels(tmp_path: P
     assert code == 0, msg
     labels = pd.read_csv(tmp_path / "out" / "labels.csv", dtype={"item": str})
     assert nfc in set(labels["item"]) and nfd not in set(labels["item"])
+
+
+def test_the_report_says_where_the_final_labels_come_from(tmp_path: Path) -> None:
+    """--final-labels posterior is shown on the page (the settings and the model-selection
+    text), which said the labels come from the trained network whatever the option."""
+    prob = make_problem(tmp_path / "data", seed=1)
+    pages = {}
+    for source in ("classifier", "posterior"):
+        out = tmp_path / source
+        r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.npy"), "--item-ids", str(prob["root"] / "ids.txt"),
+                                "--method", "ds", "--final-labels", source, "--validation-fraction", "0.2", "--epochs", "2", "--device", "cpu", "--out", str(out), "--quiet"])
+        assert r.exit_code == 0, r.output
+        pages[source] = (out / "report.html").read_text()
+    assert "final labels" in pages["posterior"] and "posterior: the classifier" in pages["posterior"]
+    assert "come from the crowd posterior" in pages["posterior"] and "come from the crowd posterior" not in pages["classifier"]
+    assert "come from the trained network" in pages["classifier"]

@@ -102,3 +102,14 @@ def test_a_scatter_of_many_points_draws_a_circle_per_pixel() -> None:
     # a lone point keeps the opacity of one circle, two on one spot that of two stacked
     svg = scatter_chart([1, 1, 5], [0.5, 0.5, 0.9], ylim=(0.0, 1.0))
     assert sorted(c.get("fill-opacity") for c in _parse(svg).iter(NS + "circle")) == ["0.6", "0.84"]
+
+
+def test_the_method_line_escapes_a_backbone_path() -> None:
+    from types import SimpleNamespace
+
+    from kdcrowd.report.practitioner import _method_text
+
+    clf = SimpleNamespace(method="mv", backbone="auto", get_params=dict,
+                          metrics_={"config": {"backbone": "torchvision:resnet18@/models/a&b<1>.pt", "train": {"epochs": 3}}})
+    text = _method_text(clf)
+    assert "a&amp;b&lt;1&gt;.pt" in text and "a&b" not in text

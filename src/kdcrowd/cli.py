@@ -987,6 +987,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     if method == "kdcrowd":  # the student and lambda2 as the recipe resolved them above
         settings.update(teacher=p["teacher"], student=door_values["student"], lambda2=door_values["lambda2"])
     settings.update({"backbone": f"MLP head on frozen {frozen} features" if frozen else p["backbone"], "head recipe": head_recipe, "epochs": door_values["epochs"], "batch size": door_values["batch_size"], "learning rate": door_values["lr"], "weight decay": door_values["weight_decay"], "seed": p["seed"], "device": p["device"], "validation fraction": p["validation_fraction"], "duplicates": duplicates})
+    settings["final labels"] = clf.label_source_  # classifier or posterior, and why
     sp = clf.spreading_
     settings["label spreading"] = "off" if sp is None else f"on: {sp['config'].spreading_neighbours} neighbours, alpha {sp['config'].spreading_alpha:g}"
     if p.get("gold") is not None:

@@ -74,7 +74,8 @@ def _save(fig: Any, out: str | Path) -> list[Path]:
     stem = Path(out)
     stem = stem.with_suffix("") if stem.suffix in (".png", ".svg") else stem
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    # the extension is added, not put in place of a suffix: memorization_lr0.01 stays itself
+    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
     import matplotlib
 
     with matplotlib.rc_context({"svg.hashsalt": "kdcrowd"}):  # stable element ids: a redrawn figure is the same file

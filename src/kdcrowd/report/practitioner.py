@@ -26,6 +26,7 @@ Agreement is the fraction of the worker's labels equal to the final label.
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -148,19 +149,24 @@ FILES = {
 }
 
 
+def _e(value: Any) -> str:
+    """``value`` as HTML text (a backbone may be a path such as ``torchvision:NAME@/models/a&b.pt``)."""
+    return html.escape(str(value))
+
+
 def _method_text(clf: Any) -> str:
     m = clf.metrics_
     # the settings the fit trained with (a head recipe may have set some), else the estimator's
     trained = {**clf.get_params(), **m.get("config", {}).get("options", {}), **m.get("config", {}).get("train", {})}
     if clf.method == "kdcrowd":
         return (
-            f"<b>KD-Crowd</b>: the crowd model <code>{trained['teacher']}</code> is trained as teacher, a robust <code>{trained['student']}</code> student learns from its predictions "
-            f"with the <code>{trained['kd']}</code> distillation loss"
+            f"<b>KD-Crowd</b>: the crowd model <code>{_e(trained['teacher'])}</code> is trained as teacher, a robust <code>{_e(trained['student'])}</code> student learns from its predictions "
+            f"with the <code>{_e(trained['kd'])}</code> distillation loss"
             + (", then the roles switch and the crowd model is retrained towards the student" if trained["stages"] == 2 else "")
-            + f"; labels come from the final stage (<code>{m.get('final_stage', '?')}</code>), worker matrices from the last crowd model trained "
-            + f"(<code>{'stage2' if trained['stages'] == 2 else 'teacher'}</code>; the student has none), {trained['epochs']} epochs per stage, backbone <code>{_trained_backbone(clf)}</code>."
+            + f"; labels come from the final stage (<code>{_e(m.get('final_stage', '?'))}</code>), worker matrices from the last crowd model trained "
+            + f"(<code>{'stage2' if trained['stages'] == 2 else 'teacher'}</code>; the student has none), {trained['epochs']} epochs per stage, backbone <code>{_e(_trained_backbone(clf))}</code>."
         )
-    return f"Method <code>{clf.method}</code>, {trained['epochs']} epochs, backbone <code>{_trained_backbone(clf)}</code>."
+    return f"Method <code>{_e(clf.method)}</code>, {trained['epochs']} epochs, backbone <code>{_e(_trained_backbone(clf))}</code>."
 
 
 def _selection_text(clf: Any) -> str:
@@ -170,7 +176,7 @@ def _selection_text(clf: Any) -> str:
         return (
             f"Training loss and validation agreement per epoch (stages one after another). Model selection: {n} labelled items were held out of training; "
             f"the kept epoch (★) of each stage is the one whose predictions agree best with their {v.get('source', 'validation labels')}. "
-            "Their final labels come from the trained network."
+            f"Their final labels come from the {'crowd posterior: the trained network weighed with each worker matrix' if getattr(clf, 'label_source_', '').startswith('posterior') else 'trained network'}, like every item's."
         )
     return "Training loss per epoch (stages one after another). No items were held out, so the model after the last epoch is kept."
 
