@@ -10,7 +10,10 @@ seed); rows by mean last-epoch accuracy, highest first. Then, for every KD-Crowd
 over its teacher's run of the same seed, per seed, and over the teacher's best-validation epoch.
 With ``--validation``, per label also its last-epoch validation accuracy and the paired
 difference from the baseline's, on validation and on test: what a choice between two variants
-is made on (validation) beside what it gives (test).
+is made on (validation) beside what it gives (test). With ``--stage NAME``, per KD-Crowd label
+also that stage's accuracy (``student``, ``stage2`` or ``ensemble``, the two averaged: the
+``stages`` of its rows) and its paired differences from the row's final predictor, on
+validation (last epoch) and on test.
 
 Rounding: one decimal, half up, of the exact decimal value. Test accuracies are counts over the
 test set (multiples of 1/4000 on the CIFAR-10N split), so a gain such as 5.25 points is exact and
@@ -108,10 +111,6 @@ def validation_lines(merged: dict[str, Any], baseline: str) -> list[str]:
     base = by.get(baseline, {})
     out = []
 
-    def diffs(xs: list[Decimal]) -> str:
-        spread = f" ± {r1(statistics.stdev(float(x) for x in xs))}" if len(xs) > 1 else ""
-        return f"{r1(sum(xs) / len(xs), sign=True)}{spread} (higher on {sum(x > 0 for x in xs)}, equal on {sum(x == 0 for x in xs)} of {len(xs)})"
-
     for label, runs in by.items():
         seeds = [s for s in sorted(runs) if s in base and label != baseline and runs[s].get("val_last") is not None and base[s].get("val_last") is not None]
         if not seeds:
@@ -119,7 +118,33 @@ def validation_lines(merged: dict[str, Any], baseline: str) -> list[str]:
         val = [pct(runs[s]["val_last"]) for s in seeds]
         dv = [pct(runs[s]["val_last"]) - pct(base[s]["val_last"]) for s in seeds]
         dt = [pct(runs[s]["test_accuracy"]) - pct(base[s]["test_accuracy"]) for s in seeds]
-        out.append(f"{label}, seeds {seed_range(seeds)}: validation {mean_std(val)}; minus {baseline}: validation {diffs(dv)}, test {diffs(dt)}")
+        out.append(f"{label}, seeds {seed_range(seeds)}: validation {mean_std(val)}; minus {baseline}: validation {_diffs(dv)}, test {_diffs(dt)}")
+    return out
+
+
+def _diffs(xs: list[Decimal]) -> str:
+    """``mean ± std`` of paired differences in points, and on how many seeds higher, equal."""
+    spread = f" ± {r1(statistics.stdev(float(x) for x in xs))}" if len(xs) > 1 else ""
+    return f"{r1(sum(xs) / len(xs), sign=True)}{spread} (higher on {sum(x > 0 for x in xs)}, equal on {sum(x == 0 for x in xs)} of {len(xs)})"
+
+
+def stage_lines(merged: dict[str, Any], stage: str) -> list[str]:
+    """Per label whose rows record ``stage`` (a KD-Crowd stage, or its ``ensemble``): that
+    stage's last-epoch test and validation accuracy, and its paired differences from the
+    row's final predictor (the run's own accuracies) on validation and on test."""
+    out = []
+    for label, runs in by_label(merged["runs"]).items():
+        seeds = [s for s in sorted(runs) if (runs[s].get("stages") or {}).get(stage, {}).get("val_last") is not None and runs[s].get("val_last") is not None]
+        if not seeds:
+            continue
+        st = {s: runs[s]["stages"][stage] for s in seeds}
+        test = [pct(st[s]["test_accuracy"]) for s in seeds]
+        val = [pct(st[s]["val_last"]) for s in seeds]
+        dv = [pct(st[s]["val_last"]) - pct(runs[s]["val_last"]) for s in seeds]
+        dt = [pct(st[s]["test_accuracy"]) - pct(runs[s]["test_accuracy"]) for s in seeds]
+        finals = sorted({str(runs[s].get("final_stage")) for s in seeds})
+        out.append(f"{label}, its {stage}, seeds {seed_range(seeds)}: test {mean_std(test)}, validation {mean_std(val)}; "
+                   f"minus the final predictor ({', '.join(finals)}): validation {_diffs(dv)}, test {_diffs(dt)}")
     return out
 
 
@@ -128,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("merged", type=Path, help="a file written by protocol.py --merge (or a protocol.py --out file)")
     ap.add_argument("--baseline", default="mv", help="the label each row's paired gain is over (default: mv)")
     ap.add_argument("--validation", action="store_true", help="also each label's last-epoch validation accuracy and its paired differences from --baseline")
+    ap.add_argument("--stage", action="append", default=[], metavar="NAME",
+                    help="also this KD-Crowd stage's accuracy (student, stage2, ensemble) and its paired differences from each row's final predictor (repeatable)")
     args = ap.parse_args(argv)
     merged = json.loads(args.merged.read_text())
     print("| method | seeds | test, last epoch | test, best validation epoch | best epoch | gain over " + args.baseline + ", last epoch (same seeds) |")
@@ -139,6 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.validation and (val := validation_lines(merged, args.baseline)):
         print()
         print(*val, sep="\n")
+    for stage in args.stage:
+        if lines := stage_lines(merged, stage):
+            print()
+            print(*lines, sep="\n")
 
 
 if __name__ == "__main__":

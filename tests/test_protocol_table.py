@@ -62,3 +62,14 @@ def test_validation_lines_pair_each_label_with_the_baseline() -> None:
     (line,) = protocol_table.validation_lines(merged, "kd")
     assert line == ("kd mixup, seeds 0–1: validation 85.7 ± 1.0; minus kd: validation +0.3 ± 0.1 (higher on 2, equal on 0 of 2), "
                     "test −0.1 ± 0.1 (higher on 0, equal on 1 of 2)")
+
+
+def test_stage_lines_pair_a_stage_with_the_final_predictor() -> None:
+    kd = lambda seed, test, val, e_test, e_val: {**run("kdcrowd(x)", seed, test, test, 30, "x"), "val_last": val, "final_stage": "stage2",  # noqa: E731
+                                                  "stages": {"ensemble": {"test_accuracy": e_test, "val_last": e_val}, "student": {"test_accuracy": 0.5}}}
+    merged = {"runs": [kd(0, 0.6025, 0.7, 0.6, 0.71), kd(1, 0.5, 0.6, 0.51, 0.6), run("x", 0, 0.5, 0.5, 3)]}
+    (line,) = protocol_table.stage_lines(merged, "ensemble")
+    # seed 0: test 60.0 − 60.25 = −0.25 (reads −0.3), validation +1.0; seed 1: test +1.0, validation 0
+    assert line == ("kdcrowd(x), its ensemble, seeds 0–1: test 55.5 ± 6.4, validation 65.5 ± 7.8; minus the final predictor (stage2): "
+                    "validation +0.5 ± 0.7 (higher on 1, equal on 1 of 2), test +0.4 ± 0.9 (higher on 1, equal on 0 of 2)")
+    assert protocol_table.stage_lines(merged, "student") == []  # no validation accuracy recorded: nothing to pair
