@@ -214,7 +214,9 @@ class KDCrowd:
         teacher_outputs: TeacherOutputs | None = None,
     ) -> tuple[dict[str, MethodOutput], str]:
         """Run the stages on ``ds`` (already on ``data.device``); returns (outputs per stage,
-        final stage name). Nothing is evaluated here: the runner evaluates each output.
+        final stage name). With two stages the outputs also hold ``"ensemble"``, the student
+        and stage 2 averaged (it trains nothing). Nothing is evaluated here: the runner
+        evaluates each output.
 
         ``train``: the optimisation settings of every stage (stage ``s`` trains with seed
         ``train.seed + s``). ``callbacks(stage, pseudo)``: the per-epoch callbacks of a
