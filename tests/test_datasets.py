@@ -69,6 +69,12 @@ def test_labelme_images(labelme):
     assert mv_accuracy(a, ds.y_train) == pytest.approx(0.769, abs=0.0015)
     assert ds.true_transitions is None and ds.extra_test == {}
     assert "license" in ds.info and ds.x_train[:20].std() > 10  # decoded pixels, not zeros
+    # the source archive repeats 2 training images in the test set; the caveats say which
+    names = ds.info["filenames"]
+    test_of = {x.tobytes(): names["test"][i] for i, x in enumerate(ds.x_test)}
+    repeats = sorted((names["train"][i], test_of[x.tobytes()]) for i, x in enumerate(ds.x_train) if x.tobytes() in test_of)
+    assert repeats == [("insidecity_urb992.jpg", "tallbuilding_urb992.jpg"), ("mountain_sclos4.jpg", "mountain_sharp59.jpg")]
+    assert any("insidecity_urb992" in c and "mountain_sharp59" in c for c in ds.info["caveats"])
 
 
 @needs_labelme

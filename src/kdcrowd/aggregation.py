@@ -16,8 +16,9 @@ Conventions shared by all methods
   does).
 * Items without any annotation get the hard label ``-1``. Their posterior row is uniform
   for majority vote and the learned class prior for Dawid–Skene.
-* Ties in hard labels go to the lowest class index (crowd-kit's convention) unless
-  ``tie_break="random"``.
+* Ties in hard labels go to the lowest class index unless ``tie_break="random"``
+  (crowd-kit's ``MajorityVote`` breaks them by the order in which the labels first appear
+  in its table, so the two differ on ties).
 
 Majority vote runs in numpy. Dawid–Skene runs in torch on ``device`` (``"cpu"`` by
 default) in float64 on the CPU, float32 on accelerators unless ``dtype`` is given.
@@ -118,7 +119,7 @@ def majority_vote(
         ann: annotations (see module docstring).
         soft: return vote proportions ``(n_items, K)`` (float64, rows sum to 1) instead
             of hard labels ``(n_items,)`` (int64).
-        tie_break: ``"lowest"`` (lowest class index wins, as crowd-kit) or ``"random"``
+        tie_break: ``"lowest"`` (lowest class index wins) or ``"random"``
             (uniform among the tied classes, reproducible through ``seed``). Only used
             for hard labels.
         seed: seed of the ``numpy`` generator for ``tie_break="random"``.

@@ -422,6 +422,8 @@ _LABELME_INFO = {
         "the literature uses ImageNet-pretrained VGG-16 features, which cannot be obtained here; numbers from the images or the bag-of-words features are not comparable with published ones",
         "images are 256 px originals resized to 128 px (bicubic) and re-encoded as JPEG quality 90",
         "this is the raw 1000-image training set (1000 x 77 answers, 59 active workers), as in peerannot, not the CrowdLayer paper's augmented copies",
+        "2 of the 1188 test images repeat training images pixel for pixel, as in the source archive: insidecity_urb992 (train) is tallbuilding_urb992 (test, "
+        "labelled tallbuilding), and mountain_sclos4 (train) is mountain_sharp59 (test); kept, so that the split is the published one",
     ],
     "splits": "official train (1000, crowd labels) / valid (500) / test (1188)",
 }
