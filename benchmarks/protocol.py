@@ -150,7 +150,8 @@ def _val_accuracies(run: dict[str, Any]) -> dict[str, float | None]:
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per label: last-epoch / validation-selected test accuracy and last-epoch validation
-    accuracy over seeds; per KD-Crowd label: the paired gain over its teacher's run."""
+    accuracy over seeds; per KD-Crowd label: the paired gain over the teacher run it distilled
+    (:func:`distilled_teacher`)."""
     by: dict[str, dict[int, dict[str, Any]]] = {}
     for r in runs:
         by.setdefault(r["label"], {})[r["seed"]] = r
@@ -165,9 +166,18 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
         teacher = rs[0].get("teacher")
         if teacher and teacher in by:
-            diffs = [seeds[s]["test_accuracy"] - by[teacher][s]["test_accuracy"] for s in seeds if s in by[teacher]]
+            diffs = [seeds[s]["test_accuracy"] - distilled_teacher(seeds[s], by[teacher][s])["test_accuracy"] for s in seeds if s in by[teacher]]
             out["kd_gain"][label] = {"teacher": teacher, "gain_last": _stats(diffs), "seeds_with_gain": sum(d > 0 for d in diffs), "n": len(diffs)}
     return out
+
+
+def distilled_teacher(kd_row: dict[str, Any], teacher_row: dict[str, Any]) -> dict[str, Any]:
+    """The teacher run a KD-Crowd row distilled: its own ``stages.teacher`` (the teacher it
+    trained in its process, or the saved run it read), else ``teacher_row``, the teacher's run
+    of the same seed. Not the same thing where KD-Crowd trained its own teacher apart from the
+    teacher's row (``protocol_parallel.sh``'s second phase): CUDA runs of one seed differ."""
+    own = (kd_row.get("stages") or {}).get("teacher") or {}
+    return own if own.get("test_accuracy") is not None else teacher_row
 
 
 def teacher_files(folder: Path, method: str, seed: int) -> tuple[Path, Path]:
@@ -332,10 +342,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.kd_teachers is not None:
         kd_teachers = args.kd_teachers
     else:
-        ranked = sorted((m for m in methods if m in CROWD_MODELS), key=lambda m: -(out["summary"]["methods"][m]["val_last"]["mean"] or 0.0))
+        ms = out["summary"]["methods"]  # by row label: a crowd model run with --options is labelled with them
+        ranked = sorted((m for m in methods if m in CROWD_MODELS), key=lambda m: -(ms[teacher_labels.get(m, m)]["val_last"]["mean"] or 0.0))
         kd_teachers = ranked[: args.n_teachers]
     out["kd_teachers"] = kd_teachers
-    variants = [dict(kv.split("=", 1) for kv in v.split(",")) for v in args.kd_variants]
+    # values read as JSON where they parse (stages=1 an int), as --kd-options and --options; labels as typed
+    variants = [(v.replace(",", " "), parse_key_values(v.split(","), "--kd-variants")) for v in args.kd_variants]
     kd_main = parse_key_values(args.kd_options.split(","), "--kd-options") if args.kd_options else {}
     kd_suffix = "".join(f" {k}={x}" for k, x in kd_main.items())
     for seed in args.seeds:
@@ -347,10 +359,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{time.perf_counter() - t0:7.1f}s] seed {seed} {row['label']:<28} test last {row['test_accuracy']:.4f} (from {rec})", flush=True)
         for t in kd_teachers:
             one(data[seed], seed, "kdcrowd", f"kdcrowd({t}){kd_suffix}", kd_options(t, kd_main), pre=teachers.get((seed, t)), saved=saved.get((seed, t)))
-        for v in variants if kd_teachers else []:
+        for typed, v in variants if kd_teachers else []:
             t = kd_teachers[0]
-            label = f"kdcrowd({t}) " + " ".join(f"{k}={x}" for k, x in v.items())
-            one(data[seed], seed, "kdcrowd", label, kd_options(t, v), pre=teachers.get((seed, t)), saved=saved.get((seed, t)))
+            one(data[seed], seed, "kdcrowd", f"kdcrowd({t}) {typed}", kd_options(t, v), pre=teachers.get((seed, t)), saved=saved.get((seed, t)))
     print(json.dumps({"out": str(args.out), "wall_seconds": time.perf_counter() - t0, "runs": len(out["runs"]), "kd_teachers": kd_teachers}))
 
 

@@ -40,6 +40,11 @@ out=$1; jobs=$2; shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 py=${PYTHON:-python3}
 P=${P:-4}; DEADLINE=${DEADLINE:-540}; MIN_LEFT=${MIN_LEFT:-30}; SUITE=${SUITE:?set SUITE}
+# teacher files are named by method and seed only: two suites' runs would overwrite each other
+if [[ " $* " == *" --save-teacher-outputs "* ]] && grep -v '^\s*#' "$jobs" | grep -q -- '--suite'; then
+  echo "--save-teacher-outputs: a job of $jobs names its own --suite; its teacher files would overwrite $SUITE's (same method and seed): run the suites in separate queues" >&2
+  exit 2
+fi
 mkdir -p "$out"
 start=$(date +%s)
 if [ "${MPS:-0}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
@@ -71,7 +76,7 @@ parts=("$out"/part_*.json)
 # prints a line per suite: the suite, then its parts, separated by tabs.
 $py -c 'import collections, json, sys
 by = collections.defaultdict(list)
-for p in sys.argv[1:]:
+for p in sorted(sys.argv[1:], key=lambda p: int(p.rsplit("_", 1)[1].split(".")[0])):  # in job order: part_9 before part_10
     by[json.load(open(p))["suite"]].append(p)
 print(*("\t".join([s, *ps]) for s, ps in sorted(by.items())), sep="\n")' "${parts[@]}" |
 while IFS=$'\t' read -ra group; do

@@ -7,7 +7,8 @@ Prints, for every run label, one markdown row: the seeds, the test accuracy (%) 
 epoch and at the best validation epoch as mean ± standard deviation over the seeds, the range
 of best epochs, and the mean paired gain over majority vote (``--baseline``: its run of the same
 seed); rows by mean last-epoch accuracy, highest first. Then, for every KD-Crowd label, its gain
-over its teacher's run of the same seed, per seed, and over the teacher's best-validation epoch.
+over the teacher run it distilled (its ``stages.teacher``, else the teacher's run of the same
+seed), per seed, and over that teacher's best-validation epoch.
 With ``--validation``, per label also its last-epoch validation accuracy and the paired
 difference from the baseline's, on validation and on test: what a choice between two variants
 is made on (validation) beside what it gives (test). With ``--stage NAME``, per KD-Crowd label
@@ -30,10 +31,19 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def pct(x: float) -> Decimal:
     """An accuracy (a fraction) in percent, exactly as the file writes it."""
     return Decimal(str(x)) * 100
+
+
+def pct_val(x: float) -> Decimal:
+    """A validation accuracy in percent: the float32 the training loop computed it in (a count
+    over the validation items, e.g. 608/1000 stored as 0.6080000400543213), read back as the
+    shortest decimal that float32 gives (0.608), so that differences round from exact counts."""
+    return Decimal(str(np.float32(x))) * 100
 
 
 def r1(x: Decimal | float, sign: bool = False) -> str:
@@ -82,9 +92,17 @@ def rows(merged: dict[str, Any], baseline: str = "mv") -> list[str]:
     return [row for _, row in sorted(out, key=lambda t: -t[0])]
 
 
+def distilled_teacher(kd_row: dict[str, Any], teacher_row: dict[str, Any]) -> dict[str, Any]:
+    """The teacher run a KD-Crowd row distilled: its own ``stages.teacher``, else the teacher's
+    row of the same seed (``protocol.py``'s function of the same name; this script reads the
+    files without importing the library)."""
+    own = (kd_row.get("stages") or {}).get("teacher") or {}
+    return own if own.get("test_accuracy") is not None else teacher_row
+
+
 def kd_lines(merged: dict[str, Any]) -> list[str]:
-    """Per KD-Crowd label: its paired gain over its teacher's run, per seed, and over the
-    teacher's best-validation epoch (the teacher KD-Crowd reloads)."""
+    """Per KD-Crowd label: its paired gain over the teacher run it distilled, per seed, and
+    over that teacher's best-validation epoch (the teacher KD-Crowd reloads)."""
     by = by_label(merged["runs"])
     out = []
     for label, runs in by.items():
@@ -94,8 +112,9 @@ def kd_lines(merged: dict[str, Any]) -> list[str]:
         seeds = [s for s in sorted(runs) if s in by[teacher]]
         if not seeds:
             continue
-        g = [pct(runs[s]["test_accuracy"]) - pct(by[teacher][s]["test_accuracy"]) for s in seeds]
-        gv = [pct(runs[s]["test_accuracy"]) - pct(by[teacher][s]["test_accuracy_val_selected"]) for s in seeds]
+        t = {s: distilled_teacher(runs[s], by[teacher][s]) for s in seeds}
+        g = [pct(runs[s]["test_accuracy"]) - pct(t[s]["test_accuracy"]) for s in seeds]
+        gv = [pct(runs[s]["test_accuracy"]) - pct(t[s]["test_accuracy_val_selected"]) for s in seeds]
         spread = f" ± {r1(statistics.stdev(float(x) for x in g))}" if len(g) > 1 else ""
         out.append(f"{label} over {teacher}, seeds {seed_range(seeds)}: {r1(sum(g) / len(g), sign=True)}{spread} "
                    f"({', '.join(r1(x, sign=True) for x in g)}: {sum(x > 0 for x in g)} of {len(g)}); "
@@ -115,8 +134,8 @@ def validation_lines(merged: dict[str, Any], baseline: str) -> list[str]:
         seeds = [s for s in sorted(runs) if s in base and label != baseline and runs[s].get("val_last") is not None and base[s].get("val_last") is not None]
         if not seeds:
             continue
-        val = [pct(runs[s]["val_last"]) for s in seeds]
-        dv = [pct(runs[s]["val_last"]) - pct(base[s]["val_last"]) for s in seeds]
+        val = [pct_val(runs[s]["val_last"]) for s in seeds]
+        dv = [pct_val(runs[s]["val_last"]) - pct_val(base[s]["val_last"]) for s in seeds]
         dt = [pct(runs[s]["test_accuracy"]) - pct(base[s]["test_accuracy"]) for s in seeds]
         out.append(f"{label}, seeds {seed_range(seeds)}: validation {mean_std(val)}; minus {baseline}: validation {_diffs(dv)}, test {_diffs(dt)}")
     return out
@@ -139,8 +158,8 @@ def stage_lines(merged: dict[str, Any], stage: str) -> list[str]:
             continue
         st = {s: runs[s]["stages"][stage] for s in seeds}
         test = [pct(st[s]["test_accuracy"]) for s in seeds]
-        val = [pct(st[s]["val_last"]) for s in seeds]
-        dv = [pct(st[s]["val_last"]) - pct(runs[s]["val_last"]) for s in seeds]
+        val = [pct_val(st[s]["val_last"]) for s in seeds]
+        dv = [pct_val(st[s]["val_last"]) - pct_val(runs[s]["val_last"]) for s in seeds]
         dt = [pct(st[s]["test_accuracy"]) - pct(runs[s]["test_accuracy"]) for s in seeds]
         finals = sorted({str(runs[s].get("final_stage")) for s in seeds})
         out.append(f"{label}, its {stage}, seeds {seed_range(seeds)}: test {mean_std(test)}, validation {mean_std(val)}; "

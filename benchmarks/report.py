@@ -12,6 +12,7 @@ import gzip
 import json
 import sys
 from collections import defaultdict
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,28 @@ def _finite(values: list[float | None]) -> np.ndarray:
     return np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
 
 
+def _exact(x: float) -> Decimal:
+    """``x`` as the decimal it was computed as: a float32 value (a validation accuracy the
+    training loop computed in float32, 608/1000 stored as 0.6080000400543213) by float32's
+    shortest decimal (0.608), any other by its own (a test accuracy, a count over the test set)."""
+    f32 = np.float32(x)
+    return Decimal(str(f32)) if float(f32) == x else Decimal(repr(float(x)))
+
+
+def _pct_mean(v: np.ndarray) -> str:
+    """The mean of accuracies in percent, one decimal, half up from the exact decimal mean
+    (76.35 reads 76.4; the binary mean 76.349999… read 76.3)."""
+    mean = sum(_exact(x) for x in v) * 100 / len(v)
+    return str(mean.quantize(Decimal("0.1"), ROUND_HALF_UP))
+
+
 def _cell(values: list[float | None], pct: bool = True) -> str:
     v = _finite(values)
     if len(v) == 0:
         return "–"
-    s = 100.0 if pct else 1.0
     if len(v) == 1:
-        return f"{s * v[0]:.1f}" if pct else f"{v[0]:.3f}"
-    return f"{s * v.mean():.1f} ± {s * v.std(ddof=1):.1f}" if pct else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+        return _pct_mean(v) if pct else f"{v[0]:.3f}"
+    return f"{_pct_mean(v)} ± {100 * v.std(ddof=1):.1f}" if pct else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
 def _val_acc(run: dict[str, Any]) -> float | None:
@@ -131,7 +146,15 @@ def paired(d: dict[str, Any], a: str, b: str, key: str = "test_accuracy_val_sele
     if len(diff) == 0:
         return {"n": 0}
     p = float(stats.ttest_rel([rows[a][s][key] for s in seeds], [rows[b][s][key] for s in seeds]).pvalue) if len(diff) > 1 and diff.std() > 0 else float("nan")
-    return {"n": len(diff), "mean": float(diff.mean()), "std": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0, "wins": int((diff > 0).sum()), "p": p}
+    exact = sum(_exact(rows[a][s][key]) - _exact(rows[b][s][key]) for s in seeds) * 100 / len(seeds)
+    return {"n": len(diff), "mean": float(diff.mean()), "std": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0, "wins": int((diff > 0).sum()), "p": p,
+            "points": _signed(exact)}
+
+
+def _signed(points: Decimal) -> str:
+    """A difference in points, one decimal half up, with its sign (+18.15 reads +18.2)."""
+    v = points.quantize(Decimal("0.1"), ROUND_HALF_UP)
+    return ("+" if v >= 0 else "-") + str(abs(v))
 
 
 def _verdict(t: dict[str, Any]) -> str:
@@ -150,7 +173,7 @@ def kd_vs_teacher_table(columns: dict[str, Path]) -> str:
         for kd, teacher in PAIRS.items():
             t = paired(d, kd, teacher)
             if t["n"]:
-                lines.append(f"| {col} | {ROWS[teacher]} | {100 * t['mean']:+.1f} ± {100 * t['std']:.1f} | {t['wins']}/{t['n']} | {t['p']:.3f} | {_verdict(t)} |")
+                lines.append(f"| {col} | {ROWS[teacher]} | {t['points']} ± {100 * t['std']:.1f} | {t['wins']}/{t['n']} | {t['p']:.3f} | {_verdict(t)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +197,7 @@ def ablation_table(path: Path, teacher: str, base: str) -> str:
         val = [_val_acc(r) for r in rs]
         t = paired(d, label, teacher) if label.startswith("kdcrowd") else {"n": 0}
         b = paired(d, label, base) if label.startswith("kdcrowd") and label != base else {"n": 0}
-        fmt = lambda x: f"{100 * x['mean']:+.1f} ± {100 * x['std']:.1f} ({x['wins']}/{x['n']}, {_verdict(x)})" if x["n"] else ""  # noqa: E731
+        fmt = lambda x: f"{x['points']} ± {100 * x['std']:.1f} ({x['wins']}/{x['n']}, {_verdict(x)})" if x["n"] else ""  # noqa: E731
         lines.append(f"| {label} | {_cell(val)} | {_cell([r.get('test_accuracy_val_selected') for r in rs])} | {fmt(t)} | {fmt(b)} |")
     return "\n".join(lines) + "\n"
 

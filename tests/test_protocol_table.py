@@ -73,3 +73,40 @@ def test_stage_lines_pair_a_stage_with_the_final_predictor() -> None:
     assert line == ("kdcrowd(x), its ensemble, seeds 0–1: test 55.5 ± 6.4, validation 65.5 ± 7.8; minus the final predictor (stage2): "
                     "validation +0.5 ± 0.7 (higher on 1, equal on 1 of 2), test +0.4 ± 0.9 (higher on 1, equal on 0 of 2)")
     assert protocol_table.stage_lines(merged, "student") == []  # no validation accuracy recorded: nothing to pair
+
+
+def test_a_kd_row_pairs_with_the_teacher_run_it_distilled() -> None:
+    """A KD-Crowd row that trained its own teacher (``stages.teacher``) pairs with that run,
+    not with the teacher's row of the same seed, which CUDA may have made one image apart."""
+    kd = {**run("kdcrowd(x)", 0, 0.6455, 0.64, 60, "x"), "stages": {"teacher": {"test_accuracy": 0.6, "test_accuracy_val_selected": 0.61}}}
+    merged = {"runs": [run("x", 0, 0.6025, 0.5955, 70), kd]}
+    (line,) = protocol_table.kd_lines(merged)
+    assert line == "kdcrowd(x) over x, seeds 0: +4.6 (+4.6: 1 of 1); over the teacher's best-validation epoch +3.6"
+
+
+def test_validation_differences_round_from_the_counts() -> None:
+    """Validation accuracies are float32 counts (608/1000 is 0.6080000400543213): their
+    difference 60.85 − 60.0 = +0.85 reads +0.9, where the binary floats gave +0.8."""
+    import numpy as np
+
+    f32 = lambda k: float(np.float32(k / 1000))  # noqa: E731
+    a = {**run("a", 0, 0.5, 0.5, 1), "val_last": f32(609)}
+    b = {**run("a", 1, 0.5, 0.5, 1), "val_last": f32(608)}
+    base = [{**run("mv", 0, 0.5, 0.5, 1), "val_last": f32(600)}, {**run("mv", 1, 0.5, 0.5, 1), "val_last": f32(600)}]
+    (line,) = protocol_table.validation_lines({"runs": [a, b, *base]}, "mv")
+    assert "minus mv: validation +0.9 ± 0.1" in line  # (0.9 + 0.8) / 2 = 0.85 exactly
+
+
+def test_report_tables_round_half_up_from_the_exact_values(load_script) -> None:
+    """benchmarks/report.py: 76.35 reads 76.4 (the binary mean 76.349999... read 76.3), a
+    float32 validation accuracy counts as its count (0.6080000400543213 is 60.8), and a paired
+    difference of exactly +0.45 points reads +0.5."""
+    import numpy as np
+
+    report = load_script("benchmarks/report")
+    assert report._cell([0.7625, 0.7645]) == "76.4 ± 0.1"
+    assert report._cell([0.8255]) == "82.6"
+    assert report._cell([float(np.float32(0.608))]) == "60.8"
+    d = {"runs": [{"label": "a", "seed": s, "x": a} for s, a in enumerate((0.6045, 0.6045))]
+         + [{"label": "b", "seed": s, "x": b} for s, b in enumerate((0.6, 0.6))]}
+    assert report.paired(d, "a", "b", key="x")["points"] == "+0.5"

@@ -142,3 +142,45 @@ def test_kd_options_set_and_name_every_kdcrowd_row(protocol: ModuleType, tmp_pat
     assert [r["label"] for r in res["runs"]] == ["annot-mix", "kdcrowd(annot-mix) student=mixup lambda1=0.5"]
     assert res["runs"][1]["options"] == {"teacher": "annot-mix", "student": "mixup", "lambda1": 0.5}
     assert res["summary"]["kd_gain"]["kdcrowd(annot-mix) student=mixup lambda1=0.5"]["teacher"] == "annot-mix"
+
+
+def test_teachers_ranked_by_their_rows_and_variants_read_as_json(protocol: ModuleType, tmp_path: Path) -> None:
+    """KD-Crowd's teachers left to the ranking find a crowd model run with --options by its
+    row's label (it raised KeyError after every run had trained), and a --kd-variants value
+    is read as JSON like --kd-options' (stages=1 was the text '1', refused)."""
+    out = tmp_path / "r.json"
+    protocol.main([*COMMON, "--methods", "annot-mix", "--options", "annot-mix:joint_pass=true", "--n-teachers", "1",
+                   "--kd-variants", "stages=1", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["kd_teachers"] == ["annot-mix"] and res["runs"][0]["label"] == "annot-mix joint_pass=true"
+    variant = res["runs"][-1]
+    assert variant["label"] == "kdcrowd(annot-mix) stages=1" and variant["teacher"] == "annot-mix joint_pass=true"
+    assert variant["options"]["stages"] == 1 and variant["options"]["joint_pass"] is True and set(variant["stages"]) == {"teacher", "student"}
+
+
+def test_queue_merges_the_parts_in_job_order(tmp_path: Path) -> None:
+    """Parts merge as jobs 1, 2, ..., 9, 10 (the last row of a label and seed wins, so the
+    order picks the row a KD-Crowd row pairs with); the glob's text order put part_10 before
+    part_9. And --save-teacher-outputs is refused with a job naming its own --suite: the
+    teacher files (by method and seed) of the two suites would overwrite each other."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    out.mkdir()
+    row = lambda acc: {"label": "mv", "seed": 0, "test_accuracy": acc, "test_accuracy_val_selected": acc, "val_last": 0.5, "teacher": None}  # noqa: E731
+    for n, acc in ((9, 0.61), (10, 0.62)):
+        (out / f"part_{n}.json").write_text(json.dumps({"suite": "protocol-labelme", "command": f"job {n}", "runs": [row(acc)], "wall_seconds": 1.0}))
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("--seeds 0 --methods mv --kd-teachers\n")
+    env = {**os.environ, "SUITE": "protocol-labelme", "DEADLINE": "100", "MIN_LEFT": "200", "PYTHON": sys.executable, "PYTHONPATH": str(root / "src")}
+    r = subprocess.run(["bash", str(root / "benchmarks/protocol_queue.sh"), str(out), str(jobs)], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    merged = json.loads((out / "merged.json").read_text())
+    assert merged["parts"] == ["job 9", "job 10"] and merged["summary"]["methods"]["mv"]["test_last"]["mean"] == 0.62
+    jobs.write_text("--seeds 0 --methods mv --kd-teachers\n--suite protocol-cifar10n --seeds 0 --methods annot-mix --kd-teachers\n")
+    r = subprocess.run(["bash", str(root / "benchmarks/protocol_queue.sh"), str(tmp_path / "out2"), str(jobs), "--save-teacher-outputs", str(tmp_path / "t")],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "separate queues" in r.stderr and not (tmp_path / "out2").exists()
