@@ -243,3 +243,21 @@ def test_version_answers_before_the_heavy_imports_and_as_the_app_does() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.splitlines() == [f"kdcrowd {__version__}", "False"], (r.stdout, r.stderr)
     assert runner.invoke(app, ["--version"]).output.strip() == f"kdcrowd {__version__}"
+
+
+def test_aggregate_ties_go_to_the_lowest_class_and_ds_prior_is_dawid_skenes(tmp_path: Path) -> None:
+    """Item b is a perfect tie (w1 says no, w2 yes, each worker's other item mirrors the
+    other's): every method labels it with the lowest class, yes (one-coin DS broke it by a
+    rounding of 1e-14); --ds-prior given with another method is named as unused."""
+    src = tmp_path / "a.csv"
+    src.write_text("item,worker,label\na,w1,yes\nb,w1,no\nb,w2,yes\nc,w2,no\n")
+    for method in ("ds", "glad", "one-coin-ds", "zbs", "wawa"):  # not MACE: its random start breaks the symmetry
+        out = tmp_path / f"{method}.csv"
+        r = runner.invoke(app, ["aggregate", "--annotations", str(src), "--classes", "yes,no,maybe", "--method", method, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        labels = dict(pd.read_csv(out)[["item", "label"]].values)
+        assert labels["b"] == "yes", (method, labels)
+    r = runner.invoke(app, ["aggregate", "--annotations", str(src), "--method", "glad", "--ds-prior", "5", "--out", str(tmp_path / "g.csv")])
+    assert r.exit_code == 0 and "--ds-prior is Dawid–Skene's" in r.output
+    r = runner.invoke(app, ["aggregate", "--annotations", str(src), "--method", "ds", "--ds-prior", "5", "--out", str(tmp_path / "d.csv")])
+    assert r.exit_code == 0 and "--ds-prior" not in r.output

@@ -501,7 +501,7 @@ def aggregate(
     multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
     include_rejected: bool = typer.Option(False, "--include-rejected", help=_REJECTED_HELP),
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they keep their known labels, and Dawid–Skene anchors the worker matrices on them."),
-    ds_prior: float = typer.Option(1.0, "--ds-prior", help="Dawid–Skene: pseudo-counts per row shrinking each worker's matrix toward the pooled one (keeps workers with few labels from collapsing every item to one class); 0 gives crowd-kit's exact results."),
+    ds_prior: Optional[float] = typer.Option(None, "--ds-prior", show_default=False, help="Dawid–Skene (--method ds only): pseudo-counts per row shrinking each worker's matrix toward the pooled one (keeps workers with few labels from collapsing every item to one class); 0 gives crowd-kit's exact results. [default: 1]"),
     classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning says when class 0 is never chosen)."),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
@@ -521,9 +521,12 @@ def aggregate(
             frame["label"] = _as_text(frame["label"])  # matched by text, as `kdcrowd fit --classes` matches them
         ann = Annotations.from_long(frame, items=frame.attrs.get("items"), classes=class_list, duplicates=duplicates)  # items nobody labelled get a row too
         known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
-        if not ds_prior >= 0:
+        is_ds = canonical_aggregator(method) is None and _canonical_method(method) == "ds"
+        if ds_prior is not None and not ds_prior >= 0:
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
-        frame = aggregation_frame(ann, method, gold=known, **({"prior": ds_prior} if canonical_aggregator(method) is None and _canonical_method(method) == "ds" else {}))
+        if ds_prior is not None and not is_ds:
+            _warn(f"--ds-prior is Dawid–Skene's (--method ds); {method} does not use it")
+        frame = aggregation_frame(ann, method, gold=known, **({"prior": 1.0 if ds_prior is None else ds_prior} if is_ds else {}))
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
     except USER_ERRORS as e:

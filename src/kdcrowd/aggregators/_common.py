@@ -133,7 +133,7 @@ class _Data:
         is given; ``-1`` and ``fill`` (default uniform) for items without annotations."""
         post = post.clone()
         post[~self.has] = (torch.full((self.k,), 1.0 / self.k, dtype=post.dtype, device=self.dev) if fill is None else fill.to(post.dtype))
-        lab = (post.argmax(1) if labels is None else labels).cpu().numpy().astype(np.int64)
+        lab = (_argmax_lowest(post) if labels is None else labels).cpu().numpy().astype(np.int64)
         lab[~self.has_np] = -1
         return lab, post.cpu().numpy().astype(np.float64)
 
