@@ -46,6 +46,13 @@ def test_run_writes_metrics_and_transitions_and_plots(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert (tmp_path / "w.png").exists()
 
+    # a second run into the same OUT, of a method without worker matrices: the first run's
+    # matrices go aside with its metrics (plot workers drew them as this run's)
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert not (out / "transitions.npz").exists() and json.loads((out / "metrics.json").read_text())["method"] == "mv"
+    assert json.loads((out / ".previous-run" / "metrics.json").read_text())["method"] == "crowdlayer-mw" and (out / ".previous-run" / "transitions.npz").exists()
+
 
 def _labelme_like_root(root: Path, n: int = 60, k: int = 3, d: int = 5, seed: int = 0) -> Path:
     """A data root holding small files in the layout of the ``labelme`` data set (bag-of-words

@@ -385,7 +385,7 @@ def run(
         _run_distributed(cfg, data_root, out, resuming)
         return
     if not resuming:
-        open(cfg.progress_file, "w").close()
+        _start_fresh_run(out, cfg.progress_file)
     try:
         metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
     except KeyboardInterrupt:
@@ -405,6 +405,26 @@ def run(
     console.print(f"wrote {out / 'metrics.json'}")
 
 
+#: What `kdcrowd run` writes into OUT beside progress.jsonl.
+RUN_OUTPUTS = ("metrics.json", "transitions.npz")
+
+
+def _start_fresh_run(out: Path, progress_file: str) -> None:
+    """A run that does not resume: an earlier run's outputs in OUT go aside into
+    OUT/.previous-run (its metrics.json, and its worker matrices, which a method without
+    matrices would not replace: `kdcrowd plot workers` drew them as this run's), and
+    progress.jsonl starts empty."""
+    import shutil
+
+    previous = out / PREVIOUS_RUN
+    shutil.rmtree(previous, ignore_errors=True)
+    for name in RUN_OUTPUTS:
+        if (out / name).exists():
+            previous.mkdir(exist_ok=True)
+            (out / name).replace(previous / name)
+    open(progress_file, "w").close()
+
+
 def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path, resuming: bool) -> None:
     """`kdcrowd run --distributed` under torchrun: every rank trains; rank 0 loads the data
     first (so a download happens once), writes the files and prints; the process group is
@@ -420,7 +440,7 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path, resuming: b
     if not D.is_main():
         cfg.progress_file = None  # only rank 0 writes files
     elif not resuming:
-        open(cfg.progress_file, "w").close()
+        _start_fresh_run(out, cfg.progress_file)
     try:
         load = lambda: load_dataset(cfg.dataset, root=str(data_root) if data_root else None, workers=cfg.workers, seed=cfg.seed, **cfg.dataset_options)  # noqa: E731
         ds, error = None, None
