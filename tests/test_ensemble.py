@@ -56,6 +56,8 @@ def test_the_runner_evaluates_the_ensemble_of_the_student_and_stage2() -> None:
     assert metrics["final_stage"] == "ensemble" and isinstance(out.module, Ensemble)
     for key in ("test_accuracy", "test_accuracy_val_selected", "val_last", "val_best"):
         assert metrics[key] == st["ensemble"][key], key
+    # it trains nothing itself: the run's training time is its members', its stage's none
+    assert metrics["train_seconds"] == st["student"]["seconds"] + st["stage2"]["seconds"] > 0 and st["ensemble"]["seconds"] == 0
     # by hand: the student's and stage 2's own predictions of the test items, averaged, in
     # their validation-selected states (which the run leaves them in)
     student, stage2 = out.module.members

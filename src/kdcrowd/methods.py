@@ -309,7 +309,10 @@ def _kdcrowd(
         rec["timings"] = {**out.fit.timings, "final_evaluation": time.perf_counter() - t}
         stages[name] = rec
     chosen = outs[final]
-    return MethodOutput(chosen.module, chosen.fit, train_proba=chosen.train_proba, transitions=transitions, extra={"stages": stages, "final_stage": final}, evaluation=evaluation)
+    fit = chosen.fit
+    if final == "ensemble":  # it trains no epochs itself: its training time is its members' (their histories are under stages)
+        fit = replace(fit, seconds=outs["student"].fit.seconds + outs["stage2"].fit.seconds)
+    return MethodOutput(chosen.module, fit, train_proba=chosen.train_proba, transitions=transitions, extra={"stages": stages, "final_stage": final}, evaluation=evaluation)
 
 
 #: The registered crowd models' names (each is a method).
