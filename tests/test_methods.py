@@ -416,3 +416,21 @@ def test_padded_annotations_are_the_padded_rows_as_long_tensors() -> None:
     pw, pl = ann.padded()
     assert w.dtype == l.dtype == torch.long
     assert np.array_equal(w.numpy(), pw) and np.array_equal(l.numpy(), pl)
+
+
+@pytest.mark.parametrize("method", ["mv", "kdcrowd"])
+def test_extra_test_sets_are_scored_like_the_test_split(method: str) -> None:
+    """A data set's named extra test sets (CIFAR-10's JPEG test images for a CIFAR-10N model)
+    get test accuracy and calibration at the last and the selected epoch, for the run and each
+    KD-Crowd stage (they were loaded and never scored): the test split given again as one scores
+    the same, its items with labels rotated score otherwise."""
+    from dataclasses import replace as dc_replace
+
+    ds = tiny_dataset()
+    ds = dc_replace(ds, extra_test={"same": (ds.x_test, ds.y_test), "rotated": (ds.x_test, (ds.y_test + 1) % 3)})
+    metrics, _ = run_on_dataset(ds, cfg(method, epochs=3, **({"teacher": "crowdlayer-mw"} if method == "kdcrowd" else {})))
+    for rec in [metrics, *(metrics.get("stages") or {}).values()]:
+        same, rotated = rec["extra_test"]["same"], rec["extra_test"]["rotated"]
+        for key in ("test_accuracy", "test_accuracy_val_selected", "test_ece", "test_ece_val_selected"):
+            assert same[key] == rec[key], key
+        assert rotated["test_accuracy"] != same["test_accuracy"]

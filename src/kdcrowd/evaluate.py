@@ -160,7 +160,9 @@ def standard_callbacks(
 
 
 def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainConfig) -> dict[str, Any]:
-    """Accuracy (final and validation-selected), label recovery, calibration and expertise error.
+    """Accuracy (final and validation-selected), label recovery, calibration and expertise error;
+    the same accuracy and calibration on each named extra test set of ``ds`` (``extra_test``:
+    ``{name: {"test_accuracy": ..., "test_accuracy_val_selected": ..., ...}}``).
 
     A predictor without epochs of its own (empty history: KD-Crowd's ensemble of trained
     stages) also gets the validation accuracy of its two states, ``val_last`` (its final
@@ -169,6 +171,15 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
     res: dict[str, Any] = {}
     module = out.module
     test = data.x_test is not None and ds.y_test is not None
+    # named extra test sets (CIFAR-10H's JPEG images for a CIFAR model): scored like the test split
+    extra = {name: (data.items(x), y) for name, (x, y) in (getattr(ds, "extra_test", None) or {}).items()}
+    extra_res: dict[str, dict[str, float]] = {name: {} for name in extra}
+
+    def score_extra(suffix: str) -> None:
+        for name, (x, y) in extra.items():
+            p = predict_proba(module, data, x, config).cpu().numpy()
+            extra_res[name].update({f"test_accuracy{suffix}": M.accuracy(p, y), f"test_ece{suffix}": M.expected_calibration_error(p, y)})
+
     untrained = not out.fit.history
     # the last epoch is the kept one (always so without validation data): one state, predicted once
     same = not untrained and out.fit.best_epoch == len(out.fit.history)
@@ -178,6 +189,7 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
             p = predict_proba(module, data, data.x_test, config).cpu().numpy()
             res["test_accuracy"] = M.accuracy(p, ds.y_test)
             res["test_ece"] = M.expected_calibration_error(p, ds.y_test)
+            score_extra("")
         if untrained:
             res["val_last"] = _float_or_none(validation_accuracy(module, data, config))
     module.load_state_dict(out.fit.best_state, strict=False)
@@ -187,8 +199,13 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
         p = predict_proba(module, data, data.x_test, config).cpu().numpy()
         res["test_accuracy_val_selected"] = M.accuracy(p, ds.y_test)
         res["test_ece_val_selected"] = M.expected_calibration_error(p, ds.y_test)
+        score_extra("_val_selected")
         if same:
             res = {"test_accuracy": res["test_accuracy_val_selected"], "test_ece": res["test_ece_val_selected"], **res}
+            for r in extra_res.values():
+                r.update(test_accuracy=r["test_accuracy_val_selected"], test_ece=r["test_ece_val_selected"])
+    if extra_res:
+        res["extra_test"] = extra_res
     res["best_epoch"] = out.fit.best_epoch
     if ds.y_train is not None:
         if out.train_proba is not None:

@@ -339,6 +339,13 @@ class DeviceData:
         lab = lambda a: None if a is None else torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)
         self.y_train, self.y_val, self.y_test = lab(y_train), lab(y_val), lab(y_test)
 
+    def items(self, a: np.ndarray) -> torch.Tensor:
+        """Raw items ``a`` (as the splits are given: uint8 images ``(N, H, W, C)`` or
+        features ``(N, D)``) on the device, as the splits are held (e.g. an extra test set)."""
+        if self.is_image:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(self.device).permute(0, 3, 1, 2).contiguous()
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
+
     @classmethod
     def preprocessing(cls, mean: torch.Tensor, std: torch.Tensor, is_image: bool, input_shape: tuple[int, ...], device: torch.device) -> DeviceData:
         """A preprocessing-only instance (as :meth:`preprocessing_only` returns) from saved
