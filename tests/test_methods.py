@@ -434,3 +434,19 @@ def test_extra_test_sets_are_scored_like_the_test_split(method: str) -> None:
         for key in ("test_accuracy", "test_accuracy_val_selected", "test_ece", "test_ece_val_selected"):
             assert same[key] == rec[key], key
         assert rotated["test_accuracy"] != same["test_accuracy"]
+
+
+@pytest.mark.parametrize("method", ["one-coin-ds", "mace", "one-coin-ds-soft"])
+def test_aggregators_with_worker_matrices_report_them(method: str) -> None:
+    """One-coin DS and MACE estimate a matrix per worker: an aggregate-then-train run keeps
+    them (its expertise error, fit's workers.csv and posterior labels use them); they were
+    dropped, as if the method had none."""
+    from kdcrowd.aggregators import run_aggregator
+
+    ds = tiny_dataset(case="hammer-spammer", seed=2)
+    metrics, out = run_on_dataset(ds, cfg(method))
+    expected = run_aggregator(ds.annotations, method.removesuffix("-soft")).transitions
+    np.testing.assert_allclose(out.transitions, expected, atol=1e-6)
+    assert out.transitions.shape == (ds.annotations.n_workers, 3, 3) and np.isfinite(metrics["expertise_error"]["mae_mean"])
+    _, mv = run_on_dataset(ds, cfg("glad"))
+    assert mv.transitions is None  # GLAD estimates a skill per worker, not a matrix

@@ -44,6 +44,7 @@ __all__ = [
     "ItemShard",
     "SparseWorkersWarning",
     "aggregate",
+    "aggregate_with_matrices",
     "crowd_posterior",
     "aggregation_frame",
     "dawid_skene",
@@ -680,7 +681,8 @@ def shard_by_item(ann: Any, rank: int, world_size: int) -> ItemShard:
 
 
 def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    """One entry point: ``(labels (N,), posteriors (N, K))``.
+    """One entry point: ``(labels (N,), posteriors (N, K))`` (:func:`aggregate_with_matrices`
+    also gives the worker matrices of the methods that estimate them).
 
     Methods:
         ``"mv"``: majority vote; labels are the hard vote (keywords ``tie_break``,
@@ -705,6 +707,14 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
     Unannotated items get label ``-1`` (see the module docstring).
     GLAD, MACE, Wawa, ZBS, one-coin DS and M-MSR: see :mod:`kdcrowd.aggregators`.
     """
+    labels, post, _ = aggregate_with_matrices(ann, method, **kw)
+    return labels, post
+
+
+def aggregate_with_matrices(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`aggregate`'s ``(labels, posteriors)`` and the worker matrices ``(M, K, K)`` the
+    method estimated (Dawid–Skene, one-coin DS, MACE), else ``None`` (majority vote, GLAD,
+    Wawa, ZBS and M-MSR estimate a number per worker, not a matrix)."""
     from .aggregators import canonical_aggregator, run_aggregator
 
     gold = kw.pop("gold", None)
@@ -713,7 +723,7 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
         gold = check_gold(gold, n, k)
     if canonical_aggregator(method) is not None:
         res = run_aggregator(ann, method, **kw)
-        return apply_gold(res.labels, gold), apply_gold(res.posteriors, gold)
+        return apply_gold(res.labels, gold), apply_gold(res.posteriors, gold), res.transitions
     meth = _canonical_method(method)
     if meth in ("mv", "mv-soft"):
         kw.pop("device", None)  # accepted for a uniform call; votes are counted in numpy
@@ -727,7 +737,7 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
         _check_tie_break(tie_break)
         counts = _vote_counts(ann, kw.get("weights"))  # counted once for both outputs
         labels = _hard_from_counts(counts, tie_break, seed, weighted=kw.get("weights") is not None)
-        return apply_gold(labels, gold), apply_gold(_soft_from_counts(counts), gold)
+        return apply_gold(labels, gold), apply_gold(_soft_from_counts(counts), gold), None
     allowed = {"n_iter", "tol", "init", "prior", "smoothing", "eps", "criterion", "device", "dtype",
                "distributed", "warn"}
     bad = set(kw) - allowed
@@ -737,7 +747,7 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
             f"{', '.join(sorted(allowed))}"
         )
     res = dawid_skene(ann, gold=gold, **kw)
-    return res.labels, res.posteriors
+    return res.labels, res.posteriors, res.transitions
 
 
 def aggregation_frame(ann: Any, method: str = "mv", **kw: Any) -> pd.DataFrame:
