@@ -56,7 +56,7 @@ from .objectives import (
 )
 from .students import STUDENTS, Student, StudentObjective, build_student
 from .teacher_outputs import TeacherOutputs, teacher_predictions
-from .training import DeviceData, EpochLog, FitResult, TrainConfig, fit, predict_proba, seeded
+from .training import LOOP_TIMINGS, DeviceData, EpochLog, FitResult, TrainConfig, fit, predict_proba, seeded
 
 __all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "KD_LOSSES", "StageRecorder", "NO_CHECKPOINTS"]
 
@@ -332,7 +332,7 @@ class KDCrowd:
         # members' last-epoch states, then their validation-selected ones), whatever ``final``.
         ens = Ensemble([s_obj, c_obj])
         e_fit = FitResult(history=[], best_epoch=0, best_state=Ensemble.state([s_fit.best_state, c_fit.best_state]),
-                          final_state=Ensemble.state([s_fit.final_state, c_fit.final_state]), seconds=0.0)
+                          final_state=Ensemble.state([s_fit.final_state, c_fit.final_state]), seconds=0.0, timings=dict.fromkeys(LOOP_TIMINGS, 0.0))
         outs["ensemble"] = MethodOutput(ens, e_fit, train_proba=predict_proba(ens, data, data.x_train, train), transitions=outs["stage2"].transitions)
         final = self.final
         if final == "best-val":
