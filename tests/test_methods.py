@@ -434,6 +434,10 @@ def test_extra_test_sets_are_scored_like_the_test_split(method: str) -> None:
         for key in ("test_accuracy", "test_accuracy_val_selected", "test_ece", "test_ece_val_selected"):
             assert same[key] == rec[key], key
         assert rotated["test_accuracy"] != same["test_accuracy"]
+    # without a test split of its own, the extra sets are still scored
+    bare = dc_replace(ds, x_test=ds.x_test[:0], y_test=ds.y_test[:0])
+    metrics, _ = run_on_dataset(bare, cfg("mv", epochs=3))
+    assert "test_accuracy" not in metrics and set(metrics["extra_test"]["same"]) >= {"test_accuracy", "test_accuracy_val_selected"}
 
 
 @pytest.mark.parametrize("method", ["one-coin-ds", "mace", "one-coin-ds-soft"])

@@ -57,7 +57,7 @@ def test_a_tsv_file_keeps_its_quotes_as_characters_unless_it_is_quoted_like_csv(
     write(plain, 'item\ttext\nt1\t"oops\nt2\tsecond\nt3\tthird x"\nt4\t"Great" movie, loved it\n')
     assert read_texts(plain) == (["t1", "t2", "t3", "t4"], ['"oops', "second", 'third x"', '"Great" movie, loved it'])
     quoted = tmp_path / f"quoted{suffix}"
-    texts = ['he said "hi"', "two\tcolumns", "two\nlines", "plain"]
+    texts = ['he said "hi"', "two\tcolumns", "two\nlines", "long " * 40_000]  # 200 k characters: past the csv module's default field limit
     frame = pd.DataFrame({"item": ["a", "b", "c", "d"], "text": texts})
     if gz:
         frame.to_csv(quoted, sep="\t", index=False, compression="gzip")

@@ -183,13 +183,13 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
     untrained = not out.fit.history
     # the last epoch is the kept one (always so without validation data): one state, predicted once
     same = not untrained and out.fit.best_epoch == len(out.fit.history)
-    if (test or untrained) and not same:
+    if (test or extra or untrained) and not same:
         module.load_state_dict(out.fit.final_state, strict=False)
         if test:
             p = predict_proba(module, data, data.x_test, config).cpu().numpy()
             res["test_accuracy"] = M.accuracy(p, ds.y_test)
             res["test_ece"] = M.expected_calibration_error(p, ds.y_test)
-            score_extra("")
+        score_extra("")
         if untrained:
             res["val_last"] = _float_or_none(validation_accuracy(module, data, config))
     module.load_state_dict(out.fit.best_state, strict=False)
@@ -199,11 +199,12 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
         p = predict_proba(module, data, data.x_test, config).cpu().numpy()
         res["test_accuracy_val_selected"] = M.accuracy(p, ds.y_test)
         res["test_ece_val_selected"] = M.expected_calibration_error(p, ds.y_test)
-        score_extra("_val_selected")
         if same:
             res = {"test_accuracy": res["test_accuracy_val_selected"], "test_ece": res["test_ece_val_selected"], **res}
-            for r in extra_res.values():
-                r.update(test_accuracy=r["test_accuracy_val_selected"], test_ece=r["test_ece_val_selected"])
+    score_extra("_val_selected")
+    if same:
+        for r in extra_res.values():
+            r.update(test_accuracy=r["test_accuracy_val_selected"], test_ece=r["test_ece_val_selected"])
     if extra_res:
         res["extra_test"] = extra_res
     res["best_epoch"] = out.fit.best_epoch

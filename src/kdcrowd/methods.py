@@ -264,7 +264,7 @@ def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
 
 #: The fields of a crowd-model run's metrics that :func:`evaluate_output` gave: what a
 #: KD-Crowd run over its saved outputs reports as its teacher stage.
-TEACHER_STAGE_FIELDS = ("test_accuracy", "test_ece", "test_accuracy_val_selected", "test_ece_val_selected", "best_epoch", "train_label_accuracy", "expertise_error")
+TEACHER_STAGE_FIELDS = ("test_accuracy", "test_ece", "test_accuracy_val_selected", "test_ece_val_selected", "best_epoch", "train_label_accuracy", "expertise_error", "extra_test")
 
 
 def _teacher_stage(saved: TeacherOutputs, fw: KDCrowd, ds: Any) -> dict[str, Any]:

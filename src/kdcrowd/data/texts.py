@@ -40,16 +40,21 @@ _TEXT_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq", ".jso
 
 
 def _tsv_quoting(path: Path) -> int:
-    """How to read a TSV file's quotes: as CSV quoting (``QUOTE_MINIMAL``) when the file is
+    r"""How to read a TSV file's quotes: as CSV quoting (``QUOTE_MINIMAL``) when the file is
     quoted that way (pandas' ``to_csv(sep="\t")`` quotes the texts with a quote, a tab or a
     line break in them), else as characters of the texts (``QUOTE_NONE``: plain TSV has no
     quoting, and a text such as ``"Great" movie`` or one opening a quote it never closes is
     its own characters; read as CSV quoting, the second swallows the rows after it).
 
     The file is quoted when Python's strict CSV reader reads it and no field holds both a
-    line break and a tab (a field spanning rows holds the tabs of the rows it swallowed). Python's reader because
-    pandas has no strict mode: it reads ``"Great" movie`` as ``Great movie``."""
+    line break and a tab (a field spanning rows holds the tabs of the rows it swallowed).
+    Python's reader because pandas has no strict mode: it reads ``"Great" movie`` as
+    ``Great movie``. One case cannot be told apart: a quoted text holding both a tab and a
+    line break is, byte for byte, a text opening a quote it never closes followed by rows; it
+    is read as plain TSV (its rows then lack ids or columns: an error, not a silent misread)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # texts longer than the reader's default 128 KiB; restored below
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
             for row in csv.reader(fh, delimiter="\t", strict=True):
@@ -57,6 +62,8 @@ def _tsv_quoting(path: Path) -> int:
                     return csv.QUOTE_NONE
     except csv.Error:
         return csv.QUOTE_NONE
+    finally:
+        csv.field_size_limit(limit)
     return csv.QUOTE_MINIMAL
 
 
