@@ -452,5 +452,5 @@ def test_aggregators_with_worker_matrices_report_them(method: str) -> None:
     expected = run_aggregator(ds.annotations, method.removesuffix("-soft")).transitions
     np.testing.assert_allclose(out.transitions, expected, atol=1e-6)
     assert out.transitions.shape == (ds.annotations.n_workers, 3, 3) and np.isfinite(metrics["expertise_error"]["mae_mean"])
-    _, mv = run_on_dataset(ds, cfg("glad"))
-    assert mv.transitions is None  # GLAD estimates a skill per worker, not a matrix
+    _, glad = run_on_dataset(ds, cfg("glad"))
+    assert glad.transitions is None  # GLAD estimates a skill per worker, not a matrix

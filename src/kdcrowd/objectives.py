@@ -74,7 +74,8 @@ class SupervisedObjective(nn.Module):
 
     ``labelled``: ``(N,)`` bool, the items that have a target (crowd labels or a gold
     label); the others add nothing to the loss, which is then the mean over the batch's
-    labelled items (0 for a batch without any). ``None``: every item has one."""
+    labelled items (0 for a batch without any; under data-parallel training each process's
+    share of the batch). ``None``: every item has one."""
 
     targets: torch.Tensor
     labelled: torch.Tensor | None
@@ -244,8 +245,10 @@ class Ensemble(nn.Module):
     """Trained predictors as one: ``predict_proba`` is the mean softmax of every network of
     its members (:func:`predictor_networks`): each member's ``predict_proba`` weighted by its
     number of networks, so a co-teaching student (two) and a crowd model (one) weigh 2/3 and
-    1/3, and a model file of it (the networks, averaged) predicts exactly the same. It trains
-    nothing; its state is its members', under ``members.<i>.``."""
+    1/3. A model file of it keeps the networks and averages their softmax, which predicts
+    exactly the same when each member's ``predict_proba`` is the mean softmax of its networks,
+    as for every built-in student and crowd model. It trains nothing; its state is its
+    members', under ``members.<i>.``."""
 
     def __init__(self, members: list[nn.Module]) -> None:
         super().__init__()

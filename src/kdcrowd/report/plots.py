@@ -44,12 +44,12 @@ def load_run(run_dir: str | Path | dict[str, Any]) -> dict[str, Any]:
 
 def stage_histories(metrics: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], int | None]]:
     """``(stage, history, best epoch)`` of each trained stage of a run: KD-Crowd's
-    ``teacher``, ``student`` and ``stage2`` (the top level then repeats the final stage; the
-    ``ensemble`` of the student and stage 2 trains nothing and has none), or the one history
-    of a single-stage method, named after the method."""
+    ``teacher``, ``student`` and ``stage2`` (the top level then repeats the final stage; a stage
+    without epochs of its own, such as the ``ensemble`` of the student and stage 2, has none
+    and is left out), or the one history of a single-stage method, named after the method."""
     stages = metrics.get("stages") or {}
     if stages:
-        return [(name, rec.get("history") or [], rec.get("best_epoch")) for name, rec in stages.items() if rec.get("history") or name != "ensemble"]
+        return [(name, rec.get("history") or [], rec.get("best_epoch")) for name, rec in stages.items() if rec.get("history")]
     return [(str(metrics.get("method", "run")), metrics.get("history") or [], metrics.get("best_epoch"))]
 
 
