@@ -182,6 +182,12 @@ def test_run_reports_a_diverging_loss_as_one_error_line(tmp_path: Path) -> None:
     r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--lr", "1e9", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "r")])
     assert r.exit_code == 2, r.output
     assert "lower the learning rate" in r.output and "Traceback" not in r.output
+    assert ".previous-run" not in r.output  # nothing earlier in OUT
+    # into a folder holding a finished run: its outputs are aside, and the error says where
+    (tmp_path / "r" / "metrics.json").write_text("{}")
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--lr", "1e9", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "the earlier run's outputs wait in" in r.output and (tmp_path / "r" / ".previous-run" / "metrics.json").exists()
+    assert not (tmp_path / "r" / "metrics.json").exists()
 
 
 def test_plot_workers_without_true_matrices(tmp_path: Path) -> None:

@@ -384,16 +384,15 @@ def run(
     if distributed:
         _run_distributed(cfg, data_root, out, resuming)
         return
-    if not resuming:
-        _start_fresh_run(out, cfg.progress_file)
+    kept = "" if resuming else _start_fresh_run(out, cfg.progress_file)
     try:
         metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
     except KeyboardInterrupt:
         hint = "run the same command again to continue from the last finished epoch" if resume else "add --resume to checkpoint every epoch next time"
-        err_console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {out / 'progress.jsonl'}; {hint}", soft_wrap=True)
+        err_console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {out / 'progress.jsonl'}; {hint}{kept}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
-        _fail(str(e))
+        _fail(f"{e}{kept}")
     t_write = time.perf_counter()
     save_transitions(out, output)
     from .methods import close_timings
@@ -409,20 +408,31 @@ def run(
 RUN_OUTPUTS = ("metrics.json", "transitions.npz")
 
 
-def _start_fresh_run(out: Path, progress_file: str) -> None:
-    """A run that does not resume: an earlier run's outputs in OUT go aside into
-    OUT/.previous-run (its metrics.json, and its worker matrices, which a method without
-    matrices would not replace: `kdcrowd plot workers` drew them as this run's), and
-    progress.jsonl starts empty."""
+def _set_aside(out: Path, names: Any) -> Path:
+    """Move an earlier run's outputs ``names`` found in OUT into OUT/.previous-run (in place
+    of what an older run left there) so that nothing stale looks new; returns that folder.
+    `kdcrowd fit` puts them back if it stops before its first saved epoch
+    (:func:`_undo_unstarted_fit`); `kdcrowd run` names the folder when it stops."""
     import shutil
 
     previous = out / PREVIOUS_RUN
-    shutil.rmtree(previous, ignore_errors=True)
-    for name in RUN_OUTPUTS:
-        if (out / name).exists():
-            previous.mkdir(exist_ok=True)
+    present = [name for name in names if (out / name).exists()]
+    if present:
+        shutil.rmtree(previous, ignore_errors=True)
+        previous.mkdir()
+        for name in present:
             (out / name).replace(previous / name)
+    return previous
+
+
+def _start_fresh_run(out: Path, progress_file: str) -> str:
+    """A run that starts afresh: an earlier run's outputs go aside (its metrics.json, and its
+    worker matrices, which a method without matrices would not replace: `kdcrowd plot
+    workers` drew them as this run's) and progress.jsonl starts empty. Returns what an error
+    adds: where the earlier outputs wait, if any."""
+    previous = _set_aside(out, RUN_OUTPUTS)
     open(progress_file, "w").close()
+    return f" (the earlier run's outputs wait in {previous})" if previous.is_dir() else ""
 
 
 def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path, resuming: bool) -> None:
@@ -972,11 +982,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     ckpt = out / CHECKPOINTS
     previous = out / PREVIOUS_RUN
     if not resume:  # an earlier finished run's outputs go aside (nothing stale looks new), back if this fit is refused
-        shutil.rmtree(previous, ignore_errors=True)
-        for name in (*FILES, RUN_FILE):
-            if (out / name).exists():
-                previous.mkdir(exist_ok=True)
-                (out / name).replace(previous / name)
+        _set_aside(out, (*FILES, RUN_FILE))
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v.absolute()) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")},  # absolute: --resume from any folder
                                     **recorded}, durable=True)  # as durable as the checkpoints it lets --resume continue
     clf = CrowdFit(  # the estimator's engine without scikit-learn: the inputs are checked above
