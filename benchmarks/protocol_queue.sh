@@ -41,8 +41,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 py=${PYTHON:-python3}
 P=${P:-4}; DEADLINE=${DEADLINE:-540}; MIN_LEFT=${MIN_LEFT:-30}; SUITE=${SUITE:?set SUITE}
 # teacher files are named by method and seed only: two suites' runs would overwrite each other
-if [[ " $* " == *" --save-teacher-outputs "* ]] && grep -v '^\s*#' "$jobs" | grep -q -- '--suite'; then
-  echo "--save-teacher-outputs: a job of $jobs names its own --suite; its teacher files would overwrite $SUITE's (same method and seed): run the suites in separate queues" >&2
+other_suite=$(grep -v '^\s*#' "$jobs" | grep -oE -- '--suite(=|[[:space:]]+)[^[:space:]]+' | sed -E 's/^--suite(=|[[:space:]]+)//' | grep -vxF -- "$SUITE" | head -1 || true)
+if [ -n "$other_suite" ] && { [[ " $* " == *" --save-teacher-outputs"* ]] || grep -v '^\s*#' "$jobs" | grep -q -- '--save-teacher-outputs'; }; then
+  echo "--save-teacher-outputs: a job of $jobs runs --suite $other_suite; its teacher files would overwrite $SUITE's (same method and seed): run the suites in separate queues" >&2
   exit 2
 fi
 mkdir -p "$out"

@@ -184,3 +184,11 @@ def test_queue_merges_the_parts_in_job_order(tmp_path: Path) -> None:
     r = subprocess.run(["bash", str(root / "benchmarks/protocol_queue.sh"), str(tmp_path / "out2"), str(jobs), "--save-teacher-outputs", str(tmp_path / "t")],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 2 and "separate queues" in r.stderr and not (tmp_path / "out2").exists()
+    # the = form too; a job naming the queue's own suite overwrites nothing
+    r = subprocess.run(["bash", str(root / "benchmarks/protocol_queue.sh"), str(tmp_path / "out3"), str(jobs), f"--save-teacher-outputs={tmp_path / 't'}"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "--suite protocol-cifar10n" in r.stderr
+    jobs.write_text("--suite protocol-labelme --seeds 0 --methods mv --kd-teachers\n")
+    r = subprocess.run(["bash", str(root / "benchmarks/protocol_queue.sh"), str(tmp_path / "out4"), str(jobs), "--save-teacher-outputs", str(tmp_path / "t")],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and "skipped" in r.stdout, r.stdout + r.stderr
