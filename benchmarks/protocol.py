@@ -64,8 +64,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kdcrowd.data.datasets import CrowdDataset, load_dataset  # noqa: E402
+from protocol_table import distilled_teacher  # noqa: E402  (the pairing the tables use)
 from kdcrowd.cli import parse_key_values  # noqa: E402
 from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.methods import CROWD_MODELS, RunConfig, run_on_dataset, teacher_fingerprint_of, teacher_outputs_of, versions  # noqa: E402
@@ -169,15 +171,6 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             diffs = [seeds[s]["test_accuracy"] - distilled_teacher(seeds[s], by[teacher][s])["test_accuracy"] for s in seeds if s in by[teacher]]
             out["kd_gain"][label] = {"teacher": teacher, "gain_last": _stats(diffs), "seeds_with_gain": sum(d > 0 for d in diffs), "n": len(diffs)}
     return out
-
-
-def distilled_teacher(kd_row: dict[str, Any], teacher_row: dict[str, Any]) -> dict[str, Any]:
-    """The teacher run a KD-Crowd row distilled: its own ``stages.teacher`` (the teacher it
-    trained in its process, or the saved run it read), else ``teacher_row``, the teacher's run
-    of the same seed. Not the same thing where KD-Crowd trained its own teacher apart from the
-    teacher's row (``protocol_parallel.sh``'s second phase): CUDA runs of one seed differ."""
-    own = (kd_row.get("stages") or {}).get("teacher") or {}
-    return own if own.get("test_accuracy") is not None else teacher_row
 
 
 def teacher_files(folder: Path, method: str, seed: int) -> tuple[Path, Path]:

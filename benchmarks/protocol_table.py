@@ -34,16 +34,17 @@ from typing import Any
 import numpy as np
 
 
+def exact(x: float) -> Decimal:
+    """``x`` as the decimal it was computed as: a float32 value (a validation accuracy the
+    training loop computed in float32: 608/1000 stored as 0.6080000400543213) as float32's
+    shortest decimal (0.608), any other (a test accuracy, a count over the test set) as its own."""
+    f32 = np.float32(x)
+    return Decimal(str(f32)) if float(f32) == x else Decimal(repr(float(x)))
+
+
 def pct(x: float) -> Decimal:
-    """An accuracy (a fraction) in percent, exactly as the file writes it."""
-    return Decimal(str(x)) * 100
-
-
-def pct_val(x: float) -> Decimal:
-    """A validation accuracy in percent: the float32 the training loop computed it in (a count
-    over the validation items, e.g. 608/1000 stored as 0.6080000400543213), read back as the
-    shortest decimal that float32 gives (0.608), so that differences round from exact counts."""
-    return Decimal(str(np.float32(x))) * 100
+    """An accuracy (a fraction) in percent, exactly as it was computed (:func:`exact`)."""
+    return exact(x) * 100
 
 
 def r1(x: Decimal | float, sign: bool = False) -> str:
@@ -93,9 +94,11 @@ def rows(merged: dict[str, Any], baseline: str = "mv") -> list[str]:
 
 
 def distilled_teacher(kd_row: dict[str, Any], teacher_row: dict[str, Any]) -> dict[str, Any]:
-    """The teacher run a KD-Crowd row distilled: its own ``stages.teacher``, else the teacher's
-    row of the same seed (``protocol.py``'s function of the same name; this script reads the
-    files without importing the library)."""
+    """The teacher run a KD-Crowd row distilled: its own ``stages.teacher`` (the teacher it
+    trained in its process, or the saved run it read), else the teacher's row of the same
+    seed. Not the same thing where KD-Crowd trained its own teacher apart from the teacher's
+    row (``protocol_parallel.sh``'s second phase): CUDA runs of one seed differ. Also
+    ``protocol.py``'s summary pairing."""
     own = (kd_row.get("stages") or {}).get("teacher") or {}
     return own if own.get("test_accuracy") is not None else teacher_row
 
@@ -134,8 +137,8 @@ def validation_lines(merged: dict[str, Any], baseline: str) -> list[str]:
         seeds = [s for s in sorted(runs) if s in base and label != baseline and runs[s].get("val_last") is not None and base[s].get("val_last") is not None]
         if not seeds:
             continue
-        val = [pct_val(runs[s]["val_last"]) for s in seeds]
-        dv = [pct_val(runs[s]["val_last"]) - pct_val(base[s]["val_last"]) for s in seeds]
+        val = [pct(runs[s]["val_last"]) for s in seeds]
+        dv = [pct(runs[s]["val_last"]) - pct(base[s]["val_last"]) for s in seeds]
         dt = [pct(runs[s]["test_accuracy"]) - pct(base[s]["test_accuracy"]) for s in seeds]
         out.append(f"{label}, seeds {seed_range(seeds)}: validation {mean_std(val)}; minus {baseline}: validation {_diffs(dv)}, test {_diffs(dt)}")
     return out
@@ -158,8 +161,8 @@ def stage_lines(merged: dict[str, Any], stage: str) -> list[str]:
             continue
         st = {s: runs[s]["stages"][stage] for s in seeds}
         test = [pct(st[s]["test_accuracy"]) for s in seeds]
-        val = [pct_val(st[s]["val_last"]) for s in seeds]
-        dv = [pct_val(st[s]["val_last"]) - pct_val(runs[s]["val_last"]) for s in seeds]
+        val = [pct(st[s]["val_last"]) for s in seeds]
+        dv = [pct(st[s]["val_last"]) - pct(runs[s]["val_last"]) for s in seeds]
         dt = [pct(st[s]["test_accuracy"]) - pct(runs[s]["test_accuracy"]) for s in seeds]
         finals = sorted({str(runs[s].get("final_stage")) for s in seeds})
         out.append(f"{label}, its {stage}, seeds {seed_range(seeds)}: test {mean_std(test)}, validation {mean_std(val)}; "

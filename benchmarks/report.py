@@ -20,7 +20,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from protocol_table import exact  # noqa: E402  (one reading of exact accuracies for both scripts)
 from kdcrowd.report.plots import _save, subplots, memorization_curves  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -31,18 +33,10 @@ def _finite(values: list[float | None]) -> np.ndarray:
     return np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
 
 
-def _exact(x: float) -> Decimal:
-    """``x`` as the decimal it was computed as: a float32 value (a validation accuracy the
-    training loop computed in float32, 608/1000 stored as 0.6080000400543213) by float32's
-    shortest decimal (0.608), any other by its own (a test accuracy, a count over the test set)."""
-    f32 = np.float32(x)
-    return Decimal(str(f32)) if float(f32) == x else Decimal(repr(float(x)))
-
-
 def _pct_mean(v: np.ndarray) -> str:
     """The mean of accuracies in percent, one decimal, half up from the exact decimal mean
     (76.35 reads 76.4; the binary mean 76.349999… read 76.3)."""
-    mean = sum(_exact(x) for x in v) * 100 / len(v)
+    mean = sum(exact(x) for x in v) * 100 / len(v)
     return str(mean.quantize(Decimal("0.1"), ROUND_HALF_UP))
 
 
@@ -146,9 +140,9 @@ def paired(d: dict[str, Any], a: str, b: str, key: str = "test_accuracy_val_sele
     if len(diff) == 0:
         return {"n": 0}
     p = float(stats.ttest_rel([rows[a][s][key] for s in seeds], [rows[b][s][key] for s in seeds]).pvalue) if len(diff) > 1 and diff.std() > 0 else float("nan")
-    exact = sum(_exact(rows[a][s][key]) - _exact(rows[b][s][key]) for s in seeds) * 100 / len(seeds)
+    points = sum(exact(rows[a][s][key]) - exact(rows[b][s][key]) for s in seeds) * 100 / len(seeds)
     return {"n": len(diff), "mean": float(diff.mean()), "std": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0, "wins": int((diff > 0).sum()), "p": p,
-            "points": _signed(exact)}
+            "points": _signed(points)}
 
 
 def _signed(points: Decimal) -> str:

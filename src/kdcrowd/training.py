@@ -317,15 +317,13 @@ class DeviceData:
         if self.is_image:
             if x_train.dtype != np.uint8:
                 raise ValueError(f"images must be uint8 (N, H, W, C); got {x_train.dtype} {x_train.shape}")
-            to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device).permute(0, 3, 1, 2).contiguous()
-            self.x_train = to(x_train)
+            self.x_train = self.items(x_train)
             xf = self.x_train.float()
             self.mean = xf.mean(dim=(0, 2, 3), keepdim=True) / 255.0
             self.std = xf.std(dim=(0, 2, 3), keepdim=True).clamp_min(1.0) / 255.0
             del xf
         else:
-            to = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
-            self.x_train = to(x_train)
+            self.x_train = self.items(x_train)
             self.mean = self.x_train.mean(0, keepdim=True)
             s = self.x_train.std(0, keepdim=True, correction=1 if len(self.x_train) > 1 else 0)
             # a column constant in training (std 0: torch computes exactly 0 for equal values) keeps scale 1, as
@@ -334,14 +332,15 @@ class DeviceData:
             # are standardised.
             const = ~(s > 0)
             self.std = torch.where(const, torch.ones_like(s), s)
-        self.x_val = to(x_val) if x_val is not None and len(x_val) else None
-        self.x_test = to(x_test) if x_test is not None and len(x_test) else None
+        self.x_val = self.items(x_val) if x_val is not None and len(x_val) else None
+        self.x_test = self.items(x_test) if x_test is not None and len(x_test) else None
         lab = lambda a: None if a is None else torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)
         self.y_train, self.y_val, self.y_test = lab(y_train), lab(y_val), lab(y_test)
 
     def items(self, a: np.ndarray) -> torch.Tensor:
         """Raw items ``a`` (as the splits are given: uint8 images ``(N, H, W, C)`` or
-        features ``(N, D)``) on the device, as the splits are held (e.g. an extra test set)."""
+        features ``(N, D)``) on the device, as the splits are held: images ``(N, C, H, W)``
+        uint8, features float32 (the splits, and e.g. an extra test set)."""
         if self.is_image:
             return torch.from_numpy(np.ascontiguousarray(a)).to(self.device).permute(0, 3, 1, 2).contiguous()
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
