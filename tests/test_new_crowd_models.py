@@ -252,6 +252,12 @@ def test_crowdar_loss_by_hand():
     assert loss.item() == pytest.approx(np.mean(terms), rel=1e-5)
     r = model.reliability(x, w)
     assert r.shape == (2, 2) and bool(((r > 0) & (r < 1)).all())
+    # two losses before one backward (gradient accumulation): the clip of the second leaves
+    # the first's graph valid (an in-place clamp on the parameter broke it)
+    l1, _ = model.crowd_loss(x[:1], w[:1], y[:1])
+    l2, _ = model.crowd_loss(x[1:], w[1:], y[1:])
+    (l1 + l2).backward()
+    assert model.reliability_out.weight.grad is not None
 
 
 def test_madl_pieces_by_hand():

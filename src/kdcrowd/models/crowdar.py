@@ -57,8 +57,10 @@ class CrowdAR(CrowdModel):
 
     Departure: the reference clips ``w_3`` to ``≥ 0`` after every optimiser step; the
     training loop has no post-step hook, so the clip is applied in place at the start of
-    every ``crowd_loss`` call (before ``w_3`` enters the graph) -- the same sequence of
-    values. BCE uses log-sigmoids of the pre-activation (stable; the reference's
+    every ``crowd_loss`` call (before ``w_3`` enters the graph): the same values from the
+    second step on (the reference's first step uses the unclipped initial ``w_3``). The clip
+    writes through ``.data``, not tracked by autograd, so a graph built by an earlier
+    ``crowd_loss`` (gradient accumulation) stays valid: its ``w_3`` was clipped already. BCE uses log-sigmoids of the pre-activation (stable; the reference's
     ``binary_cross_entropy`` clamps its logs at −100).
 
     ``transition_matrices()``: ``row-softmax(W_m)`` (item-independent; the reliability only
@@ -87,7 +89,7 @@ class CrowdAR(CrowdModel):
 
     @torch.no_grad()
     def _clip(self) -> None:
-        self.reliability_out.weight.clamp_(min=0.0)
+        self.reliability_out.weight.data.clamp_(min=0.0)  # .data: no version bump for the graphs that hold w_3
 
     def _worker_log_transitions(self, idx: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.weight[idx].float(), dim=-1)

@@ -37,15 +37,18 @@ class TraceReg(CrowdModel):
 
     Model: ``p(y^m = j | x) = Σ_k p(k | x) T_m[k, j]`` with ``T_m = row-softmax(W_m)`` a free
     K×K matrix per worker. Loss: the negative log marginal likelihood averaged over the
-    observed annotations of the batch, plus ``λ · mean_m tr(T_m)`` over *all* M workers
-    (Eq. 4 of the paper): among the (T, classifier) pairs that explain the labels equally,
-    the smallest traces -- the most confused workers -- go with the cleanest classifier.
+    observed annotations of the batch, plus ``λ · mean_m tr(T_m)`` over *all* M workers: among
+    the (T, classifier) pairs that explain the labels equally, the smallest traces -- the most
+    confused workers -- go with the cleanest classifier. The paper's loss sums the
+    cross-entropies and the traces over the annotators; the reference below, followed here,
+    averages both, which weighs the trace term differently against the likelihood (λ is the
+    reference's).
 
     Read from the reference implementation ``maml/classifiers/_reg_crowd_net.py``
     (``RegCrowdNetClassifier``, ``regularization="trace-reg"``) of
     github.com/ies-research/multi-annotator-machine-learning, branch ``annot-mix``:
     ``W_m`` initialised to ``6·I − 5`` (diagonal logit 1, off-diagonal −5, so
-    ``T_m ≈ 0.96·I`` for K = 8); the NLL is ``F.nll_loss(..., reduction="mean")`` over the
+    diagonal of ``T_m`` ≈ 0.98 for K = 8 and 10); the NLL is ``F.nll_loss(..., reduction="mean")`` over the
     observed pairs; the trace term averages ``softmax(W_m).diagonal().sum()`` over all
     workers at every step; λ = 0.01 (``conf/classifier/trace_reg.yaml``). Benchmark
     optimiser (``conf/data/label_me.yaml``): RAdam, lr 1e-2 for the classifier (weight decay
