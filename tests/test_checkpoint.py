@@ -353,6 +353,17 @@ def test_single_stage_methods_and_pretrained_teachers_lay_out_their_files(digits
     with pytest.raises(ValueError, match=r"train\.lr: 0\.003 → 0\.001"):
         run_on_dataset(digits, replace(cfg, train=replace(cfg.train, lr=1e-3)))
 
+    # a run that saved nothing (refused or stopped before its first saved epoch) keeps no
+    # settings: the corrected run starts; a damaged list of finished stages is one error
+    (tmp_path / "mv" / "mv.pt").unlink()
+    state = json.loads((tmp_path / "mv" / "state.json").read_text())
+    (tmp_path / "mv" / "state.json").write_text(json.dumps({**state, "finished": [], "complete": False}))
+    run_on_dataset(digits, replace(cfg, train=replace(cfg.train, lr=1e-3)))
+    assert json.loads((tmp_path / "mv" / "state.json").read_text())["settings"]["run"]["train"]["lr"] == 1e-3
+    (tmp_path / "mv" / "state.json").write_text(json.dumps({**state, "finished": None}))
+    with pytest.raises(ValueError, match="state.json cannot be read.*'finished' is None"):
+        run_on_dataset(digits, cfg)
+
     _, teacher_run = run_on_dataset(digits, replace(_digits_cfg(epochs=1), method="crowdlayer-mw"))
     teacher = (teacher_run.module.model, teacher_run.fit)
     kd = _digits_cfg(tmp_path / "kd", epochs=1, stages=1)

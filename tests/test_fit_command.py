@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -204,6 +205,16 @@ def test_fit_model_file_reproduces_the_labels(fitted: dict, tmp_path: Path) -> N
     # bad model or items: one clear message
     r = runner.invoke(app, ["predict", "--model", str(fitted["root"] / "X.csv"), "--features", str(fitted["root"] / "X.csv"), "--out", str(tmp_path / "q.csv")])
     assert r.exit_code == 2 and "not a model file" in r.output
+    # files whose first byte reads as a pickle instruction (torch raised IndexError, KeyError), and
+    # a model file without its predictor: the same message, no traceback
+    ck = torch.load(fitted["out"] / "model.pt", weights_only=True)
+    torch.save({k: v for k, v in ck.items() if k != "predictor"}, tmp_path / "cut.pt")
+    for name, content in (("samples.csv", b"sample,f0,f1\nA,1,2\n"), ("hello.txt", b"hello world"), ("cut.pt", None)):
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        r = runner.invoke(app, ["predict", "--model", str(tmp_path / name), "--features", str(fitted["root"] / "X.csv"), "--out", str(tmp_path / "q.csv")])
+        assert r.exit_code == 2 and "not a model file" in r.output and "Traceback" not in r.output, (name, r.output)
+    assert "lacks predictor" in r.output
     np.save(tmp_path / "wide.npy", np.zeros((3, 5), dtype=np.float32))
     r = runner.invoke(app, ["predict", "--model", str(fitted["out"] / "model.pt"), "--features", str(tmp_path / "wide.npy"), "--out", str(tmp_path / "q.csv")])
     assert r.exit_code == 2 and "shape" in r.output and not (tmp_path / "q.csv").exists()

@@ -173,9 +173,14 @@ class StageCheckpoints:
         try:
             old = json.loads(path.read_text())
             settings = old["settings"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            finished = old.get("finished", [])
+            if not isinstance(finished, list) or not all(isinstance(f, str) for f in finished):
+                raise TypeError(f"'finished' is {finished!r}, not a list of stage names")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             return f"{path} cannot be read ({type(e).__name__}: {e}); delete {self.dir} (or use a fresh output folder) to start afresh"
         diffs = differences(settings, self.settings)
+        if diffs and not finished and not any(self.dir.glob("*.pt")):
+            return None  # a run that saved nothing (stopped or refused before its first epoch): nothing to keep, its settings are replaced
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
             return (
@@ -183,7 +188,7 @@ class StageCheckpoints:
                 f"resume with the settings it was started with (if a head recipe chose them and this kdcrowd's recipe differs: head recipe 'shared' "
                 f"and each value as the run had it), or delete {self.dir} (or use a fresh output folder) to start afresh"
             )
-        self.finished = [s for s in old.get("finished", []) if s in self.stages]
+        self.finished = [s for s in finished if s in self.stages]
         return None
 
     def _write(self) -> None:

@@ -219,13 +219,14 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
         ck = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         raise ValueError(f"{path} holds objects other than tensors and plain values, which kdcrowd does not load (it is not a model file written by `kdcrowd fit`): {str(e).splitlines()[0][:200]}") from e
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        detail = " ".join(str(e).split())
+    except (RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError) as e:  # a non-archive file read as a pickle: IndexError, KeyError
+        detail = " ".join(f"{type(e).__name__}: {e}".split())
         if len(detail) > 160:  # cut at a word, not inside one
             detail = detail[:160].rsplit(" ", 1)[0] + " ..."
         raise ValueError(f"{path} is not a model file written by `kdcrowd fit`, or it is truncated or damaged (torch.load: {detail}); give the model.pt that `kdcrowd fit --out DIR` wrote, copied whole") from e
-    if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`")
+    missing = [] if not isinstance(ck, dict) else [k for k in ("predictor", "classes") if k not in ck]
+    if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT or missing:
+        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`" + (f" (it lacks {', '.join(missing)})" if missing and isinstance(ck, dict) and ck.get("format") == MODEL_FORMAT else ""))
     p = ck["predictor"]
     inputs = ck.get("inputs") or {}
     backbone, older = _saved_backbone(p, inputs)
