@@ -304,7 +304,15 @@ def test_fit_images_uses_frozen_pretrained_features_by_default_and_predict_reuse
     assert r.exit_code == 0, r.output
     again = pd.read_csv(tmp_path / "p.csv")
     assert again["item"].tolist() == pred["item"].tolist() and set(again["item"]) == set(new)
-    np.testing.assert_allclose(again.filter(like="p_").to_numpy(), pred.filter(like="p_").to_numpy(), atol=1e-4)
+    np.testing.assert_array_equal(again.filter(like="p_").to_numpy(), pred.filter(like="p_").to_numpy())
+    # to the last digit without label spreading too: fit scaled the features it predicted once
+    # (they were scaled twice, a float32 step apart, where spreading did not hide it)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--predict-images", str(tmp_path / "new"),
+                            "--method", "mv", "--epochs", "3", "--label-spreading", "off", "--device", "cpu", "--quiet", "--out", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["predict", "--model", str(tmp_path / "plain" / "model.pt"), "--images", str(tmp_path / "new"), "--out", str(tmp_path / "p2.csv")])
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "p2.csv").filter(like="p_").to_numpy(), pd.read_csv(tmp_path / "plain" / "predictions.csv").filter(like="p_").to_numpy())
     r = runner.invoke(app, ["predict", "--model", str(out / "model.pt"), "--features", str(tmp_path / "answers.csv"), "--out", str(tmp_path / "q.csv")])
     assert r.exit_code == 2 and "trained on images; give --images" in r.output
     # the features were scaled to unit length (run.json and model.pt say so); the loaded predictor scales

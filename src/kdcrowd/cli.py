@@ -997,7 +997,6 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     try:
         with option_style(cli_style):  # an error about an option names it as --option
             clf.fit(X, ann, gold=gold_questions, unlabelled=None if predict is None else predict[1])
-        clf.input_transform_ = input_transform  # written into model.pt: `kdcrowd predict` computes the same inputs
     except (KeyboardInterrupt, *USER_ERRORS) as e:
         undone = not resume and _undo_unstarted_fit(out, ckpt, previous)  # stopped before any saved epoch: OUT as it was
         kept = f" (the earlier run's outputs wait in {previous})" if previous.is_dir() else ""
@@ -1024,7 +1023,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     elif gold_questions is not None:
         settings["gold questions"] = f"{p['annotations']} (the export's gold answers)"
     t_pred = time.perf_counter()
-    pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))
+    pred = None if predict is None else (predict[0], clf.predict_proba(predict[1]))  # inputs as X: already scaled
+    # written into model.pt (`kdcrowd predict` computes the same inputs), once the items above were predicted:
+    # with it, predict_proba scales frozen image features itself (they were scaled twice)
+    clf.input_transform_ = input_transform
     timings = dict(clf.metrics_["timings"])
     since = _command_start(started)
     timings["startup"] = started - since
