@@ -272,6 +272,26 @@ def test_read_image_folder_ids_and_pixels(tmp_path: Path) -> None:
     assert red[0] > red[2] + 100 and truth["a/x01.png"] == "red"
 
 
+def test_a_fine_tune_backbone_that_cannot_be_built_leaves_out_as_it_was(tmp_path: Path) -> None:
+    """torchvision missing: one error line naming the install (it was a traceback), and OUT
+    without run.json or checkpoints, so the next fit into it starts (it was refused as an
+    interrupted run)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here")
+    truth = _image_folder(tmp_path / "imgs")
+    pd.DataFrame([(Path(rel).stem if Path(rel).stem != "x03" else rel.rsplit(".", 1)[0], w, c) for rel, c in truth.items() for w in ("a", "b")],
+                 columns=["item", "worker", "label"]).to_csv(tmp_path / "answers.csv", index=False)
+    out = tmp_path / "out"
+    args = ["fit", "--annotations", str(tmp_path / "answers.csv"), "--images", str(tmp_path / "imgs"), "--image-size", "16", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(out), "--quiet"]
+    r = runner.invoke(app, [*args, "--backbone", "torchvision:resnet18"])
+    assert r.exit_code == 2 and "pip install torchvision" in r.output and "Traceback" not in r.output, r.output
+    assert not (out / "run.json").exists() and not (out / "checkpoints").exists()
+    r = runner.invoke(app, [*args, "--image-features", "none", "--backbone", "fastcnn"])
+    assert r.exit_code == 0, r.output
+
+
 def test_fit_on_image_folder(tmp_path: Path) -> None:
     truth = _image_folder(tmp_path / "imgs")
     rng = np.random.default_rng(0)

@@ -142,6 +142,12 @@ def test_fine_tuning_a_pretrained_backbone_through_fit(tmp_path: Path) -> None:
     fit(obj, data, TrainConfig(epochs=15, batch_size=32, lr=2e-2, progress=False, amp=False))
     acc = float((predict_proba(obj, data, data.x_test).argmax(1) == data.y_test).float().mean())
     assert acc > 0.9
+    # the loop declared its standardisation: its float images reach the trunk as the uint8
+    # pixels would (the weights' normalisation; they came through 1/0.4 times too wide)
+    torch.testing.assert_close(net.input_mean.flatten(), data.mean.flatten())
+    torch.testing.assert_close(net.input_std.flatten(), data.std.flatten())
+    x8 = data.x_test[:4]
+    torch.testing.assert_close(net.normalise(data.prepare(x8)), net.normalise(x8), atol=1e-4, rtol=1e-4)
 
 
 # ---------------------------------------------------------------------------- feature cache
@@ -181,6 +187,20 @@ def test_extract_features_is_cached_by_content(tmp_path: Path, monkeypatch: pyte
     f3 = P.extract_features(changed, net, batch_size=3, cache_dir=cache)
     assert calls == [3, 3, 1] and len(list(cache.glob("*.npy"))) == 3
     np.testing.assert_array_equal(f3[:4], f1[:4])
+    # changed weights (fine-tuning changes them in place): a new entry, not the old features
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net.trunk.conv.weight.add_(0.5)
+    calls.clear()
+    f4 = P.extract_features(imgs, net, batch_size=7, cache_dir=cache)
+    assert calls == [7] and not np.allclose(f4, f1)
+    net.load_state_dict(before)
+    # an empty entry (a write cut short) is computed again, not an error
+    entry = next(p for p in cache.glob("*.npy") if np.array_equal(np.load(p), f1))
+    entry.write_bytes(b"")
+    calls.clear()
+    np.testing.assert_array_equal(P.extract_features(imgs, net, batch_size=3, cache_dir=cache), f1)
+    assert calls == [3, 3, 1]
     # KDCROWD_CACHE is the default location; use_cache=False writes nothing
     monkeypatch.setenv("KDCROWD_CACHE", str(tmp_path / "env"))
     assert P.feature_cache_dir() == tmp_path / "env" / "features"
@@ -217,6 +237,18 @@ def test_timm_absent_gives_the_install_command(tmp_path: Path) -> None:
         build_backbone("timm:resnet18", (3, 32, 32), 4)
     with pytest.raises(ImportError, match="pip install timm"):
         P.extract_features(np.zeros((1, 8, 8, 3), np.uint8), "timm:resnet18", cache_dir=tmp_path)
+
+
+def test_weights_paths_may_hold_an_at_sign_and_small_images_are_refused_by_name() -> None:
+    from kdcrowd.models.backbones import build_backbone, default_backbone
+
+    assert P._split_weights("resnet18@/data/w@v2/x.pth") == ("resnet18", "/data/w@v2/x.pth")
+    assert P._split_weights("resnet18") == ("resnet18", None) and P._split_weights("vit_b_16@IMAGENET1K_V1") == ("vit_b_16", "IMAGENET1K_V1")
+    # the default network by the short side (LabelMeCNN needs 32 px of it); each network's minimum named
+    assert default_backbone((3, 24, 100)) == "fastcnn" and default_backbone((3, 128, 128)) == "labelme-cnn"
+    with pytest.raises(ValueError, match="at least 32 px a side; these are 16x16"):
+        build_backbone("vgg16", (3, 16, 16), 3)
+    build_backbone("labelme-cnn", (3, 32, 40), 3)
 
 
 def test_pretrained_names_and_their_errors() -> None:

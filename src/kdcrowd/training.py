@@ -783,6 +783,10 @@ def _fit(
     seed_everything(config.seed)
     gen = torch.Generator(device=device)
     gen.manual_seed(config.seed)
+    if data.is_image:  # a pretrained network maps the loop's standardised images to its own normalisation exactly
+        for m in module.modules():
+            if callable(getattr(m, "set_input_normalisation", None)):
+                m.set_input_normalisation(data.mean.flatten(), data.std.flatten())
     if data.is_image and config.channels_last and device.type == "cuda":
         module.to(memory_format=torch.channels_last)
     if config.distributed:

@@ -8,6 +8,8 @@ Everything is vectorised over the padded annotations and computed in float32.
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import fields
 from typing import Any
 
@@ -198,3 +200,14 @@ def marginal_nll_loss(model: Any, x: torch.Tensor, workers: torch.Tensor, labels
         if reg is not None:
             loss = loss + torch.where(obs.any(), reg, torch.zeros_like(reg))
     return loss, logits
+
+
+def module_digest(module: nn.Module) -> str:
+    """A digest of ``module``'s state (names, dtypes, shapes and values): what identifies a
+    trained module (checkpoints, a pre-trained teacher, a pretrained network's cached features)."""
+    h = hashlib.blake2b(digest_size=16)
+    for k, v in module.state_dict().items():
+        t = v.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{k}{v.dtype}{tuple(v.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

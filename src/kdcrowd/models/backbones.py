@@ -376,9 +376,18 @@ class LabelMeCNN(_Backbone):
         self.head = nn.Linear(widths[-1], n_classes)
 
 
+#: The smallest image side each network's poolings leave a feature map for (measured: a
+#: forward pass of every side from 4 px in steps of 4).
+MIN_IMAGE_SIDE = {"fastcnn": 8, "airbench": 12, "resnet18": 4, "vgg16": 32, "labelme-cnn": 32}
+
+
 def _image_channels(shape: Sequence[int], name: str) -> int:
     if len(shape) != 3:
         raise ValueError(f"backbone '{name}' needs images (C, H, W); got input shape {tuple(shape)}. Use {_setting('backbone', 'mlp')} for feature vectors.")
+    side = MIN_IMAGE_SIDE.get(name, 1)
+    if min(shape[1:]) < side:
+        raise ValueError(f"backbone '{name}' needs images of at least {side} px a side; these are {shape[1]}x{shape[2]}: "
+                         f"use {_setting('backbone', 'fastcnn')} (from {MIN_IMAGE_SIDE['fastcnn']} px) or larger images")
     return int(shape[0])
 
 
@@ -444,10 +453,11 @@ def check_backbone_input(name: str, input_shape: Sequence[int]) -> None:
 
 
 def default_backbone(input_shape: Sequence[int]) -> str:
-    """The backbone used when none is named: MLP for vectors, FastCNN up to 64 px, else LabelMeCNN."""
+    """The backbone used when none is named: MLP for vectors, FastCNN for images up to 64 px on
+    their short side, else LabelMeCNN."""
     if len(input_shape) == 1:
         return "mlp"
-    return "fastcnn" if max(input_shape[1:]) <= 64 else "labelme-cnn"
+    return "fastcnn" if min(input_shape[1:]) <= 64 else "labelme-cnn"  # the short side: LabelMeCNN needs 32 px of it
 
 
 def default_image_backbone(input_shape: Sequence[int] | None = None) -> tuple[str, str]:

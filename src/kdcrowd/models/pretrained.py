@@ -26,12 +26,13 @@ Two ways to use them:
 
 * **fine-tune**: :func:`build_pretrained_backbone` (what ``build_backbone`` calls for these
   names) gives the whole network as a trainable backbone. It takes the training loop's
-  images — channels-first floats, standardised per channel — resizes them to the
-  network's resolution on the device and feeds them on. Standardised inputs already have
-  the zero mean and unit spread per channel that the network's own normalisation
-  produces; :meth:`PretrainedBackbone.set_input_normalisation` gives the exact mapping
-  when the standardisation's mean and spread are known. uint8 images ``(B, 3, H, W)`` are
-  normalised exactly as the weights expect.
+  images — channels-first floats, standardised per channel with the training images' mean
+  and spread — maps them to the weights' own normalisation
+  (:meth:`PretrainedBackbone.set_input_normalisation`, which the training loop calls with
+  its standardisation: the two differ, e.g. EfficientNet-Lite's mean 0.5 and spread 0.5
+  give its inputs a spread of about 0.4, not 1), resizes them to the network's resolution
+  on the device and feeds them on. uint8 images ``(B, 3, H, W)`` are normalised exactly as
+  the weights expect.
 * **frozen features**: :func:`extract_features` runs the network once over uint8 images
   ``(N, H, W, 3)`` and returns ``(N, F)`` float32 features, cached on disk by a content
   hash of the images, the backbone name and the weights, so a classifier head (the
@@ -49,6 +50,7 @@ import importlib
 import importlib.util
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -184,7 +186,7 @@ class PretrainedBackbone(nn.Module):
         else:  # an identity map until set_input_normalisation (no data-dependent branch: no device sync)
             x = x * (self.input_std / self.std) + (self.input_mean - self.mean) / self.std
         if x.shape[-2:] != (self.resolution, self.resolution):
-            shrink = min(x.shape[-2:]) > self.resolution
+            shrink = max(x.shape[-2:]) > self.resolution  # either side shrinking aliases without it
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=shrink)
         return x
 
@@ -380,7 +382,9 @@ def _looks_like_file(s: str) -> bool:
 
 
 def _split_weights(spec: str) -> tuple[str, str | None]:
-    name, sep, weights = spec.rpartition("@")
+    """``NAME@WEIGHTS`` → ``(NAME, WEIGHTS)`` at the first ``@`` (model names have none; a
+    weights file's path may: ``resnet18@/data/w@v2/x.pth``)."""
+    name, sep, weights = spec.partition("@")
     return (name, weights) if sep and name else (spec, None)
 
 
@@ -547,9 +551,11 @@ def extract_features(
         if not is_pretrained_name(name):
             raise ValueError(f"'{name}' is not a pretrained backbone; use {EFFICIENTNET_LITE0}, torchvision:NAME or timm:NAME")
         identity = _weights_identity(name)
-    else:  # the module's normalisation and resolution are part of what it computes
+    else:  # the module's weights (which fine-tuning changes in place), normalisation and resolution are what it computes
+        from ._common import module_digest
+
         name = type(net).__name__
-        identity = f"{net.identity}|{net.mean.flatten().tolist()}|{net.std.flatten().tolist()}|{net.resolution}"
+        identity = f"{net.identity}|{module_digest(net)}|{net.resolution}"
     dev = torch.device(device)
     # bf16 on CUDA and fp32 elsewhere give slightly different features: cached apart
     identity += "|bf16" if dev.type == "cuda" else "|fp32"
@@ -562,14 +568,14 @@ def extract_features(
                 cached = np.load(path)
                 if cached.shape[0] == images.shape[0] and cached.dtype == np.float32:
                     return cached
-            except (OSError, ValueError):
-                pass  # a damaged entry is recomputed and overwritten
+            except (OSError, ValueError, EOFError):
+                pass  # a damaged (or empty) entry is recomputed and overwritten
     if net is None:
         net = build_pretrained_backbone(name, (3, *images.shape[1:3]), 1)
     out = _run_features(net, images, dev, batch_size)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")  # one per writer: threads of a process too
         np.save(tmp, out)
         os.replace(tmp, path)
     return out
