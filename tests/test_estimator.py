@@ -457,3 +457,22 @@ def test_rows_nobody_labelled_are_not_trained_on_as_a_class(method: str) -> None
     clf = KDCrowdClassifier(method=method, backbone="mlp", epochs=20, batch_size=32, lr=3e-3, device="cpu").fit(x, long)
     assert clf.labels_[:40].tolist() == ["ab"[c] for c in y[:40]]
     assert (clf.predict(x[40:]) == "b").mean() > 0.9
+
+
+def test_labels_by_position_ignore_a_repeated_index_and_a_wide_frame_is_a_crowd() -> None:
+    """X from pd.concat (index 0..29 twice) fits with a 1-D or wide y, whose labels follow the
+    rows (it was refused for its repeated ids); a wide DataFrame of labels, a column per
+    worker, is a crowd like the same numpy matrix (it was read as a long table and refused);
+    a (N, 1) y without classes is read as one worker's class indices, with a warning saying so."""
+    x, y, _ = _blobs(n=60)
+    frame = pd.concat([pd.DataFrame(x[:30]), pd.DataFrame(x[30:])])
+    assert not frame.index.is_unique
+    by_position = _fast().fit(frame, y)
+    np.testing.assert_array_equal(by_position.label_proba_, _fast().fit(x, y).label_proba_)
+    wide = np.stack([np.where(np.arange(60) % 3 == m, -1, y) for m in range(3)], 1)
+    ref = _fast().fit(x, wide)
+    named = _fast().fit(x, pd.DataFrame(wide, columns=["ann", "bob", "cy"]))
+    np.testing.assert_array_equal(named.label_proba_, ref.label_proba_)
+    assert named.worker_ids_.tolist() == ["ann", "bob", "cy"]
+    with pytest.warns(UserWarning, match=r"shape \(N, 1\) is read as one worker's wide matrix"):
+        _fast().fit(x, y[:, None])

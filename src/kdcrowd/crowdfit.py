@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numbers
 import time
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -205,6 +206,9 @@ class CrowdFit:
                 raise ValueError(f"the annotations cover {annotations.n_items} items but X has {n} rows; their item index must be the row of X")
             return annotations
         if isinstance(annotations, pd.DataFrame):
+            if not {"item", "worker", "label"} <= {str(c) for c in annotations.columns} and len(annotations) == n:
+                # a wide table, a column per worker (its names the worker ids), a row per row of X
+                return Annotations.from_wide(annotations, classes=self.classes, item_ids=items)
             return Annotations.from_long(annotations, classes=self.classes, items=items, duplicates=self.duplicates)
         arr = np.asarray(annotations)
         if arr.ndim == 1:  # one annotator's labels: the degenerate single-worker crowd
@@ -217,6 +221,9 @@ class CrowdFit:
             frame = pd.DataFrame({"item": items, "worker": 0, "label": arr})
             return Annotations.from_long(frame, classes=classes, items=items)
         if arr.ndim == 2 and arr.shape[0] == n:
+            if arr.shape[1] == 1 and self.classes is None:  # scikit-learn reads a column vector as labels; here it is one worker's class indices
+                warnings.warn("y of shape (N, 1) is read as one worker's wide matrix of class indices 0..K-1 (-1 or NaN: no label); "
+                              "for one label per row pass a 1-D y, or give classes=[...] to name the indices", UserWarning, stacklevel=3)
             return Annotations.from_wide(arr, classes=self.classes, item_ids=items)
         raise ValueError(
             f"annotations must be an Annotations, a long DataFrame (item, worker, label), a wide (N, M) matrix with -1/NaN for missing labels "
@@ -324,8 +331,10 @@ class CrowdFit:
                 raise ValueError("give the crowd labels once: as y or as annotations=, not both")
             y = annotations
         values, (method, backbone, train, options), spreading = self._checked_options()
-        if item_ids is None and isinstance(X, pd.DataFrame) and not _row_numbers(X.index):
-            item_ids = X.index.tolist()  # a DataFrame indexed by item id names its rows (X.iloc[20:]'s range 20.. too)
+        if item_ids is None and isinstance(X, pd.DataFrame) and not _row_numbers(X.index) and (X.index.is_unique or isinstance(y, pd.DataFrame)):
+            # a DataFrame indexed by item id names its rows (X.iloc[20:]'s range 20.. too); a repeated index (pd.concat)
+            # names nothing where the labels follow the rows by position (a 1-D or wide y), and is refused for a long table
+            item_ids = X.index.tolist()
         X = self._check_X(X)
         X, frozen = self._frozen_features(X)
         if frozen is not None:  # an MLP head on the features, with the head recipe of frozen features (head_recipe auto)
