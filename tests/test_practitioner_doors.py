@@ -395,6 +395,14 @@ def test_the_estimator_takes_images_through_frozen_features_as_fit_does(tmp_path
     older = copy.deepcopy(clf)  # a model saved before the scaling was recorded reads its features as they come
     older.input_transform_ = {k: v for k, v in clf.input_transform_.items() if k != "norm"}
     np.testing.assert_array_equal(older._inputs(x[:4], older.item_shape_), raw)
+    # grey and RGBA images: the features of the same picture in RGB (an internal function's error before)
+    grey = x[..., :1].copy()
+    g = KDCrowdClassifier(method="mv", epochs=1, device="cpu").fit(grey, y)
+    np.testing.assert_allclose(g.predict_proba(grey[:4]), g.predict_proba(extract_features(np.repeat(grey[:4], 3, axis=-1))), atol=1e-6)
+    rgba = np.concatenate([x, np.full((16, 32, 32, 1), 255, np.uint8)], -1)
+    np.testing.assert_allclose(clf.predict_proba(rgba[:4]), clf.predict_proba(x[:4]), atol=1e-6)
+    with pytest.raises(ConfigError, match="image_features='none'"):
+        KDCrowdClassifier(method="mv", epochs=1, device="cpu").fit(np.concatenate([x, x[..., :2]], -1), y)
     shared = KDCrowdClassifier(method="mv", epochs=1, head_recipe="shared", device="cpu").fit(x, y)
     assert shared.metrics_["config"]["train"]["lr"] == 1e-3
     pixels = KDCrowdClassifier(method="mv", epochs=1, image_features="none", backbone="mlp", device="cpu").fit(x, y)

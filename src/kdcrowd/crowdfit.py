@@ -167,7 +167,16 @@ class CrowdFit:
         from .models.pretrained import extract_features
         from .training import resolve_device
 
-        return extract_features(np.asarray(images), name, device=resolve_device(self.device))
+        images = np.asarray(images)
+        channels = images.shape[-1]
+        if channels == 1:  # grey: the same value in red, green and blue, as an image viewer shows it
+            images = np.repeat(images, 3, axis=-1)
+        elif channels == 4:  # RGBA: the colour channels (what kdcrowd fit --images reads of such files)
+            images = images[..., :3]
+        elif channels != 3:
+            raise ConfigError(f"frozen image features take grey, RGB or RGBA images (N, H, W, 1|3|4); X has {channels} channels: "
+                              "give image_features='none' to train on its pixels")
+        return extract_features(np.ascontiguousarray(images), name, device=resolve_device(self.device))
 
     def _image_inputs(self, X: Any) -> Any:
         """``X``, or its frozen features when the model was trained on those and ``X`` holds images."""
