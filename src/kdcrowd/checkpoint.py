@@ -13,7 +13,8 @@ Two levels, one module:
   ``state.json`` recording the finished stages and the run's settings.
 
 Settings are compared as JSON values with :func:`differences`; data and modules are
-identified by :func:`digest` / :func:`data_digest` / :func:`module_digest`. Every file
+identified by :func:`digest` / :func:`data_digest` / :func:`module_digest` (defined with the
+models, :mod:`kdcrowd.models._common`, whose pretrained networks key their feature cache by it). Every file
 is read with ``torch.load(..., weights_only=True)``.
 """
 
