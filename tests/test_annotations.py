@@ -994,3 +994,19 @@ def test_labelme_real_data():
         assert wide.n_workers == 77
         cols = a.worker_ids
         np.testing.assert_array_equal(wide.to_wide()[:, cols], a.to_wide())
+
+
+def test_declared_ids_refuse_missing_values_and_to_wide_takes_any_nan() -> None:
+    """classes=/items= holding NaN or None are refused (a table's missing ids are; NaN never
+    equals itself, so two equal crowds compared unequal); to_wide's missing value may be a
+    float32 NaN or pd.NA (the first filled the int matrix with -2**63)."""
+    import pandas as pd
+
+    with pytest.raises(AnnotationError, match="`classes` holds missing values"):
+        Annotations([0, 1], [0, 0], [0, 1], classes=[0, 1, float("nan")])
+    with pytest.raises(AnnotationError, match="`items` holds missing values"):
+        Annotations.from_long(pd.DataFrame({"item": [1, 2], "worker": ["a", "a"], "label": [0, 1]}), items=[1, 2, None])
+    ann = Annotations([0, 1], [0, 0], [0, 1], n_items=3, n_classes=2)
+    for missing in (np.float32("nan"), float("nan"), pd.NA, None):
+        wide = ann.to_wide(missing=missing)
+        assert wide.dtype == np.float64 and np.isnan(wide[2, 0]) and wide[:2, 0].tolist() == [0, 1], missing

@@ -274,3 +274,27 @@ def test_aggregate_ties_go_to_the_lowest_class_and_ds_prior_is_dawid_skenes(tmp_
     assert r.exit_code == 0 and "--ds-prior is Dawid–Skene's" in r.output
     r = runner.invoke(app, ["aggregate", "--annotations", str(src), "--method", "ds", "--ds-prior", "5", "--out", str(tmp_path / "d.csv")])
     assert r.exit_code == 0 and "--ds-prior" not in r.output
+
+
+def test_label_case_fold_reaches_gold_answers_and_platform_exports(tmp_path: Path) -> None:
+    """--label-case fold merges Cat into cat in a --gold file too (it was refused as no class)
+    and in a platform export, whose labels pandas 3 reads as its string dtype (folding left
+    them apart: p_Cat beside p_cat)."""
+    ann = tmp_path / "ann.csv"
+    ann.write_text("item,worker,label\na,w1,cat\na,w2,cat\na,w3,Cat\nb,w1,dog\nb,w2,dog\nb,w3,dog\nc,w1,dog\nc,w2,cat\nc,w3,dog\n")
+    gold = tmp_path / "gold.csv"
+    gold.write_text("item,label\nc,CAT\n")
+    out = tmp_path / "o.csv"
+    r = runner.invoke(app, ["aggregate", "--annotations", str(ann), "--label-case", "fold", "--gold", str(gold), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["item", "label", "p_cat", "p_dog"] and dict(frame[["item", "label"]].values)["c"] == "cat"
+    r = runner.invoke(app, ["aggregate", "--annotations", str(ann), "--gold", str(gold), "--out", str(out)])
+    assert r.exit_code == 2 and "--label-case fold matches them ignoring letter case" in r.output
+    export = tmp_path / "toloka.tsv"
+    rows = ["INPUT:text\tOUTPUT:result\tASSIGNMENT:task_id\tASSIGNMENT:worker_id\tASSIGNMENT:status"]
+    rows += [f"t {i}\t{lab}\t{i}\t{w}\tAPPROVED" for i, w, lab in (("a", "w1", "cat"), ("a", "w2", "cat"), ("a", "w3", "Cat"), ("b", "w1", "dog"), ("b", "w2", "dog"))]
+    export.write_text("\n".join(rows) + "\n")
+    r = runner.invoke(app, ["aggregate", "--annotations", str(export), "--label-case", "fold", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert list(pd.read_csv(out).columns) == ["item", "label", "p_cat", "p_dog"]

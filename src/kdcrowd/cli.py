@@ -172,7 +172,7 @@ def _gold_questions(gold: Optional[Path], path: Path, export_gold: Any, item_ids
     from .data.items import read_item_labels
 
     if gold is not None:
-        return gold_vector(len(item_ids), *read_item_labels(gold, item_ids, classes, items_are=items_are))
+        return gold_vector(len(item_ids), *read_item_labels(gold, item_ids, classes, items_are=items_are, fold_case=label_case == "fold"))
     if export_gold is None or not len(export_gold):
         return None
     from rich.markup import escape
@@ -191,7 +191,7 @@ def _gold_questions(gold: Optional[Path], path: Path, export_gold: Any, item_ids
     if not len(g):
         err_console.print(f"note: {escape(str(path))} holds {len(export_gold)} gold answers, none usable as gold questions{left}", soft_wrap=True, highlight=False)
         return None
-    items, labels = item_labels_from_frame(g, path, item_ids, classes, items_are="crowd labels or features/images")
+    items, labels = item_labels_from_frame(g, path, item_ids, classes, items_are="crowd labels or features/images", fold_case=label_case == "fold")
     err_console.print(f"note: using the {len(items)} gold answers of {escape(str(path))} (the platform's control questions) as gold questions{left}; --gold FILE replaces them", soft_wrap=True, highlight=False)
     return gold_vector(len(item_ids), items, labels)
 
@@ -631,7 +631,7 @@ def fit(
     predict_item_ids: Optional[Path] = typer.Option(None, help="With a .npy --predict-features: one item id per line."),
     classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning says when class 0 is never chosen)."),
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
-    gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they anchor the worker matrices and the training targets, keep their known labels, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): their known labels are the training targets and the final labels of those items, Dawid–Skene's worker matrices (ds, and Max-MIG's start) are anchored on them, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
     image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0, each image's scaled to unit length, with an MLP head trained on them when kdcrowd[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|efficientnet-lite1|efficientnet-lite2|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
     final_labels: str = typer.Option("classifier", help="Where labels.csv comes from: classifier (default: the trained classifier's prediction for each item) or posterior (the classifier's p(y|x) times the worker matrices' probability of each crowd label the item got, normalised: Dawid–Skene's posterior with the classifier as prior; better when workers err independently, up to 3 points worse on LabelMe, docs/RESULTS.md §7h)."),
@@ -921,7 +921,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             raise AnnotationError(f"{p['annotations']}: {e} The {len(ids)} known items are named by {source}, e.g. {', '.join(repr(v) for v in ids[:3])}.") from e
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
-        gold = read_item_labels(p["truth"], ids, ann.classes) if p["truth"] is not None else None
+        gold = read_item_labels(p["truth"], ids, ann.classes, fold_case=p.get("label_case") == "fold") if p["truth"] is not None else None
         gold_vec = _gold_questions(p.get("gold"), p["annotations"], export_gold, ids, ann.classes, p.get("label_case"))
         gold_questions = None if gold_vec is None else gold_values(gold_vec, ann.classes)
         X = load()  # images are decoded once the labels, ids and truths are known to be right

@@ -204,7 +204,7 @@ def _aggregation_method(agg: str, soft: bool) -> Callable[[Any, DeviceData, RunC
 
             dsr = dawid_skene(ann, device=str(data.device), gold=getattr(ds, "gold", None))
             labels, post, trans = dsr.labels, dsr.posteriors, dsr.transitions
-        else:  # gold items get their known labels as targets; the worker matrices of the aggregators that estimate them (one-coin DS, MACE)
+        else:  # gold items get their known labels as targets; trans: the worker matrices of the aggregators that estimate them (one-coin DS, MACE)
             labels, post, trans = aggregate_with_matrices(ann, method=agg, gold=getattr(ds, "gold", None), **({} if agg == "mv" else {"device": str(data.device)}))
         post_t = torch.as_tensor(np.asarray(post, dtype=np.float32), device=data.device)
         targets = post_t if soft else torch.as_tensor(np.asarray(labels), dtype=torch.long, device=data.device)

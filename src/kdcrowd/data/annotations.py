@@ -123,6 +123,9 @@ def _as_id_array(values: Any, name: str) -> np.ndarray:
     if arr.dtype.kind in "iu":
         arr = _as_int64(arr)
     index = pd.Index(arr)
+    if index.hasnans:  # NaN, None, pd.NA: no id (a table's missing ids are refused too); NaN never equals itself
+        raise _fail_rows(f"`{name}` holds missing values (NaN/None)", np.flatnonzero(index.isna()), {name: arr},
+                         f"Give every entry of `{name}` an id, or leave it out.", what="position")
     if not index.is_unique:
         dup = np.flatnonzero(index.duplicated(keep=False))
         raise _fail_rows(
@@ -860,7 +863,7 @@ class Annotations:
                 "padded() instead."
             )
         self._refuse_duplicates("to_wide")
-        is_nan = missing is None or (isinstance(missing, float) and np.isnan(missing))
+        is_nan = missing is None or bool(pd.isna(missing))  # NaN of any float type, pd.NA
         if is_nan:
             out = np.full((self._n_items, self._n_workers), np.nan)
         else:

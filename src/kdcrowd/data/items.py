@@ -423,7 +423,8 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
 # ----------------------------------------------------------------------------- annotations
 
 
-def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images") -> tuple[np.ndarray, np.ndarray]:
+def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images",
+                     fold_case: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Known true labels of some items (e.g. a gold set checked by an expert).
 
     Args:
@@ -435,6 +436,8 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
             so ``1`` and ``"1"`` are the same class.
         items_are: what makes an item known, for the error on unknown items (``kdcrowd
             aggregate``: its crowd labels).
+        fold_case: a label that is no class as written is the class it equals ignoring
+            letter case (the crowd's labels were folded: ``--label-case fold``).
 
     Returns:
         ``(items, labels)``: int64 ``(G,)`` positions in ``item_ids`` and int64 ``(G,)``
@@ -448,10 +451,11 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
         df = _read_table(path, "label file", error=ValueError, text_columns=True)
     else:
         raise ValueError(f"cannot tell the format of label file {path.name!r}; use .csv, .tsv or .parquet with columns item,label")
-    return item_labels_from_frame(df, path, item_ids, classes, items_are)
+    return item_labels_from_frame(df, path, item_ids, classes, items_are, fold_case=fold_case)
 
 
-def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images") -> tuple[np.ndarray, np.ndarray]:
+def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images",
+                           fold_case: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """:func:`read_item_labels` of a table already read (e.g. a platform export's gold
     answers); ``path`` names its source in the errors."""
     path = Path(path)
@@ -476,10 +480,15 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
         same = sorted(set(class_text[class_text.duplicated(keep=False)].tolist()))
         raise ValueError(f"classes {_listing(same)} appear more than once when written as text (e.g. 1 and '1'); labels in {path.name} are matched by their text, so give each class once")
     cls = class_text.get_indexer(lb.to_numpy(dtype=object))
+    if fold_case and (cls < 0).any():  # 'Cat' is the class 'cat' when the crowd's labels were folded
+        folded = pd.Index([t.casefold() for t in class_text])
+        if folded.is_unique:
+            again = folded.get_indexer([str(v).casefold() for v in lb.to_numpy(dtype=object)])
+            cls = np.where(cls < 0, again, cls)
     bad = np.flatnonzero(cls < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
-        raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}; write each label as one of these classes (matched as text) or drop those rows")
+        raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}; write each label as one of these classes (matched as text{'' if fold_case else '; --label-case fold matches them ignoring letter case'}) or drop those rows")
     frame = pd.DataFrame({"pos": pos, "cls": cls}).drop_duplicates()
     conflict = frame["pos"].duplicated(keep=False).to_numpy()
     if conflict.any():

@@ -416,7 +416,7 @@ def fold_label_case(labels: pd.Series, label_case: str | None, source: str) -> p
     :class:`InputWarning` names them and both options."""
     if label_case is not None and label_case not in LABEL_CASES:
         raise ValueError(f"label case must be fold or keep (--label-case fold|keep), not {label_case!r}")
-    if label_case == "keep" or labels.dtype != object:
+    if label_case == "keep" or not (labels.dtype == object or pd.api.types.is_string_dtype(labels.dtype)):  # pandas 3 reads text as its string dtype
         return labels
     present = labels.dropna()
     is_text = np.fromiter((isinstance(v, str) for v in present.tolist()), dtype=bool, count=len(present))
