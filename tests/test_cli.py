@@ -298,3 +298,32 @@ def test_label_case_fold_reaches_gold_answers_and_platform_exports(tmp_path: Pat
     r = runner.invoke(app, ["aggregate", "--annotations", str(export), "--label-case", "fold", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert list(pd.read_csv(out).columns) == ["item", "label", "p_cat", "p_dog"]
+
+
+def test_run_checks_its_data_and_device_before_out_is_touched(tmp_path: Path) -> None:
+    """A bad data-set option value or an unusable device: one error, OUT not created (it held
+    an empty progress.jsonl), and a finished run in OUT untouched (its outputs were moved
+    aside and its progress emptied by the failing one)."""
+    import torch
+
+    out = tmp_path / "new"
+    r = runner.invoke(app, ["run", "--dataset", "labelme", "--dataset-option", "features=bovv", "--method", "mv", "--out", str(out), "--data-root", str(tmp_path)])
+    assert r.exit_code == 2 and "features must be 'images' or 'bovw'" in r.output and not out.exists(), r.output
+    done = tmp_path / "done"
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(done)])
+    assert r.exit_code == 0, r.output
+    before = {p.name: p.read_bytes() for p in done.iterdir() if p.is_file()}
+    if not torch.cuda.is_available():
+        r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--device", "cuda", "--out", str(done)])
+        assert r.exit_code == 2 and "--device" in r.output
+    r = runner.invoke(app, ["run", "--dataset", "labelme", "--dataset-option", "features=bovv", "--method", "mv", "--out", str(done), "--data-root", str(tmp_path)])
+    assert r.exit_code == 2
+    assert {p.name: p.read_bytes() for p in done.iterdir() if p.is_file()} == before and not (done / ".previous-run").exists()
+
+
+def test_help_shows_the_extras_names_with_their_brackets() -> None:
+    """Help is rich markup: `kdcrowd[pretrained]` showed as `kdcrowd` (its brackets read as a tag)."""
+    r = runner.invoke(app, ["fit", "--help"], env={"COLUMNS": "400"})
+    assert "kdcrowd[pretrained]" in r.output and "kdcrowd[pretrained-lite]" in r.output
+    r = runner.invoke(app, ["aggregate", "--help"], env={"COLUMNS": "400"})
+    assert "[default: 1]" in r.output

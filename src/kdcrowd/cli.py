@@ -21,6 +21,7 @@ from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .io import process_start, write_json
@@ -303,12 +304,12 @@ def _with_options(func: Any, options: list[Any]) -> Any:
     added, annotations = [], dict(getattr(func, "__annotations__", {}))
     for o in options:
         if o.name == "model_options":
-            name, tp, default = "model_option", list[str], typer.Option([], "--model-option", help=f"KEY=VALUE (repeatable). {o.help}")
+            name, tp, default = "model_option", list[str], typer.Option([], "--model-option", help=escape(f"KEY=VALUE (repeatable). {o.help}"))
         else:
             name, tp = o.name, o.type
             flag = "--" + o.name.replace("_", "-")
             decls = [f"{flag}/--no-{o.name.replace('_', '-')}"] if o.type in (bool, Optional[bool]) else [flag]
-            default = typer.Option(o.default, *decls, help=o.help)
+            default = typer.Option(o.default, *decls, help=escape(o.help))  # help is rich markup: kdcrowd[pretrained] would lose its brackets
         added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=tp))
         annotations[name] = tp
     # typer reads the parameters from the signature and their types from __annotations__
@@ -353,7 +354,7 @@ def run(
     The method and training options are those of `kdcrowd fit` and of KDCrowdClassifier,
     with the same names and defaults."""
     from .methods import RunConfig
-    from .methods import run as run_method
+    from .methods import run_on_dataset
 
     started = time.perf_counter()  # the imports are done: what came before is startup
     method, backbone, train, run_options = _door_settings(options, seed=seed, progress=True, distributed=distributed, sync_bn=sync_bn)
@@ -372,6 +373,20 @@ def run(
         _fail(f"--dataset-option: {e}")
     except USER_ERRORS as e:
         _fail(str(e))
+    ds, data_seconds = None, 0.0
+    if not distributed:  # the data set and the device, before OUT is touched (under torchrun rank 0 loads it first, below)
+        from .data.datasets import load_dataset
+        from .training import resolve_device
+
+        t_data = time.perf_counter()
+        try:
+            resolve_device(cfg.train.device)
+            ds = load_dataset(cfg.dataset, root=str(data_root) if data_root else None, workers=cfg.workers, seed=cfg.seed, **cfg.dataset_options)
+        except TypeError as e:  # an option the data set's loader does not take
+            _fail(f"--dataset-option: {e}")
+        except USER_ERRORS as e:
+            _fail(str(e))
+        data_seconds = time.perf_counter() - t_data
     try:
         prepare_out_dir(out, lock=not distributed)  # ranks of one torchrun share OUT
     except USER_ERRORS as e:
@@ -386,7 +401,8 @@ def run(
         return
     kept = "" if resuming else _start_fresh_run(out, cfg.progress_file)
     try:
-        metrics, output = run_method(cfg, root=str(data_root) if data_root else None)
+        metrics, output = run_on_dataset(ds, cfg)
+        metrics["timings"]["data_preparation"] += data_seconds  # the files read (and workers simulated)
     except KeyboardInterrupt:
         hint = "run the same command again to continue from the last finished epoch" if resume else "add --resume to checkpoint every epoch next time"
         err_console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {out / 'progress.jsonl'}; {hint}{kept}", soft_wrap=True)
@@ -404,8 +420,8 @@ def run(
     console.print(f"wrote {out / 'metrics.json'}")
 
 
-#: What `kdcrowd run` writes into OUT beside progress.jsonl.
-RUN_OUTPUTS = ("metrics.json", "transitions.npz")
+#: What `kdcrowd run` writes into OUT.
+RUN_OUTPUTS = ("metrics.json", "transitions.npz", "progress.jsonl")
 
 
 def _set_aside(out: Path, names: Any) -> Path:
@@ -426,9 +442,9 @@ def _set_aside(out: Path, names: Any) -> Path:
 
 
 def _start_fresh_run(out: Path, progress_file: str) -> str:
-    """A run that starts afresh: an earlier run's outputs go aside (its metrics.json, and its
-    worker matrices, which a method without matrices would not replace: `kdcrowd plot
-    workers` drew them as this run's) and progress.jsonl starts empty. Returns what an error
+    """A run that starts afresh: an earlier run's outputs go aside (its metrics.json, its
+    progress, and its worker matrices, which a method without matrices would not replace:
+    `kdcrowd plot workers` drew them as this run's) and progress.jsonl starts empty. Returns what an error
     adds: where the earlier outputs wait, if any."""
     previous = _set_aside(out, RUN_OUTPUTS)
     open(progress_file, "w").close()
@@ -531,7 +547,7 @@ def aggregate(
     multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
     include_rejected: bool = typer.Option(False, "--include-rejected", help=_REJECTED_HELP),
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they keep their known labels, and Dawid–Skene anchors the worker matrices on them."),
-    ds_prior: Optional[float] = typer.Option(None, "--ds-prior", show_default=False, help="Dawid–Skene (--method ds only): pseudo-counts per row shrinking each worker's matrix toward the pooled one (keeps workers with few labels from collapsing every item to one class); 0 gives crowd-kit's exact results. [default: 1]"),
+    ds_prior: Optional[float] = typer.Option(None, "--ds-prior", show_default=False, help="Dawid–Skene (--method ds only): pseudo-counts per row shrinking each worker's matrix toward the pooled one (keeps workers with few labels from collapsing every item to one class); 0 gives crowd-kit's exact results. \\[default: 1]"),
     classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning says when class 0 is never chosen)."),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
@@ -633,7 +649,7 @@ def fit(
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): their known labels are the training targets and the final labels of those items, Dawid–Skene's worker matrices (ds, and Max-MIG's start) are anchored on them, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
     image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
-    image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0, each image's scaled to unit length, with an MLP head trained on them when kdcrowd[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|efficientnet-lite1|efficientnet-lite2|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
+    image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0, each image's scaled to unit length, with an MLP head trained on them when kdcrowd\\[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|efficientnet-lite1|efficientnet-lite2|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
     final_labels: str = typer.Option("classifier", help="Where labels.csv comes from: classifier (default: the trained classifier's prediction for each item) or posterior (the classifier's p(y|x) times the worker matrices' probability of each crowd label the item got, normalised: Dawid–Skene's posterior with the classifier as prior; better when workers err independently, up to 3 points worse on LabelMe, docs/RESULTS.md §7h)."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
@@ -652,9 +668,10 @@ def fit(
     """Train on your own crowd labels and items: a classifier, a clean label for every item,
     each worker's confusion matrix and a report to look at (OUT/report.html).
 
-    Every epoch is checkpointed in OUT/checkpoints; after an interruption (Ctrl-C, a lost
-    machine) `kdcrowd fit --resume OUT` continues from the last finished epoch and ends
-    with the same results as an uninterrupted run.
+    Finished epochs are checkpointed in OUT/checkpoints (at most every --checkpoint-interval
+    seconds, and always on Ctrl-C or SIGTERM); after an interruption `kdcrowd fit --resume
+    OUT` continues from the last epoch written (after a lost machine up to that many seconds
+    are trained again) and ends with the same results as an uninterrupted run.
 
     The method and training options are those of `kdcrowd run` and of KDCrowdClassifier,
     with the same names and defaults."""
