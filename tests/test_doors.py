@@ -202,8 +202,8 @@ def test_only_user_errors_become_one_line_errors(tmp_path: Path, monkeypatch) ->
     def boom(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(kdcrowd.methods, "run", boom)
-    r = runner.invoke(app, ["run", "--dataset", "digits", "--out", str(tmp_path / "o"), "--method", "mv", "--device", "cpu"])
+    monkeypatch.setattr(kdcrowd.methods, "run_on_dataset", boom)  # what `kdcrowd run` trains through once its data set is loaded
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--out", str(tmp_path / "o"), "--method", "mv", "--device", "cpu"])
     assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
     r = runner.invoke(app, ["run", "--dataset", "digits", "--out", str(tmp_path / "o"), "--method", "mv", "--device", "gpu0"])
     assert r.exit_code == 2 and "--device must be cpu, cuda, cuda:N or auto; got 'gpu0'" in r.output
