@@ -476,3 +476,9 @@ def test_labels_by_position_ignore_a_repeated_index_and_a_wide_frame_is_a_crowd(
     assert named.worker_ids_.tolist() == ["ann", "bob", "cy"]
     with pytest.warns(UserWarning, match=r"shape \(N, 1\) is read as one worker's wide matrix"):
         _fast().fit(x, y[:, None])
+    # a wide DataFrame beside a repeated index; and crowd-kit's long table (task, worker, label) of
+    # exactly N rows stays a long table, not three workers named task, worker and label
+    np.testing.assert_array_equal(_fast().fit(frame, pd.DataFrame(wide, columns=["ann", "bob", "cy"])).label_proba_, ref.label_proba_)
+    crowdkit = pd.DataFrame({"task": np.arange(60), "worker": "w", "label": np.array(["bird", "cat", "dog"])[y]})
+    long = _fast().fit(x, crowdkit)
+    assert long.classes_.tolist() == ["bird", "cat", "dog"] and long.worker_ids_.tolist() == ["w"]

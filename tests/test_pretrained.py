@@ -248,7 +248,9 @@ def test_weights_paths_may_hold_an_at_sign_and_small_images_are_refused_by_name(
     assert default_backbone((3, 24, 100)) == "fastcnn" and default_backbone((3, 128, 128)) == "labelme-cnn"
     with pytest.raises(ValueError, match="at least 32 px a side; these are 16x16"):
         build_backbone("vgg16", (3, 16, 16), 3)
-    build_backbone("labelme-cnn", (3, 32, 40), 3)
+    build_backbone("labelme-cnn", (3, 31, 40), 3)
+    with pytest.raises(ValueError, match="at least 31 px a side"):
+        build_backbone("labelme-cnn", (3, 30, 40), 3)
 
 
 def test_pretrained_names_and_their_errors() -> None:

@@ -382,9 +382,7 @@ def run(
         try:
             resolve_device(cfg.train.device)
             ds = load_dataset(cfg.dataset, root=str(data_root) if data_root else None, workers=cfg.workers, seed=cfg.seed, **cfg.dataset_options)
-        except TypeError as e:  # an option the data set's loader does not take
-            _fail(f"--dataset-option: {e}")
-        except USER_ERRORS as e:
+        except USER_ERRORS as e:  # the option names were checked above (check_dataset_request)
             _fail(str(e))
         data_seconds = time.perf_counter() - t_data
     try:

@@ -49,6 +49,16 @@ FINAL_LABELS = ("classifier", "posterior")
 MIN_IMAGE_SIDE = 8
 
 
+def _is_long_table(y: Any) -> bool:
+    """Whether ``y`` is a long table of crowd labels: a DataFrame with columns item (or
+    crowd-kit's task), worker and label, as :meth:`Annotations.from_long` reads them; any
+    other DataFrame of N rows is a wide one, a column per worker."""
+    if not isinstance(y, pd.DataFrame):
+        return False
+    cols = {str(c) for c in y.columns}
+    return bool(cols & {"item", "task"}) and {"worker", "label"} <= cols
+
+
 def _row_numbers(index: pd.Index) -> bool:
     """Whether a DataFrame's ``index`` is the plain ``0..N-1`` range (pandas' default), which
     names no items; any other index, a range that starts elsewhere or steps otherwise
@@ -215,7 +225,7 @@ class CrowdFit:
                 raise ValueError(f"the annotations cover {annotations.n_items} items but X has {n} rows; their item index must be the row of X")
             return annotations
         if isinstance(annotations, pd.DataFrame):
-            if not {"item", "worker", "label"} <= {str(c) for c in annotations.columns} and len(annotations) == n:
+            if not _is_long_table(annotations) and len(annotations) == n:
                 # a wide table, a column per worker (its names the worker ids), a row per row of X
                 return Annotations.from_wide(annotations, classes=self.classes, item_ids=items)
             return Annotations.from_long(annotations, classes=self.classes, items=items, duplicates=self.duplicates)
@@ -341,7 +351,7 @@ class CrowdFit:
                 raise ValueError("give the crowd labels once: as y or as annotations=, not both")
             y = annotations
         values, (method, backbone, train, options), spreading = self._checked_options()
-        if item_ids is None and isinstance(X, pd.DataFrame) and not _row_numbers(X.index) and (X.index.is_unique or isinstance(y, pd.DataFrame)):
+        if item_ids is None and isinstance(X, pd.DataFrame) and not _row_numbers(X.index) and (X.index.is_unique or _is_long_table(y)):
             # a DataFrame indexed by item id names its rows (X.iloc[20:]'s range 20.. too); a repeated index (pd.concat)
             # names nothing where the labels follow the rows by position (a 1-D or wide y), and is refused for a long table
             item_ids = X.index.tolist()

@@ -377,8 +377,8 @@ class LabelMeCNN(_Backbone):
 
 
 #: The smallest image side each network's poolings leave a feature map for (measured: a
-#: forward pass of every side from 4 px in steps of 4).
-MIN_IMAGE_SIDE = {"fastcnn": 8, "airbench": 12, "resnet18": 4, "vgg16": 32, "labelme-cnn": 32}
+#: forward pass of every side from 1 to 39 px).
+MIN_IMAGE_SIDE = {"fastcnn": 8, "airbench": 9, "resnet18": 1, "vgg16": 32, "labelme-cnn": 31}
 
 
 def _image_channels(shape: Sequence[int], name: str) -> int:

@@ -57,8 +57,9 @@ class CrowdAR(CrowdModel):
 
     Departure: the reference clips ``w_3`` to ``≥ 0`` after every optimiser step; the
     training loop has no post-step hook, so the clip is applied in place at the start of
-    every ``crowd_loss`` call (before ``w_3`` enters the graph): the same values from the
-    second step on (the reference's first step uses the unclipped initial ``w_3``). The clip
+    every ``crowd_loss`` call (before ``w_3`` enters the graph). The reference's first step
+    uses the unclipped initial ``w_3`` (a default ``nn.Linear`` has negative entries), so
+    the two sequences differ from the first step on. The clip
     writes through ``.data``, not tracked by autograd, so a graph built by an earlier
     ``crowd_loss`` (gradient accumulation) stays valid: its ``w_3`` was clipped already. BCE uses log-sigmoids of the pre-activation (stable; the reference's
     ``binary_cross_entropy`` clamps its logs at −100).

@@ -536,7 +536,7 @@ def extract_features(
         images: uint8 ``(N, H, W, 3)``.
         backbone_name: a pretrained backbone name (``efficientnet-lite0``,
             ``torchvision:NAME[@WEIGHTS]``, ``timm:NAME[@FILE]``) or a built
-            :class:`PretrainedBackbone` (its ``identity`` keys the cache).
+            :class:`PretrainedBackbone` (its ``identity`` and a digest of its weights key the cache).
         device: where the network runs.
         batch_size: images per forward pass.
         cache_dir: see :func:`feature_cache_dir`.
