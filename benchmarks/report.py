@@ -12,7 +12,6 @@ import gzip
 import json
 import sys
 from collections import defaultdict
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from protocol_table import exact  # noqa: E402  (one reading of exact accuracies for both scripts)
+from protocol_table import exact, r1  # noqa: E402  (one reading and rounding of exact accuracies for both scripts)
 from kdcrowd.report.plots import _save, subplots, memorization_curves  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -33,20 +32,13 @@ def _finite(values: list[float | None]) -> np.ndarray:
     return np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
 
 
-def _pct_mean(v: np.ndarray) -> str:
-    """The mean of accuracies in percent, one decimal, half up from the exact decimal mean
-    (76.35 reads 76.4; the binary mean 76.349999… read 76.3)."""
-    mean = sum(exact(x) for x in v) * 100 / len(v)
-    return str(mean.quantize(Decimal("0.1"), ROUND_HALF_UP))
-
-
 def _cell(values: list[float | None], pct: bool = True) -> str:
     v = _finite(values)
     if len(v) == 0:
         return "–"
     if len(v) == 1:
-        return _pct_mean(v) if pct else f"{v[0]:.3f}"
-    return f"{_pct_mean(v)} ± {100 * v.std(ddof=1):.1f}" if pct else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+        return r1(sum(exact(x) for x in v) * 100 / len(v)) if pct else f"{v[0]:.3f}"
+    return f"{r1(sum(exact(x) for x in v) * 100 / len(v))} ± {100 * v.std(ddof=1):.1f}" if pct else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
 def _val_acc(run: dict[str, Any]) -> float | None:
@@ -142,13 +134,7 @@ def paired(d: dict[str, Any], a: str, b: str, key: str = "test_accuracy_val_sele
     p = float(stats.ttest_rel([rows[a][s][key] for s in seeds], [rows[b][s][key] for s in seeds]).pvalue) if len(diff) > 1 and diff.std() > 0 else float("nan")
     points = sum(exact(rows[a][s][key]) - exact(rows[b][s][key]) for s in seeds) * 100 / len(seeds)
     return {"n": len(diff), "mean": float(diff.mean()), "std": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0, "wins": int((diff > 0).sum()), "p": p,
-            "points": _signed(points)}
-
-
-def _signed(points: Decimal) -> str:
-    """A difference in points, one decimal half up, with its sign (+18.15 reads +18.2)."""
-    v = points.quantize(Decimal("0.1"), ROUND_HALF_UP)
-    return ("+" if v >= 0 else "-") + str(abs(v))
+            "points": r1(points, sign=True).replace("−", "-")}  # the ASCII minus the published tables use
 
 
 def _verdict(t: dict[str, Any]) -> str:

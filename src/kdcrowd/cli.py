@@ -47,7 +47,6 @@ CHECKPOINTS = "checkpoints"
 
 def _fail(message: str) -> NoReturn:
     """Print one ``error:`` line (markup-escaped, never wrapped) and exit with status 2."""
-    from rich.markup import escape
 
     from .cli_checks import cli_message
 
@@ -80,7 +79,6 @@ def _class_list(classes: Optional[str]) -> Optional[list[str]]:
 
 def _warn(message: str) -> None:
     """Print one ``warning:`` line on stderr."""
-    from rich.markup import escape
 
     err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
 
@@ -155,7 +153,6 @@ def _read_crowd_input(
     console.print(_export_summary(path, ex.summary), soft_wrap=True, highlight=False)
     gold = ex.gold_frame()
     if gold is not None and len(gold) and gold_given:
-        from rich.markup import escape
 
         err_console.print(f"note: {escape(str(path))} holds {len(gold)} gold answers (the platform's control questions); --gold replaces them", soft_wrap=True, highlight=False)
     return frame, gold
@@ -176,7 +173,6 @@ def _gold_questions(gold: Optional[Path], path: Path, export_gold: Any, item_ids
         return gold_vector(len(item_ids), *read_item_labels(gold, item_ids, classes, items_are=items_are, fold_case=label_case == "fold"))
     if export_gold is None or not len(export_gold):
         return None
-    from rich.markup import escape
 
     from .data.items import item_labels_from_frame
     from .data.readers import fold_label_case
@@ -430,23 +426,27 @@ def _set_aside(out: Path, names: Any) -> Path:
     import shutil
 
     previous = out / PREVIOUS_RUN
-    present = [name for name in names if (out / name).exists()]
-    if present:
-        shutil.rmtree(previous, ignore_errors=True)
-        previous.mkdir()
-        for name in present:
+    shutil.rmtree(previous, ignore_errors=True)  # an older run's, never put back in place of this one's
+    for name in names:
+        if (out / name).exists():
+            previous.mkdir(exist_ok=True)
             (out / name).replace(previous / name)
     return previous
+
+
+def _kept_note(previous: Path) -> str:
+    """What an error message adds about an earlier run's outputs set aside, if any."""
+    return f" (the earlier run's outputs wait in {previous})" if previous.is_dir() else ""
 
 
 def _start_fresh_run(out: Path, progress_file: str) -> str:
     """A run that starts afresh: an earlier run's outputs go aside (its metrics.json, its
     progress, and its worker matrices, which a method without matrices would not replace:
-    `kdcrowd plot workers` drew them as this run's) and progress.jsonl starts empty. Returns what an error
-    adds: where the earlier outputs wait, if any."""
+    `kdcrowd plot workers` drew them as this run's) and progress.jsonl starts empty. Returns
+    what an error adds (:func:`_kept_note`)."""
     previous = _set_aside(out, RUN_OUTPUTS)
     open(progress_file, "w").close()
-    return f" (the earlier run's outputs wait in {previous})" if previous.is_dir() else ""
+    return _kept_note(previous)
 
 
 def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path, resuming: bool) -> None:
@@ -570,7 +570,7 @@ def aggregate(
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
         if ds_prior is not None and not is_ds:
             _warn(f"--ds-prior is Dawid–Skene's (--method ds); {method} does not use it")
-        frame = aggregation_frame(ann, method, gold=known, **({"prior": 1.0 if ds_prior is None else ds_prior} if is_ds else {}))
+        frame = aggregation_frame(ann, method, gold=known, **({"prior": ds_prior} if is_ds and ds_prior is not None else {}))  # else Dawid–Skene's DS_PRIOR
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
     except USER_ERRORS as e:
@@ -673,7 +673,6 @@ def fit(
 
     The method and training options are those of `kdcrowd run` and of KDCrowdClassifier,
     with the same names and defaults."""
-    from rich.markup import escape
 
     # ctx.params holds what the parser gave: paths arrive as text with some click versions
     params = _fit_paths(ctx.params)
@@ -814,7 +813,6 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
 
     import numpy as np
     import pandas as pd
-    from rich.markup import escape
 
     from .aggregation import majority_vote
     from .cli_checks import check_training_settings
@@ -1014,7 +1012,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             clf.fit(X, ann, gold=gold_questions, unlabelled=None if predict is None else predict[1])
     except (KeyboardInterrupt, Exception) as e:
         undone = not resume and _undo_unstarted_fit(out, ckpt, previous)  # stopped before any saved epoch: OUT as it was
-        kept = f" (the earlier run's outputs wait in {previous})" if previous.is_dir() else ""
+        kept = _kept_note(previous)
         if isinstance(e, ImportError):  # a network's package missing (torchvision, timm): its message names the install
             _fail(f"{e}{kept}")
         if not isinstance(e, (KeyboardInterrupt, *USER_ERRORS)):
@@ -1086,7 +1084,6 @@ def predict(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Label new items with a classifier trained by `kdcrowd fit`."""
-    from rich.markup import escape
 
     from .persist import load_predictor
     from .report.practitioner import label_frame

@@ -333,7 +333,8 @@ class KDCrowd:
         ens = Ensemble([s_obj, c_obj])
         e_fit = FitResult(history=[], best_epoch=0, best_state=Ensemble.state([s_fit.best_state, c_fit.best_state]),
                           final_state=Ensemble.state([s_fit.final_state, c_fit.final_state]), seconds=0.0, timings=dict.fromkeys(LOOP_TIMINGS, 0.0))
-        outs["ensemble"] = MethodOutput(ens, e_fit, train_proba=predict_proba(ens, data, data.x_train, train), transitions=outs["stage2"].transitions)
+        # its training-item predictions from its members', just predicted in the same states
+        outs["ensemble"] = MethodOutput(ens, e_fit, train_proba=ens.average([refined, c_proba]), transitions=outs["stage2"].transitions)
         final = self.final
         if final == "best-val":
             sv, cv = best_val_accuracy(s_fit, s_obj, data, train), best_val_accuracy(c_fit, c_obj, data, train)

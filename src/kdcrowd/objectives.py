@@ -255,10 +255,14 @@ class Ensemble(nn.Module):
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least two predictors, got {len(members)}")
         self.members = nn.ModuleList(members)
+        self.weights = [len(predictor_networks(m)) for m in members]  # each member's number of networks
+
+    def average(self, probas: list[torch.Tensor]) -> torch.Tensor:
+        """The members' probabilities (in order) averaged as :meth:`predict_proba` does."""
+        return sum(w * p.float() for w, p in zip(self.weights, probas)) / sum(self.weights)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        weights = [len(predictor_networks(m)) for m in self.members]
-        return sum(w * m.predict_proba(x).float() for w, m in zip(weights, self.members)) / sum(weights)
+        return self.average([m.predict_proba(x) for m in self.members])
 
     @staticmethod
     def state(member_states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -224,9 +224,11 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
         if len(detail) > 160:  # cut at a word, not inside one
             detail = detail[:160].rsplit(" ", 1)[0] + " ..."
         raise ValueError(f"{path} is not a model file written by `kdcrowd fit`, or it is truncated or damaged (torch.load: {detail}); give the model.pt that `kdcrowd fit --out DIR` wrote, copied whole") from e
-    missing = [] if not isinstance(ck, dict) else [k for k in ("predictor", "classes") if k not in ck]
-    if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT or missing:
-        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`" + (f" (it lacks {', '.join(missing)})" if missing and isinstance(ck, dict) and ck.get("format") == MODEL_FORMAT else ""))
+    if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`")
+    missing = [k for k in ("predictor", "classes") if k not in ck]
+    if missing:
+        raise ValueError(f"{path} is not a model file written by `kdcrowd fit` (it lacks {', '.join(missing)})")
     p = ck["predictor"]
     inputs = ck.get("inputs") or {}
     backbone, older = _saved_backbone(p, inputs)

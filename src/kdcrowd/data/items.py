@@ -480,14 +480,15 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
         same = sorted(set(class_text[class_text.duplicated(keep=False)].tolist()))
         raise ValueError(f"classes {_listing(same)} appear more than once when written as text (e.g. 1 and '1'); labels in {path.name} are matched by their text, so give each class once")
     cls = class_text.get_indexer(lb.to_numpy(dtype=object))
-    folded = pd.Index([str(t).casefold() for t in class_text])
-    by_case = folded.get_indexer([str(v).casefold() for v in lb.to_numpy(dtype=object)]) if folded.is_unique else np.full(len(cls), -1)
+    folded = pd.Index(pd.Series(class_text, dtype=object).astype(str).str.casefold())
+    lb_folded = lb.astype(str).str.casefold()
+    by_case = folded.get_indexer(lb_folded.to_numpy(dtype=object)) if folded.is_unique else np.full(len(cls), -1)
     if fold_case:  # 'Cat' is the class 'cat' when the crowd's labels were folded
         cls = np.where(cls < 0, by_case, cls)
     bad = np.flatnonzero(cls < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
-        raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}; write each label as one of these classes (matched as text{'; --label-case fold matches them ignoring letter case' if not fold_case and any(str(v).casefold() in set(folded) for v in lb.iloc[bad]) else ''}) or drop those rows")
+        raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}; write each label as one of these classes (matched as text{'; --label-case fold matches them ignoring letter case' if not fold_case and lb_folded.iloc[bad].isin(folded).any() else ''}) or drop those rows")
     frame = pd.DataFrame({"pos": pos, "cls": cls}).drop_duplicates()
     conflict = frame["pos"].duplicated(keep=False).to_numpy()
     if conflict.any():

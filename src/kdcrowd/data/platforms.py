@@ -39,6 +39,7 @@ import os
 import re
 import urllib.parse
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path, PurePosixPath
@@ -1075,7 +1076,8 @@ def read_cvat(path: Path, field: str | None = None, multi: str | None = None, **
     rows = _Rows("cvat")
     n_tags = n_images = n_tracks = 0
     stem_of = {name: PurePosixPath(name).name.rsplit(".", 1)[0] for name, _ in files}
-    shared = {s for s in stem_of.values() if list(stem_of.values()).count(s) > 1}
+    counts = Counter(stem_of.values())
+    shared = {s for s, n in counts.items() if n > 1}
     for name, blob in files:
         try:
             root = ElementTree.fromstring(blob)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .plots import memorization_curves, stage_histories
-from .svg import Line, bar_chart, line_chart, scatter_chart
+from .svg import Line, _e, bar_chart, line_chart, scatter_chart
 
 __all__ = ["FitPage", "render_fit_html", "doubtful_items", "thumbnails_from_files"]
 
@@ -247,10 +246,6 @@ p{line-height:1.45} code{background:#eef1f5;padding:1px 4px;border-radius:3px}
 .scale img{grid-row:1/3;width:14px;height:112px;image-rendering:pixelated} .scale span:last-child{align-self:end}
 p.axes{font-size:13px;color:#5b6473}
 """
-
-
-def _e(v: Any) -> str:
-    return html.escape(str(v))
 
 
 def _table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:

@@ -26,7 +26,6 @@ Agreement is the fraction of the worker's labels equal to the final label.
 
 from __future__ import annotations
 
-import html
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..persist import MODEL_FORMAT, _trained_backbone, load_predictor, save_model  # noqa: F401  (re-exported)
+from .svg import _e
 
 __all__ = [
     "FILES",
@@ -147,11 +147,6 @@ FILES = {
     "metrics.json": "configuration, versions, device, timings, per-epoch history",
     "report.html": "this page",
 }
-
-
-def _e(value: Any) -> str:
-    """``value`` as HTML text (a backbone may be a path such as ``torchvision:NAME@/models/a&b.pt``)."""
-    return html.escape(str(value))
 
 
 def _method_text(clf: Any) -> str:
