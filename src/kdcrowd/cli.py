@@ -906,7 +906,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if class_list is not None and "label" in frame.columns:
             frame["label"] = _as_text(frame["label"])  # matched by text, as written (a Parquet 1.0 is "1")
         col = "item" if "item" in frame.columns else "task"
-        wanted = frame[col].dropna().tolist() if col in frame.columns else []
+        wanted = pd.unique(frame[col].dropna()).tolist() if col in frame.columns else []  # each labelled item once
         frozen, backbone_note = (None, "")
         if images is not None:
             frozen, backbone_note = _image_feature_backbone(image_mode, p["backbone"])
@@ -915,7 +915,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             ids, load, described, files, columns, featurizer = _load_texts(texts, p.get("text_column") or "text", p.get("item_column"))
         else:
             ids, load, described, files, columns = _load_items(features, images, p["item_ids"], side, p["image_ids"], wanted)
-        ids = respell_ids(ids, wanted)  # an id stored in another Unicode form finds its crowd labels (images: done by their matching)
+        if images is None:  # an id stored in another Unicode form finds its crowd labels (images: done by their matching)
+            ids = respell_ids(ids, wanted)
         try:
             ann = Annotations.from_long(frame, items=ids, classes=class_list, duplicates=duplicates)
         except AnnotationError as e:

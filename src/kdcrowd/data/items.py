@@ -404,7 +404,7 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
         except ValueError as e:
             clash[style] = str(e)
             continue
-        ids = respell_ids(ids, wanted)
+        ids = respell_ids(ids, want)
         hits = int(want.isin(ids).sum())
         if hits == len(want):
             return style, ids
