@@ -44,8 +44,8 @@ def _blobs(n: int = 96, k: int = 3, d: int = 5, seed: int = 0) -> tuple[np.ndarr
     return (centres[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
 
 
-def _blob_data() -> tuple[DeviceData, torch.Tensor]:
-    x, y = _blobs()
+def _blob_data(n: int = 96) -> tuple[DeviceData, torch.Tensor]:
+    x, y = _blobs(n)
     xv, yv = _blobs(30, seed=1)
     return DeviceData(x, xv, None, yv, None, torch.device("cpu")), torch.as_tensor(y)
 
@@ -75,7 +75,11 @@ def _equivalence_runs(distributed: bool, batch_size: int) -> dict[str, Any]:
     torch.manual_seed(0)
     elr = StudentObjective(ELRStudent(nn.Linear(5, 3), data.n_train, 3), y, None, None, 0.0)
     r_elr = fit(elr, data, config)
-    return {"linear": r_lin, "elr": r_elr}
+    # 101 items: the last global batch of 5 splits 3 + 2 between the ranks
+    data, y = _blob_data(101)
+    torch.manual_seed(0)
+    r_uneven = fit(LinearObjective(5, 3, y), data, config)
+    return {"linear": r_lin, "elr": r_elr, "linear-uneven": r_uneven}
 
 
 def tiny_crowd(n: int = 240, k: int = 3, d: int = 6, seed: int = 0) -> CrowdDataset:
@@ -193,10 +197,11 @@ def test_parameters_and_buffers_identical_on_every_rank(equivalence: list[dict[s
 
 def test_two_ranks_equal_one_process_with_the_global_batch(equivalence: list[dict[str, Any]]) -> None:
     """DDP averages the ranks' gradients of their shard means; with equal shards that is the
-    gradient of the mean over the global batch, so 2 ranks × batch 8 = 1 process × batch 16."""
+    gradient of the mean over the global batch, so 2 ranks × batch 8 = 1 process × batch 16.
+    An uneven last shard (3 + 2 items) is weighed by its items, so that holds there too."""
     single = _equivalence_runs(distributed=False, batch_size=16)
     dist = equivalence[0]
-    for name in ("linear", "elr"):
+    for name in ("linear", "elr", "linear-uneven"):
         s, d = single[name], dist[name]
         np.testing.assert_allclose([h["loss"] for h in d["history"]], [h["loss"] for h in s.history], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose([h["val_accuracy"] for h in d["history"]], [h["val_accuracy"] for h in s.history])

@@ -757,7 +757,8 @@ def _fit(
 
     With ``config.distributed`` (run under ``torchrun``; see :mod:`kdcrowd.distributed`)
     every rank draws the same permutation, trains on its shard of each global batch of
-    ``batch_size × world_size`` items through ``DistributedDataParallel``, synchronises
+    ``batch_size × world_size`` items through ``DistributedDataParallel`` (a shard of an
+    unevenly split last batch weighs by its items, as in one process), synchronises
     buffers at the end of each epoch (BatchNorm statistics averaged, per-item state such
     as ELR's targets merged from the rank that owned each item), reports the loss averaged
     over ranks and evaluates sharded; history, best epoch and states are identical on every
@@ -825,7 +826,8 @@ def _fit(
         show = config.progress and D.is_main()
     else:
         step_fn = module.training_loss  # type: ignore[assignment]
-        bounds = local = _batches(data.n_train, config.batch_size)
+        world, bounds = 1, _batches(data.n_train, config.batch_size)
+        local = bounds
         show = config.progress
     if config.compile:
         step_fn = torch.compile(step_fn)
@@ -857,7 +859,7 @@ def _fit(
                     module.on_epoch_start(epoch)
                 perm = torch.randperm(data.n_train, device=device, generator=gen)
                 loss_sum = torch.zeros((), device=device)
-                for s, e in local:
+                for (s, e), (gs, ge) in zip(local, bounds):
                     idx = perm[s:e]
                     flips = None if base_flips is None else base_flips[idx] ^ bool(epoch % 2)
                     xb = data.prepare(data.x_train[idx], augment=config.augment, flip=config.flip, generator=aug_gen, pad=pad, flip_mask=flips)
@@ -867,6 +869,8 @@ def _fit(
                         graphs.next_step()
                     with autocast(device, config.amp):
                         loss = step_fn(xb, idx, epoch)
+                    if (e - s) * world != ge - gs:  # an uneven shard: DDP averages the ranks' gradients, so weigh by items
+                        loss = loss * ((e - s) * world / (ge - gs))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
