@@ -781,3 +781,26 @@ def test_conal_loss_and_gradients_match_the_two_gather_reference():
     assert torch.equal(loss, ref)
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-7)  # the same sums, up to float rounding
+
+
+def test_maxmig_leaves_items_nobody_labelled_out_of_its_loss():
+    """Items without an annotation get g = p; they are left out of MIG^f, so the loss equals
+    the loss of the labelled items alone and their classifier outputs get no gradient."""
+    torch.manual_seed(0)
+    M, K, B = 3, 3, 6
+    model = MaxMIG(TinyNet(2, K), M, K)
+    x = torch.randn(B, 2)
+    w = torch.tensor([[0, 1], [-1, -1], [2, -1], [-1, -1], [0, 2], [1, -1]])
+    y = torch.tensor([[1, 1], [-1, -1], [0, -1], [-1, -1], [2, 2], [0, -1]])
+    lab = torch.tensor([0, 2, 4, 5])
+    logits = model.backbone(x).detach().requires_grad_(True)
+    model.backbone = nn.Identity()  # the loss as a function of the logits
+    loss, _ = model.crowd_loss(logits, w, y)
+    alone, _ = model.crowd_loss(logits.detach()[lab], w[lab], y[lab])
+    assert loss.item() == pytest.approx(alone.item(), abs=1e-6)
+    loss.backward()
+    assert torch.all(logits.grad[[1, 3]] == 0)
+    assert logits.grad[lab].abs().sum() > 0
+    # one labelled item: no pairs, loss 0 (still a graph)
+    one, _ = model.crowd_loss(logits.detach()[[0, 1, 3]], w[[0, 1, 3]], y[[0, 1, 3]])
+    assert one.item() == 0.0

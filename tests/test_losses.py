@@ -381,3 +381,25 @@ def test_forget_rate_schedule():
     assert forget_rate_schedule(10, 0.2, 10) == pytest.approx(0.2)
     assert forget_rate_schedule(50, 0.2, 10) == pytest.approx(0.2)
     assert forget_rate_schedule(3, 0.5, 0) == 0.5
+
+
+@pytest.mark.parametrize("f", F_DIVERGENCES)
+def test_mig_f_mask_is_the_estimate_on_the_kept_items(f):
+    """A mask keeps only its items: the same number as the formula on those rows alone; the
+    other rows get no gradient, even with one-hot rows whose terms would be extreme; fewer
+    than two kept items give 0."""
+    a = A3 + [[1.0, 0.0, 0.0], [0.2, 0.2, 0.6]]
+    b = B3 + [[0.0, 0.0, 1.0], [0.5, 0.25, 0.25]]
+    mask = torch.tensor([True, False, True, False, True])
+    kept = [0, 2, 4]
+    expected = ref_mig([a[i] for i in kept], [b[i] for i in kept], PRIOR_NONUNIFORM, f)
+    la = _log(a).requires_grad_(True)
+    got = mig_f(la, _log(b), _log(PRIOR_NONUNIFORM), f, mask=mask)
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+    got.backward()
+    assert torch.all(la.grad[~mask] == 0) and torch.all(torch.isfinite(la.grad))
+    assert la.grad[mask].abs().sum() > 0
+    one = mig_f(_log(a), _log(b), None, f, mask=torch.tensor([False, True, False, False, False]))
+    assert one.item() == 0.0
+    with pytest.raises(ValueError, match="mask"):
+        mig_f(_log(a), _log(b), None, f, mask=torch.ones(4, dtype=torch.bool))

@@ -183,6 +183,7 @@ def mig_f(
     *,
     tv_temperature: float = DEFAULT_TV_TEMPERATURE,
     eps: float = DEFAULT_PROB_EPS,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""f-mutual information gain between two predictors on the same batch of items.
 
@@ -228,6 +229,11 @@ def mig_f(
         temperature of the total-variation surrogate (only used for ``f="tv"``).
     eps:
         probability floor (default :data:`DEFAULT_PROB_EPS` = 1e-12).
+    mask:
+        optional ``(B,)`` booleans: only these items enter the estimate (the joint term
+        averages over them, the product-of-marginals term over their distinct pairs), so
+        the others get no gradient; with fewer than two the estimate is 0. The batch keeps
+        its shape (no host sync, CUDA graphs stay possible).
 
     Returns
     -------
@@ -275,9 +281,19 @@ def mig_f(
         log_r = _log_matmul_exp(la - lp, lb)
         diag_term, off_term = _mig_terms(log_r, f, tv_temperature)
         eye = torch.eye(B, dtype=torch.bool, device=la.device)
-        joint = torch.diagonal(diag_term).mean()
-        marginal = off_term.masked_fill(eye, 0.0).sum() / (B * (B - 1))
-        return joint - marginal
+        if mask is None:
+            joint = torch.diagonal(diag_term).mean()
+            marginal = off_term.masked_fill(eye, 0.0).sum() / (B * (B - 1))
+            return joint - marginal
+        if mask.shape != (B,):
+            raise ValueError(f"mask must have shape ({B},); got {tuple(mask.shape)}")
+        m = mask.to(device=la.device, dtype=torch.bool)
+        n = m.sum().to(dtype)
+        pairs = (m.unsqueeze(0) & m.unsqueeze(1)) & ~eye
+        # torch.where, not multiplication: an excluded item's terms may be inf
+        joint = torch.where(m, torch.diagonal(diag_term), 0.0).sum() / n.clamp(min=1)
+        marginal = torch.where(pairs, off_term, 0.0).sum() / (n * (n - 1)).clamp(min=1)
+        return torch.where(n >= 2, joint - marginal, 0.0)
 
 
 class MIGfDistillation(nn.Module):

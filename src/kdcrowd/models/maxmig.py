@@ -65,7 +65,8 @@ class MaxMIG(CrowdModel):
     because MIG's product-of-marginals term needs two distinct items; the library's
     training loop merges a trailing size-1 batch into the previous one so it never sends
     ``B = 1``. Items without any observed annotation get ``g = p`` (the uninformative
-    aggregate) and stay in the batch; a batch without any observed annotation has loss 0.
+    aggregate) and are left out of MIG^f (``mask``: no gradient from their pairs); a batch
+    with fewer than two labelled items has loss 0.
 
     Args:
         backbone: network ``x -> (B, K)`` true-label logits (the data classifier).
@@ -161,14 +162,16 @@ class MaxMIG(CrowdModel):
         with _no_autocast(logits):
             workers = workers.to(logits.device).long()
             labels = labels.to(logits.device).long()
-            any_obs = _observed(workers, labels).any()
+            labelled = _observed(workers, labels).any(dim=1)
             log_h = F.log_softmax(logits.float(), dim=-1)
             log_p = self.log_prior()
             log_g = F.log_softmax(self._aggregate_scores(workers, labels) + log_p, dim=-1)
-            loss = -mig_f(log_h, log_g, log_p, self.f)
-            # no observed annotation: an exact, finite 0 still connected to the graph (MIG^f
-            # with g == p is 0 up to the probability floor); torch.where avoids a host sync
-            loss = torch.where(any_obs, loss, logits.float().sum() * 0.0)
+            # items nobody labelled (g = p) stay out of MIG: their pairs with labelled items
+            # would push their classifier outputs apart from the batch's for no reason
+            loss = -mig_f(log_h, log_g, log_p, self.f, mask=labelled)
+            # fewer than two labelled items: an exact, finite 0 still connected to the graph;
+            # torch.where avoids a host sync
+            loss = torch.where(labelled.sum() >= 2, loss, logits.float().sum() * 0.0)
         return loss, logits
 
     def posterior(
