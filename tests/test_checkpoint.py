@@ -339,6 +339,17 @@ def test_kdcrowd_interrupted_in_the_student_stage_resumes_to_the_same_metrics(di
     state = json.loads((ckpt / "state.json").read_text())
     assert state["complete"] and state["stage"] is None and state["finished"] == ["teacher", "student", "stage2"]
 
+    # Another final predictor only chooses among the trained stages: resumed, nothing trains.
+    def no_training(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a finished stage trained again")
+
+    monkeypatch.setattr(StudentObjective, "training_loss", no_training)
+    chosen, _ = run_on_dataset(digits, _digits_cfg(ckpt, final="student"))
+    monkeypatch.setattr(StudentObjective, "training_loss", real_loss)
+    assert chosen["final_stage"] == "student"
+    assert chosen["test_accuracy"] == plain["stages"]["student"]["test_accuracy"]
+    assert json.loads((ckpt / "state.json").read_text())["settings"]["run"]["options"] == {"final": "student"}
+
     # Other method options with the same folder: refused before anything trains.
     with pytest.raises(ValueError, match=r"options\.lambda1: '\(absent\)' → 0\.5") as err:
         run_on_dataset(digits, _digits_cfg(ckpt, lambda1=0.5))

@@ -130,13 +130,18 @@ class StageCheckpoints:
         stages: the stages that train, in order (a reused pre-trained teacher is not one).
         identity: further JSON-serialisable settings the stages depend on.
         distributed: whether every rank constructs it (rank 0 writes, all check).
+        free: paths of choices made after the stages trained (``"run.<setting>"`` of
+            ``settings``, or a path into ``identity``, such as KD-Crowd's
+            ``"framework.final"``): they may change when resuming, and ``state.json`` keeps
+            the new value.
     """
 
     def __init__(
         self, directory: str | Path | None, method: str, settings: dict[str, Any], ds: Any, stages: Sequence[str],
-        identity: dict[str, Any] | None = None, distributed: bool = False,
+        identity: dict[str, Any] | None = None, distributed: bool = False, free: Sequence[str] = (),
     ) -> None:
         self.dir = Path(directory) if directory else None
+        self.free = tuple(f"{f}:" for f in free)
         self.stages: list[str] = list(stages)
         self.finished: list[str] = []
         self.current: str | None = None
@@ -170,7 +175,7 @@ class StageCheckpoints:
                 raise TypeError(f"'finished' is {finished!r}, not a list of stage names")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             return f"{path} cannot be read ({type(e).__name__}: {e}); delete {self.dir} (or use a fresh output folder) to start afresh"
-        diffs = differences(settings, self.settings)
+        diffs = [d for d in differences(settings, self.settings) if not d.startswith(self.free)]
         if diffs and not finished and not any(self.dir.glob("*.pt")):
             return None  # a run that saved nothing (stopped or refused before its first epoch): nothing to keep, its settings are replaced
         if diffs:

@@ -127,15 +127,17 @@ class RunConfig:
 
 
 
-def _stage_checkpoints(cfg: RunConfig, ds: Any, stages: Sequence[str], identity: dict[str, Any] | None = None) -> StageCheckpoints:
+def _stage_checkpoints(cfg: RunConfig, ds: Any, stages: Sequence[str], identity: dict[str, Any] | None = None,
+                       free: Sequence[str] = ()) -> StageCheckpoints:
     """The run's checkpoint folder; its settings are the run configuration without the
-    progress file, the checkpoint folder, the progress bar and the checkpoint interval."""
+    progress file, the checkpoint folder, the progress bar and the checkpoint interval;
+    ``free``: settings that may change on resume (see :class:`StageCheckpoints`)."""
     settings = cfg.to_dict()
     for key in ("progress_file", "checkpoint_dir"):
         settings.pop(key, None)
     for key in NOT_FINGERPRINTED:
         settings["train"].pop(key, None)
-    return StageCheckpoints(cfg.checkpoint_dir, cfg.method, settings, ds, stages, identity=identity, distributed=cfg.train.distributed)
+    return StageCheckpoints(cfg.checkpoint_dir, cfg.method, settings, ds, stages, identity=identity, distributed=cfg.train.distributed, free=free)
 
 
 def _callbacks(ds: Any, data: DeviceData, cfg: RunConfig, stage: str, pseudo: np.ndarray | None = None) -> list[Any]:
@@ -289,7 +291,8 @@ def _kdcrowd(
     teacher run's own evaluation, :func:`_teacher_stage`)."""
     fw = method_options("kdcrowd", cfg.options, backbone=cfg.backbone)
     identity = fw.identity(pretrained, teacher_outputs) if cfg.checkpoint_dir else None
-    ckpt = _stage_checkpoints(cfg, ds, fw.stage_names(pretrained, teacher_outputs), identity=identity)
+    # the final predictor only chooses among the trained stages: it may change on resume
+    ckpt = _stage_checkpoints(cfg, ds, fw.stage_names(pretrained, teacher_outputs), identity=identity, free=("run.options.final", "framework.final"))
     outs, final = fw.fit(ds, data, cfg.train, callbacks=lambda stage, pseudo: _callbacks(ds, data, cfg, stage, pseudo), checkpoints=ckpt,
                          pretrained=pretrained, teacher_outputs=teacher_outputs)
     if "stage2" in outs:
