@@ -524,3 +524,16 @@ def test_integer_labels_of_an_export_are_read_as_the_table_reads_them(tmp_path: 
     assert list(pd.read_csv(tmp_path / "named.csv").columns) == ["item", "label", "p_2", "p_9", "p_10"]
     r = runner.invoke(app, ["aggregate", "--annotations", str(tmp_path / "t.tsv"), "--classes", "2,2", "--out", str(tmp_path / "bad.csv")])
     assert r.exit_code == 2 and "--classes must be distinct" in r.output
+
+
+def test_toloka_text_opening_a_quote_it_never_closes_keeps_every_row(tmp_path: Path) -> None:
+    # Toloka's results file is plain TSV: a quote in a text is a character (read as CSV
+    # quoting, two such texts swallowed 9 answers of 2 tasks without a word)
+    rows = ["INPUT:text\tOUTPUT:result\tASSIGNMENT:task_id\tASSIGNMENT:worker_id\tASSIGNMENT:status"]
+    for t in range(6):
+        text = '"Best phone ever, really good' if t in (1, 3) else f"item number {t}"
+        rows += [f"{text}\t{'good' if t % 2 else 'bad'}\ttask-{t}\t{w}\tAPPROVED" for w in ("w1", "w2", "w3")]
+    p = tmp_path / "results.tsv"
+    p.write_text("\n".join(rows) + "\n")
+    ann = read_export(p).annotations
+    assert len(ann) == 18 and ann["item"].nunique() == 6

@@ -181,3 +181,18 @@ def test_ids_written_in_two_unicode_forms_are_kept_apart_with_a_warning(tmp_path
         warnings.simplefilter("always")
         read_annotation_frame(tmp_path / "b.csv")
     assert not [w for w in caught if "Unicode forms" in str(w.message)]
+
+
+# ----------------------------------------------------------------------------- quotes in plain TSV
+
+
+def test_plain_tsv_quotes_are_characters_of_the_labels(tmp_path: Path) -> None:
+    # a label opening a quote it never closes swallowed the rows after it; a balanced one lost its quotes
+    p = tmp_path / "ann.tsv"
+    p.write_text('item\tworker\tlabel\nt1\ta\t"quoted\nt1\tb\tno\nt2\ta\tyes\nt2\tb\t"yes" maybe\nt3\ta\tno\n')
+    df = read_annotation_frame(p)
+    assert df["label"].tolist() == ['"quoted', "no", "yes", '"yes" maybe', "no"]
+    # a TSV quoted as pandas writes it still reads back
+    q = tmp_path / "quoted.tsv"
+    pd.DataFrame({"item": ["t1", "t2"], "worker": ["a", "b"], "label": ["tab\there", "ok"]}).to_csv(q, sep="\t", index=False)
+    assert read_annotation_frame(q)["label"].tolist() == ["tab\there", "ok"]

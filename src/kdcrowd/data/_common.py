@@ -9,6 +9,8 @@ module of the package.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -191,3 +193,35 @@ def _separator_hint(columns: Sequence[Any]) -> str:
                     "save it comma-separated with a .csv suffix or tab-separated with a .tsv "
                     "suffix.")
     return ""
+
+
+def tsv_quoting(path: Path) -> int:
+    r"""How to read a TSV file's quotes: as CSV quoting (``QUOTE_MINIMAL``) when the file is
+    quoted that way (pandas' ``to_csv(sep="\t")`` quotes the texts with a quote, a tab or a
+    line break in them), else as characters of the texts (``QUOTE_NONE``: plain TSV has no
+    quoting, and a text such as ``"Great" movie`` or one opening a quote it never closes is
+    its own characters; read as CSV quoting, the second swallows the rows after it). Used
+    for every TSV file read: texts, annotation tables, gold and truth, platform exports.
+
+    The file is quoted when Python's strict CSV reader reads it and no field holds both a
+    line break and a tab (a field spanning rows holds the tabs of the rows it swallowed).
+    Python's reader because pandas has no strict mode: it reads ``"Great" movie`` as
+    ``Great movie``. One case cannot be told apart: a quoted text holding both a tab and a
+    line break is, byte for byte, a text opening a quote it never closes followed by rows; it
+    is read as plain TSV (its rows then lack ids or columns: an error, not a silent misread)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as raw:  # no quote anywhere (most TSV files): both readings are one; no scan in Python
+        if not any(b'"' in chunk for chunk in iter(lambda: raw.read(1 << 20), b"")):
+            return csv.QUOTE_MINIMAL
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # texts longer than the reader's default 128 KiB; restored below
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            for row in csv.reader(fh, delimiter="\t", strict=True):
+                if any("\n" in field and "\t" in field for field in row):
+                    return csv.QUOTE_NONE
+    except csv.Error:
+        return csv.QUOTE_NONE
+    finally:
+        csv.field_size_limit(limit)
+    return csv.QUOTE_MINIMAL

@@ -48,6 +48,7 @@ from xml.etree import ElementTree
 
 import pandas as pd
 
+from ._common import tsv_quoting
 from .annotations import AnnotationError, _MissingFileError
 
 __all__ = [
@@ -765,7 +766,8 @@ def _parse_cell(v: str) -> Any:
 
 def _read_csv(path: Path, sep: str, what: str) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        quoting = tsv_quoting(path) if sep == "\t" else csv.QUOTE_MINIMAL  # plain TSV has no quoting
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", quoting=quoting)
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise _fail(f"cannot read the {what} {path}: {exc}.") from exc
 

@@ -43,6 +43,7 @@ from ._common import (  # noqa: F401 - _separator_hint is re-exported (kdcrowd.d
     _plural,
     _scalar_values,
     _separator_hint,
+    tsv_quoting,
 )
 
 __all__ = ["LONG_TABLE_WORDS", "load_answers_json", "read_annotation_frame"]
@@ -112,14 +113,14 @@ def _read_table(
         if parquet:
             return pd.read_parquet(path)
         sep = "\t" if tsv else ","
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"quoting": tsv_quoting(path)} if tsv else {}
         if text_columns is True:
-            kw = {"dtype": str, "keep_default_na": False, "na_values": [""]}
+            kw |= {"dtype": str, "keep_default_na": False, "na_values": [""]}
         elif text_columns:
-            header = pd.read_csv(path, sep=sep, nrows=0).columns
+            header = pd.read_csv(path, sep=sep, nrows=0, **kw).columns
             text = {c for c in header if c in text_columns}
-            kw = {"dtype": {c: str for c in text}, "keep_default_na": False,
-                  "na_values": {c: [""] if c in text else _NA_WORDS for c in header}}
+            kw |= {"dtype": {c: str for c in text}, "keep_default_na": False,
+                   "na_values": {c: [""] if c in text else _NA_WORDS for c in header}}
         df = pd.read_csv(path, sep=sep, **kw)
     except ImportError as exc:
         raise error(

@@ -20,7 +20,6 @@ words: 400 MB); lower ``max_features`` for large corpora.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import os
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._common import tsv_quoting
 from .annotations import AnnotationError, _MissingFileError
 
 __all__ = ["TextFeaturizer", "read_texts", "text_features"]
@@ -37,37 +37,6 @@ __all__ = ["TextFeaturizer", "read_texts", "text_features"]
 _SHOW = 5
 _TEXT_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq", ".jsonl", ".jsonl.gz",
                   ".ndjson", ".json")
-
-
-def _tsv_quoting(path: Path) -> int:
-    r"""How to read a TSV file's quotes: as CSV quoting (``QUOTE_MINIMAL``) when the file is
-    quoted that way (pandas' ``to_csv(sep="\t")`` quotes the texts with a quote, a tab or a
-    line break in them), else as characters of the texts (``QUOTE_NONE``: plain TSV has no
-    quoting, and a text such as ``"Great" movie`` or one opening a quote it never closes is
-    its own characters; read as CSV quoting, the second swallows the rows after it).
-
-    The file is quoted when Python's strict CSV reader reads it and no field holds both a
-    line break and a tab (a field spanning rows holds the tabs of the rows it swallowed).
-    Python's reader because pandas has no strict mode: it reads ``"Great" movie`` as
-    ``Great movie``. One case cannot be told apart: a quoted text holding both a tab and a
-    line break is, byte for byte, a text opening a quote it never closes followed by rows; it
-    is read as plain TSV (its rows then lack ids or columns: an error, not a silent misread)."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as raw:  # no quote anywhere (most TSV files): both readings are one; no scan in Python
-        if not any(b'"' in chunk for chunk in iter(lambda: raw.read(1 << 20), b"")):
-            return csv.QUOTE_MINIMAL
-    limit = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)  # texts longer than the reader's default 128 KiB; restored below
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
-            for row in csv.reader(fh, delimiter="\t", strict=True):
-                if any("\n" in field and "\t" in field for field in row):
-                    return csv.QUOTE_NONE
-    except csv.Error:
-        return csv.QUOTE_NONE
-    finally:
-        csv.field_size_limit(limit)
-    return csv.QUOTE_MINIMAL
 
 
 def _suffix(path: Path) -> str:
@@ -117,7 +86,7 @@ def read_texts(path: str | os.PathLike, id_column: str = "item",
         else:
             tsv = suffix.startswith(".tsv")
             df = pd.read_csv(p, sep="\t" if tsv else ",", dtype=str, keep_default_na=False, na_values=[],
-                             encoding="utf-8-sig", quoting=_tsv_quoting(p) if tsv else csv.QUOTE_MINIMAL)
+                             encoding="utf-8-sig", quoting=tsv_quoting(p) if tsv else csv.QUOTE_MINIMAL)
     except AnnotationError:
         raise
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
