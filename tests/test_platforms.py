@@ -537,3 +537,15 @@ def test_toloka_text_opening_a_quote_it_never_closes_keeps_every_row(tmp_path: P
     p.write_text("\n".join(rows) + "\n")
     ann = read_export(p).annotations
     assert len(ann) == 18 and ann["item"].nunique() == 6
+
+
+def test_labelbox_data_rows_whose_keys_share_a_file_name_are_refused(tmp_path: Path) -> None:
+    # two images' votes were pooled under one item, though different references with one file name are an error
+    def row(t: int, key: str) -> str:
+        lab = {"label_details": {"created_by": f"u{t}"}, "performance_details": {"skipped": False},
+               "annotations": {"classifications": [{"name": "animal", "radio_answer": {"name": "cat"}}]}}
+        return json.dumps({"data_row": {"id": f"clx{t}", "global_key": key, "row_data": key}, "projects": {"p1": {"labels": [lab]}}})
+    p = tmp_path / "export.ndjson"
+    p.write_text(row(0, "s3://bucket/2023/img_001.jpg") + "\n" + row(1, "s3://bucket/2024/img_001.jpg") + "\n")
+    with pytest.raises(AnnotationError, match="img_001"):
+        read_export(p)

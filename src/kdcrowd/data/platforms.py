@@ -610,10 +610,9 @@ def read_labelbox(path: Path, field: str | None = None, multi: str | None = None
                  for c in classifications(lab) if "radio_answer" in c or "checklist_answers" in c]
     question = _choose_field(questions, field, "classification question", f"Labelbox export {path}")
     rows = _Rows("labelbox")
-    for _, obj in lines:
+    keys = [obj["data_row"].get("global_key") or obj["data_row"].get("id") for _, obj in lines]
+    for (_, obj), item in zip(lines, _item_ids(keys, keys)):  # two references sharing a file name: an error
         dr = obj["data_row"]
-        key = dr.get("global_key") or dr.get("id")
-        item = item_id_from_reference(key) if _is_image_ref(key) else str(key)
         for lab in labels(obj):
             if (lab.get("performance_details") or {}).get("skipped"):
                 rows.n_read += 1
