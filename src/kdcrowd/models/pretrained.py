@@ -120,7 +120,7 @@ def normalise_features(features: np.ndarray, norm: str) -> np.ndarray:
         return features
     if norm != "l2":
         raise ValueError(f"unknown feature normalisation {norm!r}; one of {', '.join(FEATURE_NORMS)}")
-    f = np.asarray(features, dtype=np.float32)
+    f = np.ascontiguousarray(features, dtype=np.float32)  # a DataFrame's column-major rows summed in another order differed by an ulp
     length = np.linalg.norm(f, axis=1, keepdims=True)
     return f / np.where(length > 0, length, 1.0).astype(np.float32)
 
