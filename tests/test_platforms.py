@@ -549,3 +549,14 @@ def test_labelbox_data_rows_whose_keys_share_a_file_name_are_refused(tmp_path: P
     p.write_text(row(0, "s3://bucket/2023/img_001.jpg") + "\n" + row(1, "s3://bucket/2024/img_001.jpg") + "\n")
     with pytest.raises(AnnotationError, match="img_001"):
         read_export(p)
+
+
+def test_a_text_ending_in_an_image_extension_is_not_an_image(tmp_path: Path) -> None:
+    # a text-classification task was renamed after its text's "file stem"
+    def task(t: int, text: str) -> dict:
+        result = [{"value": {"choices": ["pos"]}, "from_name": "sentiment", "to_name": "text", "type": "choices"}]
+        return {"id": t, "data": {"text": text}, "annotations": [{"id": t, "completed_by": 1, "result": result}]}
+    texts = ["Refund denied, see attached receipt.PNG", "line one\nphoto.jpg", "see photos/cat 1.jpg", "plain.jpg"]
+    p = tmp_path / "project.json"
+    p.write_text(json.dumps([task(t, x) for t, x in enumerate(texts, 1)]))
+    assert sorted(read_export(p).annotations["item"]) == ["1", "2", "cat 1", "plain"]

@@ -162,7 +162,14 @@ def item_id_from_reference(ref: Any) -> str:
 
 
 def _is_image_ref(value: Any) -> bool:
-    return isinstance(value, str) and value.strip() != "" and item_id_from_reference(value) != value.strip()
+    """Whether a task's value is an image's URL, path or file name. A value with a line break,
+    or with a space but no folder (``see attached receipt.PNG``), is a text, whatever it ends in."""
+    if not isinstance(value, str) or value.strip() == "":
+        return False
+    v = value.strip()
+    if "\n" in v or "\r" in v or (any(c.isspace() for c in v) and "/" not in v and "\\" not in v):
+        return False
+    return item_id_from_reference(value) != v
 
 
 def _fail(message: str) -> AnnotationError:
