@@ -290,3 +290,17 @@ def test_wide_table_keeps_a_worker_column_named_row(tmp_path):
     (tmp_path / "v.csv").write_text("_row,b\n2,\n,0\n")  # no item column: items are the row numbers
     frame = read_annotation_frame(tmp_path / "v.csv")
     assert frame.to_numpy().tolist() == [["0", "_row", 2], ["1", "b", 0]]
+
+
+def test_gold_ids_match_in_any_unicode_form(tmp_path):
+    # a gold id written decomposed (NFD, as macOS stores names) is the item typed composed,
+    # as the crowd labels' matching has it; it was refused as an item without features
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    pd.DataFrame({"item": [nfd, "b"], "label": ["pos", "neg"]}).to_csv(tmp_path / "g.csv", index=False)
+    items, labels = read_item_labels(tmp_path / "g.csv", [nfc, "b", "c"], ["neg", "pos"])
+    assert items.tolist() == [0, 1] and labels.tolist() == [1, 0]
+    pd.DataFrame({"item": ["zz"], "label": ["pos"]}).to_csv(tmp_path / "u.csv", index=False)
+    with pytest.raises(ValueError, match="name items that have no texts"):
+        read_item_labels(tmp_path / "u.csv", [nfc, "b"], ["neg", "pos"], items_are="texts")

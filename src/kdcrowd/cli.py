@@ -935,8 +935,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             raise AnnotationError(f"{p['annotations']}: {e} The {len(ids)} known items are named by {source}, e.g. {', '.join(repr(v) for v in ids[:3])}.") from e
         if ann.n_classes < 2:
             raise AnnotationError(f"{p['annotations']}: every label is {ann.classes[0]!r}; learning from crowds needs at least 2 classes (list them with --classes if some never occur)")
-        gold = read_item_labels(p["truth"], ids, ann.classes, fold_case=p.get("label_case") == "fold") if p["truth"] is not None else None
-        gold_vec = _gold_questions(p.get("gold"), p["annotations"], export_gold, ids, ann.classes, p.get("label_case"))
+        items_are = "images" if images is not None else "texts" if texts is not None else "features"
+        gold = read_item_labels(p["truth"], ids, ann.classes, items_are=items_are, fold_case=p.get("label_case") == "fold") if p["truth"] is not None else None
+        gold_vec = _gold_questions(p.get("gold"), p["annotations"], export_gold, ids, ann.classes, p.get("label_case"), items_are=items_are)
         gold_questions = None if gold_vec is None else gold_values(gold_vec, ann.classes)
         X = load()  # images are decoded once the labels, ids and truths are known to be right
         input_transform = None

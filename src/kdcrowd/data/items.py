@@ -471,6 +471,11 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
     known = _as_text(pd.Series(list(item_ids), dtype=object))
     _check_ids(known.to_numpy(dtype=object), "item ids (compared as text)")
     pos = pd.Index(known.to_numpy(dtype=object)).get_indexer(it.to_numpy(dtype=object))
+    if (pos < 0).any():  # an id spelled in another Unicode form (café decomposed) is the item, as in the crowd labels' matching
+        composed = pd.Index([_text_id(k) for k in known.tolist()])
+        if composed.is_unique:
+            miss = pos < 0
+            pos[miss] = composed.get_indexer([_text_id(v) for v in it[miss].tolist()])
     bad = np.flatnonzero(pos < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
