@@ -85,10 +85,10 @@ def rows(merged: dict[str, Any], baseline: str = "mv") -> list[str]:
         seeds = sorted(runs)
         last = [pct(runs[s]["test_accuracy"]) for s in seeds]
         sel = [pct(runs[s]["test_accuracy_val_selected"]) for s in seeds]
-        epochs = [runs[s]["best_epoch"] for s in seeds]
+        epochs = [runs[s]["best_epoch"] for s in seeds if runs[s].get("best_epoch") is not None]  # none: an ensemble of trained stages
         gains = [pct(runs[s]["test_accuracy"]) - pct(base[s]["test_accuracy"]) for s in seeds if s in base]
         gain = r1(sum(gains) / len(gains), sign=True) if gains and label != baseline else "–"
-        span = f"{min(epochs)}–{max(epochs)}" if min(epochs) != max(epochs) else f"{epochs[0]}"
+        span = "–" if not epochs else f"{min(epochs)}–{max(epochs)}" if min(epochs) != max(epochs) else f"{epochs[0]}"
         out.append((sum(last) / len(last), f"| {label} | {seed_range(seeds)} | {mean_std(last)} | {mean_std(sel)} | {span} | {gain} |"))
     return [row for _, row in sorted(out, key=lambda t: -t[0])]
 

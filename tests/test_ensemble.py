@@ -58,6 +58,8 @@ def test_the_runner_evaluates_the_ensemble_of_the_student_and_stage2() -> None:
         assert metrics[key] == st["ensemble"][key], key
     # it trains nothing itself: the run's training time is its members', its stage's none
     assert metrics["train_seconds"] == st["student"]["seconds"] + st["stage2"]["seconds"] > 0 and st["ensemble"]["seconds"] == 0
+    # and no epoch of its own: none is named (0 read as the untrained network)
+    assert metrics["best_epoch"] is None and st["ensemble"]["best_epoch"] is None and metrics["history"] == []
     # by hand: the student's and stage 2's own predictions of the test items, averaged, in
     # their validation-selected states (which the run leaves them in)
     student, stage2 = out.module.members
@@ -84,7 +86,7 @@ def test_the_estimator_and_its_model_file_predict_with_the_ensemble(tmp_path) ->
                             epochs=3, batch_size=32, lr=3e-3, device="cpu", validation_fraction=0.2).fit(x, labels)
     assert clf.metrics_["final_stage"] == "ensemble" and isinstance(clf.module_, Ensemble)
     assert len(predictor_networks(clf.module_)) == 3  # co-teaching's two networks and stage 2's
-    assert clf.validation_["agreement"] == clf.metrics_["val_best"]
+    assert clf.validation_["agreement"] == clf.metrics_["val_best"] and clf.validation_["best_epoch"] is None
     proba = clf.predict_proba(x)
     np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
     save_model(tmp_path / "m.pt", clf)

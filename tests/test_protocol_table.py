@@ -110,3 +110,11 @@ def test_report_tables_round_half_up_from_the_exact_values(load_script) -> None:
     d = {"runs": [{"label": "a", "seed": s, "x": a} for s, a in enumerate((0.6045, 0.6045))]
          + [{"label": "b", "seed": s, "x": b} for s, b in enumerate((0.6, 0.6))]}
     assert report.paired(d, "a", "b", key="x")["points"] == "+0.5"
+
+
+def test_rows_without_an_epoch_of_their_own_show_none() -> None:
+    # KD-Crowd's ensemble trains no epochs: its rows' best epoch is None, shown as "–" (was 0)
+    merged = {"runs": [run("kd final=ensemble", s, 0.9, 0.9, None) for s in (0, 1)] + [run("kd", s, 0.9, 0.9, 7) for s in (0, 1)]}
+    rows = protocol_table.rows(merged, "kd")
+    assert any(r.startswith("| kd final=ensemble | 0–1 |") and "| – |" in r for r in rows)
+    assert any(r.startswith("| kd | 0–1 |") and "| 7 |" in r for r in rows)

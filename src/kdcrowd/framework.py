@@ -331,7 +331,7 @@ class KDCrowd:
         # The student and stage 2 averaged: trains nothing; evaluated like the stages (its
         # members' last-epoch states, then their validation-selected ones), whatever ``final``.
         ens = Ensemble([s_obj, c_obj])
-        e_fit = FitResult(history=[], best_epoch=0, best_state=Ensemble.state([s_fit.best_state, c_fit.best_state]),
+        e_fit = FitResult(history=[], best_epoch=None, best_state=Ensemble.state([s_fit.best_state, c_fit.best_state]),
                           final_state=Ensemble.state([s_fit.final_state, c_fit.final_state]), seconds=0.0, timings=dict.fromkeys(LOOP_TIMINGS, 0.0))
         # its training-item predictions from its members', just predicted in the same states
         outs["ensemble"] = MethodOutput(ens, e_fit, train_proba=ens.average([refined, c_proba]), transitions=outs["stage2"].transitions)

@@ -435,8 +435,10 @@ class FitResult:
 
     history: list[dict[str, Any]]
     """One record per epoch: ``epoch``, ``loss``, ``val_accuracy`` and callback fields."""
-    best_epoch: int
-    """1-based epoch with the highest validation accuracy (the last epoch without validation data)."""
+    best_epoch: int | None
+    """1-based epoch with the highest validation accuracy (the last epoch without validation
+    data); ``None`` for a predictor that trained no epochs of its own (KD-Crowd's ensemble,
+    whose members' epochs are their stages')."""
     best_state: dict[str, torch.Tensor]
     """State dict at ``best_epoch``."""
     final_state: dict[str, torch.Tensor]
