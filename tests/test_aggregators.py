@@ -547,3 +547,21 @@ def test_mmsr_with_every_covariance_zero_gives_nan_skills_and_the_majority_vote(
     res = mmsr(ann)
     assert np.isnan(res.skills).all()
     np.testing.assert_array_equal(res.labels, majority_vote(ann))
+
+
+def test_mmsr_sign_vector_summing_to_zero_keeps_the_skills() -> None:
+    # two workers of each sign: the sign vector sums to 0, and crowd-kit's sign(0) = 0 made
+    # every skill 0 and every item class 0 (item 2's only vote is 1); crowd-kit fails there
+    a = _ann([0, 0, 0, 1, 1, 1, 2], [0, 1, 2, 0, 1, 2, 3], [0, 0, 1, 1, 1, 0, 1], 3, 4, 2)
+    r = mmsr(a)
+    assert np.all(np.abs(r.skills) > 0)
+    assert r.labels.tolist() == [0, 1, 1]
+
+
+def test_one_coin_ds_worker_without_labels_has_a_uniform_matrix() -> None:
+    # its skill is unknown (NaN); its matrix was all NaN, which reached transitions.npz
+    a = _ann([0, 0, 1, 1, 2, 2], [0, 2, 0, 2, 0, 2], [0, 0, 1, 1, 1, 0], 3, 3, 2)
+    r = one_coin_dawid_skene(a)
+    assert np.isnan(r.skills[1]) and np.all(np.isfinite(r.skills[[0, 2]]))
+    np.testing.assert_allclose(r.transitions[1], np.full((2, 2), 0.5))
+    assert np.all(np.isfinite(r.transitions))

@@ -137,7 +137,9 @@ def _sign_vector(ma: int, r: np.ndarray, c: np.ndarray, cov: np.ndarray, k: int)
         v = vec[:, 0]
     sign = np.sign(v[:kk])
     out = np.zeros(ma)
-    out[valid] = np.sign(sign.sum()) * sign
+    # the majority's sign is the skilled one; an exact tie keeps the vector as it is (crowd-kit
+    # multiplies by sign(0) = 0: every skill 0, every vote weighing nothing, and then fails)
+    out[valid] = (np.sign(sign.sum()) or 1.0) * sign
     return out
 
 
@@ -258,6 +260,10 @@ def mmsr(
     if degenerate:
         sk = torch.ones_like(sk)  # no skill to weigh by: every vote counts the same (majority vote)
     scores = d.votes(sk[d.worker])
+    # an item whose voters all have skill 0 (accuracy 1/K) takes their plain vote, as Wawa's do,
+    # instead of a tie of zeros that gives it class 0 whatever the votes say
+    unweighed = d.votes(sk.abs()[d.worker]).sum(1, keepdim=True) == 0
+    scores = torch.where(unweighed, d.votes(), scores)
     total = scores.sum(1, keepdim=True)
     if label_rule == "crowdkit":
         scores = torch.where(total < 0, -scores, scores)  # the rule's votes: turned around where the voters' skills sum below 0

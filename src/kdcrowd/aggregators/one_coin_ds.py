@@ -77,7 +77,9 @@ def one_coin_dawid_skene(
         loss = new
     lab, post = d.finish(q, fill=priors)
     s_np = s.cpu().numpy()
+    # a worker without annotations: the uniform matrix (nothing known of it), its skill NaN
+    s_mat = np.where(n_w.cpu().numpy() == 0, 1.0 / k, s_np)
+    off = (1 - s_mat) / (k - 1)
+    trans = np.where(np.eye(k, dtype=bool), s_mat[:, None, None], off[:, None, None])
     s_np[n_w.cpu().numpy() == 0] = np.nan
-    off = (1 - s_np) / (k - 1)
-    trans = np.where(np.eye(k, dtype=bool), s_np[:, None, None], off[:, None, None])
     return AggregatorResult(lab, post, skills=s_np, transitions=trans, priors=priors.cpu().numpy(), n_iter=it, converged=converged, objective=history)
