@@ -126,11 +126,28 @@ def test_a_misspelt_estimator_option_names_the_closest_key() -> None:
     ({"student": "mixup", "model_options": {"student_params": {"alpha": 0}}}, "student_params of student 'mixup'.*alpha must be > 0"),
     ({"stages": 1, "final": "stage2"}, "final='stage2' needs stages=2"),
     ({"duplicates": "bogus"}, "duplicates='bogus' is not a policy"),
+    # values of another type: refused as such (a string "no" was true, 2.5 epochs failed inside the training)
+    ({"amp": "no"}, "amp must be true or false \\(or None\\); got 'no'"),
+    ({"epochs": 2.5}, "epochs must be a whole number; got 2.5"),
+    ({"lr": "0.01"}, "lr must be a number; got '0.01'"),
+    ({"stages": True}, "stages must be one of 1, 2; got True"),
+    ({"lambda2": True}, "lambda2 must be a number; got True"),
+    ({"teacher": "foo"}, "teacher: unknown crowd model 'foo'"),
+    ({"student": "foo"}, "student: unknown student 'foo'"),
+    ({"device": "meta"}, "device must be cpu, cuda, cuda:N or auto; got 'meta'"),
+    # the crowd models' options check themselves, before any data is read
+    ({"method": "madl", "model_options": {"embed_dim": 0}}, "embed_dim must be at least 1; got 0"),
+    ({"method": "geocrowdnet-f", "model_options": {"reg_weight": "x"}}, "reg_weight must be a number; got 'x'"),
+    ({"method": "annot-mix", "model_options": {"dropout": 2}}, "dropout must be less than 1.0; got 2"),
+    ({"method": "crowdar", "model_options": {"lmbda": 1.5}}, "lmbda must be at most 1.0; got 1.5"),
+    ({"method": "unionnet", "model_options": {"epsilon": 1}}, "epsilon must be less than 1.0; got 1"),
+    ({"method": "tracereg", "model_options": {"trace_weight": -1}}, "trace_weight must be at least 0.0; got -1"),
+    ({"model_options": {"student_params": 5}}, "student_params must be a mapping"),
 ])
 def test_the_estimator_refuses_bad_values_before_training(params: dict, message: str) -> None:
     ds = tiny_dataset()
     with pytest.raises(ConfigError, match=message):
-        KDCrowdClassifier(device="cpu", **params).fit(ds.x_train, ds.annotations)
+        KDCrowdClassifier(**{"device": "cpu", **params}).fit(ds.x_train, ds.annotations)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -146,6 +163,10 @@ def test_the_estimator_refuses_bad_values_before_training(params: dict, message:
     (["--student", "mixup", "--model-option", "student=gce"], "model option 'student' is the option --student"),
     (["--model-option", 'student_params={"q": 0.5}'], "student_params of student 'elr'"),
     (["--stages", "1", "--final", "stage2"], "--final stage2 needs --stages 2"),
+    (["--teacher", "foo"], "--teacher: unknown crowd model 'foo'"),
+    (["--student", "foo"], "--student: unknown student 'foo'"),
+    (["--device", "meta"], "--device must be cpu, cuda, cuda:N or auto"),
+    (["--method", "madl", "--model-option", "embed_dim=0"], "embed_dim must be at least 1; got 0"),
 ])
 def test_the_command_line_names_the_option_to_fix(tmp_path: Path, args: list[str], message: str) -> None:
     for command in (["run", "--dataset", "tiny", "--out", str(tmp_path / "run")], ["fit", "--annotations", str(tmp_path / "a.csv"), "--features", str(tmp_path / "x.npy"), "--out", str(tmp_path / "fit")]):

@@ -500,7 +500,7 @@ def test_fit_refuses_before_it_touches_out_and_keeps_the_user_s_files(tmp_path: 
     finished = {f.name: f.read_bytes() for f in out.iterdir()}
     for extra, needle in ((["--backbone", "fastcnn"], "--backbone mlp"),
                           (["--teacher", "crowdlayer-mw", "--stage2-init", "student"], "--stage2-init annotations"),
-                          (["--stages", "3"], "--stages must be 1 or 2")):
+                          (["--stages", "3"], "--stages must be one of 1, 2")):
         code, msg = _fit("--annotations", ann, "--features", feats, "--out", str(out), *extra)
         assert code == 2 and needle in msg, msg
         assert {f.name: f.read_bytes() for f in out.iterdir()} == finished

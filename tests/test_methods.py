@@ -90,7 +90,7 @@ def test_kdcrowd_every_distillation_loss_and_one_stage(kd: str) -> None:
 
 def test_kdcrowd_options_are_validated() -> None:
     ds = tiny_dataset()
-    with pytest.raises(ValueError, match="stages must be 1 or 2"):
+    with pytest.raises(ValueError, match="stages must be one of 1, 2"):
         run_on_dataset(ds, cfg("kdcrowd", stages=3))
     with pytest.raises(ValueError, match="unknown distillation loss"):
         run_on_dataset(ds, cfg("kdcrowd", kd="mmd"))

@@ -44,6 +44,8 @@ def check_device(device: str, option: str = "--device") -> None:
             raise ValueError(f"{option} {device}: CUDA is not available on this machine; use {option} cpu (or auto)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"{option} {device}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{option} {device}: Apple's MPS is not available on this machine; use {option} cpu (or auto)")
     elif dev.type not in ("cpu", "mps"):
         raise ValueError(f"{option} must be cpu, cuda, cuda:N or auto, not '{device}'")
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -118,13 +120,59 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
 
 
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _type_ok(v: Any, tp: Any) -> bool | None:
+    """Whether ``v`` is of the type hint ``tp`` for the plain types (``bool``, ``int``,
+    ``float``, ``str``, ``None``, numeric ``Literal``\ s and unions of them); ``None`` where the
+    hint is another type (a module, a mapping ...): not judged here. A bool is no number
+    (``stages=True`` is not 1), an int is a float."""
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return v is None
+    if tp is bool:
+        return isinstance(v, (bool, __import__("numpy").bool_))
+    if tp is int:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    if tp is float:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    if tp is str:
+        return isinstance(v, str)
+    origin = get_origin(tp)
+    if origin is Literal:
+        return any(v == a and isinstance(v, bool) == isinstance(a, bool) and isinstance(v, str) == isinstance(a, str) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_type_ok(v, a) for a in get_args(tp)]
+        return True if any(verdicts) else None if None in verdicts else False
+    return None
+
+
+def _kind(tp: Any) -> str:
+    """``tp`` in words, for the error on a value of another type."""
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(repr, get_args(tp)))
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        arms = [a for a in get_args(tp) if a is not type(None)]
+        return " or ".join(_kind(a) for a in arms) + (" (or None)" if len(arms) < len(get_args(tp)) else "")
+    return _KINDS.get(tp, getattr(tp, "__name__", str(tp)))
+
+
 def check_fields(obj: Any) -> None:
-    """Validate a config instance: ``Literal`` choices (strings only, other values such as
-    modules pass) and the bounds of :func:`bounded` fields."""
+    """Validate a config instance: each value's type where the hint is a plain one (bool,
+    int, float, str, numeric ``Literal``\ s, ``Optional``/unions of them: a string ``"no"`` is
+    not false, ``2.5`` epochs is refused at once instead of failing inside the training),
+    ``Literal`` choices (strings; other values such as modules pass) and the bounds of
+    :func:`bounded` fields."""
     hints = _hints(type(obj))
     for f in fields(obj):
         v = getattr(obj, f.name)
-        choices = literal_choices(hints.get(f.name))
+        tp = hints.get(f.name, Any)
+        if not isinstance(v, str) or literal_choices(tp) is None:  # a string among the choices: the message below
+            if _type_ok(v, tp) is False:
+                raise ConfigError(f"{_name(f.name)} must be {_kind(tp)}; got {v!r}")
+        choices = literal_choices(tp)
         if choices and isinstance(v, str) and v not in choices:
             near = closest(v, [c for c in choices if isinstance(c, str)])
             label = f.metadata.get("label") if f.metadata else None

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Protocol
 
@@ -144,9 +144,7 @@ class KDCrowd:
     """Backbone of the teacher, the student and stage 2 (:func:`~kdcrowd.models.backbones.build_backbone`)."""
 
     def __post_init__(self) -> None:
-        check_fields(self)
-        if self.stages not in (1, 2):
-            raise ConfigError(f"{_name('stages')} must be 1 or 2; got {self.stages!r}")
+        check_fields(self)  # stages among 1, 2 (its Literal) included
         if self.stages == 1 and self.final in ("stage2", "ensemble"):
             raise ConfigError(f"{_setting('final', self.final)} needs {_setting('stages', 2)}: with {_setting('stages', 1)} the student is the final predictor")
         if self.stage2_init == "student" and self.stage2 != "reinit":
@@ -155,9 +153,18 @@ class KDCrowd:
             from .config import closest
 
             near = closest(self.student, STUDENTS)
-            raise ConfigError(f"unknown student '{self.student}'; " + (f"did you mean '{near}'? " if near else "") + f"choose one of {', '.join(sorted(STUDENTS))}")
+            raise ConfigError(f"{_name('student')}: unknown student '{self.student}'; " + (f"did you mean '{near}'? " if near else "") + f"choose one of {', '.join(sorted(STUDENTS))}")
+        if not isinstance(self.student_params, Mapping):
+            raise ConfigError(f"student_params must be a mapping of the student's parameters; got {self.student_params!r}")
         self._check_student_params()
         if isinstance(self.teacher, str):
+            if self.teacher not in CROWD_MODELS:
+                try:
+                    crowd_model_spec(self.teacher)
+                except ConfigError as e:  # the unknown name's error (with its closest names), naming this option
+                    raise ConfigError(f"{_name('teacher')}: {e}") from None
+            if not isinstance(self.teacher_options, Mapping):
+                raise ConfigError(f"teacher_options must be a mapping of the teacher's options; got {self.teacher_options!r}")
             crowd_model_spec(self.teacher).options(self.teacher_options)  # checks the name and the options
         elif self.teacher_options:
             raise ConfigError("teacher_options configure a teacher given by name; a teacher module is used as it is")

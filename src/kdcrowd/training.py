@@ -262,14 +262,23 @@ def resolve_device(device: str, distributed: bool | None = None) -> torch.device
     dev = _device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{device}': this machine has {torch.cuda.device_count()} GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError(f"device '{device}' was asked for but Apple's MPS is not available here; use --device cpu")
     return dev
 
 
 def _device(device: str) -> torch.device:
+    """``device`` as a torch device of a kind the training runs on (cpu, cuda, mps); other
+    torch device types (``meta``, ``xpu`` ...) are refused here, not deep in the training."""
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ConfigError(f"{option_name('device')} must be cpu, cuda, cuda:N or auto; got {device!r}") from e
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{option_name('device')} must be cpu, cuda, cuda:N or auto; got {device!r}")
+    return dev
 
 
 @contextlib.contextmanager

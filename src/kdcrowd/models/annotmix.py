@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcrowd.losses import _no_autocast
+from kdcrowd.config import bounded, check_fields
 from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, feature_dim_of, make_config, observed_pairs, to_device
 from kdcrowd.models.base import CrowdModel, _check_annotations, _observed, register_crowd_model
 
@@ -66,13 +67,16 @@ class AnnotMixConfig:
         (``benchmarks/results/protocol/cpu_annotmix_review/``).
     """
 
-    alpha: float = 1.0
-    eta: float = 0.9
+    alpha: float = bounded(1.0, ge=0.0)
+    eta: float = bounded(0.9, gt=0.0, lt=1.0)
     mix_only_annotators: bool = False
-    embed_dim: int = 128
-    dropout: float = 0.5
-    confusion_rate: float = 0.02
+    embed_dim: int = bounded(128, ge=1)
+    dropout: float = bounded(0.5, ge=0.0, lt=1.0)
+    confusion_rate: float = bounded(0.02, gt=0.0, le=1.0)
     joint_pass: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @register_crowd_model("annot-mix", config=AnnotMixConfig)

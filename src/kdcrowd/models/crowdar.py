@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcrowd.losses import _no_autocast
+from kdcrowd.config import bounded, check_fields
 from kdcrowd.models._common import make_config, masked_mean
 from kdcrowd.models.base import CrowdModel, register_crowd_model
 
@@ -27,8 +28,11 @@ class CrowdARConfig:
         (1−λ)·L_rel`` (0.9).
     """
 
-    reliability_dim: int = 128
-    lmbda: float = 0.9
+    reliability_dim: int = bounded(128, ge=1)
+    lmbda: float = bounded(0.9, ge=0.0, le=1.0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @register_crowd_model("crowdar", config=CrowdARConfig)

@@ -6,12 +6,13 @@ classifier's outputs (``F``) or on the stacked confusion matrices (``W``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdcrowd.config import bounded, check_fields
 from kdcrowd.models._common import make_config, marginal_nll_loss
 from kdcrowd.models.base import CrowdModel, register_crowd_model
 
@@ -32,9 +33,12 @@ class GeoCrowdNetConfig:
         (100, the guard of the authors' code kept by the reference).
     """
 
-    variant: str = "f"
-    reg_weight: float = 1e-3
-    reg_max: float = 100.0
+    variant: Literal["f", "w"] = "f"
+    reg_weight: float = bounded(1e-3, ge=0.0)
+    reg_max: float = bounded(100.0, gt=0.0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @register_crowd_model("geocrowdnet-w", config=GeoCrowdNetConfig, variant='w')

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcrowd.losses import _no_autocast
+from kdcrowd.config import bounded, check_fields
 from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, feature_dim_of, make_config
 from kdcrowd.models.base import CrowdModel, register_crowd_model
 
@@ -37,15 +38,18 @@ class MaDLConfig:
         ``transition_matrices()`` (~1/rate last annotations per worker).
     """
 
-    embed_dim: int = 16
-    hidden_dim: int = 128
-    eta: float = 0.8
-    alpha: float = 1.25
-    beta: float = 0.25
+    embed_dim: int = bounded(16, ge=1)
+    hidden_dim: int = bounded(128, ge=1)
+    eta: float = bounded(0.8, gt=0.0, lt=1.0)
+    alpha: float = bounded(1.25, gt=0.0)
+    beta: float = bounded(0.25, gt=0.0)
     annotator_weights: bool = True
     use_residual: bool = True
     instance_dependent: bool = True
-    confusion_rate: float = 0.02
+    confusion_rate: float = bounded(0.02, gt=0.0, le=1.0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @register_crowd_model("madl", config=MaDLConfig)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdcrowd.config import bounded, check_fields
 from kdcrowd.models._common import make_config, marginal_nll_loss
 from kdcrowd.models.base import CrowdModel, register_crowd_model
 
@@ -26,9 +27,12 @@ class TraceRegConfig:
         appendix snippet of the paper, kept by the reference).
     """
 
-    trace_weight: float = 0.01
+    trace_weight: float = bounded(0.01, ge=0.0)
     init_diag: float = 1.0
     init_offdiag: float = -5.0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @register_crowd_model("tracereg", config=TraceRegConfig)

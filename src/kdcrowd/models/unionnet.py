@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcrowd.losses import _no_autocast
+from kdcrowd.config import bounded, check_fields
 from kdcrowd.models._common import make_config
 from kdcrowd.models.base import CrowdModel, register_crowd_model
 
@@ -25,7 +26,10 @@ class UnionNetConfig:
         in ``conf/classifier/union_net.yaml``).
     """
 
-    epsilon: float = 1e-5
+    epsilon: float = bounded(1e-5, ge=0.0, lt=1.0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @register_crowd_model("unionnet", config=UnionNetConfig)
