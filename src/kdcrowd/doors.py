@@ -156,19 +156,30 @@ def _plain_type(tp: Any, default: Any) -> tuple[Any, tuple[Any, ...] | None]:
     return str, None
 
 
+def _named_choices() -> dict[str, list[str]]:
+    """The names a door can give to settings whose type also admits Python objects (a
+    teacher module, a Student subclass): the registries' keys, for the help text."""
+    from .models import crowd_model_names
+    from .students import STUDENTS
+
+    return {"teacher": list(crowd_model_names()), "student": sorted(STUDENTS)}
+
+
 def _from_dataclass(cls: type, group: Any, skip: tuple[str, ...]) -> list[DoorOption]:
     import sys
 
     hints = typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
     docs, defaults = field_docs(cls), option_defaults(cls)
+    named = _named_choices() if cls.__name__ == "KDCrowd" else {}
     out = []
     for f in fields(cls):
         if f.name in skip:
             continue
         tp, choices = _plain_type(hints[f.name], defaults[f.name])
         help_ = docs.get(f.name, "")
-        if choices and not any(str(c) in help_ for c in choices):
-            help_ = f"{help_} One of: {', '.join(map(str, choices))}."
+        shown = choices or named.get(f.name)
+        if shown and not all(str(c) in help_ for c in shown):  # every choice, where the text names only some (kd: mig-<f>)
+            help_ = f"{help_} One of: {', '.join(map(str, shown))}."
         out.append(DoorOption(f.name, defaults[f.name], tp, help_, group, choices))
     return out
 
