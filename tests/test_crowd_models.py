@@ -804,3 +804,25 @@ def test_maxmig_leaves_items_nobody_labelled_out_of_its_loss():
     # one labelled item: no pairs, loss 0 (still a graph)
     one, _ = model.crowd_loss(logits.detach()[[0, 1, 3]], w[[0, 1, 3]], y[[0, 1, 3]])
     assert one.item() == 0.0
+
+
+@pytest.mark.parametrize("spec", ["crowdlayer-mw", "maxmig"])
+def test_training_posteriors_in_slices_equal_the_whole(spec, monkeypatch):
+    """crowd_outputs computes the posteriors of the training items in slices (their worker
+    matrices are items × most-labels × K × K); sliced or whole, the same numbers."""
+    from kdcrowd import objectives
+    from kdcrowd.models.base import build_crowd_model
+    from kdcrowd.training import DeviceData, TrainConfig
+
+    rng = np.random.default_rng(0)
+    n, k, m = 23, 3, 5
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    data = DeviceData(x, x[:4], None, np.zeros(4, dtype=np.int64), None, torch.device("cpu"))
+    w = torch.as_tensor(rng.integers(-1, m, (n, 6)))
+    y = torch.where(w >= 0, torch.as_tensor(rng.integers(0, k, (n, 6))), torch.full_like(w, -1))
+    model = build_crowd_model(spec, TinyNet(4, k), m, k)
+    cfg = TrainConfig(progress=False)
+    whole = objectives.crowd_outputs(model, data, w, y, cfg)[1]
+    monkeypatch.setattr(objectives, "POSTERIOR_ELEMENTS", 6 * k * k * 4)  # slices of 4 items
+    sliced = objectives.crowd_outputs(model, data, w, y, cfg)[1]
+    assert torch.equal(sliced, whole) and sliced.shape == (n, k)
