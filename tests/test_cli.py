@@ -327,3 +327,26 @@ def test_help_shows_the_extras_names_with_their_brackets() -> None:
     assert "kdcrowd[pretrained]" in r.output and "kdcrowd[pretrained-lite]" in r.output
     r = runner.invoke(app, ["aggregate", "--help"], env={"COLUMNS": "400"})
     assert "[default: 1]" in r.output
+
+
+def test_aggregate_max_iter_bounds_the_iterative_methods(tmp_path: Path) -> None:
+    """--max-iter reaches an iterative method as its n_iter (M-MSR's default is crowd-kit's
+    10 000, without a limit on the command line before); a vote-counting method refuses it."""
+    from kdcrowd.aggregation import aggregate
+    from kdcrowd.data.annotations import Annotations
+
+    rng = np.random.default_rng(1)
+    rows = [(i, f"w{w}", int(rng.integers(3)) if w % 4 else i % 3) for i in range(50) for w in rng.choice(10, 3, replace=False)]
+    src = tmp_path / "a.csv"
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(src, index=False)
+    ann = Annotations.read(src)
+    for method in ("mmsr", "glad", "ds"):
+        out = tmp_path / f"{method}.csv"
+        res = runner.invoke(app, ["aggregate", "--annotations", str(src), "--method", method, "--max-iter", "2", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        _, post = aggregate(ann, method, n_iter=2)
+        got = pd.read_csv(out, dtype={"item": str}).set_index("item")
+        np.testing.assert_allclose(got.loc[[str(i) for i in ann.item_ids], [f"p_{c}" for c in ann.classes]].to_numpy(), post, atol=1e-5)
+    for args, needle in ((["--method", "wawa", "--max-iter", "5"], "--max-iter bounds an iterative method"), (["--method", "ds", "--max-iter", "0"], "--max-iter must be at least 1")):
+        res = runner.invoke(app, ["aggregate", "--annotations", str(src), "--out", str(tmp_path / "x.csv"), *args])
+        assert res.exit_code == 2 and needle in " ".join(res.output.split()), res.output

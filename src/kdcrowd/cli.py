@@ -547,6 +547,7 @@ def aggregate(
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they keep their known labels, and Dawid–Skene anchors the worker matrices on them."),
     ds_prior: Optional[float] = typer.Option(None, "--ds-prior", show_default=False, help="Dawid–Skene (--method ds only): pseudo-counts per row shrinking each worker's matrix toward the pooled one (keeps workers with few labels from collapsing every item to one class); 0 gives crowd-kit's exact results. \\[default: 1]"),
     classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning says when class 0 is never chosen)."),
+    max_iter: Optional[int] = typer.Option(None, "--max-iter", show_default=False, help="The most iterations of an iterative method (ds, glad, mace, zbs, one-coin-ds, mmsr), e.g. to bound M-MSR on a crowd where it does not converge. \\[default: each method's own: 100; mace 50; mmsr 10000, as crowd-kit]"),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
     from .aggregation import _canonical_method, aggregation_frame
@@ -570,7 +571,14 @@ def aggregate(
             raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
         if ds_prior is not None and not is_ds:
             _warn(f"--ds-prior is Dawid–Skene's (--method ds); {method} does not use it")
-        frame = aggregation_frame(ann, method, gold=known, **({"prior": ds_prior} if is_ds and ds_prior is not None else {}))  # else Dawid–Skene's DS_PRIOR
+        extra: dict[str, Any] = {"prior": ds_prior} if is_ds and ds_prior is not None else {}  # else Dawid–Skene's DS_PRIOR
+        if max_iter is not None:
+            if max_iter < 1:
+                raise ValueError(f"--max-iter must be at least 1; got {max_iter}")
+            if not is_ds and canonical_aggregator(method) in (None, "wawa"):
+                raise ValueError(f"--max-iter bounds an iterative method (ds, glad, mace, zbs, one-coin-ds, mmsr); {method} counts votes once")
+            extra["n_iter"] = max_iter
+        frame = aggregation_frame(ann, method, gold=known, **extra)
         check_out_file(out, create=True)
         frame.to_csv(out, index=False)
     except USER_ERRORS as e:
