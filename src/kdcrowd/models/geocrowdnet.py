@@ -22,11 +22,6 @@ __all__ = ["GeoCrowdNet", "GeoCrowdNetConfig", "GEOCROWDNET_VARIANTS"]
 GEOCROWDNET_VARIANTS: tuple[str, ...] = ("f", "w")
 
 
-#: A Gram matrix whose smallest eigenvalue is below this share of its largest is singular
-#: (float64 rounding is about 1e-16 of the largest; a legitimately thin class keeps ~1e-8).
-_RCOND = 1e-12
-
-
 @dataclass
 class GeoCrowdNetConfig:
     """Options of :class:`GeoCrowdNet` (defaults: the reference benchmark's).
@@ -110,10 +105,6 @@ class GeoCrowdNet(CrowdModel):
         with torch.no_grad():
             val = -torch.logdet(g64.detach())
             ok = torch.isfinite(val) & (val <= self.config.reg_max)
-            # a Gram matrix singular but for rounding (two identical rows): its determinant is
-            # 0, or 1e-17 on some CPUs' LU, whose log is noise; its eigenvalues tell it apart
-            eig = torch.linalg.eigvalsh(g64.detach())
-            ok = ok & (eig[..., 0] > _RCOND * eig[..., -1].clamp_min(0))
             if n_rows is not None and n_rows < k:
                 ok = torch.zeros_like(ok)
         eye = torch.eye(k, device=gram.device, dtype=torch.float64)
