@@ -324,3 +324,23 @@ def test_student_params_are_checked_against_the_students_parameters() -> None:
         KDCrowd(student="coteaching", student_params={"lam": 1.0})
     with pytest.raises(ConfigError, match="student_params of student 'ce': unknown parameter 'q'; it takes none"):
         KDCrowd(student="ce", student_params={"q": 0.5})
+
+
+def test_values_that_stand_for_the_type_are_taken_as_it() -> None:
+    """The type check keeps what users legitimately pass: a path or a torch device as text,
+    0/1 (JSON) as a bool, a whole float (JSON 16.0) or a numpy integer as an int; each is
+    stored as the type it stands for."""
+    import torch
+
+    from kdcrowd.methods import method_options
+
+    c = TrainConfig(checkpoint=Path("ck"), device=torch.device("cpu"), augment=0, epochs=np.int64(3), crop_padding=2.0)
+    assert (c.checkpoint, c.device, c.augment, c.epochs, c.crop_padding) == ("ck", "cpu", False, 3, 2)
+    assert type(c.epochs) is int and type(c.crop_padding) is int and c.augment is False
+    assert method_options("madl", {"embed_dim": 16.0}).embed_dim == 16
+    assert method_options("maxmig", {"learn_prior": 0}).learn_prior is False
+    with pytest.raises(ConfigError, match="augment must be true or false; got 2"):
+        TrainConfig(augment=2)
+    ds = tiny_dataset()
+    clf = KDCrowdClassifier(method="mv", epochs=1, device=torch.device("cpu")).fit(ds.x_train, ds.annotations)
+    assert clf.predict_proba(ds.x_train[:3]).shape == (3, ds.n_classes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -127,25 +128,59 @@ def _type_ok(v: Any, tp: Any) -> bool | None:
     """Whether ``v`` is of the type hint ``tp`` for the plain types (``bool``, ``int``,
     ``float``, ``str``, ``None``, numeric ``Literal``\ s and unions of them); ``None`` where the
     hint is another type (a module, a mapping ...): not judged here. A bool is no number
-    (``stages=True`` is not 1), an int is a float."""
+    (``stages=True`` is not 1), an int is a float; what :func:`_plain_value` turns into the
+    type passes too (0/1 for a bool, 16.0 for an int, a path or a torch device for text)."""
     if tp is Any:
         return True
     if tp is type(None):
         return v is None
-    if tp is bool:
-        return isinstance(v, (bool, __import__("numpy").bool_))
-    if tp is int:
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    if tp in (bool, int, str):
+        return _plain_value(v, tp) is not _NOT
     if tp is float:
         return isinstance(v, numbers.Real) and not isinstance(v, bool)
-    if tp is str:
-        return isinstance(v, str)
     origin = get_origin(tp)
     if origin is Literal:
         return any(v == a and isinstance(v, bool) == isinstance(a, bool) and isinstance(v, str) == isinstance(a, str) for a in get_args(tp))
     if origin in (typing.Union, types.UnionType):
         verdicts = [_type_ok(v, a) for a in get_args(tp)]
         return True if any(verdicts) else None if None in verdicts else False
+    return None
+
+
+_NOT = object()
+
+
+def _plain_value(v: Any, tp: type) -> Any:
+    """``v`` as a value of ``tp`` (``bool``, ``int`` or ``str``) where it stands for one
+    exactly, else :data:`_NOT`: a bool or numpy bool, or the integers 0 and 1 (JSON's
+    ``--model-option learn_prior=0``) for a bool; an integral number, or a whole float
+    (JSON's ``embed_dim=16.0``), for an int; a string, a path or a ``torch.device`` for text."""
+    if tp is bool:
+        if isinstance(v, bool) or type(v).__name__ == "bool_":
+            return bool(v)
+        return bool(v) if isinstance(v, numbers.Integral) and v in (0, 1) else _NOT
+    if tp is int:
+        if isinstance(v, bool) or type(v).__name__ == "bool_":
+            return _NOT
+        if isinstance(v, numbers.Integral):
+            return int(v)
+        return int(v) if isinstance(v, numbers.Real) and math.isfinite(v) and float(v).is_integer() else _NOT
+    if isinstance(v, str):
+        return v
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return str(v) if type(v).__module__ == "torch" and type(v).__name__ == "device" else _NOT
+
+
+def _plain_hint(tp: Any) -> type | None:
+    """``bool``, ``int`` or ``str`` where ``tp`` is that type or ``Optional`` of it (the
+    hints whose values :func:`check_fields` stores as that type), else ``None``."""
+    if tp in (bool, int, str):
+        return tp  # type: ignore[no-any-return]
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        arms = [x for x in get_args(tp) if x is not type(None)]
+        if len(arms) == 1 and arms[0] in (bool, int, str):
+            return arms[0]  # type: ignore[no-any-return]
     return None
 
 
@@ -172,6 +207,12 @@ def check_fields(obj: Any) -> None:
         if not isinstance(v, str) or literal_choices(tp) is None:  # a string among the choices: the message below
             if _type_ok(v, tp) is False:
                 raise ConfigError(f"{_name(f.name)} must be {_kind(tp)}; got {v!r}")
+            plain = _plain_hint(tp)
+            if plain is not None and v is not None:  # stored as the type it stands for (16.0 -> 16, a path -> str)
+                w = _plain_value(v, plain)
+                if w is not _NOT and (type(w) is not type(v) or w != v):
+                    object.__setattr__(obj, f.name, w)
+                    v = w
         choices = literal_choices(tp)
         if choices and isinstance(v, str) and v not in choices:
             near = closest(v, [c for c in choices if isinstance(c, str)])
