@@ -560,3 +560,13 @@ def test_a_text_ending_in_an_image_extension_is_not_an_image(tmp_path: Path) -> 
     p = tmp_path / "project.json"
     p.write_text(json.dumps([task(t, x) for t, x in enumerate(texts, 1)]))
     assert sorted(read_export(p).annotations["item"]) == ["1", "2", "cat 1", "plain"]
+
+
+def test_a_bare_image_file_name_with_a_space_is_still_an_image(tmp_path: Path) -> None:
+    # only the data fields of text tasks (Label Studio, Argilla) read a spaced value without a
+    # folder as a text; a Labelbox key "IMG 0001.jpg" is the image IMG 0001, as --images names it
+    lab = {"label_details": {"created_by": "u1"}, "performance_details": {"skipped": False},
+           "annotations": {"classifications": [{"name": "animal", "radio_answer": {"name": "cat"}}]}}
+    p = tmp_path / "export.ndjson"
+    p.write_text(json.dumps({"data_row": {"id": "clx0", "global_key": "IMG 0001.jpg"}, "projects": {"p1": {"labels": [lab]}}}) + "\n")
+    assert read_export(p).annotations["item"].tolist() == ["IMG 0001"]

@@ -161,13 +161,17 @@ def item_id_from_reference(ref: Any) -> str:
     return stem
 
 
-def _is_image_ref(value: Any) -> bool:
-    """Whether a task's value is an image's URL, path or file name. A value with a line break,
-    or with a space but no folder (``see attached receipt.PNG``), is a text, whatever it ends in."""
+def _is_image_ref(value: Any, texts: bool = False) -> bool:
+    """Whether a task's value is an image's URL, path or file name. A value with a line break
+    is a text, whatever it ends in. ``texts``: the value is one of a task's data fields, which
+    hold texts as well as images (Label Studio, its JSON-MIN, Argilla): there a value with a
+    space but no folder (``see attached receipt.PNG``) is a text too; those platforms give
+    images as URLs or paths. Elsewhere (CVAT, Labelbox keys, Toloka, MTurk) a bare file name
+    may hold spaces (``IMG 0001.jpg``)."""
     if not isinstance(value, str) or value.strip() == "":
         return False
     v = value.strip()
-    if "\n" in v or "\r" in v or (any(c.isspace() for c in v) and "/" not in v and "\\" not in v):
+    if "\n" in v or "\r" in v or (texts and any(c.isspace() for c in v) and "/" not in v and "\\" not in v):
         return False
     return item_id_from_reference(value) != v
 
@@ -478,7 +482,7 @@ def read_labelstudio(path: Path, field: str | None = None, multi: str | None = N
     gold: list[tuple[int, list]] = []
     for task in tasks:
         data = task.get("data") if isinstance(task.get("data"), Mapping) else {}
-        images = [v for v in data.values() if _is_image_ref(v)]
+        images = [v for v in data.values() if _is_image_ref(v, texts=True)]
         ref = images[0] if len(images) == 1 else None
         start = len(rows.items)
         for ann in _objects(task.get("annotations"), "a task's annotations", where):
@@ -548,7 +552,7 @@ def _read_labelstudio_min(records: list, path: Path, field: str | None, multi: s
     answered = [r for r in records if not (r.get("annotation_id") is None and r.get("annotator") in (None, "", {}))]
     keys = list(dict.fromkeys(k for r in answered for k in r if k not in _LS_MIN_KEYS))
     bad = {k for r in answered for k, v in r.items()
-           if k not in _LS_MIN_KEYS and v is not None and (_ls_min_choices(v) is None or _is_image_ref(v))}
+           if k not in _LS_MIN_KEYS and v is not None and (_ls_min_choices(v) is None or _is_image_ref(v, texts=True))}
     candidates = sorted(k for k in keys if k not in bad)
     if field is not None:
         if field not in keys:
@@ -567,7 +571,7 @@ def _read_labelstudio_min(records: list, path: Path, field: str | None, multi: s
     rows = _Rows("labelstudio")
     refs, ids, spans = [], [], []
     for r in answered:
-        images = [v for k, v in r.items() if k not in _LS_MIN_KEYS and k != control and _is_image_ref(v)]
+        images = [v for k, v in r.items() if k not in _LS_MIN_KEYS and k != control and _is_image_ref(v, texts=True)]
         ref = images[0] if len(images) == 1 else None
         who = r.get("annotator")
         if isinstance(who, Mapping):
@@ -685,7 +689,7 @@ def read_argilla(path: Path, field: str | None = None, multi: str | None = None,
     refs, ids, spans = [], [], []
     for r in recs:
         fields = r.get("fields") if isinstance(r.get("fields"), Mapping) else {}
-        images = [v for v in fields.values() if _is_image_ref(v)]
+        images = [v for v in fields.values() if _is_image_ref(v, texts=True)]
         ref = images[0] if len(images) == 1 else None
         start = len(rows.items)
         for resp in _objects(_object(r.get("responses"), "a record's responses", where).get(question), f"the responses to {question!r}", where):
