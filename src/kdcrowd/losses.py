@@ -290,7 +290,7 @@ def mig_f(
         m = mask.to(device=la.device, dtype=torch.bool)
         n = m.sum().to(dtype)
         pairs = (m.unsqueeze(0) & m.unsqueeze(1)) & ~eye
-        # torch.where, not multiplication: an excluded item's terms may be inf
+        # the excluded items' terms replaced by exact zeros (their values, finite by the floor, are not used)
         joint = torch.where(m, torch.diagonal(diag_term), 0.0).sum() / n.clamp(min=1)
         marginal = torch.where(pairs, off_term, 0.0).sum() / (n * (n - 1)).clamp(min=1)
         return torch.where(n >= 2, joint - marginal, 0.0)

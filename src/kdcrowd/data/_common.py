@@ -195,6 +195,11 @@ def _separator_hint(columns: Sequence[Any]) -> str:
     return ""
 
 
+#: A quote opening a field (or a read chunk: then the Python scan decides); a quote inside a
+#: field is a character under either reading.
+_FIELD_QUOTE = re.compile(rb'(?:\A|[\t\n\r])"')
+
+
 def tsv_quoting(path: Path) -> int:
     r"""How to read a TSV file's quotes: as CSV quoting (``QUOTE_MINIMAL``) when the file is
     quoted that way (pandas' ``to_csv(sep="\t")`` quotes the texts with a quote, a tab or a
@@ -210,8 +215,8 @@ def tsv_quoting(path: Path) -> int:
     line break is, byte for byte, a text opening a quote it never closes followed by rows; it
     is read as plain TSV (its rows then lack ids or columns: an error, not a silent misread)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as raw:  # no quote anywhere (most TSV files): both readings are one; no scan in Python
-        if not any(b'"' in chunk for chunk in iter(lambda: raw.read(1 << 20), b"")):
+    with opener(path, "rb") as raw:  # no field opening with a quote (most TSV files): both readings are one; no scan in Python
+        if not any(_FIELD_QUOTE.search(chunk) for chunk in iter(lambda: raw.read(1 << 20), b"")):
             return csv.QUOTE_MINIMAL
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # texts longer than the reader's default 128 KiB; restored below
