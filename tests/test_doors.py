@@ -344,3 +344,20 @@ def test_values_that_stand_for_the_type_are_taken_as_it() -> None:
     ds = tiny_dataset()
     clf = KDCrowdClassifier(method="mv", epochs=1, device=torch.device("cpu")).fit(ds.x_train, ds.annotations)
     assert clf.predict_proba(ds.x_train[:3]).shape == (3, ds.n_classes)
+
+
+def test_fit_says_which_options_the_head_recipe_set(tmp_path: Path) -> None:
+    """The recipe replaces options left at their shared defaults, also one typed by hand with
+    that value (--lr 0.001): fit names each value it set, and how to keep one's own."""
+    import pandas as pd
+
+    ds = tiny_dataset()
+    np.save(tmp_path / "x.npy", ds.x_train)
+    a = ds.annotations
+    pd.DataFrame({"item": a.item, "worker": a.worker, "label": a.label}).to_csv(tmp_path / "a.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "a.csv"), "--features", str(tmp_path / "x.npy"), "--out", str(tmp_path / "o"),
+                            "--epochs", "1", "--head-recipe", "frozen-features", "--lr", "0.001", "--quiet"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "note: the frozen-features head recipe set" in text and "--lr 0.0001" in text and "--head-recipe shared" in text
+    assert "--epochs" not in text.split("recipe set")[1].split("(")[0]  # a value given other than the default: kept, not named

@@ -963,7 +963,12 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             input_transform = {"kind": "text", "text_column": p.get("text_column") or "text", "featurizer": featurizer.to_state()}
         head_recipe = door_values.get("head_recipe", "auto")  # as the report shows it
         if head_recipe == "frozen-features":  # resolved here with the run's own KD-Crowd part, then given as is
+            before = dict(door_values)
             door_values = {**apply_head_recipe(door_values, frozen_features=True, kd=recorded["frozen_feature_kd"]), "head_recipe": "shared"}
+            changed = [f"--{k.replace('_', '-')} {door_values[k]}" for k in door_values if k != "head_recipe" and door_values[k] != before.get(k)]
+            if changed and not resume:  # an option given its shared default by hand is replaced too: say so
+                err_console.print(escape(f"note: the frozen-features head recipe set {', '.join(changed)} (the options left at their shared defaults); "
+                                         "give another value, or --head-recipe shared, to keep yours"), soft_wrap=True, highlight=False)
         if columns is not None:  # the model keeps the column names (feature_names_in_) for `kdcrowd predict`
             X = pd.DataFrame(X, columns=columns)
         predict = None
