@@ -118,7 +118,7 @@ class KDCrowd:
     kd_temperature: float = bounded(1.0, gt=0.0)
     """Temperature of the KL distillation loss."""
     tv_temperature: float = bounded(DEFAULT_TV_TEMPERATURE, gt=0.0)
-    """Temperature of the smooth surrogate of MIG^f-TV's sign (``kd="mig-tv"``)."""
+    """Temperature of the smooth surrogate of MIG^f-TV's sign (distillation loss ``mig-tv``)."""
     lambda1: float = bounded(1.0, ge=0.0)
     """Weight of the stage-1 distillation term."""
     lambda2: float = bounded(1.0, ge=0.0)
@@ -129,7 +129,7 @@ class KDCrowd:
     """Stage-2 crowd model: ``reinit`` (fresh) or ``finetune`` (from the teacher)."""
     stage2_init: Literal["annotations", "student"] = "annotations"
     """How a re-initialised stage-2 model initialises its worker parameters (models that
-    initialise them from label statistics, ``initialises_from_labels = True``, i.e. Max-MIG):
+    initialise them from label statistics: Max-MIG):
     ``annotations`` (the model's own rule, majority vote) or ``student`` (each worker's
     confusion against the student's refined predictions r, the labels stage 2 is
     "supervised by"; checked before any training)."""

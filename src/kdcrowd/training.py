@@ -109,7 +109,7 @@ class TrainConfig:
     device: str = "auto"
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available)."""
     amp: bool | None = None
-    """bf16 autocast; ``None`` means on for CUDA, off for CPU."""
+    """bf16 autocast (mixed precision); unset (``None``): on for CUDA, off for CPU."""
     augment: bool = True
     """Random crop (padding = 1/8 of the side) and horizontal flip for images."""
     flip: bool = True
@@ -120,8 +120,8 @@ class TrainConfig:
     the other way round from its previous epoch, so two consecutive epochs show each
     image both ways."""
     crop_padding: int | None = bounded(None, ge=0)
-    """Padding (reflect) of the random-crop translation in pixels; ``None``: 1/8 of the
-    image side (4 on CIFAR); airbench uses 2; 0 turns translation off."""
+    """Padding (reflect) of the random-crop translation in pixels; unset (``None``): 1/8 of
+    the image side (4 on CIFAR); airbench uses 2; 0 turns translation off."""
     tta: Literal["none", "flip", "flip-translate"] = "none"
     """Test-time augmentation of every prediction (validation, the training-item predictions
     between stages, test): ``flip`` averages the probabilities of each image and its mirror
@@ -140,13 +140,13 @@ class TrainConfig:
     (``benchmarks/check_cuda_graph.py`` compares the two); ignored on the CPU (one note on
     stderr); not with ``distributed`` or ``compile``."""
     worker_lr_scale: float = bounded(1.0, gt=0.0)
-    """Crowd models: learning-rate multiplier of the worker parameters (no weight decay on
-    them; see :func:`kdcrowd.objectives.crowd_param_groups`)."""
+    """Crowd models: learning-rate multiplier of the worker parameters (which get no weight
+    decay)."""
     gold_weight: float = bounded(1.0, ge=0.0)
     """Crowd models and KD-Crowd's crowd-model stages, with gold questions (``kdcrowd fit
     --gold``, the estimator's ``gold``):
     weight of the classifier's cross-entropy on the gold items' known labels, added to the
-    crowd loss (see :func:`kdcrowd.objectives.gold_cross_entropy`); 0 leaves it out."""
+    crowd loss; 0 leaves it out."""
     seed: int = bounded(0, ge=0, lt=2**32)
     """Seed of initialisation, batch order and augmentation."""
     progress: bool = True
