@@ -403,3 +403,13 @@ def test_mig_f_mask_is_the_estimate_on_the_kept_items(f):
     assert one.item() == 0.0
     with pytest.raises(ValueError, match="mask"):
         mig_f(_log(a), _log(b), None, f, mask=torch.ones(4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("f", F_DIVERGENCES)
+def test_mig_f_all_true_mask_gives_the_unmasked_bits(f):
+    # Max-MIG always passes a mask: a fully labelled batch must train as before, to the bit
+    g = torch.Generator().manual_seed(0)
+    la = torch.log_softmax(torch.randn(16, 5, generator=g), 1)
+    lb = torch.log_softmax(torch.randn(16, 5, generator=g), 1)
+    lp = torch.log_softmax(torch.randn(5, generator=g), 0)
+    assert torch.equal(mig_f(la, lb, lp, f), mig_f(la, lb, lp, f, mask=torch.ones(16, dtype=torch.bool)))

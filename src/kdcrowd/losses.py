@@ -290,9 +290,10 @@ def mig_f(
         m = mask.to(device=la.device, dtype=torch.bool)
         n = m.sum().to(dtype)
         pairs = (m.unsqueeze(0) & m.unsqueeze(1)) & ~eye
-        # the excluded items' terms replaced by exact zeros (their values, finite by the floor, are not used)
-        joint = torch.where(m, torch.diagonal(diag_term), 0.0).sum() / n.clamp(min=1)
-        marginal = torch.where(pairs, off_term, 0.0).sum() / (n * (n - 1)).clamp(min=1)
+        # the excluded items' terms replaced by exact zeros (their values, finite by the floor,
+        # are not used), summed in the unmasked path's layout: an all-true mask gives its bits
+        joint = torch.diagonal(diag_term.masked_fill(~(eye & m.unsqueeze(0)), 0.0)).sum() / n.clamp(min=1)
+        marginal = off_term.masked_fill(~pairs, 0.0).sum() / (n * (n - 1)).clamp(min=1)
         return torch.where(n >= 2, joint - marginal, 0.0)
 
 
