@@ -22,32 +22,15 @@ EXIT_CODES = {0: "success", 1: "internal error (a bug: a traceback is printed)",
 def check_training_settings(p: dict[str, Any]) -> None:
     """Raise one ``ValueError`` naming the option for a training setting of ``kdcrowd fit``
     (the dictionary of its options) that cannot work: ``--device`` (a torch device that
-    exists here). The other training settings are checked by their configurations
+    exists here: :func:`kdcrowd.training.resolve_device`, the check every door makes). The
+    other training settings are checked by their configurations
     (:class:`~kdcrowd.training.TrainConfig`, :func:`kdcrowd.doors.settings_from_options`)
     for every door."""
-    check_device(p.get("device", "auto"))
+    from .config import cli_style, option_style
+    from .training import resolve_device
 
-
-def check_device(device: str, option: str = "--device") -> None:
-    """Raise a ``ValueError`` naming ``option`` unless ``device`` is auto or a torch device
-    that exists on this machine."""
-    if device == "auto":
-        return
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"{option} must be cpu, cuda, cuda:N or auto, not '{device}'") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{option} {device}: CUDA is not available on this machine; use {option} cpu (or auto)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{option} {device}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{option} {device}: Apple's MPS is not available on this machine; use {option} cpu (or auto)")
-    elif dev.type not in ("cpu", "mps"):
-        raise ValueError(f"{option} must be cpu, cuda, cuda:N or auto, not '{device}'")
+    with option_style(cli_style):
+        resolve_device(p.get("device", "auto"), distributed=False)
 
 
 _KEYWORDS = (

@@ -251,21 +251,26 @@ def resolve_device(device: str, distributed: bool | None = None) -> torch.device
         local = D.local_device()
         if device == "auto" or (device == "cuda" and local.type == "cuda"):
             return local
-        dev = _device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+        dev = _available(device)
         if dev.type == "cuda" and dev != local:
             raise ValueError(f"distributed training: process {D.rank()} (LOCAL_RANK {D.local_rank()}) must use {local}, not '{device}'; use --device auto or cuda")
         return dev
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return _available(device)
+
+
+def _available(device: str) -> torch.device:
+    """``device`` (:func:`_device`) where this machine has it: CUDA (and GPU ``N`` of
+    ``cuda:N``) or Apple's MPS present; else one error naming the option."""
     dev = _device(device)
+    where = f"{option_name('device')} {device}"
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+        raise ConfigError(f"{where}: CUDA is not available on this machine; use cpu (or auto)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device '{device}': this machine has {torch.cuda.device_count()} GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ConfigError(f"device '{device}' was asked for but Apple's MPS is not available here; use --device cpu")
+        raise ConfigError(f"{where}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{where}: Apple's MPS is not available on this machine; use cpu (or auto)")
     return dev
 
 
