@@ -47,7 +47,6 @@ CHECKPOINTS = "checkpoints"
 
 def _fail(message: str) -> NoReturn:
     """Print one ``error:`` line (markup-escaped, never wrapped) and exit with status 2."""
-
     from .cli_checks import cli_message
 
     err_console.print(f"[red]error:[/red] {escape(cli_message(message))}", soft_wrap=True, highlight=False)
@@ -79,7 +78,6 @@ def _class_list(classes: Optional[str]) -> Optional[list[str]]:
 
 def _warn(message: str) -> None:
     """Print one ``warning:`` line on stderr."""
-
     err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
 
 
@@ -153,7 +151,6 @@ def _read_crowd_input(
     console.print(_export_summary(path, ex.summary), soft_wrap=True, highlight=False)
     gold = ex.gold_frame()
     if gold is not None and len(gold) and gold_given:
-
         err_console.print(f"note: {escape(str(path))} holds {len(gold)} gold answers (the platform's control questions); --gold replaces them", soft_wrap=True, highlight=False)
     return frame, gold
 
@@ -371,12 +368,14 @@ def run(
         _fail(str(e))
     ds, data_seconds = None, 0.0
     if not distributed:  # the data set and the device, before OUT is touched (under torchrun rank 0 loads it first, below)
+        from .config import cli_style, option_style
         from .data.datasets import load_dataset
         from .training import resolve_device
 
         t_data = time.perf_counter()
         try:
-            resolve_device(cfg.train.device)
+            with option_style(cli_style):
+                resolve_device(cfg.train.device)
             ds = load_dataset(cfg.dataset, root=str(data_root) if data_root else None, workers=cfg.workers, seed=cfg.seed, **cfg.dataset_options)
         except USER_ERRORS as e:  # the option names were checked above (check_dataset_request)
             _fail(str(e))
@@ -681,7 +680,6 @@ def fit(
 
     The method and training options are those of `kdcrowd run` and of KDCrowdClassifier,
     with the same names and defaults."""
-
     # ctx.params holds what the parser gave: paths arrive as text with some click versions
     params = _fit_paths(ctx.params)
     if resume is not None:
@@ -1028,12 +1026,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     except (KeyboardInterrupt, Exception) as e:
         undone = not resume and _undo_unstarted_fit(out, ckpt, previous)  # stopped before any saved epoch: OUT as it was
         kept = _kept_note(previous)
-        if isinstance(e, ImportError):  # a network's package missing (torchvision, timm): its message names the install
+        if isinstance(e, (ImportError, *USER_ERRORS)):  # ImportError: a network's package missing (torchvision, timm); its message names the install
             _fail(f"{e}{kept}")
-        if not isinstance(e, (KeyboardInterrupt, *USER_ERRORS)):
-            raise  # a fault keeps its traceback; OUT is as it was if nothing was saved
         if not isinstance(e, KeyboardInterrupt):
-            _fail(f"{e}{kept}")
+            raise  # a fault keeps its traceback; OUT is as it was if nothing was saved
         if undone:
             err_console.print(f"[yellow]interrupted[/yellow] before any epoch was saved; {escape(str(out))} is as it was", soft_wrap=True)
         else:
@@ -1099,7 +1095,6 @@ def predict(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Label new items with a classifier trained by `kdcrowd fit`."""
-
     from .persist import load_predictor
     from .report.practitioner import label_frame
 
