@@ -67,10 +67,13 @@ def json_plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=default))
 
 
-def differences(a: Any, b: Any, path: str = "") -> list[str]:
-    """Readable differences between two JSON-like values (``path: old → new``)."""
+def differences(a: Any, b: Any, path: str = "", skip: Sequence[str] = ()) -> list[str]:
+    """Readable differences between two JSON-like values (``path: old → new``), leaving out
+    the dotted paths in ``skip``."""
+    if path in skip:
+        return []
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(a.keys() | b.keys()) for d in differences(a.get(k, "(absent)"), b.get(k, "(absent)"), f"{path}.{k}" if path else k)]
+        return [d for k in sorted(a.keys() | b.keys()) for d in differences(a.get(k, "(absent)"), b.get(k, "(absent)"), f"{path}.{k}" if path else k, skip)]
     return [] if a == b else [f"{path}: {a!r} → {b!r}"]
 
 
@@ -141,7 +144,7 @@ class StageCheckpoints:
         identity: dict[str, Any] | None = None, distributed: bool = False, free: Sequence[str] = (),
     ) -> None:
         self.dir = Path(directory) if directory else None
-        self.free = tuple(f"{f}:" for f in free)
+        self.free = tuple(free)
         self.stages: list[str] = list(stages)
         self.finished: list[str] = []
         self.current: str | None = None
@@ -175,7 +178,7 @@ class StageCheckpoints:
                 raise TypeError(f"'finished' is {finished!r}, not a list of stage names")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             return f"{path} cannot be read ({type(e).__name__}: {e}); delete {self.dir} (or use a fresh output folder) to start afresh"
-        diffs = [d for d in differences(settings, self.settings) if not d.startswith(self.free)]
+        diffs = differences(settings, self.settings, skip=self.free)
         if diffs and not finished and not any(self.dir.glob("*.pt")):
             return None  # a run that saved nothing (stopped or refused before its first epoch): nothing to keep, its settings are replaced
         if diffs:
