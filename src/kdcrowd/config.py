@@ -155,12 +155,11 @@ def _plain_value(v: Any, tp: type) -> Any:
     exactly, else :data:`_NOT`: a bool or numpy bool, or the integers 0 and 1 (JSON's
     ``--model-option learn_prior=0``) for a bool; an integral number, or a whole float
     (JSON's ``embed_dim=16.0``), for an int; a string, a path or a ``torch.device`` for text."""
+    is_bool = isinstance(v, bool) or type(v).__name__ == "bool_"  # numpy's bool is no Integral
     if tp is bool:
-        if isinstance(v, bool) or type(v).__name__ == "bool_":
-            return bool(v)
-        return bool(v) if isinstance(v, numbers.Integral) and v in (0, 1) else _NOT
+        return bool(v) if is_bool or (isinstance(v, numbers.Integral) and v in (0, 1)) else _NOT
     if tp is int:
-        if isinstance(v, bool) or type(v).__name__ == "bool_":
+        if is_bool:
             return _NOT
         if isinstance(v, numbers.Integral):
             return int(v)
@@ -204,16 +203,17 @@ def check_fields(obj: Any) -> None:
     for f in fields(obj):
         v = getattr(obj, f.name)
         tp = hints.get(f.name, Any)
-        if not isinstance(v, str) or literal_choices(tp) is None:  # a string among the choices: the message below
-            if _type_ok(v, tp) is False:
-                raise ConfigError(f"{_name(f.name)} must be {_kind(tp)}; got {v!r}")
-            plain = _plain_hint(tp)
-            if plain is not None and v is not None:  # stored as the type it stands for (16.0 -> 16, a path -> str)
-                w = _plain_value(v, plain)
-                if w is not _NOT and (type(w) is not type(v) or w != v):
-                    object.__setattr__(obj, f.name, w)
-                    v = w
         choices = literal_choices(tp)
+        plain = _plain_hint(tp)
+        if plain is not None and v is not None:  # stored as the type it stands for (16.0 -> 16, a path -> str)
+            w = _plain_value(v, plain)
+            if w is _NOT:
+                raise ConfigError(f"{_name(f.name)} must be {_kind(tp)}; got {v!r}")
+            if type(w) is not type(v) or w != v:
+                object.__setattr__(obj, f.name, w)
+                v = w
+        elif not (isinstance(v, str) and choices) and _type_ok(v, tp) is False:  # a string among the choices: the message below
+            raise ConfigError(f"{_name(f.name)} must be {_kind(tp)}; got {v!r}")
         if choices and isinstance(v, str) and v not in choices:
             near = closest(v, [c for c in choices if isinstance(c, str)])
             label = f.metadata.get("label") if f.metadata else None
