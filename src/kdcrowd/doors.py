@@ -165,12 +165,14 @@ def _named_choices() -> dict[str, list[str]]:
     return {"teacher": list(crowd_model_names()), "student": sorted(STUDENTS)}
 
 
-def _from_dataclass(cls: type, group: Any, skip: tuple[str, ...]) -> list[DoorOption]:
+def _from_dataclass(cls: type, group: Any, skip: tuple[str, ...], named: dict[str, list[str]] | None = None) -> list[DoorOption]:
+    """``cls``'s fields as door options; ``named``: the names a field's help lists where its
+    type is not a closed set of choices (:func:`_named_choices`)."""
     import sys
 
     hints = typing.get_type_hints(cls, globalns=vars(sys.modules[cls.__module__]))
     docs, defaults = field_docs(cls), option_defaults(cls)
-    named = _named_choices() if cls.__name__ == "KDCrowd" else {}
+    named = named or {}
     out = []
     for f in fields(cls):
         if f.name in skip:
@@ -196,7 +198,7 @@ def door_options() -> list[DoorOption]:
         DoorOption("model_options", None, dict, f"Options of the crowd model (the method, or the kdcrowd teacher), e.g. mig_f=js for maxmig; models: {', '.join(crowd_model_names())}.", "run"),
         DoorOption("head_recipe", "auto", str, _HEAD_RECIPE_HELP, "run", HEAD_RECIPES),
     ]
-    return run + _from_dataclass(TrainConfig, "train", TRAIN_NOT_OPTIONS) + _from_dataclass(KDCrowd, "kdcrowd", KDCROWD_NOT_OPTIONS)
+    return run + _from_dataclass(TrainConfig, "train", TRAIN_NOT_OPTIONS) + _from_dataclass(KDCrowd, "kdcrowd", KDCROWD_NOT_OPTIONS, _named_choices())
 
 
 def spreading_options() -> list[DoorOption]:

@@ -158,14 +158,13 @@ class KDCrowd:
             raise ConfigError(f"student_params must be a mapping of the student's parameters; got {self.student_params!r}")
         self._check_student_params()
         if isinstance(self.teacher, str):
-            if self.teacher not in CROWD_MODELS:
-                try:
-                    crowd_model_spec(self.teacher)
-                except ConfigError as e:  # the unknown name's error (with its closest names), naming this option
-                    raise ConfigError(f"{_name('teacher')}: {e}") from None
+            try:
+                spec = crowd_model_spec(self.teacher)
+            except ConfigError as e:  # an unknown name (with its closest names), naming this option
+                raise ConfigError(f"{_name('teacher')}: {e}") from None
             if not isinstance(self.teacher_options, Mapping):
                 raise ConfigError(f"teacher_options must be a mapping of the teacher's options; got {self.teacher_options!r}")
-            crowd_model_spec(self.teacher).options(self.teacher_options)  # checks the name and the options
+            spec.options(self.teacher_options)
         elif self.teacher_options:
             raise ConfigError("teacher_options configure a teacher given by name; a teacher module is used as it is")
         if self.stages == 2:  # fit checks again (_check): a teacher module is checked as soon as it is given
