@@ -470,12 +470,11 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
         raise ValueError(f"label file {path}: missing item or label in row(s) {_listing(na.tolist(), na.size)}; fill them in or drop those rows")
     known = _as_text(pd.Series(list(item_ids), dtype=object))
     _check_ids(known.to_numpy(dtype=object), "item ids (compared as text)")
-    pos = pd.Index(known.to_numpy(dtype=object)).get_indexer(it.to_numpy(dtype=object))
-    if (pos < 0).any():  # an id spelled in another Unicode form (café decomposed) is the item, as in the crowd labels' matching
-        composed = pd.Index([_text_id(k) for k in known.tolist()])
-        if composed.is_unique:
-            miss = pos < 0
-            pos[miss] = composed.get_indexer([_text_id(v) for v in it[miss].tolist()])
+    index = pd.Index(known.to_numpy(dtype=object))
+    pos = index.get_indexer(it.to_numpy(dtype=object))
+    miss = pos < 0
+    if miss.any() and (spelled := _spellings(known.tolist())):  # an id in another Unicode form (café decomposed) is the item, as the crowd labels match
+        pos[miss] = index.get_indexer([spelled.get(_text_id(v), v) for v in it[miss].tolist()])
     bad = np.flatnonzero(pos < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
@@ -485,11 +484,11 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
         same = sorted(set(class_text[class_text.duplicated(keep=False)].tolist()))
         raise ValueError(f"classes {_listing(same)} appear more than once when written as text (e.g. 1 and '1'); labels in {path.name} are matched by their text, so give each class once")
     cls = class_text.get_indexer(lb.to_numpy(dtype=object))
-    folded = pd.Index(pd.Series(class_text, dtype=object).astype(str).str.casefold())
-    lb_folded = lb.astype(str).str.casefold()
-    by_case = folded.get_indexer(lb_folded.to_numpy(dtype=object)) if folded.is_unique else np.full(len(cls), -1)
-    if fold_case:  # 'Cat' is the class 'cat' when the crowd's labels were folded
-        cls = np.where(cls < 0, by_case, cls)
+    if (cls < 0).any():  # matched ignoring letter case: with --label-case fold, else for the error's hint
+        folded = pd.Index(pd.Series(class_text, dtype=object).astype(str).str.casefold())
+        lb_folded = lb.astype(str).str.casefold()
+        if fold_case and folded.is_unique:  # 'Cat' is the class 'cat' when the crowd's labels were folded
+            cls = np.where(cls < 0, folded.get_indexer(lb_folded.to_numpy(dtype=object)), cls)
     bad = np.flatnonzero(cls < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
