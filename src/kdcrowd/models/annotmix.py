@@ -140,8 +140,6 @@ class AnnotMix(CrowdModel):
         super().__init__(backbone, n_workers, n_classes)
         self.config = c = make_config(AnnotMixConfig, config, overrides)
         feature_dim = feature_dim_of(backbone, feature_dim, "annot-mix")
-        if c.alpha < 0:
-            raise ValueError(f"alpha must be >= 0; got {c.alpha}")
         M, K, E = self.n_workers, self.n_classes, int(c.embed_dim)
         bound = 1.0 / math.sqrt(M)
         self.annot_embed = nn.Parameter(torch.empty(M, E).uniform_(-bound, bound))

@@ -75,8 +75,6 @@ class CrowdAR(CrowdModel):
     def __init__(self, backbone: nn.Module, n_workers: int, n_classes: int, config: CrowdARConfig | None = None, feature_dim: int | None = None, **overrides: Any) -> None:
         super().__init__(backbone, n_workers, n_classes)
         self.config = make_config(CrowdARConfig, config, overrides)
-        if not 0.0 <= self.config.lmbda <= 1.0:
-            raise ValueError(f"lmbda must be in [0, 1]; got {self.config.lmbda}")
         if feature_dim is None:
             feature_dim = getattr(backbone, "feature_dim", None)
         if feature_dim is None:

@@ -6,7 +6,7 @@ classifier's outputs (``F``) or on the stacked confusion matrices (``W``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,8 @@ from kdcrowd.models.base import CrowdModel, register_crowd_model
 __all__ = ["GeoCrowdNet", "GeoCrowdNetConfig", "GEOCROWDNET_VARIANTS"]
 
 #: ``"f"``: volume of the classifier outputs; ``"w"``: volume of the confusion matrices.
-GEOCROWDNET_VARIANTS: tuple[str, ...] = ("f", "w")
+GeoCrowdNetVariant = Literal["f", "w"]
+GEOCROWDNET_VARIANTS: tuple[str, ...] = get_args(GeoCrowdNetVariant)
 
 
 @dataclass
@@ -33,7 +34,7 @@ class GeoCrowdNetConfig:
         (100, the guard of the authors' code kept by the reference).
     """
 
-    variant: Literal["f", "w"] = "f"
+    variant: GeoCrowdNetVariant = "f"
     reg_weight: float = bounded(1e-3, ge=0.0)
     reg_max: float = bounded(100.0, gt=0.0)
 
@@ -78,13 +79,8 @@ class GeoCrowdNet(CrowdModel):
 
     def __init__(self, backbone: nn.Module, n_workers: int, n_classes: int, config: GeoCrowdNetConfig | None = None, **overrides: Any) -> None:
         super().__init__(backbone, n_workers, n_classes)
-        self.config = make_config(GeoCrowdNetConfig, config, overrides)
-        v = str(self.config.variant).lower()
-        if v not in GEOCROWDNET_VARIANTS:
-            raise ValueError(f"GeoCrowdNet variant must be one of {GEOCROWDNET_VARIANTS}; got {self.config.variant!r}")
-        self.variant = v
-        if self.config.reg_weight < 0:
-            raise ValueError(f"reg_weight must be >= 0; got {self.config.reg_weight}")
+        self.config = make_config(GeoCrowdNetConfig, config, overrides)  # its values checked there
+        self.variant = self.config.variant
         self.weight = nn.Parameter(torch.eye(self.n_classes).repeat(self.n_workers, 1, 1))
 
     def extra_repr(self) -> str:

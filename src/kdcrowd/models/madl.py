@@ -103,8 +103,6 @@ class MaDL(CrowdModel):
         super().__init__(backbone, n_workers, n_classes)
         self.config = c = make_config(MaDLConfig, config, overrides)
         feature_dim = feature_dim_of(backbone, feature_dim, "MaDL")
-        if c.alpha <= 0 or c.beta <= 0:
-            raise ValueError(f"alpha and beta must be > 0; got {c.alpha}, {c.beta}")
         M, K, E, H = self.n_workers, self.n_classes, int(c.embed_dim), int(c.hidden_dim)
         bound = 1.0 / math.sqrt(M)
         self.annot_embed = nn.Parameter(torch.empty(M, E).uniform_(-bound, bound))

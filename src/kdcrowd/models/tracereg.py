@@ -69,8 +69,6 @@ class TraceReg(CrowdModel):
     def __init__(self, backbone: nn.Module, n_workers: int, n_classes: int, config: TraceRegConfig | None = None, **overrides: Any) -> None:
         super().__init__(backbone, n_workers, n_classes)
         self.config = make_config(TraceRegConfig, config, overrides)
-        if self.config.trace_weight < 0:
-            raise ValueError(f"trace_weight must be >= 0; got {self.config.trace_weight}")
         K = self.n_classes
         init = torch.full((K, K), float(self.config.init_offdiag))
         init.fill_diagonal_(float(self.config.init_diag))

@@ -66,8 +66,6 @@ class UnionNet(CrowdModel):
         super().__init__(backbone, n_workers, n_classes)
         self.config = make_config(UnionNetConfig, config, overrides)
         eps = float(self.config.epsilon)
-        if not 0.0 <= eps < 1.0:
-            raise ValueError(f"epsilon must be in [0, 1); got {eps}")
         K = self.n_classes
         eye = torch.eye(K)
         init = (1 - eps) * eye + eps / (K - 1) * (1 - eye)
