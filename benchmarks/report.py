@@ -36,9 +36,10 @@ def _cell(values: list[float | None], pct: bool = True) -> str:
     v = _finite(values)
     if len(v) == 0:
         return "–"
-    if len(v) == 1:
-        return r1(sum(exact(x) for x in v) * 100 / len(v)) if pct else f"{v[0]:.3f}"
-    return f"{r1(sum(exact(x) for x in v) * 100 / len(v))} ± {100 * v.std(ddof=1):.1f}" if pct else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+    if not pct:
+        return f"{v[0]:.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+    mean = r1(sum(exact(x) for x in v) * 100 / len(v))  # half up from the exact decimal mean
+    return mean if len(v) == 1 else f"{mean} ± {100 * v.std(ddof=1):.1f}"
 
 
 def _val_acc(run: dict[str, Any]) -> float | None:

@@ -315,6 +315,10 @@ def make_crowd_model(
     return model
 
 
+#: How many worker-matrix entries one slice of :func:`crowd_outputs` may hold (64 Mi floats).
+POSTERIOR_ELEMENTS = 1 << 26
+
+
 def crowd_outputs(model: nn.Module, data: DeviceData, workers: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Classifier probabilities and annotation-aware posteriors of a crowd model on the training items.
 
@@ -328,7 +332,3 @@ def crowd_outputs(model: nn.Module, data: DeviceData, workers: torch.Tensor, lab
         log_p = proba.clamp_min(1e-12).log()
         post = torch.cat([model.posterior(log_p[s:s + step], workers[s:s + step], labels[s:s + step]).float() for s in range(0, n, step)]) if n else proba.clone()
     return proba, post
-
-
-#: How many worker-matrix entries one slice of :func:`crowd_outputs` may hold (64 Mi floats).
-POSTERIOR_ELEMENTS = 1 << 26
