@@ -346,6 +346,26 @@ def test_values_that_stand_for_the_type_are_taken_as_it() -> None:
     assert clf.predict_proba(ds.x_train[:3]).shape == (3, ds.n_classes)
 
 
+def test_numpy_scalars_are_typed_and_bounded_as_python_ones() -> None:
+    """A numpy bool is a bool (numpy 2 names its type ``bool``, not ``bool_``: it had been
+    refused, also from a GridSearchCV grid), and a numpy float meets a field's bounds (a
+    float32 spreading_alpha of 1.5 had trained, where 1.5 is refused); each is stored as
+    the Python scalar."""
+    from kdcrowd.methods import method_options
+
+    c = TrainConfig(augment=np.False_, amp=np.True_, momentum=np.float32(0.5))
+    assert c.augment is False and c.amp is True and type(c.momentum) is float and c.momentum == 0.5
+    assert method_options("maxmig", {"learn_prior": np.False_}).learn_prior is False
+    for field, bad, word in (("momentum", 5.0, "less than 1.0"), ("warmup_epochs", -3.0, "at least 0.0"), ("lr", float("nan"), "finite")):
+        for v in (bad, np.float32(bad), np.float64(bad)):
+            with pytest.raises(ConfigError, match=f"{field} must be .*{word}"):
+                TrainConfig(**{field: v})
+    with pytest.raises(ConfigError, match="epochs must be a whole number; got np.True_"):
+        TrainConfig(epochs=np.True_)
+    with pytest.raises(ConfigError, match="spreading_alpha must be less than 1.0"):
+        KDCrowdClassifier(method="mv", epochs=1, label_spreading="on", spreading_alpha=np.float32(1.5)).fit(tiny_dataset().x_train, tiny_dataset().annotations)
+
+
 def test_fit_says_which_options_the_head_recipe_set(tmp_path: Path) -> None:
     """The recipe replaces options left at their shared defaults, also one typed by hand with
     that value (--lr 0.001): fit names each value it set, and how to keep one's own."""

@@ -12,6 +12,7 @@ from sklearn.exceptions import NotFittedError
 
 import kdcrowd
 from kdcrowd.aggregation import dawid_skene, majority_vote
+from kdcrowd.config import ConfigError
 from kdcrowd.data.annotations import Annotations
 from kdcrowd.data.simulate import simulate_workers
 from kdcrowd.estimator import (
@@ -474,11 +475,24 @@ def test_labels_by_position_ignore_a_repeated_index_and_a_wide_frame_is_a_crowd(
     named = _fast().fit(x, pd.DataFrame(wide, columns=["ann", "bob", "cy"]))
     np.testing.assert_array_equal(named.label_proba_, ref.label_proba_)
     assert named.worker_ids_.tolist() == ["ann", "bob", "cy"]
-    with pytest.warns(UserWarning, match=r"shape \(N, 1\) is read as one worker's wide matrix"):
-        _fast().fit(x, y[:, None])
+    for column in (y[:, None], pd.DataFrame({"label": y})):  # the one-column DataFrame had no warning
+        with pytest.warns(UserWarning, match=r"shape \(N, 1\) is read as one worker's wide matrix"):
+            _fast().fit(x, column)
     # a wide DataFrame beside a repeated index; and crowd-kit's long table (task, worker, label) of
     # exactly N rows stays a long table, not three workers named task, worker and label
     np.testing.assert_array_equal(_fast().fit(frame, pd.DataFrame(wide, columns=["ann", "bob", "cy"])).label_proba_, ref.label_proba_)
     crowdkit = pd.DataFrame({"task": np.arange(60), "worker": "w", "label": np.array(["bird", "cat", "dog"])[y]})
     long = _fast().fit(x, crowdkit)
     assert long.classes_.tolist() == ["bird", "cat", "dog"] and long.worker_ids_.tolist() == ["w"]
+
+
+def test_estimator_flags_and_model_options_are_checked_by_name() -> None:
+    """track_memorization and verbose must be bools (the string 'no' had tracked memorization),
+    and model_options a mapping (a string had failed with dict()'s ValueError)."""
+    x, y, _ = _blobs(n=30)
+    for params, message in (({"track_memorization": "no"}, "track_memorization must be true or false; got 'no'"),
+                            ({"verbose": "yes"}, "verbose must be true or false; got 'yes'"),
+                            ({"model_options": "mig_f=js"}, "model_options must be a mapping of option names to values; got 'mig_f=js'")):
+        with pytest.raises(ConfigError, match=message):
+            _fast().set_params(**params).fit(x, y)
+    assert _fast().set_params(track_memorization=np.False_, verbose=False).fit(x, y).labels_.shape == (30,)

@@ -126,7 +126,7 @@ _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: 
 
 def _type_ok(v: Any, tp: Any) -> bool | None:
     """Whether ``v`` is of the type hint ``tp`` for the plain types (``bool``, ``int``,
-    ``float``, ``str``, ``None``, numeric ``Literal``\ s and unions of them); ``None`` where the
+    ``float``, ``str``, ``None``, numeric ``Literal`` values and unions of them); ``None`` where the
     hint is another type (a module, a mapping ...): not judged here. A bool is no number
     (``stages=True`` is not 1), an int is a float; what :func:`_plain_value` turns into the
     type passes too (0/1 for a bool, 16.0 for an int, a path or a torch device for text)."""
@@ -134,10 +134,8 @@ def _type_ok(v: Any, tp: Any) -> bool | None:
         return True
     if tp is type(None):
         return v is None
-    if tp in (bool, int, str):
+    if tp in (bool, int, float, str):
         return _plain_value(v, tp) is not _NOT
-    if tp is float:
-        return isinstance(v, numbers.Real) and not isinstance(v, bool)
     origin = get_origin(tp)
     if origin is Literal:
         return any(v == a and isinstance(v, bool) == isinstance(a, bool) and isinstance(v, str) == isinstance(a, str) for a in get_args(tp))
@@ -150,12 +148,19 @@ def _type_ok(v: Any, tp: Any) -> bool | None:
 _NOT = object()
 
 
+def _is_bool(v: Any) -> bool:
+    """A bool or numpy's bool (no Integral; its type is named ``bool`` in numpy 2, ``bool_`` before)."""
+    return isinstance(v, bool) or (type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_"))
+
+
 def _plain_value(v: Any, tp: type) -> Any:
-    """``v`` as a value of ``tp`` (``bool``, ``int`` or ``str``) where it stands for one
-    exactly, else :data:`_NOT`: a bool or numpy bool, or the integers 0 and 1 (JSON's
+    """``v`` as a value of ``tp`` (``bool``, ``int``, ``float`` or ``str``) where it stands
+    for one exactly, else :data:`_NOT`: a bool or numpy bool, or the integers 0 and 1 (JSON's
     ``--model-option learn_prior=0``) for a bool; an integral number, or a whole float
-    (JSON's ``embed_dim=16.0``), for an int; a string, a path or a ``torch.device`` for text."""
-    is_bool = isinstance(v, bool) or type(v).__name__ == "bool_"  # numpy's bool is no Integral
+    (JSON's ``embed_dim=16.0``), for an int; a real number that is no bool for a float (a
+    numpy scalar as a Python float, a Python int kept); a string, a path or a
+    ``torch.device`` for text."""
+    is_bool = _is_bool(v)
     if tp is bool:
         return bool(v) if is_bool or (isinstance(v, numbers.Integral) and v in (0, 1)) else _NOT
     if tp is int:
@@ -164,6 +169,10 @@ def _plain_value(v: Any, tp: type) -> Any:
         if isinstance(v, numbers.Integral):
             return int(v)
         return int(v) if isinstance(v, numbers.Real) and math.isfinite(v) and float(v).is_integer() else _NOT
+    if tp is float:
+        if is_bool or not isinstance(v, numbers.Real):
+            return _NOT
+        return v if type(v) in (int, float) else float(v)  # numpy's float32 as a float: the bounds below see it
     if isinstance(v, str):
         return v
     if isinstance(v, os.PathLike):
@@ -172,13 +181,13 @@ def _plain_value(v: Any, tp: type) -> Any:
 
 
 def _plain_hint(tp: Any) -> type | None:
-    """``bool``, ``int`` or ``str`` where ``tp`` is that type or ``Optional`` of it (the
-    hints whose values :func:`check_fields` stores as that type), else ``None``."""
-    if tp in (bool, int, str):
+    """``bool``, ``int``, ``float`` or ``str`` where ``tp`` is that type or ``Optional`` of
+    it (the hints whose values :func:`check_fields` stores as that type), else ``None``."""
+    if tp in (bool, int, float, str):
         return tp  # type: ignore[no-any-return]
     if get_origin(tp) in (typing.Union, types.UnionType):
         arms = [x for x in get_args(tp) if x is not type(None)]
-        if len(arms) == 1 and arms[0] in (bool, int, str):
+        if len(arms) == 1 and arms[0] in (bool, int, float, str):
             return arms[0]  # type: ignore[no-any-return]
     return None
 
@@ -195,7 +204,7 @@ def _kind(tp: Any) -> str:
 
 def check_fields(obj: Any) -> None:
     """Validate a config instance: each value's type where the hint is a plain one (bool,
-    int, float, str, numeric ``Literal``\ s, ``Optional``/unions of them: a string ``"no"`` is
+    int, float, str, numeric ``Literal`` values, ``Optional``/unions of them: a string ``"no"`` is
     not false, ``2.5`` epochs is refused at once instead of failing inside the training),
     ``Literal`` choices (strings; other values such as modules pass) and the bounds of
     :func:`bounded` fields."""
@@ -220,7 +229,7 @@ def check_fields(obj: Any) -> None:
             head = f"{_name(f.name)}: unknown {label} {v!r}; choose one of" if label else f"{_name(f.name)} must be one of"
             raise ConfigError(f"{head} {', '.join(map(str, choices))}" + ("" if label else f"; got {v!r}") + (f" (did you mean {near!r}?)" if near else ""))
         md = f.metadata
-        if md and isinstance(v, (int, float)) and not isinstance(v, bool):
+        if md and isinstance(v, numbers.Real) and not _is_bool(v):
             if any(md.get(k) is not None for k in ("ge", "gt", "le", "lt")) and not math.isfinite(v):
                 raise ConfigError(f"{_name(f.name)} must be a finite number; got {v}")
             for key, ok, word in (("ge", lambda a, b: a >= b, "at least"), ("gt", lambda a, b: a > b, "greater than"), ("le", lambda a, b: a <= b, "at most"), ("lt", lambda a, b: a < b, "less than")):

@@ -66,6 +66,12 @@ def _row_numbers(index: pd.Index) -> bool:
     return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
 
 
+
+def _warn_one_column() -> None:
+    """scikit-learn reads a column vector as labels; here it is one worker's class indices."""
+    warnings.warn("y of shape (N, 1) is read as one worker's wide matrix of class indices 0..K-1 (-1 or NaN: no label); "
+                  "for one label per row pass a 1-D y, or give classes=[...] to name the indices", UserWarning, stacklevel=4)
+
 class NotFitted(ValueError, AttributeError):
     """Predicting with a :class:`CrowdFit` before :meth:`~CrowdFit.fit` (the bases of
     scikit-learn's ``NotFittedError``)."""
@@ -227,6 +233,8 @@ class CrowdFit:
         if isinstance(annotations, pd.DataFrame):
             if not _is_long_table(annotations) and len(annotations) == n:
                 # a wide table, a column per worker (its names the worker ids), a row per row of X
+                if annotations.shape[1] == 1 and self.classes is None:
+                    _warn_one_column()
                 return Annotations.from_wide(annotations, classes=self.classes, item_ids=items)
             return Annotations.from_long(annotations, classes=self.classes, items=items, duplicates=self.duplicates)
         arr = np.asarray(annotations)
@@ -240,9 +248,8 @@ class CrowdFit:
             frame = pd.DataFrame({"item": items, "worker": 0, "label": arr})
             return Annotations.from_long(frame, classes=classes, items=items)
         if arr.ndim == 2 and arr.shape[0] == n:
-            if arr.shape[1] == 1 and self.classes is None:  # scikit-learn reads a column vector as labels; here it is one worker's class indices
-                warnings.warn("y of shape (N, 1) is read as one worker's wide matrix of class indices 0..K-1 (-1 or NaN: no label); "
-                              "for one label per row pass a 1-D y, or give classes=[...] to name the indices", UserWarning, stacklevel=3)
+            if arr.shape[1] == 1 and self.classes is None:
+                _warn_one_column()
             return Annotations.from_wide(arr, classes=self.classes, item_ids=items)
         raise ValueError(
             f"annotations must be an Annotations, a long DataFrame (item, worker, label), a wide (N, M) matrix with -1/NaN for missing labels "
@@ -308,6 +315,9 @@ class CrowdFit:
         frac = self.validation_fraction
         if not isinstance(frac, numbers.Real) or not 0 <= frac < 1:
             raise ValueError(f"validation_fraction must be in [0, 1); got {frac!r}")
+        for flag in ("track_memorization", "verbose"):  # estimator-only flags: no config dataclass checks them
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise ConfigError(f"{flag} must be true or false; got {getattr(self, flag)!r}")
         if self.method == "clean":
             raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")
         values = {o.name: getattr(self, o.name) for o in door_options()}

@@ -258,6 +258,8 @@ def settings_from_options(values: dict[str, Any], seed: int, progress: bool, fro
         if changed:
             raise ConfigError(f"{_name(changed[0].name)} is an option of method kdcrowd; the method is {method!r} (drop {_name(changed[0].name)}, or use method kdcrowd)")
         options = {}
+    if v["model_options"] is not None and not isinstance(v["model_options"], typing.Mapping):
+        raise ConfigError(f"{_name('model_options')} must be a mapping of option names to values; got {v['model_options']!r}")
     model = dict(v["model_options"] or {})
     for k in model:  # one value a setting: a door option is not also a model option
         if k in known:
