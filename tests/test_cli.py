@@ -155,6 +155,10 @@ def test_aggregate_writes_labels_and_posteriors(tmp_path: Path) -> None:
         r = runner.invoke(app, ["aggregate", "--annotations", str(src), "--method", method, "--out", str(out)])
         assert r.exit_code == 0, (method, r.output)
         assert list(pd.read_csv(out).columns) == ["item", "label", "p_cat", "p_dog"]
+    # the summary names the file written, as written: a long path is not wrapped and [b] is no markup
+    odd = tmp_path / ("a_folder_with_a_fairly_long_name_" * 3) / "labels[b].csv"
+    r = runner.invoke(app, ["aggregate", "--annotations", str(src), "--out", str(odd)])
+    assert r.exit_code == 0 and odd.exists() and f"wrote {odd}\n" in r.output, r.output
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"item": [1, 1], "worker": [1, 1], "label": [0, 1]}).to_csv(bad, index=False)
     r = runner.invoke(app, ["aggregate", "--annotations", str(bad), "--out", str(out)])
@@ -176,6 +180,42 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert acc["mv"] < 0.2
     assert acc["maxmig"] > acc["mv"] + 0.4 and acc["kdcrowd"] > acc["mv"] + 0.4
     assert "maxmig" in r.output and "kdcrowd" in r.output  # the results table is printed
+
+
+def test_a_stopped_run_keeps_the_finished_runs_outputs_set_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped before its outputs, run again, leaves the last finished run's outputs in
+    OUT/.previous-run (the second start had replaced them by the stopped run's progress); and
+    `run` refuses OUT holding an interrupted `kdcrowd fit` (it had deleted the outputs that
+    fit keeps set aside)."""
+    import kdcrowd.training as T
+
+    out = tmp_path / "r"
+    base = ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(out)]
+    assert runner.invoke(app, [*base, "--seed", "1"]).exit_code == 0
+    real = T._fit
+
+    def stop(*a: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "_fit", lambda mod, data, config, callbacks=(), desc="train": real(mod, data, config, [*callbacks, stop], desc))
+    r = runner.invoke(app, [*base, "--seed", "2"])
+    assert r.exit_code == 130 and "the earlier run's outputs wait in" in " ".join(r.output.split())
+    r = runner.invoke(app, [*base, "--seed", "2"])  # stopped again
+    assert r.exit_code == 130 and "the earlier run's outputs wait in" in " ".join(r.output.split())
+    monkeypatch.setattr(T, "_fit", real)
+    assert runner.invoke(app, [*base, "--seed", "2"]).exit_code == 0
+    assert json.loads((out / ".previous-run" / "metrics.json").read_text())["config"]["seed"] == 1
+    assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 2
+
+    fit = tmp_path / "f"  # the folder of an interrupted fit, its earlier finished run aside
+    (fit / "checkpoints").mkdir(parents=True)
+    (fit / "run.json").write_text("{}")
+    (fit / ".previous-run").mkdir()
+    (fit / ".previous-run" / "report.html").write_text("the earlier fit")
+    for extra in ([], ["--resume"]):
+        r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(fit), *extra])
+        assert r.exit_code == 2 and f"continue it with `kdcrowd fit --resume {fit}`" in " ".join(r.output.split()), r.output
+    assert sorted(p.name for p in fit.iterdir()) == [".previous-run", "checkpoints", "run.json"] and (fit / ".previous-run" / "report.html").exists()
 
 
 def test_run_reports_a_diverging_loss_as_one_error_line(tmp_path: Path) -> None:

@@ -264,6 +264,12 @@ def test_checkpoint_dir_is_passed_to_the_run(tmp_path) -> None:
     again = _fast(epochs=2, checkpoint_dir=tmp_path / "ck").fit(x, sim.annotations)  # the finished checkpoint: the same fit
     np.testing.assert_array_equal(again.label_proba_, clf.label_proba_)
     assert _fast(epochs=1).fit(x, sim.annotations).metrics_["config"]["checkpoint_dir"] is None
+    # random_state None draws a seed, but a fit started again takes the one its checkpoints were
+    # made with (each fit's new seed had refused the folder, so it could never resume)
+    first = _fast(epochs=2, random_state=None, checkpoint_dir=tmp_path / "drawn", validation_fraction=0.2).fit(x, sim.annotations)
+    again = _fast(epochs=2, random_state=None, checkpoint_dir=tmp_path / "drawn", validation_fraction=0.2).fit(x, sim.annotations)
+    np.testing.assert_array_equal(again.label_proba_, first.label_proba_)
+    assert again.metrics_["config"]["seed"] == first.metrics_["config"]["seed"]
 
 
 def test_memorization_is_tracked_only_when_asked() -> None:

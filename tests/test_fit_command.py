@@ -747,3 +747,29 @@ def test_the_report_says_where_the_final_labels_come_from(tmp_path: Path) -> Non
     assert "final labels" in pages["posterior"] and "posterior: the classifier" in pages["posterior"]
     assert "come from the crowd posterior" in pages["posterior"] and "come from the crowd posterior" not in pages["classifier"]
     assert "come from the trained network" in pages["classifier"]
+
+
+def test_report_with_truth_only_for_items_without_crowd_labels(tmp_path: Path) -> None:
+    """--truth naming only items without crowd labels (a labelled test set among the rows):
+    the report gives their accuracy, unstyled, and no 'nan / nan' comparison with majority
+    vote (the card had read nan / nan and been styled a warning)."""
+    import html
+    import re
+
+    rng = np.random.default_rng(0)
+    n, n_lab = 30, 20
+    ids = [f"i{j}" for j in range(n)]
+    y = rng.integers(0, 2, n)
+    rows = [(ids[j], w, "ab"[y[j] if rng.random() < 0.8 else 1 - y[j]]) for j in range(n_lab) for w in ("w1", "w2", "w3")]
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    x = pd.DataFrame(rng.normal(size=(n, 3)) + y[:, None], columns=["f0", "f1", "f2"])
+    x.insert(0, "item", ids)
+    x.to_csv(tmp_path / "x.csv", index=False)
+    pd.DataFrame({"item": ids[n_lab:], "label": np.array(["a", "b"])[y[n_lab:]]}).to_csv(tmp_path / "truth.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--features", str(tmp_path / "x.csv"), "--truth", str(tmp_path / "truth.csv"),
+                            "--out", str(tmp_path / "o"), "--epochs", "2", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
+    cards = [(c, html.unescape(v), html.unescape(lab)) for c, v, lab in re.findall(r'<div class="card ([^"]*)"><b>([^<]*)</b><span>([^<]*)</span>', page)]
+    assert cards[-1][0] == "" and cards[-1][2] == "accuracy on 10 known labels (none has crowd labels)", cards[-2:]
+    assert not any("nan" in v for _, v, _ in cards)

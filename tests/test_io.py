@@ -58,3 +58,46 @@ def test_date_ids_read_as_the_column_writes_them() -> None:
     dates = pd.Series(pd.to_datetime(["2024-03-01", "2024-03-01", "2024-03-02"]))
     assert _as_text(dates).tolist() == ["2024-03-01", "2024-03-01", "2024-03-02"]
     assert _as_text(pd.Series(pd.to_timedelta(["1D", "2D"]))).tolist() == ["1 days", "2 days"]
+
+
+def _strict(text: str) -> object:
+    def refuse(c: str) -> None:
+        raise ValueError(f"non-standard JSON constant {c!r}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_undefined_numbers_are_written_as_null(tmp_path) -> None:
+    """JSON has no NaN: write_json had written Python's bare NaN (strict readers refuse the
+    file); NaN and infinities, numpy's and in arrays too, are null; finite values unchanged."""
+    import numpy as np
+
+    from kdcrowd.evaluate import progress_callback
+
+    obj = {"a": float("nan"), "b": [1.5, float("inf"), (np.float32("nan"), 2)], "c": np.array([0.25, -np.inf]), "d": np.float64(0.5), "e": {"f": np.array([1, 2])}}
+    write_json(tmp_path / "x.json", obj)
+    assert _strict((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.5, None, [None, 2]], "c": [0.25, None], "d": 0.5, "e": {"f": [1, 2]}}
+    progress_callback(str(tmp_path / "p.jsonl"), "train")(0, None, {"epoch": 0, "memorization_mean": float("nan")})
+    assert _strict((tmp_path / "p.jsonl").read_text()) == {"stage": "train", "epoch": 0, "memorization_mean": None}
+
+
+def test_fit_on_a_crowd_without_disagreement_writes_strict_json(tmp_path) -> None:
+    """One worker: no crowd label disagrees with the reference, so memorization is undefined;
+    metrics.json and progress read as strict JSON (they held bare NaN)."""
+    import numpy as np
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+
+    rng = np.random.default_rng(0)
+    ids = [f"i{j}" for j in range(20)]
+    y = rng.integers(0, 2, 20)
+    pd.DataFrame({"item": ids, "worker": "solo", "label": np.array(["a", "b"])[y]}).to_csv(tmp_path / "ann.csv", index=False)
+    x = pd.DataFrame(rng.normal(size=(20, 3)) + y[:, None], columns=["f0", "f1", "f2"])
+    x.insert(0, "item", ids)
+    x.to_csv(tmp_path / "x.csv", index=False)
+    r = CliRunner().invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--features", str(tmp_path / "x.csv"), "--out", str(tmp_path / "o"), "--epochs", "2", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    history = _strict((tmp_path / "o" / "metrics.json").read_text())["history"]
+    assert history and all(h["memorization_mean"] is None for h in history)

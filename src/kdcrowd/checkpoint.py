@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import distributed as D
-from .io import atomic_file, json_default, write_json
+from .io import atomic_file, finite_json, json_default, write_json
 from .models._common import module_digest
 
 __all__ = [
@@ -55,8 +55,9 @@ __all__ = [
 
 
 def json_plain(obj: Any) -> Any:
-    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars numbers,
-    other objects their type's name)."""
+    """``obj`` as it reads back from JSON (tuples become lists, numpy scalars numbers, NaN
+    and infinities null as :func:`~kdcrowd.io.write_json` writes them, other objects their
+    type's name)."""
 
     def default(o: Any) -> Any:
         try:
@@ -64,7 +65,7 @@ def json_plain(obj: Any) -> Any:
         except TypeError:
             return f"<{type(o).__module__}.{type(o).__qualname__}>"
 
-    return json.loads(json.dumps(obj, default=default))
+    return json.loads(json.dumps(finite_json(obj), default=default))
 
 
 def differences(a: Any, b: Any, path: str = "", skip: Sequence[str] = ()) -> list[str]:

@@ -109,11 +109,11 @@ TABLE_FORMAT = "table"
 
 def _export_summary(path: Path, summary: dict[str, Any]) -> str:
     """One line: what a platform export held, and what was skipped and why."""
-    field = f", field {summary['field']!r}" if summary.get("field") else ""
+    field = f", field {escape(repr(summary['field']))}" if summary.get("field") else ""
     skipped = summary.get("skipped") or {}
-    skip = f"; skipped {sum(skipped.values())} ({', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
+    skip = f"; skipped {sum(skipped.values())} ({escape(', '.join(f'{n} {r}' for r, n in skipped.items()))})" if skipped else ""
     multi = f"; several choices per answer: {summary['multi']}" if summary.get("multi") else ""
-    return (f"read {summary['format']} export {path}{field}: {summary['n_read']} answers, {summary['n_annotations']} annotations "
+    return (f"read {summary['format']} export {escape(str(path))}{field}: {summary['n_read']} answers, {summary['n_annotations']} annotations "
             f"of {summary['n_items']} items by {summary['n_workers']} workers{skip}{multi}")
 
 
@@ -338,7 +338,7 @@ def run(
     dataset_option: list[str] = typer.Option([], "--dataset-option", help="KEY=VALUE passed to load_dataset, e.g. features=bovw for labelme (repeatable)."),
     distributed: bool = typer.Option(False, "--distributed", help="Data-parallel over the processes torchrun starts (one per GPU): `torchrun --nproc_per_node N -m kdcrowd run --distributed ...`; --batch-size is per GPU; rank 0 writes the files."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="With --distributed: synchronised BatchNorm (statistics of the global batch; CUDA only) instead of each GPU's own batch statistics."),
-    resume: bool = typer.Option(False, "--resume", help="Checkpoint every epoch into OUT/checkpoints, and continue from there when the same command runs again after an interruption (same results as an uninterrupted run)."),
+    resume: bool = typer.Option(False, "--resume", help="Checkpoint into OUT/checkpoints (after finished epochs, at most every --checkpoint-interval seconds, and when stopped), and continue from the last finished epoch when the same command runs again after an interruption (same results as an uninterrupted run)."),
     track_memorization: bool = typer.Option(True, "--track-memorization/--no-track-memorization", help="Record each epoch's memorization of the workers' wrong labels (one prediction pass over the training items per epoch; needs their ground truth); --no-track-memorization leaves it out."),
     **options: Any,
 ) -> None:
@@ -366,6 +366,8 @@ def run(
         _fail(f"--dataset-option: {e}")
     except USER_ERRORS as e:
         _fail(str(e))
+    if (out / CHECKPOINTS).exists() and (out / RUN_FILE).exists():  # run's --resume would take a fit's checkpoints, a fresh run its set-aside outputs
+        _fail(f"{out} holds an interrupted `kdcrowd fit`; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
     ds, data_seconds = None, 0.0
     if not distributed:  # the data set and the device, before OUT is touched (under torchrun rank 0 loads it first, below)
         from .config import cli_style, option_style
@@ -397,8 +399,8 @@ def run(
         metrics, output = run_on_dataset(ds, cfg)
         metrics["timings"]["data_preparation"] += data_seconds  # the files read (and workers simulated)
     except KeyboardInterrupt:
-        hint = "run the same command again to continue from the last finished epoch" if resume else "add --resume to checkpoint every epoch next time"
-        err_console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {out / 'progress.jsonl'}; {hint}{kept}", soft_wrap=True)
+        hint = "run the same command again to continue from the last finished epoch" if resume else "add --resume to checkpoint the finished epochs next time"
+        err_console.print(f"[yellow]interrupted.[/yellow] The finished epochs are in {escape(str(out / 'progress.jsonl'))}; {hint}{escape(kept)}", soft_wrap=True)
         raise typer.Exit(130) from None
     except USER_ERRORS as e:
         _fail(f"{e}{kept}")
@@ -410,7 +412,7 @@ def run(
     metrics["timings"] = close_timings({**metrics["timings"], "startup": started - since, "writing": time.perf_counter() - t_write}, since)
     write_json(out / "metrics.json", metrics)
     console.print(results_table([metrics], f"{dataset}" + (f" / workers={workers}" if workers else "")))
-    console.print(f"wrote {out / 'metrics.json'}")
+    console.print(f"wrote {escape(str(out / 'metrics.json'))}", soft_wrap=True, highlight=False)
 
 
 #: What `kdcrowd run` writes into OUT.
@@ -420,11 +422,18 @@ RUN_OUTPUTS = ("metrics.json", "transitions.npz", "progress.jsonl")
 def _set_aside(out: Path, names: Any) -> Path:
     """Move an earlier run's outputs ``names`` found in OUT into OUT/.previous-run (in place
     of what an older run left there) so that nothing stale looks new; returns that folder.
-    `kdcrowd fit` puts them back if it stops before its first saved epoch
-    (:func:`_undo_unstarted_fit`); `kdcrowd run` names the folder when it stops."""
+    Where OUT holds no finished run (no metrics.json, which both commands write once their
+    training is done) the files are what a stopped run left: they are removed and the
+    finished run's outputs already set aside stay there. `kdcrowd fit` puts them back if it
+    stops before its first saved epoch (:func:`_undo_unstarted_fit`); `kdcrowd run` names the
+    folder when it stops."""
     import shutil
 
     previous = out / PREVIOUS_RUN
+    if not (out / "metrics.json").exists():
+        for name in names:
+            (out / name).unlink(missing_ok=True)
+        return previous
     shutil.rmtree(previous, ignore_errors=True)  # an older run's, never put back in place of this one's
     for name in names:
         if (out / name).exists():
@@ -489,7 +498,7 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path, resuming: b
             write_json(out / "metrics.json", metrics)
             save_transitions(out, output)
             console.print(results_table([metrics], f"{cfg.dataset}" + (f" / workers={cfg.workers}" if cfg.workers else "") + f" / {D.world_size()} processes"))
-            console.print(f"wrote {out / 'metrics.json'}")
+            console.print(f"wrote {escape(str(out / 'metrics.json'))}", soft_wrap=True, highlight=False)
         D.barrier()
     finally:
         D.cleanup()
@@ -528,7 +537,7 @@ def demo(
         write_json(out / method / "metrics.json", metrics)
         rows.append(metrics)
     console.print(results_table(rows, f"digits, {ds.annotations.n_workers} simulated workers ({workers}), seed {seed}"))
-    console.print(f"metrics in {out}/<method>/metrics.json")
+    console.print(f"metrics in {escape(str(out))}/<method>/metrics.json", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -583,7 +592,7 @@ def aggregate(
     except USER_ERRORS as e:
         _fail(str(e))
     _warn_unused_first_classes(ann)
-    console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {method}; wrote {out}")
+    console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {escape(method)}; wrote {escape(str(out))}", soft_wrap=True, highlight=False)
 
 
 def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any]) -> tuple[Any, Any, str, Any, Any]:
@@ -1173,7 +1182,7 @@ def plot_memorization_cmd(
     from .report.plots import plot_memorization
 
     for p in plot_memorization(run_dirs, out, title=title):
-        console.print(f"wrote {p}")
+        console.print(f"wrote {escape(str(p))}", soft_wrap=True, highlight=False)
 
 
 @plot_app.command("workers")
@@ -1186,7 +1195,7 @@ def plot_workers_cmd(
     from .report.plots import plot_workers
 
     for p in plot_workers(run_dir, out, n_workers=n_workers):
-        console.print(f"wrote {p}")
+        console.print(f"wrote {escape(str(p))}", soft_wrap=True, highlight=False)
 
 
 @app.command()

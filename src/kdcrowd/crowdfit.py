@@ -18,10 +18,12 @@ command's start). scikit-learn is still imported where its functions are used: a
 
 from __future__ import annotations
 
+import json
 import numbers
 import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,17 @@ def _row_numbers(index: pd.Index) -> bool:
     included (``X.iloc[20:]``: ``20..N+19``), holds the items' ids."""
     return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
 
+
+
+def _saved_seed(checkpoint_dir: Any) -> int | None:
+    """The seed of the run whose checkpoints ``checkpoint_dir`` holds (its state.json), if any."""
+    if checkpoint_dir is None:
+        return None
+    try:
+        seed = json.loads((Path(checkpoint_dir) / "state.json").read_text())["settings"]["run"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError):  # none, or not readable: the checkpoints' own check says so
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _warn_one_column() -> None:
@@ -262,6 +275,9 @@ class CrowdFit:
             if not 0 <= rs < 2**32:
                 raise ConfigError(f"random_state must be in 0..{2**32 - 1} (a seed), or None or a numpy RandomState; got {rs}")
             return int(rs)
+        saved = _saved_seed(self.checkpoint_dir)
+        if saved is not None:  # a fit started again continues its checkpoints, which a new seed would refuse
+            return saved
         from sklearn.utils import check_random_state
 
         return int(check_random_state(rs).randint(np.iinfo(np.int32).max))

@@ -117,7 +117,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
         checkpoint_dir: if set, every training stage checkpoints there (after finished
             epochs, at most every ``checkpoint_interval`` seconds, and when stopped by an
             interrupt or error) and a fit started again with the same settings continues
-            from the last saved epoch (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`).
+            from the last saved epoch (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`);
+            where ``random_state`` draws a seed, it takes the seed saved there instead.
         track_memorization: record each epoch's memorization of the crowd labels that
             disagree with the reference labels (one extra prediction pass over ``X`` per
             epoch; ``kdcrowd fit`` turns it on for its report).

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import metrics as M
-from .io import json_default
+from .io import finite_json, json_default
 from .training import DeviceData, FitResult, TrainConfig, predict_proba, validation_accuracy
 
 __all__ = [
@@ -137,7 +137,7 @@ def progress_callback(path: str, stage: str) -> Callable[[int, nn.Module, dict[s
     def cb(epoch: int, module: nn.Module, record: dict[str, Any]) -> None:
         row = {"stage": stage, **{k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v) for k, v in record.items()}}
         with open(path, "a") as f:
-            f.write(json.dumps(row, default=json_default) + "\n")
+            f.write(json.dumps(finite_json(row), default=json_default, allow_nan=False) + "\n")
 
     return cb
 

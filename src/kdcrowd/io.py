@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_file", "write_json", "json_default", "process_start"]
+__all__ = ["atomic_file", "write_json", "finite_json", "json_default", "process_start"]
 
 
 def json_default(o: Any) -> Any:
@@ -85,7 +86,25 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "w", durable: bool = F
         raise
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (numpy's too, also in arrays) as ``None``:
+    JSON has no such numbers, and strict readers (jq, JavaScript's ``JSON.parse``) refuse
+    Python's bare ``NaN``; an undefined metric reads as null, like the others."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.floating):
+        return finite_json(float(obj))
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in "fc":
+        return finite_json(obj.tolist())
+    return obj
+
+
 def write_json(path: str | os.PathLike[str], obj: Any, durable: bool = False) -> None:
-    """Write JSON atomically (see :func:`atomic_file`, ``durable`` too), so an interrupted run never leaves half a file."""
+    """Write JSON atomically (see :func:`atomic_file`, ``durable`` too), so an interrupted run
+    never leaves half a file; NaN and infinities are written as null (:func:`finite_json`)."""
     with atomic_file(path, durable=durable) as f:
-        json.dump(obj, f, indent=2, default=json_default)
+        json.dump(finite_json(obj), f, indent=2, default=json_default, allow_nan=False)

@@ -317,10 +317,13 @@ def render_fit_html(page: FitPage) -> str:
         g_items, g_y = page.gold
         acc = float((final[g_items] == g_y).mean())
         lab = annotated[g_items]
-        mv_acc = float((mv[g_items[lab]] == g_y[lab]).mean()) if lab.any() else float("nan")
-        acc_lab = float((final[g_items[lab]] == g_y[lab]).mean()) if lab.any() else float("nan")
-        cards.append(_card(f"{acc:.3f}", f"accuracy on {len(g_items)} known labels", "good" if acc_lab >= mv_acc else "warn"))
-        cards.append(_card(f"{acc_lab:.3f} / {mv_acc:.3f}", f"final labels / majority vote on the {int(lab.sum())} of them with crowd labels"))
+        if lab.any():
+            mv_acc = float((mv[g_items[lab]] == g_y[lab]).mean())
+            acc_lab = float((final[g_items[lab]] == g_y[lab]).mean())
+            cards.append(_card(f"{acc:.3f}", f"accuracy on {len(g_items)} known labels", "good" if acc_lab >= mv_acc else "warn"))
+            cards.append(_card(f"{acc_lab:.3f} / {mv_acc:.3f}", f"final labels / majority vote on the {int(lab.sum())} of them with crowd labels"))
+        else:  # known labels of items without crowd labels only: no majority vote to compare with
+            cards.append(_card(f"{acc:.3f}", f"accuracy on {len(g_items)} known labels (none has crowd labels)"))
     add("<div class='cards'>" + "".join(cards) + "</div>")
     if page.method_text:
         add(f"<p>{page.method_text}</p>")
