@@ -570,3 +570,72 @@ def test_a_bare_image_file_name_with_a_space_is_still_an_image(tmp_path: Path) -
     p = tmp_path / "export.ndjson"
     p.write_text(json.dumps({"data_row": {"id": "clx0", "global_key": "IMG 0001.jpg"}, "projects": {"p1": {"labels": [lab]}}}) + "\n")
     assert read_export(p).annotations["item"].tolist() == ["IMG 0001"]
+
+
+def _toloka(path: Path, rows: list[list[str]]) -> Path:
+    hdr = ["INPUT:text", "OUTPUT:result", "GOLDEN:result", "ASSIGNMENT:task_id", "ASSIGNMENT:worker_id", "ASSIGNMENT:status"]
+    path.write_text("\n".join("\t".join(r) for r in [hdr, *rows]) + "\n")
+    return path
+
+
+def test_export_gold_with_several_classes_is_left_out_not_an_unknown_class(tmp_path: Path) -> None:
+    """A gold answer naming several classes (a Label Studio ground truth with two choices, a
+    Toloka GOLDEN cell ["pos","neg"]) stays a list, which fit and aggregate leave out and
+    say so; as JSON text it had stopped them as a label that is no class."""
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+
+    def ann(w: int, ch: list[str], gt: bool = False) -> dict:
+        return {"id": w, "completed_by": w, "was_cancelled": False, "ground_truth": gt,
+                "result": [{"from_name": "animal", "to_name": "img", "type": "choices", "value": {"choices": ch}}]}
+
+    tasks = [{"id": 1, "data": {"text": "a purring animal"}, "annotations": [ann(1, ["cat", "dog"], gt=True), ann(2, ["cat"]), ann(3, ["cat"])]},
+             {"id": 2, "data": {"text": "a barking animal"}, "annotations": [ann(1, ["dog"], gt=True), ann(2, ["dog"]), ann(3, ["cat"])]},
+             {"id": 3, "data": {"text": "meow"}, "annotations": [ann(1, ["cat"]), ann(2, ["cat"]), ann(3, ["dog"])]}]
+    ls = tmp_path / "ls.json"
+    ls.write_text(json.dumps(tasks))
+    assert read_export(ls, multi="first").gold["label"].tolist() == [["cat", "dog"], "dog"]
+    tol = _toloka(tmp_path / "t.tsv", [["meh", '["pos"]', '["pos","neg"]', "t1", "w1", "APPROVED"], ["meh", '["neg"]', '["pos","neg"]', "t1", "w2", "APPROVED"],
+                                       ["good", '["pos"]', '["pos"]', "t2", "w1", "APPROVED"], ["good", '["pos"]', '["pos"]', "t2", "w2", "APPROVED"]])
+    assert read_export(tol).gold["label"].tolist() == [["pos", "neg"], "pos"]
+    for path, extra in ((ls, ["--multi-label", "first"]), (tol, [])):
+        r = CliRunner().invoke(app, ["aggregate", "--annotations", str(path), *extra, "--out", str(tmp_path / "agg.csv")])
+        assert r.exit_code == 0 and "using the 1 gold answers" in r.output and "left out 1 with several classes" in " ".join(r.output.split()), r.output
+
+
+def test_toloka_rows_without_a_worker_count_as_read(tmp_path: Path) -> None:
+    """Rows without a worker are skipped and, as in every reader, counted among the answers
+    read (the summary had read 3 answers, 2 annotations and 2 skipped)."""
+    tol = _toloka(tmp_path / "t.tsv", [["a", "pos", "", "t1", "w1", "APPROVED"], ["b", "neg", "", "t2", "w1", "APPROVED"],
+                                       ["c", "pos", "", "t3", "", "APPROVED"], ["d", "neg", "", "t4", "w1", "REJECTED"]])
+    s = read_export(tol).summary
+    assert (s["n_read"], s["n_annotations"], s["skipped"]) == (4, 2, {"no worker": 1, "rejected": 1})
+
+
+def test_a_json_lines_export_with_a_long_first_record_is_recognised(tmp_path: Path) -> None:
+    """An Argilla record holding a 70 kB text first: the format was guessed from a cut-off
+    first line, so the file was not recognised as an export."""
+    recs = [{"id": f"r{i}", "status": "completed", "_server_id": f"s{i}", "fields": {"text": "word " * 14000 if i == 0 else "short"},
+             "metadata": {}, "suggestions": {}, "vectors": {},
+             "responses": {"label": [{"value": "pos", "user_id": "U1", "status": "submitted"}, {"value": "neg", "user_id": "U2", "status": "submitted"}]}} for i in range(3)]
+    p = tmp_path / "long.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    assert len(p.read_text().splitlines()[0]) > 65536
+    assert detect_format(p) == "argilla" and read_export(p).summary["n_annotations"] == 6
+
+
+def test_export_gold_of_a_class_nobody_chose_names_the_options(tmp_path: Path) -> None:
+    """A control task whose answer no worker chose: the error says --classes makes it a class
+    and --gold replaces the export's gold (it had told the user to edit a 'label file')."""
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+
+    tol = _toloka(tmp_path / "t.tsv", [["a", "pos", "neu", "t1", "w1", "APPROVED"], ["a", "neg", "neu", "t1", "w2", "APPROVED"],
+                                       ["b", "pos", "", "t2", "w1", "APPROVED"], ["b", "pos", "", "t2", "w2", "APPROVED"]])
+    r = CliRunner().invoke(app, ["aggregate", "--annotations", str(tol), "--out", str(tmp_path / "agg.csv")])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "once --classes lists it" in text and "--gold FILE" in text, r.output
+    r = CliRunner().invoke(app, ["aggregate", "--annotations", str(tol), "--classes", "neg,neu,pos", "--out", str(tmp_path / "agg.csv")])
+    assert r.exit_code == 0, r.output

@@ -185,7 +185,11 @@ def _gold_questions(gold: Optional[Path], path: Path, export_gold: Any, item_ids
     if not len(g):
         err_console.print(f"note: {escape(str(path))} holds {len(export_gold)} gold answers, none usable as gold questions{left}", soft_wrap=True, highlight=False)
         return None
-    items, labels = item_labels_from_frame(g, path, item_ids, classes, items_are="crowd labels or features/images", fold_case=label_case == "fold")
+    try:
+        items, labels = item_labels_from_frame(g, path, item_ids, classes, items_are="crowd labels or features/images", fold_case=label_case == "fold")
+    except ValueError as e:  # the message tells to edit a label file: here it is the platform's export
+        _fail(f"{e}. These are the export's gold answers (the platform's control questions): a class no worker chose is a class "
+              f"once --classes lists it; or replace them with --gold FILE")
     err_console.print(f"note: using the {len(items)} gold answers of {escape(str(path))} (the platform's control questions) as gold questions{left}; --gold FILE replaces them", soft_wrap=True, highlight=False)
     return gold_vector(len(item_ids), items, labels)
 

@@ -326,7 +326,7 @@ def _finish(rows: _Rows, field: str | None, multi: str | None, where: str) -> Pl
     gold = None
     if rows.gold:
         gold = pd.DataFrame({"item": pd.Series(list(rows.gold), dtype=object),
-                             "label": pd.Series([_label_value(v) for v in rows.gold.values()], dtype=object)})
+                             "label": pd.Series([_gold_value(v) for v in rows.gold.values()], dtype=object)})
     summary = {
         "format": rows.fmt,
         "field": field,
@@ -343,6 +343,14 @@ def _finish(rows: _Rows, field: str | None, multi: str | None, where: str) -> Pl
         raise _fail(f"{where} holds no class answers to read ({rows.n_read} answers met"
                     f"{'; skipped: ' + reasons if reasons else ''}).")
     return PlatformExport(df, gold, summary)
+
+
+def _gold_value(v: Any) -> Any:
+    """A gold answer as written; one of several classes stays a list (its readers leave it
+    out and say so, where as JSON text it was read as one unknown class)."""
+    if isinstance(v, (list, tuple)):
+        return _label_value(v[0]) if len(v) == 1 else [_label_value(x) for x in v]
+    return _label_value(v)
 
 
 def _label_value(v: Any) -> Any:
@@ -819,6 +827,7 @@ def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
     has_worker = df["ASSIGNMENT:worker_id"].str.strip() != ""
     rows = _Rows("toloka")
     rows.skip("no worker", int((~has_worker).sum()))
+    rows.n_read += int((~has_worker).sum())  # read, then skipped, as every reader counts them
     if not rows.skipped["no worker"]:
         del rows.skipped["no worker"]
     df = df[has_worker]
@@ -1224,6 +1233,9 @@ def detect_format(path: str | os.PathLike) -> str | None:
         return _json_kind(obj)
     if text.startswith("{"):
         first = text.splitlines()[0]
+        if len(first) == len(text) and len(head) == 65536:  # a first record longer than the head (a long text)
+            with open(p, encoding="utf-8-sig", errors="replace") as fh:
+                first = fh.readline()
         try:
             return _json_kind(json.loads(first))
         except json.JSONDecodeError:
