@@ -582,3 +582,43 @@ def test_dawid_skene_sparse_and_gather_paths_agree(monkeypatch):
         np.testing.assert_allclose(sparse.posteriors, dense.posteriors, rtol=0, atol=1e-12)
         np.testing.assert_allclose(sparse.transitions, dense.transitions, rtol=0, atol=1e-12)
         np.testing.assert_allclose(sparse.objective, dense.objective, rtol=1e-12)
+
+
+def _sparse_crowd(seed: int, n: int = 300, m: int = 40, k: int = 3, per: int = 4) -> SimpleNamespace:
+    """``per`` labels an item from workers of accuracy 0.4-0.95, errors uniform."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    acc = rng.uniform(0.4, 0.95, m)
+    items = np.repeat(np.arange(n), per)
+    workers = np.concatenate([rng.choice(m, per, replace=False) for _ in range(n)])
+    label = np.where(rng.random(len(items)) < acc[workers], y[items], (y[items] + rng.integers(1, k, len(items))) % k)
+    return SimpleNamespace(item=items, worker=workers, label=label, n_items=n, n_workers=m, n_classes=k)
+
+
+def test_ds_gives_a_class_nobody_chose_no_items() -> None:
+    """A declared class no worker gave (classes coded 1..K read as 0..K, --classes naming one
+    more) keeps prior and posterior 0, so DS's labels are those of the crowd without it; its
+    eps-floored prior had taken mass from ambiguous items (3 items with prior=0 and 53 with
+    criterion='loglik' on a real binary crowd). A gold item of that class makes it a class."""
+    two = _sparse_crowd(1, k=2)
+    three = SimpleNamespace(**{**vars(two), "n_classes": 3})
+    for kw in ({}, {"prior": 0.0}, {"criterion": "loglik"}, {"prior": 0.0, "criterion": "loglik"}):
+        r2, r3 = dawid_skene(two, warn=False, **kw), dawid_skene(three, warn=False, **kw)
+        assert (r3.posteriors[:, 2] == 0).all() and r3.priors[2] == 0, kw
+        np.testing.assert_array_equal(r3.labels, r2.labels)
+        np.testing.assert_allclose(r3.posteriors[:, :2], r2.posteriors, atol=1e-12)
+        np.testing.assert_allclose(r3.transitions[:, 2], 1 / 3)  # no evidence on that row: uniform
+    gold = np.full(two.n_items, -1)
+    gold[0] = 2
+    r = dawid_skene(three, gold=gold, warn=False)
+    assert r.labels[0] == 2 and r.priors[2] > 0
+
+
+def test_ds_loglik_does_not_stop_on_a_dip() -> None:
+    """With prior > 0 EM maximises the posterior and the log-likelihood can dip; 'loglik'
+    stopped at the first dip as if converged (its step below tol), it now stops on a change
+    of less than tol either way."""
+    r = dawid_skene(_sparse_crowd(5), criterion="loglik", tol=1e-10, n_iter=2000, warn=False)
+    steps = np.diff(r.log_likelihood)
+    assert (steps < -1e-10).any()  # this crowd's curve dips by more than tol
+    assert r.converged and abs(steps[-1]) < 1e-10

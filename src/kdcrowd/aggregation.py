@@ -26,6 +26,7 @@ default) in float64 on the CPU, float32 on accelerators unless ``dtype`` is give
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,7 +196,8 @@ class DawidSkeneResult:
             ``n_iter`` iterations ran out.
         log_likelihood: per iteration, the marginal log-likelihood of the annotations
             under the parameters used in that E-step, divided by the number of
-            annotations (non-decreasing: EM's own objective).
+            annotations (non-decreasing with ``prior == 0``: EM's own objective; with
+            ``prior > 0`` EM maximises the posterior and this curve may dip).
         objective: per iteration, the value of the stopping criterion (crowd-kit's
             objective or ``log_likelihood``, see ``criterion`` in :func:`dawid_skene`).
     """
@@ -274,7 +276,7 @@ _CPU_SPARSE = True
 
 
 def _ds_m_step(raw: torch.Tensor, q_sum: torch.Tensor, n_has: float, used: torch.Tensor,
-               prior: float, smoothing: float, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+               prior: float, smoothing: float, eps: float, seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Dawid–Skene M-step from the summed statistics: ``(class prior (K,), transitions
     (M, K, K))``.
 
@@ -282,7 +284,9 @@ def _ds_m_step(raw: torch.Tensor, q_sum: torch.Tensor, n_has: float, used: torch
     the posteriors of the annotated items; ``used[m, y]``: worker ``m`` gave label ``y``.
     ``prior`` adds ``prior * P[c, :]`` to row ``c`` of every worker's counts, ``P`` the
     pooled (all-worker) confusion matrix, row-normalised: the posterior mean under a
-    Dirichlet prior centred on the pooled matrix.
+    Dirichlet prior centred on the pooled matrix. ``seen[c]``: some worker gave label
+    ``c`` (or a gold item has it); the rows of the other classes, which no item can have,
+    are uniform.
     """
     m, k = used.shape
     dtype, dev = raw.dtype, raw.device
@@ -300,6 +304,8 @@ def _ds_m_step(raw: torch.Tensor, q_sum: torch.Tensor, n_has: float, used: torch
     counts = torch.where(used[:, None, :], counts.clamp_min(eps), counts)
     rows = counts.sum(-1, keepdim=True)
     trans = torch.where(rows > 0, counts / rows.clamp_min(torch.finfo(dtype).tiny), 1.0 / k)
+    if seen is not None:  # (with prior=0 the eps floor of used cells gave them those cells' share)
+        trans = torch.where(seen[None, :, None], trans, 1.0 / k)
     return priors, trans
 
 
@@ -327,8 +333,11 @@ def dawid_skene(
     proportions, an M-step first, priors as the mean posterior over annotated items
     floored at ``eps``, confusion counts floored at ``eps`` in the cells of labels the
     worker actually gave, then row-normalised. The loop stops when the per-annotation
-    stopping objective (``criterion``) gains less than ``tol`` (a decrease also stops it).
-    With ``prior=0`` the labels, posteriors and iteration counts are crowd-kit's.
+    stopping objective (``criterion``) gains less than ``tol`` (with ``"crowdkit"`` a
+    decrease also stops it; with ``"loglik"`` a change of less than ``tol`` either way).
+    With ``prior=0`` the labels, posteriors and iteration counts are crowd-kit's, except
+    that a class no worker gave (and no gold item has) keeps prior and posterior exactly 0,
+    where crowd-kit's ``eps`` floor can hand it items.
 
     **Regularisation (``prior``).** Unregularised, a worker who labelled one item gets a
     confusion matrix whose every row puts all mass on the label they gave, so that label
@@ -367,7 +376,8 @@ def dawid_skene(
             of once per item, so it is not monotone under EM and usually stops the loop
             after a few iterations -- which is why crowd-kit's labels differ from a
             fully converged EM. ``"loglik"`` uses the marginal log-likelihood of the
-            annotations, EM's actual objective, and runs EM to convergence.
+            annotations, EM's actual objective, and runs EM until it changes by less than
+            ``tol``.
         device: torch device to run on (``"cpu"``, ``"cuda"``, ``"cuda:1"``...;
             ``"auto"``: CUDA when available, else the CPU).
         dtype: torch float dtype; default float64 on the CPU, float32 elsewhere.
@@ -470,11 +480,18 @@ def dawid_skene(
     # (float64 on every device: exact counts past float32's 2**24)
     wy_counts = torch.bincount(wy, minlength=m * k).to(torch.float64)
     sizes = torch.tensor([float(a), float(n_has_local)], dtype=torch.float64, device=dev)
+    gold_counts = torch.zeros(k, dtype=torch.float64, device=dev) if gold_t is None else torch.bincount(gold_cls.reshape(-1), minlength=k).to(torch.float64)
     if sharded:
-        packed = reduce_(torch.cat([wy_counts, sizes]))
-        wy_counts, sizes = packed[: m * k], packed[m * k:]
+        packed = reduce_(torch.cat([wy_counts, sizes, gold_counts]))
+        wy_counts, sizes, gold_counts = packed[: m * k], packed[m * k: m * k + 2], packed[m * k + 2:]
     a_all, n_has = float(sizes[0]), float(sizes[1])
     used = (wy_counts > 0).view(m, k)  # worker m gave label y at least once
+    # a class no worker gave and no gold item has keeps prior (and posterior) 0: floored at
+    # eps it took posterior mass from ambiguous items, which the next M-step made a real prior
+    seen = used.any(0) | (gold_counts > 0)
+    if not bool(seen.any()):
+        seen = torch.ones_like(seen)
+    log_prior_mask = torch.where(seen, 0.0, -math.inf).to(dtype)
     used_rows = used.reshape(m * k, 1)
     if warn and k > 1 and (not sharded or D.is_main()):
         per_worker = wy_counts.view(m, k).sum(1)
@@ -519,7 +536,7 @@ def dawid_skene(
             raw = pieces[0].view(m * k, k)
             q_sum = pieces[1]
             extra = [p.view(e.shape) for p, e in zip(pieces[2:], extra)]
-        priors, trans = _ds_m_step(raw, q_sum, n_has, used, prior, smoothing, eps)
+        priors, trans = _ds_m_step(raw, q_sum, n_has, used, prior, smoothing, eps, seen)
         return (priors, trans, raw, *extra)
 
     def log_t_by_label(trans: torch.Tensor) -> torch.Tensor:
@@ -534,9 +551,9 @@ def dawid_skene(
         # the per-row shift cancels in the normalisation.
         if sparse:  # rows of labels a worker never gave (-inf) have no non-zero in S
             log_t = torch.where(used_rows, log_t_by_label(trans), 0.0)
-            log_post = (s_mat @ log_t).add_(torch.log(priors.clamp_min(eps)))
+            log_post = (s_mat @ log_t).add_(torch.log(priors.clamp_min(eps)) + log_prior_mask)
         else:
-            log_post = torch.log(priors.clamp_min(eps)).expand(n, k).clone()
+            log_post = (torch.log(priors.clamp_min(eps)) + log_prior_mask).expand(n, k).clone()
             log_post.index_add_(0, item, torch.index_select(log_t_by_label(trans), 0, wy, out=buf))
         log_norm = torch.logsumexp(log_post, dim=1, keepdim=True)
         if gold_t is not None:  # a gold item's evidence: its annotations joint with its known class
@@ -581,7 +598,10 @@ def dawid_skene(
             objective.append(crowdkit_objective(priors, trans, raw, stats[1], stats[2]))
         else:
             objective.append(ll)
-        if len(objective) > 1 and objective[-1] - objective[-2] < tol:
+        step = objective[-1] - objective[-2] if len(objective) > 1 else math.inf
+        # crowd-kit's rule stops on a decrease too; the log-likelihood dips only with
+        # prior > 0 (EM then maximises the posterior), where a dip is no convergence
+        if step < tol if criterion == "crowdkit" else abs(step) < tol:
             converged = True
             break
     if a_all == 0:
