@@ -773,3 +773,45 @@ def test_report_with_truth_only_for_items_without_crowd_labels(tmp_path: Path) -
     cards = [(c, html.unescape(v), html.unescape(lab)) for c, v, lab in re.findall(r'<div class="card ([^"]*)"><b>([^<]*)</b><span>([^<]*)</span>', page)]
     assert cards[-1][0] == "" and cards[-1][2] == "accuracy on 10 known labels (none has crowd labels)", cards[-2:]
     assert not any("nan" in v for _, v, _ in cards)
+
+
+def test_predict_guards_its_inputs_and_writes_whole_files(fitted: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict refuses an --out that is its --model or --features file (it overwrote the model
+    with the CSV); a model.pt whose bytes were changed inside the archive is refused (torch
+    loaded it and predicted with other weights); a stop while the CSV is written keeps the
+    earlier file whole (it was written in place)."""
+    import shutil
+
+    model, x = tmp_path / "model.pt", tmp_path / "X.csv"
+    shutil.copy(fitted["out"] / "model.pt", model)
+    shutil.copy(fitted["root"] / "X.csv", x)
+    before = {p: p.read_bytes() for p in (model, x)}
+    for out, name in ((model, "--model"), (x, "--features")):
+        r = runner.invoke(app, ["predict", "--model", str(model), "--features", str(x), "--out", str(out)])
+        assert r.exit_code == 2 and f"is the {name} file, which it would overwrite" in " ".join(r.output.split()), r.output
+    assert {p: p.read_bytes() for p in (model, x)} == before
+    r = runner.invoke(app, ["aggregate", "--annotations", str(fitted["root"] / "answers.csv"), "--out", str(fitted["root"] / "answers.csv")])
+    assert r.exit_code == 2 and "is the --annotations file" in " ".join(r.output.split()), r.output
+
+    data = bytearray(model.read_bytes())
+    import zipfile
+
+    with zipfile.ZipFile(model) as z:  # flip bytes inside the largest stored tensor
+        info = max(z.infolist(), key=lambda i: i.compress_size)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.compress_size // 2
+    data[start:start + 64] = bytes(b ^ 0xFF for b in data[start:start + 64])
+    (tmp_path / "damaged.pt").write_bytes(bytes(data))
+    r = runner.invoke(app, ["predict", "--model", str(tmp_path / "damaged.pt"), "--features", str(x), "--out", str(tmp_path / "d.csv")])
+    assert r.exit_code == 2 and "truncated or damaged" in r.output and "fails its checksum" in " ".join(r.output.split()), r.output
+
+    out = tmp_path / "p.csv"
+    out.write_text("the earlier result\n")
+    real = pd.DataFrame.to_csv
+
+    def stopped(self: pd.DataFrame, f: object, **kw: object) -> None:
+        real(self.head(2), f, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", stopped)
+    r = runner.invoke(app, ["predict", "--model", str(model), "--features", str(x), "--out", str(out)])  # click makes the interrupt an abort
+    assert r.exit_code != 0 and out.read_text() == "the earlier result\n" and [p.name for p in tmp_path.iterdir() if p.name.startswith(".p.csv")] == []

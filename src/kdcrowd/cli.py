@@ -570,7 +570,7 @@ def aggregate(
 
     class_list = _class_list(classes)
     try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
-        check_out_file(out)
+        check_out_file(out, inputs={"--annotations": annotations, "--gold": gold})
         frame, export_gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected), gold_given=gold is not None)
         if multi_label == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
@@ -592,7 +592,7 @@ def aggregate(
             extra["n_iter"] = max_iter
         frame = aggregation_frame(ann, method, gold=known, **extra)
         check_out_file(out, create=True)
-        frame.to_csv(out, index=False)
+        _write_csv(frame, out)
     except USER_ERRORS as e:
         _fail(str(e))
     _warn_unused_first_classes(ann)
@@ -1116,7 +1116,7 @@ def predict(
     from .outdir import check_out_file
 
     try:
-        check_out_file(out, example="predictions.csv")
+        check_out_file(out, example="predictions.csv", inputs={"--model": model, "--features": features, "--texts": texts, "--item-ids": item_ids})
         if sum(v is not None for v in (features, images, texts)) != 1:
             raise ValueError("give the items with exactly one of --features FILE, --images DIR or --texts FILE")
         if image_ids not in ("stem", "name", "path"):
@@ -1147,10 +1147,18 @@ def predict(
             X = align_feature_columns(X, columns, predictor.feature_names, f"--features {features}")
         proba = predictor(X)
         check_out_file(out, create=True)
-        label_frame(ids, predictor.classes, proba).to_csv(out, index=False)
+        _write_csv(label_frame(ids, predictor.classes, proba), out)
     except USER_ERRORS as e:
         _fail(str(e))
     console.print(f"labelled {len(ids)} items ({escape(described)}); wrote {escape(str(out))}", soft_wrap=True)
+
+
+def _write_csv(frame: Any, out: Path) -> None:
+    """``frame`` as CSV at ``out``, whole or not at all (a stop while writing keeps an earlier file)."""
+    from .io import atomic_file
+
+    with atomic_file(out, encoding="utf-8", newline="") as f:
+        frame.to_csv(f, index=False)
 
 
 def save_transitions(out: Path, output: Any) -> None:
@@ -1169,7 +1177,10 @@ def save_transitions(out: Path, output: Any) -> None:
         if mask is not None:
             arrays["row_mask"] = mask
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "transitions.npz", **arrays)
+    from .io import atomic_file
+
+    with atomic_file(out / "transitions.npz", "wb") as f:  # whole or not at all
+        np.savez_compressed(f, **arrays)
 
 
 plot_app = typer.Typer(help="Figures from run directories.", no_args_is_help=True)

@@ -61,20 +61,21 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_file(path: str | os.PathLike[str], mode: str = "w", durable: bool = False) -> Iterator[IO[Any]]:
+def atomic_file(path: str | os.PathLike[str], mode: str = "w", durable: bool = False, **open_args: Any) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on a clean exit it is renamed onto ``path``.
 
     An exception (or an interrupt) inside the block deletes the temporary file and leaves
     ``path`` as it was, so readers never see half a file. The file gets the permissions a
     plain ``open`` would give it (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``.
     ``durable``: the data reach the disk (fsync) before the rename, so a machine that goes
-    down right after still has the new file whole (checkpoints).
+    down right after still has the new file whole (checkpoints). ``open_args`` go to the
+    text file (``encoding``, ``newline``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, **open_args) as f:
             yield f
             if durable:
                 f.flush()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 __all__ = ["OutPathError", "acquire", "check_not_in_use", "check_out_dir", "check_out_file", "prepare_out_dir", "release"]
 
@@ -42,14 +43,19 @@ def _make_dir(path: Path, option: str) -> None:
         raise OutPathError(f"{option} {path}: cannot create the folder ({e.strerror or e}); choose a folder you can write to") from None
 
 
-def check_out_file(path: str | os.PathLike[str], option: str = "--out", example: str = "labels.csv", create: bool = False) -> Path:
+def check_out_file(path: str | os.PathLike[str], option: str = "--out", example: str = "labels.csv", create: bool = False,
+                   inputs: dict[str, Any] | None = None) -> Path:
     """Check that ``path`` can be written as a file (and with ``create`` make its folder);
     returns it.
 
-    Refused: an existing folder (``--out .``), a path under an existing file, (with
+    Refused: an existing folder (``--out .``), a path under an existing file, a file the
+    command reads (``inputs``: ``{option: path or None}``; it would be overwritten), (with
     ``create``) a folder that cannot be created. Check before the work, create right
     before writing, so that a failed command leaves nothing behind."""
     path = Path(path)
+    for name, given in (inputs or {}).items():
+        if given is not None and Path(given).is_file() and path.exists() and os.path.samefile(path, given):
+            raise OutPathError(f"{option} {path} is the {name} file, which it would overwrite; give another {option}")
     if path.is_dir():
         raise OutPathError(f"{option} {path} is a folder; give the path of the file to write, e.g. {option} {path / example}")
     above = _file_above(path)

@@ -184,6 +184,22 @@ def _saved_backbone(predictor: dict[str, Any], inputs: dict[str, Any]) -> tuple[
     return name, False
 
 
+def _damaged_member(path: str | Path) -> str | None:
+    """What is damaged in the zip archive ``path`` (a member whose bytes fail its CRC-32,
+    or the archive itself), or ``None`` (whole, or not a zip archive: torch.load says)."""
+    import zipfile
+    import zlib
+
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None if bad is None else f"the archive's member {bad} fails its checksum"
+
+
 def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
     """Rebuild the classifier saved by :func:`save_model`.
 
@@ -215,6 +231,9 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"model file not found: {path}; give the model.pt that `kdcrowd fit --out DIR` wrote into DIR")
+    damaged = _damaged_member(path)
+    if damaged is not None:  # torch.load does not check the archive's CRC-32s: flipped bytes load as other weights
+        raise ValueError(f"{path} is truncated or damaged ({damaged}); give the model.pt that `kdcrowd fit --out DIR` wrote, copied whole")
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
