@@ -351,7 +351,7 @@ def test_kdcrowd_interrupted_in_the_student_stage_resumes_to_the_same_metrics(di
     assert json.loads((ckpt / "state.json").read_text())["settings"]["run"]["options"] == {"final": "student"}
 
     # Other method options with the same folder: refused before anything trains.
-    with pytest.raises(ValueError, match=r"options\.lambda1: '\(absent\)' → 0\.5") as err:
+    with pytest.raises(ValueError, match=r"options\.lambda1: 1\.0 → 0\.5") as err:  # the default written out, as the options are compared
         run_on_dataset(digits, _digits_cfg(ckpt, lambda1=0.5))
     assert str(ckpt) in str(err.value) and f"delete {ckpt}" in str(err.value)
 
@@ -519,3 +519,25 @@ def test_distributed_resume_equals_the_uninterrupted_run_on_every_rank(tmp_path:
             for state in ("final", "best"):
                 assert all(torch.equal(v, b[state][k]) for k, v in a[state].items()), (key, state)
     assert results[0]["resumed"]["history"] == results[1]["resumed"]["history"]
+
+
+def test_a_default_written_out_resumes_and_another_value_is_refused(digits: Any, tmp_path: Path) -> None:
+    """The checkpoint settings compare the method's options with their defaults filled in:
+    options={} saved and {"mig_f": its default} now is the same run (it was refused); another
+    value is still refused."""
+    from dataclasses import asdict
+
+    from kdcrowd.methods import _stage_checkpoints, method_options
+
+    default_f = asdict(method_options("maxmig", {}))["mig_f"]
+    other_f = next(f for f in ("js", "kl", "tv", "pearson") if f != default_f)
+
+    def checkpoints(options: dict) -> Any:
+        cfg = RunConfig(dataset="digits", method="maxmig", options=options, train=TrainConfig(epochs=1, progress=False), checkpoint_dir=str(tmp_path / "ck"))
+        return _stage_checkpoints(cfg, digits, ["maxmig"])
+
+    checkpoints({})
+    (tmp_path / "ck" / "maxmig.pt").write_bytes(b"a saved epoch")  # a run with something to keep
+    checkpoints({"mig_f": default_f})
+    with pytest.raises(ValueError, match=f"run.options.mig_f: '{default_f}' → '{other_f}'"):
+        checkpoints({"mig_f": other_f})

@@ -25,7 +25,7 @@ import hashlib
 import json
 import pickle
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -138,14 +138,19 @@ class StageCheckpoints:
             ``settings``, or a path into ``identity``, such as KD-Crowd's
             ``"framework.final"``): they may change when resuming, and ``state.json`` keeps
             the new value.
+        compared: the settings as they are compared, from the plain settings (the saved
+            ones and these), e.g. options with their defaults filled in, so that writing
+            out a default is the same run; ``state.json`` keeps them as given.
     """
 
     def __init__(
         self, directory: str | Path | None, method: str, settings: dict[str, Any], ds: Any, stages: Sequence[str],
         identity: dict[str, Any] | None = None, distributed: bool = False, free: Sequence[str] = (),
+        compared: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.dir = Path(directory) if directory else None
         self.free = tuple(free)
+        self.compared = compared or (lambda s: s)
         self.stages: list[str] = list(stages)
         self.finished: list[str] = []
         self.current: str | None = None
@@ -179,7 +184,7 @@ class StageCheckpoints:
                 raise TypeError(f"'finished' is {finished!r}, not a list of stage names")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             return f"{path} cannot be read ({type(e).__name__}: {e}); delete {self.dir} (or use a fresh output folder) to start afresh"
-        diffs = differences(settings, self.settings, skip=self.free)
+        diffs = differences(self.compared(settings), self.compared(self.settings), skip=self.free)
         if diffs and not finished and not any(self.dir.glob("*.pt")):
             return None  # a run that saved nothing (stopped or refused before its first epoch): nothing to keep, its settings are replaced
         if diffs:

@@ -46,7 +46,7 @@ from torch import nn
 
 from . import metrics as M
 from .aggregation import aggregate_with_matrices
-from .checkpoint import NOT_FINGERPRINTED, StageCheckpoints
+from .checkpoint import NOT_FINGERPRINTED, StageCheckpoints, json_plain
 from .config import ConfigError, closest
 from .evaluate import (
     MethodOutput,
@@ -137,7 +137,24 @@ def _stage_checkpoints(cfg: RunConfig, ds: Any, stages: Sequence[str], identity:
         settings.pop(key, None)
     for key in NOT_FINGERPRINTED:
         settings["train"].pop(key, None)
-    return StageCheckpoints(cfg.checkpoint_dir, cfg.method, settings, ds, stages, identity=identity, distributed=cfg.train.distributed, free=free)
+    return StageCheckpoints(cfg.checkpoint_dir, cfg.method, settings, ds, stages, identity=identity, distributed=cfg.train.distributed, free=free,
+                            compared=_with_resolved_options)
+
+
+def _with_resolved_options(settings: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoint settings with the run's method options resolved (defaults filled in): a
+    resume that writes out a default, or leaves out one written before, is the same run.
+    Options that no longer resolve are compared as written."""
+    run = settings.get("run")
+    if not isinstance(run, dict) or not isinstance(run.get("options"), dict) or not isinstance(run.get("method"), str):
+        return settings
+    try:
+        resolved = method_options(run["method"], dict(run["options"]), backbone=run.get("backbone") or "auto")
+    except (ConfigError, ValueError, TypeError, KeyError):
+        return settings
+    if resolved is None:
+        return settings
+    return {**settings, "run": {**run, "options": json_plain(asdict(resolved))}}
 
 
 def _callbacks(ds: Any, data: DeviceData, cfg: RunConfig, stage: str, pseudo: np.ndarray | None = None) -> list[Any]:
