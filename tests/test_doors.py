@@ -324,6 +324,12 @@ def test_student_params_are_checked_against_the_students_parameters() -> None:
         KDCrowd(student="coteaching", student_params={"lam": 1.0})
     with pytest.raises(ConfigError, match="student_params of student 'ce': unknown parameter 'q'; it takes none"):
         KDCrowd(student="ce", student_params={"q": 0.5})
+    # out-of-range values, which only the losses had checked, after the teacher had trained
+    for student, params, message in (("gce", {"q": 0.0}, r"q must be in \(0, 1\]; got 0.0"), ("gce", {"q": 1.5}, r"q must be in \(0, 1\]"),
+                                      ("coteaching", {"forget_rate": 1.5}, r"forget_rate must be in \[0, 1\]; got 1.5"),
+                                      ("coteaching", {"forget_rate": -0.3}, r"forget_rate must be in \[0, 1\]")):
+        with pytest.raises(ConfigError, match=message):
+            KDCrowd(student=student, student_params=params)
 
 
 def test_values_that_stand_for_the_type_are_taken_as_it() -> None:

@@ -87,6 +87,8 @@ class GCEStudent(Student):
 
     def __init__(self, backbone: nn.Module, n_items: int, n_classes: int, q: float = 0.7) -> None:
         super().__init__(backbone, n_items, n_classes)
+        if not 0.0 < q <= 1.0:  # here, so that KD-Crowd refuses it before the teacher trains
+            raise ValueError(f"q must be in (0, 1]; got {q}")
         self.q = q
 
     def robust_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -191,6 +193,8 @@ class CoTeachingStudent(Student):
         super().__init__(backbone, n_items, n_classes)
         if backbone_b is None:
             raise ValueError("co-teaching needs a second network: pass backbone_b (same architecture, fresh initialisation)")
+        if not 0.0 <= forget_rate <= 1.0:  # here, so that KD-Crowd refuses it before the teacher trains
+            raise ValueError(f"forget_rate must be in [0, 1]; got {forget_rate}")
         self.backbone_b = backbone_b
         self.forget_rate, self.t_k = forget_rate, t_k
 
