@@ -357,3 +357,13 @@ def test_cifar10n_worst_label(cifar10n):
     assert 0.55 < acc_worst < 0.65 < acc_three  # the README: worse_label 59.8 % correct over all 50 k images
     with pytest.raises(ValueError, match="worst"):
         load_dataset("cifar10n", root=ROOT, labels="best")
+
+
+def test_dataset_options_are_checked_by_type() -> None:
+    """--dataset-option extra_test=False arrives as the text 'False' (only false is JSON),
+    which had turned the extra test set on; a bool option takes a bool, an int option an int."""
+    from kdcrowd.data.datasets import check_dataset_request
+
+    with pytest.raises(TypeError, match="option extra_test must be true or false; got 'False'"):
+        check_dataset_request("cifar10", extra_test="False")
+    assert check_dataset_request("cifar10", extra_test=False) == "cifar10"

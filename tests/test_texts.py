@@ -160,3 +160,18 @@ def test_text_crowd_learns_from_tfidf() -> None:
     acc = float((clf.predict(feat.transform(test_texts)) == y_test).mean())
     # chance: 1/3; the majority vote of the training crowd itself is right on 76 % of items
     assert acc > 0.85, acc
+
+
+def test_text_ids_are_written_as_the_other_readers_write_them(tmp_path) -> None:
+    """A Parquet id column of whole floats (pandas writes 1.0 where a value was once missing)
+    gives the ids 1, 2, 3, as the crowd labels' and features' readers give them; the texts
+    had been '1.0', '2.0', '3.0' and matched no crowd label."""
+    from kdcrowd.data.readers import read_annotation_frame
+
+    pytest.importorskip("pyarrow")
+    pd.DataFrame({"item": [1.0, 2.0, 3.0], "text": ["a", "b", "c"]}).to_parquet(tmp_path / "t.parquet")
+    pd.DataFrame({"item": [1.0, 2.0, 3.0], "worker": ["w"] * 3, "label": ["x", "y", "x"]}).to_parquet(tmp_path / "a.parquet")
+    ids, _ = read_texts(tmp_path / "t.parquet")
+    assert ids == ["1", "2", "3"] == sorted(read_annotation_frame(tmp_path / "a.parquet")["item"].tolist())
+    (tmp_path / "t.jsonl").write_text('{"item": 1, "text": "a"}\n{"item": 2.5, "text": "b"}\n')
+    assert read_texts(tmp_path / "t.jsonl")[0] == ["1", "2.5"]

@@ -646,6 +646,13 @@ def check_dataset_request(name: str, workers: str | None = None, worker_params: 
     unknown = sorted(set(kw) - set(accepted))
     if unknown:
         raise TypeError(f"data set '{key}' got unknown option(s) {unknown}; it accepts {accepted}")
+    params = inspect.signature(loader).parameters
+    for k, v in kw.items():  # typed by the loader's default: the text 'False' is no false (it turned extra_test on)
+        d = params[k].default
+        if isinstance(d, bool) and not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"data set '{key}': option {k} must be true or false; got {v!r}")
+        if isinstance(d, int) and not isinstance(d, bool) and (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))):
+            raise TypeError(f"data set '{key}': option {k} must be a whole number; got {v!r}")
     if worker_params and workers is None:
         raise ValueError("worker_params given without workers=; name a worker case to simulate")
     if workers is not None:

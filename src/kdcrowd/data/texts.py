@@ -31,6 +31,7 @@ import pandas as pd
 
 from ._common import tsv_quoting
 from .annotations import AnnotationError, _MissingFileError
+from .readers import _as_text
 
 __all__ = ["TextFeaturizer", "read_texts", "text_features"]
 
@@ -110,7 +111,7 @@ def read_texts(path: str | os.PathLike, id_column: str = "item",
         raise AnnotationError(f"the text file {p} has missing texts in column {text_column!r} "
                               f"(rows {_rows(missing)}, 0-based); fill them (an empty text is allowed) "
                               "or name the right column with --text-column.")
-    id_list = [str(v).strip() for v in ids]
+    id_list = _as_text(ids).tolist()  # as every reader writes ids: a Parquet 17.0 is "17"
     nonstr = np.flatnonzero(~texts.map(lambda v: isinstance(v, str)).to_numpy())
     if nonstr.size:
         raise AnnotationError(f"column {text_column!r} of the text file {p} holds non-text values "
