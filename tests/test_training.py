@@ -198,3 +198,19 @@ def test_fit_reports_a_diverging_loss() -> None:
 
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         fit(Bad(build_backbone("mlp", (5,), 3), torch.as_tensor(y)), data, TrainConfig(epochs=1, progress=False))
+
+
+def test_crop_padding_follows_the_short_side_and_is_checked() -> None:
+    """Wide images (8 x 72): the default padding is 1/8 of the short side (it was 1/8 of the
+    width, 9 px, which torch's reflect padding refused mid-training); a set padding as large
+    as the short side is one error naming crop_padding before training."""
+    from kdcrowd.config import ConfigError
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (6, 8, 72, 3), dtype=np.uint8)
+    data = DeviceData(imgs, imgs[:2], imgs[:2], np.zeros(2, int), np.zeros(2, int), torch.device("cpu"))
+    module = SupervisedObjective(build_backbone("fastcnn", data.input_shape, 2), torch.zeros(6, dtype=torch.long))
+    fit(module, data, TrainConfig(epochs=1, batch_size=3, progress=False))
+    with pytest.raises(ConfigError, match=r"crop_padding must be less than the images' short side \(8 px\); got 8"):
+        fit(module, data, TrainConfig(epochs=1, batch_size=3, progress=False, crop_padding=8))
+    fit(module, data, TrainConfig(epochs=1, batch_size=3, progress=False, crop_padding=8, augment=False))  # no crops: no padding

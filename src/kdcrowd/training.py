@@ -125,8 +125,9 @@ class TrainConfig:
     tta: Literal["none", "flip", "flip-translate"] = "none"
     """Test-time augmentation of every prediction (validation, the training-item predictions
     between stages, test): ``flip`` averages the probabilities of each image and its mirror
-    image; ``flip-translate`` adds those of the image shifted by one pixel up-left and of its
-    mirror shifted down-right, at half the weight (airbench's). Mirror views only with ``flip``."""
+    image; ``flip-translate`` adds those of the image shifted by one pixel down-right and of
+    its mirror shifted up-left (the picture moves; reflect padding fills the edge), at half
+    the weight (airbench's). Mirror views only with ``flip``."""
     channels_last: bool = True
     """Channels-last memory format for image backbones on CUDA."""
     compile: bool = False
@@ -408,13 +409,22 @@ class DeviceData:
             return (x - self.mean) / self.std
         x = x.float().div_(255.0)
         if augment:
-            x = random_crop_flip(x, pad=default_crop_padding(x.shape[-1]) if pad is None else pad, flip=flip, generator=generator, flip_mask=flip_mask)
+            x = random_crop_flip(x, pad=default_crop_padding(min(x.shape[-2:])) if pad is None else pad, flip=flip, generator=generator, flip_mask=flip_mask)
         return (x - self.mean) / self.std
 
 
 def default_crop_padding(side: int) -> int:
-    """The crop padding used when none is set: 1/8 of the image side, at least 1."""
-    return max(1, side // 8)
+    """The crop padding used when none is set: 1/8 of the image's short side ``side``, at
+    least 1 and less than the side (reflect padding needs that)."""
+    return min(max(1, side // 8), side - 1)
+
+
+def check_crop_padding(pad: int | None, input_shape: Sequence[int]) -> None:
+    """One error naming ``crop_padding`` where ``pad`` is not less than the short side of
+    images of ``input_shape`` ``(C, H, W)`` (torch's reflect padding failed mid-training)."""
+    side = min(input_shape[-2:])
+    if pad is not None and pad >= side:
+        raise ConfigError(f"{option_name('crop_padding')} must be less than the images' short side ({side} px); got {pad}")
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, flip: bool = True, generator: torch.Generator | None = None, flip_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -612,10 +622,10 @@ def _predict_local(module: Any, data: DeviceData, x: torch.Tensor, config: Train
 def tta_views(x: torch.Tensor, tta: str, flip: bool = True) -> list[tuple[torch.Tensor, float]]:
     """The test-time views of a normalised image batch and their weights (summing to 1):
     ``none``: the batch; ``flip``: it and its mirror image, 1/2 each; ``flip-translate``:
-    those at 1/4 each, plus the batch shifted by one pixel towards the top left and its
-    mirror image shifted towards the bottom right (reflect padding), 1/4 each. Without
-    ``flip`` the mirror views are left out (``flip``: the batch alone; ``flip-translate``:
-    it at 1/2 and its top-left shift at 1/2)."""
+    those at 1/4 each, plus the batch shifted by one pixel towards the bottom right and its
+    mirror image shifted towards the top left (the picture moves; reflect padding fills the
+    edge), 1/4 each. Without ``flip`` the mirror views are left out (``flip``: the batch
+    alone; ``flip-translate``: it at 1/2 and its down-right shift at 1/2)."""
     if tta == "none" or (tta == "flip" and not flip):
         return [(x, 1.0)]
     if tta not in ("flip", "flip-translate"):
@@ -747,6 +757,8 @@ def fit(
     the same after ``fit`` as before, and the same seed gives the same run whatever that
     state was. :func:`_fit` has the details.
     """
+    if config.augment and data.is_image:
+        check_crop_padding(config.crop_padding, data.input_shape)
     devices = [data.device.index or 0] if data.device.type == "cuda" else []
     np_state, py_state = np.random.get_state(), random.getstate()  # a resumed run sets Python's too
     try:
