@@ -224,7 +224,8 @@ def expertise_gap_figure(path: Path, out: Path, title: str) -> list[Path]:
 
     def per_worker(label: str) -> np.ndarray:
         recs = [rows[label][s] for s in seeds]
-        return np.nanmean([r["expertise_error"]["relative_per_worker"] for r in recs], axis=0)
+        # a worker without evaluated rows is null in the JSON (NaN before): as float, NaN
+        return np.nanmean(np.array([r["expertise_error"]["relative_per_worker"] for r in recs], dtype=float), axis=0)
 
     errs = {k: per_worker(k) for k, _ in series}
     order = np.argsort(np.nan_to_num(errs["maxmig"], nan=-1.0))

@@ -541,3 +541,10 @@ def test_a_default_written_out_resumes_and_another_value_is_refused(digits: Any,
     checkpoints({"mig_f": default_f})
     with pytest.raises(ValueError, match=f"run.options.mig_f: '{default_f}' → '{other_f}'"):
         checkpoints({"mig_f": other_f})
+    # KD-Crowd: its own default and its named teacher's, written out, are the same run too
+    from kdcrowd.methods import _with_resolved_options
+
+    def compared(options: dict) -> dict:
+        return _with_resolved_options({"run": {"method": "kdcrowd", "backbone": "auto", "options": options}})
+
+    assert compared({}) == compared({"lambda1": 1.0, "teacher_options": {"mig_f": default_f}}) != compared({"teacher_options": {"mig_f": other_f}})

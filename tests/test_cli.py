@@ -216,6 +216,31 @@ def test_a_stopped_run_keeps_the_finished_runs_outputs_set_aside(tmp_path: Path,
         r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(fit), *extra])
         assert r.exit_code == 2 and f"continue it with `kdcrowd fit --resume {fit}`" in " ".join(r.output.split()), r.output
     assert sorted(p.name for p in fit.iterdir()) == [".previous-run", "checkpoints", "run.json"] and (fit / ".previous-run" / "report.html").exists()
+    # a finished fit (its report in OUT) is no interrupted one: run --resume continues there
+    (fit / "report.html").write_text("the finished fit")
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(fit), "--resume"])
+    assert r.exit_code == 0, r.output
+
+
+def test_set_aside_removes_only_a_stopped_runs_leftovers(tmp_path: Path) -> None:
+    """Only progress (and a fit's run.json without checkpoints) counts as a stopped run's
+    leftovers, removed with the earlier outputs kept aside; anything else found, e.g. a
+    fit's outputs without metrics.json, goes aside as before (it had been deleted)."""
+    from kdcrowd.cli import PREVIOUS_RUN, RUN_FILE, RUN_OUTPUTS, _set_aside
+    from kdcrowd.report.practitioner import FILES
+
+    out = tmp_path / "o"
+    (out / PREVIOUS_RUN).mkdir(parents=True)
+    (out / PREVIOUS_RUN / "metrics.json").write_text("the finished run")
+    (out / "progress.jsonl").write_text("")
+    _set_aside(out, RUN_OUTPUTS)
+    assert not (out / "progress.jsonl").exists() and (out / PREVIOUS_RUN / "metrics.json").read_text() == "the finished run"
+    _set_aside(out, (*FILES, RUN_FILE))  # nothing to set aside: the earlier outputs stay
+    assert (out / PREVIOUS_RUN / "metrics.json").exists()
+    for name in ("model.pt", "labels.csv", RUN_FILE):
+        (out / name).write_text(name)
+    _set_aside(out, (*FILES, RUN_FILE))
+    assert sorted(p.name for p in (out / PREVIOUS_RUN).iterdir()) == ["labels.csv", "model.pt", RUN_FILE]
 
 
 def test_run_reports_a_diverging_loss_as_one_error_line(tmp_path: Path) -> None:

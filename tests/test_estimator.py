@@ -270,6 +270,8 @@ def test_checkpoint_dir_is_passed_to_the_run(tmp_path) -> None:
     again = _fast(epochs=2, random_state=None, checkpoint_dir=tmp_path / "drawn", validation_fraction=0.2).fit(x, sim.annotations)
     np.testing.assert_array_equal(again.label_proba_, first.label_proba_)
     assert again.metrics_["config"]["seed"] == first.metrics_["config"]["seed"]
+    with pytest.raises(ValueError, match="belongs to a run with other settings"):  # a RandomState given is its own seed, not the saved one
+        _fast(epochs=2, random_state=np.random.RandomState(1), checkpoint_dir=tmp_path / "drawn", validation_fraction=0.2).fit(x, sim.annotations)
 
 
 def test_memorization_is_tracked_only_when_asked() -> None:
@@ -502,3 +504,4 @@ def test_estimator_flags_and_model_options_are_checked_by_name() -> None:
         with pytest.raises(ConfigError, match=message):
             _fast().set_params(**params).fit(x, y)
     assert _fast().set_params(track_memorization=np.False_, verbose=False).fit(x, y).labels_.shape == (30,)
+    assert "memorization_mean" in _fast().set_params(track_memorization=1, verbose=0).fit(x, y).history_[-1]  # 0/1, scikit-learn's verbose

@@ -623,6 +623,13 @@ def test_a_json_lines_export_with_a_long_first_record_is_recognised(tmp_path: Pa
     p.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     assert len(p.read_text().splitlines()[0]) > 65536
     assert detect_format(p) == "argilla" and read_export(p).summary["n_annotations"] == 6
+    # a raw U+2028 in a text (a line break to splitlines, not to JSON lines) and a blank first line
+    recs[0]["fields"]["text"] += "\u2028more"
+    recs[1]["fields"]["text"] = "short\u2028text"
+    for name, lead, first in (("sep.jsonl", "", 0), ("blank.jsonl", "\n", 0), ("short_sep.jsonl", "", 1)):
+        q = tmp_path / name
+        q.write_text(lead + "\n".join(json.dumps(r, ensure_ascii=False) for r in recs[first:]) + "\n", encoding="utf-8")
+        assert detect_format(q) == "argilla", name
 
 
 def test_export_gold_of_a_class_nobody_chose_names_the_options(tmp_path: Path) -> None:

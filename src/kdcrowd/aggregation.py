@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .aggregators._common import _arrays, _resolve_device
+from .aggregators._common import _argmax_lowest, _arrays, _resolve_device
 from .data.gold import apply_gold, check_gold
 
 __all__ = [
@@ -181,8 +181,8 @@ class DawidSkeneResult:
     """Output of :func:`dawid_skene` (numpy arrays, on the CPU).
 
     Attributes:
-        labels: ``(N,)`` int64 argmax of the posteriors (lowest class on ties), ``-1``
-            for items without annotations.
+        labels: ``(N,)`` int64 argmax of the posteriors (lowest class on ties, also
+            within float rounding), ``-1`` for items without annotations.
         posteriors: ``(N, K)`` posterior of each item's true class; the prior for items
             without annotations.
         transitions: ``(M, K, K)`` worker confusion matrices,
@@ -609,7 +609,7 @@ def dawid_skene(
     del buf
 
     posteriors = q.cpu().numpy()
-    labels = posteriors.argmax(axis=1).astype(np.int64)
+    labels = _argmax_lowest(q).cpu().numpy().astype(np.int64)  # a tie within rounding goes to the lowest class
     labels[~has.cpu().numpy()] = -1
     posteriors[~has.cpu().numpy()] = priors.cpu().numpy()
     labels, posteriors = apply_gold(labels, gold_np), apply_gold(posteriors, gold_np)

@@ -370,7 +370,8 @@ def run(
         _fail(f"--dataset-option: {e}")
     except USER_ERRORS as e:
         _fail(str(e))
-    if (out / CHECKPOINTS).exists() and (out / RUN_FILE).exists():  # run's --resume would take a fit's checkpoints, a fresh run its set-aside outputs
+    if (out / CHECKPOINTS).exists() and (out / RUN_FILE).exists() and not (out / "report.html").exists():
+        # an interrupted fit (a finished one has its report): run's --resume would take its checkpoints, a fresh run its set-aside outputs
         _fail(f"{out} holds an interrupted `kdcrowd fit`; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
     ds, data_seconds = None, 0.0
     if not distributed:  # the data set and the device, before OUT is touched (under torchrun rank 0 loads it first, below)
@@ -426,17 +427,19 @@ RUN_OUTPUTS = ("metrics.json", "transitions.npz", "progress.jsonl")
 def _set_aside(out: Path, names: Any) -> Path:
     """Move an earlier run's outputs ``names`` found in OUT into OUT/.previous-run (in place
     of what an older run left there) so that nothing stale looks new; returns that folder.
-    Where OUT holds no finished run (no metrics.json, which both commands write once their
-    training is done) the files are what a stopped run left: they are removed and the
-    finished run's outputs already set aside stay there. `kdcrowd fit` puts them back if it
-    stops before its first saved epoch (:func:`_undo_unstarted_fit`); `kdcrowd run` names the
+    Where the files found are only what a stopped run leaves (its progress, a fit's run.json
+    without checkpoints) they are removed, and the finished run's outputs already set aside
+    stay there (a second start had replaced them). `kdcrowd fit` puts them back if it stops
+    before its first saved epoch (:func:`_undo_unstarted_fit`); `kdcrowd run` names the
     folder when it stops."""
     import shutil
 
     previous = out / PREVIOUS_RUN
-    if not (out / "metrics.json").exists():
-        for name in names:
-            (out / name).unlink(missing_ok=True)
+    present = {name for name in names if (out / name).exists()}
+    leftovers = {"progress.jsonl"} | (set() if (out / CHECKPOINTS).exists() else {RUN_FILE})
+    if present <= leftovers:  # (nothing found: nothing to set aside either)
+        for name in present:
+            (out / name).unlink()
         return previous
     shutil.rmtree(previous, ignore_errors=True)  # an older run's, never put back in place of this one's
     for name in names:

@@ -275,7 +275,7 @@ class CrowdFit:
             if not 0 <= rs < 2**32:
                 raise ConfigError(f"random_state must be in 0..{2**32 - 1} (a seed), or None or a numpy RandomState; got {rs}")
             return int(rs)
-        saved = _saved_seed(self.checkpoint_dir)
+        saved = _saved_seed(self.checkpoint_dir) if rs is None else None
         if saved is not None:  # a fit started again continues its checkpoints, which a new seed would refuse
             return saved
         from sklearn.utils import check_random_state
@@ -331,9 +331,12 @@ class CrowdFit:
         frac = self.validation_fraction
         if not isinstance(frac, numbers.Real) or not 0 <= frac < 1:
             raise ValueError(f"validation_fraction must be in [0, 1); got {frac!r}")
-        for flag in ("track_memorization", "verbose"):  # estimator-only flags: no config dataclass checks them
-            if not isinstance(getattr(self, flag), (bool, np.bool_)):
-                raise ConfigError(f"{flag} must be true or false; got {getattr(self, flag)!r}")
+        # estimator-only flags, no config dataclass checks them: a bool, numpy's, or 0/1 as the
+        # bool options take; verbose any integer (scikit-learn's convention)
+        for flag in ("track_memorization", "verbose"):
+            v = getattr(self, flag)
+            if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and (flag == "verbose" or v in (0, 1)))):
+                raise ConfigError(f"{flag} must be true or false; got {v!r}")
         if self.method == "clean":
             raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")
         values = {o.name: getattr(self, o.name) for o in door_options()}
@@ -447,7 +450,7 @@ class CrowdFit:
         )
         cfg = RunConfig(
             dataset="user", method=method, backbone=backbone, seed=seed, train=train, options=options,
-            track_memorization=self.track_memorization, checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
+            track_memorization=bool(self.track_memorization), checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
         )
         metrics, out = run_on_dataset(ds, cfg)
         metrics["timings"]["reference_labels"] = t_ref  # the stand-in truth (Dawid–Skene), computed before the run

@@ -154,7 +154,11 @@ def _with_resolved_options(settings: dict[str, Any]) -> dict[str, Any]:
         return settings
     if resolved is None:
         return settings
-    return {**settings, "run": {**run, "options": json_plain(asdict(resolved))}}
+    options = asdict(resolved)
+    if isinstance(resolved, KDCrowd) and isinstance(resolved.teacher, str):  # a named teacher's options with their defaults too
+        options["teacher_options"] = asdict(crowd_model_spec(resolved.teacher).options(dict(resolved.teacher_options or {})))
+    # (student_params stay as given: a student may choose a missing one from the teacher, co-teaching's forget rate)
+    return {**settings, "run": {**run, "options": json_plain(options)}}
 
 
 def _callbacks(ds: Any, data: DeviceData, cfg: RunConfig, stage: str, pseudo: np.ndarray | None = None) -> list[Any]:

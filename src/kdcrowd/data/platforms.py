@@ -1232,10 +1232,10 @@ def detect_format(path: str | os.PathLike) -> str | None:
             return None
         return _json_kind(obj)
     if text.startswith("{"):
-        first = text.splitlines()[0]
+        first = text.split("\n", 1)[0]  # (a JSON line may hold U+2028, which splitlines() breaks at)
         if len(first) == len(text) and len(head) == 65536:  # a first record longer than the head (a long text)
-            with open(p, encoding="utf-8-sig", errors="replace") as fh:
-                first = fh.readline()
+            with open(p, encoding="utf-8-sig", errors="replace", newline="\n") as fh:
+                first = next((line for line in fh if line.strip()), "")
         try:
             return _json_kind(json.loads(first))
         except json.JSONDecodeError:
