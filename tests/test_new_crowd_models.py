@@ -500,3 +500,27 @@ def test_works_as_kdcrowd_teacher(name):
     assert np.isfinite(st["stage2"]["expertise_error"]["mae_mean"])
     assert 0.0 <= metrics["test_accuracy_val_selected"] <= 1.0
     np.testing.assert_allclose(out.transitions.sum(-1), 1, atol=1e-4)
+
+
+def test_masked_batch_norm_keeps_its_running_variance_on_one_observed_entry():
+    """One observed entry has no variance to estimate: the running variance stays (it was
+    pulled toward 0, which scaled evaluation's outputs up); the mean still moves."""
+    bn = MaskedBatchNorm1d(4)
+    x = torch.randn(3, 2, 4) * 5
+    mask = torch.zeros(3, 2, dtype=torch.bool)
+    mask[1, 0] = True
+    bn(x, mask)
+    assert torch.equal(bn.running_var, torch.ones(4)) and torch.allclose(bn.running_mean, 0.1 * x[1, 0])
+
+
+def test_annot_mix_without_mixup_tracks_its_worker_matrices():
+    """alpha=0 (mixup off): the running worker matrices follow the training pairs, as with
+    mixup (they had stayed at the prior the whole run)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = make_model("annot-mix", 6, 5, 3, alpha=0.0)
+    before = model.transition_matrices().clone()
+    w, y = random_batch(rng, 16, 3, 5, 3)
+    model.train()
+    model.crowd_loss(torch.randn(16, 6), w, y)
+    assert not torch.allclose(model.transition_matrices(), before)

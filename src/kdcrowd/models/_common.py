@@ -67,7 +67,8 @@ class MaskedBatchNorm1d(nn.Module):
     the entries where ``mask (...)`` is true (the observed (item, annotator) pairs of a padded
     batch), with running statistics like :class:`torch.nn.BatchNorm1d` (momentum 0.1,
     unbiased running variance, biased variance to normalise). A batch with one observed
-    entry normalises to the bias; with none, the running statistics are left unchanged."""
+    entry normalises to the bias and updates only the running mean; with none, the running
+    statistics are left unchanged."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
@@ -94,7 +95,9 @@ class MaskedBatchNorm1d(nn.Module):
                     new_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
                     new_var = (1 - self.momentum) * self.running_var + self.momentum * unbiased
                     self.running_mean.copy_(torch.where(has, new_mean, self.running_mean))
-                    self.running_var.copy_(torch.where(has, new_var, self.running_var))
+                    # one entry has no variance to estimate (torch's BatchNorm refuses it; 0 here
+                    # had pulled the running variance toward 0, and evaluation's outputs up)
+                    self.running_var.copy_(torch.where(n > 1, new_var, self.running_var))
         else:
             mean, var = self.running_mean, self.running_var
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias

@@ -209,6 +209,8 @@ class AnnotMix(CrowdModel):
                 log_t = self._log_confusions(f, self.annotator_embeddings(workers.clamp(min=0)), obs)
                 ll = annotation_log_likelihood(F.log_softmax(logits.float(), -1), log_t, labels)
                 loss = -torch.where(obs, ll, torch.zeros_like(ll)).sum() / obs.sum().clamp(min=1).float()
+                if self.training:  # the running per-worker confusion, as with mixup (alpha=0 had kept the prior)
+                    self._update_confusion(feats, workers, obs, logits)
             return loss, logits
         B, P, K = x.shape[0], item.shape[0], self.n_classes
         # drawn on the host from the global CPU generator; copied without waiting for the device
@@ -233,9 +235,14 @@ class AnnotMix(CrowdModel):
             log_t = self._log_confusions(feats_mix, a_mix, None)  # (P, K, K)
             log_annot = torch.logsumexp(F.log_softmax(logits_mix.float(), -1).unsqueeze(-1) + log_t, dim=1)  # (P, K)
             loss = -(z_mix * log_annot).sum() / P
-            with torch.no_grad():  # running per-worker confusion from the unmixed pairs
-                f = feats.float().unsqueeze(1).expand(*workers.shape, feats.shape[-1])
-                clean = self._log_confusions(f, self.annotator_embeddings(workers.clamp(min=0)), obs, train_pass=False)
-                p_clean = torch.softmax(logits.float().detach(), -1).unsqueeze(1)
-                self.confusion.update(workers, clean.exp(), p_clean * obs.unsqueeze(-1))
+            self._update_confusion(feats, workers, obs, logits)
         return loss, logits
+
+    @torch.no_grad()
+    def _update_confusion(self, feats: torch.Tensor, workers: torch.Tensor, obs: torch.Tensor, logits: torch.Tensor) -> None:
+        """The running per-worker confusion from the batch's unmixed observed pairs (no
+        dropout, no update of the batch-norm statistics)."""
+        f = feats.float().unsqueeze(1).expand(*workers.shape, feats.shape[-1])
+        clean = self._log_confusions(f, self.annotator_embeddings(workers.clamp(min=0)), obs, train_pass=False)
+        p_clean = torch.softmax(logits.float().detach(), -1).unsqueeze(1)
+        self.confusion.update(workers, clean.exp(), p_clean * obs.unsqueeze(-1))
