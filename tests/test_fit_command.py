@@ -815,3 +815,22 @@ def test_predict_guards_its_inputs_and_writes_whole_files(fitted: dict, tmp_path
     monkeypatch.setattr(pd.DataFrame, "to_csv", stopped)
     r = runner.invoke(app, ["predict", "--model", str(model), "--features", str(x), "--out", str(out)])  # click makes the interrupt an abort
     assert r.exit_code != 0 and out.read_text() == "the earlier result\n" and [p.name for p in tmp_path.iterdir() if p.name.startswith(".p.csv")] == []
+
+
+def test_predicted_images_are_named_as_the_training_images(tmp_path: Path) -> None:
+    """With --image-ids auto and crowd labels naming files with their extension, the images of
+    --predict-images get names too (they got stems: predictions.csv mixed 'x.png' and 'x',
+    and the warning about training items among them never came)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i:02d}.png")
+    pd.DataFrame([(f"{i:02d}.png", f"w{w}", "ab"[(i + w) % 2]) for i in range(6) for w in range(2)], columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--images", str(tmp_path / "imgs"), "--predict-images", str(tmp_path / "imgs"),
+                            "--image-features", "none", "--epochs", "1", "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "names 8 item(s) that are training items too" in " ".join(r.output.split())
+    predicted = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str)["item"]
+    assert predicted.str.endswith(".png").all() and sorted(set(predicted)) == [f"{i:02d}.png" for i in range(8)]

@@ -195,6 +195,15 @@ def test_images_are_read_upright_and_float_tiffs_are_not_black(tmp_path):
     got = load_images([tmp_path / "sideways.jpg", tmp_path / "upright.png"], 8).astype(int)
     assert got[0, 0, :, 0].min() > 200 and got[0, -1, :, 0].max() < 50  # red on top, not on the left
     assert np.abs(got[0] - got[1]).max() < 40  # as the upright copy, within JPEG's rounding
+    # the same with a mistyped EXIF tag beside the orientation (Make stored under tag 0x0140):
+    # Pillow reads the file, and rewriting its EXIF had raised struct.error, uncaught
+    import io
+
+    exif[0x010F] = "Cam"
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", exif=exif, quality=95)
+    (tmp_path / "mistyped.jpg").write_bytes(buf.getvalue().replace(b"\x01\x0f\x00\x02", b"\x01\x40\x00\x02", 1))
+    np.testing.assert_array_equal(load_images([tmp_path / "mistyped.jpg"], 8), load_images([tmp_path / "sideways.jpg"], 8))
     Image.fromarray(np.full((4, 4), 0.6, np.float32), mode="F").save(tmp_path / "f.tif")
     Image.fromarray(np.full((4, 4), 180.0, np.float32), mode="F").save(tmp_path / "f255.tif")
     got = load_images([tmp_path / "f.tif", tmp_path / "f255.tif"], 4)
@@ -216,7 +225,10 @@ def test_image_folders_follow_links_and_ids_match_as_typed(tmp_path):
     (root / "batch2").symlink_to(other / "batch2")  # a linked folder was skipped without a word
     (root / "loop").symlink_to(root)  # a link back up is read once, not forever
     (root / "broken.png").symlink_to(tmp_path / "nothing.png")
-    assert [p.relative_to(root).as_posix() for p in list_image_files(root)] == ["a.png", "batch2/b.png"]
+    from kdcrowd.data.readers import InputWarning
+
+    with pytest.warns(InputWarning, match="link"):  # the broken link is named
+        assert [p.relative_to(root).as_posix() for p in list_image_files(root)] == ["a.png", "batch2/b.png"]
     # a decomposed (NFD) file name, as macOS stores it, matches the id as typed (NFC); so does
     # a name with a space before its extension
     import unicodedata
@@ -304,3 +316,33 @@ def test_gold_ids_match_in_any_unicode_form(tmp_path):
     pd.DataFrame({"item": ["zz"], "label": ["pos"]}).to_csv(tmp_path / "u.csv", index=False)
     with pytest.raises(ValueError, match="name items that have no texts"):
         read_item_labels(tmp_path / "u.csv", [nfc, "b"], ["neg", "pos"], items_are="texts")
+
+
+def test_gold_labels_spelled_as_floats_are_the_classes(tmp_path):
+    """A gold file whose label column pandas wrote as floats (1.0, 0.0) names the classes 1
+    and 0, as the same spelling does in the crowd labels (it was refused as no class);
+    1.5 is still no class."""
+    from kdcrowd.data.items import read_item_labels
+
+    (tmp_path / "gold.csv").write_text("item,label\ni0,1.0\ni1,0.0\ni2,1\n")
+    items, labels = read_item_labels(tmp_path / "gold.csv", ["i0", "i1", "i2"], [0, 1])
+    assert items.tolist() == [0, 1, 2] and labels.tolist() == [1, 0, 1]
+    (tmp_path / "bad.csv").write_text("item,label\ni0,1.5\n")
+    with pytest.raises(ValueError, match="not among the annotation classes"):
+        read_item_labels(tmp_path / "bad.csv", ["i0"], [0, 1])
+
+
+def test_a_broken_image_link_is_named_in_a_warning(tmp_path):
+    """A link to a missing image is skipped, as before, and now with a warning naming it
+    (one item fewer had come without a word why)."""
+    from PIL import Image
+
+    from kdcrowd.data.items import list_image_files
+    from kdcrowd.data.readers import InputWarning
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "imgs" / "b.png").symlink_to(tmp_path / "gone.png")
+    with pytest.warns(InputWarning, match=r"skipped 1 link\(s\) to a missing file: 'b.png'"):
+        files = list_image_files(tmp_path / "imgs")
+    assert [f.name for f in files] == ["a.png"]

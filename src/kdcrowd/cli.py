@@ -602,8 +602,9 @@ def aggregate(
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {escape(method)}; wrote {escape(str(out))}", soft_wrap=True, highlight=False)
 
 
-def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any]) -> tuple[Any, Any, str, Any, Any]:
-    """``(ids, load, description, image files or None, feature column names or None)`` of ``--features`` or ``--images``;
+def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any]) -> tuple[Any, Any, str, Any, Any, Optional[str]]:
+    """``(ids, load, description, image files or None, feature column names or None, image id
+    style or None)`` of ``--features`` or ``--images``;
     ``load()`` returns the item array. Images are decoded only when ``load`` is called, so
     the ids can be checked against the crowd labels first.
 
@@ -613,7 +614,7 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
 
     if features is not None:
         ids, X, columns = read_features(features, item_ids=item_ids, with_columns=True)
-        return ids, lambda: X, f"features from {features.name}, {X.shape[1]} columns", None, columns
+        return ids, lambda: X, f"features from {features.name}, {X.shape[1]} columns", None, columns, None
     assert images is not None
     with _input_warnings():
         files = list_image_files(images)
@@ -622,7 +623,7 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     else:
         style, ids = image_ids, image_item_ids(files, images, image_ids)
     kind = {"stem": "name without extension", "name": "name", "path": "relative path"}[style]
-    return ids, lambda: load_images(files, image_size), f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files, None
+    return ids, lambda: load_images(files, image_size), f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files, None, style
 
 
 def _load_texts(path: Path, text_column: str, item_column: Optional[str]) -> tuple[Any, Any, str, None, None, None]:
@@ -933,10 +934,11 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if images is not None:
             frozen, backbone_note = _image_feature_backbone(image_mode, p["backbone"])
         side = min(max(p["image_size"], FEATURE_IMAGE_SIDE[0]), FEATURE_IMAGE_SIDE[1]) if frozen else p["image_size"]
+        id_style = None
         if texts is not None:
             ids, load, described, files, columns, featurizer = _load_texts(texts, p.get("text_column") or "text", p.get("item_column"))
         else:
-            ids, load, described, files, columns = _load_items(features, images, p["item_ids"], side, p["image_ids"], wanted)
+            ids, load, described, files, columns, id_style = _load_items(features, images, p["item_ids"], side, p["image_ids"], wanted)
         if images is None:  # an id stored in another Unicode form finds its crowd labels (images: done by their matching)
             ids = respell_ids(ids, wanted)
         try:
@@ -992,7 +994,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             pids, ptexts = read_texts(predict_texts, id_column=p.get("item_column") or "item", text_column=p.get("text_column") or "text")
             predict = (np.asarray(pids, dtype=object), featurizer.transform(ptexts))
         elif p["predict_features"] is not None or p["predict_images"] is not None:
-            pids, pload, _, _, pcolumns = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], side, p["image_ids"] if p["image_ids"] != "auto" else "stem", [])
+            # new images named as the training images are (auto: the style their ids matched)
+            pstyle = p["image_ids"] if p["image_ids"] != "auto" else id_style or "stem"
+            pids, pload, _, _, pcolumns, _ = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], side, pstyle, [])
             PX = pload()
             if frozen is not None:
                 PX = _frozen_features(PX, frozen, p["device"], feature_norm)
@@ -1141,7 +1145,7 @@ def predict(
         else:
             frozen = inputs.get("backbone") if inputs.get("kind") == "image-features" else None
             size = int(inputs["image_size"]) if frozen else predictor.item_shape[0] if images is not None else 0
-            ids, load, described, _, columns = _load_items(features, images, item_ids, size, image_ids, [])
+            ids, load, described, _, columns, _ = _load_items(features, images, item_ids, size, image_ids, [])
             X = load()
             if frozen:  # the predictor scales them as at fit (load_predictor)
                 X = _frozen_features(X, frozen, device)

@@ -20,7 +20,9 @@ message names the file, the offending rows or files, and how to fix it.
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +38,7 @@ from .readers import (  # noqa: F401 - read_annotation_frame, LONG_TABLE_WORDS a
     _read_table,
     _require_file,
     _separator_hint,
+    _text_of,
     _wide_to_long,
     read_annotation_frame,
 )
@@ -221,7 +224,8 @@ def align_feature_columns(X: np.ndarray, columns: Sequence[str] | None, expected
 
 def _visible_files(root: Path) -> list[Path]:
     """The files under ``root``, linked folders followed (each real folder once, so a link
-    to a folder above cannot loop), hidden files and folders (``.name``) left out."""
+    to a folder above cannot loop), hidden files and folders (``.name``) left out; broken
+    links are listed as files."""
     seen: set[str] = set()
     out: list[Path] = []
     for top, dirs, names in os.walk(root, followlinks=True):
@@ -231,7 +235,8 @@ def _visible_files(root: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        out += [Path(top) / n for n in names if not n.startswith(".") and os.path.isfile(os.path.join(top, n))]
+        # a broken link stays in, for list_image_files to name it (it had been left out silently)
+        out += [Path(top) / n for n in names if not n.startswith(".") and (os.path.isfile(p := os.path.join(top, n)) or not os.path.exists(p))]
     return out
 
 
@@ -240,7 +245,7 @@ def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
 
     Images are files whose suffix is one of :data:`IMAGE_SUFFIXES` (any case). Hidden
     files and folders (names starting with ``.``, e.g. macOS ``._x.png``) are skipped;
-    linked folders are followed.
+    linked folders are followed; a link to a missing image is skipped with a warning.
     Raises when the folder does not exist or holds no image.
     """
     root = Path(directory)
@@ -249,13 +254,16 @@ def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
     if not root.is_dir():
         raise ValueError(f"--images must be a folder of image files; {root} is a file")
     visible = _visible_files(root)
-    files = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
+    broken = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES and not p.exists()]
+    files = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES and p.exists()]
     other = [p for p in visible if p.suffix.lower() in _UNSUPPORTED_IMAGE_SUFFIXES]
+    import warnings
+
+    from .readers import InputWarning
+
+    if broken:
+        warnings.warn(f"image folder {root}: skipped {len(broken)} link(s) to a missing file: {_listing(sorted(p.relative_to(root).as_posix() for p in broken), len(broken))}", InputWarning, stacklevel=2)
     if other:
-        import warnings
-
-        from .readers import InputWarning
-
         warnings.warn(f"image folder {root}: skipped {len(other)} image file(s) of an unsupported type: {_listing(sorted(p.relative_to(root).as_posix() for p in other), len(other))}; convert them to {', '.join(IMAGE_SUFFIXES)}", InputWarning, stacklevel=2)
     if not files:
         raise ValueError(f"no image files in {root} (looked recursively for {', '.join(IMAGE_SUFFIXES)}){f'; {len(other)} file(s) of an unsupported type, e.g. {other[0].name}: convert them' if other else ''}; point --images at the folder that holds the images")
@@ -305,6 +313,14 @@ def image_item_ids(files: Sequence[Path], directory: str | os.PathLike[str], sty
     return out
 
 
+def _orientations() -> dict[int, Any]:
+    """EXIF orientation (2-8) → the Pillow transpose that turns the picture upright."""
+    from PIL import Image
+
+    T = Image.Transpose
+    return {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90}
+
+
 def _rgb(im: Any) -> Any:
     """An opened Pillow image as RGB, the way an image viewer shows it: turned upright by its
     EXIF orientation tag (a phone's photo is stored sideways with that tag). 16-bit
@@ -312,9 +328,16 @@ def _rgb(im: Any) -> Any:
     (Pillow's own conversion clips them, so a 16-bit PNG came out almost all white); 32-bit
     float (``F``, e.g. a float TIFF) from 0..1 when its values lie there, else clipped to
     0..255 (Pillow's conversion truncates 0.6 to 0: black)."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    im = ImageOps.exif_transpose(im)
+    # the orientation tag read and applied here: ImageOps.exif_transpose writes the EXIF back
+    # out, which raised struct.error on a mistyped tag of a file Pillow reads well
+    try:
+        turn = _orientations().get(im.getexif().get(0x0112))
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError, struct.error):  # EXIF past repair: as stored
+        turn = None
+    if turn is not None:
+        im = im.transpose(turn)
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
         a = np.nan_to_num(np.asarray(im).astype(np.float64))
         if im.mode == "F":
@@ -347,7 +370,7 @@ def load_images(files: Sequence[Path], size: int) -> np.ndarray:
         try:
             with Image.open(f) as im:
                 out[i] = np.asarray(_rgb(im).resize((size, size), Image.BILINEAR), dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL raises all of these for broken files
+        except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError) as e:  # PIL raises all of these for broken files
             bad.append(f"{f} ({type(e).__name__}: {str(e)[:80]})")
     if bad:
         raise ValueError(f"{len(bad)} image file(s) could not be read: {_listing(bad, sep='; ', fmt=str)}. Fix or remove them")
@@ -454,6 +477,16 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     return item_labels_from_frame(df, path, item_ids, classes, items_are, fold_case=fold_case)
 
 
+def _whole_number_text(v: str) -> str:
+    """``v`` as the crowd labels' reader writes the number it spells (``"1.0"`` → ``"1"``),
+    or ``v`` where it spells no whole number."""
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return _text_of(f) if math.isfinite(f) and f.is_integer() else v
+
+
 def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images",
                            fold_case: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """:func:`read_item_labels` of a table already read (e.g. a platform export's gold
@@ -489,6 +522,9 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
         lb_folded = lb.astype(str).str.casefold()
         if fold_case and folded.is_unique:  # 'Cat' is the class 'cat' when the crowd's labels were folded
             cls = np.where(cls < 0, folded.get_indexer(lb_folded.to_numpy(dtype=object)), cls)
+    if (cls < 0).any():  # '1.0', how pandas writes a float label column, is the class 1, as in the crowd labels
+        left = np.flatnonzero(cls < 0)
+        cls[left] = class_text.get_indexer([_whole_number_text(v) for v in lb.iloc[left].tolist()])
     bad = np.flatnonzero(cls < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]

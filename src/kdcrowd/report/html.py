@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import io
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -406,7 +407,7 @@ def thumbnails_from_files(files: Sequence[Any], size: int = 96) -> Callable[[int
                 buf = io.BytesIO()
                 im.save(buf, format="PNG")
                 return buf.getvalue()
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # as load_images: PIL raises all of these for broken files
+        except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError):  # as load_images: PIL raises all of these for broken files
             return None
 
     return thumb
