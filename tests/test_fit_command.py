@@ -834,3 +834,8 @@ def test_predicted_images_are_named_as_the_training_images(tmp_path: Path) -> No
     assert "names 8 item(s) that are training items too" in " ".join(r.output.split())
     predicted = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str)["item"]
     assert predicted.str.endswith(".png").all() and sorted(set(predicted)) == [f"{i:02d}.png" for i in range(8)]
+    # kdcrowd predict names them as the model's training images were named, unless told otherwise
+    for extra, names in (([], [f"{i:02d}.png" for i in range(8)]), (["--image-ids", "stem"], [f"{i:02d}" for i in range(8)])):
+        r = runner.invoke(app, ["predict", "--model", str(tmp_path / "out" / "model.pt"), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "p.csv"), *extra])
+        assert r.exit_code == 0, r.output
+        assert sorted(pd.read_csv(tmp_path / "p.csv", dtype=str)["item"]) == names

@@ -204,6 +204,9 @@ def test_images_are_read_upright_and_float_tiffs_are_not_black(tmp_path):
     Image.fromarray(a).save(buf, "JPEG", exif=exif, quality=95)
     (tmp_path / "mistyped.jpg").write_bytes(buf.getvalue().replace(b"\x01\x0f\x00\x02", b"\x01\x40\x00\x02", 1))
     np.testing.assert_array_equal(load_images([tmp_path / "mistyped.jpg"], 8), load_images([tmp_path / "sideways.jpg"], 8))
+    # a TIFF, which Pillow turns upright itself as it loads it: turned once, not twice
+    Image.fromarray(a).save(tmp_path / "sideways.tif", exif=exif)
+    np.testing.assert_array_equal(load_images([tmp_path / "sideways.tif"], 8), load_images([tmp_path / "upright.png"], 8))
     Image.fromarray(np.full((4, 4), 0.6, np.float32), mode="F").save(tmp_path / "f.tif")
     Image.fromarray(np.full((4, 4), 180.0, np.float32), mode="F").save(tmp_path / "f255.tif")
     got = load_images([tmp_path / "f.tif", tmp_path / "f255.tif"], 4)
@@ -328,6 +331,10 @@ def test_gold_labels_spelled_as_floats_are_the_classes(tmp_path):
     items, labels = read_item_labels(tmp_path / "gold.csv", ["i0", "i1", "i2"], [0, 1])
     assert items.tolist() == [0, 1, 2] and labels.tolist() == [1, 0, 1]
     (tmp_path / "bad.csv").write_text("item,label\ni0,1.5\n")
+    for spelled in ("1_0", "\uff11"):  # no number to pandas, as in the crowd labels: no class either
+        (tmp_path / "odd.csv").write_text(f"item,label\ni0,{spelled}\n", encoding="utf-8")
+        with pytest.raises(ValueError, match="not among the annotation classes"):
+            read_item_labels(tmp_path / "odd.csv", ["i0"], [1, 10])
     with pytest.raises(ValueError, match="not among the annotation classes"):
         read_item_labels(tmp_path / "bad.csv", ["i0"], [0, 1])
 

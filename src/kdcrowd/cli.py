@@ -1075,6 +1075,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     # written into model.pt (`kdcrowd predict` computes the same inputs), once the items above were predicted:
     # with it, predict_proba scales frozen image features itself (they were scaled twice)
     clf.input_transform_ = input_transform
+    clf.image_id_style_ = id_style  # kdcrowd predict names new images the same way
     timings = dict(clf.metrics_["timings"])
     since = _command_start(started)
     timings["startup"] = started - since
@@ -1111,7 +1112,7 @@ def predict(
     text_column: Optional[str] = typer.Option(None, help="With --texts: the column holding the text (default: the one used in training)."),
     item_column: str = typer.Option("item", help="With --texts: the column of item ids."),
     item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: one item id per line."),
-    image_ids: str = typer.Option("stem", help="Item id of an image: stem, name or path."),
+    image_ids: Optional[str] = typer.Option(None, show_default=False, help="Item id of an image: stem, name or path (default: as the model's training images were named, else stem)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Label new items with a classifier trained by `kdcrowd fit`."""
@@ -1126,7 +1127,7 @@ def predict(
         check_out_file(out, example="predictions.csv", inputs={"--model": model, "--features": features, "--texts": texts, "--item-ids": item_ids})
         if sum(v is not None for v in (features, images, texts)) != 1:
             raise ValueError("give the items with exactly one of --features FILE, --images DIR or --texts FILE")
-        if image_ids not in ("stem", "name", "path"):
+        if image_ids is not None and image_ids not in ("stem", "name", "path"):
             raise ValueError(f"--image-ids must be stem, name or path, not '{image_ids}'")
         with option_style(cli_style):  # an error about a setting names it as --option
             predictor = load_predictor(model, device=device)
@@ -1145,7 +1146,7 @@ def predict(
         else:
             frozen = inputs.get("backbone") if inputs.get("kind") == "image-features" else None
             size = int(inputs["image_size"]) if frozen else predictor.item_shape[0] if images is not None else 0
-            ids, load, described, _, columns, _ = _load_items(features, images, item_ids, size, image_ids, [])
+            ids, load, described, _, columns, _ = _load_items(features, images, item_ids, size, image_ids or getattr(predictor, "image_ids", None) or "stem", [])
             X = load()
             if frozen:  # the predictor scales them as at fit (load_predictor)
                 X = _frozen_features(X, frozen, device)

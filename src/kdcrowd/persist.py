@@ -70,7 +70,9 @@ def save_model(path: str | Path, clf: Any) -> None:
     :func:`kdcrowd.models.pretrained.extract_features`, scaled by NORM:
     :func:`kdcrowd.models.pretrained.normalise_features`; without ``norm``, as they come) or ``{"kind": "text",
     "text_column": NAME, "featurizer": STATE}`` (:meth:`kdcrowd.data.texts.TextFeaturizer.to_state`).
-    ``spreading``: ``None``, or with label spreading (``clf.spreading_``) the fitted items'
+    ``image_ids``: the id style of the image files ``kdcrowd fit`` trained on (``stem``,
+    ``name`` or ``path``; ``None`` for other items), which ``kdcrowd predict`` names images
+    by. ``spreading``: ``None``, or with label spreading (``clf.spreading_``) the fitted items'
     ``features`` and classifier probabilities (``anchors``: ``clf.classifier_proba_``) and the graph's ``neighbours``
     and ``alpha``, so that new items are spread over the graph of the fitted items and
     themselves as the fitted model does (:func:`kdcrowd.spreading.spread_new`).
@@ -108,6 +110,7 @@ def save_model(path: str | Path, clf: Any) -> None:
         "transition_matrices": None if trans is None else torch.as_tensor(np.asarray(trans, dtype=np.float32)),
         "versions": {str(k): str(v) for k, v in clf.metrics_.get("versions", {}).items()},
         "inputs": _check_inputs(getattr(clf, "input_transform_", None)),
+        "image_ids": getattr(clf, "image_id_style_", None),  # how `kdcrowd fit` named the image files (stem, name, path)
         "spreading": _spreading_state(clf),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -296,4 +299,5 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     predictor.item_shape = item_shape  # type: ignore[attr-defined]
     predictor.feature_names = ck.get("feature_names")  # type: ignore[attr-defined]
     predictor.inputs = ck.get("inputs")  # type: ignore[attr-defined]  # see save_model
+    predictor.image_ids = ck.get("image_ids")  # type: ignore[attr-defined]  # None: not recorded (stem)
     return predictor

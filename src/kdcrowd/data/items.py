@@ -332,6 +332,7 @@ def _rgb(im: Any) -> Any:
 
     # the orientation tag read and applied here: ImageOps.exif_transpose writes the EXIF back
     # out, which raised struct.error on a mistyped tag of a file Pillow reads well
+    im.load()  # first: Pillow's TIFF reader turns the picture upright when it loads it, and drops the tag
     try:
         turn = _orientations().get(im.getexif().get(0x0112))
     except (OSError, ValueError, SyntaxError, TypeError, KeyError, struct.error):  # EXIF past repair: as stored
@@ -480,11 +481,8 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
 def _whole_number_text(v: str) -> str:
     """``v`` as the crowd labels' reader writes the number it spells (``"1.0"`` → ``"1"``),
     or ``v`` where it spells no whole number."""
-    try:
-        f = float(v)
-    except ValueError:
-        return v
-    return _text_of(f) if math.isfinite(f) and f.is_integer() else v
+    f = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]  # as pandas reads a number (not 1_0, nor ١)
+    return _text_of(float(f)) if pd.notna(f) and math.isfinite(f) and float(f).is_integer() else v
 
 
 def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images",
