@@ -394,6 +394,16 @@ def test_help_shows_the_extras_names_with_their_brackets() -> None:
     assert "[default: 1]" in r.output
 
 
+def test_help_speaks_of_options_not_python() -> None:
+    """fit's and run's help had Python-only alternatives (a Student subclass, a key of
+    CROWD_MODELS), None and field names where the options are meant."""
+    for command in ("fit", "run"):
+        text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"}).output
+        for python in ("CROWD_MODELS", "crowd-model module", "subclass", "(None)", "cuda_graphs", "(head_recipe)"):
+            assert python not in text, (command, python)
+        assert "(--head-recipe)" in text and "unset: on for CUDA" in text
+
+
 def test_aggregate_max_iter_bounds_the_iterative_methods(tmp_path: Path) -> None:
     """--max-iter reaches an iterative method as its n_iter (M-MSR's default is crowd-kit's
     10 000, without a limit on the command line before); a vote-counting method refuses it."""
@@ -415,3 +425,29 @@ def test_aggregate_max_iter_bounds_the_iterative_methods(tmp_path: Path) -> None
     for args, needle in ((["--method", "wawa", "--max-iter", "5"], "--max-iter bounds an iterative method"), (["--method", "ds", "--max-iter", "0"], "--max-iter must be at least 1")):
         res = runner.invoke(app, ["aggregate", "--annotations", str(src), "--out", str(tmp_path / "x.csv"), *args])
         assert res.exit_code == 2 and needle in " ".join(res.output.split()), res.output
+
+
+def test_demo_and_plot_errors_are_one_line(tmp_path: Path) -> None:
+    """demo and plot had no error handling: a bad value printed a traceback and exited 1 (demo
+    with --out a file trained its first method before failing); --n-workers -1 dropped a
+    worker silently; predict's messages name a folder as a folder and quote no unsafe advice;
+    a bad --duplicates lists the policies as words."""
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "a.csv").write_text("item,worker,label\ni,w,x\n")
+    for args, message in ((["demo", "--epochs", "0"], "--epochs must be at least 1"),
+                          (["demo", "--workers", "bogus"], "bogus"),
+                          (["demo", "--device", "bogus"], "--device"),
+                          (["demo", "--seed", "-1"], "--seed must be at least 0"),
+                          (["demo", "--out", str(tmp_path / "file"), "--epochs", "1"], "is a file, not a folder"),
+                          (["plot", "memorization", str(tmp_path / "missing")], "no metrics.json"),
+                          (["plot", "memorization", str(tmp_path / "file")], "is not a metrics.json written by kdcrowd"),
+                          (["plot", "workers", str(tmp_path / "missing")], "transitions.npz"),
+                          (["plot", "workers", str(tmp_path), "--n-workers", "-1"], "--n-workers must be at least 1"),
+                          (["plot", "workers", str(tmp_path), "--out", str(tmp_path / "file" / "fig")], "is a file, not a folder"),
+                          (["predict", "--model", str(tmp_path), "--features", str(tmp_path / "file"), "--out", str(tmp_path / "p.csv")], f"is a folder; give the model file in it, e.g. {tmp_path / 'model.pt'}"),
+                          (["predict", "--model", str(tmp_path / "file"), "--features", str(tmp_path / "file"), "--out", str(tmp_path / "p.csv")], "is not a model file written by `kdcrowd fit`"),
+                          (["aggregate", "--annotations", str(tmp_path / "a.csv"), "--duplicates", "bogus", "--out", str(tmp_path / "b.csv")], "use one of error, first, last, keep")):
+        r = runner.invoke(app, args)
+        text = " ".join(r.output.split())
+        assert r.exit_code == 2 and message in text and "Traceback" not in text and "weights_only" not in text, (args, r.output)
+    assert not (tmp_path / "file.png").exists()

@@ -291,9 +291,29 @@ def with_spreading_options(func: Any) -> Any:
     return _with_options(func, spreading_options())
 
 
+#: Phrases of the configurations' docstrings that speak of Python objects (the estimator and
+#: the torch modules take them), left out of the command-line help.
+_PYTHON_ONLY = (" (a key of CROWD_MODELS) or a crowd-model module", " or a Student subclass", " (cuda_graphs)")
+
+
+def _cli_help(text: str, names: Any) -> str:
+    """A configuration field's docstring as command-line help: Python-only alternatives left
+    out, ``unset (None)`` as ``unset``, and a field named in parentheses as its option."""
+    import re
+
+    for phrase in _PYTHON_ONLY:
+        text = text.replace(phrase, "")
+    text = text.replace("unset (None)", "unset")
+    return re.sub(r"\(([a-z][a-z0-9_]*)\)", lambda m: f"(--{m.group(1).replace('_', '-')})" if m.group(1) in names else m.group(0), text)
+
+
 def _with_options(func: Any, options: list[Any]) -> Any:
     import inspect
     import typing
+
+    from .doors import door_options, spreading_options
+
+    names = {o.name for o in (*door_options(), *spreading_options())}
 
     sig = inspect.signature(func)
     hints = typing.get_type_hints(func)
@@ -306,7 +326,7 @@ def _with_options(func: Any, options: list[Any]) -> Any:
             name, tp = o.name, o.type
             flag = "--" + o.name.replace("_", "-")
             decls = [f"{flag}/--no-{o.name.replace('_', '-')}"] if o.type in (bool, Optional[bool]) else [flag]
-            default = typer.Option(o.default, *decls, help=escape(o.help))  # help is rich markup: kdcrowd[pretrained] would lose its brackets
+            default = typer.Option(o.default, *decls, help=escape(_cli_help(o.help, names)))  # help is rich markup: kdcrowd[pretrained] would lose its brackets
         added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=tp))
         annotations[name] = tp
     # typer reads the parameters from the signature and their types from __annotations__
@@ -528,21 +548,30 @@ def demo(
     majority vote must fail; the table shows how the baselines, the crowd models and
     KD-Crowd recover the true labels and the workers' confusion matrices.
     """
+    from .config import cli_style, option_style
     from .data.datasets import load_dataset
     from .methods import run_on_dataset
+    from .outdir import check_out_dir
 
-    ds = load_dataset("digits", workers=workers, seed=seed)
     rows = []
     teacher = None  # the Max-MIG run, reused as KD-Crowd's teacher (same seed and settings)
-    for method in DEMO_METHODS:
-        options: dict[str, Any] = {"teacher": "maxmig", "kd": "mig-kl"} if method == "kdcrowd" else {}
-        cfg = _run_config("digits", method, workers, epochs, 128, 3e-3, seed, device, "auto", options, progress=False)
-        console.print(f"[bold]{method}[/bold] …")
-        metrics, output = run_on_dataset(ds, cfg, pretrained_teacher=teacher if method == "kdcrowd" else None)
-        if method == "maxmig":
-            teacher = (output.module.model, output.fit)
-        write_json(out / method / "metrics.json", metrics)
-        rows.append(metrics)
+    try:  # one error line naming the option, before anything trains where it can be told
+        check_out_dir(out)
+        if seed < 0:
+            raise ValueError(f"--seed must be at least 0; got {seed}")
+        with option_style(cli_style):
+            cfgs = {method: _run_config("digits", method, workers, epochs, 128, 3e-3, seed, device, "auto",
+                                        {"teacher": "maxmig", "kd": "mig-kl"} if method == "kdcrowd" else {}, progress=False) for method in DEMO_METHODS}
+            ds = load_dataset("digits", workers=workers, seed=seed)
+            for method, cfg in cfgs.items():
+                console.print(f"[bold]{method}[/bold] …")
+                metrics, output = run_on_dataset(ds, cfg, pretrained_teacher=teacher if method == "kdcrowd" else None)
+                if method == "maxmig":
+                    teacher = (output.module.model, output.fit)
+                write_json(out / method / "metrics.json", metrics)
+                rows.append(metrics)
+    except USER_ERRORS as e:
+        _fail(str(e))
     console.print(results_table(rows, f"digits, {ds.annotations.n_workers} simulated workers ({workers}), seed {seed}"))
     console.print(f"metrics in {escape(str(out))}/<method>/metrics.json", soft_wrap=True, highlight=False)
 
@@ -1204,7 +1233,12 @@ def plot_memorization_cmd(
     """Memorization of wrong annotations vs epochs, mean ± 1 std over workers, one curve per run."""
     from .report.plots import plot_memorization
 
-    for p in plot_memorization(run_dirs, out, title=title):
+    try:
+        _check_plot_out(out)
+        paths = plot_memorization(run_dirs, out, title=title)
+    except USER_ERRORS as e:
+        _fail(str(e))
+    for p in paths:
         console.print(f"wrote {escape(str(p))}", soft_wrap=True, highlight=False)
 
 
@@ -1217,8 +1251,24 @@ def plot_workers_cmd(
     """True vs estimated worker matrices."""
     from .report.plots import plot_workers
 
-    for p in plot_workers(run_dir, out, n_workers=n_workers):
+    try:
+        if n_workers < 1:  # a negative count had dropped the last workers from the slice
+            raise ValueError(f"--n-workers must be at least 1; got {n_workers}")
+        _check_plot_out(out)
+        paths = plot_workers(run_dir, out, n_workers=n_workers)
+    except USER_ERRORS as e:
+        _fail(str(e))
+    for p in paths:
         console.print(f"wrote {escape(str(p))}", soft_wrap=True, highlight=False)
+
+
+def _check_plot_out(out: Path) -> None:
+    """``--out``, a stem the plots add .png and .svg to: a name, in a folder that can be made."""
+    from .outdir import check_out_file
+
+    if not out.name:
+        raise ValueError(f"--out {str(out)!r} names no file; give a stem such as --out figures/workers")
+    check_out_file(out.with_name(out.name + ".png"), example="workers")
 
 
 @app.command()

@@ -232,6 +232,8 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
 
     device = resolve_device(device)
 
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a folder; give the model file in it, e.g. {Path(path) / 'model.pt'} (what `kdcrowd fit --out DIR` wrote into DIR)")
     if not Path(path).is_file():
         raise FileNotFoundError(f"model file not found: {path}; give the model.pt that `kdcrowd fit --out DIR` wrote into DIR")
     damaged = _damaged_member(path)
@@ -239,8 +241,10 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
         raise ValueError(f"{path} is truncated or damaged ({damaged}); give the model.pt that `kdcrowd fit --out DIR` wrote, copied whole")
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"{path} holds objects other than tensors and plain values, which kdcrowd does not load (it is not a model file written by `kdcrowd fit`): {str(e).splitlines()[0][:200]}") from e
+    except pickle.UnpicklingError as e:  # torch's own text advises loading unsafely: only its line saying what was found is kept
+        found = next((ln.strip() for ln in str(e).splitlines() if ln.strip().startswith("Unsupported")), "")
+        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`: torch.load, which kdcrowd lets read only tensors and plain values, could not read it"
+                         + (f" ({found[:160]})" if found else "")) from e
     except (RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError) as e:  # a non-archive file read as a pickle: IndexError, KeyError
         detail = " ".join(f"{type(e).__name__}: {e}".split())
         if len(detail) > 160:  # cut at a word, not inside one

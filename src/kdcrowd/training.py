@@ -111,7 +111,7 @@ class TrainConfig:
     amp: bool | None = None
     """bf16 autocast (mixed precision); unset (``None``): on for CUDA, off for CPU."""
     augment: bool = True
-    """Random crop (padding = 1/8 of the side) and horizontal flip for images."""
+    """Random crop (padding = 1/8 of the short side) and horizontal flip for images."""
     flip: bool = True
     """Horizontal flips in augmentation (off for data where they change the class)."""
     flip_schedule: Literal["random", "alternating"] = "random"
@@ -121,7 +121,7 @@ class TrainConfig:
     image both ways."""
     crop_padding: int | None = bounded(None, ge=0)
     """Padding (reflect) of the random-crop translation in pixels; unset (``None``): 1/8 of
-    the image side (4 on CIFAR); airbench uses 2; 0 turns translation off."""
+    the image's short side (4 on CIFAR); airbench uses 2; 0 turns translation off."""
     tta: Literal["none", "flip", "flip-translate"] = "none"
     """Test-time augmentation of every prediction (validation, the training-item predictions
     between stages, test): ``flip`` averages the probabilities of each image and its mirror

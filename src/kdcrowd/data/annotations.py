@@ -86,7 +86,7 @@ def check_duplicates_policy(duplicates: str) -> None:
     """Raise :class:`AnnotationError` unless ``duplicates`` is one of the policies for
     repeated (item, worker) pairs: error, first, last or keep."""
     if duplicates not in _DUPLICATE_POLICIES:
-        raise AnnotationError(f"duplicates={duplicates!r} is not a policy; use one of {_DUPLICATE_POLICIES}.")
+        raise AnnotationError(f"duplicates={duplicates!r} is not a policy; use one of {', '.join(_DUPLICATE_POLICIES)}.")
 
 
 def _as_int64(arr: np.ndarray) -> np.ndarray:

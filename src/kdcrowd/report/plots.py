@@ -39,7 +39,10 @@ def load_run(run_dir: str | Path | dict[str, Any]) -> dict[str, Any]:
     p = p / "metrics.json" if p.is_dir() else p
     if not p.exists():
         raise FileNotFoundError(f"no metrics.json in {run_dir}; pass directories written by `kdcrowd run --out DIR`")
-    return json.loads(p.read_text())
+    try:
+        return json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # (json's error is a ValueError)
+        raise ValueError(f"{p} is not a metrics.json written by kdcrowd ({type(e).__name__}: {e})") from None
 
 
 def stage_histories(metrics: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], int | None]]:
