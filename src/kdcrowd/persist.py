@@ -241,10 +241,10 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
         raise ValueError(f"{path} is truncated or damaged ({damaged}); give the model.pt that `kdcrowd fit --out DIR` wrote, copied whole")
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:  # torch's own text advises loading unsafely: only its line saying what was found is kept
-        found = next((ln.strip() for ln in str(e).splitlines() if ln.strip().startswith("Unsupported")), "")
-        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`: torch.load, which kdcrowd lets read only tensors and plain values, could not read it"
-                         + (f" ({found[:160]})" if found else "")) from e
+    except pickle.UnpicklingError as e:  # torch's own text advises loading unsafely: only what it found is kept
+        found = next((ln.strip()[ln.strip().index("Unsupported"):].split(". ")[0] for ln in str(e).splitlines() if "Unsupported" in ln), "")
+        what = "holds objects other than tensors and plain values, which kdcrowd does not load" if "global" in found else "could not be read as tensors and plain values"
+        raise ValueError(f"{path} is not a model file written by `kdcrowd fit`: it {what}" + (f" (torch.load: {found[:120]})" if found else "")) from e
     except (RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError) as e:  # a non-archive file read as a pickle: IndexError, KeyError
         detail = " ".join(f"{type(e).__name__}: {e}".split())
         if len(detail) > 160:  # cut at a word, not inside one
