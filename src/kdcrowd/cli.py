@@ -1233,13 +1233,7 @@ def plot_memorization_cmd(
     """Memorization of wrong annotations vs epochs, mean ± 1 std over workers, one curve per run."""
     from .report.plots import plot_memorization
 
-    try:
-        _check_plot_out(out)
-        paths = plot_memorization(run_dirs, out, title=title)
-    except USER_ERRORS as e:
-        _fail(str(e))
-    for p in paths:
-        console.print(f"wrote {escape(str(p))}", soft_wrap=True, highlight=False)
+    _write_plot(out, lambda: plot_memorization(run_dirs, out, title=title))
 
 
 @plot_app.command("workers")
@@ -1251,24 +1245,25 @@ def plot_workers_cmd(
     """True vs estimated worker matrices."""
     from .report.plots import plot_workers
 
+    if n_workers < 1:  # a negative count had dropped the last workers from the slice
+        _fail(f"--n-workers must be at least 1; got {n_workers}")
+    _write_plot(out, lambda: plot_workers(run_dir, out, n_workers=n_workers))
+
+
+def _write_plot(out: Path, draw: Any) -> None:
+    """Check ``--out`` (a stem the plots add .png and .svg to: a name, in a folder that can
+    be made), run ``draw()`` and name the files it wrote; a user error is one line."""
+    from .outdir import check_out_file
+
     try:
-        if n_workers < 1:  # a negative count had dropped the last workers from the slice
-            raise ValueError(f"--n-workers must be at least 1; got {n_workers}")
-        _check_plot_out(out)
-        paths = plot_workers(run_dir, out, n_workers=n_workers)
+        if not out.name:
+            raise ValueError(f"--out {str(out)!r} names no file; give a stem such as --out figures/workers")
+        check_out_file(out.with_name(out.name + ".png"), example="workers")
+        paths = draw()
     except USER_ERRORS as e:
         _fail(str(e))
     for p in paths:
         console.print(f"wrote {escape(str(p))}", soft_wrap=True, highlight=False)
-
-
-def _check_plot_out(out: Path) -> None:
-    """``--out``, a stem the plots add .png and .svg to: a name, in a folder that can be made."""
-    from .outdir import check_out_file
-
-    if not out.name:
-        raise ValueError(f"--out {str(out)!r} names no file; give a stem such as --out figures/workers")
-    check_out_file(out.with_name(out.name + ".png"), example="workers")
 
 
 @app.command()
