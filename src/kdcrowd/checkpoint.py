@@ -47,6 +47,7 @@ __all__ = [
     "json_plain",
     "module_digest",
     "read_training_checkpoint",
+    "saved_seed",
     "save_training_checkpoint",
     "training_checkpoint",
     "training_fingerprint",
@@ -103,6 +104,19 @@ def data_digest(ds: Any) -> dict[str, Any]:
     if getattr(ds, "gold", None) is not None:  # gold questions change every stage's targets
         parts.append(ds.gold)
     return {"name": ds.name, "n_train": len(ds.x_train), "digest": digest(*parts)}
+
+
+def saved_seed(directory: str | Path | None) -> int | None:
+    """The seed of the run whose checkpoints ``directory`` holds (its ``state.json``, see
+    :class:`StageCheckpoints`), or ``None`` (no folder, none saved, or not readable: the
+    folder's own check says why when the run resumes)."""
+    if directory is None:
+        return None
+    try:
+        seed = json.loads((Path(directory) / "state.json").read_text())["settings"]["run"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 class StageCheckpoints:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .io import process_start, write_json
+from .io import atomic_file, process_start, write_json
 
 #: Ctrl-C anywhere exits with status 130 (typer); the statuses are listed in kdcrowd.cli_checks.EXIT_CODES.
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
@@ -311,10 +311,7 @@ def _with_options(func: Any, options: list[Any]) -> Any:
     import inspect
     import typing
 
-    from .doors import door_options, spreading_options
-
-    names = {o.name for o in (*door_options(), *spreading_options())}
-
+    names = {o.name for o in options}  # a field a help names in parentheses is one of its own group's
     sig = inspect.signature(func)
     hints = typing.get_type_hints(func)
     own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
@@ -1175,7 +1172,7 @@ def predict(
         else:
             frozen = inputs.get("backbone") if inputs.get("kind") == "image-features" else None
             size = int(inputs["image_size"]) if frozen else predictor.item_shape[0] if images is not None else 0
-            ids, load, described, _, columns, _ = _load_items(features, images, item_ids, size, image_ids or getattr(predictor, "image_ids", None) or "stem", [])
+            ids, load, described, _, columns, _ = _load_items(features, images, item_ids, size, image_ids or predictor.image_ids or "stem", [])
             X = load()
             if frozen:  # the predictor scales them as at fit (load_predictor)
                 X = _frozen_features(X, frozen, device)
@@ -1192,8 +1189,6 @@ def predict(
 
 def _write_csv(frame: Any, out: Path) -> None:
     """``frame`` as CSV at ``out``, whole or not at all (a stop while writing keeps an earlier file)."""
-    from .io import atomic_file
-
     with atomic_file(out, encoding="utf-8", newline="") as f:
         frame.to_csv(f, index=False)
 
@@ -1214,8 +1209,6 @@ def save_transitions(out: Path, output: Any) -> None:
         if mask is not None:
             arrays["row_mask"] = mask
     out.mkdir(parents=True, exist_ok=True)
-    from .io import atomic_file
-
     with atomic_file(out / "transitions.npz", "wb") as f:  # whole or not at all
         np.savez_compressed(f, **arrays)
 

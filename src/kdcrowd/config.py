@@ -32,6 +32,7 @@ __all__ = [
     "from_mapping",
     "literal_choices",
     "option_defaults",
+    "stands_for",
     "unknown_key_error",
 ]
 
@@ -178,6 +179,12 @@ def _plain_value(v: Any, tp: type) -> Any:
     if isinstance(v, os.PathLike):
         return os.fspath(v)
     return str(v) if type(v).__module__ == "torch" and type(v).__name__ == "device" else _NOT
+
+
+def stands_for(v: Any, tp: type) -> bool:
+    """Whether ``v`` is taken as a value of ``tp`` (``bool``, ``int``, ``float`` or ``str``),
+    as the configurations take it: for a bool, a bool, numpy's or 0/1 (:func:`_plain_value`)."""
+    return _plain_value(v, tp) is not _NOT
 
 
 def _plain_hint(tp: Any) -> type | None:

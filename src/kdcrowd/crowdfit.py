@@ -18,18 +18,17 @@ command's start). scikit-learn is still imported where its functions are used: a
 
 from __future__ import annotations
 
-import json
 import numbers
 import time
 import warnings
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError
+from .checkpoint import saved_seed
+from .config import ConfigError, stands_for
 from .doors import door_options, settings_from_options, spreading_options
 from .models.backbones import IMAGE_FEATURE_MODES
 
@@ -68,22 +67,11 @@ def _row_numbers(index: pd.Index) -> bool:
     return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
 
 
-
-def _saved_seed(checkpoint_dir: Any) -> int | None:
-    """The seed of the run whose checkpoints ``checkpoint_dir`` holds (its state.json), if any."""
-    if checkpoint_dir is None:
-        return None
-    try:
-        seed = json.loads((Path(checkpoint_dir) / "state.json").read_text())["settings"]["run"]["seed"]
-    except (OSError, ValueError, KeyError, TypeError):  # none, or not readable: the checkpoints' own check says so
-        return None
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
-
-
 def _warn_one_column() -> None:
     """scikit-learn reads a column vector as labels; here it is one worker's class indices."""
     warnings.warn("y of shape (N, 1) is read as one worker's wide matrix of class indices 0..K-1 (-1 or NaN: no label); "
                   "for one label per row pass a 1-D y, or give classes=[...] to name the indices", UserWarning, stacklevel=4)
+
 
 class NotFitted(ValueError, AttributeError):
     """Predicting with a :class:`CrowdFit` before :meth:`~CrowdFit.fit` (the bases of
@@ -275,7 +263,7 @@ class CrowdFit:
             if not 0 <= rs < 2**32:
                 raise ConfigError(f"random_state must be in 0..{2**32 - 1} (a seed), or None or a numpy RandomState; got {rs}")
             return int(rs)
-        saved = _saved_seed(self.checkpoint_dir) if rs is None else None
+        saved = saved_seed(self.checkpoint_dir) if rs is None else None
         if saved is not None:  # a fit started again continues its checkpoints, which a new seed would refuse
             return saved
         from sklearn.utils import check_random_state
@@ -331,11 +319,11 @@ class CrowdFit:
         frac = self.validation_fraction
         if not isinstance(frac, numbers.Real) or not 0 <= frac < 1:
             raise ValueError(f"validation_fraction must be in [0, 1); got {frac!r}")
-        # estimator-only flags, no config dataclass checks them: a bool, numpy's, or 0/1 as the
-        # bool options take; verbose any integer (scikit-learn's convention)
+        # estimator-only flags, no config dataclass checks them: taken as the bool options take
+        # them; verbose also any integer (scikit-learn's convention)
         for flag in ("track_memorization", "verbose"):
             v = getattr(self, flag)
-            if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and (flag == "verbose" or v in (0, 1)))):
+            if not (stands_for(v, bool) or (flag == "verbose" and stands_for(v, int))):
                 raise ConfigError(f"{flag} must be true or false; got {v!r}")
         if self.method == "clean":
             raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")

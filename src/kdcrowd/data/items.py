@@ -20,7 +20,6 @@ message names the file, the offending rows or files, and how to fix it.
 
 from __future__ import annotations
 
-import math
 import os
 import struct
 import unicodedata
@@ -38,7 +37,6 @@ from .readers import (  # noqa: F401 - read_annotation_frame, LONG_TABLE_WORDS a
     _read_table,
     _require_file,
     _separator_hint,
-    _text_of,
     _wide_to_long,
     read_annotation_frame,
 )
@@ -222,12 +220,13 @@ def align_feature_columns(X: np.ndarray, columns: Sequence[str] | None, expected
 # ----------------------------------------------------------------------------- images
 
 
-def _visible_files(root: Path) -> list[Path]:
-    """The files under ``root``, linked folders followed (each real folder once, so a link
-    to a folder above cannot loop), hidden files and folders (``.name``) left out; broken
-    links are listed as files."""
+def _visible_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """The files under ``root`` and the broken links among its names, linked folders
+    followed (each real folder once, so a link to a folder above cannot loop), hidden files
+    and folders (``.name``) left out."""
     seen: set[str] = set()
-    out: list[Path] = []
+    files: list[Path] = []
+    broken: list[Path] = []
     for top, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(top)
         if real in seen:
@@ -235,9 +234,14 @@ def _visible_files(root: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        # a broken link stays in, for list_image_files to name it (it had been left out silently)
-        out += [Path(top) / n for n in names if not n.startswith(".") and (os.path.isfile(p := os.path.join(top, n)) or not os.path.exists(p))]
-    return out
+        for n in names:
+            if not n.startswith("."):
+                p = os.path.join(top, n)
+                if os.path.isfile(p):
+                    files.append(Path(p))
+                elif not os.path.exists(p):  # a link to nothing: named by list_image_files (it had been left out silently)
+                    broken.append(Path(p))
+    return files, broken
 
 
 def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
@@ -253,9 +257,9 @@ def list_image_files(directory: str | os.PathLike[str]) -> list[Path]:
         raise FileNotFoundError(f"image folder not found: {root} (absolute: {root.absolute()}); check the path")
     if not root.is_dir():
         raise ValueError(f"--images must be a folder of image files; {root} is a file")
-    visible = _visible_files(root)
-    broken = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES and not p.exists()]
-    files = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES and p.exists()]
+    visible, links = _visible_files(root)
+    broken = [p for p in links if p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
     other = [p for p in visible if p.suffix.lower() in _UNSUPPORTED_IMAGE_SUFFIXES]
     import warnings
 
@@ -478,13 +482,6 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     return item_labels_from_frame(df, path, item_ids, classes, items_are, fold_case=fold_case)
 
 
-def _whole_number_text(v: str) -> str:
-    """``v`` as the crowd labels' reader writes the number it spells (``"1.0"`` → ``"1"``),
-    or ``v`` where it spells no whole number."""
-    f = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]  # as pandas reads a number (not 1_0, nor ١)
-    return _text_of(float(f)) if pd.notna(f) and math.isfinite(f) and float(f).is_integer() else v
-
-
 def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images",
                            fold_case: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """:func:`read_item_labels` of a table already read (e.g. a platform export's gold
@@ -520,9 +517,9 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
         lb_folded = lb.astype(str).str.casefold()
         if fold_case and folded.is_unique:  # 'Cat' is the class 'cat' when the crowd's labels were folded
             cls = np.where(cls < 0, folded.get_indexer(lb_folded.to_numpy(dtype=object)), cls)
-    if (cls < 0).any():  # '1.0', how pandas writes a float label column, is the class 1, as in the crowd labels
-        left = np.flatnonzero(cls < 0)
-        cls[left] = class_text.get_indexer([_whole_number_text(v) for v in lb.iloc[left].tolist()])
+    if (cls < 0).any():  # '1.0', how pandas writes a float label column, is the class 1, as in the crowd labels:
+        left = np.flatnonzero(cls < 0)  # the numbers pandas reads (not 1_0, nor ١), written as the crowd labels' reader writes them
+        cls[left] = class_text.get_indexer(_as_text(pd.to_numeric(lb.iloc[left], errors="coerce")).to_numpy(dtype=object))
     bad = np.flatnonzero(cls < 0)
     if bad.size:
         shown = [f"row {r} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]

@@ -826,10 +826,9 @@ def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
     img = _image_input(df, inputs)
     has_worker = df["ASSIGNMENT:worker_id"].str.strip() != ""
     rows = _Rows("toloka")
-    rows.skip("no worker", int((~has_worker).sum()))
-    rows.n_read += int((~has_worker).sum())  # read, then skipped, as every reader counts them
-    if not rows.skipped["no worker"]:
-        del rows.skipped["no worker"]
+    if no_worker := int((~has_worker).sum()):  # read, then skipped, as every reader counts them
+        rows.n_read += no_worker
+        rows.skip("no worker", no_worker)
     df = df[has_worker]
     if "ASSIGNMENT:task_id" in cols:
         ids = df["ASSIGNMENT:task_id"].tolist()
