@@ -14,7 +14,8 @@ difference from the baseline's, on validation and on test: what a choice between
 is made on (validation) beside what it gives (test). With ``--stage NAME``, per KD-Crowd label
 also that stage's accuracy (``student``, ``stage2`` or ``ensemble``, the two averaged: the
 ``stages`` of its rows) and its paired differences from the row's final predictor, on
-validation (last epoch) and on test.
+validation (last epoch) and on test, and per seed its test accuracy exactly beside the
+final predictor's and ``--baseline``'s.
 
 Rounding: one decimal, half up, of the exact decimal value. Test accuracies are counts over the
 test set (multiples of 1/4000 on the CIFAR-10N split), so a gain such as 5.25 points is exact and
@@ -170,6 +171,34 @@ def stage_lines(merged: dict[str, Any], stage: str) -> list[str]:
     return out
 
 
+def _exact_text(x: Decimal) -> str:
+    """A percentage exactly, without trailing zeros (89.575, 88.9)."""
+    return format(x.normalize(), "f")
+
+
+def stage_seed_lines(merged: dict[str, Any], stage: str, baseline: str) -> list[str]:
+    """Per label whose rows record ``stage``: per seed, that stage's last-epoch test accuracy
+    exactly, the row's final predictor's, ``baseline``'s run of the same seed and the
+    stage's difference from it (the per-seed table of docs/RESULTS.md §7g)."""
+    base = by_label(merged["runs"]).get(baseline, {})
+    out = []
+    for label, runs in by_label(merged["runs"]).items():
+        seeds = [s for s in sorted(runs) if ((runs[s].get("stages") or {}).get(stage) or {}).get("test_accuracy") is not None]
+        if not seeds:
+            continue
+        parts, diffs = [], []
+        for s in seeds:
+            t = pct(runs[s]["stages"][stage]["test_accuracy"])
+            vs = ""
+            if s in base:
+                b = pct(base[s]["test_accuracy"])
+                diffs.append(t - b)
+                vs = f", {baseline} {_exact_text(b)}: {'+' if t >= b else '−'}{_exact_text(abs(t - b))}"
+            parts.append(f"seed {s}: {_exact_text(t)} (final {_exact_text(pct(runs[s]['test_accuracy']))}{vs})")
+        out.append(f"{label}, its {stage}, test per seed: " + "; ".join(parts) + (f"; minus {baseline}: {_diffs(diffs)}" if diffs else ""))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("merged", type=Path, help="a file written by protocol.py --merge (or a protocol.py --out file)")
@@ -189,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print(*val, sep="\n")
     for stage in args.stage:
-        if lines := stage_lines(merged, stage):
+        if lines := stage_lines(merged, stage) + stage_seed_lines(merged, stage, args.baseline):
             print()
             print(*lines, sep="\n")
 

@@ -73,6 +73,9 @@ def test_stage_lines_pair_a_stage_with_the_final_predictor() -> None:
     assert line == ("kdcrowd(x), its ensemble, seeds 0–1: test 55.5 ± 6.4, validation 65.5 ± 7.8; minus the final predictor (stage2): "
                     "validation +0.5 ± 0.7 (higher on 1, equal on 1 of 2), test +0.4 ± 0.9 (higher on 1, equal on 0 of 2)")
     assert protocol_table.stage_lines(merged, "student") == []  # no validation accuracy recorded: nothing to pair
+    # per seed, exactly: the stage, the row's final predictor, the baseline of the same seed and the difference
+    assert protocol_table.stage_seed_lines(merged, "ensemble", "x") == [
+        "kdcrowd(x), its ensemble, test per seed: seed 0: 60 (final 60.25, x 50: +10); seed 1: 51 (final 50); minus x: +10.0 (higher on 1, equal on 0 of 1)"]
 
 
 def test_a_kd_row_pairs_with_the_teacher_run_it_distilled() -> None:
