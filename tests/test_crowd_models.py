@@ -824,5 +824,9 @@ def test_training_posteriors_in_slices_equal_the_whole(spec, monkeypatch):
     cfg = TrainConfig(progress=False)
     whole = objectives.crowd_outputs(model, data, w, y, cfg)[1]
     monkeypatch.setattr(objectives, "POSTERIOR_ELEMENTS", 6 * k * k * 4)  # slices of 4 items
+    sizes = []
+    real = model.posterior
+    monkeypatch.setattr(model, "posterior", lambda log_p, ws, ys: sizes.append(len(log_p)) or real(log_p, ws, ys))
     sliced = objectives.crowd_outputs(model, data, w, y, cfg)[1]
     assert torch.equal(sliced, whole) and sliced.shape == (n, k)
+    assert sizes == [4, 4, 4, 4, 4, 3]  # sliced indeed: no call holds more than 4 items' matrices
