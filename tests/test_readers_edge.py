@@ -73,6 +73,45 @@ def test_wide_table_whose_id_column_is_ambiguous_is_refused(tmp_path: Path) -> N
     assert set(df["worker"]) == {"path", "w1"}  # the user's choice
 
 
+def test_wide_table_with_numbered_annotator_columns_is_wide(tmp_path: Path) -> None:
+    # 'annotator' in the headers made it a long table, refused for want of worker/label columns
+    df, _ = frame_of(tmp_path, "item,annotator_1,annotator_2,Annotator 3\na,cat,dog,cat\nb,dog,dog,\nc,cat,cat,cat\n")
+    assert set(df["worker"]) == {"annotator_1", "annotator_2", "Annotator 3"} and len(df) == 8
+    assert df[df["item"] == "a"]["label"].tolist() == ["cat", "dog", "cat"]
+    # a long table still names its columns: one unnumbered word marks it long
+    df, _ = frame_of(tmp_path, "item,annotator,label\na,u1,cat\nb,u2,dog\n")
+    assert set(df.columns) >= {"item", "annotator", "label"}
+
+
+def test_wide_table_with_an_item_column_and_two_others_says_how_it_was_read(tmp_path: Path) -> None:
+    # a long table whose worker and label columns have other names read silently as two workers
+    df, warned = frame_of(tmp_path, "item,coder,code\na,c1,pos\nb,c1,neg\nc,c1,neg\n")
+    assert set(df["worker"]) == {"coder", "code"}
+    assert len(warned) == 1 and "read as a wide table" in warned[0] and "name its columns item, worker, label" in warned[0]
+    _, warned = frame_of(tmp_path, "item,w1,w2,w3\na,cat,dog,cat\nb,dog,dog,cat\n")
+    assert warned == []  # three workers: a wide table's layout
+
+
+def test_wide_table_minus_one_is_no_label_among_text_labels(tmp_path: Path) -> None:
+    # the help's "blank or -1 for no label" held only where every label was a number
+    df, _ = frame_of(tmp_path, "item,alice,bob,carol\na,cat,dog,-1\nb,dog,-1,dog\nc,-1,cat,cat\n")
+    assert sorted(set(df["label"])) == ["cat", "dog"] and len(df) == 6
+    assert df[df["item"] == "a"]["worker"].tolist() == ["alice", "bob"]
+
+
+def test_wide_table_id_column_with_fewer_rows_than_classes_is_found_by_its_values(tmp_path: Path) -> None:
+    # 3 rows, 4 classes: the ids were no more than the labels, so 'photo' became a worker
+    df, warned = frame_of(tmp_path, "photo,alice,bob,carol\nimg1,cat,dog,bird\nimg2,cat,cat,fish\nimg3,dog,bird,fish\n")
+    assert set(df["worker"]) == {"alice", "bob", "carol"} and df["item"].unique().tolist() == ["img1", "img2", "img3"]
+    assert len(warned) == 1 and "--item-column photo" in warned[0]
+
+
+def test_wide_table_without_ids_says_its_items_are_row_numbers(tmp_path: Path) -> None:
+    df, warned = frame_of(tmp_path, "w1,w2,w3\ncat,dog,cat\ndog,dog,cat\n")
+    assert df["item"].unique().tolist() == ["0", "1"]
+    assert len(warned) == 1 and "named by their row numbers, 0 to 1" in warned[0] and "--item-column" in warned[0]
+
+
 # ----------------------------------------------------------------------------- repeated header names
 
 

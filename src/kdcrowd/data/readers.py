@@ -497,9 +497,12 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
                 df = df.drop(columns=[c for c in ("item", "task") if c in df.columns and c != item_column]).rename(columns={item_column: "item"})
         if text:
             df, lines = _drop_blank_and_header_rows(df, path)
-        long = any(w in str(c).lower() for c in df.columns for w in LONG_TABLE_WORDS)
+        long = _long_table(df.columns)
         if not long:
             id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else _wide_id_column(df, path)
+            if item_column is None and id_col in ("item", "task") and 1 <= len(df.columns) - 1 <= 2:  # an item column and two others: a long table's layout with other names?
+                _warn(f"annotation file {path}: read as a wide table, one column per worker ({_listing([str(c) for c in df.columns if c != id_col])}); "
+                      "if it is a long table (one row per label), name its columns item, worker, label")
             if id_col is not None and id_col not in ("item", "task"):
                 df = df.rename(columns={id_col: "item"})
                 id_col = "item"
@@ -608,6 +611,19 @@ _ID_COLUMN_NAMES = frozenset({
 _UNNAMED = re.compile(r"Unnamed: [0-9]+")
 
 
+#: A numbered worker column of a wide table (``annotator_1``, ``Worker 2``, ``rater3``): a
+#: long-table word followed by a number marks no long table.
+_NUMBERED_WORKER = re.compile(r"[a-z]+[\s_\-]*[0-9]+")
+
+
+def _long_table(columns: Any) -> bool:
+    """Whether a table with these column names is long (``item, worker, label``): a name
+    holds one of :data:`LONG_TABLE_WORDS`, unless every such name is a numbered worker
+    column (``annotator_1``, ``annotator_2``: a wide table's)."""
+    marked = [str(c).lower() for c in columns if any(w in str(c).lower() for w in LONG_TABLE_WORDS)]
+    return bool(marked) and not all(_NUMBERED_WORKER.fullmatch(c.strip()) for c in marked)
+
+
 def _named_like_id(name: Any) -> bool:
     return re.sub(r"[\s_\-]", "", str(name)).lower() in _ID_COLUMN_NAMES
 
@@ -615,7 +631,8 @@ def _named_like_id(name: Any) -> bool:
 def _ids_by_values(df: pd.DataFrame) -> list[Any]:
     """The columns of a wide table that look like item ids by their values: given on every
     row, distinct on every row and not labels (more distinct values than the other columns'
-    labels, at most half of them among those labels). None with fewer than 3 rows."""
+    labels, at most half of them among those labels; or none of them among those labels).
+    None with fewer than 3 rows."""
     if len(df) < 3 or df.shape[1] < 2:
         return []
     text = {c: _as_text(df[c]) for c in df.columns}
@@ -627,7 +644,7 @@ def _ids_by_values(df: pd.DataFrame) -> list[Any]:
         for o in (labels or [o for o in df.columns if o != c]):
             others.update(text[o].dropna().tolist())
         values = set(text[c].tolist())
-        if len(values) > len(others) and len(values & others) <= len(values) / 2:
+        if (len(values) > len(others) and len(values & others) <= len(values) / 2) or not values & others:  # (none a label: ids, however few the rows)
             found.append(c)
     return found
 
@@ -660,7 +677,7 @@ def _wide_to_long(df: pd.DataFrame, path: Path, lines: np.ndarray | None = None)
 
     Items are named by the ``item`` (or ``task``) column, else by their row number
     (``"0"``, ``"1"``, ...); every other column is a worker named by its header. Empty
-    cells are missing labels, and so is ``-1`` when every label is a number; whole-number
+    cells are missing labels, and so is ``-1`` (whatever the other labels); whole-number
     labels become integers (a column with gaps is read as float). ``lines`` (the file line
     of each row of ``df``) gives each annotation the line of its item, in
     ``attrs["lines"]``.
@@ -673,13 +690,17 @@ def _wide_to_long(df: pd.DataFrame, path: Path, lines: np.ndarray | None = None)
         raise ValueError(f"annotation file {path} has no 'worker' and 'label' columns (a long table) and no worker columns (a wide table); write it as item,worker,label rows")
     ids = _as_text(df[id_col]).to_numpy(dtype=object) if id_col else np.arange(len(df)).astype(str).astype(object)
     workers = np.array([str(df.columns[j]) for j in pos], dtype=object)
+    if id_col is None:
+        _warn(f"annotation file {path}: read as a wide table (one column per worker) without a column of item ids: the items are named by their row numbers, 0 to {len(df) - 1}; "
+              "if a column holds the ids, name it 'item' or pass --item-column NAME")
     v = df.iloc[:, pos].to_numpy()  # the columns' common dtype: float64 for numbers, object for a mix
     r, c = np.nonzero(pd.notna(v))  # row-major: item by item, workers in column order
     label = pd.Series(v[r, c], dtype=v.dtype)
     num = pd.to_numeric(label, errors="coerce")
+    keep = (num != -1).to_numpy()  # -1 (or "-1") is no label, whatever the other labels (the documented layout)
+    if not keep.all():
+        r, c, label, num = r[keep], c[keep], label[keep].reset_index(drop=True), num[keep].reset_index(drop=True)
     if len(label) and num.notna().all():
-        keep = (num != -1).to_numpy()
-        r, c, label, num = r[keep], c[keep], label[keep], num[keep]
         codes = label.dtype == object and _has_integer_codes(label)  # 01, 02 stay names
         if not codes and (num == np.round(num)).all() and (num.abs() < 2**53).all():
             label = num.astype(np.int64)
