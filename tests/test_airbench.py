@@ -170,6 +170,24 @@ def test_bias_lr_scale_puts_the_norm_biases_in_groups_of_their_own() -> None:
     assert len(_optimizer(net, TrainConfig(device="cpu")).param_groups) == 1
 
 
+def test_bias_lr_scale_also_scales_the_masked_batch_norm_shifts_of_madl_and_annot_mix() -> None:
+    from kdcrowd.data.datasets import load_dataset
+    from kdcrowd.models._common import MaskedBatchNorm1d
+    from kdcrowd.objectives import CrowdObjective, make_crowd_model, padded_annotations
+    from kdcrowd.training import DeviceData
+
+    ds = load_dataset("digits", workers="symmetric", seed=0)
+    data = DeviceData.from_dataset(ds, torch.device("cpu"))
+    w, l = padded_annotations(ds.annotations, data.device)
+    cfg = TrainConfig(optimizer="sgd", lr=0.5, weight_decay=0.01, bias_lr_scale=64.0, device="cpu")
+    for name in ("madl", "annot-mix"):
+        obj = CrowdObjective(make_crowd_model(name, ds, data, "mlp"), w, l)
+        shifts = {id(m.bias) for m in obj.modules() if isinstance(m, MaskedBatchNorm1d)}
+        assert shifts, name
+        lr_of = {id(p): g["lr"] for g in _optimizer(obj, cfg).param_groups for p in g["params"]}
+        assert {lr_of[i] for i in shifts} == {32.0}, name  # they kept 0.5, unlike every other batch-norm shift
+
+
 def test_triangular_schedule() -> None:
     f = _lr_lambda(TrainConfig(epochs=10, schedule="triangular", warmup_epochs=2), steps_per_epoch=10)
     assert f(0) == pytest.approx(0.2)

@@ -92,3 +92,16 @@ def test_the_estimator_and_its_model_file_predict_with_the_ensemble(tmp_path) ->
     save_model(tmp_path / "m.pt", clf)
     assert len(torch.load(tmp_path / "m.pt", weights_only=True)["predictor"]["state_dicts"]) == 3
     np.testing.assert_allclose(load_predictor(tmp_path / "m.pt")(x), proba, atol=1e-5)
+
+
+def test_kdcrowd_runs_every_seed_a_run_takes_its_stages_wrapping_below_2_32() -> None:
+    # seeds 2**32 - 2 and 2**32 - 1 trained the teacher, then refused the student's seed (+1 or +2)
+    from dataclasses import replace
+
+    from kdcrowd.framework import stage_seed
+
+    assert [stage_seed(2**32 - 1, s) for s in (0, 1, 2)] == [2**32 - 1, 0, 1] and stage_seed(7, 2) == 9
+    ds = tiny_dataset(n=120)
+    c = cfg("kdcrowd", epochs=1, teacher="crowdlayer-mw")
+    metrics, _ = run_on_dataset(ds, replace(c, seed=2**32 - 1, train=replace(c.train, seed=2**32 - 1)))
+    assert set(metrics["stages"]) >= {"teacher", "student", "stage2"}

@@ -235,3 +235,46 @@ def test_plain_tsv_quotes_are_characters_of_the_labels(tmp_path: Path) -> None:
     q = tmp_path / "quoted.tsv"
     pd.DataFrame({"item": ["t1", "t2"], "worker": ["a", "b"], "label": ["tab\there", "ok"]}).to_csv(q, sep="\t", index=False)
     assert read_annotation_frame(q)["label"].tolist() == ["tab\there", "ok"]
+
+
+# ----------------------------------------------------------------------------- feature tables, integer codes, predict
+
+
+def test_feature_table_written_with_its_index_skips_the_index_column(tmp_path: Path) -> None:
+    import warnings
+
+    from kdcrowd.data.items import read_features
+    from kdcrowd.data.readers import InputWarning
+
+    pd.DataFrame({"item": ["a", "b", "c"], "f1": [0.1, 0.2, 0.3]}).to_csv(tmp_path / "x.csv")  # the row numbers were a feature
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        ids, X, columns = read_features(tmp_path / "x.csv", with_columns=True)
+    assert columns == ["f1"] and X[:, 0].tolist() == pytest.approx([0.1, 0.2, 0.3]) and ids.tolist() == ["a", "b", "c"]
+    assert sum("no header" in str(w.message) for w in caught) == 1
+
+
+def test_integer_labels_with_gaps_are_warned_of(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("item,worker,label\na,u,0\na,v,50\nb,u,100\nb,v,100\nc,u,0\nc,v,0\n")
+    r = cli("aggregate", "--annotations", "a.csv", "--out", "l.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "98 of those classes (1..49, 51..99) nobody chose" in warned[0] and "--classes 0,50,100" in warned[0]
+    (tmp_path / "b.csv").write_text("item,worker,label\na,u,0\na,v,1\nb,u,2\n")
+    r = cli("aggregate", "--annotations", "b.csv", "--out", "m.csv", cwd=tmp_path)
+    assert r.returncode == 0 and "warning:" not in r.stderr, r.stderr
+
+
+def test_predict_with_another_number_of_feature_columns_names_features(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ids = [f"i{k}" for k in range(20)]
+    np.save(tmp_path / "x.npy", rng.normal(size=(20, 3)))
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    pd.DataFrame([(i, w, rng.choice(["a", "b"])) for i in ids for w in ("w1", "w2")], columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    pd.DataFrame({"item": ids, "f1": rng.normal(size=20), "f2": rng.normal(size=20)}).to_csv(tmp_path / "new.csv", index=False)
+    r = cli("fit", "--annotations", "ann.csv", "--features", "x.npy", "--item-ids", "ids.txt", "--method", "mv", "--epochs", "1", "--quiet", "--out", "fit", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    line = refused(cli("predict", "--model", "fit/model.pt", "--features", "new.csv", "--out", "p.csv", cwd=tmp_path))
+    assert "--features new.csv has 2 feature columns, but the model was trained on 3" in line  # it said "X has item shape (2,)"

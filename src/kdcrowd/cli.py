@@ -54,16 +54,27 @@ def _fail(message: str) -> NoReturn:
 
 
 def _warn_unused_first_classes(ann: Any) -> None:
-    """Warn where integer labels read as class indices leave class 0 unused: labels coded
-    from 1 (1..K) then carry a class nobody can choose."""
+    """Warn where integer labels read as class indices leave classes unused: labels coded
+    from 1 (1..K) then carry a class 0 nobody can choose, and codes with gaps (0, 50, 100)
+    classes between them."""
     import numpy as np
 
-    if ann.classes.dtype.kind not in "iu" or not len(ann.label) or ann.label.min() == 0:
+    if ann.classes.dtype.kind not in "iu" or not len(ann.label):
         return
-    used = ann.classes[np.unique(ann.label)].tolist()
-    _warn(f"the labels are integers from {used[0]} to {used[-1]}, read as class indices 0..{ann.n_classes - 1}: "
-          f"{'class 0 is' if used[0] == 1 else f'classes 0..{used[0] - 1} are'} a class nobody chose. If the labels are "
-          f"names, not indices, give the classes with --classes {','.join(map(str, used))}")
+    codes = np.unique(ann.label)
+    used = ann.classes[codes].tolist()
+    fix = f"If the labels are names, not indices, give the classes with --classes {','.join(map(str, used))}"
+    if ann.label.min() != 0:
+        _warn(f"the labels are integers from {used[0]} to {used[-1]}, read as class indices 0..{ann.n_classes - 1}: "
+              f"{'class 0 is' if used[0] == 1 else f'classes 0..{used[0] - 1} are'} a class nobody chose. {fix}")
+        return
+    unused = np.setdiff1d(np.arange(ann.n_classes), codes)
+    if unused.size:
+        runs = np.split(unused, np.flatnonzero(np.diff(unused) > 1) + 1)  # consecutive codes as a..b
+        spans = [str(ann.classes[r[0]]) if len(r) == 1 else f"{ann.classes[r[0]]}..{ann.classes[r[-1]]}" for r in runs]
+        shown = ", ".join(spans[:5]) + (f" and {len(spans) - 5} more" if len(spans) > 5 else "")
+        _warn(f"the labels are integers from {used[0]} to {used[-1]}, read as class indices 0..{ann.n_classes - 1}: "
+              f"{unused.size} of those classes ({shown}) nobody chose. {fix}")
 
 
 def _class_list(classes: Optional[str]) -> Optional[list[str]]:
@@ -1142,6 +1153,8 @@ def predict(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Label new items with a classifier trained by `kdcrowd fit`."""
+    import numpy as np
+
     from .persist import load_predictor
     from .report.practitioner import label_frame
 
@@ -1179,6 +1192,8 @@ def predict(
                 described += f"; frozen {frozen} features"
         if features is not None:  # matched to the training columns by name
             X = align_feature_columns(X, columns, predictor.feature_names, f"--features {features}")
+            if tuple(np.shape(X)[1:]) != tuple(predictor.item_shape):  # a model without column names (trained on a .npy file): the count
+                raise ValueError(f"--features {features} has {np.shape(X)[1]} feature columns, but the model was trained on {predictor.item_shape[0]}; give --features with the training columns")
         proba = predictor(X)
         check_out_file(out, create=True)
         _write_csv(label_frame(ids, predictor.classes, proba), out)

@@ -63,6 +63,13 @@ __all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "KD_LOSSES", "StageR
 KDLossName = Literal["mig-kl", "mig-pearson", "mig-js", "mig-tv", "mig-rkl", "mig-hellinger", "kl", "none"]
 
 
+def stage_seed(seed: int, stage: int) -> int:
+    """The seed of KD-Crowd's stage ``stage`` (0 the teacher, 1 the student, 2 stage 2) in a
+    run of seed ``seed``: ``seed + stage``, wrapped below 2**32 (a seed's bound), so that
+    every seed a run takes gives its stages a seed."""
+    return (int(seed) + stage) % 2**32
+
+
 class StageRecorder(Protocol):
     """Where the stages checkpoint (:class:`kdcrowd.checkpoint.StageCheckpoints`)."""
 
@@ -225,7 +232,7 @@ class KDCrowd:
         evaluates each output.
 
         ``train``: the optimisation settings of every stage (stage ``s`` trains with seed
-        ``train.seed + s``). ``callbacks(stage, pseudo)``: the per-epoch callbacks of a
+        ``stage_seed(train.seed, s)``, ``train.seed + s`` below 2**32). ``callbacks(stage, pseudo)``: the per-epoch callbacks of a
         stage (``pseudo``: the student's hard training labels, for its memorization);
         default: the memorization callbacks of :func:`~kdcrowd.evaluate.standard_callbacks`.
         ``checkpoints``: where each stage checkpoints
@@ -301,11 +308,11 @@ class KDCrowd:
         # a student may derive defaults from the teacher (co-teaching: its noise rate)
         params = {**student_cls.suggested_params(teacher_val, train.epochs), **self.student_params}
         make = lambda: build_backbone(self.backbone, data.input_shape, ds.n_classes)  # noqa: E731
-        with seeded(train.seed + 1):
+        with seeded(stage_seed(train.seed, 1)):
             student: Student = build_student(self.student, make, data.n_train, ds.n_classes, **params).to(data.device)
         s_obj = StudentObjective(student, hard, q, self._kd_loss(q), self.lambda1)
         sname = self.student if isinstance(self.student, str) else self.student.__name__
-        s_fit = fit(s_obj, data, checkpoints.train_config("student", replace(train, seed=train.seed + 1)), stage_callbacks("student", hard.cpu().numpy()), desc=f"student {sname}")
+        s_fit = fit(s_obj, data, checkpoints.train_config("student", replace(train, seed=stage_seed(train.seed, 1))), stage_callbacks("student", hard.cpu().numpy()), desc=f"student {sname}")
         checkpoints.finish("student")
         s_obj.load_state_dict(s_fit.best_state, strict=False)
         refined = predict_proba(s_obj, data, data.x_train, train)
@@ -320,14 +327,14 @@ class KDCrowd:
         else:
             soft = refined if self.stage2_init == "student" else None
             if isinstance(self.teacher, str):
-                with seeded(train.seed + 2):
+                with seeded(stage_seed(train.seed, 2)):
                     model = make_crowd_model(self.teacher, ds, data, self.backbone, self.teacher_options, padded=(w, l), soft=soft)
             else:
                 model = copy.deepcopy(self.teacher).to(data.device)
                 if soft is not None:
                     model.init_from_annotations(w, l, soft=soft)
         c_obj = KDStage2Objective(model, w, l, refined, self._kd_loss(refined), self.lambda2, worker_lr_scale=train.worker_lr_scale, **anchored)
-        c_fit = fit(c_obj, data, checkpoints.train_config("stage2", replace(train, seed=train.seed + 2)), stage_callbacks("stage2", None), desc=f"stage 2 {tname}")
+        c_fit = fit(c_obj, data, checkpoints.train_config("stage2", replace(train, seed=stage_seed(train.seed, 2))), stage_callbacks("stage2", None), desc=f"stage 2 {tname}")
         checkpoints.finish("stage2")
         c_obj.load_state_dict(c_fit.best_state, strict=False)
         c_proba, c_post = crowd_outputs(model, data, w, l, train)

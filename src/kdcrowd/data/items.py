@@ -31,12 +31,14 @@ import numpy as np
 import pandas as pd
 
 from .readers import (  # noqa: F401 - read_annotation_frame, LONG_TABLE_WORDS and _as_text are re-exported
+    _UNNAMED,
     LONG_TABLE_WORDS,
     _as_text,
     _listing,
     _read_table,
     _require_file,
     _separator_hint,
+    _warn,
     _wide_to_long,
     read_annotation_frame,
 )
@@ -152,6 +154,9 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         ids = _as_text(df["item"]).to_numpy(dtype=object)
         _check_ids(ids, f"feature table {path}")
         feats = df.drop(columns=["item"])
+        if feats.shape[1] > 1 and _UNNAMED.fullmatch(str(df.columns[0])):  # the index column that pandas' to_csv() writes: no feature
+            _warn(f"feature table {path}: skipped its first column, which has no header (the row numbers that pandas' to_csv() writes); write the table with to_csv(index=False)")
+            feats = feats.drop(columns=[df.columns[0]])
         if feats.shape[1] == 0:
             raise ValueError(f"feature table {path} has only the 'item' column; add numeric feature columns")
         if len(df) == 0:

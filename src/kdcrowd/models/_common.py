@@ -76,6 +76,7 @@ class MaskedBatchNorm1d(nn.Module):
         self.momentum = float(momentum)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
+        self.bias.kdcrowd_norm_bias = True  # type: ignore[attr-defined]  # a batch-norm shift (TrainConfig.bias_lr_scale)
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
 
