@@ -278,3 +278,20 @@ def test_predict_with_another_number_of_feature_columns_names_features(tmp_path:
     assert r.returncode == 0, r.stderr
     line = refused(cli("predict", "--model", "fit/model.pt", "--features", "new.csv", "--out", "p.csv", cwd=tmp_path))
     assert "--features new.csv has 2 feature columns, but the model was trained on 3" in line  # it said "X has item shape (2,)"
+
+
+def test_gzipped_table_exports_are_recognised_and_a_missing_file_is_named_missing(tmp_path: Path) -> None:
+    from kdcrowd.data.platforms import detect_format
+
+    toloka = "INPUT:image\tOUTPUT:result\tASSIGNMENT:task_id\tASSIGNMENT:worker_id\tASSIGNMENT:status\nhttps://x/a.jpg\tcat\tT1\tw1\tAPPROVED\nhttps://x/a.jpg\tdog\tT1\tw2\tAPPROVED\n"
+    (tmp_path / "results.tsv.gz").write_bytes(gzip.compress(toloka.encode()))
+    (tmp_path / "turk.csv.gz").write_bytes(gzip.compress(b"HITId,WorkerId,Answer.label\nh1,w1,cat\n"))
+    (tmp_path / "long.csv.gz").write_bytes(gzip.compress(b"item,worker,label\na,u,cat\n"))
+    assert [detect_format(tmp_path / f) for f in ("results.tsv.gz", "turk.csv.gz", "long.csv.gz")] == ["toloka", "mturk", None]
+    r = cli("aggregate", "--annotations", "results.tsv.gz", "--out", "l.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr  # it asked to rename the columns to item, worker, label
+    (tmp_path / "results.tsv").write_text(toloka)
+    assert cli("aggregate", "--annotations", "results.tsv", "--out", "u.csv", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "l.csv").read_text() == (tmp_path / "u.csv").read_text()  # read as the uncompressed export
+    line = refused(cli("aggregate", "--annotations", "no_such_export.zip", "--out", "m.csv", cwd=tmp_path))
+    assert "not found" in line and "cannot tell the format" not in line

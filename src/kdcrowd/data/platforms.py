@@ -1201,8 +1201,8 @@ def detect_format(path: str | os.PathLike) -> str | None:
     and ``annotator``) → ``labelstudio``, ``responses`` and ``fields`` (or flattened
     ``<question>.responses.users``) → ``argilla``; a tab-separated header with ``INPUT:``,
     ``OUTPUT:`` or ``ASSIGNMENT:`` columns → ``toloka``; a CSV header with ``HITId`` and
-    ``WorkerId`` → ``mturk``. Long tables (``item,worker,label``) and peerannot answers
-    files are ``None``.
+    ``WorkerId`` → ``mturk``; the same two inside a gzip file (``results.tsv.gz``). Long tables
+    (``item,worker,label``) and peerannot answers files, compressed or not, are ``None``.
     """
     p = Path(path)
     if p.is_dir():
@@ -1219,8 +1219,14 @@ def detect_format(path: str | os.PathLike) -> str | None:
             return None
     with open(p, "rb") as fh:
         head = fh.read(65536)
-    if head.startswith(b"\x1f\x8b"):  # gzip: our long tables and answers files, not an export
-        return None
+    if head.startswith(b"\x1f\x8b"):  # gzip: a compressed table export (pandas reads those), else our long tables and answers files
+        import gzip
+
+        try:
+            with gzip.open(p, "rb") as fh:
+                return _table_kind(fh.read(65536).decode("utf-8-sig", errors="replace").lstrip())
+        except (OSError, EOFError):
+            return None
     text = head.decode("utf-8-sig", errors="replace").lstrip()
     if text.startswith("<"):
         return "cvat" if _xml_root(head) == "annotations" else None
@@ -1243,6 +1249,11 @@ def detect_format(path: str | os.PathLike) -> str | None:
             return _json_kind(_json_load(p, "file"))
         except AnnotationError:
             return None
+    return _table_kind(text)
+
+
+def _table_kind(text: str) -> str | None:
+    """``toloka`` or ``mturk`` from the header line of a table export's ``text``, else None."""
     header = text.splitlines()[0] if text else ""
     if "\t" in header:
         cols = header.split("\t")

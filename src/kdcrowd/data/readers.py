@@ -473,11 +473,11 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
     """
     path = Path(path)
     name = path.name.lower()
+    _require_file(path, "annotation file")  # a mistyped path is named as missing, whatever its suffix
     if not name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq", ".json", ".json.gz")):
         raise ValueError(f"cannot tell the format of annotation file {path.name!r}; use .csv, .csv.gz, .tsv, .tsv.gz, .parquet, .pq, .json or .json.gz")
     if label_case is not None and label_case not in LABEL_CASES:
         raise ValueError(f"--label-case must be fold or keep, not {label_case!r}")
-    _require_file(path, "annotation file")
     text, long, lines = False, True, None  # a CSV/TSV file, a long table, the file line of each row
     if name.endswith((".json", ".json.gz")):
         df, items = _answers_long(load_answers_json(path))
