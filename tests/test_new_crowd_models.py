@@ -524,3 +524,16 @@ def test_annot_mix_without_mixup_tracks_its_worker_matrices():
     model.train()
     model.crowd_loss(torch.randn(16, 6), w, y)
     assert not torch.allclose(model.transition_matrices(), before)
+
+
+@pytest.mark.parametrize("spec", ["madl", "annot-mix"])
+def test_item_transitions_leave_the_batch_norm_statistics_as_they_are(spec: str) -> None:
+    # MaDL's read moved its annotator network's running mean and variance in training mode
+    from test_crowd_models import make_model
+
+    torch.manual_seed(0)
+    m = make_model(spec, 6, 5, 3).train()
+    before = {k: v.clone() for k, v in m.state_dict().items() if "running" in k}
+    assert before
+    m.item_transitions(torch.randn(16, 6) * 3 + 1, torch.randint(0, 5, (16, 3)))
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in before.items())

@@ -129,8 +129,9 @@ class MaDL(CrowdModel):
         w = self.annot_embed if idx is None else self.annot_embed[idx]
         return w.float() + self.annot_bias.float()
 
-    def _log_confusions(self, features: torch.Tensor, workers: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """``(B, L, K, K)`` log ``T_{i,m}`` for features ``(B, F)`` and workers ``(B, L)``."""
+    def _log_confusions(self, features: torch.Tensor, workers: torch.Tensor, obs: torch.Tensor, update: bool = True) -> torch.Tensor:
+        """``(B, L, K, K)`` log ``T_{i,m}`` for features ``(B, F)`` and workers ``(B, L)``;
+        ``update=False`` leaves the batch norms' running statistics as they are (a read)."""
         B, L = workers.shape
         K = self.n_classes
         a = self.annotator_embeddings(workers.clamp(min=0))  # (B, L, E)
@@ -139,8 +140,8 @@ class MaDL(CrowdModel):
             s = torch.zeros_like(a)
         u = a + s
         op = torch.einsum("ble,blf,pef->blp", u, u, self.outer.float())
-        h = torch.relu(self.bn1(self.hidden1(torch.cat([a, s, op], dim=-1)), obs))
-        z = self.bn2(self.hidden2(h), obs)
+        h = torch.relu(self.bn1(self.hidden1(torch.cat([a, s, op], dim=-1)), obs, update=update))
+        z = self.bn2(self.hidden2(h), obs, update=update)
         if self.config.use_residual:
             z = torch.relu(z + a)
         return F.log_softmax(self.out(z).view(B, L, K, K), dim=-1)
@@ -166,7 +167,7 @@ class MaDL(CrowdModel):
         logits, feats = self._batch_logits_and_features(x)
         workers = workers.to(logits.device).long()
         with _no_autocast(logits):
-            return self._log_confusions(feats, workers, workers >= 0).exp()
+            return self._log_confusions(feats, workers, workers >= 0, update=False).exp()
 
     def crowd_loss(self, x: torch.Tensor, workers: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, feats = self._batch_logits_and_features(x)
