@@ -327,6 +327,24 @@ def test_aggregate_command_with_gold(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "no crowd labels in --annotations" in r.output and "lonely" in r.output
 
 
+def test_fit_truth_accuracy_leaves_out_the_gold_questions(tmp_path: Path) -> None:
+    # the gold items' final labels are their known answers: they had been scored as learnt
+    prob = _problem(tmp_path / "p")
+    root = prob["root"]
+    pd.DataFrame({"item": prob["ids"], "label": prob["classes"][prob["y"]]}).to_csv(root / "truth.csv", index=False)
+    args = ["fit", "--annotations", str(root / "answers.csv"), "--features", str(root / "X.csv"), "--device", "cpu", "--method", "mv", "--epochs", "1", "--gold", str(root / "gold.csv")]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o1"), "--truth", str(root / "truth.csv")])
+    assert r.exit_code == 0, r.output
+    assert "40 of the 150 items of --truth" in r.output and "reported on the other 110" in r.output
+    labels = pd.read_csv(tmp_path / "o1" / "labels.csv").set_index("item")
+    rest = prob["ids"][40:]
+    expected = float((labels.loc[rest, "label"].to_numpy() == prob["classes"][prob["y"][40:]]).mean())
+    assert f"on the 110 items of {root / 'truth.csv'}: {expected:.3f}" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o2"), "--truth", str(root / "gold.csv")])
+    assert r.exit_code == 0, r.output
+    assert "no item is left to score" in r.output and "accuracy of the final labels" not in r.output
+
+
 def test_fit_gold_item_without_crowd_labels(tmp_path: Path) -> None:
     """A gold item nobody labelled is still a training item of `kdcrowd fit`: its known label is kept."""
     prob = _problem(tmp_path / "p")

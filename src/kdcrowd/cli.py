@@ -1000,6 +1000,13 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         gold = read_item_labels(p["truth"], ids, ann.classes, items_are=items_are, fold_case=p.get("label_case") == "fold") if p["truth"] is not None else None
         gold_vec = _gold_questions(p.get("gold"), p["annotations"], export_gold, ids, ann.classes, p.get("label_case"), items_are=items_are)
         gold_questions = None if gold_vec is None else gold_values(gold_vec, ann.classes)
+        if gold is not None and gold_vec is not None and (asked := gold_vec[gold[0]] >= 0).any():
+            # a gold question's final label is its known answer: scoring it would count that answer as learnt
+            n = int(asked.sum())
+            gold = None if asked.all() else (gold[0][~asked], gold[1][~asked])
+            _warn(f"{n} of the {len(asked)} items of --truth {p['truth']} are gold questions (--gold), whose final labels are their known answers: "
+                  + ("no item is left to score the final labels on; give --truth items that are not gold questions" if gold is None else
+                     f"the accuracy of the final labels is reported on the other {len(gold[0])}"))
         X = load()  # images are decoded once the labels, ids and truths are known to be right
         input_transform = None
         if images is not None:
