@@ -295,3 +295,15 @@ def test_gzipped_table_exports_are_recognised_and_a_missing_file_is_named_missin
     assert (tmp_path / "l.csv").read_text() == (tmp_path / "u.csv").read_text()  # read as the uncompressed export
     line = refused(cli("aggregate", "--annotations", "no_such_export.zip", "--out", "m.csv", cwd=tmp_path))
     assert "not found" in line and "cannot tell the format" not in line
+
+
+def test_predict_refuses_an_out_that_is_one_of_its_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "imgs" / "p00.png")
+    before = (tmp_path / "imgs" / "p00.png").read_bytes()
+    (tmp_path / "model.pt").write_bytes(b"not read: the --out is refused first")
+    line = refused(cli("predict", "--model", "model.pt", "--images", "imgs", "--out", "imgs/p00.png", cwd=tmp_path))
+    assert "one of the images of --images imgs" in line  # the CSV replaced the image
+    assert (tmp_path / "imgs" / "p00.png").read_bytes() == before

@@ -1166,13 +1166,16 @@ def predict(
     from .report.practitioner import label_frame
 
     from .config import cli_style, option_style
-    from .data.items import align_feature_columns
+    from .data.items import IMAGE_SUFFIXES, align_feature_columns
     from .outdir import check_out_file
 
     try:
         check_out_file(out, example="predictions.csv", inputs={"--model": model, "--features": features, "--texts": texts, "--item-ids": item_ids})
         if sum(v is not None for v in (features, images, texts)) != 1:
             raise ValueError("give the items with exactly one of --features FILE, --images DIR or --texts FILE")
+        if images is not None and Path(out).is_file() and Path(images).is_dir() and Path(out).resolve().is_relative_to(Path(images).resolve()) \
+                and Path(out).suffix.lower() in IMAGE_SUFFIXES:  # the CSV would replace an image it reads
+            raise ValueError(f"--out {out} is one of the images of --images {images}, which it would overwrite; give another --out (e.g. predictions.csv)")
         if image_ids is not None and image_ids not in ("stem", "name", "path"):
             raise ValueError(f"--image-ids must be stem, name or path, not '{image_ids}'")
         with option_style(cli_style):  # an error about a setting names it as --option
