@@ -212,6 +212,19 @@ def test_extract_features_is_cached_by_content(tmp_path: Path, monkeypatch: pyte
     assert P.feature_cache_dir() == Path.home() / ".cache" / "kdcrowd" / "features"
 
 
+def test_a_feature_cache_that_cannot_be_written_warns_and_keeps_the_features(tmp_path: Path) -> None:
+    # fit and predict stopped with "[Errno 20] Not a directory" after computing the features
+    from kdcrowd.data.readers import InputWarning
+
+    (tmp_path / "w").mkdir()
+    net = _tiny_backbone(tmp_path / "w")
+    imgs = np.random.default_rng(1).integers(0, 256, (5, 10, 10, 3), dtype=np.uint8)
+    (tmp_path / "afile").write_text("")
+    with pytest.warns(InputWarning, match="cannot be written.*KDCROWD_CACHE"):
+        got = P.extract_features(imgs, net, batch_size=3, cache_dir=tmp_path / "afile" / "features")
+    np.testing.assert_array_equal(got, P.extract_features(imgs, net, batch_size=3, use_cache=False))
+
+
 def test_extract_features_rejects_bad_input(tmp_path: Path) -> None:
     net = _tiny_backbone(tmp_path)
     with pytest.raises(ValueError, match=r"uint8 RGB images \(N, H, W, 3\)"):

@@ -683,7 +683,8 @@ def _frozen_features(images: Any, backbone: str, device: str, norm: str = "none"
     from .training import resolve_device
 
     try:
-        return normalise_features(extract_features(images, backbone, device=resolve_device(device)), norm)
+        with _input_warnings():  # a feature cache that cannot be written: one warning line
+            return normalise_features(extract_features(images, backbone, device=resolve_device(device)), norm)
     except ImportError as e:  # its message names the install command (kdcrowd[pretrained], or torchvision / timm)
         raise ValueError(f"the frozen {backbone} features need {'their' if ':' in backbone else 'the pretrained'} networks: {e}") from e
 

@@ -574,10 +574,20 @@ def extract_features(
         net = build_pretrained_backbone(name, (3, *images.shape[1:3]), 1)
     out = _run_features(net, images, dev, batch_size)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")  # one per writer: threads of a process too
-        np.save(tmp, out)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(tmp, out)
+            os.replace(tmp, path)
+        except OSError as e:  # a cache that cannot be written costs the next run the computation, not this run its features
+            import warnings
+
+            from ..data.readers import InputWarning
+
+            if tmp.parent.is_dir():
+                tmp.unlink(missing_ok=True)
+            warnings.warn(f"the feature cache {path.parent} cannot be written ({e.strerror or e}): the features were not cached; "
+                          "set KDCROWD_CACHE to a writable folder", InputWarning, stacklevel=2)
     return out
 
 
