@@ -548,3 +548,37 @@ def test_a_default_written_out_resumes_and_another_value_is_refused(digits: Any,
         return _with_resolved_options({"run": {"method": "kdcrowd", "backbone": "auto", "options": options}})
 
     assert compared({}) == compared({"lambda1": 1.0, "teacher_options": {"mig_f": default_f}}) != compared({"teacher_options": {"mig_f": other_f}})
+
+
+def test_ctrl_c_inside_torch_save_stays_an_interruption_and_keeps_the_last_checkpoint(tmp_path, monkeypatch) -> None:
+    # torch's zip writer turned it into RuntimeError('unexpected pos'): a traceback, exit 1, no resume hint
+    import io as _io
+
+    from kdcrowd import checkpoint as C
+    from kdcrowd.io import save_torch
+
+    class Interrupting:
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, b):
+            self.writes += 1
+            if self.writes == 2:
+                raise KeyboardInterrupt  # where Python's SIGINT handler fires
+            return self.f.write(b)
+
+        def flush(self):
+            return self.f.flush()
+
+    with pytest.raises(KeyboardInterrupt):
+        save_torch({"w": torch.zeros(100)}, Interrupting(_io.BytesIO()))
+    with pytest.raises(RuntimeError, match="boom"):  # other errors pass as they are
+        save_torch({"w": torch.zeros(1)}, type("Bad", (), {"write": lambda self, b: (_ for _ in ()).throw(RuntimeError("boom")), "flush": lambda self: None})())
+    path = tmp_path / "ckpt.pt"
+    C.save_training_checkpoint(path, {"epoch": 1})
+    real = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: real(obj, Interrupting(f), *a, **k))
+    with pytest.raises(KeyboardInterrupt):
+        C.save_training_checkpoint(path, {"epoch": 2})
+    monkeypatch.undo()
+    assert torch.load(path)["epoch"] == 1  # the atomic write kept the previous one

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import distributed as D
-from .io import atomic_file, finite_json, json_default, write_json
+from .io import atomic_file, finite_json, json_default, save_torch, write_json
 from .models._common import module_digest
 
 __all__ = [
@@ -377,7 +377,7 @@ def save_training_checkpoint(path: Path, payload: dict[str, Any] | None) -> None
     if payload is None:
         return
     with atomic_file(path, "wb", durable=True) as f:
-        torch.save(payload, f)
+        save_torch(payload, f)
 
 
 def write_training_checkpoint(

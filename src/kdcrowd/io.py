@@ -109,3 +109,21 @@ def write_json(path: str | os.PathLike[str], obj: Any, durable: bool = False) ->
     never leaves half a file; NaN and infinities are written as null (:func:`finite_json`)."""
     with atomic_file(path, durable=durable) as f:
         json.dump(finite_json(obj), f, indent=2, default=json_default, allow_nan=False)
+
+
+def save_torch(obj: Any, f: Any) -> None:
+    """``torch.save(obj, f)``, where a Ctrl-C that lands inside torch's file writer stays the
+    ``KeyboardInterrupt`` it is: torch's zip writer turns it into a ``RuntimeError``
+    ("unexpected pos"), which a command would report as an internal error (a traceback and
+    exit 1) instead of an interruption to resume from."""
+    import torch
+
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:
+        cause: BaseException | None = e.__context__
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__context__
+        if cause is not None:
+            raise KeyboardInterrupt from e
+        raise

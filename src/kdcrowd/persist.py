@@ -113,8 +113,10 @@ def save_model(path: str | Path, clf: Any) -> None:
         "image_ids": getattr(clf, "image_id_style_", None),  # how `kdcrowd fit` named the image files (stem, name, path)
         "spreading": _spreading_state(clf),
     }
+    from .io import save_torch
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
+    save_torch(payload, path)
 
 
 def _trained_backbone(clf: Any) -> str:
