@@ -452,3 +452,35 @@ def test_demo_and_plot_errors_are_one_line(tmp_path: Path) -> None:
         text = " ".join(r.output.split())
         assert r.exit_code == 2 and message in text and "Traceback" not in text and "weights_only" not in text, (args, r.output)
     assert not (tmp_path / "file.png").exists()
+
+
+def test_run_and_fit_into_each_others_folder_set_every_output_aside(tmp_path: Path) -> None:
+    # a run into a fit's folder left the fit's report.html, labels.csv and model.pt beside its metrics.json
+    rng = np.random.default_rng(0)
+    ids = [f"i{k}" for k in range(30)]
+    pd.DataFrame({"item": ids, **{f"f{j}": rng.normal(size=30) for j in range(3)}}).to_csv(tmp_path / "x.csv", index=False)
+    pd.DataFrame([(i, w, rng.choice(["a", "b"])) for i in ids for w in ("u", "v")], columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    fit = ["fit", "--annotations", str(tmp_path / "ann.csv"), "--features", str(tmp_path / "x.csv"), "--method", "mv", "--epochs", "1", "--quiet"]
+    run = ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--epochs", "1", "--device", "cpu"]
+    out = tmp_path / "a"
+    assert runner.invoke(app, [*fit, "--out", str(out)]).exit_code == 0
+    r = runner.invoke(app, [*run, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == [".previous-run", "metrics.json", "progress.jsonl"]
+    assert {"report.html", "labels.csv", "model.pt", "run.json"} <= {p.name for p in (out / ".previous-run").iterdir()}
+    # a fit into a run's folder: the run's progress and matrices do not stay beside the fit's outputs
+    out = tmp_path / "b"
+    assert runner.invoke(app, [*run, "--method", "maxmig", "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, [*fit, "--out", str(out)]).exit_code == 0
+    assert not (out / "transitions.npz").exists() and not (out / "progress.jsonl").exists()
+
+
+def test_a_finished_run_with_resume_leaves_no_checkpoints(tmp_path: Path) -> None:
+    # they made a later run there with other settings refused as "another run's", and fit refuse OUT
+    out = tmp_path / "r"
+    args = ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "maxmig", "--device", "cpu", "--resume", "--out", str(out)]
+    assert runner.invoke(app, [*args, "--epochs", "1"]).exit_code == 0
+    assert not (out / "checkpoints").exists()
+    r = runner.invoke(app, [*args, "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "metrics.json").read_text())["config"]["train"]["epochs"] == 2

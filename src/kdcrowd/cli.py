@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -444,6 +445,8 @@ def run(
     since = _command_start(started)
     metrics["timings"] = close_timings({**metrics["timings"], "startup": started - since, "writing": time.perf_counter() - t_write}, since)
     write_json(out / "metrics.json", metrics)
+    if resume:  # the run is complete: its checkpoints would make a later run in OUT resume it (or refuse other settings)
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     console.print(results_table([metrics], f"{dataset}" + (f" / workers={workers}" if workers else "")))
     console.print(f"wrote {escape(str(out / 'metrics.json'))}", soft_wrap=True, highlight=False)
 
@@ -487,9 +490,18 @@ def _start_fresh_run(out: Path, progress_file: str) -> str:
     progress, and its worker matrices, which a method without matrices would not replace:
     `kdcrowd plot workers` drew them as this run's) and progress.jsonl starts empty. Returns
     what an error adds (:func:`_kept_note`)."""
-    previous = _set_aside(out, RUN_OUTPUTS)
+    previous = _set_aside(out, _outputs_of_every_command())
     open(progress_file, "w").close()
     return _kept_note(previous)
+
+
+def _outputs_of_every_command() -> tuple[str, ...]:
+    """What `kdcrowd run` and `kdcrowd fit` write into OUT: a run into a fit's folder, or a
+    fit into a run's, sets all of them aside (a fit's report.html beside a run's
+    metrics.json described another run)."""
+    from .report.practitioner import FILES
+
+    return tuple(dict.fromkeys((*RUN_OUTPUTS, *FILES, RUN_FILE)))
 
 
 def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path, resuming: bool) -> None:
@@ -532,6 +544,7 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path, resuming: b
         if D.is_main():
             write_json(out / "metrics.json", metrics)
             save_transitions(out, output)
+            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # complete: as a run in one process
             console.print(results_table([metrics], f"{cfg.dataset}" + (f" / workers={cfg.workers}" if cfg.workers else "") + f" / {D.world_size()} processes"))
             console.print(f"wrote {escape(str(out / 'metrics.json'))}", soft_wrap=True, highlight=False)
         D.barrier()
@@ -1073,7 +1086,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     ckpt = out / CHECKPOINTS
     previous = out / PREVIOUS_RUN
     if not resume:  # an earlier finished run's outputs go aside (nothing stale looks new), back if this fit is refused
-        _set_aside(out, (*FILES, RUN_FILE))
+        _set_aside(out, _outputs_of_every_command())
         write_json(out / RUN_FILE, {"command": "kdcrowd fit", "settings": {k: (str(v.absolute()) if isinstance(v, Path) else v) for k, v in p.items() if k not in ("resume", "quiet")},  # absolute: --resume from any folder
                                     **recorded}, durable=True)  # as durable as the checkpoints it lets --resume continue
     clf = CrowdFit(  # the estimator's engine without scikit-learn: the inputs are checked above
