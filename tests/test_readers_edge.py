@@ -307,3 +307,21 @@ def test_predict_refuses_an_out_that_is_one_of_its_images(tmp_path: Path) -> Non
     line = refused(cli("predict", "--model", "model.pt", "--images", "imgs", "--out", "imgs/p00.png", cwd=tmp_path))
     assert "one of the images of --images imgs" in line  # the CSV replaced the image
     assert (tmp_path / "imgs" / "p00.png").read_bytes() == before
+
+
+def test_label_file_errors_name_the_file_lines(tmp_path: Path) -> None:
+    # they named data rows from 0 ("row 1") where the annotation reader names file lines
+    from kdcrowd.data.items import read_item_labels
+
+    (tmp_path / "t.csv").write_text("item,label\na,cat\nnope,dog\n")
+    with pytest.raises(ValueError, match=r"line 3 \(item='nope'\)"):
+        read_item_labels(tmp_path / "t.csv", ["a", "b"], ["cat", "dog"])
+    (tmp_path / "u.csv").write_text("item,label\na,cat\nb,cow\n")
+    with pytest.raises(ValueError, match=r"line 3 \(item='b', label='cow'\)"):
+        read_item_labels(tmp_path / "u.csv", ["a", "b"], ["cat", "dog"])
+    (tmp_path / "v.csv").write_text("item,label\na,cat\nb,\n")
+    with pytest.raises(ValueError, match=r"missing item or label in line\(s\) 3;"):
+        read_item_labels(tmp_path / "v.csv", ["a", "b"], ["cat", "dog"])
+    pd.DataFrame({"item": ["a", "nope"], "label": ["cat", "dog"]}).to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(ValueError, match=r"row 1 \(item='nope'\)"):  # a Parquet file has no lines: rows from 0
+        read_item_labels(tmp_path / "t.parquet", ["a", "b"], ["cat", "dog"])

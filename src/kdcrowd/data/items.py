@@ -484,14 +484,17 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
         df = _read_table(path, "label file", error=ValueError, text_columns=True)
     else:
         raise ValueError(f"cannot tell the format of label file {path.name!r}; use .csv, .tsv or .parquet with columns item,label")
-    return item_labels_from_frame(df, path, item_ids, classes, items_are, fold_case=fold_case)
+    text = not name.endswith((".parquet", ".pq"))  # errors name a text file's lines (the header is line 1), as the annotation reader's do
+    return item_labels_from_frame(df, path, item_ids, classes, items_are, fold_case=fold_case, first_line=2 if text else None)
 
 
 def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images",
-                           fold_case: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                           fold_case: bool = False, first_line: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`read_item_labels` of a table already read (e.g. a platform export's gold
-    answers); ``path`` names its source in the errors."""
+    answers); ``path`` names its source in the errors, which name rows from 0, or with
+    ``first_line`` the file lines (the first row on line ``first_line``)."""
     path = Path(path)
+    where = (lambda r: f"row {r}") if first_line is None else (lambda r: f"line {r + first_line}")  # noqa: E731
     item_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
     if item_col is None or "label" not in df.columns:
         raise ValueError(f"label file {path} needs columns 'item' and 'label'; found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
@@ -500,7 +503,7 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
     it, lb = _as_text(df[item_col]), _as_text(df["label"])
     na = np.flatnonzero((it.isna() | lb.isna()).to_numpy())
     if na.size:
-        raise ValueError(f"label file {path}: missing item or label in row(s) {_listing(na.tolist(), na.size)}; fill them in or drop those rows")
+        raise ValueError(f"label file {path}: missing item or label in {'row(s)' if first_line is None else 'line(s)'} {_listing((na if first_line is None else na + first_line).tolist(), na.size)}; fill them in or drop those rows")
     known = _as_text(pd.Series(list(item_ids), dtype=object))
     _check_ids(known.to_numpy(dtype=object), "item ids (compared as text)")
     index = pd.Index(known.to_numpy(dtype=object))
@@ -510,7 +513,7 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
         pos[miss] = index.get_indexer([spelled.get(_text_id(v), v) for v in it[miss].tolist()])
     bad = np.flatnonzero(pos < 0)
     if bad.size:
-        shown = [f"row {r} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
+        shown = [f"{where(r)} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
         raise ValueError(f"label file {path}: {bad.size} row(s) name items that have no {items_are}: {_listing(shown, bad.size, sep='; ', fmt=str)}; drop them or add the items")
     class_text = pd.Index(_as_text(pd.Series(list(classes), dtype=object)).to_numpy(dtype=object))
     if not class_text.is_unique:
@@ -527,7 +530,7 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
         cls[left] = class_text.get_indexer(_as_text(pd.to_numeric(lb.iloc[left], errors="coerce")).to_numpy(dtype=object))
     bad = np.flatnonzero(cls < 0)
     if bad.size:
-        shown = [f"row {r} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
+        shown = [f"{where(r)} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
         raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}; write each label as one of these classes (matched as text{'; --label-case fold matches them ignoring letter case' if not fold_case and lb_folded.iloc[bad].isin(folded).any() else ''}) or drop those rows")
     frame = pd.DataFrame({"pos": pos, "cls": cls}).drop_duplicates()
     conflict = frame["pos"].duplicated(keep=False).to_numpy()
