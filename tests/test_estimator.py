@@ -351,7 +351,10 @@ def test_the_estimators_final_labels_are_the_posterior_of_its_classifier_and_the
     default = KDCrowdClassifier(method="maxmig", backbone="mlp", epochs=20, batch_size=64, lr=3e-3, device="cpu").fit(x, ann)
     np.testing.assert_array_equal(default.label_proba_, default.classifier_proba_)
     np.testing.assert_allclose(default.classifier_proba_, clf.classifier_proba_, atol=1e-6)  # the same training: only the labels differ
-    mv_clf = KDCrowdClassifier(method="mv", backbone="mlp", epochs=2, device="cpu", final_labels="posterior").fit(x, ann)
+    from kdcrowd.config import SettingWarning
+
+    with pytest.warns(SettingWarning, match=r"final_labels='posterior' has no effect: method 'mv' estimates no worker matrices"):  # it was silent
+        mv_clf = KDCrowdClassifier(method="mv", backbone="mlp", epochs=2, device="cpu", final_labels="posterior").fit(x, ann)
     np.testing.assert_array_equal(mv_clf.label_proba_, mv_clf.classifier_proba_)
     with pytest.raises(ValueError, match="final_labels must be one of classifier, posterior"):
         KDCrowdClassifier(final_labels="crowd", device="cpu").fit(x, ann)

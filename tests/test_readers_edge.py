@@ -325,3 +325,20 @@ def test_label_file_errors_name_the_file_lines(tmp_path: Path) -> None:
     pd.DataFrame({"item": ["a", "nope"], "label": ["cat", "dog"]}).to_parquet(tmp_path / "t.parquet")
     with pytest.raises(ValueError, match=r"row 1 \(item='nope'\)"):  # a Parquet file has no lines: rows from 0
         read_item_labels(tmp_path / "t.parquet", ["a", "b"], ["cat", "dog"])
+
+
+def test_fit_options_without_effect_are_refused_or_warned(tmp_path: Path) -> None:
+    # --image-size and --text-column with --features, and --final-labels posterior with mv, passed in silence
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ids = [f"i{k}" for k in range(20)]
+    pd.DataFrame({"item": ids, "f1": rng.normal(size=20), "f2": rng.normal(size=20)}).to_csv(tmp_path / "x.csv", index=False)
+    pd.DataFrame([(i, w, rng.choice(["a", "b"])) for i in ids for w in ("w1", "w2")], columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    base = ["fit", "--annotations", "ann.csv", "--features", "x.csv", "--method", "mv", "--epochs", "1", "--quiet"]
+    assert refused(cli(*base, "--out", "a", "--image-size", "64", cwd=tmp_path)) == "error: --image-size goes with --images"
+    assert refused(cli(*base, "--out", "b", "--text-column", "body", cwd=tmp_path)) == "error: --text-column goes with --texts"
+    r = cli(*base, "--out", "c", "--final-labels", "posterior", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "--final-labels posterior has no effect: method 'mv'" in warned[0] and "Traceback" not in r.stderr

@@ -42,6 +42,9 @@ err_console = Console(stderr=True)
 RUN_FILE = "run.json"
 #: The folder of OUT where `fit` keeps an earlier finished run's outputs until its own are written.
 PREVIOUS_RUN = ".previous-run"
+#: `kdcrowd fit`'s --image-size and --text-column when not given (refused without --images / --texts).
+DEFAULT_IMAGE_SIZE, DEFAULT_TEXT_COLUMN = 32, "text"
+
 #: The folder of OUT where `fit` and `run --resume` keep their checkpoints (--checkpoint-interval).
 CHECKPOINTS = "checkpoints"
 
@@ -96,19 +99,22 @@ def _warn(message: str) -> None:
 @contextlib.contextmanager
 def _input_warnings() -> Iterator[None]:
     """Print the :class:`kdcrowd.data.readers.InputWarning` s raised inside (rows skipped, an
-    id column recognised, labels differing by case, image files skipped) as ``warning:``
+    id column recognised, labels differing by case, image files skipped) and the
+    :class:`kdcrowd.config.SettingWarning` s (a setting without effect) as ``warning:``
     lines on stderr; other warnings pass on."""
     import warnings
 
+    from .config import SettingWarning
     from .data.readers import InputWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
+        warnings.simplefilter("always", SettingWarning)
         try:
             yield
         finally:
             for w in caught:
-                if issubclass(w.category, InputWarning):
+                if issubclass(w.category, (InputWarning, SettingWarning)):
                     _warn(str(w.message))
                 else:
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -712,7 +718,7 @@ def fit(
     features: Optional[Path] = typer.Option(None, help="Item features: .npy (row i is item i, or see --item-ids), or .csv/.parquet with an 'item' column and numeric feature columns."),
     images: Optional[Path] = typer.Option(None, help="Folder of images (png, jpg, jpeg, bmp, webp; searched recursively); see --image-ids for the item ids and --image-features for the network."),
     texts: Optional[Path] = typer.Option(None, help="Texts of the items: CSV/TSV/Parquet/JSONL with an id column (item, or --item-column) and a text column (--text-column); TF-IDF features of words and word pairs, fitted on these texts."),
-    text_column: str = typer.Option("text", help="With --texts: the column holding the text."),
+    text_column: str = typer.Option(DEFAULT_TEXT_COLUMN, help="With --texts: the column holding the text."),
     item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: a text file with one item id per line, in row order."),
     predict_features: Optional[Path] = typer.Option(None, help="Features of new items to label with the trained classifier (same columns as --features); written to predictions.csv."),
     predict_images: Optional[Path] = typer.Option(None, help="Folder of new images to label with the trained classifier; written to predictions.csv."),
@@ -721,7 +727,7 @@ def fit(
     classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning says when class 0 is never chosen)."),
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): their known labels are the training targets and the final labels of those items, Dawid–Skene's worker matrices (ds, and Max-MIG's start) are anchored on them, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
-    image_size: int = typer.Option(32, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
+    image_size: int = typer.Option(DEFAULT_IMAGE_SIZE, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
     image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0, each image's scaled to unit length, with an MLP head trained on them when kdcrowd\\[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|efficientnet-lite1|efficientnet-lite2|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
     final_labels: str = typer.Option("classifier", help="Where labels.csv comes from: classifier (default: the trained classifier's prediction for each item) or posterior (the classifier's p(y|x) times the worker matrices' probability of each crowd label the item got, normalised: Dawid–Skene's posterior with the classifier as prior; better when workers err independently, up to 3 points worse on LabelMe, docs/RESULTS.md §7h)."),
     image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
@@ -934,6 +940,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         _fail(str(e))
     if image_mode != "auto" and images is None:
         _fail("--image-features goes with --images")
+    if p.get("image_size", DEFAULT_IMAGE_SIZE) != DEFAULT_IMAGE_SIZE and images is None:  # it had no effect on features or texts
+        _fail("--image-size goes with --images")
+    if (p.get("text_column") or DEFAULT_TEXT_COLUMN) != DEFAULT_TEXT_COLUMN and texts is None:
+        _fail("--text-column goes with --texts")
     if method == "clean":
         _fail("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another --method (kdcrowd, maxmig, mv, ...)")
     from .doors import door_options
@@ -1099,7 +1109,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     )
     t_fit = time.perf_counter()
     try:
-        with option_style(cli_style):  # an error about an option names it as --option
+        with option_style(cli_style), _input_warnings():  # an error or warning about an option names it as --option
             clf.fit(X, ann, gold=gold_questions, unlabelled=None if predict is None else predict[1])
     except (KeyboardInterrupt, Exception) as e:
         undone = not resume and _undo_unstarted_fit(out, ckpt, previous)  # stopped before any saved epoch: OUT as it was

@@ -43,6 +43,11 @@ class ConfigError(ValueError):
     """A setting with a value or name no component accepts (one line, names the setting)."""
 
 
+class SettingWarning(UserWarning):
+    """A setting that has no effect on this run (one line: the setting, as the door writes
+    it, and why); the command line prints it as a ``warning:`` line."""
+
+
 def cli_style(name: str) -> str:
     """``batch_size`` → ``--batch-size``."""
     return "--" + name.replace("_", "-")

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import saved_seed
-from .config import ConfigError, stands_for
+from .config import ConfigError, SettingWarning, _setting, stands_for
 from .doors import door_options, settings_from_options, spreading_options
 from .models.backbones import IMAGE_FEATURE_MODES
 
@@ -467,6 +467,8 @@ class CrowdFit:
             self.label_source_ = "posterior: the classifier's p(y|x) times each of the item's crowd labels' T_m[y, label], normalised"
         elif self.final_labels == "posterior":
             self.label_source_ = "classifier: the method estimates no worker matrices to weigh the crowd's labels with"
+            warnings.warn(f"{_setting('final_labels', 'posterior')} has no effect: method {self.method!r} estimates no worker matrices to weigh the crowd's labels with, "
+                          "so the final labels are the classifier's", SettingWarning, stacklevel=2)
         else:
             self.label_source_ = "classifier: its p(y|x) of each item (final_labels='classifier')"
         if self.spreading_ is not None:
