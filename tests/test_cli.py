@@ -484,3 +484,20 @@ def test_a_finished_run_with_resume_leaves_no_checkpoints(tmp_path: Path) -> Non
     r = runner.invoke(app, [*args, "--epochs", "2"])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "metrics.json").read_text())["config"]["train"]["epochs"] == 2
+
+
+def test_plot_workers_draws_a_fit_folders_matrices(tmp_path: Path) -> None:
+    # it refused a fit's folder: "the run's method estimates no worker matrices", though transition_matrices.npz held them
+    rng = np.random.default_rng(0)
+    ids = [f"i{k}" for k in range(30)]
+    pd.DataFrame({"item": ids, **{f"f{j}": rng.normal(size=30) for j in range(3)}}).to_csv(tmp_path / "x.csv", index=False)
+    rows = [(i, w, rng.choice(["a", "b"])) for i in ids for w in ("u", "v")] + [(i, "busy", rng.choice(["a", "b"])) for i in ids]
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    out = tmp_path / "fit"
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--features", str(tmp_path / "x.csv"), "--method", "maxmig", "--epochs", "1", "--quiet", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    html = (out / "report.html").read_text()
+    assert "fitted in " in html and "kdcrowd predict --model OUT/model.pt --features FILE" in html
+    r = runner.invoke(app, ["plot", "workers", str(out), "--out", str(tmp_path / "w"), "--n-workers", "2"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "w.png").stat().st_size > 1000 and "worker u" in (tmp_path / "w.svg").read_text()

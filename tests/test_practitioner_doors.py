@@ -230,6 +230,9 @@ def test_fit_on_texts_beats_majority_vote_and_predicts_new_texts(tmp_path: Path)
     np.testing.assert_allclose(again.filter(like="p_").to_numpy(), pred.filter(like="p_").to_numpy(), atol=1e-5)
     r = runner.invoke(app, ["predict", "--model", str(out / "model.pt"), "--features", str(tmp_path / "new.csv"), "--out", str(tmp_path / "q.csv")])
     assert r.exit_code == 2 and "trained on texts; give --texts" in r.output
+    # the report's closing line names what predict takes for this model (it said --features X.npy, or --images)
+    html = (out / "report.html").read_text()
+    assert "kdcrowd predict --model OUT/model.pt --texts FILE --out predictions.csv" in html and "--features X.npy" not in html
 
     import torch
 

@@ -65,6 +65,9 @@ class FitPage:
     """``(item positions, class indices)`` of known labels (``--truth``), for reporting only."""
     thumbnail: Callable[[int], bytes | None] | None = None
     """PNG bytes of item ``i``'s picture, for image items."""
+    input_kind: str = "features"
+    """What the items were: ``features``, ``image`` (pixels), ``image-features`` (frozen
+    features of images) or ``text``: what ``kdcrowd predict`` takes for the model."""
     files: dict[str, str] = field(default_factory=dict)
     """Output file name → what it holds."""
 
@@ -305,7 +308,7 @@ def render_fit_html(page: FitPage) -> str:
     parts: list[str] = []
     add = parts.append
 
-    add(f"<h1>kdcrowd fit report</h1><div class='sub'>{_e(page.items_description)} · written {_dt.datetime.now().isoformat(timespec='seconds')} by kdcrowd {_e(versions.get('kdcrowd', '?'))} (torch {_e(versions.get('torch', '?'))}) on {_e(m.get('device', '?'))} in {m.get('seconds', float('nan')):.1f} s</div>")
+    add(f"<h1>kdcrowd fit report</h1><div class='sub'>{_e(page.items_description)} · written {_dt.datetime.now().isoformat(timespec='seconds')} by kdcrowd {_e(versions.get('kdcrowd', '?'))} (torch {_e(versions.get('torch', '?'))}) on {_e(m.get('device', '?'))}, fitted in {m.get('seconds', float('nan')):.1f} s</div>")
     cards = [
         _card(f"{int(annotated.sum())}", f"items with crowd labels (of {n})"),
         _card(f"{ann.n_workers}", "workers"),
@@ -385,7 +388,8 @@ def render_fit_html(page: FitPage) -> str:
     add(_table(pd.DataFrame({"setting": list(page.settings), "value": [str(v) for v in page.settings.values()]})))
     if page.files:
         add(_table(pd.DataFrame({"file": list(page.files), "holds": list(page.files.values())})))
-    add("<p>Predict new items with <code>kdcrowd predict --model OUT/model.pt --features X.npy --out predictions.csv</code> (or <code>--images DIR</code>).</p>")
+    items = {"text": "--texts FILE", "image-features": "--images DIR", "image": "--images DIR"}.get(page.input_kind, "--features FILE")  # what predict takes for this model
+    add(f"<p>Predict new items with <code>kdcrowd predict --model OUT/model.pt {items} --out predictions.csv</code>.</p>")
     body = "\n".join(parts)
     return f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width,initial-scale=1'><title>kdcrowd fit report</title><style>{CSS}</style></head><body><main>\n{body}\n</main></body></html>\n"
 

@@ -112,14 +112,26 @@ def plot_memorization(run_dirs: Sequence[str | Path | dict[str, Any]], out: str 
 
 def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> list[Path]:
     """True (top row, when the run knew them) and estimated matrices of the workers with the most labels."""
-    p = Path(run_dir) / "transitions.npz"
-    if not p.exists():
-        raise FileNotFoundError(f"no transitions.npz in {run_dir}: the run's method estimates no worker matrices, or it was written by an older version")
-    z = np.load(p)
-    est = z["estimated"]
-    # The true matrices are saved only when the training labels are known.
-    rows = (("true", z["true"]), ("estimated", est)) if "true" in z else (("estimated", est),)
-    order = np.argsort(-z["labels_per_worker"])[:n_workers] if "labels_per_worker" in z else np.arange(min(n_workers, len(est)))
+    p, fitted = Path(run_dir) / "transitions.npz", Path(run_dir) / "transition_matrices.npz"
+    if p.exists():  # `kdcrowd run`'s
+        z = np.load(p)
+        est = z["estimated"]
+        # The true matrices are saved only when the training labels are known.
+        rows = (("true", z["true"]), ("estimated", est)) if "true" in z else (("estimated", est),)
+        order = np.argsort(-z["labels_per_worker"])[:n_workers] if "labels_per_worker" in z else np.arange(min(n_workers, len(est)))
+        names = z["worker_ids"] if "worker_ids" in z else np.arange(len(est))
+    elif fitted.exists():  # `kdcrowd fit`'s (matrices, workers, classes), the workers by their labels in workers.csv
+        import pandas as pd
+
+        z = np.load(fitted, allow_pickle=False)
+        est, ids = z["matrices"], z["workers"].astype(str)
+        rows = (("estimated", est),)
+        table = Path(run_dir) / "workers.csv"
+        counts = pd.read_csv(table, dtype={"worker": str}).set_index("worker")["n_labels"].reindex(ids).to_numpy() if table.exists() else None
+        order = np.argsort(-np.nan_to_num(counts, nan=0.0), kind="stable")[:n_workers] if counts is not None else np.arange(min(n_workers, len(est)))
+        names = ids
+    else:
+        raise FileNotFoundError(f"no transitions.npz (kdcrowd run) or transition_matrices.npz (kdcrowd fit) in {run_dir}: the run's method estimates no worker matrices, or it was written by an older version")
     fig, axes = subplots(len(rows), len(order), figsize=(1.8 * len(order), 1.9 * len(rows)), squeeze=False)
     for j, m in enumerate(order):
         for r, (name, mats) in enumerate(rows):
@@ -131,7 +143,7 @@ def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> li
             if j == 0:
                 a.set_ylabel(name)
             if r == 0:
-                a.set_title(f"worker {z['worker_ids'][m] if 'worker_ids' in z else m}", fontsize=8)
+                a.set_title(f"worker {names[m]}", fontsize=8)
     fig.suptitle(load_run(run_dir).get("method", ""))
     return _save(fig, out)
 
