@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--optimizer", default=None, help="adamw, sgd or radam (default: TrainConfig's)")
     ap.add_argument("--cuda-graph", action="store_true",
                     help="TrainConfig.cuda_graph: the backbone's training passes as CUDA graphs (about 2x faster steps on the H200, "
-                         "benchmarks/results/check_cuda_graph.json); part of the settings, so a teacher file must match it")
+                         "benchmarks/results/check_cuda_graph.json); not part of a teacher file's fingerprint (eager and graphed runs give the same digits), so either reads the other's")
     ap.add_argument("--options", nargs="*", default=[], metavar="METHOD:KEY=VALUE[,KEY=VALUE]",
                     help="options of a method's runs (values read as JSON where they parse, e.g. annot-mix:joint_pass=true); "
                          "the runs are labelled 'METHOD KEY=VALUE ...'")

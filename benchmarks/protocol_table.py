@@ -52,7 +52,7 @@ def r1(x: Decimal | float, sign: bool = False) -> str:
     """One decimal, half up (``sign``: with + before a positive value, − before a negative one)."""
     v = Decimal(str(x)).quantize(Decimal("0.1"), ROUND_HALF_UP)
     s = f"{abs(v)}" if sign else f"{v}"
-    return (("+" if v >= 0 else "−") + s) if sign else s.replace("-", "−")
+    return (("−" if Decimal(str(x)) < 0 else "+") + s) if sign else s.replace("-", "−")  # the sign of the value, not of its rounding (−0.04: −0.0)
 
 
 def mean_std(xs: list[Decimal]) -> str:

@@ -121,3 +121,11 @@ def test_rows_without_an_epoch_of_their_own_show_none() -> None:
     rows = protocol_table.rows(merged, "kd")
     assert any(r.startswith("| kd final=ensemble | 0–1 |") and "| – |" in r for r in rows)
     assert any(r.startswith("| kd | 0–1 |") and "| 7 |" in r for r in rows)
+
+
+def test_r1_signs_by_the_value_not_its_rounding() -> None:
+    # −0.04 read "+0.0": the sign came from the rounded value, and Decimal('-0.0') >= 0
+    from decimal import Decimal
+
+    assert [protocol_table.r1(Decimal(v), sign=True) for v in ("-0.04", "0", "0.04", "-0.05", "1.25")] == ["−0.0", "+0.0", "+0.0", "−0.1", "+1.3"]
+    assert protocol_table.r1(Decimal("-0.04")) == "−0.0" and protocol_table.r1(Decimal("2.35")) == "2.4"
