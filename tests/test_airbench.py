@@ -180,12 +180,19 @@ def test_bias_lr_scale_also_scales_the_masked_batch_norm_shifts_of_madl_and_anno
     data = DeviceData.from_dataset(ds, torch.device("cpu"))
     w, l = padded_annotations(ds.annotations, data.device)
     cfg = TrainConfig(optimizer="sgd", lr=0.5, weight_decay=0.01, bias_lr_scale=64.0, device="cpu")
+    import copy
+
     for name in ("madl", "annot-mix"):
-        obj = CrowdObjective(make_crowd_model(name, ds, data, "mlp"), w, l)
-        shifts = {id(m.bias) for m in obj.modules() if isinstance(m, MaskedBatchNorm1d)}
-        assert shifts, name
-        lr_of = {id(p): g["lr"] for g in _optimizer(obj, cfg).param_groups for p in g["params"]}
-        assert {lr_of[i] for i in shifts} == {32.0}, name  # they kept 0.5, unlike every other batch-norm shift
+        model = make_crowd_model(name, ds, data, "mlp")
+        for obj in (CrowdObjective(model, w, l), CrowdObjective(copy.deepcopy(model), w, l)):  # a deep copy too (a fine-tuned stage 2, a reused teacher)
+            shifts = {id(m.bias) for m in obj.modules() if isinstance(m, MaskedBatchNorm1d)}
+            assert shifts, name
+            lr_of = {id(p): g["lr"] for g in _optimizer(obj, cfg).param_groups for p in g["params"]}
+            assert {lr_of[i] for i in shifts} == {32.0}, name  # they kept 0.5, unlike every other batch-norm shift
+    # the airbench whitening bias, in a deep copy as well
+    net = copy.deepcopy(SupervisedObjective(build_backbone("airbench", (3, 16, 16), 3), torch.zeros(4, dtype=torch.long)))
+    lr_of = {id(p): g["lr"] for g in _optimizer(net, cfg).param_groups for p in g["params"]}
+    assert lr_of[id(net.backbone.whiten_bias)] == 32.0
 
 
 def test_triangular_schedule() -> None:

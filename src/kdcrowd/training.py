@@ -545,8 +545,13 @@ def _lr_lambda(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], flo
 
 
 def _is_norm_bias(module: nn.Module) -> Callable[[nn.Parameter], bool]:
+    """Whether a parameter of ``module`` is a normalisation bias: the bias of torch's norm
+    layers, and the parameters a module names in its class's ``norm_bias_names`` (kdcrowd's
+    masked batch norm, the airbench whitening bias; on the class, so a deep copy, which drops
+    a parameter's own attributes, keeps them)."""
     ids = {id(m.bias) for m in module.modules() if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)) and getattr(m, "bias", None) is not None}
-    return lambda p: id(p) in ids or bool(getattr(p, "kdcrowd_norm_bias", False))
+    ids |= {id(getattr(m, n)) for m in module.modules() for n in getattr(type(m), "norm_bias_names", ()) if isinstance(getattr(m, n, None), nn.Parameter)}
+    return lambda p: id(p) in ids
 
 
 def _split_norm_biases(module: nn.Module, groups: list[dict[str, Any]], config: TrainConfig) -> list[dict[str, Any]]:

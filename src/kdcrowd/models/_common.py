@@ -70,13 +70,16 @@ class MaskedBatchNorm1d(nn.Module):
     entry normalises to the bias and updates only the running mean; with none, the running
     statistics are left unchanged."""
 
+    #: Its shift is a batch-norm shift (:class:`~kdcrowd.training.TrainConfig`'s ``bias_lr_scale``);
+    #: named on the class, which a deep copy keeps (a parameter's own attributes it drops).
+    norm_bias_names = ("bias",)
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         self.eps = float(eps)
         self.momentum = float(momentum)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
-        self.bias.kdcrowd_norm_bias = True  # type: ignore[attr-defined]  # a batch-norm shift (TrainConfig.bias_lr_scale)
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
 

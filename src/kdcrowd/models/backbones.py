@@ -161,7 +161,7 @@ class FastCNN(_Backbone):
 
 class _FixedScaleBN(nn.BatchNorm2d):
     """Batch norm with the scale fixed at 1 (only the shift is learned) and fast running
-    statistics, as in airbench; its bias is a *norm bias* (``kdcrowd_norm_bias``), which
+    statistics, as in airbench; its bias is a *norm bias* (a batch norm's), which
     :class:`~kdcrowd.training.TrainConfig`'s ``bias_lr_scale`` speeds up."""
 
     def __init__(self, c: int, momentum: float) -> None:
@@ -194,7 +194,8 @@ class AirbenchNet(_Backbone):
     root of their eigenvalues, and their negatives (so ``2 · C · 4`` output channels, then
     GELU). :meth:`init_from_inputs` computes them; :func:`kdcrowd.training.fit` calls it on
     the normalised training images before the first epoch (once: ``whitened`` records it,
-    and is saved with the state). Its bias is learned.
+    and is saved with the state). Its bias is learned, as a norm bias (``norm_bias_names``:
+    :class:`~kdcrowd.training.TrainConfig`'s ``bias_lr_scale`` speeds it up).
 
     Args:
         in_channels: image channels.
@@ -205,6 +206,10 @@ class AirbenchNet(_Backbone):
         head_scale: multiplier of the head's output.
         whiten_eps: added to the patch-covariance eigenvalues before the inverse square root.
     """
+
+    #: The whitening bias is a norm bias (``bias_lr_scale``); named on the class, which a
+    #: deep copy keeps (a parameter's own attributes it drops).
+    norm_bias_names = ("whiten_bias",)
 
     def __init__(
         self,
@@ -222,7 +227,6 @@ class AirbenchNet(_Backbone):
         c_white = 2 * in_channels * self.patch * self.patch
         self.register_buffer("whiten_weight", torch.zeros(c_white, in_channels, self.patch, self.patch))
         self.whiten_bias = nn.Parameter(torch.zeros(c_white))
-        self.whiten_bias.kdcrowd_norm_bias = True  # type: ignore[attr-defined]
         self.register_buffer("whitened", torch.zeros((), dtype=torch.bool))
         self.body = nn.Sequential(
             _AirbenchGroup(c_white, w1, bn_momentum),
@@ -231,9 +235,6 @@ class AirbenchNet(_Backbone):
             nn.AdaptiveMaxPool2d(1),
             nn.Flatten(),
         )
-        for m in self.body.modules():
-            if isinstance(m, _FixedScaleBN):
-                m.bias.kdcrowd_norm_bias = True  # type: ignore[attr-defined]
         self.feature_dim = w3
         self.head = nn.Linear(w3, n_classes, bias=False)
         self.head_scale = head_scale
