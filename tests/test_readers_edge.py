@@ -295,6 +295,11 @@ def test_gzipped_table_exports_are_recognised_and_a_missing_file_is_named_missin
     assert (tmp_path / "l.csv").read_text() == (tmp_path / "u.csv").read_text()  # read as the uncompressed export
     line = refused(cli("aggregate", "--annotations", "no_such_export.zip", "--out", "m.csv", cwd=tmp_path))
     assert "not found" in line and "cannot tell the format" not in line
+    # a damaged gzip file: still one error line (the detection's zlib.error was a traceback)
+    data = gzip.compress(b"item,worker,label\n" + b"a,u,cat\n" * 500)
+    (tmp_path / "bad.csv.gz").write_bytes(data[:12] + bytes(b ^ 0x5A for b in data[12:40]) + data[40:])
+    line = refused(cli("aggregate", "--annotations", "bad.csv.gz", "--out", "n.csv", cwd=tmp_path))
+    assert "cannot read the annotation file bad.csv.gz" in line
 
 
 def test_predict_refuses_an_out_that_is_one_of_its_images(tmp_path: Path) -> None:

@@ -1221,11 +1221,12 @@ def detect_format(path: str | os.PathLike) -> str | None:
         head = fh.read(65536)
     if head.startswith(b"\x1f\x8b"):  # gzip: a compressed table export (pandas reads those), else our long tables and answers files
         import gzip
+        import zlib
 
         try:
             with gzip.open(p, "rb") as fh:
                 return _table_kind(fh.read(65536).decode("utf-8-sig", errors="replace").lstrip())
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):  # a damaged file: the table reader names it
             return None
     text = head.decode("utf-8-sig", errors="replace").lstrip()
     if text.startswith("<"):
