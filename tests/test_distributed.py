@@ -262,6 +262,8 @@ def test_single_process_defaults_unchanged(monkeypatch: pytest.MonkeyPatch) -> N
 def test_cli_run_distributed_writes_metrics_once(tmp_path: Path) -> None:
     """`torchrun --nproc_per_node 2 -m kdcrowd run --distributed`: rank 0 writes metrics.json, the group shuts down cleanly."""
     out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)  # an interrupted `run --resume`'s: a run without --resume leaves them (it deleted them)
+    (out / "checkpoints" / "keep.pt").write_text("x")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            "-m", "kdcrowd", "run", "--distributed", "--device", "cpu", "--dataset", "digits", "--workers", "symmetric", "--method", "crowdlayer-mw", "--epochs", "1", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -270,7 +272,8 @@ def test_cli_run_distributed_writes_metrics_once(tmp_path: Path) -> None:
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == WORLD and m["config"]["train"]["distributed"] is True
     assert len(m["history"]) == 1 and m["test_accuracy"] is not None
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "progress.jsonl", "transitions.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "metrics.json", "progress.jsonl", "transitions.npz"]
+    assert (out / "checkpoints" / "keep.pt").exists()
     assert len((out / "progress.jsonl").read_text().splitlines()) == 1  # rank 0 only
     assert proc.stdout.count("wrote ") == 1  # only rank 0 reports
 

@@ -839,3 +839,22 @@ def test_predicted_images_are_named_as_the_training_images(tmp_path: Path) -> No
         r = runner.invoke(app, ["predict", "--model", str(tmp_path / "out" / "model.pt"), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "p.csv"), *extra])
         assert r.exit_code == 0, r.output
         assert sorted(pd.read_csv(tmp_path / "p.csv", dtype=str)["item"]) == names
+
+
+def test_fit_resume_of_a_run_started_with_an_option_now_refused_still_resumes(tmp_path: Path) -> None:
+    # --image-size without --images had no effect, and is refused now; a fit started with it must still resume
+    rng = np.random.default_rng(0)
+    ids = [f"i{k}" for k in range(20)]
+    pd.DataFrame({"item": ids, "f1": rng.normal(size=20), "f2": rng.normal(size=20)}).to_csv(tmp_path / "x.csv", index=False)
+    pd.DataFrame([(i, w, rng.choice(["a", "b"])) for i in ids for w in ("w1", "w2")], columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--features", str(tmp_path / "x.csv"), "--method", "mv", "--epochs", "1", "--quiet", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    run = json.loads((out / "run.json").read_text())
+    run["settings"]["image_size"] = 64  # as an earlier version recorded it
+    (out / "run.json").write_text(json.dumps(run))
+    (out / "report.html").unlink()
+    (out / "checkpoints").mkdir()  # as an interrupted fit leaves its folder
+    r = runner.invoke(app, ["fit", "--resume", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "report.html").exists()

@@ -550,7 +550,8 @@ def _run_distributed(cfg: Any, data_root: Optional[Path], out: Path, resuming: b
         if D.is_main():
             write_json(out / "metrics.json", metrics)
             save_transitions(out, output)
-            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # complete: as a run in one process
+            if cfg.checkpoint_dir:  # complete, with --resume: as a run in one process
+                shutil.rmtree(cfg.checkpoint_dir, ignore_errors=True)
             console.print(results_table([metrics], f"{cfg.dataset}" + (f" / workers={cfg.workers}" if cfg.workers else "") + f" / {D.world_size()} processes"))
             console.print(f"wrote {escape(str(out / 'metrics.json'))}", soft_wrap=True, highlight=False)
         D.barrier()
@@ -940,10 +941,11 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         _fail(str(e))
     if image_mode != "auto" and images is None:
         _fail("--image-features goes with --images")
-    if p.get("image_size", DEFAULT_IMAGE_SIZE) != DEFAULT_IMAGE_SIZE and images is None:  # it had no effect on features or texts
-        _fail("--image-size goes with --images")
-    if (p.get("text_column") or DEFAULT_TEXT_COLUMN) != DEFAULT_TEXT_COLUMN and texts is None:
-        _fail("--text-column goes with --texts")
+    if not resume:  # (a fit started before these checks resumes as it started: they had no effect)
+        if p.get("image_size", DEFAULT_IMAGE_SIZE) != DEFAULT_IMAGE_SIZE and images is None:  # it had no effect on features or texts
+            _fail("--image-size goes with --images")
+        if (p.get("text_column") or DEFAULT_TEXT_COLUMN) != DEFAULT_TEXT_COLUMN and texts is None:
+            _fail("--text-column goes with --texts")
     if method == "clean":
         _fail("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another --method (kdcrowd, maxmig, mv, ...)")
     from .doors import door_options
