@@ -90,12 +90,18 @@ def test_wide_table_with_an_item_column_and_two_others_says_how_it_was_read(tmp_
     assert len(warned) == 1 and "read as a wide table" in warned[0] and "name its columns item, worker, label" in warned[0]
     _, warned = frame_of(tmp_path, "item,w1,w2,w3\na,cat,dog,cat\nb,dog,dog,cat\n")
     assert warned == []  # three workers: a wide table's layout
+    for text in ("item,alice,bob\na,cat,dog\nb,dog,dog\n", "item,alice\na,cat\nb,dog\n"):  # two workers who share labels, one worker
+        _, warned = frame_of(tmp_path, text)
+        assert warned == [], text
 
 
 def test_wide_table_minus_one_is_no_label_among_text_labels(tmp_path: Path) -> None:
     # the help's "blank or -1 for no label" held only where every label was a number
-    df, _ = frame_of(tmp_path, "item,alice,bob,carol\na,cat,dog,-1\nb,dog,-1,dog\nc,-1,cat,cat\n")
+    df, warned = frame_of(tmp_path, "item,alice,bob,carol\na,cat,dog,-1\nb,dog,-1,dog\nc,-1,cat,cat\n")
     assert sorted(set(df["label"])) == ["cat", "dog"] and len(df) == 6
+    assert len(warned) == 1 and "read 3 cells of '-1' as no label" in warned[0]
+    _, warned = frame_of(tmp_path, "item,alice,bob,carol\na,0,1,-1\nb,1,-1,1\nc,-1,0,0\n")
+    assert warned == []  # among numbers -1 is the usual code of no label
     assert df[df["item"] == "a"]["worker"].tolist() == ["alice", "bob"]
 
 
@@ -260,6 +266,9 @@ def test_integer_labels_with_gaps_are_warned_of(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
     assert len(warned) == 1 and "98 of those classes (1..49, 51..99) nobody chose" in warned[0] and "--classes 0,50,100" in warned[0]
+    (tmp_path / "c.csv").write_text("item,worker,label\na,u,1\nb,u,3\n")  # from 1 with a gap: both unused classes named
+    r = cli("aggregate", "--annotations", "c.csv", "--out", "k.csv", cwd=tmp_path)
+    assert "2 of those classes (0, 2) nobody chose" in r.stderr, r.stderr
     (tmp_path / "b.csv").write_text("item,worker,label\na,u,0\na,v,1\nb,u,2\n")
     r = cli("aggregate", "--annotations", "b.csv", "--out", "m.csv", cwd=tmp_path)
     assert r.returncode == 0 and "warning:" not in r.stderr, r.stderr

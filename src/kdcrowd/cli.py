@@ -66,19 +66,16 @@ def _warn_unused_first_classes(ann: Any) -> None:
     if ann.classes.dtype.kind not in "iu" or not len(ann.label):
         return
     codes = np.unique(ann.label)
-    used = ann.classes[codes].tolist()
-    fix = f"If the labels are names, not indices, give the classes with --classes {','.join(map(str, used))}"
-    if ann.label.min() != 0:
-        _warn(f"the labels are integers from {used[0]} to {used[-1]}, read as class indices 0..{ann.n_classes - 1}: "
-              f"{'class 0 is' if used[0] == 1 else f'classes 0..{used[0] - 1} are'} a class nobody chose. {fix}")
-        return
     unused = np.setdiff1d(np.arange(ann.n_classes), codes)
-    if unused.size:
-        runs = np.split(unused, np.flatnonzero(np.diff(unused) > 1) + 1)  # consecutive codes as a..b
-        spans = [str(ann.classes[r[0]]) if len(r) == 1 else f"{ann.classes[r[0]]}..{ann.classes[r[-1]]}" for r in runs]
-        shown = ", ".join(spans[:5]) + (f" and {len(spans) - 5} more" if len(spans) > 5 else "")
-        _warn(f"the labels are integers from {used[0]} to {used[-1]}, read as class indices 0..{ann.n_classes - 1}: "
-              f"{unused.size} of those classes ({shown}) nobody chose. {fix}")
+    if not unused.size:
+        return
+    used = ann.classes[codes].tolist()
+    runs = np.split(unused, np.flatnonzero(np.diff(unused) > 1) + 1)  # consecutive codes as a..b
+    spans = [str(ann.classes[r[0]]) if len(r) == 1 else f"{ann.classes[r[0]]}..{ann.classes[r[-1]]}" for r in runs]
+    shown = ", ".join(spans[:5]) + (f" and {len(spans) - 5} more" if len(spans) > 5 else "")
+    what = ("class 0 is a class nobody chose" if unused.size == 1 else f"classes 0..{used[0] - 1} are classes nobody chose") if unused[-1] < codes[0] else f"{unused.size} of those classes ({shown}) nobody chose"
+    _warn(f"the labels are integers from {used[0]} to {used[-1]}, read as class indices 0..{ann.n_classes - 1}: {what}. "
+          f"If the labels are names, not indices, give the classes with --classes {','.join(map(str, used))}")
 
 
 def _class_list(classes: Optional[str]) -> Optional[list[str]]:

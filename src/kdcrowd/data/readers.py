@@ -500,7 +500,9 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
         long = _long_table(df.columns)
         if not long:
             id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else _wide_id_column(df, path)
-            if item_column is None and id_col in ("item", "task") and 1 <= len(df.columns) - 1 <= 2:  # an item column and two others: a long table's layout with other names?
+            two = [c for c in df.columns if c != id_col]
+            if item_column is None and id_col in ("item", "task") and len(two) == 2 and not set(_as_text(df[two[0]]).dropna()) & set(_as_text(df[two[1]]).dropna()):
+                # an item column and two others that share no value (a long table's worker ids and labels, under other names?)
                 _warn(f"annotation file {path}: read as a wide table, one column per worker ({_listing([str(c) for c in df.columns if c != id_col])}); "
                       "if it is a long table (one row per label), name its columns item, worker, label")
             if id_col is not None and id_col not in ("item", "task"):
@@ -699,6 +701,9 @@ def _wide_to_long(df: pd.DataFrame, path: Path, lines: np.ndarray | None = None)
     num = pd.to_numeric(label, errors="coerce")
     keep = (num != -1).to_numpy()  # -1 (or "-1") is no label, whatever the other labels (the documented layout)
     if not keep.all():
+        if num[keep].isna().any():  # among class names a '-1' might be meant as one: say what was done
+            _warn(f"annotation file {path}: read {_plural(int((~keep).sum()), 'cell')} of '-1' as no label (a wide table's missing label), beside class names; "
+                  "write the table long (item,worker,label) to keep '-1' as a class")
         r, c, label, num = r[keep], c[keep], label[keep].reset_index(drop=True), num[keep].reset_index(drop=True)
     if len(label) and num.notna().all():
         codes = label.dtype == object and _has_integer_codes(label)  # 01, 02 stay names
