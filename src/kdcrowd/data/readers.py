@@ -633,8 +633,8 @@ def _named_like_id(name: Any) -> bool:
 def _ids_by_values(df: pd.DataFrame) -> list[Any]:
     """The columns of a wide table that look like item ids by their values: given on every
     row, distinct on every row and not labels (more distinct values than the other columns'
-    labels, at most half of them among those labels; or none of them among those labels).
-    None with fewer than 3 rows."""
+    labels, at most half of them among those labels; or, beside two or more other columns,
+    none of them among those labels). None with fewer than 3 rows."""
     if len(df) < 3 or df.shape[1] < 2:
         return []
     text = {c: _as_text(df[c]) for c in df.columns}
@@ -643,10 +643,12 @@ def _ids_by_values(df: pd.DataFrame) -> list[Any]:
     found = []
     for c in unique:
         others: set = set()
-        for o in (labels or [o for o in df.columns if o != c]):
+        rest = labels or [o for o in df.columns if o != c]
+        for o in rest:
             others.update(text[o].dropna().tolist())
         values = set(text[c].tolist())
-        if (len(values) > len(others) and len(values & others) <= len(values) / 2) or not values & others:  # (none a label: ids, however few the rows)
+        # (none among the labels of two or more workers: ids, however few the rows)
+        if (len(values) > len(others) and len(values & others) <= len(values) / 2) or (len(rest) >= 2 and not values & others):
             found.append(c)
     return found
 
