@@ -501,3 +501,12 @@ def test_plot_workers_draws_a_fit_folders_matrices(tmp_path: Path) -> None:
     r = runner.invoke(app, ["plot", "workers", str(out), "--out", str(tmp_path / "w"), "--n-workers", "2"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "w.png").stat().st_size > 1000 and "worker u" in (tmp_path / "w.svg").read_text()
+    assert "estimated" in (tmp_path / "w.svg").read_text()
+    # a method without worker matrices: its matrices count the labels against the final labels, and say so
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--features", str(tmp_path / "x.csv"), "--method", "mv", "--epochs", "1", "--quiet", "--out", str(tmp_path / "mv")])
+    assert r.exit_code == 0, r.output
+    assert not bool(np.load(tmp_path / "mv" / "transition_matrices.npz")["estimated"])
+    r = runner.invoke(app, ["plot", "workers", str(tmp_path / "mv"), "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    svg = (tmp_path / "m.svg").read_text()
+    assert "vs final labels" in svg and "estimated" not in svg

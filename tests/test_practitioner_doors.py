@@ -156,6 +156,13 @@ def test_fit_uses_an_exports_gold_answers(tmp_path: Path) -> None:
     workers = pd.read_csv(tmp_path / "out" / "workers.csv").set_index("worker")
     assert workers.loc["w_true", "gold_accuracy"] == 1.0 and workers.loc["w_flip1", "gold_accuracy"] == 0.0
     assert "the export&#x27;s gold answers" in (tmp_path / "out" / "report.html").read_text() or "the export's gold answers" in (tmp_path / "out" / "report.html").read_text()
+    # --truth over the control tasks: they are left out of its accuracy, named as the export's (no --gold was given)
+    pd.DataFrame({"item": ids, "label": [truth[i] for i in ids]}).to_csv(tmp_path / "truth.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "results.tsv"), "--features", str(tmp_path / "X.csv"), "--method", "ds", "--truth", str(tmp_path / "truth.csv"),
+                            "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "out2")])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.stderr.split())
+    assert "10 of the 40 items of --truth" in said and f"(the gold answers of {tmp_path / 'results.tsv'})" in said and "(--gold)" not in said
 
 
 def test_fit_on_a_platform_export_and_features(tmp_path: Path) -> None:

@@ -1027,7 +1027,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             # a gold question's final label is its known answer: scoring it would count that answer as learnt
             n = int(asked.sum())
             gold = None if asked.all() else (gold[0][~asked], gold[1][~asked])
-            _warn(f"{n} of the {len(asked)} items of --truth {p['truth']} are gold questions (--gold), whose final labels are their known answers: "
+            source = "--gold" if p.get("gold") is not None else f"the gold answers of {p['annotations']}"
+            _warn(f"{n} of the {len(asked)} items of --truth {p['truth']} are gold questions ({source}), whose final labels are their known answers: "
                   + ("no item is left to score the final labels on; give --truth items that are not gold questions" if gold is None else
                      f"the accuracy of the final labels is reported on the other {len(gold[0])}"))
         X = load()  # images are decoded once the labels, ids and truths are known to be right

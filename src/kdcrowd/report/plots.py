@@ -125,7 +125,8 @@ def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> li
 
         z = np.load(fitted, allow_pickle=False)
         est, ids = z["matrices"], z["workers"].astype(str)
-        rows = (("estimated", est),)
+        # a method without worker matrices: the workers' labels counted against the final labels
+        rows = (("estimated" if "estimated" not in z or bool(z["estimated"]) else "vs final labels", est),)
         table = Path(run_dir) / "workers.csv"
         counts = pd.read_csv(table, dtype={"worker": str}).set_index("worker")["n_labels"].reindex(ids).to_numpy() if table.exists() else None
         order = np.argsort(-np.nan_to_num(counts, nan=0.0), kind="stable")[:n_workers] if counts is not None else np.arange(min(n_workers, len(est)))

@@ -8,7 +8,7 @@ Call :func:`write_fit_outputs` once after ``clf.fit(X, ann)``; it writes into on
 ``predictions.csv``         the same for items without crowd labels: the predict set
                             and unlabelled rows of the training items
 ``workers.csv``             ``worker,n_labels,accuracy_estimate,agreement,diag_<class>...``
-``transition_matrices.npz`` ``matrices`` (M, K, K), ``workers``, ``classes``
+``transition_matrices.npz`` ``matrices`` (M, K, K), ``workers``, ``classes``, ``estimated``
 ``model.pt``                the trained module's state dict and what rebuilds the
                             predictor (:func:`load_predictor`, ``kdcrowd predict``)
 ``metrics.json``            ``clf.metrics_``
@@ -125,10 +125,13 @@ def worker_table(t: np.ndarray, ann: Any, proba: np.ndarray, accuracy: np.ndarra
     return pd.DataFrame(cols)
 
 
-def save_matrices(path: str | Path, t: np.ndarray, ann: Any) -> None:
+def save_matrices(path: str | Path, t: np.ndarray, ann: Any, estimated: bool = True) -> None:
     """``transition_matrices.npz``: ``matrices`` (M, K, K) float32, ``workers`` and
-    ``classes`` as text arrays (readable with ``np.load(path)``, no pickle)."""
-    np.savez_compressed(path, matrices=np.asarray(t, dtype=np.float32), workers=np.asarray(ann.worker_ids).astype(str), classes=np.asarray(ann.classes).astype(str))
+    ``classes`` as text arrays, and ``estimated`` (whether the method estimated them, or they
+    count the workers' labels against the final labels) (readable with ``np.load(path)``, no
+    pickle)."""
+    np.savez_compressed(path, matrices=np.asarray(t, dtype=np.float32), workers=np.asarray(ann.worker_ids).astype(str), classes=np.asarray(ann.classes).astype(str),
+                        estimated=np.asarray(bool(estimated)))
 
 
 # ----------------------------------------------------------------------------- model file
@@ -142,7 +145,7 @@ FILES = {
     "labels.csv": "item,label,confidence,p_<class>... for every item with crowd labels",
     "predictions.csv": "the same for items without crowd labels (the --predict set, and unlabelled rows of the training items)",
     "workers.csv": "worker,n_labels,accuracy_estimate,agreement,diag_<class>... (with --gold also gold_n, gold_accuracy: each worker's gold answers and accuracy on them; with --validation-fraction and a method with its own matrices also n_labels_fitted: the labels outside the held-out items, which the matrices are estimated from)",
-    "transition_matrices.npz": "matrices (M, K, K), workers, classes",
+    "transition_matrices.npz": "matrices (M, K, K), workers, classes, estimated (false: the workers' labels against the final labels)",
     "model.pt": "the trained classifier; kdcrowd predict --model reads it",
     "metrics.json": "configuration, versions, device, timings, per-epoch history",
     "report.html": "this page",
@@ -232,7 +235,7 @@ def write_fit_outputs(
         held_out = (getattr(clf, "validation_", None) or {}).get("indices") if clf.transition_matrices_ is not None else None
         workers = worker_table(t, ann, proba, clf.worker_quality_, gold=getattr(clf, "gold_", None), held_out=held_out)
         workers.to_csv(tmp / "workers.csv", index=False)
-        save_matrices(tmp / "transition_matrices.npz", t, ann)
+        save_matrices(tmp / "transition_matrices.npz", t, ann, estimated=clf.transition_matrices_ is not None)
         save_model(tmp / "model.pt", clf)
         t_report = time.perf_counter()
         page = FitPage(
