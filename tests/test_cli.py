@@ -510,3 +510,18 @@ def test_plot_workers_draws_a_fit_folders_matrices(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     svg = (tmp_path / "m.svg").read_text()
     assert "vs final labels" in svg and "estimated" not in svg
+
+
+def test_input_warnings_pass_other_warnings_on_once_and_end() -> None:
+    # a warning passed on inside the recording was recorded again, without end (a fit ran out of memory)
+    import resource
+    import subprocess
+    import sys
+
+    code = ("import warnings\nfrom kdcrowd.cli import _input_warnings\nfrom kdcrowd.data.readers import InputWarning\n"
+            "with _input_warnings():\n    warnings.warn('plain one', UserWarning)\n    warnings.warn('an input one', InputWarning)\nprint('done')\n")
+    limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # noqa: E731  (fail fast, not the machine)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=limit,
+                       env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr[-500:]
+    assert r.stderr.count("plain one") == 1 and "warning: an input one" in r.stderr

@@ -258,6 +258,15 @@ def test_feature_table_written_with_its_index_skips_the_index_column(tmp_path: P
         ids, X, columns = read_features(tmp_path / "x.csv", with_columns=True)
     assert columns == ["f1"] and X[:, 0].tolist() == pytest.approx([0.1, 0.2, 0.3]) and ids.tolist() == ["a", "b", "c"]
     assert sum("no header" in str(w.message) for w in caught) == 1
+    # kept: a first column without a header that is not the row numbers, and one a model was trained with
+    (tmp_path / "y.csv").write_text(",item,f1\n5,a,0.1\n7,b,0.2\n9,c,0.3\n")
+    assert read_features(tmp_path / "y.csv", with_columns=True)[2] == ["Unnamed: 0", "f1"]
+    assert read_features(tmp_path / "x.csv", with_columns=True, keep_columns=["Unnamed: 0", "f1"])[2] == ["Unnamed: 0", "f1"]
+    # on the command line: one warning: line
+    pd.DataFrame([(i, w, lab) for i, lab in zip("abc", "xyx") for w in ("u", "v")], columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    r = cli("fit", "--annotations", "ann.csv", "--features", "x.csv", "--method", "mv", "--epochs", "1", "--quiet", "--out", "o", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [line for line in r.stderr.splitlines() if "no header" in line][0].startswith("warning: feature table x.csv: skipped its first column")
 
 
 def test_integer_labels_with_gaps_are_warned_of(tmp_path: Path) -> None:

@@ -104,17 +104,18 @@ def _input_warnings() -> Iterator[None]:
     from .config import SettingWarning
     from .data.readers import InputWarning
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", InputWarning)
-        warnings.simplefilter("always", SettingWarning)
-        try:
+    caught: list[Any] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InputWarning)
+            warnings.simplefilter("always", SettingWarning)
             yield
-        finally:
-            for w in caught:
-                if issubclass(w.category, (InputWarning, SettingWarning)):
-                    _warn(str(w.message))
-                else:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    finally:  # outside the recording: a warning passed on inside it would be recorded again, without end
+        for w in caught:
+            if issubclass(w.category, (InputWarning, SettingWarning)):
+                _warn(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 #: ``--format`` values: the platform exports of :mod:`kdcrowd.data.platforms`, and ``table``
@@ -656,7 +657,8 @@ def aggregate(
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {escape(method)}; wrote {escape(str(out))}", soft_wrap=True, highlight=False)
 
 
-def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any]) -> tuple[Any, Any, str, Any, Any, Optional[str]]:
+def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any],
+                keep_columns: Any = ()) -> tuple[Any, Any, str, Any, Any, Optional[str]]:
     """``(ids, load, description, image files or None, feature column names or None, image id
     style or None)`` of ``--features`` or ``--images``;
     ``load()`` returns the item array. Images are decoded only when ``load`` is called, so
@@ -667,7 +669,8 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     from .data.items import image_item_ids, list_image_files, load_images, match_image_ids, read_features
 
     if features is not None:
-        ids, X, columns = read_features(features, item_ids=item_ids, with_columns=True)
+        with _input_warnings():  # (an index column skipped)
+            ids, X, columns = read_features(features, item_ids=item_ids, with_columns=True, keep_columns=keep_columns or ())
         return ids, lambda: X, f"features from {features.name}, {X.shape[1]} columns", None, columns, None
     assert images is not None
     with _input_warnings():
@@ -1064,7 +1067,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         elif p["predict_features"] is not None or p["predict_images"] is not None:
             # new images named as the training images are (auto: the style their ids matched)
             pstyle = p["image_ids"] if p["image_ids"] != "auto" else id_style or "stem"
-            pids, pload, _, _, pcolumns, _ = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], side, pstyle, [])
+            pids, pload, _, _, pcolumns, _ = _load_items(p["predict_features"], p["predict_images"], p["predict_item_ids"], side, pstyle, [], keep_columns=columns or ())
             PX = pload()
             if frozen is not None:
                 PX = _frozen_features(PX, frozen, p["device"], feature_norm)
@@ -1219,7 +1222,8 @@ def predict(
         else:
             frozen = inputs.get("backbone") if inputs.get("kind") == "image-features" else None
             size = int(inputs["image_size"]) if frozen else predictor.item_shape[0] if images is not None else 0
-            ids, load, described, _, columns, _ = _load_items(features, images, item_ids, size, image_ids or predictor.image_ids or "stem", [])
+            ids, load, described, _, columns, _ = _load_items(features, images, item_ids, size, image_ids or predictor.image_ids or "stem", [],
+                                                              keep_columns=predictor.feature_names or ())  # a model trained with such a column keeps it
             X = load()
             if frozen:  # the predictor scales them as at fit (load_predictor)
                 X = _frozen_features(X, frozen, device)

@@ -100,7 +100,8 @@ def read_item_ids(path: str | os.PathLike[str]) -> np.ndarray:
     return ids
 
 
-def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | os.PathLike[str] | None = None, *, with_columns: bool = False) -> tuple[Any, ...]:
+def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | os.PathLike[str] | None = None, *, with_columns: bool = False,
+                  keep_columns: Sequence[str] = ()) -> tuple[Any, ...]:
     """Read a feature matrix and its item ids.
 
     Args:
@@ -109,6 +110,9 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
             ``item`` column of ids and numeric feature columns (every other column).
         item_ids: ``.npy`` only: the ids of the rows, as a sequence or the path of a text
             file with one id per line. Default: row ``i`` has id ``"i"``.
+        keep_columns: columns kept as features whatever they hold (a model's training
+            columns): a first column without a header that holds the row numbers 0..N-1
+            (the index that pandas' ``to_csv()`` writes) is otherwise skipped, with a warning.
 
     Returns:
         ``(ids, X)``: ``ids`` an object array of ``str`` (length N, unique) and ``X``
@@ -154,9 +158,11 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         ids = _as_text(df["item"]).to_numpy(dtype=object)
         _check_ids(ids, f"feature table {path}")
         feats = df.drop(columns=["item"])
-        if feats.shape[1] > 1 and _UNNAMED.fullmatch(str(df.columns[0])):  # the index column that pandas' to_csv() writes: no feature
-            _warn(f"feature table {path}: skipped its first column, which has no header (the row numbers that pandas' to_csv() writes); write the table with to_csv(index=False)")
-            feats = feats.drop(columns=[df.columns[0]])
+        first = df.columns[0]
+        if feats.shape[1] > 1 and _UNNAMED.fullmatch(str(first)) and str(first) not in set(map(str, keep_columns)) \
+                and pd.to_numeric(df[first], errors="coerce").eq(np.arange(len(df))).all():  # the index that pandas' to_csv() writes: no feature
+            _warn(f"feature table {path}: skipped its first column, which has no header and holds the row numbers (the index that pandas' to_csv() writes); write the table with to_csv(index=False)")
+            feats = feats.drop(columns=[first])
         if feats.shape[1] == 0:
             raise ValueError(f"feature table {path} has only the 'item' column; add numeric feature columns")
         if len(df) == 0:
