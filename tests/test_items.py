@@ -66,13 +66,13 @@ def test_read_item_labels_error_listings_count_the_rest(tmp_path):
     with pytest.raises(ValueError) as info:
         read_item_labels(tmp_path / "l.csv", ids, [0, 1])
     msg = str(info.value)
-    assert "7 row(s) name items that have no features/images: row 0 (item='x0'); " in msg
-    assert "row 4 (item='x4'); ... and 2 more; drop them" in msg
+    assert "7 row(s) name items that have no features/images: line 2 (item='x0'); " in msg  # the file's lines
+    assert "line 6 (item='x4'); ... and 2 more; drop them" in msg
     pd.DataFrame({"item": ["a", "b"] * 3, "label": ["5"] * 6}).to_csv(tmp_path / "m.csv", index=False)
     with pytest.raises(ValueError) as info:
         read_item_labels(tmp_path / "m.csv", ids, [0, 1])
     msg = str(info.value)
-    assert "6 label(s) are not among the annotation classes '0', '1': row 0 (item='a', label='5');" in msg
+    assert "6 label(s) are not among the annotation classes '0', '1': line 2 (item='a', label='5');" in msg
     assert "; ... and 1 more; write each label as one of these classes" in msg
     pd.DataFrame({"item": ["a", "b"], "label": ["1", "0"]}).to_csv(tmp_path / "ok.csv", index=False)
     pos, cls = read_item_labels(tmp_path / "ok.csv", ids, [0, 1])
