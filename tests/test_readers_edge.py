@@ -90,7 +90,8 @@ def test_wide_table_with_an_item_column_and_two_others_says_how_it_was_read(tmp_
     assert len(warned) == 1 and "read as a wide table" in warned[0] and "name its columns item, worker, label" in warned[0]
     _, warned = frame_of(tmp_path, "item,w1,w2,w3\na,cat,dog,cat\nb,dog,dog,cat\n")
     assert warned == []  # three workers: a wide table's layout
-    for text in ("item,alice,bob\na,cat,dog\nb,dog,dog\n", "item,alice\na,cat\nb,dog\n"):  # two workers who share labels, one worker
+    # two workers who share labels (as numbers too: pandas writes a column with gaps 1.0), one worker
+    for text in ("item,alice,bob\na,cat,dog\nb,dog,dog\n", "item,alice\na,cat\nb,dog\n", "item,w1,w2\na,1.0,1\nb,,0\nc,0.0,1\n"):
         _, warned = frame_of(tmp_path, text)
         assert warned == [], text
 
@@ -258,10 +259,14 @@ def test_feature_table_written_with_its_index_skips_the_index_column(tmp_path: P
         ids, X, columns = read_features(tmp_path / "x.csv", with_columns=True)
     assert columns == ["f1"] and X[:, 0].tolist() == pytest.approx([0.1, 0.2, 0.3]) and ids.tolist() == ["a", "b", "c"]
     assert sum("no header" in str(w.message) for w in caught) == 1
-    # kept: a first column without a header that is not the row numbers, and one a model was trained with
-    (tmp_path / "y.csv").write_text(",item,f1\n5,a,0.1\n7,b,0.2\n9,c,0.3\n")
-    assert read_features(tmp_path / "y.csv", with_columns=True)[2] == ["Unnamed: 0", "f1"]
-    assert read_features(tmp_path / "x.csv", with_columns=True, keep_columns=["Unnamed: 0", "f1"])[2] == ["Unnamed: 0", "f1"]
+    # a slice's or a shuffled frame's index is skipped too; a header-less column of other values is kept
+    (tmp_path / "y.csv").write_text(",item,f1\n25,a,0.1\n21,b,0.2\n29,c,0.3\n")
+    assert read_features(tmp_path / "y.csv", with_columns=True)[2] == ["f1"]
+    (tmp_path / "z.csv").write_text(",item,f1\n0.5,a,0.1\n0.7,b,0.2\n0.9,c,0.3\n")
+    assert read_features(tmp_path / "z.csv", with_columns=True)[2] == ["Unnamed: 0", "f1"]
+    # with a model's training columns they decide: kept where the model was trained with it, else skipped
+    assert read_features(tmp_path / "z.csv", with_columns=True, keep_columns=["Unnamed: 0", "f1"])[2] == ["Unnamed: 0", "f1"]
+    assert read_features(tmp_path / "z.csv", with_columns=True, keep_columns=["f1"])[2] == ["f1"]
     # on the command line: one warning: line
     pd.DataFrame([(i, w, lab) for i, lab in zip("abc", "xyx") for w in ("u", "v")], columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
     r = cli("fit", "--annotations", "ann.csv", "--features", "x.csv", "--method", "mv", "--epochs", "1", "--quiet", "--out", "o", cwd=tmp_path)

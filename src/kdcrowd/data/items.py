@@ -110,9 +110,9 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
             ``item`` column of ids and numeric feature columns (every other column).
         item_ids: ``.npy`` only: the ids of the rows, as a sequence or the path of a text
             file with one id per line. Default: row ``i`` has id ``"i"``.
-        keep_columns: columns kept as features whatever they hold (a model's training
-            columns): a first column without a header that holds the row numbers 0..N-1
-            (the index that pandas' ``to_csv()`` writes) is otherwise skipped, with a warning.
+        keep_columns: a model's training columns: a first column without a header (the
+            index that pandas' ``to_csv()`` writes) is skipped, with a warning, unless it is
+            one of them; without them, where it holds distinct whole numbers.
 
     Returns:
         ``(ids, X)``: ``ids`` an object array of ``str`` (length N, unique) and ``X``
@@ -159,10 +159,15 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         _check_ids(ids, f"feature table {path}")
         feats = df.drop(columns=["item"])
         first = df.columns[0]
-        if feats.shape[1] > 1 and _UNNAMED.fullmatch(str(first)) and str(first) not in set(map(str, keep_columns)) \
-                and pd.to_numeric(df[first], errors="coerce").eq(np.arange(len(df))).all():  # the index that pandas' to_csv() writes: no feature
-            _warn(f"feature table {path}: skipped its first column, which has no header and holds the row numbers (the index that pandas' to_csv() writes); write the table with to_csv(index=False)")
-            feats = feats.drop(columns=[first])
+        if feats.shape[1] > 1 and _UNNAMED.fullmatch(str(first)):  # perhaps the index that pandas' to_csv() writes: no feature
+            if keep_columns:  # the model's training columns decide
+                skip, why = str(first) not in set(map(str, keep_columns)), "which the model was not trained with"
+            else:  # an index: distinct whole numbers (0..N-1, or a slice's or a shuffled frame's)
+                v = pd.to_numeric(df[first], errors="coerce")
+                skip, why = bool(v.notna().all() and (v == v.round()).all() and v.is_unique), "which holds distinct whole numbers"
+            if skip:
+                _warn(f"feature table {path}: skipped its first column, which has no header, {why} (the index that pandas' to_csv() writes); write the table with to_csv(index=False)")
+                feats = feats.drop(columns=[first])
         if feats.shape[1] == 0:
             raise ValueError(f"feature table {path} has only the 'item' column; add numeric feature columns")
         if len(df) == 0:

@@ -501,7 +501,7 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
         if not long:
             id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else _wide_id_column(df, path)
             two = [c for c in df.columns if c != id_col]
-            if item_column is None and id_col in ("item", "task") and len(two) == 2 and not set(_as_text(df[two[0]]).dropna()) & set(_as_text(df[two[1]]).dropna()):
+            if item_column is None and id_col in ("item", "task") and len(two) == 2 and not _shared_values(df[two[0]], df[two[1]]):
                 # an item column and two others that share no value (a long table's worker ids and labels, under other names?)
                 _warn(f"annotation file {path}: read as a wide table, one column per worker ({_listing([str(c) for c in df.columns if c != id_col])}); "
                       "if it is a long table (one row per label), name its columns item, worker, label")
@@ -624,6 +624,16 @@ def _long_table(columns: Any) -> bool:
     column (``annotator_1``, ``annotator_2``: a wide table's)."""
     marked = [str(c).lower() for c in columns if any(w in str(c).lower() for w in LONG_TABLE_WORDS)]
     return bool(marked) and not all(_NUMBERED_WORKER.fullmatch(c.strip()) for c in marked)
+
+
+def _shared_values(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two worker columns share a label as the reader reads them: as numbers where
+    both hold only numbers (a column with gaps is written ``1.0`` by pandas, a full one ``1``),
+    else as text."""
+    na, nb = pd.to_numeric(a, errors="coerce"), pd.to_numeric(b, errors="coerce")
+    if na.notna().sum() == a.notna().sum() and nb.notna().sum() == b.notna().sum():
+        return bool(set(na.dropna()) & set(nb.dropna()))
+    return bool(set(_as_text(a).dropna()) & set(_as_text(b).dropna()))
 
 
 def _named_like_id(name: Any) -> bool:
