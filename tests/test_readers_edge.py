@@ -370,3 +370,24 @@ def test_fit_options_without_effect_are_refused_or_warned(tmp_path: Path) -> Non
     assert r.returncode == 0, r.stderr
     warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
     assert len(warned) == 1 and "--final-labels posterior has no effect: method 'mv'" in warned[0] and "Traceback" not in r.stderr
+
+
+def test_errors_name_the_true_file_line_after_empty_lines_and_multiline_cells(tmp_path: Path) -> None:
+    # pandas skips empty lines and reads a quoted cell over two lines as one row: "line r + 2" named the wrong line
+    from kdcrowd.data.items import read_item_labels
+    from kdcrowd.data.readers import data_row_lines
+
+    (tmp_path / "a.csv").write_text('item,worker,label\na,w1,cat\n\n\nb,w1,dog\n"c\nd",w2,dog\ne,,dog\n')
+    assert data_row_lines(tmp_path / "a.csv", 4).tolist() == [2, 5, 6, 8]
+    line = refused(cli("aggregate", "--annotations", "a.csv", "--out", "o.csv", cwd=tmp_path))
+    assert "line 8 (item='e'" in line
+    (tmp_path / "t.csv").write_text("item,label\na,cat\n\nnope,dog\n")
+    with pytest.raises(ValueError, match=r"line 4 \(item='nope'\)"):
+        read_item_labels(tmp_path / "t.csv", ["a", "b"], ["cat", "dog"])
+    (tmp_path / "plain.csv").write_text("item,label\na,cat\nb,dog\n")  # the common case: one line per row, counted, not parsed
+    assert data_row_lines(tmp_path / "plain.csv", 2).tolist() == [2, 3]
+    (tmp_path / "tail.csv").write_text("item,label\na,cat\nb,dog\n\n\n")  # empty lines at the end: still the fast count
+    assert data_row_lines(tmp_path / "tail.csv", 2).tolist() == [2, 3]
+    assert data_row_lines(tmp_path / "plain.csv", 5).tolist() == [2, 3, 4, 5, 6]  # readers that disagree: r + 2 kept
+    (tmp_path / "g.csv.gz").write_bytes(gzip.compress(b"item,label\n\na,cat\n"))
+    assert data_row_lines(tmp_path / "g.csv.gz", 1).tolist() == [3]

@@ -40,6 +40,7 @@ from .readers import (  # noqa: F401 - read_annotation_frame, LONG_TABLE_WORDS a
     _separator_hint,
     _warn,
     _wide_to_long,
+    data_row_lines,
     read_annotation_frame,
 )
 
@@ -496,16 +497,16 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
     else:
         raise ValueError(f"cannot tell the format of label file {path.name!r}; use .csv, .tsv or .parquet with columns item,label")
     text = not name.endswith((".parquet", ".pq"))  # errors name a text file's lines (the header is line 1), as the annotation reader's do
-    return item_labels_from_frame(df, path, item_ids, classes, items_are, fold_case=fold_case, first_line=2 if text else None)
+    return item_labels_from_frame(df, path, item_ids, classes, items_are, fold_case=fold_case, lines=data_row_lines(path, len(df)) if text else None)
 
 
 def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images",
-                           fold_case: bool = False, first_line: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                           fold_case: bool = False, lines: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`read_item_labels` of a table already read (e.g. a platform export's gold
     answers); ``path`` names its source in the errors, which name rows from 0, or with
-    ``first_line`` the file lines (the first row on line ``first_line``)."""
+    ``lines`` (each row's file line) the file lines."""
     path = Path(path)
-    where = (lambda r: f"row {r}") if first_line is None else (lambda r: f"line {r + first_line}")  # noqa: E731
+    where = (lambda r: f"row {r}") if lines is None else (lambda r: f"line {lines[r]}")  # noqa: E731
     item_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
     if item_col is None or "label" not in df.columns:
         raise ValueError(f"label file {path} needs columns 'item' and 'label'; found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
@@ -514,7 +515,7 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
     it, lb = _as_text(df[item_col]), _as_text(df["label"])
     na = np.flatnonzero((it.isna() | lb.isna()).to_numpy())
     if na.size:
-        raise ValueError(f"label file {path}: missing item or label in {'row(s)' if first_line is None else 'line(s)'} {_listing((na if first_line is None else na + first_line).tolist(), na.size)}; fill them in or drop those rows")
+        raise ValueError(f"label file {path}: missing item or label in {'row(s)' if lines is None else 'line(s)'} {_listing((na if lines is None else lines[na]).tolist(), na.size)}; fill them in or drop those rows")
     known = _as_text(pd.Series(list(item_ids), dtype=object))
     _check_ids(known.to_numpy(dtype=object), "item ids (compared as text)")
     index = pd.Index(known.to_numpy(dtype=object))

@@ -350,9 +350,41 @@ def _warn(message: str) -> None:
     warnings.warn(message, InputWarning, stacklevel=3)
 
 
-def _rows_text(rows: np.ndarray) -> str:
-    """File line numbers of 0-based data rows (the header is line 1)."""
-    return _listing([int(r) + 2 for r in rows], rows.size, fmt=str)
+def data_row_lines(path: Path, n_rows: int) -> np.ndarray:
+    """The file line (the header is line 1) on which each of the ``n_rows`` rows that pandas
+    read from the CSV/TSV file ``path`` starts. pandas skips empty lines, and a quoted cell
+    may span lines, so row ``r`` is on line ``r + 2`` only where neither occurs: that is
+    checked by counting the file's lines (fast), and otherwise the lines are found with
+    Python's CSV reader, reading the file as pandas does; where the two readers disagree on
+    the rows, ``r + 2`` is kept."""
+    import csv
+    import io
+
+    plain = np.arange(n_rows, dtype=np.int64) + 2
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as fh:
+            data = fh.read()
+    except (OSError, EOFError, zlib.error):
+        return plain
+    body = data.rstrip(b"\r\n")  # (empty lines at the end are no rows, and leave the rows' lines as they are)
+    if body.count(b"\n") + 1 == n_rows + 1:  # one line per row: no empty line, no cell over two lines
+        return plain
+    tsv = path.name.lower().endswith((".tsv", ".tsv.gz"))
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""), delimiter="\t" if tsv else ",",
+                        quoting=tsv_quoting(path) if tsv else csv.QUOTE_MINIMAL)
+    starts: list[int] = []
+    done, header = 0, False
+    try:
+        for row in reader:
+            start, done = done + 1, reader.line_num
+            if not row:  # an empty line: pandas skips it
+                continue
+            if header:
+                starts.append(start)
+            header = True
+    except csv.Error:
+        return plain
+    return np.asarray(starts, dtype=np.int64) if len(starts) == n_rows else plain
 
 
 def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, np.ndarray]:
@@ -360,7 +392,7 @@ def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> tuple[pd.DataFr
     of a spreadsheet) and without copies of the header line inside the file (concatenated
     exports), each with an :class:`InputWarning` naming the file's line numbers; and the
     file line number of each row kept."""
-    lines = np.arange(len(df)) + 2  # the header is line 1
+    lines = data_row_lines(path, len(df))  # the header is line 1
     if df.empty or not len(df.columns):
         return df, lines
     names = [str(c).strip() for c in df.columns]
@@ -372,9 +404,9 @@ def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> tuple[pd.DataFr
         blank &= (col.isna() | text.eq("")).to_numpy()
         header &= (col.notna() & text.eq(n)).to_numpy()
     if blank.any():
-        _warn(f"annotation file {path}: skipped {int(blank.sum())} blank row(s) (every field empty or spaces) at line(s) {_rows_text(np.flatnonzero(blank))}")
+        _warn(f"annotation file {path}: skipped {int(blank.sum())} blank row(s) (every field empty or spaces) at line(s) {_listing(lines[blank].tolist(), int(blank.sum()), fmt=str)}")
     if header.any():
-        _warn(f"annotation file {path}: skipped {int(header.sum())} row(s) that repeat the header line ({', '.join(names)}) at line(s) {_rows_text(np.flatnonzero(header))}; files joined together each kept their header")
+        _warn(f"annotation file {path}: skipped {int(header.sum())} row(s) that repeat the header line ({', '.join(names)}) at line(s) {_listing(lines[header].tolist(), int(header.sum()), fmt=str)}; files joined together each kept their header")
     drop = blank | header
     return (df.loc[~drop].reset_index(drop=True), lines[~drop]) if drop.any() else (df, lines)
 
