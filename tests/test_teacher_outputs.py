@@ -120,3 +120,14 @@ def test_stage2_finetune_needs_the_teacher_module(digits: CrowdDataset, teacher:
     cut = TeacherOutputs(saved.proba[:10], saved.posterior[:10], saved.transitions, saved.best_val_accuracy, saved.fingerprint)
     with pytest.raises(ValueError, match="10 training items"):
         KDCrowd(teacher="annot-mix").fit(digits, data, _cfg("annot-mix").train, teacher_outputs=cut)
+
+
+def test_the_fingerprint_leaves_out_dataset_options_that_cannot_change_the_data() -> None:
+    # {"verify": True} beside {} made an identical teacher's saved outputs refused
+    from kdcrowd.teacher_outputs import teacher_fingerprint
+    from kdcrowd.training import TrainConfig
+
+    ds = load_dataset("digits", workers="symmetric", seed=0)
+    fp = lambda opts: teacher_fingerprint(ds, TrainConfig(device="cpu"), "maxmig", {}, "mlp", dataset_options=opts)  # noqa: E731
+    assert fp({"verify": True}) == fp({}) == fp({"verify": False})
+    assert fp({"features": "bovw"}) != fp({})  # an option that changes the data still counts

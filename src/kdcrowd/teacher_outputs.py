@@ -53,6 +53,10 @@ TEACHER_OUTPUTS_FORMAT = "kdcrowd-teacher-outputs/1"
 #: and the device (the outputs are arrays, usable on any device).
 NOT_TEACHER_SETTINGS = (*NOT_FINGERPRINTED, "device", "seed")
 
+#: Data set options that cannot change the data (whether downloads are checked against
+#: their checksums): left out of a teacher's fingerprint, as ``data`` covers the data itself.
+NOT_DATA_OPTIONS = ("verify",)
+
 
 def teacher_predictions(
     model: nn.Module, objective: nn.Module, result: FitResult, data: DeviceData, workers: torch.Tensor, labels: torch.Tensor, train: TrainConfig
@@ -74,8 +78,8 @@ def teacher_fingerprint(
 
     The data: :func:`~kdcrowd.checkpoint.data_digest` (name, training items, digest of the
     training items, annotations and validation split), the number of classes and workers,
-    and the run's ``dataset_options`` and simulated ``workers`` (named, so a difference
-    reads as one). The teacher: its name, its options with their defaults (``{}`` and the
+    and the run's ``dataset_options`` but :data:`NOT_DATA_OPTIONS` and simulated
+    ``workers`` (named, so a difference reads as one). The teacher: its name, its options with their defaults (``{}`` and the
     defaults given explicitly are the same teacher), the backbone, the seed and the
     training settings but :data:`NOT_TEACHER_SETTINGS`."""
     settings = {k: v for k, v in train.to_dict().items() if k not in NOT_TEACHER_SETTINGS}
@@ -83,7 +87,7 @@ def teacher_fingerprint(
     return json_plain({
         "format": TEACHER_OUTPUTS_FORMAT,
         "data": data_digest(ds),
-        "dataset_options": dict(dataset_options or {}),
+        "dataset_options": {k: v for k, v in (dataset_options or {}).items() if k not in NOT_DATA_OPTIONS},
         "workers": workers,
         "n_classes": ds.n_classes,
         "n_workers": None if ann is None else ann.n_workers,
