@@ -176,26 +176,50 @@ def _exact_text(x: Decimal) -> str:
     return format(x.normalize(), "f")
 
 
-def stage_seed_lines(merged: dict[str, Any], stage: str, baseline: str) -> list[str]:
+def paired_summary(stage: list[Decimal], base: list[Decimal], target: float | None = None) -> str:
+    """The exact means of paired accuracies (%) and of their differences, the differences'
+    sample std, the 95 % interval of the mean difference (Student's t, n − 1 degrees of
+    freedom) and, with ``target``, the t statistic of the mean against that gain."""
+    from scipy import stats
+
+    d = [float(a - b) for a, b in zip(stage, base)]
+    n, mean = len(d), statistics.fmean(d)
+    text = f"exactly: {_exact_text(sum(stage) / n)} against {_exact_text(sum(base) / n)}, difference {mean:+.3f}"
+    if n < 2:
+        return text.replace("-", "−")
+    sd = statistics.stdev(d)
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / n ** 0.5
+    text += f" (std {sd:.3f}); 95 % interval of the mean difference {mean - half:.2f} to {mean + half:.2f}"
+    if target is not None:
+        text += f"; t against {target:+g}: {(mean - target) / (sd / n ** 0.5):.2f}" if sd > 0 else ""
+    return text.replace("-", "−")
+
+
+def stage_seed_lines(merged: dict[str, Any], stage: str, baseline: str, target: float | None = None) -> list[str]:
     """Per label whose rows record ``stage``: per seed, that stage's last-epoch test accuracy
     exactly, the row's final predictor's, ``baseline``'s run of the same seed and the
-    stage's difference from it (the per-seed table of docs/RESULTS.md §7g)."""
+    stage's difference from it (the per-seed table of docs/RESULTS.md §7g); then
+    :func:`paired_summary` of the stage against ``baseline``."""
     base = by_label(merged["runs"]).get(baseline, {})
     out = []
     for label, runs in by_label(merged["runs"]).items():
         seeds = [s for s in sorted(runs) if ((runs[s].get("stages") or {}).get(stage) or {}).get("test_accuracy") is not None]
         if not seeds:
             continue
-        parts, diffs = [], []
+        parts, paired = [], []
         for s in seeds:
             t = pct(runs[s]["stages"][stage]["test_accuracy"])
             vs = ""
             if s in base:
                 b = pct(base[s]["test_accuracy"])
-                diffs.append(t - b)
+                paired.append((t, b))
                 vs = f", {baseline} {_exact_text(b)}: {'+' if t >= b else '−'}{_exact_text(abs(t - b))}"
             parts.append(f"seed {s}: {_exact_text(t)} (final {_exact_text(pct(runs[s]['test_accuracy']))}{vs})")
-        out.append(f"{label}, its {stage}, test per seed: " + "; ".join(parts) + (f"; minus {baseline}: {_diffs(diffs)}" if diffs else ""))
+        line = f"{label}, its {stage}, test per seed: " + "; ".join(parts)
+        if paired:
+            st, bs = [t for t, _ in paired], [b for _, b in paired]
+            line += f"; minus {baseline}: {_diffs([t - b for t, b in paired])}; {paired_summary(st, bs, target)}"
+        out.append(line)
     return out
 
 
@@ -206,8 +230,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--validation", action="store_true", help="also each label's last-epoch validation accuracy and its paired differences from --baseline")
     ap.add_argument("--stage", action="append", default=[], metavar="NAME",
                     help="also this KD-Crowd stage's accuracy (student, stage2, ensemble) and its paired differences from each row's final predictor (repeatable)")
+    ap.add_argument("--target-gain", type=float, default=None, metavar="POINTS",
+                    help="with --stage: the t statistic of each stage's mean gain over --baseline against this gain (e.g. 1)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="only the runs of these seeds")
     args = ap.parse_args(argv)
     merged = json.loads(args.merged.read_text())
+    if args.seeds is not None:
+        merged["runs"] = [r for r in merged["runs"] if r["seed"] in set(args.seeds)]
     print("| method | seeds | test, last epoch | test, best validation epoch | best epoch | gain over " + args.baseline + ", last epoch (same seeds) |")
     print("|---|---|---|---|---|---|")
     print(*rows(merged, args.baseline), sep="\n")
@@ -218,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print(*val, sep="\n")
     for stage in args.stage:
-        if lines := stage_lines(merged, stage) + stage_seed_lines(merged, stage, args.baseline):
+        if lines := stage_lines(merged, stage) + stage_seed_lines(merged, stage, args.baseline, args.target_gain):
             print()
             print(*lines, sep="\n")
 

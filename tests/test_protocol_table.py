@@ -75,7 +75,7 @@ def test_stage_lines_pair_a_stage_with_the_final_predictor() -> None:
     assert protocol_table.stage_lines(merged, "student") == []  # no validation accuracy recorded: nothing to pair
     # per seed, exactly: the stage, the row's final predictor, the baseline of the same seed and the difference
     assert protocol_table.stage_seed_lines(merged, "ensemble", "x") == [
-        "kdcrowd(x), its ensemble, test per seed: seed 0: 60 (final 60.25, x 50: +10); seed 1: 51 (final 50); minus x: +10.0 (higher on 1, equal on 0 of 1)"]
+        "kdcrowd(x), its ensemble, test per seed: seed 0: 60 (final 60.25, x 50: +10); seed 1: 51 (final 50); minus x: +10.0 (higher on 1, equal on 0 of 1); exactly: 60 against 50, difference +10.000"]
 
 
 def test_a_kd_row_pairs_with_the_teacher_run_it_distilled() -> None:
@@ -129,3 +129,12 @@ def test_r1_signs_by_the_value_not_its_rounding() -> None:
 
     assert [protocol_table.r1(Decimal(v), sign=True) for v in ("-0.04", "0", "0.04", "-0.05", "1.25")] == ["−0.0", "+0.0", "+0.0", "−0.1", "+1.3"]
     assert protocol_table.r1(Decimal("-0.04")) == "−0.0" and protocol_table.r1(Decimal("2.35")) == "2.4"
+
+
+def test_paired_summary_by_hand() -> None:
+    # differences 1 and 2: mean 1.5, std 0.7071; t(0.975, 1 df) = 12.706, so 1.5 ± 6.353; t against +1: 0.5 / 0.5
+    from decimal import Decimal
+
+    text = protocol_table.paired_summary([Decimal(90), Decimal(91)], [Decimal(89), Decimal(89)], target=1.0)
+    assert text == "exactly: 90.5 against 89, difference +1.500 (std 0.707); 95 % interval of the mean difference −4.85 to 7.85; t against +1: 1.00"
+    assert protocol_table.paired_summary([Decimal("88.5")], [Decimal(89)]) == "exactly: 88.5 against 89, difference −0.500"
