@@ -1189,7 +1189,7 @@ def predict(
     """Label new items with a classifier trained by `kdcrowd fit`."""
     import numpy as np
 
-    from .persist import load_predictor
+    from .persist import items_option, load_predictor
     from .report.practitioner import label_frame
 
     from .config import cli_style, option_style
@@ -1208,7 +1208,7 @@ def predict(
         with option_style(cli_style):  # an error about a setting names it as --option
             predictor = load_predictor(model, device=device)
         inputs = predictor.inputs or {}
-        trained_on = {"image-features": "--images", "text": "--texts"}.get(inputs.get("kind"), "--images" if len(predictor.item_shape) == 3 else "--features")
+        trained_on = items_option(inputs, predictor.item_shape)
         given = "--features" if features is not None else "--images" if images is not None else "--texts"
         if given != trained_on:
             what = {"--images": "images", "--texts": "texts", "--features": f"features of {predictor.item_shape[0]} columns"}[trained_on]

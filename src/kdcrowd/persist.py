@@ -119,6 +119,14 @@ def save_model(path: str | Path, clf: Any) -> None:
     save_torch(payload, path)
 
 
+def items_option(inputs: dict[str, Any] | None, item_shape: Any) -> str:
+    """The option of ``kdcrowd predict`` that gives a model its items: ``--texts``, ``--images``
+    (pixels, or frozen features of images) or ``--features``, from the model's ``inputs``
+    (:func:`save_model`) and the shape of one item."""
+    kind = (inputs or {}).get("kind")
+    return {"image-features": "--images", "text": "--texts"}.get(kind, "--images" if len(item_shape) == 3 else "--features")
+
+
 def _trained_backbone(clf: Any) -> str:
     """The name of the backbone the fit built for its inputs: the run's (``metrics_``'s
     ``config``; the estimator's ``backbone`` for a fit that recorded none), ``auto``

@@ -65,9 +65,8 @@ class FitPage:
     """``(item positions, class indices)`` of known labels (``--truth``), for reporting only."""
     thumbnail: Callable[[int], bytes | None] | None = None
     """PNG bytes of item ``i``'s picture, for image items."""
-    input_kind: str = "features"
-    """What the items were: ``features``, ``image`` (pixels), ``image-features`` (frozen
-    features of images) or ``text``: what ``kdcrowd predict`` takes for the model."""
+    predict_items: str = "--features"
+    """The option that gives ``kdcrowd predict`` the model's items (:func:`~kdcrowd.persist.items_option`)."""
     files: dict[str, str] = field(default_factory=dict)
     """Output file name → what it holds."""
 
@@ -388,8 +387,7 @@ def render_fit_html(page: FitPage) -> str:
     add(_table(pd.DataFrame({"setting": list(page.settings), "value": [str(v) for v in page.settings.values()]})))
     if page.files:
         add(_table(pd.DataFrame({"file": list(page.files), "holds": list(page.files.values())})))
-    items = {"text": "--texts FILE", "image-features": "--images DIR", "image": "--images DIR"}.get(page.input_kind, "--features FILE")  # what predict takes for this model
-    add(f"<p>Predict new items with <code>kdcrowd predict --model OUT/model.pt {items} --out predictions.csv</code>.</p>")
+    add(f"<p>Predict new items with <code>kdcrowd predict --model OUT/model.pt {page.predict_items} {'DIR' if page.predict_items == '--images' else 'FILE'} --out predictions.csv</code>.</p>")
     body = "\n".join(parts)
     return f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width,initial-scale=1'><title>kdcrowd fit report</title><style>{CSS}</style></head><body><main>\n{body}\n</main></body></html>\n"
 

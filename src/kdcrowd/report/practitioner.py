@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..persist import MODEL_FORMAT, _trained_backbone, load_predictor, save_model  # noqa: F401  (re-exported)
+from ..persist import MODEL_FORMAT, _trained_backbone, items_option, load_predictor, save_model  # noqa: F401  (re-exported)
 from .svg import _e
 
 __all__ = [
@@ -242,7 +242,7 @@ def write_fit_outputs(
             metrics=clf.metrics_, classes=np.asarray(clf.classes_), proba=proba, annotations=ann, item_ids=ids, workers=workers, matrices=t,
             matrices_source=source, items_description=items_description, settings=settings, method_text=_method_text(clf),
             selection_text=_selection_text(clf), gold=gold, thumbnail=thumbnail, files=FILES,
-            input_kind=(getattr(clf, "input_transform_", None) or {}).get("kind") or ("image" if len(clf.item_shape_) == 3 else "features"),
+            predict_items=items_option(getattr(clf, "input_transform_", None), clf.item_shape_),
         )
         (tmp / "report.html").write_text(render_fit_html(page), encoding="utf-8")
         if timings is not None:
