@@ -356,33 +356,37 @@ def data_row_lines(path: Path, n_rows: int) -> np.ndarray:
     may span lines, so row ``r`` is on line ``r + 2`` only where neither occurs: that is
     checked by counting the file's lines (fast), and otherwise the lines are found with
     Python's CSV reader, reading the file as pandas does; where the two readers disagree on
-    the rows, ``r + 2`` is kept."""
+    the rows, ``r + 2`` is kept. The file is read in pieces, never whole into memory."""
     import csv
     import io
 
     plain = np.arange(n_rows, dtype=np.int64) + 2
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    newlines = tail = 0  # the file's line breaks; those in its last run of line breaks (empty lines at the end: no rows)
     try:
-        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as fh:
-            data = fh.read()
-    except (OSError, EOFError, zlib.error):
-        return plain
-    body = data.rstrip(b"\r\n")  # (empty lines at the end are no rows, and leave the rows' lines as they are)
-    if body.count(b"\n") + 1 == n_rows + 1:  # one line per row: no empty line, no cell over two lines
-        return plain
-    tsv = path.name.lower().endswith((".tsv", ".tsv.gz"))
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""), delimiter="\t" if tsv else ",",
-                        quoting=tsv_quoting(path) if tsv else csv.QUOTE_MINIMAL)
-    starts: list[int] = []
-    done, header = 0, False
-    try:
-        for row in reader:
-            start, done = done + 1, reader.line_num
-            if not row:  # an empty line: pandas skips it
-                continue
-            if header:
-                starts.append(start)
-            header = True
-    except csv.Error:
+        with opener(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                newlines += chunk.count(b"\n")
+                body = len(chunk)
+                while body and chunk[body - 1] in b"\r\n":  # (only the chunk's last line breaks: no copy of it)
+                    body -= 1
+                tail = chunk.count(b"\n", body) + (tail if body == 0 else 0)
+        if newlines - tail == n_rows:  # one line per row: no empty line, no cell over two lines
+            return plain
+        tsv = path.name.lower().endswith((".tsv", ".tsv.gz"))
+        starts: list[int] = []
+        with opener(path, "rb") as fh:
+            reader = csv.reader(io.TextIOWrapper(fh, encoding="utf-8-sig", errors="replace", newline=""), delimiter="\t" if tsv else ",",
+                                quoting=tsv_quoting(path) if tsv else csv.QUOTE_MINIMAL)
+            done, header = 0, False
+            for row in reader:
+                start, done = done + 1, reader.line_num
+                if not row:  # an empty line: pandas skips it
+                    continue
+                if header:
+                    starts.append(start)
+                header = True
+    except (OSError, EOFError, zlib.error, csv.Error):
         return plain
     return np.asarray(starts, dtype=np.int64) if len(starts) == n_rows else plain
 
