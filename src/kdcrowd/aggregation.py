@@ -601,7 +601,8 @@ def dawid_skene(
         step = objective[-1] - objective[-2] if len(objective) > 1 else math.inf
         # crowd-kit's rule stops on a decrease too; the log-likelihood dips only with
         # prior > 0 (EM then maximises the posterior), where a dip is no convergence
-        if step < tol if criterion == "crowdkit" else abs(step) < tol:
+        change = step if criterion == "crowdkit" else abs(step)
+        if change < tol:
             converged = True
             break
     if a_all == 0:

@@ -57,7 +57,7 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _warn_unused_first_classes(ann: Any) -> None:
+def _warn_unused_classes(ann: Any) -> None:
     """Warn where integer labels read as class indices leave classes unused: labels coded
     from 1 (1..K) then carry a class 0 nobody can choose, and codes with gaps (0, 50, 100)
     classes between them."""
@@ -73,7 +73,10 @@ def _warn_unused_first_classes(ann: Any) -> None:
     runs = np.split(unused, np.flatnonzero(np.diff(unused) > 1) + 1)  # consecutive codes as a..b
     spans = [str(ann.classes[r[0]]) if len(r) == 1 else f"{ann.classes[r[0]]}..{ann.classes[r[-1]]}" for r in runs]
     shown = ", ".join(spans[:5]) + (f" and {len(spans) - 5} more" if len(spans) > 5 else "")
-    what = ("class 0 is a class nobody chose" if unused.size == 1 else f"classes 0..{used[0] - 1} are classes nobody chose") if unused[-1] < codes[0] else f"{unused.size} of those classes ({shown}) nobody chose"
+    if unused[-1] > codes[0]:  # gaps between the codes
+        what = f"{unused.size} of those classes ({shown}) nobody chose"
+    else:  # only codes below the smallest label: labels coded from 1 (or higher)
+        what = "class 0 is a class nobody chose" if unused.size == 1 else f"classes 0..{used[0] - 1} are classes nobody chose"
     _warn(f"the labels are integers from {used[0]} to {used[-1]}, read as class indices 0..{ann.n_classes - 1}: {what}. "
           f"If the labels are names, not indices, give the classes with --classes {','.join(map(str, used))}")
 
@@ -616,7 +619,7 @@ def aggregate(
     include_rejected: bool = typer.Option(False, "--include-rejected", help=_REJECTED_HELP),
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): they keep their known labels, and Dawid–Skene anchors the worker matrices on them."),
     ds_prior: Optional[float] = typer.Option(None, "--ds-prior", show_default=False, help="Dawid–Skene (--method ds only): pseudo-counts per row shrinking each worker's matrix toward the pooled one (keeps workers with few labels from collapsing every item to one class); 0 gives crowd-kit's exact results. \\[default: 1]"),
-    classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning says when class 0 is never chosen)."),
+    classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning names the classes never chosen)."),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", show_default=False, help="The most iterations of an iterative method (ds, glad, mace, zbs, one-coin-ds, mmsr), e.g. to bound M-MSR on a crowd where it does not converge. \\[default: each method's own: 100; mace 50; mmsr 10000, as crowd-kit]"),
 ) -> None:
     """Aggregate crowd labels without features (majority vote, Dawid–Skene, GLAD, MACE, Wawa, ZBS, one-coin DS, M-MSR)."""
@@ -653,14 +656,15 @@ def aggregate(
         _write_csv(frame, out)
     except USER_ERRORS as e:
         _fail(str(e))
-    _warn_unused_first_classes(ann)
+    _warn_unused_classes(ann)
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {escape(method)}; wrote {escape(str(out))}", soft_wrap=True, highlight=False)
 
 
 def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any],
                 keep_columns: Any = ()) -> tuple[Any, Any, str, Any, Any, Optional[str]]:
     """``(ids, load, description, image files or None, feature column names or None, image id
-    style or None)`` of ``--features`` or ``--images``;
+    style or None)`` of ``--features`` (``keep_columns``: a model's training columns, see
+    :func:`kdcrowd.data.items.read_features`) or ``--images``;
     ``load()`` returns the item array. Images are decoded only when ``load`` is called, so
     the ids can be checked against the crowd labels first.
 
@@ -670,7 +674,7 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
 
     if features is not None:
         with _input_warnings():  # (an index column skipped)
-            ids, X, columns = read_features(features, item_ids=item_ids, with_columns=True, keep_columns=keep_columns or ())
+            ids, X, columns = read_features(features, item_ids=item_ids, with_columns=True, keep_columns=keep_columns)
         return ids, lambda: X, f"features from {features.name}, {X.shape[1]} columns", None, columns, None
     assert images is not None
     with _input_warnings():
@@ -725,7 +729,7 @@ def fit(
     predict_images: Optional[Path] = typer.Option(None, help="Folder of new images to label with the trained classifier; written to predictions.csv."),
     predict_texts: Optional[Path] = typer.Option(None, help="Texts of new items to label with the trained classifier (same columns as --texts); written to predictions.csv."),
     predict_item_ids: Optional[Path] = typer.Option(None, help="With a .npy --predict-features: one item id per line."),
-    classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning says when class 0 is never chosen)."),
+    classes: Optional[str] = typer.Option(None, help="The class list, comma-separated, in this order (e.g. 'cat,dog,bird'); labels are matched as text. Default: the sorted set of labels; integer labels are class indices 0..max (a warning names the classes never chosen)."),
     truth: Optional[Path] = typer.Option(None, "--truth", "--val-labels", help="CSV item,label of known true labels for some items; used only to report the accuracy of the final labels, never for training or model selection."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="CSV item,label of gold questions (items whose answer is known): their known labels are the training targets and the final labels of those items, Dawid–Skene's worker matrices (ds, and Max-MIG's start) are anchored on them, and workers.csv reports each worker's accuracy on them (gold_n, gold_accuracy)."),
     image_size: int = typer.Option(DEFAULT_IMAGE_SIZE, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
@@ -1127,7 +1131,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             err_console.print(f"[yellow]interrupted.[/yellow] Every finished epoch is saved in {escape(str(ckpt))}; continue with: kdcrowd fit --resume {escape(str(out))}{escape(kept)}", soft_wrap=True)
         raise typer.Exit(130) from None
     if class_list is None:  # once the fit has succeeded: a failing command prints its error alone
-        _warn_unused_first_classes(ann)
+        _warn_unused_classes(ann)
     if again is not None:
         _warn(again)
     settings: dict[str, Any] = {"annotations": p["annotations"], "items": features if features is not None else images if images is not None else texts, "method": method}
@@ -1200,8 +1204,7 @@ def predict(
         check_out_file(out, example="predictions.csv", inputs={"--model": model, "--features": features, "--texts": texts, "--item-ids": item_ids})
         if sum(v is not None for v in (features, images, texts)) != 1:
             raise ValueError("give the items with exactly one of --features FILE, --images DIR or --texts FILE")
-        if images is not None and Path(out).is_file() and Path(images).is_dir() and Path(out).resolve().is_relative_to(Path(images).resolve()) \
-                and Path(out).suffix.lower() in IMAGE_SUFFIXES:  # the CSV would replace an image it reads
+        if images is not None and out.is_file() and out.suffix.lower() in IMAGE_SUFFIXES and out.resolve().is_relative_to(images.resolve()):  # the CSV would replace an image it reads
             raise ValueError(f"--out {out} is one of the images of --images {images}, which it would overwrite; give another --out (e.g. predictions.csv)")
         if image_ids is not None and image_ids not in ("stem", "name", "path"):
             raise ValueError(f"--image-ids must be stem, name or path, not '{image_ids}'")

@@ -539,7 +539,7 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
             two = [c for c in df.columns if c != id_col]
             if item_column is None and id_col in ("item", "task") and len(two) == 2 and not _shared_values(df[two[0]], df[two[1]]):
                 # an item column and two others that share no value (a long table's worker ids and labels, under other names?)
-                _warn(f"annotation file {path}: read as a wide table, one column per worker ({_listing([str(c) for c in df.columns if c != id_col])}); "
+                _warn(f"annotation file {path}: read as a wide table, one column per worker ({_listing([str(c) for c in two])}); "
                       "if it is a long table (one row per label), name its columns item, worker, label")
             if id_col is not None and id_col not in ("item", "task"):
                 df = df.rename(columns={id_col: "item"})

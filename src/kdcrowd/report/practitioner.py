@@ -229,13 +229,14 @@ def write_fit_outputs(
             pred_proba.append(np.asarray(predict[1]))
         label_frame(np.concatenate(pred_ids), clf.classes_, np.concatenate(pred_proba)).to_csv(tmp / "predictions.csv", index=False)
         t = clf.worker_matrices_
-        source = MATRIX_SOURCES[clf.transition_matrices_ is not None]
+        estimated = clf.transition_matrices_ is not None  # else: the workers' labels against the final labels
+        source = MATRIX_SOURCES[estimated]
         # the crowd-labelled items of a validation split, which the method's own matrices were not fitted on (the
         # matrices of a method without them count every label against the final labels)
-        held_out = (getattr(clf, "validation_", None) or {}).get("indices") if clf.transition_matrices_ is not None else None
+        held_out = (getattr(clf, "validation_", None) or {}).get("indices") if estimated else None
         workers = worker_table(t, ann, proba, clf.worker_quality_, gold=getattr(clf, "gold_", None), held_out=held_out)
         workers.to_csv(tmp / "workers.csv", index=False)
-        save_matrices(tmp / "transition_matrices.npz", t, ann, estimated=clf.transition_matrices_ is not None)
+        save_matrices(tmp / "transition_matrices.npz", t, ann, estimated=estimated)
         save_model(tmp / "model.pt", clf)
         t_report = time.perf_counter()
         page = FitPage(
