@@ -525,3 +525,20 @@ def test_input_warnings_pass_other_warnings_on_once_and_end() -> None:
                        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
     assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr[-500:]
     assert r.stderr.count("plain one") == 1 and "warning: an input one" in r.stderr
+
+
+def test_plot_workers_takes_ids_that_read_as_missing_or_hold_dollars(tmp_path: Path) -> None:
+    # workers.csv read "NA" as missing (a crash on two such ids, or the busiest worker left out),
+    # and a "$" in an id went to matplotlib as mathtext (a crash on "a$\x$")
+    rng = np.random.default_rng(0)
+    ids = [f"i{k}" for k in range(30)]
+    pd.DataFrame({"item": ids, **{f"f{j}": rng.normal(size=30) for j in range(3)}}).to_csv(tmp_path / "x.csv", index=False)
+    rows = [(i, w, rng.choice(["a", "b"])) for i in ids for w in ("NA", "null", r"a$\x$")] + [(i, "w", rng.choice(["a", "b"])) for i in ids[:5]]
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    out = tmp_path / "fit"
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--features", str(tmp_path / "x.csv"), "--epochs", "1", "--quiet", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["plot", "workers", str(out), "--out", str(tmp_path / "w"), "--n-workers", "3"])
+    assert r.exit_code == 0, r.output
+    svg = (tmp_path / "w.svg").read_text()
+    assert "worker NA" in svg and "worker null" in svg and "worker a" in svg and "worker w" not in svg

@@ -128,7 +128,9 @@ def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> li
         # a method without worker matrices: the workers' labels counted against the final labels
         rows = (("estimated" if "estimated" not in z or bool(z["estimated"]) else "vs final labels", est),)
         table = Path(run_dir) / "workers.csv"
-        counts = pd.read_csv(table, dtype={"worker": str}).set_index("worker")["n_labels"].reindex(ids).to_numpy() if table.exists() else None
+        counts = None
+        if table.exists():  # a worker named NA is a worker, as the readers keep it
+            counts = pd.read_csv(table, dtype={"worker": str}, keep_default_na=False).set_index("worker")["n_labels"].reindex(ids).to_numpy()
         order = np.argsort(-np.nan_to_num(counts, nan=0.0), kind="stable")[:n_workers] if counts is not None else np.arange(min(n_workers, len(est)))
         names = ids
     else:
@@ -144,7 +146,7 @@ def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> li
             if j == 0:
                 a.set_ylabel(name)
             if r == 0:
-                a.set_title(f"worker {names[m]}", fontsize=8)
+                a.set_title("worker " + str(names[m]).replace("$", r"\$"), fontsize=8)  # a $ in an id is a dollar, not mathtext
     fig.suptitle(load_run(run_dir).get("method", ""))
     return _save(fig, out)
 
