@@ -21,6 +21,7 @@ from kdcrowd.aggregation import (
     aggregation_frame,
     dawid_skene,
     majority_vote,
+    majority_vote_winners,
 )
 from kdcrowd.data.annotations import Annotations
 
@@ -622,3 +623,12 @@ def test_ds_loglik_does_not_stop_on_a_dip() -> None:
     steps = np.diff(r.log_likelihood)
     assert (steps < -1e-10).any()  # this crowd's curve dips by more than tol
     assert r.converged and abs(steps[-1]) < 1e-10
+
+
+def test_majority_vote_winners_keeps_every_tied_class() -> None:
+    # item 0: a tie of classes 0 and 2; item 1: class 1 alone; item 2: no label; item 3: a three-way tie
+    ann = _ann([0, 0, 1, 1, 3, 3, 3], [0, 1, 0, 1, 0, 1, 2], [2, 0, 1, 1, 0, 1, 2], n_items=4, n_classes=3)
+    w = majority_vote_winners(ann)
+    assert w.tolist() == [[True, False, True], [False, True, False], [False, False, False], [True, True, True]]
+    hard = majority_vote(ann)  # the one label majority vote chooses is always among them
+    assert all(w[i, hard[i]] for i in (0, 1, 3)) and hard[2] == -1

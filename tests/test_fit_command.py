@@ -858,3 +858,37 @@ def test_fit_resume_of_a_run_started_with_an_option_now_refused_still_resumes(tm
     r = runner.invoke(app, ["fit", "--resume", str(out)])
     assert r.exit_code == 0, r.output
     assert (out / "report.html").exists()
+
+
+def test_a_final_label_among_a_ties_classes_is_no_change_from_majority_vote(tmp_path: Path) -> None:
+    """Two labels an item, so every disagreement is a tie: the report's and the command's
+    count of labels changed vs majority vote took the lowest tied class as the vote (a final
+    label equal to the other tied class counted as a change), and the balance chart gave every
+    tie to the lowest class; a tie now agrees with each of its classes and splits its share."""
+    import html
+    import re
+
+    rng = np.random.default_rng(3)
+    n = 60
+    ids = [f"i{j}" for j in range(n)]
+    y = rng.integers(0, 3, n)
+    rows = [(ids[j], w, "abc"[y[j] if rng.random() < 0.6 else rng.integers(3)]) for j in range(n) for w in rng.choice(["u", "v", "w", "x"], 2, replace=False)]
+    ann = pd.DataFrame(rows, columns=["item", "worker", "label"])
+    ann.to_csv(tmp_path / "ann.csv", index=False)
+    x = pd.DataFrame(rng.normal(size=(n, 3)) + y[:, None], columns=["f0", "f1", "f2"])
+    x.insert(0, "item", ids)
+    x.to_csv(tmp_path / "x.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--features", str(tmp_path / "x.csv"), "--out", str(tmp_path / "o"),
+                            "--epochs", "3", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    final = pd.read_csv(tmp_path / "o" / "labels.csv", dtype=str).set_index("item")["label"]
+    votes = ann.groupby(["item", "label"]).size().unstack(fill_value=0)
+    top = votes.eq(votes.max(axis=1), axis=0)
+    changed = sum(not top.loc[i, final[i]] for i in votes.index)
+    ties = int((top.sum(axis=1) > 1).sum())
+    lowest = sum(final[i] != top.columns[top.loc[i].to_numpy().argmax()] for i in votes.index)
+    assert ties > 10 and lowest > changed  # the case shows the difference
+    assert f"{changed} final labels differ from majority vote" in " ".join(r.output.split())
+    page = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
+    cards = {html.unescape(lab): html.unescape(v) for v, lab in re.findall(r'<div class="card [^"]*"><b>([^<]*)</b><span>([^<]*)</span>', page)}
+    assert cards["labels changed vs majority vote"].startswith(f"{changed} ("), cards

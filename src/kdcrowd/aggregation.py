@@ -50,6 +50,7 @@ __all__ = [
     "aggregation_frame",
     "dawid_skene",
     "majority_vote",
+    "majority_vote_winners",
     "shard_by_item",
 ]
 
@@ -136,6 +137,15 @@ def majority_vote(
     if soft:
         return _soft_from_counts(counts)
     return _hard_from_counts(counts, tie_break, seed, weighted=weights is not None)
+
+
+def majority_vote_winners(ann: Any) -> np.ndarray:
+    """``(N, K)`` booleans: the classes with the most votes on each item, every one of them
+    where votes tie (no row is set for an item without labels). Where :func:`majority_vote`
+    must choose one tied class, this keeps them all, so a final label counts as agreeing with
+    majority vote when it is any of them."""
+    counts = _vote_counts(ann)
+    return (counts == counts.max(axis=1, keepdims=True)) & (counts.sum(axis=1, keepdims=True) > 0)
 
 
 def _check_tie_break(tie_break: str) -> None:

@@ -294,15 +294,18 @@ def _gold_text(workers: pd.DataFrame) -> str:
 
 def render_fit_html(page: FitPage) -> str:
     """The whole ``report.html`` as one string."""
-    from ..aggregation import majority_vote
+    from ..aggregation import majority_vote_winners
 
     m, ann, classes, proba = page.metrics, page.annotations, np.asarray(page.classes), np.asarray(page.proba)
     n, k = proba.shape
     final = proba.argmax(1)
     per_item = ann.labels_per_item()
     annotated = per_item > 0
-    mv = majority_vote(ann)
-    changed = int((annotated & (final != mv)).sum())
+    # majority vote with its ties kept: a final label among the tied top classes is no change,
+    # and a tie counts 1/t for each of its t classes (the expected label of a uniform tie-break)
+    winners = majority_vote_winners(ann)
+    mv_share = winners / np.maximum(winners.sum(1, keepdims=True), 1)
+    changed = int((annotated & ~winners[np.arange(n), final]).sum())
     versions = m.get("versions", {})
     parts: list[str] = []
     add = parts.append
@@ -321,7 +324,7 @@ def render_fit_html(page: FitPage) -> str:
         acc = float((final[g_items] == g_y).mean())
         lab = annotated[g_items]
         if lab.any():
-            mv_acc = float((mv[g_items[lab]] == g_y[lab]).mean())
+            mv_acc = float(mv_share[g_items[lab], g_y[lab]].mean())
             acc_lab = float((final[g_items[lab]] == g_y[lab]).mean())
             cards.append(_card(f"{acc:.3f}", f"accuracy on {len(g_items)} known labels", "good" if acc_lab >= mv_acc else "warn"))
             cards.append(_card(f"{acc_lab:.3f} / {mv_acc:.3f}", f"final labels / majority vote on the {int(lab.sum())} of them with crowd labels"))
@@ -343,7 +346,7 @@ def render_fit_html(page: FitPage) -> str:
         add(_figure(fig, f"Memorization: of the crowd labels that disagree with the reference labels, the share the network reproduces, mean over workers ({reference}). A curve that climbs late is the network learning the workers' mistakes; a robust method keeps it low."))
 
     add("<h2>Labels</h2>")
-    series = {"final labels": np.bincount(final[annotated], minlength=k), "majority vote": np.bincount(mv[annotated], minlength=k)}
+    series = {"final labels": np.bincount(final[annotated], minlength=k), "majority vote": mv_share[annotated].sum(0)}
     if page.gold is not None:
         series["known labels"] = np.bincount(page.gold[1][annotated[page.gold[0]]], minlength=k)
     add(_figure(_balance_figure(classes, series), f"Share of each class among the {int(annotated.sum())} labelled items: the final labels against majority vote" + (" and the known labels" if page.gold is not None else "") + ". The final labels with every class's probability are in <code>labels.csv</code>."))
