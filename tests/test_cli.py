@@ -542,3 +542,18 @@ def test_plot_workers_takes_ids_that_read_as_missing_or_hold_dollars(tmp_path: P
     assert r.exit_code == 0, r.output
     svg = (tmp_path / "w.svg").read_text()
     assert "worker NA" in svg and "worker null" in svg and "worker a" in svg and "worker w" not in svg
+
+
+def test_plot_memorization_tells_runs_of_one_method_apart(tmp_path: Path) -> None:
+    # two runs of one method had the same legend entries ("kdcrowd: student" twice)
+    hist = [{"epoch": e, "memorization_mean": 0.1 * e, "memorization_std": 0.01} for e in (1, 2)]
+    for name in ("elr", "gce$"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"method": "kdcrowd", "stages": {"student": {"history": hist}}}))
+    (tmp_path / "mv").mkdir()
+    (tmp_path / "mv" / "metrics.json").write_text(json.dumps({"method": "mv", "history": hist}))
+    r = runner.invoke(app, ["plot", "memorization", str(tmp_path / "elr"), str(tmp_path / "gce$" / "metrics.json"), str(tmp_path / "mv"), "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    svg = (tmp_path / "m.svg").read_text()
+    assert f"{tmp_path / 'elr'} (kdcrowd): student" in svg and "(kdcrowd): student" in svg.replace(f"{tmp_path / 'elr'} (kdcrowd): student", "")
+    assert "<!-- mv -->" in svg and "(mv)" not in svg  # a method run once keeps its plain name

@@ -87,16 +87,25 @@ def _save(fig: Any, out: str | Path) -> list[Path]:
     return paths
 
 
+def _run_name(run_dir: str | Path) -> str:
+    """A run as the user named it: its folder (the folder of a metrics.json given as a file)."""
+    p = Path(run_dir)
+    return str(p.parent if p.name == "metrics.json" and not p.is_dir() else p)
+
+
 def plot_memorization(run_dirs: Sequence[str | Path | dict[str, Any]], out: str | Path, labels: Sequence[str] | None = None, title: str | None = None, ax: Any = None) -> list[Path]:
     """Memorization vs epoch with ±1 std bands for several runs on one axes (the seed's figure)."""
     own = ax is None
     if own:
         fig, ax = subplots(figsize=(6, 4))
     n = 0
-    for i, d in enumerate(run_dirs):
-        m = load_run(d)
-        for name, ep, mu, sd in memorization_curves(m, labels[i] if labels else None):
-            (line,) = ax.plot(ep, mu, label=name)
+    runs = [load_run(d) for d in run_dirs]
+    if not labels:  # runs of one method are told apart by their folders' names
+        methods = [m.get("method", "run") for m in runs]
+        labels = [f"{_run_name(d)} ({meth})" if methods.count(meth) > 1 and not isinstance(d, dict) else meth for d, meth in zip(run_dirs, methods)]
+    for i, m in enumerate(runs):
+        for name, ep, mu, sd in memorization_curves(m, labels[i]):
+            (line,) = ax.plot(ep, mu, label=name.replace("$", r"\$"))  # a $ in a name is a dollar, not mathtext
             ax.fill_between(ep, np.clip(mu - sd, 0, 1), np.clip(mu + sd, 0, 1), color=line.get_color(), alpha=0.2)
             n += 1
     if n == 0:
