@@ -34,7 +34,7 @@ from kdcrowd.models.backbones import build_backbone
 from kdcrowd.students import StudentObjective
 from kdcrowd.training import DeviceData, FitResult, TrainConfig, fit
 
-TIMING = {"seconds", "train_seconds", "timings"}
+TIMING = {"seconds", "train_seconds", "timings", "resumed_seconds"}
 WORLD = 2
 
 

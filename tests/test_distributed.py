@@ -31,7 +31,7 @@ from kdcrowd.students import ELRStudent, StudentObjective
 from kdcrowd.training import DeviceData, TrainConfig, _batches, _shard_batches, fit, predict_proba, resolve_device
 
 WORLD = 2
-TIMING = {"seconds", "train_seconds", "timings"}
+TIMING = {"seconds", "train_seconds", "timings", "resumed_seconds"}
 
 
 # ----------------------------------------------------------------------------- data and models

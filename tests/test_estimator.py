@@ -25,6 +25,36 @@ from kdcrowd.training import DeviceData
 DS_SOURCE = "crowd (Dawid–Skene of held-out items)"
 
 
+def test_a_loaded_predictor_checks_its_input_as_the_estimator_does(tmp_path) -> None:
+    """load_predictor read a DataFrame by position (columns in another order gave other
+    labels), gave NaN rows for NaN or huge features, and (0,) for no rows; save_model of an
+    unfitted estimator raised AttributeError."""
+    from sklearn.exceptions import NotFittedError
+
+    from kdcrowd.persist import load_predictor, save_model
+
+    x, _, sim = _blobs(n=60)
+    cols = list("abcde")
+    frame = pd.DataFrame(x, columns=cols)
+    with pytest.raises(NotFittedError):
+        save_model(tmp_path / "none.pt", _fast())
+    clf = _fast(epochs=2).fit(frame, sim.annotations)
+    save_model(tmp_path / "m.pt", clf)
+    pred = load_predictor(tmp_path / "m.pt")
+    expected = clf.predict_proba(frame[:8])
+    np.testing.assert_allclose(pred(frame[:8][cols[::-1]]), expected, atol=1e-6)  # matched by name
+    np.testing.assert_allclose(pred(x[:8]), expected, atol=1e-6)  # an array: by position
+    with pytest.raises(ValueError, match="missing 'e'"):
+        pred(frame[:8].drop(columns="e").assign(f=1.0))
+    bad = x[:3].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pred(bad)
+    with pytest.raises(ValueError, match="float32's range"):
+        pred(x[:3].astype(np.float64) * 1e300)
+    assert pred(x[:0]).shape == (0, 3)
+
+
 def _blobs(n: int = 200, k: int = 3, d: int = 5, seed: int = 0, case: str = "symmetric", **params):
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, (k, d))

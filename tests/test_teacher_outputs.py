@@ -21,7 +21,7 @@ from kdcrowd.teacher_outputs import TeacherOutputs
 from kdcrowd.training import DeviceData
 
 #: What differs between two runs giving the same numbers: wall times, and where the teacher came from.
-VARYING = {"seconds", "train_seconds", "timings", "source"}
+VARYING = {"seconds", "train_seconds", "timings", "resumed_seconds", "source"}
 
 
 @pytest.fixture(scope="module")

@@ -450,7 +450,7 @@ def run(
     from .methods import close_timings
 
     since = _command_start(started)
-    metrics["timings"] = close_timings({**metrics["timings"], "startup": started - since, "writing": time.perf_counter() - t_write}, since)
+    metrics["timings"] = close_timings({**metrics["timings"], "startup": started - since, "writing": time.perf_counter() - t_write}, since, resumed=float(metrics.get("resumed_seconds") or 0.0))
     write_json(out / "metrics.json", metrics)
     if resume:  # the run is complete: its checkpoints would make a later run in OUT resume it (or refuse other settings)
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)

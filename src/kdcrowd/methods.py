@@ -298,7 +298,7 @@ def _teacher_stage(saved: TeacherOutputs, fw: KDCrowd, ds: Any) -> dict[str, Any
     rec = {k: saved.metrics[k] for k in TEACHER_STAGE_FIELDS if k in saved.metrics}
     if ds.y_train is not None:
         rec["train_label_accuracy"] = M.accuracy(saved.posterior if fw.teacher_output == "posterior" else saved.proba, ds.y_train)
-    rec.update(history=saved.metrics.get("history", []), seconds=saved.metrics.get("train_seconds"), timings={}, source="teacher outputs")
+    rec.update(history=saved.metrics.get("history", []), seconds=saved.metrics.get("train_seconds"), timings={}, resumed_seconds=0.0, source="teacher outputs")
     return rec
 
 
@@ -330,6 +330,7 @@ def _kdcrowd(
         rec.update(out.extra)
         rec["history"] = out.fit.history
         rec["seconds"] = out.fit.seconds
+        rec["resumed_seconds"] = out.fit.resumed_seconds
         rec["timings"] = {**out.fit.timings, "final_evaluation": time.perf_counter() - t}
         stages[name] = rec
     chosen = outs[final]
@@ -478,7 +479,11 @@ def run_on_dataset(
     metrics.update(out.extra)
     metrics["history"] = out.fit.history
     end = time.perf_counter()
-    metrics["seconds"] = end - t0
+    # a resumed run's stages count the training their checkpoints recorded (earlier processes'),
+    # and so does its total, so that the parts of its timings add up to it
+    stages = metrics.get("stages") or {}
+    metrics["resumed_seconds"] = sum(float(r.get("resumed_seconds") or 0.0) for r in stages.values()) if stages else out.fit.resumed_seconds
+    metrics["seconds"] = end - t0 + metrics["resumed_seconds"]
     metrics["train_seconds"] = out.fit.seconds
     metrics["timings"] = run_timings(metrics, out.fit, t_data, end - t_eval)
     out.dataset, out.data = ds, data
@@ -504,7 +509,10 @@ def run_timings(metrics: dict[str, Any], fit_result: FitResult, data_seconds: fl
     The doors add ``startup`` (process start to the command's start: the imports),
     more ``data_preparation`` (reading files), ``reference_labels`` (the estimator's
     Dawid–Skene stand-in truth), ``report``, ``writing`` and ``wall`` (process start to
-    ``metrics.json`` written); the parts then add up to ``wall``."""
+    ``metrics.json`` written); the parts then add up to ``wall``. A run resumed from
+    checkpoints counts in its parts, in ``seconds`` and in ``wall`` the training time its
+    checkpoints recorded (``resumed_seconds``: earlier processes' setup, training, evaluation
+    and checkpointing; not their start-up or data preparation)."""
     stages = metrics.get("stages") or {}
     parts = [rec.get("timings") or {} for rec in stages.values()] if stages else [dict(fit_result.timings)]
     total = {k: sum(float(p.get(k, 0.0)) for p in parts) for k in LOOP_TIMINGS}
@@ -514,13 +522,14 @@ def run_timings(metrics: dict[str, Any], fit_result: FitResult, data_seconds: fl
     return out
 
 
-def close_timings(timings: dict[str, float], since: float) -> dict[str, float]:
+def close_timings(timings: dict[str, float], since: float, resumed: float = 0.0) -> dict[str, float]:
     """A command's ``timings`` for ``metrics.json``, in the order of :data:`TIMING_PARTS`,
     with ``wall`` (``since``, a :func:`time.perf_counter` time: the process's start for a
     command run as a process, to now) and ``other`` grown by what no part counted (option
     parsing, printing, ...), so that the parts add up to ``wall``. ``metrics.json`` itself
-    is written after ``wall``."""
-    wall = time.perf_counter() - since
+    is written after ``wall``. ``resumed``: the seconds of earlier processes that the parts
+    count (a resumed run's ``resumed_seconds``), added to ``wall``."""
+    wall = time.perf_counter() - since + resumed
     out = {k: float(timings.get(k, 0.0)) for k in TIMING_PARTS}
     out.update({k: float(v) for k, v in timings.items() if k not in out})
     out["other"] = max(0.0, out["other"] + wall - sum(out.values()))

@@ -477,6 +477,9 @@ class FitResult:
     synchronised once at the end of each epoch's steps so that its queued work counts as
     training. ``setup`` (building the optimiser and schedule, which imports
     ``torch._dynamo`` the first time) is outside ``seconds``."""
+    resumed_seconds: float = 0.0
+    """Of the ``timings``, the seconds restored from a checkpoint: what earlier processes spent
+    on this training before a resumed run took it up (0 for a training run in one process)."""
     cuda_graphs: dict[str, Any] = field(default_factory=dict)
     """With ``TrainConfig.cuda_graph`` on CUDA: how the backbones' training passes ran
     (:class:`kdcrowd.cuda_graphs.GraphStats`: ``graphs`` captured, their ``signatures``,
@@ -836,7 +839,9 @@ def _fit(
             log.restore(saved["log"])
             if saved["complete"]:  # a finished training: its result, without training again
                 set_rng_states(saved["rng"][D.rank() if config.distributed else 0], device)
-                return log.result(float(saved["seconds"]), config, _saved_timings(saved))
+                done = log.result(float(saved["seconds"]), config, _saved_timings(saved))
+                done.resumed_seconds = sum(done.timings.values())  # all of it spent by an earlier process
+                return done
     # data-dependent initialisation (airbench's whitening layer) from the normalised training
     # images, before the optimiser exists; a resumed or pre-trained module already has it
     init_from_training_inputs(module, lambda: _init_inputs(data))
@@ -946,6 +951,7 @@ def _fit(
         if graphs is not None:
             graphs.remove()  # the backbones' own forward back, the graphs freed (also after an interrupt)
     result = log.result(seconds, config, timings)
+    result.resumed_seconds = before  # the restored parts (the earlier setup is not kept)
     if graphs is not None:
         result.cuda_graphs = graphs.stats.to_dict()
     return result

@@ -292,6 +292,12 @@ def _gold_text(workers: pd.DataFrame) -> str:
     )
 
 
+def _resumed_text(m: dict[str, Any]) -> str:
+    """How much of a resumed fit's time its earlier processes spent (none for a fit in one go)."""
+    r = float(m.get("resumed_seconds") or 0.0)
+    return f" ({r:.1f} s of it before it was resumed)" if r > 0 else ""
+
+
 def render_fit_html(page: FitPage) -> str:
     """The whole ``report.html`` as one string."""
     from ..aggregation import majority_vote_winners
@@ -310,7 +316,7 @@ def render_fit_html(page: FitPage) -> str:
     parts: list[str] = []
     add = parts.append
 
-    add(f"<h1>kdcrowd fit report</h1><div class='sub'>{_e(page.items_description)} · written {_dt.datetime.now().isoformat(timespec='seconds')} by kdcrowd {_e(versions.get('kdcrowd', '?'))} (torch {_e(versions.get('torch', '?'))}) on {_e(m.get('device', '?'))}, fitted in {m.get('seconds', float('nan')):.1f} s</div>")
+    add(f"<h1>kdcrowd fit report</h1><div class='sub'>{_e(page.items_description)} · written {_dt.datetime.now().isoformat(timespec='seconds')} by kdcrowd {_e(versions.get('kdcrowd', '?'))} (torch {_e(versions.get('torch', '?'))}) on {_e(m.get('device', '?'))}, fitted in {m.get('seconds', float('nan')):.1f} s{_resumed_text(m)}</div>")
     cards = [
         _card(f"{int(annotated.sum())}", f"items with crowd labels (of {n})"),
         _card(f"{ann.n_workers}", "workers"),

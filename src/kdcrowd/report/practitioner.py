@@ -249,7 +249,7 @@ def write_fit_outputs(
         if timings is not None:
             t_end = time.perf_counter()
             timings = {**timings, "report": t_end - t_report, "writing": float(timings.get("writing", 0.0)) + t_report - t_write}
-            clf.metrics_["timings"] = close_timings(timings, t_write if since is None else since)
+            clf.metrics_["timings"] = close_timings(timings, t_write if since is None else since, resumed=float(clf.metrics_.get("resumed_seconds") or 0.0))
         write_json(tmp / "metrics.json", clf.metrics_)
         paths: dict[str, Path] = {}
         for name in FILES:  # report.html last: its presence means the outputs are complete
