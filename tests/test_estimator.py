@@ -293,6 +293,11 @@ def test_checkpoint_dir_is_passed_to_the_run(tmp_path) -> None:
     assert (tmp_path / "ck" / "state.json").exists() and (tmp_path / "ck" / "mv.pt").exists()
     again = _fast(epochs=2, checkpoint_dir=tmp_path / "ck").fit(x, sim.annotations)  # the finished checkpoint: the same fit
     np.testing.assert_array_equal(again.label_proba_, clf.label_proba_)
+    # its time is the first fit's training, restored, and the parts add up to its seconds
+    # (seconds had counted this process only, less than its stages' restored training)
+    assert clf.metrics_["resumed_seconds"] == 0 and 0 < again.metrics_["resumed_seconds"] <= clf.metrics_["seconds"]
+    t = {k: v for k, v in again.metrics_["timings"].items() if k != "reference_labels"}  # (that one is computed before the run)
+    assert sum(t.values()) == pytest.approx(again.metrics_["seconds"], abs=1e-6) and t["other"] > 0
     assert _fast(epochs=1).fit(x, sim.annotations).metrics_["config"]["checkpoint_dir"] is None
     # random_state None draws a seed, but a fit started again takes the one its checkpoints were
     # made with (each fit's new seed had refused the folder, so it could never resume)
@@ -538,3 +543,16 @@ def test_estimator_flags_and_model_options_are_checked_by_name() -> None:
             _fast().set_params(**params).fit(x, y)
     assert _fast().set_params(track_memorization=np.False_, verbose=False).fit(x, y).labels_.shape == (30,)
     assert "memorization_mean" in _fast().set_params(track_memorization=1, verbose=0).fit(x, y).history_[-1]  # 0/1, scikit-learn's verbose
+
+
+def test_integer_labels_that_leave_classes_unused_are_warned_of_as_kdcrowd_fit_warns() -> None:
+    # a long table's labels 1..3 made a 4-class model (class 0 chosen by nobody) with no word
+    x, y, _ = _blobs(n=60)
+    long = pd.DataFrame({"item": np.repeat(np.arange(60), 2), "worker": np.tile([0, 1], 60), "label": np.repeat(y, 2) + 1})
+    with pytest.warns(UserWarning, match=r"integers from 1 to 3, read as class indices 0\.\.3: class 0 is a class nobody chose.*classes=\[1,2,3\]"):
+        clf = _fast(epochs=1).fit(x, long)
+    assert clf.classes_.tolist() == [0, 1, 2, 3]  # as documented: integers are class indices
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")
+        assert _fast(epochs=1, classes=[1, 2, 3]).fit(x, long).classes_.tolist() == [1, 2, 3]
+        _fast(epochs=1).fit(x, long.assign(label=long.label - 1))  # 0..2: nothing to say

@@ -58,27 +58,13 @@ def _fail(message: str) -> NoReturn:
 
 
 def _warn_unused_classes(ann: Any) -> None:
-    """Warn where integer labels read as class indices leave classes unused: labels coded
-    from 1 (1..K) then carry a class 0 nobody can choose, and codes with gaps (0, 50, 100)
-    classes between them."""
-    import numpy as np
+    """Warn where integer labels read as class indices leave classes unused
+    (:func:`kdcrowd.data.annotations.unused_classes_message`)."""
+    from .data.annotations import unused_classes_message
 
-    if ann.classes.dtype.kind not in "iu" or not len(ann.label):
-        return
-    codes = np.unique(ann.label)
-    unused = np.setdiff1d(np.arange(ann.n_classes), codes)
-    if not unused.size:
-        return
-    used = ann.classes[codes].tolist()
-    runs = np.split(unused, np.flatnonzero(np.diff(unused) > 1) + 1)  # consecutive codes as a..b
-    spans = [str(ann.classes[r[0]]) if len(r) == 1 else f"{ann.classes[r[0]]}..{ann.classes[r[-1]]}" for r in runs]
-    shown = ", ".join(spans[:5]) + (f" and {len(spans) - 5} more" if len(spans) > 5 else "")
-    if unused[-1] > codes[0]:  # gaps between the codes
-        what = f"{unused.size} of those classes ({shown}) nobody chose"
-    else:  # only codes below the smallest label: labels coded from 1 (or higher)
-        what = "class 0 is a class nobody chose" if unused.size == 1 else f"classes 0..{used[0] - 1} are classes nobody chose"
-    _warn(f"the labels are integers from {used[0]} to {used[-1]}, read as class indices 0..{ann.n_classes - 1}: {what}. "
-          f"If the labels are names, not indices, give the classes with --classes {','.join(map(str, used))}")
+    message = unused_classes_message(ann, "--classes {classes}")
+    if message:
+        _warn(message)
 
 
 def _class_list(classes: Optional[str]) -> Optional[list[str]]:

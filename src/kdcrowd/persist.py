@@ -81,6 +81,7 @@ def save_model(path: str | Path, clf: Any) -> None:
 
     from .objectives import predictor_networks
 
+    clf._check_fitted()  # unfitted: the estimator's NotFittedError (CrowdFit's NotFitted), not a missing attribute
     cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
     prep = clf.preprocessor_
     input_shape = tuple(int(s) for s in prep.input_shape)
@@ -231,11 +232,17 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     the defaults for a file without them); a model fitted with
     label spreading spreads the classifier's probabilities of ``X`` over the graph of its
     fitted items and ``X`` (:func:`kdcrowd.spreading.spread_new`), as the fitted estimator does.
+    ``X`` is checked as the estimator checks it (numbers, finite, float32's range, uint8
+    images, the item shape); a DataFrame's columns are matched to the training columns by
+    name (the file's ``feature_names``), as ``kdcrowd predict`` matches a table's; no rows
+    give ``(0, K)``.
     """
     import pickle
 
+    import pandas as pd
     import torch
 
+    from .data.items import align_feature_columns
     from .models.backbones import build_backbone
     from .spreading import LabelSpreading, spread_new
     from .training import DeviceData, predict_proba, resolve_device
@@ -292,11 +299,29 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
 
     norm = inputs.get("norm", "none") if inputs.get("kind") == "image-features" else "none"
 
+    feature_names = ck.get("feature_names")
+    n_classes = len(ck["classes"])
+
     @torch.no_grad()
-    def predictor(X: np.ndarray) -> np.ndarray:
+    def predictor(X: Any) -> np.ndarray:
+        # checked as the estimator checks X, and a table's columns matched by name as `kdcrowd predict` matches them
+        names = list(X.columns) if isinstance(X, pd.DataFrame) else None
         X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"X must hold numbers; got an array of dtype {X.dtype}")
+        if X.ndim >= 2 and names is not None and feature_names is not None:
+            X = align_feature_columns(X, names, feature_names, "X", option="X")
         if tuple(X.shape[1:]) != item_shape:
             raise ValueError(f"X has item shape {X.shape[1:]}, but the model was trained on items of shape {item_shape}")
+        if prep.is_image and X.dtype != np.uint8:
+            raise ValueError(f"X must be uint8 images (N, H, W, C), as the model was trained on; got {X.dtype}")
+        if X.dtype.kind == "f":
+            if not np.isfinite(X).all():
+                raise ValueError("Input X contains NaN or infinity.")
+            if (np.abs(X) > np.finfo(np.float32).max).any():
+                raise ValueError("X has values beyond float32's range (±3.4e38); rescale the features")
+        if len(X) == 0:
+            return np.zeros((0, n_classes), dtype=np.float32)
         if norm != "none":  # frozen image features, scaled as at fit (idempotent: scaled rows pass unchanged)
             from .models.pretrained import normalise_features
 
@@ -311,7 +336,7 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
 
     predictor.classes = np.asarray(ck["classes"])  # type: ignore[attr-defined]
     predictor.item_shape = item_shape  # type: ignore[attr-defined]
-    predictor.feature_names = ck.get("feature_names")  # type: ignore[attr-defined]
+    predictor.feature_names = feature_names  # type: ignore[attr-defined]
     predictor.inputs = ck.get("inputs")  # type: ignore[attr-defined]  # see save_model
     predictor.image_ids = ck.get("image_ids")  # type: ignore[attr-defined]  # None: not recorded (stem)
     return predictor

@@ -68,7 +68,7 @@ from ._common import (  # noqa: F401 - AnnotationError and the helpers below are
 )
 from .readers import FileLines, _answers_long, _ids_from_text, _labels_from_text, _read_table, load_answers_json
 
-__all__ = ["Annotations", "AnnotationError", "row_normalise", "WIDE_LIMIT"]
+__all__ = ["Annotations", "AnnotationError", "row_normalise", "unused_classes_message", "WIDE_LIMIT"]
 
 #: ``to_wide`` refuses to build a matrix with more entries than this.
 WIDE_LIMIT: int = 200_000_000
@@ -1127,6 +1127,30 @@ class Annotations:
             self._n_items, self._n_workers, self._n_classes,
             self._item_ids, self._worker_ids, self._classes,
         )
+
+
+def unused_classes_message(ann: Annotations, fix: str) -> str | None:
+    """The warning where integer labels read as class indices leave classes unused (labels
+    coded from 1 (1..K) then carry a class 0 nobody can choose, and codes with gaps (0, 50,
+    100) classes between them), or ``None``. ``fix`` names the setting that gives the classes
+    instead, with ``{classes}`` where the labels go (``"--classes {classes}"``); one message
+    for the command line and the estimator."""
+    if ann.classes.dtype.kind not in "iu" or not len(ann.label):
+        return None
+    codes = np.unique(ann.label)
+    unused = np.setdiff1d(np.arange(ann.n_classes), codes)
+    if not unused.size:
+        return None
+    used = ann.classes[codes].tolist()
+    runs = np.split(unused, np.flatnonzero(np.diff(unused) > 1) + 1)  # consecutive codes as a..b
+    spans = [str(ann.classes[r[0]]) if len(r) == 1 else f"{ann.classes[r[0]]}..{ann.classes[r[-1]]}" for r in runs]
+    shown = ", ".join(spans[:5]) + (f" and {len(spans) - 5} more" if len(spans) > 5 else "")
+    if unused[-1] > codes[0]:  # gaps between the codes
+        what = f"{unused.size} of those classes ({shown}) nobody chose"
+    else:  # only codes below the smallest label: labels coded from 1 (or higher)
+        what = "class 0 is a class nobody chose" if unused.size == 1 else f"classes 0..{used[0] - 1} are classes nobody chose"
+    return (f"the labels are integers from {used[0]} to {used[-1]}, read as class indices 0..{ann.n_classes - 1}: {what}. "
+            f"If the labels are names, not indices, give the classes with {fix.format(classes=','.join(map(str, used)))}")
 
 
 def _ids_equal(a: np.ndarray, b: np.ndarray) -> bool:
