@@ -549,13 +549,26 @@ def test_mmsr_with_every_covariance_zero_gives_nan_skills_and_the_majority_vote(
     np.testing.assert_array_equal(res.labels, majority_vote(ann))
 
 
-def test_mmsr_sign_vector_summing_to_zero_keeps_the_skills() -> None:
-    # two workers of each sign: the sign vector sums to 0, and crowd-kit's sign(0) = 0 made
-    # every skill 0 and every item class 0 (item 2's only vote is 1); crowd-kit fails there
+def test_mmsr_signs_splitting_the_workers_evenly_give_the_majority_vote_whatever_the_names() -> None:
+    # two workers of each sign: nothing says which camp is skilled. crowd-kit's sign(0) = 0
+    # made every skill 0 and every item class 0 (item 2's only vote is 1), and then failed;
+    # keeping the eigenvector's own sign let the order of the worker ids choose a camp to call
+    # adversarial, with a confident label on every item of a crowd split in two
     a = _ann([0, 0, 0, 1, 1, 1, 2], [0, 1, 2, 0, 1, 2, 3], [0, 0, 1, 1, 1, 0, 1], 3, 4, 2)
     r = mmsr(a)
-    assert np.all(np.abs(r.skills) > 0)
-    assert r.labels.tolist() == [0, 1, 1]
+    assert np.isnan(r.skills).all() and r.labels.tolist() == [0, 1, 1]
+    # alice always says 0, bob always 1: the same posteriors under either's name, those of the votes
+    item = np.repeat(np.arange(6), 2)
+    for worker in ([0, 1] * 6, [1, 0] * 6):
+        r = mmsr(_ann(item, worker, [0, 1] * 6, 6, 2, 2))
+        np.testing.assert_allclose(r.posteriors, 0.5)
+        assert r.labels.tolist() == [0] * 6
+    # two camps of two: a, b say 0 and c, d say 1 on every item, then the camps' names swapped
+    item = np.repeat(np.arange(8), 4)
+    for camp0 in ([0, 1], [2, 3]):
+        lab = np.tile([0 if w in camp0 else 1 for w in range(4)], 8)
+        r = mmsr(_ann(item, np.tile(np.arange(4), 8), lab, 8, 4, 2))
+        np.testing.assert_allclose(r.posteriors, 0.5)
 
 
 def test_one_coin_ds_worker_without_labels_has_a_uniform_matrix() -> None:

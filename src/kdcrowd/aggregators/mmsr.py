@@ -78,7 +78,7 @@ def _rank_one_distance(u: torch.Tensor, v: torch.Tensor, u2: torch.Tensor, v2: t
     return math.sqrt(float(e.dot(e) + r.dot(r) * dv.dot(dv)))
 
 
-def _sign_vector(ma: int, r: np.ndarray, c: np.ndarray, cov: np.ndarray, k: int) -> np.ndarray:
+def _sign_vector(ma: int, r: np.ndarray, c: np.ndarray, cov: np.ndarray, k: int) -> np.ndarray | None:
     """crowd-kit's ``_sign_determination_valid`` signs: the eigenvector of the smallest
     eigenvalue of the random walk on a graph where workers with negative covariance are
     neighbours and workers with positive covariance share a middle node. ``cov`` holds the
@@ -87,7 +87,8 @@ def _sign_vector(ma: int, r: np.ndarray, c: np.ndarray, cov: np.ndarray, k: int)
     worker block of the graph is all ones less the observed pairs of covariance >= 0, and
     its products take a sum plus the pairs, never an ``M x M`` matrix. The walk is similar
     to the symmetric ``D^-1/2 A D^-1/2``, whose eigenvector is found instead (dense up to
-    300 nodes, else Lanczos on that operator); ``D^-1/2`` keeps the signs."""
+    300 nodes, else Lanczos on that operator); ``D^-1/2`` keeps the signs. ``None`` where the
+    signs split the workers evenly: the majority that says which side is skilled is none."""
     import scipy.sparse.linalg as sla
 
     n_obs = np.bincount(r, minlength=ma)
@@ -136,10 +137,10 @@ def _sign_vector(ma: int, r: np.ndarray, c: np.ndarray, cov: np.ndarray, k: int)
         _, vec = sla.eigsh(op, k=1, which="SA", v0=np.ones(size))
         v = vec[:, 0]
     sign = np.sign(v[:kk])
+    if sign.sum() == 0:  # an even split: the eigenvector's own sign, which the worker order decides, would choose
+        return None  # (crowd-kit multiplies by sign(0) = 0: every skill 0, every vote weighing nothing, and then fails)
     out = np.zeros(ma)
-    # the majority's sign is the skilled one; an exact tie keeps the vector as it is (crowd-kit
-    # multiplies by sign(0) = 0: every skill 0, every vote weighing nothing, and then fails)
-    out[valid] = (np.sign(sign.sum()) or 1.0) * sign
+    out[valid] = np.sign(sign.sum()) * sign  # the majority's sign is the skilled one
     return out
 
 
@@ -180,7 +181,10 @@ def mmsr(
     votes as they are (better where the adversaries are real). Ties go to the lowest class.
 
     Where every observed covariance is 0 the completion is 0 and says nothing of the
-    workers: the skills are ``NaN``, as crowd-kit's, and the labels the majority vote.
+    workers: the skills are ``NaN``, as crowd-kit's, and the labels the majority vote. So
+    too where the signs split the workers evenly (two camps of two that always disagree):
+    nothing says which camp is skilled, and the eigenvector's own sign, which the order of
+    the worker ids decides, would call one camp adversarial (crowd-kit fails there).
 
     ``skills``: the log-odds skills (``NaN`` for workers without annotations);
     ``extras["accuracy"]``: ``p``.
@@ -246,8 +250,9 @@ def mmsr(
     # every observed covariance 0 (e.g. K = 2 workers who agree on half their shared items):
     # the completion is 0 and says nothing of the workers; crowd-kit's skills are NaN then
     degenerate = not (nv > 0 and math.isfinite(nu / nv))
-    x1 = np.full(ma, np.nan) if degenerate else (u / math.sqrt(nu / nv)).cpu().numpy()
-    rel = x1 if degenerate else _sign_vector(ma, r.cpu().numpy(), c.cpu().numpy(), cov.cpu().numpy(), k) * x1  # NaN either way when degenerate
+    signs = None if degenerate else _sign_vector(ma, r.cpu().numpy(), c.cpu().numpy(), cov.cpu().numpy(), k)
+    degenerate = signs is None  # no completion, or no majority to say which workers are skilled: no skills
+    rel = np.full(ma, np.nan) if degenerate else signs * (u / math.sqrt(nu / nv)).cpu().numpy()
     rel = np.minimum(rel, 1 - 1.0 / math.sqrt(n_tasks))
     rel = np.maximum(rel, -1.0 / (k - 1) + 1.0 / math.sqrt(n_tasks))
     p = rel * (k - 1) / k + 1.0 / k
