@@ -391,3 +391,31 @@ def test_errors_name_the_true_file_line_after_empty_lines_and_multiline_cells(tm
     assert data_row_lines(tmp_path / "plain.csv", 5).tolist() == [2, 3, 4, 5, 6]  # readers that disagree: r + 2 kept
     (tmp_path / "g.csv.gz").write_bytes(gzip.compress(b"item,label\n\na,cat\n"))
     assert data_row_lines(tmp_path / "g.csv.gz", 1).tolist() == [3]
+
+
+def test_aggregate_warns_of_unused_classes_before_it_aggregates_and_of_sparse_workers_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the unused-class warning came after the aggregation (a stray 700 among 0/1 labels made
+    # Dawid-Skene take minutes first); it now also says which methods the unused classes change;
+    # Dawid-Skene's sparse-workers note was a raw Python warning with its source line
+    (tmp_path / "a.csv").write_text("item,worker,label\na,u,1\na,v,2\nb,u,2\nb,v,2\nc,u,1\nc,v,1\n")
+    r = cli("aggregate", "--annotations", "a.csv", "--method", "glad", "--out", "l.csv", cwd=tmp_path)
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert r.returncode == 0 and len(warned) == 1 and "class 0 is a class nobody chose" in warned[0] and "glad spreads each worker's errors" in warned[0], r.stderr
+    r = cli("aggregate", "--annotations", "a.csv", "--method", "ds", "--out", "d.csv", cwd=tmp_path)
+    assert "class 0 is a class nobody chose" in r.stderr and "spreads" not in r.stderr, r.stderr
+    (tmp_path / "s.csv").write_text("item,worker,label\n" + "".join(f"i{j % 4},w{j},{'xyz'[j % 3]}\n" for j in range(12)))  # a label a worker
+    r = cli("aggregate", "--annotations", "s.csv", "--method", "ds", "--out", "s_out.csv", cwd=tmp_path)
+    assert r.returncode == 0 and "SparseWorkersWarning" not in r.stderr and "res = " not in r.stderr, r.stderr
+    assert any(line.startswith("warning:") and "fewer labels than there are classes" in line for line in r.stderr.splitlines()), r.stderr
+    # the warning is out before the aggregation starts
+    from kdcrowd import aggregation, cli as cli_module
+
+    calls: list[str] = []
+    monkeypatch.setattr(cli_module, "_warn", lambda message: calls.append("warn"))
+    real = aggregation.aggregation_frame
+    monkeypatch.setattr(aggregation, "aggregation_frame", lambda *a, **k: (calls.append("aggregate"), real(*a, **k))[1])
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(cli_module.app, ["aggregate", "--annotations", str(tmp_path / "a.csv"), "--method", "mv", "--out", str(tmp_path / "m.csv")])
+    assert res.exit_code == 0, res.output
+    assert calls[:2] == ["warn", "aggregate"], calls

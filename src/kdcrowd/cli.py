@@ -57,14 +57,22 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _warn_unused_classes(ann: Any) -> None:
+def _warn_unused_classes(ann: Any, method: Optional[str] = None) -> None:
     """Warn where integer labels read as class indices leave classes unused
-    (:func:`kdcrowd.data.annotations.unused_classes_message`)."""
+    (:func:`kdcrowd.data.annotations.unused_classes_message`); with an aggregation
+    ``method`` whose results such classes change, say so."""
+    from .aggregators import canonical_aggregator
     from .data.annotations import unused_classes_message
 
     message = unused_classes_message(ann, "--classes {classes}")
     if message:
+        if method is not None and canonical_aggregator(method) in SPREAD_OVER_CLASSES:
+            message += f" ({method} spreads each worker's errors over every class, so the unused ones change its labels too)"
         _warn(message)
+
+
+#: Aggregators whose worker models spread errors over all K classes: a class nobody chose changes their results.
+SPREAD_OVER_CLASSES = ("glad", "mace", "one-coin-ds", "mmsr")
 
 
 def _class_list(classes: Optional[str]) -> Optional[list[str]]:
@@ -86,10 +94,12 @@ def _warn(message: str) -> None:
 def _input_warnings() -> Iterator[None]:
     """Print the :class:`kdcrowd.data.readers.InputWarning` s raised inside (rows skipped, an
     id column recognised, labels differing by case, image files skipped) and the
-    :class:`kdcrowd.config.SettingWarning` s (a setting without effect) as ``warning:``
-    lines on stderr; other warnings pass on."""
+    :class:`kdcrowd.config.SettingWarning` s (a setting without effect) and
+    :class:`kdcrowd.aggregation.SparseWorkersWarning` s (workers too sparse for Dawid–Skene's
+    matrices) as ``warning:`` lines on stderr; other warnings pass on."""
     import warnings
 
+    from .aggregation import SparseWorkersWarning
     from .config import SettingWarning
     from .data.readers import InputWarning
 
@@ -98,10 +108,11 @@ def _input_warnings() -> Iterator[None]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InputWarning)
             warnings.simplefilter("always", SettingWarning)
+            warnings.simplefilter("always", SparseWorkersWarning)
             yield
     finally:  # outside the recording: a warning passed on inside it would be recorded again, without end
         for w in caught:
-            if issubclass(w.category, (InputWarning, SettingWarning)):
+            if issubclass(w.category, (InputWarning, SettingWarning, SparseWorkersWarning)):
                 _warn(str(w.message))
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -624,6 +635,7 @@ def aggregate(
         if class_list is not None:
             frame["label"] = _as_text(frame["label"])  # matched by text, as `kdcrowd fit --classes` matches them
         ann = Annotations.from_long(frame, items=frame.attrs.get("items"), classes=class_list, duplicates=duplicates)  # items nobody labelled get a row too
+        _warn_unused_classes(ann, method)  # before aggregating: a stray label (700 among 0/1) makes K large, and the methods slow
         known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
         is_ds = canonical_aggregator(method) is None and _canonical_method(method) == "ds"
         if ds_prior is not None and not ds_prior >= 0:
@@ -637,12 +649,12 @@ def aggregate(
             if not is_ds and canonical_aggregator(method) in (None, "wawa"):
                 raise ValueError(f"--max-iter bounds an iterative method (ds, glad, mace, zbs, one-coin-ds, mmsr); {method} counts votes once")
             extra["n_iter"] = max_iter
-        frame = aggregation_frame(ann, method, gold=known, **extra)
+        with _input_warnings():  # Dawid–Skene's note on sparse workers: one warning line
+            frame = aggregation_frame(ann, method, gold=known, **extra)
         check_out_file(out, create=True)
         _write_csv(frame, out)
     except USER_ERRORS as e:
         _fail(str(e))
-    _warn_unused_classes(ann)
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {escape(method)}; wrote {escape(str(out))}", soft_wrap=True, highlight=False)
 
 
