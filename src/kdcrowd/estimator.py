@@ -88,8 +88,10 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
             probabilities over a nearest-neighbour graph of the items' features
             (:mod:`kdcrowd.spreading`), the rows of ``X`` and the ``unlabelled`` items given
             to :meth:`fit` together, before the final labels are taken; :meth:`predict_proba`
-            then spreads new items over the graph of the fitted rows and themselves.
-            ``auto`` spreads when this fit computes frozen image features
+            then spreads new items over the graph of the fitted rows and themselves, so a
+            new item's probabilities depend on the items predicted with it (predict a batch
+            together; scikit-learn's checks that a row's prediction does not depend on its
+            batch or its order do not hold with spreading on). ``auto`` spreads when this fit computes frozen image features
             (``image_features``), where it was chosen on LabelMe's validation images
             (+2.8 points there, docs/RESULTS.md §7h); ``on`` for any feature rows.
         spreading_neighbours, spreading_alpha: the graph's neighbours per item (5) and the
@@ -164,7 +166,9 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
       (:func:`kdcrowd.aggregation.crowd_posterior`, the Dawid–Skene E-step with the
       classifier as each item's prior; rows without crowd labels keep ``p(y | x)``). Gold
       questions keep their known labels. ``classifier_proba_`` (N, K): the classifier's
-      own ``p(y | x)`` of every row (what :meth:`predict_proba` gives without label spreading);
+      own ``p(y | x)`` of every row (what :meth:`predict_proba` gives without label spreading),
+      but for the gold questions' rows, which hold their known labels (one-hot: label
+      spreading anchors on them);
       ``label_source_`` says which of the two ``label_proba_`` is, and whether it was spread.
     * ``spreading_``: ``None``, or with label spreading the fitted rows' ``features`` and
       the ``config`` (:class:`~kdcrowd.spreading.LabelSpreading`) that :meth:`predict_proba`
