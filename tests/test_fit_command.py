@@ -892,3 +892,25 @@ def test_a_final_label_among_a_ties_classes_is_no_change_from_majority_vote(tmp_
     page = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
     cards = {html.unescape(lab): html.unescape(v) for v, lab in re.findall(r'<div class="card [^"]*"><b>([^<]*)</b><span>([^<]*)</span>', page)}
     assert cards["labels changed vs majority vote"].startswith(f"{changed} ("), cards
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (8, 12, 3)])
+def test_predict_reads_images_as_the_pixels_the_model_was_trained_on(shape: tuple[int, int, int], tmp_path: Path) -> None:
+    """A model fitted from Python on greyscale or non-square pixels: `kdcrowd predict --images`
+    read every image as square RGB and refused them ("item shape (8, 8, 3)")."""
+    from kdcrowd import KDCrowdClassifier
+    from kdcrowd.persist import load_predictor, save_model
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (40, *shape), dtype=np.uint8)
+    crowd = np.stack([np.arange(40) % 2] * 3, 1)
+    clf = KDCrowdClassifier(method="mv", epochs=1, device="cpu", image_features="none").fit(pixels, crowd)
+    save_model(tmp_path / "m.pt", clf)
+    (tmp_path / "img").mkdir()
+    for i in range(5):
+        Image.fromarray(pixels[i, ..., 0] if shape[2] == 1 else pixels[i]).save(tmp_path / "img" / f"p{i}.png")
+    r = runner.invoke(app, ["predict", "--model", str(tmp_path / "m.pt"), "--images", str(tmp_path / "img"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(tmp_path / "p.csv").set_index("item").loc[[f"p{i}" for i in range(5)]]
+    expected = load_predictor(tmp_path / "m.pt")(pixels[:5])
+    np.testing.assert_allclose(got[[c for c in got.columns if c.startswith("p_")]].to_numpy(), expected, atol=1e-5)

@@ -658,7 +658,7 @@ def aggregate(
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {escape(method)}; wrote {escape(str(out))}", soft_wrap=True, highlight=False)
 
 
-def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: int, image_ids: str, wanted: list[Any],
+def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: Any, image_ids: str, wanted: list[Any],
                 keep_columns: Any = ()) -> tuple[Any, Any, str, Any, Any, Optional[str]]:
     """``(ids, load, description, image files or None, feature column names or None, image id
     style or None)`` of ``--features`` (``keep_columns``: a model's training columns, see
@@ -667,7 +667,8 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     the ids can be checked against the crowd labels first.
 
     Image ids follow ``image_ids`` (``auto``: the style under which the files cover the ids
-    in ``wanted``, see :func:`kdcrowd.data.items.match_image_ids`)."""
+    in ``wanted``, see :func:`kdcrowd.data.items.match_image_ids`). ``image_size``: the side of
+    the square RGB images, or a model's item shape ``(height, width, channels)``."""
     from .data.items import image_item_ids, list_image_files, load_images, match_image_ids, read_features
 
     if features is not None:
@@ -682,7 +683,9 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     else:
         style, ids = image_ids, image_item_ids(files, images, image_ids)
     kind = {"stem": "name without extension", "name": "name", "path": "relative path"}[style]
-    return ids, lambda: load_images(files, image_size), f"images from {images}, resized to {image_size}×{image_size} px; item id = file {kind}", files, None, style
+    h, w, c = tuple(image_size) if isinstance(image_size, tuple) else (image_size, image_size, 3)
+    grey = "greyscale " if c == 1 else ""
+    return ids, lambda: load_images(files, (h, w), channels=c), f"{grey}images from {images}, resized to {w}×{h} px; item id = file {kind}", files, None, style
 
 
 def _load_texts(path: Path, text_column: str, item_column: Optional[str]) -> tuple[Any, Any, str, None, None, None]:
@@ -1222,7 +1225,8 @@ def predict(
             X = TextFeaturizer.from_state(inputs["featurizer"]).transform(ttexts)
         else:
             frozen = inputs.get("backbone") if inputs.get("kind") == "image-features" else None
-            size = int(inputs["image_size"]) if frozen else predictor.item_shape[0] if images is not None else 0
+            # the pixels the model was trained on: its height, width and channels (greyscale, non-square)
+            size = int(inputs["image_size"]) if frozen else tuple(predictor.item_shape) if images is not None else 0
             ids, load, described, _, columns, _ = _load_items(features, images, item_ids, size, image_ids or predictor.image_ids or "stem", [],
                                                               keep_columns=predictor.feature_names or ())  # a model trained with such a column keeps it
             X = load()

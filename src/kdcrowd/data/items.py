@@ -371,27 +371,32 @@ def _rgb(im: Any) -> Any:
     return im.convert("RGB")
 
 
-def load_images(files: Sequence[Path], size: int) -> np.ndarray:
-    """Decode images with Pillow, convert to RGB and resize to ``size × size`` (bilinear).
+def load_images(files: Sequence[Path], size: int | tuple[int, int], channels: int = 3) -> np.ndarray:
+    """Decode images with Pillow, convert to RGB and resize to ``size × size`` (bilinear),
+    or to ``size = (height, width)``; ``channels=1`` then takes their greyscale (Pillow's
+    ``L``), for a model trained on such pixels.
 
     Any mode converts (grayscale, 16-bit grayscale - scaled, not clipped -, RGBA, palette,
-    CMYK, 1-bit). Returns uint8 ``(N, size, size, 3)``. Files that cannot be decoded are
-    collected and reported together in one error that names them.
+    CMYK, 1-bit). Returns uint8 ``(N, height, width, channels)``. Files that cannot be
+    decoded are collected and reported together in one error that names them.
     """
     from PIL import Image
 
     try:
-        size = int(size)
-    except (TypeError, ValueError):
+        h, w = (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
+    except (TypeError, ValueError, IndexError):
         raise ValueError(f"image size must be a whole number of pixels, got {size!r}") from None
-    if size < 1:
+    if min(h, w) < 1:
         raise ValueError(f"image size must be a positive number of pixels, got {size}")
-    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
+    if channels not in (1, 3):
+        raise ValueError(f"images are read as RGB (3 channels) or greyscale (1), not {channels} channels")
+    out = np.empty((len(files), h, w, channels), dtype=np.uint8)
     bad: list[str] = []
     for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
-                out[i] = np.asarray(_rgb(im).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+                pixels = _rgb(im).resize((w, h), Image.BILINEAR)
+                out[i] = np.asarray(pixels if channels == 3 else pixels.convert("L"), dtype=np.uint8).reshape(h, w, channels)
         except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError) as e:  # PIL raises all of these for broken files
             bad.append(f"{f} ({type(e).__name__}: {str(e)[:80]})")
     if bad:
