@@ -113,3 +113,11 @@ def test_the_method_line_escapes_a_backbone_path() -> None:
                           metrics_={"config": {"backbone": "torchvision:resnet18@/models/a&b<1>.pt", "train": {"epochs": 3}}})
     text = _method_text(clf)
     assert "a&amp;b&lt;1&gt;.pt" in text and "a&b" not in text
+
+
+def test_long_class_names_of_few_classes_are_turned_so_they_do_not_overlap() -> None:
+    # eight names of 24 characters stood level, 61 px apart and about 150 px wide each
+    names = [f"very_long_class_name_{i:03d}" for i in range(8)]
+    svg = bar_chart(names, {"final": np.full(8, 0.125)})
+    assert "rotate(" in svg
+    assert "rotate(" not in bar_chart(["cat", "dog", "bird"], {"final": np.full(3, 1 / 3)})
