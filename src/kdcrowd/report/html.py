@@ -244,7 +244,7 @@ p{line-height:1.45} code{background:#eef1f5;padding:1px 4px;border-radius:3px}
 .q{display:flex;align-items:center;gap:8px;margin:2px 0} .q .w{width:170px;text-align:right;word-break:break-all} .q .v{width:36px;font-variant-numeric:tabular-nums}
 .qb{flex:1;height:10px;background:#eef1f5} .qb i{display:block;height:10px}
 .mats{display:flex;flex-wrap:wrap;gap:10px;background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:10px;align-items:flex-end}
-.mat{font-size:11px;text-align:center;width:130px} .mat img{width:112px;height:112px;image-rendering:pixelated;display:block;margin:4px auto 0;border:1px solid #dde1e7}
+.mat{font-size:11px;text-align:center;width:130px;overflow-wrap:anywhere} .mat img{width:112px;height:112px;image-rendering:pixelated;display:block;margin:4px auto 0;border:1px solid #dde1e7}
 .scale{display:grid;grid-template-columns:14px auto;grid-template-rows:56px 56px;font-size:11px;column-gap:4px}
 .scale img{grid-row:1/3;width:14px;height:112px;image-rendering:pixelated} .scale span:last-child{align-self:end}
 p.axes{font-size:13px;color:#5b6473}
