@@ -175,3 +175,31 @@ def test_text_ids_are_written_as_the_other_readers_write_them(tmp_path) -> None:
     assert ids == ["1", "2", "3"] == sorted(read_annotation_frame(tmp_path / "a.parquet")["item"].tolist())
     (tmp_path / "t.jsonl").write_text('{"item": 1, "text": "a"}\n{"item": 2.5, "text": "b"}\n')
     assert read_texts(tmp_path / "t.jsonl")[0] == ["1", "2.5"]
+
+
+def test_the_texts_id_column_falls_back_as_the_crowd_labels_one_does(tmp_path) -> None:
+    """--item-column named the crowd labels' id column and was then required of the texts
+    file too (refused, with advice that could not be followed); a texts file whose id
+    column is `task` (as crowd-kit names it) was refused without --item-column."""
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+
+    (tmp_path / "t.csv").write_text("task,text\na,good\nb,bad\n")
+    assert read_texts(tmp_path / "t.csv", id_column=("doc", "item", "task")) == (["a", "b"], ["good", "bad"])
+    with pytest.raises(AnnotationError, match=r"no column 'doc' \(nor 'item', 'task'\).*--item-column"):
+        read_texts(_write(tmp_path / "u.csv", "id,text\na,x\n"), id_column=("doc", "item", "task"))
+    rng = np.random.default_rng(0)
+    ids = [f"d{i}" for i in range(30)]
+    pd.DataFrame({"item": ids, "text": [["good day", "bad day"][i % 2] + f" w{i}" for i in range(30)]}).to_csv(tmp_path / "texts.csv", index=False)
+    pd.DataFrame([(i, w, ["pos", "neg"][k % 2] if rng.random() < 0.8 else ["neg", "pos"][k % 2]) for k, i in enumerate(ids) for w in ("u", "v", "x")],
+                 columns=["doc", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    r = CliRunner().invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--texts", str(tmp_path / "texts.csv"), "--item-column", "doc",
+                                 "--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(tmp_path / "o" / "labels.csv")) == 30
+
+
+def _write(path, text: str):
+    path.write_text(text)
+    return path

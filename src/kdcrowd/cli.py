@@ -688,6 +688,13 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     return ids, lambda: load_images(files, (h, w), channels=c), f"{grey}images from {images}, resized to {w}×{h} px; item id = file {kind}", files, None, style
 
 
+def _text_id_columns(item_column: Optional[str]) -> tuple[str, ...]:
+    """The names a texts file's id column may have, the first found taken: ``--item-column``
+    (which may name the crowd labels' id column only), then ``item`` and ``task`` as for
+    crowd labels."""
+    return tuple(dict.fromkeys(c for c in (item_column, "item", "task") if c))
+
+
 def _load_texts(path: Path, text_column: str, item_column: Optional[str]) -> tuple[Any, Any, str, None, None, None]:
     """Like :func:`_load_items` for ``--texts``: ``load()`` returns ``(TF-IDF features, the
     fitted TextFeaturizer)`` (:func:`kdcrowd.data.texts.text_features`)."""
@@ -695,7 +702,7 @@ def _load_texts(path: Path, text_column: str, item_column: Optional[str]) -> tup
 
     from .data.texts import read_texts, text_features
 
-    ids, texts = read_texts(path, id_column=item_column or "item", text_column=text_column)
+    ids, texts = read_texts(path, id_column=_text_id_columns(item_column), text_column=text_column)
     described = f"texts from {path.name} (column {text_column}), TF-IDF of words and word pairs"
     return np.asarray(ids, dtype=object), lambda: text_features(texts), described, None, None, None
 
@@ -1067,7 +1074,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if predict_texts is not None:
             from .data.texts import read_texts
 
-            pids, ptexts = read_texts(predict_texts, id_column=p.get("item_column") or "item", text_column=p.get("text_column") or "text")
+            pids, ptexts = read_texts(predict_texts, id_column=_text_id_columns(p.get("item_column")), text_column=p.get("text_column") or "text")
             predict = (np.asarray(pids, dtype=object), featurizer.transform(ptexts))
         elif p["predict_features"] is not None or p["predict_images"] is not None:
             # new images named as the training images are (auto: the style their ids matched)
@@ -1220,7 +1227,7 @@ def predict(
         if texts is not None:
             from .data.texts import TextFeaturizer, read_texts
 
-            tids, ttexts = read_texts(texts, id_column=item_column, text_column=text_column or inputs.get("text_column", "text"))
+            tids, ttexts = read_texts(texts, id_column=_text_id_columns(item_column), text_column=text_column or inputs.get("text_column", "text"))
             ids, described = tids, f"texts from {texts.name}"
             X = TextFeaturizer.from_state(inputs["featurizer"]).transform(ttexts)
         else:

@@ -53,7 +53,7 @@ def _rows(idx: np.ndarray) -> str:
     return shown + (f" ... ({len(idx)} in all)" if len(idx) > _SHOW else "")
 
 
-def read_texts(path: str | os.PathLike, id_column: str = "item",
+def read_texts(path: str | os.PathLike, id_column: str | Sequence[str] = "item",
                text_column: str = "text") -> tuple[list[str], list[str]]:
     """The item ids and texts of a table, in file order.
 
@@ -62,7 +62,11 @@ def read_texts(path: str | os.PathLike, id_column: str = "item",
     and texts are read as written (text; ids with surrounding spaces removed). An empty
     text is allowed (it has no words); a missing one (null) is an error, as are a missing
     column (``--item-column`` / ``--text-column`` name the columns) and repeated ids.
+    ``id_column`` may list several names: the first the file has is the id column (the
+    command line's ``--item-column``, then ``item`` and ``task``, as for crowd labels).
     """
+    candidates = [id_column] if isinstance(id_column, str) else list(id_column)
+    id_column = candidates[0]
     p = Path(path)
     if not p.exists():
         raise _MissingFileError(f"text file not found: {p} (absolute: {p.absolute()}); check the path")
@@ -94,9 +98,11 @@ def read_texts(path: str | os.PathLike, id_column: str = "item",
         raise AnnotationError(f"cannot read the text file {p}: {exc}.") from exc
     cols = [str(c) for c in df.columns]
     df.columns = cols
+    id_column = next((c for c in candidates if c in cols), id_column)
     for col, option in ((id_column, "--item-column"), (text_column, "--text-column")):
         if col not in cols:
-            raise AnnotationError(f"the text file {p} has no column {col!r} (columns: "
+            nor = f" (nor {', '.join(map(repr, candidates[1:]))})" if option == "--item-column" and len(candidates) > 1 else ""
+            raise AnnotationError(f"the text file {p} has no column {col!r}{nor} (columns: "
                                   f"{', '.join(map(repr, cols[:12]))}{' ...' if len(cols) > 12 else ''}); "
                                   f"name the {'item id' if option == '--item-column' else 'text'} column with {option}.")
     if df.empty:
