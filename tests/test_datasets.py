@@ -367,3 +367,34 @@ def test_dataset_options_are_checked_by_type() -> None:
     with pytest.raises(TypeError, match="option extra_test must be true or false; got 'False'"):
         check_dataset_request("cifar10", extra_test="False")
     assert check_dataset_request("cifar10", extra_test=False) == "cifar10"
+
+
+def test_a_damaged_archive_loaded_without_its_checksum_is_one_clear_error_and_image_size_is_checked(tmp_path):
+    # with verify=False a damaged .npz raised zipfile.BadZipFile (a traceback on the command line);
+    # image_size='abc' reached Pillow (TypeError), image_size=0 a Pillow message that named no option
+    np.savez(tmp_path / "a.npz", x=np.arange(1000))
+    raw = bytearray((tmp_path / "a.npz").read_bytes())
+    (tmp_path / "cut.npz").write_bytes(bytes(raw[: len(raw) // 2]))
+    raw[200] ^= 0xFF
+    (tmp_path / "flipped.npz").write_bytes(bytes(raw))
+    for name in ("cut.npz", "flipped.npz"):
+        with pytest.raises(ValueError, match=rf"{name} is damaged .*replace it"):
+            D._load_npz(tmp_path / name)
+    for bad, what in (("abc", "whole number"), (16.5, "whole number"), (0, "positive number of pixels")):
+        with pytest.raises(TypeError, match=f"option image_size must be a {what}"):
+            D.check_dataset_request("labelme", image_size=bad)
+    assert D.check_dataset_request("labelme", image_size=32) == "labelme"
+
+
+def test_the_data_sets_advice_is_given_in_command_line_options_on_the_command_line(tmp_path):
+    from kdcrowd.cli_checks import cli_message
+
+    for rel in ("labelme/labelme_annotations.npz", "labelme/labelme_bovw_features.npz"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"not the real file")
+    with pytest.raises(ValueError) as e:
+        load_dataset("labelme", root=tmp_path, features="bovw")
+    assert "add --dataset-option verify=false to load it anyway" in cli_message(str(e.value))
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_dataset("labelme", root=tmp_path / "none", features="bovw")
+    assert "(or --data-root)" in cli_message(str(e.value)) and "root=" not in cli_message(str(e.value))

@@ -47,6 +47,9 @@ _KEYWORDS = (
     (re.compile(r"\(item ids not in `items`\)"), "(item ids not among the items of --features, --images or --texts)"),
     (re.compile(r"Add those ids to `items` or drop the rows"), "Add those items to --features, --images or --texts, or remove those rows from --annotations"),
     (re.compile(r"`items` holds"), "the known items are"),
+    # the data sets' advice (kdcrowd run)
+    (re.compile(r"pass verify=False to load it anyway"), "add --dataset-option verify=false to load it anyway"),
+    (re.compile(r"\(or root=\.\.\.\)"), "(or --data-root)"),
 )
 
 

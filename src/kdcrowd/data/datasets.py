@@ -40,6 +40,7 @@ import io
 import os
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -346,8 +347,11 @@ def _need(dataset: str, root: Path, rels: list[str], verify: bool = True, search
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a damaged archive (its checksum not checked: verify=False)
+        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); replace it with a whole copy") from None
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -651,8 +655,11 @@ def check_dataset_request(name: str, workers: str | None = None, worker_params: 
         d = params[k].default
         if isinstance(d, bool) and not isinstance(v, (bool, np.bool_)):
             raise TypeError(f"data set '{key}': option {k} must be true or false; got {v!r}")
-        if isinstance(d, int) and not isinstance(d, bool) and (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))):
+        whole = (isinstance(d, int) and not isinstance(d, bool)) or (k == "image_size" and v is not None)  # (image_size's default is None: as the files are)
+        if whole and (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))):
             raise TypeError(f"data set '{key}': option {k} must be a whole number; got {v!r}")
+        if k == "image_size" and v is not None and v < 1:
+            raise TypeError(f"data set '{key}': option {k} must be a positive number of pixels; got {v!r}")
     if worker_params and workers is None:
         raise ValueError("worker_params given without workers=; name a worker case to simulate")
     if workers is not None:
@@ -682,7 +689,9 @@ def load_dataset(
             ``split_seed``).
         worker_params: overrides passed to the worker case (e.g. ``{"redundancy": 5}``).
         **kw: loader options: ``features``/``image_size`` (labelme), ``extra_test``
-            (cifar10n, cifar10), ``split_seed`` and ``verify`` (all).
+            (cifar10n, cifar10), ``split_seed`` (the data sets split here; LabelMe keeps its
+            official split) and ``verify`` (all); :func:`check_dataset_request` lists each
+            loader's.
 
     Raises:
         ValueError: unknown name (the message lists the available ones), or simulated
