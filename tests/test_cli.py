@@ -557,3 +557,18 @@ def test_plot_memorization_tells_runs_of_one_method_apart(tmp_path: Path) -> Non
     svg = (tmp_path / "m.svg").read_text()
     assert f"{tmp_path / 'elr'} (kdcrowd): student" in svg and "(kdcrowd): student" in svg.replace(f"{tmp_path / 'elr'} (kdcrowd): student", "")
     assert "<!-- mv -->" in svg and "(mv)" not in svg  # a method run once keeps its plain name
+    # folders whose names start with "_": matplotlib leaves such labels out of a legend it collects
+    for name in ("_a", "_b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"method": "mv", "history": hist}))
+    import os
+
+    here = os.getcwd()
+    os.chdir(tmp_path)  # the folders as a user in that folder names them
+    try:
+        r = runner.invoke(app, ["plot", "memorization", "_a", "_b", "--out", "u"])
+    finally:
+        os.chdir(here)
+    assert r.exit_code == 0, r.output
+    svg = (tmp_path / "u.svg").read_text()
+    assert "_a (mv)" in svg and "_b (mv)" in svg

@@ -556,3 +556,4 @@ def test_integer_labels_that_leave_classes_unused_are_warned_of_as_kdcrowd_fit_w
         __import__("warnings").simplefilter("error")
         assert _fast(epochs=1, classes=[1, 2, 3]).fit(x, long).classes_.tolist() == [1, 2, 3]
         _fast(epochs=1).fit(x, long.assign(label=long.label - 1))  # 0..2: nothing to say
+        _fast(epochs=1, classes=[0, 1, 2, 3]).fit(x, long)  # classes given: class 0 is declared, not a slip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -407,6 +408,9 @@ def test_aggregate_warns_of_unused_classes_before_it_aggregates_and_of_sparse_wo
     r = cli("aggregate", "--annotations", "s.csv", "--method", "ds", "--out", "s_out.csv", cwd=tmp_path)
     assert r.returncode == 0 and "SparseWorkersWarning" not in r.stderr and "res = " not in r.stderr, r.stderr
     assert any(line.startswith("warning:") and "fewer labels than there are classes" in line for line in r.stderr.splitlines()), r.stderr
+    # a failing command prints its error alone
+    r = cli("aggregate", "--annotations", "a.csv", "--method", "mv", "--max-iter", "5", "--out", "e.csv", cwd=tmp_path)
+    assert r.returncode == 2 and "warning:" not in r.stderr and "--max-iter" in r.stderr, r.stderr
     # the warning is out before the aggregation starts
     from kdcrowd import aggregation, cli as cli_module
 
@@ -419,3 +423,17 @@ def test_aggregate_warns_of_unused_classes_before_it_aggregates_and_of_sparse_wo
     res = CliRunner().invoke(cli_module.app, ["aggregate", "--annotations", str(tmp_path / "a.csv"), "--method", "mv", "--out", str(tmp_path / "m.csv")])
     assert res.exit_code == 0, res.output
     assert calls[:2] == ["warn", "aggregate"], calls
+
+
+def test_fit_with_dawid_skene_says_its_sparse_workers_note_once(tmp_path: Path) -> None:
+    # Dawid-Skene runs twice in `kdcrowd fit --method ds` (the reference labels and the method): the note came twice
+    rng = np.random.default_rng(0)
+    ids = [f"i{j}" for j in range(40)]
+    rows = [(ids[j], f"w{2 * j + k}", "abc"[(j + (rng.random() < 0.3)) % 3]) for j in range(40) for k in range(2)]
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    x = pd.DataFrame(rng.normal(size=(40, 3)), columns=["f0", "f1", "f2"])
+    x.insert(0, "item", ids)
+    x.to_csv(tmp_path / "x.csv", index=False)
+    r = cli("fit", "--annotations", "ann.csv", "--features", "x.csv", "--method", "ds", "--epochs", "1", "--device", "cpu", "--quiet", "--out", "o", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sum("fewer labels than there are classes" in line for line in r.stderr.splitlines()) == 1, r.stderr

@@ -111,9 +111,12 @@ def _input_warnings() -> Iterator[None]:
             warnings.simplefilter("always", SparseWorkersWarning)
             yield
     finally:  # outside the recording: a warning passed on inside it would be recorded again, without end
+        said: set[str] = set()
         for w in caught:
             if issubclass(w.category, (InputWarning, SettingWarning, SparseWorkersWarning)):
-                _warn(str(w.message))
+                if str(w.message) not in said:  # once (fit's Dawid-Skene runs twice: the reference labels and the method)
+                    said.add(str(w.message))
+                    _warn(str(w.message))
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
@@ -635,7 +638,6 @@ def aggregate(
         if class_list is not None:
             frame["label"] = _as_text(frame["label"])  # matched by text, as `kdcrowd fit --classes` matches them
         ann = Annotations.from_long(frame, items=frame.attrs.get("items"), classes=class_list, duplicates=duplicates)  # items nobody labelled get a row too
-        _warn_unused_classes(ann, method)  # before aggregating: a stray label (700 among 0/1) makes K large, and the methods slow
         known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
         is_ds = canonical_aggregator(method) is None and _canonical_method(method) == "ds"
         if ds_prior is not None and not ds_prior >= 0:
@@ -649,6 +651,7 @@ def aggregate(
             if not is_ds and canonical_aggregator(method) in (None, "wawa"):
                 raise ValueError(f"--max-iter bounds an iterative method (ds, glad, mace, zbs, one-coin-ds, mmsr); {method} counts votes once")
             extra["n_iter"] = max_iter
+        _warn_unused_classes(ann, method)  # once the options are known good, before aggregating: a stray label (700 among 0/1) makes K large, and the methods slow
         with _input_warnings():  # Dawid–Skene's note on sparse workers: one warning line
             frame = aggregation_frame(ann, method, gold=known, **extra)
         check_out_file(out, create=True)

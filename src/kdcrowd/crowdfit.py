@@ -73,12 +73,13 @@ def _warn_one_column() -> None:
                   "for one label per row pass a 1-D y, or give classes=[...] to name the indices", UserWarning, stacklevel=4)
 
 
-def _warn_unused_classes(ann: Any) -> Any:
+def _warn_unused_classes(ann: Any, classes: Any) -> Any:
     """``ann``, after the warning of ``kdcrowd fit`` where integer labels read as class
-    indices leave classes unused (labels 1..K, codes with gaps), naming ``classes=``."""
+    indices leave classes unused (labels 1..K, codes with gaps), naming ``classes=``; none
+    where ``classes`` were given (a class nobody chose is then one the user declared)."""
     from .data.annotations import unused_classes_message
 
-    message = unused_classes_message(ann, "classes=[{classes}]")
+    message = None if classes is not None else unused_classes_message(ann, "classes=[{classes}]")
     if message:
         warnings.warn(message, UserWarning, stacklevel=4)
     return ann
@@ -247,8 +248,8 @@ class CrowdFit:
                 # a wide table, a column per worker (its names the worker ids), a row per row of X
                 if annotations.shape[1] == 1 and self.classes is None:
                     _warn_one_column()
-                return _warn_unused_classes(Annotations.from_wide(annotations, classes=self.classes, item_ids=items))
-            return _warn_unused_classes(Annotations.from_long(annotations, classes=self.classes, items=items, duplicates=self.duplicates))
+                return _warn_unused_classes(Annotations.from_wide(annotations, classes=self.classes, item_ids=items), self.classes)
+            return _warn_unused_classes(Annotations.from_long(annotations, classes=self.classes, items=items, duplicates=self.duplicates), self.classes)
         arr = np.asarray(annotations)
         if arr.ndim == 1:  # one annotator's labels: the degenerate single-worker crowd
             from sklearn.utils.multiclass import check_classification_targets
@@ -262,7 +263,7 @@ class CrowdFit:
         if arr.ndim == 2 and arr.shape[0] == n:
             if arr.shape[1] == 1 and self.classes is None:
                 _warn_one_column()
-            return _warn_unused_classes(Annotations.from_wide(arr, classes=self.classes, item_ids=items))
+            return _warn_unused_classes(Annotations.from_wide(arr, classes=self.classes, item_ids=items), self.classes)
         raise ValueError(
             f"annotations must be an Annotations, a long DataFrame (item, worker, label), a wide (N, M) matrix with -1/NaN for missing labels "
             f"or a 1-D array of N labels, with N = {n} rows of X; got an array of shape {arr.shape}"

@@ -102,18 +102,22 @@ def plot_memorization(run_dirs: Sequence[str | Path | dict[str, Any]], out: str 
     runs = [load_run(d) for d in run_dirs]
     if not labels:  # runs of one method are told apart by their folders' names
         methods = [m.get("method", "run") for m in runs]
-        labels = [f"{_run_name(d)} ({meth})" if methods.count(meth) > 1 and not isinstance(d, dict) else meth for d, meth in zip(run_dirs, methods)]
+        # (a $ in a folder's name is a dollar, not mathtext)
+        labels = [f"{_run_name(d)} ({meth})".replace("$", r"\$") if methods.count(meth) > 1 and not isinstance(d, dict) else meth for d, meth in zip(run_dirs, methods)]
+    handles, names = [], []
     for i, m in enumerate(runs):
         for name, ep, mu, sd in memorization_curves(m, labels[i]):
-            (line,) = ax.plot(ep, mu, label=name.replace("$", r"\$"))  # a $ in a name is a dollar, not mathtext
+            (line,) = ax.plot(ep, mu)
             ax.fill_between(ep, np.clip(mu - sd, 0, 1), np.clip(mu + sd, 0, 1), color=line.get_color(), alpha=0.2)
+            handles.append(line)
+            names.append(name)
             n += 1
     if n == 0:
         raise ValueError("none of the runs records memorization (it needs ground truth for the training items)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("fraction of wrong annotations memorized")
     ax.set_ylim(0, None)
-    ax.legend(fontsize=8)
+    ax.legend(handles, names, fontsize=8)  # named explicitly: a label starting with "_" (a folder _a) is not left out
     if title:
         ax.set_title(title)
     return _save(ax.figure, out) if own else []
