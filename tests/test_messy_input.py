@@ -386,3 +386,17 @@ def test_estimator_uses_the_index_of_a_dataframe_as_item_ids() -> None:
     assert len(clf.labels_) == 20 and list(clf.feature_names_in_) == ["a", "b", "c"]
     ref = KDCrowdClassifier(method="mv", epochs=1, device="cpu", batch_size=8).fit(X.reset_index(drop=True), long, item_ids=list(X.index))
     np.testing.assert_array_equal(clf.label_proba_, ref.label_proba_)  # the index is the item ids, row by row
+
+
+def test_a_usage_error_is_one_error_line_too(tmp_path: Path) -> None:
+    """An unknown option, a value that is not a number or an unknown command printed click's
+    usage line, a hint and a boxed message, where every other bad input prints one line."""
+    line = refused(cli("fit", "--bogus", cwd=tmp_path))
+    assert "No such option: --bogus" in line and "kdcrowd fit --help" in line
+    line = refused(cli("run", "--dataset", "digits", "--out", "o", "--epochs", "abc", cwd=tmp_path))
+    assert "'--epochs'" in line and "kdcrowd run --help" in line
+    assert "No such command 'nosuch'" in refused(cli("nosuch", cwd=tmp_path))
+    r = cli("plot", cwd=tmp_path)  # a group alone: its help, as before
+    assert r.returncode == 2 and "Usage: kdcrowd plot" in r.stdout + r.stderr
+    r = cli("fit", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "--annotations" in r.stdout

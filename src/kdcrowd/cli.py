@@ -15,6 +15,7 @@ import gc
 import json
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -1196,7 +1197,7 @@ def predict(
     images: Optional[Path] = typer.Option(None, help="Folder of images (resized as in training; a model trained on frozen pretrained features computes the same features first)."),
     texts: Optional[Path] = typer.Option(None, help="Texts of the items (CSV/TSV/Parquet/JSONL), for a model trained with `kdcrowd fit --texts`: featurised with the training vocabulary."),
     text_column: Optional[str] = typer.Option(None, help="With --texts: the column holding the text (default: the one used in training)."),
-    item_column: str = typer.Option("item", help="With --texts: the column of item ids."),
+    item_column: str = typer.Option("item", help="With --texts: the column of item ids, when it is not called item (or task)."),
     item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: one item id per line."),
     image_ids: Optional[str] = typer.Option(None, show_default=False, help="Item id of an image: stem, name or path (default: as the model's training images were named, else stem)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
@@ -1365,9 +1366,38 @@ def main() -> None:
     gc.enable()
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        app(prog_name="kdcrowd")
+        code = _run_app()
     finally:
         gc.freeze()
+    sys.exit(code)
+
+
+def _run_app() -> int:
+    """The app's exit status, with a usage error (an unknown option, a value that is not a
+    number) as one ``error:`` line like every other bad input, where click prints the usage,
+    a hint and a boxed message."""
+    # click's exceptions, as the installed typer raises them (its own copy of click since 0.23, else click's)
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    no_args = getattr(sys.modules[usage_error.__module__], "NoArgsIsHelpError", ())
+    try:
+        code = app(prog_name="kdcrowd", standalone_mode=False)
+    except no_args as e:  # `kdcrowd plot` alone: its help, as typer shows it
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(e)
+        return e.exit_code
+    except usage_error as e:
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        err_console.print(f"[red]error:[/red] {escape(e.format_message())}{escape(where)}", soft_wrap=True, highlight=False)
+        return e.exit_code
+    except click_exception as e:
+        err_console.print(f"[red]error:[/red] {escape(e.format_message())}", soft_wrap=True, highlight=False)
+        return e.exit_code
+    except typer.Abort:
+        err_console.print("Aborted!", highlight=False)
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -126,8 +126,12 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
             epoch; ``kdcrowd fit`` turns it on for its report).
         verbose: progress bars.
 
-    Every option of ``kdcrowd run`` and ``kdcrowd fit`` is a parameter here with the same
-    name and default (:mod:`kdcrowd.doors`); values are checked when :meth:`fit` starts
+    Every method and training option of ``kdcrowd run`` and ``kdcrowd fit``
+    (:func:`kdcrowd.doors.door_options`) is a parameter here with the same name and default;
+    the commands' ``--seed`` is ``random_state`` and ``--quiet`` is ``verbose=False``, and
+    their file-reading options (``--item-column``, ``--format`` ...) have no counterpart, as
+    the estimator takes arrays and tables. ``track_memorization`` is the estimator's own
+    (off; ``kdcrowd run`` records memorization by default). Values are checked when :meth:`fit` starts
     (one :class:`~kdcrowd.config.ConfigError` naming the parameter), as scikit-learn asks
     of ``__init__`` and ``set_params`` not to check.
 

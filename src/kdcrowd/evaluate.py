@@ -68,7 +68,7 @@ class MethodOutput:
 def memorization_callback(
     ds: Any, data: DeviceData, config: TrainConfig, key: str = "memorization", pseudo: np.ndarray | None = None, y: np.ndarray | None = None
 ) -> Callable[[int, nn.Module, dict[str, Any]], None]:
-    """Per-epoch memorization of the workers' wrong labels by the true-label predictor (SPEC §5).
+    """Per-epoch memorization of the workers' wrong labels by the true-label predictor (as the KD-Crowd paper measures it).
 
     ``pseudo``: ``(N,)`` hard labels the module trains on (KD-Crowd's student: the teacher's
     predictions); the same prediction pass then also records ``pseudo_memorization``, the
@@ -252,7 +252,7 @@ def true_transitions(ds: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
 
 
 def expertise_error_summary(t_hat: np.ndarray, ds: Any) -> dict[str, Any] | None:
-    """Expertise error of estimated worker matrices against the truth (SPEC §5).
+    """Expertise error of estimated worker matrices against the truth (as the KD-Crowd paper measures it).
 
     The truth is the generating matrices for simulated workers, else the row-normalised
     confusion counts of the workers' labels against the training ground truth.

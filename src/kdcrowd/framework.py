@@ -111,7 +111,7 @@ class KDCrowd:
     """Robust student name (``elr``, ``coteaching``, ``gce``, ``sce``, ``mixup``, ``ce``) or a
     :class:`~kdcrowd.students.Student` subclass. ELR is the default:
     best or tied on validation accuracy on CIFAR-10N, LabelMe and synthetic digits, with one
-    network where co-teaching trains two (docs/RESULTS.md, "Choosing the defaults"); the head
+    network where co-teaching trains two (docs/RESULTS.md §A4, "Defaults and why"); the head
     recipe for frozen image features (head_recipe) uses co-teaching, chosen there on LabelMe's
     validation images (docs/RESULTS.md §7h)."""
     student_params: dict[str, Any] = field(default_factory=dict)
@@ -120,7 +120,7 @@ class KDCrowd:
     """Distillation loss: ``mig-<f>``, ``kl`` or ``none``."""
     kd_prior: Literal["uniform", "teacher"] = "uniform"
     """Class prior of the MIG^f distillation loss: ``uniform``, or ``teacher``: the mean
-    prediction of the distilled model over the training items (SPEC §3; the teacher's q in
+    prediction of the distilled model over the training items (the prior of MIG^f in the KD-Crowd paper; the teacher's q in
     stage 1, the student's r in stage 2)."""
     kd_temperature: float = bounded(1.0, gt=0.0)
     """Temperature of the KL distillation loss."""

@@ -1,7 +1,7 @@
 """Evaluation metrics (numpy in, numpy/float out; torch tensors are accepted too).
 
 - :func:`accuracy` -- accuracy of hard predictions or of the argmax of probabilities.
-- :func:`expertise_error` -- error of estimated worker transition matrices (SPEC §5).
+- :func:`expertise_error` -- error of estimated worker transition matrices (as the KD-Crowd paper measures it).
 - :func:`true_transitions_from_labels` -- "true" transition matrices of real workers: their
   row-normalised confusion counts against the ground truth.
 - :func:`memorization` / :func:`pseudo_label_memorization` -- how often a true-label
@@ -247,7 +247,7 @@ def memorization(
     y_true: Any = None,
     n_workers: int | None = None,
 ) -> tuple[np.ndarray, float, float]:
-    """Per-worker memorization of wrong labels (SPEC §5).
+    """Per-worker memorization of wrong labels (as the KD-Crowd paper measures it).
 
     For worker m: among the items m labelled wrongly (``label != y_true[item]``), the
     fraction where the true-label prediction equals m's wrong label

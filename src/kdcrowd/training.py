@@ -77,7 +77,7 @@ __all__ = [
 class TrainConfig:
     """Optimisation settings shared by every method (checked when made: one
     :class:`~kdcrowd.config.ConfigError` naming the setting). Defaults: 30 epochs of
-    batch 128 (docs/RESULTS.md, "Choosing the defaults": 30 epochs on digits, 20-40 per
+    batch 128 (docs/RESULTS.md §A4, "Defaults and why": 30 epochs on digits, 20-40 per
     stage on the real crowds; the practitioner runs of §6 use 30 / 128)."""
 
     epochs: int = bounded(30, ge=1)

@@ -3,7 +3,7 @@
 Call :func:`simulate_workers` with the ground-truth labels of a data set and a case name;
 it returns a :class:`SimulatedCrowd` holding the sampled :class:`Annotations` and the
 generating matrices ``T[m, k, j] = P(worker m answers j | true class k)``, which are the
-truth for the worker-expertise error (SPEC §5). :func:`list_worker_cases` (and the
+truth for the worker-expertise error (as the KD-Crowd paper measures it). :func:`list_worker_cases` (and the
 registry :data:`WORKER_CASES`) name the cases; ``kdcrowd run --workers NAME`` uses them.
 
 Everything is reproducible from ``seed`` (one ``numpy.random.default_rng`` per call) and
