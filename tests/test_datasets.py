@@ -377,8 +377,9 @@ def test_a_damaged_archive_loaded_without_its_checksum_is_one_clear_error_and_im
     (tmp_path / "cut.npz").write_bytes(bytes(raw[: len(raw) // 2]))
     raw[200] ^= 0xFF
     (tmp_path / "flipped.npz").write_bytes(bytes(raw))
-    for name in ("cut.npz", "flipped.npz"):
-        with pytest.raises(ValueError, match=rf"{name} is damaged .*replace it"):
+    (tmp_path / "pointer.npz").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")  # not an archive
+    for name in ("cut.npz", "flipped.npz", "pointer.npz"):
+        with pytest.raises(ValueError, match=rf"{name} is damaged or not a \.npz archive .*replace it"):
             D._load_npz(tmp_path / name)
     for bad, what in (("abc", "whole number"), (16.5, "whole number"), (0, "positive number of pixels")):
         with pytest.raises(TypeError, match=f"option image_size must be a {what}"):

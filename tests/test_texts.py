@@ -198,6 +198,20 @@ def test_the_texts_id_column_falls_back_as_the_crowd_labels_one_does(tmp_path) -
                                  "--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert len(pd.read_csv(tmp_path / "o" / "labels.csv")) == 30
+    # a column the user named that no file has is refused, not replaced by `item` (texts joined on the wrong ids)
+    pd.read_csv(tmp_path / "ann.csv").assign(item=range(90)).to_csv(tmp_path / "ann2.csv", index=False)
+    r = CliRunner().invoke(app, ["fit", "--annotations", str(tmp_path / "ann2.csv"), "--texts", str(tmp_path / "texts.csv"), "--item-column", "doc_id",
+                                 "--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "no column 'doc_id'" in r.output, r.output
+    r = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "o" / "model.pt"), "--texts", str(tmp_path / "texts.csv"), "--item-column", "doc_id", "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 2 and "no column 'doc_id'" in r.output, r.output
+    r = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "o" / "model.pt"), "--texts", str(tmp_path / "t.csv"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0 and pd.read_csv(tmp_path / "p.csv")["item"].tolist() == ["a", "b"], r.output  # a `task` column found
+    # the error of texts that match no crowd label names the column the ids came from
+    pd.DataFrame({"task": [f"x{i}" for i in range(30)], "text": ["good"] * 30}).to_csv(tmp_path / "tt.csv", index=False)
+    r = CliRunner().invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--texts", str(tmp_path / "tt.csv"), "--item-column", "doc",
+                                 "--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "named by the 'task' column of" in " ".join(r.output.split()), r.output
 
 
 def _write(path, text: str):

@@ -692,23 +692,28 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     return ids, lambda: load_images(files, (h, w), channels=c), f"{grey}images from {images}, resized to {w}×{h} px; item id = file {kind}", files, None, style
 
 
-def _text_id_columns(item_column: Optional[str]) -> tuple[str, ...]:
-    """The names a texts file's id column may have, the first found taken: ``--item-column``
-    (which may name the crowd labels' id column only), then ``item`` and ``task`` as for
-    crowd labels."""
-    return tuple(dict.fromkeys(c for c in (item_column, "item", "task") if c))
+def _text_id_columns(item_column: Optional[str], in_crowd_labels: bool = False) -> tuple[str, ...]:
+    """The names a texts file's id column may have, the first found taken: ``item`` and
+    ``task`` as for crowd labels; ``--item-column`` alone where it was given for the texts
+    (the crowd labels lack it, or there are none), else it first (it named the crowd labels'
+    column, which the texts may lack). A column the user named and no file has is refused."""
+    if item_column is None:
+        return ("item", "task")
+    return tuple(dict.fromkeys((item_column, "item", "task"))) if in_crowd_labels else (item_column,)
 
 
-def _load_texts(path: Path, text_column: str, item_column: Optional[str]) -> tuple[Any, Any, str, None, None, None]:
-    """Like :func:`_load_items` for ``--texts``: ``load()`` returns ``(TF-IDF features, the
-    fitted TextFeaturizer)`` (:func:`kdcrowd.data.texts.text_features`)."""
+def _load_texts(path: Path, text_column: str, item_column: tuple[str, ...]) -> tuple[Any, Any, str, None, None, str]:
+    """Like :func:`_load_items` for ``--texts`` (``item_column``: the id column's possible
+    names, :func:`_text_id_columns`): ``load()`` returns ``(TF-IDF features, the fitted
+    TextFeaturizer)`` (:func:`kdcrowd.data.texts.text_features`); the last entry is the id
+    column read."""
     import numpy as np
 
     from .data.texts import read_texts, text_features
 
-    ids, texts = read_texts(path, id_column=_text_id_columns(item_column), text_column=text_column)
+    ids, texts, id_column = read_texts(path, id_column=item_column, text_column=text_column, with_column=True)
     described = f"texts from {path.name} (column {text_column}), TF-IDF of words and word pairs"
-    return np.asarray(ids, dtype=object), lambda: text_features(texts), described, None, None, None
+    return np.asarray(ids, dtype=object), lambda: text_features(texts), described, None, None, id_column
 
 
 def _frozen_features(images: Any, backbone: str, device: str, norm: str = "none") -> Any:
@@ -996,6 +1001,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
                   f"outputs: {', '.join((*FILES, RUN_FILE))}); move or rename the input, or give another --out")
     try:
         platform = {**_platform_options(p.get("format"), p.get("field"), p.get("multi_label"), bool(p.get("include_rejected"))), "gold_given": p.get("gold") is not None}
+        crowd_has_column = p.get("item_column") is not None  # --item-column names the crowd labels' id column
         try:
             # export_gold: the export's own gold answers (Toloka GOLDEN, Label Studio ground_truth): the gold questions unless --gold
             frame, export_gold = _read_crowd_input(p["annotations"], p.get("label_case"), p.get("item_column"), **platform)
@@ -1003,6 +1009,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             if texts is None or p.get("item_column") is None or not str(e).startswith("--item-column"):
                 raise
             frame, export_gold = _read_crowd_input(p["annotations"], p.get("label_case"), None, **platform)
+            crowd_has_column = False
+        text_ids = _text_id_columns(p.get("item_column"), crowd_has_column)
         if p.get("multi_label") == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
         if class_list is not None and "label" in frame.columns:
@@ -1015,7 +1023,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         side = min(max(p["image_size"], FEATURE_IMAGE_SIDE[0]), FEATURE_IMAGE_SIDE[1]) if frozen else p["image_size"]
         id_style = None
         if texts is not None:
-            ids, load, described, files, columns, featurizer = _load_texts(texts, p.get("text_column") or "text", p.get("item_column"))
+            ids, load, described, files, columns, text_id_column = _load_texts(texts, p.get("text_column") or "text", text_ids)
         else:
             ids, load, described, files, columns, id_style = _load_items(features, images, p["item_ids"], side, p["image_ids"], wanted)
         if images is None:  # an id stored in another Unicode form finds its crowd labels (images: done by their matching)
@@ -1030,7 +1038,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             if images is not None:
                 source = f"the files in {images}"
             elif texts is not None:
-                source = f"the {p.get('item_column') or 'item'!r} column of {texts}"
+                source = f"the {text_id_column!r} column of {texts}"
             elif features.suffix.lower() != ".npy":
                 source = f"the 'item' column of {features}"
             else:
@@ -1078,7 +1086,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         if predict_texts is not None:
             from .data.texts import read_texts
 
-            pids, ptexts = read_texts(predict_texts, id_column=_text_id_columns(p.get("item_column")), text_column=p.get("text_column") or "text")
+            pids, ptexts = read_texts(predict_texts, id_column=text_ids, text_column=p.get("text_column") or "text")
             predict = (np.asarray(pids, dtype=object), featurizer.transform(ptexts))
         elif p["predict_features"] is not None or p["predict_images"] is not None:
             # new images named as the training images are (auto: the style their ids matched)
@@ -1197,7 +1205,7 @@ def predict(
     images: Optional[Path] = typer.Option(None, help="Folder of images (resized as in training; a model trained on frozen pretrained features computes the same features first)."),
     texts: Optional[Path] = typer.Option(None, help="Texts of the items (CSV/TSV/Parquet/JSONL), for a model trained with `kdcrowd fit --texts`: featurised with the training vocabulary."),
     text_column: Optional[str] = typer.Option(None, help="With --texts: the column holding the text (default: the one used in training)."),
-    item_column: str = typer.Option("item", help="With --texts: the column of item ids, when it is not called item (or task)."),
+    item_column: Optional[str] = typer.Option(None, help="With --texts: the column of item ids, when it is not called item (or task)."),
     item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: one item id per line."),
     image_ids: Optional[str] = typer.Option(None, show_default=False, help="Item id of an image: stem, name or path (default: as the model's training images were named, else stem)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
@@ -1231,7 +1239,7 @@ def predict(
         if texts is not None:
             from .data.texts import TextFeaturizer, read_texts
 
-            tids, ttexts = read_texts(texts, id_column=_text_id_columns(item_column), text_column=text_column or inputs.get("text_column", "text"))
+            tids, ttexts = read_texts(texts, id_column=_text_id_columns(item_column), text_column=text_column or inputs.get("text_column", "text"))  # given here: for the texts
             ids, described = tids, f"texts from {texts.name}"
             X = TextFeaturizer.from_state(inputs["featurizer"]).transform(ttexts)
         else:

@@ -128,10 +128,11 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
 
     Every method and training option of ``kdcrowd run`` and ``kdcrowd fit``
     (:func:`kdcrowd.doors.door_options`) is a parameter here with the same name and default;
-    the commands' ``--seed`` is ``random_state`` and ``--quiet`` is ``verbose=False``, and
-    their file-reading options (``--item-column``, ``--format`` ...) have no counterpart, as
-    the estimator takes arrays and tables. ``track_memorization`` is the estimator's own
-    (off; ``kdcrowd run`` records memorization by default). Values are checked when :meth:`fit` starts
+    the commands' ``--seed`` is ``random_state``, ``kdcrowd fit --quiet`` is
+    ``verbose=False``, and their file-reading options (``--item-column``, ``--format`` ...)
+    have no counterpart, as the estimator takes arrays and tables. ``track_memorization``
+    is off here by default (on in ``kdcrowd run``; ``kdcrowd fit`` always records it for
+    its report). Values are checked when :meth:`fit` starts
     (one :class:`~kdcrowd.config.ConfigError` naming the parameter), as scikit-learn asks
     of ``__init__`` and ``set_params`` not to check.
 

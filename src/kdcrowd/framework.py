@@ -144,7 +144,8 @@ class KDCrowd:
     """1: teacher → student; 2: and the role switch."""
     final: Literal["best-val", "stage2", "student", "ensemble"] = "best-val"
     """Final predictor: ``stage2``, ``student``, ``best-val`` (higher validation accuracy of
-    the two; stage 2 where there is no validation data, or on a tie), or ``ensemble``: the student and stage 2 averaged (the mean softmax of their
+    the two; stage 2 where there is no validation data, or on a tie; the student with one
+    stage), or ``ensemble``: the student and stage 2 averaged (the mean softmax of their
     networks, each network once, :class:`~kdcrowd.objectives.Ensemble`: two networks predict
     where the others use one, three with a co-teaching student)."""
     backbone: str = "auto"

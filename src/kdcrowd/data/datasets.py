@@ -350,8 +350,10 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a damaged archive (its checksum not checked: verify=False)
-        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); replace it with a whole copy") from None
+    # a damaged archive (its checksum not checked: verify=False), or no archive at all (a Git LFS
+    # pointer or a saved error page, which numpy takes for a pickle: ValueError)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, OSError) as e:
+        raise ValueError(f"{path} is damaged or not a .npz archive ({type(e).__name__}: {str(e)[:120]}); replace it with a whole copy") from None
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

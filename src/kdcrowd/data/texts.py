@@ -54,7 +54,7 @@ def _rows(idx: np.ndarray) -> str:
 
 
 def read_texts(path: str | os.PathLike, id_column: str | Sequence[str] = "item",
-               text_column: str = "text") -> tuple[list[str], list[str]]:
+               text_column: str = "text", with_column: bool = False) -> Any:
     """The item ids and texts of a table, in file order.
 
     ``path``: ``.csv``, ``.tsv`` (also gzipped), ``.parquet``/``.pq``, or JSON lines
@@ -63,7 +63,9 @@ def read_texts(path: str | os.PathLike, id_column: str | Sequence[str] = "item",
     text is allowed (it has no words); a missing one (null) is an error, as are a missing
     column (``--item-column`` / ``--text-column`` name the columns) and repeated ids.
     ``id_column`` may list several names: the first the file has is the id column (the
-    command line's ``--item-column``, then ``item`` and ``task``, as for crowd labels).
+    command line's ``--item-column`` where it named the crowd labels' column, then ``item``
+    and ``task``, as for crowd labels). Returns ``(ids, texts)``, and with ``with_column``
+    ``(ids, texts, the id column read)``.
     """
     candidates = [id_column] if isinstance(id_column, str) else list(id_column)
     id_column = candidates[0]
@@ -128,7 +130,7 @@ def read_texts(path: str | os.PathLike, id_column: str | Sequence[str] = "item",
         rows = np.flatnonzero(dup)
         raise AnnotationError(f"the text file {p} repeats item ids (rows {_rows(rows)}, 0-based: "
                               f"{id_list[rows[0]]!r} ...); every item needs one text (--item-column names the id column).")
-    return id_list, texts.tolist()
+    return (id_list, texts.tolist(), id_column) if with_column else (id_list, texts.tolist())
 
 
 class TextFeaturizer:
