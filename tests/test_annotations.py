@@ -1010,3 +1010,43 @@ def test_declared_ids_refuse_missing_values_and_to_wide_takes_any_nan() -> None:
     for missing in (np.float32("nan"), float("nan"), pd.NA, None):
         wide = ann.to_wide(missing=missing)
         assert wide.dtype == np.float64 and np.isnan(wide[2, 0]) and wide[:2, 0].tolist() == [0, 1], missing
+
+
+def test_padded_rows_as_wide_as_one_heavy_item_are_warned_of_and_refused_past_the_limit(monkeypatch) -> None:
+    # one control question answered by every worker made the padded layout N x M: 320 MB for
+    # 61 k labels at 20 k items and 1 k workers, 400 GB at 500 k items and 50 k workers, with no word
+    import warnings
+
+    import kdcrowd.data.annotations as A
+    from kdcrowd.data.readers import InputWarning
+
+    rng = np.random.default_rng(0)
+    item = np.concatenate([np.repeat(np.arange(1, 200), 3), np.zeros(100, int)])
+    worker = np.concatenate([rng.integers(0, 100, 597), np.arange(100)])
+    ann = A.Annotations.from_long(pd.DataFrame({"item": [f"q{i}" for i in item], "worker": worker, "label": rng.integers(0, 2, item.size)}), duplicates="first")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ann.padded()[0].shape == (200, 100)  # under the thresholds: quiet
+    monkeypatch.setattr(A, "PADDED_WARN", 10_000)
+    with pytest.warns(InputWarning, match=r"item 'q0' has 100 labels where the median item has 3, so the 200 items take 200 x 100 entries.*--gold"):
+        ann.padded()
+    monkeypatch.setattr(A, "WIDE_LIMIT", 15_000)
+    with pytest.raises(A.AnnotationError, match=r"item 'q0' has 100 labels.*more than kdcrowd builds \(15000 entries\)"):
+        ann.padded()
+
+
+def test_a_list_of_ids_keeps_each_entrys_type_and_pd_na_marks_missing_in_a_wide_matrix() -> None:
+    # numpy wrote a list's numbers as text beside a string ([0.0, 1.0, 'other'] matched no label),
+    # and NaN became a class 'nan'; from_wide(missing=pd.NA) failed in numpy
+    from kdcrowd.data.annotations import AnnotationError, Annotations
+
+    df = pd.DataFrame({"item": [0, 1], "worker": [0, 0], "label": [0, 1]})
+    assert Annotations.from_long(df, classes=[0.0, 1.0, "other"]).classes.tolist() == [0.0, 1.0, "other"]
+    with pytest.raises(AnnotationError, match="holds missing values"):
+        Annotations.from_long(df.assign(label=["cat", "cat"]), classes=["cat", np.nan])
+    mixed = pd.DataFrame({"item": [2, "a"], "worker": [0, 0], "label": ["x", "y"]})
+    assert Annotations.from_long(mixed, items=["a", 2, 7]).item_ids.tolist() == ["a", 2, 7]
+    wide = Annotations.from_wide(np.array([[0, np.nan], [1, 1]]), missing=pd.NA)
+    assert len(wide) == 3 and wide.labels_per_item().tolist() == [1, 2]
+    nullable = pd.DataFrame({"u": pd.array([0, None], dtype="Int64"), "v": pd.array([1, 1], dtype="Int64")})
+    assert len(Annotations.from_wide(nullable, missing=pd.NA)) == 3

@@ -39,6 +39,7 @@ import gzip
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -70,8 +71,10 @@ from .readers import FileLines, _answers_long, _ids_from_text, _labels_from_text
 
 __all__ = ["Annotations", "AnnotationError", "row_normalise", "unused_classes_message", "WIDE_LIMIT"]
 
-#: ``to_wide`` refuses to build a matrix with more entries than this.
+#: ``to_wide`` and ``padded`` refuse to build a matrix with more entries than this.
 WIDE_LIMIT: int = 200_000_000
+#: ``padded`` warns above this many entries where they exceed 16 a label.
+PADDED_WARN: int = 20_000_000
 #: Inferred integer classes ``0..max`` are refused above this many (pass ``classes=``).
 _MAX_INFERRED_CLASSES = 10_000
 _DUPLICATE_POLICIES = ("error", "first", "last", "keep")
@@ -111,7 +114,11 @@ def _as_id_array(values: Any, name: str) -> np.ndarray:
     else:
         arr = np.asarray(values)
         if arr.dtype.kind in "US":  # keep python strings, not fixed-width numpy ones
-            arr = arr.astype(object)
+            if not isinstance(values, np.ndarray) and arr.ndim == 1 and not all(isinstance(v, str) for v in values):
+                # numpy wrote a list's numbers (and NaN, True) as text, beside the strings: each keeps its type
+                arr = pd.Series(list(values), dtype=object).to_numpy()
+            else:
+                arr = arr.astype(object)
         elif arr.dtype.kind == "f" and arr.ndim == 1 and not isinstance(values, np.ndarray):
             # numpy turns python ints of [2**63, 1] or [-1, 2**63] into float64, which
             # merges distinct ids; pandas keeps them exact (uint64 or python ints)
@@ -704,7 +711,7 @@ class Annotations:
                 f"wide matrix must hold integer class indices, got dtype {arr.dtype}."
             )
         n_items, n_workers = arr.shape
-        miss_nan = missing is None or (isinstance(missing, float) and np.isnan(missing))
+        miss_nan = missing is None or (np.ndim(missing) == 0 and bool(pd.isna(missing)))  # None, NaN, pd.NA, NaT
         if kind == "f":
             mask = ~np.isnan(arr)
             if not miss_nan:
@@ -1043,10 +1050,28 @@ class Annotations:
 
         Row ``i`` lists the worker indices and class indices of item ``i``'s
         annotations (in annotation order), then ``-1`` padding. ``L`` is the largest
-        number of annotations on one item (at least 1). Memory is ``N*L``, not ``N*M``.
+        number of annotations on one item (at least 1). Memory is ``N*L``, not ``N*M``; where
+        one item has far more labels than the rest (a control question every worker answered),
+        ``N*L`` far exceeds the annotations: an :class:`~kdcrowd.data.readers.InputWarning`
+        says so above :data:`PADDED_WARN` entries and 16 a label, and above :data:`WIDE_LIMIT`
+        entries this refuses, naming the item.
         """
         counts = self.labels_per_item()
         width = max(int(counts.max()) if counts.size else 0, 1)
+        size = self._n_items * width
+        if size > PADDED_WARN and size > 16 * max(1, len(self)):  # the layout, not the annotations, takes the memory
+            heavy = self._item_ids[int(np.argmax(counts))]
+            heavy = heavy.item() if isinstance(heavy, np.generic) else heavy
+            what = (f"the crowd models keep each item's labels in a row as wide as the most labelled item's: item "
+                    f"{heavy!r} has {width} labels where the median item has {int(np.median(counts))}, so the "
+                    f"{self._n_items} items take {self._n_items} x {width} entries ({2 * 8 * size / 1e9:.1f} GB) for {len(self)} labels")
+            fix = ("remove that item's labels if it is a control question (give its answer as a gold question: --gold), or "
+                   "aggregate first (method 'ds' or 'mv', which do not keep them)")
+            if size > WIDE_LIMIT:
+                raise AnnotationError(f"{what}, more than kdcrowd builds ({WIDE_LIMIT} entries); {fix}")
+            from .readers import InputWarning
+
+            warnings.warn(f"{what}; {fix}", InputWarning, stacklevel=2)
         order = np.argsort(self._item, kind="stable")
         it = self._item[order]
         starts = np.cumsum(counts) - counts
