@@ -573,3 +573,20 @@ def test_plot_memorization_tells_runs_of_one_method_apart(tmp_path: Path) -> Non
     assert r.exit_code == 0, r.output
     svg = (tmp_path / "u.svg").read_text()
     assert "_a (mv)" in svg and "_b (mv)" in svg
+
+
+def test_input_warnings_are_printed_when_they_are_raised_and_once(capsys) -> None:
+    # they were recorded and printed when the block ended: a warning about the data (the padded
+    # layout's size) came after the training it was about, or never where memory ran out first
+    import sys
+    import warnings
+
+    from kdcrowd.cli import _input_warnings
+    from kdcrowd.data.readers import InputWarning
+
+    with _input_warnings():
+        warnings.warn("about the data", InputWarning)
+        print("the long part", file=sys.stderr)
+        warnings.warn("about the data", InputWarning)
+    err = capsys.readouterr().err
+    assert err.index("warning: about the data") < err.index("the long part") and err.count("about the data") == 1

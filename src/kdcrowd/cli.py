@@ -97,29 +97,34 @@ def _input_warnings() -> Iterator[None]:
     id column recognised, labels differing by case, image files skipped) and the
     :class:`kdcrowd.config.SettingWarning` s (a setting without effect) and
     :class:`kdcrowd.aggregation.SparseWorkersWarning` s (workers too sparse for Dawid–Skene's
-    matrices) as ``warning:`` lines on stderr; other warnings pass on."""
+    matrices) as ``warning:`` lines on stderr, when they are raised; other warnings are shown
+    as they would be without it."""
     import warnings
 
     from .aggregation import SparseWorkersWarning
     from .config import SettingWarning
     from .data.readers import InputWarning
 
-    caught: list[Any] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", InputWarning)
-            warnings.simplefilter("always", SettingWarning)
-            warnings.simplefilter("always", SparseWorkersWarning)
-            yield
-    finally:  # outside the recording: a warning passed on inside it would be recorded again, without end
-        said: set[str] = set()
-        for w in caught:
-            if issubclass(w.category, (InputWarning, SettingWarning, SparseWorkersWarning)):
-                if str(w.message) not in said:  # once (fit's Dawid-Skene runs twice: the reference labels and the method)
-                    said.add(str(w.message))
-                    _warn(str(w.message))
+    ours = (InputWarning, SettingWarning, SparseWorkersWarning)
+    said: set[str] = set()
+    with warnings.catch_warnings():  # (restores the filters and the display below on the way out)
+        for category in ours:
+            warnings.simplefilter("always", category)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+            # displayed as they come (a warning about the data, printed before a long training,
+            # not after it), each once (fit's Dawid-Skene runs twice: the reference labels and the
+            # method); the others as they would be shown without this
+            if issubclass(category, ours):
+                if str(message) not in said:
+                    said.add(str(message))
+                    _warn(str(message))
             else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 #: ``--format`` values: the platform exports of :mod:`kdcrowd.data.platforms`, and ``table``
