@@ -29,6 +29,7 @@ import pandas as pd
 
 from .checkpoint import saved_seed
 from .config import ConfigError, SettingWarning, _setting, stands_for
+from .data.items import check_numbers, float32_features
 from .doors import door_options, settings_from_options, spreading_options
 from .models.backbones import IMAGE_FEATURE_MODES
 
@@ -116,12 +117,10 @@ class CrowdFit:
         if isinstance(X, pd.DataFrame) and len(X.columns) and all(isinstance(c, str) for c in X.columns):
             names = np.asarray(X.columns, dtype=object)
         X = np.asarray(X)
-        if X.dtype.kind not in "biuf":
-            raise ValueError(f"X must hold numbers; got an array of dtype {X.dtype}")
+        check_numbers(X, finite=False)
         if X.ndim < 2 or X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(f"X must be a non-empty 2-D array of features (N, D) or 4-D uint8 images (N, H, W, C); got shape {X.shape}")
-        if X.dtype.kind == "f" and not np.isfinite(X).all():
-            raise ValueError("Input X contains NaN or infinity.")
+        check_numbers(X)
         if reset:
             self.n_features_in_ = X.shape[1]
             if names is not None:
@@ -162,13 +161,7 @@ class CrowdFit:
             raise ValueError(f"X has item shape {X.shape[1:]}, but the model was fitted on items of shape {tuple(item_shape)}")
         if X.ndim == 4 and min(X.shape[1:3]) < MIN_IMAGE_SIDE:
             raise ValueError(f"images must be at least {MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE} pixels for the image backbones; got {X.shape[1]}×{X.shape[2]} (resize them, or flatten them into features)")
-        if X.ndim == 2:
-            big = np.abs(X) > np.finfo(np.float32).max
-            if big.any():  # float32 would turn them into inf
-                rows = np.flatnonzero(big.any(1))
-                raise ValueError(f"X has values beyond float32's range (±3.4e38) in rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}; rescale the features")
-            X = X.astype(np.float32, copy=False)
-        return X
+        return float32_features(X) if X.ndim == 2 else X
 
     def _frozen_features(self, X: np.ndarray) -> tuple[np.ndarray, str | None]:
         """``(X, None)``, or for uint8 images with ``image_features`` auto|frozen and a

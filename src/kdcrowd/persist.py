@@ -242,7 +242,7 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     import pandas as pd
     import torch
 
-    from .data.items import align_feature_columns
+    from .data.items import align_feature_columns, check_numbers, float32_features
     from .models.backbones import build_backbone
     from .spreading import LabelSpreading, spread_new
     from .training import DeviceData, predict_proba, resolve_device
@@ -307,19 +307,16 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
         # checked as the estimator checks X, and a table's columns matched by name as `kdcrowd predict` matches them
         names = list(X.columns) if isinstance(X, pd.DataFrame) else None
         X = np.asarray(X)
-        if X.dtype.kind not in "biuf":
-            raise ValueError(f"X must hold numbers; got an array of dtype {X.dtype}")
+        check_numbers(X, finite=False)
         if X.ndim >= 2 and names is not None and feature_names is not None:
             X = align_feature_columns(X, names, feature_names, "X", option="X")
         if tuple(X.shape[1:]) != item_shape:
             raise ValueError(f"X has item shape {X.shape[1:]}, but the model was trained on items of shape {item_shape}")
         if prep.is_image and X.dtype != np.uint8:
             raise ValueError(f"X must be uint8 images (N, H, W, C), as the model was trained on; got {X.dtype}")
-        if X.dtype.kind == "f":
-            if not np.isfinite(X).all():
-                raise ValueError("Input X contains NaN or infinity.")
-            if (np.abs(X) > np.finfo(np.float32).max).any():
-                raise ValueError("X has values beyond float32's range (±3.4e38); rescale the features")
+        check_numbers(X)
+        if X.ndim == 2:
+            X = float32_features(X)
         if len(X) == 0:
             return np.zeros((0, n_classes), dtype=np.float32)
         if norm != "none":  # frozen image features, scaled as at fit (idempotent: scaled rows pass unchanged)

@@ -46,6 +46,8 @@ from .readers import (  # noqa: F401 - read_annotation_frame, LONG_TABLE_WORDS a
 
 __all__ = [
     "ID_STYLES",
+    "check_numbers",
+    "float32_features",
     "IMAGE_SUFFIXES",
     "image_item_ids",
     "list_image_files",
@@ -207,6 +209,25 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
     if problems:
         raise ValueError(f"feature file {path}: {'; and '.join(problems)}")
     return (ids, X32, columns) if with_columns else (ids, X32)
+
+
+def check_numbers(X: np.ndarray, finite: bool = True) -> None:
+    """Refuse an item array that a model cannot take: not numbers, or (``finite``) floats that
+    are NaN or infinite (CrowdFit's and a loaded model's one check)."""
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"X must hold numbers; got an array of dtype {X.dtype}")
+    if finite and X.dtype.kind == "f" and not np.isfinite(X).all():
+        raise ValueError("Input X contains NaN or infinity.")
+
+
+def float32_features(X: np.ndarray) -> np.ndarray:
+    """Feature rows ``(N, D)`` as float32, refused (naming the rows) where a value lies beyond
+    float32's range, which the cast would turn into infinity."""
+    big = np.abs(X) > np.finfo(np.float32).max
+    if big.any():
+        rows = np.flatnonzero(big.any(1))
+        raise ValueError(f"X has values beyond float32's range (±3.4e38) in rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}; rescale the features")
+    return X.astype(np.float32, copy=False)
 
 
 def _column_name(columns: Sequence[str] | None, j: int) -> str:
