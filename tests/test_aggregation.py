@@ -21,6 +21,7 @@ from kdcrowd.aggregation import (
     aggregation_frame,
     dawid_skene,
     majority_vote,
+    majority_vote_disagreements,
     majority_vote_winners,
 )
 from kdcrowd.data.annotations import Annotations
@@ -632,3 +633,6 @@ def test_majority_vote_winners_keeps_every_tied_class() -> None:
     assert w.tolist() == [[True, False, True], [False, True, False], [False, False, False], [True, True, True]]
     hard = majority_vote(ann)  # the one label majority vote chooses is always among them
     assert all(w[i, hard[i]] for i in (0, 1, 3)) and hard[2] == -1
+    # a label among a tie's classes agrees; one outside disagrees; an item without labels never does
+    assert majority_vote_disagreements(w, [2, 1, 0, 1]).tolist() == [False, False, False, False]
+    assert majority_vote_disagreements(w, [1, 0, 1, 2]).tolist() == [True, True, False, False]

@@ -50,6 +50,7 @@ __all__ = [
     "aggregation_frame",
     "dawid_skene",
     "majority_vote",
+    "majority_vote_disagreements",
     "majority_vote_winners",
     "shard_by_item",
 ]
@@ -146,6 +147,14 @@ def majority_vote_winners(ann: Any) -> np.ndarray:
     majority vote when it is any of them."""
     counts = _vote_counts(ann)
     return (counts == counts.max(axis=1, keepdims=True)) & (counts.sum(axis=1, keepdims=True) > 0)
+
+
+def majority_vote_disagreements(winners: np.ndarray, labels: Any) -> np.ndarray:
+    """``(N,)`` booleans: the items with crowd labels whose ``labels`` (class indices) are
+    none of the majority vote's tied top classes (``winners``: :func:`majority_vote_winners`);
+    what the report and ``kdcrowd fit`` count as labels changed."""
+    labels = np.asarray(labels)
+    return winners.any(axis=1) & ~winners[np.arange(len(labels)), labels]
 
 
 def _check_tie_break(tie_break: str) -> None:

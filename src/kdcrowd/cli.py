@@ -921,7 +921,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     import numpy as np
     import pandas as pd
 
-    from .aggregation import majority_vote_winners
+    from .aggregation import majority_vote_disagreements, majority_vote_winners
     from .cli_checks import check_training_settings
     from .data.annotations import AnnotationError, Annotations
     from .data.gold import gold_values
@@ -1192,7 +1192,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     shutil.rmtree(previous, ignore_errors=True)  # and the earlier run's
     final = clf.label_proba_.argmax(1)
     labelled = ann.labels_per_item() > 0
-    changed = int((labelled & ~majority_vote_winners(ann)[np.arange(ann.n_items), final]).sum())  # any class of a tie agrees, as in the report
+    changed = int(majority_vote_disagreements(majority_vote_winners(ann), final).sum())  # any class of a tie agrees, as in the report
     console.print(f"fitted {method} on {ann.n_items} items ({int(labelled.sum())} labelled), {ann.n_workers} workers, {len(ann)} annotations; {changed} final labels differ from majority vote", soft_wrap=True)
     if gold is not None:
         console.print(f"accuracy of the final labels on the {len(gold[0])} items of {escape(str(p['truth']))}: {float((final[gold[0]] == gold[1]).mean()):.3f}", soft_wrap=True)

@@ -300,7 +300,7 @@ def _resumed_text(m: dict[str, Any]) -> str:
 
 def render_fit_html(page: FitPage) -> str:
     """The whole ``report.html`` as one string."""
-    from ..aggregation import majority_vote_winners
+    from ..aggregation import majority_vote_disagreements, majority_vote_winners
 
     m, ann, classes, proba = page.metrics, page.annotations, np.asarray(page.classes), np.asarray(page.proba)
     n, k = proba.shape
@@ -311,7 +311,7 @@ def render_fit_html(page: FitPage) -> str:
     # and a tie counts 1/t for each of its t classes (the expected label of a uniform tie-break)
     winners = majority_vote_winners(ann)
     mv_share = winners / np.maximum(winners.sum(1, keepdims=True), 1)
-    changed = int((annotated & ~winners[np.arange(n), final]).sum())
+    changed = int(majority_vote_disagreements(winners, final).sum())
     versions = m.get("versions", {})
     parts: list[str] = []
     add = parts.append
