@@ -87,6 +87,12 @@ def _save(fig: Any, out: str | Path) -> list[Path]:
     return paths
 
 
+def _literal(text: str) -> str:
+    """``text`` for matplotlib as written: a ``$`` (in a worker id, a folder name) is a
+    dollar, not the start of mathtext."""
+    return text.replace("$", r"\$")
+
+
 def _run_name(run_dir: str | Path) -> str:
     """A run as the user named it: its folder (the folder of a metrics.json given as a file)."""
     p = Path(run_dir)
@@ -98,12 +104,10 @@ def plot_memorization(run_dirs: Sequence[str | Path | dict[str, Any]], out: str 
     own = ax is None
     if own:
         fig, ax = subplots(figsize=(6, 4))
-    n = 0
     runs = [load_run(d) for d in run_dirs]
     if not labels:  # runs of one method are told apart by their folders' names
         methods = [m.get("method", "run") for m in runs]
-        # (a $ in a folder's name is a dollar, not mathtext)
-        labels = [f"{_run_name(d)} ({meth})".replace("$", r"\$") if methods.count(meth) > 1 and not isinstance(d, dict) else meth for d, meth in zip(run_dirs, methods)]
+        labels = [_literal(f"{_run_name(d)} ({meth})") if methods.count(meth) > 1 and not isinstance(d, dict) else meth for d, meth in zip(run_dirs, methods)]
     handles, names = [], []
     for i, m in enumerate(runs):
         for name, ep, mu, sd in memorization_curves(m, labels[i]):
@@ -111,8 +115,7 @@ def plot_memorization(run_dirs: Sequence[str | Path | dict[str, Any]], out: str 
             ax.fill_between(ep, np.clip(mu - sd, 0, 1), np.clip(mu + sd, 0, 1), color=line.get_color(), alpha=0.2)
             handles.append(line)
             names.append(name)
-            n += 1
-    if n == 0:
+    if not handles:
         raise ValueError("none of the runs records memorization (it needs ground truth for the training items)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("fraction of wrong annotations memorized")
@@ -159,7 +162,7 @@ def plot_workers(run_dir: str | Path, out: str | Path, n_workers: int = 8) -> li
             if j == 0:
                 a.set_ylabel(name)
             if r == 0:
-                a.set_title("worker " + str(names[m]).replace("$", r"\$"), fontsize=8)  # a $ in an id is a dollar, not mathtext
+                a.set_title("worker " + _literal(str(names[m])), fontsize=8)
     fig.suptitle(load_run(run_dir).get("method", ""))
     return _save(fig, out)
 

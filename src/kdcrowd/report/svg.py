@@ -197,10 +197,10 @@ def bar_chart(categories: Sequence[Any], series: dict[str, np.ndarray], title: s
     """Grouped bars: one group per category, one bar per series (its own colour)."""
     k, n = len(categories), max(1, len(series))
     width = width or max(560.0, 18.0 * k * n + _MARGIN["left"] + _MARGIN["right"] + 20)
-    longest = max((len(str(c)) for c in categories), default=1)
+    shown = min(max((len(str(c)) for c in categories), default=1), 24)  # names are cut at 24 characters
     # turned where the names (at about 6.6 px a character of the 11 px font) would overlap
-    rotate = k > 8 or min(longest, 24) * 6.6 > 0.95 * (width - _MARGIN["left"] - _MARGIN["right"]) / max(1, k)
-    bottom = _MARGIN["bottom"] + (min(longest, 24) * 6.0 if rotate else 0.0)
+    rotate = k > 8 or shown * 6.6 > 0.95 * (width - _MARGIN["left"] - _MARGIN["right"]) / max(1, k)
+    bottom = _MARGIN["bottom"] + (shown * 6.0 if rotate else 0.0)
     values = np.concatenate([np.asarray(v, dtype=float) for v in series.values()]) if series else np.zeros(1)
     top = float(np.nanmax(values)) if values.size and np.isfinite(values).any() else 1.0
     ax = _Axes(width, height + bottom - _MARGIN["bottom"], (-0.5, k - 0.5), (0.0, (top if top > 0 else 1.0) * 1.08), legend=bool(series))
