@@ -50,11 +50,16 @@ DEFAULT_IMAGE_SIZE, DEFAULT_TEXT_COLUMN = 32, "text"
 CHECKPOINTS = "checkpoints"
 
 
-def _fail(message: str) -> NoReturn:
-    """Print one ``error:`` line (markup-escaped, never wrapped) and exit with status 2."""
+def _print_error(message: str) -> None:
+    """Print one ``error:`` line (markup-escaped, never wrapped, the library's keywords as options)."""
     from .cli_checks import cli_message
 
     err_console.print(f"[red]error:[/red] {escape(cli_message(message))}", soft_wrap=True, highlight=False)
+
+
+def _fail(message: str) -> NoReturn:
+    """Print one ``error:`` line and exit with status 2."""
+    _print_error(message)
     raise typer.Exit(2)
 
 
@@ -1390,9 +1395,8 @@ def _run_app() -> int:
     number) as one ``error:`` line like every other bad input, where click prints the usage,
     a hint and a boxed message."""
     # click's exceptions, as the installed typer raises them (its own copy of click since 0.23, else click's)
-    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-    no_args = getattr(sys.modules[usage_error.__module__], "NoArgsIsHelpError", ())
+    no_args = getattr(sys.modules[click_exception.__module__], "NoArgsIsHelpError", ())
     try:
         code = app(prog_name="kdcrowd", standalone_mode=False)
     except no_args as e:  # `kdcrowd plot` alone: its help, as typer shows it
@@ -1400,12 +1404,9 @@ def _run_app() -> int:
 
         rich_utils.rich_format_error(e)
         return e.exit_code
-    except usage_error as e:
-        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
-        err_console.print(f"[red]error:[/red] {escape(e.format_message())}{escape(where)}", soft_wrap=True, highlight=False)
-        return e.exit_code
-    except click_exception as e:
-        err_console.print(f"[red]error:[/red] {escape(e.format_message())}", soft_wrap=True, highlight=False)
+    except click_exception as e:  # a usage error (it has the command's context) names the command's --help
+        ctx = getattr(e, "ctx", None)
+        _print_error(e.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""))
         return e.exit_code
     except typer.Abort:
         err_console.print("Aborted!", highlight=False)
