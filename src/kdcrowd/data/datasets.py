@@ -653,12 +653,11 @@ def check_dataset_request(name: str, workers: str | None = None, worker_params: 
     if unknown:
         raise TypeError(f"data set '{key}' got unknown option(s) {unknown}; it accepts {accepted}")
     params = inspect.signature(loader).parameters
-    for k, v in kw.items():  # typed by the loader's default: the text 'False' is no false (it turned extra_test on)
-        d = params[k].default
-        if isinstance(d, bool) and not isinstance(v, (bool, np.bool_)):
+    for k, v in kw.items():  # typed by the loader's annotation: the text 'False' is no false (it turned extra_test on)
+        kind = str(params[k].annotation)  # (a string: the module's annotations are postponed)
+        if kind == "bool" and not isinstance(v, (bool, np.bool_)):
             raise TypeError(f"data set '{key}': option {k} must be true or false; got {v!r}")
-        whole = (isinstance(d, int) and not isinstance(d, bool)) or (k == "image_size" and v is not None)  # (image_size's default is None: as the files are)
-        if whole and (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))):
+        if kind in ("int", "int | None") and not (v is None and kind.endswith("None")) and (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))):
             raise TypeError(f"data set '{key}': option {k} must be a whole number; got {v!r}")
         if k == "image_size" and v is not None and v < 1:
             raise TypeError(f"data set '{key}': option {k} must be a positive number of pixels; got {v!r}")
