@@ -532,7 +532,7 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
     answers); ``path`` names its source in the errors, which name rows from 0, or with
     ``lines`` (each row's file line) the file lines."""
     path = Path(path)
-    where = (lambda r: f"row {r}") if lines is None else (lambda r: f"line {lines[r]}")  # noqa: E731
+    word, number = ("row", np.arange(len(df))) if lines is None else ("line", np.asarray(lines))  # how the errors name a row
     item_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
     if item_col is None or "label" not in df.columns:
         raise ValueError(f"label file {path} needs columns 'item' and 'label'; found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
@@ -541,7 +541,7 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
     it, lb = _as_text(df[item_col]), _as_text(df["label"])
     na = np.flatnonzero((it.isna() | lb.isna()).to_numpy())
     if na.size:
-        raise ValueError(f"label file {path}: missing item or label in {'row(s)' if lines is None else 'line(s)'} {_listing((na if lines is None else lines[na]).tolist(), na.size)}; fill them in or drop those rows")
+        raise ValueError(f"label file {path}: missing item or label in {word}(s) {_listing(number[na].tolist(), na.size)}; fill them in or drop those rows")
     known = _as_text(pd.Series(list(item_ids), dtype=object))
     _check_ids(known.to_numpy(dtype=object), "item ids (compared as text)")
     index = pd.Index(known.to_numpy(dtype=object))
@@ -551,7 +551,7 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
         pos[miss] = index.get_indexer([spelled.get(_text_id(v), v) for v in it[miss].tolist()])
     bad = np.flatnonzero(pos < 0)
     if bad.size:
-        shown = [f"{where(r)} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
+        shown = [f"{word} {number[r]} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
         raise ValueError(f"label file {path}: {bad.size} row(s) name items that have no {items_are}: {_listing(shown, bad.size, sep='; ', fmt=str)}; drop them or add the items")
     class_text = pd.Index(_as_text(pd.Series(list(classes), dtype=object)).to_numpy(dtype=object))
     if not class_text.is_unique:
@@ -568,7 +568,7 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
         cls[left] = class_text.get_indexer(_as_text(pd.to_numeric(lb.iloc[left], errors="coerce")).to_numpy(dtype=object))
     bad = np.flatnonzero(cls < 0)
     if bad.size:
-        shown = [f"{where(r)} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
+        shown = [f"{word} {number[r]} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
         raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}; write each label as one of these classes (matched as text{'; --label-case fold matches them ignoring letter case' if not fold_case and lb_folded.iloc[bad].isin(folded).any() else ''}) or drop those rows")
     frame = pd.DataFrame({"pos": pos, "cls": cls}).drop_duplicates()
     conflict = frame["pos"].duplicated(keep=False).to_numpy()
