@@ -48,6 +48,10 @@ matrices, its best validation accuracy; about 1 MB for CIFAR-10N's 15 k items):
         --kd-teachers annot-mix --no-clean --device cuda --root .data --out $OUT/kd_0.json \\
         --teacher-outputs benchmarks/results/protocol/teachers/cifar10n-worst
 
+``--save-proba DIR``: every run also writes its predictor's last-epoch validation and test
+probabilities, ``DIR/<label>_seed<S>.npz`` (about 0.2 MB on CIFAR-10N), for what is computed
+after the runs, such as an ensemble of a method's seeds (``benchmarks/seed_ensemble.py``).
+
 ``--merge`` keeps the rows of both calls; a saved teacher row is dropped where the run it
 was saved from is among the merged rows, and ``teacher_rows_from_files`` lists those kept.
 """
@@ -173,6 +177,34 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def proba_file(folder: Path, label: str, seed: int) -> Path:
+    """Where ``--save-proba`` writes a run's probabilities: ``<folder>/<label>_seed<seed>.npz``,
+    the label's spaces and ``=`` as ``_`` (``kdcrowd(annot-mix)_student_mixup_seed0.npz``)."""
+    return folder / f"{label.replace(' ', '_').replace('=', '_').replace('/', '_')}_seed{seed}.npz"
+
+
+def save_probabilities(path: Path, output: Any, train: TrainConfig) -> None:
+    """The run's predictor's class probabilities of the validation and test items in its
+    last-epoch state (``val``, ``test``, float32) and the items' labels (``y_val``,
+    ``y_test``), for what needs a run's predictions after the run (an ensemble of seeds).
+    The module is left in its validation-selected state, as the runner leaves it."""
+    import numpy as np
+
+    from kdcrowd.training import predict_proba
+
+    module, data = output.module, output.data
+    arrays: dict[str, np.ndarray] = {}
+    module.load_state_dict(output.fit.final_state, strict=False)
+    for split in ("val", "test"):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        if x is not None and y is not None:
+            arrays[split] = predict_proba(module, data, x, train).cpu().numpy().astype(np.float32)
+            arrays[f"y_{split}"] = y.cpu().numpy() if hasattr(y, "cpu") else np.asarray(y)
+    module.load_state_dict(output.fit.best_state, strict=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
 def teacher_files(folder: Path, method: str, seed: int) -> tuple[Path, Path]:
     """A teacher's saved outputs and its row: ``<folder>/<method>_seed<seed>.npz`` and ``.json``."""
     stem = folder / f"{method}_seed{seed}"
@@ -238,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--best-teachers", action="store_true", help="with --merge: print the --n-teachers best crowd models by mean last-epoch validation accuracy")
     ap.add_argument("--save-teacher-outputs", type=Path, default=None, metavar="DIR",
                     help="every crowd-model run writes its outputs as a KD-Crowd teacher's, DIR/<method>_seed<S>.npz, and its row, DIR/<method>_seed<S>.json")
+    ap.add_argument("--save-proba", type=Path, default=None, metavar="DIR",
+                    help="every run writes its predictor's last-epoch validation and test probabilities and the labels, DIR/<label>_seed<S>.npz (for an ensemble of seeds)")
     ap.add_argument("--teacher-outputs", type=Path, default=None, metavar="DIR",
                     help="KD-Crowd over each --kd-teachers T reads DIR/T_seed<S>.npz instead of training T, and T's row of the seed is DIR/T_seed<S>.json")
     args = ap.parse_args(argv)
@@ -314,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
         if saved is not None:
             row["teacher_outputs"] = str(saved[0])
         add(row)
+        if args.save_proba is not None:
+            save_probabilities(proba_file(args.save_proba, label, seed), output, cfg.train)
         if args.save_teacher_outputs is not None and method in CROWD_MODELS:
             npz, rec = teacher_files(args.save_teacher_outputs, method, seed)
             teacher_outputs_of(metrics, output, cfg).save(npz)

@@ -119,7 +119,7 @@ def test_run_kdcrowd_records_stages(tmp_path: Path) -> None:
     r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "hammer-spammer", "--method", "kdcrowd", "--teacher", "maxmig", "--student", "gce", "--kd", "kl", "--stages", "2", "--lambda1", "0.5", "--epochs", "2", "--device", "cpu", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(m["stages"]) == {"teacher", "student", "stage2", "ensemble"}
+    assert set(m["stages"]) == {"teacher", "student", "stage2", "ensemble", "ensemble-all"}
     assert m["config"]["options"]["lambda1"] == 0.5
 
 

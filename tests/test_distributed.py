@@ -222,7 +222,7 @@ def test_methods_give_identical_metrics_on_every_rank(methods: list[dict[str, An
         _assert_states_equal(r0[name]["state"], r1[name]["state"])
         _assert_states_equal(r0[name]["best"], r1[name]["best"])
     assert r0["kdcrowd"]["metrics"]["config"]["train"]["distributed"] is True
-    assert set(r0["kdcrowd"]["metrics"]["stages"]) == {"teacher", "student", "stage2", "ensemble"}
+    assert set(r0["kdcrowd"]["metrics"]["stages"]) == {"teacher", "student", "stage2", "ensemble", "ensemble-all"}
 
 
 def test_shards_partition_every_global_batch() -> None:

@@ -44,9 +44,48 @@ def test_the_ensemble_averages_the_softmax_of_every_network() -> None:
         Ensemble([plain])
 
 
-def test_final_ensemble_needs_two_stages() -> None:
-    with pytest.raises(ConfigError, match="final='ensemble' needs stages=2"):
-        KDCrowd(stages=1, final="ensemble")
+@pytest.mark.parametrize("final", ["ensemble", "ensemble-all"])
+def test_final_ensemble_needs_two_stages(final: str) -> None:
+    with pytest.raises(ConfigError, match=f"final='{final}' needs stages=2"):
+        KDCrowd(stages=1, final=final)
+
+
+def test_the_ensemble_of_every_network_averages_the_teacher_the_student_and_stage2() -> None:
+    """``final="ensemble-all"``: the teacher's classifier too, each member in the state the
+    runner evaluates (its last epoch, then its validation-selected epoch)."""
+    ds = tiny_dataset(case="hammer-spammer", seed=1)
+    metrics, out = run_on_dataset(ds, cfg("kdcrowd", epochs=4, teacher="crowdlayer-mw", final="ensemble-all"))
+    st = metrics["stages"]
+    assert metrics["final_stage"] == "ensemble-all" and isinstance(out.module, Ensemble) and len(out.module.members) == 3
+    assert set(st) == {"teacher", "student", "stage2", "ensemble", "ensemble-all"}
+    for key in ("test_accuracy", "test_accuracy_val_selected", "val_last", "val_best"):
+        assert metrics[key] == st["ensemble-all"][key], key
+    # its training time is its three members'
+    assert metrics["train_seconds"] == pytest.approx(st["teacher"]["seconds"] + st["student"]["seconds"] + st["stage2"]["seconds"]) and st["ensemble-all"]["seconds"] == 0
+    teacher, student, stage2 = out.module.members
+    data = out.data
+    for state, key in (("best_state", "test_accuracy_val_selected"), ("final_state", "test_accuracy")):
+        out.module.load_state_dict(getattr(out.fit, state))
+        p = sum(predict_proba(m, data, data.x_test) for m in (teacher, student, stage2)) / 3
+        assert metrics[key] == M.accuracy(p.numpy(), ds.y_test), key
+    # the default run trains the same stages and reports this ensemble beside them
+    default, _ = run_on_dataset(ds, cfg("kdcrowd", epochs=4, teacher="crowdlayer-mw"))
+    assert all(default["stages"]["ensemble-all"][k] == st["ensemble-all"][k] for k in ("test_accuracy", "test_accuracy_val_selected", "val_last", "val_best"))
+    # its members are the stages' own networks: the teacher member alone predicts as the teacher stage
+    out.module.load_state_dict(out.fit.final_state)
+    assert M.accuracy(predict_proba(teacher, data, data.x_test).numpy(), ds.y_test) == st["teacher"]["test_accuracy"]
+
+
+def test_the_ensemble_of_every_network_needs_the_teachers_module(tmp_path) -> None:
+    from kdcrowd.teacher_outputs import TeacherOutputs
+
+    ds = tiny_dataset(n=120)
+    fw = KDCrowd(teacher="crowdlayer-mw", final="ensemble-all")
+    n, k = ds.x_train.shape[0], ds.n_classes
+    uniform = np.full((n, k), 1 / k, np.float32)
+    saved = TeacherOutputs(proba=uniform, posterior=uniform, transitions=np.tile(np.eye(k, dtype=np.float32), (ds.annotations.n_workers, 1, 1)), best_val_accuracy=None, fingerprint={})
+    with pytest.raises(ValueError, match="final='ensemble-all' averages the teacher's network too.*use final='ensemble'"):
+        fw.fit(ds, None, None, teacher_outputs=saved)  # refused before anything is read or trained
 
 
 def test_the_runner_evaluates_the_ensemble_of_the_student_and_stage2() -> None:

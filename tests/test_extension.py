@@ -67,7 +67,7 @@ def test_a_new_teacher_and_student_run_through_kdcrowd_unchanged() -> None:
     # worker matrices start at softmax(2I) and need a larger step than the backbone to move
     cfg = RunConfig(method="kdcrowd", train=TrainConfig(epochs=15, batch_size=64, lr=3e-3, progress=False, worker_lr_scale=30.0))
     outs, final = KDCrowd(teacher=teacher, student=BootstrapStudent, kd="mig-kl").fit(ds, data, cfg.train)
-    assert set(outs) == {"teacher", "student", "stage2", "ensemble"} and final in ("student", "stage2")
+    assert set(outs) == {"teacher", "student", "stage2", "ensemble", "ensemble-all"} and final in ("student", "stage2")
     teacher_eval = evaluate_output(outs["teacher"], ds, data, cfg.train)
     final_eval = evaluate_output(outs[final], ds, data, cfg.train)
     # The channel model learns the pair-flip workers well enough to beat chance by far, and its

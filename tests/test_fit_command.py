@@ -117,7 +117,7 @@ def test_fit_writes_every_output(fitted: dict) -> None:
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "kdcrowd" and metrics["config"]["options"]["teacher"] == "maxmig"
-    assert set(metrics["stages"]) == {"teacher", "student", "stage2", "ensemble"} and len(metrics["history"]) == 30
+    assert set(metrics["stages"]) == {"teacher", "student", "stage2", "ensemble", "ensemble-all"} and len(metrics["history"]) == 30
     assert "differ from majority vote" in fitted["output"] and "report.html" in fitted["output"]
 
 

@@ -495,7 +495,7 @@ def test_works_as_kdcrowd_teacher(name):
     ds = tiny_dataset()
     metrics, out = run_on_dataset(ds, cfg("kdcrowd", epochs=1, teacher=name, student="gce", kd="mig-kl"))
     st = metrics["stages"]
-    assert set(st) == {"teacher", "student", "stage2", "ensemble"}
+    assert set(st) == {"teacher", "student", "stage2", "ensemble", "ensemble-all"}
     assert np.isfinite(st["teacher"]["expertise_error"]["mae_mean"])
     assert np.isfinite(st["stage2"]["expertise_error"]["mae_mean"])
     assert 0.0 <= metrics["test_accuracy_val_selected"] <= 1.0

@@ -25,7 +25,12 @@ def protocol(load_script: Any, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def _rows(path: Path) -> dict[str, dict[str, Any]]:
-    return {r["label"]: {k: v for k, v in r.items() if k not in VARYING} for r in json.loads(path.read_text())["runs"]}
+    """The rows by label, without what varies and without the ensemble of every network,
+    which needs the teacher's module (a run over saved teacher outputs has none)."""
+    rows = {r["label"]: {k: v for k, v in r.items() if k not in VARYING} for r in json.loads(path.read_text())["runs"]}
+    for r in rows.values():
+        r["stages"] = {k: v for k, v in r["stages"].items() if k != "ensemble-all"}
+    return rows
 
 
 def test_teachers_then_kdcrowd_over_their_files_gives_the_one_call_rows(protocol: ModuleType, tmp_path: Path) -> None:
@@ -41,6 +46,7 @@ def test_teachers_then_kdcrowd_over_their_files_gives_the_one_call_rows(protocol
     assert teacher_row["from_file"] == str(teachers / "annot-mix_seed0.json")  # not trained again
     kd_row = next(r for r in second["runs"] if r["label"] == "kdcrowd(annot-mix)")
     assert kd_row["teacher_outputs"] == str(teachers / "annot-mix_seed0.npz") and list(kd_row["stages"]) == ["teacher", "student", "stage2", "ensemble"]
+    assert "ensemble-all" in next(r for r in json.loads(one_call.read_text())["runs"] if r["label"] == "kdcrowd(annot-mix)")["stages"]
     assert _rows(call2) == _rows(one_call)  # the teacher's row and KD-Crowd's, every stage, to the bit
     assert second["summary"] == json.loads(one_call.read_text())["summary"]  # the paired gain included
     assert second["summary"]["kd_gain"]["kdcrowd(annot-mix)"]["n"] == 1
@@ -192,3 +198,20 @@ def test_queue_merges_the_parts_in_job_order(tmp_path: Path) -> None:
     r = subprocess.run(["bash", str(root / "benchmarks/protocol_queue.sh"), str(tmp_path / "out4"), str(jobs), "--save-teacher-outputs", str(tmp_path / "t")],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0 and "skipped" in r.stdout, r.stdout + r.stderr
+
+
+def test_save_proba_writes_each_runs_last_epoch_probabilities_and_changes_no_row(protocol: ModuleType, tmp_path: Path) -> None:
+    import numpy as np
+
+    plain, saved, folder = tmp_path / "plain.json", tmp_path / "saved.json", tmp_path / "proba"
+    args = [*COMMON, "--methods", "annot-mix", "--kd-teachers", "annot-mix", "--kd-options", "final=ensemble-all"]
+    protocol.main([*args, "--out", str(plain)])
+    protocol.main([*args, "--out", str(saved), "--save-proba", str(folder)])
+    assert _rows(saved) == _rows(plain)  # predicting the splits once more leaves every run as it was
+    assert sorted(p.name for p in folder.iterdir()) == ["annot-mix_seed0.npz", "kdcrowd(annot-mix)_final_ensemble-all_seed0.npz"]
+    for row in json.loads(saved.read_text())["runs"]:
+        z = np.load(protocol.proba_file(folder, row["label"], 0))
+        assert z["test"].dtype == np.float32 and z["test"].shape == (len(z["y_test"]), 10) and z["val"].shape == (len(z["y_val"]), 10)
+        # the last epoch's predictions: the row's last-epoch test accuracy, and its validation accuracy
+        assert float(np.mean(z["test"].argmax(1) == z["y_test"])) == row["test_accuracy"]
+        assert float(np.mean(z["val"].argmax(1) == z["y_val"])) == pytest.approx(row["val_last"])

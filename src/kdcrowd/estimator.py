@@ -188,12 +188,12 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
       (:func:`kdcrowd.report.practitioner.worker_matrices`).
     * ``validation_`` (dict): ``source`` (``"given"``, ``"crowd (Dawid–Skene of held-out
       items)"``, ``"crowd (majority vote of held-out items)"`` or ``None``), ``n_items``,
-      ``indices`` (rows of ``X`` held out), ``best_epoch`` (``None`` for ``final="ensemble"``,
-      which trains no epochs of its own), ``agreement`` (the kept epoch's validation
+      ``indices`` (rows of ``X`` held out), ``best_epoch`` (``None`` for ``final="ensemble"`` or
+      ``"ensemble-all"``, which train no epochs of their own), ``agreement`` (the kept epoch's validation
       agreement; the ensemble's own) and ``reason``.
     * ``worker_matrices_`` (M, K, K): the matrices ``worker_quality_`` is computed from.
-    * ``history_``: per epoch (empty for ``final="ensemble"``: its members' histories are
-      ``metrics_["stages"]``'s student and stage 2), the loss, the validation agreement and, with
+    * ``history_``: per epoch (empty for ``final="ensemble"`` or ``"ensemble-all"``: the
+      members' histories are ``metrics_["stages"]``'s teacher, student and stage 2), the loss, the validation agreement and, with
       ``track_memorization``, the memorization of the crowd labels that disagree with the
       reference labels (the Dawid–Skene labels of all the crowd labels; used for nothing
       else). ``metrics_``: the run's metrics (no training-item accuracies: there is no

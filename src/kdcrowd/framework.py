@@ -142,18 +142,20 @@ class KDCrowd:
     "supervised by"; checked before any training)."""
     stages: Literal[1, 2] = 2
     """1: teacher → student; 2: and the role switch."""
-    final: Literal["best-val", "stage2", "student", "ensemble"] = "best-val"
+    final: Literal["best-val", "stage2", "student", "ensemble", "ensemble-all"] = "best-val"
     """Final predictor: ``stage2``, ``student``, ``best-val`` (higher validation accuracy of
     the two; stage 2 where there is no validation data, or on a tie; the student with one
-    stage), or ``ensemble``: the student and stage 2 averaged (the mean softmax of their
+    stage), ``ensemble``: the student and stage 2 averaged (the mean softmax of their
     networks, each network once, :class:`~kdcrowd.objectives.Ensemble`: two networks predict
-    where the others use one, three with a co-teaching student)."""
+    where the others use one, three with a co-teaching student), or ``ensemble-all``: the
+    teacher, the student and stage 2 averaged (every network KD-Crowd trained; it needs the
+    teacher's module, so not with a teacher's saved outputs)."""
     backbone: str = "auto"
     """Backbone of the teacher, the student and stage 2 (:func:`~kdcrowd.models.backbones.build_backbone`)."""
 
     def __post_init__(self) -> None:
         check_fields(self)  # stages among 1, 2 (its Literal) included
-        if self.stages == 1 and self.final in ("stage2", "ensemble"):
+        if self.stages == 1 and self.final in ("stage2", "ensemble", "ensemble-all"):
             raise ConfigError(f"{_setting('final', self.final)} needs {_setting('stages', 2)}: with {_setting('stages', 1)} the student is the final predictor")
         if self.stage2_init == "student" and self.stage2 != "reinit":
             raise ConfigError(f"{_setting('stage2_init', 'student')} initialises a re-initialised stage 2; it has no effect with {_setting('stage2', 'finetune')} (use {_setting('stage2', 'reinit')})")
@@ -229,8 +231,10 @@ class KDCrowd:
     ) -> tuple[dict[str, MethodOutput], str]:
         """Run the stages on ``ds`` (already on ``data.device``); returns (outputs per stage,
         final stage name). With two stages the outputs also hold ``"ensemble"``, the student
-        and stage 2 averaged (it trains nothing). Nothing is evaluated here: the runner
-        evaluates each output.
+        and stage 2 averaged, and, where the teacher's module is here (not with
+        ``teacher_outputs``), ``"ensemble-all"``, the teacher, the student and stage 2
+        averaged (neither trains anything). Nothing is evaluated here: the runner evaluates
+        each output.
 
         ``train``: the optimisation settings of every stage (stage ``s`` trains with seed
         ``stage_seed(train.seed, s)``, ``train.seed + s`` below 2**32). ``callbacks(stage, pseudo)``: the per-epoch callbacks of a
@@ -261,6 +265,9 @@ class KDCrowd:
             if self.stages == 2 and self.stage2 == "finetune":
                 raise ValueError("stage2='finetune' fine-tunes the teacher module, and saved teacher outputs hold its predictions, not the module: "
                                  "use stage2='reinit' (a fresh crowd model, the default), or train the teacher in this run")
+            if self.final == "ensemble-all":
+                raise ValueError("final='ensemble-all' averages the teacher's network too, and saved teacher outputs hold its predictions, not the module: "
+                                 "use final='ensemble' (the student and stage 2), or train the teacher in this run")
         ann = ds.annotations
         if ann is None:
             raise ValueError(f"KD-Crowd needs crowd annotations; data set '{ds.name}' has none (use --workers)")
@@ -349,6 +356,11 @@ class KDCrowd:
                           final_state=Ensemble.state([s_fit.final_state, c_fit.final_state]), seconds=0.0, timings=dict.fromkeys(LOOP_TIMINGS, 0.0))
         # its training-item predictions from its members', just predicted in the same states
         outs["ensemble"] = MethodOutput(ens, e_fit, train_proba=ens.average([refined, c_proba]), transitions=outs["stage2"].transitions)
+        if teacher is not None:  # and with the teacher: every network trained (its classifier's proba, as it predicts)
+            members, fits = [t_obj, s_obj, c_obj], [t_fit, s_fit, c_fit]
+            ens_all = Ensemble(members)
+            a_fit = replace(e_fit, best_state=Ensemble.state([f.best_state for f in fits]), final_state=Ensemble.state([f.final_state for f in fits]))
+            outs["ensemble-all"] = MethodOutput(ens_all, a_fit, train_proba=ens_all.average([proba, refined, c_proba]), transitions=outs["stage2"].transitions)
         final = self.final
         if final == "best-val":
             sv, cv = best_val_accuracy(s_fit, s_obj, data, train), best_val_accuracy(c_fit, c_obj, data, train)

@@ -335,8 +335,8 @@ def _kdcrowd(
         stages[name] = rec
     chosen = outs[final]
     fit = chosen.fit
-    if final == "ensemble":  # it trains no epochs itself: its training time is its members' (their histories are under stages)
-        fit = replace(fit, seconds=outs["student"].fit.seconds + outs["stage2"].fit.seconds)
+    if final in ("ensemble", "ensemble-all"):  # it trains no epochs itself: its training time is its members' (their histories are under stages)
+        fit = replace(fit, seconds=sum(outs[m].fit.seconds for m in (["teacher"] if final == "ensemble-all" else []) + ["student", "stage2"]))
     return MethodOutput(chosen.module, fit, train_proba=chosen.train_proba, transitions=transitions, extra={"stages": stages, "final_stage": final}, evaluation=evaluation)
 
 
