@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A protocol suite as a queue of small jobs, run a few at a time on one GPU until a deadline,
+# A protocol suite as a queue of small jobs, run a few at a time on the GPUs until a deadline,
 # most important first, then one merged file. Made for device calls shorter than a suite:
 # the jobs that finish are complete units (a teacher and KD-Crowd over it, in one process, so
 # the gain is paired), and a job cut by the deadline keeps the runs it finished.
@@ -60,14 +60,43 @@ if [ "${MPS:-0}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
   fi
 fi
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+# Several GPUs: each job runs on the GPU of GPUS (default: CUDA_VISIBLE_DEVICES's, else every
+# GPU nvidia-smi lists) that runs the fewest of the queue's jobs when it starts, through its
+# own CUDA_VISIBLE_DEVICES; P counts the jobs at a time on all of them (P=8 on four GPUs: two
+# on each). With one GPU or none, the jobs' environment is left as it is.
+if [ -z "${GPUS+x}" ]; then
+  if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then GPUS=${CUDA_VISIBLE_DEVICES//,/ }
+  else GPUS=$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | tr '\n' ' '); fi
+fi
+gpu_counts=$(mktemp -d)  # a file per GPU holding its running jobs, changed under flock
+trap 'rm -rf "$gpu_counts"' EXIT
+take_gpu() {  # prints the least busy GPU of GPUS and counts one more job on it
+  ( flock 9
+    local best="" fewest="" g n
+    for g in $GPUS; do
+      n=$(cat "$gpu_counts/$g" 2>/dev/null || echo 0)
+      if [ -z "$fewest" ] || [ "$n" -lt "$fewest" ]; then best=$g; fewest=$n; fi
+    done
+    echo $(( fewest + 1 )) > "$gpu_counts/$best"; echo "$best"
+  ) 9>"$gpu_counts/lock"
+}
+give_gpu() { ( flock 9; echo $(( $(cat "$gpu_counts/$1") - 1 )) > "$gpu_counts/$1" ) 9>"$gpu_counts/lock"; }
 run_job() {  # $1 = line number, $2 = the job's options
   local left=$(( DEADLINE - ($(date +%s) - start) ))
   [ "$left" -gt "$MIN_LEFT" ] || { echo "job $1 skipped (deadline: ${left}s left, MIN_LEFT=${MIN_LEFT})"; return 0; }
+  local gpu="" on=""
+  if [ "$(wc -w <<< "$GPUS")" -gt 1 ]; then gpu=$(take_gpu); on=" on GPU $gpu"; fi
   # shellcheck disable=SC2086
-  timeout "$left" $py "$here/protocol.py" --suite "$SUITE" --no-clean --out "$out/part_$1.json" $2 "${@:3}" > "$out/part_$1.log" 2>&1
-  echo "job $1 rc=$? ($(( $(date +%s) - start ))s): $2"
+  if [ -n "$gpu" ]; then
+    CUDA_VISIBLE_DEVICES=$gpu timeout "$left" $py "$here/protocol.py" --suite "$SUITE" --no-clean --out "$out/part_$1.json" $2 "${@:3}" > "$out/part_$1.log" 2>&1
+  else
+    timeout "$left" $py "$here/protocol.py" --suite "$SUITE" --no-clean --out "$out/part_$1.json" $2 "${@:3}" > "$out/part_$1.log" 2>&1
+  fi
+  local rc=$?
+  [ -z "$gpu" ] || give_gpu "$gpu"
+  echo "job $1 rc=$rc ($(( $(date +%s) - start ))s)$on: $2"
 }
-export -f run_job; export here py out start DEADLINE MIN_LEFT SUITE
+export -f run_job take_gpu give_gpu; export here py out start DEADLINE MIN_LEFT SUITE GPUS gpu_counts
 grep -n -v '^\s*#' "$jobs" | grep -v ':\s*$' | tr '\n' '\0' \
   | xargs -0 -P "$P" -I{} bash -c 'l="{}"; run_job "${l%%:*}" "${l#*:}" "$@"' _ "$@"
 parts=("$out"/part_*.json)

@@ -137,6 +137,29 @@ def test_queue_starts_no_job_with_less_than_min_left(tmp_path: Path) -> None:
     assert "MIN_LEFT=200" in r.stdout and not list((tmp_path / "out").glob("part_*"))
 
 
+@pytest.mark.parametrize("gpus, p, expected", [("5 7", 4, {"5": 2, "7": 2}), ("3", 2, {"-": 2}), ("", 2, {"-": 2})])
+def test_queue_spreads_the_jobs_over_the_gpus(tmp_path: Path, gpus: str, p: int, expected: dict[str, int]) -> None:
+    """benchmarks/protocol_queue.sh with several GPUs: each job starts on the GPU running the
+    fewest of the queue's jobs (its own CUDA_VISIBLE_DEVICES); with one GPU or none the
+    jobs' environment is left alone. A stand-in for python records each job's GPU."""
+    import os
+    import subprocess
+    from collections import Counter
+
+    root = Path(__file__).resolve().parents[1]
+    seen = tmp_path / "seen"
+    fake = tmp_path / "fake.sh"
+    fake.write_text(f'echo "${{CUDA_VISIBLE_DEVICES:--}}" >> {seen}; sleep 2\n')  # four jobs overlap: each GPU is counted busy
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("".join(f"--seeds {s} --methods mv --kd-teachers\n" for s in range(sum(expected.values()))))
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env.update(SUITE="protocol-digits-test", P=str(p), DEADLINE="100", PYTHON=f"bash {fake}", GPUS=gpus)
+    r = subprocess.run(["bash", str(root / "benchmarks/protocol_queue.sh"), str(tmp_path / "out"), str(jobs)], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert Counter(seen.read_text().split()) == Counter(expected)
+    assert all(("on GPU" in line) == (len(gpus.split()) > 1) for line in r.stdout.splitlines() if line.startswith("job "))
+
+
 def test_kd_options_set_and_name_every_kdcrowd_row(protocol: ModuleType, tmp_path: Path) -> None:
     """--kd-options: the KD-Crowd rows over the teacher's saved outputs run with those
     KDCrowd options (here the mixup student) and are labelled by them, paired with the
