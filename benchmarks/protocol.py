@@ -179,7 +179,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def proba_file(folder: Path, label: str, seed: int) -> Path:
     """Where ``--save-proba`` writes a run's probabilities: ``<folder>/<label>_seed<seed>.npz``,
-    the label's spaces and ``=`` as ``_`` (``kdcrowd(annot-mix)_student_mixup_seed0.npz``)."""
+    the label's spaces, ``=`` and ``/`` as ``_`` (``kdcrowd(annot-mix)_student_mixup_seed0.npz``)."""
     return folder / f"{label.replace(' ', '_').replace('=', '_').replace('/', '_')}_seed{seed}.npz"
 
 
@@ -311,6 +311,10 @@ def main(argv: list[str] | None = None) -> None:
         if missing:
             ap.error(f"--teacher-outputs {args.teacher_outputs}: no {', '.join(missing)} (written by a run with --save-teacher-outputs)")
         methods = [m for m in methods if m not in args.kd_teachers]  # their rows are the saved ones
+        finals = [args.kd_options, *args.kd_variants]
+        if any("final=ensemble-all" in v.replace(" ", "").split(",") for v in finals):  # refused by KD-Crowd too, but only after --methods trained
+            ap.error("--teacher-outputs: final=ensemble-all averages the teacher's network, and saved outputs hold its predictions, not the module: "
+                     "train the teacher in the same run (no --teacher-outputs)")
     if not args.no_clean:
         methods = ["clean", *methods]
     t0 = time.perf_counter()

@@ -65,9 +65,10 @@ export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 # own CUDA_VISIBLE_DEVICES; P counts the jobs at a time on all of them (P=8 on four GPUs: two
 # on each). With one GPU or none, the jobs' environment is left as it is.
 if [ -z "${GPUS+x}" ]; then
-  if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then GPUS=${CUDA_VISIBLE_DEVICES//,/ }
+  if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then GPUS=$CUDA_VISIBLE_DEVICES  # set, even empty (no GPU): as it is
   else GPUS=$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | tr '\n' ' '); fi
 fi
+GPUS=${GPUS//,/ }  # CUDA's 0,1 or 0 1
 gpu_counts=$(mktemp -d)  # a file per GPU holding its running jobs, changed under flock
 trap 'rm -rf "$gpu_counts"' EXIT
 take_gpu() {  # prints the least busy GPU of GPUS and counts one more job on it

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline", default="mv", help="the label each row's paired gain is over (default: mv)")
     ap.add_argument("--validation", action="store_true", help="also each label's last-epoch validation accuracy and its paired differences from --baseline")
     ap.add_argument("--stage", action="append", default=[], metavar="NAME",
-                    help="also this KD-Crowd stage's accuracy (student, stage2, ensemble) and its paired differences from each row's final predictor (repeatable)")
+                    help="also this KD-Crowd stage's accuracy (student, stage2, ensemble, ensemble-all) and its paired differences from each row's final predictor (repeatable)")
     ap.add_argument("--target-gain", type=float, default=None, metavar="POINTS",
                     help="with --stage: the t statistic of each stage's mean gain over --baseline against this gain (e.g. 1)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="only the runs of these seeds")

@@ -1,18 +1,20 @@
 """An ensemble of one method's seeds, from the probabilities ``protocol.py --save-proba``
 saved: the baseline that an ensemble of KD-Crowd's networks is compared with at equal
-number of networks (KD-Crowd's ``ensemble`` averages two, ``ensemble-all`` three).
+number of networks (KD-Crowd's ``ensemble`` averages two, ``ensemble-all`` three; one more
+with a co-teaching student).
 
     python benchmarks/seed_ensemble.py --proba benchmarks/results/protocol/cifar10n-all3-seeds*/proba \\
         --label annot-mix --size 3 --compare benchmarks/results/protocol/cifar10n-all3-all.json \\
         --stage ensemble-all --out benchmarks/results/protocol/cifar10n-all3-seed-ensemble.json
 
-For each seed s of ``--seeds`` (default: every seed with a file), the ensemble of ``--size``
-seeds starting at s, cyclically in the seeds' order (size 3 over seeds 0–9: {0,1,2}, {1,2,3},
+For each seed s of ``--seeds`` (default: every seed with a file, ascending), the ensemble of
+``--size`` seeds starting at s, cyclically in the seeds' order (size 3 over seeds 0–9: {0,1,2}, {1,2,3},
 …, {9,0,1}), so every seed is a member ``--size`` times and the ensemble of seed s holds
 seed s's own network, as KD-Crowd's ensemble of seed s holds its teacher of seed s. Its
 accuracy is the argmax of the mean softmax of the members' last-epoch predictions, on the
 test and on the validation items. With ``--compare`` (a ``protocol.py --merge`` file), each
-row recording ``--stage`` is paired with it by seed (last-epoch test and validation accuracy).
+row recording ``--stage`` is paired with it by seed (last-epoch test and validation accuracy;
+no interval of the mean difference, since neighbouring seed ensembles share members).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from protocol import proba_file  # noqa: E402
-from protocol_table import _diffs, by_label, mean_std, paired_summary, pct  # noqa: E402
+from protocol_table import _diffs, by_label, mean_std, pct  # noqa: E402
 
 
 def load_probabilities(folders: list[Path], label: str, seeds: list[int] | None) -> dict[int, dict[str, np.ndarray]]:
@@ -41,17 +43,22 @@ def load_probabilities(folders: list[Path], label: str, seeds: list[int] | None)
             if seed.isdigit() and path == proba_file(folder, label, int(seed)) and int(seed) not in found:
                 with np.load(path) as z:
                     found[int(seed)] = {k: z[k] for k in z.files}
+    found = dict(sorted(found.items()))
     if seeds is not None:
+        if len(set(seeds)) < len(seeds):
+            raise SystemExit(f"--seeds: a seed named twice ({' '.join(map(str, seeds))}): each seed's network is one member")
         if missing := [s for s in seeds if s not in found]:
             raise SystemExit(f"--seeds: no saved probabilities of '{label}' for seed(s) {', '.join(map(str, missing))} in {', '.join(map(str, folders))}")
-        found = {s: found[s] for s in seeds}
+        found = {s: found[s] for s in seeds}  # in the order given: the windows follow it
     if not found:
         raise SystemExit(f"--proba: no saved probabilities of '{label}' in {', '.join(map(str, folders))}")
+    first_seed, first = next(iter(found.items()))
     for s, a in found.items():
-        first = next(iter(found.values()))
+        if lacking := [k for k in ("test", "val", "y_test", "y_val") if k not in a]:
+            raise SystemExit(f"seed {s}'s file has no {', '.join(lacking)}: not written by protocol.py --save-proba")
         if not (np.array_equal(a["y_test"], first["y_test"]) and np.array_equal(a["y_val"], first["y_val"])):
-            raise SystemExit(f"seed {s}'s test or validation items differ from seed {next(iter(found))}'s: an ensemble needs the same items")
-    return dict(sorted(found.items()))
+            raise SystemExit(f"seed {s}'s test or validation items differ from seed {first_seed}'s: an ensemble needs the same items")
+    return found
 
 
 def seed_ensembles(probs: dict[int, dict[str, np.ndarray]], size: int) -> dict[int, dict[str, Any]]:
@@ -70,17 +77,22 @@ def seed_ensembles(probs: dict[int, dict[str, np.ndarray]], size: int) -> dict[i
 
 def compare(merged: dict[str, Any], stage: str, ensembles: dict[int, dict[str, Any]], name: str) -> list[dict[str, Any]]:
     """Per label whose rows record ``stage``, on the seeds both have: the paired test and
-    validation differences of the stage from the seed ensemble, and the text lines."""
+    validation differences of the stage from the seed ensemble, and the text lines.
+
+    No interval of the mean difference: the seed ensembles of neighbouring seeds share
+    members (size 3: two of three), so their accuracies are correlated and a Student-t
+    interval, which takes the pairs as independent, would be too narrow."""
     out = []
     for label, runs in by_label(merged["runs"]).items():
-        seeds = [s for s in sorted(runs) if s in ensembles and ((runs[s].get("stages") or {}).get(stage) or {}).get("test_accuracy") is not None]
+        seeds = [s for s in sorted(runs) if s in ensembles and ((runs[s].get("stages") or {}).get(stage) or {}).get("test_accuracy") is not None
+                 and runs[s]["stages"][stage].get("val_last") is not None]
         if not seeds:
             continue
         st = {s: runs[s]["stages"][stage] for s in seeds}
         test, base = [pct(st[s]["test_accuracy"]) for s in seeds], [pct(ensembles[s]["test_accuracy"]) for s in seeds]
         val, bval = [pct(st[s]["val_last"]) for s in seeds], [pct(ensembles[s]["val_accuracy"]) for s in seeds]
         text = (f"{label}, its {stage}, seeds {','.join(map(str, seeds))}: test {mean_std(test)} against {name} {mean_std(base)}, "
-                f"minus it {_diffs([a - b for a, b in zip(test, base)])}; {paired_summary(test, base)}; "
+                f"minus it {_diffs([a - b for a, b in zip(test, base)])}, exactly {statistics.fmean(float(a - b) for a, b in zip(test, base)):+.3f}; "
                 f"validation {mean_std(val)} against {mean_std(bval)}, minus it {_diffs([a - b for a, b in zip(val, bval)])}")
         out.append({"label": label, "stage": stage, "seeds": seeds, "test": [float(x) for x in test], "baseline_test": [float(x) for x in base],
                     "val": [float(x) for x in val], "baseline_val": [float(x) for x in bval], "text": text})

@@ -65,6 +65,10 @@ def test_teachers_then_kdcrowd_over_their_files_gives_the_one_call_rows(protocol
 def test_files_of_other_settings_or_missing_files_are_refused(protocol: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     teachers, out = tmp_path / "teachers", tmp_path / "call2.json"
     protocol.main([*COMMON, "--methods", "annot-mix", "--kd-teachers", "--out", str(tmp_path / "call1.json"), "--save-teacher-outputs", str(teachers)])
+    # KD-Crowd's ensemble of every network needs the teacher module: refused before --methods train
+    with pytest.raises(SystemExit):
+        protocol.main([*COMMON, "--methods", "mv", "--kd-teachers", "annot-mix", "--kd-options", "student=mixup,final=ensemble-all", "--out", str(out), "--teacher-outputs", str(teachers)])
+    assert "final=ensemble-all averages the teacher's network" in capsys.readouterr().err and not out.exists()
     # other training settings: refused naming them, before any run (mv would run first)
     with pytest.raises(ValueError, match=r"another teacher than this run's \(train\.epochs: 2 → 3"):
         protocol.main([*COMMON, "--epochs", "3", "--methods", "mv", "--kd-teachers", "annot-mix", "--out", str(out), "--teacher-outputs", str(teachers)])
@@ -137,7 +141,7 @@ def test_queue_starts_no_job_with_less_than_min_left(tmp_path: Path) -> None:
     assert "MIN_LEFT=200" in r.stdout and not list((tmp_path / "out").glob("part_*"))
 
 
-@pytest.mark.parametrize("gpus, p, expected", [("5 7", 4, {"5": 2, "7": 2}), ("3", 2, {"-": 2}), ("", 2, {"-": 2})])
+@pytest.mark.parametrize("gpus, p, expected", [("5 7", 4, {"5": 2, "7": 2}), ("5,7", 4, {"5": 2, "7": 2}), ("3", 2, {"-": 2}), ("", 2, {"-": 2})])
 def test_queue_spreads_the_jobs_over_the_gpus(tmp_path: Path, gpus: str, p: int, expected: dict[str, int]) -> None:
     """benchmarks/protocol_queue.sh with several GPUs: each job starts on the GPU running the
     fewest of the queue's jobs (its own CUDA_VISIBLE_DEVICES); with one GPU or none the
@@ -157,7 +161,7 @@ def test_queue_spreads_the_jobs_over_the_gpus(tmp_path: Path, gpus: str, p: int,
     r = subprocess.run(["bash", str(root / "benchmarks/protocol_queue.sh"), str(tmp_path / "out"), str(jobs)], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert Counter(seen.read_text().split()) == Counter(expected)
-    assert all(("on GPU" in line) == (len(gpus.split()) > 1) for line in r.stdout.splitlines() if line.startswith("job "))
+    assert all(("on GPU" in line) == (len(gpus.replace(",", " ").split()) > 1) for line in r.stdout.splitlines() if line.startswith("job "))
 
 
 def test_kd_options_set_and_name_every_kdcrowd_row(protocol: ModuleType, tmp_path: Path) -> None:

@@ -67,6 +67,15 @@ def test_missing_seeds_and_other_items_are_refused(mod: ModuleType, tmp_path: Pa
     write(tmp_path / "q", "annot-mix", 3, onehot([0, 1, 2, 0]), onehot([1, 2]), y_test=np.array([0, 1, 2, 1]))
     with pytest.raises(SystemExit, match="seed 3's test or validation items differ"):
         mod.load_probabilities([tmp_path / "p", tmp_path / "q"], "annot-mix", None)
+    # the order given is the windows' order; a seed named twice is refused
+    assert list(mod.load_probabilities([tmp_path / "p"], "annot-mix", [2, 0, 1])) == [2, 0, 1]
+    assert [e["members"] for e in mod.seed_ensembles(mod.load_probabilities([tmp_path / "p"], "annot-mix", [2, 0]), 2).values()] == [[2, 0], [0, 2]]
+    with pytest.raises(SystemExit, match="--seeds: a seed named twice"):
+        mod.load_probabilities([tmp_path / "p"], "annot-mix", [1, 1, 2])
+    (tmp_path / "s").mkdir()
+    np.savez_compressed(tmp_path / "s" / "annot-mix_seed9.npz", test=onehot([0, 1, 2, 0]), y_test=Y_TEST)
+    with pytest.raises(SystemExit, match="seed 9's file has no val, y_val: not written by protocol.py --save-proba"):
+        mod.load_probabilities([tmp_path / "s"], "annot-mix", None)
     # the first folder holding a seed wins
     write(tmp_path / "r", "annot-mix", 0, onehot([0, 1, 2, 0]), onehot([1, 2]))
     assert mod.load_probabilities([tmp_path / "p", tmp_path / "r"], "annot-mix", [0])[0]["test"].argmax(1).tolist() == [0, 1, 0, 1]
@@ -88,5 +97,6 @@ def test_the_stage_is_paired_with_the_seed_ensemble_by_seed(mod: ModuleType, tmp
     assert json.loads(out.read_text())["comparison"][0]["seeds"] == [0, 1]
     printed = capsys.readouterr().out
     assert printed.startswith("annot-mix × 2 seeds, seeds 0,1,2: test ") and "kd, its ensemble-all, seeds 0,1: test 87.5 ± 17.7 against annot-mix × 2 seeds" in printed
+    assert "interval" not in printed  # overlapping windows are not independent pairs
     with pytest.raises(SystemExit, match="no row records stage 'student'"):
         mod.main(["--proba", str(tmp_path / "p"), "--label", "annot-mix", "--size", "2", "--compare", str(tmp_path / "m.json"), "--stage", "student"])

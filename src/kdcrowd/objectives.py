@@ -11,7 +11,7 @@ Each wraps a model into the loop's contract (``training_loss(x, idx, epoch)``,
   towards the student.
 
 And :class:`Ensemble`, which trains nothing: the averaged predictions of trained ones
-(KD-Crowd's ``final="ensemble"``); :func:`predictor_networks` lists the networks whose
+(KD-Crowd's ``final="ensemble"`` and ``"ensemble-all"``); :func:`predictor_networks` lists the networks whose
 averaged softmax is a trained predictor's ``predict_proba`` (what a model file keeps).
 
 Plus the builders the runners and the framework share: :func:`make_crowd_model` (a
