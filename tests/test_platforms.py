@@ -646,3 +646,52 @@ def test_export_gold_of_a_class_nobody_chose_names_the_options(tmp_path: Path) -
     assert r.exit_code == 2 and "once --classes lists it" in text and "--gold FILE" in text, r.output
     r = CliRunner().invoke(app, ["aggregate", "--annotations", str(tol), "--classes", "neg,neu,pos", "--out", str(tmp_path / "agg.csv")])
     assert r.exit_code == 0, r.output
+
+
+def test_json_lines_keep_a_raw_line_separator_inside_a_string(tmp_path: Path) -> None:
+    """JSON allows a raw U+2028, U+2029 or U+0085 inside a string (doccano's pandas-written
+    JSONL keeps them): a line is split at newlines only; splitlines() cut it in two."""
+    rows = [{"id": 1, "text": "Great\u2028movie", "label": ["pos"]}, {"id": 2, "text": "Bad\u0085one\u2029", "label": ["neg"]}]
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "alice.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    e = read_export(_zip(folder, tmp_path / "d.zip"), format="doccano")
+    assert sorted(e.annotations["label"].tolist()) == ["neg", "pos"]
+
+
+def test_a_task_of_several_images_keeps_its_task_id(tmp_path: Path) -> None:
+    """Two INPUT columns of images (a pair to compare): no one image names the task, so the
+    task id does; the first image was every answer's item."""
+    p = tmp_path / "pairs.tsv"
+    p.write_text("INPUT:image_left\tINPUT:image_right\tOUTPUT:result\tASSIGNMENT:task_id\tASSIGNMENT:worker_id\tASSIGNMENT:status\n"
+                 "https://x.org/a.jpg\thttps://x.org/b.jpg\tleft\tt1\tw1\tAPPROVED\n"
+                 "https://x.org/a.jpg\thttps://x.org/c.jpg\tright\tt2\tw1\tAPPROVED\n")
+    assert read_export(p, format="toloka").annotations[KEY].values.tolist() == [["t1", "w1", "left"], ["t2", "w1", "right"]]
+    m = tmp_path / "pairs.csv"
+    m.write_text("HITId,WorkerId,AssignmentStatus,Input.image_url_1,Input.image_url_2,Answer.label_1,Answer.label_2\n"
+                 "H1,W1,Approved,https://x.org/cat_1.jpg,https://x.org/dog_2.jpg,cat,dog\n")
+    assert read_export(m, format="mturk", field="label_2").annotations[KEY].values.tolist() == [["H1", "W1", "dog"]]
+
+
+def test_export_labels_are_stripped_as_the_table_reader_strips_them(tmp_path: Path) -> None:
+    p = tmp_path / "free.csv"
+    p.write_text("HITId,WorkerId,AssignmentStatus,Answer.animal\nH1,W1,Approved,cat\nH1,W2,Approved,cat \nH2,W1,Approved, dog\nH2,W2,Approved,   \n")
+    e = read_export(p, format="mturk")
+    assert e.annotations["label"].tolist() == ["cat", "cat", "dog"] and e.summary["skipped"] == {"empty": 1}
+    t = _toloka(tmp_path / "t.tsv", [["a", "pos", "pos ", "t1", "w1", "APPROVED"]])
+    assert read_export(t).gold["label"].tolist() == ["pos"]
+
+
+def test_checked_buttons_pooled_as_radio_say_they_may_be_check_boxes(tmp_path: Path) -> None:
+    packed = json.dumps([{"offensive": {"on": True}, "negative": {"on": False}, "positive": {"on": True}}]).replace('"', '""')
+    q = tmp_path / "boxes.csv"
+    q.write_text(f'HITId,WorkerId,AssignmentStatus,Answer.taskAnswers\nH1,W1,Approved,"{packed}"\n')
+    with pytest.raises(AnnotationError, match="check boxes, not one radio group"):
+        read_export(q)
+
+
+def test_a_table_taken_for_an_export_names_format_table(tmp_path: Path) -> None:
+    p = tmp_path / "mine.csv"
+    p.write_text("HITId,WorkerId,label\nH1,W1,cat\n")
+    with pytest.raises(AnnotationError, match="pass --format table"):
+        read_export(p, format="mturk")

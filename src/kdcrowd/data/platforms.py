@@ -231,7 +231,9 @@ def _choose_field(found: Sequence[str], field: str | None, what: str, where: str
         return field
     if not found:
         raise _fail(f"{where} holds no {what} with class answers; kdcrowd reads single-choice "
-                    "classification answers.")
+                    "classification answers. If the file is a table of item, worker and label "
+                    "columns, pass --format table (--item-column names an item column of another "
+                    "name); if it comes from another platform, pass --format with its name.")
     if len(found) > 1:
         raise _fail(f"{where} has {len(found)} {what}s: {_names(found)}; name the one to read "
                     "with --field.")
@@ -259,7 +261,9 @@ class _Rows:
         self.n_read += 1
         if not isinstance(choices, list):
             choices = [choices]
-        choices = [c for c in choices if c is not None and not (isinstance(c, str) and c.strip() == "")]
+        # stripped as the table reader strips labels, so that 'cat ' and 'cat' are one class
+        choices = [c.strip() if isinstance(c, str) else c for c in choices]
+        choices = [c for c in choices if c is not None and c != ""]
         if not choices:
             self.skip("empty")
             return
@@ -272,7 +276,7 @@ class _Rows:
         self.refs.append(ref)
 
     def add_gold(self, item: Any, label: Any, ref: Any = None) -> None:
-        self.gold[str(item)] = label
+        self.gold[str(item)] = label.strip() if isinstance(label, str) else label
         self.gold_refs[str(item)] = ref
 
 
@@ -305,7 +309,11 @@ def _finish(rows: _Rows, field: str | None, multi: str | None, where: str) -> Pl
         raise _fail(f"{where}: {len(many)} answers hold several classes ({show}"
                     f"{' ...' if len(many) > _SHOW else ''}); kdcrowd learns one class per "
                     "annotation. Pass --multi-label first (keep the first choice) or "
-                    "--multi-label explode (one annotation per choice, read with --duplicates keep).")
+                    "--multi-label explode (one annotation per choice, read with --duplicates keep)."
+                    + (" Field 'radio' pools every button answered as {name: {value: true|false}}, "
+                       "crowd-radio-buttons and crowd-checkboxes alike: buttons checked together are "
+                       "check boxes, not one radio group, and the template must give each question "
+                       "its own name to read one of them." if field == "radio" else ""))
     if multi == "explode":
         reps = [len(c) for c in rows.choices]
         items = [x for x, r in zip(rows.items, reps) for _ in range(r)]
@@ -373,7 +381,7 @@ def _json_load(path: Path, what: str) -> Any:
 
 
 def _json_lines(text: str, where: str) -> Iterator[tuple[int, Any]]:
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): a JSON string may hold a raw U+2028, U+2029 or U+0085
         if not line.strip():
             continue
         try:
@@ -791,19 +799,21 @@ def _read_csv(path: Path, sep: str, what: str) -> pd.DataFrame:
 
 
 def _image_input(df: pd.DataFrame, inputs: dict[str, str]) -> str | None:
-    """The input column that holds image references (the first such one), if any."""
+    """The input column that holds image references, where exactly one does: a task showing
+    several images (a pair to compare) is no one image's item, so it keeps its task id."""
+    cols = []
     for col in inputs.values():
         vals = df[col][df[col].str.strip() != ""]
         if len(vals) and bool(vals.map(_is_image_ref).all()):
-            return col
-    return None
+            cols.append(col)
+    return cols[0] if len(cols) == 1 else None
 
 
 def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
                 include_rejected: bool = False, **_: Any) -> PlatformExport:
     """Toloka's results TSV (assignments downloaded from a pool).
 
-    Reads ``ASSIGNMENT:task_id`` (the item; when an ``INPUT:*`` column holds image URLs the
+    Reads ``ASSIGNMENT:task_id`` (the item; when one ``INPUT:*`` column holds image URLs the
     item id is the image's file name; without the task id column, a single ``INPUT:*``
     column's value names the item), ``ASSIGNMENT:worker_id`` (the worker),
     ``OUTPUT:<name>`` (the answer; with several output fields ``field``/``--field`` names
@@ -956,7 +966,7 @@ def read_mturk(path: Path, field: str | None = None, multi: str | None = None,
                include_rejected: bool = False, **_: Any) -> PlatformExport:
     """Amazon Mechanical Turk's batch results CSV (one row per assignment).
 
-    Reads ``HITId`` (the item; when an ``Input.*`` column holds image URLs the item id is
+    Reads ``HITId`` (the item; when one ``Input.*`` column holds image URLs the item id is
     the image's file name), ``WorkerId`` (the worker), ``AssignmentStatus`` (``Rejected``
     assignments are left out unless ``include_rejected``; counted as ``rejected``) and the
     ``Answer.*`` columns: ``Answer.X`` (field ``X``), crowd-html's ``Answer.X.label``
