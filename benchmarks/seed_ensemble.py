@@ -91,8 +91,9 @@ def compare(merged: dict[str, Any], stage: str, ensembles: dict[int, dict[str, A
         st = {s: runs[s]["stages"][stage] for s in seeds}
         test, base = [pct(st[s]["test_accuracy"]) for s in seeds], [pct(ensembles[s]["test_accuracy"]) for s in seeds]
         val, bval = [pct(st[s]["val_last"]) for s in seeds], [pct(ensembles[s]["val_accuracy"]) for s in seeds]
+        exact_diff = f"{statistics.fmean(float(a - b) for a, b in zip(test, base)):+.3f}".replace("-", "−")
         text = (f"{label}, its {stage}, seeds {','.join(map(str, seeds))}: test {mean_std(test)} against {name} {mean_std(base)}, "
-                f"minus it {_diffs([a - b for a, b in zip(test, base)])}, exactly {statistics.fmean(float(a - b) for a, b in zip(test, base)):+.3f}; "
+                f"minus it {_diffs([a - b for a, b in zip(test, base)])}, exactly {exact_diff}; "
                 f"validation {mean_std(val)} against {mean_std(bval)}, minus it {_diffs([a - b for a, b in zip(val, bval)])}")
         out.append({"label": label, "stage": stage, "seeds": seeds, "test": [float(x) for x in test], "baseline_test": [float(x) for x in base],
                     "val": [float(x) for x in val], "baseline_val": [float(x) for x in bval], "text": text})
