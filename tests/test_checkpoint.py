@@ -331,6 +331,11 @@ def test_kdcrowd_interrupted_in_the_student_stage_resumes_to_the_same_metrics(di
     assert sorted(p.name for p in ckpt.iterdir()) == ["state.json", "student.pt", "teacher.pt"]
     assert torch.load(ckpt / "student.pt", weights_only=True)["epochs"] == 1
 
+    # Other method options with the folder of an unfinished run: refused before anything trains.
+    with pytest.raises(ValueError, match=r"options\.lambda1: 1\.0 → 0\.5") as err:  # the default written out, as the options are compared
+        run_on_dataset(digits, _digits_cfg(ckpt, lambda1=0.5))
+    assert str(ckpt) in str(err.value) and f"delete {ckpt}" in str(err.value)
+
     resumed, resumed_out = run_on_dataset(digits, _digits_cfg(ckpt))
     assert _comparable(resumed) == _comparable(plain)
     np.testing.assert_array_equal(resumed_out.transitions, plain_out.transitions)
@@ -350,10 +355,12 @@ def test_kdcrowd_interrupted_in_the_student_stage_resumes_to_the_same_metrics(di
     assert chosen["test_accuracy"] == plain["stages"]["student"]["test_accuracy"]
     assert json.loads((ckpt / "state.json").read_text())["settings"]["run"]["options"] == {"final": "student"}
 
-    # Other method options with the same folder: refused before anything trains.
-    with pytest.raises(ValueError, match=r"options\.lambda1: 1\.0 → 0\.5") as err:  # the default written out, as the options are compared
-        run_on_dataset(digits, _digits_cfg(ckpt, lambda1=0.5))
-    assert str(ckpt) in str(err.value) and f"delete {ckpt}" in str(err.value)
+    # A finished run resumes nothing: a run of other settings there starts afresh, its files replacing the old ones.
+    other, _ = run_on_dataset(digits, _digits_cfg(ckpt, lambda1=0.5))
+    assert _comparable(other) == _comparable(run_on_dataset(digits, _digits_cfg(tmp_path / "fresh", lambda1=0.5))[0])
+    assert other["resumed_seconds"] == 0  # trained here, nothing restored
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["complete"] and state["settings"]["run"]["options"] == {"lambda1": 0.5}
 
 
 def test_single_stage_methods_and_pretrained_teachers_lay_out_their_files(digits: Any, tmp_path: Path) -> None:
@@ -361,6 +368,9 @@ def test_single_stage_methods_and_pretrained_teachers_lay_out_their_files(digits
     run_on_dataset(digits, cfg)
     assert sorted(p.name for p in (tmp_path / "mv").iterdir()) == ["mv.pt", "state.json"]
     assert json.loads((tmp_path / "mv" / "state.json").read_text())["complete"]
+    # a finished run makes way for other settings; an unfinished one (a stage saved, not finished) is kept: refused
+    state = json.loads((tmp_path / "mv" / "state.json").read_text())
+    (tmp_path / "mv" / "state.json").write_text(json.dumps({**state, "finished": [], "complete": False}))
     with pytest.raises(ValueError, match=r"train\.lr: 0\.003 → 0\.001"):
         run_on_dataset(digits, replace(cfg, train=replace(cfg.train, lr=1e-3)))
 
@@ -383,12 +393,18 @@ def test_single_stage_methods_and_pretrained_teachers_lay_out_their_files(digits
     assert json.loads((tmp_path / "kd" / "state.json").read_text())["stages"] == ["student"]
     again, _ = run_on_dataset(digits, kd, pretrained_teacher=teacher)
     assert _comparable(again) == _comparable(first)
-    # Another teacher would make the student's checkpoint wrong: refused.
+    # Another teacher would make an unfinished student's checkpoint wrong: refused; a finished
+    # run resumes nothing, so there the other teacher's run starts afresh.
     other = teacher_run.module.model
     with torch.no_grad():
         next(other.parameters()).add_(1.0)
+    state = json.loads((tmp_path / "kd" / "state.json").read_text())
+    (tmp_path / "kd" / "state.json").write_text(json.dumps({**state, "finished": [], "complete": False}))
     with pytest.raises(ValueError, match="pretrained_teacher"):
         run_on_dataset(digits, kd, pretrained_teacher=(other, teacher_run.fit))
+    (tmp_path / "kd" / "state.json").write_text(json.dumps(state))
+    fresh, _ = run_on_dataset(digits, kd, pretrained_teacher=(other, teacher_run.fit))
+    assert fresh["resumed_seconds"] == 0 and _comparable(fresh) == _comparable(run_on_dataset(digits, replace(kd, checkpoint_dir=None), pretrained_teacher=(other, teacher_run.fit))[0])
 
 
 # ----------------------------------------------------------------------------- SIGKILL of a real process

@@ -305,8 +305,23 @@ def test_checkpoint_dir_is_passed_to_the_run(tmp_path) -> None:
     again = _fast(epochs=2, random_state=None, checkpoint_dir=tmp_path / "drawn", validation_fraction=0.2).fit(x, sim.annotations)
     np.testing.assert_array_equal(again.label_proba_, first.label_proba_)
     assert again.metrics_["config"]["seed"] == first.metrics_["config"]["seed"]
-    with pytest.raises(ValueError, match="belongs to a run with other settings"):  # a RandomState given is its own seed, not the saved one
-        _fast(epochs=2, random_state=np.random.RandomState(1), checkpoint_dir=tmp_path / "drawn", validation_fraction=0.2).fit(x, sim.annotations)
+    # a RandomState given is its own seed, not the saved one: another fit, for which the finished fit's files make way
+    own = _fast(epochs=2, random_state=np.random.RandomState(1), checkpoint_dir=tmp_path / "drawn", validation_fraction=0.2).fit(x, sim.annotations)
+    assert own.metrics_["config"]["seed"] != first.metrics_["config"]["seed"] and own.metrics_["resumed_seconds"] == 0
+
+
+def test_a_finished_checkpoint_folder_makes_way_for_other_data(tmp_path) -> None:
+    """A refit on other data, and the clones of model selection, share checkpoint_dir: a
+    finished fit's files make way (its other settings had refused every later fit)."""
+    from sklearn.model_selection import cross_val_score
+
+    x, y, _ = _blobs(n=90)
+    clf = _fast(method="maxmig", epochs=2, checkpoint_dir=tmp_path / "ck")
+    clf.fit(x[:60], y[:60])
+    second = clf.fit(x[30:], y[30:])
+    assert second.metrics_["resumed_seconds"] == 0 and len(second.labels_) == 60
+    scores = cross_val_score(_fast(method="maxmig", epochs=2, checkpoint_dir=tmp_path / "cv"), x, y, cv=3, error_score="raise")
+    assert len(scores) == 3 and np.isfinite(scores).all()
 
 
 def test_memorization_is_tracked_only_when_asked() -> None:
@@ -557,3 +572,27 @@ def test_integer_labels_that_leave_classes_unused_are_warned_of_as_kdcrowd_fit_w
         assert _fast(epochs=1, classes=[1, 2, 3]).fit(x, long).classes_.tolist() == [1, 2, 3]
         _fast(epochs=1).fit(x, long.assign(label=long.label - 1))  # 0..2: nothing to say
         _fast(epochs=1, classes=[0, 1, 2, 3]).fit(x, long)  # classes given: class 0 is declared, not a slip
+
+
+def test_a_wide_table_s_item_column_names_the_rows_not_a_worker() -> None:
+    """A wide DataFrame with an ``item`` (or ``task``) column, as ``kdcrowd fit`` reads a wide
+    file: that column is no worker (it was one, its ids 0..N-1 read as classes); where X's
+    rows are named, the table's rows are put in X's order by it."""
+    x, y, sim = _blobs(n=60)
+    wide = sim.annotations.to_wide()
+    plain = _fast(validation_fraction=0).fit(x, wide)
+    with_ids = pd.DataFrame(wide, columns=[f"w{m}" for m in range(wide.shape[1])])
+    with_ids.insert(0, "item", np.arange(60))
+    clf = _fast(validation_fraction=0).fit(x, with_ids)
+    assert clf.worker_ids_.tolist() == [f"w{m}" for m in range(wide.shape[1])] and len(clf.classes_) == 3
+    np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_)
+    # X named by its index, the table in another order: lined up by the item column
+    names = [f"it{i}" for i in range(60)]
+    xd = pd.DataFrame(x, index=names)
+    shuffled = with_ids.assign(item=names).iloc[np.random.default_rng(0).permutation(60)].rename(columns={"item": "task"})
+    named = _fast(validation_fraction=0).fit(xd, shuffled)
+    np.testing.assert_array_equal(named.label_proba_, plain.label_proba_)
+    with pytest.raises(ValueError, match="'task' column has no row for 1 of X's items"):
+        _fast(validation_fraction=0).fit(xd, shuffled.assign(task=names[:-1] + ["other"]))
+    with pytest.raises(ValueError, match="columns 'item', 'task'"):
+        _fast(validation_fraction=0).fit(x, with_ids.assign(task=np.arange(60)))

@@ -201,6 +201,12 @@ class StageCheckpoints:
         diffs = differences(self.compared(settings), self.compared(self.settings), skip=self.free)
         if diffs and not finished and not any(self.dir.glob("*.pt")):
             return None  # a run that saved nothing (stopped or refused before its first epoch): nothing to keep, its settings are replaced
+        if diffs and old.get("complete") is True:  # a finished run resumes nothing: its files make way (a refit on other data)
+            files = old.get("files") if isinstance(old.get("files"), dict) else {}
+            for name in files.values():
+                if isinstance(name, str) and Path(name).name == name and D.is_main():
+                    (self.dir / name).unlink(missing_ok=True)
+            return None
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
             return (

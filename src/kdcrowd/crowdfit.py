@@ -61,6 +61,27 @@ def _is_long_table(y: Any) -> bool:
     return bool(cols & {"item", "task"}) and {"worker", "label"} <= cols
 
 
+def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
+    """A wide table without its item-id column, ``item`` or ``task`` (the names a long
+    table's is read by, and ``kdcrowd fit`` reads a wide file's), which is no worker: with
+    ``named`` items (``item_ids``, or X's index) its rows are put in X's order by that
+    column; else they stay a row per row of X, as a wide table's rows are."""
+    ids = [c for c in wide.columns if str(c) in ("item", "task")]
+    if not ids:
+        return wide
+    if len(ids) > 1:
+        raise ValueError(f"the wide table of crowd labels has columns {', '.join(repr(str(c)) for c in ids)}: name the items in one of them (the other is read as a worker's labels otherwise)")
+    col = wide[ids[0]]
+    wide = wide.drop(columns=ids[0])
+    if not named:
+        return wide
+    pos = pd.Index(col).get_indexer(pd.Index(list(items))) if col.is_unique else None
+    if pos is None or (pos < 0).any():
+        why = "repeats an id" if pos is None else f"has no row for {int((pos < 0).sum())} of X's items (such as {list(items)[int(np.argmax(pos < 0))]!r})"
+        raise ValueError(f"the wide table's {str(ids[0])!r} column {why}: give one row per item of X, named as X's items are (item_ids or X's index)")
+    return wide.iloc[pos]
+
+
 def _row_numbers(index: pd.Index) -> bool:
     """Whether a DataFrame's ``index`` is the plain ``0..N-1`` range (pandas' default), which
     names no items; any other index, a range that starts elsewhere or steps otherwise
@@ -239,6 +260,7 @@ class CrowdFit:
         if isinstance(annotations, pd.DataFrame):
             if not _is_long_table(annotations) and len(annotations) == n:
                 # a wide table, a column per worker (its names the worker ids), a row per row of X
+                annotations = _wide_rows(annotations, items, named=item_ids is not None)
                 if annotations.shape[1] == 1 and self.classes is None:
                     _warn_one_column()
                 return _warn_unused_classes(Annotations.from_wide(annotations, classes=self.classes, item_ids=items), self.classes)

@@ -120,7 +120,9 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
             epochs, at most every ``checkpoint_interval`` seconds, and when stopped by an
             interrupt or error) and a fit started again with the same settings continues
             from the last saved epoch (:attr:`kdcrowd.methods.RunConfig.checkpoint_dir`);
-            where ``random_state`` draws a seed, it takes the seed saved there instead.
+            where ``random_state`` draws a seed, it takes the seed saved there instead. A
+            finished fit's files make way for a fit of other data or settings (a refit,
+            clones in model selection); an unfinished one's are kept, and such a fit refused.
         track_memorization: record each epoch's memorization of the crowd labels that
             disagree with the reference labels (one extra prediction pass over ``X`` per
             epoch; ``kdcrowd fit`` turns it on for its report).
