@@ -387,6 +387,20 @@ def test_a_damaged_archive_loaded_without_its_checksum_is_one_clear_error_and_im
     assert D.check_dataset_request("labelme", image_size=32) == "labelme"
 
 
+def test_a_wrong_archive_and_a_negative_seed_are_one_clear_error(tmp_path):
+    # a readable .npz of other arrays (verify=false) raised a bare KeyError, an internal error on
+    # the command line; split_seed=-1 reached numpy, whose message named no option
+    root = tmp_path / "root"
+    (root / "labelme").mkdir(parents=True)
+    np.savez(root / "labelme" / "labelme_annotations.npz", x=np.arange(3))
+    np.savez(root / "labelme" / "labelme_bovw_features.npz", x=np.arange(3))
+    with pytest.raises(ValueError, match=r"labelme_annotations\.npz has no array '\w+' \(it holds 'x'\): it is not the file"):
+        load_dataset("labelme", root=root, features="bovw", verify=False)
+    with pytest.raises(TypeError, match="option split_seed must be 0 or more; got -1"):
+        D.check_dataset_request("digits", split_seed=-1)
+    assert D.check_dataset_request("digits", split_seed=0) == "digits"
+
+
 def test_the_data_sets_advice_is_given_in_command_line_options_on_the_command_line(tmp_path):
     from kdcrowd.cli_checks import cli_message
 

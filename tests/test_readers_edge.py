@@ -437,3 +437,18 @@ def test_fit_with_dawid_skene_says_its_sparse_workers_note_once(tmp_path: Path) 
     r = cli("fit", "--annotations", "ann.csv", "--features", "x.csv", "--method", "ds", "--epochs", "1", "--device", "cpu", "--quiet", "--out", "o", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert sum("fewer labels than there are classes" in line for line in r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_a_truth_file_s_truth_column_is_its_label(tmp_path: Path) -> None:
+    """The truth-inference sets' ``item,truth`` files and crowd-kit's ``task,true_label`` are
+    label files as they are (they were refused as lacking a 'label' column); a 'label'
+    column, where there is one, is the label."""
+    from kdcrowd.data.items import read_item_labels
+
+    (tmp_path / "t.csv").write_text("item,truth\nb,dog\na,cat\n")
+    items, labels = read_item_labels(tmp_path / "t.csv", ["a", "b"], ["cat", "dog"])
+    assert sorted(zip(items.tolist(), labels.tolist())) == [(0, 0), (1, 1)]
+    (tmp_path / "k.csv").write_text("task,true_label\na,dog\n")
+    assert read_item_labels(tmp_path / "k.csv", ["a", "b"], ["cat", "dog"])[1].tolist() == [1]
+    (tmp_path / "both.csv").write_text("item,label,truth\na,cat,dog\n")
+    assert read_item_labels(tmp_path / "both.csv", ["a", "b"], ["cat", "dog"])[1].tolist() == [0]

@@ -346,10 +346,22 @@ def _need(dataset: str, root: Path, rels: list[str], verify: bool = True, search
     return found
 
 
+class _Arrays(dict):
+    """A data file's arrays by name: one it lacks is a ``ValueError`` naming the file (a wrong
+    file read with ``verify=false``), not a bare ``KeyError``."""
+
+    def __init__(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        super().__init__(arrays)
+        self.path = path
+
+    def __missing__(self, key: str) -> np.ndarray:
+        raise ValueError(f"{self.path} has no array {key!r} (it holds {', '.join(map(repr, self)) or 'none'}): it is not the file this data set expects; replace it with the right one")
+
+
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return _Arrays(path, {k: z[k] for k in z.files})
     # a damaged archive (its checksum not checked: verify=False), or no archive at all (a Git LFS
     # pointer or a saved error page, which numpy takes for a pickle: ValueError)
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, OSError) as e:
@@ -661,6 +673,8 @@ def check_dataset_request(name: str, workers: str | None = None, worker_params: 
             raise TypeError(f"data set '{key}': option {k} must be a whole number; got {v!r}")
         if k == "image_size" and v is not None and v < 1:
             raise TypeError(f"data set '{key}': option {k} must be a positive number of pixels; got {v!r}")
+        if k.endswith("seed") and v is not None and v < 0:  # numpy's generators take no negative seed
+            raise TypeError(f"data set '{key}': option {k} must be 0 or more; got {v!r}")
     if worker_params and workers is None:
         raise ValueError("worker_params given without workers=; name a worker case to simulate")
     if workers is not None:

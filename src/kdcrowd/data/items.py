@@ -500,7 +500,9 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
 
     Args:
         path: ``.csv``/``.tsv``/``.parquet`` table with columns ``item`` and ``label``
-            (crowd-kit's ``task`` is accepted for ``item``; other columns are ignored).
+            (crowd-kit's ``task`` is accepted for ``item``, and ``truth`` or crowd-kit's
+            ``true_label`` for ``label`` where there is no ``label`` column; other columns
+            are ignored).
         item_ids: the ids of all items (as returned by :func:`read_features` /
             :func:`read_image_folder`; matched by their text, so ``17`` is ``"17"``).
         classes: the class values of the annotations; labels are matched by their text,
@@ -534,11 +536,13 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
     path = Path(path)
     word, number = ("row", np.arange(len(df))) if lines is None else ("line", np.asarray(lines))  # how the errors name a row
     item_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
-    if item_col is None or "label" not in df.columns:
+    # the label column: label, or the truth files' truth / crowd-kit's true_label (ground truth by name)
+    label_col = next((c for c in ("label", "truth", "true_label") if c in df.columns), None)
+    if item_col is None or label_col is None:
         raise ValueError(f"label file {path} needs columns 'item' and 'label'; found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
     if len(df) == 0:
         raise ValueError(f"label file {path} has no rows (only the header line); add one row 'item,label' per known item")
-    it, lb = _as_text(df[item_col]), _as_text(df["label"])
+    it, lb = _as_text(df[item_col]), _as_text(df[label_col])
     na = np.flatnonzero((it.isna() | lb.isna()).to_numpy())
     if na.size:
         raise ValueError(f"label file {path}: missing item or label in {word}(s) {_listing(number[na].tolist(), na.size)}; fill them in or drop those rows")
