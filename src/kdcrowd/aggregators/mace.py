@@ -71,7 +71,7 @@ def mace(
         share = s0t / (s0t + s1)
         strategy = (1 - py) + py * share
         knowing = py * (1 - share)
-        strat_counts = d.zeros(m * k).index_add_(0, d.worker * k + d.label, strategy).view(m, k)
+        strat_counts = d.sum_by(d.worker * k + d.label, strategy, m * k).view(m, k)
         know_counts = torch.stack([d.per_worker(strategy), d.per_worker(knowing)], 1)
         return lml, post, strat_counts, know_counts
 

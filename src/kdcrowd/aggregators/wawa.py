@@ -32,11 +32,11 @@ class _Accuracy:
         self.worker = torch.from_numpy(key // d.k % d.m).to(d.dev)
         self.label = torch.from_numpy(key % d.k).to(d.dev)
         self.d = d
-        self.count = d.zeros(d.m).index_add_(0, self.worker, torch.ones(len(key), dtype=d.dtype, device=d.dev))
+        self.count = d.sum_by(self.worker, torch.ones(len(key), dtype=d.dtype, device=d.dev), d.m)
 
     def __call__(self, labels: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         hit = (labels[self.item] == self.label).to(self.d.dtype)
-        right = self.d.zeros(self.d.m).index_add_(0, self.worker, hit)
+        right = self.d.sum_by(self.worker, hit, self.d.m)
         return torch.where(self.count > 0, right / self.count.clamp_min(1), current)
 
 
