@@ -105,7 +105,7 @@ def _drop(obj: Any, keys: set[str]) -> Any:
 def _comparable(metrics: dict[str, Any]) -> dict[str, Any]:
     """Metrics without wall times and without the paths that differ between the runs."""
     out = _drop(metrics, TIMING)
-    out["config"] = {k: v for k, v in out["config"].items() if k not in ("checkpoint_dir", "progress_file")}
+    out["config"] = {k: v for k, v in out["config"].items() if k not in ("checkpoint_dir", "progress_file", "checkpoint_replace_finished")}
     return out
 
 
@@ -355,8 +355,11 @@ def test_kdcrowd_interrupted_in_the_student_stage_resumes_to_the_same_metrics(di
     assert chosen["test_accuracy"] == plain["stages"]["student"]["test_accuracy"]
     assert json.loads((ckpt / "state.json").read_text())["settings"]["run"]["options"] == {"final": "student"}
 
-    # A finished run resumes nothing: a run of other settings there starts afresh, its files replacing the old ones.
-    other, _ = run_on_dataset(digits, _digits_cfg(ckpt, lambda1=0.5))
+    # Other settings with the folder of a finished run: refused too (a resume must never start afresh) ...
+    with pytest.raises(ValueError, match=r"options\.lambda1: 1\.0 → 0\.5"):
+        run_on_dataset(digits, _digits_cfg(ckpt, lambda1=0.5))
+    # ... unless asked to replace a finished run (the estimator's refits): it starts afresh, its files replacing the old ones.
+    other, _ = run_on_dataset(digits, replace(_digits_cfg(ckpt, lambda1=0.5), checkpoint_replace_finished=True))
     assert _comparable(other) == _comparable(run_on_dataset(digits, _digits_cfg(tmp_path / "fresh", lambda1=0.5))[0])
     assert other["resumed_seconds"] == 0  # trained here, nothing restored
     state = json.loads((ckpt / "state.json").read_text())
@@ -368,11 +371,13 @@ def test_single_stage_methods_and_pretrained_teachers_lay_out_their_files(digits
     run_on_dataset(digits, cfg)
     assert sorted(p.name for p in (tmp_path / "mv").iterdir()) == ["mv.pt", "state.json"]
     assert json.loads((tmp_path / "mv" / "state.json").read_text())["complete"]
-    # a finished run makes way for other settings; an unfinished one (a stage saved, not finished) is kept: refused
+    with pytest.raises(ValueError, match=r"train\.lr: 0\.003 → 0\.001"):
+        run_on_dataset(digits, replace(cfg, train=replace(cfg.train, lr=1e-3)))
+    # an unfinished run (a stage saved, not finished) is kept even where finished ones are replaced
     state = json.loads((tmp_path / "mv" / "state.json").read_text())
     (tmp_path / "mv" / "state.json").write_text(json.dumps({**state, "finished": [], "complete": False}))
     with pytest.raises(ValueError, match=r"train\.lr: 0\.003 → 0\.001"):
-        run_on_dataset(digits, replace(cfg, train=replace(cfg.train, lr=1e-3)))
+        run_on_dataset(digits, replace(cfg, checkpoint_replace_finished=True, train=replace(cfg.train, lr=1e-3)))
 
     # a run that saved nothing (refused or stopped before its first saved epoch) keeps no
     # settings: the corrected run starts; a damaged list of finished stages is one error
@@ -393,8 +398,8 @@ def test_single_stage_methods_and_pretrained_teachers_lay_out_their_files(digits
     assert json.loads((tmp_path / "kd" / "state.json").read_text())["stages"] == ["student"]
     again, _ = run_on_dataset(digits, kd, pretrained_teacher=teacher)
     assert _comparable(again) == _comparable(first)
-    # Another teacher would make an unfinished student's checkpoint wrong: refused; a finished
-    # run resumes nothing, so there the other teacher's run starts afresh.
+    # Another teacher would make the student's checkpoint wrong: refused, finished or not; asked to
+    # replace a finished run, the other teacher's run starts afresh.
     other = teacher_run.module.model
     with torch.no_grad():
         next(other.parameters()).add_(1.0)
@@ -403,8 +408,15 @@ def test_single_stage_methods_and_pretrained_teachers_lay_out_their_files(digits
     with pytest.raises(ValueError, match="pretrained_teacher"):
         run_on_dataset(digits, kd, pretrained_teacher=(other, teacher_run.fit))
     (tmp_path / "kd" / "state.json").write_text(json.dumps(state))
-    fresh, _ = run_on_dataset(digits, kd, pretrained_teacher=(other, teacher_run.fit))
-    assert fresh["resumed_seconds"] == 0 and _comparable(fresh) == _comparable(run_on_dataset(digits, replace(kd, checkpoint_dir=None), pretrained_teacher=(other, teacher_run.fit))[0])
+    with pytest.raises(ValueError, match="pretrained_teacher"):
+        run_on_dataset(digits, kd, pretrained_teacher=(other, teacher_run.fit))
+    with pytest.raises(ValueError, match="pretrained_teacher"):  # an unfinished run is never replaced
+        (tmp_path / "kd" / "state.json").write_text(json.dumps({**state, "finished": [], "complete": False}))
+        run_on_dataset(digits, replace(kd, checkpoint_replace_finished=True), pretrained_teacher=(other, teacher_run.fit))
+    (tmp_path / "kd" / "state.json").write_text(json.dumps(state))
+    fresh, _ = run_on_dataset(digits, replace(kd, checkpoint_replace_finished=True), pretrained_teacher=(other, teacher_run.fit))
+    alone = run_on_dataset(digits, replace(kd, checkpoint_dir=None), pretrained_teacher=(other, teacher_run.fit))[0]
+    assert fresh["resumed_seconds"] == 0 and _comparable(fresh) == _comparable(alone)
 
 
 # ----------------------------------------------------------------------------- SIGKILL of a real process

@@ -273,6 +273,23 @@ def test_plot_workers_without_true_matrices(tmp_path: Path) -> None:
     names = [p.name for lr in ("0.01", "0.05") for p in plot_workers(run, tmp_path / f"w_lr{lr}", n_workers=2)]
     assert names == ["w_lr0.01.png", "w_lr0.01.svg", "w_lr0.05.png", "w_lr0.05.svg"]
     assert [p.name for p in plot_workers(run, tmp_path / "x.svg", n_workers=2)] == ["x.png", "x.svg"]
+    # a figure is written whole or not at all: an interrupt while saving keeps the earlier file
+    import matplotlib.figure
+
+    before = paths[0].read_bytes()
+    real = matplotlib.figure.Figure.savefig
+
+    def half_then_interrupt(self, fname, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        fname.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    matplotlib.figure.Figure.savefig = half_then_interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            plot_workers(run, tmp_path / "w", n_workers=2)
+    finally:
+        matplotlib.figure.Figure.savefig = real
+    assert paths[0].read_bytes() == before and not list(tmp_path.glob(".w.png.*"))
 
 
 def test_aggregate_keeps_item_ids_as_written(tmp_path: Path) -> None:

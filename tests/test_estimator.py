@@ -594,5 +594,12 @@ def test_a_wide_table_s_item_column_names_the_rows_not_a_worker() -> None:
     np.testing.assert_array_equal(named.label_proba_, plain.label_proba_)
     with pytest.raises(ValueError, match="'task' column has no row for 1 of X's items"):
         _fast(validation_fraction=0).fit(xd, shuffled.assign(task=names[:-1] + ["other"]))
-    with pytest.raises(ValueError, match="columns 'item', 'task'"):
-        _fast(validation_fraction=0).fit(x, with_ids.assign(task=np.arange(60)))
+    # ids compared as text, as a long table's: X named "0".."59", the column read as ints
+    as_text = _fast(validation_fraction=0).fit(pd.DataFrame(x, index=[str(i) for i in range(60)]), with_ids.iloc[::-1])
+    np.testing.assert_array_equal(as_text.label_proba_, plain.label_proba_)
+    # a column named like ids, as kdcrowd fit reads a wide file's ('id', 'filename' ...); 'item' before 'task'
+    by_name = _fast(validation_fraction=0).fit(x, with_ids.rename(columns={"item": "image_id"}))
+    assert by_name.worker_ids_.tolist() == clf.worker_ids_.tolist()
+    assert _fast(validation_fraction=0).fit(x, with_ids.assign(task=0)).worker_ids_.tolist() == clf.worker_ids_.tolist() + ["task"]
+    with pytest.raises(ValueError, match="columns 'id', 'filename', each named like item ids"):
+        _fast(validation_fraction=0).fit(x, with_ids.drop(columns="item").assign(id=np.arange(60), filename=np.arange(60)))

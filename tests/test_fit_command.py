@@ -492,6 +492,10 @@ def test_fit_refuses_before_it_touches_out_and_keeps_the_user_s_files(tmp_path: 
     code, msg = _fit("--annotations", str(root / "labels.csv"), "--features", feats, "--out", str(root))
     assert code == 2 and "--annotations" in msg and "another --out" in msg
     assert (root / "labels.csv").read_bytes() == before and not (root / "run.json").exists()
+    # so was one named as what fit clears as an earlier run's leftovers (kdcrowd run's progress.jsonl)
+    shutil.copy(root / "answers.csv", root / "progress.jsonl")
+    code, msg = _fit("--annotations", str(root / "progress.jsonl"), "--features", feats, "--out", str(root))
+    assert code == 2 and "--annotations" in msg and "progress.jsonl" in msg and (root / "progress.jsonl").exists()
     # settings the fit found only when building its networks wiped the previous outputs and left
     # OUT holding an "interrupted run"; now refused first, the finished run untouched
     out = tmp_path / "out"

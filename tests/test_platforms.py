@@ -665,7 +665,7 @@ def test_a_task_of_several_images_keeps_its_task_id(tmp_path: Path) -> None:
     p = tmp_path / "pairs.tsv"
     p.write_text("INPUT:image_left\tINPUT:image_right\tOUTPUT:result\tASSIGNMENT:task_id\tASSIGNMENT:worker_id\tASSIGNMENT:status\n"
                  "https://x.org/a.jpg\thttps://x.org/b.jpg\tleft\tt1\tw1\tAPPROVED\n"
-                 "https://x.org/a.jpg\thttps://x.org/c.jpg\tright\tt2\tw1\tAPPROVED\n")
+                 "https://x.org/d.jpg\thttps://x.org/c.jpg\tright\tt2\tw1\tAPPROVED\n")
     assert read_export(p, format="toloka").annotations[KEY].values.tolist() == [["t1", "w1", "left"], ["t2", "w1", "right"]]
     m = tmp_path / "pairs.csv"
     m.write_text("HITId,WorkerId,AssignmentStatus,Input.image_url_1,Input.image_url_2,Answer.label_1,Answer.label_2\n"
@@ -695,3 +695,25 @@ def test_a_table_taken_for_an_export_names_format_table(tmp_path: Path) -> None:
     p.write_text("HITId,WorkerId,label\nH1,W1,cat\n")
     with pytest.raises(AnnotationError, match="pass --format table"):
         read_export(p, format="mturk")
+
+
+def test_json_lines_end_at_a_carriage_return_too(tmp_path: Path) -> None:
+    rows = [{"id": 1, "text": "good", "label": ["pos"]}, {"id": 2, "text": "bad", "label": ["neg"]}]
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "alice.jsonl").write_bytes("\r".join(json.dumps(r) for r in rows).encode())
+    assert sorted(read_export(_zip(folder, tmp_path / "d.zip"), format="doccano").annotations["label"]) == ["neg", "pos"]
+
+
+def test_a_task_image_beside_an_example_image_still_names_the_item(tmp_path: Path) -> None:
+    """An example or hint image column (the same on every row, or mostly blank) beside the
+    task's image: the image that varies names the item, as before pairs kept their task id."""
+    p = tmp_path / "hint.tsv"
+    p.write_text("INPUT:image\tINPUT:example\tOUTPUT:result\tASSIGNMENT:task_id\tASSIGNMENT:worker_id\n"
+                 "https://x.org/a.jpg\thttps://x.org/ex.jpg\tcat\tt1\tw1\n"
+                 "https://x.org/b.jpg\thttps://x.org/ex.jpg\tdog\tt2\tw1\n")
+    assert read_export(p, format="toloka").annotations["item"].tolist() == ["a", "b"]
+    m = tmp_path / "hint.csv"
+    m.write_text("HITId,WorkerId,AssignmentStatus,Input.image_url,Input.thumb_url,Answer.label\n"
+                 "H1,W1,Approved,https://x.org/cat_1.jpg,,cat\nH2,W1,Approved,https://x.org/dog_2.jpg,https://x.org/t.png,dog\n")
+    assert read_export(m, format="mturk").annotations["item"].tolist() == ["cat_1", "dog_2"]

@@ -25,6 +25,7 @@ import hashlib
 import json
 import pickle
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -134,7 +135,8 @@ class StageCheckpoints:
     folder and the progress bar) and a digest of the data (:func:`data_digest`) plus
     ``identity`` (anything else the stages depend on, such as a pre-trained teacher's
     digest). A folder whose ``state.json`` has other settings is refused with a
-    ``ValueError`` before anything trains; each stage's file also checks its own training
+    ``ValueError`` before anything trains (one of a finished run is replaced where
+    ``replace_finished``); each stage's file also checks its own training
     settings. Without ``checkpoint_dir`` nothing is written and :meth:`train_config`
     returns the settings unchanged. With distributed training, rank 0 writes ``state.json``
     and every rank checks it.
@@ -155,14 +157,20 @@ class StageCheckpoints:
         compared: the settings as they are compared, from the plain settings (the saved
             ones and these), e.g. options with their defaults filled in, so that writing
             out a default is the same run; ``state.json`` keeps them as given.
+        replace_finished: a finished run (``complete``) of other settings is replaced (its
+            ``<stage>.pt`` files deleted) instead of refused: a new fit in the folder of an
+            earlier one (the estimator's refits and model-selection clones). Never for a
+            resume, which must not start afresh.
     """
 
     def __init__(
         self, directory: str | Path | None, method: str, settings: dict[str, Any], ds: Any, stages: Sequence[str],
         identity: dict[str, Any] | None = None, distributed: bool = False, free: Sequence[str] = (),
         compared: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        replace_finished: bool = False,
     ) -> None:
         self.dir = Path(directory) if directory else None
+        self.replace_finished = replace_finished
         self.free = tuple(free)
         self.compared = compared or (lambda s: s)
         self.stages: list[str] = list(stages)
@@ -201,11 +209,11 @@ class StageCheckpoints:
         diffs = differences(self.compared(settings), self.compared(self.settings), skip=self.free)
         if diffs and not finished and not any(self.dir.glob("*.pt")):
             return None  # a run that saved nothing (stopped or refused before its first epoch): nothing to keep, its settings are replaced
-        if diffs and old.get("complete") is True:  # a finished run resumes nothing: its files make way (a refit on other data)
-            files = old.get("files") if isinstance(old.get("files"), dict) else {}
-            for name in files.values():
-                if isinstance(name, str) and Path(name).name == name and D.is_main():
-                    (self.dir / name).unlink(missing_ok=True)
+        if diffs and self.replace_finished and old.get("complete") is True:  # a finished run resumes nothing: its stage files make way
+            stages = old.get("stages") if isinstance(old.get("stages"), list) else []
+            for stage in stages:
+                if isinstance(stage, str) and re.fullmatch(r"[A-Za-z0-9_-]+", stage) and D.is_main():
+                    (self.dir / f"{stage}.pt").unlink(missing_ok=True)
             return None
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")

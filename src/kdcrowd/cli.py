@@ -1004,11 +1004,12 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         check_out_dir(out)
     except USER_ERRORS as e:
         _fail(str(e))
-    written = {(out / name).resolve() for name in (*FILES, RUN_FILE)}
-    for key in FIT_PATH_PARAMS:  # an input where fit writes its results would be deleted first
+    names = _outputs_of_every_command()  # what fit writes, and what it sets aside or removes as an earlier run's (kdcrowd run's too)
+    written = {(out / name).resolve() for name in names}
+    for key in FIT_PATH_PARAMS:  # an input where fit writes its results (or clears an earlier run's) would be deleted first
         if key != "out" and p.get(key) is not None and Path(p[key]).resolve() in written:
-            _fail(f"--{key.replace('_', '-')} {p[key]} is a file that kdcrowd fit writes in --out {out} (its "
-                  f"outputs: {', '.join((*FILES, RUN_FILE))}); move or rename the input, or give another --out")
+            _fail(f"--{key.replace('_', '-')} {p[key]} is a file that kdcrowd fit writes or clears in --out {out} (the "
+                  f"outputs of a run there: {', '.join(names)}); move or rename the input, or give another --out")
     try:
         platform = {**_platform_options(p.get("format"), p.get("field"), p.get("multi_label"), bool(p.get("include_rejected"))), "gold_given": p.get("gold") is not None}
         crowd_has_column = p.get("item_column") is not None  # --item-column names the crowd labels' id column

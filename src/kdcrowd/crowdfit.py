@@ -62,23 +62,29 @@ def _is_long_table(y: Any) -> bool:
 
 
 def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
-    """A wide table without its item-id column, ``item`` or ``task`` (the names a long
-    table's is read by, and ``kdcrowd fit`` reads a wide file's), which is no worker: with
-    ``named`` items (``item_ids``, or X's index) its rows are put in X's order by that
-    column; else they stay a row per row of X, as a wide table's rows are."""
-    ids = [c for c in wide.columns if str(c) in ("item", "task")]
+    """A wide table without its item-id column, which is no worker: ``item``, else
+    crowd-kit's ``task``, else the one column named like an id as ``kdcrowd fit`` reads a
+    wide file's (``id``, ``image``, ``filename`` ...: :func:`~kdcrowd.data.readers._named_like_id`).
+    With ``named`` items (``item_ids``, or X's index) its rows are put in X's order by that
+    column, the ids compared as text (``17`` is ``"17"``, as a long table's); else they stay
+    a row per row of X, as a wide table's rows are."""
+    from .data.readers import _named_like_id
+
+    cols = [str(c) for c in wide.columns]
+    ids = ["item"] if "item" in cols else ["task"] if "task" in cols else [c for c in cols if _named_like_id(c)]
     if not ids:
         return wide
     if len(ids) > 1:
-        raise ValueError(f"the wide table of crowd labels has columns {', '.join(repr(str(c)) for c in ids)}: name the items in one of them (the other is read as a worker's labels otherwise)")
-    col = wide[ids[0]]
-    wide = wide.drop(columns=ids[0])
+        raise ValueError(f"the wide table of crowd labels has columns {', '.join(map(repr, ids))}, each named like item ids: call the one of ids 'item' (the others are read as workers' labels)")
+    name = wide.columns[cols.index(ids[0])]
+    col = wide[name].astype(str)
+    wide = wide.drop(columns=name)
     if not named:
         return wide
-    pos = pd.Index(col).get_indexer(pd.Index(list(items))) if col.is_unique else None
+    pos = pd.Index(col).get_indexer(pd.Index([str(v) for v in items])) if col.is_unique else None
     if pos is None or (pos < 0).any():
         why = "repeats an id" if pos is None else f"has no row for {int((pos < 0).sum())} of X's items (such as {list(items)[int(np.argmax(pos < 0))]!r})"
-        raise ValueError(f"the wide table's {str(ids[0])!r} column {why}: give one row per item of X, named as X's items are (item_ids or X's index)")
+        raise ValueError(f"the wide table's {ids[0]!r} column {why}: give one row per item of X, named as X's items are (item_ids or X's index)")
     return wide.iloc[pos]
 
 
@@ -466,6 +472,7 @@ class CrowdFit:
         cfg = RunConfig(
             dataset="user", method=method, backbone=backbone, seed=seed, train=train, options=options,
             track_memorization=bool(self.track_memorization), checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
+            checkpoint_replace_finished=True,  # a refit on other data, a clone in model selection: a finished fit's files make way
         )
         metrics, out = run_on_dataset(ds, cfg)
         metrics["timings"]["reference_labels"] = t_ref  # the stand-in truth (Dawid–Skene), computed before the run

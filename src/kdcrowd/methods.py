@@ -121,6 +121,9 @@ class RunConfig:
     stage, ``<method>.pt`` (``teacher.pt``, ``student.pt``, ``stage2.pt`` for ``kdcrowd``),
     and ``state.json`` (the stage training now, the finished stages, the settings); see
     :class:`~kdcrowd.checkpoint.StageCheckpoints`."""
+    checkpoint_replace_finished: bool = False
+    """A finished run of other settings in ``checkpoint_dir`` is replaced instead of refused
+    (the estimator's refits on other data; never ``kdcrowd fit --resume``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,12 +136,12 @@ def _stage_checkpoints(cfg: RunConfig, ds: Any, stages: Sequence[str], identity:
     progress file, the checkpoint folder, the progress bar and the checkpoint interval;
     ``free``: settings that may change on resume (see :class:`StageCheckpoints`)."""
     settings = cfg.to_dict()
-    for key in ("progress_file", "checkpoint_dir"):
+    for key in ("progress_file", "checkpoint_dir", "checkpoint_replace_finished"):
         settings.pop(key, None)
     for key in NOT_FINGERPRINTED:
         settings["train"].pop(key, None)
     return StageCheckpoints(cfg.checkpoint_dir, cfg.method, settings, ds, stages, identity=identity, distributed=cfg.train.distributed, free=free,
-                            compared=_with_resolved_options)
+                            compared=_with_resolved_options, replace_finished=cfg.checkpoint_replace_finished)
 
 
 def _with_resolved_options(settings: dict[str, Any]) -> dict[str, Any]:

@@ -539,7 +539,7 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
     # the label column: label, or the truth files' truth / crowd-kit's true_label (ground truth by name)
     label_col = next((c for c in ("label", "truth", "true_label") if c in df.columns), None)
     if item_col is None or label_col is None:
-        raise ValueError(f"label file {path} needs columns 'item' and 'label'; found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
+        raise ValueError(f"label file {path} needs columns 'item' (or 'task') and 'label' (or 'truth', 'true_label'); found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
     if len(df) == 0:
         raise ValueError(f"label file {path} has no rows (only the header line); add one row 'item,label' per known item")
     it, lb = _as_text(df[item_col]), _as_text(df[label_col])

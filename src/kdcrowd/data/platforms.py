@@ -313,7 +313,7 @@ def _finish(rows: _Rows, field: str | None, multi: str | None, where: str) -> Pl
                     + (" Field 'radio' pools every button answered as {name: {value: true|false}}, "
                        "crowd-radio-buttons and crowd-checkboxes alike: buttons checked together are "
                        "check boxes, not one radio group, and the template must give each question "
-                       "its own name to read one of them." if field == "radio" else ""))
+                       "its own name to read one of them." if field == "radio" and rows.fmt in ("mturk", "sagemaker") else ""))
     if multi == "explode":
         reps = [len(c) for c in rows.choices]
         items = [x for x, r in zip(rows.items, reps) for _ in range(r)]
@@ -381,7 +381,9 @@ def _json_load(path: Path, what: str) -> Any:
 
 
 def _json_lines(text: str, where: str) -> Iterator[tuple[int, Any]]:
-    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): a JSON string may hold a raw U+2028, U+2029 or U+0085
+    # lines end at \n, \r\n or \r (a raw \r is no JSON string's), not where splitlines() also
+    # breaks: a JSON string may hold a raw U+2028, U+2029 or U+0085
+    for n, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -799,14 +801,19 @@ def _read_csv(path: Path, sep: str, what: str) -> pd.DataFrame:
 
 
 def _image_input(df: pd.DataFrame, inputs: dict[str, str]) -> str | None:
-    """The input column that holds image references, where exactly one does: a task showing
-    several images (a pair to compare) is no one image's item, so it keeps its task id."""
+    """The input column whose image names the task: the only column of image references, or
+    of several such (a task's image beside an example or hint image) the only one that is
+    filled on every row and varies; none where several are (a pair of images to compare is
+    no one image's item: it keeps its task id); the first where none is."""
     cols = []
     for col in inputs.values():
         vals = df[col][df[col].str.strip() != ""]
         if len(vals) and bool(vals.map(_is_image_ref).all()):
             cols.append(col)
-    return cols[0] if len(cols) == 1 else None
+    if len(cols) <= 1:
+        return cols[0] if cols else None
+    varying = [c for c in cols if bool((df[c].str.strip() != "").all()) and (df[c].nunique() > 1 or len(df) == 1)]  # (one row: each may)
+    return varying[0] if len(varying) == 1 else cols[0] if not varying else None
 
 
 def read_toloka(path: Path, field: str | None = None, multi: str | None = None,

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io import atomic_file
+
 __all__ = ["plot_memorization", "plot_workers", "plot_expertise_gap", "load_run", "memorization_curves", "stage_histories", "subplots"]
 
 
@@ -82,8 +84,9 @@ def _save(fig: Any, out: str | Path) -> list[Path]:
     import matplotlib
 
     with matplotlib.rc_context({"svg.hashsalt": "kdcrowd"}):  # stable element ids: a redrawn figure is the same file
-        for p in paths:
-            fig.savefig(p, dpi=150, bbox_inches="tight", metadata={"Date": None} if p.suffix == ".svg" else None)
+        for p in paths:  # whole or not at all: an interrupt keeps the earlier file (io.atomic_file)
+            with atomic_file(p, "wb") as fh:
+                fig.savefig(fh, format=p.suffix[1:], dpi=150, bbox_inches="tight", metadata={"Date": None} if p.suffix == ".svg" else None)
     return paths
 
 
