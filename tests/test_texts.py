@@ -217,3 +217,30 @@ def test_the_texts_id_column_falls_back_as_the_crowd_labels_one_does(tmp_path) -
 def _write(path, text: str):
     path.write_text(text)
     return path
+
+
+def test_text_files_a_comma_too_many_a_bom_before_json_lines_and_empty_json(tmp_path) -> None:
+    """Every row one field longer than the header (an unquoted comma in each text): pandas
+    made the ids the index and the first part of each text the id, silently; a byte-order
+    mark before JSON lines was refused (every other reader drops it); an empty JSON list was
+    told to name its item column."""
+    import gzip
+
+    from kdcrowd.data.texts import read_texts
+
+    (tmp_path / "c.csv").write_text("item,text\nd0,Great movie, loved it\nd1,Awful film, hated it\n")
+    with pytest.raises(AnnotationError, match="one field more than its header line .*must be quoted"):
+        read_texts(tmp_path / "c.csv")
+    (tmp_path / "t.tsv").write_text("item\ttext\nd0\tGreat\tloved\nd1\tAwful\thated\n")
+    with pytest.raises(AnnotationError, match="a text holding a tab must be quoted"):
+        read_texts(tmp_path / "t.tsv")
+    lines = '{"item": "a", "text": "x y"}\n{"item": "b", "text": "z"}\n'
+    (tmp_path / "b.jsonl").write_text("\ufeff" + lines, encoding="utf-8")
+    assert read_texts(tmp_path / "b.jsonl") == (["a", "b"], ["x y", "z"])
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write("\ufeff" + lines)
+    assert read_texts(tmp_path / "b.jsonl.gz") == (["a", "b"], ["x y", "z"])
+    for name, content in (("e.json", "[]"), ("e.jsonl", "")):
+        (tmp_path / name).write_text(content)
+        with pytest.raises(AnnotationError, match="has no rows"):
+            read_texts(tmp_path / name)
