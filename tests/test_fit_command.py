@@ -794,6 +794,9 @@ def test_predict_guards_its_inputs_and_writes_whole_files(fitted: dict, tmp_path
         r = runner.invoke(app, ["predict", "--model", str(model), "--features", str(x), "--out", str(out)])
         assert r.exit_code == 2 and f"is the {name} file, which it would overwrite" in " ".join(r.output.split()), r.output
     assert {p: p.read_bytes() for p in (model, x)} == before
+    # the text options with --features were ignored (fit refuses them): refused, naming them
+    r = runner.invoke(app, ["predict", "--model", str(model), "--features", str(x), "--text-column", "body", "--item-column", "doc", "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 2 and "--text-column and --item-column go with --texts" in " ".join(r.output.split()), r.output
     r = runner.invoke(app, ["aggregate", "--annotations", str(fitted["root"] / "answers.csv"), "--out", str(fitted["root"] / "answers.csv")])
     assert r.exit_code == 2 and "is the --annotations file" in " ".join(r.output.split()), r.output
 

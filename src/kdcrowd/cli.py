@@ -1235,6 +1235,8 @@ def predict(
         check_out_file(out, example="predictions.csv", inputs={"--model": model, "--features": features, "--texts": texts, "--item-ids": item_ids})
         if sum(v is not None for v in (features, images, texts)) != 1:
             raise ValueError("give the items with exactly one of --features FILE, --images DIR or --texts FILE")
+        if texts is None and (unused := [o for o, v in (("--text-column", text_column), ("--item-column", item_column)) if v is not None]):
+            raise ValueError(f"{' and '.join(unused)} go{'es' if len(unused) == 1 else ''} with --texts; {'--features' if features is not None else '--images'} reads ids its own way")  # as fit refuses them
         if images is not None and out.is_file() and out.suffix.lower() in IMAGE_SUFFIXES and out.resolve().is_relative_to(images.resolve()):  # the CSV would replace an image it reads
             raise ValueError(f"--out {out} is one of the images of --images {images}, which it would overwrite; give another --out (e.g. predictions.csv)")
         if image_ids is not None and image_ids not in ("stem", "name", "path"):
