@@ -211,7 +211,7 @@ def test_overrides_and_errors(truth):
     assert sim.params["n_workers"] == 7 and sim.params["redundancy"] == 7
     with pytest.raises(ValueError, match="symmetric"):
         simulate_workers(y, "nope")
-    with pytest.raises(TypeError, match="accepted"):
+    with pytest.raises(ValueError, match="accepted"):
         simulate_workers(y, "symmetric", bogus=1)
     with pytest.raises(ValueError, match="redundancy"):
         simulate_workers(y, "symmetric", n_workers=2, redundancy=3)
@@ -236,3 +236,25 @@ def test_copy_source_is_ignored_without_copiers():
     assert sim.transitions.shape[1:] == (10, 10)
     with pytest.raises(ValueError, match="copy_source"):
         simulate_workers(y, "maxmig-low-1", n_classes=10, seed=0, n_seniors=2, n_copiers=1, copy_source=5)
+
+
+def test_bad_worker_parameters_are_value_errors_checked_before_the_data_is_read():
+    """Unknown names and a non-mapping were TypeErrors (a traceback on the command line,
+    exit 1), checked only after the data set was read; a junior_label or copy_source of 1.5
+    or true reached numpy; the instance case took any max_flip (rows of -0.5 and 1.5)."""
+    from kdcrowd.data.datasets import check_dataset_request
+
+    y = np.arange(200) % 4
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['bogus'\]"):
+        simulate_workers(y, "symmetric", bogus=1)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['bogus'\]"):
+        check_dataset_request("digits", "symmetric", {"bogus": 1})
+    with pytest.raises(ValueError, match="must be a mapping"):
+        check_dataset_request("digits", "symmetric", 5)
+    for case, name, bad in (("maxmig-low-2", "junior_label", 1.5), ("maxmig-low-2", "junior_label", True), ("maxmig-low-3", "copy_source", 1.5), ("maxmig-low-3", "copy_source", True)):
+        with pytest.raises(ValueError, match=f"{name} must"):
+            simulate_workers(y, case, **{name: bad})
+    x = np.random.default_rng(0).normal(size=(200, 5))
+    for bad in (-0.5, 1.5):
+        with pytest.raises(ValueError, match="max_flip must be in"):
+            simulate_workers(y, "instance", x=x, max_flip=bad)

@@ -215,10 +215,11 @@ def _add_juniors_and_copiers(seniors: np.ndarray, k: int, n_juniors: int, junior
     s = seniors.shape[0]
     n_juniors = _check_count("n_juniors", n_juniors)
     n_copiers = _check_count("n_copiers", n_copiers)
-    if not 0 <= junior_label < k:
-        raise ValueError(f"junior_label must be a class index in [0, {k}); got {junior_label}")
-    if n_copiers and not 0 <= copy_source < s:
-        raise ValueError(f"copy_source must index a senior worker in [0, {s}); got {copy_source}")
+    whole = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))  # noqa: E731  (1.5 or true index nothing)
+    if not (whole(junior_label) and 0 <= junior_label < k):
+        raise ValueError(f"junior_label must be a class index in [0, {k}); got {junior_label!r}")
+    if n_copiers and not (whole(copy_source) and 0 <= copy_source < s):
+        raise ValueError(f"copy_source must index a senior worker in [0, {s}); got {copy_source!r}")
     junior = np.zeros((k, k))
     junior[:, junior_label] = 1.0
     parts = [seniors, np.broadcast_to(junior, (n_juniors, k, k)), np.broadcast_to(seniors[copy_source if n_copiers else 0], (n_copiers, k, k))]
@@ -342,6 +343,8 @@ def _build_instance(y: np.ndarray, k: int, rng: np.random.Generator, x: Any, *, 
     m = _check_count("n_workers", n_workers, 1)
     nd = _check_count("n_directions", n_directions, 1)
     eps = _spread(noise_min, noise_max, m)
+    if not 0.0 <= max_flip <= 1.0:  # a flip probability: outside [0, 1] the rows are no distributions
+        raise ValueError(f"max_flip must be in [0, 1]; got {max_flip!r}")
     z = _project(x, 1 + nd, rng)
     d = 1.0 / (1.0 + np.exp(-slope * z[:, 0]))
     u = z[:, 1:]
@@ -404,6 +407,17 @@ def check_worker_case(case: str) -> None:
         raise ValueError(f"unknown worker case '{case}'; choose one of: {', '.join(WORKER_CASES)}")
 
 
+def check_worker_params(case: str, params: Any) -> None:
+    """Raise a ``ValueError`` unless ``params`` is a mapping of parameters worker case ``case``
+    takes (a ValueError, as a bad value is: one error line on the command line)."""
+    check_worker_case(case)
+    if not isinstance(params, dict):
+        raise ValueError(f"the parameters of worker case '{case}' must be a mapping (JSON such as {{\"redundancy\": 5}}); got {params!r}")
+    defaults = _case_params(WORKER_CASES[case][1])
+    if unknown := sorted(set(params) - set(defaults)):
+        raise ValueError(f"worker case '{case}' got unknown parameter(s) {unknown}; accepted: {sorted(defaults)}")
+
+
 def simulate_workers(y_true: np.ndarray, case: str, n_classes: int | None = None, seed: int = 0, x: np.ndarray | None = None, **params: Any) -> SimulatedCrowd:
     """Sample crowd labels for items with known true labels.
 
@@ -434,9 +448,7 @@ def simulate_workers(y_true: np.ndarray, case: str, n_classes: int | None = None
         raise ValueError(f"n_classes={k} must be >= 2 and larger than the largest label {int(y.max())}")
     _, builder = WORKER_CASES[case]
     defaults = _case_params(builder)
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise TypeError(f"worker case '{case}' got unknown parameter(s) {unknown}; accepted: {sorted(defaults)}")
+    check_worker_params(case, params)
     merged = {**defaults, **params}
     rng = np.random.default_rng(seed)
     plan = builder(y, k, rng, x, **merged)
