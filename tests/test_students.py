@@ -153,3 +153,23 @@ def test_kdcrowd_trains_the_mixup_student(digits) -> None:
     assert a["student"].fit.history == b["student"].fit.history
     hist = a["student"].fit.history
     assert hist[-1]["val_accuracy"] > 0.3
+
+
+@pytest.mark.parametrize("student, params, msg", [
+    ("sce", {"alpha": -1.0, "beta": -1.0}, "alpha must be a finite number >= 0"),
+    ("sce", {"beta": float("nan")}, "beta must be a finite number >= 0"),
+    ("sce", {"alpha": 0.0, "beta": 0.0}, "both 0"),
+    ("elr", {"lam": -3.0}, "lam must be a finite number >= 0"),
+    ("elr", {"lam": float("nan")}, "lam must be a finite number >= 0"),
+    ("coteaching", {"t_k": "x"}, "t_k must be a whole number"),
+    ("coteaching", {"t_k": float("nan")}, "t_k must be a whole number"),
+])
+def test_student_settings_are_refused_before_the_teacher_trains(student: str, params: dict, msg: str) -> None:
+    """These reached the student stage, after the teacher trained (a TypeError, a NaN forget
+    rate, a FloatingPointError blaming the learning rate), or trained towards nonsense (SCE
+    with negative weights maximised its loss)."""
+    from kdcrowd.config import ConfigError
+    from kdcrowd.framework import KDCrowd
+
+    with pytest.raises((ConfigError, ValueError), match=msg):
+        KDCrowd(student=student, student_params=params)

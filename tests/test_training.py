@@ -214,3 +214,29 @@ def test_crop_padding_follows_the_short_side_and_is_checked() -> None:
     with pytest.raises(ConfigError, match=r"crop_padding must be less than the images' short side \(8 px\); got 8"):
         fit(module, data, TrainConfig(epochs=1, batch_size=3, progress=False, crop_padding=8))
     fit(module, data, TrainConfig(epochs=1, batch_size=3, progress=False, crop_padding=8, augment=False))  # no crops: no padding
+
+
+def test_a_warm_up_longer_than_training_is_refused_and_no_items_predict_as_k_columns() -> None:
+    """warmup_epochs 5 of 3 epochs kept the learning rate rising to 0.6 × lr and never
+    decaying; predict_proba of no items returned a bare (0,) tensor on the CPU, whose
+    argmax(1) failed, and with test-time augmentation it raised."""
+    import numpy as np
+
+    from kdcrowd.config import ConfigError
+    from kdcrowd.training import DeviceData, TrainConfig, predict_proba
+
+    with pytest.raises(ConfigError, match="warmup_epochs 5 is longer than the 3 epoch"):
+        TrainConfig(epochs=3, warmup_epochs=5)
+    TrainConfig(epochs=3, warmup_epochs=5, schedule="constant")  # no warm-up there: nothing to refuse
+    TrainConfig(epochs=3, warmup_epochs=3)
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    data = DeviceData(x, x, x, np.zeros(10, dtype=np.int64), np.zeros(10, dtype=np.int64), torch.device("cpu"))
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    net.predict_proba = lambda z: net(z).softmax(-1)  # type: ignore[attr-defined]
+    assert predict_proba(net, data, data.x_test[:0]).shape == (0, 3)
+    imgs = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
+    idata = DeviceData(imgs, imgs, imgs, np.zeros(6, dtype=np.int64), np.zeros(6, dtype=np.int64), torch.device("cpu"))
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    cnn.predict_proba = lambda z: cnn(z).softmax(-1)  # type: ignore[attr-defined]
+    predict_proba(cnn, idata, idata.x_test[:2])  # (the lazy layer takes its shape)
+    assert predict_proba(cnn, idata, idata.x_test[:0], TrainConfig(tta="flip")).shape == (0, 5)

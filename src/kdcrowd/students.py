@@ -95,6 +95,11 @@ class GCEStudent(Student):
         return gce_loss(logits, y, q=self.q)
 
 
+def _nonnegative(v: Any) -> bool:
+    """A finite number >= 0 (not a bool)."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and bool(np.isfinite(v)) and v >= 0
+
+
 class SCEStudent(Student):
     """Symmetric cross-entropy (Wang et al., ICCV 2019).
 
@@ -105,6 +110,11 @@ class SCEStudent(Student):
 
     def __init__(self, backbone: nn.Module, n_items: int, n_classes: int, alpha: float = 0.1, beta: float = 1.0) -> None:
         super().__init__(backbone, n_items, n_classes)
+        for name, v in (("alpha", alpha), ("beta", beta)):  # here, so that KD-Crowd refuses them before the teacher trains
+            if not _nonnegative(v):  # a negative weight maximises its term
+                raise ValueError(f"{name} must be a finite number >= 0; got {v!r}")
+        if alpha == 0 and beta == 0:
+            raise ValueError("alpha and beta are both 0: the loss would be 0; give one a positive weight")
         self.alpha, self.beta = alpha, beta
 
     def robust_loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -195,6 +205,8 @@ class CoTeachingStudent(Student):
             raise ValueError("co-teaching needs a second network: pass backbone_b (same architecture, fresh initialisation)")
         if not 0.0 <= forget_rate <= 1.0:  # here, so that KD-Crowd refuses it before the teacher trains
             raise ValueError(f"forget_rate must be in [0, 1]; got {forget_rate}")
+        if isinstance(t_k, bool) or not isinstance(t_k, (int, np.integer)):  # epochs of the ramp (0 or less: none)
+            raise ValueError(f"t_k must be a whole number of epochs; got {t_k!r}")
         self.backbone_b = backbone_b
         self.forget_rate, self.t_k = forget_rate, t_k
 

@@ -183,6 +183,9 @@ class TrainConfig:
         check_fields(self)
         if self.device != "auto":
             _device(self.device)
+        if self.schedule in ("cosine", "triangular") and self.warmup_epochs > self.epochs:
+            raise ConfigError(f"{option_name('warmup_epochs')} {self.warmup_epochs:g} is longer than the {self.epochs} epoch(s) of training: the learning rate would never reach "
+                              f"its peak nor decay; give at most {option_name('epochs')} (e.g. {min(1, self.epochs)})")
         if self.sync_bn and not self.distributed:
             raise ConfigError(f"{option_name('sync_bn')} synchronises BatchNorm across the processes of {option_name('distributed')} training; it goes with it")
         if self.cuda_graph and (self.distributed or self.compile):
@@ -589,7 +592,8 @@ def _optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def autocast(device: torch.device, enabled: bool | None) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA (when enabled or left to default), nothing on CPU."""
+    """bf16 autocast: by default (``enabled`` None) on CUDA only; ``enabled=True`` turns it
+    on for any device (the CPU included, as ``TrainConfig.amp`` says), ``False`` off."""
     on = device.type == "cuda" if enabled is None else enabled
     if not on:
         return contextlib.nullcontext()
@@ -617,14 +621,17 @@ def _predict_local(module: Any, data: DeviceData, x: torch.Tensor, config: Train
     module.eval()
     out = []
     tta = config.tta if data.is_image else "none"
-    for s in range(0, x.shape[0], config.eval_batch_size):
-        xb = data.prepare(x[s : s + config.eval_batch_size])
-        if data.is_image and config.channels_last and data.device.type == "cuda":
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast(data.device, config.amp):
-            out.append(_predict_views(module, xb, tta, config.flip))
-    module.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    try:  # the module's mode comes back even when a prediction fails
+        # no items: one pass over the empty batch, for the (0, K) shape and the device (not a bare (0,))
+        for s in range(0, max(x.shape[0], 1), config.eval_batch_size):
+            xb = data.prepare(x[s : s + config.eval_batch_size])
+            if data.is_image and config.channels_last and data.device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(data.device, config.amp):
+                out.append(_predict_views(module, xb, tta, config.flip))
+    finally:
+        module.train(was_training)
+    return torch.cat(out)
 
 
 def tta_views(x: torch.Tensor, tta: str, flip: bool = True) -> list[tuple[torch.Tensor, float]]:
@@ -652,7 +659,7 @@ def tta_views(x: torch.Tensor, tta: str, flip: bool = True) -> list[tuple[torch.
 def _predict_views(module: Any, xb: torch.Tensor, tta: str, flip: bool) -> torch.Tensor:
     """``module.predict_proba`` averaged over :func:`tta_views` (one pass over all views)."""
     views = tta_views(xb, tta, flip)
-    if len(views) == 1:
+    if len(views) == 1 or xb.shape[0] == 0:  # (no items: nothing to average, and view() cannot split 0 rows)
         return module.predict_proba(xb).float()
     p = module.predict_proba(torch.cat([v for v, _ in views])).float().view(len(views), xb.shape[0], -1)
     weights = torch.tensor([wt for _, wt in views], device=p.device, dtype=p.dtype).view(-1, 1, 1)
