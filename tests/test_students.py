@@ -173,3 +173,15 @@ def test_student_settings_are_refused_before_the_teacher_trains(student: str, pa
 
     with pytest.raises((ConfigError, ValueError), match=msg):
         KDCrowd(student=student, student_params=params)
+
+
+def test_whole_number_floats_are_epochs_and_a_bool_is_no_weight() -> None:
+    from kdcrowd.config import ConfigError
+    from kdcrowd.framework import KDCrowd
+
+    KDCrowd(student="coteaching", student_params={"t_k": 5.0})  # JSON's 5.0, np.linspace's floats
+    KDCrowd(student="coteaching", student_params={"t_k": np.float64(3)})
+    with pytest.raises((ConfigError, ValueError), match="t_k must be a whole number"):
+        KDCrowd(student="coteaching", student_params={"t_k": 2.5})
+    with pytest.raises((ConfigError, ValueError), match="lam must be"):
+        KDCrowd(student="elr", student_params={"lam": True})

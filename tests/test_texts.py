@@ -240,6 +240,8 @@ def test_text_files_a_comma_too_many_a_bom_before_json_lines_and_empty_json(tmp_
     with gzip.open(tmp_path / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
         fh.write("\ufeff" + lines)
     assert read_texts(tmp_path / "b.jsonl.gz") == (["a", "b"], ["x y", "z"])
+    (tmp_path / "r.jsonl").write_bytes(b'{"item": "a", "text": "l1\rl2"}\n')  # a raw CR inside a text stays one
+    assert read_texts(tmp_path / "r.jsonl") == (["a"], ["l1\rl2"])
     for name, content in (("e.json", "[]"), ("e.jsonl", "")):
         (tmp_path / name).write_text(content)
         with pytest.raises(AnnotationError, match="has no rows"):

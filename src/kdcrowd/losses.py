@@ -465,7 +465,7 @@ class ELRLoss(nn.Module):
         super().__init__()
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"beta must be in [0, 1); got {beta}")
-        if not (math.isfinite(lam) and lam >= 0):  # a negative weight rewards memorising the noisy labels
+        if isinstance(lam, bool) or not (math.isfinite(lam) and lam >= 0):  # a negative weight rewards memorising the noisy labels
             raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
         self.n_items = int(n_items)
         self.n_classes = int(n_classes)

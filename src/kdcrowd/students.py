@@ -205,8 +205,9 @@ class CoTeachingStudent(Student):
             raise ValueError("co-teaching needs a second network: pass backbone_b (same architecture, fresh initialisation)")
         if not 0.0 <= forget_rate <= 1.0:  # here, so that KD-Crowd refuses it before the teacher trains
             raise ValueError(f"forget_rate must be in [0, 1]; got {forget_rate}")
-        if isinstance(t_k, bool) or not isinstance(t_k, (int, np.integer)):  # epochs of the ramp (0 or less: none)
+        if isinstance(t_k, (bool, np.bool_)) or not isinstance(t_k, (int, float, np.integer, np.floating)) or not float(t_k).is_integer():  # epochs of the ramp (0 or less: none)
             raise ValueError(f"t_k must be a whole number of epochs; got {t_k!r}")
+        t_k = int(t_k)  # 5.0 from JSON is 5
         self.backbone_b = backbone_b
         self.forget_rate, self.t_k = forget_rate, t_k
 

@@ -49,7 +49,7 @@ Interpretations that are ours, not the papers' (SPEC "[choice]"):
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -411,7 +411,7 @@ def check_worker_params(case: str, params: Any) -> None:
     """Raise a ``ValueError`` unless ``params`` is a mapping of parameters worker case ``case``
     takes (a ValueError, as a bad value is: one error line on the command line)."""
     check_worker_case(case)
-    if not isinstance(params, dict):
+    if not isinstance(params, Mapping):
         raise ValueError(f"the parameters of worker case '{case}' must be a mapping (JSON such as {{\"redundancy\": 5}}); got {params!r}")
     defaults = _case_params(WORKER_CASES[case][1])
     if unknown := sorted(set(params) - set(defaults)):
@@ -429,7 +429,7 @@ def simulate_workers(y_true: np.ndarray, case: str, n_classes: int | None = None
         x: item features or images with ``N`` rows; needed only by ``instance``.
         **params: overrides of the case's parameters (e.g. ``n_workers=30``,
             ``redundancy=5``, ``noise_min=0.2``); see the builder docstrings. Unknown
-            names raise ``TypeError`` listing the accepted ones.
+            names raise ``ValueError`` listing the accepted ones.
 
     Returns:
         A :class:`SimulatedCrowd`: ``annotations`` (item index = position in ``y_true``,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -85,8 +84,9 @@ def read_texts(path: str | os.PathLike, id_column: str | Sequence[str] = "item",
             df = pd.read_parquet(p)
         elif suffix in (".jsonl", ".jsonl.gz", ".ndjson"):
             # read as text first: a byte-order mark is dropped, as every other reader here drops it
-            with (gzip.open(p, "rt", encoding="utf-8-sig") if suffix.endswith(".gz") else open(p, encoding="utf-8-sig")) as fh:
-                df = pd.read_json(io.StringIO(fh.read()), lines=True, dtype=False)
+            # (newline="": a raw \r inside a text stays one, and pandas reads the open file, not a copy)
+            with (gzip.open(p, "rt", encoding="utf-8-sig", newline="") if suffix.endswith(".gz") else open(p, encoding="utf-8-sig", newline="")) as fh:
+                df = pd.read_json(fh, lines=True, dtype=False)
         elif suffix == ".json":
             with open(p, encoding="utf-8-sig") as fh:
                 obj = json.load(fh)
@@ -98,17 +98,17 @@ def read_texts(path: str | os.PathLike, id_column: str | Sequence[str] = "item",
             tsv = suffix.startswith(".tsv")
             df = pd.read_csv(p, sep="\t" if tsv else ",", dtype=str, keep_default_na=False, na_values=[],
                              encoding="utf-8-sig", quoting=tsv_quoting(p) if tsv else csv.QUOTE_MINIMAL)
-            if not isinstance(df.index, pd.RangeIndex):  # every row one field longer than the header: pandas made the first an index
+            if not isinstance(df.index, pd.RangeIndex):  # rows a field longer than the header: pandas made the first an index
                 sep = "tab" if tsv else "comma"
-                raise AnnotationError(f"every row of the text file {p} has one field more than its header line ({', '.join(map(repr, map(str, df.columns)))}): "
-                                      f"a text holding a {sep} must be quoted (\"...\"), or the header names a column too few.")
+                raise AnnotationError(f"rows of the text file {p} have one field more than its header line ({', '.join(map(repr, map(str, df.columns)))}): "
+                                      f"a text holding a {sep} must be quoted (\"...\"), a {sep} ending each line removed, or the header must name every column.")
     except AnnotationError:
         raise
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise AnnotationError(f"cannot read the text file {p}: {exc}.") from exc
     cols = [str(c) for c in df.columns]
     df.columns = cols
-    if df.empty and not cols:  # an empty JSON list or JSON-lines file: no rows, not a missing column
+    if len(df) == 0 and not cols:  # an empty JSON list or JSON-lines file: no rows, not a missing column
         raise AnnotationError(f"the text file {p} has no rows.")
     id_column = next((c for c in candidates if c in cols), id_column)
     for col, option in ((id_column, "--item-column"), (text_column, "--text-column")):
