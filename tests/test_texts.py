@@ -246,3 +246,26 @@ def test_text_files_a_comma_too_many_a_bom_before_json_lines_and_empty_json(tmp_
         (tmp_path / name).write_text(content)
         with pytest.raises(AnnotationError, match="has no rows"):
             read_texts(tmp_path / name)
+
+
+def test_predict_finds_the_id_column_the_training_texts_had(tmp_path) -> None:
+    """A model fitted on texts whose ids are in a `doc` column: predict on such a file
+    needed --item-column again (the model file did not keep it); item and task still work."""
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+
+    rng = np.random.default_rng(0)
+    ids = [f"d{i}" for i in range(30)]
+    pd.DataFrame({"doc": ids, "body": [["good day", "bad day"][i % 2] + f" w{i}" for i in range(30)]}).to_csv(tmp_path / "texts.csv", index=False)
+    pd.DataFrame([(i, w, ["pos", "neg"][k % 2] if rng.random() < 0.8 else ["neg", "pos"][k % 2]) for k, i in enumerate(ids) for w in ("u", "v", "x")],
+                 columns=["doc", "worker", "label"]).to_csv(tmp_path / "ann.csv", index=False)
+    r = CliRunner().invoke(app, ["fit", "--annotations", str(tmp_path / "ann.csv"), "--texts", str(tmp_path / "texts.csv"), "--item-column", "doc", "--text-column", "body",
+                                 "--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "o" / "model.pt"), "--texts", str(tmp_path / "texts.csv"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    assert pd.read_csv(tmp_path / "p.csv")["item"].tolist() == ids
+    _write(tmp_path / "t.csv", "task,body\na,good\n")
+    r = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "o" / "model.pt"), "--texts", str(tmp_path / "t.csv"), "--out", str(tmp_path / "q.csv")])
+    assert r.exit_code == 0 and pd.read_csv(tmp_path / "q.csv")["item"].tolist() == ["a"], r.output

@@ -1082,7 +1082,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
                 door_values["head_recipe"] = "frozen-features"
         elif texts is not None:
             X, featurizer = X
-            input_transform = {"kind": "text", "text_column": p.get("text_column") or "text", "featurizer": featurizer.to_state()}
+            input_transform = {"kind": "text", "text_column": p.get("text_column") or "text", "item_column": text_id_column, "featurizer": featurizer.to_state()}
         head_recipe = door_values.get("head_recipe", "auto")  # as the report shows it
         if head_recipe == "frozen-features":  # resolved here with the run's own KD-Crowd part, then given as is
             before = dict(door_values)
@@ -1216,7 +1216,7 @@ def predict(
     images: Optional[Path] = typer.Option(None, help="Folder of images (resized as in training; a model trained on frozen pretrained features computes the same features first)."),
     texts: Optional[Path] = typer.Option(None, help="Texts of the items (CSV/TSV/Parquet/JSONL), for a model trained with `kdcrowd fit --texts`: featurised with the training vocabulary."),
     text_column: Optional[str] = typer.Option(None, help="With --texts: the column holding the text (default: the one used in training)."),
-    item_column: Optional[str] = typer.Option(None, help="With --texts: the column of item ids, when it is not called item (or task)."),
+    item_column: Optional[str] = typer.Option(None, help="With --texts: the column of item ids (default: the one used in training, else item or task)."),
     item_ids: Optional[Path] = typer.Option(None, help="With a .npy --features: one item id per line."),
     image_ids: Optional[str] = typer.Option(None, show_default=False, help="Item id of an image: stem, name or path (default: as the model's training images were named, else stem)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
@@ -1252,7 +1252,9 @@ def predict(
         if texts is not None:
             from .data.texts import TextFeaturizer, read_texts
 
-            tids, ttexts = read_texts(texts, id_column=_text_id_columns(item_column), text_column=text_column or inputs.get("text_column", "text"))  # given here: for the texts
+            # the id column: --item-column, else the one the training texts had (then item, task)
+            id_columns = _text_id_columns(item_column) if item_column is not None else tuple(dict.fromkeys((str(inputs.get("item_column") or "item"), "item", "task")))
+            tids, ttexts = read_texts(texts, id_column=id_columns, text_column=text_column or inputs.get("text_column", "text"))  # given here: for the texts
             ids, described = tids, f"texts from {texts.name}"
             X = TextFeaturizer.from_state(inputs["featurizer"]).transform(ttexts)
         else:

@@ -69,7 +69,8 @@ def save_model(path: str | Path, clf: Any) -> None:
     (frozen features of the pretrained backbone NAME, images read at SIDE px:
     :func:`kdcrowd.models.pretrained.extract_features`, scaled by NORM:
     :func:`kdcrowd.models.pretrained.normalise_features`; without ``norm``, as they come) or ``{"kind": "text",
-    "text_column": NAME, "featurizer": STATE}`` (:meth:`kdcrowd.data.texts.TextFeaturizer.to_state`).
+    "text_column": NAME, "item_column": NAME, "featurizer": STATE}`` (:meth:`kdcrowd.data.texts.TextFeaturizer.to_state`;
+    ``item_column``: the training texts' id column, which ``kdcrowd predict`` looks for first).
     ``image_ids``: the id style of the image files ``kdcrowd fit`` trained on (``stem``,
     ``name`` or ``path``; ``None`` for other items), which ``kdcrowd predict`` names images
     by. ``spreading``: ``None``, or with label spreading (``clf.spreading_``) the fitted items'
