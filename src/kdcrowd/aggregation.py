@@ -250,9 +250,7 @@ def _ds_counts(item_w: torch.Tensor, wy_w: torch.Tensor, q: torch.Tensor, mk: in
     a slice is the only extra memory): a cell sums all of a worker's labels of one class,
     and float32 running sums of millions drift by 1e-3, which moved the matrices by points."""
     src = torch.index_select(q, 0, item_w, out=buf)
-    if q.dtype == torch.float64:
-        return torch.zeros(mk, q.shape[1], dtype=q.dtype, device=q.device).index_add_(0, wy_w, src)
-    raw = torch.zeros(mk, q.shape[1], dtype=torch.float64, device=q.device)
+    raw = torch.zeros(mk, q.shape[1], dtype=torch.float64, device=q.device)  # (a float64 slice's cast is no copy)
     for start in range(0, len(wy_w), _COUNT_CHUNK):
         raw.index_add_(0, wy_w[start:start + _COUNT_CHUNK], src[start:start + _COUNT_CHUNK].to(torch.float64))
     return raw.to(q.dtype)

@@ -1253,7 +1253,7 @@ def predict(
             from .data.texts import TextFeaturizer, read_texts
 
             # the id column: --item-column, else the one the training texts had (then item, task)
-            id_columns = _text_id_columns(item_column) if item_column is not None else tuple(dict.fromkeys((str(inputs.get("item_column") or "item"), "item", "task")))
+            id_columns = _text_id_columns(item_column) if item_column is not None else _text_id_columns(inputs.get("item_column"), in_crowd_labels=True)
             tids, ttexts = read_texts(texts, id_column=id_columns, text_column=text_column or inputs.get("text_column", "text"))  # given here: for the texts
             ids, described = tids, f"texts from {texts.name}"
             X = TextFeaturizer.from_state(inputs["featurizer"]).transform(ttexts)

@@ -89,6 +89,9 @@ class _NoCheckpoints:
 NO_CHECKPOINTS: StageRecorder = _NoCheckpoints()
 
 
+#: KD-Crowd's ensembles (outputs that train nothing) and the stages they average.
+ENSEMBLE_MEMBERS: dict[str, tuple[str, ...]] = {"ensemble": ("student", "stage2"), "ensemble-all": ("teacher", "student", "stage2")}
+
 @dataclass
 class KDCrowd:
     """KD-Crowd over any teacher and any student: the framework's typed configuration and
@@ -155,7 +158,7 @@ class KDCrowd:
 
     def __post_init__(self) -> None:
         check_fields(self)  # stages among 1, 2 (its Literal) included
-        if self.stages == 1 and self.final in ("stage2", "ensemble", "ensemble-all"):
+        if self.stages == 1 and self.final in ("stage2", *ENSEMBLE_MEMBERS):
             raise ConfigError(f"{_setting('final', self.final)} needs {_setting('stages', 2)}: with {_setting('stages', 1)} the student is the final predictor")
         if self.stage2_init == "student" and self.stage2 != "reinit":
             raise ConfigError(f"{_setting('stage2_init', 'student')} initialises a re-initialised stage 2; it has no effect with {_setting('stage2', 'finetune')} (use {_setting('stage2', 'reinit')})")
@@ -349,18 +352,21 @@ class KDCrowd:
         outs["stage2"] = MethodOutput(c_obj, c_fit, train_proba=c_proba, transitions=model.transition_matrices().detach().float().cpu().numpy())
         if ds.y_train is not None:
             outs["stage2"].extra["train_posterior_accuracy"] = M.accuracy(c_post.cpu().numpy(), ds.y_train)
-        # The student and stage 2 averaged: trains nothing; evaluated like the stages (its
+        # The ensembles (ENSEMBLE_MEMBERS): train nothing; evaluated like the stages (their
         # members' last-epoch states, then their validation-selected ones), whatever ``final``.
-        ens = Ensemble([s_obj, c_obj])
-        e_fit = FitResult(history=[], best_epoch=None, best_state=Ensemble.state([s_fit.best_state, c_fit.best_state]),
-                          final_state=Ensemble.state([s_fit.final_state, c_fit.final_state]), seconds=0.0, timings=dict.fromkeys(LOOP_TIMINGS, 0.0))
-        # its training-item predictions from its members', just predicted in the same states
-        outs["ensemble"] = MethodOutput(ens, e_fit, train_proba=ens.average([refined, c_proba]), transitions=outs["stage2"].transitions)
-        if teacher is not None:  # and with the teacher: every network trained (its classifier's proba, as it predicts)
-            members, fits = [t_obj, s_obj, c_obj], [t_fit, s_fit, c_fit]
-            ens_all = Ensemble(members)
-            a_fit = replace(e_fit, best_state=Ensemble.state([f.best_state for f in fits]), final_state=Ensemble.state([f.final_state for f in fits]))
-            outs["ensemble-all"] = MethodOutput(ens_all, a_fit, train_proba=ens_all.average([proba, refined, c_proba]), transitions=outs["stage2"].transitions)
+        # Each member: its objective, fit and training-item predictions, just predicted in the
+        # states they are in (the teacher's classifier, as it predicts); the teacher only where
+        # its module is here.
+        parts = {"student": (s_obj, s_fit, refined), "stage2": (c_obj, c_fit, c_proba)}
+        if teacher is not None:
+            parts["teacher"] = (t_obj, t_fit, proba)
+        for name, members in ENSEMBLE_MEMBERS.items():
+            if all(m in parts for m in members):
+                objs, fits, probas = zip(*(parts[m] for m in members))
+                ens = Ensemble(list(objs))
+                e_fit = FitResult(history=[], best_epoch=None, best_state=Ensemble.state([f.best_state for f in fits]),
+                                  final_state=Ensemble.state([f.final_state for f in fits]), seconds=0.0, timings=dict.fromkeys(LOOP_TIMINGS, 0.0))
+                outs[name] = MethodOutput(ens, e_fit, train_proba=ens.average(list(probas)), transitions=outs["stage2"].transitions)
         final = self.final
         if final == "best-val":
             sv, cv = best_val_accuracy(s_fit, s_obj, data, train), best_val_accuracy(c_fit, c_obj, data, train)

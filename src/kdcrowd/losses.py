@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -448,6 +450,11 @@ def sce_loss(
         return alpha * ce.mean() + beta * rce.mean()
 
 
+def nonnegative(v: Any) -> bool:
+    """Whether ``v`` is a finite number >= 0 (not a bool): a loss weight."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and bool(v >= 0)  # (numpy's numbers are Real, its bool_ is not)
+
+
 class ELRLoss(nn.Module):
     """Early-learning regularization, ``CE + lam * mean_i log(1 - <t_i, p_i>)``.
 
@@ -465,7 +472,7 @@ class ELRLoss(nn.Module):
         super().__init__()
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"beta must be in [0, 1); got {beta}")
-        if isinstance(lam, bool) or not (math.isfinite(lam) and lam >= 0):  # a negative weight rewards memorising the noisy labels
+        if not nonnegative(lam):  # a negative weight rewards memorising the noisy labels
             raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
         self.n_items = int(n_items)
         self.n_classes = int(n_classes)

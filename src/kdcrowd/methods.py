@@ -55,7 +55,7 @@ from .evaluate import (
     standard_callbacks,
     true_transitions,  # noqa: F401  (re-exported)
 )
-from .framework import KDCrowd
+from .framework import ENSEMBLE_MEMBERS, KDCrowd
 from .models import CROWD_MODELS as _CROWD_MODEL_REGISTRY
 from .models.backbones import build_backbone
 from .models.base import crowd_model_spec
@@ -338,8 +338,8 @@ def _kdcrowd(
         stages[name] = rec
     chosen = outs[final]
     fit = chosen.fit
-    if final in ("ensemble", "ensemble-all"):  # it trains no epochs itself: its training time is its members' (their histories are under stages)
-        fit = replace(fit, seconds=sum(outs[m].fit.seconds for m in (["teacher"] if final == "ensemble-all" else []) + ["student", "stage2"]))
+    if final in ENSEMBLE_MEMBERS:  # it trains no epochs itself: its training time is its members' (their histories are under stages)
+        fit = replace(fit, seconds=sum(outs[m].fit.seconds for m in ENSEMBLE_MEMBERS[final]))
     return MethodOutput(chosen.module, fit, train_proba=chosen.train_proba, transitions=transitions, extra={"stages": stages, "final_stage": final}, evaluation=evaluation)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .losses import ELRLoss, coteaching_select, forget_rate_schedule, gce_loss, sce_loss
+from .losses import ELRLoss, coteaching_select, forget_rate_schedule, gce_loss, nonnegative, sce_loss
 from .models._common import to_device
 
 __all__ = ["Student", "CEStudent", "GCEStudent", "SCEStudent", "ELRStudent", "MixupStudent", "CoTeachingStudent", "STUDENTS", "build_student", "StudentObjective"]
@@ -95,11 +95,6 @@ class GCEStudent(Student):
         return gce_loss(logits, y, q=self.q)
 
 
-def _nonnegative(v: Any) -> bool:
-    """A finite number >= 0 (not a bool)."""
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and bool(np.isfinite(v)) and v >= 0
-
-
 class SCEStudent(Student):
     """Symmetric cross-entropy (Wang et al., ICCV 2019).
 
@@ -111,7 +106,7 @@ class SCEStudent(Student):
     def __init__(self, backbone: nn.Module, n_items: int, n_classes: int, alpha: float = 0.1, beta: float = 1.0) -> None:
         super().__init__(backbone, n_items, n_classes)
         for name, v in (("alpha", alpha), ("beta", beta)):  # here, so that KD-Crowd refuses them before the teacher trains
-            if not _nonnegative(v):  # a negative weight maximises its term
+            if not nonnegative(v):  # a negative weight maximises its term
                 raise ValueError(f"{name} must be a finite number >= 0; got {v!r}")
         if alpha == 0 and beta == 0:
             raise ValueError("alpha and beta are both 0: the loss would be 0; give one a positive weight")
