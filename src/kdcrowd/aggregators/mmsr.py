@@ -249,8 +249,8 @@ def mmsr(
     nu, nv = float(torch.linalg.norm(u)), float(torch.linalg.norm(v))
     # every observed covariance 0 (e.g. K = 2 workers who agree on half their shared items):
     # the completion is 0 and says nothing of the workers; crowd-kit's skills are NaN then
-    degenerate = not (nv > 0 and math.isfinite(nu / nv))
-    signs = None if degenerate else _sign_vector(ma, r.cpu().numpy(), c.cpu().numpy(), cov.cpu().numpy(), k)
+    no_completion = not (nv > 0 and math.isfinite(nu / nv))
+    signs = None if no_completion else _sign_vector(ma, r.cpu().numpy(), c.cpu().numpy(), cov.cpu().numpy(), k)
     degenerate = signs is None  # no completion, or no majority to say which workers are skilled: no skills
     rel = np.full(ma, np.nan) if degenerate else signs * (u / math.sqrt(nu / nv)).cpu().numpy()
     rel = np.minimum(rel, 1 - 1.0 / math.sqrt(n_tasks))

@@ -1060,10 +1060,9 @@ class Annotations:
         width = max(int(counts.max()) if counts.size else 0, 1)
         size = self._n_items * width
         if size > PADDED_WARN and size > 16 * max(1, len(self)):  # the layout, not the annotations, takes the memory
-            heavy = self._item_ids[int(np.argmax(counts))]
-            heavy = heavy.item() if isinstance(heavy, np.generic) else heavy
+            heavy = _fmt(self._item_ids[int(np.argmax(counts))])
             what = (f"the crowd models keep each item's labels in a row as wide as the most labelled item's: item "
-                    f"{heavy!r} has {width} labels where the median item has {int(np.median(counts))}, so the "
+                    f"{heavy} has {width} labels where the median item has {int(np.median(counts))}, so the "
                     f"{self._n_items} items take {self._n_items} x {width} entries ({2 * 8 * size / 1e9:.1f} GB) for {len(self)} labels")
             fix = ("remove that item's labels if it is a control question (give its answer as a gold question: --gold), or "
                    "aggregate first (method 'ds' or 'mv', which do not keep them)")
