@@ -6,8 +6,10 @@ The call ran ``benchmarks/protocol_queue.sh $OUT/w …`` and packed ``$OUT/w`` a
 (benchmarks/jobs/README.md). This copies its parts (``part_*.json`` and every ``part_*.log``,
 the logs of jobs cut at the deadline too), its ``merged*.json`` and its saved teachers
 (``teachers/*.json``, committed; ``teachers/*.npz``, git-ignored, kept for KD-Crowd jobs over
-them later with ``protocol.py --teacher-outputs``) into the folder, and prints one line per job:
-its runs and test accuracies, or that it left no part (cut). It refuses a folder that exists, so
+them later with ``protocol.py --teacher-outputs``) and the probabilities ``--save-proba`` wrote
+(``proba/*.npz``, committed) into the folder, and prints one line per job: its runs and test
+accuracies, marked cut where its log lacks protocol.py's closing line (the deadline stopped it
+after some runs: a part is written after every run), or that it left no part. It refuses a folder that exists, so
 an earlier call's files are never overwritten. Then add the folder to §7g's ``--merge`` command.
 """
 
@@ -46,11 +48,12 @@ def collect(archive: Path, dest: Path) -> list[str]:
         dest.mkdir(parents=True)
         for f in [*src.glob("part_*.json"), *logs, *src.glob("merged*.json")]:
             shutil.copy2(f, dest / f.name)
-        teachers = [f for f in (src / "teachers").glob("*") if f.suffix in (".json", ".npz")] if (src / "teachers").is_dir() else []
-        if teachers:
-            (dest / "teachers").mkdir()
-            for f in teachers:
-                shutil.copy2(f, dest / "teachers" / f.name)
+        for sub, suffixes in (("teachers", (".json", ".npz")), ("proba", (".npz",))):
+            files = [f for f in (src / sub).glob("*") if f.suffix in suffixes] if (src / sub).is_dir() else []
+            if files:
+                (dest / sub).mkdir()
+                for f in files:
+                    shutil.copy2(f, dest / sub / f.name)
         lines = []
         for log in logs:
             part = log.with_suffix(".json")
@@ -58,7 +61,9 @@ def collect(archive: Path, dest: Path) -> list[str]:
                 lines.append(f"{log.stem}: no part (cut at the deadline or failed; see {log.name})")
                 continue
             runs = json.loads(part.read_text())["runs"]
-            lines.append(f"{log.stem}: " + ", ".join(f"{r['label']} seed {r['seed']} {100 * r['test_accuracy']:.2f}" for r in runs))
+            finished = any(line.startswith('{"out": ') for line in log.read_text(errors="replace").splitlines())
+            lines.append(f"{log.stem}: " + ", ".join(f"{r['label']} seed {r['seed']} {100 * r['test_accuracy']:.2f}" for r in runs)
+                         + ("" if finished else f" (cut after these runs: {log.name} lacks protocol.py's closing line)"))
     return lines
 
 
