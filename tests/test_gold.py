@@ -370,3 +370,28 @@ def test_estimator_gold(tmp_path: Path) -> None:
     assert (clf.labels_[:150] == prob["classes"][prob["y"]]).mean() > 0.9  # the swappers are found out
     with pytest.raises(ValueError, match="gold must give one label"):
         KDCrowdClassifier(method="mv", epochs=1, device="cpu").fit(X, answers, gold=["cat"])
+
+
+def test_accuracies_of_training_labels_leave_out_the_gold_items() -> None:
+    """A gold item's target, aggregate and teacher prediction is its known answer, so the
+    accuracies of training labels (aggregated, network, teacher, posterior) are taken over
+    the other items: counting the gold items would count their answers as learnt."""
+    from kdcrowd.metrics import accuracy
+    from kdcrowd.methods import RunConfig, run_on_dataset
+    from kdcrowd.training import DeviceData, TrainConfig, predict_proba
+
+    assert accuracy([0, 1, 1], [0, 1, -1]) == 1.0 and math.isnan(accuracy([0, 1], [-1, -1]))  # -1: truth unknown
+    ds, _ = _blob_dataset(0, None)
+    g = ds.gold >= 0
+    y = ds.y_train
+    train = TrainConfig(epochs=2, device="cpu", progress=False)
+    metrics, out = run_on_dataset(ds, RunConfig(dataset="swap", method="mv", seed=0, train=train))
+    targets = out.module.targets.cpu().numpy()
+    assert (targets[g] == y[g]).all() and (targets[~g] != y[~g]).any()
+    assert metrics["aggregated_label_accuracy"] == pytest.approx(float((targets[~g] == y[~g]).mean()))
+    data = DeviceData.from_dataset(ds, torch.device("cpu"))
+    pred = predict_proba(out.module, data, data.x_train, train).argmax(1).numpy()
+    assert metrics["train_label_accuracy"] == pytest.approx(float((pred[~g] == y[~g]).mean()))
+    metrics, out = run_on_dataset(ds, RunConfig(dataset="swap", method="kdcrowd", seed=0, train=train, options={"teacher": "crowdlayer-mw", "student": "ce", "stages": 1}))
+    hard = out.module.labels.cpu().numpy()  # the teacher's predictions the student distils, gold pasted on
+    assert metrics["stages"]["student"]["teacher_label_accuracy"] == pytest.approx(float((hard[~g] == y[~g]).mean()))

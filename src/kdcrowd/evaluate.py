@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import metrics as M
+from .data.gold import scored_truth
 from .io import finite_json, json_default
 from .training import DeviceData, FitResult, TrainConfig, predict_proba, validation_accuracy
 
@@ -74,15 +75,18 @@ def memorization_callback(
     predictions); the same prediction pass then also records ``pseudo_memorization``, the
     fraction of wrong pseudo-labels the module reproduces.
 
-    ``y``: the reference labels (default ``ds.y_train``). Without training ground truth,
-    ``ds.y_reference`` (e.g. the Dawid–Skene labels of a user's crowd) stands in for it
-    (:func:`standard_callbacks` passes it), and ``train_accuracy`` is not recorded. With
-    it, ``train_accuracy`` is the accuracy of the epoch's predictions on the training
-    items against ``ds.y_train`` (whatever ``y`` is): :func:`evaluate_output` reuses the
-    selected epoch's as ``train_label_accuracy`` instead of predicting them again."""
+    ``y``: the reference labels (default ``ds.y_train`` without its gold items,
+    :func:`kdcrowd.data.gold.scored_truth`: their targets are their known answers). Without
+    training ground truth, ``ds.y_reference`` (e.g. the Dawid–Skene labels of a user's
+    crowd) stands in for it (:func:`standard_callbacks` passes it), and ``train_accuracy``
+    is not recorded. With it, ``train_accuracy`` is the accuracy of the epoch's predictions
+    on the training items that are not gold against ``ds.y_train`` (whatever ``y`` is):
+    :func:`evaluate_output` reuses the selected epoch's as ``train_label_accuracy`` instead
+    of predicting them again."""
     ann = ds.annotations
-    truth = ds.y_train is not None
-    y = ds.y_train if y is None else y
+    scored = scored_truth(ds)
+    truth = scored is not None
+    y = scored if y is None else y
     dev = data.device
     # Everything constant over the epochs is computed once, here: the annotations that
     # disagree with the reference (item, worker, label) on the device and the count per
@@ -96,7 +100,8 @@ def memorization_callback(
     wrong = (label != yt) & (yt >= 0)
     denom = np.bincount(worker[wrong], minlength=n_workers).astype(np.float64)
     w_item, w_worker, w_label = (torch.as_tensor(a[wrong], device=dev) for a in (item, worker, label))
-    y_dev = torch.as_tensor(np.asarray(ds.y_train, dtype=np.int64), device=dev) if truth else None
+    y_dev = torch.as_tensor(np.asarray(scored, dtype=np.int64), device=dev) if truth else None
+    n_scored = int((np.asarray(scored) >= 0).sum()) if truth else 0
     if pseudo is not None:
         s_np = np.asarray(pseudo, dtype=np.int64).ravel()
         if s_np.shape != y_np.shape:
@@ -105,7 +110,6 @@ def memorization_callback(
         n_p_wrong = int(p_wrong.sum())
         p_idx = torch.as_tensor(np.flatnonzero(p_wrong), device=dev)
         p_lab = torch.as_tensor(s_np[p_wrong], device=dev)
-    n = len(y_np)
 
     def cb(epoch: int, module: nn.Module, record: dict[str, Any]) -> None:
         pred = predict_proba(module, data, data.x_train, config).argmax(1)
@@ -120,7 +124,7 @@ def memorization_callback(
         mean, std = M.nan_mean_std(rate)
         record[f"{key}_mean"], record[f"{key}_std"] = float(mean), float(std)
         if truth:
-            record["train_accuracy"] = float(got[n_workers + 1] / n)
+            record["train_accuracy"] = float(got[n_workers + 1] / n_scored) if n_scored else float("nan")
 
     return cb
 
@@ -208,12 +212,12 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
     if extra_res:
         res["extra_test"] = extra_res
     res["best_epoch"] = out.fit.best_epoch
-    if ds.y_train is not None:
+    if (scored := scored_truth(ds)) is not None:
         if out.train_proba is not None:
-            res["train_label_accuracy"] = M.accuracy(out.train_proba.cpu().numpy(), ds.y_train)
+            res["train_label_accuracy"] = M.accuracy(out.train_proba.cpu().numpy(), scored)
         else:
             recorded = _recorded_train_accuracy(out.fit)
-            res["train_label_accuracy"] = recorded if recorded is not None else M.accuracy(predict_proba(module, data, data.x_train, config).cpu().numpy(), ds.y_train)
+            res["train_label_accuracy"] = recorded if recorded is not None else M.accuracy(predict_proba(module, data, data.x_train, config).cpu().numpy(), scored)
     if out.transitions is not None and ds.annotations is not None:
         res["expertise_error"] = expertise_error_summary(out.transitions, ds)
     return res
@@ -225,9 +229,10 @@ def _float_or_none(value: torch.Tensor | None) -> float | None:
 
 def _recorded_train_accuracy(res: FitResult) -> float | None:
     """The ``train_accuracy`` that :func:`memorization_callback` recorded at the selected
-    epoch: the accuracy against ``ds.y_train`` of the predictions on the training items by
-    the module in the state it is evaluated in, the same number as predicting them again
-    (the same pass, and ``count / n`` is what :func:`kdcrowd.metrics.accuracy` computes).
+    epoch: the accuracy against ``ds.y_train`` of the predictions on the training items that
+    are not gold by the module in the state it is evaluated in, the same number as predicting
+    them again (the same pass, and ``count / n`` over those items is what
+    :func:`kdcrowd.metrics.accuracy` computes).
     ``None`` when no epoch recorded it (memorization not tracked, no training)."""
     for record in res.history:
         if record.get("epoch") == res.best_epoch and record.get("train_accuracy") is not None:

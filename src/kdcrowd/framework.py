@@ -37,7 +37,7 @@ from torch import nn
 from . import metrics as M
 from .checkpoint import module_digest
 from .config import ConfigError, _name, _setting, bounded, check_fields
-from .data.gold import apply_gold
+from .data.gold import apply_gold, scored_truth
 from .evaluate import Callback, MethodOutput, best_val_accuracy, standard_callbacks
 from .losses import DEFAULT_TV_TEMPERATURE
 from .models import CROWD_MODELS
@@ -327,7 +327,7 @@ class KDCrowd:
         checkpoints.finish("student")
         s_obj.load_state_dict(s_fit.best_state, strict=False)
         refined = predict_proba(s_obj, data, data.x_train, train)
-        outs["student"] = MethodOutput(s_obj, s_fit, train_proba=refined, extra={"teacher_label_accuracy": None if ds.y_train is None else M.accuracy(q.cpu().numpy(), ds.y_train)})
+        outs["student"] = MethodOutput(s_obj, s_fit, train_proba=refined, extra={"teacher_label_accuracy": None if ds.y_train is None else M.accuracy(q.cpu().numpy(), scored_truth(ds))})
         if self.stages == 1:
             return outs, "student"
 
@@ -351,7 +351,7 @@ class KDCrowd:
         c_proba, c_post = crowd_outputs(model, data, w, l, train)
         outs["stage2"] = MethodOutput(c_obj, c_fit, train_proba=c_proba, transitions=model.transition_matrices().detach().float().cpu().numpy())
         if ds.y_train is not None:
-            outs["stage2"].extra["train_posterior_accuracy"] = M.accuracy(c_post.cpu().numpy(), ds.y_train)
+            outs["stage2"].extra["train_posterior_accuracy"] = M.accuracy(c_post.cpu().numpy(), scored_truth(ds))
         # The ensembles (ENSEMBLE_MEMBERS): train nothing; evaluated like the stages (their
         # members' last-epoch states, then their validation-selected ones), whatever ``final``.
         # Each member: its objective, fit and training-item predictions, just predicted in the

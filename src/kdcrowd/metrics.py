@@ -115,15 +115,17 @@ def _unpack(item, worker, label, y_true, n_workers, n_classes):
 # accuracy
 # --------------------------------------------------------------------------------------
 def accuracy(pred_or_proba: Any, y: Any) -> float:
-    """Fraction of items with ``pred == y``; ``pred_or_proba`` is ``(N,)`` class ids or
-    ``(N, K)`` scores (argmax taken). NaN for an empty input."""
+    """Fraction of items with ``pred == y`` among those whose truth is known (``y >= 0``;
+    ``-1`` marks an item without it, as in :func:`memorization`); ``pred_or_proba`` is
+    ``(N,)`` class ids or ``(N, K)`` scores (argmax taken). NaN where no item has truth."""
     pred = _hard(pred_or_proba)
     y = _np(y).astype(np.int64).ravel()
     if pred.shape != y.shape:
         raise ValueError(f"prediction and label lengths differ: {pred.shape} vs {y.shape}")
-    if y.size == 0:
+    known = y >= 0
+    if not known.any():
         return float("nan")
-    return float((pred == y).mean())
+    return float((pred[known] == y[known]).mean())
 
 
 # --------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ functions here:
 * :func:`gold_from_values` -- a gold vector from class values aligned with the items
   (``None``/NaN = unknown), for the estimator;
 * :func:`worker_gold_accuracy` -- each worker's number of gold answers and accuracy on
-  them (``workers.csv``'s ``gold_n``, ``gold_accuracy``).
+  them (``workers.csv``'s ``gold_n``, ``gold_accuracy``);
+* :func:`scored_truth` -- the training items' ground truth to score on: a gold item's
+  final label is its known answer, so counting it would count that answer as learnt.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 
 from .readers import _text_of
 
-__all__ = ["apply_gold", "check_gold", "gold_from_values", "gold_values", "gold_vector", "worker_gold_accuracy"]
+__all__ = ["apply_gold", "check_gold", "gold_from_values", "gold_values", "gold_vector", "scored_truth", "worker_gold_accuracy"]
 
 
 def check_gold(gold: Any, n_items: int, n_classes: int, option: str = "gold") -> np.ndarray | None:
@@ -125,6 +127,21 @@ def apply_gold(values: Any, gold: Any) -> Any:
         out[rows] = 0
         out[rows, g[rows]] = 1
     return out
+
+
+def scored_truth(ds: Any) -> np.ndarray | None:
+    """``ds.y_train`` with its gold items (``ds.gold >= 0``) as ``-1``, the mark of an item
+    without known truth that :func:`kdcrowd.metrics.accuracy` skips: the labels, targets and
+    posteriors of gold items are their known answers (:func:`apply_gold`), so the
+    accuracies of training labels are taken over the other items. ``None`` without
+    ``y_train``; ``y_train`` itself where no item is gold."""
+    y = getattr(ds, "y_train", None)
+    gold = getattr(ds, "gold", None)
+    if y is None or gold is None:
+        return y
+    y = np.array(y, dtype=np.int64, copy=True)
+    y[np.asarray(gold) >= 0] = -1
+    return y
 
 
 def worker_gold_accuracy(ann: Any, gold: Any) -> tuple[np.ndarray, np.ndarray]:
