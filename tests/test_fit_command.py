@@ -643,6 +643,13 @@ def test_a_failed_write_leaves_no_outputs_and_resume_writes_them_without_trainin
         raise AssertionError("resume trained again")
 
     monkeypatch.setattr(training, "_optimizer", no_training)  # every stage's checkpoint is complete: nothing may train
+    answers = prob["root"] / "answers.csv"
+    original = answers.read_text()
+    answers.write_text("\n".join(original.splitlines()[:-1]) + "\n")  # one crowd label fewer: other data
+    r = runner.invoke(app, ["fit", "--resume", str(out), "--quiet"])  # refused: a resume never deletes a finished run to start afresh
+    assert r.exit_code == 2 and "other settings" in r.output and "data.digest" in r.output, r.output
+    assert sorted(f.name for f in (out / "checkpoints").glob("*.pt"))  # the finished stages are still there
+    answers.write_text(original)
     r = runner.invoke(app, ["fit", "--resume", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     _outputs_equal(tmp_path / "plain", out)

@@ -1145,6 +1145,7 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         label_spreading="on" if spreading.active(frozen is not None) else "off",
         spreading_neighbours=spreading.spreading_neighbours, spreading_alpha=spreading.spreading_alpha,
     )
+    clf.replace_finished_checkpoint = not resume  # --resume continues this folder's run, or refuses other settings
     t_fit = time.perf_counter()
     try:
         with option_style(cli_style), _input_warnings():  # an error or warning about an option names it as --option

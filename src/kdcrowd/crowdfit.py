@@ -127,6 +127,12 @@ class CrowdFit:
     # ESTIMATOR_ONLY: every option of `kdcrowd run` / `kdcrowd fit` with the same name and
     # default, plus the estimator's own parameters.
 
+    #: A finished fit's checkpoints in ``checkpoint_dir`` make way for a fit of other data or
+    #: settings (a refit, a clone in model selection: RunConfig.checkpoint_replace_finished).
+    #: Not a parameter: ``kdcrowd fit --resume`` sets it false on its instance, since a resume
+    #: must refuse other settings rather than start afresh.
+    replace_finished_checkpoint = True
+
     def _on_cuda(self) -> bool:
         import torch
 
@@ -472,7 +478,7 @@ class CrowdFit:
         cfg = RunConfig(
             dataset="user", method=method, backbone=backbone, seed=seed, train=train, options=options,
             track_memorization=bool(self.track_memorization), checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir),
-            checkpoint_replace_finished=True,  # a refit on other data, a clone in model selection: a finished fit's files make way
+            checkpoint_replace_finished=self.replace_finished_checkpoint,
         )
         metrics, out = run_on_dataset(ds, cfg)
         metrics["timings"]["reference_labels"] = t_ref  # the stand-in truth (Dawid–Skene), computed before the run
