@@ -257,6 +257,28 @@ def test_a_stopped_training_writes_its_last_finished_epoch_and_resumes_from_it(s
     _assert_same_fit(plain, resumed)
 
 
+def test_an_interrupt_just_after_a_write_keeps_the_newer_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C landing after the write of the last epoch returned, before the training noted
+    it: the copy of an earlier epoch kept for a later write must not go over it (the
+    training would lose its last epoch and its stage stay unfinished)."""
+    import kdcrowd.training as training
+
+    data, make = _feature_task()
+    config = TrainConfig(epochs=4, batch_size=16, lr=3e-3, progress=False, checkpoint=str(tmp_path / "fit.pt"), checkpoint_interval=1e9)
+    real = training.write_training_checkpoint
+
+    def write_then_interrupt(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "write_training_checkpoint", write_then_interrupt)
+    written = _saved_epochs(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(make(), data, config)
+    assert written[0] == 4 and set(written) == {4}, written  # the last epoch's state, written again at most
+    assert torch.load(tmp_path / "fit.pt", weights_only=True)["epochs"] == 4
+
+
 def test_the_checkpoint_interval_may_change_when_resuming(tmp_path: Path) -> None:
     data, make = _feature_task()
     config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, progress=False, checkpoint=str(tmp_path / "fit.pt"), checkpoint_interval=0.0)

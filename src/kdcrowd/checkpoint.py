@@ -394,17 +394,14 @@ def save_training_checkpoint(path: Path, payload: dict[str, Any] | None) -> None
         save_torch(payload, f)
 
 
-def write_training_checkpoint(
-    path: Path, module: nn.Module, opt: torch.optim.Optimizer, sched: Any, log: Any, epochs: int, config: Any,
-    fingerprint: dict[str, Any], seconds: float, device: torch.device, gen: torch.Generator, aug_gen: torch.Generator,
-    timings: dict[str, float] | None = None,
-) -> None:
-    """Save the state after ``epochs`` finished epochs to ``path`` (:func:`training_checkpoint`,
-    then :func:`save_training_checkpoint`).
+def write_training_checkpoint(path: Path, payload: dict[str, Any] | None, config: Any, epochs: int) -> None:
+    """Write ``payload`` (a :func:`training_checkpoint` of the state after ``epochs``
+    finished epochs) with :func:`save_training_checkpoint`. :func:`kdcrowd.training.fit`
+    holds the payload as its pending one until this returns, so an interrupt just after the
+    write writes the same state again, never an older copy over it.
 
-    Distributed: every rank's random generators are gathered, rank 0 writes, and all ranks
-    wait for the write (so the file is complete when :func:`fit` returns on any rank)."""
-    payload = training_checkpoint(module, opt, sched, log, epochs, config, fingerprint, seconds, device, gen, aug_gen, timings=timings)
+    Distributed: rank 0 writes, and after the last epoch all ranks wait for the write (so
+    the file is complete when :func:`fit` returns on any rank)."""
     save_training_checkpoint(path, payload)
     if config.distributed and epochs == config.epochs:  # the last write must be complete before fit returns;
         D.barrier()  # earlier ones are waited for by the next epoch's gradient all-reduce

@@ -937,7 +937,9 @@ def _fit(
                 if config.checkpoint:
                     state = (module, opt, sched, log, epoch + 1, config, fingerprint, before + t_ckpt - t0, device, gen, aug_gen)
                     if epoch + 1 == config.epochs or t_ckpt - last_write >= interval:
-                        write_training_checkpoint(Path(config.checkpoint), *state, timings=timings)
+                        # pending until written: an interrupt after the write writes this state again, not an older copy
+                        pending = training_checkpoint(*state, timings=timings)  # the live state (every rank: a collective call)
+                        write_training_checkpoint(Path(config.checkpoint), pending, config, epoch + 1)
                         pending, last_write = None, time.perf_counter()
                     else:  # a copy, written by the next write's turn or by an interrupt
                         pending = training_checkpoint(*state, timings=timings, keep=True)
