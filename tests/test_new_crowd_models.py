@@ -374,6 +374,33 @@ def test_annot_mix_mixes_item_annotator_label_triples():
     assert loss_e.item() == pytest.approx(np.mean(nll), rel=1e-5)
 
 
+def test_annot_mix_mixes_uint8_pixels_in_float():
+    """uint8 items (pixels a pretrained backbone takes): the mixed rows are λ·x + (1−λ)·x' of
+    the pairs, rounded back to uint8 (λ cast to uint8 was 0: the partner alone)."""
+
+    class Recorder(TinyNet):
+        seen: list[torch.Tensor] = []
+
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            Recorder.seen.append(x.clone())
+            return super().features(x.float())
+
+    torch.manual_seed(7)
+    model = AnnotMix(Recorder(2, 2), 2, 2, embed_dim=4, dropout=0.0, alpha=1.0, joint_pass=False)
+    model.train()
+    x = torch.tensor([[10, 20], [200, 100]], dtype=torch.uint8)
+    w, y = torch.tensor([[0], [1]]), torch.tensor([[0], [1]])
+    torch.manual_seed(3)
+    model.crowd_loss(x, w, y)
+    torch.manual_seed(3)
+    lam = torch.distributions.Beta(1.0, 1.0).sample((2,))
+    perm = model._permutation(torch.tensor([0, 1]))
+    mixed = Recorder.seen[0]
+    assert mixed.dtype == torch.uint8
+    expected = (lam[:, None] * x.float() + (1 - lam[:, None]) * x[perm].float()).round()
+    assert torch.equal(mixed.float(), expected), (mixed, expected, lam, perm)
+
+
 class BNNet(TinyNet):
     """TinyNet with batch norm in its body (as the protocol's MLP head), without dropout."""
 

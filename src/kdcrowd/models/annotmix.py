@@ -217,8 +217,12 @@ class AnnotMix(CrowdModel):
         lam = to_device(torch.distributions.Beta(float(self.config.alpha), float(self.config.alpha)).sample((P,)), x.device)
         perm = self._permutation(item)
         xp = x[item]
-        lx = lam.to(xp.dtype).view(-1, *[1] * (x.dim() - 1))
-        x_mix = lx * xp + (1 - lx) * xp[perm]
+        if xp.is_floating_point():
+            lx = lam.to(xp.dtype).view(-1, *[1] * (x.dim() - 1))
+            x_mix = lx * xp + (1 - lx) * xp[perm]
+        else:  # uint8 pixels (a pretrained backbone takes them): mixed in float, rounded back to the backbone's input type (λ cast to uint8 was 0)
+            lx = lam.view(-1, *[1] * (x.dim() - 1))
+            x_mix = (lx * xp.float() + (1 - lx) * xp[perm].float()).round().to(xp.dtype)
         if self.config.joint_pass or min(B, P) < 2:  # batch norm in training mode needs two rows a pass
             logits_all, feats_all = self._batch_logits_and_features(torch.cat([x, x_mix], dim=0))
             logits, feats, logits_mix, feats_mix = logits_all[:B], feats_all[:B], logits_all[B:], feats_all[B:]
