@@ -297,7 +297,8 @@ def test_run_checks_its_distributed_settings_with_the_training_configuration(tmp
     after the check: --distributed --cuda-graph ran); --sync-bn is the door of sync_bn and
     goes with --distributed."""
     for extra, message in ((["--distributed", "--cuda-graph"], "--cuda-graph cannot be combined with --distributed"),
-                           (["--sync-bn"], "--sync-bn synchronises BatchNorm across the processes of --distributed training")):
+                           (["--sync-bn"], "--sync-bn synchronises BatchNorm across the processes of --distributed training"),
+                           (["--checkpoint-interval", "5"], "--checkpoint-interval sets how often --resume checkpoints")):
         r = runner.invoke(app, ["run", "--dataset", "tiny", "--out", str(tmp_path / "run"), *extra])
         assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
     assert not (tmp_path / "run").exists()
