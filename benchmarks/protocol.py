@@ -54,6 +54,11 @@ after the runs, such as an ensemble of a method's seeds (``benchmarks/seed_ensem
 
 ``--merge`` keeps the rows of both calls; a saved teacher row is dropped where the run it
 was saved from is among the merged rows, and ``teacher_rows_from_files`` lists those kept.
+A run found more than once (trained in two parts, or trained and saved) is listed in
+``repeated_runs`` with its test accuracies, ``same`` or ``differ``. Parts whose ``settings``
+differ (dataset, backbone, optimiser, learning rate, epochs, ...) are refused, naming the
+setting and the files; only the training settings that change no number (CUDA graphs,
+progress, checkpoints) may differ, and the merged file states the first part's.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kdcrowd.data.datasets import CrowdDataset, load_dataset  # noqa: E402
 from protocol_table import distilled_teacher  # noqa: E402  (the pairing the tables use)
+from kdcrowd.checkpoint import NOT_FINGERPRINTED, differences  # noqa: E402
 from kdcrowd.cli import parse_key_values  # noqa: E402
 from kdcrowd.io import write_json  # noqa: E402
 from kdcrowd.methods import CROWD_MODELS, RunConfig, run_on_dataset, teacher_fingerprint_of, teacher_outputs_of, versions  # noqa: E402
@@ -213,15 +219,16 @@ def teacher_files(folder: Path, method: str, seed: int) -> tuple[Path, Path]:
 
 def merge_runs(parts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows of ``parts``, without a teacher row read from a file (``from_file``) where
-    the run it was saved from is among them (the same row); and the teacher rows from files
-    that were kept (``"<label> seed <S>: <file>"``)."""
+    the run it was saved from is among them (the trained row is kept; :func:`repeated_runs`
+    compares the two), or where another part read a row of that label and seed from a file
+    before; and the teacher rows from files that were kept (``"<label> seed <S>: <file>"``)."""
     runs = [r for p in parts for r in p["runs"]]
     seen = {(r["label"], r["seed"]) for r in runs if not r.get("from_file")}
     out = []
     for r in runs:
         key = (r["label"], r["seed"])
         if r.get("from_file"):
-            if key in seen:  # the trained row is there, or the same saved row read by another part
+            if key in seen:  # the trained row is there, or a saved row read by another part
                 continue
             seen.add(key)
         out.append(r)
@@ -229,15 +236,32 @@ def merge_runs(parts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
 
 
 def repeated_runs(runs: list[dict[str, Any]]) -> list[str]:
-    """The (label, seed) runs trained in more than one part, with their test accuracies in
-    order (``summarise`` keeps the last, so a KD-Crowd row pairs with the teacher run of its
-    own process when that part comes last): ``"<label> seed <S>: a, b (same)"``."""
-    acc: dict[tuple[str, int], list[Any]] = {}
+    """The (label, seed) runs found more than once in the rows of all parts, before
+    :func:`merge_runs` drops any, with their test accuracies in order: each trained row, and
+    each teacher row read from a file (once per file, marked ``(from <file>)``); ``summarise``
+    keeps the last trained row, so a KD-Crowd row pairs with the teacher run of its own
+    process when that part comes last: ``"<label> seed <S>: a, b (same)"``, ``(differ)``
+    where the accuracies are not all equal."""
+    acc: dict[tuple[str, int], list[tuple[Any, str]]] = {}
+    files: set[tuple[str, int, str]] = set()
     for r in runs:
-        if not r.get("from_file"):
-            acc.setdefault((r["label"], r["seed"]), []).append(r.get("test_accuracy"))
-    return [f"{label} seed {seed}: {', '.join(map(str, a))} ({'same' if len(set(a)) == 1 else 'differ'})"
+        key = (r["label"], r["seed"])
+        if (f := r.get("from_file")) is not None:
+            if (*key, f) in files:  # the same saved row, read by another part
+                continue
+            files.add((*key, f))
+        acc.setdefault(key, []).append((r.get("test_accuracy"), f"{r.get('test_accuracy')} (from {f})" if f is not None else str(r.get("test_accuracy"))))
+    return [f"{label} seed {seed}: {', '.join(t for _, t in a)} ({'same' if len({v for v, _ in a}) == 1 else 'differ'})"
             for (label, seed), a in acc.items() if len(a) > 1]
+
+
+def settings_differences(parts: list[dict[str, Any]], names: list[Path]) -> list[str]:
+    """How each part's ``settings`` differ from the first part's (``"<file>: key: a → b"``),
+    leaving out the training settings that change no number (:data:`NOT_FINGERPRINTED`:
+    CUDA graphs, the progress bar, checkpoints), which the parts may differ in."""
+    skip = [f"train.{k}" for k in NOT_FINGERPRINTED]
+    first = parts[0].get("settings") or {}
+    return [f"{name}: {d}" for name, part in zip(names[1:], parts[1:]) for d in differences(first, part.get("settings") or {}, skip=skip)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -281,12 +305,15 @@ def main(argv: list[str] | None = None) -> None:
         other = [f"{p} ({part.get('suite')})" for p, part in zip(args.merge, parts) if part.get("suite") != args.suite]
         if other:  # a job of a queue may name its own --suite; its rows are not this suite's
             ap.error(f"--merge: not --suite {args.suite}: {', '.join(map(str, other))}")
+        if differ := settings_differences(parts, args.merge):  # the merged file states one set: the first part's
+            raise SystemExit(f"--merge: parts trained with other settings than {args.merge[0]}'s: " + "; ".join(differ))
         runs, from_files = merge_runs(parts)
         merged = {**parts[0], "command": command, "parts": [p.get("command") for p in parts], "runs": runs}
-        merged.pop("teacher_outputs", None)
+        for key in ("teacher_outputs", "teacher_rows_from_files", "repeated_runs"):  # the first part's, if it is a merge: set again below
+            merged.pop(key, None)
         if from_files:
             merged["teacher_rows_from_files"] = from_files
-        if repeated := repeated_runs(runs):
+        if repeated := repeated_runs([r for p in parts for r in p["runs"]]):
             merged["repeated_runs"] = repeated
         merged["summary"] = summarise(merged["runs"])
         merged["wall_seconds"] = max(p.get("wall_seconds", 0.0) for p in parts)

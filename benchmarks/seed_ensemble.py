@@ -7,6 +7,9 @@ with a co-teaching student).
         --label annot-mix --size 3 --compare benchmarks/results/protocol/cifar10n-all3-all.json \\
         --stage ensemble-all --out benchmarks/results/protocol/cifar10n-all3-seed-ensemble.json
 
+A seed saved in several ``--proba`` folders is read from the last of them, as ``protocol.py
+--merge`` keeps the last part's row of a seed (name the folders in the merge's order).
+
 For each seed s of ``--seeds`` (default: every seed with a file, ascending), the ensemble of
 ``--size`` seeds starting at s, cyclically in the seeds' order (size 3 over seeds 0–9: {0,1,2}, {1,2,3},
 …, {9,0,1}), so every seed is a member ``--size`` times and the ensemble of seed s holds
@@ -34,13 +37,15 @@ from protocol_table import _diffs, by_label, mean_std, pct  # noqa: E402
 
 
 def load_probabilities(folders: list[Path], label: str, seeds: list[int] | None) -> dict[int, dict[str, np.ndarray]]:
-    """The saved arrays of ``label``'s runs by seed, from the first folder holding each
-    (every seed with a file when ``seeds`` is None); a named seed without one is an error."""
+    """The saved arrays of ``label``'s runs by seed (every seed with a file when ``seeds`` is
+    None); a named seed without one is an error. A seed with a file in several folders is
+    read from the last of them, as ``protocol.py --merge`` and ``protocol_table.by_label`` keep
+    the last part's row of a label and seed: name the folders in the order of the merge."""
     found: dict[int, dict[str, np.ndarray]] = {}
     for folder in folders:
         for path in sorted(folder.glob("*_seed*.npz")):
             stem, _, seed = path.stem.rpartition("_seed")
-            if seed.isdigit() and path == proba_file(folder, label, int(seed)) and int(seed) not in found:
+            if seed.isdigit() and path == proba_file(folder, label, int(seed)):  # a later folder's file replaces an earlier one's
                 with np.load(path) as z:
                     found[int(seed)] = {k: z[k] for k in z.files}
     found = dict(sorted(found.items()))
@@ -102,7 +107,9 @@ def compare(merged: dict[str, Any], stage: str, ensembles: dict[int, dict[str, A
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--proba", nargs="+", type=Path, required=True, metavar="DIR", help="folders written by protocol.py --save-proba")
+    ap.add_argument("--proba", nargs="+", type=Path, required=True, metavar="DIR",
+                    help="folders written by protocol.py --save-proba; a seed saved in several is read from the last, "
+                         "as protocol.py --merge keeps the last part's row (name them in the merge's order)")
     ap.add_argument("--label", required=True, help="the runs' label (a method, e.g. annot-mix)")
     ap.add_argument("--size", type=int, required=True, help="seeds in each ensemble")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="these seeds, in this order (default: every seed with a file, ascending)")

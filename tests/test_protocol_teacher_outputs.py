@@ -56,6 +56,8 @@ def test_teachers_then_kdcrowd_over_their_files_gives_the_one_call_rows(protocol
     both = json.loads(merged.read_text())
     assert [r["label"] for r in both["runs"]] == ["annot-mix", "kdcrowd(annot-mix)"] and "from_file" not in both["runs"][0]
     assert both["summary"] == second["summary"] and "teacher_rows_from_files" not in both
+    acc = both["runs"][0]["test_accuracy"]  # the saved row, compared with the run it was saved from
+    assert both["repeated_runs"] == [f"annot-mix seed 0: {acc}, {acc} (from {teachers / 'annot-mix_seed0.json'}) (same)"]
     protocol.main(["--suite", "protocol-digits-test", "--out", str(merged), "--merge", str(call2)])
     alone = json.loads(merged.read_text())
     assert alone["teacher_rows_from_files"] == [f"annot-mix seed 0: {teachers / 'annot-mix_seed0.json'}"]

@@ -76,9 +76,16 @@ def test_missing_seeds_and_other_items_are_refused(mod: ModuleType, tmp_path: Pa
     np.savez_compressed(tmp_path / "s" / "annot-mix_seed9.npz", test=onehot([0, 1, 2, 0]), y_test=Y_TEST)
     with pytest.raises(SystemExit, match="seed 9's file has no val, y_val: not written by protocol.py --save-proba"):
         mod.load_probabilities([tmp_path / "s"], "annot-mix", None)
-    # the first folder holding a seed wins
-    write(tmp_path / "r", "annot-mix", 0, onehot([0, 1, 2, 0]), onehot([1, 2]))
-    assert mod.load_probabilities([tmp_path / "p", tmp_path / "r"], "annot-mix", [0])[0]["test"].argmax(1).tolist() == [0, 1, 0, 1]
+
+
+def test_a_seed_in_several_folders_is_read_from_the_last_as_the_merge_keeps(mod: ModuleType, tmp_path: Path) -> None:
+    three_seeds(tmp_path / "p")  # seed 0's test predictions 0, 1, 0, 1
+    write(tmp_path / "r", "annot-mix", 0, onehot([0, 1, 2, 0]), onehot([1, 2]))  # seed 0 run again
+    later = mod.load_probabilities([tmp_path / "p", tmp_path / "r"], "annot-mix", None)
+    assert list(later) == [0, 1, 2] and later[0]["test"].argmax(1).tolist() == [0, 1, 2, 0]
+    assert mod.load_probabilities([tmp_path / "r", tmp_path / "p"], "annot-mix", [0])[0]["test"].argmax(1).tolist() == [0, 1, 0, 1]
+    # the rows protocol_table.by_label pairs with: the last of a seed, as --merge keeps
+    assert mod.by_label([{"label": "annot-mix", "seed": 0, "test_accuracy": 0.5}, {"label": "annot-mix", "seed": 0, "test_accuracy": 1.0}])["annot-mix"][0]["test_accuracy"] == 1.0
 
 
 def test_the_stage_is_paired_with_the_seed_ensemble_by_seed(mod: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
