@@ -120,6 +120,28 @@ def test_mixup_student_loss_by_hand() -> None:
     assert float(got.detach()) == pytest.approx(ce + 0.5 * kd, rel=1e-5)
 
 
+def test_mixup_student_mixes_uint8_pixels_in_float() -> None:
+    """uint8 items (pixels a pretrained backbone takes): the network sees λ·x + (1−λ)·x'
+    rounded back to uint8 (λ cast to uint8 was 0: the partner alone, against mixed targets)."""
+    from kdcrowd.students import MixupStudent
+
+    seen: list[torch.Tensor] = []
+
+    class Recorder(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return torch.zeros(x.shape[0], 2)
+
+    x = torch.tensor([[10, 20], [200, 100]], dtype=torch.uint8)
+    torch.manual_seed(3)
+    MixupStudent(Recorder(), 2, 2, alpha=1.0).student_loss(x, torch.tensor([0, 1]), torch.arange(2), 0)
+    torch.manual_seed(3)
+    lam = torch.distributions.Beta(1.0, 1.0).sample((2,))
+    perm = torch.randperm(2)
+    assert perm.tolist() == [1, 0] and seen[0].dtype == torch.uint8
+    assert torch.equal(seen[0].float(), (lam[:, None] * x.float() + (1 - lam[:, None]) * x[perm].float()).round())
+
+
 def test_mixup_student_of_identical_items_is_cross_entropy() -> None:
     """Mixing identical items changes nothing: the loss is the plain cross-entropy plus the
     distillation term of the unmixed items, whatever λ and the permutation drew."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .losses import ELRLoss, coteaching_select, forget_rate_schedule, gce_loss, nonnegative, sce_loss
-from .models._common import to_device
+from .models._common import mix_inputs, to_device
 
 __all__ = ["Student", "CEStudent", "GCEStudent", "SCEStudent", "ELRStudent", "MixupStudent", "CoTeachingStudent", "STUDENTS", "build_student", "StudentObjective"]
 
@@ -159,8 +159,7 @@ class MixupStudent(Student):
     ) -> torch.Tensor:
         lam = to_device(torch.distributions.Beta(self.alpha, self.alpha).sample((x.shape[0],)), x.device)
         perm = to_device(torch.randperm(x.shape[0]), x.device)  # the pairs too: host draws, the same on every device
-        lx = lam.to(x.dtype).view(-1, *[1] * (x.dim() - 1))
-        logits = self(lx * x + (1 - lx) * x[perm]).float()
+        logits = self(mix_inputs(x, x[perm], lam)).float()
         logp = nn.functional.log_softmax(logits, -1)
         own, other = logp.gather(1, y.view(-1, 1)).squeeze(1), logp.gather(1, y[perm].view(-1, 1)).squeeze(1)
         loss = -(lam * own + (1 - lam) * other).mean()

@@ -29,6 +29,7 @@ __all__ = [
     "observed_pairs",
     "to_device",
     "eta_prior_bias",
+    "mix_inputs",
 ]
 
 
@@ -171,6 +172,17 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda" or t.device.type != "cpu":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
+
+
+def mix_inputs(x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Mixup of the rows: ``lam·x + (1 − lam)·partner`` with one ``lam`` per row (a float
+    vector). Float items mix in their dtype; uint8 pixels (a pretrained backbone takes them)
+    mix in float and are rounded back, since ``lam`` cast to uint8 is 0 (the partner alone)."""
+    if x.is_floating_point():
+        lx = lam.to(x.dtype).view(-1, *[1] * (x.dim() - 1))
+        return lx * x + (1 - lx) * partner
+    lx = lam.float().view(-1, *[1] * (x.dim() - 1))
+    return (lx * x.float() + (1 - lx) * partner.float()).round().to(x.dtype)
 
 
 def eta_prior_bias(n_classes: int, eta: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch import nn
 
 from kdcrowd.losses import _no_autocast
 from kdcrowd.config import bounded, check_fields
-from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, feature_dim_of, make_config, observed_pairs, to_device
+from kdcrowd.models._common import MaskedBatchNorm1d, RunningConfusion, annotation_log_likelihood, eta_prior_bias, feature_dim_of, make_config, mix_inputs, observed_pairs, to_device
 from kdcrowd.models.base import CrowdModel, _check_annotations, _observed, register_crowd_model
 
 __all__ = ["AnnotMix", "AnnotMixConfig"]
@@ -217,12 +217,7 @@ class AnnotMix(CrowdModel):
         lam = to_device(torch.distributions.Beta(float(self.config.alpha), float(self.config.alpha)).sample((P,)), x.device)
         perm = self._permutation(item)
         xp = x[item]
-        if xp.is_floating_point():
-            lx = lam.to(xp.dtype).view(-1, *[1] * (x.dim() - 1))
-            x_mix = lx * xp + (1 - lx) * xp[perm]
-        else:  # uint8 pixels (a pretrained backbone takes them): mixed in float, rounded back to the backbone's input type (λ cast to uint8 was 0)
-            lx = lam.view(-1, *[1] * (x.dim() - 1))
-            x_mix = (lx * xp.float() + (1 - lx) * xp[perm].float()).round().to(xp.dtype)
+        x_mix = mix_inputs(xp, xp[perm], lam)
         if self.config.joint_pass or min(B, P) < 2:  # batch norm in training mode needs two rows a pass
             logits_all, feats_all = self._batch_logits_and_features(torch.cat([x, x_mix], dim=0))
             logits, feats, logits_mix, feats_mix = logits_all[:B], feats_all[:B], logits_all[B:], feats_all[B:]
