@@ -240,3 +240,25 @@ def test_a_warm_up_longer_than_training_is_refused_and_no_items_predict_as_k_col
     cnn.predict_proba = lambda z: cnn(z).softmax(-1)  # type: ignore[attr-defined]
     predict_proba(cnn, idata, idata.x_test[:2])  # (the lazy layer takes its shape)
     assert predict_proba(cnn, idata, idata.x_test[:0], TrainConfig(tta="flip")).shape == (0, 5)
+
+
+def test_the_epoch_loss_is_a_mean_over_items() -> None:
+    """A short last batch counts by its items: four items of loss 1 and two of loss 0 make an
+    epoch loss of 4/6. The mean of the batches' means depends on the shuffle: 0.5 where one
+    batch holds the four ones, 0.625 where it holds three of them."""
+
+    class Fixed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.per_item = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(x.shape[0], 2) + 0 * self.w
+
+        def training_loss(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+            return self.per_item[idx].mean() + 0 * self.w.sum()
+
+    data = DeviceData(np.zeros((6, 2), np.float32), None, None, None, None, torch.device("cpu"))
+    res = fit(Fixed(), data, TrainConfig(epochs=2, batch_size=4, progress=False, device="cpu"))
+    assert [h["loss"] for h in res.history] == pytest.approx([4 / 6, 4 / 6])
