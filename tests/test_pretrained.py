@@ -277,6 +277,77 @@ def test_pretrained_names_and_their_errors() -> None:
         build_backbone("torchvison-resnet", (3, 32, 32), 4)
 
 
+class _AuxNet(TinyNet):
+    """inception_v3's shape as torchvision builds it: an auxiliary head (``AuxLogits``) whose
+    logits a training forward returns beside the main ones, unless built with aux_logits=False."""
+
+    def __init__(self, aux_logits: bool = True, transform_input: bool = False, init_weights: bool = True) -> None:
+        super().__init__()
+        self.AuxLogits = nn.Linear(6, 10) if aux_logits else None
+        self.transform_input = transform_input
+
+    def forward(self, x: torch.Tensor) -> Any:
+        h = self.penultimate(x)
+        return (self.fc(h), self.AuxLogits(h)) if self.training and self.AuxLogits is not None else self.fc(h)
+
+
+def _fake_torchvision(built: list[dict[str, Any]]) -> Any:
+    """A stand-in for ``torchvision.models`` (get_model, get_model_weights) that builds
+    :class:`_AuxNet` as torchvision's inception_v3 builder does: with weights, the auxiliary
+    head is built (the weights hold it) and dropped after loading unless aux_logits was asked for."""
+    import types
+
+    class Weights:
+        url = "https://example.invalid/inception.pth"
+        name = "DEFAULT"
+
+        def transforms(self) -> Any:
+            return types.SimpleNamespace(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], crop_size=[299])
+
+    class Enum(list):
+        DEFAULT = Weights()
+
+    def get_model(name: str, weights: Any = None, **kw: Any) -> nn.Module:
+        built.append({"weights": weights, **kw})
+        if weights is None:
+            return _AuxNet(**kw)
+        keep = kw.pop("aux_logits", True)
+        model = _AuxNet(aux_logits=True, transform_input=True, init_weights=False)
+        if not keep:
+            model.AuxLogits = None
+        return model
+
+    return types.SimpleNamespace(get_model=get_model, get_model_weights=lambda name: Enum([Enum.DEFAULT]))
+
+
+def test_torchvision_inception_builds_without_its_auxiliary_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision's inception_v3 (and googlenet) return a tuple from a training forward while
+    their auxiliary head is on: fine-tuning one crashed at its first step. From torchvision's
+    weights it is built with aux_logits=False; from a weights file saved from such a model
+    (the head's keys in it) as the builder builds it with weights: transform_input on, no
+    auxiliary head, the file's head keys dropped, at the weights' 299 px."""
+    built: list[dict[str, Any]] = []
+    monkeypatch.setattr(P, "_import", lambda module, pip, name: _fake_torchvision(built))
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    net = build_backbone("torchvision:inception_v3", (3, 32, 32), 4)
+    assert built[-1]["aux_logits"] is False and net.train()(x).shape == (2, 4)
+    torch.manual_seed(0)
+    pretrained = _AuxNet(transform_input=True)
+    path = tmp_path / "inception.pth"
+    torch.save(pretrained.state_dict(), path)
+    assert any(k.startswith("AuxLogits.") for k in pretrained.state_dict())
+    net = build_backbone(f"torchvision:inception_v3@{path}", (3, 32, 32), 4)
+    assert built[-1] == {"weights": None, "transform_input": True, "aux_logits": False, "init_weights": False}
+    assert net.resolution == 299 and net.train()(x).shape == (2, 4)
+    torch.testing.assert_close(net.trunk.conv.weight, pretrained.conv.weight)
+
+
+def test_the_feature_cache_key_of_no_images() -> None:
+    """Zero images (predicting nothing) have a cache key: the bytes of an empty view could not be taken."""
+    a = P.feature_cache_key(np.zeros((0, 8, 8, 3), np.uint8), "efficientnet-lite0", "w")
+    assert a != P.feature_cache_key(np.zeros((0, 9, 9, 3), np.uint8), "efficientnet-lite0", "w") and len(a) == 40
+
+
 @pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision is not installed")
 def test_torchvision_local_weights_file(tmp_path: Path) -> None:
     import torchvision

@@ -350,17 +350,21 @@ def strip_classifier(model: nn.Module) -> tuple[nn.Module, int]:
     return model, int(lin.in_features)
 
 
-def local_trunk(arch: Callable[[], nn.Module], weights: str | os.PathLike[str] | None, strict: bool = True) -> tuple[nn.Module, int, str]:
+def local_trunk(arch: Callable[[], nn.Module], weights: str | os.PathLike[str] | None, strict: bool = True,
+                drop_prefixes: tuple[str, ...] = ()) -> tuple[nn.Module, int, str]:
     """``(trunk, feature_dim, identity)`` from an architecture callable and a ``state_dict`` file.
 
     The architecture is built with its own classifier (``arch()``), the file's weights are
-    loaded into it (``strict``: every key must match), then the classifier is removed
-    (:func:`strip_classifier`). This is the offline path of ``torchvision:NAME@FILE``.
+    loaded into it (``strict``: every key must match, after dropping the keys that start
+    with ``drop_prefixes``: heads the architecture is built without), then the classifier is
+    removed (:func:`strip_classifier`). This is the offline path of ``torchvision:NAME@FILE``.
     """
     model = arch()
     identity = f"{type(model).__name__}:random"
     if weights is not None:
         sd = load_state_dict_file(weights)
+        if drop_prefixes:
+            sd = {k: v for k, v in sd.items() if not k.startswith(drop_prefixes)}
         try:
             model.load_state_dict(sd, strict=strict)
         except RuntimeError as exc:
@@ -388,25 +392,39 @@ def _split_weights(spec: str) -> tuple[str, str | None]:
     return (name, weights) if sep and name else (spec, None)
 
 
+#: torchvision architectures whose pretrained models are built otherwise than the bare class:
+#: their builders, given weights, convert ImageNet-normalised inputs to the weights' own
+#: (``transform_input``) and build the auxiliary heads, which a training forward returns
+#: beside the logits (a tuple); kdcrowd builds them without those heads (``aux_logits=False``:
+#: the builders drop them after loading) and, from a weights file, as the builders do, with
+#: the heads' keys dropped from the file and the weights' resolution (inception_v3: 299 px).
+_TORCHVISION_PRETRAINED = {
+    "googlenet": ({"transform_input": True, "aux_logits": False, "init_weights": False}, ("aux1.", "aux2."), 224),
+    "inception_v3": ({"transform_input": True, "aux_logits": False, "init_weights": False}, ("AuxLogits.",), 299),
+}
+
+
 def torchvision_trunk(spec: str) -> tuple[nn.Module, int, tuple[float, ...], tuple[float, ...], int, str]:
     """``(trunk, feature_dim, mean, std, resolution, identity)`` of ``torchvision:NAME[@WEIGHTS]``.
 
     WEIGHTS: a weights enum name of NAME (default ``DEFAULT``; torchvision downloads it
     once) or a ``state_dict`` file of that architecture (offline, ImageNet normalisation at
-    224 px). The mean, std and resolution come from the weights' own transforms.
+    224 px, or the resolution of :data:`_TORCHVISION_PRETRAINED`). The mean, std and
+    resolution come from the weights' own transforms.
     """
     name = f"torchvision:{spec}"
     tvm = _import("torchvision.models", "torchvision", name)
     model_name, weights = _split_weights(spec)
+    arch_kwargs, aux_keys, file_resolution = _TORCHVISION_PRETRAINED.get(model_name, ({}, (), 224))
     if weights is not None and _looks_like_file(weights):
-        trunk, dim, identity = local_trunk(lambda: tvm.get_model(model_name, weights=None), weights)
-        return trunk, dim, IMAGENET_MEAN, IMAGENET_STD, 224, f"torchvision:{model_name}:{identity}"
+        trunk, dim, identity = local_trunk(lambda: tvm.get_model(model_name, weights=None, **arch_kwargs), weights, drop_prefixes=aux_keys)
+        return trunk, dim, IMAGENET_MEAN, IMAGENET_STD, file_resolution, f"torchvision:{model_name}:{identity}"
     enum = tvm.get_model_weights(model_name)
     try:
         w = enum.DEFAULT if weights is None else enum[weights]
     except KeyError:
         raise ValueError(f"torchvision has no weights '{weights}' for {model_name}; choose one of {[m.name for m in enum]} or give a state_dict file") from None
-    model = tvm.get_model(model_name, weights=w)
+    model = tvm.get_model(model_name, weights=w, **({"aux_logits": False} if arch_kwargs else {}))
     trunk, dim = strip_classifier(model)
     t = w.transforms()
     mean = tuple(float(v) for v in getattr(t, "mean", IMAGENET_MEAN))
@@ -507,7 +525,8 @@ def feature_cache_key(images: np.ndarray, backbone_name: str, weights_identity: 
     for part in (backbone_name, weights_identity, _PREPROCESSING_VERSION, str(images.dtype), repr(tuple(images.shape))):
         h.update(part.encode())
         h.update(b"\0")
-    h.update(memoryview(np.ascontiguousarray(images)).cast("B"))
+    if images.size:  # (a view with a zero in its shape cannot be cast to bytes)
+        h.update(memoryview(np.ascontiguousarray(images)).cast("B"))
     return h.hexdigest()
 
 
