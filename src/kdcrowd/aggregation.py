@@ -119,6 +119,9 @@ def majority_vote(
 ) -> np.ndarray:
     """Majority vote.
 
+    Gold questions have no place here (no worker is weighed); :func:`aggregate` with
+    ``gold`` only gives the gold items their known labels.
+
     Args:
         ann: annotations (see module docstring).
         soft: return vote proportions ``(n_items, K)`` (float64, rows sum to 1) instead
@@ -747,9 +750,13 @@ def aggregate(ann: Any, method: str = "mv", **kw: Any) -> tuple[np.ndarray, np.n
 
     ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown (command
     line: ``--gold``). Every method returns the known label and a one-hot posterior for the
-    gold items; Dawid–Skene also anchors its E-step on them (``gold`` of
-    :func:`dawid_skene`), so the worker matrices, and through them every other item's
-    posterior, use them.
+    gold items. Those that estimate workers also learn them from the workers' gold answers,
+    and through them every other item's label: Dawid–Skene, one-coin DS, GLAD and MACE
+    clamp the gold items' posteriors in every E-step (``gold`` of :func:`dawid_skene`);
+    Wawa and ZBS measure a worker's gold answers against the known class (ZBS also starts
+    from each worker's gold accuracy). Majority vote has no worker parameter, and M-MSR's
+    skills come from the workers' agreement with each other: for both, gold sets the labels
+    of the gold items only (M-MSR raises a :class:`kdcrowd.config.SettingWarning` saying so).
 
     Aliases: ``majority_vote``, ``soft_mv``, ``dawid_skene``, ... (see ``_ALIASES``).
 
@@ -770,9 +777,9 @@ def aggregate_with_matrices(ann: Any, method: str = "mv", **kw: Any) -> tuple[np
     if gold is not None:
         _, _, _, n, _, k = _arrays(ann)
         gold = check_gold(gold, n, k)
-    if canonical_aggregator(method) is not None:
-        res = run_aggregator(ann, method, **kw)
-        return apply_gold(res.labels, gold), apply_gold(res.posteriors, gold), res.transitions
+    if canonical_aggregator(method) is not None:  # each anchors its estimates on gold as far as it can (see its docstring)
+        res = run_aggregator(ann, method, gold=gold, **kw)
+        return res.labels, res.posteriors, res.transitions
     meth = _canonical_method(method)
     if meth in ("mv", "mv-soft"):
         kw.pop("device", None)  # accepted for a uniform call; votes are counted in numpy

@@ -385,9 +385,10 @@ class CrowdFit:
         the item id of each row of ``X`` (as named in a long table); by default the index
         of a DataFrame ``X`` that is not a plain ``0..N-1`` range, else the row number.
         ``gold``: gold questions, one known class value per row of ``X`` (``None``/NaN
-        where unknown): they are the training targets of their rows, Dawid–Skene's worker
-        matrices (``ds``, and the start of models initialised from label statistics) are
-        anchored on them (:mod:`kdcrowd.data.gold`), and their rows get their known labels in ``labels_``
+        where unknown): they are the training targets of their rows, the worker estimates of
+        the aggregate-then-train methods (``ds``, ``one-coin-ds``, ``glad``, ``mace``,
+        ``wawa``, ``zbs``; not ``mv``, ``mmsr``) and the start of models initialised from
+        label statistics are anchored on them (:mod:`kdcrowd.data.gold`), and their rows get their known labels in ``labels_``
         (``gold_``: the class indices, -1 unknown; ``None`` without gold).
         ``unlabelled``: items without crowd labels that will be predicted (same kind as
         ``X``); used only by label spreading (``label_spreading``), whose graph then holds

@@ -17,6 +17,14 @@ is done here and why. One difference for all of them: crowd-kit counts the class
 occur in the data, these functions use ``ann.n_classes``; both agree when every class
 is used at least once.
 
+Every function takes ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for
+unknown (see :mod:`kdcrowd.data.gold`). Gold items get their known label and one-hot
+posterior; one-coin DS, GLAD and MACE also clamp their posteriors in every E-step, as
+:func:`kdcrowd.aggregation.dawid_skene` does, and Wawa and ZBS measure the workers' gold
+answers against the known class, so that the worker estimates, and through them the other
+items' labels, are anchored on gold. M-MSR cannot use them (a warning says so). Without
+gold every result is what it was before the functions took gold.
+
 All functions return an :class:`AggregatorResult`.
 """
 

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.gold import apply_gold, check_gold
+
 
 def _arrays(ann: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
     """Validated ``(item, worker, label, N, M, K)`` from an annotation object."""
@@ -89,10 +91,16 @@ class AggregatorResult:
 
 
 class _Data:
-    """The annotation arrays on the device, and what every method needs from them."""
+    """The annotation arrays on the device, and what every method needs from them.
 
-    def __init__(self, ann: Any, device: str | torch.device, dtype: torch.dtype | None) -> None:
+    ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown (checked by
+    :func:`kdcrowd.data.gold.check_gold`), or ``None``. Held as ``gold_np`` (numpy) and
+    ``gold`` (on the device), both ``None`` without any gold item; ``gold_rows`` are the
+    gold items, ``gold_cls`` their known classes and ``gold_onehot`` their one-hot rows."""
+
+    def __init__(self, ann: Any, device: str | torch.device, dtype: torch.dtype | None, gold: Any = None) -> None:
         item, worker, label, n, m, k = _arrays(ann)
+        self.gold_np = check_gold(gold, n, k)
         self.n, self.m, self.k, self.a = n, m, k, len(item)
         self.dev = _resolve_device(device)
         self.dtype = dtype or (torch.float64 if self.dev.type == "cpu" else torch.float32)
@@ -105,6 +113,24 @@ class _Data:
         self.n_worker = torch.bincount(self.worker, minlength=m)
         self.has = self.n_item > 0
         self.has_np = np.bincount(item, minlength=n) > 0
+        self.gold = None if self.gold_np is None else torch.from_numpy(self.gold_np).to(self.dev)
+        if self.gold is not None:
+            self.gold_rows = torch.nonzero(self.gold >= 0).squeeze(1)
+            self.gold_cls = self.gold.index_select(0, self.gold_rows)
+            self.gold_onehot = torch.nn.functional.one_hot(self.gold_cls, k).to(self.dtype)
+
+    def clamp(self, post: torch.Tensor) -> torch.Tensor:
+        """``(N, K)`` ``post`` with the gold items' rows set to their known one-hot class (a
+        copy), as Dawid–Skene's clamped E-step: the parameters learned from these posteriors
+        are then anchored on the gold answers. ``post`` itself without gold."""
+        if self.gold is None:
+            return post
+        return post.index_copy(0, self.gold_rows, self.gold_onehot.to(post.dtype))
+
+    def reference(self, labels: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` hard ``labels`` with the gold items' known classes in their place (the
+        labels a worker's agreement is measured against); ``labels`` itself without gold."""
+        return labels if self.gold is None else torch.where(self.gold >= 0, self.gold, labels)
 
     def zeros(self, *shape: int) -> torch.Tensor:
         return torch.zeros(*shape, dtype=self.dtype, device=self.dev)
@@ -138,12 +164,13 @@ class _Data:
 
     def finish(self, post: torch.Tensor, labels: torch.Tensor | None = None, fill: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Numpy ``(labels, posteriors)``: argmax (lowest class on ties) unless ``labels``
-        is given; ``-1`` and ``fill`` (default uniform) for items without annotations."""
+        is given; ``-1`` and ``fill`` (default uniform) for items without annotations; the
+        known label and one-hot row for gold items (annotated or not)."""
         post = post.clone()
         post[~self.has] = (torch.full((self.k,), 1.0 / self.k, dtype=post.dtype, device=self.dev) if fill is None else fill.to(post.dtype))
         lab = (_argmax_lowest(post) if labels is None else labels).cpu().numpy().astype(np.int64)
         lab[~self.has_np] = -1
-        return lab, post.cpu().numpy().astype(np.float64)
+        return apply_gold(lab, self.gold_np), apply_gold(post.cpu().numpy().astype(np.float64), self.gold_np)
 
     def trivial(self) -> AggregatorResult | None:
         """The result when there is nothing to estimate (no annotation or one class)."""
@@ -151,7 +178,7 @@ class _Data:
             return None
         post = torch.ones(self.n, self.k, dtype=torch.float64) / self.k
         labels = np.where(self.has_np, 0, -1).astype(np.int64)
-        return AggregatorResult(labels, post.numpy(), skills=np.full(self.m, np.nan))
+        return AggregatorResult(apply_gold(labels, self.gold_np), apply_gold(post.numpy(), self.gold_np), skills=np.full(self.m, np.nan))
 
 
 def _argmax_lowest(scores: torch.Tensor) -> torch.Tensor:

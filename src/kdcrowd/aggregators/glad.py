@@ -21,6 +21,7 @@ def glad(
     m_step_tol: float = 1e-2,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    gold: Any = None,
 ) -> AggregatorResult:
     """GLAD (Whitehill et al., NeurIPS 2009): worker ``w`` names the true class of item
     ``i`` with probability ``sigmoid(alpha_w * exp(beta_i))`` and each other class with
@@ -38,6 +39,17 @@ def glad(
     ``dtype`` is float64 on every device: scipy's line search works on float64 values,
     and float32 sums over many annotations are too coarse for it.
 
+    ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown, or ``None``.
+    Semi-supervised, as :func:`kdcrowd.aggregation.dawid_skene`: a gold item's posterior is
+    clamped to its known one-hot class in every E-step (the first included), so the
+    M-step fits the abilities ``alpha`` (and the gold items' ``beta``) to the workers' gold
+    answers too, and through them every other item's posterior; gold items get their known
+    label and one-hot posterior in the result. With gold the loop stops when the objective
+    changes by less than ``tol`` either way, not on its first dip: it leaves out the
+    posteriors' entropy, so it dips while EM still moves (on a crowd where the gold
+    contradicts the majority, crowd-kit's rule stopped after two iterations, halfway).
+    Without gold the result is crowd-kit's.
+
     ``skills``: ``alpha`` (workers without annotations keep their prior mean);
     ``extras["betas"]``: ``beta``, the log inverse difficulty of each item.
     """
@@ -46,7 +58,7 @@ def glad(
     _check("tol", tol, 0.0)
     if n_iter < 0 or m_step_max_iter < 0:
         raise ValueError(f"n_iter and m_step_max_iter must be >= 0, got {n_iter}, {m_step_max_iter}")
-    d = _Data(ann, device, dtype or torch.float64)
+    d = _Data(ann, device, dtype or torch.float64, gold)
     triv = d.trivial()
     if triv is not None:
         return triv
@@ -74,7 +86,7 @@ def glad(
         z = alpha[d.worker] * torch.exp(beta[d.item])
         log_same = torch.nn.functional.logsigmoid(z)
         log_other = torch.nn.functional.logsigmoid(-z) - log_k1
-        return torch.softmax(d.log_posterior(log_prior, log_other, log_same), 1)
+        return d.clamp(torch.softmax(d.log_posterior(log_prior, log_other, log_same), 1))
 
     # the optimiser's vector is x = (alpha of active workers, beta of annotated items);
     # each annotation reads its two entries of x directly
@@ -124,7 +136,10 @@ def glad(
         alpha, beta = unpack(xt)
         value = q_value(xt, qy, False)[0] / norm
         history.append(value)
-        if value - last < tol:
+        # crowd-kit stops on a dip too; this objective (without the posteriors' entropy) dips
+        # while the clamped gold items still pull the abilities, so with gold only a change of
+        # less than tol either way stops the loop
+        if (abs(value - last) if d.gold is not None else value - last) < tol:
             converged = True
             break
         last = value

@@ -21,6 +21,7 @@ def mace(
     seed: int = 0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    gold: Any = None,
 ) -> AggregatorResult:
     """MACE (Hovy et al., NAACL 2013): each annotation is, with probability
     ``knowing_w``, the true class, and otherwise a draw from the worker's spamming
@@ -40,6 +41,15 @@ def mace(
     log space here (crowd-kit multiplies, which underflows for items with very many
     annotations).
 
+    ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown, or ``None``.
+    Semi-supervised, as :func:`kdcrowd.aggregation.dawid_skene`: a gold item's posterior is
+    clamped to its known one-hot class in every E-step (the one after the random start
+    included), so the expected counts that the M-step turns into ``spamming`` and
+    ``theta`` are anchored on the workers' gold answers, and through them every other
+    item's posterior; a gold item's term of the marginal likelihood that picks the restart
+    is the joint probability of its annotations and its known class. Gold items get their
+    known label and one-hot posterior in the result. Without gold the result is crowd-kit's.
+
     ``skills``: each worker's probability of answering knowingly, ``knowing_w``;
     ``transitions``: ``knowing_w * I + (1 - knowing_w) * theta_w`` in every row;
     ``extras``: ``spamming`` ``(M, 2)`` [spam, knowing] and ``thetas`` ``(M, K)``, as
@@ -50,7 +60,7 @@ def mace(
     if n_restarts < 1 or n_iter < 0:
         raise ValueError(f"n_restarts must be >= 1 and n_iter >= 0, got {n_restarts}, {n_iter}")
     _check("default_noise", default_noise, -1.0, strict=True)
-    d = _Data(ann, device, dtype)
+    d = _Data(ann, device, dtype, gold)
     triv = d.trivial()
     if triv is not None:
         return triv
@@ -65,7 +75,9 @@ def mace(
         log_same = torch.log(s0t + s1)
         log_g = d.log_posterior(torch.full((k,), -math.log(k), dtype=d.dtype, device=d.dev), log_other, log_same)
         log_z = torch.logsumexp(log_g, 1)
-        post = torch.exp(log_g - log_z[:, None])
+        post = d.clamp(torch.exp(log_g - log_z[:, None]))
+        if d.gold is not None:  # a gold item's evidence: its annotations joint with its known class
+            log_z = log_z.index_copy(0, d.gold_rows, log_g.index_select(0, d.gold_rows).gather(1, d.gold_cls[:, None]).squeeze(1))
         lml = float(torch.logaddexp(log_z[d.has], torch.tensor(math.log(1e-8), dtype=d.dtype, device=d.dev)).sum())
         py = post.reshape(-1)[d.cell]
         share = s0t / (s0t + s1)

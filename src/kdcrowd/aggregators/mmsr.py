@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import SettingWarning
 from ._common import AggregatorResult, _argmax_lowest, _Data
 
 
@@ -152,6 +153,7 @@ def mmsr(
     label_rule: str = "crowdkit",
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    gold: Any = None,
 ) -> AggregatorResult:
     """M-MSR (Ma & Olshevsky, UAI 2020): worker reliabilities from a robust rank-one
     completion of the worker covariance matrix, then a skill-weighted vote.
@@ -186,6 +188,14 @@ def mmsr(
     nothing says which camp is skilled, and the eigenvector's own sign, which the order of
     the worker ids decides, would call one camp adversarial (crowd-kit fails there).
 
+    ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown, or ``None``.
+    Gold items get their known label and one-hot posterior in the result, and nothing
+    else: M-MSR's skills come from the workers' agreement with each other (the covariance
+    matrix's completion), which has no place for a known answer, so the skills and the
+    other items' labels are those without gold. A :class:`kdcrowd.config.SettingWarning`
+    says so; for gold to anchor the skills use Dawid–Skene, one-coin DS, GLAD, MACE, Wawa
+    or ZBS.
+
     ``skills``: the log-odds skills (``NaN`` for workers without annotations);
     ``extras["accuracy"]``: ``p``.
     """
@@ -193,7 +203,11 @@ def mmsr(
         raise ValueError(f"n_iter must be >= 0, got {n_iter}")
     if label_rule not in ("crowdkit", "posterior"):
         raise ValueError(f"label_rule must be 'crowdkit' or 'posterior', got {label_rule!r}")
-    d = _Data(ann, device, dtype)
+    d = _Data(ann, device, dtype, gold)
+    if d.gold is not None:
+        warnings.warn(f"M-MSR does not use the {len(d.gold_rows):,} gold questions to estimate its worker skills (they come from the workers' "
+                      "agreement with each other): gold only sets the labels of the gold items; for gold to anchor the skills and the other "
+                      "labels use ds, one-coin-ds, glad, mace, wawa or zbs", SettingWarning, stacklevel=2)
     triv = d.trivial()
     if triv is not None:
         return triv

@@ -17,6 +17,7 @@ def one_coin_dawid_skene(
     eps: float = _EPS,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    gold: Any = None,
 ) -> AggregatorResult:
     """One-coin Dawid–Skene: worker ``w`` names the true class with probability
     ``s_w`` and each other class with ``(1 - s_w) / (K - 1)``.
@@ -27,13 +28,20 @@ def one_coin_dawid_skene(
     per-annotation objective (crowd-kit's "ELBO", which adds the log prior once per
     annotation) gains less than ``tol``.
 
+    ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown, or ``None``.
+    Semi-supervised, as :func:`kdcrowd.aggregation.dawid_skene`: a gold item's posterior is
+    clamped to its known one-hot class at initialisation and after every E-step, so the
+    skills (and the class prior) are learned from the workers' gold answers too, and through
+    them every other item's posterior; gold items get their known label and one-hot
+    posterior in the result. Without gold the result is crowd-kit's.
+
     ``skills``: ``s_w`` (``NaN`` for workers without annotations); ``transitions``: the
     one-coin confusion matrices they define.
     """
     _check("tol", tol, 0.0)
     if n_iter < 0:
         raise ValueError(f"n_iter must be >= 0, got {n_iter}")
-    d = _Data(ann, device, dtype)
+    d = _Data(ann, device, dtype, gold)
     triv = d.trivial()
     if triv is not None:
         return triv
@@ -52,7 +60,7 @@ def one_coin_dawid_skene(
 
     def e_step(priors: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         log_same, log_other = log_probs(s)
-        return torch.softmax(d.log_posterior(torch.log(priors.clamp_min(eps)), log_other, log_same), 1)
+        return d.clamp(torch.softmax(d.log_posterior(torch.log(priors.clamp_min(eps)), log_other, log_same), 1))
 
     def objective(q: torch.Tensor, priors: torch.Tensor, s: torch.Tensor) -> float:
         log_same, log_other = log_probs(s)
@@ -63,7 +71,7 @@ def one_coin_dawid_skene(
         return float(joint - (qc * torch.log(qc)).sum()) / d.a
 
     votes = d.votes()
-    q = votes / votes.sum(1, keepdim=True).clamp_min(1)
+    q = d.clamp(votes / votes.sum(1, keepdim=True).clamp_min(1))
     priors, s = m_step(q)
     loss, history, converged, it = -math.inf, [], False, 0
     for it in range(1, n_iter + 1):

@@ -39,8 +39,19 @@ class _Accuracy:
         right = self.d.sum_by(self.worker, hit, self.d.m)
         return torch.where(self.count > 0, right / self.count.clamp_min(1), current)
 
+    def on_gold(self, current: torch.Tensor) -> torch.Tensor:
+        """Per-worker share of the distinct answers on gold items that name the known class;
+        ``current`` for workers who answered no gold item (or without gold)."""
+        d = self.d
+        if d.gold is None:
+            return current
+        g = d.gold[self.item]
+        answered = d.sum_by(self.worker, (g >= 0).to(d.dtype), d.m)
+        right = d.sum_by(self.worker, (self.label == g).to(d.dtype), d.m)  # (a label is never -1)
+        return torch.where(answered > 0, right / answered.clamp_min(1), current)
 
-def wawa(ann: Any, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> AggregatorResult:
+
+def wawa(ann: Any, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, gold: Any = None) -> AggregatorResult:
     """Wawa (worker agreement with aggregate): majority vote weighted by each worker's
     agreement with the plain majority vote.
 
@@ -48,15 +59,21 @@ def wawa(ann: Any, device: str | torch.device = "cpu", dtype: torch.dtype | None
     ``(item, label)`` answers that equal the majority label (lowest class on ties);
     labels are the skill-weighted vote, posteriors the weighted vote proportions.
 
+    ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown, or ``None``.
+    A worker's answers on gold items are compared with the known class instead of the
+    majority label, so the skills (and through them the weighted vote on every other item)
+    reflect the gold answers; the reference of the other items stays their plain majority
+    vote. Gold items get their known label and one-hot posterior in the result.
+
     ``skills``: the agreement of each worker (``NaN`` for workers without annotations).
     """
-    d = _Data(ann, device, dtype)
+    d = _Data(ann, device, dtype, gold)
     triv = d.trivial()
     if triv is not None:
         return triv
     acc = _Accuracy(d)
     nan = torch.full((d.m,), float("nan"), dtype=d.dtype, device=d.dev)
-    skills = acc(_argmax_lowest(d.votes()), nan)
+    skills = acc(d.reference(_argmax_lowest(d.votes())), nan)
     labels, post = _weighted_vote(d, skills)
     lab, post_np = d.finish(post, labels)
     return AggregatorResult(lab, post_np, skills=skills.cpu().numpy(), n_iter=1)
@@ -71,6 +88,7 @@ def zero_based_skill(
     eps: float = 1e-5,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    gold: Any = None,
 ) -> AggregatorResult:
     """ZeroBasedSkill: skills start at ``1/K + eps``; each iteration takes the
     skill-weighted vote and moves every skill by ``lr`` towards the worker's agreement
@@ -80,23 +98,29 @@ def zero_based_skill(
     ``(item, worker, label)`` once). Labels and posteriors: the vote weighted by the
     final skills.
 
+    ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown, or ``None``.
+    The skills are anchored on them: a worker who answered gold items starts from the share
+    of those answers that name the known class (the others from ``1/K + eps``), and in every
+    iteration a worker's answers on gold items are compared with the known class instead of
+    the weighted vote. Gold items get their known label and one-hot posterior in the result.
+
     ``skills``: the final skills (``NaN`` for workers without annotations).
     ``objective``: per iteration, the largest change of a skill.
     """
     if n_iter < 0 or lr_steps_to_reduce < 1:
         raise ValueError(f"n_iter must be >= 0 and lr_steps_to_reduce >= 1, got {n_iter}, {lr_steps_to_reduce}")
-    d = _Data(ann, device, dtype)
+    d = _Data(ann, device, dtype, gold)
     triv = d.trivial()
     if triv is not None:
         return triv
     acc = _Accuracy(d)
-    skills = torch.full((d.m,), 1.0 / d.k + eps, dtype=d.dtype, device=d.dev)
+    skills = acc.on_gold(torch.full((d.m,), 1.0 / d.k + eps, dtype=d.dtype, device=d.dev))
     lr, changes = lr_init, []
     for it in range(1, n_iter + 1):
         if it % lr_steps_to_reduce == 0:
             lr *= lr_reduce_factor
         labels, _ = _weighted_vote(d, skills)
-        step = lr * (acc(labels, skills) - skills)
+        step = lr * (acc(d.reference(labels), skills) - skills)
         skills = skills + step
         changes.append(float(step.abs().max()))
     labels, post = _weighted_vote(d, skills)

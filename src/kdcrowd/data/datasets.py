@@ -171,7 +171,7 @@ class CrowdDataset:
             ground truth (a user's data set: the Dawid–Skene labels of its crowd labels);
             used for nothing else.
         gold: ``(N_train,)`` int64 gold questions: the known class of a training item
-            whose answer is given as gold (it anchors the worker matrices and the
+            whose answer is given as gold (it anchors the worker estimates and the
             training targets, see :mod:`kdcrowd.data.gold`), ``-1`` for the others; or
             ``None``. Unlike ``y_train`` (evaluation only) every method trains with it.
     """

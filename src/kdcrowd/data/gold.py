@@ -6,7 +6,9 @@ functions here:
 
 * :func:`check_gold` -- one clear error for a malformed vector;
 * :func:`apply_gold` -- the known labels replace hard targets, soft targets or posteriors
-  (numpy or torch, ``(N,)`` or ``(N, K)``): Dawid–Skene's clamped E-step, the targets of
+  (numpy or torch, ``(N,)`` or ``(N, K)``): the clamped E-steps of Dawid–Skene, one-coin
+  DS, GLAD and MACE (Wawa and ZBS compare the workers' gold answers with the known class;
+  majority vote and M-MSR only give the gold items their labels), the targets of
   aggregate-then-train methods, KD-Crowd's teacher predictions;
 * :func:`gold_vector` -- a gold vector from ``(positions, class indices)`` (what
   :func:`kdcrowd.data.items.read_item_labels` returns for ``--gold FILE``);

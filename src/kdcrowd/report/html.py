@@ -285,7 +285,7 @@ def _gold_text(workers: pd.DataFrame) -> str:
     acc = workers["gold_accuracy"].to_numpy()[answered]
     pooled = float(np.sum(acc * g[answered]) / g[answered].sum())
     return (
-        f"<p><b>Gold questions</b> (items with known answers) anchor the worker matrices and the training targets. "
+        f"<p><b>Gold questions</b> (items with known answers) anchor the worker estimates (all but majority vote's and M-MSR's) and the training targets. "
         f"{int(answered.sum())} of {len(workers)} workers gave {int(g.sum())} answers to them, {100.0 * pooled:.1f} % correct "
         f"(per worker: median {100.0 * float(np.median(acc)):.1f} %, lowest {100.0 * float(acc.min()):.1f} %); "
         "<b>gold_n</b> and <b>gold_accuracy</b> in the table and in <code>workers.csv</code> are each worker's count and accuracy on them.</p>"
