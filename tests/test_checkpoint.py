@@ -173,7 +173,11 @@ def test_fit_resumed_after_an_interrupt_equals_the_uninterrupted_fit(task: Any, 
     assert torch.equal(torch.get_rng_state(), rng_after_plain)
 
 
-def test_ctrl_c_while_writing_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_while_writing_keeps_the_previous_checkpoint(presses: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the middle of the second epoch's write: the file is never half written. The
+    interrupted training writes that finished epoch again on its way out (one press), and a
+    second press in that write leaves the first epoch's file as it was."""
     data, make = _feature_task()
     config = TrainConfig(epochs=3, batch_size=16, progress=False, checkpoint=str(tmp_path / "fit.pt"), checkpoint_interval=0.0)
     real_save = torch.save
@@ -181,7 +185,7 @@ def test_ctrl_c_while_writing_keeps_the_previous_checkpoint(tmp_path: Path, monk
 
     def save_then_interrupt(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
         calls[0] += 1
-        if calls[0] == 2:  # the second epoch's checkpoint: half written, then Ctrl-C
+        if 2 <= calls[0] < 2 + presses:  # the second epoch's checkpoint: half written, then Ctrl-C
             f.write(b"PK\x03\x04 half a zip archive")
             raise KeyboardInterrupt
         real_save(obj, f, *args, **kwargs)
@@ -191,7 +195,7 @@ def test_ctrl_c_while_writing_keeps_the_previous_checkpoint(tmp_path: Path, monk
         fit(make(), data, config)
     monkeypatch.setattr(torch, "save", real_save)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.pt"]  # no temporary file left behind
-    assert torch.load(config.checkpoint, weights_only=True)["epochs"] == 1
+    assert torch.load(config.checkpoint, weights_only=True)["epochs"] == (2 if presses == 1 else 1)
     _assert_same_fit(fit(make(), data, replace(config, checkpoint=None)), fit(make(), data, config))
 
 

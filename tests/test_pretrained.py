@@ -311,11 +311,9 @@ def _fake_torchvision(built: list[dict[str, Any]]) -> Any:
         built.append({"weights": weights, **kw})
         if weights is None:
             return _AuxNet(**kw)
-        keep = kw.pop("aux_logits", True)
-        model = _AuxNet(aux_logits=True, transform_input=True, init_weights=False)
-        if not keep:
-            model.AuxLogits = None
-        return model
+        if kw.get("aux_logits", True) is not True:  # torchvision's _ovewrite_named_param
+            raise ValueError(f"The parameter 'aux_logits' expected value True but got {kw['aux_logits']} instead.")
+        return _AuxNet(aux_logits=True, transform_input=True, init_weights=False)  # inception_v3 keeps its head by default
 
     return types.SimpleNamespace(get_model=get_model, get_model_weights=lambda name: Enum([Enum.DEFAULT]))
 
@@ -330,7 +328,7 @@ def test_torchvision_inception_builds_without_its_auxiliary_head(tmp_path: Path,
     monkeypatch.setattr(P, "_import", lambda module, pip, name: _fake_torchvision(built))
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     net = build_backbone("torchvision:inception_v3", (3, 32, 32), 4)
-    assert built[-1]["aux_logits"] is False and net.train()(x).shape == (2, 4)
+    assert "aux_logits" not in built[-1] and net.train()(x).shape == (2, 4) and net.trunk.AuxLogits is None
     torch.manual_seed(0)
     pretrained = _AuxNet(transform_input=True)
     path = tmp_path / "inception.pth"

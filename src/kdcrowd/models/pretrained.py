@@ -394,14 +394,24 @@ def _split_weights(spec: str) -> tuple[str, str | None]:
 
 #: torchvision architectures whose pretrained models are built otherwise than the bare class:
 #: their builders, given weights, convert ImageNet-normalised inputs to the weights' own
-#: (``transform_input``) and build the auxiliary heads, which a training forward returns
-#: beside the logits (a tuple); kdcrowd builds them without those heads (``aux_logits=False``:
-#: the builders drop them after loading) and, from a weights file, as the builders do, with
-#: the heads' keys dropped from the file and the weights' resolution (inception_v3: 299 px).
+#: (``transform_input``) and load the auxiliary heads, which a training forward returns
+#: beside the logits (a tuple) while ``aux_logits`` is on (inception_v3 keeps it on; the
+#: builders refuse ``aux_logits=False`` with weights). kdcrowd switches the heads off after
+#: building (:func:`_without_aux_heads`), and builds from a weights file as the builders do,
+#: with the heads' keys dropped from the file and the weights' resolution (inception_v3: 299 px).
 _TORCHVISION_PRETRAINED = {
     "googlenet": ({"transform_input": True, "aux_logits": False, "init_weights": False}, ("aux1.", "aux2."), 224),
     "inception_v3": ({"transform_input": True, "aux_logits": False, "init_weights": False}, ("AuxLogits.",), 299),
 }
+
+
+def _without_aux_heads(model: nn.Module, heads: tuple[str, ...]) -> nn.Module:
+    """``model`` with its auxiliary heads (``heads``: their key prefixes) removed and
+    ``aux_logits`` off, as torchvision's builders leave it when not asked for them."""
+    model.aux_logits = False
+    for head in heads:
+        setattr(model, head.rstrip("."), None)
+    return model
 
 
 def torchvision_trunk(spec: str) -> tuple[nn.Module, int, tuple[float, ...], tuple[float, ...], int, str]:
@@ -418,14 +428,14 @@ def torchvision_trunk(spec: str) -> tuple[nn.Module, int, tuple[float, ...], tup
     arch_kwargs, aux_keys, file_resolution = _TORCHVISION_PRETRAINED.get(model_name, ({}, (), 224))
     if weights is not None and _looks_like_file(weights):
         trunk, dim, identity = local_trunk(lambda: tvm.get_model(model_name, weights=None, **arch_kwargs), weights, drop_prefixes=aux_keys)
-        return trunk, dim, IMAGENET_MEAN, IMAGENET_STD, file_resolution, f"torchvision:{model_name}:{identity}"
+        return trunk, dim, IMAGENET_MEAN, IMAGENET_STD, file_resolution, f"torchvision:{model_name}:{identity}" + (f":{file_resolution}px:transform_input" if arch_kwargs else "")
     enum = tvm.get_model_weights(model_name)
     try:
         w = enum.DEFAULT if weights is None else enum[weights]
     except KeyError:
         raise ValueError(f"torchvision has no weights '{weights}' for {model_name}; choose one of {[m.name for m in enum]} or give a state_dict file") from None
-    model = tvm.get_model(model_name, weights=w, **({"aux_logits": False} if arch_kwargs else {}))
-    trunk, dim = strip_classifier(model)
+    model = tvm.get_model(model_name, weights=w)
+    trunk, dim = strip_classifier(_without_aux_heads(model, aux_keys) if aux_keys else model)
     t = w.transforms()
     mean = tuple(float(v) for v in getattr(t, "mean", IMAGENET_MEAN))
     std = tuple(float(v) for v in getattr(t, "std", IMAGENET_STD))
@@ -617,7 +627,8 @@ def _weights_identity(name: str) -> str:
     _, _, spec = name.partition(":")
     _, weights = _split_weights(spec)
     if weights is not None and _looks_like_file(weights) and Path(weights).is_file():
-        return f"{name}:file:{file_digest(weights)}"
+        built_as = ":transform_input" if _split_weights(spec)[0] in _TORCHVISION_PRETRAINED and name.startswith("torchvision:") else ""
+        return f"{name}:file:{file_digest(weights)}{built_as}"  # (googlenet and inception_v3 were built without it before)
     # Hub weights: the name (and enum or tag in it) identifies them; torchvision's DEFAULT
     # may change across its versions, so the installed version is part of the key.
     mod = name.partition(":")[0]
