@@ -5,8 +5,9 @@ Two levels, one module:
 * a training's file (:attr:`kdcrowd.training.TrainConfig.checkpoint`), written by
   :func:`kdcrowd.training.fit` after finished epochs (at most every
   :attr:`~kdcrowd.training.TrainConfig.checkpoint_interval` seconds, the last epoch and an
-  interrupted training's last finished epoch always) with :func:`write_training_checkpoint`
-  (module, optimiser, schedule, every random generator, the history) and read back with
+  interrupted training's last finished epoch always) as a :func:`training_checkpoint`
+  (module, optimiser, schedule, every random generator, the history) written by
+  :func:`write_training_checkpoint`, and read back with
   :func:`read_training_checkpoint`, which refuses a file written with other settings
   (:func:`training_fingerprint`);
 * a run's folder (:class:`StageCheckpoints`): one such file per training stage and

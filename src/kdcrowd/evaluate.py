@@ -36,6 +36,7 @@ __all__ = [
     "progress_callback",
     "standard_callbacks",
     "true_transitions",
+    "truth_accuracy",
 ]
 
 Callback = Callable[[int, nn.Module, dict[str, Any]], None]
@@ -146,6 +147,15 @@ def progress_callback(path: str, stage: str) -> Callable[[int, nn.Module, dict[s
     return cb
 
 
+def truth_accuracy(values: Any, ds: Any) -> float | None:
+    """The accuracy of ``values`` over the training items (labels, or probabilities or
+    posteriors ``(N, K)``) against ``ds.y_train``, its gold items left out
+    (:func:`kdcrowd.data.gold.scored_truth`: their labels are their known answers); ``None``
+    without training ground truth."""
+    scored = scored_truth(ds)
+    return None if scored is None else M.accuracy(values, scored)
+
+
 def standard_callbacks(
     ds: Any, data: DeviceData, train: TrainConfig, stage: str, pseudo: np.ndarray | None = None, *,
     track_memorization: bool = True, progress_file: str | None = None,
@@ -155,7 +165,7 @@ def standard_callbacks(
     their memorization, see :func:`memorization_callback`), and the per-epoch progress
     file when ``progress_file`` is set (lines tagged with ``stage``)."""
     cbs: list[Callable[[int, nn.Module, dict[str, Any]], None]] = []
-    reference = ds.y_train if ds.y_train is not None else getattr(ds, "y_reference", None)
+    reference = scored_truth(ds) if ds.y_train is not None else getattr(ds, "y_reference", None)  # gold items left out
     if track_memorization and reference is not None and ds.annotations is not None:
         cbs.append(memorization_callback(ds, data, train, pseudo=pseudo, y=reference))
     if progress_file:
@@ -212,12 +222,12 @@ def evaluate_output(out: MethodOutput, ds: Any, data: DeviceData, config: TrainC
     if extra_res:
         res["extra_test"] = extra_res
     res["best_epoch"] = out.fit.best_epoch
-    if (scored := scored_truth(ds)) is not None:
+    if ds.y_train is not None:
         if out.train_proba is not None:
-            res["train_label_accuracy"] = M.accuracy(out.train_proba.cpu().numpy(), scored)
+            res["train_label_accuracy"] = truth_accuracy(out.train_proba.cpu().numpy(), ds)
         else:
             recorded = _recorded_train_accuracy(out.fit)
-            res["train_label_accuracy"] = recorded if recorded is not None else M.accuracy(predict_proba(module, data, data.x_train, config).cpu().numpy(), scored)
+            res["train_label_accuracy"] = recorded if recorded is not None else truth_accuracy(predict_proba(module, data, data.x_train, config).cpu().numpy(), ds)
     if out.transitions is not None and ds.annotations is not None:
         res["expertise_error"] = expertise_error_summary(out.transitions, ds)
     return res

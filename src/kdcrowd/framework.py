@@ -34,11 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics as M
 from .checkpoint import module_digest
 from .config import ConfigError, _name, _setting, bounded, check_fields
-from .data.gold import apply_gold, scored_truth
-from .evaluate import Callback, MethodOutput, best_val_accuracy, standard_callbacks
+from .data.gold import apply_gold
+from .evaluate import Callback, MethodOutput, best_val_accuracy, standard_callbacks, truth_accuracy
 from .losses import DEFAULT_TV_TEMPERATURE
 from .models import CROWD_MODELS
 from .models.backbones import build_backbone
@@ -327,7 +326,7 @@ class KDCrowd:
         checkpoints.finish("student")
         s_obj.load_state_dict(s_fit.best_state, strict=False)
         refined = predict_proba(s_obj, data, data.x_train, train)
-        outs["student"] = MethodOutput(s_obj, s_fit, train_proba=refined, extra={"teacher_label_accuracy": None if ds.y_train is None else M.accuracy(q.cpu().numpy(), scored_truth(ds))})
+        outs["student"] = MethodOutput(s_obj, s_fit, train_proba=refined, extra={"teacher_label_accuracy": truth_accuracy(q.cpu().numpy(), ds)})
         if self.stages == 1:
             return outs, "student"
 
@@ -351,7 +350,7 @@ class KDCrowd:
         c_proba, c_post = crowd_outputs(model, data, w, l, train)
         outs["stage2"] = MethodOutput(c_obj, c_fit, train_proba=c_proba, transitions=model.transition_matrices().detach().float().cpu().numpy())
         if ds.y_train is not None:
-            outs["stage2"].extra["train_posterior_accuracy"] = M.accuracy(c_post.cpu().numpy(), scored_truth(ds))
+            outs["stage2"].extra["train_posterior_accuracy"] = truth_accuracy(c_post.cpu().numpy(), ds)
         # The ensembles (ENSEMBLE_MEMBERS): train nothing; evaluated like the stages (their
         # members' last-epoch states, then their validation-selected ones), whatever ``final``.
         # Each member: its objective, fit and training-item predictions, just predicted in the

@@ -44,7 +44,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics as M
 from .aggregation import aggregate_with_matrices
 from .checkpoint import NOT_FINGERPRINTED, StageCheckpoints, json_plain
 from .config import ConfigError, closest
@@ -54,10 +53,10 @@ from .evaluate import (
     expertise_error_summary,  # noqa: F401  (re-exported)
     standard_callbacks,
     true_transitions,  # noqa: F401  (re-exported)
+    truth_accuracy,
 )
 from .framework import ENSEMBLE_MEMBERS, KDCrowd
 from .models import CROWD_MODELS as _CROWD_MODEL_REGISTRY
-from .data.gold import scored_truth
 from .models.backbones import build_backbone
 from .models.base import crowd_model_spec
 from .objectives import (
@@ -244,7 +243,7 @@ def _aggregation_method(agg: str, soft: bool) -> Callable[[Any, DeviceData, RunC
             has |= np.asarray(gold) >= 0
         labelled = None if has.all() else torch.as_tensor(has, device=data.device)
         module, res = _train_on_targets(ds, data, cfg, targets, f"{cfg.method}+DNN", labelled=labelled)
-        extra: dict[str, Any] = {"aggregated_label_accuracy": M.accuracy(post_t.cpu().numpy(), scored_truth(ds)) if ds.y_train is not None else None}
+        extra: dict[str, Any] = {"aggregated_label_accuracy": truth_accuracy(post_t.cpu().numpy(), ds)}
         return MethodOutput(module, res, transitions=trans, extra=extra)
 
     return method
@@ -284,7 +283,7 @@ def _crowd_method(ds: Any, data: DeviceData, cfg: RunConfig) -> MethodOutput:
     proba, post = crowd_outputs(model, data, w, l, cfg.train)
     extra: dict[str, Any] = {}
     if ds.y_train is not None:
-        extra["train_posterior_accuracy"] = M.accuracy(post.cpu().numpy(), scored_truth(ds))
+        extra["train_posterior_accuracy"] = truth_accuracy(post.cpu().numpy(), ds)
     trans = model.transition_matrices().detach().float().cpu().numpy()
     return MethodOutput(obj, res, train_proba=proba, transitions=trans, extra=extra)
 
@@ -301,7 +300,7 @@ def _teacher_stage(saved: TeacherOutputs, fw: KDCrowd, ds: Any) -> dict[str, Any
     teacher trained in the run reports it, and ``source: "teacher outputs"``."""
     rec = {k: saved.metrics[k] for k in TEACHER_STAGE_FIELDS if k in saved.metrics}
     if ds.y_train is not None:
-        rec["train_label_accuracy"] = M.accuracy(saved.posterior if fw.teacher_output == "posterior" else saved.proba, scored_truth(ds))
+        rec["train_label_accuracy"] = truth_accuracy(saved.posterior if fw.teacher_output == "posterior" else saved.proba, ds)
     rec.update(history=saved.metrics.get("history", []), seconds=saved.metrics.get("train_seconds"), timings={}, resumed_seconds=0.0, source="teacher outputs")
     return rec
 

@@ -803,8 +803,9 @@ def _fit(
     ``batch_size × world_size`` items through ``DistributedDataParallel`` (a shard of an
     unevenly split last batch weighs by its items, as in one process), synchronises
     buffers at the end of each epoch (BatchNorm statistics averaged, per-item state such
-    as ELR's targets merged from the rank that owned each item), reports the loss averaged
-    over ranks and evaluates sharded; history, best epoch and states are identical on every
+    as ELR's targets merged from the rank that owned each item), reports the epoch's loss
+    as the mean over all ranks' items (as one process does: a mean over items, each batch
+    weighed by its size) and evaluates sharded; history, best epoch and states are identical on every
     rank. ``data`` must be on this process's device (:func:`resolve_device`), and the
     module must be built identically on every rank (seed before building it). A module
     whose loss leaves some parameters without a gradient sets
