@@ -392,6 +392,12 @@ def test_accuracies_of_training_labels_leave_out_the_gold_items() -> None:
     data = DeviceData.from_dataset(ds, torch.device("cpu"))
     pred = predict_proba(out.module, data, data.x_train, train).argmax(1).numpy()
     assert metrics["train_label_accuracy"] == pytest.approx(float((pred[~g] == y[~g]).mean()))
+    from kdcrowd.metrics import memorization
+
+    ann = ds.annotations
+    _, mem_mean, _ = memorization(pred, ann.item, ann.worker, ann.label, np.where(g, -1, y), n_workers=ann.n_workers)
+    best = next(h for h in metrics["history"] if h["epoch"] == metrics["best_epoch"])
+    assert best["memorization_mean"] == pytest.approx(mem_mean)  # wrong labels of gold items left out too
     metrics, out = run_on_dataset(ds, RunConfig(dataset="swap", method="kdcrowd", seed=0, train=train, options={"teacher": "crowdlayer-mw", "student": "ce", "stages": 1}))
     hard = out.module.labels.cpu().numpy()  # the teacher's predictions the student distils, gold pasted on
     assert metrics["stages"]["student"]["teacher_label_accuracy"] == pytest.approx(float((hard[~g] == y[~g]).mean()))
