@@ -575,6 +575,21 @@ def test_distributed_resume_equals_the_uninterrupted_run_on_every_rank(tmp_path:
     assert results[0]["resumed"]["history"] == results[1]["resumed"]["history"]
 
 
+def test_other_settings_of_a_run_are_named_as_the_door_names_its_options() -> None:
+    """A resume refused for other settings names the options (--lr on the command line, lr
+    for the estimator), a KD-Crowd option once (run.options repeats framework's); the data
+    and a crowd model's own options keep their paths."""
+    from kdcrowd.checkpoint import differences, named_differences
+    from kdcrowd.config import cli_style, option_style
+
+    old = {"data": {"digest": "a"}, "framework": {"student": "elr"}, "run": {"options": {"student": "elr", "mig_f": "js"}, "train": {"lr": 0.001, "device": "cpu"}}}
+    new = {"data": {"digest": "b"}, "framework": {"student": "gce"}, "run": {"options": {"student": "gce", "mig_f": "kl"}, "train": {"lr": 0.002, "device": "auto"}}}
+    with option_style(cli_style):
+        assert named_differences(differences(old, new)) == [
+            "data.digest: 'a' → 'b'", "--student: 'elr' → 'gce'", "run.options.mig_f: 'js' → 'kl'", "--device: 'cpu' → 'auto'", "--lr: 0.001 → 0.002"]
+    assert "lr: 0.001 → 0.002" in named_differences(differences(old, new))
+
+
 def test_a_default_written_out_resumes_and_another_value_is_refused(digits: Any, tmp_path: Path) -> None:
     """The checkpoint settings compare the method's options with their defaults filled in:
     options={} saved and {"mig_f": its default} now is the same run (it was refused); another

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -502,6 +503,26 @@ def test_a_finished_run_with_resume_leaves_no_checkpoints(tmp_path: Path) -> Non
     r = runner.invoke(app, [*args, "--epochs", "2"])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "metrics.json").read_text())["config"]["train"]["epochs"] == 2
+
+
+def test_a_resume_with_other_settings_names_the_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # it named them by their JSON paths (run.train.lr: ... ; framework.student and run.options.student both)
+    import kdcrowd.evaluate as evaluate
+
+    def stop_after_the_first_epoch(path: str, stage: str) -> Any:
+        def cb(epoch: int, module: Any, record: dict) -> None:
+            if epoch >= 1:
+                raise KeyboardInterrupt
+        return cb
+
+    out = tmp_path / "r"
+    args = ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "kdcrowd", "--device", "cpu", "--epochs", "3", "--resume", "--out", str(out)]
+    with monkeypatch.context() as m:
+        m.setattr(evaluate, "progress_callback", stop_after_the_first_epoch)
+        assert runner.invoke(app, args).exit_code == 130
+    r = runner.invoke(app, [*args, "--lr", "0.01", "--student", "gce"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "--lr: 0.001 → 0.01" in text and "--student: 'elr' → 'gce'" in text and "run.options.student" not in text, r.output
 
 
 def test_plot_workers_draws_a_fit_folders_matrices(tmp_path: Path) -> None:

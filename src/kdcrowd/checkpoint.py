@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from . import distributed as D
+from .config import _name
 from .io import atomic_file, finite_json, json_default, save_torch, write_json
 from .models._common import module_digest
 
@@ -79,6 +80,29 @@ def differences(a: Any, b: Any, path: str = "", skip: Sequence[str] = ()) -> lis
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(a.keys() | b.keys()) for d in differences(a.get(k, "(absent)"), b.get(k, "(absent)"), f"{path}.{k}" if path else k, skip)]
     return [] if a == b else [f"{path}: {a!r} → {b!r}"]
+
+
+#: A difference of a run's settings that is one option of the doors: a training setting or a
+#: KD-Crowd setting (``run.options.X`` repeats KD-Crowd's ``framework.X``).
+_OPTION_PATH = re.compile(r"(?:run\.train|framework)\.(\w+)")
+
+
+def named_differences(diffs: Sequence[str]) -> list[str]:
+    """:func:`differences` of a run's settings with each option named as the door names it
+    (``--lr: 0.001 → 0.002`` on the command line, ``lr: …`` for the estimator), once: the
+    copy of a KD-Crowd option under ``run.options`` is left out; other paths as they are."""
+    out: list[str] = []
+    named: set[str] = set()
+    for d in diffs:
+        path, _, change = d.partition(": ")
+        if m := _OPTION_PATH.fullmatch(path):
+            d = f"{_name(m.group(1))}: {change}"
+            named.add(f"{m.group(1)}: {change}")
+        elif path.startswith("run.options.") and f"{path.removeprefix('run.options.')}: {change}" in named:
+            continue
+        if d not in out:
+            out.append(d)
+    return out
 
 
 def digest(*arrays: Any) -> str:
@@ -217,6 +241,7 @@ class StageCheckpoints:
                     (self.dir / f"{stage}.pt").unlink(missing_ok=True)
             return None
         if diffs:
+            diffs = named_differences(diffs)
             shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
             return (
                 f"checkpoint folder {self.dir} belongs to a run with other settings ({shown}); "

@@ -450,7 +450,8 @@ def run(
         return
     kept = "" if resuming else _start_fresh_run(out, cfg.progress_file)
     try:
-        metrics, output = run_on_dataset(ds, cfg)
+        with option_style(cli_style):  # an error about a setting (a resume's other settings) names it as --option
+            metrics, output = run_on_dataset(ds, cfg)
         metrics["timings"]["data_preparation"] += data_seconds  # the files read (and workers simulated)
     except KeyboardInterrupt:
         hint = "run the same command again to continue from the last finished epoch" if resume else "add --resume to checkpoint the finished epochs next time"
