@@ -141,6 +141,23 @@ def test_the_estimator_spreads_its_labels_and_predictions_over_one_graph(tmp_pat
         KDCrowdClassifier(**kw, label_spreading="on").fit(np.zeros((20, 8, 8, 3), np.uint8), np.arange(20) % 2)
 
 
+def test_the_fitted_items_predicted_again_get_their_fitted_labels(tmp_path: Path) -> None:
+    """Predicting the training items (the estimator, a model file): each is its fitted item,
+    not a second node beside it in the graph (that moved their probabilities, and some labels
+    flipped against labels.csv); features computed again within float noise count too."""
+    from kdcrowd.persist import load_predictor, save_model
+
+    x, y, ann = _crowd()
+    clf = KDCrowdClassifier(method="mv", backbone="mlp", epochs=3, batch_size=32, device="cpu", label_spreading="on").fit(x, ann)
+    np.testing.assert_allclose(clf.predict_proba(x), clf.label_proba_, atol=1e-6)
+    save_model(tmp_path / "m.pt", clf)
+    np.testing.assert_allclose(load_predictor(tmp_path / "m.pt")(x[::-1]), clf.label_proba_[::-1], atol=1e-6)
+    from kdcrowd.spreading import fitted_twins
+
+    noisy = x[:3] * (1 + np.float32(1e-7))
+    assert fitted_twins(x, np.concatenate([noisy, x[:3] + 0.5])).tolist() == [0, 1, 2, -1, -1, -1]
+
+
 def test_fit_command_spreads_over_the_items_to_predict_and_names_its_options(tmp_path: Path) -> None:
     x, y, ann = _crowd()
     ids = [f"i{i}" for i in range(len(x))]

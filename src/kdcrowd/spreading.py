@@ -140,8 +140,36 @@ def spread_probabilities(features: np.ndarray, anchors: np.ndarray, config: Labe
     return spread(p, knn_graph(x, config.spreading_neighbours), config.spreading_alpha).cpu().numpy()
 
 
+def fitted_twins(fitted: np.ndarray, new: np.ndarray, device: torch.device | str = "cpu", rtol: float = 1e-5) -> np.ndarray:
+    """For each row of ``new``, the index of a fitted row it equals (within ``rtol`` of that
+    row's length: the features of one item computed again), or ``-1``; in float64, in chunks
+    (no dense new × fitted matrix beyond a chunk)."""
+    a = torch.as_tensor(np.ascontiguousarray(fitted), device=device).double()
+    b = torch.as_tensor(np.ascontiguousarray(new), device=device).double()
+    out = torch.full((len(b),), -1, dtype=torch.long, device=a.device)
+    if len(a) == 0 or len(b) == 0:
+        return out.cpu().numpy()
+    a2 = (a * a).sum(1)
+    chunk = max(1, min(4096, 2**25 // len(a)))
+    for s in range(0, len(b), chunk):
+        bb = b[s : s + chunk]
+        d2 = (bb * bb).sum(1, keepdim=True) + a2 - 2 * bb @ a.T  # squared distances to every fitted row
+        best, idx = d2.min(1)
+        close = best.clamp_min(0) <= (rtol**2) * a2[idx].clamp_min(1e-30)
+        out[s : s + chunk] = torch.where(close, idx, -1)
+    return out.cpu().numpy()
+
+
 def spread_new(fitted: np.ndarray, fitted_anchors: np.ndarray, new: np.ndarray, new_anchors: np.ndarray, config: LabelSpreading, device: torch.device | str = "cpu") -> np.ndarray:
     """The spread probabilities of ``new`` items: over the graph of the fitted items and
-    the new ones together (their rows of :func:`spread_probabilities`)."""
-    both = spread_probabilities(np.concatenate([fitted, new]), np.concatenate([fitted_anchors, new_anchors]), config, device)
-    return both[len(fitted) :]
+    the new ones together (their rows of :func:`spread_probabilities`). A new row that is a
+    fitted item again (:func:`fitted_twins`: the training items predicted) is that item, not
+    a second node beside it: it gets the fitted item's row, so the fitted items predicted
+    alone give what the fit gave them."""
+    twin = fitted_twins(fitted, new, device)
+    fresh = twin < 0
+    both = spread_probabilities(np.concatenate([fitted, new[fresh]]), np.concatenate([fitted_anchors, new_anchors[fresh]]), config, device)
+    out = np.empty((len(new), both.shape[1]), dtype=both.dtype)
+    out[fresh] = both[len(fitted) :]
+    out[~fresh] = both[twin[~fresh]]
+    return out
