@@ -928,3 +928,25 @@ def test_predict_reads_images_as_the_pixels_the_model_was_trained_on(shape: tupl
     got = pd.read_csv(tmp_path / "p.csv").set_index("item").loc[[f"p{i}" for i in range(5)]]
     expected = load_predictor(tmp_path / "m.pt")(pixels[:5])
     np.testing.assert_allclose(got[[c for c in got.columns if c.startswith("p_")]].to_numpy(), expected, atol=1e-5)
+
+
+def test_an_id_with_a_carriage_return_reads_back_from_every_output(tmp_path: Path) -> None:
+    """Python's csv writer quotes a field with a line feed but not one with a lone CR: such an
+    id (which the readers take, quoted) came back from labels.csv as two rows."""
+    import csv
+
+    rng = np.random.default_rng(0)
+    ids = [f"it{i}" for i in range(40)]
+    ids[3] = "cr\rid"
+    quoted = {"index": False, "quoting": csv.QUOTE_NONNUMERIC}  # the inputs quote it
+    pd.DataFrame({"item": ids, **{f"f{j}": rng.normal(size=40) for j in range(3)}}).to_csv(tmp_path / "x.csv", **quoted)
+    rows = [(i, w, rng.choice(["a", "b"])) for i in ids for w in ("u", "v", "w")]
+    pd.DataFrame(rows, columns=["item", "worker", "label"]).to_csv(tmp_path / "a.csv", **quoted)
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "a.csv"), "--features", str(tmp_path / "x.csv"), "--method", "mv", "--epochs", "1", "--quiet", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    labels = pd.read_csv(out / "labels.csv", keep_default_na=False)
+    assert len(labels) == 40 and "cr\rid" in set(labels["item"])
+    r = runner.invoke(app, ["predict", "--model", str(out / "model.pt"), "--features", str(tmp_path / "x.csv"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    assert list(pd.read_csv(tmp_path / "p.csv", keep_default_na=False)["item"]) == ids

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .io import atomic_file, process_start, write_json
+from .io import atomic_file, process_start, write_csv, write_json
 
 #: Ctrl-C anywhere exits with status 130 (typer); the statuses are listed in kdcrowd.cli_checks.EXIT_CODES.
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learning from crowds with transition-matrix crowd models and KD-Crowd distillation.")
@@ -669,7 +669,7 @@ def aggregate(
         with _input_warnings():  # Dawid–Skene's note on sparse workers: one warning line
             frame = aggregation_frame(ann, method, gold=known, **extra)
         check_out_file(out, create=True)
-        _write_csv(frame, out)
+        write_csv(frame, out)
     except USER_ERRORS as e:
         _fail(str(e))
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {escape(method)}; wrote {escape(str(out))}", soft_wrap=True, highlight=False)
@@ -1277,16 +1277,10 @@ def predict(
                 raise ValueError(f"--features {features} has {np.shape(X)[1]} feature columns, but the model was trained on {predictor.item_shape[0]}; give --features with the training columns")
         proba = predictor(X)
         check_out_file(out, create=True)
-        _write_csv(label_frame(ids, predictor.classes, proba), out)
+        write_csv(label_frame(ids, predictor.classes, proba), out)
     except USER_ERRORS as e:
         _fail(str(e))
     console.print(f"labelled {len(ids)} items ({escape(described)}); wrote {escape(str(out))}", soft_wrap=True)
-
-
-def _write_csv(frame: Any, out: Path) -> None:
-    """``frame`` as CSV at ``out``, whole or not at all (a stop while writing keeps an earlier file)."""
-    with atomic_file(out, encoding="utf-8", newline="") as f:
-        frame.to_csv(f, index=False)
 
 
 def save_transitions(out: Path, output: Any) -> None:

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_file", "write_json", "finite_json", "json_default", "process_start"]
+__all__ = ["atomic_file", "write_csv", "write_json", "finite_json", "json_default", "process_start"]
 
 
 def json_default(o: Any) -> Any:
@@ -102,6 +102,21 @@ def finite_json(obj: Any) -> Any:
     if isinstance(obj, np.ndarray) and obj.dtype.kind in "fc":
         return finite_json(obj.tolist())
     return obj
+
+
+def write_csv(frame: Any, path: str | os.PathLike[str]) -> None:
+    """A pandas ``frame`` as CSV at ``path`` (no index), whole or not at all. Text fields are
+    quoted where needed; where a text cell holds a carriage return every text field is
+    quoted, because Python's csv writer quotes a field with a line feed but not one with a
+    lone CR, which then reads back as two rows (an id like ``"a\rb"`` that the readers take)."""
+    import csv
+
+    from pandas.api.types import is_numeric_dtype
+
+    text = [c for c in frame.columns if not is_numeric_dtype(frame[c])]
+    has_cr = any(frame[c].astype(str).str.contains("\r", regex=False).any() for c in text)
+    with atomic_file(path, encoding="utf-8", newline="") as f:
+        frame.to_csv(f, index=False, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC if has_cr else csv.QUOTE_MINIMAL)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, durable: bool = False) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..io import write_csv
 from ..persist import MODEL_FORMAT, _trained_backbone, items_option, load_predictor, save_model  # noqa: F401  (re-exported)
 from .svg import _e
 
@@ -222,12 +223,12 @@ def write_fit_outputs(
     tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=out))
     t_write = time.perf_counter()
     try:
-        label_frame(ids[annotated], clf.classes_, proba[annotated]).to_csv(tmp / "labels.csv", index=False)
+        write_csv(label_frame(ids[annotated], clf.classes_, proba[annotated]), tmp / "labels.csv")
         pred_ids, pred_proba = [ids[~annotated]], [proba[~annotated]]
         if predict is not None:
             pred_ids.append(np.asarray(predict[0]))
             pred_proba.append(np.asarray(predict[1]))
-        label_frame(np.concatenate(pred_ids), clf.classes_, np.concatenate(pred_proba)).to_csv(tmp / "predictions.csv", index=False)
+        write_csv(label_frame(np.concatenate(pred_ids), clf.classes_, np.concatenate(pred_proba)), tmp / "predictions.csv")
         t = clf.worker_matrices_
         estimated = clf.transition_matrices_ is not None  # else: the workers' labels against the final labels
         source = MATRIX_SOURCES[estimated]
@@ -235,7 +236,7 @@ def write_fit_outputs(
         # matrices of a method without them count every label against the final labels)
         held_out = (getattr(clf, "validation_", None) or {}).get("indices") if estimated else None
         workers = worker_table(t, ann, proba, clf.worker_quality_, gold=getattr(clf, "gold_", None), held_out=held_out)
-        workers.to_csv(tmp / "workers.csv", index=False)
+        write_csv(workers, tmp / "workers.csv")
         save_matrices(tmp / "transition_matrices.npz", t, ann, estimated=estimated)
         save_model(tmp / "model.pt", clf)
         t_report = time.perf_counter()
