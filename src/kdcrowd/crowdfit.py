@@ -307,7 +307,10 @@ class CrowdFit:
             return saved
         from sklearn.utils import check_random_state
 
-        return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+        try:
+            return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+        except (TypeError, ValueError):  # sklearn's error names the value, not the parameter
+            raise ConfigError(f"random_state must be a whole number in 0..{2**32 - 1} (a seed), or None or a numpy RandomState; got {rs!r}") from None
 
     # ------------------------------------------------------------------ validation split
 
