@@ -525,6 +525,17 @@ def test_a_resume_with_other_settings_names_the_options(tmp_path: Path, monkeypa
     assert r.exit_code == 2 and "--lr: 0.001 → 0.01" in text and "--student: 'elr' → 'gce'" in text and "run.options.student" not in text, r.output
 
 
+def test_run_refuses_a_backbone_for_other_items_before_it_touches_out(tmp_path: Path) -> None:
+    # it set the earlier run's outputs aside first, leaving OUT with an empty progress.jsonl
+    out = tmp_path / "r"
+    args = ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    before = (out / "metrics.json").read_text()
+    r = runner.invoke(app, [*args, "--backbone", "torchvision:resnet18"])
+    assert r.exit_code == 2 and "needs RGB images" in r.output, r.output
+    assert (out / "metrics.json").read_text() == before and not (out / ".previous-run").exists()
+
+
 def test_plot_workers_draws_a_fit_folders_matrices(tmp_path: Path) -> None:
     # it refused a fit's folder: "the run's method estimates no worker matrices", though transition_matrices.npz held them
     rng = np.random.default_rng(0)

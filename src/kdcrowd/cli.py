@@ -436,6 +436,14 @@ def run(
         except USER_ERRORS as e:  # the option names were checked above (check_dataset_request)
             _fail(str(e))
         data_seconds = time.perf_counter() - t_data
+        from .models.backbones import check_backbone_input
+
+        shape = tuple(ds.x_train.shape[1:])  # items as data sets hold them: uint8 images (H, W, C), or features
+        try:
+            with option_style(cli_style):  # what the run would find only once it builds its networks: before OUT is touched
+                check_backbone_input(cfg.backbone, (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape)
+        except USER_ERRORS as e:
+            _fail(str(e))
     try:
         prepare_out_dir(out, lock=not distributed)  # ranks of one torchrun share OUT
     except USER_ERRORS as e:
