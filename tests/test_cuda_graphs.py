@@ -114,6 +114,12 @@ def test_on_the_cpu_it_is_a_note_and_changes_nothing(capsys: pytest.CaptureFixtu
         runs.append(run_on_dataset(ds, c))
     err = capsys.readouterr().err
     assert err.count("note: cuda_graph needs a CUDA device; training on cpu without CUDA graphs") == 1, err  # once per process
+    from kdcrowd.config import cli_style, option_style
+
+    monkeypatch.setattr(cuda_graphs, "_NOTED", set())
+    with option_style(cli_style):  # the command line names its option
+        cuda_graphs.note_without_cuda(CPU)
+    assert "note: --cuda-graph needs a CUDA device" in capsys.readouterr().err
     for metrics, out in runs:
         assert_same_numbers(metrics, out.module.state_dict(), plain, plain_out.module.state_dict())
         assert out.fit.cuda_graphs == {}

@@ -65,6 +65,8 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _nn_module
 
+from .config import _name as option_name
+
 __all__ = ["CudaGraphs", "GraphedForward", "GraphStats", "Capture", "WARMUP_ITERS", "backbones_of", "call_signature", "capture_cuda_graph", "note_without_cuda"]
 
 #: Warm-up passes of a capture (:func:`torch.cuda.make_graphed_callables`' default).
@@ -82,7 +84,7 @@ def note_without_cuda(device: torch.device) -> None:
     if device.type in _NOTED:
         return
     _NOTED.add(device.type)
-    print(f"note: cuda_graph needs a CUDA device; training on {device.type} without CUDA graphs", file=sys.stderr)
+    print(f"note: {option_name('cuda_graph')} needs a CUDA device; training on {device.type} without CUDA graphs", file=sys.stderr)  # --cuda-graph on the command line
 
 
 def backbones_of(module: nn.Module) -> list[nn.Module]:
