@@ -324,8 +324,9 @@ def test_aggregate_ds_prior_option(tmp_path):
         got = pd.read_csv(out, dtype={"item": str}).set_index("item")
         want = pd.DataFrame(post, index=[str(i) for i in ann.item_ids], columns=[f"p_{c}" for c in ann.classes])
         np.testing.assert_allclose(got.loc[want.index, want.columns].to_numpy(), want.to_numpy(), atol=1e-5)
-    res = CliRunner().invoke(app, ["aggregate", "--annotations", str(src), "--method", "ds", "--ds-prior", "-1", "--out", str(tmp_path / "x.csv")])
-    assert res.exit_code == 2 and "--ds-prior" in res.output
+    for bad in ("-1", "inf"):  # inf passed the command's own check, and the library's error named its parameter first
+        res = CliRunner().invoke(app, ["aggregate", "--annotations", str(src), "--method", "ds", "--ds-prior", bad, "--out", str(tmp_path / "x.csv")])
+        assert res.exit_code == 2 and "error: --ds-prior must be a finite number >= 0" in res.output, res.output
 
 
 def test_version_answers_before_the_heavy_imports_and_as_the_app_does() -> None:

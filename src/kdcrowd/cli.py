@@ -662,8 +662,8 @@ def aggregate(
         ann = Annotations.from_long(frame, items=frame.attrs.get("items"), classes=class_list, duplicates=duplicates)  # items nobody labelled get a row too
         known = _gold_questions(gold, annotations, export_gold, ann.item_ids, ann.classes, label_case, items_are="crowd labels in --annotations")
         is_ds = canonical_aggregator(method) is None and _canonical_method(method) == "ds"
-        if ds_prior is not None and not ds_prior >= 0:
-            raise ValueError(f"--ds-prior must be >= 0, got {ds_prior}")
+        if ds_prior is not None and not 0 <= ds_prior < float("inf"):
+            raise ValueError(f"--ds-prior must be a finite number >= 0, got {ds_prior}")
         if ds_prior is not None and not is_ds:
             _warn(f"--ds-prior is Dawid–Skene's (--method ds); {method} does not use it")
         extra: dict[str, Any] = {"prior": ds_prior} if is_ds and ds_prior is not None else {}  # else Dawid–Skene's DS_PRIOR
