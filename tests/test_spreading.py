@@ -205,3 +205,18 @@ def test_the_graph_raises_no_implicitly_disabled_sparse_warning(load_script, tmp
     assert rec["torch"].startswith("2.11") and not rec["ways"]["library"]["warns_implicitly_disabled"] and rec["ways"]["without-scope"]["warns_implicitly_disabled"]
     if not out["ways"]["without-scope"]["warns_implicitly_disabled"]:
         pytest.skip(f"torch {torch.__version__} raises the warning for neither way: the library's silence shows nothing here (torch 2.11 raises it)")
+
+
+def test_spreading_settings_without_spreading_are_refused(tmp_path: Path) -> None:
+    """--spreading-neighbours/--spreading-alpha where label spreading does not run changed
+    nothing, silently: refused on both doors, naming the option."""
+    x, y, ann = _crowd()
+    with pytest.raises(ConfigError, match="spreading_alpha is a setting of label spreading, which is off"):
+        KDCrowdClassifier(method="mv", epochs=1, device="cpu", spreading_alpha=0.5).fit(x, ann)
+    ids = [f"i{i}" for i in range(len(x))]
+    pd.DataFrame({"item": [ids[i] for i in ann.item], "worker": ann.worker, "label": ann.label}).to_csv(tmp_path / "a.csv", index=False)
+    pd.concat([pd.DataFrame({"item": ids}), pd.DataFrame(x, columns=[f"f{j}" for j in range(x.shape[1])])], axis=1).to_csv(tmp_path / "x.csv", index=False)
+    r = runner.invoke(app, ["fit", "--annotations", str(tmp_path / "a.csv"), "--features", str(tmp_path / "x.csv"), "--method", "mv", "--epochs", "1",
+                            "--device", "cpu", "--spreading-neighbours", "3", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--spreading-neighbours is a setting of label spreading" in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "o").exists()

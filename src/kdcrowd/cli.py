@@ -1135,6 +1135,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             shape = tuple(X.shape[1:])
             check_backbone_input(door_values["backbone"], (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape)  # images load as (H, W, C)
             spreading.check_items(tuple(X.shape))
+            if not resume:  # (a fit started before this check resumes as it started)
+                spreading.check_used(frozen is not None)
     except USER_ERRORS as e:
         _fail(str(e))
 
@@ -1153,8 +1155,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",
         image_features="none",  # --image-features is resolved above: X holds the frozen features, or the pixels to train on
         # --label-spreading auto is resolved here: on for the frozen features computed above
-        label_spreading="on" if spreading.active(frozen is not None) else "off",
-        spreading_neighbours=spreading.spreading_neighbours, spreading_alpha=spreading.spreading_alpha,
+        label_spreading="on" if spreading.active(frozen is not None) else "off",  # (off: its settings, refused above unless resumed, are moot)
+        **({"spreading_neighbours": spreading.spreading_neighbours, "spreading_alpha": spreading.spreading_alpha} if spreading.active(frozen is not None) else {}),
     )
     clf.replace_finished_checkpoint = not resume  # --resume continues this folder's run, or refuses other settings
     t_fit = time.perf_counter()

@@ -421,6 +421,7 @@ class CrowdFit:
             method, backbone, train, options = settings_from_options({**values, "backbone": "auto"}, seed=0, progress=bool(self.verbose), frozen_features=True)
             X = self._inputs(X, None)  # the features, scaled, are what the model takes: n_features_in_ is their width
         spreading.check_items(tuple(X.shape))
+        spreading.check_used(frozen is not None)
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")
         if len(X) < 2:

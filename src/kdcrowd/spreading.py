@@ -65,6 +65,15 @@ class LabelSpreading:
         """Whether to spread: ``on``, or ``auto`` with frozen pretrained image features."""
         return self.label_spreading == "on" or (self.label_spreading == "auto" and frozen_features)
 
+    def check_used(self, frozen_features: bool) -> None:
+        """Refuse a spreading setting other than its default where label spreading does not
+        run (it would change nothing, silently)."""
+        defaults = LabelSpreading()
+        changed = [k for k in ("spreading_neighbours", "spreading_alpha") if getattr(self, k) != getattr(defaults, k)]
+        if changed and not self.active(frozen_features):
+            raise ConfigError(f"{_name(changed[0])} is a setting of label spreading, which is off for these items "
+                              f"(on with {_name('label_spreading')} on, or auto with frozen pretrained image features); set {_name('label_spreading')} on, or drop {_name(changed[0])}")
+
     def check_items(self, shape: tuple[int, ...]) -> None:
         """Refuse ``on`` for items ``shape`` (N, ...) that are not feature rows (pixels)."""
         if self.label_spreading == "on" and len(shape) != 2:
