@@ -367,8 +367,16 @@ def test_fit_options_without_effect_are_refused_or_warned(tmp_path: Path) -> Non
     base = ["fit", "--annotations", "ann.csv", "--features", "x.csv", "--method", "mv", "--epochs", "1", "--quiet"]
     assert refused(cli(*base, "--out", "a", "--image-size", "64", cwd=tmp_path)) == "error: --image-size goes with --images"
     assert refused(cli(*base, "--out", "b", "--text-column", "body", cwd=tmp_path)) == "error: --text-column goes with --texts"
+    assert refused(cli(*base, "--out", "d", "--image-ids", "name", cwd=tmp_path)) == "error: --image-ids goes with --images"
     r = cli(*base, "--out", "c", "--final-labels", "posterior", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    # kdcrowd predict: --image-ids without --images, --item-ids with images, as fit refuses them (they changed nothing)
+    np.save(tmp_path / "x.npy", rng.normal(size=(3, 2)))
+    (tmp_path / "ids.txt").write_text("p\nq\nr\n")
+    predict = ["predict", "--model", "c/model.pt", "--out", "p.csv"]
+    assert refused(cli(*predict, "--features", "x.csv", "--image-ids", "name", cwd=tmp_path)) == "error: --image-ids goes with --images"
+    (tmp_path / "imgs").mkdir()
+    assert refused(cli(*predict, "--images", "imgs", "--item-ids", "ids.txt", cwd=tmp_path)).startswith("error: --item-ids goes with a .npy --features file")
     warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
     assert len(warned) == 1 and "--final-labels posterior has no effect: method 'mv'" in warned[0] and "Traceback" not in r.stderr
 

@@ -986,6 +986,8 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
     if not resume:  # (a fit started before these checks resumes as it started: they had no effect)
         if p.get("image_size", DEFAULT_IMAGE_SIZE) != DEFAULT_IMAGE_SIZE and images is None:  # it had no effect on features or texts
             _fail("--image-size goes with --images")
+        if p.get("image_ids", "auto") != "auto" and images is None:
+            _fail("--image-ids goes with --images")
         if (p.get("text_column") or DEFAULT_TEXT_COLUMN) != DEFAULT_TEXT_COLUMN and texts is None:
             _fail("--text-column goes with --texts")
     if method == "clean":
@@ -1255,6 +1257,10 @@ def predict(
             raise ValueError(f"--out {out} is one of the images of --images {images}, which it would overwrite; give another --out (e.g. predictions.csv)")
         if image_ids is not None and image_ids not in ("stem", "name", "path"):
             raise ValueError(f"--image-ids must be stem, name or path, not '{image_ids}'")
+        if image_ids is not None and images is None:  # as fit refuses them: they changed nothing
+            raise ValueError("--image-ids goes with --images")
+        if item_ids is not None and features is None:
+            raise ValueError("--item-ids goes with a .npy --features file (images are named by their files, texts by their id column)")
         with option_style(cli_style):  # an error about a setting names it as --option
             predictor = load_predictor(model, device=device)
         inputs = predictor.inputs or {}
