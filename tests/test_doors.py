@@ -122,6 +122,10 @@ def test_a_misspelt_estimator_option_names_the_closest_key() -> None:
     ({"lr": float("inf")}, "lr must be a finite number; got inf"),
     ({"random_state": -1}, "random_state must be in 0..4294967295"),
     ({"random_state": 2.5}, "random_state must be a whole number in 0..4294967295.*got 2.5"),
+    # a distillation setting of another loss changed nothing, silently
+    ({"kd_temperature": 5.0}, "kd_temperature=5.0 has no effect with kd='mig-kl': it is a setting of the distillation loss kl"),
+    ({"kd": "kl", "kd_prior": "teacher"}, "kd_prior='teacher' has no effect with kd='kl'"),
+    ({"tv_temperature": 3.0}, "tv_temperature=3.0 has no effect with kd='mig-kl': it is a setting of the distillation loss mig-tv"),
     ({"random_state": "0"}, "random_state must be a whole number.*got '0'"),
     ({"model_options": {"kd_prio": "teacher"}}, "unknown model option 'kd_prio'; did you mean the option kd_prior\\?"),
     ({"student": "mixup", "model_options": {"student": "gce"}}, "model option 'student' is the option student"),
@@ -165,6 +169,7 @@ def test_the_estimator_refuses_bad_values_before_training(params: dict, message:
     (["--backbone", "resnet-18"], "--backbone: unknown backbone 'resnet-18'"),
     (["--student", "mixup", "--model-option", "student=gce"], "model option 'student' is the option --student"),
     (["--model-option", "kd_prio=teacher"], "unknown model option 'kd_prio'; did you mean the option --kd-prior?"),
+    (["--kd", "kl", "--kd-prior", "teacher"], "--kd-prior teacher has no effect with --kd kl"),
     (["--model-option", 'student_params={"q": 0.5}'], "student_params of student 'elr'"),
     (["--stages", "1", "--final", "stage2"], "--final stage2 needs --stages 2"),
     (["--teacher", "foo"], "--teacher: unknown crowd model 'foo'"),

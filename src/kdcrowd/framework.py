@@ -159,6 +159,10 @@ class KDCrowd:
         check_fields(self)  # stages among 1, 2 (its Literal) included
         if self.stages == 1 and self.final in ("stage2", *ENSEMBLE_MEMBERS):
             raise ConfigError(f"{_setting('final', self.final)} needs {_setting('stages', 2)}: with {_setting('stages', 1)} the student is the final predictor")
+        # a distillation setting of another loss than ``kd`` changes nothing: refused, as stage2_init with finetune
+        for key, loss, used in (("kd_temperature", "kl", self.kd == "kl"), ("kd_prior", "mig-<f>", self.kd.startswith("mig-")), ("tv_temperature", "mig-tv", self.kd == "mig-tv")):
+            if not used and getattr(self, key) != _FIELD_DEFAULTS[key]:
+                raise ConfigError(f"{_setting(key, getattr(self, key))} has no effect with {_setting('kd', self.kd)}: it is a setting of the distillation loss {loss} (drop it, or use that loss)")
         if self.stage2_init == "student" and self.stage2 != "reinit":
             raise ConfigError(f"{_setting('stage2_init', 'student')} initialises a re-initialised stage 2; it has no effect with {_setting('stage2', 'finetune')} (use {_setting('stage2', 'reinit')})")
         if isinstance(self.student, str) and self.student not in STUDENTS:
@@ -389,3 +393,7 @@ class KDCrowd:
         if teacher_outputs is not None:  # a key only then: the folders of other runs keep their identity
             out["teacher_outputs"] = teacher_outputs.digest()
         return out
+
+
+#: Each KD-Crowd setting's default (a distillation setting of another loss is refused where it differs).
+_FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(KDCrowd)}
