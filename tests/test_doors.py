@@ -122,6 +122,7 @@ def test_a_misspelt_estimator_option_names_the_closest_key() -> None:
     ({"lr": float("inf")}, "lr must be a finite number; got inf"),
     ({"random_state": -1}, "random_state must be in 0..4294967295"),
     ({"random_state": 2.5}, "random_state must be a whole number in 0..4294967295.*got 2.5"),
+    ({"checkpoint_interval": 5.0}, "checkpoint_interval sets how often a fit checkpoints into checkpoint_dir; it goes with checkpoint_dir"),
     # a distillation setting of another loss changed nothing, silently
     ({"kd_temperature": 5.0}, "kd_temperature=5.0 has no effect with kd='mig-kl': it is a setting of the distillation loss kl"),
     ({"kd": "kl", "kd_prior": "teacher"}, "kd_prior='teacher' has no effect with kd='kl'"),
