@@ -398,3 +398,11 @@ def test_fit_says_which_options_the_head_recipe_set(tmp_path: Path) -> None:
     text = " ".join(r.output.split())
     assert "note: the frozen-features head recipe set" in text and "--lr 0.0001" in text and "--head-recipe shared" in text
     assert "--epochs" not in text.split("recipe set")[1].split("(")[0]  # a value given other than the default: kept, not named
+
+
+def test_the_run_configuration_has_the_doors_default_method() -> None:
+    # RunConfig().method was 'mv' while --method and the estimator default to kdcrowd
+    from kdcrowd.doors import door_defaults
+    from kdcrowd.methods import RunConfig
+
+    assert RunConfig().method == door_defaults()["method"] == KDCrowdClassifier().method == "kdcrowd"

@@ -92,8 +92,8 @@ class RunConfig:
 
     dataset: str = "digits"
     """Registered data set name."""
-    method: str = "mv"
-    """Method name (see :data:`METHODS`)."""
+    method: str = "kdcrowd"
+    """Method name (see :data:`METHODS`); the doors' default (``--method``, the estimator's ``method``)."""
     workers: str | None = None
     """Simulated-worker case replacing the data set's annotations (``None``: its own)."""
     backbone: str = "auto"
