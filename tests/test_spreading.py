@@ -152,6 +152,10 @@ def test_the_fitted_items_predicted_again_get_their_fitted_labels(tmp_path: Path
     np.testing.assert_allclose(clf.predict_proba(x), clf.label_proba_, atol=1e-6)
     save_model(tmp_path / "m.pt", clf)
     np.testing.assert_allclose(load_predictor(tmp_path / "m.pt")(x[::-1]), clf.label_proba_[::-1], atol=1e-6)
+    # items to predict given at fit time (kdcrowd fit --predict-features) that hold fitted items: one graph for both
+    new = np.concatenate([x[:10], x[:15] + np.float32(0.5)])
+    both = KDCrowdClassifier(method="mv", backbone="mlp", epochs=3, batch_size=32, device="cpu", label_spreading="on").fit(x, ann, unlabelled=new)
+    np.testing.assert_allclose(both.predict_proba(new)[:10], both.label_proba_[:10], atol=1e-6)  # the fit's graph: its own items once
     from kdcrowd.spreading import fitted_twins
 
     noisy = x[:3] * (1 + np.float32(1e-7))

@@ -82,9 +82,10 @@ def differences(a: Any, b: Any, path: str = "", skip: Sequence[str] = ()) -> lis
     return [] if a == b else [f"{path}: {a!r} → {b!r}"]
 
 
-#: A difference of a run's settings that is one option of the doors: a training setting or a
-#: KD-Crowd setting (``run.options.X`` repeats KD-Crowd's ``framework.X``).
-_OPTION_PATH = re.compile(r"(?:run\.train|framework)\.(\w+)")
+#: A difference of a run's settings that is one option of the doors: a training setting, a
+#: KD-Crowd setting (``run.options.X`` repeats KD-Crowd's ``framework.X``; its backbone,
+#: teacher options and student parameters are not options of their own) or a run's own.
+_OPTION_PATH = re.compile(r"run\.train\.(\w+)|framework\.(?!(?:backbone|teacher_options|student_params)$)(\w+)|run\.(backbone|method|seed|dataset|workers)")
 
 
 def named_differences(diffs: Sequence[str]) -> list[str]:
@@ -96,9 +97,12 @@ def named_differences(diffs: Sequence[str]) -> list[str]:
     for d in diffs:
         path, _, change = d.partition(": ")
         if m := _OPTION_PATH.fullmatch(path):
-            d = f"{_name(m.group(1))}: {change}"
-            named.add(f"{m.group(1)}: {change}")
+            key = next(g for g in m.groups() if g)
+            d = f"{_name(key)}: {change}"
+            named.add(f"{key}: {change}")
         elif path.startswith("run.options.") and f"{path.removeprefix('run.options.')}: {change}" in named:
+            continue
+        elif path == "framework.backbone" and any(x.startswith("run.backbone: ") for x in diffs):  # KD-Crowd's copy of the run's
             continue
         if d not in out:
             out.append(d)

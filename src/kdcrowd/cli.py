@@ -458,7 +458,7 @@ def run(
         return
     kept = "" if resuming else _start_fresh_run(out, cfg.progress_file)
     try:
-        with option_style(cli_style):  # an error about a setting (a resume's other settings) names it as --option
+        with option_style(cli_style), _input_warnings():  # an error or warning about a setting (a resume's other settings) names it as --option
             metrics, output = run_on_dataset(ds, cfg)
         metrics["timings"]["data_preparation"] += data_seconds  # the files read (and workers simulated)
     except KeyboardInterrupt:

@@ -550,11 +550,12 @@ class CrowdFit:
     def _spread_fitted(self, X: np.ndarray, unlabelled: Any, config: Any) -> np.ndarray:
         """The fitted items' probabilities spread over the graph of ``X`` and ``unlabelled``
         (:mod:`kdcrowd.spreading`); keeps ``spreading_``, what :meth:`predict_proba` spreads new items with."""
-        from .spreading import spread_probabilities
+        from .spreading import fitted_twins, spread_probabilities
 
         feats, anchors = [X], [self.classifier_proba_]
         if unlabelled is not None:
             U = self._inputs(unlabelled, self.item_shape_)
+            U = U[fitted_twins(X, U, self._device) < 0]  # a fitted item among them is that item, as predict_proba takes it (spread_new)
             feats.append(U)
             anchors.append(self._classifier(U))
         self.spreading_ = {"features": X, "config": config}  # the anchors are classifier_proba_

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable, Mapping
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Protocol
 
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from .checkpoint import module_digest
-from .config import ConfigError, _name, _setting, bounded, check_fields
+from .config import ConfigError, SettingWarning, _name, _setting, bounded, check_fields
 from .data.gold import apply_gold
 from .evaluate import Callback, MethodOutput, best_val_accuracy, standard_callbacks, truth_accuracy
 from .losses import DEFAULT_TV_TEMPERATURE
@@ -159,10 +160,6 @@ class KDCrowd:
         check_fields(self)  # stages among 1, 2 (its Literal) included
         if self.stages == 1 and self.final in ("stage2", *ENSEMBLE_MEMBERS):
             raise ConfigError(f"{_setting('final', self.final)} needs {_setting('stages', 2)}: with {_setting('stages', 1)} the student is the final predictor")
-        # a distillation setting of another loss than ``kd`` changes nothing: refused, as stage2_init with finetune
-        for key, loss, used in (("kd_temperature", "kl", self.kd == "kl"), ("kd_prior", "mig-<f>", self.kd.startswith("mig-")), ("tv_temperature", "mig-tv", self.kd == "mig-tv")):
-            if not used and getattr(self, key) != _FIELD_DEFAULTS[key]:
-                raise ConfigError(f"{_setting(key, getattr(self, key))} has no effect with {_setting('kd', self.kd)}: it is a setting of the distillation loss {loss} (drop it, or use that loss)")
         if self.stage2_init == "student" and self.stage2 != "reinit":
             raise ConfigError(f"{_setting('stage2_init', 'student')} initialises a re-initialised stage 2; it has no effect with {_setting('stage2', 'finetune')} (use {_setting('stage2', 'reinit')})")
         if isinstance(self.student, str) and self.student not in STUDENTS:
@@ -263,6 +260,11 @@ class KDCrowd:
         stage 2 cannot fine-tune the teacher (``stage2="finetune"`` is refused).
         """
         self._check()
+        # a distillation setting of another loss than ``kd`` changes nothing: said once a run (a warning, not an error,
+        # so that a run started with it before resumes)
+        for key, loss, used in (("kd_temperature", "kl", self.kd == "kl"), ("kd_prior", "mig-<f>", self.kd.startswith("mig-")), ("tv_temperature", "mig-tv", self.kd == "mig-tv")):
+            if not used and getattr(self, key) != _FIELD_DEFAULTS[key]:
+                warnings.warn(f"{_setting(key, getattr(self, key))} has no effect with {_setting('kd', self.kd)}: it is a setting of the distillation loss {loss}", SettingWarning, stacklevel=2)
         if pretrained is not None and not isinstance(self.teacher, str) and self.stage2 == "reinit":
             raise ValueError("a pre-trained teacher module cannot be re-initialised for stage 2: give the teacher by name or use stage2='finetune'")
         if teacher_outputs is not None:
