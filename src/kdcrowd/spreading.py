@@ -151,20 +151,22 @@ def spread_probabilities(features: np.ndarray, anchors: np.ndarray, config: Labe
 
 def fitted_twins(fitted: np.ndarray, new: np.ndarray, device: torch.device | str = "cpu", rtol: float = 1e-5) -> np.ndarray:
     """For each row of ``new``, the index of a fitted row it equals (within ``rtol`` of that
-    row's length: the features of one item computed again), or ``-1``; in float64, in chunks
-    (no dense new × fitted matrix beyond a chunk)."""
-    a = torch.as_tensor(np.ascontiguousarray(fitted), device=device).double()
-    b = torch.as_tensor(np.ascontiguousarray(new), device=device).double()
+    row's length: the features of one item computed again), or ``-1``. The nearest fitted
+    row is found in float32, in chunks (no dense new × fitted matrix beyond a chunk), and
+    the match is confirmed in float64 on that row alone."""
+    a = torch.as_tensor(np.ascontiguousarray(fitted), device=device)
+    b = torch.as_tensor(np.ascontiguousarray(new), device=device)
     out = torch.full((len(b),), -1, dtype=torch.long, device=a.device)
     if len(a) == 0 or len(b) == 0:
         return out.cpu().numpy()
-    a2 = (a * a).sum(1)
-    chunk = max(1, min(4096, 2**25 // len(a)))
+    a32 = a.float()
+    a2 = (a32 * a32).sum(1)
+    chunk = max(1, min(4096, 2**26 // len(a)))
     for s in range(0, len(b), chunk):
         bb = b[s : s + chunk]
-        d2 = (bb * bb).sum(1, keepdim=True) + a2 - 2 * bb @ a.T  # squared distances to every fitted row
-        best, idx = d2.min(1)
-        close = best.clamp_min(0) <= (rtol**2) * a2[idx].clamp_min(1e-30)
+        idx = (a2 - 2 * bb.float() @ a32.T).argmin(1)  # the nearest fitted row (|b|² is the same for every column)
+        near = a[idx].double()
+        close = ((bb.double() - near) ** 2).sum(1) <= (rtol**2) * (near * near).sum(1).clamp_min(1e-30)
         out[s : s + chunk] = torch.where(close, idx, -1)
     return out.cpu().numpy()
 
