@@ -402,7 +402,7 @@ def test_single_stage_methods_and_pretrained_teachers_lay_out_their_files(digits
     # an unfinished run (a stage saved, not finished) is kept even where finished ones are replaced
     state = json.loads((tmp_path / "mv" / "state.json").read_text())
     (tmp_path / "mv" / "state.json").write_text(json.dumps({**state, "finished": [], "complete": False}))
-    with pytest.raises(ValueError, match=r"train\.lr: 0\.003 → 0\.001"):
+    with pytest.raises(ValueError, match=r"\(lr: 0\.003 → 0\.001\)"):
         run_on_dataset(digits, replace(cfg, checkpoint_replace_finished=True, train=replace(cfg.train, lr=1e-3)))
 
     # a run that saved nothing (refused or stopped before its first saved epoch) keeps no
