@@ -335,6 +335,12 @@ def test_mixed_types_one_and_text_one_are_one_value():
     # numbers in an object column follow the numeric rules (answers.json {"w": 1.5})
     assert "non-integer" in _err(Annotations.from_answers_json, {"a": {"w": 1.5}})
     assert Annotations.from_answers_json({"a": {"w": 2.0, "v": 1}}).classes.tolist() == [0, 1, 2]
+    # 1, "1" and 1.0 together (json.load gives each): one class, as each pair alone (it gave classes ['1', '1.0'])
+    mixed = Annotations.from_answers_json({"i1": {"w1": 1, "w2": "1", "w3": 1.0}})
+    assert mixed.classes.tolist() == [0, 1] and mixed.label.tolist() == [1, 1, 1]
+    df = pd.DataFrame({"item": [0, 1, 2], "worker": [0, 0, 0], "label": pd.Series([1, "1", 1.0], dtype=object)})
+    assert Annotations.from_long(df).label.tolist() == [1, 1, 1]
+    assert Annotations.from_answers_json({"a": {"w": 1.5, "v": "2"}}).classes.tolist() == ["1.5", "2"]  # a fraction: text
 
 
 def test_declared_ids_and_classes_match_by_text():

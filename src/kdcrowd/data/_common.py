@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -139,20 +140,33 @@ def _scalar_values(series: pd.Series, name: str, show: Mapping[str, Any]) -> Non
 
 
 def _one_type(series: pd.Series) -> pd.Series:
-    """Ids or labels of mixed python types made comparable, so that ``1`` and ``"1"`` are
-    one value, not two: when every value is an int or a canonical integer string (and all
-    fit int64) they become int64, otherwise every value becomes its text (``str(v)``).
+    """Ids or labels of mixed python types made comparable, so that ``1``, ``"1"`` and
+    ``1.0`` are one value, not two: when every value is an int, a canonical integer string
+    or an integer-valued float (and all fit int64) they become int64, otherwise every value
+    becomes its text (``str(v)``).
     Columns of one type are returned as they are (no per-row work)."""
     if series.dtype != object:
         return series
     if pd.api.types.infer_dtype(series, skipna=False) not in ("mixed", "mixed-integer"):
         return series
     values = series.tolist()
-    if all(_is_int_label(v) for v in values):
-        ints = _numeric_keys([str(v) for v in values])
+    keys = [_int_text(v) for v in values]
+    if all(k is not None for k in keys):
+        ints = _numeric_keys(keys)
         if ints.dtype.kind == "i":
             return pd.Series(ints, index=series.index)
     return pd.Series([str(v) for v in values], index=series.index, dtype=object)
+
+
+def _int_text(v: Any) -> str | None:
+    """The integer text of an int, a canonical integer string or a float with an integer
+    value (``1.0`` is ``1``, as a column of numbers alone is read: ``json.load`` gives 1,
+    "1" and 1.0 for one answer); ``None`` for any other value."""
+    if _is_int_label(v):
+        return str(v)
+    if isinstance(v, (float, np.floating)) and not isinstance(v, bool) and math.isfinite(v) and float(v).is_integer():
+        return str(int(v))
+    return None
 
 
 class _Pairs(list):
