@@ -402,7 +402,7 @@ def run(
 
     started = time.perf_counter()  # the imports are done: what came before is startup
     method, backbone, train, run_options = _door_settings(options, seed=seed, progress=True, distributed=distributed, sync_bn=sync_bn)
-    if not resume and train.checkpoint_interval != type(train)().checkpoint_interval:
+    if not resume and train.checkpoint_interval != type(train).checkpoint_interval:
         _fail("--checkpoint-interval sets how often --resume checkpoints into OUT/checkpoints; it goes with --resume (a run without it writes no checkpoints)")
     try:
         dataset_options = parse_key_values(dataset_option)

@@ -371,7 +371,7 @@ class CrowdFit:
             raise ValueError("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another method (kdcrowd, maxmig, mv, ...)")
         values = {o.name: getattr(self, o.name) for o in door_options()}
         resolved = settings_from_options(values, seed=0, progress=bool(self.verbose))
-        if self.checkpoint_dir is None and resolved[2].checkpoint_interval != type(resolved[2])().checkpoint_interval:  # as `kdcrowd run` refuses it without --resume
+        if self.checkpoint_dir is None and resolved[2].checkpoint_interval != type(resolved[2]).checkpoint_interval:  # as `kdcrowd run` refuses it without --resume
             raise ConfigError("checkpoint_interval sets how often a fit checkpoints into checkpoint_dir; it goes with checkpoint_dir (without it no checkpoint is written)")
         if self.final_labels not in FINAL_LABELS:
             raise ConfigError(f"final_labels must be one of {', '.join(FINAL_LABELS)}; got {self.final_labels!r}")

@@ -165,7 +165,9 @@ def standard_callbacks(
     their memorization, see :func:`memorization_callback`), and the per-epoch progress
     file when ``progress_file`` is set (lines tagged with ``stage``)."""
     cbs: list[Callable[[int, nn.Module, dict[str, Any]], None]] = []
-    reference = scored_truth(ds) if ds.y_train is not None else getattr(ds, "y_reference", None)  # gold items left out
+    reference = scored_truth(ds)  # gold items left out
+    if reference is None:
+        reference = getattr(ds, "y_reference", None)
     if track_memorization and reference is not None and ds.annotations is not None:
         cbs.append(memorization_callback(ds, data, train, pseudo=pseudo, y=reference))
     if progress_file:

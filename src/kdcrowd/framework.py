@@ -263,7 +263,7 @@ class KDCrowd:
         # a distillation setting of another loss than ``kd`` changes nothing: said once a run (a warning, not an error,
         # so that a run started with it before resumes)
         for key, loss, used in (("kd_temperature", "kl", self.kd == "kl"), ("kd_prior", "mig-<f>", self.kd.startswith("mig-")), ("tv_temperature", "mig-tv", self.kd == "mig-tv")):
-            if not used and getattr(self, key) != _FIELD_DEFAULTS[key]:
+            if not used and getattr(self, key) != getattr(KDCrowd, key):  # (a field's default is its class attribute)
                 warnings.warn(f"{_setting(key, getattr(self, key))} has no effect with {_setting('kd', self.kd)}: it is a setting of the distillation loss {loss}", SettingWarning, stacklevel=2)
         if pretrained is not None and not isinstance(self.teacher, str) and self.stage2 == "reinit":
             raise ValueError("a pre-trained teacher module cannot be re-initialised for stage 2: give the teacher by name or use stage2='finetune'")
@@ -395,7 +395,3 @@ class KDCrowd:
         if teacher_outputs is not None:  # a key only then: the folders of other runs keep their identity
             out["teacher_outputs"] = teacher_outputs.digest()
         return out
-
-
-#: Each KD-Crowd setting's default (a distillation setting of another loss is refused where it differs).
-_FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(KDCrowd)}

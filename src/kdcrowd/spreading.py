@@ -68,8 +68,7 @@ class LabelSpreading:
     def check_used(self, frozen_features: bool) -> None:
         """Refuse a spreading setting other than its default where label spreading does not
         run (it would change nothing, silently)."""
-        defaults = LabelSpreading()
-        changed = [k for k in ("spreading_neighbours", "spreading_alpha") if getattr(self, k) != getattr(defaults, k)]
+        changed = [k for k in ("spreading_neighbours", "spreading_alpha") if getattr(self, k) != getattr(LabelSpreading, k)]
         if changed and not self.active(frozen_features):
             raise ConfigError(f"{_name(changed[0])} is a setting of label spreading, which is off for these items "
                               f"(on with {_name('label_spreading')} on, or auto with frozen pretrained image features); set {_name('label_spreading')} on, or drop {_name(changed[0])}")

@@ -896,7 +896,6 @@ def _fit(
     interval = 0.0 if config.distributed else config.checkpoint_interval  # the ranks' clocks would disagree
     last_write = t0  # the first write comes `interval` seconds into the training
     pending: dict[str, Any] | None = None  # the last finished epoch's checkpoint, not written yet
-    n_items = sum(ge - gs for gs, ge in bounds)  # a short last batch counts by its items, not as a whole batch
     try:
         with _EpochBar(show, config.epochs, desc, done=first) as bar:
             for epoch in range(first, config.epochs):
@@ -933,7 +932,7 @@ def _fit(
                 t_eval = time.perf_counter()
                 timings["training"] += t_eval - t_epoch
                 val = validation_accuracy(module, data, config)
-                record = log.close(epoch, loss_sum / n_items, val)
+                record = log.close(epoch, loss_sum / data.n_train, val)  # the global batches cover every item once
                 t_ckpt = time.perf_counter()
                 timings["evaluation"] += t_ckpt - t_eval
                 if config.checkpoint:
