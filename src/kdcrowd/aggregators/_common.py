@@ -96,7 +96,7 @@ class _Data:
     ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown (checked by
     :func:`kdcrowd.data.gold.check_gold`), or ``None``. Held as ``gold_np`` (numpy) and
     ``gold`` (on the device), both ``None`` without any gold item; ``gold_rows`` are the
-    gold items, ``gold_cls`` their known classes and ``gold_onehot`` their one-hot rows."""
+    gold items and ``gold_cls`` their known classes."""
 
     def __init__(self, ann: Any, device: str | torch.device, dtype: torch.dtype | None, gold: Any = None) -> None:
         item, worker, label, n, m, k = _arrays(ann)
@@ -117,15 +117,12 @@ class _Data:
         if self.gold is not None:
             self.gold_rows = torch.nonzero(self.gold >= 0).squeeze(1)
             self.gold_cls = self.gold.index_select(0, self.gold_rows)
-            self.gold_onehot = torch.nn.functional.one_hot(self.gold_cls, k).to(self.dtype)
 
     def clamp(self, post: torch.Tensor) -> torch.Tensor:
         """``(N, K)`` ``post`` with the gold items' rows set to their known one-hot class (a
         copy), as Dawid–Skene's clamped E-step: the parameters learned from these posteriors
         are then anchored on the gold answers. ``post`` itself without gold."""
-        if self.gold is None:
-            return post
-        return post.index_copy(0, self.gold_rows, self.gold_onehot.to(post.dtype))
+        return apply_gold(post, self.gold)
 
     def reference(self, labels: torch.Tensor) -> torch.Tensor:
         """``(N,)`` hard ``labels`` with the gold items' known classes in their place (the
