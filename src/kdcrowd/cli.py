@@ -436,12 +436,11 @@ def run(
         except USER_ERRORS as e:  # the option names were checked above (check_dataset_request)
             _fail(str(e))
         data_seconds = time.perf_counter() - t_data
-        from .models.backbones import check_backbone_input
+        from .models.backbones import check_backbone_items
 
-        shape = tuple(ds.x_train.shape[1:])  # items as data sets hold them: uint8 images (H, W, C), or features
         try:
             with option_style(cli_style):  # what the run would find only once it builds its networks: before OUT is touched
-                check_backbone_input(cfg.backbone, (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape)
+                check_backbone_items(cfg.backbone, ds.x_train.shape[1:])
         except USER_ERRORS as e:
             _fail(str(e))
     try:
@@ -1131,11 +1130,10 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             if len(both):
                 again = (f"{given_predict[0]} names {len(both)} item(s) that are training items too ({', '.join(map(repr, both[:5]))}{' ...' if len(both) > 5 else ''}); "
                          "predictions.csv lists them again beside their row in labels.csv (or predictions.csv, without crowd labels)")
-        from .models.backbones import check_backbone_input
+        from .models.backbones import check_backbone_items
 
         with option_style(cli_style):  # what the fit would find only once it builds its networks
-            shape = tuple(X.shape[1:])
-            check_backbone_input(door_values["backbone"], (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape)  # images load as (H, W, C)
+            check_backbone_items(door_values["backbone"], X.shape[1:])  # images load as (H, W, C)
             spreading.check_items(tuple(X.shape))
             if not resume:  # (a fit started before this check resumes as it started)
                 spreading.check_used(frozen is not None)

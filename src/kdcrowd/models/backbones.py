@@ -453,6 +453,13 @@ def check_backbone_input(name: str, input_shape: Sequence[int]) -> None:
         _image_channels(input_shape, name)
 
 
+def check_backbone_items(name: str, item_shape: Sequence[int]) -> None:
+    """:func:`check_backbone_input` for items of ``item_shape`` as data sets and commands
+    hold them: uint8 images ``(H, W, C)`` (the networks take ``(C, H, W)``) or feature rows."""
+    shape = tuple(item_shape)
+    check_backbone_input(name, (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape)
+
+
 def default_backbone(input_shape: Sequence[int]) -> str:
     """The backbone used when none is named: MLP for vectors, FastCNN for images up to 64 px on
     their short side, else LabelMeCNN."""
