@@ -40,7 +40,14 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A setting with a value or name no component accepts (one line, names the setting)."""
+    """A setting with a value or name no component accepts (one line, names the setting).
+
+    ``unknown``: for an unknown option name, ``(the name, the closest valid name or None)``,
+    for a door to name the option its own way."""
+
+    def __init__(self, message: str, unknown: tuple[str, str | None] | None = None) -> None:
+        super().__init__(message)
+        self.unknown = unknown
 
 
 class SettingWarning(UserWarning):

@@ -268,10 +268,10 @@ def settings_from_options(values: dict[str, Any], seed: int, progress: bool, fro
         with option_style(lambda k: k):  # model options are named as keys, on every door
             options.update(model)
             method_options(method, options, backbone=backbone)
-    except ConfigError as e:  # the hint names a door option's key (KD-Crowd's own settings): name the option, which takes it
-        hint = re.search(r"option '([^']+)'; did you mean '([^']+)'", str(e))
-        if hint and hint.group(1) in model and hint.group(2) in known:
-            raise ConfigError(f"unknown model option {hint.group(1)!r}; did you mean the option {_name(hint.group(2))}? "
+    except ConfigError as e:  # the closest name is a door option's (KD-Crowd's own settings): name the option, which takes it
+        key, near = e.unknown or (None, None)
+        if key in model and near in known:
+            raise ConfigError(f"unknown model option {key!r}; did you mean the option {_name(near)}? "
                               "(a setting of the doors is its own option, not a model option)") from None
         raise
     return method, backbone, train, options

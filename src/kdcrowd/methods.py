@@ -194,7 +194,7 @@ def method_options(method: str, options: dict[str, Any], backbone: str = "auto")
                 near = closest(k, fw_names | model_names)
                 raise ConfigError(f"unknown kdcrowd option {k!r}; " + (f"did you mean {near!r}? " if near else "")
                                   + f"the teacher {teacher!r} takes {', '.join(sorted(model_names)) or 'no options'}; "
-                                  + f"KD-Crowd itself takes {', '.join(sorted(fw_names))}")
+                                  + f"KD-Crowd itself takes {', '.join(sorted(fw_names))}", unknown=(k, near))
         if model:
             fw["teacher_options"] = {**fw.get("teacher_options", {}), **model}
         return KDCrowd(**fw, backbone=backbone)

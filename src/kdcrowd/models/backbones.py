@@ -37,6 +37,7 @@ from ..config import _setting, closest
 
 __all__ = [
     "IMAGE_FEATURE_MODES",
+    "check_backbone_items",
     "check_backbone_name",
     "image_feature_backbone",
     "MLP",
