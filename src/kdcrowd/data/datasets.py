@@ -678,11 +678,9 @@ def check_dataset_request(name: str, workers: str | None = None, worker_params: 
     if worker_params and workers is None:
         raise ValueError("worker_params given without workers=; name a worker case to simulate")
     if workers is not None:
-        from .simulate import check_worker_case, check_worker_params
+        from .simulate import check_worker_params
 
-        check_worker_case(workers)
-        if worker_params is not None:  # before any data is read: the names, and a mapping at all
-            check_worker_params(workers, worker_params)
+        check_worker_params(workers, {} if worker_params is None else worker_params)  # before any data is read: the case, its parameters' names, a mapping at all
     return key
 
 

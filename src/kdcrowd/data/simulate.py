@@ -436,7 +436,7 @@ def simulate_workers(y_true: np.ndarray, case: str, n_classes: int | None = None
         item-major order), ``transitions`` ``(M, K, K)``, ``case``, the merged ``params``,
         ``seed`` and per-worker ``roles``.
     """
-    check_worker_case(case)
+    check_worker_params(case, params)  # the case and its parameters' names, before the labels
     y = np.asarray(y_true)
     if y.ndim != 1 or y.size == 0 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"y_true must be a non-empty 1-D integer array; got dtype {y.dtype}, shape {y.shape}")
@@ -447,9 +447,7 @@ def simulate_workers(y_true: np.ndarray, case: str, n_classes: int | None = None
     if k < 2 or y.max() >= k:
         raise ValueError(f"n_classes={k} must be >= 2 and larger than the largest label {int(y.max())}")
     _, builder = WORKER_CASES[case]
-    defaults = _case_params(builder)
-    check_worker_params(case, params)
-    merged = {**defaults, **params}
+    merged = {**_case_params(builder), **params}
     rng = np.random.default_rng(seed)
     plan = builder(y, k, rng, x, **merged)
 
