@@ -162,9 +162,13 @@ def _int_text(v: Any) -> str | None:
     """The integer text of an int, a canonical integer string or a float with an integer
     value (``1.0`` is ``1``, as a column of numbers alone is read: ``json.load`` gives 1,
     "1" and 1.0 for one answer); ``None`` for any other value."""
-    if _is_int_label(v):
-        return str(v)
-    if isinstance(v, (float, np.floating)) and not isinstance(v, bool) and math.isfinite(v) and float(v).is_integer():
+    return str(v) if _is_int_label(v) else _float_int_text(v)
+
+
+def _float_int_text(v: Any) -> str | None:
+    """The integer text of a float with an exact integer value (``1.0`` is ``"1"``; below
+    2**53, where floats still hold every integer), else ``None``."""
+    if isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer() and abs(v) < 2**53:
         return str(int(v))
     return None
 

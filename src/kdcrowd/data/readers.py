@@ -35,6 +35,7 @@ from ._common import (  # noqa: F401 - _separator_hint is re-exported (kdcrowd.d
     _entries,
     _fail_rows,
     _fits_int64,
+    _float_int_text,
     _MissingFileError,
     _numeric_keys,
     _object_pairs,
@@ -294,8 +295,8 @@ def _answer_labels(labels: pd.Series) -> pd.Series:
 
 
 def _text_of(v: Any) -> Any:
-    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer() and abs(v) < 2**53:
-        return str(int(v))
+    if (t := _float_int_text(v)) is not None:
+        return t
     return v if isinstance(v, str) else str(v)
 
 
