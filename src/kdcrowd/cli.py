@@ -1154,9 +1154,9 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
         **door_values, random_state=p["seed"], duplicates=duplicates, verbose=not p["quiet"],
         validation_fraction=p["validation_fraction"], checkpoint_dir=str(ckpt), track_memorization=True, final_labels=p.get("final_labels") or "classifier",
         image_features="none",  # --image-features is resolved above: X holds the frozen features, or the pixels to train on
-        # --label-spreading auto is resolved here: on for the frozen features computed above
-        label_spreading="on" if spreading.active(frozen is not None) else "off",  # (off: its settings, refused above unless resumed, are moot)
-        **({"spreading_neighbours": spreading.spreading_neighbours, "spreading_alpha": spreading.spreading_alpha} if spreading.active(frozen is not None) else {}),
+        # --label-spreading auto is resolved here: on for the frozen features computed above (off: its settings, refused above unless resumed, are moot)
+        **({"label_spreading": "on", "spreading_neighbours": spreading.spreading_neighbours, "spreading_alpha": spreading.spreading_alpha}
+           if spreading.active(frozen is not None) else {"label_spreading": "off"}),
     )
     clf.replace_finished_checkpoint = not resume  # --resume continues this folder's run, or refuses other settings
     t_fit = time.perf_counter()
