@@ -312,6 +312,36 @@ def test_run_checks_its_distributed_settings_with_the_training_configuration(tmp
         TrainConfig(sync_bn=True)
 
 
+def test_an_option_given_without_the_one_it_goes_with_is_refused_at_its_default_too(tmp_path: Path) -> None:
+    """Whether an option was given is asked of the command line, not guessed from its value:
+    `kdcrowd run --checkpoint-interval 30` (the default, typed) without --resume, a KD-Crowd
+    option at its default with another method, and fit's --image-size 32, --image-ids auto,
+    --text-column text and --image-features auto without the items they are for passed,
+    where any other value was refused. Each is one error line on stderr naming the option."""
+    run = ["run", "--dataset", "tiny", "--out", str(tmp_path / "run")]
+    fit = ["fit", "--annotations", str(tmp_path / "a.csv"), "--features", str(tmp_path / "x.npy"), "--out", str(tmp_path / "fit")]
+    cases = [
+        (run, ["--checkpoint-interval", "30"], "--checkpoint-interval sets how often --resume checkpoints"),
+        (run, ["--checkpoint-interval", str(TrainConfig.checkpoint_interval)], "--checkpoint-interval sets how often --resume checkpoints"),
+        (run, ["--method", "mv", "--student", KDCrowd.student], "--student is an option of method kdcrowd"),
+        (fit, ["--method", "mv", "--student", KDCrowd.student], "--student is an option of method kdcrowd"),
+        (fit, ["--image-size", "32"], "--image-size goes with --images"),
+        (fit, ["--image-ids", "auto"], "--image-ids goes with --images"),
+        (fit, ["--text-column", "text"], "--text-column goes with --texts"),
+        (fit, ["--image-features", "auto"], "--image-features goes with --images"),
+    ]
+    for command, args, message in cases:
+        r = runner.invoke(app, command + args)
+        assert r.exit_code == 2, (args, r.output)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, r.stderr)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "fit").exists()
+    # with --resume it is taken, at any value
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--epochs", "1", "--device", "cpu",
+                            "--out", str(tmp_path / "resumable"), "--resume", "--checkpoint-interval", "30"])
+    assert r.exit_code == 0, r.output
+
+
 def test_student_params_are_checked_against_the_students_parameters() -> None:
     """student_params are refused when KDCrowd is made, before any teacher trains: a
     parameter the student does not take (named or a class), or a value its class refuses."""

@@ -363,9 +363,16 @@ def _with_options(func: Any, options: list[Any]) -> Any:
     return func
 
 
-def _door_settings(options: dict[str, Any], seed: int, progress: bool, **train_extra: Any) -> tuple[str, str, Any, dict[str, Any]]:
+def _given_options(ctx: typer.Context) -> frozenset[str]:
+    """The parameters of the command that the user gave (on the command line or through their
+    environment variable), whatever their values: an option typed at its default is given."""
+    return frozenset(k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP"))
+
+
+def _door_settings(options: dict[str, Any], seed: int, progress: bool, given: frozenset[str], **train_extra: Any) -> tuple[str, str, Any, dict[str, Any]]:
     """The generated options of a command as (method, backbone, TrainConfig, run options);
-    a bad value fails with one line naming the command-line option."""
+    a bad value fails with one line naming the command-line option. ``given``: the options
+    the user gave (:func:`_given_options`), for the checks of an option that goes with another."""
     from .config import ConfigError, cli_style, option_style
     from .doors import settings_from_options
 
@@ -373,7 +380,7 @@ def _door_settings(options: dict[str, Any], seed: int, progress: bool, **train_e
     try:
         values["model_options"] = parse_key_values(options.get("model_option") or [], flag="--model-option")
         with option_style(cli_style):
-            return settings_from_options(values, seed=seed, progress=progress, **train_extra)
+            return settings_from_options(values, seed=seed, progress=progress, given=given, **train_extra)
     except (ConfigError, typer.BadParameter) as e:
         _fail(str(e))
 
@@ -381,6 +388,7 @@ def _door_settings(options: dict[str, Any], seed: int, progress: bool, **train_e
 @app.command()
 @with_door_options
 def run(
+    ctx: typer.Context,
     dataset: str = typer.Option(..., help="Data set name (see `kdcrowd datasets`)."),
     out: Path = typer.Option(..., help="Output directory; metrics.json is written there."),
     workers: Optional[str] = typer.Option(None, help="Simulated-worker case replacing the data set's own annotations."),
@@ -401,8 +409,9 @@ def run(
     from .methods import run_on_dataset
 
     started = time.perf_counter()  # the imports are done: what came before is startup
-    method, backbone, train, run_options = _door_settings(options, seed=seed, progress=True, distributed=distributed, sync_bn=sync_bn)
-    if not resume and train.checkpoint_interval != type(train).checkpoint_interval:
+    given = _given_options(ctx)
+    method, backbone, train, run_options = _door_settings(options, seed=seed, progress=True, given=given, distributed=distributed, sync_bn=sync_bn)
+    if not resume and "checkpoint_interval" in given:
         _fail("--checkpoint-interval sets how often --resume checkpoints into OUT/checkpoints; it goes with --resume (a run without it writes no checkpoints)")
     try:
         dataset_options = parse_key_values(dataset_option)
@@ -798,10 +807,11 @@ def fit(
     with the same names and defaults."""
     # ctx.params holds what the parser gave: paths arrive as text with some click versions
     params = _fit_paths(ctx.params)
+    given = _given_options(ctx)
     if resume is not None:
-        given = [f"--{k.replace('_', '-')}" for k in params if k not in ("resume", "quiet") and getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
-        if given:
-            _fail(f"--resume continues a run with the settings it was started with; drop {', '.join(given)}")
+        extra = [f"--{k.replace('_', '-')}" for k in params if k in given and k not in ("resume", "quiet")]
+        if extra:
+            _fail(f"--resume continues a run with the settings it was started with; drop {', '.join(extra)}")
         _fail_if_in_use(resume, "--resume")
         run_file = resume / RUN_FILE
         if not run_file.exists():
@@ -812,7 +822,7 @@ def fit(
         params.update(_fit_paths(saved))
         params["out"] = resume
         console.print(f"resuming the run in {escape(str(resume))}", soft_wrap=True)
-        return _fit_and_release(params, resume=True)
+        return _fit_and_release(params, resume=True, given=frozenset())  # its options were checked when it started
     if annotations is None or out is None:
         _fail("give --annotations FILE and --out DIR (or --resume OUT to continue an interrupted run)")
     if out.exists() and not out.is_dir():
@@ -822,7 +832,7 @@ def fit(
         if (out / RUN_FILE).exists():
             _fail(f"{out} holds an interrupted run; continue it with `kdcrowd fit --resume {out}`, or choose another --out (or delete {out / CHECKPOINTS})")
         _fail(f"{out} holds checkpoints of another command (no {RUN_FILE}: e.g. `kdcrowd run --resume`); choose another --out (or delete {out / CHECKPOINTS})")
-    return _fit_and_release(params, resume=False)
+    return _fit_and_release(params, resume=False, given=given)
 
 
 def _read_run_file(out: Path) -> dict[str, Any]:
@@ -859,12 +869,12 @@ def _fail_if_in_use(path: Path, option: str) -> None:
         _fail(str(e))
 
 
-def _fit_and_release(p: dict[str, Any], resume: bool) -> None:
+def _fit_and_release(p: dict[str, Any], resume: bool, given: frozenset[str]) -> None:
     """:func:`_fit`, then the lock on OUT (taken by :func:`_fit`) is released."""
     from .outdir import release
 
     try:
-        _fit(p, resume=resume)
+        _fit(p, resume=resume, given=given)
     finally:
         release(p["out"])
 
@@ -929,8 +939,10 @@ def _undo_unstarted_fit(out: Path, ckpt: Path, previous: Path) -> bool:
     return True
 
 
-def _fit(p: dict[str, Any], resume: bool) -> None:
-    """The body of `kdcrowd fit` on its settings ``p`` (fresh or read back by --resume)."""
+def _fit(p: dict[str, Any], resume: bool, given: frozenset[str]) -> None:
+    """The body of `kdcrowd fit` on its settings ``p`` (fresh or read back by --resume);
+    ``given``: the options the user gave (:func:`_given_options`; none for a resumed run,
+    whose options were checked when it started)."""
     import shutil
 
     import numpy as np
@@ -980,22 +992,19 @@ def _fit(p: dict[str, Any], resume: bool) -> None:
             spreading = LabelSpreading(**{o.name: p[o.name] for o in spreading_options() if o.name in p})
     except ConfigError as e:
         _fail(str(e))
-    if image_mode != "auto" and images is None:
-        _fail("--image-features goes with --images")
-    if not resume:  # (a fit started before these checks resumes as it started: they had no effect)
-        if p.get("image_size", DEFAULT_IMAGE_SIZE) != DEFAULT_IMAGE_SIZE and images is None:  # it had no effect on features or texts
-            _fail("--image-size goes with --images")
-        if p.get("image_ids", "auto") != "auto" and images is None:
-            _fail("--image-ids goes with --images")
-        if (p.get("text_column") or DEFAULT_TEXT_COLUMN) != DEFAULT_TEXT_COLUMN and texts is None:
-            _fail("--text-column goes with --texts")
+    # options given without the items they are for (they would have no effect); a resumed fit
+    # gives none: it resumes as it started, a fit started before these checks included
+    for option, items, needed in (("image_features", images, "--images"), ("image_size", images, "--images"),
+                                  ("image_ids", images, "--images"), ("text_column", texts, "--texts")):
+        if option in given and items is None:
+            _fail(f"--{option.replace('_', '-')} goes with {needed}")
     if method == "clean":
         _fail("method 'clean' trains on ground-truth labels, which crowd labels do not give; choose another --method (kdcrowd, maxmig, mv, ...)")
     from .doors import door_options
 
     door = {o.name: p[o.name] for o in door_options() if o.name in p}
     door["model_option"] = p.get("model_option") or []
-    _door_settings(door, seed=p["seed"], progress=not p["quiet"])  # every option checked before any file is read
+    _door_settings(door, seed=p["seed"], progress=not p["quiet"], given=given)  # every option checked before any file is read
     door_values = {k: v for k, v in door.items() if k != "model_option"}
     door_values["model_options"] = parse_key_values(door["model_option"], flag="--model-option")
     if p["image_ids"] not in ("auto", "stem", "name", "path"):

@@ -14,9 +14,10 @@ are generated from one list (:func:`door_options`) built from the dataclasses:
   classes and dictionaries are for the Python API).
 
 :func:`settings_from_options` turns the values a door received into the typed
-configurations, checking them the same way for every door: a KD-Crowd option set to
-anything but its default for another method, an unknown key of ``model_options``, or a
-value out of range is one :class:`~kdcrowd.config.ConfigError` naming the option.
+configurations, checking them the same way for every door: a KD-Crowd option given for
+another method (on the command line, typed at any value; for the estimator, set to anything
+but its default), an unknown key of ``model_options``, or a value out of range is one
+:class:`~kdcrowd.config.ConfigError` naming the option.
 A new field in one of those dataclasses is a new option of every door.
 """
 
@@ -29,6 +30,7 @@ import re
 import textwrap
 import typing
 from dataclasses import dataclass, fields
+from collections.abc import Collection
 from typing import Any, Literal, Optional
 
 from .config import ConfigError, _name, literal_choices, option_defaults, option_style  # noqa: F401
@@ -214,16 +216,20 @@ def door_defaults() -> dict[str, Any]:
     return {o.name: o.default for o in door_options()}
 
 
-def settings_from_options(values: dict[str, Any], seed: int, progress: bool, frozen_features: bool = False, **train_extra: Any) -> tuple[str, str, TrainConfig, dict[str, Any]]:
+def settings_from_options(values: dict[str, Any], seed: int, progress: bool, frozen_features: bool = False, given: Collection[str] | None = None,
+                          **train_extra: Any) -> tuple[str, str, TrainConfig, dict[str, Any]]:
     """``(method, backbone, TrainConfig, run options)`` from a door's option values
     (names of :func:`door_options`; missing ones take their defaults; ``head_recipe``
     applied by :func:`apply_head_recipe` with ``frozen_features``), checked:
 
     * every value by its component's configuration (:class:`TrainConfig`,
       :class:`KDCrowd`, the crowd model's options dataclass);
-    * a KD-Crowd option away from its default with another method is refused;
+    * a KD-Crowd option given with another method is refused;
     * ``model_options`` keys by the crowd model of the method (or the kdcrowd teacher).
 
+    ``given``: the names of the options the user gave, where the door knows them (a command
+    line: an option typed at its default is given); ``None``: those away from their defaults
+    (the estimator, whose every parameter has a value).
     ``train_extra``: door-specific :class:`TrainConfig` fields (e.g. ``distributed``)."""
     from .methods import method_options
 
@@ -254,7 +260,7 @@ def settings_from_options(values: dict[str, Any], seed: int, progress: bool, fro
         KDCrowd(**kd, backbone=backbone)  # its values, named the door's way
         options: dict[str, Any] = dict(kd)
     else:
-        changed = [o for o in opts if o.group == "kdcrowd" and v[o.name] != o.default]
+        changed = [o for o in opts if o.group == "kdcrowd" and (o.name in given if given is not None else v[o.name] != o.default)]
         if changed:
             raise ConfigError(f"{_name(changed[0].name)} is an option of method kdcrowd; the method is {method!r} (drop {_name(changed[0].name)}, or use method kdcrowd)")
         options = {}
