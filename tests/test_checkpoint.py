@@ -283,6 +283,45 @@ def test_an_interrupt_just_after_a_write_keeps_the_newer_checkpoint(tmp_path: Pa
     assert torch.load(tmp_path / "fit.pt", weights_only=True)["epochs"] == 4
 
 
+def test_a_checkpoint_write_that_fails_is_not_tried_again_on_the_way_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that raises (a full disk) stops the training with its error alone: the
+    handler that saves the last finished epoch when the training stops used to try the
+    same write again, which failed again (a second traceback chained to the first; on the
+    command line a second failed write). The file written before stays as it was; an
+    interrupt, in or between writes, still writes the last finished epoch (tests above)."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+
+    data, make = _feature_task()
+    config = TrainConfig(epochs=3, batch_size=16, progress=False, checkpoint=str(tmp_path / "fit.pt"), checkpoint_interval=0.0)
+    real_save = torch.save
+    written: list[int] = []
+
+    def full_after_one(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        written.append(obj["epochs"])
+        if len(written) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_after_one)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        fit(make(), data, config)
+    assert written == [1, 2]  # the second epoch's write, once
+    assert caught.value.__context__ is None  # not raised while handling the first failure
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.pt"]  # no temporary file left behind
+    assert torch.load(config.checkpoint, weights_only=True)["epochs"] == 1
+    # on the command line: one error line, one failed write
+    written.clear()
+    r = CliRunner().invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--method", "mv", "--epochs", "3", "--device", "cpu",
+                                 "--out", str(tmp_path / "run"), "--resume", "--checkpoint-interval", "0"])
+    assert r.exit_code == 2, r.output
+    assert written == [1, 2]
+    assert [line for line in r.stderr.splitlines() if line.strip()] == ["error: [Errno 28] No space left on device"], r.stderr
+
+
 def test_the_checkpoint_interval_may_change_when_resuming(tmp_path: Path) -> None:
     data, make = _feature_task()
     config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, progress=False, checkpoint=str(tmp_path / "fit.pt"), checkpoint_interval=0.0)

@@ -816,7 +816,8 @@ def _fit(
     history and best state, the elapsed time and a fingerprint of the settings): once
     ``config.checkpoint_interval`` seconds have passed since the last write, after the last
     epoch, and, when an exception (an interrupt) stops the training, the last finished
-    epoch not written yet (a copy of its state is kept until then). An existing checkpoint
+    epoch not written yet (a copy of its state is kept until then); a write that fails
+    (``OSError``: a full disk) stops the training with its error, not tried again. An existing checkpoint
     is resumed: its fingerprint (``config`` without ``progress``, ``checkpoint`` and
     ``checkpoint_interval``, ``desc``, the number of training items, the device type, the number of
     processes and the names and shapes of the module's state) must match, else
@@ -938,9 +939,13 @@ def _fit(
                 if config.checkpoint:
                     state = (module, opt, sched, log, epoch + 1, config, fingerprint, before + t_ckpt - t0, device, gen, aug_gen)
                     if epoch + 1 == config.epochs or t_ckpt - last_write >= interval:
-                        # pending until written: an interrupt after the write writes this state again, not an older copy
+                        # pending until written: an interrupt in or after the write writes this state again, not an older copy
                         pending = training_checkpoint(*state, timings=timings)  # the live state (every rank: a collective call)
-                        write_training_checkpoint(Path(config.checkpoint), pending, config, epoch + 1)
+                        try:
+                            write_training_checkpoint(Path(config.checkpoint), pending, config, epoch + 1)
+                        except Exception:  # the write failed (a full disk): its error alone, not the same write tried again below
+                            pending = None
+                            raise
                         pending, last_write = None, time.perf_counter()
                     else:  # a copy, written by the next write's turn or by an interrupt
                         pending = training_checkpoint(*state, timings=timings, keep=True)
