@@ -418,6 +418,29 @@ def test_padded_annotations_are_the_padded_rows_as_long_tensors() -> None:
     assert np.array_equal(w.numpy(), pw) and np.array_equal(l.numpy(), pl)
 
 
+@pytest.mark.parametrize("method", ["mv", "ds-soft", "crowdlayer-mw"])
+def test_without_training_ground_truth_the_training_label_accuracies_are_left_out(method: str, tmp_path) -> None:
+    """Without the training items' true labels no accuracy of training labels exists, and
+    each is left out of the metrics: an aggregate-then-train run wrote
+    ``aggregated_label_accuracy`` as null where ``train_label_accuracy`` and a crowd model's
+    ``train_posterior_accuracy`` were left out. The test accuracy is there as before."""
+    from dataclasses import replace as dc_replace
+
+    from kdcrowd.cli import results_table
+    from kdcrowd.io import write_json
+
+    truthless = dc_replace(tiny_dataset(), y_train=None)
+    metrics, _ = run_on_dataset(truthless, cfg(method))
+    assert not {"aggregated_label_accuracy", "train_label_accuracy", "train_posterior_accuracy"} & metrics.keys()
+    assert not [k for k, v in metrics.items() if k.endswith("_accuracy") and v is None]
+    assert "test_accuracy" in metrics
+    write_json(tmp_path / "metrics.json", metrics)  # the run's files and summary as `kdcrowd run` writes them
+    results_table([metrics], "tiny")
+    with_truth, _ = run_on_dataset(tiny_dataset(), cfg(method))
+    expected = {"mv": "aggregated_label_accuracy", "ds-soft": "aggregated_label_accuracy", "crowdlayer-mw": "train_posterior_accuracy"}[method]
+    assert isinstance(with_truth[expected], float) and isinstance(with_truth["train_label_accuracy"], float)
+
+
 @pytest.mark.parametrize("method", ["mv", "kdcrowd"])
 def test_extra_test_sets_are_scored_like_the_test_split(method: str) -> None:
     """A data set's named extra test sets (CIFAR-10's JPEG test images for a CIFAR-10N model)

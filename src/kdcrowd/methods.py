@@ -243,7 +243,9 @@ def _aggregation_method(agg: str, soft: bool) -> Callable[[Any, DeviceData, RunC
             has |= np.asarray(gold) >= 0
         labelled = None if has.all() else torch.as_tensor(has, device=data.device)
         module, res = _train_on_targets(ds, data, cfg, targets, f"{cfg.method}+DNN", labelled=labelled)
-        extra: dict[str, Any] = {"aggregated_label_accuracy": truth_accuracy(post_t.cpu().numpy(), ds)}
+        extra: dict[str, Any] = {}
+        if ds.y_train is not None:  # left out without ground truth, as the other accuracies of training labels
+            extra["aggregated_label_accuracy"] = truth_accuracy(post_t.cpu().numpy(), ds)
         return MethodOutput(module, res, transitions=trans, extra=extra)
 
     return method
