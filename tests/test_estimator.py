@@ -601,5 +601,42 @@ def test_a_wide_table_s_item_column_names_the_rows_not_a_worker() -> None:
     by_name = _fast(validation_fraction=0).fit(x, with_ids.rename(columns={"item": "image_id"}))
     assert by_name.worker_ids_.tolist() == clf.worker_ids_.tolist()
     assert _fast(validation_fraction=0).fit(x, with_ids.assign(task=0)).worker_ids_.tolist() == clf.worker_ids_.tolist() + ["task"]
-    with pytest.raises(ValueError, match="columns 'id', 'filename', each named like item ids"):
+    with pytest.raises(ValueError, match="columns 'id', 'filename' that each could be the item ids.*call the column of item ids 'item'"):
         _fast(validation_fraction=0).fit(x, with_ids.drop(columns="item").assign(id=np.arange(60), filename=np.arange(60)))
+
+
+@pytest.mark.parametrize("layout", ["photo", "to_csv", "to_csv beside item", "image_id"])
+def test_a_wide_table_s_item_ids_are_found_as_kdcrowd_fit_finds_a_wide_file_s(tmp_path, layout: str) -> None:
+    """The same wide table as a file (``kdcrowd fit``'s reader) and as a DataFrame (the
+    estimator) has the same column of item ids: the estimator made a column of ids found by
+    its values (``photo``) or the header-less index that ``to_csv()`` writes a worker."""
+    import warnings
+
+    from kdcrowd.data.readers import InputWarning, read_annotation_frame
+
+    x, _, sim = _blobs(n=60)
+    workers = [f"w{m}" for m in range(sim.annotations.to_wide().shape[1])]
+    table = pd.DataFrame(sim.annotations.to_wide(), columns=workers)
+    names = [f"img{i}" for i in range(60)]
+    path = tmp_path / "wide.csv"
+    if layout == "to_csv":
+        table.to_csv(path)  # its first column: the row numbers 0..59, without a header
+        names = [str(i) for i in range(60)]
+    else:
+        table.insert(0, {"photo": "photo", "image_id": "image_id", "to_csv beside item": "item"}[layout], names)
+        table.to_csv(path, index=layout == "to_csv beside item")
+    frame = read_annotation_frame(path)
+    assert set(frame["worker"]) == set(workers) and frame.attrs["items"] == names
+    read_back = pd.read_csv(path)  # the DataFrame a user of the estimator has of the file
+    plain = _fast(validation_fraction=0, epochs=1).fit(x, sim.annotations.to_wide())
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        clf = _fast(validation_fraction=0, epochs=1).fit(x, read_back)
+    assert clf.worker_ids_.tolist() == workers and clf.classes_.tolist() == [0, 1, 2]
+    said = [str(w.message) for w in warned if issubclass(w.category, InputWarning)]  # which column holds the ids, as kdcrowd fit says
+    assert len(said) == 1 and said[0].startswith("the wide table of crowd labels: ") and "--item-column" not in said[0], said
+    np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_)
+    # X named by the file's item ids, the table's rows in another order: lined up by that column
+    shuffled = read_back.iloc[np.random.default_rng(0).permutation(60)]
+    named = _fast(validation_fraction=0, epochs=1).fit(pd.DataFrame(x, index=names), shuffled)
+    np.testing.assert_array_equal(named.label_proba_, plain.label_proba_)

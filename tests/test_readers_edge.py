@@ -120,6 +120,72 @@ def test_wide_table_without_ids_says_its_items_are_row_numbers(tmp_path: Path) -
     assert len(warned) == 1 and "named by their row numbers, 0 to 1" in warned[0] and "--item-column" in warned[0]
 
 
+#: (a wide CSV table, its column of item ids as pd.read_csv names it, whether that is a guess said with a warning)
+_WIDE_ID_CASES = [
+    ("item,task,w1\na,x,0\nb,y,1\nc,z,0\n", "item", False),  # 'item' before crowd-kit's 'task' (then a worker)
+    ("task,w1,w2\na,0,1\nb,1,1\n", "task", False),
+    ("file_name,w1,w2\nimg1,0,1\nimg2,1,1\n", "file_name", True),  # named like ids (2 rows: too few for the values)
+    (",w1,w2\n0,0,1\n1,1,1\n2,0,0\n", "Unnamed: 0", True),  # the header-less index that to_csv() writes
+    ("photo,w1,w2,w3\nimg1,cat,dog,bird\nimg2,cat,cat,fish\nimg3,dog,bird,fish\n", "photo", True),  # by its values
+    ("w1,w2,w3\ncat,dog,cat\ndog,dog,cat\n", None, False),  # none: the rows are the items
+]
+
+
+@pytest.mark.parametrize("text, column, said", _WIDE_ID_CASES)
+def test_wide_table_id_column_is_one_rule_for_a_file_and_a_dataframe(tmp_path: Path, text: str, column: str | None, said: bool) -> None:
+    """_wide_id_column without a file (the estimator's wide DataFrame) finds the column that
+    kdcrowd fit reads as a wide file's item ids, and says so naming no file nor --item-column."""
+    import io
+    import warnings
+
+    from kdcrowd.data.readers import InputWarning, _wide_id_column
+
+    table = pd.read_csv(io.StringIO(text))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _wide_id_column(table) == column
+    warned = [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
+    assert len(warned) == said and all(w.startswith("the wide table of crowd labels: ") and "--item-column" not in w and "file" not in w.split(":")[0] for w in warned), warned
+    assert all(f"{column!r}" in w and "call it 'item'" in w for w in warned), warned
+    df, warned = frame_of(tmp_path, text)  # the file, as kdcrowd fit reads it
+    ids = [str(i) for i in range(len(table))] if column is None else table[column].astype(str).tolist()
+    assert df.attrs["items"] == ids and set(df["worker"]) == {str(c) for c in table.columns if c != column}
+    assert sum("as the item ids of a wide table" in w for w in warned) == said and all(str(tmp_path / "a.csv") in w for w in warned)
+
+
+def test_wide_table_id_column_ambiguity_is_refused_for_a_file_and_a_dataframe(tmp_path: Path) -> None:
+    import io
+
+    from kdcrowd.data.readers import _wide_id_column
+
+    text = "image_id,code,w1\n" + "".join(f"img{i},x{i},{i % 2}\n" for i in range(6))  # named like ids; distinct values
+    with pytest.raises(ValueError, match=r"^the wide table of crowd labels \(one column per worker\) has columns 'image_id', 'code' that each could be the item ids") as e:
+        _wide_id_column(pd.read_csv(io.StringIO(text)))
+    assert "call the column of item ids 'item'" in str(e.value) and "--item-column" not in str(e.value)
+    with pytest.raises(ValueError, match=r"annotation file .*a\.csv looks like a wide table .*'image_id', 'code' each could be .*--item-column NAME"):
+        frame_of(tmp_path, text)
+
+
+def test_wide_table_header_less_first_column_beside_the_ids_is_no_worker(tmp_path: Path) -> None:
+    import io
+    import warnings
+
+    from kdcrowd.data.readers import InputWarning, _drop_row_numbers, _wide_id_column
+
+    text = ",item,w1,w2\n0,a,0,1\n1,b,1,1\n"  # to_csv() of a table with an item column
+    table = pd.read_csv(io.StringIO(text))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _drop_row_numbers(table, _wide_id_column(table)).columns.tolist() == ["item", "w1", "w2"]
+    warned = [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
+    assert len(warned) == 1 and warned[0].startswith("the wide table of crowd labels: skipped its first column 'Unnamed: 0'"), warned
+    kept = pd.read_csv(io.StringIO(",w1,w2\n0,0,1\n1,1,1\n"))
+    assert _drop_row_numbers(kept, "Unnamed: 0") is kept and _drop_row_numbers(kept, None) is kept  # the ids; or no ids
+    df, warned = frame_of(tmp_path, text)
+    assert df.attrs["items"] == ["a", "b"] and set(df["worker"]) == {"w1", "w2"}
+    assert len(warned) == 1 and "annotation file" in warned[0] and "skipped its first column" in warned[0]
+
+
 # ----------------------------------------------------------------------------- repeated header names
 
 

@@ -62,29 +62,26 @@ def _is_long_table(y: Any) -> bool:
 
 
 def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
-    """A wide table without its item-id column, which is no worker: ``item``, else
-    crowd-kit's ``task``, else the one column named like an id as ``kdcrowd fit`` reads a
-    wide file's (``id``, ``image``, ``filename`` ...: :func:`~kdcrowd.data.readers._named_like_id`).
-    With ``named`` items (``item_ids``, or X's index) its rows are put in X's order by that
-    column, the ids compared as text (``17`` is ``"17"``, as a long table's); else they stay
-    a row per row of X, as a wide table's rows are."""
-    from .data.readers import _named_like_id
+    """A wide table without its item-id column, which is no worker, found as ``kdcrowd fit``
+    finds a wide file's (:func:`~kdcrowd.data.readers._wide_id_column`: ``item``, ``task``, a
+    column named like ids, the header-less index of ``to_csv()`` or one whose values look
+    like ids; a header-less first column beside the ids is dropped too). With ``named`` items
+    (``item_ids``, or X's index) its rows are put in X's order by that column, the ids
+    compared as text (``17`` is ``"17"``, as a long table's); else they stay a row per row
+    of X, as a wide table's rows are."""
+    from .data.readers import _drop_row_numbers, _wide_id_column
 
-    cols = [str(c) for c in wide.columns]
-    ids = ["item"] if "item" in cols else ["task"] if "task" in cols else [c for c in cols if _named_like_id(c)]
-    if not ids:
+    name = _wide_id_column(wide)
+    if name is None:
         return wide
-    if len(ids) > 1:
-        raise ValueError(f"the wide table of crowd labels has columns {', '.join(map(repr, ids))}, each named like item ids: call the one of ids 'item' (the others are read as workers' labels)")
-    name = wide.columns[cols.index(ids[0])]
     col = wide[name].astype(str)
-    wide = wide.drop(columns=name)
+    wide = _drop_row_numbers(wide, name).drop(columns=name)
     if not named:
         return wide
     pos = pd.Index(col).get_indexer(pd.Index([str(v) for v in items])) if col.is_unique else None
     if pos is None or (pos < 0).any():
         why = "repeats an id" if pos is None else f"has no row for {int((pos < 0).sum())} of X's items (such as {list(items)[int(np.argmax(pos < 0))]!r})"
-        raise ValueError(f"the wide table's {ids[0]!r} column {why}: give one row per item of X, named as X's items are (item_ids or X's index)")
+        raise ValueError(f"the wide table's {str(name)!r} column {why}: give one row per item of X, named as X's items are (item_ids or X's index)")
     return wide.iloc[pos]
 
 

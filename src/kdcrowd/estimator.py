@@ -10,10 +10,11 @@ trains through) with scikit-learn's base classes and input validation.
 ``annotations`` may be an :class:`~kdcrowd.data.Annotations`, a long table (columns
 ``item, worker, label`` or crowd-kit's ``task, worker, label``; ``item`` is the row of ``X``
 unless ``item_ids`` is given), a wide N×M matrix of class indices with -1/NaN for missing
-labels, or a 1-D array of N labels (a crowd of one annotator, which is what makes
-``KDCrowdClassifier`` a drop-in scikit-learn classifier: ``fit(X, y)``). In a 1-D ``y``
-every value is a class, -1 included (binary ``{-1, 1}`` targets are common); only the wide
-matrix reads -1 as a missing label.
+labels (a DataFrame's column of item ids, found as ``kdcrowd fit`` finds a wide file's,
+is no worker: :func:`kdcrowd.data.readers._wide_id_column`), or a 1-D array of N labels
+(a crowd of one annotator, which is what makes ``KDCrowdClassifier`` a drop-in
+scikit-learn classifier: ``fit(X, y)``). In a 1-D ``y`` every value is a class, -1 included
+(binary ``{-1, 1}`` targets are common); only the wide matrix reads -1 as a missing label.
 
 ``CrowdClassifier`` is the same class under its former name.
 """

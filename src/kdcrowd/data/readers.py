@@ -536,7 +536,8 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
             df, lines = _drop_blank_and_header_rows(df, path)
         long = _long_table(df.columns)
         if not long:
-            id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else _wide_id_column(df, path)
+            id_col = _wide_id_column(df, path)
+            df = _drop_row_numbers(df, id_col, path)
             two = [c for c in df.columns if c != id_col]
             if item_column is None and id_col in ("item", "task") and len(two) == 2 and not _shared_values(df[two[0]], df[two[1]]):
                 # an item column and two others that share no value (a long table's worker ids and labels, under other names?)
@@ -545,9 +546,6 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
             if id_col is not None and id_col not in ("item", "task"):
                 df = df.rename(columns={id_col: "item"})
                 id_col = "item"
-            if id_col is not None and len(df.columns) > 1 and _UNNAMED.fullmatch(str(df.columns[0])) and df.columns[0] != id_col:
-                _warn(f"annotation file {path}: skipped its first column, which has no header (the row numbers that pandas' to_csv() writes), beside the item ids of column {id_col!r}")
-                df = df.drop(columns=[df.columns[0]])
             if id_col is not None:
                 df[id_col] = _id_text(df[id_col])
                 _refuse_missing_ids(df, id_col, path, lines)
@@ -700,42 +698,67 @@ def _ids_by_values(df: pd.DataFrame) -> list[Any]:
     return found
 
 
-def _wide_id_column(df: pd.DataFrame, path: Path) -> Any:
-    """The column of item ids of a wide table without an ``item``/``task`` column, with an
-    :class:`InputWarning` saying which: the one named like an id (:data:`_ID_COLUMN_NAMES`),
-    or a first column without a header (the index that ``df.to_csv()`` writes), or else the
-    one whose values look like ids (:func:`_ids_by_values`). None when no column is such; an
-    error naming ``--item-column`` when the names and values point at several columns."""
+def _wide_id_column(df: pd.DataFrame, path: Path | None = None) -> Any:
+    """The column of item ids of a wide table (one row per item, one column per worker): the
+    one rule of a wide file that ``kdcrowd fit`` reads (:func:`read_annotation_frame`, ``path``)
+    and of a wide DataFrame given to the estimator (``path`` None).
+
+    ``item``, else crowd-kit's ``task`` (the other one, if both, is a worker); else, with an
+    :class:`InputWarning` saying which, the one column named like an id
+    (:data:`_ID_COLUMN_NAMES`: ``id``, ``image``, ``file_name`` ...), or a first column without
+    a header (``Unnamed: 0``: the row numbers that ``df.to_csv()`` writes, as
+    ``pd.read_csv`` reads them back), or whose values look like ids (:func:`_ids_by_values`).
+    None when no column is such (the rows then stand for the items in order). An error when
+    the names and values point at several columns, asking to call the one of ids ``item``
+    (for a file: or to name it with ``--item-column``). A first column without a header
+    beside the ids is no worker either: :func:`_drop_row_numbers` skips it.
+    """
+    if "item" in df.columns or "task" in df.columns:
+        return "item" if "item" in df.columns else "task"
     named = [c for j, c in enumerate(df.columns) if _named_like_id(c) or (j == 0 and _UNNAMED.fullmatch(str(c)) and df.shape[1] > 1)]
     by_values = _ids_by_values(df)
     found = named + [c for c in by_values if c not in named]
     if len(found) > 1:  # a wrong guess makes a column of ids a worker, or a worker the ids: ask
-        raise ValueError(f"annotation file {path} looks like a wide table (one column per worker) whose columns {_listing([str(c) for c in found])} each could be the item ids (named like ids or holding a distinct value per row); name the column of item ids with --item-column NAME (or call it 'item')")
+        if path is not None:
+            raise ValueError(f"annotation file {path} looks like a wide table (one column per worker) whose columns {_listing([str(c) for c in found])} each could be the item ids (named like ids or holding a distinct value per row); name the column of item ids with --item-column NAME (or call it 'item')")
+        raise ValueError(f"the wide table of crowd labels (one column per worker) has columns {_listing([str(c) for c in found])} that each could be the item ids (named like ids or holding a distinct value per row); call the column of item ids 'item' (the others are read as workers' labels)")
     if not found:
         return None
     c = found[0]
+    where = f"annotation file {path}" if path is not None else "the wide table of crowd labels"
     if _UNNAMED.fullmatch(str(c)):
-        _warn(f"annotation file {path}: read its first column, which has no header (the row numbers that pandas' to_csv() writes), as the item ids of a wide table; write 'item' as its header to say so")
+        first, fix = ("its first column", "write 'item' as its header") if path is not None else (f"its first column {str(c)!r}", "call it 'item'")
+        _warn(f"{where}: read {first}, which has no header (the row numbers that pandas' to_csv() writes), as the item ids of a wide table; {fix} to say so")
     else:
         why = "its name says so" if named else "its values differ on every row and are not labels"
-        _warn(f"annotation file {path}: read column {str(c)!r} as the item ids of a wide table ({why}); name it 'item' or pass --item-column {c} to say so")
+        fix = f"name it 'item' or pass --item-column {c}" if path is not None else "call it 'item'"
+        _warn(f"{where}: read column {str(c)!r} as the item ids of a wide table ({why}); {fix} to say so")
     return c
+
+
+def _drop_row_numbers(df: pd.DataFrame, id_col: Any, path: Path | None = None) -> pd.DataFrame:
+    """``df`` without a first column that has no header (the row numbers that ``df.to_csv()``
+    writes) beside its column of item ids ``id_col`` (:func:`_wide_id_column`), with an
+    :class:`InputWarning`: it is no worker."""
+    if id_col is None or len(df.columns) < 2 or not _UNNAMED.fullmatch(str(df.columns[0])) or df.columns[0] == id_col:
+        return df
+    where, first = (f"annotation file {path}", "its first column") if path is not None else ("the wide table of crowd labels", f"its first column {str(df.columns[0])!r}")
+    _warn(f"{where}: skipped {first}, which has no header (the row numbers that pandas' to_csv() writes), beside the item ids of column {str(id_col)!r}")
+    return df.drop(columns=[df.columns[0]])
 
 
 def _wide_to_long(df: pd.DataFrame, path: Path, lines: np.ndarray | None = None) -> pd.DataFrame:
     """A wide crowd-label table (one row per item, one column per worker, cleanlab's layout)
     as a long ``item, worker, label`` table, item-major in file order.
 
-    Items are named by the ``item`` (or ``task``) column, else by their row number
-    (``"0"``, ``"1"``, ...); every other column is a worker named by its header. Empty
+    Items are named by the column of item ids (:func:`_wide_id_column`), else by their row
+    number (``"0"``, ``"1"``, ...); every other column is a worker named by its header. Empty
     cells are missing labels, and so is ``-1`` (whatever the other labels); whole-number
     labels become integers (a column with gaps is read as float). ``lines`` (the file line
     of each row of ``df``) gives each annotation the line of its item, in
     ``attrs["lines"]``.
     """
-    id_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
-    if id_col is None:
-        id_col = _wide_id_column(df, path)
+    id_col = _wide_id_column(df, path)
     pos = [j for j, c in enumerate(df.columns) if c != id_col]
     if not pos:
         raise ValueError(f"annotation file {path} has no 'worker' and 'label' columns (a long table) and no worker columns (a wide table); write it as item,worker,label rows")
