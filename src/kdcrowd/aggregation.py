@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .aggregators._common import _argmax_lowest, _arrays, _resolve_device
+from .aggregators._common import _argmax_lowest, _arrays, _gold_evidence, _resolve_device
 from .data.gold import apply_gold, check_gold
 
 __all__ = [
@@ -497,7 +497,7 @@ def dawid_skene(
     gold_t = None if gold_np is None else torch.from_numpy(gold_np).to(dev)
     if gold_t is not None:
         gold_rows = torch.nonzero(gold_t >= 0).squeeze(1)
-        gold_cls = gold_t.index_select(0, gold_rows).unsqueeze(1)
+        gold_cls = gold_t.index_select(0, gold_rows)
         q = apply_gold(q, gold_t)
     n_labels = torch.bincount(item, minlength=n).to(dtype)  # annotations per item
     has = n_labels > 0
@@ -511,7 +511,7 @@ def dawid_skene(
     # (float64 on every device: exact counts past float32's 2**24)
     wy_counts = torch.bincount(wy, minlength=m * k).to(torch.float64)
     sizes = torch.tensor([float(a), float(n_has_local)], dtype=torch.float64, device=dev)
-    gold_counts = torch.zeros(k, dtype=torch.float64, device=dev) if gold_t is None else torch.bincount(gold_cls.reshape(-1), minlength=k).to(torch.float64)
+    gold_counts = torch.zeros(k, dtype=torch.float64, device=dev) if gold_t is None else torch.bincount(gold_cls, minlength=k).to(torch.float64)
     if sharded:
         packed = reduce_(torch.cat([wy_counts, sizes, gold_counts]))
         wy_counts, sizes, gold_counts = packed[: m * k], packed[m * k: m * k + 2], packed[m * k + 2:]
@@ -588,7 +588,7 @@ def dawid_skene(
             log_post.index_add_(0, item, torch.index_select(log_t_by_label(trans), 0, wy, out=buf))
         log_norm = torch.logsumexp(log_post, dim=1, keepdim=True)
         if gold_t is not None:  # a gold item's evidence: its annotations joint with its known class
-            log_norm.index_copy_(0, gold_rows, log_post.index_select(0, gold_rows).gather(1, gold_cls))
+            _gold_evidence(log_norm, log_post, gold_rows, gold_cls)
         post = torch.exp(log_post.sub_(log_norm))
         if gold_t is not None:  # clamped E-step (semi-supervised Dawid–Skene)
             post = apply_gold(post, gold_t)

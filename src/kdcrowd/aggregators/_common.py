@@ -178,6 +178,15 @@ class _Data:
         return AggregatorResult(apply_gold(labels, self.gold_np), apply_gold(post.numpy(), self.gold_np), skills=np.full(self.m, np.nan))
 
 
+def _gold_evidence(log_z: torch.Tensor, log_joint: torch.Tensor, rows: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """``log_z``, the items' ``(N,)`` or ``(N, 1)`` log evidence, with the gold items'
+    ``rows`` set in place to the log joint probability of their annotations and known
+    class ``cls`` (``(G,)``), read from the unnormalised log posterior ``log_joint``
+    ``(N, K)``: a gold item's term of a clamped E-step's likelihood. Returns ``log_z``."""
+    known = log_joint.index_select(0, rows).gather(1, cls.unsqueeze(1))
+    return log_z.index_copy_(0, rows, known.view(-1, *log_z.shape[1:]))
+
+
 def _argmax_lowest(scores: torch.Tensor) -> torch.Tensor:
     """Row argmax where values within float rounding of the maximum are ties (the lowest
     class wins), so that sums of float weights taken in another order tie the same way:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._common import AggregatorResult, _check, _Data
+from ._common import AggregatorResult, _check, _Data, _gold_evidence
 
 def mace(
     ann: Any,
@@ -77,7 +77,7 @@ def mace(
         log_z = torch.logsumexp(log_g, 1)
         post = d.clamp(torch.exp(log_g - log_z[:, None]))
         if d.gold is not None:  # a gold item's evidence: its annotations joint with its known class
-            log_z = log_z.index_copy(0, d.gold_rows, log_g.index_select(0, d.gold_rows).gather(1, d.gold_cls[:, None]).squeeze(1))
+            _gold_evidence(log_z, log_g, d.gold_rows, d.gold_cls)
         lml = float(torch.logaddexp(log_z[d.has], torch.tensor(math.log(1e-8), dtype=d.dtype, device=d.dev)).sum())
         py = post.reshape(-1)[d.cell]
         share = s0t / (s0t + s1)
