@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .aggregators._common import _argmax_lowest, _arrays, _gold_evidence, _resolve_device
+from .aggregators._common import _argmax_lowest, _arrays, _gold_evidence, _resolve_device, _sum64
 from .data.gold import apply_gold, check_gold
 
 __all__ = [
@@ -248,19 +248,9 @@ def _ds_counts(item_w: torch.Tensor, wy_w: torch.Tensor, q: torch.Tensor, mk: in
                buf: torch.Tensor) -> torch.Tensor:
     """Soft confusion counts ``(M*K, K)``: row ``m*K + y``, column ``c`` is the sum of
     ``q[i, c]`` over the annotations ``(i, m, y)`` (given in ``(worker, label)`` order,
-    so that the scatter writes memory sequentially). Accumulated in float64 whatever
-    ``q``'s dtype, in slices of at most ``_COUNT_CHUNK`` annotations (the float64 copy of
-    a slice is the only extra memory): a cell sums all of a worker's labels of one class,
-    and float32 running sums of millions drift by 1e-3, which moved the matrices by points."""
-    src = torch.index_select(q, 0, item_w, out=buf)
-    raw = torch.zeros(mk, q.shape[1], dtype=torch.float64, device=q.device)  # (a float64 slice's cast is no copy)
-    for start in range(0, len(wy_w), _COUNT_CHUNK):
-        raw.index_add_(0, wy_w[start:start + _COUNT_CHUNK], src[start:start + _COUNT_CHUNK].to(torch.float64))
-    return raw.to(q.dtype)
-
-
-#: Annotations per float64 slice of :func:`_ds_counts` (8 MB per class).
-_COUNT_CHUNK = 1 << 20
+    so that the scatter writes memory sequentially), gathered into ``buf`` and summed in
+    float64 slices (:func:`kdcrowd.aggregators._common._sum64`)."""
+    return _sum64(wy_w, torch.index_select(q, 0, item_w, out=buf), mk).to(q.dtype)
 
 
 def _item_by_label_csr(item: torch.Tensor, wy: torch.Tensor, n: int, mk: int,
