@@ -763,10 +763,7 @@ def aggregate_with_matrices(ann: Any, method: str = "mv", **kw: Any) -> tuple[np
     Wawa, ZBS and M-MSR estimate a number per worker, not a matrix)."""
     from .aggregators import canonical_aggregator, run_aggregator
 
-    gold = kw.pop("gold", None)
-    if gold is not None:
-        _, _, _, n, _, k = _arrays(ann)
-        gold = check_gold(gold, n, k)
+    gold = kw.pop("gold", None)  # checked once, by the method that takes it
     if canonical_aggregator(method) is not None:  # each anchors its estimates on gold as far as it can (see its docstring)
         res = run_aggregator(ann, method, gold=gold, **kw)
         return res.labels, res.posteriors, res.transitions
@@ -782,6 +779,7 @@ def aggregate_with_matrices(ann: Any, method: str = "mv", **kw: Any) -> tuple[np
         tie_break, seed = kw.get("tie_break", "lowest"), kw.get("seed", 0)
         _check_tie_break(tie_break)
         counts = _vote_counts(ann, kw.get("weights"))  # counted once for both outputs
+        gold = check_gold(gold, *counts.shape)
         labels = _hard_from_counts(counts, tie_break, seed, weighted=kw.get("weights") is not None)
         return apply_gold(labels, gold), apply_gold(_soft_from_counts(counts), gold), None
     allowed = {"n_iter", "tol", "init", "prior", "smoothing", "eps", "criterion", "device", "dtype",
