@@ -371,6 +371,26 @@ def test_mace_em_and_restarts():
     assert (three.labels == truth).mean() >= (vb.labels == truth).mean() - 0.02
 
 
+def test_mace_fit_does_not_depend_on_how_the_worker_ids_sort():
+    """The same annotations with int worker ids and with the same ids as text, which sort
+    in another order ("10" before "2"), give the same labels and worker parameters: the
+    random start is drawn per worker in order of first appearance, not of the ids' order."""
+    from kdcrowd.data.annotations import Annotations
+
+    # sparse, as cf (4 of 300 labels moved there): 120 workers, 3 labels per item; 4 labels moved here
+    df, _ = _simulate(seed=0, n=200, m=120, k=4, per_item=3, spam=0.3, diag=(0.35, 0.8))
+    df["worker"] += 2  # ids 2..121
+    as_int = Annotations.from_long(df)
+    as_str = Annotations.from_long(df.assign(worker=df["worker"].astype(str)))
+    pos = pd.Index(as_str.worker_ids).get_indexer(as_int.worker_ids.astype(str))  # int-sorted worker -> its index among the texts
+    assert not np.array_equal(pos, np.arange(len(pos)))
+    a, b = mace(as_int, n_restarts=2), mace(as_str, n_restarts=2)
+    np.testing.assert_array_equal(a.labels, b.labels)  # (the items are the same, in the same order)
+    np.testing.assert_allclose(a.objective, b.objective, rtol=1e-12)
+    for got, want in ((a.skills, b.skills), (a.transitions, b.transitions), (a.extras["spamming"], b.extras["spamming"]), (a.extras["thetas"], b.extras["thetas"])):
+        np.testing.assert_allclose(got, want[pos], rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("f", [-2, -1, 0, 1, 2, 3])
 def test_mmsr_trimmed_update_matches_crowdkit_column_by_column(f):
     ck = pytest.importorskip("crowdkit.aggregation")

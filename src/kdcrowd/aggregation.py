@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .aggregators._common import _argmax_lowest, _arrays, _resolve_device
+from .aggregators._common import _argmax_lowest, _arrays, _gold_evidence, _resolve_device, _sum64
 from .data.gold import apply_gold, check_gold
 
 __all__ = [
@@ -248,19 +248,9 @@ def _ds_counts(item_w: torch.Tensor, wy_w: torch.Tensor, q: torch.Tensor, mk: in
                buf: torch.Tensor) -> torch.Tensor:
     """Soft confusion counts ``(M*K, K)``: row ``m*K + y``, column ``c`` is the sum of
     ``q[i, c]`` over the annotations ``(i, m, y)`` (given in ``(worker, label)`` order,
-    so that the scatter writes memory sequentially). Accumulated in float64 whatever
-    ``q``'s dtype, in slices of at most ``_COUNT_CHUNK`` annotations (the float64 copy of
-    a slice is the only extra memory): a cell sums all of a worker's labels of one class,
-    and float32 running sums of millions drift by 1e-3, which moved the matrices by points."""
-    src = torch.index_select(q, 0, item_w, out=buf)
-    raw = torch.zeros(mk, q.shape[1], dtype=torch.float64, device=q.device)  # (a float64 slice's cast is no copy)
-    for start in range(0, len(wy_w), _COUNT_CHUNK):
-        raw.index_add_(0, wy_w[start:start + _COUNT_CHUNK], src[start:start + _COUNT_CHUNK].to(torch.float64))
-    return raw.to(q.dtype)
-
-
-#: Annotations per float64 slice of :func:`_ds_counts` (8 MB per class).
-_COUNT_CHUNK = 1 << 20
+    so that the scatter writes memory sequentially), gathered into ``buf`` and summed in
+    float64 slices (:func:`kdcrowd.aggregators._common._sum64`)."""
+    return _sum64(wy_w, torch.index_select(q, 0, item_w, out=buf), mk).to(q.dtype)
 
 
 def _item_by_label_csr(item: torch.Tensor, wy: torch.Tensor, n: int, mk: int,
@@ -497,7 +487,7 @@ def dawid_skene(
     gold_t = None if gold_np is None else torch.from_numpy(gold_np).to(dev)
     if gold_t is not None:
         gold_rows = torch.nonzero(gold_t >= 0).squeeze(1)
-        gold_cls = gold_t.index_select(0, gold_rows).unsqueeze(1)
+        gold_cls = gold_t.index_select(0, gold_rows)
         q = apply_gold(q, gold_t)
     n_labels = torch.bincount(item, minlength=n).to(dtype)  # annotations per item
     has = n_labels > 0
@@ -511,7 +501,7 @@ def dawid_skene(
     # (float64 on every device: exact counts past float32's 2**24)
     wy_counts = torch.bincount(wy, minlength=m * k).to(torch.float64)
     sizes = torch.tensor([float(a), float(n_has_local)], dtype=torch.float64, device=dev)
-    gold_counts = torch.zeros(k, dtype=torch.float64, device=dev) if gold_t is None else torch.bincount(gold_cls.reshape(-1), minlength=k).to(torch.float64)
+    gold_counts = torch.zeros(k, dtype=torch.float64, device=dev) if gold_t is None else torch.bincount(gold_cls, minlength=k).to(torch.float64)
     if sharded:
         packed = reduce_(torch.cat([wy_counts, sizes, gold_counts]))
         wy_counts, sizes, gold_counts = packed[: m * k], packed[m * k: m * k + 2], packed[m * k + 2:]
@@ -588,7 +578,7 @@ def dawid_skene(
             log_post.index_add_(0, item, torch.index_select(log_t_by_label(trans), 0, wy, out=buf))
         log_norm = torch.logsumexp(log_post, dim=1, keepdim=True)
         if gold_t is not None:  # a gold item's evidence: its annotations joint with its known class
-            log_norm.index_copy_(0, gold_rows, log_post.index_select(0, gold_rows).gather(1, gold_cls))
+            _gold_evidence(log_norm, log_post, gold_rows, gold_cls)
         post = torch.exp(log_post.sub_(log_norm))
         if gold_t is not None:  # clamped E-step (semi-supervised Dawid–Skene)
             post = apply_gold(post, gold_t)
@@ -773,10 +763,7 @@ def aggregate_with_matrices(ann: Any, method: str = "mv", **kw: Any) -> tuple[np
     Wawa, ZBS and M-MSR estimate a number per worker, not a matrix)."""
     from .aggregators import canonical_aggregator, run_aggregator
 
-    gold = kw.pop("gold", None)
-    if gold is not None:
-        _, _, _, n, _, k = _arrays(ann)
-        gold = check_gold(gold, n, k)
+    gold = kw.pop("gold", None)  # checked once, by the method that takes it
     if canonical_aggregator(method) is not None:  # each anchors its estimates on gold as far as it can (see its docstring)
         res = run_aggregator(ann, method, gold=gold, **kw)
         return res.labels, res.posteriors, res.transitions
@@ -792,6 +779,7 @@ def aggregate_with_matrices(ann: Any, method: str = "mv", **kw: Any) -> tuple[np
         tie_break, seed = kw.get("tie_break", "lowest"), kw.get("seed", 0)
         _check_tie_break(tie_break)
         counts = _vote_counts(ann, kw.get("weights"))  # counted once for both outputs
+        gold = check_gold(gold, *counts.shape)
         labels = _hard_from_counts(counts, tie_break, seed, weighted=kw.get("weights") is not None)
         return apply_gold(labels, gold), apply_gold(_soft_from_counts(counts), gold), None
     allowed = {"n_iter", "tol", "init", "prior", "smoothing", "eps", "criterion", "device", "dtype",

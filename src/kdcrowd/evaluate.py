@@ -68,7 +68,8 @@ class MethodOutput:
 
 
 def memorization_callback(
-    ds: Any, data: DeviceData, config: TrainConfig, key: str = "memorization", pseudo: np.ndarray | None = None, y: np.ndarray | None = None
+    ds: Any, data: DeviceData, config: TrainConfig, key: str = "memorization", pseudo: np.ndarray | None = None, y: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
 ) -> Callable[[int, nn.Module, dict[str, Any]], None]:
     """Per-epoch memorization of the workers' wrong labels by the true-label predictor (as the KD-Crowd paper measures it).
 
@@ -83,10 +84,13 @@ def memorization_callback(
     is not recorded. With it, ``train_accuracy`` is the accuracy of the epoch's predictions
     on the training items that are not gold against ``ds.y_train`` (whatever ``y`` is):
     :func:`evaluate_output` reuses the selected epoch's as ``train_label_accuracy`` instead
-    of predicting them again."""
+    of predicting them again.
+
+    ``truth``: ``scored_truth(ds)`` where the caller already has it (``None``: computed
+    here); :func:`standard_callbacks` passes the one it computed."""
     ann = ds.annotations
-    scored = scored_truth(ds)
-    truth = scored is not None
+    scored = scored_truth(ds) if truth is None else truth
+    has_truth = scored is not None
     y = scored if y is None else y
     dev = data.device
     # Everything constant over the epochs is computed once, here: the annotations that
@@ -101,8 +105,8 @@ def memorization_callback(
     wrong = (label != yt) & (yt >= 0)
     denom = np.bincount(worker[wrong], minlength=n_workers).astype(np.float64)
     w_item, w_worker, w_label = (torch.as_tensor(a[wrong], device=dev) for a in (item, worker, label))
-    y_dev = torch.as_tensor(np.asarray(scored, dtype=np.int64), device=dev) if truth else None
-    n_scored = int((np.asarray(scored) >= 0).sum()) if truth else 0
+    y_dev = torch.as_tensor(np.asarray(scored, dtype=np.int64), device=dev) if has_truth else None
+    n_scored = int((np.asarray(scored) >= 0).sum()) if has_truth else 0
     if pseudo is not None:
         s_np = np.asarray(pseudo, dtype=np.int64).ravel()
         if s_np.shape != y_np.shape:
@@ -117,14 +121,14 @@ def memorization_callback(
         hit = pred[w_item] == w_label
         # hits per worker: a miss goes to bin worker + M, so the counts stay integers without a mask
         counts = torch.bincount(w_worker + n_workers * (~hit).long(), minlength=2 * n_workers)[:n_workers]
-        extra = [(pred[p_idx] == p_lab).sum() if pseudo is not None else counts.new_zeros(()), (pred == y_dev).sum() if truth else counts.new_zeros(())]
+        extra = [(pred[p_idx] == p_lab).sum() if pseudo is not None else counts.new_zeros(()), (pred == y_dev).sum() if has_truth else counts.new_zeros(())]
         got = torch.cat([counts, torch.stack(extra)]).cpu().numpy()  # the epoch's one read-back
         if pseudo is not None:
             record["pseudo_memorization"] = float(got[n_workers] / n_p_wrong) if n_p_wrong else float("nan")
         rate = np.divide(got[:n_workers].astype(np.float64), denom, out=np.full(n_workers, np.nan), where=denom > 0)
         mean, std = M.nan_mean_std(rate)
         record[f"{key}_mean"], record[f"{key}_std"] = float(mean), float(std)
-        if truth:
+        if has_truth:
             record["train_accuracy"] = float(got[n_workers + 1] / n_scored) if n_scored else float("nan")
 
     return cb
@@ -165,11 +169,10 @@ def standard_callbacks(
     their memorization, see :func:`memorization_callback`), and the per-epoch progress
     file when ``progress_file`` is set (lines tagged with ``stage``)."""
     cbs: list[Callable[[int, nn.Module, dict[str, Any]], None]] = []
-    reference = scored_truth(ds)  # gold items left out
-    if reference is None:
-        reference = getattr(ds, "y_reference", None)
+    scored = scored_truth(ds)  # gold items left out
+    reference = getattr(ds, "y_reference", None) if scored is None else scored
     if track_memorization and reference is not None and ds.annotations is not None:
-        cbs.append(memorization_callback(ds, data, train, pseudo=pseudo, y=reference))
+        cbs.append(memorization_callback(ds, data, train, pseudo=pseudo, y=reference, truth=scored))
     if progress_file:
         cbs.append(progress_callback(progress_file, stage))
     return cbs

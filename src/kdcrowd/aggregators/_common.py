@@ -143,11 +143,8 @@ class _Data:
 
     def sum_by(self, index: torch.Tensor, x: torch.Tensor, size: int) -> torch.Tensor:
         """``(size,)`` sums of a per-annotation quantity ``x`` by ``index``, accumulated in
-        float64 whatever the working dtype: a worker's cell sums all its labels, and a
-        float32 running sum of 1.7 M values drifts by 1e-3 (an index_add_ adds one value at a
-        time), enough to move Dawid–Skene-like estimates by points."""
-        out = torch.zeros(size, dtype=torch.float64, device=self.dev).index_add_(0, index, x.to(torch.float64))
-        return out.to(self.dtype)
+        float64 whatever the working dtype (:func:`_sum64`)."""
+        return _sum64(index, x, size).to(self.dtype)
 
     def per_worker(self, x: torch.Tensor) -> torch.Tensor:
         """``(M,)`` sums of a per-annotation quantity by worker (:meth:`sum_by`)."""
@@ -176,6 +173,31 @@ class _Data:
         post = torch.ones(self.n, self.k, dtype=torch.float64) / self.k
         labels = np.where(self.has_np, 0, -1).astype(np.int64)
         return AggregatorResult(apply_gold(labels, self.gold_np), apply_gold(post.numpy(), self.gold_np), skills=np.full(self.m, np.nan))
+
+
+#: Rows per float64 slice of :func:`_sum64` (8 MB per column).
+_COUNT_CHUNK = 1 << 20
+
+
+def _sum64(index: torch.Tensor, x: torch.Tensor, size: int) -> torch.Tensor:
+    """``(size, *x.shape[1:])`` float64 sums of the rows of ``x`` by ``index``, whatever
+    ``x``'s dtype, in slices of at most ``_COUNT_CHUNK`` rows (the float64 copy of a slice
+    is the only extra memory): a worker's cell sums all its labels, and a float32 running
+    sum of millions of values (an ``index_add_`` adds one at a time) drifts by 1e-3,
+    enough to move Dawid–Skene-like estimates by points."""
+    out = torch.zeros(size, *x.shape[1:], dtype=torch.float64, device=x.device)  # (a float64 slice's cast is no copy)
+    for start in range(0, len(index), _COUNT_CHUNK):
+        out.index_add_(0, index[start:start + _COUNT_CHUNK], x[start:start + _COUNT_CHUNK].to(torch.float64))
+    return out
+
+
+def _gold_evidence(log_z: torch.Tensor, log_joint: torch.Tensor, rows: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """``log_z``, the items' ``(N,)`` or ``(N, 1)`` log evidence, with the gold items'
+    ``rows`` set in place to the log joint probability of their annotations and known
+    class ``cls`` (``(G,)``), read from the unnormalised log posterior ``log_joint``
+    ``(N, K)``: a gold item's term of a clamped E-step's likelihood. Returns ``log_z``."""
+    known = log_joint.index_select(0, rows).gather(1, cls.unsqueeze(1))
+    return log_z.index_copy_(0, rows, known.view(-1, *log_z.shape[1:]))
 
 
 def _argmax_lowest(scores: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._common import AggregatorResult, _check, _Data
+from ._common import AggregatorResult, _check, _Data, _gold_evidence
 
 def mace(
     ann: Any,
@@ -29,7 +29,10 @@ def mace(
 
     As crowd-kit's ``MACE``: start values drawn uniformly from ``[1, 2 + default_noise)``
     and normalised (``numpy.random.RandomState(seed)``, the same stream for the
-    ``(M, 2)`` spamming and the ``(M, K)`` theta tables), then an E-step and
+    ``(M, 2)`` spamming and the ``(M, K)`` theta tables, whose rows go to the workers in
+    the order they first appear in the annotations, as crowd-kit's do: the start does not
+    depend on how the worker ids sort, so ``2, 10`` and ``"2", "10"`` give the same
+    result), then an E-step and
     ``n_iter`` times an M-step and an E-step. ``method="vb"``: variational M-step with
     Beta(``alpha``, ``beta``) priors on spamming and Dirichlet(10) on theta;
     ``method="em"``: counts smoothed by ``0.01 / K`` and normalised.
@@ -77,7 +80,7 @@ def mace(
         log_z = torch.logsumexp(log_g, 1)
         post = d.clamp(torch.exp(log_g - log_z[:, None]))
         if d.gold is not None:  # a gold item's evidence: its annotations joint with its known class
-            log_z = log_z.index_copy(0, d.gold_rows, log_g.index_select(0, d.gold_rows).gather(1, d.gold_cls[:, None]).squeeze(1))
+            _gold_evidence(log_z, log_g, d.gold_rows, d.gold_cls)
         lml = float(torch.logaddexp(log_z[d.has], torch.tensor(math.log(1e-8), dtype=d.dtype, device=d.dev)).sum())
         py = post.reshape(-1)[d.cell]
         share = s0t / (s0t + s1)
@@ -95,11 +98,17 @@ def mace(
             return vnorm(know + spam_prior), vnorm(strat + 10.0)
         return ((know + smoothing) / (know + smoothing).sum(1, keepdim=True), (strat + smoothing) / (strat + smoothing).sum(1, keepdim=True))
 
+    # each worker's row of the random start: its rank by first annotation (workers without
+    # annotations last, in index order)
+    first = np.arange(d.a, d.a + m)
+    workers, at = np.unique(d.worker_np, return_index=True)
+    first[workers] = at
+    row = np.argsort(np.argsort(first))
     best: tuple[float, torch.Tensor, torch.Tensor] | None = None
     history: list[float] = []
     for r in range(n_restarts):
         def draw(shape: tuple[int, int]) -> torch.Tensor:
-            x = 1.0 + (1.0 + default_noise) * np.random.RandomState(seed + r).uniform(size=shape)
+            x = 1.0 + (1.0 + default_noise) * np.random.RandomState(seed + r).uniform(size=shape)[row]
             return torch.as_tensor(x / x.sum(1, keepdims=True), dtype=d.dtype, device=d.dev)
 
         spam, theta = draw((m, 2)), draw((m, k))

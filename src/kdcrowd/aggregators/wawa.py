@@ -34,21 +34,19 @@ class _Accuracy:
         self.d = d
         self.count = d.sum_by(self.worker, torch.ones(len(key), dtype=d.dtype, device=d.dev), d.m)
 
-    def __call__(self, labels: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        hit = (labels[self.item] == self.label).to(self.d.dtype)
-        right = self.d.sum_by(self.worker, hit, self.d.m)
-        return torch.where(self.count > 0, right / self.count.clamp_min(1), current)
-
-    def on_gold(self, current: torch.Tensor) -> torch.Tensor:
-        """Per-worker share of the distinct answers on gold items that name the known class;
-        ``current`` for workers who answered no gold item (or without gold)."""
+    def __call__(self, labels: torch.Tensor, current: torch.Tensor, on: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-worker share of the distinct answers that equal ``labels[item]``; with ``on``,
+        an ``(N,)`` bool mask, of the distinct answers on the items it marks only.
+        ``current`` for workers with no such answer."""
         d = self.d
-        if d.gold is None:
-            return current
-        g = d.gold[self.item]
-        answered = d.sum_by(self.worker, (g >= 0).to(d.dtype), d.m)
-        right = d.sum_by(self.worker, (self.label == g).to(d.dtype), d.m)  # (a label is never -1)
-        return torch.where(answered > 0, right / answered.clamp_min(1), current)
+        hit = labels[self.item] == self.label
+        count = self.count
+        if on is not None:
+            mask = on[self.item]
+            hit = hit & mask
+            count = d.sum_by(self.worker, mask.to(d.dtype), d.m)
+        right = d.sum_by(self.worker, hit.to(d.dtype), d.m)
+        return torch.where(count > 0, right / count.clamp_min(1), current)
 
 
 def wawa(ann: Any, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, gold: Any = None) -> AggregatorResult:
@@ -114,7 +112,9 @@ def zero_based_skill(
     if triv is not None:
         return triv
     acc = _Accuracy(d)
-    skills = acc.on_gold(torch.full((d.m,), 1.0 / d.k + eps, dtype=d.dtype, device=d.dev))
+    skills = torch.full((d.m,), 1.0 / d.k + eps, dtype=d.dtype, device=d.dev)
+    if d.gold is not None:  # a worker's share of right answers on gold items
+        skills = acc(d.gold, skills, on=d.gold >= 0)
     lr, changes = lr_init, []
     for it in range(1, n_iter + 1):
         if it % lr_steps_to_reduce == 0:
