@@ -391,6 +391,24 @@ def test_mace_fit_does_not_depend_on_how_the_worker_ids_sort():
         np.testing.assert_allclose(got, want[pos], rtol=1e-12, atol=0)
 
 
+def test_mmsr_fit_does_not_depend_on_how_the_worker_ids_sort():
+    """As MACE's: M-MSR's random start (``u = v``) is drawn per worker in order of first
+    appearance, as crowd-kit's ``pd.unique`` order, so int ids and the same ids as text
+    (another sort order) give the same labels and skills."""
+    from kdcrowd.data.annotations import Annotations
+
+    df, _ = _simulate(seed=1, n=60, m=12, k=3, per_item=6, spam=0.2, diag=(0.45, 0.8))
+    df["worker"] += 2  # ids 2..13: "10" sorts before "2"
+    df = df.sample(frac=1.0, random_state=0).reset_index(drop=True)  # first appearance unlike either order
+    as_int = Annotations.from_long(df)
+    as_str = Annotations.from_long(df.assign(worker=df["worker"].astype(str)))
+    pos = pd.Index(as_str.worker_ids).get_indexer(as_int.worker_ids.astype(str))
+    assert not np.array_equal(pos, np.arange(len(pos)))
+    a, b = mmsr(as_int, n_iter=3, tol=0.0), mmsr(as_str, n_iter=3, tol=0.0)  # stopped early: the start shows
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.skills, b.skills[pos], rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("f", [-2, -1, 0, 1, 2, 3])
 def test_mmsr_trimmed_update_matches_crowdkit_column_by_column(f):
     ck = pytest.importorskip("crowdkit.aggregation")

@@ -129,6 +129,15 @@ class _Data:
         labels a worker's agreement is measured against); ``labels`` itself without gold."""
         return labels if self.gold is None else torch.where(self.gold >= 0, self.gold, labels)
 
+    def first_appearance_rank(self) -> np.ndarray:
+        """``(M,)`` each worker's rank by its first annotation (workers without annotations
+        last, in index order): the order in which a random start is drawn, crowd-kit's
+        (``pd.unique``), so that it does not depend on how the worker ids sort."""
+        first = np.arange(self.a, self.a + self.m)
+        workers, at = np.unique(self.worker_np, return_index=True)
+        first[workers] = at
+        return np.argsort(np.argsort(first, kind="stable"), kind="stable")
+
     def zeros(self, *shape: int) -> torch.Tensor:
         return torch.zeros(*shape, dtype=self.dtype, device=self.dev)
 

@@ -98,12 +98,7 @@ def mace(
             return vnorm(know + spam_prior), vnorm(strat + 10.0)
         return ((know + smoothing) / (know + smoothing).sum(1, keepdim=True), (strat + smoothing) / (strat + smoothing).sum(1, keepdim=True))
 
-    # each worker's row of the random start: its rank by first annotation (workers without
-    # annotations last, in index order)
-    first = np.arange(d.a, d.a + m)
-    workers, at = np.unique(d.worker_np, return_index=True)
-    first[workers] = at
-    row = np.argsort(np.argsort(first))
+    row = d.first_appearance_rank()  # each worker's row of the random start
     best: tuple[float, torch.Tensor, torch.Tensor] | None = None
     history: list[float] = []
     for r in range(n_restarts):

@@ -161,7 +161,8 @@ def mmsr(
     As crowd-kit's ``MMSR``: a repeated ``(item, worker)`` keeps its last label for the
     covariance; ``C[i, j] = (K * agree_ij / common_ij - 1) / (K - 1)`` over the items
     both workers labelled (``-1/(K-1)`` where they share none and on the diagonal);
-    ``u = v`` start as ``numpy.random.RandomState(seed).uniform`` draws; each iteration
+    ``u = v`` start as ``numpy.random.RandomState(seed).uniform`` draws (per worker in order of
+    first appearance, as crowd-kit's: the start does not depend on how the ids sort); each iteration
     replaces every ``v_j`` (then every ``u_i``) by the mean of ``|C_ij| / u_i`` over the
     workers sharing items with ``j``, trimmed by ``F = floor(s / 2) - 1`` values on each
     side (``s``: the fewest co-workers of any worker); stop when
@@ -247,7 +248,8 @@ def mmsr(
     sparsity = int(count.min())
     f = sparsity // 2 - 1
     x = cov.abs()
-    u = torch.as_tensor(np.random.RandomState(seed).uniform(size=ma), dtype=dt, device=d.dev)
+    # drawn in order of first appearance (the active workers' ranks are 0..ma-1: the others come last)
+    u = torch.as_tensor(np.random.RandomState(seed).uniform(size=ma)[d.first_appearance_rank()[act.cpu().numpy()]], dtype=dt, device=d.dev)
     v = u.clone()
     history: list[float] = []
     converged, it = n_iter == 0, 0
