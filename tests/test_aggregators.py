@@ -252,6 +252,28 @@ def test_mmsr_turns_adversaries_around():
     np.testing.assert_array_equal(posteriors.argmax(1), labels)
 
 
+def test_mmsr_gives_a_worker_who_shares_no_item_no_skill():
+    """A worker in no observed covariance keeps M-MSR's random start as its reliability
+    (crowd-kit's): that says nothing of it, so its skill is NaN and its votes weigh nothing;
+    where no two workers share an item (one label per item), every skill is NaN and the
+    labels are the majority vote."""
+    df, _ = _simulate(seed=2, n=80, m=8, k=3, per_item=4, spam=0.0, diag=(0.6, 0.9))
+    lone = pd.DataFrame({"item": np.arange(80, 100), "worker": 8, "label": np.arange(20) % 3})  # items of its own
+    both = pd.concat([df, lone], ignore_index=True)
+    ann = _ann(both["item"], both["worker"], both["label"], 100, 9, 3)
+    for seed in (0, 1):  # its start differs by seed; its skill may not
+        res = mmsr(ann, seed=seed)
+        assert np.isnan(res.skills[8]) and np.isnan(res.extras["accuracy"][8])
+        assert np.isfinite(res.skills[:8]).all()
+        np.testing.assert_array_equal(res.labels[80:], np.arange(20) % 3)  # its items: its plain vote
+    # one label per item, by 30 workers: no covariance at all
+    rng = np.random.default_rng(0)
+    item, worker, label = np.arange(300), rng.integers(0, 30, 300), rng.integers(0, 3, 300)
+    res = mmsr(_ann(item, worker, label, 300, 30, 3))
+    assert np.isnan(res.skills).all()
+    np.testing.assert_array_equal(res.labels, label)
+
+
 def test_mmsr_when_every_covariance_row_sums_to_zero():
     # Two workers who agree on every item (K=2): each covariance row is +1 off the
     # diagonal and -1/(K-1) on it, so every row sums to 0 and the sign step has no worker

@@ -187,7 +187,11 @@ def mmsr(
     workers: the skills are ``NaN``, as crowd-kit's, and the labels the majority vote. So
     too where the signs split the workers evenly (two camps of two that always disagree):
     nothing says which camp is skilled, and the eigenvector's own sign, which the order of
-    the worker ids decides, would call one camp adversarial (crowd-kit fails there).
+    the worker ids decides, would call one camp adversarial (crowd-kit fails there). A worker
+    who shares no item with another is in no covariance: its skill is ``NaN`` (crowd-kit keeps
+    its random start) and its votes weigh nothing, except on items whose voters all have no
+    skill, which take their plain vote; where no two workers share an item, the labels are
+    the majority vote.
 
     ``gold``: gold questions, ``(N,)`` class indices with ``-1`` for unknown, or ``None``.
     Gold items get their known label and one-hot posterior in the result, and nothing
@@ -265,10 +269,15 @@ def mmsr(
     nu, nv = float(torch.linalg.norm(u)), float(torch.linalg.norm(v))
     # every observed covariance 0 (e.g. K = 2 workers who agree on half their shared items):
     # the completion is 0 and says nothing of the workers; crowd-kit's skills are NaN then
-    no_completion = not (nv > 0 and math.isfinite(nu / nv))
+    # a worker who shares no item with another (a crowd of one label per item: every worker)
+    # is in no observed covariance: the iterations keep its random start, which says nothing
+    # of it (crowd-kit keeps it as its reliability): its skill is NaN, its votes weigh nothing
+    isolated = (count == 0).cpu().numpy()
+    no_completion = not (nv > 0 and math.isfinite(nu / nv)) or bool(isolated.all())
     signs = None if no_completion else _sign_vector(ma, r.cpu().numpy(), c.cpu().numpy(), cov.cpu().numpy(), k)
     degenerate = signs is None  # no completion, or no majority to say which workers are skilled: no skills
     rel = np.full(ma, np.nan) if degenerate else signs * (u / math.sqrt(nu / nv)).cpu().numpy()
+    rel[isolated] = np.nan
     rel = np.minimum(rel, 1 - 1.0 / math.sqrt(n_tasks))
     rel = np.maximum(rel, -1.0 / (k - 1) + 1.0 / math.sqrt(n_tasks))
     p = rel * (k - 1) / k + 1.0 / k
