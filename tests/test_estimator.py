@@ -605,6 +605,42 @@ def test_a_wide_table_s_item_column_names_the_rows_not_a_worker() -> None:
         _fast(validation_fraction=0).fit(x, with_ids.drop(columns="item").assign(id=np.arange(60), filename=np.arange(60)))
 
 
+def test_a_wide_table_s_index_of_item_ids_names_its_rows_as_an_item_column_does() -> None:
+    """A wide DataFrame without a column of item ids whose index names the items
+    (``long.pivot(index="item", ...)``: the ids in the index, sorted as text) is put in X's
+    order by that index, as by an ``item`` column (it was read row by row, its index
+    ignored: the labels of it10 went to it2). A plain ``0..N-1`` index names no items; with
+    X's rows unnamed the index is dropped and the rows follow X's, as an item column's."""
+    x, _, sim = _blobs(n=60)
+    ann = sim.annotations
+    names = [f"it{i}" for i in range(60)]
+    xd = pd.DataFrame(x, index=names)
+    long = pd.DataFrame({"item": np.asarray(names, dtype=object)[ann.item], "worker": np.asarray(ann.worker), "label": np.asarray(ann.label)})
+    pivot = long.pivot(index="item", columns="worker", values="label")
+    assert pivot.index[:3].tolist() == ["it0", "it1", "it10"]  # sorted as text, not in X's order
+    plain = _fast(validation_fraction=0, epochs=1).fit(x, ann.to_wide())
+    for table in (pivot, pivot.reset_index()):  # the index, as the column reset_index() makes of it
+        clf = _fast(validation_fraction=0, epochs=1).fit(xd, table)
+        np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_)
+        assert clf.worker_ids_.tolist() == pivot.columns.tolist()
+    # the errors of an item column: an item of X without a row, an id twice
+    with pytest.raises(ValueError, match=r"wide table's index has no row for 1 of X's items \(such as 'it59'\)"):
+        _fast(validation_fraction=0, epochs=1).fit(xd, pivot.rename(index={"it59": "other"}))
+    with pytest.raises(ValueError, match="wide table's index repeats an id"):
+        _fast(validation_fraction=0, epochs=1).fit(xd, pivot.rename(index={"it59": "it58"}))
+    # ids compared as text: X named "0".."59", the table's index the ints 59..0
+    wide = pd.DataFrame(ann.to_wide())
+    as_text = _fast(validation_fraction=0, epochs=1).fit(pd.DataFrame(x, index=[str(i) for i in range(60)]), wide.iloc[::-1])
+    np.testing.assert_array_equal(as_text.label_proba_, plain.label_proba_)
+    # a plain 0..N-1 index names no items: the rows follow X's, named or not
+    np.testing.assert_array_equal(_fast(validation_fraction=0, epochs=1).fit(xd, wide).label_proba_, plain.label_proba_)
+    # X's rows unnamed: the index is no worker and the rows stay a row per row of X, as with an item column
+    by_row = pivot.loc[names]  # in X's order
+    unnamed = _fast(validation_fraction=0, epochs=1).fit(x, by_row.set_axis(names[::-1]))
+    np.testing.assert_array_equal(unnamed.label_proba_, plain.label_proba_)
+    np.testing.assert_array_equal(unnamed.label_proba_, _fast(validation_fraction=0, epochs=1).fit(x, by_row.rename_axis("item").reset_index().assign(item=names[::-1])).label_proba_)
+
+
 @pytest.mark.parametrize("layout", ["photo", "to_csv", "to_csv beside item", "image_id"])
 def test_a_wide_table_s_item_ids_are_found_as_kdcrowd_fit_finds_a_wide_file_s(tmp_path, layout: str) -> None:
     """The same wide table as a file (``kdcrowd fit``'s reader) and as a DataFrame (the

@@ -65,23 +65,29 @@ def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
     """A wide table without its item-id column, which is no worker, found as ``kdcrowd fit``
     finds a wide file's (:func:`~kdcrowd.data.readers._wide_id_column`: ``item``, ``task``, a
     column named like ids, the header-less index of ``to_csv()`` or one whose values look
-    like ids; a header-less first column beside the ids is dropped too). With ``named`` items
-    (``item_ids``, or X's index) its rows are put in X's order by that column, the ids
-    compared as text (``17`` is ``"17"``, as a long table's); else they stay a row per row
-    of X, as a wide table's rows are."""
+    like ids; a header-less first column beside the ids is dropped too); without such a
+    column, an index that names items (not the plain ``0..N-1`` of :func:`_row_numbers`:
+    ``long.pivot(index="item", ...)``'s ids) holds the ids, as that column would
+    (``reset_index()`` makes it one). With ``named`` items (``item_ids``, or X's index) its
+    rows are put in X's order by those ids, compared as text (``17`` is ``"17"``, as a long
+    table's); else they stay a row per row of X, as a wide table's rows are."""
     from .data.readers import _drop_row_numbers, _wide_id_column
 
     name = _wide_id_column(wide)
-    if name is None:
+    if name is not None:
+        ids, where = wide[name], f"{str(name)!r} column"
+        wide = _drop_row_numbers(wide, name).drop(columns=name)
+    elif not _row_numbers(wide.index):
+        ids, where = wide.index.to_series(), "index"
+    else:
         return wide
-    col = wide[name].astype(str)
-    wide = _drop_row_numbers(wide, name).drop(columns=name)
     if not named:
         return wide
+    col = ids.astype(str)
     pos = pd.Index(col).get_indexer(pd.Index([str(v) for v in items])) if col.is_unique else None
     if pos is None or (pos < 0).any():
         why = "repeats an id" if pos is None else f"has no row for {int((pos < 0).sum())} of X's items (such as {list(items)[int(np.argmax(pos < 0))]!r})"
-        raise ValueError(f"the wide table's {str(name)!r} column {why}: give one row per item of X, named as X's items are (item_ids or X's index)")
+        raise ValueError(f"the wide table's {where} {why}: give one row per item of X, named as X's items are (item_ids or X's index)")
     return wide.iloc[pos]
 
 
