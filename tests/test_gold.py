@@ -372,6 +372,57 @@ def test_estimator_gold(tmp_path: Path) -> None:
         KDCrowdClassifier(method="mv", epochs=1, device="cpu").fit(X, answers, gold=["cat"])
 
 
+def test_gold_values_in_a_series_indexed_by_item_id_go_to_those_items() -> None:
+    """A pandas Series of gold values whose index names items is aligned to the items by id
+    (compared as text, as ``--gold FILE``'s item column): it may list only the gold items, in
+    any order; an id that is no item, or one given two different labels, is an error."""
+    ids = ["a", "b", "c", "17"]
+    got = gold_from_values(pd.Series(["y", None, "x"], index=["c", "a", "b"]), ["x", "y"], 4, items=ids)
+    np.testing.assert_array_equal(got, [-1, 0, 1, -1])
+    np.testing.assert_array_equal(gold_from_values(pd.Series(["x"], index=[17]), ["x", "y"], 4, items=ids), [-1, -1, -1, 0])  # 17 is "17"
+    np.testing.assert_array_equal(gold_from_values(pd.Series(["y", "y"], index=["b", "b"]), ["x", "y"], 4, items=ids), [-1, 1, -1, -1])
+    assert gold_from_values(pd.Series([None, np.nan], index=["b", "a"]), ["x", "y"], 4, items=ids) is None
+    with pytest.raises(ValueError, match=r"gold's index names 2 ids that are not among the items \('nope', 'other'\)"):
+        gold_from_values(pd.Series(["x", "y", None], index=["nope", "a", "other"]), ["x", "y"], 4, items=ids)
+    with pytest.raises(ValueError, match=r"gold gives item\(s\) 'b' more than one different label"):
+        gold_from_values(pd.Series(["x", "y"], index=["b", "b"]), ["x", "y"], 4, items=ids)
+    with pytest.raises(ValueError, match="not among the classes"):
+        gold_from_values(pd.Series(["z"], index=["a"]), ["x", "y"], 4, items=ids)
+
+
+def test_estimator_gold_series_is_aligned_by_its_index(tmp_path: Path) -> None:
+    """``gold=`` as a Series indexed by item id is aligned to X's items (X's index, as the long
+    table of crowd labels is) whatever its order, or lists only the gold items, as ``--gold
+    FILE`` does; it was used by position, its index ignored (the gold answers went to other
+    items). A plain 0..N-1 index keeps the positional meaning of a list."""
+    from kdcrowd import KDCrowdClassifier
+
+    prob = _problem(tmp_path / "p")
+    Xf = pd.read_csv(prob["root"] / "X.csv").set_index("item").iloc[:150]
+    answers = pd.DataFrame(prob["rows"], columns=["item", "worker", "label"])
+    ids, known = prob["ids"], prob["classes"][prob["y"]]
+    as_list = [known[i] if i < 40 else None for i in range(150)]
+
+    def gold_of(gold: object, X: object = Xf, y: object = answers) -> np.ndarray:
+        clf = KDCrowdClassifier(method="mv", epochs=1, device="cpu").fit(X, y, gold=gold)
+        assert (clf.labels_[clf.gold_ >= 0] == known[clf.gold_ >= 0]).all()  # the gold items keep their known labels
+        return clf.gold_
+
+    expected = gold_of(as_list)
+    assert (expected[:40] >= 0).all() and (expected[40:] == -1).all()
+    full = pd.Series(as_list, index=ids)
+    np.testing.assert_array_equal(gold_of(full.iloc[::-1]), expected)  # another order
+    np.testing.assert_array_equal(gold_of(full.iloc[:40].sample(frac=1, random_state=0)), expected)  # the gold items only
+    np.testing.assert_array_equal(gold_of(pd.Series(as_list)), expected)  # a plain 0..N-1 index: by position
+    with pytest.raises(ValueError, match=r"gold's index names 1 id that is not among the items \('nope'\)"):
+        gold_of(pd.Series(["cat"], index=["nope"]))
+    # X without item names: a long table's items and a Series' index are the rows of X
+    by_row = answers.assign(item=answers["item"].str[2:].astype(int))
+    np.testing.assert_array_equal(gold_of(pd.Series(known[:40]).iloc[::-1], Xf.to_numpy(), by_row), expected)
+    with pytest.raises(ValueError, match=r"gold's index names 40 ids that are not among the items"):
+        gold_of(full.iloc[:40], Xf.to_numpy(), by_row)
+
+
 def test_accuracies_of_training_labels_leave_out_the_gold_items() -> None:
     """A gold item's target, aggregate and teacher prediction is its known answer, so the
     accuracies of training labels (aggregated, network, teacher, posterior) are taken over

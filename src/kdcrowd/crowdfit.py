@@ -393,7 +393,11 @@ class CrowdFit:
         the item id of each row of ``X`` (as named in a long table); by default the index
         of a DataFrame ``X`` that is not a plain ``0..N-1`` range, else the row number.
         ``gold``: gold questions, one known class value per row of ``X`` (``None``/NaN
-        where unknown): they are the training targets of their rows, the worker estimates of
+        where unknown); a pandas Series whose index is not the plain ``0..N-1`` range is
+        matched to the items by that index instead, as ``--gold FILE``'s item column is
+        (its ids compared as text with ``item_ids``, X's index, an ``Annotations``' item
+        ids or else the row numbers; it may list the gold items only, in any order; an id
+        that is no item is an error). They are the training targets of their rows, the worker estimates of
         the aggregate-then-train methods (``ds``, ``one-coin-ds``, ``glad``, ``mace``,
         ``wawa``, ``zbs``; not ``mv``, ``mmsr``) and the start of models initialised from
         label statistics are anchored on them (:mod:`kdcrowd.data.gold`), and their rows get their known labels in ``labels_``
@@ -437,7 +441,8 @@ class CrowdFit:
                 f"{type(self).__name__} needs at least 2 classes, but the labels hold only one class ({np.asarray(ann.classes).tolist()}); "
                 "pass classes=[...] to declare the others"
             )
-        gold_idx = gold_from_values(gold, ann.classes, len(X), option="gold")
+        by_id = isinstance(gold, pd.Series) and not _row_numbers(gold.index)  # a Series indexed by item id, as a long table's item column
+        gold_idx = gold_from_values(gold, ann.classes, len(X), option="gold", items=ann.item_ids if by_id else None)
         seed = self._seed()
         train = replace(train, seed=seed)
         classes = np.asarray(ann.classes)

@@ -13,7 +13,7 @@ functions here:
 * :func:`gold_vector` -- a gold vector from ``(positions, class indices)`` (what
   :func:`kdcrowd.data.items.read_item_labels` returns for ``--gold FILE``);
 * :func:`gold_from_values` -- a gold vector from class values aligned with the items
-  (``None``/NaN = unknown), for the estimator;
+  (``None``/NaN = unknown), or from a Series indexed by item id, for the estimator;
 * :func:`worker_gold_accuracy` -- each worker's number of gold answers and accuracy on
   them (``workers.csv``'s ``gold_n``, ``gold_accuracy``);
 * :func:`scored_truth` -- the training items' ground truth to score on: a gold item's
@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .readers import _text_of
+from ._common import _plural
+from .readers import _listing, _text_of
 
 __all__ = ["apply_gold", "check_gold", "gold_from_values", "gold_values", "gold_vector", "scored_truth", "worker_gold_accuracy"]
 
@@ -70,29 +71,68 @@ def gold_values(gold: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
     return out
 
 
-def gold_from_values(values: Any, classes: Sequence[Any], n_items: int, option: str = "gold") -> np.ndarray | None:
+def gold_from_values(values: Any, classes: Sequence[Any], n_items: int, option: str = "gold", items: Sequence[Any] | None = None) -> np.ndarray | None:
     """A gold vector from class values aligned with the ``n_items`` items (``None``, NaN or
     ``pd.NA`` = unknown); values are matched to ``classes`` as they are, then by their text
-    (``1``, ``1.0`` and ``"1"`` are the same class). ``None`` stays ``None``."""
+    (``1``, ``1.0`` and ``"1"`` are the same class). ``None`` stays ``None``.
+
+    With ``items`` (the items' ids) ``values`` is a pandas Series whose index names the
+    items: each value goes to the item of its id, compared as text (``17`` is ``"17"``), as
+    ``--gold FILE``'s item column (:func:`kdcrowd.data.items.read_item_labels`); it may list
+    some items only (the others are unknown), an item twice with the same label. An id that
+    is no item, or an item given two different labels, is a ``ValueError``."""
     if values is None:
         return None
+    if items is not None:
+        return _gold_by_id(values, classes, items, option)
     vals = pd.Series(list(values) if not isinstance(values, pd.Series) else values.tolist(), dtype=object)
     if len(vals) != n_items:
         raise ValueError(f"{option} must give one label (or None for unknown) per item, {n_items} in all; got {len(vals)}")
     known = ~vals.isna().to_numpy()
     idx = np.full(n_items, -1, dtype=np.int64)
     if known.any():
-        cls = pd.Index(list(classes))
-        pos = cls.get_indexer(vals[known].to_numpy())
-        miss = pos < 0
-        if miss.any():  # by text
-            text = pd.Index([str(c) for c in classes])
-            pos[miss] = text.get_indexer([_text_of(v) for v in vals[known].to_numpy()[miss]])  # 2.0 (a float column with NaN) is "2"
-        if (pos < 0).any():
-            bad = vals[known].to_numpy()[pos < 0][:5].tolist()
-            raise ValueError(f"{option} holds {bad}, which are not among the classes {list(classes)}")
-        idx[known] = pos
+        idx[known] = _class_indices(vals[known].to_numpy(), classes, option)
     return idx if known.any() else None
+
+
+def _class_indices(vals: np.ndarray, classes: Sequence[Any], option: str) -> np.ndarray:
+    """The class index of each of the known values ``vals``: as they are, then by their text."""
+    cls = pd.Index(list(classes))
+    pos = cls.get_indexer(vals)
+    miss = pos < 0
+    if miss.any():  # by text
+        text = pd.Index([str(c) for c in classes])
+        pos[miss] = text.get_indexer([_text_of(v) for v in vals[miss]])  # 2.0 (a float column with NaN) is "2"
+    if (pos < 0).any():
+        bad = vals[pos < 0][:5].tolist()
+        raise ValueError(f"{option} holds {bad}, which are not among the classes {list(classes)}")
+    return pos
+
+
+def _gold_by_id(values: pd.Series, classes: Sequence[Any], items: Sequence[Any], option: str) -> np.ndarray | None:
+    """:func:`gold_from_values` of a Series indexed by item id (``items``: the items' ids)."""
+    text = pd.Index([_text_of(v) for v in items])
+    if not text.is_unique:
+        same = sorted(set(text[text.duplicated()].tolist()))
+        raise ValueError(f"the item ids {_listing(same)} appear more than once when written as text (e.g. 1 and '1'); {option} is matched to the items by its index as text, so give each item one id")
+    row = text.get_indexer([_text_of(v) for v in values.index])
+    if (row < 0).any():
+        bad = pd.unique(np.asarray(values.index, dtype=object)[row < 0])
+        raise ValueError(f"{option}'s index names {_plural(len(bad), 'id')} that {'is' if len(bad) == 1 else 'are'} not among the items ({_listing(bad.tolist(), len(bad))}): "
+                         "a Series indexed by item id names the items as X's index or item_ids do (or, without them, by row number 0..N-1); "
+                         "a plain 0..N-1 index gives one label per row of X")
+    vals = pd.Series(values.tolist(), dtype=object)
+    known = ~vals.isna().to_numpy()
+    if not known.any():
+        return None
+    frame = pd.DataFrame({"row": row[known], "cls": _class_indices(vals[known].to_numpy(), classes, option)}).drop_duplicates()
+    twice = frame["row"].duplicated(keep=False).to_numpy()
+    if twice.any():
+        named = sorted({str(items[r]) for r in frame["row"].to_numpy()[twice]})
+        raise ValueError(f"{option} gives item(s) {_listing(named)} more than one different label; keep one label per item")
+    idx = np.full(len(text), -1, dtype=np.int64)
+    idx[frame["row"].to_numpy()] = frame["cls"].to_numpy()
+    return idx
 
 
 def apply_gold(values: Any, gold: Any) -> Any:
