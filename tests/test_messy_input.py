@@ -140,9 +140,21 @@ def test_repeated_header_and_blank_rows_are_skipped_with_their_line_numbers(tmp_
     assert a.n_items == 3 and a.n_classes == 2
 
 
-def test_a_class_named_na_is_a_class_unless_the_labels_are_numbers(tmp_path: Path) -> None:
-    df, _ = frame_of(tmp_path, "item,worker,label\na,w1,NA\nb,w1,None\nc,w1,null\nd,w1,cat\n")
+def test_a_label_written_as_a_missing_value_is_refused_unless_its_class_is_declared(tmp_path: Path) -> None:
+    # R's write.csv writes NA for a missing label (df.astype(str).to_csv(): nan); among class names it was a class 'NA'
+    text = "item,worker,label\na,w1,NA\nb,w1,None\nc,w1,null\nd,w1,cat\n"
+    with pytest.raises(ValueError, match=r"3 labels on line\(s\) 2, 3, 4 .*delete those rows.*--classes cat,NA,None,null"):
+        frame_of(tmp_path, text)
+    declared = ["cat", "NA", "None", "null"]
+    df, _ = frame_of(tmp_path, text, classes=declared)
     assert df["label"].tolist() == ["NA", "None", "null", "cat"]
+    with pytest.raises(ValueError, match=r"line\(s\) 2, 3, 4.*--classes cat,NA,None,null"):  # the Python API reads it alike
+        Annotations.read(tmp_path / "a.csv")
+    assert Annotations.read(tmp_path / "a.csv", classes=declared).classes.tolist() == declared
+    line = refused(cli("aggregate", "--annotations", "a.csv", "--out", "l.csv", cwd=tmp_path))
+    assert "line(s) 2, 3, 4" in line and "--classes cat,NA,None,null" in line
+    r = cli("aggregate", "--annotations", "a.csv", "--out", "l.csv", "--classes", ",".join(declared), cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
     df, _ = frame_of(tmp_path, "item,worker,label\na,w1,1\nb,w1,NA\n")
     assert df["label"].isna().tolist() == [False, True]  # a number column: NA is missing, as before
 

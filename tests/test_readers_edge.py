@@ -107,6 +107,44 @@ def test_wide_table_minus_one_is_no_label_among_text_labels(tmp_path: Path) -> N
     assert df[df["item"] == "a"]["worker"].tolist() == ["alice", "bob"]
 
 
+#: A wide table as R's write.csv writes it: its row names first, NA in every empty cell.
+R_WIDE = '"","item","alice","bob","carol"\n"1","a","cat",NA,NA\n"2","b","dog","dog",NA\n"3","c",NA,"cat","cat"\n'
+
+
+def test_wide_table_missing_value_words_are_no_label_among_class_names(tmp_path: Path) -> None:
+    # R's write.csv writes NA in an empty cell (df.astype(str).to_csv() writes nan): each was an annotation of class 'NA'
+    df, warned = frame_of(tmp_path, R_WIDE)
+    assert sorted(set(df["label"])) == ["cat", "dog"] and len(df) == 5
+    said = [w for w in warned if "missing-value" in w]
+    assert len(said) == 1 and "4 cells" in said[0] and "'NA'" in said[0] and "--classes cat,dog,NA" in said[0], warned
+    df, warned = frame_of(tmp_path, "item,alice,bob,carol\na,cat,nan,None\nb,nan,dog,\nc,dog,null,N/A\n")
+    assert sorted(df["label"]) == ["cat", "dog", "dog"]
+    (said,) = [w for w in warned if "missing-value" in w]
+    assert "5 cells" in said and all(f"'{w}'" in said for w in ("nan", "None", "null", "N/A")), said
+    # a declared class is a class
+    df, warned = frame_of(tmp_path, R_WIDE, classes=["cat", "dog", "NA"])
+    assert (df["label"] == "NA").sum() == 4 and len(df) == 9 and not any("missing-value" in w for w in warned)
+    # among numbers NA was already no label, without a word
+    df, warned = frame_of(tmp_path, "item,alice,bob,carol\na,0,NA,1\nb,1,1,NA\nc,NA,0,0\n")
+    assert len(df) == 6 and warned == []
+
+
+def test_cli_reads_na_cells_of_a_wide_table_as_no_label(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text(R_WIDE)
+    (tmp_path / "feat.csv").write_text("item,f1\na,0.1\nb,0.2\nc,0.3\n")
+    r = cli("aggregate", "--annotations", "r.csv", "--out", "l.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "aggregated 5 annotations" in r.stdout and r.stderr.count("--classes cat,dog,NA") == 1, r.stderr
+    assert list(pd.read_csv(tmp_path / "l.csv").columns) == ["item", "label", "p_cat", "p_dog"]
+    r = cli("aggregate", "--annotations", "r.csv", "--out", "l2.csv", "--classes", "cat,dog,NA", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "aggregated 9 annotations" in r.stdout and "--classes" not in r.stderr, r.stderr
+    assert list(pd.read_csv(tmp_path / "l2.csv").columns) == ["item", "label", "p_cat", "p_dog", "p_NA"]
+    r = cli("fit", "--annotations", "r.csv", "--features", "feat.csv", "--out", "o", "--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "5 annotations" in r.stdout and "p_NA" not in (tmp_path / "o" / "labels.csv").read_text()
+
+
 def test_wide_table_id_column_with_fewer_rows_than_classes_is_found_by_its_values(tmp_path: Path) -> None:
     # 3 rows, 4 classes: the ids were no more than the labels, so 'photo' became a worker
     df, warned = frame_of(tmp_path, "photo,alice,bob,carol\nimg1,cat,dog,bird\nimg2,cat,cat,fish\nimg3,dog,bird,fish\n")
