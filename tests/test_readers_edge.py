@@ -564,3 +564,47 @@ def test_a_truth_file_s_truth_column_is_its_label(tmp_path: Path) -> None:
     assert read_item_labels(tmp_path / "k.csv", ["a", "b"], ["cat", "dog"])[1].tolist() == [1]
     (tmp_path / "both.csv").write_text("item,label,truth\na,cat,dog\n")
     assert read_item_labels(tmp_path / "both.csv", ["a", "b"], ["cat", "dog"])[1].tolist() == [0]
+
+
+# ----------------------------------------------------------------------------- Parquet tables written with their index
+
+
+def test_parquet_tables_written_with_their_index_keep_it_as_a_column(tmp_path: Path) -> None:
+    """pandas reads the index a DataFrame was written with (``df.set_index("item").to_parquet()``)
+    back as the index, not as a column: every reader said the file had no 'item' column."""
+    from kdcrowd.data.items import read_features, read_item_labels
+    from kdcrowd.data.texts import read_texts
+
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(0)
+    ids = [f"i{k}" for k in range(30)]
+    y = np.arange(30) % 2
+    feats = pd.DataFrame({"item": ids, "a": rng.normal(size=30) + 3 * y, "b": rng.normal(size=30)})
+    feats.set_index("item").to_parquet(tmp_path / "feat.parquet")
+    feats.set_index("item").to_parquet(tmp_path / "pred.parquet")
+    pd.DataFrame({"item": ids, "text": [("good fine" if k % 2 else "bad awful") + f" n{k}" for k in range(30)]}).set_index("item").to_parquet(tmp_path / "texts.parquet")
+    ann = pd.DataFrame([(i, w, ["cat", "dog"][y[k]]) for k, i in enumerate(ids) for w in ("w1", "w2", "w3")], columns=["item", "worker", "label"])
+    ann.set_index("item").to_parquet(tmp_path / "ann.parquet")
+    truth = ann.drop_duplicates("item")[["item", "label"]]
+    truth.set_index("item").to_parquet(tmp_path / "truth.parquet")
+    truth.iloc[:4].set_index("item").to_parquet(tmp_path / "gold.parquet")
+    assert read_features(tmp_path / "feat.parquet")[0].tolist() == ids
+    assert read_annotation_frame(tmp_path / "ann.parquet")["item"].tolist() == ann["item"].tolist()
+    assert sorted(Annotations.read(tmp_path / "ann.parquet").item_ids.tolist()) == sorted(ids)
+    assert read_texts(tmp_path / "texts.parquet")[0] == ids
+    assert read_item_labels(tmp_path / "truth.parquet", ids, ["cat", "dog"])[1].tolist() == y.tolist()
+    # an unnamed index (the rows kept of a filtered frame) is no column; an index repeating a column is read once
+    ann[ann["worker"] != "w3"].to_parquet(tmp_path / "kept.parquet")
+    assert read_annotation_frame(tmp_path / "kept.parquet").columns.tolist() == ["item", "worker", "label"]
+    ann.set_index("item", drop=False).to_parquet(tmp_path / "twice.parquet")
+    assert read_annotation_frame(tmp_path / "twice.parquet")["item"].tolist() == ann["item"].tolist()
+    common = ["--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu"]
+    r = cli("fit", "--annotations", "ann.parquet", "--features", "feat.parquet", "--predict-features", "pred.parquet", "--truth", "truth.parquet",
+            "--gold", "gold.parquet", "--out", "o", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "o" / "labels.csv")["item"].tolist() == ids
+    r = cli("fit", "--annotations", "ann.parquet", "--texts", "texts.parquet", "--predict-texts", "texts.parquet", "--out", "t", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli("aggregate", "--annotations", "ann.parquet", "--gold", "gold.parquet", "--out", "l.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "l.csv").set_index("item")["label"].to_dict() == truth.set_index("item")["label"].to_dict()

@@ -44,6 +44,7 @@ from ._common import (  # noqa: F401 - _separator_hint is re-exported (kdcrowd.d
     _plural,
     _scalar_values,
     _separator_hint,
+    read_parquet_table,
     tsv_quoting,
 )
 
@@ -117,7 +118,7 @@ def _read_table(
     kind = "Parquet" if parquet else "TSV (tab-separated)" if tsv else "CSV (comma-separated)"
     try:
         if parquet:
-            return pd.read_parquet(path)
+            return read_parquet_table(path)
         sep = "\t" if tsv else ","
         kw: dict[str, Any] = {"quoting": tsv_quoting(path)} if tsv else {}
         if text_columns is True:
