@@ -179,7 +179,7 @@ def _read_crowd_input(
     with _input_warnings():
         ex = read_export(path, format=fmt, field=field, multi=multi_label, include_rejected=include_rejected)
         frame = ex.long_frame()  # integer ids and labels as the table reader reads them
-        frame["label"] = fold_label_case(frame["label"], label_case, f"annotation file {path}")
+        frame["label"] = fold_label_case(frame["label"], label_case, f"annotation file {path}", classes)
     console.print(_export_summary(path, ex.summary), soft_wrap=True, highlight=False)
     gold = ex.gold_frame()
     if gold is not None and len(gold) and gold_given:
@@ -236,7 +236,7 @@ _FIELD_HELP = "The question of a platform export to read, when it has several (L
 _MULTI_HELP = "Answers of a platform export holding several classes: first (keep the first) or explode (one annotation per class, read with --duplicates keep). Default: an error."
 _REJECTED_HELP = "Keep the assignments the requester rejected (MTurk, Toloka exports)."
 _DUPLICATES_HELP = "Repeated (item, worker) pairs: error, first, last or keep."
-_LABEL_CASE_HELP = "Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."
+_LABEL_CASE_HELP = "Labels that differ only by letter case (cat, Cat): fold (merge them, into the spelling --classes gives if given) or keep (separate classes); by default kept, with a warning."
 
 
 def _version(value: bool) -> None:
