@@ -383,6 +383,9 @@ def test_label_case_fold_reaches_gold_answers_and_platform_exports(tmp_path: Pat
     r = runner.invoke(app, ["aggregate", "--annotations", str(export), "--label-case", "fold", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert list(pd.read_csv(out).columns) == ["item", "label", "p_cat", "p_dog"]
+    r = runner.invoke(app, ["aggregate", "--annotations", str(export), "--label-case", "fold", "--classes", "Cat,Dog", "--out", str(out)])
+    assert r.exit_code == 0, r.output  # the declared spelling, though 'cat' is more frequent
+    assert list(pd.read_csv(out).columns) == ["item", "label", "p_Cat", "p_Dog"]
 
 
 def test_run_checks_its_data_and_device_before_out_is_touched(tmp_path: Path) -> None:

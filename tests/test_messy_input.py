@@ -130,6 +130,36 @@ def test_labels_lose_surrounding_spaces_and_case_variants_are_named(tmp_path: Pa
         frame_of(tmp_path, text, label_case="lower")
 
 
+def test_label_case_fold_takes_the_declared_spelling_of_each_class(tmp_path: Path) -> None:
+    # with --classes cat,dog every label became the most frequent spelling, 'Cat', refused as outside the declared classes
+    text = "item,worker,label\n" + "".join(f"{i},{w},{lab.capitalize() if w != 'w1' else lab}\n"
+                                            for i, lab in (("a", "cat"), ("b", "dog"), ("c", "cat")) for w in ("w1", "w2", "w3"))
+    df, warned = frame_of(tmp_path, text, label_case="fold")
+    assert sorted(set(df["label"])) == ["Cat", "Dog"] and warned == []  # no class list: the most frequent spelling
+    df, warned = frame_of(tmp_path, text, label_case="fold", classes=["cat", "dog"])
+    assert sorted(set(df["label"])) == ["cat", "dog"] and warned == []
+    df, _ = frame_of(tmp_path, text, label_case="fold", classes=["CAT", "dog", "bird"])
+    assert sorted(set(df["label"])) == ["CAT", "dog"]
+    df, _ = frame_of(tmp_path, text, label_case="keep", classes=["cat", "dog"])
+    assert sorted(set(df["label"])) == ["Cat", "Dog", "cat", "dog"]  # kept apart, as asked
+    with pytest.raises(ValueError, match="names .cat. and .Cat., which differ only by letter case.*--label-case keep"):
+        frame_of(tmp_path, text, label_case="fold", classes=["cat", "Cat", "dog"])
+    # a missing-value word declared in another case is that class once folded
+    df, _ = frame_of(tmp_path, "item,worker,label\na,w1,NULL\nb,w1,cat\n", label_case="fold", classes=["cat", "null"])
+    assert df["label"].tolist() == ["null", "cat"]
+    (tmp_path / "a.csv").write_text(text)
+    (tmp_path / "feat.csv").write_text("item,f1\na,0.1\nb,0.2\nc,0.3\n")
+    (tmp_path / "truth.csv").write_text("item,label\na,CAT\nb,Dog\n")
+    for command in (["aggregate", "--out", "l.csv"],
+                    ["fit", "--features", "feat.csv", "--truth", "truth.csv", "--gold", "truth.csv", "--out", "o", "--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu"]):
+        r = cli(*command, "--annotations", "a.csv", "--label-case", "fold", "--classes", "cat,dog", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert list(pd.read_csv(tmp_path / "l.csv").columns) == ["item", "label", "p_cat", "p_dog"]
+    assert pd.read_csv(tmp_path / "o" / "labels.csv")["label"].tolist() == ["cat", "dog", "cat"]
+    line = refused(cli("aggregate", "--annotations", "a.csv", "--label-case", "fold", "--classes", "cat,Cat,dog", "--out", "l2.csv", cwd=tmp_path))
+    assert "--classes" in line and "--label-case keep" in line
+
+
 def test_repeated_header_and_blank_rows_are_skipped_with_their_line_numbers(tmp_path: Path) -> None:
     df, warned = frame_of(tmp_path, "item,worker,label\na,w1,1\nb,w1,0\n,,\nitem,worker,label\nc,w1,1\n,,\n")
     assert df["item"].tolist() == ["a", "b", "c"] and df["label"].tolist() == [1, 0, 1]
@@ -140,9 +170,21 @@ def test_repeated_header_and_blank_rows_are_skipped_with_their_line_numbers(tmp_
     assert a.n_items == 3 and a.n_classes == 2
 
 
-def test_a_class_named_na_is_a_class_unless_the_labels_are_numbers(tmp_path: Path) -> None:
-    df, _ = frame_of(tmp_path, "item,worker,label\na,w1,NA\nb,w1,None\nc,w1,null\nd,w1,cat\n")
+def test_a_label_written_as_a_missing_value_is_refused_unless_its_class_is_declared(tmp_path: Path) -> None:
+    # R's write.csv writes NA for a missing label (df.astype(str).to_csv(): nan); among class names it was a class 'NA'
+    text = "item,worker,label\na,w1,NA\nb,w1,None\nc,w1,null\nd,w1,cat\n"
+    with pytest.raises(ValueError, match=r"3 labels on line\(s\) 2, 3, 4 .*delete those rows.*--classes cat,NA,None,null"):
+        frame_of(tmp_path, text)
+    declared = ["cat", "NA", "None", "null"]
+    df, _ = frame_of(tmp_path, text, classes=declared)
     assert df["label"].tolist() == ["NA", "None", "null", "cat"]
+    with pytest.raises(ValueError, match=r"line\(s\) 2, 3, 4.*--classes cat,NA,None,null"):  # the Python API reads it alike
+        Annotations.read(tmp_path / "a.csv")
+    assert Annotations.read(tmp_path / "a.csv", classes=declared).classes.tolist() == declared
+    line = refused(cli("aggregate", "--annotations", "a.csv", "--out", "l.csv", cwd=tmp_path))
+    assert "line(s) 2, 3, 4" in line and "--classes cat,NA,None,null" in line
+    r = cli("aggregate", "--annotations", "a.csv", "--out", "l.csv", "--classes", ",".join(declared), cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
     df, _ = frame_of(tmp_path, "item,worker,label\na,w1,1\nb,w1,NA\n")
     assert df["label"].isna().tolist() == [False, True]  # a number column: NA is missing, as before
 

@@ -107,6 +107,44 @@ def test_wide_table_minus_one_is_no_label_among_text_labels(tmp_path: Path) -> N
     assert df[df["item"] == "a"]["worker"].tolist() == ["alice", "bob"]
 
 
+#: A wide table as R's write.csv writes it: its row names first, NA in every empty cell.
+R_WIDE = '"","item","alice","bob","carol"\n"1","a","cat",NA,NA\n"2","b","dog","dog",NA\n"3","c",NA,"cat","cat"\n'
+
+
+def test_wide_table_missing_value_words_are_no_label_among_class_names(tmp_path: Path) -> None:
+    # R's write.csv writes NA in an empty cell (df.astype(str).to_csv() writes nan): each was an annotation of class 'NA'
+    df, warned = frame_of(tmp_path, R_WIDE)
+    assert sorted(set(df["label"])) == ["cat", "dog"] and len(df) == 5
+    said = [w for w in warned if "missing-value" in w]
+    assert len(said) == 1 and "4 cells" in said[0] and "'NA'" in said[0] and "--classes cat,dog,NA" in said[0], warned
+    df, warned = frame_of(tmp_path, "item,alice,bob,carol\na,cat,nan,None\nb,nan,dog,\nc,dog,null,N/A\n")
+    assert sorted(df["label"]) == ["cat", "dog", "dog"]
+    (said,) = [w for w in warned if "missing-value" in w]
+    assert "5 cells" in said and all(f"'{w}'" in said for w in ("nan", "None", "null", "N/A")), said
+    # a declared class is a class
+    df, warned = frame_of(tmp_path, R_WIDE, classes=["cat", "dog", "NA"])
+    assert (df["label"] == "NA").sum() == 4 and len(df) == 9 and not any("missing-value" in w for w in warned)
+    # among numbers NA was already no label, without a word
+    df, warned = frame_of(tmp_path, "item,alice,bob,carol\na,0,NA,1\nb,1,1,NA\nc,NA,0,0\n")
+    assert len(df) == 6 and warned == []
+
+
+def test_cli_reads_na_cells_of_a_wide_table_as_no_label(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text(R_WIDE)
+    (tmp_path / "feat.csv").write_text("item,f1\na,0.1\nb,0.2\nc,0.3\n")
+    r = cli("aggregate", "--annotations", "r.csv", "--out", "l.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "aggregated 5 annotations" in r.stdout and r.stderr.count("--classes cat,dog,NA") == 1, r.stderr
+    assert list(pd.read_csv(tmp_path / "l.csv").columns) == ["item", "label", "p_cat", "p_dog"]
+    r = cli("aggregate", "--annotations", "r.csv", "--out", "l2.csv", "--classes", "cat,dog,NA", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "aggregated 9 annotations" in r.stdout and "--classes" not in r.stderr, r.stderr
+    assert list(pd.read_csv(tmp_path / "l2.csv").columns) == ["item", "label", "p_cat", "p_dog", "p_NA"]
+    r = cli("fit", "--annotations", "r.csv", "--features", "feat.csv", "--out", "o", "--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "5 annotations" in r.stdout and "p_NA" not in (tmp_path / "o" / "labels.csv").read_text()
+
+
 def test_wide_table_id_column_with_fewer_rows_than_classes_is_found_by_its_values(tmp_path: Path) -> None:
     # 3 rows, 4 classes: the ids were no more than the labels, so 'photo' became a worker
     df, warned = frame_of(tmp_path, "photo,alice,bob,carol\nimg1,cat,dog,bird\nimg2,cat,cat,fish\nimg3,dog,bird,fish\n")
@@ -526,3 +564,47 @@ def test_a_truth_file_s_truth_column_is_its_label(tmp_path: Path) -> None:
     assert read_item_labels(tmp_path / "k.csv", ["a", "b"], ["cat", "dog"])[1].tolist() == [1]
     (tmp_path / "both.csv").write_text("item,label,truth\na,cat,dog\n")
     assert read_item_labels(tmp_path / "both.csv", ["a", "b"], ["cat", "dog"])[1].tolist() == [0]
+
+
+# ----------------------------------------------------------------------------- Parquet tables written with their index
+
+
+def test_parquet_tables_written_with_their_index_keep_it_as_a_column(tmp_path: Path) -> None:
+    """pandas reads the index a DataFrame was written with (``df.set_index("item").to_parquet()``)
+    back as the index, not as a column: every reader said the file had no 'item' column."""
+    from kdcrowd.data.items import read_features, read_item_labels
+    from kdcrowd.data.texts import read_texts
+
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(0)
+    ids = [f"i{k}" for k in range(30)]
+    y = np.arange(30) % 2
+    feats = pd.DataFrame({"item": ids, "a": rng.normal(size=30) + 3 * y, "b": rng.normal(size=30)})
+    feats.set_index("item").to_parquet(tmp_path / "feat.parquet")
+    feats.set_index("item").to_parquet(tmp_path / "pred.parquet")
+    pd.DataFrame({"item": ids, "text": [("good fine" if k % 2 else "bad awful") + f" n{k}" for k in range(30)]}).set_index("item").to_parquet(tmp_path / "texts.parquet")
+    ann = pd.DataFrame([(i, w, ["cat", "dog"][y[k]]) for k, i in enumerate(ids) for w in ("w1", "w2", "w3")], columns=["item", "worker", "label"])
+    ann.set_index("item").to_parquet(tmp_path / "ann.parquet")
+    truth = ann.drop_duplicates("item")[["item", "label"]]
+    truth.set_index("item").to_parquet(tmp_path / "truth.parquet")
+    truth.iloc[:4].set_index("item").to_parquet(tmp_path / "gold.parquet")
+    assert read_features(tmp_path / "feat.parquet")[0].tolist() == ids
+    assert read_annotation_frame(tmp_path / "ann.parquet")["item"].tolist() == ann["item"].tolist()
+    assert sorted(Annotations.read(tmp_path / "ann.parquet").item_ids.tolist()) == sorted(ids)
+    assert read_texts(tmp_path / "texts.parquet")[0] == ids
+    assert read_item_labels(tmp_path / "truth.parquet", ids, ["cat", "dog"])[1].tolist() == y.tolist()
+    # an unnamed index (the rows kept of a filtered frame) is no column; an index repeating a column is read once
+    ann[ann["worker"] != "w3"].to_parquet(tmp_path / "kept.parquet")
+    assert read_annotation_frame(tmp_path / "kept.parquet").columns.tolist() == ["item", "worker", "label"]
+    ann.set_index("item", drop=False).to_parquet(tmp_path / "twice.parquet")
+    assert read_annotation_frame(tmp_path / "twice.parquet")["item"].tolist() == ann["item"].tolist()
+    common = ["--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu"]
+    r = cli("fit", "--annotations", "ann.parquet", "--features", "feat.parquet", "--predict-features", "pred.parquet", "--truth", "truth.parquet",
+            "--gold", "gold.parquet", "--out", "o", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "o" / "labels.csv")["item"].tolist() == ids
+    r = cli("fit", "--annotations", "ann.parquet", "--texts", "texts.parquet", "--predict-texts", "texts.parquet", "--out", "t", *common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli("aggregate", "--annotations", "ann.parquet", "--gold", "gold.parquet", "--out", "l.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "l.csv").set_index("item")["label"].to_dict() == truth.set_index("item")["label"].to_dict()

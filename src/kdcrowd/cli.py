@@ -150,6 +150,7 @@ def _export_summary(path: Path, summary: dict[str, Any]) -> str:
 def _read_crowd_input(
     path: Path, label_case: Optional[str] = None, item_column: Optional[str] = None, fmt: Optional[str] = None,
     field: Optional[str] = None, multi_label: Optional[str] = None, include_rejected: bool = False, gold_given: bool = False,
+    classes: Optional[list[str]] = None,
 ) -> tuple[Any, Any]:
     """The crowd labels of ``--annotations`` as ``(long frame item, worker, label, gold)``.
 
@@ -159,7 +160,8 @@ def _read_crowd_input(
     answers (DataFrame ``item, label``) or None -- with a note on stderr when the export
     holds gold and ``gold_given`` (``--gold``, which replaces them) is True; otherwise
     :func:`_gold_questions` makes them the gold questions. Anything else (or ``--format table``) is
-    :func:`kdcrowd.data.readers.read_annotation_frame` (gold None). Warnings go to stderr."""
+    :func:`kdcrowd.data.readers.read_annotation_frame` (gold None), which keeps a label ``NA``
+    as a class only where ``classes`` (``--classes``) declares it. Warnings go to stderr."""
     from .data.platforms import FORMATS, looks_like_platform_export, read_export
     from .data.readers import read_annotation_frame
 
@@ -171,13 +173,13 @@ def _read_crowd_input(
         if given:
             raise ValueError(f"{given[0]} applies to annotation-platform exports, and {path} is read as a table (item, worker, label); drop {given[0]}, or pass --format with the platform that wrote the file")
         with _input_warnings():
-            return read_annotation_frame(path, label_case=label_case, item_column=item_column), None
+            return read_annotation_frame(path, label_case=label_case, item_column=item_column, classes=classes), None
     from .data.readers import fold_label_case
 
     with _input_warnings():
         ex = read_export(path, format=fmt, field=field, multi=multi_label, include_rejected=include_rejected)
         frame = ex.long_frame()  # integer ids and labels as the table reader reads them
-        frame["label"] = fold_label_case(frame["label"], label_case, f"annotation file {path}")
+        frame["label"] = fold_label_case(frame["label"], label_case, f"annotation file {path}", classes)
     console.print(_export_summary(path, ex.summary), soft_wrap=True, highlight=False)
     gold = ex.gold_frame()
     if gold is not None and len(gold) and gold_given:
@@ -234,7 +236,7 @@ _FIELD_HELP = "The question of a platform export to read, when it has several (L
 _MULTI_HELP = "Answers of a platform export holding several classes: first (keep the first) or explode (one annotation per class, read with --duplicates keep). Default: an error."
 _REJECTED_HELP = "Keep the assignments the requester rejected (MTurk, Toloka exports)."
 _DUPLICATES_HELP = "Repeated (item, worker) pairs: error, first, last or keep."
-_LABEL_CASE_HELP = "Labels that differ only by letter case (cat, Cat): fold (merge them) or keep (separate classes); by default kept, with a warning."
+_LABEL_CASE_HELP = "Labels that differ only by letter case (cat, Cat): fold (merge them, into the spelling --classes gives if given) or keep (separate classes); by default kept, with a warning."
 
 
 def _version(value: bool) -> None:
@@ -662,7 +664,8 @@ def aggregate(
     class_list = _class_list(classes)
     try:  # ids as text, as `kdcrowd fit` reads them: "0017" stays "0017"
         check_out_file(out, inputs={"--annotations": annotations, "--gold": gold})
-        frame, export_gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected), gold_given=gold is not None)
+        frame, export_gold = _read_crowd_input(annotations, label_case, item_column, **_platform_options(format, field, multi_label, include_rejected), gold_given=gold is not None,
+                                               classes=class_list)
         if multi_label == "explode" and duplicates == "error":
             duplicates = "keep"  # one annotation per chosen class: repeated (item, worker) pairs by design
         if class_list is not None:
@@ -1032,7 +1035,8 @@ def _fit(p: dict[str, Any], resume: bool, given: frozenset[str]) -> None:
             _fail(f"--{key.replace('_', '-')} {p[key]} is a file that kdcrowd fit writes or clears in --out {out} (the "
                   f"outputs of a run there: {', '.join(names)}); move or rename the input, or give another --out")
     try:
-        platform = {**_platform_options(p.get("format"), p.get("field"), p.get("multi_label"), bool(p.get("include_rejected"))), "gold_given": p.get("gold") is not None}
+        platform = {**_platform_options(p.get("format"), p.get("field"), p.get("multi_label"), bool(p.get("include_rejected"))), "gold_given": p.get("gold") is not None,
+                    "classes": class_list}
         crowd_has_column = p.get("item_column") is not None  # --item-column names the crowd labels' id column
         try:
             # export_gold: the export's own gold answers (Toloka GOLDEN, Label Studio ground_truth): the gold questions unless --gold

@@ -218,6 +218,24 @@ def _separator_hint(columns: Sequence[Any]) -> str:
 _FIELD_QUOTE = re.compile(rb'(?:\A|[\t\n\r])"')
 
 
+def read_parquet_table(path: Path) -> pd.DataFrame:
+    """A Parquet file as a table of every column it stores, its rows numbered 0..n-1: the one
+    way every reader here reads Parquet (crowd labels, features, texts, gold and truth).
+
+    pandas reads the index a DataFrame was written with back as the index
+    (``df.set_index("item").to_parquet(...)`` stores ``item`` in the file): a named index (each
+    named level) is a column again, unless a column of that name is stored too
+    (``set_index(..., drop=False)``); an unnamed one (the row labels of a filtered frame) is
+    dropped, as ``to_parquet(index=False)`` would have."""
+    df = pd.read_parquet(path)
+    named = [n for n in df.index.names if n is not None and n not in df.columns]
+    if named:
+        df = df.reset_index(level=named)
+    if not (isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1):
+        df = df.reset_index(drop=True)
+    return df
+
+
 def tsv_quoting(path: Path) -> int:
     r"""How to read a TSV file's quotes: as CSV quoting (``QUOTE_MINIMAL``) when the file is
     quoted that way (pandas' ``to_csv(sep="\t")`` quotes the texts with a quote, a tab or a

@@ -67,7 +67,7 @@ from ._common import (  # noqa: F401 - AnnotationError and the helpers below are
     _separator_hint,
     _suffix,
 )
-from .readers import FileLines, _answers_long, _ids_from_text, _labels_from_text, _read_table, load_answers_json
+from .readers import FileLines, _answers_long, _ids_from_text, _labels_from_text, _read_table, _refuse_missing_value_labels, load_answers_json
 
 __all__ = ["Annotations", "AnnotationError", "row_normalise", "unused_classes_message", "WIDE_LIMIT"]
 
@@ -807,7 +807,9 @@ class Annotations:
         answers.json: ``17`` is 17, but ``0017``, ``1e5`` and an integer beyond int64
         keep every id of their column as text. Labels are numbers when every label is a
         number written canonically (``NA``, ``null`` ... then missing), otherwise class
-        names: ``01`` and ``02`` are two classes, as the command line reads them.
+        names: ``01`` and ``02`` are two classes, as the command line reads them; a label
+        ``NA``, ``nan``, ``None`` ... (how R's write.csv writes a missing one) among class
+        names is refused unless ``classes`` declares it.
         """
         path = Path(path)
         suffix = _suffix(path)
@@ -834,6 +836,7 @@ class Annotations:
                     df[col] = _ids_from_text(df[col])
             if label in df.columns and not isinstance(df[label], pd.DataFrame):
                 df[label] = _labels_from_text(df[label])
+                _refuse_missing_value_labels(df[label], kw.get("classes"), path, None, AnnotationError)
                 if df[label].dtype == object and df[label].dropna().isin(("True", "False")).all() and df[label].notna().any():
                     df[label] = df[label].map({"True": True, "False": False})  # what write() makes of bool labels
         return cls.from_long(df, **kw)

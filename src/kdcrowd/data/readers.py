@@ -44,6 +44,7 @@ from ._common import (  # noqa: F401 - _separator_hint is re-exported (kdcrowd.d
     _plural,
     _scalar_values,
     _separator_hint,
+    read_parquet_table,
     tsv_quoting,
 )
 
@@ -72,9 +73,14 @@ def _require_file(path: Path, what: str) -> None:
         raise ValueError(f"{what} {path} is not a file (a folder?); pass the path of the file")
 
 
-#: pandas' default missing-value words (kept for columns that are not ids).
-_NA_WORDS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-             "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+try:  # pandas' own list (not public, but where it has been since pandas 1.0)
+    from pandas._libs.parsers import STR_NA_VALUES as _PANDAS_NA_WORDS
+except ImportError:  # pragma: no cover - moved by a later pandas: its list as of pandas 3.1
+    _PANDAS_NA_WORDS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                        "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+#: pandas' default missing-value words (kept for columns that are not ids; a label written so
+#: is missing, unless it is declared a class: :func:`_missing_value_labels`).
+_NA_WORDS = sorted(_PANDAS_NA_WORDS)
 
 
 def _ids_from_text(series: pd.Series) -> pd.Series:
@@ -112,7 +118,7 @@ def _read_table(
     kind = "Parquet" if parquet else "TSV (tab-separated)" if tsv else "CSV (comma-separated)"
     try:
         if parquet:
-            return pd.read_parquet(path)
+            return read_parquet_table(path)
         sep = "\t" if tsv else ","
         kw: dict[str, Any] = {"quoting": tsv_quoting(path)} if tsv else {}
         if text_columns is True:
@@ -427,7 +433,8 @@ def _labels_from_text(labels: pd.Series) -> pd.Series:
     """Labels read as text (only an empty field missing): surrounding spaces removed; numbers
     when every label is a number (as pandas would have typed the column), where pandas'
     missing-value words (``NA``, ``null``, ...) are missing; otherwise class names, where
-    ``NA``, ``None`` or ``null`` is a class like any other. Codes written as integers that
+    ``NA``, ``None`` or ``null`` stays that text (whether it is a class or a missing label
+    is the declared classes' to say: :func:`_missing_value_labels`). Codes written as integers that
     are not canonical (``01``, ``+2``) keep every label as text, as ids do: ``01`` and
     ``02`` are two classes, not the class indices 1 and 2 beside an unused class 0."""
     stripped = labels.astype(object).where(labels.notna(), None)
@@ -447,13 +454,47 @@ def _labels_from_text(labels: pd.Series) -> pd.Series:
     return stripped
 
 
-def fold_label_case(labels: pd.Series, label_case: str | None, source: str) -> pd.Series:
+def _missing_value_labels(labels: pd.Series, classes: Sequence[Any] | None, fold: bool = False) -> tuple[np.ndarray, str, str]:
+    """Where text labels (as :func:`_labels_from_text` reads them) are one of pandas'
+    missing-value words (``NA``, ``nan``, ``None`` ..., :data:`_NA_WORDS`: how R's write.csv
+    and ``df.astype(str).to_csv()`` write a missing label) that ``classes`` does not declare
+    (matched as text; ignoring letter case where ``fold``: ``--label-case fold``); and, when
+    some are, the words found with their counts, and how to declare them as classes
+    (``--classes`` with every class written). Labels that are numbers have none: there
+    pandas' reading already made them missing."""
+    if pd.api.types.is_numeric_dtype(labels.dtype) or pd.api.types.is_bool_dtype(labels.dtype):
+        return np.zeros(len(labels), dtype=bool), "", ""
+    declared = {str(c).strip() for c in classes} if classes is not None else set()
+    if fold:
+        declared = {c.casefold() for c in declared}
+    words = {w for w in _NA_WORDS if (w.casefold() if fold else w) not in declared}
+    missing = labels.isin(words).to_numpy()
+    if not missing.any():
+        return missing, "", ""
+    counts = labels[missing].value_counts()
+    found = [str(w) for w in pd.unique(labels[missing])]  # in file order
+    what = (", ".join(f"{w!r} ({counts[w]})" for w in found)
+            + ": pandas' missing-value words, which R's write.csv (NA) and df.astype(str).to_csv() (nan) write for a missing label")
+    every = sorted({str(v) for v in labels[~missing].dropna()}) + found
+    how = f"--classes {','.join(every)} (classes={every!r})" if len(every) <= 12 else "--classes (classes=[...]) listing every class, those among them"
+    return missing, what, f"if {f'{found[0]!r} is a class' if len(found) == 1 else 'they are classes'}, declare the classes with {how}"
+
+
+def fold_label_case(labels: pd.Series, label_case: str | None, source: str, classes: Sequence[Any] | None = None) -> pd.Series:
     """Text labels that differ only by letter case (``cat``, ``Cat``): with ``"fold"`` each
-    becomes the most frequent spelling of its group (the first in sorted order on a tie);
-    with ``"keep"`` they stay separate classes; with ``None`` they stay separate and an
-    :class:`InputWarning` names them and both options."""
+    becomes the declared class it equals ignoring case (``classes``, the class list
+    ``--classes``, matched as text), else the most frequent spelling of its group (the first
+    in sorted order on a tie); with ``"keep"`` they stay separate classes; with ``None`` they
+    stay separate and an :class:`InputWarning` names them and both options. Declared classes
+    that differ only by case cannot be folded to: with ``"fold"`` they are refused."""
     if label_case is not None and label_case not in LABEL_CASES:
         raise ValueError(f"label case must be fold or keep (--label-case fold|keep), not {label_case!r}")
+    declared: dict[str, str] = {}  # the declared spelling of each class, by its case-folded text
+    if label_case == "fold" and classes is not None:
+        for c in map(str, classes):
+            if declared.setdefault(c.casefold(), c) != c:
+                raise ValueError(f"--classes names {declared[c.casefold()]!r} and {c!r}, which differ only by letter case: --label-case fold "
+                                 "(label_case='fold') would merge them; list one of them, or pass --label-case keep to keep them apart")
     if label_case == "keep" or not (labels.dtype == object or pd.api.types.is_string_dtype(labels.dtype)):  # pandas 3 reads text as its string dtype
         return labels
     present = labels.dropna()
@@ -466,22 +507,25 @@ def fold_label_case(labels: pd.Series, label_case: str | None, source: str) -> p
     spellings["key"] = spellings["label"].str.casefold()
     groups = spellings.groupby("key")["label"].nunique()
     clash = groups[groups > 1].index
-    if not len(clash):
-        return labels
     if label_case is None:
-        shown = [" / ".join(repr(v) for v in sorted(spellings.loc[spellings["key"] == k, "label"])) for k in clash[:5]]
-        _warn(f"{source}: labels that differ only by letter case are separate classes: {'; '.join(shown)}"
-              + (f"; ... and {len(clash) - 5} more groups" if len(clash) > 5 else "")
-              + "; pass --label-case fold (label_case='fold') to merge them, or --label-case keep to keep them apart without this warning")
+        if len(clash):
+            shown = [" / ".join(repr(v) for v in sorted(spellings.loc[spellings["key"] == k, "label"])) for k in clash[:5]]
+            _warn(f"{source}: labels that differ only by letter case are separate classes: {'; '.join(shown)}"
+                  + (f"; ... and {len(clash) - 5} more groups" if len(clash) > 5 else "")
+                  + "; pass --label-case fold (label_case='fold') to merge them, or --label-case keep to keep them apart without this warning")
         return labels
     best = spellings.sort_values(["key", "n", "label"], ascending=[True, False, True]).drop_duplicates("key").set_index("key")["label"]
+    best = pd.Series([declared.get(k, v) for k, v in best.items()], index=best.index, dtype=object)
+    if (best.reindex(spellings["key"].to_numpy()).to_numpy() == spellings["label"].to_numpy()).all():
+        return labels  # every label is already its spelling
     out = labels.copy()
     idx = text.index
     out.loc[idx] = best.reindex(text.str.casefold().to_numpy()).to_numpy()
     return out
 
 
-def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None = None, item_column: str | None = None) -> pd.DataFrame:
+def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None = None, item_column: str | None = None,
+                          classes: Sequence[Any] | None = None) -> pd.DataFrame:
     """A crowd-label file as a long table whose item and worker ids are text.
 
     Reads what :meth:`kdcrowd.data.Annotations.read` reads — ``.csv``, ``.csv.gz``,
@@ -504,8 +548,14 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
     blank rows (every field empty or spaces) and copies of the header line inside the file
     are skipped; labels lose surrounding spaces. In CSV/TSV long tables labels are numbers
     when every label is a number (then ``NA``, ``null`` ... are missing) and class names
-    otherwise (then a class ``NA`` or ``None`` is that text). Text labels that differ only
-    by case follow ``label_case`` (:func:`fold_label_case`). ``item_column`` names the
+    otherwise. Among class names a label written as one of pandas' missing-value words
+    (``NA``, ``nan``, ``None``, ``null`` ...: how R's write.csv and
+    ``df.astype(str).to_csv()`` write a missing one) is a class only where ``classes`` (the
+    declared class list, ``--classes``) names it: otherwise a wide table's cell is no label
+    (one :class:`InputWarning` counts them) and a long table's row is refused (a missing
+    label is written by leaving the row out). Text labels that differ only
+    by case follow ``label_case`` (:func:`fold_label_case`; folded, a label is written as the
+    declared class it matches). ``item_column`` names the
     column of item ids when it is not called ``item`` or ``task``.
     """
     path = Path(path)
@@ -549,15 +599,21 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
             if id_col is not None:
                 df[id_col] = _id_text(df[id_col])
                 _refuse_missing_ids(df, id_col, path, lines)
-            if text:  # every worker column's cells together: numbers, or class names (where NA is a class)
+            if text:  # every worker column's cells together: numbers, or class names (where NA is a class only if declared)
                 cells = [c for c in df.columns if c != id_col]
                 n = len(df)
                 joint = _labels_from_text(pd.concat([df[c] for c in cells], ignore_index=True)) if cells else None
+                if joint is not None:
+                    missing, what, declare = _missing_value_labels(joint, classes, label_case == "fold")
+                    if missing.any():
+                        _warn(f"annotation file {path}: read {_plural(int(missing.sum()), 'cell')} as no label, beside class names: {what}; {declare}")
+                        joint = joint.mask(missing)
                 for k, c in enumerate(cells):
                     df[c] = joint.iloc[k * n:(k + 1) * n].to_numpy()
             df = _wide_to_long(df, path, lines)
         elif text and "label" in df.columns and not isinstance(df["label"], pd.DataFrame):
             df["label"] = _labels_from_text(df["label"])
+            _refuse_missing_value_labels(df["label"], classes, path, lines, ValueError, label_case == "fold")
     for col in ("item", "task", "worker"):
         if col in df.columns and not isinstance(df[col], pd.DataFrame):
             df[col] = _id_text(df[col])
@@ -569,7 +625,7 @@ def read_annotation_frame(path: str | os.PathLike[str], label_case: str | None =
             strip = stripped.notna().to_numpy()
             if strip.any():
                 lab = lab.where(~strip, stripped)
-        df["label"] = fold_label_case(lab, label_case, f"annotation file {path}")
+        df["label"] = fold_label_case(lab, label_case, f"annotation file {path}", classes)
     if text and long:  # from_long then names the file's lines, as the warnings above do
         df.attrs["lines"] = FileLines(lines)
     return df
@@ -619,6 +675,20 @@ def _id_text(ids: pd.Series) -> pd.Series:
     """Item or worker ids as the command line reads them: text without surrounding spaces
     (:func:`_as_text`); an id of only spaces is missing."""
     return _blank_missing(_as_text(ids))
+
+
+def _refuse_missing_value_labels(labels: pd.Series, classes: Sequence[Any] | None, path: Path, lines: np.ndarray | None,
+                                 error: type[Exception], fold: bool = False) -> None:
+    """Raise one ``error`` naming the file lines (``lines``: of each row, header line 1; None:
+    found in the file, :func:`data_row_lines`) of the rows of a long table whose label is a
+    missing-value word among class names (:func:`_missing_value_labels`): a missing label,
+    or a class not declared (``fold``: matched ignoring letter case)."""
+    missing, what, declare = _missing_value_labels(labels, classes, fold)
+    if missing.any():
+        n = int(missing.sum())
+        lines = data_row_lines(path, len(labels)) if lines is None else lines
+        raise error(f"annotation file {path}: {_plural(n, 'label')} on line(s) {_listing(lines[missing].tolist(), n, fmt=str)} written as a missing value, beside class "
+                    f"names: {what}; delete those rows (a missing label is written by leaving the row out), or, {declare}")
 
 
 def _refuse_missing_ids(df: pd.DataFrame, column: str, path: Path, lines: np.ndarray | None) -> None:

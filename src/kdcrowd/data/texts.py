@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._common import tsv_quoting
+from ._common import read_parquet_table, tsv_quoting
 from .annotations import AnnotationError, _MissingFileError
 from .readers import _as_text
 
@@ -81,7 +81,7 @@ def read_texts(path: str | os.PathLike, id_column: str | Sequence[str] = "item",
                               f"supported: {', '.join(_TEXT_SUFFIXES)}.")
     try:
         if suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(p)
+            df = read_parquet_table(p)
         elif suffix in (".jsonl", ".jsonl.gz", ".ndjson"):
             # read as text first: a byte-order mark is dropped, as every other reader here drops it
             # (newline="": a raw \r inside a text stays one, and pandas reads the open file, not a copy)
