@@ -717,3 +717,32 @@ def test_a_task_image_beside_an_example_image_still_names_the_item(tmp_path: Pat
     m.write_text("HITId,WorkerId,AssignmentStatus,Input.image_url,Input.thumb_url,Answer.label\n"
                  "H1,W1,Approved,https://x.org/cat_1.jpg,,cat\nH2,W1,Approved,https://x.org/dog_2.jpg,https://x.org/t.png,dog\n")
     assert read_export(m, format="mturk").annotations["item"].tolist() == ["cat_1", "dog_2"]
+
+
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+def test_exports_joined_with_their_header_lines_skip_the_repeated_headers(tmp_path: Path, bom: str) -> None:
+    """Two MTurk batch files (two Toloka result files) joined with `cat`, each keeping its
+    header line (and its byte-order mark): the inner header is skipped with a warning naming
+    its line. It had been read as an answer: a phantom item, worker and class (and for Toloka
+    a gold answer), and its image column's one non-URL value had turned the item ids from
+    image file names into HIT and task ids."""
+    from kdcrowd.data.readers import InputWarning
+
+    hdr = ["HITId", "WorkerId", "AssignmentStatus", "Input.image_url", "Answer.category.label"]
+    parts = [[hdr] + [[f"H{k}", w, "Approved", f"https://x.org/i{k}.jpg", "cat" if k % 2 else "dog"] for w in ("A1", "A2")]
+             for k in (0, 1)]
+    m = tmp_path / "joined.csv"
+    m.write_text("".join(bom + "\n".join(",".join(r) for r in part) + "\n" for part in parts), encoding="utf-8")
+    thdr = ["INPUT:image", "OUTPUT:result", "GOLDEN:result", "ASSIGNMENT:task_id", "ASSIGNMENT:worker_id"]
+    tparts = [[thdr] + [[f"https://x.org/i{k}.jpg", "cat" if k % 2 else "dog", "dog" if k == 0 else "", f"t{k}", w] for w in ("wa", "wb")]
+              for k in (0, 1)]
+    t = tmp_path / "joined.tsv"
+    t.write_text("".join(bom + "\n".join("\t".join(r) for r in part) + "\n" for part in tparts), encoding="utf-8")
+    for path, workers in ((m, ["A1", "A2"]), (t, ["wa", "wb"])):
+        with pytest.warns(InputWarning, match=r"skipped 1 row\(s\) that repeat the header line .* at line\(s\) 4;"):
+            e = read_export(path)
+        a = e.annotations
+        assert sorted(set(a["item"])) == ["i0", "i1"] and sorted(set(a["worker"])) == workers, a
+        assert sorted(set(a["label"])) == ["cat", "dog"] and e.summary["n_read"] == 4 and e.summary["skipped"] == {}
+        if path == t:
+            assert e.gold.values.tolist() == [["i0", "dog"]]

@@ -50,6 +50,7 @@ import pandas as pd
 
 from ._common import tsv_quoting
 from .annotations import AnnotationError, _MissingFileError
+from .readers import _drop_blank_and_header_rows
 
 __all__ = [
     "FORMATS",
@@ -793,11 +794,15 @@ def _parse_cell(v: str) -> Any:
 
 
 def _read_csv(path: Path, sep: str, what: str) -> pd.DataFrame:
+    """The table ``path`` as text, without copies of its header line inside (exports joined
+    with ``cat``, each part keeping its header: skipped with an :class:`InputWarning`, as the
+    table reader does; they had been read as an answer)."""
     try:
         quoting = tsv_quoting(path) if sep == "\t" else csv.QUOTE_MINIMAL  # plain TSV has no quoting
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", quoting=quoting)
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", quoting=quoting)
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise _fail(f"cannot read the {what} {path}: {exc}.") from exc
+    return _drop_blank_and_header_rows(df, path, blank_rows=False)[0]
 
 
 def _image_input(df: pd.DataFrame, inputs: dict[str, str]) -> str | None:
