@@ -175,7 +175,7 @@ def _read_crowd_input(
     from .data.readers import fold_label_case
 
     with _input_warnings():
-        ex = read_export(path, format=fmt, field=field, multi=multi_label, include_rejected=include_rejected)
+        ex = read_export(path, format=fmt, field=field, multi=multi_label, include_rejected=include_rejected, item_column=item_column)
         frame = ex.long_frame()  # integer ids and labels as the table reader reads them
         frame["label"] = fold_label_case(frame["label"], label_case, f"annotation file {path}")
     console.print(_export_summary(path, ex.summary), soft_wrap=True, highlight=False)
@@ -642,7 +642,7 @@ def aggregate(
     out: Path = typer.Option(..., help="Output CSV with columns item,label,p_<class>..."),
     duplicates: str = typer.Option("error", help=_DUPLICATES_HELP),
     label_case: Optional[str] = typer.Option(None, help=_LABEL_CASE_HELP),
-    item_column: Optional[str] = typer.Option(None, help="The column of item ids, when it is not called item or task."),
+    item_column: Optional[str] = typer.Option(None, help="The column of item ids, when it is not called item or task; of a Toloka or MTurk export, the column whose values name the items (e.g. ASSIGNMENT:task_id; default: the image's file name, else the task id)."),
     format: Optional[str] = typer.Option(None, "--format", help=_FORMAT_HELP),
     field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
     multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
@@ -786,7 +786,7 @@ def fit(
     validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
     duplicates: str = typer.Option("error", help=_DUPLICATES_HELP),
     label_case: Optional[str] = typer.Option(None, help=_LABEL_CASE_HELP),
-    item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file and/or in --texts, when it is not called item (or task)."),
+    item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file and/or in --texts, when it is not called item (or task); of a Toloka or MTurk export, the column whose values name the items (e.g. ASSIGNMENT:task_id; default: the image's file name, else the task id)."),
     format: Optional[str] = typer.Option(None, "--format", help=_FORMAT_HELP),
     field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
     multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
