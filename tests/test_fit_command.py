@@ -855,6 +855,29 @@ def test_predicted_images_are_named_as_the_training_images(tmp_path: Path) -> No
         assert sorted(pd.read_csv(tmp_path / "p.csv", dtype=str)["item"]) == names
 
 
+def test_fit_matches_images_named_by_absolute_or_dot_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crowd labels naming the images by absolute path or ./relative path matched no image,
+    and the error said to add the items to --images; they match now, and ids that still
+    match none get an error naming --image-ids and the paths relative to --images."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs" / "sub").mkdir(parents=True)
+    for k in range(8):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "sub" / f"im{k}.png")
+    monkeypatch.chdir(tmp_path)
+    spellings = {"abs": lambda k: str(tmp_path / "imgs" / "sub" / f"im{k}.png"), "dot": lambda k: f"./imgs/sub/im{k}.png",
+                 "rel": lambda k: f"./sub/im{k}.png", "nowhere": lambda k: f"/nowhere/im{k}.jpg"}
+    for name, spell in spellings.items():
+        pd.DataFrame([(spell(k), w, "ab"[(k + (w == "v")) % 2]) for k in range(8) for w in "uv"], columns=["item", "worker", "label"]).to_csv(f"{name}.csv", index=False)
+        r = runner.invoke(app, ["fit", "--annotations", f"{name}.csv", "--images", "imgs", "--image-size", "8", "--image-features", "none",
+                                "--method", "mv", "--epochs", "1", "--device", "cpu", "--out", f"out_{name}", "--quiet"])
+        if name == "nowhere":  # no image is im0.jpg
+            msg = " ".join(r.output.split())
+            assert r.exit_code == 2 and "--image-ids" in msg and "relative to --images" in msg, r.output
+        else:
+            assert r.exit_code == 0, r.output
+            assert sorted(pd.read_csv(tmp_path / f"out_{name}" / "labels.csv")["item"]) == sorted(spell(k) for k in range(8))
+
+
 def test_fit_resume_of_a_run_started_with_an_option_now_refused_still_resumes(tmp_path: Path) -> None:
     # --image-size without --images had no effect, and is refused now; a fit started with it must still resume
     rng = np.random.default_rng(0)

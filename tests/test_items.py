@@ -353,3 +353,37 @@ def test_a_broken_image_link_is_named_in_a_warning(tmp_path):
     with pytest.warns(InputWarning, match=r"skipped 1 link\(s\) to a missing file: 'b.png'"):
         files = list_image_files(tmp_path / "imgs")
     assert [f.name for f in files] == ["a.png"]
+
+
+def test_image_ids_that_are_paths_match_the_images(tmp_path, monkeypatch):
+    """Crowd labels naming images by path (an absolute path, ./a/b.png) never matched an
+    image: the path relative to the folder matches, from the folder or from the working
+    folder (./imgs/sub/x.png), an absolute path under the folder too; a path elsewhere
+    matches by its trailing folders, file name or stem where one image has it. The ids
+    take the labels' spelling; a name several images share matches none."""
+    from PIL import Image
+
+    from kdcrowd.data.items import list_image_files, match_image_ids
+
+    root = tmp_path / "imgs"
+    for rel in ("sub/im0.png", "sub/im1.png", "top.png", "a/x.png", "b/x.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / rel)
+    files = list_image_files(root)
+    rel = [f.relative_to(root).as_posix() for f in files]  # a/x.png b/x.png sub/im0.png sub/im1.png top.png
+    monkeypatch.chdir(tmp_path)
+    cases = {  # the labels' ids → the files they name
+        (str(root / "sub/im0.png"), str(root / "a/x.png"), str(root / "top.png")): ["a/x.png", "sub/im0.png", "top.png"],
+        ("./sub/im0.png", "./a/x.png", "./top"): ["a/x.png", "sub/im0.png", "top.png"],
+        ("./imgs/sub/im0.png", "imgs/b/x.png"): ["b/x.png", "sub/im0.png"],  # from the working folder
+        ("/elsewhere/data/sub/im1.png", "/elsewhere/b/x.png", "/elsewhere/top", "C:\\data\\im0.png"): ["b/x.png", "sub/im0.png", "sub/im1.png", "top.png"],
+    }
+    for wanted, named in cases.items():
+        for style in ("auto", "stem", "name", "path"):
+            got_style, ids = match_image_ids(files, root, list(wanted), style)
+            assert sorted(set(ids.tolist()) & set(wanted)) == sorted(wanted), (style, wanted, ids)
+            assert sorted(rel[ids.tolist().index(w)] for w in wanted) == named, (style, wanted, ids)
+            assert len(set(ids.tolist())) == len(ids) and (got_style == style or style == "auto")
+    # a file name two images share (x.png in a/ and b/), or two labels naming one image: no match
+    style, ids = match_image_ids(files, root, ["/elsewhere/x.png", "/p/top.png", "/q/top.png", "im0"])
+    assert style == "stem" and sorted(ids) == ["a/x", "b/x", "im0", "im1", "top"]

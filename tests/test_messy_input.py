@@ -168,6 +168,9 @@ def test_repeated_header_and_blank_rows_are_skipped_with_their_line_numbers(tmp_
     assert any("repeat the header" in w and "line(s) 5" in w for w in warned), warned
     a = Annotations.from_long(df)
     assert a.n_items == 3 and a.n_classes == 2
+    # files saved with a byte-order mark and then joined: the inner header line starts with one
+    df, warned = frame_of(tmp_path, "\ufeffitem,worker,label\na,w1,1\n\ufeffitem,worker,label\nb,w1,0\n")
+    assert df["item"].tolist() == ["a", "b"] and any("repeat the header" in w and "line(s) 3" in w for w in warned), warned
 
 
 def test_a_label_written_as_a_missing_value_is_refused_unless_its_class_is_declared(tmp_path: Path) -> None:

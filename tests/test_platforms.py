@@ -717,3 +717,81 @@ def test_a_task_image_beside_an_example_image_still_names_the_item(tmp_path: Pat
     m.write_text("HITId,WorkerId,AssignmentStatus,Input.image_url,Input.thumb_url,Answer.label\n"
                  "H1,W1,Approved,https://x.org/cat_1.jpg,,cat\nH2,W1,Approved,https://x.org/dog_2.jpg,https://x.org/t.png,dog\n")
     assert read_export(m, format="mturk").annotations["item"].tolist() == ["cat_1", "dog_2"]
+
+
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+def test_exports_joined_with_their_header_lines_skip_the_repeated_headers(tmp_path: Path, bom: str) -> None:
+    """Two MTurk batch files (two Toloka result files) joined with `cat`, each keeping its
+    header line (and its byte-order mark): the inner header is skipped with a warning naming
+    its line. It had been read as an answer: a phantom item, worker and class (and for Toloka
+    a gold answer), and its image column's one non-URL value had turned the item ids from
+    image file names into HIT and task ids."""
+    from kdcrowd.data.readers import InputWarning
+
+    hdr = ["HITId", "WorkerId", "AssignmentStatus", "Input.image_url", "Answer.category.label"]
+    parts = [[hdr] + [[f"H{k}", w, "Approved", f"https://x.org/i{k}.jpg", "cat" if k % 2 else "dog"] for w in ("A1", "A2")]
+             for k in (0, 1)]
+    m = tmp_path / "joined.csv"
+    m.write_text("".join(bom + "\n".join(",".join(r) for r in part) + "\n" for part in parts), encoding="utf-8")
+    thdr = ["INPUT:image", "OUTPUT:result", "GOLDEN:result", "ASSIGNMENT:task_id", "ASSIGNMENT:worker_id"]
+    tparts = [[thdr] + [[f"https://x.org/i{k}.jpg", "cat" if k % 2 else "dog", "dog" if k == 0 else "", f"t{k}", w] for w in ("wa", "wb")]
+              for k in (0, 1)]
+    t = tmp_path / "joined.tsv"
+    t.write_text("".join(bom + "\n".join("\t".join(r) for r in part) + "\n" for part in tparts), encoding="utf-8")
+    for path, workers in ((m, ["A1", "A2"]), (t, ["wa", "wb"])):
+        with pytest.warns(InputWarning, match=r"skipped 1 row\(s\) that repeat the header line .* at line\(s\) 4;"):
+            e = read_export(path)
+        a = e.annotations
+        assert sorted(set(a["item"])) == ["i0", "i1"] and sorted(set(a["worker"])) == workers, a
+        assert sorted(set(a["label"])) == ["cat", "dog"] and e.summary["n_read"] == 4 and e.summary["skipped"] == {}
+        if path == t:
+            assert e.gold.values.tolist() == [["i0", "dog"]]
+
+
+def test_item_column_names_the_item_ids_of_a_toloka_or_mturk_export() -> None:
+    """--item-column (item_column=) had been ignored for exports, even a column the export
+    lacks: a Toloka or MTurk export takes its item ids from the column it names (an image
+    column gives the file names, as by default); a column it lacks, a column blank on an
+    answer's row, and any other export (which has no columns) are refused naming it."""
+    tol = FIX / "toloka.tsv"
+    assert sorted(set(read_export(tol).annotations["item"])) == ["cat_1", "cat_3", "dog_2", "dog_4"]
+    e = read_export(tol, item_column="ASSIGNMENT:task_id")
+    assert sorted(set(e.annotations["item"])) == [f"000a1b2c--000{k}" for k in range(1, 5)]
+    assert e.gold.values.tolist() == [["000a1b2c--0001", "cat"]] and e.summary["skipped"] == {"rejected": 1, "no worker": 1}
+    assert e.annotations["ref"].iloc[0] == "https://tlk.s3.example.org/pets/cat_1.jpg"  # the original reference is kept
+    assert read_export(tol, item_column="INPUT:image").annotations["item"].tolist() == read_export(tol).annotations["item"].tolist()
+    m = read_export(FIX / "mturk.csv", item_column="HITId")
+    assert sorted(set(m.annotations["item"])) == [f"3XH7ZI000000000000000000{k}" for k in range(1, 5)]
+    with pytest.raises(AnnotationError, match=r"^--item-column 'no_such_column' is not a column of Toloka results file .*ASSIGNMENT:task_id"):
+        read_export(tol, item_column="no_such_column")
+    with pytest.raises(AnnotationError, match=r"^--item-column 'GOLDEN:result' of Toloka results file .* is blank on 8 of the 11 rows"):
+        read_export(tol, item_column="GOLDEN:result")
+    with pytest.raises(AnnotationError, match=r"^--item-column .* a labelstudio export .*Drop --item-column"):
+        read_export(FIX / "labelstudio.json", field="animal", item_column="id")
+
+
+def test_cli_item_column_of_an_export(tmp_path: Path) -> None:
+    """kdcrowd aggregate/fit --item-column with an export: honoured (item ids from that
+    column), or one error line naming --item-column."""
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+
+    out = tmp_path / "agg.csv"
+    r = CliRunner().invoke(app, ["aggregate", "--annotations", str(FIX / "toloka.tsv"), "--item-column", "ASSIGNMENT:task_id", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert pd.read_csv(out, dtype=str)["item"].tolist() == [f"000a1b2c--000{k}" for k in range(1, 5)]
+    r = CliRunner().invoke(app, ["aggregate", "--annotations", str(FIX / "toloka.tsv"), "--item-column", "no_such_column", "--out", str(out)])
+    assert r.exit_code == 2 and "--item-column 'no_such_column' is not a column" in " ".join(r.output.split()), r.output
+    # fit: features keyed by the task ids; with --texts, a column the export lacks names the texts' id column
+    rows = [[f"https://x.org/im{k}.jpg", ["pos", "neg"][k % 2], "", f"t{k}", w, "APPROVED"] for k in range(20) for w in ("u", "v", "x")]
+    tol = tmp_path / "t.tsv"
+    tol.write_text("\n".join("\t".join(r) for r in [["INPUT:image", "OUTPUT:result", "GOLDEN:result", "ASSIGNMENT:task_id",
+                                                       "ASSIGNMENT:worker_id", "ASSIGNMENT:status"], *rows]) + "\n")
+    pd.DataFrame({"item": [f"t{k}" for k in range(20)], "a": [k % 2 for k in range(20)]}).to_csv(tmp_path / "f.csv", index=False)
+    pd.DataFrame({"doc": [f"im{k}" for k in range(20)], "text": [["good day", "bad day"][k % 2] for k in range(20)]}).to_csv(tmp_path / "x.csv", index=False)
+    fit = ["fit", "--annotations", str(tol), "--method", "mv", "--epochs", "1", "--quiet", "--device", "cpu"]
+    for extra in (["--features", str(tmp_path / "f.csv"), "--item-column", "ASSIGNMENT:task_id"], ["--texts", str(tmp_path / "x.csv"), "--item-column", "doc"]):
+        r = CliRunner().invoke(app, [*fit, *extra, "--out", str(tmp_path / extra[0][2:])])
+        assert r.exit_code == 0, r.output
+        assert len(pd.read_csv(tmp_path / extra[0][2:] / "labels.csv")) == 20

@@ -177,7 +177,7 @@ def _read_crowd_input(
     from .data.readers import fold_label_case
 
     with _input_warnings():
-        ex = read_export(path, format=fmt, field=field, multi=multi_label, include_rejected=include_rejected)
+        ex = read_export(path, format=fmt, field=field, multi=multi_label, include_rejected=include_rejected, item_column=item_column)
         frame = ex.long_frame()  # integer ids and labels as the table reader reads them
         frame["label"] = fold_label_case(frame["label"], label_case, f"annotation file {path}", classes)
     console.print(_export_summary(path, ex.summary), soft_wrap=True, highlight=False)
@@ -644,7 +644,7 @@ def aggregate(
     out: Path = typer.Option(..., help="Output CSV with columns item,label,p_<class>..."),
     duplicates: str = typer.Option("error", help=_DUPLICATES_HELP),
     label_case: Optional[str] = typer.Option(None, help=_LABEL_CASE_HELP),
-    item_column: Optional[str] = typer.Option(None, help="The column of item ids, when it is not called item or task."),
+    item_column: Optional[str] = typer.Option(None, help="The column of item ids, when it is not called item or task; of a Toloka or MTurk export, the column whose values name the items (e.g. ASSIGNMENT:task_id; default: the image's file name, else the task id)."),
     format: Optional[str] = typer.Option(None, "--format", help=_FORMAT_HELP),
     field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
     multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
@@ -694,6 +694,10 @@ def aggregate(
     console.print(f"aggregated {len(ann)} annotations on {ann.n_items} items from {ann.n_workers} workers with {escape(method)}; wrote {escape(str(out))}", soft_wrap=True, highlight=False)
 
 
+#: What an image's item id is, by --image-ids style.
+_IMAGE_ID_KINDS = {"stem": "file name without extension", "name": "file name", "path": "relative path"}
+
+
 def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Optional[Path], image_size: Any, image_ids: str, wanted: list[Any],
                 keep_columns: Any = ()) -> tuple[Any, Any, str, Any, Any, Optional[str]]:
     """``(ids, load, description, image files or None, feature column names or None, image id
@@ -705,7 +709,7 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     Image ids follow ``image_ids`` (``auto``: the style under which the files cover the ids
     in ``wanted``, see :func:`kdcrowd.data.items.match_image_ids`). ``image_size``: the side of
     the square RGB images, or a model's item shape ``(height, width, channels)``."""
-    from .data.items import image_item_ids, list_image_files, load_images, match_image_ids, read_features
+    from .data.items import list_image_files, load_images, match_image_ids, read_features
 
     if features is not None:
         with _input_warnings():  # (an index column skipped)
@@ -714,14 +718,11 @@ def _load_items(features: Optional[Path], images: Optional[Path], item_ids: Opti
     assert images is not None
     with _input_warnings():
         files = list_image_files(images)
-    if image_ids == "auto":
-        style, ids = match_image_ids(files, images, wanted)
-    else:
-        style, ids = image_ids, image_item_ids(files, images, image_ids)
-    kind = {"stem": "name without extension", "name": "name", "path": "relative path"}[style]
+    style, ids = match_image_ids(files, images, wanted, image_ids)
+    kind = _IMAGE_ID_KINDS[style]
     h, w, c = tuple(image_size) if isinstance(image_size, tuple) else (image_size, image_size, 3)
     grey = "greyscale " if c == 1 else ""
-    return ids, lambda: load_images(files, (h, w), channels=c), f"{grey}images from {images}, resized to {w}×{h} px; item id = file {kind}", files, None, style
+    return ids, lambda: load_images(files, (h, w), channels=c), f"{grey}images from {images}, resized to {w}×{h} px; item id = {kind}", files, None, style
 
 
 def _text_id_columns(item_column: Optional[str], in_crowd_labels: bool = False) -> tuple[str, ...]:
@@ -784,12 +785,12 @@ def fit(
     image_size: int = typer.Option(DEFAULT_IMAGE_SIZE, help="Images are converted to RGB and resized to this many pixels square (bilinear)."),
     image_features: str = typer.Option("auto", help="With --images: auto (default: frozen ImageNet features of EfficientNet-Lite0, each image's scaled to unit length, with an MLP head trained on them when kdcrowd\\[pretrained] is installed, else a network trained from scratch), frozen (frozen features of --backbone auto|efficientnet-lite0|efficientnet-lite1|efficientnet-lite2|torchvision:NAME|timm:NAME; an error without them) or none (train --backbone on the pixels: from scratch, or fine-tuned as a whole for a pretrained name). Images are read at --image-size between 128 and 224 px for frozen features."),
     final_labels: str = typer.Option("classifier", help="Where labels.csv comes from: classifier (default: the trained classifier's prediction for each item) or posterior (the classifier's p(y|x) times the worker matrices' probability of each crowd label the item got, normalised: Dawid–Skene's posterior with the classifier as prior; better when workers err independently, up to 3 points worse on LabelMe, docs/RESULTS.md §7h)."),
-    image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use)."),
+    image_ids: str = typer.Option("auto", help="Item id of an image: stem (file name without extension; relative path without extension when names clash), name (with extension), path (relative path), or auto (whichever the annotations use). Whatever the style, an annotation id that is a path (absolute, ./a/b.png) names the image at that path relative to --images; a path outside it, the one image of that file name."),
     seed: int = typer.Option(0, help="Seed of the validation split, initialisation and batch order."),
     validation_fraction: float = typer.Option(0.0, help="Share of the labelled items held out of training for model selection against their Dawid–Skene labels; 0 (default, better on LabelMe and CIFAR-10N, see docs/RESULTS.md §6) trains on every item and keeps the last epoch."),
     duplicates: str = typer.Option("error", help=_DUPLICATES_HELP),
     label_case: Optional[str] = typer.Option(None, help=_LABEL_CASE_HELP),
-    item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file and/or in --texts, when it is not called item (or task)."),
+    item_column: Optional[str] = typer.Option(None, help="The column of item ids in the annotation file and/or in --texts, when it is not called item (or task); of a Toloka or MTurk export, the column whose values name the items (e.g. ASSIGNMENT:task_id; default: the image's file name, else the task id)."),
     format: Optional[str] = typer.Option(None, "--format", help=_FORMAT_HELP),
     field: Optional[str] = typer.Option(None, "--field", help=_FIELD_HELP),
     multi_label: Optional[str] = typer.Option(None, "--multi-label", help=_MULTI_HELP),
@@ -1071,8 +1072,10 @@ def _fit(p: dict[str, Any], resume: bool, given: frozenset[str]) -> None:
                 raise AnnotationError(f"{p['annotations']}: {e} On the command line: --duplicates first|last|keep.") from e
             if "no features" not in str(e):
                 raise
-            if images is not None:
-                source = f"the files in {images}"
+            if images is not None:  # named by the id style; paths matched to the images' paths (match_image_ids)
+                chose = f" (here {id_style})" if p["image_ids"] == "auto" else ""
+                source = (f"the files in {images} as --image-ids {p['image_ids']}{chose} names them ({_IMAGE_ID_KINDS[id_style]}; an id that is a path is "
+                          f"matched to the image's path relative to --images, a path outside it by its file name where one image has it)")
             elif texts is not None:
                 source = f"the {text_id_column!r} column of {texts}"
             elif features.suffix.lower() != ".npy":

@@ -21,10 +21,12 @@ message names the file, the offending rows or files, and how to fix it.
 from __future__ import annotations
 
 import os
+import posixpath
 import struct
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -456,18 +458,88 @@ def respell_ids(ids: Sequence[Any], wanted: Sequence[Any]) -> np.ndarray:
     return np.where(pd.Series(respelled).duplicated(keep=False).to_numpy(), ids, respelled)
 
 
-def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wanted: Sequence[Any]) -> tuple[str, np.ndarray]:
-    """The id style of :func:`image_item_ids` under which the images cover the ids ``wanted``.
+def _paths_named(files: Sequence[Path], directory: str | os.PathLike[str], wanted: Sequence[str]) -> dict[str, int]:
+    """``{id: file index}`` of the ``wanted`` ids that are paths (holding ``/`` or ``\\``)
+    naming one of ``files``, under ``directory``: the path relative to the folder
+    (``./a/b.png`` is ``a/b.png``); an absolute path, or one relative to the working folder,
+    under the folder (that file only); else, a path elsewhere (another machine's), the longest
+    trailing part of it that is a file's relative path, or its file name or stem where one
+    file has it. With or without the file's extension, compared in Unicode's composed form.
+    An id that names no file, or a name several files share, is left out."""
+    paths = [w for w in wanted if "/" in w or "\\" in w]
+    if not paths:
+        return {}
+    root = Path(directory)
+    rel = [_text_id(Path(f).relative_to(root).as_posix()) for f in files]
+    names = [posixpath.basename(r) for r in rel]
+
+    def unique(keys: list[str]) -> dict[str, int]:  # key -> the one file that has it
+        counts = Counter(keys)
+        return {k: i for i, k in enumerate(keys) if counts[k] == 1}
+
+    by_path = {**unique([posixpath.splitext(r)[0] for r in rel]), **{r: i for i, r in enumerate(rel)}}
+    by_name = {**unique([posixpath.splitext(n)[0] for n in names]), **unique(names)}
+    bases = list(dict.fromkeys(os.path.abspath(b).rstrip(os.sep) for b in (root, os.path.realpath(root))))  # the folder as given, and its links resolved
+    cwd = os.getcwd()
+    out: dict[str, int] = {}
+    for w in paths:
+        p = _text_id(w).replace("\\", "/")
+        absolute = os.path.isabs(p) or bool(PureWindowsPath(p).drive)  # (C:/data/a.png: another machine's)
+        if not absolute and (i := by_path.get(posixpath.normpath(p))) is not None:  # relative to the folder
+            out[w] = i
+            continue
+        full = os.path.normpath(p if absolute else os.path.join(cwd, p))
+        under = [full[len(b) + 1:].replace(os.sep, "/") for b in bases if full.startswith(b + os.sep)]
+        if under:  # in the folder: that file or none
+            if (i := by_path.get(under[0])) is not None:
+                out[w] = i
+            continue
+        parts = [x for x in p.split("/") if x not in ("", ".")]
+        tails = ("/".join(parts[k:]) for k in range(len(parts)))  # the longest first
+        i = next((by_path[t] for t in tails if t in by_path), by_name.get(parts[-1]) if parts else None)
+        if i is not None:
+            out[w] = i
+    return out
+
+
+def _respell_paths(ids: np.ndarray, named: dict[str, int], want: pd.Index) -> np.ndarray:
+    """``ids`` with each file that one path of ``named`` (:func:`_paths_named`) names spelled
+    as that path, as the crowd labels spell it; a file that the labels also name by its id,
+    or by two paths, keeps its id."""
+    if not named:
+        return ids
+    wanted = set(want.tolist())
+    known = {i: v for i, v in enumerate(ids.tolist()) if v in wanted}  # the files the labels name by their id
+    direct = set(known.values())
+    files = pd.Series({w: i for w, i in named.items() if i not in known and w not in direct}, dtype=object)
+    once = files[~files.duplicated(keep=False)]
+    if once.empty:
+        return ids
+    out = np.array(ids, dtype=object)
+    out[once.to_numpy(dtype=np.int64)] = once.index.to_numpy(dtype=object)
+    return out
+
+
+def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wanted: Sequence[Any], style: str = "auto") -> tuple[str, np.ndarray]:
+    """The id style of :func:`image_item_ids` under which the images cover the ids ``wanted``
+    (``style``: that one, ``--image-ids``; ``"auto"``: found), and the ids.
 
     Tries ``stem``, ``name`` and ``path`` in turn and returns the first ``(style, ids)``
     whose ids include every wanted id (compared as text, and in Unicode's composed form:
     a file ``café`` stored decomposed, as macOS does, takes the id as the labels spell it);
     when none does, the style that
     matches the most (``stem`` on a tie), so that the caller's error names the ids that
-    are still missing.
+    are still missing. Whatever the style, a wanted id that is a path names its image
+    (:func:`_paths_named`: ``./a/b.png``, or an absolute path under ``directory``, is the
+    image at that path relative to it; a path elsewhere matches by its trailing folders,
+    file name or stem where one image has it), which then takes the id as the labels spell it.
     """
     want = pd.Index(pd.unique(pd.Series([str(v) for v in wanted], dtype=object)))
-    best: tuple[int, str, np.ndarray] | None = None
+    if style != "auto":
+        ids = respell_ids(image_item_ids(files, directory, style), want)
+        return style, _respell_paths(ids, _paths_named(files, directory, want[~want.isin(ids)].tolist()), want)
+    named: dict[str, int] | None = None  # found once a style misses some ids
+    best: tuple[int, int, str, np.ndarray] | None = None
     clash: dict[str, str] = {}
     for style in ID_STYLES:
         try:
@@ -479,16 +551,21 @@ def match_image_ids(files: Sequence[Path], directory: str | os.PathLike[str], wa
         hits = int(want.isin(ids).sum())
         if hits == len(want):
             return style, ids
-        if best is None or hits > best[0]:
-            best = (hits, style, ids)
+        named = _paths_named(files, directory, want.tolist()) if named is None else named
+        ids = _respell_paths(ids, named, want)  # with paths: the style whose own ids match the most is kept
+        found = int(want.isin(ids).sum())
+        if best is None or (found, hits) > best[:2]:
+            best = (found, hits, style, ids)
     if best is None:  # every style clashes: let image_item_ids raise its error
         image_item_ids(files, directory, "stem")
     assert best is not None
+    if best[0] == len(want):
+        return best[2], best[3]
     spelled = _spellings(want)  # the stem style's ids as the labels spell them, which may repeat
     shared = pd.Series([spelled.get(_text_id(s), s) for s in (Path(f).stem.strip() for f in files)]).value_counts()
     if "stem" in clash and want.isin(shared.index[shared > 1]).any():  # the labels name images by a stem several files share (a.png, a.jpg)
         raise ValueError(f"{clash['stem']}: the crowd labels name images by a name that several files share without their extension, so no id style matches them all; keep one file per image (e.g. remove the duplicate a.png beside a.jpg), or write the file names with their extension (a.png) in the crowd labels")
-    return best[1], best[2]
+    return best[2], best[3]
 
 
 # ----------------------------------------------------------------------------- annotations

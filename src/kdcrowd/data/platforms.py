@@ -15,7 +15,10 @@ name an ``--images`` folder holds it under; ``ref`` keeps the original reference
 extensions: ``IMAGE_EXTENSIONS``. Label Studio prefixes uploaded files with 8 hex digits
 and a dash (``9f1c2b7e-``); that prefix is removed for paths under ``/data/upload/``. Two
 different references with the same file name are an error (they would be one item).
-Items not referenced by an image (text, a task id) keep the platform's id.
+Items not referenced by an image (text, a task id) keep the platform's id. In a Toloka or
+MTurk export (a table), ``item_column=`` (``--item-column``) names the column whose values
+are the item ids instead (an image column still gives file names); the other exports have
+no columns and refuse it.
 
 **Several choices in one answer** (multi-label questions) are an error unless
 ``multi="first"`` (keep the first choice) or ``multi="explode"`` (one annotation per
@@ -50,6 +53,7 @@ import pandas as pd
 
 from ._common import tsv_quoting
 from .annotations import AnnotationError, _MissingFileError
+from .readers import _drop_blank_and_header_rows
 
 __all__ = [
     "FORMATS",
@@ -65,6 +69,8 @@ __all__ = [
 #: File extensions that mark a reference as an image (the item id is then its file name).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp",
                               ".ppm", ".pgm", ".pbm", ".jfif"})
+#: The exports that are tables: ``item_column`` (``--item-column``) names one of their columns.
+_TABLE_FORMATS = ("toloka", "mturk")
 #: Policies for answers holding several choices (``--multi-label``).
 MULTI_POLICIES = ("first", "explode")
 _LS_UPLOAD_PREFIX = re.compile(r"[0-9a-f]{8}-(?=.)")
@@ -297,6 +303,23 @@ def _item_ids(refs: Sequence[Any], ids: Sequence[Any]) -> list[str]:
         else:
             out.append(str(fallback))
     return out
+
+
+def _named_item_ids(df: pd.DataFrame, column: str, worker_column: str, where: str) -> list[str]:
+    """Per row of the Toloka or MTurk table ``df``: the item id that ``column`` (``item_column``,
+    ``--item-column``) gives, its value (an image reference's file name, as by default); an
+    error where it is no column of ``df``, or blank on a row with a worker (an answer)."""
+    cols = [str(c) for c in df.columns]
+    if column not in cols:
+        raise _fail(f"--item-column {column!r} is not a column of {where}; it has: {_names(cols[:12])}"
+                    f"{' ...' if len(cols) > 12 else ''}. Name one of them, or drop --item-column (the items "
+                    "are then named by their image's file name, else by their task id).")
+    values = df[column].str.strip()
+    answers = df[worker_column].str.strip() != ""
+    if blank := int((values[answers] == "").sum()):
+        raise _fail(f"--item-column {column!r} of {where} is blank on {blank} of the {int(answers.sum())} rows "
+                    "with a worker; name a column filled on every answer's row, or drop --item-column.")
+    return _item_ids(values.tolist(), values.tolist())
 
 
 def _finish(rows: _Rows, field: str | None, multi: str | None, where: str) -> PlatformExport:
@@ -793,11 +816,15 @@ def _parse_cell(v: str) -> Any:
 
 
 def _read_csv(path: Path, sep: str, what: str) -> pd.DataFrame:
+    """The table ``path`` as text, without copies of its header line inside (exports joined
+    with ``cat``, each part keeping its header: skipped with an :class:`InputWarning`, as the
+    table reader does; they had been read as an answer)."""
     try:
         quoting = tsv_quoting(path) if sep == "\t" else csv.QUOTE_MINIMAL  # plain TSV has no quoting
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", quoting=quoting)
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", quoting=quoting)
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise _fail(f"cannot read the {what} {path}: {exc}.") from exc
+    return _drop_blank_and_header_rows(df, path, blank_rows=False)[0]
 
 
 def _image_input(df: pd.DataFrame, inputs: dict[str, str]) -> str | None:
@@ -817,7 +844,7 @@ def _image_input(df: pd.DataFrame, inputs: dict[str, str]) -> str | None:
 
 
 def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
-                include_rejected: bool = False, **_: Any) -> PlatformExport:
+                include_rejected: bool = False, item_column: str | None = None, **_: Any) -> PlatformExport:
     """Toloka's results TSV (assignments downloaded from a pool).
 
     Reads ``ASSIGNMENT:task_id`` (the item; when one ``INPUT:*`` column holds image URLs the
@@ -829,6 +856,8 @@ def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
     hold no answer and are counted as such) and ``GOLDEN:<name>``: a row with a
     golden answer is a control task, its golden answer the item's gold label (the worker's
     answer is kept as an annotation). Rows without a worker (blank lines) are skipped.
+    ``item_column`` (``--item-column``) names the column of item ids instead (an image
+    column gives the file names).
     """
     df = _read_csv(path, "\t", "Toloka results file")
     cols = [str(c) for c in df.columns]
@@ -847,16 +876,17 @@ def read_toloka(path: Path, field: str | None = None, multi: str | None = None,
         rows.n_read += no_worker
         rows.skip("no worker", no_worker)
     df = df[has_worker]
-    if "ASSIGNMENT:task_id" in cols:
-        ids = df["ASSIGNMENT:task_id"].tolist()
+    refs = df[img].tolist() if img is not None else [None] * len(df)
+    if item_column is not None:
+        items = _named_item_ids(df, item_column, "ASSIGNMENT:worker_id", f"Toloka results file {path}")
+    elif "ASSIGNMENT:task_id" in cols:
+        items = _item_ids(refs, df["ASSIGNMENT:task_id"].tolist())
     elif img is not None or len(inputs) == 1:
-        ids = df[img if img is not None else next(iter(inputs.values()))].tolist()
+        items = _item_ids(refs, df[img if img is not None else next(iter(inputs.values()))].tolist())
     else:
         raise _fail(f"Toloka results file {path} has no ASSIGNMENT:task_id column and {len(inputs)} INPUT "
                     "columns, so nothing names the items; download the results again with the task_id "
-                    "field ticked.")
-    refs = df[img].tolist() if img is not None else [None] * len(df)
-    items = _item_ids(refs, ids)
+                    "field ticked, or name the column of item ids with --item-column.")
     status = df["ASSIGNMENT:status"].str.upper().tolist() if "ASSIGNMENT:status" in cols else [""] * len(df)
     golden = df[gold_col].tolist() if gold_col in cols else [""] * len(df)
     for item, worker, ans, st, g, ref in zip(items, df["ASSIGNMENT:worker_id"], df[out_col], status, golden, refs):
@@ -970,7 +1000,7 @@ def _mturk_fields(row: Mapping[str, str], answers: dict[str, str],
 
 
 def read_mturk(path: Path, field: str | None = None, multi: str | None = None,
-               include_rejected: bool = False, **_: Any) -> PlatformExport:
+               include_rejected: bool = False, item_column: str | None = None, **_: Any) -> PlatformExport:
     """Amazon Mechanical Turk's batch results CSV (one row per assignment).
 
     Reads ``HITId`` (the item; when one ``Input.*`` column holds image URLs the item id is
@@ -981,7 +1011,8 @@ def read_mturk(path: Path, field: str | None = None, multi: str | None = None,
     ``V``, or ``X`` when ``V`` is ``on``), radio inputs sharing a name ``Answer.X.V1``,
     ``Answer.X.V2`` ... (field ``X``, the checked ``V``), also when packed in
     ``Answer.taskAnswers`` (see :func:`_crowd_form_fields`). With several fields, ``field``
-    (``--field``) names one.
+    (``--field``) names one. ``item_column`` (``--item-column``) names the column of item
+    ids instead of ``HITId`` and the image (an image column gives the file names).
     """
     df = _read_csv(path, ",", "Mechanical Turk batch results file")
     cols = [str(c) for c in df.columns]
@@ -1000,7 +1031,7 @@ def read_mturk(path: Path, field: str | None = None, multi: str | None = None,
     name = _choose_field([k for f in per_row for k in f], field, "answer field", where)
     img = _image_input(df, _split_prefixed(cols, "Input."))
     refs = df[img].tolist() if img is not None else [None] * len(df)
-    items = _item_ids(refs, df["HITId"].tolist())
+    items = _item_ids(refs, df["HITId"].tolist()) if item_column is None else _named_item_ids(df, item_column, "WorkerId", where)
     status = df["AssignmentStatus"].str.strip().str.lower().tolist() if "AssignmentStatus" in cols else [""] * len(df)
     rows = _Rows("mturk")
     for item, r, f, st, ref in zip(items, records, per_row, status, refs):
@@ -1297,6 +1328,7 @@ def read_export(
     field: str | None = None,
     multi: str | None = None,
     include_rejected: bool = False,
+    item_column: str | None = None,
 ) -> PlatformExport:
     """Read a platform's export into a long table (see the module docstring).
 
@@ -1307,6 +1339,8 @@ def read_export(
         multi: ``None`` (several classes in one answer are an error), ``"first"`` or
             ``"explode"`` (``--multi-label``).
         include_rejected: keep the assignments the requester rejected (Toloka, MTurk).
+        item_column: the column whose values are the item ids (``--item-column``), in a
+            Toloka or MTurk export (the others have no columns: an error).
 
     Raises:
         AnnotationError: an unrecognised or malformed export, with the option to fix it.
@@ -1325,5 +1359,9 @@ def read_export(
         raise _fail(f"--multi-label must be one of {_names(MULTI_POLICIES)}; got {multi!r}.")
     if p.is_dir() and format not in ("sagemaker", "cvat", "doccano"):
         raise _fail(f"{p} is a folder; a {format} export is one file. Pass the file's path (or the right --format).")
-    export = FORMATS[format](p, field=field, multi=multi, include_rejected=include_rejected)
+    if item_column is not None and format not in _TABLE_FORMATS:
+        raise _fail(f"--item-column {item_column!r} names a column of a table or of a Toloka or MTurk export; a {format} "
+                    "export has no columns: its items are named by their image's file name, else by their task "
+                    "or record id. Drop --item-column.")
+    export = FORMATS[format](p, field=field, multi=multi, include_rejected=include_rejected, item_column=item_column)
     return export

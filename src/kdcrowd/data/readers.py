@@ -398,22 +398,23 @@ def data_row_lines(path: Path, n_rows: int) -> np.ndarray:
     return np.asarray(starts, dtype=np.int64) if len(starts) == n_rows else plain
 
 
-def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+def _drop_blank_and_header_rows(df: pd.DataFrame, path: Path, blank_rows: bool = True) -> tuple[pd.DataFrame, np.ndarray]:
     """``df`` without rows whose every field is empty or only spaces (trailing ``,,`` rows
     of a spreadsheet) and without copies of the header line inside the file (concatenated
-    exports), each with an :class:`InputWarning` naming the file's line numbers; and the
-    file line number of each row kept."""
+    exports, each part's byte-order mark kept), each with an :class:`InputWarning` naming
+    the file's line numbers; and the file line number of each row kept. ``blank_rows=False``
+    keeps the blank rows (a platform export's reader counts them as answers without a worker)."""
     lines = data_row_lines(path, len(df))  # the header is line 1
     if df.empty or not len(df.columns):
         return df, lines
     names = [str(c).strip() for c in df.columns]
-    blank = np.ones(len(df), dtype=bool)
+    blank = np.full(len(df), blank_rows, dtype=bool)
     header = np.ones(len(df), dtype=bool)
     for j, n in enumerate(names):  # vectorised per column: no loop over rows
         col = df.iloc[:, j]
         text = col.astype(str).str.strip()
         blank &= (col.isna() | text.eq("")).to_numpy()
-        header &= (col.notna() & text.eq(n)).to_numpy()
+        header &= (col.notna() & (text.str.lstrip("\ufeff") if j == 0 else text).eq(n)).to_numpy()
     if blank.any():
         _warn(f"annotation file {path}: skipped {int(blank.sum())} blank row(s) (every field empty or spaces) at line(s) {_listing(lines[blank].tolist(), int(blank.sum()), fmt=str)}")
     if header.any():
