@@ -101,7 +101,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
             neighbours' weight against the item's own probabilities (0.8).
         head_recipe: ``auto`` (default), ``shared`` or ``frozen-features``: which values
             ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` (and ``lambda2`` and
-            ``student`` with method ``kdcrowd``) take when left at their defaults. ``auto`` applies the
+            ``student`` with method ``kdcrowd``; ``lambda2`` where it takes effect: two
+            stages and a distillation loss) take when left at their defaults. ``auto`` applies the
             frozen-features recipe (:data:`kdcrowd.doors.FROZEN_FEATURE_HEAD` and
             :data:`~kdcrowd.doors.FROZEN_FEATURE_KD`, chosen on LabelMe's validation
             images) when this fit computes frozen image features (``image_features``), and
