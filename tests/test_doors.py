@@ -4,11 +4,13 @@ components' configurations; a misspelt option or a bad value is one clear error 
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import typer.main
 from typer.testing import CliRunner
 
@@ -447,3 +449,161 @@ def test_a_distillation_setting_of_another_loss_is_warned_once(tmp_path: Path) -
     r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--device", "cpu", "--epochs", "1", "--stages", "1", "--kd", "kl", "--kd-prior", "teacher", "--out", str(tmp_path / "r")])
     out = " ".join(r.output.split())
     assert out.count("warning: --kd-prior teacher has no effect with --kd kl") == 1, r.output
+
+
+class _Stop(Exception):
+    """Raised by a stubbed training loop: the settings were checked (and warned of) before it."""
+
+
+def _stop_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kdcrowd.framework
+    import kdcrowd.methods
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise _Stop(kwargs.get("desc", ""))
+
+    monkeypatch.setattr(kdcrowd.framework, "fit", stop)
+    monkeypatch.setattr(kdcrowd.methods, "fit", stop)
+
+
+def _setting_warnings(params: dict, *args: object, **kwargs: object) -> list[str]:
+    """The SettingWarnings of a fit of the estimator with ``params`` (training stubbed by :func:`_stop_training`)."""
+    import warnings
+
+    from kdcrowd.config import SettingWarning
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(_Stop):
+            KDCrowdClassifier(**{"device": "cpu", "epochs": 1, "batch_size": 32, **params}).fit(*args, **kwargs)
+    return [str(w.message) for w in seen if issubclass(w.category, SettingWarning)]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"stages": 1, "lambda2": 5.0}, "lambda2=5.0 has no effect with stages=1: it is a setting of stage 2 (the role switch), which runs with stages=2"),
+    ({"stages": 1, "stage2": "finetune"}, "stage2='finetune' has no effect with stages=1: it is a setting of stage 2"),
+    ({"stages": 1, "stage2_init": "student"}, "stage2_init='student' has no effect with stages=1: it is a setting of stage 2"),
+    ({"kd": "none", "lambda1": 5.0}, "lambda1=5.0 has no effect with kd='none': it weighs the distillation term of stage 1, which kd='none' leaves out "
+                                     "(choose a distillation loss: mig-<f> or kl)"),
+    ({"kd": "none", "lambda2": 5.0}, "lambda2=5.0 has no effect with kd='none': it weighs the distillation term of stage 2"),
+])
+def test_a_kd_crowd_setting_without_effect_is_warned_of_once(params: dict, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage-2 setting with one stage, and the distillation weights without a distillation
+    loss, changed nothing, silently (the same labels to the bit): one SettingWarning, before
+    anything trains, from KD-Crowd itself (every door: the Python API too)."""
+    from kdcrowd.config import SettingWarning
+    from kdcrowd.training import DeviceData
+
+    _stop_training(monkeypatch)
+    ds = tiny_dataset()
+    warned = _setting_warnings(params, ds.x_train, ds.annotations)
+    assert len(warned) == 1 and warned[0].startswith(message), warned
+    with pytest.warns(SettingWarning, match=re.escape(message)), pytest.raises(_Stop):  # the framework's own fit says it (the Python API)
+        KDCrowd(**params).fit(ds, DeviceData.from_dataset(ds, torch.device("cpu")), TrainConfig(device="cpu", progress=False))
+    # the same settings at their defaults, or where they take effect, say nothing
+    plain = {k: v for k, v in params.items() if k in ("stages", "kd")}
+    assert _setting_warnings(plain, ds.x_train, ds.annotations) == []
+    effective = {k: v for k, v in params.items() if k not in ("stages", "kd")}
+    assert _setting_warnings(effective, ds.x_train, ds.annotations) == []
+
+
+def test_a_kd_crowd_setting_without_effect_is_one_warning_line_on_the_command_line(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["run", "--dataset", "digits", "--workers", "symmetric", "--device", "cpu", "--epochs", "1", "--stages", "1", "--lambda2", "5",
+                            "--out", str(tmp_path / "r")])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert out.count("warning: --lambda2 5.0 has no effect with --stages 1: it is a setting of stage 2 (the role switch), which runs with --stages 2") == 1, r.output
+
+
+def _images(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, (n, 16, 16, 3), dtype=np.uint8), np.arange(n) % 2
+
+
+@pytest.mark.parametrize("params, items, message", [
+    ({"method": "mv", "tta": "flip"}, "features", "tta='flip' has no effect on feature rows: its views are mirrored or shifted images"),
+    ({"method": "maxmig", "tta": "flip-translate"}, "features", "tta='flip-translate' has no effect on feature rows"),
+    ({"method": "mv", "tta": "flip", "flip": False}, "images", "tta='flip' has no effect with flip=False: its other view is the mirror image"),
+    ({"method": "mv", "worker_lr_scale": 3.0}, "features", "worker_lr_scale=3.0 has no effect with method='mv': it scales the learning rate of a crowd model's worker "
+                                                           "parameters, and method='mv' trains no crowd model"),
+    ({"method": "ds", "worker_lr_scale": 3.0}, "features", "worker_lr_scale=3.0 has no effect with method='ds'"),
+    ({"method": "maxmig", "gold_weight": 5.0}, "features", "gold_weight=5.0 has no effect without gold questions: it weighs the classifier's cross-entropy on the gold "
+                                                          "questions' known labels"),
+    ({"method": "mv", "gold_weight": 5.0}, "gold", "gold_weight=5.0 has no effect with method='mv': it weighs the classifier's cross-entropy on the gold questions' "
+                                                   "known labels in a crowd model's loss, and method='mv' trains no crowd model"),
+])
+def test_a_training_setting_without_effect_is_warned_of_once(params: dict, items: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test-time augmentation of feature rows (or tta flip without flips), the worker
+    learning rate of a method without worker parameters, and the gold weight without gold
+    questions or a crowd model changed nothing, silently: one SettingWarning from the runner
+    every door goes through, before anything trains; none where the setting takes effect."""
+    _stop_training(monkeypatch)
+    ds = tiny_dataset()
+    x, y = (ds.x_train, ds.annotations) if items != "images" else _images()
+    gold = [0 if i % 4 == 0 else None for i in range(len(x))] if items == "gold" else None  # gold questions: every fourth item, of class 0
+    warned = _setting_warnings({"image_features": "none", **params}, x, y, gold=gold)
+    assert len(warned) == 1 and warned[0].startswith(message), warned
+    # where they take effect: nothing to say
+    for effective, xs, ys, g in (({"method": "mv", "tta": "flip"}, *_images(), None), ({"method": "mv", "tta": "flip-translate", "flip": False}, *_images(), None),
+                                 ({"method": "maxmig", "worker_lr_scale": 3.0}, ds.x_train, ds.annotations, None),
+                                 ({"method": "kdcrowd", "stages": 1, "worker_lr_scale": 3.0}, ds.x_train, ds.annotations, None),
+                                 ({"method": "maxmig", "gold_weight": 5.0}, ds.x_train, ds.annotations, [0 if i % 4 == 0 else None for i in range(len(ds.x_train))])):
+        assert _setting_warnings({"image_features": "none", **effective}, xs, ys, gold=g) == [], effective
+
+
+def test_a_training_setting_of_a_crowd_model_warns_where_a_kd_crowd_run_trains_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KD-Crowd run over a teacher trained elsewhere, with one stage, trains no crowd model:
+    worker_lr_scale changes nothing there."""
+    from kdcrowd.config import SettingWarning
+    from kdcrowd.methods import build_crowd_model
+    from kdcrowd.training import DeviceData
+
+    _stop_training(monkeypatch)
+    ds = tiny_dataset()
+    cfg = RunConfig(dataset="tiny", method="kdcrowd", train=TrainConfig(device="cpu", progress=False, worker_lr_scale=3.0), options={"teacher": "crowdlayer-mw", "stages": 1})
+    teacher = build_crowd_model("crowdlayer-mw", ds, DeviceData.from_dataset(ds, "cpu"), cfg)
+    with pytest.warns(SettingWarning, match=r"worker_lr_scale=3\.0 has no effect with method='kdcrowd': it scales .* and this KD-Crowd run trains no crowd model "
+                                            r"\(its teacher is given trained, and stages=1 has no stage 2\)"), pytest.raises(_Stop):
+        run_on_dataset(ds, cfg, pretrained_teacher=(teacher, None))
+
+
+def test_a_training_setting_without_effect_is_one_warning_line_of_kdcrowd_fit(tmp_path: Path) -> None:
+    from test_fit_command import make_problem
+
+    prob = make_problem(tmp_path / "data")
+    r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(tmp_path / "o"),
+                            "--method", "mv", "--device", "cpu", "--epochs", "1", "--tta", "flip", "--predict-features", str(prob["root"] / "X_new.csv"), "--quiet"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert out.count("warning: --tta flip has no effect on feature rows") == 1, r.output
+    assert "unlabelled" not in out, r.output  # the items to predict, without label spreading, are predicted: no word about spreading them
+
+
+def test_the_head_recipe_leaves_a_kd_crowd_setting_without_effect_at_its_default(tmp_path: Path) -> None:
+    """The frozen-features recipe's lambda2 (stage 2's distillation weight) is not set where
+    it has no effect (one stage, or no distillation loss): the recipe gives no warning, and a
+    run checkpointed with it set (by an older kdcrowd) resumes, settings without effect being
+    compared at their defaults."""
+    import warnings
+
+    from kdcrowd.config import SettingWarning
+    from kdcrowd.doors import FROZEN_FEATURE_KD, apply_head_recipe, settings_from_options
+
+    for moot in ({"stages": 1}, {"kd": "none"}):
+        assert "lambda2" not in apply_head_recipe({"head_recipe": "frozen-features", **moot}, frozen_features=False)
+        assert "lambda2" not in apply_head_recipe({"head_recipe": "auto", **moot}, frozen_features=True, kd={"lambda2": 10.0})
+        assert settings_from_options({"head_recipe": "frozen-features", **moot}, seed=0, progress=False)[3]["lambda2"] == KDCrowd.lambda2
+        assert apply_head_recipe({"head_recipe": "frozen-features", **moot}, frozen_features=False)["student"] == FROZEN_FEATURE_KD["student"]
+    assert apply_head_recipe({"head_recipe": "frozen-features", "stages": 2}, frozen_features=False)["lambda2"] == FROZEN_FEATURE_KD["lambda2"]
+    ds = tiny_dataset()
+    ckpt = tmp_path / "ckpt"
+    cfg = lambda **o: RunConfig(dataset="tiny", method="kdcrowd", checkpoint_dir=str(ckpt), options={"teacher": "crowdlayer-mw", "student": "ce", "stages": 1, **o},  # noqa: E731
+                                train=TrainConfig(epochs=1, batch_size=32, device="cpu", progress=False))
+    with pytest.warns(SettingWarning, match="lambda2=10.0 has no effect with stages=1"):
+        first, _ = run_on_dataset(ds, cfg(lambda2=10.0))  # as the recipe of an older kdcrowd set it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingWarning)
+        again, _ = run_on_dataset(ds, cfg())  # the same run: resumed (finished: its stages are read back), not refused
+    assert again["test_accuracy"] == first["test_accuracy"]
+    with pytest.raises(ValueError, match=r"other settings \(lambda1: 1\.0 → 0\.5\)"):  # a setting with effect still differs
+        run_on_dataset(ds, cfg(lambda1=0.5))

@@ -139,7 +139,7 @@ def test_unfitted_and_bad_input_errors() -> None:
         _fast().fit(x, None)
     with pytest.raises(ValueError, match=r"validation_fraction must be in \[0, 1\)"):
         _fast(validation_fraction=1.0).fit(*_blobs(n=60)[:2])
-    with pytest.raises(ValueError, match="X has 3 features, but KDCrowdClassifier is expecting 5"):
+    with pytest.raises(ValueError, match="X_val has 3 features, but X has 5: give X_val the same features as X"):  # it named X, which has 5
         _fast().fit(x, y, X_val=x[:10, :3], y_val=y[:10])
     with pytest.raises(ValueError, match=r"y_val holds \[7\], which are not among the annotation classes \[0, 1, 2\]"):
         _fast().fit(x, y, X_val=x[:2], y_val=[0, 7])
@@ -269,6 +269,43 @@ def test_same_random_state_same_fit_on_cpu() -> None:
     assert not np.array_equal(c.validation_["indices"], a.validation_["indices"])
     first_layer = lambda clf: next(p for n, p in clf.module_.named_parameters() if n.endswith("backbone.body.0.weight"))
     assert first_layer(a).shape == first_layer(c).shape and not torch.equal(first_layer(a), first_layer(c))
+
+
+def test_a_refused_refit_leaves_the_earlier_fit_whole() -> None:
+    """A refit refused on its labels (one class) had already set n_features_in_ to the new
+    X's width, beside the earlier fit's module: predict then refused the old width with
+    "expecting 6 features" and the new one with "fitted on items of shape (4,)". The
+    estimator stays as it was; a first fit refused leaves it unfitted."""
+    rng = np.random.default_rng(0)
+    x4, x6 = rng.normal(size=(60, 4)).astype(np.float32), rng.normal(size=(60, 6)).astype(np.float32)
+    y = (x4[:, 0] > 0).astype(int)
+    clf = _fast(epochs=1, validation_fraction=0.0).fit(x4, y)
+    before = {k: v for k, v in vars(clf).items() if k.endswith("_")}
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        clf.fit(pd.DataFrame(x6, columns=[f"c{j}" for j in range(6)]), np.zeros(60, int))
+    assert {k: v for k, v in vars(clf).items() if k.endswith("_")}.keys() == before.keys() and all(vars(clf)[k] is v for k, v in before.items())
+    assert (clf.n_features_in_, clf.item_shape_) == (4, (4,)) and not hasattr(clf, "feature_names_in_")
+    np.testing.assert_allclose(clf.predict_proba(x4), clf.label_proba_, atol=1e-6)
+    with pytest.raises(ValueError, match="X has 6 features, but KDCrowdClassifier is expecting 4 features"):
+        clf.predict(x6)
+    fresh = _fast(epochs=1)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        fresh.fit(x6, np.zeros(60, int))
+    assert not any(k.endswith("_") for k in vars(fresh))
+    with pytest.raises(NotFittedError):
+        fresh.predict(x6)
+
+
+def test_worker_quality_without_worker_matrices_is_the_hard_confusion_against_the_final_labels() -> None:
+    """The docstring said "the soft confusion"; the code (report.practitioner.worker_matrices)
+    takes the confusion against the argmax of the final labels, on purpose."""
+    from kdcrowd.data.confusion import confusion
+
+    x, _, sim = _blobs(n=120)
+    clf = _fast(epochs=2).fit(x, sim.annotations)
+    np.testing.assert_allclose(clf.worker_matrices_, confusion(sim.annotations, clf.label_proba_.argmax(1), normalize=True, n_classes=3))
+    doc = " ".join(KDCrowdClassifier.__doc__.split())
+    assert "soft confusion" not in doc and "the confusion of the worker's labels against the final labels ``labels_`` (the argmax of ``label_proba_``" in doc
 
 
 @pytest.mark.parametrize("method", ["maxmig", "mv"])

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from kdcrowd.config import SettingWarning
 from kdcrowd.data.datasets import CrowdDataset
 from kdcrowd.data.simulate import simulate_workers
 from kdcrowd.framework import KD_LOSSES
@@ -270,8 +271,8 @@ def test_kdcrowd_bad_settings_fail_before_any_training(monkeypatch) -> None:
     # what is allowed gets as far as training the teacher
     with pytest.raises(_NoTraining, match="teacher maxmig"):
         KDCrowd(teacher="maxmig", student="ce", stage2_init="student").fit(ds, data, cfg("kdcrowd").train)
-    with pytest.raises(_NoTraining, match="teacher crowdlayer-mw"):  # one stage: no stage 2 to initialise
-        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student", stages=1).fit(ds, data, cfg("kdcrowd").train)
+    with pytest.warns(SettingWarning, match="stage2_init='student' has no effect with stages=1"), pytest.raises(_NoTraining, match="teacher crowdlayer-mw"):
+        KDCrowd(teacher="crowdlayer-mw", student="ce", stage2_init="student", stages=1).fit(ds, data, cfg("kdcrowd").train)  # one stage: no stage 2 to initialise
 
 
 def test_crowd_models_without_label_statistics_refuse_soft_labels() -> None:

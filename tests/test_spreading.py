@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from kdcrowd.cli import app
-from kdcrowd.config import ConfigError
+from kdcrowd.config import ConfigError, SettingWarning
 from kdcrowd.data.simulate import simulate_workers
 from kdcrowd.estimator import KDCrowdClassifier
 from kdcrowd.spreading import LabelSpreading, knn_graph, spread, spread_new, spread_probabilities
@@ -126,7 +126,8 @@ def test_the_estimator_spreads_its_labels_and_predictions_over_one_graph(tmp_pat
     x, y, ann = _crowd()
     new = x[:20] + np.float32(0.05)
     kw = {"method": "mv", "backbone": "mlp", "epochs": 3, "batch_size": 32, "device": "cpu"}
-    off = KDCrowdClassifier(**kw).fit(x, ann, unlabelled=new)
+    with pytest.warns(SettingWarning, match="unlabelled is used by label spreading only, which is off for these items"):
+        off = KDCrowdClassifier(**kw).fit(x, ann, unlabelled=new)
     assert off.spreading_ is None and "spread" not in off.label_source_
     np.testing.assert_allclose(off.label_proba_, off.classifier_proba_, atol=1e-6)
     on = KDCrowdClassifier(**kw, label_spreading="on").fit(x, ann, unlabelled=new)
@@ -224,3 +225,33 @@ def test_spreading_settings_without_spreading_are_refused(tmp_path: Path) -> Non
                             "--device", "cpu", "--spreading-neighbours", "3", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--spreading-neighbours is a setting of label spreading" in " ".join(r.output.split()), r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_unlabelled_items_without_spreading_are_warned_of_and_checked_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit(..., unlabelled=U) with label spreading off changed nothing, silently, and U was
+    not even checked; with spreading on, U of another width failed after the training, with
+    a message about X ("X has 3 features, but ... expecting 4"). Now: a SettingWarning naming
+    the way to use it, and with spreading on a check before training that names unlabelled."""
+    import kdcrowd.methods
+
+    x, y, ann = _crowd()
+    kw = {"method": "mv", "backbone": "mlp", "epochs": 1, "batch_size": 32, "device": "cpu"}
+    with pytest.warns(SettingWarning, match=r"unlabelled is used by label spreading only, which is off for these items \(on with label_spreading on, or auto "
+                                            r"with frozen pretrained image features\): it has no effect; set label_spreading on, or drop unlabelled"):
+        clf = KDCrowdClassifier(**kw, label_spreading="off").fit(x, ann, unlabelled=x[:5, :3])
+    assert clf.spreading_ is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingWarning)
+        KDCrowdClassifier(**kw).fit(x, ann)  # no unlabelled items: nothing to say
+
+    class Trained(Exception):
+        pass
+
+    def no_training(*a: object, **k: object) -> None:
+        raise Trained
+
+    monkeypatch.setattr(kdcrowd.methods, "fit", no_training)
+    with pytest.raises(ValueError, match=r"^unlabelled has 3 features, but X has 6: give unlabelled the same features as X$"):
+        KDCrowdClassifier(**kw, label_spreading="on").fit(x, ann, unlabelled=x[:5, :3])
+    with pytest.raises(Trained):  # the right width gets as far as the training
+        KDCrowdClassifier(**kw, label_spreading="on").fit(x, ann, unlabelled=x[:5])

@@ -1178,7 +1178,8 @@ def _fit(p: dict[str, Any], resume: bool, given: frozenset[str]) -> None:
     t_fit = time.perf_counter()
     try:
         with option_style(cli_style), _input_warnings():  # an error or warning about an option names it as --option
-            clf.fit(X, ann, gold=gold_questions, unlabelled=None if predict is None else predict[1])
+            # the items to predict join the fit only for label spreading's graph (without it they are predicted after the fit)
+            clf.fit(X, ann, gold=gold_questions, unlabelled=predict[1] if predict is not None and spreading.active(frozen is not None) else None)
     except (KeyboardInterrupt, Exception) as e:
         undone = not resume and _undo_unstarted_fit(out, ckpt, previous)  # stopped before any saved epoch: OUT as it was
         kept = _kept_note(previous)

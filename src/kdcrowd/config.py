@@ -87,8 +87,12 @@ def _name(key: str) -> str:
 
 def _setting(key: str, value: Any) -> str:
     """``key`` set to ``value`` as the door writes it: ``stage2='reinit'``, or ``--stage2
-    reinit`` on the command line."""
-    return f"{cli_style(key)} {value}" if _STYLE[-1] is cli_style else f"{key}={value!r}"
+    reinit`` on the command line (a boolean as its flag: ``--flip``, ``--no-flip``)."""
+    if _STYLE[-1] is not cli_style:
+        return f"{key}={value!r}"
+    if isinstance(value, bool):
+        return cli_style(key) if value else "--no-" + key.replace("_", "-")
+    return f"{cli_style(key)} {value}"
 
 
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None, **kw: Any) -> Any:

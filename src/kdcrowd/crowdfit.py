@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import saved_seed
-from .config import ConfigError, SettingWarning, _setting, stands_for
+from .config import ConfigError, SettingWarning, _name, _setting, stands_for
 from .data.items import check_numbers, float32_features
 from .doors import door_options, settings_from_options, spreading_options
 from .models.backbones import IMAGE_FEATURE_MODES
@@ -101,7 +101,7 @@ def _row_numbers(index: pd.Index) -> bool:
 def _warn_one_column() -> None:
     """scikit-learn reads a column vector as labels; here it is one worker's class indices."""
     warnings.warn("y of shape (N, 1) is read as one worker's wide matrix of class indices 0..K-1 (-1 or NaN: no label); "
-                  "for one label per row pass a 1-D y, or give classes=[...] to name the indices", UserWarning, stacklevel=4)
+                  "for one label per row pass a 1-D y, or give classes=[...] to name the indices", UserWarning, stacklevel=5)
 
 
 def _warn_unused_classes(ann: Any, classes: Any) -> Any:
@@ -112,7 +112,7 @@ def _warn_unused_classes(ann: Any, classes: Any) -> Any:
 
     message = None if classes is not None else unused_classes_message(ann, "classes=[{classes}]")
     if message:
-        warnings.warn(message, UserWarning, stacklevel=4)
+        warnings.warn(message, UserWarning, stacklevel=5)
     return ann
 
 
@@ -180,11 +180,22 @@ class CrowdFit:
         """The parameters, by name (as scikit-learn's ``get_params``)."""
         return {name: getattr(self, name) for name in _PARAMETERS}
 
-    def _check_X(self, X: Any, item_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    def _check_X(self, X: Any, item_shape: tuple[int, ...] | None = None, name: str = "X") -> np.ndarray:
         """``X`` through scikit-learn's validation (NaN/inf, empty, complex, sparse, 1-D ...):
         float32 features (N, D) or uint8 images (N, H, W, C). Without ``item_shape`` this is
-        the training ``X`` (``n_features_in_`` is set); with it, rows must have that shape."""
+        the training ``X`` (``n_features_in_`` is set); with it, rows must have that shape.
+        ``name``: a fit argument checked against the training ``X`` (``X_val``,
+        ``unlabelled``), named in the error where its items have another shape."""
         reset = item_shape is None
+        if not reset and name != "X":
+            try:
+                shape = tuple(np.shape(X))
+            except ValueError:  # ragged rows: the validation below says so
+                shape = ()
+            if len(shape) >= 2 and shape[1:] != tuple(item_shape):
+                if len(shape) == 2 and len(item_shape) == 1:
+                    raise ValueError(f"{name} has {shape[1]} features, but X has {item_shape[0]}: give {name} the same features as X")
+                raise ValueError(f"{name} has items of shape {shape[1:]}, but X has items of shape {tuple(item_shape)}: give {name} items of the same shape as X's")
         try:
             X = self._validated(X, reset)
         except ValueError as e:
@@ -243,7 +254,7 @@ class CrowdFit:
             return self._features_of(X, inputs["backbone"])
         return X
 
-    def _inputs(self, X: Any, item_shape: tuple[int, ...] | None) -> np.ndarray:
+    def _inputs(self, X: Any, item_shape: tuple[int, ...] | None, name: str = "X") -> np.ndarray:
         """Items as the classifier takes them: images turned into their frozen features when
         the model was trained on those (:meth:`_image_inputs`), checked (:meth:`_check_X`,
         ``item_shape`` as there), and frozen image features, given as images or as
@@ -252,7 +263,7 @@ class CrowdFit:
         already scaled pass unchanged, to float32 rounding)."""
         from .models.pretrained import normalise_features
 
-        X = self._check_X(self._image_inputs(X), item_shape=item_shape)
+        X = self._check_X(self._image_inputs(X), item_shape=item_shape, name=name)
         inputs = getattr(self, "input_transform_", None) or {}
         return normalise_features(X, inputs.get("norm", "none")) if inputs.get("kind") == "image-features" else X
 
@@ -404,8 +415,23 @@ class CrowdFit:
         (``gold_``: the class indices, -1 unknown; ``None`` without gold).
         ``unlabelled``: items without crowd labels that will be predicted (same kind as
         ``X``); used only by label spreading (``label_spreading``), whose graph then holds
-        them beside ``X``, as :meth:`predict_proba` of the same items will.
+        them beside ``X``, as :meth:`predict_proba` of the same items will (checked before
+        the training; without label spreading a :class:`~kdcrowd.config.SettingWarning`
+        says they change nothing).
+
+        A fit that fails or is refused leaves the estimator as it was: an earlier fit whole
+        (its width, module and labels together), or unfitted.
         """
+        before = dict(vars(self))
+        try:
+            return self._fit(X, y, X_val, y_val, item_ids, annotations=annotations, gold=gold, unlabelled=unlabelled)
+        except BaseException:
+            vars(self).clear()  # the fitted attributes set on the way (n_features_in_ of the new X ...) go with it
+            vars(self).update(before)
+            raise
+
+    def _fit(self, X: Any, y: Any, X_val: Any, y_val: Any, item_ids: Any, *, annotations: Any, gold: Any, unlabelled: Any) -> CrowdFit:
+        """The body of :meth:`fit`, which restores the estimator where it fails."""
         from .aggregation import crowd_posterior
         from .data.datasets import CrowdDataset
         from .data.gold import apply_gold, gold_from_values
@@ -431,6 +457,13 @@ class CrowdFit:
             X = self._inputs(X, None)  # the features, scaled, are what the model takes: n_features_in_ is their width
         spreading.check_items(tuple(X.shape))
         spreading.check_used(frozen is not None)
+        if unlabelled is not None and not spreading.active(frozen is not None):
+            # a warning, as a fit argument: label_spreading auto decides by the items, and a checkpointed fit started with them resumes
+            warnings.warn(f"unlabelled is used by label spreading only, which is off for these items (on with {_name('label_spreading')} on, or auto with frozen "
+                          f"pretrained image features): it has no effect; set {_name('label_spreading')} on, or drop unlabelled", SettingWarning, stacklevel=3)
+            unlabelled = None
+        elif unlabelled is not None:  # checked now, not after the training
+            unlabelled = self._inputs(unlabelled, tuple(X.shape[1:]), name="unlabelled")
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None: give the crowd labels (Annotations, long table, wide matrix or 1-D labels)")
         if len(X) < 2:
@@ -451,7 +484,7 @@ class CrowdFit:
         if y_val is not None or X_val is not None:
             if X_val is None or y_val is None:
                 raise ValueError("X_val and y_val go together; give both or neither")
-            X_val = self._inputs(X_val, X.shape[1:])
+            X_val = self._inputs(X_val, X.shape[1:], name="X_val")
             y_val_idx = pd.Index(classes).get_indexer(np.asarray(y_val)).astype(np.int64)
             if (y_val_idx < 0).any():
                 bad = np.asarray(y_val)[y_val_idx < 0][:5].tolist()
@@ -523,7 +556,7 @@ class CrowdFit:
         elif self.final_labels == "posterior":
             self.label_source_ = "classifier: the method estimates no worker matrices to weigh the crowd's labels with"
             warnings.warn(f"{_setting('final_labels', 'posterior')} has no effect: method {self.method!r} estimates no worker matrices to weigh the crowd's labels with, "
-                          "so the final labels are the classifier's", SettingWarning, stacklevel=2)
+                          "so the final labels are the classifier's", SettingWarning, stacklevel=3)
         else:
             self.label_source_ = "classifier: its p(y|x) of each item (final_labels='classifier')"
         if self.spreading_ is not None:
@@ -555,15 +588,15 @@ class CrowdFit:
         }
         return self
 
-    def _spread_fitted(self, X: np.ndarray, unlabelled: Any, config: Any) -> np.ndarray:
+    def _spread_fitted(self, X: np.ndarray, unlabelled: np.ndarray | None, config: Any) -> np.ndarray:
         """The fitted items' probabilities spread over the graph of ``X`` and ``unlabelled``
-        (:mod:`kdcrowd.spreading`); keeps ``spreading_``, what :meth:`predict_proba` spreads new items with."""
+        (checked items, as :meth:`_inputs` gives them; :mod:`kdcrowd.spreading`); keeps
+        ``spreading_``, what :meth:`predict_proba` spreads new items with."""
         from .spreading import fitted_twins, spread_probabilities
 
         feats, anchors = [X], [self.classifier_proba_]
         if unlabelled is not None:
-            U = self._inputs(unlabelled, self.item_shape_)
-            U = U[fitted_twins(X, U, self._device) < 0]  # a fitted item among them is that item, as predict_proba takes it (spread_new)
+            U = unlabelled[fitted_twins(X, unlabelled, self._device) < 0]  # a fitted item among them is that item, as predict_proba takes it (spread_new)
             feats.append(U)
             anchors.append(self._classifier(U))
         self.spreading_ = {"features": X, "config": config}  # the anchors are classifier_proba_

@@ -34,7 +34,7 @@ from collections.abc import Collection
 from typing import Any, Literal, Optional
 
 from .config import ConfigError, _name, literal_choices, option_defaults, option_style  # noqa: F401
-from .framework import KDCrowd
+from .framework import KDCrowd, moot_settings
 from .training import TrainConfig
 
 __all__ = ["DoorOption", "door_options", "spreading_options", "door_defaults", "settings_from_options", "apply_head_recipe", "HEAD_RECIPES", "FROZEN_FEATURE_HEAD", "FROZEN_FEATURE_KD", "field_docs", "TRAIN_NOT_OPTIONS", "KDCROWD_NOT_OPTIONS", "option_style"]
@@ -78,6 +78,7 @@ _HEAD_RECIPE_HELP = (
     + _recipe_text(FROZEN_FEATURE_HEAD)
     + ", and with method kdcrowd "
     + _recipe_text(FROZEN_FEATURE_KD)
+    + " (lambda2 where it takes effect: two stages and a distillation loss)"
     + ", chosen on LabelMe's validation images; also for features you computed yourself). An option given a value other than its default keeps it."
 )
 
@@ -88,7 +89,9 @@ def apply_head_recipe(values: dict[str, Any], frozen_features: bool, kd: dict[st
     the default) that is at its shared default replaced by the recipe's value, when
     ``head_recipe`` is ``frozen-features``, or ``auto`` and ``frozen_features`` (the door
     computed frozen pretrained image features itself). An option set to anything but its
-    default is kept; ``shared`` changes nothing. ``kd``: KD-Crowd's part of the recipe instead
+    default is kept; ``shared`` changes nothing; a KD-Crowd setting without effect with the
+    run's ``stages`` and ``kd`` (:func:`~kdcrowd.framework.moot_settings`: ``lambda2`` with one
+    stage or no distillation loss) stays at its default. ``kd``: KD-Crowd's part of the recipe instead
     of :data:`FROZEN_FEATURE_KD` (a resumed run's, as its run started with)."""
     recipe = values.get("head_recipe", "auto")
     if recipe not in HEAD_RECIPES:
@@ -103,7 +106,12 @@ def apply_head_recipe(values: dict[str, Any], frozen_features: bool, kd: dict[st
     unknown = sorted(set(kd) - set(shared))
     if unknown:
         raise ConfigError(f"the head recipe names settings this kdcrowd does not have: {', '.join(unknown)} (a run.json written by another version?)")
-    settings = {**FROZEN_FEATURE_HEAD, **(kd if values.get("method", "kdcrowd") == "kdcrowd" else {})}
+    if values.get("method", "kdcrowd") == "kdcrowd":  # but a setting the run's stages and loss leave without effect (lambda2 with one stage)
+        moot = moot_settings(values.get("stages", KDCrowd.stages), values.get("kd", KDCrowd.kd))
+        kd = {k: v for k, v in kd.items() if k not in moot}
+    else:
+        kd = {}
+    settings = {**FROZEN_FEATURE_HEAD, **kd}
     return {**values, **{k: v for k, v in settings.items() if values.get(k, shared[k]) == shared[k]}}
 
 

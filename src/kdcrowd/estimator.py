@@ -101,7 +101,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
             neighbours' weight against the item's own probabilities (0.8).
         head_recipe: ``auto`` (default), ``shared`` or ``frozen-features``: which values
             ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` (and ``lambda2`` and
-            ``student`` with method ``kdcrowd``) take when left at their defaults. ``auto`` applies the
+            ``student`` with method ``kdcrowd``; ``lambda2`` where it takes effect: two
+            stages and a distillation loss) take when left at their defaults. ``auto`` applies the
             frozen-features recipe (:data:`kdcrowd.doors.FROZEN_FEATURE_HEAD` and
             :data:`~kdcrowd.doors.FROZEN_FEATURE_KD`, chosen on LabelMe's validation
             images) when this fit computes frozen image features (``image_features``), and
@@ -188,9 +189,11 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
     * ``worker_quality_`` (M,), aligned with ``worker_ids_``: each worker's estimated
       accuracy ``Σ_k prior_k T_m[k, k]`` (:func:`kdcrowd.metrics.worker_accuracy_estimate`,
       the ``accuracy_estimate`` of ``kdcrowd fit``'s workers.csv), the prior being the mean
-      of ``label_proba_``; for methods without worker matrices ``T_m`` is the soft
-      confusion of the worker's labels against the final labels
-      (:func:`kdcrowd.report.practitioner.worker_matrices`).
+      of ``label_proba_``; for methods without worker matrices ``T_m`` is the confusion
+      of the worker's labels against the final labels ``labels_`` (the argmax of
+      ``label_proba_``: ``T_m[k, j]`` is the share of the worker's labels on the items
+      labelled ``k`` that are ``j``; a row of a class the worker never met is uniform:
+      :func:`kdcrowd.report.practitioner.worker_matrices`).
     * ``validation_`` (dict): ``source`` (``"given"``, ``"crowd (Dawid–Skene of held-out
       items)"``, ``"crowd (majority vote of held-out items)"`` or ``None``), ``n_items``,
       ``indices`` (rows of ``X`` held out), ``best_epoch`` (``None`` for ``final="ensemble"`` or

@@ -58,7 +58,7 @@ from .students import STUDENTS, Student, StudentObjective, build_student
 from .teacher_outputs import TeacherOutputs, teacher_predictions
 from .training import LOOP_TIMINGS, DeviceData, EpochLog, FitResult, TrainConfig, fit, predict_proba, seeded
 
-__all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "KD_LOSSES", "StageRecorder", "NO_CHECKPOINTS"]
+__all__ = ["KDCrowd", "KDStage2Objective", "build_kd_loss", "KD_LOSSES", "StageRecorder", "NO_CHECKPOINTS", "moot_settings"]
 
 KDLossName = Literal["mig-kl", "mig-pearson", "mig-js", "mig-tv", "mig-rkl", "mig-hellinger", "kl", "none"]
 
@@ -91,6 +91,29 @@ NO_CHECKPOINTS: StageRecorder = _NoCheckpoints()
 
 #: KD-Crowd's ensembles (outputs that train nothing) and the stages they average.
 ENSEMBLE_MEMBERS: dict[str, tuple[str, ...]] = {"ensemble": ("student", "stage2"), "ensemble-all": ("teacher", "student", "stage2")}
+
+
+def moot_settings(stages: Any, kd: Any) -> dict[str, tuple[str, str]]:
+    """KD-Crowd's settings that change nothing with ``stages`` and the distillation loss
+    ``kd``, each with the setting that makes it so and why (what would make it take effect),
+    named the door's way: stage 2's settings with one stage, the distillation weights without
+    a distillation loss, a loss's own setting with another loss. :meth:`KDCrowd.fit` warns of
+    those given other values than their defaults, the head recipe leaves them at their
+    defaults (:func:`kdcrowd.doors.apply_head_recipe`), and a checkpointed run compares them
+    at their defaults (a run started with one resumes without it, and the other way round)."""
+    out: dict[str, tuple[str, str]] = {}
+    if stages == 1:
+        for key in ("lambda2", "stage2", "stage2_init"):
+            out[key] = (_setting("stages", 1), f"it is a setting of stage 2 (the role switch), which runs with {_setting('stages', 2)}")
+    kd = str(kd)
+    if kd == "none":
+        for key, stage in (("lambda1", 1), ("lambda2", 2)):
+            out.setdefault(key, (_setting("kd", "none"), f"it weighs the distillation term of stage {stage}, which {_setting('kd', 'none')} leaves out (choose a distillation loss: mig-<f> or kl)"))
+    for key, loss, used in (("kd_temperature", "kl", kd == "kl"), ("kd_prior", "mig-<f>", kd.startswith("mig-")), ("tv_temperature", "mig-tv", kd == "mig-tv")):
+        if not used:
+            out[key] = (_setting("kd", kd), f"it is a setting of the distillation loss {loss}")
+    return out
+
 
 @dataclass
 class KDCrowd:
@@ -260,11 +283,12 @@ class KDCrowd:
         stage 2 cannot fine-tune the teacher (``stage2="finetune"`` is refused).
         """
         self._check()
-        # a distillation setting of another loss than ``kd`` changes nothing: said once a run (a warning, not an error,
-        # so that a run started with it before resumes)
-        for key, loss, used in (("kd_temperature", "kl", self.kd == "kl"), ("kd_prior", "mig-<f>", self.kd.startswith("mig-")), ("tv_temperature", "mig-tv", self.kd == "mig-tv")):
-            if not used and getattr(self, key) != getattr(KDCrowd, key):  # (a field's default is its class attribute)
-                warnings.warn(f"{_setting(key, getattr(self, key))} has no effect with {_setting('kd', self.kd)}: it is a setting of the distillation loss {loss}", SettingWarning, stacklevel=2)
+        # a setting that changes nothing with the others (a distillation setting of another loss than ``kd``, a stage-2
+        # setting with one stage, a distillation weight without a distillation loss): said once a run, before anything
+        # trains (a warning, not an error, so that a run started with it before resumes)
+        for key, (cause, why) in moot_settings(self.stages, self.kd).items():
+            if getattr(self, key) != getattr(KDCrowd, key):  # (a field's default is its class attribute)
+                warnings.warn(f"{_setting(key, getattr(self, key))} has no effect with {cause}: {why}", SettingWarning, stacklevel=2)
         if pretrained is not None and not isinstance(self.teacher, str) and self.stage2 == "reinit":
             raise ValueError("a pre-trained teacher module cannot be re-initialised for stage 2: give the teacher by name or use stage2='finetune'")
         if teacher_outputs is not None:

@@ -46,7 +46,7 @@ from torch import nn
 
 from .aggregation import aggregate_with_matrices
 from .checkpoint import NOT_FINGERPRINTED, StageCheckpoints, json_plain
-from .config import ConfigError, closest
+from .config import ConfigError, SettingWarning, _setting, closest
 from .evaluate import (
     MethodOutput,
     evaluate_output,
@@ -55,7 +55,7 @@ from .evaluate import (
     true_transitions,  # noqa: F401  (re-exported)
     truth_accuracy,
 )
-from .framework import ENSEMBLE_MEMBERS, KDCrowd
+from .framework import ENSEMBLE_MEMBERS, KDCrowd, moot_settings
 from .models import CROWD_MODELS as _CROWD_MODEL_REGISTRY
 from .models.backbones import build_backbone
 from .models.base import crowd_model_spec
@@ -147,6 +147,9 @@ def _stage_checkpoints(cfg: RunConfig, ds: Any, stages: Sequence[str], identity:
 def _with_resolved_options(settings: dict[str, Any]) -> dict[str, Any]:
     """Checkpoint settings with the run's method options resolved (defaults filled in): a
     resume that writes out a default, or leaves out one written before, is the same run.
+    KD-Crowd's settings without effect with its stages and loss
+    (:func:`~kdcrowd.framework.moot_settings`) are compared at their defaults: a run whose
+    head recipe set lambda2 with one stage resumes where the recipe no longer sets it.
     Options that no longer resolve are compared as written."""
     run = settings.get("run")
     if not isinstance(run, dict) or not isinstance(run.get("options"), dict) or not isinstance(run.get("method"), str):
@@ -161,7 +164,13 @@ def _with_resolved_options(settings: dict[str, Any]) -> dict[str, Any]:
     if isinstance(resolved, KDCrowd) and isinstance(resolved.teacher, str):  # a named teacher's options with their defaults too
         options["teacher_options"] = asdict(crowd_model_spec(resolved.teacher).options(dict(resolved.teacher_options or {})))
     # (student_params stay as given: a student may choose a missing one from the teacher, co-teaching's forget rate)
-    return {**settings, "run": {**run, "options": json_plain(options)}}
+    out = {**settings, "run": {**run, "options": json_plain(options)}}
+    if isinstance(resolved, KDCrowd):  # KD-Crowd's settings without effect (lambda2 with one stage) at their defaults, in the options and the framework
+        moot = {k: json_plain(getattr(KDCrowd, k)) for k in moot_settings(resolved.stages, resolved.kd)}
+        out["run"]["options"].update(moot)
+        if isinstance(settings.get("framework"), dict):
+            out["framework"] = {**settings["framework"], **{k: v for k, v in moot.items() if k in settings["framework"]}}
+    return out
 
 
 def _callbacks(ds: Any, data: DeviceData, cfg: RunConfig, stage: str, pseudo: np.ndarray | None = None) -> list[Any]:
@@ -434,6 +443,42 @@ def teacher_outputs_of(metrics: dict[str, Any], out: MethodOutput, cfg: RunConfi
     return TeacherOutputs(proba.cpu().numpy(), post.cpu().numpy(), transitions, val, teacher_fingerprint_of(ds, cfg), metrics)
 
 
+def _warn_moot_training_settings(ds: Any, data: DeviceData, cfg: RunConfig, options: Any, teacher_given: bool) -> None:
+    """One :class:`~kdcrowd.config.SettingWarning` for each training setting given another
+    value than its default that changes nothing in this run, named the door's way: test-time
+    augmentation of feature rows (frozen image features included), or ``tta`` flip without
+    flips; ``worker_lr_scale`` where no crowd model trains; ``gold_weight`` without gold
+    questions, or where no crowd model trains (the other methods take the gold labels as
+    their targets). A warning, not an error, so that a run started with one resumes; the
+    estimator cannot tell a value typed at its default from the default, so the default
+    says nothing."""
+    import warnings
+
+    t, default = cfg.train, TrainConfig
+    said = lambda message: warnings.warn(message, SettingWarning, stacklevel=3)  # noqa: E731
+    if t.tta != default.tta:
+        if not data.is_image:
+            said(f"{_setting('tta', t.tta)} has no effect on feature rows: its views are mirrored or shifted images (it applies to images trained on as pixels)")
+        elif t.tta == "flip" and not t.flip:
+            said(f"{_setting('tta', t.tta)} has no effect with {_setting('flip', False)}: its other view is the mirror image, which {_setting('flip', False)} "
+                 f"leaves out (use {_setting('tta', 'flip-translate')} for the shifted view, or {_setting('flip', True)})")
+    if cfg.method == "kdcrowd":  # its teacher trains here, or its stage 2 does
+        crowd, none = not teacher_given or options.stages == 2, f"this KD-Crowd run trains no crowd model (its teacher is given trained, and {_setting('stages', 1)} has no stage 2)"
+    else:
+        crowd, none = cfg.method in _CROWD_MODEL_REGISTRY, f"{_setting('method', cfg.method)} trains no crowd model (a crowd-model method such as maxmig does, or kdcrowd)"
+    with_method = f"with {_setting('method', cfg.method)}"
+    if t.worker_lr_scale != default.worker_lr_scale and not crowd:
+        said(f"{_setting('worker_lr_scale', t.worker_lr_scale)} has no effect {with_method}: it scales the learning rate of a crowd model's worker parameters, and {none}")
+    if t.gold_weight != default.gold_weight:
+        gold = getattr(ds, "gold", None)
+        weighs = "it weighs the classifier's cross-entropy on the gold questions' known labels"
+        if gold is None or not (np.asarray(gold) >= 0).any():
+            said(f"{_setting('gold_weight', t.gold_weight)} has no effect without gold questions: {weighs}, and these items have none (give gold questions)")
+        elif not crowd:
+            said(f"{_setting('gold_weight', t.gold_weight)} has no effect {with_method}: {weighs} in a crowd model's loss, and {none}; "
+                 "the method's training targets take the gold labels as they are")
+
+
 def run_on_dataset(
     ds: Any, cfg: RunConfig, pretrained_teacher: tuple[nn.Module, FitResult] | None = None, teacher_outputs: TeacherOutputs | None = None
 ) -> tuple[dict[str, Any], MethodOutput]:
@@ -449,7 +494,7 @@ def run_on_dataset(
     ``teacher`` stage of the metrics is then the teacher run's evaluation.
     """
     method = method_function(cfg.method)
-    method_options(cfg.method, cfg.options)  # refuse unknown options before any data is moved
+    resolved = method_options(cfg.method, cfg.options)  # refuse unknown options before any data is moved
     if cfg.train.seed != cfg.seed:
         cfg = replace(cfg, train=replace(cfg.train, seed=cfg.seed))
     if teacher_outputs is not None:
@@ -462,6 +507,7 @@ def run_on_dataset(
     t0 = time.perf_counter()
     data = DeviceData.from_dataset(ds, device)
     t_data = time.perf_counter() - t0
+    _warn_moot_training_settings(ds, data, cfg, resolved, teacher_given=pretrained_teacher is not None or teacher_outputs is not None)
     if pretrained_teacher is not None:
         if cfg.method != "kdcrowd":
             raise ValueError("pretrained_teacher is only used by the kdcrowd method")
