@@ -610,7 +610,8 @@ def test_a_wide_table_s_index_of_item_ids_names_its_rows_as_an_item_column_does(
     (``long.pivot(index="item", ...)``: the ids in the index, sorted as text) is put in X's
     order by that index, as by an ``item`` column (it was read row by row, its index
     ignored: the labels of it10 went to it2). A plain ``0..N-1`` index names no items; with
-    X's rows unnamed the index is dropped and the rows follow X's, as an item column's."""
+    X's rows unnamed an index of other ids than the row numbers is dropped and the rows
+    follow X's, with a warning, as an item column's."""
     x, _, sim = _blobs(n=60)
     ann = sim.annotations
     names = [f"it{i}" for i in range(60)]
@@ -634,11 +635,14 @@ def test_a_wide_table_s_index_of_item_ids_names_its_rows_as_an_item_column_does(
     np.testing.assert_array_equal(as_text.label_proba_, plain.label_proba_)
     # a plain 0..N-1 index names no items: the rows follow X's, named or not
     np.testing.assert_array_equal(_fast(validation_fraction=0, epochs=1).fit(xd, wide).label_proba_, plain.label_proba_)
-    # X's rows unnamed: the index is no worker and the rows stay a row per row of X, as with an item column
+    # X's rows unnamed: the index is no worker and, naming no row number of X, the rows stay a row per row of X, as with an item column
     by_row = pivot.loc[names]  # in X's order
-    unnamed = _fast(validation_fraction=0, epochs=1).fit(x, by_row.set_axis(names[::-1]))
+    with pytest.warns(UserWarning, match="do not name X's rows"):
+        unnamed = _fast(validation_fraction=0, epochs=1).fit(x, by_row.set_axis(names[::-1]))
     np.testing.assert_array_equal(unnamed.label_proba_, plain.label_proba_)
-    np.testing.assert_array_equal(unnamed.label_proba_, _fast(validation_fraction=0, epochs=1).fit(x, by_row.rename_axis("item").reset_index().assign(item=names[::-1])).label_proba_)
+    with pytest.warns(UserWarning, match="do not name X's rows"):
+        by_column = _fast(validation_fraction=0, epochs=1).fit(x, by_row.rename_axis("item").reset_index().assign(item=names[::-1]))
+    np.testing.assert_array_equal(unnamed.label_proba_, by_column.label_proba_)
 
 
 @pytest.mark.parametrize("layout", ["photo", "to_csv", "to_csv beside item", "image_id"])
@@ -670,9 +674,50 @@ def test_a_wide_table_s_item_ids_are_found_as_kdcrowd_fit_finds_a_wide_file_s(tm
         clf = _fast(validation_fraction=0, epochs=1).fit(x, read_back)
     assert clf.worker_ids_.tolist() == workers and clf.classes_.tolist() == [0, 1, 2]
     said = [str(w.message) for w in warned if issubclass(w.category, InputWarning)]  # which column holds the ids, as kdcrowd fit says
+    unnamed = [w for w in said if "do not name X's rows" in w]  # ids other than X's row numbers 0..59: the rows taken in order, said once
+    said = [w for w in said if w not in unnamed]
     assert len(said) == 1 and said[0].startswith("the wide table of crowd labels: ") and "--item-column" not in said[0], said
+    assert len(unnamed) == (layout != "to_csv"), unnamed
     np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_)
     # X named by the file's item ids, the table's rows in another order: lined up by that column
     shuffled = read_back.iloc[np.random.default_rng(0).permutation(60)]
     named = _fast(validation_fraction=0, epochs=1).fit(pd.DataFrame(x, index=names), shuffled)
     np.testing.assert_array_equal(named.label_proba_, plain.label_proba_)
+
+
+def test_with_x_unnamed_a_wide_table_s_ids_are_matched_to_the_row_numbers_as_a_long_table_s() -> None:
+    """X's rows unnamed (an array, a plain 0..N-1 index): a wide table whose ids (an item
+    column, or an index other than the plain range) are the row numbers 0..N-1 in another
+    order is put in X's order by them, as a long table's item column is matched to the row
+    numbers (its rows were taken in order: the labels of row 17 went to the item on the
+    table's row 17, and `kdcrowd fit` matched the same file by id). Ids that are not the row
+    numbers keep the rows in X's order, with one InputWarning saying how to align them."""
+    import warnings
+
+    from kdcrowd.data.readers import InputWarning
+
+    x, _, sim = _blobs(n=60)
+    workers = [f"w{m}" for m in range(sim.annotations.to_wide().shape[1])]
+    wide = pd.DataFrame(sim.annotations.to_wide(), columns=workers)
+    plain = _fast(validation_fraction=0, epochs=1).fit(x, wide)
+    order = np.random.default_rng(1).permutation(60)
+    shuffled = wide.iloc[order]  # its index: the row numbers, out of order
+    tables = {"index": shuffled, "item column": shuffled.rename_axis("item").reset_index(),
+              "ids as text": shuffled.set_axis([str(i) for i in order]), "to_csv's index": shuffled.reset_index().rename(columns={"index": "Unnamed: 0"})}
+    for what, table in tables.items():
+        for X in (x, pd.DataFrame(x)):
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always")
+                clf = _fast(validation_fraction=0, epochs=1).fit(X, table)
+            np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_, err_msg=what)
+            assert clf.worker_ids_.tolist() == workers, what
+            assert not [w for w in warned if "do not name X's rows" in str(w.message)], what
+    # ids that are not X's row numbers: the rows stay X's, with one warning naming item_ids= and an indexed X
+    names = [f"img{i}" for i in range(60)]
+    for table in (wide.set_axis(names), wide.assign(item=names), wide.set_axis([str(i + 1) for i in range(60)])):
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            clf = _fast(validation_fraction=0, epochs=1).fit(x, table)
+        np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_)
+        said = [str(w.message) for w in warned if issubclass(w.category, InputWarning)]
+        assert len(said) == 1 and "do not name X's rows" in said[0] and "item_ids=" in said[0] and "indexed by" in said[0], said

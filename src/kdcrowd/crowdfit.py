@@ -68,10 +68,13 @@ def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
     like ids; a header-less first column beside the ids is dropped too); without such a
     column, an index that names items (not the plain ``0..N-1`` of :func:`_row_numbers`:
     ``long.pivot(index="item", ...)``'s ids) holds the ids, as that column would
-    (``reset_index()`` makes it one). With ``named`` items (``item_ids``, or X's index) its
-    rows are put in X's order by those ids, compared as text (``17`` is ``"17"``, as a long
-    table's); else they stay a row per row of X, as a wide table's rows are."""
-    from .data.readers import _drop_row_numbers, _wide_id_column
+    (``reset_index()`` makes it one). Its rows are put in X's order by those ids, compared as
+    text (``17`` is ``"17"``, as a long table's), with ``named`` items (``item_ids``, or X's
+    index) matched to those names, else to X's row numbers ``0..N-1``, as a long table's item
+    column is; ids that are not the row numbers of an X without names keep the rows in X's
+    order, a row per row of X, with an :class:`~kdcrowd.data.readers.InputWarning` saying how
+    to line them up (``item_ids``, or X indexed by the ids)."""
+    from .data.readers import InputWarning, _drop_row_numbers, _wide_id_column
 
     name = _wide_id_column(wide)
     if name is not None:
@@ -81,10 +84,16 @@ def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
         ids, where = wide.index.to_series(), "index"
     else:
         return wide
-    if not named:
-        return wide
     col = ids.astype(str)
+    if not named:  # X's rows are its items 0..N-1, as a long table's item column names them
+        items = range(len(items))
     pos = pd.Index(col).get_indexer(pd.Index([str(v) for v in items])) if col.is_unique else None
+    if not named and (pos is None or (pos < 0).any()):
+        shown = ", ".join(repr(v) for v in col.iloc[:3])
+        warnings.warn(f"the wide table's {where} holds ids ({shown}, ...) that do not name X's rows, which have no names of their own (their numbers 0..{len(items) - 1} "
+                      "would be matched): its rows are taken as X's rows, in order. To match them by id, give the ids of X's rows as fit(..., item_ids=[...]), "
+                      "or X as a DataFrame indexed by those ids", InputWarning, stacklevel=4)
+        return wide
     if pos is None or (pos < 0).any():
         why = "repeats an id" if pos is None else f"has no row for {int((pos < 0).sum())} of X's items (such as {list(items)[int(np.argmax(pos < 0))]!r})"
         raise ValueError(f"the wide table's {where} {why}: give one row per item of X, named as X's items are (item_ids or X's index)")
