@@ -721,3 +721,41 @@ def test_with_x_unnamed_a_wide_table_s_ids_are_matched_to_the_row_numbers_as_a_l
         np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_)
         said = [str(w.message) for w in warned if issubclass(w.category, InputWarning)]
         assert len(said) == 1 and "do not name X's rows" in said[0] and "item_ids=" in said[0] and "indexed by" in said[0], said
+
+
+def test_an_annotations_object_is_matched_to_x_s_item_ids_and_declared_classes_as_a_long_table() -> None:
+    """An Annotations given as y follows X's named items (``item_ids``, or X's index) and
+    ``classes=`` as the same labels in a long table do: it was used as it was, its items by
+    position (from_long sorts the ids: the labels of img000 went to X's first row, img105)
+    and the declared classes ignored (an unseen class missing from ``classes_``, another order
+    kept)."""
+    x, y, _ = _blobs(n=80)
+    names = np.array(["bird", "cat", "dog"])
+    ids = [f"img{i:03d}" for i in np.random.default_rng(0).permutation(80)]
+    X = pd.DataFrame(x, index=ids)
+    long = pd.DataFrame({"item": np.repeat(ids, 2), "worker": np.tile(["a", "b"], 80), "label": np.repeat(names[y], 2)})
+    ann = Annotations.from_long(long)
+    assert ann.item_ids[:2].tolist() == ["img000", "img001"]  # sorted, not in X's order
+    ref = _fast(validation_fraction=0).fit(X, long)
+    for clf in (_fast(validation_fraction=0).fit(X, ann), _fast(validation_fraction=0).fit(x, ann, item_ids=ids)):
+        np.testing.assert_array_equal(clf.label_proba_, ref.label_proba_)
+        assert clf.worker_ids_.tolist() == ["a", "b"] and clf.classes_.tolist() == names.tolist()
+    # some of X's items labelled, in any order, as a long table may; an item that is no row of X: the long table's error
+    part = Annotations.from_long(long.iloc[:100])
+    np.testing.assert_array_equal(_fast(validation_fraction=0).fit(X, part).label_proba_, _fast(validation_fraction=0).fit(X, long.iloc[:100]).label_proba_)
+    stray = Annotations.from_long(long.assign(item=long["item"].replace({ids[5]: "other"})))
+    for y_ in (stray, stray.to_long()):
+        with pytest.raises(ValueError, match=r"annotations for items that have no features"):
+            _fast(validation_fraction=0).fit(X, y_)
+    # declared classes: reordered, an unseen one added, a label outside them refused, as for a long table
+    for classes in (["dog", "cat", "bird"], ["bird", "cat", "dog", "fish"]):
+        by_table = _fast(validation_fraction=0, classes=classes).fit(X, long)
+        for clf in (_fast(validation_fraction=0, classes=classes).fit(X, ann), _fast(validation_fraction=0, classes=classes).fit(x, ann.subset_items(pd.Index(ann.item_ids).get_indexer(ids)))):
+            assert clf.classes_.tolist() == classes and by_table.classes_.tolist() == classes
+            np.testing.assert_array_equal(clf.label_proba_, by_table.label_proba_)
+    for y_ in (ann, long):
+        with pytest.raises(ValueError, match=r"labels outside the declared classes \['cat', 'dog'\] in 48 rows"):
+            _fast(classes=["cat", "dog"]).fit(X, y_)
+    # X unnamed: the Annotations' items are X's rows, in its order, as before
+    in_order = ann.subset_items(pd.Index(ann.item_ids).get_indexer(ids))
+    np.testing.assert_array_equal(_fast(validation_fraction=0).fit(x, in_order).label_proba_, ref.label_proba_)

@@ -278,9 +278,16 @@ class CrowdFit:
         if len(items) != n:
             raise ValueError(f"item_ids has {len(items)} entries but X has {n} rows; give one id per row of X")
         if isinstance(annotations, Annotations):
-            if annotations.n_items != n:
-                raise ValueError(f"the annotations cover {annotations.n_items} items but X has {n} rows; their item index must be the row of X")
-            return annotations
+            if item_ids is None and annotations.n_items != n:
+                raise ValueError(f"the annotations cover {annotations.n_items} items but X has {n} rows; their item index must be the row of X "
+                                 "(or name X's rows, with item_ids or X's index, to match the annotations' item ids)")
+            if item_ids is None and self.classes is None:
+                return annotations
+            # X's named items and the declared classes are matched as a long table's: its labels by item id and class value
+            # (every worker kept, in its order; the duplicates it holds too, as its reader kept them)
+            classes = annotations.classes if self.classes is None else self.classes
+            return Annotations.from_long(annotations.to_long(), classes=classes, items=annotations.item_ids if item_ids is None else items,
+                                         duplicates="keep", workers=annotations.worker_ids)
         if isinstance(annotations, pd.DataFrame):
             if not _is_long_table(annotations) and len(annotations) == n:
                 # a wide table, a column per worker (its names the worker ids), a row per row of X

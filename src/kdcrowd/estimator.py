@@ -7,7 +7,9 @@ trains through) with scikit-learn's base classes and input validation.
     >>> clf = KDCrowdClassifier().fit(X, annotations)   # X: (N, D) features or (N, H, W, C) uint8 images
     >>> clf.predict(X_new); clf.labels_; clf.transition_matrices_; clf.worker_quality_
 
-``annotations`` may be an :class:`~kdcrowd.data.Annotations`, a long table (columns
+``annotations`` may be an :class:`~kdcrowd.data.Annotations` (its item index the row of
+``X``, unless ``X``'s rows are named, by ``item_ids`` or ``X``'s index: then its items are
+matched to them by id; items and ``classes`` are applied as to a long table), a long table (columns
 ``item, worker, label`` or crowd-kit's ``task, worker, label``; ``item`` is the row of ``X``
 unless ``item_ids`` is given), a wide N×M matrix of class indices with -1/NaN for missing
 labels (a DataFrame's column of item ids, found as ``kdcrowd fit`` finds a wide file's,
