@@ -592,7 +592,7 @@ def test_a_wide_table_s_item_column_names_the_rows_not_a_worker() -> None:
     shuffled = with_ids.assign(item=names).iloc[np.random.default_rng(0).permutation(60)].rename(columns={"item": "task"})
     named = _fast(validation_fraction=0).fit(xd, shuffled)
     np.testing.assert_array_equal(named.label_proba_, plain.label_proba_)
-    with pytest.raises(ValueError, match="'task' column has no row for 1 of X's items"):
+    with pytest.raises(ValueError, match=r"'task' column names 1 item that is not among X's \('other'\)"):
         _fast(validation_fraction=0).fit(xd, shuffled.assign(task=names[:-1] + ["other"]))
     # ids compared as text, as a long table's: X named "0".."59", the column read as ints
     as_text = _fast(validation_fraction=0).fit(pd.DataFrame(x, index=[str(i) for i in range(60)]), with_ids.iloc[::-1])
@@ -624,8 +624,8 @@ def test_a_wide_table_s_index_of_item_ids_names_its_rows_as_an_item_column_does(
         clf = _fast(validation_fraction=0, epochs=1).fit(xd, table)
         np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_)
         assert clf.worker_ids_.tolist() == pivot.columns.tolist()
-    # the errors of an item column: an item of X without a row, an id twice
-    with pytest.raises(ValueError, match=r"wide table's index has no row for 1 of X's items \(such as 'it59'\)"):
+    # the errors of an item column: an id that names no item of X, an id twice
+    with pytest.raises(ValueError, match=r"wide table's index names 1 item that is not among X's \('other'\)"):
         _fast(validation_fraction=0, epochs=1).fit(xd, pivot.rename(index={"it59": "other"}))
     with pytest.raises(ValueError, match="wide table's index repeats an id"):
         _fast(validation_fraction=0, epochs=1).fit(xd, pivot.rename(index={"it59": "it58"}))
@@ -759,3 +759,37 @@ def test_an_annotations_object_is_matched_to_x_s_item_ids_and_declared_classes_a
     # X unnamed: the Annotations' items are X's rows, in its order, as before
     in_order = ann.subset_items(pd.Index(ann.item_ids).get_indexer(ids))
     np.testing.assert_array_equal(_fast(validation_fraction=0).fit(x, in_order).label_proba_, ref.label_proba_)
+
+
+def test_a_wide_table_with_item_ids_may_label_some_of_x_s_items_as_a_long_table_may() -> None:
+    """A wide DataFrame is a crowd whatever its number of rows: with ids (an item column, or an
+    index other than the plain range) it may hold some of X's items, in any order, the others
+    unlabelled, as a long table may (one of fewer rows than X was sent to the long-table reader,
+    which missed its worker and label columns); without ids it needs a row per row of X."""
+    x, _, sim = _blobs(n=60)
+    workers = [f"w{m}" for m in range(sim.annotations.to_wide().shape[1])]
+    wide = pd.DataFrame(sim.annotations.to_wide(), columns=workers)
+    some = np.random.default_rng(2).permutation(60)[:40]  # the labelled rows, in no order
+    masked = wide.copy()
+    masked.loc[~masked.index.isin(some)] = -1  # the same crowd, a row per row of X
+    ref = _fast(validation_fraction=0, epochs=1).fit(x, masked)
+    names = [f"it{i}" for i in range(60)]
+    xd = pd.DataFrame(x, index=names)
+    for X, ids in ((x, some), (pd.DataFrame(x), some.astype(str)), (xd, np.asarray(names)[some])):
+        part = wide.iloc[some].set_axis(ids)
+        for table in (part, part.rename_axis("item").reset_index()):
+            clf = _fast(validation_fraction=0, epochs=1).fit(X, table)
+            np.testing.assert_array_equal(clf.label_proba_, ref.label_proba_)
+            assert clf.worker_ids_.tolist() == workers
+    # an id that names no item of X; ids that are not X's row numbers, X's rows unnamed; no ids at all
+    with pytest.raises(ValueError, match=r"the wide table's 'item' column names 1 item that is not among X's \('other'\)"):
+        _fast(validation_fraction=0, epochs=1).fit(xd, wide.iloc[some].assign(item=np.asarray(names)[some]).replace({"item": {names[some[0]]: "other"}}))
+    with pytest.raises(ValueError, match=r"the wide table's index names 40 items that are not among X's \('it\d+', .*item_ids="):
+        _fast(validation_fraction=0, epochs=1).fit(x, wide.iloc[some].set_axis(np.asarray(names)[some]))
+    with pytest.raises(ValueError, match=r"the wide table of crowd labels has 40 rows and no item ids.*needs one row per row of X \(60\)"):
+        _fast(validation_fraction=0, epochs=1).fit(x, wide.iloc[some].reset_index(drop=True))
+    # a long table with misnamed columns is still refused as one, whatever its rows
+    long = sim.annotations.to_long()
+    for table in (long.rename(columns={"label": "answer"}), long.iloc[:60].rename(columns={"label": "answer"})):
+        with pytest.raises(ValueError, match=r"missing column\(s\) \['label'\]"):
+            _fast(validation_fraction=0, epochs=1).fit(x, table)

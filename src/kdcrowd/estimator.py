@@ -16,9 +16,10 @@ labels (a DataFrame's column of item ids, found as ``kdcrowd fit`` finds a wide 
 is no worker: :func:`kdcrowd.data.readers._wide_id_column`; without one, an index that is
 not the plain ``0..N-1``, as ``long.pivot(index="item", ...)`` makes, holds the ids; the
 table's rows are put in ``X``'s order by these ids, matched to ``X``'s item ids where its
-rows are named, else to its row numbers, as a long table's ``item`` column is; ids that are
-not the row numbers of an ``X`` without names leave the rows in ``X``'s order, with an
-``InputWarning``), or a 1-D array of N labels
+rows are named, else to its row numbers, as a long table's ``item`` column is, and like a
+long table it may hold some of ``X``'s items only; ids that are not the row numbers of an
+``X`` without names leave the rows in ``X``'s order, with an ``InputWarning``; without ids
+it has a row per row of ``X``), or a 1-D array of N labels
 (a crowd of one annotator, which is what makes ``KDCrowdClassifier`` a drop-in
 scikit-learn classifier: ``fit(X, y)``). In a 1-D ``y`` every value is a class, -1 included
 (binary ``{-1, 1}`` targets are common); only the wide matrix reads -1 as a missing label.
