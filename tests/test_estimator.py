@@ -55,6 +55,39 @@ def test_a_loaded_predictor_checks_its_input_as_the_estimator_does(tmp_path) -> 
     assert pred(x[:0]).shape == (0, 3)
 
 
+
+def test_a_loaded_predictor_reads_a_table_s_item_column_as_kdcrowd_predict_does(tmp_path) -> None:
+    """load_predictor of ``pd.read_csv(FILE)`` whose ``item`` column holds the ids, the file
+    ``kdcrowd predict --features FILE`` reads: the ids are no feature, as there (it failed,
+    "X must hold numbers; got an array of dtype object"); the index column that ``to_csv()``
+    writes is skipped with the same warning, repeated ids refused with the same error."""
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+    from kdcrowd.data.readers import InputWarning
+    from kdcrowd.persist import load_predictor, save_model
+
+    x, _, sim = _blobs(n=60)
+    cols = list("abcde")
+    save_model(tmp_path / "m.pt", _fast(epochs=2).fit(pd.DataFrame(x, columns=cols), sim.annotations))
+    pred = load_predictor(tmp_path / "m.pt")
+    new = pd.DataFrame(x[:8], columns=cols)[cols[::-1]]
+    new.insert(2, "item", [f"new{i}" for i in range(8)])  # ids among the features, the features in another order
+    new.to_csv(tmp_path / "new.csv", index=False)
+    r = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "m.pt"), "--features", str(tmp_path / "new.csv"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    by_cli = pd.read_csv(tmp_path / "p.csv")
+    assert by_cli["item"].tolist() == new["item"].tolist()
+    expected = pred(x[:8])
+    np.testing.assert_allclose(by_cli[[c for c in by_cli.columns if c.startswith("p_")]].to_numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(pred(pd.read_csv(tmp_path / "new.csv")), expected, atol=1e-6)
+    new.to_csv(tmp_path / "indexed.csv")
+    with pytest.warns(InputWarning, match="skipped its first column, which has no header"):
+        np.testing.assert_allclose(pred(pd.read_csv(tmp_path / "indexed.csv")), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"item ids must be unique, but 'new0' appear more than once"):
+        pred(new.assign(item=["new0"] * 8))
+
+
 def _blobs(n: int = 200, k: int = 3, d: int = 5, seed: int = 0, case: str = "symmetric", **params):
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, (k, d))
