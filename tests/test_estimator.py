@@ -55,6 +55,39 @@ def test_a_loaded_predictor_checks_its_input_as_the_estimator_does(tmp_path) -> 
     assert pred(x[:0]).shape == (0, 3)
 
 
+
+def test_a_loaded_predictor_reads_a_table_s_item_column_as_kdcrowd_predict_does(tmp_path) -> None:
+    """load_predictor of ``pd.read_csv(FILE)`` whose ``item`` column holds the ids, the file
+    ``kdcrowd predict --features FILE`` reads: the ids are no feature, as there (it failed,
+    "X must hold numbers; got an array of dtype object"); the index column that ``to_csv()``
+    writes is skipped with the same warning, repeated ids refused with the same error."""
+    from typer.testing import CliRunner
+
+    from kdcrowd.cli import app
+    from kdcrowd.data.readers import InputWarning
+    from kdcrowd.persist import load_predictor, save_model
+
+    x, _, sim = _blobs(n=60)
+    cols = list("abcde")
+    save_model(tmp_path / "m.pt", _fast(epochs=2).fit(pd.DataFrame(x, columns=cols), sim.annotations))
+    pred = load_predictor(tmp_path / "m.pt")
+    new = pd.DataFrame(x[:8], columns=cols)[cols[::-1]]
+    new.insert(2, "item", [f"new{i}" for i in range(8)])  # ids among the features, the features in another order
+    new.to_csv(tmp_path / "new.csv", index=False)
+    r = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "m.pt"), "--features", str(tmp_path / "new.csv"), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    by_cli = pd.read_csv(tmp_path / "p.csv")
+    assert by_cli["item"].tolist() == new["item"].tolist()
+    expected = pred(x[:8])
+    np.testing.assert_allclose(by_cli[[c for c in by_cli.columns if c.startswith("p_")]].to_numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(pred(pd.read_csv(tmp_path / "new.csv")), expected, atol=1e-6)
+    new.to_csv(tmp_path / "indexed.csv")
+    with pytest.warns(InputWarning, match="skipped its first column, which has no header"):
+        np.testing.assert_allclose(pred(pd.read_csv(tmp_path / "indexed.csv")), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"item ids must be unique, but 'new0' appear more than once"):
+        pred(new.assign(item=["new0"] * 8))
+
+
 def _blobs(n: int = 200, k: int = 3, d: int = 5, seed: int = 0, case: str = "symmetric", **params):
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 3, (k, d))
@@ -629,7 +662,7 @@ def test_a_wide_table_s_item_column_names_the_rows_not_a_worker() -> None:
     shuffled = with_ids.assign(item=names).iloc[np.random.default_rng(0).permutation(60)].rename(columns={"item": "task"})
     named = _fast(validation_fraction=0).fit(xd, shuffled)
     np.testing.assert_array_equal(named.label_proba_, plain.label_proba_)
-    with pytest.raises(ValueError, match="'task' column has no row for 1 of X's items"):
+    with pytest.raises(ValueError, match=r"'task' column names 1 item that is not among X's \('other'\)"):
         _fast(validation_fraction=0).fit(xd, shuffled.assign(task=names[:-1] + ["other"]))
     # ids compared as text, as a long table's: X named "0".."59", the column read as ints
     as_text = _fast(validation_fraction=0).fit(pd.DataFrame(x, index=[str(i) for i in range(60)]), with_ids.iloc[::-1])
@@ -647,7 +680,8 @@ def test_a_wide_table_s_index_of_item_ids_names_its_rows_as_an_item_column_does(
     (``long.pivot(index="item", ...)``: the ids in the index, sorted as text) is put in X's
     order by that index, as by an ``item`` column (it was read row by row, its index
     ignored: the labels of it10 went to it2). A plain ``0..N-1`` index names no items; with
-    X's rows unnamed the index is dropped and the rows follow X's, as an item column's."""
+    X's rows unnamed an index of other ids than the row numbers is dropped and the rows
+    follow X's, with a warning, as an item column's."""
     x, _, sim = _blobs(n=60)
     ann = sim.annotations
     names = [f"it{i}" for i in range(60)]
@@ -660,8 +694,8 @@ def test_a_wide_table_s_index_of_item_ids_names_its_rows_as_an_item_column_does(
         clf = _fast(validation_fraction=0, epochs=1).fit(xd, table)
         np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_)
         assert clf.worker_ids_.tolist() == pivot.columns.tolist()
-    # the errors of an item column: an item of X without a row, an id twice
-    with pytest.raises(ValueError, match=r"wide table's index has no row for 1 of X's items \(such as 'it59'\)"):
+    # the errors of an item column: an id that names no item of X, an id twice
+    with pytest.raises(ValueError, match=r"wide table's index names 1 item that is not among X's \('other'\)"):
         _fast(validation_fraction=0, epochs=1).fit(xd, pivot.rename(index={"it59": "other"}))
     with pytest.raises(ValueError, match="wide table's index repeats an id"):
         _fast(validation_fraction=0, epochs=1).fit(xd, pivot.rename(index={"it59": "it58"}))
@@ -671,11 +705,14 @@ def test_a_wide_table_s_index_of_item_ids_names_its_rows_as_an_item_column_does(
     np.testing.assert_array_equal(as_text.label_proba_, plain.label_proba_)
     # a plain 0..N-1 index names no items: the rows follow X's, named or not
     np.testing.assert_array_equal(_fast(validation_fraction=0, epochs=1).fit(xd, wide).label_proba_, plain.label_proba_)
-    # X's rows unnamed: the index is no worker and the rows stay a row per row of X, as with an item column
+    # X's rows unnamed: the index is no worker and, naming no row number of X, the rows stay a row per row of X, as with an item column
     by_row = pivot.loc[names]  # in X's order
-    unnamed = _fast(validation_fraction=0, epochs=1).fit(x, by_row.set_axis(names[::-1]))
+    with pytest.warns(UserWarning, match="do not name X's rows"):
+        unnamed = _fast(validation_fraction=0, epochs=1).fit(x, by_row.set_axis(names[::-1]))
     np.testing.assert_array_equal(unnamed.label_proba_, plain.label_proba_)
-    np.testing.assert_array_equal(unnamed.label_proba_, _fast(validation_fraction=0, epochs=1).fit(x, by_row.rename_axis("item").reset_index().assign(item=names[::-1])).label_proba_)
+    with pytest.warns(UserWarning, match="do not name X's rows"):
+        by_column = _fast(validation_fraction=0, epochs=1).fit(x, by_row.rename_axis("item").reset_index().assign(item=names[::-1]))
+    np.testing.assert_array_equal(unnamed.label_proba_, by_column.label_proba_)
 
 
 @pytest.mark.parametrize("layout", ["photo", "to_csv", "to_csv beside item", "image_id"])
@@ -707,9 +744,122 @@ def test_a_wide_table_s_item_ids_are_found_as_kdcrowd_fit_finds_a_wide_file_s(tm
         clf = _fast(validation_fraction=0, epochs=1).fit(x, read_back)
     assert clf.worker_ids_.tolist() == workers and clf.classes_.tolist() == [0, 1, 2]
     said = [str(w.message) for w in warned if issubclass(w.category, InputWarning)]  # which column holds the ids, as kdcrowd fit says
+    unnamed = [w for w in said if "do not name X's rows" in w]  # ids other than X's row numbers 0..59: the rows taken in order, said once
+    said = [w for w in said if w not in unnamed]
     assert len(said) == 1 and said[0].startswith("the wide table of crowd labels: ") and "--item-column" not in said[0], said
+    assert len(unnamed) == (layout != "to_csv"), unnamed
     np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_)
     # X named by the file's item ids, the table's rows in another order: lined up by that column
     shuffled = read_back.iloc[np.random.default_rng(0).permutation(60)]
     named = _fast(validation_fraction=0, epochs=1).fit(pd.DataFrame(x, index=names), shuffled)
     np.testing.assert_array_equal(named.label_proba_, plain.label_proba_)
+
+
+def test_with_x_unnamed_a_wide_table_s_ids_are_matched_to_the_row_numbers_as_a_long_table_s() -> None:
+    """X's rows unnamed (an array, a plain 0..N-1 index): a wide table whose ids (an item
+    column, or an index other than the plain range) are the row numbers 0..N-1 in another
+    order is put in X's order by them, as a long table's item column is matched to the row
+    numbers (its rows were taken in order: the labels of row 17 went to the item on the
+    table's row 17, and `kdcrowd fit` matched the same file by id). Ids that are not the row
+    numbers keep the rows in X's order, with one InputWarning saying how to align them."""
+    import warnings
+
+    from kdcrowd.data.readers import InputWarning
+
+    x, _, sim = _blobs(n=60)
+    workers = [f"w{m}" for m in range(sim.annotations.to_wide().shape[1])]
+    wide = pd.DataFrame(sim.annotations.to_wide(), columns=workers)
+    plain = _fast(validation_fraction=0, epochs=1).fit(x, wide)
+    order = np.random.default_rng(1).permutation(60)
+    shuffled = wide.iloc[order]  # its index: the row numbers, out of order
+    tables = {"index": shuffled, "item column": shuffled.rename_axis("item").reset_index(),
+              "ids as text": shuffled.set_axis([str(i) for i in order]), "to_csv's index": shuffled.reset_index().rename(columns={"index": "Unnamed: 0"})}
+    for what, table in tables.items():
+        for X in (x, pd.DataFrame(x)):
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always")
+                clf = _fast(validation_fraction=0, epochs=1).fit(X, table)
+            np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_, err_msg=what)
+            assert clf.worker_ids_.tolist() == workers, what
+            assert not [w for w in warned if "do not name X's rows" in str(w.message)], what
+    # ids that are not X's row numbers: the rows stay X's, with one warning naming item_ids= and an indexed X
+    names = [f"img{i}" for i in range(60)]
+    for table in (wide.set_axis(names), wide.assign(item=names), wide.set_axis([str(i + 1) for i in range(60)])):
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            clf = _fast(validation_fraction=0, epochs=1).fit(x, table)
+        np.testing.assert_array_equal(clf.label_proba_, plain.label_proba_)
+        said = [str(w.message) for w in warned if issubclass(w.category, InputWarning)]
+        assert len(said) == 1 and "do not name X's rows" in said[0] and "item_ids=" in said[0] and "indexed by" in said[0], said
+
+
+def test_an_annotations_object_is_matched_to_x_s_item_ids_and_declared_classes_as_a_long_table() -> None:
+    """An Annotations given as y follows X's named items (``item_ids``, or X's index) and
+    ``classes=`` as the same labels in a long table do: it was used as it was, its items by
+    position (from_long sorts the ids: the labels of img000 went to X's first row, img105)
+    and the declared classes ignored (an unseen class missing from ``classes_``, another order
+    kept)."""
+    x, y, _ = _blobs(n=80)
+    names = np.array(["bird", "cat", "dog"])
+    ids = [f"img{i:03d}" for i in np.random.default_rng(0).permutation(80)]
+    X = pd.DataFrame(x, index=ids)
+    long = pd.DataFrame({"item": np.repeat(ids, 2), "worker": np.tile(["a", "b"], 80), "label": np.repeat(names[y], 2)})
+    ann = Annotations.from_long(long)
+    assert ann.item_ids[:2].tolist() == ["img000", "img001"]  # sorted, not in X's order
+    ref = _fast(validation_fraction=0).fit(X, long)
+    for clf in (_fast(validation_fraction=0).fit(X, ann), _fast(validation_fraction=0).fit(x, ann, item_ids=ids)):
+        np.testing.assert_array_equal(clf.label_proba_, ref.label_proba_)
+        assert clf.worker_ids_.tolist() == ["a", "b"] and clf.classes_.tolist() == names.tolist()
+    # some of X's items labelled, in any order, as a long table may; an item that is no row of X: the long table's error
+    part = Annotations.from_long(long.iloc[:100])
+    np.testing.assert_array_equal(_fast(validation_fraction=0).fit(X, part).label_proba_, _fast(validation_fraction=0).fit(X, long.iloc[:100]).label_proba_)
+    stray = Annotations.from_long(long.assign(item=long["item"].replace({ids[5]: "other"})))
+    for y_ in (stray, stray.to_long()):
+        with pytest.raises(ValueError, match=r"annotations for items that have no features"):
+            _fast(validation_fraction=0).fit(X, y_)
+    # declared classes: reordered, an unseen one added, a label outside them refused, as for a long table
+    for classes in (["dog", "cat", "bird"], ["bird", "cat", "dog", "fish"]):
+        by_table = _fast(validation_fraction=0, classes=classes).fit(X, long)
+        for clf in (_fast(validation_fraction=0, classes=classes).fit(X, ann), _fast(validation_fraction=0, classes=classes).fit(x, ann.subset_items(pd.Index(ann.item_ids).get_indexer(ids)))):
+            assert clf.classes_.tolist() == classes and by_table.classes_.tolist() == classes
+            np.testing.assert_array_equal(clf.label_proba_, by_table.label_proba_)
+    for y_ in (ann, long):
+        with pytest.raises(ValueError, match=r"labels outside the declared classes \['cat', 'dog'\] in 48 rows"):
+            _fast(classes=["cat", "dog"]).fit(X, y_)
+    # X unnamed: the Annotations' items are X's rows, in its order, as before
+    in_order = ann.subset_items(pd.Index(ann.item_ids).get_indexer(ids))
+    np.testing.assert_array_equal(_fast(validation_fraction=0).fit(x, in_order).label_proba_, ref.label_proba_)
+
+
+def test_a_wide_table_with_item_ids_may_label_some_of_x_s_items_as_a_long_table_may() -> None:
+    """A wide DataFrame is a crowd whatever its number of rows: with ids (an item column, or an
+    index other than the plain range) it may hold some of X's items, in any order, the others
+    unlabelled, as a long table may (one of fewer rows than X was sent to the long-table reader,
+    which missed its worker and label columns); without ids it needs a row per row of X."""
+    x, _, sim = _blobs(n=60)
+    workers = [f"w{m}" for m in range(sim.annotations.to_wide().shape[1])]
+    wide = pd.DataFrame(sim.annotations.to_wide(), columns=workers)
+    some = np.random.default_rng(2).permutation(60)[:40]  # the labelled rows, in no order
+    masked = wide.copy()
+    masked.loc[~masked.index.isin(some)] = -1  # the same crowd, a row per row of X
+    ref = _fast(validation_fraction=0, epochs=1).fit(x, masked)
+    names = [f"it{i}" for i in range(60)]
+    xd = pd.DataFrame(x, index=names)
+    for X, ids in ((x, some), (pd.DataFrame(x), some.astype(str)), (xd, np.asarray(names)[some])):
+        part = wide.iloc[some].set_axis(ids)
+        for table in (part, part.rename_axis("item").reset_index()):
+            clf = _fast(validation_fraction=0, epochs=1).fit(X, table)
+            np.testing.assert_array_equal(clf.label_proba_, ref.label_proba_)
+            assert clf.worker_ids_.tolist() == workers
+    # an id that names no item of X; ids that are not X's row numbers, X's rows unnamed; no ids at all
+    with pytest.raises(ValueError, match=r"the wide table's 'item' column names 1 item that is not among X's \('other'\)"):
+        _fast(validation_fraction=0, epochs=1).fit(xd, wide.iloc[some].assign(item=np.asarray(names)[some]).replace({"item": {names[some[0]]: "other"}}))
+    with pytest.raises(ValueError, match=r"the wide table's index names 40 items that are not among X's \('it\d+', .*item_ids="):
+        _fast(validation_fraction=0, epochs=1).fit(x, wide.iloc[some].set_axis(np.asarray(names)[some]))
+    with pytest.raises(ValueError, match=r"the wide table of crowd labels has 40 rows and no item ids.*needs one row per row of X \(60\)"):
+        _fast(validation_fraction=0, epochs=1).fit(x, wide.iloc[some].reset_index(drop=True))
+    # a long table with misnamed columns is still refused as one, whatever its rows
+    long = sim.annotations.to_long()
+    for table in (long.rename(columns={"label": "answer"}), long.iloc[:60].rename(columns={"label": "answer"})):
+        with pytest.raises(ValueError, match=r"missing column\(s\) \['label'\]"):
+            _fast(validation_fraction=0, epochs=1).fit(x, table)

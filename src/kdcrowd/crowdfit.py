@@ -52,13 +52,14 @@ MIN_IMAGE_SIDE = 8
 
 
 def _is_long_table(y: Any) -> bool:
-    """Whether ``y`` is a long table of crowd labels: a DataFrame with columns item (or
-    crowd-kit's task), worker and label, as :meth:`Annotations.from_long` reads them; any
-    other DataFrame of N rows is a wide one, a column per worker."""
+    """Whether ``y`` is a long table of crowd labels, which :meth:`Annotations.from_long`
+    reads: a DataFrame with an item (or crowd-kit's task) column and a worker or label column
+    (one of them missing, ``from_long`` refuses it, naming it, as ``kdcrowd fit`` refuses
+    such a file); any other DataFrame is a wide one, a column per worker (:func:`_wide_rows`)."""
     if not isinstance(y, pd.DataFrame):
         return False
     cols = {str(c) for c in y.columns}
-    return bool(cols & {"item", "task"}) and {"worker", "label"} <= cols
+    return bool(cols & {"item", "task"}) and bool(cols & {"worker", "label"})
 
 
 def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
@@ -68,11 +69,17 @@ def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
     like ids; a header-less first column beside the ids is dropped too); without such a
     column, an index that names items (not the plain ``0..N-1`` of :func:`_row_numbers`:
     ``long.pivot(index="item", ...)``'s ids) holds the ids, as that column would
-    (``reset_index()`` makes it one). With ``named`` items (``item_ids``, or X's index) its
-    rows are put in X's order by those ids, compared as text (``17`` is ``"17"``, as a long
-    table's); else they stay a row per row of X, as a wide table's rows are."""
-    from .data.readers import _drop_row_numbers, _wide_id_column
+    (``reset_index()`` makes it one). Its rows are put in X's order by those ids, compared as
+    text (``17`` is ``"17"``, as a long table's), with ``named`` items (``item_ids``, or X's
+    index) matched to those names, else to X's row numbers ``0..N-1``, as a long table's item
+    column is; like a long table it may hold some of X's items only, the others a row of no
+    labels. Ids that are not the row numbers of an X without names keep the rows in X's
+    order, a row per row of X, with an :class:`~kdcrowd.data.readers.InputWarning` saying how
+    to line them up (``item_ids``, or X indexed by the ids); a table without ids has a row per
+    row of X."""
+    from .data.readers import InputWarning, _drop_row_numbers, _listing, _wide_id_column
 
+    n = len(items)
     name = _wide_id_column(wide)
     if name is not None:
         ids, where = wide[name], f"{str(name)!r} column"
@@ -80,15 +87,27 @@ def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
     elif not _row_numbers(wide.index):
         ids, where = wide.index.to_series(), "index"
     else:
+        if len(wide) != n:
+            raise ValueError(f"the wide table of crowd labels has {len(wide)} rows and no item ids (no column of item ids, a plain 0..N-1 index), so its rows stand for "
+                             f"X's in order: a wide table without ids needs one row per row of X ({n}); to label some of X's items, give the ids of its rows "
+                             "in an 'item' column or as its index")
         return wide
-    if not named:
+    col = pd.Index(ids.astype(str))
+    keys = pd.Index([str(v) for v in items] if named else [str(i) for i in range(n)])  # X's rows unnamed: their numbers, as a long table's item column names them
+    stray = ~col.isin(keys)
+    if not named and len(wide) == n and (stray.any() or not col.is_unique):
+        warnings.warn(f"the wide table's {where} holds ids ({_listing(col.tolist())}) that do not name X's rows, which have no names of their own (their numbers "
+                      f"0..{n - 1} would be matched): its rows are taken as X's rows, in order. To match them by id, give the ids of X's rows as fit(..., item_ids=[...]), "
+                      "or X as a DataFrame indexed by those ids", InputWarning, stacklevel=4)
         return wide
-    col = ids.astype(str)
-    pos = pd.Index(col).get_indexer(pd.Index([str(v) for v in items])) if col.is_unique else None
-    if pos is None or (pos < 0).any():
-        why = "repeats an id" if pos is None else f"has no row for {int((pos < 0).sum())} of X's items (such as {list(items)[int(np.argmax(pos < 0))]!r})"
-        raise ValueError(f"the wide table's {where} {why}: give one row per item of X, named as X's items are (item_ids or X's index)")
-    return wide.iloc[pos]
+    if stray.any():
+        fix = ("name its rows as X's items are named (item_ids or X's index), or drop those rows" if named else
+               "X's rows have no names (their numbers 0..N-1 are matched): give the ids of X's rows as fit(..., item_ids=[...]), or X as a DataFrame indexed by those ids")
+        k = int(stray.sum())
+        raise ValueError(f"the wide table's {where} names {k} item{'s' if k > 1 else ''} that {'are' if k > 1 else 'is'} not among X's ({_listing(col[stray].tolist(), k)}); {fix}")
+    if not col.is_unique:
+        raise ValueError(f"the wide table's {where} repeats an id: give an item of X one row at most, named as X's items are (item_ids or X's index)")
+    return wide.set_axis(col).reindex(keys)  # X's items without a row: no labels
 
 
 def _row_numbers(index: pd.Index) -> bool:
@@ -280,12 +299,19 @@ class CrowdFit:
         if len(items) != n:
             raise ValueError(f"item_ids has {len(items)} entries but X has {n} rows; give one id per row of X")
         if isinstance(annotations, Annotations):
-            if annotations.n_items != n:
-                raise ValueError(f"the annotations cover {annotations.n_items} items but X has {n} rows; their item index must be the row of X")
-            return annotations
+            if item_ids is None and annotations.n_items != n:
+                raise ValueError(f"the annotations cover {annotations.n_items} items but X has {n} rows; their item index must be the row of X "
+                                 "(or name X's rows, with item_ids or X's index, to match the annotations' item ids)")
+            if item_ids is None and self.classes is None:
+                return annotations
+            # X's named items and the declared classes are matched as a long table's: its labels by item id and class value
+            # (every worker kept, in its order; the duplicates it holds too, as its reader kept them)
+            classes = annotations.classes if self.classes is None else self.classes
+            return Annotations.from_long(annotations.to_long(), classes=classes, items=annotations.item_ids if item_ids is None else items,
+                                         duplicates="keep", workers=annotations.worker_ids)
         if isinstance(annotations, pd.DataFrame):
-            if not _is_long_table(annotations) and len(annotations) == n:
-                # a wide table, a column per worker (its names the worker ids), a row per row of X
+            if not _is_long_table(annotations):
+                # a wide table, a column per worker (its names the worker ids), a row per row of X or per item its ids name
                 annotations = _wide_rows(annotations, items, named=item_ids is not None)
                 if annotations.shape[1] == 1 and self.classes is None:
                     _warn_one_column()

@@ -7,13 +7,19 @@ trains through) with scikit-learn's base classes and input validation.
     >>> clf = KDCrowdClassifier().fit(X, annotations)   # X: (N, D) features or (N, H, W, C) uint8 images
     >>> clf.predict(X_new); clf.labels_; clf.transition_matrices_; clf.worker_quality_
 
-``annotations`` may be an :class:`~kdcrowd.data.Annotations`, a long table (columns
+``annotations`` may be an :class:`~kdcrowd.data.Annotations` (its item index the row of
+``X``, unless ``X``'s rows are named, by ``item_ids`` or ``X``'s index: then its items are
+matched to them by id; items and ``classes`` are applied as to a long table), a long table (columns
 ``item, worker, label`` or crowd-kit's ``task, worker, label``; ``item`` is the row of ``X``
 unless ``item_ids`` is given), a wide N×M matrix of class indices with -1/NaN for missing
 labels (a DataFrame's column of item ids, found as ``kdcrowd fit`` finds a wide file's,
 is no worker: :func:`kdcrowd.data.readers._wide_id_column`; without one, an index that is
-not the plain ``0..N-1``, as ``long.pivot(index="item", ...)`` makes, holds the ids; where
-``X``'s rows are named, the table's rows are put in their order by these ids), or a 1-D array of N labels
+not the plain ``0..N-1``, as ``long.pivot(index="item", ...)`` makes, holds the ids; the
+table's rows are put in ``X``'s order by these ids, matched to ``X``'s item ids where its
+rows are named, else to its row numbers, as a long table's ``item`` column is, and like a
+long table it may hold some of ``X``'s items only; ids that are not the row numbers of an
+``X`` without names leave the rows in ``X``'s order, with an ``InputWarning``; without ids
+it has a row per row of ``X``), or a 1-D array of N labels
 (a crowd of one annotator, which is what makes ``KDCrowdClassifier`` a drop-in
 scikit-learn classifier: ``fit(X, y)``). In a 1-D ``y`` every value is a class, -1 included
 (binary ``{-1, 1}`` targets are common); only the wide matrix reads -1 as a missing label.

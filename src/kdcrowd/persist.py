@@ -235,15 +235,17 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     fitted items and ``X`` (:func:`kdcrowd.spreading.spread_new`), as the fitted estimator does.
     ``X`` is checked as the estimator checks it (numbers, finite, float32's range, uint8
     images, the item shape); a DataFrame's columns are matched to the training columns by
-    name (the file's ``feature_names``), as ``kdcrowd predict`` matches a table's; no rows
-    give ``(0, K)``.
+    name (the file's ``feature_names``), as ``kdcrowd predict`` matches a table's, and its
+    ``item`` column, unless the model was trained on one, holds the items' ids, no feature,
+    as in the table ``kdcrowd predict --features`` reads (:func:`kdcrowd.data.items.feature_table`:
+    ``pd.read_csv`` of that file gives the same probabilities, row by row); no rows give ``(0, K)``.
     """
     import pickle
 
     import pandas as pd
     import torch
 
-    from .data.items import align_feature_columns, check_numbers, float32_features
+    from .data.items import align_feature_columns, check_numbers, feature_table, float32_features
     from .models.backbones import build_backbone
     from .spreading import LabelSpreading, spread_new
     from .training import DeviceData, predict_proba, resolve_device
@@ -307,6 +309,9 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     def predictor(X: Any) -> np.ndarray:
         # checked as the estimator checks X, and a table's columns matched by name as `kdcrowd predict` matches them
         names = list(X.columns) if isinstance(X, pd.DataFrame) else None
+        if names is not None and "item" in names and "item" not in (feature_names or ()):
+            # the item ids of a table, as `kdcrowd predict --features FILE` reads its 'item' column: no feature (the rows keep their order)
+            _, X, names = feature_table(X, "X", keep_columns=feature_names or ())
         X = np.asarray(X)
         check_numbers(X, finite=False)
         if X.ndim >= 2 and names is not None and feature_names is not None:

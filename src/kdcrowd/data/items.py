@@ -49,6 +49,7 @@ from .readers import (  # noqa: F401 - read_annotation_frame, LONG_TABLE_WORDS a
 __all__ = [
     "ID_STYLES",
     "check_numbers",
+    "feature_table",
     "float32_features",
     "IMAGE_SUFFIXES",
     "image_item_ids",
@@ -155,39 +156,9 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
         if item_ids is not None:
             raise ValueError(f"item ids are given by the 'item' column of {path.name}; pass a separate id list only with a .npy feature file")
         df = _read_table(path, "feature table", error=ValueError, text_columns=("item",))
-        if "item" not in df.columns:
-            raise ValueError(f"feature table {path} has no 'item' column (columns: {_listing(list(map(str, df.columns)), len(df.columns))}); name the column of item ids 'item'" + _separator_hint(list(df.columns)))
-        if df["item"].isna().any():
-            rows = np.flatnonzero(df["item"].isna().to_numpy())
-            raise ValueError(f"feature table {path}: missing item id in row(s) {_listing(rows.tolist(), rows.size)}; give every row an id")
-        ids = _as_text(df["item"]).to_numpy(dtype=object)
-        _check_ids(ids, f"feature table {path}")
-        feats = df.drop(columns=["item"])
-        first = df.columns[0]
-        if feats.shape[1] > 1 and _UNNAMED.fullmatch(str(first)):  # perhaps the index that pandas' to_csv() writes: no feature
-            if keep_columns:  # the model's training columns decide
-                skip, why = str(first) not in set(map(str, keep_columns)), "which the model was not trained with"
-            else:  # an index: distinct whole numbers (0..N-1, or a slice's or a shuffled frame's)
-                v = pd.to_numeric(df[first], errors="coerce")
-                skip, why = bool(v.notna().all() and (v == v.round()).all() and v.is_unique), "which holds distinct whole numbers"
-            if skip:
-                _warn(f"feature table {path}: skipped its first column, which has no header, {why} (the index that pandas' to_csv() writes); write the table with to_csv(index=False)")
-                feats = feats.drop(columns=[first])
-        if feats.shape[1] == 0:
-            raise ValueError(f"feature table {path} has only the 'item' column; add numeric feature columns")
+        ids, X, columns = feature_table(df, f"feature table {path}", keep_columns)
         if len(df) == 0:
             raise ValueError(f"feature table {path} has no rows (only the header line); add one row per item")
-        for c in feats.columns:
-            if not pd.api.types.is_numeric_dtype(feats[c]) and not pd.api.types.is_bool_dtype(feats[c]):
-                # pandas leaves integers beyond int64/uint64 (e.g. 1e20 written out in full) as text
-                number = pd.to_numeric(feats[c], errors="coerce")
-                if int(number.notna().sum()) == int(feats[c].notna().sum()):
-                    feats[c] = number.astype(np.float64)
-        bad = [str(c) for c in feats.columns if not pd.api.types.is_numeric_dtype(feats[c])]
-        if bad:
-            raise ValueError(f"feature table {path}: column(s) {_listing(bad)} are not numeric; every column other than 'item' must be a numeric feature (drop or encode the others)")
-        X = feats.to_numpy(dtype=np.float64)
-        columns = [str(c) for c in feats.columns]
     else:
         raise ValueError(f"cannot tell the format of feature file {path.name!r}; use .npy, .csv, .csv.gz, .tsv, .tsv.gz, .parquet or .pq")
     if len(X) == 0:
@@ -211,6 +182,47 @@ def read_features(path: str | os.PathLike[str], item_ids: Sequence[Any] | str | 
     if problems:
         raise ValueError(f"feature file {path}: {'; and '.join(problems)}")
     return (ids, X32, columns) if with_columns else (ids, X32)
+
+
+def feature_table(df: pd.DataFrame, source: str, keep_columns: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(ids, X, columns)`` of a feature table: its ``item`` column of ids (text, given on
+    every row, unique) and its other columns, the features, as float64 ``(N, D)`` with their
+    names, as :func:`read_features` reads a ``.csv``/``.parquet`` file and
+    :func:`kdcrowd.persist.load_predictor` a DataFrame with such a column. A first column
+    without a header (the index that pandas' ``to_csv()`` writes) is skipped, with a warning,
+    unless it is one of ``keep_columns`` (a model's training columns; without them, where it
+    holds distinct whole numbers). ``source`` names the table in errors (``"feature table
+    PATH"``, ``"X"``); values are not checked beyond being numbers (no rows, NaN: the caller)."""
+    if "item" not in df.columns:
+        raise ValueError(f"{source} has no 'item' column (columns: {_listing(list(map(str, df.columns)), len(df.columns))}); name the column of item ids 'item'" + _separator_hint(list(df.columns)))
+    if df["item"].isna().any():
+        rows = np.flatnonzero(df["item"].isna().to_numpy())
+        raise ValueError(f"{source}: missing item id in row(s) {_listing(rows.tolist(), rows.size)}; give every row an id")
+    ids = _as_text(df["item"]).to_numpy(dtype=object)
+    _check_ids(ids, source)
+    feats = df.drop(columns=["item"])
+    first = df.columns[0]
+    if feats.shape[1] > 1 and _UNNAMED.fullmatch(str(first)):  # perhaps the index that pandas' to_csv() writes: no feature
+        if keep_columns:  # the model's training columns decide
+            skip, why = str(first) not in set(map(str, keep_columns)), "which the model was not trained with"
+        else:  # an index: distinct whole numbers (0..N-1, or a slice's or a shuffled frame's)
+            v = pd.to_numeric(df[first], errors="coerce")
+            skip, why = bool(v.notna().all() and (v == v.round()).all() and v.is_unique), "which holds distinct whole numbers"
+        if skip:
+            _warn(f"{source}: skipped its first column, which has no header, {why} (the index that pandas' to_csv() writes); write the table with to_csv(index=False)")
+            feats = feats.drop(columns=[first])
+    if feats.shape[1] == 0:
+        raise ValueError(f"{source} has only the 'item' column; add numeric feature columns")
+    for c in feats.columns:
+        if not pd.api.types.is_numeric_dtype(feats[c]) and not pd.api.types.is_bool_dtype(feats[c]):
+            # pandas leaves integers beyond int64/uint64 (e.g. 1e20 written out in full) as text
+            number = pd.to_numeric(feats[c], errors="coerce")
+            if int(number.notna().sum()) == int(feats[c].notna().sum()):
+                feats[c] = number.astype(np.float64)
+    bad = [str(c) for c in feats.columns if not pd.api.types.is_numeric_dtype(feats[c])]
+    if bad:
+        raise ValueError(f"{source}: column(s) {_listing(bad)} are not numeric; every column other than 'item' must be a numeric feature (drop or encode the others)")
+    return ids, feats.to_numpy(dtype=np.float64), [str(c) for c in feats.columns]
 
 
 def check_numbers(X: np.ndarray, finite: bool = True) -> None:
