@@ -163,6 +163,42 @@ def test_the_fitted_items_predicted_again_get_their_fitted_labels(tmp_path: Path
     assert fitted_twins(x, np.concatenate([noisy, x[:3] + 0.5])).tolist() == [0, 1, 2, -1, -1, -1]
 
 
+def test_items_to_predict_given_at_fit_stay_in_the_graph_of_the_fitted_labels(tmp_path: Path) -> None:
+    """fit(X, y, unlabelled=U) spreads labels_ over the graph of X and U: the model keeps U's
+    rows (the estimator's spreading_, the model file), so X predicted again gives labels_ (it
+    was spread over X alone: up to 0.16 apart, labels flipped), U gives what the fit's graph
+    gave U, and new items are spread over that graph. A model file saved before, with the
+    fitted items alone, loads and predicts as it did."""
+    import torch
+
+    from kdcrowd.persist import load_predictor, save_model
+
+    xs, y, _ = _crowd(n=300, seed=1)
+    x, u, z = xs[:150], xs[150:280], xs[280:]
+    ann = simulate_workers(y[:150], "symmetric", n_classes=3, seed=1).annotations
+    clf = KDCrowdClassifier(method="mv", backbone="mlp", epochs=3, batch_size=32, device="cpu", label_spreading="on").fit(x, ann, unlabelled=u)
+    graph = spread_probabilities(np.concatenate([x, u]), np.concatenate([clf.classifier_proba_, clf._classifier(u)]), LabelSpreading("on"))
+    np.testing.assert_allclose(clf.label_proba_, graph[: len(x)], atol=1e-6)
+    np.testing.assert_allclose(clf.predict_proba(x), clf.label_proba_, atol=1e-6)
+    assert (clf.predict(x) == clf.labels_).all()
+    np.testing.assert_allclose(clf.predict_proba(u), graph[len(x) :], atol=1e-6)  # what the fit gave U
+    with_z = spread_probabilities(np.concatenate([x, u, z]), np.concatenate([clf.classifier_proba_, clf._classifier(u), clf._classifier(z)]), LabelSpreading("on"))
+    np.testing.assert_allclose(clf.predict_proba(z), with_z[len(x) + len(u) :], atol=1e-5)  # new items: over the fit's graph and themselves
+    save_model(tmp_path / "m.pt", clf)
+    saved = load_predictor(tmp_path / "m.pt")
+    np.testing.assert_allclose(saved(x), clf.label_proba_, atol=1e-6)
+    assert (clf.classes_[saved(x[::-1]).argmax(1)] == clf.labels_[::-1]).all()
+    np.testing.assert_allclose(saved(u), graph[len(x) :], atol=1e-6)
+    np.testing.assert_allclose(saved(z), clf.predict_proba(z), atol=1e-5)
+    # a file of the layout before: the fitted items' features and anchors alone
+    ck = torch.load(tmp_path / "m.pt", weights_only=True)
+    ck["spreading"].update(features=torch.from_numpy(x), anchors=torch.from_numpy(clf.classifier_proba_))
+    torch.save(ck, tmp_path / "old.pt")
+    old = load_predictor(tmp_path / "old.pt")
+    np.testing.assert_allclose(old(z), spread_new(x, clf.classifier_proba_, z, clf._classifier(z), LabelSpreading("on")), atol=1e-6)
+    np.testing.assert_allclose(old(x), spread_probabilities(x, clf.classifier_proba_, LabelSpreading("on")), atol=1e-6)
+
+
 def test_fit_command_spreads_over_the_items_to_predict_and_names_its_options(tmp_path: Path) -> None:
     x, y, ann = _crowd()
     ids = [f"i{i}" for i in range(len(x))]
@@ -179,6 +215,13 @@ def test_fit_command_spreads_over_the_items_to_predict_and_names_its_options(tmp
     assert r.exit_code == 0, r.output
     p_cols = [c for c in pd.read_csv(tmp_path / "p.csv").columns if c.startswith("p_")]
     np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv")[p_cols].to_numpy(), pd.read_csv(tmp_path / "o" / "predictions.csv")[p_cols].to_numpy(), atol=1e-4)
+    # the training items predicted by the model file: their labels.csv rows (spread over the graph with the items to predict)
+    r = runner.invoke(app, ["predict", "--model", str(tmp_path / "o" / "model.pt"), "--features", str(tmp_path / "x.csv"), "--out", str(tmp_path / "px.csv")])
+    assert r.exit_code == 0, r.output
+    fitted = pd.read_csv(tmp_path / "o" / "labels.csv").set_index("item").loc[ids]
+    again = pd.read_csv(tmp_path / "px.csv").set_index("item").loc[ids]
+    np.testing.assert_allclose(again[p_cols].to_numpy(), fitted[p_cols].to_numpy(), atol=1e-4)
+    assert (again["label"] == fitted["label"]).all()
     r = runner.invoke(app, [*base, "--spreading-alpha", "1", "--out", str(tmp_path / "q")])
     assert r.exit_code == 2 and "--spreading-alpha must be less than 1" in r.output
     # images trained on as pixels: refused before training, naming the options to change

@@ -441,9 +441,12 @@ class CrowdFit:
         (``gold_``: the class indices, -1 unknown; ``None`` without gold).
         ``unlabelled``: items without crowd labels that will be predicted (same kind as
         ``X``); used only by label spreading (``label_spreading``), whose graph then holds
-        them beside ``X``, as :meth:`predict_proba` of the same items will (checked before
-        the training; without label spreading a :class:`~kdcrowd.config.SettingWarning`
-        says they change nothing).
+        them beside ``X``; the fit keeps their features in ``spreading_`` (a large
+        ``unlabelled`` takes as much memory, and as much room in a saved model) so that
+        :meth:`predict_proba` spreads over the same graph: ``X`` and ``unlabelled``
+        predicted again get the rows the fit gave them (checked before the training;
+        without label spreading a :class:`~kdcrowd.config.SettingWarning` says they
+        change nothing).
 
         A fit that fails or is refused leaves the estimator as it was: an earlier fit whole
         (its width, module and labels together), or unfitted.
@@ -617,16 +620,16 @@ class CrowdFit:
     def _spread_fitted(self, X: np.ndarray, unlabelled: np.ndarray | None, config: Any) -> np.ndarray:
         """The fitted items' probabilities spread over the graph of ``X`` and ``unlabelled``
         (checked items, as :meth:`_inputs` gives them; :mod:`kdcrowd.spreading`); keeps
-        ``spreading_``, what :meth:`predict_proba` spreads new items with."""
+        ``spreading_``, what :meth:`predict_proba` spreads new items with: that graph's
+        items, ``X``'s rows then ``unlabelled``'s, and their anchors."""
         from .spreading import fitted_twins, spread_probabilities
 
-        feats, anchors = [X], [self.classifier_proba_]
+        feats, anchors = X, self.classifier_proba_
         if unlabelled is not None:
             U = unlabelled[fitted_twins(X, unlabelled, self._device) < 0]  # a fitted item among them is that item, as predict_proba takes it (spread_new)
-            feats.append(U)
-            anchors.append(self._classifier(U))
-        self.spreading_ = {"features": X, "config": config}  # the anchors are classifier_proba_
-        return spread_probabilities(np.concatenate(feats), np.concatenate(anchors), config, self._device)[: len(X)]
+            feats, anchors = np.concatenate([X, U]), np.concatenate([anchors, self._classifier(U)])
+        self.spreading_ = {"features": feats, "anchors": anchors, "config": config}
+        return spread_probabilities(feats, anchors, config, self._device)[: len(X)]
 
     def _classifier(self, X: np.ndarray) -> np.ndarray:
         """The trained classifier's p(y|x) of checked items ``X``, predicted with the fit's
@@ -645,7 +648,8 @@ class CrowdFit:
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, K), columns in the order of ``classes_``: the classifier's,
         or with label spreading (``spreading_`` set) its probabilities spread over the graph
-        of the fitted items and ``X`` together (:func:`kdcrowd.spreading.spread_new`)."""
+        the fit spread over (the fitted items and ``unlabelled``) and ``X`` together
+        (:func:`kdcrowd.spreading.spread_new`): an item of that graph gets its row."""
         from .spreading import spread_new
 
         self._check_fitted()
@@ -653,7 +657,7 @@ class CrowdFit:
         proba = self._classifier(X)
         s = getattr(self, "spreading_", None)
         if s is not None:
-            proba = spread_new(s["features"], self.classifier_proba_, X, proba, s["config"], self._device)
+            proba = spread_new(s["features"], s["anchors"], X, proba, s["config"], self._device)
         return proba
 
     def predict(self, X: Any) -> np.ndarray:

@@ -97,7 +97,8 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
             probabilities over a nearest-neighbour graph of the items' features
             (:mod:`kdcrowd.spreading`), the rows of ``X`` and the ``unlabelled`` items given
             to :meth:`fit` together, before the final labels are taken; :meth:`predict_proba`
-            then spreads new items over the graph of the fitted rows and themselves, so a
+            then spreads new items over that graph (the fitted rows and the ``unlabelled``
+            ones, which the estimator and its saved model keep) and themselves, so a
             new item's probabilities depend on the items predicted with it (predict a batch
             together; scikit-learn's checks that a row's prediction does not depend on its
             batch or its order do not hold with spreading on). ``auto`` spreads when this fit computes frozen image features
@@ -187,9 +188,13 @@ class KDCrowdClassifier(ClassifierMixin, BaseEstimator, CrowdFit):
       but for the gold questions' rows, which hold their known labels (one-hot: label
       spreading anchors on them);
       ``label_source_`` says which of the two ``label_proba_`` is, and whether it was spread.
-    * ``spreading_``: ``None``, or with label spreading the fitted rows' ``features`` and
-      the ``config`` (:class:`~kdcrowd.spreading.LabelSpreading`) that :meth:`predict_proba`
-      spreads new items with, ``classifier_proba_`` being the fitted rows' anchors.
+    * ``spreading_``: ``None``, or with label spreading the graph ``labels_`` were spread
+      over, which :meth:`predict_proba` spreads new items with: its items' ``features``
+      (``X``'s rows, then those of ``fit(..., unlabelled=U)`` that are no row of ``X``: the
+      estimator and its saved model keep U's features), their ``anchors`` (``X``'s:
+      ``classifier_proba_``; U's: the classifier's) and the ``config``
+      (:class:`~kdcrowd.spreading.LabelSpreading`). ``X`` or ``U`` predicted again get the
+      rows the fit gave them.
     * ``transition_matrices_`` (M, K, K): the method's estimated worker matrices (``None``
       for ``mv``/``mv-soft``).
     * ``worker_quality_`` (M,), aligned with ``worker_ids_``: each worker's estimated

@@ -73,10 +73,15 @@ def save_model(path: str | Path, clf: Any) -> None:
     ``item_column``: the training texts' id column, which ``kdcrowd predict`` looks for first).
     ``image_ids``: the id style of the image files ``kdcrowd fit`` trained on (``stem``,
     ``name`` or ``path``; ``None`` for other items), which ``kdcrowd predict`` names images
-    by. ``spreading``: ``None``, or with label spreading (``clf.spreading_``) the fitted items'
-    ``features`` and classifier probabilities (``anchors``: ``clf.classifier_proba_``) and the graph's ``neighbours``
-    and ``alpha``, so that new items are spread over the graph of the fitted items and
-    themselves as the fitted model does (:func:`kdcrowd.spreading.spread_new`).
+    by. ``spreading``: ``None``, or with label spreading (``clf.spreading_``) the ``features``
+    of the items the fit spread its labels over and their classifier probabilities
+    (``anchors``): the fitted items' rows (``anchors``: ``clf.classifier_proba_``), then
+    those of the items to predict given to the fit (``unlabelled``; the file keeps their
+    features, so a large ``unlabelled`` makes it larger), and the graph's ``neighbours``
+    and ``alpha``, so that new items are spread over that graph and themselves as the
+    fitted model does, and the items of the graph predicted again get what the fit gave
+    them (:func:`kdcrowd.spreading.spread_new`). A file saved before the items to predict
+    were kept holds the fitted items' rows alone, and predicts over their graph, as it did.
     """
     import torch
 
@@ -149,7 +154,7 @@ def _spreading_state(clf: Any) -> Any:
         return None
     c = spreading["config"]
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    return {"features": as_tensor(spreading["features"]), "anchors": as_tensor(clf.classifier_proba_),
+    return {"features": as_tensor(spreading["features"]), "anchors": as_tensor(spreading["anchors"]),
             "neighbours": int(c.spreading_neighbours), "alpha": float(c.spreading_alpha)}
 
 
@@ -232,7 +237,8 @@ def load_predictor(path: str | Path, device: str = "cpu") -> Callable[[np.ndarra
     training, with the fit's settings (:func:`prediction_config` of ``trained_with["train"]``;
     the defaults for a file without them); a model fitted with
     label spreading spreads the classifier's probabilities of ``X`` over the graph of its
-    fitted items and ``X`` (:func:`kdcrowd.spreading.spread_new`), as the fitted estimator does.
+    fitted items (with the items to predict given to the fit) and ``X``
+    (:func:`kdcrowd.spreading.spread_new`), as the fitted estimator does.
     ``X`` is checked as the estimator checks it (numbers, finite, float32's range, uint8
     images, the item shape); a DataFrame's columns are matched to the training columns by
     name (the file's ``feature_names``), as ``kdcrowd predict`` matches a table's, and its

@@ -15,7 +15,8 @@ row-normalised, reached by iterating from ``Q = P`` (the iteration contracts by 
 each step, since S's eigenvalues lie in [−1, 1]). It is transductive: the graph holds the
 fitted items and the items being predicted, so the items to label (``kdcrowd fit
 --predict-images``) help each other and the training items. The same rule predicts new
-items later: the graph of the fitted items and the new ones (:func:`spread_new`).
+items later: the graph of the fit's items (the items to label given to the fit among
+them, which the fitted model keeps) and the new ones (:func:`spread_new`).
 
 Why by hand: scikit-learn's ``LabelSpreading`` spreads from hard labels with unlabelled
 items marked ``-1``; here every item has a soft prior (the classifier's) and the graph is
@@ -172,7 +173,9 @@ def fitted_twins(fitted: np.ndarray, new: np.ndarray, device: torch.device | str
 
 def spread_new(fitted: np.ndarray, fitted_anchors: np.ndarray, new: np.ndarray, new_anchors: np.ndarray, config: LabelSpreading, device: torch.device | str = "cpu") -> np.ndarray:
     """The spread probabilities of ``new`` items: over the graph of the fitted items and
-    the new ones together (their rows of :func:`spread_probabilities`). A new row that is a
+    the new ones together (their rows of :func:`spread_probabilities`). ``fitted`` and
+    ``fitted_anchors``: every item of the graph the fit spread over (the training items and
+    the items to predict given to the fit), as the fit built it. A new row that is a
     fitted item again (:func:`fitted_twins`: the training items predicted) is that item, not
     a second node beside it: it gets the fitted item's row, so the fitted items predicted
     alone give what the fit gave them."""
