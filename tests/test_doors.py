@@ -607,3 +607,93 @@ def test_the_head_recipe_leaves_a_kd_crowd_setting_without_effect_at_its_default
     assert again["test_accuracy"] == first["test_accuracy"]
     with pytest.raises(ValueError, match=r"other settings \(lambda1: 1\.0 → 0\.5\)"):  # a setting with effect still differs
         run_on_dataset(ds, cfg(lambda1=0.5))
+
+
+@pytest.mark.parametrize("params, items, message", [
+    ({"method": "mv", "crop_padding": 3}, "features", "crop_padding=3 has no effect on feature rows: it is a setting of the images' training augmentation"),
+    ({"method": "mv", "flip_schedule": "alternating"}, "features", "flip_schedule='alternating' has no effect on feature rows: it is a setting of the images' training augmentation"),
+    ({"method": "maxmig", "flip": False}, "features", "flip=False has no effect on feature rows"),
+    ({"method": "kdcrowd", "augment": False}, "features", "augment=False has no effect on feature rows"),
+    ({"method": "mv", "crop_padding": 3, "augment": False}, "images", "crop_padding=3 has no effect with augment=False: it is a setting of the training augmentation, "
+                                                                      "which augment=False leaves out (use augment=True)"),
+    ({"method": "mv", "flip_schedule": "alternating", "augment": False}, "images", "flip_schedule='alternating' has no effect with augment=False"),
+    ({"method": "mv", "flip_schedule": "alternating", "flip": False}, "images", "flip_schedule='alternating' has no effect with flip=False: it orders the training "
+                                                                                "augmentation's mirror images, which flip=False leaves out"),
+    ({"method": "mv", "flip": False, "augment": False}, "images", "flip=False has no effect with augment=False and tta='none'"),
+    ({"method": "mv-soft", "label_smoothing": 0.2}, "features", "label_smoothing=0.2 has no effect with method='mv-soft': it smooths the cross-entropy on fixed hard "
+                                                               "targets, and method='mv-soft' trains on soft targets, already distributions (use method='mv')"),
+    ({"method": "maxmig", "label_smoothing": 0.2}, "features", "label_smoothing=0.2 has no effect with method='maxmig': it smooths the cross-entropy on fixed hard "
+                                                              "targets, and method='maxmig' trains a crowd model"),
+    ({"method": "kdcrowd", "label_smoothing": 0.2}, "features", "label_smoothing=0.2 has no effect with method='kdcrowd': it smooths the cross-entropy on fixed hard "
+                                                               "targets, and KD-Crowd's stages keep their own losses"),
+])
+def test_an_augmentation_or_smoothing_setting_without_effect_is_warned_of_once(params: dict, items: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The images' augmentation settings on feature rows (the pixels' crop padding, flips
+    and their schedule), crop padding and the flip schedule without the augmentation (or
+    its flips), and label smoothing with a method whose targets it does not touch (soft
+    targets, a crowd model's or KD-Crowd's own losses) changed nothing, silently: one
+    SettingWarning from the runner every door goes through; none where they take effect."""
+    _stop_training(monkeypatch)
+    ds = tiny_dataset()
+    x, y = (ds.x_train, ds.annotations) if items != "images" else _images()
+    warned = _setting_warnings({"image_features": "none", **params}, x, y)
+    assert len(warned) == 1 and warned[0].startswith(message), warned
+    for effective, items in (({"method": "mv", "crop_padding": 3}, "images"), ({"method": "mv", "flip_schedule": "alternating"}, "images"),
+                             ({"method": "mv", "flip": False}, "images"), ({"method": "mv", "augment": False}, "images"),
+                             ({"method": "mv", "flip": False, "augment": False, "tta": "flip-translate"}, "images"),
+                             ({"method": "mv", "label_smoothing": 0.2}, "features"), ({"method": "ds", "label_smoothing": 0.2}, "features")):
+        xs, ys = (ds.x_train, ds.annotations) if items == "features" else _images()
+        assert _setting_warnings({"image_features": "none", **effective}, xs, ys) == [], effective
+    import warnings
+
+    from kdcrowd.config import SettingWarning
+
+    with warnings.catch_warnings(), pytest.raises(_Stop):  # clean (ground truth: not an estimator's method) smooths its hard targets too
+        warnings.simplefilter("error", SettingWarning)
+        run_on_dataset(ds, RunConfig(dataset="tiny", method="clean", train=TrainConfig(device="cpu", progress=False, label_smoothing=0.2)))
+
+
+@pytest.mark.parametrize("method, moot", [("mv-soft", True), ("maxmig", True), ("kdcrowd", True), ("mv", False), ("ds", False)])
+def test_label_smoothing_changes_the_labels_only_where_it_is_not_warned_of(method: str, moot: bool) -> None:
+    """Where label_smoothing is warned of, a fit gives the same labels and predictions to the
+    bit with and without it; where it is not (hard targets), the predictions differ."""
+    import warnings
+
+    ds = tiny_dataset()
+    params = {"method": method, "device": "cpu", "epochs": 2, "batch_size": 32, **({"stages": 1} if method == "kdcrowd" else {})}
+    fits = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for extra in ({}, {"label_smoothing": 0.3}):
+            clf = KDCrowdClassifier(**params, **extra).fit(ds.x_train, ds.annotations)
+            fits.append((clf.label_proba_, clf.predict_proba(ds.x_test)))
+    (labels, test), (labels_smoothed, test_smoothed) = fits
+    assert np.array_equal(test, test_smoothed) == moot
+    if moot:
+        assert np.array_equal(labels, labels_smoothed)
+
+
+def test_an_augmentation_setting_on_feature_rows_is_one_warning_line_of_kdcrowd_fit(tmp_path: Path) -> None:
+    """A boolean named by its flag (--no-flip)."""
+    from test_fit_command import make_problem
+
+    prob = make_problem(tmp_path / "data")
+    r = runner.invoke(app, ["fit", "--annotations", str(prob["root"] / "answers.csv"), "--features", str(prob["root"] / "X.csv"), "--out", str(tmp_path / "o"),
+                            "--method", "mv-soft", "--device", "cpu", "--epochs", "1", "--no-flip", "--label-smoothing", "0.1", "--quiet"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert out.count("warning: --no-flip has no effect on feature rows") == 1, r.output
+    assert out.count("warning: --label-smoothing 0.1 has no effect with --method mv-soft") == 1, r.output
+
+
+def test_an_augmentation_setting_of_images_turned_into_frozen_features_is_warned_of(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images turned into frozen pretrained features before the training are feature rows:
+    their augmentation settings change nothing, as test-time augmentation (the network's
+    features stubbed: only where the rows come from matters)."""
+    import kdcrowd.crowdfit
+
+    _stop_training(monkeypatch)
+    monkeypatch.setattr(kdcrowd.crowdfit.CrowdFit, "_frozen_features", lambda self, X: (X.reshape(len(X), -1)[:, :8].astype(np.float32), "efficientnet-lite0"))
+    warned = _setting_warnings({"method": "mv", "crop_padding": 2, "flip": False}, *_images())
+    why = "has no effect on feature rows: it is a setting of the images' training augmentation (it applies to images trained on as pixels)"
+    assert warned == [f"flip=False {why}", f"crop_padding=2 {why}"], warned

@@ -75,6 +75,7 @@ __all__ = [
     "RunConfig",
     "MethodOutput",
     "METHODS",
+    "HARD_TARGET_METHODS",
     "CROWD_MODELS",
     "SupervisedObjective",
     "CrowdObjective",
@@ -368,6 +369,9 @@ METHODS: dict[str, Callable[[Any, DeviceData, RunConfig], MethodOutput]] = {
     **{name: _crowd_method for name in CROWD_MODELS},
     "kdcrowd": _kdcrowd,
 }
+#: The methods that train on fixed hard targets (clean, the aggregate-then-train methods on
+#: hard labels), whose cross-entropy ``label_smoothing`` smooths; it changes nothing in the others.
+HARD_TARGET_METHODS: frozenset[str] = frozenset(k for k in METHODS if k not in (*CROWD_MODELS, "kdcrowd") and not k.endswith("-soft"))
 
 
 
@@ -447,15 +451,34 @@ def _warn_moot_training_settings(ds: Any, data: DeviceData, cfg: RunConfig, opti
     """One :class:`~kdcrowd.config.SettingWarning` for each training setting given another
     value than its default that changes nothing in this run, named the door's way: test-time
     augmentation of feature rows (frozen image features included), or ``tta`` flip without
-    flips; ``worker_lr_scale`` where no crowd model trains; ``gold_weight`` without gold
-    questions, or where no crowd model trains (the other methods take the gold labels as
-    their targets). A warning, not an error, so that a run started with one resumes; the
+    flips; the images' training augmentation (``augment``, ``flip``, ``flip_schedule``,
+    ``crop_padding``) on feature rows, ``crop_padding`` and ``flip_schedule`` without the
+    augmentation (or its flips), ``flip`` off where nothing is mirrored anyway;
+    ``label_smoothing`` where the method trains on no fixed hard targets (soft targets, a
+    crowd model, KD-Crowd); ``worker_lr_scale`` where no crowd model trains; ``gold_weight``
+    without gold questions, or where no crowd model trains (the other methods take the gold
+    labels as their targets). A warning, not an error, so that a run started with one resumes; the
     estimator cannot tell a value typed at its default from the default, so the default
     says nothing."""
     import warnings
 
     t, default = cfg.train, TrainConfig
     said = lambda message: warnings.warn(message, SettingWarning, stacklevel=3)  # noqa: E731
+    changed = [k for k in ("augment", "flip", "flip_schedule", "crop_padding") if getattr(t, k) != getattr(default, k)]  # (a field's default is its class attribute)
+    if not data.is_image:  # the training augmentation crops and mirrors images trained on as pixels
+        for key in changed:
+            said(f"{_setting(key, getattr(t, key))} has no effect on feature rows: it is a setting of the images' training augmentation (it applies to images trained on as pixels)")
+    else:
+        if "crop_padding" in changed and not t.augment:
+            said(f"{_setting('crop_padding', t.crop_padding)} has no effect with {_setting('augment', False)}: it is a setting of the training augmentation, "
+                 f"which {_setting('augment', False)} leaves out (use {_setting('augment', True)})")
+        if "flip_schedule" in changed and not (t.augment and t.flip):
+            off = _setting("augment", False) if not t.augment else _setting("flip", False)
+            said(f"{_setting('flip_schedule', t.flip_schedule)} has no effect with {off}: it orders the training augmentation's mirror images, which {off} leaves out "
+                 f"(use {_setting('augment', True) if not t.augment else _setting('flip', True)})")
+        if "flip" in changed and not t.augment and t.tta == "none":
+            said(f"{_setting('flip', t.flip)} has no effect with {_setting('augment', False)} and {_setting('tta', 'none')}: it leaves out the mirror images of the training "
+                 f"augmentation and of test-time augmentation, which are both off (use {_setting('augment', True)}, or {_setting('tta', 'flip')})")
     if t.tta != default.tta:
         if not data.is_image:
             said(f"{_setting('tta', t.tta)} has no effect on feature rows: its views are mirrored or shifted images (it applies to images trained on as pixels)")
@@ -467,6 +490,14 @@ def _warn_moot_training_settings(ds: Any, data: DeviceData, cfg: RunConfig, opti
     else:
         crowd, none = cfg.method in _CROWD_MODEL_REGISTRY, f"{_setting('method', cfg.method)} trains no crowd model (a crowd-model method such as maxmig does, or kdcrowd)"
     with_method = f"with {_setting('method', cfg.method)}"
+    if t.label_smoothing != default.label_smoothing and cfg.method not in HARD_TARGET_METHODS:
+        hard = cfg.method[: -len("-soft")]
+        if cfg.method.endswith("-soft") and hard in HARD_TARGET_METHODS:
+            why = f"{_setting('method', cfg.method)} trains on soft targets, already distributions (use {_setting('method', hard)})"
+        else:
+            why = ("KD-Crowd's stages keep their own losses" if cfg.method == "kdcrowd" else f"{_setting('method', cfg.method)} trains a crowd model, whose loss is its own") \
+                + " (it applies to clean and the aggregate-then-train methods on hard labels, such as mv or ds)"
+        said(f"{_setting('label_smoothing', t.label_smoothing)} has no effect {with_method}: it smooths the cross-entropy on fixed hard targets, and {why}")
     if t.worker_lr_scale != default.worker_lr_scale and not crowd:
         said(f"{_setting('worker_lr_scale', t.worker_lr_scale)} has no effect {with_method}: it scales the learning rate of a crowd model's worker parameters, and {none}")
     if t.gold_weight != default.gold_weight:
