@@ -4,6 +4,8 @@ the data). The scikit-learn API checks are in test_sklearn_checks.py."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -708,8 +710,12 @@ def test_a_wide_table_s_index_of_item_ids_names_its_rows_as_an_item_column_does(
     # X's rows unnamed: the index is no worker and, naming no row number of X, the rows stay a row per row of X, as with an item column
     by_row = pivot.loc[names]  # in X's order
     with pytest.warns(UserWarning, match="do not name X's rows"):
-        unnamed = _fast(validation_fraction=0, epochs=1).fit(x, by_row.set_axis(names[::-1]))
+        unnamed = _fast(validation_fraction=0, epochs=1).fit(x, by_row.set_axis(pd.Index(names[::-1], name="item")))
     np.testing.assert_array_equal(unnamed.label_proba_, plain.label_proba_)
+    with warnings.catch_warnings():  # an unnamed index beside an X without names: the rows' old positions (sklearn's shuffle), nothing to say
+        warnings.simplefilter("error", UserWarning)
+        positional = _fast(validation_fraction=0, epochs=1).fit(x, by_row.set_axis(names[::-1]))
+    np.testing.assert_array_equal(positional.label_proba_, plain.label_proba_)
     with pytest.warns(UserWarning, match="do not name X's rows"):
         by_column = _fast(validation_fraction=0, epochs=1).fit(x, by_row.rename_axis("item").reset_index().assign(item=names[::-1]))
     np.testing.assert_array_equal(unnamed.label_proba_, by_column.label_proba_)
@@ -772,8 +778,9 @@ def test_with_x_unnamed_a_wide_table_s_ids_are_matched_to_the_row_numbers_as_a_l
     plain = _fast(validation_fraction=0, epochs=1).fit(x, wide)
     order = np.random.default_rng(1).permutation(60)
     shuffled = wide.iloc[order]  # its index: the row numbers, out of order
-    tables = {"index": shuffled, "item column": shuffled.rename_axis("item").reset_index(),
-              "ids as text": shuffled.set_axis([str(i) for i in order]), "to_csv's index": shuffled.reset_index().rename(columns={"index": "Unnamed: 0"})}
+    # (an index names items beside an X without names when it is named: an unnamed one is the rows' old positions)
+    tables = {"index": shuffled.rename_axis("item"), "item column": shuffled.rename_axis("item").reset_index(),
+              "ids as text": shuffled.set_axis(pd.Index([str(i) for i in order], name="item")), "to_csv's index": shuffled.reset_index().rename(columns={"index": "Unnamed: 0"})}
     for what, table in tables.items():
         for X in (x, pd.DataFrame(x)):
             with warnings.catch_warnings(record=True) as warned:
@@ -784,7 +791,7 @@ def test_with_x_unnamed_a_wide_table_s_ids_are_matched_to_the_row_numbers_as_a_l
             assert not [w for w in warned if "do not name X's rows" in str(w.message)], what
     # ids that are not X's row numbers: the rows stay X's, with one warning naming item_ids= and an indexed X
     names = [f"img{i}" for i in range(60)]
-    for table in (wide.set_axis(names), wide.assign(item=names), wide.set_axis([str(i + 1) for i in range(60)])):
+    for table in (wide.set_axis(pd.Index(names, name="item")), wide.assign(item=names), wide.set_axis(pd.Index([str(i + 1) for i in range(60)], name="id"))):
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
             clf = _fast(validation_fraction=0, epochs=1).fit(x, table)
@@ -863,3 +870,35 @@ def test_a_wide_table_with_item_ids_may_label_some_of_x_s_items_as_a_long_table_
     for table in (long.rename(columns={"label": "answer"}), long.iloc[:60].rename(columns={"label": "answer"})):
         with pytest.raises(ValueError, match=r"missing column\(s\) \['label'\]"):
             _fast(validation_fraction=0, epochs=1).fit(x, table)
+
+
+def test_rows_shuffled_with_an_unnamed_x_keep_their_pairing():
+    """sklearn.utils.shuffle(X, wide, gold) keeps each row with its row: with X a plain array
+    (no item names) the wide table's and the gold Series' unnamed indices, now in another
+    order, are the rows' old positions, not ids to reorder by; a named index still names items."""
+    import warnings
+
+    from sklearn.utils import shuffle
+
+    from kdcrowd.data.readers import InputWarning
+
+    rng = np.random.default_rng(0)
+    n = 60
+    t = rng.integers(0, 3, n)
+    X = (np.eye(3)[t] * 3 + rng.normal(size=(n, 3)) * 0.3).astype(np.float32)
+    wide = pd.DataFrame({f"w{j}": np.where(rng.random(n) < 0.9, t, (t + 1) % 3) for j in range(3)})
+    gold = pd.Series([t[i] if i < 10 else None for i in range(n)], dtype=object)
+    Xs, ws, gs, ts = shuffle(X, wide, gold, t, random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)  # nothing to warn of: the rows are in X's order
+        clf = KDCrowdClassifier(method="mv", epochs=40, random_state=0).fit(Xs, ws)
+        gold_fit = KDCrowdClassifier(method="mv", epochs=1, random_state=0).fit(Xs, ws, gold=gs)
+    assert (clf.labels_ == ts).mean() > 0.9  # three clusters and three 90 % workers: paired rows are learnt (misaligned: ~0.3)
+    np.testing.assert_array_equal(gold_fit.gold_, np.array([-1 if v is None else v for v in gs]))
+    sliced = gold.iloc[10:]  # df.iloc[10:]'s index 10..N-1 beside its rows as an array: one value per row
+    clf2 = KDCrowdClassifier(method="mv", epochs=1, random_state=0).fit(X[10:], t[10:], gold=pd.Series(t[10:], index=sliced.index))
+    np.testing.assert_array_equal(clf2.gold_, t[10:])
+    named = ws.rename_axis("item")  # a named index names the items: X's row numbers, as an item column would
+    clf3 = KDCrowdClassifier(method="mv", epochs=1, random_state=0).fit(Xs, named)
+    by_number = KDCrowdClassifier(method="mv", epochs=1, random_state=0).fit(Xs, named.sort_index().reset_index(drop=True))
+    np.testing.assert_array_equal(clf3.labels_, by_number.labels_)

@@ -384,6 +384,10 @@ def test_image_ids_that_are_paths_match_the_images(tmp_path, monkeypatch):
             assert sorted(set(ids.tolist()) & set(wanted)) == sorted(wanted), (style, wanted, ids)
             assert sorted(rel[ids.tolist().index(w)] for w in wanted) == named, (style, wanted, ids)
             assert len(set(ids.tolist())) == len(ids) and (got_style == style or style == "auto")
+    # a relative path naming a file that is not there matches no other folder's file of that name
+    # (sub/x.png is neither a/x.png nor b/x.png; other/top.png is not the folder's top.png)
+    style, ids = match_image_ids(files, root, ["sub/x.png", "other/top.png", "sub/im0.png"], "path")
+    assert "sub/x.png" not in ids.tolist() and "other/top.png" not in ids.tolist() and "sub/im0.png" in ids.tolist()
     # a file name two images share (x.png in a/ and b/), or two labels naming one image: no match
     style, ids = match_image_ids(files, root, ["/elsewhere/x.png", "/p/top.png", "/q/top.png", "im0"])
     assert style == "stem" and sorted(ids) == ["a/x", "b/x", "im0", "im1", "top"]

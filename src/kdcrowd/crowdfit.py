@@ -67,8 +67,8 @@ def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
     finds a wide file's (:func:`~kdcrowd.data.readers._wide_id_column`: ``item``, ``task``, a
     column named like ids, the header-less index of ``to_csv()`` or one whose values look
     like ids; a header-less first column beside the ids is dropped too); without such a
-    column, an index that names items (not the plain ``0..N-1`` of :func:`_row_numbers`:
-    ``long.pivot(index="item", ...)``'s ids) holds the ids, as that column would
+    column, an index that names items (:func:`_index_names_items`: not the plain ``0..N-1``,
+    and X's items named, the index named, as ``long.pivot(index="item", ...)``'s, or not a row per item) holds the ids, as that column would
     (``reset_index()`` makes it one). Its rows are put in X's order by those ids, compared as
     text (``17`` is ``"17"``, as a long table's), with ``named`` items (``item_ids``, or X's
     index) matched to those names, else to X's row numbers ``0..N-1``, as a long table's item
@@ -84,7 +84,7 @@ def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
     if name is not None:
         ids, where = wide[name], f"{str(name)!r} column"
         wide = _drop_row_numbers(wide, name).drop(columns=name)
-    elif not _row_numbers(wide.index):
+    elif _index_names_items(wide.index, named, n):
         ids, where = wide.index.to_series(), "index"
     else:
         if len(wide) != n:
@@ -115,6 +115,17 @@ def _row_numbers(index: pd.Index) -> bool:
     names no items; any other index, a range that starts elsewhere or steps otherwise
     included (``X.iloc[20:]``: ``20..N+19``), holds the items' ids."""
     return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+
+
+def _index_names_items(index: pd.Index, named: bool, n_items: int) -> bool:
+    """Whether a pandas ``index`` of crowd labels or gold (a wide table's, a Series') holds
+    item ids to match the ``n_items`` items by: not the plain ``0..N-1``
+    (:func:`_row_numbers`), and X's items are ``named`` (``item_ids``, or X's index), or the
+    index has a name (``pivot(index="item")``'s), or its rows are not one per item (some
+    items only). An unnamed index of one row per item beside an X without names is the row
+    labels that ``sklearn.utils.shuffle`` or ``df.sample`` carried along: the rows stand for
+    X's rows in order."""
+    return not _row_numbers(index) and (named or index.name is not None or len(index) != n_items)
 
 
 def _warn_one_column() -> None:
@@ -430,11 +441,12 @@ class CrowdFit:
         the item id of each row of ``X`` (as named in a long table); by default the index
         of a DataFrame ``X`` that is not a plain ``0..N-1`` range, else the row number.
         ``gold``: gold questions, one known class value per row of ``X`` (``None``/NaN
-        where unknown); a pandas Series whose index is not the plain ``0..N-1`` range is
-        matched to the items by that index instead, as ``--gold FILE``'s item column is
-        (its ids compared as text with ``item_ids``, X's index, an ``Annotations``' item
-        ids or else the row numbers; it may list the gold items only, in any order; an id
-        that is no item is an error). They are the training targets of their rows, the worker estimates of
+        where unknown); a pandas Series whose index names items (:func:`_index_names_items`:
+        not the plain ``0..N-1``, and X's items named or the index named) is matched to the
+        items by that index instead, as ``--gold FILE``'s item column is (its ids compared as
+        text with ``item_ids``, X's index, or else the row numbers; it may list the gold items
+        only, in any order; an id that is no item is an error); an unnamed index beside an X
+        without names (what ``sklearn.utils.shuffle`` carries along) keeps one value per row. They are the training targets of their rows, the worker estimates of
         the aggregate-then-train methods (``ds``, ``one-coin-ds``, ``glad``, ``mace``,
         ``wawa``, ``zbs``; not ``mv``, ``mmsr``) and the start of models initialised from
         label statistics are anchored on them (:mod:`kdcrowd.data.gold`), and their rows get their known labels in ``labels_``
@@ -503,7 +515,7 @@ class CrowdFit:
                 f"{type(self).__name__} needs at least 2 classes, but the labels hold only one class ({np.asarray(ann.classes).tolist()}); "
                 "pass classes=[...] to declare the others"
             )
-        by_id = isinstance(gold, pd.Series) and not _row_numbers(gold.index)  # a Series indexed by item id, as a long table's item column
+        by_id = isinstance(gold, pd.Series) and _index_names_items(gold.index, item_ids is not None, len(X))  # a Series indexed by item id, as a long table's item column
         gold_idx = gold_from_values(gold, ann.classes, len(X), option="gold", items=ann.item_ids if by_id else None)
         seed = self._seed()
         train = replace(train, seed=seed)

@@ -14,7 +14,9 @@ matched to them by id; items and ``classes`` are applied as to a long table), a 
 unless ``item_ids`` is given), a wide N×M matrix of class indices with -1/NaN for missing
 labels (a DataFrame's column of item ids, found as ``kdcrowd fit`` finds a wide file's,
 is no worker: :func:`kdcrowd.data.readers._wide_id_column`; without one, an index that is
-not the plain ``0..N-1``, as ``long.pivot(index="item", ...)`` makes, holds the ids; the
+not the plain ``0..N-1``, as ``long.pivot(index="item", ...)`` makes, holds the ids where
+``X``'s rows are named or the index is (an unnamed index of one row per row of an ``X`` without
+names, as ``sklearn.utils.shuffle`` leaves it, keeps the rows in ``X``'s order); the
 table's rows are put in ``X``'s order by these ids, matched to ``X``'s item ids where its
 rows are named, else to its row numbers, as a long table's ``item`` column is, and like a
 long table it may hold some of ``X``'s items only; ids that are not the row numbers of an

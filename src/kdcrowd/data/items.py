@@ -474,9 +474,9 @@ def _paths_named(files: Sequence[Path], directory: str | os.PathLike[str], wante
     """``{id: file index}`` of the ``wanted`` ids that are paths (holding ``/`` or ``\\``)
     naming one of ``files``, under ``directory``: the path relative to the folder
     (``./a/b.png`` is ``a/b.png``); an absolute path, or one relative to the working folder,
-    under the folder (that file only); else, a path elsewhere (another machine's), the longest
-    trailing part of it that is a file's relative path, or its file name or stem where one
-    file has it. With or without the file's extension, compared in Unicode's composed form.
+    under the folder (that file only); else the longest trailing part of it that is a file's
+    relative path (holding the id's last folder, for a relative id), or, for an absolute path
+    elsewhere (another machine's), its file name or stem where one file has it. With or without the file's extension, compared in Unicode's composed form.
     An id that names no file, or a name several files share, is left out."""
     paths = [w for w in wanted if "/" in w or "\\" in w]
     if not paths:
@@ -507,8 +507,10 @@ def _paths_named(files: Sequence[Path], directory: str | os.PathLike[str], wante
                 out[w] = i
             continue
         parts = [x for x in p.split("/") if x not in ("", ".")]
-        tails = ("/".join(parts[k:]) for k in range(len(parts)))  # the longest first
-        i = next((by_path[t] for t in tails if t in by_path), by_name.get(parts[-1]) if parts else None)
+        # the longest first; a relative path keeps its last folder (cats/001.png is no dogs/001.png, nor a 001.png
+        # of the folder's top): only an absolute one, another machine's, may fall back to the file's name alone
+        tails = ("/".join(parts[k:]) for k in range(len(parts) if absolute else len(parts) - 1))
+        i = next((by_path[t] for t in tails if t in by_path), by_name.get(parts[-1]) if parts and absolute else None)
         if i is not None:
             out[w] = i
     return out
