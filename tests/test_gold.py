@@ -375,18 +375,19 @@ def test_estimator_gold(tmp_path: Path) -> None:
 def test_gold_values_in_a_series_indexed_by_item_id_go_to_those_items() -> None:
     """A pandas Series of gold values whose index names items is aligned to the items by id
     (compared as text, as ``--gold FILE``'s item column): it may list only the gold items, in
-    any order; an id that is no item, or one given two different labels, is an error."""
+    any order; an id that is no item (given a label), or one given two different labels, is an error,
+    as in ``--gold FILE`` (the same matching: :func:`kdcrowd.data.items.item_labels_from_frame`)."""
     ids = ["a", "b", "c", "17"]
     got = gold_from_values(pd.Series(["y", None, "x"], index=["c", "a", "b"]), ["x", "y"], 4, items=ids)
     np.testing.assert_array_equal(got, [-1, 0, 1, -1])
     np.testing.assert_array_equal(gold_from_values(pd.Series(["x"], index=[17]), ["x", "y"], 4, items=ids), [-1, -1, -1, 0])  # 17 is "17"
     np.testing.assert_array_equal(gold_from_values(pd.Series(["y", "y"], index=["b", "b"]), ["x", "y"], 4, items=ids), [-1, 1, -1, -1])
     assert gold_from_values(pd.Series([None, np.nan], index=["b", "a"]), ["x", "y"], 4, items=ids) is None
-    with pytest.raises(ValueError, match=r"gold's index names 2 ids that are not among the items \('nope', 'other'\)"):
+    with pytest.raises(ValueError, match=r"gold: 1 row\(s\) name items that have no rows of X .*\(item='nope'\)"):
         gold_from_values(pd.Series(["x", "y", None], index=["nope", "a", "other"]), ["x", "y"], 4, items=ids)
-    with pytest.raises(ValueError, match=r"gold gives item\(s\) 'b' more than one different label"):
+    with pytest.raises(ValueError, match=r"gold: item\(s\) 'b' have more than one different label"):
         gold_from_values(pd.Series(["x", "y"], index=["b", "b"]), ["x", "y"], 4, items=ids)
-    with pytest.raises(ValueError, match="not among the classes"):
+    with pytest.raises(ValueError, match="not among the annotation classes"):
         gold_from_values(pd.Series(["z"], index=["a"]), ["x", "y"], 4, items=ids)
 
 
@@ -414,12 +415,12 @@ def test_estimator_gold_series_is_aligned_by_its_index(tmp_path: Path) -> None:
     np.testing.assert_array_equal(gold_of(full.iloc[::-1]), expected)  # another order
     np.testing.assert_array_equal(gold_of(full.iloc[:40].sample(frac=1, random_state=0)), expected)  # the gold items only
     np.testing.assert_array_equal(gold_of(pd.Series(as_list)), expected)  # a plain 0..N-1 index: by position
-    with pytest.raises(ValueError, match=r"gold's index names 1 id that is not among the items \('nope'\)"):
+    with pytest.raises(ValueError, match=r"gold: 1 row\(s\) name items that have no rows of X .*\(item='nope'\)"):
         gold_of(pd.Series(["cat"], index=["nope"]))
     # X without item names: a long table's items and a Series' index are the rows of X
     by_row = answers.assign(item=answers["item"].str[2:].astype(int))
     np.testing.assert_array_equal(gold_of(pd.Series(known[:40]).iloc[::-1], Xf.to_numpy(), by_row), expected)
-    with pytest.raises(ValueError, match=r"gold's index names 40 ids that are not among the items"):
+    with pytest.raises(ValueError, match=r"gold: 40 row\(s\) name items that have no rows of X"):
         gold_of(full.iloc[:40], Xf.to_numpy(), by_row)
 
 

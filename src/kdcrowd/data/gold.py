@@ -29,8 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._common import _plural
-from .readers import _listing, _text_of
+from .readers import _text_of
 
 __all__ = ["apply_gold", "check_gold", "gold_from_values", "gold_values", "gold_vector", "scored_truth", "worker_gold_accuracy"]
 
@@ -110,29 +109,17 @@ def _class_indices(vals: np.ndarray, classes: Sequence[Any], option: str) -> np.
 
 
 def _gold_by_id(values: pd.Series, classes: Sequence[Any], items: Sequence[Any], option: str) -> np.ndarray | None:
-    """:func:`gold_from_values` of a Series indexed by item id (``items``: the items' ids)."""
-    text = pd.Index([_text_of(v) for v in items])
-    if not text.is_unique:
-        same = sorted(set(text[text.duplicated()].tolist()))
-        raise ValueError(f"the item ids {_listing(same)} appear more than once when written as text (e.g. 1 and '1'); {option} is matched to the items by its index as text, so give each item one id")
-    row = text.get_indexer([_text_of(v) for v in values.index])
-    if (row < 0).any():
-        bad = pd.unique(np.asarray(values.index, dtype=object)[row < 0])
-        raise ValueError(f"{option}'s index names {_plural(len(bad), 'id')} that {'is' if len(bad) == 1 else 'are'} not among the items ({_listing(bad.tolist(), len(bad))}): "
-                         "a Series indexed by item id names the items as X's index or item_ids do (or, without them, by row number 0..N-1); "
-                         "a plain 0..N-1 index gives one label per row of X")
-    vals = pd.Series(values.tolist(), dtype=object)
-    known = ~vals.isna().to_numpy()
-    if not known.any():
+    """:func:`gold_from_values` of a Series indexed by item id (``items``: the items' ids):
+    the rows of ``--gold FILE``'s table (:func:`kdcrowd.data.items.item_labels_from_frame`,
+    its id and class matching and its errors), named ``option``."""
+    from .items import item_labels_from_frame
+
+    known = values.dropna()
+    if known.empty:
         return None
-    frame = pd.DataFrame({"row": row[known], "cls": _class_indices(vals[known].to_numpy(), classes, option)}).drop_duplicates()
-    twice = frame["row"].duplicated(keep=False).to_numpy()
-    if twice.any():
-        named = sorted({str(items[r]) for r in frame["row"].to_numpy()[twice]})
-        raise ValueError(f"{option} gives item(s) {_listing(named)} more than one different label; keep one label per item")
-    idx = np.full(len(text), -1, dtype=np.int64)
-    idx[frame["row"].to_numpy()] = frame["cls"].to_numpy()
-    return idx
+    frame = pd.DataFrame({"item": known.index.to_numpy(dtype=object), "label": known.to_numpy(dtype=object)})
+    rows, cls = item_labels_from_frame(frame, option, items, classes, items_are="rows of X (item_ids, X's index, or else the row numbers 0..N-1)", source=option)
+    return gold_vector(len(items), rows, cls)
 
 
 def apply_gold(values: Any, gold: Any) -> Any:

@@ -620,23 +620,25 @@ def read_item_labels(path: str | os.PathLike[str], item_ids: Sequence[Any], clas
 
 
 def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_ids: Sequence[Any], classes: Sequence[Any], items_are: str = "features/images",
-                           fold_case: bool = False, lines: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                           fold_case: bool = False, lines: np.ndarray | None = None, source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`read_item_labels` of a table already read (e.g. a platform export's gold
-    answers); ``path`` names its source in the errors, which name rows from 0, or with
-    ``lines`` (each row's file line) the file lines."""
+    answers, or the estimator's ``gold=`` Series indexed by item id); ``path`` names its
+    source in the errors (``label file PATH``; ``source``, where given, instead: ``gold``),
+    which name rows from 0, or with ``lines`` (each row's file line) the file lines."""
     path = Path(path)
+    where = source or f"label file {path}"
     word, number = ("row", np.arange(len(df))) if lines is None else ("line", np.asarray(lines))  # how the errors name a row
     item_col = "item" if "item" in df.columns else "task" if "task" in df.columns else None
     # the label column: label, or the truth files' truth / crowd-kit's true_label (ground truth by name)
     label_col = next((c for c in ("label", "truth", "true_label") if c in df.columns), None)
     if item_col is None or label_col is None:
-        raise ValueError(f"label file {path} needs columns 'item' (or 'task') and 'label' (or 'truth', 'true_label'); found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
+        raise ValueError(f"{where} needs columns 'item' (or 'task') and 'label' (or 'truth', 'true_label'); found {_listing(list(map(str, df.columns)), len(df.columns))}" + _separator_hint(list(df.columns)))
     if len(df) == 0:
-        raise ValueError(f"label file {path} has no rows (only the header line); add one row 'item,label' per known item")
+        raise ValueError(f"{where} has no rows (only the header line); add one row 'item,label' per known item")
     it, lb = _as_text(df[item_col]), _as_text(df[label_col])
     na = np.flatnonzero((it.isna() | lb.isna()).to_numpy())
     if na.size:
-        raise ValueError(f"label file {path}: missing item or label in {word}(s) {_listing(number[na].tolist(), na.size)}; fill them in or drop those rows")
+        raise ValueError(f"{where}: missing item or label in {word}(s) {_listing(number[na].tolist(), na.size)}; fill them in or drop those rows")
     known = _as_text(pd.Series(list(item_ids), dtype=object))
     _check_ids(known.to_numpy(dtype=object), "item ids (compared as text)")
     index = pd.Index(known.to_numpy(dtype=object))
@@ -647,11 +649,11 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
     bad = np.flatnonzero(pos < 0)
     if bad.size:
         shown = [f"{word} {number[r]} (item={it.iloc[r]!r})" for r in bad[:_SHOW]]
-        raise ValueError(f"label file {path}: {bad.size} row(s) name items that have no {items_are}: {_listing(shown, bad.size, sep='; ', fmt=str)}; drop them or add the items")
+        raise ValueError(f"{where}: {bad.size} row(s) name items that have no {items_are}: {_listing(shown, bad.size, sep='; ', fmt=str)}; drop them or add the items")
     class_text = pd.Index(_as_text(pd.Series(list(classes), dtype=object)).to_numpy(dtype=object))
     if not class_text.is_unique:
         same = sorted(set(class_text[class_text.duplicated(keep=False)].tolist()))
-        raise ValueError(f"classes {_listing(same)} appear more than once when written as text (e.g. 1 and '1'); labels in {path.name} are matched by their text, so give each class once")
+        raise ValueError(f"classes {_listing(same)} appear more than once when written as text (e.g. 1 and '1'); labels in {source or path.name} are matched by their text, so give each class once")
     cls = class_text.get_indexer(lb.to_numpy(dtype=object))
     if (cls < 0).any():  # matched ignoring letter case: with --label-case fold, else for the error's hint
         folded = pd.Index(pd.Series(class_text, dtype=object).astype(str).str.casefold())
@@ -664,10 +666,10 @@ def item_labels_from_frame(df: pd.DataFrame, path: str | os.PathLike[str], item_
     bad = np.flatnonzero(cls < 0)
     if bad.size:
         shown = [f"{word} {number[r]} (item={it.iloc[r]!r}, label={lb.iloc[r]!r})" for r in bad[:_SHOW]]
-        raise ValueError(f"label file {path}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}; write each label as one of these classes (matched as text{'; --label-case fold matches them ignoring letter case' if not fold_case and lb_folded.iloc[bad].isin(folded).any() else ''}) or drop those rows")
+        raise ValueError(f"{where}: {bad.size} label(s) are not among the annotation classes {_listing(list(class_text), len(class_text))}: {_listing(shown, bad.size, sep='; ', fmt=str)}; write each label as one of these classes (matched as text{'; --label-case fold matches them ignoring letter case' if not fold_case and lb_folded.iloc[bad].isin(folded).any() else ''}) or drop those rows")
     frame = pd.DataFrame({"pos": pos, "cls": cls}).drop_duplicates()
     conflict = frame["pos"].duplicated(keep=False).to_numpy()
     if conflict.any():
         ids = sorted({str(known.iloc[p]) for p in frame["pos"].to_numpy()[conflict]})
-        raise ValueError(f"label file {path}: item(s) {_listing(ids)} have more than one different label; keep one label per item")
+        raise ValueError(f"{where}: item(s) {_listing(ids)} have more than one different label; keep one label per item")
     return frame["pos"].to_numpy(dtype=np.int64), frame["cls"].to_numpy(dtype=np.int64)
