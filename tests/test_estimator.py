@@ -902,3 +902,21 @@ def test_rows_shuffled_with_an_unnamed_x_keep_their_pairing():
     clf3 = KDCrowdClassifier(method="mv", epochs=1, random_state=0).fit(Xs, named)
     by_number = KDCrowdClassifier(method="mv", epochs=1, random_state=0).fit(Xs, named.sort_index().reset_index(drop=True))
     np.testing.assert_array_equal(clf3.labels_, by_number.labels_)
+
+
+def test_a_wide_table_s_float_ids_are_read_as_a_long_table_s() -> None:
+    """An item column that pandas holds as float (17.0: a column with gaps, a pivot) names the
+    item "17", as a long table's item column does; it was compared as "17.0", matched no row
+    number, and left the rows in file order (the labels of item 2 went to row 0). A missing
+    id is refused, not read as the id "nan"."""
+    x, _, sim = _blobs(n=30)
+    wide = pd.DataFrame(sim.annotations.to_wide(), columns=[f"w{m}" for m in range(sim.annotations.to_wide().shape[1])])
+    plain = _fast(validation_fraction=0, epochs=1).fit(x, wide)
+    order = np.random.default_rng(0).permutation(30)
+    as_float = wide.iloc[order].reset_index(drop=True).assign(item=order.astype(float))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        got = _fast(validation_fraction=0, epochs=1).fit(x, as_float)
+    np.testing.assert_array_equal(got.label_proba_, plain.label_proba_)
+    with pytest.raises(ValueError, match="has no item id on 1 row"):
+        _fast(validation_fraction=0, epochs=1).fit(x, as_float.assign(item=np.where(np.arange(30) == 3, np.nan, order)))

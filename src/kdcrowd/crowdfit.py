@@ -77,7 +77,7 @@ def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
     order, a row per row of X, with an :class:`~kdcrowd.data.readers.InputWarning` saying how
     to line them up (``item_ids``, or X indexed by the ids); a table without ids has a row per
     row of X."""
-    from .data.readers import InputWarning, _drop_row_numbers, _listing, _wide_id_column
+    from .data.readers import InputWarning, _as_text, _drop_row_numbers, _id_text, _listing, _wide_id_column
 
     n = len(items)
     name = _wide_id_column(wide)
@@ -92,8 +92,13 @@ def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
                              f"X's in order: a wide table without ids needs one row per row of X ({n}); to label some of X's items, give the ids of its rows "
                              "in an 'item' column or as its index")
         return wide
-    col = pd.Index(ids.astype(str))
-    keys = pd.Index([str(v) for v in items] if named else [str(i) for i in range(n)])  # X's rows unnamed: their numbers, as a long table's item column names them
+    text = _id_text(pd.Series(ids.to_numpy(dtype=object)))  # as a long table's item column: 17.0 (a column with gaps) is "17"
+    if text.isna().any():
+        rows = np.flatnonzero(text.isna().to_numpy())
+        raise ValueError(f"the wide table's {where} has no item id on {len(rows)} row(s) (rows {_listing(rows.tolist(), len(rows))}, counted from 0): "
+                         "write the item's id there or drop those rows")
+    col = pd.Index(text.to_numpy(dtype=object))
+    keys = pd.Index(_as_text(pd.Series(list(items), dtype=object)).to_numpy(dtype=object) if named else [str(i) for i in range(n)])  # X's rows unnamed: their numbers, as a long table's item column names them
     stray = ~col.isin(keys)
     if not named and len(wide) == n and (stray.any() or not col.is_unique):
         warnings.warn(f"the wide table's {where} holds ids ({_listing(col.tolist())}) that do not name X's rows, which have no names of their own (their numbers "
