@@ -29,6 +29,7 @@ import pandas as pd
 
 from .checkpoint import saved_seed
 from .config import ConfigError, SettingWarning, _name, _setting, stands_for
+from .data._common import _row_numbers
 from .data.items import check_numbers, float32_features
 from .doors import door_options, settings_from_options, spreading_options
 from .models.backbones import IMAGE_FEATURE_MODES
@@ -113,13 +114,6 @@ def _wide_rows(wide: pd.DataFrame, items: Any, named: bool) -> pd.DataFrame:
     if not col.is_unique:
         raise ValueError(f"the wide table's {where} repeats an id: give an item of X one row at most, named as X's items are (item_ids or X's index)")
     return wide.set_axis(col).reindex(keys)  # X's items without a row: no labels
-
-
-def _row_numbers(index: pd.Index) -> bool:
-    """Whether a DataFrame's ``index`` is the plain ``0..N-1`` range (pandas' default), which
-    names no items; any other index, a range that starts elsewhere or steps otherwise
-    included (``X.iloc[20:]``: ``20..N+19``), holds the items' ids."""
-    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
 
 
 def _index_names_items(index: pd.Index, named: bool, n_items: int) -> bool:

@@ -231,9 +231,16 @@ def read_parquet_table(path: Path) -> pd.DataFrame:
     named = [n for n in df.index.names if n is not None and n not in df.columns]
     if named:
         df = df.reset_index(level=named)
-    if not (isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1):
+    if not _row_numbers(df.index):
         df = df.reset_index(drop=True)
     return df
+
+
+def _row_numbers(index: pd.Index) -> bool:
+    """Whether a DataFrame's ``index`` is the plain ``0..N-1`` range (pandas' default), which
+    names no items; any other index, a range that starts elsewhere or steps otherwise
+    included (``X.iloc[20:]``: ``20..N+19``), holds the items' ids."""
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
 
 
 def tsv_quoting(path: Path) -> int:

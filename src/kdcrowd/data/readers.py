@@ -42,6 +42,7 @@ from ._common import (  # noqa: F401 - _separator_hint is re-exported (kdcrowd.d
     _one_type,
     _Pairs,
     _plural,
+    _row_numbers,
     _scalar_values,
     _separator_hint,
     read_parquet_table,
@@ -476,7 +477,7 @@ def _missing_value_labels(labels: pd.Series, classes: Sequence[Any] | None, fold
     found = [str(w) for w in pd.unique(labels[missing])]  # in file order
     what = (", ".join(f"{w!r} ({counts[w]})" for w in found)
             + ": pandas' missing-value words, which R's write.csv (NA) and df.astype(str).to_csv() (nan) write for a missing label")
-    every = sorted({str(v) for v in labels[~missing].dropna()}) + found
+    every = sorted(set(map(str, pd.unique(labels[~missing].dropna())))) + found  # (the distinct labels: no Python per cell of an N x M table)
     how = f"--classes {','.join(every)} (classes={every!r})" if len(every) <= 12 else "--classes (classes=[...]) listing every class, those among them"
     return missing, what, f"if {f'{found[0]!r} is a class' if len(found) == 1 else 'they are classes'}, declare the classes with {how}"
 
@@ -651,7 +652,7 @@ class FileLines:
     def of(self, df: pd.DataFrame) -> np.ndarray | None:
         """The lines of ``df``'s rows, or None when ``df`` is no longer the table read (rows
         dropped, added or reordered: its index is no longer 0..n-1 of the same length)."""
-        fresh = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1
+        fresh = _row_numbers(df.index)
         return self.lines if fresh and len(df) == len(self.lines) else None
 
 
