@@ -95,6 +95,22 @@ def _setting(key: str, value: Any) -> str:
     return f"{cli_style(key)} {value}"
 
 
+def warn_moot(settings: Any, moot: dict[str, tuple[str, str]], stacklevel: int = 2) -> None:
+    """One :class:`SettingWarning` for each setting of ``moot`` (``{key: (when, why)}``: the
+    settings that change nothing with the others, :func:`kdcrowd.framework.moot_settings`,
+    :func:`kdcrowd.methods.moot_training_settings`) that ``settings`` gives another value than
+    its default (a dataclass field's default is its class attribute; the estimator cannot
+    tell a value typed at its default from the default, so the default says nothing):
+    ``"{setting} has no effect {when}: {why}"``, in the door's words. A warning, not an
+    error, so that a run started with one resumes."""
+    import warnings
+
+    for key, (when, why) in moot.items():
+        value = getattr(settings, key)
+        if value != getattr(type(settings), key):
+            warnings.warn(f"{_setting(key, value)} has no effect {when}: {why}", SettingWarning, stacklevel=stacklevel + 1)
+
+
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None, **kw: Any) -> Any:
     """A dataclass field with numeric bounds that :func:`check_fields` enforces."""
     return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt}, **kw)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable, Mapping
-import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Protocol
 
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 
 from .checkpoint import module_digest
-from .config import ConfigError, SettingWarning, _name, _setting, bounded, check_fields
+from .config import ConfigError, _name, _setting, bounded, check_fields, warn_moot
 from .data.gold import apply_gold
 from .evaluate import Callback, MethodOutput, best_val_accuracy, standard_callbacks, truth_accuracy
 from .losses import DEFAULT_TV_TEMPERATURE
@@ -95,23 +94,23 @@ ENSEMBLE_MEMBERS: dict[str, tuple[str, ...]] = {"ensemble": ("student", "stage2"
 
 def moot_settings(stages: Any, kd: Any) -> dict[str, tuple[str, str]]:
     """KD-Crowd's settings that change nothing with ``stages`` and the distillation loss
-    ``kd``, each with the setting that makes it so and why (what would make it take effect),
-    named the door's way: stage 2's settings with one stage, the distillation weights without
-    a distillation loss, a loss's own setting with another loss. :meth:`KDCrowd.fit` warns of
+    ``kd``, each with the setting that makes it so (``with stages=1``) and why (what would
+    make it take effect), named the door's way (:func:`kdcrowd.config.warn_moot`): stage 2's
+    settings with one stage, the distillation weights without a distillation loss, a loss's own setting with another loss. :meth:`KDCrowd.fit` warns of
     those given other values than their defaults, the head recipe leaves them at their
     defaults (:func:`kdcrowd.doors.apply_head_recipe`), and a checkpointed run compares them
     at their defaults (a run started with one resumes without it, and the other way round)."""
     out: dict[str, tuple[str, str]] = {}
     if stages == 1:
         for key in ("lambda2", "stage2", "stage2_init"):
-            out[key] = (_setting("stages", 1), f"it is a setting of stage 2 (the role switch), which runs with {_setting('stages', 2)}")
+            out[key] = (f"with {_setting('stages', 1)}", f"it is a setting of stage 2 (the role switch), which runs with {_setting('stages', 2)}")
     kd = str(kd)
     if kd == "none":
         for key, stage in (("lambda1", 1), ("lambda2", 2)):
-            out.setdefault(key, (_setting("kd", "none"), f"it weighs the distillation term of stage {stage}, which {_setting('kd', 'none')} leaves out (choose a distillation loss: mig-<f> or kl)"))
+            out.setdefault(key, (f"with {_setting('kd', 'none')}", f"it weighs the distillation term of stage {stage}, which {_setting('kd', 'none')} leaves out (choose a distillation loss: mig-<f> or kl)"))
     for key, loss, used in (("kd_temperature", "kl", kd == "kl"), ("kd_prior", "mig-<f>", kd.startswith("mig-")), ("tv_temperature", "mig-tv", kd == "mig-tv")):
         if not used:
-            out[key] = (_setting("kd", kd), f"it is a setting of the distillation loss {loss}")
+            out[key] = (f"with {_setting('kd', kd)}", f"it is a setting of the distillation loss {loss}")
     return out
 
 
@@ -286,9 +285,7 @@ class KDCrowd:
         # a setting that changes nothing with the others (a distillation setting of another loss than ``kd``, a stage-2
         # setting with one stage, a distillation weight without a distillation loss): said once a run, before anything
         # trains (a warning, not an error, so that a run started with it before resumes)
-        for key, (cause, why) in moot_settings(self.stages, self.kd).items():
-            if getattr(self, key) != getattr(KDCrowd, key):  # (a field's default is its class attribute)
-                warnings.warn(f"{_setting(key, getattr(self, key))} has no effect with {cause}: {why}", SettingWarning, stacklevel=2)
+        warn_moot(self, moot_settings(self.stages, self.kd))
         if pretrained is not None and not isinstance(self.teacher, str) and self.stage2 == "reinit":
             raise ValueError("a pre-trained teacher module cannot be re-initialised for stage 2: give the teacher by name or use stage2='finetune'")
         if teacher_outputs is not None:

@@ -46,7 +46,7 @@ from torch import nn
 
 from .aggregation import aggregate_with_matrices
 from .checkpoint import NOT_FINGERPRINTED, StageCheckpoints, json_plain
-from .config import ConfigError, SettingWarning, _setting, closest
+from .config import ConfigError, _setting, closest, warn_moot
 from .evaluate import (
     MethodOutput,
     evaluate_output,
@@ -447,9 +447,10 @@ def teacher_outputs_of(metrics: dict[str, Any], out: MethodOutput, cfg: RunConfi
     return TeacherOutputs(proba.cpu().numpy(), post.cpu().numpy(), transitions, val, teacher_fingerprint_of(ds, cfg), metrics)
 
 
-def _warn_moot_training_settings(ds: Any, data: DeviceData, cfg: RunConfig, options: Any, teacher_given: bool) -> None:
-    """One :class:`~kdcrowd.config.SettingWarning` for each training setting given another
-    value than its default that changes nothing in this run, named the door's way: test-time
+def moot_training_settings(ds: Any, data: DeviceData, cfg: RunConfig, options: Any, teacher_given: bool) -> dict[str, tuple[str, str]]:
+    """The training settings that change nothing in this run, as
+    :func:`~kdcrowd.framework.moot_settings` gives KD-Crowd's (``{key: (when, why)}``, named
+    the door's way; :func:`kdcrowd.config.warn_moot` warns of those given): test-time
     augmentation of feature rows (frozen image features included), or ``tta`` flip without
     flips; the images' training augmentation (``augment``, ``flip``, ``flip_schedule``,
     ``crop_padding``) on feature rows, ``crop_padding`` and ``flip_schedule`` without the
@@ -457,57 +458,48 @@ def _warn_moot_training_settings(ds: Any, data: DeviceData, cfg: RunConfig, opti
     ``label_smoothing`` where the method trains on no fixed hard targets (soft targets, a
     crowd model, KD-Crowd); ``worker_lr_scale`` where no crowd model trains; ``gold_weight``
     without gold questions, or where no crowd model trains (the other methods take the gold
-    labels as their targets). A warning, not an error, so that a run started with one resumes; the
-    estimator cannot tell a value typed at its default from the default, so the default
-    says nothing."""
-    import warnings
-
-    t, default = cfg.train, TrainConfig
-    said = lambda message: warnings.warn(message, SettingWarning, stacklevel=3)  # noqa: E731
-    changed = [k for k in ("augment", "flip", "flip_schedule", "crop_padding") if getattr(t, k) != getattr(default, k)]  # (a field's default is its class attribute)
+    labels as their targets)."""
+    t = cfg.train
+    out: dict[str, tuple[str, str]] = {}
     if not data.is_image:  # the training augmentation crops and mirrors images trained on as pixels
-        for key in changed:
-            said(f"{_setting(key, getattr(t, key))} has no effect on feature rows: it is a setting of the images' training augmentation (it applies to images trained on as pixels)")
+        for key in ("augment", "flip", "flip_schedule", "crop_padding"):
+            out[key] = ("on feature rows", "it is a setting of the images' training augmentation (it applies to images trained on as pixels)")
     else:
-        if "crop_padding" in changed and not t.augment:
-            said(f"{_setting('crop_padding', t.crop_padding)} has no effect with {_setting('augment', False)}: it is a setting of the training augmentation, "
-                 f"which {_setting('augment', False)} leaves out (use {_setting('augment', True)})")
-        if "flip_schedule" in changed and not (t.augment and t.flip):
-            off = _setting("augment", False) if not t.augment else _setting("flip", False)
-            said(f"{_setting('flip_schedule', t.flip_schedule)} has no effect with {off}: it orders the training augmentation's mirror images, which {off} leaves out "
-                 f"(use {_setting('augment', True) if not t.augment else _setting('flip', True)})")
-        if "flip" in changed and not t.augment and t.tta == "none":
-            said(f"{_setting('flip', t.flip)} has no effect with {_setting('augment', False)} and {_setting('tta', 'none')}: it leaves out the mirror images of the training "
-                 f"augmentation and of test-time augmentation, which are both off (use {_setting('augment', True)}, or {_setting('tta', 'flip')})")
-    if t.tta != default.tta:
-        if not data.is_image:
-            said(f"{_setting('tta', t.tta)} has no effect on feature rows: its views are mirrored or shifted images (it applies to images trained on as pixels)")
-        elif t.tta == "flip" and not t.flip:
-            said(f"{_setting('tta', t.tta)} has no effect with {_setting('flip', False)}: its other view is the mirror image, which {_setting('flip', False)} "
-                 f"leaves out (use {_setting('tta', 'flip-translate')} for the shifted view, or {_setting('flip', True)})")
+        if not t.augment:
+            out["crop_padding"] = (f"with {_setting('augment', False)}", f"it is a setting of the training augmentation, which {_setting('augment', False)} leaves out (use {_setting('augment', True)})")
+        if not (t.augment and t.flip):
+            off, on = (_setting("augment", False), _setting("augment", True)) if not t.augment else (_setting("flip", False), _setting("flip", True))
+            out["flip_schedule"] = (f"with {off}", f"it orders the training augmentation's mirror images, which {off} leaves out (use {on})")
+        if not t.augment and t.tta == "none":
+            out["flip"] = (f"with {_setting('augment', False)} and {_setting('tta', 'none')}", "it leaves out the mirror images of the training augmentation and of test-time "
+                           f"augmentation, which are both off (use {_setting('augment', True)}, or {_setting('tta', 'flip')})")
+    if not data.is_image:
+        out["tta"] = ("on feature rows", "its views are mirrored or shifted images (it applies to images trained on as pixels)")
+    elif t.tta == "flip" and not t.flip:
+        out["tta"] = (f"with {_setting('flip', False)}", f"its other view is the mirror image, which {_setting('flip', False)} "
+                      f"leaves out (use {_setting('tta', 'flip-translate')} for the shifted view, or {_setting('flip', True)})")
     if cfg.method == "kdcrowd":  # its teacher trains here, or its stage 2 does
         crowd, none = not teacher_given or options.stages == 2, f"this KD-Crowd run trains no crowd model (its teacher is given trained, and {_setting('stages', 1)} has no stage 2)"
     else:
         crowd, none = cfg.method in _CROWD_MODEL_REGISTRY, f"{_setting('method', cfg.method)} trains no crowd model (a crowd-model method such as maxmig does, or kdcrowd)"
     with_method = f"with {_setting('method', cfg.method)}"
-    if t.label_smoothing != default.label_smoothing and cfg.method not in HARD_TARGET_METHODS:
-        hard = cfg.method[: -len("-soft")]
-        if cfg.method.endswith("-soft") and hard in HARD_TARGET_METHODS:
+    if cfg.method not in HARD_TARGET_METHODS:
+        hard = cfg.method.removesuffix("-soft")
+        if hard != cfg.method and hard in HARD_TARGET_METHODS:
             why = f"{_setting('method', cfg.method)} trains on soft targets, already distributions (use {_setting('method', hard)})"
         else:
             why = ("KD-Crowd's stages keep their own losses" if cfg.method == "kdcrowd" else f"{_setting('method', cfg.method)} trains a crowd model, whose loss is its own") \
                 + " (it applies to clean and the aggregate-then-train methods on hard labels, such as mv or ds)"
-        said(f"{_setting('label_smoothing', t.label_smoothing)} has no effect {with_method}: it smooths the cross-entropy on fixed hard targets, and {why}")
-    if t.worker_lr_scale != default.worker_lr_scale and not crowd:
-        said(f"{_setting('worker_lr_scale', t.worker_lr_scale)} has no effect {with_method}: it scales the learning rate of a crowd model's worker parameters, and {none}")
-    if t.gold_weight != default.gold_weight:
-        gold = getattr(ds, "gold", None)
-        weighs = "it weighs the classifier's cross-entropy on the gold questions' known labels"
-        if gold is None or not (np.asarray(gold) >= 0).any():
-            said(f"{_setting('gold_weight', t.gold_weight)} has no effect without gold questions: {weighs}, and these items have none (give gold questions)")
-        elif not crowd:
-            said(f"{_setting('gold_weight', t.gold_weight)} has no effect {with_method}: {weighs} in a crowd model's loss, and {none}; "
-                 "the method's training targets take the gold labels as they are")
+        out["label_smoothing"] = (with_method, f"it smooths the cross-entropy on fixed hard targets, and {why}")
+    if not crowd:
+        out["worker_lr_scale"] = (with_method, f"it scales the learning rate of a crowd model's worker parameters, and {none}")
+    gold = getattr(ds, "gold", None)
+    weighs = "it weighs the classifier's cross-entropy on the gold questions' known labels"
+    if gold is None or not (np.asarray(gold) >= 0).any():
+        out["gold_weight"] = ("without gold questions", f"{weighs}, and these items have none (give gold questions)")
+    elif not crowd:
+        out["gold_weight"] = (with_method, f"{weighs} in a crowd model's loss, and {none}; the method's training targets take the gold labels as they are")
+    return out
 
 
 def run_on_dataset(
@@ -538,7 +530,7 @@ def run_on_dataset(
     t0 = time.perf_counter()
     data = DeviceData.from_dataset(ds, device)
     t_data = time.perf_counter() - t0
-    _warn_moot_training_settings(ds, data, cfg, resolved, teacher_given=pretrained_teacher is not None or teacher_outputs is not None)
+    warn_moot(cfg.train, moot_training_settings(ds, data, cfg, resolved, teacher_given=pretrained_teacher is not None or teacher_outputs is not None), stacklevel=2)
     if pretrained_teacher is not None:
         if cfg.method != "kdcrowd":
             raise ValueError("pretrained_teacher is only used by the kdcrowd method")
